@@ -1,0 +1,1 @@
+"""limen.agents (see the module docstrings inside)."""

@@ -1,0 +1,1 @@
+"""limen.auth (see the module docstrings inside)."""

@@ -1,0 +1,1 @@
+"""limen.cli (see the module docstrings inside)."""

@@ -1,0 +1,1 @@
+"""limen.client (see the module docstrings inside)."""

@@ -1,0 +1,128 @@
+"""Limen's typed errors, one category per kind of failure, mapped once to every surface.
+
+Every layer raises these; the surfaces (HTTP API, SSH disconnects, database error packets,
+CLI exit codes, audit codes) translate them with the tables below, nowhere else::
+
+    LimenError
+    ├── BadParameter        invalid input (schema, YAML, names, flags)        HTTP 400, exit 1
+    │   └── ValidationFailed  a batch of documents with per-document errors  HTTP 400, exit 1
+    ├── NotFound            the object does not exist                         HTTP 404, exit 1
+    ├── AlreadyExists       create of an existing object                      HTTP 409, exit 1
+    ├── CompareFailed       compare-and-swap lost a race                      HTTP 409, exit 1
+    ├── AccessDenied        authentication or authorization refused           HTTP 403, exit 1
+    ├── ConnectionProblem   a peer cannot be reached                          HTTP 503, exit 3
+    └── LimitExceeded       rate limit, lockout, quota                        HTTP 429, exit 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AccessDenied",
+    "AlreadyExists",
+    "BadParameter",
+    "CompareFailed",
+    "ConnectionProblem",
+    "DocumentError",
+    "LimenError",
+    "LimitExceeded",
+    "NotFound",
+    "ValidationFailed",
+    "exit_code",
+    "http_status",
+]
+
+
+class LimenError(Exception):
+    """Base of every error Limen raises on purpose. ``str(err)`` is one clear sentence."""
+
+    http_status = 500
+    code = "internal"
+
+
+class BadParameter(LimenError):
+    http_status = 400
+    code = "bad_parameter"
+
+
+class NotFound(LimenError):
+    http_status = 404
+    code = "not_found"
+
+
+class AlreadyExists(LimenError):
+    http_status = 409
+    code = "already_exists"
+
+
+class CompareFailed(LimenError):
+    http_status = 409
+    code = "compare_failed"
+
+
+class AccessDenied(LimenError):
+    http_status = 403
+    code = "access_denied"
+
+
+class ConnectionProblem(LimenError):
+    http_status = 503
+    code = "connection_problem"
+
+
+class LimitExceeded(LimenError):
+    http_status = 429
+    code = "limit_exceeded"
+
+
+@dataclass(frozen=True)
+class DocumentError:
+    """One problem in one document: ``file[index] path: reason`` (DESIGN.md's error format)."""
+
+    source: str
+    index: int
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.source}[{self.index}]"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where} {self.path}: {self.reason}" if self.path else f"{where}: {self.reason}"
+
+
+class ValidationFailed(BadParameter):
+    """A batch of documents was rejected; ``errors`` lists every problem found."""
+
+    code = "validation_failed"
+
+    def __init__(self, errors: Sequence[DocumentError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors) or "validation failed")
+
+
+_BY_CODE: dict[str, type[LimenError]] = {
+    cls.code: cls
+    for cls in (
+        BadParameter, ValidationFailed, NotFound, AlreadyExists, CompareFailed,
+        AccessDenied, ConnectionProblem, LimitExceeded,
+    )
+}
+
+
+def http_status(err: BaseException) -> int:
+    """The HTTP status an API answers with for ``err`` (500 for anything unexpected)."""
+    return err.http_status if isinstance(err, LimenError) else 500
+
+
+def exit_code(err: BaseException) -> int:
+    """The CLI exit code for ``err``: 3 cannot connect, 1 denied or invalid, 1 otherwise."""
+    return 3 if isinstance(err, ConnectionProblem) else 1
+
+
+def from_code(code: str, message: str) -> LimenError:
+    """Rebuild a typed error from an API error body (``{"error": {"code", "message"}}``)."""
+    return _BY_CODE.get(code, LimenError)(message)

@@ -1,0 +1,1 @@
+"""limen.operator (see the module docstrings inside)."""

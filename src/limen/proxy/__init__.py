@@ -1,0 +1,1 @@
+"""limen.proxy (see the module docstrings inside)."""

@@ -1,0 +1,1 @@
+"""Typed resource storage over a ``Backend``, apply plans and ownership rules."""
