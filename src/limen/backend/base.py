@@ -3,15 +3,27 @@
 Semantics (shared by all implementations, tested by ``tests/unit/test_backend_contract.py``):
 
 - One cluster-wide revision counter, strictly increasing; every write (put or delete) takes
-  the next revision, and an item's ``revision`` is the revision of its last write.
+  the next revision, and an item's ``revision`` is the revision of its last write. An empty
+  backend is at revision 0, so the first write gets revision 1.
 - ``atomic(conditions, ops)`` checks every condition and applies every op in one transaction
   with ONE new revision, or raises ``CompareFailed`` and changes nothing. A condition with
   ``revision=0`` means "the key must not exist"; ``revision=None`` means "must exist".
-- Expired items (``expires`` is a UNIX time in the past) are invisible to reads and are
-  reported to watchers as deletes when they are swept.
+  A key may appear in at most one op (``BadParameter`` otherwise); a ``Delete`` of an absent
+  key is skipped (no event); with no ops, only the conditions are checked and the current
+  revision is returned.
+- Expired items (``expires`` is a UNIX time at or before now) are invisible to reads, count
+  as absent for ``create``, ``compare_and_swap`` and conditions, and are reported to watchers
+  as deletes when they are swept. Every write first sweeps them (the sweep's deletes share one
+  revision of their own, before the write's); a periodic sweep catches the rest.
 - ``watch(prefix, after)`` yields every event with revision > ``after`` for keys under
-  ``prefix``, in revision order, then follows new ones until the iterator is closed.
-  ``after=None`` means "from now on".
+  ``prefix``, in revision order (the events of one ``atomic`` share its revision, in op
+  order), then follows new ones until the iterator is closed or the backend closes (the
+  iterator then ends). ``after=None`` means "from now on". History is compacted (at least the
+  newest 10,000 events and the last hour are kept); when events after ``after`` are gone the
+  iterator raises ``BadParameter("revision N has been compacted; re-list")``: read
+  ``current_revision()``, list again, and watch ``after`` that revision (events already
+  reflected in the list may be replayed; applying them again is harmless).
+- After ``close()`` every call raises ``ConnectionProblem``.
 
 Called by ``limen.services``.
 """
@@ -89,7 +101,8 @@ class Backend(Protocol):
         ...
 
     async def delete(self, key: str, *, expected_revision: int | None = None) -> None:
-        """``NotFound`` if absent; ``CompareFailed`` if ``expected_revision`` is given and differs."""
+        """``NotFound`` if absent; ``CompareFailed`` if ``expected_revision`` is given and
+        differs. The delete takes a new revision."""
         ...
 
     async def atomic(

@@ -1,0 +1,261 @@
+"""``SQLiteBackend``: the embedded default ``Backend``, one SQLite file in the data directory.
+
+Opened by ``limen.backend.factory.open_backend(data_dir)`` for ``limen start`` and for the
+offline ``lmctl --data-dir`` commands; both may have the same file open at once::
+
+    process A (limen start)                     process B (lmctl, offline)
+    event loop ──▶ worker thread ──▶ ┌──────────────────────────┐ ◀── worker thread ◀── loop
+      watchers: poll events > cursor │ DATA_DIR/backend.sqlite   │
+      every poll_interval, and at    │ WAL; BEGIN IMMEDIATE per  │
+      once after a local write       │ write; events table       │
+                                     └──────────────────────────┘
+
+Every blocking ``sqlite3`` call runs on one dedicated worker thread that owns the connection
+(``limen.backend._sqlite_store``); the event loop only awaits it. Writes wake this process's
+watchers at once; another process's writes reach them by polling the ``events`` table.
+Periodic tasks sweep expired items (every ``sweep_interval``) and compact the event history
+(every ``compact_interval``), keeping at least the newest ``history_min_events`` events and
+every event younger than ``history_min_age`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from limen.backend._common import (
+    DEFAULT_HISTORY_MIN_AGE,
+    DEFAULT_HISTORY_MIN_EVENTS,
+    DEFAULT_SWEEP_INTERVAL,
+    Check,
+    cas_checks,
+    closed_error,
+    create_checks,
+    delete_checks,
+    validate_after,
+    validate_atomic,
+    validate_key,
+    validate_put,
+)
+from limen.backend._sqlite_store import SQLiteStore
+from limen.backend.base import Condition, Delete, Event, Item, Put
+from limen.errors import ConnectionProblem, LimenError
+
+__all__ = ["DB_FILENAME", "SQLiteBackend"]
+
+DB_FILENAME = "backend.sqlite"
+"""The file name ``open_backend`` uses inside the data directory."""
+
+_log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class SQLiteBackend:
+    """``Backend`` over the SQLite file at ``path`` (created 0600, its directory 0700).
+
+    The constructor opens the file synchronously (a few milliseconds; at most
+    ``busy_timeout`` seconds when another process holds it locked) so a bad file fails at
+    once: ``BadParameter`` when it is not a Limen database, ``ConnectionProblem`` when locked.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.05,
+        sweep_interval: float | None = DEFAULT_SWEEP_INTERVAL,
+        compact_interval: float | None = 60.0,
+        history_min_events: int = DEFAULT_HISTORY_MIN_EVENTS,
+        history_min_age: float = DEFAULT_HISTORY_MIN_AGE,
+        busy_timeout: float = 5.0,
+        poll_window: int = 1000,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._intervals = {"sweep": sweep_interval, "compact": compact_interval}
+        self._history_min_events = history_min_events
+        self._history_min_age = history_min_age
+        self._poll_window = poll_window
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limen-sqlite")
+        try:
+            self._store = self._executor.submit(
+                SQLiteStore, self.path, busy_timeout=busy_timeout
+            ).result()
+            self._known_revision = self._executor.submit(self._store.revision).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Item | None:
+        return await self._run(self._store.get, validate_key(key), self._clock())
+
+    async def list(self, prefix: str) -> list[Item]:
+        return await self._run(self._store.list, prefix, self._clock())
+
+    async def current_revision(self) -> int:
+        revision = await self._run(self._store.revision)
+        self._observe(revision)
+        return revision
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def put(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
+        op = validate_put(key, value, expires)
+        return _item(op, await self._write([], [op]))
+
+    async def create(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
+        op = validate_put(key, value, expires)
+        return _item(op, await self._write(create_checks(op.key), [op]))
+
+    async def compare_and_swap(
+        self, key: str, expected_revision: int, value: bytes, *, expires: float | None = None
+    ) -> Item:
+        op = validate_put(key, value, expires)
+        return _item(op, await self._write(cas_checks(op.key, expected_revision), [op]))
+
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> None:
+        key = validate_key(key)
+        await self._write(delete_checks(key, expected_revision), [Delete(key)])
+
+    async def atomic(
+        self, conditions: Sequence[Condition], ops: Sequence[Put | Delete]
+    ) -> int:
+        checks, clean = validate_atomic(conditions, ops)
+        return await self._write(checks, clean)
+
+    async def sweep(self) -> int:
+        """Delete every expired item now (one revision of DELETE events); returns how many."""
+        swept = await self._run(self._store.sweep, self._clock())
+        if swept:
+            self._notify()
+        return swept
+
+    async def compact(self) -> int:
+        """Apply the history retention rule now; returns the compacted revision (watching
+        ``after`` a revision below it raises ``BadParameter``)."""
+        return await self._run(
+            self._store.compact, self._clock(), self._history_min_events, self._history_min_age
+        )
+
+    # -- watch ---------------------------------------------------------------------------
+
+    def watch(self, prefix: str, *, after: int | None = None) -> AsyncIterator[Event]:
+        """Events under ``prefix`` after ``after`` (None: after the latest revision this
+        process has seen). Ends when the backend closes; ``BadParameter`` if ``after`` has been
+        compacted (re-list, then watch from the list's revision)."""
+        if self._closed:
+            raise closed_error()
+        start = validate_after(after)
+        return self._follow(prefix, self._known_revision if start is None else start)
+
+    async def _follow(self, prefix: str, cursor: int) -> AsyncIterator[Event]:
+        while not self._closed:
+            changed = self._changed
+            try:
+                events, cursor, latest = await self._run(
+                    self._store.poll, prefix, cursor, self._poll_window
+                )
+            except ConnectionProblem:
+                if self.closed:
+                    return
+                raise
+            self._observe(latest)
+            for event in events:
+                yield event
+            if cursor >= latest:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await changed.wait()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Stop the periodic tasks, end every watcher, close the file and join the worker
+        thread. Later calls raise ``ConnectionProblem``; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._notify()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._store.close)
+        finally:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a store method on the worker thread."""
+        if self._closed:
+            raise closed_error()
+        loop = asyncio.get_running_loop()
+        if not self._started:
+            self._started = True
+            self._start_tasks(loop)
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def _write(self, checks: Sequence[Check], ops: Sequence[Put | Delete]) -> int:
+        revision = await self._run(self._store.write, checks, ops, self._clock())
+        self._observe(revision)
+        self._notify()
+        return revision
+
+    def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs: dict[str, Callable[[], Awaitable[object]]] = {
+            "sweep": self.sweep, "compact": self.compact,
+        }
+        for name, interval in self._intervals.items():
+            if interval is not None:
+                self._tasks.append(
+                    loop.create_task(
+                        self._every(interval, name, jobs[name]), name=f"limen-sqlite-{name}"
+                    )
+                )
+
+    async def _every(
+        self, interval: float, name: str, job: Callable[[], Awaitable[object]]
+    ) -> None:
+        while not self._closed:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except LimenError as err:
+                if self.closed:
+                    return
+                _log.warning("backend %s of %s failed: %s", name, self.path, err)
+
+    def _observe(self, revision: int) -> None:
+        self._known_revision = max(self._known_revision, revision)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+def _item(op: Put, revision: int) -> Item:
+    return Item(op.key, op.value, revision, op.expires)
