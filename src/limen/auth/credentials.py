@@ -1,0 +1,265 @@
+"""A local user's secrets and login state, and the login decision over them.
+
+Called by the auth server: it loads a ``LocalCredentials`` record from its backend (under its
+own key: never in the User resource, never in Git), calls ``authenticate`` with what the user
+typed, persists the returned record whatever the outcome (so failures count), and answers the
+client with ``reason`` while the audit log gets ``reason_internal``. Sign-up uses
+``with_password`` and ``with_totp_secret``; unknown user names go to ``reject_unknown_user``.
+
+    authenticate: locked? ──yes──▶ refuse, record untouched ("locked")
+                     │no
+                     ▼
+                  password ──▶ TOTP (when second_factor is "otp") ──▶ all good?
+                     │                                                 │yes      │no
+                     ▼                                                 ▼         ▼
+             (dummy verify when no password is set)          clear failures,   record failure
+                                                             store TOTP step,  (may lock)
+                                                             rehash if needed
+
+The client hears only "invalid password or one-time code" (or the lock message), never which
+factor failed; ``reason_internal`` is one of ``REASONS``. A one-time code is consumed only by a
+successful login, so a code typed with a mistyped password can be typed again with the right
+one. Everything is pure but the password hashing (~110 ms): run it in a worker thread.
+
+The caller must write the returned record back with compare-and-swap against the record it
+read (the Backend's ``CompareFailed``), and on a lost race reload and decide again: otherwise
+two concurrent logins could both accept the same one-time code, or lose a failure count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, NamedTuple
+
+from limen.auth import lockout, otp, passwords
+from limen.errors import AccessDenied, BadParameter, LimenError, LimitExceeded
+
+__all__ = [
+    "REASONS",
+    "AuthResult",
+    "LocalCredentials",
+    "SecondFactor",
+    "authenticate",
+    "reject_unknown_user",
+]
+
+SecondFactor = Literal["otp", "off"]
+
+REASONS = frozenset(
+    {"ok", "locked", "no_password_set", "bad_password", "no_otp_set", "bad_otp", "otp_replayed",
+     "unknown_user"}
+)
+"""Every ``reason_internal`` ``authenticate`` and ``reject_unknown_user`` give."""
+
+_DENIED = {
+    "otp": "invalid password or one-time code",
+    "off": "invalid password",
+}
+
+
+@dataclass(frozen=True)
+class LocalCredentials:
+    """A local user's password hash, TOTP secret and login state; no secret in its repr."""
+
+    password_hash: str | None = field(default=None, repr=False)
+    """Argon2id PHC string, or None until the user has signed up."""
+    totp_secret: str | None = field(default=None, repr=False)
+    """Base32 TOTP secret, or None when no authenticator is enrolled."""
+    totp_last_step: int = otp.NEVER_USED
+    """Step of the last one-time code accepted; older or equal steps are refused."""
+    failures: tuple[float, ...] = ()
+    """Times of recent failed logins (see ``limen.auth.lockout``)."""
+    locked_until: float | None = None
+    """End of the current lock, or None."""
+    created: float = 0.0
+    """Unix time the record was made."""
+    updated: float = 0.0
+    """Unix time of the last change."""
+
+    @classmethod
+    def new(cls, now: float) -> LocalCredentials:
+        """An empty record for a user who has been invited but has not signed up."""
+        return cls(created=now, updated=now)
+
+    @property
+    def has_password(self) -> bool:
+        """Whether the user has chosen a password (signed up)."""
+        return self.password_hash is not None
+
+    @property
+    def has_totp(self) -> bool:
+        """Whether an authenticator app is enrolled."""
+        return self.totp_secret is not None
+
+    @property
+    def lockout_state(self) -> lockout.LockoutState:
+        """The failures and lock, for the functions of ``limen.auth.lockout``."""
+        return lockout.LockoutState(self.failures, self.locked_until)
+
+    def with_lockout(self, state: lockout.LockoutState, now: float) -> LocalCredentials:
+        """The record with ``state`` as its failures and lock."""
+        return replace(self, failures=state.failures, locked_until=state.locked_until, updated=now)
+
+    def with_password(
+        self,
+        password: str,
+        now: float,
+        params: passwords.PasswordParams = passwords.DEFAULT_PARAMS,
+        policy: passwords.PasswordPolicy = passwords.DEFAULT_POLICY,
+    ) -> LocalCredentials:
+        """The record with a new password (checked against ``policy``; ``BadParameter``)."""
+        return replace(
+            self, password_hash=passwords.hash_password(password, params, policy), updated=now
+        )
+
+    def with_totp_secret(self, secret: str | None, now: float) -> LocalCredentials:
+        """The record with a new (or no) authenticator; the replay marker starts over."""
+        if secret is not None:
+            otp.check_secret(secret)
+        return replace(self, totp_secret=secret, totp_last_step=otp.NEVER_USED, updated=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form the auth server stores under its own backend key."""
+        return {
+            "password_hash": self.password_hash,
+            "totp_secret": self.totp_secret,
+            "totp_last_step": self.totp_last_step,
+            "failures": list(self.failures),
+            "locked_until": self.locked_until,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LocalCredentials:
+        """Read a stored record back; ``BadParameter`` names the first malformed field."""
+        if not isinstance(data, Mapping):
+            raise BadParameter("local credentials record must be a mapping")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise BadParameter(f"local credentials record has unknown field {unknown[0]!r}")
+        step = data.get("totp_last_step", otp.NEVER_USED)
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise BadParameter("local credentials record: totp_last_step must be an integer")
+        failures = data.get("failures", [])
+        if not isinstance(failures, list | tuple):
+            raise BadParameter("local credentials record: failures must be a list of times")
+        return cls(
+            password_hash=_optional_str(data, "password_hash"),
+            totp_secret=_optional_str(data, "totp_secret"),
+            totp_last_step=step,
+            failures=tuple(_number(t, "failures") for t in failures),
+            locked_until=(
+                None if data.get("locked_until") is None
+                else _number(data["locked_until"], "locked_until")
+            ),
+            created=_number(data.get("created", 0.0), "created"),
+            updated=_number(data.get("updated", 0.0), "updated"),
+        )
+
+
+def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise BadParameter(f"local credentials record: {name} must be a non-empty string or null")
+    return value
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadParameter(f"local credentials record: {name} must hold numbers (Unix times)")
+    return float(value)
+
+
+class AuthResult(NamedTuple):
+    """What ``authenticate`` decided. Persist ``creds`` whatever ``ok`` says."""
+
+    creds: LocalCredentials
+    """The record to store: failure counted, or failures cleared and TOTP step advanced."""
+    ok: bool
+    """Whether the user is authenticated."""
+    reason: str
+    """One sentence for the client; never says which factor failed. Empty when ok."""
+    reason_internal: str
+    """For the audit log only: one of ``REASONS``."""
+
+    def raise_for_failure(self) -> None:
+        """Raise ``LimitExceeded`` (locked) or ``AccessDenied`` (anything else) unless ok."""
+        if self.ok:
+            return
+        raise (LimitExceeded if self.reason_internal == "locked" else AccessDenied)(self.reason)
+
+
+def _check_second_factor(second_factor: str) -> None:
+    if second_factor not in _DENIED:
+        raise BadParameter(f"second_factor must be 'otp' or 'off', not {second_factor!r}")
+
+
+def authenticate(
+    creds: LocalCredentials,
+    password: str,
+    otp_code: str | None,
+    *,
+    user: str,
+    second_factor: SecondFactor,
+    now: float,
+    policy: lockout.LockoutPolicy = lockout.DEFAULT_LOCKOUT_POLICY,
+    params: passwords.PasswordParams = passwords.DEFAULT_PARAMS,
+) -> AuthResult:
+    """Decide a login by ``user`` at ``now``: lockout, then password, then (when
+    ``second_factor`` is "otp") the one-time code. See the module docstring for the flow."""
+    _check_second_factor(second_factor)
+    try:
+        lockout.check_not_locked(creds.lockout_state, now, user)
+    except LimitExceeded as err:
+        return AuthResult(creds, False, str(err), "locked")
+
+    check = passwords.verify_password(creds.password_hash, password, params)
+    failure = None
+    if not creds.has_password:
+        failure = "no_password_set"
+    elif not check.ok:
+        failure = "bad_password"
+
+    step = creds.totp_last_step
+    if second_factor == "otp":
+        otp_failure, step = _check_otp(creds, otp_code, now)
+        failure = failure or otp_failure
+
+    if failure is not None:
+        state = lockout.record_failure(creds.lockout_state, now, policy)
+        return AuthResult(creds.with_lockout(state, now), False, _DENIED[second_factor], failure)
+
+    new = creds.with_lockout(lockout.record_success(creds.lockout_state, now), now)
+    new = replace(new, totp_last_step=step)
+    if check.needs_rehash:
+        new = replace(new, password_hash=passwords.rehash(password, params))
+    return AuthResult(new, True, "", "ok")
+
+
+def _check_otp(creds: LocalCredentials, code: str | None, now: float) -> tuple[str | None, int]:
+    """(failure reason or None, step to store) for ``code``."""
+    if creds.totp_secret is None:
+        return "no_otp_set", creds.totp_last_step
+    try:
+        step = otp.verify_totp(creds.totp_secret, code or "", now, creds.totp_last_step)
+    except AccessDenied as err:
+        replayed = str(err) == otp.REPLAYED_REASON
+        return ("otp_replayed" if replayed else "bad_otp"), creds.totp_last_step
+    except LimenError:  # a stored secret that is not valid base32: refuse, do not crash
+        return "bad_otp", creds.totp_last_step
+    return None, step
+
+
+def reject_unknown_user(
+    password: str,
+    *,
+    second_factor: SecondFactor,
+    params: passwords.PasswordParams = passwords.DEFAULT_PARAMS,
+) -> AuthResult:
+    """Refuse a login for a user name that does not exist, after the same password work as
+    for a real user, with the same client reason. ``creds`` is an empty record not to store."""
+    _check_second_factor(second_factor)
+    passwords.verify_password(None, password, params)  # same work as a wrong password
+    return AuthResult(LocalCredentials(), False, _DENIED[second_factor], "unknown_user")
