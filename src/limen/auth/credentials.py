@@ -19,7 +19,7 @@ client with ``reason`` while the audit log gets ``reason_internal``. Sign-up use
 The client hears only "invalid password or one-time code" (or the lock message), never which
 factor failed; ``reason_internal`` is one of ``REASONS``. A one-time code is consumed only by a
 successful login, so a code typed with a mistyped password can be typed again with the right
-one. Everything is pure but the password hashing (~110 ms): run it in a worker thread.
+one. Everything is pure but the password hashing (~100 ms): run it in a worker thread.
 
 The caller must write the returned record back with compare-and-swap against the record it
 read (the Backend's ``CompareFailed``), and on a lost race reload and decide again: otherwise

@@ -2,17 +2,17 @@
 
 Called by :mod:`limen.auth.credentials` (``authenticate`` verifies, ``with_password`` hashes)
 and through it by the auth server's login, sign-up and password-change handlers. Pure CPU
-work, no I/O: one hash or verify costs ~110 ms of one core, so the auth server runs these
+work, no I/O: one hash or verify costs ~100 ms of one core, so the auth server runs these
 calls in a worker thread (``asyncio.to_thread``), never on the event loop.
 
 Parameters (``DEFAULT_PARAMS``), measured on this kind of machine (2 cores, idle), one verify:
 
     memory 64 MiB, time 3, parallelism 1   ~215 ms   too slow for a login server here
     memory 64 MiB, time 2, parallelism 1   ~160 ms   over the 150 ms budget
-    memory 64 MiB, time 1, parallelism 1   ~110 ms   chosen
+    memory 64 MiB, time 1, parallelism 1   90-110 ms chosen
     memory 46 MiB, time 1, parallelism 1   ~65 ms    OWASP's first recommendation
 
-Half of the 110 ms is the kernel handing out 64 MiB of fresh pages, a cost the defender pays
+About half of that is the kernel handing out 64 MiB of fresh pages, a cost the defender pays
 on every call and an attacker (who reuses buffers) does not, so memory is the parameter that
 matters: the chosen set is OWASP's first recommendation with more memory. Parallelism 1 keeps
 one login on one core and the latency the same on a 1-CPU container. Every stored hash
