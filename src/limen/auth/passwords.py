@@ -12,9 +12,10 @@ Parameters (``DEFAULT_PARAMS``), measured on this kind of machine (2 cores, idle
     memory 64 MiB, time 1, parallelism 1   90-110 ms chosen
     memory 46 MiB, time 1, parallelism 1   ~65 ms    OWASP's first recommendation
 
-About half of that is the kernel handing out 64 MiB of fresh pages, a cost the defender pays
-on every call and an attacker (who reuses buffers) does not, so memory is the parameter that
-matters: the chosen set is OWASP's first recommendation with more memory. Parallelism 1 keeps
+About half of each call is the kernel handing out 64 MiB of fresh pages, so every extra pass
+adds ~55 ms; a second one does not fit the budget. The chosen set is OWASP's first
+recommendation (46 MiB, one pass) with more memory, the parameter that hurts GPU and ASIC
+guessing most. Parallelism 1 keeps
 one login on one core and the latency the same on a 1-CPU container. Every stored hash
 carries its parameters, so raising ``DEFAULT_PARAMS`` later is safe: ``verify_password``
 reports ``needs_rehash`` and the next successful login re-hashes.
