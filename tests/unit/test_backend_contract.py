@@ -332,6 +332,17 @@ async def test_a_write_sweeps_expired_items_first(backend: Backend, clock: FakeC
     assert new.revision == 3
 
 
+async def test_a_failing_write_does_not_even_sweep(backend: Backend, clock: FakeClock) -> None:
+    await backend.put("k", b"old", expires=T0 + 1)
+    clock.advance(2)
+    with pytest.raises(CompareFailed):
+        await backend.compare_and_swap("other", 5, b"")
+    with pytest.raises(NotFound):
+        await backend.delete("k")
+    assert await backend.atomic([Condition("other", 0)], []) == 1
+    assert await backend.current_revision() == 1
+
+
 # -- watch --------------------------------------------------------------------------------------
 
 

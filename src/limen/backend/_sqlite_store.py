@@ -10,10 +10,11 @@ Schema (``schema`` = 1 in ``meta``)::
     events(seq INTEGER PRIMARY KEY, revision INTEGER, key TEXT, type TEXT, value BLOB,
            created REAL)                          indexed by revision; seq orders a revision
 
-Every write is one ``BEGIN IMMEDIATE`` transaction: sweep expired items (their DELETE events
-take a revision of their own), check the conditions, take the next revision, write the items
-and the events, store the counter. Several processes may open the same file: SQLite's locks
-serialise the writers and WAL lets readers (watch polls) run beside them.
+Every write is one ``BEGIN IMMEDIATE`` transaction: check the conditions (expired items count
+as absent), sweep expired items (their DELETE events take a revision of their own), take the
+next revision, write the items and the events, store the counter. Several processes may open
+the same file: SQLite's locks serialise the writers and WAL lets readers (watch polls) run
+beside them.
 """
 
 from __future__ import annotations
@@ -218,15 +219,16 @@ class SQLiteStore:
     # -- writes ----------------------------------------------------------------------------
 
     def write(self, checks: Sequence[Check], ops: Sequence[Put | Delete], now: float) -> int:
-        """Sweep, check, apply ``ops`` under one new revision; returns it (or the current
-        revision when ``ops`` is empty)."""
+        """Check, sweep, apply ``ops`` under one new revision; returns it (or the current
+        revision, changing nothing, when ``ops`` is empty)."""
         with self._errors(), self._transaction():
-            revision, _ = self._sweep_locked(self._meta("revision"), now)
-            evaluate(checks, self._current)
+            evaluate(checks, lambda key: self._current(key, now))
+            revision = self._meta("revision")
             if ops:
+                revision, _ = self._sweep_locked(revision, now)
                 revision += 1
                 self._apply(revision, ops, now)
-            self._set_meta("revision", revision)
+                self._set_meta("revision", revision)
         return revision
 
     def sweep(self, now: float) -> int:
@@ -285,8 +287,11 @@ class SQLiteStore:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def _current(self, key: str) -> int | None:
-        row = self._conn.execute("SELECT revision FROM items WHERE key = ?", (key,)).fetchone()
+    def _current(self, key: str, now: float) -> int | None:
+        row = self._conn.execute(
+            "SELECT revision FROM items WHERE key = ? AND (expires IS NULL OR expires > ?)",
+            (key, now),
+        ).fetchone()
         return None if row is None else int(row[0])
 
     def _sweep_locked(self, revision: int, now: float) -> tuple[int, int]:

@@ -13,8 +13,9 @@ Semantics (shared by all implementations, tested by ``tests/unit/test_backend_co
   revision is returned.
 - Expired items (``expires`` is a UNIX time at or before now) are invisible to reads, count
   as absent for ``create``, ``compare_and_swap`` and conditions, and are reported to watchers
-  as deletes when they are swept. Every write first sweeps them (the sweep's deletes share one
-  revision of their own, before the write's); a periodic sweep catches the rest.
+  as deletes when they are swept. Every successful write first sweeps them (the sweep's
+  deletes share one revision of their own, before the write's); a periodic sweep catches the
+  rest. A write that fails its check changes nothing, not even by sweeping.
 - ``watch(prefix, after)`` yields every event with revision > ``after`` for keys under
   ``prefix``, in revision order (the events of one ``atomic`` share its revision, in op
   order), then follows new ones until the iterator is closed or the backend closes (the

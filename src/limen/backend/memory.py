@@ -198,10 +198,10 @@ class MemoryBackend:
     def _write(self, checks: Sequence[Check], ops: Sequence[Put | Delete]) -> int:
         self._enter()
         now = self._clock()
-        self._sweep(now)
-        evaluate(checks, self._current)
+        evaluate(checks, lambda key: self._current(key, now))
         if not ops:
             return self._revision
+        self._sweep(now)
         revision = self._revision + 1
         events: builtins.list[Event] = []
         for op in ops:
@@ -213,9 +213,9 @@ class MemoryBackend:
         self._commit(revision, now, events)
         return revision
 
-    def _current(self, key: str) -> int | None:
+    def _current(self, key: str, now: float) -> int | None:
         item = self._items.get(key)
-        return item.revision if item is not None else None
+        return item.revision if item is not None and self._live(item, now) else None
 
     def _sweep(self, now: float) -> int:
         expired = sorted(k for k, i in self._items.items() if not self._live(i, now))
