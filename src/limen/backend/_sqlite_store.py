@@ -146,6 +146,8 @@ class SQLiteStore:
                 ) from err
             raise ConnectionProblem(f"the backend database {self.path} failed: {text}") from err
         except sqlite3.DatabaseError as err:
+            if type(err) is not sqlite3.DatabaseError:  # integrity/programming: a bug, not the file
+                raise
             raise BadParameter(
                 f"{self.path} is not a usable Limen backend database ({err}); move it away or "
                 "restore it from a backup"

@@ -10,6 +10,7 @@ that already passes the configured kind and options through, with no other chang
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,22 @@ from limen.errors import BadParameter
 __all__ = ["BACKEND_KINDS", "open_backend"]
 
 
+def _check_options(kind: str, target: Callable[..., object], options: dict[str, Any]) -> None:
+    try:
+        inspect.signature(target).bind_partial(**options)
+    except TypeError as err:
+        raise BadParameter(f"bad option for the {kind} backend: {err}") from err
+
+
 def _open_sqlite(data_dir: Path | None, **options: Any) -> Backend:
     if data_dir is None:
         raise BadParameter("the sqlite backend needs a data directory")
+    _check_options("sqlite", SQLiteBackend, options)
     return SQLiteBackend(Path(data_dir) / DB_FILENAME, **options)
 
 
 def _open_memory(data_dir: Path | None, **options: Any) -> Backend:
+    _check_options("memory", MemoryBackend, options)
     return MemoryBackend(**options)
 
 
@@ -51,7 +61,4 @@ def open_backend(data_dir: Path | None, *, kind: str = "sqlite", **options: Any)
         raise BadParameter(
             f"unknown backend kind {kind!r}; expected one of {', '.join(BACKEND_KINDS)}"
         )
-    try:
-        return opener(data_dir, **options)
-    except TypeError as err:
-        raise BadParameter(f"bad option for the {kind} backend: {err}") from err
+    return opener(data_dir, **options)

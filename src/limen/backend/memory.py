@@ -8,8 +8,9 @@ awaiting in between, so it is atomic with respect to other tasks); not thread-sa
 
 Watchers read a shared, bounded event history (one entry per revision) with their own cursor,
 and sleep on an ``asyncio.Event`` that every write sets and replaces. Expired items are
-invisible to reads, swept before every write and by a periodic task (every ``sweep_interval``
-seconds while the loop runs), and each sweep is one revision of DELETE events.
+invisible to reads, swept before every successful write and by a periodic task (every
+``sweep_interval`` seconds while the loop runs), and each sweep is one revision of DELETE
+events.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ class SQLiteBackend:
     The constructor opens the file synchronously (a few milliseconds; at most
     ``busy_timeout`` seconds when another process holds it locked) so a bad file fails at
     once: ``BadParameter`` when it is not a Limen database, ``ConnectionProblem`` when locked.
+    Use an instance from one event loop (each process or thread opens its own instance).
     """
 
     def __init__(
