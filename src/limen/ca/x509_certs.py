@@ -1,0 +1,299 @@
+"""X.509 certificates: issue client and server certificates, verify client certificates.
+
+Auth calls the signers at login (the user's client certificate for Limen's API, Kubernetes
+and databases) and when a Limen process joins (its server certificate, which doubles as a
+client certificate towards auth). The proxy, the agents and auth call
+:func:`verify_client_cert` on every mutual-TLS connection, after the TLS handshake has
+checked the chain (see :mod:`limen.ca.tls`).
+
+Identity extension: the :class:`~limen.ca.identity.Identity` JSON is stored, as a DER
+UTF8String, in a non-critical extension with OID :data:`IDENTITY_OID`. Limen's OIDs live
+under :data:`LIMEN_OID_ARC`, a UUID-derived arc (``2.25.<uuid>``, ITU-T X.667) that needs no
+registration and cannot collide with anyone else's (Teleport squats the unassigned
+``1.3.9999`` arc instead). ``openssl x509 -text`` shows the JSON readably under that OID.
+
+Certificate contents: subject ``CN=<username>``, one ``O=`` per role (or the system role of
+a Limen process); validity ``[now - 1 min, now + ttl]``; basicConstraints CA:FALSE,
+keyUsage digitalSignature, extendedKeyUsage clientAuth (client) or serverAuth (+ clientAuth
+when the server certificate carries an identity); an authorityKeyIdentifier so OpenSSL picks
+the right CA certificate during a rotation (old and new CA share a subject name).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from limen.ca._validity import CLOCK_SKEW, check_ttl, utc_now
+from limen.ca.authority import CertAuthority
+from limen.ca.identity import Identity
+from limen.ca.keys import PublicKey, load_public_key, signature_hash
+from limen.errors import AccessDenied, BadParameter
+
+__all__ = [
+    "IDENTITY_OID",
+    "LIMEN_OID_ARC",
+    "certificate_to_pem",
+    "identity_from_cert",
+    "load_certificate",
+    "sign_client_cert",
+    "sign_server_cert",
+    "verify_client_cert",
+]
+
+LIMEN_OID_ARC = "2.25.302031238717382597021762673184226632960"
+"""Limen's private OID arc: ``2.25`` + the UUID e33919c6-12ea-43ec-9a38-9a6ecddf6500."""
+IDENTITY_OID = x509.ObjectIdentifier(LIMEN_OID_ARC + ".1")
+"""OID of the identity extension (value: DER UTF8String of the identity JSON)."""
+
+_NOT_CA = x509.BasicConstraints(ca=False, path_length=None)
+_DIGITAL_SIGNATURE = x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=False,
+    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+    encipher_only=False, decipher_only=False,
+)
+_CLIENT_EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+_SERVER_EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+_SERVER_CLIENT_EKU = x509.ExtendedKeyUsage(
+    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+)
+_UTF8STRING = 0x0C
+
+
+# ---------------------------------------------------------------------- signing
+
+
+def sign_client_cert(
+    tls_ca: CertAuthority,
+    public_key: PublicKey | str | bytes,
+    identity: Identity,
+    ttl: timedelta,
+    *,
+    now: datetime | None = None,
+) -> x509.Certificate:
+    """A client certificate for ``identity`` signed by the cluster's TLS (or DB) CA."""
+    builder = _builder(tls_ca, public_key, identity, ttl, now)
+    return (
+        builder.subject_name(_subject(identity))
+        .add_extension(_CLIENT_EKU, critical=False)
+        .add_extension(_identity_extension(identity), critical=False)
+        .sign(tls_ca.signer, signature_hash(tls_ca.signer))
+    )
+
+
+def sign_server_cert(
+    tls_ca: CertAuthority,
+    public_key: PublicKey | str | bytes,
+    dns_names: Iterable[str],
+    ip_addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+    ttl: timedelta = timedelta(days=1),
+    identity: Identity | None = None,
+    *,
+    now: datetime | None = None,
+) -> x509.Certificate:
+    """A server certificate for the given names and addresses.
+
+    With an ``identity`` (a Limen process that also calls auth) the certificate carries it,
+    its subject is the identity's, and it is valid for client authentication too.
+    """
+    dns = list(dict.fromkeys(dns_names))
+    try:
+        ips = [ipaddress.ip_address(a) for a in ip_addresses]
+    except ValueError as err:
+        raise BadParameter(f"invalid IP address in server certificate: {err}") from None
+    if not dns and not ips:
+        raise BadParameter("a server certificate needs at least one DNS name or IP address")
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    sans.extend(x509.IPAddress(ip) for ip in ips)
+    builder = _builder(tls_ca, public_key, identity, ttl, now)
+    if identity is None:
+        subject = x509.Name([_common_name(dns[0] if dns else str(ips[0]))])
+        builder = builder.subject_name(subject).add_extension(_SERVER_EKU, critical=False)
+    else:
+        builder = (
+            builder.subject_name(_subject(identity))
+            .add_extension(_SERVER_CLIENT_EKU, critical=False)
+            .add_extension(_identity_extension(identity), critical=False)
+        )
+    return builder.add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(
+        tls_ca.signer, signature_hash(tls_ca.signer)
+    )
+
+
+def _builder(
+    ca: CertAuthority, public_key: PublicKey | str | bytes, identity: Identity | None,
+    ttl: timedelta, now: datetime | None,
+) -> x509.CertificateBuilder:
+    if not ca.type.is_x509:
+        raise BadParameter(f"a TLS or DB CA is needed, got the {ca.type.value} CA")
+    if identity is not None and identity.cluster != ca.cluster:
+        raise BadParameter(f"identity of cluster {identity.cluster!r} cannot be signed by the "
+                           f"CA of cluster {ca.cluster!r}")
+    check_ttl(ttl)
+    start = utc_now(now)
+    ca_cert = ca.active.certificate
+    assert ca_cert is not None  # enforced by CertAuthority for TLS and DB CAs
+    if not isinstance(public_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        public_key = load_public_key(public_key)
+    return (
+        x509.CertificateBuilder()
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - CLOCK_SKEW)
+        .not_valid_after(start + ttl)
+        .add_extension(_NOT_CA, critical=True)
+        .add_extension(_DIGITAL_SIGNATURE, critical=True)
+        .add_extension(ca.active.authority_key_identifier, critical=False)
+    )
+
+
+def _common_name(value: str) -> x509.NameAttribute[str]:
+    if not 1 <= len(value) <= 64:
+        raise BadParameter(f"{value!r} cannot be a certificate common name (1-64 characters)")
+    return x509.NameAttribute(NameOID.COMMON_NAME, value)
+
+
+def _subject(identity: Identity) -> x509.Name:
+    groups = (identity.system_role.value,) if identity.system_role else identity.roles
+    return x509.Name([
+        _common_name(identity.username),
+        *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups),
+    ])
+
+
+def _identity_extension(identity: Identity) -> x509.UnrecognizedExtension:
+    data = identity.to_json()
+    size = len(data)
+    if size < 0x80:
+        header = bytes((_UTF8STRING, size))
+    else:
+        length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+        header = bytes((_UTF8STRING, 0x80 | len(length))) + length
+    return x509.UnrecognizedExtension(IDENTITY_OID, header + data)
+
+
+def _utf8string(der: bytes) -> bytes:
+    if len(der) < 2 or der[0] != _UTF8STRING:
+        raise ValueError("not a DER UTF8String")
+    size, offset = der[1], 2
+    if size & 0x80:
+        count = size & 0x7F
+        if not 1 <= count <= 4 or len(der) < 2 + count:
+            raise ValueError("bad DER length")
+        size, offset = int.from_bytes(der[2:2 + count], "big"), 2 + count
+    if len(der) != offset + size:
+        raise ValueError("DER length does not match the value")
+    return der[offset:]
+
+
+# ---------------------------------------------------------------------- reading, verifying
+
+
+def load_certificate(data: bytes | str) -> x509.Certificate:
+    """A certificate from PEM or DER; :class:`BadParameter` when it is neither."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    try:
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(raw)
+        return x509.load_der_x509_certificate(raw)
+    except ValueError as err:
+        raise BadParameter(f"malformed X.509 certificate: {err}") from None
+
+
+def certificate_to_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def identity_from_cert(cert: x509.Certificate) -> Identity | None:
+    """The identity a certificate *claims*, unverified; ``None`` when it has none.
+
+    Raises :class:`BadParameter` when the extension is present but malformed.
+    """
+    try:
+        ext = cert.extensions.get_extension_for_oid(IDENTITY_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    assert isinstance(ext, x509.UnrecognizedExtension)
+    try:
+        data = _utf8string(ext.value)
+    except ValueError as err:
+        raise BadParameter(f"identity extension is not a UTF8String: {err}") from None
+    return Identity.from_json(data, not_before=cert.not_valid_before_utc,
+                              not_after=cert.not_valid_after_utc)
+
+
+def verify_client_cert(
+    cert: x509.Certificate | bytes | str,
+    trusted: Mapping[str, Sequence[x509.Certificate]],
+    now: datetime | None = None,
+) -> Identity:
+    """The identity of a valid client certificate, or :class:`AccessDenied` with the reason.
+
+    ``trusted`` maps cluster names to their TLS CA certificates (:func:`tls_trust_map`). The
+    certificate must be signed by a CA certificate trusted for the cluster its identity
+    claims, be an end-entity certificate valid for client authentication, carry an identity,
+    and be inside its validity window (as must the issuing CA certificate).
+    """
+    if not isinstance(cert, x509.Certificate):
+        try:
+            cert = load_certificate(cert)
+        except BadParameter as err:
+            raise AccessDenied(str(err)) from None
+    issuer, signers = _find_issuer(cert, trusted)
+    try:
+        extensions = {type(e.value): e.value for e in cert.extensions}
+    except ValueError as err:
+        raise AccessDenied(f"malformed X.509 certificate: {err}") from None
+    basic = extensions.get(x509.BasicConstraints)
+    if isinstance(basic, x509.BasicConstraints) and basic.ca:
+        raise AccessDenied("a CA certificate was presented as a client certificate")
+    eku = extensions.get(x509.ExtendedKeyUsage)
+    if not isinstance(eku, x509.ExtendedKeyUsage) or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        raise AccessDenied("certificate is not valid for client authentication")
+    try:
+        identity = identity_from_cert(cert)
+    except (BadParameter, ValueError) as err:
+        raise AccessDenied(f"certificate identity is malformed: {err}") from None
+    if identity is None:
+        raise AccessDenied("certificate has no Limen identity extension")
+    if identity.cluster not in signers:
+        raise AccessDenied(f"certificate claims cluster {identity.cluster!r} but is issued by "
+                           f"the CA of {', '.join(repr(c) for c in signers)}")
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if [a.value for a in common_names] != [identity.username]:
+        raise AccessDenied("certificate subject does not match its identity")
+    instant = utc_now(now)
+    if instant < cert.not_valid_before_utc:
+        raise AccessDenied(
+            f"certificate is not valid before {cert.not_valid_before_utc.isoformat()}"
+        )
+    if instant > cert.not_valid_after_utc:
+        raise AccessDenied(f"certificate expired at {cert.not_valid_after_utc.isoformat()}")
+    if not issuer.not_valid_before_utc <= instant <= issuer.not_valid_after_utc:
+        raise AccessDenied("the issuing CA certificate is outside its validity period")
+    return identity
+
+
+def _find_issuer(
+    cert: x509.Certificate, trusted: Mapping[str, Sequence[x509.Certificate]],
+) -> tuple[x509.Certificate, list[str]]:
+    """The trusted CA certificate that signed ``cert`` and every cluster trusting it."""
+    named = [ca for cas in trusted.values() for ca in cas if ca.subject == cert.issuer]
+    if not named:
+        raise AccessDenied("certificate is not issued by a trusted CA")
+    for ca in named:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        signers = [cluster for cluster, cas in trusted.items() if any(c == ca for c in cas)]
+        return ca, signers
+    raise AccessDenied("certificate signature is invalid")
