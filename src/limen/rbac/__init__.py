@@ -1,1 +1,33 @@
-"""The RBAC engine: pure access decisions over roles (Teleport role v7 semantics). No I/O."""
+"""The RBAC engine: pure access decisions over roles (Teleport role v7 semantics). No I/O.
+
+Public surface (everything else is private to the package)::
+
+    AccessChecker.for_user(user, role_names, traits, roles)   facade for one identity
+      .roles: RoleSet, .explain(target, login=...) -> Decision, describe(...) -> str
+    RoleSet.from_roles(roles, traits)                         roles expanded once
+      .check_ssh / check_kube / check_db / check_app / check_cluster / check_rule -> Decision
+      .allowed_logins / kube_groups / kube_users / db_users / db_names   certificate contents
+      .kube_principals(cluster_labels), .options -> SessionOptions, .warnings
+
+Layout: ``labels`` (selectors), ``traits`` (template expansion), ``options`` (parse and
+merge), ``role`` (one compiled role), ``checks`` (the decisions), ``roleset``, ``checker``.
+"""
+
+from limen.rbac.checker import AccessChecker, describe
+from limen.rbac.checks import RULE_RESOURCES, RULE_VERBS, rule_kind
+from limen.rbac.decision import Decision
+from limen.rbac.options import DEFAULT_MAX_SESSION_TTL, RoleOptions, SessionOptions
+from limen.rbac.roleset import RoleSet
+
+__all__ = [
+    "DEFAULT_MAX_SESSION_TTL",
+    "RULE_RESOURCES",
+    "RULE_VERBS",
+    "AccessChecker",
+    "Decision",
+    "RoleOptions",
+    "RoleSet",
+    "SessionOptions",
+    "describe",
+    "rule_kind",
+]
