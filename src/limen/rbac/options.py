@@ -16,12 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from limen.api.validation import parse_duration
 from limen.errors import BadParameter
-
-try:  # TEMPORARY until limen.api.validation lands
-    from limen.api.validation import parse_duration
-except ImportError:  # pragma: no cover
-    from limen.rbac._fallbacks import parse_duration  # type: ignore[assignment,unused-ignore]
 
 __all__ = [
     "DEFAULT_MAX_SESSION_TTL",

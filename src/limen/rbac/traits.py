@@ -18,10 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-try:  # TEMPORARY until limen.api.templates lands
-    from limen.api.templates import parse_template
-except ImportError:  # pragma: no cover
-    from limen.rbac._fallbacks import parse_template  # type: ignore[assignment,unused-ignore]
+from limen.api.templates import parse_template
 
 __all__ = [
     "Traits",
