@@ -9,6 +9,7 @@ Called by the services layer, the auth API, the Git sync, the operator and the C
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -118,12 +119,7 @@ class Resource:
         return self.replace(labels={**self.labels, ORIGIN_LABEL: origin.value})
 
     def replace(self, **changes: Any) -> Resource:
-        values = {
-            "kind": self.kind, "name": self.name, "spec": self.spec, "labels": self.labels,
-            "annotations": self.annotations, "status": self.status, "revision": self.revision,
-        }
-        values.update(changes)
-        return Resource(**values)
+        return dataclasses.replace(self, **changes)
 
     def same_declaration(self, other: Resource) -> bool:
         """Equal in everything a source declares (spec, labels, annotations); ignores status."""

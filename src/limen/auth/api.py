@@ -1,0 +1,271 @@
+"""The auth API: HTTPS with mutual TLS, JSON in and out, one handler per operation.
+
+Only the proxy, agents (host certificates) and admins (admin identity) and users with matching
+role ``rules`` may call it; every request re-verifies the client certificate. Routes::
+
+    GET  /v1/ping                          cluster name and CA pins (any valid identity)
+    POST /v1/login | /v1/signup | /v1/join forwarded by the proxy from its web API
+    POST /v1/resources/apply               {documents, origin, prune?} → per-object actions
+    GET  /v1/resources/{kind}[/{name}]     DELETE /v1/resources/{kind}/{name}
+    POST /v1/users                         {name, roles, logins} → sign-up link
+    POST /v1/users/{name}/invite           → a fresh sign-up link
+    POST /v1/tokens                        {type, ttl_seconds, labels} → token
+    GET  /v1/events?type=&user=&since=&limit=
+    GET  /v1/access/check?user=&kind=&name=&login=
+    GET  /v1/status
+
+Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from limen.api.loader import SourceDocument
+from limen.api.resources import Kind, Origin, parse_kind
+from limen.api.validation import validate
+from limen.auth.authz import require_rule, require_system
+from limen.auth.server import AuthServer
+from limen.ca.authority import CertAuthorityType, tls_trust_map
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.x509_certs import verify_client_cert
+from limen.errors import AccessDenied, BadParameter
+from limen.events.search import parse_since, search
+from limen.net.http import error_middleware, json_body
+
+__all__ = ["build_app"]
+
+IDENTITY = web.AppKey("identity", Identity)
+
+
+def build_app(auth: AuthServer, events_dir: Path) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=16 << 20)
+    routes = _Routes(auth, events_dir)
+    app.add_routes([
+        web.get("/v1/ping", routes.ping),
+        web.get("/v1/status", routes.status),
+        web.post("/v1/login", routes.login),
+        web.post("/v1/signup", routes.signup),
+        web.post("/v1/join", routes.join),
+        web.post("/v1/resources/apply", routes.apply),
+        web.get("/v1/resources/{kind}", routes.list_resources),
+        web.get("/v1/resources/{kind}/{name}", routes.get_resource),
+        web.delete("/v1/resources/{kind}/{name}", routes.delete_resource),
+        web.post("/v1/users", routes.add_user),
+        web.post("/v1/users/{name}/invite", routes.invite),
+        web.post("/v1/tokens", routes.add_token),
+        web.get("/v1/events", routes.events),
+        web.get("/v1/access/check", routes.access_check),
+    ])
+    return app
+
+
+class _Routes:
+    def __init__(self, auth: AuthServer, events_dir: Path) -> None:
+        self.auth = auth
+        self.events_dir = events_dir
+
+    async def identity(self, request: web.Request) -> Identity:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if isinstance(
+            ssl_object, ssl.SSLObject) else None
+        if not der:
+            raise AccessDenied("the auth API needs a client certificate")
+        trusted = tls_trust_map(
+            [ca for ca in (await self.auth.authorities.trusted(CertAuthorityType.TLS)).values()
+             if ca.cluster == self.auth.cluster_name])
+        return verify_client_cert(der, trusted, self.auth.now())
+
+    async def _actor(self, request: web.Request) -> tuple[Identity, str]:
+        identity = await self.identity(request)
+        return identity, identity.username
+
+    async def ping(self, request: web.Request) -> web.Response:
+        await self.identity(request)
+        return web.json_response({"cluster": self.auth.cluster_name,
+                                  "tls_ca_pin": self.auth.tls_ca_pin()})
+
+    async def status(self, request: web.Request) -> web.Response:
+        await self.identity(request)
+        return web.json_response(self.auth.status())
+
+    async def login(self, request: web.Request) -> web.Response:
+        require_system(await self.identity(request), [SystemRole.PROXY])
+        body = await json_body(request)
+        ttl = body.get("ttl_seconds")
+        if ttl is not None and (not isinstance(ttl, int) or ttl <= 0):
+            raise BadParameter("ttl_seconds must be a positive integer")
+        result = await self.auth.login(
+            _str(body, "user"), _str(body, "password"), body.get("otp") or None,
+            _str(body, "public_key"), timedelta(seconds=ttl) if ttl else None,
+            remote_addr=str(body.get("remote_addr", "")),
+        )
+        ident = result.certs.identity
+        return web.json_response({
+            "cluster": result.cluster, "user": ident.username, "roles": list(ident.roles),
+            "logins": list(ident.logins), "expires": result.certs.expires.isoformat(),
+            "ssh_cert": result.certs.ssh_cert.decode(), "tls_cert": result.certs.tls_cert.decode(),
+            "tls_cas": result.tls_cas, "known_hosts": result.known_hosts,
+        })
+
+    async def signup(self, request: web.Request) -> web.Response:
+        require_system(await self.identity(request), [SystemRole.PROXY])
+        body = await json_body(request)
+        return web.json_response(await self.auth.signup(_str(body, "token"),
+                                                        _str(body, "password")))
+
+    async def join(self, request: web.Request) -> web.Response:
+        require_system(await self.identity(request), [SystemRole.PROXY])
+        body = await json_body(request)
+        addresses = body.get("addresses") or []
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise BadParameter("addresses must be a list of strings")
+        certs = await self.auth.join(
+            _str(body, "token"), _str(body, "role"), _str(body, "host_id"),
+            _str(body, "hostname"), _str(body, "public_key"), addresses,
+            remote_addr=str(body.get("remote_addr", "")),
+        )
+        return web.json_response({
+            "cluster": self.auth.cluster_name, "ssh_cert": certs.ssh_cert.decode(),
+            "tls_cert": certs.tls_cert.decode(), "tls_cas": certs.tls_cas,
+            "user_ca_keys": certs.user_ca_keys, "host_ca_keys": certs.host_ca_keys,
+        })
+
+    async def apply(self, request: web.Request) -> web.Response:
+        identity, actor = await self._actor(request)
+        body = await json_body(request)
+        docs = body.get("documents")
+        if not isinstance(docs, list):
+            raise BadParameter("documents must be a list")
+        origin = Origin(body.get("origin", "api")) if body.get("origin", "api") in {
+            o.value for o in Origin} else None
+        if origin is None:
+            raise BadParameter("origin must be git, kubernetes or api")
+        if origin is not Origin.API:
+            require_system(identity, [])
+        sources = [_source_document(i, d) for i, d in enumerate(docs)]
+        resources = validate(sources)
+        role_set = await self._role_set(identity)
+        for kind in {r.kind for r in resources}:
+            require_rule(identity, role_set, kind, "create")
+            require_rule(identity, role_set, kind, "update")
+        plan = await self.auth.apply(resources, origin, actor=actor,
+                                     prune=bool(body.get("prune", False)))
+        return web.json_response({"results": [
+            {"kind": e.kind.value, "name": e.name, "action": e.action.value}
+            for e in plan.entries]})
+
+    async def _role_set(self, identity: Identity) -> Any:
+        return None if identity.is_system else await self.auth.role_set(identity)
+
+    async def list_resources(self, request: web.Request) -> web.Response:
+        identity = await self.identity(request)
+        kind = parse_kind(request.match_info["kind"])
+        require_rule(identity, await self._role_set(identity), kind, "list",
+                     system=[SystemRole.PROXY, SystemRole.NODE])
+        items = await self.auth.store.list(kind)
+        return web.json_response({"items": [r.to_document() for r in items]})
+
+    async def get_resource(self, request: web.Request) -> web.Response:
+        identity = await self.identity(request)
+        kind = parse_kind(request.match_info["kind"])
+        require_rule(identity, await self._role_set(identity), kind, "read",
+                     system=[SystemRole.PROXY, SystemRole.NODE])
+        found = await self.auth.store.get(kind, request.match_info["name"])
+        return web.json_response(found.to_document())
+
+    async def delete_resource(self, request: web.Request) -> web.Response:
+        identity, actor = await self._actor(request)
+        kind = parse_kind(request.match_info["kind"])
+        require_rule(identity, await self._role_set(identity), kind, "delete")
+        origin = Origin(request.query.get("origin", "api"))
+        if origin is not Origin.API:
+            require_system(identity, [])
+        await self.auth.remove(kind, request.match_info["name"], origin, actor=actor)
+        return web.json_response({"deleted": f"{kind.value}/{request.match_info['name']}"})
+
+    async def add_user(self, request: web.Request) -> web.Response:
+        identity, actor = await self._actor(request)
+        require_rule(identity, await self._role_set(identity), Kind.USER, "create")
+        body = await json_body(request)
+        roles = _str_list(body, "roles")
+        if not roles:
+            raise BadParameter("a user needs at least one role (--roles)")
+        _user, url = await self.auth.add_user(_str(body, "name"), roles,
+                                              _str_list(body, "logins"), actor=actor)
+        return web.json_response({"url": url, "token": url.rsplit("/", 1)[-1].split("?")[0]})
+
+    async def invite(self, request: web.Request) -> web.Response:
+        identity, actor = await self._actor(request)
+        require_rule(identity, await self._role_set(identity), Kind.USER, "update")
+        url = await self.auth.invite(request.match_info["name"], actor=actor)
+        return web.json_response({"url": url, "token": url.rsplit("/", 1)[-1].split("?")[0]})
+
+    async def add_token(self, request: web.Request) -> web.Response:
+        identity, actor = await self._actor(request)
+        require_rule(identity, await self._role_set(identity), "token", "create")
+        body = await json_body(request)
+        ttl = body.get("ttl_seconds", 1800)
+        if not isinstance(ttl, int):
+            raise BadParameter("ttl_seconds must be an integer")
+        labels = body.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise BadParameter("labels must be a mapping")
+        secret, record = await self.auth.create_token(
+            _str(body, "type"), timedelta(seconds=ttl), actor=actor,
+            labels={str(k): str(v) for k, v in labels.items()},
+            single_use=body.get("single_use"))
+        return web.json_response({
+            "token": secret, "id": record.name, "type": record.spec["type"],
+            "expires": record.spec["expires"], "ca_pin": self.auth.tls_ca_pin(),
+        })
+
+    async def events(self, request: web.Request) -> web.Response:
+        identity = await self.identity(request)
+        require_rule(identity, await self._role_set(identity), "event", "list")
+        query = request.query
+        since = parse_since(query["since"]) if query.get("since") else None
+        limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
+        found = search(self.events_dir, types=query.getall("type", []) or None,
+                       user=query.get("user") or None, since=since, limit=limit)
+        return web.json_response({"events": found})
+
+    async def access_check(self, request: web.Request) -> web.Response:
+        identity = await self.identity(request)
+        require_rule(identity, await self._role_set(identity), Kind.ROLE, "read")
+        query = request.query
+        decision, warnings = await self.auth.access_check(
+            query.get("user", ""), parse_kind(query.get("kind", "")), query.get("name", ""),
+            query.get("login") or None)
+        return web.json_response({
+            "allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
+            "reason": decision.reason, "warnings": warnings})
+
+
+def _source_document(index: int, entry: Any) -> SourceDocument:
+    """``{source, index, line, document}`` as lmctl sends it, or a bare document."""
+    if isinstance(entry, dict) and isinstance(entry.get("document"), dict):
+        return SourceDocument(str(entry.get("source", "<api>")), int(entry.get("index", index)),
+                              int(entry.get("line", 1)), entry["document"])
+    if not isinstance(entry, dict):
+        raise BadParameter(f"document {index} is not a mapping")
+    return SourceDocument("<api>", index, 1, entry)
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadParameter(f"{key} is required")
+    return value
+
+
+def _str_list(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadParameter(f"{key} must be a list of strings")
+    return value

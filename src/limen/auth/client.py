@@ -1,0 +1,104 @@
+"""Client of the auth API (mutual TLS), used by the proxy, agents, the operator and ``lmctl``;
+and the join exchange an agent runs against a proxy's web API with a token and a CA pin.
+
+Join (agent side)::
+
+    agent ──TLS, CA pinned──▶ proxy /v1/webapi/join ──mTLS──▶ auth /v1/join
+          {token, role, host_id, hostname, public_key, addresses}
+          ◀── host SSH cert, TLS cert, user/host CA keys, TLS CA ──
+
+Called by ``limen.proxy``, ``limen.agents``, ``limen.operator`` and ``limen.cli``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cryptography import x509
+
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.keys import (
+    generate_private_key,
+    pin_matches,
+    private_key_to_pem,
+    public_key_to_openssh,
+)
+from limen.errors import AccessDenied
+from limen.net.http import ApiClient
+
+__all__ = ["AuthClient", "join_via_proxy"]
+
+
+class AuthClient:
+    """Typed calls to one auth server with one identity."""
+
+    def __init__(self, address: str, credentials: HostCredentials, *,
+                 timeout: float = 30.0) -> None:
+        self.address = address
+        self.credentials = credentials
+        self.http = ApiClient(f"https://{address}", credentials.client_ssl(), timeout=timeout)
+
+    async def __aenter__(self) -> AuthClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def call(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                   params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> Any:
+        return await self.http.call(method, path, body, params)
+
+    async def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/v1/ping")
+        return result
+
+    async def apply(self, documents: Sequence[Mapping[str, Any]], origin: str = "api",
+                    prune: bool = False) -> list[dict[str, str]]:
+        result = await self.call("POST", "/v1/resources/apply",
+                                 {"documents": list(documents), "origin": origin, "prune": prune})
+        return list(result["results"])
+
+    async def list(self, kind: str) -> list[dict[str, Any]]:
+        return list((await self.call("GET", f"/v1/resources/{kind}"))["items"])
+
+    async def get(self, kind: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", f"/v1/resources/{kind}/{name}")
+        return result
+
+    async def delete(self, kind: str, name: str, origin: str = "api") -> None:
+        await self.call("DELETE", f"/v1/resources/{kind}/{name}", params={"origin": origin})
+
+
+async def join_via_proxy(
+    proxy: str, token: str, ca_pin: str, *, role: str, host_id: str, hostname: str,
+    addresses: Sequence[str] = (), insecure: bool = False,
+) -> HostCredentials:
+    """Join the cluster behind ``proxy``: the proxy's TLS CA must match ``ca_pin``."""
+    probe_ctx = ssl.create_default_context()
+    probe_ctx.check_hostname = False
+    probe_ctx.verify_mode = ssl.CERT_NONE
+    async with ApiClient(f"https://{proxy}", probe_ctx) as probe:
+        ping = await probe.call("GET", "/v1/webapi/ping")
+    ca_pem = str(ping["tls_ca"]).encode()
+    cas = x509.load_pem_x509_certificates(ca_pem)
+    if not insecure and not any(pin_matches(ca_pin, ca) for ca in cas):
+        raise AccessDenied(f"the proxy {proxy} presented a CA that does not match the pin "
+                           f"{ca_pin}; refusing to join")
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    key = generate_private_key()
+    body = {"token": token, "role": role, "host_id": host_id, "hostname": hostname,
+            "public_key": public_key_to_openssh(key.public_key()), "addresses": list(addresses)}
+    async with ApiClient(f"https://{proxy}", context) as api:
+        answer = await api.call("POST", "/v1/webapi/join", body)
+    return HostCredentials(
+        cluster=answer["cluster"], host_id=host_id, role=role, hostname=hostname,
+        private_key_pem=private_key_to_pem(key).encode(),
+        tls_cert_pem=answer["tls_cert"].encode(), tls_ca_pem=answer["tls_cas"].encode(),
+        ssh_cert=answer["ssh_cert"].encode(),
+        user_ca_keys=tuple(answer["user_ca_keys"]), host_ca_keys=tuple(answer["host_ca_keys"]),
+    )

@@ -1,0 +1,346 @@
+"""The auth server's logic: one object that every auth API handler calls.
+
+``AuthServer`` owns the cluster's CAs, local users' secrets, join tokens and resources, and
+emits an audit event for every security-relevant action (success and failure). It does no
+HTTP: ``limen.auth.api`` maps requests to these methods, and ``limen.auth.service`` runs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from limen.api.loader import SourceDocument
+from limen.api.resources import PUBLIC_KINDS, Kind, Origin, Resource
+from limen.api.validation import validate
+from limen.auth.authorities import Authorities
+from limen.auth.changes import change_event_type
+from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
+from limen.auth.otp import provisioning_uri
+from limen.auth.signup_tokens import build_signup_url
+from limen.auth.tokens import JoinTokens
+from limen.auth.users import LocalUsers
+from limen.backend.base import Backend
+from limen.ca.authority import CertAuthorityType
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.keys import load_public_key
+from limen.ca.ssh_certs import sign_host_cert
+from limen.ca.x509_certs import sign_client_cert, sign_server_cert
+from limen.config import ClusterSettings
+from limen.errors import AccessDenied, AlreadyExists, BadParameter, LimenError, NotFound
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.rbac.decision import Decision
+from limen.rbac.roleset import RoleSet
+from limen.services.admin import AdminOps
+from limen.services.plan import Action, Plan
+from limen.services.resources import ResourceStore
+
+__all__ = ["AuthServer", "HostCerts", "LoginResult"]
+
+log = logging.getLogger(__name__)
+PROXY_ADDRESS_KEY = "/cluster/proxy_public_address"
+CLUSTER_NAME_KEY = "/cluster/name"
+JOIN_TYPES_BY_ROLE = {
+    SystemRole.NODE: ("node",), SystemRole.DB: ("db",), SystemRole.KUBE: ("kube",),
+    SystemRole.APP: ("app",), SystemRole.PROXY: ("proxy",),
+}
+HOST_CERT_TTL = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    certs: IssuedCerts
+    cluster: str
+    tls_cas: dict[str, str]
+    """cluster -> PEM of the TLS CAs the client should trust for the proxy."""
+    known_hosts: list[str]
+    """``@cert-authority`` lines for the host CAs."""
+
+
+@dataclass(frozen=True)
+class HostCerts:
+    identity: Identity
+    ssh_cert: bytes
+    tls_cert: bytes
+    """PEM; valid for server and client authentication."""
+    user_ca_keys: list[str]
+    host_ca_keys: list[str]
+    tls_cas: str
+    """PEM bundle of the cluster's TLS CA."""
+
+
+class AuthServer:
+    def __init__(
+        self,
+        backend: Backend,
+        cluster: ClusterSettings,
+        emitter: Emitter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.settings = cluster
+        self.cluster_name = cluster.name
+        """Settled by ``start()``: the name stored at the first start wins over the setting."""
+        self.store = ResourceStore(backend)
+        self.admin = AdminOps(self.store)
+        self.authorities = Authorities(backend, self.store, cluster.name)
+        self.users = LocalUsers(backend, clock)
+        self.tokens = JoinTokens(self.store)
+        self.emitter = emitter
+        self.clock = clock
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    async def start(self) -> None:
+        """Settle the cluster name (first start records it) and load or create the CAs."""
+        try:
+            await self.backend.create(CLUSTER_NAME_KEY, self.settings.name.encode())
+        except AlreadyExists:
+            item = await self.backend.get(CLUSTER_NAME_KEY)
+            assert item is not None
+            stored = item.value.decode()
+            if stored != self.settings.name:
+                log.warning("cluster name is %r (set at the first start); ignoring %r",
+                            stored, self.settings.name)
+            self.cluster_name = stored
+        self.authorities = Authorities(self.backend, self.store, self.cluster_name)
+        await self.authorities.ensure()
+
+    async def emit(self, event_type: str, *, success: bool | None = None,
+                   user: str | None = None, **fields: Any) -> None:
+        try:
+            await self.emitter.emit(make_event(
+                event_type, success=success, cluster=self.cluster_name, user=user, **fields))
+        except (LimenError, OSError):
+            log.exception("cannot write audit event %s", event_type)
+            raise
+
+    # -- cluster facts -----------------------------------------------------------------------
+    async def set_proxy_address(self, address: str) -> None:
+        await self.backend.put(PROXY_ADDRESS_KEY, address.encode())
+
+    async def proxy_address(self) -> str:
+        item = await self.backend.get(PROXY_ADDRESS_KEY)
+        if item is None:
+            raise NotFound("no proxy has registered its public address yet")
+        return item.value.decode()
+
+    def tls_ca_pin(self) -> str:
+        return self.authorities.get(CertAuthorityType.TLS).fingerprint
+
+    def known_hosts_lines(self) -> list[str]:
+        host_ca = self.authorities.get(CertAuthorityType.HOST)
+        return [f"@cert-authority * {key}" for key in host_ca.ssh_public_keys()]
+
+    def status(self) -> dict[str, Any]:
+        fingerprints = {t.value: self.authorities.get(t).fingerprint for t in CertAuthorityType}
+        return {"cluster": self.cluster_name, "ca_fingerprints": fingerprints,
+                "second_factor": self.settings.second_factor}
+
+    # -- users -------------------------------------------------------------------------------
+    async def _user(self, name: str) -> Resource:
+        return await self.store.get(Kind.USER, name)
+
+    async def add_user(self, name: str, roles: Sequence[str], logins: Sequence[str],
+                       *, actor: str) -> tuple[Resource, str]:
+        spec: dict[str, Any] = {"roles": list(roles)}
+        if logins:
+            spec["traits"] = {"logins": list(logins)}
+        document = Resource(Kind.USER, name, spec=spec).to_document()
+        user = validate([SourceDocument("<users add>", 0, 1, document)])[0]
+        for role in roles:
+            await self.store.get(Kind.ROLE, role)
+        created = await self.store.create(user.with_origin(Origin.API))
+        await self.emit("user.create", user=actor, name=name, roles=list(roles))
+        return created, await self.invite(name, actor=actor)
+
+    async def invite(self, name: str, *, actor: str, ttl_seconds: float = 3600.0) -> str:
+        """A one-time sign-up link for an existing user (from Git, Kubernetes or the API)."""
+        await self._user(name)
+        secret = await self.users.invite(name, ttl_seconds)
+        return build_signup_url(await self.proxy_address(), secret, self.tls_ca_pin())
+
+    async def signup(self, secret: str, password: str) -> dict[str, str | None]:
+        try:
+            result = await self.users.signup(secret, password, self.settings.second_factor,
+                                             self._user)
+        except LimenError as err:
+            await self.emit("user.signup", success=False, reason=str(err))
+            raise
+        await self.emit("user.signup", user=result.user)
+        uri = (provisioning_uri(result.totp_secret, result.user, self.cluster_name)
+               if result.totp_secret else None)
+        return {"user": result.user, "totp_secret": result.totp_secret, "totp_uri": uri}
+
+    async def login(self, user: str, password: str, otp_code: str | None, public_key: str,
+                    ttl: timedelta | None, *, remote_addr: str = "") -> LoginResult:
+        found = await self.store.find(Kind.USER, user)
+        outcome = await self.users.authenticate(
+            user, password, otp_code, self.settings.second_factor, known_user=found is not None)
+        if not outcome.ok:
+            await self.emit("user.login", success=False, user=user, method="local",
+                            reason=outcome.reason_internal, remote_addr=remote_addr)
+            locked_until = outcome.creds.locked_until
+            if outcome.reason_internal != "locked" and locked_until and \
+                    locked_until > self.clock():
+                await self.emit("user.locked", user=user, until=locked_until)
+            outcome.raise_for_failure()
+        assert found is not None
+        certs = await self.issue_for_user(found, public_key, ttl)
+        await self.emit("user.login", user=user, method="local", remote_addr=remote_addr,
+                        roles=list(certs.identity.roles),
+                        ttl_seconds=int(certs.ttl.total_seconds()))
+        return LoginResult(
+            certs=certs, cluster=self.cluster_name,
+            tls_cas={c: ca.pem_bundle() for c, ca in
+                     (await self.authorities.trusted(CertAuthorityType.TLS)).items()
+                     if c == self.cluster_name},
+            known_hosts=self.known_hosts_lines(),
+        )
+
+    async def issue_for_user(self, user: Resource, public_key: str,
+                             ttl: timedelta | None) -> IssuedCerts:
+        roles = await self.roles_of(user)
+        try:
+            certs = issue_user_certs(
+                user=user, roles=roles, public_key=public_key,
+                user_ca=self.authorities.get(CertAuthorityType.USER),
+                tls_ca=self.authorities.get(CertAuthorityType.TLS),
+                requested_ttl=ttl, now=self.now(),
+            )
+        except LimenError as err:
+            await self.emit("cert.create", success=False, user=user.name, reason=str(err))
+            raise
+        await self.emit("cert.create", user=user.name, cert_type="user",
+                        logins=list(certs.identity.logins),
+                        expires=certs.expires.isoformat())
+        return certs
+
+    async def roles_of(self, user: Resource) -> list[Resource]:
+        roles = []
+        for name in user.spec.get("roles") or []:
+            role = await self.store.find(Kind.ROLE, name)
+            if role is None:
+                log.warning("user %s refers to missing role %s", user.name, name)
+                continue
+            roles.append(role)
+        return roles
+
+    async def role_set(self, identity: Identity) -> RoleSet:
+        roles = [r for name in identity.roles
+                 if (r := await self.store.find(Kind.ROLE, name)) is not None]
+        return RoleSet.from_roles(roles, identity.traits)
+
+    # -- tokens and joining ---------------------------------------------------------------
+    async def create_token(self, token_type: str, ttl: timedelta, *, actor: str,
+                           labels: Mapping[str, str] | None = None,
+                           single_use: bool | None = None) -> tuple[str, Resource]:
+        secret, record = await self.tokens.create(
+            token_type, ttl, now=self.now(), labels=labels, single_use=single_use)
+        await self.emit("join_token.create", user=actor, token_id=record.name,
+                        token_type=token_type, expires=record.spec["expires"])
+        return secret, record
+
+    async def join(self, token: str, role: str, host_id: str, hostname: str, public_key: str,
+                   addresses: Sequence[str], *, remote_addr: str = "") -> HostCerts:
+        try:
+            system_role = SystemRole(role)
+            if system_role not in JOIN_TYPES_BY_ROLE:
+                raise BadParameter(f"role {role!r} cannot join with a token")
+            record = await self.tokens.consume(token, JOIN_TYPES_BY_ROLE[system_role],
+                                               now=self.now())
+            certs = self.issue_host_certs(host_id, hostname, system_role, public_key, addresses)
+        except (LimenError, ValueError) as err:
+            await self.emit("join", success=False, host_id=host_id, hostname=hostname,
+                            role=role, reason=str(err), remote_addr=remote_addr)
+            raise AccessDenied(f"join refused: {err}") from None
+        await self.emit("join", host_id=host_id, hostname=hostname, role=role,
+                        token_id=record.name, remote_addr=remote_addr)
+        return certs
+
+    def issue_host_certs(self, host_id: str, hostname: str, role: SystemRole,
+                         public_key: str, addresses: Sequence[str]) -> HostCerts:
+        key = load_public_key(public_key)
+        host_ca = self.authorities.get(CertAuthorityType.HOST)
+        tls_ca = self.authorities.get(CertAuthorityType.TLS)
+        user_ca = self.authorities.get(CertAuthorityType.USER)
+        identity = Identity.for_host(self.cluster_name, host_id, hostname, role)
+        ssh_cert = sign_host_cert(host_ca, key, host_id, hostname, addresses,
+                                  HOST_CERT_TTL, role, now=self.now())
+        ips = [a for a in addresses if _is_ip(a)]
+        names = [host_id, hostname, "localhost", *[a for a in addresses if not _is_ip(a)]]
+        tls = sign_server_cert(tls_ca, key, [n for n in names if n], ["127.0.0.1", *ips],
+                               HOST_CERT_TTL, identity, now=self.now())
+        return HostCerts(identity, ssh_cert, tls.public_bytes(Encoding.PEM),
+                         list(user_ca.ssh_public_keys()), list(host_ca.ssh_public_keys()),
+                         tls_ca.pem_bundle())
+
+    def issue_admin_cert(self, public_key: str, ttl: timedelta) -> bytes:
+        identity = Identity(username="admin", cluster=self.cluster_name,
+                            system_role=SystemRole.ADMIN)
+        cert = sign_client_cert(self.authorities.get(CertAuthorityType.TLS),
+                                load_public_key(public_key), identity, ttl, now=self.now())
+        return cert.public_bytes(Encoding.PEM)
+
+    # -- resources ---------------------------------------------------------------------------
+    async def apply(self, resources: Sequence[Resource], origin: Origin, *, actor: str,
+                    prune: bool = False, kinds: Sequence[Kind] | None = None) -> Plan:
+        plan = await self.admin.apply(resources, origin, prune=prune, kinds=kinds)
+        for entry in plan.changes:
+            event_type = change_event_type(entry.kind, entry.action)
+            if event_type:
+                await self.emit(event_type, user=actor, name=entry.name, origin=origin.value,
+                                kind=entry.kind.value)
+            if entry.kind is Kind.USER and entry.desired is None:
+                await self.users.forget(entry.name)
+        return plan
+
+    async def remove(self, kind: Kind, name: str, origin: Origin, *, actor: str) -> None:
+        if kind not in PUBLIC_KINDS:
+            raise BadParameter(f"{kind.value} objects cannot be removed this way")
+        await self.admin.remove(kind, name, origin)
+        event_type = change_event_type(kind, Action.DELETE)
+        if event_type:
+            await self.emit(event_type, user=actor, name=name, origin=origin.value,
+                            kind=kind.value)
+        if kind is Kind.USER:
+            await self.users.forget(name)
+
+    async def access_check(self, user_name: str, kind: Kind, name: str,
+                           login: str | None) -> tuple[Decision, list[str]]:
+        """The decision for ``user_name`` on an object, as ``lmctl access check`` prints it."""
+        user = await self._user(user_name)
+        roles = await self.roles_of(user)
+        role_set = RoleSet.from_roles(roles, user_traits(user))
+        target = await self.store.get(kind, name)
+        if kind is Kind.RESOURCE:
+            labels = dict(target.labels)
+            resource_kind = target.spec.get("kind")
+            if resource_kind == "ssh":
+                if not login:
+                    raise BadParameter("checking SSH access needs --login")
+                return role_set.check_ssh(labels, login), list(role_set.warnings)
+            if resource_kind == "db":
+                return role_set.check_db(labels, login or ""), list(role_set.warnings)
+            if resource_kind == "kube":
+                return role_set.check_kube(labels), list(role_set.warnings)
+            return role_set.check_app(labels), list(role_set.warnings)
+        return role_set.check_rule(kind, "read"), list(role_set.warnings)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

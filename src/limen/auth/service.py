@@ -1,0 +1,102 @@
+"""Runs the auth server in ``limen start``: CAs, the mutual-TLS auth API listener, the audit
+log, and the admin identity that ``lmctl --data-dir`` uses.
+
+Files in DATA_DIR written here (directories 0700, files 0600)::
+
+    host_uuid            this process's stable host id
+    admin/               admin identity (key.pem, tls.crt, cas.pem, meta.json), renewed each start
+    log/events/          the audit log (JSON lines, one file per day)
+
+Called by the daemon (``limen.cli.process``).
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from aiohttp import web
+
+from limen.auth.api import build_app
+from limen.auth.server import AuthServer
+from limen.backend.base import Backend
+from limen.ca.authority import CertAuthorityType
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import SystemRole
+from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
+from limen.config import Settings
+from limen.events.emitter import Emitter
+from limen.files import write_private
+from limen.net.address import bind_tcp, parse_address, socket_address
+
+__all__ = ["AuthService", "host_uuid"]
+
+ADMIN_CERT_TTL = timedelta(days=30)
+
+
+def host_uuid(data_dir: Path) -> str:
+    path = data_dir / "host_uuid"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    value = str(uuid.uuid4())
+    write_private(path, value + "\n")
+    return value
+
+
+class AuthService:
+    name = "auth"
+
+    def __init__(self, settings: Settings, backend: Backend, emitter: Emitter) -> None:
+        self.settings = settings
+        self.server = AuthServer(backend, settings.cluster, emitter)
+        self.events_dir = settings.data_dir / "log" / "events"
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+
+    def issue_local_credentials(self, role: SystemRole, addresses: list[str]) -> HostCredentials:
+        """Credentials for a component running in this process (no join token needed)."""
+        key = generate_private_key()
+        host_id = host_uuid(self.settings.data_dir)
+        certs = self.server.issue_host_certs(
+            host_id, socket.gethostname(), role, public_key_to_openssh(key.public_key()),
+            addresses)
+        return HostCredentials(
+            cluster=self.server.cluster_name, host_id=host_id, role=role.value,
+            hostname=socket.gethostname(), private_key_pem=private_key_to_pem(key).encode(),
+            tls_cert_pem=certs.tls_cert, tls_ca_pem=certs.tls_cas.encode(),
+            ssh_cert=certs.ssh_cert, user_ca_keys=tuple(certs.user_ca_keys),
+            host_ca_keys=tuple(certs.host_ca_keys))
+
+    async def start(self) -> dict[str, str]:
+        await self.server.start()
+        host, _ = parse_address(self.settings.listeners.auth)
+        own = self.issue_local_credentials(SystemRole.AUTH, [host])
+        tls_ca = self.server.authorities.get(CertAuthorityType.TLS)
+        context = own.server_ssl(client_cas=list(tls_ca.trusted_certificates()),
+                                 require_client_cert=True)
+        sock = bind_tcp(self.settings.listeners.auth)
+        self.address = socket_address(sock)
+        self._runner = web.AppRunner(build_app(self.server, self.events_dir),
+                                     access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock, ssl_context=context).start()
+        self._write_admin_identity()
+        return {"auth": self.address}
+
+    def _write_admin_identity(self) -> None:
+        key = generate_private_key()
+        cert = self.server.issue_admin_cert(public_key_to_openssh(key.public_key()),
+                                            ADMIN_CERT_TTL)
+        tls_ca = self.server.authorities.get(CertAuthorityType.TLS)
+        HostCredentials(
+            cluster=self.server.cluster_name, host_id="admin", role="admin",
+            private_key_pem=private_key_to_pem(key).encode(), tls_cert_pem=cert,
+            tls_ca_pem=tls_ca.pem_bundle().encode(),
+        ).save(self.settings.data_dir / "admin")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

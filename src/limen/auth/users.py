@@ -1,0 +1,133 @@
+"""Local users' secrets: sign-up links, passwords, TOTP enrolment and the login check.
+
+The User resource (roles, traits; from Git, Kubernetes or the API) never holds a secret. Its
+secrets live under auth's own keys, written with compare-and-swap so concurrent logins can
+neither accept the same one-time code twice nor lose a failure count::
+
+    /secrets/credentials/<user>     LocalCredentials (password hash, TOTP, lockout state)
+    /secrets/signup/<sha256>        SignupToken (hash only), expiring with the link
+
+Called by ``limen.auth.server``. Password hashing runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+from limen.auth import otp
+from limen.auth.credentials import (
+    AuthResult,
+    LocalCredentials,
+    SecondFactor,
+    authenticate,
+    reject_unknown_user,
+)
+from limen.auth.signup_tokens import (
+    SignupToken,
+    check_signup_token,
+    new_signup_token,
+    signup_token_id,
+)
+from limen.backend.base import Backend, Condition, Delete, Put
+from limen.errors import AccessDenied, BadParameter, CompareFailed
+
+__all__ = ["LocalUsers", "SignupResult"]
+
+CREDENTIALS_PREFIX = "/secrets/credentials/"
+SIGNUP_PREFIX = "/secrets/signup/"
+
+
+class SignupResult:
+    __slots__ = ("totp_secret", "user")
+
+    def __init__(self, user: str, totp_secret: str | None) -> None:
+        self.user = user
+        self.totp_secret = totp_secret
+
+
+class LocalUsers:
+    def __init__(self, backend: Backend, clock: Callable[[], float]) -> None:
+        self.backend = backend
+        self.clock = clock
+
+    async def invite(self, user: str, ttl_seconds: float = 3600.0) -> str:
+        """A fresh one-time sign-up secret for ``user`` (valid ``ttl_seconds``, single use)."""
+        secret, record = new_signup_token(user, now=self.clock(), ttl=ttl_seconds)
+        await self.backend.create(
+            SIGNUP_PREFIX + record.token_hash, json.dumps(record.to_dict()).encode(),
+            expires=record.expires,
+        )
+        return secret
+
+    async def signup(self, secret: str, password: str, second_factor: str,
+                     user_exists: Callable[[str], object]) -> SignupResult:
+        """Set the password (and enrol TOTP when required) of the link's user, consuming it."""
+        if not isinstance(secret, str) or not secret or len(secret) > 128:
+            raise AccessDenied("invalid sign-up link")
+        key = SIGNUP_PREFIX + signup_token_id(secret)
+        item = await self.backend.get(key)
+        if item is None:
+            raise AccessDenied("invalid, used or expired sign-up link")
+        record = SignupToken.from_dict(json.loads(item.value))
+        now = self.clock()
+        check_signup_token(record, secret, now)
+        await _maybe_await(user_exists(record.user))
+        cred_key = CREDENTIALS_PREFIX + record.user
+        current = await self.backend.get(cred_key)
+        creds = (LocalCredentials.from_dict(json.loads(current.value)) if current
+                 else LocalCredentials.new(now))
+        creds = await asyncio.to_thread(creds.with_password, password, now)
+        totp_secret = otp.new_secret() if second_factor == "otp" else None
+        creds = creds.with_totp_secret(totp_secret, now)
+        try:
+            await self.backend.atomic(
+                [Condition(key, item.revision),
+                 Condition(cred_key, current.revision if current else 0)],
+                [Delete(key), Put(cred_key, json.dumps(creds.to_dict()).encode())],
+            )
+        except CompareFailed:
+            raise AccessDenied("sign-up link was already used") from None
+        return SignupResult(record.user, totp_secret)
+
+    async def authenticate(self, user: str, password: str, otp_code: str | None,
+                           second_factor: str, *, known_user: bool) -> AuthResult:
+        """Decide a login and persist the outcome (failures count towards the lockout)."""
+        if second_factor not in ("otp", "off"):
+            raise BadParameter(f"invalid second_factor setting {second_factor!r}")
+        factor: SecondFactor = "otp" if second_factor == "otp" else "off"
+        key = CREDENTIALS_PREFIX + user
+        for _ in range(5):
+            item = await self.backend.get(key) if known_user else None
+            if item is None:
+                return await asyncio.to_thread(
+                    lambda: reject_unknown_user(password, second_factor=factor))
+            creds = LocalCredentials.from_dict(json.loads(item.value))
+            now = self.clock()
+            result = await asyncio.to_thread(
+                lambda c=creds, n=now: authenticate(  # type: ignore[misc]
+                    c, password, otp_code, user=user, second_factor=factor, now=n))
+            if result.creds == creds:
+                return result
+            try:
+                await self.backend.compare_and_swap(
+                    key, item.revision, json.dumps(result.creds.to_dict()).encode())
+            except CompareFailed:
+                continue  # a concurrent login changed the record: decide again on the new one
+            return result
+        raise AccessDenied("too many concurrent logins for this user; try again")
+
+    async def forget(self, user: str) -> None:
+        """Remove a deleted user's secrets."""
+        if await self.backend.get(CREDENTIALS_PREFIX + user) is not None:
+            await self.backend.delete(CREDENTIALS_PREFIX + user)
+
+    async def has_password(self, user: str) -> bool:
+        item = await self.backend.get(CREDENTIALS_PREFIX + user)
+        return item is not None and LocalCredentials.from_dict(json.loads(item.value)).has_password
+
+
+async def _maybe_await(value: object) -> None:
+    if asyncio.iscoroutine(value):
+        await value

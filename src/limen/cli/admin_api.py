@@ -1,0 +1,214 @@
+"""What ``lmctl`` calls: the auth API of a running cluster, or the data directory itself.
+
+``open_admin`` picks, as DESIGN.md says: ``--auth HOST:PORT -i DIR`` → that auth server with
+that identity; ``--data-dir DIR`` → the auth server of the cluster running from DIR (its
+``listeners.json`` and admin identity), and only when none runs, DIR's store directly through an
+in-process ``AuthServer`` (same validation, ownership and audit events). Both answer with the
+same JSON-shaped data. Called by ``limen.cli.lmctl``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from limen.api.loader import SourceDocument
+from limen.api.resources import Origin, parse_kind
+from limen.api.validation import validate
+from limen.auth.client import AuthClient
+from limen.auth.server import AuthServer
+from limen.backend.factory import open_backend
+from limen.ca.host_credentials import HostCredentials
+from limen.config import load_settings
+from limen.errors import ConnectionProblem
+from limen.events.filelog import FileLog
+from limen.events.search import parse_since, search
+from limen.files import private_dir
+
+__all__ = ["AdminApi", "open_admin"]
+
+ACTOR = "admin"
+
+
+class AdminApi(Protocol):
+    async def apply(self, documents: Sequence[SourceDocument]) -> list[dict[str, str]]: ...
+    async def list_kind(self, kind: str) -> list[dict[str, Any]]: ...
+    async def get_one(self, kind: str, name: str) -> dict[str, Any]: ...
+    async def delete(self, kind: str, name: str) -> None: ...
+    async def add_user(self, name: str, roles: list[str], logins: list[str]) -> dict[str, str]: ...
+    async def invite(self, name: str) -> dict[str, str]: ...
+    async def add_token(self, token_type: str, ttl: int,
+                        labels: Mapping[str, str]) -> dict[str, Any]: ...
+    async def events(self, types: list[str], user: str | None, since: str | None,
+                     limit: int | None) -> list[dict[str, Any]]: ...
+    async def access_check(self, user: str, kind: str, name: str,
+                           login: str | None) -> dict[str, Any]: ...
+    async def status(self) -> dict[str, Any]: ...
+
+
+class RemoteAdmin:
+    def __init__(self, client: AuthClient, listeners: Mapping[str, str]) -> None:
+        self.client = client
+        self.listeners = dict(listeners)
+
+    async def apply(self, documents: Sequence[SourceDocument]) -> list[dict[str, str]]:
+        validate(documents)  # fail early, locally, with file names and lines
+        payload = [{"source": d.source, "index": d.index, "line": d.line, "document": d.data}
+                   for d in documents]
+        return await self.client.apply(payload)
+
+    async def list_kind(self, kind: str) -> list[dict[str, Any]]:
+        return await self.client.list(parse_kind(kind).plural)
+
+    async def get_one(self, kind: str, name: str) -> dict[str, Any]:
+        return await self.client.get(parse_kind(kind).plural, name)
+
+    async def delete(self, kind: str, name: str) -> None:
+        await self.client.delete(parse_kind(kind).plural, name)
+
+    async def add_user(self, name: str, roles: list[str], logins: list[str]) -> dict[str, str]:
+        result: dict[str, str] = await self.client.call(
+            "POST", "/v1/users", {"name": name, "roles": roles, "logins": logins})
+        return result
+
+    async def invite(self, name: str) -> dict[str, str]:
+        result: dict[str, str] = await self.client.call("POST", f"/v1/users/{name}/invite")
+        return result
+
+    async def add_token(self, token_type: str, ttl: int,
+                        labels: Mapping[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", "/v1/tokens", {"type": token_type, "ttl_seconds": ttl, "labels": labels})
+        return result
+
+    async def events(self, types: list[str], user: str | None, since: str | None,
+                     limit: int | None) -> list[dict[str, Any]]:
+        params: list[tuple[str, str]] = [("type", t) for t in types]
+        if user:
+            params.append(("user", user))
+        if since:
+            params.append(("since", since))
+        if limit:
+            params.append(("limit", str(limit)))
+        answer = await self.client.call("GET", "/v1/events", None, params)
+        return list(answer["events"])
+
+    async def access_check(self, user: str, kind: str, name: str,
+                           login: str | None) -> dict[str, Any]:
+        params = {"user": user, "kind": kind, "name": name}
+        if login:
+            params["login"] = login
+        result: dict[str, Any] = await self.client.call("GET", "/v1/access/check", None, params)
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", "/v1/status")
+        return {**result, "listeners": self.listeners}
+
+
+class LocalAdmin:
+    def __init__(self, server: AuthServer, events_dir: Path) -> None:
+        self.server = server
+        self.events_dir = events_dir
+
+    async def apply(self, documents: Sequence[SourceDocument]) -> list[dict[str, str]]:
+        plan = await self.server.apply(validate(documents), Origin.API, actor=ACTOR)
+        return [{"kind": e.kind.value, "name": e.name, "action": e.action.value}
+                for e in plan.entries]
+
+    async def list_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r.to_document() for r in await self.server.store.list(parse_kind(kind))]
+
+    async def get_one(self, kind: str, name: str) -> dict[str, Any]:
+        return (await self.server.store.get(parse_kind(kind), name)).to_document()
+
+    async def delete(self, kind: str, name: str) -> None:
+        await self.server.remove(parse_kind(kind), name, Origin.API, actor=ACTOR)
+
+    async def add_user(self, name: str, roles: list[str], logins: list[str]) -> dict[str, str]:
+        _user, url = await self.server.add_user(name, roles, logins, actor=ACTOR)
+        return {"url": url, "token": _token_of(url)}
+
+    async def invite(self, name: str) -> dict[str, str]:
+        url = await self.server.invite(name, actor=ACTOR)
+        return {"url": url, "token": _token_of(url)}
+
+    async def add_token(self, token_type: str, ttl: int,
+                        labels: Mapping[str, str]) -> dict[str, Any]:
+        secret, record = await self.server.create_token(
+            token_type, timedelta(seconds=ttl), actor=ACTOR, labels=labels)
+        return {"token": secret, "id": record.name, "type": token_type,
+                "expires": record.spec["expires"], "ca_pin": self.server.tls_ca_pin()}
+
+    async def events(self, types: list[str], user: str | None, since: str | None,
+                     limit: int | None) -> list[dict[str, Any]]:
+        return search(self.events_dir, types=types or None, user=user,
+                      since=parse_since(since) if since else None, limit=limit)
+
+    async def access_check(self, user: str, kind: str, name: str,
+                           login: str | None) -> dict[str, Any]:
+        decision, warnings = await self.server.access_check(user, parse_kind(kind), name, login)
+        return {"allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
+                "reason": decision.reason, "warnings": warnings}
+
+    async def status(self) -> dict[str, Any]:
+        return {**self.server.status(), "listeners": {}}
+
+
+def _token_of(url: str) -> str:
+    return url.rsplit("/", 1)[-1].split("?")[0]
+
+
+@asynccontextmanager
+async def open_admin(data_dir: Path, auth: str | None = None,
+                     identity: Path | None = None) -> AsyncIterator[AdminApi]:
+    if auth:
+        creds = HostCredentials.load(identity or data_dir / "admin")
+        async with AuthClient(auth, creds) as client:
+            await client.ping()
+            yield RemoteAdmin(client, {"auth": auth})
+        return
+    listeners = _running_listeners(data_dir)
+    if listeners.get("auth") and (data_dir / "admin").is_dir():
+        client = AuthClient(listeners["auth"], HostCredentials.load(data_dir / "admin"))
+        try:
+            await client.ping()
+        except ConnectionProblem:
+            await client.close()  # a stale listeners.json: nothing runs from this directory
+        else:
+            try:
+                yield RemoteAdmin(client, listeners)
+            finally:
+                await client.close()
+            return
+    async with _local_admin(data_dir) as local:
+        yield local
+
+
+def _running_listeners(data_dir: Path) -> dict[str, str]:
+    try:
+        data = json.loads((data_dir / "listeners.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+@asynccontextmanager
+async def _local_admin(data_dir: Path) -> AsyncIterator[LocalAdmin]:
+    settings = load_settings(overrides={"data_dir": str(data_dir)})
+    private_dir(data_dir)
+    backend = open_backend(data_dir)
+    events_dir = data_dir / "log" / "events"
+    log = FileLog(events_dir)
+    try:
+        server = AuthServer(backend, settings.cluster, log)
+        await server.start()
+        yield LocalAdmin(server, events_dir)
+    finally:
+        log.close()
+        await backend.close()
+

@@ -1,0 +1,89 @@
+"""``limen``: the daemon (``limen start``) and the Kubernetes operator (``limen operator``).
+
+Entry point of the ``limen`` console script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from limen.cli.common import handle_errors
+from limen.cli.daemon import run_daemon
+from limen.cli.process import cluster_services
+from limen.config import Settings, load_settings, parse_labels
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks.")
+@click.version_option(package_name="limen")
+def cli(debug: bool) -> None:
+    """Limen: identity-aware access, declared in Git."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path, exists=True),
+              help="limen.yaml")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="State directory.")
+@click.option("--roles", help="Comma-separated: auth,proxy,node (default), db, kube, app.")
+@click.option("--cluster-name", help="Cluster name (first start only).")
+@click.option("--gitops", "gitops_source", help="Git repository (path or URL) to sync from.")
+@click.option("--gitops-branch", help="Branch to follow (default main).")
+@click.option("--gitops-path", help="Sub-directory holding the documents.")
+@click.option("--gitops-interval", help="Poll interval, e.g. 15s.")
+@click.option("--token", help="Join token (agents started apart from auth).")
+@click.option("--proxy", help="Proxy web address to join through (agents).")
+@click.option("--labels", help="Labels of what this agent serves: k=v,k2=v2.")
+@click.option("--insecure-second-factor-off", "second_factor_off", is_flag=True,
+              help="Development only: log in with a password alone.")
+@click.option("--random-ports", is_flag=True, help="Every listener on a free loopback port.")
+@click.pass_context
+@handle_errors
+def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, roles: str | None,
+          cluster_name: str | None, gitops_source: str | None, gitops_branch: str | None,
+          gitops_path: str | None, gitops_interval: str | None, token: str | None,
+          proxy: str | None, labels: str | None, second_factor_off: bool,
+          random_ports: bool) -> None:
+    """Run a Limen cluster (single node by default) in the foreground; SIGTERM stops it."""
+    overrides: dict[str, Any] = {
+        "data_dir": str(data_dir) if data_dir else None,
+        "roles": [r.strip() for r in roles.split(",") if r.strip()] if roles else None,
+        "cluster": {"name": cluster_name,
+                    "second_factor": "off" if second_factor_off else None},
+        "gitops": {"source": gitops_source, "branch": gitops_branch, "path": gitops_path,
+                   "interval": gitops_interval},
+        "node": {"token": token, "proxy": proxy,
+                 "labels": parse_labels(labels) if labels else None},
+    }
+    settings = load_settings(config_file, overrides=_drop_none(overrides),
+                             random_ports=random_ports)
+    asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> None:
+    async with cluster_services(settings) as services:
+        await run_daemon(settings, lambda _s: services, echo=lambda line: click.echo(line))
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def main() -> None:
+    cli(prog_name="limen")

@@ -1,0 +1,174 @@
+"""``lmsh``: the user's command line (like Teleport's ``tsh``).
+
+Entry point of the ``lmsh`` console script; the work is done in ``limen.client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from limen.api.validation import parse_duration
+from limen.auth.signup_tokens import parse_signup_url
+from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
+from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
+from limen.client.profile import Profile, ProfileStore
+from limen.client.sshagent import add_to_agent, remove_from_agent
+from limen.client.webapi import WebApi
+from limen.errors import BadParameter
+
+__all__ = ["main"]
+
+
+def _read_password(from_stdin: bool, prompt: str, confirm: bool = False) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise BadParameter("--password-stdin given but standard input is empty")
+        return line.rstrip("\r\n")
+    value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="limen")
+def cli(debug: bool) -> None:
+    """Reach servers, databases, Kubernetes and apps through Limen."""
+
+
+@cli.command()
+@click.option("--proxy", help="Proxy web address HOST:PORT (or use --link).")
+@click.option("--token", help="The sign-up token.")
+@click.option("--link", help="The whole sign-up link (carries the proxy and its CA pin).")
+@click.option("--ca-pin", default="", help="sha256:... pin of the cluster's TLS CA.")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
+@click.option("--insecure", is_flag=True, help="Do not verify the proxy's certificate.")
+@OUTPUT_OPTION
+@handle_errors
+def signup(proxy: str | None, token: str | None, link: str | None, ca_pin: str,
+           password_stdin: bool, insecure: bool, output: str) -> None:
+    """Choose your password with a one-time sign-up link and enrol a second factor."""
+    if link:
+        parsed = parse_signup_url(link)
+        proxy, token, ca_pin = parsed.proxy, parsed.token, ca_pin or (parsed.ca_pin or "")
+    if not proxy or not token:
+        raise BadParameter("signup needs --link, or --proxy and --token")
+    password = _read_password(password_stdin, "New password", confirm=True)
+    store = ProfileStore()
+
+    async def run() -> dict[str, Any]:
+        api, ping = await WebApi.connect(proxy, known_cas=store.trusted_cas(proxy),
+                                         ca_pin=ca_pin, insecure=insecure)
+        try:
+            result = await api.signup(token, password)
+        finally:
+            await api.close()
+        if ca_pin or not insecure:
+            store.save_ca(proxy, ping["cluster"], ping["tls_ca"].encode())
+        return result
+
+    result = asyncio.run(run())
+    if output == "json":
+        click.echo(json.dumps({"user": result["user"], "totp_secret": result["totp_secret"],
+                               "totp_uri": result["totp_uri"]}, indent=2))
+        return
+    click.echo(f"Password set for {result['user']}.")
+    if result.get("totp_secret"):
+        click.echo("Add this account to your authenticator app (TOTP):\n"
+                   f"  secret: {result['totp_secret']}\n  URI:    {result['totp_uri']}")
+
+
+@cli.command()
+@click.option("--proxy", required=True, help="Proxy web address HOST:PORT.")
+@click.option("--user", required=True, help="Your Limen user name.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--otp", default="", help="The current one-time code (asked for when needed).")
+@click.option("--ttl", default="", help="Certificate lifetime, e.g. 8h (capped by your roles).")
+@click.option("--insecure", is_flag=True, help="Do not verify the proxy's certificate.")
+@handle_errors
+def login(proxy: str, user: str, password_stdin: bool, otp: str, ttl: str,
+          insecure: bool) -> None:
+    """Log in and receive short-lived SSH and X.509 certificates."""
+    ttl_seconds = int(parse_duration(ttl).total_seconds()) if ttl else None
+    store = ProfileStore()
+
+    async def run() -> Profile:
+        api, ping = await WebApi.connect(proxy, known_cas=store.trusted_cas(proxy),
+                                         insecure=insecure)
+        try:
+            password = _read_password(password_stdin, "Password")
+            code = otp
+            if ping.get("second_factor") == "otp" and not code:
+                code = click.prompt("One-time code", hide_input=False)
+            key = generate_private_key()
+            public = public_key_to_openssh(key.public_key(), f"{user}@{ping['cluster']}")
+            answer = await api.login(user, password, code, public, ttl_seconds)
+        finally:
+            await api.close()
+        profile = Profile(proxy=proxy, user=answer["user"], cluster=answer["cluster"],
+                          expires=answer["expires"], roles=tuple(answer["roles"]),
+                          logins=tuple(answer["logins"]))
+        private = private_key_to_openssh(key).encode()
+        store.save_login(
+            profile, private_key=private, public_key=(public + "\n").encode(),
+            ssh_cert=(answer["ssh_cert"] + "\n").encode(), tls_cert=answer["tls_cert"].encode(),
+            tls_cas={c: pem.encode() for c, pem in answer["tls_cas"].items()},
+            host_ca_lines=answer["known_hosts"])
+        lifetime = int((profile.expires_at - datetime.now(UTC)).total_seconds())
+        if await add_to_agent(private, answer["ssh_cert"].encode(), lifetime):
+            click.echo("Key and certificate added to ssh-agent.")
+        return profile
+
+    _print_profile(asyncio.run(run()))
+
+
+def _print_profile(profile: Profile) -> None:
+    valid = "valid" if profile.is_valid() else "EXPIRED"
+    click.echo(f"> Profile URL: https://{profile.proxy}\n"
+               f"  Logged in as: {profile.user}\n"
+               f"  Cluster:      {profile.cluster}\n"
+               f"  Roles:        {', '.join(profile.roles) or '-'}\n"
+               f"  Logins:       {', '.join(profile.logins) or '-'}\n"
+               f"  Valid until:  {profile.expires} [{valid}]")
+
+
+@cli.command()
+@OUTPUT_OPTION
+@handle_errors
+def status(output: str) -> None:
+    """Who you are logged in as, with which roles and logins, until when."""
+    profile = ProfileStore().current()
+    if output != "text":
+        data = {"proxy": profile.proxy, "user": profile.user, "cluster": profile.cluster,
+                "roles": list(profile.roles), "logins": list(profile.logins),
+                "expires": profile.expires, "valid": profile.is_valid()}
+        emit_documents([data], output)
+        return
+    _print_profile(profile)
+
+
+@cli.command()
+@click.option("--proxy", help="Log out of this proxy only (default: the current profile).")
+@handle_errors
+def logout(proxy: str | None) -> None:
+    """Remove your keys and certificates from disk and from ssh-agent."""
+    store = ProfileStore()
+    proxy = proxy or store.current().proxy
+    profile = store.load(proxy)
+    key_path = store.key_path(proxy, profile.user)
+    cert_path = store.ssh_cert_path(proxy, profile.user, profile.cluster)
+    if key_path.exists():
+        cert = cert_path.read_bytes() if cert_path.exists() else None
+        asyncio.run(remove_from_agent(key_path.read_bytes(), cert))
+    store.logout(proxy)
+    click.echo(f"Logged out {profile.user} from {proxy}.")
+
+
+def main() -> None:
+    cli(prog_name="lmsh")

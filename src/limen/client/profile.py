@@ -1,0 +1,177 @@
+"""The user's local state directory (``~/.limen`` or ``$LIMEN_HOME``), laid out as DESIGN.md says::
+
+    current-profile                               name of the active profile
+    profiles/<proxy>.yaml                         proxy address, user, cluster, expiry
+    known_hosts                                   @cert-authority lines for trusted host CAs
+    keys/<proxy>/<user>, <user>.pub               private key (Ed25519) and public key
+    keys/<proxy>/<user>.crt                       X.509 client certificate
+    keys/<proxy>/cas/<cluster>.pem                TLS CAs of the cluster(s)
+    keys/<proxy>/<user>-ssh/<cluster>-cert.pub    SSH certificate per cluster
+
+``<proxy>`` is the proxy's ``host:port`` with ``:`` replaced by ``_``. Directories are 0700,
+files 0600, every write atomic. Called by the ``lmsh`` commands.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from limen.errors import NotFound
+from limen.files import private_dir, write_private
+
+__all__ = ["Profile", "ProfileStore", "limen_home", "proxy_dirname"]
+
+
+def limen_home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("LIMEN_HOME") or Path.home() / ".limen")
+
+
+def proxy_dirname(proxy: str) -> str:
+    return proxy.replace(":", "_").replace("/", "_")
+
+
+@dataclass(frozen=True)
+class Profile:
+    proxy: str
+    user: str
+    cluster: str
+    expires: str
+    """ISO-8601 UTC expiry of the certificates."""
+    roles: tuple[str, ...] = ()
+    logins: tuple[str, ...] = ()
+    ssh_proxy: str = ""
+    """The proxy's SSH address (``host:port``) for ``ssh -J``."""
+    leaf_clusters: tuple[str, ...] = field(default=())
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromisoformat(self.expires).astimezone(UTC)
+
+    def is_valid(self, now: datetime | None = None) -> bool:
+        return (now or datetime.now(UTC)) < self.expires_at
+
+
+class ProfileStore:
+    """Reads and writes the state directory of one OS user."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or limen_home()
+
+    # paths -------------------------------------------------------------------------------
+    def key_dir(self, proxy: str) -> Path:
+        return self.home / "keys" / proxy_dirname(proxy)
+
+    def key_path(self, proxy: str, user: str) -> Path:
+        return self.key_dir(proxy) / user
+
+    def tls_cert_path(self, proxy: str, user: str) -> Path:
+        return self.key_dir(proxy) / f"{user}.crt"
+
+    def ssh_cert_path(self, proxy: str, user: str, cluster: str) -> Path:
+        return self.key_dir(proxy) / f"{user}-ssh" / f"{cluster}-cert.pub"
+
+    def ca_path(self, proxy: str, cluster: str) -> Path:
+        return self.key_dir(proxy) / "cas" / f"{cluster}.pem"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.home / "known_hosts"
+
+    def profile_path(self, proxy: str) -> Path:
+        return self.home / "profiles" / f"{proxy_dirname(proxy)}.yaml"
+
+    # writes ------------------------------------------------------------------------------
+    def save_login(
+        self,
+        profile: Profile,
+        *,
+        private_key: bytes,
+        public_key: bytes,
+        ssh_cert: bytes,
+        tls_cert: bytes,
+        tls_cas: Mapping[str, bytes],
+        host_ca_lines: Sequence[str],
+    ) -> None:
+        """Write everything a login produced, then make the profile current."""
+        private_dir(self.home / "keys")
+        proxy, user = profile.proxy, profile.user
+        write_private(self.key_path(proxy, user), private_key)
+        write_private(self.key_path(proxy, user).with_name(f"{user}.pub"), public_key)
+        write_private(self.tls_cert_path(proxy, user), tls_cert)
+        write_private(self.ssh_cert_path(proxy, user, profile.cluster), ssh_cert)
+        for cluster, pem in tls_cas.items():
+            write_private(self.ca_path(proxy, cluster), pem)
+        self._merge_known_hosts(host_ca_lines)
+        write_private(self.profile_path(proxy), yaml.safe_dump(_plain(profile), sort_keys=True))
+        write_private(self.home / "current-profile", proxy + "\n")
+
+    def save_ca(self, proxy: str, cluster: str, pem: bytes) -> Path:
+        """Remember a cluster's TLS CA (pinned at sign-up) for later verified connections."""
+        return write_private(self.ca_path(proxy, cluster), pem)
+
+    def _merge_known_hosts(self, lines: Sequence[str]) -> None:
+        existing: list[str] = []
+        if self.known_hosts.exists():
+            existing = self.known_hosts.read_text(encoding="utf-8").splitlines()
+        merged = existing + [line for line in lines if line not in existing]
+        write_private(self.known_hosts, "".join(f"{line}\n" for line in merged))
+
+    # reads -------------------------------------------------------------------------------
+    def current(self) -> Profile:
+        marker = self.home / "current-profile"
+        if not marker.exists():
+            raise NotFound("not logged in: run lmsh login --proxy HOST:PORT --user NAME")
+        return self.load(marker.read_text(encoding="utf-8").strip())
+
+    def load(self, proxy: str) -> Profile:
+        path = self.profile_path(proxy)
+        if not path.exists():
+            raise NotFound(f"no profile for proxy {proxy}: run lmsh login --proxy {proxy}")
+        raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for key in ("roles", "logins", "leaf_clusters"):
+            raw[key] = tuple(raw.get(key) or ())
+        return Profile(**raw)
+
+    def trusted_cas(self, proxy: str) -> dict[str, bytes]:
+        cas = self.key_dir(proxy) / "cas"
+        if not cas.is_dir():
+            return {}
+        return {p.stem: p.read_bytes() for p in sorted(cas.glob("*.pem"))}
+
+    # removal -----------------------------------------------------------------------------
+    def logout(self, proxy: str) -> Profile | None:
+        """Remove the profile and keys of ``proxy`` (CA pins stay for the next login)."""
+        try:
+            profile = self.load(proxy)
+        except NotFound:
+            profile = None
+        key_dir = self.key_dir(proxy)
+        if key_dir.exists():
+            for child in key_dir.iterdir():
+                if child.name == "cas":
+                    continue
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        self.profile_path(proxy).unlink(missing_ok=True)
+        marker = self.home / "current-profile"
+        if marker.exists() and marker.read_text(encoding="utf-8").strip() == proxy:
+            marker.unlink()
+        return profile
+
+
+def _plain(profile: Profile) -> dict[str, Any]:
+    data = asdict(profile)
+    for key in ("roles", "logins", "leaf_clusters"):
+        data[key] = list(data[key])
+    return data

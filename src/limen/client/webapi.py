@@ -1,0 +1,95 @@
+"""The client side of the proxy's web API (``/v1/webapi/*``), with the TLS trust rules of lmsh.
+
+Trust, in order: the cluster CAs remembered in ``~/.limen`` for this proxy; else a CA pin
+(``sha256:...`` from a sign-up link or ``--ca-pin``), checked against the CA the proxy presents
+before anything secret is sent; else ``--insecure`` (first contact, tests); else the system
+trust store. Called by the ``lmsh`` commands.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography import x509
+
+from limen.ca.keys import pin_matches
+from limen.errors import AccessDenied
+from limen.net.http import ApiClient
+
+__all__ = ["WebApi", "client_ssl_context"]
+
+
+def client_ssl_context(ca_pems: Mapping[str, bytes] | None, insecure: bool) -> ssl.SSLContext:
+    if insecure and not ca_pems:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if ca_pems:
+        context = ssl.create_default_context(
+            cadata="".join(pem.decode() for pem in ca_pems.values())
+        )
+    else:
+        context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class WebApi:
+    """Calls to one proxy. Use ``await WebApi.connect(...)`` to apply the trust rules."""
+
+    def __init__(self, proxy: str, context: ssl.SSLContext) -> None:
+        self.proxy = proxy
+        self.http = ApiClient(f"https://{proxy}", context)
+
+    @classmethod
+    async def connect(
+        cls, proxy: str, *, known_cas: Mapping[str, bytes] | None = None,
+        ca_pin: str = "", insecure: bool = False,
+    ) -> tuple[WebApi, dict[str, Any]]:
+        """Open a trusted connection and return it with the proxy's ping answer."""
+        if not known_cas and ca_pin:
+            probe = cls(proxy, client_ssl_context(None, insecure=True))
+            try:
+                ping = await probe.ping()
+            finally:
+                await probe.close()
+            presented = ping["tls_ca"].encode()
+            if not pin_matches(ca_pin, x509.load_pem_x509_certificate(presented)):
+                raise AccessDenied(
+                    f"the proxy {proxy} presented a CA that does not match the pin {ca_pin}; "
+                    "refusing to continue"
+                )
+            known_cas = {ping["cluster"]: presented}
+        api = cls(proxy, client_ssl_context(known_cas, insecure))
+        try:
+            ping = await api.ping()
+        except BaseException:
+            await api.close()
+            raise
+        return api, ping
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.http.call("GET", "/v1/webapi/ping")
+        return result
+
+    async def signup(self, token: str, password: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.http.call(
+            "POST", "/v1/webapi/signup", {"token": token, "password": password}
+        )
+        return result
+
+    async def login(
+        self, user: str, password: str, otp: str, public_key: str, ttl_seconds: int | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"user": user, "password": password, "otp": otp,
+                                "public_key": public_key}
+        if ttl_seconds:
+            body["ttl_seconds"] = ttl_seconds
+        result: dict[str, Any] = await self.http.call("POST", "/v1/webapi/login", body)
+        return result

@@ -1,0 +1,255 @@
+"""Limen's settings: one YAML file validated by a schema, overridden by ``LIMEN_*`` environment
+variables and command-line flags, passed explicitly (never read from globals).
+
+Precedence: defaults < ``limen.yaml`` < environment < flags. ``load_settings`` is called by
+``limen start``; every component receives the frozen ``Settings`` (or the group it needs).
+
+Example ``limen.yaml``::
+
+    cluster: {name: example, second_factor: otp}
+    listeners: {web: 0.0.0.0:3080, ssh_proxy: 0.0.0.0:3023, tunnel: 0.0.0.0:3024}
+    roles: [auth, proxy, node]
+    gitops: {source: https://git.example/access.git, branch: main, path: access/, interval: 15s}
+    node: {labels: {env: dev}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from limen.errors import BadParameter
+
+__all__ = [
+    "ALL_ROLES",
+    "ClusterSettings",
+    "GitOpsSettings",
+    "Listeners",
+    "NodeSettings",
+    "Settings",
+    "load_settings",
+]
+
+ALL_ROLES = ("auth", "proxy", "node", "db", "kube", "app")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    name: str = field(default_factory=lambda: socket.gethostname().split(".")[0].lower())
+    """The cluster name, baked into every certificate; never changes after the first start."""
+    second_factor: str = "otp"
+    """``otp`` (TOTP required at login) or ``off`` (development only)."""
+    public_address: str = ""
+    """Host:port users reach the proxy's web port at; default: the web listener."""
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Bind addresses (``host:port``; port 0 picks a free port, reported in listeners.json)."""
+
+    web: str = "127.0.0.1:3080"
+    """HTTPS: login API, sign-up, web UI, and the agents' join calls."""
+    ssh_proxy: str = "127.0.0.1:3023"
+    """SSH proxy for ``ssh -J`` and ``lmsh ssh``."""
+    tunnel: str = "127.0.0.1:3024"
+    """Reverse-tunnel server that agents and leaf clusters dial."""
+    auth: str = "127.0.0.1:3025"
+    """Auth API (mutual TLS): only the proxy, agents and admins call it."""
+    node_ssh: str = "127.0.0.1:3022"
+    """The node agent's own SSH listener (direct access when configured)."""
+    postgres: str = "127.0.0.1:5433"
+    mysql: str = "127.0.0.1:3036"
+    kube: str = "127.0.0.1:3026"
+
+    def randomized(self) -> Listeners:
+        """Every listener on a free loopback port (``--random-ports``)."""
+        return Listeners(**{f.name: "127.0.0.1:0" for f in dataclasses.fields(self)})
+
+
+@dataclass(frozen=True)
+class GitOpsSettings:
+    source: str = ""
+    """Repository path or URL (local path, ``file://``, ``https://``, ``ssh://``); empty = off."""
+    branch: str = "main"
+    path: str = ""
+    """Sub-directory of the repository holding the documents (``access/``)."""
+    interval_seconds: float = 15.0
+    credentials_file: str = ""
+    """File with ``username:password`` or a token for HTTPS remotes; never logged."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Static labels of the resources this agent serves."""
+    token: str = ""
+    """Join token (agents started apart from auth)."""
+    proxy: str = ""
+    """The proxy's web address agents join through and dial tunnels to."""
+    ca_pin: str = ""
+    """``sha256:...`` pin of the cluster's TLS CA, given with the join token."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".limen-data")
+    roles: tuple[str, ...] = ("auth", "proxy", "node")
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    listeners: Listeners = field(default_factory=Listeners)
+    gitops: GitOpsSettings = field(default_factory=GitOpsSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
+    debug: bool = False
+
+
+_ADDRESS = {"type": "string", "pattern": r"^[^\s:]*:\d{1,5}$"}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "data_dir": {"type": "string"},
+        "roles": {"type": "array", "items": {"enum": list(ALL_ROLES)}, "minItems": 1},
+        "debug": {"type": "boolean"},
+        "cluster": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"},
+                "second_factor": {"enum": ["otp", "off"]},
+                "public_address": {"type": "string"},
+            },
+        },
+        "listeners": {
+            "type": "object", "additionalProperties": False,
+            "properties": {f.name: _ADDRESS for f in dataclasses.fields(Listeners)},
+        },
+        "gitops": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "source": {"type": "string"}, "branch": {"type": "string"},
+                "path": {"type": "string"}, "interval": {"type": ["string", "number"]},
+                "credentials_file": {"type": "string"},
+            },
+        },
+        "node": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "token": {"type": "string"}, "proxy": {"type": "string"},
+                "ca_pin": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+def _seconds(value: str | float) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * units[suffix]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    raise BadParameter(f"invalid interval {value!r} (use 500ms, 15s, 1m)")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` as given to ``--labels``."""
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise BadParameter(f"invalid label {part!r}: use key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    simple = {
+        "LIMEN_DATA_DIR": ("data_dir",), "LIMEN_CLUSTER_NAME": ("cluster", "name"),
+        "LIMEN_SECOND_FACTOR": ("cluster", "second_factor"),
+        "LIMEN_PUBLIC_ADDRESS": ("cluster", "public_address"),
+        "LIMEN_GITOPS": ("gitops", "source"), "LIMEN_GITOPS_BRANCH": ("gitops", "branch"),
+        "LIMEN_GITOPS_PATH": ("gitops", "path"), "LIMEN_GITOPS_INTERVAL": ("gitops", "interval"),
+        "LIMEN_TOKEN": ("node", "token"), "LIMEN_PROXY": ("node", "proxy"),
+        "LIMEN_CA_PIN": ("node", "ca_pin"),
+    }
+    for var, path in simple.items():
+        if var in env:
+            _set(out, path, env[var])
+    if "LIMEN_ROLES" in env:
+        out["roles"] = [r.strip() for r in env["LIMEN_ROLES"].split(",") if r.strip()]
+    if "LIMEN_LABELS" in env:
+        _set(out, ("node", "labels"), parse_labels(env["LIMEN_LABELS"]))
+    return out
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and key != "labels":
+            merged[key] = _merge(dict(merged[key]), value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    random_ports: bool = False,
+) -> Settings:
+    """Build the frozen settings; raises ``BadParameter`` naming the offending key."""
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise BadParameter(f"{config_file}: not valid YAML: {err}") from err
+        except OSError as err:
+            raise BadParameter(f"cannot read config file {config_file}: {err.strerror}") from err
+        if not isinstance(loaded, dict):
+            raise BadParameter(f"{config_file}: the config must be a mapping")
+        raw = loaded
+    raw = _merge(raw, _env_overrides(os.environ if env is None else env))
+    raw = _merge(raw, overrides or {})
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(raw), key=str)
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise BadParameter(f"config {where}: {first.message}")
+    cluster = ClusterSettings(**raw.get("cluster", {}))
+    listeners = Listeners(**raw.get("listeners", {}))
+    if random_ports:
+        listeners = listeners.randomized()
+    gitops_raw = dict(raw.get("gitops", {}))
+    interval = _seconds(gitops_raw.pop("interval", 15.0))
+    node_raw = raw.get("node", {})
+    return Settings(
+        data_dir=Path(raw.get("data_dir", ".limen-data")),
+        roles=tuple(raw.get("roles", ("auth", "proxy", "node"))),
+        cluster=cluster,
+        listeners=listeners,
+        gitops=GitOpsSettings(interval_seconds=interval, **gitops_raw),
+        node=NodeSettings(labels=dict(node_raw.get("labels", {})),
+                          **{k: v for k, v in node_raw.items() if k != "labels"}),
+        debug=bool(raw.get("debug", False)),
+    )

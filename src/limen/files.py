@@ -1,0 +1,37 @@
+"""Private file writing for client and daemon state: atomic replace, 0700 dirs, 0600 files.
+
+Called by the client (``~/.limen``), host credentials and the daemon. Imports nothing of Limen.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["private_dir", "write_private"]
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) with mode 0700, and fix the mode if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, data: bytes | str, mode: int = 0o600) -> Path:
+    """Write atomically: a temp file in the same dir (created 0600), fsync, rename over ``path``."""
+    private_dir(path.parent)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

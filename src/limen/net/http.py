@@ -1,0 +1,110 @@
+"""JSON-over-HTTPS plumbing: the server-side error mapping and the typed client.
+
+Errors cross the wire as ``{"error": {"code": ..., "message": ...}}`` with the HTTP status of
+``limen.errors``; ``ApiClient`` turns them back into the same typed exceptions. Called by the
+auth API, the proxy's web API, the agents and the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from limen.errors import BadParameter, ConnectionProblem, LimenError, from_code
+
+__all__ = ["ApiClient", "error_middleware", "json_body"]
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except LimenError as err:
+        return web.json_response(
+            {"error": {"code": err.code, "message": str(err)}}, status=err.http_status
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": {"code": "internal", "message": "internal error (see the server log)"}},
+            status=500,
+        )
+
+
+async def json_body(request: web.Request, max_bytes: int = 8 << 20) -> dict[str, Any]:
+    """The request's JSON object, or ``BadParameter`` with a clear sentence."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise BadParameter("request body too large")
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadParameter(f"request body is not valid JSON: {err}") from err
+    if not isinstance(body, dict):
+        raise BadParameter("request body must be a JSON object")
+    return body
+
+
+class ApiClient:
+    """A small HTTPS JSON client raising Limen's typed errors."""
+
+    def __init__(self, base_url: str, ssl_context: ssl.SSLContext | bool,
+                 timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._ssl = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
+            )
+        return self._session
+
+    async def call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    ) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            async with self._get_session().request(
+                method, url, json=body, params=params
+            ) as resp:
+                text = await resp.text()
+                payload = json.loads(text) if text else None
+        except aiohttp.ClientConnectorCertificateError as err:
+            raise ConnectionProblem(
+                f"cannot verify the TLS certificate of {self.base_url}: {err.certificate_error}"
+            ) from err
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise ConnectionProblem(f"cannot reach {self.base_url}: {err or type(err).__name__}") \
+                from err
+        except json.JSONDecodeError as err:
+            raise ConnectionProblem(f"{url} answered with something that is not JSON") from err
+        if resp.status >= 400:
+            error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
+            raise from_code(str(error.get("code", "internal")),
+                            str(error.get("message", f"HTTP {resp.status} from {url}")))
+        return payload

@@ -1,0 +1,47 @@
+"""The proxy's public web API (HTTPS, certificate from the cluster's TLS CA)::
+
+    GET  /v1/webapi/ping     cluster name, TLS CA (PEM) and its pin, second factor, addresses
+    POST /v1/webapi/signup   {token, password}                 → auth /v1/signup
+    POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds} → auth /v1/login
+    POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
+
+The proxy adds the caller's address and forwards with its own mutual-TLS identity; it holds no
+secret of the user and never decides a login itself. Called by ``limen.proxy.service``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from limen.auth.client import AuthClient
+from limen.net.http import error_middleware, json_body
+
+__all__ = ["build_web_app"]
+
+_MAX_BODY = 64 << 10
+
+
+def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
+
+    async def ping(_request: web.Request) -> web.Response:
+        return web.json_response(ping_info())
+
+    def forward(path: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            body = await json_body(request, _MAX_BODY)
+            body["remote_addr"] = request.remote or ""
+            return web.json_response(await auth.call("POST", path, body))
+
+        return handler
+
+    app.add_routes([
+        web.get("/v1/webapi/ping", ping),
+        web.post("/v1/webapi/signup", forward("/v1/signup")),
+        web.post("/v1/webapi/login", forward("/v1/login")),
+        web.post("/v1/webapi/join", forward("/v1/join")),
+    ])
+    return app

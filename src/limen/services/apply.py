@@ -1,0 +1,38 @@
+"""Apply a plan to the store in one backend transaction: everything or nothing.
+
+Each write is conditioned on the revision the plan saw, so a concurrent change between plan
+and apply makes the whole apply fail (``CompareFailed``) instead of overwriting it.
+Called by ``lmctl apply`` (offline), the auth API's apply endpoint, and the Git sync.
+"""
+
+from __future__ import annotations
+
+from limen.backend.base import Condition, Delete, Put
+from limen.errors import AlreadyExists
+from limen.services.plan import Action, Plan
+from limen.services.resources import ResourceStore, encode, resource_key
+
+__all__ = ["apply_plan"]
+
+
+async def apply_plan(store: ResourceStore, plan: Plan) -> int:
+    """Write every change of ``plan`` atomically; returns the new revision (0 if no change)."""
+    if plan.conflicts:
+        raise AlreadyExists("; ".join(plan.conflicts))
+    conditions: list[Condition] = []
+    ops: list[Put | Delete] = []
+    for entry in plan.changes:
+        key = resource_key(entry.kind, entry.name)
+        if entry.action is Action.CREATE:
+            conditions.append(Condition(key, 0))
+        else:
+            assert entry.current is not None
+            conditions.append(Condition(key, entry.current.revision))
+        if entry.action is Action.DELETE:
+            ops.append(Delete(key))
+        else:
+            assert entry.desired is not None
+            ops.append(Put(key, encode(entry.desired)))
+    if not ops:
+        return 0
+    return await store.backend.atomic(conditions, ops)
