@@ -45,7 +45,6 @@ from limen.ca.keys import (
     key_type_of,
     load_private_key,
     load_public_key,
-    private_key_to_openssh,
     private_key_to_pem,
     public_jwk,
     public_key_to_openssh,
@@ -147,13 +146,12 @@ class CAKeyPair:
                 pass
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.public_key)
 
-    def to_dict(self, ca_type: CertAuthorityType) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str]:
         doc = {"public_key": self.ssh_public_key}
         if self.private_key is not None:
-            doc["private_key"] = (
-                private_key_to_openssh(self.private_key) if ca_type.is_ssh
-                else private_key_to_pem(self.private_key)
-            )
+            # PKCS#8 PEM for every type: unlike the OpenSSH format (random check bytes), it is
+            # deterministic, so storing an unchanged CA twice writes identical records.
+            doc["private_key"] = private_key_to_pem(self.private_key)
         if self.certificate is not None:
             doc["certificate"] = self.certificate.public_bytes(
                 serialization.Encoding.PEM
@@ -289,8 +287,8 @@ class CertAuthority:
         return {
             "cluster": self.cluster,
             "type": self.type.value,
-            "active": self.active.to_dict(self.type),
-            "additional_trusted": [p.to_dict(self.type) for p in self.additional_trusted],
+            "active": self.active.to_dict(),
+            "additional_trusted": [p.to_dict() for p in self.additional_trusted],
         }
 
     @classmethod
