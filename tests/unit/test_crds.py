@@ -16,6 +16,7 @@ from limen.api.schemas import crd_dir, crd_path, json_schema, load_crd, spec_sch
 from limen.api.validation import (
     LABEL_FIELDS,
     RESOURCE_FIELD_KINDS,
+    RESOURCE_KINDS,
     RESOURCE_REQUIRED_FIELDS,
     parse_duration,
 )
@@ -217,6 +218,7 @@ def test_resource_cel_rules_mirror_the_python_checks() -> None:
         needs = f"({needs})" if len(fields) > 1 else needs
         assert f"self.kind != '{kind_name}' || {needs}" in rules
     assert len(rules) == len(RESOURCE_FIELD_KINDS) + len(RESOURCE_REQUIRED_FIELDS)
+    assert tuple(spec["properties"]["kind"]["enum"]) == RESOURCE_KINDS
 
 
 DURATIONS_OK = ["8h", "30m", "1h30m", "1.5h", "90s", "500ms", "2h0m0s"]

@@ -36,6 +36,7 @@ from limen.errors import BadParameter, DocumentError, ValidationFailed
 __all__ = [
     "LABEL_FIELDS",
     "RESOURCE_FIELD_KINDS",
+    "RESOURCE_KINDS",
     "RESOURCE_REQUIRED_FIELDS",
     "SECRET_HINT",
     "format_path",
@@ -43,9 +44,11 @@ __all__ = [
     "validate",
 ]
 
-SECRET_HINT = "looks like a secret; reference it with token_secret_ref/credentials_ref instead"  # noqa: S105
+SECRET_HINT = "looks like a secret; reference it with token_secret_ref/credentials_ref instead"
 LABEL_FIELDS = ("node_labels", "kubernetes_labels", "db_labels", "app_labels", "cluster_labels")
 """Role label maps (``allow``/``deny``): values are strings or lists of strings."""
+RESOURCE_KINDS = ("ssh", "db", "kube", "app")
+"""Values of a Resource's ``spec.kind``."""
 RESOURCE_FIELD_KINDS = {
     "hostname": "ssh", "protocol": "db", "database": "db", "uri": "app", "public_addr": "app",
     "kubeconfig_ref": "kube",
@@ -359,7 +362,7 @@ def _trusted_cluster(spec: Mapping[str, Any]) -> Iterator[Problem]:
 
 def _resource(spec: Mapping[str, Any]) -> Iterator[Problem]:
     kind = spec.get("kind")
-    if not isinstance(kind, str):
+    if kind not in RESOURCE_KINDS:  # the schema reports it
         return
     for field in RESOURCE_REQUIRED_FIELDS.get(kind, ()):
         if field not in spec:
