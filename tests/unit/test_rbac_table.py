@@ -213,6 +213,9 @@ KUBE_CASES = [
          ({"env": "dev"}, ["developers"], []), False, "z", "deny.kubernetes_groups"),
     Case("no principal requested: the matching roles grant some", [KUBE_DEV], "kube",
          ({"env": "dev"}, [], []), True, "dev", "allow.kubernetes_labels"),
+    Case("no principal requested: the deciding role is one that grants some", [
+        role("a", allow={"kubernetes_labels": ALL}), KUBE_DEV], "kube",
+         ({"env": "dev"}, [], []), True, "dev", "allow.kubernetes_labels"),
     Case("no principal requested and none granted", [role("a", allow={
         "kubernetes_labels": ALL})], "kube", ({"env": "dev"}, [], []), False, None,
          "allow.kubernetes_groups"),

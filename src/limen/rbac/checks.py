@@ -177,8 +177,11 @@ def check_kube(roles: Sequence[CompiledRole], cluster_labels: Labels,
         if not found_groups and not found_users:
             return deny(None, "allow.kubernetes_groups", "the roles matching the cluster "
                         f"({_names(matching)}) grant no kubernetes groups or users")
+        usable = set(found_groups) | set(found_users)
+        first_grant = next(r for r in matching if usable.intersection(
+            r.allow.kubernetes_groups + r.allow.kubernetes_users))
         rule = "allow.kubernetes_labels"
-        reason = "role {role} matches the cluster's labels"
+        reason = "role {role} matches the cluster's labels and grants kubernetes principals"
     else:
         rule = f"allow.{requested[0][0]}"
         reason = "role {role} allows the requested kubernetes principals on this cluster"
