@@ -1,0 +1,208 @@
+"""The audit event types and their stable codes: one table, ``EVENT_CODES``.
+
+Every audit event has a *type* (``user.login``) and a *code* (``L1000I``). The code is the
+contract with SIEM rules and scripts: once released, a code never changes meaning and is never
+reused. Called by :func:`limen.events.make_event` (type + outcome -> code) and by
+:func:`limen.events.search` (validating ``--type`` filters).
+
+Code scheme, modelled on Teleport's ``T1000I``: ``L`` + a four-digit number per event type +
+a severity letter::
+
+    L1000I   L = Limen, 1000 = user.login, I = info (the action succeeded)
+    L1000W   the same type, W = warning (the action was refused: bad password, denied, ...)
+    L3000E   E = error (the action failed for a reason other than a refusal)
+
+Numbers are grouped by area: 1xxx users, 2xxx interactive sessions, 3xxx SSH actions and
+protocol fronts, 4xxx access decisions, 5xxx joining and certificates, 6xxx trusted clusters,
+7xxx declarative resources, 8xxx GitOps. ``success`` is the outcome of the action the event
+describes, the severity how much attention it deserves: ``user.locked`` (the lock was applied)
+is ``success=True`` with a ``W`` code; ``access.denied`` and ``auth`` exist only as failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from limen.errors import BadParameter
+
+__all__ = [
+    "CODE_PATTERN",
+    "EVENT_CODES",
+    "EventCode",
+    "EventType",
+    "Severity",
+    "code_for",
+    "lookup_code",
+]
+
+CODE_PATTERN = r"^L\d{4}[IWE]$"
+"""Shape of every code: ``L`` + four digits + severity letter."""
+
+
+class Severity(StrEnum):
+    INFO = "I"
+    WARNING = "W"
+    ERROR = "E"
+
+
+class EventType(StrEnum):
+    """Every audit event type. Values are what lands in the ``event`` field of the JSON line."""
+
+    USER_LOGIN = "user.login"
+    USER_CREATE = "user.create"
+    USER_UPDATE = "user.update"
+    USER_DELETE = "user.delete"
+    USER_SIGNUP = "user.signup"
+    USER_LOCKED = "user.locked"
+    SESSION_START = "session.start"
+    SESSION_END = "session.end"
+    SESSION_DATA = "session.data"
+    EXEC = "exec"
+    SCP = "scp"
+    SFTP = "sftp"
+    PORT = "port"
+    CLIENT_DISCONNECT = "client.disconnect"
+    AUTH = "auth"
+    KUBE_REQUEST = "kube.request"
+    DB_SESSION_START = "db.session.start"
+    DB_SESSION_QUERY = "db.session.query"
+    APP_SESSION_START = "app.session.start"
+    ACCESS_DENIED = "access.denied"
+    JOIN_TOKEN_CREATE = "join_token.create"
+    JOIN = "join"
+    CERT_CREATE = "cert.create"
+    TRUSTED_CLUSTER_CREATE = "trusted_cluster.create"
+    TRUSTED_CLUSTER_DELETE = "trusted_cluster.delete"
+    TRUSTED_CLUSTER_TOKEN_CREATE = "trusted_cluster.token.create"
+    REMOTE_CLUSTER_ONLINE = "remote_cluster.online"
+    REMOTE_CLUSTER_OFFLINE = "remote_cluster.offline"
+    ROLE_CREATED = "role.created"
+    ROLE_UPDATED = "role.updated"
+    ROLE_DELETED = "role.deleted"
+    RESOURCE_CREATED = "resource.created"
+    RESOURCE_UPDATED = "resource.updated"
+    RESOURCE_DELETED = "resource.deleted"
+    GITOPS_SYNC = "gitops.sync"
+    GITOPS_REJECTED = "gitops.rejected"
+
+
+@dataclass(frozen=True)
+class EventCode:
+    """One row of the table: ``type`` with outcome ``success`` is written with ``code``."""
+
+    code: str
+    type: EventType
+    success: bool
+    description: str
+
+    @property
+    def severity(self) -> Severity:
+        return Severity(self.code[-1])
+
+
+_T = EventType
+EVENT_CODES: tuple[EventCode, ...] = (
+    # 1xxx users
+    EventCode("L1000I", _T.USER_LOGIN, True, "user logged in"),
+    EventCode("L1000W", _T.USER_LOGIN, False, "user login failed"),
+    EventCode("L1001I", _T.USER_CREATE, True, "user created"),
+    EventCode("L1002I", _T.USER_UPDATE, True, "user updated"),
+    EventCode("L1003I", _T.USER_DELETE, True, "user deleted"),
+    EventCode("L1004I", _T.USER_SIGNUP, True, "user completed sign-up"),
+    EventCode("L1004W", _T.USER_SIGNUP, False, "user sign-up failed"),
+    EventCode("L1005W", _T.USER_LOCKED, True, "user locked out"),
+    # 2xxx interactive sessions
+    EventCode("L2000I", _T.SESSION_START, True, "session started"),
+    EventCode("L2001I", _T.SESSION_END, True, "session ended"),
+    EventCode("L2002I", _T.SESSION_DATA, True, "session data transferred"),
+    # 3xxx SSH actions and protocol fronts
+    EventCode("L3000I", _T.EXEC, True, "command executed"),
+    EventCode("L3000E", _T.EXEC, False, "command execution failed"),
+    EventCode("L3001I", _T.SCP, True, "scp transfer"),
+    EventCode("L3001E", _T.SCP, False, "scp transfer failed"),
+    EventCode("L3002I", _T.SFTP, True, "sftp operation"),
+    EventCode("L3002E", _T.SFTP, False, "sftp operation failed"),
+    EventCode("L3003I", _T.PORT, True, "port forwarded"),
+    EventCode("L3003E", _T.PORT, False, "port forwarding failed"),
+    EventCode("L3004I", _T.CLIENT_DISCONNECT, True, "client disconnected"),
+    EventCode("L3005W", _T.AUTH, False, "SSH authentication failed"),
+    EventCode("L3100I", _T.KUBE_REQUEST, True, "Kubernetes request"),
+    EventCode("L3100W", _T.KUBE_REQUEST, False, "Kubernetes request refused"),
+    EventCode("L3200I", _T.DB_SESSION_START, True, "database session started"),
+    EventCode("L3200W", _T.DB_SESSION_START, False, "database session refused"),
+    EventCode("L3201I", _T.DB_SESSION_QUERY, True, "database query"),
+    EventCode("L3201W", _T.DB_SESSION_QUERY, False, "database query failed"),
+    EventCode("L3300I", _T.APP_SESSION_START, True, "app session started"),
+    EventCode("L3300W", _T.APP_SESSION_START, False, "app session refused"),
+    # 4xxx access decisions
+    EventCode("L4000W", _T.ACCESS_DENIED, False, "access denied"),
+    # 5xxx joining and certificates
+    EventCode("L5000I", _T.JOIN_TOKEN_CREATE, True, "join token created"),
+    EventCode("L5001I", _T.JOIN, True, "agent joined"),
+    EventCode("L5001W", _T.JOIN, False, "agent join refused"),
+    EventCode("L5002I", _T.CERT_CREATE, True, "certificate issued"),
+    # 6xxx trusted clusters
+    EventCode("L6000I", _T.TRUSTED_CLUSTER_CREATE, True, "trusted cluster created"),
+    EventCode("L6001I", _T.TRUSTED_CLUSTER_DELETE, True, "trusted cluster deleted"),
+    EventCode("L6002I", _T.TRUSTED_CLUSTER_TOKEN_CREATE, True, "trusted cluster token created"),
+    EventCode("L6003I", _T.REMOTE_CLUSTER_ONLINE, True, "remote cluster online"),
+    EventCode("L6004W", _T.REMOTE_CLUSTER_OFFLINE, True, "remote cluster offline"),
+    # 7xxx declarative resources
+    EventCode("L7000I", _T.ROLE_CREATED, True, "role created"),
+    EventCode("L7001I", _T.ROLE_UPDATED, True, "role updated"),
+    EventCode("L7002I", _T.ROLE_DELETED, True, "role deleted"),
+    EventCode("L7100I", _T.RESOURCE_CREATED, True, "resource created"),
+    EventCode("L7101I", _T.RESOURCE_UPDATED, True, "resource updated"),
+    EventCode("L7102I", _T.RESOURCE_DELETED, True, "resource deleted"),
+    # 8xxx GitOps
+    EventCode("L8000I", _T.GITOPS_SYNC, True, "GitOps commit applied"),
+    EventCode("L8000E", _T.GITOPS_SYNC, False, "GitOps sync failed"),
+    EventCode("L8001W", _T.GITOPS_REJECTED, False, "GitOps commit rejected"),
+)
+"""THE table. Append rows; never change or reuse a released code."""
+
+
+def _index() -> tuple[dict[str, EventCode], dict[tuple[EventType, bool], EventCode]]:
+    by_code: dict[str, EventCode] = {}
+    by_outcome: dict[tuple[EventType, bool], EventCode] = {}
+    for row in EVENT_CODES:
+        if row.code in by_code:
+            raise ValueError(f"duplicate audit event code {row.code}")
+        if (row.type, row.success) in by_outcome:
+            raise ValueError(f"two codes for {row.type} success={row.success}")
+        by_code[row.code] = row
+        by_outcome[(row.type, row.success)] = row
+    return by_code, by_outcome
+
+
+_BY_CODE, _BY_OUTCOME = _index()
+
+
+def code_for(event_type: str, success: bool | None = None) -> EventCode:
+    """The table row for ``event_type`` with outcome ``success``.
+
+    ``success=None`` means the type's usual outcome: success when the type has a success code,
+    otherwise its only (failure) code — so ``code_for("access.denied")`` works. Raises
+    :class:`~limen.errors.BadParameter` for an unknown type or an outcome the type lacks.
+    """
+    try:
+        etype = EventType(event_type)
+    except ValueError:
+        raise BadParameter(f"unknown audit event type {event_type!r}") from None
+    if success is None:
+        row = _BY_OUTCOME.get((etype, True)) or _BY_OUTCOME.get((etype, False))
+    else:
+        row = _BY_OUTCOME.get((etype, success))
+    if row is None:
+        outcome = "success" if success else "failure"
+        raise BadParameter(f"audit event type {etype.value!r} has no {outcome} code")
+    return row
+
+
+def lookup_code(code: str) -> EventCode:
+    """The table row for ``code``; :class:`~limen.errors.BadParameter` if unknown."""
+    try:
+        return _BY_CODE[code]
+    except KeyError:
+        raise BadParameter(f"unknown audit event code {code!r}") from None

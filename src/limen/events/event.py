@@ -1,0 +1,227 @@
+"""``AuditEvent``: one typed, self-describing audit record, and ``make_event`` to build one.
+
+Called by everything that audits (auth, proxy, agents, the Git sync, the operator) to build
+events, by the emitters to serialise them, and by subscribers that parse them back.
+
+One event is one JSON object on one line; the first seven keys are fixed, in this order::
+
+    {"event": "user.login", "code": "L1000I", "time": "2026-11-24T10:00:00.123Z",
+     "uid": "<uuid4>", "cluster": "main", "user": "alice", "success": true,
+     ...free fields (login, remote_addr, session_id, ...)...,
+     "scrubbed": ["password"]}          # only when the scrubber removed something
+
+``user`` is omitted when the event has no user. ``time`` is UTC with millisecond precision.
+Free fields are plain JSON data; :func:`make_event` normalises common Python values (datetime,
+enums, UUIDs, paths, IP addresses, tuples), removes secrets (see :mod:`limen.events.scrub`) and
+shortens very long strings (recorded in ``trimmed``), so an event is always safe to write.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import PurePath
+from typing import Any
+
+from limen.errors import BadParameter
+from limen.events.codes import EventType, code_for, lookup_code
+from limen.events.scrub import scrub
+
+__all__ = [
+    "MAX_VALUE_CHARS",
+    "RESERVED_KEYS",
+    "AuditEvent",
+    "format_time",
+    "make_event",
+    "parse_time",
+]
+
+MAX_VALUE_CHARS = 16_384
+"""Longer string values are cut to this length (plus a marker) and listed in ``trimmed``."""
+_TRIM_MARKER = "...[trimmed]"
+
+RESERVED_KEYS = frozenset(
+    {"event", "code", "time", "uid", "cluster", "user", "success", "scrubbed", "trimmed"}
+)
+"""Top-level keys owned by the envelope; free fields may not use them."""
+
+
+def format_time(when: datetime) -> str:
+    """``2026-11-24T10:00:00.123Z``: UTC, milliseconds, ``Z``. ``when`` must be aware."""
+    if when.tzinfo is None:
+        raise BadParameter("audit event times must be timezone-aware")
+    utc = when.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Inverse of :func:`format_time` (accepts any ISO-8601 time with an offset)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise BadParameter(f"invalid event time {text!r}") from None
+    if when.tzinfo is None:
+        raise BadParameter(f"event time {text!r} has no timezone")
+    return when.astimezone(UTC)
+
+
+def _truncate_ms(when: datetime) -> datetime:
+    utc = when.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond - utc.microsecond % 1000)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit record. Build with :func:`make_event`; ``fields`` are the free fields."""
+
+    type: EventType
+    code: str
+    time: datetime
+    uid: str
+    cluster: str
+    success: bool
+    user: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event": self.type.value,
+            "code": self.code,
+            "time": format_time(self.time),
+            "uid": self.uid,
+            "cluster": self.cluster,
+        }
+        if self.user is not None:
+            out["user"] = self.user
+        out["success"] = self.success
+        out.update(self.fields)
+        return out
+
+    def to_json(self) -> str:
+        """The event as one line of compact JSON, without the trailing newline."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditEvent:
+        """Parse an event read back from a log (the inverse of :meth:`to_dict`)."""
+        try:
+            row = lookup_code(str(data["code"]))
+            if row.type.value != data["event"]:
+                raise BadParameter(f"code {row.code} is not a {data['event']!r} event")
+            user = data.get("user")
+            return cls(
+                type=row.type,
+                code=row.code,
+                time=parse_time(str(data["time"])),
+                uid=str(data["uid"]),
+                cluster=str(data["cluster"]),
+                success=bool(data["success"]),
+                user=None if user is None else str(user),
+                fields={k: v for k, v in data.items() if k not in RESERVED_KEYS
+                        or k in ("scrubbed", "trimmed")},
+            )
+        except KeyError as err:
+            raise BadParameter(f"audit event lacks the {err.args[0]!r} field") from None
+
+    @classmethod
+    def from_json(cls, line: str) -> AuditEvent:
+        try:
+            data = json.loads(line)
+        except ValueError as err:
+            raise BadParameter(f"invalid audit event JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise BadParameter("an audit event must be a JSON object")
+        return cls.from_dict(data)
+
+
+def make_event(
+    event_type: str,
+    /,
+    *,
+    success: bool | None = None,
+    cluster: str = "",
+    user: str | None = None,
+    time: datetime | None = None,
+    uid: str | None = None,
+    **fields: Any,
+) -> AuditEvent:
+    """Build an event of ``event_type`` (``"user.login"`` or ``EventType.USER_LOGIN``).
+
+    ``success=None`` picks the type's usual outcome (success, or the only code of failure-only
+    types such as ``access.denied``). ``time`` defaults to now (inject it for tests and for
+    events forwarded with their original time); ``uid`` to a fresh uuid4. Free fields are
+    normalised to JSON data, scrubbed of secrets and bounded in size. Raises
+    :class:`~limen.errors.BadParameter` for an unknown type or outcome, a reserved field name,
+    or a value that cannot be represented as JSON.
+    """
+    row = code_for(event_type, success)
+    if time is not None and time.tzinfo is None:
+        raise BadParameter("audit event times must be timezone-aware")
+    for key in fields:
+        if key in RESERVED_KEYS:
+            raise BadParameter(f"audit event field {key!r} is reserved")
+    trimmed: list[str] = []
+    plain = {key: _normalize(value, key, trimmed) for key, value in fields.items()}
+    clean, scrubbed = scrub(plain)
+    if scrubbed:
+        clean["scrubbed"] = scrubbed
+    if trimmed:
+        kept = [path for path in trimmed if not _under_any(path, scrubbed)]
+        if kept:
+            clean["trimmed"] = kept
+    event = AuditEvent(
+        type=row.type,
+        code=row.code,
+        time=_truncate_ms(time if time is not None else datetime.now(UTC)),
+        uid=uid if uid is not None else str(uuid.uuid4()),
+        cluster=cluster,
+        success=row.success,
+        user=user,
+        fields=clean,
+    )
+    return event
+
+
+def _under_any(path: str, prefixes: list[str]) -> bool:
+    return any(path == p or path.startswith((p + ".", p + "[")) for p in prefixes)
+
+
+_Scalar = (str, int, float, bool, type(None))
+
+
+def _normalize(value: Any, path: str, trimmed: list[str]) -> Any:
+    """Turn ``value`` into plain JSON data, cutting long strings (paths go to ``trimmed``)."""
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE_CHARS:
+            trimmed.append(path)
+            return value[:MAX_VALUE_CHARS] + _TRIM_MARKER
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadParameter(f"audit event field {path!r} is not a finite number")
+    if isinstance(value, _Scalar):
+        return value
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, uuid.UUID | PurePath | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise BadParameter(f"audit event field {path!r} has a non-string key {key!r}")
+            out[key] = _normalize(item, f"{path}.{key}", trimmed)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [_normalize(item, f"{path}[{i}]", trimmed) for i, item in enumerate(items)]
+    raise BadParameter(
+        f"audit event field {path!r} has a {type(value).__name__}, which is not JSON data"
+    )
