@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _EVENT_START = '{"event":'
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_TICK = timedelta(microseconds=1)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -93,7 +94,8 @@ def scan(
     if limit is not None and limit < 0:
         raise BadParameter("limit must not be negative")
     first_day = since.astimezone(UTC).date() if since is not None else date.min
-    last_day = until.astimezone(UTC).date() if until is not None else date.max
+    # until is exclusive: an until of midnight does not need that day's file
+    last_day = (until.astimezone(UTC) - _TICK).date() if until is not None else date.max
     files = [path for day, path in day_files(log_dir) if first_day <= day <= last_day]
     if descending:
         files.reverse()
