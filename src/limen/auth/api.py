@@ -197,13 +197,15 @@ class _Routes:
         if not roles:
             raise BadParameter("a user needs at least one role (--roles)")
         _user, url = await self.auth.add_user(_str(body, "name"), roles,
-                                              _str_list(body, "logins"), actor=actor)
+                                              _str_list(body, "logins"), actor=actor,
+                                              ttl_seconds=_ttl(body))
         return web.json_response({"url": url, "token": url.rsplit("/", 1)[-1].split("?")[0]})
 
     async def invite(self, request: web.Request) -> web.Response:
         identity, actor = await self._actor(request)
         require_rule(identity, await self._role_set(identity), Kind.USER, "update")
-        url = await self.auth.invite(request.match_info["name"], actor=actor)
+        url = await self.auth.invite(request.match_info["name"], actor=actor,
+                                     ttl_seconds=_ttl(await json_body(request)))
         return web.json_response({"url": url, "token": url.rsplit("/", 1)[-1].split("?")[0]})
 
     async def add_token(self, request: web.Request) -> web.Response:
@@ -255,6 +257,13 @@ def _source_document(index: int, entry: Any) -> SourceDocument:
     if not isinstance(entry, dict):
         raise BadParameter(f"document {index} is not a mapping")
     return SourceDocument("<api>", index, 1, entry)
+
+
+def _ttl(body: dict[str, Any], default: int = 3600) -> int:
+    value = body.get("ttl_seconds", default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise BadParameter("ttl_seconds must be a positive integer")
+    return value
 
 
 def _str(body: dict[str, Any], key: str) -> str:

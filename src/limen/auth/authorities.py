@@ -18,7 +18,7 @@ from limen.services.resources import ResourceStore, encode, resource_key
 
 __all__ = ["CA_SECRET_PREFIX", "Authorities", "ca_resource_name"]
 
-CA_SECRET_PREFIX = "/secrets/ca/"  # noqa: S105 - a key prefix, not a secret
+CA_SECRET_PREFIX = "/secrets/ca/"
 
 
 def ca_resource_name(ca_type: CertAuthorityType, cluster: str) -> str:

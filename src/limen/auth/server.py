@@ -152,7 +152,7 @@ class AuthServer:
         return await self.store.get(Kind.USER, name)
 
     async def add_user(self, name: str, roles: Sequence[str], logins: Sequence[str],
-                       *, actor: str) -> tuple[Resource, str]:
+                       *, actor: str, ttl_seconds: float = 3600.0) -> tuple[Resource, str]:
         spec: dict[str, Any] = {"roles": list(roles)}
         if logins:
             spec["traits"] = {"logins": list(logins)}
@@ -162,7 +162,7 @@ class AuthServer:
             await self.store.get(Kind.ROLE, role)
         created = await self.store.create(user.with_origin(Origin.API))
         await self.emit("user.create", user=actor, name=name, roles=list(roles))
-        return created, await self.invite(name, actor=actor)
+        return created, await self.invite(name, actor=actor, ttl_seconds=ttl_seconds)
 
     async def invite(self, name: str, *, actor: str, ttl_seconds: float = 3600.0) -> str:
         """A one-time sign-up link for an existing user (from Git, Kubernetes or the API)."""

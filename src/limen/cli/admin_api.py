@@ -39,8 +39,9 @@ class AdminApi(Protocol):
     async def list_kind(self, kind: str) -> list[dict[str, Any]]: ...
     async def get_one(self, kind: str, name: str) -> dict[str, Any]: ...
     async def delete(self, kind: str, name: str) -> None: ...
-    async def add_user(self, name: str, roles: list[str], logins: list[str]) -> dict[str, str]: ...
-    async def invite(self, name: str) -> dict[str, str]: ...
+    async def add_user(self, name: str, roles: list[str], logins: list[str],
+                       ttl: int) -> dict[str, str]: ...
+    async def invite(self, name: str, ttl: int) -> dict[str, str]: ...
     async def add_token(self, token_type: str, ttl: int,
                         labels: Mapping[str, str]) -> dict[str, Any]: ...
     async def events(self, types: list[str], user: str | None, since: str | None,
@@ -70,13 +71,16 @@ class RemoteAdmin:
     async def delete(self, kind: str, name: str) -> None:
         await self.client.delete(parse_kind(kind).plural, name)
 
-    async def add_user(self, name: str, roles: list[str], logins: list[str]) -> dict[str, str]:
+    async def add_user(self, name: str, roles: list[str], logins: list[str],
+                       ttl: int) -> dict[str, str]:
         result: dict[str, str] = await self.client.call(
-            "POST", "/v1/users", {"name": name, "roles": roles, "logins": logins})
+            "POST", "/v1/users",
+            {"name": name, "roles": roles, "logins": logins, "ttl_seconds": ttl})
         return result
 
-    async def invite(self, name: str) -> dict[str, str]:
-        result: dict[str, str] = await self.client.call("POST", f"/v1/users/{name}/invite")
+    async def invite(self, name: str, ttl: int) -> dict[str, str]:
+        result: dict[str, str] = await self.client.call(
+            "POST", f"/v1/users/{name}/invite", {"ttl_seconds": ttl})
         return result
 
     async def add_token(self, token_type: str, ttl: int,
@@ -129,12 +133,14 @@ class LocalAdmin:
     async def delete(self, kind: str, name: str) -> None:
         await self.server.remove(parse_kind(kind), name, Origin.API, actor=ACTOR)
 
-    async def add_user(self, name: str, roles: list[str], logins: list[str]) -> dict[str, str]:
-        _user, url = await self.server.add_user(name, roles, logins, actor=ACTOR)
+    async def add_user(self, name: str, roles: list[str], logins: list[str],
+                       ttl: int) -> dict[str, str]:
+        _user, url = await self.server.add_user(name, roles, logins, actor=ACTOR,
+                                                ttl_seconds=ttl)
         return {"url": url, "token": _token_of(url)}
 
-    async def invite(self, name: str) -> dict[str, str]:
-        url = await self.server.invite(name, actor=ACTOR)
+    async def invite(self, name: str, ttl: int) -> dict[str, str]:
+        url = await self.server.invite(name, actor=ACTOR, ttl_seconds=ttl)
         return {"url": url, "token": _token_of(url)}
 
     async def add_token(self, token_type: str, ttl: int,

@@ -39,6 +39,14 @@ def _run(action: Callable[[AdminApi], Awaitable[T]]) -> T:
     return asyncio.run(runner())
 
 
+TTL_OPTION = click.option("--ttl", default="1h", show_default=True,
+                          help="How long the sign-up link works (at most 48h).")
+
+
+def _seconds(text: str) -> int:
+    return int(parse_duration(text).total_seconds())
+
+
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -139,7 +147,7 @@ def _print_link(result: dict[str, str], name: str, output: str) -> None:
     if output == "json":
         _echo_json(result)
         return
-    click.echo(f"User {name!r} can now sign up (the link works once, for 1 hour):\n"
+    click.echo(f"User {name!r} can now sign up (the link works once):\n"
                f"  {result['url']}\n"
                f"or: lmsh signup --proxy {result['url'].split('/')[2]} --token {result['token']}")
 
@@ -148,22 +156,27 @@ def _print_link(result: dict[str, str], name: str, output: str) -> None:
 @click.argument("name")
 @click.option("--roles", required=True, help="Comma-separated role names.")
 @click.option("--logins", default="", help="Comma-separated Unix logins (the logins trait).")
+@TTL_OPTION
 @OUTPUT_OPTION
 @handle_errors
-def users_add(name: str, roles: str, logins: str, output: str) -> None:
+def users_add(name: str, roles: str, logins: str, ttl: str, output: str) -> None:
     """Create a user and print a one-time sign-up link."""
     role_list = [r.strip() for r in roles.split(",") if r.strip()]
     login_list = [x.strip() for x in logins.split(",") if x.strip()]
-    _print_link(_run(lambda admin: admin.add_user(name, role_list, login_list)), name, output)
+    seconds = _seconds(ttl)
+    _print_link(_run(lambda admin: admin.add_user(name, role_list, login_list, seconds)),
+                name, output)
 
 
 @users.command("invite")
 @click.argument("name")
+@TTL_OPTION
 @OUTPUT_OPTION
 @handle_errors
-def users_invite(name: str, output: str) -> None:
+def users_invite(name: str, ttl: str, output: str) -> None:
     """A fresh one-time sign-up link for an existing user (e.g. one declared in Git)."""
-    _print_link(_run(lambda admin: admin.invite(name)), name, output)
+    seconds = _seconds(ttl)
+    _print_link(_run(lambda admin: admin.invite(name, seconds)), name, output)
 
 
 @cli.group()
@@ -180,7 +193,7 @@ def tokens() -> None:
 @handle_errors
 def tokens_add(token_type: str, ttl: str, labels: str, output: str) -> None:
     """Create a join token (shown once)."""
-    seconds = int(parse_duration(ttl).total_seconds())
+    seconds = _seconds(ttl)
     result = _run(lambda admin: admin.add_token(token_type, seconds, parse_labels(labels)))
     if output == "json":
         _echo_json(result)
