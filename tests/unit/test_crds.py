@@ -12,7 +12,15 @@ import yaml
 from jsonschema import Draft4Validator
 
 from limen.api.resources import API_GROUP, PUBLIC_KINDS, Kind, parse_kind
-from limen.api.schemas import crd_dir, crd_path, json_schema, load_crd, spec_schema, to_json_schema
+from limen.api.schemas import (
+    crd_dir,
+    crd_path,
+    json_schema,
+    load_crd,
+    spec_schema,
+    to_json_schema,
+    with_defaults,
+)
 from limen.api.validation import (
     LABEL_FIELDS,
     RESOURCE_FIELD_KINDS,
@@ -292,3 +300,18 @@ def test_json_schema_conversion() -> None:
     }
     for kind in PUBLIC_KINDS:
         Draft4Validator.check_schema(json_schema(kind))
+
+
+def test_with_defaults_fills_missing_fields_of_present_objects_only() -> None:
+    spec = {"public_address": "limen.example", "proxy": {"replicas": 3}, "backend": {}}
+    assert with_defaults(Kind.CLUSTER, spec) == {
+        "public_address": "limen.example",
+        "proxy": {"replicas": 3, "service_type": "ClusterIP"},
+        "backend": {"type": "sqlite"},
+        "second_factor": "otp",
+    }
+    assert spec == {"public_address": "limen.example", "proxy": {"replicas": 3}, "backend": {}}
+    tc = {"proxy_address": "root:3080", "token_secret_ref": {"env": "T"}}
+    assert with_defaults(Kind.TRUSTED_CLUSTER, tc)["enabled"] is True
+    assert with_defaults(Kind.TRUSTED_CLUSTER, {**tc, "enabled": False})["enabled"] is False
+    assert with_defaults(Kind.ROLE, {"allow": {"logins": ["a"]}}) == {"allow": {"logins": ["a"]}}

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from limen.api.loader import MAX_DOCUMENT_NODES, SourceDocument, load_path, load_text
+from limen.api.loader import (
+    MAX_DEPTH,
+    MAX_DOCUMENT_NODES,
+    MAX_FILE_BYTES,
+    SourceDocument,
+    load_path,
+    load_text,
+)
 from limen.errors import BadParameter, DocumentError, ValidationFailed
 
 ROLE = "apiVersion: limen.dev/v1alpha1\nkind: Role\nmetadata: {{name: {name}}}\nspec: {{}}\n"
@@ -167,6 +174,19 @@ def test_recursive_alias_is_refused() -> None:
 
 
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    load_text("a: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "\n", "ok.yaml")
+    for depth in (MAX_DEPTH + 1, 20000):  # our limit; libyaml's own
+        with pytest.raises(ValidationFailed) as caught:
+            load_text("a: " + "[" * depth + "]" * depth + "\n", "deep.yaml")
+        [error] = errors_of(caught)
+        assert "nest" in error.reason, error.reason
+
+
+def test_oversized_input_is_refused_before_parsing(tmp_path: Path) -> None:
+    (tmp_path / "huge.yaml").write_bytes(b"#" * (MAX_FILE_BYTES + 1))
     with pytest.raises(ValidationFailed) as caught:
-        load_text("a: " + "[" * 20000 + "]" * 20000 + "\n", "deep.yaml")
-    assert errors_of(caught)[0].reason == "invalid YAML: nested too deeply"
+        load_path(tmp_path)
+    found = [(e.source, e.reason) for e in errors_of(caught)]
+    assert found == [("huge.yaml", "larger than 16 MiB")]
+    with pytest.raises(ValidationFailed):
+        load_text("#" * (MAX_FILE_BYTES + 1), "<stdin>")

@@ -165,6 +165,12 @@ def test_null_fields_are_dropped_as_the_api_server_does() -> None:
     assert resource.spec == {"allow": {"logins": ["a"]}}
 
 
+def test_empty_spec_is_missing() -> None:
+    assert messages("apiVersion: limen.dev/v1alpha1\nkind: User\nmetadata: {name: a}\nspec:\n") == [
+        "roles/dev.yaml[0] spec: required field is missing"
+    ]
+
+
 def test_error_carries_source_index_line_and_exact_format() -> None:
     text = VALID[Kind.USER] + "---\n" + role({"allow": {"node_labels": {"env": "^(prod"}}})
     with pytest.raises(ValidationFailed) as caught:

@@ -13,6 +13,8 @@ mirrored by ``limen.api.validation``), and objects with ``properties`` get
 ``additionalProperties: false`` unless they preserve unknown fields — the API server prunes
 unknown fields, Limen rejects them.
 
+``with_defaults`` fills in a spec's CRD defaults (``enabled: true``, ``replicas: 1``...).
+
 The CRDs are found in the installed package (``limen/crds``, force-included in wheels) or,
 in an editable install, in the repository's ``crds/``. Read once and cached.
 Called by ``limen.api.validation``, the operator (to register the CRDs) and the tests.
@@ -47,6 +49,7 @@ __all__ = [
     "schema_errors",
     "spec_schema",
     "to_json_schema",
+    "with_defaults",
 ]
 
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
@@ -105,6 +108,37 @@ def schema_errors(
     for error in validator.iter_errors(document):
         found.extend(_translate(error))
     return _prefer_clear(sorted(found, key=lambda e: ([str(p) for p in e.path], e.reason)))
+
+
+def with_defaults(kind: Kind | str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``spec`` with the CRD's ``default`` values filled in, as the API server does.
+
+    Like Kubernetes, a default applies to a missing field of an object that is present:
+    ``proxy: {}`` gets ``replicas: 1``, an absent ``proxy`` stays absent. Validation does not
+    default (a declaration round-trips unchanged); readers of a spec call this instead of
+    repeating the defaults.
+    """
+    schema = _openapi(_public_kind(kind))["properties"]["spec"]
+    filled: dict[str, Any] = _fill_defaults(schema, copy.deepcopy(dict(spec)))
+    return filled
+
+
+def _fill_defaults(schema: Mapping[str, Any], value: Any) -> Any:
+    if isinstance(value, dict):
+        properties: Mapping[str, Any] = schema.get("properties", {})
+        for name, child in properties.items():
+            if name not in value and "default" in child:
+                value[name] = copy.deepcopy(child["default"])
+            if name in value:
+                value[name] = _fill_defaults(child, value[name])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            for name in value:
+                if name not in properties:
+                    value[name] = _fill_defaults(extra, value[name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_fill_defaults(schema["items"], item) for item in value]
+    return value
 
 
 def to_json_schema(node: Mapping[str, Any]) -> dict[str, Any]:

@@ -151,8 +151,8 @@ def _check(doc: SourceDocument) -> tuple[list[Problem], Resource | None, tuple[K
     secrets = list(_secret_paths(data))
     problems.extend((path, SECRET_HINT) for path in secrets)
     if kind is not None:
-        checked = {k: v for k, v in data.items() if k not in ("metadata", "status")}
-        if "spec" in data:
+        checked = {k: v for k, v in data.items() if k not in ("metadata", "status", "spec")}
+        if spec is not None:  # ``spec:`` with nothing under it is missing, as for the API server
             checked["spec"] = spec
         for error in schema_errors(kind, checked, {"duration": parse_duration}):
             if not any(error.path[: len(s)] == s for s in secrets):
