@@ -21,6 +21,7 @@ the right CA certificate during a rotation (old and new CA share a subject name)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -163,9 +164,16 @@ def _common_name(value: str) -> x509.NameAttribute[str]:
 
 def _subject(identity: Identity) -> x509.Name:
     groups = (identity.system_role.value,) if identity.system_role else identity.roles
+    return _name(identity.username, groups)
+
+
+@functools.lru_cache(maxsize=4096)
+def _name(common_name: str, organizations: tuple[str, ...]) -> x509.Name:
+    """Subject names are few and immutable: build each once (a third of the Python-side
+    signing cost otherwise)."""
     return x509.Name([
-        _common_name(identity.username),
-        *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups),
+        _common_name(common_name),
+        *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations),
     ])
 
 
