@@ -327,6 +327,20 @@ def test_rotation_by_day_with_injectable_clock(tmp_path: Path) -> None:
     assert ns("2026-11-26.jsonl") == [3]
 
 
+def test_file_removed_while_open_is_recreated(tmp_path: Path) -> None:
+    path = tmp_path / "2026-11-24.jsonl"
+    with FileLog(tmp_path, fsync=False) as log:
+        log.write(make_event("exec", time=DAY, n=1))
+        path.rename(tmp_path / "archived.jsonl")
+        log.write(make_event("exec", time=DAY, n=2))
+        path.unlink()
+        log.write(make_event("exec", time=DAY, n=3))
+    assert [json.loads(x)["n"] for x in path.read_text().splitlines()] == [3]
+    assert mode(path) == 0o600
+    assert [json.loads(x)["n"] for x in (tmp_path / "archived.jsonl").read_text().splitlines()
+            ] == [1]
+
+
 def test_rotation_uses_the_utc_date(tmp_path: Path) -> None:
     local = datetime(2026, 11, 25, 1, 0, tzinfo=timezone(timedelta(hours=3)))
     with FileLog(tmp_path, fsync=False) as log:

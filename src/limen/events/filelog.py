@@ -22,6 +22,7 @@ Created by the auth server (``DATA_DIR/events``) and by single-process tools; re
   A newly created day file also fsyncs the directory so the file itself survives a crash.
 * **Rotation by day.** The file is chosen by the event's UTC date, so a file holds exactly
   one day and events forwarded late (an agent that was offline) land in the right day.
+  A day file that is renamed or removed while open (archiving, retention) is recreated.
 * **Crash safety.** An unclean shutdown can leave a torn last line without '\\n'. Before each
   batch, under the lock, the writer checks the file's last byte; if it is not '\\n', the next
   line starts with '\\n', so the torn fragment stays a line of its own that readers skip (and
@@ -185,7 +186,7 @@ class FileLog:
         """Append ``group`` to the day's file under its lock, then fsync once, unlocked."""
         written: list[Future[None]] = []
         try:
-            fd = self._fd if self._fd is not None and self._fd_day == day else self._open_day(day)
+            fd = self._fd_for(day)
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as err:
             for _, done in group:
@@ -218,6 +219,19 @@ class FileLog:
             return
         for done in written:
             _succeed(done)
+
+    def _fd_for(self, day: date) -> int:
+        """The open file for ``day``, reopened if it was removed or renamed (retention)."""
+        if self._fd is not None and self._fd_day == day:
+            try:
+                same = os.path.samestat(
+                    os.fstat(self._fd), os.stat(self.directory / day_file_name(day))
+                )
+            except FileNotFoundError:
+                same = False
+            if same:
+                return self._fd
+        return self._open_day(day)
 
     def _open_day(self, day: date) -> int:
         self._close_fd()
