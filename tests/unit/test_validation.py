@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from limen.api.loader import SourceDocument, load_path, load_text
 from limen.api.resources import Kind, Resource
@@ -197,6 +199,8 @@ def test_error_carries_source_index_line_and_exact_format() -> None:
         ({"kind": "Widget"}, "kind: unknown kind 'Widget' (expected one of User, Role, "
                              "TrustedCluster, Resource, Cluster)"),
         ({"kind": "Token"}, "kind: Token objects are internal and cannot be declared"),
+        ({"kind": ["Role"]}, "kind: unknown kind a list (expected one of User, Role, "
+                             "TrustedCluster, Resource, Cluster)"),
         ({"kind": None}, "kind: required field is missing (one of User, Role, TrustedCluster, "
                          "Resource, Cluster)"),
         ({"metadata": None}, "metadata: required field is missing"),
@@ -481,6 +485,42 @@ def test_validate_does_not_modify_its_input() -> None:
 
 def test_empty_batch_is_valid() -> None:
     assert validate([]) == []
+
+
+# -- robustness -------------------------------------------------------------------------------
+
+KEYS = st.sampled_from([
+    "spec", "kind", "allow", "deny", "options", "node_labels", "logins", "roles", "traits",
+    "role_map", "remote", "local", "token_secret_ref", "file", "password", "max_session_ttl",
+    "backend", "type", "address", "protocol", "rules", "name", "labels", "x",
+])
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.sampled_from(["^(x", "{{internal.a", "8h", "8 hours", "db", "postgres", "a:1", ""])
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        KEYS | st.integers(), children, max_size=4
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["User", "Role", "TrustedCluster", "Resource", "Cluster", ["x"], None]),
+    metadata=VALUES,
+    spec=VALUES,
+)
+def test_arbitrary_documents_fail_cleanly(kind: Any, metadata: Any, spec: Any) -> None:
+    data = {"apiVersion": "limen.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
+    source = SourceDocument("fuzz.yaml", 0, 1, data)
+    errors = []
+    try:
+        validate([source])
+    except ValidationFailed as failed:
+        errors = failed.errors
+        assert errors
+    assert all(e.source == "fuzz.yaml" and e.reason for e in errors)
 
 
 # -- helpers -----------------------------------------------------------------------------------

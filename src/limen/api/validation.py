@@ -170,7 +170,7 @@ def _kind(data: Mapping[str, Any], problems: list[Problem]) -> Kind | None:
     if value is None:
         problems.append((("kind",), f"required field is missing (one of {_PUBLIC_KIND_NAMES})"))
         return None
-    if value not in {k.value for k in Kind}:
+    if not isinstance(value, str) or value not in {k.value for k in Kind}:
         problems.append(
             (("kind",), f"unknown kind {describe(value)} (expected one of {_PUBLIC_KIND_NAMES})")
         )
