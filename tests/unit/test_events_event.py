@@ -85,6 +85,15 @@ def test_round_trip() -> None:
     assert back.fields["scrubbed"] == ["password"]
 
 
+def test_events_from_peers_are_scrubbed_again() -> None:
+    peer = make_event("exec", time=WHEN, command="ls", password="x").to_dict()
+    peer["otp"] = "OTP-FROM-A-BUGGY-AGENT"
+    event = AuditEvent.from_dict(peer)
+    assert "otp" not in event.fields
+    assert event.fields["scrubbed"] == ["password", "otp"]
+    assert "OTP-FROM-A-BUGGY-AGENT" not in event.to_json()
+
+
 def test_rejects_bad_input() -> None:
     with pytest.raises(BadParameter, match="unknown audit event type"):
         make_event("user.loggedin")
@@ -96,6 +105,10 @@ def test_rejects_bad_input() -> None:
         make_event("exec", ratio=float("nan"))
     with pytest.raises(BadParameter, match="non-string key"):
         make_event("exec", table={1: "a"})
+    with pytest.raises(BadParameter, match="does not mean"):
+        AuditEvent.from_dict({**make_event("exec").to_dict(), "success": False})
+    with pytest.raises(BadParameter, match="is not a"):
+        AuditEvent.from_dict({**make_event("exec").to_dict(), "event": "scp"})
     with pytest.raises(BadParameter, match="lacks"):
         AuditEvent.from_json('{"event": "exec", "code": "L3000I"}')
 

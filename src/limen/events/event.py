@@ -109,11 +109,15 @@ class AuditEvent:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditEvent:
-        """Parse an event read back from a log (the inverse of :meth:`to_dict`)."""
+        """Parse an event read back from a log or received from another process (the inverse
+        of :meth:`to_dict`). Free fields are scrubbed again: a peer's event is not trusted to
+        be free of secrets."""
         try:
             row = lookup_code(str(data["code"]))
             if row.type.value != data["event"]:
                 raise BadParameter(f"code {row.code} is not a {data['event']!r} event")
+            if data["success"] is not row.success:
+                raise BadParameter(f"code {row.code} does not mean success={data['success']}")
             user = data.get("user")
             return cls(
                 type=row.type,
@@ -121,10 +125,9 @@ class AuditEvent:
                 time=parse_time(str(data["time"])),
                 uid=str(data["uid"]),
                 cluster=str(data["cluster"]),
-                success=bool(data["success"]),
+                success=row.success,
                 user=None if user is None else str(user),
-                fields={k: v for k, v in data.items() if k not in RESERVED_KEYS
-                        or k in ("scrubbed", "trimmed")},
+                fields=_rescrub(data),
             )
         except KeyError as err:
             raise BadParameter(f"audit event lacks the {err.args[0]!r} field") from None
@@ -138,6 +141,17 @@ class AuditEvent:
         if not isinstance(data, dict):
             raise BadParameter("an audit event must be a JSON object")
         return cls.from_dict(data)
+
+
+def _rescrub(data: Mapping[str, Any]) -> dict[str, Any]:
+    clean, scrubbed = scrub({k: v for k, v in data.items() if k not in RESERVED_KEYS})
+    prior = data.get("scrubbed")
+    scrubbed = [*(prior if isinstance(prior, list) else []), *scrubbed]
+    if scrubbed:
+        clean["scrubbed"] = scrubbed
+    if isinstance(data.get("trimmed"), list):
+        clean["trimmed"] = data["trimmed"]
+    return clean
 
 
 def make_event(
