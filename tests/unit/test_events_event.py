@@ -146,14 +146,14 @@ def test_long_values_are_trimmed_and_reported() -> None:
     "password_hash", "otp", "otp_code", "totp_secret", "hotp", "secret", "client_secret",
     "token", "join_token", "refreshToken", "access_token", "tokens", "private_key",
     "privateKey", "tls_private_key", "api_key", "apiKey", "credentials", "Authorization",
-    "cookie", "set-cookie", "token_id",
+    "cookie", "set-cookie",
 ])
 def test_secret_names(name: str) -> None:
     assert is_secret_name(name)
 
 
 @pytest.mark.parametrize("name", [
-    "user", "login", "method", "token_name", "token_hash", "tokenHash", "token_type",
+    "user", "login", "method", "token_id", "token_name", "token_hash", "tokenHash", "token_type",
     "token_ttl", "token_secret_ref", "secret_name", "public_key", "key_id", "footprint",
     "command", "session_id", "mfa_device",
 ])

@@ -7,9 +7,11 @@ written or handed to a subscriber. Two rules, applied recursively (nested mappin
   ``passphrase``, ``otp``/``totp``/``hotp``, ``secret``, ``token``, ``private_key``,
   ``api_key``, ``credential``, ``authorization``, ``cookie`` — matched case-insensitively as
   a word or inside a compound name (``newPassword``, ``refresh_token``, ``tls_private_key``).
-  Exception: names that describe a token or secret without being it — ending in ``name``,
-  ``hash``, ``type``, ``kind``, ``ttl``, ``expires``/``expiry`` or ``ref`` (``token_name``,
-  ``token_hash``, ``token_secret_ref``). Log a token as ``token_hash=token_fingerprint(t)``.
+  Exception: names that describe a token or secret without being it — ending in ``id``,
+  ``name``, ``hash``, ``type``, ``kind``, ``ttl``, ``expires``/``expiry`` or ``ref``
+  (``token_id``, ``token_name``, ``token_hash``, ``token_secret_ref``). Such a field must hold
+  an identifier derived from the token (``limen.auth.tokens.token_id``) or
+  ``token_fingerprint(t)``, never the token itself.
   Password and OTP names have no exception (a password hash is a secret too).
 * a string *value* that contains a PEM private key (``-----BEGIN ... PRIVATE KEY-----``) is
   replaced by ``"[REDACTED]"``, whatever its field is called (a query, a command line).
@@ -39,7 +41,7 @@ _ALWAYS_SECRET = ("password", "passwd", "passphrase", "privatekey", "privkey", "
                   "credential", "authorization", "cookie", "totp", "hotp")
 # Secret unless the name ends with a word from _DESCRIPTIVE (token_name, secret_ref, ...).
 _SECRET_UNLESS_DESCRIPTIVE = ("token", "secret")
-_DESCRIPTIVE = frozenset({"name", "hash", "type", "kind", "ttl", "expires", "expiry", "ref"})
+_DESCRIPTIVE = frozenset({"id", "name", "hash", "type", "kind", "ttl", "expires", "expiry", "ref"})
 
 
 def _words(name: str) -> list[str]:
