@@ -79,7 +79,8 @@ class LimitExceeded(LimenError):
 
 @dataclass(frozen=True)
 class DocumentError:
-    """One problem in one document: ``file[index] path: reason`` (DESIGN.md's error format)."""
+    """One problem in one document: ``file[index] path: reason (line N)`` (DESIGN.md's format,
+    with the line where the field stands appended when it is known)."""
 
     source: str
     index: int
@@ -89,9 +90,8 @@ class DocumentError:
 
     def __str__(self) -> str:
         where = f"{self.source}[{self.index}]"
-        if self.line is not None:
-            where += f" (line {self.line})"
-        return f"{where} {self.path}: {self.reason}" if self.path else f"{where}: {self.reason}"
+        text = f"{where} {self.path}: {self.reason}" if self.path else f"{where}: {self.reason}"
+        return f"{text} (line {self.line})" if self.line is not None else text
 
 
 class ValidationFailed(BadParameter):

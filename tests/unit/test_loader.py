@@ -65,7 +65,8 @@ def test_malformed_yaml_reports_file_index_and_line() -> None:
     [error] = errors_of(caught)
     assert (error.source, error.index, error.line) == ("roles/bad.yaml", 1, 4)
     assert error.reason.startswith("invalid YAML: ")
-    assert str(error).startswith("roles/bad.yaml[1] (line 4): invalid YAML: ")
+    assert str(error).startswith("roles/bad.yaml[1]: invalid YAML: ")
+    assert str(error).endswith("(line 4)")
 
 
 def test_every_bad_file_of_a_tree_is_reported(tmp_path: Path) -> None:

@@ -183,8 +183,8 @@ def test_error_carries_source_index_line_and_exact_format() -> None:
     assert error.reason == "'^(prod' is not a valid regular expression"
     assert error.line == 16  # VALID[USER] is 7 lines with its leading newline, then ---
     assert str(error) == (
-        "roles/dev.yaml[1] (line 16) spec.allow.node_labels.env: "
-        "'^(prod' is not a valid regular expression"
+        "roles/dev.yaml[1] spec.allow.node_labels.env: "
+        "'^(prod' is not a valid regular expression (line 16)"
     )
 
 
