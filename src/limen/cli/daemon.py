@@ -51,6 +51,7 @@ async def run_daemon(
     build_services: Callable[[Settings], list[Service]],
     *,
     echo: Callable[[str], None] = print,
+    on_ready: Callable[[dict[str, str]], None] | None = None,
 ) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(settings.data_dir, 0o700)
@@ -69,8 +70,9 @@ async def run_daemon(
                 echo(f"{name:<10} listening on {address}")
             listeners.update(opened)
         write_listeners(settings.data_dir, listeners)
-        echo(f"limen is running (cluster {settings.cluster.name}, data in {settings.data_dir}); "
-             "stop with Ctrl-C")
+        echo(f"limen is running (data in {settings.data_dir}); stop with Ctrl-C")
+        if on_ready is not None:
+            on_ready(listeners)
         await stop.wait()
     finally:
         for service in reversed(started):

@@ -70,7 +70,20 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
 
 async def _run(settings: Settings) -> None:
     async with cluster_services(settings) as services:
-        await run_daemon(settings, lambda _s: services, echo=lambda line: click.echo(line))
+        await run_daemon(settings, lambda _s: services, echo=click.echo,
+                         on_ready=lambda listeners: _print_next_steps(settings, listeners))
+
+
+def _print_next_steps(settings: Settings, listeners: dict[str, str]) -> None:
+    if "web" not in listeners:
+        return
+    lmctl = f"lmctl --data-dir {settings.data_dir}"
+    click.echo(
+        "\nNext steps (in another terminal, with .venv/bin on PATH):\n"
+        f"  {lmctl} users add me --roles ops --logins $USER     # or: users invite NAME\n"
+        "  lmsh signup --link '<the link it printed>'              # password + authenticator\n"
+        f"  lmsh login --proxy {listeners['web']} --user me\n"
+        "  lmsh status")
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
