@@ -6,7 +6,9 @@ from limen.api.resources import ADOPT_ANNOTATION, ORIGIN_LABEL, Kind, Origin, Re
 from limen.services.plan import Action, compute_plan
 
 
-def role(name: str, logins: list[str], origin: Origin | None = None, **annotations: str) -> Resource:
+def role(
+    name: str, logins: list[str], origin: Origin | None = None, **annotations: str
+) -> Resource:
     labels = {ORIGIN_LABEL: origin.value} if origin else {}
     return Resource(Kind.ROLE, name, spec={"allow": {"logins": logins}}, labels=labels,
                     annotations=annotations, revision=7 if origin else 0)
@@ -24,7 +26,8 @@ def test_create_update_unchanged_and_field_diff() -> None:
                              "Role/new": Action.CREATE}
     update = next(e for e in plan.entries if e.action is Action.UPDATE)
     assert [c.path for c in update.changes] == ["spec.allow.logins"]
-    assert update.desired is not None and update.desired.revision == 7
+    assert update.desired is not None
+    assert update.desired.revision == 7
     assert update.desired.labels[ORIGIN_LABEL] == "git"
 
 
@@ -43,7 +46,8 @@ def test_object_of_another_origin_is_a_conflict_not_an_update() -> None:
     plan = compute_plan([role("dev", ["x"])], [role("dev", ["y"], Origin.API)], Origin.GIT,
                         prune=True)
     assert plan.changes == ()
-    assert plan.conflicts and "owned by origin api" in plan.conflicts[0]
+    assert plan.conflicts
+    assert "owned by origin api" in plan.conflicts[0]
 
 
 def test_adoption_annotation_on_stored_object_hands_it_over() -> None:
