@@ -241,12 +241,9 @@ class _Routes:
         identity = await self.identity(request)
         require_rule(identity, await self._role_set(identity), Kind.ROLE, "read")
         query = request.query
-        decision, warnings = await self.auth.access_check(
+        return web.json_response(await self.auth.access_check(
             query.get("user", ""), parse_kind(query.get("kind", "")), query.get("name", ""),
-            query.get("login") or None)
-        return web.json_response({
-            "allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
-            "reason": decision.reason, "warnings": warnings})
+            query.get("login") or None))
 
 
 def _source_document(index: int, entry: Any) -> SourceDocument:

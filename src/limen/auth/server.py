@@ -37,7 +37,7 @@ from limen.config import ClusterSettings
 from limen.errors import AccessDenied, AlreadyExists, BadParameter, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.rbac.decision import Decision
+from limen.rbac.checker import AccessChecker, describe
 from limen.rbac.roleset import RoleSet
 from limen.services.admin import AdminOps
 from limen.services.plan import Action, Plan
@@ -317,25 +317,18 @@ class AuthServer:
             await self.users.forget(name)
 
     async def access_check(self, user_name: str, kind: Kind, name: str,
-                           login: str | None) -> tuple[Decision, list[str]]:
-        """The decision for ``user_name`` on an object, as ``lmctl access check`` prints it."""
+                           login: str | None) -> dict[str, Any]:
+        """The decision for ``user_name`` on an object, as ``lmctl access check`` prints it.
+        ``login`` is the Unix login for SSH servers and the database user for databases."""
         user = await self._user(user_name)
-        roles = await self.roles_of(user)
-        role_set = RoleSet.from_roles(roles, user_traits(user))
+        roles = await self.store.list(Kind.ROLE)
+        checker = AccessChecker.for_user(user.name, list(user.spec.get("roles") or []),
+                                         user_traits(user), roles)
         target = await self.store.get(kind, name)
-        if kind is Kind.RESOURCE:
-            labels = dict(target.labels)
-            resource_kind = target.spec.get("kind")
-            if resource_kind == "ssh":
-                if not login:
-                    raise BadParameter("checking SSH access needs --login")
-                return role_set.check_ssh(labels, login), list(role_set.warnings)
-            if resource_kind == "db":
-                return role_set.check_db(labels, login or ""), list(role_set.warnings)
-            if resource_kind == "kube":
-                return role_set.check_kube(labels), list(role_set.warnings)
-            return role_set.check_app(labels), list(role_set.warnings)
-        return role_set.check_rule(kind, "read"), list(role_set.warnings)
+        decision = checker.explain(target, login=login, db_user=login)
+        return {"allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
+                "reason": decision.reason, "warnings": list(checker.warnings),
+                "text": describe(checker, target, decision, principal=login)}
 
 
 def _is_ip(text: str) -> bool:

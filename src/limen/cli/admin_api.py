@@ -157,9 +157,7 @@ class LocalAdmin:
 
     async def access_check(self, user: str, kind: str, name: str,
                            login: str | None) -> dict[str, Any]:
-        decision, warnings = await self.server.access_check(user, parse_kind(kind), name, login)
-        return {"allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
-                "reason": decision.reason, "warnings": warnings}
+        return await self.server.access_check(user, parse_kind(kind), name, login)
 
     async def status(self) -> dict[str, Any]:
         return {**self.server.status(), "listeners": {}}

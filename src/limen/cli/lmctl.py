@@ -237,7 +237,7 @@ def access() -> None:
 @access.command("check")
 @click.argument("user")
 @click.argument("target")
-@click.option("--login", help="The login (SSH) or database user to check.")
+@click.option("--login", help="The Unix login (SSH servers) or database user to check.")
 @OUTPUT_OPTION
 @handle_errors
 def access_check(user: str, target: str, login: str | None, output: str) -> None:
@@ -249,11 +249,7 @@ def access_check(user: str, target: str, login: str | None, output: str) -> None
     if output != "text":
         emit_documents([result], output)
     else:
-        verdict = "allowed" if result["allowed"] else "denied"
-        by = f"role {result['role']}, {result['rule']}" if result["role"] else result["rule"]
-        click.echo(f"{verdict}: {result['reason']} ({by})")
-        for warning in result.get("warnings", []):
-            click.echo(f"warning: {warning}", err=True)
+        click.echo(result["text"])
     if not result["allowed"]:
         sys.exit(1)
 
