@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +20,9 @@ from limen.auth.signup_tokens import parse_signup_url
 from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.client.profile import Profile, ProfileStore
+from limen.client.proxyssh import run_proxy_ssh
 from limen.client.sshagent import add_to_agent, remove_from_agent
+from limen.client.sshconfig import SSHConfigInput, render_ssh_config
 from limen.client.webapi import WebApi
 from limen.errors import BadParameter
 
@@ -113,7 +117,7 @@ def login(proxy: str, user: str, password_stdin: bool, otp: str, ttl: str,
             await api.close()
         profile = Profile(proxy=proxy, user=answer["user"], cluster=answer["cluster"],
                           expires=answer["expires"], roles=tuple(answer["roles"]),
-                          logins=tuple(answer["logins"]))
+                          logins=tuple(answer["logins"]), ssh_proxy=ping.get("ssh_proxy", ""))
         private = private_key_to_openssh(key).encode()
         store.save_login(
             profile, private_key=private, public_key=(public + "\n").encode(),
@@ -168,6 +172,55 @@ def logout(proxy: str | None) -> None:
         asyncio.run(remove_from_agent(key_path.read_bytes(), cert))
     store.logout(proxy)
     click.echo(f"Logged out {profile.user} from {proxy}.")
+
+
+@cli.command("config")
+@handle_errors
+def ssh_config() -> None:
+    """Print an OpenSSH config block: then `ssh <node>.<cluster>` works with the stock client."""
+    store = ProfileStore()
+    profile = store.current()
+    if not profile.ssh_proxy:
+        raise BadParameter("the proxy did not announce an SSH address; log in again")
+    clusters = [profile.cluster, *profile.leaf_clusters]
+    click.echo(render_ssh_config(SSHConfigInput(
+        proxy=profile.proxy, ssh_proxy=profile.ssh_proxy, user=profile.user, clusters=clusters,
+        key_path=store.key_path(profile.proxy, profile.user),
+        cert_paths=[store.ssh_cert_path(profile.proxy, profile.user, c) for c in clusters],
+        known_hosts=store.known_hosts, lmsh=_lmsh_executable())), nl=False)
+
+
+def _lmsh_executable() -> str:
+    here = Path(sys.argv[0])
+    return str(here.resolve()) if here.name == "lmsh" and here.exists() else (
+        shutil.which("lmsh") or "lmsh")
+
+
+@cli.group()
+def proxy() -> None:
+    """Helpers for the stock OpenSSH client (ProxyCommand)."""
+
+
+@proxy.command("ssh")
+@click.option("--proxy", "proxy_address", help="Proxy web address (default: current profile).")
+@click.option("--cluster", help="Cluster of the target (default: the profile's).")
+@click.argument("target")
+@handle_errors
+def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> None:
+    """Relay stdin/stdout to LOGIN@HOST:PORT through the proxy (used as ProxyCommand)."""
+    store = ProfileStore()
+    profile = store.load(proxy_address) if proxy_address else store.current()
+    login, _, host_port = target.rpartition("@")
+    host, _, port = host_port.rpartition(":")
+    if not login or not host or not port.isdigit():
+        raise BadParameter("target must be LOGIN@HOST:PORT (OpenSSH's %r@%h:%p)")
+    cluster = cluster or profile.cluster
+    code = asyncio.run(run_proxy_ssh(
+        ssh_proxy=profile.ssh_proxy, login=login, target_host=host, target_port=int(port),
+        cluster=cluster, key_path=store.key_path(profile.proxy, profile.user),
+        cert_path=store.ssh_cert_path(profile.proxy, profile.user, profile.cluster),
+        known_hosts=store.known_hosts))
+    sys.exit(code)
 
 
 def main() -> None:
