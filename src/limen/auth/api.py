@@ -13,12 +13,16 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     GET  /v1/events?type=&user=&since=&limit=
     GET  /v1/access/check?user=&kind=&name=&login=
     GET  /v1/status
+    GET  /v1/gitops/status                 the Git sync's live commit and last attempt
 
 Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import ssl
 from datetime import timedelta
 from pathlib import Path
@@ -30,17 +34,19 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth.authz import require_rule, require_system
+from limen.auth.client import USER_CERT_HEADER
 from limen.auth.server import AuthServer
 from limen.ca.authority import CertAuthorityType, tls_trust_map
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.x509_certs import verify_client_cert
-from limen.errors import AccessDenied, BadParameter
+from limen.errors import AccessDenied, BadParameter, NotFound
 from limen.events.search import parse_since, search
 from limen.net.http import error_middleware, json_body
 
-__all__ = ["build_app"]
+__all__ = ["GITOPS_STATUS_KEY", "build_app"]
 
-IDENTITY = web.AppKey("identity", Identity)
+GITOPS_STATUS_KEY = "/gitops/status"
+"""Backend key of the Git sync's status (JSON written by ``limen.gitops.sync``)."""
 
 
 def build_app(auth: AuthServer, events_dir: Path) -> web.Application:
@@ -61,6 +67,7 @@ def build_app(auth: AuthServer, events_dir: Path) -> web.Application:
         web.post("/v1/tokens", routes.add_token),
         web.get("/v1/events", routes.events),
         web.get("/v1/access/check", routes.access_check),
+        web.get("/v1/gitops/status", routes.gitops_status),
     ])
     return app
 
@@ -79,7 +86,18 @@ class _Routes:
         trusted = tls_trust_map(
             [ca for ca in (await self.auth.authorities.trusted(CertAuthorityType.TLS)).values()
              if ca.cluster == self.auth.cluster_name])
-        return verify_client_cert(der, trusted, self.auth.now())
+        caller = verify_client_cert(der, trusted, self.auth.now())
+        delegated = request.headers.get(USER_CERT_HEADER)
+        if delegated is None:
+            return caller
+        # The proxy verified the user's key possession in its own TLS handshake; we check the
+        # certificate itself again (CA, cluster, expiry) and act as that user, never as proxy.
+        if caller.system_role is not SystemRole.PROXY:
+            raise AccessDenied("only a proxy may forward a user's certificate")
+        user = verify_client_cert(_unpack_cert(delegated), trusted, self.auth.now())
+        if user.is_system:
+            raise AccessDenied("a forwarded certificate must be a user's")
+        return user
 
     async def _actor(self, request: web.Request) -> tuple[Identity, str]:
         identity = await self.identity(request)
@@ -244,6 +262,21 @@ class _Routes:
         return web.json_response(await self.auth.access_check(
             query.get("user", ""), parse_kind(query.get("kind", "")), query.get("name", ""),
             query.get("login") or None))
+
+    async def gitops_status(self, request: web.Request) -> web.Response:
+        identity = await self.identity(request)
+        require_rule(identity, await self._role_set(identity), Kind.ROLE, "read")
+        item = await self.auth.backend.get(GITOPS_STATUS_KEY)
+        if item is None:
+            raise NotFound("this cluster does not sync from Git (start it with --gitops)")
+        return web.json_response(json.loads(item.value))
+
+
+def _unpack_cert(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise AccessDenied("malformed forwarded certificate") from None
 
 
 def _source_document(index: int, entry: Any) -> SourceDocument:

@@ -12,6 +12,7 @@ Called by ``limen.proxy``, ``limen.agents``, ``limen.operator`` and ``limen.cli`
 
 from __future__ import annotations
 
+import base64
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,7 +29,11 @@ from limen.ca.keys import (
 from limen.errors import AccessDenied
 from limen.net.http import ApiClient
 
-__all__ = ["AuthClient", "join_via_proxy"]
+__all__ = ["USER_CERT_HEADER", "AuthClient", "join_via_proxy"]
+
+USER_CERT_HEADER = "X-Limen-User-Cert"
+"""Set by the proxy on calls it makes for a user: the user's client certificate (base64 DER),
+whose key possession the proxy checked in its TLS handshake; auth re-verifies the certificate."""
 
 
 class AuthClient:
@@ -50,8 +55,12 @@ class AuthClient:
         await self.http.close()
 
     async def call(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-                   params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> Any:
-        return await self.http.call(method, path, body, params)
+                   params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+                   *, as_user_cert: bytes | None = None) -> Any:
+        """``as_user_cert`` (DER): act for that user (proxies only; see USER_CERT_HEADER)."""
+        headers = ({USER_CERT_HEADER: base64.b64encode(as_user_cert).decode()}
+                   if as_user_cert else None)
+        return await self.http.call(method, path, body, params, headers=headers)
 
     async def ping(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("GET", "/v1/ping")

@@ -215,12 +215,11 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
     if not login or not host or not port.isdigit():
         raise BadParameter("target must be LOGIN@HOST:PORT (OpenSSH's %r@%h:%p)")
     cluster = cluster or profile.cluster
-    code = asyncio.run(run_proxy_ssh(
+    asyncio.run(run_proxy_ssh(
         ssh_proxy=profile.ssh_proxy, login=login, target_host=host, target_port=int(port),
         cluster=cluster, key_path=store.key_path(profile.proxy, profile.user),
         cert_path=store.ssh_cert_path(profile.proxy, profile.user, profile.cluster),
         known_hosts=store.known_hosts))
-    sys.exit(code)
 
 
 def main() -> None:

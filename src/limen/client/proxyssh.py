@@ -34,7 +34,7 @@ def proxy_subsystem(host: str, port: int, cluster: str) -> str:
 
 
 async def run_proxy_ssh(*, ssh_proxy: str, login: str, target_host: str, target_port: int,
-                        cluster: str, key_path: Path, cert_path: Path, known_hosts: Path) -> int:
+                        cluster: str, key_path: Path, cert_path: Path, known_hosts: Path) -> None:
     host, port = parse_address(ssh_proxy)
     try:
         key = asyncssh.read_private_key(str(key_path))
@@ -76,5 +76,3 @@ async def run_proxy_ssh(*, ssh_proxy: str, login: str, target_host: str, target_
         await downstream()
         up.cancel()
         writer.close()
-        status = writer.channel.get_exit_status()
-        return status if status is not None and status >= 0 else 0

@@ -52,7 +52,8 @@ class ProxyService:
         self._runner = web.AppRunner(build_web_app(self._auth, lambda: self._ping),
                                      access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, ssl_context=creds.server_ssl()).start()
+        context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
+        await web.SockSite(self._runner, sock, ssl_context=context).start()
         return {"web": self.web_address}
 
     async def stop(self) -> None:

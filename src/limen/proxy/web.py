@@ -4,6 +4,9 @@
     POST /v1/webapi/signup   {token, password}                 → auth /v1/signup
     POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds} → auth /v1/login
     POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
+    GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required):
+                             forwarded to auth with the user's certificate (USER_CERT_HEADER);
+                             auth re-verifies it and authorizes the user, not the proxy
 
 The proxy adds the caller's address and forwards with its own mutual-TLS identity; it holds no
 secret of the user and never decides a login itself. Called by ``limen.proxy.service``.
@@ -11,17 +14,35 @@ secret of the user and never decides a login itself. Called by ``limen.proxy.ser
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from limen.auth.client import AuthClient
+from limen.errors import AccessDenied
 from limen.net.http import error_middleware, json_body
 
 __all__ = ["build_web_app"]
 
 _MAX_BODY = 64 << 10
+
+
+USER_ROUTES = (
+    ("/v1/webapi/user/nodes", "/v1/nodes"),
+    ("/v1/webapi/user/recordings/{session_id}", "/v1/recordings/{session_id}"),
+)
+"""GET routes a logged-in user may call through the proxy, and their auth API paths."""
+
+
+def _client_cert(request: web.Request) -> bytes:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) \
+        else None
+    if not der:
+        raise AccessDenied("this call needs your Limen certificate: run lmsh login")
+    return bytes(der)
 
 
 def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> web.Application:
@@ -38,6 +59,16 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> 
 
         return handler
 
+    def for_user(auth_path: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            path = auth_path.format(**request.match_info)
+            answer = await auth.call("GET", path, params=dict(request.query),
+                                     as_user_cert=_client_cert(request))
+            return web.json_response(answer)
+
+        return handler
+
+    app.add_routes([web.get(route, for_user(target)) for route, target in USER_ROUTES])
     app.add_routes([
         web.get("/v1/webapi/ping", ping),
         web.post("/v1/webapi/signup", forward("/v1/signup")),
