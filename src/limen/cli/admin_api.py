@@ -19,12 +19,13 @@ from typing import Any, Protocol
 from limen.api.loader import SourceDocument
 from limen.api.resources import Origin, parse_kind
 from limen.api.validation import validate
+from limen.auth.api import GITOPS_STATUS_KEY
 from limen.auth.client import AuthClient
 from limen.auth.server import AuthServer
 from limen.backend.factory import open_backend
 from limen.ca.host_credentials import HostCredentials
 from limen.config import load_settings
-from limen.errors import ConnectionProblem
+from limen.errors import ConnectionProblem, NotFound
 from limen.events.filelog import FileLog
 from limen.events.search import parse_since, search
 from limen.files import private_dir
@@ -49,6 +50,7 @@ class AdminApi(Protocol):
     async def access_check(self, user: str, kind: str, name: str,
                            login: str | None) -> dict[str, Any]: ...
     async def status(self) -> dict[str, Any]: ...
+    async def gitops_status(self) -> dict[str, Any]: ...
 
 
 class RemoteAdmin:
@@ -113,6 +115,10 @@ class RemoteAdmin:
         result: dict[str, Any] = await self.client.call("GET", "/v1/status")
         return {**result, "listeners": self.listeners}
 
+    async def gitops_status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", "/v1/gitops/status")
+        return result
+
 
 class LocalAdmin:
     def __init__(self, server: AuthServer, events_dir: Path) -> None:
@@ -161,6 +167,13 @@ class LocalAdmin:
 
     async def status(self) -> dict[str, Any]:
         return {**self.server.status(), "listeners": {}}
+
+    async def gitops_status(self) -> dict[str, Any]:
+        item = await self.server.backend.get(GITOPS_STATUS_KEY)
+        if item is None:
+            raise NotFound("this cluster has never synced from Git (start it with --gitops)")
+        result: dict[str, Any] = json.loads(item.value)
+        return result
 
 
 def _token_of(url: str) -> str:

@@ -21,6 +21,7 @@ from limen.api.resources import PUBLIC_KINDS, parse_kind
 from limen.api.validation import parse_duration
 from limen.cli.admin_api import AdminApi, open_admin
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmctl_gitops import gitops
 from limen.config import parse_labels
 from limen.errors import BadParameter
 
@@ -252,6 +253,9 @@ def access_check(user: str, target: str, login: str | None, output: str) -> None
         click.echo(result["text"])
     if not result["allowed"]:
         sys.exit(1)
+
+
+cli.add_command(gitops)
 
 
 def main() -> None:

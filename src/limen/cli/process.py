@@ -19,6 +19,7 @@ from limen.config import Settings
 from limen.errors import BadParameter
 from limen.events.filelog import FileLog
 from limen.files import private_dir
+from limen.gitops.service import GitOpsService
 from limen.proxy.service import ProxyService
 
 __all__ = ["cluster_services"]
@@ -34,6 +35,8 @@ async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
     try:
         auth = AuthService(settings, backend, log)
         services: list[Service] = [auth]
+        if settings.gitops.source:
+            services.append(GitOpsService(settings, auth))
         if "proxy" in settings.roles:
 
             async def proxy_credentials(names: list[str]) -> HostCredentials:

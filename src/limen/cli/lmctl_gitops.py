@@ -1,0 +1,170 @@
+"""``lmctl gitops``: check a change to the access repository offline, and see what is live.
+
+``lmctl gitops plan PATH [--against DIR_OR_REF]`` loads and validates every document under PATH
+exactly as the sync does, plans it with origin ``git`` (create, update, prune), prints the
+diff per object, and exits 1 if a document is invalid or an object it declares belongs to
+another origin — the pull-request check of docs/gitops.md. ``--against``:
+
+* a data directory: what the cluster of that directory holds (through its auth API when it
+  runs, else its store), so objects owned by ``api`` or ``kubernetes`` show as conflicts;
+* a Git ref of the repository holding PATH (``origin/main``): the documents at that ref;
+* nothing: an empty cluster (everything is created).
+
+``lmctl gitops status`` shows the live commit and the last attempt with its errors.
+Registered on the ``lmctl`` group by ``limen.cli.lmctl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from limen.api.loader import load_path
+from limen.api.resources import PUBLIC_KINDS, Origin, Resource
+from limen.api.validation import validate
+from limen.backend.sqlite import DB_FILENAME
+from limen.cli.admin_api import AdminApi, open_admin
+from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
+from limen.errors import BadParameter, ValidationFailed
+from limen.gitops.planfmt import format_value, render_plan
+from limen.gitops.repository import documents_at_ref
+from limen.services.plan import Plan, compute_plan
+
+__all__ = ["gitops"]
+
+T = TypeVar("T")
+
+
+def _run(action: Callable[[AdminApi], Awaitable[T]], data_dir: Path | None = None) -> T:
+    params = click.get_current_context().find_root().params
+
+    async def runner() -> T:
+        if data_dir is not None:
+            async with open_admin(data_dir) as admin:
+                return await action(admin)
+        async with open_admin(params["data_dir"], params["auth"], params["identity"]) as admin:
+            return await action(admin)
+
+    return asyncio.run(runner())
+
+
+@click.group()
+def gitops() -> None:
+    """The Git sync: plan a change offline, show the live commit."""
+
+
+@gitops.command("plan")
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.option("--against", metavar="DIR_OR_REF",
+              help="A data directory (what that cluster holds) or a Git ref of PATH's "
+                   "repository (the documents there). Default: an empty cluster.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format.")
+@handle_errors
+def plan(path: Path, against: str | None, output: str) -> None:
+    """Validate PATH and print the create/update/delete plan; exit 1 if anything is invalid."""
+    try:
+        desired = validate(load_path(path))
+    except ValidationFailed as err:
+        _report_invalid(err, output)
+        sys.exit(1)
+    current = _current(path, against)
+    result = compute_plan(desired, current, Origin.GIT, prune=True, kinds=PUBLIC_KINDS)
+    if output == "json":
+        click.echo(json.dumps(_plan_json(result), indent=2, sort_keys=True))
+    else:
+        for line in render_plan(result, created_fields=True):
+            click.echo(line)
+    if result.conflicts:
+        sys.exit(1)
+
+
+def _report_invalid(err: ValidationFailed, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps({"valid": False, "errors": [str(e) for e in err.errors]},
+                              indent=2))
+    count = len(err.errors)
+    click.echo(f"error: {count} problem{'s' if count != 1 else ''} found; nothing would be "
+               "applied:", err=True)
+    for error in err.errors:
+        click.echo(f"  {error}", err=True)
+
+
+def _current(path: Path, against: str | None) -> list[Resource]:
+    if not against:
+        return []
+    candidate = Path(against)
+    if candidate.is_dir():
+        if not (candidate / DB_FILENAME).exists():
+            raise BadParameter(f"{against} is not a Limen data directory (no {DB_FILENAME})")
+        return _run(_cluster_objects, candidate)
+    try:
+        documents = documents_at_ref(path, against)
+        resources = validate(documents)
+    except ValidationFailed as err:
+        raise BadParameter(f"the documents at {against} are invalid themselves:\n{err}") from None
+    return [r.with_origin(Origin.GIT) for r in resources]
+
+
+async def _cluster_objects(admin: AdminApi) -> list[Resource]:
+    found: list[Resource] = []
+    for kind in PUBLIC_KINDS:
+        found.extend(Resource.from_document(doc) for doc in await admin.list_kind(kind.value))
+    return found
+
+
+def _plan_json(result: Plan) -> dict[str, Any]:
+    return {
+        "valid": not result.conflicts,
+        "summary": result.summary(),
+        "conflicts": list(result.conflicts),
+        "changes": [
+            {"kind": e.kind.value, "name": e.name, "action": e.action.value,
+             "fields": [{"path": c.path, "old": c.old, "new": c.new} for c in e.changes]}
+            for e in result.changes
+        ],
+    }
+
+
+@gitops.command("status")
+@OUTPUT_OPTION
+@handle_errors
+def status(output: str) -> None:
+    """The live commit, and the last attempt with its errors."""
+    info = _run(lambda admin: admin.gitops_status())
+    if output != "text":
+        emit_documents([info], output)
+        return
+    click.echo(f"Source:       {info.get('source')} ({info.get('mode')}, branch "
+               f"{info.get('branch')}, path {info.get('path') or '/'}, every "
+               f"{info.get('interval_seconds')}s)")
+    live = info.get("live")
+    if live:
+        click.echo(f"Live:         {_describe(live)}")
+        click.echo(f"              applied {live.get('applied_at')}: {live.get('summary')}")
+    else:
+        click.echo("Live:         nothing applied yet")
+    last = info.get("last_attempt")
+    if not last:
+        return
+    verdict = "applied" if last.get("ok") else "REJECTED or failed"
+    click.echo(f"Last attempt: {_describe(last) if last.get('sha') else '(no revision read)'}")
+    click.echo(f"              at {last.get('time')}: {verdict}")
+    for error in last.get("errors") or []:
+        click.echo(f"  {error}")
+
+
+def _describe(revision: dict[str, Any]) -> str:
+    sha = str(revision.get("sha") or "")
+    text = f"{sha} {revision['content_hash'][:19]}" if revision.get("content_hash") else sha[:12]
+    if revision.get("message"):
+        text += f" {format_value(revision['message'])}"
+    if revision.get("author"):
+        text += f" by {revision['author']}"
+    return text

@@ -1,0 +1,106 @@
+"""The Git sync's status: which commit is live, and how the last attempt went.
+
+Stored as JSON in the backend under ``/gitops/status`` (``limen.auth.api.GITOPS_STATUS_KEY``),
+so it survives restarts and the auth API serves it to ``lmctl gitops status``::
+
+    {"source": "examples/gitops", "mode": "git", "branch": "main", "path": "examples/gitops",
+     "interval_seconds": 15.0,
+     "live": {"sha": "3f2a...", "author": "Ana <ana@example.com>", "time": "<commit time>",
+              "message": "Give dev ubuntu", "applied_at": "...", "summary": "1 updated, ..."},
+     "last_attempt": {"sha": "9c1e...", "author": "...", "message": "...", "time": "...",
+                      "ok": false, "errors": ["roles/dev.yaml[0] (line 9) spec...: ..."]}}
+
+``live`` is null until a revision has been applied; a rejected revision changes only
+``last_attempt``. Called by ``limen.gitops.sync``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from limen.auth.api import GITOPS_STATUS_KEY
+from limen.backend.base import Backend
+from limen.gitops.repository import Revision
+
+__all__ = ["Attempt", "LiveRevision", "SyncStatus", "load_status", "save_status"]
+
+
+@dataclass(frozen=True)
+class LiveRevision:
+    revision: Revision
+    applied_at: str
+    summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.revision.to_dict(), "applied_at": self.applied_at,
+                "summary": self.summary}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    revision: Revision | None
+    """None when the source could not even be read (fetch failed)."""
+    time: str
+    ok: bool
+    errors: tuple[str, ...] = ()
+    summary: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        rev = self.revision.to_dict() if self.revision else {"sha": None}
+        out: dict[str, Any] = {**{k: v for k, v in rev.items() if k != "time"},
+                               "commit_time": rev.get("time"), "time": self.time,
+                               "ok": self.ok, "errors": list(self.errors)}
+        if self.summary:
+            out["summary"] = self.summary
+        return out
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    source: str
+    mode: str
+    branch: str
+    path: str
+    interval_seconds: float
+    live: LiveRevision | None = None
+    last_attempt: Attempt | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "mode": self.mode, "branch": self.branch, "path": self.path,
+            "interval_seconds": self.interval_seconds,
+            "live": self.live.to_dict() if self.live else None,
+            "last_attempt": self.last_attempt.to_dict() if self.last_attempt else None,
+        }
+
+
+def _revision(data: dict[str, Any], time_key: str) -> Revision:
+    return Revision(sha=str(data.get("sha") or ""), author=str(data.get("author") or ""),
+                    time=str(data.get(time_key) or ""), message=str(data.get("message") or ""),
+                    content_hash=str(data.get("content_hash") or ""))
+
+
+async def load_status(backend: Backend) -> tuple[LiveRevision | None, Attempt | None]:
+    """The live revision and last attempt recorded by a previous run (None, None if none)."""
+    item = await backend.get(GITOPS_STATUS_KEY)
+    if item is None:
+        return None, None
+    try:
+        data = json.loads(item.value)
+        live_data = data.get("live")
+        live = (LiveRevision(_revision(live_data, "time"), str(live_data.get("applied_at", "")),
+                             str(live_data.get("summary", ""))) if live_data else None)
+        last_data = data.get("last_attempt")
+        last = (Attempt(_revision(last_data, "commit_time") if last_data.get("sha") else None,
+                        str(last_data.get("time", "")), bool(last_data.get("ok")),
+                        tuple(str(e) for e in last_data.get("errors") or ()),
+                        str(last_data.get("summary", ""))) if last_data else None)
+    except (ValueError, AttributeError, TypeError):
+        return None, None  # unreadable: the next attempt writes a fresh status
+    return live, last
+
+
+async def save_status(backend: Backend, status: SyncStatus) -> None:
+    await backend.put(GITOPS_STATUS_KEY, json.dumps(status.to_dict(), sort_keys=True).encode())

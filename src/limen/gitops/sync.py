@@ -1,0 +1,272 @@
+"""The Git sync: poll the source, and apply each new revision all or nothing.
+
+::
+
+    every interval ─▶ poll (worker thread: git fetch, resolve the branch tip)
+                        │ same revision as the last attempt → nothing to do
+                        ▼
+                      read every *.yaml/*.yml under the path ─▶ validate (all documents)
+                        │ invalid → gitops.rejected (every error, with file and line);
+                        │           the live revision stays applied
+                        ▼
+                      plan against the store (origin git: create, update, prune) and apply it
+                      in ONE backend transaction (AuthServer.apply → per-object audit events)
+                        │ an object owned by another origin (api, kubernetes) → rejected,
+                        │ re-planned at every poll until adopted (limen.dev/adopt: git) or
+                        │ the document is removed
+                        ▼
+                      gitops.sync; status /gitops/status: live revision, last attempt
+
+A rejected revision is not read again (its content cannot change) unless it was rejected for
+what the store holds (a conflict, a concurrent write): that is retried at every poll. A fetch
+that fails is retried at every poll; its ``gitops.sync`` failure event and status are written
+when the error changes, not every interval. The sync follows the branch tip, so a force-push
+to an older commit applies that commit's content. Certificates are issued from the store at
+login, so an applied change takes effect for the next login and connection.
+
+Called by ``limen.gitops.service`` (the daemon) and by tests and benchmarks (``sync_once``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import git
+
+from limen.api.loader import SourceDocument
+from limen.api.resources import PUBLIC_KINDS, Origin, Resource
+from limen.api.validation import validate
+from limen.auth.server import AuthServer
+from limen.config import Settings
+from limen.errors import AlreadyExists, BadParameter, LimenError, NotFound, ValidationFailed
+from limen.gitops.planfmt import render_plan
+from limen.gitops.repository import Revision
+from limen.gitops.source import Source, open_source
+from limen.gitops.status import Attempt, LiveRevision, SyncStatus, load_status, save_status
+from limen.services.plan import Action, Plan
+
+__all__ = ["ACTOR", "GitOpsSync", "Outcome", "SyncReport"]
+
+log = logging.getLogger(__name__)
+
+ACTOR = "gitops"
+"""The ``user`` of the per-object audit events the sync causes."""
+LOG_MAX_OBJECTS = 50
+"""At most this many changed objects are logged per sync (the audit log has all of them)."""
+STOP_GRACE_SECONDS = 10.0
+_READ_ERRORS = (LimenError, OSError, git.GitError, ValueError)
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    """No new revision since the last attempt."""
+    REJECTED = "rejected"
+    """Invalid documents, or objects another origin owns: nothing was changed."""
+    FAILED = "failed"
+    """The source could not be read or the store could not be written; retried."""
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    outcome: Outcome
+    revision: Revision | None = None
+    plan: Plan | None = None
+    errors: tuple[str, ...] = ()
+
+
+class GitOpsSync:
+    """Keeps the store's ``git``-owned objects equal to the source's branch tip."""
+
+    def __init__(self, settings: Settings, auth: AuthServer, *, source: Source | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.auth = auth
+        self.settings = settings.gitops
+        self.interval = max(settings.gitops.interval_seconds, 0.1)
+        path = settings.gitops.path
+        if source is None:
+            source, location = open_source(settings.gitops, settings.data_dir / "gitops", env)
+            path = location.subpath if location.mode == "git" else location.remote
+            log.info("gitops: syncing %s: %s", location.display, location.note)
+        self.source = source
+        self._path = path
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._live: LiveRevision | None = None
+        self._last: Attempt | None = None
+        self._attempted: str | None = None
+        self._retry = False
+        self._cache: tuple[str, list[Resource], dict[str, str]] | None = None
+        self._reported: tuple[str, tuple[str, ...]] | None = None
+
+    @property
+    def status(self) -> SyncStatus:
+        return SyncStatus(self.source.display, self.source.mode, self.settings.branch,
+                          self._path, self.interval, self._live, self._last)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> SyncReport:
+        """Load the recorded status, sync once (even if the revision was applied before), then
+        keep polling in the background."""
+        self._live, self._last = await load_status(self.auth.backend)
+        report = await self.sync_once(force=True)
+        self._task = asyncio.create_task(self._loop(), name="gitops-sync")
+        return report
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+            except TimeoutError:  # a fetch is hanging; its git process is killed by its timeout
+                task.cancel()
+                log.warning("gitops: stopped while a sync was still running")
+                return
+        await asyncio.to_thread(self.source.close)
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                await self.sync_once()
+            except Exception:  # the loop must outlive any single failure
+                log.exception("gitops: sync failed")
+
+    # -- one sync ----------------------------------------------------------------------------
+    async def sync_once(self, *, force: bool = False) -> SyncReport:
+        """Poll the source and apply what changed; ``force`` re-reads and re-plans the current
+        revision even if it was attempted before."""
+        async with self._lock:
+            try:
+                revision = await asyncio.to_thread(self.source.poll)
+            except _READ_ERRORS as err:
+                return await self._failed(None, _message(err))
+            if not force and not self._retry and revision.key == self._attempted:
+                return SyncReport(Outcome.UNCHANGED, revision)
+            return await self._attempt(revision, reuse=not force)
+
+    async def _attempt(self, revision: Revision, *, reuse: bool) -> SyncReport:
+        self._attempted, self._retry = revision.key, False
+        try:
+            resources, where = await self._resources(revision, reuse)
+        except ValidationFailed as err:
+            return await self._reject(revision, tuple(str(e) for e in err.errors))
+        except (BadParameter, NotFound) as err:
+            return await self._reject(revision, (str(err),))
+        except _READ_ERRORS as err:
+            self._retry = True
+            return await self._failed(revision, _message(err))
+        try:
+            plan = await self.auth.apply(resources, Origin.GIT, actor=ACTOR, prune=True,
+                                         kinds=PUBLIC_KINDS)
+        except AlreadyExists as err:
+            self._retry = True
+            return await self._reject(revision, await self._conflicts(resources, where, err))
+        except LimenError as err:  # e.g. CompareFailed: changed meanwhile; retried next poll
+            self._retry = True
+            return await self._failed(revision, str(err))
+        return await self._applied(revision, plan)
+
+    async def _resources(self, revision: Revision,
+                         reuse: bool) -> tuple[list[Resource], dict[str, str]]:
+        if reuse and self._cache is not None and self._cache[0] == revision.key:
+            return self._cache[1], self._cache[2]
+
+        def load() -> tuple[list[Resource], dict[str, str]]:
+            documents = self.source.documents(revision)
+            return validate(documents), _locations(documents)
+
+        resources, where = await asyncio.to_thread(load)
+        self._cache = (revision.key, resources, where)
+        return resources, where
+
+    async def _conflicts(self, resources: list[Resource], where: dict[str, str],
+                         err: AlreadyExists) -> tuple[str, ...]:
+        plan = await self.auth.admin.plan(resources, Origin.GIT, prune=True, kinds=PUBLIC_KINDS)
+        if not plan.conflicts:
+            return (str(err),)
+        out = []
+        for conflict in plan.conflicts:
+            location = where.get(conflict.split(" ", 1)[0])
+            out.append(f"{location}: {conflict}" if location else conflict)
+        return tuple(out)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    async def _applied(self, revision: Revision, plan: Plan) -> SyncReport:
+        now = self.auth.now().isoformat()
+        summary = plan.summary()
+        self._live = LiveRevision(revision, now, summary)
+        self._last = Attempt(revision, now, True, (), summary)
+        self._reported = None
+        await save_status(self.auth.backend, self.status)
+        log.info("gitops: applied %s (%s) from %s: %s", revision.short,
+                 revision.message or revision.sha, self.source.display, summary)
+        if plan.changes:
+            for line in render_plan(plan, max_objects=LOG_MAX_OBJECTS)[:-1]:
+                log.info("gitops:   %s", line)
+        await self.auth.emit(
+            "gitops.sync", **self._fields(revision), summary=summary,
+            created=plan.count(Action.CREATE), updated=plan.count(Action.UPDATE),
+            deleted=plan.count(Action.DELETE), unchanged=plan.count(Action.UNCHANGED))
+        return SyncReport(Outcome.APPLIED, revision, plan)
+
+    async def _reject(self, revision: Revision, errors: tuple[str, ...]) -> SyncReport:
+        self._last = Attempt(revision, self.auth.now().isoformat(), False, errors)
+        if self._reported != (revision.key, errors):
+            self._reported = (revision.key, errors)
+            await save_status(self.auth.backend, self.status)
+            live = self._live.revision.short if self._live else "nothing"
+            log.warning("gitops: rejected %s (%s); %s stays live:\n  %s", revision.short,
+                        revision.message or revision.sha, live, "\n  ".join(errors))
+            await self.auth.emit("gitops.rejected", success=False, **self._fields(revision),
+                                 errors=list(errors),
+                                 live_sha=self._live.revision.sha if self._live else None)
+        return SyncReport(Outcome.REJECTED, revision, None, errors)
+
+    async def _failed(self, revision: Revision | None, message: str) -> SyncReport:
+        self._last = Attempt(revision, self.auth.now().isoformat(), False, (message,))
+        key = (revision.key if revision else "", (message,))
+        if self._reported != key:
+            self._reported = key
+            await save_status(self.auth.backend, self.status)
+            log.warning("gitops: %s (retrying every %gs)", message, self.interval)
+            fields: dict[str, Any] = (self._fields(revision) if revision
+                                      else {"source": self.source.display})
+            await self.auth.emit("gitops.sync", success=False, **fields, reason=message)
+        return SyncReport(Outcome.FAILED, revision, None, (message,))
+
+    def _fields(self, revision: Revision) -> dict[str, Any]:
+        return {"sha": revision.sha, "author": revision.author, "message": revision.message,
+                "source": self.source.display, "branch": self.settings.branch,
+                **({"content_hash": revision.content_hash} if revision.content_hash else {})}
+
+
+def _locations(documents: list[SourceDocument]) -> dict[str, str]:
+    """``Kind/name`` → ``file[index] (line N)`` of the document that declares it."""
+    out: dict[str, str] = {}
+    for doc in documents:
+        metadata = doc.data.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        out[f"{doc.data.get('kind')}/{name}"] = f"{doc.source}[{doc.index}] (line {doc.line})"
+    return out
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, LimenError):
+        return str(err)
+    if isinstance(err, git.GitCommandError):  # local commands only: fetch errors are LimenErrors
+        stderr = str(err.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
+        return f"git failed with status {err.status}: {stderr or 'no message'}"
+    return f"{type(err).__name__}: {err}"
