@@ -13,8 +13,17 @@ __all__ = ["private_dir", "write_private"]
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700, and fix the mode if it exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` with mode 0700, and every missing parent with mode 0700 too (a
+    ``LIMEN_HOME`` or data directory created on the way is private); fix ``path``'s mode if it
+    exists. Existing parents are left as they are."""
+    missing = []
+    parent = path
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
     os.chmod(path, 0o700)
     return path
 
