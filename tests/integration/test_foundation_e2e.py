@@ -111,6 +111,14 @@ def test_get_roles_yaml_round_trips_every_field(applied: Applied) -> None:
     assert actions(back) == {f"role/{name}": "unchanged" for name in declared}
 
 
+def test_get_of_a_kind_is_a_list_even_with_one_object(tmp_path: Path) -> None:
+    store = LimenCluster(tmp_path, "single")  # never started: the offline path
+    store.lmctl("apply", "-f", EXAMPLES / "roles" / "dev.yaml")
+    listed = store.lmctl_json("get", "roles")
+    assert listed["kind"] == "List"
+    assert [item["metadata"]["name"] for item in listed["items"]] == ["dev"]
+
+
 def test_running_lmctl_goes_through_the_auth_api(site_applied: Applied,
                                                  tmp_path: Path) -> None:
     site = site_applied.site

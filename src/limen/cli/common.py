@@ -55,10 +55,13 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def emit_documents(documents: Sequence[dict[str, Any]], output: str) -> None:
-    """Print documents as a YAML stream (re-appliable with ``lmctl apply -f``) or JSON."""
+def emit_documents(documents: Sequence[dict[str, Any]], output: str, *,
+                   as_list: bool = False) -> None:
+    """Print documents as a YAML stream (re-appliable with ``lmctl apply -f``) or JSON: one
+    document as itself, several (or any number when ``as_list``, e.g. a listing that found
+    one) as a ``List`` like kubectl's."""
     if output == "json":
-        payload: Any = documents[0] if len(documents) == 1 else {
+        payload: Any = documents[0] if len(documents) == 1 and not as_list else {
             "apiVersion": "v1", "kind": "List", "items": list(documents)}
         click.echo(json.dumps(payload, indent=2, sort_keys=False))
     else:

@@ -115,7 +115,7 @@ def get(target: str, output: str) -> None:
 
     found = _run(fetch)
     if output != "text":
-        emit_documents(found, output)
+        emit_documents(found, output, as_list=name is None)
         return
     rows = []
     for doc in found:
