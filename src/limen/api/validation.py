@@ -13,6 +13,8 @@ list of strings, ``^...$`` values compile, ``{{...}}`` templates parse, duration
 kind-specific Resource fields (the CRDs' CEL rules, mirrored here), and no document carries a
 private key or a literal token/password where a ``*_ref`` reference belongs. Null fields in
 ``spec`` are dropped, as the API server does. ``status`` is Limen's, and only has to be a mapping.
+An optional ``spec.name`` (User, Role, TrustedCluster, Resource) names the object in Limen
+instead of ``metadata.name``: Kubernetes names cannot hold the ``@`` of e-mail user names.
 
 Called by ``lmctl``, the Git sync, the auth API and the operator; ``parse_duration`` is shared
 with RBAC and the CLIs.
@@ -159,10 +161,20 @@ def _check(doc: SourceDocument) -> tuple[list[Problem], Resource | None, tuple[K
                 problems.append((error.path, error.reason))
         if isinstance(spec, dict):
             problems.extend(_SEMANTICS[kind](spec))
+    name = _limen_name(spec, name)
     identity = (kind, name) if kind is not None and name is not None else None
-    if problems or kind is None:
+    if problems or kind is None or name is None:
         return problems, None, identity
-    return problems, Resource.from_document({**data, "spec": spec}), identity
+    return problems, Resource.from_document({**data, "spec": spec}).replace(name=name), identity
+
+
+def _limen_name(spec: Any, metadata_name: str | None) -> str | None:
+    """The object's name in Limen: ``spec.name`` when given (user names that are e-mail
+    addresses, names chosen apart from the Kubernetes object's), else ``metadata.name``."""
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        chosen: str = spec["name"]
+        return chosen if NAME_PATTERN.fullmatch(chosen) else None
+    return metadata_name
 
 
 def _kind(data: Mapping[str, Any], problems: list[Problem]) -> Kind | None:
