@@ -152,6 +152,7 @@ class GitOpsSync:
             try:
                 revision = await asyncio.to_thread(self.source.poll)
             except _READ_ERRORS as err:
+                self._retry = True  # once reachable again, re-attempt and record the outcome
                 return await self._failed(None, _message(err))
             if not force and not self._retry and revision.key == self._attempted:
                 return SyncReport(Outcome.UNCHANGED, revision)
