@@ -49,6 +49,7 @@ __all__ = [
     "SshCertificate",
     "clean_env",
     "command",
+    "describe",
     "inspect_ssh_cert",
     "run",
     "ssh_fingerprint",
@@ -142,14 +143,16 @@ class LimenCluster:
     ``root`` holds ``data/`` (the ``--data-dir``), ``home/`` (the daemon's ``LIMEN_HOME``),
     ``users/<name>/`` (the ``LIMEN_HOME`` of each :class:`LimenUser`) and the daemon's
     ``limen.out`` / ``limen.err``. Start with :meth:`start`; :meth:`stop` is SIGTERM and
-    asserts the clean exit (code 0) the daemon promises.
+    asserts the clean exit (code 0) the daemon promises. A cluster never started is just a data
+    directory: its :meth:`lmctl` then takes lmctl's offline (bootstrap) path.
     """
 
-    def __init__(self, root: Path, name: str = "test", extra_args: Iterable[str] = ()) -> None:
+    def __init__(self, root: Path, name: str = "test", extra_args: Iterable[str] = (), *,
+                 data_dir: Path | None = None) -> None:
         self.root = root
         self.name = name
         self.extra_args = list(extra_args)
-        self.data_dir = root / "data"
+        self.data_dir = data_dir or root / "data"
         self.home = root / "home"
         self.process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
@@ -378,7 +381,7 @@ class LimenUser:
         return matches[-1] if matches else now + 1
 
     # -- lmsh commands -------------------------------------------------------------------
-    def login(self, *, password: str | None = None, otp: str | None = None,
+    def login(self, password: str | None = None, *, otp: str | None = None,
               ttl: str | None = None, proxy: str | None = None,
               check: bool = True) -> subprocess.CompletedProcess[str]:
         """``lmsh login --proxy WEB --user NAME --password-stdin --otp CODE [--ttl T]`` (never

@@ -134,8 +134,7 @@ def test_running_lmctl_goes_through_the_auth_api(site_applied: Applied,
     thin.mkdir(mode=0o700)
     shutil.copy(site.listeners_path, thin / "listeners.json")
     shutil.copytree(site.data_dir / "admin", thin / "admin")
-    remote = LimenCluster(tmp_path, "thin")
-    remote.data_dir = thin
+    remote = LimenCluster(tmp_path, "thin", data_dir=thin)
     listed = remote.lmctl_json("get", "roles")
     assert sorted(r["metadata"]["name"] for r in listed["items"]) == ["auditor", "dev", "ops"]
     assert not (thin / "backend.sqlite").exists()
@@ -284,10 +283,25 @@ def test_sigterm_stops_cleanly_and_removes_listeners(cluster: LimenCluster) -> N
 
     assert cluster.stop() == 0
 
-    assert not cluster.running
+    assert cluster.process is not None
+    assert cluster.process.poll() == 0
     assert not cluster.listeners_path.exists()
     # Stopped means stopped: the data directory is now served offline again.
     assert cluster.status()["listeners"] == {}
+
+
+def test_offline_bootstrap_leaves_the_cluster_name_to_the_first_start(tmp_path: Path) -> None:
+    """Bootstrap a data directory offline, then start it: the name given at the first
+    ``limen start`` is the cluster's name (today the offline lmctl records the host name first
+    and ``--cluster-name`` is ignored with a log line: every certificate carries a name nobody
+    asked for)."""
+    site = LimenCluster(tmp_path, "prod")
+    site.lmctl("apply", "-f", EXAMPLES / "roles")  # offline: nothing runs yet
+    site.start()
+    try:
+        assert site.status()["cluster"] == "prod"
+    finally:
+        site.stop()
 
 
 def test_random_ports_let_two_clusters_run_side_by_side(clusters: ClusterFactory) -> None:

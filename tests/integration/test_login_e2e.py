@@ -338,6 +338,8 @@ def test_used_signup_link_is_refused(site: LimenCluster, dave: LimenUser) -> Non
     assert result.returncode == 1, describe(result)
     assert len(result.stderr.splitlines()) == 1
     assert "used" in result.stderr
+    assert again.totp_secret is None
+    assert last_event(site, "user.signup")["success"] is False
 
 
 def test_secrets_never_reach_the_audit_log(site: LimenCluster, dave: LimenUser,
