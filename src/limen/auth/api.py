@@ -13,6 +13,8 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     GET  /v1/events?type=&user=&since=&limit=
     GET  /v1/access/check?user=&kind=&name=&login=
     GET  /v1/status
+    POST /v1/presence/heartbeat            {resource, host_id, cluster, tunnel} (proxies)
+    GET  /v1/presence/nodes                online agent-served nodes (see limen.auth.presence)
     GET  /v1/gitops/status                 the Git sync's live commit and last attempt
 
 Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
@@ -33,6 +35,7 @@ from aiohttp import web
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
+from limen.auth import presence
 from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
 from limen.auth.server import AuthServer
@@ -68,6 +71,8 @@ def build_app(auth: AuthServer, events_dir: Path) -> web.Application:
         web.get("/v1/events", routes.events),
         web.get("/v1/access/check", routes.access_check),
         web.get("/v1/gitops/status", routes.gitops_status),
+        web.post("/v1/presence/heartbeat", routes.presence_heartbeat),
+        web.get("/v1/presence/nodes", routes.presence_nodes),
     ])
     return app
 
@@ -270,6 +275,23 @@ class _Routes:
         if item is None:
             raise NotFound("this cluster does not sync from Git (start it with --gitops)")
         return web.json_response(json.loads(item.value))
+
+    # -- presence: agents' heartbeats relayed by the proxy (limen.auth.presence) ------------
+    async def presence_heartbeat(self, request: web.Request) -> web.Response:
+        require_system(await self.identity(request), [SystemRole.PROXY])
+        body = await json_body(request)
+        resource = body.get("resource")
+        if not isinstance(resource, dict):
+            raise BadParameter("resource must be a Resource document")
+        record = await presence.heartbeat(self.auth, resource, _str(body, "host_id"),
+                                          _str(body, "tunnel"), _str(body, "cluster"))
+        return web.json_response(record)
+
+    async def presence_nodes(self, request: web.Request) -> web.Response:
+        identity = await self.identity(request)
+        require_rule(identity, await self._role_set(identity), Kind.RESOURCE, "list",
+                     system=[SystemRole.PROXY, SystemRole.NODE])
+        return web.json_response({"items": await presence.presence(self.auth)})
 
 
 def _unpack_cert(value: str) -> bytes:

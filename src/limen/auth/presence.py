@@ -1,0 +1,66 @@
+"""Presence: which agent-served resources are online, from heartbeats relayed by proxies.
+
+An agent sends its Resource document over its tunnel every 10 s; the proxy it is connected to
+forwards it here (``POST /v1/presence/heartbeat``) with the host id from the agent's verified
+host certificate. Each record lives under ``/presence/nodes/<host_id>`` in the backend with an
+expiry of :data:`PRESENCE_TTL` (three missed heartbeats and a margin), so a vanished agent drops
+out without anyone deleting it. Presence is kept apart from declared Resources: it has no
+origin, is never applied from Git, and is read with ``GET /v1/presence/nodes`` (``lmsh ls``,
+the proxy's routing).
+
+Called by :mod:`limen.auth.api` with the running :class:`~limen.auth.server.AuthServer`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from limen.api.loader import SourceDocument
+from limen.api.resources import Kind
+from limen.api.validation import validate
+from limen.errors import BadParameter
+
+if TYPE_CHECKING:
+    from limen.auth.server import AuthServer
+
+__all__ = ["PRESENCE_PREFIX", "PRESENCE_TTL", "heartbeat", "presence"]
+
+PRESENCE_PREFIX = "/presence/nodes/"
+PRESENCE_TTL = 35.0
+"""Seconds a heartbeat keeps its record alive."""
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+async def heartbeat(auth: AuthServer, resource: Mapping[str, Any], host_id: str,
+                    tunnel: str, cluster: str) -> dict[str, Any]:
+    """Store (or refresh) the presence record of ``host_id``; returns the stored record."""
+    if not _HOST_ID.fullmatch(host_id):
+        raise BadParameter(f"invalid host id {host_id[:64]!r}")
+    if cluster != auth.cluster_name:
+        raise BadParameter(f"heartbeat for cluster {cluster!r}; this is {auth.cluster_name!r}")
+    (parsed,) = validate([SourceDocument(f"<heartbeat of {host_id}>", 0, 1, dict(resource))])
+    if parsed.kind is not Kind.RESOURCE or parsed.spec.get("kind") != "ssh":
+        raise BadParameter("a node heartbeat carries a Resource with spec.kind ssh")
+    now = auth.clock()
+    record = {
+        "resource": parsed.to_document(with_status=False), "host_id": host_id,
+        "cluster": cluster, "tunnel": tunnel, "updated": auth.now().isoformat(),
+        "expires": now + PRESENCE_TTL,
+    }
+    await auth.backend.put(PRESENCE_PREFIX + host_id, json.dumps(record).encode(),
+                           expires=now + PRESENCE_TTL)
+    return record
+
+
+async def presence(auth: AuthServer) -> list[dict[str, Any]]:
+    """Every live presence record, sorted by host id."""
+    out: list[dict[str, Any]] = []
+    for item in await auth.backend.list(PRESENCE_PREFIX):
+        try:
+            out.append(json.loads(item.value))
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,214 @@
+"""The proxy's SSH service: the user-facing SSH front, the reverse-tunnel server, and the
+connector that routes a user's channel to a node.
+
+::
+
+    user ──SSH (jump)──▶ SSHFront ──▶ SSHConnector.connect(identity, "web1", 22)
+                                        1. resolve (routing.py) among the nodes the user may see
+                                        2a. agent node:     TunnelServer.dial(host_id) ─┐
+                                        2b. agentless node: TCP to spec.address ────────┤
+                                        3. relay channel ◀──▶ data connection ◀─────────┘
+    agent ──SSH control + data conns──▶ TunnelServer (heartbeats → auth presence)
+
+The inner SSH session stays end to end (user ↔ node): the relay moves its bytes without
+decrypting them; the only SSH layer the proxy terminates is the user's jump connection.
+
+RBAC at the proxy:
+
+* agent-served nodes: the node agent takes the real decision (login + labels) on every
+  session. The proxy only hides nodes the user can never reach: a node is visible when at least
+  one of the certificate's logins is allowed on its labels. Hidden nodes answer "unknown target".
+* agentless nodes (stock sshd, ``Resource`` with ``spec.kind: ssh`` and ``spec.address``): the
+  proxy is the only Limen component on the path, so it enforces. A ``direct-tcpip`` jump does
+  not tell the proxy which login the inner connection will use, so the proxy requires that
+  SOME login of the certificate be allowed on the node's labels (with per-session MFA treated
+  as not done, so roles requiring it deny), and sshd enforces the login itself: it trusts the
+  user CA (``TrustedUserCAKeys``) and accepts only the certificate's principals. Deny rules on
+  a specific login are therefore enforced only as far as the certificate's principals reflect
+  them; put such nodes behind a node agent for exact per-login decisions. The proxy emits
+  ``session.start`` / ``session.end`` for agentless sessions (agents audit their own).
+
+Wiring (``limen.cli.process``)::
+
+    ssh = ProxySSHService(settings, proxy_credentials, auth_client, emitter)
+    listeners = await ssh.start()      # {"ssh_proxy": "host:port", "tunnel": "host:port"}
+    ...
+    await ssh.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from limen.auth.client import AuthClient
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import Identity
+from limen.config import Settings
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.address import parse_address
+from limen.proxy.routing import ClusterView, Node, address_of, resolve
+from limen.proxy.sshfront import SSHFront
+from limen.rbac.roleset import RoleSet
+from limen.tunnel.protocol import KIND_NODE, DialRequest
+from limen.tunnel.registry import AgentRecord
+from limen.tunnel.relay import Relay
+from limen.tunnel.server import TunnelServer
+
+__all__ = ["ProxySSHService", "SSHConnector"]
+
+log = logging.getLogger(__name__)
+
+
+class SSHConnector:
+    """Resolves, authorizes and connects one user channel (see the module docstring)."""
+
+    def __init__(self, credentials: HostCredentials, tunnel: TunnelServer, view: ClusterView,
+                 emitter: Emitter, *, idle_timeout: float = 3600.0,
+                 connect_timeout: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+        self.credentials = credentials
+        self.tunnel = tunnel
+        self.view = view
+        self.emitter = emitter
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.clock = clock
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def new_relay(self, name: str) -> Relay:
+        return self.tunnel.new_relay(name, idle_timeout=self.idle_timeout)
+
+    async def find(self, identity: Identity, host: str, port: int,
+                   cluster: str | None = None) -> tuple[Node, RoleSet]:
+        """The node ``host`` names among those ``identity`` may see."""
+        if cluster and cluster != self.credentials.cluster:
+            raise ConnectionProblem(f"cluster {cluster!r} is not reachable through this proxy")
+        nodes, role_set = await asyncio.gather(self.view.nodes(self.tunnel.registry),
+                                               self.view.role_set(identity))
+        visible = [n for n in nodes if _may_see(role_set, identity, n)]
+        return resolve(host, port, visible, self.credentials.cluster), role_set
+
+    async def connect(self, identity: Identity, host: str, port: int, cluster: str | None,
+                      client_addr: str, *, via: str, relay: Relay | None = None) -> Relay:
+        """A relay whose side 1 is connected to the target; the caller attaches side 0."""
+        node, role_set = await self.find(identity, host, port, cluster)
+        relay = relay or self.new_relay(f"ssh {identity.username} -> {node.name}")
+        session_id = str(uuid.uuid4())
+        try:
+            if node.agentless:
+                await self._connect_agentless(node, role_set, identity, relay, client_addr,
+                                              session_id, via)
+            else:
+                await self._connect_agent(node, identity, relay, client_addr, session_id,
+                                          host)
+        except BaseException:
+            relay.close("connect failed")
+            raise
+        return relay
+
+    async def _connect_agent(self, node: Node, identity: Identity, relay: Relay,
+                             client_addr: str, session_id: str, target: str) -> None:
+        if not node.connected_here:
+            where = f"proxy {node.tunnel}" if node.tunnel else "another proxy"
+            raise ConnectionProblem(f"node {node.name} is connected to {where}, not this one")
+        conn = await self.tunnel.dial(node.host_id, DialRequest(
+            kind=KIND_NODE, target=target, client_addr=client_addr, user=identity.username,
+            session_id=session_id))
+        conn.attach(relay.protocol(1))
+
+    async def _connect_agentless(self, node: Node, role_set: RoleSet, identity: Identity,
+                                 relay: Relay, client_addr: str, session_id: str,
+                                 via: str) -> None:
+        allowed = [login for login in identity.logins
+                   if role_set.check_ssh(node.labels, login).allowed]
+        fields: dict[str, Any] = {"server": node.name, "server_addr": node.address,
+                                  "session_id": session_id, "remote_addr": client_addr,
+                                  "proxy": self.credentials.host_id, "via": via,
+                                  "agentless": True}
+        if not allowed:
+            reason = (role_set.check_ssh(node.labels, identity.logins[0]).reason
+                      if identity.logins else "the certificate holds no login")
+            await self._emit("access.denied", identity, reason=reason, **fields)
+            raise AccessDenied(f"access to {node.name} denied: {reason}")
+        host, port = parse_address(address_of(node))
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await asyncio.get_running_loop().create_connection(
+                    lambda: relay.protocol(1), host, port)
+        except (OSError, TimeoutError) as err:
+            raise ConnectionProblem(f"cannot connect to {node.name} at {node.address}: "
+                                    f"{err or 'timeout'}") from None
+        started = time.monotonic()
+        await self._emit("session.start", identity, logins=allowed, **fields)
+
+        def ended(done: Relay) -> None:
+            task = asyncio.ensure_future(self._emit(
+                "session.end", identity, bytes_in=done.bytes_from[0],
+                bytes_out=done.bytes_from[1], duration_seconds=round(
+                    time.monotonic() - started, 3), reason=done.close_reason, **fields))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        relay.on_close = ended
+
+    async def _emit(self, event_type: str, identity: Identity, **fields: Any) -> None:
+        try:
+            await self.emitter.emit(make_event(event_type, cluster=self.credentials.cluster,
+                                               user=identity.username, **fields))
+        except (LimenError, OSError):
+            log.exception("ssh proxy: cannot write audit event %s", event_type)
+
+
+def _may_see(role_set: RoleSet, identity: Identity, node: Node) -> bool:
+    """Some login of the certificate is allowed on the node's labels (MFA assumed: the node,
+    or for agentless nodes the enforcement step, decides about it)."""
+    return any(role_set.check_ssh(node.labels, login, mfa_verified=True).allowed
+               for login in identity.logins)
+
+
+class ProxySSHService:
+    """Listeners ``ssh_proxy`` and ``tunnel`` of the proxy, as one daemon service."""
+
+    name = "proxy-ssh"
+
+    def __init__(self, settings: Settings, credentials: HostCredentials, auth: AuthClient,
+                 emitter: Emitter, *, auth_address: str | Callable[[], str] | None = None,
+                 idle_timeout: float = 3600.0, view_ttl: float = 2.0,
+                 tunnel_options: Mapping[str, Any] | None = None) -> None:
+        if not credentials.ssh_cert:
+            raise BadParameter("the proxy's credentials hold no SSH host certificate")
+        self.settings = settings
+        self.credentials = credentials
+        self.auth = auth
+        self.tunnel = TunnelServer(
+            credentials, auth_address=auth_address or (lambda: auth.address),
+            on_heartbeat=self._heartbeat, emitter=emitter, idle_timeout=idle_timeout,
+            **dict(tunnel_options or {}))
+        self.view = ClusterView(auth, ttl=view_ttl)
+        self.connector = SSHConnector(credentials, self.tunnel, self.view, emitter,
+                                      idle_timeout=idle_timeout)
+        self.front = SSHFront(self.connector)
+
+    async def start(self) -> dict[str, str]:
+        tunnel = await self.tunnel.start(self.settings.listeners.tunnel)
+        try:
+            ssh = await self.front.start(self.settings.listeners.ssh_proxy)
+        except BaseException:
+            await self.tunnel.stop()
+            raise
+        return {"ssh_proxy": ssh, "tunnel": tunnel}
+
+    async def stop(self) -> None:
+        await self.front.stop()
+        await self.tunnel.stop()
+
+    async def _heartbeat(self, record: AgentRecord, resource: Mapping[str, Any]) -> None:
+        await self.auth.call("POST", "/v1/presence/heartbeat", {
+            "resource": dict(resource), "host_id": record.host_id, "cluster": record.cluster,
+            "tunnel": self.credentials.host_id})

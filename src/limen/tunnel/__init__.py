@@ -1,0 +1,49 @@
+"""The reverse tunnel: agents behind NAT dial out to the proxy, the proxy routes through them.
+
+::
+
+    agent (node, db, ...)                              proxy
+      TunnelAgent ──SSH control conn (dials out)──▶ TunnelServer (listener "tunnel")
+                  ◀── dial {nonce} ────────────────     registry of connected agents
+                  ── new TCP conn "LIMEN-DATA n" ──▶    paired with the dial, relayed raw
+      handler(sock, request)                            (the payload is end-to-end SSH)
+
+Modules, bottom up::
+
+    protocol   control messages and the data preamble: pure codec, fuzzed
+    nonces     single-use, expiring data-connection nonces
+    backoff    reconnect delays (exponential, full jitter)
+    relay      the byte pump (asyncio Protocols), EOF and idle rules
+    sshopts    ciphers, host keys, the peer host-certificate check
+    registry   connected agents (host id, hostname, labels, heartbeat)
+    control    proxy side of a control connection (login, hello, messages)
+    server     TunnelServer: listener, sniffing, pairing, dial, auth splicing
+    agent      TunnelAgent: connect, heartbeat, reconnect, serve dials, auth via the proxy
+
+Sits above ``limen.auth`` and below the proxy and the agents, which both import it.
+"""
+
+from limen.tunnel.agent import DialHandler, TunnelAgent
+from limen.tunnel.backoff import Backoff
+from limen.tunnel.protocol import KIND_AUTH, KIND_NODE, MODE_RAW, MODE_TLS, DialRequest
+from limen.tunnel.registry import AgentRecord, AgentRegistry
+from limen.tunnel.relay import Relay, RelayProtocol, tune_socket
+from limen.tunnel.server import DataConnection, TunnelServer
+
+__all__ = [
+    "KIND_AUTH",
+    "KIND_NODE",
+    "MODE_RAW",
+    "MODE_TLS",
+    "AgentRecord",
+    "AgentRegistry",
+    "Backoff",
+    "DataConnection",
+    "DialHandler",
+    "DialRequest",
+    "Relay",
+    "RelayProtocol",
+    "TunnelAgent",
+    "TunnelServer",
+    "tune_socket",
+]

@@ -1,0 +1,218 @@
+"""Proxy side of one agent's control connection: SSH login, the hello check, the messages.
+
+Authentication scheme (asyncssh accepts only *user* certificates for client authentication,
+and an agent holds a *host* certificate):
+
+1. SSH user authentication with the agent's plain public key. Any key passes this step; what it
+   proves is that the peer holds the private key of ``key`` (the signature covers the session
+   id). Certificates offered here are refused: a user certificate never opens a tunnel.
+2. The only thing the connection may then do is open the ``limen-control@limen.dev``
+   subsystem and send ``hello`` with its host certificate, within ``hello_timeout``. The
+   proxy verifies it with :func:`~limen.ca.ssh_certs.verify_ssh_host_cert` against this
+   cluster's host CA (signature, cluster, validity, agent role) and checks that it certifies
+   the key from step 1. Otherwise the connection is dropped and the reason logged and audited.
+3. Then the proxy answers ``welcome`` with its own host certificate (the agent runs the same
+   check on the proxy's handshake key), registers the agent, and accepts heartbeats,
+   ``connect`` requests and ``dial_failed`` answers. No port forwarding, shells or other
+   channels are ever accepted on the tunnel port.
+
+Called by :mod:`limen.tunnel.server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from limen.ca.identity import Identity, SystemRole
+from limen.errors import AccessDenied, BadParameter
+from limen.tunnel.protocol import (
+    CONTROL_SUBSYSTEM,
+    Connect,
+    Decoder,
+    DialFailed,
+    Heartbeat,
+    Hello,
+    Message,
+    Welcome,
+    encode,
+)
+from limen.tunnel.registry import AgentRecord
+from limen.tunnel.sshopts import verify_peer_host_cert
+
+if TYPE_CHECKING:
+    from limen.tunnel.server import TunnelServer
+
+__all__ = ["AGENT_ROLES", "AgentLink"]
+
+log = logging.getLogger(__name__)
+
+AGENT_ROLES = frozenset({SystemRole.NODE, SystemRole.DB, SystemRole.KUBE, SystemRole.APP})
+"""System roles allowed to open a reverse tunnel."""
+
+
+class AgentLink(asyncssh.SSHServer):
+    """One control connection (the asyncssh ``server_factory`` object of the tunnel port)."""
+
+    def __init__(self, tunnel: TunnelServer) -> None:
+        self.tunnel = tunnel
+        self.conn: Any = None
+        self.peer = ""
+        self.key_blob = b""
+        self.identity: Identity | None = None
+        self.host_id = ""
+        """Set once the hello is verified."""
+        self.session: ControlSession | None = None
+        self.replaced = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._refused: set[bytes] = set()
+
+    # ------------------------------------------------------------------ SSH server hooks
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+        host, port = (conn.get_extra_info("peername") or ("?", 0))[:2]
+        self.peer = f"{host}:{port}"
+        self.tunnel.links.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.tunnel.link_lost(self)
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: Any) -> bool:
+        # The last key asyncssh asks about before auth completes is the one that signed.
+        self.key_blob = bytes(key.public_data)
+        return True
+
+    def validate_ca_key(self, username: str, key: Any) -> bool:
+        blob = bytes(key.public_data)
+        if blob not in self._refused:
+            self._refused.add(blob)
+            self.tunnel.refuse(self.peer, "a certificate was offered for SSH login at the "
+                                          "tunnel port; agents log in with their key")
+        return False
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def auth_completed(self) -> None:
+        self._deadline = asyncio.get_running_loop().call_later(
+            self.tunnel.hello_timeout, self._hello_missing)
+
+    def session_requested(self) -> Any:
+        if self.session is not None or self.replaced:
+            return False
+        self.session = ControlSession(self)
+        return self.session
+
+    def connection_requested(self, *args: Any) -> bool:
+        return False
+
+    def server_requested(self, *args: Any) -> bool:
+        return False
+
+    # ------------------------------------------------------------------ messages
+
+    def send(self, message: Message) -> None:
+        if self.session is not None and self.session.chan is not None:
+            self.session.chan.write(encode(message))
+
+    def handle(self, message: Message) -> None:
+        if self.identity is None:
+            if isinstance(message, Hello):
+                self._hello(message)
+            else:
+                self.fail(f"expected hello, got {message.type}")
+        elif isinstance(message, Heartbeat):
+            self.tunnel.heartbeat(self, message.resource)
+        elif isinstance(message, DialFailed):
+            self.tunnel.dial_failed(self, message.nonce, message.reason)
+        elif isinstance(message, Connect):
+            self.send(self.tunnel.connect_request(self, message))
+        else:
+            self.fail(f"unexpected {message.type} message from an agent")
+
+    def _hello(self, hello: Hello) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        try:
+            identity = verify_peer_host_cert(hello.cert, self.key_blob, self.tunnel.host_trust,
+                                             AGENT_ROLES, self.tunnel.now())
+        except AccessDenied as err:
+            self.tunnel.refuse(self.peer, str(err))
+            self.fail(f"tunnel refused: {err}", log_it=False)
+            return
+        self.identity = identity
+        self.host_id = identity.host_id or ""
+        creds = self.tunnel.credentials
+        self.send(Welcome(cert=creds.ssh_cert.decode().strip(), proxy_id=creds.host_id,
+                          cluster=creds.cluster,
+                          heartbeat_interval=self.tunnel.heartbeat_interval))
+        self.tunnel.register(self, AgentRecord(
+            host_id=self.host_id, hostname=identity.hostname or "",
+            cluster=identity.cluster, role=str(identity.system_role), address=self.peer,
+            connected_at=datetime.now(UTC)))
+
+    def _hello_missing(self) -> None:
+        if self.identity is None:
+            self.tunnel.refuse(self.peer, "no valid hello within "
+                                          f"{self.tunnel.hello_timeout:.0f} s")
+            self.fail("no hello", log_it=False)
+
+    def fail(self, reason: str, *, log_it: bool = True) -> None:
+        if log_it:
+            log.warning("tunnel: dropping control connection from %s: %s", self.peer, reason)
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason[:200])
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class ControlSession(asyncssh.SSHServerSession[bytes]):
+    """The control subsystem channel: frames in, messages to the link."""
+
+    def __init__(self, link: AgentLink) -> None:
+        self.link = link
+        self.chan: Any = None
+        self.decoder = Decoder()
+
+    def connection_made(self, chan: Any) -> None:
+        self.chan = chan
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return subsystem == CONTROL_SUBSYSTEM
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except BadParameter as err:
+            self.link.fail(f"bad control message: {err}")
+            return
+        for message in messages:
+            self.link.handle(message)
+
+    def eof_received(self) -> bool:
+        self.link.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.close()

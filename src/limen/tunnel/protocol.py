@@ -1,0 +1,341 @@
+"""The reverse tunnel's wire formats: control messages and the data-connection preamble.
+
+Pure code (bytes in, messages out, no I/O), fuzzed by the unit tests: any input either decodes
+or raises :class:`~limen.errors.BadParameter`. Called by :mod:`limen.tunnel.server` (proxy side)
+and :mod:`limen.tunnel.agent` (agent side).
+
+Control messages travel on the ``limen-control@limen.dev`` subsystem channel of the agent's SSH
+control connection, one frame each: a 4-byte big-endian length, then a compact JSON object with
+a ``type`` field::
+
+    agent                                   proxy
+      │── hello {cert: agent host cert} ────▶│ verify cert (host CA, cluster, expiry, role) and
+      │                                      │ that it certifies the key the agent logged in with
+      │◀── welcome {cert: proxy host cert} ──│ the agent checks the proxy the same way
+      │── heartbeat {resource} ─────────────▶│ every 10 s; forwarded to auth presence
+      │◀── dial {nonce, kind, target, ...} ──│ "open a data connection for this user session"
+      │── dial_failed {nonce, reason} ──────▶│ (only when the agent cannot serve it)
+      │── connect {id, kind: "auth"} ───────▶│ "connect me to auth" (agents behind NAT)
+      │◀── connect_ok {id, nonce} ───────────│ or connect_failed {id, reason}
+
+Data connections are new TCP connections from the agent to the same tunnel port that start
+with the preamble ``LIMEN-DATA <nonce>\\n`` (nonce: 128 random bits, 32 lowercase hex digits);
+after it the connection carries the payload bytes untouched. The proxy tells control and data
+connections apart by their first bytes (``SSH-`` versus ``LIMEN-DATA ``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from limen.errors import BadParameter
+
+__all__ = [
+    "CONTROL_SUBSYSTEM",
+    "DATA_PREFIX",
+    "KIND_AUTH",
+    "KIND_NODE",
+    "MAX_FRAME",
+    "MAX_PREAMBLE",
+    "MODE_RAW",
+    "MODE_TLS",
+    "PROTOCOL_VERSION",
+    "Connect",
+    "ConnectFailed",
+    "ConnectOk",
+    "Decoder",
+    "Dial",
+    "DialFailed",
+    "DialRequest",
+    "Heartbeat",
+    "Hello",
+    "Message",
+    "Welcome",
+    "decode_message",
+    "encode",
+    "format_preamble",
+    "new_nonce",
+    "parse_preamble",
+]
+
+PROTOCOL_VERSION = 1
+CONTROL_SUBSYSTEM = "limen-control@limen.dev"
+"""Name of the SSH subsystem that carries the control messages."""
+DATA_PREFIX = b"LIMEN-DATA "
+"""First bytes of a data connection."""
+MAX_PREAMBLE = len(DATA_PREFIX) + 32 + 1
+"""Length of a complete preamble line, newline included."""
+MAX_FRAME = 256 * 1024
+"""Largest control frame accepted (a heartbeat carries a Resource document)."""
+MAX_TEXT = 16 * 1024
+"""Largest string field other than certificates and resources."""
+
+KIND_NODE = "node"
+"""Dial the agent's SSH server (the node agent serves one SSH connection on the data socket)."""
+KIND_AUTH = "auth"
+"""Agent to proxy: splice the data connection to the auth API (mTLS stays end to end)."""
+MODE_RAW = "raw"
+"""The payload is authenticated and encrypted end to end (SSH, mTLS): relay bytes untouched."""
+MODE_TLS = "tls"
+"""Reserved for protocols that are not end-to-end protected (databases later): the data
+connection will then be wrapped in mutual TLS between proxy and agent, with the proxy's and the
+agent's host certificates. Not implemented yet; agents refuse dials in this mode."""
+MODES = (MODE_RAW, MODE_TLS)
+
+_HEADER = struct.Struct(">I")
+_NONCE = re.compile(rb"[0-9a-f]{32}")
+_NONCE_TEXT = re.compile(r"[0-9a-f]{32}")
+
+
+def new_nonce() -> str:
+    """128 random bits as 32 lowercase hex digits."""
+    return secrets.token_hex(16)
+
+
+def format_preamble(nonce: str) -> bytes:
+    if not _NONCE_TEXT.fullmatch(nonce):
+        raise BadParameter("a data-connection nonce is 32 lowercase hex digits")
+    return DATA_PREFIX + nonce.encode() + b"\n"
+
+
+def parse_preamble(line: bytes) -> str:
+    """The nonce of a complete preamble line (with its newline), or :class:`BadParameter`."""
+    if len(line) != MAX_PREAMBLE or not line.startswith(DATA_PREFIX) or line[-1:] != b"\n":
+        raise BadParameter("malformed data-connection preamble")
+    nonce = line[len(DATA_PREFIX):-1]
+    if not _NONCE.fullmatch(nonce):
+        raise BadParameter("malformed data-connection nonce")
+    return nonce.decode()
+
+
+# ---------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    """What a dial asks the agent to serve (proxy to agent), or the proxy (agent to proxy)."""
+
+    kind: str
+    """:data:`KIND_NODE` (SSH to the node agent) or :data:`KIND_AUTH`; db/kube/app later."""
+    target: str = ""
+    """The name the user asked for (``web1``, ``web1:22``), for the agent's logs and audit."""
+    mode: str = MODE_RAW
+    """:data:`MODE_RAW` now; :data:`MODE_TLS` is the seam for databases."""
+    client_addr: str = ""
+    """``host:port`` of the user's client as the proxy saw it."""
+    user: str = ""
+    """The Limen user the proxy authenticated (informational: the node re-verifies)."""
+    session_id: str = ""
+    nonce: str = ""
+    """Set by the tunnel server when it sends the dial."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    type: ClassVar[str] = "hello"
+    cert: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Welcome:
+    type: ClassVar[str] = "welcome"
+    cert: str
+    proxy_id: str
+    cluster: str
+    heartbeat_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    type: ClassVar[str] = "heartbeat"
+    resource: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dial:
+    type: ClassVar[str] = "dial"
+    request: DialRequest
+
+
+@dataclass(frozen=True)
+class DialFailed:
+    type: ClassVar[str] = "dial_failed"
+    nonce: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Connect:
+    type: ClassVar[str] = "connect"
+    id: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class ConnectOk:
+    type: ClassVar[str] = "connect_ok"
+    id: int
+    nonce: str
+
+
+@dataclass(frozen=True)
+class ConnectFailed:
+    type: ClassVar[str] = "connect_failed"
+    id: int
+    reason: str
+
+
+Message = Hello | Welcome | Heartbeat | Dial | DialFailed | Connect | ConnectOk | ConnectFailed
+
+
+def encode(message: Message) -> bytes:
+    """One frame: length prefix and compact JSON."""
+    body: dict[str, Any] = {"type": message.type, **asdict(message)}
+    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    if len(payload) > MAX_FRAME:
+        raise BadParameter(f"control message larger than {MAX_FRAME} bytes")
+    return _HEADER.pack(len(payload)) + payload
+
+
+def decode_message(payload: bytes) -> Message:
+    """One frame's JSON body as a message; :class:`BadParameter` for anything else."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise BadParameter(f"control message is not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise BadParameter("control message is not a JSON object")
+    kind = doc.get("type")
+    parser = _PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise BadParameter(f"unknown control message type {str(kind)[:40]!r}")
+    return parser(doc)
+
+
+class Decoder:
+    """Incremental frame decoder: ``feed(bytes)`` returns the complete messages so far.
+
+    A malformed frame raises :class:`BadParameter`; the connection must then be dropped (the
+    decoder stays failed)."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._max = max_frame
+        self._failed = False
+
+    def feed(self, data: bytes) -> list[Message]:
+        if self._failed:
+            raise BadParameter("control stream already failed")
+        self._buf += data
+        out: list[Message] = []
+        try:
+            while len(self._buf) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(self._buf)
+                if size > self._max:
+                    raise BadParameter(f"control frame of {size} bytes exceeds {self._max}")
+                end = _HEADER.size + size
+                if len(self._buf) < end:
+                    break
+                payload = bytes(self._buf[_HEADER.size:end])
+                del self._buf[:end]
+                out.append(decode_message(payload))
+        except BadParameter:
+            self._failed = True
+            raise
+        return out
+
+
+# ---------------------------------------------------------------------- field parsing
+
+
+def _text(doc: Mapping[str, Any], key: str, *, limit: int = MAX_TEXT,
+          required: bool = True) -> str:
+    value = doc.get(key, None if required else "")
+    if not isinstance(value, str):
+        raise BadParameter(f"control message field {key!r} must be a string")
+    if len(value) > limit:
+        raise BadParameter(f"control message field {key!r} is too long")
+    return value
+
+
+def _int(doc: Mapping[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise BadParameter(f"control message field {key!r} must be a non-negative integer")
+    return value
+
+
+def _nonce(doc: Mapping[str, Any], key: str = "nonce") -> str:
+    value = _text(doc, key)
+    if not _NONCE_TEXT.fullmatch(value):
+        raise BadParameter("control message nonce must be 32 lowercase hex digits")
+    return value
+
+
+def _choice(doc: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = _text(doc, key, limit=64)
+    if value not in allowed:
+        raise BadParameter(f"control message field {key!r} has an unknown value {value!r}")
+    return value
+
+
+def _hello(doc: Mapping[str, Any]) -> Hello:
+    return Hello(cert=_text(doc, "cert", limit=MAX_FRAME), version=_int(doc, "version"))
+
+
+def _welcome(doc: Mapping[str, Any]) -> Welcome:
+    interval = doc.get("heartbeat_interval")
+    if (not isinstance(interval, int | float) or isinstance(interval, bool)
+            or not 0.01 <= interval <= 3600):
+        raise BadParameter("control message field 'heartbeat_interval' is out of range")
+    return Welcome(cert=_text(doc, "cert", limit=MAX_FRAME), proxy_id=_text(doc, "proxy_id"),
+                   cluster=_text(doc, "cluster"), heartbeat_interval=float(interval))
+
+
+def _heartbeat(doc: Mapping[str, Any]) -> Heartbeat:
+    resource = doc.get("resource")
+    if not isinstance(resource, dict):
+        raise BadParameter("control message field 'resource' must be an object")
+    return Heartbeat(resource=resource)
+
+
+def _dial(doc: Mapping[str, Any]) -> Dial:
+    req = doc.get("request")
+    if not isinstance(req, dict):
+        raise BadParameter("control message field 'request' must be an object")
+    return Dial(DialRequest(
+        kind=_text(req, "kind", limit=64), target=_text(req, "target", required=False),
+        mode=_choice(req, "mode", MODES), client_addr=_text(req, "client_addr", required=False),
+        user=_text(req, "user", required=False),
+        session_id=_text(req, "session_id", required=False, limit=128),
+        nonce=_nonce(req)))
+
+
+def _dial_failed(doc: Mapping[str, Any]) -> DialFailed:
+    return DialFailed(nonce=_nonce(doc), reason=_text(doc, "reason"))
+
+
+def _connect(doc: Mapping[str, Any]) -> Connect:
+    return Connect(id=_int(doc, "id"), kind=_text(doc, "kind", limit=64))
+
+
+def _connect_ok(doc: Mapping[str, Any]) -> ConnectOk:
+    return ConnectOk(id=_int(doc, "id"), nonce=_nonce(doc))
+
+
+def _connect_failed(doc: Mapping[str, Any]) -> ConnectFailed:
+    return ConnectFailed(id=_int(doc, "id"), reason=_text(doc, "reason"))
+
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
+    Hello.type: _hello, Welcome.type: _welcome, Heartbeat.type: _heartbeat, Dial.type: _dial,
+    DialFailed.type: _dial_failed, Connect.type: _connect, ConnectOk.type: _connect_ok,
+    ConnectFailed.type: _connect_failed,
+}

@@ -1,0 +1,86 @@
+"""The proxy's registry of connected agents, keyed by host id.
+
+An entry appears when an agent's control connection has passed the host-certificate check,
+is refreshed by every heartbeat, and disappears when the connection closes (keepalives detect
+dead peers). A reconnecting agent replaces its previous entry. Read by the proxy's routing;
+written by :mod:`limen.tunnel.server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+__all__ = ["AgentRecord", "AgentRegistry"]
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    host_id: str
+    """From the agent's verified host certificate."""
+    hostname: str
+    cluster: str
+    role: str
+    """System role from the certificate: node, db, kube, app."""
+    address: str
+    """``host:port`` the control connection came from."""
+    connected_at: datetime
+    last_heartbeat: datetime | None = None
+    resource: Mapping[str, Any] | None = None
+    """The Resource document of the last heartbeat, as the agent sent it."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """``metadata.labels`` of the last heartbeat (static and dynamic labels)."""
+
+    @property
+    def name(self) -> str:
+        """Node name: the heartbeat's resource name, else the certificate's hostname."""
+        meta = (self.resource or {}).get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        return name if isinstance(name, str) and name else (self.hostname or self.host_id)
+
+    def with_heartbeat(self, resource: Mapping[str, Any], when: datetime) -> AgentRecord:
+        meta = resource.get("metadata")
+        raw = meta.get("labels") if isinstance(meta, Mapping) else None
+        labels = ({str(k): str(v) for k, v in raw.items() if isinstance(v, str)}
+                  if isinstance(raw, Mapping) else {})
+        return replace(self, last_heartbeat=when, resource=dict(resource), labels=labels)
+
+
+class AgentRegistry(Mapping[str, AgentRecord]):
+    """A read-only mapping for readers; ``put``/``remove`` for the tunnel server."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, AgentRecord] = {}
+        self._changed = asyncio.Event()
+
+    def __getitem__(self, host_id: str) -> AgentRecord:
+        return self._records[host_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put(self, record: AgentRecord) -> None:
+        self._records[record.host_id] = record
+        self._notify()
+
+    def remove(self, host_id: str) -> None:
+        if self._records.pop(host_id, None) is not None:
+            self._notify()
+
+    async def wait_for(self, predicate: Callable[[AgentRegistry], bool],
+                       within: float) -> None:
+        """Return once ``predicate(self)`` holds; ``TimeoutError`` after ``within`` s."""
+        async with asyncio.timeout(within):
+            while not predicate(self):
+                event = self._changed
+                await event.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -1,0 +1,259 @@
+"""The byte pump: joins two streams (TCP transports or SSH channels) without copying twice.
+
+Used by the proxy to join a user's SSH channel (``ssh -J`` jump, ``proxy:`` subsystem) with a
+tunnel data connection or an agentless node's TCP connection, by the tunnel server to splice an
+agent's data connection to the auth API, and by the agent to forward its local auth listener.
+Built on asyncio Protocols (callbacks, no streams, no extra task per direction): the DESIGN's
+measurements put a Protocol relay at ~1.7 GiB/s against ~0.5 GiB/s for asyncio streams.
+
+::
+
+    side 0 ──data_received──▶ Relay ──write──▶ side 1      (and the other way round)
+           ◀──pause_reading── Relay ◀─pause_writing─       back pressure crosses over
+
+Rules, the same for every hop (the DESIGN saw one proxied run in ~100 where all data arrived
+but the session never closed):
+
+* EOF from one side is passed on as EOF (half-close) to the other; when both sides have sent
+  EOF, both are closed explicitly.
+* When one side is lost, the other is closed (its pending output is flushed first).
+* An idle timeout (no byte in either direction) aborts both sides; it also bounds a close that
+  never completes because a peer stopped reading.
+* Every TCP socket gets ``TCP_NODELAY`` (asyncio's default, asserted here) and ``TCP_QUICKACK``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["Endpoint", "Relay", "RelayProtocol", "tune_socket"]
+
+log = logging.getLogger(__name__)
+
+
+def tune_socket(sock: Any) -> None:
+    """``TCP_NODELAY`` and ``TCP_QUICKACK`` on a TCP socket (no-op for other sockets)."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_QUICKACK"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
+class Endpoint(Protocol):
+    """What the relay writes to: an ``asyncio.Transport`` or an asyncssh channel."""
+
+    def write(self, data: Any) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def can_write_eof(self) -> bool: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Relay:
+    """Joins side 0 and side 1. Adapters call the ``received``/``eof``/``lost``/``pause``/
+    ``resume`` callbacks with their side number; :meth:`attach` gives each side's writer.
+
+    Data arriving before the other side is attached is buffered and its side paused.
+    ``done`` resolves when both sides are gone; ``on_close`` runs once at that moment.
+    """
+
+    def __init__(self, *, idle_timeout: float | None = None,
+                 on_close: Callable[[Relay], None] | None = None, name: str = "relay") -> None:
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self.on_close = on_close
+        self.bytes_from = [0, 0]
+        """Bytes received from side 0 and side 1 (= written to the other side)."""
+        self.close_reason = ""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ends: list[Endpoint | None] = [None, None]
+        self._pending: list[list[bytes]] = [[], []]
+        self._eof = [False, False]
+        self._lost = [False, False]
+        self._closing = False
+        self._activity = 0
+        self._seen = -1
+        self._timer: asyncio.TimerHandle | None = None
+        if idle_timeout:
+            self._timer = asyncio.get_running_loop().call_later(idle_timeout / 2,
+                                                                self._check_idle)
+
+    # ------------------------------------------------------------------ wiring
+
+    def attach(self, side: int, endpoint: Endpoint) -> None:
+        self._ends[side] = endpoint
+        pending, self._pending[side ^ 1] = self._pending[side ^ 1], []
+        for chunk in pending:
+            endpoint.write(chunk)
+        if self._lost[side ^ 1] or self._closing:
+            self._close_side(side)
+            return
+        peer = self._ends[side ^ 1]
+        if pending and peer is not None:
+            peer.resume_reading()
+        if self._eof[side ^ 1]:
+            self._pass_eof(side)
+
+    def protocol(self, side: int) -> RelayProtocol:
+        """An asyncio Protocol feeding this relay as ``side`` (attaches on connection_made)."""
+        return RelayProtocol(self, side)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def received(self, side: int, data: bytes) -> None:
+        self._activity += 1
+        self.bytes_from[side] += len(data)
+        peer = self._ends[side ^ 1]
+        if peer is not None:
+            peer.write(data)
+            return
+        self._pending[side].append(bytes(data))
+        end = self._ends[side]
+        if end is not None:
+            end.pause_reading()
+
+    def eof(self, side: int) -> None:
+        self._activity += 1
+        self._eof[side] = True
+        if self._ends[side ^ 1] is not None:
+            self._pass_eof(side ^ 1)
+        if self._eof[side ^ 1]:
+            self.close("eof from both sides")
+
+    def lost(self, side: int, exc: BaseException | None = None) -> None:
+        self._lost[side] = True
+        if exc is not None and not self.close_reason:
+            self.close_reason = f"side {side} lost: {exc}"
+        if self._lost[side ^ 1] or (self._closing and self._ends[side ^ 1] is None):
+            self._finish()
+        elif self._ends[side ^ 1] is not None:
+            self.close(self.close_reason or f"side {side} closed")
+        # else: the other side is not attached yet; it is closed (after its pending data)
+        # when it attaches, or the owner closes the relay when the dial fails.
+
+    def pause(self, side: int) -> None:
+        """``side``'s writer is backed up: stop reading from the other side."""
+        peer = self._ends[side ^ 1]
+        if peer is not None:
+            peer.pause_reading()
+
+    def resume(self, side: int) -> None:
+        peer = self._ends[side ^ 1]
+        if peer is not None:
+            peer.resume_reading()
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, reason: str = "closed") -> None:
+        """Close both sides (pending output is flushed); idempotent."""
+        if not self.close_reason:
+            self.close_reason = reason
+        if self._closing:
+            return
+        self._closing = True
+        for side in (0, 1):
+            self._close_side(side)
+        if all(end is None or lost for end, lost in zip(self._ends, self._lost, strict=True)):
+            self._finish()
+
+    def abort(self, reason: str = "aborted") -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+        self._closing = True
+        for side in (0, 1):
+            end = self._ends[side]
+            if end is not None and not self._lost[side]:
+                with contextlib.suppress(Exception):
+                    end.abort()
+        self._finish()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self.done)
+
+    def _pass_eof(self, side: int) -> None:
+        end = self._ends[side]
+        if end is None or self._lost[side]:
+            return
+        try:
+            if end.can_write_eof():
+                end.write_eof()
+            else:
+                self.close("eof on a side that cannot half-close")
+        except (OSError, RuntimeError) as err:
+            self.close(f"cannot pass EOF: {err}")
+
+    def _close_side(self, side: int) -> None:
+        end = self._ends[side]
+        if end is not None and not self._lost[side]:
+            with contextlib.suppress(Exception):
+                end.close()
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closing = True
+        for side in (0, 1):
+            if not self._lost[side]:
+                self._close_side(side)
+        self.done.set_result(None)
+        if self.on_close is not None:
+            try:
+                self.on_close(self)
+            except Exception:
+                log.exception("%s: close callback failed", self.name)
+
+    def _check_idle(self) -> None:
+        assert self.idle_timeout
+        if self._activity == self._seen:
+            log.info("%s: idle for %.0f s; closing", self.name, self.idle_timeout)
+            self.abort(f"idle for {self.idle_timeout:.0f} s")
+            return
+        self._seen = self._activity
+        self._timer = asyncio.get_running_loop().call_later(self.idle_timeout / 2,
+                                                            self._check_idle)
+
+
+class RelayProtocol(asyncio.Protocol):
+    """One TCP side of a :class:`Relay`."""
+
+    def __init__(self, relay: Relay, side: int) -> None:
+        self.relay = relay
+        self.side = side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tune_socket(transport.get_extra_info("socket"))
+        self.relay.attach(self.side, transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.received(self.side, data)
+
+    def eof_received(self) -> bool:
+        self.relay.eof(self.side)
+        return True  # keep the transport open: the other direction may still flow
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self.side, exc)
+
+    def pause_writing(self) -> None:
+        self.relay.pause(self.side)
+
+    def resume_writing(self) -> None:
+        self.relay.resume(self.side)

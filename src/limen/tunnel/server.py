@@ -1,0 +1,408 @@
+"""The reverse-tunnel server (proxy side, listener ``tunnel``): control and data connections.
+
+::
+
+    agent ──TCP──▶ tunnel port ──first bytes──┬─ "SSH-"         control connection (asyncssh,
+                                              │                  see limen.tunnel.control)
+                                              └─ "LIMEN-DATA n\\n" data connection: paired with
+                                                                 the dial (or auth request)
+                                                                 that issued nonce n
+
+``dial(host_id, request)`` asks the agent over its control connection to open a data
+connection, waits for it (``dial_timeout``, ~5 s) and returns it as a :class:`DataConnection`
+ready to be attached to a relay. The agent may also ask for a data connection to the auth API
+(``connect`` kind ``auth``): the proxy splices it to ``auth_address`` with a relay, so agents
+behind NAT reach auth only through the proxy while their mutual TLS stays end to end.
+
+Garbage, a preamble that does not arrive within ``preamble_timeout``, and unknown, expired or
+reused nonces close the connection; nothing else happens. Called by the proxy's SSH service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncssh
+
+from limen.ca.host_credentials import HostCredentials
+from limen.errors import ConnectionProblem, LimenError, NotFound
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.address import bind_tcp, parse_address, socket_address
+from limen.tunnel.control import AgentLink
+from limen.tunnel.nonces import NonceEntry, NonceTable
+from limen.tunnel.protocol import (
+    DATA_PREFIX,
+    KIND_AUTH,
+    MAX_PREAMBLE,
+    Connect,
+    ConnectFailed,
+    ConnectOk,
+    Dial,
+    DialRequest,
+    Message,
+    parse_preamble,
+)
+from limen.tunnel.registry import AgentRecord, AgentRegistry
+from limen.tunnel.relay import Relay, tune_socket
+from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, host_key, trust_map
+
+__all__ = ["DataConnection", "HeartbeatSink", "TunnelServer"]
+
+log = logging.getLogger(__name__)
+
+HeartbeatSink = Callable[[AgentRecord, Mapping[str, Any]], Awaitable[None]]
+"""Receives every agent heartbeat (the proxy forwards it to auth presence)."""
+_SSH = b"SSH-"
+MIN_HEARTBEAT_GAP = 1.0
+"""Heartbeats closer together than this (seconds) update the registry but are not forwarded."""
+
+
+class DataConnection:
+    """A data connection paired with a dial: the raw transport, paused, plus any bytes that
+    arrived right after the preamble. :meth:`attach` hands the stream to a protocol."""
+
+    def __init__(self, transport: asyncio.Transport, leftover: bytes, peer: str,
+                 host_id: str) -> None:
+        self.transport = transport
+        self.leftover = leftover
+        self.peer = peer
+        self.host_id = host_id
+        self._attached = False
+
+    def attach(self, protocol: asyncio.Protocol) -> None:
+        """Make ``protocol`` the stream's protocol (connection_made, leftover, resume)."""
+        if self._attached:
+            raise RuntimeError("data connection already attached")
+        self._attached = True
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if self.leftover:
+            data, self.leftover = self.leftover, b""
+            protocol.data_received(data)
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self._attached:
+            self.transport.close()
+
+
+class TunnelServer:
+    def __init__(
+        self, credentials: HostCredentials, *,
+        auth_address: str | Callable[[], str] | None = None,
+        on_heartbeat: HeartbeatSink | None = None,
+        emitter: Emitter | None = None,
+        dial_timeout: float = 5.0,
+        preamble_timeout: float = 5.0,
+        hello_timeout: float = 10.0,
+        heartbeat_interval: float = 10.0,
+        keepalive_interval: float = 15.0,
+        keepalive_count_max: int = 3,
+        idle_timeout: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.credentials = credentials
+        self.host_trust = trust_map(credentials)
+        self._auth_address = auth_address
+        self.on_heartbeat = on_heartbeat
+        self.emitter = emitter
+        self.dial_timeout = dial_timeout
+        self.preamble_timeout = preamble_timeout
+        self.hello_timeout = hello_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.registry = AgentRegistry()
+        self.links: set[AgentLink] = set()
+        self.address = ""
+        self._by_host: dict[str, AgentLink] = {}
+        self._nonces = NonceTable()
+        self._waiting: dict[str, asyncio.Future[DataConnection]] = {}
+        self._last_forward: dict[str, float] = {}
+        self._server: asyncio.Server | None = None
+        self._options: Any = None
+        self._open: set[asyncio.Transport] = set()
+        self._relays: set[Relay] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, address: str) -> str:
+        key, cert = host_key(self.credentials)
+        self._options = await asyncssh.SSHServerConnectionOptions.construct(
+            server_factory=lambda: AgentLink(self), server_host_keys=[key],
+            server_host_certs=[cert], encryption_algs=list(ENCRYPTION_ALGS),
+            compression_algs=list(COMPRESSION), encoding=None, allow_pty=False,
+            agent_forwarding=False, x11_forwarding=False, line_editor=False,
+            login_timeout=self.hello_timeout, keepalive_interval=self.keepalive_interval,
+            keepalive_count_max=self.keepalive_count_max)
+        sock = bind_tcp(address)
+        self.address = socket_address(sock)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Sniffer(self), sock=sock)
+        log.info("tunnel server listening on %s", self.address)
+        return self.address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for link in list(self.links):
+            link.close()
+        for relay in list(self._relays):
+            relay.abort("tunnel server stopping")
+        for transport in list(self._open):
+            transport.abort()
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionProblem("the tunnel server is stopping"))
+        for task in list(self._tasks):
+            task.cancel()
+        for link in list(self.links):
+            if link.conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(link.conn.wait_closed(), 5)
+        self.links.clear()
+
+    # ------------------------------------------------------------------ dialing
+
+    async def dial(self, host_id: str, request: DialRequest) -> DataConnection:
+        """A data connection from agent ``host_id`` serving ``request`` (the caller attaches
+        it to a relay, or closes it). :class:`NotFound` when the agent is not connected here,
+        :class:`ConnectionProblem` when it does not answer in time."""
+        link = self._by_host.get(host_id)
+        if link is None or not link.host_id:
+            raise NotFound(f"no agent with host id {host_id} is connected to this proxy")
+        entry = self._nonces.issue(host_id, "dial")
+        future: asyncio.Future[DataConnection] = asyncio.get_running_loop().create_future()
+        self._waiting[entry.nonce] = future
+        try:
+            link.send(Dial(replace(request, nonce=entry.nonce)))
+            async with asyncio.timeout(self.dial_timeout):
+                return await future
+        except TimeoutError:
+            raise ConnectionProblem(f"agent {host_id} did not open a data connection within "
+                                    f"{self.dial_timeout:.0f} s") from None
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().close()  # paired, but nobody will attach it
+            raise
+        finally:
+            self._waiting.pop(entry.nonce, None)
+            self._nonces.discard(entry.nonce)
+
+    def dial_failed(self, link: AgentLink, nonce: str, reason: str) -> None:
+        future = self._waiting.get(nonce)
+        entry = self._nonces.take(nonce)
+        if future is None or entry is None or entry.host_id != link.host_id:
+            return
+        if not future.done():
+            future.set_exception(ConnectionProblem(f"agent refused the dial: {reason}"))
+
+    def connect_request(self, link: AgentLink, message: Connect) -> Message:
+        if message.kind != KIND_AUTH:
+            return ConnectFailed(message.id, f"unknown connect kind {message.kind!r}")
+        if self._auth_address is None:
+            return ConnectFailed(message.id, "this proxy does not forward to auth")
+        entry = self._nonces.issue(link.host_id, KIND_AUTH)
+        return ConnectOk(message.id, entry.nonce)
+
+    # ------------------------------------------------------------------ data connections
+
+    def data_connection(self, nonce: str, transport: asyncio.Transport, leftover: bytes,
+                        peer: str) -> None:
+        entry = self._nonces.take(nonce)
+        if entry is None:
+            log.info("tunnel: data connection from %s with an unknown or expired nonce", peer)
+            transport.abort()
+            return
+        conn = DataConnection(transport, leftover, peer, entry.host_id)
+        if entry.purpose == KIND_AUTH:
+            self._spawn(self._splice_to_auth(conn, entry))
+            return
+        future = self._waiting.get(nonce)
+        if future is None or future.done():
+            conn.close()
+            return
+        future.set_result(conn)
+
+    async def _splice_to_auth(self, conn: DataConnection, entry: NonceEntry) -> None:
+        address = self._auth_address() if callable(self._auth_address) else self._auth_address
+        assert address is not None
+        relay = self.new_relay(f"auth splice for {entry.host_id}")
+        try:
+            host, port = parse_address(address)
+            await asyncio.get_running_loop().create_connection(
+                lambda: relay.protocol(1), host, port)
+        except (OSError, LimenError) as err:
+            log.warning("tunnel: cannot reach auth at %s for agent %s: %s", address,
+                        entry.host_id, err)
+            conn.close()
+            relay.close("auth unreachable")
+            return
+        conn.attach(relay.protocol(0))
+
+    def new_relay(self, name: str, **kwargs: Any) -> Relay:
+        """A relay tracked by this server (aborted on stop)."""
+        relay = Relay(idle_timeout=kwargs.pop("idle_timeout", self.idle_timeout), name=name,
+                      **kwargs)
+        self._relays.add(relay)
+        relay.done.add_done_callback(lambda _f: self._relays.discard(relay))
+        return relay
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ agents
+
+    def register(self, link: AgentLink, record: AgentRecord) -> None:
+        previous = self._by_host.get(record.host_id)
+        if previous is not None and previous is not link:
+            previous.replaced = True
+            previous.close()
+            self._nonces.discard_host(record.host_id)
+        self._by_host[record.host_id] = link
+        self.registry.put(record)
+        log.info("tunnel: agent %s (%s, %s) connected from %s", record.host_id,
+                 record.hostname, record.role, record.address)
+
+    def link_lost(self, link: AgentLink) -> None:
+        self.links.discard(link)
+        host_id = link.host_id
+        if not host_id:
+            return
+        if self._by_host.get(host_id) is link:
+            del self._by_host[host_id]
+            self.registry.remove(host_id)
+            self._nonces.discard_host(host_id)
+            self._last_forward.pop(host_id, None)
+            log.info("tunnel: agent %s disconnected", host_id)
+
+    def heartbeat(self, link: AgentLink, resource: Mapping[str, Any]) -> None:
+        host_id = link.host_id
+        record = self.registry.get(host_id)
+        if record is None or self._by_host.get(host_id) is not link:
+            return
+        record = record.with_heartbeat(resource, self.now())
+        self.registry.put(record)
+        now = time.monotonic()
+        if self.on_heartbeat is None or now - self._last_forward.get(host_id, -1e9) \
+                < MIN_HEARTBEAT_GAP:
+            return
+        self._last_forward[host_id] = now
+        self._spawn(self._forward_heartbeat(record, resource))
+
+    async def _forward_heartbeat(self, record: AgentRecord, resource: Mapping[str, Any]) -> None:
+        assert self.on_heartbeat is not None
+        try:
+            await self.on_heartbeat(record, resource)
+        except (LimenError, OSError) as err:
+            log.warning("tunnel: cannot record the heartbeat of %s: %s", record.host_id, err)
+
+    def refuse(self, peer: str, reason: str) -> None:
+        """Log (and audit, when an emitter is set) a refused tunnel connection."""
+        log.warning("tunnel: refused connection from %s: %s", peer, reason)
+        if self.emitter is not None:
+            self._spawn(self._audit_refusal(peer, reason))
+
+    async def _audit_refusal(self, peer: str, reason: str) -> None:
+        assert self.emitter is not None
+        try:
+            await self.emitter.emit(make_event(
+                "auth", success=False, cluster=self.credentials.cluster, remote_addr=peer,
+                reason=reason, listener="tunnel"))
+        except (LimenError, OSError):
+            log.exception("tunnel: cannot audit a refused connection")
+
+    def new_ssh_connection(self) -> Any:
+        return asyncssh.SSHServerConnection(asyncio.get_running_loop(), self._options)
+
+
+class _Sniffer(asyncio.Protocol):
+    """Reads the first bytes of a tunnel-port connection and hands it over."""
+
+    def __init__(self, server: TunnelServer) -> None:
+        self.server = server
+        self.buf = b""
+        self.peer = ""
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        tune_socket(transport.get_extra_info("socket"))
+        host, port = (transport.get_extra_info("peername") or ("?", 0))[:2]
+        self.peer = f"{host}:{port}"
+        self.server._open.add(transport)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.server.preamble_timeout, self._drop, "no preamble in time")
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        head = self.buf[:len(DATA_PREFIX)]
+        if head[:4] == _SSH[:len(head[:4])]:
+            if len(self.buf) >= len(_SSH):
+                self._to_ssh()
+        elif head == DATA_PREFIX[:len(head)]:
+            end = self.buf.find(b"\n", 0, MAX_PREAMBLE)
+            if end < 0:
+                if len(self.buf) >= MAX_PREAMBLE:
+                    self._drop("malformed preamble")
+                return
+            try:
+                nonce = parse_preamble(self.buf[:end + 1])
+            except LimenError:
+                self._drop("malformed preamble")
+                return
+            self._to_data(nonce, self.buf[end + 1:])
+        else:
+            self._drop("garbage")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        if self.transport is not None:
+            self.server._open.discard(self.transport)
+
+    def _to_ssh(self) -> None:
+        assert self.transport is not None
+        self._cancel()
+        self.server._open.discard(self.transport)
+        conn = self.server.new_ssh_connection()
+        self.transport.set_protocol(conn)
+        conn.connection_made(self.transport)
+        conn.data_received(self.buf)
+
+    def _to_data(self, nonce: str, leftover: bytes) -> None:
+        assert self.transport is not None
+        self._cancel()
+        self.server._open.discard(self.transport)
+        self.transport.pause_reading()
+        self.server.data_connection(nonce, self.transport, leftover, self.peer)
+
+    def _drop(self, reason: str) -> None:
+        self._cancel()
+        log.info("tunnel: dropping connection from %s: %s", self.peer, reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
