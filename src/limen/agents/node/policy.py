@@ -1,0 +1,95 @@
+"""Who may log in as what on this node: the ``AccessPolicy`` seam and its in-process form.
+
+The node agent asks, for every session and forwarding request, ``check_ssh(identity, login)``
+(RBAC with the node's labels) and ``session_options(identity)`` (the merged role options:
+forwarding, file copy, idle timeout, recording mode). The daemon passes
+:class:`StoreAccessPolicy` over the auth server's store in single-process mode; a separate
+agent gets an implementation over the auth API (same protocol).
+
+:class:`StoreAccessPolicy` reads the identity's roles from the store on every call, so a
+changed role applies to the next session, and caches the compiled ``RoleSet`` per (role
+revisions, traits). Identities of another cluster (trusted clusters) are refused unless a
+``map_roles`` function maps them to local roles.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from limen.api.resources import Kind, Resource
+from limen.ca.identity import Identity
+from limen.rbac import Decision, RoleSet, SessionOptions
+from limen.rbac.decision import deny
+from limen.services.resources import ResourceStore
+
+__all__ = ["AccessPolicy", "StoreAccessPolicy"]
+
+_CacheKey = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[str, ...]], ...]]
+
+
+@runtime_checkable
+class AccessPolicy(Protocol):
+    async def check_ssh(self, identity: Identity, login: str) -> Decision:
+        """May ``identity`` open a session as Unix ``login`` on this node?"""
+        ...
+
+    async def session_options(self, identity: Identity) -> SessionOptions:
+        """The options merged over the identity's roles."""
+        ...
+
+
+class StoreAccessPolicy:
+    """:class:`AccessPolicy` over a :class:`ResourceStore` of roles (see the module doc)."""
+
+    def __init__(self, store: ResourceStore, node_labels: Mapping[str, str], *,
+                 cluster: str | None = None,
+                 map_roles: Callable[[Identity], Sequence[str]] | None = None,
+                 cache_size: int = 256) -> None:
+        self.store = store
+        self.node_labels = dict(node_labels)
+        self.cluster = cluster
+        self.map_roles = map_roles
+        self.cache_size = cache_size
+        self._cache: OrderedDict[_CacheKey, RoleSet] = OrderedDict()
+
+    def _role_names(self, identity: Identity) -> Sequence[str] | None:
+        if self.cluster is None or identity.cluster == self.cluster:
+            return identity.roles
+        if self.map_roles is None:
+            return None
+        return self.map_roles(identity)
+
+    async def role_set(self, identity: Identity) -> RoleSet | None:
+        """The identity's compiled roles; None for an unmapped foreign identity."""
+        names = self._role_names(identity)
+        if names is None:
+            return None
+        roles: list[Resource] = []
+        for name in dict.fromkeys(names):
+            role = await self.store.find(Kind.ROLE, name)
+            if role is not None:
+                roles.append(role)
+        key: _CacheKey = (tuple((r.name, r.revision) for r in roles),
+                          tuple(sorted((k, tuple(v)) for k, v in identity.traits.items())))
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        role_set = RoleSet.from_roles(roles, identity.traits)
+        self._cache[key] = role_set
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return role_set
+
+    async def check_ssh(self, identity: Identity, login: str) -> Decision:
+        role_set = await self.role_set(identity)
+        if role_set is None:
+            return deny(None, "cluster", f"certificates of cluster {identity.cluster!r} are "
+                                         "not mapped to roles of this cluster")
+        return role_set.check_ssh(self.node_labels, login)
+
+    async def session_options(self, identity: Identity) -> SessionOptions:
+        role_set = await self.role_set(identity)
+        return (role_set or RoleSet(())).options
