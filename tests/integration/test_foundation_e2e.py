@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .cluster import ClusterFactory, LimenCluster, describe
+from .cluster import ClusterFactory, LimenCluster, describe, tree_modes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "gitops"
 ORIGIN_LABEL = "limen.dev/origin"
@@ -84,6 +84,17 @@ def test_apply_prints_created_for_each_object(applied: Applied) -> None:
     expected = object_names(example_documents())
     assert actions(applied.first) == dict.fromkeys(expected, "created")
     assert applied.site.running is (applied.mode == "running")
+
+
+def test_the_data_directory_is_private(applied: Applied) -> None:
+    modes = tree_modes(applied.site.data_dir)
+    # listeners.json holds only loopback addresses, for scripts of any user.
+    modes.pop("listeners.json", None)
+    assert "log/events/" in modes
+    assert {name: mode for name, mode in modes.items() if name.endswith("/")} == \
+        dict.fromkeys((n for n in modes if n.endswith("/")), 0o700)
+    assert {name: mode for name, mode in modes.items() if not name.endswith("/")} == \
+        dict.fromkeys((n for n in modes if not n.endswith("/")), 0o600)
 
 
 def test_applying_the_same_directory_again_changes_nothing(applied: Applied) -> None:

@@ -47,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 
 from limen.events.event import AuditEvent
+from limen.files import private_dir
 
 __all__ = ["DAY_FILE_PATTERN", "FileLog", "day_file_name", "day_files"]
 
@@ -285,9 +286,9 @@ def _fail(done: Future[None], err: BaseException) -> None:
 
 
 def _ensure_private_dir(directory: Path) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if directory.stat().st_mode & 0o777 != 0o700:
-        os.chmod(directory, 0o700)
+    if directory.is_dir() and directory.stat().st_mode & 0o777 == 0o700:
+        return
+    private_dir(directory)  # missing parents (DATA_DIR/log) are created 0700 too
 
 
 def _fsync_dir(directory: Path) -> None:
