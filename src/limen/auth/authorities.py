@@ -13,7 +13,7 @@ import json
 from limen.api.resources import Kind, Resource
 from limen.backend.base import Backend, Condition, Put
 from limen.ca.authority import CertAuthority, CertAuthorityType
-from limen.errors import CompareFailed, NotFound
+from limen.errors import BadParameter, CompareFailed
 from limen.services.resources import ResourceStore, encode, resource_key
 
 __all__ = ["CA_SECRET_PREFIX", "Authorities", "ca_resource_name"]
@@ -71,7 +71,9 @@ class Authorities:
         try:
             return self._own[ca_type]
         except KeyError:
-            raise NotFound(f"the {ca_type.value} CA is not loaded; call ensure() first") from None
+            raise BadParameter("this data directory holds no cluster yet: start it once with "
+                               "`limen start` (that names the cluster and creates its CAs)"
+                               ) from None
 
     async def trusted(self, ca_type: CertAuthorityType) -> dict[str, CertAuthority]:
         """Public CAs of ``ca_type`` of every trusted cluster (this one included), by cluster."""

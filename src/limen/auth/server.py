@@ -97,12 +97,22 @@ class AuthServer:
         self.tokens = JoinTokens(self.store)
         self.emitter = emitter
         self.clock = clock
+        self.initialized = False
+        """False until ``start()`` has the cluster's name and CAs."""
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    async def start(self) -> None:
-        """Settle the cluster name (first start records it) and load or create the CAs."""
+    async def start(self, *, initialize: bool = True) -> None:
+        """Settle the cluster name (the first start records it) and load or create the CAs.
+
+        ``initialize=False`` (``lmctl`` on a data directory nothing runs from) only loads what
+        exists: a directory bootstrapped offline keeps its name and CAs for ``limen start``.
+        """
+        item = await self.backend.get(CLUSTER_NAME_KEY)
+        if item is None and not initialize:
+            self.initialized = False
+            return
         try:
             await self.backend.create(CLUSTER_NAME_KEY, self.settings.name.encode())
         except AlreadyExists:
@@ -115,6 +125,7 @@ class AuthServer:
             self.cluster_name = stored
         self.authorities = Authorities(self.backend, self.store, self.cluster_name)
         await self.authorities.ensure()
+        self.initialized = True
 
     async def emit(self, event_type: str, *, success: bool | None = None,
                    user: str | None = None, **fields: Any) -> None:
@@ -143,6 +154,9 @@ class AuthServer:
         return [f"@cert-authority * {key}" for key in host_ca.ssh_public_keys()]
 
     def status(self) -> dict[str, Any]:
+        if not self.initialized:
+            return {"cluster": None, "ca_fingerprints": {},
+                    "second_factor": self.settings.second_factor}
         fingerprints = {t.value: self.authorities.get(t).fingerprint for t in CertAuthorityType}
         return {"cluster": self.cluster_name, "ca_fingerprints": fingerprints,
                 "second_factor": self.settings.second_factor}

@@ -223,7 +223,7 @@ async def _local_admin(data_dir: Path) -> AsyncIterator[LocalAdmin]:
     log = FileLog(events_dir)
     try:
         server = AuthServer(backend, settings.cluster, log)
-        await server.start()
+        await server.start(initialize=False)
         yield LocalAdmin(server, events_dir)
     finally:
         log.close()

@@ -74,7 +74,7 @@ def status(output: str) -> None:
     if output != "text":
         emit_documents([info], output)
         return
-    click.echo(f"Cluster:  {info['cluster']}")
+    click.echo(f"Cluster:  {info['cluster'] or '(not started yet: run limen start once)'}")
     for ca_type, fingerprint in sorted(info["ca_fingerprints"].items()):
         click.echo(f"CA {ca_type + ':':<6} {fingerprint}")
     for name, address in sorted(info.get("listeners", {}).items()):
