@@ -33,8 +33,10 @@ from .cluster import (
     LimenCluster,
     LimenUser,
     SshAgent,
+    clean_env,
     describe,
     inspect_ssh_cert,
+    run,
     ssh_fingerprint,
     tree_modes,
     wait_for,
@@ -186,6 +188,27 @@ def test_ssh_certificate_carries_logins_identity_and_role_ttl(
     assert "limen-identity@limen.dev" in cert.extensions
     assert cert.critical_options == ()
     assert_lifetime(cert.valid_from, cert.valid_to, dave_session, DEV_MAX_TTL)
+
+
+def test_x509_certificate_binds_the_same_key_identity_and_expiry(
+        site: LimenCluster, dave_session: Session) -> None:
+    dave = dave_session.user
+    crt = dave.key_dir / "dave.crt"
+    verified = run(["openssl", "verify", "-purpose", "sslclient", "-CAfile",
+                    dave.key_dir / "cas" / f"{site.name}.pem", crt], env=clean_env())
+    assert verified.stdout.strip() == f"{crt}: OK"
+    certificate = x509.load_pem_x509_certificate(crt.read_bytes())
+    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    assert [n.value for n in names] == ["dave"]
+    ssh_cert = inspect_ssh_cert(dave.ssh_cert_path(site.name))
+    assert local_time(certificate.not_valid_after_utc.timestamp()) == ssh_cert.valid_to
+
+    public = (dave.key_dir / "dave.pub").read_text()
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    assert certificate.public_key().public_bytes(*raw) == \
+        serialization.load_ssh_public_key(public.encode()).public_bytes(*raw)
+    certified = run(["ssh-keygen", "-lf", dave.ssh_cert_path(site.name)], env=clean_env())
+    assert certified.stdout.split()[1] == ssh_fingerprint(public.strip())
 
 
 def assert_lifetime(valid_from: datetime, valid_to: datetime, session: Session,
