@@ -14,6 +14,7 @@ import click
 
 from limen.cli.common import handle_errors
 from limen.cli.daemon import run_daemon
+from limen.cli.limen_operator import operator
 from limen.cli.process import cluster_services
 from limen.config import Settings, load_settings, parse_labels
 
@@ -96,6 +97,9 @@ def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             out[key] = value
     return out
+
+
+cli.add_command(operator)
 
 
 def main() -> None:

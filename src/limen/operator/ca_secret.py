@@ -1,0 +1,161 @@
+"""The CA Secret of a Cluster: the cluster's certificate authorities, generated once by the
+operator, and what the operator does with them.
+
+::
+
+    Cluster CR ──▶ operator: generate_cas() once ──▶ Secret <name>-ca (never overwritten;
+                   │                                  changed only by a requested rotation)
+                   │                                    │ mounted read-only
+                   │                                    ▼
+                   │                      auth pod, init container `limen operator seed-ca`
+                   │                      ──▶ seed_backend(): the CA records auth loads at start
+                   └─ operator_identity(): an admin client certificate signed by the TLS CA,
+                      so the operator calls the auth it deployed with its own identity
+
+Data keys: ``cluster`` (the cluster name) and ``<type>.json`` for every CA type (user, host,
+tls, db, jwt): the ``CertAuthority.to_dict()`` record auth keeps in its backend, private keys
+included. ``rotate`` and ``finish_rotation`` implement ``spec.ca_rotation`` on these records: a
+new active key while the old one stays trusted, then (after the grace period) only the new.
+
+Called by ``limen.operator.cluster`` and ``limen start``'s init container (``seed-ca``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from limen.api.resources import Kind, Resource
+from limen.auth.authorities import CA_SECRET_PREFIX, ca_resource_name
+from limen.auth.server import CLUSTER_NAME_KEY
+from limen.backend.base import Backend, Condition, Put
+from limen.ca.authority import CertAuthority, CertAuthorityType
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.keys import generate_private_key, private_key_to_pem
+from limen.ca.x509_certs import sign_client_cert
+from limen.errors import BadParameter, CompareFailed
+from limen.services.resources import encode, resource_key
+
+__all__ = [
+    "OPERATOR_USER",
+    "finish_rotation",
+    "generate_cas",
+    "operator_identity",
+    "read_secret_data",
+    "rotate",
+    "rotation_types",
+    "secret_data",
+    "seed_backend",
+]
+
+OPERATOR_USER = "limen-operator"
+"""The user name in the operator's admin certificate (what audit events show as the actor)."""
+
+
+def generate_cas(cluster: str, *, now: datetime | None = None) -> dict[CertAuthorityType,
+                                                                        CertAuthority]:
+    """Fresh CAs of every type for ``cluster``."""
+    return {ca_type: CertAuthority.generate(cluster, ca_type, now=now)
+            for ca_type in CertAuthorityType}
+
+
+def secret_data(cluster: str, cas: Mapping[CertAuthorityType, CertAuthority]) -> dict[str, str]:
+    """The Secret's ``data`` (base64 values)."""
+    data = {"cluster": cluster}
+    for ca_type, ca in cas.items():
+        data[f"{ca_type.value}.json"] = json.dumps(ca.to_dict(), sort_keys=True)
+    return {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+
+
+def read_secret_data(data: Mapping[str, str]) -> tuple[str, dict[CertAuthorityType,
+                                                                  CertAuthority]]:
+    """The cluster name and CAs of a Secret's ``data`` (base64 values)."""
+    try:
+        plain = {key: base64.b64decode(value).decode() for key, value in data.items()}
+        cluster = plain["cluster"]
+        cas = {ca_type: CertAuthority.from_dict(json.loads(plain[f"{ca_type.value}.json"]))
+               for ca_type in CertAuthorityType}
+    except (KeyError, ValueError, UnicodeDecodeError) as err:
+        raise BadParameter(f"the CA Secret is incomplete or damaged: {err}") from None
+    for ca in cas.values():
+        if ca.cluster != cluster or not ca.has_private_key:
+            raise BadParameter(f"the CA Secret holds a {ca.type.value} CA of {ca.cluster!r} "
+                               f"without its private key or for another cluster")
+    return cluster, cas
+
+
+def rotation_types(which: str) -> tuple[CertAuthorityType, ...]:
+    """``spec.ca_rotation.type``: one CA type, or ``all``."""
+    if which == "all":
+        return tuple(CertAuthorityType)
+    try:
+        return (CertAuthorityType(which),)
+    except ValueError:
+        raise BadParameter(f"unknown CA type {which!r} to rotate") from None
+
+
+def rotate(cas: Mapping[CertAuthorityType, CertAuthority], types: Iterable[CertAuthorityType],
+           *, now: datetime | None = None) -> dict[CertAuthorityType, CertAuthority]:
+    """New active keys for ``types``; their previous keys stay trusted until
+    :func:`finish_rotation`."""
+    chosen = set(types)
+    return {t: (ca.rotate(now=now) if t in chosen else ca) for t, ca in cas.items()}
+
+
+def finish_rotation(cas: Mapping[CertAuthorityType, CertAuthority],
+                    types: Iterable[CertAuthorityType]) -> dict[CertAuthorityType,
+                                                                 CertAuthority]:
+    """Stop trusting the previous keys of ``types`` (the end of the grace period)."""
+    chosen = set(types)
+    return {t: (ca.finish_rotation() if t in chosen else ca) for t, ca in cas.items()}
+
+
+def operator_identity(tls_ca: CertAuthority, ttl: timedelta, *,
+                      now: datetime | None = None) -> HostCredentials:
+    """An admin identity for the operator, signed by the cluster's TLS CA (kept in memory)."""
+    key = generate_private_key()
+    identity = Identity(username=OPERATOR_USER, cluster=tls_ca.cluster,
+                        system_role=SystemRole.ADMIN)
+    cert = sign_client_cert(tls_ca, key.public_key(), identity, ttl, now=now)
+    return HostCredentials(
+        cluster=tls_ca.cluster, host_id=OPERATOR_USER, role=SystemRole.ADMIN.value,
+        private_key_pem=private_key_to_pem(key).encode(),
+        tls_cert_pem=cert.public_bytes(Encoding.PEM), tls_ca_pem=tls_ca.pem_bundle().encode())
+
+
+async def seed_backend(backend: Backend, cluster: str,
+                       cas: Mapping[CertAuthorityType, CertAuthority]) -> list[str]:
+    """Make ``backend`` hold exactly these CAs before auth starts (the Secret is the source of
+    truth for an operator-managed cluster); returns the CA types written. Refuses a backend
+    that already belongs to another cluster."""
+    item = await backend.get(CLUSTER_NAME_KEY)
+    if item is None:
+        await backend.put(CLUSTER_NAME_KEY, cluster.encode())
+    elif item.value.decode() != cluster:
+        raise BadParameter(f"this data directory belongs to cluster {item.value.decode()!r}, "
+                           f"not {cluster!r}")
+    written: list[str] = []
+    for ca_type, ca in sorted(cas.items()):
+        key = f"{CA_SECRET_PREFIX}{cluster}/{ca_type.value}"
+        record = json.dumps(ca.to_dict()).encode()
+        current = await backend.get(key)
+        if current is not None and json.loads(current.value) == ca.to_dict():
+            continue
+        public = Resource(Kind.CERT_AUTHORITY, ca_resource_name(ca_type, cluster),
+                          spec=ca.public_only().to_dict(), labels={"limen.dev/cluster": cluster})
+        public_key = resource_key(Kind.CERT_AUTHORITY, public.name)
+        public_item = await backend.get(public_key)
+        conditions = [Condition(key, current.revision if current else 0),
+                      Condition(public_key, public_item.revision if public_item else 0)]
+        try:
+            await backend.atomic(conditions, [Put(key, record), Put(public_key, encode(public))])
+        except CompareFailed:
+            raise CompareFailed("the CA records changed while seeding; run the seed again") \
+                from None
+        written.append(ca_type.value)
+    return written

@@ -1,0 +1,355 @@
+"""kopf handlers for Cluster: deploy a Limen cluster in Kubernetes and report its readiness.
+
+::
+
+    create / update / resume / timer ──▶ ClusterReconciler.reconcile
+        validate (CRD schema) ──invalid──▶ Valid=False, Stalled=True
+        CA Secret: create once (ca_secret.generate_cas); never overwritten, except by a
+                   requested rotation (spec.ca_rotation.nonce), finished after grace_period
+        children (cluster_builders): create, or merge-patch what differs; an existing object
+                   the Cluster does not own is left alone ──▶ Owned=False, Stalled=True
+        status: observedGeneration, conditions, publicAddress, auth/proxy ready counts,
+                caRotation; Ready once both Deployments have their replicas ready
+    Deployment event (app.kubernetes.io/managed-by=limen-operator) ──▶ refresh the owner's
+        readiness in its status
+
+Deleting the Cluster deletes its children through their ownerReferences (Kubernetes' garbage
+collector); the operator needs no finalizer logic for it. Kubernetes calls go through
+``limen.operator.kube`` (threads). Called by ``limen.operator.main`` (registration).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+
+from limen.api.loader import SourceDocument
+from limen.api.resources import API_GROUP, API_VERSION, Kind
+from limen.api.validation import parse_duration, validate
+from limen.ca.authority import CertAuthority, CertAuthorityType
+from limen.errors import BadParameter, ValidationFailed
+from limen.operator.ca_secret import (
+    finish_rotation,
+    generate_cas,
+    read_secret_data,
+    rotate,
+    rotation_types,
+    secret_data,
+)
+from limen.operator.cluster_builders import (
+    ClusterNames,
+    children,
+    cluster_name,
+    cluster_spec,
+    common_labels,
+    is_owned_by,
+    owner_reference,
+    readiness,
+)
+from limen.operator.conditions import Check, Observation, build_status, status_changes
+from limen.operator.context import OperatorContext
+from limen.operator.kube import KubeApi, KubeError
+from limen.operator.settings import OPERATOR_ID_LABEL, REPORTING_COMPONENT
+
+__all__ = ["ROTATION_ANNOTATION", "ClusterReconciler", "register_cluster_handlers"]
+
+ROTATION_ANNOTATION = f"{API_GROUP}/ca-rotation"
+"""On the CA Secret: the state of the last rotation (JSON), written with the rotated keys."""
+DEFAULT_GRACE = timedelta(hours=30)
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+_VERSION = "v1alpha1"
+_VALID = Check(True, "Valid", "")
+
+
+def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    labels = {OPERATOR_ID_LABEL: ctx.config.operator_id or kopf.ABSENT}
+    reconciler = ClusterReconciler(ctx)
+
+    @kopf.on.resume(API_GROUP, _VERSION, "clusters", id="deploy", labels=labels,
+                    registry=registry)
+    @kopf.on.create(API_GROUP, _VERSION, "clusters", id="deploy", labels=labels,
+                    registry=registry)
+    @kopf.on.update(API_GROUP, _VERSION, "clusters", id="deploy", labels=labels,
+                    registry=registry)
+    async def deploy(body: kopf.Body, patch: kopf.Patch, logger: Logger, **_: Any) -> None:
+        await reconciler.reconcile(body, patch, logger, retry=True)
+
+    @kopf.timer(API_GROUP, _VERSION, "clusters", id="refresh", labels=labels,
+                interval=ctx.config.resync_seconds, initial_delay=ctx.config.resync_seconds,
+                registry=registry)
+    async def refresh(body: kopf.Body, patch: kopf.Patch, logger: Logger, **_: Any) -> None:
+        await reconciler.reconcile(body, patch, logger, retry=False)
+
+    @kopf.on.event("apps", "v1", "deployments",
+                   labels={"app.kubernetes.io/managed-by": REPORTING_COMPONENT},
+                   registry=registry)
+    async def deployment_changed(body: kopf.Body, logger: Logger, **_: Any) -> None:
+        await reconciler.deployment_changed(body, logger)
+
+
+class ClusterReconciler:
+    def __init__(self, ctx: OperatorContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def kube(self) -> KubeApi:
+        if self.ctx.kube is None:
+            raise kopf.TemporaryError("the Kubernetes API client is not ready", delay=1)
+        return self.ctx.kube
+
+    async def reconcile(self, body: Mapping[str, Any], patch: Any, logger: Logger, *,
+                        retry: bool) -> None:
+        uid = str(body["metadata"].get("uid") or "")
+        async with self.ctx.lock(uid):
+            self.ctx.reconciles[uid] += 1
+            problem = _problem(body)
+            if problem is not None:
+                invalid = Check(False, "Invalid", problem)
+                self._write(body, patch, Observation(invalid, invalid, Check(None, "NotChecked"),
+                                                     stalled=True))
+                return
+            try:
+                observation, extra = await self._deploy(body, logger)
+            except (KubeError, BadParameter) as err:
+                failed = Check(False, "KubernetesError" if isinstance(err, KubeError)
+                               else "CASecretDamaged", str(err))
+                stalled = isinstance(err, BadParameter)
+                self._write(body, patch, Observation(
+                    failed, _VALID, Check(None, "NotChecked"), reconciling=not stalled,
+                    stalled=stalled))
+                if retry and not stalled:
+                    raise kopf.TemporaryError(str(err),
+                                              delay=self.ctx.config.retry_seconds) from None
+                return
+            self._write(body, patch, observation, extra)
+
+    async def _deploy(self, body: Mapping[str, Any],
+                      logger: Logger) -> tuple[Observation, dict[str, Any]]:
+        secret, rotation = await self._ca_secret(body, logger)
+        if secret is None:
+            names = ClusterNames(body["metadata"]["name"])
+            conflict = Check(False, "NotOwned", f"the Secret {names.ca_secret} exists and is "
+                                                "not owned by this Cluster; delete or rename it")
+            return Observation(conflict, _VALID, conflict, stalled=True), {}
+        revision = int(rotation.get("revision", 0))
+        foreign: list[str] = []
+        for child in children(body, self.ctx.config.image, revision):
+            if not await self._apply_child(body, child):
+                foreign.append(f"{child['kind']} {child['metadata']['name']}")
+        if foreign:
+            conflict = Check(False, "NotOwned", f"{', '.join(foreign)} exist and are not owned "
+                                                "by this Cluster; delete or rename them")
+            return Observation(conflict, _VALID, conflict, stalled=True), {}
+        observation, extra = await self._observe(body)
+        extra["caSecret"] = secret
+        if rotation:
+            extra["caRotation"] = rotation
+        return observation, extra
+
+    # -- the CA Secret -----------------------------------------------------------------------
+    async def _ca_secret(self, body: Mapping[str, Any],
+                         logger: Logger) -> tuple[str | None, dict[str, Any]]:
+        """Create the Secret once; carry out a requested rotation. Returns its name (None when
+        a Secret of that name belongs to someone else) and the rotation state."""
+        meta = body["metadata"]
+        name = ClusterNames(meta["name"]).ca_secret
+        secret = await self.kube.get("Secret", meta["namespace"], name)
+        if secret is None:
+            cas = generate_cas(cluster_name(body), now=self.ctx.clock())
+            try:
+                await self.kube.create({
+                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": name, "namespace": meta["namespace"],
+                                 "labels": common_labels(body, "ca"),
+                                 "ownerReferences": [owner_reference(body)]},
+                    "data": secret_data(cluster_name(body), cas)})
+                logger.info("created the CA Secret %s", name)
+                return name, {}
+            except KubeError as err:
+                if err.status != 409:
+                    raise
+                secret = await self.kube.get("Secret", meta["namespace"], name)
+                if secret is None:
+                    raise
+        if not is_owned_by(secret, body):
+            return None, {}
+        return name, await self._rotation(body, secret, logger)
+
+    async def _rotation(self, body: Mapping[str, Any], secret: Mapping[str, Any],
+                        logger: Logger) -> dict[str, Any]:
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
+        state: dict[str, Any] = json.loads(annotations.get(ROTATION_ANNOTATION, "{}"))
+        request = cluster_spec(body).get("ca_rotation") or {}
+        now = self.ctx.clock()
+        if request and request.get("nonce") != state.get("nonce"):
+            grace = (parse_duration(request["grace_period"]) if request.get("grace_period")
+                     else DEFAULT_GRACE)
+            new_state = {"nonce": request["nonce"], "type": request["type"], "phase": "Rotating",
+                         "started": _iso(now), "finishAfter": _iso(now + grace),
+                         "revision": int(state.get("revision", 0)) + 1}
+            change = rotate
+        elif state.get("phase") == "Rotating" and now >= datetime.fromisoformat(
+                state["finishAfter"]):
+            new_state = {**state, "phase": "Completed", "finished": _iso(now),
+                         "revision": int(state.get("revision", 0)) + 1}
+            change = _finish
+        else:
+            return state
+        cluster, cas = read_secret_data(secret.get("data") or {})
+        types = rotation_types(str(new_state["type"]))
+        updated = change(cas, types, now=now)
+        meta = secret["metadata"]
+        await self.kube.merge_patch("Secret", meta["namespace"], meta["name"], {
+            "metadata": {"resourceVersion": meta.get("resourceVersion"),
+                         "annotations": {ROTATION_ANNOTATION: json.dumps(new_state,
+                                                                         sort_keys=True)}},
+            "data": secret_data(cluster, updated)})
+        message = (f"CA rotation {new_state['nonce']} ({new_state['type']}): "
+                   f"{new_state['phase'].lower()}; auth restarts with the new keys")
+        logger.info("%s", message)
+        self.ctx.post_event(body, "Normal", f"CARotation{new_state['phase']}", message)
+        return new_state
+
+    # -- children ----------------------------------------------------------------------------
+    async def _apply_child(self, body: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+        """Create ``desired`` or patch what differs; False when someone else owns the name."""
+        meta = desired["metadata"]
+        current = await self.kube.get(desired["kind"], meta["namespace"], meta["name"])
+        if current is None:
+            try:
+                await self.kube.create(desired)
+                return True
+            except KubeError as err:
+                if err.status != 409:
+                    raise
+                current = await self.kube.get(desired["kind"], meta["namespace"], meta["name"])
+                if current is None:
+                    raise
+        if not is_owned_by(current, body):
+            return False
+        patch = _patch_for(current, desired)
+        if patch:
+            await self.kube.merge_patch(desired["kind"], meta["namespace"], meta["name"], patch)
+        return True
+
+    # -- status ------------------------------------------------------------------------------
+    async def _observe(self, body: Mapping[str, Any]) -> tuple[Observation, dict[str, Any]]:
+        meta = body["metadata"]
+        names = ClusterNames(meta["name"])
+        auth = readiness(await self.kube.get("Deployment", meta["namespace"], names.auth))
+        proxy = readiness(await self.kube.get("Deployment", meta["namespace"], names.proxy))
+        service = await self.kube.get("Service", meta["namespace"], names.proxy) or {}
+        extra: dict[str, Any] = {
+            "publicAddress": cluster_spec(body)["public_address"],
+            "auth": {"ready": auth[0], "replicas": auth[1]},
+            "proxy": {"ready": proxy[0], "replicas": proxy[1]},
+        }
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        addresses = [i.get("hostname") or i.get("ip") for i in ingress if isinstance(i, dict)]
+        if any(addresses):
+            extra["loadBalancer"] = [a for a in addresses if a]
+        waiting = [f"{part} {ready}/{wanted} ready" for part, (ready, wanted)
+                   in (("auth", auth), ("proxy", proxy)) if wanted == 0 or ready < wanted]
+        if waiting:
+            progress = Check(False, "Progressing", "waiting for pods: " + ", ".join(waiting))
+            return Observation(progress, _VALID, Check(True, "Owned", ""), reconciling=True), extra
+        ready = Check(True, "Available", f"auth and proxy are ready at {extra['publicAddress']}")
+        return Observation(ready, _VALID, Check(True, "Owned", "")), extra
+
+    def _write(self, body: Mapping[str, Any], patch: Any, observation: Observation,
+               extra: Mapping[str, Any] | None = None) -> None:
+        previous = body.get("status") or {}
+        generation = int(body["metadata"].get("generation") or 0)
+        status = build_status(previous, observation, generation, self.ctx.clock(), extra)
+        for key, value in status_changes(previous, status).items():
+            patch.status[key] = value
+
+    async def deployment_changed(self, deployment: Mapping[str, Any], logger: Logger) -> None:
+        """A Deployment of a Cluster changed: refresh that Cluster's readiness now."""
+        meta = deployment.get("metadata") or {}
+        owner = next((ref for ref in meta.get("ownerReferences") or ()
+                      if ref.get("kind") == "Cluster" and ref.get("apiVersion") == API_VERSION),
+                     None)
+        if owner is None or self.ctx.kube is None:
+            return
+        body = await self.kube.get("Cluster", meta["namespace"], owner["name"])
+        if body is None or body["metadata"].get("uid") != owner.get("uid"):
+            return
+        status = body.get("status") or {}
+        if (body["metadata"].get("labels") or {}).get(OPERATOR_ID_LABEL, "") != (
+                self.ctx.config.operator_id) or status.get("observedGeneration") is None:
+            return  # another operator's, or not reconciled yet (the handler writes it first)
+        async with self.ctx.lock(str(body["metadata"]["uid"])):
+            observation, extra = await self._observe(body)
+            extra = {**extra, **{k: status[k] for k in ("caSecret", "caRotation")
+                                 if k in status}}
+            new = build_status(status, observation, int(status["observedGeneration"]),
+                               self.ctx.clock(), extra)
+            changes = status_changes(status, new)
+            if changes:
+                await self.kube.merge_patch("Cluster", meta["namespace"], owner["name"],
+                                            {"status": changes}, subresource="status")
+                logger.debug("refreshed the readiness of Cluster %s", owner["name"])
+
+
+def _problem(body: Mapping[str, Any]) -> str | None:
+    """Why this Cluster cannot be deployed as declared, or None."""
+    document = {"apiVersion": API_VERSION, "kind": Kind.CLUSTER.value,
+                "metadata": {"name": body["metadata"]["name"]},
+                "spec": dict(body.get("spec") or {})}
+    try:
+        validate([SourceDocument(f"clusters/{body['metadata'].get('namespace')}/"
+                                 f"{body['metadata']['name']}", 0, 1, document)])
+    except ValidationFailed as err:
+        return "; ".join(f"{e.path}: {e.reason}" for e in err.errors)
+    spec = cluster_spec(body)
+    if (spec.get("backend") or {}).get("type", "sqlite") != "sqlite":
+        return "spec.backend.type: this version of Limen stores its state in SQLite only"
+    if int((spec.get("auth") or {}).get("replicas", 1)) != 1:
+        return "spec.auth.replicas: the SQLite backend runs exactly one auth replica"
+    return None
+
+
+def _finish(cas: Mapping[CertAuthorityType, CertAuthority],
+            types: Iterable[CertAuthorityType], *,
+            now: datetime | None = None) -> dict[CertAuthorityType, CertAuthority]:
+    del now  # same signature as rotate()
+    return finish_rotation(cas, types)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _patch_for(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch setting the fields of ``desired`` that ``current`` lacks or differs in
+    (fields the API server added, such as defaults and clusterIP, are left alone)."""
+    patch: dict[str, Any] = {}
+    meta, want_meta = current.get("metadata") or {}, desired["metadata"]
+    labels = meta.get("labels") or {}
+    if any(labels.get(k) != v for k, v in want_meta.get("labels", {}).items()):
+        patch.setdefault("metadata", {})["labels"] = want_meta["labels"]
+    for key, value in desired.items():
+        if key in ("apiVersion", "kind", "metadata", "status"):
+            continue
+        if desired["kind"] == "PersistentVolumeClaim" and key == "spec":
+            continue  # immutable once bound
+        if not _contains(current.get(key), value):
+            patch[key] = value
+    return patch
+
+
+def _contains(have: Any, want: Any) -> bool:
+    """Is every field of ``want`` present and equal in ``have`` (lists item by item)?"""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(_contains(have.get(k), v)
+                                                 for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(have, list) and len(have) == len(want)
+                and all(_contains(h, w) for h, w in zip(have, want, strict=True)))
+    return bool(have == want)

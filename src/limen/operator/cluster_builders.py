@@ -1,0 +1,309 @@
+"""The Kubernetes objects a Cluster owns, built from its spec (pure: dicts in, dicts out).
+
+For a Cluster ``main`` in namespace ``limen``::
+
+    Secret     main-ca            the CAs (ca_secret.py; created once, never rebuilt here)
+    ConfigMap  main-config        limen.yaml for the pods
+    PVC        main-auth-data     auth's SQLite backend and audit log
+    Deployment main-auth          limen start --roles auth (init: limen operator seed-ca)
+    Service    main-auth          ClusterIP, 3025 (mutual TLS)
+    Deployment main-proxy         limen start --roles proxy
+    Service    main-proxy         spec.proxy.service_type: web 3080, ssh 3023, tunnel 3024
+
+Every object carries a controller ``ownerReference`` to the Cluster (Kubernetes' garbage
+collector deletes them with it) and the ``app.kubernetes.io/*`` labels. A spec change changes
+the pod templates (replicas, image, resources, and the ``limen.dev/config-hash`` annotation),
+which rolls the pods; ``limen.dev/ca-revision`` rolls auth after a CA rotation.
+
+Called by ``limen.operator.cluster``; tested on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from limen.api.resources import API_GROUP, API_VERSION
+from limen.api.schemas import with_defaults
+from limen.operator.settings import REPORTING_COMPONENT
+
+__all__ = [
+    "CA_REVISION_ANNOTATION",
+    "CONFIG_HASH_ANNOTATION",
+    "DATA_DIR",
+    "PORTS",
+    "ClusterNames",
+    "children",
+    "cluster_spec",
+    "common_labels",
+    "is_owned_by",
+    "limen_config",
+    "owner_reference",
+    "readiness",
+]
+
+CONFIG_HASH_ANNOTATION = f"{API_GROUP}/config-hash"
+CA_REVISION_ANNOTATION = f"{API_GROUP}/ca-revision"
+DATA_DIR = "/var/lib/limen/data"
+CONFIG_DIR = "/etc/limen"
+CA_DIR = "/etc/limen/ca"
+PORTS = {"auth": 3025, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024}
+_RUN_AS = 10001  # the image's limen user
+
+
+@dataclass(frozen=True)
+class ClusterNames:
+    """Names of a Cluster's children."""
+
+    base: str
+
+    @property
+    def ca_secret(self) -> str:
+        return f"{self.base}-ca"
+
+    @property
+    def config(self) -> str:
+        return f"{self.base}-config"
+
+    @property
+    def data(self) -> str:
+        return f"{self.base}-auth-data"
+
+    @property
+    def auth(self) -> str:
+        return f"{self.base}-auth"
+
+    @property
+    def proxy(self) -> str:
+        return f"{self.base}-proxy"
+
+
+def cluster_spec(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec with the CRD's defaults filled in (as the API server would)."""
+    return with_defaults("Cluster", dict(body.get("spec") or {}))
+
+
+def cluster_name(body: Mapping[str, Any]) -> str:
+    """The Limen cluster name: ``spec.cluster_name``, else ``metadata.name``."""
+    return str((body.get("spec") or {}).get("cluster_name") or body["metadata"]["name"])
+
+
+def common_labels(body: Mapping[str, Any], component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "limen",
+        "app.kubernetes.io/instance": str(body["metadata"]["name"]),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "limen",
+        "app.kubernetes.io/managed-by": REPORTING_COMPONENT,
+    }
+
+
+def _selector(body: Mapping[str, Any], component: str) -> dict[str, str]:
+    labels = common_labels(body, component)
+    return {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
+                                   "app.kubernetes.io/component")}
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {"apiVersion": API_VERSION, "kind": "Cluster", "name": meta["name"],
+            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def is_owned_by(obj: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Does ``obj`` name the Cluster ``body`` as its controller?"""
+    uid = body["metadata"]["uid"]
+    return any(ref.get("uid") == uid and ref.get("controller")
+               for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
+
+
+def _metadata(body: Mapping[str, Any], name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": body["metadata"]["namespace"],
+            "labels": common_labels(body, component),
+            "ownerReferences": [owner_reference(body)]}
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``limen.yaml`` the pods run with (see ``limen.config``)."""
+    spec = cluster_spec(body)
+    config: dict[str, Any] = {
+        "cluster": {"name": cluster_name(body), "second_factor": spec["second_factor"],
+                    "public_address": spec["public_address"]},
+        "listeners": {"web": f"0.0.0.0:{PORTS['web']}",
+                      "ssh_proxy": f"0.0.0.0:{PORTS['ssh-proxy']}",
+                      "tunnel": f"0.0.0.0:{PORTS['tunnel']}",
+                      "auth": f"0.0.0.0:{PORTS['auth']}"},
+    }
+    gitops = spec.get("gitops")
+    if gitops:
+        config["gitops"] = {"source": gitops["repo"]}
+        for src, dst in (("branch", "branch"), ("path", "path"), ("poll_interval", "interval")):
+            if gitops.get(src):
+                config["gitops"][dst] = gitops[src]
+        ref = gitops.get("credentials_ref") or {}
+        if ref.get("file"):
+            config["gitops"]["credentials_file"] = ref["file"]
+        elif ref.get("secret"):
+            config["gitops"]["credentials_file"] = f"{CONFIG_DIR}/gitops/{ref['key']}"
+    return config
+
+
+def config_map(body: Mapping[str, Any]) -> dict[str, Any]:
+    text = yaml.safe_dump(limen_config(body), sort_keys=True)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _metadata(body, ClusterNames(body["metadata"]["name"]).config, "config"),
+            "data": {"limen.yaml": text}}
+
+
+def config_hash(body: Mapping[str, Any]) -> str:
+    text = json.dumps(limen_config(body), sort_keys=True).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+# -- workloads ---------------------------------------------------------------------------------
+
+
+def _volumes(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
+    names = ClusterNames(body["metadata"]["name"])
+    spec = cluster_spec(body)
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names.config}},
+    ]
+    if auth:
+        volumes.append({"name": "ca", "secret": {"secretName": names.ca_secret,
+                                                 "defaultMode": 0o400}})
+        volumes.append({"name": "data",
+                        "persistentVolumeClaim": {"claimName": names.data}})
+        ref = (spec.get("gitops") or {}).get("credentials_ref") or {}
+        if ref.get("secret"):
+            volumes.append({"name": "gitops", "secret": {"secretName": ref["secret"],
+                                                         "defaultMode": 0o400}})
+    else:
+        volumes.append({"name": "data", "emptyDir": {}})
+    return volumes
+
+
+def _mounts(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
+                                     "subPath": "limen.yaml", "readOnly": True},
+                                    {"name": "data", "mountPath": DATA_DIR}]
+    ref = ((cluster_spec(body).get("gitops") or {}).get("credentials_ref") or {})
+    if auth and ref.get("secret"):
+        mounts.append({"name": "gitops", "mountPath": f"{CONFIG_DIR}/gitops", "readOnly": True})
+    return mounts
+
+
+def _container(body: Mapping[str, Any], component: str, image: str,
+               ports: Mapping[str, int]) -> dict[str, Any]:
+    spec = cluster_spec(body)
+    auth = component == "auth"
+    container: dict[str, Any] = {
+        "name": component, "image": image,
+        "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
+                 "--roles", component],
+        "ports": [{"name": name, "containerPort": port} for name, port in ports.items()],
+        "readinessProbe": {"tcpSocket": {"port": next(iter(ports))}, "periodSeconds": 5},
+        "volumeMounts": _mounts(body, auth=auth),
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+    resources = (spec.get(component) or {}).get("resources")
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: int,
+                ports: Mapping[str, int], annotations: Mapping[str, str]) -> dict[str, Any]:
+    names = ClusterNames(body["metadata"]["name"])
+    auth = component == "auth"
+    pod: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": _RUN_AS, "fsGroup": _RUN_AS},
+        "containers": [_container(body, component, image, ports)],
+        "volumes": _volumes(body, auth=auth),
+    }
+    if auth:
+        pod["initContainers"] = [{
+            "name": "seed-ca", "image": image,
+            "args": ["operator", "seed-ca", "--ca-dir", CA_DIR, "--data-dir", DATA_DIR],
+            "volumeMounts": [{"name": "ca", "mountPath": CA_DIR, "readOnly": True},
+                             {"name": "data", "mountPath": DATA_DIR}],
+            "securityContext": {"allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]}},
+        }]
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _metadata(body, names.auth if auth else names.proxy, component),
+        "spec": {
+            "replicas": replicas,
+            # SQLite has one writer: never two auth pods on the volume, even during a rollout
+            "strategy": {"type": "Recreate"} if auth else {"type": "RollingUpdate"},
+            "selector": {"matchLabels": _selector(body, component)},
+            "template": {"metadata": {"labels": common_labels(body, component),
+                                      "annotations": dict(annotations)},
+                         "spec": pod},
+        },
+    }
+
+
+def _service(body: Mapping[str, Any], component: str, service_type: str,
+             ports: Mapping[str, int]) -> dict[str, Any]:
+    names = ClusterNames(body["metadata"]["name"])
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _metadata(body, names.auth if component == "auth" else names.proxy,
+                              component),
+        "spec": {"type": service_type, "selector": _selector(body, component),
+                 "ports": [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
+                           for name, port in ports.items()]},
+    }
+
+
+def _data_claim(body: Mapping[str, Any]) -> dict[str, Any]:
+    names = ClusterNames(body["metadata"]["name"])
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _metadata(body, names.data, "auth"),
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def children(body: Mapping[str, Any], default_image: str, ca_revision: int) -> list[dict[str,
+                                                                                       Any]]:
+    """Every owned object except the CA Secret, in creation order."""
+    spec = cluster_spec(body)
+    auth_ports = {"auth": PORTS["auth"]}
+    proxy_ports = {k: PORTS[k] for k in ("web", "ssh-proxy", "tunnel")}
+    annotations = {CONFIG_HASH_ANNOTATION: config_hash(body)}
+    auth_spec, proxy_spec = spec.get("auth") or {}, spec.get("proxy") or {}
+    return [
+        config_map(body),
+        _data_claim(body),
+        _deployment(body, "auth", auth_spec.get("image") or default_image,
+                    1,  # SQLite: one auth replica (spec.auth.replicas needs a shared backend)
+                    auth_ports, {**annotations, CA_REVISION_ANNOTATION: str(ca_revision)}),
+        _service(body, "auth", "ClusterIP", auth_ports),
+        _deployment(body, "proxy", proxy_spec.get("image") or default_image,
+                    int(proxy_spec.get("replicas", 1)), proxy_ports, annotations),
+        _service(body, "proxy", str(proxy_spec.get("service_type", "ClusterIP")), proxy_ports),
+    ]
+
+
+def readiness(deployment: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(ready, wanted) replicas of a Deployment, counting only pods of its current spec."""
+    if not deployment:
+        return 0, 0
+    wanted = int((deployment.get("spec") or {}).get("replicas", 1))
+    status = deployment.get("status") or {}
+    generation = int((deployment.get("metadata") or {}).get("generation") or 0)
+    if int(status.get("observedGeneration") or 0) < generation:
+        return 0, wanted
+    ready = min(int(status.get("readyReplicas") or 0), int(status.get("updatedReplicas") or 0))
+    return ready, wanted

@@ -1,0 +1,164 @@
+"""Assembles and runs the operator: context, explicit kopf registry, kopf settings; plus the
+two helper jobs of an operator-managed deployment (seeding auth's CAs, issuing the operator's
+identity).
+
+::
+
+    limen operator [--namespace NS ... | --all-namespaces] [--standalone] [--liveness URL]
+      └─ run() ──▶ build_context(config) ──▶ build_registry(ctx) ──▶ kopf.operator(...)
+                       auth: LimenAuth              startup: configure_kopf, KubeApi
+                       (fixed address, or a         login: kubeconfig / service account
+                        local --data-dir)           User/Role/TrustedCluster/Resource,
+                                                    Cluster handlers
+    kopf run -m limen.operator   (the same registry, built from LIMEN_OPERATOR_* variables)
+    limen operator seed-ca       auth pod's init container: CA Secret ──▶ auth's backend
+    limen operator identity      an admin identity for the operator, from a data dir's TLS CA
+
+Called by ``limen.cli.limen_operator``, by ``limen.operator`` (kopf run) and the tests, which
+run the operator in-process with their own context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Collection
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from limen.auth.authorities import CA_SECRET_PREFIX
+from limen.auth.server import CLUSTER_NAME_KEY
+from limen.backend.factory import open_backend
+from limen.backend.sqlite import DB_FILENAME
+from limen.ca.authority import CertAuthority, CertAuthorityType
+from limen.ca.host_credentials import HostCredentials
+from limen.errors import BadParameter, NotFound
+from limen.operator.auth import LimenAuth, data_dir_endpoint, static_endpoint
+from limen.operator.ca_secret import operator_identity, read_secret_data, seed_backend
+from limen.operator.cluster import register_cluster_handlers
+from limen.operator.context import OperatorContext
+from limen.operator.kube import KubeApi
+from limen.operator.resources import register_resource_handlers
+from limen.operator.settings import OperatorConfig, configure_kopf
+
+__all__ = [
+    "build_context",
+    "build_registry",
+    "run",
+    "seed_ca_from_dir",
+    "write_operator_identity",
+]
+
+
+def build_context(config: OperatorConfig) -> OperatorContext:
+    """The operator's shared state; the auth client connects lazily, on the first call."""
+    auth: LimenAuth | None = None
+    if config.auth_address:
+        identity = config.identity_path
+        if identity is None:
+            raise BadParameter("--auth needs --identity (the operator's identity directory)")
+        auth = LimenAuth(static_endpoint(config.auth_address, identity),
+                         call_timeout=config.call_timeout_seconds)
+    elif config.data_dir is not None:
+        auth = LimenAuth(data_dir_endpoint(config.data_dir, config.identity_dir),
+                         call_timeout=config.call_timeout_seconds)
+    return OperatorContext(config=config, auth=auth)
+
+
+def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
+    """A fresh kopf registry holding every Limen handler, bound to ``ctx``."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings, ctx.config)
+        if ctx.kube is None:
+            ctx.kube = await KubeApi.connect()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if ctx.auth is not None:
+            await ctx.auth.close()
+        if ctx.kube is not None:
+            await ctx.kube.close()
+            ctx.kube = None
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    register_resource_handlers(registry, ctx)
+    register_cluster_handlers(registry, ctx)
+    return registry
+
+
+async def run(config: OperatorConfig, *, namespaces: Collection[str] = (),
+              standalone: bool = False, liveness: str | None = None,
+              ctx: OperatorContext | None = None,
+              stop_flag: asyncio.Event | None = None,
+              ready_flag: asyncio.Event | None = None) -> None:
+    """Run the operator until stopped: in ``namespaces``, or cluster-wide when none."""
+    ctx = ctx or build_context(config)
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, config)
+    await kopf.operator(
+        registry=build_registry(ctx), settings=settings, clusterwide=not namespaces,
+        namespaces=list(namespaces), standalone=standalone or None,
+        liveness_endpoint=liveness, stop_flag=stop_flag, ready_flag=ready_flag)
+
+
+# -- helper jobs -------------------------------------------------------------------------------
+
+
+def read_ca_dir(ca_dir: Path) -> dict[str, str]:
+    """A mounted CA Secret (one file per key, decoded) as the Secret's base64 ``data``."""
+    data: dict[str, str] = {}
+    for path in sorted(ca_dir.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            data[path.name] = base64.b64encode(path.read_bytes()).decode()
+    return data
+
+
+def seed_ca_from_dir(ca_dir: Path, data_dir: Path) -> list[str]:
+    """``limen operator seed-ca``: make auth's backend in ``data_dir`` hold the CAs of the
+    mounted CA Secret; returns the CA types written (empty when already in place)."""
+    cluster, cas = read_secret_data(read_ca_dir(ca_dir))
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def seed() -> list[str]:
+        backend = open_backend(data_dir)
+        try:
+            return await seed_backend(backend, cluster, cas)
+        finally:
+            await backend.close()
+
+    return asyncio.run(seed())
+
+
+def write_operator_identity(data_dir: Path, out: Path, ttl: timedelta) -> HostCredentials:
+    """``limen operator identity``: an admin identity for the operator, signed by the TLS CA in
+    ``data_dir`` (the cluster may be running), saved as an identity directory in ``out``."""
+    if not (data_dir / DB_FILENAME).exists():
+        raise NotFound(f"{data_dir} holds no Limen cluster (no {DB_FILENAME})")
+    credentials = operator_identity(asyncio.run(_tls_ca(data_dir)), ttl)
+    credentials.save(out)
+    return credentials
+
+
+async def _tls_ca(data_dir: Path) -> CertAuthority:
+    backend = open_backend(data_dir)
+    try:
+        name = await backend.get(CLUSTER_NAME_KEY)
+        if name is None:
+            raise NotFound(f"{data_dir} holds no Limen cluster yet (start it once)")
+        cluster = name.value.decode()
+        record = await backend.get(f"{CA_SECRET_PREFIX}{cluster}/{CertAuthorityType.TLS.value}")
+        if record is None:
+            raise NotFound(f"{data_dir} holds no TLS CA for cluster {cluster}")
+        return CertAuthority.from_dict(json.loads(record.value))
+    finally:
+        await backend.close()
