@@ -49,16 +49,19 @@ async def test_bytes_eof_and_close_on_eof_from_both_sides() -> None:
     relay, a, b = Relay(), End(), End()
     relay.attach(0, a)
     relay.attach(1, b)
-    relay.received(0, b"ping")
+    relay.received(0, b"pi")
+    relay.received(0, b"ng")
     relay.received(1, b"pong")
+    assert (b.data, a.data) == (b"", b"")  # coalesced until the end of the loop step
+    relay.flush()
     assert (bytes(b.data), bytes(a.data)) == (b"ping", b"pong")
     relay.eof(0)
     assert b.eof
     assert not a.closed  # half-close: the other direction still flows
     assert not b.closed
     relay.received(1, b"more")
+    relay.eof(1)  # EOF writes what is pending first
     assert bytes(a.data) == b"pongmore"
-    relay.eof(1)
     assert a.eof
     assert a.closed
     assert b.closed
@@ -67,6 +70,27 @@ async def test_bytes_eof_and_close_on_eof_from_both_sides() -> None:
     relay.lost(1)
     assert relay.done.done()
     assert relay.bytes_from == [4, 8]
+
+
+async def test_coalesced_writes_go_out_at_the_end_of_the_loop_step() -> None:
+    relay, a, b = Relay(), End(), End()
+    relay.attach(0, a)
+    relay.attach(1, b)
+    for chunk in (b"a", b"b", b"c"):
+        relay.received(0, chunk)
+    flushed = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(lambda: flushed.set_result(bytes(b.data)))
+    assert await flushed == b"abc"
+
+
+async def test_pending_bytes_are_written_before_a_close() -> None:
+    relay, a, b = Relay(), End(), End()
+    relay.attach(0, a)
+    relay.attach(1, b)
+    relay.received(0, b"last")
+    relay.lost(0)
+    assert bytes(b.data) == b"last"
+    assert b.closed
 
 
 async def test_losing_one_side_closes_the_other_and_runs_on_close_once() -> None:

@@ -11,6 +11,10 @@ measurements put a Protocol relay at ~1.7 GiB/s against ~0.5 GiB/s for asyncio s
     side 0 ──data_received──▶ Relay ──write──▶ side 1      (and the other way round)
            ◀──pause_reading── Relay ◀─pause_writing─       back pressure crosses over
 
+Bytes received during one event-loop step are written to the other side in one ``write`` at
+the end of the step (an SSH socket read delivers several 32 KiB channel packets; one ``send``
+per packet cost the proxy ~7% of its CPU).
+
 Rules, the same for every hop (the DESIGN saw one proxied run in ~100 where all data arrived
 but the session never closed):
 
@@ -83,6 +87,8 @@ class Relay:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ends: list[Endpoint | None] = [None, None]
         self._pending: list[list[bytes]] = [[], []]
+        self._out: list[list[bytes]] = [[], []]
+        self._loop = asyncio.get_running_loop()
         self._eof = [False, False]
         self._lost = [False, False]
         self._closing = False
@@ -118,9 +124,13 @@ class Relay:
     def received(self, side: int, data: bytes) -> None:
         self._activity += 1
         self.bytes_from[side] += len(data)
-        peer = self._ends[side ^ 1]
-        if peer is not None:
-            peer.write(data)
+        if self._ends[side ^ 1] is not None:
+            # Coalesce: everything received in this event-loop step goes out in one write
+            # (an SSH socket read delivers several channel packets; one send each costs).
+            out = self._out[side]
+            if not out:
+                self._loop.call_soon(self._flush, side)
+            out.append(data)
             return
         self._pending[side].append(bytes(data))
         end = self._ends[side]
@@ -129,6 +139,7 @@ class Relay:
 
     def eof(self, side: int) -> None:
         self._activity += 1
+        self._flush(side)
         self._eof[side] = True
         if self._ends[side ^ 1] is not None:
             self._pass_eof(side ^ 1)
@@ -185,6 +196,22 @@ class Relay:
     async def wait_closed(self) -> None:
         await asyncio.shield(self.done)
 
+    def flush(self) -> None:
+        """Write out now what is waiting for the end of this loop step (both directions)."""
+        self._flush(0)
+        self._flush(1)
+
+    def _flush(self, side: int) -> None:
+        """Write what side ``side`` sent during this loop step to the other side."""
+        out = self._out[side]
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        peer = self._ends[side ^ 1]
+        if peer is not None and not self._lost[side ^ 1]:
+            peer.write(data)
+
     def _pass_eof(self, side: int) -> None:
         end = self._ends[side]
         if end is None or self._lost[side]:
@@ -198,6 +225,7 @@ class Relay:
             self.close(f"cannot pass EOF: {err}")
 
     def _close_side(self, side: int) -> None:
+        self._flush(side ^ 1)
         end = self._ends[side]
         if end is not None and not self._lost[side]:
             with contextlib.suppress(Exception):

@@ -1,0 +1,531 @@
+"""SSH through Limen's proxy and reverse tunnel, next to OpenSSH references (not a test).
+
+Three paths, measured in the same run on loopback, all with aes128-gcm@openssh.com and the
+real OpenSSH client (the idle-session part uses asyncssh clients, see below):
+
+* ``direct``   OpenSSH -> stock sshd
+* ``sshd-jump`` OpenSSH -> stock sshd as jump host (``ssh -J``) -> stock sshd
+* ``limen``    OpenSSH -> Limen proxy SSH front (``ssh -J``) -> reverse tunnel -> node SSH
+               server (the node agent's ``NodeSSHServer`` when it is available, else a
+               stand-in asyncssh server; the output says which)
+
+The proxy (with its auth server) and the agent (TunnelAgent + node server) run as two separate
+Python processes, as they would on two machines. Measurements:
+
+1. throughput: ``head -c SIZE /dev/zero | ssh HOST 'cat > /dev/null'`` (wall time, MiB/s, and
+   CPU seconds per GiB of the proxy and agent processes);
+2. connection setup: N sequential ``ssh HOST true``, p50/p99;
+3. idle sessions: M concurrent sessions (asyncssh clients, each its own jump connection and
+   inner connection running an idle ``cat``); memory per session from ``/proc`` (VmRSS of
+   the proxy and agent processes; PSS of the sshd processes for the references).
+
+Usage: ``python bench/bench_ssh.py [--size-mib 1024] [--setup-runs 200] [--idle 1000]``;
+``--record`` appends/replaces the "## SSH" section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import _util
+
+SSH = "/usr/bin/ssh"
+SSHD = "/usr/sbin/sshd"
+CIPHER = "aes128-gcm@openssh.com"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+NODE_NAME = "node1"
+
+
+# ====================================================================== server processes
+
+
+def serve_proxy(directory: Path) -> None:
+    """Auth + proxy SSH service; writes credentials for the agent and the user, then
+    ``proxy.json``; runs until SIGTERM."""
+    asyncio.run(_serve_proxy(directory))
+
+
+async def _serve_proxy(directory: Path) -> None:
+    from limen.api.loader import SourceDocument
+    from limen.api.resources import Origin
+    from limen.api.validation import validate
+    from limen.auth.client import AuthClient
+    from limen.auth.service import AuthService
+    from limen.backend.factory import open_backend
+    from limen.ca.authority import CertAuthorityType
+    from limen.ca.host_credentials import HostCredentials
+    from limen.ca.identity import Identity, SystemRole
+    from limen.ca.keys import (
+        generate_private_key,
+        private_key_to_openssh,
+        private_key_to_pem,
+        public_key_to_openssh,
+    )
+    from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
+    from limen.config import ClusterSettings, Listeners, Settings
+    from limen.events.emitter import MemoryEmitter
+    from limen.proxy.sshproxy import ProxySSHService
+
+    settings = Settings(data_dir=directory / "data",
+                        cluster=ClusterSettings(name="bench", second_factor="off"),
+                        listeners=Listeners().randomized())
+    settings.data_dir.mkdir(mode=0o700)
+    backend = open_backend(settings.data_dir)
+    emitter = MemoryEmitter(maxlen=1000)
+    auth = AuthService(settings, backend, emitter)
+    await auth.start()
+    role = {"apiVersion": "limen.dev/v1alpha1", "kind": "Role", "metadata": {"name": "bench"},
+            "spec": {"allow": {"logins": ["root"], "node_labels": {"*": "*"}}}}
+    await auth.server.apply(validate([SourceDocument("<bench>", 0, 1, role)]), Origin.API,
+                            actor="bench")
+    creds = auth.issue_local_credentials(SystemRole.PROXY, ["127.0.0.1", "localhost"])
+    client = AuthClient(auth.address, creds)
+    proxy = ProxySSHService(settings, creds, client, emitter)
+    listeners = await proxy.start()
+
+    key = generate_private_key()
+    certs = auth.server.issue_host_certs("bench-node", NODE_NAME, SystemRole.NODE,
+                                         public_key_to_openssh(key.public_key()),
+                                         ["127.0.0.1"])
+    HostCredentials(
+        cluster="bench", host_id="bench-node", role="node", hostname=NODE_NAME,
+        private_key_pem=private_key_to_pem(key).encode(), tls_cert_pem=certs.tls_cert,
+        tls_ca_pem=certs.tls_cas.encode(), ssh_cert=certs.ssh_cert,
+        user_ca_keys=tuple(certs.user_ca_keys), host_ca_keys=tuple(certs.host_ca_keys),
+    ).save(directory / "node-creds")
+    user_ca = auth.server.authorities.get(CertAuthorityType.USER)
+    host_ca = auth.server.authorities.get(CertAuthorityType.HOST)
+    ukey = generate_private_key()
+    (directory / "id").write_text(private_key_to_openssh(ukey))
+    (directory / "id").chmod(0o600)
+    identity = Identity(username="bench", cluster="bench", roles=("bench",), logins=("root",))
+    (directory / "id-cert.pub").write_bytes(
+        sign_user_cert(user_ca, ukey.public_key(), identity, timedelta(hours=4)) + b"\n")
+    (directory / "known_hosts").write_text(
+        "".join(f"@cert-authority * {k}\n" for k in host_ca.ssh_public_keys()))
+    (directory / "user_ca.pub").write_text("\n".join(user_ca.ssh_public_keys()) + "\n")
+    skey = generate_private_key()  # host key + certificate for the reference sshd
+    (directory / "sshd_key").write_text(private_key_to_openssh(skey))
+    (directory / "sshd_key").chmod(0o600)
+    (directory / "sshd_key-cert.pub").write_bytes(sign_host_cert(
+        host_ca, skey.public_key(), "sshd-ref", "sshd-ref", ["127.0.0.1"],
+        timedelta(hours=4), SystemRole.NODE) + b"\n")
+    _write_atomic(directory / "proxy.json", json.dumps(listeners))
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await proxy.stop()
+    await client.close()
+    await auth.stop()
+    await backend.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def serve_agent(directory: Path) -> None:
+    asyncio.run(_serve_agent(directory))
+
+
+async def _serve_agent(directory: Path) -> None:
+    from limen.ca.host_credentials import HostCredentials
+    from limen.tunnel import TunnelAgent
+
+    creds = HostCredentials.load(directory / "node-creds")
+    listeners = json.loads((directory / "proxy.json").read_text())
+    handler, label = await _node_handler(creds)
+    doc = {"apiVersion": "limen.dev/v1alpha1", "kind": "Resource",
+           "metadata": {"name": NODE_NAME, "labels": {"env": "bench"}},
+           "spec": {"kind": "ssh", "hostname": NODE_NAME}}
+    agent = TunnelAgent(listeners["tunnel"], creds, handler, lambda: doc)
+    await agent.start()
+    await asyncio.wait_for(agent.connected.wait(), 30)
+    _write_atomic(directory / "agent.json", json.dumps({"node": label}))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await agent.stop()
+
+
+async def _node_handler(creds: Any) -> tuple[Any, str]:
+    """The node agent's SSH server if it is importable and usable here, else the stand-in."""
+    with contextlib.suppress(Exception):
+        from limen.agents.node import bench_handler  # type: ignore[attr-defined]
+
+        return await bench_handler(creds), "NodeSSHServer (limen.agents.node)"
+    return await _stand_in_handler(creds), "stand-in asyncssh server"
+
+
+async def _stand_in_handler(creds: Any) -> Any:
+    """An asyncssh server per data socket: user certificates from the user CA; ``true``,
+    ``cat > /dev/null`` and idle ``cat`` (reads stdin until EOF)."""
+    import asyncssh
+
+    from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, host_key
+
+    key, cert = host_key(creds)
+    authorized = asyncssh.import_authorized_keys(
+        "".join(f"cert-authority {k}\n" for k in creds.user_ca_keys))
+
+    async def process(proc: Any) -> None:
+        if (proc.command or "").startswith("cat"):
+            while await proc.stdin.read(1 << 18):
+                pass
+        proc.exit(0)
+
+    options = await asyncssh.SSHServerConnectionOptions.construct(
+        server_host_keys=[(key, cert)], authorized_client_keys=authorized,
+        process_factory=process, encoding=None, allow_pty=False,
+        encryption_algs=list(ENCRYPTION_ALGS), compression_algs=list(COMPRESSION))
+    loop = asyncio.get_running_loop()
+
+    async def handle(sock: socket.socket, _request: Any) -> None:
+        await loop.create_connection(lambda: asyncssh.SSHServerConnection(loop, options),
+                                     sock=sock)
+
+    return handle
+
+
+# ====================================================================== measurement
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True,
+                         text=True, check=True).stdout
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in out.splitlines():
+        p, pp, comm = line.split(None, 2)
+        children.setdefault(int(pp), []).append((int(p), comm))
+    found, todo = [], [pid]
+    while todo:
+        for child, comm in children.get(todo.pop(), []):
+            if comm.startswith("sshd"):
+                found.append(child)
+            todo.append(child)
+    return found
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dir = Path(tempfile.mkdtemp(prefix="limen-bench-ssh-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    # -------------------------------------------------------------- processes
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        try:
+            self._start()
+            yield
+        finally:
+            for proc in reversed(self.procs):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+
+    def _wait_file(self, path: Path, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{proc.args} failed; see {self.dir}")
+            time.sleep(0.05)
+
+    def _start(self) -> None:
+        me = [sys.executable, str(Path(__file__).resolve())]
+        log = (self.dir / "proxy.log").open("wb")
+        self.proxy = subprocess.Popen([*me, "--serve-proxy", str(self.dir)], stdout=log,
+                                      stderr=subprocess.STDOUT)
+        self.procs.append(self.proxy)
+        self._wait_file(self.dir / "proxy.json", self.proxy)
+        self.listeners = json.loads((self.dir / "proxy.json").read_text())
+        log = (self.dir / "agent.log").open("wb")
+        self.agent = subprocess.Popen([*me, "--serve-agent", str(self.dir)], stdout=log,
+                                      stderr=subprocess.STDOUT)
+        self.procs.append(self.agent)
+        self._wait_file(self.dir / "agent.json", self.agent)
+        self.node_label = json.loads((self.dir / "agent.json").read_text())["node"]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.sshd_port = probe.getsockname()[1]
+        (self.dir / "sshd_config").write_text(f"""
+Port {self.sshd_port}
+ListenAddress 127.0.0.1
+HostKey {self.dir}/sshd_key
+HostCertificate {self.dir}/sshd_key-cert.pub
+TrustedUserCAKeys {self.dir}/user_ca.pub
+AuthorizedKeysFile none
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PidFile none
+StrictModes no
+PermitRootLogin prohibit-password
+MaxStartups 200:30:400
+MaxSessions 10
+Ciphers {CIPHER}
+""")
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=(self.dir / "sshd.log").open("wb"))
+        self.procs.append(self.sshd)
+        proxy_host, proxy_port = self.listeners["ssh_proxy"].rsplit(":", 1)
+        self.config = self.dir / "ssh_config"
+        self.config.write_text(f"""
+Host *
+    User root
+    IdentityFile {self.dir}/id
+    CertificateFile {self.dir}/id-cert.pub
+    IdentitiesOnly yes
+    IdentityAgent none
+    UserKnownHostsFile {self.dir}/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+    Ciphers {CIPHER}
+    ControlMaster no
+    ControlPath none
+Host sshd-ref
+    HostName 127.0.0.1
+    Port {self.sshd_port}
+Host proxy
+    HostName {proxy_host}
+    Port {proxy_port}
+""")
+        deadline = time.monotonic() + 30
+        while subprocess.run(self.ssh_cmd("direct", "true"), capture_output=True).returncode:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"sshd did not come up; see {self.dir}/sshd.log")
+            time.sleep(0.1)
+
+    def ssh_cmd(self, path: str, command: str) -> list[str]:
+        base = [SSH, "-F", str(self.config)]
+        if path == "direct":
+            return [*base, "sshd-ref", command]
+        if path == "sshd-jump":
+            return [*base, "-J", "sshd-ref", "sshd-ref", command]
+        return [*base, "-J", "proxy", NODE_NAME, command]
+
+    # -------------------------------------------------------------- measurements
+
+    def throughput(self, path: str) -> None:
+        size = self.args.size_mib << 20
+        cmd = " ".join(shlex.quote(a) for a in self.ssh_cmd(path, "cat > /dev/null"))
+        cpu0 = {p.pid: _util.process_cpu(p.pid) for p in (self.proxy, self.agent)}
+        with _util.timed() as t:
+            subprocess.run(["bash", "-c", f"head -c {size} /dev/zero | {cmd}"], check=True)
+        row = self.rows.setdefault(path, {})
+        row["MiB/s"] = self.args.size_mib / t.seconds
+        if path == "limen":
+            gib = size / (1 << 30)
+            for name, proc in (("proxy", self.proxy), ("agent", self.agent)):
+                used = _util.process_cpu(proc.pid) - cpu0[proc.pid]
+                row[f"{name} CPU-s/GiB"] = used / gib
+
+    def setup(self, path: str) -> None:
+        times = []
+        cmd = self.ssh_cmd(path, "true")
+        for _ in range(self.args.setup_runs):
+            with _util.timed() as t:
+                subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+            times.append(t.seconds * 1000)
+        row = self.rows.setdefault(path, {})
+        row["setup p50 ms"] = _util.percentile(times, 50)
+        row["setup p99 ms"] = _util.percentile(times, 99)
+
+    def idle(self, path: str) -> None:
+        n = self.args.idle
+        if path == "limen":
+            before = {"proxy": rss_kib(self.proxy.pid), "agent": rss_kib(self.agent.pid)}
+        else:
+            before_pss = sum(pss_kib(p) for p in descendants(self.sshd.pid))
+        held = asyncio.run(self._hold_idle(path, n, measure=lambda: self._idle_mem(path)))
+        row = self.rows.setdefault(path, {})
+        if path == "limen":
+            row["idle kB/session proxy"] = (held["proxy"] - before["proxy"]) / n
+            row["idle kB/session agent"] = (held["agent"] - before["agent"]) / n
+            row["proxy RSS MiB"] = held["proxy"] / 1024
+            row["agent RSS MiB"] = held["agent"] / 1024
+        else:
+            row["idle kB/session sshd (PSS)"] = (held["sshd"] - before_pss) / n
+
+    def _idle_mem(self, path: str) -> dict[str, int]:
+        if path == "limen":
+            return {"proxy": rss_kib(self.proxy.pid), "agent": rss_kib(self.agent.pid)}
+        return {"sshd": sum(pss_kib(p) for p in descendants(self.sshd.pid))}
+
+    async def _hold_idle(self, path: str, n: int, measure: Any) -> dict[str, int]:
+        import asyncssh
+
+        key = asyncssh.read_private_key(str(self.dir / "id"))
+        cert = asyncssh.read_certificate(str(self.dir / "id-cert.pub"))
+        common = {"username": "root", "client_keys": [(key, cert)], "agent_path": None,
+                  "known_hosts": str(self.dir / "known_hosts"), "config": None,
+                  "encryption_algs": [CIPHER]}
+        proxy_host, proxy_port = self.listeners["ssh_proxy"].rsplit(":", 1)
+        conns: list[Any] = []
+        procs: list[Any] = []
+        gate = asyncio.Semaphore(20)
+
+        async def one() -> None:
+            async with gate:
+                if path == "direct":
+                    inner = await asyncssh.connect("127.0.0.1", self.sshd_port,
+                                                   host_key_alias="sshd-ref", **common)
+                elif path == "sshd-jump":
+                    jump = await asyncssh.connect("127.0.0.1", self.sshd_port,
+                                                  host_key_alias="sshd-ref", **common)
+                    conns.append(jump)
+                    inner = await asyncssh.connect("127.0.0.1", self.sshd_port, tunnel=jump,
+                                                   host_key_alias="sshd-ref", **common)
+                else:
+                    jump = await asyncssh.connect(proxy_host, int(proxy_port), **common)
+                    conns.append(jump)
+                    inner = await asyncssh.connect(NODE_NAME, 22, tunnel=jump, **common)
+                conns.append(inner)
+                procs.append(await inner.create_process("cat", encoding=None))
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        await asyncio.sleep(2)  # let the servers settle (allocations, buffers) before reading
+        held: dict[str, int] = measure()
+        for proc in procs:
+            proc.stdin.write_eof()
+        for conn in reversed(conns):
+            conn.close()
+        await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        return held
+
+
+# ====================================================================== report
+
+
+def report(bench: Bench, facts: dict[str, str]) -> str:
+    rows = bench.rows
+    lines = [f"### {time.strftime('%Y-%m-%d %H:%M')} — node: {bench.node_label}", ""]
+    lines.append("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+    lines.append("")
+    lines.append("command: `" + " ".join([".venv/bin/python bench/bench_ssh.py",
+                                           *sys.argv[1:]]) + "`")
+    lines.append("")
+    heads = ["path", "MiB/s", "setup p50 ms", "setup p99 ms", "idle kB/session"]
+    lines.append("| " + " | ".join(heads) + " |")
+    lines.append("|" + "---|" * len(heads))
+    for path in ("direct", "sshd-jump", "limen"):
+        row = rows.get(path, {})
+        idle = (f"proxy {row['idle kB/session proxy']:.0f} + agent "
+                f"{row['idle kB/session agent']:.0f} (RSS)"
+                if "idle kB/session proxy" in row else
+                f"{row['idle kB/session sshd (PSS)']:.0f} (sshd PSS)"
+                if "idle kB/session sshd (PSS)" in row else "-")
+        lines.append(f"| {path} | {row.get('MiB/s', float('nan')):.0f} | "
+                     f"{row.get('setup p50 ms', float('nan')):.1f} | "
+                     f"{row.get('setup p99 ms', float('nan')):.1f} | {idle} |")
+    lim, jump, direct = rows.get("limen", {}), rows.get("sshd-jump", {}), rows.get("direct", {})
+    lines.append("")
+    if "MiB/s" in lim and "MiB/s" in jump:
+        lines.append(f"- throughput: limen / sshd-jump = {lim['MiB/s'] / jump['MiB/s']:.2f} "
+                     f"(target >= 1), limen / direct = {lim['MiB/s'] / direct['MiB/s']:.2f} "
+                     f"(stretch >= 0.5); proxy {lim.get('proxy CPU-s/GiB', 0):.2f} CPU-s/GiB, "
+                     f"agent {lim.get('agent CPU-s/GiB', 0):.2f} CPU-s/GiB")
+    if "setup p50 ms" in lim and "setup p50 ms" in direct:
+        lines.append(f"- setup: limen / direct p50 = "
+                     f"{lim['setup p50 ms'] / direct['setup p50 ms']:.2f} (target <= 3)")
+    if "proxy RSS MiB" in lim:
+        lines.append(f"- with {bench.args.idle} idle sessions: proxy RSS "
+                     f"{lim['proxy RSS MiB']:.0f} MiB, agent RSS {lim['agent RSS MiB']:.0f} MiB")
+    return "\n".join(lines) + "\n"
+
+
+def record(text: str) -> None:
+    """Replace (or append) the "## SSH" section of RESULTS.md, re-reading it right before."""
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    head, sep, rest = current.partition("\n## SSH\n")
+    if sep:
+        following = rest.find("\n## ")
+        tail = rest[following:] if following >= 0 else "\n"
+    else:
+        head, tail = current.rstrip("\n") + "\n", "\n"
+    section = ("\n## SSH\n\nOpenSSH client through Limen's proxy SSH front and reverse tunnel, "
+               "against OpenSSH to sshd directly and through an sshd jump host "
+               "(`bench/bench_ssh.py`).\n\n" + text)
+    RESULTS.write_text(head.rstrip("\n") + "\n" + section.rstrip("\n") + "\n" + tail.lstrip("\n")
+                       if tail.strip() else head.rstrip("\n") + "\n" + section)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--setup-runs", type=int, default=200)
+    parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--paths", default="direct,sshd-jump,limen")
+    parser.add_argument("--skip", default="", help="comma list of throughput,setup,idle")
+    parser.add_argument("--record", action="store_true")
+    parser.add_argument("--serve-proxy", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-agent", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_proxy:
+        return serve_proxy(args.serve_proxy)
+    if args.serve_agent:
+        return serve_agent(args.serve_agent)
+    facts = _util.machine_facts()
+    _util.print_machine(facts)
+    bench = Bench(args)
+    skip = set(filter(None, args.skip.split(",")))
+    paths = args.paths.split(",")
+    with bench.running():
+        print(f"node behind the tunnel: {bench.node_label}")
+        for part in ("throughput", "setup", "idle"):
+            if part in skip:
+                continue
+            for path in paths:
+                getattr(bench, part)(path)
+                print(f"{part:<10} {path:<9} {json.dumps(bench.rows[path])}", flush=True)
+    text = report(bench, facts)
+    print(text)
+    if args.record:
+        record(text)
+
+
+if __name__ == "__main__":
+    main()
