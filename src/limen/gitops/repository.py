@@ -9,7 +9,8 @@ a commit.
     DATA_DIR/gitops/repo   (bare clone, private to the sync)
         │  ls-tree -r COMMIT -- PATH  +  one cat-file --batch for every YAML blob
         ▼
-    scratch directory ──▶ limen.api.loader.load_path ──▶ SourceDocuments (roles/dev.yaml[0] ...)
+    blobs in memory ──▶ limen.api.loader.load_text per file (what load_path does per file)
+        ──▶ SourceDocuments (roles/dev.yaml[0] ...)
 
 Every call blocks (gitpython runs ``git``): the sync calls them in a worker thread. Reading
 goes through Git's objects, never a checkout: symbolic links and submodules in the tree are
@@ -33,7 +34,7 @@ from typing import Any
 
 import git
 
-from limen.api.loader import MAX_FILE_BYTES, SourceDocument, load_path
+from limen.api.loader import MAX_FILE_BYTES, SourceDocument, load_text
 from limen.errors import (
     BadParameter,
     ConnectionProblem,
@@ -189,8 +190,7 @@ class GitRepository:
         return ConnectionProblem(f"cannot fetch {self.display} (branch {self.branch}): {reason}")
 
     def documents(self, revision: Revision) -> list[SourceDocument]:
-        with tempfile.TemporaryDirectory(prefix="read-", dir=self.workdir) as scratch:
-            return read_documents(self._open(), revision.sha, self.subpath, Path(scratch))
+        return read_documents(self._open(), revision.sha, self.subpath)
 
     def close(self) -> None:
         if self._repo is not None:
@@ -198,13 +198,14 @@ class GitRepository:
             self._repo = None
 
 
-def read_documents(repo: git.Repo, commit: str, subpath: str,
-                   scratch: Path) -> list[SourceDocument]:
+def read_documents(repo: git.Repo, commit: str, subpath: str) -> list[SourceDocument]:
     """Load every YAML document under ``subpath`` at ``commit``, named relative to ``subpath``.
 
+    The same files, order, names and errors as ``load_path`` on a checkout of that directory
+    (the blobs are parsed in memory with ``load_text``: no checkout, no temporary files).
     Raises ``NotFound`` when ``subpath`` does not exist at that commit (a moved or mistyped
-    directory must not look like "everything was deleted") and ``ValidationFailed`` for files
-    that cannot be loaded.
+    directory must not look like "everything was deleted") and ``ValidationFailed`` listing
+    every file that cannot be loaded.
     """
     listing = repo.git.ls_tree("-r", "-z", "--long", "--full-tree", commit, "--",
                                subpath or ".")
@@ -227,14 +228,22 @@ def read_documents(repo: git.Repo, commit: str, subpath: str,
         wanted.append((relative, sha))
     if not found_any and subpath:
         raise NotFound(f"path {subpath!r} does not exist at commit {commit[:12]}")
-    if errors:
-        raise ValidationFailed(errors)
+    wanted.sort()
+    documents: list[SourceDocument] = []
     for (relative, _sha), data in zip(wanted, _cat_blobs(repo, [s for _, s in wanted]),
                                       strict=True):
-        target = scratch / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return load_path(scratch)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            errors.append(DocumentError(relative, 0, "", f"cannot read the file: {err}"))
+            continue
+        try:
+            documents.extend(load_text(text, relative))
+        except ValidationFailed as err:
+            errors.extend(err.errors)
+    if errors:
+        raise ValidationFailed(errors)
+    return documents
 
 
 def _relative(path: str, subpath: str) -> str:
@@ -295,10 +304,9 @@ def documents_at_ref(path: Path, ref: str) -> list[SourceDocument]:
         except (git.BadName, ValueError):
             raise BadParameter(f"{ref!r} is neither a data directory nor a Git ref of "
                                f"{repo.working_tree_dir}") from None
-        with tempfile.TemporaryDirectory(prefix="limen-gitops-") as scratch:
-            try:
-                return read_documents(repo, commit.hexsha, subpath, Path(scratch))
-            except NotFound:
-                return []
+        try:
+            return read_documents(repo, commit.hexsha, subpath)
+        except NotFound:
+            return []
     finally:
         repo.close()
