@@ -303,9 +303,8 @@ def test_sigterm_stops_cleanly_and_removes_listeners(cluster: LimenCluster) -> N
 
 def test_offline_bootstrap_leaves_the_cluster_name_to_the_first_start(tmp_path: Path) -> None:
     """Bootstrap a data directory offline, then start it: the name given at the first
-    ``limen start`` is the cluster's name (today the offline lmctl records the host name first
-    and ``--cluster-name`` is ignored with a log line: every certificate carries a name nobody
-    asked for)."""
+    ``limen start`` is the cluster's name (an offline lmctl that recorded the host name first
+    would bake a name nobody asked for into every certificate)."""
     site = LimenCluster(tmp_path, "prod")
     site.lmctl("apply", "-f", EXAMPLES / "roles")  # offline: nothing runs yet
     site.start()
