@@ -50,6 +50,8 @@ CIPHER = "aes128-gcm@openssh.com"
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 NODE_NAME = "node1"
+BENCH_ROLE = {"apiVersion": "limen.dev/v1alpha1", "kind": "Role", "metadata": {"name": "bench"},
+              "spec": {"allow": {"logins": ["root"], "node_labels": {"*": "*"}}}}
 
 
 # ====================================================================== server processes
@@ -90,10 +92,8 @@ async def _serve_proxy(directory: Path) -> None:
     emitter = MemoryEmitter(maxlen=1000)
     auth = AuthService(settings, backend, emitter)
     await auth.start()
-    role = {"apiVersion": "limen.dev/v1alpha1", "kind": "Role", "metadata": {"name": "bench"},
-            "spec": {"allow": {"logins": ["root"], "node_labels": {"*": "*"}}}}
-    await auth.server.apply(validate([SourceDocument("<bench>", 0, 1, role)]), Origin.API,
-                            actor="bench")
+    await auth.server.apply(validate([SourceDocument("<bench>", 0, 1, BENCH_ROLE)]),
+                            Origin.API, actor="bench")
     creds = auth.issue_local_credentials(SystemRole.PROXY, ["127.0.0.1", "localhost"])
     client = AuthClient(auth.address, creds)
     proxy = ProxySSHService(settings, creds, client, emitter)
@@ -153,7 +153,7 @@ async def _serve_agent(directory: Path) -> None:
 
     creds = HostCredentials.load(directory / "node-creds")
     listeners = json.loads((directory / "proxy.json").read_text())
-    handler, label = await _node_handler(creds)
+    handler, label = await _node_handler(creds, directory, os.environ.get("BENCH_NODE", "real"))
     doc = {"apiVersion": "limen.dev/v1alpha1", "kind": "Resource",
            "metadata": {"name": NODE_NAME, "labels": {"env": "bench"}},
            "spec": {"kind": "ssh", "hostname": NODE_NAME}}
@@ -167,13 +167,39 @@ async def _serve_agent(directory: Path) -> None:
     await agent.stop()
 
 
-async def _node_handler(creds: Any) -> tuple[Any, str]:
-    """The node agent's SSH server if it is importable and usable here, else the stand-in."""
-    with contextlib.suppress(Exception):
-        from limen.agents.node import bench_handler  # type: ignore[attr-defined]
-
-        return await bench_handler(creds), "NodeSSHServer (limen.agents.node)"
+async def _node_handler(creds: Any, directory: Path, kind: str) -> tuple[Any, str]:
+    """The node agent's SSH server (``real``), or the stand-in asyncssh server."""
+    if kind == "real":
+        with contextlib.suppress(ImportError):
+            return await _real_node_handler(creds, directory), "NodeSSHServer (limen.agents.node)"
     return await _stand_in_handler(creds), "stand-in asyncssh server"
+
+
+async def _real_node_handler(creds: Any, directory: Path) -> Any:
+    from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
+    from limen.api.loader import SourceDocument
+    from limen.api.validation import validate
+    from limen.backend.memory import MemoryBackend
+    from limen.ca.keys import load_public_key
+    from limen.events.emitter import MemoryEmitter
+    from limen.recording.sink import LocalDirectorySink, recordings_dir
+    from limen.services.resources import ResourceStore
+
+    store = ResourceStore(MemoryBackend())
+    (role,) = validate([SourceDocument("<bench>", 0, 1, BENCH_ROLE)])
+    await store.put(role)
+    trust = {creds.cluster: tuple(load_public_key(k) for k in creds.user_ca_keys)}
+    data_dir = directory / "node-data"
+    node = NodeSSHServer(
+        NodeServerConfig(creds, {"env": "bench"}, data_dir), lambda: trust,
+        StoreAccessPolicy(store, {"env": "bench"}, cluster=creds.cluster),
+        MemoryEmitter(maxlen=1000), LocalDirectorySink(recordings_dir(data_dir)))
+    await node.start()
+
+    async def handle(sock: socket.socket, request: Any) -> None:
+        await node.handle_socket(sock, request.client_addr)
+
+    return handle
 
 
 async def _stand_in_handler(creds: Any) -> Any:
@@ -280,7 +306,8 @@ class Bench:
         self.listeners = json.loads((self.dir / "proxy.json").read_text())
         log = (self.dir / "agent.log").open("wb")
         self.agent = subprocess.Popen([*me, "--serve-agent", str(self.dir)], stdout=log,
-                                      stderr=subprocess.STDOUT)
+                                      stderr=subprocess.STDOUT,
+                                      env={**os.environ, "BENCH_NODE": self.args.node})
         self.procs.append(self.agent)
         self._wait_file(self.dir / "agent.json", self.agent)
         self.node_label = json.loads((self.dir / "agent.json").read_text())["node"]
@@ -500,6 +527,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--paths", default="direct,sshd-jump,limen")
     parser.add_argument("--skip", default="", help="comma list of throughput,setup,idle")
+    parser.add_argument("--node", choices=["real", "standin"], default="real",
+                        help="what serves SSH behind the tunnel (default: the node agent)")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--serve-proxy", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-agent", type=Path, help=argparse.SUPPRESS)

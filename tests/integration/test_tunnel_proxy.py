@@ -5,7 +5,8 @@ ProxySSHService (SSH front + tunnel server) with the proxy's credentials from au
 TunnelAgent with node credentials issued by auth's host CA. Users' certificates come from the
 cluster's user CA. The client is the real OpenSSH ``ssh``; agentless nodes are the stock Debian
 ``sshd``. The node behind the tunnel is a stand-in asyncssh server (``StandInNode``) that
-checks the user certificate against the user CA and runs ``echo``/``cat``/``true``.
+checks the user certificate against the user CA and runs ``echo``/``cat``/``true``; one test
+puts the real node agent (``NodeSSHServer``) behind a second tunnel.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from typing import Any
 import asyncssh
 import pytest
 
+from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
 from limen.api.loader import SourceDocument
 from limen.api.resources import Origin
 from limen.api.validation import validate
 from limen.auth.client import AuthClient
 from limen.auth.service import AuthService
 from limen.backend.factory import open_backend
-from limen.ca.authority import CertAuthority, CertAuthorityType
+from limen.ca.authority import CertAuthority, CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import (
@@ -45,6 +47,7 @@ from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
 from limen.config import ClusterSettings, Listeners, Settings
 from limen.events.emitter import MemoryEmitter
 from limen.proxy.sshproxy import ProxySSHService
+from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.tunnel import DialRequest, TunnelAgent
 from limen.tunnel.protocol import KIND_NODE
 from limen.tunnel.sshopts import host_key
@@ -150,7 +153,7 @@ class Env:
 
     def user(self, name: str = "alice", *, logins: tuple[str, ...] = ("root",),
              ca: CertAuthority | None = None, ttl: timedelta = HOUR,
-             now: datetime | None = None) -> Path:
+             now: datetime | None = None, port_forwarding: bool = True) -> Path:
         """Key + certificate files and an ssh_config for OpenSSH; returns the config path."""
         directory = self.tmp / f"user-{name}-{len(self.extra)}"
         directory.mkdir()
@@ -161,7 +164,8 @@ class Env:
         key_path.chmod(0o600)
         identity = Identity(username=name, cluster=CLUSTER, roles=("dev",), logins=logins,
                             traits={"logins": logins})
-        cert = sign_user_cert(ca or self.user_ca, key.public_key(), identity, ttl, now=now)
+        cert = sign_user_cert(ca or self.user_ca, key.public_key(), identity, ttl, now=now,
+                              permit_port_forwarding=port_forwarding)
         (directory / "id-cert.pub").write_bytes(cert + b"\n")
         return self.ssh_config(directory, key_path, directory / "id-cert.pub")
 
@@ -328,6 +332,40 @@ async def test_openssh_jump_reaches_the_node_through_the_tunnel(env: Env) -> Non
     assert (request.kind, request.user, request.mode) == ("node", "alice", "raw")
     code, out, err = await ssh(config, "-J", "proxy", "node-1", "echo", "by-id")
     assert (code, out) == (0, b"by-id\n"), err
+    # a jump is routing, not port forwarding: certificates without permit-port-forwarding
+    # (role option port_forwarding: false) still jump; the node enforces the option
+    no_forwarding = env.user("bob", port_forwarding=False)
+    code, out, err = await ssh(no_forwarding, "-J", "proxy", "web1", "echo", "jumped")
+    assert (code, out) == (0, b"jumped\n"), err
+
+
+async def test_openssh_jump_reaches_the_real_node_agent(env: Env) -> None:
+    creds = env.host_creds("node-2", "web2", SystemRole.NODE)
+    data_dir = env.tmp / "node2"
+    node = NodeSSHServer(
+        NodeServerConfig(creds, {"env": "dev"}, data_dir),
+        lambda: ssh_trust_map([env.user_ca], CertAuthorityType.USER),
+        StoreAccessPolicy(env.auth.server.store, {"env": "dev"}, cluster=CLUSTER),
+        env.emitter, LocalDirectorySink(recordings_dir(data_dir)))
+
+    async def handler(sock: socket.socket, request: DialRequest) -> None:
+        await node.handle_socket(sock, request.client_addr)
+
+    agent = TunnelAgent(env.listeners["tunnel"], creds, handler,
+                        lambda: heartbeat_doc("web2"))
+    await agent.start()
+    try:
+        await env.proxy.tunnel.registry.wait_for(lambda r: "node-2" in r, DEADLINE)
+        code, out, err = await ssh(env.user(), "-J", "proxy", "web2", "echo", "real-node")
+        assert (code, out) == (0, b"real-node\n"), err
+        event = await env.emitter.wait_for(
+            lambda e: e.type.value == "exec" and e.fields.get("server_id") == "node-2",
+            timeout=DEADLINE)
+        assert event.user == "alice"
+        assert event.fields.get("login") == "root"
+    finally:
+        await agent.stop()
+        await node.close()
 
 
 async def test_openssh_through_the_proxy_subsystem(env: Env) -> None:

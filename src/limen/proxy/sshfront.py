@@ -154,6 +154,15 @@ class _UserConnection(asyncssh.SSHServerConnection):
         self.front.connections.discard(self)
         super().connection_lost(exc)
 
+    def check_certificate_permission(self, permission: str) -> bool:
+        # A jump (direct-tcpip) at the proxy reaches only registered nodes: it is routing, not
+        # port forwarding; the role option port_forwarding is enforced where it means
+        # something, at the node. Everything else stays as the certificate says (and is off
+        # on the front anyway).
+        if permission == "port-forwarding":
+            return True
+        return bool(super().check_certificate_permission(permission))
+
     async def validate_public_key(self, username: str, key_data: bytes, msg: bytes,
                                   signature: bytes) -> bool:
         if key_data not in self._checked:
