@@ -159,11 +159,12 @@ def _parse(text: str, source: str) -> tuple[list[SourceDocument], list[DocumentE
     errors: list[DocumentError] = []
     loader = _SafeLoader(text)
     index = 0
+    anchors = "&" in text  # without an anchor there is no alias: nodes are a plain tree
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
-                document, error = _document(loader, node, source, index)
+                document, error = _document(loader, node, source, index, anchors)
                 if document is not None:
                     documents.append(document)
                 if error is not None:
@@ -185,11 +186,12 @@ def _parse(text: str, source: str) -> tuple[list[SourceDocument], list[DocumentE
 
 
 def _document(
-    loader: _SafeLoader, node: yaml.Node, source: str, index: int
+    loader: _SafeLoader, node: yaml.Node, source: str, index: int, anchors: bool = True
 ) -> tuple[SourceDocument | None, DocumentError | None]:
     line = node.start_mark.line + 1
     lines: dict[FieldPath, int] = {}
-    problem = _index_lines(node, (), lines, set()) or _expanded_size_problem(node)
+    problem = _index_lines(node, (), lines, set()) or (
+        _expanded_size_problem(node) if anchors else _tree_size_problem(node))
     if problem is not None:
         reason, at = problem
         return None, DocumentError(source, index, "", reason, at)
@@ -266,6 +268,26 @@ def _expanded_size_problem(root: yaml.Node) -> tuple[str, int] | None:
             f"the document expands to more than {MAX_DOCUMENT_NODES} YAML nodes (aliases?)",
             root.start_mark.line + 1,
         )
+    return None
+
+
+def _tree_size_problem(root: yaml.Node) -> tuple[str, int] | None:
+    """The size limit for a document without aliases (a tree): a plain count, ~5x cheaper
+    than :func:`_expanded_size_problem` (what a 10,000-file Git sync spends most on)."""
+    total, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        total += 1
+        if total > MAX_DOCUMENT_NODES:
+            return (
+                f"the document expands to more than {MAX_DOCUMENT_NODES} YAML nodes (aliases?)",
+                root.start_mark.line + 1,
+            )
+        if isinstance(node, yaml.MappingNode):
+            for pair in node.value:
+                stack.extend(pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
     return None
 
 
