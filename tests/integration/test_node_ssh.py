@@ -625,7 +625,7 @@ def test_port_forwarding_refused_when_roles_disable_it(node: Node) -> None:
     key = node.user(("noforward",))
     with _echo_server() as echo_port:
         local = _free_port()
-        proc = subprocess.Popen([*node.ssh_args(key, "-N", "-L",
+        proc = subprocess.Popen([*node.ssh_args(key, "-v", "-N", "-L",
                                                 f"{local}:127.0.0.1:{echo_port}")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=clean_env())
@@ -645,7 +645,12 @@ def test_port_forwarding_refused_when_roles_disable_it(node: Node) -> None:
             wait_for(refused, 10, "the forwarded connection to be closed")
         finally:
             proc.terminate()
-            _, stderr = proc.communicate(timeout=10)
+            try:
+                _, stderr = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, stderr = proc.communicate(timeout=10)
+                raise AssertionError(f"ssh did not exit on SIGTERM: {stderr}") from None
     assert "prohibited" in stderr or "denied" in stderr
     event = node.events.wait(lambda e: e.type.value == "port" and not e.success)
     assert "disabled by the user's roles" in event.fields["reason"]
@@ -656,7 +661,10 @@ def test_agent_forwarding_socket_belongs_to_the_session_user(node: Node) -> None
     try:
         key = node.user(agent_forwarding=True)
         env = clean_env(SSH_AUTH_SOCK=agent.socket)
-        subprocess.run(["ssh-add", str(key.key)], env=env, capture_output=True, check=True)
+        # the agent's socket file appears (bind) just before it listens: retry until it does
+        wait_for(lambda: subprocess.run(["ssh-add", str(key.key)], env=env,
+                                        capture_output=True, check=False).returncode == 0,
+                 10, "ssh-add to reach the agent")
         result = node.ssh(key, 'stat -c "%U %a" "$(dirname "$SSH_AUTH_SOCK")"; ssh-add -l',
                           "-A", env=env)
         assert result.returncode == 0, result.stderr

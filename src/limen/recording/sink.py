@@ -3,7 +3,8 @@
 The node agent hands every finished (or recovered) recording to a sink. In single-process
 mode, :class:`LocalDirectorySink` moves it into auth's recordings directory
 (``DATA_DIR/log/recordings/<session_id>.cast``) next to a JSON sidecar with the session's
-metadata (``<session_id>.json``: user, login, server, times, ``incomplete``). A sink that
+metadata (``<session_id>.json``: user, login, server, times, ``incomplete``), written first:
+when the ``.cast`` is there, so is its sidecar. A sink that
 uploads to auth over its API (separate agents) implements the same protocol.
 """
 
@@ -56,8 +57,11 @@ class LocalDirectorySink:
         await asyncio.to_thread(self._store, session_id, path, dict(meta))
 
     def _store(self, session_id: str, path: Path, meta: dict[str, Any]) -> None:
+        # The sidecar first: once <id>.cast exists, its metadata is there too.
         target = self.cast_path(session_id)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(self.meta_path(session_id),
+                      json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         try:
             os.replace(path, target)
         except OSError:  # another file system: copy, sync, then rename into place
@@ -68,5 +72,3 @@ class LocalDirectorySink:
             os.chmod(tmp, 0o600)
             os.replace(tmp, target)
             path.unlink()
-        write_private(self.meta_path(session_id),
-                      json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
