@@ -318,3 +318,32 @@ async def test_force_delete_still_deletes_when_auth_answers(h: Harness) -> None:
     body = deleting(await h.reconcile(role()), **{"limen.dev/force-delete": "true"})
     await h.reconciler.finalize(body, LOG)
     assert await h.auth.store.find(Kind.ROLE, "team-a.dev") is None
+
+
+async def test_object_handed_to_lmctl_is_reported_not_fought_over(h: Harness) -> None:
+    """lmctl get -o yaml | edit | lmctl apply with limen.dev/adopt: api: an explicit hand-over
+    (Limen's plan lets only api write it now); the operator reports it and writes nothing."""
+    body = await h.reconcile(role())
+    stored = (await h.auth.store.get(Kind.ROLE, "team-a.dev")).to_document()
+    stored["metadata"]["annotations"]["limen.dev/adopt"] = "api"
+    stored["spec"] = {"allow": {"logins": ["root"]}}
+    del stored["metadata"]["resourceVersion"]
+    await h.auth.admin.apply(validate([SourceDocument("x", 0, 1, stored)]), Origin.API)
+    applied = len(h.auth.applied)
+    body = await h.reconcile(body, resync=True)
+    assert len(h.auth.applied) == applied
+    assert (await h.auth.store.get(Kind.ROLE, "team-a.dev")).spec["allow"]["logins"] == ["root"]
+    owned = h.condition(body, "Owned")
+    assert (owned["status"], owned["reason"]) == ("False", "TakenOver")
+    # without the hand-over annotation in Limen, the CR takes it back
+    handed = (await h.auth.store.get(Kind.ROLE, "team-a.dev"))
+    await h.auth.store.put(handed.replace(annotations={
+        k: v for k, v in handed.annotations.items() if k != "limen.dev/adopt"}))
+    body = await h.reconcile(body, resync=True)
+    back = await h.auth.store.get(Kind.ROLE, "team-a.dev")
+    assert back.origin is Origin.KUBERNETES
+    assert back.spec == {"allow": {"logins": ["ubuntu"]}}
+    assert h.condition(body, "Owned")["status"] == "True"
+    applied = len(h.auth.applied)
+    await h.reconcile(body, resync=True)  # converged: the adopt annotation left is not drift
+    assert len(h.auth.applied) == applied

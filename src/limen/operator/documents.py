@@ -10,8 +10,8 @@
 
 The labels are carried over as they are (Resources are matched by their labels); of the
 annotations only ``limen.dev/adopt`` is, plus ``limen.dev/kubernetes-object`` naming the source.
-:func:`ownership` decides, from the object Limen holds, whether this CR may write it (the same
-rule as ``limen.services.plan``: another origin's object only with the adopt annotation), and
+:func:`ownership` decides, from the object Limen holds, whether this CR may write it (the rule
+of ``limen.services.plan``: another origin's object only with the adopt annotation), and
 :func:`drift` lists what differs between Limen's copy and the CR.
 
 Pure code; called by ``limen.operator.resources``.
@@ -40,6 +40,7 @@ __all__ = [
     "declared_by",
     "drift",
     "ownership",
+    "taking_over",
 ]
 
 MANAGED_KINDS: tuple[Kind, ...] = (Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE)
@@ -96,24 +97,50 @@ def declare(kind: Kind, body: Mapping[str, Any]) -> Declared:
 
 
 def ownership(current: Mapping[str, Any] | None, declared: Declared) -> Check:
-    """May ``declared`` write the Limen object ``current`` (None: there is none)?"""
+    """May ``declared`` write the Limen object ``current`` (None: there is none)?
+
+    The rule of ``limen.services.plan``: an object of origin ``kubernetes`` (or none) is the
+    operator's, unless it names another CR in ``limen.dev/kubernetes-object`` (a conflict); an
+    object of another origin only with ``limen.dev/adopt: kubernetes``, on Limen's copy or, when
+    Limen's copy has no adopt annotation, on the CR. The object this CR pushed is taken back
+    that way too, unless it was explicitly handed to another origin inside Limen (``lmctl
+    apply`` with ``limen.dev/adopt: api``): that is reported as ``TakenOver``."""
     if current is None:
         return Check(True, "Owned", "")
     meta = current.get("metadata") or {}
     origin = (meta.get("labels") or {}).get(ORIGIN_LABEL)
-    stored_ref = (meta.get("annotations") or {}).get(REF_ANNOTATION)
+    annotations = meta.get("annotations") or {}
+    stored_ref, adopt = annotations.get(REF_ANNOTATION), annotations.get(ADOPT_ANNOTATION)
     key = f"{declared.kind.value}/{declared.name}"
-    if origin not in (None, Origin.KUBERNETES.value):
-        adopt = (meta.get("annotations") or {}).get(ADOPT_ANNOTATION)
-        if declared.adopts or adopt == Origin.KUBERNETES.value:
-            return Check(True, "Adopted", f"{key} (origin {origin}) is adopted by annotation")
-        return Check(False, "OwnedElsewhere",
-                     f"{key} exists in Limen with origin {origin}; annotate this object with "
-                     f"{ADOPT_ANNOTATION}: {Origin.KUBERNETES.value} to take it over")
-    if stored_ref and stored_ref != declared.ref:
-        return Check(False, "NameConflict",
-                     f"{key} in Limen is declared by the Kubernetes object {stored_ref}")
-    return Check(True, "Owned", "")
+    kubernetes = Origin.KUBERNETES.value
+    if origin in (None, kubernetes):
+        if stored_ref and stored_ref != declared.ref:
+            return Check(False, "NameConflict",
+                         f"{key} in Limen is declared by the Kubernetes object {stored_ref}")
+        return Check(True, "Owned", "")
+    if adopt == kubernetes or (adopt is None and (declared.adopts
+                                                  or stored_ref == declared.ref)):
+        return Check(True, "Adopted", f"{key} (origin {origin}) is adopted by annotation")
+    if stored_ref == declared.ref:
+        return Check(False, "TakenOver",
+                     f"{key} was handed to origin {origin} inside Limen ({ADOPT_ANNOTATION}: "
+                     f"{adopt}); delete this object, or remove that annotation in Limen to "
+                     "give it back")
+    return Check(False, "OwnedElsewhere",
+                 f"{key} exists in Limen with origin {origin}; annotate this object with "
+                 f"{ADOPT_ANNOTATION}: {kubernetes} to take it over")
+
+
+def taking_over(current: Mapping[str, Any] | None, declared: Declared) -> dict[str, Any]:
+    """The document to apply: ``declared.document``, plus ``limen.dev/adopt: kubernetes`` when
+    Limen's copy has another origin (the plan only lets a source write another's object with
+    it; :func:`ownership` decided it may)."""
+    origin = ((current or {}).get("metadata") or {}).get("labels", {}).get(ORIGIN_LABEL)
+    if current is None or origin in (None, Origin.KUBERNETES.value):
+        return declared.document
+    document = copy.deepcopy(declared.document)
+    document["metadata"]["annotations"][ADOPT_ANNOTATION] = Origin.KUBERNETES.value
+    return document
 
 
 def declared_by(current: Mapping[str, Any], ref: str) -> bool:
@@ -130,12 +157,15 @@ def drift(current: Mapping[str, Any], declared: Declared) -> list[str]:
     from what the CR declares; empty when they agree."""
     want = declared.resource.with_origin(Origin.KUBERNETES)
     have = Resource.from_document(current)
-    if have.same_declaration(want):
-        return []
+    # the adopt annotation a takeover left on Limen's copy is not drift
     return [change.path for change in diff_fields(_declared(have), _declared(want))]
 
 
 def _declared(resource: Resource) -> dict[str, Any]:
     return {"metadata": {"labels": dict(resource.labels),
-                         "annotations": dict(resource.annotations)},
+                         "annotations": _without_adopt(resource.annotations)},
             "spec": dict(resource.spec)}
+
+
+def _without_adopt(annotations: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in annotations.items() if k != ADOPT_ANNOTATION}

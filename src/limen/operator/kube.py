@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import kopf
 import kubernetes
 
-__all__ = ["KubeApi", "KubeError", "object_path"]
+__all__ = ["KubeApi", "KubeError", "login", "object_path"]
 
 _GROUPS = {
     "Secret": ("v1", "secrets"), "ConfigMap": ("v1", "configmaps"),
@@ -111,6 +113,21 @@ def _message(data: bytes | None) -> str:
         return ""
 
 
+def _kubeconfig() -> str:
+    """The kubeconfig named by ``KUBECONFIG`` now (the client library reads it at import)."""
+    return os.environ.get("KUBECONFIG", "~/.kube/config")
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's login: the pod's service account, else the kubeconfig (exec plugins and
+    auth providers included, through the client library)."""
+    info = kopf.login_with_service_account(**kwargs)
+    if info is not None:
+        return info
+    kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = _kubeconfig()
+    return kopf.login_via_client(**kwargs)
+
+
 def _new_client() -> Any:
     configuration = kubernetes.client.Configuration()
     try:
@@ -118,5 +135,5 @@ def _new_client() -> Any:
             client_configuration=configuration)
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
+            config_file=_kubeconfig(), client_configuration=configuration)
     return kubernetes.client.ApiClient(configuration=configuration)

@@ -42,6 +42,7 @@ from limen.operator.ca_secret import operator_identity, read_secret_data, seed_b
 from limen.operator.cluster import register_cluster_handlers
 from limen.operator.context import OperatorContext
 from limen.operator.kube import KubeApi
+from limen.operator.kube import login as kube_login
 from limen.operator.resources import register_resource_handlers
 from limen.operator.settings import OperatorConfig, configure_kopf
 
@@ -89,7 +90,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+        return kube_login(**kwargs)
 
     register_resource_handlers(registry, ctx)
     register_cluster_handlers(registry, ctx)

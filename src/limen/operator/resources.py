@@ -43,6 +43,7 @@ from limen.operator.documents import (
     declared_by,
     drift,
     ownership,
+    taking_over,
 )
 from limen.operator.naming import Claim, limen_name, winner
 from limen.operator.settings import FORCE_DELETE_ANNOTATION, OPERATOR_ID_LABEL
@@ -176,7 +177,7 @@ class Reconciler:
             old_name == declared.name)
         key = f"{self.kind.value}/{declared.name}"
         if current is None or changed:
-            action = await auth.apply(declared.document)
+            action = await auth.apply(taking_over(current, declared))
             if settled and changed:
                 message = (f"{key} was changed inside Limen ({', '.join(changed)}); restored "
                            "from this object")
