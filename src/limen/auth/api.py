@@ -36,6 +36,7 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth import presence
+from limen.auth.api_user import user_routes
 from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
 from limen.auth.server import AuthServer
@@ -45,6 +46,7 @@ from limen.ca.x509_certs import verify_client_cert
 from limen.errors import AccessDenied, BadParameter, NotFound
 from limen.events.search import parse_since, search
 from limen.net.http import error_middleware, json_body
+from limen.recording.sink import recordings_dir
 
 __all__ = ["GITOPS_STATUS_KEY", "build_app"]
 
@@ -52,7 +54,9 @@ GITOPS_STATUS_KEY = "/gitops/status"
 """Backend key of the Git sync's status (JSON written by ``limen.gitops.sync``)."""
 
 
-def build_app(auth: AuthServer, events_dir: Path) -> web.Application:
+def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
+    """The auth API app; ``data_dir`` holds the audit log and the session recordings."""
+    events_dir = data_dir / "log" / "events"
     app = web.Application(middlewares=[error_middleware], client_max_size=16 << 20)
     routes = _Routes(auth, events_dir)
     app.add_routes([
@@ -74,6 +78,7 @@ def build_app(auth: AuthServer, events_dir: Path) -> web.Application:
         web.post("/v1/presence/heartbeat", routes.presence_heartbeat),
         web.get("/v1/presence/nodes", routes.presence_nodes),
     ])
+    app.add_routes(user_routes(auth, routes.identity, routes.role_set, recordings_dir(data_dir)))
     return app
 
 
@@ -173,7 +178,7 @@ class _Routes:
             require_system(identity, [])
         sources = [_source_document(i, d) for i, d in enumerate(docs)]
         resources = validate(sources)
-        role_set = await self._role_set(identity)
+        role_set = await self.role_set(identity)
         for kind in {r.kind for r in resources}:
             require_rule(identity, role_set, kind, "create")
             require_rule(identity, role_set, kind, "update")
@@ -183,13 +188,13 @@ class _Routes:
             {"kind": e.kind.value, "name": e.name, "action": e.action.value}
             for e in plan.entries]})
 
-    async def _role_set(self, identity: Identity) -> Any:
+    async def role_set(self, identity: Identity) -> Any:
         return None if identity.is_system else await self.auth.role_set(identity)
 
     async def list_resources(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
-        require_rule(identity, await self._role_set(identity), kind, "list",
+        require_rule(identity, await self.role_set(identity), kind, "list",
                      system=[SystemRole.PROXY, SystemRole.NODE])
         items = await self.auth.store.list(kind)
         return web.json_response({"items": [r.to_document() for r in items]})
@@ -197,7 +202,7 @@ class _Routes:
     async def get_resource(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
-        require_rule(identity, await self._role_set(identity), kind, "read",
+        require_rule(identity, await self.role_set(identity), kind, "read",
                      system=[SystemRole.PROXY, SystemRole.NODE])
         found = await self.auth.store.get(kind, request.match_info["name"])
         return web.json_response(found.to_document())
@@ -205,7 +210,7 @@ class _Routes:
     async def delete_resource(self, request: web.Request) -> web.Response:
         identity, actor = await self._actor(request)
         kind = parse_kind(request.match_info["kind"])
-        require_rule(identity, await self._role_set(identity), kind, "delete")
+        require_rule(identity, await self.role_set(identity), kind, "delete")
         origin = Origin(request.query.get("origin", "api"))
         if origin is not Origin.API:
             require_system(identity, [])
@@ -214,7 +219,7 @@ class _Routes:
 
     async def add_user(self, request: web.Request) -> web.Response:
         identity, actor = await self._actor(request)
-        require_rule(identity, await self._role_set(identity), Kind.USER, "create")
+        require_rule(identity, await self.role_set(identity), Kind.USER, "create")
         body = await json_body(request)
         roles = _str_list(body, "roles")
         if not roles:
@@ -226,14 +231,14 @@ class _Routes:
 
     async def invite(self, request: web.Request) -> web.Response:
         identity, actor = await self._actor(request)
-        require_rule(identity, await self._role_set(identity), Kind.USER, "update")
+        require_rule(identity, await self.role_set(identity), Kind.USER, "update")
         url = await self.auth.invite(request.match_info["name"], actor=actor,
                                      ttl_seconds=_ttl(await json_body(request)))
         return web.json_response({"url": url, "token": url.rsplit("/", 1)[-1].split("?")[0]})
 
     async def add_token(self, request: web.Request) -> web.Response:
         identity, actor = await self._actor(request)
-        require_rule(identity, await self._role_set(identity), "token", "create")
+        require_rule(identity, await self.role_set(identity), "token", "create")
         body = await json_body(request)
         ttl = body.get("ttl_seconds", 1800)
         if not isinstance(ttl, int):
@@ -252,7 +257,7 @@ class _Routes:
 
     async def events(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
-        require_rule(identity, await self._role_set(identity), "event", "list")
+        require_rule(identity, await self.role_set(identity), "event", "list")
         query = request.query
         since = parse_since(query["since"]) if query.get("since") else None
         limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
@@ -262,7 +267,7 @@ class _Routes:
 
     async def access_check(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
-        require_rule(identity, await self._role_set(identity), Kind.ROLE, "read")
+        require_rule(identity, await self.role_set(identity), Kind.ROLE, "read")
         query = request.query
         return web.json_response(await self.auth.access_check(
             query.get("user", ""), parse_kind(query.get("kind", "")), query.get("name", ""),
@@ -270,7 +275,7 @@ class _Routes:
 
     async def gitops_status(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
-        require_rule(identity, await self._role_set(identity), Kind.ROLE, "read")
+        require_rule(identity, await self.role_set(identity), Kind.ROLE, "read")
         item = await self.auth.backend.get(GITOPS_STATUS_KEY)
         if item is None:
             raise NotFound("this cluster does not sync from Git (start it with --gitops)")
@@ -289,7 +294,7 @@ class _Routes:
 
     async def presence_nodes(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
-        require_rule(identity, await self._role_set(identity), Kind.RESOURCE, "list",
+        require_rule(identity, await self.role_set(identity), Kind.RESOURCE, "list",
                      system=[SystemRole.PROXY, SystemRole.NODE])
         return web.json_response({"items": await presence.presence(self.auth)})
 

@@ -51,7 +51,6 @@ class AuthService:
     def __init__(self, settings: Settings, backend: Backend, emitter: Emitter) -> None:
         self.settings = settings
         self.server = AuthServer(backend, settings.cluster, emitter)
-        self.events_dir = settings.data_dir / "log" / "events"
         self._runner: web.AppRunner | None = None
         self.address = ""
 
@@ -78,7 +77,7 @@ class AuthService:
                                  require_client_cert=True)
         sock = bind_tcp(self.settings.listeners.auth)
         self.address = socket_address(sock)
-        self._runner = web.AppRunner(build_app(self.server, self.events_dir),
+        self._runner = web.AppRunner(build_app(self.server, self.settings.data_dir),
                                      access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, sock, ssl_context=context).start()

@@ -9,7 +9,7 @@ import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -55,7 +55,7 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def emit_documents(documents: Sequence[dict[str, Any]], output: str, *,
+def emit_documents(documents: Sequence[Mapping[str, Any]], output: str, *,
                    as_list: bool = False) -> None:
     """Print documents as a YAML stream (re-appliable with ``lmctl apply -f``) or JSON: one
     document as itself, several (or any number when ``as_list``, e.g. a listing that found

@@ -19,6 +19,7 @@ from limen.api.validation import parse_duration
 from limen.auth.signup_tokens import parse_signup_url
 from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
+from limen.cli.lmsh_access import ls, play, scp, ssh
 from limen.client.profile import Profile, ProfileStore
 from limen.client.proxyssh import run_proxy_ssh
 from limen.client.sshagent import add_to_agent, remove_from_agent
@@ -220,6 +221,10 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
         cluster=cluster, key_path=store.key_path(profile.proxy, profile.user),
         cert_path=store.ssh_cert_path(profile.proxy, profile.user, profile.cluster),
         known_hosts=store.known_hosts))
+
+
+for _command in (ls, ssh, scp, play):
+    cli.add_command(_command)
 
 
 def main() -> None:

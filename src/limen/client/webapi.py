@@ -14,7 +14,9 @@ from typing import Any
 
 from cryptography import x509
 
-from limen.ca.keys import pin_matches
+from limen.ca.keys import load_private_key, pin_matches
+from limen.ca.tls import client_context
+from limen.client.profile import Profile, ProfileStore
 from limen.errors import AccessDenied
 from limen.net.http import ApiClient
 
@@ -70,6 +72,26 @@ class WebApi:
             await api.close()
             raise
         return api, ping
+
+    @classmethod
+    def for_profile(cls, store: ProfileStore, profile: Profile) -> WebApi:
+        """Calls made as the logged-in user: mutual TLS with the user's certificate, the
+        proxy verified against the cluster CAs saved at login."""
+        if not profile.is_valid():
+            raise AccessDenied(f"your certificates expired at {profile.expires}: "
+                               "run lmsh login again")
+        cas = [c for pem in store.trusted_cas(profile.proxy).values()
+               for c in x509.load_pem_x509_certificates(pem)]
+        if not cas:
+            raise AccessDenied("no trusted CA saved for this proxy: run lmsh login again")
+        key = load_private_key(store.key_path(profile.proxy, profile.user).read_bytes())
+        cert = x509.load_pem_x509_certificate(
+            store.tls_cert_path(profile.proxy, profile.user).read_bytes())
+        return cls(profile.proxy, client_context(cert, key, cas))
+
+    async def as_user(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET ``/v1/webapi/user/<path>``."""
+        return await self.http.call("GET", f"/v1/webapi/user/{path}", params=params)
 
     async def close(self) -> None:
         await self.http.close()

@@ -1,0 +1,173 @@
+"""``lmsh ls``, ``lmsh ssh``, ``lmsh scp`` and ``lmsh play``: reaching nodes and replaying
+sessions. ``ssh`` and ``scp`` run the stock OpenSSH client with Limen's key, certificate and
+known_hosts, and ``lmsh proxy ssh`` as ProxyCommand, so every OpenSSH option works.
+Registered on the ``lmsh`` group by ``limen.cli.lmsh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.client.nodes import is_label_selector, matching, parse_selector
+from limen.client.profile import Profile, ProfileStore
+from limen.client.webapi import WebApi
+from limen.errors import BadParameter, NotFound
+from limen.recording import FORMATS, parse_cast, render
+
+__all__ = ["ls", "openssh_options", "play", "scp", "split_ssh_args", "ssh"]
+
+NODE_PORT = 3022
+
+
+async def _user_call(path: str) -> Any:
+    store = ProfileStore()
+    api = WebApi.for_profile(store, store.current())
+    try:
+        return await api.as_user(path)
+    finally:
+        await api.close()
+
+
+def _nodes() -> list[dict[str, Any]]:
+    return list(asyncio.run(_user_call("nodes"))["items"])
+
+
+@click.command()
+@click.argument("selector", nargs=-1)
+@OUTPUT_OPTION
+@handle_errors
+def ls(selector: tuple[str, ...], output: str) -> None:
+    """The nodes you may log in to (filter with k=v labels)."""
+    nodes = matching(_nodes(), parse_selector(selector))
+    if output != "text":
+        emit_documents(nodes, output)
+        return
+    print_table(["Node Name", "Address", "Labels", "Logins"], [
+        (n["hostname"], n["address"] or "⟵ tunnel",
+         ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())), ",".join(n["logins"]))
+        for n in nodes])
+
+
+def _lmsh() -> str:
+    here = Path(sys.argv[0])
+    return str(here.resolve()) if here.name == "lmsh" and here.exists() else (
+        shutil.which("lmsh") or "lmsh")
+
+
+def openssh_options(store: ProfileStore, profile: Profile, cluster: str | None = None) -> list[str]:
+    """The ``-o`` options that make OpenSSH go through Limen for this profile."""
+    cluster = cluster or profile.cluster
+    key = store.key_path(profile.proxy, profile.user)
+    cert = store.ssh_cert_path(profile.proxy, profile.user, cluster)
+    proxy_command = (f"{_lmsh()} proxy ssh --proxy {profile.proxy} --cluster {cluster}"
+                     " %r@%h:%p")
+    options = {
+        "UserKnownHostsFile": str(store.known_hosts), "IdentityFile": str(key),
+        "CertificateFile": str(cert), "IdentitiesOnly": "yes", "ProxyCommand": proxy_command,
+        "Port": str(NODE_PORT), "StrictHostKeyChecking": "yes",
+        "HostKeyAlgorithms": "ssh-ed25519-cert-v01@openssh.com,"
+                             "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    }
+    return [arg for name, value in options.items() for arg in ("-o", f"{name}={value}")]
+
+
+def _current() -> tuple[ProfileStore, Profile]:
+    store = ProfileStore()
+    profile = store.current()
+    if not profile.is_valid():
+        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
+    return store, profile
+
+
+_SSH_FLAGS_WITH_VALUE = set("BbcDEeFIiJLlmOopQRSWw")
+
+
+def split_ssh_args(args: tuple[str, ...]) -> tuple[list[str], str | None, str, list[str]]:
+    """OpenSSH's ``[options] destination [command]``: (options, -l login, destination, command)."""
+    options: list[str] = []
+    login: str | None = None
+    index = 0
+    while index < len(args) and args[index].startswith("-") and args[index] != "--":
+        arg = args[index]
+        flag = arg[1:2]
+        value: str | None = None
+        if flag in _SSH_FLAGS_WITH_VALUE and len(arg) == 2:
+            if index + 1 >= len(args):
+                raise BadParameter(f"option {arg} needs a value")
+            value = args[index + 1]
+            index += 1
+        if flag == "l":
+            login = value if value is not None else arg[2:]
+        else:
+            options += [arg] if value is None else [arg, value]
+        index += 1
+    if index < len(args) and args[index] == "--":
+        index += 1
+    if index >= len(args):
+        raise BadParameter("missing destination: lmsh ssh [options] [LOGIN@]HOST [COMMAND...]")
+    return options, login, args[index], list(args[index + 1:])
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("--cluster", help="A leaf cluster to reach (default: the profile's).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+@handle_errors
+def ssh(cluster: str | None, args: tuple[str, ...]) -> None:
+    """lmsh ssh [OPENSSH OPTIONS] [LOGIN@]HOST [COMMAND...]: a shell or a command on a node,
+    or COMMAND on every node matching k=v labels. -L, -R, -A, -t... work as in OpenSSH."""
+    store, profile = _current()
+    options, login, destination, command = split_ssh_args(args)
+    user, _, host = destination.rpartition("@")
+    login = login or user or os.environ.get("USER") or "root"
+    base = ["ssh", *openssh_options(store, profile, cluster), *options, "-l", login]
+    if not is_label_selector(host):
+        os.execvp("ssh", [*base, host, *command])  # noqa: S606 - no shell: argv as given
+    if not command:
+        raise BadParameter("a label selector runs a command on every match: give a COMMAND")
+    nodes = matching(_nodes(), parse_selector([host]))
+    if not nodes:
+        raise NotFound(f"no node you may log in to matches {host}")
+    worst = 0
+    for node in nodes:
+        result = subprocess.run([*base, node["hostname"], *command], capture_output=True,
+                                check=False)
+        for stream, data in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
+            for line in data.decode(errors="replace").splitlines():
+                stream.write(f"[{node['hostname']}] {line}\n")
+        worst = max(worst, result.returncode)
+    sys.exit(worst)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--cluster", help="A leaf cluster to reach (default: the profile's).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+@handle_errors
+def scp(cluster: str | None, args: tuple[str, ...]) -> None:
+    """Copy files: lmsh scp [-r] SRC... DST, remote paths as [LOGIN@]HOST:PATH."""
+    store, profile = _current()
+    os.execvp("scp", ["scp", *openssh_options(store, profile, cluster), *args])  # noqa: S606
+
+
+@click.command()
+@click.argument("session_id")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed.")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="pty",
+              show_default=True, help="pty: timed replay; text: the output; json: events.")
+@handle_errors
+def play(session_id: str, speed: float, fmt: str) -> None:
+    """Replay a recorded session (needs the session read rule)."""
+    if speed <= 0:
+        raise BadParameter("--speed must be positive")
+    answer = asyncio.run(_user_call(f"recordings/{session_id}"))
+    render(parse_cast(answer["cast"].encode()), fmt, sys.stdout.buffer, speed=speed)
+    sys.stdout.buffer.flush()
