@@ -362,7 +362,7 @@ def test_expired_signup_link_is_refused(site: LimenCluster) -> None:
 
     assert result.returncode == 1, describe(result)
     assert len(result.stderr.splitlines()) == 1
-    assert "expired" in result.stderr
+    assert "sign-up link has expired" in result.stderr
     assert erin.totp_secret is None
     event = last_event(site, "user.signup")
     assert event["success"] is False
@@ -373,7 +373,7 @@ def test_used_signup_link_is_refused(site: LimenCluster, dave: LimenUser) -> Non
     result = again.signup(dave.signup_link or "", check=False)
     assert result.returncode == 1, describe(result)
     assert len(result.stderr.splitlines()) == 1
-    assert "used" in result.stderr
+    assert "sign-up link was already used" in result.stderr
     assert again.totp_secret is None
     assert last_event(site, "user.signup")["success"] is False
 

@@ -5,7 +5,8 @@ secrets live under auth's own keys, written with compare-and-swap so concurrent 
 neither accept the same one-time code twice nor lose a failure count::
 
     /secrets/credentials/<user>     LocalCredentials (password hash, TOTP, lockout state)
-    /secrets/signup/<sha256>        SignupToken (hash only), expiring with the link
+    /secrets/signup/<sha256>        SignupToken (hash only); kept a day past the link's end
+                                    (and after use, marked used) so a refusal can say which
 
 Called by ``limen.auth.server``. Password hashing runs in a worker thread.
 """
@@ -27,16 +28,19 @@ from limen.auth.credentials import (
 from limen.auth.signup_tokens import (
     SignupToken,
     check_signup_token,
+    mark_used,
     new_signup_token,
     signup_token_id,
 )
-from limen.backend.base import Backend, Condition, Delete, Put
+from limen.backend.base import Backend, Condition, Put
 from limen.errors import AccessDenied, BadParameter, CompareFailed
 
 __all__ = ["LocalUsers", "SignupResult"]
 
 CREDENTIALS_PREFIX = "/secrets/credentials/"
 SIGNUP_PREFIX = "/secrets/signup/"
+SIGNUP_RECORD_GRACE = 86400.0
+"""Seconds a sign-up record outlives its link, to tell "expired" and "used" from "invalid"."""
 
 
 class SignupResult:
@@ -57,7 +61,7 @@ class LocalUsers:
         secret, record = new_signup_token(user, now=self.clock(), ttl=ttl_seconds)
         await self.backend.create(
             SIGNUP_PREFIX + record.token_hash, json.dumps(record.to_dict()).encode(),
-            expires=record.expires,
+            expires=record.expires + SIGNUP_RECORD_GRACE,
         )
         return secret
 
@@ -69,7 +73,7 @@ class LocalUsers:
         key = SIGNUP_PREFIX + signup_token_id(secret)
         item = await self.backend.get(key)
         if item is None:
-            raise AccessDenied("invalid, used or expired sign-up link")
+            raise AccessDenied("invalid sign-up link")
         record = SignupToken.from_dict(json.loads(item.value))
         now = self.clock()
         check_signup_token(record, secret, now)
@@ -85,7 +89,9 @@ class LocalUsers:
             await self.backend.atomic(
                 [Condition(key, item.revision),
                  Condition(cred_key, current.revision if current else 0)],
-                [Delete(key), Put(cred_key, json.dumps(creds.to_dict()).encode())],
+                [Put(key, json.dumps(mark_used(record).to_dict()).encode(),
+                     expires=record.expires + SIGNUP_RECORD_GRACE),
+                 Put(cred_key, json.dumps(creds.to_dict()).encode())],
             )
         except CompareFailed:
             raise AccessDenied("sign-up link was already used") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,9 @@ def handle_errors(func: F) -> F:
             fail(str(err), exit_code(err))
         except KeyboardInterrupt:
             sys.exit(130)
+        except BrokenPipeError:  # `lmctl get roles | head`: the reader is gone, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as err:
             if debug:
                 traceback.print_exc()
