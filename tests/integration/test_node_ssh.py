@@ -601,7 +601,9 @@ def _ssh_running(node: Node, key: UserKey, *extra: str) -> Iterator[subprocess.P
         assert line == "ready\n", proc.stderr.read() if proc.stderr else ""
         yield proc
     finally:
-        proc.terminate()
+        # SIGKILL, not SIGTERM: Debian's ssh 9.2 sometimes misses a SIGTERM that arrives just
+        # before it polls (its loop then sleeps for minutes); nothing here needs a clean exit.
+        proc.kill()
         proc.communicate(timeout=10)
 
 
@@ -625,7 +627,7 @@ def test_port_forwarding_refused_when_roles_disable_it(node: Node) -> None:
     key = node.user(("noforward",))
     with _echo_server() as echo_port:
         local = _free_port()
-        proc = subprocess.Popen([*node.ssh_args(key, "-v", "-N", "-L",
+        proc = subprocess.Popen([*node.ssh_args(key, "-N", "-L",
                                                 f"{local}:127.0.0.1:{echo_port}")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=clean_env())
@@ -644,13 +646,8 @@ def test_port_forwarding_refused_when_roles_disable_it(node: Node) -> None:
                         return True
             wait_for(refused, 10, "the forwarded connection to be closed")
         finally:
-            proc.terminate()
-            try:
-                _, stderr = proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, stderr = proc.communicate(timeout=10)
-                raise AssertionError(f"ssh did not exit on SIGTERM: {stderr}") from None
+            proc.kill()  # not SIGTERM: this ssh build can miss it (poll race), see _ssh_running
+            _, stderr = proc.communicate(timeout=10)
     assert "prohibited" in stderr or "denied" in stderr
     event = node.events.wait(lambda e: e.type.value == "port" and not e.success)
     assert "disabled by the user's roles" in event.fields["reason"]
