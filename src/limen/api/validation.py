@@ -16,8 +16,8 @@ private key or a literal token/password where a ``*_ref`` reference belongs. Nul
 An optional ``spec.name`` (User, Role, TrustedCluster, Resource) names the object in Limen
 instead of ``metadata.name``: Kubernetes names cannot hold the ``@`` of e-mail user names.
 
-Called by ``lmctl``, the Git sync, the auth API and the operator; ``parse_duration`` is shared
-with RBAC and the CLIs.
+Called by ``lmctl``, the Git sync, the auth API and the operator. ``parse_duration`` lives in
+``limen.api.durations`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from limen.api.durations import parse_duration
 from limen.api.loader import FieldPath, SourceDocument
 from limen.api.resources import API_VERSION, NAME_PATTERN, PUBLIC_KINDS, Kind, Resource
 from limen.api.schemas import describe, schema_errors
@@ -59,9 +58,6 @@ RESOURCE_FIELD_KINDS = {
 RESOURCE_REQUIRED_FIELDS = {"db": ("protocol", "address"), "app": ("uri",)}
 """Resource spec fields a ``spec.kind`` requires (the CRD's CEL rules)."""
 
-_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:h|ms|m|s))+")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s)")
-_UNIT_SECONDS = {"h": Decimal(3600), "m": Decimal(60), "s": Decimal(1), "ms": Decimal("0.001")}
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _SECRET_NAME = re.compile(
     r"token|passw(?:or)?d|passphrase|secret|private[_-]?key|api[_-]?key|credential", re.I
@@ -74,25 +70,6 @@ _PUBLIC_KIND_NAMES = ", ".join(k.value for k in PUBLIC_KINDS)
 Problem = tuple[FieldPath, str]
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse a positive Go-style duration: ``8h``, ``30m``, ``1h30m``, ``1.5h``, ``90s``, ``500ms``.
-
-    Raises :class:`BadParameter` for anything else (``8 hours``, ``8``, ``-1h``, ``0s``).
-    """
-    if not isinstance(text, str) or not _DURATION.fullmatch(text):
-        raise BadParameter(
-            f"{text!r} is not a valid duration (use a number and a unit: 8h, 30m, 1h30m, 90s)"
-        )
-    seconds = Decimal(0)
-    try:
-        for number, unit in _DURATION_PART.findall(text):
-            seconds += Decimal(number) * _UNIT_SECONDS[unit]
-        value = timedelta(microseconds=int(seconds * 1_000_000))
-    except (OverflowError, InvalidOperation):
-        raise BadParameter(f"{text!r} is too long a duration") from None
-    if value <= timedelta(0):
-        raise BadParameter(f"{text!r} is not a positive duration")
-    return value
 
 
 def format_path(path: Sequence[str | int]) -> str:

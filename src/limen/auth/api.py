@@ -39,6 +39,7 @@ from limen.auth import presence
 from limen.auth.api_user import user_routes
 from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
+from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.server import AuthServer
 from limen.ca.authority import CertAuthorityType, tls_trust_map
 from limen.ca.identity import Identity, SystemRole
@@ -50,8 +51,6 @@ from limen.recording.sink import recordings_dir
 
 __all__ = ["GITOPS_STATUS_KEY", "build_app"]
 
-GITOPS_STATUS_KEY = "/gitops/status"
-"""Backend key of the Git sync's status (JSON written by ``limen.gitops.sync``)."""
 
 
 def build_app(auth: AuthServer, data_dir: Path) -> web.Application:

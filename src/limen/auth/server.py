@@ -24,6 +24,7 @@ from limen.api.validation import validate
 from limen.auth.authorities import Authorities
 from limen.auth.changes import change_event_type
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
+from limen.auth.keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.otp import provisioning_uri
 from limen.auth.signup_tokens import build_signup_url
 from limen.auth.tokens import JoinTokens
@@ -47,8 +48,7 @@ from limen.services.resources import ResourceStore
 __all__ = ["AuthServer", "HostCerts", "LoginResult"]
 
 log = logging.getLogger(__name__)
-PROXY_ADDRESS_KEY = "/cluster/proxy_public_address"
-CLUSTER_NAME_KEY = "/cluster/name"
+
 JOIN_TYPES_BY_ROLE = {
     SystemRole.NODE: ("node",), SystemRole.DB: ("db",), SystemRole.KUBE: ("kube",),
     SystemRole.APP: ("app",), SystemRole.PROXY: ("proxy",),

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import click
 
+from limen.api.durations import parse_duration
 from limen.api.loader import load_path, load_text
 from limen.api.resources import PUBLIC_KINDS, parse_kind
-from limen.api.validation import parse_duration
 from limen.cli.admin_api import AdminApi, open_admin
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
 from limen.cli.lmctl_gitops import gitops

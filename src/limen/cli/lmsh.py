@@ -15,14 +15,12 @@ from typing import Any
 
 import click
 
-from limen.api.validation import parse_duration
+from limen.api.durations import parse_duration
 from limen.auth.signup_tokens import parse_signup_url
 from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmsh_access import ls, play, scp, ssh
 from limen.client.profile import Profile, ProfileStore
-from limen.client.proxyssh import run_proxy_ssh
-from limen.client.sshagent import add_to_agent, remove_from_agent
 from limen.client.sshconfig import SSHConfigInput, render_ssh_config
 from limen.client.webapi import WebApi
 from limen.errors import BadParameter
@@ -125,6 +123,8 @@ def login(proxy: str, user: str, password_stdin: bool, otp: str, ttl: str,
             ssh_cert=(answer["ssh_cert"] + "\n").encode(), tls_cert=answer["tls_cert"].encode(),
             tls_cas={c: pem.encode() for c, pem in answer["tls_cas"].items()},
             host_ca_lines=answer["known_hosts"])
+        from limen.client.sshagent import add_to_agent  # asyncssh: loaded only when used
+
         lifetime = int((profile.expires_at - datetime.now(UTC)).total_seconds())
         if await add_to_agent(private, answer["ssh_cert"].encode(), lifetime):
             click.echo("Key and certificate added to ssh-agent.")
@@ -169,6 +169,8 @@ def logout(proxy: str | None) -> None:
     key_path = store.key_path(proxy, profile.user)
     cert_path = store.ssh_cert_path(proxy, profile.user, profile.cluster)
     if key_path.exists():
+        from limen.client.sshagent import remove_from_agent  # asyncssh: loaded only when used
+
         cert = cert_path.read_bytes() if cert_path.exists() else None
         asyncio.run(remove_from_agent(key_path.read_bytes(), cert))
     store.logout(proxy)
@@ -216,6 +218,8 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
     if not login or not host or not port.isdigit():
         raise BadParameter("target must be LOGIN@HOST:PORT (OpenSSH's %r@%h:%p)")
     cluster = cluster or profile.cluster
+    from limen.client.proxyssh import run_proxy_ssh  # asyncssh: loaded only when used
+
     asyncio.run(run_proxy_ssh(
         ssh_proxy=profile.ssh_proxy, login=login, target_host=host, target_port=int(port),
         cluster=cluster, key_path=store.key_path(profile.proxy, profile.user),

@@ -5,9 +5,7 @@
 applies each new commit all or nothing (:mod:`~limen.gitops.sync`), recording the live commit
 (:mod:`~limen.gitops.status`). ``lmctl gitops plan`` renders the same plan offline
 (:mod:`~limen.gitops.planfmt`). Above ``limen.auth`` in the layers; below the CLIs.
+
+Import the submodules directly: this package re-exports nothing, so that ``lmctl gitops plan``
+does not load the sync service and the auth server it drives.
 """
-
-from limen.gitops.service import GitOpsService
-from limen.gitops.sync import GitOpsSync, Outcome, SyncReport
-
-__all__ = ["GitOpsService", "GitOpsSync", "Outcome", "SyncReport"]

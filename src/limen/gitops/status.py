@@ -1,6 +1,6 @@
 """The Git sync's status: which commit is live, and how the last attempt went.
 
-Stored as JSON in the backend under ``/gitops/status`` (``limen.auth.api.GITOPS_STATUS_KEY``),
+Stored as JSON in the backend under ``/gitops/status`` (``limen.auth.keys.GITOPS_STATUS_KEY``),
 so it survives restarts and the auth API serves it to ``lmctl gitops status``::
 
     {"source": "examples/gitops", "mode": "git", "branch": "main", "path": "examples/gitops",
@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from limen.auth.api import GITOPS_STATUS_KEY
+from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.backend.base import Backend
 from limen.gitops.repository import Revision
 

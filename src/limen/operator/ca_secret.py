@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import CA_SECRET_PREFIX, ca_resource_name
-from limen.auth.server import CLUSTER_NAME_KEY
+from limen.auth.keys import CLUSTER_NAME_KEY
 from limen.backend.base import Backend, Condition, Put
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

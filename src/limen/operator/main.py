@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 
 from limen.auth.authorities import CA_SECRET_PREFIX
-from limen.auth.server import CLUSTER_NAME_KEY
+from limen.auth.keys import CLUSTER_NAME_KEY
 from limen.backend.factory import open_backend
 from limen.backend.sqlite import DB_FILENAME
 from limen.ca.authority import CertAuthority, CertAuthorityType

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from limen.api.validation import parse_duration
+from limen.api.durations import parse_duration
 from limen.errors import BadParameter
 
 __all__ = [

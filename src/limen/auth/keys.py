@@ -1,0 +1,13 @@
+"""Backend keys auth owns outside the resource store (one place to find them).
+
+Imported by the auth server, the Git sync and ``lmctl``; imports nothing.
+"""
+
+__all__ = ["CLUSTER_NAME_KEY", "GITOPS_STATUS_KEY", "PROXY_ADDRESS_KEY"]
+
+CLUSTER_NAME_KEY = "/cluster/name"
+"""The cluster's name, written by the first ``limen start``."""
+PROXY_ADDRESS_KEY = "/cluster/proxy_public_address"
+"""The public web address of the proxy (sign-up links are built from it)."""
+GITOPS_STATUS_KEY = "/gitops/status"
+"""The Git sync's status: live commit and last attempt (JSON, ``limen.gitops.status``)."""

@@ -1,0 +1,102 @@
+"""``lmctl --data-dir DIR`` when no cluster runs from DIR: an in-process ``AuthServer`` over
+DIR's store, with the same validation, ownership rules and audit events as the auth API.
+
+Imported lazily by ``limen.cli.admin_api.open_admin`` (it loads the whole auth server).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from limen.api.loader import SourceDocument
+from limen.api.resources import Origin, parse_kind
+from limen.api.validation import validate
+from limen.auth.keys import GITOPS_STATUS_KEY
+from limen.auth.server import AuthServer
+from limen.backend.factory import open_backend
+from limen.cli.admin_api import ACTOR, token_of
+from limen.config import load_settings
+from limen.errors import NotFound
+from limen.events.filelog import FileLog
+from limen.events.search import parse_since, search
+from limen.files import private_dir
+
+__all__ = ["LocalAdmin", "local_admin"]
+
+
+class LocalAdmin:
+    def __init__(self, server: AuthServer, events_dir: Path) -> None:
+        self.server = server
+        self.events_dir = events_dir
+
+    async def apply(self, documents: Sequence[SourceDocument]) -> list[dict[str, str]]:
+        plan = await self.server.apply(validate(documents), Origin.API, actor=ACTOR)
+        return [{"kind": e.kind.value, "name": e.name, "action": e.action.value}
+                for e in plan.entries]
+
+    async def list_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r.to_document() for r in await self.server.store.list(parse_kind(kind))]
+
+    async def get_one(self, kind: str, name: str) -> dict[str, Any]:
+        return (await self.server.store.get(parse_kind(kind), name)).to_document()
+
+    async def delete(self, kind: str, name: str) -> None:
+        await self.server.remove(parse_kind(kind), name, Origin.API, actor=ACTOR)
+
+    async def add_user(self, name: str, roles: list[str], logins: list[str],
+                       ttl: int) -> dict[str, str]:
+        _user, url = await self.server.add_user(name, roles, logins, actor=ACTOR,
+                                                ttl_seconds=ttl)
+        return {"url": url, "token": token_of(url)}
+
+    async def invite(self, name: str, ttl: int) -> dict[str, str]:
+        url = await self.server.invite(name, actor=ACTOR, ttl_seconds=ttl)
+        return {"url": url, "token": token_of(url)}
+
+    async def add_token(self, token_type: str, ttl: int,
+                        labels: Mapping[str, str]) -> dict[str, Any]:
+        secret, record = await self.server.create_token(
+            token_type, timedelta(seconds=ttl), actor=ACTOR, labels=labels)
+        return {"token": secret, "id": record.name, "type": token_type,
+                "expires": record.spec["expires"], "ca_pin": self.server.tls_ca_pin()}
+
+    async def events(self, types: list[str], user: str | None, since: str | None,
+                     limit: int | None) -> list[dict[str, Any]]:
+        return search(self.events_dir, types=types or None, user=user,
+                      since=parse_since(since) if since else None, limit=limit)
+
+    async def access_check(self, user: str, kind: str, name: str,
+                           login: str | None) -> dict[str, Any]:
+        return await self.server.access_check(user, parse_kind(kind), name, login)
+
+    async def status(self) -> dict[str, Any]:
+        return {**self.server.status(), "listeners": {}}
+
+    async def gitops_status(self) -> dict[str, Any]:
+        item = await self.server.backend.get(GITOPS_STATUS_KEY)
+        if item is None:
+            raise NotFound("this cluster has never synced from Git (start it with --gitops)")
+        result: dict[str, Any] = json.loads(item.value)
+        return result
+
+
+@asynccontextmanager
+async def local_admin(data_dir: Path) -> AsyncIterator[LocalAdmin]:
+    settings = load_settings(overrides={"data_dir": str(data_dir)})
+    private_dir(data_dir)
+    backend = open_backend(data_dir)
+    events_dir = data_dir / "log" / "events"
+    log = FileLog(events_dir)
+    try:
+        server = AuthServer(backend, settings.cluster, log)
+        await server.start(initialize=False)
+        yield LocalAdmin(server, events_dir)
+    finally:
+        log.close()
+        await backend.close()
+
