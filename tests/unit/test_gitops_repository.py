@@ -270,4 +270,6 @@ def test_a_directory_source_changes_revision_exactly_when_a_document_changes(
     (directory / "roles" / "dev.yaml").write_text(role("dev", "bob"), encoding="utf-8")
     second = source.poll()
     assert second.key != first.key
-    assert [d.data["spec"]["allow"]["logins"] for d in source.documents(second)] == [["bob"]]
+    documents, resources = source.load(second)
+    assert [d.data["spec"]["allow"]["logins"] for d in documents] == [["bob"]]
+    assert [r.name for r in resources] == ["dev"]

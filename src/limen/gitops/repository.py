@@ -28,7 +28,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,12 +46,15 @@ from limen.gitops.credentials import Credentials, git_environment, scrub_secrets
 
 __all__ = [
     "ALLOWED_PROTOCOLS",
+    "File",
     "GitRepository",
     "Revision",
     "check_branch",
     "documents_at_ref",
     "normalize_subpath",
+    "parse_file",
     "read_documents",
+    "read_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,20 +195,32 @@ class GitRepository:
     def documents(self, revision: Revision) -> list[SourceDocument]:
         return read_documents(self._open(), revision.sha, self.subpath)
 
+    def files(self, revision: Revision) -> list[File]:
+        return read_files(self._open(), revision.sha, self.subpath)
+
     def close(self) -> None:
         if self._repo is not None:
             self._repo.close()
             self._repo = None
 
 
-def read_documents(repo: git.Repo, commit: str, subpath: str) -> list[SourceDocument]:
-    """Load every YAML document under ``subpath`` at ``commit``, named relative to ``subpath``.
+@dataclass(frozen=True)
+class File:
+    """One YAML file of a commit: its path relative to the synced directory, its blob id."""
 
-    The same files, order, names and errors as ``load_path`` on a checkout of that directory
-    (the blobs are parsed in memory with ``load_text``: no checkout, no temporary files).
+    path: str
+    blob: str
+    data: bytes = field(repr=False)
+
+
+def read_files(repo: git.Repo, commit: str, subpath: str) -> list[File]:
+    """The YAML files under ``subpath`` at ``commit`` that ``load_path`` would read on a
+    checkout (hidden entries, ``kustomization.yaml``, symbolic links and submodules skipped),
+    sorted by path, read with one ``git cat-file --batch``.
+
     Raises ``NotFound`` when ``subpath`` does not exist at that commit (a moved or mistyped
-    directory must not look like "everything was deleted") and ``ValidationFailed`` listing
-    every file that cannot be loaded.
+    directory must not look like "everything was deleted") and ``ValidationFailed`` for files
+    over the loader's size limit.
     """
     listing = repo.git.ls_tree("-r", "-z", "--long", "--full-tree", commit, "--",
                                subpath or ".")
@@ -228,17 +243,33 @@ def read_documents(repo: git.Repo, commit: str, subpath: str) -> list[SourceDocu
         wanted.append((relative, sha))
     if not found_any and subpath:
         raise NotFound(f"path {subpath!r} does not exist at commit {commit[:12]}")
+    if errors:
+        raise ValidationFailed(errors)
     wanted.sort()
+    blobs = _cat_blobs(repo, [sha for _, sha in wanted])
+    return [File(path, sha, data) for (path, sha), data in zip(wanted, blobs, strict=True)]
+
+
+def parse_file(file: File) -> list[SourceDocument]:
+    """The documents of one file, exactly as ``load_path`` reads a file (``ValidationFailed``)."""
+    try:
+        text = file.data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValidationFailed([DocumentError(file.path, 0, "",
+                                              f"cannot read the file: {err}")]) from None
+    return load_text(text, file.path)
+
+
+def read_documents(repo: git.Repo, commit: str, subpath: str) -> list[SourceDocument]:
+    """Every YAML document under ``subpath`` at ``commit``, named relative to ``subpath``: the
+    same documents, order, names and errors as ``load_path`` on a checkout of that directory
+    (parsed in memory: no checkout, no temporary files). Errors as :func:`read_files`, plus
+    every file that cannot be loaded."""
     documents: list[SourceDocument] = []
-    for (relative, _sha), data in zip(wanted, _cat_blobs(repo, [s for _, s in wanted]),
-                                      strict=True):
+    errors: list[DocumentError] = []
+    for file in read_files(repo, commit, subpath):
         try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as err:
-            errors.append(DocumentError(relative, 0, "", f"cannot read the file: {err}"))
-            continue
-        try:
-            documents.extend(load_text(text, relative))
+            documents.extend(parse_file(file))
         except ValidationFailed as err:
             errors.extend(err.errors)
     if errors:

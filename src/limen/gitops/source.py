@@ -32,6 +32,8 @@ from typing import Protocol
 import git
 
 from limen.api.loader import SourceDocument, load_path
+from limen.api.resources import Resource
+from limen.api.validation import validate
 from limen.config import GitOpsSettings
 from limen.errors import BadParameter, NotFound
 from limen.gitops.credentials import (
@@ -40,6 +42,7 @@ from limen.gitops.credentials import (
     redact_url,
     split_url_credentials,
 )
+from limen.gitops.loading import ValidatedFiles
 from limen.gitops.repository import GitRepository, Revision, normalize_subpath
 
 __all__ = [
@@ -69,8 +72,9 @@ class Source(Protocol):
         """The current revision (fetching first, for Git)."""
         ...
 
-    def documents(self, revision: Revision) -> list[SourceDocument]:
-        """Every document of ``revision`` (``ValidationFailed`` for unloadable files)."""
+    def load(self, revision: Revision) -> tuple[list[SourceDocument], list[Resource]]:
+        """Every document of ``revision`` and, all being valid, their Resources; else
+        ``ValidationFailed`` with every error (``NotFound`` when the directory is gone)."""
         ...
 
     def close(self) -> None: ...
@@ -151,17 +155,20 @@ def open_source(settings: GitOpsSettings, workdir: Path,
 
 
 class _GitSource:
+    """A repository's commits; files unchanged since the last commit are not validated again."""
+
     mode = "git"
 
     def __init__(self, repository: GitRepository) -> None:
         self.repository = repository
         self.display = repository.display
+        self.validated = ValidatedFiles()
 
     def poll(self) -> Revision:
         return self.repository.poll()
 
-    def documents(self, revision: Revision) -> list[SourceDocument]:
-        return self.repository.documents(revision)
+    def load(self, revision: Revision) -> tuple[list[SourceDocument], list[Resource]]:
+        return self.validated.load(self.repository.files(revision))
 
     def close(self) -> None:
         self.repository.close()
@@ -193,10 +200,11 @@ class DirectorySource:
         return Revision(WORKING_TREE, time=when, message="files on disk",
                         content_hash=f"sha256:{digest.hexdigest()}")
 
-    def documents(self, revision: Revision) -> list[SourceDocument]:
+    def load(self, revision: Revision) -> tuple[list[SourceDocument], list[Resource]]:
         if not self.directory.is_dir():
             raise NotFound(f"the GitOps directory {self.directory} does not exist")
-        return load_path(self.directory)
+        documents = load_path(self.directory)
+        return documents, validate(documents)
 
     def close(self) -> None:
         return None

@@ -41,7 +41,6 @@ import git
 
 from limen.api.loader import SourceDocument
 from limen.api.resources import PUBLIC_KINDS, Origin, Resource
-from limen.api.validation import validate
 from limen.auth.server import AuthServer
 from limen.config import Settings
 from limen.errors import AlreadyExists, BadParameter, LimenError, NotFound, ValidationFailed
@@ -186,8 +185,8 @@ class GitOpsSync:
             return self._cache[1], self._cache[2]
 
         def load() -> tuple[list[Resource], dict[str, str]]:
-            documents = self.source.documents(revision)
-            return validate(documents), _locations(documents)
+            documents, resources = self.source.load(revision)
+            return resources, _locations(documents)
 
         resources, where = await asyncio.to_thread(load)
         self._cache = (revision.key, resources, where)
