@@ -265,6 +265,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         harness.put_role("noforward", _role(login, port_forwarding=False))
         harness.put_role("idle", _role(login, client_idle_timeout="1s"))
         harness.put_role("nocopy", _role(login, ssh_file_copy=False))
+        harness.put_role("expiring", _role(login, disconnect_expired_cert=True))
+        harness.put_role("single", _role(login, max_connections=1))
         try:
             yield harness
         finally:
@@ -344,6 +346,43 @@ def test_login_environment(node: Node) -> None:
     assert got["SSH_CONNECTION"].startswith("127.0.0.1 ")
     assert len(got["SSH_SESSION_ID"]) == 36
     assert "SSH_TTY" not in got  # no PTY requested
+
+
+def test_handle_socket_serves_a_connected_socket_with_the_given_client_address(
+        node: Node) -> None:
+    """The tunnel's entry point: a connected socket and the user's address as the proxy
+    saw it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept_one() -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        asyncio.run_coroutine_threadsafe(
+            node.server.handle_socket(conn, "203.0.113.7:4242"), node.loop)
+
+    thread = threading.Thread(target=accept_one, daemon=True)
+    thread.start()
+    key = node.user()
+    args = node.ssh_args(key)
+    args[args.index("-p") + 1] = str(port)
+    result = subprocess.run([*args, "echo $SSH_CLIENT"], capture_output=True, text=True,
+                            timeout=20, check=False, stdin=subprocess.DEVNULL)
+    thread.join(5)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("203.0.113.7 4242 ")
+    node.events.wait(lambda e: e.type.value == "session.start"
+                     and e.fields.get("remote_addr") == "203.0.113.7:4242")
+
+
+def test_max_connections_per_user(node: Node) -> None:
+    key = node.user(("single",), username="carol")
+    with _ssh_running(node, key):
+        result = node.ssh(key, "echo second")
+        assert result.returncode == 255
+        assert "at most 1 concurrent connections" in result.stderr
+    node.events.wait(lambda e: e.type.value == "access.denied"
+                     and e.fields.get("rule") == "options.max_connections")
 
 
 # ------------------------------------------------------------------------ PTY and recording
@@ -792,6 +831,19 @@ def test_idle_timeout_disconnects_with_a_message(node: Node) -> None:
     assert "idle timeout" in result.stderr
     node.events.wait(lambda e: e.type.value == "client.disconnect"
                      and "idle timeout" in e.fields.get("reason", ""))
+
+
+def test_session_ends_when_the_certificate_expires(node: Node) -> None:
+    # valid for 3 more seconds (signed "in the past" rather than waiting for a long TTL)
+    key = node.user(("expiring",), ttl=timedelta(seconds=3))
+    started = time.monotonic()
+    result = node.ssh(key, "echo started; sleep 20")
+    assert time.monotonic() - started < 10
+    assert result.returncode == 255
+    assert result.stdout == "started\n"
+    assert "certificate has expired" in result.stderr
+    node.events.wait(lambda e: e.type.value == "client.disconnect"
+                     and "expired" in e.fields.get("reason", ""))
 
 
 # ------------------------------------------------------------------------ crash recovery

@@ -211,7 +211,21 @@ class NodeConnectionHandler(asyncssh.SSHServer):
             log.exception("cannot read the session options of %s", self.state.user)
             self.disconnect(f"cannot read the user's roles: {err}")
             return
+        limit = self.state.options.max_connections
+        if limit and self._open_connections() > limit:
+            reason = f"at most {limit} concurrent connections for {self.state.user}"
+            self._audit("access.denied", action="connection", role=None,
+                        rule="options.max_connections", reason=reason)
+            self.disconnect(f"access denied: {reason}")
+            return
         self._start_timers(self.state.options)
+
+    def _open_connections(self) -> int:
+        """Authenticated connections of this user to this node, this one included."""
+        me = self.state.identity
+        return sum(1 for h in self.registry if h.state.verified is not None
+                   and h.state.identity.username == me.username
+                   and h.state.identity.cluster == me.cluster)
 
     def _start_timers(self, options: SessionOptions) -> None:
         loop = asyncio.get_running_loop()

@@ -103,15 +103,19 @@ class NodeSSHServer:
     async def handle_socket(self, sock: socket.socket, client_addr: str) -> None:
         """Serve one SSH connection on a connected socket (the tunnel's data connection);
         ``client_addr`` is the user's address as the proxy saw it. Returns when it ends."""
-        await self.start()
         try:
             host, port = parse_address(client_addr)
         except BadParameter:
             host, port = client_addr or "unknown", 0
-        tune_socket(sock)
-        sock.setblocking(False)
-        _, conn = await asyncio.get_running_loop().connect_accepted_socket(
-            lambda: self._connection((host, port)), sock=sock)
+        try:
+            await self.start()
+            tune_socket(sock)
+            sock.setblocking(False)
+            _, conn = await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: self._connection((host, port)), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         try:
             await conn.wait_closed()
         finally:
