@@ -250,8 +250,8 @@ def test_an_api_owned_role_is_untouched_until_adopted(site: Site, tmp_path: Path
 
     assert status["last_attempt"]["ok"] is False
     assert status["last_attempt"]["errors"] == [
-        "roles/shared.yaml[0] (line 1): Role/shared is owned by origin api; annotate it with "
-        "limen.dev/adopt: git to hand it over"]
+        "roles/shared.yaml[0] metadata.name: Role/shared is owned by origin api; annotate it "
+        "with limen.dev/adopt: git to hand it over (line 4)"]
     shared = site.role("shared")
     assert shared is not None
     assert shared["spec"]["allow"]["logins"] == ["by-hand"]

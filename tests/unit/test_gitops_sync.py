@@ -206,8 +206,8 @@ async def test_an_object_of_another_origin_is_a_conflict_until_adopted(site: Sit
 
     assert report.outcome is Outcome.REJECTED
     assert report.errors == (
-        "roles/dev.yaml[0] (line 1): Role/dev is owned by origin api; annotate it with "
-        "limen.dev/adopt: git to hand it over",)
+        "roles/dev.yaml[0] metadata.name: Role/dev is owned by origin api; annotate it with "
+        "limen.dev/adopt: git to hand it over (line 4)",)
     assert await site.logins() == {"dev": ["admin"]}  # untouched, and ops not half-applied
     assert (await site.auth.store.get(Kind.ROLE, "dev")).origin is Origin.API
     assert (await site.sync.sync_once()).outcome is Outcome.REJECTED  # re-planned every poll

@@ -43,7 +43,14 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import PUBLIC_KINDS, Origin, Resource
 from limen.auth.server import AuthServer
 from limen.config import Settings
-from limen.errors import AlreadyExists, BadParameter, LimenError, NotFound, ValidationFailed
+from limen.errors import (
+    AlreadyExists,
+    BadParameter,
+    DocumentError,
+    LimenError,
+    NotFound,
+    ValidationFailed,
+)
 from limen.gitops.planfmt import render_plan
 from limen.gitops.repository import Revision
 from limen.gitops.source import Source, open_source
@@ -102,7 +109,7 @@ class GitOpsSync:
         self._last: Attempt | None = None
         self._attempted: str | None = None
         self._retry = False
-        self._cache: tuple[str, list[Resource], dict[str, str]] | None = None
+        self._cache: tuple[str, list[Resource], dict[str, SourceDocument]] | None = None
         self._reported: tuple[str, tuple[str, ...]] | None = None
 
     @property
@@ -180,11 +187,11 @@ class GitOpsSync:
         return await self._applied(revision, plan)
 
     async def _resources(self, revision: Revision,
-                         reuse: bool) -> tuple[list[Resource], dict[str, str]]:
+                         reuse: bool) -> tuple[list[Resource], dict[str, SourceDocument]]:
         if reuse and self._cache is not None and self._cache[0] == revision.key:
             return self._cache[1], self._cache[2]
 
-        def load() -> tuple[list[Resource], dict[str, str]]:
+        def load() -> tuple[list[Resource], dict[str, SourceDocument]]:
             documents, resources = self.source.load(revision)
             return resources, _locations(documents)
 
@@ -192,15 +199,18 @@ class GitOpsSync:
         self._cache = (revision.key, resources, where)
         return resources, where
 
-    async def _conflicts(self, resources: list[Resource], where: dict[str, str],
+    async def _conflicts(self, resources: list[Resource], where: dict[str, SourceDocument],
                          err: AlreadyExists) -> tuple[str, ...]:
+        """The plan's conflicts, each in the validation errors' format (file, field, line)."""
         plan = await self.auth.admin.plan(resources, Origin.GIT, prune=True, kinds=PUBLIC_KINDS)
         if not plan.conflicts:
             return (str(err),)
         out = []
         for conflict in plan.conflicts:
-            location = where.get(conflict.split(" ", 1)[0])
-            out.append(f"{location}: {conflict}" if location else conflict)
+            doc = where.get(conflict.split(" ", 1)[0])
+            out.append(conflict if doc is None else str(DocumentError(
+                doc.source, doc.index, "metadata.name", conflict,
+                doc.line_of(("metadata", "name")))))
         return tuple(out)
 
     # -- outcomes ----------------------------------------------------------------------------
@@ -253,13 +263,13 @@ class GitOpsSync:
                 **({"content_hash": revision.content_hash} if revision.content_hash else {})}
 
 
-def _locations(documents: list[SourceDocument]) -> dict[str, str]:
-    """``Kind/name`` → ``file[index] (line N)`` of the document that declares it."""
-    out: dict[str, str] = {}
+def _locations(documents: list[SourceDocument]) -> dict[str, SourceDocument]:
+    """``Kind/name`` → the document that declares it."""
+    out: dict[str, SourceDocument] = {}
     for doc in documents:
         metadata = doc.data.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
-        out[f"{doc.data.get('kind')}/{name}"] = f"{doc.source}[{doc.index}] (line {doc.line})"
+        out[f"{doc.data.get('kind')}/{name}"] = doc
     return out
 
 
