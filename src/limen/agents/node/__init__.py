@@ -11,7 +11,8 @@ Modules, outside in::
     server       NodeSSHServer: listeners, tunnel sockets, start (recording recovery), close
     connection   per connection: certificate auth, RBAC per request, forwarding, timers
     session      per session channel: spawn, relay, recording, audit
-    process      PTY and pipe processes as the user (setsid, TIOCSCTTY, setuid/setgid)
+    process      processes as the user (setsid, setuid/setgid, groups): base and pipes
+    pty          processes on a PTY (TIOCSCTTY, output drain after exit)
     ptymodes     terminal modes and window size
     unixuser     accounts, who the agent may run as, the login environment
     certauth     the user-certificate check (pure)

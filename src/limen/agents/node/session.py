@@ -35,13 +35,8 @@ from typing import Any
 import asyncssh
 
 from limen.agents.node.context import ConnState
-from limen.agents.node.process import (
-    SessionProcess,
-    SpawnSpec,
-    exit_signal_name,
-    spawn_pipes,
-    spawn_pty,
-)
+from limen.agents.node.process import SessionProcess, SpawnSpec, exit_signal_name, spawn_pipes
+from limen.agents.node.pty import spawn_pty
 from limen.agents.node.unixuser import SessionEnv, UnixUser, login_environment
 from limen.rbac import SessionOptions
 from limen.recording.asciicast import CastHeader
@@ -321,15 +316,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if mode == "off":
             return
         config = self.state.node.config
-        identity = self.state.identity
-        meta = {"session_id": self.session_id, "cluster": config.cluster,
-                "user": identity.username, "login": self.state.login,
-                "server_id": config.host_id, "server_hostname": config.hostname,
-                "remote_addr": self.state.remote_addr, "command": self.command,
-                "start": datetime.fromtimestamp(self.started, UTC).isoformat()}
         header = CastHeader(self.term_size[0], self.term_size[1], int(self.started),
                             self.session_id,
-                            {"TERM": self.term_type or "", "SHELL": spec.user.shell}, meta)
+                            {"TERM": self.term_type or "", "SHELL": spec.user.shell},
+                            self._recording_meta())
         try:
             writer = CastWriter.create(config.sessions_dir, self.session_id, header,
                                        record_input=config.record_input)
@@ -393,14 +383,16 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     async def _store_recording(self, recording: RecordingTask, ended: float) -> None:
         path: Path = await recording.finish()
-        identity = self.state.identity
-        meta = {"session_id": self.session_id, "cluster": self.state.node.config.cluster,
-                "user": identity.username, "login": self.state.login,
-                "server_id": self.state.node.config.host_id,
-                "server_hostname": self.state.node.config.hostname,
-                "remote_addr": self.state.remote_addr, "command": self.command,
-                "start": datetime.fromtimestamp(self.started, UTC).isoformat(),
-                "end": datetime.fromtimestamp(ended, UTC).isoformat(),
-                "exit_status": self.exit_status, "incomplete": False}
+        meta = {**self._recording_meta(), "incomplete": False, "exit_status": self.exit_status,
+                "end": datetime.fromtimestamp(ended, UTC).isoformat()}
         await self.state.node.recordings.upload(self.session_id, path, meta)
+
+    def _recording_meta(self) -> dict[str, Any]:
+        """The session's metadata in the recording header and its sidecar."""
+        config = self.state.node.config
+        return {"session_id": self.session_id, "cluster": config.cluster,
+                "user": self.state.identity.username, "login": self.state.login,
+                "server_id": config.host_id, "server_hostname": config.hostname,
+                "remote_addr": self.state.remote_addr, "command": self.command,
+                "start": datetime.fromtimestamp(self.started, UTC).isoformat()}
 
