@@ -1,0 +1,243 @@
+"""The operator end to end: kopf running the operator's registry in a thread, against the
+Kubernetes API emulator (``kube_api``: Limen's CRDs, HTTPS, kubeconfig, real kubectl) and a
+real ``limen start --random-ports`` (the auth the operator pushes to, inspected with lmctl).
+
+::
+
+    test ──kubernetes client / kubectl apply──▶ kube_api (emulator) ◀──watch/patch── operator
+                                                                        │ (thread, kopf)
+    test ──lmctl get ... -o json──▶ limen start (auth) ◀──mTLS, origin kubernetes──┘
+
+Waiting is always on a condition with a deadline (``kube_api.wait_for`` / ``wait_for``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+from kube.fixtures import KubeAPI
+from limen.operator.context import OperatorContext
+from limen.operator.main import build_context, run
+from limen.operator.settings import OperatorConfig
+
+from .cluster import CommandFailed, LimenCluster, wait_for
+
+GROUP, VERSION = "limen.dev", "v1alpha1"
+NAMESPACE = "team-a"
+
+
+class OperatorThread:
+    """``limen.operator.main.run`` on its own event loop in a thread (what ``limen operator``
+    runs), so the synchronous test and fixtures never block it."""
+
+    def __init__(self, config: OperatorConfig, namespaces: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self.namespaces = namespaces
+        self.ctx: OperatorContext = build_context(config)
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(run(self.config, ctx=self.ctx, namespaces=self.namespaces,
+                            standalone=True, stop_flag=self.stop_flag,  # type: ignore[arg-type]
+                            ready_flag=self.ready_flag))  # type: ignore[arg-type]
+        except BaseException as err:  # reported by stop()
+            self.failure = err
+
+    def start(self) -> OperatorThread:
+        self.thread.start()
+        wait_for(lambda: self.ready_flag.is_set() or self.failure, 30, "the operator to start")
+        assert self.failure is None, self.failure
+        return self
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the operator did not stop"
+        assert self.failure is None, self.failure
+
+
+@pytest.fixture
+def limen(tmp_path: Path) -> Iterator[LimenCluster]:
+    cluster = LimenCluster(tmp_path / "limen").start()
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            cluster.kill()
+
+
+@pytest.fixture
+def kube(kube_api: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> KubeAPI:
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig_path))
+    kube_api.create_namespace(NAMESPACE)
+    kube_api.create_namespace("team-b")
+    return kube_api
+
+
+def config_for(limen: LimenCluster, **changes: Any) -> OperatorConfig:
+    values: dict[str, Any] = {"data_dir": limen.data_dir, "resync_seconds": 1.0,
+                              "retry_seconds": 0.5, "call_timeout_seconds": 3.0,
+                              "delete_deadline_seconds": 4.0, "image": "limen:test"}
+    values.update(changes)
+    return OperatorConfig(**values)
+
+
+@pytest.fixture
+def operator(kube: KubeAPI, limen: LimenCluster) -> Iterator[OperatorThread]:
+    running = OperatorThread(config_for(limen)).start()
+    yield running
+    running.stop()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def doc(kind: str, name: str, spec: dict[str, Any], namespace: str = NAMESPACE,
+        **metadata: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, **metadata}, "spec": spec}
+
+
+def conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+
+
+def wait_status(kube: KubeAPI, resource: str, name: str, check: Callable[[dict[str, Any]], bool],
+                namespace: str = NAMESPACE, timeout: float = 20.0,
+                message: str = "") -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = kube.get(resource, name, namespace)
+        return obj if obj is not None and check(obj) else None
+
+    found: dict[str, Any] = kube.wait_for(probe, timeout, message or f"{resource}/{name} status")
+    return found
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    found = conditions(obj)
+    return (found.get("Ready", {}).get("status") == "True"
+            and obj["status"].get("observedGeneration") == obj["metadata"]["generation"])
+
+
+def in_limen(limen: LimenCluster, kind: str, name: str) -> dict[str, Any] | None:
+    result = limen.lmctl("get", f"{kind}/{name}", "-o", "json", check=False)
+    if result.returncode != 0:
+        if "not found" in (result.stderr + result.stdout).lower():
+            return None
+        raise CommandFailed(result.stderr)
+    data = json.loads(result.stdout)
+    items: list[dict[str, Any]] = data.get("items", [data]) if isinstance(data, dict) else data
+    return items[0] if items else None
+
+
+def events_for(kube: KubeAPI, name: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    return [e for e in kube.list("events", namespace)
+            if e.get("involvedObject", {}).get("name") == name]
+
+
+# -- the Limen kinds ---------------------------------------------------------------------------
+
+
+KINDS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
+    ("User", "users", "alice", {"name": "alice@example.com", "roles": ["dev"],
+                                "traits": {"logins": ["alice"]}},
+     {"roles": ["dev", "auditor"]}),
+    ("Role", "roles", "dev", {"allow": {"logins": ["ubuntu"]}},
+     {"allow": {"logins": ["ubuntu", "admin"]}}),
+    ("TrustedCluster", "trustedclusters", "org-a",
+     {"enabled": False, "proxy_address": "root.example:3080",
+      "token_secret_ref": {"file": "/etc/limen/org-a.token"}},
+     {"enabled": False, "proxy_address": "root2.example:3080",
+      "token_secret_ref": {"file": "/etc/limen/org-a.token"}}),
+    ("Resource", "resources", "web1", {"kind": "ssh", "address": "10.0.0.5:22"},
+     {"kind": "ssh", "address": "10.0.0.6:22"}),
+]
+
+
+def limen_name(kind: str, name: str, spec: dict[str, Any]) -> str:
+    return str(spec.get("name") or f"{NAMESPACE}.{name}")
+
+
+@pytest.mark.parametrize(("kind", "plural", "name", "spec", "changed"), KINDS,
+                         ids=[k[0] for k in KINDS])
+def test_each_kind_through_the_kubernetes_client(
+        kube: KubeAPI, limen: LimenCluster, operator: OperatorThread, kind: str, plural: str,
+        name: str, spec: dict[str, Any], changed: dict[str, Any],
+        request: pytest.FixtureRequest) -> None:
+    client = kube.api_client()
+    request.addfinalizer(client.close)
+    api = kubernetes.client.CustomObjectsApi(client)
+    api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural,
+                                        doc(kind, name, spec, labels={"env": "dev"}))
+    target = limen_name(kind, name, spec)
+    obj = wait_status(kube, plural, name, ready)
+    assert obj["status"]["limenName"] == target
+    assert "limen.dev/finalizer" in obj["metadata"]["finalizers"]
+    found = conditions(obj)
+    assert {t: c["status"] for t, c in found.items()} == {
+        "Ready": "True", "Reconciling": "False", "Stalled": "False", "Valid": "True",
+        "Owned": "True"}
+    for item in found.values():
+        assert set(item) == {"type", "status", "observedGeneration", "lastTransitionTime",
+                             "reason", "message"}
+    stored = in_limen(limen, kind, target)
+    assert stored is not None
+    assert stored["metadata"]["labels"]["limen.dev/origin"] == "kubernetes"
+    assert stored["metadata"]["labels"]["env"] == "dev"
+    assert stored["metadata"]["annotations"]["limen.dev/kubernetes-object"] == (
+        f"{plural}/{NAMESPACE}/{name}")
+    assert {k: v for k, v in stored["spec"].items() if k != "name"} == {
+        k: v for k, v in spec.items() if k != "name"}
+    assert obj["spec"] == spec  # the operator never writes spec
+
+    # update: the change reaches Limen; generation 2 observed
+    new_spec = {**changed, **({"name": spec["name"]} if "name" in spec else {})}
+    api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name,
+                                       {"spec": new_spec})
+    obj = wait_status(kube, plural, name, lambda o: ready(o) and o["metadata"]["generation"] == 2)
+    assert conditions(obj)["Ready"]["observedGeneration"] == 2
+    assert new_spec.items() <= obj["spec"].items()  # a merge patch: other fields stay
+    assert (in_limen(limen, kind, target) or {}).get("spec") == obj["spec"]
+
+    # delete: gone from Limen, then from Kubernetes (the finalizer let go)
+    api.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)
+    kube.wait_for(lambda: kube.get(plural, name, NAMESPACE) is None, 20,
+                  f"{plural}/{name} to be deleted")
+    assert in_limen(limen, kind, target) is None
+
+
+def test_kubectl_apply_create_update_delete(kube: KubeAPI, limen: LimenCluster,
+                                            operator: OperatorThread, tmp_path: Path) -> None:
+    manifest = tmp_path / "role.yaml"
+    role = doc("Role", "ops", {"name": "ops", "allow": {"logins": ["root"]}})
+    manifest.write_text(yaml.safe_dump(role))
+    kube.kubectl("apply", "--validate=false", "-f", str(manifest))
+    wait_status(kube, "roles", "ops", ready)
+    assert in_limen(limen, "role", "ops")["spec"]["allow"]["logins"] == ["root"]  # type: ignore[index]
+    role["spec"]["allow"]["logins"] = ["root", "ubuntu"]
+    manifest.write_text(yaml.safe_dump(role))
+    kube.kubectl("apply", "--validate=false", "-f", str(manifest))
+    wait_status(kube, "roles", "ops", lambda o: ready(o) and o["metadata"]["generation"] == 2)
+    assert in_limen(limen, "role", "ops")["spec"]["allow"]["logins"] == [  # type: ignore[index]
+        "root", "ubuntu"]
+    printed = kube.kubectl("get", "lmrole", "-n", NAMESPACE).stdout
+    assert "ops" in printed
+    assert "True" in printed  # the Ready printer column
+    kube.kubectl("delete", "-f", str(manifest), "--wait=false")
+    kube.wait_for(lambda: kube.get("roles", "ops", NAMESPACE) is None, 20, "role ops deleted")
+    assert in_limen(limen, "role", "ops") is None
