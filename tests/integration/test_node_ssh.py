@@ -563,6 +563,14 @@ def test_sftp_batch(node: Node, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "b.txt").read_text() == "alpha\n"
     assert "a.txt" in result.stdout
+    for action, path in (("mkdir", "sftp-dir"), ("remove", "a.txt"), ("rmdir", "sftp-dir")):
+        node.events.wait(lambda e, a=action, p=path: e.type.value == "sftp"
+                         and e.fields.get("action") == a and e.fields["path"].endswith(p))
+    opened = node.events.wait(lambda e: e.type.value == "sftp"
+                              and e.fields.get("action") == "open"
+                              and e.fields["path"].endswith("sftp-dir/a.txt")
+                              and "write" in e.fields.get("flags", ""))
+    assert opened.user == "alice"
 
 
 def test_file_copy_refused_when_roles_disable_it(node: Node, tmp_path: Path) -> None:

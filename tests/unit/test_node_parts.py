@@ -30,7 +30,7 @@ from limen.agents.node.certauth import is_certificate, key_algorithm
 from limen.agents.node.config import DEFAULT_CIPHERS, MAX_PACKET_SIZE
 from limen.agents.node.process import exit_signal_name
 from limen.agents.node.ptymodes import updated_attributes
-from limen.agents.node.session import scp_direction
+from limen.agents.node.transfers import scp_direction
 from limen.agents.node.unixuser import DEFAULT_PATH, ROOT_PATH, check_can_run_as, is_accepted_env
 from limen.api.resources import Kind, Resource
 from limen.backend.memory import MemoryBackend

@@ -11,6 +11,7 @@ Modules, outside in::
     server       NodeSSHServer: listeners, tunnel sockets, start (recording recovery), close
     connection   per connection: certificate auth, RBAC per request, forwarding, timers
     session      per session channel: spawn, relay, recording, audit
+    transfers    SFTP request codec and scp command parsing (pure) for file audit events
     process      processes as the user (setsid, setuid/setgid, groups): base and pipes
     pty          processes on a PTY (TIOCSCTTY, output drain after exit)
     ptymodes     terminal modes and window size

@@ -14,8 +14,10 @@ Created by the connection handler once RBAC allowed the session
     exit ◀── exit-status / exit-signal, channel closed  ◀── process done (output drained)
 
 Every session emits ``session.start`` and ``session.end``; commands add ``exec`` (or ``scp``),
-the SFTP subsystem ``sftp``. PTY sessions are recorded (asciicast v2); commands without a PTY
-and file transfers are audited but not recorded (their output can be whole files).
+the SFTP subsystem ``sftp`` events (start, end, and each open/remove/rename/mkdir/rmdir/setstat
+request, read from the client's stream by :mod:`limen.agents.node.transfers`). PTY sessions
+are recorded (asciicast v2); commands without a PTY and file transfers are audited but not
+recorded (their output can be whole files).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shlex
 import signal
 import time
 from collections.abc import Mapping
@@ -37,35 +38,18 @@ import asyncssh
 from limen.agents.node.context import ConnState
 from limen.agents.node.process import SessionProcess, SpawnSpec, exit_signal_name, spawn_pipes
 from limen.agents.node.pty import spawn_pty
+from limen.agents.node.transfers import SftpRequestParser, scp_direction
 from limen.agents.node.unixuser import SessionEnv, UnixUser, login_environment
 from limen.rbac import SessionOptions
 from limen.recording.asciicast import CastHeader
 from limen.recording.writer import CastWriter, RecordingTask
 
-__all__ = ["NodeSession", "scp_direction"]
+__all__ = ["NodeSession"]
 
 log = logging.getLogger("limen.agents.node")
 
 _KILL_GRACE_SECONDS = 2.0
 _DEFAULT_SIZE = (80, 24, 0, 0)
-
-
-def scp_direction(command: str) -> tuple[str, str] | None:
-    """``("upload" | "download", path)`` for a legacy scp server command, else None."""
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return None
-    if not argv or os.path.basename(argv[0]) != "scp":
-        return None
-    flags = [a for a in argv[1:] if a.startswith("-")]
-    paths = [a for a in argv[1:] if not a.startswith("-")]
-    path = paths[-1] if paths else ""
-    if any("t" in f for f in flags):
-        return "upload", path
-    if any("f" in f for f in flags):
-        return "download", path
-    return None
 
 
 class NodeSession(asyncssh.SSHServerSession[bytes]):
@@ -96,6 +80,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._task: asyncio.Task[None] | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
         self._hung_up = False
+        self._sftp: SftpRequestParser | None = None
 
     # -- requests ------------------------------------------------------------------------
 
@@ -136,6 +121,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if reason:
             self._audit("sftp", success=False, action="start", reason=reason)
             return False
+        self._sftp = SftpRequestParser()
         return True
 
     def session_started(self) -> None:
@@ -146,6 +132,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     def data_received(self, data: bytes, datatype: int | None) -> None:
         self.state.touch()
         self.bytes_in += len(data)
+        if self._sftp is not None:
+            for op in self._sftp.feed(data):
+                self._audit("sftp", action=op.action, path=op.path, target=op.target or None,
+                            flags=op.flags or None)
         if self.process is None:
             self._early_input.append(data)
             return
