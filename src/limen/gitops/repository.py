@@ -24,7 +24,6 @@ Called by ``limen.gitops.source`` (the sync's source) and ``lmctl gitops plan --
 
 from __future__ import annotations
 
-import logging
 import re
 import tempfile
 from collections.abc import Mapping
@@ -56,8 +55,6 @@ __all__ = [
     "read_documents",
     "read_files",
 ]
-
-log = logging.getLogger(__name__)
 
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 """``GIT_ALLOW_PROTOCOL``: no ``ext::`` or other transports that run commands."""
