@@ -259,7 +259,7 @@ class NodeConnectionHandler(asyncssh.SSHServer):
             self._deny(what, None, "certificate", "the user's certificate has expired")
         try:
             decision = await self.node.access.check_ssh(identity, state.login)
-            options = state.options or await self.node.access.session_options(identity)
+            options = await self.node.access.session_options(identity)  # roles may change
         except LimenError as err:
             self._deny(what, None, "error", f"cannot evaluate access: {err}")
         if not decision.allowed:

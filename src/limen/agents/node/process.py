@@ -213,8 +213,9 @@ class PipeProcess(SessionProcess):
         self._finish()
 
     def close(self) -> None:
+        """Close stdin. Background processes the command left behind keep running, as with
+        sshd; when the client goes away the session hangs up the whole group instead."""
         self.write_eof()
-        self.kill_group(signal.SIGHUP)
 
 
 async def spawn_pipes(spec: SpawnSpec, sink: ProcessSink) -> PipeProcess:
