@@ -329,6 +329,26 @@ def test_exit_signal_is_reported(node: Node) -> None:
                      and e.fields.get("exit_status") == "TERM")
 
 
+def test_signals_from_the_client_reach_the_process(node: Node) -> None:
+    # OpenSSH's client never sends "signal" requests; asyncssh's does.
+    key = node.user()
+
+    async def run() -> asyncssh.SSHCompletedProcess:
+        client_key = asyncssh.import_private_key(key.key.read_text())
+        cert = asyncssh.import_certificate(key.cert.read_text())
+        async with asyncssh.connect("127.0.0.1", int(node.port), username=node.login,
+                                    client_keys=[(client_key, cert)], known_hosts=None,
+                                    agent_path=None) as conn:
+            process = await conn.create_process("echo started; sleep 30")
+            assert await process.stdout.readline() == "started\n"
+            process.send_signal("TERM")
+            return await process.wait(timeout=10)
+
+    result = asyncio.run(run())
+    assert result.exit_signal is not None
+    assert result.exit_signal[0] == "TERM"
+
+
 def test_login_environment(node: Node) -> None:
     env = clean_env(LANG="C.UTF-8", LC_TIME="C", SECRET_VAR="x")
     result = node.ssh(node.user(), "env", "-o", "SendEnv=LANG LC_* SECRET_VAR", env=env)
@@ -804,6 +824,13 @@ def test_plain_key_is_refused(node: Node) -> None:
     key = node.user()
     key.cert.unlink()
     _auth_refused(node, key, "plain public key")
+
+
+def test_passwords_are_not_offered(node: Node) -> None:
+    result = node.ssh(node.user(), "true", "-o",
+                      "PreferredAuthentications=password,keyboard-interactive")
+    assert result.returncode == 255
+    assert "Permission denied (publickey)" in result.stderr
 
 
 def test_principal_not_in_certificate(node: Node) -> None:
