@@ -241,3 +241,161 @@ def test_kubectl_apply_create_update_delete(kube: KubeAPI, limen: LimenCluster,
     kube.kubectl("delete", "-f", str(manifest), "--wait=false")
     kube.wait_for(lambda: kube.get("roles", "ops", NAMESPACE) is None, 20, "role ops deleted")
     assert in_limen(limen, "role", "ops") is None
+
+
+def test_invalid_object_is_stalled_and_never_reaches_limen(
+        kube: KubeAPI, limen: LimenCluster, operator: OperatorThread) -> None:
+    kube.create(doc("Role", "bad", {"allow": {"node_labels": {"env": "^prod"}}}))
+    obj = wait_status(kube, "roles", "bad",
+                      lambda o: conditions(o).get("Stalled", {}).get("status") == "True")
+    found = conditions(obj)
+    assert (found["Valid"]["status"], found["Valid"]["reason"]) == ("False", "Invalid")
+    assert found["Valid"]["message"].startswith("spec.allow.node_labels.env: '^prod'")
+    assert (found["Ready"]["status"], found["Reconciling"]["status"]) == ("False", "False")
+    assert in_limen(limen, "role", f"{NAMESPACE}.bad") is None
+    warning = kube.wait_for(lambda: [e for e in events_for(kube, "bad")
+                                     if e.get("type") == "Warning"], 20, "a Warning event")
+    assert warning[0]["reason"] == "Invalid"
+    assert warning[0].get("reportingComponent") == "limen-operator"
+    # fixing the object makes it Ready; lastTransitionTime of Valid moves, Owned's appears
+    kube.patch("roles", "bad", {"spec": {"allow": {"node_labels": {"env": "^prod$"}}}},
+               NAMESPACE)
+    obj = wait_status(kube, "roles", "bad", ready)
+    assert conditions(obj)["Valid"]["status"] == "True"
+    assert in_limen(limen, "role", f"{NAMESPACE}.bad") is not None
+
+
+def test_objects_not_owned_are_not_touched(kube: KubeAPI, limen: LimenCluster,
+                                           operator: OperatorThread, tmp_path: Path) -> None:
+    # 1. another operator's object: no finalizer, no status, nothing in Limen
+    kube.create(doc("Role", "theirs", {"allow": {"logins": ["x"]}},
+                    labels={"limen.dev/operator-id": "blue"}))
+    # 2. a Limen object created with lmctl (origin api), declared again in Kubernetes
+    (tmp_path / "ops.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "limen.dev/v1alpha1", "kind": "Role", "metadata": {"name": "ops"},
+         "spec": {"allow": {"logins": ["root"]}}}))
+    limen.lmctl("apply", "-f", str(tmp_path / "ops.yaml"))
+    kube.create(doc("Role", "ops", {"name": "ops", "allow": {"logins": ["ubuntu"]}}))
+    obj = wait_status(kube, "roles", "ops",
+                      lambda o: conditions(o).get("Owned", {}).get("status") == "False")
+    owned = conditions(obj)["Owned"]
+    assert owned["reason"] == "OwnedElsewhere"
+    assert "limen.dev/adopt: kubernetes" in owned["message"]
+    assert conditions(obj)["Stalled"]["status"] == "True"
+    stored = in_limen(limen, "role", "ops")
+    assert stored is not None
+    assert stored["metadata"]["labels"]["limen.dev/origin"] == "api"
+    assert stored["spec"]["allow"]["logins"] == ["root"]
+    # the blue object was never looked at (checked after ops: the operator is running)
+    theirs = kube.get("roles", "theirs", NAMESPACE)
+    assert theirs is not None
+    assert "status" not in theirs
+    assert not theirs["metadata"].get("finalizers")
+    assert in_limen(limen, "role", f"{NAMESPACE}.theirs") is None
+    # 3. the adopt annotation hands the Limen object over
+    kube.patch("roles", "ops", {"metadata": {"annotations": {"limen.dev/adopt": "kubernetes"}}},
+               NAMESPACE)
+    obj = wait_status(kube, "roles", "ops", lambda o: ready(o) and conditions(o)[
+        "Owned"]["status"] == "True")
+    assert conditions(obj)["Owned"]["reason"] in {"Adopted", "Owned"}
+    stored = in_limen(limen, "role", "ops")
+    assert stored is not None
+    assert stored["metadata"]["labels"]["limen.dev/origin"] == "kubernetes"
+    assert stored["spec"]["allow"]["logins"] == ["ubuntu"]
+
+
+def test_status_only_change_does_not_reconcile(kube: KubeAPI, limen: LimenCluster,
+                                               kube_api: KubeAPI) -> None:
+    # a long resync, so that only watch events can cause reconciles here
+    running = OperatorThread(config_for(limen, resync_seconds=3600)).start()
+    try:
+        created = kube.create(doc("Role", "quiet", {"allow": {"logins": ["a"]}}))
+        uid = created["metadata"]["uid"]
+        wait_status(kube, "roles", "quiet", ready)
+        assert running.ctx.reconciles[uid] == 1
+        kube.patch("roles", "quiet", {"status": {"note": "written by someone else"}},
+                   NAMESPACE, subresource="status")
+        kube.patch("roles", "quiet", {"metadata": {"annotations": {"team": "a"}}}, NAMESPACE)
+        # a spec change after them: events of one object are handled in order, so when it is
+        # observed the status and annotation changes were handled (and did not reconcile)
+        kube.patch("roles", "quiet", {"spec": {"allow": {"logins": ["b"]}}}, NAMESPACE)
+        obj = wait_status(kube, "roles", "quiet",
+                          lambda o: ready(o) and o["metadata"]["generation"] == 2)
+        assert running.ctx.reconciles[uid] == 2
+        assert obj["status"]["note"] == "written by someone else"  # other fields are kept
+    finally:
+        running.stop()
+
+
+def test_drift_inside_limen_is_corrected_on_resync(kube: KubeAPI, limen: LimenCluster,
+                                                   operator: OperatorThread) -> None:
+    kube.create(doc("Role", "dev", {"name": "dev", "allow": {"logins": ["ubuntu"]}}))
+    obj = wait_status(kube, "roles", "dev", ready)
+    since = conditions(obj)["Ready"]["lastTransitionTime"]
+    # an administrator edits the role inside Limen (the auth API, origin kubernetes)
+    stored = in_limen(limen, "role", "dev")
+    assert stored is not None
+    stored["spec"]["allow"]["logins"] = ["root"]
+    stored["metadata"].pop("resourceVersion", None)
+    asyncio.run(_apply_as_admin(limen, stored))
+    obj = wait_status(kube, "roles", "dev",
+                      lambda o: conditions(o)["Ready"]["reason"] == "DriftCorrected")
+    ready_condition = conditions(obj)["Ready"]
+    assert ready_condition["status"] == "True"
+    assert ready_condition["lastTransitionTime"] == since
+    assert "spec.allow.logins" in ready_condition["message"]
+    assert in_limen(limen, "role", "dev")["spec"]["allow"]["logins"] == [  # type: ignore[index]
+        "ubuntu"]
+    assert any(e["reason"] == "DriftCorrected" for e in events_for(kube, "dev"))
+
+
+async def _apply_as_admin(limen: LimenCluster, document: dict[str, Any]) -> None:
+    from limen.auth.client import AuthClient
+    from limen.ca.host_credentials import HostCredentials
+
+    async with AuthClient(limen.auth, HostCredentials.load(limen.data_dir / "admin")) as client:
+        await client.apply([document], origin="kubernetes")
+
+
+def test_auth_down_then_back(kube: KubeAPI, limen: LimenCluster,
+                             operator: OperatorThread) -> None:
+    kube.create(doc("Role", "first", {"allow": {"logins": ["a"]}}))
+    wait_status(kube, "roles", "first", ready)
+    limen.stop()
+    kube.create(doc("Role", "second", {"allow": {"logins": ["b"]}}))
+    obj = wait_status(kube, "roles", "second", lambda o: conditions(o).get(
+        "Ready", {}).get("reason") == "AuthUnreachable", timeout=30)
+    found = conditions(obj)
+    assert {t: found[t]["status"] for t in ("Ready", "Reconciling", "Stalled")} == {
+        "Ready": "False", "Reconciling": "True", "Stalled": "False"}
+    # the resync of an applied object notices too
+    first = wait_status(kube, "roles", "first", lambda o: conditions(o)["Ready"][
+        "reason"] == "AuthUnreachable", timeout=30)
+    assert conditions(first)["Owned"]["status"] == "True"  # kept from before
+    # the same data directory again (a new port: the operator follows listeners.json)
+    limen.process = None
+    limen.returncode = None
+    limen.start()
+    for name in ("first", "second"):
+        wait_status(kube, "roles", name, ready, timeout=60)
+    assert in_limen(limen, "role", f"{NAMESPACE}.second") is not None
+
+
+def test_deletion_with_auth_down_completes_after_the_deadline(
+        kube: KubeAPI, limen: LimenCluster, operator: OperatorThread) -> None:
+    kube.create(doc("Role", "gone", {"allow": {"logins": ["a"]}}))
+    kube.create(doc("Role", "forced", {"allow": {"logins": ["a"]}}))
+    wait_status(kube, "roles", "gone", ready)
+    wait_status(kube, "roles", "forced", ready)
+    limen.stop()
+    assert kube.delete("roles", "gone", NAMESPACE) is False  # the finalizer holds it
+    kube.patch("roles", "forced", {"metadata": {"annotations": {
+        "limen.dev/force-delete": "true"}}}, NAMESPACE)
+    assert kube.delete("roles", "forced", NAMESPACE) is False
+    kube.wait_for(lambda: kube.get("roles", "forced", NAMESPACE) is None, 30,
+                  "the forced deletion")
+    kube.wait_for(lambda: kube.get("roles", "gone", NAMESPACE) is None, 60,
+                  "the deletion after the 4 s deadline")
+    reasons = {e["reason"] for name in ("gone", "forced") for e in events_for(kube, name)
+               if e.get("type") == "Warning"}
+    assert {"ForceDeleted", "DeadlinePassed"} <= reasons
