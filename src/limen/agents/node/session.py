@@ -275,12 +275,19 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     async def _start(self) -> None:
         spec = self._spec()
-        if self.term_type is not None and self.kind != "subsystem":
-            self._open_recording(spec)
-            process: SessionProcess = await spawn_pty(spec, self, self.term_size,
-                                                      self.term_modes)
-        else:
-            process = await spawn_pipes(spec, self)
+        try:
+            if self.term_type is not None and self.kind != "subsystem":
+                await self._open_recording(spec)
+                process: SessionProcess = await spawn_pty(spec, self, self.term_size,
+                                                          self.term_modes)
+            else:
+                process = await spawn_pipes(spec, self)
+        except BaseException:
+            if self.recording is not None:  # nothing ran: no recording to keep
+                writer, self.recording = self.recording.writer, None
+                writer.abort()
+                writer.path.unlink(missing_ok=True)
+            raise
         self.process = process
         if self.recording is not None:
             self.recording.start()
@@ -301,7 +308,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if self._closed or self._hung_up:  # the client left or the agent stops meanwhile
             self._hangup_process()
 
-    def _open_recording(self, spec: SpawnSpec) -> None:
+    async def _open_recording(self, spec: SpawnSpec) -> None:
         mode = self.options.record_session
         if mode == "off":
             return
@@ -311,8 +318,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                             {"TERM": self.term_type or "", "SHELL": spec.user.shell},
                             self._recording_meta())
         try:
-            writer = CastWriter.create(config.sessions_dir, self.session_id, header,
-                                       record_input=config.record_input)
+            writer = await asyncio.to_thread(  # mkdir, create, fsync: off the event loop
+                CastWriter.create, config.sessions_dir, self.session_id, header,
+                record_input=config.record_input)
         except OSError as err:
             if mode == "strict":
                 raise RuntimeError(f"the session cannot be recorded ({err.strerror}) and the "
