@@ -267,6 +267,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         harness.put_role("nocopy", _role(login, ssh_file_copy=False))
         harness.put_role("expiring", _role(login, disconnect_expired_cert=True))
         harness.put_role("single", _role(login, max_connections=1))
+        harness.put_role("strict", _role(login, record_session={"default": "strict"}))
         try:
             yield harness
         finally:
@@ -966,6 +967,35 @@ def test_killed_agent_leaves_a_recording_completed_on_next_start(node: Node,
     assert meta["incomplete"] is True
     assert meta["user"] == "alice"
     assert not list(sessions_dir(base / "data").iterdir())
+
+
+def test_recording_modes_when_the_recording_cannot_be_written(node: Node,
+                                                              tmp_path: Path) -> None:
+    """strict: no recording, no session; best_effort (the default): the session goes on."""
+    broken = tmp_path / "not-a-directory"
+    broken.write_text("")
+
+    async def build() -> tuple[NodeSSHServer, str]:
+        server = NodeSSHServer(
+            NodeServerConfig(_host_credentials(node.host_ca), NODE_LABELS, broken),
+            lambda: ssh_trust_map([node.user_ca], CertAuthorityType.USER),
+            StoreAccessPolicy(node.store, NODE_LABELS, cluster=CLUSTER), EventLog(),
+            LocalDirectorySink(tmp_path / "recordings"))
+        return server, await server.listen("127.0.0.1:0")
+
+    server, address = node.call(build())
+    try:
+        port = address.rsplit(":", 1)[1]
+        for roles, code, text in ((("strict",), 255, "cannot be recorded"),
+                                  (("dev",), 0, "went on")):
+            args = node.ssh_args(node.user(roles), "-tt")
+            args[args.index("-p") + 1] = port
+            result = subprocess.run([*args, "echo went on"], capture_output=True, text=True,
+                                    timeout=20, check=False, stdin=subprocess.DEVNULL)
+            assert result.returncode == code, result
+            assert text in result.stdout + result.stderr
+    finally:
+        node.call(server.close())
 
 
 def test_close_ends_sessions_cleanly(node: Node, tmp_path: Path) -> None:
