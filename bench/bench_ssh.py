@@ -13,8 +13,9 @@ The proxy (with its auth server) and the agent (TunnelAgent + node server) run a
 Python processes, as they would on two machines. Measurements:
 
 1. throughput: ``head -c SIZE /dev/zero | ssh HOST 'cat > /dev/null'`` (wall time, MiB/s, and
-   CPU seconds per GiB of the proxy and agent processes);
-2. connection setup: N sequential ``ssh HOST true``, p50/p99;
+   CPU seconds per GiB of the proxy and agent processes), ``--repeat`` rounds interleaved over
+   the paths, median (the machine may be shared: its load drifts during a run);
+2. connection setup: N sequential ``ssh HOST true`` per path, interleaved, p50/p99;
 3. idle sessions: M concurrent sessions (asyncssh clients, each its own jump connection and
    inner connection running an idle ``cat``); memory per session from ``/proc`` (VmRSS of
    the proxy and agent processes; PSS of the sshd processes for the references).
@@ -376,30 +377,45 @@ Host proxy
 
     # -------------------------------------------------------------- measurements
 
-    def throughput(self, path: str) -> None:
+    def throughput(self, paths: list[str]) -> None:
+        """``--repeat`` rounds over the paths, interleaved (a shared machine's load drifts);
+        the median round counts."""
         size = self.args.size_mib << 20
-        cmd = " ".join(shlex.quote(a) for a in self.ssh_cmd(path, "cat > /dev/null"))
-        cpu0 = {p.pid: _util.process_cpu(p.pid) for p in (self.proxy, self.agent)}
-        with _util.timed() as t:
-            subprocess.run(["bash", "-c", f"head -c {size} /dev/zero | {cmd}"], check=True)
-        row = self.rows.setdefault(path, {})
-        row["MiB/s"] = self.args.size_mib / t.seconds
-        if path == "limen":
-            gib = size / (1 << 30)
-            for name, proc in (("proxy", self.proxy), ("agent", self.agent)):
-                used = _util.process_cpu(proc.pid) - cpu0[proc.pid]
-                row[f"{name} CPU-s/GiB"] = used / gib
+        runs: dict[str, list[float]] = {p: [] for p in paths}
+        cpu: dict[str, list[float]] = {"proxy": [], "agent": []}
+        for _ in range(self.args.repeat):
+            for path in paths:
+                cmd = " ".join(shlex.quote(a) for a in self.ssh_cmd(path, "cat > /dev/null"))
+                cpu0 = {p.pid: _util.process_cpu(p.pid) for p in (self.proxy, self.agent)}
+                with _util.timed() as t:
+                    subprocess.run(["bash", "-c", f"head -c {size} /dev/zero | {cmd}"],
+                                   check=True)
+                runs[path].append(self.args.size_mib / t.seconds)
+                if path == "limen":
+                    for name, proc in (("proxy", self.proxy), ("agent", self.agent)):
+                        used = _util.process_cpu(proc.pid) - cpu0[proc.pid]
+                        cpu[name].append(used / (size / (1 << 30)))
+        for path in paths:
+            row = self.rows.setdefault(path, {})
+            row["MiB/s"] = _util.percentile(runs[path], 50)
+            row["MiB/s runs"] = [round(v) for v in runs[path]]
+            if path == "limen":
+                row["proxy CPU-s/GiB"] = _util.percentile(cpu["proxy"], 50)
+                row["agent CPU-s/GiB"] = _util.percentile(cpu["agent"], 50)
 
-    def setup(self, path: str) -> None:
-        times = []
-        cmd = self.ssh_cmd(path, "true")
+    def setup(self, paths: list[str]) -> None:
+        """``--setup-runs`` sequential connections per path, the paths interleaved."""
+        times: dict[str, list[float]] = {p: [] for p in paths}
         for _ in range(self.args.setup_runs):
-            with _util.timed() as t:
-                subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
-            times.append(t.seconds * 1000)
-        row = self.rows.setdefault(path, {})
-        row["setup p50 ms"] = _util.percentile(times, 50)
-        row["setup p99 ms"] = _util.percentile(times, 99)
+            for path in paths:
+                with _util.timed() as t:
+                    subprocess.run(self.ssh_cmd(path, "true"), check=True,
+                                   stdin=subprocess.DEVNULL)
+                times[path].append(t.seconds * 1000)
+        for path in paths:
+            row = self.rows.setdefault(path, {})
+            row["setup p50 ms"] = _util.percentile(times[path], 50)
+            row["setup p99 ms"] = _util.percentile(times[path], 99)
 
     def idle(self, path: str) -> None:
         n = self.args.idle
@@ -475,7 +491,8 @@ def report(bench: Bench, facts: dict[str, str]) -> str:
     lines.append("command: `" + " ".join([".venv/bin/python bench/bench_ssh.py",
                                            *sys.argv[1:]]) + "`")
     lines.append("")
-    heads = ["path", "MiB/s", "setup p50 ms", "setup p99 ms", "idle kB/session"]
+    heads = ["path", "MiB/s (median, [rounds])", "setup p50 ms", "setup p99 ms",
+             "idle kB/session"]
     lines.append("| " + " | ".join(heads) + " |")
     lines.append("|" + "---|" * len(heads))
     for path in ("direct", "sshd-jump", "limen"):
@@ -485,7 +502,8 @@ def report(bench: Bench, facts: dict[str, str]) -> str:
                 if "idle kB/session proxy" in row else
                 f"{row['idle kB/session sshd (PSS)']:.0f} (sshd PSS)"
                 if "idle kB/session sshd (PSS)" in row else "-")
-        lines.append(f"| {path} | {row.get('MiB/s', float('nan')):.0f} | "
+        lines.append(f"| {path} | {row.get('MiB/s', float('nan')):.0f} "
+                     f"{row.get('MiB/s runs', '')} | "
                      f"{row.get('setup p50 ms', float('nan')):.1f} | "
                      f"{row.get('setup p99 ms', float('nan')):.1f} | {idle} |")
     lim, jump, direct = rows.get("limen", {}), rows.get("sshd-jump", {}), rows.get("direct", {})
@@ -523,6 +541,8 @@ def record(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="throughput rounds (interleaved over the paths; median)")
     parser.add_argument("--setup-runs", type=int, default=200)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--paths", default="direct,sshd-jump,limen")
@@ -547,8 +567,12 @@ def main() -> None:
         for part in ("throughput", "setup", "idle"):
             if part in skip:
                 continue
+            if part == "idle":
+                for path in paths:
+                    bench.idle(path)
+            else:
+                getattr(bench, part)(paths)
             for path in paths:
-                getattr(bench, part)(path)
                 print(f"{part:<10} {path:<9} {json.dumps(bench.rows[path])}", flush=True)
     text = report(bench, facts)
     print(text)

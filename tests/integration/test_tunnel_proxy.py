@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -373,6 +374,27 @@ async def test_openssh_through_the_proxy_subsystem(env: Env) -> None:
     command = f"{SSH} -F {config} -s proxy proxy:%h:%p@{CLUSTER}"
     code, out, err = await ssh(config, "-o", f"ProxyCommand={command}", "web1", "echo", "sub")
     assert (code, out) == (0, b"sub\n"), err
+
+
+async def test_lmsh_proxy_ssh_as_proxycommand(env: Env) -> None:
+    """The client side of ``lmsh proxy ssh`` (limen.client.proxyssh) against this front."""
+    config = env.user()
+    user_dir = config.parent
+    script = user_dir / "proxycommand.py"
+    script.write_text(f"""
+import asyncio, sys
+from pathlib import Path
+from limen.client.proxyssh import run_proxy_ssh
+asyncio.run(run_proxy_ssh(
+    ssh_proxy={env.listeners["ssh_proxy"]!r}, login="root", target_host=sys.argv[1],
+    target_port=int(sys.argv[2]), cluster={CLUSTER!r}, key_path=Path({str(user_dir / "id")!r}),
+    cert_path=Path({str(user_dir / "id-cert.pub")!r}),
+    known_hosts=Path({str(user_dir / "known_hosts")!r})))
+""")
+    command = f"{sys.executable} {script} %h %p"
+    code, out, err = await ssh(config, "-o", f"ProxyCommand={command}", "web1", "echo",
+                               "lmsh")
+    assert (code, out) == (0, b"lmsh\n"), err
 
 
 async def test_agentless_sshd_through_the_jump(env: Env, tmp_path: Path) -> None:

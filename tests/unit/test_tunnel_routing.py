@@ -94,8 +94,8 @@ def test_parse_labels_query() -> None:
 def test_collect_nodes_merges_registry_presence_and_agentless_resources() -> None:
     now = datetime.now(UTC)
     local = AgentRecord("h1", "web1", "root", "node", "1.2.3.4:5", now).with_heartbeat(
-        {"kind": "Resource", "metadata": {"name": "web1", "labels": {"env": "dev"}},
-         "spec": {"kind": "ssh", "hostname": "web1.lan", "address": "10.0.0.5:3022"}}, now)
+        {"kind": "Resource", "metadata": {"name": "claims-db1", "labels": {"env": "dev"}},
+         "spec": {"kind": "ssh", "hostname": "db1", "address": "10.0.0.5:3022"}}, now)
     presence: list[dict[str, Any]] = [
         {"host_id": "h1", "tunnel": "p1", "resource": {"metadata": {"name": "stale"},
                                                         "spec": {"kind": "ssh"}}},
@@ -113,7 +113,9 @@ def test_collect_nodes_merges_registry_presence_and_agentless_resources() -> Non
     nodes = {n.name: n for n in collect_nodes({"h1": local}, presence, resources)}
     assert set(nodes) == {"web1", "far", "legacy"}
     assert nodes["web1"].connected_here
-    assert nodes["web1"].hostnames == ("web1.lan", "web1")
+    # an agent is named by its certificate; its heartbeat cannot claim other names
+    assert nodes["web1"].hostnames == ("web1",)
+    assert nodes["web1"].address == "10.0.0.5:3022"
     assert nodes["web1"].labels == {"env": "dev"}
     assert (nodes["far"].connected_here, nodes["far"].tunnel) == (False, "p2")
     assert nodes["legacy"].agentless

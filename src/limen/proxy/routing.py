@@ -16,7 +16,8 @@ tier  the user typed                        matches
 ====  ====================================  ==============================================
 1     ``env=dev`` / ``env=dev,team=core``   nodes carrying every label
 2     ``<host_id>`` / ``<host_id>.<cluster>``  that agent
-3     ``web1``                              resource name, ``spec.hostname``, cert hostname
+3     ``web1``                              certificate hostname (agents), resource name
+                                            and ``spec.hostname`` (agentless)
 4     ``10.0.0.5`` + port 22                a node whose ``spec.address`` is that host:port
 ====  ====================================  ==============================================
 
@@ -182,11 +183,13 @@ def collect_nodes(local: Mapping[str, AgentRecord], presence: Sequence[Mapping[s
 
 
 def _agent_node(record: AgentRecord) -> Node:
+    # Names come from the agent's certificate only (host id, hostname): what its heartbeat
+    # claims could shadow another node. Labels and address come from the heartbeat; they
+    # only decide visibility here, the node enforces RBAC with its own labels.
     base = _doc_node(record.resource, record.host_id) if record.resource else None
-    names = tuple(dict.fromkeys(n for n in (*(base.hostnames if base else ()),
-                                            record.hostname) if n))
     return Node(name=record.name, labels=dict(record.labels), host_id=record.host_id,
-                hostnames=names, address=base.address if base else "", connected_here=True)
+                hostnames=(record.hostname,) if record.hostname else (),
+                address=base.address if base else "", connected_here=True)
 
 
 def _doc_node(doc: Mapping[str, Any], host_id: str) -> Node | None:

@@ -237,6 +237,10 @@ class _FrontServer(asyncssh.SSHServer):
             code = (asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED if isinstance(err, AccessDenied)
                     else asyncssh.OPEN_CONNECT_FAILED)
             raise asyncssh.ChannelOpenError(code, str(err)) from None
+        except Exception:
+            log.exception("ssh proxy: connecting %s to %s failed", self.conn.peer, host)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
+                                            "internal error (see the proxy log)") from None
         self._track(relay)
         return _ChannelSide(relay)
 
@@ -328,7 +332,11 @@ class _SubsystemSession(asyncssh.SSHServerSession[bytes]):
             await self.owner.front.connector.connect(
                 self.identity, host, port, cluster, self.owner.conn.peer, via="subsystem",
                 relay=relay)
-        except LimenError as err:
+        except Exception as err:
+            if not isinstance(err, LimenError):
+                log.exception("ssh proxy: connecting %s to %s failed", self.owner.conn.peer,
+                              host)
+                err = LimenError("internal error (see the proxy log)")
             with contextlib.suppress(Exception):
                 self.chan.write_stderr(f"limen: cannot reach {host}: {err}\n".encode())
                 self.chan.exit(1)

@@ -22,6 +22,7 @@ Called by :mod:`limen.tunnel.server`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from limen.ca.identity import Identity, SystemRole
-from limen.errors import AccessDenied, BadParameter
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
     Connect,
@@ -131,8 +132,15 @@ class AgentLink(asyncssh.SSHServer):
     # ------------------------------------------------------------------ messages
 
     def send(self, message: Message) -> None:
-        if self.session is not None and self.session.chan is not None:
-            self.session.chan.write(encode(message))
+        """Write one control message; :class:`ConnectionProblem` when the channel is gone."""
+        chan = self.session.chan if self.session is not None else None
+        if chan is None or chan.is_closing():
+            raise ConnectionProblem(f"the control channel of {self.host_id or self.peer} "
+                                    "is closed")
+        try:
+            chan.write(encode(message))
+        except (OSError, asyncssh.Error) as err:
+            raise ConnectionProblem(f"cannot write to agent {self.host_id}: {err}") from None
 
     def handle(self, message: Message) -> None:
         if self.identity is None:
@@ -145,7 +153,8 @@ class AgentLink(asyncssh.SSHServer):
         elif isinstance(message, DialFailed):
             self.tunnel.dial_failed(self, message.nonce, message.reason)
         elif isinstance(message, Connect):
-            self.send(self.tunnel.connect_request(self, message))
+            with contextlib.suppress(ConnectionProblem):
+                self.send(self.tunnel.connect_request(self, message))
         else:
             self.fail(f"unexpected {message.type} message from an agent")
 
@@ -162,9 +171,12 @@ class AgentLink(asyncssh.SSHServer):
         self.identity = identity
         self.host_id = identity.host_id or ""
         creds = self.tunnel.credentials
-        self.send(Welcome(cert=creds.ssh_cert.decode().strip(), proxy_id=creds.host_id,
-                          cluster=creds.cluster,
-                          heartbeat_interval=self.tunnel.heartbeat_interval))
+        try:
+            self.send(Welcome(cert=creds.ssh_cert.decode().strip(), proxy_id=creds.host_id,
+                              cluster=creds.cluster,
+                              heartbeat_interval=self.tunnel.heartbeat_interval))
+        except ConnectionProblem:
+            return
         self.tunnel.register(self, AgentRecord(
             host_id=self.host_id, hostname=identity.hostname or "",
             cluster=identity.cluster, role=str(identity.system_role), address=self.peer,

@@ -36,10 +36,13 @@ class AgentRecord:
 
     @property
     def name(self) -> str:
-        """Node name: the heartbeat's resource name, else the certificate's hostname."""
+        """Node name for routing: the hostname from the verified certificate (an agent's
+        heartbeat cannot claim another node's name), else the heartbeat's resource name."""
+        if self.hostname:
+            return self.hostname
         meta = (self.resource or {}).get("metadata")
         name = meta.get("name") if isinstance(meta, Mapping) else None
-        return name if isinstance(name, str) and name else (self.hostname or self.host_id)
+        return name if isinstance(name, str) and name else self.host_id
 
     def with_heartbeat(self, resource: Mapping[str, Any], when: datetime) -> AgentRecord:
         meta = resource.get("metadata")
