@@ -28,6 +28,8 @@ def cli(debug: bool) -> None:
     """Limen: identity-aware access, declared in Git."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not debug:
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
 @cli.command()

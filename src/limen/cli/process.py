@@ -1,26 +1,38 @@
-"""Builds the components one ``limen start`` process runs, from its settings' roles.
+"""Builds the components one ``limen start`` process runs, from its settings' roles::
+
+    auth ─▶ gitops (if --gitops) ─▶ proxy: SSH front + tunnel server, then web ─▶ node agent
+                                                                    (dials the tunnel)
 
 In the single-node default (auth, proxy, node) every component gets its credentials from the
-auth server in the same process; agents started apart join with a token (the agents issue).
-Called by ``limen.cli.limen``; the daemon loop itself is ``limen.cli.daemon``.
+auth server in the same process, and the node is reached through its reverse tunnel exactly as
+a remote one would be. Called by ``limen.cli.limen``; the daemon loop is ``limen.cli.daemon``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
+from limen.agents.node.config import NodeServerConfig
+from limen.agents.node.policy import StoreAccessPolicy
+from limen.agents.node.service import NodeService
+from limen.auth.client import AuthClient
 from limen.auth.service import AuthService
 from limen.backend.factory import open_backend
-from limen.ca.host_credentials import HostCredentials
+from limen.ca.authority import CertAuthorityType, ssh_trust_map
 from limen.ca.identity import SystemRole
+from limen.ca.keys import PublicKey
 from limen.cli.daemon import Service
 from limen.config import Settings
 from limen.errors import BadParameter
+from limen.events.emitter import Emitter
 from limen.events.filelog import FileLog
 from limen.files import private_dir
 from limen.gitops.service import GitOpsService
-from limen.proxy.service import ProxyService
+from limen.proxy.service import ProxyService, proxy_names
+from limen.proxy.sshproxy import ProxySSHService
+from limen.recording.sink import LocalDirectorySink, recordings_dir
 
 __all__ = ["cluster_services"]
 
@@ -37,32 +49,84 @@ async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
         services: list[Service] = [auth]
         if settings.gitops.source:
             services.append(GitOpsService(settings, auth))
-        if "proxy" in settings.roles:
-
-            async def proxy_credentials(names: list[str]) -> HostCredentials:
-                return auth.issue_local_credentials(SystemRole.PROXY, names)
-
-            proxy = ProxyService(settings, proxy_credentials, lambda: auth.address)
+        proxy = _LocalProxy(settings, auth, log) if "proxy" in settings.roles else None
+        if proxy is not None:
             services.append(proxy)
-            services.append(_ProxyRegistration(auth, proxy))
+        if "node" in settings.roles:
+            if proxy is None:
+                raise BadParameter("a node in the auth process needs the proxy role too")
+            services.append(_LocalNode(settings, auth, log, proxy))
         yield services
     finally:
         log.close()
         await backend.close()
 
 
-class _ProxyRegistration:
-    """Records the proxy's public address in auth (sign-up links are built from it)."""
+class _LocalProxy:
+    """The proxy's SSH front and tunnel server, then its web listener; records the public
+    address in auth (sign-up links are built from it)."""
 
-    name = "proxy-registration"
+    name = "proxy"
 
-    def __init__(self, auth: AuthService, proxy: ProxyService) -> None:
-        self.auth, self.proxy = auth, proxy
+    def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter) -> None:
+        self.settings, self.auth, self.emitter = settings, auth, emitter
+        self.client: AuthClient | None = None
+        self.ssh: ProxySSHService | None = None
+        self.web: ProxyService | None = None
+        self.listeners: dict[str, str] = {}
 
     async def start(self) -> dict[str, str]:
-        public = self.auth.settings.cluster.public_address or self.proxy.web_address
+        creds = self.auth.issue_local_credentials(SystemRole.PROXY, proxy_names(self.settings))
+        self.client = AuthClient(self.auth.address, creds)
+        self.ssh = ProxySSHService(self.settings, creds, self.client, self.emitter,
+                                   auth_address=lambda: self.auth.address)
+        self.listeners = await self.ssh.start()
+        self.web = ProxyService(self.settings, creds, self.client,
+                                extra_ping=lambda: dict(self.listeners))
+        self.listeners.update(await self.web.start())
+        public = self.settings.cluster.public_address or self.listeners["web"]
         await self.auth.server.set_proxy_address(public)
-        return {}
+        return dict(self.listeners)
 
     async def stop(self) -> None:
-        return None
+        for part in (self.web, self.ssh):
+            if part is not None:
+                await part.stop()
+        if self.client is not None:
+            await self.client.close()
+
+
+class _LocalNode:
+    """A node agent for this machine, with credentials from the auth server beside it; it
+    reaches the proxy through the reverse tunnel like any remote agent."""
+
+    name = "node"
+
+    def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
+                 proxy: _LocalProxy) -> None:
+        self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
+        self.node: NodeService | None = None
+
+    async def start(self) -> dict[str, str]:
+        server = self.auth.server
+        hostname = socket.gethostname().split(".")[0].lower()
+        creds = self.auth.issue_local_credentials(
+            SystemRole.NODE, [f"{hostname}.{server.cluster_name}", "localhost", "127.0.0.1"])
+        config = NodeServerConfig(credentials=creds, labels=self.settings.node.labels,
+                                  data_dir=self.settings.data_dir)
+
+        def trust() -> Mapping[str, Sequence[PublicKey]]:
+            return ssh_trust_map([server.authorities.get(CertAuthorityType.USER)],
+                                 CertAuthorityType.USER)
+
+        self.node = NodeService(
+            config, self.settings.listeners.node_ssh, trust,
+            StoreAccessPolicy(server.store, self.settings.node.labels,
+                              cluster=server.cluster_name),
+            self.emitter, LocalDirectorySink(recordings_dir(self.settings.data_dir)),
+            tunnel_address=lambda: self.proxy.listeners["tunnel"])
+        return await self.node.start()
+
+    async def stop(self) -> None:
+        if self.node is not None:
+            await self.node.stop()

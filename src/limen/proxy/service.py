@@ -1,10 +1,11 @@
-"""Runs the proxy in ``limen start``: the HTTPS web listener and (later) the SSH, tunnel and
-protocol listeners. Called by the daemon (``limen.cli.process``).
+"""Runs the proxy in ``limen start``: the HTTPS web listener (login, sign-up, join, user calls)
+and, through ``ProxySSHService``, the SSH front and the reverse-tunnel server. Called by the
+daemon (``limen.cli.process``), which gives it its credentials and auth client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,39 +18,48 @@ from limen.config import Settings
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.web import build_web_app
 
-__all__ = ["ProxyService"]
+__all__ = ["ProxyService", "proxy_names"]
+
+
+def proxy_names(settings: Settings) -> list[str]:
+    """DNS names and addresses the proxy's certificates are valid for."""
+    names = {"localhost", "127.0.0.1"}
+    for address in (settings.cluster.public_address, settings.listeners.web,
+                    settings.listeners.ssh_proxy, settings.listeners.tunnel):
+        host = address.rpartition(":")[0].strip("[]") if address else ""
+        if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
+            names.add(host)
+    return sorted(names)
 
 
 class ProxyService:
     name = "proxy"
 
-    def __init__(self, settings: Settings,
-                 credentials: Callable[[list[str]], Awaitable[HostCredentials]],
-                 auth_address: Callable[[], str]) -> None:
+    def __init__(self, settings: Settings, credentials: HostCredentials, auth: AuthClient,
+                 extra_ping: Callable[[], dict[str, str]] = dict) -> None:
+        """``extra_ping``: more fields of ``/v1/webapi/ping`` (e.g. the SSH front's address),
+        read when the web listener starts."""
         self.settings = settings
-        self._credentials = credentials
-        self._auth_address = auth_address
+        self.credentials = credentials
+        self.auth = auth
+        self._extra_ping = extra_ping
         self._runner: web.AppRunner | None = None
-        self._auth: AuthClient | None = None
         self.web_address = ""
         self._ping: dict[str, Any] = {}
 
     async def start(self) -> dict[str, str]:
         sock = bind_tcp(self.settings.listeners.web)
         self.web_address = socket_address(sock)
-        public = self.settings.cluster.public_address or self.web_address
-        names = sorted({public.rpartition(":")[0].strip("[]"), "localhost",
-                        sock.getsockname()[0]})
-        creds = await self._credentials(names)
-        self._auth = AuthClient(self._auth_address(), creds)
-        status = await self._auth.call("GET", "/v1/status")
-        ca_pem = creds.tls_ca_pem.decode()
+        creds = self.credentials
+        status = await self.auth.call("GET", "/v1/status")
         self._ping = {
-            "cluster": creds.cluster, "tls_ca": ca_pem,
+            "cluster": creds.cluster, "tls_ca": creds.tls_ca_pem.decode(),
             "ca_pin": spki_pin(x509.load_pem_x509_certificates(creds.tls_ca_pem)[0]),
-            "second_factor": status["second_factor"], "public_address": public,
+            "second_factor": status["second_factor"],
+            "public_address": self.settings.cluster.public_address or self.web_address,
+            **self._extra_ping(),
         }
-        self._runner = web.AppRunner(build_web_app(self._auth, lambda: self._ping),
+        self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping),
                                      access_log=None, handle_signals=False)
         await self._runner.setup()
         context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
@@ -60,5 +70,3 @@ class ProxyService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._auth is not None:
-            await self._auth.close()

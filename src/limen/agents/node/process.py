@@ -108,6 +108,9 @@ class ExitProtocol(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         self.owner._exited()
 
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.owner._pipe_lost(fd)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._closed()
 
@@ -148,6 +151,9 @@ class SessionProcess:
         self._sink.process_output(data, fd == 2)
 
     def _exited(self) -> None:
+        pass
+
+    def _pipe_lost(self, fd: int) -> None:
         pass
 
     def _closed(self) -> None:
@@ -209,7 +215,26 @@ class PipeProcess(SessionProcess):
             if pipe is not None and not pipe.is_closing() and not pipe.is_reading():
                 pipe.resume_reading()
 
-    def _closed(self) -> None:  # exited and both output pipes closed
+    # Like sshd: the session ends when the process has exited and its stdout and stderr are
+    # drained, whether or not the client has closed its stdin (``ssh host 'exit 7'`` typed at
+    # a terminal never sends EOF). asyncio's own connection_lost also waits for stdin.
+    def __init__(self, sink: ProcessSink) -> None:
+        super().__init__(sink)
+        self._outputs_open = {1, 2}
+
+    def _pipe_lost(self, fd: int) -> None:
+        if fd in (1, 2):
+            self._outputs_open.discard(fd)
+            self._maybe_finish()
+
+    def _exited(self) -> None:
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.returncode is not None and not self._outputs_open:
+            self._finish()
+
+    def _closed(self) -> None:  # exited and every pipe closed
         self._finish()
 
     def close(self) -> None:
