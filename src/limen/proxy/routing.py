@@ -128,9 +128,10 @@ def resolve(host: str, port: int, nodes: Sequence[Node], cluster: str = "") -> N
     if selector is not None:
         return _one(host, [n for n in nodes
                            if all(n.labels.get(k) == v for k, v in selector.items())])
+    short = host[: -len(cluster) - 1] if cluster and host.endswith(f".{cluster}") else host
     tiers: list[Callable[[Node], bool]] = [
-        lambda n: bool(n.host_id) and host in (n.host_id, f"{n.host_id}.{cluster}"),
-        lambda n: host == n.name or host in n.hostnames,
+        lambda n: bool(n.host_id) and short == n.host_id,
+        lambda n: short == n.name or short in n.hostnames,
         lambda n: bool(n.address) and _same_address(n.address, host, port),
     ]
     for matches in tiers:
