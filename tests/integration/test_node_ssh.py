@@ -322,6 +322,25 @@ def test_exit_status_zero_stdin_and_stderr(node: Node) -> None:
     assert result.stderr == "oops\n"
 
 
+def test_a_command_ends_without_eof_from_the_client(node: Node) -> None:
+    """``ssh host 'exit 7'`` typed at a terminal never closes stdin: the session must end when
+    the command exits and its output is drained, not wait for the client's EOF."""
+    proc = subprocess.Popen([*node.ssh_args(node.user()), "echo done; exit 7"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=clean_env())
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == b"done\n"
+        assert proc.wait(timeout=15) == 7  # while its stdin is still open
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdin.close()
+        proc.stdout.close()
+
+
 def test_exit_signal_is_reported(node: Node) -> None:
     result = node.ssh(node.user(), "echo before; kill -TERM $$")
     assert result.returncode == 255  # OpenSSH's exit code for a remote signal
