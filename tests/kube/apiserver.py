@@ -422,6 +422,13 @@ class HTTPSServer(kmock.Server):
         if isinstance(self.handler, KubeAPIEmulator):
             self.handler.close_watches()
         self.handler.servers.remove(self)
-        if self._managed_server is not None:
-            await self._managed_server.close()
-            self._managed_server = None
+        server, self._managed_server = self._managed_server, None
+        if server is not None:
+            # TLS connections wait for the client's close_notify when closed gracefully; a
+            # client that keeps an idle connection would leave its socket open past the loop.
+            web_server = server.runner.server if server.runner else None
+            handlers = list(web_server._connections) if web_server else []
+            transports = [h.transport for h in handlers if h.transport is not None]
+            await server.close()
+            for transport in transports:
+                transport.abort()
