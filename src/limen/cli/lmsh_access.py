@@ -49,7 +49,7 @@ def ls(selector: tuple[str, ...], output: str) -> None:
     """The nodes you may log in to (filter with k=v labels)."""
     nodes = matching(_nodes(), parse_selector(selector))
     if output != "text":
-        emit_documents(nodes, output)
+        emit_documents(nodes, output, as_list=True)
         return
     print_table(["Node Name", "Address", "Labels", "Logins"], [
         (n["hostname"], n["address"] or "⟵ tunnel",
