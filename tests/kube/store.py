@@ -7,17 +7,16 @@ so each operation is atomic without locks.
 Semantics kept from kube-apiserver: a global ``resourceVersion`` counter; ``uid``,
 ``creationTimestamp``, ``generation`` (1 on create, +1 on each change outside metadata and the
 status subresource); optimistic concurrency on PUT and PATCH; the ``status`` subresource; dry
-runs; finalizers and ``deletionTimestamp``; ownerReference garbage collection (Background,
-Foreground, Orphan); namespaces that must exist and that delete their contents; CRD objects
-that register their resource types; and a history of watch events for ``resourceVersion``
-continuation (410 Gone once trimmed). CRD schemas are neither defaulted nor validated.
+runs; finalizers and ``deletionTimestamp``; namespaces that must exist; Secrets'
+``stringData``; and every change recorded for watches (``history.py``). What controllers do
+after a deletion (garbage collection, namespaces, CRDs) is in ``controllers.py``. CRD schemas
+are neither defaulted nor validated.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import datetime
 import random
 import re
 import uuid
@@ -26,22 +25,19 @@ from typing import Any
 
 import kmock
 
+from .controllers import CRDS, Controllers, GroupPlural, NsName, Obj, meta_of, timestamp
 from .errors import ApiError
 from .history import WatchEvent, WatchHistory
 from .patches import PatchError, json_patch, merge_patch
-from .registry import BUILTIN_TYPES, ResourceType, types_from_crd
+from .registry import BUILTIN_TYPES, ResourceType
 
 __all__ = ["DEFAULT_NAMESPACES", "ObjectStore"]
 
-Obj = dict[str, Any]
 Predicate = Callable[[Mapping[str, Any]], bool]
-GroupPlural = tuple[str, str]
-NsName = tuple[str | None, str]
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as kube-apiserver's generateName
-_CRDS = "customresourcedefinitions.apiextensions.k8s.io"
 _NAMESPACE_MISMATCH = (
     "the namespace of the provided object does not match the namespace sent on the request"
 )
@@ -54,15 +50,6 @@ _SYSTEM_META = (
     "resourceVersion",
     "managedFields",
 )
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
 
 
 def _convert_string_data(rtype: ResourceType, obj: Obj) -> None:
@@ -79,7 +66,7 @@ def _spec_part(obj: Mapping[str, Any], rtype: ResourceType) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in skip}
 
 
-class ObjectStore:
+class ObjectStore(Controllers):
     """Live objects, resource types and watch history of one emulated cluster."""
 
     def __init__(self, history: kmock.ObjectsArray | None = None) -> None:
@@ -121,22 +108,6 @@ class ObjectStore:
         if not found or (len(groups) > 1 and "" not in groups):
             raise KeyError(f"no single resource type named {name!r}: {sorted(groups)}")
         return found[0]
-
-    def _register_crd(self, crd: Obj) -> None:
-        self._unregister_crd(crd, purge=False)
-        for rtype in types_from_crd(crd):
-            self.types[rtype.group, rtype.version, rtype.plural] = rtype
-
-    def _unregister_crd(self, crd: Obj, *, purge: bool) -> None:
-        spec = crd.get("spec") or {}
-        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
-        if purge and group and plural:
-            for obj in list(self._live.get((group, plural), {}).values()):
-                self._drop((group, plural), obj)
-        for key in [
-            k for k, t in self.types.items() if t.custom and (t.group, t.plural) == (group, plural)
-        ]:
-            del self.types[key]
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -223,14 +194,14 @@ class ObjectStore:
             raise ApiError.already_exists(rtype.group_resource, name)
         for field in _SYSTEM_META:
             meta.pop(field, None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=timestamp())
         if rtype.tracks_generation:
             meta["generation"] = 1
         if rtype.status_subresource:
             obj.pop("status", None)
         if rtype.group_resource == "namespaces":
             obj["status"] = {"phase": "Active"}
-        if rtype.group_resource == _CRDS:
+        if rtype.group_resource == CRDS:
             obj["status"] = self._crd_status(obj)
         if dry_run:
             return obj
@@ -251,7 +222,7 @@ class ObjectStore:
             raise ApiError.bad_request("the body of the request must be a JSON object")
         new = copy.deepcopy(body)
         self._check_type_fields(new, rtype)
-        meta = _meta(new)
+        meta = meta_of(new)
         if meta.get("name", name) != name:
             raise ApiError.bad_request(
                 f"the name of the object ({meta.get('name')}) does not match "
@@ -296,7 +267,7 @@ class ObjectStore:
             ) from e
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
-        meta, cmeta = _meta(new), _meta(current)
+        meta, cmeta = meta_of(new), meta_of(current)
         for field in ("name", "namespace"):
             if meta.get(field) != cmeta.get(field):
                 raise ApiError.invalid(rtype.kind, name, f"metadata.{field}: field is immutable")
@@ -314,7 +285,7 @@ class ObjectStore:
     ) -> tuple[Obj, bool]:
         """DELETE: returns the object and whether it is gone (False while finalizers hold it)."""
         current = self.get(rtype, namespace, name)
-        meta = _meta(current)
+        meta = meta_of(current)
         for field in ("uid", "resourceVersion"):
             wanted = (preconditions or {}).get(field)
             if wanted and wanted != meta.get(field):
@@ -341,7 +312,7 @@ class ObjectStore:
         if not finalizers and not contents:
             return self._remove(rtype, current), True
         marked = copy.deepcopy(current)
-        marked["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+        marked["metadata"].update(deletionTimestamp=timestamp(), deletionGracePeriodSeconds=0)
         if finalizers:
             marked["metadata"]["finalizers"] = finalizers
         if rtype.group_resource == "namespaces":
@@ -375,7 +346,7 @@ class ObjectStore:
     ) -> list[Obj]:
         result = []
         for obj in self.list(rtype, namespace, labels, fields):
-            meta = _meta(obj)
+            meta = meta_of(obj)
             if self._live.get((rtype.group, rtype.plural), {}).get(
                 (meta.get("namespace"), meta["name"])
             ):
@@ -408,7 +379,7 @@ class ObjectStore:
         ns = self._live.get(("", "namespaces"), {}).get((None, namespace))
         if ns is None:
             raise ApiError.not_found("namespaces", namespace)
-        if _meta(ns).get("deletionTimestamp"):
+        if meta_of(ns).get("deletionTimestamp"):
             raise ApiError(
                 403,
                 "Forbidden",
@@ -419,8 +390,8 @@ class ObjectStore:
     def _replace(
         self, rtype: ResourceType, current: Obj, new: Obj, *, subresource: str | None, dry_run: bool
     ) -> Obj:
-        cmeta, name = _meta(current), _meta(current)["name"]
-        wanted_rv = _meta(new).get("resourceVersion")
+        cmeta, name = meta_of(current), meta_of(current)["name"]
+        wanted_rv = meta_of(new).get("resourceVersion")
         if wanted_rv and wanted_rv != cmeta["resourceVersion"]:
             raise ApiError.conflict(rtype.group_resource, name)
         if subresource == "status":
@@ -456,10 +427,10 @@ class ObjectStore:
                 meta["generation"] = cmeta.get("generation", 0) + 1
         if result == current or dry_run:
             return current if result == current else result
-        if rtype.group_resource == _CRDS:
+        if rtype.group_resource == CRDS:
             self._crd_status(result)  # validates before anything is stored
         committed = self._update(rtype, result, current)
-        if rtype.group_resource == _CRDS and committed is result:
+        if rtype.group_resource == CRDS and committed is result:
             self._register_crd(committed)
         return committed
 
@@ -494,7 +465,7 @@ class ObjectStore:
             else:
                 self.history[key] = obj
         self.watch_history.append(WatchEvent(self.resource_version, event_type, gp, obj, old))
-        if event_type == "ADDED" and rtype.group_resource == _CRDS:
+        if event_type == "ADDED" and rtype.group_resource == CRDS:
             self._register_crd(obj)
         for listener in self.listeners:
             listener()
@@ -506,7 +477,7 @@ class ObjectStore:
         )
 
     def _latest(self, rtype: ResourceType, obj: Obj) -> Obj:
-        meta = _meta(obj)
+        meta = meta_of(obj)
         return self._live.get((rtype.group, rtype.plural), {}).get(
             (meta.get("namespace"), meta["name"]), obj
         )
@@ -516,96 +487,3 @@ class ObjectStore:
         gone = self._commit("DELETED", rtype, gone, current)
         self._after_removal(rtype, gone)
         return gone
-
-    def _drop(self, gp: GroupPlural, obj: Obj) -> None:
-        self._remove(self._type_of(gp), obj)
-
-    def _released(self, rtype: ResourceType, obj: Obj) -> bool:
-        """Whether a deleting object has nothing left holding it."""
-        meta = _meta(obj)
-        if not meta.get("deletionTimestamp") or meta.get("finalizers"):
-            return False
-        return not (
-            rtype.group_resource == "namespaces" and self._namespace_has_contents(meta["name"])
-        )
-
-    def _namespace_has_contents(self, namespace: str) -> bool:
-        return any(ns == namespace for objs in self._live.values() for (ns, _) in objs)
-
-    def _dependents(self, uid: str) -> list[tuple[GroupPlural, Obj]]:
-        return [
-            (gp, obj)
-            for gp, objs in self._live.items()
-            for obj in objs.values()
-            if any(ref.get("uid") == uid for ref in _meta(obj).get("ownerReferences") or [])
-        ]
-
-    def _delete_all(self, targets: list[tuple[GroupPlural, Obj]]) -> None:
-        for gp, obj in targets:
-            meta = _meta(obj)
-            if (meta.get("namespace"), meta["name"]) in self._live.get(gp, {}):
-                self.delete(self._type_of(gp), meta.get("namespace"), meta["name"])
-
-    def _drop_owner_ref(self, gp: GroupPlural, obj: Obj, uid: str) -> None:
-        rtype = self._type_of(gp)
-        obj = self._latest(rtype, obj)
-        new = copy.deepcopy(obj)
-        refs = [r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
-        if refs:
-            new["metadata"]["ownerReferences"] = refs
-        else:
-            new["metadata"].pop("ownerReferences", None)
-        self._commit("MODIFIED", rtype, new, obj)
-
-    def _after_removal(self, rtype: ResourceType, gone: Obj) -> None:
-        """What controllers do after an object is gone: garbage collection, foreground
-        owners, terminating namespaces, removed CRDs."""
-        meta = _meta(gone)
-        uid = meta["uid"]
-        for dep_gp, dep in self._dependents(uid):  # background garbage collection
-            owners = [r.get("uid") for r in _meta(dep).get("ownerReferences") or []]
-            if any(o in self._uids for o in owners if o != uid):
-                self._drop_owner_ref(dep_gp, dep, uid)
-            else:
-                self._delete_all([(dep_gp, dep)])
-        for ref in meta.get("ownerReferences") or []:  # owners waiting in foreground deletion
-            where = self._uids.get(ref.get("uid", ""))
-            owner = self._live[where[0]][where[1]] if where else None
-            if (
-                where
-                and owner
-                and "foregroundDeletion" in (_meta(owner).get("finalizers") or [])
-                and not self._dependents(_meta(owner)["uid"])
-            ):
-                otype = self._type_of(where[0])
-                released = copy.deepcopy(owner)
-                released["metadata"]["finalizers"].remove("foregroundDeletion")
-                self._update(otype, released, owner)
-        namespace = meta.get("namespace")
-        if namespace:  # a terminating namespace goes once empty
-            ns = self._live.get(("", "namespaces"), {}).get((None, namespace))
-            ns_type = self.find_type("", "v1", "namespaces")
-            if ns is not None and self._released(ns_type, ns):
-                self._remove(ns_type, ns)
-        if rtype.group_resource == _CRDS:
-            self._unregister_crd(gone, purge=True)
-
-    def _crd_status(self, crd: Obj) -> dict[str, Any]:
-        try:
-            types = types_from_crd(crd)
-        except ValueError as e:
-            raise ApiError.invalid(
-                "CustomResourceDefinition", _meta(crd).get("name", ""), str(e)
-            ) from e
-        conditions = [
-            {"type": t, "status": "True", "reason": r, "lastTransitionTime": _now(), "message": m}
-            for t, r, m in (
-                ("NamesAccepted", "NoConflicts", "no conflicts found"),
-                ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-            )
-        ]
-        return {
-            "conditions": conditions,
-            "acceptedNames": crd["spec"]["names"],
-            "storedVersions": [types[0].stored_as] if types else [],
-        }
