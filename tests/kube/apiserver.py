@@ -337,8 +337,17 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         return value == "All"
 
     def _body(self, request: kmock.Request) -> Any:
+        content_type = _content_type(request)
+        if content_type and "json" not in content_type and "yaml" not in content_type:
+            # e.g. protobuf from kubectl's typed clients: 415 makes client-go retry with JSON
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media "
+                f"types include: application/json, application/yaml ({content_type})",
+            )
         try:
-            if "yaml" in _content_type(request):
+            if "yaml" in content_type:
                 return yaml.safe_load(request.body)
             return json.loads(request.body)
         except (ValueError, yaml.YAMLError) as e:

@@ -300,7 +300,9 @@ class ObjectStore(Controllers):
         if meta.get("deletionTimestamp"):
             return current, False
         finalizers = list(meta.get("finalizers") or [])
-        dependents = self._dependents(meta["uid"])
+        dependents = (
+            self._dependents(meta["uid"]) if propagation in ("Foreground", "Orphan") else []
+        )
         if propagation == "Foreground" and dependents:
             finalizers.append("foregroundDeletion")
         contents = rtype.group_resource == "namespaces" and self._namespace_has_contents(name)

@@ -11,6 +11,7 @@ ADDED or DELETED; ``timeoutSeconds`` ends the stream; a trimmed resourceVersion 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -119,7 +120,10 @@ async def serve_watch(
     deadline = loop_time() + float(params.get("timeoutSeconds") or default_timeout)
     while True:
         if lines:
-            await response.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+            try:
+                await response.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+            except ConnectionResetError:  # the client went away: not an emulator failure
+                return response
         if cursor < 0 or closing() or loop_time() >= deadline:
             break
         try:
@@ -130,5 +134,6 @@ async def serve_watch(
         lines = [line for e in events if (line := _line(store, e, rtype, selected)) is not None]
         if not lines:
             await store.watch_history.wait(deadline - loop_time())
-    await response.write_eof()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
     return response
