@@ -5,16 +5,25 @@ Registered for the whole suite by ``tests/conftest.py``. The emulator
 ``kubernetes`` client, kubectl in a subprocess), kopf in a thread or subprocess, and async tests
 can all use it. Usage::
 
-    def test_role(kube_api):
+    def test_role(kube_api, monkeypatch):
+        monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig_path))  # kopf, the client
         kube_api.create({"apiVersion": "limen.dev/v1alpha1", "kind": "Role",
                          "metadata": {"name": "dev", "namespace": "default"}, "spec": {}})
         role = kube_api.wait_for(lambda: (kube_api.get("lmrole", "dev") or {}).get("status"))
         kube_api.kubectl("get", "lmrole")                        # kubectl with the kubeconfig
         client = kube_api.api_client()                           # kubernetes.client.ApiClient
 
-``KUBECONFIG=kube_api.kubeconfig_path`` points kopf, the client and kubectl at it. Namespaces
-``default``, ``kube-system``, ``kube-public`` and ``kube-node-lease`` exist; objects in other
-namespaces need the namespace created first, as in a real cluster.
+kopf: run ``kopf.operator(registry=..., standalone=True, clusterwide=True, stop_flag=...,
+ready_flag=...)`` in a thread (see ``test_apiserver_clients.py``), or ``kopf run --standalone``
+in a subprocess with ``KUBECONFIG`` set; a custom ``kopf.OperatorRegistry`` needs a
+``@kopf.on.login`` handler (``kopf.login_with_kubeconfig``). Peering is not served: use
+standalone mode. kubectl: ``apply``/``create -f`` need ``--validate=false`` (no OpenAPI
+documents); imperative creates of built-in types (``kubectl create secret``) send protobuf,
+which is answered 415, so apply YAML instead. Reactions on ``kube_api.emulator`` (kmock's DSL)
+must be added through ``kube_api.call(...)`` (the emulator's thread).
+
+Namespaces ``default``, ``kube-system``, ``kube-public`` and ``kube-node-lease`` exist; objects
+in other namespaces need the namespace created first, as in a real cluster.
 """
 
 from __future__ import annotations
