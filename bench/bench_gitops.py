@@ -256,8 +256,9 @@ def report(lat: dict[str, Any] | None, big: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def record(lines: list[str]) -> None:
+def record(lines: list[str], start_load: str) -> None:
     facts = _util.machine_facts()
+    facts["loadavg"] = f"{start_load} at the start, {facts['loadavg']} at the end"
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/bench_gitops.py",
                                                 *sys.argv[1:]])
     block = ["## GitOps", "", f"Command: `{command}`", "",
@@ -280,12 +281,13 @@ def main() -> None:
                         help="append the figures to bench/RESULTS.md")
     args = parser.parse_args()
     _util.print_machine()
+    start_load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     lat = None if args.skip_latency else asyncio.run(latency(args.commits))
     big = None if args.skip_bulk else asyncio.run(bulk(args.roles, args.users))
     lines = report(lat, big)
     print("\n".join(lines))
     if args.record:
-        record(lines)
+        record(lines, start_load)
 
 
 if __name__ == "__main__":
