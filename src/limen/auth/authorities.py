@@ -37,6 +37,7 @@ class Authorities:
         self.store = store
         self.cluster = cluster
         self._own: dict[CertAuthorityType, CertAuthority] = {}
+        self._parsed: dict[tuple[str, int], CertAuthority] = {}
 
     async def ensure(self) -> None:
         """Load every CA of this cluster, generating the missing ones (first start)."""
@@ -79,7 +80,10 @@ class Authorities:
         """Public CAs of ``ca_type`` of every trusted cluster (this one included), by cluster."""
         found: dict[str, CertAuthority] = {}
         for res in await self.store.list(Kind.CERT_AUTHORITY):
-            ca = CertAuthority.from_dict(res.spec)
+            ca = self._parsed.get((res.name, res.revision))
+            if ca is None:  # parse each stored revision once: every login and API call asks
+                ca = CertAuthority.from_dict(res.spec)
+                self._parsed[(res.name, res.revision)] = ca
             if ca.type is ca_type and not res.spec.get("disabled"):
                 found[ca.cluster] = ca
         found.setdefault(self.cluster, self.get(ca_type).public_only())
