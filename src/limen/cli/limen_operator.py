@@ -35,7 +35,7 @@ __all__ = ["operator"]
               help="The auth API to push resources to.")
 @click.option("-i", "--identity", type=click.Path(path_type=Path),
               envvar="LIMEN_OPERATOR_IDENTITY", help="The operator's identity directory.")
-@click.option("--data-dir", type=click.Path(path_type=Path),
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="LIMEN_OPERATOR_DATA_DIR",
               help="Development: the data directory of a local `limen start`.")
 @click.option("--resync", help="Drift check interval, e.g. 60s (env LIMEN_OPERATOR_RESYNC).")
 @click.option("--delete-deadline",

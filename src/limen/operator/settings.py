@@ -106,7 +106,7 @@ class OperatorConfig:
         values: dict[str, Any] = {}
         text = {"LIMEN_OPERATOR_ID": "operator_id", "LIMEN_AUTH_ADDRESS": "auth_address",
                 "LIMEN_OPERATOR_IMAGE": "image"}
-        paths = {"LIMEN_OPERATOR_IDENTITY": "identity_dir", "LIMEN_DATA_DIR": "data_dir"}
+        paths = {"LIMEN_OPERATOR_IDENTITY": "identity_dir", "LIMEN_OPERATOR_DATA_DIR": "data_dir"}
         numbers = {"LIMEN_OPERATOR_RESYNC": "resync_seconds",
                    "LIMEN_OPERATOR_RETRY": "retry_seconds",
                    "LIMEN_OPERATOR_CALL_TIMEOUT": "call_timeout_seconds",
