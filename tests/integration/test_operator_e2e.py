@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,10 +28,11 @@ import yaml
 
 from kube.fixtures import KubeAPI
 from limen.operator.context import OperatorContext
-from limen.operator.main import build_context, run
+from limen.operator.main import build_context
+from limen.operator.main import run as run_operator
 from limen.operator.settings import OperatorConfig
 
-from .cluster import CommandFailed, LimenCluster, wait_for
+from .cluster import CommandFailed, LimenCluster, clean_env, command, run, wait_for
 
 GROUP, VERSION = "limen.dev", "v1alpha1"
 NAMESPACE = "team-a"
@@ -50,9 +53,10 @@ class OperatorThread:
 
     def _run(self) -> None:
         try:
-            asyncio.run(run(self.config, ctx=self.ctx, namespaces=self.namespaces,
-                            standalone=True, stop_flag=self.stop_flag,  # type: ignore[arg-type]
-                            ready_flag=self.ready_flag))  # type: ignore[arg-type]
+            asyncio.run(run_operator(self.config, ctx=self.ctx, namespaces=self.namespaces,
+                                     standalone=True,
+                                     stop_flag=self.stop_flag,  # type: ignore[arg-type]
+                                     ready_flag=self.ready_flag))  # type: ignore[arg-type]
         except BaseException as err:  # reported by stop()
             self.failure = err
 
@@ -346,7 +350,8 @@ def test_drift_inside_limen_is_corrected_on_resync(kube: KubeAPI, limen: LimenCl
     assert "spec.allow.logins" in ready_condition["message"]
     assert in_limen(limen, "role", "dev")["spec"]["allow"]["logins"] == [  # type: ignore[index]
         "ubuntu"]
-    assert any(e["reason"] == "DriftCorrected" for e in events_for(kube, "dev"))
+    kube.wait_for(lambda: any(e["reason"] == "DriftCorrected" for e in events_for(kube, "dev")),
+                  20, "the DriftCorrected event")
 
 
 async def _apply_as_admin(limen: LimenCluster, document: dict[str, Any]) -> None:
@@ -396,6 +401,123 @@ def test_deletion_with_auth_down_completes_after_the_deadline(
                   "the forced deletion")
     kube.wait_for(lambda: kube.get("roles", "gone", NAMESPACE) is None, 60,
                   "the deletion after the 4 s deadline")
-    reasons = {e["reason"] for name in ("gone", "forced") for e in events_for(kube, name)
-               if e.get("type") == "Warning"}
-    assert {"ForceDeleted", "DeadlinePassed"} <= reasons
+    def warnings() -> set[str]:
+        return {e["reason"] for name in ("gone", "forced") for e in events_for(kube, name)
+                if e.get("type") == "Warning"}
+
+    # kopf posts Events in the background: they may land just after the object is gone
+    kube.wait_for(lambda: {"ForceDeleted", "DeadlinePassed"} <= warnings(), 20,
+                  "the ForceDeleted and DeadlinePassed Warning events")
+
+
+# -- Cluster -----------------------------------------------------------------------------------
+
+
+CHILDREN = [("secrets", "main-ca"), ("configmaps", "main-config"),
+            ("persistentvolumeclaims", "main-auth-data"), ("deployments", "main-auth"),
+            ("services", "main-auth"), ("deployments", "main-proxy"),
+            ("services", "main-proxy")]
+
+
+def serve_claims(kube: KubeAPI) -> None:
+    """The emulator's table of built-in types has no PersistentVolumeClaims (POST
+    .../persistentvolumeclaims answers 404), which a Cluster owns: add the type with the
+    emulator's own ResourceType (the same generic API-server semantics as every built-in type)
+    until tests/kube serves it."""
+    from kube.registry import ResourceType
+
+    def add(store: Any) -> None:
+        if ("", "v1", "persistentvolumeclaims") not in store.types:
+            store.types["", "v1", "persistentvolumeclaims"] = ResourceType(
+                group="", version="v1", plural="persistentvolumeclaims",
+                kind="PersistentVolumeClaim", singular="persistentvolumeclaim",
+                namespaced=True, short_names=("pvc",), status_subresource=True)
+
+    kube.call(add)
+
+
+@pytest.fixture
+def cluster_operator(kube: KubeAPI) -> Iterator[OperatorThread]:
+    """An operator with no auth API: Clusters need none."""
+    running = OperatorThread(OperatorConfig(resync_seconds=2.0, retry_seconds=0.5,
+                                            image="limen:test")).start()
+    yield running
+    running.stop()
+
+
+def test_cluster_owns_its_children(kube: KubeAPI, cluster_operator: OperatorThread) -> None:
+    serve_claims(kube)
+    kube.create_namespace("limen")
+    created = kube.create(doc("Cluster", "main", {
+        "public_address": "limen.example.com:443",
+        "proxy": {"replicas": 2, "service_type": "LoadBalancer"}}, namespace="limen"))
+    uid = created["metadata"]["uid"]
+    wait_status(kube, "clusters", "main", lambda o: o.get("status", {}).get("caSecret"),
+                namespace="limen", timeout=30)
+    for resource, name in CHILDREN:
+        child = kube.get(resource, name, "limen")
+        assert child is not None, (resource, name)
+        [owner] = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "Cluster", "main", uid, True)
+        assert child["metadata"]["labels"]["app.kubernetes.io/instance"] == "main"
+        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "limen-operator"
+    assert kube.get("services", "main-proxy", "limen")["spec"]["type"] == "LoadBalancer"  # type: ignore[index]
+    ca_data = kube.get("secrets", "main-ca", "limen")["data"]  # type: ignore[index]
+    obj = kube.get("clusters", "main", "limen")
+    assert conditions(obj)["Ready"]["reason"] == "Progressing"
+
+    # a spec change patches the Deployment; the CA Secret stays as it was
+    kube.patch("clusters", "main", {"spec": {"proxy": {"replicas": 3}}}, "limen")
+    kube.wait_for(lambda: kube.get("deployments", "main-proxy", "limen")["spec"][  # type: ignore[index]
+        "replicas"] == 3, 30, "the proxy Deployment to have 3 replicas")
+    assert kube.get("secrets", "main-ca", "limen")["data"] == ca_data  # type: ignore[index]
+
+    # the pods become ready (what the kubelet and the Deployment controller would report)
+    for name, replicas in (("main-auth", 1), ("main-proxy", 3)):
+        deployment = kube.get("deployments", name, "limen")
+        assert deployment is not None
+        kube.patch("deployments", name, {"status": {
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
+            "availableReplicas": replicas}}, "limen", subresource="status")
+    obj = wait_status(kube, "clusters", "main", ready, namespace="limen", timeout=30)
+    assert obj["status"]["proxy"] == {"ready": 3, "replicas": 3}
+    assert obj["status"]["publicAddress"] == "limen.example.com:443"
+
+    # deleting the Cluster leaves nothing behind (ownerReference garbage collection)
+    kube.delete("clusters", "main", "limen")
+    kube.wait_for(lambda: kube.get("clusters", "main", "limen") is None, 30, "Cluster deleted")
+    kube.wait_for(lambda: all(kube.get(r, n, "limen") is None for r, n in CHILDREN), 30,
+                  "the children to be garbage-collected")
+
+
+# -- the command and the operator's own identity ------------------------------------------------
+
+
+def test_limen_operator_command_with_its_own_identity(kube: KubeAPI, limen: LimenCluster,
+                                                      tmp_path: Path) -> None:
+    identity = tmp_path / "identity"
+    made = run([command("limen"), "operator", "identity", "--data-dir", limen.data_dir,
+                "--out", identity, "--ttl", "24h"], env=limen.env)
+    assert "limen-operator-identity" in made.stdout
+    env = clean_env(KUBECONFIG=kube.kubeconfig_path, LIMEN_OPERATOR_RESYNC="5s")
+    with (tmp_path / "operator.log").open("wb") as log:
+        process = subprocess.Popen(
+            [command("limen"), "operator", "--auth", limen.auth, "--identity", str(identity),
+             "--standalone", "--namespace", NAMESPACE],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        kube.create(doc("Role", "cli", {"allow": {"logins": ["a"]}}))
+        kube.create(doc("Role", "elsewhere", {"allow": {"logins": ["a"]}}, namespace="team-b"))
+        wait_status(kube, "roles", "cli", ready, timeout=60)
+        created = [e for e in limen.audit("role.created") if e.get("name") == f"{NAMESPACE}.cli"]
+        assert created
+        assert created[0]["user"] == "limen-operator"
+        assert created[0].get("origin") == "kubernetes"
+        # --namespace: the object in team-b is not watched
+        assert "status" not in (kube.get("roles", "elsewhere", "team-b") or {})
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0, (tmp_path / "operator.log").read_text()
