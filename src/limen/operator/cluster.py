@@ -85,7 +85,7 @@ def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorCont
     async def refresh(body: kopf.Body, patch: kopf.Patch, logger: Logger, **_: Any) -> None:
         await reconciler.reconcile(body, patch, logger, retry=False)
 
-    @kopf.on.event("apps", "v1", "deployments",
+    @kopf.on.event("apps", "v1", "deployments", id="deployment_changed",
                    labels={"app.kubernetes.io/managed-by": REPORTING_COMPONENT},
                    registry=registry)
     async def deployment_changed(body: kopf.Body, logger: Logger, **_: Any) -> None:
