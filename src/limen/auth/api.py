@@ -16,6 +16,8 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     POST /v1/presence/heartbeat            {resource, host_id, cluster, tunnel} (proxies)
     GET  /v1/presence/nodes                online agent-served nodes (see limen.auth.presence)
     GET  /v1/gitops/status                 the Git sync's live commit and last attempt
+    POST /v1/trustedclusters/validate      a leaf's handshake, forwarded by the proxy
+                                           (see limen.auth.trusted_root)
 
 Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
 """
@@ -41,6 +43,7 @@ from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
 from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.server import AuthServer
+from limen.auth.trusted_root import ValidateRequest, validate_trusted_cluster
 from limen.ca.authority import CertAuthorityType, tls_trust_map
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.x509_certs import verify_client_cert
@@ -76,6 +79,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
         web.get("/v1/gitops/status", routes.gitops_status),
         web.post("/v1/presence/heartbeat", routes.presence_heartbeat),
         web.get("/v1/presence/nodes", routes.presence_nodes),
+        web.post("/v1/trustedclusters/validate", routes.validate_trusted_cluster),
     ])
     app.add_routes(user_routes(auth, routes.identity, routes.role_set, recordings_dir(data_dir)))
     return app
@@ -296,6 +300,14 @@ class _Routes:
         require_rule(identity, await self.role_set(identity), Kind.RESOURCE, "list",
                      system=[SystemRole.PROXY, SystemRole.NODE])
         return web.json_response({"items": await presence.presence(self.auth)})
+
+    # -- trusted clusters: a leaf's handshake, authenticated by its token -------------------
+    async def validate_trusted_cluster(self, request: web.Request) -> web.Response:
+        require_system(await self.identity(request), [SystemRole.PROXY])
+        body = await json_body(request)
+        answer = await validate_trusted_cluster(self.auth, ValidateRequest.from_json(body),
+                                                remote_addr=str(body.get("remote_addr", "")))
+        return web.json_response(answer.to_json())
 
 
 def _unpack_cert(value: str) -> bytes:

@@ -4,6 +4,8 @@
     POST /v1/webapi/signup   {token, password}                 → auth /v1/signup
     POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds} → auth /v1/login
     POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
+    POST /v1/webapi/trustedclusters/validate  a leaf's handshake {token, leaf_cluster,
+                             leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy
@@ -74,5 +76,7 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> 
         web.post("/v1/webapi/signup", forward("/v1/signup")),
         web.post("/v1/webapi/login", forward("/v1/login")),
         web.post("/v1/webapi/join", forward("/v1/join")),
+        web.post("/v1/webapi/trustedclusters/validate",
+                 forward("/v1/trustedclusters/validate")),
     ])
     return app
