@@ -522,6 +522,17 @@ def report(bench: Bench, facts: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+METHOD_NOTES = """
+Method: throughput rounds and setup runs are interleaved over the three paths (a shared
+machine's load drifts), the median round is reported; only ratios within one run compare.
+Limen's path: OpenSSH `-J` to the proxy's SSH front (the proxy decrypts only the jump layer),
+a raw relay into the tunnel's data connection, the node's SSH server in a second process.
+Idle sessions: asyncssh clients, each with its own jump and inner connection running an idle
+`cat`; Limen counts VmRSS growth of the proxy and agent, the references PSS growth of all sshd
+processes (the `cat` children are counted in neither).
+"""
+
+
 def record(text: str) -> None:
     """Replace (or append) the "## SSH" section of RESULTS.md, re-reading it right before."""
     current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
@@ -533,7 +544,7 @@ def record(text: str) -> None:
         head, tail = current.rstrip("\n") + "\n", "\n"
     section = ("\n## SSH\n\nOpenSSH client through Limen's proxy SSH front and reverse tunnel, "
                "against OpenSSH to sshd directly and through an sshd jump host "
-               "(`bench/bench_ssh.py`).\n\n" + text)
+               "(`bench/bench_ssh.py`).\n\n" + text + METHOD_NOTES)
     RESULTS.write_text(head.rstrip("\n") + "\n" + section.rstrip("\n") + "\n" + tail.lstrip("\n")
                        if tail.strip() else head.rstrip("\n") + "\n" + section)
 

@@ -17,7 +17,8 @@ Modules, bottom up::
     sshopts    ciphers, host keys, the peer host-certificate check
     registry   connected agents (host id, hostname, labels, heartbeat)
     control    proxy side of a control connection (login, hello, messages)
-    server     TunnelServer: listener, sniffing, pairing, dial, auth splicing
+    sniffer    first bytes of the tunnel port: control or data connection
+    server     TunnelServer: listener, pairing, dial, auth splicing
     agent      TunnelAgent: connect, heartbeat, reconnect, serve dials, auth via the proxy
 
 Sits above ``limen.auth`` and below the proxy and the agents, which both import it.

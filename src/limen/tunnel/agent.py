@@ -247,8 +247,10 @@ class TunnelAgent:
                 if inspect.isawaitable(payload):
                     payload = await payload
                 writer.write(encode(Heartbeat(resource=payload)))
-            except (LimenError, OSError, TypeError, ValueError) as err:
+            except (LimenError, OSError, asyncssh.Error) as err:
                 log.warning("tunnel agent: cannot send a heartbeat: %s", err)
+            except Exception:  # the payload callable is the caller's code: keep beating
+                log.exception("tunnel agent: the heartbeat payload failed")
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ messages

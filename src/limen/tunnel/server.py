@@ -39,19 +39,17 @@ from limen.net.address import bind_tcp, parse_address, socket_address
 from limen.tunnel.control import AgentLink
 from limen.tunnel.nonces import NonceEntry, NonceTable
 from limen.tunnel.protocol import (
-    DATA_PREFIX,
     KIND_AUTH,
-    MAX_PREAMBLE,
     Connect,
     ConnectFailed,
     ConnectOk,
     Dial,
     DialRequest,
     Message,
-    parse_preamble,
 )
 from limen.tunnel.registry import AgentRecord, AgentRegistry
-from limen.tunnel.relay import Relay, tune_socket
+from limen.tunnel.relay import Relay
+from limen.tunnel.sniffer import DataConnection, PortSniffer
 from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, host_key, trust_map
 
 __all__ = ["DataConnection", "HeartbeatSink", "TunnelServer"]
@@ -60,39 +58,8 @@ log = logging.getLogger(__name__)
 
 HeartbeatSink = Callable[[AgentRecord, Mapping[str, Any]], Awaitable[None]]
 """Receives every agent heartbeat (the proxy forwards it to auth presence)."""
-_SSH = b"SSH-"
 MIN_HEARTBEAT_GAP = 1.0
 """Heartbeats closer together than this (seconds) update the registry but are not forwarded."""
-
-
-class DataConnection:
-    """A data connection paired with a dial: the raw transport, paused, plus any bytes that
-    arrived right after the preamble. :meth:`attach` hands the stream to a protocol."""
-
-    def __init__(self, transport: asyncio.Transport, leftover: bytes, peer: str,
-                 host_id: str) -> None:
-        self.transport = transport
-        self.leftover = leftover
-        self.peer = peer
-        self.host_id = host_id
-        self._attached = False
-
-    def attach(self, protocol: asyncio.Protocol) -> None:
-        """Make ``protocol`` the stream's protocol (connection_made, leftover, resume)."""
-        if self._attached:
-            raise RuntimeError("data connection already attached")
-        self._attached = True
-        self.transport.set_protocol(protocol)
-        protocol.connection_made(self.transport)
-        if self.leftover:
-            data, self.leftover = self.leftover, b""
-            protocol.data_received(data)
-        if not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        if not self._attached:
-            self.transport.close()
 
 
 class TunnelServer:
@@ -132,7 +99,8 @@ class TunnelServer:
         self._last_forward: dict[str, float] = {}
         self._server: asyncio.Server | None = None
         self._options: Any = None
-        self._open: set[asyncio.Transport] = set()
+        self.unsorted: set[asyncio.Transport] = set()
+        """Connections whose first bytes are not read yet (aborted on stop)."""
         self._relays: set[Relay] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -153,7 +121,7 @@ class TunnelServer:
         sock = bind_tcp(address)
         self.address = socket_address(sock)
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Sniffer(self), sock=sock)
+            lambda: PortSniffer(self), sock=sock)
         log.info("tunnel server listening on %s", self.address)
         return self.address
 
@@ -165,7 +133,7 @@ class TunnelServer:
             link.close()
         for relay in list(self._relays):
             relay.abort("tunnel server stopping")
-        for transport in list(self._open):
+        for transport in list(self.unsorted):
             transport.abort()
         for fut in self._waiting.values():
             if not fut.done():
@@ -332,77 +300,3 @@ class TunnelServer:
 
     def new_ssh_connection(self) -> Any:
         return asyncssh.SSHServerConnection(asyncio.get_running_loop(), self._options)
-
-
-class _Sniffer(asyncio.Protocol):
-    """Reads the first bytes of a tunnel-port connection and hands it over."""
-
-    def __init__(self, server: TunnelServer) -> None:
-        self.server = server
-        self.buf = b""
-        self.peer = ""
-        self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        tune_socket(transport.get_extra_info("socket"))
-        host, port = (transport.get_extra_info("peername") or ("?", 0))[:2]
-        self.peer = f"{host}:{port}"
-        self.server._open.add(transport)
-        self._timer = asyncio.get_running_loop().call_later(
-            self.server.preamble_timeout, self._drop, "no preamble in time")
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        head = self.buf[:len(DATA_PREFIX)]
-        if head[:4] == _SSH[:len(head[:4])]:
-            if len(self.buf) >= len(_SSH):
-                self._to_ssh()
-        elif head == DATA_PREFIX[:len(head)]:
-            end = self.buf.find(b"\n", 0, MAX_PREAMBLE)
-            if end < 0:
-                if len(self.buf) >= MAX_PREAMBLE:
-                    self._drop("malformed preamble")
-                return
-            try:
-                nonce = parse_preamble(self.buf[:end + 1])
-            except LimenError:
-                self._drop("malformed preamble")
-                return
-            self._to_data(nonce, self.buf[end + 1:])
-        else:
-            self._drop("garbage")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel()
-        if self.transport is not None:
-            self.server._open.discard(self.transport)
-
-    def _to_ssh(self) -> None:
-        assert self.transport is not None
-        self._cancel()
-        self.server._open.discard(self.transport)
-        conn = self.server.new_ssh_connection()
-        self.transport.set_protocol(conn)
-        conn.connection_made(self.transport)
-        conn.data_received(self.buf)
-
-    def _to_data(self, nonce: str, leftover: bytes) -> None:
-        assert self.transport is not None
-        self._cancel()
-        self.server._open.discard(self.transport)
-        self.transport.pause_reading()
-        self.server.data_connection(nonce, self.transport, leftover, self.peer)
-
-    def _drop(self, reason: str) -> None:
-        self._cancel()
-        log.info("tunnel: dropping connection from %s: %s", self.peer, reason)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
