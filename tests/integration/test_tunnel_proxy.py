@@ -559,7 +559,7 @@ async def test_tunnel_refuses_user_certificates_and_foreign_or_expired_hosts(env
     cert = asyncssh.import_certificate(sign_user_cert(env.user_ca, key.public_key(), alice,
                                                       HOUR))
     client_key = asyncssh.import_private_key(private_key_to_openssh(key))
-    env.proxy.tunnel.hello_timeout = 0.3
+    env.proxy.tunnel.hello_timeout = 1.0
     conn = await asyncssh.connect(host, int(port), username="alice", known_hosts=None,
                                   client_keys=[(client_key, cert)], agent_path=None, config=None)
     await env.emitter.wait_for(lambda e: "a certificate was offered" in e.fields.get(

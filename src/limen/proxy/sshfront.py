@@ -41,7 +41,7 @@ from limen.events.event import make_event
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.routing import parse_subsystem
 from limen.tunnel.relay import Relay, tune_socket
-from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, host_key
+from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, MAX_PACKET, host_key
 
 if TYPE_CHECKING:
     from limen.proxy.sshproxy import SSHConnector
@@ -74,7 +74,8 @@ class SSHFront:
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: _FrontServer(self), server_host_keys=[key],
             server_host_certs=[cert], encryption_algs=list(ENCRYPTION_ALGS),
-            compression_algs=list(COMPRESSION), encoding=None, allow_pty=False,
+            compression_algs=list(COMPRESSION), max_pktsize=MAX_PACKET,
+            encoding=None, allow_pty=False,
             agent_forwarding=False, x11_forwarding=False, line_editor=False,
             login_timeout=self.login_timeout, keepalive_interval=self.keepalive_interval,
             keepalive_count_max=self.keepalive_count_max)

@@ -50,7 +50,7 @@ from limen.tunnel.protocol import (
 from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.relay import Relay
 from limen.tunnel.sniffer import DataConnection, PortSniffer
-from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, host_key, trust_map
+from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, MAX_PACKET, host_key, trust_map
 
 __all__ = ["DataConnection", "HeartbeatSink", "TunnelServer"]
 
@@ -114,7 +114,8 @@ class TunnelServer:
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: AgentLink(self), server_host_keys=[key],
             server_host_certs=[cert], encryption_algs=list(ENCRYPTION_ALGS),
-            compression_algs=list(COMPRESSION), encoding=None, allow_pty=False,
+            compression_algs=list(COMPRESSION), max_pktsize=MAX_PACKET,
+            encoding=None, allow_pty=False,
             agent_forwarding=False, x11_forwarding=False, line_editor=False,
             login_timeout=self.hello_timeout, keepalive_interval=self.keepalive_interval,
             keepalive_count_max=self.keepalive_count_max)
