@@ -227,24 +227,34 @@ def test_each_kind_through_the_kubernetes_client(
 
 def test_kubectl_apply_create_update_delete(kube: KubeAPI, limen: LimenCluster,
                                             operator: OperatorThread, tmp_path: Path) -> None:
-    manifest = tmp_path / "role.yaml"
-    role = doc("Role", "ops", {"name": "ops", "allow": {"logins": ["root"]}})
-    manifest.write_text(yaml.safe_dump(role))
+    """Every kind in one multi-document manifest: kubectl apply, apply a change, delete -f."""
+    manifest = tmp_path / "access.yaml"
+    docs = [doc(kind, name, spec) for kind, _plural, name, spec, _changed in KINDS]
+    manifest.write_text(yaml.safe_dump_all(docs))
     kube.kubectl("apply", "--validate=false", "-f", str(manifest))
-    wait_status(kube, "roles", "ops", ready)
-    assert in_limen(limen, "role", "ops")["spec"]["allow"]["logins"] == ["root"]  # type: ignore[index]
-    role["spec"]["allow"]["logins"] = ["root", "ubuntu"]
-    manifest.write_text(yaml.safe_dump(role))
+    for kind, plural, name, spec, _changed in KINDS:
+        wait_status(kube, plural, name, ready)
+        stored = in_limen(limen, kind, limen_name(kind, name, spec))
+        assert stored is not None
+        assert stored["metadata"]["labels"]["limen.dev/origin"] == "kubernetes"
+    changed = [doc(kind, name, {**new, **({"name": spec["name"]} if "name" in spec else {})})
+               for kind, _plural, name, spec, new in KINDS]
+    manifest.write_text(yaml.safe_dump_all(changed))
     kube.kubectl("apply", "--validate=false", "-f", str(manifest))
-    wait_status(kube, "roles", "ops", lambda o: ready(o) and o["metadata"]["generation"] == 2)
-    assert in_limen(limen, "role", "ops")["spec"]["allow"]["logins"] == [  # type: ignore[index]
-        "root", "ubuntu"]
+    for (kind, plural, name, spec, _new), want in zip(KINDS, changed, strict=True):
+        obj = wait_status(kube, plural, name,
+                          lambda o: ready(o) and o["metadata"]["generation"] == 2)
+        assert obj["spec"] == want["spec"]  # kubectl apply replaces what it manages
+        assert (in_limen(limen, kind, limen_name(kind, name, spec)) or {}).get(
+            "spec") == want["spec"]
     printed = kube.kubectl("get", "lmrole", "-n", NAMESPACE).stdout
-    assert "ops" in printed
+    assert "dev" in printed
     assert "True" in printed  # the Ready printer column
     kube.kubectl("delete", "-f", str(manifest), "--wait=false")
-    kube.wait_for(lambda: kube.get("roles", "ops", NAMESPACE) is None, 20, "role ops deleted")
-    assert in_limen(limen, "role", "ops") is None
+    for kind, plural, name, spec, _new in KINDS:
+        kube.wait_for(lambda p=plural, n=name: kube.get(p, n, NAMESPACE) is None, 30,
+                      f"{plural}/{name} deleted")
+        assert in_limen(limen, kind, limen_name(kind, name, spec)) is None
 
 
 def test_invalid_object_is_stalled_and_never_reaches_limen(
