@@ -29,7 +29,7 @@ from limen.ca.keys import (
 from limen.errors import AccessDenied
 from limen.net.http import ApiClient
 
-__all__ = ["USER_CERT_HEADER", "AuthClient", "join_via_proxy"]
+__all__ = ["USER_CERT_HEADER", "AuthClient", "join_via_proxy", "pinned_proxy"]
 
 USER_CERT_HEADER = "X-Limen-User-Cert"
 """Set by the proxy on calls it makes for a user: the user's client certificate (base64 DER),
@@ -83,22 +83,40 @@ class AuthClient:
         await self.call("DELETE", f"/v1/resources/{kind}/{name}", params={"origin": origin})
 
 
+async def pinned_proxy(proxy: str, ca_pin: str | None, *,
+                       insecure: bool = False) -> tuple[ssl.SSLContext, dict[str, Any]]:
+    """Ping ``proxy`` and return a TLS context trusting its CA, and the ping.
+
+    With ``ca_pin`` the CA the proxy presents must match it (first contact: the ping itself is
+    not verified, only what it returns is); without a pin the system trust store must verify
+    the proxy's certificate. ``insecure`` accepts any CA (tests, explicit opt-in)."""
+    if ca_pin is None and not insecure:
+        context = ssl.create_default_context()
+        async with ApiClient(f"https://{proxy}", context) as verified:
+            answer: dict[str, Any] = await verified.call("GET", "/v1/webapi/ping")
+        return context, answer
+    probe_ctx = ssl.create_default_context()
+    probe_ctx.check_hostname = False
+    probe_ctx.verify_mode = ssl.CERT_NONE
+    async with ApiClient(f"https://{proxy}", probe_ctx) as probe:
+        ping: dict[str, Any] = await probe.call("GET", "/v1/webapi/ping")
+    ca_pem = str(ping.get("tls_ca", "")).encode()
+    try:
+        cas = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        raise AccessDenied(f"the proxy {proxy} presented no usable CA certificate") from None
+    if not insecure and not any(pin_matches(str(ca_pin), ca) for ca in cas):
+        raise AccessDenied(f"the proxy {proxy} presented a CA that does not match the pin "
+                           f"{ca_pin}; refusing to join")
+    return ssl.create_default_context(cadata=ca_pem.decode()), ping
+
+
 async def join_via_proxy(
     proxy: str, token: str, ca_pin: str, *, role: str, host_id: str, hostname: str,
     addresses: Sequence[str] = (), insecure: bool = False,
 ) -> HostCredentials:
     """Join the cluster behind ``proxy``: the proxy's TLS CA must match ``ca_pin``."""
-    probe_ctx = ssl.create_default_context()
-    probe_ctx.check_hostname = False
-    probe_ctx.verify_mode = ssl.CERT_NONE
-    async with ApiClient(f"https://{proxy}", probe_ctx) as probe:
-        ping = await probe.call("GET", "/v1/webapi/ping")
-    ca_pem = str(ping["tls_ca"]).encode()
-    cas = x509.load_pem_x509_certificates(ca_pem)
-    if not insecure and not any(pin_matches(ca_pin, ca) for ca in cas):
-        raise AccessDenied(f"the proxy {proxy} presented a CA that does not match the pin "
-                           f"{ca_pin}; refusing to join")
-    context = ssl.create_default_context(cadata=ca_pem.decode())
+    context, _ping = await pinned_proxy(proxy, ca_pin, insecure=insecure)
     key = generate_private_key()
     body = {"token": token, "role": role, "host_id": host_id, "hostname": hostname,
             "public_key": public_key_to_openssh(key.public_key()), "addresses": list(addresses)}

@@ -1,11 +1,13 @@
 """Builds the components one ``limen start`` process runs, from its settings' roles::
 
-    auth ─▶ gitops (if --gitops) ─▶ proxy: SSH front + tunnel server, then web ─▶ node agent
-                                                                    (dials the tunnel)
+    auth ─▶ gitops (if --gitops) ─▶ trusted clusters ─▶ proxy: SSH front + tunnel server,
+                                                         then web ─▶ node agent (dials the tunnel)
 
 In the single-node default (auth, proxy, node) every component gets its credentials from the
 auth server in the same process, and the node is reached through its reverse tunnel exactly as
-a remote one would be. Called by ``limen.cli.limen``; the daemon loop is ``limen.cli.daemon``.
+a remote one would be. The trusted cluster reconciler (``limen.trust``) keeps the root clusters'
+user CAs and role maps this cluster trusts; the local node verifies and maps root users with
+them. Called by ``limen.cli.limen``; the daemon loop is ``limen.cli.daemon``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from limen.gitops.service import GitOpsService
 from limen.proxy.service import ProxyService, proxy_names
 from limen.proxy.sshproxy import ProxySSHService
 from limen.recording.sink import LocalDirectorySink, recordings_dir
+from limen.trust.cache import TrustCache, trusted_role_map
+from limen.trust.reconciler import TrustedClusterReconciler
 
 __all__ = ["cluster_services"]
 
@@ -49,13 +53,15 @@ async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
         services: list[Service] = [auth]
         if settings.gitops.source:
             services.append(GitOpsService(settings, auth))
+        trust = TrustedClusterReconciler(auth.server)
+        services.append(trust)
         proxy = _LocalProxy(settings, auth, log) if "proxy" in settings.roles else None
         if proxy is not None:
             services.append(proxy)
         if "node" in settings.roles:
             if proxy is None:
                 raise BadParameter("a node in the auth process needs the proxy role too")
-            services.append(_LocalNode(settings, auth, log, proxy))
+            services.append(_LocalNode(settings, auth, log, proxy, trust.cache))
         yield services
     finally:
         log.close()
@@ -98,13 +104,15 @@ class _LocalProxy:
 
 class _LocalNode:
     """A node agent for this machine, with credentials from the auth server beside it; it
-    reaches the proxy through the reverse tunnel like any remote agent."""
+    reaches the proxy through the reverse tunnel like any remote agent. It trusts the user CAs
+    of this cluster and of the enabled trusted root clusters, mapping root users' roles."""
 
     name = "node"
 
     def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
-                 proxy: _LocalProxy) -> None:
+                 proxy: _LocalProxy, trusted: TrustCache) -> None:
         self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
+        self.trusted = trusted
         self.node: NodeService | None = None
 
     async def start(self) -> dict[str, str]:
@@ -116,13 +124,14 @@ class _LocalNode:
                                   data_dir=self.settings.data_dir)
 
         def trust() -> Mapping[str, Sequence[PublicKey]]:
-            return ssh_trust_map([server.authorities.get(CertAuthorityType.USER)],
-                                 CertAuthorityType.USER)
+            return ssh_trust_map([server.authorities.get(CertAuthorityType.USER),
+                                  *self.trusted.user_cas()], CertAuthorityType.USER)
 
         self.node = NodeService(
             config, self.settings.listeners.node_ssh, trust,
             StoreAccessPolicy(server.store, self.settings.node.labels,
-                              cluster=server.cluster_name),
+                              cluster=server.cluster_name,
+                              map_roles=trusted_role_map(self.trusted)),
             self.emitter, LocalDirectorySink(recordings_dir(self.settings.data_dir)),
             tunnel_address=lambda: self.proxy.listeners["tunnel"])
         return await self.node.start()

@@ -1,0 +1,101 @@
+"""What this (leaf) cluster currently trusts of its root clusters, for synchronous readers.
+
+The node agent checks certificates and maps roles on every connection without awaiting the
+store, so the reconciler keeps this snapshot fresh (``refresh()`` after each change it makes
+or sees): per trusted root cluster, its user CA and the compiled ``role_map`` of the
+TrustedCluster that admitted it. Disabled or deleted TrustedClusters and disabled CAs are left
+out, so their certificates verify nowhere and map to nothing. Called by
+``limen.trust.reconciler`` (refresh) and ``limen.cli.process`` (the node's trust source and
+``StoreAccessPolicy(map_roles=trusted_role_map(cache))``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from limen.api.resources import Kind, Resource
+from limen.auth.trusted_root import TRUST_LABEL
+from limen.ca.authority import CertAuthority, CertAuthorityType
+from limen.ca.identity import Identity
+from limen.errors import BadParameter
+from limen.services.resources import ResourceStore
+from limen.trust.rolemap import RoleMapping, compile_role_map, map_roles
+
+__all__ = [
+    "TRUSTED_CLUSTER_LABEL",
+    "TRUST_TRUSTED_CLUSTER",
+    "TrustCache",
+    "TrustedRoot",
+    "is_enabled",
+    "trusted_role_map",
+]
+
+log = logging.getLogger(__name__)
+
+TRUST_TRUSTED_CLUSTER = "trusted-cluster"
+"""``limen.dev/trust`` value of a root's CAs stored on the leaf."""
+TRUSTED_CLUSTER_LABEL = "limen.dev/trusted-cluster"
+"""Names the TrustedCluster a root CA on the leaf belongs to."""
+
+
+def is_enabled(trusted_cluster: Resource) -> bool:
+    return trusted_cluster.spec.get("enabled", True) is not False
+
+
+@dataclass(frozen=True)
+class TrustedRoot:
+    trusted_cluster: str
+    root_cluster: str
+    user_ca: CertAuthority
+    role_map: tuple[RoleMapping, ...]
+
+
+class TrustCache:
+    """The trusted roots, by root cluster name (see the module doc)."""
+
+    def __init__(self, store: ResourceStore, local_cluster: Callable[[], str]) -> None:
+        self.store = store
+        self.local_cluster = local_cluster
+        self._roots: dict[str, TrustedRoot] = {}
+
+    async def refresh(self) -> None:
+        local = self.local_cluster()
+        declared = {r.name: r for r in await self.store.list(Kind.TRUSTED_CLUSTER)}
+        roots: dict[str, TrustedRoot] = {}
+        for res in await self.store.list(Kind.CERT_AUTHORITY):
+            if res.labels.get(TRUST_LABEL) != TRUST_TRUSTED_CLUSTER or res.spec.get("disabled"):
+                continue
+            owner = declared.get(res.labels.get(TRUSTED_CLUSTER_LABEL, ""))
+            if owner is None or not is_enabled(owner):
+                continue
+            try:
+                ca = CertAuthority.from_dict(res.spec)
+                role_map = compile_role_map(owner.spec.get("role_map") or [])
+            except BadParameter as err:
+                log.warning("ignoring trusted root CA %s: %s", res.name, err)
+                continue
+            if ca.type is CertAuthorityType.USER and ca.cluster != local:
+                roots[ca.cluster] = TrustedRoot(owner.name, ca.cluster, ca, role_map)
+        self._roots = roots
+
+    @property
+    def roots(self) -> Mapping[str, TrustedRoot]:
+        return dict(self._roots)
+
+    def user_cas(self) -> list[CertAuthority]:
+        """The enabled roots' user CAs (public)."""
+        return [root.user_ca for root in self._roots.values()]
+
+    def role_names(self, identity: Identity) -> list[str]:
+        """Local roles of ``identity`` of a trusted root; nothing for any other cluster."""
+        root = self._roots.get(identity.cluster)
+        if root is None or identity.cluster == self.local_cluster():
+            return []
+        return map_roles(identity.roles, root.role_map)
+
+
+def trusted_role_map(cache: TrustCache) -> Callable[[Identity], Sequence[str]]:
+    """What ``StoreAccessPolicy(map_roles=...)`` takes: a root identity's local roles."""
+    return cache.role_names

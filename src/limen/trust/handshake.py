@@ -1,0 +1,43 @@
+"""The leaf's side of the trusted cluster handshake: one call to the root's proxy.
+
+::
+
+    probe GET  https://ROOT/v1/webapi/ping          root cluster name and TLS CA (checked
+                                                    against ca_pin, or verified by the system
+                                                    trust store when there is no pin)
+    call  POST https://ROOT/v1/webapi/trustedclusters/validate   over TLS trusting that CA
+
+The token is sent only once the root's CA is verified and the caller's ``check_root`` accepted
+the root's name (so a name clash does not burn the token). The wire format lives with the root
+side, ``limen.auth.trusted_root``. Called by ``limen.trust.reconciler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from limen.auth.client import pinned_proxy
+from limen.auth.trusted_root import ValidateRequest, ValidateResponse
+from limen.errors import AccessDenied
+from limen.net.http import ApiClient
+
+__all__ = ["VALIDATE_PATH", "handshake"]
+
+VALIDATE_PATH = "/v1/webapi/trustedclusters/validate"
+TIMEOUT = 15.0
+"""Seconds the validate call may take."""
+
+
+async def handshake(proxy: str, ca_pin: str | None, request: ValidateRequest, *,
+                    check_root: Callable[[str], Awaitable[None]]) -> ValidateResponse:
+    """Run the handshake with the root behind ``proxy``; typed Limen errors on failure."""
+    context, ping = await pinned_proxy(proxy, ca_pin)
+    announced = str(ping.get("cluster", ""))
+    await check_root(announced)
+    async with ApiClient(f"https://{proxy}", context, timeout=TIMEOUT) as api:
+        answer = ValidateResponse.from_json(await api.call("POST", VALIDATE_PATH,
+                                                           request.to_json()))
+    if answer.root_cluster != announced:
+        raise AccessDenied(f"the root answered as cluster {answer.root_cluster!r} but "
+                           f"announced {announced!r}")
+    return answer
