@@ -531,3 +531,22 @@ def test_limen_operator_command_with_its_own_identity(kube: KubeAPI, limen: Lime
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
     assert code == 0, (tmp_path / "operator.log").read_text()
+
+
+def test_two_operators_own_disjoint_sets(kube: KubeAPI, limen: LimenCluster,
+                                         operator: OperatorThread) -> None:
+    blue = OperatorThread(config_for(limen, operator_id="blue")).start()
+    try:
+        mine = kube.create(doc("Role", "plain", {"allow": {"logins": ["a"]}}))
+        theirs = kube.create(doc("Role", "blue", {"allow": {"logins": ["b"]}},
+                                 labels={"limen.dev/operator-id": "blue"}))
+        for name in ("plain", "blue"):
+            wait_status(kube, "roles", name, ready)
+        assert set(operator.ctx.reconciles) >= {mine["metadata"]["uid"]}
+        assert theirs["metadata"]["uid"] not in operator.ctx.reconciles
+        assert set(blue.ctx.reconciles) == {theirs["metadata"]["uid"]}
+        stored = in_limen(limen, "role", f"{NAMESPACE}.blue")
+        assert stored is not None
+        assert stored["metadata"]["labels"]["limen.dev/operator-id"] == "blue"
+    finally:
+        blue.stop()
