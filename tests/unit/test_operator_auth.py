@@ -109,3 +109,17 @@ async def test_missing_identity_is_reported_as_unreachable(tmp_path: Path) -> No
     auth = LimenAuth(static_endpoint("127.0.0.1:1", tmp_path / "none"), call_timeout=1)
     with pytest.raises(ConnectionProblem, match="cannot load the operator's identity"):
         await auth.ping()
+
+
+async def test_after_shutdown_no_connection_is_opened(identity_dir: Path) -> None:
+    resolves: list[int] = []
+
+    def resolve() -> Endpoint:
+        resolves.append(1)
+        return static_endpoint("127.0.0.1:1", identity_dir)()
+
+    auth = LimenAuth(resolve, call_timeout=1)
+    await auth.shutdown()
+    with pytest.raises(ConnectionProblem, match="stopping"):
+        await auth.get("roles", "dev")
+    assert resolves == []

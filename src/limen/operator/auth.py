@@ -77,15 +77,24 @@ class LimenAuth:
         self._resolve = resolve
         self.call_timeout = call_timeout
         self._client: AuthClient | None = None
+        self._stopped = False
         self.calls = 0
         """Calls made (for tests and the benchmark)."""
 
     async def close(self) -> None:
+        """Close the connection (the next call opens a new one)."""
         client, self._client = self._client, None
         if client is not None:
             await client.close()
 
+    async def shutdown(self) -> None:
+        """Close for good: a handler still running when the operator stops cannot reopen it."""
+        self._stopped = True
+        await self.close()
+
     def _connect(self) -> AuthClient:
+        if self._stopped:
+            raise ConnectionProblem("the operator is stopping")
         if self._client is None:
             try:
                 endpoint = self._resolve()

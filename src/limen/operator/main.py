@@ -83,7 +83,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         if ctx.auth is not None:
-            await ctx.auth.close()
+            await ctx.auth.shutdown()
         if ctx.kube is not None:
             await ctx.kube.close()
             ctx.kube = None
