@@ -1,18 +1,30 @@
 """The hot paths a 10,000-object Git sync goes through outside limen.gitops (see
-bench/bench_gitops.py): the loader's node limit for documents without aliases, and the
-per-object audit events that ``AuthServer.apply`` now emits together."""
+bench/bench_gitops.py): the loader's node limit for documents without aliases, the
+per-object audit events that ``AuthServer.apply`` emits together, and the compiled schema
+check that spares valid documents the jsonschema walk."""
 
 from __future__ import annotations
 
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft4Validator, FormatChecker
 
 from limen.api import loader
-from limen.api.loader import load_text
+from limen.api.fastschema import compile_schema
+from limen.api.loader import load_path, load_text
 from limen.api.resources import Kind, Origin, Resource
+from limen.api.schemas import json_schema
+from limen.api.validation import parse_duration
 from limen.auth.server import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings
-from limen.errors import ValidationFailed
+from limen.errors import BadParameter, ValidationFailed
 from limen.events.emitter import MemoryEmitter
 
 
@@ -42,3 +54,76 @@ async def test_apply_emits_every_event_in_plan_order() -> None:
     assert names == [e.name for e in plan.changes]
     assert names == sorted(names)
     assert len(names) == 200
+
+
+# -- the compiled schema check agrees with jsonschema, both ways ----------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "gitops"
+CLUSTER = {
+    "apiVersion": "limen.dev/v1alpha1", "kind": "Cluster",
+    "spec": {"public_address": "limen.example.com:443", "cluster_name": "main",
+             "auth": {"replicas": 2, "image": "limen:1"},
+             "proxy": {"replicas": 1, "service_type": "LoadBalancer", "resources": {"x": 1}},
+             "backend": {"type": "postgres", "dsn_secret_ref": {"secret": "pg", "key": "dsn"}}},
+}
+FIELD_NAMES = ["spec", "kind", "allow", "deny", "logins", "options", "max_session_ttl",
+               "node_labels", "roles", "traits", "token_secret_ref", "file", "env", "secret",
+               "key", "role_map", "remote", "local", "enabled", "proxy_address", "replicas",
+               "service_type", "address", "protocol", "rules", "verbs", "resources", "x"]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False),
+    st.sampled_from(["", "8h", "8 hours", "ssh", "db", "postgres", "ClusterIP", "sqlite",
+                     "root.example.com:3080", "a b:1", "^(x)$", "{{internal.logins}}", "*",
+                     "sha256:" + "a" * 64, "dev", "ops", "read", "list"]),
+)
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.sampled_from(FIELD_NAMES), inner, max_size=3)), max_leaves=8)
+
+
+def _documents() -> list[dict[str, Any]]:
+    docs = [d.data for d in load_path(EXAMPLES)]
+    return [{k: v for k, v in d.items() if k not in ("metadata", "status")} for d in docs] + \
+        [CLUSTER]
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*path, index))
+    return found
+
+
+@settings(max_examples=int(os.environ.get("FASTSCHEMA_EXAMPLES", "400")), deadline=None)
+@given(data=st.data())
+def test_the_compiled_check_accepts_exactly_what_jsonschema_accepts(data: st.DataObject) -> None:
+    document = copy.deepcopy(data.draw(st.sampled_from(_documents())))
+    kind = Kind(document["kind"])
+    for _ in range(data.draw(st.integers(0, 3))):
+        path = data.draw(st.sampled_from(_paths(document)))
+        parent = document
+        for part in path[:-1]:
+            parent = parent[part]
+        action = data.draw(st.sampled_from(["replace", "add", "delete"]))
+        if not path:
+            continue
+        if action == "replace" or not isinstance(parent, dict):
+            parent[path[-1]] = data.draw(VALUES)
+        elif action == "add":
+            parent[data.draw(st.sampled_from(FIELD_NAMES))] = data.draw(VALUES)
+        else:
+            del parent[path[-1]]
+    formats = {"duration": parse_duration}
+    checker = FormatChecker(formats=())
+    checker.checks("duration", raises=BadParameter)(
+        lambda v: not isinstance(v, str) or parse_duration(v) is not None)
+    reference = Draft4Validator(json_schema(kind), format_checker=checker)
+    compiled = compile_schema(json_schema(kind), formats)
+    assert compiled is not None
+    valid = next(reference.iter_errors(document), None) is None
+    assert compiled(document) == valid
+    event(f"valid: {valid}")

@@ -34,6 +34,7 @@ import yaml
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
+from limen.api.fastschema import Check, compile_schema
 from limen.api.loader import FieldPath
 from limen.api.resources import API_GROUP, PUBLIC_KINDS, Kind
 from limen.errors import BadParameter
@@ -100,6 +101,9 @@ def schema_errors(
     ``formats`` maps a ``format`` name (e.g. ``duration``) to a parser that raises
     :class:`BadParameter` for invalid text; its message becomes the reason.
     """
+    accept = _fast_check(_public_kind(kind), tuple(sorted((formats or {}).items())))
+    if accept is not None and accept(document):
+        return []  # valid: nothing to report (the fast path of limen.api.fastschema)
     checker = FormatChecker(formats=())
     for name, parse in (formats or {}).items():
         checker.checks(name, raises=BadParameter)(_format_check(parse))
@@ -201,6 +205,12 @@ def _openapi(kind: Kind) -> dict[str, Any]:
         raise BadParameter(f"the {kind.value} CRD has no storage version")
     schema: dict[str, Any] = stored["schema"]["openAPIV3Schema"]
     return schema
+
+
+@functools.lru_cache(maxsize=64)
+def _fast_check(kind: Kind,
+                formats: tuple[tuple[str, Callable[[str], object]], ...]) -> Check | None:
+    return compile_schema(_json_schema(kind), dict(formats))
 
 
 @functools.cache
