@@ -144,6 +144,8 @@ class SQLiteBackend:
         """Delete every expired item now (one revision of DELETE events); returns how many."""
         swept = await self._run(self._store.sweep, self._clock())
         if swept:
+            # A "from now on" watcher started after this sweep must not replay its deletes.
+            self._observe(await self._run(self._store.revision))
             self._notify()
         return swept
 
