@@ -6,6 +6,7 @@ check that spares valid documents the jsonschema walk."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings
 from limen.errors import BadParameter, ValidationFailed
 from limen.events.emitter import MemoryEmitter
+from limen.events.filelog import FileLog
 
 
 def test_the_node_limit_holds_for_documents_without_anchors(
@@ -54,6 +56,22 @@ async def test_apply_emits_every_event_in_plan_order() -> None:
     assert names == [e.name for e in plan.changes]
     assert names == sorted(names)
     assert len(names) == 200
+
+
+async def test_apply_writes_every_event_to_the_audit_log_in_plan_order(tmp_path: Path) -> None:
+    log = FileLog(tmp_path / "events", fsync=False)
+    auth = AuthServer(MemoryBackend(), ClusterSettings(name="unit"), log)
+    try:
+        await auth.start()
+        roles = [Resource(Kind.ROLE, f"r{i:03d}", spec={"allow": {"logins": ["a"]}})
+                 for i in reversed(range(300))]
+        plan = await auth.apply(roles, Origin.GIT, actor="gitops")
+    finally:
+        log.close()
+    lines = [json.loads(line) for path in sorted((tmp_path / "events").iterdir())
+             for line in path.read_text(encoding="utf-8").splitlines()]
+    created = [(e["name"], e["user"], e["origin"]) for e in lines if e["event"] == "role.created"]
+    assert created == [(e.name, "gitops", "git") for e in plan.changes]
 
 
 # -- the compiled schema check agrees with jsonschema, both ways ----------------------------

@@ -41,7 +41,9 @@ import os
 import queue
 import re
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from datetime import UTC, date
 from pathlib import Path
 from types import TracebackType
@@ -106,6 +108,16 @@ class FileLog:
 
     async def emit(self, event: AuditEvent) -> None:
         await asyncio.wrap_future(self._submit(event))
+
+    async def emit_many(self, events: Sequence[AuditEvent]) -> None:
+        """Emit ``events`` in order; returns once all are written (fsynced in batches), with
+        one wake-up of the event loop instead of one per event (a Git sync that changes
+        10,000 objects). Raises the first failure after every event was attempted."""
+        pending = [self._submit(event) for event in events]
+        if pending:
+            await asyncio.to_thread(wait_futures, pending)
+        for done in pending:
+            done.result()
 
     def write(self, event: AuditEvent) -> None:
         self._submit(event).result()
