@@ -93,6 +93,21 @@ def test_stock_ssh_proxyjump(ops: LimenUser, ssh_config: Path, site: LimenCluste
     assert result.stdout.strip() == "via-jump"
 
 
+def test_auth_export_matches_what_clients_trust(site: LimenCluster, ops: LimenUser) -> None:
+    user_ca = site.lmctl("auth", "export", "--type", "user").stdout.split()
+    assert user_ca[0] == "ssh-ed25519"
+    cert = run(["ssh-keygen", "-L", "-f", ops.ssh_cert_path(site.name)], env=ops.env).stdout
+    fingerprint = run(["ssh-keygen", "-lf", "-"], env=ops.env,
+                      input=" ".join(user_ca[:2]) + "\n").stdout.split()[1]
+    assert f"Signing CA: ED25519 {fingerprint}" in cert
+    host_line = site.lmctl("auth", "export", "--type", "host").stdout.strip()
+    assert host_line.startswith("@cert-authority * ssh-ed25519 ")
+    known_hosts = (ops.home / "known_hosts").read_text(encoding="utf-8").splitlines()
+    assert host_line in known_hosts
+    assert site.lmctl("auth", "export", "--type", "tls").stdout.startswith(
+        "-----BEGIN CERTIFICATE-----")
+
+
 def test_scp_both_ways(ops: LimenUser, tmp_path: Path) -> None:
     source = tmp_path / "up.bin"
     source.write_bytes(os.urandom(200_000))

@@ -64,6 +64,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes([
         web.get("/v1/ping", routes.ping),
         web.get("/v1/status", routes.status),
+        web.get("/v1/authorities/{type}", routes.export_ca),
         web.post("/v1/login", routes.login),
         web.post("/v1/signup", routes.signup),
         web.post("/v1/join", routes.join),
@@ -120,6 +121,14 @@ class _Routes:
         await self.identity(request)
         return web.json_response({"cluster": self.auth.cluster_name,
                                   "tls_ca_pin": self.auth.tls_ca_pin()})
+
+    async def export_ca(self, request: web.Request) -> web.Response:
+        await self.identity(request)  # public keys: any valid identity of this cluster
+        try:
+            ca_type = CertAuthorityType(request.match_info["type"])
+        except ValueError:
+            raise BadParameter(f"unknown CA type {request.match_info['type']!r}") from None
+        return web.json_response(self.auth.export_ca(ca_type))
 
     async def status(self, request: web.Request) -> web.Response:
         await self.identity(request)

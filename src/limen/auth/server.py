@@ -120,7 +120,7 @@ class AuthServer:
             item = await self.backend.get(CLUSTER_NAME_KEY)
             assert item is not None
             stored = item.value.decode()
-            if stored != self.settings.name:
+            if stored != self.settings.name and initialize:
                 log.warning("cluster name is %r (set at the first start); ignoring %r",
                             stored, self.settings.name)
             self.cluster_name = stored
@@ -153,6 +153,13 @@ class AuthServer:
     def known_hosts_lines(self) -> list[str]:
         host_ca = self.authorities.get(CertAuthorityType.HOST)
         return [f"@cert-authority * {key}" for key in host_ca.ssh_public_keys()]
+
+    def export_ca(self, ca_type: CertAuthorityType) -> dict[str, Any]:
+        """Public parts of one of this cluster's CAs (``lmctl auth export``)."""
+        ca = self.authorities.get(ca_type).public_only()
+        return {"cluster": ca.cluster, "type": ca.type.value, "fingerprint": ca.fingerprint,
+                "ssh_public_keys": list(ca.ssh_public_keys()) if ca.type.is_ssh else [],
+                "pem": ca.pem_bundle()}
 
     def status(self) -> dict[str, Any]:
         if not self.initialized:

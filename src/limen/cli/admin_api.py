@@ -42,6 +42,7 @@ class AdminApi(Protocol):
     async def access_check(self, user: str, kind: str, name: str,
                            login: str | None) -> dict[str, Any]: ...
     async def status(self) -> dict[str, Any]: ...
+    async def export_ca(self, ca_type: str) -> dict[str, Any]: ...
     async def gitops_status(self) -> dict[str, Any]: ...
 
 
@@ -101,6 +102,10 @@ class RemoteAdmin:
         if login:
             params["login"] = login
         result: dict[str, Any] = await self.client.call("GET", "/v1/access/check", None, params)
+        return result
+
+    async def export_ca(self, ca_type: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", f"/v1/authorities/{ca_type}")
         return result
 
     async def status(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from limen.api.validation import validate
 from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.server import AuthServer
 from limen.backend.factory import open_backend
+from limen.ca.authority import CertAuthorityType
 from limen.cli.admin_api import ACTOR, token_of
 from limen.config import load_settings
 from limen.errors import NotFound
@@ -73,6 +74,9 @@ class LocalAdmin:
     async def access_check(self, user: str, kind: str, name: str,
                            login: str | None) -> dict[str, Any]:
         return await self.server.access_check(user, parse_kind(kind), name, login)
+
+    async def export_ca(self, ca_type: str) -> dict[str, Any]:
+        return self.server.export_ca(CertAuthorityType(ca_type))
 
     async def status(self) -> dict[str, Any]:
         return {**self.server.status(), "listeners": {}}

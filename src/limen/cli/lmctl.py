@@ -231,6 +231,31 @@ def audit_search(types: tuple[str, ...], user: str | None, since: str | None,
 
 
 @cli.group()
+def auth() -> None:
+    """The cluster's certificate authorities."""
+
+
+@auth.command("export")
+@click.option("--type", "ca_type", required=True, type=click.Choice(["user", "host", "tls", "db"]),
+              help="user: for sshd's TrustedUserCAKeys; host: @cert-authority lines for "
+                   "known_hosts; tls/db: PEM certificates.")
+@OUTPUT_OPTION
+@handle_errors
+def auth_export(ca_type: str, output: str) -> None:
+    """Print a CA's public keys in the format its consumers read."""
+    ca = _run(lambda admin: admin.export_ca(ca_type))
+    if output != "text":
+        emit_documents([ca], output)
+    elif ca_type == "user":
+        click.echo("".join(f"{key}\n" for key in ca["ssh_public_keys"]), nl=False)
+    elif ca_type == "host":
+        click.echo("".join(f"@cert-authority * {key}\n" for key in ca["ssh_public_keys"]),
+                   nl=False)
+    else:
+        click.echo(ca["pem"], nl=False)
+
+
+@cli.group()
 def access() -> None:
     """Ask the RBAC engine."""
 
