@@ -207,3 +207,38 @@ def test_certificate_of_another_cluster_is_refused(site: LimenCluster,
         assert "Permission denied" in result.stderr
     finally:
         other.stop()
+
+
+def _lock_role(name: str, lock: str, logins: list[str]) -> str:
+    return (f"apiVersion: limen.dev/v1alpha1\nkind: Role\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  options: {{lock: {lock}}}\n  allow:\n    logins: {logins}\n"
+            "    node_labels: {env: dev}\n")
+
+
+@pytest.mark.parametrize("lock", ["strict", "best_effort"])
+def test_removing_access_ends_open_sessions_only_under_strict_lock(
+        site: LimenCluster, lock: str) -> None:
+    role = f"locked-{lock.replace('_', '-')}"
+    site.lmctl("apply", "-f", "-", input=_lock_role(role, lock, [LOGIN]))
+    user = site.signed_up_user(f"lena-{lock.replace('_', '-')}", roles=[role], logins=[LOGIN])
+    user.login()
+    session = subprocess.Popen(
+        [command("lmsh"), "ssh", f"{LOGIN}@{HOST}", "echo started; sleep 30"],
+        env=user.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert session.stdout is not None
+        assert session.stdout.readline() == b"started\n"
+        site.lmctl("apply", "-f", "-", input=_lock_role(role, lock, ["someone-else"]))
+        if lock == "strict":
+            wait_for(lambda: session.poll() is not None, 15.0, "the session to be ended")
+            assert session.returncode != 0
+            denied = wait_for(lambda: [e for e in site.audit("access.denied", user=user.name)
+                                       if e.get("lock") == "strict"], 10.0,
+                              "the access.denied event of the ended session")
+            assert "removed" in denied[-1]["reason"]
+        else:
+            with pytest.raises(subprocess.TimeoutExpired):
+                session.wait(timeout=6.0)  # well past several re-check intervals: still open
+    finally:
+        session.kill()
+        session.communicate()  # reaps it and closes its pipes

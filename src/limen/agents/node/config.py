@@ -62,6 +62,8 @@ class NodeServerConfig:
     recording_flush_interval: float = 0.5
     """Seconds between recording flushes (the most a crash can lose)."""
     server_version: str = "Limen"
+    lock_recheck_interval: float = 2.0
+    """Seconds between re-checks of open ``lock: strict`` connections (see ``locks``)."""
 
     def __post_init__(self) -> None:
         if not self.credentials.private_key_pem:

@@ -28,6 +28,7 @@ import asyncssh
 from limen.agents.node.config import NodeServerConfig, server_options
 from limen.agents.node.connection import NodeConnection, NodeConnectionHandler, tune_socket
 from limen.agents.node.context import Auditor, NodeContext, TrustSource
+from limen.agents.node.locks import enforce_strict_locks
 from limen.agents.node.policy import AccessPolicy
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
@@ -70,6 +71,7 @@ class NodeSSHServer:
         self._servers: list[asyncio.Server] = []
         self._start_lock = asyncio.Lock()
         self._closing = False
+        self._lock_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Prepare the SSH options and recover leftover recordings (idempotent)."""
@@ -78,6 +80,8 @@ class NodeSSHServer:
                 return
             self.recovered = await recover_recordings(self.config.sessions_dir,
                                                       self.context.recordings)
+            self._lock_task = asyncio.get_running_loop().create_task(enforce_strict_locks(
+                self.context, self.handlers, self.config.lock_recheck_interval))
             if self.recovered:
                 log.warning("recovered %d unfinished session recording(s)",
                             len(self.recovered))
@@ -124,6 +128,8 @@ class NodeSSHServer:
     async def close(self) -> None:
         """Stop listening, end every session cleanly, wait for audit and recordings."""
         self._closing = True
+        if self._lock_task is not None:
+            self._lock_task.cancel()
         for server in self._servers:
             server.close()
         handlers = list(self.handlers)
