@@ -39,6 +39,7 @@ from limen.ca.ssh_certs import NO_LOGIN_PRINCIPAL, verify_ssh_user_cert
 from limen.errors import AccessDenied, LimenError
 from limen.events.event import make_event
 from limen.net.address import bind_tcp, socket_address
+from limen.net.sshserver import PublicKeyOnlyServer
 from limen.proxy.routing import parse_subsystem
 from limen.tunnel.relay import Relay, tune_socket
 from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, MAX_PACKET, host_key
@@ -178,7 +179,7 @@ class _UserConnection(asyncssh.SSHServerConnection):
         return ok
 
 
-class _FrontServer(asyncssh.SSHServer):
+class _FrontServer(PublicKeyOnlyServer):
     """Per-connection policy hooks (asyncssh's ``server_factory`` object)."""
 
     def __init__(self, front: SSHFront) -> None:
@@ -203,15 +204,6 @@ class _FrontServer(asyncssh.SSHServer):
         return bytes(key.public_data) in self.front.user_ca_blobs
 
     def validate_public_key(self, username: str, key: Any) -> bool:
-        return False
-
-    def password_auth_supported(self) -> bool:
-        return False
-
-    def kbdint_auth_supported(self) -> bool:
-        return False
-
-    def host_based_auth_supported(self) -> bool:
         return False
 
     def _identity(self) -> Identity:

@@ -31,6 +31,7 @@ import asyncssh
 
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem
+from limen.net.sshserver import PublicKeyOnlyServer
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
     Connect,
@@ -56,7 +57,7 @@ AGENT_ROLES = frozenset({SystemRole.NODE, SystemRole.DB, SystemRole.KUBE, System
 """System roles allowed to open a reverse tunnel."""
 
 
-class AgentLink(asyncssh.SSHServer):
+class AgentLink(PublicKeyOnlyServer):
     """One control connection (the asyncssh ``server_factory`` object of the tunnel port)."""
 
     def __init__(self, tunnel: TunnelServer) -> None:
@@ -102,15 +103,6 @@ class AgentLink(asyncssh.SSHServer):
             self._refused.add(blob)
             self.tunnel.refuse(self.peer, "a certificate was offered for SSH login at the "
                                           "tunnel port; agents log in with their key")
-        return False
-
-    def password_auth_supported(self) -> bool:
-        return False
-
-    def kbdint_auth_supported(self) -> bool:
-        return False
-
-    def host_based_auth_supported(self) -> bool:
         return False
 
     def auth_completed(self) -> None:
