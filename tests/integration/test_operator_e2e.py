@@ -34,6 +34,14 @@ from limen.operator.settings import OperatorConfig
 
 from .cluster import CommandFailed, LimenCluster, clean_env, command, run, wait_for
 
+# kopf's worker threads hand their aiohttp sessions to the garbage collector when an operator
+# stops; a socket closed that way raises ResourceWarning at a random later moment. Only that
+# warning is ignored here (tracked as a leak to fix in the operator's shutdown), every other
+# warning stays an error.
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in. <(function _SelectorTransport.__del__|socket.socket):"
+    r"pytest.PytestUnraisableExceptionWarning")
+
 GROUP, VERSION = "limen.dev", "v1alpha1"
 NAMESPACE = "team-a"
 
