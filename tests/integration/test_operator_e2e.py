@@ -14,10 +14,12 @@ Waiting is always on a condition with a deadline (``kube_api.wait_for`` / ``wait
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import subprocess
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,18 @@ from .cluster import CommandFailed, LimenCluster, clean_env, command, run, wait_
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:Exception ignored in. <(function _SelectorTransport.__del__|socket.socket):"
     r"pytest.PytestUnraisableExceptionWarning")
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_kopf_leftovers() -> Iterator[None]:
+    """Collect what stopped operators left to the garbage collector now, at the end of this
+    module, instead of in whichever later test the collector happens to run."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
 
 GROUP, VERSION = "limen.dev", "v1alpha1"
 NAMESPACE = "team-a"
