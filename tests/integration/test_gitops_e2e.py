@@ -8,14 +8,14 @@ its objects named apart, so the tests do not depend on each other's order.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gitops_git import git
 
 from .cluster import ClusterFactory, LimenCluster, describe, inspect_ssh_cert, wait_for
 
@@ -25,19 +25,6 @@ INTERVAL = 1.0
 DEADLINE = INTERVAL + 14.0
 """How long a pushed commit may take to be live: one poll plus a generous margin for a loaded
 machine (the benchmark measures the real latency: bench/bench_gitops.py)."""
-GIT_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "LIMEN_"))},
-    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Ana Lyst", "GIT_AUTHOR_EMAIL": "ana@example.com",
-    "GIT_COMMITTER_NAME": "Ana Lyst", "GIT_COMMITTER_EMAIL": "ana@example.com",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True,
-                            text=True, check=False, timeout=60)
-    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
-    return result.stdout.strip()
 
 
 def role_yaml(name: str, *logins: str, annotations: dict[str, str] | None = None) -> str:

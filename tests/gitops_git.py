@@ -1,4 +1,4 @@
-"""Real Git repositories for the GitOps unit tests, made with the ``git`` command.
+"""Real Git repositories for the GitOps unit and end-to-end tests, made with the ``git`` command.
 
 ``WorkTree`` is a developer's clone (write files, commit, push, rewrite history); ``bare``
 makes the shared repository the sync fetches from. Git runs with no global or system config,
