@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from gitops_git import GIT_ENV, WorkTree, bare, role
 
+from gitops_git import GIT_ENV, WorkTree, bare, role
 from limen.api.resources import Kind
 from limen.auth.server import AuthServer
 from limen.backend.memory import MemoryBackend

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from gitops_git import role
 
+from gitops_git import role
 from limen.api.loader import load_text
 from limen.api.validation import validate
 from limen.errors import ValidationFailed

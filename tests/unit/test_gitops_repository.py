@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitops_git import WorkTree, bare, role
 
+from gitops_git import WorkTree, bare, role
 from limen.errors import BadParameter, ConnectionProblem, NotFound, ValidationFailed
 from limen.gitops import repository
 from limen.gitops.repository import (

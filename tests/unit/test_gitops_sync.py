@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitops_git import WorkTree, bare, role, user
 
+from gitops_git import WorkTree, bare, role, user
 from limen.api.loader import SourceDocument
 from limen.api.resources import ADOPT_ANNOTATION, ORIGIN_LABEL, PUBLIC_KINDS, Kind, Origin
 from limen.api.validation import SECRET_HINT, validate
