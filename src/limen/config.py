@@ -10,7 +10,9 @@ Example ``limen.yaml``::
     listeners: {web: 0.0.0.0:3080, ssh_proxy: 0.0.0.0:3023, tunnel: 0.0.0.0:3024}
     roles: [auth, proxy, node]
     gitops: {source: https://git.example/access.git, branch: main, path: access/, interval: 15s}
-    node: {labels: {env: dev}}
+    node: {labels: {env: dev}, commands: [{name: kernel, command: [uname, -r], period: 1h}]}
+    join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
+    auth: {server_names: [limen-auth.limen.svc], proxy_token_file: /etc/limen/proxy-token}
 """
 
 from __future__ import annotations
@@ -87,15 +89,42 @@ class GitOpsSettings:
 
 
 @dataclass(frozen=True)
+class LabelCommand:
+    """A dynamic label: its value is the trimmed output of ``command``, run every period."""
+
+    name: str
+    command: tuple[str, ...]
+    period_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class NodeSettings:
     labels: Mapping[str, str] = field(default_factory=dict)
     """Static labels of the resources this agent serves."""
+    commands: tuple[LabelCommand, ...] = ()
+    """Dynamic labels (``node.commands: [{name, command: [argv...], period: 1m}]``)."""
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    """How a process without the auth role gets its identity and reaches the cluster."""
+
     token: str = ""
-    """Join token (agents started apart from auth)."""
+    """Join token (``lmctl tokens add``); used once, then DATA_DIR/host is reused."""
     proxy: str = ""
     """The proxy's web address agents join through and dial tunnels to."""
+    auth_server: str = ""
+    """The auth API address a separately run proxy joins and talks to."""
     ca_pin: str = ""
     """``sha256:...`` pin of the cluster's TLS CA, given with the join token."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    server_names: tuple[str, ...] = ()
+    """Extra DNS names in the auth API's certificate (e.g. its Kubernetes Service)."""
+    proxy_token_file: str = ""
+    """File holding a static token proxies join with (reusable, role proxy only)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +135,8 @@ class Settings:
     listeners: Listeners = field(default_factory=Listeners)
     gitops: GitOpsSettings = field(default_factory=GitOpsSettings)
     node: NodeSettings = field(default_factory=NodeSettings)
+    join: JoinSettings = field(default_factory=JoinSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     debug: bool = False
 
 
@@ -141,8 +172,30 @@ SCHEMA: dict[str, Any] = {
             "type": "object", "additionalProperties": False,
             "properties": {
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                "token": {"type": "string"}, "proxy": {"type": "string"},
-                "ca_pin": {"type": "string"},
+                "commands": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["name", "command"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": r"^[A-Za-z0-9_./-]{1,63}$"},
+                        "command": {"type": "array", "minItems": 1,
+                                    "items": {"type": "string"}},
+                        "period": {"type": ["string", "number"]},
+                    },
+                }},
+            },
+        },
+        "join": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "token": {"type": "string"}, "proxy": _ADDRESS, "auth_server": _ADDRESS,
+                "ca_pin": {"type": "string", "pattern": r"^(sha256:[0-9a-f]{64})?$"},
+            },
+        },
+        "auth": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "server_names": {"type": "array", "items": {"type": "string"}},
+                "proxy_token_file": {"type": "string"},
             },
         },
     },
@@ -181,8 +234,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         "LIMEN_PUBLIC_ADDRESS": ("cluster", "public_address"),
         "LIMEN_GITOPS": ("gitops", "source"), "LIMEN_GITOPS_BRANCH": ("gitops", "branch"),
         "LIMEN_GITOPS_PATH": ("gitops", "path"), "LIMEN_GITOPS_INTERVAL": ("gitops", "interval"),
-        "LIMEN_TOKEN": ("node", "token"), "LIMEN_PROXY": ("node", "proxy"),
-        "LIMEN_CA_PIN": ("node", "ca_pin"),
+        "LIMEN_TOKEN": ("join", "token"), "LIMEN_PROXY": ("join", "proxy"),
+        "LIMEN_AUTH_SERVER": ("join", "auth_server"), "LIMEN_CA_PIN": ("join", "ca_pin"),
     }
     for var, path in simple.items():
         if var in env:
@@ -243,6 +296,7 @@ def load_settings(
     gitops_raw = dict(raw.get("gitops", {}))
     interval = _seconds(gitops_raw.pop("interval", 15.0))
     node_raw = raw.get("node", {})
+    auth_raw = raw.get("auth", {})
     return Settings(
         data_dir=Path(raw.get("data_dir", ".limen-data")),
         roles=tuple(raw.get("roles", ("auth", "proxy", "node"))),
@@ -250,6 +304,12 @@ def load_settings(
         listeners=listeners,
         gitops=GitOpsSettings(interval_seconds=interval, **gitops_raw),
         node=NodeSettings(labels=dict(node_raw.get("labels", {})),
-                          **{k: v for k, v in node_raw.items() if k != "labels"}),
+                          commands=tuple(
+                              LabelCommand(c["name"], tuple(c["command"]),
+                                           _seconds(c.get("period", 60.0)))
+                              for c in node_raw.get("commands", ()))),
+        join=JoinSettings(**raw.get("join", {})),
+        auth=AuthSettings(server_names=tuple(auth_raw.get("server_names", ())),
+                          proxy_token_file=str(auth_raw.get("proxy_token_file", ""))),
         debug=bool(raw.get("debug", False)),
     )

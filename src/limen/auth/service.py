@@ -71,7 +71,8 @@ class AuthService:
     async def start(self) -> dict[str, str]:
         await self.server.start()
         host, _ = parse_address(self.settings.listeners.auth)
-        own = self.issue_local_credentials(SystemRole.AUTH, [host])
+        own = self.issue_local_credentials(SystemRole.AUTH,
+                                           [host, *self.settings.auth.server_names])
         tls_ca = self.server.authorities.get(CertAuthorityType.TLS)
         context = own.server_ssl(client_cas=list(tls_ca.trusted_certificates()),
                                  require_client_cert=True)
