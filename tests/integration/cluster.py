@@ -148,8 +148,9 @@ class LimenCluster:
     """
 
     def __init__(self, root: Path, name: str = "test", extra_args: Iterable[str] = (), *,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, random_ports: bool = True) -> None:
         self.root = root
+        self.random_ports = random_ports
         self.name = name
         self.extra_args = list(extra_args)
         self.data_dir = data_dir or root / "data"
@@ -163,14 +164,18 @@ class LimenCluster:
         return clean_env(LIMEN_HOME=self.home)
 
     def start(self, timeout: float = START_TIMEOUT) -> LimenCluster:
-        """Spawn ``limen start`` and wait until every listener is up (listeners.json)."""
-        assert self.process is None, "already started"
+        """Spawn ``limen start`` and wait until every listener is up (listeners.json); also
+        after :meth:`kill` or :meth:`stop` (a restart on the same data directory)."""
+        assert self.process is None or self.process.poll() is not None, "already running"
         self.root.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(mode=0o700, exist_ok=True)
-        argv = [command("limen"), "start", "--data-dir", str(self.data_dir), "--random-ports",
+        self.listeners_path.unlink(missing_ok=True)  # a killed daemon leaves its own behind
+        self.returncode = None
+        argv = [command("limen"), "start", "--data-dir", str(self.data_dir),
+                *(["--random-ports"] if self.random_ports else []),
                 "--cluster-name", self.name, *self.extra_args]
-        with (self.root / "limen.out").open("wb") as out, \
-                (self.root / "limen.err").open("wb") as err:
+        with (self.root / "limen.out").open("ab") as out, \
+                (self.root / "limen.err").open("ab") as err:
             self.process = subprocess.Popen(argv, env=self.env, stdout=out, stderr=err,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         wait_for(self._ready, timeout, f"{self.data_dir}/listeners.json of cluster {self.name}")

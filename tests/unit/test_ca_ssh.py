@@ -187,7 +187,8 @@ def test_host_certificate_contents(host_ca: CertAuthority) -> None:
     cert = parse_ssh_cert(line)
     assert cert.type is crypto_ssh.SSHCertificateType.HOST
     assert cert.key_id == b"host:h-1234"
-    assert cert.valid_principals == [b"h-1234", b"h-1234.root", b"web1", b"10.0.0.5"]
+    assert cert.valid_principals == [b"h-1234", b"h-1234.root", b"web1", b"web1.root",
+                                     b"10.0.0.5"]
     identity = verify_ssh_host_cert(line, _trust(host_ca), NOW, principal="10.0.0.5")
     assert (identity.host_id, identity.hostname, identity.system_role) == (
         "h-1234", "web1", SystemRole.NODE)

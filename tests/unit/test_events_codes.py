@@ -18,7 +18,7 @@ RELEASED = {
     "L1003I": ("user.delete", True), "L1004I": ("user.signup", True),
     "L1004W": ("user.signup", False), "L1005W": ("user.locked", True),
     "L2000I": ("session.start", True), "L2001I": ("session.end", True),
-    "L2002I": ("session.data", True),
+    "L2002I": ("session.data", True), "L2003I": ("session.upload", True),
     "L3000I": ("exec", True), "L3000E": ("exec", False),
     "L3001I": ("scp", True), "L3001E": ("scp", False),
     "L3002I": ("sftp", True), "L3002E": ("sftp", False),

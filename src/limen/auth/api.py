@@ -3,8 +3,12 @@
 Only the proxy, agents (host certificates) and admins (admin identity) and users with matching
 role ``rules`` may call it; every request re-verifies the client certificate. Routes::
 
-    GET  /v1/ping                          cluster name and CA pins (any valid identity)
-    POST /v1/login | /v1/signup | /v1/join forwarded by the proxy from its web API
+    GET  /v1/ping                          cluster name, TLS CA and its pin (public)
+    POST /v1/login | /v1/signup | /v1/join forwarded by the proxy from its web API; /v1/join
+                                           also direct, with no client certificate (a proxy
+                                           started apart from auth joins with its token)
+    POST /v1/events | /v1/recordings/{id}  agents' audit events and recordings
+                                           (see limen.auth.api_agents)
     POST /v1/resources/apply               {documents, origin, prune?} → per-object actions
     GET  /v1/resources/{kind}[/{name}]     DELETE /v1/resources/{kind}/{name}
     POST /v1/users                         {name, roles, logins} → sign-up link
@@ -38,6 +42,7 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth import presence
+from limen.auth.api_agents import agent_routes
 from limen.auth.api_user import user_routes
 from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
@@ -83,6 +88,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
         web.post("/v1/trustedclusters/validate", routes.validate_trusted_cluster),
     ])
     app.add_routes(user_routes(auth, routes.identity, routes.role_set, recordings_dir(data_dir)))
+    app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
     return app
 
 
@@ -118,9 +124,11 @@ class _Routes:
         return identity, identity.username
 
     async def ping(self, request: web.Request) -> web.Response:
-        await self.identity(request)
+        """Public, like the proxy's ping: what a joining proxy checks against its CA pin."""
+        tls_ca = self.auth.authorities.get(CertAuthorityType.TLS)
         return web.json_response({"cluster": self.auth.cluster_name,
-                                  "tls_ca_pin": self.auth.tls_ca_pin()})
+                                  "tls_ca_pin": self.auth.tls_ca_pin(),
+                                  "tls_ca": tls_ca.pem_bundle()})
 
     async def export_ca(self, request: web.Request) -> web.Response:
         await self.identity(request)  # public keys: any valid identity of this cluster
@@ -160,7 +168,11 @@ class _Routes:
                                                         _str(body, "password")))
 
     async def join(self, request: web.Request) -> web.Response:
-        require_system(await self.identity(request), [SystemRole.PROXY])
+        """Through a proxy (its client certificate), or directly with no client certificate
+        (a proxy started apart from auth): either way the token is what authenticates."""
+        direct = not _has_client_cert(request)
+        if not direct:
+            require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
         addresses = body.get("addresses") or []
         if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
@@ -168,7 +180,7 @@ class _Routes:
         certs = await self.auth.join(
             _str(body, "token"), _str(body, "role"), _str(body, "host_id"),
             _str(body, "hostname"), _str(body, "public_key"), addresses,
-            remote_addr=str(body.get("remote_addr", "")),
+            remote_addr=(request.remote or "") if direct else str(body.get("remote_addr", "")),
         )
         return web.json_response({
             "cluster": self.auth.cluster_name, "ssh_cert": certs.ssh_cert.decode(),
@@ -317,6 +329,12 @@ class _Routes:
         answer = await validate_trusted_cluster(self.auth, ValidateRequest.from_json(body),
                                                 remote_addr=str(body.get("remote_addr", "")))
         return web.json_response(answer.to_json())
+
+
+def _has_client_cert(request: web.Request) -> bool:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    return isinstance(ssl_object, ssl.SSLObject) and bool(
+        ssl_object.getpeercert(binary_form=True))
 
 
 def _unpack_cert(value: str) -> bytes:

@@ -29,7 +29,7 @@ from limen.ca.keys import (
 from limen.errors import AccessDenied
 from limen.net.http import ApiClient
 
-__all__ = ["USER_CERT_HEADER", "AuthClient", "join_via_proxy", "pinned_proxy"]
+__all__ = ["USER_CERT_HEADER", "AuthClient", "join_via_proxy", "pinned_auth", "pinned_proxy"]
 
 USER_CERT_HEADER = "X-Limen-User-Cert"
 """Set by the proxy on calls it makes for a user: the user's client certificate (base64 DER),
@@ -95,18 +95,29 @@ async def pinned_proxy(proxy: str, ca_pin: str | None, *,
         async with ApiClient(f"https://{proxy}", context) as verified:
             answer: dict[str, Any] = await verified.call("GET", "/v1/webapi/ping")
         return context, answer
+    return await _pinned(proxy, "/v1/webapi/ping", ca_pin, insecure=insecure)
+
+
+async def pinned_auth(auth_server: str, ca_pin: str) -> ssl.SSLContext:
+    """A TLS context trusting the auth server's CA, which must match ``ca_pin``."""
+    context, _ping = await _pinned(auth_server, "/v1/ping", ca_pin)
+    return context
+
+
+async def _pinned(address: str, ping_path: str, ca_pin: str | None, *,
+                  insecure: bool = False) -> tuple[ssl.SSLContext, dict[str, Any]]:
     probe_ctx = ssl.create_default_context()
     probe_ctx.check_hostname = False
     probe_ctx.verify_mode = ssl.CERT_NONE
-    async with ApiClient(f"https://{proxy}", probe_ctx) as probe:
-        ping: dict[str, Any] = await probe.call("GET", "/v1/webapi/ping")
+    async with ApiClient(f"https://{address}", probe_ctx) as probe:
+        ping: dict[str, Any] = await probe.call("GET", ping_path)
     ca_pem = str(ping.get("tls_ca", "")).encode()
     try:
         cas = x509.load_pem_x509_certificates(ca_pem)
     except ValueError:
-        raise AccessDenied(f"the proxy {proxy} presented no usable CA certificate") from None
+        raise AccessDenied(f"{address} presented no usable CA certificate") from None
     if not insecure and not any(pin_matches(str(ca_pin), ca) for ca in cas):
-        raise AccessDenied(f"the proxy {proxy} presented a CA that does not match the pin "
+        raise AccessDenied(f"{address} presented a CA that does not match the pin "
                            f"{ca_pin}; refusing to join")
     return ssl.create_default_context(cadata=ca_pem.decode()), ping
 

@@ -8,6 +8,7 @@ HTTP: ``limen.auth.api`` maps requests to these methods, and ``limen.auth.servic
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 import time
@@ -92,6 +93,8 @@ class AuthServer:
         self.cluster_name = cluster.name
         """Settled by ``start()``: the name stored at the first start wins over the setting."""
         self.store = ResourceStore(backend)
+        self.static_proxy_token = ""
+        """A reusable token proxies join with (``auth.proxy_token_file``; Kubernetes)."""
         self.admin = AdminOps(self.store)
         self.authorities = Authorities(backend, self.store, cluster.name)
         self.users = LocalUsers(backend, clock)
@@ -279,16 +282,23 @@ class AuthServer:
             system_role = SystemRole(role)
             if system_role not in JOIN_TYPES_BY_ROLE:
                 raise BadParameter(f"role {role!r} cannot join with a token")
-            record = await self.tokens.consume(token, JOIN_TYPES_BY_ROLE[system_role],
-                                               now=self.now())
+            if system_role is SystemRole.PROXY and self._is_static_proxy_token(token):
+                token_id = "static-proxy-token"
+            else:
+                token_id = (await self.tokens.consume(token, JOIN_TYPES_BY_ROLE[system_role],
+                                                      now=self.now())).name
             certs = self.issue_host_certs(host_id, hostname, system_role, public_key, addresses)
         except (LimenError, ValueError) as err:
             await self.emit("join", success=False, host_id=host_id, hostname=hostname,
                             role=role, reason=str(err), remote_addr=remote_addr)
             raise AccessDenied(f"join refused: {err}") from None
         await self.emit("join", host_id=host_id, hostname=hostname, role=role,
-                        token_id=record.name, remote_addr=remote_addr)
+                        token_id=token_id, remote_addr=remote_addr)
         return certs
+
+    def _is_static_proxy_token(self, token: str) -> bool:
+        static = self.static_proxy_token
+        return bool(static) and hmac.compare_digest(token.encode(), static.encode())
 
     def issue_host_certs(self, host_id: str, hostname: str, role: SystemRole,
                          public_key: str, addresses: Sequence[str]) -> HostCerts:

@@ -27,6 +27,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.config import Settings
+from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.files import write_private
 from limen.net.address import bind_tcp, parse_address, socket_address
@@ -43,6 +44,18 @@ def host_uuid(data_dir: Path) -> str:
     value = str(uuid.uuid4())
     write_private(path, value + "\n")
     return value
+
+
+def _read_token(path: str) -> str:
+    if not path:
+        return ""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise BadParameter(f"cannot read auth.proxy_token_file {path}: {err.strerror}") from None
+    if len(token) < 32:
+        raise BadParameter(f"the proxy token in {path} is too short (32 characters at least)")
+    return token
 
 
 class AuthService:
@@ -70,12 +83,15 @@ class AuthService:
 
     async def start(self) -> dict[str, str]:
         await self.server.start()
+        self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
         host, _ = parse_address(self.settings.listeners.auth)
         own = self.issue_local_credentials(SystemRole.AUTH,
                                            [host, *self.settings.auth.server_names])
         tls_ca = self.server.authorities.get(CertAuthorityType.TLS)
+        # Optional at the TLS layer so a proxy can join with a token alone; every endpoint
+        # but /v1/join refuses a request without a verified client certificate.
         context = own.server_ssl(client_cas=list(tls_ca.trusted_certificates()),
-                                 require_client_cert=True)
+                                 require_client_cert=False)
         sock = bind_tcp(self.settings.listeners.auth)
         self.address = socket_address(sock)
         self._runner = web.AppRunner(build_app(self.server, self.settings.data_dir),

@@ -122,8 +122,10 @@ def sign_user_cert(
 def host_principals(
     host_id: str, hostname: str | None, cluster: str, extra: Iterable[str] = (),
 ) -> tuple[str, ...]:
-    """The principals of a host certificate, in order and without duplicates."""
-    names = [host_id, f"{host_id}.{cluster}", *([hostname] if hostname else []), *extra]
+    """The principals of a host certificate, in order and without duplicates: the host id and
+    the hostname, each also qualified by the cluster (``ssh web1.<cluster>`` via lmsh config)."""
+    names = [host_id, f"{host_id}.{cluster}",
+             *([hostname, f"{hostname}.{cluster}"] if hostname else []), *extra]
     return tuple(dict.fromkeys(n for n in names if n))
 
 

@@ -7,7 +7,9 @@ In the single-node default (auth, proxy, node) every component gets its credenti
 auth server in the same process, and the node is reached through its reverse tunnel exactly as
 a remote one would be. The trusted cluster reconciler (``limen.trust``) keeps the root clusters'
 user CAs and role maps this cluster trusts; the local node verifies and maps root users with
-them. Called by ``limen.cli.limen``; the daemon loop is ``limen.cli.daemon``.
+them. Called by ``limen.cli.limen``; the daemon loop is ``limen.cli.daemon``. Without the auth
+role (a proxy or a node agent started apart from auth) the components come from
+``limen.cli.process_remote``.
 """
 
 from __future__ import annotations
@@ -19,21 +21,22 @@ from contextlib import asynccontextmanager
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.service import NodeService
-from limen.auth.client import AuthClient
 from limen.auth.service import AuthService
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
+from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import PublicKey
 from limen.cli.daemon import Service
+from limen.cli.process_remote import remote_services
+from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.events.filelog import FileLog
 from limen.files import private_dir
 from limen.gitops.service import GitOpsService
-from limen.proxy.service import ProxyService, proxy_names
-from limen.proxy.sshproxy import ProxySSHService
+from limen.proxy.service import proxy_names
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TrustedClusterReconciler
@@ -45,7 +48,9 @@ __all__ = ["cluster_services"]
 async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
     """The services to start in order; the shared backend and audit log close afterwards."""
     if "auth" not in settings.roles:
-        raise BadParameter("this version runs auth in every process: include 'auth' in --roles")
+        async with remote_services(settings) as remote:
+            yield remote
+        return
     backend = open_backend(settings.data_dir)
     log = FileLog(private_dir(settings.data_dir / "log") / "events")
     try:
@@ -55,7 +60,7 @@ async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
             services.append(GitOpsService(settings, auth))
         trust = TrustedClusterReconciler(auth.server)
         services.append(trust)
-        proxy = _LocalProxy(settings, auth, log) if "proxy" in settings.roles else None
+        proxy = _local_proxy(settings, auth, log) if "proxy" in settings.roles else None
         if proxy is not None:
             services.append(proxy)
         if "node" in settings.roles:
@@ -68,38 +73,12 @@ async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
         await backend.close()
 
 
-class _LocalProxy:
-    """The proxy's SSH front and tunnel server, then its web listener; records the public
-    address in auth (sign-up links are built from it)."""
+def _local_proxy(settings: Settings, auth: AuthService, emitter: Emitter) -> ProxyComponent:
+    async def credentials() -> HostCredentials:
+        return auth.issue_local_credentials(SystemRole.PROXY, proxy_names(settings))
 
-    name = "proxy"
-
-    def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter) -> None:
-        self.settings, self.auth, self.emitter = settings, auth, emitter
-        self.client: AuthClient | None = None
-        self.ssh: ProxySSHService | None = None
-        self.web: ProxyService | None = None
-        self.listeners: dict[str, str] = {}
-
-    async def start(self) -> dict[str, str]:
-        creds = self.auth.issue_local_credentials(SystemRole.PROXY, proxy_names(self.settings))
-        self.client = AuthClient(self.auth.address, creds)
-        self.ssh = ProxySSHService(self.settings, creds, self.client, self.emitter,
-                                   auth_address=lambda: self.auth.address)
-        self.listeners = await self.ssh.start()
-        self.web = ProxyService(self.settings, creds, self.client,
-                                extra_ping=lambda: dict(self.listeners))
-        self.listeners.update(await self.web.start())
-        public = self.settings.cluster.public_address or self.listeners["web"]
-        await self.auth.server.set_proxy_address(public)
-        return dict(self.listeners)
-
-    async def stop(self) -> None:
-        for part in (self.web, self.ssh):
-            if part is not None:
-                await part.stop()
-        if self.client is not None:
-            await self.client.close()
+    return ProxyComponent(settings, emitter, credentials, lambda: auth.address,
+                          register_address=auth.server.set_proxy_address)
 
 
 class _LocalNode:
@@ -110,7 +89,7 @@ class _LocalNode:
     name = "node"
 
     def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
-                 proxy: _LocalProxy, trusted: TrustCache) -> None:
+                 proxy: ProxyComponent, trusted: TrustCache) -> None:
         self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
         self.trusted = trusted
         self.node: NodeService | None = None

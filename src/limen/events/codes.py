@@ -58,6 +58,7 @@ class EventType(StrEnum):
     SESSION_START = "session.start"
     SESSION_END = "session.end"
     SESSION_DATA = "session.data"
+    SESSION_UPLOAD = "session.upload"
     EXEC = "exec"
     SCP = "scp"
     SFTP = "sftp"
@@ -116,6 +117,7 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L2000I", _T.SESSION_START, True, "session started"),
     EventCode("L2001I", _T.SESSION_END, True, "session ended"),
     EventCode("L2002I", _T.SESSION_DATA, True, "session data transferred"),
+    EventCode("L2003I", _T.SESSION_UPLOAD, True, "session recording handed over to auth"),
     # 3xxx SSH actions and protocol fronts
     EventCode("L3000I", _T.EXEC, True, "command executed"),
     EventCode("L3000E", _T.EXEC, False, "command execution failed"),

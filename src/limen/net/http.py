@@ -86,12 +86,14 @@ class ApiClient:
     async def call(
         self, method: str, path: str, body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, data: Any = None,
     ) -> Any:
+        """``body`` is sent as JSON; ``data`` (bytes or a binary file, streamed) instead."""
         url = f"{self.base_url}{path}"
         try:
             async with self._get_session().request(
-                method, url, json=body, params=params, headers=headers
+                method, url, json=body if data is None else None, data=data, params=params,
+                headers=headers,
             ) as resp:
                 text = await resp.text()
                 payload = json.loads(text) if text else None

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from limen.errors import BadParameter
+from limen.errors import BadParameter, LimenError
 from limen.recording.asciicast import CastHeader, encode_header, parse_cast, parse_event
 from limen.recording.sink import RecordingSink
 from limen.recording.writer import PART_SUFFIX, SESSION_ID_PATTERN
@@ -87,7 +87,7 @@ async def recover_recordings(directory: Path, sink: RecordingSink) -> list[str]:
             meta = await asyncio.to_thread(_meta_of, path)
             await sink.upload(session_id, path, meta)
             done.append(session_id)
-        except (OSError, BadParameter) as err:
+        except (OSError, LimenError) as err:
             log.error("cannot hand over recording %s: %s", path, err)
     return done
 

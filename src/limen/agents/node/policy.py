@@ -2,9 +2,9 @@
 
 The node agent asks, for every session and forwarding request, ``check_ssh(identity, login)``
 (RBAC with the node's labels) and ``session_options(identity)`` (the merged role options:
-forwarding, file copy, idle timeout, recording mode). The daemon passes
-:class:`StoreAccessPolicy` over the auth server's store in single-process mode; a separate
-agent gets an implementation over the auth API (same protocol).
+forwarding, file copy, idle timeout, recording mode). :class:`StoreAccessPolicy` evaluates it
+over a :class:`RoleLookup`: the auth server's store in single-process mode, the auth API
+through the tunnel for a separately run agent.
 
 :class:`StoreAccessPolicy` reads the identity's roles from the store on every call, so a
 changed role applies to the next session, and caches the compiled ``RoleSet`` per (role
@@ -22,9 +22,8 @@ from limen.api.resources import Kind, Resource
 from limen.ca.identity import Identity
 from limen.rbac import Decision, RoleSet, SessionOptions
 from limen.rbac.decision import deny
-from limen.services.resources import ResourceStore
 
-__all__ = ["AccessPolicy", "StoreAccessPolicy"]
+__all__ = ["AccessPolicy", "RoleLookup", "StoreAccessPolicy"]
 
 _CacheKey = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[str, ...]], ...]]
 
@@ -40,15 +39,27 @@ class AccessPolicy(Protocol):
         ...
 
 
+class RoleLookup(Protocol):
+    """Where roles come from: the auth server's ``ResourceStore`` in its own process, the auth
+    API for a separately run agent (``limen.agents.node.remote_roles``)."""
+
+    async def find(self, kind: Kind, name: str) -> Resource | None: ...
+
+
 class StoreAccessPolicy:
     """:class:`AccessPolicy` over a :class:`ResourceStore` of roles (see the module doc)."""
 
-    def __init__(self, store: ResourceStore, node_labels: Mapping[str, str], *,
+    def __init__(self, store: RoleLookup,
+                 node_labels: Mapping[str, str] | Callable[[], Mapping[str, str]], *,
                  cluster: str | None = None,
                  map_roles: Callable[[Identity], Sequence[str]] | None = None,
                  cache_size: int = 256) -> None:
         self.store = store
-        self.node_labels = dict(node_labels)
+        if callable(node_labels):
+            self._labels = node_labels
+        else:
+            static = dict(node_labels)
+            self._labels = lambda: static
         self.cluster = cluster
         self.map_roles = map_roles
         self.cache_size = cache_size
@@ -88,7 +99,7 @@ class StoreAccessPolicy:
         if role_set is None:
             return deny(None, "cluster", f"certificates of cluster {identity.cluster!r} are "
                                          "not mapped to roles of this cluster")
-        return role_set.check_ssh(self.node_labels, login)
+        return role_set.check_ssh(self._labels(), login)
 
     async def session_options(self, identity: Identity) -> SessionOptions:
         role_set = await self.role_set(identity)

@@ -1,16 +1,19 @@
 """Runs a node agent in ``limen start``: its SSH server on the ``node_ssh`` listener (direct
 access) and a reverse tunnel to the proxy, so it is reachable with no inbound port; it
-heartbeats its Resource (name, address, labels) over the tunnel. Called by the daemon.
+heartbeats its Resource (name, address, static and command-generated labels) over the tunnel.
+``on_tunnel`` runs before the tunnel connects (a separately run node attaches its route to
+auth there). Called by ``limen.cli.process``.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.context import TrustSource
+from limen.agents.node.dynamic_labels import DynamicLabels
 from limen.agents.node.policy import AccessPolicy
 from limen.agents.node.server import NodeSSHServer
 from limen.api.resources import API_VERSION
@@ -38,8 +41,11 @@ class NodeService:
 
     def __init__(self, config: NodeServerConfig, listen_address: str, trust: TrustSource,
                  access: AccessPolicy, emitter: Emitter, recordings: RecordingSink,
-                 tunnel_address: Callable[[], str]) -> None:
+                 tunnel_address: Callable[[], str], *, labels: DynamicLabels | None = None,
+                 on_tunnel: Callable[[TunnelAgent], Awaitable[None]] | None = None) -> None:
         self.config = config
+        self.labels = labels or DynamicLabels(config.labels)
+        self._on_tunnel = on_tunnel
         self.listen_address = listen_address
         self.server = NodeSSHServer(config, trust, access, emitter, recordings)
         self._tunnel_address = tunnel_address
@@ -51,13 +57,16 @@ class NodeService:
 
     def _heartbeat(self) -> dict[str, Any]:
         creds = self.config.credentials
-        return node_resource(creds.hostname or creds.host_id, self.config.labels, self.address,
-                             creds.host_id)
+        return node_resource(creds.hostname or creds.host_id, self.labels.current(),
+                             self.address, creds.host_id)
 
     async def start(self) -> dict[str, str]:
+        await self.labels.start()
         self.address = await self.server.listen(self.listen_address)
         self.tunnel = TunnelAgent(self._tunnel_address(), self.config.credentials, self._serve,
                                   self._heartbeat)
+        if self._on_tunnel is not None:
+            await self._on_tunnel(self.tunnel)
         await self.tunnel.start()
         return {"node_ssh": self.address}
 
@@ -65,3 +74,4 @@ class NodeService:
         if self.tunnel is not None:
             await self.tunnel.stop()
         await self.server.close()
+        await self.labels.stop()

@@ -1,0 +1,142 @@
+"""Audit events of an agent started apart from auth: written locally first, then forwarded.
+
+::
+
+    emit(event) ──▶ FileLog DATA_DIR/log/outbox/<day>.jsonl (fsynced: durable when emit returns)
+    forwarder   ──▶ reads past the cursor (outbox/cursor.json: file → byte offset), POSTs
+                    batches to auth /v1/events, then advances the cursor; finished days are
+                    deleted. Auth down: retried with backoff, nothing is lost.
+
+Delivery is at least once (a crash between the POST and the cursor update resends a batch;
+auth skips uids it has seen). Torn last lines left by a crash are skipped. Called by
+``limen.cli.process`` for separately run agents and proxies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from limen.auth.client import AuthClient
+from limen.errors import LimenError
+from limen.events.event import AuditEvent
+from limen.events.filelog import FileLog, day_file_name, day_files
+from limen.files import private_dir, write_private
+from limen.tunnel.backoff import Backoff
+
+__all__ = ["AuditOutbox"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+ClientSource = Callable[[], Awaitable[AuthClient]]
+
+
+class AuditOutbox:
+    """An ``Emitter`` that queues events on disk and forwards them to auth."""
+
+    def __init__(self, directory: Path, client: ClientSource) -> None:
+        self.directory = private_dir(directory)
+        self._log = FileLog(self.directory)
+        self._client = client
+        self._cursor_path = self.directory / "cursor.json"
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.forwarded = 0
+
+    async def emit(self, event: AuditEvent) -> None:
+        await self._log.emit(event)
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(LimenError, OSError):
+            await self.flush()  # best effort: what is left stays queued for the next start
+        await self._log.aclose()
+
+    async def _run(self) -> None:
+        backoff = Backoff(0.5, 30.0)
+        while True:
+            try:
+                await self.flush()
+                backoff.reset()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await self._wake.wait()
+            except (LimenError, OSError) as err:
+                delay = backoff.next_delay()
+                log.warning("audit outbox: cannot forward events to auth (%s); retry in "
+                            "%.1fs", err, delay)
+                await asyncio.sleep(delay)  # a retry delay, not synchronisation
+
+    async def flush(self) -> int:
+        """Forward everything queued now; returns how many events went."""
+        sent = 0
+        cursor = await asyncio.to_thread(self._read_cursor)
+        today = day_file_name(datetime.now(UTC).date())
+        for _day, path in await asyncio.to_thread(day_files, self.directory):
+            offset = int(cursor.get(path.name, 0))
+            while True:
+                events, new_offset = await asyncio.to_thread(_read_batch, path, offset)
+                if events:
+                    client = await self._client()
+                    await client.call("POST", "/v1/events", {"events": events})
+                    sent += len(events)
+                if new_offset != offset:
+                    offset = cursor[path.name] = new_offset
+                    await asyncio.to_thread(self._write_cursor, cursor)
+                if len(events) < BATCH:
+                    break
+            if path.name != today and offset >= await asyncio.to_thread(_size, path):
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+                cursor.pop(path.name, None)
+                await asyncio.to_thread(self._write_cursor, cursor)
+        self.forwarded += sent
+        return sent
+
+    def _read_cursor(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self._cursor_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _write_cursor(self, cursor: dict[str, Any]) -> None:
+        write_private(self._cursor_path, json.dumps(cursor, sort_keys=True) + "\n")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_batch(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Up to BATCH whole lines from ``offset``; a line without its newline is not read yet."""
+    events: list[dict[str, Any]] = []
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        while len(events) < BATCH:
+            line = handle.readline()
+            if not line.endswith(b"\n"):
+                break
+            offset += len(line)
+            try:
+                events.append(AuditEvent.from_json(line.decode()).to_dict())
+            except (LimenError, UnicodeDecodeError):
+                log.warning("audit outbox: skipping a damaged line in %s", path)
+    return events, offset

@@ -1,0 +1,130 @@
+"""How a process without the auth role gets and keeps its identity::
+
+    DATA_DIR/host/ holds credentials for this role and cluster, valid for another hour?
+        yes ─▶ reuse them (a restart needs no token)
+        no  ─▶ join with join.token:  node (and other agents) through the proxy's web API
+                                       (join.proxy, CA pinned with join.ca_pin);
+                                       proxy directly at auth (join.auth_server, pinned)
+               ─▶ save them (0700 directory, 0600 files)
+
+:func:`tunnel_address` asks the proxy (TLS verified with the cluster CA from the credentials)
+where its tunnel listener is: a listener bound to every interface (``0.0.0.0:3024``) is
+reached on the host of the proxy address this agent was given. Called by
+``limen.cli.process`` for ``limen start --roles node`` and ``--roles proxy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from limen.auth.client import join_via_proxy, pinned_auth
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import SystemRole
+from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
+from limen.config import Settings
+from limen.errors import BadParameter, LimenError
+from limen.net.address import parse_address
+from limen.net.http import ApiClient
+
+__all__ = ["RENEW_BEFORE", "credentials_dir", "load_or_join", "tunnel_address"]
+
+RENEW_BEFORE = timedelta(hours=1)
+"""Saved credentials closer than this to expiry are replaced by joining again."""
+
+
+def credentials_dir(data_dir: Path) -> Path:
+    return data_dir / "host"
+
+
+def hostname() -> str:
+    return socket.gethostname().split(".")[0].lower()
+
+
+async def load_or_join(settings: Settings, role: SystemRole, host_id: str,
+                       addresses: Sequence[str] = ()) -> HostCredentials:
+    """This process's credentials for ``role`` (see the module doc)."""
+    directory = credentials_dir(settings.data_dir)
+    saved = await asyncio.to_thread(_load_valid, directory, role)
+    if saved is not None:
+        return saved
+    join = settings.join
+    if not join.token:
+        raise BadParameter(f"no saved credentials in {directory}: give --token (and --ca-pin) "
+                           "to join the cluster")
+    if not join.ca_pin:
+        raise BadParameter("--ca-pin (join.ca_pin) is needed with --token: the sha256 pin "
+                           "printed with the token by `lmctl tokens add`")
+    if role is SystemRole.PROXY:
+        if not join.auth_server:
+            raise BadParameter("a proxy started apart from auth needs --auth-server HOST:PORT")
+        creds = await _join_auth(join.auth_server, join.token, join.ca_pin, host_id,
+                                 list(addresses))
+    else:
+        if not join.proxy:
+            raise BadParameter(f"a {role.value} agent started apart from auth needs "
+                               "--proxy HOST:PORT (the proxy's web address)")
+        creds = await join_via_proxy(join.proxy, join.token, join.ca_pin, role=role.value,
+                                     host_id=host_id, hostname=hostname(),
+                                     addresses=list(addresses))
+    await asyncio.to_thread(creds.save, directory)
+    return creds
+
+
+def _load_valid(directory: Path, role: SystemRole) -> HostCredentials | None:
+    if not (directory / "meta.json").is_file():
+        return None
+    try:
+        creds = HostCredentials.load(directory)
+        cert = x509.load_pem_x509_certificate(creds.tls_cert_pem)
+    except (LimenError, OSError, ValueError):
+        return None
+    if creds.role != role.value:
+        raise BadParameter(f"{directory} holds credentials of a {creds.role}, not of a "
+                           f"{role.value}: use another --data-dir")
+    if cert.not_valid_after_utc - RENEW_BEFORE < datetime.now(UTC):
+        return None
+    return creds
+
+
+async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
+                     addresses: list[str]) -> HostCredentials:
+    context = await pinned_auth(auth_server, ca_pin)
+    key = generate_private_key()
+    body = {"token": token, "role": SystemRole.PROXY.value, "host_id": host_id,
+            "hostname": hostname(), "public_key": public_key_to_openssh(key.public_key()),
+            "addresses": addresses}
+    async with ApiClient(f"https://{auth_server}", context) as api:
+        answer = await api.call("POST", "/v1/join", body)
+    return HostCredentials(
+        cluster=answer["cluster"], host_id=host_id, role=SystemRole.PROXY.value,
+        hostname=hostname(), private_key_pem=private_key_to_pem(key).encode(),
+        tls_cert_pem=answer["tls_cert"].encode(), tls_ca_pem=answer["tls_cas"].encode(),
+        ssh_cert=answer["ssh_cert"].encode(),
+        user_ca_keys=tuple(answer["user_ca_keys"]), host_ca_keys=tuple(answer["host_ca_keys"]),
+    )
+
+
+async def tunnel_address(proxy: str, credentials: HostCredentials) -> str:
+    """The proxy's tunnel listener as this agent reaches it."""
+    context = ssl.create_default_context(cadata=credentials.tls_ca_pem.decode())
+    context.check_hostname = False  # the proxy is verified by the cluster CA, any name
+    async with ApiClient(f"https://{proxy}", context) as api:
+        ping: dict[str, Any] = await api.call("GET", "/v1/webapi/ping")
+    if ping.get("cluster") not in (None, credentials.cluster):
+        raise BadParameter(f"the proxy {proxy} serves cluster {ping.get('cluster')!r}, not "
+                           f"{credentials.cluster!r}")
+    listed = str(ping.get("tunnel") or "")
+    if not listed:
+        raise BadParameter(f"the proxy {proxy} does not announce a tunnel listener")
+    host, port = parse_address(listed)
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind, read, not bound
+        host = parse_address(proxy)[0]
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"

@@ -1,0 +1,142 @@
+"""The components of a ``limen start`` process without the auth role::
+
+    --roles node  --proxy HOST:PORT [--token T --ca-pin P] [--labels k=v]
+        join through the proxy (or reuse DATA_DIR/host) ─▶ ask the proxy for its tunnel port
+        ─▶ node agent: SSH server + reverse tunnel; through the tunnel, its route to auth
+           serves role lookups (RBAC per session), audit events (DATA_DIR/log/outbox first)
+           and recording uploads (retried until auth has them)
+
+    --roles proxy --auth-server HOST:PORT [--token T --ca-pin P]
+        join auth directly (or reuse DATA_DIR/host) ─▶ SSH front, tunnel server, web; its
+        audit events go through the same outbox
+
+Called by ``limen.cli.process.cluster_services``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+from limen.agents.audit_outbox import AuditOutbox
+from limen.agents.auth_link import AuthLink
+from limen.agents.joining import load_or_join, tunnel_address
+from limen.agents.node.config import NodeServerConfig
+from limen.agents.node.dynamic_labels import DynamicLabels
+from limen.agents.node.policy import StoreAccessPolicy
+from limen.agents.node.remote_roles import AuthRoleLookup
+from limen.agents.node.service import NodeService
+from limen.agents.recording_upload import AuthRecordingSink
+from limen.auth.client import AuthClient
+from limen.auth.service import host_uuid
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import SystemRole
+from limen.ca.keys import PublicKey, load_public_key
+from limen.cli.daemon import Service
+from limen.cli.proxy_component import ProxyComponent
+from limen.config import Settings
+from limen.errors import BadParameter
+from limen.files import private_dir
+from limen.proxy.service import proxy_names
+from limen.recording.sink import sessions_dir
+
+__all__ = ["remote_services"]
+
+
+@asynccontextmanager
+async def remote_services(settings: Settings) -> AsyncIterator[list[Service]]:
+    roles = set(settings.roles)
+    if roles == {"node"}:
+        yield [_RemoteNode(settings)]
+    elif roles == {"proxy"}:
+        yield [_RemoteProxy(settings)]
+    else:
+        raise BadParameter(f"without auth, run one role per process (node or proxy), not "
+                           f"{','.join(settings.roles)}")
+
+
+def _outbox(settings: Settings, client: Callable[[], Awaitable[AuthClient]]) -> AuditOutbox:
+    return AuditOutbox(private_dir(settings.data_dir / "log") / "outbox", client)
+
+
+class _RemoteProxy:
+    name = "proxy"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        host_id = host_uuid(private_dir(settings.data_dir))
+
+        async def credentials() -> HostCredentials:
+            return await load_or_join(settings, SystemRole.PROXY, host_id,
+                                      proxy_names(settings))
+
+        self.outbox = _outbox(settings, lambda: self.proxy.auth_client())
+        self.proxy = ProxyComponent(settings, self.outbox, credentials,
+                                    lambda: settings.join.auth_server,
+                                    register_address=self._register)
+
+    async def _register(self, address: str) -> None:
+        client = await self.proxy.auth_client()
+        await client.call("POST", "/v1/proxy/address", {"address": address})
+
+    async def start(self) -> dict[str, str]:
+        if not self.settings.join.auth_server:
+            raise BadParameter("a proxy started apart from auth needs --auth-server HOST:PORT")
+        listeners = await self.proxy.start()
+        await self.outbox.start()
+        return listeners
+
+    async def stop(self) -> None:
+        await self.outbox.stop()
+        await self.proxy.stop()
+
+
+class _RemoteNode:
+    name = "node"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node: NodeService | None = None
+        self.link: AuthLink | None = None
+        self.outbox: AuditOutbox | None = None
+        self._retry: asyncio.Task[None] | None = None
+
+    async def start(self) -> dict[str, str]:
+        settings = self.settings
+        if not settings.join.proxy:
+            raise BadParameter("a node started apart from auth needs --proxy HOST:PORT (the "
+                               "proxy's web address)")
+        host_id = host_uuid(private_dir(settings.data_dir))
+        creds = await load_or_join(settings, SystemRole.NODE, host_id)
+        tunnel = await tunnel_address(settings.join.proxy, creds)
+        self.link = link = AuthLink(creds)
+        self.outbox = _outbox(settings, link.client)
+        sink = AuthRecordingSink(link)
+        labels = DynamicLabels(settings.node.labels, settings.node.commands)
+        user_cas: Mapping[str, Sequence[PublicKey]] = {
+            creds.cluster: [load_public_key(k) for k in creds.user_ca_keys]}
+        config = NodeServerConfig(credentials=creds, labels=settings.node.labels,
+                                  data_dir=settings.data_dir)
+        self.node = NodeService(
+            config, settings.listeners.node_ssh, lambda: user_cas,
+            StoreAccessPolicy(AuthRoleLookup(link), labels.current, cluster=creds.cluster),
+            self.outbox, sink, lambda: tunnel, labels=labels, on_tunnel=link.attach)
+        await self.outbox.start()
+        listeners = await self.node.start()
+        self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
+                                          name="recording uploads")
+        return listeners
+
+    async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+        if self.node is not None:
+            await self.node.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self.link is not None:
+            await self.link.close()

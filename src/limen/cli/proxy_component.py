@@ -1,0 +1,62 @@
+"""The proxy as ``limen start`` runs it: its SSH front and tunnel server, then its web listener.
+
+One class for both ways a proxy gets its identity and reaches auth: beside auth in the same
+process (credentials issued directly; it records its public address in auth, which builds
+sign-up links from it) or apart from auth (``--roles proxy``: credentials from
+``limen.agents.joining``, the auth API at ``join.auth_server``). Called by
+``limen.cli.process`` and ``limen.cli.process_remote``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from limen.auth.client import AuthClient
+from limen.ca.host_credentials import HostCredentials
+from limen.config import Settings
+from limen.events.emitter import Emitter
+from limen.proxy.service import ProxyService
+from limen.proxy.sshproxy import ProxySSHService
+
+__all__ = ["ProxyComponent"]
+
+
+class ProxyComponent:
+    name = "proxy"
+
+    def __init__(self, settings: Settings, emitter: Emitter,
+                 credentials: Callable[[], Awaitable[HostCredentials]],
+                 auth_address: Callable[[], str], *,
+                 register_address: Callable[[str], Awaitable[None]] | None = None) -> None:
+        self.settings, self.emitter = settings, emitter
+        self._credentials = credentials
+        self._auth_address = auth_address
+        self._register = register_address
+        self.client: AuthClient | None = None
+        self.ssh: ProxySSHService | None = None
+        self.web: ProxyService | None = None
+        self.listeners: dict[str, str] = {}
+
+    async def auth_client(self) -> AuthClient:
+        assert self.client is not None, "the proxy is not started"
+        return self.client
+
+    async def start(self) -> dict[str, str]:
+        creds = await self._credentials()
+        self.client = AuthClient(self._auth_address(), creds)
+        self.ssh = ProxySSHService(self.settings, creds, self.client, self.emitter,
+                                   auth_address=self._auth_address)
+        self.listeners = await self.ssh.start()
+        self.web = ProxyService(self.settings, creds, self.client,
+                                extra_ping=lambda: dict(self.listeners))
+        self.listeners.update(await self.web.start())
+        if self._register is not None:
+            await self._register(self.settings.cluster.public_address or self.listeners["web"])
+        return dict(self.listeners)
+
+    async def stop(self) -> None:
+        for part in (self.web, self.ssh):
+            if part is not None:
+                await part.stop()
+        if self.client is not None:
+            await self.client.close()
