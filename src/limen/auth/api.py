@@ -274,10 +274,7 @@ class _Routes:
             _str(body, "type"), timedelta(seconds=ttl), actor=actor,
             labels={str(k): str(v) for k, v in labels.items()},
             single_use=body.get("single_use"))
-        return web.json_response({
-            "token": secret, "id": record.name, "type": record.spec["type"],
-            "expires": record.spec["expires"], "ca_pin": self.auth.tls_ca_pin(),
-        })
+        return web.json_response(await self.auth.token_answer(secret, record))
 
     async def events(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)

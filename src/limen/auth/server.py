@@ -8,6 +8,7 @@ HTTP: ``limen.auth.api`` maps requests to these methods, and ``limen.auth.servic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -275,6 +276,14 @@ class AuthServer:
         await self.emit("join_token.create", user=actor, token_id=record.name,
                         token_type=token_type, expires=record.spec["expires"])
         return secret, record
+
+    async def token_answer(self, secret: str, record: Resource) -> dict[str, Any]:
+        """What ``lmctl tokens add`` shows: the secret once, its pin, and where to join."""
+        answer = {"token": secret, "id": record.name, "type": record.spec["type"],
+                  "expires": record.spec["expires"], "ca_pin": self.tls_ca_pin()}
+        with contextlib.suppress(NotFound):
+            answer["proxy"] = await self.proxy_address()
+        return answer
 
     async def join(self, token: str, role: str, host_id: str, hostname: str, public_key: str,
                    addresses: Sequence[str], *, remote_addr: str = "") -> HostCerts:

@@ -63,8 +63,7 @@ class LocalAdmin:
                         labels: Mapping[str, str]) -> dict[str, Any]:
         secret, record = await self.server.create_token(
             token_type, timedelta(seconds=ttl), actor=ACTOR, labels=labels)
-        return {"token": secret, "id": record.name, "type": token_type,
-                "expires": record.spec["expires"], "ca_pin": self.server.tls_ca_pin()}
+        return await self.server.token_answer(secret, record)
 
     async def events(self, types: list[str], user: str | None, since: str | None,
                      limit: int | None) -> list[dict[str, Any]]:

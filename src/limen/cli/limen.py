@@ -82,7 +82,7 @@ async def _run(settings: Settings) -> None:
 
 
 def _print_next_steps(settings: Settings, listeners: dict[str, str]) -> None:
-    if "web" not in listeners:
+    if "web" not in listeners or "auth" not in settings.roles:
         return
     lmctl = f"lmctl --data-dir {settings.data_dir}"
     click.echo(

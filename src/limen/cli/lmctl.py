@@ -201,6 +201,11 @@ def tokens_add(token_type: str, ttl: str, labels: str, output: str) -> None:
         return
     click.echo(f"The {token_type} token {result['token']} expires at {result['expires']}.\n"
                f"CA pin: {result['ca_pin']}")
+    if token_type in ("node", "proxy"):
+        where = (f"--proxy {result.get('proxy', 'PROXY_HOST:3080')}" if token_type == "node"
+                 else "--auth-server AUTH_HOST:3025")
+        click.echo(f"\nOn the {token_type}'s machine:\n  limen start --roles {token_type} "
+                   f"--token {result['token']} --ca-pin {result['ca_pin']} {where}")
 
 
 @cli.group()
