@@ -1,7 +1,8 @@
 """Trusted clusters end to end with real ``limen start`` processes: a root, a leaf and a second
 leaf. On the root ``lmctl tokens add --type trusted_cluster``; on the leaf ``lmctl apply`` of a
 TrustedCluster whose token is in a 0600 file. Checked with ``lmctl get``: the leaf trusts the
-root's CAs and reports Ready, the root records the RemoteCluster; the token cannot admit another
+root's CAs and reports Ready, the root records the RemoteCluster, online once the leaf proxy's
+tunnel is up; the token cannot admit another
 leaf; disabling, re-enabling and deleting the TrustedCluster disable, restore and remove the
 root's CAs; a wrong CA pin is reported as Stalled."""
 
@@ -83,9 +84,10 @@ def test_trusted_cluster_life_cycle(clusters: ClusterFactory, tmp_path: Path) ->
     tc = _get(leaf, "trustedcluster/org-a")
     assert tc is not None
     assert tc["status"]["rootCluster"] == "root"
-    remote = _get(root, "remoteclusters/leaf")
-    assert remote is not None
-    assert remote["spec"]["connection"] == "offline"
+    remote = wait_for(lambda: (_get(root, "remoteclusters/leaf") or {}).get(
+        "spec", {}).get("connection") == "online" and _get(root, "remoteclusters/leaf"), 20,
+        "the leaf proxy's tunnel to the root (RemoteCluster online)")
+    assert remote["spec"]["last_heartbeat"]
     assert _ca_state(root, "user.leaf") == "active"  # the leaf's CAs, kept by the root
 
     # the same token cannot admit a second leaf

@@ -22,6 +22,7 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     GET  /v1/gitops/status                 the Git sync's live commit and last attempt
     POST /v1/trustedclusters/validate      a leaf's handshake, forwarded by the proxy
                                            (see limen.auth.trusted_root)
+    /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.api_remote)
 
 Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
 """
@@ -43,6 +44,7 @@ from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth import presence
 from limen.auth.api_agents import agent_routes
+from limen.auth.api_remote import remote_routes
 from limen.auth.api_user import user_routes
 from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
@@ -89,6 +91,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     ])
     app.add_routes(user_routes(auth, routes.identity, routes.role_set, recordings_dir(data_dir)))
     app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
+    app.add_routes(remote_routes(auth, routes.identity, routes.role_set))
     return app
 
 

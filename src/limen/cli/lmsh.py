@@ -20,10 +20,12 @@ from limen.auth.signup_tokens import parse_signup_url
 from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmsh_access import ls, play, scp, ssh
+from limen.cli.lmsh_clusters import clusters
+from limen.client.clusters import refresh_clusters
 from limen.client.profile import Profile, ProfileStore
 from limen.client.sshconfig import SSHConfigInput, render_ssh_config
 from limen.client.webapi import WebApi
-from limen.errors import BadParameter
+from limen.errors import BadParameter, LimenError
 
 __all__ = ["main"]
 
@@ -185,11 +187,18 @@ def ssh_config() -> None:
     profile = store.current()
     if not profile.ssh_proxy:
         raise BadParameter("the proxy did not announce an SSH address; log in again")
+    if profile.is_valid():  # the leaves the root lets this user reach now (and their CAs)
+        try:
+            profile, _leaves = asyncio.run(refresh_clusters(store, profile))
+        except (LimenError, OSError) as err:
+            click.echo(f"lmsh: leaf clusters not refreshed ({err}); using the last known",
+                       err=True)
     clusters = [profile.cluster, *profile.leaf_clusters]
+    root_cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
     click.echo(render_ssh_config(SSHConfigInput(
         proxy=profile.proxy, ssh_proxy=profile.ssh_proxy, user=profile.user, clusters=clusters,
         key_path=store.key_path(profile.proxy, profile.user),
-        cert_paths=[store.ssh_cert_path(profile.proxy, profile.user, c) for c in clusters],
+        cert_paths=[root_cert for _cluster in clusters],
         known_hosts=store.known_hosts, lmsh=_lmsh_executable())), nl=False)
 
 
@@ -227,7 +236,7 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
         known_hosts=store.known_hosts))
 
 
-for _command in (ls, ssh, scp, play):
+for _command in (ls, ssh, scp, play, clusters):
     cli.add_command(_command)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.client.clusters import leaf_host, refresh_clusters, require_leaf
 from limen.client.nodes import is_label_selector, matching, parse_selector
 from limen.client.profile import Profile, ProfileStore
 from limen.client.webapi import WebApi
@@ -37,17 +38,22 @@ async def _user_call(path: str) -> Any:
         await api.close()
 
 
-def _nodes() -> list[dict[str, Any]]:
+def _nodes(cluster: str | None = None) -> list[dict[str, Any]]:
+    """Nodes of the profile's cluster, or of leaf ``cluster`` (as the leaf publishes them)."""
+    if cluster and cluster != ProfileStore().current().cluster:
+        return list(asyncio.run(_user_call(f"clusters/{cluster}/nodes"))["items"])
     return list(asyncio.run(_user_call("nodes"))["items"])
 
 
 @click.command()
+@click.option("--cluster", help="List a leaf cluster's nodes (see lmsh clusters).")
 @click.argument("selector", nargs=-1)
 @OUTPUT_OPTION
 @handle_errors
-def ls(selector: tuple[str, ...], output: str) -> None:
-    """The nodes you may log in to (filter with k=v labels)."""
-    nodes = matching(_nodes(), parse_selector(selector))
+def ls(cluster: str | None, selector: tuple[str, ...], output: str) -> None:
+    """The nodes you may log in to (filter with k=v labels). For a leaf cluster, its nodes;
+    the leaf decides the logins when you connect."""
+    nodes = matching(_nodes(cluster), parse_selector(selector))
     if output != "text":
         emit_documents(nodes, output, as_list=True)
         return
@@ -64,10 +70,11 @@ def _lmsh() -> str:
 
 
 def openssh_options(store: ProfileStore, profile: Profile, cluster: str | None = None) -> list[str]:
-    """The ``-o`` options that make OpenSSH go through Limen for this profile."""
+    """The ``-o`` options that make OpenSSH go through Limen for this profile. A leaf cluster
+    accepts the root's certificate (it trusts the root)."""
     cluster = cluster or profile.cluster
     key = store.key_path(profile.proxy, profile.user)
-    cert = store.ssh_cert_path(profile.proxy, profile.user, cluster)
+    cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
     proxy_command = (f"{_lmsh()} proxy ssh --proxy {profile.proxy} --cluster {cluster}"
                      " %r@%h:%p")
     options = {
@@ -80,12 +87,22 @@ def openssh_options(store: ProfileStore, profile: Profile, cluster: str | None =
     return [arg for name, value in options.items() for arg in ("-o", f"{name}={value}")]
 
 
-def _current() -> tuple[ProfileStore, Profile]:
+def _current(cluster: str | None = None) -> tuple[ProfileStore, Profile]:
+    """The valid current profile; for a leaf ``cluster`` not remembered yet, asks the root
+    (lmsh clusters) so known_hosts trusts the leaf's host CA."""
     store = ProfileStore()
     profile = store.current()
     if not profile.is_valid():
         raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
+    if cluster and cluster != profile.cluster and cluster not in profile.leaf_clusters:
+        profile, leaves = asyncio.run(refresh_clusters(store, profile))
+        require_leaf(leaves, cluster)
     return store, profile
+
+
+def _target(host: str, profile: Profile, cluster: str | None) -> str:
+    """The host name OpenSSH uses: ``web1.leaf`` for a leaf (its known_hosts pattern)."""
+    return leaf_host(host, cluster) if cluster and cluster != profile.cluster else host
 
 
 _SSH_FLAGS_WITH_VALUE = set("BbcDEeFIiJLlmOopQRSWw")
@@ -125,22 +142,22 @@ def split_ssh_args(args: tuple[str, ...]) -> tuple[list[str], str | None, str, l
 def ssh(cluster: str | None, args: tuple[str, ...]) -> None:
     """lmsh ssh [OPENSSH OPTIONS] [LOGIN@]HOST [COMMAND...]: a shell or a command on a node,
     or COMMAND on every node matching k=v labels. -L, -R, -A, -t... work as in OpenSSH."""
-    store, profile = _current()
+    store, profile = _current(cluster)
     options, login, destination, command = split_ssh_args(args)
     user, _, host = destination.rpartition("@")
     login = login or user or os.environ.get("USER") or "root"
     base = ["ssh", *openssh_options(store, profile, cluster), *options, "-l", login]
     if not is_label_selector(host):
-        os.execvp("ssh", [*base, host, *command])  # noqa: S606 - no shell: argv as given
+        os.execvp("ssh", [*base, _target(host, profile, cluster), *command])  # noqa: S606
     if not command:
         raise BadParameter("a label selector runs a command on every match: give a COMMAND")
-    nodes = matching(_nodes(), parse_selector([host]))
+    nodes = matching(_nodes(cluster), parse_selector([host]))
     if not nodes:
         raise NotFound(f"no node you may log in to matches {host}")
     worst = 0
     for node in nodes:
-        result = subprocess.run([*base, node["hostname"], *command], capture_output=True,
-                                check=False)
+        result = subprocess.run([*base, _target(node["hostname"], profile, cluster), *command],
+                                capture_output=True, check=False)
         for stream, data in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
             for line in data.decode(errors="replace").splitlines():
                 stream.write(f"[{node['hostname']}] {line}\n")
@@ -154,8 +171,18 @@ def ssh(cluster: str | None, args: tuple[str, ...]) -> None:
 @handle_errors
 def scp(cluster: str | None, args: tuple[str, ...]) -> None:
     """Copy files: lmsh scp [-r] SRC... DST, remote paths as [LOGIN@]HOST:PATH."""
-    store, profile = _current()
-    os.execvp("scp", ["scp", *openssh_options(store, profile, cluster), *args])  # noqa: S606
+    store, profile = _current(cluster)
+    os.execvp("scp", ["scp", *openssh_options(store, profile, cluster),  # noqa: S606
+                      *(_scp_arg(a, profile, cluster) for a in args)])
+
+
+def _scp_arg(arg: str, profile: Profile, cluster: str | None) -> str:
+    """``[login@]host:path`` with the host named for a leaf cluster; other args unchanged."""
+    if arg.startswith("-") or ":" not in arg or arg.startswith(("/", "./")):
+        return arg
+    head, _, path = arg.partition(":")
+    login, at, host = head.rpartition("@")
+    return f"{login}{at}{_target(host, profile, cluster)}:{path}"
 
 
 @click.command()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.policy import StoreAccessPolicy
@@ -36,6 +37,7 @@ from limen.events.emitter import Emitter
 from limen.events.filelog import FileLog
 from limen.files import private_dir
 from limen.gitops.service import GitOpsService
+from limen.proxy.leaf import LeafLinks
 from limen.proxy.service import proxy_names
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.trust.cache import TrustCache, trusted_role_map
@@ -63,6 +65,7 @@ async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
         proxy = _local_proxy(settings, auth, log) if "proxy" in settings.roles else None
         if proxy is not None:
             services.append(proxy)
+            services.append(LeafLinks(trust.cache, partial(getattr, proxy, "ssh"), log))
         if "node" in settings.roles:
             if proxy is None:
                 raise BadParameter("a node in the auth process needs the proxy role too")

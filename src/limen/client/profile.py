@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,16 @@ class ProfileStore:
         self._merge_known_hosts(host_ca_lines)
         write_private(self.profile_path(proxy), yaml.safe_dump(_plain(profile), sort_keys=True))
         write_private(self.home / "current-profile", proxy + "\n")
+
+    def save_leaf_clusters(self, profile: Profile, leaves: Sequence[str],
+                           host_ca_lines: Sequence[str]) -> Profile:
+        """Remember the leaf clusters the user may reach (``lmsh clusters``) and trust their
+        host CAs for ``*.<leaf>`` in known_hosts; returns the updated profile."""
+        updated = replace(profile, leaf_clusters=tuple(leaves))
+        self._merge_known_hosts(host_ca_lines)
+        write_private(self.profile_path(profile.proxy),
+                      yaml.safe_dump(_plain(updated), sort_keys=True))
+        return updated
 
     def save_ca(self, proxy: str, cluster: str, pem: bytes) -> Path:
         """Remember a cluster's TLS CA (pinned at sign-up) for later verified connections."""

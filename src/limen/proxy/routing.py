@@ -25,8 +25,8 @@ The port the user gave only matters for tier 4; a node found by name is reached 
 address (agentless) or through its tunnel (agents). The caller filters the nodes the user may
 see before resolving, so a hidden node answers exactly like an unknown one.
 
-:class:`ClusterView` reads presence, Resources and Roles from auth through the proxy's
-``AuthClient`` with a short cache. Called by :mod:`limen.proxy.sshproxy`.
+:class:`ClusterView` reads presence, Resources, Roles and RemoteClusters from auth through the
+proxy's ``AuthClient`` with a short cache. Called by :mod:`limen.proxy.sshproxy`.
 """
 
 from __future__ import annotations
@@ -265,6 +265,14 @@ class ClusterView:
             docs = await self.auth.list("role")
             return {r.name: r for r in map(Resource.from_document, docs)}
         result: dict[str, Resource] = await self._cached("roles", fetch)
+        return result
+
+    async def remote_clusters(self) -> dict[str, Resource]:
+        """The leaf clusters admitted here (RemoteCluster objects), by name."""
+        async def fetch() -> dict[str, Resource]:
+            docs = await self.auth.list("remotecluster")
+            return {r.name: r for r in map(Resource.from_document, docs)}
+        result: dict[str, Resource] = await self._cached("remoteclusters", fetch)
         return result
 
     async def role_set(self, identity: Identity) -> RoleSet:

@@ -107,12 +107,10 @@ class SSHFront:
 
     def check_certificate(self, key_data: bytes, peer: str, username: str) -> Identity | None:
         """The identity of an offered user certificate, or None (refusal logged/audited)."""
-        size = int.from_bytes(key_data[:4], "big")
-        algorithm = key_data[4:4 + size]
-        if not algorithm.endswith(_CERT_SUFFIX):
+        line = _cert_line(key_data)
+        if not line:
             log.debug("ssh proxy: plain key offered by %s refused", peer)
             return None
-        line = f"{algorithm.decode(errors='replace')} {base64.b64encode(key_data).decode()}"
         try:
             identity = verify_ssh_user_cert(line, self.user_trust,
                                             datetime.fromtimestamp(self.connector.clock(), UTC))
@@ -135,6 +133,15 @@ class SSHFront:
             log.exception("ssh proxy: cannot audit a refused login")
 
 
+def _cert_line(key_data: bytes) -> str:
+    """The OpenSSH line of a certificate key blob ("" for a plain key)."""
+    size = int.from_bytes(key_data[:4], "big")
+    algorithm = key_data[4:4 + size]
+    if not algorithm.endswith(_CERT_SUFFIX):
+        return ""
+    return f"{algorithm.decode(errors='replace')} {base64.b64encode(key_data).decode()}"
+
+
 class _UserConnection(asyncssh.SSHServerConnection):
     """An asyncssh server connection that checks user certificates with Limen's verifier."""
 
@@ -142,6 +149,8 @@ class _UserConnection(asyncssh.SSHServerConnection):
         super().__init__(loop, options)
         self.front = front
         self.identity: Identity | None = None
+        self.cert = ""
+        """The authenticated user certificate (OpenSSH line), presented to leaf clusters."""
         self.peer = ""
         self._checked: dict[bytes, Identity | None] = {}
 
@@ -176,6 +185,7 @@ class _UserConnection(asyncssh.SSHServerConnection):
         ok = bool(await super().validate_public_key(principal, key_data, msg, signature))
         if ok and msg:
             self.identity = identity
+            self.cert = _cert_line(key_data)
         return ok
 
 
@@ -225,7 +235,8 @@ class _FrontServer(PublicKeyOnlyServer):
         assert self.conn is not None
         try:
             relay = await self.front.connector.connect(identity, host, port, None,
-                                                       self.conn.peer, via="jump")
+                                                       self.conn.peer, via="jump",
+                                                       cert=self.conn.cert)
         except LimenError as err:
             code = (asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED if isinstance(err, AccessDenied)
                     else asyncssh.OPEN_CONNECT_FAILED)
@@ -324,7 +335,7 @@ class _SubsystemSession(asyncssh.SSHServerSession[bytes]):
         try:
             await self.owner.front.connector.connect(
                 self.identity, host, port, cluster, self.owner.conn.peer, via="subsystem",
-                relay=relay)
+                relay=relay, cert=self.owner.conn.cert)
         except Exception as err:
             if not isinstance(err, LimenError):
                 log.exception("ssh proxy: connecting %s to %s failed", self.owner.conn.peer,

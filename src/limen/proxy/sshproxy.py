@@ -10,6 +10,10 @@ connector that routes a user's channel to a node.
                                         3. relay channel ◀──▶ data connection ◀─────────┘
     agent ──SSH control + data conns──▶ TunnelServer (heartbeats → auth presence)
 
+    a leaf cluster's target (``node.leaf``, ``proxy:node:port@leaf``, ``--cluster leaf``):
+      SSHConnector.connect ──▶ RemoteClusters.connect (limen.proxy.remote): cluster_labels,
+                               then a dial through the leaf proxy's cluster link
+
 The inner SSH session stays end to end (user ↔ node): the relay moves its bytes without
 decrypting them; the only SSH layer the proxy terminates is the user's jump connection.
 
@@ -53,6 +57,7 @@ from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenErr
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import parse_address
+from limen.proxy.remote import RemoteClusters
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
 from limen.rbac.roleset import RoleSet
@@ -79,6 +84,8 @@ class SSHConnector:
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.clock = clock
+        self.remote: RemoteClusters | None = None
+        """Routes to leaf clusters (None: this proxy reaches only its own cluster)."""
         self._tasks: set[asyncio.Future[None]] = set()
 
     def new_relay(self, name: str) -> Relay:
@@ -95,8 +102,23 @@ class SSHConnector:
         return resolve(host, port, visible, self.credentials.cluster), role_set
 
     async def connect(self, identity: Identity, host: str, port: int, cluster: str | None,
-                      client_addr: str, *, via: str, relay: Relay | None = None) -> Relay:
-        """A relay whose side 1 is connected to the target; the caller attaches side 0."""
+                      client_addr: str, *, via: str, relay: Relay | None = None,
+                      cert: str = "", local_only: bool = False) -> Relay:
+        """A relay whose side 1 is connected to the target; the caller attaches side 0.
+        ``cert``: the user's SSH certificate (presented to a leaf cluster); ``local_only``:
+        never route to a leaf (dials arriving from a root)."""
+        if self.remote is not None and not local_only and cluster != self.credentials.cluster:
+            if cluster is None:
+                host, cluster = await self.remote.cluster_of(host)
+            if cluster is not None:
+                relay = relay or self.new_relay(f"ssh {identity.username} -> {host}@{cluster}")
+                try:
+                    await self.remote.connect(identity, cert, host, port, cluster, client_addr,
+                                              via=via, relay=relay)
+                except BaseException:
+                    relay.close("connect failed")
+                    raise
+                return relay
         node, role_set = await self.find(identity, host, port, cluster)
         relay = relay or self.new_relay(f"ssh {identity.username} -> {node.name}")
         session_id = str(uuid.uuid4())
@@ -186,13 +208,17 @@ class ProxySSHService:
         self.settings = settings
         self.credentials = credentials
         self.auth = auth
+        self.view = ClusterView(auth, ttl=view_ttl)
+        self.remote = RemoteClusters(auth, credentials, self.view, emitter)
         self.tunnel = TunnelServer(
             credentials, auth_address=auth_address or (lambda: auth.address),
             on_heartbeat=self._heartbeat, emitter=emitter, idle_timeout=idle_timeout,
-            **dict(tunnel_options or {}))
-        self.view = ClusterView(auth, ttl=view_ttl)
+            remote_trust=self.remote.host_ca_keys, on_cluster_heartbeat=self.remote.heartbeat,
+            on_cluster_lost=self.remote.lost, **dict(tunnel_options or {}))
+        self.remote.bind(self.tunnel)
         self.connector = SSHConnector(credentials, self.tunnel, self.view, emitter,
                                       idle_timeout=idle_timeout)
+        self.connector.remote = self.remote
         self.front = SSHFront(self.connector)
 
     async def start(self) -> dict[str, str]:

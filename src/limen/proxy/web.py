@@ -6,7 +6,8 @@
     POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
     POST /v1/webapi/trustedclusters/validate  a leaf's handshake {token, leaf_cluster,
                              leaf_cas} → auth /v1/trustedclusters/validate
-    GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required):
+    GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
+                             nodes, recordings, clusters = the leaves the user may reach):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy
 
@@ -34,6 +35,8 @@ _MAX_BODY = 64 << 10
 USER_ROUTES = (
     ("/v1/webapi/user/nodes", "/v1/nodes"),
     ("/v1/webapi/user/recordings/{session_id}", "/v1/recordings/{session_id}"),
+    ("/v1/webapi/user/clusters", "/v1/remoteclusters"),
+    ("/v1/webapi/user/clusters/{name}/nodes", "/v1/remoteclusters/{name}/nodes"),
 )
 """GET routes a logged-in user may call through the proxy, and their auth API paths."""
 

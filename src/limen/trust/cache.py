@@ -3,17 +3,20 @@
 The node agent checks certificates and maps roles on every connection without awaiting the
 store, so the reconciler keeps this snapshot fresh (``refresh()`` after each change it makes
 or sees): per trusted root cluster, its user CA and the compiled ``role_map`` of the
-TrustedCluster that admitted it. Disabled or deleted TrustedClusters and disabled CAs are left
-out, so their certificates verify nowhere and map to nothing. Called by
+TrustedCluster that admitted it, plus what the leaf proxy's link to the root needs (the root's
+host and TLS CAs, its proxy and tunnel addresses). ``wait_changed()`` wakes that link manager
+(``limen.proxy.leaf``) after every refresh. Disabled or deleted TrustedClusters and disabled
+CAs are left out, so their certificates verify nowhere and map to nothing. Called by
 ``limen.trust.reconciler`` (refresh) and ``limen.cli.process`` (the node's trust source and
 ``StoreAccessPolicy(map_roles=trusted_role_map(cache))``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from limen.api.resources import Kind, Resource
 from limen.auth.trusted_root import TRUST_LABEL
@@ -50,6 +53,14 @@ class TrustedRoot:
     root_cluster: str
     user_ca: CertAuthority
     role_map: tuple[RoleMapping, ...]
+    host_ca: CertAuthority | None = field(default=None, compare=False)
+    """The root's host CA: verifies the root proxy at the end of the leaf's cluster link."""
+    tls_ca: CertAuthority | None = field(default=None, compare=False)
+    """The root's TLS CA: verifies the root proxy's web API (tunnel address discovery)."""
+    proxy_address: str = ""
+    """``spec.proxy_address`` of the TrustedCluster."""
+    tunnel_address: str = ""
+    """``spec.tunnel_address``; empty: asked from the root proxy's ping."""
 
 
 class TrustCache:
@@ -59,11 +70,23 @@ class TrustCache:
         self.store = store
         self.local_cluster = local_cluster
         self._roots: dict[str, TrustedRoot] = {}
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self, within: float | None = None) -> bool:
+        """Wait for the next refresh (True) or ``within`` seconds (False)."""
+        event = self._changed
+        try:
+            async with asyncio.timeout(within):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def refresh(self) -> None:
         local = self.local_cluster()
         declared = {r.name: r for r in await self.store.list(Kind.TRUSTED_CLUSTER)}
         roots: dict[str, TrustedRoot] = {}
+        others: dict[tuple[str, CertAuthorityType], CertAuthority] = {}
         for res in await self.store.list(Kind.CERT_AUTHORITY):
             if res.labels.get(TRUST_LABEL) != TRUST_TRUSTED_CLUSTER or res.spec.get("disabled"):
                 continue
@@ -76,9 +99,21 @@ class TrustCache:
             except BadParameter as err:
                 log.warning("ignoring trusted root CA %s: %s", res.name, err)
                 continue
-            if ca.type is CertAuthorityType.USER and ca.cluster != local:
-                roots[ca.cluster] = TrustedRoot(owner.name, ca.cluster, ca, role_map)
-        self._roots = roots
+            if ca.cluster == local:
+                continue
+            if ca.type is CertAuthorityType.USER:
+                spec = owner.spec
+                roots[ca.cluster] = TrustedRoot(
+                    owner.name, ca.cluster, ca, role_map,
+                    proxy_address=str(spec.get("proxy_address") or ""),
+                    tunnel_address=str(spec.get("tunnel_address") or ""))
+            else:
+                others[(ca.cluster, ca.type)] = ca
+        self._roots = {name: replace(
+            root, host_ca=others.get((name, CertAuthorityType.HOST)),
+            tls_ca=others.get((name, CertAuthorityType.TLS))) for name, root in roots.items()}
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     @property
     def roots(self) -> Mapping[str, TrustedRoot]:

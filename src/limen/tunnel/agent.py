@@ -14,6 +14,10 @@
 The agent checks the proxy like the proxy checks the agent: the certificate in ``welcome`` must
 be a valid host certificate of this cluster with role ``proxy`` for the key the proxy used in
 the SSH handshake. Called by the node agent (and later the db, kube and app agents).
+
+A leaf proxy's cluster link to its root (``limen.proxy.leaf``) is a TunnelAgent too, with the
+root's host CA as ``peer_trust`` and a ``prepare`` hook: every dial is resolved and authorized
+BEFORE its data connection is opened, so a refusal travels back as ``dial_failed``.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncssh
 
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
+from limen.ca.keys import PublicKey
 from limen.errors import BadParameter, ConnectionProblem, LimenError
 from limen.net.address import bind_tcp, parse_address, socket_address
 from limen.tunnel.backoff import Backoff
@@ -65,7 +70,7 @@ from limen.tunnel.sshopts import (
     verify_peer_host_cert,
 )
 
-__all__ = ["DialHandler", "TunnelAgent"]
+__all__ = ["DialHandler", "DialPreparer", "PreparedDial", "TunnelAgent"]
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +79,29 @@ DialHandler = Callable[[socket.socket, DialRequest], Awaitable[None]]
 HeartbeatSource = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
+class PreparedDial(Protocol):
+    """A dial already resolved and connected on the serving side."""
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Serve it on the data socket (which it owns from then on)."""
+        ...
+
+    def cancel(self) -> None:
+        """The data connection could not be opened: release what was prepared."""
+        ...
+
+
+DialPreparer = Callable[[DialRequest], Awaitable[PreparedDial]]
+"""Resolves and authorizes a dial; a :class:`LimenError` is answered with ``dial_failed``."""
+
+
 class TunnelAgent:
     def __init__(
-        self, proxy_tunnel_address: str, credentials: HostCredentials, handler: DialHandler,
-        heartbeat: HeartbeatSource, *,
+        self, proxy_tunnel_address: str, credentials: HostCredentials,
+        handler: DialHandler | None, heartbeat: HeartbeatSource, *,
+        prepare: DialPreparer | None = None,
+        peer_trust: Mapping[str, Sequence[PublicKey]] | None = None,
+        peer_cluster: str | None = None,
         heartbeat_interval: float | None = None,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -90,7 +114,10 @@ class TunnelAgent:
     ) -> None:
         self.address = proxy_tunnel_address
         self.credentials = credentials
+        if (handler is None) == (prepare is None):
+            raise BadParameter("a tunnel agent needs a dial handler or a dial preparer")
         self.handler = handler
+        self.prepare = prepare
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
         self.backoff = backoff or Backoff()
@@ -109,7 +136,9 @@ class TunnelAgent:
         self.last_error = ""
         self._host, self._port = parse_address(proxy_tunnel_address)
         self._key, _cert = host_key(credentials)
-        self._trust = trust_map(credentials)
+        self._trust = dict(peer_trust) if peer_trust is not None else trust_map(credentials)
+        self.peer_cluster = peer_cluster or credentials.cluster
+        """The cluster the proxy at the other end must belong to."""
         self._writer: Any = None
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -235,11 +264,12 @@ class TunnelAgent:
         server_key = conn.get_server_host_key()
         if server_key is None:
             raise ConnectionProblem("the proxy presented no host key")
-        verify_peer_host_cert(welcome.cert, bytes(server_key.public_data), self._trust,
-                              {SystemRole.PROXY}, datetime.fromtimestamp(self.clock(), UTC))
-        if welcome.cluster != self.credentials.cluster:
-            raise ConnectionProblem(f"the proxy serves cluster {welcome.cluster!r}, not "
-                                    f"{self.credentials.cluster!r}")
+        identity = verify_peer_host_cert(
+            welcome.cert, bytes(server_key.public_data), self._trust, {SystemRole.PROXY},
+            datetime.fromtimestamp(self.clock(), UTC))
+        if welcome.cluster != self.peer_cluster or identity.cluster != self.peer_cluster:
+            raise ConnectionProblem(f"the proxy serves cluster {identity.cluster!r}, not "
+                                    f"{self.peer_cluster!r}")
         self.proxy_id = welcome.proxy_id
 
     async def _heartbeats(self, writer: Any, interval: float) -> None:
@@ -281,13 +311,30 @@ class TunnelAgent:
             self._send(DialFailed(request.nonce, f"this agent does not serve {request.kind} "
                                                  f"dials in {request.mode} mode"))
             return
+        prepared: PreparedDial | None = None
+        if self.prepare is not None:
+            try:
+                prepared = await self.prepare(request)
+            except LimenError as err:
+                self._send(DialFailed(request.nonce, str(err)))
+                return
+            except Exception:
+                log.exception("tunnel agent: preparing the dial of %s failed", request.target)
+                self._send(DialFailed(request.nonce, "internal error (see the leaf's log)"))
+                return
         try:
             sock = await self._open_data_connection(request.nonce)
         except OSError as err:
+            if prepared is not None:
+                prepared.cancel()
             self._send(DialFailed(request.nonce, f"cannot reach the proxy: {err}"))
             return
         try:
-            await self.handler(sock, request)
+            if prepared is not None:
+                await prepared.serve(sock)
+            else:
+                assert self.handler is not None
+                await self.handler(sock, request)
         except Exception:
             log.exception("tunnel agent: dial handler failed for %s", request.client_addr)
             sock.close()

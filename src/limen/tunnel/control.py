@@ -16,6 +16,10 @@ and an agent holds a *host* certificate):
    ``connect`` requests and ``dial_failed`` answers. No port forwarding, shells or other
    channels are ever accepted on the tunnel port.
 
+A hello whose certificate claims ANOTHER cluster is a leaf proxy's cluster link: it is verified
+asynchronously against that leaf's host CA only (role proxy), and the link may then send nothing
+but heartbeats and ``dial_failed`` answers (see :mod:`limen.tunnel.clusters`).
+
 Called by :mod:`limen.tunnel.server`.
 """
 
@@ -30,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from limen.ca.identity import Identity, SystemRole
-from limen.errors import AccessDenied, BadParameter, ConnectionProblem
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
 from limen.net.sshserver import PublicKeyOnlyServer
+from limen.tunnel.clusters import ClusterRecord, claimed_cluster, link_key
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
     Connect,
@@ -67,7 +72,10 @@ class AgentLink(PublicKeyOnlyServer):
         self.key_blob = b""
         self.identity: Identity | None = None
         self.host_id = ""
-        """Set once the hello is verified."""
+        """Set once the hello is verified (``@<cluster>`` for a cluster link)."""
+        self.remote_cluster = ""
+        """The leaf cluster of a verified cluster link; empty for agents."""
+        self._verifying = False
         self.session: ControlSession | None = None
         self.replaced = False
         self._deadline: asyncio.TimerHandle | None = None
@@ -136,10 +144,12 @@ class AgentLink(PublicKeyOnlyServer):
 
     def handle(self, message: Message) -> None:
         if self.identity is None:
-            if isinstance(message, Hello):
+            if isinstance(message, Hello) and not self._verifying:
                 self._hello(message)
             else:
                 self.fail(f"expected hello, got {message.type}")
+        elif self.remote_cluster:
+            self._cluster_message(message)
         elif isinstance(message, Heartbeat):
             self.tunnel.heartbeat(self, message.resource)
         elif isinstance(message, DialFailed):
@@ -153,6 +163,12 @@ class AgentLink(PublicKeyOnlyServer):
     def _hello(self, hello: Hello) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+        claimed = claimed_cluster(hello.cert)
+        if claimed and claimed != self.tunnel.credentials.cluster \
+                and self.tunnel.remote_trust is not None:
+            self._verifying = True
+            self.tunnel.spawn(self._cluster_hello(hello, claimed))
+            return
         try:
             identity = verify_peer_host_cert(hello.cert, self.key_blob, self.tunnel.host_trust,
                                              AGENT_ROLES, self.tunnel.now())
@@ -162,17 +178,50 @@ class AgentLink(PublicKeyOnlyServer):
             return
         self.identity = identity
         self.host_id = identity.host_id or ""
+        if not self._welcome():
+            return
+        self.tunnel.register(self, AgentRecord(
+            host_id=self.host_id, hostname=identity.hostname or "",
+            cluster=identity.cluster, role=str(identity.system_role), address=self.peer,
+            connected_at=datetime.now(UTC)))
+
+    async def _cluster_hello(self, hello: Hello, claimed: str) -> None:
+        """A leaf proxy's cluster link: its host CA (stored at the handshake) must verify it."""
+        assert self.tunnel.remote_trust is not None
+        try:
+            keys = await self.tunnel.remote_trust(claimed)
+            identity = verify_peer_host_cert(hello.cert, self.key_blob, {claimed: tuple(keys)},
+                                             {SystemRole.PROXY}, self.tunnel.now())
+        except (LimenError, OSError) as err:
+            reason = f"cluster link claiming cluster {claimed!r} refused: {err}"
+            self.tunnel.refuse(self.peer, reason)
+            self.fail(reason, log_it=False)
+            return
+        self.identity, self.remote_cluster = identity, identity.cluster
+        self.host_id = link_key(identity.cluster)
+        if not self._welcome():
+            return
+        self.tunnel.register_cluster(self, ClusterRecord(
+            cluster=identity.cluster, proxy_id=identity.host_id or "", address=self.peer,
+            connected_at=datetime.now(UTC)))
+
+    def _cluster_message(self, message: Message) -> None:
+        if isinstance(message, Heartbeat):
+            self.tunnel.cluster_heartbeat(self, message.resource)
+        elif isinstance(message, DialFailed):
+            self.tunnel.dial_failed(self, message.nonce, message.reason)
+        else:
+            self.tunnel.refuse_cluster_request(self, message.type)
+
+    def _welcome(self) -> bool:
         creds = self.tunnel.credentials
         try:
             self.send(Welcome(cert=creds.ssh_cert.decode().strip(), proxy_id=creds.host_id,
                               cluster=creds.cluster,
                               heartbeat_interval=self.tunnel.heartbeat_interval))
         except ConnectionProblem:
-            return
-        self.tunnel.register(self, AgentRecord(
-            host_id=self.host_id, hostname=identity.hostname or "",
-            cluster=identity.cluster, role=str(identity.system_role), address=self.peer,
-            connected_at=datetime.now(UTC)))
+            return False
+        return True
 
     def _hello_missing(self) -> None:
         if self.identity is None:

@@ -15,7 +15,8 @@ a ``type`` field::
       │── heartbeat {resource} ─────────────▶│ every 10 s; forwarded to auth presence
       │◀── dial {nonce, kind, target, ...} ──│ "open a data connection for this user session"
       │── dial_failed {nonce, reason} ──────▶│ (only when the agent cannot serve it)
-      │── connect {id, kind: "auth"} ───────▶│ "connect me to auth" (agents behind NAT)
+      │── connect {id, kind: "auth"} ───────▶│ "connect me to auth" (agents behind NAT;
+      │                                      │  refused on a cluster link, see clusters)
       │◀── connect_ok {id, nonce} ───────────│ or connect_failed {id, reason}
 
 Data connections are new TCP connections from the agent to the same tunnel port that start
@@ -75,6 +76,8 @@ MAX_FRAME = 256 * 1024
 """Largest control frame accepted (a heartbeat carries a Resource document)."""
 MAX_TEXT = 16 * 1024
 """Largest string field other than certificates and resources."""
+MAX_CERT = 64 * 1024
+"""Largest certificate field (``limen.ca.ssh_certs.MAX_CERT_SIZE``)."""
 
 KIND_NODE = "node"
 """Dial the agent's SSH server (the node agent serves one SSH connection on the data socket)."""
@@ -134,6 +137,9 @@ class DialRequest:
     session_id: str = ""
     nonce: str = ""
     """Set by the tunnel server when it sends the dial."""
+    cert: str = ""
+    """Dials through a cluster link (root proxy to leaf proxy): the user's SSH certificate
+    (OpenSSH line), which the leaf verifies against the root's user CA itself."""
 
 
 @dataclass(frozen=True)
@@ -315,7 +321,7 @@ def _dial(doc: Mapping[str, Any]) -> Dial:
         mode=_choice(req, "mode", MODES), client_addr=_text(req, "client_addr", required=False),
         user=_text(req, "user", required=False),
         session_id=_text(req, "session_id", required=False, limit=128),
-        nonce=_nonce(req)))
+        nonce=_nonce(req), cert=_text(req, "cert", required=False, limit=MAX_CERT)))
 
 
 def _dial_failed(doc: Mapping[str, Any]) -> DialFailed:

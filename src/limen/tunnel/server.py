@@ -16,6 +16,10 @@ behind NAT reach auth only through the proxy while their mutual TLS stays end to
 
 Garbage, a preamble that does not arrive within ``preamble_timeout``, and unknown, expired or
 reused nonces close the connection; nothing else happens. Called by the proxy's SSH service.
+
+Leaf clusters' proxies connect here too (``remote_trust`` set): their cluster links live in
+``clusters``, are dialled with :meth:`TunnelServer.dial_cluster`, and may ask for nothing
+(:mod:`limen.tunnel.clusters`).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from typing import Any
 import asyncssh
 
 from limen.ca.host_credentials import HostCredentials
-from limen.errors import ConnectionProblem, LimenError, NotFound
+from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import bind_tcp, parse_address, socket_address
+from limen.tunnel.clusters import ClusterRecord, ClusterRegistry, RemoteTrust, link_key
 from limen.tunnel.control import AgentLink
 from limen.tunnel.nonces import NonceEntry, NonceTable
 from limen.tunnel.protocol import (
@@ -52,12 +57,16 @@ from limen.tunnel.relay import Relay
 from limen.tunnel.sniffer import DataConnection, PortSniffer
 from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, MAX_PACKET, host_key, trust_map
 
-__all__ = ["DataConnection", "HeartbeatSink", "TunnelServer"]
+__all__ = ["ClusterSink", "DataConnection", "HeartbeatSink", "TunnelServer"]
 
 log = logging.getLogger(__name__)
 
 HeartbeatSink = Callable[[AgentRecord, Mapping[str, Any]], Awaitable[None]]
 """Receives every agent heartbeat (the proxy forwards it to auth presence)."""
+ClusterSink = Callable[[ClusterRecord], Awaitable[None]]
+"""Receives a cluster link's heartbeats and its loss (the proxy tells auth). A heartbeat sink
+raising :class:`~limen.errors.NotFound` or :class:`~limen.errors.AccessDenied` (the leaf was
+removed or is no longer trusted) drops the link."""
 MIN_HEARTBEAT_GAP = 1.0
 """Heartbeats closer together than this (seconds) update the registry but are not forwarded."""
 
@@ -68,6 +77,9 @@ class TunnelServer:
         auth_address: str | Callable[[], str] | None = None,
         on_heartbeat: HeartbeatSink | None = None,
         emitter: Emitter | None = None,
+        remote_trust: RemoteTrust | None = None,
+        on_cluster_heartbeat: ClusterSink | None = None,
+        on_cluster_lost: ClusterSink | None = None,
         dial_timeout: float = 5.0,
         preamble_timeout: float = 5.0,
         hello_timeout: float = 10.0,
@@ -82,6 +94,10 @@ class TunnelServer:
         self._auth_address = auth_address
         self.on_heartbeat = on_heartbeat
         self.emitter = emitter
+        self.remote_trust = remote_trust
+        """Host CA keys of an admitted leaf cluster; None: no cluster links accepted."""
+        self.on_cluster_heartbeat = on_cluster_heartbeat
+        self.on_cluster_lost = on_cluster_lost
         self.dial_timeout = dial_timeout
         self.preamble_timeout = preamble_timeout
         self.hello_timeout = hello_timeout
@@ -91,9 +107,12 @@ class TunnelServer:
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.registry = AgentRegistry()
+        self.clusters = ClusterRegistry()
+        """Connected leaf clusters (cluster links)."""
         self.links: set[AgentLink] = set()
         self.address = ""
         self._by_host: dict[str, AgentLink] = {}
+        self._by_cluster: dict[str, AgentLink] = {}
         self._nonces = NonceTable()
         self._waiting: dict[str, asyncio.Future[DataConnection]] = {}
         self._last_forward: dict[str, float] = {}
@@ -156,6 +175,19 @@ class TunnelServer:
         link = self._by_host.get(host_id)
         if link is None or not link.host_id:
             raise NotFound(f"no agent with host id {host_id} is connected to this proxy")
+        return await self._dial(link, request)
+
+    async def dial_cluster(self, cluster: str, request: DialRequest) -> DataConnection:
+        """A data connection from the proxy of leaf ``cluster`` serving ``request`` (the leaf
+        resolves and authorizes the target); errors as :meth:`dial`."""
+        link = self._by_cluster.get(cluster)
+        if link is None:
+            raise ConnectionProblem(f"cluster {cluster!r} is offline: its proxy has no tunnel "
+                                    "to this proxy")
+        return await self._dial(link, request)
+
+    async def _dial(self, link: AgentLink, request: DialRequest) -> DataConnection:
+        host_id = link.host_id
         entry = self._nonces.issue(host_id, "dial")
         future: asyncio.Future[DataConnection] = asyncio.get_running_loop().create_future()
         self._waiting[entry.nonce] = future
@@ -164,8 +196,9 @@ class TunnelServer:
             async with asyncio.timeout(self.dial_timeout):
                 return await future
         except TimeoutError:
-            raise ConnectionProblem(f"agent {host_id} did not open a data connection within "
-                                    f"{self.dial_timeout:.0f} s") from None
+            raise ConnectionProblem(f"{link.remote_cluster or 'agent ' + host_id} did not open "
+                                    f"a data connection within {self.dial_timeout:.0f} s"
+                                    ) from None
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 future.result().close()  # paired, but nobody will attach it
@@ -183,6 +216,8 @@ class TunnelServer:
             future.set_exception(ConnectionProblem(f"agent refused the dial: {reason}"))
 
     def connect_request(self, link: AgentLink, message: Connect) -> Message:
+        if link.remote_cluster:  # never reached (control refuses first); kept as a backstop
+            return ConnectFailed(message.id, "a cluster link cannot connect to anything")
         if message.kind != KIND_AUTH:
             return ConnectFailed(message.id, f"unknown connect kind {message.kind!r}")
         if self._auth_address is None:
@@ -233,6 +268,10 @@ class TunnelServer:
         relay.done.add_done_callback(lambda _f: self._relays.discard(relay))
         return relay
 
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run ``coro`` as a task cancelled on stop."""
+        self._spawn(coro)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -253,6 +292,9 @@ class TunnelServer:
 
     def link_lost(self, link: AgentLink) -> None:
         self.links.discard(link)
+        if link.remote_cluster:
+            self._cluster_lost(link)
+            return
         host_id = link.host_id
         if not host_id:
             return
@@ -284,6 +326,66 @@ class TunnelServer:
         except (LimenError, OSError) as err:
             log.warning("tunnel: cannot record the heartbeat of %s: %s", record.host_id, err)
 
+    # ------------------------------------------------------------------ cluster links
+
+    def register_cluster(self, link: AgentLink, record: ClusterRecord) -> None:
+        previous = self._by_cluster.get(record.cluster)
+        if previous is not None and previous is not link:
+            previous.replaced = True
+            previous.close()
+            self._nonces.discard_host(link_key(record.cluster))
+        self._by_cluster[record.cluster] = link
+        self.clusters.put(record)
+        log.info("tunnel: cluster %s (proxy %s) connected from %s", record.cluster,
+                 record.proxy_id, record.address)
+
+    def _cluster_lost(self, link: AgentLink) -> None:
+        cluster = link.remote_cluster
+        if self._by_cluster.get(cluster) is not link:
+            return
+        del self._by_cluster[cluster]
+        record = self.clusters.get(cluster)
+        self.clusters.remove(cluster)
+        self._nonces.discard_host(link.host_id)
+        log.info("tunnel: cluster %s disconnected", cluster)
+        if record is not None and self.on_cluster_lost is not None:
+            self._spawn(self._cluster_sink(self.on_cluster_lost, record, None))
+
+    def cluster_heartbeat(self, link: AgentLink, payload: Mapping[str, Any]) -> None:
+        cluster = link.remote_cluster
+        record = self.clusters.get(cluster)
+        if record is None or self._by_cluster.get(cluster) is not link:
+            return
+        record = record.with_heartbeat(payload, self.now())
+        self.clusters.put(record)
+        if self.on_cluster_heartbeat is not None:
+            self._spawn(self._cluster_sink(self.on_cluster_heartbeat, record, link))
+
+    async def _cluster_sink(self, sink: ClusterSink, record: ClusterRecord,
+                            link: AgentLink | None) -> None:
+        try:
+            await sink(record)
+        except (NotFound, AccessDenied) as err:
+            if link is not None:
+                self.refuse(link.peer, f"cluster link of {record.cluster} dropped: {err}")
+                link.fail(f"cluster {record.cluster} is no longer trusted here", log_it=False)
+        except (LimenError, OSError) as err:
+            log.warning("tunnel: cannot report cluster %s to auth: %s", record.cluster, err)
+
+    def refuse_cluster_request(self, link: AgentLink, what: str) -> None:
+        """A leaf asked the root for something (auth, a dial, ...): refused, audited, and the
+        link dropped: through a cluster link only the root dials."""
+        reason = (f"cluster {link.remote_cluster!r} sent a {what!r} request through its "
+                  "cluster link; a leaf may not ask the root for anything")
+        log.warning("tunnel: %s; dropping the link from %s", reason, link.peer)
+        if self.emitter is not None:
+            self._spawn(self._audit("access.denied", remote_addr=link.peer, reason=reason,
+                                    remote_cluster=link.remote_cluster, request=what,
+                                    listener="tunnel"))
+        link.fail(reason, log_it=False)
+
+    # ------------------------------------------------------------------ refusals
+
     def refuse(self, peer: str, reason: str) -> None:
         """Log (and audit, when an emitter is set) a refused tunnel connection."""
         log.warning("tunnel: refused connection from %s: %s", peer, reason)
@@ -291,11 +393,15 @@ class TunnelServer:
             self._spawn(self._audit_refusal(peer, reason))
 
     async def _audit_refusal(self, peer: str, reason: str) -> None:
+        await self._audit("auth", success=False, remote_addr=peer, reason=reason,
+                          listener="tunnel")
+
+    async def _audit(self, event_type: str, *, success: bool | None = None,
+                     **fields: Any) -> None:
         assert self.emitter is not None
         try:
-            await self.emitter.emit(make_event(
-                "auth", success=False, cluster=self.credentials.cluster, remote_addr=peer,
-                reason=reason, listener="tunnel"))
+            await self.emitter.emit(make_event(event_type, success=success,
+                                               cluster=self.credentials.cluster, **fields))
         except (LimenError, OSError):
             log.exception("tunnel: cannot audit a refused connection")
 

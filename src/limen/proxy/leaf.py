@@ -1,0 +1,266 @@
+"""The leaf proxy's cluster links: one reverse tunnel to each root cluster this cluster trusts.
+
+::
+
+    TrustCache (limen.trust: enabled TrustedClusters whose handshake is done)
+      └─ LeafLinks.sync()  on every change (and every ``resync`` s, to retry)
+           root R appears ─▶ tunnel address: spec.tunnel_address, else the root proxy's
+                             /v1/webapi/ping "tunnel" (verified with R's TLS CA; a 0.0.0.0 or
+                             :: host means the proxy's own host) ─▶ TunnelAgent(address,
+                             THIS proxy's host credentials (role proxy), peer_trust = R's host
+                             CA, peer_cluster = R) ─ reconnects with the usual backoff
+           root R disabled, deleted, its CAs or addresses changed ─▶ the link is stopped
+                             (and started again from the new state)
+
+    heartbeat ─▶ {nodes: [{name, hostname, host_id, labels}]}: this cluster's nodes, so root
+                 users can list them (``lmsh ls --cluster``); nothing else is published
+    dial from R {target, user cert} ─▶ prepare(): BEFORE any data connection
+         1. the certificate must verify against R's user CA, for cluster R (never another)
+         2. its roles go through R's role_map (TrustCache.role_names, read now: a changed
+            role_map applies to the next connection); nothing mapped: refused
+         3. the node is resolved among those the MAPPED roles may see, in this cluster only
+            (never onwards to this cluster's own leaves), and dialled through this proxy's
+            tunnel server ─▶ relay: R's data connection ◀──▶ the node's data connection
+       any refusal ─▶ audited here (access.denied, user_cluster R) and answered dial_failed
+
+The node agent then verifies the same certificate itself (it trusts R's user CA through the
+TrustCache too), maps the roles and enforces this cluster's RBAC; the session is recorded and
+audited here with ``user_cluster``. A daemon service of ``limen start`` (``limen.cli.process``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from limen.ca.identity import Identity
+from limen.ca.ssh_certs import verify_ssh_user_cert
+from limen.errors import AccessDenied, BadParameter, LimenError, NotFound
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.address import format_address, parse_address
+from limen.net.http import ApiClient
+from limen.proxy.sshproxy import ProxySSHService
+from limen.trust.cache import TrustCache, TrustedRoot
+from limen.tunnel.agent import PreparedDial, TunnelAgent
+from limen.tunnel.backoff import Backoff
+from limen.tunnel.protocol import DialRequest
+from limen.tunnel.relay import Relay
+
+__all__ = ["LeafLinks", "tunnel_address_from_ping"]
+
+log = logging.getLogger(__name__)
+_ANY_HOST = ("0.0.0.0", "::", "")  # noqa: S104 - compared, never bound
+
+
+def tunnel_address_from_ping(proxy_address: str, ping: dict[str, Any]) -> str:
+    """The root's tunnel address from its ping; an unspecified host is the proxy's host."""
+    tunnel = ping.get("tunnel")
+    if not isinstance(tunnel, str) or not tunnel:
+        raise BadParameter(f"the root proxy {proxy_address} announces no tunnel listener; set "
+                           "spec.tunnel_address")
+    host, port = parse_address(tunnel)
+    if host in _ANY_HOST:
+        host = parse_address(proxy_address)[0]
+    return format_address(host, port)
+
+
+@dataclass
+class _Link:
+    root: TrustedRoot
+    agent: TunnelAgent
+
+
+def _state(root: TrustedRoot) -> tuple[Any, ...]:
+    """What a running link depends on: a change restarts it."""
+    host = root.host_ca.ssh_public_keys() if root.host_ca else ()
+    tls = root.tls_ca.fingerprint if root.tls_ca else ""
+    return root.proxy_address, root.tunnel_address, host, tls
+
+
+class _RelayDial:
+    """A prepared dial: the node is connected on side 1; the root's data socket joins side 0."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    async def serve(self, sock: Any) -> None:
+        try:
+            await asyncio.get_running_loop().create_connection(
+                lambda: self.relay.protocol(0), sock=sock)
+        except OSError:
+            sock.close()
+            self.relay.close("the root's data connection failed")
+            raise
+
+    def cancel(self) -> None:
+        self.relay.close("the root's data connection could not be opened")
+
+
+class LeafLinks:
+    """See the module doc. ``proxy()`` is this process's proxy SSH service once started."""
+
+    name = "cluster-links"
+
+    def __init__(self, cache: TrustCache, proxy: Callable[[], ProxySSHService | None],
+                 emitter: Emitter, *, resync: float = 5.0,
+                 heartbeat_interval: float | None = None,
+                 backoff: Callable[[], Backoff] = Backoff,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cache = cache
+        self.proxy = proxy
+        self.emitter = emitter
+        self.resync = resync
+        self.heartbeat_interval = heartbeat_interval
+        self.backoff = backoff
+        self.clock = clock
+        self.links: dict[str, _Link] = {}
+        """Running links by root cluster name."""
+        self.errors: dict[str, str] = {}
+        """Why a root has no link (address discovery failed), by root cluster name."""
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ service
+
+    async def start(self) -> dict[str, str]:
+        self._task = asyncio.create_task(self._run(), name="cluster-links")
+        return {}
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for name in list(self.links):
+            await self._drop(name, "stopping")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster links: sync failed")
+            await self.cache.wait_changed(self.resync)
+
+    async def sync(self) -> None:
+        """Start, stop or restart links so they match the trusted roots now."""
+        ssh = self.proxy()
+        if ssh is None:
+            return
+        roots = {name: root for name, root in self.cache.roots.items()
+                 if root.host_ca is not None and root.tls_ca is not None
+                 and root.proxy_address}
+        for name, link in list(self.links.items()):
+            if name not in roots:
+                await self._drop(name, "the TrustedCluster is disabled or deleted")
+            elif _state(roots[name]) != _state(link.root):
+                await self._drop(name, "the root's CAs or addresses changed")
+        for name, root in roots.items():
+            if name not in self.links:
+                await self._open(ssh, root)
+
+    async def _open(self, ssh: ProxySSHService, root: TrustedRoot) -> None:
+        name = root.root_cluster
+        assert root.host_ca is not None
+        try:
+            address = root.tunnel_address or await self._discover(root)
+        except (LimenError, OSError) as err:
+            if self.errors.get(name) != str(err):
+                log.warning("cluster links: no tunnel address for root %s: %s", name, err)
+            self.errors[name] = str(err)
+            return
+        self.errors.pop(name, None)
+
+        async def prepare(request: DialRequest) -> PreparedDial:
+            return await self._prepare(ssh, name, request)
+
+        async def heartbeat() -> dict[str, Any]:
+            return await self._heartbeat(ssh)
+
+        agent = TunnelAgent(address, ssh.credentials, None, heartbeat, prepare=prepare,
+                            peer_trust={name: root.host_ca.trusted_public_keys()},
+                            peer_cluster=name, heartbeat_interval=self.heartbeat_interval,
+                            backoff=self.backoff(), clock=self.clock)
+        self.links[name] = _Link(root, agent)
+        await agent.start()
+        log.info("cluster links: dialling root %s at %s", name, address)
+
+    async def _drop(self, name: str, reason: str) -> None:
+        link = self.links.pop(name, None)
+        if link is not None:
+            await link.agent.stop()
+            log.info("cluster links: link to root %s stopped: %s", name, reason)
+
+    async def _discover(self, root: TrustedRoot) -> str:
+        assert root.tls_ca is not None
+        context = ssl.create_default_context(cadata=root.tls_ca.pem_bundle())
+        async with ApiClient(f"https://{root.proxy_address}", context, timeout=10.0) as api:
+            ping = await api.call("GET", "/v1/webapi/ping")
+        if not isinstance(ping, dict) or ping.get("cluster") != root.root_cluster:
+            raise AccessDenied(f"{root.proxy_address} does not serve cluster "
+                               f"{root.root_cluster!r}")
+        return tunnel_address_from_ping(root.proxy_address, ping)
+
+    # ------------------------------------------------------------------ the link's traffic
+
+    async def _heartbeat(self, ssh: ProxySSHService) -> dict[str, Any]:
+        nodes = await ssh.view.nodes(ssh.tunnel.registry)
+        return {"kind": "cluster", "nodes": [
+            {"name": n.name, "hostname": n.hostnames[0] if n.hostnames else n.name,
+             "host_id": n.host_id, "labels": dict(n.labels)} for n in nodes]}
+
+    async def _prepare(self, ssh: ProxySSHService, root_name: str,
+                       request: DialRequest) -> PreparedDial:
+        fields: dict[str, Any] = {"user_cluster": root_name, "target": request.target,
+                                  "remote_addr": request.client_addr, "via": "cluster link",
+                                  "session_id": request.session_id}
+        user = request.user or None
+        try:
+            root = self.cache.roots.get(root_name)
+            if root is None:
+                raise AccessDenied(f"cluster {root_name!r} is no longer trusted here")
+            identity = self._verify(root, request.cert)
+            user = identity.username
+            mapped = self.cache.role_names(identity)
+            if not mapped:
+                raise AccessDenied(f"the roles of {identity.username}@{root_name} "
+                                   f"({', '.join(identity.roles) or 'none'}) map to no role "
+                                   "of this cluster")
+            fields["roles"] = mapped
+            host, port = parse_address(request.target, 0)
+            relay = await ssh.connector.connect(
+                replace(identity, roles=tuple(mapped)), host, port, None, request.client_addr,
+                via=f"cluster {root_name}", local_only=True)
+        except (AccessDenied, NotFound, BadParameter) as err:
+            await self._audit(user, reason=str(err), **fields)
+            raise
+        return _RelayDial(relay)
+
+    def _verify(self, root: TrustedRoot, cert: str) -> Identity:
+        if not cert:
+            raise AccessDenied("the root sent no user certificate")
+        identity = verify_ssh_user_cert(
+            cert, {root.root_cluster: root.user_ca.trusted_public_keys()},
+            datetime.fromtimestamp(self.clock(), UTC))
+        if identity.is_system:
+            raise AccessDenied("a certificate of a Limen process cannot open user sessions")
+        return identity
+
+    async def _audit(self, user: str | None, **fields: Any) -> None:
+        ssh = self.proxy()
+        cluster = ssh.credentials.cluster if ssh is not None else ""
+        try:
+            await self.emitter.emit(make_event("access.denied", cluster=cluster, user=user,
+                                               **fields))
+        except (LimenError, OSError):
+            log.exception("cluster links: cannot audit a refused dial")
