@@ -70,7 +70,7 @@ class StoreAccessPolicy:
             return identity.roles
         if self.map_roles is None:
             return None
-        return self.map_roles(identity)
+        return self.map_roles(identity) or None  # mapped to nothing: refused as unmapped
 
     async def role_set(self, identity: Identity) -> RoleSet | None:
         """The identity's compiled roles; None for an unmapped foreign identity."""
