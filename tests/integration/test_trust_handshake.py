@@ -42,8 +42,8 @@ def _condition(cluster: LimenCluster, name: str, kind: str) -> dict[str, Any]:
 
 
 def _apply_trusted_cluster(leaf: LimenCluster, name: str, root: LimenCluster, token: str,
-                           ca_pin: str, **extra: Any) -> None:
-    token_file = leaf.root / f"{name}.token"
+                           ca_pin: str, *, token_name: str = "", **extra: Any) -> None:
+    token_file = leaf.root / f"{token_name or name}.token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     document = {"apiVersion": "limen.dev/v1alpha1", "kind": "TrustedCluster",
@@ -101,9 +101,11 @@ def test_trusted_cluster_life_cycle(clusters: ClusterFactory, tmp_path: Path) ->
     joins = root.audit("join")
     assert any(e["success"] is False and e.get("leaf_cluster") == "leaf2" for e in joins)
 
-    # a wrong CA pin stops the handshake before the token is sent
+    # a wrong CA pin stops the handshake before the token is sent (a new token file: a retry
+    # of the refused spec, still pending, must not pick the fresh token up with the right pin)
     fresh = _token(root)
-    _apply_trusted_cluster(leaf2, "org-a", root, fresh["token"], "sha256:" + "0" * 64)
+    _apply_trusted_cluster(leaf2, "org-a", root, fresh["token"], "sha256:" + "0" * 64,
+                           token_name="pinned")
     pinned = wait_for(lambda: _condition(leaf2, "org-a", "Stalled").get("reason") ==
                       "PinMismatch" and _condition(leaf2, "org-a", "Stalled"), 20, "the pin")
     assert "does not match the pin" in pinned["message"]
