@@ -160,6 +160,13 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ),
     _builtin("v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     _builtin(
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        short_names=("pvc",),
+        status_subresource=True,
+    ),
+    _builtin(
         "v1", "events", "Event", short_names=("ev",), field_labels=_META_FIELDS | _EVENT_FIELDS
     ),
     _builtin("events.k8s.io/v1", "events", "Event", short_names=("ev",)),

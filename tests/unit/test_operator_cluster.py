@@ -33,6 +33,7 @@ from limen.operator.settings import OperatorConfig
 
 LOG = logging.getLogger("test")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+PIN = "sha256:" + "ab" * 32
 
 
 def cluster(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def by_kind(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
 
 
 def test_every_child_is_owned_and_labelled() -> None:
-    objects = children(cluster(), "img:1", 0)
+    objects = children(cluster(), "img:1", 0, ca_pin=PIN)
     assert sorted(by_kind(objects)) == [
         ("ConfigMap", "main-config"), ("Deployment", "main-auth"), ("Deployment", "main-proxy"),
         ("PersistentVolumeClaim", "main-auth-data"), ("Service", "main-auth"),
@@ -71,7 +72,7 @@ def test_every_child_is_owned_and_labelled() -> None:
 
 
 def test_workloads_follow_the_spec() -> None:
-    objects = by_kind(children(cluster(), "img:1", 3))
+    objects = by_kind(children(cluster(), "img:1", 3, ca_pin=PIN))
     auth, proxy = objects["Deployment", "main-auth"], objects["Deployment", "main-proxy"]
     assert auth["spec"]["replicas"] == 1
     assert auth["spec"]["strategy"] == {"type": "Recreate"}
@@ -94,13 +95,13 @@ def test_workloads_follow_the_spec() -> None:
 
 def test_image_from_spec_wins() -> None:
     body = cluster({"public_address": "x.example", "proxy": {"image": "mine:2"}})
-    proxy = by_kind(children(body, "img:1", 0))["Deployment", "main-proxy"]
+    proxy = by_kind(children(body, "img:1", 0, ca_pin=PIN))["Deployment", "main-proxy"]
     assert proxy["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:2"
 
 
 def test_config_change_rolls_the_pods() -> None:
     def hash_of(body: dict[str, Any]) -> str:
-        deployment = by_kind(children(body, "img", 0))["Deployment", "main-proxy"]
+        deployment = by_kind(children(body, "img", 0, ca_pin=PIN))["Deployment", "main-proxy"]
         return str(deployment["spec"]["template"]["metadata"]["annotations"][
             CONFIG_HASH_ANNOTATION])
 
@@ -116,7 +117,7 @@ def test_limen_config_is_a_valid_limen_yaml(tmp_path: Path) -> None:
                                "poll_interval": "1m",
                                "credentials_ref": {"secret": "git", "key": "token"}}})
     path = tmp_path / "limen.yaml"
-    configmap = by_kind(children(body, "img", 0))["ConfigMap", "main-config"]
+    configmap = by_kind(children(body, "img", 0, ca_pin=PIN))["ConfigMap", "main-config"]
     path.write_text(configmap["data"]["limen.yaml"])
     settings = load_settings(path, env={})
     assert settings.cluster.name == "prod"
@@ -140,7 +141,7 @@ def test_readiness_counts_only_current_pods() -> None:
 
 
 def test_patch_ignores_server_defaults_but_not_changes() -> None:
-    desired = by_kind(children(cluster(), "img", 0))["Deployment", "main-proxy"]
+    desired = by_kind(children(cluster(), "img", 0, ca_pin=PIN))["Deployment", "main-proxy"]
     current = copy.deepcopy(desired)
     current["spec"]["revisionHistoryLimit"] = 10
     current["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
@@ -243,7 +244,7 @@ async def test_creates_the_ca_secret_once_and_every_child() -> None:
     cluster_name, cas = read_secret_data(secret["data"])
     assert cluster_name == "main"
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-main"
-    assert len(h.kube.objects) == 7
+    assert len(h.kube.objects) == 8  # 2 Secrets, 6 children
     assert body["status"]["publicAddress"] == "limen.example.com:443"
     assert body["status"]["caSecret"] == "main-ca"
     ready = condition(body, "Ready")
@@ -353,8 +354,8 @@ async def test_deployment_event_refreshes_the_owner_status() -> None:
 
 
 def test_builder_output_is_plain_yaml() -> None:
-    text = yaml.safe_dump_all(children(cluster(), "img", 0))
-    assert list(yaml.safe_load_all(text)) == children(cluster(), "img", 0)
+    text = yaml.safe_dump_all(children(cluster(), "img", 0, ca_pin=PIN))
+    assert list(yaml.safe_load_all(text)) == children(cluster(), "img", 0, ca_pin=PIN)
 
 
 @pytest.mark.parametrize("kind", ["Secret", "ConfigMap", "Service", "PersistentVolumeClaim",

@@ -9,8 +9,10 @@ operator, and what the operator does with them.
                    │                                    ▼
                    │                      auth pod, init container `limen operator seed-ca`
                    │                      ──▶ seed_backend(): the CA records auth loads at start
-                   └─ operator_identity(): an admin client certificate signed by the TLS CA,
-                      so the operator calls the auth it deployed with its own identity
+                   ├─ operator_identity(): an admin client certificate signed by the TLS CA,
+                   │  so the operator calls the auth it deployed with its own identity
+                   └─ tls_ca_pin(): the pin of the TLS CA, which the proxy pods check auth
+                      with when they join (LIMEN_CA_PIN)
 
 Data keys: ``cluster`` (the cluster name) and ``<type>.json`` for every CA type (user, host,
 tls, db, jwt): the ``CertAuthority.to_dict()`` record auth keeps in its backend, private keys
@@ -51,6 +53,7 @@ __all__ = [
     "rotation_types",
     "secret_data",
     "seed_backend",
+    "tls_ca_pin",
 ]
 
 OPERATOR_USER = "limen-operator"
@@ -87,6 +90,12 @@ def read_secret_data(data: Mapping[str, str]) -> tuple[str, dict[CertAuthorityTy
             raise BadParameter(f"the CA Secret holds a {ca.type.value} CA of {ca.cluster!r} "
                                f"without its private key or for another cluster")
     return cluster, cas
+
+
+def tls_ca_pin(data: Mapping[str, str]) -> str:
+    """``sha256:<hex>`` of the active TLS CA key in a Secret's ``data`` (what auth's
+    ``tls_ca_pin`` reports and ``join.ca_pin`` expects)."""
+    return read_secret_data(data)[1][CertAuthorityType.TLS].fingerprint
 
 
 def rotation_types(which: str) -> tuple[CertAuthorityType, ...]:

@@ -6,8 +6,10 @@
         validate (CRD schema) ──invalid──▶ Valid=False, Stalled=True
         CA Secret: create once (ca_secret.generate_cas); never overwritten, except by a
                    requested rotation (spec.ca_rotation.nonce), finished after grace_period
-        children (cluster_builders): create, or merge-patch what differs; an existing object
-                   the Cluster does not own is left alone ──▶ Owned=False, Stalled=True
+        proxy token Secret: create once (a random token), never overwritten
+        children (cluster_builders, with the TLS CA's pin for the proxies): create, or
+                   merge-patch what differs; an existing object the Cluster does not own
+                   (the Secrets included) is left alone ──▶ Owned=False, Stalled=True
         status: observedGeneration, conditions, publicAddress, auth/proxy ready counts,
                 caRotation; Ready once both Deployments have their replicas ready
     Deployment event (app.kubernetes.io/managed-by=limen-operator) ──▶ refresh the owner's
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +42,7 @@ from limen.operator.ca_secret import (
     rotate,
     rotation_types,
     secret_data,
+    tls_ca_pin,
 )
 from limen.operator.cluster_builders import (
     ClusterNames,
@@ -48,7 +51,9 @@ from limen.operator.cluster_builders import (
     cluster_spec,
     common_labels,
     is_owned_by,
+    new_proxy_token,
     owner_reference,
+    proxy_token_secret,
     readiness,
 )
 from limen.operator.conditions import Check, Observation, build_status, status_changes
@@ -82,8 +87,10 @@ def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorCont
     @kopf.timer(API_GROUP, _VERSION, "clusters", id="refresh", labels=labels,
                 interval=ctx.config.resync_seconds, initial_delay=ctx.config.resync_seconds,
                 registry=registry)
-    async def refresh(body: kopf.Body, patch: kopf.Patch, logger: Logger, **_: Any) -> None:
-        await reconciler.reconcile(body, patch, logger, retry=False)
+    async def refresh(body: kopf.Body, patch: kopf.Patch, logger: Logger,
+                      **kwargs: Any) -> None:
+        await ctx.run_timer(reconciler.reconcile(body, patch, logger, retry=False),
+                            kwargs["stopped"])
 
     @kopf.on.event("apps", "v1", "deployments", id="deployment_changed",
                    labels={"app.kubernetes.io/managed-by": REPORTING_COMPONENT},
@@ -130,60 +137,82 @@ class ClusterReconciler:
 
     async def _deploy(self, body: Mapping[str, Any],
                       logger: Logger) -> tuple[Observation, dict[str, Any]]:
-        secret, rotation = await self._ca_secret(body, logger)
-        if secret is None:
-            names = ClusterNames(body["metadata"]["name"])
-            conflict = Check(False, "NotOwned", f"the Secret {names.ca_secret} exists and is "
-                                                "not owned by this Cluster; delete or rename it")
-            return Observation(conflict, _VALID, conflict, stalled=True), {}
-        revision = int(rotation.get("revision", 0))
-        foreign: list[str] = []
-        for child in children(body, self.ctx.config.image, revision):
-            if not await self._apply_child(body, child):
-                foreign.append(f"{child['kind']} {child['metadata']['name']}")
-        if foreign:
-            conflict = Check(False, "NotOwned", f"{', '.join(foreign)} exist and are not owned "
-                                                "by this Cluster; delete or rename them")
+        names = ClusterNames(body["metadata"]["name"])
+        ca = await self._ca_secret(body, logger)
+        token_owned = await self._proxy_token(body, logger)
+        foreign = [f"Secret {name}" for name, owned in ((names.ca_secret, ca is not None),
+                                                         (names.proxy_token, token_owned))
+                   if not owned]
+        if ca is not None and not foreign:
+            pin, rotation = ca
+            revision = int(rotation.get("revision", 0))
+            for child in children(body, self.ctx.config.image, revision, ca_pin=pin):
+                if not await self._apply_child(body, child):
+                    foreign.append(f"{child['kind']} {child['metadata']['name']}")
+        if foreign or ca is None:
+            verb = "exists and is" if len(foreign) == 1 else "exist and are"
+            conflict = Check(False, "NotOwned", f"{', '.join(foreign)} {verb} not owned by "
+                                                "this Cluster; delete or rename them")
             return Observation(conflict, _VALID, conflict, stalled=True), {}
         observation, extra = await self._observe(body)
-        extra["caSecret"] = secret
+        extra["caSecret"] = names.ca_secret
         if rotation:
             extra["caRotation"] = rotation
         return observation, extra
 
-    # -- the CA Secret -----------------------------------------------------------------------
-    async def _ca_secret(self, body: Mapping[str, Any],
-                         logger: Logger) -> tuple[str | None, dict[str, Any]]:
-        """Create the Secret once; carry out a requested rotation. Returns its name (None when
-        a Secret of that name belongs to someone else) and the rotation state."""
-        meta = body["metadata"]
-        name = ClusterNames(meta["name"]).ca_secret
-        secret = await self.kube.get("Secret", meta["namespace"], name)
-        if secret is None:
-            cas = generate_cas(cluster_name(body), now=self.ctx.clock())
+    async def _create_once(self, body: Mapping[str, Any], kind: str, name: str,
+                           make: Callable[[], dict[str, Any]],
+                           logger: Logger) -> dict[str, Any] | None:
+        """The object ``kind/name``, created from ``make()`` when missing (never rewritten);
+        None when it exists and this Cluster does not own it."""
+        namespace = body["metadata"]["namespace"]
+        current = await self.kube.get(kind, namespace, name)
+        if current is None:
             try:
-                await self.kube.create({
-                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": name, "namespace": meta["namespace"],
-                                 "labels": common_labels(body, "ca"),
-                                 "ownerReferences": [owner_reference(body)]},
-                    "data": secret_data(cluster_name(body), cas)})
-                logger.info("created the CA Secret %s", name)
-                return name, {}
+                current = await self.kube.create(make())
+                logger.info("created the %s %s", kind, name)
             except KubeError as err:
                 if err.status != 409:
                     raise
-                secret = await self.kube.get("Secret", meta["namespace"], name)
-                if secret is None:
+                current = await self.kube.get(kind, namespace, name)
+                if current is None:
                     raise
-        if not is_owned_by(secret, body):
-            return None, {}
-        return name, await self._rotation(body, secret, logger)
+        return current if is_owned_by(current, body) else None
+
+    # -- the Secrets -------------------------------------------------------------------------
+    async def _ca_secret(self, body: Mapping[str, Any],
+                         logger: Logger) -> tuple[str, dict[str, Any]] | None:
+        """Create the CA Secret once; carry out a requested rotation. Returns the TLS CA's pin
+        and the rotation state (None when a Secret of that name belongs to someone else)."""
+        def make() -> dict[str, Any]:
+            cas = generate_cas(cluster_name(body), now=self.ctx.clock())
+            return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
+                                 "labels": common_labels(body, "ca"),
+                                 "ownerReferences": [owner_reference(body)]},
+                    "data": secret_data(cluster_name(body), cas)}
+
+        name = ClusterNames(body["metadata"]["name"]).ca_secret
+        secret = await self._create_once(body, "Secret", name, make, logger)
+        if secret is None:
+            return None
+        rotation, data = await self._rotation(body, secret, logger)
+        return tls_ca_pin(data), rotation
+
+    async def _proxy_token(self, body: Mapping[str, Any], logger: Logger) -> bool:
+        """Create the proxy token Secret once (a random token); False when a Secret of that
+        name belongs to someone else."""
+        name = ClusterNames(body["metadata"]["name"]).proxy_token
+        secret = await self._create_once(
+            body, "Secret", name, lambda: proxy_token_secret(body, new_proxy_token()), logger)
+        return secret is not None
 
     async def _rotation(self, body: Mapping[str, Any], secret: Mapping[str, Any],
-                        logger: Logger) -> dict[str, Any]:
+                        logger: Logger) -> tuple[dict[str, Any], dict[str, str]]:
+        """The rotation state and the Secret's data, after the step a rotation asks for."""
         annotations = (secret.get("metadata") or {}).get("annotations") or {}
         state: dict[str, Any] = json.loads(annotations.get(ROTATION_ANNOTATION, "{}"))
+        data: dict[str, str] = dict(secret.get("data") or {})
         request = cluster_spec(body).get("ca_rotation") or {}
         now = self.ctx.clock()
         if request and request.get("nonce") != state.get("nonce"):
@@ -199,21 +228,21 @@ class ClusterReconciler:
                          "revision": int(state.get("revision", 0)) + 1}
             change = _finish
         else:
-            return state
-        cluster, cas = read_secret_data(secret.get("data") or {})
+            return state, data
+        cluster, cas = read_secret_data(data)
         types = rotation_types(str(new_state["type"]))
-        updated = change(cas, types, now=now)
+        data = secret_data(cluster, change(cas, types, now=now))
         meta = secret["metadata"]
         await self.kube.merge_patch("Secret", meta["namespace"], meta["name"], {
             "metadata": {"resourceVersion": meta.get("resourceVersion"),
                          "annotations": {ROTATION_ANNOTATION: json.dumps(new_state,
                                                                          sort_keys=True)}},
-            "data": secret_data(cluster, updated)})
+            "data": data})
         message = (f"CA rotation {new_state['nonce']} ({new_state['type']}): "
                    f"{new_state['phase'].lower()}; auth restarts with the new keys")
         logger.info("%s", message)
         self.ctx.post_event(body, "Normal", f"CARotation{new_state['phase']}", message)
-        return new_state
+        return new_state, data
 
     # -- children ----------------------------------------------------------------------------
     async def _apply_child(self, body: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

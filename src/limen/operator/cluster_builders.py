@@ -3,25 +3,34 @@
 For a Cluster ``main`` in namespace ``limen``::
 
     Secret     main-ca            the CAs (ca_secret.py; created once, never rebuilt here)
-    ConfigMap  main-config        limen.yaml for the pods
+    Secret     main-proxy-token   the static token proxies join with (created once, never
+                                  rebuilt: proxy_token_secret)
+    ConfigMap  main-config        limen.yaml for the pods (auth.server_names: the auth
+                                  Service's DNS names; auth.proxy_token_file)
     PVC        main-auth-data     auth's SQLite backend and audit log
-    Deployment main-auth          limen start --roles auth (init: limen operator seed-ca)
+    Deployment main-auth          limen start --roles auth (init: limen operator seed-ca),
+                                  the proxy token Secret mounted
     Service    main-auth          ClusterIP, 3025 (mutual TLS)
-    Deployment main-proxy         limen start --roles proxy
+    Deployment main-proxy         limen start --roles proxy, joining auth with
+                                  LIMEN_AUTH_SERVER (the auth Service), LIMEN_TOKEN (from
+                                  main-proxy-token) and LIMEN_CA_PIN (the TLS CA's pin)
     Service    main-proxy         spec.proxy.service_type: web 3080, ssh 3023, tunnel 3024
 
 Every object carries a controller ``ownerReference`` to the Cluster (Kubernetes' garbage
 collector deletes them with it) and the ``app.kubernetes.io/*`` labels. A spec change changes
 the pod templates (replicas, image, resources, and the ``limen.dev/config-hash`` annotation),
-which rolls the pods; ``limen.dev/ca-revision`` rolls auth after a CA rotation.
+which rolls the pods; ``limen.dev/ca-revision`` rolls auth after a CA rotation, and a new TLS
+CA pin rolls the proxies.
 
 Called by ``limen.operator.cluster``; tested on its own.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +46,18 @@ __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "DATA_DIR",
     "PORTS",
+    "PROXY_TOKEN_FILE",
     "ClusterNames",
+    "auth_address",
+    "auth_server_names",
     "children",
     "cluster_spec",
     "common_labels",
     "is_owned_by",
     "limen_config",
+    "new_proxy_token",
     "owner_reference",
+    "proxy_token_secret",
     "readiness",
 ]
 
@@ -52,6 +66,10 @@ CA_REVISION_ANNOTATION = f"{API_GROUP}/ca-revision"
 DATA_DIR = "/var/lib/limen/data"
 CONFIG_DIR = "/etc/limen"
 CA_DIR = "/etc/limen/ca"
+PROXY_TOKEN_DIR = "/etc/limen/proxy-token"
+PROXY_TOKEN_KEY = "token"
+PROXY_TOKEN_FILE = f"{PROXY_TOKEN_DIR}/{PROXY_TOKEN_KEY}"
+"""Where the auth pod reads the proxy token (``auth.proxy_token_file``)."""
 PORTS = {"auth": 3025, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024}
 _RUN_AS = 10001  # the image's limen user
 
@@ -81,6 +99,10 @@ class ClusterNames:
     @property
     def proxy(self) -> str:
         return f"{self.base}-proxy"
+
+    @property
+    def proxy_token(self) -> str:
+        return f"{self.base}-proxy-token"
 
 
 def cluster_spec(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,6 +150,36 @@ def _metadata(body: Mapping[str, Any], name: str, component: str) -> dict[str, A
             "ownerReferences": [owner_reference(body)]}
 
 
+# -- the auth Service's names and the proxy token ----------------------------------------------
+
+
+def auth_server_names(body: Mapping[str, Any]) -> list[str]:
+    """The DNS names of the auth Service (``<svc>``, ``<svc>.<ns>``, ``<svc>.<ns>.svc``,
+    ``<svc>.<ns>.svc.cluster.local``): auth's certificate carries them so proxies verify it."""
+    service, namespace = ClusterNames(body["metadata"]["name"]).auth, body["metadata"]["namespace"]
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+            f"{service}.{namespace}.svc.cluster.local"]
+
+
+def auth_address(body: Mapping[str, Any]) -> str:
+    """``<svc>.<ns>.svc:3025``: the auth API address proxies join and talk to."""
+    return f"{auth_server_names(body)[2]}:{PORTS['auth']}"
+
+
+def new_proxy_token() -> str:
+    """A fresh random proxy token (64 hex characters; auth wants 32 at least)."""
+    return secrets.token_hex(32)
+
+
+def proxy_token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """The Secret holding the static token proxies join with (created once by the operator,
+    never rewritten: a new token would lock out the running proxies)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _metadata(body, ClusterNames(body["metadata"]["name"]).proxy_token,
+                                  "proxy"),
+            "data": {PROXY_TOKEN_KEY: base64.b64encode(token.encode()).decode()}}
+
+
 # -- configuration -----------------------------------------------------------------------------
 
 
@@ -141,6 +193,8 @@ def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
                       "ssh_proxy": f"0.0.0.0:{PORTS['ssh-proxy']}",
                       "tunnel": f"0.0.0.0:{PORTS['tunnel']}",
                       "auth": f"0.0.0.0:{PORTS['auth']}"},
+        "auth": {"server_names": auth_server_names(body),
+                 "proxy_token_file": PROXY_TOKEN_FILE},
     }
     gitops = spec.get("gitops")
     if gitops:
@@ -182,6 +236,8 @@ def _volumes(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
                                                  "defaultMode": 0o400}})
         volumes.append({"name": "data",
                         "persistentVolumeClaim": {"claimName": names.data}})
+        volumes.append({"name": "proxy-token", "secret": {"secretName": names.proxy_token,
+                                                          "defaultMode": 0o400}})
         ref = (spec.get("gitops") or {}).get("credentials_ref") or {}
         if ref.get("secret"):
             volumes.append({"name": "gitops", "secret": {"secretName": ref["secret"],
@@ -195,14 +251,25 @@ def _mounts(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
                                      "subPath": "limen.yaml", "readOnly": True},
                                     {"name": "data", "mountPath": DATA_DIR}]
+    if auth:
+        mounts.append({"name": "proxy-token", "mountPath": PROXY_TOKEN_DIR, "readOnly": True})
     ref = ((cluster_spec(body).get("gitops") or {}).get("credentials_ref") or {})
     if auth and ref.get("secret"):
         mounts.append({"name": "gitops", "mountPath": f"{CONFIG_DIR}/gitops", "readOnly": True})
     return mounts
 
 
+def _join_env(body: Mapping[str, Any], ca_pin: str) -> list[dict[str, Any]]:
+    """How a proxy pod joins auth: the auth Service, the token Secret, the TLS CA's pin."""
+    return [{"name": "LIMEN_AUTH_SERVER", "value": auth_address(body)},
+            {"name": "LIMEN_CA_PIN", "value": ca_pin},
+            {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
+                "name": ClusterNames(body["metadata"]["name"]).proxy_token,
+                "key": PROXY_TOKEN_KEY}}}]
+
+
 def _container(body: Mapping[str, Any], component: str, image: str,
-               ports: Mapping[str, int]) -> dict[str, Any]:
+               ports: Mapping[str, int], ca_pin: str) -> dict[str, Any]:
     spec = cluster_spec(body)
     auth = component == "auth"
     container: dict[str, Any] = {
@@ -215,6 +282,8 @@ def _container(body: Mapping[str, Any], component: str, image: str,
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
     }
+    if not auth:
+        container["env"] = _join_env(body, ca_pin)
     resources = (spec.get(component) or {}).get("resources")
     if resources:
         container["resources"] = resources
@@ -222,12 +291,13 @@ def _container(body: Mapping[str, Any], component: str, image: str,
 
 
 def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: int,
-                ports: Mapping[str, int], annotations: Mapping[str, str]) -> dict[str, Any]:
+                ports: Mapping[str, int], annotations: Mapping[str, str],
+                ca_pin: str = "") -> dict[str, Any]:
     names = ClusterNames(body["metadata"]["name"])
     auth = component == "auth"
     pod: dict[str, Any] = {
         "securityContext": {"runAsNonRoot": True, "runAsUser": _RUN_AS, "fsGroup": _RUN_AS},
-        "containers": [_container(body, component, image, ports)],
+        "containers": [_container(body, component, image, ports, ca_pin)],
         "volumes": _volumes(body, auth=auth),
     }
     if auth:
@@ -275,9 +345,11 @@ def _data_claim(body: Mapping[str, Any]) -> dict[str, Any]:
                      "resources": {"requests": {"storage": "1Gi"}}}}
 
 
-def children(body: Mapping[str, Any], default_image: str, ca_revision: int) -> list[dict[str,
-                                                                                       Any]]:
-    """Every owned object except the CA Secret, in creation order."""
+def children(body: Mapping[str, Any], default_image: str, ca_revision: int, *,
+             ca_pin: str) -> list[dict[str, Any]]:
+    """Every owned object except the two Secrets (created once, elsewhere), in creation
+    order. ``ca_pin`` is the ``sha256:`` pin of the cluster's TLS CA (the proxies check auth
+    with it when they join)."""
     spec = cluster_spec(body)
     auth_ports = {"auth": PORTS["auth"]}
     proxy_ports = {k: PORTS[k] for k in ("web", "ssh-proxy", "tunnel")}
@@ -291,7 +363,7 @@ def children(body: Mapping[str, Any], default_image: str, ca_revision: int) -> l
                     auth_ports, {**annotations, CA_REVISION_ANNOTATION: str(ca_revision)}),
         _service(body, "auth", "ClusterIP", auth_ports),
         _deployment(body, "proxy", proxy_spec.get("image") or default_image,
-                    int(proxy_spec.get("replicas", 1)), proxy_ports, annotations),
+                    int(proxy_spec.get("replicas", 1)), proxy_ports, annotations, ca_pin),
         _service(body, "proxy", str(proxy_spec.get("service_type", "ClusterIP")), proxy_ports),
     ]
 

@@ -1,17 +1,27 @@
 """What every handler of one running operator shares: its settings, the auth API, the
-Kubernetes API (Cluster children), a clock, per-object locks and counters.
+Kubernetes API (Cluster children), a clock, per-object locks and counters, and the timers
+still running.
 
 One ``OperatorContext`` per operator; ``limen.operator.main`` builds it and the handler
 modules close over it when they register into a registry. The clock and the Event poster are
 injectable so handlers are tested without waiting and without an API server.
+
+Timers and shutdown: kopf stops a timer on exit only by setting its ``stopped`` flag and does
+not wait for it (timers have no cancellation timeout), so a timer in the middle of a
+reconcile would outlive the operator's cleanup and patch its status through a fresh aiohttp
+session after kopf closed its own — a session nobody closes. :meth:`OperatorContext.run_timer`
+therefore abandons the reconcile as soon as ``stopped`` is set and remembers the timer's task;
+the cleanup handler awaits those tasks (:meth:`OperatorContext.stop_timers`) before it closes
+the auth and Kubernetes clients, and kopf closes its sessions after that.
 Called by ``limen.operator.main``, ``limen.operator.resources`` and ``limen.operator.cluster``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -51,6 +61,7 @@ class OperatorContext:
     reconciles: Counter[str] = field(default_factory=Counter)
     """Reconciles run, by object uid (tests and the benchmark read it)."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _timers: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
 
     def lock(self, uid: str) -> asyncio.Lock:
         """Serialises the handlers and the resync timer of one object."""
@@ -58,3 +69,41 @@ class OperatorContext:
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
+
+    async def run_timer(self, work: Coroutine[Any, Any, None], stopped: kopf.DaemonStopped) -> None:
+        """Run a timer's ``work`` unless the operator is stopping; abandon it (cancelled) as
+        soon as ``stopped`` is set. The calling task (kopf's timer) is remembered for
+        :meth:`stop_timers`."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._timers.add(task)
+        if stopped:
+            work.close()
+            return
+        job = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(_flag(stopped))
+        try:
+            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (job, stop):
+                pending.cancel()
+            await asyncio.wait({job, stop})
+        if not job.cancelled():
+            job.result()
+
+    async def stop_timers(self, grace: float) -> None:
+        """Wait until every timer task that ran :meth:`run_timer` has finished (kopf set their
+        ``stopped`` flags before cleanup); cancel those still running after ``grace`` seconds."""
+        current = asyncio.current_task()
+        running = {t for t in self._timers if t is not current and not t.done()}
+        if not running:
+            return
+        _done, late = await asyncio.wait(running, timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
+
+async def _flag(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()

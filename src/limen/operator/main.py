@@ -82,6 +82,8 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        # the timers first: one finishing later would patch through a session nobody closes
+        await ctx.stop_timers(ctx.config.call_timeout_seconds + 5.0)
         if ctx.auth is not None:
             await ctx.auth.shutdown()
         if ctx.kube is not None:

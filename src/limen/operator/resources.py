@@ -8,7 +8,9 @@ Limen (origin ``kubernetes``) and report the outcome in its status.
         declare ──invalid──▶ Valid=False, Stalled=True, Warning Event; nothing reaches Limen
         name claimed by an older object ──▶ Owned=False (NameConflict), Stalled=True
         auth.get ──▶ ownership ──not ours──▶ Owned=False (OwnedElsewhere / NameConflict)
-                 ──▶ differs? auth.apply ──▶ Ready=True (Applied | DriftCorrected)
+                 ──▶ differs? auth.apply ──▶ Ready=True (Applied | DriftCorrected: changed inside
+                                    Limen since this generation was applied, or while the
+                                    object was taken over there and until it was given back)
         auth unreachable ──▶ Ready=False, Reconciling=True, Warning; retried by kopf
     delete (finalizer limen.dev/finalizer) ──▶ Reconciler.finalize
         auth.delete when the Limen object is this CR's; auth unreachable ──▶ retry until the
@@ -90,7 +92,9 @@ def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler,
                 registry=registry)
     async def resync(body: kopf.Body, patch: kopf.Patch, logger: Logger,
                      **kwargs: Any) -> None:
-        await reconciler.reconcile(body, patch, logger, kwargs[index_id], resync=True)
+        await reconciler.ctx.run_timer(
+            reconciler.reconcile(body, patch, logger, kwargs[index_id], resync=True),
+            kwargs["stopped"])
 
     @kopf.on.delete(API_GROUP, API_VERSION_NAME, plural, id="finalize", labels=labels,
                     registry=registry)
@@ -173,8 +177,11 @@ class Reconciler:
         changed = drift(current, declared) if current is not None else None
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         was_ready = (find(previous.get("conditions"), "Ready") or {}).get("status") == "True"
-        settled = was_ready and previous.get("observedGeneration") == generation and (
-            old_name == declared.name)
+        # handed back after a takeover inside Limen: what changed there meanwhile is drift too
+        given_back = (find(previous.get("conditions"), "Owned") or {}).get(
+            "reason") == "TakenOver"
+        settled = (was_ready or given_back) and previous.get(
+            "observedGeneration") == generation and old_name == declared.name
         key = f"{self.kind.value}/{declared.name}"
         if current is None or changed:
             action = await auth.apply(taking_over(current, declared))

@@ -1,0 +1,123 @@
+"""The operator stops without leaving connections to the garbage collector.
+
+kopf stops a timer at exit only by setting its ``stopped`` flag and does not wait for it. A
+resync timer in the middle of an auth call used to outlive the operator's cleanup: the
+cleanup closed the auth client, the call failed, the handler wrote a status and kopf patched
+it through a fresh aiohttp session after it had closed its own — a session nobody closed,
+reported as ``ResourceWarning``/``PytestUnraisableExceptionWarning`` in whichever later test
+the garbage collector ran. Here a resync is caught in an auth call that only ends when the
+auth client is shut down, and the operator is stopped: the call must have been abandoned
+before the cleanup closed the client, and nothing the operator opened may be left unclosed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from limen.errors import ConnectionProblem
+from limen.operator.auth import Endpoint, LimenAuth
+from limen.operator.context import OperatorContext
+from limen.operator.main import run
+from limen.operator.settings import OperatorConfig
+
+from .fixtures import KubeAPI
+
+NS = "team-a"
+
+
+class StuckAuth(LimenAuth):
+    """Auth that accepts everything until ``stuck`` is set; then a read hangs until the
+    client is shut down (and fails then, as a real call on a closed client does)."""
+
+    def __init__(self) -> None:
+        super().__init__(self._no_endpoint, call_timeout=30.0)
+        self.stuck = threading.Event()
+        self.entered = threading.Event()
+        self.in_flight = 0
+        self.in_flight_at_shutdown: int | None = None
+        self.cancelled = 0
+        self._closed: asyncio.Event | None = None
+
+    @staticmethod
+    def _no_endpoint() -> Endpoint:
+        raise AssertionError("the stand-in opens no connection")
+
+    async def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        if not self.stuck.is_set():
+            return None
+        self._closed = self._closed or asyncio.Event()
+        self.in_flight += 1
+        self.entered.set()
+        try:
+            await self._closed.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        raise ConnectionProblem("the auth client was closed")
+
+    async def apply(self, document: Any) -> str:
+        return "created"
+
+    async def shutdown(self) -> None:
+        self.in_flight_at_shutdown = self.in_flight
+        if self._closed is not None:
+            self._closed.set()
+        await super().shutdown()
+
+
+def unclosed_resources() -> list[str]:
+    """ResourceWarnings raised while collecting garbage now."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+        gc.collect()
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_resync_in_flight_is_abandoned_before_the_cleanup(
+        kube_api: KubeAPI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig_path))
+    kube_api.create_namespace(NS)
+    config = OperatorConfig(resync_seconds=0.2, retry_seconds=0.2, image="limen:test")
+    auth = StuckAuth()
+    ctx = OperatorContext(config=config, auth=auth)
+    stop, started = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def operate() -> None:
+        try:
+            asyncio.run(run(config, ctx=ctx, namespaces=[NS], standalone=True,
+                            stop_flag=stop,  # type: ignore[arg-type]
+                            ready_flag=started))  # type: ignore[arg-type]
+        except BaseException as err:
+            failures.append(err)
+
+    unclosed_resources()  # whatever earlier tests left, not this test's business
+    thread = threading.Thread(target=operate, name="operator", daemon=True)
+    thread.start()
+    try:
+        kube_api.wait_for(lambda: started.is_set() or failures, 30, "the operator to start")
+        kube_api.create({"apiVersion": "limen.dev/v1alpha1", "kind": "Role",
+                         "metadata": {"name": "dev", "namespace": NS},
+                         "spec": {"allow": {"logins": ["ubuntu"]}}})
+        kube_api.wait_for(lambda: (kube_api.get("roles", "dev", NS) or {}).get(
+            "status", {}).get("limenName"), 20, "the first reconcile")
+        auth.stuck.set()
+        kube_api.wait_for(auth.entered.is_set, 20, "a resync stuck in an auth call")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), "the operator did not stop"
+    assert not failures, failures
+    assert auth.cancelled == 1  # the resync was abandoned when the operator stopped ...
+    assert auth.in_flight_at_shutdown == 0  # ... before the cleanup closed the client
+    assert unclosed_resources() == []
