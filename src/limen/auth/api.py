@@ -23,6 +23,8 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     POST /v1/trustedclusters/validate      a leaf's handshake, forwarded by the proxy
                                            (see limen.auth.trusted_root)
     /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.api_remote)
+    GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
+                                           auth (see limen.auth.api_trust)
 
 Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
 """
@@ -45,6 +47,7 @@ from limen.api.validation import validate
 from limen.auth import presence
 from limen.auth.api_agents import agent_routes
 from limen.auth.api_remote import remote_routes
+from limen.auth.api_trust import trust_routes
 from limen.auth.api_user import user_routes
 from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
@@ -92,6 +95,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(user_routes(auth, routes.identity, routes.role_set, recordings_dir(data_dir)))
     app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
     app.add_routes(remote_routes(auth, routes.identity, routes.role_set))
+    app.add_routes(trust_routes(auth, routes.identity))
     return app
 
 

@@ -8,7 +8,11 @@
 
     --roles proxy --auth-server HOST:PORT [--token T --ca-pin P]
         join auth directly (or reuse DATA_DIR/host) ─▶ SSH front, tunnel server, web; its
-        audit events go through the same outbox
+        audit events go through the same outbox; on a leaf, its links to the root clusters
+
+Both poll auth's trust answer (``limen.trust.remote.RemoteTrustCache``): the node trusts the
+enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
+the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does.
 
 Called by ``limen.cli.process.cluster_services``.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from limen.agents.audit_outbox import AuditOutbox
@@ -33,14 +37,16 @@ from limen.auth.client import AuthClient
 from limen.auth.service import host_uuid
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
-from limen.ca.keys import PublicKey, load_public_key
 from limen.cli.daemon import Service
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
 from limen.errors import BadParameter
 from limen.files import private_dir
+from limen.proxy.leaf import LeafLinks
 from limen.proxy.service import proxy_names
 from limen.recording.sink import sessions_dir
+from limen.trust.cache import trusted_role_map
+from limen.trust.remote import RemoteTrustCache
 
 __all__ = ["remote_services"]
 
@@ -76,6 +82,8 @@ class _RemoteProxy:
         self.proxy = ProxyComponent(settings, self.outbox, credentials,
                                     lambda: settings.join.auth_server,
                                     register_address=self._register)
+        self.trust: RemoteTrustCache | None = None
+        self.links: LeafLinks | None = None
 
     async def _register(self, address: str) -> None:
         client = await self.proxy.auth_client()
@@ -86,9 +94,18 @@ class _RemoteProxy:
             raise BadParameter("a proxy started apart from auth needs --auth-server HOST:PORT")
         listeners = await self.proxy.start()
         await self.outbox.start()
+        assert self.proxy.ssh is not None
+        creds = self.proxy.ssh.credentials
+        self.trust = RemoteTrustCache(self.proxy.auth_client, creds.cluster, creds.user_ca_keys)
+        self.links = LeafLinks(self.trust, lambda: self.proxy.ssh, self.outbox)
+        await self.trust.start()
+        await self.links.start()
         return listeners
 
     async def stop(self) -> None:
+        for part in (self.links, self.trust):
+            if part is not None:
+                await part.stop()
         await self.outbox.stop()
         await self.proxy.stop()
 
@@ -101,6 +118,7 @@ class _RemoteNode:
         self.node: NodeService | None = None
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
+        self.trust: RemoteTrustCache | None = None
         self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
@@ -115,21 +133,24 @@ class _RemoteNode:
         self.outbox = _outbox(settings, link.client)
         sink = AuthRecordingSink(link)
         labels = DynamicLabels(settings.node.labels, settings.node.commands)
-        user_cas: Mapping[str, Sequence[PublicKey]] = {
-            creds.cluster: [load_public_key(k) for k in creds.user_ca_keys]}
+        self.trust = trust = RemoteTrustCache(link.client, creds.cluster, creds.user_ca_keys)
         config = NodeServerConfig(credentials=creds, labels=settings.node.labels,
                                   data_dir=settings.data_dir)
         self.node = NodeService(
-            config, settings.listeners.node_ssh, lambda: user_cas,
-            StoreAccessPolicy(AuthRoleLookup(link), labels.current, cluster=creds.cluster),
+            config, settings.listeners.node_ssh, trust.ssh_user_trust,
+            StoreAccessPolicy(AuthRoleLookup(link), labels.current, cluster=creds.cluster,
+                              map_roles=trusted_role_map(trust)),
             self.outbox, sink, lambda: tunnel, labels=labels, on_tunnel=link.attach)
         await self.outbox.start()
         listeners = await self.node.start()
+        await trust.start()
         self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
                                           name="recording uploads")
         return listeners
 
     async def stop(self) -> None:
+        if self.trust is not None:
+            await self.trust.stop()
         if self._retry is not None:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):

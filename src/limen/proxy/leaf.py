@@ -48,7 +48,7 @@ from limen.events.event import make_event
 from limen.net.address import format_address, parse_address
 from limen.net.http import ApiClient
 from limen.proxy.sshproxy import ProxySSHService
-from limen.trust.cache import TrustCache, TrustedRoot
+from limen.trust.cache import TrustedRoot, TrustView
 from limen.tunnel.agent import PreparedDial, TunnelAgent
 from limen.tunnel.backoff import Backoff
 from limen.tunnel.protocol import DialRequest
@@ -109,7 +109,7 @@ class LeafLinks:
 
     name = "cluster-links"
 
-    def __init__(self, cache: TrustCache, proxy: Callable[[], ProxySSHService | None],
+    def __init__(self, cache: TrustView, proxy: Callable[[], ProxySSHService | None],
                  emitter: Emitter, *, resync: float = 5.0,
                  heartbeat_interval: float | None = None,
                  backoff: Callable[[], Backoff] = Backoff,

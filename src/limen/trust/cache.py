@@ -16,10 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from limen.api.resources import Kind, Resource
-from limen.auth.trusted_root import TRUST_LABEL
+from limen.auth.leaf_trust import (
+    TRUST_TRUSTED_CLUSTER,
+    TRUSTED_CLUSTER_LABEL,
+    enabled_roots,
+    is_enabled,
+)
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
 from limen.errors import BadParameter
@@ -30,21 +35,13 @@ __all__ = [
     "TRUSTED_CLUSTER_LABEL",
     "TRUST_TRUSTED_CLUSTER",
     "TrustCache",
+    "TrustView",
     "TrustedRoot",
     "is_enabled",
     "trusted_role_map",
 ]
 
 log = logging.getLogger(__name__)
-
-TRUST_TRUSTED_CLUSTER = "trusted-cluster"
-"""``limen.dev/trust`` value of a root's CAs stored on the leaf."""
-TRUSTED_CLUSTER_LABEL = "limen.dev/trusted-cluster"
-"""Names the TrustedCluster a root CA on the leaf belongs to."""
-
-
-def is_enabled(trusted_cluster: Resource) -> bool:
-    return trusted_cluster.spec.get("enabled", True) is not False
 
 
 @dataclass(frozen=True)
@@ -61,6 +58,21 @@ class TrustedRoot:
     """``spec.proxy_address`` of the TrustedCluster."""
     tunnel_address: str = ""
     """``spec.tunnel_address``; empty: asked from the root proxy's ping."""
+
+
+class TrustView(Protocol):
+    """What the node's verifier and policy and the leaf proxy's links read: :class:`TrustCache`
+    in the auth process, ``limen.trust.remote.RemoteTrustCache`` in a node or proxy running
+    apart from auth."""
+
+    @property
+    def roots(self) -> Mapping[str, TrustedRoot]: ...
+
+    def user_cas(self) -> list[CertAuthority]: ...
+
+    def role_names(self, identity: Identity) -> list[str]: ...
+
+    async def wait_changed(self, within: float | None = None) -> bool: ...
 
 
 class TrustCache:
@@ -83,35 +95,21 @@ class TrustCache:
         return True
 
     async def refresh(self) -> None:
-        local = self.local_cluster()
-        declared = {r.name: r for r in await self.store.list(Kind.TRUSTED_CLUSTER)}
         roots: dict[str, TrustedRoot] = {}
-        others: dict[tuple[str, CertAuthorityType], CertAuthority] = {}
-        for res in await self.store.list(Kind.CERT_AUTHORITY):
-            if res.labels.get(TRUST_LABEL) != TRUST_TRUSTED_CLUSTER or res.spec.get("disabled"):
-                continue
-            owner = declared.get(res.labels.get(TRUSTED_CLUSTER_LABEL, ""))
-            if owner is None or not is_enabled(owner):
-                continue
+        for name, entry in (await enabled_roots(self.store, self.local_cluster())).items():
+            spec = entry.trusted_cluster.spec
             try:
-                ca = CertAuthority.from_dict(res.spec)
-                role_map = compile_role_map(owner.spec.get("role_map") or [])
+                role_map = compile_role_map(spec.get("role_map") or [])
             except BadParameter as err:
-                log.warning("ignoring trusted root CA %s: %s", res.name, err)
+                log.warning("ignoring trusted root %s: %s", name, err)
                 continue
-            if ca.cluster == local:
-                continue
-            if ca.type is CertAuthorityType.USER:
-                spec = owner.spec
-                roots[ca.cluster] = TrustedRoot(
-                    owner.name, ca.cluster, ca, role_map,
-                    proxy_address=str(spec.get("proxy_address") or ""),
-                    tunnel_address=str(spec.get("tunnel_address") or ""))
-            else:
-                others[(ca.cluster, ca.type)] = ca
-        self._roots = {name: replace(
-            root, host_ca=others.get((name, CertAuthorityType.HOST)),
-            tls_ca=others.get((name, CertAuthorityType.TLS))) for name, root in roots.items()}
+            roots[name] = TrustedRoot(
+                entry.trusted_cluster.name, name, entry.cas[CertAuthorityType.USER], role_map,
+                host_ca=entry.cas.get(CertAuthorityType.HOST),
+                tls_ca=entry.cas.get(CertAuthorityType.TLS),
+                proxy_address=str(spec.get("proxy_address") or ""),
+                tunnel_address=str(spec.get("tunnel_address") or ""))
+        self._roots = roots
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -131,6 +129,6 @@ class TrustCache:
         return map_roles(identity.roles, root.role_map)
 
 
-def trusted_role_map(cache: TrustCache) -> Callable[[Identity], Sequence[str]]:
+def trusted_role_map(cache: TrustView) -> Callable[[Identity], Sequence[str]]:
     """What ``StoreAccessPolicy(map_roles=...)`` takes: a root identity's local roles."""
     return cache.role_names

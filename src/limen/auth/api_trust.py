@@ -1,0 +1,85 @@
+"""Auth API route that tells this cluster's own agents and proxies what it trusts::
+
+    GET /v1/trust/roots[?revision=R]
+        ◀── {cluster, revision, user_ca, roots: [{trusted_cluster, root_cluster,
+              proxy_address, tunnel_address, role_map, cas: {user, host?, tls?}}]}
+        ◀── {cluster, revision: R, unchanged: true}     when R is still current
+
+``user_ca`` is this cluster's own user CA (all its trusted keys: a CA rotation shows here);
+``roots`` are the enabled trusted root clusters exactly as the auth process's ``TrustCache``
+sees them (``limen.auth.leaf_trust.enabled_roots``). Every CA is a
+``CertAuthority.public_only()`` dict: public keys and CA certificates, never a private key.
+``revision`` is a digest of the answer, so a poller that already has it gets a short reply.
+
+Only system identities of this cluster that verify users' certificates (node, proxy, db, kube,
+app; admins) may call it; users, even with rules, are refused. The caller is
+``limen.trust.remote.RemoteTrustCache`` in a node or proxy started apart from auth. Registered
+by ``limen.auth.api.build_app``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from limen.api.resources import Kind
+from limen.auth.authz import require_system
+from limen.auth.leaf_trust import enabled_roots
+from limen.auth.server import AuthServer
+from limen.ca.authority import CertAuthorityType
+from limen.ca.identity import Identity, SystemRole
+
+__all__ = ["TRUST_ROOTS_PATH", "trust_answer", "trust_routes"]
+
+TRUST_ROOTS_PATH = "/v1/trust/roots"
+_CALLERS = (SystemRole.NODE, SystemRole.PROXY, SystemRole.DB, SystemRole.KUBE, SystemRole.APP)
+
+IdentityOf = Callable[[web.Request], Awaitable[Identity]]
+
+
+async def trust_answer(auth: AuthServer) -> dict[str, Any]:
+    """The full answer (see the module doc), ``revision`` included."""
+    own = (await auth.authorities.trusted(CertAuthorityType.USER))[auth.cluster_name]
+    roots = []
+    for name, entry in sorted((await enabled_roots(auth.store, auth.cluster_name)).items()):
+        spec = entry.trusted_cluster.spec
+        roots.append({
+            "trusted_cluster": entry.trusted_cluster.name, "root_cluster": name,
+            "proxy_address": str(spec.get("proxy_address") or ""),
+            "tunnel_address": str(spec.get("tunnel_address") or ""),
+            "role_map": list(spec.get("role_map") or []),
+            "cas": {ca_type.value: ca.public_only().to_dict()
+                    for ca_type, ca in sorted(entry.cas.items())},
+        })
+    answer: dict[str, Any] = {"cluster": auth.cluster_name,
+                              "user_ca": own.public_only().to_dict(), "roots": roots}
+    text = json.dumps(answer, sort_keys=True, separators=(",", ":"), default=str)
+    answer["revision"] = hashlib.sha256(text.encode()).hexdigest()[:32]
+    return answer
+
+
+def trust_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef]:
+    cached: dict[str, Any] = {}
+
+    async def roots(request: web.Request) -> web.Response:
+        identity = await identity_of(request)
+        require_system(identity, _CALLERS)
+        # Recompute only when a TrustedCluster or a CertAuthority changed (parsing CAs is the
+        # cost; every agent polls every few seconds).
+        listed = [*await auth.store.list(Kind.TRUSTED_CLUSTER),
+                  *await auth.store.list(Kind.CERT_AUTHORITY)]
+        revisions = tuple(sorted((r.kind.value, r.name, r.revision) for r in listed))
+        if cached.get("inputs") != revisions:
+            cached["answer"] = await trust_answer(auth)
+            cached["inputs"] = revisions
+        answer: dict[str, Any] = cached["answer"]
+        if request.query.get("revision") == answer["revision"]:
+            return web.json_response({"cluster": answer["cluster"],
+                                      "revision": answer["revision"], "unchanged": True})
+        return web.json_response(answer)
+
+    return [web.get(TRUST_ROOTS_PATH, roots)]

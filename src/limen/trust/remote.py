@@ -1,0 +1,223 @@
+"""What a node or proxy running apart from auth trusts: auth's trust answer, polled.
+
+::
+
+    RemoteTrustCache ──every `interval` s──▶ auth GET /v1/trust/roots?revision=R
+      (node: through its tunnel's route to auth; proxy: the auth API directly)
+      ◀── unchanged ─────────────── keep everything; the answer is fresh again
+      ◀── {user_ca, roots} ──────── own user CA keys (rotation) + the enabled roots, each with
+                                    its user/host/TLS CAs (public only), addresses and role_map
+                                    ─▶ wait_changed() wakes LeafLinks (the proxy's root links)
+      ✗ auth unreachable ────────── keep the last answer for `max_stale` s (60), then drop
+                                    every root: only this cluster's own users stay trusted
+
+It offers what :class:`~limen.trust.cache.TrustCache` offers in the auth process (the
+:class:`~limen.trust.cache.TrustView` protocol): ``roots``, ``user_cas()``, ``role_names()``,
+``wait_changed()``, plus :meth:`RemoteTrustCache.ssh_user_trust`, the node's
+``cluster -> user CA keys`` map. Deny by default: before the first answer no root is trusted;
+a malformed root (a private key, a CA of the wrong cluster or type, a bad role_map, this
+cluster's own name) is ignored and logged. A daemon service; called by
+``limen.cli.process_remote``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from limen.auth.api_trust import TRUST_ROOTS_PATH
+from limen.auth.client import AuthClient
+from limen.ca.authority import CertAuthority, CertAuthorityType
+from limen.ca.identity import Identity
+from limen.ca.keys import PublicKey, load_public_key
+from limen.errors import BadParameter, LimenError
+from limen.trust.cache import TrustedRoot
+from limen.trust.rolemap import compile_role_map, map_roles
+
+__all__ = ["RemoteTrustCache", "parse_root"]
+
+log = logging.getLogger(__name__)
+
+
+def _ca(doc: Any, cluster: str, ca_type: CertAuthorityType) -> CertAuthority:
+    if not isinstance(doc, Mapping):
+        raise BadParameter(f"the {ca_type.value} CA of {cluster} is not an object")
+    pairs = [doc.get("active"), *(doc.get("additional_trusted") or [])]
+    if any(isinstance(p, Mapping) and "private_key" in p for p in pairs):
+        raise BadParameter(f"the {ca_type.value} CA of {cluster} carries a private key")
+    ca = CertAuthority.from_dict(doc)
+    if ca.cluster != cluster or ca.type is not ca_type:
+        raise BadParameter(f"a {ca.type.value} CA of {ca.cluster!r} was sent as the "
+                           f"{ca_type.value} CA of {cluster!r}")
+    return ca.public_only()
+
+
+def parse_root(doc: Any, local_cluster: str) -> TrustedRoot:
+    """One entry of ``roots`` checked and compiled; :class:`BadParameter` when unusable."""
+    if not isinstance(doc, Mapping):
+        raise BadParameter("a trusted root must be an object")
+    name = doc.get("root_cluster")
+    if not isinstance(name, str) or not name:
+        raise BadParameter("a trusted root needs root_cluster")
+    if name == local_cluster:
+        raise BadParameter(f"{name!r} is this cluster's own name")
+    cas = doc.get("cas")
+    if not isinstance(cas, Mapping) or "user" not in cas:
+        raise BadParameter(f"the trusted root {name} has no user CA")
+    optional = {t: _ca(cas[t.value], name, t) for t in (CertAuthorityType.HOST,
+                                                        CertAuthorityType.TLS)
+                if cas.get(t.value) is not None}
+    role_map = doc.get("role_map") or []
+    if not isinstance(role_map, list):
+        raise BadParameter(f"the role_map of {name} must be a list")
+    return TrustedRoot(
+        str(doc.get("trusted_cluster") or name), name, _ca(cas["user"], name,
+                                                           CertAuthorityType.USER),
+        compile_role_map(role_map), host_ca=optional.get(CertAuthorityType.HOST),
+        tls_ca=optional.get(CertAuthorityType.TLS),
+        proxy_address=str(doc.get("proxy_address") or ""),
+        tunnel_address=str(doc.get("tunnel_address") or ""))
+
+
+class RemoteTrustCache:
+    """See the module doc. ``client()`` returns the caller's auth client (it may wait for the
+    route to auth); ``user_ca_keys`` are this cluster's user CA keys known at join."""
+
+    name = "trust"
+
+    def __init__(self, client: Callable[[], Awaitable[AuthClient]], local_cluster: str,
+                 user_ca_keys: Sequence[str], *, interval: float = 3.0,
+                 max_stale: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.local_cluster = local_cluster
+        self.interval = interval
+        self.max_stale = max_stale
+        self.clock = clock
+        self._own: tuple[PublicKey, ...] = tuple(load_public_key(k) for k in user_ca_keys)
+        self._roots: dict[str, TrustedRoot] = {}
+        self._revision = ""
+        self._fresh_at: float | None = None
+        """When auth last answered (clock); None: never, or the roots were dropped as stale."""
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ TrustView
+
+    def _current(self) -> dict[str, TrustedRoot]:
+        """The roots, or none once auth's last answer is older than ``max_stale``."""
+        if self._fresh_at is None or self.clock() - self._fresh_at > self.max_stale:
+            return {}
+        return self._roots
+
+    @property
+    def roots(self) -> Mapping[str, TrustedRoot]:
+        return dict(self._current())
+
+    def user_cas(self) -> list[CertAuthority]:
+        """The trusted roots' user CAs (public)."""
+        return [root.user_ca for root in self._current().values()]
+
+    def role_names(self, identity: Identity) -> list[str]:
+        """Local roles of ``identity`` of a trusted root; nothing for any other cluster."""
+        root = self._current().get(identity.cluster)
+        if root is None or identity.cluster == self.local_cluster:
+            return []
+        return map_roles(identity.roles, root.role_map)
+
+    def wait_changed(self, within: float | None = None) -> Coroutine[Any, Any, bool]:
+        """Wait for the next change of the roots (True) or ``within`` seconds (False); the
+        change counted is the first one after this call (not after the first await)."""
+        return self._wait(self._changed, within)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, within: float | None) -> bool:
+        try:
+            async with asyncio.timeout(within):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def ssh_user_trust(self) -> Mapping[str, Sequence[PublicKey]]:
+        """``cluster -> user CA keys``: this cluster's own and every trusted root's."""
+        trust: dict[str, Sequence[PublicKey]] = {self.local_cluster: self._own}
+        for name, root in self._current().items():
+            trust[name] = root.user_ca.trusted_public_keys()
+        return trust
+
+    # ------------------------------------------------------------------ polling
+
+    async def start(self) -> dict[str, str]:
+        self._task = asyncio.create_task(self._run(), name="trust-poll")
+        return {}
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.interval)
+
+    async def refresh(self) -> bool:
+        """Ask auth once; True when it answered. On failure, expire a stale state."""
+        try:
+            client = await self.client()
+            answer = await client.call("GET", TRUST_ROOTS_PATH,
+                                       params={"revision": self._revision} if self._revision
+                                       else None)
+            if not isinstance(answer, dict) or answer.get("cluster") != self.local_cluster:
+                raise BadParameter("auth's trust answer names another cluster")
+        except asyncio.CancelledError:
+            raise
+        except (LimenError, OSError) as err:
+            self._failed(str(err))
+            return False
+        if not answer.get("unchanged"):
+            self._apply(answer)
+        self._fresh_at = self.clock()
+        return True
+
+    def _failed(self, reason: str) -> None:
+        if self._fresh_at is None:
+            log.warning("trusted roots: cannot ask auth (%s)", reason)
+            return
+        stale_for = self.clock() - self._fresh_at
+        if stale_for <= self.max_stale:
+            log.warning("trusted roots: cannot ask auth (%s); keeping the last answer", reason)
+            return
+        log.warning("trusted roots: no answer from auth for %.0f s (%s): trusting no root "
+                    "cluster until it answers", stale_for, reason)
+        self._fresh_at, self._revision = None, ""
+        self._set({})
+
+    def _apply(self, answer: Mapping[str, Any]) -> None:
+        try:
+            own = _ca(answer.get("user_ca"), self.local_cluster, CertAuthorityType.USER)
+            self._own = own.trusted_public_keys()
+        except BadParameter as err:
+            log.warning("trusted roots: keeping this cluster's user CA keys: %s", err)
+        roots: dict[str, TrustedRoot] = {}
+        raw = answer.get("roots")
+        for doc in raw if isinstance(raw, list) else []:
+            try:
+                root = parse_root(doc, self.local_cluster)
+            except BadParameter as err:
+                log.warning("trusted roots: ignoring a root: %s", err)
+                continue
+            roots[root.root_cluster] = root
+        self._revision = str(answer.get("revision") or "")
+        self._set(roots)
+
+    def _set(self, roots: dict[str, TrustedRoot]) -> None:
+        self._roots = roots
+        self._changed.set()
+        self._changed = asyncio.Event()
