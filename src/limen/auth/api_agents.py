@@ -74,6 +74,7 @@ def agent_routes(auth: AuthServer, identity_of: IdentityOf,
         if not isinstance(raw, list) or len(raw) > MAX_EVENTS_PER_CALL:
             raise BadParameter(f"events must be a list of at most {MAX_EVENTS_PER_CALL}")
         parsed: list[AuditEvent] = []
+        in_batch: set[str] = set()
         for index, item in enumerate(raw):
             if not isinstance(item, dict):
                 raise BadParameter(f"events[{index}] must be an object")
@@ -81,8 +82,9 @@ def agent_routes(auth: AuthServer, identity_of: IdentityOf,
             if event.cluster != auth.cluster_name:
                 raise BadParameter(f"events[{index}] names cluster {event.cluster!r}, not "
                                    f"{auth.cluster_name!r}")
-            if event.uid in seen:
+            if event.uid in seen or event.uid in in_batch:
                 continue
+            in_batch.add(event.uid)
             fields = {**event.fields, "server_id": identity.host_id}
             parsed.append(AuditEvent(event.type, event.code, event.time, event.uid,
                                      event.cluster, event.success, event.user, fields))
