@@ -8,6 +8,8 @@ reported as ``ResourceWarning``/``PytestUnraisableExceptionWarning`` in whicheve
 the garbage collector ran. Here a resync is caught in an auth call that only ends when the
 auth client is shut down, and the operator is stopped: the call must have been abandoned
 before the cleanup closed the client, and nothing the operator opened may be left unclosed.
+Then ``run_timer``/``stop_timers`` on their own: a timer kopf never flagged (spawned while the
+operator stopped) is stopped by the cleanup too, and runs nothing afterwards.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
+from kopf._core.intents.stoppers import DaemonStopper  # what kopf hands timers as `stopped`
 
 from limen.errors import ConnectionProblem
 from limen.operator.auth import Endpoint, LimenAuth
@@ -121,3 +125,54 @@ def test_a_resync_in_flight_is_abandoned_before_the_cleanup(
     assert auth.cancelled == 1  # the resync was abandoned when the operator stopped ...
     assert auth.in_flight_at_shutdown == 0  # ... before the cleanup closed the client
     assert unclosed_resources() == []
+
+
+async def test_cleanup_stops_a_timer_kopf_never_flagged() -> None:
+    ctx = OperatorContext(config=OperatorConfig(image="limen:test"))
+    never_set: kopf.DaemonStopped = DaemonStopper().async_waiter
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def reconcile() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # an auth call that does not return
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def timer() -> None:  # kopf's timer loop: run, then sleep until the next interval
+        while True:
+            await ctx.run_timer(reconcile(), never_set)
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(timer())
+    async with asyncio.timeout(5):
+        await started.wait()
+        await ctx.stop_timers(0.2)
+    assert cancelled.is_set()  # the reconcile was abandoned ...
+    assert task.done()  # ... and the timer, asleep and never flagged, cancelled
+
+    ran: list[str] = []
+
+    async def late() -> None:
+        ran.append("reconcile")
+
+    await ctx.run_timer(late(), never_set)  # a timer firing after the cleanup does nothing
+    assert ran == []
+
+
+async def test_a_flagged_timer_abandons_its_work() -> None:
+    ctx = OperatorContext(config=OperatorConfig(image="limen:test"))
+    stopper = DaemonStopper()
+    entered = asyncio.Event()
+
+    async def reconcile() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    run = asyncio.create_task(ctx.run_timer(reconcile(), stopper.async_waiter))
+    async with asyncio.timeout(5):
+        await entered.wait()
+        stopper.set()
+        await run  # returns (the work cancelled) instead of waiting forever
+    assert run.exception() is None

@@ -7,12 +7,15 @@ modules close over it when they register into a registry. The clock and the Even
 injectable so handlers are tested without waiting and without an API server.
 
 Timers and shutdown: kopf stops a timer on exit only by setting its ``stopped`` flag and does
-not wait for it (timers have no cancellation timeout), so a timer in the middle of a
-reconcile would outlive the operator's cleanup and patch its status through a fresh aiohttp
-session after kopf closed its own — a session nobody closes. :meth:`OperatorContext.run_timer`
-therefore abandons the reconcile as soon as ``stopped`` is set and remembers the timer's task;
-the cleanup handler awaits those tasks (:meth:`OperatorContext.stop_timers`) before it closes
-the auth and Kubernetes clients, and kopf closes its sessions after that.
+not wait for it (timers have no cancellation timeout); a timer spawned by an event handled
+while the operator stops does not even get the flag. A timer in the middle of a reconcile then
+outlives the operator's cleanup and patches its status through a fresh aiohttp session after
+kopf closed its own — a session nobody closes. So timers run their work through
+:meth:`OperatorContext.run_timer`, which abandons it (cancelled) when ``stopped`` is set or the
+operator is stopping, and runs nothing once it is; the cleanup handler calls
+:meth:`OperatorContext.stop_timers` first (stop every reconcile, let each timer finish its
+last status patch, cancel the ones still alive), then closes the auth and Kubernetes clients;
+kopf closes its own sessions after that.
 Called by ``limen.operator.main``, ``limen.operator.resources`` and ``limen.operator.cluster``.
 """
 
@@ -62,6 +65,7 @@ class OperatorContext:
     """Reconciles run, by object uid (tests and the benchmark read it)."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _timers: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def lock(self, uid: str) -> asyncio.Lock:
         """Serialises the handlers and the resync timer of one object."""
@@ -71,17 +75,17 @@ class OperatorContext:
         self._locks.pop(uid, None)
 
     async def run_timer(self, work: Coroutine[Any, Any, None], stopped: kopf.DaemonStopped) -> None:
-        """Run a timer's ``work`` unless the operator is stopping; abandon it (cancelled) as
-        soon as ``stopped`` is set. The calling task (kopf's timer) is remembered for
-        :meth:`stop_timers`."""
+        """Run a timer's ``work``; abandon it (cancelled) as soon as ``stopped`` is set or the
+        operator is stopping, and run nothing once it is. The calling task (kopf's timer) is
+        remembered for :meth:`stop_timers`."""
         task = asyncio.current_task()
         if task is not None:
             self._timers.add(task)
-        if stopped:
+        if stopped or self._stopping.is_set():
             work.close()
             return
         job = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(_flag(stopped))
+        stop = asyncio.ensure_future(self._stopped(stopped))
         try:
             await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -92,8 +96,11 @@ class OperatorContext:
             job.result()
 
     async def stop_timers(self, grace: float) -> None:
-        """Wait until every timer task that ran :meth:`run_timer` has finished (kopf set their
-        ``stopped`` flags before cleanup); cancel those still running after ``grace`` seconds."""
+        """At cleanup: abandon every reconcile a timer runs, give the timers ``grace`` seconds
+        to write their last status and end (kopf set the ``stopped`` flag of those it knew
+        of), then cancel the ones still alive (e.g. a timer kopf did not flag, sleeping until
+        its next run)."""
+        self._stopping.set()
         current = asyncio.current_task()
         running = {t for t in self._timers if t is not current and not t.done()}
         if not running:
@@ -103,6 +110,16 @@ class OperatorContext:
             task.cancel()
         if late:
             await asyncio.wait(late)
+
+    async def _stopped(self, stopped: kopf.DaemonStopped) -> None:
+        """Returns when ``stopped`` is set or the operator is stopping."""
+        flag = asyncio.ensure_future(_flag(stopped))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({flag, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            flag.cancel()
+            stopping.cancel()
 
 
 async def _flag(stopped: kopf.DaemonStopped) -> None:

@@ -54,6 +54,10 @@ __all__ = [
     "write_operator_identity",
 ]
 
+TIMER_GRACE_SECONDS = 2.0
+"""At cleanup, how long the timers get to write their last status once their reconciles are
+abandoned (one status patch) before they are cancelled."""
+
 
 def build_context(config: OperatorConfig) -> OperatorContext:
     """The operator's shared state; the auth client connects lazily, on the first call."""
@@ -83,7 +87,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         # the timers first: one finishing later would patch through a session nobody closes
-        await ctx.stop_timers(ctx.config.call_timeout_seconds + 5.0)
+        await ctx.stop_timers(TIMER_GRACE_SECONDS)
         if ctx.auth is not None:
             await ctx.auth.shutdown()
         if ctx.kube is not None:
