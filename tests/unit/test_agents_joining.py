@@ -114,7 +114,7 @@ async def test_saved_credentials_need_no_token(auth: AuthServer, tmp_path: Path)
 
 
 @pytest.mark.parametrize(("role", "join", "message"), [
-    (SystemRole.NODE, {}, r"no saved credentials in .*give --token"),
+    (SystemRole.NODE, {}, r"credentials in .* are missing: give --token"),
     (SystemRole.NODE, {"token": "t", "proxy": "127.0.0.1:1"}, r"--ca-pin \(join.ca_pin\)"),
     (SystemRole.PROXY, {"token": "t", "ca_pin": "sha256:00", "proxy": "127.0.0.1:1"},
      r"proxy started apart from auth needs --auth-server"),

@@ -57,8 +57,10 @@ async def load_or_join(settings: Settings, role: SystemRole, host_id: str,
         return saved
     join = settings.join
     if not join.token:
-        raise BadParameter(f"no saved credentials in {directory}: give --token (and --ca-pin) "
-                           "to join the cluster")
+        state = ("expire within the hour" if (directory / "meta.json").is_file()
+                 else "are missing")
+        raise BadParameter(f"the credentials in {directory} {state}: give --token (and "
+                           "--ca-pin) to join the cluster")
     if not join.ca_pin:
         raise BadParameter("--ca-pin (join.ca_pin) is needed with --token: the sha256 pin "
                            "printed with the token by `lmctl tokens add`")
