@@ -2,7 +2,8 @@
 
 ::
 
-    TrustCache (limen.trust: enabled TrustedClusters whose handshake is done)
+    TrustView (limen.trust: enabled TrustedClusters whose handshake is done; the TrustCache
+               beside auth, a RemoteTrustCache polling auth in a proxy apart from it)
       └─ LeafLinks.sync()  on every change (and every ``resync`` s, to retry)
            root R appears ─▶ tunnel address: spec.tunnel_address, else the root proxy's
                              /v1/webapi/ping "tunnel" (verified with R's TLS CA; a 0.0.0.0 or
@@ -25,7 +26,8 @@
 
 The node agent then verifies the same certificate itself (it trusts R's user CA through the
 TrustCache too), maps the roles and enforces this cluster's RBAC; the session is recorded and
-audited here with ``user_cluster``. A daemon service of ``limen start`` (``limen.cli.process``).
+audited here with ``user_cluster``. A daemon service of ``limen start``
+(``limen.cli.process``; ``limen.cli.process_remote`` for a proxy apart from auth).
 """
 
 from __future__ import annotations

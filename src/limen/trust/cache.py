@@ -6,9 +6,11 @@ or sees): per trusted root cluster, its user CA and the compiled ``role_map`` of
 TrustedCluster that admitted it, plus what the leaf proxy's link to the root needs (the root's
 host and TLS CAs, its proxy and tunnel addresses). ``wait_changed()`` wakes that link manager
 (``limen.proxy.leaf``) after every refresh. Disabled or deleted TrustedClusters and disabled
-CAs are left out, so their certificates verify nowhere and map to nothing. Called by
-``limen.trust.reconciler`` (refresh) and ``limen.cli.process`` (the node's trust source and
-``StoreAccessPolicy(map_roles=trusted_role_map(cache))``).
+CAs are left out, so their certificates verify nowhere and map to nothing (the selection is
+``limen.auth.leaf_trust.enabled_roots``, shared with the auth API's ``/v1/trust/roots``).
+Called by ``limen.trust.reconciler`` (refresh) and ``limen.cli.process`` (the node's trust
+source and ``StoreAccessPolicy(map_roles=trusted_role_map(cache))``). :class:`TrustView` is
+what its readers need; ``limen.trust.remote.RemoteTrustCache`` offers it too, apart from auth.
 """
 
 from __future__ import annotations
