@@ -2,8 +2,9 @@
 
 :meth:`AuthLink.attach` opens the tunnel agent's loopback listener (each connection is spliced
 by the proxy to auth, mutual TLS end to end) and builds the :class:`AuthClient` on it; callers
-wait for that with :meth:`client`. Used by the remote role lookup, the audit outbox and the
-recording uploader of a separately run node (``limen.cli.process``).
+wait for that with :meth:`client`. Used by the remote role lookup, the audit outbox, the
+recording uploader and the trusted-roots poll (``limen.trust.remote``) of a separately run node
+(``limen.cli.process_remote``).
 """
 
 from __future__ import annotations
