@@ -39,7 +39,8 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import PublicKey
 from limen.errors import BadParameter, ConnectionProblem, LimenError
-from limen.net.address import bind_tcp, parse_address, socket_address
+from limen.net.address import parse_address
+from limen.tunnel.auth_route import LocalAuthListener
 from limen.tunnel.backoff import Backoff
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
@@ -60,7 +61,7 @@ from limen.tunnel.protocol import (
     encode,
     format_preamble,
 )
-from limen.tunnel.relay import Relay, RelayProtocol, tune_socket
+from limen.tunnel.relay import tune_socket
 from limen.tunnel.sshopts import (
     COMPRESSION,
     ENCRYPTION_ALGS,
@@ -145,7 +146,7 @@ class TunnelAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._connects: dict[int, asyncio.Future[str]] = {}
-        self._auth_server: asyncio.Server | None = None
+        self._auth_listener: LocalAuthListener | None = None
         self._welcomed_at: float | None = None
         self._changed = asyncio.Event()
 
@@ -156,9 +157,9 @@ class TunnelAgent:
             self._task = asyncio.create_task(self._run(), name=f"tunnel-agent {self.address}")
 
     async def stop(self) -> None:
-        if self._auth_server is not None:
-            self._auth_server.close()
-            self._auth_server = None
+        if self._auth_listener is not None:
+            self._auth_listener.close()
+            self._auth_listener = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -363,28 +364,13 @@ class TunnelAgent:
     # ------------------------------------------------------------------ auth through the proxy
 
     async def local_auth_listener(self, address: str = "127.0.0.1:0") -> str:
-        """A loopback listener whose connections reach the auth API through the proxy
-        (``AuthClient(returned_address, credentials)`` works unchanged: its mutual TLS runs
-        end to end inside the spliced connection)."""
-        sock = bind_tcp(address)
-        self._auth_server = await asyncio.get_running_loop().create_server(
-            self._accept_auth_client, sock=sock)
-        return socket_address(sock)
-
-    def _accept_auth_client(self) -> asyncio.Protocol:
-        relay = Relay(idle_timeout=self.auth_idle_timeout, name="auth via proxy")
-        self._spawn(self._connect_auth(relay))
-        return relay.protocol(0)
-
-    async def _connect_auth(self, relay: Relay) -> None:
-        try:
-            nonce = await self.request_auth_nonce()
-            await asyncio.get_running_loop().create_connection(
-                lambda: _PreambleProtocol(relay, 1, format_preamble(nonce)),
-                self._host, self._port)
-        except (OSError, LimenError, TimeoutError) as err:
-            log.warning("tunnel agent: cannot reach auth through the proxy: %s", err)
-            relay.close("auth unreachable")
+        """A loopback listener whose connections reach the auth API through the proxy (see
+        :mod:`limen.tunnel.auth_route`); closed by :meth:`stop`."""
+        if self._auth_listener is None:
+            self._auth_listener = LocalAuthListener(
+                self.request_auth_nonce, self._host, self._port, self._spawn,
+                idle_timeout=self.auth_idle_timeout)
+        return await self._auth_listener.start(address)
 
     async def request_auth_nonce(self) -> str:
         """Ask the proxy for a data connection to auth; returns its nonce."""
@@ -408,15 +394,3 @@ class TunnelAgent:
                 from None
         finally:
             self._connects.pop(request_id, None)
-
-
-class _PreambleProtocol(RelayProtocol):
-    """A relay side that first writes the data-connection preamble."""
-
-    def __init__(self, relay: Relay, side: int, preamble: bytes) -> None:
-        super().__init__(relay, side)
-        self.preamble = preamble
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.preamble)  # type: ignore[attr-defined]
-        super().connection_made(transport)

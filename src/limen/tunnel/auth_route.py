@@ -1,0 +1,75 @@
+"""An agent's route to the auth API through its reverse tunnel.
+
+::
+
+    AuthClient ──TCP──▶ 127.0.0.1:P (this listener) ──▶ agent asks "connect auth" ──▶ new TCP
+    connection to the tunnel port, "LIMEN-DATA nonce\\n" ──▶ spliced by the proxy to auth
+
+The client's mutual TLS runs end to end inside the spliced connection, so
+``AuthClient(listener_address, credentials)`` works unchanged and the proxy sees only
+ciphertext. Created by :meth:`limen.tunnel.agent.TunnelAgent.local_auth_listener` (closed when
+the agent stops); used by separately run agents (``limen.agents.auth_link``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from limen.errors import LimenError
+from limen.net.address import bind_tcp, socket_address
+from limen.tunnel.protocol import format_preamble
+from limen.tunnel.relay import Relay, RelayProtocol
+
+__all__ = ["LocalAuthListener"]
+
+log = logging.getLogger(__name__)
+
+
+class LocalAuthListener:
+    def __init__(self, request_nonce: Callable[[], Awaitable[str]], tunnel_host: str,
+                 tunnel_port: int, spawn: Callable[[Awaitable[None]], None], *,
+                 idle_timeout: float = 600.0) -> None:
+        self._request_nonce = request_nonce
+        self._host, self._port = tunnel_host, tunnel_port
+        self._spawn = spawn
+        self.idle_timeout = idle_timeout
+        self._server: asyncio.Server | None = None
+
+    async def start(self, address: str = "127.0.0.1:0") -> str:
+        sock = bind_tcp(address)
+        self._server = await asyncio.get_running_loop().create_server(self._accept, sock=sock)
+        return socket_address(sock)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _accept(self) -> asyncio.Protocol:
+        relay = Relay(idle_timeout=self.idle_timeout, name="auth via proxy")
+        self._spawn(self._connect(relay))
+        return relay.protocol(0)
+
+    async def _connect(self, relay: Relay) -> None:
+        try:
+            nonce = await self._request_nonce()
+            await asyncio.get_running_loop().create_connection(
+                lambda: _PreambleProtocol(relay, 1, format_preamble(nonce)),
+                self._host, self._port)
+        except (OSError, LimenError, TimeoutError) as err:
+            log.warning("tunnel agent: cannot reach auth through the proxy: %s", err)
+            relay.close("auth unreachable")
+
+
+class _PreambleProtocol(RelayProtocol):
+    """A relay side that first writes the data-connection preamble."""
+
+    def __init__(self, relay: Relay, side: int, preamble: bytes) -> None:
+        super().__init__(relay, side)
+        self.preamble = preamble
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.preamble)  # type: ignore[attr-defined]
+        super().connection_made(transport)
