@@ -11,7 +11,8 @@ Modules: ``settings`` (config, branded kopf settings), ``naming`` (Limen names),
 (metav1.Condition status), ``documents`` (CR → Limen document, ownership, drift), ``auth``
 (auth API calls with deadlines), ``resources`` / ``cluster`` (handlers), ``cluster_builders``
 (owned objects), ``ca_secret`` (the CA Secret, seeding, operator identity), ``kube``
-(Kubernetes API in threads), ``main`` (assembly).
+(Kubernetes API in threads), ``kopf_session`` (kopf's session, its connections ended at exit),
+``context`` (shared state, timers at shutdown), ``main`` (assembly).
 
 Importing this package builds ``registry`` from ``LIMEN_OPERATOR_*`` variables and makes it
 kopf's default registry: that is what ``kopf run -m limen.operator`` runs. ``limen operator``

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import kopf
 
 from limen.operator.auth import LimenAuth
+from limen.operator.kopf_session import SessionTracker
 from limen.operator.settings import OperatorConfig
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class OperatorContext:
     """The Kubernetes API for the objects a Cluster owns (created at startup)."""
     clock: Callable[[], datetime] = utc_now
     post_event: EventPoster = kopf_event
+    sessions: SessionTracker = field(default_factory=SessionTracker)
+    """kopf's sessions to the Kubernetes API (made by the login handler, ended at exit)."""
     reconciles: Counter[str] = field(default_factory=Counter)
     """Reconciles run, by object uid (tests and the benchmark read it)."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)

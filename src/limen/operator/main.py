@@ -7,9 +7,12 @@ identity).
     limen operator [--namespace NS ... | --all-namespaces] [--standalone] [--liveness URL]
       └─ run() ──▶ build_context(config) ──▶ build_registry(ctx) ──▶ kopf.operator(...)
                        auth: LimenAuth              startup: configure_kopf, KubeApi
-                       (fixed address, or a         login: kubeconfig / service account
-                        local --data-dir)           User/Role/TrustedCluster/Resource,
+                       (fixed address, or a         login: kubeconfig / service account,
+                        local --data-dir)             kopf's session (kopf_session: its
+                                                      connections ended when kopf returns)
+                                                    User/Role/TrustedCluster/Resource,
                                                     Cluster handlers
+                                                    cleanup: timers, then auth and kube
     kopf run -m limen.operator   (the same registry, built from LIMEN_OPERATOR_* variables)
     limen operator seed-ca       auth pod's init container: CA Secret ──▶ auth's backend
     limen operator identity      an admin identity for the operator, from a data dir's TLS CA
@@ -54,6 +57,8 @@ __all__ = [
     "write_operator_identity",
 ]
 
+CONNECTION_GRACE_SECONDS = 5.0
+"""At exit, the longest wait for kopf's aborted connections to be closed."""
 TIMER_GRACE_SECONDS = 2.0
 """At cleanup, how long the timers get to write their last status once their reconciles are
 abandoned (one status patch) before they are cancelled."""
@@ -95,8 +100,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             ctx.kube = None
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kube_login(**kwargs)
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+        info = await asyncio.to_thread(kube_login, **kwargs)
+        return None if info is None else ctx.sessions.session(info)
 
     register_resource_handlers(registry, ctx)
     register_cluster_handlers(registry, ctx)
@@ -112,10 +118,14 @@ async def run(config: OperatorConfig, *, namespaces: Collection[str] = (),
     ctx = ctx or build_context(config)
     settings = kopf.OperatorSettings()
     configure_kopf(settings, config)
-    await kopf.operator(
-        registry=build_registry(ctx), settings=settings, clusterwide=not namespaces,
-        namespaces=list(namespaces), standalone=standalone or None,
-        liveness_endpoint=liveness, stop_flag=stop_flag, ready_flag=ready_flag)
+    try:
+        await kopf.operator(
+            registry=build_registry(ctx), settings=settings, clusterwide=not namespaces,
+            namespaces=list(namespaces), standalone=standalone or None,
+            liveness_endpoint=liveness, stop_flag=stop_flag, ready_flag=ready_flag)
+    finally:
+        # kopf closed its sessions; end the connections whose TLS shutdown is still running
+        await ctx.sessions.finish(CONNECTION_GRACE_SECONDS)
 
 
 # -- helper jobs -------------------------------------------------------------------------------
