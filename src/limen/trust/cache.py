@@ -41,9 +41,20 @@ __all__ = [
     "TrustedRoot",
     "is_enabled",
     "trusted_role_map",
+    "wait_event",
 ]
 
 log = logging.getLogger(__name__)
+
+
+async def wait_event(event: asyncio.Event, within: float | None) -> bool:
+    """True once ``event`` is set, False after ``within`` seconds (None: no limit)."""
+    try:
+        async with asyncio.timeout(within):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -88,13 +99,7 @@ class TrustCache:
 
     async def wait_changed(self, within: float | None = None) -> bool:
         """Wait for the next refresh (True) or ``within`` seconds (False)."""
-        event = self._changed
-        try:
-            async with asyncio.timeout(within):
-                await event.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._changed, within)
 
     async def refresh(self) -> None:
         roots: dict[str, TrustedRoot] = {}

@@ -35,7 +35,7 @@ from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
 from limen.ca.keys import PublicKey, load_public_key
 from limen.errors import BadParameter, LimenError
-from limen.trust.cache import TrustedRoot
+from limen.trust.cache import TrustedRoot, wait_event
 from limen.trust.rolemap import compile_role_map, map_roles
 
 __all__ = ["RemoteTrustCache", "parse_root"]
@@ -131,16 +131,7 @@ class RemoteTrustCache:
     def wait_changed(self, within: float | None = None) -> Coroutine[Any, Any, bool]:
         """Wait for the next change of the roots (True) or ``within`` seconds (False); the
         change counted is the first one after this call (not after the first await)."""
-        return self._wait(self._changed, within)
-
-    @staticmethod
-    async def _wait(event: asyncio.Event, within: float | None) -> bool:
-        try:
-            async with asyncio.timeout(within):
-                await event.wait()
-        except TimeoutError:
-            return False
-        return True
+        return wait_event(self._changed, within)
 
     def ssh_user_trust(self) -> Mapping[str, Sequence[PublicKey]]:
         """``cluster -> user CA keys``: this cluster's own and every trusted root's."""

@@ -25,8 +25,7 @@ host id). Called by :mod:`limen.tunnel.control` and :mod:`limen.tunnel.server`.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -35,6 +34,7 @@ from limen.ca.identity import Identity
 from limen.ca.keys import PublicKey
 from limen.ca.ssh_certs import IDENTITY_EXTENSION, parse_ssh_cert
 from limen.errors import LimenError
+from limen.tunnel.registry import Registry
 
 __all__ = [
     "ClusterRecord",
@@ -105,38 +105,8 @@ class ClusterRecord:
         return replace(self, last_heartbeat=when, nodes=parse_nodes(payload))
 
 
-class ClusterRegistry(Mapping[str, ClusterRecord]):
+class ClusterRegistry(Registry[ClusterRecord]):
     """Connected cluster links by leaf cluster name (read-only for readers)."""
 
     def __init__(self) -> None:
-        self._records: dict[str, ClusterRecord] = {}
-        self._changed = asyncio.Event()
-
-    def __getitem__(self, cluster: str) -> ClusterRecord:
-        return self._records[cluster]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._records)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def put(self, record: ClusterRecord) -> None:
-        self._records[record.cluster] = record
-        self._notify()
-
-    def remove(self, cluster: str) -> None:
-        if self._records.pop(cluster, None) is not None:
-            self._notify()
-
-    async def wait_for(self, predicate: Callable[[ClusterRegistry], bool],
-                       within: float) -> None:
-        """Return once ``predicate(self)`` holds; ``TimeoutError`` after ``within`` s."""
-        async with asyncio.timeout(within):
-            while not predicate(self):
-                event = self._changed
-                await event.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        super().__init__(lambda record: record.cluster)

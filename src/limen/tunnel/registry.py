@@ -12,9 +12,11 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["AgentRecord", "AgentRegistry"]
+R = TypeVar("R")
+
+__all__ = ["AgentRecord", "AgentRegistry", "Registry"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,17 @@ class AgentRecord:
         return replace(self, last_heartbeat=when, resource=dict(resource), labels=labels)
 
 
-class AgentRegistry(Mapping[str, AgentRecord]):
-    """A read-only mapping for readers; ``put``/``remove`` for the tunnel server."""
+class Registry(Mapping[str, R]):
+    """Records by key, a read-only mapping for readers; ``put``/``remove`` for the tunnel
+    server; ``wait_for`` wakes on every change. Agents and cluster links each have one."""
 
-    def __init__(self) -> None:
-        self._records: dict[str, AgentRecord] = {}
+    def __init__(self, key: Callable[[R], str]) -> None:
+        self._key = key
+        self._records: dict[str, R] = {}
         self._changed = asyncio.Event()
 
-    def __getitem__(self, host_id: str) -> AgentRecord:
-        return self._records[host_id]
+    def __getitem__(self, key: str) -> R:
+        return self._records[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._records)
@@ -68,16 +72,15 @@ class AgentRegistry(Mapping[str, AgentRecord]):
     def __len__(self) -> int:
         return len(self._records)
 
-    def put(self, record: AgentRecord) -> None:
-        self._records[record.host_id] = record
+    def put(self, record: R) -> None:
+        self._records[self._key(record)] = record
         self._notify()
 
-    def remove(self, host_id: str) -> None:
-        if self._records.pop(host_id, None) is not None:
+    def remove(self, key: str) -> None:
+        if self._records.pop(key, None) is not None:
             self._notify()
 
-    async def wait_for(self, predicate: Callable[[AgentRegistry], bool],
-                       within: float) -> None:
+    async def wait_for(self, predicate: Callable[[Registry[R]], bool], within: float) -> None:
         """Return once ``predicate(self)`` holds; ``TimeoutError`` after ``within`` s."""
         async with asyncio.timeout(within):
             while not predicate(self):
@@ -87,3 +90,10 @@ class AgentRegistry(Mapping[str, AgentRecord]):
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+class AgentRegistry(Registry[AgentRecord]):
+    """Connected agents by host id."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda record: record.host_id)
