@@ -14,10 +14,10 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/limen
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY crds ./crds
 COPY src ./src
-RUN /opt/limen/bin/pip install . \
+RUN /opt/limen/bin/pip install -c constraints.txt . \
  && /opt/limen/bin/python -m compileall -q /opt/limen/lib
 
 FROM python:3.11-slim

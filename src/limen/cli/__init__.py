@@ -2,4 +2,17 @@
 
 Each entry point is a click group; ``limen.cli.common`` maps Limen's typed errors to one
 sentence on stderr and DESIGN.md's exit codes (0 ok, 1 denied/invalid, 2 usage, 3 connection).
+
+Importing this package silences exactly one third-party warning, before any command imports
+asyncssh: asyncssh touches cryptography's DSA classes at import, and cryptography 47 and later
+warn that DSA is deprecated. Limen never uses DSA keys; every other warning stays visible.
 """
+
+import warnings
+
+from cryptography.utils import CryptographyDeprecationWarning
+
+warnings.filterwarnings(
+    "ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning,
+    module=r"asyncssh\.",
+)
