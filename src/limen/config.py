@@ -10,7 +10,8 @@ Example ``limen.yaml``::
     listeners: {web: 0.0.0.0:3080, ssh_proxy: 0.0.0.0:3023, tunnel: 0.0.0.0:3024}
     roles: [auth, proxy, node]
     gitops: {source: https://git.example/access.git, branch: main, path: access/, interval: 15s}
-    node: {labels: {env: dev}, commands: [{name: kernel, command: [uname, -r], period: 1h}]}
+    node: {nodename: web1, labels: {env: dev},
+           commands: [{name: kernel, command: [uname, -r], period: 1h}]}
     join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
     auth: {server_names: [limen-auth.limen.svc], proxy_token_file: /etc/limen/proxy-token}
 """
@@ -32,6 +33,7 @@ from limen.errors import BadParameter
 
 __all__ = [
     "ALL_ROLES",
+    "NODENAME_PATTERN",
     "ClusterSettings",
     "GitOpsSettings",
     "Listeners",
@@ -97,10 +99,21 @@ class LabelCommand:
     period_seconds: float = 60.0
 
 
+NODENAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})$"
+"""A node name: one DNS-like label (no dots, so ``name.<cluster>`` stays unambiguous; no ``=``,
+``@`` or ``:``, which mean labels, logins and ports on the ``lmsh ssh`` command line)."""
+
+
 @dataclass(frozen=True)
 class NodeSettings:
+    nodename: str = ""
+    """The name this node announces and is reached by (``--nodename``); empty: the machine's
+    hostname. Baked into the node's host certificate when it joins."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """Static labels of the resources this agent serves."""
+    sftp_server: str = ""
+    """Path of OpenSSH's ``sftp-server`` for scp/sftp (``LIMEN_SFTP_SERVER``); empty: the
+    usual places. Looked up at each request."""
     commands: tuple[LabelCommand, ...] = ()
     """Dynamic labels (``node.commands: [{name, command: [argv...], period: 1m}]``)."""
 
@@ -171,6 +184,8 @@ SCHEMA: dict[str, Any] = {
         "node": {
             "type": "object", "additionalProperties": False,
             "properties": {
+                "nodename": {"type": "string", "pattern": NODENAME_PATTERN},
+                "sftp_server": {"type": "string"},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "commands": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False,
@@ -236,6 +251,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         "LIMEN_GITOPS_PATH": ("gitops", "path"), "LIMEN_GITOPS_INTERVAL": ("gitops", "interval"),
         "LIMEN_TOKEN": ("join", "token"), "LIMEN_PROXY": ("join", "proxy"),
         "LIMEN_AUTH_SERVER": ("join", "auth_server"), "LIMEN_CA_PIN": ("join", "ca_pin"),
+        "LIMEN_NODENAME": ("node", "nodename"), "LIMEN_SFTP_SERVER": ("node", "sftp_server"),
     }
     for var, path in simple.items():
         if var in env:
@@ -303,7 +319,9 @@ def load_settings(
         cluster=cluster,
         listeners=listeners,
         gitops=GitOpsSettings(interval_seconds=interval, **gitops_raw),
-        node=NodeSettings(labels=dict(node_raw.get("labels", {})),
+        node=NodeSettings(nodename=str(node_raw.get("nodename", "")),
+                          sftp_server=str(node_raw.get("sftp_server", "")),
+                          labels=dict(node_raw.get("labels", {})),
                           commands=tuple(
                               LabelCommand(c["name"], tuple(c["command"]),
                                            _seconds(c.get("period", 60.0)))

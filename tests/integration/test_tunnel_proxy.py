@@ -418,7 +418,7 @@ async def test_agentless_sshd_through_the_jump(env: Env, tmp_path: Path) -> None
         # a node whose labels no role allows is hidden: it answers like an unknown one
         code, _out, err = await ssh(config, "-J", "proxy", "prod1", "true")
         assert code != 0
-        assert "unknown target 'prod1'" in err
+        assert "unknown node 'prod1'" in err
 
 
 @contextlib.asynccontextmanager
@@ -510,7 +510,7 @@ async def test_front_refuses_foreign_expired_and_host_certificates(env: Env) -> 
 async def test_unknown_target_fails_with_a_reason(env: Env) -> None:
     code, _out, err = await ssh(env.user(), "-J", "proxy", "nosuchnode", "true")
     assert code != 0
-    assert "unknown target 'nosuchnode'" in err
+    assert "unknown node 'nosuchnode'" in err
 
 
 def _rogue(env: Env, host_id: str, cert_for: Any) -> HostCredentials:

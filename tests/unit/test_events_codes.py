@@ -16,6 +16,7 @@ RELEASED = {
     "L1000I": ("user.login", True), "L1000W": ("user.login", False),
     "L1001I": ("user.create", True), "L1002I": ("user.update", True),
     "L1003I": ("user.delete", True), "L1004I": ("user.signup", True),
+    "L1002W": ("user.update", False), "L1003W": ("user.delete", False),
     "L1004W": ("user.signup", False), "L1005W": ("user.locked", True),
     "L2000I": ("session.start", True), "L2001I": ("session.end", True),
     "L2002I": ("session.data", True), "L2003I": ("session.upload", True),
@@ -24,6 +25,7 @@ RELEASED = {
     "L3002I": ("sftp", True), "L3002E": ("sftp", False),
     "L3003I": ("port", True), "L3003E": ("port", False),
     "L3004I": ("client.disconnect", True), "L3005W": ("auth", False),
+    "L3006W": ("route.failed", False),
     "L3100I": ("kube.request", True), "L3100W": ("kube.request", False),
     "L3200I": ("db.session.start", True), "L3200W": ("db.session.start", False),
     "L3201I": ("db.session.query", True), "L3201W": ("db.session.query", False),
@@ -31,6 +33,7 @@ RELEASED = {
     "L4000W": ("access.denied", False),
     "L5000I": ("join_token.create", True), "L5001I": ("join", True),
     "L5001W": ("join", False), "L5002I": ("cert.create", True),
+    "L5003I": ("join_token.delete", True),
     "L6000I": ("trusted_cluster.create", True), "L6001I": ("trusted_cluster.delete", True),
     "L6002I": ("trusted_cluster.token.create", True),
     "L6003I": ("remote_cluster.online", True), "L6004W": ("remote_cluster.offline", True),
@@ -83,6 +86,7 @@ def test_code_for_outcomes() -> None:
     assert code_for(EventType.USER_LOGIN, False).code == "L1000W"
     assert code_for("access.denied").code == "L4000W"  # failure-only type
     assert code_for("access.denied", False).code == "L4000W"
+    assert code_for("route.failed").code == "L3006W"  # a routing failure (failure-only)
     with pytest.raises(BadParameter, match="no success code"):
         code_for("access.denied", True)
     with pytest.raises(BadParameter, match="no failure code"):

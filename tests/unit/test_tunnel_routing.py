@@ -48,12 +48,13 @@ def test_resolution_table(host: str, port: int, expected: Node) -> None:
 
 
 @pytest.mark.parametrize(("host", "port", "error", "text"), [
-    ("nosuch", 22, NotFound, "unknown target 'nosuch'"),
-    ("10.0.0.5", 22, NotFound, "unknown target"),      # right host, wrong port
-    ("env=qa", 22, NotFound, "no node has these labels"),
-    ("env=dev", 22, BadParameter, "matches 3 nodes"),
-    ("twin", 22, BadParameter, "matches 2 nodes"),
-    ("h-web2.leaf", 22, NotFound, "unknown target"),
+    ("nosuch", 22, NotFound, "^unknown node 'nosuch'$"),
+    ("10.0.0.5", 22, NotFound, "^unknown node '10.0.0.5'$"),      # right host, wrong port
+    ("env=qa", 22, NotFound, "^no node has the labels 'env=qa'$"),
+    ("env=dev", 22, BadParameter, "^'env=dev' matches 3 nodes: use one of h-web1, h-web2, "
+                                  "legacy$"),
+    ("twin", 22, BadParameter, "^'twin' matches 2 nodes: use one of h-twin-a, h-twin-b$"),
+    ("h-web2.leaf", 22, NotFound, "^unknown node 'h-web2.leaf'$"),
 ])
 def test_resolution_failures(host: str, port: int, error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text):

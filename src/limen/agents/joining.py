@@ -50,13 +50,22 @@ def hostname() -> str:
 
 async def load_or_join(settings: Settings, role: SystemRole, host_id: str,
                        addresses: Sequence[str] = ()) -> HostCredentials:
-    """This process's credentials for ``role`` (see the module doc)."""
+    """This process's credentials for ``role`` (see the module doc). A node joins under
+    ``node.nodename`` (``--nodename``) when set; saved credentials of another name are not
+    reused (the name is in the host certificate), so renaming a node takes a new token."""
     directory = credentials_dir(settings.data_dir)
+    nodename = settings.node.nodename if role is not SystemRole.PROXY else ""
     saved = await asyncio.to_thread(_load_valid, directory, role)
-    if saved is not None:
+    renamed = saved is not None and bool(nodename) and saved.hostname != nodename
+    if saved is not None and not renamed:
         return saved
     join = settings.join
     if not join.token:
+        if renamed:
+            assert saved is not None
+            raise BadParameter(f"the credentials in {directory} name this node "
+                               f"{saved.hostname!r}, not {nodename!r}: give --token (and "
+                               "--ca-pin) to join again under the new name")
         state = ("expire within the hour" if (directory / "meta.json").is_file()
                  else "are missing")
         raise BadParameter(f"the credentials in {directory} {state}: give --token (and "
@@ -74,7 +83,7 @@ async def load_or_join(settings: Settings, role: SystemRole, host_id: str,
             raise BadParameter(f"a {role.value} agent started apart from auth needs "
                                "--proxy HOST:PORT (the proxy's web address)")
         creds = await join_via_proxy(join.proxy, join.token, join.ca_pin, role=role.value,
-                                     host_id=host_id, hostname=hostname(),
+                                     host_id=host_id, hostname=nodename or hostname(),
                                      addresses=list(addresses))
     await asyncio.to_thread(creds.save, directory)
     return creds

@@ -67,16 +67,18 @@ class AuthService:
         self._runner: web.AppRunner | None = None
         self.address = ""
 
-    def issue_local_credentials(self, role: SystemRole, addresses: list[str]) -> HostCredentials:
-        """Credentials for a component running in this process (no join token needed)."""
+    def issue_local_credentials(self, role: SystemRole, addresses: list[str], *,
+                                hostname: str = "") -> HostCredentials:
+        """Credentials for a component running in this process (no join token needed);
+        ``hostname``: the name it goes by (default: the machine's)."""
         key = generate_private_key()
         host_id = host_uuid(self.settings.data_dir)
+        hostname = hostname or socket.gethostname()
         certs = self.server.issue_host_certs(
-            host_id, socket.gethostname(), role, public_key_to_openssh(key.public_key()),
-            addresses)
+            host_id, hostname, role, public_key_to_openssh(key.public_key()), addresses)
         return HostCredentials(
             cluster=self.server.cluster_name, host_id=host_id, role=role.value,
-            hostname=socket.gethostname(), private_key_pem=private_key_to_pem(key).encode(),
+            hostname=hostname, private_key_pem=private_key_to_pem(key).encode(),
             tls_cert_pem=certs.tls_cert, tls_ca_pem=certs.tls_cas.encode(),
             ssh_cert=certs.ssh_cert, user_ca_keys=tuple(certs.user_ca_keys),
             host_ca_keys=tuple(certs.host_ca_keys))

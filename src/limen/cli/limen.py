@@ -47,6 +47,8 @@ def cli(debug: bool) -> None:
 @click.option("--auth-server", help="Auth API address a separate proxy joins and uses.")
 @click.option("--ca-pin", help="sha256:... pin of the cluster's TLS CA (with --token).")
 @click.option("--labels", help="Labels of what this agent serves: k=v,k2=v2.")
+@click.option("--nodename", help="The name this node is listed and reached by (default: the "
+              "machine's hostname).")
 @click.option("--insecure-second-factor-off", "second_factor_off", is_flag=True,
               help="Development only: log in with a password alone.")
 @click.option("--random-ports", is_flag=True, help="Every listener on a free loopback port.")
@@ -56,7 +58,7 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
           cluster_name: str | None, gitops_source: str | None, gitops_branch: str | None,
           gitops_path: str | None, gitops_interval: str | None, token: str | None,
           proxy: str | None, auth_server: str | None, ca_pin: str | None,
-          labels: str | None, second_factor_off: bool,
+          labels: str | None, nodename: str | None, second_factor_off: bool,
           random_ports: bool) -> None:
     """Run a Limen cluster (single node by default) in the foreground; SIGTERM stops it."""
     overrides: dict[str, Any] = {
@@ -68,7 +70,7 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
                    "interval": gitops_interval},
         "join": {"token": token, "proxy": proxy, "auth_server": auth_server,
                  "ca_pin": ca_pin},
-        "node": {"labels": parse_labels(labels) if labels else None},
+        "node": {"labels": parse_labels(labels) if labels else None, "nodename": nodename},
     }
     settings = load_settings(config_file, overrides=_drop_none(overrides),
                              random_ports=random_ports)

@@ -229,11 +229,12 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
     cluster = cluster or profile.cluster
     from limen.client.proxyssh import run_proxy_ssh  # asyncssh: loaded only when used
 
-    asyncio.run(run_proxy_ssh(
+    status = asyncio.run(run_proxy_ssh(
         ssh_proxy=profile.ssh_proxy, login=login, target_host=host, target_port=int(port),
         cluster=cluster, key_path=store.key_path(profile.proxy, profile.user),
         cert_path=store.ssh_cert_path(profile.proxy, profile.user, profile.cluster),
         known_hosts=store.known_hosts))
+    sys.exit(status)  # non-zero: the proxy's reason was printed as "lmsh: <reason>"
 
 
 for _command in (ls, ssh, scp, play, clusters):

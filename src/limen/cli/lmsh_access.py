@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +53,16 @@ def _nodes(cluster: str | None = None) -> list[dict[str, Any]]:
 @handle_errors
 def ls(cluster: str | None, selector: tuple[str, ...], output: str) -> None:
     """The nodes you may log in to (filter with k=v labels). For a leaf cluster, its nodes;
-    the leaf decides the logins when you connect."""
+    the leaf decides the logins when you connect. The ID reaches a node when several share
+    its name (lmsh ssh LOGIN@ID)."""
     nodes = matching(_nodes(cluster), parse_selector(selector))
     if output != "text":
         emit_documents(nodes, output, as_list=True)
         return
-    print_table(["Node Name", "Address", "Labels", "Logins"], [
-        (n["hostname"], n["address"] or "⟵ tunnel",
-         ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())), ",".join(n["logins"]))
+    print_table(["Node Name", "ID", "Address", "Labels", "Logins"], [
+        (n["hostname"], n.get("host_id") or "-", n["address"] or "⟵ tunnel",
+         ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
+         ",".join(n.get("logins", ())))
         for n in nodes])
 
 
@@ -155,12 +158,17 @@ def ssh(cluster: str | None, args: tuple[str, ...]) -> None:
     if not nodes:
         raise NotFound(f"no node you may log in to matches {host}")
     worst = 0
+    names = Counter(node["hostname"] for node in nodes)
     for node in nodes:
-        result = subprocess.run([*base, _target(node["hostname"], profile, cluster), *command],
+        # by host id (a principal of its host certificate): two nodes may share a name
+        name = node.get("host_id") or node["hostname"]
+        prefix = node["hostname"] if names[node["hostname"]] == 1 else \
+            f"{node['hostname']} {name}"
+        result = subprocess.run([*base, _target(name, profile, cluster), *command],
                                 capture_output=True, check=False)
         for stream, data in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
             for line in data.decode(errors="replace").splitlines():
-                stream.write(f"[{node['hostname']}] {line}\n")
+                stream.write(f"[{prefix}] {line}\n")
         worst = max(worst, result.returncode)
     sys.exit(worst)
 

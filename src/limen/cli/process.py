@@ -99,11 +99,14 @@ class _LocalNode:
 
     async def start(self) -> dict[str, str]:
         server = self.auth.server
-        hostname = socket.gethostname().split(".")[0].lower()
+        nodename = self.settings.node.nodename
+        hostname = nodename or socket.gethostname().split(".")[0].lower()
         creds = self.auth.issue_local_credentials(
-            SystemRole.NODE, [f"{hostname}.{server.cluster_name}", "localhost", "127.0.0.1"])
+            SystemRole.NODE, [f"{hostname}.{server.cluster_name}", "localhost", "127.0.0.1"],
+            hostname=nodename)
         config = NodeServerConfig(credentials=creds, labels=self.settings.node.labels,
-                                  data_dir=self.settings.data_dir)
+                                  data_dir=self.settings.data_dir,
+                                  sftp_server=self.settings.node.sftp_server or None)
 
         def trust() -> Mapping[str, Sequence[PublicKey]]:
             return ssh_trust_map([server.authorities.get(CertAuthorityType.USER),

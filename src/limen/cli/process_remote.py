@@ -135,7 +135,8 @@ class _RemoteNode:
         labels = DynamicLabels(settings.node.labels, settings.node.commands)
         self.trust = trust = RemoteTrustCache(link.client, creds.cluster, creds.user_ca_keys)
         config = NodeServerConfig(credentials=creds, labels=settings.node.labels,
-                                  data_dir=settings.data_dir)
+                                  data_dir=settings.data_dir,
+                                  sftp_server=settings.node.sftp_server or None)
         self.node = NodeService(
             config, settings.listeners.node_ssh, trust.ssh_user_trust,
             StoreAccessPolicy(AuthRoleLookup(link), labels.current, cluster=creds.cluster,

@@ -1,26 +1,42 @@
 """``lmsh proxy ssh``: the ProxyCommand that carries OpenSSH to a node through Limen's proxy.
 
 It opens an SSH connection to the proxy's SSH front with the user's key and certificate
-(verifying the proxy against the host CA in ``~/.limen/known_hosts``), requests the subsystem
-``proxy:<host>:<port>@<cluster>``, and relays the subsystem's bytes to stdin/stdout, where
-OpenSSH speaks its own end-to-end session with the node. Called by ``limen.cli.lmsh``.
+(verifying the proxy against the host CA in ``~/.limen/known_hosts``) as the login OpenSSH will
+use on the node (``%r``: the proxy checks it against the roles before dialling), requests the
+subsystem ``proxy:<host>:<port>@<cluster>``, and relays the subsystem's bytes to stdin/stdout,
+where OpenSSH speaks its own end-to-end session with the node.
+
+When the proxy cannot connect the target it answers with one line on the channel's stderr and
+a non-zero exit status; :func:`run_proxy_ssh` prints that line as ``lmsh: <reason>`` and
+returns the status, so the user reads the reason before OpenSSH's own closing message.
+
+stdin may be anything OpenSSH or a shell hands over: a pipe or a socket is read by the event
+loop; a terminal, ``/dev/null`` or a regular file (which epoll cannot watch) by a reader
+thread; a descriptor closed at start is empty input. Called by ``limen.cli.lmsh``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import stat
 import sys
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 
 from limen.errors import AccessDenied, ConnectionProblem
 from limen.net.address import parse_address
 
-__all__ = ["proxy_subsystem", "run_proxy_ssh", "strip_cluster"]
+__all__ = ["one_line", "open_stdin", "proxy_subsystem", "run_proxy_ssh", "strip_cluster"]
 
 _CHUNK = 256 * 1024
+_REASON_WAIT = 5.0
+"""Seconds to wait for the rest of the proxy's stderr once the data stream ended."""
 
 
 def strip_cluster(host: str, cluster: str) -> str:
@@ -33,8 +49,60 @@ def proxy_subsystem(host: str, port: int, cluster: str) -> str:
     return f"proxy:{host}:{port}@{cluster}"
 
 
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` as one printable line (it comes from the network: no control characters)."""
+    flat = " ".join(text.split())
+    return "".join(c for c in flat if c.isprintable())[:limit]
+
+
+async def open_stdin() -> Callable[[], Awaitable[bytes]]:
+    """A ``read()`` coroutine over stdin returning ``b""`` at the end (see the module doc)."""
+    loop = asyncio.get_running_loop()
+    stdin = sys.stdin
+    try:
+        fd = stdin.fileno() if stdin is not None else -1
+        mode = os.fstat(fd).st_mode if fd >= 0 else 0
+    except (OSError, ValueError):
+        fd, mode = -1, 0
+    if fd < 0:
+        async def nothing() -> bytes:
+            return b""
+        return nothing
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        reader = asyncio.StreamReader(limit=_CHUNK)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                     stdin.buffer)
+
+        async def from_pipe() -> bytes:
+            return await reader.read(_CHUNK)
+        return from_pipe
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+    threading.Thread(target=_pump, args=(fd, queue, loop), name="lmsh stdin",
+                     daemon=True).start()
+    return queue.get
+
+
+def _pump(fd: int, queue: asyncio.Queue[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    """Reader thread: blocking reads of ``fd`` into ``queue`` (bounded), ``b""`` at the end.
+    A daemon thread, so a read blocked on a terminal never holds up the exit."""
+    while True:
+        try:
+            data = os.read(fd, _CHUNK)
+        except OSError:
+            data = b""
+        try:
+            asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+        except (RuntimeError, concurrent.futures.CancelledError):
+            return  # the loop has ended
+        if not data:
+            return
+
+
 async def run_proxy_ssh(*, ssh_proxy: str, login: str, target_host: str, target_port: int,
-                        cluster: str, key_path: Path, cert_path: Path, known_hosts: Path) -> None:
+                        cluster: str, key_path: Path, cert_path: Path,
+                        known_hosts: Path) -> int:
+    """Relay stdin/stdout to the target; the exit status (0, or the proxy's refusal status
+    after printing its reason on stderr)."""
     host, port = parse_address(ssh_proxy)
     try:
         key = asyncssh.read_private_key(str(key_path))
@@ -49,18 +117,16 @@ async def run_proxy_ssh(*, ssh_proxy: str, login: str, target_host: str, target_
         raise ConnectionProblem(f"cannot reach the proxy at {ssh_proxy}: {err}") from err
     async with conn:
         try:
-            writer, reader, _stderr = await conn.open_session(
+            writer, reader, errors = await conn.open_session(
                 subsystem=proxy_subsystem(strip_cluster(target_host, cluster), target_port,
                                           cluster), encoding=None)
         except asyncssh.ChannelOpenError as err:
             raise ConnectionProblem(f"cannot reach {target_host}: {err.reason}") from err
-        loop = asyncio.get_running_loop()
-        stdin_reader = asyncio.StreamReader(limit=_CHUNK)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin_reader),
-                                     sys.stdin.buffer)
+        read_stdin = await open_stdin()
+        reason = asyncio.create_task(errors.read())
 
         async def upstream() -> None:
-            while data := await stdin_reader.read(_CHUNK):
+            while data := await read_stdin():
                 writer.write(data)
                 await writer.drain()
             writer.write_eof()
@@ -73,6 +139,25 @@ async def run_proxy_ssh(*, ssh_proxy: str, login: str, target_host: str, target_
                     view = view[os.write(out, view):]
 
         up = asyncio.create_task(upstream())
-        await downstream()
-        up.cancel()
+        try:
+            await downstream()
+        finally:
+            up.cancel()
+            await asyncio.gather(up, return_exceptions=True)
+        status = cast("asyncssh.SSHClientChannel[bytes]", writer.channel).get_exit_status()
+        text = b""
+        if status:
+            try:
+                async with asyncio.timeout(_REASON_WAIT):
+                    text = await reason
+            except (TimeoutError, asyncssh.Error):
+                text = b""
+        reason.cancel()
+        await asyncio.gather(reason, return_exceptions=True)
         writer.close()
+    if not status:
+        return 0
+    message = one_line(text.decode(errors="replace")) or \
+        f"the proxy closed the connection to {target_host} (exit status {status})"
+    print(f"lmsh: {message}", file=sys.stderr, flush=True)
+    return status if 0 < status < 256 else 1

@@ -65,12 +65,14 @@ class EventType(StrEnum):
     PORT = "port"
     CLIENT_DISCONNECT = "client.disconnect"
     AUTH = "auth"
+    ROUTE_FAILED = "route.failed"
     KUBE_REQUEST = "kube.request"
     DB_SESSION_START = "db.session.start"
     DB_SESSION_QUERY = "db.session.query"
     APP_SESSION_START = "app.session.start"
     ACCESS_DENIED = "access.denied"
     JOIN_TOKEN_CREATE = "join_token.create"
+    JOIN_TOKEN_DELETE = "join_token.delete"
     JOIN = "join"
     CERT_CREATE = "cert.create"
     TRUSTED_CLUSTER_CREATE = "trusted_cluster.create"
@@ -110,6 +112,8 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L1001I", _T.USER_CREATE, True, "user created"),
     EventCode("L1002I", _T.USER_UPDATE, True, "user updated"),
     EventCode("L1003I", _T.USER_DELETE, True, "user deleted"),
+    EventCode("L1002W", _T.USER_UPDATE, False, "user update refused"),
+    EventCode("L1003W", _T.USER_DELETE, False, "user deletion refused"),
     EventCode("L1004I", _T.USER_SIGNUP, True, "user completed sign-up"),
     EventCode("L1004W", _T.USER_SIGNUP, False, "user sign-up failed"),
     EventCode("L1005W", _T.USER_LOCKED, True, "user locked out"),
@@ -129,6 +133,8 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L3003E", _T.PORT, False, "port forwarding failed"),
     EventCode("L3004I", _T.CLIENT_DISCONNECT, True, "client disconnected"),
     EventCode("L3005W", _T.AUTH, False, "SSH authentication failed"),
+    EventCode("L3006W", _T.ROUTE_FAILED, False,
+              "SSH connection not routed: unknown, ambiguous or offline node"),
     EventCode("L3100I", _T.KUBE_REQUEST, True, "Kubernetes request"),
     EventCode("L3100W", _T.KUBE_REQUEST, False, "Kubernetes request refused"),
     EventCode("L3200I", _T.DB_SESSION_START, True, "database session started"),
@@ -144,6 +150,7 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L5001I", _T.JOIN, True, "agent joined"),
     EventCode("L5001W", _T.JOIN, False, "agent join refused"),
     EventCode("L5002I", _T.CERT_CREATE, True, "certificate issued"),
+    EventCode("L5003I", _T.JOIN_TOKEN_DELETE, True, "join token deleted"),
     # 6xxx trusted clusters
     EventCode("L6000I", _T.TRUSTED_CLUSTER_CREATE, True, "trusted cluster created"),
     EventCode("L6001I", _T.TRUSTED_CLUSTER_DELETE, True, "trusted cluster deleted"),

@@ -25,6 +25,10 @@ The port the user gave only matters for tier 4; a node found by name is reached 
 address (agentless) or through its tunnel (agents). The caller filters the nodes the user may
 see before resolving, so a hidden node answers exactly like an unknown one.
 
+The errors are what the user reads (``lmsh ssh`` prints them after ``lmsh:``):
+``unknown node 'x'`` (:class:`NotFound`) and ``'vm' matches 2 nodes: use one of <id1>, <id2>``
+(:class:`BadParameter`), the ids being what reaches each node alone (tier 2).
+
 :class:`ClusterView` reads presence, Resources, Roles and RemoteClusters from auth through the
 proxy's ``AuthClient`` with a short cache. Called by :mod:`limen.proxy.sshproxy`.
 """
@@ -51,6 +55,7 @@ __all__ = [
     "ClusterView",
     "Node",
     "address_of",
+    "ambiguity",
     "collect_nodes",
     "parse_labels_query",
     "parse_subsystem",
@@ -59,6 +64,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SUBSYSTEM_PREFIX = "proxy:"
+_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,7 @@ def resolve(host: str, port: int, nodes: Sequence[Node], cluster: str = "") -> N
         found = [n for n in nodes if matches(n)]
         if found:
             return _one(host, found)
-    raise NotFound(f"unknown target {host!r}: no such node in this cluster")
+    raise NotFound(f"unknown node {host!r}")
 
 
 def _same_address(address: str, host: str, port: int) -> bool:
@@ -152,12 +158,19 @@ def _same_address(address: str, host: str, port: int) -> bool:
 def _one(query: str, found: list[Node]) -> Node:
     unique = list({(n.host_id, n.name, n.agentless): n for n in found}.values())
     if not unique:
-        raise NotFound(f"unknown target {query!r}: no node has these labels")
+        raise NotFound(f"no node has the labels {query!r}")
     if len(unique) > 1:
-        names = ", ".join(sorted(n.label for n in unique)[:5])
-        raise BadParameter(f"target {query!r} matches {len(unique)} nodes ({names}); "
-                           f"use the host id")
+        raise BadParameter(ambiguity(query, unique))
     return unique[0]
+
+
+def ambiguity(query: str, found: Sequence[Node]) -> str:
+    """``'web1' matches 2 nodes: use one of <id1>, <id2>``: each node by the name that reaches
+    it alone (its host id; an agentless node by its resource name), at most ten."""
+    ids = sorted(n.host_id or n.name for n in found)
+    more = ", ..." if len(ids) > _LISTED else ""
+    return (f"{query!r} matches {len(found)} nodes: use one of "
+            f"{', '.join(ids[:_LISTED])}{more}")
 
 
 def collect_nodes(local: Mapping[str, AgentRecord], presence: Sequence[Mapping[str, Any]],

@@ -19,6 +19,10 @@ principals. Plain keys, passwords and keyboard-interactive are refused; every re
 certificate is audited (``auth``, code L3005W) once per connection.
 
 No shells, no exec, no agent or X11 forwarding, no remote forwarding on the front.
+
+A subsystem that cannot be connected answers with the reason as one line on the channel's
+stderr and exit status 1 (``unknown node 'x'``; ``lmsh proxy ssh`` prints it); a refused
+jump channel carries it as the open failure's reason.
 """
 
 from __future__ import annotations
@@ -151,6 +155,10 @@ class _UserConnection(asyncssh.SSHServerConnection):
         self.identity: Identity | None = None
         self.cert = ""
         """The authenticated user certificate (OpenSSH line), presented to leaf clusters."""
+        self.ssh_user = ""
+        """The SSH user name the client logged in to the proxy with: the ProxyCommand
+        (``lmsh proxy ssh``) uses the login of the inner session, so subsystem targets are
+        checked for it before dialling."""
         self.peer = ""
         self._checked: dict[bytes, Identity | None] = {}
 
@@ -186,6 +194,7 @@ class _UserConnection(asyncssh.SSHServerConnection):
         if ok and msg:
             self.identity = identity
             self.cert = _cert_line(key_data)
+            self.ssh_user = username
         return ok
 
 
@@ -335,14 +344,17 @@ class _SubsystemSession(asyncssh.SSHServerSession[bytes]):
         try:
             await self.owner.front.connector.connect(
                 self.identity, host, port, cluster, self.owner.conn.peer, via="subsystem",
-                relay=relay, cert=self.owner.conn.cert)
+                relay=relay, cert=self.owner.conn.cert,
+                login=self.owner.conn.ssh_user or None)
         except Exception as err:
             if not isinstance(err, LimenError):
                 log.exception("ssh proxy: connecting %s to %s failed", self.owner.conn.peer,
                               host)
                 err = LimenError("internal error (see the proxy log)")
+            # the reason alone, one line: the ProxyCommand prints it as "lmsh: <reason>"
+            reason = " ".join(str(err).split()) or "cannot reach the target"
             with contextlib.suppress(Exception):
-                self.chan.write_stderr(f"limen: cannot reach {host}: {err}\n".encode())
+                self.chan.write_stderr(f"{reason}\n".encode())
                 self.chan.exit(1)
             relay.close(str(err))
             return

@@ -21,7 +21,11 @@ RBAC at the proxy:
 
 * agent-served nodes: the node agent takes the real decision (login + labels) on every
   session. The proxy only hides nodes the user can never reach: a node is visible when at least
-  one of the certificate's logins is allowed on its labels. Hidden nodes answer "unknown target".
+  one of the certificate's logins is allowed on its labels. Hidden nodes answer "unknown node".
+  When the client says which login it will use (the ProxyCommand's subsystem connection logs
+  in to the proxy with that login), the proxy also refuses a login the roles do not allow on
+  the node before dialling (``login 'root' is not allowed on 'vm' (allowed: alice)``); the
+  node still decides on its own.
 * agentless nodes (stock sshd, ``Resource`` with ``spec.kind: ssh`` and ``spec.address``): the
   proxy is the only Limen component on the path, so it enforces. A ``direct-tcpip`` jump does
   not tell the proxy which login the inner connection will use, so the proxy requires that
@@ -31,6 +35,9 @@ RBAC at the proxy:
   a specific login are therefore enforced only as far as the certificate's principals reflect
   them; put such nodes behind a node agent for exact per-login decisions. The proxy emits
   ``session.start`` / ``session.end`` for agentless sessions (agents audit their own).
+
+Every failure to route is audited here: ``access.denied`` (a refused login or agentless node)
+or ``route.failed`` (unknown, ambiguous or offline target), with user, target and reason.
 
 Wiring (``limen.cli.process``)::
 
@@ -53,7 +60,7 @@ from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity
 from limen.config import Settings
-from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import parse_address
@@ -103,10 +110,12 @@ class SSHConnector:
 
     async def connect(self, identity: Identity, host: str, port: int, cluster: str | None,
                       client_addr: str, *, via: str, relay: Relay | None = None,
-                      cert: str = "", local_only: bool = False) -> Relay:
+                      cert: str = "", local_only: bool = False,
+                      login: str | None = None) -> Relay:
         """A relay whose side 1 is connected to the target; the caller attaches side 0.
         ``cert``: the user's SSH certificate (presented to a leaf cluster); ``local_only``:
-        never route to a leaf (dials arriving from a root)."""
+        never route to a leaf (dials arriving from a root); ``login``: the Unix login the
+        inner session will ask for, when the client told (the subsystem's SSH user name)."""
         if self.remote is not None and not local_only and cluster != self.credentials.cluster:
             if cluster is None:
                 host, cluster = await self.remote.cluster_of(host)
@@ -119,7 +128,14 @@ class SSHConnector:
                     relay.close("connect failed")
                     raise
                 return relay
-        node, role_set = await self.find(identity, host, port, cluster)
+        node: Node | None = None
+        try:
+            node, role_set = await self.find(identity, host, port, cluster)
+            if login is not None:
+                _check_login(role_set, identity, node, login)
+        except LimenError as err:
+            await self._refused(err, identity, host, node, client_addr, via, login)
+            raise
         relay = relay or self.new_relay(f"ssh {identity.username} -> {node.name}")
         session_id = str(uuid.uuid4())
         try:
@@ -129,19 +145,49 @@ class SSHConnector:
             else:
                 await self._connect_agent(node, identity, relay, client_addr, session_id,
                                           host)
+        except LimenError as err:
+            relay.close("connect failed")
+            await self._refused(err, identity, host, node, client_addr, via, login)
+            raise
         except BaseException:
             relay.close("connect failed")
             raise
         return relay
 
+    async def _refused(self, err: LimenError, identity: Identity, target: str,
+                       node: Node | None, client_addr: str, via: str,
+                       login: str | None) -> None:
+        """Every routing failure is audited: ``access.denied`` for a refusal, ``route.failed``
+        for an unknown, ambiguous or unreachable target."""
+        fields: dict[str, Any] = {"target": target, "reason": str(err),
+                                  "remote_addr": client_addr, "via": via,
+                                  "proxy": self.credentials.host_id}
+        if login is not None:
+            fields["login"] = login
+        if node is not None:
+            fields.update(server=node.name, server_id=node.host_id or None,
+                          agentless=node.agentless)
+        if err.__cause__ is not None:
+            fields["error"] = str(err.__cause__)
+        kind = "access.denied" if isinstance(err, AccessDenied) else "route.failed"
+        await self._emit(kind, identity, **fields)
+
     async def _connect_agent(self, node: Node, identity: Identity, relay: Relay,
                              client_addr: str, session_id: str, target: str) -> None:
         if not node.connected_here:
-            where = f"proxy {node.tunnel}" if node.tunnel else "another proxy"
-            raise ConnectionProblem(f"node {node.name} is connected to {where}, not this one")
-        conn = await self.tunnel.dial(node.host_id, DialRequest(
-            kind=KIND_NODE, target=target, client_addr=client_addr, user=identity.username,
-            session_id=session_id))
+            if node.tunnel and node.tunnel != self.credentials.host_id:
+                raise ConnectionProblem(f"node {node.name!r} is connected to proxy "
+                                        f"{node.tunnel}, not this one")
+            # presence outlives the tunnel by a few heartbeats: known, but not connected
+            raise ConnectionProblem(f"node {node.name!r} is offline")
+        request = DialRequest(kind=KIND_NODE, target=target, client_addr=client_addr,
+                              user=identity.username, session_id=session_id)
+        try:
+            conn = await self.tunnel.dial(node.host_id, request)
+        except NotFound as err:  # the tunnel closed since the node list was read
+            raise ConnectionProblem(f"node {node.name!r} is offline") from err
+        except ConnectionProblem as err:
+            raise ConnectionProblem(f"node {node.name!r} did not answer: {err}") from err
         conn.attach(relay.protocol(1))
 
     async def _connect_agentless(self, node: Node, role_set: RoleSet, identity: Identity,
@@ -156,16 +202,18 @@ class SSHConnector:
         if not allowed:
             reason = (role_set.check_ssh(node.labels, identity.logins[0]).reason
                       if identity.logins else "the certificate holds no login")
-            await self._emit("access.denied", identity, reason=reason, **fields)
-            raise AccessDenied(f"access to {node.name} denied: {reason}")
+            raise AccessDenied(f"access to {node.name!r} denied: {reason}")
         host, port = parse_address(address_of(node))
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await asyncio.get_running_loop().create_connection(
                     lambda: relay.protocol(1), host, port)
         except (OSError, TimeoutError) as err:
-            raise ConnectionProblem(f"cannot connect to {node.name} at {node.address}: "
-                                    f"{err or 'timeout'}") from None
+            log.info("ssh proxy: cannot connect to %s at %s: %s", node.name, node.address,
+                     err or "timeout")
+            raise ConnectionProblem(f"node {node.name!r} is offline") from (
+                err if str(err) else TimeoutError(f"no answer at {node.address} within "
+                                                  f"{self.connect_timeout:.0f} s"))
         started = time.monotonic()
         await self._emit("session.start", identity, logins=allowed, **fields)
 
@@ -185,6 +233,17 @@ class SSHConnector:
                                                user=identity.username, **fields))
         except (LimenError, OSError):
             log.exception("ssh proxy: cannot write audit event %s", event_type)
+
+
+def _check_login(role_set: RoleSet, identity: Identity, node: Node, login: str) -> None:
+    """:class:`AccessDenied` unless ``login`` is one of the certificate's logins allowed on the
+    node's labels. Checked before dialling so the user reads why; the node (agent or sshd)
+    still enforces on its own."""
+    allowed = [name for name in identity.logins
+               if role_set.check_ssh(node.labels, name, mfa_verified=True).allowed]
+    if login not in allowed:
+        raise AccessDenied(f"login {login!r} is not allowed on {node.name!r} "
+                           f"(allowed: {', '.join(allowed) or 'none'})")
 
 
 def _may_see(role_set: RoleSet, identity: Identity, node: Node) -> bool:

@@ -82,7 +82,8 @@ class NodeContext:
     access: AccessPolicy
     audit: Auditor
     recordings: RecordingSink
-    sftp_server: str | None
+    sftp_server: Callable[[], str | None]
+    """Where OpenSSH's ``sftp-server`` is now (None: not installed), asked at each request."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def server_fields(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncssh
 
@@ -36,7 +36,7 @@ from limen.net.address import bind_tcp, parse_address, socket_address
 from limen.recording.recovery import recover_recordings
 from limen.recording.sink import RecordingSink
 
-__all__ = ["SFTP_SERVER_PATHS", "NodeSSHServer", "find_sftp_server"]
+__all__ = ["SFTP_SERVER_PATHS", "NodeSSHServer", "find_sftp_server", "sftp_lookup"]
 
 log = logging.getLogger("limen.agents.node")
 
@@ -54,17 +54,28 @@ def find_sftp_server(candidates: Sequence[str] = SFTP_SERVER_PATHS) -> str | Non
     return next((p for p in candidates if os.access(p, os.X_OK)), None)
 
 
+def sftp_lookup(configured: str | None) -> Callable[[], str | None]:
+    """The per-request lookup of ``sftp-server``: the configured path while it is executable,
+    else (nothing configured) the usual places. Asked at each request, so a package
+    installed while the agent runs is used at once."""
+    if configured:
+        return lambda: configured if os.access(configured, os.X_OK) else None
+    return find_sftp_server
+
+
 class NodeSSHServer:
     """See the module docstring."""
 
     def __init__(self, config: NodeServerConfig, trust: TrustSource, access: AccessPolicy,
                  emitter: Emitter, recordings: RecordingSink) -> None:
         self.config = config
-        sftp = config.sftp_server if config.sftp_server else find_sftp_server()
-        if config.sftp_server and not os.access(config.sftp_server, os.X_OK):
-            raise BadParameter(f"sftp_server {config.sftp_server!r} is not executable")
+        lookup = sftp_lookup(config.sftp_server)
+        if lookup() is None:
+            log.warning("no sftp-server %s: scp and sftp answer 'install openssh-sftp-server "
+                        "on this node' until there is one",
+                        f"at {config.sftp_server}" if config.sftp_server else "found")
         self.context = NodeContext(config, trust, access, Auditor(emitter, config.cluster),
-                                   recordings, sftp)
+                                   recordings, lookup)
         self.handlers: set[NodeConnectionHandler] = set()
         self.recovered: list[str] = []
         self._options: asyncssh.SSHServerConnectionOptions | None = None

@@ -44,12 +44,14 @@ from limen.rbac import SessionOptions
 from limen.recording.asciicast import CastHeader
 from limen.recording.writer import CastWriter, RecordingTask
 
-__all__ = ["NodeSession"]
+__all__ = ["SFTP_MISSING", "NodeSession"]
 
 log = logging.getLogger("limen.agents.node")
 
 _KILL_GRACE_SECONDS = 2.0
 _DEFAULT_SIZE = (80, 24, 0, 0)
+SFTP_MISSING = "install openssh-sftp-server on this node"
+"""What scp and sftp show (channel stderr) when the node has no ``sftp-server``."""
 
 
 class NodeSession(asyncssh.SSHServerSession[bytes]):
@@ -81,6 +83,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._kill_timer: asyncio.TimerHandle | None = None
         self._hung_up = False
         self._sftp: SftpRequestParser | None = None
+        self._sftp_path: str | None = None
+        self._refusal: str | None = None
+        """Why an accepted request will not run (told at session start)."""
 
     # -- requests ------------------------------------------------------------------------
 
@@ -113,15 +118,16 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self.kind, self.command = "subsystem", subsystem
         if subsystem != "sftp":
             return False
-        reason = None
+        # Accepted either way: a refusal is then told on the channel's stderr (scp and sftp
+        # show it) instead of OpenSSH's bare "subsystem request failed".
         if not self.options.ssh_file_copy:
-            reason = "file copy is disabled by the user's roles"
-        elif self.state.node.sftp_server is None:
-            reason = "no sftp-server on this node (install openssh-sftp-server)"
-        if reason:
-            self._audit("sftp", success=False, action="start", reason=reason)
-            return False
-        self._sftp = SftpRequestParser()
+            self._refusal = "file copy is disabled by your roles"
+        else:
+            self._sftp_path = self.state.node.sftp_server()
+            if self._sftp_path is None:
+                self._refusal = SFTP_MISSING
+        if self._refusal is None:
+            self._sftp = SftpRequestParser()
         return True
 
     def session_started(self) -> None:
@@ -243,15 +249,17 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         env = login_environment(user, info, self.chan.get_environment())
         shell_name = os.path.basename(user.shell)
         if self.kind == "subsystem":
-            sftp = self.state.node.sftp_server
-            assert sftp is not None
-            return SpawnSpec(["sftp-server"], sftp, env, user.home, user)
+            assert self._sftp_path is not None
+            return SpawnSpec(["sftp-server"], self._sftp_path, env, user.home, user)
         if self.kind == "exec":
             assert self.command is not None
             return SpawnSpec([shell_name, "-c", self.command], user.shell, env, user.home, user)
         return SpawnSpec([f"-{shell_name}"], user.shell, env, user.home, user)
 
     async def _run(self) -> None:
+        if self._refusal is not None:
+            self._refuse(self._refusal)
+            return
         try:
             await self._start()
         except Exception as err:
