@@ -14,8 +14,10 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     POST /v1/users                         {name, roles, logins} → sign-up link
     POST /v1/users/{name}/invite           → a fresh sign-up link
     POST /v1/tokens                        {type, ttl_seconds, labels} → token
-    GET  /v1/events?type=&user=&since=&limit=
-    GET  /v1/access/check?user=&kind=&name=&login=
+    GET  /v1/events?type=&user=&since=&limit=&order=  (order=newest: newest first, and
+                                           limit keeps the newest)
+    GET  /v1/access/check?user=&kind=&name=&login=  (kind node: a heartbeated node by
+                                           hostname or host id)
     GET  /v1/status
     POST /v1/presence/heartbeat            {resource, host_id, cluster, tunnel} (proxies)
     GET  /v1/presence/nodes                online agent-served nodes (see limen.auth.presence)
@@ -25,6 +27,7 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.api_remote)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.api_trust)
+    /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.api_admin)
 
 Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
 """
@@ -45,6 +48,7 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth import presence
+from limen.auth.api_admin import admin_routes
 from limen.auth.api_agents import agent_routes
 from limen.auth.api_remote import remote_routes
 from limen.auth.api_trust import trust_routes
@@ -52,6 +56,7 @@ from limen.auth.api_user import user_routes
 from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
 from limen.auth.keys import GITOPS_STATUS_KEY
+from limen.auth.node_admin import is_node_kind, resolve_node
 from limen.auth.server import AuthServer
 from limen.auth.trusted_root import ValidateRequest, validate_trusted_cluster
 from limen.ca.authority import CertAuthorityType, tls_trust_map
@@ -96,6 +101,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
     app.add_routes(remote_routes(auth, routes.identity, routes.role_set))
     app.add_routes(trust_routes(auth, routes.identity))
+    app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
     return app
 
 
@@ -290,16 +296,22 @@ class _Routes:
         since = parse_since(query["since"]) if query.get("since") else None
         limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
         found = search(self.events_dir, types=query.getall("type", []) or None,
-                       user=query.get("user") or None, since=since, limit=limit)
+                       user=query.get("user") or None, since=since, limit=limit,
+                       descending=query.get("order") == "newest")
         return web.json_response({"events": found})
 
     async def access_check(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         require_rule(identity, await self.role_set(identity), Kind.ROLE, "read")
         query = request.query
+        login = query.get("login") or None
+        if is_node_kind(query.get("kind", "")):  # a heartbeated node, by hostname or host id
+            user = await self.auth.store.get(Kind.USER, query.get("user", ""))
+            target = await resolve_node(self.auth, query.get("name", ""))
+            return web.json_response(await self.auth.access_check_target(user, target, login))
         return web.json_response(await self.auth.access_check(
             query.get("user", ""), parse_kind(query.get("kind", "")), query.get("name", ""),
-            query.get("login") or None))
+            login))
 
     async def gitops_status(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)

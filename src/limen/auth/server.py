@@ -186,6 +186,7 @@ class AuthServer:
         user = validate([SourceDocument("<users add>", 0, 1, document)])[0]
         for role in roles:
             await self.store.get(Kind.ROLE, role)
+        await self.signup_prerequisites()  # refuse before writing, not after
         created = await self.store.create(user.with_origin(Origin.API))
         await self.emit("user.create", user=actor, name=name, roles=list(roles))
         return created, await self.invite(name, actor=actor, ttl_seconds=ttl_seconds)
@@ -193,8 +194,15 @@ class AuthServer:
     async def invite(self, name: str, *, actor: str, ttl_seconds: float = 3600.0) -> str:
         """A one-time sign-up link for an existing user (from Git, Kubernetes or the API)."""
         await self._user(name)
+        proxy, pin = await self.signup_prerequisites()
         secret = await self.users.invite(name, ttl_seconds)
-        return build_signup_url(await self.proxy_address(), secret, self.tls_ca_pin())
+        return build_signup_url(proxy, secret, pin)
+
+    async def signup_prerequisites(self) -> tuple[str, str]:
+        """What a sign-up link needs (the proxy's address, the TLS CA pin), asked before
+        anything is written so a refusal leaves nothing behind."""
+        pin = self.tls_ca_pin()
+        return await self.proxy_address(), pin
 
     async def signup(self, secret: str, password: str) -> dict[str, str | None]:
         try:
@@ -271,6 +279,7 @@ class AuthServer:
     async def create_token(self, token_type: str, ttl: timedelta, *, actor: str,
                            labels: Mapping[str, str] | None = None,
                            single_use: bool | None = None) -> tuple[str, Resource]:
+        self.tls_ca_pin()  # a cluster that has no CA yet cannot be joined: refuse before writing
         secret, record = await self.tokens.create(
             token_type, ttl, now=self.now(), labels=labels, single_use=single_use)
         await self.emit("join_token.create", user=actor, token_id=record.name,
@@ -378,6 +387,11 @@ class AuthServer:
         """The decision for ``user_name`` on an object, as ``lmctl access check`` prints it.
         ``login`` is the Unix login for SSH servers and the database user for databases."""
         user = await self._user(user_name)
+        return await self.access_check_target(user, await self.store.get(kind, name), login)
+
+    async def access_check_target(self, user: Resource, target: Resource,
+                                  login: str | None) -> dict[str, Any]:
+        """:meth:`access_check` on a resolved ``target`` (e.g. a heartbeated node)."""
         roles = await self.store.list(Kind.ROLE)
         checker = AccessChecker.for_user(user.name, list(user.spec.get("roles") or []),
                                          user_traits(user), roles)

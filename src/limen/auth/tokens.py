@@ -1,6 +1,7 @@
 """Join tokens: how agents, proxies and trusted clusters prove they may join.
 
-A token is 32 random bytes (hex); the store keeps only its SHA-256, as a ``Token`` resource
+A token is 32 random bytes (hex); the store keeps only its SHA-256 (and its first
+``HINT_LENGTH`` characters, to recognise it in ``lmctl tokens ls``), as a ``Token`` resource
 named by the first 32 hex digits of the hash, with the backend expiry set to the token's end.
 Tokens of type node/db/kube/app/proxy are reusable until they expire (like Teleport's);
 ``trusted_cluster`` tokens and ``--single-use`` ones are consumed atomically by their first use.
@@ -19,10 +20,12 @@ from limen.api.resources import Kind, Resource
 from limen.errors import AccessDenied, BadParameter, CompareFailed, NotFound
 from limen.services.resources import ResourceStore, resource_key
 
-__all__ = ["TOKEN_TYPES", "JoinTokens", "token_id"]
+__all__ = ["HINT_LENGTH", "TOKEN_TYPES", "JoinTokens", "token_id"]
 
 TOKEN_TYPES = ("node", "db", "kube", "app", "proxy", "trusted_cluster")
 MAX_TTL = timedelta(days=30)
+HINT_LENGTH = 6
+"""Characters of the secret a record keeps (``spec.hint``) to be recognised in a listing."""
 
 
 def token_id(token: str) -> str:
@@ -50,7 +53,8 @@ class JoinTokens:
         expires = now + ttl
         if single_use is None:
             single_use = token_type == "trusted_cluster"
-        spec = {"type": token_type, "sha256": _digest(secret), "expires": expires.isoformat(),
+        spec = {"type": token_type, "sha256": _digest(secret), "hint": secret[:HINT_LENGTH],
+                "expires": expires.isoformat(),
                 "single_use": single_use, "labels": dict(labels or {})}
         record = Resource(Kind.TOKEN, token_id(secret), spec=spec)
         stored = await self.store.create(record, expires=expires.timestamp())

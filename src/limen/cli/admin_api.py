@@ -14,15 +14,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from limen.api.loader import SourceDocument
 from limen.api.resources import parse_kind
 from limen.api.validation import validate
 from limen.auth.client import AuthClient
+from limen.backend.sqlite import DB_FILENAME
 from limen.ca.host_credentials import HostCredentials
-from limen.errors import ConnectionProblem
+from limen.errors import BadParameter, ConnectionProblem
 
-__all__ = ["AdminApi", "open_admin"]
+__all__ = ["AdminApi", "open_admin", "require_cluster_dir"]
 
 ACTOR = "admin"
 
@@ -44,6 +46,15 @@ class AdminApi(Protocol):
     async def status(self) -> dict[str, Any]: ...
     async def export_ca(self, ca_type: str) -> dict[str, Any]: ...
     async def gitops_status(self) -> dict[str, Any]: ...
+    async def list_users(self) -> list[dict[str, Any]]: ...
+    async def update_user(self, name: str, roles: list[str] | None,
+                          logins: list[str] | None) -> dict[str, Any]: ...
+    async def remove_user(self, name: str) -> None: ...
+    async def reset_user(self, name: str, ttl: int) -> dict[str, str]: ...
+    async def unlock_user(self, name: str) -> bool: ...
+    async def list_nodes(self) -> list[dict[str, Any]]: ...
+    async def list_tokens(self) -> list[dict[str, Any]]: ...
+    async def remove_token(self, ref: str) -> dict[str, Any]: ...
 
 
 class RemoteAdmin:
@@ -93,6 +104,7 @@ class RemoteAdmin:
             params.append(("since", since))
         if limit:
             params.append(("limit", str(limit)))
+        params.append(("order", "newest"))
         answer = await self.client.call("GET", "/v1/events", None, params)
         return list(answer["events"])
 
@@ -116,14 +128,67 @@ class RemoteAdmin:
         result: dict[str, Any] = await self.client.call("GET", "/v1/gitops/status")
         return result
 
+    async def list_users(self) -> list[dict[str, Any]]:
+        return list((await self.client.call("GET", "/v1/admin/users"))["items"])
+
+    async def update_user(self, name: str, roles: list[str] | None,
+                          logins: list[str] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if roles is not None:
+            body["roles"] = roles
+        if logins is not None:
+            body["logins"] = logins
+        result: dict[str, Any] = await self.client.call(
+            "PATCH", f"/v1/admin/users/{quote(name, safe='')}", body)
+        return result
+
+    async def remove_user(self, name: str) -> None:
+        await self.client.call("DELETE", f"/v1/admin/users/{quote(name, safe='')}")
+
+    async def reset_user(self, name: str, ttl: int) -> dict[str, str]:
+        result: dict[str, str] = await self.client.call(
+            "POST", f"/v1/admin/users/{quote(name, safe='')}/reset", {"ttl_seconds": ttl})
+        return result
+
+    async def unlock_user(self, name: str) -> bool:
+        answer = await self.client.call("POST", f"/v1/admin/users/{quote(name, safe='')}/unlock",
+                                        {})
+        return bool(answer["was_locked"])
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        return list((await self.client.call("GET", "/v1/admin/nodes"))["items"])
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        return list((await self.client.call("GET", "/v1/admin/tokens"))["items"])
+
+    async def remove_token(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "DELETE", f"/v1/admin/tokens/{quote(ref, safe='')}")
+        return result
+
 
 def token_of(url: str) -> str:
     return url.rsplit("/", 1)[-1].split("?")[0]
 
 
+def require_cluster_dir(data_dir: Path) -> None:
+    """Refuse a data directory that holds no cluster (missing, empty, or without the store),
+    touching nothing: no directory, no file is created by looking."""
+    if (data_dir / DB_FILENAME).is_file():
+        return
+    what = ("does not exist" if not data_dir.exists() else
+            "is not a directory" if not data_dir.is_dir() else
+            f"holds no Limen cluster (no {DB_FILENAME})")
+    raise BadParameter(
+        f"{data_dir} {what}: start a cluster there with `limen start --data-dir {data_dir}`, "
+        "or pass the data directory of an existing cluster (--data-dir or LIMEN_DATA_DIR)")
+
+
 @asynccontextmanager
-async def open_admin(data_dir: Path, auth: str | None = None,
-                     identity: Path | None = None) -> AsyncIterator[AdminApi]:
+async def open_admin(data_dir: Path, auth: str | None = None, identity: Path | None = None,
+                     *, bootstrap: bool = False) -> AsyncIterator[AdminApi]:
+    """``bootstrap``: an offline ``lmctl apply`` may create the store of a fresh directory
+    (DESIGN.md's bootstrap); every other command refuses a directory without a cluster."""
     if auth:
         creds = HostCredentials.load(identity or data_dir / "admin")
         async with AuthClient(auth, creds) as client:
@@ -143,6 +208,8 @@ async def open_admin(data_dir: Path, auth: str | None = None,
             finally:
                 await client.close()
             return
+    if not bootstrap:
+        require_cluster_dir(data_dir)
     from limen.cli.admin_local import local_admin  # the whole auth server: only offline
 
     async with local_admin(data_dir) as local:

@@ -1,5 +1,7 @@
 """``lmctl --data-dir DIR`` when no cluster runs from DIR: an in-process ``AuthServer`` over
 DIR's store, with the same validation, ownership rules and audit events as the auth API.
+``open_admin`` has checked that DIR holds a cluster's store, except for a bootstrapping
+``lmctl apply`` (which creates it).
 
 Imported lazily by ``limen.cli.admin_api.open_admin`` (it loads the whole auth server).
 """
@@ -14,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from limen.api.loader import SourceDocument
-from limen.api.resources import Origin, parse_kind
+from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
+from limen.auth import node_admin, token_admin, user_admin
 from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.server import AuthServer
 from limen.backend.factory import open_backend
@@ -68,10 +71,15 @@ class LocalAdmin:
     async def events(self, types: list[str], user: str | None, since: str | None,
                      limit: int | None) -> list[dict[str, Any]]:
         return search(self.events_dir, types=types or None, user=user,
-                      since=parse_since(since) if since else None, limit=limit)
+                      since=parse_since(since) if since else None, limit=limit,
+                      descending=True)
 
     async def access_check(self, user: str, kind: str, name: str,
                            login: str | None) -> dict[str, Any]:
+        if node_admin.is_node_kind(kind):
+            found = await self.server.store.get(Kind.USER, user)
+            target = await node_admin.resolve_node(self.server, name)
+            return await self.server.access_check_target(found, target, login)
         return await self.server.access_check(user, parse_kind(kind), name, login)
 
     async def export_ca(self, ca_type: str) -> dict[str, Any]:
@@ -79,6 +87,33 @@ class LocalAdmin:
 
     async def status(self) -> dict[str, Any]:
         return {**self.server.status(), "listeners": {}}
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        return await user_admin.list_users(self.server)
+
+    async def update_user(self, name: str, roles: list[str] | None,
+                          logins: list[str] | None) -> dict[str, Any]:
+        return await user_admin.update_user(self.server, name, actor=ACTOR, roles=roles,
+                                            logins=logins)
+
+    async def remove_user(self, name: str) -> None:
+        await user_admin.remove_user(self.server, name, actor=ACTOR)
+
+    async def reset_user(self, name: str, ttl: int) -> dict[str, str]:
+        url = await user_admin.reset_user(self.server, name, actor=ACTOR, ttl_seconds=ttl)
+        return {"url": url, "token": token_of(url)}
+
+    async def unlock_user(self, name: str) -> bool:
+        return await user_admin.unlock_user(self.server, name, actor=ACTOR)
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        return await node_admin.list_nodes(self.server)
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        return await token_admin.list_tokens(self.server)
+
+    async def remove_token(self, ref: str) -> dict[str, Any]:
+        return await token_admin.remove_token(self.server, ref, actor=ACTOR)
 
     async def gitops_status(self) -> dict[str, Any]:
         item = await self.server.backend.get(GITOPS_STATUS_KEY)

@@ -2,54 +2,33 @@
 
 ``--data-dir DIR`` uses the admin identity the cluster running from DIR keeps there (or, when
 none runs, DIR's store directly); ``--auth HOST:PORT -i DIR`` talks to that auth server with
-the identity in DIR. Entry point of the ``lmctl`` console script.
+the identity in DIR. A DIR that holds no cluster is refused without creating anything, except
+by ``apply``, which bootstraps a fresh directory's store offline. Entry point of the ``lmctl``
+console script; ``users``, ``nodes``, ``tokens`` and ``gitops`` live in ``lmctl_*`` modules.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from limen.api.durations import parse_duration
 from limen.api.loader import load_path, load_text
 from limen.api.resources import PUBLIC_KINDS, parse_kind
-from limen.cli.admin_api import AdminApi, open_admin
+from limen.auth.node_admin import is_node_kind
+from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
 from limen.cli.lmctl_gitops import gitops
-from limen.config import parse_labels
+from limen.cli.lmctl_nodes import nodes
+from limen.cli.lmctl_run import run_admin
+from limen.cli.lmctl_tokens import tokens
+from limen.cli.lmctl_users import users
 from limen.errors import BadParameter
 
-T = TypeVar("T")
-
 __all__ = ["main"]
-
-
-def _run(action: Callable[[AdminApi], Awaitable[T]]) -> T:
-    params = click.get_current_context().find_root().params
-
-    async def runner() -> T:
-        async with open_admin(params["data_dir"], params["auth"], params["identity"]) as admin:
-            return await action(admin)
-
-    return asyncio.run(runner())
-
-
-TTL_OPTION = click.option("--ttl", default="1h", show_default=True,
-                          help="How long the sign-up link works (at most 48h).")
-
-
-def _seconds(text: str) -> int:
-    return int(parse_duration(text).total_seconds())
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,7 +49,7 @@ def cli(data_dir: Path, auth: str | None, identity: Path | None, debug: bool) ->
 @handle_errors
 def status(output: str) -> None:
     """Cluster name, CA fingerprints and listeners."""
-    info = _run(lambda admin: admin.status())
+    info = run_admin(lambda admin: admin.status())
     if output != "text":
         emit_documents([info], output)
         return
@@ -89,7 +68,7 @@ def status(output: str) -> None:
 def apply(path: str, output: str) -> None:
     """Validate every document, then apply all of them or none."""
     documents = load_text(sys.stdin.read(), "<stdin>") if path == "-" else load_path(Path(path))
-    results = _run(lambda admin: admin.apply(documents))
+    results = run_admin(lambda admin: admin.apply(documents), bootstrap=True)
     if output != "text":
         emit_documents(results, output)
         return
@@ -113,7 +92,7 @@ def get(target: str, output: str) -> None:
     async def fetch(admin: AdminApi) -> list[dict[str, Any]]:
         return [await admin.get_one(kind, name)] if name else await admin.list_kind(kind)
 
-    found = _run(fetch)
+    found = run_admin(fetch)
     if output != "text":
         emit_documents(found, output, as_list=name is None)
         return
@@ -135,77 +114,8 @@ def remove(target: str) -> None:
         raise BadParameter("rm needs KIND/NAME, for example role/dev")
     if parse_kind(kind) not in PUBLIC_KINDS:
         raise BadParameter(f"{kind} objects cannot be removed with lmctl rm")
-    _run(lambda admin: admin.delete(kind, name))
+    run_admin(lambda admin: admin.delete(kind, name))
     click.echo(f"{kind.lower()}/{name} deleted")
-
-
-@cli.group()
-def users() -> None:
-    """Local users: add, invite."""
-
-
-def _print_link(result: dict[str, str], name: str, output: str) -> None:
-    if output == "json":
-        _echo_json(result)
-        return
-    click.echo(f"User {name!r} can now sign up (the link works once):\n"
-               f"  {result['url']}\n"
-               f"or: lmsh signup --proxy {result['url'].split('/')[2]} --token {result['token']}")
-
-
-@users.command("add")
-@click.argument("name")
-@click.option("--roles", required=True, help="Comma-separated role names.")
-@click.option("--logins", default="", help="Comma-separated Unix logins (the logins trait).")
-@TTL_OPTION
-@OUTPUT_OPTION
-@handle_errors
-def users_add(name: str, roles: str, logins: str, ttl: str, output: str) -> None:
-    """Create a user and print a one-time sign-up link."""
-    role_list = [r.strip() for r in roles.split(",") if r.strip()]
-    login_list = [x.strip() for x in logins.split(",") if x.strip()]
-    seconds = _seconds(ttl)
-    _print_link(_run(lambda admin: admin.add_user(name, role_list, login_list, seconds)),
-                name, output)
-
-
-@users.command("invite")
-@click.argument("name")
-@TTL_OPTION
-@OUTPUT_OPTION
-@handle_errors
-def users_invite(name: str, ttl: str, output: str) -> None:
-    """A fresh one-time sign-up link for an existing user (e.g. one declared in Git)."""
-    seconds = _seconds(ttl)
-    _print_link(_run(lambda admin: admin.invite(name, seconds)), name, output)
-
-
-@cli.group()
-def tokens() -> None:
-    """Join tokens for agents and trusted clusters."""
-
-
-@tokens.command("add")
-@click.option("--type", "token_type", required=True,
-              type=click.Choice(["node", "db", "kube", "app", "proxy", "trusted_cluster"]))
-@click.option("--ttl", default="30m", show_default=True, help="Lifetime, e.g. 30m, 1h.")
-@click.option("--labels", default="", help="Labels for what joins with it: k=v,k2=v2.")
-@OUTPUT_OPTION
-@handle_errors
-def tokens_add(token_type: str, ttl: str, labels: str, output: str) -> None:
-    """Create a join token (shown once)."""
-    seconds = _seconds(ttl)
-    result = _run(lambda admin: admin.add_token(token_type, seconds, parse_labels(labels)))
-    if output == "json":
-        _echo_json(result)
-        return
-    click.echo(f"The {token_type} token {result['token']} expires at {result['expires']}.\n"
-               f"CA pin: {result['ca_pin']}")
-    if token_type in ("node", "proxy"):
-        where = (f"--proxy {result.get('proxy', 'PROXY_HOST:3080')}" if token_type == "node"
-                 else "--auth-server AUTH_HOST:3025")
-        click.echo(f"\nOn the {token_type}'s machine:\n  limen start --roles {token_type} "
-                   f"--token {result['token']} --ca-pin {result['ca_pin']} {where}")
 
 
 @cli.group()
@@ -217,22 +127,17 @@ def audit() -> None:
 @click.option("--type", "types", multiple=True, help="Event type or glob (session.*); repeatable.")
 @click.option("--user", help="Only events of this user.")
 @click.option("--since", help="1h, 30m, 2d or an ISO date.")
-@click.option("--limit", type=int, help="At most this many events.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N events.")
 @OUTPUT_OPTION
 @handle_errors
 def audit_search(types: tuple[str, ...], user: str | None, since: str | None,
                  limit: int | None, output: str) -> None:
-    """Search the audit log."""
-    found = _run(lambda admin: admin.events(list(types), user, since, limit))
-    if output == "json":
-        _echo_json(found)
+    """Search the audit log, newest first (SESSION is what `lmsh play` takes)."""
+    found = run_admin(lambda admin: admin.events(list(types), user, since, limit))
+    if output != "text":
+        emit_documents(found, output, as_list=True)
         return
-    if output == "yaml":
-        emit_documents(found, output)
-        return
-    print_table(["TIME", "EVENT", "CODE", "USER", "SUCCESS"],
-                [(e.get("time", ""), e.get("event", ""), e.get("code", ""),
-                  str(e.get("user") or "-"), str(e.get("success", ""))) for e in found])
+    print_table(AUDIT_HEADERS, audit_rows(found))
 
 
 @cli.group()
@@ -248,7 +153,7 @@ def auth() -> None:
 @handle_errors
 def auth_export(ca_type: str, output: str) -> None:
     """Print a CA's public keys in the format its consumers read."""
-    ca = _run(lambda admin: admin.export_ca(ca_type))
+    ca = run_admin(lambda admin: admin.export_ca(ca_type))
     if output != "text":
         emit_documents([ca], output)
     elif ca_type == "user":
@@ -272,11 +177,15 @@ def access() -> None:
 @OUTPUT_OPTION
 @handle_errors
 def access_check(user: str, target: str, login: str | None, output: str) -> None:
-    """Would USER be allowed to reach KIND/NAME? Prints the deciding role and rule."""
-    kind, name = _target(target)
+    """Would USER be allowed to reach KIND/NAME? Prints the deciding role and rule.
+
+    node/NAME is a node online, by hostname or host id (see lmctl nodes ls)."""
+    kind_text, _, name = target.partition("/")
     if not name:
-        raise BadParameter("access check needs KIND/NAME, for example resource/web1")
-    result = _run(lambda admin: admin.access_check(user, kind, name, login))
+        raise BadParameter("access check needs KIND/NAME, for example node/web1 or "
+                           "resource/build-box")
+    kind = "node" if is_node_kind(kind_text) else parse_kind(kind_text).value
+    result = run_admin(lambda admin: admin.access_check(user, kind, name, login))
     if output != "text":
         emit_documents([result], output)
     else:
@@ -285,6 +194,9 @@ def access_check(user: str, target: str, login: str | None, output: str) -> None
         sys.exit(1)
 
 
+cli.add_command(users)
+cli.add_command(nodes)
+cli.add_command(tokens)
 cli.add_command(gitops)
 
 

@@ -10,18 +10,16 @@ another origin — the pull-request check of docs/gitops.md. ``--against``:
 * a Git ref of the repository holding PATH (``origin/main``): the documents at that ref;
 * nothing: an empty cluster (everything is created).
 
-``lmctl gitops status`` shows the live commit and the last attempt with its errors.
+``lmctl gitops status`` shows the live commit and the last attempt with its errors. Both take
+``-o json|yaml``.
 Registered on the ``lmctl`` group by ``limen.cli.lmctl``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -29,30 +27,15 @@ from limen.api.loader import load_path
 from limen.api.resources import PUBLIC_KINDS, Origin, Resource
 from limen.api.validation import validate
 from limen.backend.sqlite import DB_FILENAME
-from limen.cli.admin_api import AdminApi, open_admin
+from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
+from limen.cli.lmctl_run import run_admin
 from limen.errors import BadParameter, ValidationFailed
 from limen.gitops.planfmt import format_value, render_plan
 from limen.gitops.repository import documents_at_ref
 from limen.services.plan import Plan, compute_plan
 
 __all__ = ["gitops"]
-
-T = TypeVar("T")
-
-
-def _run(action: Callable[[AdminApi], Awaitable[T]], data_dir: Path | None = None) -> T:
-    params = click.get_current_context().find_root().params
-
-    async def runner() -> T:
-        if data_dir is not None:
-            async with open_admin(data_dir) as admin:
-                return await action(admin)
-        async with open_admin(params["data_dir"], params["auth"], params["identity"]) as admin:
-            return await action(admin)
-
-    return asyncio.run(runner())
-
 
 @click.group()
 def gitops() -> None:
@@ -64,8 +47,7 @@ def gitops() -> None:
 @click.option("--against", metavar="DIR_OR_REF",
               help="A data directory (what that cluster holds) or a Git ref of PATH's "
                    "repository (the documents there). Default: an empty cluster.")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Output format.")
+@OUTPUT_OPTION
 @handle_errors
 def plan(path: Path, against: str | None, output: str) -> None:
     """Validate PATH and print the create/update/delete plan; exit 1 if anything is invalid."""
@@ -76,8 +58,8 @@ def plan(path: Path, against: str | None, output: str) -> None:
         sys.exit(1)
     current = _current(path, against)
     result = compute_plan(desired, current, Origin.GIT, prune=True, kinds=PUBLIC_KINDS)
-    if output == "json":
-        click.echo(json.dumps(_plan_json(result), indent=2, sort_keys=True))
+    if output != "text":
+        emit_documents([_plan_json(result)], output)
     else:
         for line in render_plan(result, created_fields=True):
             click.echo(line)
@@ -86,9 +68,8 @@ def plan(path: Path, against: str | None, output: str) -> None:
 
 
 def _report_invalid(err: ValidationFailed, output: str) -> None:
-    if output == "json":
-        click.echo(json.dumps({"valid": False, "errors": [str(e) for e in err.errors]},
-                              indent=2))
+    if output != "text":
+        emit_documents([{"valid": False, "errors": [str(e) for e in err.errors]}], output)
     count = len(err.errors)
     click.echo(f"error: {count} problem{'s' if count != 1 else ''} found; nothing would be "
                "applied:", err=True)
@@ -103,7 +84,7 @@ def _current(path: Path, against: str | None) -> list[Resource]:
     if candidate.is_dir():
         if not (candidate / DB_FILENAME).exists():
             raise BadParameter(f"{against} is not a Limen data directory (no {DB_FILENAME})")
-        return _run(_cluster_objects, candidate)
+        return run_admin(_cluster_objects, data_dir=candidate)
     try:
         documents = documents_at_ref(path, against)
         resources = validate(documents)
@@ -137,7 +118,7 @@ def _plan_json(result: Plan) -> dict[str, Any]:
 @handle_errors
 def status(output: str) -> None:
     """The live commit, and the last attempt with its errors."""
-    info = _run(lambda admin: admin.gitops_status())
+    info = run_admin(lambda admin: admin.gitops_status())
     if output != "text":
         emit_documents([info], output)
         return

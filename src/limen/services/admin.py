@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from limen.api.resources import Kind, Origin, Resource
-from limen.errors import AccessDenied
 from limen.services.apply import apply_plan
+from limen.services.ownership import check_owner
 from limen.services.plan import Plan, compute_plan
 from limen.services.resources import ResourceStore
 
@@ -45,10 +45,6 @@ class AdminOps:
     async def remove(self, kind: Kind, name: str, origin: Origin) -> Resource:
         """Delete an object; a source may delete only what it owns (or what is unowned)."""
         current = await self.store.get(kind, name)
-        if current.origin not in (None, origin):
-            raise AccessDenied(
-                f"{kind.value} {name!r} is owned by origin {current.origin}; "
-                f"change it there instead"
-            )
+        check_owner(current, origin, "delete")
         await self.store.delete(kind, name)
         return current

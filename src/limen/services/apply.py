@@ -8,7 +8,7 @@ Called by ``lmctl apply`` (offline), the auth API's apply endpoint, and the Git 
 from __future__ import annotations
 
 from limen.backend.base import Condition, Delete, Put
-from limen.errors import AlreadyExists
+from limen.errors import AlreadyExists, CompareFailed
 from limen.services.plan import Action, Plan
 from limen.services.resources import ResourceStore, encode, resource_key
 
@@ -35,4 +35,8 @@ async def apply_plan(store: ResourceStore, plan: Plan) -> int:
             ops.append(Put(key, encode(entry.desired)))
     if not ops:
         return 0
-    return await store.backend.atomic(conditions, ops)
+    try:
+        return await store.backend.atomic(conditions, ops)
+    except CompareFailed:
+        raise CompareFailed("the stored objects changed while this apply was being planned "
+                            "(another writer); nothing was applied: run it again") from None

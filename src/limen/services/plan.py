@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from limen.api.resources import ADOPT_ANNOTATION, ORIGIN_LABEL, Kind, Origin, Resource
+from limen.services.ownership import owner_allows
 
 __all__ = ["Action", "FieldChange", "Plan", "PlanEntry", "compute_plan", "diff_fields"]
 
@@ -69,15 +70,6 @@ class Plan:
         return ", ".join(parts)
 
 
-def _owner_allows(current: Resource, desired: Resource | None, origin: Origin) -> bool:
-    if current.origin in (None, origin):
-        return True
-    adopt = current.annotations.get(ADOPT_ANNOTATION)
-    if desired is not None and adopt is None:
-        adopt = desired.annotations.get(ADOPT_ANNOTATION)
-    return adopt == origin.value
-
-
 def compute_plan(
     desired: Iterable[Resource],
     current: Iterable[Resource],
@@ -103,7 +95,7 @@ def compute_plan(
         if have is None:
             entries.append(PlanEntry(Action.CREATE, want.kind, want.name, want, None))
             continue
-        if not _owner_allows(have, want, origin):
+        if not owner_allows(have, want, origin):
             conflicts.append(
                 f"{want.key} is owned by origin {have.origin}; annotate it with "
                 f"{ADOPT_ANNOTATION}: {origin.value} to hand it over"

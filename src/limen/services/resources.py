@@ -9,19 +9,42 @@ and ``lmctl`` when it opens a data directory directly.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from limen.api.resources import Kind, Resource
 from limen.backend.base import Backend, EventType, Item
-from limen.errors import NotFound
+from limen.errors import AlreadyExists, CompareFailed, NotFound
+from limen.services.ownership import object_label
 
-__all__ = ["RESOURCE_PREFIX", "ResourceChange", "ResourceStore", "resource_key"]
+T = TypeVar("T")
+
+__all__ = ["RESOURCE_PREFIX", "ResourceChange", "ResourceStore", "resource_key", "translated"]
 
 RESOURCE_PREFIX = "/resources/"
 
 
 def resource_key(kind: Kind, name: str) -> str:
     return f"{RESOURCE_PREFIX}{kind.value}/{name}"
+
+
+async def translated(kind: Kind, name: str, call: Awaitable[T], *,
+                     creating: bool = False) -> T:
+    """Await a backend write on one object's key and say what went wrong in the object's
+    words: ``user 'me' already exists``, never the backend key. The one place where the
+    store's conflict and not-found errors become messages a person reads."""
+    label = object_label(kind, name)
+    try:
+        return await call
+    except AlreadyExists:
+        raise AlreadyExists(f"{label} already exists") from None
+    except NotFound:
+        raise NotFound(f"{label} not found") from None
+    except CompareFailed:
+        if creating:
+            raise AlreadyExists(f"{label} already exists") from None
+        raise CompareFailed(f"{label} was changed or deleted meanwhile; nothing was written, "
+                            "try again") from None
 
 
 def _decode(item: Item) -> Resource:
@@ -54,7 +77,7 @@ class ResourceStore:
     async def get(self, kind: Kind, name: str) -> Resource:
         item = await self.backend.get(resource_key(kind, name))
         if item is None:
-            raise NotFound(f"{kind.value} {name!r} not found")
+            raise NotFound(f"{object_label(kind, name)} not found")
         return _decode(item)
 
     async def find(self, kind: Kind, name: str) -> Resource | None:
@@ -66,9 +89,8 @@ class ResourceStore:
         return [_decode(item) for item in await self.backend.list(prefix)]
 
     async def create(self, resource: Resource, *, expires: float | None = None) -> Resource:
-        item = await self.backend.create(
-            resource_key(resource.kind, resource.name), encode(resource), expires=expires
-        )
+        item = await translated(resource.kind, resource.name, self.backend.create(
+            resource_key(resource.kind, resource.name), encode(resource), expires=expires))
         return resource.replace(revision=item.revision)
 
     async def put(self, resource: Resource, *, expires: float | None = None) -> Resource:
@@ -79,14 +101,13 @@ class ResourceStore:
 
     async def update(self, resource: Resource, *, expires: float | None = None) -> Resource:
         """Compare-and-swap against ``resource.revision`` (0 = must not exist yet)."""
-        item = await self.backend.compare_and_swap(
+        item = await translated(resource.kind, resource.name, self.backend.compare_and_swap(
             resource_key(resource.kind, resource.name), resource.revision, encode(resource),
-            expires=expires,
-        )
+            expires=expires), creating=resource.revision == 0)
         return resource.replace(revision=item.revision)
 
     async def delete(self, kind: Kind, name: str) -> None:
-        await self.backend.delete(resource_key(kind, name))
+        await translated(kind, name, self.backend.delete(resource_key(kind, name)))
 
     async def watch(
         self, kind: Kind | None = None, *, after: int | None = None

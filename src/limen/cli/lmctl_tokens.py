@@ -1,0 +1,63 @@
+"""``lmctl tokens``: add, ls, rm join tokens for agents, proxies and trusted clusters (like
+``tctl tokens``). Registered on the ``lmctl`` group by ``limen.cli.lmctl``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmctl_format import TOKEN_HEADERS, mask_token, token_rows
+from limen.cli.lmctl_run import run_admin, seconds
+from limen.config import parse_labels
+
+__all__ = ["tokens"]
+
+
+@click.group()
+def tokens() -> None:
+    """Join tokens for agents and trusted clusters."""
+
+
+@tokens.command("add")
+@click.option("--type", "token_type", required=True,
+              type=click.Choice(["node", "db", "kube", "app", "proxy", "trusted_cluster"]))
+@click.option("--ttl", default="30m", show_default=True, help="Lifetime, e.g. 30m, 1h.")
+@click.option("--labels", default="", help="Labels for what joins with it: k=v,k2=v2.")
+@OUTPUT_OPTION
+@handle_errors
+def tokens_add(token_type: str, ttl: str, labels: str, output: str) -> None:
+    """Create a join token (shown once)."""
+    ttl_seconds, label_map = seconds(ttl), parse_labels(labels)
+    result = run_admin(lambda admin: admin.add_token(token_type, ttl_seconds, label_map))
+    if output != "text":
+        emit_documents([result], output)
+        return
+    click.echo(f"The {token_type} token {result['token']} expires at {result['expires']}.\n"
+               f"CA pin: {result['ca_pin']}")
+    if token_type in ("node", "proxy"):
+        where = (f"--proxy {result.get('proxy', 'PROXY_HOST:3080')}" if token_type == "node"
+                 else "--auth-server AUTH_HOST:3025")
+        click.echo(f"\nOn the {token_type}'s machine:\n  limen start --roles {token_type} "
+                   f"--token {result['token']} --ca-pin {result['ca_pin']} {where}")
+
+
+@tokens.command("ls")
+@OUTPUT_OPTION
+@handle_errors
+def tokens_ls(output: str) -> None:
+    """Tokens not yet expired (or used): masked, type, expiry, use, labels."""
+    found = run_admin(lambda admin: admin.list_tokens())
+    if output != "text":
+        emit_documents(found, output, as_list=True)
+        return
+    print_table(TOKEN_HEADERS, token_rows(found))
+
+
+@tokens.command("rm")
+@click.argument("token")
+@handle_errors
+def tokens_rm(token: str) -> None:
+    """Delete a token: the token itself, its id, or a prefix of either (as ls shows it)."""
+    row = run_admin(lambda admin: admin.remove_token(token))
+    click.echo(f"Token {mask_token(row.get('hint'))} (id {row['id']}, {row['type']}) deleted.")
