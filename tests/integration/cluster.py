@@ -270,7 +270,8 @@ class LimenCluster:
             args += ["--type", event_type]
         if user:
             args += ["--user", user]
-        events: list[dict[str, Any]] = self.lmctl_json(*args)
+        listed = self.lmctl_json(*args)  # a List, newest first (what lmctl prints)
+        events: list[dict[str, Any]] = list(reversed(listed["items"]))
         return events
 
     # -- users ---------------------------------------------------------------------------
