@@ -64,7 +64,7 @@ spec:
     app_labels: {env: dev}
     cluster_labels: {region: eu}
     rules:
-      - {resources: [session, event], verbs: [list, read], where: 'contains(user.roles, "x")'}
+      - {resources: [session, event], verbs: [list, read], where: 'contains(user.spec.roles, "x")'}
   deny:
     node_labels: {env: prod}
 """,

@@ -9,7 +9,8 @@ API body) and either returns all of it as :class:`Resource` objects or raises on
                        literal secrets ──▶ duplicates across the batch ──▶ Resource
 
 The semantic checks are what a structural schema cannot say: a label value is a string or a
-list of strings, ``^...$`` values compile, ``{{...}}`` templates parse, durations are positive,
+list of strings, ``^...$`` values compile, ``{{...}}`` templates parse, rules' ``where``
+conditions parse (``limen.api.predicates``), durations are positive,
 kind-specific Resource fields (the CRDs' CEL rules, mirrored here), and no document carries a
 private key or a literal token/password where a ``*_ref`` reference belongs. Null fields in
 ``spec`` are dropped, as the API server does. ``status`` is Limen's, and only has to be a mapping.
@@ -29,6 +30,7 @@ from typing import Any
 
 from limen.api.durations import parse_duration
 from limen.api.loader import FieldPath, SourceDocument
+from limen.api.predicates import parse_where
 from limen.api.resources import API_VERSION, NAME_PATTERN, PUBLIC_KINDS, Kind, Resource
 from limen.api.schemas import describe, schema_errors
 from limen.api.templates import is_template, parse_template
@@ -285,10 +287,23 @@ def _role(spec: Mapping[str, Any]) -> Iterator[Problem]:
                     for field in ("name", "namespace"):
                         if isinstance(item, dict) and isinstance(item.get(field), str):
                             yield from _value(item[field], (*path, position, field))
-            elif key != "rules" and isinstance(value, list):
+            elif key == "rules" and isinstance(value, list):
+                yield from _rules(value, path)
+            elif isinstance(value, list):
                 for position, item in enumerate(value):
                     if isinstance(item, str):
                         yield from _template(item, (*path, position))
+
+
+def _rules(rules: Sequence[Any], path: FieldPath) -> Iterator[Problem]:
+    """Each rule's ``where`` parses and type-checks (``limen.api.predicates``)."""
+    for position, rule in enumerate(rules):
+        where = rule.get("where") if isinstance(rule, dict) else None
+        if isinstance(where, str):
+            try:
+                parse_where(where)
+            except BadParameter as err:
+                yield (*path, position, "where"), f"{where!r}: {err}"
 
 
 def _labels(labels: Mapping[str, Any], path: FieldPath) -> Iterator[Problem]:

@@ -6,15 +6,19 @@ Public surface (everything else is private to the package)::
       .roles: RoleSet, .explain(target, login=...) -> Decision, describe(...) -> str
     RoleSet.from_roles(roles, traits)                         roles expanded once
       .check_ssh / check_kube / check_db / check_app / check_cluster / check_rule -> Decision
+      .check_rule(kind, verb, context)  rules with a ``where`` (limen.api.predicates), the
+                                        context from rule_context(user, roles, traits, ...)
       .allowed_logins / kube_groups / kube_users / db_users / db_names   certificate contents
       .kube_principals(cluster_labels), .options -> SessionOptions, .warnings
 
 Layout: ``labels`` (selectors), ``traits`` (template expansion), ``options`` (parse and
-merge), ``role`` (one compiled role), ``checks`` (the decisions), ``roleset``, ``checker``.
+merge), ``role`` (one compiled role), ``checks`` (the decisions), ``roleset``, ``checker``,
+``context`` (the fields a rule's ``where`` reads), ``presets`` (the preset roles).
 """
 
 from limen.rbac.checker import AccessChecker, describe
 from limen.rbac.checks import RULE_RESOURCES, RULE_VERBS, rule_kind
+from limen.rbac.context import rule_context
 from limen.rbac.decision import Decision
 from limen.rbac.options import DEFAULT_MAX_SESSION_TTL, RoleOptions, SessionOptions
 from limen.rbac.roleset import RoleSet
@@ -29,5 +33,6 @@ __all__ = [
     "RoleSet",
     "SessionOptions",
     "describe",
+    "rule_context",
     "rule_kind",
 ]

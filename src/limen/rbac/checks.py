@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from limen.api.predicates import Context
 from limen.api.resources import Kind, parse_kind
 from limen.errors import BadParameter
 from limen.rbac.decision import Decision, allow, deny
 from limen.rbac.labels import WILDCARD
-from limen.rbac.role import CompiledRole
+from limen.rbac.role import CompiledRole, Rule
 
 __all__ = [
     "RULE_RESOURCES",
@@ -35,6 +36,7 @@ __all__ = [
     "check_db",
     "check_kube",
     "check_rule",
+    "check_rule_possible",
     "check_ssh",
     "kube_principals",
     "rule_kind",
@@ -273,17 +275,54 @@ def rule_kind(kind: str | Kind) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind.value).lower()
 
 
-def check_rule(roles: Sequence[CompiledRole], kind: str | Kind, verb: str) -> Decision:
-    """May the user perform ``verb`` on objects of ``kind`` (checkAccessToRuleImpl)?"""
+def _rule_text(resource: str, verb: str, rule: Rule) -> str:
+    return f"{verb} on {resource}" + (f" where {rule.where.text}" if rule.where else "")
+
+
+def check_rule(roles: Sequence[CompiledRole], kind: str | Kind, verb: str,
+               context: Context | None = None) -> Decision:
+    """May the user perform ``verb`` on objects of ``kind`` (checkAccessToRuleImpl)?
+
+    ``context`` holds the fields a rule's ``where`` reads (the user's, and the object's such
+    as ``session.participants``); fields it lacks are empty. Deny rules whose ``where`` holds
+    are checked first, over all roles; then one allow rule whose ``where`` holds grants."""
+    resource, verb = rule_kind(kind), verb.strip().lower()
+    fields: Context = context or {}
+    if broken := _broken(roles):
+        return broken
+    for role in roles:
+        for rule in role.deny.rules:
+            if rule.matches(resource, verb) and rule.holds(fields):
+                return deny(role.name, "deny.rules",
+                            f"role {role.name!r} denies {_rule_text(resource, verb, rule)}")
+    conditional: list[str] = []
+    for role in roles:
+        for rule in role.allow.rules:
+            if not rule.matches(resource, verb):
+                continue
+            if rule.holds(fields):
+                return allow(role.name, "allow.rules",
+                             f"role {role.name!r} allows {_rule_text(resource, verb, rule)}")
+            conditional.append(f"role {role.name!r} allows {verb} on {resource} only where "
+                               f"{rule.where.text if rule.where else ''}, which does not hold")
+    if conditional:
+        return deny(None, "allow.rules", "; ".join(dict.fromkeys(conditional)))
+    return deny(None, "allow.rules", f"no role allows {verb} on {resource}")
+
+
+def check_rule_possible(roles: Sequence[CompiledRole], kind: str | Kind, verb: str) -> Decision:
+    """Could the user perform ``verb`` on SOME object of ``kind`` (Teleport's
+    GuessIfAccessIsPossible)? An allow rule counts whatever its ``where``; only a deny rule
+    without ``where`` rules it out. For listings filtered object by object with
+    :func:`check_rule`: the 403 of a user no rule speaks for."""
     resource, verb = rule_kind(kind), verb.strip().lower()
     if broken := _broken(roles):
         return broken
     for role in roles:
-        if any(rule.matches(resource, verb) for rule in role.deny.rules):
-            return deny(role.name, "deny.rules",
-                        f"role {role.name!r} denies {verb} on {resource}")
+        if any(r.matches(resource, verb) and r.where is None for r in role.deny.rules):
+            return deny(role.name, "deny.rules", f"role {role.name!r} denies {verb} on {resource}")
     for role in roles:
-        if any(rule.matches(resource, verb) for rule in role.allow.rules):
+        if any(r.matches(resource, verb) for r in role.allow.rules):
             return allow(role.name, "allow.rules",
-                         f"role {role.name!r} allows {verb} on {resource}")
+                         f"role {role.name!r} allows {verb} on some {resource} objects")
     return deny(None, "allow.rules", f"no role allows {verb} on {resource}")

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+from limen.api.predicates import Context, Predicate, parse_where
 from limen.api.resources import Resource
 from limen.errors import BadParameter
 from limen.rbac.labels import EMPTY_SELECTOR, WILDCARD, LabelSelector, compile_selector
@@ -34,21 +36,31 @@ __all__ = [
     "compile_role",
 ]
 
+_parse_where = lru_cache(maxsize=512)(parse_where)
+"""Roles are compiled for every identity: a rule's ``where`` is parsed once (immutable)."""
+
 LABEL_FIELDS = ("node_labels", "kubernetes_labels", "db_labels", "app_labels", "cluster_labels")
 PRINCIPAL_FIELDS = ("logins", "kubernetes_groups", "kubernetes_users", "db_names", "db_users")
 
 
 @dataclass(frozen=True)
 class Rule:
-    """``{resources: [kinds], verbs: [...]}`` on Limen's own kinds; ``*`` matches any."""
+    """``{resources: [kinds], verbs: [...], where?}`` on Limen's own kinds; ``*`` matches
+    any. ``where`` (see :mod:`limen.api.predicates`) narrows the rule to the objects and
+    users it holds for."""
 
     resources: frozenset[str]
     verbs: frozenset[str]
+    where: Predicate | None = None
 
     def matches(self, kind: str, verb: str) -> bool:
         return (kind in self.resources or WILDCARD in self.resources) and (
             verb in self.verbs or WILDCARD in self.verbs
         )
+
+    def holds(self, context: Context) -> bool:
+        """Does the ``where`` (if any) hold for this object and user?"""
+        return self.where is None or self.where.evaluate(context)
 
 
 @dataclass(frozen=True)
@@ -98,21 +110,28 @@ def _strings(raw: Any, where: str) -> list[str]:
     raise BadParameter(f"{where} must be a list of strings")
 
 
-def _rules(raw: Any, where: str) -> tuple[Rule, ...]:
+def _rules(raw: Any, section: str) -> tuple[Rule, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise BadParameter(f"{where}.rules must be a list")
+        raise BadParameter(f"{section}.rules must be a list")
     out = []
     for i, item in enumerate(raw):
         if not isinstance(item, Mapping):
-            raise BadParameter(f"{where}.rules[{i}] must be a map")
-        resources = _strings(item.get("resources"), f"{where}.rules[{i}].resources")
-        verbs = _strings(item.get("verbs"), f"{where}.rules[{i}].verbs")
+            raise BadParameter(f"{section}.rules[{i}] must be a map")
+        resources = _strings(item.get("resources"), f"{section}.rules[{i}].resources")
+        verbs = _strings(item.get("verbs"), f"{section}.rules[{i}].verbs")
         if not resources or not verbs:  # Teleport's Rule.CheckAndSetDefaults
-            raise BadParameter(f"{where}.rules[{i}] needs resources and verbs")
+            raise BadParameter(f"{section}.rules[{i}] needs resources and verbs")
+        where = item.get("where")
+        if where is not None and not isinstance(where, str):
+            raise BadParameter(f"{section}.rules[{i}].where must be a string")
+        try:
+            predicate = _parse_where(where) if where is not None else None
+        except BadParameter as err:
+            raise BadParameter(f"{section}.rules[{i}].where: {err}") from None
         out.append(Rule(frozenset(r.lower() for r in resources),
-                        frozenset(v.lower() for v in verbs)))
+                        frozenset(v.lower() for v in verbs), predicate))
     return tuple(out)
 
 

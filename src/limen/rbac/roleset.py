@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from limen.api.predicates import Context
 from limen.api.resources import Kind, Resource
 from limen.rbac import checks
 from limen.rbac.decision import Decision
@@ -95,8 +96,15 @@ class RoleSet:
     def check_cluster(self, cluster_labels: Labels) -> Decision:
         return checks.check_cluster(self.roles, cluster_labels)
 
-    def check_rule(self, kind: str | Kind, verb: str) -> Decision:
-        return checks.check_rule(self.roles, kind, verb)
+    def check_rule(self, kind: str | Kind, verb: str,
+                   context: Context | None = None) -> Decision:
+        """``verb`` on ``kind``; ``context`` feeds the rules' ``where`` (see
+        :func:`limen.rbac.context.rule_context`)."""
+        return checks.check_rule(self.roles, kind, verb, context)
+
+    def check_rule_possible(self, kind: str | Kind, verb: str) -> Decision:
+        """``verb`` on some object of ``kind``, whatever the rules' ``where`` say."""
+        return checks.check_rule_possible(self.roles, kind, verb)
 
     def kube_principals(self, cluster_labels: Labels
                         ) -> tuple[tuple[str, ...], tuple[str, ...]]:
