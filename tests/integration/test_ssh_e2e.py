@@ -167,13 +167,17 @@ def test_interactive_session_is_recorded_and_replayed(site: LimenCluster,
 
 
 def test_login_not_allowed_is_refused_and_audited(site: LimenCluster, ops: LimenUser) -> None:
-    result = ops.lmsh("ssh", f"nobody-{os.getpid()}@{HOST}", "true", check=False)
+    """The proxy refuses before dialling (the node would refuse too: not a principal)."""
+    login = f"nobody-{os.getpid()}"
+    result = ops.lmsh("ssh", f"{login}@{HOST}", "true", check=False)
     assert result.returncode != 0, describe(result)
+    reason = f"login {login!r} is not allowed on {HOST!r} (allowed: {LOGIN})"
+    assert result.stderr.splitlines()[0] == f"lmsh: {reason}", describe(result)
     failures = wait_for(lambda: [e for e in site.audit("auth", "access.denied")
-                                 if e.get("login") == f"nobody-{os.getpid()}"], 10.0,
+                                 if e.get("login") == login], 10.0,
                         "an audit event for the refused login")
     assert failures[-1]["success"] is False
-    assert "principal" in failures[-1]["reason"]
+    assert failures[-1]["reason"] == reason
 
 
 def test_user_without_node_access_sees_nothing(site: LimenCluster) -> None:
