@@ -298,7 +298,7 @@ class LimenCluster:
         return user
 
     def signed_up_users(self, *names: str, roles: Iterable[str] = ("dev",)) -> list[LimenUser]:
-        """:meth:`signed_up_user` for several people at once (in parallel: each is two CLI
+        """:meth:`signed_up_user` for several people at once (in parallel: each is three CLI
         runs), each with the login trait of their own name."""
         role_list = list(roles)
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -358,15 +358,31 @@ class LimenUser:
 
     def signup(self, link: str, *, insecure: bool = False,
                check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``lmsh signup --link URL --password-stdin -o json``; keeps the TOTP secret."""
-        args = ["signup", "--link", link, "--password-stdin", "-o", "json"]
-        result = self.lmsh(*args, *(["--insecure"] if insecure else []),
-                           input=self.password + "\n", check=check)
+        """The scripted sign-up: ``lmsh signup --link URL --show-totp -o json`` (the TOTP
+        secret to enrol), then ``lmsh signup --link URL --password-stdin --otp CODE -o json``
+        with the current code of that secret; keeps the secret. Returns the run that failed,
+        or the second."""
+        flags = ["--insecure"] if insecure else []
+        shown = self.lmsh("signup", "--link", link, "--show-totp", "-o", "json", *flags,
+                          check=check)
+        if shown.returncode != 0:
+            return shown
+        secret = json.loads(shown.stdout)["totp_secret"]
+        step = _current_step()
+        code = pyotp.TOTP(secret).at(step * TOTP_STEP)
+        result = self.lmsh("signup", "--link", link, "--password-stdin", "--otp", code,
+                           "-o", "json", *flags, input=self.password + "\n", check=check)
         if result.returncode == 0:
             answer = json.loads(result.stdout)
             assert answer["user"] == self.name, answer
-            self.totp_secret, self.signup_link = answer["totp_secret"], link
+            assert answer["totp_secret"] == secret, answer
+            self.signed_up(link, secret, step)
         return result
+
+    def signed_up(self, link: str, totp_secret: str, step: int) -> None:
+        """Remember a sign-up finished with the code of ``step`` (spent: logins use later
+        steps), for sign-ups a test runs by hand."""
+        self.totp_secret, self.signup_link, self._last_step = totp_secret, link, step
 
     # -- one-time codes ------------------------------------------------------------------
     def _totp(self) -> pyotp.TOTP:
@@ -380,6 +396,13 @@ class LimenUser:
         wait_for(lambda: _current_step() + 1 >= step, TOTP_STEP + 5.0,
                  f"TOTP step {step} of {self.name} to come within the accepted skew")
         return step, self._totp().at(step * TOTP_STEP)
+
+    def take_code(self) -> str:
+        """A fresh code for an ``lmsh`` command run by hand, counted as used (the next one
+        comes from a later step)."""
+        step, code = self.next_code()
+        self._last_step = step
+        return code
 
     def _step_of(self, code: str) -> int:
         now = _current_step()

@@ -4,7 +4,9 @@ Only the proxy, agents (host certificates) and admins (admin identity) and users
 role ``rules`` may call it; every request re-verifies the client certificate. Routes::
 
     GET  /v1/ping                          cluster name, TLS CA and its pin (public)
-    POST /v1/login | /v1/signup | /v1/join forwarded by the proxy from its web API; /v1/join
+    POST /v1/login | /v1/signup[/begin] | /v1/join  forwarded by the proxy from its web API;
+                                           /v1/signup/begin gives the TOTP enrolment that
+                                           /v1/signup confirms with a code; /v1/join
                                            also direct, with no client certificate (a proxy
                                            started apart from auth joins with its token)
     POST /v1/events | /v1/recordings/{id}  agents' audit events and recordings
@@ -82,6 +84,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
         web.get("/v1/authorities/{type}", routes.export_ca),
         web.post("/v1/login", routes.login),
         web.post("/v1/signup", routes.signup),
+        web.post("/v1/signup/begin", routes.signup_begin),
         web.post("/v1/join", routes.join),
         web.post("/v1/resources/apply", routes.apply),
         web.get("/v1/resources/{kind}", routes.list_resources),
@@ -178,7 +181,14 @@ class _Routes:
         require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
         return web.json_response(await self.auth.signup(_str(body, "token"),
-                                                        _str(body, "password")))
+                                                        _str(body, "password"),
+                                                        _optional_str(body, "otp")))
+
+    async def signup_begin(self, request: web.Request) -> web.Response:
+        require_system(await self.identity(request), [SystemRole.PROXY])
+        body = await json_body(request)
+        return web.json_response(await self.auth.signup_begin(
+            _str(body, "token"), _optional_str(body, "password")))
 
     async def join(self, request: web.Request) -> web.Response:
         """Through a proxy (its client certificate), or directly with no client certificate
@@ -381,6 +391,15 @@ def _str(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
         raise BadParameter(f"{key} is required")
+    return value
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadParameter(f"{key} must be a string")
     return value
 
 

@@ -30,7 +30,7 @@ from limen.auth.keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.otp import provisioning_uri
 from limen.auth.signup_tokens import build_signup_url
 from limen.auth.tokens import JoinTokens
-from limen.auth.users import LocalUsers
+from limen.auth.users import LocalUsers, SignupResult
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
@@ -204,17 +204,33 @@ class AuthServer:
         pin = self.tls_ca_pin()
         return await self.proxy_address(), pin
 
-    async def signup(self, secret: str, password: str) -> dict[str, str | None]:
+    async def signup_begin(self, secret: str, password: str | None) -> dict[str, str | None]:
+        """The TOTP enrolment of a sign-up link, to confirm with :meth:`signup` (see
+        ``LocalUsers.signup_begin``); a refused link is audited like a refused sign-up."""
         try:
-            result = await self.users.signup(secret, password, self.settings.second_factor,
-                                             self._user)
+            result = await self.users.signup_begin(secret, password, self.settings.second_factor,
+                                                   self._user)
+        except LimenError as err:
+            await self.emit("user.signup", success=False, reason=str(err))
+            raise
+        return self._signup_answer(result)
+
+    async def signup(self, secret: str, password: str,
+                     otp_code: str | None = None) -> dict[str, str | None]:
+        try:
+            result = await self.users.signup(secret, password, otp_code,
+                                             self.settings.second_factor, self._user)
         except LimenError as err:
             await self.emit("user.signup", success=False, reason=str(err))
             raise
         await self.emit("user.signup", user=result.user)
+        return self._signup_answer(result)
+
+    def _signup_answer(self, result: SignupResult) -> dict[str, str | None]:
         uri = (provisioning_uri(result.totp_secret, result.user, self.cluster_name)
                if result.totp_secret else None)
-        return {"user": result.user, "totp_secret": result.totp_secret, "totp_uri": uri}
+        return {"user": result.user, "second_factor": self.settings.second_factor,
+                "totp_secret": result.totp_secret, "totp_uri": uri}
 
     async def login(self, user: str, password: str, otp_code: str | None, public_key: str,
                     ttl: timedelta | None, *, remote_addr: str = "") -> LoginResult:

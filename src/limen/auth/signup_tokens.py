@@ -8,7 +8,10 @@ sign-up endpoint checks it, then marks it used) and by ``lmsh signup`` (``parse_
                                        ▼
        https://proxy:3080/web/signup/<secret>?ca_pin=sha256:<hex>  (printed once, never stored)
                                        │
-    lmsh signup / browser ──▶ proxy ──▶ auth: check_signup_token(); mark_used(); set password
+    lmsh signup ──▶ proxy ──▶ auth /v1/signup/begin: check_signup_token(); with_totp_secret()
+                              (a pending TOTP secret kept in the record; the link stays usable)
+    lmsh signup ──▶ proxy ──▶ auth /v1/signup: check the code of that secret; mark_used(); set
+                              password and TOTP, in one transaction
 
 The secret is 32 random bytes (urlsafe base64, 43 characters). The stored record holds only
 its SHA-256, so a dump of the backend yields no usable link; the same hash is the record's
@@ -41,6 +44,7 @@ __all__ = [
     "new_signup_token",
     "parse_signup_url",
     "signup_token_id",
+    "with_totp_secret",
 ]
 
 SIGNUP_TOKEN_TTL = 3600.0
@@ -67,6 +71,9 @@ class SignupToken:
     """Unix time after which the link no longer works."""
     used: bool = False
     """Set once the link has been used; a used link never works again."""
+    totp_secret: str | None = field(default=None, repr=False)
+    """The TOTP secret shown to the user while signing up, not yet confirmed with a code; it
+    becomes the user's only when the sign-up finishes with a right code."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form the auth server stores."""
@@ -76,6 +83,7 @@ class SignupToken:
             "created": self.created,
             "expires": self.expires,
             "used": self.used,
+            **({"totp_secret": self.totp_secret} if self.totp_secret else {}),
         }
 
     @classmethod
@@ -98,7 +106,10 @@ class SignupToken:
         used = data.get("used", False)
         if not isinstance(used, bool):
             raise BadParameter("sign-up token record: used must be true or false")
-        return cls(token_hash, user, times["created"], times["expires"], used)
+        totp_secret = data.get("totp_secret")
+        if totp_secret is not None and (not isinstance(totp_secret, str) or not totp_secret):
+            raise BadParameter("sign-up token record: totp_secret must be a non-empty string")
+        return cls(token_hash, user, times["created"], times["expires"], used, totp_secret)
 
 
 @dataclass(frozen=True)
@@ -152,8 +163,14 @@ def check_signup_token(record: SignupToken, secret: str, now: float) -> None:
 
 
 def mark_used(record: SignupToken) -> SignupToken:
-    """The record after its link has been used; store it (or delete it) before answering."""
-    return replace(record, used=True)
+    """The record after its link has been used; store it (or delete it) before answering.
+    The pending TOTP secret is dropped: it now lives in the user's credentials only."""
+    return replace(record, used=True, totp_secret=None)
+
+
+def with_totp_secret(record: SignupToken, totp_secret: str) -> SignupToken:
+    """The record holding the TOTP secret shown to the user, awaiting confirmation."""
+    return replace(record, totp_secret=totp_secret)
 
 
 def _check_proxy(proxy: str) -> None:

@@ -5,8 +5,9 @@ secrets live under auth's own keys, written with compare-and-swap so concurrent 
 neither accept the same one-time code twice nor lose a failure count::
 
     /secrets/credentials/<user>     LocalCredentials (password hash, TOTP, lockout state)
-    /secrets/signup/<sha256>        SignupToken (hash only); kept a day past the link's end
-                                    (and after use, marked used) so a refusal can say which
+    /secrets/signup/<sha256>        SignupToken (hash only, and the TOTP secret being
+                                    enrolled); kept a day past the link's end (and after use,
+                                    marked used) so a refusal can say which
 
 Called by ``limen.auth.server``. Password hashing runs in a worker thread.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
 from limen.auth import otp
 from limen.auth.credentials import (
@@ -25,14 +27,16 @@ from limen.auth.credentials import (
     authenticate,
     reject_unknown_user,
 )
+from limen.auth.passwords import check_password_policy
 from limen.auth.signup_tokens import (
     SignupToken,
     check_signup_token,
     mark_used,
     new_signup_token,
     signup_token_id,
+    with_totp_secret,
 )
-from limen.backend.base import Backend, Condition, Put
+from limen.backend.base import Backend, Condition, Item, Put
 from limen.errors import AccessDenied, BadParameter, CompareFailed
 
 __all__ = ["LocalUsers", "SignupResult"]
@@ -65,9 +69,8 @@ class LocalUsers:
         )
         return secret
 
-    async def signup(self, secret: str, password: str, second_factor: str,
-                     user_exists: Callable[[str], object]) -> SignupResult:
-        """Set the password (and enrol TOTP when required) of the link's user, consuming it."""
+    async def _usable_token(self, secret: str) -> tuple[str, Item, SignupToken]:
+        """The stored record of an unused, unexpired link; ``AccessDenied`` otherwise."""
         if not isinstance(secret, str) or not secret or len(secret) > 128:
             raise AccessDenied("invalid sign-up link")
         key = SIGNUP_PREFIX + signup_token_id(secret)
@@ -75,16 +78,59 @@ class LocalUsers:
         if item is None:
             raise AccessDenied("invalid sign-up link")
         record = SignupToken.from_dict(json.loads(item.value))
-        now = self.clock()
-        check_signup_token(record, secret, now)
+        check_signup_token(record, secret, self.clock())
+        return key, item, record
+
+    async def signup_begin(self, secret: str, password: str | None, second_factor: str,
+                           user_exists: Callable[[str], object]) -> SignupResult:
+        """First half of a sign-up: check the link (and the password's policy when given) and
+        return the TOTP secret the user enrols in an authenticator app. Nothing of the user
+        changes and the link stays usable; asking again returns the same secret."""
+        for _ in range(5):
+            key, item, record = await self._usable_token(secret)
+            await _maybe_await(user_exists(record.user))
+            if password is not None:
+                check_password_policy(password)
+            if second_factor != "otp":
+                return SignupResult(record.user, None)
+            if record.totp_secret:
+                return SignupResult(record.user, record.totp_secret)
+            pending = with_totp_secret(record, otp.new_secret())
+            try:
+                await self.backend.atomic(
+                    [Condition(key, item.revision)],
+                    [Put(key, json.dumps(pending.to_dict()).encode(),
+                         expires=record.expires + SIGNUP_RECORD_GRACE)])
+            except CompareFailed:
+                continue  # another sign-up with this link wrote first: read its secret
+            return SignupResult(record.user, pending.totp_secret)
+        raise AccessDenied("too many concurrent sign-ups with this link; try again")
+
+    async def signup(self, secret: str, password: str, otp_code: str | None, second_factor: str,
+                     user_exists: Callable[[str], object]) -> SignupResult:
+        """Second half: with the current code of the secret :meth:`signup_begin` gave (when
+        TOTP is required), set the password and TOTP of the link's user and consume the link,
+        all in one transaction; a wrong code changes nothing and the link stays usable."""
+        key, item, record = await self._usable_token(secret)
         await _maybe_await(user_exists(record.user))
+        now = self.clock()
+        totp_secret, step = None, otp.NEVER_USED
+        if second_factor == "otp":
+            if not record.totp_secret:
+                raise BadParameter("this sign-up has no authenticator enrolment yet: "
+                                   "start it again with lmsh signup")
+            if not otp_code:
+                raise BadParameter("the sign-up needs the current one-time code of your "
+                                   "authenticator app")
+            step = otp.verify_totp(record.totp_secret, otp_code, now, otp.NEVER_USED)
+            totp_secret = record.totp_secret
         cred_key = CREDENTIALS_PREFIX + record.user
         current = await self.backend.get(cred_key)
         creds = (LocalCredentials.from_dict(json.loads(current.value)) if current
                  else LocalCredentials.new(now))
         creds = await asyncio.to_thread(creds.with_password, password, now)
-        totp_secret = otp.new_secret() if second_factor == "otp" else None
-        creds = creds.with_totp_secret(totp_secret, now)
+        # The confirming code is spent: the first login needs a later one (no replay).
+        creds = replace(creds.with_totp_secret(totp_secret, now), totp_last_step=step)
         try:
             await self.backend.atomic(
                 [Condition(key, item.revision),

@@ -6,38 +6,28 @@ Entry point of the ``lmsh`` console script; the work is done in ``limen.client``
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
 from limen.api.durations import parse_duration
-from limen.auth.signup_tokens import parse_signup_url
 from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmsh_access import ls, play, scp, ssh
 from limen.cli.lmsh_clusters import clusters
+from limen.cli.lmsh_input import read_password
+from limen.cli.lmsh_login import check_pin_format, login_target
+from limen.cli.lmsh_signup import signup
 from limen.client.clusters import refresh_clusters
 from limen.client.profile import Profile, ProfileStore
-from limen.client.sshconfig import SSHConfigInput, render_ssh_config
+from limen.client.sshconfig import SSHConfigInput, render_ssh_config, write_ssh_config
 from limen.client.webapi import WebApi
 from limen.errors import BadParameter, LimenError
 
 __all__ = ["main"]
-
-
-def _read_password(from_stdin: bool, prompt: str, confirm: bool = False) -> str:
-    if from_stdin:
-        line = sys.stdin.readline()
-        if not line:
-            raise BadParameter("--password-stdin given but standard input is empty")
-        return line.rstrip("\r\n")
-    value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
-    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,66 +38,33 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.option("--proxy", help="Proxy web address HOST:PORT (or use --link).")
-@click.option("--token", help="The sign-up token.")
-@click.option("--link", help="The whole sign-up link (carries the proxy and its CA pin).")
-@click.option("--ca-pin", default="", help="sha256:... pin of the cluster's TLS CA.")
-@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
-@click.option("--insecure", is_flag=True, help="Do not verify the proxy's certificate.")
-@OUTPUT_OPTION
-@handle_errors
-def signup(proxy: str | None, token: str | None, link: str | None, ca_pin: str,
-           password_stdin: bool, insecure: bool, output: str) -> None:
-    """Choose your password with a one-time sign-up link and enrol a second factor."""
-    if link:
-        parsed = parse_signup_url(link)
-        proxy, token, ca_pin = parsed.proxy, parsed.token, ca_pin or (parsed.ca_pin or "")
-    if not proxy or not token:
-        raise BadParameter("signup needs --link, or --proxy and --token")
-    password = _read_password(password_stdin, "New password", confirm=True)
-    store = ProfileStore()
-
-    async def run() -> dict[str, Any]:
-        api, ping = await WebApi.connect(proxy, known_cas=store.trusted_cas(proxy),
-                                         ca_pin=ca_pin, insecure=insecure)
-        try:
-            result = await api.signup(token, password)
-        finally:
-            await api.close()
-        if ca_pin or not insecure:
-            store.save_ca(proxy, ping["cluster"], ping["tls_ca"].encode())
-        return result
-
-    result = asyncio.run(run())
-    if output == "json":
-        click.echo(json.dumps({"user": result["user"], "totp_secret": result["totp_secret"],
-                               "totp_uri": result["totp_uri"]}, indent=2))
-        return
-    click.echo(f"Password set for {result['user']}.")
-    if result.get("totp_secret"):
-        click.echo("Add this account to your authenticator app (TOTP):\n"
-                   f"  secret: {result['totp_secret']}\n  URI:    {result['totp_uri']}")
-
-
-@cli.command()
-@click.option("--proxy", required=True, help="Proxy web address HOST:PORT.")
-@click.option("--user", required=True, help="Your Limen user name.")
+@click.option("--proxy", help="Proxy web address HOST:PORT (default: the current profile's).")
+@click.option("--user", help="Your Limen user name (default: the current profile's).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--otp", default="", help="The current one-time code (asked for when needed).")
 @click.option("--ttl", default="", help="Certificate lifetime, e.g. 8h (capped by your roles).")
+@click.option("--ca-pin", default="", metavar="sha256:HEX",
+              help="Trust the proxy only if its TLS CA has this pin (lmctl status shows it); "
+                   "the CA is saved for later logins.")
 @click.option("--insecure", is_flag=True, help="Do not verify the proxy's certificate.")
 @handle_errors
-def login(proxy: str, user: str, password_stdin: bool, otp: str, ttl: str,
-          insecure: bool) -> None:
-    """Log in and receive short-lived SSH and X.509 certificates."""
+def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, ttl: str,
+          ca_pin: str, insecure: bool) -> None:
+    """Log in and receive short-lived SSH and X.509 certificates.
+
+    With no --proxy and --user, logs in again where the current profile is."""
     ttl_seconds = int(parse_duration(ttl).total_seconds()) if ttl else None
     store = ProfileStore()
+    proxy, user = login_target(store, proxy, user)
+    if ca_pin:
+        check_pin_format(ca_pin)
+    known_cas = {} if ca_pin else store.trusted_cas(proxy)
 
     async def run() -> Profile:
-        api, ping = await WebApi.connect(proxy, known_cas=store.trusted_cas(proxy),
+        api, ping = await WebApi.connect(proxy, known_cas=known_cas, ca_pin=ca_pin,
                                          insecure=insecure)
         try:
-            password = _read_password(password_stdin, "Password")
+            password = read_password(password_stdin, "Password")
             code = otp
             if ping.get("second_factor") == "otp" and not code:
                 code = click.prompt("One-time code", hide_input=False)
@@ -180,8 +137,11 @@ def logout(proxy: str | None) -> None:
 
 
 @cli.command("config")
+@click.option("--write", is_flag=True,
+              help="Put the block in ~/.ssh/config (created if missing), replacing the one "
+                   "written before, instead of printing it.")
 @handle_errors
-def ssh_config() -> None:
+def ssh_config(write: bool) -> None:
     """Print an OpenSSH config block: then `ssh <node>.<cluster>` works with the stock client."""
     store = ProfileStore()
     profile = store.current()
@@ -195,11 +155,17 @@ def ssh_config() -> None:
                        err=True)
     clusters = [profile.cluster, *profile.leaf_clusters]
     root_cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
-    click.echo(render_ssh_config(SSHConfigInput(
+    text = render_ssh_config(SSHConfigInput(
         proxy=profile.proxy, ssh_proxy=profile.ssh_proxy, user=profile.user, clusters=clusters,
         key_path=store.key_path(profile.proxy, profile.user),
         cert_paths=[root_cert for _cluster in clusters],
-        known_hosts=store.known_hosts, lmsh=_lmsh_executable())), nl=False)
+        known_hosts=store.known_hosts, lmsh=_lmsh_executable()))
+    if not write:
+        click.echo(text, nl=False)
+        return
+    written = write_ssh_config(Path.home() / ".ssh" / "config", profile.proxy, text)
+    click.echo(f"Wrote the Limen block for {profile.proxy} to {written}; "
+               f"try: ssh <node>.{profile.cluster}")
 
 
 def _lmsh_executable() -> str:
@@ -237,7 +203,7 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
     sys.exit(status)  # non-zero: the proxy's reason was printed as "lmsh: <reason>"
 
 
-for _command in (ls, ssh, scp, play, clusters):
+for _command in (ls, ssh, scp, play, clusters, signup):
     cli.add_command(_command)
 
 

@@ -3,17 +3,26 @@
 ``ssh web1.<cluster>`` then goes through ``lmsh proxy ssh`` (ProxyCommand) with the user's key
 and certificate, verifying hosts against Limen's host CA. Pure text generation, tested against
 golden files; called by ``limen.cli.lmsh``.
+
+``lmsh config --write`` puts the same text in ``~/.ssh/config`` between two marker lines, one
+block per proxy: written again, the block is replaced in place and the rest of the file kept
+(``merge_block``, ``write_ssh_config``).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from limen.errors import BadParameter
 from limen.net.address import parse_address
 
-__all__ = ["SSHConfigInput", "render_ssh_config"]
+__all__ = ["SSHConfigInput", "block_markers", "merge_block", "render_ssh_config",
+           "write_ssh_config"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +81,53 @@ def render_ssh_config(data: SSHConfigInput) -> str:
             f" --cluster {cluster} %r@%h:%p",
         ]
     return "\n".join(lines) + "\n"
+
+
+def block_markers(proxy: str) -> tuple[str, str]:
+    """The first and last line of the block ``lmsh config --write`` manages for ``proxy``."""
+    return (f"# BEGIN Limen {proxy} (managed by lmsh config --write; edits here are replaced)",
+            f"# END Limen {proxy}")
+
+
+def merge_block(existing: str, proxy: str, body: str) -> str:
+    """``existing`` with ``proxy``'s marked block replaced by ``body`` in place, or appended
+    at the end (after any global options and Host blocks of the user, which keep their
+    meaning) when there is none yet."""
+    begin, end = block_markers(proxy)
+    block = [begin, *body.rstrip("\n").splitlines(), end]
+    lines = existing.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == begin]
+    ends = [i for i, line in enumerate(lines) if line.strip() == end]
+    if not starts and not ends:
+        kept = lines + ([""] if lines and lines[-1].strip() else [])
+        return "\n".join(kept + block) + "\n"
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise BadParameter(f"the Limen block for {proxy} in the SSH config is damaged (its "
+                           f"'{begin[:20]}...' and '{end}' lines): remove it, then run "
+                           "lmsh config --write again")
+    return "\n".join(lines[:starts[0]] + block + lines[ends[0] + 1:]) + "\n"
+
+
+def write_ssh_config(path: Path, proxy: str, body: str) -> Path:
+    """Insert or replace ``proxy``'s block in the OpenSSH config at ``path`` (through a
+    symbolic link, if it is one); creates the directory 0700 and the file 0600 when missing,
+    keeps an existing file's mode; the write is atomic. Returns the file written."""
+    target = path.resolve() if path.is_symlink() else path
+    if not target.parent.exists():
+        target.parent.mkdir(mode=0o700, parents=True)
+        os.chmod(target.parent, 0o700)
+    existing = target.read_text(encoding="utf-8") if target.exists() else ""
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o600
+    merged = merge_block(existing, proxy, body)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(merged)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

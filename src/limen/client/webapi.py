@@ -12,15 +12,23 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 from cryptography import x509
 
 from limen.ca.keys import load_private_key, pin_matches
 from limen.ca.tls import client_context
 from limen.client.profile import Profile, ProfileStore
-from limen.errors import AccessDenied
+from limen.errors import AccessDenied, ConnectionProblem
 from limen.net.http import ApiClient
 
 __all__ = ["WebApi", "client_ssl_context"]
+
+
+def _untrusted(proxy: str, *, saved: bool) -> str:
+    why = ("is not signed by the CA saved for it" if saved
+           else "is signed by no CA this machine trusts")
+    return (f"the TLS certificate of the proxy {proxy} {why}: give the cluster's CA pin once "
+            "with --ca-pin sha256:... (lmctl status shows it; sign-up links carry it)")
 
 
 def client_ssl_context(ca_pems: Mapping[str, bytes] | None, insecure: bool) -> ssl.SSLContext:
@@ -68,6 +76,11 @@ class WebApi:
         api = cls(proxy, client_ssl_context(known_cas, insecure))
         try:
             ping = await api.ping()
+        except ConnectionProblem as err:
+            await api.close()
+            if isinstance(err.__cause__, aiohttp.ClientConnectorCertificateError):
+                raise ConnectionProblem(_untrusted(proxy, saved=bool(known_cas))) from err
+            raise
         except BaseException:
             await api.close()
             raise
@@ -100,10 +113,18 @@ class WebApi:
         result: dict[str, Any] = await self.http.call("GET", "/v1/webapi/ping")
         return result
 
-    async def signup(self, token: str, password: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.http.call(
-            "POST", "/v1/webapi/signup", {"token": token, "password": password}
-        )
+    async def signup_begin(self, token: str, password: str | None = None) -> dict[str, Any]:
+        """The link's user and the TOTP secret to enrol (nothing is set yet; the link stays
+        usable); with ``password``, its policy is checked too."""
+        body = {"token": token} | ({"password": password} if password is not None else {})
+        result: dict[str, Any] = await self.http.call("POST", "/v1/webapi/signup/begin", body)
+        return result
+
+    async def signup(self, token: str, password: str, otp: str | None) -> dict[str, Any]:
+        """Finish the sign-up: password and (when required) the current code of the enrolled
+        secret; the server sets both and consumes the link, or changes nothing."""
+        body = {"token": token, "password": password} | ({"otp": otp} if otp else {})
+        result: dict[str, Any] = await self.http.call("POST", "/v1/webapi/signup", body)
         return result
 
     async def login(

@@ -1,7 +1,8 @@
 """The proxy's public web API (HTTPS, certificate from the cluster's TLS CA)::
 
     GET  /v1/webapi/ping     cluster name, TLS CA (PEM) and its pin, second factor, addresses
-    POST /v1/webapi/signup   {token, password}                 → auth /v1/signup
+    POST /v1/webapi/signup/begin {token, password?}            → auth /v1/signup/begin
+    POST /v1/webapi/signup   {token, password, otp}            → auth /v1/signup
     POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds} → auth /v1/login
     POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
     POST /v1/webapi/trustedclusters/validate  a leaf's handshake {token, leaf_cluster,
@@ -77,6 +78,7 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> 
     app.add_routes([
         web.get("/v1/webapi/ping", ping),
         web.post("/v1/webapi/signup", forward("/v1/signup")),
+        web.post("/v1/webapi/signup/begin", forward("/v1/signup/begin")),
         web.post("/v1/webapi/login", forward("/v1/login")),
         web.post("/v1/webapi/join", forward("/v1/join")),
         web.post("/v1/webapi/trustedclusters/validate",
