@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from limen.api.loader import load_path, load_text
+from limen.api.loader import MAX_FILE_BYTES, load_path, load_text
 from limen.api.resources import PUBLIC_KINDS, parse_kind
 from limen.auth.node_admin import is_node_kind
 from limen.cli.admin_api import AdminApi
@@ -67,7 +67,9 @@ def status(output: str) -> None:
 @handle_errors
 def apply(path: str, output: str) -> None:
     """Validate every document, then apply all of them or none."""
-    documents = load_text(sys.stdin.read(), "<stdin>") if path == "-" else load_path(Path(path))
+    documents = (load_text(sys.stdin.read(MAX_FILE_BYTES + 1), "<stdin>") if path == "-" else
+                 load_path(Path(path), on_skipped_link=lambda message: click.echo(
+                     f"warning: {message}", err=True)))
     results = run_admin(lambda admin: admin.apply(documents), bootstrap=True)
     if output != "text":
         emit_documents(results, output)

@@ -1,9 +1,10 @@
 """``lmctl gitops``: check a change to the access repository offline, and see what is live.
 
 ``lmctl gitops plan PATH [--against DIR_OR_REF]`` loads and validates every document under PATH
-exactly as the sync does, plans it with origin ``git`` (create, update, prune), prints the
-diff per object, and exits 1 if a document is invalid or an object it declares belongs to
-another origin — the pull-request check of docs/gitops.md. ``--against``:
+exactly as the sync does (symbolic links skipped, each named in a warning on stderr), plans it
+with origin ``git`` (create, update, prune), prints the diff per object, and exits 1 if a
+document is invalid or an object it declares belongs to another origin — the pull-request
+check of docs/gitops.md. ``--against``:
 
 * a data directory: what the cluster of that directory holds (through its auth API when it
   runs, else its store), so objects owned by ``api`` or ``kubernetes`` show as conflicts;
@@ -52,7 +53,7 @@ def gitops() -> None:
 def plan(path: Path, against: str | None, output: str) -> None:
     """Validate PATH and print the create/update/delete plan; exit 1 if anything is invalid."""
     try:
-        desired = validate(load_path(path))
+        desired = validate(load_path(path, on_skipped_link=_warn))
     except ValidationFailed as err:
         _report_invalid(err, output)
         sys.exit(1)
@@ -65,6 +66,10 @@ def plan(path: Path, against: str | None, output: str) -> None:
             click.echo(line)
     if result.conflicts:
         sys.exit(1)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def _report_invalid(err: ValidationFailed, output: str) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import git
 
-from limen.api.loader import MAX_FILE_BYTES, SourceDocument, load_text
+from limen.api.loader import MAX_FILE_BYTES, MAX_LOAD_BYTES, SourceDocument, load_text
 from limen.errors import (
     BadParameter,
     ConnectionProblem,
@@ -217,13 +217,14 @@ def read_files(repo: git.Repo, commit: str, subpath: str) -> list[File]:
 
     Raises ``NotFound`` when ``subpath`` does not exist at that commit (a moved or mistyped
     directory must not look like "everything was deleted") and ``ValidationFailed`` for files
-    over the loader's size limit.
+    over the loader's size limit, or files adding up to more than one load may read.
     """
     listing = repo.git.ls_tree("-r", "-z", "--long", "--full-tree", commit, "--",
                                subpath or ".")
     wanted: list[tuple[str, str]] = []
     errors: list[DocumentError] = []
     found_any = False
+    total = 0
     for record in listing.split("\0"):
         if not record:
             continue
@@ -237,6 +238,10 @@ def read_files(repo: git.Repo, commit: str, subpath: str) -> list[File]:
             errors.append(DocumentError(relative, 0, "",
                                         f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"))
             continue
+        total += int(size) if size.isdigit() else 0
+        if total > MAX_LOAD_BYTES and not errors:
+            errors.append(DocumentError(relative, 0, "", "the files add up to more than "
+                                        f"{MAX_LOAD_BYTES // (1024 * 1024)} MiB"))
         wanted.append((relative, sha))
     if not found_any and subpath:
         raise NotFound(f"path {subpath!r} does not exist at commit {commit[:12]}")

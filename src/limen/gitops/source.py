@@ -21,8 +21,10 @@ untracked)                              content hash, recorded as ``working tree
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +33,7 @@ from typing import Protocol
 
 import git
 
-from limen.api.loader import SourceDocument, load_path
+from limen.api.loader import MAX_FILE_BYTES, SourceDocument, load_path, yaml_files
 from limen.api.resources import Resource
 from limen.api.validation import validate
 from limen.config import GitOpsSettings
@@ -53,6 +55,8 @@ __all__ = [
     "locate_source",
     "open_source",
 ]
+
+log = logging.getLogger(__name__)
 
 WORKING_TREE = "working tree"
 """The ``sha`` recorded for a directory source."""
@@ -175,24 +179,33 @@ class _GitSource:
 
 
 class DirectorySource:
-    """The YAML files of a directory as they are on disk; the revision is their content hash."""
+    """The YAML files of a directory as they are on disk; the revision is their content hash.
+
+    Symbolic links are skipped, as in a Git source (``limen.api.loader.yaml_files``); each
+    skipped link is logged once as a warning naming it."""
 
     mode = "directory"
 
     def __init__(self, directory: Path, display: str = "") -> None:
         self.directory = directory
         self.display = display or str(directory)
+        self._warned: set[str] = set()
 
     def poll(self) -> Revision:
         if not self.directory.is_dir():
             raise NotFound(f"the GitOps directory {self.directory} does not exist")
         digest = hashlib.sha256()
         newest = 0.0
-        for relative in _yaml_files(self.directory):
+        for relative in yaml_files(self.directory).files:
             file = self.directory / relative
             try:
-                data = file.read_bytes()
-                newest = max(newest, file.stat().st_mtime)
+                info = file.lstat()
+                newest = max(newest, info.st_mtime)
+                if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+                    # never read: load refuses it by name (a FIFO, a huge file)
+                    data = f"{info.st_mode} {info.st_size} {info.st_mtime_ns}".encode()
+                else:
+                    data = file.read_bytes()
             except OSError:
                 continue  # removed meanwhile: the next poll sees the new state
             digest.update(relative.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
@@ -203,19 +216,14 @@ class DirectorySource:
     def load(self, revision: Revision) -> tuple[list[SourceDocument], list[Resource]]:
         if not self.directory.is_dir():
             raise NotFound(f"the GitOps directory {self.directory} does not exist")
-        documents = load_path(self.directory)
+        documents = load_path(self.directory, on_skipped_link=self._warn_once)
         return documents, validate(documents)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("GitOps directory %s: %s", self.display, message)
 
     def close(self) -> None:
         return None
 
-
-def _yaml_files(root: Path) -> list[str]:
-    """Relative paths of the files ``load_path`` reads (hidden entries skipped), sorted."""
-    found: list[str] = []
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        base = Path(directory).relative_to(root)
-        found.extend((base / name).as_posix() for name in names
-                     if not name.startswith(".") and name.endswith((".yaml", ".yml")))
-    return sorted(found)
