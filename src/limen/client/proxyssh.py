@@ -141,6 +141,9 @@ async def run_proxy_ssh(*, ssh_proxy: str, login: str, target_host: str, target_
         up = asyncio.create_task(upstream())
         try:
             await downstream()
+        except asyncssh.Error as err:  # the proxy went away in the middle
+            raise ConnectionProblem(f"lost the connection to the proxy at {ssh_proxy}: "
+                                    f"{err.reason}") from err
         finally:
             up.cancel()
             await asyncio.gather(up, return_exceptions=True)
