@@ -47,9 +47,12 @@ MAX_VALUE_CHARS = 16_384
 _TRIM_MARKER = "...[trimmed]"
 
 RESERVED_KEYS = frozenset(
-    {"event", "code", "time", "uid", "cluster", "user", "success", "scrubbed", "trimmed"}
+    {"event", "code", "time", "uid", "cluster", "user", "success", "scrubbed", "trimmed",
+     "chain", "checkpoint"}
 )
-"""Top-level keys owned by the envelope; free fields may not use them."""
+"""Top-level keys owned by the envelope (and by the log's hash chain, see
+:mod:`limen.events.chain`); free fields may not use them, and :meth:`AuditEvent.from_dict`
+drops them from a peer's event."""
 
 
 def format_time(when: datetime) -> str:

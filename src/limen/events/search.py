@@ -4,6 +4,10 @@ Called by the auth API and ``lmctl audit search [--type T] [--since 1h] [-o json
 :func:`search` returns matching events as dicts (exactly the JSON written), ordered by time;
 :func:`scan` returns the same plus how many lines were unreadable, for callers that report it.
 
+Lines are hash-chained (:mod:`limen.events.chain`): the ``chain`` member is removed from the
+events returned unless ``chain=True``, and checkpoint lines are not events (never returned,
+never counted as skipped); :mod:`limen.events.verify` checks the chain.
+
 Reading is tolerant: a torn line (an unclean shutdown cut a write short) or any other corrupt
 line is skipped and counted, never fatal. When a writer appended a whole event to a torn
 fragment that had no newline (``{"event":"user.lo{"event":"exec",...}``), the fragment is
@@ -13,6 +17,7 @@ Only the daily files that can hold the requested time range are opened.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -24,6 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from limen.errors import BadParameter
+from limen.events.chain import CHAIN_KEY, CHECKPOINT_KEY
 from limen.events.codes import EventType
 from limen.events.event import parse_time
 from limen.events.filelog import day_files
@@ -33,6 +39,7 @@ __all__ = ["SearchResult", "parse_since", "scan", "search"]
 log = logging.getLogger(__name__)
 
 _EVENT_START = '{"event":'
+_CHECKPOINT_START = '{"checkpoint":'
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _TICK = timedelta(microseconds=1)
@@ -61,15 +68,18 @@ def search(
     limit: int | None = None,
     *,
     descending: bool = False,
+    chain: bool = False,
 ) -> list[dict[str, Any]]:
     """Events in ``log_dir`` matching every given filter, ordered by time.
 
     ``types``: event types or globs (``session.*``); ``user``: exact user name;
     ``since <= time < until`` (aware datetimes, see :func:`parse_since`); ``limit``: at most
     this many, the oldest (or the newest with ``descending=True``, newest first).
+    ``chain``: keep each event's ``chain`` member (its place in the hash chain).
     Skipped lines are logged as a warning; use :func:`scan` to get the count.
     """
-    result = scan(log_dir, types, user, since, until, limit, descending=descending)
+    result = scan(log_dir, types, user, since, until, limit, descending=descending,
+                  chain=chain)
     if result.skipped:
         log.warning("audit search skipped %d torn or corrupt line(s) in %s",
                     result.skipped, log_dir)
@@ -85,6 +95,7 @@ def scan(
     limit: int | None = None,
     *,
     descending: bool = False,
+    chain: bool = False,
 ) -> SearchResult:
     """Like :func:`search`, returning a :class:`SearchResult` with the skipped-line count."""
     wanted = _type_filter(types)
@@ -106,7 +117,7 @@ def scan(
         if limit is not None and len(matched) >= limit:
             break  # a daily file holds exactly its day: later files cannot come earlier
         try:
-            found = _read_file(path, wanted, user, since, until, result)
+            found = _read_file(path, wanted, user, since, until, result, chain)
         except FileNotFoundError:
             continue  # removed by retention while we listed
         found.sort(key=lambda item: item[0], reverse=descending)
@@ -123,6 +134,7 @@ def _read_file(
     since: datetime | None,
     until: datetime | None,
     result: SearchResult,
+    chain: bool = False,
 ) -> list[tuple[datetime, dict[str, Any]]]:
     found: list[tuple[datetime, dict[str, Any]]] = []
     with open(path, "rb") as handle:
@@ -131,6 +143,8 @@ def _read_file(
             event, when = _parse_line(raw, result)
             if event is None or when is None:
                 continue
+            if not chain:
+                event.pop(CHAIN_KEY, None)
             if wanted is not None and event["event"] not in wanted:
                 continue
             if user is not None and event.get("user") != user:
@@ -171,6 +185,10 @@ def _parse_line(
     parsed = _as_event(text)
     if parsed is not None:
         return parsed
+    if text.startswith(_CHECKPOINT_START):
+        with contextlib.suppress(ValueError):
+            if isinstance(json.loads(text).get(CHECKPOINT_KEY), dict):
+                return None, None  # a checkpoint of the hash chain, not an event
     result.skipped += 1
     start = text.find(_EVENT_START, 1)
     while start != -1:  # a whole event glued after a torn fragment
