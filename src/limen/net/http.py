@@ -7,7 +7,6 @@ auth API, the proxy's web API, the agents and the client.
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from limen.errors import BadParameter, ConnectionProblem, LimenError, from_code
+from limen.net.json_limits import loads_bounded
 
 __all__ = ["ApiClient", "error_middleware", "json_body"]
 
@@ -43,13 +43,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def json_body(request: web.Request, max_bytes: int = 8 << 20) -> dict[str, Any]:
-    """The request's JSON object, or ``BadParameter`` with a clear sentence."""
+    """The request's JSON object, or ``BadParameter`` with a clear sentence (HTTP 400).
+
+    Bounded (``limen.net.json_limits``): nesting deeper than 64 levels, numbers longer than
+    100 characters and ``NaN``/``Infinity`` are refused before they reach a handler."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise BadParameter("request body too large")
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadParameter(f"request body is not valid JSON: {err}") from err
+        text = await request.text()
+    except (UnicodeDecodeError, LookupError) as err:  # bad bytes, or an unknown charset
+        raise BadParameter(f"request body is not valid JSON text: {type(err).__name__}") \
+            from None
+    body = loads_bounded(text)
     if not isinstance(body, dict):
         raise BadParameter("request body must be a JSON object")
     return body
@@ -96,7 +101,7 @@ class ApiClient:
                 headers=headers,
             ) as resp:
                 text = await resp.text()
-                payload = json.loads(text) if text else None
+                payload = loads_bounded(text, "the answer") if text else None
         except aiohttp.ClientConnectorCertificateError as err:
             raise ConnectionProblem(
                 f"cannot verify the TLS certificate of {self.base_url}: {err.certificate_error}"
@@ -104,8 +109,9 @@ class ApiClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise ConnectionProblem(f"cannot reach {self.base_url}: {err or type(err).__name__}") \
                 from err
-        except json.JSONDecodeError as err:
-            raise ConnectionProblem(f"{url} answered with something that is not JSON") from err
+        except (BadParameter, UnicodeDecodeError) as err:
+            raise ConnectionProblem(f"{url} answered with something that is not JSON "
+                                    f"within bounds ({err})") from None
         if resp.status >= 400:
             error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
             raise from_code(str(error.get("code", "internal")),
