@@ -80,9 +80,16 @@ def applied(request: pytest.FixtureRequest,
     return Applied(target, request.param, target.lmctl("apply", "-f", EXAMPLES))
 
 
+PRESETS = {"access", "editor", "auditor"}
+"""The preset roles a started cluster creates (limen.rbac.presets); the demo's auditor takes
+the auditor preset over."""
+
+
 def test_apply_prints_created_for_each_object(applied: Applied) -> None:
-    expected = object_names(example_documents())
-    assert actions(applied.first) == dict.fromkeys(expected, "created")
+    expected = dict.fromkeys(object_names(example_documents()), "created")
+    if applied.mode == "running":
+        expected["role/auditor"] = "updated"  # the preset of that name, taken over
+    assert actions(applied.first) == expected
     assert applied.site.running is (applied.mode == "running")
 
 
@@ -106,7 +113,10 @@ def test_get_roles_yaml_round_trips_every_field(applied: Applied) -> None:
     output = applied.site.lmctl("get", "roles", "-o", "yaml").stdout
     stored = {d["metadata"]["name"]: d for d in yaml.safe_load_all(output) if d}
     declared = {d["metadata"]["name"]: d for d in example_documents(EXAMPLES / "roles")}
-    assert set(stored) == set(declared)
+    presets = PRESETS - set(declared) if applied.mode == "running" else set()
+    assert set(stored) == set(declared) | presets
+    assert all(stored[name]["metadata"]["labels"][ORIGIN_LABEL] == "preset"
+               for name in presets)
     for name, doc in declared.items():
         got = stored[name]
         assert got["apiVersion"] == doc["apiVersion"]
@@ -119,7 +129,9 @@ def test_get_roles_yaml_round_trips_every_field(applied: Applied) -> None:
             (doc["metadata"].get("annotations") or {}), name
 
     back = applied.site.lmctl("apply", "-f", "-", input=output)
-    assert actions(back) == {f"role/{name}": "unchanged" for name in declared}
+    # applying a preset's document takes the preset over (origin api from then on)
+    assert actions(back) == {f"role/{name}": "unchanged" for name in declared} | {
+        f"role/{name}": "updated" for name in presets}
 
 
 def test_get_of_a_kind_is_a_list_even_with_one_object(tmp_path: Path) -> None:
@@ -135,9 +147,13 @@ def test_running_lmctl_goes_through_the_auth_api(site_applied: Applied,
     site = site_applied.site
     assert site.status()["listeners"] == site.listeners  # only the remote admin knows them
 
-    created = [e for e in site.audit("role.created") if e["name"] in {"dev", "ops", "auditor"}]
-    assert {e["name"] for e in created} == {"dev", "ops", "auditor"}
-    assert all(e["user"] == "admin" and e["origin"] == "api" and e["success"] for e in created)
+    created = [e for e in site.audit("role.created", "role.updated")
+               if e["name"] in {"dev", "ops", "auditor"} and e["user"] == "admin"]
+    assert {e["name"]: e["event"] for e in created} == {
+        "dev": "role.created", "ops": "role.created", "auditor": "role.updated"}
+    assert all(e["origin"] == "api" and e["success"] for e in created)
+    presets = [e for e in site.audit("role.created") if e["user"] == "preset"]
+    assert {e["name"] for e in presets} == PRESETS
 
     # A data directory with nothing but listeners.json and the admin identity: only the auth
     # API can answer from it (an offline lmctl would open an empty store there).
@@ -147,7 +163,8 @@ def test_running_lmctl_goes_through_the_auth_api(site_applied: Applied,
     shutil.copytree(site.data_dir / "admin", thin / "admin")
     remote = LimenCluster(tmp_path, "thin", data_dir=thin)
     listed = remote.lmctl_json("get", "roles")
-    assert sorted(r["metadata"]["name"] for r in listed["items"]) == ["auditor", "dev", "ops"]
+    assert sorted(r["metadata"]["name"] for r in listed["items"]) == [
+        "access", "auditor", "dev", "editor", "ops"]
     assert not (thin / "backend.sqlite").exists()
 
 

@@ -286,7 +286,11 @@ def test_a_directory_inside_a_work_tree_syncs_its_committed_content(
                        "--gitops-interval", "1s")
 
     roles = cluster.lmctl_json("get", "roles")["items"]
-    assert sorted(r["metadata"]["name"] for r in roles) == ["auditor", "dev", "ops"]
+    # the demo's roles, its auditor taking the preset of that name over, and two presets
+    origins = {r["metadata"]["name"]: r["metadata"]["labels"]["limen.dev/origin"]
+               for r in roles}
+    assert origins == {"access": "preset", "auditor": "git", "dev": "git", "editor": "preset",
+                       "ops": "git"}
     trusted = cluster.lmctl_json("get", "trustedcluster/org-root")
     assert trusted["spec"]["enabled"] is False
     status = cluster.lmctl_json("gitops", "status")

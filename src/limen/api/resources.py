@@ -91,6 +91,8 @@ class Origin(StrEnum):
     GIT = "git"
     KUBERNETES = "kubernetes"
     API = "api"
+    PRESET = "preset"
+    """Created by auth itself (the preset roles); any source may take such an object over."""
 
 
 @dataclass(frozen=True)

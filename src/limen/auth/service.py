@@ -7,6 +7,8 @@ Files in DATA_DIR written here (directories 0700, files 0600)::
     admin/               admin identity (key.pem, tls.crt, cas.pem, meta.json), renewed each start
     log/events/          the audit log (JSON lines, one file per day)
 
+At every start the missing preset roles are created (``limen.auth.presets``).
+
 Called by the daemon (``limen.cli.process``).
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from limen.auth.api import build_app
+from limen.auth.presets import ensure_presets
 from limen.auth.server import AuthServer
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
@@ -85,6 +88,7 @@ class AuthService:
 
     async def start(self) -> dict[str, str]:
         await self.server.start()
+        await ensure_presets(self.server)
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
         host, _ = parse_address(self.settings.listeners.auth)
         own = self.issue_local_credentials(SystemRole.AUTH,

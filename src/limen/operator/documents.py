@@ -99,10 +99,11 @@ def declare(kind: Kind, body: Mapping[str, Any]) -> Declared:
 def ownership(current: Mapping[str, Any] | None, declared: Declared) -> Check:
     """May ``declared`` write the Limen object ``current`` (None: there is none)?
 
-    The rule of ``limen.services.plan``: an object of origin ``kubernetes`` (or none) is the
-    operator's, unless it names another CR in ``limen.dev/kubernetes-object`` (a conflict); an
-    object of another origin only with ``limen.dev/adopt: kubernetes``, on Limen's copy or, when
-    Limen's copy has no adopt annotation, on the CR. The object this CR pushed is taken back
+    The rule of ``limen.services.plan``: a preset (origin ``preset``) is anyone's; an object
+    of origin ``kubernetes`` (or none) is the operator's, unless it names another CR in
+    ``limen.dev/kubernetes-object`` (a conflict); an object of another origin only with
+    ``limen.dev/adopt: kubernetes``, on Limen's copy or, when Limen's copy has no adopt
+    annotation, on the CR. The object this CR pushed is taken back
     that way too, unless it was explicitly handed to another origin inside Limen (``lmctl
     apply`` with ``limen.dev/adopt: api``): that is reported as ``TakenOver``."""
     if current is None:
@@ -113,6 +114,8 @@ def ownership(current: Mapping[str, Any] | None, declared: Declared) -> Check:
     stored_ref, adopt = annotations.get(REF_ANNOTATION), annotations.get(ADOPT_ANNOTATION)
     key = f"{declared.kind.value}/{declared.name}"
     kubernetes = Origin.KUBERNETES.value
+    if origin == Origin.PRESET.value:  # auth's preset roles are anyone's to take over
+        return Check(True, "Owned", "")
     if origin in (None, kubernetes):
         if stored_ref and stored_ref != declared.ref:
             return Check(False, "NameConflict",
@@ -136,7 +139,7 @@ def taking_over(current: Mapping[str, Any] | None, declared: Declared) -> dict[s
     Limen's copy has another origin (the plan only lets a source write another's object with
     it; :func:`ownership` decided it may)."""
     origin = ((current or {}).get("metadata") or {}).get("labels", {}).get(ORIGIN_LABEL)
-    if current is None or origin in (None, Origin.KUBERNETES.value):
+    if current is None or origin in (None, Origin.KUBERNETES.value, Origin.PRESET.value):
         return declared.document
     document = copy.deepcopy(declared.document)
     document["metadata"]["annotations"][ADOPT_ANNOTATION] = Origin.KUBERNETES.value
