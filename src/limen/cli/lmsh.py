@@ -20,6 +20,7 @@ from limen.cli.lmsh_access import ls, play, scp, ssh
 from limen.cli.lmsh_clusters import clusters
 from limen.cli.lmsh_input import read_password
 from limen.cli.lmsh_login import check_pin_format, login_target
+from limen.cli.lmsh_recordings import recordings
 from limen.cli.lmsh_signup import signup
 from limen.client.clusters import refresh_clusters
 from limen.client.profile import Profile, ProfileStore
@@ -205,6 +206,7 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
 
 for _command in (ls, ssh, scp, play, clusters, signup):
     cli.add_command(_command)
+cli.add_command(recordings)
 
 
 def main() -> None:

@@ -18,12 +18,13 @@ from typing import Any
 import click
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmsh_recordings import PLAY_OUTPUTS, render_recording
 from limen.client.clusters import leaf_host, refresh_clusters, require_leaf
 from limen.client.nodes import is_label_selector, matching, parse_selector
 from limen.client.profile import Profile, ProfileStore
 from limen.client.webapi import WebApi
 from limen.errors import BadParameter, NotFound
-from limen.recording import FORMATS, parse_cast, render
+from limen.recording import parse_cast
 
 __all__ = ["ls", "openssh_options", "play", "scp", "split_ssh_args", "ssh"]
 
@@ -196,13 +197,14 @@ def _scp_arg(arg: str, profile: Profile, cluster: str | None) -> str:
 @click.command()
 @click.argument("session_id")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed.")
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="pty",
-              show_default=True, help="pty: timed replay; text: the output; json: events.")
+@click.option("-o", "--output", "--format", "output", type=click.Choice(PLAY_OUTPUTS),
+              default="pty", show_default=True,
+              help="pty: timed replay; text: the output; json or yaml: the events.")
 @handle_errors
-def play(session_id: str, speed: float, fmt: str) -> None:
-    """Replay a recorded session (needs the session read rule)."""
+def play(session_id: str, speed: float, output: str) -> None:
+    """Replay a recorded session you may read (your own with the access role; lmsh
+    recordings ls lists them)."""
     if speed <= 0:
         raise BadParameter("--speed must be positive")
     answer = asyncio.run(_user_call(f"recordings/{session_id}"))
-    render(parse_cast(answer["cast"].encode()), fmt, sys.stdout.buffer, speed=speed)
-    sys.stdout.buffer.flush()
+    render_recording(parse_cast(answer["cast"].encode()), output, speed=speed)

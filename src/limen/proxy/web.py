@@ -8,7 +8,8 @@
     POST /v1/webapi/trustedclusters/validate  a leaf's handshake {token, leaf_cluster,
                              leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
-                             nodes, recordings, clusters = the leaves the user may reach):
+                             nodes, recordings (the list, one by id), clusters = the
+                             leaves the user may reach):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy
 
@@ -35,6 +36,7 @@ _MAX_BODY = 64 << 10
 
 USER_ROUTES = (
     ("/v1/webapi/user/nodes", "/v1/nodes"),
+    ("/v1/webapi/user/recordings", "/v1/recordings"),
     ("/v1/webapi/user/recordings/{session_id}", "/v1/recordings/{session_id}"),
     ("/v1/webapi/user/clusters", "/v1/remoteclusters"),
     ("/v1/webapi/user/clusters/{name}/nodes", "/v1/remoteclusters/{name}/nodes"),
