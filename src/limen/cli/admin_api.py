@@ -4,7 +4,9 @@
 that identity; ``--data-dir DIR`` → the auth server of the cluster running from DIR (its
 ``listeners.json`` and admin identity), and only when none runs, DIR's store directly through an
 in-process ``AuthServer`` (same validation, ownership and audit events). Both answer with the
-same JSON-shaped data. Called by ``limen.cli.lmctl``.
+same JSON-shaped data. A DIR without a cluster's store is refused before anything is created
+(``require_cluster_dir``), unless an offline ``lmctl apply`` bootstraps it. Called by the
+``lmctl`` command modules through ``limen.cli.lmctl_run``.
 """
 
 from __future__ import annotations
