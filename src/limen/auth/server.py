@@ -411,7 +411,6 @@ class AuthServer:
         roles = await self.store.list(Kind.ROLE)
         checker = AccessChecker.for_user(user.name, list(user.spec.get("roles") or []),
                                          user_traits(user), roles)
-        target = await self.store.get(kind, name)
         decision = checker.explain(target, login=login, db_user=login)
         return {"allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
                 "reason": decision.reason, "warnings": list(checker.warnings),
