@@ -22,6 +22,7 @@ from functools import partial
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.service import NodeService
+from limen.auth.audit_signer import audit_signer_source
 from limen.auth.service import AuthService
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
@@ -29,6 +30,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import PublicKey
 from limen.cli.daemon import Service
+from limen.cli.datadir_lock import hold_data_dir
 from limen.cli.process_remote import remote_services
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
@@ -48,6 +50,16 @@ __all__ = ["cluster_services"]
 
 @asynccontextmanager
 async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
+    """The services to start in order, while this process holds the data directory (one
+    ``limen start`` per directory: ``limen.cli.datadir_lock``, taken before anything in it
+    is opened)."""
+    with hold_data_dir(settings.data_dir):
+        async with _services(settings) as services:
+            yield services
+
+
+@asynccontextmanager
+async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
     """The services to start in order; the shared backend and audit log close afterwards."""
     if "auth" not in settings.roles:
         async with remote_services(settings) as remote:
@@ -57,6 +69,7 @@ async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
     log = FileLog(private_dir(settings.data_dir / "log") / "events")
     try:
         auth = AuthService(settings, backend, log)
+        log.set_signer(audit_signer_source(auth.server))  # signed checkpoints (events/chain)
         services: list[Service] = [auth]
         if settings.gitops.source:
             services.append(GitOpsService(settings, auth))
