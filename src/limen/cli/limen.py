@@ -89,7 +89,7 @@ def _print_next_steps(settings: Settings, listeners: dict[str, str]) -> None:
     lmctl = f"lmctl --data-dir {settings.data_dir}"
     click.echo(
         "\nNext steps (in another terminal, with .venv/bin on PATH):\n"
-        f"  {lmctl} users add me --roles ops --logins $USER     # or: users invite NAME\n"
+        f"  {lmctl} users add me --roles access --logins $USER  # or: users invite NAME\n"
         "  lmsh signup --link '<the link it printed>'              # password + authenticator\n"
         f"  lmsh login --proxy {listeners['web']} --user me\n"
         "  lmsh status")
