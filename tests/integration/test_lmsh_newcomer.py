@@ -60,7 +60,7 @@ def audit_events(site: LimenCluster, event_type: str) -> list[dict[str, Any]]:
     """The events of one type in the cluster's audit log (JSON lines), oldest first."""
     lines = [line for path in sorted((site.data_dir / "log" / "events").glob("*.jsonl"))
              for line in path.read_text(encoding="utf-8").splitlines()]
-    return [e for e in map(json.loads, lines) if e["event"] == event_type]
+    return [e for e in map(json.loads, lines) if e.get("event") == event_type]  # not checkpoints
 
 
 def show_totp(user: LimenUser, link: str) -> dict[str, str]:

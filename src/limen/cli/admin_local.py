@@ -19,6 +19,7 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth import node_admin, token_admin, user_admin
+from limen.auth.audit_signer import audit_signer_source
 from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.server import AuthServer
 from limen.backend.factory import open_backend
@@ -133,6 +134,7 @@ async def local_admin(data_dir: Path) -> AsyncIterator[LocalAdmin]:
     try:
         server = AuthServer(backend, settings.cluster, log)
         await server.start(initialize=False)
+        log.set_signer(audit_signer_source(server), start=False)  # seals only if it writes
         yield LocalAdmin(server, events_dir)
     finally:
         log.close()

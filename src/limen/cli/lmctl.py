@@ -20,6 +20,7 @@ from limen.api.resources import PUBLIC_KINDS, parse_kind
 from limen.auth.node_admin import is_node_kind
 from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmctl_audit_verify import verify as audit_verify
 from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
 from limen.cli.lmctl_gitops import gitops
 from limen.cli.lmctl_nodes import nodes
@@ -200,6 +201,7 @@ cli.add_command(users)
 cli.add_command(nodes)
 cli.add_command(tokens)
 cli.add_command(gitops)
+audit.add_command(audit_verify)
 
 
 def main() -> None:

@@ -1,0 +1,12 @@
+"""Fixtures for the security tests: the end-to-end fixtures of ``tests/integration`` (real
+``limen start`` clusters, ``ssh-agent``), re-exported, with the same failure reports."""
+
+from __future__ import annotations
+
+from integration.conftest import (  # noqa: F401  (fixtures and the report hook, re-exported)
+    cluster,
+    clusters,
+    module_clusters,
+    pytest_runtest_makereport,
+    ssh_agent,
+)
