@@ -269,6 +269,22 @@ def test_a_crash_without_a_torn_line_is_sealed_at_the_next_start(tmp_path: Path)
     assert report.intact, report.problem
 
 
+def test_a_file_cut_under_a_live_writer_is_recorded_and_found(tmp_path: Path) -> None:
+    path = tmp_path / NAME
+    with FileLog(tmp_path, fsync=False, signer=lambda: SIGNER) as log:
+        for n in range(3):
+            log.write(make_event("exec", time=DAY, n=n))
+        rewrite(path, raw_lines(path)[:-1])  # the last event removed while auth runs
+        log.write(make_event("exec", time=DAY, n=3))
+    marker = rows(path)[2]
+    assert marker["checkpoint"]["reason"] == "resume"
+    assert marker["checkpoint"]["shrunk"]["to"] < marker["checkpoint"]["shrunk"]["from"]
+    problem = verify(path).problem
+    assert problem is not None
+    assert (problem.kind, problem.line) == ("truncated", 3)
+    assert "cut from" in problem.message
+
+
 def forge(path: Path, signer: KeySigner) -> None:
     """An attacker with write access: edit line 2, recompute every chain value after it and
     re-sign the checkpoints with a key of their own."""

@@ -326,13 +326,22 @@ class FileLog:
     # -- the chain ------------------------------------------------------------------------
 
     def _sync_tail(self, fd: int) -> None:
-        """Under the lock: re-read the chain head when the file is not as we left it, and
-        resume the chain after a torn last line with a marker."""
-        if self._tail is not None and os.fstat(fd).st_size == self._end:
+        """Under the lock: re-read the chain head when the file is not as we left it, record
+        a file cut shorter than we left it (``shrunk``), and resume the chain after a torn
+        last line with a marker."""
+        size = os.fstat(fd).st_size
+        if self._tail is not None and size == self._end:
             return
+        shrunk = self._tail is not None and size < self._end
+        previous_end = self._end
         assert self._fd_day is not None
         self._tail = tail = read_tail(fd, day_file_name(self._fd_day))
         self._end = os.fstat(fd).st_size
+        if shrunk:  # cut while we had it open: record the evidence before anything else
+            log.warning("audit log %s was cut from %d to %d bytes while open",
+                        day_file_name(self._fd_day), previous_end, size)
+            self._write_checkpoint(fd, "resume", {"shrunk": {"from": previous_end, "to": size}},
+                                   required=False)
         if tail.checkpoint is None and tail.seq > 0:
             self._since_checkpoint = max(self._since_checkpoint, 1)
             if self._dirty_since is None:

@@ -12,6 +12,8 @@ auth's JWT CA (by ``kid``). Format: :mod:`limen.events.chain`. For each day file
   position goes back) or ``edited`` (the line before was altered and re-hashed);
 * a checkpoint must describe the chain it sits in (file, line count, head) and carry a valid
   signature by a known key: else ``bad-checkpoint``, ``bad-signature`` or ``unknown-key``;
+* a checkpoint in which a writer recorded that the file was cut while it had it open
+  (``shrunk``) is ``truncated``;
 * the file must end in a signed sealing checkpoint (rotate, close, resume, torn): otherwise
   ``truncated`` (lines after the last signed checkpoint: cut short, or its writer crashed),
   or ``torn`` for a torn last line no writer resumed after — except for the newest file while
@@ -240,6 +242,16 @@ class _Walk:
                       f"checkpoint at line {number} does not describe this file's chain "
                       "(edited, or copied from another file)")
             return False
+        shrunk = claims.get("shrunk")
+        if isinstance(shrunk, dict):
+            self.fail("truncated", number,
+                      f"line {number}: the writer found this file cut from {shrunk.get('from')} "
+                      f"to {shrunk.get('to')} bytes while it had it open (lines removed before "
+                      "this line)")
+            return False
+        if claims.get("reason") == "resume":
+            self.report.notes.append(f"line {number}: resumed after an unclean shutdown (lines "
+                                     "after the previous checkpoint were not signed before it)")
         why = check_signature(doc, self.keys)
         if why == "unsigned" and claims.get("reason") == "torn":
             self.sealed = False  # a marker written before a key was available
