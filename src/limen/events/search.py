@@ -1,7 +1,7 @@
 """Search the audit log written by :class:`~limen.events.FileLog`.
 
 Called by the auth API and ``lmctl audit search [--type T] [--since 1h] [-o json]``.
-:func:`search` returns matching events as dicts (exactly the JSON written), ordered by time;
+:func:`search` returns matching events as dicts (the JSON written), ordered by time;
 :func:`scan` returns the same plus how many lines were unreadable, for callers that report it.
 
 Lines are hash-chained (:mod:`limen.events.chain`): the ``chain`` member is removed from the
