@@ -104,12 +104,14 @@ def test_access_is_refused_another_users_session_and_audited(
     assert "contains(session.participants, user.metadata.name)" in denied[-1]["reason"]
 
 
-def test_recordings_ls_lists_only_own_sessions(me: LimenUser, ana: LimenUser,
-                                               sessions: dict[str, str]) -> None:
+def test_recordings_ls_lists_only_own_sessions(bare: LimenCluster, me: LimenUser,
+                                               ana: LimenUser, sessions: dict[str, str]) -> None:
     mine = _listed(me)
     assert [r["session_id"] for r in mine] == [sessions["me"]]
     assert (mine[0]["user"], mine[0]["login"], mine[0]["node"]) == ("me", LOGIN, HOST)
     assert mine[0]["participants"] == ["me"]
+    sidecar = bare.data_dir / "log" / "recordings" / f"{sessions['me']}.json"
+    assert json.loads(sidecar.read_text())["participants"] == ["me"]  # stored by the node
     assert mine[0]["duration_seconds"] is not None
     assert [r["session_id"] for r in _listed(ana)] == [sessions["ana"]]
     table = me.lmsh("recordings", "ls").stdout.splitlines()

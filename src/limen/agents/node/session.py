@@ -398,6 +398,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         config = self.state.node.config
         return {"session_id": self.session_id, "cluster": config.cluster,
                 "user": self.state.identity.username, "login": self.state.login,
+                "participants": [self.state.identity.username],
                 "server_id": config.host_id, "server_hostname": config.hostname,
                 "remote_addr": self.state.remote_addr, "command": self.command,
                 "start": datetime.fromtimestamp(self.started, UTC).isoformat()}
