@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["private_dir", "write_private"]
+__all__ = ["private_dir", "replace_atomically", "write_private"]
 
 
 def private_dir(path: Path) -> Path:
@@ -31,6 +31,12 @@ def private_dir(path: Path) -> Path:
 def write_private(path: Path, data: bytes | str, mode: int = 0o600) -> Path:
     """Write atomically: a temp file in the same dir (created 0600), fsync, rename over ``path``."""
     private_dir(path.parent)
+    return replace_atomically(path, data, mode)
+
+
+def replace_atomically(path: Path, data: bytes | str, mode: int) -> Path:
+    """Replace ``path`` with ``data`` (mode ``mode``) in one rename: a temp file in the same
+    existing directory, fsynced first; a reader sees the old content or the new, never a part."""
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

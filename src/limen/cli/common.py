@@ -73,6 +73,16 @@ def emit_documents(documents: Sequence[Mapping[str, Any]], output: str, *,
                    nl=False)
 
 
+def emit_listing(items: Sequence[Mapping[str, Any]], output: str, headers: Sequence[str],
+                 rows: Callable[[Sequence[Mapping[str, Any]]], Sequence[Sequence[str]]]) -> None:
+    """A listing command's output: a table of ``rows(items)``, or with ``-o json|yaml`` the
+    items as a ``List`` (see :func:`emit_documents`)."""
+    if output != "text":
+        emit_documents(items, output, as_list=True)
+    else:
+        print_table(headers, rows(items))
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [len(h) for h in headers]
     for row in rows:

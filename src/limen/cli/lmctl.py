@@ -19,7 +19,7 @@ from limen.api.loader import MAX_FILE_BYTES, load_path, load_text
 from limen.api.resources import PUBLIC_KINDS, parse_kind
 from limen.auth.node_admin import is_node_kind
 from limen.cli.admin_api import AdminApi
-from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle_errors, print_table
 from limen.cli.lmctl_audit_verify import verify as audit_verify
 from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
 from limen.cli.lmctl_gitops import gitops
@@ -137,10 +137,7 @@ def audit_search(types: tuple[str, ...], user: str | None, since: str | None,
                  limit: int | None, output: str) -> None:
     """Search the audit log, newest first (SESSION is what `lmsh play` takes)."""
     found = run_admin(lambda admin: admin.events(list(types), user, since, limit))
-    if output != "text":
-        emit_documents(found, output, as_list=True)
-        return
-    print_table(AUDIT_HEADERS, audit_rows(found))
+    emit_listing(found, output, AUDIT_HEADERS, audit_rows)
 
 
 @cli.group()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.common import OUTPUT_OPTION, emit_listing, handle_errors
 from limen.cli.lmctl_format import NODE_HEADERS, node_rows
 from limen.cli.lmctl_run import run_admin
 
@@ -24,7 +24,4 @@ def nodes() -> None:
 def nodes_ls(output: str) -> None:
     """Hostname, host id, address (or tunnel) and labels of every node online."""
     found = run_admin(lambda admin: admin.list_nodes())
-    if output != "text":
-        emit_documents(found, output, as_list=True)
-        return
-    print_table(NODE_HEADERS, node_rows(found))
+    emit_listing(found, output, NODE_HEADERS, node_rows)

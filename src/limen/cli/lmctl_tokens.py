@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle_errors
 from limen.cli.lmctl_format import TOKEN_HEADERS, mask_token, token_rows
 from limen.cli.lmctl_run import run_admin, seconds
 from limen.config import parse_labels
@@ -48,10 +48,7 @@ def tokens_add(token_type: str, ttl: str, labels: str, output: str) -> None:
 def tokens_ls(output: str) -> None:
     """Tokens not yet expired (or used): masked, type, expiry, use, labels."""
     found = run_admin(lambda admin: admin.list_tokens())
-    if output != "text":
-        emit_documents(found, output, as_list=True)
-        return
-    print_table(TOKEN_HEADERS, token_rows(found))
+    emit_listing(found, output, TOKEN_HEADERS, token_rows)
 
 
 @tokens.command("rm")

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from limen.cli.admin_api import AdminApi
-from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle_errors
 from limen.cli.lmctl_format import USER_HEADERS, user_rows
 from limen.cli.lmctl_run import csv_list, run_admin, seconds
 from limen.errors import BadParameter
@@ -70,10 +70,7 @@ def users_invite(name: str, ttl: str, output: str) -> None:
 def users_ls(output: str) -> None:
     """Users with their roles, logins, origin and sign-up/lock status."""
     found = run_admin(lambda admin: admin.list_users())
-    if output != "text":
-        emit_documents(found, output, as_list=True)
-        return
-    print_table(USER_HEADERS, user_rows(found))
+    emit_listing(found, output, USER_HEADERS, user_rows)
 
 
 @users.command("update")

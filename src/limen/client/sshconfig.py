@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from limen.errors import BadParameter
+from limen.files import replace_atomically
 from limen.net.address import parse_address
 
 __all__ = ["SSHConfigInput", "block_markers", "merge_block", "render_ssh_config",
@@ -118,16 +118,4 @@ def write_ssh_config(path: Path, proxy: str, body: str) -> Path:
         os.chmod(target.parent, 0o700)
     existing = target.read_text(encoding="utf-8") if target.exists() else ""
     mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o600
-    merged = merge_block(existing, proxy, body)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(merged)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return replace_atomically(target, merge_block(existing, proxy, body), mode)
