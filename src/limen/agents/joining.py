@@ -27,8 +27,9 @@ from cryptography import x509
 
 from limen.auth.client import join_via_proxy, pinned_auth
 from limen.ca.host_credentials import HostCredentials
+from limen.ca.host_keys import new_host_key
 from limen.ca.identity import SystemRole
-from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
+from limen.ca.keys import private_key_to_pem, public_key_to_openssh
 from limen.config import Settings
 from limen.errors import BadParameter, LimenError
 from limen.net.address import parse_address
@@ -108,7 +109,7 @@ def _load_valid(directory: Path, role: SystemRole) -> HostCredentials | None:
 async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
                      addresses: list[str]) -> HostCredentials:
     context = await pinned_auth(auth_server, ca_pin)
-    key = generate_private_key()
+    key = new_host_key(SystemRole.PROXY)  # P-256: its web listener's certificate
     body = {"token": token, "role": SystemRole.PROXY.value, "host_id": host_id,
             "hostname": hostname(), "public_key": public_key_to_openssh(key.public_key()),
             "addresses": addresses}

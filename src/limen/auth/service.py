@@ -27,6 +27,7 @@ from limen.auth.server import AuthServer
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
+from limen.ca.host_keys import new_host_key
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.config import Settings
@@ -74,7 +75,7 @@ class AuthService:
                                 hostname: str = "") -> HostCredentials:
         """Credentials for a component running in this process (no join token needed);
         ``hostname``: the name it goes by (default: the machine's)."""
-        key = generate_private_key()
+        key = new_host_key(role)  # P-256 for the proxy: its web listener's certificate
         host_id = host_uuid(self.settings.data_dir)
         hostname = hostname or socket.gethostname()
         certs = self.server.issue_host_certs(

@@ -2,8 +2,10 @@
 
 Called by auth (its mTLS API), the proxy (web, database and Kubernetes fronts, its client
 towards auth), the agents and ``lmsh``. Policy, in one place: TLS 1.2 minimum (1.3 is
-negotiated whenever the peer has it), ECDHE with AEAD ciphers only for TLS 1.2, no
-compression, no renegotiation.
+negotiated whenever the peer has it), ECDHE with AEAD ciphers only for TLS 1.2, key exchange
+over X25519, P-256 or P-384 only (``limen.ca.tls_groups``: Python's ``ssl`` cannot set a group
+list itself), no compression, no renegotiation. Certificates served to the public (the proxy's
+web listener) carry ECDSA P-256 keys (``limen.ca.host_keys``): browsers refuse Ed25519.
 
 ``ssl`` can only load a certificate chain and key from a file: :func:`server_context` and
 :func:`client_context` write them to a fresh private directory (0700, file 0600), load them and
@@ -21,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from limen.ca.keys import PrivateKey, private_key_to_pem
+from limen.ca.tls_groups import restrict_groups
 from limen.errors import BadParameter
 
 __all__ = ["TLS12_CIPHERS", "client_context", "server_context"]
@@ -82,6 +85,7 @@ def _base(protocol: int) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.set_ciphers(TLS12_CIPHERS)
+    restrict_groups(ctx)
     return ctx
 
 

@@ -5,11 +5,13 @@ daemon (``limen.cli.process``), which gives it its credentials and auth client.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
@@ -19,6 +21,8 @@ from limen.net.address import bind_tcp, socket_address
 from limen.proxy.web import build_web_app
 
 __all__ = ["ProxyService", "proxy_names"]
+
+log = logging.getLogger(__name__)
 
 
 def proxy_names(settings: Settings) -> list[str]:
@@ -30,6 +34,16 @@ def proxy_names(settings: Settings) -> list[str]:
         if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
             names.add(host)
     return sorted(names)
+
+
+def _warn_if_not_public_key_type(creds: HostCredentials) -> None:
+    """Credentials saved by a proxy that joined before its key became P-256 still work for
+    Limen's clients, but browsers refuse an Ed25519 certificate: say how to renew it."""
+    key = x509.load_pem_x509_certificate(creds.tls_cert_pem).public_key()
+    if not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
+        log.warning("the web listener's certificate has a %s key, which browsers refuse: "
+                    "remove the proxy's saved credentials (DATA_DIR/host) and join again "
+                    "with a new token to get an ECDSA P-256 one", type(key).__name__)
 
 
 class ProxyService:
@@ -62,6 +76,7 @@ class ProxyService:
         self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping),
                                      access_log=None, handle_signals=False)
         await self._runner.setup()
+        _warn_if_not_public_key_type(creds)
         context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
         await web.SockSite(self._runner, sock, ssl_context=context).start()
         return {"web": self.web_address}
