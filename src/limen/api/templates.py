@@ -12,7 +12,8 @@ trait value; values that a function cannot use (no ``@``, no regexp match) and e
 dropped, and a missing trait expands to nothing — deny by default.
 
 Pure code, no I/O. Called by ``limen.api.validation`` (syntax check of Role documents) and by
-the RBAC engine (``parse_template`` then ``Template.expand`` with the user's traits).
+the RBAC engine (``parse_template`` then ``Template.expand`` with the user's traits, or
+``Template.trait_values`` where the trait part must stay literal text: label matchers).
 """
 
 from __future__ import annotations
@@ -102,11 +103,14 @@ class Template:
 
     def expand(self, traits: Mapping[str, Sequence[str]]) -> list[str]:
         """Every value the template stands for, given a user's traits (may be empty)."""
-        return [
-            f"{self.prefix}{value}{self.suffix}"
-            for value in self.expression.evaluate(traits)
-            if value
-        ]
+        return [f"{self.prefix}{value}{self.suffix}" for value in self.trait_values(traits)]
+
+    def trait_values(self, traits: Mapping[str, Sequence[str]]) -> list[str]:
+        """The part of each expansion that comes from the user's traits, without the role's
+        prefix and suffix (empty values dropped). It is literal text: a matcher must never
+        read a trait value as a glob, a regular expression or the wildcard ``*`` (a user
+        whose trait is ``*`` would otherwise match every label value)."""
+        return [value for value in self.expression.evaluate(traits) if value]
 
     @property
     def trait_names(self) -> frozenset[str]:

@@ -12,6 +12,9 @@ semantics are Teleport's (``lib/services/role.go`` ``MatchLabelGetter`` and
 - a value ``*`` matches any value of an existing label; ``^...$`` is a regular expression;
   any other value is a glob whose ``*`` matches any run of characters (a literal when it has
   no ``*``).
+- the part of a value that comes from a user's trait (``{{external.team}}``) is literal text
+  inside whatever the role author wrote around it (:func:`compile_templated`): a trait ``*``,
+  ``c*`` or ``^.*$`` matches only a label holding exactly that text, never more.
 
 Called by :mod:`limen.rbac.role` (compilation) and :mod:`limen.rbac.checks` (matching).
 """
@@ -31,6 +34,7 @@ __all__ = [
     "LabelSelector",
     "ValuePattern",
     "compile_selector",
+    "compile_templated",
     "compile_value",
     "normalize_label_map",
 ]
@@ -67,7 +71,28 @@ def compile_value(text: str) -> ValuePattern:
         except re.error as err:
             raise BadParameter(f"invalid regular expression {text!r}: {err}") from err
     # Teleport's GlobToRegexp: quote everything, then let '*' match any run of characters.
-    glob = re.escape(text).replace(r"\*", ".*")
+    return ValuePattern(text, re.compile(rf"\A(?:{_glob(text)})\Z"))
+
+
+def _glob(text: str) -> str:
+    return re.escape(text).replace(r"\*", ".*")
+
+
+def compile_templated(prefix: str, literal: str, suffix: str) -> ValuePattern:
+    """A selector value ``prefix{{trait}}suffix`` expanded to ``literal`` for one user.
+
+    The role author's ``prefix`` and ``suffix`` keep their meaning (a ``^...$`` regular
+    expression around the template, glob ``*`` otherwise); the trait's ``literal`` is quoted,
+    so it can only ever match itself. Raises BadParameter for an invalid regular expression.
+    """
+    text = f"{prefix}{literal}{suffix}"
+    if prefix.startswith("^") and suffix.endswith("$"):
+        pattern = f"{prefix}{re.escape(literal)}{suffix}"
+        try:
+            return ValuePattern(text, re.compile(pattern))
+        except re.error as err:
+            raise BadParameter(f"invalid regular expression {text!r}: {err}") from err
+    glob = f"{_glob(prefix)}{re.escape(literal)}{_glob(suffix)}"
     return ValuePattern(text, re.compile(rf"\A(?:{glob})\Z"))
 
 
@@ -142,13 +167,16 @@ def normalize_label_map(raw: Any, field: str) -> dict[str, list[str]]:
 
 
 def compile_selector(
-    expanded: Sequence[tuple[str | None, Sequence[str]]], field: str
+    expanded: Sequence[tuple[str | None, Sequence[str | ValuePattern]]], field: str
 ) -> LabelSelector:
-    """Compile an already trait-expanded label map (see :func:`limen.rbac.traits`)."""
+    """Compile an already trait-expanded label map (see :func:`limen.rbac.traits`): strings
+    are the role author's values, :class:`ValuePattern` values were built from traits."""
     entries: list[tuple[str | None, tuple[ValuePattern, ...]]] = []
     for key, values in expanded:
-        if key == WILDCARD and list(values) != [WILDCARD]:
+        patterns = tuple(v if isinstance(v, ValuePattern) else compile_value(v) for v in values)
+        if key == WILDCARD and not (len(patterns) == 1 and patterns[0].is_wildcard):
             # Teleport rejects '*: <value>': only '*': '*' is meaningful.
-            raise BadParameter(f"{field}: selector '*: {list(values)}' is not supported")
-        entries.append((key, tuple(compile_value(v) for v in values)))
+            shown = [p.text for p in patterns]
+            raise BadParameter(f"{field}: selector '*: {shown}' is not supported")
+        entries.append((key, patterns))
     return LabelSelector(tuple(entries))
