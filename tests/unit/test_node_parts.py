@@ -75,8 +75,11 @@ async def test_server_options_are_what_asyncssh_accepts() -> None:
     config = NodeServerConfig(_credentials(), {"env": "dev"}, Path("/tmp/x"),
                               login_timeout=12, keepalive_interval=7)
     options = server_options(config)
-    assert options["encryption_algs"][:2] == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
-    assert options["encryption_algs"][-1] == "chacha20-poly1305@openssh.com"
+    assert options["encryption_algs"] == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+                                          "chacha20-poly1305@openssh.com"]
+    assert options["compression_algs"] == ["none"]
+    assert "curve25519-sha256" in options["kex_algs"]
+    assert all(alg.endswith("-etm@openssh.com") for alg in options["mac_algs"])
     assert options["max_pktsize"] == MAX_PACKET_SIZE == 32768
     for off in ("password_auth", "kbdint_auth", "host_based_auth", "gss_auth", "allow_scp",
                 "line_editor", "x11_forwarding"):

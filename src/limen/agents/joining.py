@@ -27,7 +27,7 @@ from cryptography import x509
 
 from limen.auth.client import join_via_proxy, pinned_auth
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.host_keys import new_host_key
+from limen.ca.host_keys import new_host_key, new_ssh_host_key
 from limen.ca.identity import SystemRole
 from limen.ca.keys import private_key_to_pem, public_key_to_openssh
 from limen.config import Settings
@@ -67,7 +67,8 @@ async def load_or_join(settings: Settings, role: SystemRole, host_id: str,
             raise BadParameter(f"the credentials in {directory} name this node "
                                f"{saved.hostname!r}, not {nodename!r}: give --token (and "
                                "--ca-pin) to join again under the new name")
-        state = ("expire within the hour" if (directory / "meta.json").is_file()
+        older = " or predate the proxy's Ed25519 SSH key" if role is SystemRole.PROXY else ""
+        state = (f"expire within the hour{older}" if (directory / "meta.json").is_file()
                  else "are missing")
         raise BadParameter(f"the credentials in {directory} {state}: give --token (and "
                            "--ca-pin) to join the cluster")
@@ -103,6 +104,8 @@ def _load_valid(directory: Path, role: SystemRole) -> HostCredentials | None:
                            f"{role.value}: use another --data-dir")
     if cert.not_valid_after_utc - RENEW_BEFORE < datetime.now(UTC):
         return None
+    if role is SystemRole.PROXY and not creds.ssh_key_pem:
+        return None  # saved before the proxy had an Ed25519 SSH host key: join again
     return creds
 
 
@@ -110,9 +113,12 @@ async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
                      addresses: list[str]) -> HostCredentials:
     context = await pinned_auth(auth_server, ca_pin)
     key = new_host_key(SystemRole.PROXY)  # P-256: its web listener's certificate
+    ssh_key = new_ssh_host_key(SystemRole.PROXY)  # Ed25519: its SSH listeners
     body = {"token": token, "role": SystemRole.PROXY.value, "host_id": host_id,
             "hostname": hostname(), "public_key": public_key_to_openssh(key.public_key()),
             "addresses": addresses}
+    if ssh_key is not None:
+        body["ssh_public_key"] = public_key_to_openssh(ssh_key.public_key())
     async with ApiClient(f"https://{auth_server}", context) as api:
         answer = await api.call("POST", "/v1/join", body)
     return HostCredentials(
@@ -121,6 +127,7 @@ async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
         tls_cert_pem=answer["tls_cert"].encode(), tls_ca_pem=answer["tls_cas"].encode(),
         ssh_cert=answer["ssh_cert"].encode(),
         user_ca_keys=tuple(answer["user_ca_keys"]), host_ca_keys=tuple(answer["host_ca_keys"]),
+        ssh_key_pem=private_key_to_pem(ssh_key).encode() if ssh_key else b"",
     )
 
 

@@ -7,7 +7,9 @@ Files in DATA_DIR written here (directories 0700, files 0600)::
     admin/               admin identity (key.pem, tls.crt, cas.pem, meta.json), renewed each start
     log/events/          the audit log (JSON lines, one file per day)
 
-At every start the missing preset roles are created (``limen.auth.presets``).
+At every start the missing preset roles are created (``limen.auth.presets``), this process's
+host id is reserved against joiners (``limen.auth.host_registry``) and the names a joining
+proxy's certificates get are read from the configuration (``limen.auth.host_names``).
 
 Called by the daemon (``limen.cli.process``).
 """
@@ -22,12 +24,14 @@ from pathlib import Path
 from aiohttp import web
 
 from limen.auth.api import build_app
+from limen.auth.host_names import configured_proxy_names
+from limen.auth.host_registry import register_local_host
 from limen.auth.presets import ensure_presets
 from limen.auth.server import AuthServer
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.host_keys import new_host_key
+from limen.ca.host_keys import new_host_key, new_ssh_host_key
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.config import Settings
@@ -76,21 +80,26 @@ class AuthService:
         """Credentials for a component running in this process (no join token needed);
         ``hostname``: the name it goes by (default: the machine's)."""
         key = new_host_key(role)  # P-256 for the proxy: its web listener's certificate
+        ssh_key = new_ssh_host_key(role)  # and Ed25519 for its SSH listeners
         host_id = host_uuid(self.settings.data_dir)
         hostname = hostname or socket.gethostname()
         certs = self.server.issue_host_certs(
-            host_id, hostname, role, public_key_to_openssh(key.public_key()), addresses)
+            host_id, hostname, role, public_key_to_openssh(key.public_key()), addresses,
+            ssh_public_key=public_key_to_openssh(ssh_key.public_key()) if ssh_key else "")
         return HostCredentials(
             cluster=self.server.cluster_name, host_id=host_id, role=role.value,
             hostname=hostname, private_key_pem=private_key_to_pem(key).encode(),
             tls_cert_pem=certs.tls_cert, tls_ca_pem=certs.tls_cas.encode(),
             ssh_cert=certs.ssh_cert, user_ca_keys=tuple(certs.user_ca_keys),
-            host_ca_keys=tuple(certs.host_ca_keys))
+            host_ca_keys=tuple(certs.host_ca_keys),
+            ssh_key_pem=private_key_to_pem(ssh_key).encode() if ssh_key else b"")
 
     async def start(self) -> dict[str, str]:
         await self.server.start()
         await ensure_presets(self.server)
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
+        self.server.proxy_names = configured_proxy_names(self.settings)
+        await register_local_host(self.server.backend, host_uuid(self.settings.data_dir))
         host, _ = parse_address(self.settings.listeners.auth)
         own = self.issue_local_credentials(SystemRole.AUTH,
                                            [host, *self.settings.auth.server_names])

@@ -2,7 +2,8 @@
 trusts, as issued at join (agents, proxies) or at start (the admin identity in DATA_DIR/admin).
 
 Saved as a directory of 0600 files (``key.pem``, ``tls.crt``, ``ssh-cert.pub``, ``cas.pem``,
-``meta.json``) written atomically. Called by the daemon, the auth client, the proxy and agents.
+``meta.json``, and ``ssh-key.pem`` when the SSH host key is a key of its own) written
+atomically. Called by the daemon, the auth client, the proxy and agents.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class HostCredentials:
     user_ca_keys: tuple[str, ...] = ()
     host_ca_keys: tuple[str, ...] = ()
     hostname: str = ""
+    ssh_key_pem: bytes = field(default=b"", repr=False)
+    """The SSH host key when it is not the TLS key (``ssh_cert`` certifies it): the proxy's
+    TLS key is P-256 for browsers, its SSH listeners offer Ed25519 only. Empty: the SSH host
+    key is ``private_key_pem``."""
+
+    @property
+    def ssh_private_key_pem(self) -> bytes:
+        """The private key ``ssh_cert`` certifies."""
+        return self.ssh_key_pem or self.private_key_pem
 
     def tls_cas(self) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(self.tls_ca_pem)
@@ -60,6 +70,8 @@ class HostCredentials:
         files = {"key.pem": self.private_key_pem, "tls.crt": self.tls_cert_pem,
                  "cas.pem": self.tls_ca_pem, "ssh-cert.pub": self.ssh_cert,
                  "meta.json": json.dumps(meta, indent=2).encode()}
+        if self.ssh_key_pem:
+            files["ssh-key.pem"] = self.ssh_key_pem
         for name, data in files.items():
             write_private(directory / name, data)
 
@@ -67,6 +79,7 @@ class HostCredentials:
     def load(cls, directory: Path) -> HostCredentials:
         try:
             meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+            ssh_key = directory / "ssh-key.pem"
             return cls(
                 cluster=meta["cluster"], host_id=meta["host_id"], role=meta["role"],
                 hostname=meta.get("hostname", ""),
@@ -76,6 +89,7 @@ class HostCredentials:
                 ssh_cert=(directory / "ssh-cert.pub").read_bytes(),
                 user_ca_keys=tuple(meta.get("user_ca_keys", ())),
                 host_ca_keys=tuple(meta.get("host_ca_keys", ())),
+                ssh_key_pem=ssh_key.read_bytes() if ssh_key.is_file() else b"",
             )
         except (OSError, KeyError, ValueError) as err:
             raise NotFound(f"no usable credentials in {directory}: {err}") from None

@@ -31,6 +31,7 @@ import asyncssh
 
 from limen.errors import AccessDenied, ConnectionProblem
 from limen.net.address import parse_address
+from limen.net.sshalgs import client_algorithms
 
 __all__ = ["one_line", "open_stdin", "proxy_subsystem", "run_proxy_ssh", "strip_cluster"]
 
@@ -109,8 +110,7 @@ async def run_proxy_ssh(*, ssh_proxy: str, login: str, target_host: str, target_
         cert = asyncssh.read_certificate(str(cert_path))
         conn = await asyncssh.connect(
             host, port, username=login, client_keys=[(key, cert)], known_hosts=str(known_hosts),
-            agent_path=None, encryption_algs=["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
-                                              "chacha20-poly1305@openssh.com"])
+            agent_path=None, **client_algorithms())
     except asyncssh.PermissionDenied as err:
         raise AccessDenied(f"the proxy refused the certificate: {err.reason}") from err
     except (OSError, asyncssh.Error) as err:

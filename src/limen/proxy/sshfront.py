@@ -46,7 +46,7 @@ from limen.net.address import bind_tcp, socket_address
 from limen.net.sshserver import PublicKeyOnlyServer
 from limen.proxy.routing import parse_subsystem
 from limen.tunnel.relay import Relay, tune_socket
-from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, MAX_PACKET, host_key
+from limen.tunnel.sshopts import MAX_PACKET, host_key, server_algorithms
 
 if TYPE_CHECKING:
     from limen.proxy.sshproxy import SSHConnector
@@ -78,8 +78,7 @@ class SSHFront:
         key, cert = host_key(self.connector.credentials)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: _FrontServer(self), server_host_keys=[key],
-            server_host_certs=[cert], encryption_algs=list(ENCRYPTION_ALGS),
-            compression_algs=list(COMPRESSION), max_pktsize=MAX_PACKET,
+            server_host_certs=[cert], **server_algorithms(), max_pktsize=MAX_PACKET,
             encoding=None, allow_pty=False,
             agent_forwarding=False, x11_forwarding=False, line_editor=False,
             login_timeout=self.login_timeout, keepalive_interval=self.keepalive_interval,

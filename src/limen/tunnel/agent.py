@@ -63,9 +63,8 @@ from limen.tunnel.protocol import (
 )
 from limen.tunnel.relay import tune_socket
 from limen.tunnel.sshopts import (
-    COMPRESSION,
-    ENCRYPTION_ALGS,
     MAX_PACKET,
+    client_algorithms,
     host_key,
     trust_map,
     verify_peer_host_cert,
@@ -222,8 +221,7 @@ class TunnelAgent:
         async with asyncssh.connect(
             self._host, self._port, username=self.credentials.host_id,
             client_keys=[self._key], known_hosts=None, agent_path=None, config=None,
-            preferred_auth="publickey", encryption_algs=list(ENCRYPTION_ALGS),
-            compression_algs=list(COMPRESSION), max_pktsize=MAX_PACKET,
+            preferred_auth="publickey", **client_algorithms(), max_pktsize=MAX_PACKET,
             keepalive_interval=self.keepalive_interval,
             keepalive_count_max=self.keepalive_count_max,
             connect_timeout=self.connect_timeout, login_timeout=self.connect_timeout,

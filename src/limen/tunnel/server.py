@@ -55,7 +55,7 @@ from limen.tunnel.protocol import (
 from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.relay import Relay
 from limen.tunnel.sniffer import DataConnection, PortSniffer
-from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, MAX_PACKET, host_key, trust_map
+from limen.tunnel.sshopts import MAX_PACKET, host_key, server_algorithms, trust_map
 
 __all__ = ["ClusterSink", "DataConnection", "HeartbeatSink", "TunnelServer"]
 
@@ -132,8 +132,7 @@ class TunnelServer:
         key, cert = host_key(self.credentials)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: AgentLink(self), server_host_keys=[key],
-            server_host_certs=[cert], encryption_algs=list(ENCRYPTION_ALGS),
-            compression_algs=list(COMPRESSION), max_pktsize=MAX_PACKET,
+            server_host_certs=[cert], **server_algorithms(), max_pktsize=MAX_PACKET,
             encoding=None, allow_pty=False,
             agent_forwarding=False, x11_forwarding=False, line_editor=False,
             login_timeout=self.hello_timeout, keepalive_interval=self.keepalive_interval,

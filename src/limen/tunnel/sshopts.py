@@ -1,7 +1,8 @@
 """Settings shared by every SSH connection Limen runs itself, and peer-certificate checks.
 
-* Ciphers: AES-GCM first (in asyncssh chacha20-poly1305 costs ~1.8x AES-GCM), no compression,
-  asyncssh's 32 KiB packets (the DESIGN's measurements).
+* Algorithms: the hardened sets of :mod:`limen.net.sshalgs` (key exchange, AEAD ciphers, ETM
+  MACs, host key types, no compression), re-exported here as :func:`server_algorithms` and
+  :func:`client_algorithms`; asyncssh's 32 KiB packets (the DESIGN's measurements).
 * :func:`host_key` turns :class:`~limen.ca.host_credentials.HostCredentials` into the asyncssh
   key and certificate objects a server presents or a client logs in with.
 * :func:`verify_peer_host_cert` is the in-band check both ends of a tunnel control connection
@@ -25,22 +26,18 @@ from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key, ssh_public_key_blob
 from limen.ca.ssh_certs import parse_ssh_cert, verify_ssh_host_cert
 from limen.errors import AccessDenied, BadParameter
+from limen.net.sshalgs import client_algorithms, server_algorithms
 
 __all__ = [
-    "COMPRESSION",
-    "ENCRYPTION_ALGS",
     "MAX_PACKET",
     "cert_line",
+    "client_algorithms",
     "host_key",
+    "server_algorithms",
     "trust_map",
     "verify_peer_host_cert",
 ]
 
-ENCRYPTION_ALGS = (
-    "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
-    "aes128-ctr", "aes256-ctr",
-)
-COMPRESSION = ("none",)
 MAX_PACKET = 32768
 
 
@@ -49,7 +46,7 @@ def host_key(credentials: HostCredentials) -> tuple[Any, Any]:
     if not credentials.ssh_cert:
         raise BadParameter(f"credentials of {credentials.host_id} hold no SSH certificate")
     try:
-        key = asyncssh.import_private_key(credentials.private_key_pem)
+        key = asyncssh.import_private_key(credentials.ssh_private_key_pem)
         cert = asyncssh.import_certificate(credentials.ssh_cert)
     except (asyncssh.KeyImportError, ValueError) as err:
         raise BadParameter(f"cannot load the SSH key of {credentials.host_id}: {err}") from None

@@ -4,10 +4,11 @@ Built by the daemon (from ``Settings`` and the agent's ``HostCredentials``) or b
 read by :class:`~limen.agents.node.server.NodeSSHServer`. :func:`server_options` is the one
 place that decides how asyncssh is configured: what is on, what is off, and why.
 
-Ciphers. The order below is the server's preference: AES-GCM first (asyncssh's chacha20 costs
-~1.8x, see DESIGN.md), chacha20 last. SSH picks the first algorithm of the *client's* list that
-the server also supports, so the order only decides for clients without a preference of their
-own; ``lmsh config`` writes ``Ciphers`` for OpenSSH.
+Algorithms: the hardened sets of :mod:`limen.net.sshalgs`, the same as the proxy's listeners
+(key exchange, AEAD ciphers with AES-GCM first, ETM SHA-2 MACs, no compression; the host key
+is the agent's Ed25519 key and its certificate). SSH picks the first algorithm of the
+*client's* list that the server also supports, so the order only decides for clients without a
+preference of their own; ``lmsh config`` writes ``Ciphers`` for OpenSSH.
 """
 
 from __future__ import annotations
@@ -21,17 +22,13 @@ import asyncssh
 
 from limen.ca.host_credentials import HostCredentials
 from limen.errors import BadParameter
+from limen.net.sshalgs import ENCRYPTION_ALGS, server_algorithms
 from limen.recording.sink import sessions_dir
 
 __all__ = ["DEFAULT_CIPHERS", "MAX_PACKET_SIZE", "NodeServerConfig", "server_options"]
 
-DEFAULT_CIPHERS = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
-    "chacha20-poly1305@openssh.com",
-)
+DEFAULT_CIPHERS = ENCRYPTION_ALGS
+"""The hardened ciphers (:mod:`limen.net.sshalgs`); ``encryption_algs`` may only narrow them."""
 MAX_PACKET_SIZE = 32768
 """asyncssh's default channel packet size; larger packets measured slower (DESIGN.md)."""
 
@@ -70,6 +67,8 @@ class NodeServerConfig:
             raise BadParameter("the node SSH server needs the agent's private key")
         if self.login_timeout <= 0 or self.keepalive_interval < 0:
             raise BadParameter("login_timeout must be positive, keepalive_interval >= 0")
+        if not self.encryption_algs or not set(self.encryption_algs) <= set(DEFAULT_CIPHERS):
+            raise BadParameter(f"encryption_algs must be some of {', '.join(DEFAULT_CIPHERS)}")
 
     @property
     def cluster(self) -> str:
@@ -91,7 +90,7 @@ class NodeServerConfig:
 def host_key_pair(credentials: HostCredentials) -> Any:
     """The asyncssh host key, with its host certificate when the agent has one."""
     try:
-        key = asyncssh.import_private_key(credentials.private_key_pem)
+        key = asyncssh.import_private_key(credentials.ssh_private_key_pem)
         if not credentials.ssh_cert.strip():
             return key
         cert = asyncssh.import_certificate(credentials.ssh_cert.strip())
@@ -105,6 +104,7 @@ def server_options(config: NodeServerConfig) -> dict[str, Any]:
     return {
         "server_host_keys": [host_key_pair(config.credentials)],
         "server_version": config.server_version,
+        **server_algorithms(),
         "encryption_algs": list(config.encryption_algs),
         "max_pktsize": MAX_PACKET_SIZE,
         # Authentication: user certificates only, checked by Limen (see connection.py).
