@@ -39,7 +39,12 @@ from limen.agents.node.context import ConnState
 from limen.agents.node.process import SessionProcess, SpawnSpec, exit_signal_name, spawn_pipes
 from limen.agents.node.pty import spawn_pty
 from limen.agents.node.transfers import SftpRequestParser, scp_direction
-from limen.agents.node.unixuser import SessionEnv, UnixUser, login_environment
+from limen.agents.node.unixuser import (
+    SessionEnv,
+    UnixUser,
+    login_environment,
+    login_shell_refusal,
+)
 from limen.rbac import SessionOptions
 from limen.recording.asciicast import CastHeader
 from limen.recording.writer import CastWriter, RecordingTask
@@ -86,6 +91,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._sftp_path: str | None = None
         self._refusal: str | None = None
         """Why an accepted request will not run (told at session start)."""
+        self._no_login = login_shell_refusal(user)
+        """Why this account gets no session at all (a nologin shell), checked first."""
 
     # -- requests ------------------------------------------------------------------------
 
@@ -103,11 +110,17 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def shell_requested(self) -> bool:
         self.kind = "shell"
+        self._refusal = self._no_login
         return True
 
     def exec_requested(self, command: str) -> bool:
         self.kind, self.command = "exec", command
         self.scp = scp_direction(command)
+        if self._no_login is not None:
+            # Accepted, then refused at start with the reason on stderr (sshd would run the
+            # command through the nologin shell, which prints its refusal and exits 1).
+            self._refusal = self._no_login
+            return True
         if self.scp is not None and not self.options.ssh_file_copy:
             self._audit("scp", success=False, command=command, action=self.scp[0],
                         path=self.scp[1], reason="file copy is disabled by the user's roles")
@@ -120,7 +133,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             return False
         # Accepted either way: a refusal is then told on the channel's stderr (scp and sftp
         # show it) instead of OpenSSH's bare "subsystem request failed".
-        if not self.options.ssh_file_copy:
+        if self._no_login is not None:
+            self._refusal = self._no_login
+        elif not self.options.ssh_file_copy:
             self._refusal = "file copy is disabled by your roles"
         else:
             self._sftp_path = self.state.node.sftp_server()
@@ -271,7 +286,12 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         await self._finish(returncode)
 
     def _refuse(self, message: str) -> None:
-        if self.kind == "exec":
+        if self._no_login is not None and message == self._no_login:
+            action = ("scp" if self.scp is not None else "sftp" if self.kind == "subsystem"
+                      else self.kind)
+            self._audit("access.denied", action=action, command=self.command, role=None,
+                        rule="login shell", reason=message)
+        elif self.kind == "exec":
             self._audit("exec", success=False, command=self.command, reason=message)
         elif self.kind == "subsystem":
             self._audit("sftp", success=False, action="start", reason=message)

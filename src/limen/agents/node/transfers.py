@@ -4,7 +4,10 @@ Pure (bytes in, operations out). The node agent runs OpenSSH's ``sftp-server`` a
 user and relays the channel to it untouched; :class:`SftpRequestParser` watches the client's
 side of that stream (draft-ietf-secsh-filexfer-02, the version OpenSSH speaks) and reports the
 requests worth an ``sftp`` audit event. Packets are ``uint32 length, byte type, payload``;
-reads, writes and listings are skipped by length without being copied. A stream that stops
+reads, writes and listings are skipped by length without being copied. Of the OpenSSH
+extensions (``SSH_FXP_EXTENDED``), the ones that change the file system by path are audited
+like their standard relatives: ``posix-rename@openssh.com`` and ``hardlink@openssh.com`` like
+rename and symlink, ``lsetstat@openssh.com`` like setstat. A stream that stops
 making sense (a length over :data:`MAX_PACKET`) turns the parser off instead of guessing.
 :func:`scp_direction` recognises the ``scp -t`` / ``scp -f`` server side of ``scp -O``.
 """
@@ -22,9 +25,13 @@ MAX_PACKET = 512 * 1024
 """Longer packets are not SFTP (sftp-server itself refuses more than 256 KiB)."""
 
 _OPEN, _SETSTAT, _REMOVE, _MKDIR, _RMDIR, _RENAME, _SYMLINK = 3, 9, 13, 14, 15, 18, 20
+_EXTENDED = 200
 _PATH_OPS = {_SETSTAT: "setstat", _REMOVE: "remove", _MKDIR: "mkdir", _RMDIR: "rmdir"}
 _TWO_PATH_OPS = {_RENAME: "rename", _SYMLINK: "symlink"}
-_AUDITED = {_OPEN, *_PATH_OPS, *_TWO_PATH_OPS}
+_EXTENDED_PATH_OPS = {"lsetstat@openssh.com": "lsetstat"}
+_EXTENDED_TWO_PATH_OPS = {"posix-rename@openssh.com": "posix-rename",
+                          "hardlink@openssh.com": "hardlink"}
+_AUDITED = {_OPEN, _EXTENDED, *_PATH_OPS, *_TWO_PATH_OPS}
 _READ, _WRITE, _APPEND, _CREAT, _TRUNC = 0x01, 0x02, 0x04, 0x08, 0x10
 _HEADER = 5  # length + type
 _U32 = struct.Struct(">I")
@@ -33,10 +40,11 @@ _U32 = struct.Struct(">I")
 @dataclass(frozen=True)
 class SftpOp:
     action: str
-    """``open``, ``remove``, ``mkdir``, ``rmdir``, ``setstat``, ``rename``, ``symlink``."""
+    """``open``, ``remove``, ``mkdir``, ``rmdir``, ``setstat``, ``rename``, ``symlink``, and
+    the extensions ``posix-rename``, ``hardlink``, ``lsetstat``."""
     path: str
     target: str = ""
-    """The second path of ``rename`` / ``symlink``."""
+    """The second path of ``rename`` / ``symlink`` / ``posix-rename`` / ``hardlink``."""
     flags: str = ""
     """For ``open``: ``read``, ``write``, ``create``, ``truncate``, ``append``, joined by ``,``."""
 
@@ -108,6 +116,8 @@ def _decode(kind: int, body: bytes) -> SftpOp | None:
     if first is None:
         return None
     path, offset = first
+    if kind == _EXTENDED:
+        return _decode_extended(path, body, offset)
     if kind == _OPEN:
         if offset + 4 > len(body):
             return None
@@ -122,6 +132,21 @@ def _decode(kind: int, body: bytes) -> SftpOp | None:
     if second is None:
         return None
     return SftpOp(_TWO_PATH_OPS[kind], path, target=second[0])
+
+
+def _decode_extended(name: str, body: bytes, offset: int) -> SftpOp | None:
+    """An audited ``SSH_FXP_EXTENDED`` request ``name`` (its arguments from ``offset``)."""
+    if name not in _EXTENDED_PATH_OPS and name not in _EXTENDED_TWO_PATH_OPS:
+        return None
+    first = _string(body, offset)
+    if first is None:
+        return None
+    if name in _EXTENDED_PATH_OPS:
+        return SftpOp(_EXTENDED_PATH_OPS[name], first[0])
+    second = _string(body, first[1])
+    if second is None:
+        return None
+    return SftpOp(_EXTENDED_TWO_PATH_OPS[name], first[0], target=second[0])
 
 
 def scp_direction(command: str) -> tuple[str, str] | None:

@@ -6,6 +6,10 @@ command or the SFTP server. An agent running as root starts sessions as any exis
 (real setuid/setgid and supplementary groups, done by :mod:`limen.agents.node.process`); an
 agent running as an ordinary user can only start sessions as itself, and says so.
 
+An account whose shell is ``nologin`` or ``false`` (or no executable file) gets no session at
+all (:func:`login_shell_refusal`): sshd runs shells, commands and subsystems (sftp) through the
+login shell, so such an account can do none of them there, and Limen does not bypass that.
+
 The environment follows sshd: ``HOME USER LOGNAME SHELL PATH MAIL``, ``TERM`` from the PTY
 request, ``LANG``/``LC_*``/``COLORTERM``/``NO_COLOR`` passed through from the client (sshd's
 Debian ``AcceptEnv``), ``SSH_CLIENT``, ``SSH_CONNECTION``, ``SSH_TTY``, ``SSH_AUTH_SOCK`` and
@@ -30,6 +34,7 @@ __all__ = [
     "check_can_run_as",
     "is_accepted_env",
     "login_environment",
+    "login_shell_refusal",
     "lookup_user",
 ]
 
@@ -37,6 +42,8 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _FALLBACK_SHELL = "/bin/sh"
 _ACCEPTED = frozenset({"LANG", "COLORTERM", "NO_COLOR", "TZ"})
+NOLOGIN_SHELLS = frozenset({"nologin", "false"})
+"""Shell names (any directory) that mark an account as not for interactive use."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,18 @@ def lookup_user(login: str) -> UnixUser:
         raise NotFound(f"there is no Unix user {login!r} on this host") from None
     shell = entry.pw_shell or _FALLBACK_SHELL
     return UnixUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir or "/", shell)
+
+
+def login_shell_refusal(user: UnixUser) -> str | None:
+    """Why ``user`` may not have a session (shell, command, scp or sftp), or None: its shell
+    is ``nologin``/``false`` or not an executable file (sshd refuses the same accounts)."""
+    if os.path.basename(user.shell) in NOLOGIN_SHELLS:
+        return (f"the login {user.name!r} has no login shell ({user.shell}): shells, commands "
+                "and file transfers are refused")
+    if not (os.path.isfile(user.shell) and os.access(user.shell, os.X_OK)):
+        return (f"the shell of login {user.name!r} ({user.shell}) is not an executable file: "
+                "shells, commands and file transfers are refused")
+    return None
 
 
 def check_can_run_as(user: UnixUser) -> None:
