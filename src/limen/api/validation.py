@@ -12,8 +12,10 @@ The semantic checks are what a structural schema cannot say: a label value is a 
 list of strings, ``^...$`` values compile, ``{{...}}`` templates parse, rules' ``where``
 conditions parse (``limen.api.predicates``), durations are positive,
 kind-specific Resource fields (the CRDs' CEL rules, mirrored here), and no document carries a
-private key or a literal token/password where a ``*_ref`` reference belongs. Null fields in
-``spec`` are dropped, as the API server does. ``status`` is Limen's, and only has to be a mapping.
+literal secret — by field name, or by content in any value or key: private keys, GitHub/AWS/
+Slack/Google tokens, JWTs (``limen.api.secret_scan``) — where a ``*_ref`` reference belongs.
+Null fields in ``spec`` are dropped, as the API server does. ``status`` is Limen's, and only
+has to be a mapping.
 An optional ``spec.name`` (User, Role, TrustedCluster, Resource) names the object in Limen
 instead of ``metadata.name``: Kubernetes names cannot hold the ``@`` of e-mail user names.
 
@@ -33,6 +35,7 @@ from limen.api.loader import FieldPath, SourceDocument
 from limen.api.predicates import parse_where
 from limen.api.resources import API_VERSION, NAME_PATTERN, PUBLIC_KINDS, Kind, Resource
 from limen.api.schemas import describe, schema_errors
+from limen.api.secret_scan import SECRET_HINT, find_secrets
 from limen.api.templates import is_template, parse_template
 from limen.errors import BadParameter, DocumentError, ValidationFailed
 
@@ -47,7 +50,6 @@ __all__ = [
     "validate",
 ]
 
-SECRET_HINT = "looks like a secret; reference it with token_secret_ref/credentials_ref instead"
 LABEL_FIELDS = ("node_labels", "kubernetes_labels", "db_labels", "app_labels", "cluster_labels")
 """Role label maps (``allow``/``deny``): values are strings or lists of strings."""
 RESOURCE_KINDS = ("ssh", "db", "kube", "app")
@@ -60,10 +62,6 @@ RESOURCE_FIELD_KINDS = {
 RESOURCE_REQUIRED_FIELDS = {"db": ("protocol", "address"), "app": ("uri",)}
 """Resource spec fields a ``spec.kind`` requires (the CRD's CEL rules)."""
 
-_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-_SECRET_NAME = re.compile(
-    r"token|passw(?:or)?d|passphrase|secret|private[_-]?key|api[_-]?key|credential", re.I
-)
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_*@-]+")
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -124,27 +122,35 @@ def _check(doc: SourceDocument) -> tuple[list[Problem], Resource | None, tuple[K
     elif data["apiVersion"] != API_VERSION:
         got = describe(data["apiVersion"])
         problems.append((("apiVersion",), f"expected {API_VERSION!r}, got {got}"))
+    found = find_secrets(data)  # by name and by content, in every value and key
+    secrets = [f.path for f in found]
+    problems.extend((f.path, f.reason) for f in found)
     kind = _kind(data, problems)
     name = _metadata(data, problems)
     spec = _without_nulls(data["spec"]) if isinstance(data.get("spec"), dict) else data.get("spec")
     if "status" in data and not isinstance(data["status"], dict):
         problems.append((("status",), f"expected a mapping, got {describe(data['status'])}"))
-    secrets = list(_secret_paths(data))
-    problems.extend((path, SECRET_HINT) for path in secrets)
     if kind is not None:
         checked = {k: v for k, v in data.items() if k not in ("metadata", "status", "spec")}
         if spec is not None:  # ``spec:`` with nothing under it is missing, as for the API server
             checked["spec"] = spec
         for error in schema_errors(kind, checked, {"duration": parse_duration}):
-            if not any(error.path[: len(s)] == s for s in secrets):
+            if not _under(error.path, secrets):
                 problems.append((error.path, error.reason))
         if isinstance(spec, dict):
             problems.extend(_SEMANTICS[kind](spec))
+    # No other message may quote a secret's value (a label value check, a regexp check).
+    reported = {(f.path, f.reason) for f in found}
+    problems = [p for p in problems if p in reported or not _under(p[0], secrets)]
     name = _limen_name(spec, name)
     identity = (kind, name) if kind is not None and name is not None else None
     if problems or kind is None or name is None:
         return problems, None, identity
     return problems, Resource.from_document({**data, "spec": spec}).replace(name=name), identity
+
+
+def _under(path: FieldPath, secrets: Sequence[FieldPath]) -> bool:
+    return any(tuple(path[: len(s)]) == tuple(s) for s in secrets)
 
 
 def _limen_name(spec: Any, metadata_name: str | None) -> str | None:
@@ -233,41 +239,6 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value]
     return value
-
-
-# -- secrets -----------------------------------------------------------------------------------
-
-
-def _secret_paths(data: Mapping[str, Any]) -> Iterator[FieldPath]:
-    """Private keys anywhere; literal values under secret-like key names in ``spec``."""
-    for key, value in data.items():
-        yield from _secrets_in(value, (key,), names=key == "spec")
-
-
-def _secrets_in(value: Any, path: FieldPath, *, names: bool) -> Iterator[FieldPath]:
-    if isinstance(value, str):
-        if _PRIVATE_KEY.search(value):
-            yield path
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            text = str(key)
-            is_ref = text.endswith("_ref")
-            if names and not is_ref and _SECRET_NAME.search(text) and _is_literal(item):
-                yield (*path, key)
-                continue
-            keep = names and not is_ref and not text.endswith("_labels")
-            yield from _secrets_in(item, (*path, key), names=keep)
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            yield from _secrets_in(item, (*path, position), names=names)
-
-
-def _is_literal(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(value.strip())
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return True
-    return isinstance(value, list) and any(_is_literal(v) for v in value)
 
 
 # -- per-kind semantics ------------------------------------------------------------------------
