@@ -14,6 +14,7 @@ Example ``limen.yaml``::
            commands: [{name: kernel, command: [uname, -r], period: 1h}]}
     join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
     auth: {server_names: [limen-auth.limen.svc], proxy_token_file: /etc/limen/proxy-token}
+    trust: {secrets_dir: /etc/limen/secrets}   # where TrustedCluster token files are named
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "Listeners",
     "NodeSettings",
     "Settings",
+    "TrustSettings",
     "load_settings",
 ]
 
@@ -141,6 +143,13 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class TrustSettings:
+    secrets_dir: str = ""
+    """The only directory a TrustedCluster's ``token_secret_ref: {file: NAME}`` names a file
+    in (``limen.trust.secrets``); empty: DATA_DIR/secrets (created 0700)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".limen-data")
     roles: tuple[str, ...] = ("auth", "proxy", "node")
@@ -150,7 +159,14 @@ class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     join: JoinSettings = field(default_factory=JoinSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
     debug: bool = False
+
+    @property
+    def secrets_dir(self) -> Path:
+        """``trust.secrets_dir``, or DATA_DIR/secrets when it is not set."""
+        return Path(self.trust.secrets_dir) if self.trust.secrets_dir else \
+            self.data_dir / "secrets"
 
 
 _ADDRESS = {"type": "string", "pattern": r"^[^\s:]*:\d{1,5}$"}
@@ -212,6 +228,10 @@ SCHEMA: dict[str, Any] = {
                 "server_names": {"type": "array", "items": {"type": "string"}},
                 "proxy_token_file": {"type": "string"},
             },
+        },
+        "trust": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"secrets_dir": {"type": "string", "minLength": 1}},
         },
     },
 }
@@ -329,5 +349,6 @@ def load_settings(
         join=JoinSettings(**raw.get("join", {})),
         auth=AuthSettings(server_names=tuple(auth_raw.get("server_names", ())),
                           proxy_token_file=str(auth_raw.get("proxy_token_file", ""))),
+        trust=TrustSettings(**raw.get("trust", {})),
         debug=bool(raw.get("debug", False)),
     )

@@ -196,7 +196,7 @@ metadata: {name: root}
 spec:
   enabled: false
   proxy_address: root.example.com:3080
-  token_secret_ref: {file: /etc/limen/root.token}
+  token_secret_ref: {file: root.token}
   token: 0a1b2c3d4e5f60718293a4b5c6d7e8f9
 """)
     bad = site.repo.commit("inline join token")

@@ -165,9 +165,9 @@ KINDS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
      {"allow": {"logins": ["ubuntu", "admin"]}}),
     ("TrustedCluster", "trustedclusters", "org-a",
      {"enabled": False, "proxy_address": "root.example:3080",
-      "token_secret_ref": {"file": "/etc/limen/org-a.token"}},
+      "token_secret_ref": {"file": "org-a.token"}},
      {"enabled": False, "proxy_address": "root2.example:3080",
-      "token_secret_ref": {"file": "/etc/limen/org-a.token"}}),
+      "token_secret_ref": {"file": "org-a.token"}}),
     ("Resource", "resources", "web1", {"kind": "ssh", "address": "10.0.0.5:22"},
      {"kind": "ssh", "address": "10.0.0.6:22"}),
 ]

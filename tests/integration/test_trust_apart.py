@@ -74,7 +74,7 @@ class World:
             "apiVersion": "limen.dev/v1alpha1", "kind": "TrustedCluster",
             "metadata": {"name": "root"},
             "spec": {"enabled": enabled, "proxy_address": self.root.web, "ca_pin": self.ca_pin,
-                     "token_secret_ref": {"file": str(self.token_file)},
+                     "token_secret_ref": {"file": self.token_file.name},
                      "role_map": [{"remote": "ops", "local": ["visitor"]}]}}))
         self.repo.commit(f"trusted cluster root: enabled={enabled}")
 
@@ -102,7 +102,9 @@ def world(module_clusters: ClusterFactory, tmp_path_factory: pytest.TempPathFact
     root.lmctl("apply", "-f", "-", input=ROOT_ROLES)
     alice = root.signed_up_user("alice", roles=["ops"], logins=[LOGIN])
     issued = root.lmctl_json("tokens", "add", "--type", "trusted_cluster", "--ttl", "1h")
-    token_file = base / "root.token"
+    secrets_dir = base / "leaf-secrets"  # trust.secrets_dir in the leaf auth's limen.yaml
+    secrets_dir.mkdir(mode=0o700)
+    token_file = secrets_dir / "root.token"
     token_file.write_text(issued["token"] + "\n", encoding="utf-8")
     token_file.chmod(0o600)
     remote = bare(base / "access.git")
@@ -115,7 +117,8 @@ def world(module_clusters: ClusterFactory, tmp_path_factory: pytest.TempPathFact
     proxy_token_file.chmod(0o600)
     auth = LimenCluster(base / "auth", "leaf", [
         "--roles", "auth", "-c", str(_config(base / "auth.yaml", {
-            "auth": {"proxy_token_file": str(proxy_token_file)}})),
+            "auth": {"proxy_token_file": str(proxy_token_file)},
+            "trust": {"secrets_dir": str(secrets_dir)}})),
         "--gitops", f"file://{remote}", "--gitops-interval", "1s"])
     started: list[LimenCluster] = []
     try:

@@ -69,7 +69,7 @@ def trusted_cluster(root: LimenCluster, token_file: Path, ca_pin: str,
         "apiVersion": "limen.dev/v1alpha1", "kind": "TrustedCluster",
         "metadata": {"name": root.name},
         "spec": {"enabled": enabled, "proxy_address": root.web, "ca_pin": ca_pin,
-                 "token_secret_ref": {"file": str(token_file)},
+                 "token_secret_ref": {"file": token_file.name},
                  "role_map": [{"remote": "ops", "local": ["visitor"]}]}})
 
 
@@ -102,9 +102,10 @@ def leaf_state(user: LimenUser, leaf: str = "leaf") -> str:
 
 
 def join_leaf(root: LimenCluster, leaf: LimenCluster) -> tuple[Path, str]:
-    """A trusted_cluster token from the root, saved for the leaf (0600, never in Git)."""
+    """A trusted_cluster token from the root, saved for the leaf (0600, never in Git) in its
+    secrets directory (DATA_DIR/secrets), where the TrustedCluster names it."""
     issued = root.lmctl_json("tokens", "add", "--type", "trusted_cluster", "--ttl", "1h")
-    token_file = leaf.root / "root.token"
+    token_file = leaf.data_dir / "secrets" / "root.token"
     token_file.write_text(issued["token"] + "\n")
     token_file.chmod(0o600)
     return token_file, str(issued["ca_pin"])

@@ -4,7 +4,8 @@ TrustedCluster whose token is in a 0600 file. Checked with ``lmctl get``: the le
 root's CAs and reports Ready, the root records the RemoteCluster, online once the leaf proxy's
 tunnel is up; the token cannot admit another
 leaf; disabling, re-enabling and deleting the TrustedCluster disable, restore and remove the
-root's CAs; a wrong CA pin is reported as Stalled."""
+root's CAs; a wrong CA pin is reported as Stalled. The token files are in the leaf's secrets
+directory (DATA_DIR/secrets), named by the reference."""
 
 from __future__ import annotations
 
@@ -43,12 +44,12 @@ def _condition(cluster: LimenCluster, name: str, kind: str) -> dict[str, Any]:
 
 def _apply_trusted_cluster(leaf: LimenCluster, name: str, root: LimenCluster, token: str,
                            ca_pin: str, *, token_name: str = "", **extra: Any) -> None:
-    token_file = leaf.root / f"{token_name or name}.token"
+    token_file = leaf.data_dir / "secrets" / f"{token_name or name}.token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     document = {"apiVersion": "limen.dev/v1alpha1", "kind": "TrustedCluster",
                 "metadata": {"name": name},
-                "spec": {"proxy_address": root.web, "token_secret_ref": {"file": str(token_file)},
+                "spec": {"proxy_address": root.web, "token_secret_ref": {"file": token_file.name},
                          "ca_pin": ca_pin, "role_map": ROLE_MAP, **extra}}
     path = leaf.root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -111,7 +112,7 @@ def test_trusted_cluster_life_cycle(clusters: ClusterFactory, tmp_path: Path) ->
     assert "does not match the pin" in pinned["message"]
 
     # disable, re-enable (no new token needed), delete
-    (leaf.root / "org-a.token").unlink()
+    (leaf.data_dir / "secrets" / "org-a.token").unlink()
     _apply_trusted_cluster(leaf, "org-a", root, "unused", issued["ca_pin"], enabled=False)
     wait_for(lambda: _ca_state(leaf, "user.root") == "disabled", 20, "the root CA disabled")
     assert _condition(leaf, "org-a", "Ready")["reason"] == "Disabled"

@@ -311,7 +311,7 @@ def test_with_defaults_fills_missing_fields_of_present_objects_only() -> None:
         "second_factor": "otp",
     }
     assert spec == {"public_address": "limen.example", "proxy": {"replicas": 3}, "backend": {}}
-    tc = {"proxy_address": "root:3080", "token_secret_ref": {"env": "T"}}
+    tc = {"proxy_address": "root:3080", "token_secret_ref": {"env": "LIMEN_SECRET_T"}}
     assert with_defaults(Kind.TRUSTED_CLUSTER, tc)["enabled"] is True
     assert with_defaults(Kind.TRUSTED_CLUSTER, {**tc, "enabled": False})["enabled"] is False
     assert with_defaults(Kind.ROLE, {"allow": {"logins": ["a"]}}) == {"allow": {"logins": ["a"]}}

@@ -43,7 +43,7 @@ metadata:
 spec:
   enabled: false
   proxy_address: root.example.com:3080
-  token_secret_ref: {file: /etc/limen/root.token}
+  token_secret_ref: {file: root.token}
   join_token: 7f3c9a1e5b2d4c6f8a0b1c2d3e4f5a6b
 """
 

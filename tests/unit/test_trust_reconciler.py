@@ -4,7 +4,9 @@ a real root AuthServer behind a small TLS web app serving the proxy's ping and v
 Covers the state machine (join → Ready; disabled → CAs kept but untrusted; re-enabled without a
 token; deleted → CAs removed), the failures (wrong pin, missing token, used token) as Stalled
 with a reason and a refused ``join`` event, retry with backoff, the role mapping handed to the
-node's access policy, and that a mapped root admin gets no ``rules`` on the leaf."""
+node's access policy, and that a mapped root admin gets no ``rules`` on the leaf. Token files
+live in the leaf's secrets directory and are named by NAME; a stored reference outside it
+(bypassing the loader) is refused before any connection, and audited."""
 
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from limen.config import ClusterSettings
 from limen.events.emitter import MemoryEmitter
 from limen.net.http import error_middleware, json_body
 from limen.trust.cache import trusted_role_map
-from limen.trust.reconciler import TrustedClusterReconciler
+from limen.trust.reconciler import REFUSED_REF, TrustedClusterReconciler
+from limen.trust.secrets import SecretSource
 
 ROLE_MAP = [{"remote": "ops", "local": ["visitor"]},
             {"remote": "^admin-(.*)$", "local": ["ops-$1"]},
@@ -137,10 +140,11 @@ class Leaf:
 
 async def _leaf(tmp_path: Path, name: str = "leaf") -> AsyncIterator[Leaf]:
     auth = await _server(name)
-    reconciler = TrustedClusterReconciler(auth, backoff_base=0.05, backoff_cap=0.2,
-                                          environ={})
+    secrets = SecretSource(tmp_path / "secrets", {})
+    reconciler = TrustedClusterReconciler(auth, secrets=secrets, backoff_base=0.05,
+                                          backoff_cap=0.2)
     await reconciler.start()
-    yield Leaf(auth, reconciler, tmp_path)
+    yield Leaf(auth, reconciler, secrets.directory)
     await reconciler.stop()
 
 
@@ -150,11 +154,12 @@ async def leaf(tmp_path: Path) -> AsyncIterator[Leaf]:
         yield value
 
 
-def _token_file(tmp: Path, token: str, name: str = "org-a.token") -> str:
-    path = tmp / name
+def _token_file(secrets: Path, token: str, name: str = "org-a.token") -> str:
+    """Write the token in the leaf's secrets directory; its NAME is the reference."""
+    path = secrets / name
     path.write_text(token + "\n")
     path.chmod(0o600)
-    return str(path)
+    return name
 
 
 def _spec(root: Root, token_file: str, **extra: Any) -> dict[str, Any]:
@@ -190,7 +195,7 @@ async def test_join_then_disable_enable_delete(root: Root, leaf: Leaf) -> None:
     assert [ca.cluster for ca in leaf.reconciler.cache.user_cas()] == ["root"]
 
     # the token is only needed once: remove it, then disable and re-enable
-    await asyncio.to_thread(Path(token_file).unlink)
+    await asyncio.to_thread((leaf.tmp / token_file).unlink)
     await leaf.apply("org-a", _spec(root, token_file, enabled=False))
     await until(lambda: _status_is(leaf, "Ready", "False"), what="disabled")
     disabled = await leaf.ca("user")
@@ -261,11 +266,11 @@ async def test_wrong_pin_stalls_without_spending_the_token(root: Root, leaf: Lea
 
 
 async def test_missing_token_file_is_retried_until_it_appears(root: Root, leaf: Leaf) -> None:
-    path = leaf.tmp / "later.token"
-    await leaf.apply("org-a", _spec(root, str(path)))
+    await leaf.apply("org-a", _spec(root, "later.token"))
     stalled = await until(lambda: _status_is(leaf, "Stalled", "True"), what="Stalled")
     assert stalled["reason"] == "TokenUnavailable"
-    assert str(path) in stalled["message"]
+    assert "'later.token'" in stalled["message"]
+    assert str(leaf.tmp) in stalled["message"]
     _token_file(leaf.tmp, await root.token(), "later.token")
     await until(lambda: _status_is(leaf, "Ready", "True"), what="Ready after the retry")
     assert (await leaf.condition("Stalled"))["status"] == "False"
@@ -275,7 +280,33 @@ async def test_secret_ref_is_refused_outside_kubernetes(root: Root, leaf: Leaf) 
     spec = {**_spec(root, "x"), "token_secret_ref": {"secret": "org-a", "key": "token"}}
     await leaf.apply("org-a", spec)
     stalled = await until(lambda: _status_is(leaf, "Stalled", "True"), what="Stalled")
-    assert "only the Kubernetes operator resolves Secrets" in stalled["message"]
+    assert "auth cannot read Kubernetes Secrets" in stalled["message"]
+
+
+@pytest.mark.parametrize("ref", [
+    {"file": "/etc/passwd"}, {"file": "../admin/key.pem"}, {"env": "HOME"},
+])
+async def test_a_stored_ref_outside_the_configured_places_is_refused_before_any_call(
+        root: Root, leaf: Leaf, ref: dict[str, str]) -> None:
+    """Stored without the loader (an old object, a direct store write): the use-time check
+    refuses it, audits ``access.denied`` once, and never contacts the proxy it names."""
+    spec = {**_spec(root, "x"), "token_secret_ref": ref}
+    await leaf.auth.apply([Resource(Kind.TRUSTED_CLUSTER, "org-a", spec=spec)], Origin.API,
+                          actor="admin")
+    stalled = await until(lambda: _status_is(leaf, "Stalled", "True"), what="Stalled")
+    assert stalled["reason"] == REFUSED_REF
+    assert "auth reads no other" in stalled["message"]
+    emitter = leaf.auth.emitter
+    assert isinstance(emitter, MemoryEmitter)
+
+    async def retried() -> bool:
+        return len([e for e in emitter.events if e.type.value == "join"]) >= 1
+    await until(retried, what="the refused join event")
+    denied = [e for e in emitter.events if e.type.value == "access.denied"]
+    assert len(denied) == 1
+    assert denied[0].fields["trusted_cluster"] == "org-a"
+    assert denied[0].fields["token_secret_ref"] == ref
+    assert root.pings == 0
 
 
 async def test_a_used_token_cannot_join_again(root: Root, leaf: Leaf, tmp_path: Path) -> None:
@@ -283,8 +314,7 @@ async def test_a_used_token_cannot_join_again(root: Root, leaf: Leaf, tmp_path: 
     await leaf.apply("org-a", _spec(root, _token_file(leaf.tmp, token)))
     await until(lambda: _status_is(leaf, "Ready", "True"), what="first leaf Ready")
     async for other in _leaf(tmp_path / "other", "leaf2"):
-        (tmp_path / "other").mkdir()
-        await other.apply("org-a", _spec(root, _token_file(tmp_path / "other", token)))
+        await other.apply("org-a", _spec(root, _token_file(other.tmp, token)))
         stalled = await until(lambda o=other: _status_is(o, "Stalled", "True"), what="refused")
         assert stalled["reason"] == "Refused"
         assert "join token" in stalled["message"]

@@ -63,7 +63,7 @@ class Leaf:
         doc = {"apiVersion": "limen.dev/v1alpha1", "kind": "TrustedCluster",
                "metadata": {"name": tc_name},
                "spec": {"enabled": enabled, "proxy_address": f"{root}.example:3080",
-                        "token_secret_ref": {"file": "/nonexistent"},
+                        "token_secret_ref": {"file": "nonexistent"},
                         "role_map": ROLE_MAP if role_map is None else role_map}}
         await self.auth.apply(validate([SourceDocument("t", 0, 1, doc)]), Origin.API,
                               actor="admin")

@@ -76,7 +76,7 @@ spec:
   enabled: true
   proxy_address: proxy.org-a.example:3080
   tunnel_address: '[::1]:3024'
-  token_secret_ref: {file: /etc/limen/org-a.token}
+  token_secret_ref: {file: org-a.token}
   role_map:
     - {remote: dev, local: [visitor]}
     - {remote: '^admin-(.*)$', local: ['ops-$1']}
@@ -262,11 +262,11 @@ def test_envelope_errors(changes: dict[str, Any], expected: str) -> None:
          "spec.role_map[0].local: must not be empty"),
         (Kind.TRUSTED_CLUSTER, {"role_map": [{"remote": "dev"}]},
          "spec.role_map[0].local: required field is missing"),
-        (Kind.TRUSTED_CLUSTER, {"token_secret_ref": {"file": "/a", "env": "B"}},
+        (Kind.TRUSTED_CLUSTER, {"token_secret_ref": {"file": "a", "env": "LIMEN_SECRET_B"}},
          "spec.token_secret_ref: set exactly one of {file} | {env} | {secret, key}"),
         (Kind.TRUSTED_CLUSTER, {"token_secret_ref": {"secret": "s"}},
          "spec.token_secret_ref: set exactly one of {file} | {env} | {secret, key}"),
-        (Kind.TRUSTED_CLUSTER, {"token_secret_ref": {"file": "/a", "path": "/b"}},
+        (Kind.TRUSTED_CLUSTER, {"token_secret_ref": {"file": "a", "path": "/b"}},
          "spec.token_secret_ref.path: unknown field"),
         (Kind.TRUSTED_CLUSTER, {"ca_pin": "abc"},
          "spec.ca_pin: 'abc' is not valid here: Expected SHA-256 fingerprint of the root's TLS "

@@ -18,7 +18,7 @@ SPECS: dict[Kind, dict[str, Any]] = {
     Kind.USER: {"roles": ["dev"]},
     Kind.ROLE: {"allow": {"logins": ["ubuntu"]}},
     Kind.TRUSTED_CLUSTER: {"proxy_address": "root.example:3080",
-                           "token_secret_ref": {"file": "/etc/limen/root.token"}},
+                           "token_secret_ref": {"file": "root.token"}},
     Kind.RESOURCE: {"kind": "ssh", "address": "web1:22"},
 }
 

@@ -48,6 +48,7 @@ from aiohttp import web
 
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
+from limen.api.secret_refs import refused_references
 from limen.api.validation import validate
 from limen.auth import presence
 from limen.auth.api_admin import admin_routes
@@ -64,7 +65,7 @@ from limen.auth.trusted_root import ValidateRequest, validate_trusted_cluster
 from limen.ca.authority import CertAuthorityType, tls_trust_map
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.x509_certs import verify_client_cert
-from limen.errors import AccessDenied, BadParameter, NotFound
+from limen.errors import AccessDenied, BadParameter, NotFound, ValidationFailed
 from limen.events.search import parse_since, search
 from limen.net.http import error_middleware, json_body
 from limen.recording.sink import recordings_dir
@@ -224,7 +225,13 @@ class _Routes:
         if origin is not Origin.API:
             require_system(identity, [])
         sources = [_source_document(i, d) for i, d in enumerate(docs)]
-        resources = validate(sources)
+        try:
+            resources = validate(sources)
+        except ValidationFailed as failed:  # a secret reference outside the configured places
+            for refused in refused_references(failed):
+                await self.auth.emit("access.denied", user=actor, action="resources.apply",
+                                     reason=str(refused))
+            raise
         role_set = await self.role_set(identity)
         for kind in {r.kind for r in resources}:
             require_rule(identity, role_set, kind, "create")

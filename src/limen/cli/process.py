@@ -44,6 +44,7 @@ from limen.proxy.service import proxy_names
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TrustedClusterReconciler
+from limen.trust.secrets import SecretSource
 
 __all__ = ["cluster_services"]
 
@@ -73,7 +74,7 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
         services: list[Service] = [auth]
         if settings.gitops.source:
             services.append(GitOpsService(settings, auth))
-        trust = TrustedClusterReconciler(auth.server)
+        trust = TrustedClusterReconciler(auth.server, secrets=SecretSource(settings.secrets_dir))
         services.append(trust)
         proxy = _local_proxy(settings, auth, log) if "proxy" in settings.roles else None
         if proxy is not None:

@@ -10,6 +10,14 @@ For every TrustedCluster in the store (listed at start, then watched)::
          └─yes─▶ keep them; spec.disabled follows ``enabled`` (re-enabling needs no token)
     TrustedCluster deleted ─▶ its root CAs are removed
 
+The token is read only from the configured places (``limen.trust.secrets.SecretSource``: a
+file NAME in the secrets directory, a ``LIMEN_SECRET_*`` variable); a reference outside them
+(which the loader refuses already) is refused here too, before any connection, as Stalled
+``SecretRefRefused`` with an ``access.denied`` audit event. The token is sent only after the
+root proxy's TLS CA matched ``ca_pin`` (or its certificate verified against the system trust
+store when there is no pin) and its announced name passed ``check_root``
+(``limen.trust.handshake``).
+
 then writes ``status`` (``conditions`` Ready / Stalled with a reason, ``rootCluster``,
 ``observedRevision`` and ``observedSpec``, a digest of the reconciled spec) and refreshes the
 :class:`~limen.trust.cache.TrustCache` the node agent reads. A failure (token missing or
@@ -25,7 +33,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -53,12 +60,15 @@ from limen.trust.cache import (
 )
 from limen.trust.handshake import handshake
 from limen.trust.rolemap import compile_role_map
-from limen.trust.secrets import resolve_token
+from limen.trust.secrets import SecretSource
 from limen.tunnel.backoff import Backoff
 
-__all__ = ["Handshake", "TrustedClusterReconciler"]
+__all__ = ["REFUSED_REF", "Handshake", "TrustedClusterReconciler"]
 
 log = logging.getLogger(__name__)
+
+REFUSED_REF = "SecretRefRefused"
+"""Stalled reason of a ``token_secret_ref`` outside the configured places."""
 
 Handshake = Callable[[str, str | None, ValidateRequest, Callable[[str], Awaitable[None]]],
                      Awaitable[ValidateResponse]]
@@ -82,18 +92,19 @@ def _spec_digest(spec: Mapping[str, Any]) -> str:
 
 
 class TrustedClusterReconciler:
-    """See the module doc. ``cache`` is what the node agent reads."""
+    """See the module doc. ``cache`` is what the node agent reads; ``secrets`` the only
+    places a ``token_secret_ref`` may name."""
 
     name = "trusted-clusters"
 
-    def __init__(self, auth: AuthServer, *, handshake_fn: Handshake = _real_handshake,
-                 environ: Mapping[str, str] | None = None, backoff_base: float = 1.0,
+    def __init__(self, auth: AuthServer, *, secrets: SecretSource,
+                 handshake_fn: Handshake = _real_handshake, backoff_base: float = 1.0,
                  backoff_cap: float = 60.0) -> None:
         self.auth = auth
         self.store = auth.store
         self.cache = TrustCache(auth.store, lambda: auth.cluster_name)
+        self.secrets = secrets
         self._handshake = handshake_fn
-        self._environ = environ if environ is not None else os.environ
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self._backoffs: dict[str, Backoff] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
@@ -102,6 +113,7 @@ class TrustedClusterReconciler:
 
     # -- service ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
+        await asyncio.to_thread(self.secrets.ensure_directory)
         await self.cache.refresh()
         self._tasks = [asyncio.create_task(self._watch(), name="trusted-clusters-watch"),
                        asyncio.create_task(self._work(), name="trusted-clusters-work")]
@@ -213,7 +225,9 @@ class TrustedClusterReconciler:
     async def _join(self, resource: Resource) -> str:
         spec = resource.spec
         try:
-            token = resolve_token(spec.get("token_secret_ref"), self._environ)
+            token = await asyncio.to_thread(self.secrets.resolve, spec.get("token_secret_ref"))
+        except AccessDenied as err:
+            raise _Stalled(REFUSED_REF, str(err)) from None
         except BadParameter as err:
             raise _Stalled("TokenUnavailable", str(err)) from None
         own = {t: self.auth.authorities.get(t).public_only() for t in EXCHANGED_TYPES}
@@ -277,6 +291,10 @@ class TrustedClusterReconciler:
     async def _failed(self, resource: Resource, stalled: _Stalled) -> None:
         previous = _condition(resource.status, "Stalled")
         if previous is None or previous.get("message") != stalled.message:
+            if stalled.reason == REFUSED_REF:
+                await self.auth.emit("access.denied", action="trusted_cluster.token_secret_ref",
+                                     trusted_cluster=resource.name, reason=stalled.message,
+                                     token_secret_ref=resource.spec.get("token_secret_ref"))
             await self.auth.emit("join", success=False, role="trusted_cluster",
                                  trusted_cluster=resource.name, reason=stalled.message,
                                  proxy_address=str(resource.spec.get("proxy_address", "")))
