@@ -337,17 +337,20 @@ def _join_settings(env: Env, name: str, token: str) -> Settings:
         token=token, auth_server=env.auth.address, ca_pin=env.auth.server.tls_ca_pin()))
 
 
+PROXY_A, PROXY_B = "5d0e4a7e-3c1b-4b9a-9f0e-7a1c2b3d4e5f", "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f"
+
+
 async def test_the_static_proxy_token_joins_proxies_again_and_again(env: Env) -> None:
     joined = []
-    for name in ("proxy-a", "proxy-b"):
+    for name, host_id in (("proxy-a", PROXY_A), ("proxy-b", PROXY_B)):
         settings = _join_settings(env, name, PROXY_TOKEN)
-        creds = await load_or_join(settings, SystemRole.PROXY, name, ["127.0.0.1"])
-        assert (creds.role, creds.host_id, creds.cluster) == ("proxy", name, CLUSTER)
+        creds = await load_or_join(settings, SystemRole.PROXY, host_id, ["127.0.0.1"])
+        assert (creds.role, creds.host_id, creds.cluster) == ("proxy", host_id, CLUSTER)
         assert (credentials_dir(settings.data_dir) / "meta.json").is_file()
         joined.append(creds)
     events = env.logged("join")
     assert [(e["success"], e["host_id"], e["token_id"]) for e in events] == \
-        [(True, "proxy-a", "static-proxy-token"), (True, "proxy-b", "static-proxy-token")]
+        [(True, PROXY_A, "static-proxy-token"), (True, PROXY_B, "static-proxy-token")]
     assert all(PROXY_TOKEN not in json.dumps(e) for e in events)
     # the credentials are a proxy's: auth accepts them where only a proxy may call
     client = env._client(joined[0])
@@ -355,7 +358,7 @@ async def test_the_static_proxy_token_joins_proxies_again_and_again(env: Env) ->
         {"address": "p.example:3080"}
     # and a restart reuses them without the token
     again = _join_settings(env, "proxy-a", "")
-    assert await load_or_join(again, SystemRole.PROXY, "proxy-a") == joined[0]
+    assert await load_or_join(again, SystemRole.PROXY, PROXY_A) == joined[0]
     assert len(env.logged("join")) == 2
 
 

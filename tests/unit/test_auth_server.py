@@ -14,7 +14,7 @@ from limen.auth.server import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.ca.keys import generate_private_key, public_key_to_openssh
 from limen.config import ClusterSettings
-from limen.errors import AccessDenied
+from limen.errors import AccessDenied, BadParameter
 from limen.events.emitter import MemoryEmitter
 from limen.events.event import AuditEvent
 
@@ -58,16 +58,28 @@ async def test_trusted_cluster_token_is_single_use(auth: AuthServer) -> None:
         await auth.tokens.consume(secret, ("trusted_cluster",), now=auth.now())
 
 
-async def test_node_token_joins_twice_but_not_as_another_type(auth: AuthServer) -> None:
+async def test_node_token_joins_once_and_not_as_another_type(auth: AuthServer) -> None:
     secret, _ = await auth.create_token("node", timedelta(minutes=5), actor="t")
-    for host in ("h1", "h2"):
-        certs = await auth.join(secret, "node", host, host, _key(), ["127.0.0.1"])
-        assert certs.identity.host_id == host
-    with pytest.raises(AccessDenied, match="join refused"):
-        await auth.join(secret, "db", "h3", "h3", _key(), [])
-    failures = [e for e in _events(auth) if e.type == "join" and not e.success]
-    assert failures
-    assert "type node" in failures[-1].to_dict()["reason"]
+    with pytest.raises(AccessDenied, match="join refused: join token is of type node"):
+        await auth.join(secret, "db", "", "h0", _key(), [])
+    certs = await auth.join(secret, "node", "", "h1", _key(), ["127.0.0.1"])
+    assert certs.identity.hostname == "h1"
+    with pytest.raises(AccessDenied, match="join refused: invalid or expired join token"):
+        await auth.join(secret, "node", "", "h2", _key(), [])
+    joins = [(e.to_dict()["hostname"], e.success) for e in _events(auth) if e.type == "join"]
+    assert joins == [("h0", False), ("h1", True), ("h2", False)]
+
+
+async def test_a_reusable_node_token_joins_until_it_expires(auth: AuthServer) -> None:
+    secret, record = await auth.create_token("node", timedelta(minutes=5), actor="t",
+                                             single_use=False)
+    assert (await auth.token_answer(secret, record))["single_use"] is False
+    ids = {(await auth.join(secret, "node", "", h, _key(), [])).identity.host_id
+           for h in ("h1", "h2")}
+    assert len(ids) == 2
+    with pytest.raises(BadParameter, match="single use"):
+        await auth.create_token("trusted_cluster", timedelta(minutes=5), actor="t",
+                                single_use=False)
 
 
 async def test_expired_token_is_refused(auth: AuthServer) -> None:

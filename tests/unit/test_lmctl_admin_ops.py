@@ -175,7 +175,7 @@ async def test_unlock_clears_a_lockout(auth: AuthServer) -> None:
 async def test_tokens_are_listed_without_secret_and_removed_by_any_reference(
         auth: AuthServer) -> None:
     first, record = await auth.create_token("node", timedelta(minutes=5), actor="admin",
-                                            labels={"env": "dev"})
+                                            labels={"env": "dev"}, single_use=False)
     second, other = await auth.create_token("trusted_cluster", timedelta(minutes=9),
                                             actor="admin")
     rows = await token_admin.list_tokens(auth)

@@ -7,6 +7,11 @@
                                        proxy directly at auth (join.auth_server, pinned)
                ─▶ save them (0700 directory, 0600 files)
 
+A join proposes this host's saved id; when the saved credentials have not expired yet they
+sign the request (``limen.auth.host_proof``): auth lets a host join again under a registered
+id only with that proof. Auth decides the names in the certificates: a proxy whose public
+names are missing from its certificate says so in the log (auth's ``cluster.public_address``).
+
 :func:`tunnel_address` asks the proxy (TLS verified with the cluster CA from the credentials)
 where its tunnel listener is: a listener bound to every interface (``0.0.0.0:3024``) is
 reached on the host of the proxy address this agent was given. Called by
@@ -16,6 +21,7 @@ reached on the host of the proxy address this agent was given. Called by
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import Sequence
@@ -26,16 +32,20 @@ from typing import Any
 from cryptography import x509
 
 from limen.auth.client import join_via_proxy, pinned_auth
+from limen.auth.host_proof import make_proof
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.host_keys import new_host_key, new_ssh_host_key
 from limen.ca.identity import SystemRole
 from limen.ca.keys import private_key_to_pem, public_key_to_openssh
+from limen.ca.peer_role import require_server_role
 from limen.config import Settings
 from limen.errors import BadParameter, LimenError
 from limen.net.address import parse_address
 from limen.net.http import ApiClient
 
 __all__ = ["RENEW_BEFORE", "credentials_dir", "load_or_join", "tunnel_address"]
+
+log = logging.getLogger(__name__)
 
 RENEW_BEFORE = timedelta(hours=1)
 """Saved credentials closer than this to expiry are replaced by joining again."""
@@ -75,20 +85,54 @@ async def load_or_join(settings: Settings, role: SystemRole, host_id: str,
     if not join.ca_pin:
         raise BadParameter("--ca-pin (join.ca_pin) is needed with --token: the sha256 pin "
                            "printed with the token by `lmctl tokens add`")
+    current = await asyncio.to_thread(_load_unexpired, directory, role)
+    if current is not None:
+        host_id = current.host_id  # the id auth registered: proven with its certificate
     if role is SystemRole.PROXY:
         if not join.auth_server:
             raise BadParameter("a proxy started apart from auth needs --auth-server HOST:PORT")
         creds = await _join_auth(join.auth_server, join.token, join.ca_pin, host_id,
-                                 list(addresses))
+                                 list(addresses), current)
+        _warn_missing_names(creds, addresses)
     else:
         if not join.proxy:
             raise BadParameter(f"a {role.value} agent started apart from auth needs "
                                "--proxy HOST:PORT (the proxy's web address)")
         creds = await join_via_proxy(join.proxy, join.token, join.ca_pin, role=role.value,
                                      host_id=host_id, hostname=nodename or hostname(),
-                                     addresses=list(addresses))
+                                     addresses=list(addresses), current=current)
     await asyncio.to_thread(creds.save, directory)
     return creds
+
+
+def _load_unexpired(directory: Path, role: SystemRole) -> HostCredentials | None:
+    """Saved credentials of ``role`` whose certificate has not expired: the proof for
+    joining again under their host id (``limen.auth.host_proof``)."""
+    try:
+        creds = HostCredentials.load(directory)
+        cert = x509.load_pem_x509_certificate(creds.tls_cert_pem)
+    except (LimenError, OSError, ValueError):
+        return None
+    if creds.role != role.value or cert.not_valid_after_utc <= datetime.now(UTC):
+        return None
+    return creds
+
+
+def _warn_missing_names(creds: HostCredentials, wanted: Sequence[str]) -> None:
+    """Auth decides a proxy's names from its own configuration: say which of this proxy's
+    public names it did not certify (clients checking the name will refuse them)."""
+    cert = x509.load_pem_x509_certificate(creds.tls_cert_pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return
+    named = {str(n) for n in sans.get_values_for_type(x509.DNSName)} | \
+        {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    missing = sorted(set(wanted) - named)
+    if missing:
+        log.warning("auth did not put %s in this proxy's certificate: clients reaching the "
+                    "proxy by that name will refuse it; set cluster.public_address in auth's "
+                    "configuration", ", ".join(missing))
 
 
 def _load_valid(directory: Path, role: SystemRole) -> HostCredentials | None:
@@ -110,19 +154,23 @@ def _load_valid(directory: Path, role: SystemRole) -> HostCredentials | None:
 
 
 async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
-                     addresses: list[str]) -> HostCredentials:
+                     addresses: list[str], current: HostCredentials | None) -> HostCredentials:
     context = await pinned_auth(auth_server, ca_pin)
     key = new_host_key(SystemRole.PROXY)  # P-256: its web listener's certificate
     ssh_key = new_ssh_host_key(SystemRole.PROXY)  # Ed25519: its SSH listeners
-    body = {"token": token, "role": SystemRole.PROXY.value, "host_id": host_id,
-            "hostname": hostname(), "public_key": public_key_to_openssh(key.public_key()),
-            "addresses": addresses}
+    public_key = public_key_to_openssh(key.public_key())
+    body: dict[str, Any] = {"token": token, "role": SystemRole.PROXY.value,
+                            "host_id": host_id, "hostname": hostname(),
+                            "public_key": public_key, "addresses": addresses}
+    if current is not None:
+        body["proof"] = make_proof(current, SystemRole.PROXY, public_key, datetime.now(UTC))
     if ssh_key is not None:
         body["ssh_public_key"] = public_key_to_openssh(ssh_key.public_key())
     async with ApiClient(f"https://{auth_server}", context) as api:
         answer = await api.call("POST", "/v1/join", body)
     return HostCredentials(
-        cluster=answer["cluster"], host_id=host_id, role=SystemRole.PROXY.value,
+        cluster=answer["cluster"], host_id=str(answer.get("host_id") or host_id),
+        role=SystemRole.PROXY.value,
         hostname=hostname(), private_key_pem=private_key_to_pem(key).encode(),
         tls_cert_pem=answer["tls_cert"].encode(), tls_ca_pem=answer["tls_cas"].encode(),
         ssh_cert=answer["ssh_cert"].encode(),
@@ -134,7 +182,9 @@ async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
 async def tunnel_address(proxy: str, credentials: HostCredentials) -> str:
     """The proxy's tunnel listener as this agent reaches it."""
     context = ssl.create_default_context(cadata=credentials.tls_ca_pem.decode())
-    context.check_hostname = False  # the proxy is verified by the cluster CA, any name
+    context.check_hostname = False  # the proxy is verified by its identity, any name
+    require_server_role(context, SystemRole.PROXY,
+                        {credentials.cluster: credentials.tls_cas()})
     async with ApiClient(f"https://{proxy}", context) as api:
         ping: dict[str, Any] = await api.call("GET", "/v1/webapi/ping")
     if ping.get("cluster") not in (None, credentials.cluster):

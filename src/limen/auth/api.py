@@ -15,7 +15,7 @@ role ``rules`` may call it; every request re-verifies the client certificate. Ro
     GET  /v1/resources/{kind}[/{name}]     DELETE /v1/resources/{kind}/{name}
     POST /v1/users                         {name, roles, logins} → sign-up link
     POST /v1/users/{name}/invite           → a fresh sign-up link
-    POST /v1/tokens                        {type, ttl_seconds, labels} → token
+    POST /v1/tokens                        {type, ttl_seconds, labels, single_use?} → token
     GET  /v1/events?type=&user=&since=&limit=&order=  (order=newest: newest first, and
                                            limit keeps the newest)
     GET  /v1/access/check?user=&kind=&name=&login=  (kind node: a heartbeated node by
@@ -193,7 +193,8 @@ class _Routes:
 
     async def join(self, request: web.Request) -> web.Response:
         """Through a proxy (its client certificate), or directly with no client certificate
-        (a proxy started apart from auth): either way the token is what authenticates."""
+        (a proxy started apart from auth): either way the token is what authenticates. The
+        answer names the host id auth settled on (``limen.auth.host_join``)."""
         direct = not _has_client_cert(request)
         if not direct:
             require_system(await self.identity(request), [SystemRole.PROXY])
@@ -201,13 +202,18 @@ class _Routes:
         addresses = body.get("addresses") or []
         if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
             raise BadParameter("addresses must be a list of strings")
+        proof = body.get("proof")
+        if proof is not None and not isinstance(proof, dict):
+            raise BadParameter("proof must be an object")
         certs = await self.auth.join(
-            _str(body, "token"), _str(body, "role"), _str(body, "host_id"),
+            _str(body, "token"), _str(body, "role"), _optional_str(body, "host_id") or "",
             _str(body, "hostname"), _str(body, "public_key"), addresses,
             remote_addr=(request.remote or "") if direct else str(body.get("remote_addr", "")),
+            ssh_public_key=_optional_str(body, "ssh_public_key") or "", proof=proof,
         )
         return web.json_response({
-            "cluster": self.auth.cluster_name, "ssh_cert": certs.ssh_cert.decode(),
+            "cluster": self.auth.cluster_name, "host_id": certs.identity.host_id,
+            "ssh_cert": certs.ssh_cert.decode(),
             "tls_cert": certs.tls_cert.decode(), "tls_cas": certs.tls_cas,
             "user_ca_keys": certs.user_ca_keys, "host_ca_keys": certs.host_ca_keys,
         })

@@ -7,7 +7,6 @@ HTTP: ``limen.auth.api`` maps requests to these methods, and ``limen.auth.servic
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -25,11 +24,13 @@ from limen.api.resources import PUBLIC_KINDS, Kind, Origin, Resource
 from limen.api.validation import validate
 from limen.auth.authorities import Authorities
 from limen.auth.changes import change_event_type
+from limen.auth.host_join import JoinRequest, join_host
+from limen.auth.host_names import HostNames
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
 from limen.auth.keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.otp import provisioning_uri
 from limen.auth.signup_tokens import build_signup_url
-from limen.auth.tokens import JoinTokens
+from limen.auth.tokens import JoinTokens, is_single_use
 from limen.auth.users import LocalUsers, SignupResult
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
@@ -38,12 +39,14 @@ from limen.ca.keys import load_public_key
 from limen.ca.ssh_certs import sign_host_cert
 from limen.ca.x509_certs import sign_client_cert, sign_server_cert
 from limen.config import ClusterSettings
-from limen.errors import AccessDenied, AlreadyExists, BadParameter, LimenError, NotFound
+from limen.errors import AlreadyExists, BadParameter, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import AuditEvent, make_event
 from limen.rbac.checker import AccessChecker, describe
 from limen.rbac.roleset import RoleSet
 from limen.services.admin import AdminOps
+from limen.services.apply import apply_plan
+from limen.services.audit_outbox import AuditOutbox, OutboxRecords, outbox_records
 from limen.services.plan import Action, Plan
 from limen.services.resources import ResourceStore
 
@@ -51,10 +54,6 @@ __all__ = ["AuthServer", "HostCerts", "LoginResult"]
 
 log = logging.getLogger(__name__)
 
-JOIN_TYPES_BY_ROLE = {
-    SystemRole.NODE: ("node",), SystemRole.DB: ("db",), SystemRole.KUBE: ("kube",),
-    SystemRole.APP: ("app",), SystemRole.PROXY: ("proxy",),
-}
 HOST_CERT_TTL = timedelta(days=30)
 
 
@@ -96,11 +95,16 @@ class AuthServer:
         self.store = ResourceStore(backend)
         self.static_proxy_token = ""
         """A reusable token proxies join with (``auth.proxy_token_file``; Kubernetes)."""
+        self.proxy_names: tuple[str, ...] = ()
+        """What a joining proxy's certificates name besides its id (configuration:
+        ``limen.auth.host_names.configured_proxy_names``)."""
         self.admin = AdminOps(self.store)
         self.authorities = Authorities(backend, self.store, cluster.name)
         self.users = LocalUsers(backend, clock)
         self.tokens = JoinTokens(self.store)
         self.emitter = emitter
+        self.outbox = AuditOutbox(backend, emitter)
+        """A change's audit events, committed with it and then delivered (see apply)."""
         self.clock = clock
         self.initialized = False
         """False until ``start()`` has the cluster's name and CAs."""
@@ -130,6 +134,8 @@ class AuthServer:
             self.cluster_name = stored
         self.authorities = Authorities(self.backend, self.store, self.cluster_name)
         await self.authorities.ensure()
+        if initialize:  # events of a change a crash kept from the log: written once, now
+            await self.outbox.recover()
         self.initialized = True
 
     async def emit(self, event_type: str, *, success: bool | None = None,
@@ -305,47 +311,50 @@ class AuthServer:
     async def token_answer(self, secret: str, record: Resource) -> dict[str, Any]:
         """What ``lmctl tokens add`` shows: the secret once, its pin, and where to join."""
         answer = {"token": secret, "id": record.name, "type": record.spec["type"],
-                  "expires": record.spec["expires"], "ca_pin": self.tls_ca_pin()}
+                  "expires": record.spec["expires"], "single_use": is_single_use(record),
+                  "ca_pin": self.tls_ca_pin()}
         with contextlib.suppress(NotFound):
             answer["proxy"] = await self.proxy_address()
         return answer
 
     async def join(self, token: str, role: str, host_id: str, hostname: str, public_key: str,
-                   addresses: Sequence[str], *, remote_addr: str = "") -> HostCerts:
-        try:
-            system_role = SystemRole(role)
-            if system_role not in JOIN_TYPES_BY_ROLE:
-                raise BadParameter(f"role {role!r} cannot join with a token")
-            if system_role is SystemRole.PROXY and self._is_static_proxy_token(token):
-                token_id = "static-proxy-token"
-            else:
-                token_id = (await self.tokens.consume(token, JOIN_TYPES_BY_ROLE[system_role],
-                                                      now=self.now())).name
-            certs = self.issue_host_certs(host_id, hostname, system_role, public_key, addresses)
-        except (LimenError, ValueError) as err:
-            await self.emit("join", success=False, host_id=host_id, hostname=hostname,
-                            role=role, reason=str(err), remote_addr=remote_addr)
-            raise AccessDenied(f"join refused: {err}") from None
-        await self.emit("join", host_id=host_id, hostname=hostname, role=role,
-                        token_id=token_id, remote_addr=remote_addr)
-        return certs
+                   addresses: Sequence[str], *, remote_addr: str = "",
+                   ssh_public_key: str = "", proof: Mapping[str, Any] | None = None,
+                   ) -> HostCerts:
+        """A joining host's certificates: the token used up with the host id's registration,
+        names decided here (``addresses`` are ignored), a taken host id only with ``proof``
+        (see ``limen.auth.host_join``). Audited either way."""
+        return await join_host(self, JoinRequest(
+            token=token, role=role, host_id=host_id, hostname=hostname, public_key=public_key,
+            addresses=tuple(addresses), ssh_public_key=ssh_public_key, proof=proof),
+            remote_addr=remote_addr)
 
-    def _is_static_proxy_token(self, token: str) -> bool:
+    def is_static_proxy_token(self, token: str) -> bool:
         static = self.static_proxy_token
         return bool(static) and hmac.compare_digest(token.encode(), static.encode())
 
     def issue_host_certs(self, host_id: str, hostname: str, role: SystemRole,
-                         public_key: str, addresses: Sequence[str]) -> HostCerts:
+                         public_key: str, addresses: Sequence[str], *,
+                         ssh_public_key: str = "", names: HostNames | None = None) -> HostCerts:
+        """TLS and SSH host certificates of ``public_key``; the SSH one certifies
+        ``ssh_public_key`` instead when given (the proxy's Ed25519 SSH key). ``names``: what
+        they name (a join: ``limen.auth.host_names``); without, ``addresses`` from the
+        configuration of a component in auth's own process, with ``localhost``."""
+        if names is None:
+            names = HostNames(
+                dns=tuple(n for n in (host_id, hostname, "localhost",
+                                      *(a for a in addresses if not _is_ip(a))) if n),
+                ips=("127.0.0.1", *(a for a in addresses if _is_ip(a))),
+                principals=tuple(addresses))
         key = load_public_key(public_key)
+        ssh_key = load_public_key(ssh_public_key) if ssh_public_key else key
         host_ca = self.authorities.get(CertAuthorityType.HOST)
         tls_ca = self.authorities.get(CertAuthorityType.TLS)
         user_ca = self.authorities.get(CertAuthorityType.USER)
         identity = Identity.for_host(self.cluster_name, host_id, hostname, role)
-        ssh_cert = sign_host_cert(host_ca, key, host_id, hostname, addresses,
+        ssh_cert = sign_host_cert(host_ca, ssh_key, host_id, hostname, names.principals,
                                   HOST_CERT_TTL, role, now=self.now())
-        ips = [a for a in addresses if _is_ip(a)]
-        names = [host_id, hostname, "localhost", *[a for a in addresses if not _is_ip(a)]]
-        tls = sign_server_cert(tls_ca, key, [n for n in names if n], ["127.0.0.1", *ips],
+        tls = sign_server_cert(tls_ca, key, names.dns, names.ips,
                                HOST_CERT_TTL, identity, now=self.now())
         return HostCerts(identity, ssh_cert, tls.public_bytes(Encoding.PEM),
                          list(user_ca.ssh_public_keys()), list(host_ca.ssh_public_keys()),
@@ -360,8 +369,15 @@ class AuthServer:
 
     # -- resources ---------------------------------------------------------------------------
     async def apply(self, resources: Sequence[Resource], origin: Origin, *, actor: str,
-                    prune: bool = False, kinds: Sequence[Kind] | None = None) -> Plan:
-        plan = await self.admin.apply(resources, origin, prune=prune, kinds=kinds)
+                    prune: bool = False, kinds: Sequence[Kind] | None = None,
+                    before_write: Callable[[Plan], Sequence[AuditEvent]] | None = None,
+                    ) -> Plan:
+        """Plan and apply all or nothing. The per-object audit events are committed in the
+        same store transaction (outbox records), then written to the audit log: a crash
+        after the commit delays them to the next start, never loses them.
+        ``before_write`` sees the plan before anything is written: it may refuse it (raise)
+        and returns more events to commit with it (the Git sync's ``gitops.sync``)."""
+        plan = await self.admin.plan(resources, origin, prune=prune, kinds=kinds)
         events = []
         for entry in plan.changes:
             event_type = change_event_type(entry.kind, entry.action)
@@ -369,22 +385,25 @@ class AuthServer:
                 events.append(make_event(event_type, cluster=self.cluster_name, user=actor,
                                          name=entry.name, origin=origin.value,
                                          kind=entry.kind.value))
+        if before_write is not None:
+            events.extend(before_write(plan))
+        records = outbox_records(events)
+        await apply_plan(self.store, plan, records)
+        for entry in plan.changes:
             if entry.kind is Kind.USER and entry.desired is None:
                 await self.users.forget(entry.name)
-        await self._emit_all(events)
+        await self._emit_all(records)
         return plan
 
-    async def _emit_all(self, events: Sequence[AuditEvent]) -> None:
-        """Emit together, in order: the audit log writes them with one fsync per batch (a
-        10,000-object Git sync: ~1 s instead of ~14 s of one fsync per event)."""
-        emit_many = getattr(self.emitter, "emit_many", None)
+    async def _emit_all(self, records: OutboxRecords) -> None:
+        """Deliver a committed change's events together, in order: the audit log writes them
+        with one fsync per batch (a 10,000-object Git sync: ~1 s instead of ~14 s of one
+        fsync per event), then their outbox records are dropped."""
         try:
-            if emit_many is not None:
-                await emit_many(events)
-            else:
-                await asyncio.gather(*(self.emitter.emit(event) for event in events))
+            await self.outbox.deliver(records)
         except (LimenError, OSError):
-            log.exception("cannot write %d audit events", len(events))
+            log.exception("cannot write %d audit events (kept in the store's audit outbox "
+                          "until the next start)", len(records.events))
             raise
 
     async def remove(self, kind: Kind, name: str, origin: Origin, *, actor: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from limen.api.resources import Kind, Resource
 from limen.auth.server import AuthServer
-from limen.auth.tokens import HINT_LENGTH, token_id
+from limen.auth.tokens import HINT_LENGTH, is_single_use, token_id
 from limen.errors import BadParameter, NotFound
 
 __all__ = ["HINT_LENGTH", "MIN_PREFIX", "find_token", "list_tokens", "remove_token", "token_row"]
@@ -25,14 +25,11 @@ MIN_PREFIX = 6
 def token_row(record: Resource) -> dict[str, Any]:
     """One line of ``lmctl tokens ls``; never the secret (it is not stored)."""
     spec = record.spec
-    single_use = spec.get("single_use")
-    if not isinstance(single_use, bool):
-        single_use = spec.get("type") == "trusted_cluster"
     hint = spec.get("hint")
     return {
         "id": record.name, "hint": hint if isinstance(hint, str) else None,
         "type": str(spec.get("type", "")), "expires": str(spec.get("expires", "")),
-        "single_use": single_use, "labels": dict(spec.get("labels") or {}),
+        "single_use": is_single_use(record), "labels": dict(spec.get("labels") or {}),
     }
 
 

@@ -4,7 +4,8 @@ Auth calls the signers at login (the user's client certificate for Limen's API, 
 and databases) and when a Limen process joins (its server certificate, which doubles as a
 client certificate towards auth). The proxy, the agents and auth call
 :func:`verify_client_cert` on every mutual-TLS connection, after the TLS handshake has
-checked the chain (see :mod:`limen.ca.tls`).
+checked the chain (see :mod:`limen.ca.tls`); clients of the proxy and of auth call
+:func:`verify_server_cert` inside their handshake (:mod:`limen.ca.peer_role`).
 
 Identity extension: the :class:`~limen.ca.identity.Identity` JSON is stored, as a DER
 UTF8String, in a non-critical extension with OID :data:`IDENTITY_OID`. Limen's OIDs live
@@ -34,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from limen.ca._validity import CLOCK_SKEW, check_ttl, utc_now
 from limen.ca.authority import CertAuthority
-from limen.ca.identity import Identity
+from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key, signature_hash
 from limen.errors import AccessDenied, BadParameter
 
@@ -47,6 +48,7 @@ __all__ = [
     "sign_client_cert",
     "sign_server_cert",
     "verify_client_cert",
+    "verify_server_cert",
 ]
 
 LIMEN_OID_ARC = "2.25.302031238717382597021762673184226632960"
@@ -250,6 +252,33 @@ def verify_client_cert(
     claims, be an end-entity certificate valid for client authentication, carry an identity,
     and be inside its validity window (as must the issuing CA certificate).
     """
+    return _verify(cert, trusted, ExtendedKeyUsageOID.CLIENT_AUTH, "client", now)
+
+
+def verify_server_cert(
+    cert: x509.Certificate | bytes | str,
+    trusted: Mapping[str, Sequence[x509.Certificate]],
+    role: SystemRole,
+    now: datetime | None = None,
+) -> Identity:
+    """The identity of a Limen server's certificate when it is ``role``'s, else
+    :class:`AccessDenied`: the checks of :func:`verify_client_cert` for server authentication,
+    and the identity's system role must be ``role``. A client calls it on the certificate its
+    TLS handshake verified (:mod:`limen.ca.peer_role`): a CA that signed it is not enough, a
+    node's certificate is not a proxy's (CVE-2021-41393 class)."""
+    identity = _verify(cert, trusted, ExtendedKeyUsageOID.SERVER_AUTH, "server", now)
+    if identity.system_role is not role:
+        held = identity.system_role.value if identity.system_role else "user"
+        raise AccessDenied(f"the certificate is a {held}'s ({identity.username}), not a "
+                           f"{role.value}'s")
+    return identity
+
+
+def _verify(
+    cert: x509.Certificate | bytes | str,
+    trusted: Mapping[str, Sequence[x509.Certificate]],
+    usage: x509.ObjectIdentifier, what: str, now: datetime | None,
+) -> Identity:
     if not isinstance(cert, x509.Certificate):
         try:
             cert = load_certificate(cert)
@@ -262,10 +291,10 @@ def verify_client_cert(
         raise AccessDenied(f"malformed X.509 certificate: {err}") from None
     basic = extensions.get(x509.BasicConstraints)
     if isinstance(basic, x509.BasicConstraints) and basic.ca:
-        raise AccessDenied("a CA certificate was presented as a client certificate")
+        raise AccessDenied(f"a CA certificate was presented as a {what} certificate")
     eku = extensions.get(x509.ExtendedKeyUsage)
-    if not isinstance(eku, x509.ExtendedKeyUsage) or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
-        raise AccessDenied("certificate is not valid for client authentication")
+    if not isinstance(eku, x509.ExtendedKeyUsage) or usage not in eku:
+        raise AccessDenied(f"certificate is not valid for {what} authentication")
     try:
         identity = identity_from_cert(cert)
     except (BadParameter, ValueError) as err:

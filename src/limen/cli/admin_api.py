@@ -39,8 +39,8 @@ class AdminApi(Protocol):
     async def add_user(self, name: str, roles: list[str], logins: list[str],
                        ttl: int) -> dict[str, str]: ...
     async def invite(self, name: str, ttl: int) -> dict[str, str]: ...
-    async def add_token(self, token_type: str, ttl: int,
-                        labels: Mapping[str, str]) -> dict[str, Any]: ...
+    async def add_token(self, token_type: str, ttl: int, labels: Mapping[str, str],
+                        single_use: bool = True) -> dict[str, Any]: ...
     async def events(self, types: list[str], user: str | None, since: str | None,
                      limit: int | None) -> list[dict[str, Any]]: ...
     async def access_check(self, user: str, kind: str, name: str,
@@ -91,10 +91,11 @@ class RemoteAdmin:
             "POST", f"/v1/users/{name}/invite", {"ttl_seconds": ttl})
         return result
 
-    async def add_token(self, token_type: str, ttl: int,
-                        labels: Mapping[str, str]) -> dict[str, Any]:
+    async def add_token(self, token_type: str, ttl: int, labels: Mapping[str, str],
+                        single_use: bool = True) -> dict[str, Any]:
         result: dict[str, Any] = await self.client.call(
-            "POST", "/v1/tokens", {"type": token_type, "ttl_seconds": ttl, "labels": labels})
+            "POST", "/v1/tokens", {"type": token_type, "ttl_seconds": ttl, "labels": labels,
+                                   "single_use": single_use})
         return result
 
     async def events(self, types: list[str], user: str | None, since: str | None,

@@ -63,10 +63,11 @@ class LocalAdmin:
         url = await self.server.invite(name, actor=ACTOR, ttl_seconds=ttl)
         return {"url": url, "token": token_of(url)}
 
-    async def add_token(self, token_type: str, ttl: int,
-                        labels: Mapping[str, str]) -> dict[str, Any]:
+    async def add_token(self, token_type: str, ttl: int, labels: Mapping[str, str],
+                        single_use: bool = True) -> dict[str, Any]:
         secret, record = await self.server.create_token(
-            token_type, timedelta(seconds=ttl), actor=ACTOR, labels=labels)
+            token_type, timedelta(seconds=ttl), actor=ACTOR, labels=labels,
+            single_use=single_use)
         return await self.server.token_answer(secret, record)
 
     async def events(self, types: list[str], user: str | None, since: str | None,

@@ -1,5 +1,7 @@
 """``lmctl tokens``: add, ls, rm join tokens for agents, proxies and trusted clusters (like
-``tctl tokens``). Registered on the ``lmctl`` group by ``limen.cli.lmctl``.
+``tctl tokens``). A token is single use unless made with ``--reusable`` (``ls`` shows which in
+its USE column); trusted_cluster tokens are always single use. Registered on the ``lmctl``
+group by ``limen.cli.lmctl``.
 """
 
 from __future__ import annotations
@@ -24,17 +26,21 @@ def tokens() -> None:
               type=click.Choice(["node", "db", "kube", "app", "proxy", "trusted_cluster"]))
 @click.option("--ttl", default="30m", show_default=True, help="Lifetime, e.g. 30m, 1h.")
 @click.option("--labels", default="", help="Labels for what joins with it: k=v,k2=v2.")
+@click.option("--reusable", is_flag=True,
+              help="Let it join any number of hosts until it expires (default: single use).")
 @OUTPUT_OPTION
 @handle_errors
-def tokens_add(token_type: str, ttl: str, labels: str, output: str) -> None:
-    """Create a join token (shown once)."""
+def tokens_add(token_type: str, ttl: str, labels: str, reusable: bool, output: str) -> None:
+    """Create a join token (shown once; single use unless --reusable)."""
     ttl_seconds, label_map = seconds(ttl), parse_labels(labels)
-    result = run_admin(lambda admin: admin.add_token(token_type, ttl_seconds, label_map))
+    result = run_admin(lambda admin: admin.add_token(token_type, ttl_seconds, label_map,
+                                                     single_use=not reusable))
     if output != "text":
         emit_documents([result], output)
         return
-    click.echo(f"The {token_type} token {result['token']} expires at {result['expires']}.\n"
-               f"CA pin: {result['ca_pin']}")
+    use = "single use" if result.get("single_use", not reusable) else "reusable"
+    click.echo(f"The {token_type} token {result['token']} ({use}) expires at "
+               f"{result['expires']}.\nCA pin: {result['ca_pin']}")
     if token_type in ("node", "proxy"):
         where = (f"--proxy {result.get('proxy', 'PROXY_HOST:3080')}" if token_type == "node"
                  else "--auth-server AUTH_HOST:3025")

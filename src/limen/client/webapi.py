@@ -3,7 +3,9 @@
 Trust, in order: the cluster CAs remembered in ``~/.limen`` for this proxy; else a CA pin
 (``sha256:...`` from a sign-up link or ``--ca-pin``), checked against the CA the proxy presents
 before anything secret is sent; else ``--insecure`` (first contact, tests); else the system
-trust store. Called by the ``lmsh`` commands.
+trust store. With cluster CAs, the server must also show the proxy's Limen identity (checked
+in the TLS handshake, ``limen.ca.peer_role``): a node's or another agent's certificate, signed
+by the same CA, is refused before a password is written. Called by the ``lmsh`` commands.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
+from limen.ca.identity import SystemRole
 from limen.ca.keys import load_private_key, pin_matches
+from limen.ca.peer_role import PeerRoleRefused, require_server_role, trust_map_from_pems
 from limen.ca.tls import client_context
 from limen.client.profile import Profile, ProfileStore
 from limen.errors import AccessDenied, ConnectionProblem
@@ -41,10 +45,19 @@ def client_ssl_context(ca_pems: Mapping[str, bytes] | None, insecure: bool) -> s
         context = ssl.create_default_context(
             cadata="".join(pem.decode() for pem in ca_pems.values())
         )
+        require_server_role(context, SystemRole.PROXY, trust_map_from_pems(ca_pems))
     else:
         context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _not_a_proxy(proxy: str, err: BaseException) -> AccessDenied | None:
+    cause = getattr(err.__cause__, "certificate_error", None)
+    if not isinstance(cause, PeerRoleRefused):
+        return None
+    return AccessDenied(f"{proxy} is not the cluster's proxy ({cause.reason}); "
+                        "refusing to continue")
 
 
 class WebApi:
@@ -78,6 +91,9 @@ class WebApi:
             ping = await api.ping()
         except ConnectionProblem as err:
             await api.close()
+            refused = _not_a_proxy(proxy, err)
+            if refused is not None:
+                raise refused from None
             if isinstance(err.__cause__, aiohttp.ClientConnectorCertificateError):
                 raise ConnectionProblem(_untrusted(proxy, saved=bool(known_cas))) from err
             raise
@@ -93,14 +109,15 @@ class WebApi:
         if not profile.is_valid():
             raise AccessDenied(f"your certificates expired at {profile.expires}: "
                                "run lmsh login again")
-        cas = [c for pem in store.trusted_cas(profile.proxy).values()
-               for c in x509.load_pem_x509_certificates(pem)]
+        trusted = trust_map_from_pems(store.trusted_cas(profile.proxy))
+        cas = [c for certs in trusted.values() for c in certs]
         if not cas:
             raise AccessDenied("no trusted CA saved for this proxy: run lmsh login again")
         key = load_private_key(store.key_path(profile.proxy, profile.user).read_bytes())
         cert = x509.load_pem_x509_certificate(
             store.tls_cert_path(profile.proxy, profile.user).read_bytes())
-        return cls(profile.proxy, client_context(cert, key, cas))
+        context = require_server_role(client_context(cert, key, cas), SystemRole.PROXY, trusted)
+        return cls(profile.proxy, context)
 
     async def as_user(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET ``/v1/webapi/user/<path>``."""

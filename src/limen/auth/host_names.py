@@ -1,0 +1,96 @@
+"""The names a joining host's certificates carry: decided by auth, never by the request.
+
+A join request names the host (``hostname``, checked as one DNS-like label) and may propose its
+saved host id; the ``addresses`` it sends are ignored. Auth puts in the certificates:
+
+    X.509 SANs        <host id>, <hostname>.<cluster>      + for a proxy: its public names
+    SSH principals    <host id>, <host id>.<cluster>,
+                      <hostname>, <hostname>.<cluster>     + for a proxy: its public names
+
+A proxy's public names are auth's configuration (:func:`configured_proxy_names`): the host of
+``cluster.public_address`` and of the web, SSH-proxy and tunnel listeners (not wildcards), and
+``localhost``/``127.0.0.1``; a proxy run apart from auth therefore needs its public address
+in auth's ``limen.yaml`` too (the operator gives both the same file). A node token can never
+buy a certificate for the proxy's name (or any name the joiner picks).
+
+Called by ``limen.auth.server`` (joins) and ``limen.auth.service`` (the configured names).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from limen.ca.identity import SystemRole
+from limen.config import NODENAME_PATTERN, Settings
+from limen.errors import BadParameter
+
+__all__ = [
+    "HostNames",
+    "check_host_id",
+    "check_hostname",
+    "configured_proxy_names",
+    "joined_host_names",
+]
+
+_LABEL = re.compile(NODENAME_PATTERN)
+_RESERVED = frozenset({"localhost"})
+
+
+@dataclass(frozen=True)
+class HostNames:
+    dns: tuple[str, ...]
+    ips: tuple[str, ...]
+    principals: tuple[str, ...]
+    """SSH principals beyond the host id and hostname (which ``sign_host_cert`` adds)."""
+
+
+def configured_proxy_names(settings: Settings) -> tuple[str, ...]:
+    """The names auth certifies for a proxy (see the module doc)."""
+    names = {"localhost", "127.0.0.1"}
+    for address in (settings.cluster.public_address, settings.listeners.web,
+                    settings.listeners.ssh_proxy, settings.listeners.tunnel):
+        host = address.rpartition(":")[0].strip("[]") if address else ""
+        if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
+            names.add(host)
+    return tuple(sorted(names))
+
+
+def check_hostname(hostname: str) -> str:
+    """A joining host's name: one DNS-like label (no dots, so it is never an address or
+    another domain's name), not ``localhost``."""
+    if not _LABEL.fullmatch(hostname) or hostname.lower() in _RESERVED:
+        raise BadParameter(f"invalid hostname {hostname[:64]!r}: one label of letters, digits, "
+                           "'-' and '_' (at most 63), not localhost")
+    return hostname
+
+
+def check_host_id(host_id: str) -> str:
+    """A proposed host id: a UUID in its canonical form (what auth and ``host_uuid`` make)."""
+    try:
+        parsed = uuid.UUID(host_id)
+    except ValueError:
+        parsed = None
+    if parsed is None or str(parsed) != host_id:
+        raise BadParameter(f"invalid host id {host_id[:64]!r}: a UUID is expected")
+    return host_id
+
+
+def joined_host_names(role: SystemRole, host_id: str, hostname: str, cluster: str,
+                      proxy_names: Sequence[str]) -> HostNames:
+    """What a joined host's certificates name (see the module doc)."""
+    public = tuple(proxy_names) if role is SystemRole.PROXY else ()
+    ips = tuple(n for n in public if _is_ip(n))
+    dns = (host_id, f"{hostname}.{cluster}", *(n for n in public if not _is_ip(n)))
+    return HostNames(dns=tuple(dict.fromkeys(dns)), ips=ips, principals=public)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
