@@ -90,6 +90,11 @@ class GitOpsSettings:
     interval_seconds: float = 15.0
     credentials_file: str = ""
     """File with ``username:password`` or a token for HTTPS remotes; never logged."""
+    max_prune_fraction: float = 0.5
+    """A commit may delete at most this share of the sync's objects (when it owns more than
+    ``prune_guard_min``) unless allowed (docs/gitops.md: the prune guard); 1 turns it off."""
+    prune_guard_min: int = 10
+    """The prune guard applies only once the sync owns more than this many objects."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,8 @@ SCHEMA: dict[str, Any] = {
                 "source": {"type": "string"}, "branch": {"type": "string"},
                 "path": {"type": "string"}, "interval": {"type": ["string", "number"]},
                 "credentials_file": {"type": "string"},
+                "max_prune_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                "prune_guard_min": {"type": "integer", "minimum": 0},
             },
         },
         "node": {

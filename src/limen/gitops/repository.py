@@ -195,6 +195,18 @@ class GitRepository:
     def files(self, revision: Revision) -> list[File]:
         return read_files(self._open(), revision.sha, self.subpath)
 
+    def has_file(self, revision: Revision, name: str) -> bool:
+        """Is there a regular file ``name`` at the top of the synced path at ``revision``?"""
+        path = f"{self.subpath}/{name}" if self.subpath else name
+        listing = self._open().git.ls_tree(revision.sha, "--", path)
+        return any(line.split()[:2] in (["100644", "blob"], ["100755", "blob"])
+                   for line in listing.splitlines())
+
+    def full_message(self, revision: Revision) -> str:
+        """The whole commit message (trailers included) of ``revision``."""
+        message = self._open().commit(revision.sha).message
+        return message.decode(errors="replace") if isinstance(message, bytes) else message
+
     def close(self) -> None:
         if self._repo is not None:
             self._repo.close()

@@ -45,6 +45,7 @@ from limen.gitops.credentials import (
     split_url_credentials,
 )
 from limen.gitops.loading import ValidatedFiles
+from limen.gitops.prune_guard import ALLOW_FILE, trailer_allows
 from limen.gitops.repository import GitRepository, Revision, normalize_subpath
 
 __all__ = [
@@ -82,6 +83,11 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def allows_prune(self, revision: Revision) -> bool:
+        """Does ``revision`` allow a big prune or an empty tree (``limen.gitops.prune_guard``:
+        the ``limen-allow-prune`` file, or the commit trailer)?"""
+        ...
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,10 @@ class _GitSource:
     def load(self, revision: Revision) -> tuple[list[SourceDocument], list[Resource]]:
         return self.validated.load(self.repository.files(revision))
 
+    def allows_prune(self, revision: Revision) -> bool:
+        return (trailer_allows(self.repository.full_message(revision))
+                or self.repository.has_file(revision, ALLOW_FILE))
+
     def close(self) -> None:
         self.repository.close()
 
@@ -218,6 +228,9 @@ class DirectorySource:
             raise NotFound(f"the GitOps directory {self.directory} does not exist")
         documents = load_path(self.directory, on_skipped_link=self._warn_once)
         return documents, validate(documents)
+
+    def allows_prune(self, revision: Revision) -> bool:
+        return (self.directory / ALLOW_FILE).is_file()
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:

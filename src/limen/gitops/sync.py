@@ -9,13 +9,16 @@
                         │ invalid → gitops.rejected (every error, with file and line);
                         │           the live revision stays applied
                         ▼
-                      plan against the store (origin git: create, update, prune) and apply it
-                      in ONE backend transaction (AuthServer.apply → per-object audit events)
+                      plan against the store (origin git: create, update, prune)
                         │ an object owned by another origin (api, kubernetes) → rejected,
                         │ re-planned at every poll until adopted (limen.dev/adopt: git) or
                         │ the document is removed
+                        │ an empty tree, or more than gitops.max_prune_fraction of the
+                        │ objects deleted, without Limen-Allow-Prune → rejected (prune_guard)
                         ▼
-                      gitops.sync; status /gitops/status: live revision, last attempt
+                      apply it in ONE backend transaction with its audit events, gitops.sync
+                      included (AuthServer.apply: outbox records, then the audit log);
+                      status /gitops/status: live revision, last attempt
 
 A rejected revision is not read again (its content cannot change) unless it was rejected for
 what the store holds (a conflict, a concurrent write): that is retried at every poll. A fetch
@@ -51,7 +54,9 @@ from limen.errors import (
     NotFound,
     ValidationFailed,
 )
+from limen.events.event import AuditEvent, make_event
 from limen.gitops.planfmt import render_plan
+from limen.gitops.prune_guard import PruneRefused, check_prune
 from limen.gitops.repository import Revision
 from limen.gitops.source import Source, open_source
 from limen.gitops.status import Attempt, LiveRevision, SyncStatus, load_status, save_status
@@ -176,8 +181,23 @@ class GitOpsSync:
             self._retry = True
             return await self._failed(revision, _message(err))
         try:
+            allowed = await asyncio.to_thread(self._allows_prune, revision)
+        except _READ_ERRORS as err:
+            self._retry = True
+            return await self._failed(revision, _message(err))
+
+        def before_write(plan: Plan) -> list[AuditEvent]:
+            check_prune(plan, max_fraction=self.settings.max_prune_fraction,
+                        minimum=self.settings.prune_guard_min, allowed=allowed)
+            return [self._sync_event(revision, plan)]
+
+        try:
             plan = await self.auth.apply(resources, Origin.GIT, actor=ACTOR, prune=True,
-                                         kinds=PUBLIC_KINDS)
+                                         kinds=PUBLIC_KINDS, before_write=before_write)
+        except PruneRefused as err:
+            # Re-planned at every poll: the store may change, a marker file may appear.
+            self._retry = True
+            return await self._reject(revision, (str(err),))
         except AlreadyExists as err:
             self._retry = True
             return await self._reject(revision, await self._conflicts(resources, where, err))
@@ -185,6 +205,18 @@ class GitOpsSync:
             self._retry = True
             return await self._failed(revision, str(err))
         return await self._applied(revision, plan)
+
+    def _allows_prune(self, revision: Revision) -> bool:
+        allows = getattr(self.source, "allows_prune", None)
+        return bool(allows(revision)) if allows is not None else False
+
+    def _sync_event(self, revision: Revision, plan: Plan) -> AuditEvent:
+        """``gitops.sync`` of an apply: committed in the same transaction as the plan."""
+        return make_event(
+            "gitops.sync", cluster=self.auth.cluster_name, **self._fields(revision),
+            summary=plan.summary(), created=plan.count(Action.CREATE),
+            updated=plan.count(Action.UPDATE), deleted=plan.count(Action.DELETE),
+            unchanged=plan.count(Action.UNCHANGED))
 
     async def _resources(self, revision: Revision,
                          reuse: bool) -> tuple[list[Resource], dict[str, SourceDocument]]:
@@ -226,10 +258,6 @@ class GitOpsSync:
         if plan.changes:
             for line in render_plan(plan, max_objects=LOG_MAX_OBJECTS)[:-1]:
                 log.info("gitops:   %s", line)
-        await self.auth.emit(
-            "gitops.sync", **self._fields(revision), summary=summary,
-            created=plan.count(Action.CREATE), updated=plan.count(Action.UPDATE),
-            deleted=plan.count(Action.DELETE), unchanged=plan.count(Action.UNCHANGED))
         return SyncReport(Outcome.APPLIED, revision, plan)
 
     async def _reject(self, revision: Revision, errors: tuple[str, ...]) -> SyncReport:

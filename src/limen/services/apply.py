@@ -1,7 +1,9 @@
 """Apply a plan to the store in one backend transaction: everything or nothing.
 
 Each write is conditioned on the revision the plan saw, so a concurrent change between plan
-and apply makes the whole apply fail (``CompareFailed``) instead of overwriting it.
+and apply makes the whole apply fail (``CompareFailed``) instead of overwriting it. The audit
+events of the change ride in the same transaction as outbox records
+(``limen.services.audit_outbox``): committed together with the change, or not at all.
 Called by ``lmctl apply`` (offline), the auth API's apply endpoint, and the Git sync.
 """
 
@@ -9,14 +11,17 @@ from __future__ import annotations
 
 from limen.backend.base import Condition, Delete, Put
 from limen.errors import AlreadyExists, CompareFailed
+from limen.services.audit_outbox import OutboxRecords
 from limen.services.plan import Action, Plan
 from limen.services.resources import ResourceStore, encode, resource_key
 
 __all__ = ["apply_plan"]
 
 
-async def apply_plan(store: ResourceStore, plan: Plan) -> int:
-    """Write every change of ``plan`` atomically; returns the new revision (0 if no change)."""
+async def apply_plan(store: ResourceStore, plan: Plan,
+                     records: OutboxRecords | None = None) -> int:
+    """Write every change of ``plan`` and the outbox ``records`` atomically; returns the new
+    revision (0 if nothing was written)."""
     if plan.conflicts:
         raise AlreadyExists("; ".join(plan.conflicts))
     conditions: list[Condition] = []
@@ -33,6 +38,8 @@ async def apply_plan(store: ResourceStore, plan: Plan) -> int:
         else:
             assert entry.desired is not None
             ops.append(Put(key, encode(entry.desired)))
+    if records is not None:
+        ops.extend(records.puts)
     if not ops:
         return 0
     try:
