@@ -238,11 +238,13 @@ def test_success_rehashes_a_hash_made_with_old_parameters(enrolled: LocalCredent
 def test_unknown_user_gets_the_same_answer_as_a_wrong_password(
     enrolled: LocalCredentials,
 ) -> None:
-    unknown = reject_unknown_user(PASSWORD, second_factor="otp", params=FAST)
+    unknown = reject_unknown_user(PASSWORD, user="nobody", second_factor="otp", now=T0,
+                                  params=FAST)
     wrong = login(enrolled, password="wrong password!!")
     assert (unknown.ok, unknown.reason, unknown.reason_internal) == (False, wrong.reason,
                                                                       "unknown_user")
-    assert reject_unknown_user("x", second_factor="off", params=FAST).reason == "invalid password"
+    assert reject_unknown_user("x", user="nobody", second_factor="off", now=T0,
+                               params=FAST).reason == "invalid password"
     with pytest.raises(AccessDenied, match=f"^{DENIED}$"):
         unknown.raise_for_failure()
 

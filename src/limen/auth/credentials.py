@@ -48,7 +48,7 @@ SecondFactor = Literal["otp", "off"]
 
 REASONS = frozenset(
     {"ok", "locked", "no_password_set", "bad_password", "no_otp_set", "bad_otp", "otp_replayed",
-     "unknown_user"}
+     "unknown_user", "unknown_user_locked"}
 )
 """Every ``reason_internal`` ``authenticate`` and ``reject_unknown_user`` give."""
 
@@ -188,7 +188,8 @@ class AuthResult(NamedTuple):
         """Raise ``LimitExceeded`` (locked) or ``AccessDenied`` (anything else) unless ok."""
         if self.ok:
             return
-        raise (LimitExceeded if self.reason_internal == "locked" else AccessDenied)(self.reason)
+        locked = self.reason_internal in ("locked", "unknown_user_locked")
+        raise (LimitExceeded if locked else AccessDenied)(self.reason)
 
 
 def _check_second_factor(second_factor: str) -> None:
@@ -255,11 +256,25 @@ def _check_otp(creds: LocalCredentials, code: str | None, now: float) -> tuple[s
 def reject_unknown_user(
     password: str,
     *,
+    user: str,
     second_factor: SecondFactor,
+    now: float,
+    state: lockout.LockoutState = lockout.LockoutState(),  # noqa: B008 - immutable
+    policy: lockout.LockoutPolicy = lockout.DEFAULT_LOCKOUT_POLICY,
     params: passwords.PasswordParams = passwords.DEFAULT_PARAMS,
 ) -> AuthResult:
-    """Refuse a login for a user name that does not exist, after the same password work as
-    for a real user, with the same client reason. ``creds`` is an empty record not to store."""
+    """Refuse a login for a user name that has no credentials exactly as :func:`authenticate`
+    refuses a wrong password: the same lockout (``state``: the name's failures so far, see
+    ``lockout.UnknownNameLockouts``), the same Argon2 work, the same client reason. ``creds``
+    carries the name's new lockout state only (``failures``, ``locked_until``); it is never
+    stored as credentials."""
     _check_second_factor(second_factor)
+    creds = LocalCredentials(failures=state.failures, locked_until=state.locked_until)
+    try:
+        lockout.check_not_locked(state, now, user)
+    except LimitExceeded as err:
+        return AuthResult(creds, False, str(err), "unknown_user_locked")
     passwords.verify_password(None, password, params)  # same work as a wrong password
-    return AuthResult(LocalCredentials(), False, _DENIED[second_factor], "unknown_user")
+    new = lockout.record_failure(state, now, policy)
+    return AuthResult(creds.with_lockout(new, now), False, _DENIED[second_factor],
+                      "unknown_user")

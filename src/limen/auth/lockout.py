@@ -9,11 +9,16 @@ Rules (``LockoutPolicy`` defaults): ``max_failures`` (5) failed logins within ``
 before the password is even checked, so attempts during a lock neither count nor extend it.
 When the lock has expired the user starts again with a clean slate. A successful login clears
 the failures.
+
+User names that do not exist are locked the same way (:class:`UnknownNameLockouts`, kept in
+auth's memory, bounded): the sixth wrong password for a name nobody has answers "locked"
+exactly as for a real user, so the lockout does not tell which names exist.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from limen.errors import BadParameter, LimitExceeded
@@ -22,6 +27,7 @@ __all__ = [
     "DEFAULT_LOCKOUT_POLICY",
     "LockoutPolicy",
     "LockoutState",
+    "UnknownNameLockouts",
     "check_not_locked",
     "is_locked",
     "record_failure",
@@ -102,3 +108,52 @@ def record_success(state: LockoutState, now: float) -> LockoutState:
     if is_locked(state, now):
         return state
     return LockoutState()
+
+
+class UnknownNameLockouts:
+    """The :class:`LockoutState` of user names that have no credentials, in memory.
+
+    Bounded: at most ``max_names`` names are kept; beyond that, names whose failures no
+    longer count and that are not locked go first, then the least recently failed. With
+    Argon2 at ~0.1 s a try, filling 100,000 names within one window and lock (25 minutes)
+    takes over 60 tries a second: an attacker cannot flush a lock out to probe a name. Not
+    thread-safe: used from auth's event loop."""
+
+    def __init__(self, max_names: int = 100_000,
+                 policy: LockoutPolicy = DEFAULT_LOCKOUT_POLICY) -> None:
+        if max_names < 1:
+            raise BadParameter("max_names must be at least 1")
+        self.max_names = max_names
+        self.policy = policy
+        self._states: OrderedDict[str, LockoutState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, name: str) -> LockoutState:
+        """The state of ``name`` (empty when unknown so far)."""
+        return self._states.get(name, _EMPTY)
+
+    def replace(self, name: str, expected: LockoutState, new: LockoutState, now: float) -> bool:
+        """Store ``new`` for ``name`` if its state is still ``expected`` (compare-and-swap
+        against a concurrent login of the same name); False when it changed meanwhile."""
+        if self._states.get(name, _EMPTY) != expected:
+            return False
+        self._states.pop(name, None)
+        if new.failures or new.locked_until is not None:
+            self._states[name] = new  # the most recently failed last
+            if len(self._states) > self.max_names:
+                self._evict(now)
+        return True
+
+    def _evict(self, now: float) -> None:
+        stale = [n for n, s in self._states.items()
+                 if not is_locked(s, now) and all(now - t >= self.policy.window
+                                                   for t in s.failures)]
+        for name in stale:
+            del self._states[name]
+        while len(self._states) > self.max_names:
+            self._states.popitem(last=False)
+
+
+_EMPTY = LockoutState()

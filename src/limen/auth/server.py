@@ -247,8 +247,8 @@ class AuthServer:
             await self.emit("user.login", success=False, user=user, method="local",
                             reason=outcome.reason_internal, remote_addr=remote_addr)
             locked_until = outcome.creds.locked_until
-            if outcome.reason_internal != "locked" and locked_until and \
-                    locked_until > self.clock():
+            if outcome.reason_internal not in ("locked", "unknown_user_locked") and \
+                    locked_until and locked_until > self.clock():
                 await self.emit("user.locked", user=user, until=locked_until)
             outcome.raise_for_failure()
         assert found is not None

@@ -27,6 +27,7 @@ from limen.auth.credentials import (
     authenticate,
     reject_unknown_user,
 )
+from limen.auth.lockout import UnknownNameLockouts
 from limen.auth.passwords import check_password_policy
 from limen.auth.signup_tokens import (
     SignupToken,
@@ -59,6 +60,9 @@ class LocalUsers:
     def __init__(self, backend: Backend, clock: Callable[[], float]) -> None:
         self.backend = backend
         self.clock = clock
+        self.unknown_lockouts = UnknownNameLockouts()
+        """Failures and locks of names without credentials (a login answers for them as for
+        a real user: no user enumeration through the lockout)."""
 
     async def invite(self, user: str, ttl_seconds: float = 3600.0) -> str:
         """A fresh one-time sign-up secret for ``user`` (valid ``ttl_seconds``, single use)."""
@@ -153,8 +157,10 @@ class LocalUsers:
         for _ in range(5):
             item = await self.backend.get(key) if known_user else None
             if item is None:
-                return await asyncio.to_thread(
-                    lambda: reject_unknown_user(password, second_factor=factor))
+                outcome = await self._reject_unknown(user, password, factor)
+                if outcome is None:
+                    continue  # a concurrent login of the same name: decide again
+                return outcome
             creds = LocalCredentials.from_dict(json.loads(item.value))
             now = self.clock()
             result = await asyncio.to_thread(
@@ -169,6 +175,20 @@ class LocalUsers:
                 continue  # a concurrent login changed the record: decide again on the new one
             return result
         raise AccessDenied("too many concurrent logins for this user; try again")
+
+    async def _reject_unknown(self, user: str, password: str,
+                              factor: SecondFactor) -> AuthResult | None:
+        """The refusal of a name without credentials, its lockout state updated; None when a
+        concurrent login of the same name changed that state meanwhile."""
+        state = self.unknown_lockouts.get(user)
+        now = self.clock()
+        result = await asyncio.to_thread(
+            lambda: reject_unknown_user(password, user=user, second_factor=factor, now=now,
+                                        state=state))
+        new = result.creds.lockout_state
+        if new != state and not self.unknown_lockouts.replace(user, state, new, now):
+            return None
+        return result
 
     async def forget(self, user: str) -> None:
         """Remove a deleted user's secrets."""
