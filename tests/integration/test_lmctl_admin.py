@@ -182,7 +182,8 @@ def test_nodes_ls_and_access_check_of_a_heartbeated_node(site: Site) -> None:
 def test_tokens_ls_masks_and_rm_deletes(site: Site) -> None:
     lm = site.cluster
     issued = lm.lmctl_json("tokens", "add", "--type", "node", "--ttl", "10m",
-                           "--labels", "env=lab")
+                           "--labels", "env=lab", "--reusable")
+    once = lm.lmctl_json("tokens", "add", "--type", "node", "--ttl", "9m")
     secret = issued["token"]
     listing = lm.lmctl("tokens", "ls")
     assert secret not in listing.stdout
@@ -191,6 +192,8 @@ def test_tokens_ls_masks_and_rm_deletes(site: Site) -> None:
     assert row[4:] == ["reusable", "env=lab"]
     listed = {t["id"]: t for t in lm.lmctl_json("tokens", "ls")["items"]}
     assert listed[issued["id"]]["single_use"] is False
+    assert listed[once["id"]]["single_use"] is True
+    assert _row(listing, f"{once['token'][:6]}**********")[4:] == ["single use", "-"]
     assert secret not in lm.lmctl("tokens", "ls", "-o", "yaml").stdout
 
     removed = lm.lmctl("tokens", "rm", secret[:6])

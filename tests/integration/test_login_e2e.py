@@ -403,13 +403,13 @@ def test_node_token_joins_through_the_proxy(site: LimenCluster, ca: dict[str, st
     assert 0 < expires - time.time() <= 300
 
     creds = asyncio.run(join_via_proxy(site.web, token["token"], token["ca_pin"], role="node",
-                                       host_id="node-one-id", hostname="node-one"))
+                                       host_id="", hostname="node-one"))
 
     (tmp_path / "host-cert.pub").write_bytes(creds.ssh_cert)
     cert = inspect_ssh_cert(tmp_path / "host-cert.pub")
     assert cert.kind == "host"
     assert cert.signing_ca == ca["host"]
-    assert {"node-one-id", "node-one"} <= set(cert.principals)
+    assert {creds.host_id, "node-one", f"node-one.{site.name}"} <= set(cert.principals)
     joined = [e for e in site.audit("join") if e.get("hostname") == "node-one"]
     assert [(e["success"], e["token_id"]) for e in joined] == [(True, token["id"])]
     assert token["token"].encode() not in audit_log_bytes(site)
