@@ -16,8 +16,9 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 
+from limen.auth import host_join
 from limen.auth.host_proof import make_proof
-from limen.auth.host_registry import register_local_host
+from limen.auth.host_registry import claim_host_id, register_local_host
 from limen.auth.server import AuthServer, HostCerts
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthorityType
@@ -122,6 +123,14 @@ async def test_a_hostname_that_is_not_one_label_is_refused(auth: AuthServer,
         await auth.join(await _token(auth), "node", "", hostname, Host().public_key, [])
 
 
+async def test_a_node_named_like_the_proxy_is_refused(auth: AuthServer) -> None:
+    auth.proxy_names = (*auth.proxy_names, "proxy.unit", "edge")
+    for hostname in ("proxy", "Edge"):
+        with pytest.raises(AccessDenied, match="would name the proxy"):
+            await Host().join(auth, await _token(auth), hostname=hostname)
+    assert [e["success"] for e in _joins(auth)] == [False, False]
+
+
 # ---------------------------------------------------------------------- host ids
 
 
@@ -172,12 +181,28 @@ async def test_a_proposed_host_id_is_a_uuid(auth: AuthServer, host_id: str) -> N
 # ---------------------------------------------------------------------- tokens
 
 
-async def test_one_token_two_concurrent_joins_one_success(auth: AuthServer) -> None:
+async def test_one_token_two_concurrent_joins_one_success(
+        auth: AuthServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both joins check the token before either uses it (held at the host id step): the one
+    backend transaction lets only the first through."""
     token = await _token(auth)
+    arrived: list[None] = []
+    both = asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        arrived.append(None)
+        if len(arrived) == 2:
+            both.set()
+        await both.wait()
+        return await claim_host_id(*args, **kwargs)
+
+    monkeypatch.setattr(host_join, "claim_host_id", held)
     results = await asyncio.gather(*(Host().join(auth, token) for _ in range(2)),
                                    return_exceptions=True)
-    assert sum(isinstance(r, AccessDenied) for r in results) == 1
-    assert [e["success"] for e in _joins(auth)].count(True) == 1
+    refused = [r for r in results if isinstance(r, AccessDenied)]
+    assert len(refused) == 1
+    assert "join token was already used" in str(refused[0])
+    assert sorted(e["success"] for e in _joins(auth)) == [False, True]
 
 
 async def test_a_refused_join_leaves_the_token_unused(auth: AuthServer) -> None:

@@ -11,7 +11,8 @@ A proxy's public names are auth's configuration (:func:`configured_proxy_names`)
 ``cluster.public_address`` and of the web, SSH-proxy and tunnel listeners (not wildcards), and
 ``localhost``/``127.0.0.1``; a proxy run apart from auth therefore needs its public address
 in auth's ``limen.yaml`` too (the operator gives both the same file). A node token can never
-buy a certificate for the proxy's name (or any name the joiner picks).
+buy a certificate for the proxy's name (or any name the joiner picks): a hostname whose names
+would be the proxy's is refused.
 
 Called by ``limen.auth.server`` (joins) and ``limen.auth.service`` (the configured names).
 """
@@ -81,7 +82,14 @@ def check_host_id(host_id: str) -> str:
 
 def joined_host_names(role: SystemRole, host_id: str, hostname: str, cluster: str,
                       proxy_names: Sequence[str]) -> HostNames:
-    """What a joined host's certificates name (see the module doc)."""
+    """What a joined host's certificates name (see the module doc). A host other than a
+    proxy whose name would be one of the proxy's (``proxy`` in a cluster named
+    ``example.com`` whose proxy is ``proxy.example.com``) is refused."""
+    if role is not SystemRole.PROXY:
+        taken = {n.lower() for n in proxy_names}
+        if hostname.lower() in taken or f"{hostname}.{cluster}".lower() in taken:
+            raise BadParameter(f"hostname {hostname!r} would name the proxy "
+                               f"({hostname}.{cluster}): choose another --nodename")
     public = tuple(proxy_names) if role is SystemRole.PROXY else ()
     ips = tuple(n for n in public if _is_ip(n))
     dns = (host_id, f"{hostname}.{cluster}", *(n for n in public if not _is_ip(n)))
