@@ -7,9 +7,14 @@
                                                     trust store when there is no pin)
     call  POST https://ROOT/v1/webapi/trustedclusters/validate   over TLS trusting that CA
 
-The token is sent only once the root's CA is verified and the caller's ``check_root`` accepted
-the root's name (so a name clash does not burn the token). The wire format lives with the root
-side, ``limen.auth.trusted_root``. Called by ``limen.trust.reconciler``.
+The token is sent only once the root is verified: the probe's ping carries nothing secret;
+with a pin, the call's TLS context trusts only the CA that matched ``ca_pin`` and requires the
+server certificate to be the proxy certificate of the announced cluster
+(``limen.ca.peer_role``), checked inside the TLS handshake before the request is written;
+without a pin, the system trust store verifies the proxy. The caller's ``check_root`` must also
+accept the root's name first (so a name clash does not burn the token). The token itself comes
+only from the configured secret places (``limen.trust.secrets``). The wire format lives with
+the root side, ``limen.auth.trusted_root``. Called by ``limen.trust.reconciler``.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ The token is read only from the configured places (``limen.trust.secrets.SecretS
 file NAME in the secrets directory, a ``LIMEN_SECRET_*`` variable); a reference outside them
 (which the loader refuses already) is refused here too, before any connection, as Stalled
 ``SecretRefRefused`` with an ``access.denied`` audit event. The token is sent only after the
-root proxy's TLS CA matched ``ca_pin`` (or its certificate verified against the system trust
-store when there is no pin) and its announced name passed ``check_root``
-(``limen.trust.handshake``).
+root proxy's TLS CA matched ``ca_pin`` and its certificate proved to be that root's proxy (or
+verified against the system trust store when there is no pin), and its announced name passed
+``check_root`` (``limen.trust.handshake``).
 
 then writes ``status`` (``conditions`` Ready / Stalled with a reason, ``rootCluster``,
 ``observedRevision`` and ``observedSpec``, a digest of the reconciled spec) and refreshes the
