@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from limen.errors import BadParameter
-from limen.net.http import error_middleware, json_body
+from limen.errors import BadParameter, ConnectionProblem
+from limen.net.http import ApiClient, error_middleware, json_body
 from limen.net.json_limits import MAX_DEPTH, loads_bounded, nesting_exceeds
 
 
@@ -79,3 +79,25 @@ async def test_json_body_answers_400_with_the_reason() -> None:
         odd = await client.post("/", data=b"{}",
                                 headers={"Content-Type": "application/json; charset=nope"})
         assert odd.status == 400
+
+
+async def test_the_client_never_follows_a_redirect_with_its_body() -> None:
+    """A server (even one whose certificate was verified) answering 307 to another address
+    does not get the request body re-sent there: the call fails and the target hears nothing."""
+    received: list[bytes] = []
+
+    async def redirect(_request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/elsewhere")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/v1/join", redirect)
+    app.router.add_post("/elsewhere", elsewhere)
+    async with TestServer(app) as server, ApiClient(str(server.make_url("")),
+                                                    ssl_context=False) as client:
+        with pytest.raises(ConnectionProblem, match="redirect"):
+            await client.call("POST", "/v1/join", {"token": "the-secret"})
+    assert received == []

@@ -98,8 +98,11 @@ class ApiClient:
         try:
             async with self._get_session().request(
                 method, url, json=body if data is None else None, data=data, params=params,
-                headers=headers,
+                headers=headers, allow_redirects=False,  # a body never follows a redirect
             ) as resp:
+                if 300 <= resp.status < 400:
+                    raise ConnectionProblem(f"{url} answered with a redirect (HTTP "
+                                            f"{resp.status}); Limen's APIs never redirect")
                 text = await resp.text()
                 payload = loads_bounded(text, "the answer") if text else None
         except aiohttp.ClientConnectorCertificateError as err:
