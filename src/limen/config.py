@@ -68,7 +68,12 @@ class Listeners:
     tunnel: str = "127.0.0.1:3024"
     """Reverse-tunnel server that agents and leaf clusters dial."""
     auth: str = "127.0.0.1:3025"
-    """Auth API (mutual TLS): only the proxy, agents and admins call it."""
+    """Auth API (mutual TLS, a client certificate required in the handshake): only the
+    proxy, agents and admins call it."""
+    auth_join: str = ""
+    """Auth's join listener (TLS, no client certificate; ``POST /v1/join`` only): where a
+    proxy run apart from auth joins with its token. Empty: the auth listener's host, its
+    port + 1 (3026), the address a proxy derives from ``--auth-server``."""
     node_ssh: str = "127.0.0.1:3022"
     """The node agent's own SSH listener (direct access when configured)."""
     postgres: str = "127.0.0.1:5433"
@@ -76,8 +81,10 @@ class Listeners:
     kube: str = "127.0.0.1:3026"
 
     def randomized(self) -> Listeners:
-        """Every listener on a free loopback port (``--random-ports``)."""
-        return Listeners(**{f.name: "127.0.0.1:0" for f in dataclasses.fields(self)})
+        """Every listener on a free loopback port (``--random-ports``); the join listener
+        stays next to the auth listener (its port + 1), where a proxy looks for it."""
+        return Listeners(**{f.name: "" if f.name == "auth_join" else "127.0.0.1:0"
+                            for f in dataclasses.fields(self)})
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,10 @@ class JoinSettings:
     proxy: str = ""
     """The proxy's web address agents join through and dial tunnels to."""
     auth_server: str = ""
-    """The auth API address a separately run proxy joins and talks to."""
+    """The auth API address a separately run proxy talks to (mutual TLS)."""
+    auth_join: str = ""
+    """Auth's join listener, where that proxy joins with its token (``--auth-join``);
+    empty: the host of ``auth_server``, its port + 1."""
     ca_pin: str = ""
     """``sha256:...`` pin of the cluster's TLS CA, given with the join token."""
 
@@ -226,6 +236,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object", "additionalProperties": False,
             "properties": {
                 "token": {"type": "string"}, "proxy": _ADDRESS, "auth_server": _ADDRESS,
+                "auth_join": _ADDRESS,
                 "ca_pin": {"type": "string", "pattern": r"^(sha256:[0-9a-f]{64})?$"},
             },
         },
@@ -278,6 +289,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         "LIMEN_GITOPS_PATH": ("gitops", "path"), "LIMEN_GITOPS_INTERVAL": ("gitops", "interval"),
         "LIMEN_TOKEN": ("join", "token"), "LIMEN_PROXY": ("join", "proxy"),
         "LIMEN_AUTH_SERVER": ("join", "auth_server"), "LIMEN_CA_PIN": ("join", "ca_pin"),
+        "LIMEN_AUTH_JOIN": ("join", "auth_join"),
         "LIMEN_NODENAME": ("node", "nodename"), "LIMEN_SFTP_SERVER": ("node", "sftp_server"),
     }
     for var, path in simple.items():

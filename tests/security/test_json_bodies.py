@@ -5,8 +5,8 @@ Before the fix, 30,000 nested lists (``RecursionError``), a 5,000-digit integer 
 fields answered HTTP 500 with a traceback in the daemon's log. Every JSON endpoint of both
 servers reads its body through ``limen.net.http.json_body``, which must answer 400 with a
 one-line reason. Sent as raw HTTPS requests to a real ``limen start``: the proxy's public
-web API (no client certificate), auth's ``/v1/join`` (reachable without one) and auth's
-admin ``/v1/resources/apply`` (with the admin client certificate).
+web API (no client certificate), auth's join listener ``/v1/join`` (reachable without one) and
+auth's admin ``/v1/resources/apply`` (with the admin client certificate).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def test_hostile_json_is_a_400_on_every_listener(cluster: LimenCluster, attack: 
     body, reason = BODIES[attack]
     for path in WEB_PATHS:
         assert_refused(*https_post(cluster, cluster.web, path, body), reason)
-    assert_refused(*https_post(cluster, cluster.auth, "/v1/join", body), reason)
+    assert_refused(*https_post(cluster, cluster.listeners["auth_join"], "/v1/join", body),
+                   reason)  # auth's join listener (no client certificate)
     assert_refused(*https_post(cluster, cluster.auth, "/v1/resources/apply", body,
                                client_cert=True), reason)
     assert_no_traceback(cluster)

@@ -329,7 +329,7 @@ async def test_a_malformed_proxy_address_is_refused(env: Env, address: Any) -> N
         await env.auth.server.proxy_address()
 
 
-# ---------------------------------------------------------------------- direct /v1/join
+# --------------------------------------------- direct /v1/join (auth's join listener)
 
 
 def _join_settings(env: Env, name: str, token: str) -> Settings:
@@ -367,8 +367,8 @@ async def _direct_join(env: Env, token: str, role: str, host_id: str) -> Any:
     body = {"token": token, "role": role, "host_id": host_id, "hostname": host_id,
             "public_key": public_key_to_openssh(generate_private_key().public_key()),
             "addresses": ["127.0.0.1"]}
-    async with ApiClient(f"https://{env.auth.address}", context, timeout=10.0) as api:
-        return await api.call("POST", "/v1/join", body)
+    async with ApiClient(f"https://{env.auth.join_address}", context, timeout=10.0) as api:
+        return await api.call("POST", "/v1/join", body)  # the join listener
 
 
 async def test_the_static_proxy_token_does_not_join_a_node(env: Env) -> None:

@@ -4,7 +4,8 @@
         yes ─▶ reuse them (a restart needs no token)
         no  ─▶ join with join.token:  node (and other agents) through the proxy's web API
                                        (join.proxy, CA pinned with join.ca_pin);
-                                       proxy directly at auth (join.auth_server, pinned)
+                                       proxy directly at auth's join listener (pinned:
+                                       join.auth_join, default join.auth_server's port + 1)
                ─▶ save them (0700 directory, 0600 files)
 
 A join proposes this host's saved id; when the saved credentials have not expired yet they
@@ -33,6 +34,7 @@ from cryptography import x509
 
 from limen.auth.client import join_via_proxy, pinned_auth
 from limen.auth.host_proof import make_proof
+from limen.auth.join_listener import join_address_for
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.host_keys import new_host_key, new_ssh_host_key
 from limen.ca.identity import SystemRole
@@ -91,8 +93,8 @@ async def load_or_join(settings: Settings, role: SystemRole, host_id: str,
     if role is SystemRole.PROXY:
         if not join.auth_server:
             raise BadParameter("a proxy started apart from auth needs --auth-server HOST:PORT")
-        creds = await _join_auth(join.auth_server, join.token, join.ca_pin, host_id,
-                                 list(addresses), current)
+        creds = await _join_auth(join.auth_join or join_address_for(join.auth_server),
+                                 join.token, join.ca_pin, host_id, list(addresses), current)
         _warn_missing_names(creds, addresses)
     else:
         if not join.proxy:
@@ -153,9 +155,10 @@ def _load_valid(directory: Path, role: SystemRole) -> HostCredentials | None:
     return creds
 
 
-async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
+async def _join_auth(join_listener: str, token: str, ca_pin: str, host_id: str,
                      addresses: list[str], current: HostCredentials | None) -> HostCredentials:
-    context = await pinned_auth(auth_server, ca_pin)
+    """A proxy's join at auth's join listener (no client certificate: it has none yet)."""
+    context = await pinned_auth(join_listener, ca_pin)
     key = new_host_key(SystemRole.PROXY)  # P-256: its web listener's certificate
     ssh_key = new_ssh_host_key(SystemRole.PROXY)  # Ed25519: its SSH listeners
     public_key = public_key_to_openssh(key.public_key())
@@ -166,7 +169,7 @@ async def _join_auth(auth_server: str, token: str, ca_pin: str, host_id: str,
         body["proof"] = make_proof(current, SystemRole.PROXY, public_key, datetime.now(UTC))
     if ssh_key is not None:
         body["ssh_public_key"] = public_key_to_openssh(ssh_key.public_key())
-    async with ApiClient(f"https://{auth_server}", context) as api:
+    async with ApiClient(f"https://{join_listener}", context) as api:
         answer = await api.call("POST", "/v1/join", body)
     return HostCredentials(
         cluster=answer["cluster"], host_id=str(answer.get("host_id") or host_id),

@@ -1,14 +1,16 @@
 """The auth API: HTTPS with mutual TLS, JSON in and out, one handler per operation.
 
 Only the proxy, agents (host certificates) and admins (admin identity) and users with matching
-role ``rules`` may call it; every request re-verifies the client certificate. Routes::
+role ``rules`` may call it: the listener requires a client certificate of the cluster's TLS CA
+in the TLS handshake (``limen.auth.service``), and every request re-verifies it (identity,
+cluster, expiry). A proxy run apart from auth joins at auth's separate join listener
+(``limen.auth.join_listener``), never here without a certificate. Routes::
 
-    GET  /v1/ping                          cluster name, TLS CA and its pin (public)
-    POST /v1/login | /v1/signup[/begin] | /v1/join  forwarded by the proxy from its web API;
-                                           /v1/signup/begin gives the TOTP enrolment that
-                                           /v1/signup confirms with a code; /v1/join
-                                           also direct, with no client certificate (a proxy
-                                           started apart from auth joins with its token)
+    GET  /v1/ping                          cluster name, TLS CA and its pin (any caller)
+    POST /v1/login | /v1/signup[/begin] | /v1/join  forwarded by the proxy from its web API
+                                           (the caller must be a proxy); /v1/signup/begin
+                                           gives the TOTP enrolment that /v1/signup confirms
+                                           with a code; /v1/join: see limen.auth.api_join
     POST /v1/events | /v1/recordings/{id}  agents' audit events and recordings
                                            (see limen.auth.api_agents)
     POST /v1/resources/apply               {documents, origin, prune?} → per-object actions
@@ -53,6 +55,7 @@ from limen.api.validation import validate
 from limen.auth import presence
 from limen.auth.api_admin import admin_routes
 from limen.auth.api_agents import agent_routes
+from limen.auth.api_join import join, join_info
 from limen.auth.api_remote import remote_routes
 from limen.auth.api_trust import trust_routes
 from limen.auth.api_user import user_routes
@@ -141,11 +144,9 @@ class _Routes:
         return identity, identity.username
 
     async def ping(self, request: web.Request) -> web.Response:
-        """Public, like the proxy's ping: what a joining proxy checks against its CA pin."""
-        tls_ca = self.auth.authorities.get(CertAuthorityType.TLS)
-        return web.json_response({"cluster": self.auth.cluster_name,
-                                  "tls_ca_pin": self.auth.tls_ca_pin(),
-                                  "tls_ca": tls_ca.pem_bundle()})
+        """For any client of the listener (which holds a certificate of this cluster); a
+        joining proxy reads the same from the join listener (``limen.auth.api_join``)."""
+        return web.json_response(join_info(self.auth))
 
     async def export_ca(self, request: web.Request) -> web.Response:
         await self.identity(request)  # public keys: any valid identity of this cluster
@@ -192,31 +193,12 @@ class _Routes:
             _str(body, "token"), _optional_str(body, "password")))
 
     async def join(self, request: web.Request) -> web.Response:
-        """Through a proxy (its client certificate), or directly with no client certificate
-        (a proxy started apart from auth): either way the token is what authenticates. The
-        answer names the host id auth settled on (``limen.auth.host_join``)."""
-        direct = not _has_client_cert(request)
-        if not direct:
-            require_system(await self.identity(request), [SystemRole.PROXY])
+        """A join forwarded by a proxy from its web API (the token authenticates the joiner;
+        ``limen.auth.api_join``); a proxy's first join uses the join listener instead."""
+        require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
-        addresses = body.get("addresses") or []
-        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-            raise BadParameter("addresses must be a list of strings")
-        proof = body.get("proof")
-        if proof is not None and not isinstance(proof, dict):
-            raise BadParameter("proof must be an object")
-        certs = await self.auth.join(
-            _str(body, "token"), _str(body, "role"), _optional_str(body, "host_id") or "",
-            _str(body, "hostname"), _str(body, "public_key"), addresses,
-            remote_addr=(request.remote or "") if direct else str(body.get("remote_addr", "")),
-            ssh_public_key=_optional_str(body, "ssh_public_key") or "", proof=proof,
-        )
-        return web.json_response({
-            "cluster": self.auth.cluster_name, "host_id": certs.identity.host_id,
-            "ssh_cert": certs.ssh_cert.decode(),
-            "tls_cert": certs.tls_cert.decode(), "tls_cas": certs.tls_cas,
-            "user_ca_keys": certs.user_ca_keys, "host_ca_keys": certs.host_ca_keys,
-        })
+        return web.json_response(await join(self.auth, body,
+                                             remote_addr=str(body.get("remote_addr", ""))))
 
     async def apply(self, request: web.Request) -> web.Response:
         identity, actor = await self._actor(request)
@@ -368,12 +350,6 @@ class _Routes:
         answer = await validate_trusted_cluster(self.auth, ValidateRequest.from_json(body),
                                                 remote_addr=str(body.get("remote_addr", "")))
         return web.json_response(answer.to_json())
-
-
-def _has_client_cert(request: web.Request) -> bool:
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    return isinstance(ssl_object, ssl.SSLObject) and bool(
-        ssl_object.getpeercert(binary_form=True))
 
 
 def _unpack_cert(value: str) -> bytes:

@@ -107,10 +107,12 @@ async def pinned_proxy(proxy: str, ca_pin: str | None, *,
     return await _pinned(proxy, "/v1/webapi/ping", ca_pin, SystemRole.PROXY, insecure=insecure)
 
 
-async def pinned_auth(auth_server: str, ca_pin: str) -> ssl.SSLContext:
+async def pinned_auth(join_listener: str, ca_pin: str) -> ssl.SSLContext:
     """A TLS context trusting the auth server's CA, which must match ``ca_pin``, and only a
-    server with auth's certificate."""
-    context, _ping = await _pinned(auth_server, "/v1/ping", ca_pin, SystemRole.AUTH)
+    server with auth's certificate. ``join_listener``: auth's join listener, whose
+    ``GET /v1/join`` tells the CA (``limen.auth.join_listener``; the auth API itself
+    answers no one without a client certificate)."""
+    context, _ping = await _pinned(join_listener, "/v1/join", ca_pin, SystemRole.AUTH)
     return context
 
 

@@ -14,7 +14,8 @@ in auth's ``limen.yaml`` too (the operator gives both the same file). A node tok
 buy a certificate for the proxy's name (or any name the joiner picks): a hostname whose names
 would be the proxy's is refused.
 
-Called by ``limen.auth.server`` (joins) and ``limen.auth.service`` (the configured names).
+Called by ``limen.auth.server`` (joins), ``limen.auth.service`` (the configured names) and
+``limen.cli.process`` / ``process_remote`` (the names a proxy asks for).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class HostNames:
 
 
 def configured_proxy_names(settings: Settings) -> tuple[str, ...]:
-    """The names auth certifies for a proxy (see the module doc)."""
+    """The names auth certifies for a proxy (see the module doc). One function for both
+    sides: auth reads it from its configuration, and a proxy (beside auth or apart from it)
+    asks for the same names from its own (``limen.cli.process``, ``process_remote``)."""
     names = {"localhost", "127.0.0.1"}
     for address in (settings.cluster.public_address, settings.listeners.web,
                     settings.listeners.ssh_proxy, settings.listeners.tunnel):

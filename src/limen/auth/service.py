@@ -1,5 +1,7 @@
-"""Runs the auth server in ``limen start``: CAs, the mutual-TLS auth API listener, the audit
-log, and the admin identity that ``lmctl --data-dir`` uses.
+"""Runs the auth server in ``limen start``: CAs, the auth API listener (a client certificate
+of the cluster's TLS CA required in the TLS handshake), the join listener beside it (no client
+certificate, ``/v1/join`` only: ``limen.auth.join_listener``), the audit log, and the admin
+identity that ``lmctl --data-dir`` uses. Listeners: ``auth`` and ``auth_join``.
 
 Files in DATA_DIR written here (directories 0700, files 0600)::
 
@@ -26,6 +28,7 @@ from aiohttp import web
 from limen.auth.api import build_app
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.host_registry import register_local_host
+from limen.auth.join_listener import bind_auth_listeners, build_join_app
 from limen.auth.presets import ensure_presets
 from limen.auth.server import AuthServer
 from limen.backend.base import Backend
@@ -38,7 +41,7 @@ from limen.config import Settings
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.files import write_private
-from limen.net.address import bind_tcp, parse_address, socket_address
+from limen.net.address import parse_address, socket_address
 
 __all__ = ["AuthService", "host_uuid"]
 
@@ -73,7 +76,9 @@ class AuthService:
         self.settings = settings
         self.server = AuthServer(backend, settings.cluster, emitter)
         self._runner: web.AppRunner | None = None
+        self._join_runner: web.AppRunner | None = None
         self.address = ""
+        self.join_address = ""
 
     def issue_local_credentials(self, role: SystemRole, addresses: list[str], *,
                                 hostname: str = "") -> HostCredentials:
@@ -104,18 +109,29 @@ class AuthService:
         own = self.issue_local_credentials(SystemRole.AUTH,
                                            [host, *self.settings.auth.server_names])
         tls_ca = self.server.authorities.get(CertAuthorityType.TLS)
-        # Optional at the TLS layer so a proxy can join with a token alone; every endpoint
-        # but /v1/join refuses a request without a verified client certificate.
+        # The auth API: the handshake fails without a client certificate of this CA. The
+        # join listener asks for none and serves /v1/join only (limen.auth.join_listener).
         context = own.server_ssl(client_cas=list(tls_ca.trusted_certificates()),
-                                 require_client_cert=False)
-        sock = bind_tcp(self.settings.listeners.auth)
-        self.address = socket_address(sock)
+                                 require_client_cert=True)
+        sock, join_sock = bind_auth_listeners(self.settings.listeners.auth,
+                                              self.settings.listeners.auth_join)
+        self.address, self.join_address = socket_address(sock), socket_address(join_sock)
         self._runner = web.AppRunner(build_app(self.server, self.settings.data_dir),
                                      access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock, ssl_context=context).start()
+        self._join_runner = web.AppRunner(build_join_app(self.server), access_log=None,
+                                          handle_signals=False)
+        try:
+            await self._runner.setup()
+            await web.SockSite(self._runner, sock, ssl_context=context).start()
+            await self._join_runner.setup()
+            await web.SockSite(self._join_runner, join_sock,
+                               ssl_context=own.server_ssl(client_cas=None)).start()
+        except BaseException:
+            sock.close()
+            join_sock.close()
+            raise
         self._write_admin_identity()
-        return {"auth": self.address}
+        return {"auth": self.address, "auth_join": self.join_address}
 
     def _write_admin_identity(self) -> None:
         key = generate_private_key()
@@ -129,6 +145,7 @@ class AuthService:
         ).save(self.settings.data_dir / "admin")
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._join_runner, self._runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._join_runner = None

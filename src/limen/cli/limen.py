@@ -44,7 +44,9 @@ def cli(debug: bool) -> None:
 @click.option("--gitops-interval", help="Poll interval, e.g. 15s.")
 @click.option("--token", help="Join token (agents started apart from auth).")
 @click.option("--proxy", help="Proxy web address to join through (agents).")
-@click.option("--auth-server", help="Auth API address a separate proxy joins and uses.")
+@click.option("--auth-server", help="Auth API address a separate proxy uses (mutual TLS).")
+@click.option("--auth-join", help="Auth's join listener, where a separate proxy joins "
+              "(default: the --auth-server host, its port + 1).")
 @click.option("--ca-pin", help="sha256:... pin of the cluster's TLS CA (with --token).")
 @click.option("--labels", help="Labels of what this agent serves: k=v,k2=v2.")
 @click.option("--nodename", help="The name this node is listed and reached by (default: the "
@@ -57,7 +59,8 @@ def cli(debug: bool) -> None:
 def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, roles: str | None,
           cluster_name: str | None, gitops_source: str | None, gitops_branch: str | None,
           gitops_path: str | None, gitops_interval: str | None, token: str | None,
-          proxy: str | None, auth_server: str | None, ca_pin: str | None,
+          proxy: str | None, auth_server: str | None, auth_join: str | None,
+          ca_pin: str | None,
           labels: str | None, nodename: str | None, second_factor_off: bool,
           random_ports: bool) -> None:
     """Run a Limen cluster (single node by default) in the foreground; SIGTERM stops it."""
@@ -69,7 +72,7 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
         "gitops": {"source": gitops_source, "branch": gitops_branch, "path": gitops_path,
                    "interval": gitops_interval},
         "join": {"token": token, "proxy": proxy, "auth_server": auth_server,
-                 "ca_pin": ca_pin},
+                 "auth_join": auth_join, "ca_pin": ca_pin},
         "node": {"labels": parse_labels(labels) if labels else None, "nodename": nodename},
     }
     settings = load_settings(config_file, overrides=_drop_none(overrides),

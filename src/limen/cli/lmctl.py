@@ -58,7 +58,7 @@ def status(output: str) -> None:
     for ca_type, fingerprint in sorted(info["ca_fingerprints"].items()):
         click.echo(f"CA {ca_type + ':':<6} {fingerprint}")
     for name, address in sorted(info.get("listeners", {}).items()):
-        click.echo(f"{name + ':':<10}{address}")
+        click.echo(f"{name + ':':<11}{address}")
 
 
 @cli.command()

@@ -23,6 +23,7 @@ from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.service import NodeService
 from limen.auth.audit_signer import audit_signer_source
+from limen.auth.host_names import configured_proxy_names
 from limen.auth.service import AuthService
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
@@ -40,7 +41,6 @@ from limen.events.filelog import FileLog
 from limen.files import private_dir
 from limen.gitops.service import GitOpsService
 from limen.proxy.leaf import LeafLinks
-from limen.proxy.service import proxy_names
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TrustedClusterReconciler
@@ -92,7 +92,8 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
 
 def _local_proxy(settings: Settings, auth: AuthService, emitter: Emitter) -> ProxyComponent:
     async def credentials() -> HostCredentials:
-        return auth.issue_local_credentials(SystemRole.PROXY, proxy_names(settings))
+        return auth.issue_local_credentials(SystemRole.PROXY,
+                                            list(configured_proxy_names(settings)))
 
     return ProxyComponent(settings, emitter, credentials, lambda: auth.address,
                           register_address=auth.server.set_proxy_address)

@@ -6,9 +6,12 @@
            serves role lookups (RBAC per session), audit events (DATA_DIR/log/outbox first)
            and recording uploads (retried until auth has them)
 
-    --roles proxy --auth-server HOST:PORT [--token T --ca-pin P]
-        join auth directly (or reuse DATA_DIR/host) ─▶ SSH front, tunnel server, web; its
-        audit events go through the same outbox; on a leaf, its links to the root clusters
+    --roles proxy --auth-server HOST:PORT [--auth-join HOST:PORT] [--token T --ca-pin P]
+        join at auth's join listener (--auth-join, default: the --auth-server port + 1;
+        no client certificate, limen.auth.join_listener) or reuse DATA_DIR/host ─▶ SSH
+        front, tunnel server, web, calling the auth API at --auth-server with the
+        certificate from the join (mutual TLS); its audit events go through the same
+        outbox; on a leaf, its links to the root clusters
 
 Both poll auth's trust answer (``limen.trust.remote.RemoteTrustCache``): the node trusts the
 enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
@@ -34,6 +37,7 @@ from limen.agents.node.remote_roles import AuthRoleLookup
 from limen.agents.node.service import NodeService
 from limen.agents.recording_upload import AuthRecordingSink
 from limen.auth.client import AuthClient
+from limen.auth.host_names import configured_proxy_names
 from limen.auth.service import host_uuid
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
@@ -43,7 +47,6 @@ from limen.config import Settings
 from limen.errors import BadParameter
 from limen.files import private_dir
 from limen.proxy.leaf import LeafLinks
-from limen.proxy.service import proxy_names
 from limen.recording.sink import sessions_dir
 from limen.trust.cache import trusted_role_map
 from limen.trust.remote import RemoteTrustCache
@@ -76,7 +79,7 @@ class _RemoteProxy:
 
         async def credentials() -> HostCredentials:
             return await load_or_join(settings, SystemRole.PROXY, host_id,
-                                      proxy_names(settings))
+                                      configured_proxy_names(settings))
 
         self.outbox = _outbox(settings, lambda: self.proxy.auth_client())
         self.proxy = ProxyComponent(settings, self.outbox, credentials,

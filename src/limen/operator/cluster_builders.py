@@ -10,10 +10,12 @@ For a Cluster ``main`` in namespace ``limen``::
     PVC        main-auth-data     auth's SQLite backend and audit log
     Deployment main-auth          limen start --roles auth (init: limen operator seed-ca),
                                   the proxy token Secret mounted
-    Service    main-auth          ClusterIP, 3025 (mutual TLS)
-    Deployment main-proxy         limen start --roles proxy, joining auth with
-                                  LIMEN_AUTH_SERVER (the auth Service), LIMEN_TOKEN (from
-                                  main-proxy-token) and LIMEN_CA_PIN (the TLS CA's pin)
+    Service    main-auth          ClusterIP, 3025 (the auth API: a client certificate
+                                  required) and 3026 (the join listener: /v1/join only)
+    Deployment main-proxy         limen start --roles proxy, joining auth's join listener
+                                  (LIMEN_AUTH_JOIN) with LIMEN_TOKEN (from main-proxy-token)
+                                  and LIMEN_CA_PIN (the TLS CA's pin), then calling the auth
+                                  API (LIMEN_AUTH_SERVER) with the certificate it got
     Service    main-proxy         spec.proxy.service_type: web 3080, ssh 3023, tunnel 3024
 
 Every object carries a controller ``ownerReference`` to the Cluster (Kubernetes' garbage
@@ -49,6 +51,7 @@ __all__ = [
     "PROXY_TOKEN_FILE",
     "ClusterNames",
     "auth_address",
+    "auth_join_address",
     "auth_server_names",
     "children",
     "cluster_spec",
@@ -70,7 +73,7 @@ PROXY_TOKEN_DIR = "/etc/limen/proxy-token"
 PROXY_TOKEN_KEY = "token"
 PROXY_TOKEN_FILE = f"{PROXY_TOKEN_DIR}/{PROXY_TOKEN_KEY}"
 """Where the auth pod reads the proxy token (``auth.proxy_token_file``)."""
-PORTS = {"auth": 3025, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024}
+PORTS = {"auth": 3025, "auth-join": 3026, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024}
 _RUN_AS = 10001  # the image's limen user
 
 
@@ -166,6 +169,11 @@ def auth_address(body: Mapping[str, Any]) -> str:
     return f"{auth_server_names(body)[2]}:{PORTS['auth']}"
 
 
+def auth_join_address(body: Mapping[str, Any]) -> str:
+    """``<svc>.<ns>.svc:3026``: auth's join listener, where a proxy joins with its token."""
+    return f"{auth_server_names(body)[2]}:{PORTS['auth-join']}"
+
+
 def new_proxy_token() -> str:
     """A fresh random proxy token (64 hex characters; auth wants 32 at least)."""
     return secrets.token_hex(32)
@@ -192,7 +200,8 @@ def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
         "listeners": {"web": f"0.0.0.0:{PORTS['web']}",
                       "ssh_proxy": f"0.0.0.0:{PORTS['ssh-proxy']}",
                       "tunnel": f"0.0.0.0:{PORTS['tunnel']}",
-                      "auth": f"0.0.0.0:{PORTS['auth']}"},
+                      "auth": f"0.0.0.0:{PORTS['auth']}",
+                      "auth_join": f"0.0.0.0:{PORTS['auth-join']}"},
         "auth": {"server_names": auth_server_names(body),
                  "proxy_token_file": PROXY_TOKEN_FILE},
     }
@@ -260,8 +269,10 @@ def _mounts(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
 
 
 def _join_env(body: Mapping[str, Any], ca_pin: str) -> list[dict[str, Any]]:
-    """How a proxy pod joins auth: the auth Service, the token Secret, the TLS CA's pin."""
+    """How a proxy pod joins auth: the auth Service (API and join listener), the token
+    Secret, the TLS CA's pin."""
     return [{"name": "LIMEN_AUTH_SERVER", "value": auth_address(body)},
+            {"name": "LIMEN_AUTH_JOIN", "value": auth_join_address(body)},
             {"name": "LIMEN_CA_PIN", "value": ca_pin},
             {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
                 "name": ClusterNames(body["metadata"]["name"]).proxy_token,
@@ -351,7 +362,7 @@ def children(body: Mapping[str, Any], default_image: str, ca_revision: int, *,
     order. ``ca_pin`` is the ``sha256:`` pin of the cluster's TLS CA (the proxies check auth
     with it when they join)."""
     spec = cluster_spec(body)
-    auth_ports = {"auth": PORTS["auth"]}
+    auth_ports = {k: PORTS[k] for k in ("auth", "auth-join")}
     proxy_ports = {k: PORTS[k] for k in ("web", "ssh-proxy", "tunnel")}
     annotations = {CONFIG_HASH_ANNOTATION: config_hash(body)}
     auth_spec, proxy_spec = spec.get("auth") or {}, spec.get("proxy") or {}

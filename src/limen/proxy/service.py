@@ -20,20 +20,9 @@ from limen.config import Settings
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.web import build_web_app
 
-__all__ = ["ProxyService", "proxy_names"]
+__all__ = ["ProxyService"]
 
 log = logging.getLogger(__name__)
-
-
-def proxy_names(settings: Settings) -> list[str]:
-    """DNS names and addresses the proxy's certificates are valid for."""
-    names = {"localhost", "127.0.0.1"}
-    for address in (settings.cluster.public_address, settings.listeners.web,
-                    settings.listeners.ssh_proxy, settings.listeners.tunnel):
-        host = address.rpartition(":")[0].strip("[]") if address else ""
-        if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
-            names.add(host)
-    return sorted(names)
 
 
 def _warn_if_not_public_key_type(creds: HostCredentials) -> None:

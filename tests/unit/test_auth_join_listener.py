@@ -1,0 +1,84 @@
+"""Where auth's join listener is (``limen.auth.join_listener``): the documented convention "the
+auth port + 1" a proxy derives from ``--auth-server``, the two sockets bound together (a free
+adjacent pair with ``--random-ports``), an explicit ``listeners.auth_join``, and the settings
+that carry them."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from limen.auth.join_listener import bind_auth_listeners, join_address_for
+from limen.config import Listeners, load_settings
+from limen.errors import BadParameter
+
+
+@pytest.mark.parametrize(("auth", "expected"), [
+    ("auth.example:3025", "auth.example:3026"),
+    ("main-auth.limen.svc:3025", "main-auth.limen.svc:3026"),
+    ("[::1]:3025", "[::1]:3026"),
+    ("127.0.0.1:41999", "127.0.0.1:42000"),
+])
+def test_the_join_listener_follows_the_auth_port(auth: str, expected: str) -> None:
+    assert join_address_for(auth) == expected
+
+
+@pytest.mark.parametrize("auth", ["auth.example:65535", "auth.example:0", "no-port"])
+def test_no_convention_without_a_next_port(auth: str) -> None:
+    with pytest.raises(BadParameter):
+        join_address_for(auth)
+
+
+def _port(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def test_random_ports_bind_an_adjacent_pair() -> None:
+    for _ in range(5):
+        api, join = bind_auth_listeners("127.0.0.1:0", "")
+        try:
+            assert _port(join) == _port(api) + 1
+        finally:
+            api.close()
+            join.close()
+
+
+def test_an_explicit_join_address_is_bound_as_given() -> None:
+    api, join = bind_auth_listeners("127.0.0.1:0", "127.0.0.1:0")
+    try:
+        assert _port(join) != _port(api)
+    finally:
+        api.close()
+        join.close()
+
+
+def test_a_busy_join_port_fails_and_frees_the_auth_port() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = _port(busy)
+        auth = f"127.0.0.1:{taken - 1}"
+        with pytest.raises(BadParameter, match="cannot listen on"):
+            bind_auth_listeners(auth, "")
+        with pytest.raises(BadParameter, match="cannot listen on"):
+            bind_auth_listeners("127.0.0.1:0", f"127.0.0.1:{taken}")
+    try:  # the auth socket of the failed attempt was closed
+        api, join = bind_auth_listeners(auth, "")
+    except BadParameter:
+        pytest.skip("another process took the port meanwhile")
+    api.close()
+    join.close()
+
+
+def test_settings_carry_both_sides() -> None:
+    assert Listeners().randomized().auth_join == ""  # random ports keep the convention
+    settings = load_settings(env={"LIMEN_AUTH_SERVER": "auth.example:3025",
+                                  "LIMEN_AUTH_JOIN": "auth.example:4000"},
+                             overrides={"listeners": {"auth_join": "0.0.0.0:3030"}})
+    assert (settings.join.auth_server, settings.join.auth_join) == (
+        "auth.example:3025", "auth.example:4000")
+    assert settings.listeners.auth_join == "0.0.0.0:3030"
+    assert load_settings(env={}).listeners.auth_join == ""
+    with pytest.raises(BadParameter, match="auth_join"):
+        load_settings(env={}, overrides={"join": {"auth_join": "no port"}})
