@@ -16,7 +16,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from limen.ca.identity import SystemRole
 from limen.ca.keys import load_private_key
+from limen.ca.peer_role import require_server_role
 from limen.ca.tls import client_context, server_context
 from limen.errors import NotFound
 from limen.files import private_dir, write_private
@@ -50,11 +52,16 @@ class HostCredentials:
     def tls_cas(self) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(self.tls_ca_pem)
 
-    def client_ssl(self, *, check_hostname: bool = True) -> ssl.SSLContext:
-        """Mutual-TLS client context for calling auth (or a peer of this cluster)."""
-        return client_context(x509.load_pem_x509_certificate(self.tls_cert_pem),
-                              load_private_key(self.private_key_pem), self.tls_cas(),
-                              check_hostname=check_hostname)
+    def client_ssl(self, *, check_hostname: bool = True,
+                   server_role: SystemRole = SystemRole.AUTH) -> ssl.SSLContext:
+        """Mutual-TLS client context for calling auth (or a peer of this cluster): the
+        server must show the certificate of ``server_role`` of this cluster, checked in the
+        handshake (``limen.ca.peer_role``): a node's certificate of the same CA is refused
+        before anything is sent."""
+        context = client_context(x509.load_pem_x509_certificate(self.tls_cert_pem),
+                                 load_private_key(self.private_key_pem), self.tls_cas(),
+                                 check_hostname=check_hostname)
+        return require_server_role(context, server_role, {self.cluster: self.tls_cas()})
 
     def server_ssl(self, *, client_cas: Sequence[x509.Certificate] | None = None,
                    require_client_cert: bool = False) -> ssl.SSLContext:

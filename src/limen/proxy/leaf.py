@@ -6,7 +6,8 @@
                beside auth, a RemoteTrustCache polling auth in a proxy apart from it)
       └─ LeafLinks.sync()  on every change (and every ``resync`` s, to retry)
            root R appears ─▶ tunnel address: spec.tunnel_address, else the root proxy's
-                             /v1/webapi/ping "tunnel" (verified with R's TLS CA; a 0.0.0.0 or
+                             /v1/webapi/ping "tunnel" (verified with R's TLS CA, and the
+                             server must be R's proxy, not another host of R; a 0.0.0.0 or
                              :: host means the proxy's own host) ─▶ TunnelAgent(address,
                              THIS proxy's host credentials (role proxy), peer_trust = R's host
                              CA, peer_cluster = R) ─ reconnects with the usual backoff
@@ -42,7 +43,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from limen.ca.identity import Identity
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.peer_role import require_server_role
 from limen.ca.ssh_certs import verify_ssh_user_cert
 from limen.errors import AccessDenied, BadParameter, LimenError, NotFound
 from limen.events.emitter import Emitter
@@ -206,6 +208,8 @@ class LeafLinks:
     async def _discover(self, root: TrustedRoot) -> str:
         assert root.tls_ca is not None
         context = ssl.create_default_context(cadata=root.tls_ca.pem_bundle())
+        require_server_role(context, SystemRole.PROXY,  # the root's proxy, not any host of it
+                            {root.root_cluster: list(root.tls_ca.trusted_certificates())})
         async with ApiClient(f"https://{root.proxy_address}", context, timeout=10.0) as api:
             ping = await api.call("GET", "/v1/webapi/ping")
         if not isinstance(ping, dict) or ping.get("cluster") != root.root_cluster:
