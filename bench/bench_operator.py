@@ -1,8 +1,8 @@
 """Operator benchmark: reconcile throughput and apply-to-effective latency.
 
 Run by hand (not by the test suite). The operator (``limen.operator.main.run``, kopf, in a
-thread) runs against the Kubernetes API emulator of the tests (``tests/kube``: HTTPS, watch,
-status subresource) and pushes into a real ``limen start --random-ports`` subprocess:
+thread) runs against the Kubernetes API emulator of the tests (``tests/k8s_emulator``: HTTPS,
+watch, status subresource) and pushes into a real ``limen start --random-ports`` subprocess:
 
 a) **Throughput**: N Role custom resources are created at once (straight into the emulator's
    store, so creating them costs nothing measurable); the clock runs until every one of them
@@ -37,7 +37,7 @@ import _util
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from kube.fixtures import KubeAPI  # noqa: E402
+from k8s_emulator.fixtures import KubeAPI  # noqa: E402
 from limen.auth.client import AuthClient  # noqa: E402
 from limen.ca.host_credentials import HostCredentials  # noqa: E402
 from limen.operator.main import build_context, run  # noqa: E402

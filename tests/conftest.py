@@ -1,1 +1,1 @@
-from kube.fixtures import kube_api  # noqa: F401  (the Kubernetes API emulator fixture)
+from k8s_emulator.fixtures import kube_api  # noqa: F401  (the Kubernetes API emulator fixture)

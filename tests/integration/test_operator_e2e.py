@@ -26,7 +26,7 @@ import kubernetes
 import pytest
 import yaml
 
-from kube.fixtures import KubeAPI
+from k8s_emulator.fixtures import KubeAPI
 from limen.operator.context import OperatorContext
 from limen.operator.main import build_context
 from limen.operator.main import run as run_operator

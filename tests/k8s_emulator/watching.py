@@ -1,6 +1,6 @@
 """Watch streams of the Kubernetes API emulator (``GET ...?watch=true``).
 
-Called by ``tests/kube/apiserver.py``. Semantics of kube-apiserver: without a
+Called by ``apiserver.py``. Semantics of kube-apiserver: without a
 ``resourceVersion`` (or with ``0``) the current objects come first as ADDED; with one, every
 change after it; ``sendInitialEvents=true`` ends the initial ADDED events with a BOOKMARK
 annotated ``k8s.io/initial-events-end``; an object entering or leaving the selectors arrives as

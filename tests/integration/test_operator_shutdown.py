@@ -25,13 +25,12 @@ import kopf
 import pytest
 from kopf._core.intents.stoppers import DaemonStopper  # what kopf hands timers as `stopped`
 
+from k8s_emulator.fixtures import KubeAPI
 from limen.errors import ConnectionProblem
 from limen.operator.auth import Endpoint, LimenAuth
 from limen.operator.context import OperatorContext
 from limen.operator.main import run
 from limen.operator.settings import OperatorConfig
-
-from .fixtures import KubeAPI
 
 NS = "team-a"
 

@@ -1,6 +1,6 @@
 """What Kubernetes controllers do around deletions, for the API emulator's object store.
 
-Mixed into ``tests/kube/store.py``'s ObjectStore (and only used there): ownerReference garbage
+Mixed into ``store.py``'s ObjectStore (and only used there): ownerReference garbage
 collection (dependents of a deleted owner are deleted, or lose the dangling reference if another
 owner lives; Foreground owners wait for their dependents; Orphan deletion strips the
 references), namespaces that go once their contents are gone, and CustomResourceDefinitions

@@ -1,16 +1,17 @@
-"""A kube-apiserver stand-in for tests: kmock's emulator made to behave like the real server.
+"""A kube-apiserver stand-in for tests: a kmock handler that behaves like the real server.
 
-Used by ``tests/kube/fixtures.py`` (the ``kube_api`` fixture), which runs it over HTTPS in a
-thread for kopf, the ``kubernetes`` client and kubectl.
+Used by ``fixtures.py`` (the ``kube_api`` fixture), which runs it over HTTPS
+(``server.py``) in a thread for kopf, the ``kubernetes`` client and kubectl.
 
-kmock 0.8's :class:`kmock.KubernetesEmulator` gives objects no ``resourceVersion`` (so kopf's
-finalizer JSON patch fails), answers POST with 200, has no PUT, delete-collection,
+kmock's own :class:`kmock.KubernetesEmulator` (0.8) gives objects no ``resourceVersion`` (so
+kopf's finalizer JSON patch fails), answers POST with 200, has no PUT, delete-collection,
 ``generateName``, selectors, ``dryRun``, ``generation``, ``/status``, watch continuation or
-garbage collection, serves lists kubectl cannot read and a ``/v1`` core groupVersion, has no
-HTTPS, and re-scans its whole request log on every request. :class:`KubeAPIEmulator` keeps
-kmock's handler (request parsing and recording, ``emulator.objects`` with every version of every
-object, test-defined reactions such as ``emulator['get /version'] << 500``, which are matched
-first) and replaces the default serving with :class:`~kube.store.ObjectStore` semantics:
+garbage collection, serves lists kubectl cannot read and a ``/v1`` core groupVersion, and has
+no HTTPS. :class:`KubeAPIEmulator` therefore takes from kmock only its request handler, through
+its public API: request recording (``list(emulator)``), ``emulator.objects`` (every version
+of every object, a :class:`kmock.ObjectsArray`), ``emulator.errors``, and test-defined
+reactions such as ``emulator['get /version'] << 500``, which are matched first. Everything a
+reaction does not answer is served with :class:`~k8s_emulator.store.ObjectStore` semantics:
 
 - discovery (``/api``, ``/apis``, groups, versions, ``/version``) for the built-in types in
   ``registry.BUILTIN_TYPES`` and every CRD object created (kubectl, kopf);
@@ -21,40 +22,45 @@ first) and replaces the default serving with :class:`~kube.store.ObjectStore` se
   selector arrive as ADDED or DELETED), ``sendInitialEvents`` with the initial-events-end
   bookmark, and ``ERROR`` 410 for a trimmed resourceVersion.
 
+How: the serving is kmock's lowest-priority (``fallback``) reaction. kmock hands a reaction
+only its parsed :class:`kmock.Request`, so the aiohttp request travels beside it in a context
+variable, and the response the emulator builds (a watch is a stream it writes itself) is the
+one returned to aiohttp. URLs are parsed by the emulator's own ``paths.py``. kmock 0.8 cannot
+parse ``.../namespaces`` collection paths (its handler fails with a 500); those are served
+directly, so they are neither recorded in ``list(emulator)`` nor seen by reactions.
+
 Not emulated (real clusters differ): authentication and RBAC (any token is accepted), admission
 webhooks, CRD schema defaulting, pruning and validation (Limen's operator validates itself),
 server-side apply (415), strategic merge patch list-merge keys (lists are replaced), built-in
 types' printer columns (kubectl gets NAME and AGE; CRDs get their own columns, see
 ``printing.py``), conversion between CRD versions (only ``apiVersion`` changes), and the two
 ``events`` types are stored apart.
-
-:class:`HTTPSServer` is kmock's :class:`kmock.Server` on TLS, without kmock's global DNS
-interception (several servers may run in several threads).
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
-import ssl
+import traceback
 from collections.abc import Mapping
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any
 
-import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import kmock
 import yaml
-from kmock._internal.parsing import parse_path
 
 from .errors import ApiError
+from .paths import ResourcePath, parse_resource_path, segments
 from .printing import table
 from .registry import ResourceType, api_group, api_group_list, api_resource_list
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .store import ObjectStore
 from .watching import serve_watch
 
-__all__ = ["HTTPSServer", "KubeAPIEmulator"]
+__all__ = ["KubeAPIEmulator"]
 
 KUBERNETES_VERSION = {
     "major": "1",
@@ -81,7 +87,19 @@ def _json(doc: Any, status: int = 200) -> aiohttp.web.Response:
     )
 
 
-@attrs.define(kw_only=True)
+@dataclass
+class _Exchange:
+    """One HTTP exchange: the aiohttp request, and the response the emulator made for it."""
+
+    raw_request: aiohttp.web.BaseRequest
+    body: bytes
+    response: aiohttp.web.StreamResponse | None = None
+
+
+_EXCHANGE: contextvars.ContextVar[_Exchange] = contextvars.ContextVar("k8s_emulator_exchange")
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Route:
     rtype: ResourceType
     namespace: str | None
@@ -90,19 +108,32 @@ class _Route:
     watch: bool
 
 
-@attrs.define(kw_only=True)
-class KubeAPIEmulator(kmock.KubernetesEmulator):
-    """kmock's Kubernetes emulator with kube-apiserver semantics (see the module docstring)."""
+def _kmock_cannot_parse(path: str) -> bool:
+    """kmock 0.8 fails on ``/api/V/namespaces`` and ``/apis/G/V/namespaces``: it takes
+    ``namespaces`` for the prefix of a namespace name that is not there."""
+    parts = segments(path)
+    core = parts[:1] == ["api"]
+    rest = parts[2:] if core else parts[3:] if parts[:1] == ["apis"] else []
+    return rest == ["namespaces"]
 
-    store: ObjectStore = attrs.field(init=False)
+
+@attrs.define(kw_only=True)
+class KubeAPIEmulator(kmock.RawHandler):
+    """A kmock handler with kube-apiserver semantics (see the module docstring)."""
+
+    store: ObjectStore = attrs.field(factory=ObjectStore, init=False)
     server_address: str = ""  # host:port, announced in /api as kube-apiserver does
     watch_timeout: float = 1800.0  # for watches without timeoutSeconds (kube: 30-60 min)
     _closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
-        # kmock's default reactions are not registered: _serve() answers whatever no
-        # test-defined reaction matched, without scanning the request log.
-        self.store = ObjectStore(self._objects)
+        # The emulator answers whatever no reaction of a test matched.
+        self.fallback << self._serve_unmatched
+
+    @property
+    def objects(self) -> kmock.ObjectsArray:
+        """Every version of every object, keyed by ``(resource, namespace, name)``."""
+        return self.store.history
 
     def close_watches(self) -> None:
         """End every open watch stream (before the server shuts down)."""
@@ -110,56 +141,53 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         self.store.watch_history.wake()
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        exchange = _Exchange(raw_request, await raw_request.read())
+        if _kmock_cannot_parse(raw_request.path):
+            return await self._serve_directly(exchange)
+        token = _EXCHANGE.set(exchange)
         try:
-            parse_path(raw_request.path)
-        except ValueError:  # kmock 0.8 cannot parse some paths, e.g. /api/v1/namespaces
-            body = await raw_request.read()
-            request = kmock.Request(
-                id=len(self._requests),
-                raw_request=raw_request,
-                url=raw_request.url,
-                method=raw_request.method,
-                params=dict(raw_request.query),
-                headers=dict(raw_request.headers),
-                body=body,
-                text=body.decode(errors="replace"),
-            )
-            self._requests.append(request)
-            try:
-                return await self._handle(request)
-            except Exception as e:  # recorded like kmock does, so the fixture reports it
-                if not self._errors:
-                    raise
-                self._errors[-1].append(e)
-                return await self._render_error(e)
-        return await super().__call__(raw_request)
+            answered = await super().__call__(raw_request)
+        finally:
+            _EXCHANGE.reset(token)
+        return exchange.response if exchange.response is not None else answered
 
-    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        if self._payloads:  # reactions a test added, e.g. to inject a failure
-            try:
-                return await kmock.RawHandler._handle(self, request)
-            except NotImplementedError:
-                pass
+    async def _serve_unmatched(self, request: kmock.Request) -> bytes:
+        """kmock's fallback reaction: serve the exchange; kmock's own response is discarded."""
+        exchange = _EXCHANGE.get()
+        exchange.response = await self._respond(exchange)
+        return b""
+
+    async def _serve_directly(self, exchange: _Exchange) -> aiohttp.web.StreamResponse:
+        """Serve without kmock; a failure is recorded in ``errors`` as kmock records one."""
         try:
-            return await self._serve(request)
+            return await self._respond(exchange)
+        except Exception as e:
+            if not self.active:
+                raise
+            self.errors.append(e)
+            return aiohttp.web.Response(text=traceback.format_exc(), status=500)
+
+    async def _respond(self, exchange: _Exchange) -> aiohttp.web.StreamResponse:
+        try:
+            return await self._serve(exchange)
         except ApiError as e:
             return _json(e.status(), e.code)
 
-    async def _serve(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        parts = [p for p in request.url.path.split("/") if p]
-        method = str(request.method.value).upper()
+    async def _serve(self, exchange: _Exchange) -> aiohttp.web.StreamResponse:
+        request = exchange.raw_request
+        parts = segments(request.path)
+        method = request.method.upper()
         if method == "GET" and len(parts) <= 3:
             doc = self._discovery(parts)
             if doc is not None:
                 return _json(doc)
-        route = self._route(parts)
-        params = dict(request.params)
+        route = self._route(request.path)
+        params = dict(request.query)
         if route.watch or (method == "GET" and params.get("watch") in ("true", "1")):
             self._check_verb(route, "watch")
             labels, fields = self._selectors(route.rtype, params)
-            assert request._raw_request is not None  # kmock keeps it for every served request
             return await serve_watch(
-                request._raw_request,
+                request,
                 self.store,
                 route.rtype,
                 namespace=route.namespace,
@@ -171,8 +199,8 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
                 closing=lambda: self._closing,
             )
         if method == "GET":
-            doc = self._get_or_list(request, route, params)
-            accept = next((v for k, v in request.headers.items() if k.lower() == "accept"), "")
+            doc = self._get_or_list(route, params)
+            accept = request.headers.get("Accept", "")
             if "as=Table" in accept.split(",")[0]:
                 objs = doc.get("items", [doc])
                 doc = table(
@@ -192,12 +220,12 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         )
         if method == "POST" and name is None:
             self._check_verb(route, "create")
-            obj = store.create(rtype, ns, self._body(request), dry_run=dry_run)
+            obj = store.create(rtype, ns, self._body(exchange), dry_run=dry_run)
             return _json(store.present(obj, rtype), 201)
         if method == "PUT" and name is not None:
             self._check_verb(route, "update")
             obj = store.update(
-                rtype, ns, name, self._body(request), subresource=sub, dry_run=dry_run
+                rtype, ns, name, self._body(exchange), subresource=sub, dry_run=dry_run
             )
             return _json(store.present(obj, rtype))
         if method == "PATCH" and name is not None:
@@ -211,11 +239,11 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
                     f"accepted media types include: {', '.join(_PATCH_TYPES)}",
                 )
             obj = store.patch(
-                rtype, ns, name, self._body(request), patch_type, subresource=sub, dry_run=dry_run
+                rtype, ns, name, self._body(exchange), patch_type, subresource=sub, dry_run=dry_run
             )
             return _json(store.present(obj, rtype))
         if method == "DELETE" and sub is None:
-            options = self._body(request) if request.body else {}
+            options = self._body(exchange) if exchange.body else {}
             propagation = params.get("propagationPolicy") or options.get("propagationPolicy")
             if options.get("orphanDependents") is True:
                 propagation = "Orphan"
@@ -290,27 +318,12 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
                 return api_resource_list(types, group, version) or _not_found()
         return None
 
-    def _route(self, parts: list[str]) -> _Route:
-        if len(parts) >= 3 and parts[0] == "api":
-            group, version, rest = "", parts[1], parts[2:]
-        elif len(parts) >= 4 and parts[0] == "apis":
-            group, version, rest = parts[1], parts[2], parts[3:]
-        else:
+    def _route(self, path: str) -> _Route:
+        parsed: ResourcePath | None = parse_resource_path(path)
+        if parsed is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        watch = rest[0] == "watch"  # the legacy /watch/ prefix
-        rest = rest[1:] if watch else rest
-        namespace = None
-        if (
-            len(rest) >= 3
-            and rest[0] == "namespaces"
-            and not (group == "" and len(rest) == 3 and rest[2] == "status")
-        ):
-            namespace, rest = rest[1], rest[2:]
-        if not rest:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        rtype = self.store.find_type(group, version, rest[0])
-        name = rest[1] if len(rest) > 1 else None
-        subresource = "/".join(rest[2:]) or None
+        rtype = self.store.find_type(parsed.group, parsed.version, parsed.plural)
+        namespace, name, subresource = parsed.namespace, parsed.name, parsed.subresource
         if (
             (namespace is not None and not rtype.namespaced)
             or (name and rtype.namespaced and namespace is None)
@@ -319,7 +332,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return _Route(
-            rtype=rtype, namespace=namespace, name=name, subresource=subresource, watch=watch
+            rtype=rtype, namespace=namespace, name=name, subresource=subresource, watch=parsed.watch
         )
 
     def _check_verb(self, route: _Route, verb: str) -> None:
@@ -336,8 +349,8 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
             raise ApiError.bad_request(f'Invalid dry run value: "{value}"')
         return value == "All"
 
-    def _body(self, request: kmock.Request) -> Any:
-        content_type = _content_type(request)
+    def _body(self, exchange: _Exchange) -> Any:
+        content_type = _content_type(exchange.raw_request)
         if content_type and "json" not in content_type and "yaml" not in content_type:
             # e.g. protobuf from kubectl's typed clients: 415 makes client-go retry with JSON
             raise ApiError(
@@ -348,8 +361,8 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
             )
         try:
             if "yaml" in content_type:
-                return yaml.safe_load(request.body)
-            return json.loads(request.body)
+                return yaml.safe_load(exchange.body)
+            return json.loads(exchange.body)
         except (ValueError, yaml.YAMLError) as e:
             raise ApiError.bad_request(f"the body of the request could not be decoded: {e}") from e
 
@@ -364,9 +377,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
 
     # ---- reading ------------------------------------------------------------------------
 
-    def _get_or_list(
-        self, request: kmock.Request, route: _Route, params: Mapping[str, str]
-    ) -> dict[str, Any]:
+    def _get_or_list(self, route: _Route, params: Mapping[str, str]) -> dict[str, Any]:
         rtype = route.rtype
         if route.name is not None:
             self._check_verb(route, "get")
@@ -403,41 +414,10 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         }
 
 
-def _content_type(request: kmock.Request) -> str:
-    value = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+def _content_type(request: aiohttp.web.BaseRequest) -> str:
+    value = request.headers.get("Content-Type", "")
     return value.split(";")[0].strip().lower()
 
 
 def _not_found() -> dict[str, Any]:
     raise ApiError(404, "NotFound", "the server could not find the requested resource")
-
-
-@attrs.mutable
-class HTTPSServer(kmock.Server):
-    """kmock's server on HTTPS with ``ssl_context``; no client session, no DNS interception."""
-
-    ssl_context: ssl.SSLContext | None = attrs.field(default=None, kw_only=True)
-
-    async def __aenter__(self) -> Self:
-        if self._managed_server is not None:
-            raise RuntimeError("The server can be started/entered only once.")
-        server = aiohttp.test_utils.RawTestServer(self.handler, host=self._host, port=self._port)
-        await server.start_server(ssl=self.ssl_context)
-        self._managed_server = server
-        self.handler.servers.append(self)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if isinstance(self.handler, KubeAPIEmulator):
-            self.handler.close_watches()
-        self.handler.servers.remove(self)
-        server, self._managed_server = self._managed_server, None
-        if server is not None:
-            # TLS connections wait for the client's close_notify when closed gracefully; a
-            # client that keeps an idle connection would leave its socket open past the loop.
-            web_server = server.runner.server if server.runner else None
-            handlers = list(web_server._connections) if web_server else []
-            transports = [h.transport for h in handlers if h.transport is not None]
-            await server.close()
-            for transport in transports:
-                transport.abort()

@@ -1,9 +1,9 @@
 """The ``kube_api`` pytest fixture: a Kubernetes API emulator on HTTPS with Limen's CRDs.
 
-Registered for the whole suite by ``tests/conftest.py``. The emulator
-(``tests/kube/apiserver.py``) runs on its own event loop in a thread, so synchronous code (the
-``kubernetes`` client, kubectl in a subprocess), kopf in a thread or subprocess, and async tests
-can all use it. Usage::
+Registered for the whole suite by ``tests/conftest.py``. The emulator (``apiserver.py``, on
+HTTPS with ``server.py`` and ``tls.py``) runs on its own event loop in a thread, so synchronous
+code (the ``kubernetes`` client, kubectl in a subprocess), kopf in a thread or subprocess, and
+async tests can all use it. Usage::
 
     def test_role(kube_api, monkeypatch):
         monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig_path))  # kopf, the client
@@ -31,10 +31,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import datetime
 import functools
 import http.client
-import ipaddress
 import json
 import ssl
 import subprocess
@@ -46,84 +44,19 @@ from typing import Any, Self, TypeVar
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from .apiserver import HTTPSServer, KubeAPIEmulator
+from .apiserver import KubeAPIEmulator
 from .errors import ApiError
 from .registry import ResourceType
+from .server import HTTPSServer
 from .store import ObjectStore
+from .tls import tls_material
 
 __all__ = ["CRD_DIR", "ApiError", "KubeAPI", "kube_api"]
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 TOKEN = "kube-api-test-token"  # in the kubeconfig; the emulator accepts any credentials
 T = TypeVar("T")
-
-
-@functools.cache
-def _tls_material() -> tuple[bytes, bytes, bytes]:
-    """A self-signed CA and a server certificate for 127.0.0.1/localhost (PEM), once per run."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-api-test-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
 
 
 @functools.cache
@@ -189,7 +122,7 @@ class KubeAPI:
             self._ready.set()
 
     async def _main(self) -> None:
-        ca_pem, cert_pem, key_pem = _tls_material()
+        ca_pem, cert_pem, key_pem = tls_material()
         self.ca_file.write_bytes(ca_pem)
         (self.workdir / "server.crt").write_bytes(cert_pem)
         (self.workdir / "server.key").write_bytes(key_pem)
@@ -246,8 +179,9 @@ class KubeAPI:
 
     @property
     def emulator(self) -> KubeAPIEmulator:
-        """The kmock handler: ``.objects`` (every version of every object), ``.requests``,
-        and reactions (``emulator['get /version'] << 500``) that take precedence."""
+        """The kmock handler: ``.objects`` (every version of every object), the requests
+        (``list(emulator)``) and reactions (``emulator['get /version'] << 500``) that take
+        precedence (not for ``.../namespaces`` collection URLs, which kmock 0.8 cannot parse)."""
         assert self._emulator is not None, "the emulator is not running"
         return self._emulator
 

@@ -1,7 +1,7 @@
 """Kubernetes API errors (``kind: Status`` answers) raised by the API emulator's store.
 
-Used by ``tests/kube/store.py`` (raises them), ``tests/kube/apiserver.py`` (renders them as the
-HTTP answer a real kube-apiserver gives) and the test helpers in ``tests/kube/fixtures.py``
+Used by ``store.py`` (raises them), ``apiserver.py`` (renders them as the
+HTTP answer a real kube-apiserver gives) and the test helpers in ``fixtures.py``
 (which raise them to the test, so a test can check ``err.code == 409``).
 """
 

@@ -1,6 +1,6 @@
 """JSON merge patch (RFC 7386) and JSON patch (RFC 6902) for the Kubernetes API emulator.
 
-Used by ``tests/kube/apiserver.py`` for PATCH requests. Strategic merge patch is served as a
+Used by ``apiserver.py`` for PATCH requests. Strategic merge patch is served as a
 merge patch (see the emulator's docstring for what that leaves out).
 """
 

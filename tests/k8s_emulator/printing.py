@@ -1,6 +1,6 @@
 """Server-side printing (``meta.k8s.io/v1`` Table) for ``kubectl get`` against the emulator.
 
-Used by ``tests/kube/apiserver.py`` when a GET asks for ``as=Table`` in its Accept header, as
+Used by ``apiserver.py`` when a GET asks for ``as=Table`` in its Accept header, as
 kubectl does. Columns are NAME, the CRD's ``additionalPrinterColumns`` (a JSONPath subset:
 ``.a.b``, ``[n]``, ``[*]`` and ``[?(@.key=="value")]``; ``date`` columns become ages) and, for
 types without printer columns, AGE. Built-in types print NAME and AGE only.

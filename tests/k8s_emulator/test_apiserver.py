@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kube.fixtures import ApiError, KubeAPI
+from k8s_emulator.fixtures import ApiError, KubeAPI
 
 ROLES = "/apis/limen.dev/v1alpha1/namespaces/default/roles"
 

@@ -1,6 +1,6 @@
 """Resource types the Kubernetes API emulator serves, and its discovery documents.
 
-Used by ``tests/kube/apiserver.py`` (the emulator) and ``tests/kube/fixtures.py`` (resolving
+Used by ``apiserver.py`` (the emulator) and ``fixtures.py`` (resolving
 names such as ``"lmrole"`` or ``"roles.limen.dev"`` in the test helpers).
 
 A :class:`ResourceType` is one served group/version/plural. The built-in types are the ones

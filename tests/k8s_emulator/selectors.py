@@ -1,6 +1,6 @@
 """Label and field selectors as the Kubernetes API parses them, for the API emulator.
 
-Used by ``tests/kube/apiserver.py`` for ``?labelSelector=`` and ``?fieldSelector=`` on list,
+Used by ``apiserver.py`` for ``?labelSelector=`` and ``?fieldSelector=`` on list,
 watch and delete-collection requests.
 
 Label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``,

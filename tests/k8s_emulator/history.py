@@ -1,6 +1,6 @@
 """The watch history of the Kubernetes API emulator: every change, by resourceVersion.
 
-Written by ``tests/kube/store.py`` on every change; read by ``tests/kube/watching.py`` to serve
+Written by ``store.py`` on every change; read by ``watching.py`` to serve
 watch streams from any ``resourceVersion`` still kept (older ones get 410 Gone, as etcd
 compaction gives on a real cluster).
 """

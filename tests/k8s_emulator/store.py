@@ -1,7 +1,7 @@
 """The object store behind the Kubernetes API emulator: what the API server does to objects.
 
-Used by ``tests/kube/apiserver.py`` (HTTP requests) and, through it, by the test helpers in
-``tests/kube/fixtures.py``. Every method is synchronous and runs on the emulator's event loop,
+Used by ``apiserver.py`` (HTTP requests) and, through it, by the test helpers in
+``fixtures.py``. Every method is synchronous and runs on the emulator's event loop,
 so each operation is atomic without locks.
 
 Semantics kept from kube-apiserver: a global ``resourceVersion`` counter; ``uid``,

@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 import pytest
 
+from k8s_emulator.fixtures import KubeAPI
 from limen.ca.authority import CertAuthorityType
 from limen.ca.keys import pin_matches
 from limen.config import load_settings
@@ -29,8 +30,6 @@ from limen.operator.conditions import find
 from limen.operator.context import OperatorContext
 from limen.operator.kube import KubeApi
 from limen.operator.settings import OperatorConfig
-
-from .fixtures import KubeAPI
 
 LOG = logging.getLogger("test")
 NS = "limen"

@@ -17,7 +17,7 @@ import kopf
 import kubernetes
 import pytest
 
-from kube.fixtures import KubeAPI
+from k8s_emulator.fixtures import KubeAPI
 
 EXAMPLE = """\
 apiVersion: limen.dev/v1alpha1
