@@ -71,7 +71,7 @@ class Listeners:
     """Auth API (mutual TLS, a client certificate required in the handshake): only the
     proxy, agents and admins call it."""
     auth_join: str = ""
-    """Auth's join listener (TLS, no client certificate; ``POST /v1/join`` only): where a
+    """Auth's join listener (TLS, no client certificate; ``/v1/join`` only): where a
     proxy run apart from auth joins with its token. Empty: the auth listener's host, its
     port + 1 (3026), the address a proxy derives from ``--auth-server``."""
     node_ssh: str = "127.0.0.1:3022"
