@@ -105,9 +105,10 @@ class AuthService:
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
         self.server.proxy_names = configured_proxy_names(self.settings)
         await register_local_host(self.server.backend, host_uuid(self.settings.data_dir))
-        host, _ = parse_address(self.settings.listeners.auth)
-        own = self.issue_local_credentials(SystemRole.AUTH,
-                                           [host, *self.settings.auth.server_names])
+        listeners = self.settings.listeners
+        hosts = [parse_address(a)[0] for a in (listeners.auth, listeners.auth_join) if a]
+        own = self.issue_local_credentials(  # one certificate for both listeners
+            SystemRole.AUTH, list(dict.fromkeys([*hosts, *self.settings.auth.server_names])))
         tls_ca = self.server.authorities.get(CertAuthorityType.TLS)
         # The auth API: the handshake fails without a client certificate of this CA. The
         # join listener asks for none and serves /v1/join only (limen.auth.join_listener).
