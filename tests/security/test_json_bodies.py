@@ -16,6 +16,7 @@ import json
 import pytest
 
 from integration.cluster import ClusterFactory, LimenCluster
+from limen.ca.keys import generate_private_key, public_key_to_openssh
 
 from .attacks import assert_no_traceback, https_post
 
@@ -63,8 +64,10 @@ def test_hostile_json_is_a_400_on_every_listener(cluster: LimenCluster, attack: 
 
 
 def test_the_listeners_still_answer_well_formed_requests(cluster: LimenCluster) -> None:
+    well_formed = {**NESTED_JOIN, "addresses": [], "host_id": None,
+                   "public_key": public_key_to_openssh(generate_private_key().public_key())}
     status, answer = https_post(cluster, cluster.web, "/v1/webapi/join",
-                                json.dumps({**NESTED_JOIN, "addresses": []}).encode())
+                                json.dumps(well_formed).encode())
     assert status == 403, answer  # parsed, then refused for its token, as before
     assert "join token" in answer["error"]["message"]
     assert_no_traceback(cluster)
