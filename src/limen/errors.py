@@ -79,8 +79,8 @@ class LimitExceeded(LimenError):
 
 @dataclass(frozen=True)
 class DocumentError:
-    """One problem in one document: ``file[index] path: reason (line N)`` (DESIGN.md's format,
-    with the line where the field stands appended when it is known)."""
+    """One problem in one document: ``file[index] path: reason (line N)`` (the format of
+    docs/architecture.md, with the line where the field stands appended when it is known)."""
 
     source: str
     index: int

@@ -433,7 +433,7 @@ class LimenUser:
     def logout(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.lmsh("logout", check=check)
 
-    # -- the state directory (DESIGN.md "User state") ------------------------------------
+    # -- the state directory (docs/architecture.md, user state) ---------------------------------
     @property
     def key_dir(self) -> Path:
         return self.home / "keys" / self.proxy.replace(":", "_")

@@ -1,8 +1,8 @@
 """End-to-end acceptance of the foundation: ``lmctl apply/get/rm`` over the real commands, both
 offline (no cluster running: ``lmctl --data-dir D`` opens D's store) and against a running
 ``limen start`` (``lmctl --data-dir D`` goes through the auth API with D's admin identity);
-all-or-nothing validation with DESIGN.md's error format; exit codes; clean SIGTERM; random
-ports for clusters side by side.
+all-or-nothing validation with the error format of docs/architecture.md; exit codes; clean
+SIGTERM; random ports for clusters side by side.
 """
 
 from __future__ import annotations

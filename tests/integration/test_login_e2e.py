@@ -1,7 +1,7 @@
 """End-to-end acceptance of local login against a running ``limen start``: sign-up with a
-CA-pinned link, ``lmsh login`` (password + TOTP) writing DESIGN.md's state layout, the SSH
-certificate as ``ssh-keygen`` sees it, ssh-agent, ``lmsh status``/``logout``, every refusal
-(wrong password or code, replayed code, lockout, unknown user, expired or used link) with its
+CA-pinned link, ``lmsh login`` (password + TOTP) writing the state layout of
+docs/architecture.md, the SSH certificate as ``ssh-keygen`` sees it, ssh-agent,
+``lmsh status``/``logout``, every refusal (wrong password or code, replayed code, lockout, unknown user, expired or used link) with its
 audit event, no secret in the audit log, and join tokens through the proxy.
 
 One cluster serves the module; each test uses users of its own where failures would count
@@ -108,7 +108,7 @@ def local_time(timestamp: float) -> datetime:
 
 
 def expected_layout(user: LimenUser, cluster: str, *, logged_in: bool) -> dict[str, int]:
-    """DESIGN.md's "User state" for one proxy and cluster: directories 0700, files 0600."""
+    """The user state (docs/architecture.md) for one proxy and cluster: dirs 0700, files 0600."""
     proxy = f"keys/{user.proxy.replace(':', '_')}"
     layout = {"./": 0o700, "keys/": 0o700, f"{proxy}/": 0o700, f"{proxy}/cas/": 0o700,
               f"{proxy}/cas/{cluster}.pem": 0o600}

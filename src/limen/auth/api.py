@@ -33,7 +33,8 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
                                            auth (see limen.auth.api_trust)
     /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.api_admin)
 
-Called by ``limen.auth.service`` (which serves it); ``limen.client.admin`` is its client.
+Called by ``limen.auth.service`` (which serves it); ``limen.cli.admin_api`` (lmctl) and
+``limen.auth.client`` are its clients.
 """
 
 from __future__ import annotations

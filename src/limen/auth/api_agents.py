@@ -13,7 +13,8 @@ events are parsed again (``AuditEvent.from_dict`` re-scrubs their free fields), 
 cluster, and get the caller's host id as ``server_id``; a recording is streamed to a temporary
 file, checked to be asciicast, and stored with its sidecar (``LocalDirectorySink``) — an
 upload of a session id that is already stored from another host is refused. Registered by
-``limen.auth.api.build_app``; the agents' side is ``limen.agents.forwarding``.
+``limen.auth.api.build_app``; the agents' side is ``limen.agents.audit_outbox`` and
+``limen.agents.recording_upload``.
 """
 
 from __future__ import annotations

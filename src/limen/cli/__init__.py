@@ -1,7 +1,8 @@
 """Command lines: ``limen`` (daemon and operator), ``lmctl`` (admin), ``lmsh`` (user client).
 
 Each entry point is a click group; ``limen.cli.common`` maps Limen's typed errors to one
-sentence on stderr and DESIGN.md's exit codes (0 ok, 1 denied/invalid, 2 usage, 3 connection).
+sentence on stderr and the exit codes of docs/architecture.md (0 ok, 1 denied/invalid,
+2 usage, 3 connection).
 
 Importing this package silences exactly one third-party warning, before any command imports
 asyncssh: asyncssh touches cryptography's DSA classes at import, and cryptography 47 and later

@@ -1,11 +1,12 @@
 """What ``lmctl`` calls: the auth API of a running cluster, or the data directory itself.
 
-``open_admin`` picks, as DESIGN.md says: ``--auth HOST:PORT -i DIR`` → that auth server with
-that identity; ``--data-dir DIR`` → the auth server of the cluster running from DIR (its
-``listeners.json`` and admin identity), and only when none runs, DIR's store directly through an
-in-process ``AuthServer`` (same validation, ownership and audit events). Both answer with the
-same JSON-shaped data. A DIR without a cluster's store is refused before anything is created
-(``require_cluster_dir``), unless an offline ``lmctl apply`` bootstraps it. Called by the
+``open_admin`` picks (docs/architecture.md, "Command lines"): ``--auth HOST:PORT -i DIR``
+→ that auth server with that identity; ``--data-dir DIR`` → the auth server of the cluster
+running from DIR (its ``listeners.json`` and admin identity), and only when none runs, DIR's
+store directly through an in-process ``AuthServer`` (same validation, ownership and audit
+events). Both answer with the same JSON-shaped data. A DIR without a cluster's store is refused
+before anything is created (``require_cluster_dir``), unless an offline ``lmctl apply``
+bootstraps it. Called by the
 ``lmctl`` command modules through ``limen.cli.lmctl_run``.
 """
 
@@ -191,7 +192,7 @@ def require_cluster_dir(data_dir: Path) -> None:
 async def open_admin(data_dir: Path, auth: str | None = None, identity: Path | None = None,
                      *, bootstrap: bool = False) -> AsyncIterator[AdminApi]:
     """``bootstrap``: an offline ``lmctl apply`` may create the store of a fresh directory
-    (DESIGN.md's bootstrap); every other command refuses a directory without a cluster."""
+    (the one bootstrap path); every other command refuses a directory without a cluster."""
     if auth:
         creds = HostCredentials.load(identity or data_dir / "admin")
         async with AuthClient(auth, creds) as client:

@@ -1,4 +1,5 @@
-"""The user's local state directory (``~/.limen`` or ``$LIMEN_HOME``), laid out as DESIGN.md says::
+"""The user's local state directory (``~/.limen`` or ``$LIMEN_HOME``), laid out as
+docs/architecture.md says::
 
     current-profile                               name of the active profile
     profiles/<proxy>.yaml                         proxy address, user, cluster, expiry
