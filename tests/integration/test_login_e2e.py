@@ -1,8 +1,9 @@
 """End-to-end acceptance of local login against a running ``limen start``: sign-up with a
 CA-pinned link, ``lmsh login`` (password + TOTP) writing the state layout of
 docs/architecture.md, the SSH certificate as ``ssh-keygen`` sees it, ssh-agent,
-``lmsh status``/``logout``, every refusal (wrong password or code, replayed code, lockout, unknown user, expired or used link) with its
-audit event, no secret in the audit log, and join tokens through the proxy.
+``lmsh status``/``logout``, every refusal (wrong password or code, replayed code, lockout,
+unknown user, expired or used link) with its audit event, no secret in the audit log, and join
+tokens through the proxy.
 
 One cluster serves the module; each test uses users of its own where failures would count
 towards another test's lockout.
