@@ -208,7 +208,8 @@ async def _stand_in_handler(creds: Any) -> Any:
     ``cat > /dev/null`` and idle ``cat`` (reads stdin until EOF)."""
     import asyncssh
 
-    from limen.tunnel.sshopts import COMPRESSION, ENCRYPTION_ALGS, host_key
+    from limen.ca.ssh_peer import host_key
+    from limen.net.sshalgs import COMPRESSION_ALGS, ENCRYPTION_ALGS
 
     key, cert = host_key(creds)
     authorized = asyncssh.import_authorized_keys(
@@ -223,7 +224,7 @@ async def _stand_in_handler(creds: Any) -> Any:
     options = await asyncssh.SSHServerConnectionOptions.construct(
         server_host_keys=[(key, cert)], authorized_client_keys=authorized,
         process_factory=process, encoding=None, allow_pty=False,
-        encryption_algs=list(ENCRYPTION_ALGS), compression_algs=list(COMPRESSION))
+        encryption_algs=list(ENCRYPTION_ALGS), compression_algs=list(COMPRESSION_ALGS))
     loop = asyncio.get_running_loop()
 
     async def handle(sock: socket.socket, _request: Any) -> None:

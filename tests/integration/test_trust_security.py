@@ -46,6 +46,7 @@ from limen.ca.keys import (
     public_key_to_openssh,
 )
 from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
+from limen.ca.ssh_peer import host_key
 from limen.config import ClusterSettings
 from limen.errors import AccessDenied, ConnectionProblem
 from limen.events.emitter import MemoryEmitter
@@ -67,7 +68,6 @@ from limen.tunnel.protocol import (
     encode,
     new_nonce,
 )
-from limen.tunnel.sshopts import host_key
 
 HOUR = timedelta(hours=1)
 LOGIN = getpass.getuser()

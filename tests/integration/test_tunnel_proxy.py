@@ -45,13 +45,13 @@ from limen.ca.keys import (
     public_key_to_openssh,
 )
 from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
+from limen.ca.ssh_peer import host_key
 from limen.config import ClusterSettings, Listeners, Settings
 from limen.events.emitter import MemoryEmitter
 from limen.proxy.sshproxy import ProxySSHService
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.tunnel import DialRequest, TunnelAgent
 from limen.tunnel.protocol import KIND_NODE
-from limen.tunnel.sshopts import host_key
 
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSHD = "/usr/sbin/sshd"

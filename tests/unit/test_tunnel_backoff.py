@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import pytest
 
+from limen.aio.backoff import Backoff
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem
 from limen.ca.ssh_certs import sign_host_cert
 from limen.tunnel.agent import TunnelAgent
-from limen.tunnel.backoff import Backoff
 
 
 def test_ceiling_doubles_from_base_to_cap() -> None:

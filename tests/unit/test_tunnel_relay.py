@@ -9,7 +9,7 @@ import hashlib
 import os
 from typing import Any
 
-from limen.tunnel.relay import Relay
+from limen.net.relay import Relay
 
 
 class End:

@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from limen.aio.backoff import Backoff
+from limen.aio.service import TaskService
 from limen.auth.client import AuthClient
 from limen.errors import LimenError
 from limen.events.event import AuditEvent
 from limen.events.filelog import FileLog, day_file_name, day_files
 from limen.files import private_dir, write_private
-from limen.tunnel.backoff import Backoff
 
 __all__ = ["AuditOutbox"]
 
@@ -38,8 +39,10 @@ BATCH = 500
 ClientSource = Callable[[], Awaitable[AuthClient]]
 
 
-class AuditOutbox:
+class AuditOutbox(TaskService):
     """An ``Emitter`` that queues events on disk and forwards them to auth."""
+
+    name = "audit outbox"
 
     def __init__(self, directory: Path, client: ClientSource) -> None:
         self.directory = private_dir(directory)
@@ -47,21 +50,14 @@ class AuditOutbox:
         self._client = client
         self._cursor_path = self.directory / "cursor.json"
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.forwarded = 0
 
     async def emit(self, event: AuditEvent) -> None:
         await self._log.emit(event)
         self._wake.set()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="audit outbox")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
         with contextlib.suppress(LimenError, OSError):
             await self.flush()  # best effort: what is left stays queued for the next start
         await self._log.aclose()

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from limen.aio.changed import Changed
+from limen.aio.tasks import cancel_and_wait
 from limen.backend._common import (
     DEFAULT_HISTORY_MIN_AGE,
     DEFAULT_HISTORY_MIN_EVENTS,
@@ -73,7 +74,7 @@ class MemoryBackend:
         self._compacted = 0
         self._history: builtins.list[_Revision] = []
         self._history_events = 0
-        self._changed = asyncio.Event()
+        self._changed = Changed()
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -146,7 +147,7 @@ class MemoryBackend:
 
     async def _follow(self, prefix: str, cursor: int) -> AsyncIterator[Event]:
         while not self._closed:
-            changed = self._changed
+            changed = self._changed.event
             if cursor < self._compacted:
                 raise compacted_error(cursor)
             first = bisect.bisect_right(self._history, cursor, key=lambda r: r.revision)
@@ -166,11 +167,8 @@ class MemoryBackend:
         if self._closed:
             return
         self._closed = True
-        self._notify()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        self._changed.notify()
+        await cancel_and_wait(self._sweeper)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -234,7 +232,7 @@ class MemoryBackend:
             self._history.append(_Revision(revision, now, tuple(events)))
             self._history_events += len(events)
             self._compact(now)
-        self._notify()
+        self._changed.notify()
 
     def _compact(self, now: float) -> None:
         """Drop whole revisions that are neither among the newest ``history_min_events`` events
@@ -252,7 +250,3 @@ class MemoryBackend:
             self._compacted = max(self._compacted, self._history[drop - 1].revision)
             del self._history[:drop]
             self._history_events = remaining
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()

@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from limen.aio.changed import Changed
+from limen.aio.tasks import cancel_and_wait
 from limen.backend._common import (
     DEFAULT_HISTORY_MIN_AGE,
     DEFAULT_HISTORY_MIN_EVENTS,
@@ -96,7 +98,7 @@ class SQLiteBackend:
         except BaseException:
             self._executor.shutdown(wait=True)
             raise
-        self._changed = asyncio.Event()
+        self._changed = Changed()
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -146,7 +148,7 @@ class SQLiteBackend:
         if swept:
             # A "from now on" watcher started after this sweep must not replay its deletes.
             self._observe(await self._run(self._store.revision))
-            self._notify()
+            self._changed.notify()
         return swept
 
     async def compact(self) -> int:
@@ -169,7 +171,7 @@ class SQLiteBackend:
 
     async def _follow(self, prefix: str, cursor: int) -> AsyncIterator[Event]:
         while not self._closed:
-            changed = self._changed
+            changed = self._changed.event
             try:
                 events, cursor, latest = await self._run(
                     self._store.poll, prefix, cursor, self._poll_window
@@ -198,12 +200,8 @@ class SQLiteBackend:
         if self._closed:
             return
         self._closed = True
-        self._notify()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._changed.notify()
+        await cancel_and_wait(*self._tasks)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._store.close)
@@ -225,7 +223,7 @@ class SQLiteBackend:
     async def _write(self, checks: Sequence[Check], ops: Sequence[Put | Delete]) -> int:
         revision = await self._run(self._store.write, checks, ops, self._clock())
         self._observe(revision)
-        self._notify()
+        self._changed.notify()
         return revision
 
     def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -254,10 +252,6 @@ class SQLiteBackend:
 
     def _observe(self, revision: int) -> None:
         self._known_revision = max(self._known_revision, revision)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
 
 def _item(op: Put, revision: int) -> Item:

@@ -8,8 +8,8 @@
                       ├─ DATA_DIR/listeners.json            once every listener is up
                       └─ wait for SIGTERM/SIGINT → stop() in reverse order
 
-Called by ``limen.cli.limen``. Each component implements ``Service``; this module is the only
-place that knows all of them.
+Called by ``limen.cli.limen``. Each component implements ``limen.aio.Service``; this module is
+the only place that knows all of them.
 """
 
 from __future__ import annotations
@@ -20,21 +20,11 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
+from limen.aio.service import Service
 from limen.config import Settings
 
-__all__ = ["Service", "run_daemon", "write_listeners"]
-
-
-class Service(Protocol):
-    name: str
-
-    async def start(self) -> dict[str, str]:
-        """Start serving; return the listeners opened (name → ``host:port``)."""
-        ...
-
-    async def stop(self) -> None: ...
+__all__ = ["run_daemon", "write_listeners"]
 
 
 def write_listeners(data_dir: Path, listeners: dict[str, str]) -> Path:

@@ -22,6 +22,7 @@ from functools import partial
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.service import NodeService
+from limen.aio.service import Service
 from limen.auth.audit_signer import audit_signer_source
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.service import AuthService
@@ -30,7 +31,6 @@ from limen.ca.authority import CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import PublicKey
-from limen.cli.daemon import Service
 from limen.cli.datadir_lock import hold_data_dir
 from limen.cli.process_remote import remote_services
 from limen.cli.proxy_component import ProxyComponent

@@ -36,12 +36,12 @@ from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.remote_roles import AuthRoleLookup
 from limen.agents.node.service import NodeService
 from limen.agents.recording_upload import AuthRecordingSink
+from limen.aio.service import Service
 from limen.auth.client import AuthClient
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.service import host_uuid
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
-from limen.cli.daemon import Service
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
 from limen.errors import BadParameter

@@ -11,14 +11,15 @@ options from here, so the three listeners pass the same hardened-server check (s
   ``kex-strict-c-v00@openssh.com`` on its own (the Terrapin countermeasure, CVE-2023-48795);
   the ssh-audit test checks that it still does. No NIST curves, no finite-field
   Diffie-Hellman (no group exchange, no SHA-1), no RSA key exchange.
-* ciphers: AEAD only, AES-GCM first (asyncssh's chacha20-poly1305 costs ~1.8x AES-GCM, see
-  DESIGN.md), then chacha20-poly1305. No CTR, no CBC: every client Limen supports (OpenSSH
+* ciphers: AEAD only, AES-GCM first (asyncssh's chacha20-poly1305 costs ~1.8x AES-GCM in
+  CPU per byte), then chacha20-poly1305. No CTR, no CBC: every client Limen supports (OpenSSH
   6.5 and later) has AES-GCM and chacha20.
 * MACs: encrypt-then-MAC SHA-2 only (AEAD ciphers carry their own tag; the list is what a
   client that insists on a MAC may pick).
 * host keys: Ed25519 and RSA with SHA-2 signatures, plain and certified. A server offers what
   its keys are (asyncssh derives the list from them); a Limen client accepts only these.
 * compression: none.
+* packets: asyncssh's 32 KiB channel packets (:data:`MAX_PACKET`).
 
 Stock OpenSSH 9.2 (Debian 12; it has sntrup761 but not ML-KEM) negotiates ``curve25519-sha256``,
 ``aes128-gcm@openssh.com`` and ``ssh-ed25519-cert-v01@openssh.com`` with these sets.
@@ -38,6 +39,7 @@ __all__ = [
     "HOST_KEY_ALGS",
     "KEX_ALGS",
     "MAC_ALGS",
+    "MAX_PACKET",
     "client_algorithms",
     "server_algorithms",
 ]
@@ -73,6 +75,9 @@ HOST_KEY_ALGS: tuple[str, ...] = (
 )
 """Server host key algorithms a Limen client accepts (servers offer what their keys are)."""
 COMPRESSION_ALGS: tuple[str, ...] = ("none",)
+MAX_PACKET = 32768
+"""Channel packet size of every Limen SSH endpoint (``max_pktsize``): asyncssh's default;
+larger packets measured slower (DESIGN.md)."""
 
 if "curve25519-sha256" not in KEX_ALGS or not ENCRYPTION_ALGS or not MAC_ALGS:
     raise ImportError("this asyncssh lacks curve25519-sha256, AES-GCM or the SHA-2 ETM MACs")

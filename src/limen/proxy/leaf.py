@@ -34,7 +34,6 @@ audited here with ``user_cluster``. A daemon service of ``limen start``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -43,6 +42,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from limen.aio.backoff import Backoff
+from limen.aio.service import TaskService
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.peer_role import require_server_role
 from limen.ca.ssh_certs import verify_ssh_user_cert
@@ -51,12 +52,11 @@ from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import format_address, parse_address
 from limen.net.http import ApiClient
+from limen.net.relay import Relay
 from limen.proxy.sshproxy import ProxySSHService
 from limen.trust.cache import TrustedRoot, TrustView
 from limen.tunnel.agent import PreparedDial, TunnelAgent
-from limen.tunnel.backoff import Backoff
 from limen.tunnel.protocol import DialRequest
-from limen.tunnel.relay import Relay
 
 __all__ = ["LeafLinks", "tunnel_address_from_ping"]
 
@@ -108,7 +108,7 @@ class _RelayDial:
         self.relay.close("the root's data connection could not be opened")
 
 
-class LeafLinks:
+class LeafLinks(TaskService):
     """See the module doc. ``proxy()`` is this process's proxy SSH service once started."""
 
     name = "cluster-links"
@@ -129,20 +129,11 @@ class LeafLinks:
         """Running links by root cluster name."""
         self.errors: dict[str, str] = {}
         """Why a root has no link (address discovery failed), by root cluster name."""
-        self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ service
 
-    async def start(self) -> dict[str, str]:
-        self._task = asyncio.create_task(self._run(), name="cluster-links")
-        return {}
-
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await super().stop()
         for name in list(self.links):
             await self._drop(name, "stopping")
 

@@ -43,10 +43,10 @@ from limen.errors import AccessDenied, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import format_address
+from limen.net.relay import Relay
 from limen.proxy.routing import ClusterView
 from limen.tunnel.clusters import ClusterRecord
 from limen.tunnel.protocol import KIND_NODE, DialRequest
-from limen.tunnel.relay import Relay
 from limen.tunnel.server import TunnelServer
 
 __all__ = ["RemoteClusters", "split_cluster_suffix"]

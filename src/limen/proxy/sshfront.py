@@ -40,13 +40,15 @@ import asyncssh
 from limen.ca.identity import Identity
 from limen.ca.keys import load_public_key, ssh_public_key_blob
 from limen.ca.ssh_certs import NO_LOGIN_PRINCIPAL, verify_ssh_user_cert
+from limen.ca.ssh_peer import host_key
 from limen.errors import AccessDenied, LimenError
 from limen.events.event import make_event
 from limen.net.address import bind_tcp, socket_address
+from limen.net.relay import Relay
+from limen.net.sshalgs import MAX_PACKET, server_algorithms
 from limen.net.sshserver import PublicKeyOnlyServer
+from limen.net.tcp import tune_socket
 from limen.proxy.routing import parse_subsystem
-from limen.tunnel.relay import Relay, tune_socket
-from limen.tunnel.sshopts import MAX_PACKET, host_key, server_algorithms
 
 if TYPE_CHECKING:
     from limen.proxy.sshproxy import SSHConnector

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from limen.aio.tasks import cancel_and_wait
 from limen.errors import BadParameter
 from limen.recording.asciicast import CastHeader, StreamDecoder, encode_event, encode_header
 
@@ -200,11 +201,8 @@ class RecordingTask:
                     return
 
     async def _stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def finish(self) -> Path:
         """Stop flushing and finish the recording (raises the write error, if any)."""

@@ -15,12 +15,12 @@ what its readers need; ``limen.trust.remote.RemoteTrustCache`` offers it too, ap
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from limen.aio.changed import Changed
 from limen.auth.leaf_trust import (
     TRUST_TRUSTED_CLUSTER,
     TRUSTED_CLUSTER_LABEL,
@@ -41,20 +41,9 @@ __all__ = [
     "TrustedRoot",
     "is_enabled",
     "trusted_role_map",
-    "wait_event",
 ]
 
 log = logging.getLogger(__name__)
-
-
-async def wait_event(event: asyncio.Event, within: float | None) -> bool:
-    """True once ``event`` is set, False after ``within`` seconds (None: no limit)."""
-    try:
-        async with asyncio.timeout(within):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -95,11 +84,11 @@ class TrustCache:
         self.store = store
         self.local_cluster = local_cluster
         self._roots: dict[str, TrustedRoot] = {}
-        self._changed = asyncio.Event()
+        self._changed = Changed()
 
     async def wait_changed(self, within: float | None = None) -> bool:
         """Wait for the next refresh (True) or ``within`` seconds (False)."""
-        return await wait_event(self._changed, within)
+        return await self._changed.wait(within)
 
     async def refresh(self) -> None:
         roots: dict[str, TrustedRoot] = {}
@@ -117,8 +106,7 @@ class TrustCache:
                 proxy_address=str(spec.get("proxy_address") or ""),
                 tunnel_address=str(spec.get("tunnel_address") or ""))
         self._roots = roots
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed.notify()
 
     @property
     def roots(self) -> Mapping[str, TrustedRoot]:

@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from limen.aio.backoff import Backoff
+from limen.aio.tasks import cancel_and_wait
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
 from limen.auth.server import AuthServer
@@ -61,7 +63,6 @@ from limen.trust.cache import (
 from limen.trust.handshake import handshake
 from limen.trust.rolemap import compile_role_map
 from limen.trust.secrets import SecretSource
-from limen.tunnel.backoff import Backoff
 
 __all__ = ["REFUSED_REF", "Handshake", "TrustedClusterReconciler"]
 
@@ -123,11 +124,7 @@ class TrustedClusterReconciler:
         for handle in self._retries.values():
             handle.cancel()
         self._retries.clear()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     async def _watch(self) -> None:

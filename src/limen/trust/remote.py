@@ -23,19 +23,20 @@ cluster's own name) is ignored and logged. A daemon service; called by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from limen.aio.changed import Changed
+from limen.aio.service import TaskService
 from limen.auth.api_trust import TRUST_ROOTS_PATH
 from limen.auth.client import AuthClient
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
 from limen.ca.keys import PublicKey, load_public_key
 from limen.errors import BadParameter, LimenError
-from limen.trust.cache import TrustedRoot, wait_event
+from limen.trust.cache import TrustedRoot
 from limen.trust.rolemap import compile_role_map, map_roles
 
 __all__ = ["RemoteTrustCache", "parse_root"]
@@ -83,11 +84,12 @@ def parse_root(doc: Any, local_cluster: str) -> TrustedRoot:
         tunnel_address=str(doc.get("tunnel_address") or ""))
 
 
-class RemoteTrustCache:
+class RemoteTrustCache(TaskService):
     """See the module doc. ``client()`` returns the caller's auth client (it may wait for the
     route to auth); ``user_ca_keys`` are this cluster's user CA keys known at join."""
 
     name = "trust"
+    task_name = "trust-poll"
 
     def __init__(self, client: Callable[[], Awaitable[AuthClient]], local_cluster: str,
                  user_ca_keys: Sequence[str], *, interval: float = 3.0,
@@ -102,8 +104,7 @@ class RemoteTrustCache:
         self._revision = ""
         self._fresh_at: float | None = None
         """When auth last answered (clock); None: never, or the roots were dropped as stale."""
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._changed = Changed()
 
     # ------------------------------------------------------------------ TrustView
 
@@ -131,7 +132,7 @@ class RemoteTrustCache:
     def wait_changed(self, within: float | None = None) -> Coroutine[Any, Any, bool]:
         """Wait for the next change of the roots (True) or ``within`` seconds (False); the
         change counted is the first one after this call (not after the first await)."""
-        return wait_event(self._changed, within)
+        return self._changed.wait(within)
 
     def ssh_user_trust(self) -> Mapping[str, Sequence[PublicKey]]:
         """``cluster -> user CA keys``: this cluster's own and every trusted root's."""
@@ -141,17 +142,6 @@ class RemoteTrustCache:
         return trust
 
     # ------------------------------------------------------------------ polling
-
-    async def start(self) -> dict[str, str]:
-        self._task = asyncio.create_task(self._run(), name="trust-poll")
-        return {}
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         while True:
@@ -210,5 +200,4 @@ class RemoteTrustCache:
 
     def _set(self, roots: dict[str, TrustedRoot]) -> None:
         self._roots = roots
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed.notify()

@@ -12,23 +12,20 @@ Modules, bottom up::
 
     protocol   control messages and the data preamble: pure codec, fuzzed
     nonces     single-use, expiring data-connection nonces
-    backoff    reconnect delays (exponential, full jitter)
-    relay      the byte pump (asyncio Protocols), EOF and idle rules
-    sshopts    ciphers, host keys, the peer host-certificate check
     registry   connected agents (host id, hostname, labels, heartbeat)
     control    proxy side of a control connection (login, hello, messages)
     sniffer    first bytes of the tunnel port: control or data connection
     server     TunnelServer: listener, pairing, dial, auth splicing
     agent      TunnelAgent: connect, heartbeat, reconnect, serve dials, auth via the proxy
 
-Sits above ``limen.auth`` and below the proxy and the agents, which both import it.
+Built on ``limen.aio`` (backoff), ``limen.net`` (the relay, socket options, SSH algorithms)
+and ``limen.ca.ssh_peer`` (host keys, the peer host-certificate check). Sits above
+``limen.auth`` and below the proxy and the agents, which both import it.
 """
 
 from limen.tunnel.agent import DialHandler, TunnelAgent
-from limen.tunnel.backoff import Backoff
 from limen.tunnel.protocol import KIND_AUTH, KIND_NODE, MODE_RAW, MODE_TLS, DialRequest
 from limen.tunnel.registry import AgentRecord, AgentRegistry
-from limen.tunnel.relay import Relay, RelayProtocol, tune_socket
 from limen.tunnel.server import DataConnection, TunnelServer
 
 __all__ = [
@@ -38,13 +35,9 @@ __all__ = [
     "MODE_TLS",
     "AgentRecord",
     "AgentRegistry",
-    "Backoff",
     "DataConnection",
     "DialHandler",
     "DialRequest",
-    "Relay",
-    "RelayProtocol",
     "TunnelAgent",
     "TunnelServer",
-    "tune_socket",
 ]

@@ -23,7 +23,6 @@ BEFORE its data connection is opened, so a refusal travels back as ``dial_failed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
 import logging
@@ -35,13 +34,18 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from limen.aio.backoff import Backoff
+from limen.aio.changed import Changed
+from limen.aio.tasks import cancel_and_wait
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import PublicKey
+from limen.ca.ssh_peer import host_key, trust_map, verify_peer_host_cert
 from limen.errors import BadParameter, ConnectionProblem, LimenError
 from limen.net.address import parse_address
+from limen.net.sshalgs import MAX_PACKET, client_algorithms
+from limen.net.tcp import tune_socket
 from limen.tunnel.auth_route import LocalAuthListener
-from limen.tunnel.backoff import Backoff
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
     KIND_AUTH,
@@ -60,14 +64,6 @@ from limen.tunnel.protocol import (
     Welcome,
     encode,
     format_preamble,
-)
-from limen.tunnel.relay import tune_socket
-from limen.tunnel.sshopts import (
-    MAX_PACKET,
-    client_algorithms,
-    host_key,
-    trust_map,
-    verify_peer_host_cert,
 )
 
 __all__ = ["DialHandler", "DialPreparer", "PreparedDial", "TunnelAgent"]
@@ -147,7 +143,7 @@ class TunnelAgent:
         self._connects: dict[int, asyncio.Future[str]] = {}
         self._auth_listener: LocalAuthListener | None = None
         self._welcomed_at: float | None = None
-        self._changed = asyncio.Event()
+        self._changed = Changed()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -160,10 +156,7 @@ class TunnelAgent:
             self._auth_listener.close()
             self._auth_listener = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for child in list(self._tasks):
             child.cancel()
         if self._tasks:
@@ -192,12 +185,7 @@ class TunnelAgent:
         ``TimeoutError`` after ``within`` seconds."""
         async with asyncio.timeout(within):
             while not predicate(self):
-                event = self._changed
-                await event.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+                await self._changed.event.wait()
 
     def _was_stable(self) -> bool:
         """The last connection was welcomed and stayed up ``stable_after`` seconds."""
@@ -207,7 +195,7 @@ class TunnelAgent:
     def _disconnected(self) -> None:
         if self.connected.is_set():
             self.connected.clear()
-            self._notify()
+            self._changed.notify()
         self._writer = None
         self._conn = None
         for future in self._connects.values():
@@ -246,7 +234,7 @@ class TunnelAgent:
             self._writer = writer
             self.connections += 1
             self.connected.set()
-            self._notify()
+            self._changed.notify()
             log.info("tunnel agent: connected to proxy %s at %s", self.proxy_id, self.address)
             beats = asyncio.create_task(self._heartbeats(
                 writer, self.heartbeat_interval or welcome.heartbeat_interval))

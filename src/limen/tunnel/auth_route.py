@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from limen.errors import LimenError
 from limen.net.address import bind_tcp, socket_address
+from limen.net.relay import Relay, RelayProtocol
 from limen.tunnel.protocol import format_preamble
-from limen.tunnel.relay import Relay, RelayProtocol
 
 __all__ = ["LocalAuthListener"]
 

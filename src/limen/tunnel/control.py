@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from limen.ca.identity import Identity, SystemRole
+from limen.ca.ssh_peer import verify_peer_host_cert
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
 from limen.net.sshserver import PublicKeyOnlyServer
 from limen.tunnel.clusters import ClusterRecord, claimed_cluster, link_key
@@ -49,7 +50,6 @@ from limen.tunnel.protocol import (
     encode,
 )
 from limen.tunnel.registry import AgentRecord
-from limen.tunnel.sshopts import verify_peer_host_cert
 
 if TYPE_CHECKING:
     from limen.tunnel.server import TunnelServer

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+from limen.aio.changed import Changed
+
 R = TypeVar("R")
 
 __all__ = ["AgentRecord", "AgentRegistry", "Registry"]
@@ -61,7 +63,7 @@ class Registry(Mapping[str, R]):
     def __init__(self, key: Callable[[R], str]) -> None:
         self._key = key
         self._records: dict[str, R] = {}
-        self._changed = asyncio.Event()
+        self._changed = Changed()
 
     def __getitem__(self, key: str) -> R:
         return self._records[key]
@@ -74,22 +76,17 @@ class Registry(Mapping[str, R]):
 
     def put(self, record: R) -> None:
         self._records[self._key(record)] = record
-        self._notify()
+        self._changed.notify()
 
     def remove(self, key: str) -> None:
         if self._records.pop(key, None) is not None:
-            self._notify()
+            self._changed.notify()
 
     async def wait_for(self, predicate: Callable[[Registry[R]], bool], within: float) -> None:
         """Return once ``predicate(self)`` holds; ``TimeoutError`` after ``within`` s."""
         async with asyncio.timeout(within):
             while not predicate(self):
-                event = self._changed
-                await event.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+                await self._changed.event.wait()
 
 
 class AgentRegistry(Registry[AgentRecord]):

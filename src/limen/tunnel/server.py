@@ -36,10 +36,13 @@ from typing import Any
 import asyncssh
 
 from limen.ca.host_credentials import HostCredentials
+from limen.ca.ssh_peer import host_key, trust_map
 from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import bind_tcp, parse_address, socket_address
+from limen.net.relay import Relay
+from limen.net.sshalgs import MAX_PACKET, server_algorithms
 from limen.tunnel.clusters import ClusterRecord, ClusterRegistry, RemoteTrust, link_key
 from limen.tunnel.control import AgentLink
 from limen.tunnel.nonces import NonceEntry, NonceTable
@@ -53,9 +56,7 @@ from limen.tunnel.protocol import (
     Message,
 )
 from limen.tunnel.registry import AgentRecord, AgentRegistry
-from limen.tunnel.relay import Relay
 from limen.tunnel.sniffer import DataConnection, PortSniffer
-from limen.tunnel.sshopts import MAX_PACKET, host_key, server_algorithms, trust_map
 
 __all__ = ["ClusterSink", "DataConnection", "HeartbeatSink", "TunnelServer"]
 

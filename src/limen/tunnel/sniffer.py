@@ -15,8 +15,8 @@ import logging
 from typing import Any, Protocol
 
 from limen.errors import LimenError
+from limen.net.tcp import tune_socket
 from limen.tunnel.protocol import DATA_PREFIX, MAX_PREAMBLE, parse_preamble
-from limen.tunnel.relay import tune_socket
 
 __all__ = ["DataConnection", "PortSniffer", "SniffTarget"]
 

@@ -22,15 +22,15 @@ import asyncssh
 
 from limen.ca.host_credentials import HostCredentials
 from limen.errors import BadParameter
-from limen.net.sshalgs import ENCRYPTION_ALGS, server_algorithms
+from limen.net.sshalgs import ENCRYPTION_ALGS, MAX_PACKET, server_algorithms
 from limen.recording.sink import sessions_dir
 
 __all__ = ["DEFAULT_CIPHERS", "MAX_PACKET_SIZE", "NodeServerConfig", "server_options"]
 
 DEFAULT_CIPHERS = ENCRYPTION_ALGS
 """The hardened ciphers (:mod:`limen.net.sshalgs`); ``encryption_algs`` may only narrow them."""
-MAX_PACKET_SIZE = 32768
-"""asyncssh's default channel packet size; larger packets measured slower (DESIGN.md)."""
+MAX_PACKET_SIZE = MAX_PACKET
+"""The channel packet size of every Limen SSH endpoint (:mod:`limen.net.sshalgs`)."""
 
 
 @dataclass(frozen=True)

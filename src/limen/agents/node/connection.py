@@ -25,10 +25,8 @@ certificate's end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -38,29 +36,20 @@ import asyncssh
 from asyncssh.forward import SSHForwarder
 
 from limen.agents.node.certauth import VerifiedUser, authenticate_key, is_certificate
-from limen.agents.node.config import MAX_PACKET_SIZE
 from limen.agents.node.context import ConnState, NodeContext
 from limen.agents.node.session import NodeSession
 from limen.agents.node.unixuser import UnixUser, check_can_run_as, lookup_user
 from limen.errors import AccessDenied, LimenError
+from limen.net.sshalgs import MAX_PACKET
+from limen.net.tcp import tune_socket
 from limen.rbac import SessionOptions
 
-__all__ = ["NodeConnection", "NodeConnectionHandler", "tune_socket"]
+__all__ = ["NodeConnection", "NodeConnectionHandler"]
 
 log = logging.getLogger("limen.agents.node")
 
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _PROHIBITED = asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
-
-
-def tune_socket(sock: socket.socket | None) -> None:
-    """TCP_NODELAY + TCP_QUICKACK: no Nagle/delayed-ACK stall in the handshake (DESIGN.md)."""
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if hasattr(socket, "TCP_QUICKACK"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class NodeConnection(asyncssh.SSHServerConnection):
@@ -281,7 +270,7 @@ class NodeConnectionHandler(asyncssh.SSHServer):
     def session_requested(self) -> Any:
         assert self.conn is not None
         self.state.touch()
-        chan = self.conn.create_server_channel(encoding=None, max_pktsize=MAX_PACKET_SIZE)
+        chan = self.conn.create_server_channel(encoding=None, max_pktsize=MAX_PACKET)
         return chan, self.open_session()
 
     async def open_session(self) -> NodeSession:

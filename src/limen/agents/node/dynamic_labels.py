@@ -13,10 +13,10 @@ per call, so a refreshed value applies to the next heartbeat and the next sessio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 
+from limen.aio.tasks import cancel_and_wait
 from limen.config import LabelCommand
 
 __all__ = ["FAILED_VALUE", "DynamicLabels"]
@@ -46,11 +46,7 @@ class DynamicLabels:
                        for c in self.commands]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     async def _loop(self, command: LabelCommand) -> None:

@@ -26,13 +26,14 @@ from collections.abc import Callable, Sequence
 import asyncssh
 
 from limen.agents.node.config import NodeServerConfig, server_options
-from limen.agents.node.connection import NodeConnection, NodeConnectionHandler, tune_socket
+from limen.agents.node.connection import NodeConnection, NodeConnectionHandler
 from limen.agents.node.context import Auditor, NodeContext, TrustSource
 from limen.agents.node.locks import enforce_strict_locks
 from limen.agents.node.policy import AccessPolicy
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, parse_address, socket_address
+from limen.net.tcp import tune_socket
 from limen.recording.recovery import recover_recordings
 from limen.recording.sink import RecordingSink
 

@@ -1,15 +1,14 @@
-"""Settings shared by every SSH connection Limen runs itself, and peer-certificate checks.
+"""The SSH host key a Limen process presents, and the check of a peer's host certificate.
 
-* Algorithms: the hardened sets of :mod:`limen.net.sshalgs` (key exchange, AEAD ciphers, ETM
-  MACs, host key types, no compression), re-exported here as :func:`server_algorithms` and
-  :func:`client_algorithms`; asyncssh's 32 KiB packets (the DESIGN's measurements).
 * :func:`host_key` turns :class:`~limen.ca.host_credentials.HostCredentials` into the asyncssh
   key and certificate objects a server presents or a client logs in with.
 * :func:`verify_peer_host_cert` is the in-band check both ends of a tunnel control connection
   run: the peer's host certificate must be valid for this cluster's host CA (signature, cluster,
   expiry) AND certify the very key the peer proved it holds in the SSH handshake.
 
-Called by :mod:`limen.tunnel.server`, :mod:`limen.tunnel.agent` and the proxy's SSH front.
+The algorithms and packet size of those connections are :mod:`limen.net.sshalgs`'s. Called by
+:mod:`limen.tunnel.server`, :mod:`limen.tunnel.agent`, :mod:`limen.tunnel.control` and the
+proxy's SSH front.
 """
 
 from __future__ import annotations
@@ -26,19 +25,8 @@ from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key, ssh_public_key_blob
 from limen.ca.ssh_certs import parse_ssh_cert, verify_ssh_host_cert
 from limen.errors import AccessDenied, BadParameter
-from limen.net.sshalgs import client_algorithms, server_algorithms
 
-__all__ = [
-    "MAX_PACKET",
-    "cert_line",
-    "client_algorithms",
-    "host_key",
-    "server_algorithms",
-    "trust_map",
-    "verify_peer_host_cert",
-]
-
-MAX_PACKET = 32768
+__all__ = ["cert_line", "host_key", "trust_map", "verify_peer_host_cert"]
 
 
 def host_key(credentials: HostCredentials) -> tuple[Any, Any]:

@@ -2,8 +2,9 @@
 
 ``delay = random() * min(cap, base * 2**attempt)`` — "full jitter", so a fleet of agents that
 lost the same proxy does not come back in lock step. The agent resets the schedule after a
-connection that stayed up for a while. Called by :mod:`limen.tunnel.agent`; pure (injectable
-random source), unit-tested.
+connection that stayed up for a while. Called by :mod:`limen.tunnel.agent`, the agents' audit
+outbox, the trust reconciler and the leaf proxy's cluster links; pure (injectable random
+source), unit-tested.
 """
 
 from __future__ import annotations

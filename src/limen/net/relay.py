@@ -23,7 +23,8 @@ but the session never closed):
 * When one side is lost, the other is closed (its pending output is flushed first).
 * An idle timeout (no byte in either direction) aborts both sides; it also bounds a close that
   never completes because a peer stopped reading.
-* Every TCP socket gets ``TCP_NODELAY`` (asyncio's default, asserted here) and ``TCP_QUICKACK``.
+* Every TCP socket gets ``TCP_NODELAY`` (asyncio's default, asserted here) and ``TCP_QUICKACK``
+  (:func:`limen.net.tcp.tune_socket`).
 """
 
 from __future__ import annotations
@@ -31,23 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Endpoint", "Relay", "RelayProtocol", "tune_socket"]
+from limen.net.tcp import tune_socket
+
+__all__ = ["Endpoint", "Relay", "RelayProtocol"]
 
 log = logging.getLogger(__name__)
-
-
-def tune_socket(sock: Any) -> None:
-    """``TCP_NODELAY`` and ``TCP_QUICKACK`` on a TCP socket (no-op for other sockets)."""
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if hasattr(socket, "TCP_QUICKACK"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class Endpoint(Protocol):
