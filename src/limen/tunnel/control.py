@@ -20,7 +20,9 @@ A hello whose certificate claims ANOTHER cluster is a leaf proxy's cluster link:
 asynchronously against that leaf's host CA only (role proxy), and the link may then send nothing
 but heartbeats and ``dial_failed`` answers (see :mod:`limen.tunnel.clusters`).
 
-Called by :mod:`limen.tunnel.server`.
+What a link needs from the server that accepted it is the :class:`LinkOwner` protocol declared
+here (implemented by :class:`~limen.tunnel.server.TunnelServer`), so this module never imports
+the server: the link reports, the owner keeps the books. Called by :mod:`limen.tunnel.server`.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncssh
 
+from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
+from limen.ca.keys import PublicKey
 from limen.ca.ssh_peer import verify_peer_host_cert
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
 from limen.net.sshserver import PublicKeyOnlyServer
-from limen.tunnel.clusters import ClusterRecord, claimed_cluster, link_key
+from limen.tunnel.clusters import ClusterRecord, RemoteTrust, claimed_cluster, link_key
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
     Connect,
@@ -51,10 +56,7 @@ from limen.tunnel.protocol import (
 )
 from limen.tunnel.registry import AgentRecord
 
-if TYPE_CHECKING:
-    from limen.tunnel.server import TunnelServer
-
-__all__ = ["AGENT_ROLES", "AgentLink"]
+__all__ = ["AGENT_ROLES", "AgentLink", "LinkOwner"]
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,66 @@ AGENT_ROLES = frozenset({SystemRole.NODE, SystemRole.DB, SystemRole.KUBE, System
 """System roles allowed to open a reverse tunnel."""
 
 
+class LinkOwner(Protocol):
+    """What an :class:`AgentLink` needs from the server that accepted it: the settings it
+    reads, the link's life (opened, registered, lost) and the messages it passes on. The owner
+    keeps every table of links; a link never touches them."""
+
+    @property
+    def credentials(self) -> HostCredentials:
+        """This proxy's host credentials (its cluster, the certificate sent in ``welcome``)."""
+
+    @property
+    def host_trust(self) -> Mapping[str, Sequence[PublicKey]]:
+        """``{cluster: host CA keys}`` that verify an agent's hello."""
+
+    @property
+    def remote_trust(self) -> RemoteTrust | None:
+        """Host CA keys of an admitted leaf cluster; None: no cluster links accepted."""
+
+    @property
+    def hello_timeout(self) -> float: ...
+
+    @property
+    def heartbeat_interval(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run ``coro`` as a task cancelled when the owner stops."""
+
+    def refuse(self, peer: str, reason: str) -> None:
+        """Log and audit a refused connection."""
+
+    def link_opened(self, link: AgentLink) -> None:
+        """A control connection arrived (not yet authenticated)."""
+
+    def link_lost(self, link: AgentLink) -> None: ...
+
+    def register(self, link: AgentLink, record: AgentRecord) -> None:
+        """``link``'s hello is verified: it is now the agent ``record.host_id``."""
+
+    def register_cluster(self, link: AgentLink, record: ClusterRecord) -> None:
+        """``link``'s hello is verified: it is now the cluster link of ``record.cluster``."""
+
+    def heartbeat(self, link: AgentLink, resource: Mapping[str, Any]) -> None: ...
+
+    def cluster_heartbeat(self, link: AgentLink, payload: Mapping[str, Any]) -> None: ...
+
+    def dial_failed(self, link: AgentLink, nonce: str, reason: str) -> None: ...
+
+    def connect_request(self, link: AgentLink, message: Connect) -> Message:
+        """The answer (``connect_ok`` or ``connect_failed``) to an agent's ``connect``."""
+
+    def refuse_cluster_request(self, link: AgentLink, what: str) -> None:
+        """A cluster link asked for something: refused, audited, the link dropped."""
+
+
 class AgentLink(PublicKeyOnlyServer):
     """One control connection (the asyncssh ``server_factory`` object of the tunnel port)."""
 
-    def __init__(self, tunnel: TunnelServer) -> None:
-        self.tunnel = tunnel
+    def __init__(self, owner: LinkOwner) -> None:
+        self.owner = owner
         self.conn: Any = None
         self.peer = ""
         self.key_blob = b""
@@ -87,12 +144,12 @@ class AgentLink(PublicKeyOnlyServer):
         self.conn = conn
         host, port = (conn.get_extra_info("peername") or ("?", 0))[:2]
         self.peer = f"{host}:{port}"
-        self.tunnel.links.add(self)
+        self.owner.link_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-        self.tunnel.link_lost(self)
+        self.owner.link_lost(self)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -109,13 +166,13 @@ class AgentLink(PublicKeyOnlyServer):
         blob = bytes(key.public_data)
         if blob not in self._refused:
             self._refused.add(blob)
-            self.tunnel.refuse(self.peer, "a certificate was offered for SSH login at the "
+            self.owner.refuse(self.peer, "a certificate was offered for SSH login at the "
                                           "tunnel port; agents log in with their key")
         return False
 
     def auth_completed(self) -> None:
         self._deadline = asyncio.get_running_loop().call_later(
-            self.tunnel.hello_timeout, self._hello_missing)
+            self.owner.hello_timeout, self._hello_missing)
 
     def session_requested(self) -> Any:
         if self.session is not None or self.replaced:
@@ -151,12 +208,12 @@ class AgentLink(PublicKeyOnlyServer):
         elif self.remote_cluster:
             self._cluster_message(message)
         elif isinstance(message, Heartbeat):
-            self.tunnel.heartbeat(self, message.resource)
+            self.owner.heartbeat(self, message.resource)
         elif isinstance(message, DialFailed):
-            self.tunnel.dial_failed(self, message.nonce, message.reason)
+            self.owner.dial_failed(self, message.nonce, message.reason)
         elif isinstance(message, Connect):
             with contextlib.suppress(ConnectionProblem):
-                self.send(self.tunnel.connect_request(self, message))
+                self.send(self.owner.connect_request(self, message))
         else:
             self.fail(f"unexpected {message.type} message from an agent")
 
@@ -164,69 +221,69 @@ class AgentLink(PublicKeyOnlyServer):
         if self._deadline is not None:
             self._deadline.cancel()
         claimed = claimed_cluster(hello.cert)
-        if claimed and claimed != self.tunnel.credentials.cluster \
-                and self.tunnel.remote_trust is not None:
+        if claimed and claimed != self.owner.credentials.cluster \
+                and self.owner.remote_trust is not None:
             self._verifying = True
-            self.tunnel.spawn(self._cluster_hello(hello, claimed))
+            self.owner.spawn(self._cluster_hello(hello, claimed))
             return
         try:
-            identity = verify_peer_host_cert(hello.cert, self.key_blob, self.tunnel.host_trust,
-                                             AGENT_ROLES, self.tunnel.now())
+            identity = verify_peer_host_cert(hello.cert, self.key_blob, self.owner.host_trust,
+                                             AGENT_ROLES, self.owner.now())
         except AccessDenied as err:
-            self.tunnel.refuse(self.peer, str(err))
+            self.owner.refuse(self.peer, str(err))
             self.fail(f"tunnel refused: {err}", log_it=False)
             return
         self.identity = identity
         self.host_id = identity.host_id or ""
         if not self._welcome():
             return
-        self.tunnel.register(self, AgentRecord(
+        self.owner.register(self, AgentRecord(
             host_id=self.host_id, hostname=identity.hostname or "",
             cluster=identity.cluster, role=str(identity.system_role), address=self.peer,
             connected_at=datetime.now(UTC)))
 
     async def _cluster_hello(self, hello: Hello, claimed: str) -> None:
         """A leaf proxy's cluster link: its host CA (stored at the handshake) must verify it."""
-        assert self.tunnel.remote_trust is not None
+        assert self.owner.remote_trust is not None
         try:
-            keys = await self.tunnel.remote_trust(claimed)
+            keys = await self.owner.remote_trust(claimed)
             identity = verify_peer_host_cert(hello.cert, self.key_blob, {claimed: tuple(keys)},
-                                             {SystemRole.PROXY}, self.tunnel.now())
+                                             {SystemRole.PROXY}, self.owner.now())
         except (LimenError, OSError) as err:
             reason = f"cluster link claiming cluster {claimed!r} refused: {err}"
-            self.tunnel.refuse(self.peer, reason)
+            self.owner.refuse(self.peer, reason)
             self.fail(reason, log_it=False)
             return
         self.identity, self.remote_cluster = identity, identity.cluster
         self.host_id = link_key(identity.cluster)
         if not self._welcome():
             return
-        self.tunnel.register_cluster(self, ClusterRecord(
+        self.owner.register_cluster(self, ClusterRecord(
             cluster=identity.cluster, proxy_id=identity.host_id or "", address=self.peer,
             connected_at=datetime.now(UTC)))
 
     def _cluster_message(self, message: Message) -> None:
         if isinstance(message, Heartbeat):
-            self.tunnel.cluster_heartbeat(self, message.resource)
+            self.owner.cluster_heartbeat(self, message.resource)
         elif isinstance(message, DialFailed):
-            self.tunnel.dial_failed(self, message.nonce, message.reason)
+            self.owner.dial_failed(self, message.nonce, message.reason)
         else:
-            self.tunnel.refuse_cluster_request(self, message.type)
+            self.owner.refuse_cluster_request(self, message.type)
 
     def _welcome(self) -> bool:
-        creds = self.tunnel.credentials
+        creds = self.owner.credentials
         try:
             self.send(Welcome(cert=creds.ssh_cert.decode().strip(), proxy_id=creds.host_id,
                               cluster=creds.cluster,
-                              heartbeat_interval=self.tunnel.heartbeat_interval))
+                              heartbeat_interval=self.owner.heartbeat_interval))
         except ConnectionProblem:
             return False
         return True
 
     def _hello_missing(self) -> None:
         if self.identity is None:
-            self.tunnel.refuse(self.peer, "no valid hello within "
-                                          f"{self.tunnel.hello_timeout:.0f} s")
+            self.owner.refuse(self.peer, "no valid hello within "
+                                          f"{self.owner.hello_timeout:.0f} s")
             self.fail("no hello", log_it=False)
 
     def fail(self, reason: str, *, log_it: bool = True) -> None:
@@ -238,6 +295,12 @@ class AgentLink(PublicKeyOnlyServer):
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+
+    def supersede(self) -> None:
+        """Another connection of the same agent (or cluster) registered: this one closes and
+        may open no control session any more."""
+        self.replaced = True
+        self.close()
 
 
 class ControlSession(asyncssh.SSHServerSession[bytes]):

@@ -279,11 +279,13 @@ class TunnelServer:
 
     # ------------------------------------------------------------------ agents
 
+    def link_opened(self, link: AgentLink) -> None:
+        self.links.add(link)
+
     def register(self, link: AgentLink, record: AgentRecord) -> None:
         previous = self._by_host.get(record.host_id)
         if previous is not None and previous is not link:
-            previous.replaced = True
-            previous.close()
+            previous.supersede()
             self._nonces.discard_host(record.host_id)
         self._by_host[record.host_id] = link
         self.registry.put(record)
@@ -331,8 +333,7 @@ class TunnelServer:
     def register_cluster(self, link: AgentLink, record: ClusterRecord) -> None:
         previous = self._by_cluster.get(record.cluster)
         if previous is not None and previous is not link:
-            previous.replaced = True
-            previous.close()
+            previous.supersede()
             self._nonces.discard_host(link_key(record.cluster))
         self._by_cluster[record.cluster] = link
         self.clusters.put(record)
