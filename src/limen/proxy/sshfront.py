@@ -1,5 +1,7 @@
 """The proxy's SSH front for users (listener ``ssh_proxy``, port 3023): authentication and
-channels. What a channel connects to is decided by :class:`limen.proxy.sshproxy.SSHConnector`.
+channels. What a channel connects to is decided by a :class:`Connector` (the protocol declared
+here; :class:`limen.proxy.sshproxy.SSHConnector` implements it and the proxy's SSH service
+passes it in, so this module never imports the service).
 
 ::
 
@@ -33,15 +35,17 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncssh
 
+from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity
 from limen.ca.keys import load_public_key, ssh_public_key_blob
 from limen.ca.ssh_certs import NO_LOGIN_PRINCIPAL, verify_ssh_user_cert
 from limen.ca.ssh_peer import host_key
 from limen.errors import AccessDenied, LimenError
+from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import bind_tcp, socket_address
 from limen.net.relay import Relay
@@ -50,17 +54,39 @@ from limen.net.sshserver import PublicKeyOnlyServer
 from limen.net.tcp import tune_socket
 from limen.proxy.routing import parse_subsystem
 
-if TYPE_CHECKING:
-    from limen.proxy.sshproxy import SSHConnector
-
-__all__ = ["SSHFront"]
+__all__ = ["Connector", "SSHFront"]
 
 log = logging.getLogger(__name__)
 _CERT_SUFFIX = b"-cert-v01@openssh.com"
 
 
+class Connector(Protocol):
+    """What the front needs from whatever routes a user's channel (the proxy's
+    :class:`~limen.proxy.sshproxy.SSHConnector`)."""
+
+    @property
+    def credentials(self) -> HostCredentials:
+        """The proxy's host credentials: its host key, cluster and trusted user CAs."""
+
+    @property
+    def emitter(self) -> Emitter:
+        """Where refused logins are audited."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    def new_relay(self, name: str) -> Relay:
+        """A relay for a channel whose target is connected later (a subsystem)."""
+
+    async def connect(self, identity: Identity, host: str, port: int, cluster: str | None,
+                      client_addr: str, *, via: str, relay: Relay | None = None,
+                      cert: str = "", local_only: bool = False,
+                      login: str | None = None) -> Relay:
+        """A relay whose side 1 is connected to the target; the caller attaches side 0."""
+
+
 class SSHFront:
-    def __init__(self, connector: SSHConnector, *, keepalive_interval: float = 30.0,
+    def __init__(self, connector: Connector, *, keepalive_interval: float = 30.0,
                  keepalive_count_max: int = 4, login_timeout: float = 30.0) -> None:
         self.connector = connector
         creds = connector.credentials
