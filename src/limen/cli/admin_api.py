@@ -4,10 +4,11 @@
 → that auth server with that identity; ``--data-dir DIR`` → the auth server of the cluster
 running from DIR (its ``listeners.json`` and admin identity), and only when none runs, DIR's
 store directly through an in-process ``AuthServer`` (same validation, ownership and audit
-events). Both answer with the same JSON-shaped data. A DIR without a cluster's store is refused
-before anything is created (``require_cluster_dir``), unless an offline ``lmctl apply``
-bootstraps it. Called by the
-``lmctl`` command modules through ``limen.cli.lmctl_run``.
+events). Both answer with the same JSON-shaped data: the :class:`AdminApi` protocol of
+``limen.cli.admin_protocol`` (re-exported here for the command modules). A DIR without a
+cluster's store is refused before anything is created (``require_cluster_dir``), unless an
+offline ``lmctl apply`` bootstraps it. Called by the ``lmctl`` command modules through
+``limen.cli.lmctl_run``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from limen.api.loader import SourceDocument
@@ -25,39 +26,10 @@ from limen.api.validation import validate
 from limen.auth.client import AuthClient
 from limen.backend.sqlite import DB_FILENAME
 from limen.ca.host_credentials import HostCredentials
+from limen.cli.admin_protocol import AdminApi
 from limen.errors import BadParameter, ConnectionProblem
 
 __all__ = ["AdminApi", "open_admin", "require_cluster_dir"]
-
-ACTOR = "admin"
-
-
-class AdminApi(Protocol):
-    async def apply(self, documents: Sequence[SourceDocument]) -> list[dict[str, str]]: ...
-    async def list_kind(self, kind: str) -> list[dict[str, Any]]: ...
-    async def get_one(self, kind: str, name: str) -> dict[str, Any]: ...
-    async def delete(self, kind: str, name: str) -> None: ...
-    async def add_user(self, name: str, roles: list[str], logins: list[str],
-                       ttl: int) -> dict[str, str]: ...
-    async def invite(self, name: str, ttl: int) -> dict[str, str]: ...
-    async def add_token(self, token_type: str, ttl: int, labels: Mapping[str, str],
-                        single_use: bool = True) -> dict[str, Any]: ...
-    async def events(self, types: list[str], user: str | None, since: str | None,
-                     limit: int | None) -> list[dict[str, Any]]: ...
-    async def access_check(self, user: str, kind: str, name: str,
-                           login: str | None) -> dict[str, Any]: ...
-    async def status(self) -> dict[str, Any]: ...
-    async def export_ca(self, ca_type: str) -> dict[str, Any]: ...
-    async def gitops_status(self) -> dict[str, Any]: ...
-    async def list_users(self) -> list[dict[str, Any]]: ...
-    async def update_user(self, name: str, roles: list[str] | None,
-                          logins: list[str] | None) -> dict[str, Any]: ...
-    async def remove_user(self, name: str) -> None: ...
-    async def reset_user(self, name: str, ttl: int) -> dict[str, str]: ...
-    async def unlock_user(self, name: str) -> bool: ...
-    async def list_nodes(self) -> list[dict[str, Any]]: ...
-    async def list_tokens(self) -> list[dict[str, Any]]: ...
-    async def remove_token(self, ref: str) -> dict[str, Any]: ...
 
 
 class RemoteAdmin:
@@ -169,10 +141,6 @@ class RemoteAdmin:
         result: dict[str, Any] = await self.client.call(
             "DELETE", f"/v1/admin/tokens/{quote(ref, safe='')}")
         return result
-
-
-def token_of(url: str) -> str:
-    return url.rsplit("/", 1)[-1].split("?")[0]
 
 
 def require_cluster_dir(data_dir: Path) -> None:

@@ -3,7 +3,8 @@ DIR's store, with the same validation, ownership rules and audit events as the a
 ``open_admin`` has checked that DIR holds a cluster's store, except for a bootstrapping
 ``lmctl apply`` (which creates it).
 
-Imported lazily by ``limen.cli.admin_api.open_admin`` (it loads the whole auth server).
+Implements ``limen.cli.admin_protocol.AdminApi``. Imported lazily by
+``limen.cli.admin_api.open_admin`` (it loads the whole auth server).
 """
 
 from __future__ import annotations
@@ -24,14 +25,21 @@ from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.server import AuthServer
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType
-from limen.cli.admin_api import ACTOR, token_of
 from limen.config import load_settings
 from limen.errors import NotFound
 from limen.events.filelog import FileLog
 from limen.events.search import parse_since, search
 from limen.files import private_dir
 
-__all__ = ["LocalAdmin", "local_admin"]
+__all__ = ["ACTOR", "LocalAdmin", "local_admin", "token_of"]
+
+ACTOR = "admin"
+"""The actor named in the audit events of offline changes."""
+
+
+def token_of(url: str) -> str:
+    """The token at the end of a sign-up link."""
+    return url.rsplit("/", 1)[-1].split("?")[0]
 
 
 class LocalAdmin:
