@@ -54,7 +54,7 @@ from limen.events.event import AuditEvent
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.services.resources import ResourceStore
 from limen.trust.rolemap import map_roles
-from limen.tunnel import DialRequest, TunnelAgent, TunnelServer
+from limen.tunnel import DialRequest, TunnelAgent, TunnelAgentSettings, TunnelServer
 from limen.tunnel.clusters import ClusterRecord
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
@@ -111,9 +111,9 @@ class Clusters:
     async def link(self, creds: HostCredentials) -> TunnelAgent:
         """A leaf proxy's cluster link with ``creds`` (the root's host CA as its peer)."""
         agent = TunnelAgent(self.address, creds, None, lambda: {"nodes": [{"name": "web9"}]},
-                            prepare=_never,
-                            peer_trust={"root": self.root_host.trusted_public_keys()},
-                            peer_cluster="root", heartbeat_interval=0.2)
+                            prepare=_never, settings=TunnelAgentSettings(
+                                peer_trust={"root": self.root_host.trusted_public_keys()},
+                                peer_cluster="root", heartbeat_interval=0.2))
         self.agents.append(agent)
         await agent.start()
         return agent

@@ -50,7 +50,7 @@ from limen.config import ClusterSettings, Listeners, Settings
 from limen.events.emitter import MemoryEmitter
 from limen.proxy.sshproxy import ProxySSHService
 from limen.recording.sink import LocalDirectorySink, recordings_dir
-from limen.tunnel import DialRequest, TunnelAgent
+from limen.tunnel import DialRequest, TunnelAgent, TunnelAgentSettings
 from limen.tunnel.protocol import KIND_NODE
 
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
@@ -232,7 +232,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     env.node_creds = env.host_creds("node-1", "web1", SystemRole.NODE)
     env.node = StandInNode(env.node_creds)
     env.agent = TunnelAgent(listeners["tunnel"], env.node_creds, env.node.handle,
-                            heartbeat_doc, heartbeat_interval=0.5)
+                            heartbeat_doc, settings=TunnelAgentSettings(heartbeat_interval=0.5))
     await env.agent.start()
     await proxy.tunnel.registry.wait_for(lambda r: "node-1" in r, DEADLINE)
     try:

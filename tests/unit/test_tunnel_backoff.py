@@ -14,7 +14,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem
 from limen.ca.ssh_certs import sign_host_cert
-from limen.tunnel.agent import TunnelAgent
+from limen.tunnel.agent import TunnelAgent, TunnelAgentSettings
 
 
 def test_ceiling_doubles_from_base_to_cap() -> None:
@@ -67,8 +67,8 @@ async def test_agent_sleeps_the_backoff_schedule_between_failed_attempts() -> No
         raise AssertionError("never dialled")
 
     # nothing listens on port 1: every attempt fails at once
-    agent = TunnelAgent("127.0.0.1:1", creds, handler, dict, backoff=Backoff(rng=lambda: 1.0),
-                        sleep=sleep)
+    agent = TunnelAgent("127.0.0.1:1", creds, handler, dict, settings=TunnelAgentSettings(
+        backoff=lambda: Backoff(rng=lambda: 1.0), sleep=sleep))
     await agent.start()
     try:
         async with asyncio.timeout(10):

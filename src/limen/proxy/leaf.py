@@ -55,7 +55,7 @@ from limen.net.http import ApiClient
 from limen.net.relay import Relay
 from limen.proxy.sshproxy import ProxySSHService
 from limen.trust.cache import TrustedRoot, TrustView
-from limen.tunnel.agent import PreparedDial, TunnelAgent
+from limen.tunnel.agent import PreparedDial, TunnelAgent, TunnelAgentSettings
 from limen.tunnel.protocol import DialRequest
 
 __all__ = ["LeafLinks", "tunnel_address_from_ping"]
@@ -183,9 +183,10 @@ class LeafLinks(TaskService):
             return await self._heartbeat(ssh)
 
         agent = TunnelAgent(address, ssh.credentials, None, heartbeat, prepare=prepare,
-                            peer_trust={name: root.host_ca.trusted_public_keys()},
-                            peer_cluster=name, heartbeat_interval=self.heartbeat_interval,
-                            backoff=self.backoff(), clock=self.clock)
+                            settings=TunnelAgentSettings(
+                                peer_trust={name: root.host_ca.trusted_public_keys()},
+                                peer_cluster=name, heartbeat_interval=self.heartbeat_interval,
+                                backoff=self.backoff, clock=self.clock))
         self.links[name] = _Link(root, agent)
         await agent.start()
         log.info("cluster links: dialling root %s at %s", name, address)

@@ -2,7 +2,7 @@
 
 ::
 
-    agent (node, db, ...)                              proxy
+    agent           (node, db, ...)                              proxy
       TunnelAgent ──SSH control conn (dials out)──▶ TunnelServer (listener "tunnel")
                   ◀── dial {nonce} ────────────────     registry of connected agents
                   ── new TCP conn "LIMEN-DATA n" ──▶    paired with the dial, relayed raw
@@ -10,20 +10,22 @@
 
 Modules, bottom up::
 
-    protocol   control messages and the data preamble: pure codec, fuzzed
-    nonces     single-use, expiring data-connection nonces
-    registry   connected agents (host id, hostname, labels, heartbeat)
-    control    proxy side of a control connection (login, hello, messages)
-    sniffer    first bytes of the tunnel port: control or data connection
-    server     TunnelServer: listener, pairing, dial, auth splicing
-    agent      TunnelAgent: connect, heartbeat, reconnect, serve dials, auth via the proxy
+    protocol        control messages and the data preamble: pure codec, fuzzed
+    nonces          single-use, expiring data-connection nonces
+    registry        connected agents (host id, hostname, labels, heartbeat)
+    control         proxy side of a control connection (login, hello, messages)
+    sniffer         first bytes of the tunnel port: control or data connection
+    server          TunnelServer: listener, pairing, dial, auth splicing
+    agent_settings  TunnelAgentSettings, the dial and heartbeat callables' types
+    agent_conn      one control connection of an agent: hello, welcome check, heartbeats, dials
+    agent           TunnelAgent: reconnect policy (backoff), connected state, auth via the proxy
 
 Built on ``limen.aio`` (backoff), ``limen.net`` (the relay, socket options, SSH algorithms)
 and ``limen.ca.ssh_peer`` (host keys, the peer host-certificate check). Sits above
 ``limen.auth`` and below the proxy and the agents, which both import it.
 """
 
-from limen.tunnel.agent import DialHandler, TunnelAgent
+from limen.tunnel.agent import DialHandler, TunnelAgent, TunnelAgentSettings
 from limen.tunnel.protocol import KIND_AUTH, KIND_NODE, MODE_RAW, MODE_TLS, DialRequest
 from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.server import DataConnection, TunnelServer
@@ -39,5 +41,6 @@ __all__ = [
     "DialHandler",
     "DialRequest",
     "TunnelAgent",
+    "TunnelAgentSettings",
     "TunnelServer",
 ]

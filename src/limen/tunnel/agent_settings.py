@@ -1,0 +1,74 @@
+"""What a tunnel agent is configured with: :class:`TunnelAgentSettings` (timers, the proxy it
+must find at the other end, the reconnect schedule) and the types of the callables it serves
+dials and heartbeats with.
+
+Built by the node agent (defaults), the leaf proxy's cluster links (``peer_trust``,
+``peer_cluster``, their heartbeat interval and backoff), tests and the benchmark; read by
+:class:`limen.tunnel.agent.TunnelAgent` (reconnect policy) and
+:class:`limen.tunnel.agent_conn.AgentConnection` (one control connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from limen.aio.backoff import Backoff
+from limen.ca.keys import PublicKey
+from limen.tunnel.protocol import DialRequest
+
+__all__ = ["DialHandler", "DialPreparer", "HeartbeatSource", "PreparedDial",
+           "TunnelAgentSettings"]
+
+DialHandler = Callable[[socket.socket, DialRequest], Awaitable[None]]
+"""Serves one dial on the connected data socket (it owns the socket from then on)."""
+HeartbeatSource = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+"""The payload of every heartbeat (the agent's Resource document)."""
+
+
+class PreparedDial(Protocol):
+    """A dial already resolved and connected on the serving side."""
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Serve it on the data socket (which it owns from then on)."""
+        ...
+
+    def cancel(self) -> None:
+        """The data connection could not be opened: release what was prepared."""
+        ...
+
+
+DialPreparer = Callable[[DialRequest], Awaitable[PreparedDial]]
+"""Resolves and authorizes a dial; a :class:`LimenError` is answered with ``dial_failed``."""
+
+
+@dataclass(frozen=True)
+class TunnelAgentSettings:
+    """Everything but the agent's address, credentials and callables; the defaults are the
+    node agent's."""
+
+    peer_trust: Mapping[str, Sequence[PublicKey]] | None = None
+    """Host CA keys that verify the proxy's welcome; None: this cluster's host CA."""
+    peer_cluster: str | None = None
+    """The cluster the proxy at the other end must belong to; None: the agent's own."""
+    heartbeat_interval: float | None = None
+    """Seconds between heartbeats; None: what the proxy's welcome says."""
+    keepalive_interval: float = 15.0
+    keepalive_count_max: int = 3
+    connect_timeout: float = 10.0
+    """TCP connect and SSH login of the control connection, the welcome, a data connection,
+    an auth connect request."""
+    stable_after: float = 10.0
+    """A connection welcomed and up this long resets the backoff schedule."""
+    auth_idle_timeout: float = 600.0
+    """Idle timeout of a connection to auth through :meth:`TunnelAgent.local_auth_listener`."""
+    backoff: Callable[[], Backoff] = Backoff
+    """Makes the agent's reconnect schedule (one per agent)."""
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    """Waits out a reconnect delay (tests replace it)."""
+    clock: Callable[[], float] = time.time
+    """Wall clock for the proxy certificate's validity check."""
