@@ -1,4 +1,4 @@
-"""The auth API routes of agents and proxies run apart from auth (``limen.auth.api_agents``:
+"""The auth API routes of agents and proxies run apart from auth (``limen.auth.http.agents``:
 ``POST /v1/events``, ``/v1/recordings/{id}``, ``/v1/proxy/address``) and the direct
 ``/v1/join`` with the static proxy token (``auth.proxy_token_file``).
 
@@ -24,8 +24,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.agents.joining import credentials_dir, load_or_join
-from limen.auth.api_agents import RECORDING_META_HEADER
 from limen.auth.client import AuthClient
+from limen.auth.http.agents import RECORDING_META_HEADER
 from limen.auth.service import AuthService
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthorityType

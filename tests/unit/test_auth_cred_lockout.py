@@ -1,4 +1,4 @@
-"""Login lockout after repeated failures (limen.auth.lockout)."""
+"""Login lockout after repeated failures (limen.auth.credentials.lockout)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from limen.auth.lockout import (
+from limen.auth.credentials.lockout import (
     LockoutPolicy,
     LockoutState,
     check_not_locked,

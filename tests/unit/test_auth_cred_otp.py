@@ -1,4 +1,4 @@
-"""TOTP second factor with replay protection (limen.auth.otp)."""
+"""TOTP second factor with replay protection (limen.auth.credentials.otp)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from limen.auth import otp
-from limen.auth.otp import (
+from limen.auth.credentials import otp
+from limen.auth.credentials.otp import (
     INVALID_REASON,
     NEVER_USED,
     REPLAYED_REASON,

@@ -1,4 +1,4 @@
-"""Password hashing, verification and policy (limen.auth.passwords)."""
+"""Password hashing, verification and policy (limen.auth.credentials.passwords)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable
 import argon2
 import pytest
 
-from limen.auth import passwords
-from limen.auth.passwords import (
+from limen.auth.credentials import passwords
+from limen.auth.credentials.passwords import (
     DEFAULT_PARAMS,
     PasswordCheck,
     PasswordParams,

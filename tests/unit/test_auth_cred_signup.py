@@ -1,4 +1,4 @@
-"""One-time sign-up tokens and sign-up links (limen.auth.signup_tokens)."""
+"""One-time sign-up tokens and sign-up links (limen.auth.credentials.signup_tokens)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from limen.auth.signup_tokens import (
+from limen.auth.credentials.signup_tokens import (
     MAX_SIGNUP_TOKEN_TTL,
     SignupLink,
     SignupToken,

@@ -1,4 +1,4 @@
-"""The login decision over a local user's credentials (limen.auth.credentials)."""
+"""The login decision over a local user's credentials (limen.auth.credentials.login)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from typing import Any
 import argon2
 import pytest
 
-from limen.auth import otp
-from limen.auth.credentials import (
+from limen.auth.credentials import otp
+from limen.auth.credentials.lockout import LockoutPolicy
+from limen.auth.credentials.login import (
     REASONS,
     AuthResult,
     LocalCredentials,
     authenticate,
     reject_unknown_user,
 )
-from limen.auth.lockout import LockoutPolicy
-from limen.auth.passwords import PasswordParams
+from limen.auth.credentials.passwords import PasswordParams
 from limen.errors import AccessDenied, BadParameter, LimitExceeded
 
 FAST = PasswordParams(memory_kib=256, time_cost=1)

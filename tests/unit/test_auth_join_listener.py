@@ -1,4 +1,4 @@
-"""Where auth's join listener is (``limen.auth.join_listener``): the documented convention "the
+"""Where auth's join listener is (``limen.auth.http.join_listener``): the documented convention "the
 auth port + 1" a proxy derives from ``--auth-server``, the two sockets bound together (a free
 adjacent pair with ``--random-ports``), an explicit ``listeners.auth_join``, and the settings
 that carry them."""
@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from limen.auth.join_listener import bind_auth_listeners, join_address_for
+from limen.auth.http.join_listener import bind_auth_listeners, join_address_for
 from limen.config import Listeners, load_settings
 from limen.errors import BadParameter
 

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from limen.auth.credentials import (
+from limen.auth.credentials.lockout import LockoutPolicy, LockoutState, UnknownNameLockouts
+from limen.auth.credentials.login import (
     AuthResult,
     LocalCredentials,
     authenticate,
     reject_unknown_user,
 )
-from limen.auth.lockout import LockoutPolicy, LockoutState, UnknownNameLockouts
-from limen.auth.passwords import PasswordParams, hash_password
+from limen.auth.credentials.passwords import PasswordParams, hash_password
 from limen.errors import LimitExceeded
 
 FAST = PasswordParams(memory_kib=256, time_cost=1)

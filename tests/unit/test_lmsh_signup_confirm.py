@@ -1,6 +1,6 @@
-"""Two-step sign-up on the auth side (limen.auth.users.LocalUsers): the link's TOTP secret is
-shown first and only a right code sets the password and TOTP and consumes the link; a wrong
-code, a missing code or a weak password change nothing."""
+"""Two-step sign-up on the auth side (limen.auth.credentials.local_users.LocalUsers): the
+link's TOTP secret is shown first and only a right code sets the password and TOTP and
+consumes the link; a wrong code, a missing code or a weak password change nothing."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pyotp
 import pytest
 
-from limen.auth import otp
-from limen.auth.credentials import LocalCredentials
-from limen.auth.users import CREDENTIALS_PREFIX, SIGNUP_PREFIX, LocalUsers
+from limen.auth.credentials import otp
+from limen.auth.credentials.local_users import CREDENTIALS_PREFIX, SIGNUP_PREFIX, LocalUsers
+from limen.auth.credentials.login import LocalCredentials
 from limen.backend.memory import MemoryBackend
 from limen.errors import AccessDenied, BadParameter
 

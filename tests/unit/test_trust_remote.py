@@ -1,5 +1,5 @@
 """Trust for a node or proxy running apart from auth: the auth endpoint
-``GET /v1/trust/roots`` (``limen.auth.api_trust``) and its poller
+``GET /v1/trust/roots`` (``limen.auth.http.trust_leaf``) and its poller
 ``limen.trust.remote.RemoteTrustCache``.
 
 The endpoint runs in a real leaf ``AuthService`` (mutual TLS on 127.0.0.1) whose store holds
@@ -24,8 +24,8 @@ import pytest
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
-from limen.auth.api_trust import TRUST_ROOTS_PATH
 from limen.auth.client import AuthClient
+from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
 from limen.auth.service import AuthService
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from limen.agents.auth_link import AuthLink
-from limen.auth.api_agents import RECORDING_META_HEADER
+from limen.auth.http.agents import RECORDING_META_HEADER
 from limen.errors import ConnectionProblem, LimenError
 from limen.recording.recovery import recover_recordings
 from limen.recording.writer import check_session_id

@@ -2,8 +2,10 @@
 
 Private keys live under ``/secrets/ca/<cluster>/<type>`` and never leave auth; the public copy
 of every CA (this cluster's and, later, trusted remote clusters') is a ``CertAuthority``
-resource named ``<type>.<cluster>``, from which every trust map is built. Called by
-``limen.auth.server``.
+resource named ``<type>.<cluster>``, from which every trust map is built. The two are written
+together, in one backend transaction, by :func:`ca_write_ops` only: auth's first start here, and
+the operator's seeding of an operator-managed cluster (``limen.operator.ca_secret``). Called by
+``limen.auth.server`` and the operator.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.errors import BadParameter, CompareFailed
 from limen.services.resources import ResourceStore, encode, resource_key
 
-__all__ = ["CA_SECRET_PREFIX", "Authorities", "ca_resource_name"]
+__all__ = [
+    "CA_SECRET_PREFIX", "Authorities", "ca_public_key", "ca_record_key", "ca_resource_name",
+    "ca_write_ops",
+]
 
 CA_SECRET_PREFIX = "/secrets/ca/"
 
@@ -25,8 +30,32 @@ def ca_resource_name(ca_type: CertAuthorityType, cluster: str) -> str:
     return f"{ca_type.value}.{cluster}"
 
 
-def _secret_key(cluster: str, ca_type: CertAuthorityType) -> str:
+def ca_record_key(cluster: str, ca_type: CertAuthorityType) -> str:
+    """Backend key of the private record of ``cluster``'s CA of ``ca_type``."""
     return f"{CA_SECRET_PREFIX}{cluster}/{ca_type.value}"
+
+
+def ca_public_key(cluster: str, ca_type: CertAuthorityType) -> str:
+    """Backend key of the public ``CertAuthority`` resource of that CA."""
+    return resource_key(Kind.CERT_AUTHORITY, ca_resource_name(ca_type, cluster))
+
+
+def ca_write_ops(cluster: str, ca: CertAuthority, *, record_revision: int,
+                 public_revision: int | None = None) -> tuple[list[Condition], list[Put]]:
+    """The one way a CA of ``cluster`` is stored: its private record and its public resource,
+    to be written in one transaction, on condition that the record (and, when given, the
+    public resource) is still at the revision read (0: absent)."""
+    key = ca_record_key(cluster, ca.type)
+    public = Resource(
+        Kind.CERT_AUTHORITY, ca_resource_name(ca.type, cluster),
+        spec=ca.public_only().to_dict(), labels={"limen.dev/cluster": cluster},
+    )
+    public_key = ca_public_key(cluster, ca.type)
+    conditions = [Condition(key, record_revision)]
+    if public_revision is not None:
+        conditions.append(Condition(public_key, public_revision))
+    puts = [Put(key, json.dumps(ca.to_dict()).encode()), Put(public_key, encode(public))]
+    return conditions, puts
 
 
 class Authorities:
@@ -45,21 +74,13 @@ class Authorities:
             self._own[ca_type] = await self._load_or_create(ca_type)
 
     async def _load_or_create(self, ca_type: CertAuthorityType) -> CertAuthority:
-        key = _secret_key(self.cluster, ca_type)
+        key = ca_record_key(self.cluster, ca_type)
         item = await self.backend.get(key)
         if item is not None:
             return CertAuthority.from_dict(json.loads(item.value))
         ca = CertAuthority.generate(self.cluster, ca_type)
-        public = Resource(
-            Kind.CERT_AUTHORITY, ca_resource_name(ca_type, self.cluster),
-            spec=ca.public_only().to_dict(), labels={"limen.dev/cluster": self.cluster},
-        )
         try:
-            await self.backend.atomic(
-                [Condition(key, 0)],
-                [Put(key, json.dumps(ca.to_dict()).encode()),
-                 Put(resource_key(Kind.CERT_AUTHORITY, public.name), encode(public))],
-            )
+            await self.backend.atomic(*ca_write_ops(self.cluster, ca, record_revision=0))
         except CompareFailed:  # another auth replica created it first: use theirs
             item = await self.backend.get(key)
             if item is None:

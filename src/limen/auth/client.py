@@ -110,7 +110,7 @@ async def pinned_proxy(proxy: str, ca_pin: str | None, *,
 async def pinned_auth(join_listener: str, ca_pin: str) -> ssl.SSLContext:
     """A TLS context trusting the auth server's CA, which must match ``ca_pin``, and only a
     server with auth's certificate. ``join_listener``: auth's join listener, whose
-    ``GET /v1/join`` tells the CA (``limen.auth.join_listener``; the auth API itself
+    ``GET /v1/join`` tells the CA (``limen.auth.http.join_listener``; the auth API itself
     answers no one without a client certificate)."""
     context, _ping = await _pinned(join_listener, "/v1/join", ca_pin, SystemRole.AUTH)
     return context

@@ -17,30 +17,55 @@ by design, for role proxy only. Called by ``limen.auth.server.AuthServer.join``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from limen.api.resources import Kind
-from limen.auth.host_names import check_hostname, joined_host_names
+from limen.auth.authorities import Authorities
+from limen.auth.host_certs import HostCerts
+from limen.auth.host_names import HostNames, check_hostname, joined_host_names
 from limen.auth.host_registry import claim_host_id
-from limen.auth.tokens import use_ops
-from limen.backend.base import Condition, Delete
+from limen.auth.tokens import JoinTokens, use_ops
+from limen.backend.base import Backend, Condition, Delete
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import SystemRole
 from limen.ca.keys import load_public_key, spki_pin
 from limen.errors import AccessDenied, BadParameter, CompareFailed, LimenError
+from limen.services.resources import ResourceStore
 
-if TYPE_CHECKING:
-    from limen.auth.server import AuthServer, HostCerts
-
-__all__ = ["JOIN_TYPES_BY_ROLE", "JoinRequest", "join_host"]
+__all__ = ["JOIN_TYPES_BY_ROLE", "JoinAuthority", "JoinRequest", "join_host"]
 
 JOIN_TYPES_BY_ROLE = {
     SystemRole.NODE: ("node",), SystemRole.DB: ("db",), SystemRole.KUBE: ("kube",),
     SystemRole.APP: ("app",), SystemRole.PROXY: ("proxy",),
 }
 STATIC_PROXY_TOKEN_ID = "static-proxy-token"
+
+
+class JoinAuthority(Protocol):
+    """What a join needs of the auth server (``limen.auth.server.AuthServer`` is one): passed
+    in, so that this module, which the server calls, does not import the server back."""
+
+    backend: Backend
+    store: ResourceStore
+    tokens: JoinTokens
+    authorities: Authorities
+    cluster_name: str
+    proxy_names: tuple[str, ...]
+
+    def now(self) -> datetime: ...
+
+    def is_static_proxy_token(self, token: str) -> bool: ...
+
+    def issue_host_certs(self, host_id: str, hostname: str, role: SystemRole,
+                         public_key: str, addresses: Sequence[str], *,
+                         ssh_public_key: str = "", names: HostNames | None = None
+                         ) -> HostCerts: ...
+
+    async def emit(self, event_type: str, *, success: bool | None = None,
+                   user: str | None = None, **fields: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +82,7 @@ class JoinRequest:
     proof: Mapping[str, Any] | None = None
 
 
-async def join_host(auth: AuthServer, request: JoinRequest, *,
+async def join_host(auth: JoinAuthority, request: JoinRequest, *,
                     remote_addr: str = "") -> HostCerts:
     token_id = ""
     try:
@@ -102,7 +127,7 @@ async def join_host(auth: AuthServer, request: JoinRequest, *,
     return certs
 
 
-async def _lost_race(auth: AuthServer, token_id: str, host_id: str) -> str:
+async def _lost_race(auth: JoinAuthority, token_id: str, host_id: str) -> str:
     """Why the final transaction failed: another join used the token or took the id first."""
     if token_id != STATIC_PROXY_TOKEN_ID and \
             await auth.store.find(Kind.TOKEN, token_id) is None:

@@ -31,7 +31,7 @@ from cryptography import x509
 
 from limen.auth.host_names import check_host_id
 from limen.auth.host_proof import verify_proof
-from limen.auth.presence import PRESENCE_PREFIX
+from limen.auth.keys import PRESENCE_PREFIX
 from limen.backend.base import Backend, Condition, Put
 from limen.ca.identity import SystemRole
 from limen.ca.keys import spki_pin

@@ -1,9 +1,9 @@
 """Backend keys auth owns outside the resource store (one place to find them).
 
-Imported by the auth server, the Git sync and ``lmctl``; imports nothing.
+Imported by the auth server and its parts, the Git sync and ``lmctl``; imports nothing.
 """
 
-__all__ = ["CLUSTER_NAME_KEY", "GITOPS_STATUS_KEY", "PROXY_ADDRESS_KEY"]
+__all__ = ["CLUSTER_NAME_KEY", "GITOPS_STATUS_KEY", "PRESENCE_PREFIX", "PROXY_ADDRESS_KEY"]
 
 CLUSTER_NAME_KEY = "/cluster/name"
 """The cluster's name, written by the first ``limen start``."""
@@ -11,3 +11,5 @@ PROXY_ADDRESS_KEY = "/cluster/proxy_public_address"
 """The public web address of the proxy (sign-up links are built from it)."""
 GITOPS_STATUS_KEY = "/gitops/status"
 """The Git sync's status: live commit and last attempt (JSON, ``limen.gitops.status``)."""
+PRESENCE_PREFIX = "/presence/nodes/"
+"""Heartbeated presence records, one per host id (``limen.auth.presence``)."""

@@ -7,7 +7,7 @@ exists and is enabled and its CAs are not ``disabled``; :func:`enabled_roots` re
 that, in one place, for both readers::
 
     store ─▶ enabled_roots() ─┬─▶ TrustCache.refresh()   (limen.trust.cache, auth process)
-                              └─▶ GET /v1/trust/roots    (limen.auth.api_trust, for a node or
+                              └─▶ GET /v1/trust/roots    (limen.auth.http.trust_leaf, for a node or
                                                           a proxy running apart from auth)
 
 Public copies only (``CertAuthority.public_only``): nothing read here carries a private key.

@@ -3,7 +3,7 @@ node/NAME``.
 
 A node is an agent online (a presence record, see ``limen.auth.presence``), named by its
 hostname or its host id. Two agents may share a hostname: then the hostname is ambiguous and
-the answer lists their host ids, to be named instead. Called by ``limen.auth.api_admin`` and by
+the answer lists their host ids, to be named instead. Called by ``limen.auth.http.admin`` and by
 ``limen.cli.admin_local`` (offline ``lmctl``).
 """
 

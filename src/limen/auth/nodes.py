@@ -3,7 +3,7 @@
 Nodes are the agents online (presence records from heartbeats) plus agentless OpenSSH servers
 declared as Resources with ``spec.kind: ssh`` and an address. A node is listed when at least one
 of the identity's logins is allowed on its labels (deny rules included), exactly the question
-the node agent asks when a session starts. Called by ``limen.auth.api_user``.
+the node agent asks when a session starts. Called by ``limen.auth.http.user``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ out without anyone deleting it. Presence is kept apart from declared Resources: 
 origin, is never applied from Git, and is read with ``GET /v1/presence/nodes`` (``lmsh ls``,
 the proxy's routing).
 
-Called by :mod:`limen.auth.api` with the running :class:`~limen.auth.server.AuthServer`.
+Called by :mod:`limen.auth.http.app` with the running :class:`~limen.auth.server.AuthServer`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind
 from limen.api.validation import validate
+from limen.auth.keys import PRESENCE_PREFIX
 from limen.errors import BadParameter
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PRESENCE_PREFIX", "PRESENCE_TTL", "heartbeat", "presence"]
 
-PRESENCE_PREFIX = "/presence/nodes/"
 PRESENCE_TTL = 35.0
 """Seconds a heartbeat keeps its record alive."""
 _HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -7,7 +7,7 @@ written by the recorder (``user``, ``login``, ``server_id``, ``server_hostname``
 ``limen.recording.sink``). The decision evaluates the caller's ``session`` rules with that
 metadata (``limen.rbac.context``): the ``access`` preset's
 ``where: contains(session.participants, user.metadata.name)`` lets a user read only the
-sessions they took part in. Called by ``limen.auth.api_user``.
+sessions they took part in. Called by ``limen.auth.http.user``.
 """
 
 from __future__ import annotations

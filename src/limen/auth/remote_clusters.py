@@ -18,7 +18,7 @@ Users see a leaf (``lmsh clusters``, ``lmsh ls --cluster``) when their roles'
 ``cluster_labels`` allow its labels (Teleport's CheckAccessToRemoteCluster). The node list is
 the one the leaf publishes in its heartbeats (names and labels): the root cannot evaluate the
 leaf's roles, so ``logins`` stays empty and the leaf decides at connection time. Called by
-``limen.auth.api_remote``.
+``limen.auth.http.trust_root``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``AuthServer`` owns the cluster's CAs, local users' secrets, join tokens and resources, and
 emits an audit event for every security-relevant action (success and failure). It does no
-HTTP: ``limen.auth.api`` maps requests to these methods, and ``limen.auth.service`` runs it.
+HTTP: ``limen.auth.http.app`` maps requests to these methods, and ``limen.auth.service`` runs it.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from limen.api.resources import PUBLIC_KINDS, Kind, Origin, Resource
 from limen.api.validation import validate
 from limen.auth.authorities import Authorities
 from limen.auth.changes import change_event_type
+from limen.auth.credentials.local_users import LocalUsers, SignupResult
+from limen.auth.credentials.otp import provisioning_uri
+from limen.auth.credentials.signup_tokens import build_signup_url
+from limen.auth.host_certs import HostCerts
 from limen.auth.host_join import JoinRequest, join_host
 from limen.auth.host_names import HostNames
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
 from limen.auth.keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
-from limen.auth.otp import provisioning_uri
-from limen.auth.signup_tokens import build_signup_url
 from limen.auth.tokens import JoinTokens, is_single_use
-from limen.auth.users import LocalUsers, SignupResult
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
@@ -65,18 +66,6 @@ class LoginResult:
     """cluster -> PEM of the TLS CAs the client should trust for the proxy."""
     known_hosts: list[str]
     """``@cert-authority`` lines for the host CAs."""
-
-
-@dataclass(frozen=True)
-class HostCerts:
-    identity: Identity
-    ssh_cert: bytes
-    tls_cert: bytes
-    """PEM; valid for server and client authentication."""
-    user_ca_keys: list[str]
-    host_ca_keys: list[str]
-    tls_cas: str
-    """PEM bundle of the cluster's TLS CA."""
 
 
 class AuthServer:

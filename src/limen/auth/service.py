@@ -1,6 +1,6 @@
 """Runs the auth server in ``limen start``: CAs, the auth API listener (a client certificate
 of the cluster's TLS CA required in the TLS handshake), the join listener beside it (no client
-certificate, ``/v1/join`` only: ``limen.auth.join_listener``), the audit log, and the admin
+certificate, ``/v1/join`` only: ``limen.auth.http.join_listener``), the audit log, and the admin
 identity that ``lmctl --data-dir`` uses. Listeners: ``auth`` and ``auth_join``.
 
 Files in DATA_DIR written here (directories 0700, files 0600)::
@@ -25,10 +25,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from limen.auth.api import build_app
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.host_registry import register_local_host
-from limen.auth.join_listener import bind_auth_listeners, build_join_app
+from limen.auth.http.app import build_app
+from limen.auth.http.join_listener import bind_auth_listeners, build_join_app
 from limen.auth.presets import ensure_presets
 from limen.auth.server import AuthServer
 from limen.backend.base import Backend
@@ -111,7 +111,7 @@ class AuthService:
             SystemRole.AUTH, list(dict.fromkeys([*hosts, *self.settings.auth.server_names])))
         tls_ca = self.server.authorities.get(CertAuthorityType.TLS)
         # The auth API: the handshake fails without a client certificate of this CA. The
-        # join listener asks for none and serves /v1/join only (limen.auth.join_listener).
+        # join listener asks for none and serves /v1/join only (limen.auth.http.join_listener).
         context = own.server_ssl(client_cas=list(tls_ca.trusted_certificates()),
                                  require_client_cert=True)
         sock, join_sock = bind_auth_listeners(self.settings.listeners.auth,

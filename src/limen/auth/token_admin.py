@@ -4,7 +4,7 @@ The store keeps a token's SHA-256 only (``limen.auth.tokens``), named by its fir
 digits (the token id), and for tokens made since it was introduced the secret's first
 :data:`HINT_LENGTH` characters (``spec.hint``) so a listing can show ``3f9a1c…`` beside the
 id. ``rm`` takes the whole token, its id, or an unambiguous prefix of either. Called by
-``limen.auth.api_admin`` and by ``limen.cli.admin_local`` (offline ``lmctl``).
+``limen.auth.http.admin`` and by ``limen.cli.admin_local`` (offline ``lmctl``).
 """
 
 from __future__ import annotations

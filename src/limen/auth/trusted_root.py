@@ -12,7 +12,7 @@ The root consumes the single-use token, records a ``RemoteCluster`` named after 
 the leaf's public CAs as ``CertAuthority`` resources ``<type>.<leaf>`` labelled
 ``limen.dev/trust: remote`` (the leaf's host CA verifies the leaf proxy's tunnel later). The
 wire format (:class:`CASet`, :class:`ValidateRequest`, :class:`ValidateResponse`) is shared
-with the leaf (``limen.trust``). Called by the auth API (``limen.auth.api``).
+with the leaf (``limen.trust``). Called by the auth API (``limen.auth.http.app``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ with lmctl or the API, and refuses users owned by Git or Kubernetes with where t
 (``limen.services.ownership``). ``reset`` and ``unlock`` touch only auth's own secrets of the
 user (``/secrets/credentials/<user>``), so they work whatever the origin, like ``invite``.
 Every change is audited as ``user.update`` (with ``action``), refusals with success false.
-Called by ``limen.auth.api_admin`` and by ``limen.cli.admin_local`` (offline ``lmctl``).
+Called by ``limen.auth.http.admin`` and by ``limen.cli.admin_local`` (offline ``lmctl``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
-from limen.auth.credentials import LocalCredentials
+from limen.auth.credentials.local_users import CREDENTIALS_PREFIX, SIGNUP_PREFIX
+from limen.auth.credentials.login import LocalCredentials
+from limen.auth.credentials.signup_tokens import SignupToken, build_signup_url
 from limen.auth.issuer import user_traits
 from limen.auth.server import AuthServer
-from limen.auth.signup_tokens import SignupToken, build_signup_url
-from limen.auth.users import CREDENTIALS_PREFIX, SIGNUP_PREFIX
 from limen.backend.base import Condition, Delete, Put
 from limen.errors import CompareFailed, LimenError
 from limen.services.ownership import check_owner

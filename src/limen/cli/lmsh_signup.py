@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import click
 import segno
 
-from limen.auth.otp import INVALID_REASON
-from limen.auth.signup_tokens import parse_signup_url
+from limen.auth.credentials.otp import INVALID_REASON
+from limen.auth.credentials.signup_tokens import parse_signup_url
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmsh_input import read_code, read_password
 from limen.client.profile import ProfileStore

@@ -8,7 +8,7 @@
 
     --roles proxy --auth-server HOST:PORT [--auth-join HOST:PORT] [--token T --ca-pin P]
         join at auth's join listener (--auth-join, default: the --auth-server port + 1;
-        no client certificate, limen.auth.join_listener) or reuse DATA_DIR/host ─▶ SSH
+        no client certificate, limen.auth.http.join_listener) or reuse DATA_DIR/host ─▶ SSH
         front, tunnel server, web, calling the auth API at --auth-server with the
         certificate from the join (mutual TLS); its audit events go through the same
         outbox; on a leaf, its links to the root clusters

@@ -31,17 +31,15 @@ from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from limen.api.resources import Kind, Resource
-from limen.auth.authorities import CA_SECRET_PREFIX, ca_resource_name
+from limen.auth.authorities import ca_public_key, ca_record_key, ca_write_ops
 from limen.auth.keys import CLUSTER_NAME_KEY
-from limen.backend.base import Backend, Condition, Put
+from limen.backend.base import Backend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem
 from limen.ca.x509_certs import sign_client_cert
 from limen.errors import BadParameter, CompareFailed
-from limen.services.resources import encode, resource_key
 
 __all__ = [
     "OPERATOR_USER",
@@ -150,19 +148,14 @@ async def seed_backend(backend: Backend, cluster: str,
                            f"not {cluster!r}")
     written: list[str] = []
     for ca_type, ca in sorted(cas.items()):
-        key = f"{CA_SECRET_PREFIX}{cluster}/{ca_type.value}"
-        record = json.dumps(ca.to_dict()).encode()
-        current = await backend.get(key)
+        current = await backend.get(ca_record_key(cluster, ca_type))
         if current is not None and json.loads(current.value) == ca.to_dict():
             continue
-        public = Resource(Kind.CERT_AUTHORITY, ca_resource_name(ca_type, cluster),
-                          spec=ca.public_only().to_dict(), labels={"limen.dev/cluster": cluster})
-        public_key = resource_key(Kind.CERT_AUTHORITY, public.name)
-        public_item = await backend.get(public_key)
-        conditions = [Condition(key, current.revision if current else 0),
-                      Condition(public_key, public_item.revision if public_item else 0)]
+        public_item = await backend.get(ca_public_key(cluster, ca_type))
         try:
-            await backend.atomic(conditions, [Put(key, record), Put(public_key, encode(public))])
+            await backend.atomic(*ca_write_ops(
+                cluster, ca, record_revision=current.revision if current else 0,
+                public_revision=public_item.revision if public_item else 0))
         except CompareFailed:
             raise CompareFailed("the CA records changed while seeding; run the seed again") \
                 from None

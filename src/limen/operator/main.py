@@ -33,7 +33,7 @@ from typing import Any
 
 import kopf
 
-from limen.auth.authorities import CA_SECRET_PREFIX
+from limen.auth.authorities import ca_record_key
 from limen.auth.keys import CLUSTER_NAME_KEY
 from limen.backend.factory import open_backend
 from limen.backend.sqlite import DB_FILENAME
@@ -173,7 +173,7 @@ async def _tls_ca(data_dir: Path) -> CertAuthority:
         if name is None:
             raise NotFound(f"{data_dir} holds no Limen cluster yet (start it once)")
         cluster = name.value.decode()
-        record = await backend.get(f"{CA_SECRET_PREFIX}{cluster}/{CertAuthorityType.TLS.value}")
+        record = await backend.get(ca_record_key(cluster, CertAuthorityType.TLS))
         if record is None:
             raise NotFound(f"{data_dir} holds no TLS CA for cluster {cluster}")
         return CertAuthority.from_dict(json.loads(record.value))

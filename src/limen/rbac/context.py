@@ -7,7 +7,7 @@ fields from its metadata (the ``.json`` sidecar of a recording: ``user``, ``logi
 ``server_id``, ... and ``participants`` when the recorder wrote them; a session without a
 participant list has its user as the only participant).
 
-Called by auth's recordings endpoints (``limen.auth.api_user``) and tests.
+Called by auth's recordings endpoints (``limen.auth.http.user``) and tests.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from typing import Any
 
 from limen.aio.changed import Changed
 from limen.aio.service import TaskService
-from limen.auth.api_trust import TRUST_ROOTS_PATH
 from limen.auth.client import AuthClient
+from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
 from limen.ca.keys import PublicKey, load_public_key

@@ -13,8 +13,8 @@
     ◀── {cluster, host_id, ssh_cert, tls_cert, tls_cas, user_ca_keys, host_ca_keys}
 
 Either way the token is what authenticates, and ``AuthServer.join`` (``limen.auth.host_join``)
-checks it, settles the host id and audits the outcome. Called by ``limen.auth.api`` and
-``limen.auth.join_listener``.
+checks it, settles the host id and audits the outcome. Called by ``limen.auth.http.app`` and
+``limen.auth.http.join_listener``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
-from limen.auth import lockout, otp, passwords
+from limen.auth.credentials import lockout, otp, passwords
 from limen.errors import AccessDenied, BadParameter, LimenError, LimitExceeded
 
 __all__ = [
@@ -69,7 +69,7 @@ class LocalCredentials:
     totp_last_step: int = otp.NEVER_USED
     """Step of the last one-time code accepted; older or equal steps are refused."""
     failures: tuple[float, ...] = ()
-    """Times of recent failed logins (see ``limen.auth.lockout``)."""
+    """Times of recent failed logins (see ``limen.auth.credentials.lockout``)."""
     locked_until: float | None = None
     """End of the current lock, or None."""
     created: float = 0.0
@@ -94,7 +94,7 @@ class LocalCredentials:
 
     @property
     def lockout_state(self) -> lockout.LockoutState:
-        """The failures and lock, for the functions of ``limen.auth.lockout``."""
+        """The failures and lock, for the functions of ``limen.auth.credentials.lockout``."""
         return lockout.LockoutState(self.failures, self.locked_until)
 
     def with_lockout(self, state: lockout.LockoutState, now: float) -> LocalCredentials:

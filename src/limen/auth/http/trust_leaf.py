@@ -14,7 +14,7 @@ sees them (``limen.auth.leaf_trust.enabled_roots``). Every CA is a
 Only system identities of this cluster that verify users' certificates (node, proxy, db, kube,
 app; admins) may call it; users, even with rules, are refused. The caller is
 ``limen.trust.remote.RemoteTrustCache`` in a node or proxy started apart from auth. Registered
-by ``limen.auth.api.build_app``.
+by ``limen.auth.http.app.build_app``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from limen.api.resources import Kind
-from limen.auth.authz import require_system
+from limen.auth.http.authz import require_system
 from limen.auth.leaf_trust import enabled_roots
 from limen.auth.server import AuthServer
 from limen.ca.authority import CertAuthorityType

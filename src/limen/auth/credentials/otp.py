@@ -1,6 +1,6 @@
 """TOTP second factor (RFC 6238: HMAC-SHA1, 6 digits, 30-second steps) with replay protection.
 
-Called by :mod:`limen.auth.credentials` at login, and by the auth server's sign-up handler
+Called by :mod:`limen.auth.credentials.login` at login, and by the auth server's sign-up handler
 (``new_secret``, ``provisioning_uri``) whose answer ``lmsh signup`` prints for the user's
 authenticator app. Pure functions: the time is passed in (``now``, Unix seconds) and the last
 accepted step is kept by the caller in the user's credentials record.

@@ -1,6 +1,6 @@
 """Password hashing and the password policy for local users (Argon2id via argon2-cffi).
 
-Called by :mod:`limen.auth.credentials` (``authenticate`` verifies, ``with_password`` hashes)
+Called by :mod:`limen.auth.credentials.login` (``authenticate`` verifies, ``with_password`` hashes)
 and through it by the auth server's login, sign-up and password-change handlers. Pure CPU
 work, no I/O: one hash or verify costs ~100 ms of one core, so the auth server runs these
 calls in a worker thread (``asyncio.to_thread``), never on the event loop.

@@ -1,6 +1,6 @@
 """Login lockout: too many failed logins in a short window lock the user for a while.
 
-Called by :mod:`limen.auth.credentials` (``authenticate``), whose records carry a
+Called by :mod:`limen.auth.credentials.login` (``authenticate``), whose records carry a
 ``LockoutState``; the auth server persists that state with the user's credentials after every
 attempt. Pure functions over immutable values, the time passed in as ``now`` (Unix seconds).
 

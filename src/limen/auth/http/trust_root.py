@@ -7,7 +7,7 @@
                                              (lmsh clusters; users through the proxy)
     GET  /v1/remoteclusters/{name}/nodes     the nodes that leaf publishes (lmsh ls --cluster)
 
-Registered by ``limen.auth.api.build_app`` with its identity and role-set helpers.
+Registered by ``limen.auth.http.app.build_app`` with its identity and role-set helpers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 
 from limen.api.resources import NAME_PATTERN
 from limen.auth import remote_clusters
-from limen.auth.authz import require_system
+from limen.auth.http.authz import require_system
 from limen.auth.server import AuthServer
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import BadParameter

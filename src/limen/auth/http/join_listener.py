@@ -3,7 +3,7 @@
     listeners.auth       HTTPS, the auth API: the TLS handshake fails without a client
                          certificate signed by the cluster's TLS CA
     listeners.auth_join  HTTPS (auth's own certificate), no client certificate asked, and
-                         nothing but /v1/join (limen.auth.api_join):
+                         nothing but /v1/join (limen.auth.http.join):
                            GET  /v1/join   cluster name and TLS CA, checked against the pin
                            POST /v1/join   a join with a token (64 KiB at most, audited)
                          any other path: 404; no admin, user or agent API is mounted here.
@@ -26,7 +26,7 @@ import socket
 
 from aiohttp import web
 
-from limen.auth.api_join import JOIN_MAX_BODY, JOIN_PATH, join, join_info
+from limen.auth.http.join import JOIN_MAX_BODY, JOIN_PATH, join, join_info
 from limen.auth.server import AuthServer
 from limen.errors import BadParameter
 from limen.net.address import bind_tcp, format_address, parse_address

@@ -13,7 +13,7 @@ events are parsed again (``AuditEvent.from_dict`` re-scrubs their free fields), 
 cluster, and get the caller's host id as ``server_id``; a recording is streamed to a temporary
 file, checked to be asciicast, and stored with its sidecar (``LocalDirectorySink``) — an
 upload of a session id that is already stored from another host is refused. Registered by
-``limen.auth.api.build_app``; the agents' side is ``limen.agents.audit_outbox`` and
+``limen.auth.http.app.build_app``; the agents' side is ``limen.agents.audit_outbox`` and
 ``limen.agents.recording_upload``.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from limen.auth.authz import require_system
+from limen.auth.http.authz import require_system
 from limen.auth.server import AuthServer
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import AccessDenied, BadParameter, LimitExceeded

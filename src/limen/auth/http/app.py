@@ -4,15 +4,15 @@ Only the proxy, agents (host certificates) and admins (admin identity) and users
 role ``rules`` may call it: the listener requires a client certificate of the cluster's TLS CA
 in the TLS handshake (``limen.auth.service``), and every request re-verifies it (identity,
 cluster, expiry). A proxy run apart from auth joins at auth's separate join listener
-(``limen.auth.join_listener``), never here without a certificate. Routes::
+(``limen.auth.http.join_listener``), never here without a certificate. Routes::
 
     GET  /v1/ping                          cluster name, TLS CA and its pin (any caller)
     POST /v1/login | /v1/signup[/begin] | /v1/join  forwarded by the proxy from its web API
                                            (the caller must be a proxy); /v1/signup/begin
                                            gives the TOTP enrolment that /v1/signup confirms
-                                           with a code; /v1/join: see limen.auth.api_join
+                                           with a code; /v1/join: see limen.auth.http.join
     POST /v1/events | /v1/recordings/{id}  agents' audit events and recordings
-                                           (see limen.auth.api_agents)
+                                           (see limen.auth.http.agents)
     POST /v1/resources/apply               {documents, origin, prune?} → per-object actions
     GET  /v1/resources/{kind}[/{name}]     DELETE /v1/resources/{kind}/{name}
     POST /v1/users                         {name, roles, logins} → sign-up link
@@ -28,10 +28,10 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
     GET  /v1/gitops/status                 the Git sync's live commit and last attempt
     POST /v1/trustedclusters/validate      a leaf's handshake, forwarded by the proxy
                                            (see limen.auth.trusted_root)
-    /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.api_remote)
+    /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.http.trust_root)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
-                                           auth (see limen.auth.api_trust)
-    /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.api_admin)
+                                           auth (see limen.auth.http.trust_leaf)
+    /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.http.admin)
 
 Called by ``limen.auth.service`` (which serves it); ``limen.cli.admin_api`` (lmctl) and
 ``limen.auth.client`` are its clients.
@@ -54,14 +54,14 @@ from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.secret_refs import refused_references
 from limen.api.validation import validate
 from limen.auth import presence
-from limen.auth.api_admin import admin_routes
-from limen.auth.api_agents import agent_routes
-from limen.auth.api_join import join, join_info
-from limen.auth.api_remote import remote_routes
-from limen.auth.api_trust import trust_routes
-from limen.auth.api_user import user_routes
-from limen.auth.authz import require_rule, require_system
 from limen.auth.client import USER_CERT_HEADER
+from limen.auth.http.admin import admin_routes
+from limen.auth.http.agents import agent_routes
+from limen.auth.http.authz import require_rule, require_system
+from limen.auth.http.join import join, join_info
+from limen.auth.http.trust_leaf import trust_routes
+from limen.auth.http.trust_root import remote_routes
+from limen.auth.http.user import user_routes
 from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.node_admin import is_node_kind, resolve_node
 from limen.auth.server import AuthServer
@@ -146,7 +146,7 @@ class _Routes:
 
     async def ping(self, request: web.Request) -> web.Response:
         """For any client of the listener (which holds a certificate of this cluster); a
-        joining proxy reads the same from the join listener (``limen.auth.api_join``)."""
+        joining proxy reads the same from the join listener (``limen.auth.http.join``)."""
         return web.json_response(join_info(self.auth))
 
     async def export_ca(self, request: web.Request) -> web.Response:
@@ -195,7 +195,7 @@ class _Routes:
 
     async def join(self, request: web.Request) -> web.Response:
         """A join forwarded by a proxy from its web API (the token authenticates the joiner;
-        ``limen.auth.api_join``); a proxy's first join uses the join listener instead."""
+        ``limen.auth.http.join``); a proxy's first join uses the join listener instead."""
         require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
         return web.json_response(await join(self.auth, body,

@@ -12,8 +12,8 @@ the ``access`` preset's ``contains(session.participants, user.metadata.name)`` l
 to the sessions they took part in. A caller no rule allows gets 403, and every refusal is
 audited (``access.denied``).
 
-The caller's identity comes from ``limen.auth.api`` (the user's certificate, forwarded by the
-proxy and re-verified there). Registered by ``limen.auth.api.build_app``.
+The caller's identity comes from ``limen.auth.http.app`` (the user's certificate, forwarded by the
+proxy and re-verified there). Registered by ``limen.auth.http.app.build_app``.
 """
 
 from __future__ import annotations

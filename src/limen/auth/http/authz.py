@@ -1,7 +1,7 @@
 """Who may call what on the auth API: system roles and the ``rules`` of users' roles.
 
 The caller's identity comes only from its client certificate, verified against this cluster's
-TLS CA (type, cluster, expiry) on every request. Called by ``limen.auth.api``.
+TLS CA (type, cluster, expiry) on every request. Called by ``limen.auth.http.app``.
 """
 
 from __future__ import annotations

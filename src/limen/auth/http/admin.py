@@ -10,7 +10,8 @@
     DELETE /v1/admin/tokens/{ref}          delete a token by token, id or unique prefix
 
 Admins pass; users need the matching role rule (``users``/``resources``/``token``). The
-caller's identity comes from ``limen.auth.api``. Registered by ``limen.auth.api.build_app``.
+caller's identity comes from ``limen.auth.http.app``. Registered by
+``limen.auth.http.app.build_app``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from limen.api.resources import Kind
 from limen.auth import node_admin, token_admin, user_admin
-from limen.auth.authz import require_rule
+from limen.auth.http.authz import require_rule
 from limen.auth.server import AuthServer
 from limen.ca.identity import Identity
 from limen.errors import BadParameter

@@ -19,17 +19,17 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 
-from limen.auth import otp
-from limen.auth.credentials import (
+from limen.auth.credentials import otp
+from limen.auth.credentials.lockout import UnknownNameLockouts
+from limen.auth.credentials.login import (
     AuthResult,
     LocalCredentials,
     SecondFactor,
     authenticate,
     reject_unknown_user,
 )
-from limen.auth.lockout import UnknownNameLockouts
-from limen.auth.passwords import check_password_policy
-from limen.auth.signup_tokens import (
+from limen.auth.credentials.passwords import check_password_policy
+from limen.auth.credentials.signup_tokens import (
     SignupToken,
     check_signup_token,
     mark_used,
