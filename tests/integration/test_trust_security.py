@@ -34,7 +34,8 @@ import pytest
 from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
 from limen.api.resources import Kind, Resource
 from limen.auth.server import AuthServer
-from limen.auth.trusted_root import CASet, ValidateRequest, validate_trusted_cluster
+from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
+from limen.auth.trusted_clusters.wire import CASet, ValidateRequest
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials

@@ -24,7 +24,7 @@ from limen.ca.peer_role import PeerRoleRefused
 from limen.config import ClusterSettings
 from limen.errors import ConnectionProblem
 from limen.events.emitter import MemoryEmitter
-from limen.proxy.leaf import LeafLinks
+from limen.proxy.trust_leaf_links import LeafLinks
 from limen.trust.cache import TrustedRoot
 
 Serve = Callable[[SystemRole], Awaitable[str]]

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from limen.api.resources import Kind, Resource
-from limen.auth import remote_clusters
 from limen.auth.server import AuthServer
-from limen.auth.trusted_root import CASet, ValidateRequest, validate_trusted_cluster
+from limen.auth.trusted_clusters import root_leaves
+from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
+from limen.auth.trusted_clusters.wire import CASet, ValidateRequest
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
@@ -24,8 +25,8 @@ from limen.client.profile import Profile
 from limen.config import ClusterSettings
 from limen.errors import BadParameter, NotFound
 from limen.events.emitter import MemoryEmitter
-from limen.proxy.leaf import tunnel_address_from_ping
-from limen.proxy.remote import split_cluster_suffix
+from limen.proxy.trust_leaf_links import tunnel_address_from_ping
+from limen.proxy.trust_root_routes import split_cluster_suffix
 from limen.rbac.roleset import RoleSet
 from limen.tunnel.clusters import claimed_cluster, parse_nodes
 from limen.tunnel.protocol import KIND_NODE, Decoder, Dial, DialRequest, encode, new_nonce
@@ -134,22 +135,22 @@ async def test_heartbeats_keep_a_leaf_online_until_they_stop(
         root: tuple[AuthServer, MemoryEmitter, Clock]) -> None:
     auth, emitter, clock = root
     remote = await auth.store.get(Kind.REMOTE_CLUSTER, "leaf")
-    assert remote_clusters.connection_of(remote, auth.now()) == "offline"
-    await remote_clusters.cluster_heartbeat(auth, "leaf", "proxy-1", [{"name": "web1"}])
-    await remote_clusters.cluster_heartbeat(auth, "leaf", "proxy-1", [{"name": "web1"}])
+    assert root_leaves.connection_of(remote, auth.now()) == "offline"
+    await root_leaves.cluster_heartbeat(auth, "leaf", "proxy-1", [{"name": "web1"}])
+    await root_leaves.cluster_heartbeat(auth, "leaf", "proxy-1", [{"name": "web1"}])
     remote = await auth.store.get(Kind.REMOTE_CLUSTER, "leaf")
     assert remote.spec["connection"] == "online"
-    assert remote_clusters.connection_of(remote, auth.now()) == "online"
+    assert root_leaves.connection_of(remote, auth.now()) == "online"
     assert len(_types(emitter, "remote_cluster.online")) == 1  # only the transition
-    clock.now += remote_clusters.REMOTE_TTL + 1  # a dead root proxy cannot keep it online
-    assert remote_clusters.connection_of(remote, auth.now()) == "offline"
-    await remote_clusters.cluster_heartbeat(auth, "leaf", "proxy-1", [])
-    await remote_clusters.cluster_offline(auth, "leaf", "proxy-2")  # not the link holder
+    clock.now += root_leaves.REMOTE_TTL + 1  # a dead root proxy cannot keep it online
+    assert root_leaves.connection_of(remote, auth.now()) == "offline"
+    await root_leaves.cluster_heartbeat(auth, "leaf", "proxy-1", [])
+    await root_leaves.cluster_offline(auth, "leaf", "proxy-2")  # not the link holder
     remote = await auth.store.get(Kind.REMOTE_CLUSTER, "leaf")
     assert remote.spec["connection"] == "online"
-    await remote_clusters.cluster_offline(auth, "leaf", "proxy-1")
+    await root_leaves.cluster_offline(auth, "leaf", "proxy-1")
     remote = await auth.store.get(Kind.REMOTE_CLUSTER, "leaf")
-    assert remote_clusters.connection_of(remote, auth.now()) == "offline"
+    assert root_leaves.connection_of(remote, auth.now()) == "offline"
     assert _types(emitter, "remote_cluster.offline") == [
         {"remote_cluster": "leaf", "proxy": "proxy-1"}]
 
@@ -158,7 +159,7 @@ async def test_a_heartbeat_for_an_unknown_leaf_is_not_found(
         root: tuple[AuthServer, MemoryEmitter, Clock]) -> None:
     auth, _emitter, _clock = root
     with pytest.raises(NotFound):
-        await remote_clusters.cluster_heartbeat(auth, "stranger", "proxy-1", [])
+        await root_leaves.cluster_heartbeat(auth, "stranger", "proxy-1", [])
 
 
 def _roles(*allow_labels: dict[str, Any]) -> RoleSet:
@@ -170,16 +171,16 @@ def _roles(*allow_labels: dict[str, Any]) -> RoleSet:
 async def test_users_see_the_leaves_their_cluster_labels_allow(
         root: tuple[AuthServer, MemoryEmitter, Clock]) -> None:
     auth, _emitter, _clock = root
-    await remote_clusters.cluster_heartbeat(auth, "leaf", "proxy-1",
+    await root_leaves.cluster_heartbeat(auth, "leaf", "proxy-1",
                                             [{"name": "web1", "labels": {"env": "prod"}}])
     alice = Identity("alice", "root", roles=("r0",))
-    (leaf,) = await remote_clusters.visible_clusters(auth, alice, _roles({"env": "prod"}))
+    (leaf,) = await root_leaves.visible_clusters(auth, alice, _roles({"env": "prod"}))
     assert (leaf["name"], leaf["connection"], leaf["labels"]) == ("leaf", "online",
                                                                   {"env": "prod"})
     assert leaf["host_ca_keys"][0].startswith("ssh-ed25519 ")
-    (node,) = await remote_clusters.cluster_nodes(auth, alice, _roles({"env": "prod"}), "leaf")
+    (node,) = await root_leaves.cluster_nodes(auth, alice, _roles({"env": "prod"}), "leaf")
     assert (node["hostname"], node["cluster"], node["logins"]) == ("web1", "leaf", [])
-    assert await remote_clusters.visible_clusters(auth, alice, _roles({"env": "dev"})) == []
+    assert await root_leaves.visible_clusters(auth, alice, _roles({"env": "dev"})) == []
     with pytest.raises(NotFound):  # hidden exactly like an unknown cluster
-        await remote_clusters.cluster_nodes(auth, alice, _roles({"env": "dev"}), "leaf")
-    assert len(await remote_clusters.visible_clusters(auth, alice, None)) == 1  # admin
+        await root_leaves.cluster_nodes(auth, alice, _roles({"env": "dev"}), "leaf")
+    assert len(await root_leaves.visible_clusters(auth, alice, None)) == 1  # admin

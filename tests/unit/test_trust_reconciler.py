@@ -25,7 +25,8 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
 from limen.auth.server import AuthServer
-from limen.auth.trusted_root import ValidateRequest, validate_trusted_cluster
+from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
+from limen.auth.trusted_clusters.wire import ValidateRequest
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

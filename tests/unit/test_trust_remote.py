@@ -1,6 +1,6 @@
 """Trust for a node or proxy running apart from auth: the auth endpoint
 ``GET /v1/trust/roots`` (``limen.auth.http.trust_leaf``) and its poller
-``limen.trust.remote.RemoteTrustCache``.
+``limen.trust.roots_poller.RemoteTrustCache``.
 
 The endpoint runs in a real leaf ``AuthService`` (mutual TLS on 127.0.0.1) whose store holds
 root CAs as the reconciler writes them: only system identities of the leaf get an answer
@@ -37,7 +37,7 @@ from limen.config import ClusterSettings, Listeners, Settings
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem
 from limen.events.filelog import FileLog
 from limen.trust.cache import trusted_role_map
-from limen.trust.remote import RemoteTrustCache, parse_root
+from limen.trust.roots_poller import RemoteTrustCache, parse_root
 
 HOUR = timedelta(hours=1)
 ROLE_MAP = [{"remote": "ops", "local": ["visitor"]}]

@@ -1,6 +1,6 @@
-"""Trusted clusters, root side (limen.auth.trusted_root): the wire format is validated, a good
-token admits the leaf once (RemoteCluster + the leaf's public CAs), a used, expired or wrong
-token and a clashing name are refused and audited."""
+"""Trusted clusters, root side (limen.auth.trusted_clusters.root_handshake): the wire format is
+validated, a good token admits the leaf once (RemoteCluster + the leaf's public CAs), a used,
+expired or wrong token and a clashing name are refused and audited."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.api.resources import Kind
 from limen.auth.server import AuthServer
-from limen.auth.trusted_root import (
+from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
+from limen.auth.trusted_clusters.wire import (
     EXCHANGED_TYPES,
     CASet,
     ValidateRequest,
     ValidateResponse,
-    validate_trusted_cluster,
 )
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType

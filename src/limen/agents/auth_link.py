@@ -3,8 +3,8 @@
 :meth:`AuthLink.attach` opens the tunnel agent's loopback listener (each connection is spliced
 by the proxy to auth, mutual TLS end to end) and builds the :class:`AuthClient` on it; callers
 wait for that with :meth:`client`. Used by the remote role lookup, the audit outbox, the
-recording uploader and the trusted-roots poll (``limen.trust.remote``) of a separately run node
-(``limen.cli.process_remote``).
+recording uploader and the trusted-roots poll (``limen.trust.roots_poller``) of a separately
+run node (``limen.cli.process_remote``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ it from :meth:`JoinTokens.check` and :func:`use_ops`), so two joins racing with 
 one success. ``lmctl tokens add --reusable`` makes one that joins until it expires
 (``spec.single_use: false``; a record without the field counts as single use). The static
 proxy token (``auth.proxy_token_file``) is no record here and is reusable by design.
-Called by ``limen.auth.server`` and ``limen.auth.trusted_root``.
+Called by ``limen.auth.server`` and ``limen.auth.trusted_clusters.root_handshake``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ asyncio and aiohttp report like any other certificate error.
 Called by ``limen.client.webapi`` (``lmsh``), ``limen.auth.client`` (joins, leaf handshakes,
 the auth API pinned by a joining proxy), ``limen.agents.joining``,
 ``limen.ca.host_credentials`` (every ``AuthClient``: the server must be auth) and
-``limen.proxy.leaf`` (a leaf's proxy asking a root's proxy for its tunnel address).
+``limen.proxy.trust_leaf_links`` (a leaf's proxy asking a root's proxy for its tunnel address).
 """
 
 from __future__ import annotations

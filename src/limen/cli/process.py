@@ -40,7 +40,7 @@ from limen.events.emitter import Emitter
 from limen.events.filelog import FileLog
 from limen.files import private_dir
 from limen.gitops.service import GitOpsService
-from limen.proxy.leaf import LeafLinks
+from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TrustedClusterReconciler

@@ -13,7 +13,7 @@
         certificate from the join (mutual TLS); its audit events go through the same
         outbox; on a leaf, its links to the root clusters
 
-Both poll auth's trust answer (``limen.trust.remote.RemoteTrustCache``): the node trusts the
+Both poll auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``): the node trusts the
 enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
 the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does.
 
@@ -46,10 +46,10 @@ from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
 from limen.errors import BadParameter
 from limen.files import private_dir
-from limen.proxy.leaf import LeafLinks
+from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import sessions_dir
 from limen.trust.cache import trusted_role_map
-from limen.trust.remote import RemoteTrustCache
+from limen.trust.roots_poller import RemoteTrustCache
 
 __all__ = ["remote_services"]
 

@@ -65,9 +65,9 @@ from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import parse_address
 from limen.net.relay import Relay
-from limen.proxy.remote import RemoteClusters
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
+from limen.proxy.trust_root_routes import RemoteClusters
 from limen.rbac.roleset import RoleSet
 from limen.tunnel.protocol import KIND_NODE, DialRequest
 from limen.tunnel.registry import AgentRecord

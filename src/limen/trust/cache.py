@@ -5,12 +5,13 @@ store, so the reconciler keeps this snapshot fresh (``refresh()`` after each cha
 or sees): per trusted root cluster, its user CA and the compiled ``role_map`` of the
 TrustedCluster that admitted it, plus what the leaf proxy's link to the root needs (the root's
 host and TLS CAs, its proxy and tunnel addresses). ``wait_changed()`` wakes that link manager
-(``limen.proxy.leaf``) after every refresh. Disabled or deleted TrustedClusters and disabled
-CAs are left out, so their certificates verify nowhere and map to nothing (the selection is
-``limen.auth.leaf_trust.enabled_roots``, shared with the auth API's ``/v1/trust/roots``).
-Called by ``limen.trust.reconciler`` (refresh) and ``limen.cli.process`` (the node's trust
-source and ``StoreAccessPolicy(map_roles=trusted_role_map(cache))``). :class:`TrustView` is
-what its readers need; ``limen.trust.remote.RemoteTrustCache`` offers it too, apart from auth.
+(``limen.proxy.trust_leaf_links``) after every refresh. Disabled or deleted TrustedClusters and
+disabled CAs are left out, so their certificates verify nowhere and map to nothing (the
+selection is ``limen.auth.trusted_clusters.leaf_roots.enabled_roots``, shared with the auth
+API's ``/v1/trust/roots``). Called by ``limen.trust.reconciler`` (refresh) and
+``limen.cli.process`` (the node's trust source and
+``StoreAccessPolicy(map_roles=trusted_role_map(cache))``). :class:`TrustView` is what its
+readers need; ``limen.trust.roots_poller.RemoteTrustCache`` offers it too, apart from auth.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from limen.aio.changed import Changed
-from limen.auth.leaf_trust import (
+from limen.auth.trusted_clusters.leaf_roots import (
     TRUST_TRUSTED_CLUSTER,
     TRUSTED_CLUSTER_LABEL,
     enabled_roots,
@@ -64,7 +65,7 @@ class TrustedRoot:
 
 class TrustView(Protocol):
     """What the node's verifier and policy and the leaf proxy's links read: :class:`TrustCache`
-    in the auth process, ``limen.trust.remote.RemoteTrustCache`` in a node or proxy running
+    in the auth process, ``limen.trust.roots_poller.RemoteTrustCache`` in a node or proxy running
     apart from auth."""
 
     @property

@@ -14,7 +14,7 @@ server certificate to be the proxy certificate of the announced cluster
 without a pin, the system trust store verifies the proxy. The caller's ``check_root`` must also
 accept the root's name first (so a name clash does not burn the token). The token itself comes
 only from the configured secret places (``limen.trust.secrets``). The wire format lives with
-the root side, ``limen.auth.trusted_root``. Called by ``limen.trust.reconciler``.
+the root side, ``limen.auth.trusted_clusters.root_handshake``. Called by ``limen.trust.reconciler``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from limen.auth.client import pinned_proxy
-from limen.auth.trusted_root import ValidateRequest, ValidateResponse
+from limen.auth.trusted_clusters.wire import ValidateRequest, ValidateResponse
 from limen.errors import AccessDenied
 from limen.net.http import ApiClient
 

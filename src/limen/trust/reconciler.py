@@ -42,7 +42,7 @@ from limen.aio.tasks import cancel_and_wait
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
 from limen.auth.server import AuthServer
-from limen.auth.trusted_root import (
+from limen.auth.trusted_clusters.wire import (
     CLUSTER_LABEL,
     EXCHANGED_TYPES,
     TRUST_LABEL,

@@ -27,7 +27,7 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
     GET  /v1/presence/nodes                online agent-served nodes (see limen.auth.presence)
     GET  /v1/gitops/status                 the Git sync's live commit and last attempt
     POST /v1/trustedclusters/validate      a leaf's handshake, forwarded by the proxy
-                                           (see limen.auth.trusted_root)
+                                           (see limen.auth.trusted_clusters.root_handshake)
     /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.http.trust_root)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.http.trust_leaf)
@@ -65,7 +65,8 @@ from limen.auth.http.user import user_routes
 from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.node_admin import is_node_kind, resolve_node
 from limen.auth.server import AuthServer
-from limen.auth.trusted_root import ValidateRequest, validate_trusted_cluster
+from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
+from limen.auth.trusted_clusters.wire import ValidateRequest
 from limen.ca.authority import CertAuthorityType, tls_trust_map
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.x509_certs import verify_client_cert

@@ -7,13 +7,13 @@
 
 ``user_ca`` is this cluster's own user CA (all its trusted keys: a CA rotation shows here);
 ``roots`` are the enabled trusted root clusters exactly as the auth process's ``TrustCache``
-sees them (``limen.auth.leaf_trust.enabled_roots``). Every CA is a
+sees them (``limen.auth.trusted_clusters.leaf_roots.enabled_roots``). Every CA is a
 ``CertAuthority.public_only()`` dict: public keys and CA certificates, never a private key.
 ``revision`` is a digest of the answer, so a poller that already has it gets a short reply.
 
 Only system identities of this cluster that verify users' certificates (node, proxy, db, kube,
 app; admins) may call it; users, even with rules, are refused. The caller is
-``limen.trust.remote.RemoteTrustCache`` in a node or proxy started apart from auth. Registered
+``limen.trust.roots_poller.RemoteTrustCache`` in a node or proxy started apart from auth. Registered
 by ``limen.auth.http.app.build_app``.
 """
 
@@ -28,8 +28,8 @@ from aiohttp import web
 
 from limen.api.resources import Kind
 from limen.auth.http.authz import require_system
-from limen.auth.leaf_trust import enabled_roots
 from limen.auth.server import AuthServer
+from limen.auth.trusted_clusters.leaf_roots import enabled_roots
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
 

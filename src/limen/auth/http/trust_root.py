@@ -1,4 +1,5 @@
-"""Auth API routes of a root cluster about its leaves (see ``limen.auth.remote_clusters``)::
+"""Trusted clusters, root side: auth API routes of a root cluster about its leaves (see
+``limen.auth.trusted_clusters.root_leaves``)::
 
     POST /v1/remoteclusters/heartbeat        {cluster, tunnel, nodes}   proxies only: a leaf's
                                              cluster-link heartbeat (404: leaf not admitted)
@@ -18,9 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from limen.api.resources import NAME_PATTERN
-from limen.auth import remote_clusters
 from limen.auth.http.authz import require_system
 from limen.auth.server import AuthServer
+from limen.auth.trusted_clusters import root_leaves
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import BadParameter
 from limen.net.http import json_body
@@ -45,13 +46,13 @@ def remote_routes(auth: AuthServer, identity_of: IdentityOf,
         nodes = body.get("nodes") or []
         if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
             raise BadParameter("nodes must be a list of objects")
-        return web.json_response(await remote_clusters.cluster_heartbeat(
+        return web.json_response(await root_leaves.cluster_heartbeat(
             auth, _name(body.get("cluster"), "cluster"), str(body.get("tunnel", "")), nodes))
 
     async def offline(request: web.Request) -> web.Response:
         require_system(await identity_of(request), [SystemRole.PROXY])
         body = await json_body(request)
-        return web.json_response(await remote_clusters.cluster_offline(
+        return web.json_response(await root_leaves.cluster_offline(
             auth, _name(request.match_info["name"], "name"), str(body.get("tunnel", ""))))
 
     async def user_view(request: web.Request) -> tuple[Identity, Any] | None:
@@ -64,13 +65,13 @@ def remote_routes(auth: AuthServer, identity_of: IdentityOf,
 
     async def listing(request: web.Request) -> web.Response:
         viewer = await user_view(request)
-        items = [] if viewer is None else await remote_clusters.visible_clusters(auth, *viewer)
+        items = [] if viewer is None else await root_leaves.visible_clusters(auth, *viewer)
         return web.json_response({"cluster": auth.cluster_name, "items": items})
 
     async def nodes(request: web.Request) -> web.Response:
         viewer = await user_view(request)
         name = _name(request.match_info["name"], "name")
-        items = [] if viewer is None else await remote_clusters.cluster_nodes(
+        items = [] if viewer is None else await root_leaves.cluster_nodes(
             auth, *viewer, name)
         return web.json_response({"cluster": name, "items": items})
 

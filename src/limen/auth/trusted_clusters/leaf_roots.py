@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from limen.api.resources import Kind, Resource
-from limen.auth.trusted_root import TRUST_LABEL
+from limen.auth.trusted_clusters.wire import TRUST_LABEL
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.errors import BadParameter
 from limen.services.resources import ResourceStore

@@ -11,7 +11,7 @@ users' sessions through them.
                                            2. TunnelServer.dial_cluster("leaf", {target, user
                                               cert}) ─▶ the leaf proxy verifies the certificate,
                                               maps the roles, resolves and dials its node
-                                              (limen.proxy.leaf) or answers dial_failed
+                                              (limen.proxy.trust_leaf_links) or answers dial_failed
                                            3. relay: user channel ◀──▶ data connection;
                                               session.start / session.end name target_cluster
 
@@ -34,7 +34,7 @@ from typing import Any
 
 from limen.api.resources import Resource
 from limen.auth.client import AuthClient
-from limen.auth.trusted_root import TRUST_LABEL, TRUST_REMOTE
+from limen.auth.trusted_clusters.wire import TRUST_LABEL, TRUST_REMOTE
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity

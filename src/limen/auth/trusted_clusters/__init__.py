@@ -1,0 +1,11 @@
+"""Trusted clusters, auth's part, one module per side:
+
+    wire.py            what both sides share: CA labels, the handshake's wire format
+    root_handshake.py  root side: admit a leaf that presents a ``trusted_cluster`` token
+    root_leaves.py     root side: the leaves' connection status and nodes
+    leaf_roots.py      leaf side: which roots this cluster trusts, as stored
+
+The HTTP routes are ``limen.auth.http.trust_root`` and ``limen.auth.http.trust_leaf``; the
+proxies' parts ``limen.proxy.trust_root_routes`` and ``limen.proxy.trust_leaf_links``; the
+leaf's reconciler, handshake client and trust cache ``limen.trust``.
+"""
