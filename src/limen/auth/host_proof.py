@@ -10,7 +10,7 @@ certificate's key, over the new request::
 
 The signature binds the new public key, so a proof seen by someone else buys them nothing;
 ``time`` must be within :data:`MAX_SKEW` of auth's clock. It travels in the join body, so it
-works the same through the proxy's web API and directly at auth. Built by the agents
+works the same through the proxy's web API and at auth's join listener. Built by the agents
 (``limen.agents.joining``, ``limen.auth.client``); checked by ``limen.auth.host_registry``.
 """
 

@@ -1,13 +1,11 @@
 """The ``Emitter`` seam and the in-process emitters: fan-out and memory.
 
 Everything that audits holds an :class:`Emitter` (passed explicitly, never a global) and calls
-``await emitter.emit(make_event(...))``. The auth server wires a :class:`MultiEmitter` over the
-:class:`~limen.events.FileLog` and a :class:`MemoryEmitter` that live subscribers (the web UI's
-activity feed, tests) read from::
-
-    auth/proxy/agent ──emit──▶ MultiEmitter ──▶ FileLog (events/YYYY-MM-DD.jsonl)
-                                            └─▶ MemoryEmitter ──▶ subscribe() / wait_for()
-"""
+``await emitter.emit(make_event(...))``. In a running cluster that emitter is auth's
+:class:`~limen.events.FileLog` (agents apart from auth reach it through their outbox and
+``POST /v1/events``). :class:`MemoryEmitter` keeps events for readers in the same process
+(``subscribe()`` / ``wait_for()``: the tests today, a live activity feed later) and
+:class:`MultiEmitter` fans one event out to several emitters; no daemon wires them yet."""
 
 from __future__ import annotations
 

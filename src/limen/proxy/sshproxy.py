@@ -11,8 +11,8 @@ connector that routes a user's channel to a node.
     agent ──SSH control + data conns──▶ TunnelServer (heartbeats → auth presence)
 
     a leaf cluster's target (``node.leaf``, ``proxy:node:port@leaf``, ``--cluster leaf``):
-      SSHConnector.connect ──▶ RemoteClusters.connect (limen.proxy.remote): cluster_labels,
-                               then a dial through the leaf proxy's cluster link
+      SSHConnector.connect ──▶ RemoteClusters.connect (limen.proxy.trust_root_routes):
+                               cluster_labels, then a dial through the leaf proxy's link
 
 The inner SSH session stays end to end (user ↔ node): the relay moves its bytes without
 decrypting them; the only SSH layer the proxy terminates is the user's jump connection.

@@ -19,9 +19,10 @@ The agent checks the proxy like the proxy checks the agent: the certificate in `
 be a valid host certificate of this cluster with role ``proxy`` for the key the proxy used in
 the SSH handshake. Called by the node agent (and later the db, kube and app agents).
 
-A leaf proxy's cluster link to its root (``limen.proxy.leaf``) is a TunnelAgent too, with the
-root's host CA as ``peer_trust`` and a ``prepare`` hook: every dial is resolved and authorized
-BEFORE its data connection is opened, so a refusal travels back as ``dial_failed``.
+A leaf proxy's cluster link to its root (``limen.proxy.trust_leaf_links``) is a TunnelAgent
+too, with the root's host CA as ``peer_trust`` and a ``prepare`` hook: every dial is resolved
+and authorized BEFORE its data connection is opened, so a refusal travels back as
+``dial_failed``.
 """
 
 from __future__ import annotations
