@@ -44,8 +44,8 @@ from typing import Any
 import _util
 
 from limen.auth.client import AuthClient
+from limen.auth.core import AuthServer
 from limen.auth.credentials.signup_tokens import parse_signup_url
-from limen.auth.server import AuthServer
 from limen.backend.factory import open_backend
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.keys import generate_private_key, public_key_to_openssh

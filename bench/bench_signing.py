@@ -44,9 +44,9 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin
 from limen.api.validation import validate
 from limen.auth.client import AuthClient
+from limen.auth.core import AuthServer
 from limen.auth.credentials import passwords
 from limen.auth.credentials.signup_tokens import parse_signup_url
-from limen.auth.server import AuthServer
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

@@ -68,8 +68,8 @@ async def _serve_proxy(directory: Path) -> None:
     from limen.api.loader import SourceDocument
     from limen.api.resources import Origin
     from limen.api.validation import validate
+    from limen.auth.auth_service import AuthService
     from limen.auth.client import AuthClient
-    from limen.auth.service import AuthService
     from limen.backend.factory import open_backend
     from limen.ca.authority import CertAuthorityType
     from limen.ca.host_credentials import HostCredentials
@@ -184,7 +184,7 @@ async def _real_node_handler(creds: Any, directory: Path) -> Any:
     from limen.ca.keys import load_public_key
     from limen.events.emitter import MemoryEmitter
     from limen.recording.sink import LocalDirectorySink, recordings_dir
-    from limen.services.resources import ResourceStore
+    from limen.services.resource_store import ResourceStore
 
     store = ResourceStore(MemoryBackend())
     (role,) = validate([SourceDocument("<bench>", 0, 1, BENCH_ROLE)])

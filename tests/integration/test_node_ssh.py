@@ -62,7 +62,7 @@ from limen.ca import (
 from limen.ca.host_credentials import HostCredentials
 from limen.events import AuditEvent
 from limen.recording import LocalDirectorySink, read_cast, recordings_dir, sessions_dir
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 from .cluster import SshAgent, clean_env, wait_for
 
@@ -913,7 +913,7 @@ from limen.ca import load_public_key
 from limen.ca.host_credentials import HostCredentials
 from limen.events import MemoryEmitter
 from limen.recording import LocalDirectorySink, recordings_dir
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 async def main() -> None:
     base = Path(sys.argv[1])

@@ -33,7 +33,7 @@ import pytest
 
 from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
 from limen.api.resources import Kind, Resource
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
 from limen.auth.trusted_clusters.wire import CASet, ValidateRequest
 from limen.backend.memory import MemoryBackend
@@ -53,7 +53,7 @@ from limen.errors import AccessDenied, ConnectionProblem
 from limen.events.emitter import MemoryEmitter
 from limen.events.event import AuditEvent
 from limen.recording.sink import LocalDirectorySink, recordings_dir
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 from limen.trust.rolemap import map_roles
 from limen.tunnel import DialRequest, TunnelAgent, TunnelAgentSettings, TunnelServer
 from limen.tunnel.clusters import ClusterRecord
@@ -356,7 +356,7 @@ async def test_root_mapped_identities_cannot_administer_the_leaf() -> None:
 async def test_the_leaf_auth_api_refuses_a_root_users_certificate(tmp_path: Path) -> None:
     """The leaf's auth API (and any mutual-TLS endpoint of the leaf) trusts only the leaf's
     TLS CA: a root user's client certificate does not complete the handshake."""
-    from limen.auth.service import AuthService
+    from limen.auth.auth_service import AuthService
     from limen.config import Listeners, Settings
     from limen.events.filelog import FileLog
 

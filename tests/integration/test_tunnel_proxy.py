@@ -32,8 +32,8 @@ from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
 from limen.api.loader import SourceDocument
 from limen.api.resources import Origin
 from limen.api.validation import validate
+from limen.auth.auth_service import AuthService
 from limen.auth.client import AuthClient
-from limen.auth.service import AuthService
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthority, CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials

@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from integration.cluster import ClusterFactory, LimenCluster, LimenUser, inspect_ssh_cert
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.factory import open_backend
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, public_key_to_openssh

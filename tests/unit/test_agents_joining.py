@@ -17,7 +17,7 @@ from aiohttp import web
 
 from limen.agents.joining import RENEW_BEFORE, _load_valid, credentials_dir, load_or_join
 from limen.agents.joining import tunnel_address as find_tunnel
-from limen.auth.server import HOST_CERT_TTL, AuthServer
+from limen.auth.core import HOST_CERT_TTL, AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole

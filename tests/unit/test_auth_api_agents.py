@@ -24,9 +24,9 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.agents.joining import credentials_dir, load_or_join
+from limen.auth.auth_service import AuthService
 from limen.auth.client import AuthClient
 from limen.auth.http.agents import RECORDING_META_HEADER
-from limen.auth.service import AuthService
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

@@ -10,7 +10,7 @@ import pytest
 from limen.api.loader import load_path
 from limen.api.resources import Kind, Origin
 from limen.api.validation import validate
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.ca.keys import generate_private_key, public_key_to_openssh
 from limen.config import ClusterSettings

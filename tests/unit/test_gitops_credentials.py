@@ -20,7 +20,7 @@ import pytest
 
 from gitops_git import GIT_ENV, WorkTree, bare, role
 from limen.api.resources import Kind
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings, GitOpsSettings, Settings
 from limen.errors import BadParameter, ConnectionProblem

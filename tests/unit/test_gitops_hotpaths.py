@@ -22,7 +22,7 @@ from limen.api.loader import load_path, load_text
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.schemas import json_schema
 from limen.api.validation import parse_duration
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings
 from limen.errors import BadParameter, ValidationFailed

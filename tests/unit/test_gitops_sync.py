@@ -17,8 +17,8 @@ from gitops_git import WorkTree, bare, role, user
 from limen.api.loader import SourceDocument
 from limen.api.resources import ADOPT_ANNOTATION, ORIGIN_LABEL, PUBLIC_KINDS, Kind, Origin
 from limen.api.validation import SECRET_HINT, validate
-from limen.auth.keys import GITOPS_STATUS_KEY
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
+from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings, GitOpsSettings, Settings
 from limen.events.emitter import MemoryEmitter

@@ -17,9 +17,9 @@ from aiohttp import web
 from cryptography import x509
 
 from limen.auth import host_join
+from limen.auth.core import AuthServer, HostCerts
 from limen.auth.host_proof import make_proof
 from limen.auth.host_registry import claim_host_id, register_local_host
-from limen.auth.server import AuthServer, HostCerts
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

@@ -16,12 +16,12 @@ from limen.api.loader import load_path
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
 from limen.auth import node_admin, token_admin, user_admin
+from limen.auth.core import AuthServer
 from limen.auth.credentials import otp
 from limen.auth.credentials.local_users import CREDENTIALS_PREFIX, SIGNUP_PREFIX
 from limen.auth.credentials.lockout import LockoutState
 from limen.auth.credentials.login import LocalCredentials
 from limen.auth.presence import heartbeat
-from limen.auth.server import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings
 from limen.errors import AccessDenied, AlreadyExists, BadParameter, CompareFailed, NotFound

@@ -28,8 +28,8 @@ from limen.agents.node import (
 )
 from limen.agents.node.certauth import is_certificate, key_algorithm
 from limen.agents.node.config import DEFAULT_CIPHERS, MAX_PACKET_SIZE
-from limen.agents.node.process import exit_signal_name
 from limen.agents.node.ptymodes import updated_attributes
+from limen.agents.node.session_process import exit_signal_name
 from limen.agents.node.transfers import scp_direction
 from limen.agents.node.unixuser import DEFAULT_PATH, ROOT_PATH, check_can_run_as, is_accepted_env
 from limen.api.resources import Kind, Resource
@@ -48,7 +48,7 @@ from limen.ca import (
 )
 from limen.ca.host_credentials import HostCredentials
 from limen.errors import AccessDenied, BadParameter, NotFound
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 USER_CA = CertAuthority.generate("main", CertAuthorityType.USER)
 HOST_CA = CertAuthority.generate("main", CertAuthorityType.HOST)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthority, CertAuthorityType, tls_trust_map
 from limen.ca.identity import SystemRole

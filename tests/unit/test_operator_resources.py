@@ -22,10 +22,10 @@ from limen.errors import ConnectionProblem, NotFound
 from limen.operator.conditions import find
 from limen.operator.context import OperatorContext
 from limen.operator.naming import Claim
-from limen.operator.resources import Reconciler
+from limen.operator.resource_handlers import Reconciler
 from limen.operator.settings import OperatorConfig
 from limen.services.admin import AdminOps
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 LOG = logging.getLogger("test")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

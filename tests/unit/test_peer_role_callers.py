@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from limen.auth.client import AuthClient
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

@@ -12,15 +12,15 @@ import pytest
 from limen.api.loader import SourceDocument, load_path
 from limen.api.resources import ORIGIN_LABEL, Kind, Origin, Resource
 from limen.api.validation import validate
+from limen.auth.core import AuthServer
 from limen.auth.presets import ensure_presets
-from limen.auth.server import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings
 from limen.events.emitter import MemoryEmitter
 from limen.operator.documents import declare, ownership, taking_over
-from limen.rbac.context import rule_context
 from limen.rbac.presets import PRESET_NAMES, SESSION_PARTICIPANT, preset_roles
 from limen.rbac.roleset import RoleSet
+from limen.rbac.rule_context import rule_context
 from limen.services.plan import Action
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "gitops"

@@ -14,8 +14,8 @@ from limen.api.predicates import MAX_DEPTH, parse_where
 from limen.api.resources import Kind, Resource
 from limen.api.validation import validate
 from limen.errors import BadParameter, ValidationFailed
-from limen.rbac.context import rule_context, session_fields
 from limen.rbac.roleset import RoleSet
+from limen.rbac.rule_context import rule_context, session_fields
 
 PARTICIPANT = "contains(session.participants, user.metadata.name)"
 

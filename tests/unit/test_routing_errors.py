@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from limen.agents.joining import credentials_dir, load_or_join
-from limen.agents.node.server import sftp_lookup
-from limen.auth.server import AuthServer
+from limen.agents.node.ssh_server import sftp_lookup
+from limen.auth.core import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole

@@ -19,7 +19,7 @@ import pytest
 
 from gitops_git import WorkTree, bare, role
 from limen.api.resources import Kind, Origin, Resource
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.factory import open_backend
 from limen.config import ClusterSettings, GitOpsSettings, Settings
 from limen.events.event import AuditEvent

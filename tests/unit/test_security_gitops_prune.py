@@ -19,7 +19,7 @@ import pytest
 
 from gitops_git import WorkTree, bare, role
 from limen.api.resources import Kind, Origin
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings, GitOpsSettings, Settings, load_settings
 from limen.errors import BadParameter

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from limen.api.resources import Kind, Resource
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters import root_leaves
 from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
 from limen.auth.trusted_clusters.wire import CASet, ValidateRequest

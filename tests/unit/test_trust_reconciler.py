@@ -24,7 +24,7 @@ from limen.agents.node.policy import StoreAccessPolicy
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
 from limen.auth.trusted_clusters.wire import ValidateRequest
 from limen.backend.memory import MemoryBackend

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.api.resources import Kind
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
 from limen.auth.trusted_clusters.wire import (
     EXCHANGED_TYPES,

@@ -24,9 +24,9 @@ import pytest
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
+from limen.auth.auth_service import AuthService
 from limen.auth.client import AuthClient
 from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
-from limen.auth.service import AuthService
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from limen.auth import presence
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings
 from limen.errors import BadParameter, ValidationFailed

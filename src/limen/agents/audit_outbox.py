@@ -9,7 +9,7 @@
 
 Delivery is at least once (a crash between the POST and the cursor update resends a batch;
 auth skips uids it has seen). Torn last lines left by a crash are skipped. Called by
-``limen.cli.process`` for separately run agents and proxies.
+``limen.cli.compose`` for separately run agents and proxies.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from limen.aio.backoff import Backoff
-from limen.aio.service import TaskService
+from limen.aio.task_service import TaskService
 from limen.auth.client import AuthClient
 from limen.errors import LimenError
 from limen.events.event import AuditEvent

@@ -4,7 +4,7 @@
 by the proxy to auth, mutual TLS end to end) and builds the :class:`AuthClient` on it; callers
 wait for that with :meth:`client`. Used by the remote role lookup, the audit outbox, the
 recording uploader and the trusted-roots poll (``limen.trust.roots_poller``) of a separately
-run node (``limen.cli.process_remote``).
+run node (``limen.cli.compose_remote``).
 """
 
 from __future__ import annotations

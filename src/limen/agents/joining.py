@@ -16,7 +16,7 @@ names are missing from its certificate says so in the log (auth's ``cluster.publ
 :func:`tunnel_address` asks the proxy (TLS verified with the cluster CA from the credentials)
 where its tunnel listener is: a listener bound to every interface (``0.0.0.0:3024``) is
 reached on the host of the proxy address this agent was given. Called by
-``limen.cli.process`` for ``limen start --roles node`` and ``--roles proxy``.
+``limen.cli.compose`` for ``limen start --roles node`` and ``--roles proxy``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ it once auth has stored it. When auth cannot be reached (or the tunnel is not up
 the agent starts and recovers what a crash left) the file stays in the agent's sessions
 directory and :meth:`retry_forever` hands it over as soon as the link is up, then
 periodically (the same path that completes the recordings a crashed agent left behind,
-``limen.recording.recovery``). Called by ``limen.cli.process``.
+``limen.recording.recovery``). Called by ``limen.cli.compose``.
 """
 
 from __future__ import annotations

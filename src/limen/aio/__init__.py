@@ -14,7 +14,7 @@ Called by the backends, the tunnel, the trust links, the proxy, the agents and t
 
 from limen.aio.backoff import Backoff
 from limen.aio.changed import Changed, wait_event
-from limen.aio.service import Service, TaskService
+from limen.aio.task_service import Service, TaskService
 from limen.aio.tasks import cancel_and_wait
 
 __all__ = ["Backoff", "Changed", "Service", "TaskService", "cancel_and_wait", "wait_event"]

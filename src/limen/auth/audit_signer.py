@@ -4,7 +4,7 @@ Why that key: it already exists in every cluster, never leaves auth, rotates wit
 (the old key stays trusted during a rotation), and its public half is an ordinary resource
 (``CertAuthority/jwt.<cluster>``) that ``lmctl`` can read — from a running cluster's API or the
 data directory — to check the checkpoints (``lmctl audit verify``); ``kid`` is its RFC 7638
-thumbprint, as in the JWKS. Wired by ``limen.cli.process`` (``limen start``) and
+thumbprint, as in the JWKS. Wired by ``limen.cli.compose`` (``limen start``) and
 ``limen.cli.admin_local`` (offline ``lmctl``) into their :class:`~limen.events.FileLog`.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.events.chain import CheckpointSigner, KeySigner, PublicKey
 from limen.events.filelog import SignerSource

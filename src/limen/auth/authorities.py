@@ -5,7 +5,7 @@ of every CA (this cluster's and, later, trusted remote clusters') is a ``CertAut
 resource named ``<type>.<cluster>``, from which every trust map is built. The two are written
 together, in one backend transaction, by :func:`ca_write_ops` only: auth's first start here, and
 the operator's seeding of an operator-managed cluster (``limen.operator.ca_secret``). Called by
-``limen.auth.server`` and the operator.
+``limen.auth.core`` and the operator.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from limen.api.resources import Kind, Resource
 from limen.backend.base import Backend, Condition, Put
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.errors import BadParameter, CompareFailed
-from limen.services.resources import ResourceStore, encode, resource_key
+from limen.services.resource_store import ResourceStore, encode, resource_key
 
 __all__ = [
     "CA_SECRET_PREFIX", "Authorities", "ca_public_key", "ca_record_key", "ca_resource_name",

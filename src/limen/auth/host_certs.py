@@ -1,6 +1,6 @@
 """What a host receives when auth certifies it: ``HostCerts``.
 
-Returned by ``limen.auth.server.AuthServer.issue_host_certs`` and by a join
+Returned by ``limen.auth.core.AuthServer.issue_host_certs`` and by a join
 (``limen.auth.host_join``); kept here, below both, so that the join need not import the server.
 """
 

@@ -12,7 +12,7 @@
     audit: ``join`` with success or the reason, the host id, token id and names issued
 
 The static proxy token (``auth.proxy_token_file``) skips 2 and 5's token part: it is reusable
-by design, for role proxy only. Called by ``limen.auth.server.AuthServer.join``.
+by design, for role proxy only. Called by ``limen.auth.core.AuthServer.join``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import SystemRole
 from limen.ca.keys import load_public_key, spki_pin
 from limen.errors import AccessDenied, BadParameter, CompareFailed, LimenError
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 __all__ = ["JOIN_TYPES_BY_ROLE", "JoinAuthority", "JoinRequest", "join_host"]
 
@@ -45,7 +45,7 @@ STATIC_PROXY_TOKEN_ID = "static-proxy-token"
 
 
 class JoinAuthority(Protocol):
-    """What a join needs of the auth server (``limen.auth.server.AuthServer`` is one): passed
+    """What a join needs of the auth server (``limen.auth.core.AuthServer`` is one): passed
     in, so that this module, which the server calls, does not import the server back."""
 
     backend: Backend

@@ -14,8 +14,8 @@ in auth's ``limen.yaml`` too (the operator gives both the same file). A node tok
 buy a certificate for the proxy's name (or any name the joiner picks): a hostname whose names
 would be the proxy's is refused.
 
-Called by ``limen.auth.server`` (joins), ``limen.auth.service`` (the configured names) and
-``limen.cli.process`` / ``process_remote`` (the names a proxy asks for).
+Called by ``limen.auth.core`` (joins), ``limen.auth.auth_service`` (the configured names) and
+``limen.cli.compose`` / ``process_remote`` (the names a proxy asks for).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class HostNames:
 def configured_proxy_names(settings: Settings) -> tuple[str, ...]:
     """The names auth certifies for a proxy (see the module doc). One function for both
     sides: auth reads it from its configuration, and a proxy (beside auth or apart from it)
-    asks for the same names from its own (``limen.cli.process``, ``process_remote``)."""
+    asks for the same names from its own (``limen.cli.compose``, ``process_remote``)."""
     names = {"localhost", "127.0.0.1"}
     for address in (settings.cluster.public_address, settings.listeners.web,
                     settings.listeners.ssh_proxy, settings.listeners.tunnel):

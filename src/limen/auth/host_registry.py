@@ -15,7 +15,7 @@ A record::
 
 The record is written in the same backend transaction that consumes the join token
 (:class:`Claim` carries the condition and the write), so two joins racing for one id or one
-token give one success. Called by ``limen.auth.server`` and ``limen.auth.service``.
+token give one success. Called by ``limen.auth.core`` and ``limen.auth.auth_service``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cryptography import x509
 
 from limen.auth.host_names import check_host_id
 from limen.auth.host_proof import verify_proof
-from limen.auth.keys import PRESENCE_PREFIX
+from limen.auth.store_keys import PRESENCE_PREFIX
 from limen.backend.base import Backend, Condition, Put
 from limen.ca.identity import SystemRole
 from limen.ca.keys import spki_pin

@@ -3,7 +3,7 @@
 For one public key the user generated (the private key never travels), ``issue_user_certs``
 returns an OpenSSH user certificate (principals = the logins the roles allow, Limen identity in
 an extension) and an X.509 client certificate with the same identity. TTL = min(requested, the
-shortest ``max_session_ttl`` of the user's roles). Called by ``limen.auth.server``.
+shortest ``max_session_ttl`` of the user's roles). Called by ``limen.auth.core``.
 """
 
 from __future__ import annotations

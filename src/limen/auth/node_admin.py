@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from limen.api.resources import Resource
+from limen.auth.core import AuthServer
 from limen.auth.presence import PRESENCE_TTL, presence
-from limen.auth.server import AuthServer
 from limen.errors import BadParameter, NotFound
 
 __all__ = ["is_node_kind", "list_nodes", "node_row", "resolve_node"]

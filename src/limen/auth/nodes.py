@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from limen.api.resources import Kind, Resource
+from limen.auth.core import AuthServer
 from limen.auth.presence import presence
-from limen.auth.server import AuthServer
 from limen.ca.identity import Identity
 from limen.rbac.roleset import RoleSet
 

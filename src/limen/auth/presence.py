@@ -8,7 +8,7 @@ out without anyone deleting it. Presence is kept apart from declared Resources: 
 origin, is never applied from Git, and is read with ``GET /v1/presence/nodes`` (``lmsh ls``,
 the proxy's routing).
 
-Called by :mod:`limen.auth.http.app` with the running :class:`~limen.auth.server.AuthServer`.
+Called by :mod:`limen.auth.http.app` with the running :class:`~limen.auth.core.AuthServer`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind
 from limen.api.validation import validate
-from limen.auth.keys import PRESENCE_PREFIX
+from limen.auth.store_keys import PRESENCE_PREFIX
 from limen.errors import BadParameter
 
 if TYPE_CHECKING:
-    from limen.auth.server import AuthServer
+    from limen.auth.core import AuthServer
 
 __all__ = ["PRESENCE_PREFIX", "PRESENCE_TTL", "heartbeat", "presence"]
 

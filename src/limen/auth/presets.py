@@ -5,7 +5,7 @@ bare ``limen start``.
 A preset is stored with origin ``preset`` and is never changed here once it exists: a role of
 the same name from Git, Kubernetes or ``lmctl apply`` takes it over (``limen.services``), and
 what took it over keeps it. A deleted preset comes back at the next start. Each creation is
-audited (``role.created``, user ``preset``). Called by ``limen.auth.service`` after the CAs
+audited (``role.created``, user ``preset``). Called by ``limen.auth.auth_service`` after the CAs
 are loaded.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from limen.api.resources import Kind, Origin
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.errors import AlreadyExists, CompareFailed
 from limen.rbac.presets import preset_roles
 

@@ -5,7 +5,7 @@ row for listings, and the ``session`` rule decision for one caller and one recor
 written by the recorder (``user``, ``login``, ``server_id``, ``server_hostname``,
 ``cluster``, ``start``, ``end``, ``incomplete``, and ``participants`` when known; see
 ``limen.recording.sink``). The decision evaluates the caller's ``session`` rules with that
-metadata (``limen.rbac.context``): the ``access`` preset's
+metadata (``limen.rbac.rule_context``): the ``access`` preset's
 ``where: contains(session.participants, user.metadata.name)`` lets a user read only the
 sessions they took part in. Called by ``limen.auth.http.user``.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from limen.ca.identity import Identity, SystemRole
-from limen.rbac.context import rule_context, session_participants
 from limen.rbac.decision import Decision, allow, deny
 from limen.rbac.roleset import RoleSet
+from limen.rbac.rule_context import rule_context, session_participants
 from limen.recording.writer import SESSION_ID_PATTERN
 
 __all__ = ["decide", "list_metadata", "read_metadata", "summary"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from limen.api.resources import Kind, Resource
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.tokens import HINT_LENGTH, is_single_use, token_id
 from limen.errors import BadParameter, NotFound
 

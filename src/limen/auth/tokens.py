@@ -4,12 +4,12 @@ A token is 32 random bytes (hex); the store keeps only its SHA-256 (and its firs
 ``HINT_LENGTH`` characters, to recognise it in ``lmctl tokens ls``), as a ``Token`` resource
 named by the first 32 hex digits of the hash, with the backend expiry set to the token's end.
 Every token is single use by default (like Teleport's): its first successful use deletes it
-in the same backend transaction that registers what joined (``limen.auth.server.join`` builds
+in the same backend transaction that registers what joined (``limen.auth.core.join`` builds
 it from :meth:`JoinTokens.check` and :func:`use_ops`), so two joins racing with one token give
 one success. ``lmctl tokens add --reusable`` makes one that joins until it expires
 (``spec.single_use: false``; a record without the field counts as single use). The static
 proxy token (``auth.proxy_token_file``) is no record here and is reusable by design.
-Called by ``limen.auth.server`` and ``limen.auth.trusted_clusters.root_handshake``.
+Called by ``limen.auth.core`` and ``limen.auth.trusted_clusters.root_handshake``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from limen.api.resources import Kind, Resource
 from limen.backend.base import Condition, Delete
 from limen.errors import AccessDenied, BadParameter, CompareFailed, NotFound
-from limen.services.resources import ResourceStore, resource_key
+from limen.services.resource_store import ResourceStore, resource_key
 
 __all__ = ["HINT_LENGTH", "TOKEN_TYPES", "JoinTokens", "is_single_use", "token_id", "use_ops"]
 

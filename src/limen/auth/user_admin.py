@@ -17,11 +17,11 @@ from typing import Any
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
+from limen.auth.core import AuthServer
 from limen.auth.credentials.local_users import CREDENTIALS_PREFIX, SIGNUP_PREFIX
 from limen.auth.credentials.login import LocalCredentials
 from limen.auth.credentials.signup_tokens import SignupToken, build_signup_url
 from limen.auth.issuer import user_traits
-from limen.auth.server import AuthServer
 from limen.backend.base import Condition, Delete, Put
 from limen.errors import CompareFailed, LimenError
 from limen.services.ownership import check_owner

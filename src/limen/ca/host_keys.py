@@ -9,7 +9,7 @@ the SSH host certificate (:func:`new_ssh_host_key`): the hardened SSH algorithm 
 role (auth, agents, the admin identity) has one Ed25519 key for both: their certificates are
 only seen by Limen peers.
 
-Called by ``limen.auth.service`` (credentials of the components auth runs in its process)
+Called by ``limen.auth.auth_service`` (credentials of the components auth runs in its process)
 and ``limen.agents.joining`` (a proxy joining apart from auth).
 """
 

@@ -21,8 +21,8 @@ from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth import node_admin, token_admin, user_admin
 from limen.auth.audit_signer import audit_signer_source
-from limen.auth.keys import GITOPS_STATUS_KEY
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
+from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType
 from limen.config import load_settings

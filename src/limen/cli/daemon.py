@@ -21,7 +21,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from limen.aio.service import Service
+from limen.aio.task_service import Service
 from limen.config import Settings
 
 __all__ = ["run_daemon", "write_listeners"]

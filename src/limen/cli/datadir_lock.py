@@ -8,7 +8,7 @@ of overwriting the first one's ``listeners.json``. ``lmctl --data-dir`` takes no
 reads the running cluster's listeners and admin identity. The descriptor is close-on-exec,
 so the shells and commands a node agent spawns never inherit the lock.
 
-Called by ``limen.cli.process.cluster_services``.
+Called by ``limen.cli.compose.cluster_services``.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from limen.cli.common import handle_errors
+from limen.cli.compose import cluster_services
 from limen.cli.daemon import run_daemon
 from limen.cli.limen_operator import operator
-from limen.cli.process import cluster_services
 from limen.config import Settings, load_settings, parse_labels
 
 __all__ = ["main"]

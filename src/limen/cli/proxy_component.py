@@ -4,7 +4,7 @@ One class for both ways a proxy gets its identity and reaches auth: beside auth 
 process (credentials issued directly; it records its public address in auth, which builds
 sign-up links from it) or apart from auth (``--roles proxy``: credentials from
 ``limen.agents.joining``, the auth API at ``join.auth_server``). Called by
-``limen.cli.process`` and ``limen.cli.process_remote``.
+``limen.cli.compose`` and ``limen.cli.compose_remote``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
 from limen.config import Settings
 from limen.events.emitter import Emitter
-from limen.proxy.service import ProxyService
+from limen.proxy.proxy_service import ProxyService
 from limen.proxy.sshproxy import ProxySSHService
 
 __all__ = ["ProxyComponent"]

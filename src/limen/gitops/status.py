@@ -1,7 +1,8 @@
 """The Git sync's status: which commit is live, and how the last attempt went.
 
-Stored as JSON in the backend under ``/gitops/status`` (``limen.auth.keys.GITOPS_STATUS_KEY``),
-so it survives restarts and the auth API serves it to ``lmctl gitops status``::
+Stored as JSON in the backend under ``/gitops/status``
+(``limen.auth.store_keys.GITOPS_STATUS_KEY``), so it survives restarts and the auth API serves
+it to ``lmctl gitops status``::
 
     {"source": "examples/gitops", "mode": "git", "branch": "main", "path": "examples/gitops",
      "interval_seconds": 15.0,
@@ -20,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from limen.auth.keys import GITOPS_STATUS_KEY
+from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.backend.base import Backend
 from limen.gitops.repository import Revision
 

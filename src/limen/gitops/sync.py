@@ -27,7 +27,7 @@ when the error changes, not every interval. The sync follows the branch tip, so 
 to an older commit applies that commit's content. Certificates are issued from the store at
 login, so an applied change takes effect for the next login and connection.
 
-Called by ``limen.gitops.service`` (the daemon) and by tests and benchmarks (``sync_once``).
+Called by ``limen.gitops.sync_service`` (the daemon) and by tests and benchmarks (``sync_once``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import git
 
 from limen.api.loader import SourceDocument
 from limen.api.resources import PUBLIC_KINDS, Origin, Resource
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.config import Settings
 from limen.errors import (
     AlreadyExists,

@@ -12,7 +12,7 @@ The operator authenticates with its own identity directory (see docs/kubernetes.
 operator's identity"). :func:`release_decision` says when a finalizer stops waiting for an
 unreachable auth: past the deletion deadline, or at once with ``limen.dev/force-delete``.
 
-Called by ``limen.operator.resources`` and ``limen.operator.main``.
+Called by ``limen.operator.resource_handlers`` and ``limen.operator.main``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth.authorities import ca_public_key, ca_record_key, ca_write_ops
-from limen.auth.keys import CLUSTER_NAME_KEY
+from limen.auth.store_keys import CLUSTER_NAME_KEY
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

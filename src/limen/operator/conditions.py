@@ -16,7 +16,7 @@ Each condition is ``{type, status, observedGeneration, lastTransitionTime, reaso
 ``lastTransitionTime`` changes only when ``status`` flips (a new reason or message keeps it).
 Conditions of other types found in the status (other writers) are kept.
 
-Pure code; called by ``limen.operator.resources`` and ``limen.operator.cluster``.
+Pure code; called by ``limen.operator.resource_handlers`` and ``limen.operator.cluster``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ operator is stopping, and runs nothing once it is; the cleanup handler calls
 :meth:`OperatorContext.stop_timers` first (stop every reconcile, let each timer finish its
 last status patch, cancel the ones still alive), then closes the auth and Kubernetes clients;
 kopf closes its own sessions after that.
-Called by ``limen.operator.main``, ``limen.operator.resources`` and ``limen.operator.cluster``.
+Called by ``limen.operator.main``, ``limen.operator.resource_handlers`` and
+``limen.operator.cluster``.
 """
 
 from __future__ import annotations

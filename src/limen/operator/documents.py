@@ -14,7 +14,7 @@ annotations only ``limen.dev/adopt`` is, plus ``limen.dev/kubernetes-object`` na
 of ``limen.services.plan``: another origin's object only with the adopt annotation), and
 :func:`drift` lists what differs between Limen's copy and the CR.
 
-Pure code; called by ``limen.operator.resources``.
+Pure code; called by ``limen.operator.resource_handlers``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import Any
 import kopf
 
 from limen.auth.authorities import ca_record_key
-from limen.auth.keys import CLUSTER_NAME_KEY
+from limen.auth.store_keys import CLUSTER_NAME_KEY
 from limen.backend.factory import open_backend
 from limen.backend.sqlite import DB_FILENAME
 from limen.ca.authority import CertAuthority, CertAuthorityType
@@ -46,7 +46,7 @@ from limen.operator.cluster import register_cluster_handlers
 from limen.operator.context import OperatorContext
 from limen.operator.kube import KubeApi
 from limen.operator.kube import login as kube_login
-from limen.operator.resources import register_resource_handlers
+from limen.operator.resource_handlers import register_resource_handlers
 from limen.operator.settings import OperatorConfig, configure_kopf
 
 __all__ = [

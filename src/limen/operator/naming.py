@@ -13,7 +13,7 @@ people and can collide, with another ``spec.name`` or a derived name: then the o
 with reason ``NameConflict``. Across operators and after restarts, the Limen object itself
 records which Kubernetes object declared it (annotation ``limen.dev/kubernetes-object``).
 
-Pure code; called by ``limen.operator.documents`` and ``limen.operator.resources``.
+Pure code; called by ``limen.operator.documents`` and ``limen.operator.resource_handlers``.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ RBAC at the proxy:
 Every failure to route is audited here: ``access.denied`` (a refused login or agentless node)
 or ``route.failed`` (unknown, ambiguous or offline target), with user, target and reason.
 
-Wiring (``limen.cli.process``)::
+Wiring (``limen.cli.compose``)::
 
     ssh = ProxySSHService(settings, proxy_credentials, auth_client, emitter)
     listeners = await ssh.start()      # {"ssh_proxy": "host:port", "tunnel": "host:port"}

@@ -28,7 +28,7 @@
 The node agent then verifies the same certificate itself (it trusts R's user CA through the
 TrustCache too), maps the roles and enforces this cluster's RBAC; the session is recorded and
 audited here with ``user_cluster``. A daemon service of ``limen start``
-(``limen.cli.process``; ``limen.cli.process_remote`` for a proxy apart from auth).
+(``limen.cli.compose``; ``limen.cli.compose_remote`` for a proxy apart from auth).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from limen.aio.backoff import Backoff
-from limen.aio.service import TaskService
+from limen.aio.task_service import TaskService
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.peer_role import require_server_role
 from limen.ca.ssh_certs import verify_ssh_user_cert

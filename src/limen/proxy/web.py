@@ -14,7 +14,7 @@
                              auth re-verifies it and authorizes the user, not the proxy
 
 The proxy adds the caller's address and forwards with its own mutual-TLS identity; it holds no
-secret of the user and never decides a login itself. Called by ``limen.proxy.service``.
+secret of the user and never decides a login itself. Called by ``limen.proxy.proxy_service``.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ merge), ``role`` (one compiled role), ``checks`` (the decisions), ``roleset``, `
 
 from limen.rbac.checker import AccessChecker, describe
 from limen.rbac.checks import RULE_RESOURCES, RULE_VERBS, rule_kind
-from limen.rbac.context import rule_context
 from limen.rbac.decision import Decision
 from limen.rbac.options import DEFAULT_MAX_SESSION_TTL, RoleOptions, SessionOptions
 from limen.rbac.roleset import RoleSet
+from limen.rbac.rule_context import rule_context
 
 __all__ = [
     "DEFAULT_MAX_SESSION_TTL",

@@ -99,7 +99,7 @@ class RoleSet:
     def check_rule(self, kind: str | Kind, verb: str,
                    context: Context | None = None) -> Decision:
         """``verb`` on ``kind``; ``context`` feeds the rules' ``where`` (see
-        :func:`limen.rbac.context.rule_context`)."""
+        :func:`limen.rbac.rule_context.rule_context`)."""
         return checks.check_rule(self.roles, kind, verb, context)
 
     def check_rule_possible(self, kind: str | Kind, verb: str) -> Decision:

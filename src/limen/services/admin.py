@@ -14,7 +14,7 @@ from limen.api.resources import Kind, Origin, Resource
 from limen.services.apply import apply_plan
 from limen.services.ownership import check_owner
 from limen.services.plan import Plan, compute_plan
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 __all__ = ["AdminOps"]
 

@@ -13,7 +13,7 @@ from limen.backend.base import Condition, Delete, Put
 from limen.errors import AlreadyExists, CompareFailed
 from limen.services.audit_outbox import OutboxRecords
 from limen.services.plan import Action, Plan
-from limen.services.resources import ResourceStore, encode, resource_key
+from limen.services.resource_store import ResourceStore, encode, resource_key
 
 __all__ = ["apply_plan"]
 

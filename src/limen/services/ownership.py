@@ -5,7 +5,7 @@ Every stored resource records its origin (``limen.dev/origin``: ``git``, ``kuber
 ``limen.dev/adopt: <origin>``. An object of origin ``preset`` (auth's preset roles) is
 anyone's to take over or delete. ``object_label`` names an object the way every user-facing
 message of the store does (``user 'alice'``). Called by ``limen.services.admin``,
-``limen.services.resources`` and the auth server's user operations (``lmctl users ...``).
+``limen.services.resource_store`` and the auth server's user operations (``lmctl users ...``).
 """
 
 from __future__ import annotations

@@ -6,5 +6,5 @@ trusted (or not) as the TrustedCluster resources say, the trust cache, and the p
 What the two sides share and auth's part of each: ``limen.auth.trusted_clusters`` (the root
 side of the handshake is ``root_handshake`` there); the leaf proxy's links to its roots:
 ``limen.proxy.trust_leaf_links``; the root proxy's routes into its leaves:
-``limen.proxy.trust_root_routes``. Called by ``limen.cli.process`` and
-``limen.cli.process_remote``."""
+``limen.proxy.trust_root_routes``. Called by ``limen.cli.compose`` and
+``limen.cli.compose_remote``."""

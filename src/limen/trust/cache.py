@@ -9,7 +9,7 @@ host and TLS CAs, its proxy and tunnel addresses). ``wait_changed()`` wakes that
 disabled CAs are left out, so their certificates verify nowhere and map to nothing (the
 selection is ``limen.auth.trusted_clusters.leaf_roots.enabled_roots``, shared with the auth
 API's ``/v1/trust/roots``). Called by ``limen.trust.reconciler`` (refresh) and
-``limen.cli.process`` (the node's trust source and
+``limen.cli.compose`` (the node's trust source and
 ``StoreAccessPolicy(map_roles=trusted_role_map(cache))``). :class:`TrustView` is what its
 readers need; ``limen.trust.roots_poller.RemoteTrustCache`` offers it too, apart from auth.
 """
@@ -31,7 +31,7 @@ from limen.auth.trusted_clusters.leaf_roots import (
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
 from limen.errors import BadParameter
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 from limen.trust.rolemap import RoleMapping, compile_role_map, map_roles
 
 __all__ = [

@@ -23,7 +23,7 @@ then writes ``status`` (``conditions`` Ready / Stalled with a reason, ``rootClus
 :class:`~limen.trust.cache.TrustCache` the node agent reads. A failure (token missing or
 refused, root unreachable, CA pin mismatch, name clash) is Stalled with the reason and a
 refused ``join`` audit event (once per distinct reason); the object is retried with
-exponential backoff, and nothing crashes the service. Called by ``limen.cli.process``.
+exponential backoff, and nothing crashes the service. Called by ``limen.cli.compose``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from limen.aio.backoff import Backoff
 from limen.aio.tasks import cancel_and_wait
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.wire import (
     CLUSTER_LABEL,
     EXCHANGED_TYPES,
@@ -53,7 +53,7 @@ from limen.auth.trusted_clusters.wire import (
 from limen.backend.base import Condition, Put
 from limen.ca.authority import CertAuthorityType
 from limen.errors import AccessDenied, BadParameter, CompareFailed, LimenError, NotFound
-from limen.services.resources import encode, resource_key
+from limen.services.resource_store import encode, resource_key
 from limen.trust.cache import (
     TRUST_TRUSTED_CLUSTER,
     TRUSTED_CLUSTER_LABEL,

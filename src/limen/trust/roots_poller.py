@@ -17,7 +17,7 @@ It offers what :class:`~limen.trust.cache.TrustCache` offers in the auth process
 ``cluster -> user CA keys`` map. Deny by default: before the first answer no root is trusted;
 a malformed root (a private key, a CA of the wrong cluster or type, a bad role_map, this
 cluster's own name) is ignored and logged. A daemon service; called by
-``limen.cli.process_remote``.
+``limen.cli.compose_remote``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from limen.aio.changed import Changed
-from limen.aio.service import TaskService
+from limen.aio.task_service import TaskService
 from limen.auth.client import AuthClient
 from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
 from limen.ca.authority import CertAuthority, CertAuthorityType

@@ -15,7 +15,7 @@ refuses anything else, and this module refuses it again at use time)::
 
 A reference outside these places raises ``AccessDenied``; a missing or empty secret raises
 ``BadParameter``. Called by the trusted cluster reconciler (``limen.trust.reconciler``), which
-builds the :class:`SecretSource` from the settings (``limen.cli.process``).
+builds the :class:`SecretSource` from the settings (``limen.cli.compose``).
 """
 
 from __future__ import annotations

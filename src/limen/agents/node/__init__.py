@@ -25,7 +25,7 @@ Modules, outside in::
 from limen.agents.node.certauth import VerifiedUser, authenticate_key
 from limen.agents.node.config import DEFAULT_CIPHERS, NodeServerConfig, server_options
 from limen.agents.node.policy import AccessPolicy, StoreAccessPolicy
-from limen.agents.node.server import NodeSSHServer, find_sftp_server
+from limen.agents.node.ssh_server import NodeSSHServer, find_sftp_server
 from limen.agents.node.unixuser import SessionEnv, UnixUser, login_environment, lookup_user
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The node agent's SSH server settings and their translation into asyncssh options.
 
 Built by the daemon (from ``Settings`` and the agent's ``HostCredentials``) or by tests, and
-read by :class:`~limen.agents.node.server.NodeSSHServer`. :func:`server_options` is the one
+read by :class:`~limen.agents.node.ssh_server.NodeSSHServer`. :func:`server_options` is the one
 place that decides how asyncssh is configured: what is on, what is off, and why.
 
 Algorithms: the hardened sets of :mod:`limen.net.sshalgs`, the same as the proxy's listeners

@@ -1,7 +1,7 @@
 """One SSH connection to the node agent: certificate authentication, per-request RBAC, port
 and agent forwarding, idle and certificate-expiry disconnects.
 
-Created by :class:`~limen.agents.node.server.NodeSSHServer` for every accepted or tunnelled
+Created by :class:`~limen.agents.node.ssh_server.NodeSSHServer` for every accepted or tunnelled
 socket. Two objects per connection, both asyncssh extension points:
 
 * :class:`NodeConnection` — asyncssh's server connection with Limen's check in front of its

@@ -1,7 +1,7 @@
 """Shared state of the node agent's SSH server: per server (:class:`NodeContext`), per
 connection (:class:`ConnState`), and the ordered, never-blocking audit queue (:class:`Auditor`).
 
-Created by :class:`~limen.agents.node.server.NodeSSHServer`; read by the connection handler
+Created by :class:`~limen.agents.node.ssh_server.NodeSSHServer`; read by the connection handler
 (:mod:`limen.agents.node.connection`) and the sessions (:mod:`limen.agents.node.session`).
 Background work (audit events, recording uploads) is tracked here so ``close()`` can wait for
 it: nothing is lost when the agent stops cleanly.

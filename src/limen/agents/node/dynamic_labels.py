@@ -7,7 +7,7 @@ times out or prints nothing gives the value ``"?"`` until its next successful ru
 never matches on stale output by accident. Static labels win over a dynamic label of the same
 name. The node heartbeats :meth:`DynamicLabels.current` and evaluates RBAC on it; both happen
 per call, so a refreshed value applies to the next heartbeat and the next session. Called by
-``limen.agents.node.service``.
+``limen.agents.node.node_service``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Session processes on a PTY: the shell (or a command) of an interactive session.
 
 Called by :mod:`limen.agents.node.session` through :func:`spawn_pty`; the pipe variant and the
-common base live in :mod:`limen.agents.node.process`::
+common base live in :mod:`limen.agents.node.session_process`::
 
     os.openpty() ─ slave: stdin/stdout/stderr of the child, which runs ioctl(TIOCSCTTY) between
                    fork and exec (its only Python code there) to make it the controlling tty;
@@ -23,14 +23,14 @@ import termios
 from collections.abc import Mapping
 from typing import Any
 
-from limen.agents.node.process import (
+from limen.agents.node.ptymodes import apply_modes, set_window_size
+from limen.agents.node.session_process import (
     ExitProtocol,
     ProcessSink,
     SessionProcess,
     SpawnSpec,
     spawn_kwargs,
 )
-from limen.agents.node.ptymodes import apply_modes, set_window_size
 
 __all__ = ["PtyProcess", "spawn_pty"]
 

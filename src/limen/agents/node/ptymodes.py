@@ -1,6 +1,6 @@
 """PTY setup from an SSH ``pty-req``: terminal modes (RFC 4254 section 8) and window size.
 
-Called by :mod:`limen.agents.node.process` on the new PTY before the shell starts, and on
+Called by :mod:`limen.agents.node.session_process` on the new PTY before the shell starts, and on
 ``window-change``. :func:`apply_modes` maps the opcodes the client sent (asyncssh hands them
 over as ``{opcode: value}``) onto ``termios`` flags and control characters, as sshd does;
 unknown opcodes are ignored.

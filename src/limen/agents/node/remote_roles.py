@@ -5,7 +5,7 @@ a session's check reads the identity's roles (``GET /v1/resources/roles/<name>``
 changed in Git applies to the next session, as on the single-node default. An answer is reused
 for ``max_age`` (1 s) so that a burst of sessions, or the ``lock: strict`` re-checks of many
 open sessions, cost one request per role and second. When auth cannot be reached the lookup
-raises and the node refuses the session (deny by default). Called by ``limen.cli.process``.
+raises and the node refuses the session (deny by default). Called by ``limen.cli.compose``.
 """
 
 from __future__ import annotations

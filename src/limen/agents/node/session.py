@@ -36,8 +36,13 @@ from typing import Any
 import asyncssh
 
 from limen.agents.node.context import ConnState
-from limen.agents.node.process import SessionProcess, SpawnSpec, exit_signal_name, spawn_pipes
 from limen.agents.node.pty import spawn_pty
+from limen.agents.node.session_process import (
+    SessionProcess,
+    SpawnSpec,
+    exit_signal_name,
+    spawn_pipes,
+)
 from limen.agents.node.transfers import SftpRequestParser, scp_direction
 from limen.agents.node.unixuser import (
     SessionEnv,

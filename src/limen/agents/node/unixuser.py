@@ -3,7 +3,7 @@ login environment of a session.
 
 Called by the session code (:mod:`limen.agents.node.session`) before it spawns a shell, a
 command or the SFTP server. An agent running as root starts sessions as any existing account
-(real setuid/setgid and supplementary groups, done by :mod:`limen.agents.node.process`); an
+(real setuid/setgid and supplementary groups, done by :mod:`limen.agents.node.session_process`); an
 agent running as an ordinary user can only start sessions as itself, and says so.
 
 An account whose shell is ``nologin`` or ``false`` (or no executable file) gets no session at

@@ -9,7 +9,7 @@ neither accept the same one-time code twice nor lose a failure count::
                                     enrolled); kept a day past the link's end (and after use,
                                     marked used) so a refusal can say which
 
-Called by ``limen.auth.server``. Password hashing runs in a worker thread.
+Called by ``limen.auth.core``. Password hashing runs in a worker thread.
 """
 
 from __future__ import annotations

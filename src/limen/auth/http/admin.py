@@ -23,8 +23,8 @@ from aiohttp import web
 
 from limen.api.resources import Kind
 from limen.auth import node_admin, token_admin, user_admin
+from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_rule
-from limen.auth.server import AuthServer
 from limen.ca.identity import Identity
 from limen.errors import BadParameter
 from limen.net.http import json_body

@@ -33,8 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
+from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
-from limen.auth.server import AuthServer
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import AccessDenied, BadParameter, LimitExceeded
 from limen.events.event import AuditEvent

@@ -2,7 +2,7 @@
 
 Only the proxy, agents (host certificates) and admins (admin identity) and users with matching
 role ``rules`` may call it: the listener requires a client certificate of the cluster's TLS CA
-in the TLS handshake (``limen.auth.service``), and every request re-verifies it (identity,
+in the TLS handshake (``limen.auth.auth_service``), and every request re-verifies it (identity,
 cluster, expiry). A proxy run apart from auth joins at auth's separate join listener
 (``limen.auth.http.join_listener``), never here without a certificate. Routes::
 
@@ -33,7 +33,7 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
                                            auth (see limen.auth.http.trust_leaf)
     /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.http.admin)
 
-Called by ``limen.auth.service`` (which serves it); ``limen.cli.admin_api`` (lmctl) and
+Called by ``limen.auth.auth_service`` (which serves it); ``limen.cli.admin_api`` (lmctl) and
 ``limen.auth.client`` are its clients.
 """
 
@@ -55,6 +55,7 @@ from limen.api.secret_refs import refused_references
 from limen.api.validation import validate
 from limen.auth import presence
 from limen.auth.client import USER_CERT_HEADER
+from limen.auth.core import AuthServer
 from limen.auth.http.admin import admin_routes
 from limen.auth.http.agents import agent_routes
 from limen.auth.http.authz import require_rule, require_system
@@ -62,9 +63,8 @@ from limen.auth.http.join import join, join_info
 from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
 from limen.auth.http.user import user_routes
-from limen.auth.keys import GITOPS_STATUS_KEY
 from limen.auth.node_admin import is_node_kind, resolve_node
-from limen.auth.server import AuthServer
+from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
 from limen.auth.trusted_clusters.wire import ValidateRequest
 from limen.ca.authority import CertAuthorityType, tls_trust_map

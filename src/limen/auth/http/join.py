@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.ca.authority import CertAuthorityType
 from limen.errors import BadParameter
 

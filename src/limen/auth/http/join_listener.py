@@ -17,7 +17,7 @@ adjacent ports (:func:`bind_auth_listeners`). Every later call of that proxy goe
 API with the certificate it got here. Nodes and other agents join through the proxy's web
 port (``/v1/webapi/join``), which forwards to the auth API with the proxy's identity.
 
-Called by ``limen.auth.service`` (the listener) and ``limen.agents.joining`` (the address).
+Called by ``limen.auth.auth_service`` (the listener) and ``limen.agents.joining`` (the address).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import socket
 
 from aiohttp import web
 
+from limen.auth.core import AuthServer
 from limen.auth.http.join import JOIN_MAX_BODY, JOIN_PATH, join, join_info
-from limen.auth.server import AuthServer
 from limen.errors import BadParameter
 from limen.net.address import bind_tcp, format_address, parse_address
 from limen.net.http import error_middleware, json_body

@@ -27,8 +27,8 @@ from typing import Any
 from aiohttp import web
 
 from limen.api.resources import Kind
+from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
-from limen.auth.server import AuthServer
 from limen.auth.trusted_clusters.leaf_roots import enabled_roots
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole

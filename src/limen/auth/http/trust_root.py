@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from limen.api.resources import NAME_PATTERN
+from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
-from limen.auth.server import AuthServer
 from limen.auth.trusted_clusters import root_leaves
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import BadParameter

@@ -25,9 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
+from limen.auth.core import AuthServer
 from limen.auth.nodes import visible_nodes
 from limen.auth.recordings import decide, list_metadata, read_metadata, summary
-from limen.auth.server import AuthServer
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import AccessDenied, NotFound
 from limen.rbac.decision import Decision

@@ -23,7 +23,7 @@ from limen.api.resources import Kind, Resource
 from limen.auth.trusted_clusters.wire import TRUST_LABEL
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.errors import BadParameter
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 __all__ = [
     "TRUSTED_CLUSTER_LABEL",

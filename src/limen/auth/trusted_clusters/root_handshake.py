@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.wire import (
     CLUSTER_LABEL,
     EXCHANGED_TYPES,
@@ -31,7 +31,7 @@ from limen.auth.trusted_clusters.wire import (
 )
 from limen.backend.base import Condition, Put
 from limen.errors import AccessDenied, BadParameter, CompareFailed, LimenError
-from limen.services.resources import encode, resource_key
+from limen.services.resource_store import encode, resource_key
 
 __all__ = ["validate_trusted_cluster"]
 

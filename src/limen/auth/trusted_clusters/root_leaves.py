@@ -30,7 +30,7 @@ from typing import Any
 
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
-from limen.auth.server import AuthServer
+from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.wire import TRUST_LABEL, TRUST_REMOTE
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity

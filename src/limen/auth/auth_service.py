@@ -13,7 +13,7 @@ At every start the missing preset roles are created (``limen.auth.presets``), th
 host id is reserved against joiners (``limen.auth.host_registry``) and the names a joining
 proxy's certificates get are read from the configuration (``limen.auth.host_names``).
 
-Called by the daemon (``limen.cli.process``).
+Called by the daemon (``limen.cli.compose``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from limen.auth.core import AuthServer
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.host_registry import register_local_host
 from limen.auth.http.app import build_app
 from limen.auth.http.join_listener import bind_auth_listeners, build_join_app
 from limen.auth.presets import ensure_presets
-from limen.auth.server import AuthServer
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

@@ -2,7 +2,7 @@
 access) and a reverse tunnel to the proxy, so it is reachable with no inbound port; it
 heartbeats its Resource (name, address, static and command-generated labels) over the tunnel.
 ``on_tunnel`` runs before the tunnel connects (a separately run node attaches its route to
-auth there). Called by ``limen.cli.process``.
+auth there). Called by ``limen.cli.compose``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.context import TrustSource
 from limen.agents.node.dynamic_labels import DynamicLabels
 from limen.agents.node.policy import AccessPolicy
-from limen.agents.node.server import NodeSSHServer
+from limen.agents.node.ssh_server import NodeSSHServer
 from limen.api.resources import API_VERSION
 from limen.events.emitter import Emitter
 from limen.recording.sink import RecordingSink

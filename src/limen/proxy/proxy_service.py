@@ -1,6 +1,6 @@
 """Runs the proxy in ``limen start``: the HTTPS web listener (login, sign-up, join, user calls)
 and, through ``ProxySSHService``, the SSH front and the reverse-tunnel server. Called by the
-daemon (``limen.cli.process``), which gives it its credentials and auth client.
+daemon (``limen.cli.compose``), which gives it its credentials and auth client.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``AuthServer`` owns the cluster's CAs, local users' secrets, join tokens and resources, and
 emits an audit event for every security-relevant action (success and failure). It does no
-HTTP: ``limen.auth.http.app`` maps requests to these methods, and ``limen.auth.service`` runs it.
+HTTP: ``limen.auth.http.app`` maps requests to these methods, and
+``limen.auth.auth_service`` runs it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from limen.auth.host_certs import HostCerts
 from limen.auth.host_join import JoinRequest, join_host
 from limen.auth.host_names import HostNames
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
-from limen.auth.keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
+from limen.auth.store_keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.tokens import JoinTokens, is_single_use
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
@@ -49,7 +50,7 @@ from limen.services.admin import AdminOps
 from limen.services.apply import apply_plan
 from limen.services.audit_outbox import AuditOutbox, OutboxRecords, outbox_records
 from limen.services.plan import Action, Plan
-from limen.services.resources import ResourceStore
+from limen.services.resource_store import ResourceStore
 
 __all__ = ["AuthServer", "HostCerts", "LoginResult"]
 

@@ -9,7 +9,7 @@ a remote one would be. The trusted cluster reconciler (``limen.trust``) keeps th
 user CAs and role maps this cluster trusts; the local node verifies and maps root users with
 them. Called by ``limen.cli.limen``; the daemon loop is ``limen.cli.daemon``. Without the auth
 role (a proxy or a node agent started apart from auth) the components come from
-``limen.cli.process_remote``.
+``limen.cli.compose_remote``.
 """
 
 from __future__ import annotations
@@ -20,26 +20,26 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from limen.agents.node.config import NodeServerConfig
+from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
-from limen.agents.node.service import NodeService
-from limen.aio.service import Service
+from limen.aio.task_service import Service
 from limen.auth.audit_signer import audit_signer_source
+from limen.auth.auth_service import AuthService
 from limen.auth.host_names import configured_proxy_names
-from limen.auth.service import AuthService
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import PublicKey
+from limen.cli.compose_remote import remote_services
 from limen.cli.datadir_lock import hold_data_dir
-from limen.cli.process_remote import remote_services
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.events.filelog import FileLog
 from limen.files import private_dir
-from limen.gitops.service import GitOpsService
+from limen.gitops.sync_service import GitOpsService
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.trust.cache import TrustCache, trusted_role_map

@@ -17,7 +17,7 @@ Both poll auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``): t
 enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
 the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does.
 
-Called by ``limen.cli.process.cluster_services``.
+Called by ``limen.cli.compose.cluster_services``.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from limen.agents.auth_link import AuthLink
 from limen.agents.joining import load_or_join, tunnel_address
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.dynamic_labels import DynamicLabels
+from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.remote_roles import AuthRoleLookup
-from limen.agents.node.service import NodeService
 from limen.agents.recording_upload import AuthRecordingSink
-from limen.aio.service import Service
+from limen.aio.task_service import Service
+from limen.auth.auth_service import host_uuid
 from limen.auth.client import AuthClient
 from limen.auth.host_names import configured_proxy_names
-from limen.auth.service import host_uuid
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.cli.proxy_component import ProxyComponent

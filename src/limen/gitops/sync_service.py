@@ -3,13 +3,13 @@
 ``start()`` returns only after the first sync attempt has finished (applied, rejected or
 failed), so DATA_DIR/listeners.json — what scripts and tests wait for — appears once the
 repository's state is in the store; then the sync keeps polling in the background. It opens
-no listener. Built by ``limen.cli.process.cluster_services`` when ``gitops.source`` is set,
+no listener. Built by ``limen.cli.compose.cluster_services`` when ``gitops.source`` is set,
 after the auth service (whose ``AuthServer`` it applies through).
 """
 
 from __future__ import annotations
 
-from limen.auth.service import AuthService
+from limen.auth.auth_service import AuthService
 from limen.config import Settings
 from limen.gitops.sync import GitOpsSync
 
