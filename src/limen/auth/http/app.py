@@ -59,6 +59,7 @@ from limen.auth.core import AuthServer
 from limen.auth.http.admin import admin_routes
 from limen.auth.http.agents import agent_routes
 from limen.auth.http.authz import require_rule, require_system
+from limen.auth.http.fields import optional_str, required_str, str_list, ttl_seconds
 from limen.auth.http.join import join, join_info
 from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
@@ -169,8 +170,8 @@ class _Routes:
         if ttl is not None and (not isinstance(ttl, int) or ttl <= 0):
             raise BadParameter("ttl_seconds must be a positive integer")
         result = await self.auth.login(
-            _str(body, "user"), _str(body, "password"), body.get("otp") or None,
-            _str(body, "public_key"), timedelta(seconds=ttl) if ttl else None,
+            required_str(body, "user"), required_str(body, "password"), body.get("otp") or None,
+            required_str(body, "public_key"), timedelta(seconds=ttl) if ttl else None,
             remote_addr=str(body.get("remote_addr", "")),
         )
         ident = result.certs.identity
@@ -184,15 +185,15 @@ class _Routes:
     async def signup(self, request: web.Request) -> web.Response:
         require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
-        return web.json_response(await self.auth.signup(_str(body, "token"),
-                                                        _str(body, "password"),
-                                                        _optional_str(body, "otp")))
+        return web.json_response(await self.auth.signup(required_str(body, "token"),
+                                                        required_str(body, "password"),
+                                                        optional_str(body, "otp")))
 
     async def signup_begin(self, request: web.Request) -> web.Response:
         require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
         return web.json_response(await self.auth.signup_begin(
-            _str(body, "token"), _optional_str(body, "password")))
+            required_str(body, "token"), optional_str(body, "password")))
 
     async def join(self, request: web.Request) -> web.Response:
         """A join forwarded by a proxy from its web API (the token authenticates the joiner;
@@ -265,19 +266,19 @@ class _Routes:
         identity, actor = await self._actor(request)
         require_rule(identity, await self.role_set(identity), Kind.USER, "create")
         body = await json_body(request)
-        roles = _str_list(body, "roles")
+        roles = str_list(body, "roles")
         if not roles:
             raise BadParameter("a user needs at least one role (--roles)")
-        _user, url = await self.auth.add_user(_str(body, "name"), roles,
-                                              _str_list(body, "logins"), actor=actor,
-                                              ttl_seconds=_ttl(body))
+        _user, url = await self.auth.add_user(required_str(body, "name"), roles,
+                                              str_list(body, "logins"), actor=actor,
+                                              ttl_seconds=ttl_seconds(body))
         return web.json_response({"url": url, "token": url.rsplit("/", 1)[-1].split("?")[0]})
 
     async def invite(self, request: web.Request) -> web.Response:
         identity, actor = await self._actor(request)
         require_rule(identity, await self.role_set(identity), Kind.USER, "update")
         url = await self.auth.invite(request.match_info["name"], actor=actor,
-                                     ttl_seconds=_ttl(await json_body(request)))
+                                     ttl_seconds=ttl_seconds(await json_body(request)))
         return web.json_response({"url": url, "token": url.rsplit("/", 1)[-1].split("?")[0]})
 
     async def add_token(self, request: web.Request) -> web.Response:
@@ -291,7 +292,7 @@ class _Routes:
         if not isinstance(labels, dict):
             raise BadParameter("labels must be a mapping")
         secret, record = await self.auth.create_token(
-            _str(body, "type"), timedelta(seconds=ttl), actor=actor,
+            required_str(body, "type"), timedelta(seconds=ttl), actor=actor,
             labels={str(k): str(v) for k, v in labels.items()},
             single_use=body.get("single_use"))
         return web.json_response(await self.auth.token_answer(secret, record))
@@ -335,8 +336,9 @@ class _Routes:
         resource = body.get("resource")
         if not isinstance(resource, dict):
             raise BadParameter("resource must be a Resource document")
-        record = await presence.heartbeat(self.auth, resource, _str(body, "host_id"),
-                                          _str(body, "tunnel"), _str(body, "cluster"))
+        record = await presence.heartbeat(
+            self.auth, resource, required_str(body, "host_id"), required_str(body, "tunnel"),
+            required_str(body, "cluster"))
         return web.json_response(record)
 
     async def presence_nodes(self, request: web.Request) -> web.Response:
@@ -371,31 +373,5 @@ def _source_document(index: int, entry: Any) -> SourceDocument:
     return SourceDocument("<api>", index, 1, entry)
 
 
-def _ttl(body: dict[str, Any], default: int = 3600) -> int:
-    value = body.get("ttl_seconds", default)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise BadParameter("ttl_seconds must be a positive integer")
-    return value
 
 
-def _str(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise BadParameter(f"{key} is required")
-    return value
-
-
-def _optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadParameter(f"{key} must be a string")
-    return value
-
-
-def _str_list(body: dict[str, Any], key: str) -> list[str]:
-    value = body.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadParameter(f"{key} must be a list of strings")
-    return value

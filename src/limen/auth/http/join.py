@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from limen.auth.core import AuthServer
+from limen.auth.http.fields import optional_str, required_str, str_list
 from limen.ca.authority import CertAuthorityType
 from limen.errors import BadParameter
 
@@ -41,17 +42,16 @@ def join_info(auth: AuthServer) -> dict[str, Any]:
 
 async def join(auth: AuthServer, body: dict[str, Any], remote_addr: str) -> dict[str, Any]:
     """Check the request's shape, join, and the answer (see the module doc)."""
-    addresses = body.get("addresses") or []
-    if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-        raise BadParameter("addresses must be a list of strings")
+    addresses = str_list(body, "addresses")
     proof = body.get("proof")
     if proof is not None and not isinstance(proof, dict):
         raise BadParameter("proof must be an object")
     certs = await auth.join(
-        _str(body, "token"), _str(body, "role"), _optional_str(body, "host_id") or "",
-        _str(body, "hostname"), _str(body, "public_key"), addresses,
+        required_str(body, "token"), required_str(body, "role"),
+        optional_str(body, "host_id") or "", required_str(body, "hostname"),
+        required_str(body, "public_key"), addresses,
         remote_addr=remote_addr,
-        ssh_public_key=_optional_str(body, "ssh_public_key") or "", proof=proof,
+        ssh_public_key=optional_str(body, "ssh_public_key") or "", proof=proof,
     )
     return {
         "cluster": auth.cluster_name, "host_id": certs.identity.host_id,
@@ -61,17 +61,3 @@ async def join(auth: AuthServer, body: dict[str, Any], remote_addr: str) -> dict
     }
 
 
-def _str(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise BadParameter(f"{key} is required")
-    return value
-
-
-def _optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadParameter(f"{key} must be a string")
-    return value
