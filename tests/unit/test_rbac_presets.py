@@ -13,7 +13,7 @@ from limen.api.loader import SourceDocument, load_path
 from limen.api.resources import ORIGIN_LABEL, Kind, Origin, Resource
 from limen.api.validation import validate
 from limen.auth.core import AuthServer
-from limen.auth.presets import ensure_presets
+from limen.auth.preset_roles import ensure_presets
 from limen.backend.memory import MemoryBackend
 from limen.config import ClusterSettings
 from limen.events.emitter import MemoryEmitter

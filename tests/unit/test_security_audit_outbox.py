@@ -26,7 +26,7 @@ from limen.events.event import AuditEvent
 from limen.events.filelog import FileLog
 from limen.events.search import search
 from limen.gitops.sync import GitOpsSync, Outcome
-from limen.services.audit_outbox import OUTBOX_PREFIX, AuditOutbox
+from limen.services.audit_in_transaction import OUTBOX_PREFIX, AuditOutbox
 
 
 class Crash(Exception):

@@ -9,7 +9,7 @@ Files in DATA_DIR written here (directories 0700, files 0600)::
     admin/               admin identity (key.pem, tls.crt, cas.pem, meta.json), renewed each start
     log/events/          the audit log (JSON lines, one file per day)
 
-At every start the missing preset roles are created (``limen.auth.presets``), this process's
+At every start the missing preset roles are created (``limen.auth.preset_roles``), this process's
 host id is reserved against joiners (``limen.auth.host_registry``) and the names a joining
 proxy's certificates get are read from the configuration (``limen.auth.host_names``).
 
@@ -30,7 +30,7 @@ from limen.auth.host_names import configured_proxy_names
 from limen.auth.host_registry import register_local_host
 from limen.auth.http.app import build_app
 from limen.auth.http.join_listener import bind_auth_listeners, build_join_app
-from limen.auth.presets import ensure_presets
+from limen.auth.preset_roles import ensure_presets
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials

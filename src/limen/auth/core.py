@@ -48,7 +48,7 @@ from limen.rbac.checker import AccessChecker, describe
 from limen.rbac.roleset import RoleSet
 from limen.services.admin import AdminOps
 from limen.services.apply import apply_plan
-from limen.services.audit_outbox import AuditOutbox, OutboxRecords, outbox_records
+from limen.services.audit_in_transaction import AuditOutbox, OutboxRecords, outbox_records
 from limen.services.plan import Action, Plan
 from limen.services.resource_store import ResourceStore
 

@@ -1,11 +1,11 @@
 """Which of some events are already in the audit log: the dedup of a repeated outbox drain.
 
-An event written through a store outbox (``limen.services.audit_outbox``) may already be in
+An event written through a store outbox (``limen.services.audit_in_transaction``) may already be in
 the log when a crash came between the log's fsync and the deletion of its outbox record; the
 drain after the restart asks :func:`logged_uids` and skips those. Only the day files of the
 events' own dates are read (:class:`~limen.events.FileLog` files an event by its ``time``),
 and lines are matched by their ``uid`` (torn or corrupt lines are ignored).
-Called by ``limen.services.audit_outbox``.
+Called by ``limen.services.audit_in_transaction``.
 """
 
 from __future__ import annotations

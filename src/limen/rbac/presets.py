@@ -8,9 +8,9 @@
   tokens, clusters) and reads the audit log; no access to any server;
 - ``auditor``: reads the audit log and every session recording; no access to any server.
 
-Auth creates the missing ones at every start (``limen.auth.presets``) with origin ``preset``;
+Auth creates the missing ones at every start (``limen.auth.preset_roles``) with origin ``preset``;
 a role of the same name from Git, Kubernetes or ``lmctl apply`` takes a preset over (see
-``limen.services.plan``). Pure data; called by ``limen.auth.presets`` and tests.
+``limen.services.plan``). Pure data; called by ``limen.auth.preset_roles`` and tests.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each write is conditioned on the revision the plan saw, so a concurrent change between plan
 and apply makes the whole apply fail (``CompareFailed``) instead of overwriting it. The audit
 events of the change ride in the same transaction as outbox records
-(``limen.services.audit_outbox``): committed together with the change, or not at all.
+(``limen.services.audit_in_transaction``): committed together with the change, or not at all.
 Called by ``lmctl apply`` (offline), the auth API's apply endpoint, and the Git sync.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from limen.backend.base import Condition, Delete, Put
 from limen.errors import AlreadyExists, CompareFailed
-from limen.services.audit_outbox import OutboxRecords
+from limen.services.audit_in_transaction import OutboxRecords
 from limen.services.plan import Action, Plan
 from limen.services.resource_store import ResourceStore, encode, resource_key
 
