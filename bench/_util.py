@@ -6,7 +6,8 @@
 * :func:`timed`, :func:`percentile`, :func:`per_second` — timing and statistics;
 * :func:`print_table` — the side-by-side comparison table every benchmark prints.
 
-Benchmarks import it as ``import _util`` (``python bench/x.py`` puts ``bench/`` on the path).
+Benchmarks import it as ``import _util`` (``python bench/x.py`` puts ``bench/`` on the path),
+before anything that imports asyncssh: it installs the CLIs' one warning filter.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+
+import limen.cli  # noqa: F401  (silences asyncssh's DSA deprecation warning, as the CLIs do)
 
 __all__ = [
     "BIN",
