@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +29,7 @@ from limen.auth.credentials.otp import provisioning_uri
 from limen.auth.credentials.signup_tokens import build_signup_url
 from limen.auth.host_certs import HostCerts
 from limen.auth.host_join import JoinRequest, join_host
-from limen.auth.host_names import HostNames
+from limen.auth.host_names import HostNames, local_host_names
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
 from limen.auth.store_keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.tokens import JoinTokens, is_single_use
@@ -331,11 +330,7 @@ class AuthServer:
         they name (a join: ``limen.auth.host_names``); without, ``addresses`` from the
         configuration of a component in auth's own process, with ``localhost``."""
         if names is None:
-            names = HostNames(
-                dns=tuple(n for n in (host_id, hostname, "localhost",
-                                      *(a for a in addresses if not _is_ip(a))) if n),
-                ips=("127.0.0.1", *(a for a in addresses if _is_ip(a))),
-                principals=tuple(addresses))
+            names = local_host_names(host_id, hostname, addresses)
         key = load_public_key(public_key)
         ssh_key = load_public_key(ssh_public_key) if ssh_public_key else key
         host_ca = self.authorities.get(CertAuthorityType.HOST)
@@ -424,11 +419,3 @@ class AuthServer:
         return {"allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
                 "reason": decision.reason, "warnings": list(checker.warnings),
                 "text": describe(checker, target, decision, principal=login)}
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -36,6 +36,7 @@ __all__ = [
     "check_hostname",
     "configured_proxy_names",
     "joined_host_names",
+    "local_host_names",
 ]
 
 _LABEL = re.compile(NODENAME_PATTERN)
@@ -97,6 +98,15 @@ def joined_host_names(role: SystemRole, host_id: str, hostname: str, cluster: st
     ips = tuple(n for n in public if _is_ip(n))
     dns = (host_id, f"{hostname}.{cluster}", *(n for n in public if not _is_ip(n)))
     return HostNames(dns=tuple(dict.fromkeys(dns)), ips=ips, principals=public)
+
+
+def local_host_names(host_id: str, hostname: str, addresses: Sequence[str]) -> HostNames:
+    """What the certificates of a component in auth's own process name: its id, hostname and
+    configured addresses, with ``localhost`` and ``127.0.0.1`` (it listens on this machine)."""
+    dns = (host_id, hostname, "localhost", *(a for a in addresses if not _is_ip(a)))
+    return HostNames(dns=tuple(n for n in dns if n),
+                     ips=("127.0.0.1", *(a for a in addresses if _is_ip(a))),
+                     principals=tuple(addresses))
 
 
 def _is_ip(text: str) -> bool:
