@@ -1,32 +1,21 @@
-"""AuthServer in-process, on the memory backend: tokens, cluster name, apply events, access."""
+"""AuthServer in-process, on the memory backend: tokens, cluster name, apply events, access.
+
+The ``auth`` fixture (the demo repository applied) is in ``tests/unit/conftest.py``.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from limen.api.loader import load_path
-from limen.api.resources import Kind, Origin
-from limen.api.validation import validate
+from limen.api.resources import Kind
 from limen.auth.core import AuthServer
-from limen.backend.memory import MemoryBackend
 from limen.ca.keys import generate_private_key, public_key_to_openssh
 from limen.config import ClusterSettings
 from limen.errors import AccessDenied, BadParameter
 from limen.events.emitter import MemoryEmitter
 from limen.events.event import AuditEvent
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "gitops"
-
-
-@pytest.fixture
-async def auth() -> AuthServer:
-    server = AuthServer(MemoryBackend(), ClusterSettings(name="unit"), MemoryEmitter())
-    await server.start()
-    await server.apply(validate(load_path(EXAMPLES)), Origin.GIT, actor="test")
-    return server
 
 
 def _events(auth: AuthServer) -> list[AuditEvent]:

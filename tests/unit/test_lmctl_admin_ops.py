@@ -33,12 +33,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "gitops"
 
 
 @pytest.fixture
-async def auth() -> AuthServer:
-    server = AuthServer(MemoryBackend(), ClusterSettings(name="unit"), MemoryEmitter())
-    await server.start()
-    await server.apply(validate(load_path(EXAMPLES)), Origin.GIT, actor="test")
-    await server.set_proxy_address("127.0.0.1:3080")
-    return server
+async def auth(auth: AuthServer) -> AuthServer:
+    """The demo cluster of ``tests/unit/conftest.py``, with its proxy address registered."""
+    await auth.set_proxy_address("127.0.0.1:3080")
+    return auth
 
 
 def _events(auth: AuthServer, event_type: str) -> list[dict[str, Any]]:

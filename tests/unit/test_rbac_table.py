@@ -16,24 +16,13 @@ import pytest
 
 from limen.api.resources import Kind, Resource
 from limen.rbac import RoleSet
+from rbac_roles import role
 
 NO_LABELS: dict[str, str] = {}
 WORKER = {"role": "worker", "status": "follower"}
 DB = {"role": "db", "status": "follower"}
 DB_SUFFIX = {"role": "db01", "status": "follower01"}
 ALL = {"*": "*"}
-
-
-def role(name: str, allow: dict[str, Any] | None = None, deny: dict[str, Any] | None = None,
-         options: dict[str, Any] | None = None) -> Resource:
-    spec: dict[str, Any] = {}
-    if allow is not None:
-        spec["allow"] = allow
-    if deny is not None:
-        spec["deny"] = deny
-    if options is not None:
-        spec["options"] = options
-    return Resource(kind=Kind.ROLE, name=name, spec=spec)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from limen.api.validation import validate
 from limen.errors import BadParameter, ValidationFailed
 from limen.rbac.roleset import RoleSet
 from limen.rbac.rule_context import rule_context, session_fields
+from rbac_roles import role
 
 PARTICIPANT = "contains(session.participants, user.metadata.name)"
 
@@ -158,14 +159,8 @@ def test_a_good_where_loads(tmp_path: Path) -> None:
 
 def _role(name: str, allow: dict[str, Any] | None = None,
           deny: dict[str, Any] | None = None) -> Resource:
-    spec: dict[str, Any] = {}
-    if allow is not None:
-        spec["allow"] = allow
-    if deny is not None:
-        spec["deny"] = deny
-    (role,) = validate([SourceDocument("<test>", 0, 1, Resource(Kind.ROLE, name,
-                                                                  spec=spec).to_document())])
-    return role
+    (validated,) = validate([SourceDocument("<test>", 0, 1, role(name, allow, deny).to_document())])
+    return validated
 
 
 OWN_SESSIONS = _role("own", allow={"rules": [{"resources": ["session"], "verbs": ["list", "read"],

@@ -9,24 +9,13 @@ text wherever a template puts them: label values (inside the role author's own g
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from limen.api.resources import Kind, Resource
+from limen.api.resources import Resource
 from limen.rbac import RoleSet
+from rbac_roles import role
 
 OTHER = {"team": "other", "env": "prod"}
-
-
-def role(name: str, allow: dict[str, Any] | None = None,
-         deny: dict[str, Any] | None = None) -> Resource:
-    spec: dict[str, Any] = {}
-    if allow is not None:
-        spec["allow"] = allow
-    if deny is not None:
-        spec["deny"] = deny
-    return Resource(kind=Kind.ROLE, name=name, spec=spec)
 
 
 def roles(traits: dict[str, list[str]], *resources: Resource) -> RoleSet:
