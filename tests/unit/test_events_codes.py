@@ -29,6 +29,8 @@ RELEASED = {
     "L3100I": ("kube.request", True), "L3100W": ("kube.request", False),
     "L3200I": ("db.session.start", True), "L3200W": ("db.session.start", False),
     "L3201I": ("db.session.query", True), "L3201W": ("db.session.query", False),
+    "L3202I": ("db.session.end", True),
+    "L3203I": ("db.session.cancel", True), "L3203W": ("db.session.cancel", False),
     "L3300I": ("app.session.start", True), "L3300W": ("app.session.start", False),
     "L4000W": ("access.denied", False),
     "L5000I": ("join_token.create", True), "L5001I": ("join", True),

@@ -21,44 +21,56 @@ from typing import TYPE_CHECKING, Any
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind
 from limen.api.validation import validate
-from limen.auth.store_keys import PRESENCE_PREFIX
+from limen.auth.store_keys import DB_PRESENCE_PREFIX, PRESENCE_PREFIX
 from limen.errors import BadParameter
 
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
 
-__all__ = ["PRESENCE_PREFIX", "PRESENCE_TTL", "heartbeat", "presence"]
+__all__ = ["DB_PRESENCE_PREFIX", "PRESENCE_PREFIX", "PRESENCE_TTL", "heartbeat", "presence"]
 
 PRESENCE_TTL = 35.0
 """Seconds a heartbeat keeps its record alive."""
 _HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+_AGENT_KINDS = {"node": "ssh", "db": "db"}
+"""The Resource ``spec.kind`` each agent role may heartbeat."""
+
+
 async def heartbeat(auth: AuthServer, resource: Mapping[str, Any], host_id: str,
-                    tunnel: str, cluster: str) -> dict[str, Any]:
-    """Store (or refresh) the presence record of ``host_id``; returns the stored record."""
+                    tunnel: str, cluster: str, role: str = "node") -> dict[str, Any]:
+    """Store (or refresh) the presence record of ``host_id`` (a node) or of one database a
+    db agent serves; returns the stored record. ``role`` is the agent's system role from its
+    verified certificate, as the proxy saw it: a node agent may only heartbeat an ssh
+    Resource, a db agent only db Resources."""
     if not _HOST_ID.fullmatch(host_id):
         raise BadParameter(f"invalid host id {host_id[:64]!r}")
     if cluster != auth.cluster_name:
         raise BadParameter(f"heartbeat for cluster {cluster!r}; this is {auth.cluster_name!r}")
     (parsed,) = validate([SourceDocument(f"<heartbeat of {host_id}>", 0, 1, dict(resource))])
-    if parsed.kind is not Kind.RESOURCE or parsed.spec.get("kind") != "ssh":
-        raise BadParameter("a node heartbeat carries a Resource with spec.kind ssh")
+    expected = _AGENT_KINDS.get(role)
+    if parsed.kind is not Kind.RESOURCE or expected is None \
+            or parsed.spec.get("kind") != expected:
+        raise BadParameter(f"a {role} agent's heartbeat carries a Resource with spec.kind "
+                           f"{expected or 'ssh'}")
+    key = PRESENCE_PREFIX + host_id if expected == "ssh" else \
+        f"{DB_PRESENCE_PREFIX}{parsed.name}/{host_id}"
     now = auth.clock()
     record = {
         "resource": parsed.to_document(with_status=False), "host_id": host_id,
         "cluster": cluster, "tunnel": tunnel, "updated": auth.now().isoformat(),
         "expires": now + PRESENCE_TTL,
     }
-    await auth.backend.put(PRESENCE_PREFIX + host_id, json.dumps(record).encode(),
-                           expires=now + PRESENCE_TTL)
+    await auth.backend.put(key, json.dumps(record).encode(), expires=now + PRESENCE_TTL)
     return record
 
 
-async def presence(auth: AuthServer) -> list[dict[str, Any]]:
-    """Every live presence record, sorted by host id."""
+async def presence(auth: AuthServer, prefix: str = PRESENCE_PREFIX) -> list[dict[str, Any]]:
+    """Every live presence record of nodes (or, with :data:`DB_PRESENCE_PREFIX`, of
+    databases), sorted by key."""
     out: list[dict[str, Any]] = []
-    for item in await auth.backend.list(PRESENCE_PREFIX):
+    for item in await auth.backend.list(prefix):
         try:
             out.append(json.loads(item.value))
         except ValueError:

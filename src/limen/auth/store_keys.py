@@ -3,7 +3,10 @@
 Imported by the auth server and its parts, the Git sync and ``lmctl``; imports nothing.
 """
 
-__all__ = ["CLUSTER_NAME_KEY", "GITOPS_STATUS_KEY", "PRESENCE_PREFIX", "PROXY_ADDRESS_KEY"]
+__all__ = [
+    "CLUSTER_NAME_KEY", "DB_PRESENCE_PREFIX", "GITOPS_STATUS_KEY", "PRESENCE_PREFIX",
+    "PROXY_ADDRESS_KEY",
+]
 
 CLUSTER_NAME_KEY = "/cluster/name"
 """The cluster's name, written by the first ``limen start``."""
@@ -13,3 +16,5 @@ GITOPS_STATUS_KEY = "/gitops/status"
 """The Git sync's status: live commit and last attempt (JSON, ``limen.gitops.status``)."""
 PRESENCE_PREFIX = "/presence/nodes/"
 """Heartbeated presence records, one per host id (``limen.auth.presence``)."""
+DB_PRESENCE_PREFIX = "/presence/dbs/"
+"""Heartbeated databases, one record per (database name, serving db agent's host id)."""

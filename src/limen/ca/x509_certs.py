@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from limen.ca._validity import CLOCK_SKEW, check_ttl, utc_now
-from limen.ca.authority import CertAuthority
+from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key, signature_hash
 from limen.errors import AccessDenied, BadParameter
@@ -46,6 +46,7 @@ __all__ = [
     "identity_from_cert",
     "load_certificate",
     "sign_client_cert",
+    "sign_db_client_cert",
     "sign_server_cert",
     "verify_client_cert",
     "verify_server_cert",
@@ -88,6 +89,28 @@ def sign_client_cert(
         .add_extension(_CLIENT_EKU, critical=False)
         .add_extension(_identity_extension(identity), critical=False)
         .sign(tls_ca.signer, signature_hash(tls_ca.signer))
+    )
+
+
+def sign_db_client_cert(
+    db_ca: CertAuthority,
+    public_key: PublicKey | str | bytes,
+    db_user: str,
+    ttl: timedelta,
+    *,
+    now: datetime | None = None,
+) -> x509.Certificate:
+    """The certificate a db agent presents to a database for ``db_user``: subject exactly
+    ``CN=<db_user>`` (what PostgreSQL ``cert`` authentication and MariaDB ``REQUIRE SUBJECT``
+    compare), client authentication only, no Limen identity. Signed by the DB CA only."""
+    if db_ca.type is not CertAuthorityType.DB:
+        raise BadParameter(f"database client certificates come from the DB CA, not the "
+                           f"{db_ca.type.value} CA")
+    return (
+        _builder(db_ca, public_key, None, ttl, now)
+        .subject_name(x509.Name([_common_name(db_user)]))
+        .add_extension(_CLIENT_EKU, critical=False)
+        .sign(db_ca.signer, signature_hash(db_ca.signer))
     )
 
 

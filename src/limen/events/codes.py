@@ -69,6 +69,8 @@ class EventType(StrEnum):
     KUBE_REQUEST = "kube.request"
     DB_SESSION_START = "db.session.start"
     DB_SESSION_QUERY = "db.session.query"
+    DB_SESSION_END = "db.session.end"
+    DB_SESSION_CANCEL = "db.session.cancel"
     APP_SESSION_START = "app.session.start"
     ACCESS_DENIED = "access.denied"
     JOIN_TOKEN_CREATE = "join_token.create"
@@ -141,6 +143,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L3200W", _T.DB_SESSION_START, False, "database session refused"),
     EventCode("L3201I", _T.DB_SESSION_QUERY, True, "database query"),
     EventCode("L3201W", _T.DB_SESSION_QUERY, False, "database query failed"),
+    EventCode("L3202I", _T.DB_SESSION_END, True, "database session ended"),
+    EventCode("L3203I", _T.DB_SESSION_CANCEL, True, "database query cancel request forwarded"),
+    EventCode("L3203W", _T.DB_SESSION_CANCEL, False, "database query cancel request refused"),
     EventCode("L3300I", _T.APP_SESSION_START, True, "app session started"),
     EventCode("L3300W", _T.APP_SESSION_START, False, "app session refused"),
     # 4xxx access decisions

@@ -176,7 +176,7 @@ def ambiguity(query: str, found: Sequence[Node]) -> str:
 def collect_nodes(local: Mapping[str, AgentRecord], presence: Sequence[Mapping[str, Any]],
                   resources: Sequence[Resource]) -> list[Node]:
     """Every routable node: local agents, remote agents (presence), agentless Resources."""
-    nodes = [_agent_node(r) for r in local.values()]
+    nodes = [_agent_node(r) for r in local.values() if r.role == "node"]
     for item in presence:
         host_id = item.get("host_id")
         if not isinstance(host_id, str) or host_id in local:

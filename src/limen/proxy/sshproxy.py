@@ -296,4 +296,4 @@ class ProxySSHService:
     async def _heartbeat(self, record: AgentRecord, resource: Mapping[str, Any]) -> None:
         await self.auth.call("POST", "/v1/presence/heartbeat", {
             "resource": dict(resource), "host_id": record.host_id, "cluster": record.cluster,
-            "tunnel": self.credentials.host_id})
+            "tunnel": self.credentials.host_id, "role": record.role})

@@ -47,8 +47,6 @@ from limen.tunnel.agent_settings import (
 )
 from limen.tunnel.protocol import (
     CONTROL_SUBSYSTEM,
-    KIND_NODE,
-    MODE_RAW,
     Connect,
     ConnectFailed,
     ConnectOk,
@@ -201,7 +199,8 @@ class AgentConnection:
                 payload = self.owner.heartbeat()
                 if inspect.isawaitable(payload):
                     payload = await payload
-                writer.write(encode(Heartbeat(resource=payload)))
+                for resource in payload if isinstance(payload, list) else [payload]:
+                    writer.write(encode(Heartbeat(resource=resource)))
             except (LimenError, OSError, asyncssh.Error) as err:
                 log.warning("tunnel agent: cannot send a heartbeat: %s", err)
             except Exception:  # the payload callable is the caller's code: keep beating
@@ -248,7 +247,7 @@ class AgentConnection:
     # ------------------------------------------------------------------ dials
 
     async def _serve_dial(self, request: DialRequest) -> None:
-        if request.mode != MODE_RAW or request.kind != KIND_NODE:
+        if (request.kind, request.mode) not in self.owner.settings.serves:
             self._send(DialFailed(request.nonce, f"this agent does not serve {request.kind} "
                                                  f"dials in {request.mode} mode"))
             return

@@ -19,15 +19,17 @@ from typing import Any, Protocol
 
 from limen.aio.backoff import Backoff
 from limen.ca.keys import PublicKey
-from limen.tunnel.protocol import DialRequest
+from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest
 
 __all__ = ["DialHandler", "DialPreparer", "HeartbeatSource", "PreparedDial",
            "TunnelAgentSettings"]
 
 DialHandler = Callable[[socket.socket, DialRequest], Awaitable[None]]
 """Serves one dial on the connected data socket (it owns the socket from then on)."""
-HeartbeatSource = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
-"""The payload of every heartbeat (the agent's Resource document)."""
+HeartbeatPayload = dict[str, Any] | list[dict[str, Any]]
+HeartbeatSource = Callable[[], HeartbeatPayload | Awaitable[HeartbeatPayload]]
+"""The payload of every heartbeat: the agent's Resource document, or a list of them (a db
+agent heartbeats each database it serves, one message each)."""
 
 
 class PreparedDial(Protocol):
@@ -72,3 +74,5 @@ class TunnelAgentSettings:
     """Waits out a reconnect delay (tests replace it)."""
     clock: Callable[[], float] = time.time
     """Wall clock for the proxy certificate's validity check."""
+    serves: frozenset[tuple[str, str]] = frozenset({(KIND_NODE, MODE_RAW)})
+    """The (kind, mode) dials this agent serves; any other is answered ``dial_failed``."""

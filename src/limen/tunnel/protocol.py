@@ -41,6 +41,7 @@ __all__ = [
     "CONTROL_SUBSYSTEM",
     "DATA_PREFIX",
     "KIND_AUTH",
+    "KIND_DB",
     "KIND_NODE",
     "MAX_FRAME",
     "MAX_PREAMBLE",
@@ -83,12 +84,15 @@ KIND_NODE = "node"
 """Dial the agent's SSH server (the node agent serves one SSH connection on the data socket)."""
 KIND_AUTH = "auth"
 """Agent to proxy: splice the data connection to the auth API (mTLS stays end to end)."""
+KIND_DB = "db"
+"""Dial a db agent (always :data:`MODE_TLS`): after the TLS handshake the proxy sends the
+session request (``limen.agents.db.wire``) and the database protocol follows."""
 MODE_RAW = "raw"
 """The payload is authenticated and encrypted end to end (SSH, mTLS): relay bytes untouched."""
 MODE_TLS = "tls"
-"""Reserved for protocols that are not end-to-end protected (databases later): the data
-connection will then be wrapped in mutual TLS between proxy and agent, with the proxy's and the
-agent's host certificates. Not implemented yet; agents refuse dials in this mode."""
+"""For protocols the proxy terminates (databases): the data connection is wrapped in mutual TLS
+between proxy (TLS client) and agent (TLS server), each checking the other's host certificate
+(cluster TLS CA, role, host id) before a byte of the payload flows."""
 MODES = (MODE_RAW, MODE_TLS)
 
 _HEADER = struct.Struct(">I")
@@ -125,11 +129,11 @@ class DialRequest:
     """What a dial asks the agent to serve (proxy to agent), or the proxy (agent to proxy)."""
 
     kind: str
-    """:data:`KIND_NODE` (SSH to the node agent) or :data:`KIND_AUTH`; db/kube/app later."""
+    """:data:`KIND_NODE` (SSH to the node agent), :data:`KIND_DB` or :data:`KIND_AUTH`."""
     target: str = ""
     """The name the user asked for (``web1``, ``web1:22``), for the agent's logs and audit."""
     mode: str = MODE_RAW
-    """:data:`MODE_RAW` now; :data:`MODE_TLS` is the seam for databases."""
+    """:data:`MODE_RAW` (end-to-end protected payloads) or :data:`MODE_TLS` (databases)."""
     client_addr: str = ""
     """``host:port`` of the user's client as the proxy saw it."""
     user: str = ""

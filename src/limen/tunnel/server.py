@@ -116,7 +116,7 @@ class TunnelServer:
         self._by_cluster: dict[str, AgentLink] = {}
         self._nonces = NonceTable()
         self._waiting: dict[str, asyncio.Future[DataConnection]] = {}
-        self._last_forward: dict[str, float] = {}
+        self._last_forward: dict[tuple[str, str], float] = {}
         self._server: asyncio.Server | None = None
         self._options: Any = None
         self.unsorted: set[asyncio.Transport] = set()
@@ -304,7 +304,8 @@ class TunnelServer:
             del self._by_host[host_id]
             self.registry.remove(host_id)
             self._nonces.discard_host(host_id)
-            self._last_forward.pop(host_id, None)
+            for key in [k for k in self._last_forward if k[0] == host_id]:
+                del self._last_forward[key]
             log.info("tunnel: agent %s disconnected", host_id)
 
     def heartbeat(self, link: AgentLink, resource: Mapping[str, Any]) -> None:
@@ -315,10 +316,11 @@ class TunnelServer:
         record = record.with_heartbeat(resource, self.now())
         self.registry.put(record)
         now = time.monotonic()
-        if self.on_heartbeat is None or now - self._last_forward.get(host_id, -1e9) \
+        key = _heartbeat_key(host_id, resource)
+        if self.on_heartbeat is None or now - self._last_forward.get(key, -1e9) \
                 < MIN_HEARTBEAT_GAP:
             return
-        self._last_forward[host_id] = now
+        self._last_forward[key] = now
         self._spawn(self._forward_heartbeat(record, resource))
 
     async def _forward_heartbeat(self, record: AgentRecord, resource: Mapping[str, Any]) -> None:
@@ -408,3 +410,10 @@ class TunnelServer:
 
     def new_ssh_connection(self) -> Any:
         return asyncssh.SSHServerConnection(asyncio.get_running_loop(), self._options)
+
+
+def _heartbeat_key(host_id: str, resource: Mapping[str, Any]) -> tuple[str, str]:
+    """Forwarding is throttled per agent and resource (a db agent beats for each database)."""
+    meta = resource.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return host_id, name if isinstance(name, str) else ""

@@ -25,10 +25,13 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
     GET  /v1/status
     POST /v1/presence/heartbeat            {resource, host_id, cluster, tunnel} (proxies)
     GET  /v1/presence/nodes                online agent-served nodes (see limen.auth.presence)
+    GET  /v1/presence/dbs                  online databases, one item per serving db agent
     GET  /v1/gitops/status                 the Git sync's live commit and last attempt
     POST /v1/trustedclusters/validate      a leaf's handshake, forwarded by the proxy
                                            (see limen.auth.trusted_clusters.root_handshake)
     /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.http.trust_root)
+    /v1/db/...                             database listing and certificates
+                                           (see limen.auth.http.db)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.http.trust_leaf)
     /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.http.admin)
@@ -48,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
@@ -59,6 +63,7 @@ from limen.auth.core import AuthServer
 from limen.auth.http.admin import admin_routes
 from limen.auth.http.agents import agent_routes
 from limen.auth.http.authz import require_rule, require_system
+from limen.auth.http.db import db_routes
 from limen.auth.http.fields import optional_str, required_str, str_list, ttl_seconds
 from limen.auth.http.join import join, join_info
 from limen.auth.http.trust_leaf import trust_routes
@@ -70,7 +75,8 @@ from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
 from limen.auth.trusted_clusters.wire import ValidateRequest
 from limen.ca.authority import CertAuthorityType, tls_trust_map
 from limen.ca.identity import Identity, SystemRole
-from limen.ca.x509_certs import verify_client_cert
+from limen.ca.keys import PublicKey
+from limen.ca.x509_certs import load_certificate, verify_client_cert
 from limen.errors import AccessDenied, BadParameter, NotFound, ValidationFailed
 from limen.events.search import parse_since, search
 from limen.net.http import error_middleware, json_body
@@ -105,10 +111,12 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
         web.get("/v1/gitops/status", routes.gitops_status),
         web.post("/v1/presence/heartbeat", routes.presence_heartbeat),
         web.get("/v1/presence/nodes", routes.presence_nodes),
+        web.get("/v1/presence/dbs", routes.presence_dbs),
         web.post("/v1/trustedclusters/validate", routes.validate_trusted_cluster),
     ])
     app.add_routes(user_routes(auth, routes.identity, routes.role_set, recordings_dir(data_dir)))
     app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
+    app.add_routes(db_routes(auth, routes.identity, forwarded_public_key, routes.role_set))
     app.add_routes(remote_routes(auth, routes.identity, routes.role_set))
     app.add_routes(trust_routes(auth, routes.identity))
     app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
@@ -338,7 +346,7 @@ class _Routes:
             raise BadParameter("resource must be a Resource document")
         record = await presence.heartbeat(
             self.auth, resource, required_str(body, "host_id"), required_str(body, "tunnel"),
-            required_str(body, "cluster"))
+            required_str(body, "cluster"), optional_str(body, "role") or "node")
         return web.json_response(record)
 
     async def presence_nodes(self, request: web.Request) -> web.Response:
@@ -347,6 +355,13 @@ class _Routes:
                      system=[SystemRole.PROXY, SystemRole.NODE])
         return web.json_response({"items": await presence.presence(self.auth)})
 
+    async def presence_dbs(self, request: web.Request) -> web.Response:
+        identity = await self.identity(request)
+        require_rule(identity, await self.role_set(identity), Kind.RESOURCE, "list",
+                     system=[SystemRole.PROXY, SystemRole.DB])
+        return web.json_response(
+            {"items": await presence.presence(self.auth, presence.DB_PRESENCE_PREFIX)})
+
     # -- trusted clusters: a leaf's handshake, authenticated by its token -------------------
     async def validate_trusted_cluster(self, request: web.Request) -> web.Response:
         require_system(await self.identity(request), [SystemRole.PROXY])
@@ -354,6 +369,18 @@ class _Routes:
         answer = await validate_trusted_cluster(self.auth, ValidateRequest.from_json(body),
                                                 remote_addr=str(body.get("remote_addr", "")))
         return web.json_response(answer.to_json())
+
+
+def forwarded_public_key(request: web.Request) -> PublicKey:
+    """The public key of the user certificate a proxy forwarded (the request's identity was
+    verified from it); AccessDenied when the caller forwarded none."""
+    delegated = request.headers.get(USER_CERT_HEADER)
+    if delegated is None:
+        raise AccessDenied("this call needs a user's certificate, forwarded by the proxy")
+    key = load_certificate(_unpack_cert(delegated)).public_key()
+    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise AccessDenied("unsupported key type in the forwarded certificate")
+    return key
 
 
 def _unpack_cert(value: str) -> bytes:

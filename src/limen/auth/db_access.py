@@ -1,0 +1,136 @@
+"""Database access at auth: the online databases, the user's database certificate, and the
+db agent's upstream certificate.
+
+* :func:`online_databases` — the databases db agents heartbeat (``limen.auth.presence``,
+  one record per serving agent), grouped by name.
+* :func:`issue_route_cert` — ``lmsh db login NAME``: the caller's own X.509 identity scoped to
+  one database (``route_to_db``: the Resource, the database user, the default database name)
+  and usable for databases only (``usage: [db]``), for the same public key and no longer than
+  the certificate it was asked with. Refused (and audited) unless the caller's roles allow
+  that user (and name) on the database's labels, so a mistake shows at login, not at connect;
+  the proxy and the agent decide again on every connection.
+* :func:`issue_upstream_cert` — a db agent's client certificate for one database user,
+  signed by the DB CA with subject ``CN=<user>``: what the database checks instead of a
+  password. Short-lived; the agent caches it.
+
+Called by :mod:`limen.auth.http.db`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from limen.auth import presence
+from limen.ca.authority import CertAuthorityType
+from limen.ca.identity import Identity, RouteToDatabase
+from limen.ca.keys import PublicKey
+from limen.ca.x509_certs import sign_client_cert, sign_db_client_cert
+from limen.errors import AccessDenied, BadParameter, NotFound
+
+if TYPE_CHECKING:
+    from limen.auth.core import AuthServer
+
+__all__ = [
+    "UPSTREAM_CERT_TTL",
+    "OnlineDatabase",
+    "issue_route_cert",
+    "issue_upstream_cert",
+    "online_databases",
+]
+
+UPSTREAM_CERT_TTL = timedelta(hours=1)
+"""Lifetime of a db agent's upstream client certificate."""
+_MAX_NAME = 63
+
+
+@dataclass(frozen=True)
+class OnlineDatabase:
+    name: str
+    resource: dict[str, Any]
+    """The Resource document of the freshest heartbeat (labels, protocol, description)."""
+    host_ids: tuple[str, ...]
+    """The db agents serving it."""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        raw = (self.resource.get("metadata") or {}).get("labels") or {}
+        return {str(k): str(v) for k, v in raw.items()}
+
+    @property
+    def protocol(self) -> str:
+        return str((self.resource.get("spec") or {}).get("protocol", ""))
+
+
+async def online_databases(auth: AuthServer) -> dict[str, OnlineDatabase]:
+    """Every database some db agent heartbeats now, by name."""
+    records = await presence.presence(auth, presence.DB_PRESENCE_PREFIX)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        name = ((record.get("resource") or {}).get("metadata") or {}).get("name")
+        if isinstance(name, str):
+            by_name.setdefault(name, []).append(record)
+    out: dict[str, OnlineDatabase] = {}
+    for name, items in by_name.items():
+        items.sort(key=lambda r: str(r.get("updated", "")), reverse=True)
+        out[name] = OnlineDatabase(name, dict(items[0]["resource"]),
+                                   tuple(str(r.get("host_id", "")) for r in items))
+    return out
+
+
+async def issue_route_cert(auth: AuthServer, identity: Identity, public_key: PublicKey,
+                           service: str, db_user: str, db_name: str) -> tuple[bytes, datetime]:
+    """The database certificate (PEM) for ``lmsh db login`` and its expiry; see the module."""
+    _check_name("database", service)
+    _check_name("database user", db_user)
+    if db_name:
+        _check_name("database name", db_name)
+    if identity.is_system:
+        raise AccessDenied("database certificates are for users")
+    if identity.cluster != auth.cluster_name:
+        raise AccessDenied("database certificates are issued by the user's own cluster")
+    db = (await online_databases(auth)).get(service)
+    if db is None:
+        raise NotFound(f"database {service!r} is not online (no db agent serves it)")
+    decision = (await auth.role_set(identity)).check_db(db.labels, db_user, db_name or None)
+    if not decision.allowed:
+        await auth.emit("access.denied", success=False, user=identity.username,
+                        action="db.login", db_service=service, db_user=db_user,
+                        db_name=db_name, role=decision.role, rule=decision.rule,
+                        reason=decision.reason)
+        raise AccessDenied(f"{identity.username} may not connect to {service} as {db_user}: "
+                           f"{decision.reason}")
+    now = auth.now()
+    assert identity.not_after is not None
+    ttl = identity.not_after - now
+    if ttl < timedelta(minutes=1):
+        raise BadParameter("the login certificate expires within a minute: run lmsh login")
+    scoped = replace(identity, route_to_db=RouteToDatabase(service, db_user, db_name),
+                     usage=("db",), not_before=None, not_after=None)
+    cert = sign_client_cert(auth.authorities.get(CertAuthorityType.TLS), public_key, scoped,
+                            ttl, now=now)
+    expires = now + ttl
+    await auth.emit("cert.create", user=identity.username, cert_type="db",
+                    db_service=service, db_user=db_user, db_name=db_name,
+                    expires=expires.isoformat())
+    return cert.public_bytes(Encoding.PEM), expires
+
+
+async def issue_upstream_cert(auth: AuthServer, agent: Identity, public_key: PublicKey,
+                              db_user: str) -> tuple[bytes, bytes]:
+    """A db agent's client certificate for ``db_user`` (PEM) and the DB CA bundle (PEM)."""
+    _check_name("database user", db_user)
+    ca = auth.authorities.get(CertAuthorityType.DB)
+    cert = sign_db_client_cert(ca, public_key, db_user, UPSTREAM_CERT_TTL, now=auth.now())
+    await auth.emit("cert.create", user=agent.username, cert_type="db_client",
+                    db_user=db_user, host_id=agent.host_id or "")
+    return cert.public_bytes(Encoding.PEM), ca.pem_bundle().encode()
+
+
+def _check_name(what: str, value: str) -> None:
+    if not value or len(value) > _MAX_NAME or any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise BadParameter(f"invalid {what} {value[:_MAX_NAME]!r}: 1-{_MAX_NAME} printable "
+                           "characters")
