@@ -9,7 +9,7 @@
                              leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
                              nodes, recordings (the list, one by id), clusters = the
-                             leaves the user may reach):
+                             leaves the user may reach, databases; POST db/certs):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy
 
@@ -40,8 +40,13 @@ USER_ROUTES = (
     ("/v1/webapi/user/recordings/{session_id}", "/v1/recordings/{session_id}"),
     ("/v1/webapi/user/clusters", "/v1/remoteclusters"),
     ("/v1/webapi/user/clusters/{name}/nodes", "/v1/remoteclusters/{name}/nodes"),
+    ("/v1/webapi/user/databases", "/v1/db/databases"),
 )
 """GET routes a logged-in user may call through the proxy, and their auth API paths."""
+USER_POST_ROUTES = (
+    ("/v1/webapi/user/db/certs", "/v1/db/certs"),
+)
+"""POST routes a logged-in user may call through the proxy (JSON body forwarded as is)."""
 
 
 def _client_cert(request: web.Request) -> bytes:
@@ -76,7 +81,18 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> 
 
         return handler
 
+    def post_for_user(auth_path: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            body = await json_body(request, _MAX_BODY)
+            answer = await auth.call("POST", auth_path, body,
+                                     as_user_cert=_client_cert(request))
+            return web.json_response(answer)
+
+        return handler
+
     app.add_routes([web.get(route, for_user(target)) for route, target in USER_ROUTES])
+    app.add_routes([web.post(route, post_for_user(target))
+                    for route, target in USER_POST_ROUTES])
     app.add_routes([
         web.get("/v1/webapi/ping", ping),
         web.post("/v1/webapi/signup", forward("/v1/signup")),
