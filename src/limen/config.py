@@ -15,6 +15,9 @@ Example ``limen.yaml``::
     join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
     auth: {server_names: [limen-auth.limen.svc], proxy_token_file: /etc/limen/proxy-token}
     trust: {secrets_dir: /etc/limen/secrets}   # where TrustedCluster token files are named
+    db: {resources: [{labels: {env: dev}}],     # roles: [db]: serve the db Resources matching
+         databases: [{name: pg1, protocol: postgres, address: 10.0.0.5:5432,
+                      labels: {env: dev}, tls: {mode: verify-full}}]}   # plus these
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "ALL_ROLES",
     "NODENAME_PATTERN",
     "ClusterSettings",
+    "DBSettings",
     "GitOpsSettings",
     "Listeners",
     "NodeSettings",
@@ -165,6 +169,19 @@ class TrustSettings:
 
 
 @dataclass(frozen=True)
+class DBSettings:
+    """What a db agent (role ``db``) serves."""
+
+    resources: tuple[Mapping[str, Any], ...] = ({"labels": {"*": "*"}},)
+    """Selectors (``{labels: {k: v}}``, values as role label selectors: literal, list, ``*``
+    glob, ``^regex$``) over the cluster's ``Resource`` objects of ``spec.kind: db``: every
+    match is served (dynamic registration). Default: all of them; ``[]``: none."""
+    databases: tuple[Mapping[str, Any], ...] = ()
+    """Databases declared in this agent's own config (a Resource ``spec`` plus ``name`` and
+    ``labels``), served whatever the selectors say."""
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".limen-data")
     roles: tuple[str, ...] = ("auth", "proxy", "node")
@@ -175,6 +192,7 @@ class Settings:
     join: JoinSettings = field(default_factory=JoinSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    db: DBSettings = field(default_factory=DBSettings)
     debug: bool = False
 
     @property
@@ -250,6 +268,19 @@ SCHEMA: dict[str, Any] = {
         "trust": {
             "type": "object", "additionalProperties": False,
             "properties": {"secrets_dir": {"type": "string", "minLength": 1}},
+        },
+        "db": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "resources": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False, "required": ["labels"],
+                    "properties": {"labels": {"type": "object"}},
+                }},
+                "databases": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "protocol", "address"],
+                    "properties": {"name": {"type": "string"}, "labels": {"type": "object"}},
+                }},
+            },
         },
     },
 }
@@ -369,5 +400,13 @@ def load_settings(
         auth=AuthSettings(server_names=tuple(auth_raw.get("server_names", ())),
                           proxy_token_file=str(auth_raw.get("proxy_token_file", ""))),
         trust=TrustSettings(**raw.get("trust", {})),
+        db=_db_settings(raw.get("db", {})),
         debug=bool(raw.get("debug", False)),
     )
+
+
+def _db_settings(raw: Mapping[str, Any]) -> DBSettings:
+    default = DBSettings()
+    return DBSettings(
+        resources=tuple(raw["resources"]) if "resources" in raw else default.resources,
+        databases=tuple(raw.get("databases", ())))
