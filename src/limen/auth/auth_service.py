@@ -81,12 +81,13 @@ class AuthService:
         self.join_address = ""
 
     def issue_local_credentials(self, role: SystemRole, addresses: list[str], *,
-                                hostname: str = "") -> HostCredentials:
+                                hostname: str = "", host_id: str = "") -> HostCredentials:
         """Credentials for a component running in this process (no join token needed);
-        ``hostname``: the name it goes by (default: the machine's)."""
+        ``hostname``: the name it goes by (default: the machine's); ``host_id``: its tunnel
+        identity when it is not the process's (two agents in one process, node and db)."""
         key = new_host_key(role)  # P-256 for the proxy: its web listener's certificate
         ssh_key = new_ssh_host_key(role)  # and Ed25519 for its SSH listeners
-        host_id = host_uuid(self.settings.data_dir)
+        host_id = host_id or host_uuid(self.settings.data_dir)
         hostname = hostname or socket.gethostname()
         certs = self.server.issue_host_certs(
             host_id, hostname, role, public_key_to_openssh(key.public_key()), addresses,

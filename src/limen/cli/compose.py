@@ -19,18 +19,21 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
+from limen.agents.db.db_service import DBService
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.aio.task_service import Service
+from limen.api.resources import Kind, Resource
 from limen.auth.audit_signer import audit_signer_source
-from limen.auth.auth_service import AuthService
+from limen.auth.auth_service import AuthService, host_uuid
+from limen.auth.db_access import issue_upstream_cert
 from limen.auth.host_names import configured_proxy_names
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.identity import SystemRole
-from limen.ca.keys import PublicKey
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.keys import PublicKey, load_public_key
 from limen.cli.compose_remote import remote_services
 from limen.cli.datadir_lock import hold_data_dir
 from limen.cli.proxy_component import ProxyComponent
@@ -84,6 +87,10 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
             if proxy is None:
                 raise BadParameter("a node in the auth process needs the proxy role too")
             services.append(_LocalNode(settings, auth, log, proxy, trust.cache))
+        if "db" in settings.roles:
+            if proxy is None:
+                raise BadParameter("a db agent in the auth process needs the proxy role too")
+            services.append(_LocalDB(settings, auth, log, proxy))
         yield services
     finally:
         log.close()
@@ -139,3 +146,42 @@ class _LocalNode:
     async def stop(self) -> None:
         if self.node is not None:
             await self.node.stop()
+
+
+class _LocalDB:
+    """A db agent in this process: credentials from the auth server beside it, the cluster's
+    db Resources from its store, upstream certificates signed directly; reached through the
+    reverse tunnel like a remote one."""
+
+    name = "db"
+
+    def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
+                 proxy: ProxyComponent) -> None:
+        self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
+        self.service: DBService | None = None
+
+    async def start(self) -> dict[str, str]:
+        server = self.auth.server
+        hostname = socket.gethostname().split(".")[0].lower()
+        creds = self.auth.issue_local_credentials(
+            SystemRole.DB, [f"{hostname}-db.{server.cluster_name}", "localhost"],
+            hostname=f"{hostname}-db", host_id=f"{host_uuid(self.settings.data_dir)}-db")
+        agent = Identity(username=creds.host_id, cluster=server.cluster_name,
+                         system_role=SystemRole.DB, host_id=creds.host_id)
+
+        async def issue(db_user: str, public_key: str) -> tuple[bytes, bytes]:
+            return await issue_upstream_cert(server, agent, load_public_key(public_key),
+                                             db_user)
+
+        async def resources() -> list[Resource]:
+            return await server.store.list(Kind.RESOURCE)
+
+        self.service = DBService.configured(
+            creds, self.settings.db, resources, issue,
+            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
+            lambda: self.proxy.listeners["tunnel"])
+        return await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()

@@ -1,4 +1,5 @@
-"""The proxy as ``limen start`` runs it: its SSH front and tunnel server, then its web listener.
+"""The proxy as ``limen start`` runs it: its SSH front and tunnel server, its database fronts
+(PostgreSQL, MySQL), then its web listener.
 
 One class for both ways a proxy gets its identity and reaches auth: beside auth in the same
 process (credentials issued directly; it records its public address in auth, which builds
@@ -15,6 +16,7 @@ from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
 from limen.config import Settings
 from limen.events.emitter import Emitter
+from limen.proxy.db.db_proxy_service import DBProxyService
 from limen.proxy.proxy_service import ProxyService
 from limen.proxy.sshproxy import ProxySSHService
 
@@ -34,6 +36,7 @@ class ProxyComponent:
         self._register = register_address
         self.client: AuthClient | None = None
         self.ssh: ProxySSHService | None = None
+        self.db: DBProxyService | None = None
         self.web: ProxyService | None = None
         self.listeners: dict[str, str] = {}
 
@@ -47,6 +50,10 @@ class ProxyComponent:
         self.ssh = ProxySSHService(self.settings, creds, self.client, self.emitter,
                                    auth_address=self._auth_address)
         self.listeners = await self.ssh.start()
+        self.db = DBProxyService(creds, self.ssh.tunnel, self.ssh.view, self.emitter,
+                                 postgres=self.settings.listeners.postgres,
+                                 mysql=self.settings.listeners.mysql)
+        self.listeners.update(await self.db.start())
         self.web = ProxyService(self.settings, creds, self.client,
                                 extra_ping=lambda: dict(self.listeners))
         self.listeners.update(await self.web.start())
@@ -55,7 +62,7 @@ class ProxyComponent:
         return dict(self.listeners)
 
     async def stop(self) -> None:
-        for part in (self.web, self.ssh):
+        for part in (self.web, self.db, self.ssh):
             if part is not None:
                 await part.stop()
         if self.client is not None:

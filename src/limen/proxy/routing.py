@@ -267,6 +267,13 @@ class ClusterView:
         result: list[dict[str, Any]] = await self._cached("presence", fetch)
         return result
 
+    async def databases(self) -> list[dict[str, Any]]:
+        """Online databases: one presence record per (database, serving db agent)."""
+        async def fetch() -> list[dict[str, Any]]:
+            return list((await self.auth.call("GET", "/v1/presence/dbs"))["items"])
+        result: list[dict[str, Any]] = await self._cached("databases", fetch)
+        return result
+
     async def resources(self) -> list[Resource]:
         async def fetch() -> list[Resource]:
             return [Resource.from_document(d) for d in await self.auth.list("resource")]

@@ -1,0 +1,169 @@
+"""Runs a db agent: a reverse tunnel to the proxy that serves database dials, and one
+heartbeat per served database (``lmsh db ls`` lists it while the agent lives).
+
+A dial is a tunnel data connection in ``MODE_TLS``: the agent is the TLS server with its host
+certificate and requires the proxy's (cluster TLS CA, role ``proxy``) before reading a byte.
+Then the proxy's :class:`~limen.dbproto.session_request.SessionRequest`: ``connect`` is
+authorized again here (:func:`limen.agents.db.session.authorize`) and served by the
+protocol's engine; ``cancel`` forwards a PostgreSQL cancel key to the database. A refusal
+reaches the client as its protocol's error (PostgreSQL ErrorResponse, MySQL ERR packet).
+
+Called by ``limen.cli.compose`` (single process) and ``limen.cli.compose_remote``
+(``limen start --roles db``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from limen.agents.db.catalog import DatabaseCatalog, ResourceLister, static_databases
+from limen.agents.db.mysql_engine import serve_mysql
+from limen.agents.db.postgres_engine import cancel_postgres, serve_postgres
+from limen.agents.db.session import RoleSets, authorize
+from limen.agents.db.upstream_tls import CertIssuer, UpstreamCerts, upstream_target
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import SystemRole
+from limen.ca.x509_certs import verify_client_cert
+from limen.config import DBSettings
+from limen.dbproto import mysql as my
+from limen.dbproto import postgres as pg
+from limen.dbproto.session_request import SessionRequest, decode_request, request_length
+from limen.errors import AccessDenied, LimenError
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.streams import accept_tls, close_writer
+from limen.tunnel.agent import TunnelAgent
+from limen.tunnel.agent_settings import TunnelAgentSettings
+from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
+
+__all__ = ["DBService"]
+
+log = logging.getLogger(__name__)
+
+_REQUEST_TIMEOUT = 10.0
+
+
+class DBService:
+    name = "db"
+
+    def __init__(self, credentials: HostCredentials, catalog: DatabaseCatalog, roles: RoleSets,
+                 emitter: Emitter, certs: UpstreamCerts, tunnel_address: Callable[[], str], *,
+                 on_tunnel: Callable[[TunnelAgent], Awaitable[None]] | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.credentials = credentials
+        self.catalog = catalog
+        self.roles = roles
+        self.emitter = emitter
+        self.certs = certs
+        self._tunnel_address = tunnel_address
+        self._on_tunnel = on_tunnel
+        self._now = now
+        self._trust = {credentials.cluster: credentials.tls_cas()}
+        self._server_ssl = credentials.server_ssl(client_cas=credentials.tls_cas(),
+                                                  require_client_cert=True)
+        self.tunnel: TunnelAgent | None = None
+
+    @classmethod
+    def configured(cls, credentials: HostCredentials, settings: DBSettings,
+                   lister: ResourceLister, issuer: CertIssuer, roles: RoleSets,
+                   emitter: Emitter, tunnel_address: Callable[[], str], *,
+                   on_tunnel: Callable[[TunnelAgent], Awaitable[None]] | None = None,
+                   ) -> DBService:
+        """The agent as ``limen start`` configures it (``db`` settings)."""
+        catalog = DatabaseCatalog(static_databases(settings.databases), settings.resources,
+                                  lister)
+        return cls(credentials, catalog, roles, emitter, UpstreamCerts(issuer),
+                   tunnel_address, on_tunnel=on_tunnel)
+
+    async def start(self) -> dict[str, str]:
+        await self.catalog.refresh(force=True)
+        self.tunnel = TunnelAgent(
+            self._tunnel_address(), self.credentials, self._serve, self._heartbeat,
+            settings=TunnelAgentSettings(serves=frozenset({(KIND_DB, MODE_TLS)})))
+        if self._on_tunnel is not None:
+            await self._on_tunnel(self.tunnel)
+        await self.tunnel.start()
+        return {}
+
+    async def stop(self) -> None:
+        if self.tunnel is not None:
+            await self.tunnel.stop()
+
+    async def _heartbeat(self) -> list[dict[str, Any]]:
+        await self.catalog.refresh()
+        return self.catalog.heartbeats()
+
+    async def _serve(self, sock: socket.socket, dial: DialRequest) -> None:
+        try:
+            reader, writer = await accept_tls(sock, self._server_ssl)
+        except (ssl.SSLError, OSError, TimeoutError) as err:
+            log.warning("db agent: TLS with the proxy failed for %s: %s", dial.target, err)
+            sock.close()
+            return
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            proxy = verify_client_cert(der or b"", self._trust, self._now())
+            if proxy.system_role is not SystemRole.PROXY:
+                raise AccessDenied(f"a {proxy.system_role or 'user'} certificate dialled "
+                                   "the db agent")
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                size = request_length(await reader.readexactly(4))
+                request = decode_request(await reader.readexactly(size))
+            await self._handle(request, reader, writer)
+        except (LimenError, OSError, ssl.SSLError, TimeoutError,
+                asyncio.IncompleteReadError) as err:
+            log.warning("db agent: dial for %s ended: %s", dial.target, err)
+        finally:
+            await close_writer(writer)
+
+    async def _handle(self, request: SessionRequest, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        try:
+            db = await self.catalog.find(request.service)
+        except LimenError as err:
+            await self._refuse(request, writer, str(err))
+            return
+        if request.op == "cancel":
+            await self._cancel(request, db)
+            return
+        try:
+            session = await authorize(request, db, self._trust, self.roles, self.emitter,
+                                      self.credentials.host_id, self._now)
+        except AccessDenied as err:
+            await self._refuse(request, writer, str(err))
+            return
+        if request.protocol == "postgres":
+            await serve_postgres(session, reader, writer, self.certs)
+        else:
+            await serve_mysql(session, reader, writer, self.certs)
+
+    async def _cancel(self, request: SessionRequest, db: Any) -> None:
+        target = upstream_target(db)
+        try:
+            context = await self.certs.context(target, request.db_user)
+            await cancel_postgres(target, context, request.cancel_pid, request.cancel_secret)
+        except (LimenError, OSError, ssl.SSLError, TimeoutError) as err:
+            log.warning("db agent: cancel request to %s failed: %s", db.name, err)
+            return
+        await self.emitter.emit(make_event(
+            "db.session.cancel", success=True, cluster=self.credentials.cluster,
+            session_id=request.session_id, server_id=self.credentials.host_id,
+            db_service=db.name, remote_addr=request.client_addr))
+
+    async def _refuse(self, request: SessionRequest, writer: asyncio.StreamWriter,
+                      message: str) -> None:
+        if request.protocol == "postgres":
+            writer.write(pg.error_response(message, "28000"))
+        else:
+            seq = int(request.params.get("seq", "3")) if request.params.get(
+                "seq", "3").isdigit() else 3
+            writer.write(my.encode_packet(seq, my.err_payload(1045, "28000",
+                                                              f"Limen: {message}")))
+        await writer.drain()

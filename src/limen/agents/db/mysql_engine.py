@@ -1,0 +1,210 @@
+"""MySQL/MariaDB at the db agent: log in upstream over TLS with the database user's client
+certificate (no password), answer the client's login, then relay, auditing and checking
+every command.
+
+::
+
+    proxy ──(session request: client capabilities, charset, next seq)──▶ agent
+    agent ──TCP──▶ server greeting ◀── SSLRequest (seq 1), TLS (CN=<db user>),
+                   HandshakeResponse41 (seq 2, user, empty auth, database) ──▶ OK / ERR
+    agent ──OK or ERR (renumbered to the client's seq)──▶ proxy ──▶ client
+
+Commands (the first packet of each, sequence 0) are decoded: ``COM_QUERY`` and
+``COM_STMT_PREPARE`` are audited with their SQL, ``COM_STMT_EXECUTE`` with its statement id;
+a ``USE`` (in any statement of a multi-statement query) and ``COM_INIT_DB`` must name a
+database the roles allow (``db_names``), ``COM_CHANGE_USER`` and replication commands are
+refused: each refusal answers an ERR packet to the client, is audited, and the command never
+reaches the server. ``LOAD DATA LOCAL INFILE`` is disabled upstream (the client capability
+is not passed on), so the server refuses it. Called by :mod:`limen.agents.db.db_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from limen.agents.db.session import DBSession
+from limen.agents.db.upstream_tls import UpstreamCerts, upstream_target
+from limen.dbproto import mysql as my
+from limen.errors import BadParameter, LimenError
+from limen.net.streams import close_writer, copy_stream
+
+__all__ = ["serve_mysql"]
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT = 10.0
+_REFUSED_COMMANDS = {
+    my.COM_CHANGE_USER: "COM_CHANGE_USER is not allowed through Limen: connect again as the "
+                        "other database user",
+    my.COM_BINLOG_DUMP: "replication is not allowed through Limen",
+}
+_ER_DBACCESS_DENIED = 1044
+_ER_SPECIFIC_ACCESS_DENIED = 1227
+_ER_CONNECTION = 2013
+
+
+class _Upstream:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.splitter = my.PacketSplitter()
+        self.queue: list[my.Packet] = []
+
+    async def packet(self) -> my.Packet:
+        while not self.queue:
+            data = await self.reader.read(65536)
+            if not data:
+                raise BadParameter("the database closed the connection")
+            self.queue.extend(self.splitter.feed(data))
+        return self.queue.pop(0)
+
+
+async def _login(session: DBSession, certs: UpstreamCerts, capabilities: int, charset: int,
+                 max_packet: int) -> tuple[_Upstream, bytes]:
+    """The upstream connection and the final OK payload, or raise with the reason."""
+    target = upstream_target(session.db)
+    context = await certs.context(target, session.db_user)
+    async with asyncio.timeout(_CONNECT_TIMEOUT):
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        up = _Upstream(reader, writer)
+        try:
+            greeting = await up.packet()
+            if my.is_err(greeting.payload):
+                raise BadParameter(my.decode_err(greeting.payload).message)
+            hello = my.decode_handshake(greeting.payload)
+            if not hello.capabilities & my.CLIENT_SSL:
+                raise BadParameter("the database does not offer TLS")
+            caps = (capabilities & hello.capabilities & ~my.CLIENT_LOCAL_FILES
+                    & ~my.CLIENT_COMPRESS) | my.CLIENT_SSL | my.CLIENT_PROTOCOL_41
+            if session.db_name:
+                caps |= my.CLIENT_CONNECT_WITH_DB
+            else:
+                caps &= ~my.CLIENT_CONNECT_WITH_DB
+            caps |= hello.capabilities & my.CLIENT_PLUGIN_AUTH
+            writer.write(my.encode_packet(1, my.encode_ssl_request(my.SSLRequest(
+                caps, max_packet, charset))))
+            await writer.start_tls(context, server_hostname=target.server_name
+                                   if target.mode != "insecure" else None)
+            up.splitter = my.PacketSplitter()
+            plugin = hello.auth_plugin if caps & my.CLIENT_PLUGIN_AUTH else None
+            writer.write(my.encode_packet(2, my.encode_handshake_response(my.HandshakeResponse(
+                caps, max_packet, charset, session.db_user, b"",
+                session.db_name or None, plugin or None,
+                {"_client_name": "limen"} if caps & my.CLIENT_CONNECT_ATTRS else {}))))
+            for _ in range(3):
+                answer = await up.packet()
+                if my.is_ok(answer.payload):
+                    return up, answer.payload
+                if my.is_err(answer.payload):
+                    raise BadParameter(f"database refused: {my.decode_err(answer.payload).message}")
+                if answer.payload[:1] == b"\xfe":  # auth switch: an empty password's answer
+                    my.decode_auth_switch(answer.payload)
+                    writer.write(my.encode_packet(answer.seq + 1, b""))
+                    continue
+                raise BadParameter("the database asked for more than the client certificate: "
+                                   "the user must be created with REQUIRE SUBJECT and no "
+                                   "password (lmctl auth sign --format db prints how)")
+            raise BadParameter("the database kept asking for authentication")
+        except BaseException:
+            writer.close()
+            raise
+
+
+async def serve_mysql(session: DBSession, client_reader: asyncio.StreamReader,
+                      client_writer: asyncio.StreamWriter, certs: UpstreamCerts) -> None:
+    params = session.request.params
+    try:
+        capabilities = int(params.get("capabilities", "0"))
+        charset = int(params.get("charset", "45"))
+        max_packet = int(params.get("max_packet", str(1 << 24)))
+        seq = int(params.get("seq", "3"))
+    except ValueError:
+        raise BadParameter("malformed MySQL session parameters") from None
+    try:
+        up, ok = await _login(session, certs, capabilities, charset, max_packet)
+    except (LimenError, OSError, ssl.SSLError, TimeoutError) as err:
+        reason = str(err) or ("timed out" if isinstance(err, TimeoutError) else type(err).__name__)
+        await session.emit("db.session.start", success=False, reason=reason)
+        client_writer.write(my.encode_packet(seq, my.err_payload(
+            _ER_CONNECTION, "08S01", f"Limen: cannot log in to database {session.db.name}: "
+                                     f"{reason}")))
+        await client_writer.drain()
+        return
+    try:
+        client_writer.write(my.encode_packet(seq, ok))
+        await client_writer.drain()
+        await session.emit("db.session.start")
+        down = asyncio.create_task(copy_stream(up.reader, client_writer, session.from_db))
+        if up.queue:  # nothing should follow an OK before a command; pass it on if it does
+            client_writer.write(b"".join(my.encode_packet(p.seq, p.payload) for p in up.queue))
+        try:
+            await _client_to_db(session, client_reader, client_writer, up.writer)
+        finally:
+            try:
+                async with asyncio.timeout(30):
+                    await down
+            except TimeoutError:
+                down.cancel()
+        await session.end()
+    finally:
+        await close_writer(up.writer)
+
+
+async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
+                        client_writer: asyncio.StreamWriter,
+                        writer: asyncio.StreamWriter) -> None:
+    splitter = my.PacketSplitter()
+    try:
+        while data := await client_reader.read(256 * 1024):
+            out: list[bytes] = []
+            for packet in splitter.feed(data):
+                refusal = await _check(session, packet) if packet.seq == 0 else None
+                if refusal is None:
+                    out.append(my.encode_packet(packet.seq, packet.payload))
+                else:
+                    client_writer.write(my.encode_packet(1, refusal))
+            if out:
+                chunk = b"".join(out)
+                session.to_db.bytes += len(chunk)
+                writer.write(chunk)
+                await writer.drain()
+            await client_writer.drain()
+    except BadParameter as err:
+        log.warning("db session %s: malformed client packet: %s", session.request.session_id,
+                    err)
+    except (OSError, ssl.SSLError, RuntimeError):
+        pass
+    finally:
+        if writer.can_write_eof():
+            writer.write_eof()
+
+
+async def _check(session: DBSession, packet: my.Packet) -> bytes | None:
+    """Audit one command; the ERR payload to answer instead of passing it on, or None."""
+    if not packet.payload:
+        return None
+    command = my.decode_command(packet.payload)
+    refused = _REFUSED_COMMANDS.get(command.code)
+    if refused is not None:
+        await session.emit("db.session.query", success=False, command=command.name,
+                           reason=refused)
+        return my.err_payload(_ER_SPECIFIC_ACCESS_DENIED, "42000", f"Limen: {refused}")
+    databases: tuple[str, ...] = ()
+    if command.code == my.COM_INIT_DB and command.text is not None:
+        databases = (command.text,)
+    elif command.code in (my.COM_QUERY, my.COM_STMT_PREPARE) and command.text is not None:
+        databases = my.use_statement_databases(command.text)
+    for name in databases:
+        reason = session.check_db_name(name)
+        if reason is not None:
+            await session.emit("db.session.query", success=False, command=command.name,
+                               query=command.text or "", reason=reason)
+            return my.err_payload(_ER_DBACCESS_DENIED, "42000",
+                                  f"Limen: access to database {name!r} denied: {reason}")
+    if command.code in (my.COM_QUERY, my.COM_STMT_PREPARE, my.COM_INIT_DB):
+        await session.emit("db.session.query", command=command.name, query=command.text or "")
+    elif command.code == my.COM_STMT_EXECUTE:
+        await session.emit("db.session.query", command=command.name,
+                           statement_id=command.statement_id)
+    return None

@@ -1,0 +1,199 @@
+"""PostgreSQL at the db agent: log in upstream with the database user's client certificate,
+then relay, auditing every query.
+
+::
+
+    proxy ──(session request)──▶ agent ──SSLRequest, TLS (CN=<db user>)──▶ PostgreSQL
+          ◀── AuthenticationOk, ParameterStatus…, BackendKeyData, ReadyForQuery ──┘
+    then: client messages are split (Q, P, B kept for the audit, everything else only
+    counted) and written upstream as they came; the server's bytes go back untouched.
+
+The upstream must authenticate the certificate (``cert`` in pg_hba.conf): a request for a
+password is answered with a clear error to the client, never passed on (the client would
+prompt for a password nobody has). Startup parameters come only as structured fields: the
+user and the database are the decided ones, ``replication`` is refused, the client's other
+parameters (application_name, client_encoding, DateStyle, options...) are passed on.
+
+Audit: ``db.session.start`` (success, or the reason the database refused), one
+``db.session.query`` per simple query and per Bind of the extended protocol (the Parse'd
+statement and its parameters), ``db.session.end`` with byte counts. Called by
+:mod:`limen.agents.db.db_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from limen.agents.db.session import DBSession
+from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, upstream_target
+from limen.dbproto import postgres as pg
+from limen.errors import BadParameter, LimenError
+from limen.net.streams import close_writer, copy_stream
+
+__all__ = ["cancel_postgres", "serve_postgres"]
+
+log = logging.getLogger(__name__)
+
+_ALL_TYPES = frozenset(bytes([b]) for b in range(256))
+_CONNECT_TIMEOUT = 10.0
+_DROPPED_PARAMS = frozenset({"user", "database", "replication"})
+
+
+async def _open_upstream(target: UpstreamTarget, context: ssl.SSLContext
+                         ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async with asyncio.timeout(_CONNECT_TIMEOUT):
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        writer.write(pg.encode_ssl_request())
+        answer = await reader.readexactly(1)
+        if answer != b"S":
+            writer.close()
+            raise BadParameter(f"the database at {target.host}:{target.port} does not accept "
+                               "TLS")
+        await writer.start_tls(context, server_hostname=target.server_name
+                               if target.mode != "insecure" else None)
+    return reader, writer
+
+
+async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader,
+                         client_writer: asyncio.StreamWriter, certs: UpstreamCerts) -> None:
+    target = upstream_target(session.db)
+    if session.request.params.get("replication", "false").lower() not in ("false", "0", "no",
+                                                                           "off"):
+        await _refuse(session, client_writer, "replication connections are not allowed "
+                      "through Limen", "42501")
+        return
+    try:
+        context = await certs.context(target, session.db_user)
+        reader, writer = await _open_upstream(target, context)
+    except (LimenError, OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as err:
+        await _refuse(session, client_writer, f"cannot reach database {session.db.name}: "
+                      f"{_reason(err)}", "08006")
+        return
+    try:
+        params = {k: v for k, v in session.request.params.items() if k not in _DROPPED_PARAMS}
+        params["user"] = session.db_user
+        if session.db_name:
+            params["database"] = session.db_name
+        writer.write(pg.encode_startup(params))
+        if not await _startup(session, reader, client_writer):
+            return
+        await session.emit("db.session.start")
+        await _relay(session, client_reader, client_writer, reader, writer)
+        await session.end()
+    finally:
+        await close_writer(writer)
+
+
+async def _startup(session: DBSession, reader: asyncio.StreamReader,
+                   client_writer: asyncio.StreamWriter) -> bool:
+    """Pass the upstream's login answer to the client up to ReadyForQuery; False when the
+    database refused (audited, the client got the error)."""
+    splitter = pg.MessageSplitter(keep=_ALL_TYPES, max_message=1 << 20)
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            await _refuse(session, client_writer, "the database closed the connection during "
+                          "login", "08006")
+            return False
+        for frame in splitter.feed(data):
+            assert frame.payload is not None
+            if frame.type == b"R":
+                code, _ = pg.decode_authentication(frame.payload)
+                if code != pg.AUTH_OK:
+                    await _refuse(session, client_writer, "the database asked for a password: "
+                                  "it must authenticate Limen's client certificate (pg_hba.conf "
+                                  "'cert'; lmctl auth sign --format db prints the lines)",
+                                  "28000")
+                    return False
+            elif frame.type == b"E":
+                fields = pg.decode_error_fields(frame.payload)
+                client_writer.write(pg.encode_message(frame.type, frame.payload))
+                await client_writer.drain()
+                await session.emit("db.session.start", success=False,
+                                   reason=f"database refused: {fields.get('M', '')}")
+                return False
+            client_writer.write(pg.encode_message(frame.type, frame.payload))
+            if frame.type == b"Z":
+                await client_writer.drain()
+                return True
+        await client_writer.drain()
+
+
+async def _relay(session: DBSession, client_reader: asyncio.StreamReader,
+                 client_writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+    down = asyncio.create_task(copy_stream(reader, client_writer, session.from_db))
+    try:
+        await _client_to_db(session, client_reader, writer)
+    finally:
+        try:
+            async with asyncio.timeout(30):
+                await down
+        except TimeoutError:
+            down.cancel()
+
+
+async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+    splitter = pg.MessageSplitter(keep=(b"Q", b"P", b"B"))
+    statements: dict[str, str] = {}
+    try:
+        while data := await client_reader.read(256 * 1024):
+            session.to_db.bytes += len(data)
+            for frame in splitter.feed(data):
+                await _audit(session, frame, statements)
+            writer.write(data)
+            await writer.drain()
+    except BadParameter as err:
+        log.warning("db session %s: malformed client message: %s", session.request.session_id,
+                    err)
+    except (OSError, ssl.SSLError, RuntimeError):
+        pass
+    finally:
+        if writer.can_write_eof():
+            writer.write_eof()
+
+
+async def _audit(session: DBSession, frame: pg.Frame, statements: dict[str, str]) -> None:
+    assert frame.payload is not None
+    if frame.type == b"Q":
+        await session.emit("db.session.query", query=pg.decode_query(frame.payload))
+    elif frame.type == b"P":
+        parse = pg.decode_parse(frame.payload)
+        if len(statements) > 4096:
+            statements.clear()
+        statements[parse.statement] = parse.query
+    else:
+        bind = pg.decode_bind(frame.payload)
+        await session.emit("db.session.query", query=statements.get(bind.statement, ""),
+                           statement=bind.statement, parameters=pg.bind_params_text(bind))
+
+
+async def _refuse(session: DBSession, client_writer: asyncio.StreamWriter, message: str,
+                  code: str) -> None:
+    await session.emit("db.session.start", success=False, reason=message)
+    client_writer.write(pg.error_response(message, code))
+    await client_writer.drain()
+
+
+async def cancel_postgres(db_target: UpstreamTarget, context: ssl.SSLContext, pid: int,
+                          secret: int) -> None:
+    """Send a CancelRequest for the upstream key (pid, secret) to the database, over TLS."""
+    reader, writer = await _open_upstream(db_target, context)
+    try:
+        writer.write(pg.encode_cancel(pid, secret))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            await reader.read(1)  # the server closes once it has read the request
+    finally:
+        await close_writer(writer)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, asyncio.IncompleteReadError):
+        return "the database closed the connection"
+    return str(err) or type(err).__name__

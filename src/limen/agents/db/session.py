@@ -1,0 +1,112 @@
+"""One database session at the db agent: who (the user's database certificate, verified
+again here), what (the served database, the database user and name), the decision (RBAC with
+the database's labels, deny first), and the session's audit events.
+
+The proxy has authenticated the user's TLS handshake and decided already; the agent trusts
+nothing it is told about the user but the certificate, which it verifies against the user CA
+of its own cluster (signature, cluster, expiry, ``usage: db``, the database it is scoped to)
+and decides again with the roles as they are now. Called by
+:mod:`limen.agents.db.db_service`; the engines call :meth:`DBSession.emit` and
+:meth:`DBSession.check_db_name`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from limen.api.resources import Resource
+from limen.ca.identity import Identity
+from limen.ca.x509_certs import verify_client_cert
+from limen.dbproto.session_request import SessionRequest
+from limen.errors import AccessDenied, LimenError
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.streams import Counter
+from limen.rbac import RoleSet
+
+__all__ = ["DBSession", "RoleSets", "authorize"]
+
+
+class RoleSets(Protocol):
+    async def role_set(self, identity: Identity) -> RoleSet | None: ...
+
+
+@dataclass
+class DBSession:
+    request: SessionRequest
+    identity: Identity
+    db: Resource
+    role_set: RoleSet
+    emitter: Emitter
+    server_id: str
+    db_user: str
+    db_name: str
+    to_db: Counter = field(default_factory=Counter)
+    from_db: Counter = field(default_factory=Counter)
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.db.labels
+
+    def check_db_name(self, name: str) -> str | None:
+        """None when the roles allow switching to database ``name``, else the reason."""
+        decision = self.role_set.check_db(self.labels, self.db_user, name)
+        return None if decision.allowed else decision.reason
+
+    async def emit(self, event_type: str, *, success: bool = True, **fields: Any) -> None:
+        await self.emitter.emit(make_event(
+            event_type, success=success, cluster=self.identity.cluster,
+            user=self.identity.username, session_id=self.request.session_id,
+            server_id=self.server_id, db_service=self.db.name,
+            db_protocol=str(self.db.spec.get("protocol", "")), db_user=self.db_user,
+            db_name=self.db_name, remote_addr=self.request.client_addr, **fields))
+
+    async def end(self) -> None:
+        await self.emit("db.session.end", bytes_to_db=self.to_db.bytes,
+                        bytes_from_db=self.from_db.bytes)
+
+
+async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
+                    Sequence[x509.Certificate]], roles: RoleSets, emitter: Emitter,
+                    server_id: str, now: Callable[[], datetime]) -> DBSession:
+    """The session, or AccessDenied (audited as a refused ``db.session.start``)."""
+    try:
+        identity = verify_client_cert(request.user_cert, trust, now())
+    except AccessDenied as err:
+        await emitter.emit(make_event(
+            "db.session.start", success=False, session_id=request.session_id,
+            server_id=server_id, db_service=db.name, db_protocol=request.protocol,
+            remote_addr=request.client_addr, reason=f"certificate refused: {err}"))
+        raise
+    db_user = request.db_user
+    db_name = request.db_name or str(db.spec.get("database") or "")
+    try:
+        route = identity.route_to_db
+        if identity.is_system or "db" not in identity.usage or route is None:
+            raise AccessDenied("the certificate is not a database certificate")
+        if route.service != db.name:
+            raise AccessDenied(f"the certificate is for database {route.service!r}, "
+                               f"not {db.name!r}")
+        if db.spec.get("protocol") != request.protocol:
+            raise AccessDenied(f"{db.name} speaks {db.spec.get('protocol')}, "
+                               f"not {request.protocol}")
+        role_set = await roles.role_set(identity)
+        if role_set is None:
+            raise AccessDenied(f"users of cluster {identity.cluster!r} are not mapped to "
+                               "roles here")
+        decision = role_set.check_db(db.labels, db_user, db_name or None)
+        if not decision.allowed:
+            raise AccessDenied(decision.reason)
+    except LimenError as err:
+        await emitter.emit(make_event(
+            "db.session.start", success=False, cluster=identity.cluster,
+            user=identity.username, session_id=request.session_id, server_id=server_id,
+            db_service=db.name, db_protocol=request.protocol, db_user=db_user, db_name=db_name,
+            remote_addr=request.client_addr, reason=str(err)))
+        raise AccessDenied(f"access to database {db.name} as {db_user} denied: {err}") from None
+    return DBSession(request, identity, db, role_set, emitter, server_id, db_user, db_name)

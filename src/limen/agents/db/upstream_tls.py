@@ -1,0 +1,99 @@
+"""The TLS a db agent speaks to a database: its client certificate per database user and how
+it verifies the server.
+
+The agent holds one ECDSA P-256 key; for each database user it asks auth for a client
+certificate (DB CA, subject ``CN=<user>``, an hour) and caches it until ten minutes before it
+expires. The server is verified according to the Resource's ``spec.tls``: ``mode``
+``verify-full`` (default: the chain against ``ca_file`` or Limen's DB CA, and the host name
+or ``server_name``), ``verify-ca`` (the chain only) or ``insecure`` (nothing; development).
+
+Called by the engines (:mod:`limen.agents.db.postgres_engine`,
+:mod:`limen.agents.db.mysql_engine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from limen.api.resources import Resource
+from limen.ca.keys import KeyType, generate_private_key, public_key_to_pem
+from limen.ca.tls import client_context
+from limen.errors import BadParameter
+from limen.net.address import parse_address
+
+__all__ = ["CertIssuer", "UpstreamCerts", "UpstreamTarget", "upstream_target"]
+
+CertIssuer = Callable[[str, str], Awaitable[tuple[bytes, bytes]]]
+"""``(db_user, public_key_pem) -> (cert_pem, db_ca_pem)``: auth's ``issue_upstream_cert``."""
+_RENEW_BEFORE = 600.0
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    host: str
+    port: int
+    mode: str
+    """verify-full, verify-ca or insecure."""
+    ca_file: str
+    server_name: str
+
+
+def upstream_target(db: Resource) -> UpstreamTarget:
+    host, port = parse_address(str(db.spec.get("address", "")),
+                               5432 if db.spec.get("protocol") == "postgres" else 3306)
+    tls = db.spec.get("tls") or {}
+    mode = str(tls.get("mode") or ("insecure" if tls.get("insecure_skip_verify")
+                                   else "verify-full"))
+    return UpstreamTarget(host, port, mode, str(tls.get("ca_file") or ""),
+                          str(tls.get("server_name") or host))
+
+
+class UpstreamCerts:
+    def __init__(self, issuer: CertIssuer, *, clock: Callable[[], float] = time.time) -> None:
+        self._issuer = issuer
+        self._clock = clock
+        self._key = generate_private_key(KeyType.ECDSA_P256)
+        self._cache: dict[str, tuple[float, bytes, bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _cert(self, db_user: str) -> tuple[bytes, bytes]:
+        cached = self._cache.get(db_user)
+        if cached is not None and cached[0] - _RENEW_BEFORE > self._clock():
+            return cached[1], cached[2]
+        async with self._locks.setdefault(db_user, asyncio.Lock()):
+            cached = self._cache.get(db_user)
+            if cached is not None and cached[0] - _RENEW_BEFORE > self._clock():
+                return cached[1], cached[2]
+            cert_pem, ca_pem = await self._issuer(db_user, public_key_to_pem(
+                self._key.public_key()))
+            expires = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            self._cache[db_user] = (expires, cert_pem, ca_pem)
+            return cert_pem, ca_pem
+
+    async def context(self, target: UpstreamTarget, db_user: str) -> ssl.SSLContext:
+        """A client context presenting ``db_user``'s certificate, verifying per ``target``."""
+        cert_pem, db_ca_pem = await self._cert(db_user)
+        if target.ca_file:
+            try:
+                ca_pem = await asyncio.to_thread(Path(target.ca_file).read_bytes)
+            except OSError as err:
+                raise BadParameter(f"cannot read the database's CA file {target.ca_file}: "
+                                   f"{err.strerror}") from None
+        else:
+            ca_pem = db_ca_pem
+        context = client_context(x509.load_pem_x509_certificate(cert_pem), self._key,
+                                 x509.load_pem_x509_certificates(ca_pem),
+                                 check_hostname=target.mode == "verify-full")
+        if target.mode == "insecure":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context

@@ -1,0 +1,90 @@
+"""asyncio streams for protocols that parse what they relay (the database fronts and the db
+agent): TLS on an already connected socket or data connection, and a counted copy loop.
+
+The SSH paths use :mod:`limen.net.relay` (Protocols, no streams); the database paths read
+startup messages and audit queries, which streams make plain. Called by
+``limen.proxy.db`` and ``limen.agents.db``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Callable
+
+from limen.net.tcp import tune_socket
+
+__all__ = ["Counter", "accept_tls", "close_writer", "copy_stream", "stream_pair"]
+
+_CHUNK = 256 * 1024
+
+
+class Counter:
+    """Bytes moved in one direction."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+async def accept_tls(sock: socket.socket, context: ssl.SSLContext, *,
+                     handshake_timeout: float = 10.0,
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Server-side TLS on a connected socket (the db agent's end of a data connection);
+    raises ``ssl.SSLError``/``OSError``/``TimeoutError`` when the handshake fails."""
+    loop = asyncio.get_running_loop()
+    tune_socket(sock)
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.connect_accepted_socket(
+        lambda: protocol, sock, ssl=context, ssl_handshake_timeout=handshake_timeout)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+def stream_pair(attach: Callable[[asyncio.Protocol], None]
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over a transport handed out by ``attach(protocol)`` (a tunnel data
+    connection's :meth:`~limen.tunnel.sniffer.DataConnection.attach`)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    protocol = _Attached(reader, loop=loop)
+    attach(protocol)
+    assert protocol.transport is not None, "attach() must call connection_made"
+    return reader, asyncio.StreamWriter(protocol.transport, protocol, reader, loop)
+
+
+class _Attached(asyncio.StreamReaderProtocol):
+    """Remembers the transport it was attached to."""
+
+    transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        super().connection_made(transport)
+
+
+async def copy_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      counter: Counter | None = None) -> None:
+    """Copy until EOF, then half-close ``writer`` (or close it when it cannot half-close)."""
+    try:
+        while data := await reader.read(_CHUNK):
+            if counter is not None:
+                counter.bytes += len(data)
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        else:
+            writer.close()
+    except (OSError, ssl.SSLError, RuntimeError):
+        writer.close()
+
+
+async def close_writer(writer: asyncio.StreamWriter, grace: float = 5.0) -> None:
+    """Close and wait (bounded) for the close to finish; errors of a dead peer are ignored."""
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError, RuntimeError):
+        async with asyncio.timeout(grace):
+            await writer.wait_closed()

@@ -1,0 +1,175 @@
+"""From an authenticated database client to a db agent's data connection.
+
+:meth:`DBRouter.authenticate` turns the client certificate the TLS handshake presented into
+an identity (this cluster's TLS CA, expiry, a user's, ``usage: db`` with a ``route_to_db``);
+:meth:`DBRouter.open` decides (the online database's labels, deny first: ``db_labels``,
+``db_users``, ``db_names``), dials a serving db agent through its reverse tunnel in
+``MODE_TLS`` (the proxy is the TLS client; the agent must show its db host certificate with
+the host id that was dialled) and sends the session request. Every refusal is audited here as
+a failed ``db.session.start`` with the reason; the agent audits what it serves. Called by the
+fronts (:mod:`limen.proxy.db.postgres_front`, :mod:`limen.proxy.db.mysql_front`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.x509_certs import verify_client_cert, verify_server_cert
+from limen.dbproto.session_request import SessionRequest, encode_request
+from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.streams import close_writer, stream_pair
+from limen.proxy.routing import ClusterView
+from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
+from limen.tunnel.server import TunnelServer
+
+__all__ = ["DBRouter", "DBTarget", "check_name", "der_to_pem", "peer_der"]
+
+_MAX_NAME = 63
+
+
+class DBTarget:
+    """An online database as the proxy sees it."""
+
+    def __init__(self, name: str, resource: Mapping[str, Any], host_ids: list[str]) -> None:
+        self.name = name
+        self.resource = resource
+        self.host_ids = host_ids
+
+    @property
+    def labels(self) -> dict[str, str]:
+        raw = (self.resource.get("metadata") or {}).get("labels") or {}
+        return {str(k): str(v) for k, v in raw.items()}
+
+    @property
+    def protocol(self) -> str:
+        return str((self.resource.get("spec") or {}).get("protocol", ""))
+
+    @property
+    def default_database(self) -> str:
+        return str((self.resource.get("spec") or {}).get("database", "") or "")
+
+
+def check_name(what: str, value: str) -> str:
+    """Database users and names travel only as structured fields, but a name with control
+    characters or of absurd length is refused outright (audited by the caller)."""
+    if not value or len(value) > _MAX_NAME or any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise AccessDenied(f"invalid {what} {value[:_MAX_NAME]!r}")
+    return value
+
+
+def peer_der(writer: asyncio.StreamWriter) -> bytes | None:
+    """The certificate the TLS peer of ``writer`` presented (DER), if any."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return bytes(der) if der else None
+
+
+def der_to_pem(der: bytes) -> str:
+    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+
+
+class DBRouter:
+    def __init__(self, credentials: HostCredentials, tunnel: TunnelServer, view: ClusterView,
+                 emitter: Emitter, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+                 ) -> None:
+        self.credentials = credentials
+        self.tunnel = tunnel
+        self.view = view
+        self.emitter = emitter
+        self._now = now
+        self._trust = {credentials.cluster: credentials.tls_cas()}
+        self._agent_ssl = credentials.client_ssl(check_hostname=False,
+                                                 server_role=SystemRole.DB)
+
+    def verify_user(self, der: bytes | None) -> Identity:
+        """The identity of any valid certificate of this cluster (AccessDenied otherwise)."""
+        return verify_client_cert(der or b"", self._trust, self._now())
+
+    def authenticate(self, der: bytes | None) -> Identity:
+        if not der:
+            raise AccessDenied("no client certificate: run lmsh db login NAME (Limen "
+                               "authenticates database clients by their certificate)")
+        identity = verify_client_cert(der, self._trust, self._now())
+        if identity.is_system:
+            raise AccessDenied("a Limen process certificate cannot open a database session")
+        if "db" not in identity.usage or identity.route_to_db is None:
+            raise AccessDenied("this certificate is not for a database: run lmsh db login NAME")
+        return identity
+
+    async def refused(self, reason: str, *, identity: Identity | None, protocol: str,
+                      client_addr: str, session_id: str, service: str = "", db_user: str = "",
+                      db_name: str = "") -> None:
+        await self.emitter.emit(make_event(
+            "db.session.start", success=False, cluster=self.credentials.cluster,
+            user=identity.username if identity else None, session_id=session_id,
+            db_service=service or (identity.route_to_db.service
+                                   if identity and identity.route_to_db else ""),
+            db_protocol=protocol, db_user=db_user, db_name=db_name, remote_addr=client_addr,
+            reason=reason))
+
+    async def find(self, service: str) -> DBTarget:
+        records = [r for r in await self.view.databases()
+                   if ((r.get("resource") or {}).get("metadata") or {}).get("name") == service]
+        if not records:
+            raise NotFound(f"database {service!r} is not online (no db agent serves it)")
+        records.sort(key=lambda r: str(r.get("updated", "")), reverse=True)
+        return DBTarget(service, records[0]["resource"],
+                        [str(r.get("host_id", "")) for r in records])
+
+    async def decide(self, identity: Identity, target: DBTarget, db_user: str,
+                     db_name: str) -> None:
+        check_name("database user", db_user)
+        if db_name:
+            check_name("database name", db_name)
+        decision = (await self.view.role_set(identity)).check_db(target.labels, db_user,
+                                                                  db_name or None)
+        if not decision.allowed:
+            raise AccessDenied(f"access to database {target.name} as {db_user} denied: "
+                               f"{decision.reason}")
+
+    async def open(self, target: DBTarget, request: SessionRequest, username: str
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A data connection to a db agent serving ``target``, request sent."""
+        local = [h for h in target.host_ids if h in self.tunnel.registry]
+        if not local:
+            raise ConnectionProblem(f"no db agent serving {target.name} is connected to this "
+                                    "proxy")
+        host_id = random.choice(local)  # load spreading, not security
+        conn = await self.tunnel.dial(host_id, DialRequest(
+            kind=KIND_DB, target=target.name, mode=MODE_TLS, client_addr=request.client_addr,
+            user=username, session_id=request.session_id))
+        reader, writer = stream_pair(conn.attach)
+        try:
+            async with asyncio.timeout(10):
+                await writer.start_tls(self._agent_ssl)
+            self._check_agent(writer, host_id)
+            writer.write(encode_request(request))
+            await writer.drain()
+        except (LimenError, OSError, ssl.SSLError, TimeoutError) as err:
+            await close_writer(writer)
+            if isinstance(err, LimenError):
+                raise
+            raise ConnectionProblem(f"cannot open a session with the db agent: {err}") from None
+        return reader, writer
+
+    def _check_agent(self, writer: asyncio.StreamWriter, host_id: str) -> None:
+        der = peer_der(writer)
+        if not der:
+            raise AccessDenied("the db agent presented no certificate")
+        agent = verify_server_cert(x509.load_der_x509_certificate(der), self._trust,
+                                   SystemRole.DB, self._now())
+        if agent.host_id != host_id:
+            raise AccessDenied(f"the data connection is from {agent.host_id}, not {host_id}")
+

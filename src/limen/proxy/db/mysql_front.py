@@ -1,0 +1,168 @@
+"""The proxy's MySQL front (listener ``mysql``, default 3036): the ``mysql``/``mariadb``
+clients, PyMySQL and other drivers, unchanged.
+
+::
+
+    proxy ── greeting (CLIENT_SSL offered, a random scramble) ──▶ client
+    client ── SSLRequest (seq 1) ──▶ TLS (proxy certificate; the client's Limen database
+              certificate, lmsh db login)
+    client ── HandshakeResponse41 (seq 2: user, database) ──▶ authenticate, decide
+                                  ──▶ db agent via its tunnel (session request: the
+                                      negotiated capabilities, charset, next seq 3)
+    client ◀── OK / ERR (seq 3, from the agent's upstream login) ◀── agent
+           ◀──────────────────────── bytes both ways ─────────────────────────▶
+
+The password the client may send is ignored: the certificate is the credential. Refused,
+with an ERR packet and a failed ``db.session.start`` audit event: a client that does not
+switch to TLS, no or a wrong certificate, a database that is not online, a user or database
+name the roles do not allow. Commands are checked and audited by the agent. Started by
+:mod:`limen.proxy.db.db_proxy_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import ssl
+import uuid
+
+from limen.ca.identity import Identity
+from limen.dbproto import mysql as my
+from limen.dbproto.session_request import SessionRequest
+from limen.errors import AccessDenied, BadParameter, LimenError
+from limen.net.streams import close_writer, copy_stream
+from limen.proxy.db.db_route import DBRouter, der_to_pem, peer_der
+
+__all__ = ["OFFERED_CAPABILITIES", "MySQLFront"]
+
+log = logging.getLogger(__name__)
+
+OFFERED_CAPABILITIES = (
+    my.CLIENT_LONG_PASSWORD | my.CLIENT_FOUND_ROWS | my.CLIENT_LONG_FLAG
+    | my.CLIENT_CONNECT_WITH_DB | my.CLIENT_ODBC | my.CLIENT_IGNORE_SPACE
+    | my.CLIENT_PROTOCOL_41 | my.CLIENT_INTERACTIVE | my.CLIENT_SSL | my.CLIENT_IGNORE_SIGPIPE
+    | my.CLIENT_TRANSACTIONS | my.CLIENT_SECURE_CONNECTION | my.CLIENT_MULTI_STATEMENTS
+    | my.CLIENT_MULTI_RESULTS | my.CLIENT_PS_MULTI_RESULTS | my.CLIENT_PLUGIN_AUTH
+    | my.CLIENT_CONNECT_ATTRS | my.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | my.CLIENT_SESSION_TRACK | my.CLIENT_DEPRECATE_EOF
+)
+"""What the greeting offers: no compression, no LOCAL INFILE (the agent never passes it on)."""
+SERVER_VERSION = "8.0.0-Limen"
+_UTF8MB4_GENERAL_CI = 45
+_SERVER_STATUS_AUTOCOMMIT = 2
+_ER_ACCESS_DENIED = 1045
+_ER_HANDSHAKE = 1043
+_STARTUP_TIMEOUT = 30.0
+_PLAINTEXT = ("Limen requires TLS with your Limen database certificate: run lmsh db login "
+              "NAME, then connect with the option group it writes")
+
+
+class MySQLFront:
+    def __init__(self, router: DBRouter, tls: ssl.SSLContext) -> None:
+        self.router = router
+        self.tls = tls
+        self._ids = itertools.count(1)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        session_id = str(uuid.uuid4())
+        try:
+            await self._serve(reader, writer, client_addr, session_id)
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as err:
+            log.debug("mysql front: %s: %s", client_addr, err)
+        except BadParameter as err:
+            await self.router.refused(f"malformed handshake: {err}", identity=None,
+                                      protocol="mysql", client_addr=client_addr,
+                                      session_id=session_id)
+            await _send_err(writer, 2, _ER_HANDSHAKE, "08S01", f"malformed handshake: {err}")
+        finally:
+            await close_writer(writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     client_addr: str, session_id: str) -> None:
+        scramble = bytes(secrets.choice(range(1, 128)) for _ in range(20))
+        writer.write(my.encode_packet(0, my.encode_handshake(my.Handshake(
+            SERVER_VERSION, next(self._ids) % 2**32, scramble, OFFERED_CAPABILITIES,
+            _UTF8MB4_GENERAL_CI, _SERVER_STATUS_AUTOCOMMIT, "mysql_native_password"))))
+        await writer.drain()
+        async with asyncio.timeout(_STARTUP_TIMEOUT):
+            first = await _read_packet(reader)
+        hello = my.decode_client_hello(first.payload)
+        if not isinstance(hello, my.SSLRequest):
+            await self.router.refused(_PLAINTEXT, identity=None, protocol="mysql",
+                                      client_addr=client_addr, session_id=session_id)
+            await _send_err(writer, first.seq + 1, _ER_ACCESS_DENIED, "28000", _PLAINTEXT)
+            return
+        async with asyncio.timeout(_STARTUP_TIMEOUT):
+            await writer.start_tls(self.tls)
+            second = await _read_packet(reader)
+        response = my.decode_client_hello(second.payload)
+        if not isinstance(response, my.HandshakeResponse):
+            raise BadParameter("a second SSL request")
+        await self._session(response, second.seq + 1, reader, writer, client_addr, session_id)
+
+    async def _session(self, hello: my.HandshakeResponse, seq: int,
+                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       client_addr: str, session_id: str) -> None:
+        der = peer_der(writer)
+        identity: Identity | None = None
+        db_user = db_name = service = ""
+        try:
+            identity = self.router.authenticate(der)
+            route = identity.route_to_db
+            assert route is not None
+            assert der is not None
+            service = route.service
+            target = await self.router.find(service)
+            if target.protocol != "mysql":
+                raise AccessDenied(f"{service} is a {target.protocol} database: use its front")
+            db_user = hello.username or route.user
+            db_name = hello.database or route.name or target.default_database
+            await self.router.decide(identity, target, db_user, db_name)
+            request = SessionRequest(
+                op="connect", protocol="mysql", service=service, user_cert=der_to_pem(der),
+                db_user=db_user, db_name=db_name, session_id=session_id,
+                client_addr=client_addr, params={
+                    "capabilities": str(hello.capabilities & OFFERED_CAPABILITIES),
+                    "charset": str(hello.charset), "max_packet": str(hello.max_packet),
+                    "seq": str(seq)})
+            agent_reader, agent_writer = await self.router.open(target, request,
+                                                                identity.username)
+        except LimenError as err:
+            await self.router.refused(str(err), identity=identity, protocol="mysql",
+                                      client_addr=client_addr, session_id=session_id,
+                                      service=service, db_user=db_user, db_name=db_name)
+            await _send_err(writer, seq, _ER_ACCESS_DENIED, "28000", f"Limen: {err}")
+            return
+        try:
+            up = asyncio.create_task(copy_stream(reader, agent_writer))
+            await copy_stream(agent_reader, writer)
+            try:
+                async with asyncio.timeout(30):
+                    await up
+            except TimeoutError:
+                up.cancel()
+        finally:
+            await close_writer(agent_writer)
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> my.Packet:
+    header = await reader.readexactly(4)
+    size = int.from_bytes(header[:3], "little")
+    if size >= my.MAX_PAYLOAD:
+        raise BadParameter("oversized handshake packet")
+    return my.Packet(header[3], await reader.readexactly(size))
+
+
+
+
+async def _send_err(writer: asyncio.StreamWriter, seq: int, code: int, state: str,
+                    message: str) -> None:
+    try:
+        writer.write(my.encode_packet(seq, my.err_payload(code, state, message)))
+        await writer.drain()
+    except (OSError, ssl.SSLError, RuntimeError):
+        pass
