@@ -4,7 +4,8 @@
 none runs, DIR's store directly); ``--auth HOST:PORT -i DIR`` talks to that auth server with
 the identity in DIR. A DIR that holds no cluster is refused without creating anything, except
 by ``apply``, which bootstraps a fresh directory's store offline. Entry point of the ``lmctl``
-console script; ``users``, ``nodes``, ``tokens`` and ``gitops`` live in ``lmctl_*`` modules.
+console script; ``users``, ``nodes``, ``tokens``, ``gitops`` and ``auth sign`` live in
+``lmctl_*`` modules.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from limen.auth.node_admin import is_node_kind
 from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle_errors, print_table
 from limen.cli.lmctl_audit_verify import verify as audit_verify
+from limen.cli.lmctl_auth_db import sign as auth_sign
 from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
 from limen.cli.lmctl_gitops import gitops
 from limen.cli.lmctl_nodes import nodes
@@ -146,13 +148,16 @@ def auth() -> None:
 
 
 @auth.command("export")
-@click.option("--type", "ca_type", required=True, type=click.Choice(["user", "host", "tls", "db"]),
+@click.option("--type", "ca_type", required=True,
+              type=click.Choice(["user", "host", "tls", "db", "db-client"]),
               help="user: for sshd's TrustedUserCAKeys; host: @cert-authority lines for "
-                   "known_hosts; tls/db: PEM certificates.")
+                   "known_hosts; tls/db: PEM certificates (db-client, an alias of db: the "
+                   "CA a database trusts for Limen's client certificates).")
 @OUTPUT_OPTION
 @handle_errors
 def auth_export(ca_type: str, output: str) -> None:
     """Print a CA's public keys in the format its consumers read."""
+    ca_type = "db" if ca_type == "db-client" else ca_type
     ca = run_admin(lambda admin: admin.export_ca(ca_type))
     if output != "text":
         emit_documents([ca], output)
@@ -199,6 +204,7 @@ cli.add_command(nodes)
 cli.add_command(tokens)
 cli.add_command(gitops)
 audit.add_command(audit_verify)
+auth.add_command(auth_sign)
 
 
 def main() -> None:

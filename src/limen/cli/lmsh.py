@@ -18,11 +18,13 @@ from limen.ca.keys import generate_private_key, private_key_to_openssh, public_k
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmsh_access import ls, play, scp, ssh
 from limen.cli.lmsh_clusters import clusters
+from limen.cli.lmsh_db import db, proxy_db
 from limen.cli.lmsh_input import read_password
 from limen.cli.lmsh_login import check_pin_format, login_target
 from limen.cli.lmsh_recordings import recordings
 from limen.cli.lmsh_signup import signup
 from limen.client.clusters import refresh_clusters
+from limen.client.db_profiles import forget_all_databases
 from limen.client.profile import Profile, ProfileStore
 from limen.client.sshconfig import SSHConfigInput, render_ssh_config, write_ssh_config
 from limen.client.webapi import WebApi
@@ -133,6 +135,7 @@ def logout(proxy: str | None) -> None:
 
         cert = cert_path.read_bytes() if cert_path.exists() else None
         asyncio.run(remove_from_agent(key_path.read_bytes(), cert))
+    forget_all_databases(store, profile)  # their sections in ~/.pg_service.conf, ~/.my.cnf
     store.logout(proxy)
     click.echo(f"Logged out {profile.user} from {proxy}.")
 
@@ -177,7 +180,7 @@ def _lmsh_executable() -> str:
 
 @cli.group()
 def proxy() -> None:
-    """Helpers for the stock OpenSSH client (ProxyCommand)."""
+    """Helpers for stock clients: OpenSSH's ProxyCommand, a local database listener."""
 
 
 @proxy.command("ssh")
@@ -207,6 +210,8 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
 for _command in (ls, ssh, scp, play, clusters, signup):
     cli.add_command(_command)
 cli.add_command(recordings)
+cli.add_command(db)
+proxy.add_command(proxy_db)
 
 
 def main() -> None:

@@ -123,6 +123,10 @@ class WebApi:
         """GET ``/v1/webapi/user/<path>``."""
         return await self.http.call("GET", f"/v1/webapi/user/{path}", params=params)
 
+    async def as_user_post(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST ``/v1/webapi/user/<path>`` with a JSON ``body`` (e.g. ``db/certs``)."""
+        return await self.http.call("POST", f"/v1/webapi/user/{path}", body)
+
     async def close(self) -> None:
         await self.http.close()
 

@@ -1,0 +1,250 @@
+"""``lmsh db``: databases through Limen with the stock clients (like ``tsh db``), and
+``lmsh proxy db`` for tools that cannot present a client certificate.
+
+::
+
+    lmsh db ls                        the online databases your roles allow, with their users
+    lmsh db login NAME [--db-user U] [--db-name D]
+                                      certificate + key on disk, a section in
+                                      ~/.pg_service.conf or ~/.my.cnf (limen.client.db_profiles)
+    lmsh db connect NAME [-- ARGS]    logs in when needed, then runs psql or mysql
+    lmsh db env NAME                  PGSERVICE / MYSQL_GROUP_SUFFIX exports
+    lmsh db logout [NAME]             removes the files and sections (of every database)
+    lmsh proxy db NAME --port P       plaintext on 127.0.0.1:P for your own tools only
+                                      (limen.client.db_local_proxy)
+
+``db`` is registered on the ``lmsh`` group and ``proxy_db`` on its ``proxy`` group by
+``limen.cli.lmsh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from limen.ca.identity import RouteToDatabase
+from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.client.db_access import list_databases, listener_address, login_database
+from limen.client.db_local_proxy import LocalDbProxy, Upstream, upstream_context
+from limen.client.db_profiles import (
+    POSTGRES,
+    configured_protocol,
+    current_route,
+    db_files,
+    forget_all_databases,
+    forget_database,
+    mysql_group_suffix,
+    pg_service_path,
+    service_name,
+)
+from limen.client.profile import Profile, ProfileStore
+from limen.client.webapi import WebApi
+from limen.errors import BadParameter, NotFound
+
+__all__ = ["client_command", "db", "proxy_db"]
+
+_CLIENTS = {
+    POSTGRES: ("psql", "the PostgreSQL client (e.g. apt install postgresql-client)"),
+    "mysql": ("mysql", "the MariaDB or MySQL client (e.g. apt install mariadb-client)"),
+}
+_DB_USER = click.option("--db-user", help="Database user (default: the only one you may use).")
+_DB_NAME = click.option("--db-name", help="Database to open (default: the Resource's, or for "
+                                          "PostgreSQL the database user's name).")
+
+
+def _logged_in() -> tuple[ProfileStore, Profile]:
+    store = ProfileStore()
+    profile = store.current()
+    if not profile.is_valid():
+        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
+    return store, profile
+
+
+async def _databases(store: ProfileStore, profile: Profile) -> list[dict[str, Any]]:
+    api = WebApi.for_profile(store, profile)
+    try:
+        return await list_databases(api)
+    finally:
+        await api.close()
+
+
+def _ensure_login(store: ProfileStore, profile: Profile, name: str, db_user: str | None,
+                  db_name: str | None) -> tuple[str, RouteToDatabase]:
+    """The protocol and route of a usable login to ``name`` (matching the options given),
+    logging in first when there is none."""
+    route = current_route(store, profile, name)
+    protocol = configured_protocol(profile.cluster, name)
+    if route is not None and protocol is not None and db_user in (None, route.user) \
+            and db_name in (None, route.name):
+        return protocol, route
+    login = asyncio.run(login_database(store, profile, name, db_user=db_user, db_name=db_name))
+    click.echo(f"Logged in to {name} as {login.target.db_user}.", err=True)
+    target = login.target
+    return target.protocol, RouteToDatabase(name, target.db_user, target.db_name)
+
+
+def client_command(protocol: str, cluster: str, name: str, extra: tuple[str, ...] = ()
+                   ) -> list[str]:
+    """The stock client's command line for a database ``lmsh db login`` configured."""
+    if protocol == POSTGRES:
+        return ["psql", f"service={service_name(cluster, name)}", *extra]
+    return ["mysql", f"--defaults-group-suffix={mysql_group_suffix(cluster, name)}", *extra]
+
+
+@click.group()
+def db() -> None:
+    """Databases: list, log in, connect with psql or mysql."""
+
+
+@db.command("ls")
+@OUTPUT_OPTION
+@handle_errors
+def ls(output: str) -> None:
+    """The online databases your roles allow, and the database users you may log in as."""
+    store, profile = _logged_in()
+    items = asyncio.run(_databases(store, profile))
+    if output != "text":
+        emit_documents(items, output, as_list=True)
+        return
+    if not items:
+        click.echo("no database you may use is online", err=True)
+        return
+    print_table(["NAME", "PROTOCOL", "DESCRIPTION", "LABELS", "ALLOWED USERS"], [
+        (i["name"], i.get("protocol") or "-", i.get("description") or "-",
+         ",".join(f"{k}={v}" for k, v in sorted((i.get("labels") or {}).items())) or "-",
+         ",".join(i.get("db_users") or ()) or "-")
+        for i in items])
+
+
+@db.command("login")
+@click.argument("name")
+@_DB_USER
+@_DB_NAME
+@handle_errors
+def login(name: str, db_user: str | None, db_name: str | None) -> None:
+    """Get a certificate for database NAME and configure psql or mysql for it."""
+    store, profile = _logged_in()
+    done = asyncio.run(login_database(store, profile, name, db_user=db_user, db_name=db_name))
+    target = done.target
+    database = f", database {target.db_name}" if target.db_name else ""
+    click.echo(f"Logged in to {name} ({target.protocol}) as {target.db_user}{database}, "
+               f"until {done.expires}.\nConfigured in {done.config}. Connect with:\n  "
+               f"{shlex.join(client_command(target.protocol, profile.cluster, name))}\n"
+               f"  or: lmsh db connect {shlex.quote(name)}")
+
+
+@db.command("connect", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@_DB_USER
+@_DB_NAME
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def connect(name: str, db_user: str | None, db_name: str | None, extra: tuple[str, ...]
+            ) -> None:
+    """Run psql or mysql on database NAME (logging in first when needed); arguments after
+    -- go to the client."""
+    store, profile = _logged_in()
+    protocol, _route = _ensure_login(store, profile, name, db_user, db_name)
+    program, package = _CLIENTS[protocol]
+    if shutil.which(program) is None:
+        raise NotFound(f"{program} is not on your PATH: install {package}")
+    argv = client_command(protocol, profile.cluster, name, extra)
+    os.execvp(program, argv)  # noqa: S606
+
+
+@db.command("env")
+@click.argument("name")
+@OUTPUT_OPTION
+@handle_errors
+def env(name: str, output: str) -> None:
+    """Shell exports that point the stock clients at database NAME: eval "$(lmsh db env NAME)"."""
+    profile = ProfileStore().current()
+    protocol = configured_protocol(profile.cluster, name)
+    if protocol is None:
+        raise NotFound(f"not logged in to database {name}: run lmsh db login {name}")
+    if protocol == POSTGRES:
+        values = {"PGSERVICEFILE": str(pg_service_path()),
+                  "PGSERVICE": service_name(profile.cluster, name)}
+    else:
+        values = {"MYSQL_GROUP_SUFFIX": mysql_group_suffix(profile.cluster, name)}
+    if output != "text":
+        emit_documents([values], output)
+        return
+    for key, value in values.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+    if protocol != POSTGRES:
+        click.echo(f"# or: {shlex.join(client_command(protocol, profile.cluster, name))}")
+
+
+@db.command("logout")
+@click.argument("name", required=False)
+@handle_errors
+def logout(name: str | None) -> None:
+    """Remove the certificate, key and client configuration of database NAME (of every
+    database without NAME)."""
+    store = ProfileStore()
+    profile = store.current()
+    if name is None:
+        names = forget_all_databases(store, profile)
+        click.echo(f"Logged out of {', '.join(names)}." if names
+                   else "Not logged in to any database.")
+        return
+    if not forget_database(store, profile, name):
+        raise NotFound(f"not logged in to database {name}")
+    click.echo(f"Logged out of {name}.")
+
+
+def _example(protocol: str, host: str, port: int, route: RouteToDatabase) -> str:
+    if protocol == POSTGRES:
+        return shlex.join(["psql", f"host={host} port={port} user={route.user} "
+                                   f"dbname={route.name or route.user} sslmode=disable"])
+    return shlex.join(["mysql", "-h", host, "-P", str(port), "-u", route.user,
+                       *([route.name] if route.name else []), "--skip-ssl"])
+
+
+@click.command("db")
+@click.argument("name")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Local port on 127.0.0.1 (0 picks a free one).")
+@_DB_USER
+@_DB_NAME
+@handle_errors
+def proxy_db(name: str, port: int, db_user: str | None, db_name: str | None) -> None:
+    """Serve database NAME without TLS on 127.0.0.1:PORT, for tools that cannot present a
+    client certificate; only your own processes may connect. Stops at Ctrl-C, or when the
+    database certificate expires."""
+    store, profile = _logged_in()
+    protocol, route = _ensure_login(store, profile, name, db_user, db_name)
+    files = db_files(store, profile, name)
+    upstream_ctx = upstream_context(files, store.trusted_cas(profile.proxy))
+
+    async def serve() -> None:
+        api = WebApi.for_profile(store, profile)
+        try:
+            host, upstream_port = listener_address(await api.ping(), protocol, profile.proxy)
+        finally:
+            await api.close()
+        local = LocalDbProxy(protocol, Upstream(host, upstream_port, upstream_ctx),
+                             report=lambda message: click.echo(f"lmsh: {message}", err=True))
+        bound_host, bound_port = await local.start(port)
+        click.echo(f"Serving {name} ({protocol}, as {route.user}) on {bound_host}:{bound_port}"
+                   f" for your own processes. For example:\n  "
+                   f"{_example(protocol, bound_host, bound_port, route)}")
+        try:
+            await asyncio.sleep(_seconds_left(profile))
+        finally:
+            await local.close()
+        raise BadParameter("the database certificate expired: run lmsh login, then lmsh "
+                           "proxy db again")
+
+    asyncio.run(serve())
+
+
+def _seconds_left(profile: Profile) -> float:
+    return max(0.0, (profile.expires_at - datetime.now(UTC)).total_seconds())
