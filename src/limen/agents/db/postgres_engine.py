@@ -143,7 +143,8 @@ async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
         while data := await client_reader.read(256 * 1024):
             session.to_db.bytes += len(data)
             for frame in splitter.feed(data):
-                await _audit(session, frame, statements)
+                if frame.payload is not None:
+                    await _audit(session, frame, statements)
             writer.write(data)
             await writer.drain()
     except BadParameter as err:

@@ -34,7 +34,9 @@ from limen.proxy.routing import ClusterView
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
 from limen.tunnel.server import TunnelServer
 
-__all__ = ["DBRouter", "DBTarget", "check_name", "der_to_pem", "peer_der"]
+__all__ = ["DBRouter", "DBTarget", "check_name", "der_to_pem", "handshake", "peer_der"]
+
+_HANDSHAKE_TIMEOUT = 30.0
 
 _MAX_NAME = 63
 
@@ -173,3 +175,17 @@ class DBRouter:
         if agent.host_id != host_id:
             raise AccessDenied(f"the data connection is from {agent.host_id}, not {host_id}")
 
+
+async def handshake(router: DBRouter, writer: asyncio.StreamWriter, context: ssl.SSLContext,
+                    protocol: str, client_addr: str, session_id: str) -> None:
+    """The client's TLS handshake on a database front. A certificate the TLS layer refuses
+    (another CA, expired, not yet valid) ends the connection there; the reason is audited
+    as a refused ``db.session.start`` before the error propagates."""
+    try:
+        async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
+            await writer.start_tls(context)
+    except ssl.SSLError as err:
+        reason = getattr(err, "verify_message", None) or err.reason or str(err)
+        await router.refused(f"TLS handshake failed: {reason}", identity=None,
+                             protocol=protocol, client_addr=client_addr, session_id=session_id)
+        raise

@@ -33,7 +33,7 @@ from limen.dbproto import mysql as my
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.net.streams import close_writer, copy_stream
-from limen.proxy.db.db_route import DBRouter, der_to_pem, peer_der
+from limen.proxy.db.db_route import DBRouter, der_to_pem, handshake, peer_der
 
 __all__ = ["OFFERED_CAPABILITIES", "MySQLFront"]
 
@@ -96,8 +96,8 @@ class MySQLFront:
                                       client_addr=client_addr, session_id=session_id)
             await _send_err(writer, first.seq + 1, _ER_ACCESS_DENIED, "28000", _PLAINTEXT)
             return
+        await handshake(self.router, writer, self.tls, "mysql", client_addr, session_id)
         async with asyncio.timeout(_STARTUP_TIMEOUT):
-            await writer.start_tls(self.tls)
             second = await _read_packet(reader)
         response = my.decode_client_hello(second.payload)
         if not isinstance(response, my.HandshakeResponse):

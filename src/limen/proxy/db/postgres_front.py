@@ -33,7 +33,7 @@ from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.events.event import make_event
 from limen.net.streams import close_writer, copy_stream
 from limen.proxy.db.cancel_keys import CancelKeys, CancelTarget
-from limen.proxy.db.db_route import DBRouter, der_to_pem, peer_der
+from limen.proxy.db.db_route import DBRouter, der_to_pem, handshake, peer_der
 
 __all__ = ["PostgresFront"]
 
@@ -76,8 +76,8 @@ class PostgresFront:
             if isinstance(packet, pg.SSLRequest) and not tls:
                 writer.write(b"S")
                 await writer.drain()
-                async with asyncio.timeout(_STARTUP_TIMEOUT):
-                    await writer.start_tls(self.tls)
+                await handshake(self.router, writer, self.tls, "postgres", client_addr,
+                                session_id)
                 tls = True
             elif isinstance(packet, pg.GSSEncRequest) and not tls and not gss_refused:
                 writer.write(b"N")  # GSSAPI encryption is not offered: the client may go on
