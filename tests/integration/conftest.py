@@ -8,7 +8,7 @@
   interfere (build a module-scoped fixture on it).
 - ``ssh_agent``: a real ``ssh-agent`` for one test.
 - ``db_env``: a cluster with a db agent in front of the real PostgreSQL and MariaDB test
-  servers (``tests/integration/db_env.py``), one per test module.
+  servers (``tests/integration/db_env.py``), shared by the session's database tests.
 
 When a test fails, the output of every cluster it used is attached to its report. The helpers
 themselves live in ``tests/integration/cluster.py``.
@@ -56,7 +56,7 @@ def module_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
     factory.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def db_env(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer,
            mariadb_server: MariaDBServer) -> Iterator[DBEnv]:
     yield from start_db_env(tmp_path_factory.mktemp("dbenv"), postgres_server, mariadb_server)

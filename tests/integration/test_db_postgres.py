@@ -24,7 +24,7 @@ import pytest
 from limen.dbproto import postgres as pg
 
 from .cluster import wait_for
-from .db_env import DBEnv
+from .db_env import ROLES, DBEnv
 
 SERVICE = "service=dbtest-pg-main"
 BOB_DENIED = """
@@ -147,8 +147,12 @@ def test_a_deny_rule_on_the_database_labels_wins(db_env: DBEnv, tmp_path: Path) 
     role = tmp_path / "deny.yaml"
     role.write_text(BOB_DENIED)
     db_env.cluster.lmctl("apply", "-f", role)
-    denied = wait_for(lambda: (r := bob.psql(SERVICE, "-c", "select 1", check=False))
-                      .returncode != 0 and r, 15.0, "the new deny rule to apply")
+    try:
+        denied = wait_for(lambda: (r := bob.psql(SERVICE, "-c", "select 1", check=False))
+                          .returncode != 0 and r, 15.0, "the new deny rule to apply")
+    finally:
+        role.write_text(ROLES)  # the environment is shared by the session's db tests
+        db_env.cluster.lmctl("apply", "-f", role)
     assert "denies databases labelled" in denied.stderr
     events = db_env.wait_audit("db.session.start", "the denial", user="bob", success=False)
     assert any("denies databases labelled" in e.get("reason", "") for e in events)

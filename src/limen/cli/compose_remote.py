@@ -6,6 +6,11 @@
            serves role lookups (RBAC per session), audit events (DATA_DIR/log/outbox first)
            and recording uploads (retried until auth has them)
 
+    --roles db  --proxy HOST:PORT [--token T --ca-pin P]
+        join through the proxy (or reuse DATA_DIR/host) ─▶ db agent: reverse tunnel serving
+           the db Resources its selectors match; through the tunnel, auth for roles,
+           Resources, upstream certificates and audit events (outbox)
+
     --roles proxy --auth-server HOST:PORT [--auth-join HOST:PORT] [--token T --ca-pin P]
         join at auth's join listener (--auth-join, default: the --auth-server port + 1;
         no client certificate, limen.auth.http.join_listener) or reuse DATA_DIR/host ─▶ SSH
@@ -29,6 +34,7 @@ from contextlib import asynccontextmanager
 
 from limen.agents.audit_outbox import AuditOutbox
 from limen.agents.auth_link import AuthLink
+from limen.agents.db.db_service import DBService
 from limen.agents.joining import load_or_join, tunnel_address
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.dynamic_labels import DynamicLabels
@@ -37,6 +43,7 @@ from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.remote_roles import AuthRoleLookup
 from limen.agents.recording_upload import AuthRecordingSink
 from limen.aio.task_service import Service
+from limen.api.resources import Resource
 from limen.auth.auth_service import host_uuid
 from limen.auth.client import AuthClient
 from limen.auth.host_names import configured_proxy_names
@@ -61,8 +68,10 @@ async def remote_services(settings: Settings) -> AsyncIterator[list[Service]]:
         yield [_RemoteNode(settings)]
     elif roles == {"proxy"}:
         yield [_RemoteProxy(settings)]
+    elif roles == {"db"}:
+        yield [_RemoteDB(settings)]
     else:
-        raise BadParameter(f"without auth, run one role per process (node or proxy), not "
+        raise BadParameter(f"without auth, run one role per process (node, db or proxy), not "
                            f"{','.join(settings.roles)}")
 
 
@@ -161,6 +170,54 @@ class _RemoteNode:
                 await self._retry
         if self.node is not None:
             await self.node.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self.link is not None:
+            await self.link.close()
+
+
+class _RemoteDB:
+    """A db agent apart from auth: joins through the proxy (or reuses DATA_DIR/host), reaches
+    auth only through its tunnel (roles, the db Resources it serves, its upstream
+    certificates, audit events through the outbox)."""
+
+    name = "db"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: DBService | None = None
+        self.link: AuthLink | None = None
+        self.outbox: AuditOutbox | None = None
+
+    async def start(self) -> dict[str, str]:
+        settings = self.settings
+        if not settings.join.proxy:
+            raise BadParameter("a db agent needs --proxy HOST:PORT (the proxy's web address)")
+        host_id = host_uuid(private_dir(settings.data_dir))
+        creds = await load_or_join(settings, SystemRole.DB, host_id)
+        tunnel = await tunnel_address(settings.join.proxy, creds)
+        self.link = link = AuthLink(creds)
+        self.outbox = _outbox(settings, link.client)
+
+        async def issue(db_user: str, public_key: str) -> tuple[bytes, bytes]:
+            answer = await (await link.client()).call(
+                "POST", "/v1/db/upstream-certs", {"db_user": db_user, "public_key": public_key})
+            return str(answer["cert"]).encode(), str(answer["ca"]).encode()
+
+        async def resources() -> list[Resource]:
+            docs = await (await link.client()).list("resource")
+            return [Resource.from_document(d) for d in docs]
+
+        self.service = DBService.configured(
+            creds, settings.db, resources, issue,
+            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
+            lambda: tunnel, on_tunnel=link.attach)
+        await self.outbox.start()
+        return await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
         if self.outbox is not None:
             await self.outbox.stop()
         if self.link is not None:

@@ -247,16 +247,20 @@ class _Routes:
     async def list_resources(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
+        # a db agent lists Resources (the databases its selectors serve), nothing else
         require_rule(identity, await self.role_set(identity), kind, "list",
-                     system=[SystemRole.PROXY, SystemRole.NODE])
+                     system=[SystemRole.PROXY, SystemRole.NODE,
+                             *([SystemRole.DB] if kind is Kind.RESOURCE else [])])
         items = await self.auth.store.list(kind)
         return web.json_response({"items": [r.to_document() for r in items]})
 
     async def get_resource(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
+        # a db agent reads roles (RBAC on every session), nothing else
         require_rule(identity, await self.role_set(identity), kind, "read",
-                     system=[SystemRole.PROXY, SystemRole.NODE])
+                     system=[SystemRole.PROXY, SystemRole.NODE,
+                             *([SystemRole.DB] if kind is Kind.ROLE else [])])
         found = await self.auth.store.get(kind, request.match_info["name"])
         return web.json_response(found.to_document())
 

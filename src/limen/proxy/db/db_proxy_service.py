@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
 
 from limen.ca.host_credentials import HostCredentials
 from limen.events.emitter import Emitter
@@ -25,7 +26,7 @@ from limen.tunnel.server import TunnelServer
 
 __all__ = ["DBProxyService"]
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 class DBProxyService:
@@ -37,28 +38,57 @@ class DBProxyService:
         self.cancel_keys = CancelKeys()
         tls = credentials.server_ssl(client_cas=credentials.tls_cas())
         tls.verify_mode = ssl.CERT_OPTIONAL
-        self._fronts: dict[str, tuple[str, Handler]] = {}
-        if postgres:
-            self._fronts["postgres"] = (postgres,
-                                        PostgresFront(self.router, tls, self.cancel_keys).handle)
-        if mysql:
-            self._fronts["mysql"] = (mysql, MySQLFront(self.router, tls).handle)
+        self._postgres = postgres
+        self._mysql = mysql
+        self._pg_front = PostgresFront(self.router, tls, self.cancel_keys)
+        self._mysql_front = MySQLFront(self.router, tls)
         self._servers: list[asyncio.Server] = []
+        self._accepting: list[tuple[socket.socket, asyncio.Task[None]]] = []
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> dict[str, str]:
         listeners: dict[str, str] = {}
         try:
-            for name, (address, handler) in self._fronts.items():
-                sock = bind_tcp(address)
-                server = await asyncio.start_server(handler, sock=sock, limit=256 * 1024)
-                self._servers.append(server)
-                listeners[name] = socket_address(sock)
+            if self._postgres:
+                sock = bind_tcp(self._postgres)
+                self._servers.append(await asyncio.start_server(
+                    self._pg_front.handle, sock=sock, limit=256 * 1024))
+                listeners["postgres"] = socket_address(sock)
+            if self._mysql:
+                # the MySQL front reads its first packets from the raw socket (no read-ahead
+                # before TLS), so it accepts connections itself
+                sock = bind_tcp(self._mysql)
+                sock.setblocking(False)
+                task = asyncio.create_task(self._accept(sock), name="mysql front")
+                self._accepting.append((sock, task))
+                listeners["mysql"] = socket_address(sock)
         except BaseException:
             await self.stop()
             raise
         return listeners
 
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(sock)
+            except OSError as err:
+                log.warning("mysql front: accept failed: %s", err)
+                await asyncio.sleep(0.1)  # e.g. out of file descriptors: do not spin
+                continue
+            conn.setblocking(False)
+            task = asyncio.create_task(self._mysql_front.handle_socket(
+                conn, f"{peer[0]}:{peer[1]}"))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
     async def stop(self) -> None:
+        for sock, task in self._accepting:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            sock.close()
+        self._accepting.clear()
         for server in self._servers:
             server.close()
         for server in self._servers:

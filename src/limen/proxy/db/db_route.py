@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -37,6 +37,7 @@ from limen.tunnel.server import TunnelServer
 __all__ = ["DBRouter", "DBTarget", "check_name", "der_to_pem", "handshake", "peer_der"]
 
 _HANDSHAKE_TIMEOUT = 30.0
+T = TypeVar("T")
 
 _MAX_NAME = 63
 
@@ -176,14 +177,14 @@ class DBRouter:
             raise AccessDenied(f"the data connection is from {agent.host_id}, not {host_id}")
 
 
-async def handshake(router: DBRouter, writer: asyncio.StreamWriter, context: ssl.SSLContext,
-                    protocol: str, client_addr: str, session_id: str) -> None:
-    """The client's TLS handshake on a database front. A certificate the TLS layer refuses
-    (another CA, expired, not yet valid) ends the connection there; the reason is audited
-    as a refused ``db.session.start`` before the error propagates."""
+async def handshake(router: DBRouter, tls: Awaitable[T], protocol: str, client_addr: str,
+                    session_id: str) -> T:
+    """Await the client's TLS handshake on a database front (``tls``). A certificate the
+    TLS layer refuses (another CA, expired, not yet valid) ends the connection there; the
+    reason is audited as a refused ``db.session.start`` before the error propagates."""
     try:
         async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
-            await writer.start_tls(context)
+            return await tls
     except ssl.SSLError as err:
         reason = getattr(err, "verify_message", None) or err.reason or str(err)
         await router.refused(f"TLS handshake failed: {reason}", identity=None,

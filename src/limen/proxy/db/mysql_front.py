@@ -22,9 +22,11 @@ name the roles do not allow. Commands are checked and audited by the agent. Star
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
+import socket
 import ssl
 import uuid
 
@@ -32,7 +34,7 @@ from limen.ca.identity import Identity
 from limen.dbproto import mysql as my
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied, BadParameter, LimenError
-from limen.net.streams import close_writer, copy_stream
+from limen.net.streams import accept_tls, close_writer, copy_stream
 from limen.proxy.db.db_route import DBRouter, der_to_pem, handshake, peer_der
 
 __all__ = ["OFFERED_CAPABILITIES", "MySQLFront"]
@@ -65,44 +67,61 @@ class MySQLFront:
         self.tls = tls
         self._ids = itertools.count(1)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+    async def handle_socket(self, sock: socket.socket, client_addr: str) -> None:
+        """Serve one accepted connection. Until TLS the socket is read exactly packet by
+        packet, never ahead: a client sends its TLS ClientHello right behind the SSLRequest,
+        and those bytes belong to the TLS handshake."""
         session_id = str(uuid.uuid4())
+        writer: asyncio.StreamWriter | None = None
         try:
-            await self._serve(reader, writer, client_addr, session_id)
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as err:
+            writer = await self._serve(sock, client_addr, session_id)
+        except (OSError, ssl.SSLError, TimeoutError) as err:
             log.debug("mysql front: %s: %s", client_addr, err)
         except BadParameter as err:
             await self.router.refused(f"malformed handshake: {err}", identity=None,
                                       protocol="mysql", client_addr=client_addr,
                                       session_id=session_id)
-            await _send_err(writer, 2, _ER_HANDSHAKE, "08S01", f"malformed handshake: {err}")
+            await _send_raw(sock, my.encode_packet(2, my.err_payload(
+                _ER_HANDSHAKE, "08S01", f"malformed handshake: {err}")))
         finally:
-            await close_writer(writer)
+            if writer is not None:
+                await close_writer(writer)
+            else:
+                sock.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     client_addr: str, session_id: str) -> None:
+    async def _serve(self, sock: socket.socket, client_addr: str,
+                     session_id: str) -> asyncio.StreamWriter | None:
+        loop = asyncio.get_running_loop()
         scramble = bytes(secrets.choice(range(1, 128)) for _ in range(20))
-        writer.write(my.encode_packet(0, my.encode_handshake(my.Handshake(
+        await loop.sock_sendall(sock, my.encode_packet(0, my.encode_handshake(my.Handshake(
             SERVER_VERSION, next(self._ids) % 2**32, scramble, OFFERED_CAPABILITIES,
             _UTF8MB4_GENERAL_CI, _SERVER_STATUS_AUTOCOMMIT, "mysql_native_password"))))
-        await writer.drain()
         async with asyncio.timeout(_STARTUP_TIMEOUT):
-            first = await _read_packet(reader)
+            first = await _recv_packet(sock)
         hello = my.decode_client_hello(first.payload)
         if not isinstance(hello, my.SSLRequest):
             await self.router.refused(_PLAINTEXT, identity=None, protocol="mysql",
                                       client_addr=client_addr, session_id=session_id)
-            await _send_err(writer, first.seq + 1, _ER_ACCESS_DENIED, "28000", _PLAINTEXT)
-            return
-        await handshake(self.router, writer, self.tls, "mysql", client_addr, session_id)
+            await _send_raw(sock, my.encode_packet(first.seq + 1, my.err_payload(
+                _ER_ACCESS_DENIED, "28000", _PLAINTEXT)))
+            return None
+        reader, writer = await handshake(self.router, accept_tls(sock, self.tls), "mysql",
+                                         client_addr, session_id)
         async with asyncio.timeout(_STARTUP_TIMEOUT):
-            second = await _read_packet(reader)
+            header = await reader.readexactly(4)
+            size = int.from_bytes(header[:3], "little")
+            if size >= my.MAX_PAYLOAD:
+                raise BadParameter("oversized handshake packet")
+            second = my.Packet(header[3], await reader.readexactly(size))
         response = my.decode_client_hello(second.payload)
         if not isinstance(response, my.HandshakeResponse):
             raise BadParameter("a second SSL request")
-        await self._session(response, second.seq + 1, reader, writer, client_addr, session_id)
+        try:
+            await self._session(response, second.seq + 1, reader, writer, client_addr,
+                                session_id)
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as err:
+            log.debug("mysql front: %s: %s", client_addr, err)
+        return writer
 
     async def _session(self, hello: my.HandshakeResponse, seq: int,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -149,14 +168,28 @@ class MySQLFront:
             await close_writer(agent_writer)
 
 
-async def _read_packet(reader: asyncio.StreamReader) -> my.Packet:
-    header = await reader.readexactly(4)
+async def _recv_packet(sock: socket.socket) -> my.Packet:
+    header = await _recv_exactly(sock, 4)
     size = int.from_bytes(header[:3], "little")
     if size >= my.MAX_PAYLOAD:
         raise BadParameter("oversized handshake packet")
-    return my.Packet(header[3], await reader.readexactly(size))
+    return my.Packet(header[3], await _recv_exactly(sock, size))
 
 
+async def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise ConnectionResetError("the client closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+async def _send_raw(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        await asyncio.get_running_loop().sock_sendall(sock, data)
 
 
 async def _send_err(writer: asyncio.StreamWriter, seq: int, code: int, state: str,

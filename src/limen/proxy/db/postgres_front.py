@@ -76,8 +76,8 @@ class PostgresFront:
             if isinstance(packet, pg.SSLRequest) and not tls:
                 writer.write(b"S")
                 await writer.drain()
-                await handshake(self.router, writer, self.tls, "postgres", client_addr,
-                                session_id)
+                await handshake(self.router, writer.start_tls(self.tls), "postgres",
+                                client_addr, session_id)
                 tls = True
             elif isinstance(packet, pg.GSSEncRequest) and not tls and not gss_refused:
                 writer.write(b"N")  # GSSAPI encryption is not offered: the client may go on
