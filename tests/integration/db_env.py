@@ -8,11 +8,12 @@ shared by the database end-to-end tests of one module (``db_env`` fixture).
         ──▶ PostgreSQL 15 / MariaDB 10.11 (tests/dbservers.py), trusting only the cluster's
             database CA, with server certificates from ``lmctl auth sign --format db``
 
-The databases are declared as Resources with ``lmctl apply`` (the agent's default selector
-serves every db Resource: dynamic registration). People: ``alice`` (role ``db-dev``: db users
-alice, db names app and postgres, on ``env: dev``) and ``bob`` (role ``db-bob``: db user bob
-only). A person's client configuration (``~/.pg_service.conf``, ``~/.my.cnf``) lives in the
-HOME the tests give their commands: :meth:`DBPerson.env`.
+The databases are declared as Resources with ``lmctl apply`` (dynamic registration: the
+cluster's own db agent serves those labelled ``served-by: cluster``). People: ``alice``
+(role ``db-dev``: db users alice, db names app and postgres, on ``env: dev``) and ``bob``
+(role ``db-bob``: db user bob only). A person's client configuration
+(``~/.pg_service.conf``, ``~/.my.cnf``) lives in the HOME the tests give their commands:
+:meth:`DBPerson.env`.
 """
 
 from __future__ import annotations
@@ -55,22 +56,28 @@ spec:
 """
 
 
+CLUSTER_CONFIG = """
+db:
+  resources: [{labels: {served-by: cluster}}]   # the db agent inside the cluster process
+"""
+
+
 def databases(pg: PostgresServer, maria: MariaDBServer) -> str:
     return f"""
 apiVersion: limen.dev/v1alpha1
 kind: Resource
-metadata: {{name: pg-main, labels: {{env: dev, engine: postgres}}}}
+metadata: {{name: pg-main, labels: {{env: dev, engine: postgres, served-by: cluster}}}}
 spec: {{kind: db, protocol: postgres, address: "127.0.0.1:{pg.port}",
         description: PostgreSQL 15 of the tests}}
 ---
 apiVersion: limen.dev/v1alpha1
 kind: Resource
-metadata: {{name: pg-prod, labels: {{env: dev, tier: prod}}}}
+metadata: {{name: pg-prod, labels: {{env: dev, tier: prod, served-by: cluster}}}}
 spec: {{kind: db, protocol: postgres, address: "127.0.0.1:{pg.port}"}}
 ---
 apiVersion: limen.dev/v1alpha1
 kind: Resource
-metadata: {{name: maria-main, labels: {{env: dev, engine: mariadb}}}}
+metadata: {{name: maria-main, labels: {{env: dev, engine: mariadb, served-by: cluster}}}}
 spec: {{kind: db, protocol: mysql, address: "127.0.0.1:{maria.port}", database: app}}
 """
 
@@ -128,8 +135,10 @@ class DBEnv:
 
 
 def start_db_env(root: Path, pg: PostgresServer, maria: MariaDBServer) -> Iterator[DBEnv]:
+    config = root / "limen.yaml"
+    config.write_text(CLUSTER_CONFIG)
     cluster = LimenCluster(root / "cluster", "dbtest",
-                           ["--roles", "auth,proxy,node,db"]).start()
+                           ["--roles", "auth,proxy,node,db", "-c", str(config)]).start()
     try:
         server = root / "server"
         cluster.lmctl("auth", "sign", "--format", "db", "--host", "localhost,127.0.0.1",

@@ -82,7 +82,8 @@ class DBService:
                    tunnel_address, on_tunnel=on_tunnel)
 
     async def start(self) -> dict[str, str]:
-        await self.catalog.refresh(force=True)
+        # the catalog is read at each heartbeat (the first one goes out as soon as the tunnel
+        # is up; an agent apart from auth reaches auth only through that tunnel)
         self.tunnel = TunnelAgent(
             self._tunnel_address(), self.credentials, self._serve, self._heartbeat,
             settings=TunnelAgentSettings(serves=frozenset({(KIND_DB, MODE_TLS)})))
