@@ -13,7 +13,8 @@ Example ``limen.yaml``::
     node: {nodename: web1, labels: {env: dev},
            commands: [{name: kernel, command: [uname, -r], period: 1h}]}
     join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
-    auth: {server_names: [limen-auth.limen.svc], proxy_token_file: /etc/limen/proxy-token}
+    auth: {server_names: [limen-auth.limen.svc], proxy_token_file: /etc/limen/proxy-token,
+           db_token_file: /etc/limen/db-token}   # static reusable tokens (Kubernetes)
     trust: {secrets_dir: /etc/limen/secrets}   # where TrustedCluster token files are named
     db: {resources: [{labels: {env: dev}}],     # roles: [db]: serve the db Resources matching
          databases: [{name: pg1, protocol: postgres, address: 10.0.0.5:5432,
@@ -159,6 +160,12 @@ class AuthSettings:
     """Extra DNS names in the auth API's certificate (e.g. its Kubernetes Service)."""
     proxy_token_file: str = ""
     """File holding a static token proxies join with (reusable, role proxy only)."""
+    db_token_file: str = ""
+    """File holding a static token db agents join with (reusable, role db only; the
+    operator's db agents)."""
+    proxy_server_names: tuple[str, ...] = ()
+    """Extra DNS names in the proxies' certificates (e.g. their Kubernetes Service, which
+    agents in the cluster join through)."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,8 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "server_names": {"type": "array", "items": {"type": "string"}},
                 "proxy_token_file": {"type": "string"},
+                "db_token_file": {"type": "string"},
+                "proxy_server_names": {"type": "array", "items": {"type": "string"}},
             },
         },
         "trust": {
@@ -398,7 +407,9 @@ def load_settings(
                               for c in node_raw.get("commands", ()))),
         join=JoinSettings(**raw.get("join", {})),
         auth=AuthSettings(server_names=tuple(auth_raw.get("server_names", ())),
-                          proxy_token_file=str(auth_raw.get("proxy_token_file", ""))),
+                          proxy_token_file=str(auth_raw.get("proxy_token_file", "")),
+                          db_token_file=str(auth_raw.get("db_token_file", "")),
+                          proxy_server_names=tuple(auth_raw.get("proxy_server_names", ()))),
         trust=TrustSettings(**raw.get("trust", {})),
         db=_db_settings(raw.get("db", {})),
         debug=bool(raw.get("debug", False)),

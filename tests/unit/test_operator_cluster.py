@@ -89,7 +89,7 @@ def test_workloads_follow_the_spec() -> None:
     assert init["args"][:2] == ["operator", "seed-ca"]
     assert objects["Service", "main-proxy"]["spec"]["type"] == "LoadBalancer"
     assert [p["port"] for p in objects["Service", "main-proxy"]["spec"]["ports"]] == [
-        3080, 3023, 3024]
+        3080, 3023, 3024, 5433, 3036]
     assert objects["Service", "main-auth"]["spec"]["type"] == "ClusterIP"
 
 
@@ -244,7 +244,7 @@ async def test_creates_the_ca_secret_once_and_every_child() -> None:
     cluster_name, cas = read_secret_data(secret["data"])
     assert cluster_name == "main"
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-main"
-    assert len(h.kube.objects) == 8  # 2 Secrets, 6 children
+    assert len(h.kube.objects) == 9  # 3 Secrets (CA, proxy and db tokens), 6 children
     assert body["status"]["publicAddress"] == "limen.example.com:443"
     assert body["status"]["caSecret"] == "main-ca"
     ready = condition(body, "Ready")

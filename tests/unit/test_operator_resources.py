@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 import pytest
 
+from limen.agents.db.catalog import DatabaseCatalog
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
@@ -347,3 +348,48 @@ async def test_object_handed_to_lmctl_is_reported_not_fought_over(h: Harness) ->
     applied = len(h.auth.applied)
     await h.reconcile(body, resync=True)  # converged: the adopt annotation left is not drift
     assert len(h.auth.applied) == applied
+
+
+# -- Resource of kind db -----------------------------------------------------------------------
+
+
+def db_resource(name: str = "orders", labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "limen.dev/v1alpha1", "kind": "Resource",
+            "metadata": {"name": name, "namespace": "shop", "uid": f"uid-shop-{name}",
+                         "generation": 1, "labels": labels or {"env": "dev"}},
+            "spec": {"kind": "db", "protocol": "postgres", "address": "orders-pg.shop.svc:5432",
+                     "database": "orders",
+                     "tls": {"mode": "verify-full", "server_name": "orders-pg.shop.svc",
+                             "ca_file": "/etc/limen/db-ca/ca.pem"}}}
+
+
+async def test_a_db_resource_is_pushed_and_served_by_matching_db_agents() -> None:
+    h = Harness(Kind.RESOURCE)
+    body = await h.reconcile(db_resource())
+    assert statuses(h, body) == {"Ready": "True", "Reconciling": "False", "Stalled": "False",
+                                 "Valid": "True", "Owned": "True"}
+    assert body["status"]["limenName"] == "shop.orders"
+    stored = await h.auth.store.get(Kind.RESOURCE, "shop.orders")
+    assert stored.origin is Origin.KUBERNETES
+    assert stored.spec == db_resource()["spec"]
+    assert stored.labels["env"] == "dev"
+    assert h.events == [("Normal", "Applied", "Resource/shop.orders created in Limen")]
+    # a db agent whose selectors (spec.db.resources of the Cluster) match serves it
+    await h.reconcile(db_resource("billing", {"env": "prod"}))
+    catalog = DatabaseCatalog((), [{"labels": {"env": "dev"}}],
+                              lambda: h.auth.store.list(Kind.RESOURCE))
+    await catalog.refresh(force=True)
+    assert [r.name for r in catalog.databases()] == ["shop.orders"]
+    [served] = catalog.databases()
+    assert (served.spec["protocol"], served.spec["tls"]["mode"]) == ("postgres", "verify-full")
+
+
+async def test_a_db_resource_without_protocol_never_reaches_limen() -> None:
+    h = Harness(Kind.RESOURCE)
+    bad = db_resource()
+    del bad["spec"]["protocol"]
+    body = await h.reconcile(bad)
+    assert h.auth.applied == []
+    valid = h.condition(body, "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "Invalid")
+    assert "spec.protocol" in valid["message"]

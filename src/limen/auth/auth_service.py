@@ -57,15 +57,16 @@ def host_uuid(data_dir: Path) -> str:
     return value
 
 
-def _read_token(path: str) -> str:
+def _read_token(path: str, setting: str = "proxy_token_file", what: str = "proxy") -> str:
+    """The static token in ``path`` (``auth.<setting>``); empty when no file is configured."""
     if not path:
         return ""
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except OSError as err:
-        raise BadParameter(f"cannot read auth.proxy_token_file {path}: {err.strerror}") from None
+        raise BadParameter(f"cannot read auth.{setting} {path}: {err.strerror}") from None
     if len(token) < 32:
-        raise BadParameter(f"the proxy token in {path} is too short (32 characters at least)")
+        raise BadParameter(f"the {what} token in {path} is too short (32 characters at least)")
     return token
 
 
@@ -104,6 +105,8 @@ class AuthService:
         await self.server.start()
         await ensure_presets(self.server)
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
+        self.server.static_db_token = _read_token(self.settings.auth.db_token_file,
+                                                  "db_token_file", "db")
         self.server.proxy_names = configured_proxy_names(self.settings)
         await register_local_host(self.server.backend, host_uuid(self.settings.data_dir))
         listeners = self.settings.listeners

@@ -84,6 +84,8 @@ class AuthServer:
         self.store = ResourceStore(backend)
         self.static_proxy_token = ""
         """A reusable token proxies join with (``auth.proxy_token_file``; Kubernetes)."""
+        self.static_db_token = ""
+        """A reusable token db agents join with (``auth.db_token_file``; Kubernetes)."""
         self.proxy_names: tuple[str, ...] = ()
         """What a joining proxy's certificates name besides its id (configuration:
         ``limen.auth.host_names.configured_proxy_names``)."""
@@ -319,7 +321,12 @@ class AuthServer:
             remote_addr=remote_addr)
 
     def is_static_proxy_token(self, token: str) -> bool:
-        static = self.static_proxy_token
+        return self.is_static_token(SystemRole.PROXY, token)
+
+    def is_static_token(self, role: SystemRole, token: str) -> bool:
+        """Is ``token`` the configured static token of ``role`` (proxy or db)?"""
+        static = {SystemRole.PROXY: self.static_proxy_token,
+                  SystemRole.DB: self.static_db_token}.get(role, "")
         return bool(static) and hmac.compare_digest(token.encode(), static.encode())
 
     def issue_host_certs(self, host_id: str, hostname: str, role: SystemRole,

@@ -11,8 +11,9 @@
          host id's record unchanged; else refused, and the certificates are never handed out
     audit: ``join`` with success or the reason, the host id, token id and names issued
 
-The static proxy token (``auth.proxy_token_file``) skips 2 and 5's token part: it is reusable
-by design, for role proxy only. Called by ``limen.auth.core.AuthServer.join``.
+The static proxy token (``auth.proxy_token_file``) and the static db token
+(``auth.db_token_file``) skip 2 and 5's token part: they are reusable by design, each for its
+own role only. Called by ``limen.auth.core.AuthServer.join``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ JOIN_TYPES_BY_ROLE = {
     SystemRole.APP: ("app",), SystemRole.PROXY: ("proxy",),
 }
 STATIC_PROXY_TOKEN_ID = "static-proxy-token"
+STATIC_TOKEN_IDS = {SystemRole.PROXY: STATIC_PROXY_TOKEN_ID, SystemRole.DB: "static-db-token"}
+"""The token id audited for a join with a role's static token."""
 
 
 class JoinAuthority(Protocol):
@@ -57,7 +60,7 @@ class JoinAuthority(Protocol):
 
     def now(self) -> datetime: ...
 
-    def is_static_proxy_token(self, token: str) -> bool: ...
+    def is_static_token(self, role: SystemRole, token: str) -> bool: ...
 
     def issue_host_certs(self, host_id: str, hostname: str, role: SystemRole,
                          public_key: str, addresses: Sequence[str], *,
@@ -93,8 +96,8 @@ async def join_host(auth: JoinAuthority, request: JoinRequest, *,
         key_pin = spki_pin(load_public_key(request.public_key))
         conditions: list[Condition] = []
         deletes: list[Delete] = []
-        if role is SystemRole.PROXY and auth.is_static_proxy_token(request.token):
-            token_id = STATIC_PROXY_TOKEN_ID
+        if role in STATIC_TOKEN_IDS and auth.is_static_token(role, request.token):
+            token_id = STATIC_TOKEN_IDS[role]
         else:
             record = await auth.tokens.check(request.token, JOIN_TYPES_BY_ROLE[role],
                                              now=auth.now())
@@ -129,7 +132,7 @@ async def join_host(auth: JoinAuthority, request: JoinRequest, *,
 
 async def _lost_race(auth: JoinAuthority, token_id: str, host_id: str) -> str:
     """Why the final transaction failed: another join used the token or took the id first."""
-    if token_id != STATIC_PROXY_TOKEN_ID and \
+    if token_id not in STATIC_TOKEN_IDS.values() and \
             await auth.store.find(Kind.TOKEN, token_id) is None:
         return "join token was already used"
     return f"host id {host_id} was registered by another join at the same time"

@@ -8,11 +8,12 @@ saved host id; the ``addresses`` it sends are ignored. Auth puts in the certific
                       <hostname>, <hostname>.<cluster>     + for a proxy: its public names
 
 A proxy's public names are auth's configuration (:func:`configured_proxy_names`): the host of
-``cluster.public_address`` and of the web, SSH-proxy and tunnel listeners (not wildcards), and
-``localhost``/``127.0.0.1``; a proxy run apart from auth therefore needs its public address
-in auth's ``limen.yaml`` too (the operator gives both the same file). A node token can never
-buy a certificate for the proxy's name (or any name the joiner picks): a hostname whose names
-would be the proxy's is refused.
+``cluster.public_address`` and of the web, SSH-proxy, tunnel and database listeners (not
+wildcards), ``auth.proxy_server_names`` (e.g. the proxies' Kubernetes Service, which the
+operator's db agents join through), and ``localhost``/``127.0.0.1``; a proxy run apart from
+auth therefore needs its public address in auth's ``limen.yaml`` too (the operator gives both
+the same file). A node token can never buy a certificate for the proxy's name (or any name the
+joiner picks): a hostname whose names would be the proxy's is refused.
 
 Called by ``limen.auth.core`` (joins), ``limen.auth.auth_service`` (the configured names) and
 ``limen.cli.compose`` / ``process_remote`` (the names a proxy asks for).
@@ -62,6 +63,7 @@ def configured_proxy_names(settings: Settings) -> tuple[str, ...]:
         host = address.rpartition(":")[0].strip("[]") if address else ""
         if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
             names.add(host)
+    names.update(n for n in settings.auth.proxy_server_names if n)
     return tuple(sorted(names))
 
 

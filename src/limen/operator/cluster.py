@@ -6,12 +6,14 @@
         validate (CRD schema) ──invalid──▶ Valid=False, Stalled=True
         CA Secret: create once (ca_secret.generate_cas); never overwritten, except by a
                    requested rotation (spec.ca_rotation.nonce), finished after grace_period
-        proxy token Secret: create once (a random token), never overwritten
-        children (cluster_builders, with the TLS CA's pin for the proxies): create, or
-                   merge-patch what differs; an existing object the Cluster does not own
-                   (the Secrets included) is left alone ──▶ Owned=False, Stalled=True
-        status: observedGeneration, conditions, publicAddress, auth/proxy ready counts,
-                caRotation; Ready once both Deployments have their replicas ready
+        proxy and db token Secrets: create once (random tokens), never overwritten
+        children (cluster_builders, db_agent when spec.db.replicas > 0, with the TLS CA's
+                   pin for the proxies and db agents): create, or merge-patch what differs;
+                   an existing object the Cluster does not own (the Secrets included) is
+                   left alone ──▶ Owned=False, Stalled=True; spec.db.replicas 0: a db
+                   agent Deployment created before is scaled to 0
+        status: observedGeneration, conditions, publicAddress, auth/proxy(/db) ready counts,
+                caRotation; Ready once the Deployments have their replicas ready
     Deployment event (app.kubernetes.io/managed-by=limen-operator) ──▶ refresh the owner's
         readiness in its status
 
@@ -58,6 +60,12 @@ from limen.operator.cluster_builders import (
 )
 from limen.operator.conditions import Check, Observation, build_status, status_changes
 from limen.operator.context import OperatorContext
+from limen.operator.db_agent import (
+    db_children,
+    db_replicas,
+    db_selector_problem,
+    db_token_secret,
+)
 from limen.operator.kube import KubeApi, KubeError
 from limen.operator.settings import OPERATOR_ID_LABEL, REPORTING_COMPONENT
 
@@ -139,16 +147,23 @@ class ClusterReconciler:
                       logger: Logger) -> tuple[Observation, dict[str, Any]]:
         names = ClusterNames(body["metadata"]["name"])
         ca = await self._ca_secret(body, logger)
-        token_owned = await self._proxy_token(body, logger)
+        token_owned = await self._token_secret(body, names.proxy_token, proxy_token_secret,
+                                               logger)
+        db_token_owned = await self._token_secret(body, names.db_token, db_token_secret, logger)
         foreign = [f"Secret {name}" for name, owned in ((names.ca_secret, ca is not None),
-                                                         (names.proxy_token, token_owned))
+                                                         (names.proxy_token, token_owned),
+                                                         (names.db_token, db_token_owned))
                    if not owned]
         if ca is not None and not foreign:
             pin, rotation = ca
             revision = int(rotation.get("revision", 0))
-            for child in children(body, self.ctx.config.image, revision, ca_pin=pin):
+            image = self.ctx.config.image
+            for child in [*children(body, image, revision, ca_pin=pin),
+                          *db_children(body, image, ca_pin=pin)]:
                 if not await self._apply_child(body, child):
                     foreign.append(f"{child['kind']} {child['metadata']['name']}")
+            if db_replicas(body) == 0:
+                await self._scale_to_zero(body, names.db)
         if foreign or ca is None:
             verb = "exists and is" if len(foreign) == 1 else "exist and are"
             conflict = Check(False, "NotOwned", f"{', '.join(foreign)} {verb} not owned by "
@@ -199,12 +214,13 @@ class ClusterReconciler:
         rotation, data = await self._rotation(body, secret, logger)
         return tls_ca_pin(data), rotation
 
-    async def _proxy_token(self, body: Mapping[str, Any], logger: Logger) -> bool:
-        """Create the proxy token Secret once (a random token); False when a Secret of that
-        name belongs to someone else."""
-        name = ClusterNames(body["metadata"]["name"]).proxy_token
+    async def _token_secret(self, body: Mapping[str, Any], name: str,
+                            make: Callable[[Mapping[str, Any], str], dict[str, Any]],
+                            logger: Logger) -> bool:
+        """Create a token Secret once (``make(body, <a random token>)``); False when a Secret
+        of that name belongs to someone else."""
         secret = await self._create_once(
-            body, "Secret", name, lambda: proxy_token_secret(body, new_proxy_token()), logger)
+            body, "Secret", name, lambda: make(body, new_proxy_token()), logger)
         return secret is not None
 
     async def _rotation(self, body: Mapping[str, Any], secret: Mapping[str, Any],
@@ -266,6 +282,16 @@ class ClusterReconciler:
             await self.kube.merge_patch(desired["kind"], meta["namespace"], meta["name"], patch)
         return True
 
+    async def _scale_to_zero(self, body: Mapping[str, Any], name: str) -> None:
+        """An owned Deployment ``name`` that runs replicas: scale it to 0 (never deleted)."""
+        namespace = body["metadata"]["namespace"]
+        current = await self.kube.get("Deployment", namespace, name)
+        if current is None or not is_owned_by(current, body):
+            return
+        if int((current.get("spec") or {}).get("replicas", 1)) != 0:
+            await self.kube.merge_patch("Deployment", namespace, name,
+                                        {"spec": {"replicas": 0}})
+
     # -- status ------------------------------------------------------------------------------
     async def _observe(self, body: Mapping[str, Any]) -> tuple[Observation, dict[str, Any]]:
         meta = body["metadata"]
@@ -278,16 +304,24 @@ class ClusterReconciler:
             "auth": {"ready": auth[0], "replicas": auth[1]},
             "proxy": {"ready": proxy[0], "replicas": proxy[1]},
         }
+        parts = [("auth", auth), ("proxy", proxy)]
+        if db_replicas(body) > 0:
+            db = readiness(await self.kube.get("Deployment", meta["namespace"], names.db))
+            extra["db"] = {"ready": db[0], "replicas": db[1]}
+            parts.append(("db", db))
+        else:
+            extra["db"] = None  # no agents: removed from the status (a merge patch)
         ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         addresses = [i.get("hostname") or i.get("ip") for i in ingress if isinstance(i, dict)]
         if any(addresses):
             extra["loadBalancer"] = [a for a in addresses if a]
         waiting = [f"{part} {ready}/{wanted} ready" for part, (ready, wanted)
-                   in (("auth", auth), ("proxy", proxy)) if wanted == 0 or ready < wanted]
+                   in parts if wanted == 0 or ready < wanted]
         if waiting:
             progress = Check(False, "Progressing", "waiting for pods: " + ", ".join(waiting))
             return Observation(progress, _VALID, Check(True, "Owned", ""), reconciling=True), extra
-        ready = Check(True, "Available", f"auth and proxy are ready at {extra['publicAddress']}")
+        what = "auth, proxy and db agents are" if len(parts) > 2 else "auth and proxy are"
+        ready = Check(True, "Available", f"{what} ready at {extra['publicAddress']}")
         return Observation(ready, _VALID, Check(True, "Owned", "")), extra
 
     def _write(self, body: Mapping[str, Any], patch: Any, observation: Observation,
@@ -341,7 +375,7 @@ def _problem(body: Mapping[str, Any]) -> str | None:
         return "spec.backend.type: this version of Limen stores its state in SQLite only"
     if int((spec.get("auth") or {}).get("replicas", 1)) != 1:
         return "spec.auth.replicas: the SQLite backend runs exactly one auth replica"
-    return None
+    return db_selector_problem(body)
 
 
 def _finish(cas: Mapping[CertAuthorityType, CertAuthority],

@@ -5,18 +5,24 @@ For a Cluster ``main`` in namespace ``limen``::
     Secret     main-ca            the CAs (ca_secret.py; created once, never rebuilt here)
     Secret     main-proxy-token   the static token proxies join with (created once, never
                                   rebuilt: proxy_token_secret)
-    ConfigMap  main-config        limen.yaml for the pods (auth.server_names: the auth
-                                  Service's DNS names; auth.proxy_token_file)
+    Secret     main-db-token      the static token db agents join with (likewise:
+                                  db_token_secret)
+    ConfigMap  main-config        limen.yaml for auth and proxy (auth.server_names: the auth
+                                  Service's DNS names; auth.proxy_server_names: the proxy
+                                  Service's; auth.proxy_token_file, auth.db_token_file)
     PVC        main-auth-data     auth's SQLite backend and audit log
     Deployment main-auth          limen start --roles auth (init: limen operator seed-ca),
-                                  the proxy token Secret mounted
+                                  the proxy and db token Secrets mounted
     Service    main-auth          ClusterIP, 3025 (the auth API: a client certificate
                                   required) and 3026 (the join listener: /v1/join only)
     Deployment main-proxy         limen start --roles proxy, joining auth's join listener
                                   (LIMEN_AUTH_JOIN) with LIMEN_TOKEN (from main-proxy-token)
                                   and LIMEN_CA_PIN (the TLS CA's pin), then calling the auth
                                   API (LIMEN_AUTH_SERVER) with the certificate it got
-    Service    main-proxy         spec.proxy.service_type: web 3080, ssh 3023, tunnel 3024
+    Service    main-proxy         spec.proxy.service_type: web 3080, ssh 3023, tunnel 3024,
+                                  postgres 5433, mysql 3036 (the database fronts)
+    ConfigMap  main-db-config     spec.db.replicas > 0: the db agents (limen.operator.db_agent)
+    Deployment main-db
 
 Every object carries a controller ``ownerReference`` to the Cluster (Kubernetes' garbage
 collector deletes them with it) and the ``app.kubernetes.io/*`` labels. A spec change changes
@@ -24,7 +30,7 @@ the pod templates (replicas, image, resources, and the ``limen.dev/config-hash``
 which rolls the pods; ``limen.dev/ca-revision`` rolls auth after a CA rotation, and a new TLS
 CA pin rolls the proxies.
 
-Called by ``limen.operator.cluster``; tested on its own.
+Called by ``limen.operator.cluster`` and ``limen.operator.db_agent``; tested on its own.
 """
 
 from __future__ import annotations
@@ -45,23 +51,34 @@ from limen.operator.settings import REPORTING_COMPONENT
 
 __all__ = [
     "CA_REVISION_ANNOTATION",
+    "CONFIG_DIR",
     "CONFIG_HASH_ANNOTATION",
     "DATA_DIR",
+    "DB_TOKEN_FILE",
     "PORTS",
+    "PROXY_PORTS",
     "PROXY_TOKEN_FILE",
+    "TOKEN_KEY",
     "ClusterNames",
     "auth_address",
     "auth_join_address",
     "auth_server_names",
+    "child_metadata",
     "children",
     "cluster_spec",
     "common_labels",
+    "container_security_context",
     "is_owned_by",
     "limen_config",
     "new_proxy_token",
     "owner_reference",
+    "pod_security_context",
+    "pod_selector",
+    "proxy_server_names",
     "proxy_token_secret",
+    "proxy_web_address",
     "readiness",
+    "token_secret",
 ]
 
 CONFIG_HASH_ANNOTATION = f"{API_GROUP}/config-hash"
@@ -70,10 +87,17 @@ DATA_DIR = "/var/lib/limen/data"
 CONFIG_DIR = "/etc/limen"
 CA_DIR = "/etc/limen/ca"
 PROXY_TOKEN_DIR = "/etc/limen/proxy-token"
-PROXY_TOKEN_KEY = "token"
-PROXY_TOKEN_FILE = f"{PROXY_TOKEN_DIR}/{PROXY_TOKEN_KEY}"
+TOKEN_KEY = "token"
+"""The key of the token in the proxy and db token Secrets."""
+PROXY_TOKEN_FILE = f"{PROXY_TOKEN_DIR}/{TOKEN_KEY}"
 """Where the auth pod reads the proxy token (``auth.proxy_token_file``)."""
-PORTS = {"auth": 3025, "auth-join": 3026, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024}
+DB_TOKEN_DIR = "/etc/limen/db-token"
+DB_TOKEN_FILE = f"{DB_TOKEN_DIR}/{TOKEN_KEY}"
+"""Where the auth pod reads the db agents' token (``auth.db_token_file``)."""
+PORTS = {"auth": 3025, "auth-join": 3026, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024,
+         "postgres": 5433, "mysql": 3036}
+PROXY_PORTS = ("web", "ssh-proxy", "tunnel", "postgres", "mysql")
+"""The proxy's container and Service ports (names of ``PORTS``)."""
 _RUN_AS = 10001  # the image's limen user
 
 
@@ -107,6 +131,18 @@ class ClusterNames:
     def proxy_token(self) -> str:
         return f"{self.base}-proxy-token"
 
+    @property
+    def db(self) -> str:
+        return f"{self.base}-db"
+
+    @property
+    def db_config(self) -> str:
+        return f"{self.base}-db-config"
+
+    @property
+    def db_token(self) -> str:
+        return f"{self.base}-db-token"
+
 
 def cluster_spec(body: Mapping[str, Any]) -> dict[str, Any]:
     """The spec with the CRD's defaults filled in (as the API server would)."""
@@ -128,7 +164,7 @@ def common_labels(body: Mapping[str, Any], component: str) -> dict[str, str]:
     }
 
 
-def _selector(body: Mapping[str, Any], component: str) -> dict[str, str]:
+def pod_selector(body: Mapping[str, Any], component: str) -> dict[str, str]:
     labels = common_labels(body, component)
     return {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
                                    "app.kubernetes.io/component")}
@@ -147,7 +183,7 @@ def is_owned_by(obj: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
                for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
 
 
-def _metadata(body: Mapping[str, Any], name: str, component: str) -> dict[str, Any]:
+def child_metadata(body: Mapping[str, Any], name: str, component: str) -> dict[str, Any]:
     return {"name": name, "namespace": body["metadata"]["namespace"],
             "labels": common_labels(body, component),
             "ownerReferences": [owner_reference(body)]}
@@ -162,6 +198,19 @@ def auth_server_names(body: Mapping[str, Any]) -> list[str]:
     service, namespace = ClusterNames(body["metadata"]["name"]).auth, body["metadata"]["namespace"]
     return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
             f"{service}.{namespace}.svc.cluster.local"]
+
+
+def proxy_server_names(body: Mapping[str, Any]) -> list[str]:
+    """The DNS names of the proxy Service (as :func:`auth_server_names`): the proxies'
+    certificates carry them, so agents in the cluster join through the Service."""
+    service, namespace = ClusterNames(body["metadata"]["name"]).proxy, body["metadata"]["namespace"]
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+            f"{service}.{namespace}.svc.cluster.local"]
+
+
+def proxy_web_address(body: Mapping[str, Any]) -> str:
+    """``<svc>.<ns>.svc:3080``: the proxy's web port inside the cluster (agents join there)."""
+    return f"{proxy_server_names(body)[2]}:{PORTS['web']}"
 
 
 def auth_address(body: Mapping[str, Any]) -> str:
@@ -179,20 +228,26 @@ def new_proxy_token() -> str:
     return secrets.token_hex(32)
 
 
+def token_secret(body: Mapping[str, Any], name: str, component: str,
+                 token: str) -> dict[str, Any]:
+    """A Secret holding a static join token under ``token``."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": child_metadata(body, name, component),
+            "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()}}
+
+
 def proxy_token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
     """The Secret holding the static token proxies join with (created once by the operator,
     never rewritten: a new token would lock out the running proxies)."""
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": _metadata(body, ClusterNames(body["metadata"]["name"]).proxy_token,
-                                  "proxy"),
-            "data": {PROXY_TOKEN_KEY: base64.b64encode(token.encode()).decode()}}
+    return token_secret(body, ClusterNames(body["metadata"]["name"]).proxy_token, "proxy", token)
 
 
 # -- configuration -----------------------------------------------------------------------------
 
 
 def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``limen.yaml`` the pods run with (see ``limen.config``)."""
+    """The ``limen.yaml`` auth and the proxies run with (see ``limen.config``); the proxies'
+    listeners, the database fronts included, bind every interface of their pod."""
     spec = cluster_spec(body)
     config: dict[str, Any] = {
         "cluster": {"name": cluster_name(body), "second_factor": spec["second_factor"],
@@ -200,10 +255,14 @@ def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
         "listeners": {"web": f"0.0.0.0:{PORTS['web']}",
                       "ssh_proxy": f"0.0.0.0:{PORTS['ssh-proxy']}",
                       "tunnel": f"0.0.0.0:{PORTS['tunnel']}",
+                      "postgres": f"0.0.0.0:{PORTS['postgres']}",
+                      "mysql": f"0.0.0.0:{PORTS['mysql']}",
                       "auth": f"0.0.0.0:{PORTS['auth']}",
                       "auth_join": f"0.0.0.0:{PORTS['auth-join']}"},
         "auth": {"server_names": auth_server_names(body),
-                 "proxy_token_file": PROXY_TOKEN_FILE},
+                 "proxy_server_names": proxy_server_names(body),
+                 "proxy_token_file": PROXY_TOKEN_FILE,
+                 "db_token_file": DB_TOKEN_FILE},
     }
     gitops = spec.get("gitops")
     if gitops:
@@ -222,7 +281,8 @@ def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
 def config_map(body: Mapping[str, Any]) -> dict[str, Any]:
     text = yaml.safe_dump(limen_config(body), sort_keys=True)
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": _metadata(body, ClusterNames(body["metadata"]["name"]).config, "config"),
+            "metadata": child_metadata(body, ClusterNames(body["metadata"]["name"]).config,
+                                       "config"),
             "data": {"limen.yaml": text}}
 
 
@@ -247,6 +307,8 @@ def _volumes(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
                         "persistentVolumeClaim": {"claimName": names.data}})
         volumes.append({"name": "proxy-token", "secret": {"secretName": names.proxy_token,
                                                           "defaultMode": 0o400}})
+        volumes.append({"name": "db-token", "secret": {"secretName": names.db_token,
+                                                       "defaultMode": 0o400}})
         ref = (spec.get("gitops") or {}).get("credentials_ref") or {}
         if ref.get("secret"):
             volumes.append({"name": "gitops", "secret": {"secretName": ref["secret"],
@@ -262,6 +324,7 @@ def _mounts(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
                                     {"name": "data", "mountPath": DATA_DIR}]
     if auth:
         mounts.append({"name": "proxy-token", "mountPath": PROXY_TOKEN_DIR, "readOnly": True})
+        mounts.append({"name": "db-token", "mountPath": DB_TOKEN_DIR, "readOnly": True})
     ref = ((cluster_spec(body).get("gitops") or {}).get("credentials_ref") or {})
     if auth and ref.get("secret"):
         mounts.append({"name": "gitops", "mountPath": f"{CONFIG_DIR}/gitops", "readOnly": True})
@@ -276,7 +339,18 @@ def _join_env(body: Mapping[str, Any], ca_pin: str) -> list[dict[str, Any]]:
             {"name": "LIMEN_CA_PIN", "value": ca_pin},
             {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
                 "name": ClusterNames(body["metadata"]["name"]).proxy_token,
-                "key": PROXY_TOKEN_KEY}}}]
+                "key": TOKEN_KEY}}}]
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Every Limen pod: not root (the image's limen user); volumes writable by its group."""
+    return {"runAsNonRoot": True, "runAsUser": _RUN_AS, "fsGroup": _RUN_AS}
+
+
+def container_security_context() -> dict[str, Any]:
+    """Every Limen container: no privilege escalation, no capability, a read-only root."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}}
 
 
 def _container(body: Mapping[str, Any], component: str, image: str,
@@ -290,8 +364,7 @@ def _container(body: Mapping[str, Any], component: str, image: str,
         "ports": [{"name": name, "containerPort": port} for name, port in ports.items()],
         "readinessProbe": {"tcpSocket": {"port": next(iter(ports))}, "periodSeconds": 5},
         "volumeMounts": _mounts(body, auth=auth),
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": container_security_context(),
     }
     if not auth:
         container["env"] = _join_env(body, ca_pin)
@@ -307,7 +380,7 @@ def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: i
     names = ClusterNames(body["metadata"]["name"])
     auth = component == "auth"
     pod: dict[str, Any] = {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": _RUN_AS, "fsGroup": _RUN_AS},
+        "securityContext": pod_security_context(),
         "containers": [_container(body, component, image, ports, ca_pin)],
         "volumes": _volumes(body, auth=auth),
     }
@@ -322,12 +395,12 @@ def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: i
         }]
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _metadata(body, names.auth if auth else names.proxy, component),
+        "metadata": child_metadata(body, names.auth if auth else names.proxy, component),
         "spec": {
             "replicas": replicas,
             # SQLite has one writer: never two auth pods on the volume, even during a rollout
             "strategy": {"type": "Recreate"} if auth else {"type": "RollingUpdate"},
-            "selector": {"matchLabels": _selector(body, component)},
+            "selector": {"matchLabels": pod_selector(body, component)},
             "template": {"metadata": {"labels": common_labels(body, component),
                                       "annotations": dict(annotations)},
                          "spec": pod},
@@ -340,9 +413,9 @@ def _service(body: Mapping[str, Any], component: str, service_type: str,
     names = ClusterNames(body["metadata"]["name"])
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": _metadata(body, names.auth if component == "auth" else names.proxy,
-                              component),
-        "spec": {"type": service_type, "selector": _selector(body, component),
+        "metadata": child_metadata(body, names.auth if component == "auth" else names.proxy,
+                                   component),
+        "spec": {"type": service_type, "selector": pod_selector(body, component),
                  "ports": [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
                            for name, port in ports.items()]},
     }
@@ -351,7 +424,7 @@ def _service(body: Mapping[str, Any], component: str, service_type: str,
 def _data_claim(body: Mapping[str, Any]) -> dict[str, Any]:
     names = ClusterNames(body["metadata"]["name"])
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": _metadata(body, names.data, "auth"),
+            "metadata": child_metadata(body, names.data, "auth"),
             "spec": {"accessModes": ["ReadWriteOnce"],
                      "resources": {"requests": {"storage": "1Gi"}}}}
 
@@ -363,7 +436,7 @@ def children(body: Mapping[str, Any], default_image: str, ca_revision: int, *,
     with it when they join)."""
     spec = cluster_spec(body)
     auth_ports = {k: PORTS[k] for k in ("auth", "auth-join")}
-    proxy_ports = {k: PORTS[k] for k in ("web", "ssh-proxy", "tunnel")}
+    proxy_ports = {k: PORTS[k] for k in PROXY_PORTS}
     annotations = {CONFIG_HASH_ANNOTATION: config_hash(body)}
     auth_spec, proxy_spec = spec.get("auth") or {}, spec.get("proxy") or {}
     return [

@@ -1,0 +1,155 @@
+"""The db agents a Cluster runs for database access (pure: dicts in, dicts out).
+
+``spec.db: {replicas: N, resources: [{labels: {k: v}}], image: ...}``. For a Cluster ``main``
+in namespace ``limen``::
+
+    Secret     main-db-token   the static token db agents join with (created once by
+                               ``limen.operator.cluster`` whatever spec.db says, never
+                               rebuilt; auth reads it from ``auth.db_token_file``)
+    ConfigMap  main-db-config  the agents' limen.yaml: ``db.resources``, the selectors over the
+                               cluster's Resources of ``spec.kind: db`` (default: all of them)
+    Deployment main-db         spec.db.replicas > 0: ``limen start --roles db --proxy
+                               main-proxy.limen.svc:3080 --ca-pin <TLS CA pin>``, the token
+                               in LIMEN_TOKEN (from main-db-token); a read-only root with
+                               emptyDirs for the data directory and /tmp
+
+The agents join through the proxy Service (its names are in the proxies' certificates:
+``auth.proxy_server_names``), dial their reverse tunnel to it, and serve the matching db
+Resources to the proxy's PostgreSQL (5433) and MySQL (3036) fronts. With ``replicas: 0`` (the
+default) nothing is created; an agent Deployment created before is scaled to 0, not deleted
+(the operator deletes nothing). Called by ``limen.operator.cluster``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from limen.errors import BadParameter
+from limen.operator.cluster_builders import (
+    CONFIG_DIR,
+    CONFIG_HASH_ANNOTATION,
+    DATA_DIR,
+    TOKEN_KEY,
+    ClusterNames,
+    child_metadata,
+    cluster_spec,
+    common_labels,
+    container_security_context,
+    pod_security_context,
+    pod_selector,
+    proxy_web_address,
+    token_secret,
+)
+from limen.rbac.labels import compile_selector, normalize_label_map
+
+__all__ = ["ALL_DB_RESOURCES", "db_agent_config", "db_children", "db_replicas",
+           "db_selector_problem", "db_token_secret"]
+
+COMPONENT = "db"
+ALL_DB_RESOURCES: list[dict[str, Any]] = [{"labels": {"*": "*"}}]
+"""The agents' selectors when ``spec.db.resources`` is not given: every db Resource."""
+
+
+def db_replicas(body: Mapping[str, Any]) -> int:
+    """``spec.db.replicas`` (0, no agent, when ``spec.db`` is absent)."""
+    return int((cluster_spec(body).get("db") or {}).get("replicas", 0))
+
+
+def _selectors(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    db = cluster_spec(body).get("db") or {}
+    if "resources" not in db:
+        return [dict(s) for s in ALL_DB_RESOURCES]
+    return [{"labels": dict(s.get("labels") or {})} for s in db["resources"]]
+
+
+def db_selector_problem(body: Mapping[str, Any]) -> str | None:
+    """Why ``spec.db.resources`` cannot be the agents' selectors (the check the agent makes
+    at start, made before anything is deployed), or None."""
+    for index, selector in enumerate(_selectors(body)):
+        field = f"spec.db.resources[{index}].labels"
+        try:
+            compile_selector(list(normalize_label_map(selector["labels"], field).items()), field)
+        except BadParameter as err:
+            return str(err) if str(err).startswith(field) else f"{field}: {err}"
+    return None
+
+
+def db_agent_config(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``limen.yaml`` of the db agents (``limen.config``: the ``db`` section)."""
+    return {"db": {"resources": _selectors(body)}}
+
+
+def db_token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """The Secret holding the static token db agents join with (created once, never
+    rewritten: a new token would stop the agents from joining again)."""
+    return token_secret(body, ClusterNames(body["metadata"]["name"]).db_token, COMPONENT, token)
+
+
+def _config_map(body: Mapping[str, Any]) -> dict[str, Any]:
+    text = yaml.safe_dump(db_agent_config(body), sort_keys=True)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": child_metadata(body, ClusterNames(body["metadata"]["name"]).db_config,
+                                       COMPONENT),
+            "data": {"limen.yaml": text}}
+
+
+def _config_hash(body: Mapping[str, Any]) -> str:
+    text = json.dumps(db_agent_config(body), sort_keys=True).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def _container(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, Any]:
+    names = ClusterNames(body["metadata"]["name"])
+    return {
+        "name": COMPONENT, "image": image,
+        "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
+                 "--roles", COMPONENT, "--proxy", proxy_web_address(body),
+                 "--ca-pin", ca_pin],
+        "env": [{"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": names.db_token, "key": TOKEN_KEY}}}],
+        "volumeMounts": [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
+                          "subPath": "limen.yaml", "readOnly": True},
+                         {"name": "data", "mountPath": DATA_DIR},
+                         {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
+        "securityContext": container_security_context(),
+    }
+
+
+def _deployment(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, Any]:
+    names = ClusterNames(body["metadata"]["name"])
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": child_metadata(body, names.db, COMPONENT),
+        "spec": {
+            "replicas": db_replicas(body),
+            "strategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": pod_selector(body, COMPONENT)},
+            "template": {
+                "metadata": {"labels": common_labels(body, COMPONENT),
+                             "annotations": {CONFIG_HASH_ANNOTATION: _config_hash(body)}},
+                "spec": {
+                    "securityContext": pod_security_context(),
+                    "automountServiceAccountToken": False,  # it never calls Kubernetes
+                    "containers": [_container(body, image, ca_pin)],
+                    "volumes": [{"name": "config", "configMap": {"name": names.db_config}},
+                                {"name": "data", "emptyDir": {}},
+                                {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def db_children(body: Mapping[str, Any], default_image: str, *,
+                ca_pin: str) -> list[dict[str, Any]]:
+    """The db agents' ConfigMap and Deployment, in creation order; none when
+    ``spec.db.replicas`` is 0. ``ca_pin``: the TLS CA's pin, checked when they join."""
+    if db_replicas(body) <= 0:
+        return []
+    image = (cluster_spec(body).get("db") or {}).get("image") or default_image
+    return [_config_map(body), _deployment(body, str(image), ca_pin)]
