@@ -18,6 +18,7 @@ Called by :mod:`limen.auth.http.db`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,22 +29,27 @@ from limen.auth import presence
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, RouteToDatabase
 from limen.ca.keys import PublicKey
-from limen.ca.x509_certs import sign_client_cert, sign_db_client_cert
+from limen.ca.x509_certs import sign_client_cert, sign_db_client_cert, sign_server_cert
 from limen.errors import AccessDenied, BadParameter, NotFound
+from limen.net.address import is_ip_address
 
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
 
 __all__ = [
+    "MAX_SERVER_CERT_TTL",
     "UPSTREAM_CERT_TTL",
     "OnlineDatabase",
     "issue_route_cert",
+    "issue_server_cert",
     "issue_upstream_cert",
     "online_databases",
 ]
 
 UPSTREAM_CERT_TTL = timedelta(hours=1)
 """Lifetime of a db agent's upstream client certificate."""
+MAX_SERVER_CERT_TTL = timedelta(days=3650)
+"""The longest life of a database server's certificate (``lmctl auth sign --format db``)."""
 _MAX_NAME = 63
 
 
@@ -127,6 +133,23 @@ async def issue_upstream_cert(auth: AuthServer, agent: Identity, public_key: Pub
     cert = sign_db_client_cert(ca, public_key, db_user, UPSTREAM_CERT_TTL, now=auth.now())
     await auth.emit("cert.create", user=agent.username, cert_type="db_client",
                     db_user=db_user, host_id=agent.host_id or "")
+    return cert.public_bytes(Encoding.PEM), ca.pem_bundle().encode()
+
+
+async def issue_server_cert(auth: AuthServer, actor: str, hosts: Sequence[str],
+                            public_key: PublicKey | str, ttl: timedelta) -> tuple[bytes, bytes]:
+    """A database server's certificate (PEM) from the DB CA for ``hosts`` (names and
+    addresses), and the DB CA bundle (PEM) the database trusts for client certificates;
+    ``lmctl auth sign --format db``, online (the auth API) or offline (the data directory)."""
+    if not hosts:
+        raise BadParameter("give at least one host name or address (--host)")
+    if ttl > MAX_SERVER_CERT_TTL:
+        raise BadParameter("a database server certificate lives at most 10 years")
+    ca = auth.authorities.get(CertAuthorityType.DB)
+    cert = sign_server_cert(ca, public_key, [h for h in hosts if not is_ip_address(h)],
+                            [h for h in hosts if is_ip_address(h)], ttl, now=auth.now())
+    await auth.emit("cert.create", user=actor, cert_type="db_server", hosts=list(hosts),
+                    expires=cert.not_valid_after_utc.isoformat())
     return cert.public_bytes(Encoding.PEM), ca.pem_bundle().encode()
 
 

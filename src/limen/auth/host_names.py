@@ -21,7 +21,6 @@ Called by ``limen.auth.core`` (joins), ``limen.auth.auth_service`` (the configur
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from limen.ca.identity import SystemRole
 from limen.config import NODENAME_PATTERN, Settings
 from limen.errors import BadParameter
+from limen.net.address import is_ip_address
 
 __all__ = [
     "HostNames",
@@ -98,23 +98,17 @@ def joined_host_names(role: SystemRole, host_id: str, hostname: str, cluster: st
             raise BadParameter(f"hostname {hostname!r} would name the proxy "
                                f"({hostname}.{cluster}): choose another --nodename")
     public = tuple(proxy_names) if role is SystemRole.PROXY else ()
-    ips = tuple(n for n in public if _is_ip(n))
-    dns = (host_id, f"{hostname}.{cluster}", *(n for n in public if not _is_ip(n)))
+    ips = tuple(n for n in public if is_ip_address(n))
+    dns = (host_id, f"{hostname}.{cluster}", *(n for n in public if not is_ip_address(n)))
     return HostNames(dns=tuple(dict.fromkeys(dns)), ips=ips, principals=public)
 
 
 def local_host_names(host_id: str, hostname: str, addresses: Sequence[str]) -> HostNames:
     """What the certificates of a component in auth's own process name: its id, hostname and
     configured addresses, with ``localhost`` and ``127.0.0.1`` (it listens on this machine)."""
-    dns = (host_id, hostname, "localhost", *(a for a in addresses if not _is_ip(a)))
+    dns = (host_id, hostname, "localhost", *(a for a in addresses if not is_ip_address(a)))
     return HostNames(dns=tuple(n for n in dns if n),
-                     ips=("127.0.0.1", *(a for a in addresses if _is_ip(a))),
+                     ips=("127.0.0.1", *(a for a in addresses if is_ip_address(a))),
                      principals=tuple(addresses))
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -12,14 +12,12 @@ group by ``limen.cli.lmctl``.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.ca.keys import KeyType, generate_private_key, private_key_to_pem, public_key_to_pem
 from limen.cli.admin_api import AdminApi, RemoteAdmin
@@ -34,10 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerFiles", "sign", "sign_db_server", "write_server_files"]
 
-MAX_SERVER_TTL = timedelta(days=3650)
-"""The longest life of a database server certificate (as the auth API allows)."""
-
-
 @dataclass(frozen=True)
 class ServerFiles:
     key: Path
@@ -48,10 +42,6 @@ class ServerFiles:
 async def sign_db_server(admin: AdminApi, hosts: list[str], public_key_pem: str,
                          ttl_seconds: int) -> dict[str, Any]:
     """``{cert, ca}``: a server certificate of the DB CA for ``hosts``, and the DB CA."""
-    if not hosts:
-        raise BadParameter("give at least one host name or address (--host)")
-    if timedelta(seconds=ttl_seconds) > MAX_SERVER_TTL:
-        raise BadParameter("a database server certificate lives at most 10 years")
     if isinstance(admin, RemoteAdmin):
         answer: dict[str, Any] = await admin.client.call(
             "POST", "/v1/db/server-certs",
@@ -66,27 +56,12 @@ async def sign_db_server(admin: AdminApi, hosts: list[str], public_key_pem: str,
 
 async def _sign_offline(admin: LocalAdmin, hosts: list[str], public_key_pem: str,
                         ttl_seconds: int) -> dict[str, Any]:
-    from limen.ca.authority import CertAuthorityType
-    from limen.ca.x509_certs import sign_server_cert
+    from limen.auth.db_access import issue_server_cert
     from limen.cli.admin_local import ACTOR
 
-    server = admin.server
-    ips = [h for h in hosts if _is_ip(h)]
-    names = [h for h in hosts if not _is_ip(h)]
-    ca = server.authorities.get(CertAuthorityType.DB)
-    cert = sign_server_cert(ca, public_key_pem, names, ips, timedelta(seconds=ttl_seconds),
-                            now=server.now())
-    await server.emit("cert.create", user=ACTOR, cert_type="db_server", hosts=hosts,
-                      expires=cert.not_valid_after_utc.isoformat())
-    return {"cert": cert.public_bytes(Encoding.PEM).decode(), "ca": ca.pem_bundle()}
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    cert, ca = await issue_server_cert(admin.server, ACTOR, hosts, public_key_pem,
+                                       timedelta(seconds=ttl_seconds))
+    return {"cert": cert.decode(), "ca": ca.decode()}
 
 
 def write_server_files(prefix: Path, key_pem: str, cert_pem: str, ca_pem: str) -> ServerFiles:

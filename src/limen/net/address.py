@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 from limen.errors import BadParameter
 
-__all__ = ["bind_tcp", "format_address", "parse_address", "socket_address"]
+__all__ = ["bind_tcp", "format_address", "is_ip_address", "parse_address", "socket_address"]
 
 
 def parse_address(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -49,3 +50,12 @@ def bind_tcp(address: str) -> socket.socket:
         sock.close()
         raise BadParameter(f"cannot listen on {address}: {err.strerror}") from err
     return sock
+
+
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (not a host name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

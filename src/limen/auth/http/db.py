@@ -18,23 +18,24 @@ The logic lives in :mod:`limen.auth.db_access`. Registered by ``limen.auth.http.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth.core import AuthServer
-from limen.auth.db_access import issue_route_cert, issue_upstream_cert, online_databases
+from limen.auth.db_access import (
+    issue_route_cert,
+    issue_server_cert,
+    issue_upstream_cert,
+    online_databases,
+)
 from limen.auth.http.authz import require_system
 from limen.auth.http.fields import optional_str, required_str, str_list, ttl_seconds
-from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key
-from limen.ca.x509_certs import sign_server_cert
-from limen.errors import AccessDenied, BadParameter
+from limen.errors import AccessDenied
 from limen.net.http import json_body
 from limen.rbac.roleset import RoleSet
 
@@ -43,7 +44,6 @@ __all__ = ["db_routes"]
 IdentityOf = Callable[[web.Request], Awaitable[Identity]]
 KeyOf = Callable[[web.Request], PublicKey]
 RoleSetOf = Callable[[Identity], Awaitable[RoleSet]]
-_MAX_SERVER_TTL = timedelta(days=3650)
 
 
 def db_routes(auth: AuthServer, identity_of: IdentityOf, forwarded_key: KeyOf,
@@ -87,21 +87,10 @@ def db_routes(auth: AuthServer, identity_of: IdentityOf, forwarded_key: KeyOf,
         identity = await identity_of(request)
         require_system(identity, [])
         body = await json_body(request)
-        hosts = str_list(body, "hosts")
-        if not hosts:
-            raise BadParameter("give at least one host name or address (--host)")
-        ttl = timedelta(seconds=ttl_seconds(body, default=90 * 86400))
-        if ttl > _MAX_SERVER_TTL:
-            raise BadParameter("a database server certificate lives at most 10 years")
-        ips = [h for h in hosts if _is_ip(h)]
-        names = [h for h in hosts if not _is_ip(h)]
-        ca = auth.authorities.get(CertAuthorityType.DB)
-        cert = sign_server_cert(ca, load_public_key(required_str(body, "public_key")), names,
-                                ips, ttl, now=auth.now())
-        await auth.emit("cert.create", user=identity.username, cert_type="db_server",
-                        hosts=hosts, expires=cert.not_valid_after_utc.isoformat())
-        return web.json_response({"cert": cert.public_bytes(Encoding.PEM).decode(),
-                                  "ca": ca.pem_bundle()})
+        cert, ca = await issue_server_cert(
+            auth, identity.username, str_list(body, "hosts"), required_str(body, "public_key"),
+            timedelta(seconds=ttl_seconds(body, default=90 * 86400)))
+        return web.json_response({"cert": cert.decode(), "ca": ca.decode()})
 
     return [
         web.get("/v1/db/databases", databases),
@@ -110,10 +99,3 @@ def db_routes(auth: AuthServer, identity_of: IdentityOf, forwarded_key: KeyOf,
         web.post("/v1/db/server-certs", server_cert),
     ]
 
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
