@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from limen.net.tcp import tune_socket
 
-__all__ = ["Counter", "accept_tls", "close_writer", "copy_stream", "stream_pair"]
+__all__ = [
+    "Counter", "accept_tls", "both_ways", "close_writer", "copy_stream", "stream_pair",
+]
 
 _CHUNK = 256 * 1024
 
@@ -80,6 +83,22 @@ async def copy_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             writer.close()
     except (OSError, ssl.SSLError, RuntimeError):
         writer.close()
+
+
+async def both_ways(foreground: Coroutine[Any, Any, None],
+                    background: Coroutine[Any, Any, None], *, grace: float = 30.0) -> None:
+    """Run ``background`` (usually the server-to-client copy) while ``foreground`` (the
+    client-to-server side) runs; when the foreground is done, give the background ``grace``
+    seconds to drain, then cancel it."""
+    task = asyncio.create_task(background)
+    try:
+        await foreground
+    finally:
+        try:
+            async with asyncio.timeout(grace):
+                await task
+        except TimeoutError:
+            task.cancel()
 
 
 async def close_writer(writer: asyncio.StreamWriter, grace: float = 5.0) -> None:

@@ -28,7 +28,7 @@ from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, upstream_target
 from limen.dbproto import mysql as my
 from limen.errors import BadParameter, LimenError
-from limen.net.streams import close_writer, copy_stream
+from limen.net.streams import both_ways, close_writer, copy_stream
 
 __all__ = ["serve_mysql"]
 
@@ -135,17 +135,10 @@ async def serve_mysql(session: DBSession, client_reader: asyncio.StreamReader,
         client_writer.write(my.encode_packet(seq, ok))
         await client_writer.drain()
         await session.emit("db.session.start")
-        down = asyncio.create_task(copy_stream(up.reader, client_writer, session.from_db))
         if up.queue:  # nothing should follow an OK before a command; pass it on if it does
             client_writer.write(b"".join(my.encode_packet(p.seq, p.payload) for p in up.queue))
-        try:
-            await _client_to_db(session, client_reader, client_writer, up.writer)
-        finally:
-            try:
-                async with asyncio.timeout(30):
-                    await down
-            except TimeoutError:
-                down.cancel()
+        await both_ways(_client_to_db(session, client_reader, client_writer, up.writer),
+                        copy_stream(up.reader, client_writer, session.from_db))
         await session.end()
     finally:
         await close_writer(up.writer)

@@ -30,7 +30,7 @@ from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, upstream_target
 from limen.dbproto import postgres as pg
 from limen.errors import BadParameter, LimenError
-from limen.net.streams import close_writer, copy_stream
+from limen.net.streams import both_ways, close_writer, copy_stream
 
 __all__ = ["cancel_postgres", "serve_postgres"]
 
@@ -80,7 +80,8 @@ async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader
         if not await _startup(session, reader, client_writer):
             return
         await session.emit("db.session.start")
-        await _relay(session, client_reader, client_writer, reader, writer)
+        await both_ways(_client_to_db(session, client_reader, writer),
+                        copy_stream(reader, client_writer, session.from_db))
         await session.end()
     finally:
         await close_writer(writer)
@@ -119,20 +120,6 @@ async def _startup(session: DBSession, reader: asyncio.StreamReader,
                 await client_writer.drain()
                 return True
         await client_writer.drain()
-
-
-async def _relay(session: DBSession, client_reader: asyncio.StreamReader,
-                 client_writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-    down = asyncio.create_task(copy_stream(reader, client_writer, session.from_db))
-    try:
-        await _client_to_db(session, client_reader, writer)
-    finally:
-        try:
-            async with asyncio.timeout(30):
-                await down
-        except TimeoutError:
-            down.cancel()
 
 
 async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
