@@ -137,7 +137,7 @@ class _Routes:
         trusted = tls_trust_map(
             [ca for ca in (await self.auth.authorities.trusted(CertAuthorityType.TLS)).values()
              if ca.cluster == self.auth.cluster_name])
-        caller = verify_client_cert(der, trusted, self.auth.now())
+        caller = _unrestricted(verify_client_cert(der, trusted, self.auth.now()))
         delegated = request.headers.get(USER_CERT_HEADER)
         if delegated is None:
             return caller
@@ -145,7 +145,8 @@ class _Routes:
         # certificate itself again (CA, cluster, expiry) and act as that user, never as proxy.
         if caller.system_role is not SystemRole.PROXY:
             raise AccessDenied("only a proxy may forward a user's certificate")
-        user = verify_client_cert(_unpack_cert(delegated), trusted, self.auth.now())
+        user = _unrestricted(verify_client_cert(_unpack_cert(delegated), trusted,
+                                                self.auth.now()))
         if user.is_system:
             raise AccessDenied("a forwarded certificate must be a user's")
         return user
@@ -373,6 +374,15 @@ class _Routes:
         answer = await validate_trusted_cluster(self.auth, ValidateRequest.from_json(body),
                                                 remote_addr=str(body.get("remote_addr", "")))
         return web.json_response(answer.to_json())
+
+
+def _unrestricted(identity: Identity) -> Identity:
+    """AccessDenied for a certificate restricted to some use (``usage``: a database
+    certificate of ``lmsh db login``), which is no login for the API."""
+    if identity.usage:
+        raise AccessDenied(f"this certificate is restricted to {', '.join(identity.usage)}: "
+                           "the auth API takes your login certificate (lmsh login)")
+    return identity
 
 
 def forwarded_public_key(request: web.Request) -> PublicKey:

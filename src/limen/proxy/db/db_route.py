@@ -101,15 +101,27 @@ class DBRouter:
         return verify_client_cert(der or b"", self._trust, self._now())
 
     def authenticate(self, der: bytes | None) -> Identity:
+        """The identity of a database certificate (:meth:`identify`, then
+        :meth:`check_database_cert`)."""
+        identity = self.identify(der)
+        self.check_database_cert(identity)
+        return identity
+
+    def identify(self, der: bytes | None) -> Identity:
+        """Who the client's certificate names, whatever it is for (AccessDenied without a
+        valid certificate of this cluster); the fronts audit a refusal under that name."""
         if not der:
             raise AccessDenied("no client certificate: run lmsh db login NAME (Limen "
                                "authenticates database clients by their certificate)")
-        identity = verify_client_cert(der, self._trust, self._now())
+        return verify_client_cert(der, self._trust, self._now())
+
+    @staticmethod
+    def check_database_cert(identity: Identity) -> None:
+        """AccessDenied unless ``identity`` is a user's database certificate."""
         if identity.is_system:
             raise AccessDenied("a Limen process certificate cannot open a database session")
         if "db" not in identity.usage or identity.route_to_db is None:
             raise AccessDenied("this certificate is not for a database: run lmsh db login NAME")
-        return identity
 
     async def refused(self, reason: str, *, identity: Identity | None, protocol: str,
                       client_addr: str, session_id: str, service: str = "", db_user: str = "",

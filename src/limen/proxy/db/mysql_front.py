@@ -75,7 +75,7 @@ class MySQLFront:
         writer: asyncio.StreamWriter | None = None
         try:
             writer = await self._serve(sock, client_addr, session_id)
-        except (OSError, ssl.SSLError, TimeoutError) as err:
+        except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as err:
             log.debug("mysql front: %s: %s", client_addr, err)
         except BadParameter as err:
             await self.router.refused(f"malformed handshake: {err}", identity=None,
@@ -130,7 +130,8 @@ class MySQLFront:
         identity: Identity | None = None
         db_user = db_name = service = ""
         try:
-            identity = self.router.authenticate(der)
+            identity = self.router.identify(der)
+            self.router.check_database_cert(identity)  # refused under its name
             route = identity.route_to_db
             assert route is not None
             assert der is not None

@@ -103,7 +103,8 @@ class PostgresFront:
         identity: Identity | None = None
         db_user = db_name = service = ""
         try:
-            identity = self.router.authenticate(der)
+            identity = self.router.identify(der)
+            self.router.check_database_cert(identity)  # refused under its name
             route = identity.route_to_db
             assert route is not None
             service = route.service
