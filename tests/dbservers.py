@@ -12,7 +12,9 @@ socket in its own directory, where the superuser logs in without a password (Pos
 exactly by the printed sections: ``postgresql.conf`` and ``pg_hba.conf`` lines and the
 ``[mariadbd]`` section are appended verbatim, accounts are made with ``mariadb_user_sql``. The
 servers start with a throwaway self-signed certificate; a test installs its own CA with
-``configure_tls`` (which waits until a TLS handshake presents the new server certificate).
+``configure_tls`` (which waits until a TLS handshake presents the new server certificate and
+remembers what it installed in ``tls_config``, so that a test module can put back what it
+found).
 
 The servers are shared by the session: a test configures TLS itself, ``create_user`` and
 ``create_database`` create or update (so two tests may both create ``alice``), and a test that
@@ -69,6 +71,8 @@ __all__ = [
     "start_postgres",
 ]
 
+TLSConfig = tuple[bytes, bytes, tuple[bytes, ...]]
+"""What ``configure_tls`` installed: server certificate, key, client CAs (PEM)."""
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MARIADBD = Path("/usr/sbin/mariadbd")
 MARIADB_INSTALL_DB = Path("/usr/bin/mariadb-install-db")
@@ -246,6 +250,7 @@ class PostgresServer:
         self.cert_file = root / "server.crt"
         self.key_file = root / "server.key"
         self.ca_file = root / "client-ca.crt"
+        self.tls_config: TLSConfig | None = None
         self.port = 0
         self.running = False
         self._uid = pwd.getpwnam("postgres").pw_uid
@@ -334,6 +339,7 @@ class PostgresServer:
         """Install a server certificate and the CAs trusted for clients, reload, and wait until
         a TLS handshake presents the new certificate."""
         self._write_tls(server_cert_pem, server_key_pem, client_ca_pems)
+        self.tls_config = (server_cert_pem, server_key_pem, tuple(client_ca_pems))
         self.sql("SELECT pg_reload_conf()")
         wanted = _der(server_cert_pem)
         _wait_for(lambda: _postgres_server_certificate(self.port) == wanted, TLS_TIMEOUT,
@@ -416,6 +422,7 @@ class MariaDBServer:
         self.config = root / "my.cnf"
         self.cert_file = root / "server.crt"
         self.key_file = root / "server.key"
+        self.tls_config: TLSConfig | None = None
         self.ca_file = root / "client-ca.crt"
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -507,6 +514,7 @@ class MariaDBServer:
         """Install a server certificate and the CAs trusted for clients, ``FLUSH SSL``, and wait
         until a TLS handshake presents the new certificate."""
         self._write_tls(server_cert_pem, server_key_pem, client_ca_pems)
+        self.tls_config = (server_cert_pem, server_key_pem, tuple(client_ca_pems))
         self.sql("FLUSH SSL")
         wanted = _der(server_cert_pem)
         _wait_for(lambda: _mariadb_server_certificate(self.port) == wanted, TLS_TIMEOUT,

@@ -7,8 +7,8 @@
 - ``module_clusters``: the same factory shared by a test module, for tests that do not
   interfere (build a module-scoped fixture on it).
 - ``ssh_agent``: a real ``ssh-agent`` for one test.
-- ``db_env``: a cluster with a db agent in front of the real PostgreSQL and MariaDB test
-  servers (``tests/integration/db_env.py``), shared by the session's database tests.
+- ``db_env`` (in ``tests/conftest.py``): a cluster with a db agent in front of the real
+  PostgreSQL and MariaDB test servers (``tests/integration/db_env.py``), one per session.
 
 When a test fails, the output of every cluster it used is attached to its report. The helpers
 themselves live in ``tests/integration/cluster.py``.
@@ -22,12 +22,7 @@ from typing import Any
 
 import pytest
 
-from dbservers import MariaDBServer, PostgresServer, mariadb_server, postgres_server
-
 from .cluster import ClusterFactory, LimenCluster, SshAgent
-from .db_env import DBEnv, start_db_env
-
-__all__ = ["mariadb_server", "postgres_server"]  # the session fixtures db_env builds on
 
 
 @pytest.fixture
@@ -54,12 +49,6 @@ def module_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
     factory = ClusterFactory(tmp_path_factory.mktemp("clusters"))
     yield factory
     factory.close()
-
-
-@pytest.fixture(scope="session")
-def db_env(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer,
-           mariadb_server: MariaDBServer) -> Iterator[DBEnv]:
-    yield from start_db_env(tmp_path_factory.mktemp("dbenv"), postgres_server, mariadb_server)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
@@ -25,14 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dbservers import (  # noqa: F401  (the session fixtures, requested by name)
-    PG_BIN,
-    MariaDBServer,
-    PostgresServer,
-    config_sections,
-    mariadb_server,
-    postgres_server,
-)
+from dbservers import PG_BIN, MariaDBServer, PostgresServer, config_sections
 from limen.cli.db_server_config import (
     MARIADB_CNF,
     POSTGRESQL_CONF,
@@ -125,19 +119,25 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def postgres(request: pytest.FixtureRequest, pki: Pki) -> PostgresServer:
-    """The session's PostgreSQL server with this module's CA and users."""
+def postgres(request: pytest.FixtureRequest, pki: Pki) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server with this module's CA and users (the TLS set-up it
+    had is put back afterwards: other modules share the server)."""
     server: PostgresServer = request.getfixturevalue("postgres_server")
+    found = server.tls_config
     server.configure_tls(pki.server.cert_pem, pki.server.key_pem, [pki.ca.cert_pem])
     for user in USERS:
         server.create_user(user)
-    return server
+    yield server
+    if found is not None:
+        server.configure_tls(found[0], found[1], found[2])
 
 
 @pytest.fixture(scope="module")
-def mariadb(request: pytest.FixtureRequest, pki: Pki) -> MariaDBServer:
-    """The session's MariaDB server with this module's CA and accounts."""
+def mariadb(request: pytest.FixtureRequest, pki: Pki) -> Iterator[MariaDBServer]:
+    """The session's MariaDB server with this module's CA and accounts (its TLS set-up is
+    put back afterwards)."""
     server: MariaDBServer = request.getfixturevalue("mariadb_server")
+    found = server.tls_config
     server.configure_tls(pki.server.cert_pem, pki.server.key_pem, [pki.ca.cert_pem])
     for user in USERS:
         server.create_user(user)
@@ -146,7 +146,9 @@ def mariadb(request: pytest.FixtureRequest, pki: Pki) -> MariaDBServer:
     account = f"'{PASSWORD_USER}'@'%'"
     server.sql(f"DROP USER IF EXISTS {account}")
     server.sql(f"CREATE USER {account} IDENTIFIED BY '{PASSWORD}'")
-    return server
+    yield server
+    if found is not None:
+        server.configure_tls(found[0], found[1], found[2])
 
 
 def _env() -> dict[str, str]:
