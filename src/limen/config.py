@@ -39,6 +39,7 @@ from limen.errors import BadParameter
 __all__ = [
     "ALL_ROLES",
     "NODENAME_PATTERN",
+    "BackendSettings",
     "ClusterSettings",
     "DBSettings",
     "GitOpsSettings",
@@ -176,6 +177,21 @@ class TrustSettings:
 
 
 @dataclass(frozen=True)
+class BackendSettings:
+    """Where auth keeps the cluster's state (``backend: {type: postgres, dsn_file: ...}``)."""
+
+    type: str = "sqlite"
+    """``sqlite`` (DATA_DIR/backend.sqlite, one auth process) or ``postgres`` (several auth
+    replicas on one PostgreSQL database)."""
+    dsn_file: str = ""
+    """PostgreSQL: a file holding the libpq connection string (never the string itself in
+    ``limen.yaml`` or Git); ``LIMEN_BACKEND_DSN`` in the environment is the alternative."""
+    ca_key_file: str = ""
+    """A file holding the key that encrypts the CAs' private keys in a shared backend, the
+    same on every auth replica (required with ``postgres``)."""
+
+
+@dataclass(frozen=True)
 class DBSettings:
     """What a db agent (role ``db``) serves."""
 
@@ -200,6 +216,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     db: DBSettings = field(default_factory=DBSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
     debug: bool = False
 
     @property
@@ -277,6 +294,14 @@ SCHEMA: dict[str, Any] = {
         "trust": {
             "type": "object", "additionalProperties": False,
             "properties": {"secrets_dir": {"type": "string", "minLength": 1}},
+        },
+        "backend": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "type": {"enum": ["sqlite", "postgres"]},
+                "dsn_file": {"type": "string", "minLength": 1},
+                "ca_key_file": {"type": "string", "minLength": 1},
+            },
         },
         "db": {
             "type": "object", "additionalProperties": False,
@@ -412,6 +437,7 @@ def load_settings(
                           proxy_server_names=tuple(auth_raw.get("proxy_server_names", ()))),
         trust=TrustSettings(**raw.get("trust", {})),
         db=_db_settings(raw.get("db", {})),
+        backend=BackendSettings(**raw.get("backend", {})),
         debug=bool(raw.get("debug", False)),
     )
 
