@@ -63,7 +63,8 @@ async def test_the_static_db_token_joins_db_agents_again_and_again(auth: AuthSer
 
 @pytest.mark.parametrize(("token", "role"), [
     (DB_TOKEN, "proxy"), (DB_TOKEN, "node"), (PROXY_TOKEN, "db"),
-    (DB_TOKEN[:-1] + ("0" if DB_TOKEN[-1] != "0" else "1"), "db")])
+    (DB_TOKEN[:-1] + ("0" if DB_TOKEN[-1] != "0" else "1"), "db")],
+    ids=["db-token-as-proxy", "db-token-as-node", "proxy-token-as-db", "wrong-db-token"])
 async def test_a_static_token_joins_its_own_role_only(auth: AuthServer, token: str,
                                                       role: str) -> None:
     with pytest.raises(AccessDenied, match="join refused"):
