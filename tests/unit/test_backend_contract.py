@@ -1,5 +1,6 @@
 """The ``Backend`` contract (``limen.backend.base``), run against every implementation:
-``MemoryBackend`` and ``SQLiteBackend`` on a fresh file under ``tmp_path``.
+``MemoryBackend``, ``SQLiteBackend`` on a fresh file under ``tmp_path`` and ``PostgresBackend``
+on the test PostgreSQL (one database for the module, emptied before each test).
 
 Expiry uses an injected clock instead of sleeping; watchers are read with a deadline.
 """
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_backend_db import backend_database, reset_backend
 
+from dbservers import PostgresServer
 from limen.backend.base import Backend, Condition, Delete, Event, EventType, Item, Put
 from limen.backend.factory import open_backend
 from limen.errors import AlreadyExists, BadParameter, CompareFailed, ConnectionProblem, NotFound
 
-KINDS = ["memory", "sqlite"]
+KINDS = ["memory", "sqlite", "postgres"]
 T0 = 1_700_000_000.0
 
 
@@ -41,12 +44,22 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="module")
+def pg_dsn(postgres_server: PostgresServer) -> str:
+    return backend_database(postgres_server, "limen_backend_contract")
+
+
 @pytest.fixture(params=KINDS)
 async def make_backend(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[MakeBackend]:
-    """Opens backends of the parametrised kind (all on one file for sqlite); closes them all."""
+    """Opens backends of the parametrised kind (all on one file for sqlite, one database for
+    postgres); closes them all."""
     opened: list[Backend] = []
+    dsn = ""
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        reset_backend(dsn)
 
     def make(**options: Any) -> Backend:
         options.setdefault("clock", clock)
@@ -54,6 +67,9 @@ async def make_backend(
         if request.param == "sqlite":
             options.setdefault("poll_interval", 0.02)
             options.setdefault("compact_interval", None)
+        if request.param == "postgres":
+            options.setdefault("compact_interval", None)
+            options["dsn"] = dsn
         backend = open_backend(tmp_path, kind=request.param, **options)
         opened.append(backend)
         return backend

@@ -1,9 +1,11 @@
-"""Property-based tests of the two ``Backend`` guarantees everything else leans on, for both
-implementations (``limen.backend.memory`` and ``limen.backend.sqlite``):
+"""Property-based tests of the two ``Backend`` guarantees everything else leans on, for every
+implementation (``limen.backend.memory``, ``limen.backend.sqlite``, ``limen.backend.postgres``
+on the test PostgreSQL, one database for the module emptied before each example):
 
 (a) compare-and-swap never loses an update: concurrent read -> CAS -> retry loops (asyncio
-    tasks; for SQLite also OS threads, each with its own backend on the same file) end with
-    the counter equal to the number of increments, every successful CAS at its own revision;
+    tasks; for SQLite also OS threads, each with its own backend on the same file; for
+    PostgreSQL several backends, each with its own connections) end with the counter equal to
+    the number of increments, every successful CAS at its own revision;
 (b) a watcher sees every revision in order: a random run of puts, creates, CAS, deletes,
     atomic transactions, clock jumps and sweeps is replayed against a model; watchers started
     before, started mid-way (live) and opened afterwards with ``after=`` the mid-way revision
@@ -24,7 +26,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pg_backend_db import backend_database, reset_backend
 
+from dbservers import PostgresServer
 from limen.backend.base import Backend, Condition, Delete, Event, Put
 from limen.backend.factory import open_backend
 from limen.errors import AlreadyExists, CompareFailed, NotFound
@@ -55,7 +59,14 @@ def open_kind(kind: str, where: Path | None, **options: Any) -> Backend:
     if kind == "sqlite":
         options.setdefault("compact_interval", None)
         options.setdefault("poll_interval", 0.01)
+    if kind == "postgres":
+        options.setdefault("compact_interval", None)
     return open_backend(where, kind=kind, **options)
+
+
+@pytest.fixture(scope="module")
+def pg_dsn(postgres_server: PostgresServer) -> str:
+    return backend_database(postgres_server, "limen_backend_properties")
 
 
 # -- (a) compare-and-swap under contention --------------------------------------------------------
@@ -147,6 +158,35 @@ def test_sqlite_cas_loses_no_increment_across_tasks_and_threads(
         value = asyncio.run(main(where))
     assert failures == []
     check_counter(value, revisions, sum(tasks) + sum(threads))
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    tasks=st.lists(st.tuples(st.integers(1, 4), st.booleans()), min_size=2, max_size=4),
+    instances=st.integers(1, 3),
+)
+def test_postgres_cas_loses_no_increment_across_connections(
+    pg_dsn: str, tasks: list[tuple[int, bool]], instances: int
+) -> None:
+    reset_backend(pg_dsn)
+
+    async def main() -> tuple[bytes, list[int]]:
+        backends = [open_kind("postgres", None, dsn=pg_dsn) for _ in range(instances)]
+        revisions: list[int] = []
+        try:
+            await asyncio.gather(*(
+                increment(backends[i % instances], n, revisions, interleave=interleave)
+                for i, (n, interleave) in enumerate(tasks)
+            ))
+            item = await backends[-1].get("counter")
+        finally:
+            for backend in backends:
+                await backend.close()
+        assert item is not None
+        return item.value, revisions
+
+    value, revisions = asyncio.run(main())
+    check_counter(value, revisions, sum(n for n, _ in tasks))
 
 
 # -- (b) watchers against a model -----------------------------------------------------------------
@@ -289,36 +329,55 @@ async def take_until(events: AsyncIterator[Event], key: str) -> list[Summary]:
 def test_watchers_see_every_event_in_revision_order(
     kind: str, ops: list[tuple[Any, ...]], prefix: str, split: int
 ) -> None:
-    async def main(where: Path | None) -> None:
-        clock = FakeClock()
-        model = Model()
-        backend = open_kind(kind, where, clock=clock)
-        marker = prefix + "~end"
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(backend.close)
-            early = await stack.enter_async_context(contextlib.aclosing(backend.watch(prefix)))
-            for op in ops[:split]:
-                await apply(backend, model, clock, op)
-            middle = model.revision
-            live = await stack.enter_async_context(contextlib.aclosing(backend.watch(prefix)))
-            for op in ops[split:]:
-                await apply(backend, model, clock, op)
-            replay = await stack.enter_async_context(
-                contextlib.aclosing(backend.watch(prefix, after=middle))
-            )
-            await apply(backend, model, clock, ("put", marker, b"", None))
-
-            expected = [e for e in model.events if e[1].startswith(prefix) and e[1] != marker]
-            seen_early = await take_until(early, marker)
-            assert seen_early == expected
-            assert [e[2] for e in seen_early] == sorted(e[2] for e in seen_early)
-            after_middle = [e for e in expected if e[2] > middle]
-            assert await take_until(live, marker) == after_middle
-            assert await take_until(replay, marker) == after_middle
-            listed = {i.key: (i.value, i.revision) for i in await backend.list("")}
-            assert listed == {
-                k: (v, r) for k, (v, r, _) in model.items.items() if model.live(k) is not None
-            }
-
     with data_dir(kind) as where:
-        asyncio.run(main(where))
+        asyncio.run(watch_scenario(kind, where, {}, ops, prefix, split))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ops=st.lists(operations, min_size=1, max_size=25),
+    prefix=st.sampled_from(["", "a/"]),
+    split=st.integers(0, 25),
+)
+def test_postgres_watchers_see_every_event_in_revision_order(
+    pg_dsn: str, ops: list[tuple[Any, ...]], prefix: str, split: int
+) -> None:
+    reset_backend(pg_dsn)
+    asyncio.run(watch_scenario("postgres", None, {"dsn": pg_dsn}, ops, prefix, split))
+
+
+async def watch_scenario(
+    kind: str, where: Path | None, options: dict[str, Any], ops: list[tuple[Any, ...]],
+    prefix: str, split: int,
+) -> None:
+    """Apply ``ops`` to a backend and to the model; watchers started before, in the middle
+    (live) and afterwards (``after=`` the middle revision) see exactly the model's events."""
+    clock = FakeClock()
+    model = Model()
+    backend = open_kind(kind, where, clock=clock, **options)
+    marker = prefix + "~end"
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(backend.close)
+        early = await stack.enter_async_context(contextlib.aclosing(backend.watch(prefix)))
+        for op in ops[:split]:
+            await apply(backend, model, clock, op)
+        middle = model.revision
+        live = await stack.enter_async_context(contextlib.aclosing(backend.watch(prefix)))
+        for op in ops[split:]:
+            await apply(backend, model, clock, op)
+        replay = await stack.enter_async_context(
+            contextlib.aclosing(backend.watch(prefix, after=middle))
+        )
+        await apply(backend, model, clock, ("put", marker, b"", None))
+
+        expected = [e for e in model.events if e[1].startswith(prefix) and e[1] != marker]
+        seen_early = await take_until(early, marker)
+        assert seen_early == expected
+        assert [e[2] for e in seen_early] == sorted(e[2] for e in seen_early)
+        after_middle = [e for e in expected if e[2] > middle]
+        assert await take_until(live, marker) == after_middle
+        assert await take_until(replay, marker) == after_middle
+        listed = {i.key: (i.value, i.revision) for i in await backend.list("")}
+        assert listed == {
+            k: (v, r) for k, (v, r, _) in model.items.items() if model.live(k) is not None
+        }

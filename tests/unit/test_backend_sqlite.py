@@ -357,7 +357,7 @@ async def test_open_backend_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -
     ("data_dir", "kind", "options", "message"),
     [
         (None, "sqlite", {}, "needs a data directory"),
-        (Path("/unused"), "postgres", {}, "unknown backend kind 'postgres'"),
+        (Path("/unused"), "oracle", {}, "unknown backend kind 'oracle'"),
         (None, "memory", {"colour": "blue"}, "bad option for the memory backend"),
     ],
 )

@@ -1,11 +1,10 @@
 """``open_backend``: the one place that turns a backend kind into a ``Backend``.
 
-Called by ``limen start`` and the offline ``lmctl --data-dir`` commands (``kind="sqlite"``, the
-default) and by tests (``kind="memory"``). Callers depend on the ``Backend`` protocol only.
-
-Adding a backend (e.g. PostgreSQL for replicated auth servers) is one opener function in
-``_OPENERS``: ``open_backend(data_dir, kind="postgres", dsn=...)`` then works for every caller
-that already passes the configured kind and options through, with no other change.
+Called by ``limen start`` (the configured kind: ``sqlite``, the default, or ``postgres`` with
+``dsn=``, see ``limen.backend.postgres_dsn.backend_options``), the offline ``lmctl --data-dir``
+commands (``sqlite``), ``lmctl backend migrate`` and tests (also ``kind="memory"``). Callers
+depend on the ``Backend`` protocol only; adding a backend is one opener function in
+``_OPENERS``.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 
 from limen.backend.base import Backend
 from limen.backend.memory import MemoryBackend
+from limen.backend.postgres import PostgresBackend
 from limen.backend.sqlite import DB_FILENAME, SQLiteBackend
 from limen.errors import BadParameter
 
@@ -42,8 +42,16 @@ def _open_memory(data_dir: Path | None, **options: Any) -> Backend:
     return MemoryBackend(**options)
 
 
+def _open_postgres(data_dir: Path | None, *, dsn: str = "", **options: Any) -> Backend:
+    if not dsn:
+        raise BadParameter("the postgres backend needs a dsn (a libpq connection string)")
+    _check_options("postgres", PostgresBackend, options)
+    return PostgresBackend(dsn, **options)
+
+
 _OPENERS: dict[str, Callable[..., Backend]] = {
     "sqlite": _open_sqlite,
+    "postgres": _open_postgres,
     "memory": _open_memory,
 }
 
@@ -52,10 +60,10 @@ BACKEND_KINDS: tuple[str, ...] = tuple(_OPENERS)
 
 
 def open_backend(data_dir: Path | None, *, kind: str = "sqlite", **options: Any) -> Backend:
-    """Open the backend of ``kind``: ``sqlite`` keeps ``DATA_DIR/backend.sqlite``; ``memory``
-    ignores ``data_dir``. ``options`` go to the implementation's constructor (``clock``,
-    ``poll_interval``, ``sweep_interval``, history limits, ...). ``BadParameter`` for an
-    unknown kind or option."""
+    """Open the backend of ``kind``: ``sqlite`` keeps ``DATA_DIR/backend.sqlite``; ``postgres``
+    (``dsn=`` a libpq connection string) and ``memory`` ignore ``data_dir``. ``options`` go to
+    the implementation's constructor (``clock``, ``poll_interval``, ``sweep_interval``, history
+    limits, ...). ``BadParameter`` for an unknown kind or option."""
     opener = _OPENERS.get(kind)
     if opener is None:
         raise BadParameter(

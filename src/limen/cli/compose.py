@@ -30,6 +30,7 @@ from limen.auth.auth_service import AuthService, host_uuid
 from limen.auth.db_access import issue_upstream_cert
 from limen.auth.host_names import configured_proxy_names
 from limen.backend.factory import open_backend
+from limen.backend.postgres_dsn import backend_options
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
@@ -69,7 +70,7 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
         async with remote_services(settings) as remote:
             yield remote
         return
-    backend = open_backend(settings.data_dir)
+    backend = open_backend(settings.data_dir, **backend_options(settings.backend))
     log = FileLog(private_dir(settings.data_dir / "log") / "events")
     try:
         auth = AuthService(settings, backend, log)

@@ -23,6 +23,7 @@ from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle_errors, print_table
 from limen.cli.lmctl_audit_verify import verify as audit_verify
 from limen.cli.lmctl_auth_db import sign as auth_sign
+from limen.cli.lmctl_backend import backend
 from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
 from limen.cli.lmctl_gitops import gitops
 from limen.cli.lmctl_nodes import nodes
@@ -203,6 +204,7 @@ cli.add_command(users)
 cli.add_command(nodes)
 cli.add_command(tokens)
 cli.add_command(gitops)
+cli.add_command(backend)
 audit.add_command(audit_verify)
 auth.add_command(auth_sign)
 
