@@ -1,10 +1,15 @@
 """Fixtures shared by every test package: the Kubernetes API emulator (``kube_api``) and the
 database environment (``db_env``: a cluster with a db agent in front of the real PostgreSQL
 and MariaDB test servers, ``postgres_server`` / ``mariadb_server``), one per session for the
-integration and security tests alike."""
+integration and security tests alike.
+
+In CI (``CI`` set, as ``.ci/run`` runs) a skipped test fails the run: every test that needs
+a server or a tool starts or gets it (``scripts/test`` installs them), so a skip there means
+something is missing, never something to pass over silently."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,3 +28,18 @@ from k8s_emulator.fixtures import kube_api  # noqa: F401  (the Kubernetes API em
 def db_env(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer,  # noqa: F811
            mariadb_server: MariaDBServer) -> Iterator[DBEnv]:  # noqa: F811
     yield from start_db_env(tmp_path_factory.mktemp("dbenv"), postgres_server, mariadb_server)
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CI") and _skipped and exitstatus == 0:
+        print(f"\nCI: {len(_skipped)} test(s) skipped; a skip fails CI:\n  "
+              + "\n  ".join(_skipped))
+        session.exitstatus = 1
