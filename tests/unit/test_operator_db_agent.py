@@ -86,18 +86,19 @@ def test_the_db_agent_pod_is_locked_down() -> None:
     objects = by_kind(db_children(cluster({"replicas": 1}), "img", ca_pin=PIN))
     pod = objects["Deployment", "main-db"]["spec"]["template"]["spec"]
     assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001,
-                                      "fsGroup": 10001}
+                                      "runAsGroup": 10001, "fsGroup": 10001,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
     [container] = pod["containers"]
     assert container["securityContext"] == {"allowPrivilegeEscalation": False,
                                              "readOnlyRootFilesystem": True,
                                              "capabilities": {"drop": ["ALL"]}}
     volumes = {v["name"]: v for v in pod["volumes"]}
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
-    assert writable == {"/var/lib/limen/data", "/tmp"}
+    assert writable == {"/var/lib/limen", "/tmp"}  # the data directory is made in the first
     assert all("emptyDir" in volumes[m["name"]] for m in container["volumeMounts"]
                if m["mountPath"] in writable)
     # the token only from the Secret, never on the command line
-    assert [e["name"] for e in container["env"]] == ["LIMEN_TOKEN"]
+    assert [e["name"] for e in container["env"]] == ["TMPDIR", "LIMEN_TOKEN"]
     assert "--token" not in container["args"]
 
 
@@ -237,8 +238,9 @@ async def test_the_operator_deploys_db_agents_that_join_with_the_token_auth_read
     assert args[args.index("--roles") + 1] == "db"
     assert args[args.index("--proxy") + 1] == "main-proxy.limen.svc:3080"
     assert args[args.index("--ca-pin") + 1] == tls_ca_pin(ca_secret["data"])
-    assert container["env"] == [{"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
-        "name": "main-db-token", "key": "token"}}}]
+    assert container["env"] == [{"name": "TMPDIR", "value": "/tmp"},
+                                {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
+                                    "name": "main-db-token", "key": "token"}}}]
 
     # the agents' limen.yaml and the flags, read as `limen start` reads them
     config_map = kube_api.get("configmaps", "main-db-config", NS)

@@ -56,6 +56,9 @@ def test_base_has_everything_the_operator_needs() -> None:
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["LIMEN_OPERATOR_STANDALONE"] == "true"
     assert env["LIMEN_OPERATOR_IDENTITY"] == "/var/run/limen/identity"
+    # no fixed auth address: the operator derives it from the Cluster it deploys, whatever its
+    # name (limen.operator.deployed_auth)
+    assert "LIMEN_AUTH_ADDRESS" not in env
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
@@ -67,7 +70,11 @@ def test_rbac_allows_status_and_metadata_but_not_updates() -> None:
     for plural in ("users", "roles", "trustedclusters", "resources", "clusters"):
         assert rules["limen.dev", plural] == {"get", "list", "watch", "patch"}
         assert rules["limen.dev", f"{plural}/status"] == {"get", "patch"}
-    assert "update" not in set().union(*rules.values())  # patches only: never a whole object
+    # patches only: never a whole object; update only on clusters/finalizers, which the API
+    # server asks of whoever sets blockOwnerDeletion on an ownerReference to a Cluster
+    assert rules["limen.dev", "clusters/finalizers"] == {"update"}
+    assert "update" not in set().union(*(verbs for key, verbs in rules.items()
+                                         if key != ("limen.dev", "clusters/finalizers")))
     assert "delete" not in set().union(*rules.values())  # children go with ownerReferences
     assert {"create"} <= rules["", "events"]
     assert {"create", "patch"} <= rules["apps", "deployments"]

@@ -7,9 +7,12 @@ over X25519, P-256 or P-384 only (``limen.ca.tls_groups``: Python's ``ssl`` cann
 list itself), no compression, no renegotiation. Certificates served to the public (the proxy's
 web listener) carry ECDSA P-256 keys (``limen.ca.host_keys``): browsers refuse Ed25519.
 
-``ssl`` can only load a certificate chain and key from a file: :func:`server_context` and
-:func:`client_context` write them to a fresh private directory (0700, file 0600), load them and
-delete both before returning. Trusted CA certificates go in through ``cadata`` (no file).
+``ssl`` can only load a certificate chain and key from a path: :func:`server_context` and
+:func:`client_context` write them to an anonymous in-memory file (``memfd_create``, opened
+again through ``/proc/self/fd``), so the private key never reaches a disk and no temporary
+directory is needed (a pod with a read-only root filesystem may have none). Where memfd or
+``/proc`` is missing (not Linux), they fall back to a fresh private directory (0700, file
+0600) deleted before returning. Trusted CA certificates go in through ``cadata`` (no file).
 """
 
 from __future__ import annotations
@@ -100,13 +103,42 @@ def _load_chain(
     certs = [chain] if isinstance(chain, x509.Certificate) else list(chain)
     if not certs:
         raise BadParameter("an empty certificate chain cannot be presented")
-    with tempfile.TemporaryDirectory(prefix="limen-tls-") as tmp:
-        path = os.path.join(tmp, "chain.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(private_key_to_pem(key))
-            out.write(_pem(certs))
-        try:
+    pem = private_key_to_pem(key) + _pem(certs)
+    try:
+        if not _load_from_memory(ctx, pem):
+            _load_from_private_dir(ctx, pem)
+    except ssl.SSLError as err:
+        raise BadParameter(f"cannot use certificate and key: {err}") from None
+
+
+def _load_from_memory(ctx: ssl.SSLContext, pem: str) -> bool:
+    """Load ``pem`` through an anonymous in-memory file; False where there is none (no
+    ``memfd_create``, no ``/proc``)."""
+    try:
+        fd = os.memfd_create("limen-tls", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return False
+    try:
+        data = memoryview(pem.encode())
+        while data:
+            data = data[os.write(fd, data):]
+        path = f"/proc/self/fd/{fd}"
+        if not os.path.exists(path):
+            return False
+        ctx.load_cert_chain(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _load_from_private_dir(ctx: ssl.SSLContext, pem: str) -> None:
+    try:
+        with tempfile.TemporaryDirectory(prefix="limen-tls-") as tmp:
+            path = os.path.join(tmp, "chain.pem")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(pem)
             ctx.load_cert_chain(path)
-        except ssl.SSLError as err:
-            raise BadParameter(f"cannot use certificate and key: {err}") from None
+    except OSError as err:
+        raise BadParameter(f"cannot load the certificate and key: no in-memory file and no "
+                           f"usable temporary directory ({err}); set TMPDIR") from None

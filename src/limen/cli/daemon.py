@@ -23,6 +23,7 @@ from pathlib import Path
 
 from limen.aio.task_service import Service
 from limen.config import Settings
+from limen.files import private_dir
 
 __all__ = ["run_daemon", "write_listeners"]
 
@@ -43,8 +44,7 @@ async def run_daemon(
     echo: Callable[[str], None] = print,
     on_ready: Callable[[dict[str, str]], None] | None = None,
 ) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(settings.data_dir, 0o700)
+    private_dir(settings.data_dir)  # a volume root it does not own: checked, not changed
     (settings.data_dir / "listeners.json").unlink(missing_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

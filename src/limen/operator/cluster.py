@@ -14,6 +14,9 @@
                    agent Deployment created before is scaled to 0
         status: observedGeneration, conditions, publicAddress, auth/proxy(/db) ready counts,
                 caRotation; Ready once the Deployments have their replicas ready
+        deployed: recorded in the context (deployed_auth): with no auth address configured,
+                the Limen kinds go to this Cluster's auth, <name>-auth.<ns>.svc:3025
+    delete ──▶ forgotten there (optional handler: no finalizer)
     Deployment event (app.kubernetes.io/managed-by=limen-operator) ──▶ refresh the owner's
         readiness in its status
 
@@ -48,6 +51,7 @@ from limen.operator.ca_secret import (
 )
 from limen.operator.cluster_builders import (
     ClusterNames,
+    auth_address,
     children,
     cluster_name,
     cluster_spec,
@@ -66,6 +70,7 @@ from limen.operator.db_agent import (
     db_selector_problem,
     db_token_secret,
 )
+from limen.operator.deployed_auth import DeployedCluster
 from limen.operator.kube import KubeApi, KubeError
 from limen.operator.settings import OPERATOR_ID_LABEL, REPORTING_COMPONENT
 
@@ -99,6 +104,11 @@ def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorCont
                       **kwargs: Any) -> None:
         await ctx.run_timer(reconciler.reconcile(body, patch, logger, retry=False),
                             kwargs["stopped"])
+
+    @kopf.on.delete(API_GROUP, _VERSION, "clusters", id="forget", labels=labels,
+                    optional=True, registry=registry)  # no finalizer: children go by owner
+    async def forget(body: kopf.Body, **_: Any) -> None:
+        ctx.deployed.forget(str(body["metadata"].get("uid") or ""))
 
     @kopf.on.event("apps", "v1", "deployments", id="deployment_changed",
                    labels={"app.kubernetes.io/managed-by": REPORTING_COMPONENT},
@@ -155,7 +165,7 @@ class ClusterReconciler:
                                                          (names.db_token, db_token_owned))
                    if not owned]
         if ca is not None and not foreign:
-            pin, rotation = ca
+            pin, rotation, tls_ca = ca
             revision = int(rotation.get("revision", 0))
             image = self.ctx.config.image
             for child in [*children(body, image, revision, ca_pin=pin),
@@ -164,6 +174,10 @@ class ClusterReconciler:
                     foreign.append(f"{child['kind']} {child['metadata']['name']}")
             if db_replicas(body) == 0:
                 await self._scale_to_zero(body, names.db)
+            if not foreign:
+                meta = body["metadata"]
+                self.ctx.cluster_deployed(str(meta.get("uid") or ""), DeployedCluster(
+                    f"{meta['namespace']}/{meta['name']}", auth_address(body), tls_ca))
         if foreign or ca is None:
             verb = "exists and is" if len(foreign) == 1 else "exist and are"
             conflict = Check(False, "NotOwned", f"{', '.join(foreign)} {verb} not owned by "
@@ -195,10 +209,11 @@ class ClusterReconciler:
         return current if is_owned_by(current, body) else None
 
     # -- the Secrets -------------------------------------------------------------------------
-    async def _ca_secret(self, body: Mapping[str, Any],
-                         logger: Logger) -> tuple[str, dict[str, Any]] | None:
-        """Create the CA Secret once; carry out a requested rotation. Returns the TLS CA's pin
-        and the rotation state (None when a Secret of that name belongs to someone else)."""
+    async def _ca_secret(self, body: Mapping[str, Any], logger: Logger
+                         ) -> tuple[str, dict[str, Any], CertAuthority] | None:
+        """Create the CA Secret once; carry out a requested rotation. Returns the TLS CA's pin,
+        the rotation state and the TLS CA (None when a Secret of that name belongs to someone
+        else)."""
         def make() -> dict[str, Any]:
             cas = generate_cas(cluster_name(body), now=self.ctx.clock())
             return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -212,7 +227,7 @@ class ClusterReconciler:
         if secret is None:
             return None
         rotation, data = await self._rotation(body, secret, logger)
-        return tls_ca_pin(data), rotation
+        return tls_ca_pin(data), rotation, read_secret_data(data)[1][CertAuthorityType.TLS]
 
     async def _token_secret(self, body: Mapping[str, Any], name: str,
                             make: Callable[[Mapping[str, Any], str], dict[str, Any]],

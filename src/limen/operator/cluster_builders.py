@@ -10,7 +10,7 @@ For a Cluster ``main`` in namespace ``limen``::
     ConfigMap  main-config        limen.yaml for auth and proxy (auth.server_names: the auth
                                   Service's DNS names; auth.proxy_server_names: the proxy
                                   Service's; auth.proxy_token_file, auth.db_token_file)
-    PVC        main-auth-data     auth's SQLite backend and audit log
+    PVC        main-auth-data     auth's SQLite backend and audit log (in its data/)
     Deployment main-auth          limen start --roles auth (init: limen operator seed-ca),
                                   the proxy and db token Secrets mounted
     Service    main-auth          ClusterIP, 3025 (the auth API: a client certificate
@@ -24,6 +24,15 @@ For a Cluster ``main`` in namespace ``limen``::
     ConfigMap  main-db-config     spec.db.replicas > 0: the db agents (limen.operator.db_agent)
     Deployment main-db
 
+Every pod passes Pod Security "restricted" and runs with a read-only root filesystem: uid/gid
+10001, fsGroup 10001, seccomp RuntimeDefault, no privilege escalation, no capability, no
+service account token; a ``tmp`` emptyDir at /tmp (``TMPDIR``); its data volume (auth: the PVC,
+the others: an emptyDir) at ``/var/lib/limen``, in which limen makes its data directory
+``/var/lib/limen/data`` (0700, its own: the volume's root belongs to root, group 10001).
+Default resource requests unless ``spec.<component>.resources``; liveness probes: auth's
+``GET /v1/join`` (3026), the proxy's ``GET /v1/webapi/ping`` (3080), both HTTPS. Run for real,
+as a kubelet would: tests/integration/test_operator_pods_run.py.
+
 Every object carries a controller ``ownerReference`` to the Cluster (Kubernetes' garbage
 collector deletes them with it) and the ``app.kubernetes.io/*`` labels. A spec change changes
 the pod templates (replicas, image, resources, and the ``limen.dev/config-hash`` annotation),
@@ -36,6 +45,7 @@ Called by ``limen.operator.cluster`` and ``limen.operator.db_agent``; tested on 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import secrets
@@ -55,10 +65,13 @@ __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "DATA_DIR",
     "DB_TOKEN_FILE",
+    "DEFAULT_RESOURCES",
     "PORTS",
     "PROXY_PORTS",
     "PROXY_TOKEN_FILE",
+    "TMP_DIR",
     "TOKEN_KEY",
+    "VOLUME_DIR",
     "ClusterNames",
     "auth_address",
     "auth_join_address",
@@ -68,6 +81,7 @@ __all__ = [
     "cluster_spec",
     "common_labels",
     "container_security_context",
+    "default_resources",
     "is_owned_by",
     "limen_config",
     "new_proxy_token",
@@ -78,12 +92,24 @@ __all__ = [
     "proxy_token_secret",
     "proxy_web_address",
     "readiness",
+    "resources",
+    "scratch_env",
+    "scratch_mounts",
+    "tmp_volume",
     "token_secret",
 ]
 
 CONFIG_HASH_ANNOTATION = f"{API_GROUP}/config-hash"
 CA_REVISION_ANNOTATION = f"{API_GROUP}/ca-revision"
-DATA_DIR = "/var/lib/limen/data"
+VOLUME_DIR = "/var/lib/limen"
+"""Where a pod's data volume is mounted (the limen user's home in the image)."""
+DATA_DIR = f"{VOLUME_DIR}/data"
+"""The data directory: one limen creates inside the volume (uid 10001, 0700). The volume's root
+is not used for it: the kubelet gives it to root with group fsGroup (2775 on a PVC, 2777 for
+an emptyDir), a mode limen can neither change nor accept for its keys (``limen.files``)."""
+TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir of the pod's own
+"""Every container's scratch space (an emptyDir; ``TMPDIR``): the root filesystem is
+read-only, and Python, SQLite and git want a writable temporary directory."""
 CONFIG_DIR = "/etc/limen"
 CA_DIR = "/etc/limen/ca"
 PROXY_TOKEN_DIR = "/etc/limen/proxy-token"
@@ -99,6 +125,13 @@ PORTS = {"auth": 3025, "auth-join": 3026, "web": 3080, "ssh-proxy": 3023, "tunne
 PROXY_PORTS = ("web", "ssh-proxy", "tunnel", "postgres", "mysql")
 """The proxy's container and Service ports (names of ``PORTS``)."""
 _RUN_AS = 10001  # the image's limen user
+DEFAULT_RESOURCES: dict[str, dict[str, Any]] = {
+    "auth": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+    "proxy": {"requests": {"cpu": "100m", "memory": "192Mi"}},
+    "db": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+}
+"""Requests of a component whose ``spec.<component>.resources`` is not given (its idle
+footprint with some headroom: the scheduler places it, nothing is capped)."""
 
 
 @dataclass(frozen=True)
@@ -315,13 +348,41 @@ def _volumes(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
                                                          "defaultMode": 0o400}})
     else:
         volumes.append({"name": "data", "emptyDir": {}})
+    volumes.append(tmp_volume())
     return volumes
+
+
+def tmp_volume() -> dict[str, Any]:
+    """The emptyDir every Limen pod mounts at :data:`TMP_DIR`."""
+    return {"name": "tmp", "emptyDir": {}}
+
+
+def scratch_mounts() -> list[dict[str, Any]]:
+    """The data volume at :data:`VOLUME_DIR` (``DATA_DIR`` is made in it) and the tmp one."""
+    return [{"name": "data", "mountPath": VOLUME_DIR},
+            {"name": "tmp", "mountPath": TMP_DIR}]
+
+
+def scratch_env() -> list[dict[str, Any]]:
+    """``TMPDIR``: every container's temporary files go to its tmp emptyDir."""
+    return [{"name": "TMPDIR", "value": TMP_DIR}]
+
+
+def resources(body: Mapping[str, Any], component: str) -> dict[str, Any]:
+    """``spec.<component>.resources`` of auth or the proxy, else the default requests."""
+    given = (cluster_spec(body).get(component) or {}).get("resources")
+    return copy.deepcopy(dict(given)) if given else default_resources(component)
+
+
+def default_resources(component: str) -> dict[str, Any]:
+    """:data:`DEFAULT_RESOURCES` of ``component`` (a copy)."""
+    return copy.deepcopy(DEFAULT_RESOURCES[component])
 
 
 def _mounts(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
                                      "subPath": "limen.yaml", "readOnly": True},
-                                    {"name": "data", "mountPath": DATA_DIR}]
+                                    *scratch_mounts()]
     if auth:
         mounts.append({"name": "proxy-token", "mountPath": PROXY_TOKEN_DIR, "readOnly": True})
         mounts.append({"name": "db-token", "mountPath": DB_TOKEN_DIR, "readOnly": True})
@@ -343,8 +404,10 @@ def _join_env(body: Mapping[str, Any], ca_pin: str) -> list[dict[str, Any]]:
 
 
 def pod_security_context() -> dict[str, Any]:
-    """Every Limen pod: not root (the image's limen user); volumes writable by its group."""
-    return {"runAsNonRoot": True, "runAsUser": _RUN_AS, "fsGroup": _RUN_AS}
+    """Every Limen pod: not root (the image's limen user and group); volumes writable by its
+    group; the container runtime's default seccomp profile (Pod Security "restricted")."""
+    return {"runAsNonRoot": True, "runAsUser": _RUN_AS, "runAsGroup": _RUN_AS,
+            "fsGroup": _RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def container_security_context() -> dict[str, Any]:
@@ -353,25 +416,32 @@ def container_security_context() -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]}}
 
 
+def _liveness(component: str) -> dict[str, Any]:
+    """An HTTPS GET its event loop answers (the kubelet does not verify the certificate):
+    auth's join listener ``GET /v1/join``, the proxy's ``GET /v1/webapi/ping``; neither
+    depends on another process, so an auth outage does not restart the proxies."""
+    port, path = ("auth-join", "/v1/join") if component == "auth" else (
+        "web", "/v1/webapi/ping")
+    return {"httpGet": {"scheme": "HTTPS", "port": port, "path": path},
+            "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
+            "failureThreshold": 3}
+
+
 def _container(body: Mapping[str, Any], component: str, image: str,
                ports: Mapping[str, int], ca_pin: str) -> dict[str, Any]:
-    spec = cluster_spec(body)
     auth = component == "auth"
-    container: dict[str, Any] = {
+    return {
         "name": component, "image": image,
         "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
                  "--roles", component],
+        "env": scratch_env() + ([] if auth else _join_env(body, ca_pin)),
         "ports": [{"name": name, "containerPort": port} for name, port in ports.items()],
         "readinessProbe": {"tcpSocket": {"port": next(iter(ports))}, "periodSeconds": 5},
+        "livenessProbe": _liveness(component),
+        "resources": resources(body, component),
         "volumeMounts": _mounts(body, auth=auth),
         "securityContext": container_security_context(),
     }
-    if not auth:
-        container["env"] = _join_env(body, ca_pin)
-    resources = (spec.get(component) or {}).get("resources")
-    if resources:
-        container["resources"] = resources
-    return container
 
 
 def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: int,
@@ -381,6 +451,7 @@ def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: i
     auth = component == "auth"
     pod: dict[str, Any] = {
         "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,  # neither calls Kubernetes
         "containers": [_container(body, component, image, ports, ca_pin)],
         "volumes": _volumes(body, auth=auth),
     }
@@ -388,10 +459,11 @@ def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: i
         pod["initContainers"] = [{
             "name": "seed-ca", "image": image,
             "args": ["operator", "seed-ca", "--ca-dir", CA_DIR, "--data-dir", DATA_DIR],
+            "env": scratch_env(),
+            "resources": resources(body, component),
             "volumeMounts": [{"name": "ca", "mountPath": CA_DIR, "readOnly": True},
-                             {"name": "data", "mountPath": DATA_DIR}],
-            "securityContext": {"allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]}},
+                             *scratch_mounts()],
+            "securityContext": container_security_context(),
         }]
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",

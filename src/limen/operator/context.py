@@ -2,6 +2,9 @@
 Kubernetes API (Cluster children), a clock, per-object locks and counters, and the timers
 still running.
 
+The auth API: the configured one (``--auth``/``--identity``, or ``--data-dir``), else, once a
+Cluster is deployed, that Cluster's (:meth:`OperatorContext.cluster_deployed`).
+
 One ``OperatorContext`` per operator; ``limen.operator.main`` builds it and the handler
 modules close over it when they register into a registry. The clock and the Event poster are
 injectable so handlers are tested without waiting and without an API server.
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 import kopf
 
 from limen.operator.auth import LimenAuth
+from limen.operator.deployed_auth import DeployedCluster, DeployedClusters
 from limen.operator.kopf_session import SessionTracker
 from limen.operator.settings import OperatorConfig
 
@@ -58,18 +62,29 @@ def kopf_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -
 class OperatorContext:
     config: OperatorConfig
     auth: LimenAuth | None = None
-    """None when no auth API is configured: the Limen kinds then report AuthNotConfigured."""
+    """None when no auth API is configured and no Cluster is deployed yet: the Limen kinds
+    then report AuthNotConfigured (see :meth:`cluster_deployed`)."""
     kube: KubeApi | None = None
     """The Kubernetes API for the objects a Cluster owns (created at startup)."""
     clock: Callable[[], datetime] = utc_now
     post_event: EventPoster = kopf_event
     sessions: SessionTracker = field(default_factory=SessionTracker)
     """kopf's sessions to the Kubernetes API (made by the login handler, ended at exit)."""
+    deployed: DeployedClusters = field(default_factory=DeployedClusters)
+    """The Clusters this operator deployed (``limen.operator.deployed_auth``)."""
     reconciles: Counter[str] = field(default_factory=Counter)
     """Reconciles run, by object uid (tests and the benchmark read it)."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _timers: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cluster_deployed(self, uid: str, cluster: DeployedCluster) -> None:
+        """A Cluster was deployed. With no auth address configured (``--auth``,
+        ``--data-dir``), the Limen kinds go to the auth API of the deployed Cluster."""
+        self.deployed.record(uid, cluster)
+        if self.auth is None and not self.config.auth_address and self.config.data_dir is None:
+            self.auth = LimenAuth(self.deployed.endpoint,
+                                  call_timeout=self.config.call_timeout_seconds)
 
     def lock(self, uid: str) -> asyncio.Lock:
         """Serialises the handlers and the resync timer of one object."""

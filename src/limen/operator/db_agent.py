@@ -11,7 +11,10 @@ in namespace ``limen``::
     Deployment main-db         spec.db.replicas > 0: ``limen start --roles db --proxy
                                main-proxy.limen.svc:3080 --ca-pin <TLS CA pin>``, the token
                                in LIMEN_TOKEN (from main-db-token); a read-only root with
-                               emptyDirs for the data directory and /tmp
+                               emptyDirs for the data volume (DATA_DIR made in it) and /tmp
+                               (TMPDIR); default requests (cluster_builders.DEFAULT_RESOURCES);
+                               no liveness probe: it listens on nothing (its tunnel redials
+                               by itself), and an exec probe would start Python every period
 
 The agents join through the proxy Service (its names are in the proxies' certificates:
 ``auth.proxy_server_names``), dial their reverse tunnel to it, and serve the matching db
@@ -40,9 +43,13 @@ from limen.operator.cluster_builders import (
     cluster_spec,
     common_labels,
     container_security_context,
+    default_resources,
     pod_security_context,
     pod_selector,
     proxy_web_address,
+    scratch_env,
+    scratch_mounts,
+    tmp_volume,
     token_secret,
 )
 from limen.rbac.labels import compile_selector, normalize_label_map
@@ -110,12 +117,12 @@ def _container(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, An
         "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
                  "--roles", COMPONENT, "--proxy", proxy_web_address(body),
                  "--ca-pin", ca_pin],
-        "env": [{"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
+        "env": [*scratch_env(), {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": names.db_token, "key": TOKEN_KEY}}}],
+        "resources": default_resources(COMPONENT),  # spec.db.resources: the selectors
         "volumeMounts": [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
                           "subPath": "limen.yaml", "readOnly": True},
-                         {"name": "data", "mountPath": DATA_DIR},
-                         {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
+                         *scratch_mounts()],
         "securityContext": container_security_context(),
     }
 
@@ -137,8 +144,7 @@ def _deployment(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, A
                     "automountServiceAccountToken": False,  # it never calls Kubernetes
                     "containers": [_container(body, image, ca_pin)],
                     "volumes": [{"name": "config", "configMap": {"name": names.db_config}},
-                                {"name": "data", "emptyDir": {}},
-                                {"name": "tmp", "emptyDir": {}}],
+                                {"name": "data", "emptyDir": {}}, tmp_volume()],
                 },
             },
         },

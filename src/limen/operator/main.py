@@ -40,6 +40,7 @@ from limen.backend.sqlite import DB_FILENAME
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.errors import BadParameter, NotFound
+from limen.files import private_dir
 from limen.operator.auth import LimenAuth, data_dir_endpoint, static_endpoint
 from limen.operator.ca_secret import operator_identity, read_secret_data, seed_backend
 from limen.operator.cluster import register_cluster_handlers
@@ -144,7 +145,7 @@ def seed_ca_from_dir(ca_dir: Path, data_dir: Path) -> list[str]:
     """``limen operator seed-ca``: make auth's backend in ``data_dir`` hold the CAs of the
     mounted CA Secret; returns the CA types written (empty when already in place)."""
     cluster, cas = read_secret_data(read_ca_dir(ca_dir))
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(data_dir)  # in the auth pod: a directory of its own inside the data volume
 
     async def seed() -> list[str]:
         backend = open_backend(data_dir)

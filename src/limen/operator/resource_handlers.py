@@ -166,7 +166,7 @@ class Reconciler:
         auth = self.ctx.auth
         if auth is None:
             raise AccessDenied("the operator has no auth API configured (--auth and "
-                               "--identity, or --data-dir)")
+                               "--identity, or --data-dir) and has deployed no Cluster")
         old_name = previous.get("limenName")
         if isinstance(old_name, str) and old_name != declared.name:
             await self._forget(old_name, declared.ref)
