@@ -189,3 +189,21 @@ def test_a_cancel_key_the_proxy_did_not_issue_cancels_nothing(alice_logged_in: D
         assert sock.recv(1) == b""
     events = env.wait_audit("db.session.cancel", "the refused cancel", success=False)
     assert any(e.get("reason") == "unknown cancel key" for e in events)
+
+
+def test_a_gigabyte_copy_streams_through_the_proxy(alice_logged_in: DBEnv) -> None:
+    env = alice_logged_in
+    rows, width = 1 << 20, 1023  # 1 GiB of COPY text: 1023 characters and a newline a row
+    query = (f"\\copy (select repeat('x', {width}) from generate_series(1, {rows})) "  # noqa: S608
+             "to stdout")
+    received = 0
+    with subprocess.Popen(["psql", "-X", SERVICE, "-c", query], env=env.alice.env,
+                          stdout=subprocess.PIPE) as psql:
+        assert psql.stdout is not None
+        while chunk := psql.stdout.read(1 << 20):
+            received += len(chunk)
+        assert psql.wait(timeout=120) == 0
+    assert received == rows * (width + 1) == 1 << 30
+    ended = env.wait_audit("db.session.end", "the session end with its byte count",
+                           user="alice")
+    assert max(e.get("bytes_from_db", 0) for e in ended) > 1 << 30
