@@ -1,56 +1,59 @@
-"""Auth's store of session recordings as users see it: each recording's metadata, a summary
-row for listings, and the ``session`` rule decision for one caller and one recording.
+"""Auth's store of session recordings as users see it: which store holds them, each
+recording's metadata, a summary row for listings, and the ``session`` rule decision for one
+caller and one recording.
 
-``DATA_DIR/log/recordings/<id>.cast`` sits next to ``<id>.json``, the session's metadata
-written by the recorder (``user``, ``login``, ``server_id``, ``server_hostname``,
-``cluster``, ``start``, ``end``, ``incomplete``, and ``participants`` when known; see
-``limen.recording.sink``). The decision evaluates the caller's ``session`` rules with that
-metadata (``limen.rbac.rule_context``): the ``access`` preset's
+:func:`recording_store` chooses the store with the backend: ``DATA_DIR/log/recordings`` for
+SQLite (``<id>.cast`` next to ``<id>.json``, the session's metadata written by the recorder:
+``user``, ``login``, ``server_id``, ``server_hostname``, ``cluster``, ``start``, ``end``,
+``incomplete``, and ``participants`` when known; see ``limen.recording.sink``), the shared
+database for PostgreSQL (``limen.auth.recordings_postgres``), so that a recording uploaded
+through one auth replica is read through any other. The decision evaluates the caller's
+``session`` rules with that metadata (``limen.rbac.rule_context``): the ``access`` preset's
 ``where: contains(session.participants, user.metadata.name)`` lets a user read only the
-sessions they took part in. Called by ``limen.auth.http.user``.
+sessions they took part in. Called by ``limen.auth.http.user`` and ``limen.auth.http.agents``
+(and ``limen.cli.compose`` for the node agent in auth's process).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from limen.auth.recordings_postgres import PostgresRecordingStore
+from limen.backend.base import Backend
+from limen.backend.postgres import PostgresBackend
 from limen.ca.identity import Identity, SystemRole
 from limen.rbac.decision import Decision, allow, deny
 from limen.rbac.roleset import RoleSet
 from limen.rbac.rule_context import rule_context, session_participants
-from limen.recording.writer import SESSION_ID_PATTERN
+from limen.recording.sink import (
+    LocalDirectorySink,
+    RecordingStore,
+    directory_listing,
+    directory_metadata,
+)
 
-__all__ = ["decide", "list_metadata", "read_metadata", "summary"]
+__all__ = ["decide", "list_metadata", "read_metadata", "recording_store", "summary"]
 
 
-def _sidecar(directory: Path, session_id: str) -> dict[str, Any]:
-    path = directory / f"{session_id}.json"
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        found = {}
-    meta = dict(found) if isinstance(found, dict) else {}
-    meta["session_id"] = session_id
-    return meta
+def recording_store(backend: Backend, directory: Path) -> RecordingStore:
+    """Where auth keeps recordings with ``backend``: its PostgreSQL database, shared by every
+    auth replica, or else the local ``directory``."""
+    if isinstance(backend, PostgresBackend):
+        return PostgresRecordingStore(backend)
+    return LocalDirectorySink(directory)
 
 
 def read_metadata(directory: Path, session_id: str) -> dict[str, Any] | None:
-    """The metadata of recording ``session_id`` (a checked id), or None when there is none."""
-    if not (directory / f"{session_id}.cast").is_file():
-        return None
-    return _sidecar(directory, session_id)
+    """The metadata of recording ``session_id`` (a checked id) in ``directory``, or None
+    when there is none (blocking)."""
+    return directory_metadata(directory, session_id)
 
 
 def list_metadata(directory: Path) -> list[dict[str, Any]]:
-    """The metadata of every stored recording (blocking: run it in a thread)."""
-    if not directory.is_dir():
-        return []
-    return [_sidecar(directory, path.name.removesuffix(".cast"))
-            for path in sorted(directory.glob("*.cast"))
-            if SESSION_ID_PATTERN.match(path.name.removesuffix(".cast"))]
+    """The metadata of every recording in ``directory`` (blocking: run it in a thread)."""
+    return directory_listing(directory)
 
 
 def _time(value: Any) -> datetime | None:

@@ -243,6 +243,16 @@ class PostgresBackend:
             if cursor >= latest:
                 await wait_event(changed, self._poll_interval)
 
+    # -- tables beside the backend's -----------------------------------------------------
+
+    async def run(self, work: Callable[[Lease], Awaitable[_T]]) -> _T:
+        """Run ``work`` on one of the backend's pooled connections, as its own statements run:
+        psycopg errors become ``ConnectionProblem``/``BadParameter``, a stale connection is
+        replaced and ``work`` retried once if it failed before its ``COMMIT`` (so ``work``
+        must be one transaction, ``lease.transaction()``, or only read). For the tables other
+        parts keep in the same database (``limen.auth.recordings_postgres``)."""
+        return await self._use(work)
+
     # -- lifecycle -----------------------------------------------------------------------
 
     @property

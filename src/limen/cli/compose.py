@@ -29,6 +29,7 @@ from limen.auth.audit_signer import audit_signer_source
 from limen.auth.auth_service import AuthService, host_uuid
 from limen.auth.db_access import issue_upstream_cert
 from limen.auth.host_names import configured_proxy_names
+from limen.auth.recordings import recording_store
 from limen.backend.factory import open_backend
 from limen.backend.postgres_dsn import backend_options
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
@@ -41,11 +42,10 @@ from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
-from limen.events.filelog import FileLog
-from limen.files import private_dir
+from limen.events.factory import open_audit_log
 from limen.gitops.sync_service import GitOpsService
 from limen.proxy.trust_leaf_links import LeafLinks
-from limen.recording.sink import LocalDirectorySink, recordings_dir
+from limen.recording.sink import recordings_dir
 from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TrustedClusterReconciler
 from limen.trust.secrets import SecretSource
@@ -70,8 +70,9 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
         async with remote_services(settings) as remote:
             yield remote
         return
-    backend = open_backend(settings.data_dir, **backend_options(settings.backend))
-    log = FileLog(private_dir(settings.data_dir / "log") / "events")
+    options = backend_options(settings.backend)
+    backend = open_backend(settings.data_dir, **options)
+    log = open_audit_log(settings.data_dir, **options)  # day files, or the shared database
     try:
         auth = AuthService(settings, backend, log)
         log.set_signer(audit_signer_source(auth.server))  # signed checkpoints (events/chain)
@@ -140,7 +141,7 @@ class _LocalNode:
             StoreAccessPolicy(server.store, self.settings.node.labels,
                               cluster=server.cluster_name,
                               map_roles=trusted_role_map(self.trusted)),
-            self.emitter, LocalDirectorySink(recordings_dir(self.settings.data_dir)),
+            self.emitter, recording_store(server.backend, recordings_dir(self.settings.data_dir)),
             tunnel_address=lambda: self.proxy.listeners["tunnel"])
         return await self.node.start()
 

@@ -1,7 +1,9 @@
 """``lmctl audit verify [DAY|FILE ...]``: check the audit log's hash chain and signed
 checkpoints (:mod:`limen.events.verify`) and name the first broken line of each file.
 
-The files are read directly (default ``DATA_DIR/log/events``, or ``--dir`` for a copy); the
+The files are read directly (default ``DATA_DIR/log/events``, or ``--dir`` for a copy), or with
+``--postgres [DSN_FILE]`` the days of the PostgreSQL audit log of a cluster whose backend is
+PostgreSQL (``limen.events.postgres_verify``; no file: the DSN from ``LIMEN_BACKEND_DSN``); the
 public keys of auth's JWT CA, which signs the checkpoints, come from the cluster
 (``CertAuthority/jwt.<cluster>``: the running cluster's API, or the data directory when
 nothing runs from it) or from ``--key`` files kept elsewhere (PEM, OpenSSH line, or the JWKS
@@ -14,12 +16,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import click
 
 from limen.auth.audit_signer import audit_keys
+from limen.backend.postgres_dsn import read_dsn
 from limen.ca.keys import jwk_thumbprint, load_public_key, public_jwk, public_key_from_jwk
 from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
@@ -27,6 +31,8 @@ from limen.cli.lmctl_run import run_admin
 from limen.errors import BadParameter
 from limen.events.chain import PublicKey
 from limen.events.filelog import DAY_FILE_PATTERN, day_files
+from limen.events.postgres_log import PostgresLog
+from limen.events.postgres_verify import verify_postgres
 from limen.events.verify import FileReport, verify_files
 
 __all__ = ["verify"]
@@ -36,6 +42,10 @@ __all__ = ["verify"]
 @click.argument("targets", nargs=-1, metavar="[DAY|FILE]...")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
               help="Directory of the day files (default: DATA_DIR/log/events).")
+@click.option("--postgres", "dsn_file", is_flag=False, flag_value="", default=None,
+              metavar="[DSN_FILE]",
+              help="Verify the PostgreSQL audit log (the backend's DSN file; without one, "
+                   "LIMEN_BACKEND_DSN) instead of day files.")
 @click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path,
               dir_okay=False, exists=True),
               help="Public key to trust instead of asking the cluster: PEM, OpenSSH or JWKS "
@@ -44,18 +54,23 @@ __all__ = ["verify"]
               help="Print the cluster's checkpoint keys as a JWKS (for --key) and exit.")
 @OUTPUT_OPTION
 @handle_errors
-def verify(targets: tuple[str, ...], directory: Path | None, key_files: tuple[Path, ...],
-           export_key: bool, output: str) -> None:
+def verify(targets: tuple[str, ...], directory: Path | None, dsn_file: str | None,
+           key_files: tuple[Path, ...], export_key: bool, output: str) -> None:
     """Verify the audit log's hash chain and signed checkpoints (all days, or DAY/FILE)."""
+    if dsn_file is not None and directory is not None:
+        raise BadParameter("--postgres and --dir name two different logs: give one")
     keys = _keys_from_files(key_files) if key_files else run_admin(_cluster_keys)
     if export_key:
         click.echo(json.dumps({"keys": [public_jwk(k, kid) for kid, k in keys.items()]},
                               indent=2))
         return
-    root = click.get_current_context().find_root().params
-    log_dir = directory or Path(root["data_dir"]) / "log" / "events"
-    paths = _targets(log_dir, targets)
-    reports = verify_files(log_dir, keys, paths)
+    if dsn_file is not None:
+        reports = _verify_postgres(dsn_file, keys, targets)
+    else:
+        root = click.get_current_context().find_root().params
+        log_dir = directory or Path(root["data_dir"]) / "log" / "events"
+        paths = _targets(log_dir, targets)
+        reports = verify_files(log_dir, keys, paths)
     if output != "text":
         emit_documents([_document(r) for r in reports], output, as_list=True)
     else:
@@ -91,6 +106,34 @@ def _keys_from_files(files: tuple[Path, ...]) -> dict[str, PublicKey]:
             key = load_public_key(text)
             keys[jwk_thumbprint(key)] = key
     return keys
+
+
+def _verify_postgres(dsn_file: str, keys: Mapping[str, PublicKey],
+                     targets: tuple[str, ...]) -> list[FileReport]:
+    with PostgresLog(read_dsn(dsn_file or None)) as log:
+        days = log.days()
+        if not days:
+            raise BadParameter(f"no audit events in {log.description}")
+        chosen: list[date] | None = None
+        if targets:
+            chosen = []
+            for target in targets:
+                day = _day(target)
+                if day is None or day not in days:
+                    raise BadParameter(f"no audit log day {target} in {log.description} (give a "
+                                       "day as YYYY-MM-DD)")
+                chosen.append(day)
+        return verify_postgres(log, keys, chosen)
+
+
+def _day(target: str) -> date | None:
+    """The day ``target`` names: ``YYYY-MM-DD`` or its day file's name."""
+    match = DAY_FILE_PATTERN.match(Path(target).name if target.endswith(".jsonl")
+                                   else f"{target}.jsonl")
+    try:
+        return date.fromisoformat(match.group(1)) if match is not None else None
+    except ValueError:
+        return None
 
 
 def _targets(log_dir: Path, targets: tuple[str, ...]) -> list[Path] | None:

@@ -3,7 +3,9 @@
 Every security-relevant action becomes a typed :class:`AuditEvent` with a stable code from
 the one table in :mod:`limen.events.codes`, built by :func:`make_event` (which scrubs secrets)
 and handed to an :class:`Emitter`. The default emitter, :class:`FileLog`, appends JSON lines to
-``events/YYYY-MM-DD.jsonl``; :func:`search` reads them back for ``lmctl audit search``::
+``events/YYYY-MM-DD.jsonl``; :func:`search` reads them back for ``lmctl audit search``. With a
+PostgreSQL backend (several auth replicas) :func:`open_audit_log` gives :class:`PostgresLog`
+instead: the same chained lines in that database, searched there by every replica::
 
     make_event("user.login", user="alice", cluster="main", method="password")
         │ codes.py: type + outcome -> "L1000I"      scrub.py: drop secrets
@@ -12,7 +14,9 @@ and handed to an :class:`Emitter`. The default emitter, :class:`FileLog`, append
                                  └──▶ MemoryEmitter ──▶ subscribers, tests
 
 Modules: ``codes`` (types and codes), ``event`` (the record), ``scrub`` (secret removal),
-``emitter`` (the protocol, fan-out, memory), ``filelog`` (the JSON-lines file), ``search``.
+``emitter`` (the protocol, fan-out, memory), ``filelog`` (the JSON-lines file), ``search``,
+``postgres_log`` (the shared log; ``postgres_log_sql``, ``postgres_conn``, ``postgres_verify``),
+``factory`` (which of the two).
 Used by auth, the proxy, the agents, the Git sync, the operator and the CLIs.
 """
 
@@ -26,21 +30,26 @@ from limen.events.codes import (
 )
 from limen.events.emitter import Emitter, MemoryEmitter, MultiEmitter, Subscription
 from limen.events.event import AuditEvent, format_time, make_event, parse_time
+from limen.events.factory import AuditLog, open_audit_log
 from limen.events.filelog import FileLog, day_file_name, day_files
+from limen.events.postgres_log import PostgresLog
 from limen.events.scrub import REDACTED, is_secret_name, scrub, token_fingerprint
-from limen.events.search import SearchResult, parse_since, scan, search
+from limen.events.search import SearchableLog, SearchResult, parse_since, scan, search, search_log
 
 __all__ = [
     "EVENT_CODES",
     "REDACTED",
     "AuditEvent",
+    "AuditLog",
     "Emitter",
     "EventCode",
     "EventType",
     "FileLog",
     "MemoryEmitter",
     "MultiEmitter",
+    "PostgresLog",
     "SearchResult",
+    "SearchableLog",
     "Severity",
     "Subscription",
     "code_for",
@@ -50,10 +59,12 @@ __all__ = [
     "is_secret_name",
     "lookup_code",
     "make_event",
+    "open_audit_log",
     "parse_since",
     "parse_time",
     "scan",
     "scrub",
     "search",
+    "search_log",
     "token_fingerprint",
 ]

@@ -2,8 +2,9 @@
 
 Everything that audits holds an :class:`Emitter` (passed explicitly, never a global) and calls
 ``await emitter.emit(make_event(...))``. In a running cluster that emitter is auth's
-:class:`~limen.events.FileLog` (agents apart from auth reach it through their outbox and
-``POST /v1/events``). :class:`MemoryEmitter` keeps events for readers in the same process
+:class:`~limen.events.FileLog`, or :class:`~limen.events.PostgresLog` on a PostgreSQL backend
+(``limen.events.factory``); agents apart from auth reach it through their outbox and
+``POST /v1/events``. :class:`MemoryEmitter` keeps events for readers in the same process
 (``subscribe()`` / ``wait_for()``: the tests today, a live activity feed later) and
 :class:`MultiEmitter` fans one event out to several emitters; no daemon wires them yet."""
 

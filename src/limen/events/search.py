@@ -1,6 +1,8 @@
 """Search the audit log written by :class:`~limen.events.FileLog`.
 
-Called by the auth API and ``lmctl audit search [--type T] [--since 1h] [-o json]``.
+Called by the auth API and ``lmctl audit search [--type T] [--since 1h] [-o json]``;
+:func:`search_log` lets a log that searches itself (:class:`~limen.events.PostgresLog`, shared
+by every auth replica) answer instead of the files.
 :func:`search` returns matching events as dicts (the JSON written), ordered by time;
 :func:`scan` returns the same plus how many lines were unreadable, for callers that report it.
 
@@ -17,6 +19,7 @@ Only the daily files that can hold the requested time range are opened.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
 import json
@@ -26,7 +29,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from limen.errors import BadParameter
 from limen.events.chain import CHAIN_KEY, CHECKPOINT_KEY
@@ -34,7 +37,8 @@ from limen.events.codes import EventType
 from limen.events.event import parse_time
 from limen.events.filelog import day_files
 
-__all__ = ["SearchResult", "parse_since", "scan", "search"]
+__all__ = ["SearchResult", "SearchableLog", "event_type_filter", "parse_since", "scan", "search",
+           "search_log"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,39 @@ def search(
     return result.events
 
 
+@runtime_checkable
+class SearchableLog(Protocol):
+    """An audit log that answers searches itself (:class:`~limen.events.PostgresLog`: the
+    events of every auth replica), with :func:`search`'s arguments and result."""
+
+    async def search(
+        self, types: Iterable[str] | str | None = None, user: str | None = None,
+        since: datetime | None = None, until: datetime | None = None,
+        limit: int | None = None, *, descending: bool = False, chain: bool = False,
+    ) -> list[dict[str, Any]]: ...
+
+
+async def search_log(
+    emitter: object,
+    log_dir: str | os.PathLike[str],
+    types: Iterable[str] | str | None = None,
+    user: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+    *,
+    descending: bool = False,
+) -> list[dict[str, Any]]:
+    """The events the auth server's audit log holds: asked to ``emitter`` when it is a
+    :class:`SearchableLog`, else read from the day files in ``log_dir`` (a
+    :class:`~limen.events.FileLog`'s, in a thread). Called by the auth API (``GET
+    /v1/events``: ``lmctl audit search``)."""
+    if isinstance(emitter, SearchableLog):
+        return await emitter.search(types, user, since, until, limit, descending=descending)
+    return await asyncio.to_thread(search, log_dir, types, user, since, until, limit,
+                                   descending=descending)
+
+
 def scan(
     log_dir: str | os.PathLike[str],
     types: Iterable[str] | str | None = None,
@@ -98,7 +135,7 @@ def scan(
     chain: bool = False,
 ) -> SearchResult:
     """Like :func:`search`, returning a :class:`SearchResult` with the skipped-line count."""
-    wanted = _type_filter(types)
+    wanted = event_type_filter(types)
     for name, bound in (("since", since), ("until", until)):
         if bound is not None and bound.tzinfo is None:
             raise BadParameter(f"{name} must be a timezone-aware datetime")
@@ -155,7 +192,9 @@ def _read_file(
     return found
 
 
-def _type_filter(types: Iterable[str] | str | None) -> frozenset[str] | None:
+def event_type_filter(types: Iterable[str] | str | None) -> frozenset[str] | None:
+    """The event types that ``types`` (names or globs such as ``session.*``) stand for;
+    ``None`` for no filter. ``BadParameter`` for a name or glob that matches no type."""
     if types is None:
         return None
     names = [types] if isinstance(types, str) else list(types)

@@ -1,7 +1,9 @@
 """Check the audit log's hash chain and signed checkpoints; find the first broken link.
 
 Called by ``lmctl audit verify`` (``limen.cli.lmctl_audit_verify``) with the public keys of
-auth's JWT CA (by ``kid``). Format: :mod:`limen.events.chain`. For each day file, line by line:
+auth's JWT CA (by ``kid``), for day files and, through :mod:`limen.events.postgres_verify`,
+for the days of the PostgreSQL log. Format: :mod:`limen.events.chain`. For each day file, line
+by line:
 
 * a line without a well-formed chain member is ``not-chained`` (edited, inserted, or written
   before the log was chained) — unless it is a torn line followed by the ``torn`` marker a
@@ -42,7 +44,8 @@ from limen.events.chain import (
 )
 from limen.events.filelog import WRITER_LOCK, day_files
 
-__all__ = ["FileReport", "Problem", "verify_file", "verify_files", "writer_active"]
+__all__ = ["FileReport", "Problem", "verify_bytes", "verify_file", "verify_files",
+           "writer_active"]
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,16 @@ def verify_files(
 
 def verify_file(path: Path, keys: Mapping[str, PublicKey], *, live: bool = False) -> FileReport:
     """Walk one day file's chain (see the module docstring)."""
-    report = FileReport(path)
     with open(path, "rb") as handle:
         data = handle.read()
+    return verify_bytes(path, data, keys, live=live)
+
+
+def verify_bytes(path: Path, data: bytes, keys: Mapping[str, PublicKey], *,
+                 live: bool = False) -> FileReport:
+    """Walk the chain of ``data``, the content of the day file ``path`` (its name seeds the
+    chain; the PostgreSQL log hands its day's lines here as that file would hold them)."""
+    report = FileReport(path)
     ends_with_newline = data.endswith(b"\n")
     raws = data.split(b"\n")
     if ends_with_newline or not data:

@@ -1,4 +1,5 @@
-"""Where finished recordings go: the ``RecordingSink`` seam and the local-directory sink.
+"""Where finished recordings go: the ``RecordingSink`` seam, the ``RecordingStore`` that auth
+also reads them back from, and the local-directory store.
 
 The node agent hands every finished (or recovered) recording to a sink. In single-process
 mode, :class:`LocalDirectorySink` moves it into auth's recordings directory
@@ -6,6 +7,11 @@ mode, :class:`LocalDirectorySink` moves it into auth's recordings directory
 metadata (``<session_id>.json``: user, login, server, times, ``incomplete``), written first:
 when the ``.cast`` is there, so is its sidecar. A sink that
 uploads to auth over its API (separate agents) implements the same protocol.
+
+Auth stores and serves recordings through a :class:`RecordingStore` (a sink that can also be
+read): the directory for a SQLite backend, the database every replica shares for a PostgreSQL
+one (``limen.auth.recordings_postgres``; chosen by ``limen.auth.recordings.recording_store``).
+Another store (an object store) implements the same five methods.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from limen.errors import NotFound
 from limen.files import write_private
-from limen.recording.writer import check_session_id
+from limen.recording.writer import SESSION_ID_PATTERN, check_session_id
 
-__all__ = ["LocalDirectorySink", "RecordingSink", "recordings_dir", "sessions_dir"]
+__all__ = ["LocalDirectorySink", "RecordingSink", "RecordingStore", "directory_listing",
+           "directory_metadata", "recordings_dir", "sessions_dir"]
 
 
 def sessions_dir(data_dir: Path) -> Path:
@@ -41,8 +49,62 @@ class RecordingSink(Protocol):
         ...
 
 
+@runtime_checkable
+class RecordingStore(RecordingSink, Protocol):
+    """Auth's store of finished recordings: a sink that can be read back. Metadata dicts are
+    the recorder's sidecar plus ``session_id``."""
+
+    async def stored_meta(self, session_id: str) -> dict[str, Any] | None:
+        """The metadata stored for ``session_id``, even for a recording whose store was
+        interrupted (whose host owns the id); None when there is none."""
+        ...
+
+    async def metadata(self, session_id: str) -> dict[str, Any] | None:
+        """The metadata of the stored recording ``session_id``, or None when there is none."""
+        ...
+
+    async def list_metadata(self) -> list[dict[str, Any]]:
+        """The metadata of every stored recording."""
+        ...
+
+    async def read(self, session_id: str) -> bytes:
+        """The asciicast file of recording ``session_id``; ``NotFound`` when there is none."""
+        ...
+
+
+def _sidecar(directory: Path, session_id: str) -> dict[str, Any] | None:
+    try:
+        found = json.loads((directory / f"{session_id}.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        found = {}
+    meta = dict(found) if isinstance(found, dict) else {}
+    meta["session_id"] = session_id
+    return meta
+
+
+def directory_metadata(directory: Path, session_id: str) -> dict[str, Any] | None:
+    """The metadata of recording ``session_id`` (a checked id) in ``directory``, or None when
+    its ``.cast`` is not there (blocking)."""
+    if not (directory / f"{session_id}.cast").is_file():
+        return None
+    return _sidecar(directory, session_id) or {"session_id": session_id}
+
+
+def directory_listing(directory: Path) -> list[dict[str, Any]]:
+    """The metadata of every recording in ``directory``, by session id (blocking)."""
+    if not directory.is_dir():
+        return []
+    return [_sidecar(directory, path.name.removesuffix(".cast"))
+            or {"session_id": path.name.removesuffix(".cast")}
+            for path in sorted(directory.glob("*.cast"))
+            if SESSION_ID_PATTERN.match(path.name.removesuffix(".cast"))]
+
+
 class LocalDirectorySink:
-    """Moves recordings into ``directory`` (0700) with a ``<session_id>.json`` sidecar."""
+    """Moves recordings into ``directory`` (0700) with a ``<session_id>.json`` sidecar; a
+    :class:`RecordingStore` (auth reads them back from there)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -55,6 +117,23 @@ class LocalDirectorySink:
 
     async def upload(self, session_id: str, path: Path, meta: Mapping[str, Any]) -> None:
         await asyncio.to_thread(self._store, session_id, path, dict(meta))
+
+    async def stored_meta(self, session_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(_sidecar, self.directory, check_session_id(session_id))
+
+    async def metadata(self, session_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(directory_metadata, self.directory,
+                                       check_session_id(session_id))
+
+    async def list_metadata(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(directory_listing, self.directory)
+
+    async def read(self, session_id: str) -> bytes:
+        path = self.cast_path(session_id)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"no recording of session {session_id}") from None
 
     def _store(self, session_id: str, path: Path, meta: dict[str, Any]) -> None:
         # The sidecar first: once <id>.cast exists, its metadata is there too.

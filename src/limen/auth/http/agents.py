@@ -11,8 +11,10 @@ record::
 Only system identities of this cluster (node, proxy, db, kube, app) may call them. A peer's
 events are parsed again (``AuditEvent.from_dict`` re-scrubs their free fields), must name this
 cluster, and get the caller's host id as ``server_id``; a recording is streamed to a temporary
-file, checked to be asciicast, and stored with its sidecar (``LocalDirectorySink``) — an
-upload of a session id that is already stored from another host is refused. Registered by
+file (in the recordings directory), checked to be asciicast, and stored with its metadata in
+auth's recording store (``limen.auth.recordings.recording_store``: that directory, or the
+PostgreSQL database every auth replica reads) — an upload of a session id that is already
+stored from another host is refused. Registered by
 ``limen.auth.http.app.build_app``; the agents' side is ``limen.agents.audit_outbox`` and
 ``limen.agents.recording_upload``.
 """
@@ -35,12 +37,12 @@ from aiohttp import web
 
 from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
+from limen.auth.recordings import recording_store
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import AccessDenied, BadParameter, LimitExceeded
 from limen.events.event import AuditEvent
 from limen.net.http import json_body
 from limen.recording.asciicast import parse_cast
-from limen.recording.sink import LocalDirectorySink
 from limen.recording.writer import check_session_id
 
 __all__ = ["MAX_RECORDING_BYTES", "RECORDING_META_HEADER", "agent_routes"]
@@ -58,7 +60,9 @@ IdentityOf = Callable[[web.Request], Awaitable[Identity]]
 
 def agent_routes(auth: AuthServer, identity_of: IdentityOf,
                  recordings: Path) -> list[web.RouteDef]:
-    sink = LocalDirectorySink(recordings)
+    """The routes; ``recordings`` holds uploads being received, and is the recording store
+    when the backend keeps none."""
+    store = recording_store(auth.backend, recordings)
     seen: OrderedDict[str, None] = OrderedDict()
 
     async def caller(request: web.Request) -> Identity:
@@ -101,11 +105,9 @@ def agent_routes(auth: AuthServer, identity_of: IdentityOf,
         session_id = check_session_id(request.match_info["session_id"])
         meta = _meta(request.headers.get(RECORDING_META_HEADER, ""))
         meta["server_id"] = identity.host_id
-        stored = sink.meta_path(session_id)
-        if stored.is_file():
-            previous = json.loads(await asyncio.to_thread(stored.read_text, encoding="utf-8"))
-            if previous.get("server_id") not in (None, identity.host_id):
-                raise AccessDenied(f"recording {session_id} belongs to another host")
+        previous = await store.stored_meta(session_id)
+        if previous is not None and previous.get("server_id") not in (None, identity.host_id):
+            raise AccessDenied(f"recording {session_id} belongs to another host")
         fd, path = await asyncio.to_thread(_upload_file, recordings)
         try:
             size = 0
@@ -116,7 +118,7 @@ def agent_routes(auth: AuthServer, identity_of: IdentityOf,
                         raise LimitExceeded("the recording is larger than 1 GiB")
                     out.write(chunk)
             await asyncio.to_thread(_check_cast, path)
-            await sink.upload(session_id, path, meta)
+            await store.upload(session_id, path, meta)
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         await auth.emit("session.upload", session_id=session_id, server_id=identity.host_id,

@@ -78,7 +78,7 @@ from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey
 from limen.ca.x509_certs import load_certificate, verify_client_cert
 from limen.errors import AccessDenied, BadParameter, NotFound, ValidationFailed
-from limen.events.search import parse_since, search
+from limen.events.search import parse_since, search_log
 from limen.net.http import error_middleware, json_body
 from limen.recording.sink import recordings_dir
 
@@ -316,9 +316,10 @@ class _Routes:
         query = request.query
         since = parse_since(query["since"]) if query.get("since") else None
         limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
-        found = search(self.events_dir, types=query.getall("type", []) or None,
-                       user=query.get("user") or None, since=since, limit=limit,
-                       descending=query.get("order") == "newest")
+        found = await search_log(self.auth.emitter, self.events_dir,
+                                 types=query.getall("type", []) or None,
+                                 user=query.get("user") or None, since=since, limit=limit,
+                                 descending=query.get("order") == "newest")
         return web.json_response({"events": found})
 
     async def access_check(self, request: web.Request) -> web.Response:

@@ -12,13 +12,15 @@ the ``access`` preset's ``contains(session.participants, user.metadata.name)`` l
 to the sessions they took part in. A caller no rule allows gets 403, and every refusal is
 audited (``access.denied``).
 
+Recordings are read from auth's recording store (``limen.auth.recordings.recording_store``:
+the data directory, or the PostgreSQL database every auth replica shares).
+
 The caller's identity comes from ``limen.auth.http.app`` (the user's certificate, forwarded by the
 proxy and re-verified there). Registered by ``limen.auth.http.app.build_app``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,9 @@ from aiohttp import web
 
 from limen.auth.core import AuthServer
 from limen.auth.nodes import visible_nodes
-from limen.auth.recordings import decide, list_metadata, read_metadata, summary
+from limen.auth.recordings import decide, recording_store, summary
 from limen.ca.identity import Identity, SystemRole
-from limen.errors import AccessDenied, NotFound
+from limen.errors import AccessDenied, BadParameter, NotFound
 from limen.rbac.decision import Decision
 from limen.recording.writer import check_session_id
 
@@ -41,6 +43,10 @@ RoleSetOf = Callable[[Identity], Awaitable[Any]]
 
 def user_routes(auth: AuthServer, identity_of: IdentityOf, role_set_of: RoleSetOf,
                 recordings: Path) -> list[web.RouteDef]:
+    """The routes; ``recordings`` is the directory of the recording store when the backend
+    keeps none (``limen.auth.recordings.recording_store``)."""
+    store = recording_store(auth.backend, recordings)
+
     async def nodes(request: web.Request) -> web.Response:
         identity = await identity_of(request)
         role_set = None if identity.system_role is SystemRole.ADMIN else \
@@ -64,7 +70,7 @@ def user_routes(auth: AuthServer, identity_of: IdentityOf, role_set_of: RoleSetO
         possible = decide(identity, role_set, "list", None)
         if not possible.allowed:
             raise await refuse(identity, "recording.list", possible)
-        metas = await asyncio.to_thread(list_metadata, recordings)
+        metas = await store.list_metadata()
         items = [summary(meta) for meta in metas
                  if decide(identity, role_set, "list", meta).allowed
                  and decide(identity, role_set, "read", meta).allowed]
@@ -78,14 +84,16 @@ def user_routes(auth: AuthServer, identity_of: IdentityOf, role_set_of: RoleSetO
         possible = decide(identity, role_set, "read", None)
         if not possible.allowed:
             raise await refuse(identity, "recording.read", possible, session_id)
-        meta = await asyncio.to_thread(read_metadata, recordings, session_id)
+        meta = await store.metadata(session_id)
         if meta is None:
             raise NotFound(f"no recording of session {session_id}")
         decision = decide(identity, role_set, "read", meta)
         if not decision.allowed:
             raise await refuse(identity, "recording.read", decision, session_id)
-        cast = recordings / f"{session_id}.cast"
-        text = await asyncio.to_thread(cast.read_text, encoding="utf-8")
+        try:
+            text = (await store.read(session_id)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadParameter(f"recording {session_id} is not UTF-8 text") from None
         return web.json_response({"session_id": session_id, "cast": text, "meta": meta})
 
     return [web.get("/v1/nodes", nodes), web.get("/v1/recordings", recordings_list),
