@@ -187,8 +187,9 @@ class BackendSettings:
     """PostgreSQL: a file holding the libpq connection string (never the string itself in
     ``limen.yaml`` or Git); ``LIMEN_BACKEND_DSN`` in the environment is the alternative."""
     ca_key_file: str = ""
-    """A file holding the key that encrypts the CAs' private keys in a shared backend, the
-    same on every auth replica (required with ``postgres``)."""
+    """A file (mode 0600) holding the 32-byte key, base64 or hex, that encrypts the CAs'
+    private keys in the backend, the same on every auth replica: required with ``postgres``,
+    optional with ``sqlite`` (``limen.auth.ca_key_file``; ``LIMEN_CA_KEY_FILE``)."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         "LIMEN_AUTH_SERVER": ("join", "auth_server"), "LIMEN_CA_PIN": ("join", "ca_pin"),
         "LIMEN_AUTH_JOIN": ("join", "auth_join"),
         "LIMEN_NODENAME": ("node", "nodename"), "LIMEN_SFTP_SERVER": ("node", "sftp_server"),
+        "LIMEN_CA_KEY_FILE": ("backend", "ca_key_file"),
     }
     for var, path in simple.items():
         if var in env:
@@ -417,9 +419,16 @@ def load_settings(
     interval = _seconds(gitops_raw.pop("interval", 15.0))
     node_raw = raw.get("node", {})
     auth_raw = raw.get("auth", {})
+    roles = tuple(raw.get("roles", ("auth", "proxy", "node")))
+    backend = BackendSettings(**raw.get("backend", {}))
+    if backend.type == "postgres" and "auth" in roles and not backend.ca_key_file:
+        raise BadParameter(
+            "config backend.ca_key_file: required with backend.type postgres (a file, mode "
+            "0600, holding the 32-byte key, base64 or hex, that encrypts the CA private keys "
+            "in the database; the same file on every auth replica)")
     return Settings(
         data_dir=Path(raw.get("data_dir", ".limen-data")),
-        roles=tuple(raw.get("roles", ("auth", "proxy", "node"))),
+        roles=roles,
         cluster=cluster,
         listeners=listeners,
         gitops=GitOpsSettings(interval_seconds=interval, **gitops_raw),
@@ -437,7 +446,7 @@ def load_settings(
                           proxy_server_names=tuple(auth_raw.get("proxy_server_names", ()))),
         trust=TrustSettings(**raw.get("trust", {})),
         db=_db_settings(raw.get("db", {})),
-        backend=BackendSettings(**raw.get("backend", {})),
+        backend=backend,
         debug=bool(raw.get("debug", False)),
     )
 

@@ -9,6 +9,10 @@ Files in DATA_DIR written here (directories 0700, files 0600)::
     admin/               admin identity (key.pem, tls.crt, cas.pem, meta.json), renewed each start
     log/events/          the audit log (JSON lines, one file per day)
 
+With ``backend.type: postgres`` several auth processes (replicas) serve one cluster from one
+database, each with its own DATA_DIR; the CA private keys are kept there encrypted with the
+key of ``backend.ca_key_file`` (``limen.auth.ca_sealing``), which every replica is given.
+
 At every start the missing preset roles are created (``limen.auth.preset_roles``), this process's
 host id is reserved against joiners (``limen.auth.host_registry``) and the names a joining
 proxy's certificates get are read from the configuration (``limen.auth.host_names``).
@@ -25,6 +29,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from limen.auth.ca_key_file import ca_sealer_for
+from limen.auth.ca_sealing import CASealer
 from limen.auth.core import AuthServer
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.host_registry import register_local_host
@@ -73,9 +79,14 @@ def _read_token(path: str, setting: str = "proxy_token_file", what: str = "proxy
 class AuthService:
     name = "auth"
 
-    def __init__(self, settings: Settings, backend: Backend, emitter: Emitter) -> None:
+    def __init__(self, settings: Settings, backend: Backend, emitter: Emitter, *,
+                 ca_sealer: CASealer | None = None) -> None:
+        """``ca_sealer``: what encrypts the CA private keys in ``backend``; by default the
+        key of ``backend.ca_key_file`` (``limen.auth.ca_key_file``: required, and refused
+        when missing or loose, with a PostgreSQL backend)."""
         self.settings = settings
-        self.server = AuthServer(backend, settings.cluster, emitter)
+        self.server = AuthServer(backend, settings.cluster, emitter,
+                                 ca_sealer=ca_sealer or ca_sealer_for(settings.backend))
         self._runner: web.AppRunner | None = None
         self._join_runner: web.AppRunner | None = None
         self.address = ""

@@ -23,6 +23,7 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import PUBLIC_KINDS, Kind, Origin, Resource
 from limen.api.validation import validate
 from limen.auth.authorities import Authorities
+from limen.auth.ca_sealing import CASealer
 from limen.auth.changes import change_event_type
 from limen.auth.credentials.local_users import LocalUsers, SignupResult
 from limen.auth.credentials.otp import provisioning_uri
@@ -33,7 +34,7 @@ from limen.auth.host_names import HostNames, local_host_names
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
 from limen.auth.store_keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.tokens import JoinTokens, is_single_use
-from limen.backend.base import Backend
+from limen.backend.base import Backend, Condition
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import load_public_key
@@ -76,8 +77,11 @@ class AuthServer:
         emitter: Emitter,
         *,
         clock: Callable[[], float] = time.time,
+        ca_sealer: CASealer | None = None,
     ) -> None:
         self.backend = backend
+        self.ca_sealer = ca_sealer
+        """Encrypts the CAs' private records (``backend.ca_key_file``); None: plain."""
         self.settings = cluster
         self.cluster_name = cluster.name
         """Settled by ``start()``: the name stored at the first start wins over the setting."""
@@ -90,7 +94,7 @@ class AuthServer:
         """What a joining proxy's certificates name besides its id (configuration:
         ``limen.auth.host_names.configured_proxy_names``)."""
         self.admin = AdminOps(self.store)
-        self.authorities = Authorities(backend, self.store, cluster.name)
+        self.authorities = Authorities(backend, self.store, cluster.name, ca_sealer)
         self.users = LocalUsers(backend, clock)
         self.tokens = JoinTokens(self.store)
         self.emitter = emitter
@@ -123,7 +127,8 @@ class AuthServer:
                 log.warning("cluster name is %r (set at the first start); ignoring %r",
                             stored, self.settings.name)
             self.cluster_name = stored
-        self.authorities = Authorities(self.backend, self.store, self.cluster_name)
+        self.authorities = Authorities(self.backend, self.store, self.cluster_name,
+                                       self.ca_sealer)
         await self.authorities.ensure()
         if initialize:  # events of a change a crash kept from the log: written once, now
             await self.outbox.recover()
@@ -363,12 +368,14 @@ class AuthServer:
     async def apply(self, resources: Sequence[Resource], origin: Origin, *, actor: str,
                     prune: bool = False, kinds: Sequence[Kind] | None = None,
                     before_write: Callable[[Plan], Sequence[AuditEvent]] | None = None,
+                    fence: Sequence[Condition] = (),
                     ) -> Plan:
         """Plan and apply all or nothing. The per-object audit events are committed in the
         same store transaction (outbox records), then written to the audit log: a crash
         after the commit delays them to the next start, never loses them.
         ``before_write`` sees the plan before anything is written: it may refuse it (raise)
-        and returns more events to commit with it (the Git sync's ``gitops.sync``)."""
+        and returns more events to commit with it (the Git sync's ``gitops.sync``).
+        ``fence``: conditions the transaction also checks (the Git sync's leader lease)."""
         plan = await self.admin.plan(resources, origin, prune=prune, kinds=kinds)
         events = []
         for entry in plan.changes:
@@ -380,7 +387,7 @@ class AuthServer:
         if before_write is not None:
             events.extend(before_write(plan))
         records = outbox_records(events)
-        await apply_plan(self.store, plan, records)
+        await apply_plan(self.store, plan, records, fence)
         for entry in plan.changes:
             if entry.kind is Kind.USER and entry.desired is None:
                 await self.users.forget(entry.name)

@@ -21,6 +21,7 @@ from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
 from limen.auth import node_admin, token_admin, user_admin
 from limen.auth.audit_signer import audit_signer_source
+from limen.auth.ca_key_file import ca_sealer_for
 from limen.auth.core import AuthServer
 from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.backend.factory import open_backend
@@ -137,11 +138,12 @@ class LocalAdmin:
 async def local_admin(data_dir: Path) -> AsyncIterator[LocalAdmin]:
     settings = load_settings(overrides={"data_dir": str(data_dir)})
     private_dir(data_dir)
+    sealer = ca_sealer_for(settings.backend)  # LIMEN_CA_KEY_FILE: the CAs are encrypted
     backend = open_backend(data_dir)
     events_dir = data_dir / "log" / "events"
     log = FileLog(events_dir)
     try:
-        server = AuthServer(backend, settings.cluster, log)
+        server = AuthServer(backend, settings.cluster, log, ca_sealer=sealer)
         await server.start(initialize=False)
         log.set_signer(audit_signer_source(server), start=False)  # seals only if it writes
         yield LocalAdmin(server, events_dir)

@@ -9,6 +9,11 @@ from ``LIMEN_BACKEND_DSN``; the DSN itself is never printed. Either side may be 
 (``--from postgres:... --to sqlite:DIR`` goes back). Audit logs and recordings are files of the
 data directory, not backend keys: they are not copied.
 
+The CAs' private records go into PostgreSQL encrypted only: ``--ca-key-file`` (the auth
+replicas' ``backend.ca_key_file``) encrypts the plain ones of a SQLite store on the way
+(``limen.auth.ca_sealing``), and the copy is refused without it. Records already encrypted are
+copied as they are, after checking that the key opens them.
+
 Registered on the ``lmctl`` group by ``limen.cli.lmctl``.
 """
 
@@ -22,6 +27,9 @@ from pathlib import Path
 
 import click
 
+from limen.auth.authorities import seal_ca_items
+from limen.auth.ca_key_file import sealer_from_file
+from limen.auth.ca_sealing import CASealer
 from limen.backend.base import Backend, Condition, Put
 from limen.backend.factory import open_backend
 from limen.backend.postgres_dsn import DSN_ENV, read_dsn
@@ -55,6 +63,8 @@ class Copied:
     expiring: int
     value_bytes: int
     revision: int
+    sealed: int = 0
+    """CA private records encrypted on the way."""
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -91,9 +101,12 @@ async def open_endpoint(endpoint: Endpoint, *, source: bool) -> AsyncIterator[Ba
             await opened.close()
 
 
-async def copy_state(source: Backend, target: Backend) -> Copied:
-    """Copy every live key of ``source`` into the empty ``target`` in one transaction;
-    ``BadParameter`` (and nothing written) when ``target`` has ever been written."""
+async def copy_state(source: Backend, target: Backend, *, ca_sealer: CASealer | None = None,
+                     require_sealed: bool = False) -> Copied:
+    """Copy every live key of ``source`` into the empty ``target`` in one transaction, the
+    plain CA records encrypted with ``ca_sealer`` (refused without one if
+    ``require_sealed``); ``BadParameter`` (and nothing written) when ``target`` has ever been
+    written."""
     revision = await target.current_revision()
     present = len(await target.list(""))
     if revision or present:
@@ -101,7 +114,7 @@ async def copy_state(source: Backend, target: Backend) -> Copied:
             f"the target backend is not empty ({present} keys, revision {revision}); migrate "
             "only into a backend that has never been written"
         )
-    items = await source.list("")
+    items, sealed = seal_ca_items(await source.list(""), ca_sealer, require=require_sealed)
     if items:
         # "absent" conditions: a writer that slipped in since the check makes this fail whole
         revision = await target.atomic(
@@ -113,15 +126,17 @@ async def copy_state(source: Backend, target: Backend) -> Copied:
         expiring=sum(1 for item in items if item.expires is not None),
         value_bytes=sum(len(item.value) for item in items),
         revision=revision,
+        sealed=sealed,
     )
 
 
-async def _migrate(source: Endpoint, target: Endpoint) -> Copied:
+async def _migrate(source: Endpoint, target: Endpoint, ca_sealer: CASealer | None) -> Copied:
     async with (
         open_endpoint(source, source=True) as reader,
         open_endpoint(target, source=False) as writer,
     ):
-        return await copy_state(reader, writer)
+        return await copy_state(reader, writer, ca_sealer=ca_sealer,
+                                require_sealed=target.kind == "postgres")
 
 
 @click.group()
@@ -134,15 +149,20 @@ def backend() -> None:
               help="The backend to copy from (stop the cluster first).")
 @click.option("--to", "target", required=True, metavar="postgres:DSN_FILE|sqlite:DIR",
               help="The empty backend to copy into (postgres: alone reads $LIMEN_BACKEND_DSN).")
+@click.option("--ca-key-file", type=click.Path(dir_okay=False),
+              help="The auth replicas' backend.ca_key_file: encrypts the CA private keys on "
+                   "the way (required into postgres when they are plain text).")
 @handle_errors
-def migrate(source: str, target: str) -> None:
+def migrate(source: str, target: str, ca_key_file: str | None) -> None:
     """Copy every key, with its value and expiry, into an empty backend."""
     origin, destination = parse_endpoint(source), parse_endpoint(target)
     if origin == destination:
         raise BadParameter("--from and --to name the same backend")
-    copied = asyncio.run(_migrate(origin, destination))
+    sealer = sealer_from_file(ca_key_file) if ca_key_file else None
+    copied = asyncio.run(_migrate(origin, destination, sealer))
+    sealed = f" ({copied.sealed} CA private keys encrypted)" if copied.sealed else ""
     click.echo(
         f"copied {copied.keys} keys ({copied.expiring} with an expiry, {copied.value_bytes} "
         f"bytes of values) from {origin} to {destination}; the target is at revision "
-        f"{copied.revision}"
+        f"{copied.revision}{sealed}"
     )

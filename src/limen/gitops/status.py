@@ -12,17 +12,20 @@ it to ``lmctl gitops status``::
                       "ok": false, "errors": ["roles/dev.yaml[0] (line 9) spec...: ..."]}}
 
 ``live`` is null until a revision has been applied; a rejected revision changes only
-``last_attempt``. Called by ``limen.gitops.sync``.
+``last_attempt``. With several auth replicas, ``leader`` names the lease holder that wrote
+it (only the leader writes it: ``save_status`` takes the lease's conditions). Called by
+``limen.gitops.sync``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from limen.auth.store_keys import GITOPS_STATUS_KEY
-from limen.backend.base import Backend
+from limen.backend.base import Backend, Condition, Put
 from limen.gitops.repository import Revision
 
 __all__ = ["Attempt", "LiveRevision", "SyncStatus", "load_status", "save_status"]
@@ -67,14 +70,19 @@ class SyncStatus:
     interval_seconds: float
     live: LiveRevision | None = None
     last_attempt: Attempt | None = None
+    leader: str = ""
+    """The Git sync's lease holder that wrote this status (empty: no lease)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "source": self.source, "mode": self.mode, "branch": self.branch, "path": self.path,
             "interval_seconds": self.interval_seconds,
             "live": self.live.to_dict() if self.live else None,
             "last_attempt": self.last_attempt.to_dict() if self.last_attempt else None,
         }
+        if self.leader:
+            out["leader"] = self.leader
+        return out
 
 
 def _revision(data: dict[str, Any], time_key: str) -> Revision:
@@ -103,5 +111,11 @@ async def load_status(backend: Backend) -> tuple[LiveRevision | None, Attempt | 
     return live, last
 
 
-async def save_status(backend: Backend, status: SyncStatus) -> None:
-    await backend.put(GITOPS_STATUS_KEY, json.dumps(status.to_dict(), sort_keys=True).encode())
+async def save_status(backend: Backend, status: SyncStatus,
+                      fence: Sequence[Condition] = ()) -> None:
+    """Record ``status``; with ``fence``, only while those conditions hold (the lease)."""
+    value = json.dumps(status.to_dict(), sort_keys=True).encode()
+    if fence:
+        await backend.atomic(fence, [Put(GITOPS_STATUS_KEY, value)])
+    else:
+        await backend.put(GITOPS_STATUS_KEY, value)

@@ -21,7 +21,11 @@
                       status /gitops/status: live revision, last attempt
 
 A rejected revision is not read again (its content cannot change) unless it was rejected for
-what the store holds (a conflict, a concurrent write): that is retried at every poll. A fetch
+what the store holds (a conflict, a concurrent write): that is retried at every poll.
+With several auth replicas only the one holding the Git sync's lease runs this loop
+(``limen.gitops.sync_service``); its applies and status writes carry the lease as a condition
+(``fence``), so a replica that lost the lease writes nothing (outcome ``standby``), and one
+that takes it over starts again from the recorded status with a forced sync. A fetch
 that fails is retried at every poll; its ``gitops.sync`` failure event and status are written
 when the error changes, not every interval. The sync follows the branch tip, so a force-push
 to an older commit applies that commit's content. Certificates are issued from the store at
@@ -35,7 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -45,6 +50,8 @@ import git
 from limen.api.loader import SourceDocument
 from limen.api.resources import PUBLIC_KINDS, Origin, Resource
 from limen.auth.core import AuthServer
+from limen.backend.base import Condition
+from limen.backend.lease import LeaseLost
 from limen.config import Settings
 from limen.errors import (
     AlreadyExists,
@@ -62,7 +69,7 @@ from limen.gitops.source import Source, open_source
 from limen.gitops.status import Attempt, LiveRevision, SyncStatus, load_status, save_status
 from limen.services.plan import Action, Plan
 
-__all__ = ["ACTOR", "GitOpsSync", "Outcome", "SyncReport"]
+__all__ = ["ACTOR", "Fence", "GitOpsSync", "Outcome", "SyncReport"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,9 @@ LOG_MAX_OBJECTS = 50
 STOP_GRACE_SECONDS = 10.0
 _READ_ERRORS = (LimenError, OSError, git.GitError, ValueError)
 
+Fence = Callable[[], AbstractAsyncContextManager[Sequence[Condition]]]
+"""The leader lease's conditions for one write (``limen.services.leadership``)."""
+
 
 class Outcome(StrEnum):
     APPLIED = "applied"
@@ -82,6 +92,8 @@ class Outcome(StrEnum):
     """Invalid documents, or objects another origin owns: nothing was changed."""
     FAILED = "failed"
     """The source could not be read or the store could not be written; retried."""
+    STANDBY = "standby"
+    """This replica does not hold the Git sync's lease (any more): nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,13 @@ class GitOpsSync:
     """Keeps the store's ``git``-owned objects equal to the source's branch tip."""
 
     def __init__(self, settings: Settings, auth: AuthServer, *, source: Source | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, fence: Fence | None = None,
+                 leader: str = "") -> None:
+        """``fence``: the leader lease's conditions for every write (None: this process is
+        the only writer); ``leader``: this replica's lease holder name, shown in the status."""
         self.auth = auth
+        self._fence = fence
+        self._leader = leader
         self.settings = settings.gitops
         self.interval = max(settings.gitops.interval_seconds, 0.1)
         path = settings.gitops.path
@@ -120,28 +137,44 @@ class GitOpsSync:
     @property
     def status(self) -> SyncStatus:
         return SyncStatus(self.source.display, self.source.mode, self.settings.branch,
-                          self._path, self.interval, self._live, self._last)
+                          self._path, self.interval, self._live, self._last, self._leader)
+
+    @property
+    def running(self) -> bool:
+        """Is the background poll loop running (started, not paused)?"""
+        return self._task is not None and not self._task.done()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> SyncReport:
         """Load the recorded status, sync once (even if the revision was applied before), then
-        keep polling in the background."""
+        keep polling in the background. Also after :meth:`pause` (this replica leads again:
+        what another replica applied meanwhile is in the recorded status)."""
+        self._stopping = asyncio.Event()
         self._live, self._last = await load_status(self.auth.backend)
+        self._reported = None
         report = await self.sync_once(force=True)
-        self._task = asyncio.create_task(self._loop(), name="gitops-sync")
+        if not self._stopping.is_set():
+            self._task = asyncio.create_task(self._loop(), name="gitops-sync")
         return report
 
-    async def stop(self) -> None:
+    async def pause(self) -> bool:
+        """Stop polling (the source stays open for a later :meth:`start`); False when a sync
+        still running after the grace period had to be cancelled."""
         self._stopping.set()
         task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
-            except TimeoutError:  # a fetch is hanging; its git process is killed by its timeout
-                task.cancel()
-                log.warning("gitops: stopped while a sync was still running")
-                return
-        await asyncio.to_thread(self.source.close)
+        if task is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+        except TimeoutError:  # a fetch is hanging; its git process is killed by its timeout
+            task.cancel()
+            log.warning("gitops: stopped while a sync was still running")
+            return False
+        return True
+
+    async def stop(self) -> None:
+        if await self.pause():
+            await asyncio.to_thread(self.source.close)
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -192,8 +225,13 @@ class GitOpsSync:
             return [self._sync_event(revision, plan)]
 
         try:
-            plan = await self.auth.apply(resources, Origin.GIT, actor=ACTOR, prune=True,
-                                         kinds=PUBLIC_KINDS, before_write=before_write)
+            async with self._fenced() as fence:
+                plan = await self.auth.apply(resources, Origin.GIT, actor=ACTOR, prune=True,
+                                             kinds=PUBLIC_KINDS, before_write=before_write,
+                                             fence=fence)
+        except LeaseLost:
+            self._retry = True  # whoever leads next syncs it; this replica writes nothing
+            return SyncReport(Outcome.STANDBY, revision)
         except PruneRefused as err:
             # Re-planned at every poll: the store may change, a marker file may appear.
             self._retry = True
@@ -252,7 +290,7 @@ class GitOpsSync:
         self._live = LiveRevision(revision, now, summary)
         self._last = Attempt(revision, now, True, (), summary)
         self._reported = None
-        await save_status(self.auth.backend, self.status)
+        await self._save_status()
         log.info("gitops: applied %s (%s) from %s: %s", revision.short,
                  revision.message or revision.sha, self.source.display, summary)
         if plan.changes:
@@ -263,8 +301,9 @@ class GitOpsSync:
     async def _reject(self, revision: Revision, errors: tuple[str, ...]) -> SyncReport:
         self._last = Attempt(revision, self.auth.now().isoformat(), False, errors)
         if self._reported != (revision.key, errors):
+            if not await self._save_status():
+                return SyncReport(Outcome.STANDBY, revision)
             self._reported = (revision.key, errors)
-            await save_status(self.auth.backend, self.status)
             live = self._live.revision.short if self._live else "nothing"
             log.warning("gitops: rejected %s (%s); %s stays live:\n  %s", revision.short,
                         revision.message or revision.sha, live, "\n  ".join(errors))
@@ -277,13 +316,32 @@ class GitOpsSync:
         self._last = Attempt(revision, self.auth.now().isoformat(), False, (message,))
         key = (revision.key if revision else "", (message,))
         if self._reported != key:
+            if not await self._save_status():
+                return SyncReport(Outcome.STANDBY, revision)
             self._reported = key
-            await save_status(self.auth.backend, self.status)
             log.warning("gitops: %s (retrying every %gs)", message, self.interval)
             fields: dict[str, Any] = (self._fields(revision) if revision
                                       else {"source": self.source.display})
             await self.auth.emit("gitops.sync", success=False, **fields, reason=message)
         return SyncReport(Outcome.FAILED, revision, None, (message,))
+
+    @contextlib.asynccontextmanager
+    async def _fenced(self) -> AsyncIterator[list[Condition]]:
+        """The lease's conditions for a write (none without a lease); :class:`LeaseLost`."""
+        if self._fence is None:
+            yield []
+            return
+        async with self._fence() as fence:
+            yield list(fence)
+
+    async def _save_status(self) -> bool:
+        """Record the status, if this replica still leads; False when it does not."""
+        try:
+            async with self._fenced() as fence:
+                await save_status(self.auth.backend, self.status, fence)
+        except LeaseLost:
+            return False
+        return True
 
     def _fields(self, revision: Revision) -> dict[str, Any]:
         return {"sha": revision.sha, "author": revision.author, "message": revision.message,

@@ -8,6 +8,11 @@ neither accept the same one-time code twice nor lose a failure count::
     /secrets/signup/<sha256>        SignupToken (hash only, and the TOTP secret being
                                     enrolled); kept a day past the link's end (and after use,
                                     marked used) so a refusal can say which
+    /secrets/lockout/unknown/<sha>  the lockout state of a name without credentials
+                                    (``limen.auth.credentials.unknown_lockouts``)
+
+Nothing is kept in the process: several auth replicas on one backend decide every login,
+sign-up and lockout alike.
 
 Called by ``limen.auth.core``. Password hashing runs in a worker thread.
 """
@@ -20,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from limen.auth.credentials import otp
-from limen.auth.credentials.lockout import UnknownNameLockouts
 from limen.auth.credentials.login import (
     AuthResult,
     LocalCredentials,
@@ -37,6 +41,7 @@ from limen.auth.credentials.signup_tokens import (
     signup_token_id,
     with_totp_secret,
 )
+from limen.auth.credentials.unknown_lockouts import StoredUnknownLockouts
 from limen.backend.base import Backend, Condition, Item, Put
 from limen.errors import AccessDenied, BadParameter, CompareFailed
 
@@ -60,9 +65,9 @@ class LocalUsers:
     def __init__(self, backend: Backend, clock: Callable[[], float]) -> None:
         self.backend = backend
         self.clock = clock
-        self.unknown_lockouts = UnknownNameLockouts()
+        self.unknown_lockouts = StoredUnknownLockouts(backend, clock)
         """Failures and locks of names without credentials (a login answers for them as for
-        a real user: no user enumeration through the lockout)."""
+        a real user: no user enumeration through the lockout), shared by every replica."""
 
     async def invite(self, user: str, ttl_seconds: float = 3600.0) -> str:
         """A fresh one-time sign-up secret for ``user`` (valid ``ttl_seconds``, single use)."""
@@ -180,13 +185,13 @@ class LocalUsers:
                               factor: SecondFactor) -> AuthResult | None:
         """The refusal of a name without credentials, its lockout state updated; None when a
         concurrent login of the same name changed that state meanwhile."""
-        state = self.unknown_lockouts.get(user)
+        state, revision = await self.unknown_lockouts.get(user)
         now = self.clock()
         result = await asyncio.to_thread(
             lambda: reject_unknown_user(password, user=user, second_factor=factor, now=now,
                                         state=state))
         new = result.creds.lockout_state
-        if new != state and not self.unknown_lockouts.replace(user, state, new, now):
+        if new != state and not await self.unknown_lockouts.replace(user, revision, new):
             return None
         return result
 

@@ -10,9 +10,11 @@ before the password is even checked, so attempts during a lock neither count nor
 When the lock has expired the user starts again with a clean slate. A successful login clears
 the failures.
 
-User names that do not exist are locked the same way (:class:`UnknownNameLockouts`, kept in
-auth's memory, bounded): the sixth wrong password for a name nobody has answers "locked"
-exactly as for a real user, so the lockout does not tell which names exist.
+User names that do not exist are locked the same way: the sixth wrong password for a name
+nobody has answers "locked" exactly as for a real user, so the lockout does not tell which
+names exist. Auth keeps their state in the backend, shared by its replicas
+(``limen.auth.credentials.unknown_lockouts``); :class:`UnknownNameLockouts` is the same in
+one process's memory, bounded.
 """
 
 from __future__ import annotations
