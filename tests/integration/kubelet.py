@@ -398,6 +398,13 @@ class Pod:
                 lines.append(f"mkdir -p {target}")
         security = {**(self.spec.get("securityContext") or {}),
                     **(container.get("securityContext") or {})}
+        # the installation (a checkout under /tmp, say) must stay visible under a pod volume
+        # mounted over one of its parents (the emptyDir on /tmp): staged aside, put back after
+        hidden = [p for p in _installation_roots()
+                  if any(_is_within(p, m["mountPath"]) for m in mounts)]
+        for index, path in enumerate(hidden):
+            stage = f"/dev/shm/limen-installation-{index}"
+            lines.append(f"mkdir -p {stage} && mount --bind {shlex.quote(str(path))} {stage}")
         # the volumes first: a bind mount keeps the read-only flag of the mount it comes from
         lines.append(f"mount --bind {shlex.quote(str(self.hosts))} /etc/hosts")
         # a mount over a directory holding the sources (an emptyDir on /tmp) goes last
@@ -410,6 +417,10 @@ class Pod:
             lines.append(f"mount --bind {shlex.quote(str(source))} {target}")
             if mount.get("readOnly") or mount["name"] in self.readonly_volumes:
                 lines.append(f"mount -o remount,bind,ro {target}")
+        for index, path in enumerate(hidden):
+            target = shlex.quote(str(path))
+            lines.append(f"mkdir -p {target} && mount --bind /dev/shm/limen-installation-{index}"
+                         f" {target} && mount -o remount,bind,ro {target}")
         if security.get("readOnlyRootFilesystem"):
             for path in [Path("/"), *overlays]:
                 lines.append(f"mount -o remount,bind,ro {shlex.quote(str(path))}")
@@ -475,6 +486,22 @@ def _overlays_needed(mounts: Sequence[Mapping[str, Any]]) -> set[Path]:
             if not parent.stat().st_mode & stat.S_IXOTH:
                 needed.add(parent)
     return needed
+
+
+def _installation_roots() -> list[Path]:
+    """The directories the image's ``limen`` runs from (the virtualenv, the sources of an
+    editable install, the interpreter's prefix), outermost only."""
+    import limen
+
+    candidates = sorted({Path(sys.prefix), Path(sys.base_prefix),
+                         Path(os.path.realpath(sys.executable)).parent.parent,
+                         Path(limen.__file__).resolve().parent.parent},
+                        key=lambda p: len(p.parts))
+    roots: list[Path] = []
+    for path in candidates:
+        if not any(path == root or root in path.parents for root in roots):
+            roots.append(path)
+    return roots
 
 
 def _is_within(path: Path, directory: str) -> bool:
