@@ -23,7 +23,7 @@ import pytest
 
 from limen.dbproto import postgres as pg
 
-from .cluster import wait_for
+from .cluster import run, wait_for
 from .db_env import ROLES, DBEnv
 
 SERVICE = "service=dbtest-pg-main"
@@ -207,3 +207,12 @@ def test_a_gigabyte_copy_streams_through_the_proxy(alice_logged_in: DBEnv) -> No
     ended = env.wait_audit("db.session.end", "the session end with its byte count",
                            user="alice")
     assert max(e.get("bytes_from_db", 0) for e in ended) > 1 << 30
+
+
+def test_pgbench_runs_through_the_proxy(alice_logged_in: DBEnv) -> None:
+    env = alice_logged_in
+    run(["pgbench", "-i", "-s", "1", "-q", SERVICE], env=env.alice.env)
+    result = run(["pgbench", "-S", "-c", "4", "-j", "2", "-t", "200", "--no-vacuum", SERVICE],
+                 env=env.alice.env)
+    assert "number of transactions actually processed: 800/800" in result.stdout
+    assert "number of failed transactions: 0" in result.stdout
