@@ -5,9 +5,10 @@ names such as ``"lmrole"`` or ``"roles.limen.dev"`` in the test helpers).
 
 A :class:`ResourceType` is one served group/version/plural. The built-in types are the ones
 Limen's operator, kopf and kubectl touch (Namespaces, Secrets, ConfigMaps, Services,
-ServiceAccounts, Events in ``v1`` and ``events.k8s.io/v1``, Deployments, Leases and
-CustomResourceDefinitions); custom types come from CustomResourceDefinition objects, exactly as
-in a real cluster: creating a CRD object registers its served versions.
+ServiceAccounts, Events in ``v1`` and ``events.k8s.io/v1``, Deployments, Leases,
+PodDisruptionBudgets and CustomResourceDefinitions); custom types come from
+CustomResourceDefinition objects, exactly as in a real cluster: creating a CRD object registers
+its served versions.
 
 Discovery (``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``) is
 the legacy, non-aggregated format; kubectl falls back to it when the answer is plain JSON.
@@ -180,6 +181,14 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         tracks_generation=True,
     ),
     _builtin("coordination.k8s.io/v1", "leases", "Lease"),
+    _builtin(
+        "policy/v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        short_names=("pdb",),
+        status_subresource=True,
+        tracks_generation=True,
+    ),
     _builtin(
         "apiextensions.k8s.io/v1",
         "customresourcedefinitions",

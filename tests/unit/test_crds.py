@@ -307,7 +307,7 @@ def test_with_defaults_fills_missing_fields_of_present_objects_only() -> None:
     assert with_defaults(Kind.CLUSTER, spec) == {
         "public_address": "limen.example",
         "proxy": {"replicas": 3, "service_type": "ClusterIP"},
-        "backend": {"type": "sqlite"},
+        "backend": {},  # no default type: backend.postgres alone means PostgreSQL
         "second_factor": "otp",
     }
     assert spec == {"public_address": "limen.example", "proxy": {"replicas": 3}, "backend": {}}

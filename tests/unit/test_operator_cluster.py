@@ -55,8 +55,9 @@ def test_every_child_is_owned_and_labelled() -> None:
     objects = children(cluster(), "img:1", 0, ca_pin=PIN)
     assert sorted(by_kind(objects)) == [
         ("ConfigMap", "main-config"), ("Deployment", "main-auth"), ("Deployment", "main-proxy"),
-        ("PersistentVolumeClaim", "main-auth-data"), ("Service", "main-auth"),
-        ("Service", "main-proxy")]
+        ("PersistentVolumeClaim", "main-auth-data"),
+        ("PodDisruptionBudget", "main-proxy"),  # two proxies: evicted one at a time
+        ("Service", "main-auth"), ("Service", "main-proxy")]
     for obj in objects:
         meta = obj["metadata"]
         assert meta["namespace"] == "limen"
@@ -244,7 +245,7 @@ async def test_creates_the_ca_secret_once_and_every_child() -> None:
     cluster_name, cas = read_secret_data(secret["data"])
     assert cluster_name == "main"
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-main"
-    assert len(h.kube.objects) == 9  # 3 Secrets (CA, proxy and db tokens), 6 children
+    assert len(h.kube.objects) == 10  # 3 Secrets (CA, proxy and db tokens), 7 children
     assert body["status"]["publicAddress"] == "limen.example.com:443"
     assert body["status"]["caSecret"] == "main-ca"
     ready = condition(body, "Ready")
@@ -300,9 +301,13 @@ async def test_invalid_and_unsupported_specs_are_stalled() -> None:
     body = await h.reconcile(cluster({"public_address": "x", "proxy": {"replicas": 0}}))
     assert condition(body, "Valid")["status"] == "False"
     assert "spec.proxy.replicas" in condition(body, "Valid")["message"]
+    body = await h.reconcile(cluster({"public_address": "x", "auth": {"replicas": 2}}))
+    assert condition(body, "Valid")["message"] == (
+        "spec.auth.replicas: auth.replicas > 1 needs spec.backend.postgres: SQLite is a "
+        "single-process store")
     body = await h.reconcile(cluster({"public_address": "x", "backend": {
-        "type": "postgres", "dsn_secret_ref": {"secret": "db", "key": "dsn"}}}))
-    assert "SQLite only" in condition(body, "Valid")["message"]
+        "type": "postgres", "dsn_secret_ref": {"file": "/etc/dsn"}}}))
+    assert "give spec.backend.postgres.dsnSecretRef" in condition(body, "Valid")["message"]
     assert h.kube.objects == {}
 
 

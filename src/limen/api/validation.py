@@ -349,10 +349,17 @@ def _resource(spec: Mapping[str, Any]) -> Iterator[Problem]:
 
 def _cluster(spec: Mapping[str, Any]) -> Iterator[Problem]:
     backend = spec.get("backend")
-    if isinstance(backend, dict) and backend.get("type") == "postgres" and (
-        "dsn_secret_ref" not in backend
+    if not isinstance(backend, dict):
+        return
+    if backend.get("type") == "postgres" and not (
+        "dsn_secret_ref" in backend or "postgres" in backend
     ):
         yield ("spec", "backend", "dsn_secret_ref"), "required for a postgres backend"
+    if "postgres" in backend and backend.get("type", "postgres") != "postgres":
+        yield ("spec", "backend", "type"), "postgres is a PostgreSQL backend; drop type sqlite"
+    if "postgres" in backend and "dsn_secret_ref" in backend:
+        yield (("spec", "backend", "dsn_secret_ref"),
+               "give the connection string once, in postgres.dsnSecretRef")
 
 
 _SEMANTICS = {

@@ -6,6 +6,11 @@ is the same on every auth replica, and must be readable by its owner only (mode 
 
     head -c 32 /dev/urandom | base64 > ca.key && chmod 600 ca.key
 
+One exception, for Kubernetes: a Secret volume with ``fsGroup`` gives its files to root with
+the pod's group, read-only (0440), a mode the process can neither change nor avoid. Such a
+file is accepted when it belongs to another user, its group is the process's own gid, and it
+grants nothing more (no group write, no bit for others).
+
 With ``backend.type: postgres`` it is required: auth refuses to start without it, rather than
 keep CA private keys in a database other people back up and replicate. With SQLite (the 0700
 data directory) it is optional; when set, the records are encrypted there too. The key itself
@@ -36,18 +41,20 @@ HOW_TO = ("make one with: head -c 32 /dev/urandom | base64 > ca.key && chmod 600
 
 def read_ca_key(path: str | os.PathLike[str]) -> bytes:
     """The 32-byte key in ``path``; ``BadParameter`` when the file is missing, readable or
-    writable by its group or others, or does not hold exactly 32 bytes in base64 or hex."""
+    writable by its group or others (but see the module doc: a Secret volume's 0440), or does
+    not hold exactly 32 bytes in base64 or hex."""
     where = Path(path)
     try:
         with where.open("rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
+            info = os.fstat(handle.fileno())
+            mode = info.st_mode
             data = handle.read(_MAX_FILE_BYTES + 1)
     except OSError as err:
         raise BadParameter(f"cannot read backend.ca_key_file {where}: "
                            f"{err.strerror or err}") from None
     if not stat.S_ISREG(mode):
         raise BadParameter(f"backend.ca_key_file {where} is not a regular file")
-    if mode & 0o077:
+    if mode & 0o077 and not _given_through_own_group(info):
         raise BadParameter(
             f"backend.ca_key_file {where} is open to its group or others (mode "
             f"{stat.S_IMODE(mode):04o}); it encrypts the CA private keys: chmod 600 it")
@@ -69,6 +76,13 @@ def read_ca_key(path: str | os.PathLike[str]) -> bytes:
         raise BadParameter(f"backend.ca_key_file {where} holds {len(key)} bytes; the key is "
                            f"exactly {CA_KEY_BYTES} bytes (AES-256); {HOW_TO}")
     return key
+
+
+def _given_through_own_group(info: os.stat_result) -> bool:
+    """Is this file another user's, readable by the process's own group and nobody else
+    (what a Kubernetes Secret volume with ``fsGroup`` makes: root, the pod's group, 0440)?"""
+    return (stat.S_IMODE(info.st_mode) & 0o077 == 0o040 and info.st_gid == os.getgid()
+            and info.st_uid != os.getuid())
 
 
 def _decode(text: str) -> bytes | None:

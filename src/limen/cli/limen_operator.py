@@ -69,12 +69,15 @@ def operator(ctx: click.Context, namespaces: tuple[str, ...], all_namespaces: bo
               help="The mounted CA Secret of the Cluster.")
 @click.option("--data-dir", required=True, type=click.Path(path_type=Path),
               help="auth's data directory.")
+@click.option("-c", "--config", type=click.Path(path_type=Path, exists=True),
+              help="auth's limen.yaml: its backend (and ca_key_file); default SQLite in "
+                   "--data-dir.")
 @handle_errors
-def seed_ca(ca_dir: Path, data_dir: Path) -> None:
+def seed_ca(ca_dir: Path, data_dir: Path, config: Path | None) -> None:
     """Put the Cluster's CAs into auth's backend (the auth pod's init container)."""
     from limen.operator.main import seed_ca_from_dir
 
-    written = seed_ca_from_dir(ca_dir, data_dir)
+    written = seed_ca_from_dir(ca_dir, data_dir, config)
     click.echo(f"CAs written: {', '.join(written)}" if written else "CAs already in place")
 
 
@@ -84,12 +87,14 @@ def seed_ca(ca_dir: Path, data_dir: Path) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Directory to write the identity to (key.pem, tls.crt, cas.pem, meta.json).")
 @click.option("--ttl", default="8760h", show_default=True, help="Validity of the certificate.")
+@click.option("--ca-key-file", type=click.Path(path_type=Path), envvar="LIMEN_CA_KEY_FILE",
+              help="The cluster's backend.ca_key_file, when its CA records are encrypted.")
 @handle_errors
-def identity(data_dir: Path, out: Path, ttl: str) -> None:
+def identity(data_dir: Path, out: Path, ttl: str, ca_key_file: Path | None) -> None:
     """Issue the operator's identity (an admin certificate) from the cluster's TLS CA."""
     from limen.operator.main import write_operator_identity
 
-    credentials = write_operator_identity(data_dir, out, parse_duration(ttl))
+    credentials = write_operator_identity(data_dir, out, parse_duration(ttl), ca_key_file)
     click.echo(f"identity of limen-operator for cluster {credentials.cluster} written to {out}\n"
                f"  kubectl -n limen-system create secret generic limen-operator-identity "
                f"--from-file={out}")

@@ -10,7 +10,9 @@ Pushes User, Role, TrustedCluster and Resource custom resources into Limen's aut
 Modules: ``settings`` (config, branded kopf settings), ``naming`` (Limen names), ``conditions``
 (metav1.Condition status), ``documents`` (CR → Limen document, ownership, drift), ``auth``
 (auth API calls with deadlines), ``resources`` / ``cluster`` (handlers), ``cluster_builders``
-(owned objects), ``ca_secret`` (the CA Secret, seeding, operator identity), ``kube``
+(owned objects), ``cluster_backend`` (SQLite or PostgreSQL: the DSN and CA key Secrets),
+``availability`` (PodDisruptionBudgets, anti-affinity, auth's readiness probe), ``db_agent``
+(the db agents), ``ca_secret`` (the CA Secret, seeding, operator identity), ``kube``
 (Kubernetes API in threads), ``kopf_session`` (kopf's session, its connections ended at exit),
 ``context`` (shared state, timers at shutdown), ``main`` (assembly).
 

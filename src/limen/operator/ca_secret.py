@@ -16,7 +16,11 @@ operator, and what the operator does with them.
 
 Data keys: ``cluster`` (the cluster name) and ``<type>.json`` for every CA type (user, host,
 tls, db, jwt): the ``CertAuthority.to_dict()`` record auth keeps in its backend, private keys
-included. ``rotate`` and ``finish_rotation`` implement ``spec.ca_rotation`` on these records: a
+included. With a sealer (``backend.ca_key_file``: the ``<name>-ca-key`` Secret of a PostgreSQL
+Cluster) the seed writes the records encrypted and compares what it finds by decrypting it:
+an encrypted record is rewritten only when the CA in it differs, a plain one is sealed, and
+one encrypted with another key stops the seed (it names both key ids) rather than being
+overwritten. ``rotate`` and ``finish_rotation`` implement ``spec.ca_rotation`` on these records: a
 new active key while the old one stays trusted, then (after the grace period) only the new.
 
 Called by ``limen.operator.cluster`` and ``limen start``'s init container (``seed-ca``).
@@ -32,6 +36,7 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth.authorities import ca_public_key, ca_record_key, ca_write_ops
+from limen.auth.ca_sealing import CASealer, decode_ca_record, is_sealed
 from limen.auth.store_keys import CLUSTER_NAME_KEY
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthority, CertAuthorityType
@@ -39,7 +44,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem
 from limen.ca.x509_certs import sign_client_cert
-from limen.errors import BadParameter, CompareFailed
+from limen.errors import AlreadyExists, BadParameter, CompareFailed
 
 __all__ = [
     "OPERATOR_USER",
@@ -135,29 +140,58 @@ def operator_identity(tls_ca: CertAuthority, ttl: timedelta, *,
         tls_cert_pem=cert.public_bytes(Encoding.PEM), tls_ca_pem=tls_ca.pem_bundle().encode())
 
 
+SEED_ATTEMPTS = 5
+"""How often a CA is read and written again when a concurrent writer (another auth pod's
+seed, a starting replica) changed it in between."""
+
+
 async def seed_backend(backend: Backend, cluster: str,
-                       cas: Mapping[CertAuthorityType, CertAuthority]) -> list[str]:
+                       cas: Mapping[CertAuthorityType, CertAuthority],
+                       sealer: CASealer | None = None) -> list[str]:
     """Make ``backend`` hold exactly these CAs before auth starts (the Secret is the source of
-    truth for an operator-managed cluster); returns the CA types written. Refuses a backend
-    that already belongs to another cluster."""
-    item = await backend.get(CLUSTER_NAME_KEY)
-    if item is None:
-        await backend.put(CLUSTER_NAME_KEY, cluster.encode())
-    elif item.value.decode() != cluster:
-        raise BadParameter(f"this data directory belongs to cluster {item.value.decode()!r}, "
-                           f"not {cluster!r}")
+    truth for an operator-managed cluster), encrypted with ``sealer`` when given; returns the
+    CA types written. Refuses a backend that already belongs to another cluster, and CA
+    records it cannot decrypt (``BadParameter``)."""
+    try:
+        await backend.create(CLUSTER_NAME_KEY, cluster.encode())
+    except AlreadyExists:
+        item = await backend.get(CLUSTER_NAME_KEY)
+        if item is not None and item.value.decode(errors="replace") != cluster:
+            raise BadParameter(f"this backend belongs to cluster "
+                               f"{item.value.decode(errors='replace')!r}, not {cluster!r}"
+                               ) from None
     written: list[str] = []
     for ca_type, ca in sorted(cas.items()):
-        current = await backend.get(ca_record_key(cluster, ca_type))
-        if current is not None and json.loads(current.value) == ca.to_dict():
-            continue
-        public_item = await backend.get(ca_public_key(cluster, ca_type))
+        if await _seed_one(backend, cluster, ca, sealer):
+            written.append(ca_type.value)
+    return written
+
+
+async def _seed_one(backend: Backend, cluster: str, ca: CertAuthority,
+                    sealer: CASealer | None) -> bool:
+    """Write ``ca`` unless the backend holds it already (in the form ``sealer`` asks for);
+    True when written."""
+    key = ca_record_key(cluster, ca.type)
+    for _attempt in range(SEED_ATTEMPTS):
+        current = await backend.get(key)
+        if current is not None and _holds(current.value, cluster, ca, sealer):
+            return False
+        public_item = await backend.get(ca_public_key(cluster, ca.type))
         try:
             await backend.atomic(*ca_write_ops(
                 cluster, ca, record_revision=current.revision if current else 0,
-                public_revision=public_item.revision if public_item else 0))
+                public_revision=public_item.revision if public_item else 0, sealer=sealer))
         except CompareFailed:
-            raise CompareFailed("the CA records changed while seeding; run the seed again") \
-                from None
-        written.append(ca_type.value)
-    return written
+            continue  # written meanwhile (the same Secret, seeded by another pod): read again
+        return True
+    raise CompareFailed(f"the {ca.type.value} CA record kept changing while seeding; run the "
+                        "seed again")
+
+
+def _holds(stored: bytes, cluster: str, ca: CertAuthority, sealer: CASealer | None) -> bool:
+    """Is ``stored`` the record of exactly ``ca``, encrypted when there is a sealer? Decrypts
+    it to compare (``BadParameter`` when it cannot: another key, or no key for a sealed one)."""
+    current = decode_ca_record(stored, cluster, ca.type, sealer)
+    if sealer is not None and not is_sealed(stored):
+        return False  # plain: seal it
+    return current.to_dict() == ca.to_dict()

@@ -3,17 +3,20 @@
 ::
 
     create / update / resume / timer ──▶ ClusterReconciler.reconcile
-        validate (CRD schema) ──invalid──▶ Valid=False, Stalled=True
+        validate (CRD schema; a DSN the operator cannot mount; auth.replicas > 1 on SQLite)
+                   ──invalid──▶ Valid=False, Stalled=True, nothing deployed
         CA Secret: create once (ca_secret.generate_cas); never overwritten, except by a
                    requested rotation (spec.ca_rotation.nonce), finished after grace_period
         proxy and db token Secrets: create once (random tokens), never overwritten
+        PostgreSQL: the CA key Secret (cluster_backend), created once, never overwritten
         children (cluster_builders, db_agent when spec.db.replicas > 0, with the TLS CA's
                    pin for the proxies and db agents): create, or merge-patch what differs;
                    an existing object the Cluster does not own (the Secrets included) is
                    left alone ──▶ Owned=False, Stalled=True; spec.db.replicas 0: a db
                    agent Deployment created before is scaled to 0
         status: observedGeneration, conditions, publicAddress, auth/proxy(/db) ready counts,
-                caRotation; Ready once the Deployments have their replicas ready
+                caRotation; Ready once the Deployments have their replicas ready (and, on
+                PostgreSQL, the DSN Secret exists with its key: else WaitingForSecret)
         deployed: recorded in the context (deployed_auth): with no auth address configured,
                 the Limen kinds go to this Cluster's auth, <name>-auth.<ns>.svc:3025
     delete ──▶ forgotten there (optional handler: no finalizer)
@@ -49,6 +52,7 @@ from limen.operator.ca_secret import (
     secret_data,
     tls_ca_pin,
 )
+from limen.operator.cluster_backend import backend_problem, ca_key_data, new_ca_key, postgres_ref
 from limen.operator.cluster_builders import (
     ClusterNames,
     auth_address,
@@ -160,9 +164,11 @@ class ClusterReconciler:
         token_owned = await self._token_secret(body, names.proxy_token, proxy_token_secret,
                                                logger)
         db_token_owned = await self._token_secret(body, names.db_token, db_token_secret, logger)
+        ca_key_owned = await self._ca_key_secret(body, logger)
         foreign = [f"Secret {name}" for name, owned in ((names.ca_secret, ca is not None),
                                                          (names.proxy_token, token_owned),
-                                                         (names.db_token, db_token_owned))
+                                                         (names.db_token, db_token_owned),
+                                                         (names.ca_key, ca_key_owned))
                    if not owned]
         if ca is not None and not foreign:
             pin, rotation, tls_ca = ca
@@ -237,6 +243,23 @@ class ClusterReconciler:
         secret = await self._create_once(
             body, "Secret", name, lambda: make(body, new_proxy_token()), logger)
         return secret is not None
+
+    async def _ca_key_secret(self, body: Mapping[str, Any], logger: Logger) -> bool:
+        """PostgreSQL: create the CA key Secret once (32 random bytes; never rewritten: the
+        CA records in the database are encrypted with it). False when a Secret of that name
+        belongs to someone else; True (nothing to do) with SQLite."""
+        if postgres_ref(cluster_spec(body)) is None:
+            return True
+        name = ClusterNames(body["metadata"]["name"]).ca_key
+
+        def make() -> dict[str, Any]:
+            return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": name, "namespace": body["metadata"]["namespace"],
+                                 "labels": common_labels(body, "ca"),
+                                 "ownerReferences": [owner_reference(body)]},
+                    "data": ca_key_data(new_ca_key())}
+
+        return await self._create_once(body, "Secret", name, make, logger) is not None
 
     async def _rotation(self, body: Mapping[str, Any], secret: Mapping[str, Any],
                         logger: Logger) -> tuple[dict[str, Any], dict[str, str]]:
@@ -332,12 +355,30 @@ class ClusterReconciler:
             extra["loadBalancer"] = [a for a in addresses if a]
         waiting = [f"{part} {ready}/{wanted} ready" for part, (ready, wanted)
                    in parts if wanted == 0 or ready < wanted]
-        if waiting:
-            progress = Check(False, "Progressing", "waiting for pods: " + ", ".join(waiting))
+        missing = await self._missing_dsn(body)
+        if missing or waiting:
+            progress = Check(False, "WaitingForSecret" if missing else "Progressing", "; ".join(
+                ([missing] if missing else [])
+                + (["waiting for pods: " + ", ".join(waiting)] if waiting else [])))
             return Observation(progress, _VALID, Check(True, "Owned", ""), reconciling=True), extra
         what = "auth, proxy and db agents are" if len(parts) > 2 else "auth and proxy are"
         ready = Check(True, "Available", f"{what} ready at {extra['publicAddress']}")
         return Observation(ready, _VALID, Check(True, "Owned", "")), extra
+
+    async def _missing_dsn(self, body: Mapping[str, Any]) -> str | None:
+        """PostgreSQL: why the DSN Secret cannot be mounted (absent, or without its key), or
+        None. The auth pods wait for it; creating it lets them start."""
+        ref = postgres_ref(cluster_spec(body))
+        if ref is None:
+            return None
+        secret = await self.kube.get("Secret", body["metadata"]["namespace"], ref.secret)
+        if secret is None:
+            return (f"the Secret {ref.secret} (spec.backend.postgres.dsnSecretRef) does not "
+                    "exist: auth's pods wait for it")
+        if ref.key not in (secret.get("data") or {}):
+            return (f"the Secret {ref.secret} has no key {ref.key} "
+                    "(spec.backend.postgres.dsnSecretRef): auth's pods wait for it")
+        return None
 
     def _write(self, body: Mapping[str, Any], patch: Any, observation: Observation,
                extra: Mapping[str, Any] | None = None) -> None:
@@ -385,12 +426,7 @@ def _problem(body: Mapping[str, Any]) -> str | None:
                                  f"{body['metadata']['name']}", 0, 1, document)])
     except ValidationFailed as err:
         return "; ".join(f"{e.path}: {e.reason}" for e in err.errors)
-    spec = cluster_spec(body)
-    if (spec.get("backend") or {}).get("type", "sqlite") != "sqlite":
-        return "spec.backend.type: this version of Limen stores its state in SQLite only"
-    if int((spec.get("auth") or {}).get("replicas", 1)) != 1:
-        return "spec.auth.replicas: the SQLite backend runs exactly one auth replica"
-    return db_selector_problem(body)
+    return backend_problem(cluster_spec(body)) or db_selector_problem(body)
 
 
 def _finish(cas: Mapping[CertAuthorityType, CertAuthority],
@@ -419,7 +455,20 @@ def _patch_for(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[s
             continue  # immutable once bound
         if not _contains(current.get(key), value):
             patch[key] = value
+    if desired["kind"] == "Deployment" and "spec" in patch:
+        patch["spec"] = _recreate_drops_rolling_update(current, patch["spec"])
     return patch
+
+
+def _recreate_drops_rolling_update(current: Mapping[str, Any],
+                                   spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A Deployment going back to ``Recreate`` (auth from PostgreSQL to SQLite) must lose the
+    ``rollingUpdate`` the API server filled in: it refuses both together."""
+    strategy = dict(spec.get("strategy") or {})
+    had = ((current.get("spec") or {}).get("strategy") or {}).get("rollingUpdate")
+    if strategy.get("type") != "Recreate" or had is None:
+        return dict(spec)
+    return {**spec, "strategy": {**strategy, "rollingUpdate": None}}
 
 
 def _contains(have: Any, want: Any) -> bool:

@@ -7,14 +7,20 @@ For a Cluster ``main`` in namespace ``limen``::
                                   rebuilt: proxy_token_secret)
     Secret     main-db-token      the static token db agents join with (likewise:
                                   db_token_secret)
+    Secret     main-ca-key        PostgreSQL only: the key encrypting the CA private keys in
+                                  the database (created once: limen.operator.cluster_backend)
     ConfigMap  main-config        limen.yaml for auth and proxy (auth.server_names: the auth
                                   Service's DNS names; auth.proxy_server_names: the proxy
-                                  Service's; auth.proxy_token_file, auth.db_token_file)
-    PVC        main-auth-data     auth's SQLite backend and audit log (in its data/)
+                                  Service's; auth.proxy_token_file, auth.db_token_file;
+                                  PostgreSQL: backend {type, dsn_file, ca_key_file})
+    PVC        main-auth-data     SQLite only: auth's backend and audit log (in its data/)
     Deployment main-auth          limen start --roles auth (init: limen operator seed-ca),
-                                  the proxy and db token Secrets mounted
+                                  the proxy and db token Secrets mounted; SQLite: one pod,
+                                  Recreate; PostgreSQL: spec.auth.replicas pods, rolling,
+                                  spread over nodes, the DSN and CA key Secrets mounted
     Service    main-auth          ClusterIP, 3025 (the auth API: a client certificate
-                                  required) and 3026 (the join listener: /v1/join only)
+                                  required) and 3026 (the join listener: /v1/join and the
+                                  readiness probe /v1/ready only)
     Deployment main-proxy         limen start --roles proxy, joining auth's join listener
                                   (LIMEN_AUTH_JOIN) with LIMEN_TOKEN (from main-proxy-token)
                                   and LIMEN_CA_PIN (the TLS CA's pin), then calling the auth
@@ -23,6 +29,8 @@ For a Cluster ``main`` in namespace ``limen``::
                                   postgres 5433, mysql 3036 (the database fronts)
     ConfigMap  main-db-config     spec.db.replicas > 0: the db agents (limen.operator.db_agent)
     Deployment main-db
+    PDB        main-auth, main-proxy   when that Deployment runs more than one pod:
+                                  maxUnavailable 1 (limen.operator.availability)
 
 Every pod passes Pod Security "restricted" and runs with a read-only root filesystem: uid/gid
 10001, fsGroup 10001, seccomp RuntimeDefault, no privilege escalation, no capability, no
@@ -30,8 +38,10 @@ service account token; a ``tmp`` emptyDir at /tmp (``TMPDIR``); its data volume 
 the others: an emptyDir) at ``/var/lib/limen``, in which limen makes its data directory
 ``/var/lib/limen/data`` (0700, its own: the volume's root belongs to root, group 10001).
 Default resource requests unless ``spec.<component>.resources``; liveness probes: auth's
-``GET /v1/join`` (3026), the proxy's ``GET /v1/webapi/ping`` (3080), both HTTPS. Run for real,
-as a kubelet would: tests/integration/test_operator_pods_run.py.
+``GET /v1/join`` (3026), the proxy's ``GET /v1/webapi/ping`` (3080), both HTTPS; readiness:
+auth's ``GET /v1/ready`` (3026: its backend answers), the proxy's web port. Run for real, as a
+kubelet would: tests/integration/test_operator_pods_run.py (SQLite) and
+test_operator_pods_ha.py (two auth pods on PostgreSQL).
 
 Every object carries a controller ``ownerReference`` to the Cluster (Kubernetes' garbage
 collector deletes them with it) and the ``app.kubernetes.io/*`` labels. A spec change changes
@@ -57,6 +67,15 @@ import yaml
 
 from limen.api.resources import API_GROUP, API_VERSION
 from limen.api.schemas import with_defaults
+from limen.operator.availability import auth_readiness_probe, disruption_budget, spread_by_host
+from limen.operator.cluster_backend import (
+    PostgresRef,
+    auth_replicas,
+    backend_config,
+    backend_mounts,
+    backend_volumes,
+    postgres_ref,
+)
 from limen.operator.settings import REPORTING_COMPONENT
 
 __all__ = [
@@ -175,6 +194,10 @@ class ClusterNames:
     @property
     def db_token(self) -> str:
         return f"{self.base}-db-token"
+
+    @property
+    def ca_key(self) -> str:
+        return f"{self.base}-ca-key"
 
 
 def cluster_spec(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,6 +320,8 @@ def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
                  "proxy_token_file": PROXY_TOKEN_FILE,
                  "db_token_file": DB_TOKEN_FILE},
     }
+    if postgres_ref(spec) is not None:
+        config["backend"] = backend_config()
     gitops = spec.get("gitops")
     if gitops:
         config["gitops"] = {"source": gitops["repo"]}
@@ -333,11 +358,14 @@ def _volumes(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config}},
     ]
+    postgres = postgres_ref(spec)
     if auth:
         volumes.append({"name": "ca", "secret": {"secretName": names.ca_secret,
                                                  "defaultMode": 0o400}})
-        volumes.append({"name": "data",
-                        "persistentVolumeClaim": {"claimName": names.data}})
+        volumes.append({"name": "data", "emptyDir": {}} if postgres else
+                       {"name": "data", "persistentVolumeClaim": {"claimName": names.data}})
+        if postgres:
+            volumes.extend(backend_volumes(postgres, names.ca_key))
         volumes.append({"name": "proxy-token", "secret": {"secretName": names.proxy_token,
                                                           "defaultMode": 0o400}})
         volumes.append({"name": "db-token", "secret": {"secretName": names.db_token,
@@ -386,10 +414,20 @@ def _mounts(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
     if auth:
         mounts.append({"name": "proxy-token", "mountPath": PROXY_TOKEN_DIR, "readOnly": True})
         mounts.append({"name": "db-token", "mountPath": DB_TOKEN_DIR, "readOnly": True})
+        mounts.extend(_backend_mounts(body))
     ref = ((cluster_spec(body).get("gitops") or {}).get("credentials_ref") or {})
     if auth and ref.get("secret"):
         mounts.append({"name": "gitops", "mountPath": f"{CONFIG_DIR}/gitops", "readOnly": True})
     return mounts
+
+
+def _backend_mounts(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """PostgreSQL: the DSN and CA key Secrets (auth and its init container); SQLite: none."""
+    return backend_mounts() if _postgres(body) is not None else []
+
+
+def _postgres(body: Mapping[str, Any]) -> PostgresRef | None:
+    return postgres_ref(cluster_spec(body))
 
 
 def _join_env(body: Mapping[str, Any], ca_pin: str) -> list[dict[str, Any]]:
@@ -436,7 +474,8 @@ def _container(body: Mapping[str, Any], component: str, image: str,
                  "--roles", component],
         "env": scratch_env() + ([] if auth else _join_env(body, ca_pin)),
         "ports": [{"name": name, "containerPort": port} for name, port in ports.items()],
-        "readinessProbe": {"tcpSocket": {"port": next(iter(ports))}, "periodSeconds": 5},
+        "readinessProbe": auth_readiness_probe() if auth else {
+            "tcpSocket": {"port": next(iter(ports))}, "periodSeconds": 5},
         "livenessProbe": _liveness(component),
         "resources": resources(body, component),
         "volumeMounts": _mounts(body, auth=auth),
@@ -458,20 +497,26 @@ def _deployment(body: Mapping[str, Any], component: str, image: str, replicas: i
     if auth:
         pod["initContainers"] = [{
             "name": "seed-ca", "image": image,
-            "args": ["operator", "seed-ca", "--ca-dir", CA_DIR, "--data-dir", DATA_DIR],
+            "args": ["operator", "seed-ca", "--ca-dir", CA_DIR, "--data-dir", DATA_DIR,
+                     "--config", f"{CONFIG_DIR}/limen.yaml"],
             "env": scratch_env(),
             "resources": resources(body, component),
             "volumeMounts": [{"name": "ca", "mountPath": CA_DIR, "readOnly": True},
-                             *scratch_mounts()],
+                             {"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
+                              "subPath": "limen.yaml", "readOnly": True},
+                             *scratch_mounts(), *_backend_mounts(body)],
             "securityContext": container_security_context(),
         }]
+    # SQLite has one writer: never two auth pods on the volume, even during a rollout
+    single_writer = auth and _postgres(body) is None
+    if not single_writer:
+        pod["affinity"] = spread_by_host(pod_selector(body, component))
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": child_metadata(body, names.auth if auth else names.proxy, component),
         "spec": {
             "replicas": replicas,
-            # SQLite has one writer: never two auth pods on the volume, even during a rollout
-            "strategy": {"type": "Recreate"} if auth else {"type": "RollingUpdate"},
+            "strategy": {"type": "Recreate"} if single_writer else {"type": "RollingUpdate"},
             "selector": {"matchLabels": pod_selector(body, component)},
             "template": {"metadata": {"labels": common_labels(body, component),
                                       "annotations": dict(annotations)},
@@ -501,27 +546,41 @@ def _data_claim(body: Mapping[str, Any]) -> dict[str, Any]:
                      "resources": {"requests": {"storage": "1Gi"}}}}
 
 
+def _budget(body: Mapping[str, Any], component: str) -> dict[str, Any]:
+    names = ClusterNames(body["metadata"]["name"])
+    return disruption_budget(
+        child_metadata(body, names.auth if component == "auth" else names.proxy, component),
+        pod_selector(body, component))
+
+
 def children(body: Mapping[str, Any], default_image: str, ca_revision: int, *,
              ca_pin: str) -> list[dict[str, Any]]:
-    """Every owned object except the two Secrets (created once, elsewhere), in creation
-    order. ``ca_pin`` is the ``sha256:`` pin of the cluster's TLS CA (the proxies check auth
-    with it when they join)."""
+    """Every owned object except the Secrets (created once, elsewhere), in creation order.
+    ``ca_pin`` is the ``sha256:`` pin of the cluster's TLS CA (the proxies check auth with it
+    when they join)."""
     spec = cluster_spec(body)
     auth_ports = {k: PORTS[k] for k in ("auth", "auth-join")}
     proxy_ports = {k: PORTS[k] for k in PROXY_PORTS}
     annotations = {CONFIG_HASH_ANNOTATION: config_hash(body)}
     auth_spec, proxy_spec = spec.get("auth") or {}, spec.get("proxy") or {}
-    return [
-        config_map(body),
-        _data_claim(body),
-        _deployment(body, "auth", auth_spec.get("image") or default_image,
-                    1,  # SQLite: one auth replica (spec.auth.replicas needs a shared backend)
+    postgres = postgres_ref(spec) is not None
+    # SQLite: one auth replica (limen.operator.cluster refuses more before building anything)
+    replicas = {"auth": auth_replicas(spec) if postgres else 1,
+                "proxy": int(proxy_spec.get("replicas", 1))}
+    objects = [config_map(body)]
+    if not postgres:
+        objects.append(_data_claim(body))
+    objects += [
+        _deployment(body, "auth", auth_spec.get("image") or default_image, replicas["auth"],
                     auth_ports, {**annotations, CA_REVISION_ANNOTATION: str(ca_revision)}),
         _service(body, "auth", "ClusterIP", auth_ports),
         _deployment(body, "proxy", proxy_spec.get("image") or default_image,
-                    int(proxy_spec.get("replicas", 1)), proxy_ports, annotations, ca_pin),
+                    replicas["proxy"], proxy_ports, annotations, ca_pin),
         _service(body, "proxy", str(proxy_spec.get("service_type", "ClusterIP")), proxy_ports),
     ]
+    objects += [_budget(body, component) for component in ("auth", "proxy")
+                if replicas[component] > 1]
+    return objects
 
 
 def readiness(deployment: Mapping[str, Any] | None) -> tuple[int, int]:

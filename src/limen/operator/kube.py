@@ -25,6 +25,7 @@ _GROUPS = {
     "Secret": ("v1", "secrets"), "ConfigMap": ("v1", "configmaps"),
     "Service": ("v1", "services"), "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),
     "Deployment": ("apps/v1", "deployments"), "Cluster": ("limen.dev/v1alpha1", "clusters"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
 }
 
 

@@ -14,7 +14,9 @@ identity).
                                                     Cluster handlers
                                                     cleanup: timers, then auth and kube
     kopf run -m limen.operator   (the same registry, built from LIMEN_OPERATOR_* variables)
-    limen operator seed-ca       auth pod's init container: CA Secret ──▶ auth's backend
+    limen operator seed-ca       auth pod's init container: CA Secret ──▶ auth's backend (the
+                                 one limen.yaml configures: SQLite in the data directory, or
+                                 PostgreSQL with the records encrypted by backend.ca_key_file)
     limen operator identity      an admin identity for the operator, from a data dir's TLS CA
 
 Called by ``limen.cli.limen_operator``, by ``limen.operator`` (kopf run) and the tests, which
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
@@ -33,12 +34,16 @@ from typing import Any
 
 import kopf
 
-from limen.auth.authorities import ca_record_key
+from limen.auth.authorities import read_ca
+from limen.auth.ca_key_file import ca_sealer_for, sealer_from_file
+from limen.auth.ca_sealing import CASealer
 from limen.auth.store_keys import CLUSTER_NAME_KEY
 from limen.backend.factory import open_backend
+from limen.backend.postgres_dsn import backend_options
 from limen.backend.sqlite import DB_FILENAME
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
+from limen.config import load_settings
 from limen.errors import BadParameter, NotFound
 from limen.files import private_dir
 from limen.operator.auth import LimenAuth, data_dir_endpoint, static_endpoint
@@ -141,42 +146,53 @@ def read_ca_dir(ca_dir: Path) -> dict[str, str]:
     return data
 
 
-def seed_ca_from_dir(ca_dir: Path, data_dir: Path) -> list[str]:
-    """``limen operator seed-ca``: make auth's backend in ``data_dir`` hold the CAs of the
-    mounted CA Secret; returns the CA types written (empty when already in place)."""
+def seed_ca_from_dir(ca_dir: Path, data_dir: Path, config: Path | None = None) -> list[str]:
+    """``limen operator seed-ca``: make auth's backend hold the CAs of the mounted CA Secret;
+    returns the CA types written (empty when already in place). The backend is the one
+    ``config`` (auth's limen.yaml) sets, with its ``ca_key_file``; without it, SQLite in
+    ``data_dir``."""
     cluster, cas = read_secret_data(read_ca_dir(ca_dir))
     private_dir(data_dir)  # in the auth pod: a directory of its own inside the data volume
+    options: dict[str, Any] = {}
+    sealer: CASealer | None = None
+    if config is not None:
+        settings = load_settings(config)
+        options = backend_options(settings.backend)
+        sealer = ca_sealer_for(settings.backend)
 
     async def seed() -> list[str]:
-        backend = open_backend(data_dir)
+        backend = open_backend(data_dir, **options)
         try:
-            return await seed_backend(backend, cluster, cas)
+            return await seed_backend(backend, cluster, cas, sealer)
         finally:
             await backend.close()
 
     return asyncio.run(seed())
 
 
-def write_operator_identity(data_dir: Path, out: Path, ttl: timedelta) -> HostCredentials:
+def write_operator_identity(data_dir: Path, out: Path, ttl: timedelta,
+                            ca_key_file: Path | None = None) -> HostCredentials:
     """``limen operator identity``: an admin identity for the operator, signed by the TLS CA in
-    ``data_dir`` (the cluster may be running), saved as an identity directory in ``out``."""
+    ``data_dir`` (the cluster may be running), saved as an identity directory in ``out``.
+    ``ca_key_file``: the cluster's ``backend.ca_key_file``, when its CA records are encrypted."""
     if not (data_dir / DB_FILENAME).exists():
         raise NotFound(f"{data_dir} holds no Limen cluster (no {DB_FILENAME})")
-    credentials = operator_identity(asyncio.run(_tls_ca(data_dir)), ttl)
+    sealer = sealer_from_file(ca_key_file) if ca_key_file else None
+    credentials = operator_identity(asyncio.run(_tls_ca(data_dir, sealer)), ttl)
     credentials.save(out)
     return credentials
 
 
-async def _tls_ca(data_dir: Path) -> CertAuthority:
+async def _tls_ca(data_dir: Path, sealer: CASealer | None) -> CertAuthority:
     backend = open_backend(data_dir)
     try:
         name = await backend.get(CLUSTER_NAME_KEY)
         if name is None:
             raise NotFound(f"{data_dir} holds no Limen cluster yet (start it once)")
         cluster = name.value.decode()
-        record = await backend.get(ca_record_key(cluster, CertAuthorityType.TLS))
-        if record is None:
+        ca = await read_ca(backend, cluster, CertAuthorityType.TLS, sealer)
+        if ca is None:
             raise NotFound(f"{data_dir} holds no TLS CA for cluster {cluster}")
-        return CertAuthority.from_dict(json.loads(record.value))
+        return ca
     finally:
         await backend.close()

@@ -3,9 +3,12 @@
     listeners.auth       HTTPS, the auth API: the TLS handshake fails without a client
                          certificate signed by the cluster's TLS CA
     listeners.auth_join  HTTPS (auth's own certificate), no client certificate asked, and
-                         nothing but /v1/join (limen.auth.http.join):
+                         nothing but /v1/join (limen.auth.http.join) and the readiness
+                         probe (limen.auth.http.readiness):
                            GET  /v1/join   cluster name and TLS CA, checked against the pin
                            POST /v1/join   a join with a token (64 KiB at most, audited)
+                           GET  /v1/ready  200 or 503: does the backend answer? (the
+                                           kubelet's readinessProbe; says nothing else)
                          any other path: 404; no admin, user or agent API is mounted here.
                          Default (empty): the auth listener's host, its port + 1 (3026).
 
@@ -28,6 +31,7 @@ from aiohttp import web
 
 from limen.auth.core import AuthServer
 from limen.auth.http.join import JOIN_MAX_BODY, JOIN_PATH, join, join_info
+from limen.auth.http.readiness import BackendReadiness, readiness_routes
 from limen.errors import BadParameter
 from limen.net.address import bind_tcp, format_address, parse_address
 from limen.net.http import error_middleware, json_body
@@ -90,4 +94,5 @@ def build_join_app(auth: AuthServer) -> web.Application:
         return web.json_response(await join(auth, body, remote_addr=request.remote or ""))
 
     app.add_routes([web.get(JOIN_PATH, info), web.post(JOIN_PATH, post)])
+    app.add_routes(readiness_routes(BackendReadiness(auth.backend, lambda: auth.cluster_name)))
     return app
