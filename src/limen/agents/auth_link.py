@@ -14,7 +14,7 @@ import asyncio
 from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
 from limen.errors import ConnectionProblem
-from limen.tunnel.agent import TunnelAgent
+from limen.tunnel.auth_route import AuthRouteOwner
 
 __all__ = ["AuthLink"]
 
@@ -26,7 +26,7 @@ class AuthLink:
         self._client: AuthClient | None = None
         self._ready = asyncio.Event()
 
-    async def attach(self, tunnel: TunnelAgent) -> None:
+    async def attach(self, tunnel: AuthRouteOwner) -> None:
         address = await tunnel.local_auth_listener()
         self._client = AuthClient(address, self.credentials, timeout=self.timeout)
         self._ready.set()

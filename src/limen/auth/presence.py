@@ -8,6 +8,12 @@ out without anyone deleting it. Presence is kept apart from declared Resources: 
 origin, is never applied from Git, and is read with ``GET /v1/presence/nodes`` (``lmsh ls``,
 the proxy's routing).
 
+An agent keeps a tunnel to every proxy (``limen.tunnel.agent_pool``), so several proxies
+relay its heartbeats: the record stays one per agent (per database and agent for db agents),
+and lists in ``tunnels`` the proxies that relayed one within :data:`PRESENCE_TTL` (each one's
+expiry in ``tunnel_expires``); ``tunnel`` is the proxy that relayed the latest. The record is
+merged with compare-and-swap, so two proxies relaying at once both stay listed.
+
 Called by :mod:`limen.auth.http.app` with the running :class:`~limen.auth.core.AuthServer`.
 """
 
@@ -22,7 +28,7 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind
 from limen.api.validation import validate
 from limen.auth.store_keys import DB_PRESENCE_PREFIX, PRESENCE_PREFIX
-from limen.errors import BadParameter
+from limen.errors import BadParameter, CompareFailed
 
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
@@ -32,6 +38,8 @@ __all__ = ["DB_PRESENCE_PREFIX", "PRESENCE_PREFIX", "PRESENCE_TTL", "heartbeat",
 PRESENCE_TTL = 35.0
 """Seconds a heartbeat keeps its record alive."""
 _HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_MERGE_ATTEMPTS = 5
+"""Compare-and-swap rounds before a heartbeat simply overwrites the record."""
 
 
 _AGENT_KINDS = {"node": "ssh", "db": "db"}
@@ -56,23 +64,59 @@ async def heartbeat(auth: AuthServer, resource: Mapping[str, Any], host_id: str,
                            f"{expected or 'ssh'}")
     key = PRESENCE_PREFIX + host_id if expected == "ssh" else \
         f"{DB_PRESENCE_PREFIX}{parsed.name}/{host_id}"
-    now = auth.clock()
-    record = {
-        "resource": parsed.to_document(with_status=False), "host_id": host_id,
-        "cluster": cluster, "tunnel": tunnel, "updated": auth.now().isoformat(),
-        "expires": now + PRESENCE_TTL,
-    }
-    await auth.backend.put(key, json.dumps(record).encode(), expires=now + PRESENCE_TTL)
+    for attempt in range(_MERGE_ATTEMPTS):
+        item = await auth.backend.get(key)
+        now = auth.clock()
+        seen = _live_tunnels(item.value if item is not None else b"", now)
+        seen[tunnel] = now + PRESENCE_TTL
+        record = {
+            "resource": parsed.to_document(with_status=False), "host_id": host_id,
+            "cluster": cluster, "tunnel": tunnel, "tunnels": sorted(seen),
+            "tunnel_expires": seen, "updated": auth.now().isoformat(),
+            "expires": now + PRESENCE_TTL,
+        }
+        value = json.dumps(record).encode()
+        if attempt == _MERGE_ATTEMPTS - 1:
+            await auth.backend.put(key, value, expires=now + PRESENCE_TTL)
+            break
+        try:
+            await auth.backend.compare_and_swap(key, item.revision if item is not None else 0,
+                                                value, expires=now + PRESENCE_TTL)
+            break
+        except CompareFailed:
+            continue
     return record
+
+
+def _live_tunnels(stored: bytes, now: float) -> dict[str, float]:
+    """``{proxy host id: expiry}`` of a stored record's tunnels that have not expired."""
+    try:
+        doc = json.loads(stored) if stored else {}
+    except ValueError:
+        return {}
+    return _unexpired(doc, now)
+
+
+def _unexpired(doc: Any, now: float) -> dict[str, float]:
+    expires = doc.get("tunnel_expires") if isinstance(doc, dict) else None
+    if not isinstance(expires, dict):
+        return {}
+    return {str(proxy): float(when) for proxy, when in expires.items()
+            if isinstance(when, int | float) and not isinstance(when, bool) and when > now}
 
 
 async def presence(auth: AuthServer, prefix: str = PRESENCE_PREFIX) -> list[dict[str, Any]]:
     """Every live presence record of nodes (or, with :data:`DB_PRESENCE_PREFIX`, of
-    databases), sorted by key."""
+    databases), sorted by key; ``tunnels`` lists the proxies whose relay has not expired."""
     out: list[dict[str, Any]] = []
+    now = auth.clock()
     for item in await auth.backend.list(prefix):
         try:
-            out.append(json.loads(item.value))
+            record = json.loads(item.value)
         except ValueError:
             continue
+        if isinstance(record, dict) and "tunnel_expires" in record:
+            live = _unexpired(record, now)
+            record["tunnel_expires"], record["tunnels"] = live, sorted(live)
+        out.append(record)
     return out

@@ -4,7 +4,8 @@ Inputs, merged by :func:`collect_nodes`:
 
 * agents connected to THIS proxy's tunnel server (the registry: host id, certificate hostname,
   labels and address from the last heartbeat) — reachable;
-* presence records from auth (agents connected to another proxy) — known, not reachable here;
+* presence records from auth (agents connected to other proxies only, ``tunnels``) — known,
+  not reachable here (agents keep a tunnel to every proxy, so that is a transient state);
 * declared ``Resource`` objects with ``spec.kind: ssh`` and ``spec.address`` — agentless OpenSSH
   nodes, dialled directly over TCP.
 
@@ -81,7 +82,9 @@ class Node:
     connected_here: bool = False
     """An agent whose tunnel ends at this proxy."""
     tunnel: str = ""
-    """Id of the proxy holding the agent's tunnel (from presence)."""
+    """Id of the proxy that relayed the agent's latest heartbeat (from presence)."""
+    tunnels: tuple[str, ...] = ()
+    """Ids of every proxy holding a tunnel of the agent (from presence)."""
 
     @property
     def label(self) -> str:
@@ -185,7 +188,8 @@ def collect_nodes(local: Mapping[str, AgentRecord], presence: Sequence[Mapping[s
         if isinstance(doc, Mapping):
             node = _doc_node(doc, host_id)
             if node is not None:
-                nodes.append(replace(node, tunnel=str(item.get("tunnel", ""))))
+                nodes.append(replace(node, tunnel=str(item.get("tunnel", "")),
+                                     tunnels=_tunnels(item)))
     for res in resources:
         if res.kind is Kind.RESOURCE and res.spec.get("kind") == "ssh" \
                 and isinstance(res.spec.get("address"), str):
@@ -194,6 +198,15 @@ def collect_nodes(local: Mapping[str, AgentRecord], presence: Sequence[Mapping[s
                 name=res.name, labels=dict(res.labels), address=res.spec["address"],
                 hostnames=(hostname,) if isinstance(hostname, str) else (), agentless=True))
     return nodes
+
+
+def _tunnels(item: Mapping[str, Any]) -> tuple[str, ...]:
+    """The proxies of a presence record: ``tunnels``, or the one ``tunnel`` of older records."""
+    listed = item.get("tunnels")
+    if isinstance(listed, list):
+        return tuple(str(p) for p in listed if isinstance(p, str) and p)
+    one = item.get("tunnel")
+    return (one,) if isinstance(one, str) and one else ()
 
 
 def _agent_node(record: AgentRecord) -> Node:

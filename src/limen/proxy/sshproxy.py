@@ -9,6 +9,8 @@ connector that routes a user's channel to a node.
                                         2b. agentless node: TCP to spec.address ────────┤
                                         3. relay channel ◀──▶ data connection ◀─────────┘
     agent ──SSH control + data conns──▶ TunnelServer (heartbeats → auth presence)
+    ProxyAnnouncer (limen.proxy.proxy_peers): this proxy in auth's proxy set, the set told to
+    the agents, which keep a tunnel to every proxy: any proxy reaches any node
 
     a leaf cluster's target (``node.leaf``, ``proxy:node:port@leaf``, ``--cluster leaf``):
       SSHConnector.connect ──▶ RemoteClusters.connect (limen.proxy.trust_root_routes):
@@ -65,6 +67,7 @@ from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import parse_address
 from limen.net.relay import Relay
+from limen.proxy.proxy_peers import ProxyAnnouncer, announced_tunnel_address
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
 from limen.proxy.trust_root_routes import RemoteClusters
@@ -175,9 +178,11 @@ class SSHConnector:
     async def _connect_agent(self, node: Node, identity: Identity, relay: Relay,
                              client_addr: str, session_id: str, target: str) -> None:
         if not node.connected_here:
-            if node.tunnel and node.tunnel != self.credentials.host_id:
-                raise ConnectionProblem(f"node {node.name!r} is connected to proxy "
-                                        f"{node.tunnel}, not this one")
+            elsewhere = [p for p in node.tunnels if p != self.credentials.host_id]
+            if elsewhere and self.credentials.host_id not in node.tunnels:
+                which = "proxy" if len(elsewhere) == 1 else "proxies"
+                raise ConnectionProblem(f"node {node.name!r} is connected to {which} "
+                                        f"{', '.join(elsewhere)}, not this one")
             # presence outlives the tunnel by a few heartbeats: known, but not connected
             raise ConnectionProblem(f"node {node.name!r} is offline")
         request = DialRequest(kind=KIND_NODE, target=target, client_addr=client_addr,
@@ -279,17 +284,25 @@ class ProxySSHService:
                                       idle_timeout=idle_timeout)
         self.connector.remote = self.remote
         self.front = SSHFront(self.connector)
+        self.peers: ProxyAnnouncer | None = None
+        """This proxy in the cluster's proxy set (started with the tunnel listener)."""
 
     async def start(self) -> dict[str, str]:
         tunnel = await self.tunnel.start(self.settings.listeners.tunnel)
         try:
             ssh = await self.front.start(self.settings.listeners.ssh_proxy)
+            self.peers = ProxyAnnouncer(self.auth, self.tunnel, announced_tunnel_address(
+                self.settings.cluster.public_address, tunnel))
+            await self.peers.start()
         except BaseException:
+            await self.front.stop()
             await self.tunnel.stop()
             raise
         return {"ssh_proxy": ssh, "tunnel": tunnel}
 
     async def stop(self) -> None:
+        if self.peers is not None:
+            await self.peers.stop()
         await self.front.stop()
         await self.tunnel.stop()
 

@@ -19,6 +19,9 @@ Modules, bottom up::
     agent_settings  TunnelAgentSettings, the dial and heartbeat callables' types
     agent_conn      one control connection of an agent: hello, welcome check, heartbeats, dials
     agent           TunnelAgent: reconnect policy (backoff), connected state, auth via the proxy
+    stopping        stop_task: cancel a task until it has ended (3.11 may lose a cancel)
+    pool_plan       what an agent pool does next (dial, stop, seed asleep/awake): pure
+    agent_pool      TunnelAgentPool: one TunnelAgent per proxy the proxies announce
 
 Built on ``limen.aio`` (backoff), ``limen.net`` (the relay, socket options, SSH algorithms)
 and ``limen.ca.ssh_peer`` (host keys, the peer host-certificate check). Sits above

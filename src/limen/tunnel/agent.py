@@ -11,13 +11,20 @@
                                data connection spliced by the proxy to the auth API
 
 ``TunnelAgent`` is the reconnect policy and what callers see (connected, proxy id, counters,
-``wait_for``, the auth route); one connection's life is :class:`~limen.tunnel.agent_conn.\
-AgentConnection`, which knows the agent only through the ``ConnectionOwner`` protocol. Timers
-and the expected proxy come in a :class:`~limen.tunnel.agent_settings.TunnelAgentSettings`.
+``wait_for``, the auth route, the proxy set its proxy announced); one connection's life is
+:class:`~limen.tunnel.agent_conn.AgentConnection`, which knows the agent only through the
+``ConnectionOwner`` protocol. Timers and the expected proxy come in a
+:class:`~limen.tunnel.agent_settings.TunnelAgentSettings`.
 
 The agent checks the proxy like the proxy checks the agent: the certificate in ``welcome`` must
 be a valid host certificate of this cluster with role ``proxy`` for the key the proxy used in
 the SSH handshake. Called by the node agent (and later the db, kube and app agents).
+
+An agent pool (:mod:`limen.tunnel.agent_pool`, node and db agents) runs one TunnelAgent per
+proxy with itself as their :class:`TunnelObserver`: it learns of every connect, disconnect
+and proxy set, and tells each agent which proxies its siblings hold (``hello``'s ``held``). A
+connection that reaches a proxy held elsewhere is redundant: closed, and tried again only
+after ``redundant_retry`` seconds.
 
 A leaf proxy's cluster link to its root (``limen.proxy.trust_leaf_links``) is a TunnelAgent
 too, with the root's host CA as ``peer_trust`` and a ``prepare`` hook: every dial is resolved
@@ -30,12 +37,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Protocol
 
 import asyncssh
 
 from limen.aio.changed import Changed
-from limen.aio.tasks import cancel_and_wait
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.keys import PublicKey
 from limen.ca.ssh_peer import host_key, trust_map
@@ -49,12 +56,26 @@ from limen.tunnel.agent_settings import (
     PreparedDial,
     TunnelAgentSettings,
 )
-from limen.tunnel.auth_route import LocalAuthListener
-from limen.tunnel.protocol import KIND_AUTH
+from limen.tunnel.auth_route import AuthTicket, LocalAuthListener
+from limen.tunnel.protocol import KIND_AUTH, ProxyEntry
+from limen.tunnel.stopping import stop_task
 
-__all__ = ["DialHandler", "DialPreparer", "PreparedDial", "TunnelAgent", "TunnelAgentSettings"]
+__all__ = ["DialHandler", "DialPreparer", "PreparedDial", "TunnelAgent", "TunnelAgentSettings",
+           "TunnelObserver"]
 
 log = logging.getLogger(__name__)
+
+
+class TunnelObserver(Protocol):
+    """Watches tunnel agents (the agent pool)."""
+
+    def held_elsewhere(self, agent: TunnelAgent) -> Collection[str]:
+        """Host ids of the proxies the OTHER agents hold."""
+        ...
+
+    def changed(self, agent: TunnelAgent) -> None:
+        """``agent`` connected, disconnected, was redundant or heard a new proxy set."""
+        ...
 
 
 class TunnelAgent:
@@ -63,6 +84,7 @@ class TunnelAgent:
         handler: DialHandler | None, heartbeat: HeartbeatSource, *,
         prepare: DialPreparer | None = None,
         settings: TunnelAgentSettings | None = None,
+        observer: TunnelObserver | None = None,
     ) -> None:
         """Serves dials with ``handler`` (on the data socket), or with ``prepare`` (resolve
         and authorize first, then serve): exactly one of the two."""
@@ -81,6 +103,13 @@ class TunnelAgent:
         self.connections = 0
         """How many control connections were established (tests, metrics)."""
         self.last_error = ""
+        self.failures = 0
+        """Attempts that failed since the last welcome (0: connected, or first attempt)."""
+        self.observer = observer
+        self.proxies: tuple[ProxyEntry, ...] = ()
+        """The cluster's proxies as the last proxy reached told them (kept after a loss)."""
+        self.redundant_for = ""
+        """The proxy the last connection reached while another tunnel held it ("" if not)."""
         self.endpoint = parse_address(proxy_tunnel_address)
         self.client_key, _cert = host_key(credentials)
         self.peer_trust: Mapping[str, Sequence[PublicKey]] = (
@@ -106,7 +135,7 @@ class TunnelAgent:
             self._auth_listener.close()
             self._auth_listener = None
         task, self._task = self._task, None
-        await cancel_and_wait(task)
+        await stop_task(task)
         for child in list(self._tasks):
             child.cancel()
         if self._tasks:
@@ -116,19 +145,22 @@ class TunnelAgent:
     async def _run(self) -> None:
         while True:
             self._welcomed_at = None
+            self.redundant_for = ""
             try:
                 await AgentConnection(self).run()
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncssh.Error, LimenError, TimeoutError, ValueError) as err:
                 self.last_error = str(err) or type(err).__name__
+                self.failures += 1
                 log.warning("tunnel agent: connection to %s failed: %s", self.address,
                             self.last_error)
             finally:
                 self._disconnected()
             if self._was_stable():
                 self.backoff.reset()
-            await self.settings.sleep(self.backoff.next_delay())
+            await self.settings.sleep(self.settings.redundant_retry if self.redundant_for
+                                      else self.backoff.next_delay())
 
     async def wait_for(self, predicate: Callable[[TunnelAgent], bool], within: float) -> None:
         """Return once ``predicate(self)`` holds (checked at every connect and disconnect);
@@ -150,14 +182,34 @@ class TunnelAgent:
         self._current = conn
         self.proxy_id = conn.proxy_id
         self.connections += 1
+        self.failures = 0
         self.connected.set()
-        self._changed.notify()
+        self._notify()
+
+    def held_elsewhere(self) -> Collection[str]:
+        return self.observer.held_elsewhere(self) if self.observer is not None else ()
+
+    def redundant(self, conn: AgentConnection, proxies: Sequence[ProxyEntry]) -> None:
+        self.redundant_for = conn.proxy_id
+        self.proxies = tuple(proxies)
+        self._notify()
+
+    def proxies_announced(self, conn: AgentConnection,
+                          proxies: Sequence[ProxyEntry]) -> None:
+        if conn is self._current:
+            self.proxies = tuple(proxies)
+            self._notify()
 
     def _disconnected(self) -> None:
         self._current = None
         if self.connected.is_set():
             self.connected.clear()
-            self._changed.notify()
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.notify()
+        if self.observer is not None:
+            self.observer.changed(self)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -170,11 +222,16 @@ class TunnelAgent:
         """A loopback listener whose connections reach the auth API through the proxy (see
         :mod:`limen.tunnel.auth_route`); closed by :meth:`stop`."""
         if self._auth_listener is None:
-            host, port = self.endpoint
             self._auth_listener = LocalAuthListener(
-                self.request_auth_nonce, host, port, self.spawn,
+                self.request_auth_ticket, self.spawn,
                 idle_timeout=self.settings.auth_idle_timeout)
         return await self._auth_listener.start(address)
+
+    async def request_auth_ticket(self) -> AuthTicket:
+        """A data connection to auth through this agent's proxy: nonce and tunnel port."""
+        nonce = await self.request_auth_nonce()
+        host, port = self.endpoint
+        return AuthTicket(nonce, host, port)
 
     async def request_auth_nonce(self) -> str:
         """Ask the proxy for a data connection to auth; returns its nonce."""

@@ -4,7 +4,9 @@ dials served and auth connect requests answered.
 
 ::
 
-    connect (SSH, agent key) ─▶ hello (host cert) ─▶ welcome (proxy cert, checked)
+    connect (SSH, agent key) ─▶ hello (host cert, proxies held elsewhere) ─▶ welcome (proxy
+      │                          cert, checked; a proxy the hello named: redundant, closed)
+      │  welcome's proxy set, then each ``proxies`` message ─▶ owner.proxies_announced
       │  heartbeat every 10 s  (payload: heartbeat())
       │  dial {nonce}  ─▶ new TCP conn to the tunnel port, "LIMEN-DATA nonce\\n",
       │                   then handler(sock, request)   (or prepare(request) first, then serve)
@@ -25,7 +27,7 @@ import inspect
 import itertools
 import logging
 import socket
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -57,6 +59,8 @@ from limen.tunnel.protocol import (
     Heartbeat,
     Hello,
     Message,
+    Proxies,
+    ProxyEntry,
     Welcome,
     encode,
     format_preamble,
@@ -112,6 +116,18 @@ class ConnectionOwner(Protocol):
     def welcomed(self, conn: AgentConnection) -> None:
         """``conn``'s proxy is verified: it is the agent's connection now."""
 
+    def held_elsewhere(self) -> Collection[str]:
+        """Host ids of the proxies another tunnel of this agent holds (told in ``hello``: a
+        connection reaching one of them is not registered there, it is redundant)."""
+
+    def redundant(self, conn: AgentConnection, proxies: Sequence[ProxyEntry]) -> None:
+        """``conn`` reached a proxy held elsewhere (its welcome's proxy set given): it closes
+        without serving."""
+
+    def proxies_announced(self, conn: AgentConnection,
+                          proxies: Sequence[ProxyEntry]) -> None:
+        """``conn``'s proxy told the cluster's proxy set (welcome, then each change)."""
+
 
 class AgentConnection:
     """One control connection (see the module docstring); :meth:`run` once."""
@@ -146,7 +162,9 @@ class AgentConnection:
         owner, settings = self.owner, self.owner.settings
         writer, reader, _stderr = await conn.open_session(subsystem=CONTROL_SUBSYSTEM,
                                                           encoding=None)
-        writer.write(encode(Hello(cert=owner.credentials.ssh_cert.decode().strip())))
+        held = tuple(sorted(owner.held_elsewhere()))
+        writer.write(encode(Hello(cert=owner.credentials.ssh_cert.decode().strip(),
+                                  held=held)))
         decoder = Decoder()
         pending: list[Message] = []
         async with asyncio.timeout(settings.connect_timeout):
@@ -159,8 +177,16 @@ class AgentConnection:
         if not isinstance(welcome, Welcome):
             raise BadParameter(f"expected welcome from the proxy, got {welcome.type}")
         self._check_proxy(welcome, conn)
+        if self.proxy_id in held:
+            # not registered by the proxy; a connection whose hello did not name it was
+            # registered (and replaced a sibling's, which the proxy closes): it serves
+            log.info("tunnel agent: %s leads to proxy %s, which another tunnel holds",
+                     owner.address, self.proxy_id)
+            owner.redundant(self, welcome.proxies)
+            return
         self._writer = writer
         owner.welcomed(self)
+        owner.proxies_announced(self, welcome.proxies)
         log.info("tunnel agent: connected to proxy %s at %s", self.proxy_id, owner.address)
         beats = asyncio.create_task(self._heartbeats(
             writer, settings.heartbeat_interval or welcome.heartbeat_interval))
@@ -212,6 +238,8 @@ class AgentConnection:
     def _handle(self, message: Message) -> None:
         if isinstance(message, Dial):
             self.owner.spawn(self._serve_dial(message.request))
+        elif isinstance(message, Proxies):
+            self.owner.proxies_announced(self, message.proxies)
         elif isinstance(message, ConnectOk | ConnectFailed):
             future = self._connects.pop(message.id, None)
             if future is None or future.done():

@@ -66,6 +66,11 @@ class TunnelAgentSettings:
     an auth connect request."""
     stable_after: float = 10.0
     """A connection welcomed and up this long resets the backoff schedule."""
+    redundant_retry: float = 30.0
+    """After reaching a proxy another tunnel of the agent pool holds, wait this long."""
+    forget_after: float = 60.0
+    """An agent pool stops the tunnel to an address no proxy has announced for this long
+    (and that is not connected)."""
     auth_idle_timeout: float = 600.0
     """Idle timeout of a connection to auth through :meth:`TunnelAgent.local_auth_listener`."""
     backoff: Callable[[], Backoff] = Backoff

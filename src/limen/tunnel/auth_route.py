@@ -7,8 +7,11 @@
 
 The client's mutual TLS runs end to end inside the spliced connection, so
 ``AuthClient(listener_address, credentials)`` works unchanged and the proxy sees only
-ciphertext. Created by :meth:`limen.tunnel.agent.TunnelAgent.local_auth_listener` (closed when
-the agent stops); used by separately run agents (``limen.agents.auth_link``).
+ciphertext. Each connection asks for an :class:`AuthTicket`: the nonce and the tunnel port of
+the proxy that issued it (an agent pool picks one of its proxies per connection). Created by
+:meth:`limen.tunnel.agent.TunnelAgent.local_auth_listener` and
+:meth:`limen.tunnel.agent_pool.TunnelAgentPool.local_auth_listener` (closed when they stop);
+used by separately run agents (``limen.agents.auth_link``, typed with :class:`AuthRouteOwner`).
 """
 
 from __future__ import annotations
@@ -16,23 +19,41 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from limen.errors import LimenError
 from limen.net.address import bind_tcp, socket_address
 from limen.net.relay import Relay, RelayProtocol
 from limen.tunnel.protocol import format_preamble
 
-__all__ = ["LocalAuthListener"]
+__all__ = ["AuthRouteOwner", "AuthTicket", "LocalAuthListener"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class AuthTicket:
+    """A proxy's answer to "connect auth": where to open the data connection, and its nonce."""
+
+    nonce: str
+    host: str
+    port: int
+
+
+class AuthRouteOwner(Protocol):
+    """What gives an agent its route to auth: a tunnel agent or an agent pool."""
+
+    async def local_auth_listener(self, address: str = "127.0.0.1:0") -> str:
+        """A loopback listener whose connections reach the auth API through a proxy."""
+        ...
+
+
 class LocalAuthListener:
-    def __init__(self, request_nonce: Callable[[], Awaitable[str]], tunnel_host: str,
-                 tunnel_port: int, spawn: Callable[[Awaitable[None]], None], *,
+    def __init__(self, request_ticket: Callable[[], Awaitable[AuthTicket]],
+                 spawn: Callable[[Awaitable[None]], None], *,
                  idle_timeout: float = 600.0) -> None:
-        self._request_nonce = request_nonce
-        self._host, self._port = tunnel_host, tunnel_port
+        self._request_ticket = request_ticket
         self._spawn = spawn
         self.idle_timeout = idle_timeout
         self._server: asyncio.Server | None = None
@@ -54,10 +75,10 @@ class LocalAuthListener:
 
     async def _connect(self, relay: Relay) -> None:
         try:
-            nonce = await self._request_nonce()
+            ticket = await self._request_ticket()
             await asyncio.get_running_loop().create_connection(
-                lambda: _PreambleProtocol(relay, 1, format_preamble(nonce)),
-                self._host, self._port)
+                lambda: _PreambleProtocol(relay, 1, format_preamble(ticket.nonce)),
+                ticket.host, ticket.port)
         except (OSError, LimenError, TimeoutError) as err:
             log.warning("tunnel agent: cannot reach auth through the proxy: %s", err)
             relay.close("auth unreachable")

@@ -12,9 +12,12 @@ and an agent holds a *host* certificate):
    cluster's host CA (signature, cluster, validity, agent role) and checks that it certifies
    the key from step 1. Otherwise the connection is dropped and the reason logged and audited.
 3. Then the proxy answers ``welcome`` with its own host certificate (the agent runs the same
-   check on the proxy's handshake key), registers the agent, and accepts heartbeats,
-   ``connect`` requests and ``dial_failed`` answers. No port forwarding, shells or other
-   channels are ever accepted on the tunnel port.
+   check on the proxy's handshake key) and the cluster's proxy set, registers the agent, and
+   accepts heartbeats, ``connect`` requests and ``dial_failed`` answers. No port forwarding,
+   shells or other channels are ever accepted on the tunnel port. A hello whose ``held``
+   names this proxy comes from an agent that already has its tunnel here (through another
+   address): it is welcomed but not registered (the tunnel it holds stays), may send
+   nothing, and is closed after ``hello_timeout`` if the agent does not close it first.
 
 A hello whose certificate claims ANOTHER cluster is a leaf proxy's cluster link: it is verified
 asynchronously against that leaf's host CA only (role proxy), and the link may then send nothing
@@ -51,6 +54,7 @@ from limen.tunnel.protocol import (
     Heartbeat,
     Hello,
     Message,
+    ProxyEntry,
     Welcome,
     encode,
 )
@@ -83,6 +87,10 @@ class LinkOwner(Protocol):
 
     @property
     def hello_timeout(self) -> float: ...
+
+    @property
+    def proxies(self) -> tuple[ProxyEntry, ...]:
+        """The cluster's proxies, told to agents in ``welcome``."""
 
     @property
     def heartbeat_interval(self) -> float: ...
@@ -135,6 +143,8 @@ class AgentLink(PublicKeyOnlyServer):
         self._verifying = False
         self.session: ControlSession | None = None
         self.replaced = False
+        self.redundant = False
+        """Welcomed but not registered: the agent holds a tunnel here already."""
         self._deadline: asyncio.TimerHandle | None = None
         self._refused: set[bytes] = set()
 
@@ -205,6 +215,8 @@ class AgentLink(PublicKeyOnlyServer):
                 self._hello(message)
             else:
                 self.fail(f"expected hello, got {message.type}")
+        elif self.redundant:
+            self.fail(f"unexpected {message.type} message on a redundant tunnel")
         elif self.remote_cluster:
             self._cluster_message(message)
         elif isinstance(message, Heartbeat):
@@ -235,7 +247,13 @@ class AgentLink(PublicKeyOnlyServer):
             return
         self.identity = identity
         self.host_id = identity.host_id or ""
-        if not self._welcome():
+        if self.owner.credentials.host_id in hello.held:
+            self.redundant = True
+            self._deadline = asyncio.get_running_loop().call_later(
+                self.owner.hello_timeout, self.close)
+            self._welcome(self.owner.proxies)
+            return
+        if not self._welcome(self.owner.proxies):
             return
         self.owner.register(self, AgentRecord(
             host_id=self.host_id, hostname=identity.hostname or "",
@@ -270,12 +288,14 @@ class AgentLink(PublicKeyOnlyServer):
         else:
             self.owner.refuse_cluster_request(self, message.type)
 
-    def _welcome(self) -> bool:
+    def _welcome(self, proxies: tuple[ProxyEntry, ...] = ()) -> bool:
+        """Send ``welcome`` (a cluster link is told no proxies: they are not its own)."""
         creds = self.owner.credentials
         try:
             self.send(Welcome(cert=creds.ssh_cert.decode().strip(), proxy_id=creds.host_id,
                               cluster=creds.cluster,
-                              heartbeat_interval=self.owner.heartbeat_interval))
+                              heartbeat_interval=self.owner.heartbeat_interval,
+                              proxies=proxies))
         except ConnectionProblem:
             return False
         return True

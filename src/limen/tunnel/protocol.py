@@ -18,6 +18,14 @@ a ``type`` field::
       │── connect {id, kind: "auth"} ───────▶│ "connect me to auth" (agents behind NAT;
       │                                      │  refused on a cluster link, see clusters)
       │◀── connect_ok {id, nonce} ───────────│ or connect_failed {id, reason}
+      │◀── proxies {proxies} ────────────────│ the cluster's proxy set changed (also in
+      │                                      │  welcome): the agent keeps a tunnel to each
+
+Several proxies: ``welcome`` and ``proxies`` carry the proxies of the cluster (host id and
+tunnel address as agents reach it, :class:`ProxyEntry`); an agent's ``hello`` lists in
+``held`` the proxies it already has a tunnel to, and a proxy that finds itself there answers
+``welcome`` without registering the connection (it came through another address of the same
+proxy, or a load balancer): the agent closes it, and the tunnel it holds is left alone.
 
 Data connections are new TCP connections from the agent to the same tunnel port that start
 with the preamble ``LIMEN-DATA <nonce>\\n`` (nonce: 128 random bits, 32 lowercase hex digits);
@@ -45,6 +53,7 @@ __all__ = [
     "KIND_NODE",
     "MAX_FRAME",
     "MAX_PREAMBLE",
+    "MAX_PROXIES",
     "MODE_RAW",
     "MODE_TLS",
     "PROTOCOL_VERSION",
@@ -58,6 +67,8 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "Message",
+    "Proxies",
+    "ProxyEntry",
     "Welcome",
     "decode_message",
     "encode",
@@ -79,6 +90,10 @@ MAX_TEXT = 16 * 1024
 """Largest string field other than certificates and resources."""
 MAX_CERT = 64 * 1024
 """Largest certificate field (``limen.ca.ssh_certs.MAX_CERT_SIZE``)."""
+MAX_PROXIES = 256
+"""Most proxies a ``welcome``/``proxies`` message lists, or a ``hello`` holds."""
+MAX_PROXY_TEXT = 300
+"""Largest proxy host id or tunnel address."""
 
 KIND_NODE = "node"
 """Dial the agent's SSH server (the node agent serves one SSH connection on the data socket)."""
@@ -147,10 +162,21 @@ class DialRequest:
 
 
 @dataclass(frozen=True)
+class ProxyEntry:
+    """One proxy of the cluster as its siblings announce it to agents."""
+
+    host_id: str
+    address: str
+    """Its tunnel listener as agents reach it, ``host:port``."""
+
+
+@dataclass(frozen=True)
 class Hello:
     type: ClassVar[str] = "hello"
     cert: str
     version: int = PROTOCOL_VERSION
+    held: tuple[str, ...] = ()
+    """Host ids of the proxies this agent already has a tunnel to."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +186,16 @@ class Welcome:
     proxy_id: str
     cluster: str
     heartbeat_interval: float = 10.0
+    proxies: tuple[ProxyEntry, ...] = ()
+    """The cluster's proxies (empty: this proxy does not announce any)."""
+
+
+@dataclass(frozen=True)
+class Proxies:
+    """Proxy to agent: the cluster's proxy set changed."""
+
+    type: ClassVar[str] = "proxies"
+    proxies: tuple[ProxyEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,7 +238,8 @@ class ConnectFailed:
     reason: str
 
 
-Message = Hello | Welcome | Heartbeat | Dial | DialFailed | Connect | ConnectOk | ConnectFailed
+Message = (Hello | Welcome | Heartbeat | Dial | DialFailed | Connect | ConnectOk
+           | ConnectFailed | Proxies)
 
 
 def encode(message: Message) -> bytes:
@@ -296,8 +333,32 @@ def _choice(doc: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _held(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    value = doc.get("held", [])
+    if not isinstance(value, list) or len(value) > MAX_PROXIES or not all(
+            isinstance(item, str) and len(item) <= MAX_PROXY_TEXT for item in value):
+        raise BadParameter(f"control message field 'held' must be a list of at most "
+                           f"{MAX_PROXIES} proxy ids")
+    return tuple(value)
+
+
+def _proxies(doc: Mapping[str, Any]) -> tuple[ProxyEntry, ...]:
+    value = doc.get("proxies", [])
+    if not isinstance(value, list) or len(value) > MAX_PROXIES:
+        raise BadParameter(f"control message field 'proxies' must be a list of at most "
+                           f"{MAX_PROXIES} proxies")
+    entries = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise BadParameter("control message field 'proxies' lists objects")
+        entries.append(ProxyEntry(host_id=_text(item, "host_id", limit=MAX_PROXY_TEXT),
+                                  address=_text(item, "address", limit=MAX_PROXY_TEXT)))
+    return tuple(entries)
+
+
 def _hello(doc: Mapping[str, Any]) -> Hello:
-    return Hello(cert=_text(doc, "cert", limit=MAX_FRAME), version=_int(doc, "version"))
+    return Hello(cert=_text(doc, "cert", limit=MAX_FRAME), version=_int(doc, "version"),
+                 held=_held(doc))
 
 
 def _welcome(doc: Mapping[str, Any]) -> Welcome:
@@ -306,7 +367,12 @@ def _welcome(doc: Mapping[str, Any]) -> Welcome:
             or not 0.01 <= interval <= 3600):
         raise BadParameter("control message field 'heartbeat_interval' is out of range")
     return Welcome(cert=_text(doc, "cert", limit=MAX_FRAME), proxy_id=_text(doc, "proxy_id"),
-                   cluster=_text(doc, "cluster"), heartbeat_interval=float(interval))
+                   cluster=_text(doc, "cluster"), heartbeat_interval=float(interval),
+                   proxies=_proxies(doc))
+
+
+def _proxies_message(doc: Mapping[str, Any]) -> Proxies:
+    return Proxies(proxies=_proxies(doc))
 
 
 def _heartbeat(doc: Mapping[str, Any]) -> Heartbeat:
@@ -347,5 +413,5 @@ def _connect_failed(doc: Mapping[str, Any]) -> ConnectFailed:
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
     Hello.type: _hello, Welcome.type: _welcome, Heartbeat.type: _heartbeat, Dial.type: _dial,
     DialFailed.type: _dial_failed, Connect.type: _connect, ConnectOk.type: _connect_ok,
-    ConnectFailed.type: _connect_failed,
+    ConnectFailed.type: _connect_failed, Proxies.type: _proxies_message,
 }

@@ -8,6 +8,10 @@
                                                                  the dial (or auth request)
                                                                  that issued nonce n
 
+The proxy set (``set_proxies``, fed by ``limen.proxy.proxy_peers`` from auth) goes to every
+agent in its ``welcome`` and, when it changes, in a ``proxies`` message: agents keep a tunnel
+to each proxy (``limen.tunnel.agent_pool``).
+
 ``dial(host_id, request)`` asks the agent over its control connection to open a data
 connection, waits for it (``dial_timeout``, ~5 s) and returns it as a :class:`DataConnection`
 ready to be attached to a relay. The agent may also ask for a data connection to the auth API
@@ -28,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -48,12 +52,15 @@ from limen.tunnel.control import AgentLink
 from limen.tunnel.nonces import NonceEntry, NonceTable
 from limen.tunnel.protocol import (
     KIND_AUTH,
+    MAX_PROXIES,
     Connect,
     ConnectFailed,
     ConnectOk,
     Dial,
     DialRequest,
     Message,
+    Proxies,
+    ProxyEntry,
 )
 from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.sniffer import DataConnection, PortSniffer
@@ -112,6 +119,8 @@ class TunnelServer:
         """Connected leaf clusters (cluster links)."""
         self.links: set[AgentLink] = set()
         self.address = ""
+        self.proxies: tuple[ProxyEntry, ...] = ()
+        """The cluster's proxies as agents reach them (see :meth:`set_proxies`)."""
         self._by_host: dict[str, AgentLink] = {}
         self._by_cluster: dict[str, AgentLink] = {}
         self._nonces = NonceTable()
@@ -165,6 +174,20 @@ class TunnelServer:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(link.conn.wait_closed(), 5)
         self.links.clear()
+
+    # ------------------------------------------------------------------ the proxy set
+
+    def set_proxies(self, proxies: Sequence[ProxyEntry]) -> None:
+        """The cluster's proxies now (sorted, at most ``MAX_PROXIES``): told to every agent
+        connected here when it differs from the last set."""
+        current = tuple(sorted(set(proxies), key=lambda p: (p.host_id, p.address)))
+        current = current[:MAX_PROXIES]
+        if current == self.proxies:
+            return
+        self.proxies = current
+        for link in list(self._by_host.values()):
+            with contextlib.suppress(ConnectionProblem):
+                link.send(Proxies(current))
 
     # ------------------------------------------------------------------ dialing
 

@@ -1,5 +1,6 @@
-"""Runs a db agent: a reverse tunnel to the proxy that serves database dials, and one
-heartbeat per served database (``lmsh db ls`` lists it while the agent lives).
+"""Runs a db agent: reverse tunnels to every proxy (``limen.tunnel.agent_pool``) that serve
+database dials, and one heartbeat per served database (``lmsh db ls`` lists it while the
+agent lives).
 
 A dial is a tunnel data connection in ``MODE_TLS``: the agent is the TLS server with its host
 certificate and requires the proxy's (cluster TLS CA, role ``proxy``) before reading a byte.
@@ -38,7 +39,7 @@ from limen.errors import AccessDenied, LimenError
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.streams import accept_tls, close_writer
-from limen.tunnel.agent import TunnelAgent
+from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.agent_settings import TunnelAgentSettings
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
 
@@ -54,7 +55,7 @@ class DBService:
 
     def __init__(self, credentials: HostCredentials, catalog: DatabaseCatalog, roles: RoleSets,
                  emitter: Emitter, certs: UpstreamCerts, tunnel_address: Callable[[], str], *,
-                 on_tunnel: Callable[[TunnelAgent], Awaitable[None]] | None = None,
+                 on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.credentials = credentials
         self.catalog = catalog
@@ -67,13 +68,13 @@ class DBService:
         self._trust = {credentials.cluster: credentials.tls_cas()}
         self._server_ssl = credentials.server_ssl(client_cas=credentials.tls_cas(),
                                                   require_client_cert=True)
-        self.tunnel: TunnelAgent | None = None
+        self.tunnel: TunnelAgentPool | None = None
 
     @classmethod
     def configured(cls, credentials: HostCredentials, settings: DBSettings,
                    lister: ResourceLister, issuer: CertIssuer, roles: RoleSets,
                    emitter: Emitter, tunnel_address: Callable[[], str], *,
-                   on_tunnel: Callable[[TunnelAgent], Awaitable[None]] | None = None,
+                   on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
                    ) -> DBService:
         """The agent as ``limen start`` configures it (``db`` settings)."""
         catalog = DatabaseCatalog(static_databases(settings.databases), settings.resources,
@@ -84,7 +85,7 @@ class DBService:
     async def start(self) -> dict[str, str]:
         # the catalog is read at each heartbeat (the first one goes out as soon as the tunnel
         # is up; an agent apart from auth reaches auth only through that tunnel)
-        self.tunnel = TunnelAgent(
+        self.tunnel = TunnelAgentPool(
             self._tunnel_address(), self.credentials, self._serve, self._heartbeat,
             settings=TunnelAgentSettings(serves=frozenset({(KIND_DB, MODE_TLS)})))
         if self._on_tunnel is not None:

@@ -1,5 +1,6 @@
 """Runs a node agent in ``limen start``: its SSH server on the ``node_ssh`` listener (direct
-access) and a reverse tunnel to the proxy, so it is reachable with no inbound port; it
+access) and reverse tunnels to every proxy (``limen.tunnel.agent_pool``: the one given, then
+each one the proxies announce), so it is reachable with no inbound port; it
 heartbeats its Resource (name, address, static and command-generated labels) over the tunnel.
 ``on_tunnel`` runs before the tunnel connects (a separately run node attaches its route to
 auth there). Called by ``limen.cli.compose``.
@@ -19,7 +20,7 @@ from limen.agents.node.ssh_server import NodeSSHServer
 from limen.api.resources import API_VERSION
 from limen.events.emitter import Emitter
 from limen.recording.sink import RecordingSink
-from limen.tunnel.agent import TunnelAgent
+from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.protocol import DialRequest
 
 __all__ = ["NodeService", "node_resource"]
@@ -42,14 +43,14 @@ class NodeService:
     def __init__(self, config: NodeServerConfig, listen_address: str, trust: TrustSource,
                  access: AccessPolicy, emitter: Emitter, recordings: RecordingSink,
                  tunnel_address: Callable[[], str], *, labels: DynamicLabels | None = None,
-                 on_tunnel: Callable[[TunnelAgent], Awaitable[None]] | None = None) -> None:
+                 on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None) -> None:
         self.config = config
         self.labels = labels or DynamicLabels(config.labels)
         self._on_tunnel = on_tunnel
         self.listen_address = listen_address
         self.server = NodeSSHServer(config, trust, access, emitter, recordings)
         self._tunnel_address = tunnel_address
-        self.tunnel: TunnelAgent | None = None
+        self.tunnel: TunnelAgentPool | None = None
         self.address = ""
 
     async def _serve(self, sock: socket.socket, request: DialRequest) -> None:
@@ -63,8 +64,8 @@ class NodeService:
     async def start(self) -> dict[str, str]:
         await self.labels.start()
         self.address = await self.server.listen(self.listen_address)
-        self.tunnel = TunnelAgent(self._tunnel_address(), self.config.credentials, self._serve,
-                                  self._heartbeat)
+        self.tunnel = TunnelAgentPool(self._tunnel_address(), self.config.credentials,
+                                      self._serve, self._heartbeat)
         if self._on_tunnel is not None:
             await self._on_tunnel(self.tunnel)
         await self.tunnel.start()

@@ -26,6 +26,7 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
     POST /v1/presence/heartbeat            {resource, host_id, cluster, tunnel} (proxies)
     GET  /v1/presence/nodes                online agent-served nodes (see limen.auth.presence)
     GET  /v1/presence/dbs                  online databases, one item per serving db agent
+    POST|GET /v1/presence/proxies          the proxy set (see limen.auth.http.proxies)
     GET  /v1/gitops/status                 the Git sync's live commit and last attempt
     POST /v1/trustedclusters/validate      a leaf's handshake, forwarded by the proxy
                                            (see limen.auth.trusted_clusters.root_handshake)
@@ -66,6 +67,7 @@ from limen.auth.http.authz import require_rule, require_system
 from limen.auth.http.db import db_routes
 from limen.auth.http.fields import optional_str, required_str, str_list, ttl_seconds
 from limen.auth.http.join import join, join_info
+from limen.auth.http.proxies import proxy_routes
 from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
 from limen.auth.http.user import user_routes
@@ -118,6 +120,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
     app.add_routes(db_routes(auth, routes.identity, forwarded_public_key, routes.role_set))
     app.add_routes(remote_routes(auth, routes.identity, routes.role_set))
+    app.add_routes(proxy_routes(auth, routes.identity))
     app.add_routes(trust_routes(auth, routes.identity))
     app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
     return app
