@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +97,12 @@ async def replicas(pg_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[Replica, 
             await replica.backend.close()
 
 
+CAST_TIMESTAMP = 1_796_576_357
+"""A fixed start time: a test compares a recording with the one it uploaded."""
+
+
 def _cast(session_id: str) -> bytes:
-    header = {"version": 2, "width": 80, "height": 24, "timestamp": int(time.time()),
+    header = {"version": 2, "width": 80, "height": 24, "timestamp": CAST_TIMESTAMP,
               "limen": {"session_id": session_id}}
     return (json.dumps(header) + "\n" + '[0.1, "o", "hello\\r\\n"]\n').encode()
 
