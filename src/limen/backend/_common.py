@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from limen.backend.base import Condition, Delete, Put
+from limen.backend.base import Condition, Delete, Item, Put
 from limen.errors import (
     AlreadyExists,
     BadParameter,
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_HISTORY_MIN_EVENTS",
     "DEFAULT_SWEEP_INTERVAL",
     "Check",
+    "WriteVerbs",
     "cas_checks",
     "closed_error",
     "compacted_error",
@@ -189,3 +190,51 @@ def compacted_error(revision: int) -> BadParameter:
 
 def closed_error() -> ConnectionProblem:
     return ConnectionProblem("the backend is closed")
+
+
+class WriteVerbs:
+    """``put``, ``create``, ``compare_and_swap``, ``delete`` and ``atomic`` of the ``Backend``
+    protocol over one primitive, ``_write(checks, ops) -> revision`` (check and apply in one
+    transaction), for the backends that store outside the process (SQLite, PostgreSQL).
+    ``_check_key`` lets a store refuse keys it cannot hold (PostgreSQL: NUL, surrogates)."""
+
+    async def _write(self, checks: Sequence[Check], ops: Sequence[Put | Delete]) -> int:
+        raise NotImplementedError
+
+    def _check_key(self, key: str) -> str:
+        return key
+
+    def _put_op(self, key: str, value: bytes, expires: float | None) -> Put:
+        op = validate_put(key, value, expires)
+        self._check_key(op.key)
+        return op
+
+    async def put(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
+        op = self._put_op(key, value, expires)
+        return _written(op, await self._write([], [op]))
+
+    async def create(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
+        op = self._put_op(key, value, expires)
+        return _written(op, await self._write(create_checks(op.key), [op]))
+
+    async def compare_and_swap(
+        self, key: str, expected_revision: int, value: bytes, *, expires: float | None = None
+    ) -> Item:
+        op = self._put_op(key, value, expires)
+        return _written(op, await self._write(cas_checks(op.key, expected_revision), [op]))
+
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> None:
+        key = self._check_key(validate_key(key))
+        await self._write(delete_checks(key, expected_revision), [Delete(key)])
+
+    async def atomic(
+        self, conditions: Sequence[Condition], ops: Sequence[Put | Delete]
+    ) -> int:
+        checks, clean = validate_atomic(conditions, ops)
+        for item in (*checks, *clean):
+            self._check_key(item.key)
+        return await self._write(checks, clean)
+
+
+def _written(op: Put, revision: int) -> Item:
+    return Item(op.key, op.value, revision, op.expires)

@@ -42,16 +42,12 @@ from limen.backend._common import (
     DEFAULT_HISTORY_MIN_EVENTS,
     DEFAULT_SWEEP_INTERVAL,
     Check,
-    cas_checks,
+    WriteVerbs,
     closed_error,
-    create_checks,
-    delete_checks,
     validate_after,
-    validate_atomic,
     validate_key,
-    validate_put,
 )
-from limen.backend.base import Condition, Delete, Event, Item, Put
+from limen.backend.base import Delete, Event, Item, Put
 from limen.backend.postgres_dsn import conninfo_with_defaults, describe
 from limen.backend.postgres_pool import ConnectionPool, Lease, translate
 from limen.errors import BadParameter, ConnectionProblem, LimenError
@@ -84,13 +80,8 @@ def _prefix(prefix: str) -> str:
     return _pg_text(prefix, "key prefix")
 
 
-def _put(key: str, value: bytes, expires: float | None) -> Put:
-    op = validate_put(key, value, expires)
-    _key(op.key)
-    return op
 
-
-class PostgresBackend:
+class PostgresBackend(WriteVerbs):
     """``Backend`` over the PostgreSQL database ``dsn`` names (a libpq connection string or
     ``postgresql://`` URI; never logged).
 
@@ -155,35 +146,10 @@ class PostgresBackend:
         self._observe(revision)
         return revision
 
-    # -- writes --------------------------------------------------------------------------
+    # -- writes (the verbs: limen.backend._common.WriteVerbs) -----------------------------
 
-    async def put(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
-        op = _put(key, value, expires)
-        return _item(op, await self._write([], [op]))
-
-    async def create(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
-        op = _put(key, value, expires)
-        return _item(op, await self._write(create_checks(op.key), [op]))
-
-    async def compare_and_swap(
-        self, key: str, expected_revision: int, value: bytes, *, expires: float | None = None
-    ) -> Item:
-        op = _put(key, value, expires)
-        return _item(op, await self._write(cas_checks(op.key, expected_revision), [op]))
-
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> None:
-        key = _key(key)
-        await self._write(delete_checks(key, expected_revision), [Delete(key)])
-
-    async def atomic(
-        self, conditions: Sequence[Condition], ops: Sequence[Put | Delete]
-    ) -> int:
-        checks, clean = validate_atomic(conditions, ops)
-        for check in checks:
-            _key(check.key)
-        for op in clean:
-            _key(op.key)
-        return await self._write(checks, clean)
+    def _check_key(self, key: str) -> str:
+        return _key(key)
 
     async def sweep(self) -> int:
         """Delete every expired item now (one revision of DELETE events); returns how many."""
@@ -372,6 +338,3 @@ class PostgresBackend:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LISTEN_RETRY_MAX)
 
-
-def _item(op: Put, revision: int) -> Item:
-    return Item(op.key, op.value, revision, op.expires)

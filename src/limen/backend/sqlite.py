@@ -37,17 +37,13 @@ from limen.backend._common import (
     DEFAULT_HISTORY_MIN_EVENTS,
     DEFAULT_SWEEP_INTERVAL,
     Check,
-    cas_checks,
+    WriteVerbs,
     closed_error,
-    create_checks,
-    delete_checks,
     validate_after,
-    validate_atomic,
     validate_key,
-    validate_put,
 )
 from limen.backend._sqlite_store import SQLiteStore
-from limen.backend.base import Condition, Delete, Event, Item, Put
+from limen.backend.base import Delete, Event, Item, Put
 from limen.errors import ConnectionProblem, LimenError
 
 __all__ = ["DB_FILENAME", "SQLiteBackend"]
@@ -60,7 +56,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class SQLiteBackend:
+class SQLiteBackend(WriteVerbs):
     """``Backend`` over the SQLite file at ``path`` (created 0600, its directory 0700).
 
     The constructor opens the file synchronously (a few milliseconds; at most
@@ -116,31 +112,7 @@ class SQLiteBackend:
         self._observe(revision)
         return revision
 
-    # -- writes --------------------------------------------------------------------------
-
-    async def put(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
-        op = validate_put(key, value, expires)
-        return _item(op, await self._write([], [op]))
-
-    async def create(self, key: str, value: bytes, *, expires: float | None = None) -> Item:
-        op = validate_put(key, value, expires)
-        return _item(op, await self._write(create_checks(op.key), [op]))
-
-    async def compare_and_swap(
-        self, key: str, expected_revision: int, value: bytes, *, expires: float | None = None
-    ) -> Item:
-        op = validate_put(key, value, expires)
-        return _item(op, await self._write(cas_checks(op.key, expected_revision), [op]))
-
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> None:
-        key = validate_key(key)
-        await self._write(delete_checks(key, expected_revision), [Delete(key)])
-
-    async def atomic(
-        self, conditions: Sequence[Condition], ops: Sequence[Put | Delete]
-    ) -> int:
-        checks, clean = validate_atomic(conditions, ops)
-        return await self._write(checks, clean)
+    # -- writes (the verbs: limen.backend._common.WriteVerbs) -----------------------------
 
     async def sweep(self) -> int:
         """Delete every expired item now (one revision of DELETE events); returns how many."""
@@ -253,6 +225,3 @@ class SQLiteBackend:
     def _observe(self, revision: int) -> None:
         self._known_revision = max(self._known_revision, revision)
 
-
-def _item(op: Put, revision: int) -> Item:
-    return Item(op.key, op.value, revision, op.expires)
