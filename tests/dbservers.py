@@ -434,9 +434,17 @@ class MariaDBServer:
 
     def initialize(self) -> None:
         """mariadb-install-db, then an option file: the fixture's group and the printed one."""
-        _run([MARIADB_INSTALL_DB, "--no-defaults", f"--datadir={self.data}", "--user=root",
-              "--auth-root-authentication-method=socket", "--skip-test-db",
-              "--skip-name-resolve"], timeout=120)
+        install = [MARIADB_INSTALL_DB, "--no-defaults", f"--datadir={self.data}", "--user=root",
+                   "--auth-root-authentication-method=socket", "--skip-test-db",
+                   "--skip-name-resolve"]
+        # seen once with two test workers installing at the same moment: "Installation of
+        # system tables failed"; a second attempt in a clean directory succeeds
+        for _ in range(2):
+            if _run(install, check=False, timeout=120).returncode == 0:
+                break
+            shutil.rmtree(self.data, ignore_errors=True)
+        else:
+            _run(install, timeout=120)  # the third failure is reported with its output
         cert, key = _placeholder_tls()
         self._write_tls(cert, key, [cert])
         printed = config_sections(mariadb_config(str(self.cert_file), str(self.key_file),

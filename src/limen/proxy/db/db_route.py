@@ -16,6 +16,7 @@ import asyncio
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -34,7 +35,9 @@ from limen.proxy.routing import ClusterView
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
 from limen.tunnel.server import TunnelServer
 
-__all__ = ["DBRouter", "DBTarget", "check_name", "der_to_pem", "handshake", "peer_der"]
+__all__ = [
+    "DBRouter", "DBTarget", "Opened", "check_name", "der_to_pem", "handshake", "peer_der",
+]
 
 _HANDSHAKE_TIMEOUT = 30.0
 T = TypeVar("T")
@@ -81,6 +84,16 @@ def peer_der(writer: asyncio.StreamWriter) -> bytes | None:
 
 def der_to_pem(der: bytes) -> str:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A session the proxy decided and opened with a db agent."""
+
+    identity: Identity
+    request: SessionRequest
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
 
 
 class DBRouter:
@@ -153,6 +166,42 @@ class DBRouter:
         if not decision.allowed:
             raise AccessDenied(f"access to database {target.name} as {db_user} denied: "
                                f"{decision.reason}")
+
+    async def connect(self, der: bytes | None, protocol: str, *, db_user: str, db_name: str,
+                      default_name: Callable[[DBTarget, str], str],
+                      params: Mapping[str, str], client_addr: str,
+                      session_id: str) -> Opened:
+        """Everything a front does between the client's startup and the relay: the
+        certificate (:meth:`identify`, :meth:`check_database_cert`), the online database of
+        its route speaking ``protocol``, the user and name (the client's, else the route's,
+        else ``default_name(target, user)``), the decision, the data connection. A refusal is
+        audited here and raised as the LimenError the front turns into its protocol's error."""
+        identity: Identity | None = None
+        service = ""
+        try:
+            identity = self.identify(der)
+            self.check_database_cert(identity)  # refused under its name
+            route = identity.route_to_db
+            assert route is not None
+            assert der is not None
+            service = route.service
+            target = await self.find(service)
+            if target.protocol != protocol:
+                raise AccessDenied(f"{service} is a {target.protocol} database: use its front")
+            db_user = db_user or route.user
+            db_name = db_name or route.name or default_name(target, db_user)
+            await self.decide(identity, target, db_user, db_name)
+            request = SessionRequest(
+                op="connect", protocol=protocol, service=service, user_cert=der_to_pem(der),
+                db_user=db_user, db_name=db_name, session_id=session_id,
+                client_addr=client_addr, params=dict(params))
+            reader, writer = await self.open(target, request, identity.username)
+        except LimenError as err:
+            await self.refused(str(err), identity=identity, protocol=protocol,
+                               client_addr=client_addr, session_id=session_id,
+                               service=service, db_user=db_user, db_name=db_name)
+            raise
+        return Opened(identity, request, reader, writer)
 
     async def open(self, target: DBTarget, request: SessionRequest, username: str
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

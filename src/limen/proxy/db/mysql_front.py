@@ -30,12 +30,10 @@ import socket
 import ssl
 import uuid
 
-from limen.ca.identity import Identity
 from limen.dbproto import mysql as my
-from limen.dbproto.session_request import SessionRequest
-from limen.errors import AccessDenied, BadParameter, LimenError
-from limen.net.streams import accept_tls, close_writer, copy_stream
-from limen.proxy.db.db_route import DBRouter, der_to_pem, handshake, peer_der
+from limen.errors import BadParameter, LimenError
+from limen.net.streams import accept_tls, both_ways, close_writer, copy_stream
+from limen.proxy.db.db_route import DBRouter, handshake, peer_der
 
 __all__ = ["OFFERED_CAPABILITIES", "MySQLFront"]
 
@@ -126,48 +124,23 @@ class MySQLFront:
     async def _session(self, hello: my.HandshakeResponse, seq: int,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        client_addr: str, session_id: str) -> None:
-        der = peer_der(writer)
-        identity: Identity | None = None
-        db_user = db_name = service = ""
         try:
-            identity = self.router.identify(der)
-            self.router.check_database_cert(identity)  # refused under its name
-            route = identity.route_to_db
-            assert route is not None
-            assert der is not None
-            service = route.service
-            target = await self.router.find(service)
-            if target.protocol != "mysql":
-                raise AccessDenied(f"{service} is a {target.protocol} database: use its front")
-            db_user = hello.username or route.user
-            db_name = hello.database or route.name or target.default_database
-            await self.router.decide(identity, target, db_user, db_name)
-            request = SessionRequest(
-                op="connect", protocol="mysql", service=service, user_cert=der_to_pem(der),
-                db_user=db_user, db_name=db_name, session_id=session_id,
-                client_addr=client_addr, params={
-                    "capabilities": str(hello.capabilities & OFFERED_CAPABILITIES),
-                    "charset": str(hello.charset), "max_packet": str(hello.max_packet),
-                    "seq": str(seq)})
-            agent_reader, agent_writer = await self.router.open(target, request,
-                                                                identity.username)
+            opened = await self.router.connect(
+                peer_der(writer), "mysql", db_user=hello.username,
+                db_name=hello.database or "",
+                default_name=lambda target, _user: target.default_database,
+                params={"capabilities": str(hello.capabilities & OFFERED_CAPABILITIES),
+                        "charset": str(hello.charset), "max_packet": str(hello.max_packet),
+                        "seq": str(seq)},
+                client_addr=client_addr, session_id=session_id)
         except LimenError as err:
-            await self.router.refused(str(err), identity=identity, protocol="mysql",
-                                      client_addr=client_addr, session_id=session_id,
-                                      service=service, db_user=db_user, db_name=db_name)
             await _send_err(writer, seq, _ER_ACCESS_DENIED, "28000", f"Limen: {err}")
             return
         try:
-            up = asyncio.create_task(copy_stream(reader, agent_writer))
-            await copy_stream(agent_reader, writer)
-            try:
-                async with asyncio.timeout(30):
-                    await up
-            except TimeoutError:
-                up.cancel()
+            await both_ways(copy_stream(opened.reader, writer),
+                            copy_stream(reader, opened.writer))
         finally:
-            await close_writer(agent_writer)
-
+            await close_writer(opened.writer)
 
 async def _recv_packet(sock: socket.socket) -> my.Packet:
     header = await _recv_exactly(sock, 4)

@@ -26,14 +26,13 @@ import logging
 import ssl
 import uuid
 
-from limen.ca.identity import Identity
 from limen.dbproto import postgres as pg
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.events.event import make_event
-from limen.net.streams import close_writer, copy_stream
+from limen.net.streams import both_ways, close_writer, copy_stream
 from limen.proxy.db.cancel_keys import CancelKeys, CancelTarget
-from limen.proxy.db.db_route import DBRouter, der_to_pem, handshake, peer_der
+from limen.proxy.db.db_route import DBRouter, handshake, peer_der
 
 __all__ = ["PostgresFront"]
 
@@ -99,55 +98,31 @@ class PostgresFront:
 
     async def _session(self, startup: pg.StartupMessage, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, client_addr: str, session_id: str) -> None:
-        der = peer_der(writer)
-        identity: Identity | None = None
-        db_user = db_name = service = ""
         try:
-            identity = self.router.identify(der)
-            self.router.check_database_cert(identity)  # refused under its name
-            route = identity.route_to_db
-            assert route is not None
-            service = route.service
-            target = await self.router.find(service)
-            if target.protocol != "postgres":
-                raise AccessDenied(f"{service} is a {target.protocol} database: use its front")
-            db_user = startup.params.get("user") or route.user
-            db_name = (startup.params.get("database") or route.name
-                       or target.default_database or db_user)
-            await self.router.decide(identity, target, db_user, db_name)
-            assert der is not None
-            request = SessionRequest(
-                op="connect", protocol="postgres", service=service,
-                user_cert=der_to_pem(der), db_user=db_user, db_name=db_name,
-                session_id=session_id, client_addr=client_addr,
+            opened = await self.router.connect(
+                peer_der(writer), "postgres", db_user=startup.params.get("user", ""),
+                db_name=startup.params.get("database", ""),
+                default_name=lambda target, user: target.default_database or user,
                 params={k: v for k, v in startup.params.items()
-                        if k not in ("user", "database")})
-            agent_reader, agent_writer = await self.router.open(target, request,
-                                                                identity.username)
+                        if k not in ("user", "database")},
+                client_addr=client_addr, session_id=session_id)
         except LimenError as err:
-            await self.router.refused(str(err), identity=identity, protocol="postgres",
-                                      client_addr=client_addr, session_id=session_id,
-                                      service=service, db_user=db_user, db_name=db_name)
             await _send_error(writer, str(err), "28000" if isinstance(err, AccessDenied)
                               else "08006")
             return
+        request = opened.request
         key: tuple[int, int] | None = None
         try:
-            key = await self._login_answer(agent_reader, writer, CancelTarget(
-                service, identity.username, request.user_cert, db_user, session_id, 0, 0))
-            if key is None:
-                return
-            up = asyncio.create_task(copy_stream(reader, agent_writer))
-            await copy_stream(agent_reader, writer)
-            try:
-                async with asyncio.timeout(30):
-                    await up
-            except TimeoutError:
-                up.cancel()
+            key = await self._login_answer(opened.reader, writer, CancelTarget(
+                request.service, opened.identity.username, request.user_cert,
+                request.db_user, session_id, 0, 0))
+            if key is not None:
+                await both_ways(copy_stream(opened.reader, writer),
+                                copy_stream(reader, opened.writer))
         finally:
             if key is not None:
                 self.cancel_keys.release(key)
-            await close_writer(agent_writer)
+            await close_writer(opened.writer)
 
     async def _login_answer(self, agent_reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, cancel: CancelTarget
