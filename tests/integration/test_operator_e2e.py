@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from k8s_emulator.fixtures import KubeAPI
+from k8s_emulator.loop_garbage import collect_after_kopf
 from limen.operator.context import OperatorContext
 from limen.operator.main import build_context
 from limen.operator.main import run as run_operator
@@ -71,6 +72,7 @@ class OperatorThread:
         self.thread.join(30)
         assert not self.thread.is_alive(), "the operator did not stop"
         assert self.failure is None, self.failure
+        assert collect_after_kopf() == []
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ operator stopped) is stopped by the cleanup too, and runs nothing afterwards.
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import pytest
 from kopf._core.intents.stoppers import DaemonStopper  # what kopf hands timers as `stopped`
 
 from k8s_emulator.fixtures import KubeAPI
+from k8s_emulator.loop_garbage import collect_after_kopf
 from limen.errors import ConnectionProblem
 from limen.operator.auth import Endpoint, LimenAuth
 from limen.operator.context import OperatorContext
@@ -77,15 +76,6 @@ class StuckAuth(LimenAuth):
         await super().shutdown()
 
 
-def unclosed_resources() -> list[str]:
-    """ResourceWarnings raised while collecting garbage now."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gc.collect()
-        gc.collect()
-    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-
-
 def test_a_resync_in_flight_is_abandoned_before_the_cleanup(
         kube_api: KubeAPI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig_path))
@@ -104,7 +94,7 @@ def test_a_resync_in_flight_is_abandoned_before_the_cleanup(
         except BaseException as err:
             failures.append(err)
 
-    unclosed_resources()  # whatever earlier tests left, not this test's business
+    collect_after_kopf()  # whatever earlier tests left, not this test's business
     thread = threading.Thread(target=operate, name="operator", daemon=True)
     thread.start()
     try:
@@ -123,7 +113,7 @@ def test_a_resync_in_flight_is_abandoned_before_the_cleanup(
     assert not failures, failures
     assert auth.cancelled == 1  # the resync was abandoned when the operator stopped ...
     assert auth.in_flight_at_shutdown == 0  # ... before the cleanup closed the client
-    assert unclosed_resources() == []
+    assert collect_after_kopf() == []
 
 
 async def test_cleanup_stops_a_timer_kopf_never_flagged() -> None:

@@ -18,6 +18,7 @@ import kubernetes
 import pytest
 
 from k8s_emulator.fixtures import KubeAPI
+from k8s_emulator.loop_garbage import collect_after_kopf
 
 EXAMPLE = """\
 apiVersion: limen.dev/v1alpha1
@@ -202,6 +203,7 @@ def test_kopf_operator_runs_handlers_and_finalizers(
         thread.join(30)
     assert not thread.is_alive()
     assert failures == []
+    assert collect_after_kopf() == []
 
 
 def test_500_objects_created_and_listed_quickly(kube_api: KubeAPI) -> None:
