@@ -7,15 +7,17 @@ node agents as separate ``limen start`` processes on one PostgreSQL database::
     node-1, node-3 (--proxy proxy 1), node-2 (--proxy proxy 2)
 
 The proxies reach the auth replicas through a TCP balancer (``tcp_failover``: a Service in
-front of the replicas). Each node agent is given one proxy (the agent pool that dials every
-proxy had not landed when this test was written: the nodes reachable are those of a live
-proxy). A load thread runs logins and ``lmsh ssh NODE true`` through either proxy while the
-test SIGKILLs the auth replica holding the Git sync's lease (the next commit must be applied
-by the other within 10 s), restarts it, SIGKILLs proxy 1 (the nodes of proxy 2 stay
-reachable) and restarts it. Every operation either succeeds or fails cleanly (exit code 1 or
-3, one line on stderr, no traceback) and then succeeds on retry within 5 s, the retry going
-through either proxy as a client behind a load balancer would. No audit event is lost: each
-successful login and session is found (by uid) in ``lmctl audit search`` of a surviving auth.
+front of the replicas). Each node agent is started with one proxy's address and learns the
+other from it (the proxy set that auth keeps), so it holds a tunnel to both. A load thread runs
+logins and ``lmsh ssh NODE true`` to any node through either proxy while the test SIGKILLs the
+auth replica holding the Git sync's lease (the next commit must be applied by the other within
+10 s), restarts it, SIGKILLs proxy 1 (every node stays reachable through proxy 2, the nodes
+given proxy 1 included) and restarts it (every node is reachable through it again). Every
+operation either succeeds or fails cleanly (exit code 1 or 3 with one line on stderr and no
+traceback; for ``ssh``, see ``SSH_CONNECT_FAILED``) and then succeeds on retry within 5 s, the
+retry going through the other proxy as a client behind a load balancer would. No audit event is
+lost: each successful login and session is found (by uid) in ``lmctl audit search`` of a
+surviving auth.
 """
 
 from __future__ import annotations
@@ -50,12 +52,11 @@ RETRY_WITHIN = 5.0
 TAKEOVER_DEADLINE = 10.0
 """The issue's promise: the next commit is applied this soon after the sync leader dies."""
 OP_TIMEOUT = 20.0
-SSH_PROXY_DOWN = ("error: cannot reach the proxy at ", "lmsh: node ")
-"""Known gap (reported on issue #17): ``lmsh ssh`` through a proxy that is down (``error:
-cannot reach the proxy at ...``) or to a node not reconnected yet (``lmsh: node 'x' is
-offline``) prints that one line but then exits 255 with OpenSSH's own two lines after it
-(``kex_exchange_identification: Connection closed by remote host``...), not exit 1 with one
-line. Accepted for ssh only, as long as lmsh's own first line says what happened."""
+SSH_CONNECT_FAILED = ("error: cannot reach the proxy at ", "lmsh: node ")
+"""``lmsh ssh`` runs OpenSSH, so a connection that cannot be made ends as OpenSSH ends it: exit
+255, Limen's one-line reason first (``error: cannot reach the proxy at ...`` from a proxy that
+is down, ``lmsh: node 'x' is offline`` from one whose agents have not redialled it yet), then
+OpenSSH's own closing lines. Accepted for ssh when the first line is Limen's reason."""
 TOTP_STEP = 30
 CHAOS_ROLE = """\
 apiVersion: limen.dev/v1alpha1
@@ -67,7 +68,8 @@ spec:
     node_labels: {'*': '*'}
 """
 NODES_OF = {0: ("node-1", "node-3"), 1: ("node-2",)}
-"""The nodes each proxy (by index) was given."""
+"""The proxy (by index) each node agent is started with; it learns the other from it."""
+NODES = tuple(name for names in NODES_OF.values() for name in names)
 USERS_OF = {0: ("ana", "bob", "cyd"), 1: ("dan", "eve", "fay")}
 """The users logged in at each proxy (lmsh keeps one profile per proxy)."""
 
@@ -118,8 +120,8 @@ class Attempt:
         err = self.result.stderr.strip()
         if "Traceback" in self.result.stdout + self.result.stderr or not err:
             return False
-        if self.kind == "ssh" and self.result.returncode == 255:  # see SSH_PROXY_DOWN
-            return err.splitlines()[0].startswith(SSH_PROXY_DOWN)
+        if self.kind == "ssh" and self.result.returncode == 255:  # see SSH_CONNECT_FAILED
+            return err.splitlines()[0].startswith(SSH_CONNECT_FAILED)
         return self.result.returncode in (1, 3) and "\n" not in err
 
 
@@ -321,7 +323,7 @@ class Load:
                 return None
             return Attempt(kind, names[0], proxy, self.cluster.login(names[0]))
         name = USERS_OF[proxy][turn % len(USERS_OF[proxy])]
-        node = NODES_OF[proxy][turn % len(NODES_OF[proxy])]
+        node = NODES[turn % len(NODES)]  # any node: every agent holds a tunnel to each proxy
         return Attempt(kind, name, proxy, self.cluster.ssh(name, node))
 
     def _operation(self, kind: str, first_proxy: bool) -> Operation:
@@ -393,13 +395,13 @@ def test_the_cluster_survives_killed_auth_and_proxy_replicas(cluster: Cluster) -
         wait_for(lambda: load.done(count + 2), 30.0, "operations after the auth restart")
         dead = cluster.proxies[0]
         dead.kill()
-        for node in NODES_OF[1]:  # the nodes of the surviving proxy stay reachable
+        for node in NODES:  # every node stays reachable through the surviving proxy
             wait_for(_reachable(cluster, USERS_OF[1][0], node), RETRY_WITHIN,
                      f"{node} through the surviving proxy", interval=0.2)
         count = len(load.operations)
         wait_for(lambda: load.done(count + 2), 30.0, "operations while one proxy is down")
         dead.start()
-        for node in NODES_OF[0]:  # and the restarted proxy's nodes come back to it
+        for node in NODES:  # and every agent dials the restarted proxy again
             wait_for(_reachable(cluster, USERS_OF[0][0], node), 30.0,
                      f"{node} through the restarted proxy", interval=0.5)
         count = len(load.operations)
