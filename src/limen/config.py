@@ -61,6 +61,10 @@ class ClusterSettings:
     """``otp`` (TOTP required at login) or ``off`` (development only)."""
     public_address: str = ""
     """Host:port users reach the proxy's web port at; default: the web listener."""
+    tunnel_host: str = ""
+    """A proxy: the host agents reach its tunnel listener at (with the listener's port), when
+    it differs from ``public_address``'s, which a load balancer may front: agents dial every
+    proxy at its own address (``limen.proxy.proxy_peers``). The operator sets the pod's IP."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,7 @@ SCHEMA: dict[str, Any] = {
                 "name": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"},
                 "second_factor": {"enum": ["otp", "off"]},
                 "public_address": {"type": "string"},
+                "tunnel_host": {"type": "string", "pattern": r"^[^\s]*$"},
             },
         },
         "listeners": {
@@ -351,6 +356,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         "LIMEN_DATA_DIR": ("data_dir",), "LIMEN_CLUSTER_NAME": ("cluster", "name"),
         "LIMEN_SECOND_FACTOR": ("cluster", "second_factor"),
         "LIMEN_PUBLIC_ADDRESS": ("cluster", "public_address"),
+        "LIMEN_TUNNEL_HOST": ("cluster", "tunnel_host"),
         "LIMEN_GITOPS": ("gitops", "source"), "LIMEN_GITOPS_BRANCH": ("gitops", "branch"),
         "LIMEN_GITOPS_PATH": ("gitops", "path"), "LIMEN_GITOPS_INTERVAL": ("gitops", "interval"),
         "LIMEN_TOKEN": ("join", "token"), "LIMEN_PROXY": ("join", "proxy"),

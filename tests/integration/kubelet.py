@@ -29,7 +29,8 @@ How a container runs (root needed)::
       mount --bind each volumeMount (subPath: that file; remount ro when readOnly); /etc/hosts
       exec setpriv --reuid runAsUser --regid runAsGroup --groups fsGroup --no-new-privs
                    --inh-caps -all --bounding-set -all
-           env -i <the image's env, the spec's env (valueFrom Secret/ConfigMap keys)>
+           env -i <the image's env, the spec's env (valueFrom Secret/ConfigMap keys, and
+                   fieldRef status.podIP: 127.0.0.1, the address of the pods' one network)>
            <the installation's limen> <args>'
 
 The image is this installation: its entrypoint ``limen`` is the console script next to the
@@ -75,6 +76,8 @@ IMAGE_ENV = {
     "HOME": "/var/lib/limen",  # the limen user's home in the image's /etc/passwd
 }
 """The Dockerfile's ``ENV`` (its /opt/limen/bin is this installation's bin directory)."""
+POD_IP = "127.0.0.1"
+"""Every pod's IP (``status.podIP``): the pods of a test share one network namespace."""
 _TOOLS = ("unshare", "nsenter", "setpriv", "mount", "ip", "env", "sh")
 _CLONE_NEWNET = 0x40000000
 _RW_MASK, _RO_MASK, _EXEC_MASK = 0o660, 0o440, 0o110  # the kubelet's SetVolumeOwnership
@@ -457,6 +460,8 @@ class Pod:
             elif "configMapKeyRef" in ref:
                 config_map = self.objects[("ConfigMap", ref["configMapKeyRef"]["name"])]
                 env[item["name"]] = str(config_map["data"][ref["configMapKeyRef"]["key"]])
+            elif ref.get("fieldRef", {}).get("fieldPath") == "status.podIP":
+                env[item["name"]] = POD_IP  # the downward API: the pods share one network
             else:
                 raise NotImplementedError(f"env {item['name']}: {sorted(ref)}")
         return env

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import http.client
 import json
 import logging
 import stat
@@ -49,7 +50,7 @@ from limen.operator.kube import KubeApi
 from limen.operator.settings import OperatorConfig
 
 from .cluster import wait_for
-from .kubelet import Pod, PodNetwork, http_status, service_names, unavailable
+from .kubelet import POD_IP, Pod, PodNetwork, http_status, service_names, unavailable
 
 CANNOT_RUN_PODS = unavailable()
 pytestmark = pytest.mark.skipif(CANNOT_RUN_PODS is not None, reason=str(CANNOT_RUN_PODS))
@@ -155,6 +156,23 @@ def call_auth_as_the_operator(rendered: Rendered, network: PodNetwork) -> int | 
         return http_status(sock, "/v1/ping", endpoint.credentials.client_ssl(), host)
 
 
+def proxy_set(rendered: Rendered, network: PodNetwork) -> list[dict[str, Any]]:
+    """``GET /v1/presence/proxies`` on the auth API, as the operator (see above)."""
+    endpoint = rendered.ctx.deployed.endpoint()
+    host, port = endpoint.address.rsplit(":", 1)
+    with network.connect(int(port)) as sock:
+        connection = http.client.HTTPSConnection(host)
+        connection.sock = endpoint.credentials.client_ssl().wrap_socket(
+            sock, server_hostname=host)
+        try:
+            connection.request("GET", "/v1/presence/proxies")
+            body = connection.getresponse().read()
+        finally:
+            connection.close()
+    answer = json.loads(body)
+    return list(answer.get("items", []))
+
+
 def test_the_generated_pods_start_and_the_proxy_joins(kube_api: KubeAPI, network: PodNetwork,
                                                       tmp_path: Path) -> None:
     rendered = Rendered(kube_api)
@@ -182,6 +200,10 @@ def test_the_generated_pods_start_and_the_proxy_joins(kube_api: KubeAPI, network
         assert proxy.probe("proxy", "livenessProbe")
         with network.connect(PORTS["tunnel"]):
             pass  # the tunnel listener answers
+        # the replica announces its own pod's address to agents, not the Service's
+        announced = wait_for(lambda: proxy_set(rendered, network), START_TIMEOUT,
+                             "the proxy's announcement")
+        assert [p["tunnel_address"] for p in announced] == [f"{POD_IP}:{PORTS['tunnel']}"]
 
         db = rendered.pod(network, "db", tmp_path)
         pods.append(db)

@@ -42,6 +42,16 @@ def test_the_announced_address_is_the_tunnel_port_on_the_public_host(
     assert announced_tunnel_address(public, listener) == expected
 
 
+@pytest.mark.parametrize(("tunnel_host", "expected"), [
+    ("10.244.1.7", "10.244.1.7:3024"),  # a pod's IP (LIMEN_TUNNEL_HOST from status.podIP)
+    ("fd00::9", "[fd00::9]:3024"),
+])
+def test_the_tunnel_host_wins_over_the_public_address_a_balancer_may_front(
+        tunnel_host: str, expected: str) -> None:
+    assert announced_tunnel_address("limen.example.com:443", "0.0.0.0:3024",
+                                    tunnel_host) == expected
+
+
 def test_a_wildcard_listener_without_public_address_is_announced_by_name() -> None:
     assert announced_tunnel_address("", "0.0.0.0:3024") == f"{socket.getfqdn()}:3024"
 

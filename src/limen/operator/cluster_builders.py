@@ -432,8 +432,12 @@ def _postgres(body: Mapping[str, Any]) -> PostgresRef | None:
 
 def _join_env(body: Mapping[str, Any], ca_pin: str) -> list[dict[str, Any]]:
     """How a proxy pod joins auth: the auth Service (API and join listener), the token
-    Secret, the TLS CA's pin."""
-    return [{"name": "LIMEN_AUTH_SERVER", "value": auth_address(body)},
+    Secret, the TLS CA's pin; and the pod's own IP as the host agents dial its tunnel
+    listener at (each replica announces its own: an agent holds a tunnel to every one, and
+    its data connections must reach the replica that asked, not any behind the Service)."""
+    return [{"name": "LIMEN_TUNNEL_HOST",
+             "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "LIMEN_AUTH_SERVER", "value": auth_address(body)},
             {"name": "LIMEN_AUTH_JOIN", "value": auth_join_address(body)},
             {"name": "LIMEN_CA_PIN", "value": ca_pin},
             {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {

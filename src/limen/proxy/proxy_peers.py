@@ -8,10 +8,11 @@
                              connected here (on change), and in every ``welcome``
 
 The address announced is the tunnel listener as agents reach it
-(:func:`announced_tunnel_address`): the host of ``cluster.public_address`` with the tunnel
-listener's port, else the tunnel listener itself (a wildcard bind: this machine's name). Each
-proxy must be reachable at its own announced address (not only through a load balancer):
-an agent's data connections go to the proxy that asked for them. When auth cannot be reached
+(:func:`announced_tunnel_address`): ``cluster.tunnel_host`` (in Kubernetes the pod's IP) or
+else the host of ``cluster.public_address``, with the tunnel listener's port; else the tunnel
+listener itself (a wildcard bind: this machine's name). Each proxy must be reachable at its own
+announced address (not only through a load balancer): an agent's data connections go to the
+proxy that asked for them. When auth cannot be reached
 the last set stays (this proxy always in it). Nothing here is state a sibling lacks: the set
 lives in auth. Started by :class:`limen.proxy.sshproxy.ProxySSHService`.
 """
@@ -39,10 +40,13 @@ ANNOUNCE_INTERVAL = 5.0
 _WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 - compared with, never bound
 
 
-def announced_tunnel_address(public_address: str, tunnel_listener: str) -> str:
+def announced_tunnel_address(public_address: str, tunnel_listener: str,
+                             tunnel_host: str = "") -> str:
     """Where agents reach this proxy's tunnel listener (see the module docstring)."""
     _host, port = parse_address(tunnel_listener)
-    if public_address:
+    if tunnel_host:
+        host = tunnel_host
+    elif public_address:
         host = parse_address(public_address, 443)[0]
     else:
         host = parse_address(tunnel_listener)[0]

@@ -292,7 +292,7 @@ class ProxySSHService:
         try:
             ssh = await self.front.start(self.settings.listeners.ssh_proxy)
             self.peers = ProxyAnnouncer(self.auth, self.tunnel, announced_tunnel_address(
-                self.settings.cluster.public_address, tunnel))
+                self.settings.cluster.public_address, tunnel, self.settings.cluster.tunnel_host))
             await self.peers.start()
         except BaseException:
             await self.front.stop()
