@@ -366,7 +366,7 @@ def test_role_map_regexp() -> None:
         ({"hostname": "db1"}, ["spec.hostname: only applies to kind ssh, not db"]),
         ({"kind": "ssh", "protocol": None, "database": "x"},
          ["spec.database: only applies to kind db, not ssh"]),
-        ({"kubeconfig_ref": {"file": "/k"}},
+        ({"kubeconfig_ref": {"file": "k"}},
          ["spec.kubeconfig_ref: only applies to kind kube, not db"]),
     ],
 )

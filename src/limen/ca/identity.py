@@ -13,6 +13,7 @@ Wire format (version 1): a JSON object without whitespace, empty fields left out
     {"v":1,"user":"alice","cluster":"root","roles":["dev"],"traits":{"logins":["alice"]},
      "logins":["alice","ubuntu"],"kube_groups":[],"kube_users":[],"db_users":[],"db_names":[],
      "route_cluster":"leaf","route_db":{"service":"pg","user":"alice","name":"app"},
+     "route_kube":"prod",
      "system_role":"node","usage":["db"],"host_id":"1b2c...","hostname":"web1"}
 
 The validity window is *not* in the JSON: the certificate's own fields (SSH ``valid_after`` /
@@ -95,6 +96,9 @@ class Identity:
     route_to_cluster: str | None = None
     """Leaf cluster the proxy should route this certificate's connections to."""
     route_to_db: RouteToDatabase | None = None
+    route_to_kube: str | None = None
+    """Name of the kube Resource (Kubernetes cluster) a certificate is scoped to
+    (``lmsh kube login``)."""
     not_before: datetime | None = None
     """Start of validity (aware UTC); filled from the certificate by the verifiers."""
     not_after: datetime | None = None
@@ -126,7 +130,7 @@ class Identity:
                 object.__setattr__(self, name, _utc(value, name))
         if self.system_role is not None:  # also accepts the plain string value
             object.__setattr__(self, "system_role", _system_role(self.system_role))
-        for name in ("route_to_cluster", "host_id", "hostname"):
+        for name in ("route_to_cluster", "route_to_kube", "host_id", "hostname"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise BadParameter(f"identity {name} must be a non-empty string or None")
@@ -172,6 +176,8 @@ class Identity:
         if self.route_to_db is not None:
             rd = self.route_to_db
             doc["route_db"] = {"service": rd.service, "user": rd.user, "name": rd.name}
+        if self.route_to_kube is not None:
+            doc["route_kube"] = self.route_to_kube
         if self.system_role is not None:
             doc["system_role"] = self.system_role.value
         if self.host_id is not None:
@@ -224,6 +230,7 @@ class Identity:
             db_names=_list(doc, "db_names"),
             route_to_cluster=_opt_str(doc, "route_cluster"),
             route_to_db=route,
+            route_to_kube=_opt_str(doc, "route_kube") or None,
             not_before=not_before,
             not_after=not_after,
             system_role=None if system_role is None else _system_role(system_role),

@@ -9,7 +9,8 @@
                              leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
                              nodes, recordings (the list, one by id), clusters = the
-                             leaves the user may reach, databases; POST db/certs):
+                             leaves the user may reach, databases, kube/clusters;
+                             POST db/certs, kube/certs):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy
 
@@ -41,10 +42,12 @@ USER_ROUTES = (
     ("/v1/webapi/user/clusters", "/v1/remoteclusters"),
     ("/v1/webapi/user/clusters/{name}/nodes", "/v1/remoteclusters/{name}/nodes"),
     ("/v1/webapi/user/databases", "/v1/db/databases"),
+    ("/v1/webapi/user/kube/clusters", "/v1/kube/clusters"),
 )
 """GET routes a logged-in user may call through the proxy, and their auth API paths."""
 USER_POST_ROUTES = (
     ("/v1/webapi/user/db/certs", "/v1/db/certs"),
+    ("/v1/webapi/user/kube/certs", "/v1/kube/certs"),
 )
 """POST routes a logged-in user may call through the proxy (JSON body forwarded as is)."""
 

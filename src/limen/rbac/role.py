@@ -22,6 +22,7 @@ from typing import Any
 from limen.api.predicates import Context, Predicate, parse_where
 from limen.api.resources import Resource
 from limen.errors import BadParameter
+from limen.rbac.kube_resources import KubeResourceRule, compile_kube_resources
 from limen.rbac.labels import EMPTY_SELECTOR, WILDCARD, LabelSelector, compile_selector
 from limen.rbac.labels import normalize_label_map as _normalize
 from limen.rbac.options import RoleOptions, parse_role_options
@@ -78,6 +79,8 @@ class Conditions:
     app_labels: LabelSelector = EMPTY_SELECTOR
     cluster_labels: LabelSelector = EMPTY_SELECTOR
     rules: tuple[Rule, ...] = ()
+    kubernetes_resources: tuple[KubeResourceRule, ...] | None = None
+    """Objects inside matching Kubernetes clusters (``None``: the field is absent)."""
 
     def selector(self, name: str) -> LabelSelector:
         value = getattr(self, name)
@@ -163,6 +166,8 @@ def _conditions(raw: Any, where: str, traits: Traits) -> Conditions:
         app_labels=selector("app_labels"),
         cluster_labels=selector("cluster_labels"),
         rules=_rules(raw.get("rules"), where),
+        kubernetes_resources=compile_kube_resources(raw.get("kubernetes_resources"), where,
+                                                    traits),
     )
 
 

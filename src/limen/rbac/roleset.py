@@ -19,6 +19,8 @@ from limen.api.predicates import Context
 from limen.api.resources import Kind, Resource
 from limen.rbac import checks
 from limen.rbac.decision import Decision
+from limen.rbac.kube_request import KubeRequestInfo
+from limen.rbac.kube_resources import check_kube_request
 from limen.rbac.labels import WILDCARD
 from limen.rbac.options import SessionOptions, merge_options
 from limen.rbac.role import CompiledRole, compile_role
@@ -84,6 +86,11 @@ class RoleSet:
                    users: Sequence[str] = (), *, mfa_verified: bool = False) -> Decision:
         return checks.check_kube(self.roles, cluster_labels, groups, users,
                                  mfa_verified=mfa_verified)
+
+    def check_kube_request(self, cluster_labels: Labels, info: KubeRequestInfo) -> Decision:
+        """One Kubernetes API request (``kubernetes_resources``, deny first); the caller has
+        admitted the cluster with :meth:`check_kube`."""
+        return check_kube_request(self.roles, cluster_labels, info)
 
     def check_db(self, db_labels: Labels, db_user: str, db_name: str | None = None, *,
                  mfa_verified: bool = False) -> Decision:

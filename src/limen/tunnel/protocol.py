@@ -50,6 +50,7 @@ __all__ = [
     "DATA_PREFIX",
     "KIND_AUTH",
     "KIND_DB",
+    "KIND_KUBE",
     "KIND_NODE",
     "MAX_FRAME",
     "MAX_PREAMBLE",
@@ -102,6 +103,9 @@ KIND_AUTH = "auth"
 KIND_DB = "db"
 """Dial a db agent (always :data:`MODE_TLS`): after the TLS handshake the proxy sends the
 session request (``limen.agents.db.wire``) and the database protocol follows."""
+KIND_KUBE = "kube"
+"""Dial a kube agent (always :data:`MODE_TLS`): after the TLS handshake the proxy sends the
+connection request (``limen.tunnel.kube_wire``) and the client's HTTP/1.1 follows."""
 MODE_RAW = "raw"
 """The payload is authenticated and encrypted end to end (SSH, mTLS): relay bytes untouched."""
 MODE_TLS = "tls"
@@ -144,7 +148,8 @@ class DialRequest:
     """What a dial asks the agent to serve (proxy to agent), or the proxy (agent to proxy)."""
 
     kind: str
-    """:data:`KIND_NODE` (SSH to the node agent), :data:`KIND_DB` or :data:`KIND_AUTH`."""
+    """:data:`KIND_NODE` (SSH to the node agent), :data:`KIND_DB`, :data:`KIND_KUBE` or
+    :data:`KIND_AUTH`."""
     target: str = ""
     """The name the user asked for (``web1``, ``web1:22``), for the agent's logs and audit."""
     mode: str = MODE_RAW

@@ -33,6 +33,8 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
     /v1/remoteclusters[...]                leaves' status and nodes (see limen.auth.http.trust_root)
     /v1/db/...                             database listing and certificates
                                            (see limen.auth.http.db)
+    /v1/kube/..., GET /v1/presence/kubes   kube cluster listing, certificates and presence
+                                           (see limen.auth.http.kube)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.http.trust_leaf)
     /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.http.admin)
@@ -67,6 +69,7 @@ from limen.auth.http.authz import require_rule, require_system
 from limen.auth.http.db import db_routes
 from limen.auth.http.fields import optional_str, required_str, str_list, ttl_seconds
 from limen.auth.http.join import join, join_info
+from limen.auth.http.kube import kube_routes
 from limen.auth.http.proxies import proxy_routes
 from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
@@ -119,6 +122,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(user_routes(auth, routes.identity, routes.role_set, recordings_dir(data_dir)))
     app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
     app.add_routes(db_routes(auth, routes.identity, forwarded_public_key, routes.role_set))
+    app.add_routes(kube_routes(auth, routes.identity, forwarded_public_key, routes.role_set))
     app.add_routes(remote_routes(auth, routes.identity, routes.role_set))
     app.add_routes(proxy_routes(auth, routes.identity))
     app.add_routes(trust_routes(auth, routes.identity))
@@ -251,20 +255,22 @@ class _Routes:
     async def list_resources(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
-        # a db agent lists Resources (the databases its selectors serve), nothing else
+        # db and kube agents list Resources (what their selectors serve), nothing else
         require_rule(identity, await self.role_set(identity), kind, "list",
                      system=[SystemRole.PROXY, SystemRole.NODE,
-                             *([SystemRole.DB] if kind is Kind.RESOURCE else [])])
+                             *([SystemRole.DB, SystemRole.KUBE] if kind is Kind.RESOURCE
+                               else [])])
         items = await self.auth.store.list(kind)
         return web.json_response({"items": [r.to_document() for r in items]})
 
     async def get_resource(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
-        # a db agent reads roles (RBAC on every session), nothing else
+        # db and kube agents read roles (RBAC on every session or request), nothing else
         require_rule(identity, await self.role_set(identity), kind, "read",
                      system=[SystemRole.PROXY, SystemRole.NODE,
-                             *([SystemRole.DB] if kind is Kind.ROLE else [])])
+                             *([SystemRole.DB, SystemRole.KUBE] if kind is Kind.ROLE
+                               else [])])
         found = await self.auth.store.get(kind, request.match_info["name"])
         return web.json_response(found.to_document())
 

@@ -1,0 +1,127 @@
+"""Kubernetes access at auth: the online kube clusters and the user's kube certificate.
+
+* :func:`online_kube_clusters` — the kube Resources kube agents heartbeat
+  (``/presence/kubes/<name>/<host_id>``, one record per serving agent), grouped by name.
+* :func:`visible_kube_clusters` — those a user's roles admit (``kubernetes_labels``, deny
+  first, at least one group or user to impersonate), with the groups and users granted there:
+  ``lmsh kube ls``.
+* :func:`issue_kube_cert` — ``lmsh kube login NAME`` / ``lmsh kube credentials``: the caller's
+  own X.509 identity scoped to one kube cluster (``route_to_kube``), usable for Kubernetes only
+  (``usage: [kube]``), with the ``kubernetes_groups``/``kubernetes_users`` its roles grant on
+  that cluster's labels now, for the same public key and no longer than the certificate it was
+  asked with. Refused (and audited) when the roles do not admit the cluster, so a mistake
+  shows at login; the proxy and the kube agent decide again on every connection and request.
+
+Called by :mod:`limen.auth.http.kube`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from limen.auth import presence
+from limen.ca.authority import CertAuthorityType
+from limen.ca.identity import Identity
+from limen.ca.keys import PublicKey
+from limen.ca.x509_certs import sign_client_cert
+from limen.errors import AccessDenied, BadParameter, NotFound
+from limen.rbac.roleset import RoleSet
+
+if TYPE_CHECKING:
+    from limen.auth.core import AuthServer
+
+__all__ = ["OnlineKubeCluster", "issue_kube_cert", "online_kube_clusters",
+           "visible_kube_clusters"]
+
+_MAX_NAME = 253
+
+
+@dataclass(frozen=True)
+class OnlineKubeCluster:
+    name: str
+    resource: dict[str, Any]
+    """The Resource document of the freshest heartbeat (labels, description)."""
+    host_ids: tuple[str, ...]
+    """The kube agents serving it."""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        raw = (self.resource.get("metadata") or {}).get("labels") or {}
+        return {str(k): str(v) for k, v in raw.items()}
+
+    @property
+    def description(self) -> str:
+        return str((self.resource.get("spec") or {}).get("description", ""))
+
+
+async def online_kube_clusters(auth: AuthServer) -> dict[str, OnlineKubeCluster]:
+    """Every kube cluster some kube agent heartbeats now, by name."""
+    records = await presence.presence(auth, presence.KUBE_PRESENCE_PREFIX)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        name = ((record.get("resource") or {}).get("metadata") or {}).get("name")
+        if isinstance(name, str):
+            by_name.setdefault(name, []).append(record)
+    out: dict[str, OnlineKubeCluster] = {}
+    for name, items in by_name.items():
+        items.sort(key=lambda r: str(r.get("updated", "")), reverse=True)
+        out[name] = OnlineKubeCluster(name, dict(items[0]["resource"]),
+                                      tuple(str(r.get("host_id", "")) for r in items))
+    return out
+
+
+def visible_kube_clusters(clusters: dict[str, OnlineKubeCluster], role_set: RoleSet
+                          ) -> list[dict[str, Any]]:
+    """The clusters ``role_set`` admits, as ``lmsh kube ls`` shows them (sorted by name)."""
+    items: list[dict[str, Any]] = []
+    for name, cluster in sorted(clusters.items()):
+        if not role_set.check_kube(cluster.labels).allowed:
+            continue
+        groups, users = role_set.kube_principals(cluster.labels)
+        items.append({"name": name, "labels": cluster.labels,
+                      "description": cluster.description,
+                      "kubernetes_groups": list(groups), "kubernetes_users": list(users)})
+    return items
+
+
+async def issue_kube_cert(auth: AuthServer, identity: Identity, public_key: PublicKey,
+                          kube_cluster: str) -> tuple[bytes, datetime]:
+    """The kube certificate (PEM) for ``lmsh kube login`` and its expiry; see the module."""
+    if not kube_cluster or len(kube_cluster) > _MAX_NAME or any(
+            ord(c) < 0x21 or c == "\x7f" for c in kube_cluster):
+        raise BadParameter(f"invalid kube cluster name {kube_cluster[:64]!r}")
+    if identity.is_system:
+        raise AccessDenied("kube certificates are for users")
+    if identity.cluster != auth.cluster_name:
+        raise AccessDenied("kube certificates are issued by the user's own cluster")
+    cluster = (await online_kube_clusters(auth)).get(kube_cluster)
+    if cluster is None:
+        raise NotFound(f"kube cluster {kube_cluster!r} is not online (no kube agent serves it)")
+    role_set = await auth.role_set(identity)
+    decision = role_set.check_kube(cluster.labels)
+    if not decision.allowed:
+        await auth.emit("access.denied", success=False, user=identity.username,
+                        action="kube.login", kube_cluster=kube_cluster, role=decision.role,
+                        rule=decision.rule, reason=decision.reason)
+        raise AccessDenied(f"{identity.username} may not use kube cluster {kube_cluster}: "
+                           f"{decision.reason}")
+    groups, users = role_set.kube_principals(cluster.labels)
+    now = auth.now()
+    assert identity.not_after is not None
+    ttl = identity.not_after - now
+    if ttl < timedelta(minutes=1):
+        raise BadParameter("the login certificate expires within a minute: run lmsh login")
+    scoped = replace(identity, route_to_kube=kube_cluster, route_to_db=None, usage=("kube",),
+                     kubernetes_groups=groups, kubernetes_users=users,
+                     not_before=None, not_after=None)
+    cert = sign_client_cert(auth.authorities.get(CertAuthorityType.TLS), public_key, scoped,
+                            ttl, now=now)
+    expires = now + ttl
+    await auth.emit("cert.create", user=identity.username, cert_type="kube",
+                    kube_cluster=kube_cluster, kubernetes_groups=list(groups),
+                    kubernetes_users=list(users), expires=expires.isoformat())
+    return cert.public_bytes(Encoding.PEM), expires
