@@ -30,6 +30,7 @@ from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_t
 from limen.ca.x509_certs import verify_client_cert
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied
+from limen.events.buffer import AuditBuffer
 from limen.events.emitter import MemoryEmitter
 from limen.proxy.db.db_route import DBRouter
 from limen.proxy.routing import ClusterView
@@ -101,12 +102,14 @@ async def test_the_db_agent_refuses_it_too_and_audits_it(auth: AuthServer) -> No
                              db_user="alice", db_name="orders", session_id="s-expired",
                              client_addr="192.0.2.7:50000")
     emitter = MemoryEmitter()
-    session = await authorize(request, db, _trust(auth), auth, emitter, "db-agent-1",
+    audit = AuditBuffer(emitter)
+    session = await authorize(request, db, _trust(auth), auth, audit, "db-agent-1",
                               lambda: expiry - timedelta(seconds=1))
     assert session.identity.username == "alice"
     with pytest.raises(AccessDenied, match=_expired(expiry)):
-        await authorize(request, db, _trust(auth), auth, emitter, "db-agent-1",
+        await authorize(request, db, _trust(auth), auth, audit, "db-agent-1",
                         lambda: expiry + timedelta(seconds=1))
+    await audit.aclose()
     [event] = [e.to_dict() for e in emitter.events]
     assert (event["event"], event["success"]) == ("db.session.start", False)
     assert event["session_id"] == "s-expired"

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,12 @@ class AuditOutbox(TaskService):
 
     async def emit(self, event: AuditEvent) -> None:
         await self._log.emit(event)
+        self._wake.set()
+
+    async def emit_many(self, events: Sequence[AuditEvent]) -> None:
+        """Queue ``events`` in order with one fsync per batch (an :class:`~limen.events.buffer.
+        AuditBuffer`'s batch); returns once all are on disk."""
+        await self._log.emit_many(events)
         self._wake.set()
 
     async def stop(self) -> None:

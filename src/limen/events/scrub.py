@@ -23,6 +23,7 @@ sees that something was withheld.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -48,8 +49,10 @@ def _words(name: str) -> list[str]:
     return [w for w in _NON_ALNUM.split(_CAMEL.sub(r"\1_\2", name).lower()) if w]
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
-    """Whether a field called ``name`` must never be written to the audit log."""
+    """Whether a field called ``name`` must never be written to the audit log (cached: the
+    same few field names come with every event, and the answer depends on the name only)."""
     words = _words(name)
     compact = "".join(words)
     if any(part in compact for part in _ALWAYS_SECRET):

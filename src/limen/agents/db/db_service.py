@@ -9,6 +9,9 @@ authorized again here (:func:`limen.agents.db.session.authorize`) and served by 
 protocol's engine; ``cancel`` forwards a PostgreSQL cancel key to the database. A refusal
 reaches the client as its protocol's error (PostgreSQL ErrorResponse, MySQL ERR packet).
 
+Every event of the agent goes through one :class:`~limen.events.buffer.AuditBuffer` over its
+emitter: queries are queued and written in batches, the rest is awaited; ``stop`` flushes it.
+
 Called by ``limen.cli.compose`` (single process) and ``limen.cli.compose_remote``
 (``limen start --roles db``).
 """
@@ -36,6 +39,7 @@ from limen.dbproto import mysql as my
 from limen.dbproto import postgres as pg
 from limen.dbproto.session_request import SessionRequest, decode_request, request_length
 from limen.errors import AccessDenied, LimenError
+from limen.events.buffer import AuditBuffer
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.streams import accept_tls, close_writer
@@ -61,6 +65,7 @@ class DBService:
         self.catalog = catalog
         self.roles = roles
         self.emitter = emitter
+        self.audit = AuditBuffer(emitter)
         self.certs = certs
         self._tunnel_address = tunnel_address
         self._on_tunnel = on_tunnel
@@ -94,8 +99,11 @@ class DBService:
         return {}
 
     async def stop(self) -> None:
-        if self.tunnel is not None:
-            await self.tunnel.stop()
+        try:
+            if self.tunnel is not None:
+                await self.tunnel.stop()
+        finally:
+            await self.audit.aclose()
 
     async def _heartbeat(self) -> list[dict[str, Any]]:
         await self.catalog.refresh()
@@ -136,7 +144,7 @@ class DBService:
             await self._cancel(request, db)
             return
         try:
-            session = await authorize(request, db, self._trust, self.roles, self.emitter,
+            session = await authorize(request, db, self._trust, self.roles, self.audit,
                                       self.credentials.host_id, self._now)
         except AccessDenied as err:
             await self._refuse(request, writer, str(err))
@@ -154,7 +162,7 @@ class DBService:
         except (LimenError, OSError, ssl.SSLError, TimeoutError) as err:
             log.warning("db agent: cancel request to %s failed: %s", db.name, err)
             return
-        await self.emitter.emit(make_event(
+        await self.audit.emit(make_event(
             "db.session.cancel", success=True, cluster=self.credentials.cluster,
             session_id=request.session_id, server_id=self.credentials.host_id,
             db_service=db.name, remote_addr=request.client_addr))

@@ -28,6 +28,7 @@ from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, upstream_target
 from limen.dbproto import mysql as my
 from limen.errors import BadParameter, LimenError
+from limen.events.buffer import AuditUnavailable
 from limen.net.streams import both_ways, close_writer, copy_stream
 
 __all__ = ["serve_mysql"]
@@ -135,6 +136,7 @@ async def serve_mysql(session: DBSession, client_reader: asyncio.StreamReader,
         client_writer.write(my.encode_packet(seq, ok))
         await client_writer.drain()
         await session.emit("db.session.start")
+        session.end_on_audit_failure(client_writer, up.writer)
         if up.queue:  # nothing should follow an OK before a command; pass it on if it does
             client_writer.write(b"".join(my.encode_packet(p.seq, p.payload) for p in up.queue))
         await both_ways(_client_to_db(session, client_reader, client_writer, up.writer),
@@ -151,21 +153,29 @@ async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
     try:
         while data := await client_reader.read(256 * 1024):
             out: list[bytes] = []
+            room = True
             for packet in splitter.feed(data):
                 refusal = await _check(session, packet) if packet.seq == 0 else None
                 if refusal is None:
                     out.append(my.encode_packet(packet.seq, packet.payload))
-                else:
+                elif refusal:
                     client_writer.write(my.encode_packet(1, refusal))
+                else:
+                    room = False
+                    out.append(my.encode_packet(packet.seq, packet.payload))
             if out:
                 chunk = b"".join(out)
                 session.to_db.bytes += len(chunk)
                 writer.write(chunk)
                 await writer.drain()
             await client_writer.drain()
+            if not room:
+                await session.emitter.wait_space()
     except BadParameter as err:
         log.warning("db session %s: malformed client packet: %s", session.request.session_id,
                     err)
+    except AuditUnavailable as err:
+        log.error("db session %s ended: %s", session.request.session_id, err)
     except (OSError, ssl.SSLError, RuntimeError):
         pass
     finally:
@@ -174,7 +184,9 @@ async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
 
 
 async def _check(session: DBSession, packet: my.Packet) -> bytes | None:
-    """Audit one command; the ERR payload to answer instead of passing it on, or None."""
+    """Audit one command: the ERR payload to answer instead of passing it on, or None to
+    pass it on, or b"" to pass it on once the full audit buffer has room again (refusals are
+    written before the client hears of them; queries are queued)."""
     if not packet.payload:
         return None
     command = my.decode_command(packet.payload)
@@ -195,9 +207,11 @@ async def _check(session: DBSession, packet: my.Packet) -> bytes | None:
                                query=command.text or "", reason=reason)
             return my.err_payload(_ER_DBACCESS_DENIED, "42000",
                                   f"Limen: access to database {name!r} denied: {reason}")
+    room = True
     if command.code in (my.COM_QUERY, my.COM_STMT_PREPARE, my.COM_INIT_DB):
-        await session.emit("db.session.query", command=command.name, query=command.text or "")
+        room = session.record("db.session.query", command=command.name,
+                              query=command.text or "")
     elif command.code == my.COM_STMT_EXECUTE:
-        await session.emit("db.session.query", command=command.name,
-                           statement_id=command.statement_id)
-    return None
+        room = session.record("db.session.query", command=command.name,
+                              statement_id=command.statement_id)
+    return None if room else b""

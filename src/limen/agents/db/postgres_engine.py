@@ -30,6 +30,7 @@ from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, upstream_target
 from limen.dbproto import postgres as pg
 from limen.errors import BadParameter, LimenError
+from limen.events.buffer import AuditUnavailable
 from limen.net.streams import both_ways, close_writer, copy_stream
 
 __all__ = ["cancel_postgres", "serve_postgres"]
@@ -80,6 +81,7 @@ async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader
         if not await _startup(session, reader, client_writer):
             return
         await session.emit("db.session.start")
+        session.end_on_audit_failure(client_writer, writer)
         await both_ways(_client_to_db(session, client_reader, writer),
                         copy_stream(reader, client_writer, session.from_db))
         await session.end()
@@ -129,14 +131,19 @@ async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
     try:
         while data := await client_reader.read(256 * 1024):
             session.to_db.bytes += len(data)
+            room = True
             for frame in splitter.feed(data):
                 if frame.payload is not None:
-                    await _audit(session, frame, statements)
+                    room = _audit(session, frame, statements) and room
             writer.write(data)
             await writer.drain()
+            if not room:
+                await session.emitter.wait_space()
     except BadParameter as err:
         log.warning("db session %s: malformed client message: %s", session.request.session_id,
                     err)
+    except AuditUnavailable as err:
+        log.error("db session %s ended: %s", session.request.session_id, err)
     except (OSError, ssl.SSLError, RuntimeError):
         pass
     finally:
@@ -144,19 +151,21 @@ async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
             writer.write_eof()
 
 
-async def _audit(session: DBSession, frame: pg.Frame, statements: dict[str, str]) -> None:
+def _audit(session: DBSession, frame: pg.Frame, statements: dict[str, str]) -> bool:
+    """Queue the query event of a Q or B message (remember a P's statement); False when the
+    audit buffer is full."""
     assert frame.payload is not None
     if frame.type == b"Q":
-        await session.emit("db.session.query", query=pg.decode_query(frame.payload))
-    elif frame.type == b"P":
+        return session.record("db.session.query", query=pg.decode_query(frame.payload))
+    if frame.type == b"P":
         parse = pg.decode_parse(frame.payload)
         if len(statements) > 4096:
             statements.clear()
         statements[parse.statement] = parse.query
-    else:
-        bind = pg.decode_bind(frame.payload)
-        await session.emit("db.session.query", query=statements.get(bind.statement, ""),
-                           statement=bind.statement, parameters=pg.bind_params_text(bind))
+        return True
+    bind = pg.decode_bind(frame.payload)
+    return session.record("db.session.query", query=statements.get(bind.statement, ""),
+                          statement=bind.statement, parameters=pg.bind_params_text(bind))
 
 
 async def _refuse(session: DBSession, client_writer: asyncio.StreamWriter, message: str,

@@ -6,12 +6,16 @@ The proxy has authenticated the user's TLS handshake and decided already; the ag
 nothing it is told about the user but the certificate, which it verifies against the user CA
 of its own cluster (signature, cluster, expiry, ``usage: db``, the database it is scoped to)
 and decides again with the roles as they are now. Called by
-:mod:`limen.agents.db.db_service`; the engines call :meth:`DBSession.emit` and
-:meth:`DBSession.check_db_name`.
+:mod:`limen.agents.db.db_service`; the engines call :meth:`DBSession.emit` (durable: the
+session's start and end, refusals), :meth:`DBSession.record` (queries: queued in the agent's
+:class:`~limen.events.buffer.AuditBuffer`, written in batches, in order, before the session's
+end event) and :meth:`DBSession.check_db_name`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,12 +28,14 @@ from limen.ca.identity import Identity
 from limen.ca.x509_certs import verify_client_cert
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied, LimenError
-from limen.events.emitter import Emitter
-from limen.events.event import make_event
+from limen.events.buffer import AuditBuffer, AuditStream, AuditUnavailable
+from limen.events.event import AuditEvent, make_event
 from limen.net.streams import Counter
 from limen.rbac import RoleSet
 
 __all__ = ["DBSession", "RoleSets", "authorize"]
+
+log = logging.getLogger(__name__)
 
 
 class RoleSets(Protocol):
@@ -42,7 +48,7 @@ class DBSession:
     identity: Identity
     db: Resource
     role_set: RoleSet
-    emitter: Emitter
+    emitter: AuditStream
     server_id: str
     db_user: str
     db_name: str
@@ -58,13 +64,32 @@ class DBSession:
         decision = self.role_set.check_db(self.labels, self.db_user, name)
         return None if decision.allowed else decision.reason
 
-    async def emit(self, event_type: str, *, success: bool = True, **fields: Any) -> None:
-        await self.emitter.emit(make_event(
+    def event(self, event_type: str, *, success: bool = True, **fields: Any) -> AuditEvent:
+        return make_event(
             event_type, success=success, cluster=self.identity.cluster,
             user=self.identity.username, session_id=self.request.session_id,
             server_id=self.server_id, db_service=self.db.name,
             db_protocol=str(self.db.spec.get("protocol", "")), db_user=self.db_user,
-            db_name=self.db_name, remote_addr=self.request.client_addr, **fields))
+            db_name=self.db_name, remote_addr=self.request.client_addr, **fields)
+
+    async def emit(self, event_type: str, *, success: bool = True, **fields: Any) -> None:
+        """Write the event; returns once it (and every query recorded before) is durable."""
+        await self.emitter.emit(self.event(event_type, success=success, **fields))
+
+    def record(self, event_type: str, **fields: Any) -> bool:
+        """Queue the event without waiting for the disk; False: the buffer is full, stop
+        reading the client until :meth:`~limen.events.buffer.AuditStream.when_space`.
+        Raises :class:`~limen.events.buffer.AuditUnavailable` once the log failed."""
+        return self.emitter.record_nowait(self.event(event_type, **fields))
+
+    def end_on_audit_failure(self, *writers: asyncio.StreamWriter) -> None:
+        """Fail closed: when one of this session's events cannot be written, abort
+        ``writers`` (the client's and the database's connections) at once."""
+        def ended(err: AuditUnavailable) -> None:
+            log.error("db session %s ended: %s", self.request.session_id, err)
+            for writer in writers:
+                writer.transport.abort()
+        self.emitter.on_failure = ended
 
     async def end(self) -> None:
         await self.emit("db.session.end", bytes_to_db=self.to_db.bytes,
@@ -72,9 +97,11 @@ class DBSession:
 
 
 async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
-                    Sequence[x509.Certificate]], roles: RoleSets, emitter: Emitter,
+                    Sequence[x509.Certificate]], roles: RoleSets, audit: AuditBuffer,
                     server_id: str, now: Callable[[], datetime]) -> DBSession:
-    """The session, or AccessDenied (audited as a refused ``db.session.start``)."""
+    """The session (its events go through ``audit``), or AccessDenied (audited as a refused
+    ``db.session.start``)."""
+    emitter = audit
     try:
         identity = verify_client_cert(request.user_cert, trust, now())
     except AccessDenied as err:
@@ -109,4 +136,5 @@ async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
             db_service=db.name, db_protocol=request.protocol, db_user=db_user, db_name=db_name,
             remote_addr=request.client_addr, reason=str(err)))
         raise AccessDenied(f"access to database {db.name} as {db_user} denied: {err}") from None
-    return DBSession(request, identity, db, role_set, emitter, server_id, db_user, db_name)
+    return DBSession(request, identity, db, role_set, audit.stream(), server_id, db_user,
+                     db_name)
