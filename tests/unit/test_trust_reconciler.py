@@ -35,8 +35,10 @@ from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_t
 from limen.config import ClusterSettings
 from limen.events.emitter import MemoryEmitter
 from limen.net.http import error_middleware, json_body
+from limen.services.leadership import replica_leadership
 from limen.trust.cache import trusted_role_map
-from limen.trust.reconciler import REFUSED_REF, TrustedClusterReconciler
+from limen.trust.handshake import handshake
+from limen.trust.reconciler import REFUSED_REF, TRUST_LEASE_KEY, TrustedClusterReconciler
 from limen.trust.secrets import SecretSource
 
 ROLE_MAP = [{"remote": "ops", "local": ["visitor"]},
@@ -354,3 +356,63 @@ async def test_mapped_root_admin_gets_no_rules_on_the_leaf(root: Root, leaf: Lea
     # a root user whose roles map to nothing gets nothing
     nobody = Identity(username="dev", cluster="root", roles=("dev",))
     assert not (await policy.check_ssh(nobody, "guest")).allowed
+
+
+async def test_only_the_replica_holding_the_lease_joins_and_the_other_takes_over(
+        root: Root, tmp_path: Path) -> None:
+    """Two auth replicas of one leaf on one backend: the lease holder joins (one handshake),
+    the other follows (its cache sees the root's CAs); once the holder stops, the other
+    takes the lease and reconciles the next change."""
+    backend = MemoryBackend()
+    secrets = SecretSource(tmp_path / "secrets", {})
+    calls: dict[str, int] = {"first": 0, "second": 0}
+    replicas: list[TrustedClusterReconciler] = []
+    for holder in calls:
+        auth = AuthServer(backend, ClusterSettings(name="leaf"), MemoryEmitter())
+        await auth.start()
+
+        async def counted(proxy: str, pin: str | None, request: ValidateRequest,
+                          check_root: Callable[[str], Any], holder: str = holder) -> Any:
+            calls[holder] += 1
+            return await handshake(proxy, pin, request, check_root=check_root)
+
+        leadership = replica_leadership(backend, TRUST_LEASE_KEY, holder, name=holder,
+                                        clock=auth.clock, ttl=0.6, renew_every=0.2,
+                                        retry_every=0.05)
+        replicas.append(TrustedClusterReconciler(
+            auth, secrets=secrets, handshake_fn=counted, backoff_base=0.05, backoff_cap=0.2,
+            leadership=leadership))
+        await replicas[-1].start()
+    first, second = replicas
+    try:
+        assert first.leading
+        assert not second.leading
+        leaf = Leaf(first.auth, first, secrets.directory)
+        await leaf.apply("org-a", _spec(root, _token_file(secrets.directory,
+                                                          await root.token())))
+        await until(lambda: _status_is(leaf, "Ready", "True"), what="Ready")
+
+        async def follower_trusts_root() -> bool:
+            return [ca.cluster for ca in second.cache.user_cas()] == ["root"]
+        await until(follower_trusts_root, what="the follower's cache")
+        assert calls == {"first": 1, "second": 0}
+
+        await first.stop()  # gives the lease up
+
+        async def second_leads() -> bool:
+            return second.leading
+        await until(second_leads, what="the takeover")
+        await leaf.apply("org-a", _spec(root, "org-a.token", role_map=[
+            {"remote": "dev", "local": ["visitor"]}]))
+        changed = await leaf.tc()
+        assert changed is not None
+
+        async def reconciled_again() -> bool:
+            found = await leaf.tc()
+            return found is not None and found.status.get("observedRevision") == \
+                changed.revision
+        await until(reconciled_again, what="the new leader's reconcile")
+        assert calls == {"first": 1, "second": 0}  # joined once: no second handshake
+    finally:
+        for replica in replicas:
+            await replica.stop()

@@ -14,6 +14,7 @@ role (a proxy or a node agent started apart from auth) the components come from
 
 from __future__ import annotations
 
+import secrets
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -46,8 +47,9 @@ from limen.events.factory import open_audit_log
 from limen.gitops.sync_service import GitOpsService
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import recordings_dir
+from limen.services.leadership import Leadership, replica_leadership
 from limen.trust.cache import TrustCache, trusted_role_map
-from limen.trust.reconciler import TrustedClusterReconciler
+from limen.trust.reconciler import TRUST_LEASE_KEY, TrustedClusterReconciler
 from limen.trust.secrets import SecretSource
 
 __all__ = ["cluster_services"]
@@ -79,7 +81,8 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
         services: list[Service] = [auth]
         if settings.gitops.source:
             services.append(GitOpsService(settings, auth))
-        trust = TrustedClusterReconciler(auth.server, secrets=SecretSource(settings.secrets_dir))
+        trust = TrustedClusterReconciler(auth.server, secrets=SecretSource(settings.secrets_dir),
+                                         leadership=_trust_leadership(settings, auth))
         services.append(trust)
         proxy = _local_proxy(settings, auth, log) if "proxy" in settings.roles else None
         if proxy is not None:
@@ -97,6 +100,15 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
     finally:
         log.close()
         await backend.close()
+
+
+def _trust_leadership(settings: Settings, auth: AuthService) -> Leadership | None:
+    """On PostgreSQL (several auth replicas) one replica at a time joins root clusters."""
+    if settings.backend.type != "postgres":
+        return None
+    holder = f"{host_uuid(settings.data_dir)}/{secrets.token_hex(4)}"
+    return replica_leadership(auth.server.backend, TRUST_LEASE_KEY, holder,
+                              name="trusted-clusters", clock=auth.server.clock)
 
 
 def _local_proxy(settings: Settings, auth: AuthService, emitter: Emitter) -> ProxyComponent:

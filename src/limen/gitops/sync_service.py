@@ -30,22 +30,15 @@ import secrets
 
 from limen.aio.tasks import cancel_and_wait
 from limen.auth.auth_service import AuthService, host_uuid
-from limen.backend.lease import Lease
 from limen.config import Settings
 from limen.gitops.sync import GitOpsSync
-from limen.services.leadership import Leadership
+from limen.services.leadership import LEASE_TTL, RENEW_EVERY, RETRY_EVERY, replica_leadership
 
 __all__ = ["GITOPS_LEASE_KEY", "LEASE_TTL", "RENEW_EVERY", "RETRY_EVERY", "GitOpsService"]
 
 log = logging.getLogger(__name__)
 
 GITOPS_LEASE_KEY = "/leases/gitops-sync"
-LEASE_TTL = 6.0
-"""Seconds the Git sync's lease lasts unless renewed: how long a dead leader blocks the sync."""
-RENEW_EVERY = 2.0
-"""Seconds between the leader's renewals (a third of the TTL: two may fail in a row)."""
-RETRY_EVERY = 1.0
-"""Seconds between a standby replica's tries to take the lease."""
 
 
 class GitOpsService:
@@ -59,10 +52,9 @@ class GitOpsService:
         waits for its former lease to expire like any other)."""
         server = auth.server
         self.holder = f"{host_uuid(settings.data_dir)}/{secrets.token_hex(4)}"
-        self.leadership = Leadership(
-            Lease(server.backend, GITOPS_LEASE_KEY, self.holder, ttl=lease_ttl,
-                  clock=server.clock),
-            renew_every=renew_every, retry_every=retry_every, name="gitops")
+        self.leadership = replica_leadership(
+            server.backend, GITOPS_LEASE_KEY, self.holder, name="gitops", clock=server.clock,
+            ttl=lease_ttl, renew_every=renew_every, retry_every=retry_every)
         self.sync = GitOpsSync(settings, server, fence=self.leadership.fenced,
                                leader=self.holder)
         self._follow: asyncio.Task[None] | None = None

@@ -16,7 +16,9 @@ meanwhile (the lease's revision stays the one in the fence), and hands the calle
 condition to put in its transaction; a lost lease becomes :class:`LeaseLost`, never a write.
 :meth:`wait_until` lets the work that leadership gates start and stop with it.
 
-Used by ``limen.gitops.sync_service`` (one Git sync at a time among auth replicas).
+Used by ``limen.gitops.sync_service`` (one Git sync at a time among auth replicas) and
+``limen.trust.reconciler`` (one replica joins root clusters); :func:`replica_leadership`
+builds one with the timings both use.
 """
 
 from __future__ import annotations
@@ -24,16 +26,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from limen.aio.tasks import cancel_and_wait
-from limen.backend.base import Condition
+from limen.backend.base import Backend, Condition
 from limen.backend.lease import Lease, LeaseLost
 from limen.errors import BadParameter, CompareFailed, LimenError
 
-__all__ = ["Leadership"]
+__all__ = ["LEASE_TTL", "RENEW_EVERY", "RETRY_EVERY", "Leadership", "replica_leadership"]
 
 log = logging.getLogger(__name__)
+
+LEASE_TTL = 6.0
+"""Seconds a lease lasts unless renewed: how long a dead leader blocks the work it gates."""
+RENEW_EVERY = 2.0
+"""Seconds between the leader's renewals (a third of the TTL: two may fail in a row)."""
+RETRY_EVERY = 1.0
+"""Seconds between a standby replica's tries to take the lease."""
 
 
 class Leadership:
@@ -147,3 +156,13 @@ class Leadership:
         else:
             self._leading.clear()
             self._following.set()
+
+
+def replica_leadership(backend: Backend, key: str, holder: str, *, name: str,
+                       clock: Callable[[], float], ttl: float = LEASE_TTL,
+                       renew_every: float = RENEW_EVERY,
+                       retry_every: float = RETRY_EVERY) -> Leadership:
+    """Leadership of the lease ``key`` among auth replicas, held as ``holder`` (this replica's
+    host id and a per-process suffix)."""
+    return Leadership(Lease(backend, key, holder, ttl=ttl, clock=clock),
+                      renew_every=renew_every, retry_every=retry_every, name=name)

@@ -23,7 +23,10 @@ then writes ``status`` (``conditions`` Ready / Stalled with a reason, ``rootClus
 :class:`~limen.trust.cache.TrustCache` the node agent reads. A failure (token missing or
 refused, root unreachable, CA pin mismatch, name clash) is Stalled with the reason and a
 refused ``join`` audit event (once per distinct reason); the object is retried with
-exponential backoff, and nothing crashes the service. Called by ``limen.cli.compose``.
+exponential backoff, and nothing crashes the service. With ``leadership`` (several auth
+replicas on one backend) only the replica holding the lease joins and writes; every replica
+still refreshes its cache on each change, and a replica that takes the lease over reconciles
+every TrustedCluster once. Called by ``limen.cli.compose``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from limen.auth.trusted_clusters.wire import (
 from limen.backend.base import Condition, Put
 from limen.ca.authority import CertAuthorityType
 from limen.errors import AccessDenied, BadParameter, CompareFailed, LimenError, NotFound
+from limen.services.leadership import Leadership
 from limen.services.resource_store import encode, resource_key
 from limen.trust.cache import (
     TRUST_TRUSTED_CLUSTER,
@@ -64,7 +68,10 @@ from limen.trust.handshake import handshake
 from limen.trust.rolemap import compile_role_map
 from limen.trust.secrets import SecretSource
 
-__all__ = ["REFUSED_REF", "Handshake", "TrustedClusterReconciler"]
+__all__ = ["REFUSED_REF", "TRUST_LEASE_KEY", "Handshake", "TrustedClusterReconciler"]
+
+TRUST_LEASE_KEY = "/leases/trusted-clusters"
+"""The lease of the replica that joins root clusters (``leadership``)."""
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +107,7 @@ class TrustedClusterReconciler:
 
     def __init__(self, auth: AuthServer, *, secrets: SecretSource,
                  handshake_fn: Handshake = _real_handshake, backoff_base: float = 1.0,
-                 backoff_cap: float = 60.0) -> None:
+                 backoff_cap: float = 60.0, leadership: Leadership | None = None) -> None:
         self.auth = auth
         self.store = auth.store
         self.cache = TrustCache(auth.store, lambda: auth.cluster_name)
@@ -111,13 +118,24 @@ class TrustedClusterReconciler:
         self._retries: dict[str, asyncio.TimerHandle] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.leadership = leadership
+
+    @property
+    def leading(self) -> bool:
+        """Does this replica join and write (always, without ``leadership``)?"""
+        return self.leadership is None or self.leadership.leading
 
     # -- service ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
         await asyncio.to_thread(self.secrets.ensure_directory)
         await self.cache.refresh()
+        if self.leadership is not None:
+            await self.leadership.start()
         self._tasks = [asyncio.create_task(self._watch(), name="trusted-clusters-watch"),
                        asyncio.create_task(self._work(), name="trusted-clusters-work")]
+        if self.leadership is not None:
+            self._tasks.append(asyncio.create_task(self._follow(self.leadership),
+                                                   name="trusted-clusters-leader"))
         return {}
 
     async def stop(self) -> None:
@@ -126,6 +144,19 @@ class TrustedClusterReconciler:
         self._retries.clear()
         await cancel_and_wait(*self._tasks)
         self._tasks = []
+        if self.leadership is not None:
+            await self.leadership.stop()
+
+    async def _follow(self, leadership: Leadership) -> None:
+        """Each time this replica takes the lease, reconcile every TrustedCluster once (what
+        the former leader left half done, or what changed while it led)."""
+        while True:
+            await leadership.wait_until(True)
+            log.info("trusted clusters: this replica holds the lease; reconciling them all")
+            for name in await self._known_names():
+                self._queue.put_nowait(name)
+            await leadership.wait_until(False)
+            log.warning("trusted clusters: another replica holds the lease; following")
 
     async def _watch(self) -> None:
         """Queue every TrustedCluster (and orphaned root CA owner) now, then each change."""
@@ -156,6 +187,9 @@ class TrustedClusterReconciler:
         while True:
             name = await self._queue.get()
             try:
+                if not self.leading:  # the leader joins and writes; this replica follows
+                    await self.cache.refresh()
+                    continue
                 await self.reconcile(name)
             except asyncio.CancelledError:
                 raise
