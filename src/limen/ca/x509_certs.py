@@ -8,10 +8,14 @@ checked the chain (see :mod:`limen.ca.tls`); clients of the proxy and of auth ca
 :func:`verify_server_cert` inside their handshake (:mod:`limen.ca.peer_role`).
 
 Identity extension: the :class:`~limen.ca.identity.Identity` JSON is stored, as a DER
-UTF8String, in a non-critical extension with OID :data:`IDENTITY_OID`. Limen's OIDs live
-under :data:`LIMEN_OID_ARC`, a UUID-derived arc (``2.25.<uuid>``, ITU-T X.667) that needs no
-registration and cannot collide with anyone else's (Teleport squats the unassigned
-``1.3.9999`` arc instead). ``openssl x509 -text`` shows the JSON readably under that OID.
+UTF8String, in a non-critical extension with OID :data:`IDENTITY_OID`. Go's X.509 parser
+(kubectl, every client-go program) refuses a certificate with an OID component beyond 31
+bits, so Limen's UUID-derived arc (:data:`LIMEN_OID_ARC`, ``2.25.<uuid>``, ITU-T X.667)
+cannot be in a certificate kubectl loads: new certificates carry the identity under
+:data:`IDENTITY_OID` in ``1.3.9999.7541`` (the unassigned ``1.3.9999`` arc Teleport squats
+too, a sub-arc of our own), and the verifiers still read :data:`LEGACY_IDENTITY_OID` (under
+the UUID arc) from certificates issued before. ``openssl x509 -text`` shows the JSON
+readably under that OID.
 
 Certificate contents: subject ``CN=<username>``, one ``O=`` per role (or the system role of
 a Limen process); validity ``[now - 1 min, now + ttl]``; basicConstraints CA:FALSE,
@@ -41,6 +45,7 @@ from limen.errors import AccessDenied, BadParameter
 
 __all__ = [
     "IDENTITY_OID",
+    "LEGACY_IDENTITY_OID",
     "LIMEN_OID_ARC",
     "certificate_to_pem",
     "identity_from_cert",
@@ -54,8 +59,12 @@ __all__ = [
 
 LIMEN_OID_ARC = "2.25.302031238717382597021762673184226632960"
 """Limen's private OID arc: ``2.25`` + the UUID e33919c6-12ea-43ec-9a38-9a6ecddf6500."""
-IDENTITY_OID = x509.ObjectIdentifier(LIMEN_OID_ARC + ".1")
-"""OID of the identity extension (value: DER UTF8String of the identity JSON)."""
+LEGACY_IDENTITY_OID = x509.ObjectIdentifier(LIMEN_OID_ARC + ".1")
+"""OID of the identity extension in certificates issued before :data:`IDENTITY_OID` (read,
+never written)."""
+IDENTITY_OID = x509.ObjectIdentifier("1.3.9999.7541.1")
+"""OID of the identity extension (value: DER UTF8String of the identity JSON); every
+component fits Go's parser (see the module)."""
 
 _NOT_CA = x509.BasicConstraints(ca=False, path_length=None)
 _DIGITAL_SIGNATURE = x509.KeyUsage(
@@ -253,7 +262,10 @@ def identity_from_cert(cert: x509.Certificate) -> Identity | None:
     try:
         ext = cert.extensions.get_extension_for_oid(IDENTITY_OID).value
     except x509.ExtensionNotFound:
-        return None
+        try:
+            ext = cert.extensions.get_extension_for_oid(LEGACY_IDENTITY_OID).value
+        except x509.ExtensionNotFound:
+            return None
     assert isinstance(ext, x509.UnrecognizedExtension)
     try:
         data = _utf8string(ext.value)
