@@ -45,6 +45,7 @@ import json
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -52,12 +53,24 @@ import attrs
 import kmock
 import yaml
 
+from .audit import audit_event
+from .authn import Authenticator
 from .errors import ApiError
+from .impersonation import ImpersonationError, impersonate
 from .paths import ResourcePath, parse_resource_path, segments
+from .podexec import serve_attach, serve_exec
+from .podlogs import serve_logs
+from .pods import PodRuntime
+from .portforward import serve_portforward
 from .printing import table
+from .protobuf import decode_access_review
+from .rbac import RBACAuthorizer
 from .registry import ResourceType, api_group, api_group_list, api_resource_list
+from .requestinfo import Attributes, forbidden, request_attributes
+from .reviews import self_subject_access_review, self_subject_review
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .store import ObjectStore
+from .users import ADMIN, UserInfo
 from .watching import serve_watch
 
 __all__ = ["KubeAPIEmulator"]
@@ -79,6 +92,8 @@ _PATCH_TYPES = {
     "application/strategic-merge-patch+json": "merge",
 }
 _CRD_TYPE = ("apiextensions.k8s.io", "customresourcedefinitions")
+_REVIEW_GROUPS = ("authentication.k8s.io", "authorization.k8s.io")
+_POD_STREAMS = ("exec", "attach", "log", "portforward")
 
 
 def _json(doc: Any, status: int = 200) -> aiohttp.web.Response:
@@ -94,6 +109,9 @@ class _Exchange:
     raw_request: aiohttp.web.BaseRequest
     body: bytes
     response: aiohttp.web.StreamResponse | None = None
+    user: UserInfo = ADMIN  # who the request acts as (after impersonation)
+    requester: UserInfo | None = None  # who authenticated (None: nobody)
+    attributes: Attributes | None = None  # what it asked, for authorisation and audit
 
 
 _EXCHANGE: contextvars.ContextVar[_Exchange] = contextvars.ContextVar("k8s_emulator_exchange")
@@ -124,11 +142,37 @@ class KubeAPIEmulator(kmock.RawHandler):
     store: ObjectStore = attrs.field(factory=ObjectStore, init=False)
     server_address: str = ""  # host:port, announced in /api as kube-apiserver does
     watch_timeout: float = 1800.0  # for watches without timeoutSeconds (kube: 30-60 min)
+    # None: any credentials act as the admin and nothing is refused (the default mode)
+    authenticator: Authenticator | None = None
+    audit: list[dict[str, Any]] = attrs.field(factory=list, init=False)  # see audit.py
     _closing: bool = attrs.field(default=False, init=False)
+    _authorizer: RBACAuthorizer | None = attrs.field(default=None, init=False)
+    _pods: PodRuntime | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         # The emulator answers whatever no reaction of a test matched.
         self.fallback << self._serve_unmatched
+        if self.authenticator is not None:
+            self._authorizer = RBACAuthorizer(self.store)
+
+    def run_pods(self, directory: Path) -> None:
+        """Start the kubelet (``pods.py``): annotated Pods run as local processes, their
+        working directories under ``directory``. Call on the emulator's loop."""
+        if self._pods is None:
+            self._pods = PodRuntime(self.store, directory)
+
+    @property
+    def pods(self) -> PodRuntime:
+        if self._pods is None:
+            raise ApiError.bad_request("the emulator runs no pods")
+        return self._pods
+
+    async def shutdown(self) -> None:
+        """End the watch and log streams and kill the pods' processes (before the server
+        shuts down)."""
+        self.close_watches()
+        if self._pods is not None:
+            await self._pods.close()
 
     @property
     def objects(self) -> kmock.ObjectsArray:
@@ -142,6 +186,24 @@ class KubeAPIEmulator(kmock.RawHandler):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         exchange = _Exchange(raw_request, await raw_request.read())
+        response: aiohttp.web.StreamResponse | None = None
+        try:
+            exchange.user = self._admit(exchange)
+        except ApiError as e:
+            response = _json(e.status(), e.code)
+        except ImpersonationError as e:
+            response = aiohttp.web.Response(
+                status=500, text=f'Internal Server Error: "{raw_request.path}": {e}'
+            )
+        try:
+            if response is None:
+                response = await self._answer(exchange)
+            return response
+        finally:
+            self._audit(exchange, response)
+
+    async def _answer(self, exchange: _Exchange) -> aiohttp.web.StreamResponse:
+        raw_request = exchange.raw_request
         if _kmock_cannot_parse(raw_request.path):
             return await self._serve_directly(exchange)
         token = _EXCHANGE.set(exchange)
@@ -150,6 +212,52 @@ class KubeAPIEmulator(kmock.RawHandler):
         finally:
             _EXCHANGE.reset(token)
         return exchange.response if exchange.response is not None else answered
+
+    # ---- authentication, impersonation, authorisation, audit ---------------------------
+
+    def _admit(self, exchange: _Exchange) -> UserInfo:
+        """Who the request acts as; 401 for bad credentials, 403 for what RBAC refuses."""
+        request = exchange.raw_request
+        if self.authenticator is None:
+            requester = ADMIN
+        else:
+            transport = request.transport
+            peercert = transport.get_extra_info("peercert") if transport is not None else None
+            requester = self.authenticator.authenticate(
+                request.headers.get("Authorization"), peercert
+            )
+        exchange.requester = requester
+        user = impersonate(request.headers, requester, self.allowed)
+        attributes = request_attributes(user, request.method, request.path, request.query)
+        exchange.attributes = attributes
+        if not self.allowed(attributes):
+            raise forbidden(attributes)
+        return user
+
+    def _audit(self, exchange: _Exchange, response: aiohttp.web.StreamResponse | None) -> None:
+        request = exchange.raw_request
+        if isinstance(response, aiohttp.web.WebSocketResponse):
+            code = 101
+        else:
+            code = response.status if response is not None else 500
+        attributes = exchange.attributes or request_attributes(
+            UserInfo(""), request.method, request.path, request.query
+        )
+        self.audit.append(
+            audit_event(
+                uri=request.path_qs,
+                requester=exchange.requester,
+                impersonated=exchange.user if exchange.attributes is not None else None,
+                attributes=attributes,
+                code=code,
+                source_ip=request.remote or "",
+                user_agent=request.headers.get("User-Agent", ""),
+            )
+        )
+
+    def allowed(self, attributes: Attributes) -> bool:
+        """The authorizer's decision (everything is allowed without authentication)."""
+        return self._authorizer is None or self._authorizer.allowed(attributes)
 
     async def _serve_unmatched(self, request: kmock.Request) -> bytes:
         """kmock's fallback reaction: serve the exchange; kmock's own response is discarded."""
@@ -183,6 +291,10 @@ class KubeAPIEmulator(kmock.RawHandler):
                 return _json(doc)
         route = self._route(request.path)
         params = dict(request.query)
+        if route.rtype.group in _REVIEW_GROUPS:
+            return self._review(exchange, route, method)
+        if route.subresource in _POD_STREAMS and route.rtype.group_resource == "pods":
+            return await self._pod_stream(exchange, route, method)
         if route.watch or (method == "GET" and params.get("watch") in ("true", "1")):
             self._check_verb(route, "watch")
             labels, fields = self._selectors(route.rtype, params)
@@ -327,13 +439,48 @@ class KubeAPIEmulator(kmock.RawHandler):
         if (
             (namespace is not None and not rtype.namespaced)
             or (name and rtype.namespaced and namespace is None)
-            or subresource not in (None, "status")
-            or (subresource and not rtype.status_subresource)
+            or (subresource is not None and subresource not in rtype.subresource_names)
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return _Route(
             rtype=rtype, namespace=namespace, name=name, subresource=subresource, watch=parsed.watch
         )
+
+    def _review(self, exchange: _Exchange, route: _Route, method: str) -> aiohttp.web.Response:
+        if method != "POST" or route.name is not None:
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        if route.rtype.plural == "selfsubjectreviews":
+            return _json(self_subject_review(exchange.user), 201)
+        if _content_type(exchange.raw_request) == "application/vnd.kubernetes.protobuf":
+            body = decode_access_review(exchange.body)
+        else:
+            body = self._body(exchange)
+        return _json(self_subject_access_review(exchange.user, body, self.allowed), 201)
+
+    async def _pod_stream(
+        self, exchange: _Exchange, route: _Route, method: str
+    ) -> aiohttp.web.StreamResponse:
+        request, sub = exchange.raw_request, route.subresource
+        namespace, name = route.namespace, route.name
+        assert namespace is not None
+        if name is None or method not in ("GET", "POST") or (sub == "log" and method != "GET"):
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        if sub == "log":
+            closing = lambda: self._closing  # noqa: E731
+            return await serve_logs(request, self.pods, namespace, name, request.query, closing)
+        if sub == "exec":
+            return await serve_exec(request, self.pods, namespace, name, request.query)
+        if sub == "attach":
+            return await serve_attach(request, self.pods, namespace, name, request.query)
+        return await serve_portforward(request, self.pods, namespace, name, request.query)
 
     def _check_verb(self, route: _Route, verb: str) -> None:
         if verb not in route.rtype.verbs:

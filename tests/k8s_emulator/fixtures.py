@@ -30,15 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import copy
+import dataclasses
 import functools
 import http.client
 import json
+import os
+import secrets
+import shlex
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -46,17 +51,34 @@ import pytest
 import yaml
 
 from .apiserver import KubeAPIEmulator
+from .authn import Authenticator
 from .errors import ApiError
+from .pods import LOCAL_PROCESS, PORTS
+from .rbac import bootstrap_policy
 from .registry import ResourceType
 from .server import HTTPSServer
 from .store import ObjectStore
-from .tls import tls_material
+from .tls import client_certificate, tls_material
+from .users import ADMIN, UserInfo, service_account_groups, service_account_user
 
-__all__ = ["CRD_DIR", "ApiError", "KubeAPI", "kube_api"]
+__all__ = ["CRD_DIR", "ApiError", "Credentials", "KubeAPI", "kube_api", "kube_api_rbac"]
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
-TOKEN = "kube-api-test-token"  # in the kubeconfig; the emulator accepts any credentials
+TOKEN = "kube-api-test-token"  # the admin's, in the kubeconfig (system:masters)
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """An identity minted for a test: a kubeconfig using it, and the token or the client
+    certificate in it (files 0600)."""
+
+    user: UserInfo
+    kubeconfig: Path
+    token: str = ""
+    token_file: Path | None = None
+    certificate: Path | None = None
+    key: Path | None = None
 
 
 @functools.cache
@@ -76,9 +98,13 @@ class KubeAPI:
     ``namespace`` is ignored for cluster-scoped types.
     """
 
-    def __init__(self, workdir: Path, crd_dir: Path | None = CRD_DIR) -> None:
+    def __init__(
+        self, workdir: Path, crd_dir: Path | None = CRD_DIR, *, authenticate: bool = False
+    ) -> None:
         self.workdir = workdir
         self.crd_dir = crd_dir
+        self.authenticate = authenticate
+        self._authenticator = Authenticator({TOKEN: ADMIN}) if authenticate else None
         self.ca_file = workdir / "ca.crt"
         self.kubeconfig_path = workdir / "kubeconfig"
         self.url = ""
@@ -128,21 +154,29 @@ class KubeAPI:
         (self.workdir / "server.key").write_bytes(key_pem)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.workdir / "server.crt", self.workdir / "server.key")
+        if self._authenticator is not None:  # client certificates signed by the CA count
+            context.verify_mode = ssl.CERT_OPTIONAL
+            context.load_verify_locations(cadata=ca_pem.decode())
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        emulator = KubeAPIEmulator()
+        emulator = KubeAPIEmulator(authenticator=self._authenticator)
         emulator.store.listeners.append(self._on_change)
         async with emulator, HTTPSServer(emulator, ssl_context=context) as server:
             self._emulator = emulator
+            emulator.run_pods(self.workdir / "pods")
             emulator.server_address = f"127.0.0.1:{server.port}"
             self.url = f"https://127.0.0.1:{server.port}"
-            self._write_kubeconfig(ca_pem)
+            self._write_kubeconfig(self.kubeconfig_path, {"token": TOKEN})
             if self.crd_dir is not None:
                 self.install_crds(*sorted(self.crd_dir.glob("*.yaml")))
+            if self._authenticator is not None:
+                for doc in bootstrap_policy():
+                    self.create(doc)
             self._ready.set()
             await self._stop.wait()
             self.errors = list(emulator.errors)
 
-    def _write_kubeconfig(self, ca_pem: bytes) -> None:
+    def _write_kubeconfig(self, path: Path, user: Mapping[str, Any]) -> None:
+        ca_pem = self.ca_file.read_bytes()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -156,7 +190,7 @@ class KubeAPI:
                     },
                 }
             ],
-            "users": [{"name": "kube-api-test", "user": {"token": TOKEN}}],
+            "users": [{"name": "kube-api-test", "user": dict(user)}],
             "contexts": [
                 {
                     "name": "kube-api-test",
@@ -168,7 +202,7 @@ class KubeAPI:
                 }
             ],
         }
-        self.kubeconfig_path.write_text(yaml.safe_dump(config))
+        _write_private(path, yaml.safe_dump(config).encode())
 
     def _on_change(self) -> None:
         with self._changed:
@@ -316,6 +350,124 @@ class KubeAPI:
     def create_namespace(self, name: str) -> dict[str, Any]:
         return self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
+    # ---- identities (authenticated mode) ------------------------------------------------
+
+    def _credentials_dir(self, name: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+        return self.workdir / "identities" / safe
+
+    def _register(self, token: str, user: UserInfo) -> None:
+        authenticator = self._authenticator
+        if authenticator is None:
+            raise RuntimeError("identities need KubeAPI(..., authenticate=True)")
+
+        def register(store: ObjectStore) -> None:
+            authenticator.tokens[token] = user
+
+        self.call(register)
+
+    def user_credentials(
+        self, username: str, groups: Sequence[str] = (), *, uid: str = ""
+    ) -> Credentials:
+        """A bearer token for ``username`` in ``groups`` (a static token file's user)."""
+        user = UserInfo(username, uid=uid, groups=tuple(groups))
+        return self._token_credentials(user, self._credentials_dir(username))
+
+    def service_account(self, namespace: str, name: str) -> Credentials:
+        """Create the ServiceAccount (and its namespace if missing) and a token for it: user
+        ``system:serviceaccount:<namespace>:<name>``, its uid, the service-account groups."""
+        if self.get("namespaces", namespace, None) is None:
+            self.create_namespace(namespace)
+        account = self.get("serviceaccounts", name, namespace) or self.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+        )
+        user = UserInfo(
+            service_account_user(namespace, name),
+            uid=account["metadata"]["uid"],
+            groups=service_account_groups(namespace),
+        )
+        return self._token_credentials(user, self._credentials_dir(f"sa-{namespace}-{name}"))
+
+    def _token_credentials(self, user: UserInfo, directory: Path) -> Credentials:
+        token = secrets.token_urlsafe(32)
+        self._register(token, user)
+        token_file = directory / "token"
+        _write_private(token_file, token.encode())
+        kubeconfig = directory / "kubeconfig"
+        self._write_kubeconfig(kubeconfig, {"token": token})
+        return Credentials(user, kubeconfig, token=token, token_file=token_file)
+
+    def certificate_credentials(self, username: str, groups: Sequence[str] = ()) -> Credentials:
+        """A client certificate (``CN`` username, ``O`` groups) signed by the emulator's CA."""
+        if self._authenticator is None:
+            raise RuntimeError("identities need KubeAPI(..., authenticate=True)")
+        cert_pem, key_pem = client_certificate(username, tuple(groups))
+        directory = self._credentials_dir(f"cert-{username}")
+        certificate, key = directory / "client.crt", directory / "client.key"
+        _write_private(certificate, cert_pem)
+        _write_private(key, key_pem)
+        kubeconfig = directory / "kubeconfig"
+        self._write_kubeconfig(
+            kubeconfig, {"client-certificate": str(certificate), "client-key": str(key)}
+        )
+        user = UserInfo(username, groups=tuple(groups))
+        return Credentials(user, kubeconfig, certificate=certificate, key=key)
+
+    def audit_events(self) -> builtins.list[dict[str, Any]]:
+        """Every request the emulator answered so far, as kube-apiserver's audit log events
+        (``user``, ``impersonatedUser``, ``verb``, ``objectRef``, ``responseStatus.code``)."""
+        emulator = self.emulator
+        return self.call(lambda store: copy.deepcopy(emulator.audit))
+
+    # ---- pods that run ------------------------------------------------------------------
+
+    def run_pod(
+        self,
+        name: str,
+        command: Sequence[str] = ("sleep", "infinity"),
+        *,
+        namespace: str = "default",
+        container: str = "main",
+        tty: bool = False,
+        stdin: bool = False,
+        env: Mapping[str, str] | None = None,
+        ports: Mapping[int, int] | None = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Create a Pod whose container runs ``command`` on this machine (see ``pods.py``)
+        and return it once Running. ``ports`` maps container ports (declared in the spec)
+        to the local ports ``port-forward`` reaches."""
+        annotations = {LOCAL_PROCESS: "true"}
+        if ports:
+            annotations[PORTS] = ",".join(f"{c}={local}" for c, local in ports.items())
+        spec: dict[str, Any] = {
+            "name": container,
+            "image": "local",
+            "command": list(command),
+            "tty": tty,
+            "stdin": stdin,
+            "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+        }
+        if ports:
+            spec["ports"] = [{"containerPort": c, "protocol": "TCP"} for c in ports]
+        self.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+                "spec": {"containers": [spec], "restartPolicy": "Never"},
+            }
+        )
+        def started() -> dict[str, Any]:
+            pod = self.get("pods", name, namespace) or {}
+            return pod if pod.get("status", {}).get("phase") in ("Running", "Failed") else {}
+
+        return self.wait_for(started, timeout, f"pod {namespace}/{name} to run")
+
     # ---- waiting and clients ------------------------------------------------------------
 
     def request(
@@ -341,6 +493,39 @@ class KubeAPI:
             connection.close()
         return response.status, json.loads(raw) if raw else None
 
+    def request_as(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = TOKEN,
+        headers: Mapping[str, str] | None = None,
+        raw: bool = False,
+        timeout: float = 10.0,
+    ) -> tuple[int, Any]:
+        """Like :meth:`request`, with a bearer ``token`` (the admin's by default, None for
+        none) and extra ``headers``; ``raw`` returns the body as text instead of JSON."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        connection = http.client.HTTPSConnection(
+            self.url.removeprefix("https://"), context=context, timeout=timeout
+        )
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            sent["Content-Type"] = "application/json"
+        try:
+            connection.request(method, path, data, sent)
+            response = connection.getresponse()
+            answer = response.read()
+        finally:
+            connection.close()
+        if raw:
+            return response.status, answer.decode()
+        return response.status, json.loads(answer) if answer else None
+
     def wait_for(
         self, check: Callable[[], T], timeout: float = 10.0, message: str = "the condition"
     ) -> T:
@@ -361,24 +546,34 @@ class KubeAPI:
                     lambda seen=seen: self._changes != seen, timeout=min(remaining, 0.1)
                 )
 
-    def kubectl(
-        self, *args: str, check: bool = True, timeout: float = 30.0, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the real kubectl against the emulator (own discovery cache, no ~/.kube writes)."""
-        command = [
+    def kubectl_command(self, *args: str, kubeconfig: Path | None = None) -> list[str]:
+        """The kubectl command line :meth:`kubectl` runs (for a test that runs it itself)."""
+        return [
             "kubectl",
             "--kubeconfig",
-            str(self.kubeconfig_path),
+            str(kubeconfig or self.kubeconfig_path),
             "--cache-dir",
             str(self.workdir / "kubectl-cache"),
             *args,
         ]
+
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 30.0,
+        input: str | None = None,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against the emulator (own discovery cache, no ~/.kube writes),
+        as the admin or with another ``kubeconfig`` (a minted identity's)."""
+        command = self.kubectl_command(*args, kubeconfig=kubeconfig)
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, input=input, check=False
         )
         if check and result.returncode != 0:
             raise AssertionError(
-                f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}"
+                f"{shlex.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}"
             )
         return result
 
@@ -389,10 +584,30 @@ class KubeAPI:
         return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig_path))
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
 @pytest.fixture
 def kube_api(tmp_path: Path) -> Iterator[KubeAPI]:
     """A fresh emulator with Limen's CRDs for one test; fails the test on emulator bugs."""
     api = KubeAPI(tmp_path / "kube-api").start()
+    try:
+        yield api
+    finally:
+        api.stop()
+    if api.errors:
+        pytest.fail(f"the Kubernetes API emulator failed internally: {api.errors!r}")
+
+
+@pytest.fixture
+def kube_api_rbac(tmp_path: Path) -> Iterator[KubeAPI]:
+    """Like ``kube_api``, with authentication and RBAC (``KubeAPI(..., authenticate=True)``)."""
+    api = KubeAPI(tmp_path / "kube-api", authenticate=True).start()
     try:
         yield api
     finally:

@@ -5,8 +5,11 @@ names such as ``"lmrole"`` or ``"roles.limen.dev"`` in the test helpers).
 
 A :class:`ResourceType` is one served group/version/plural. The built-in types are the ones
 Limen's operator, kopf and kubectl touch (Namespaces, Secrets, ConfigMaps, Services,
-ServiceAccounts, Events in ``v1`` and ``events.k8s.io/v1``, Deployments, Leases,
-PodDisruptionBudgets and CustomResourceDefinitions); custom types come from
+ServiceAccounts, Pods with their ``exec``, ``attach``, ``log`` and ``portforward``
+subresources, Events in ``v1`` and ``events.k8s.io/v1``, Deployments, Leases,
+PodDisruptionBudgets, CustomResourceDefinitions, RBAC's Roles, ClusterRoles and their
+bindings) and the self reviews (``selfsubjectreviews``, ``selfsubjectaccessreviews``: create
+only, never stored); custom types come from
 CustomResourceDefinition objects, exactly as in a real cluster: creating a CRD object registers
 its served versions.
 
@@ -24,6 +27,7 @@ __all__ = [
     "ALL_VERBS",
     "BUILTIN_TYPES",
     "ResourceType",
+    "Subresource",
     "api_group",
     "api_group_list",
     "api_resource_list",
@@ -53,6 +57,15 @@ _EVENT_FIELDS = frozenset(
 
 
 @dataclasses.dataclass(frozen=True)
+class Subresource:
+    """A subresource other than ``status`` (served by its own handler): ``pods/exec``."""
+
+    name: str
+    kind: str
+    verbs: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class ResourceType:
     """One served ``group/version/plural`` with what discovery and the handlers need."""
 
@@ -71,6 +84,13 @@ class ResourceType:
     verbs: tuple[str, ...] = ALL_VERBS
     field_labels: frozenset[str] = _META_FIELDS
     printer_columns: tuple[Mapping[str, Any], ...] = ()
+    subresources: tuple[Subresource, ...] = ()
+
+    @property
+    def subresource_names(self) -> frozenset[str]:
+        """Every subresource served under this type (``status`` when it has one)."""
+        names = {s.name for s in self.subresources}
+        return frozenset(names | {"status"} if self.status_subresource else names)
 
     @property
     def api_version(self) -> str:
@@ -115,6 +135,16 @@ class ResourceType:
                     "verbs": list(_STATUS_VERBS),
                 }
             )
+        entries.extend(
+            {
+                "name": f"{self.plural}/{sub.name}",
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "kind": sub.kind,
+                "verbs": list(sub.verbs),
+            }
+            for sub in self.subresources
+        )
         return entries
 
 
@@ -162,6 +192,22 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _builtin("v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     _builtin(
         "v1",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        categories=("all",),
+        status_subresource=True,
+        field_labels=_META_FIELDS
+        | {"spec.nodeName", "spec.restartPolicy", "spec.serviceAccountName", "status.phase"},
+        subresources=(
+            Subresource("attach", "PodAttachOptions", ("create", "get")),
+            Subresource("exec", "PodExecOptions", ("create", "get")),
+            Subresource("log", "Pod", ("get",)),
+            Subresource("portforward", "PodPortForwardOptions", ("create", "get")),
+        ),
+    ),
+    _builtin(
+        "v1",
         "persistentvolumeclaims",
         "PersistentVolumeClaim",
         short_names=("pvc",),
@@ -188,6 +234,29 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         short_names=("pdb",),
         status_subresource=True,
         tracks_generation=True,
+    ),
+    _builtin("rbac.authorization.k8s.io/v1", "roles", "Role"),
+    _builtin("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+    _builtin("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", namespaced=False),
+    _builtin(
+        "rbac.authorization.k8s.io/v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        namespaced=False,
+    ),
+    _builtin(
+        "authentication.k8s.io/v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        namespaced=False,
+        verbs=("create",),
+    ),
+    _builtin(
+        "authorization.k8s.io/v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        namespaced=False,
+        verbs=("create",),
     ),
     _builtin(
         "apiextensions.k8s.io/v1",

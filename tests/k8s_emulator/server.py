@@ -51,7 +51,7 @@ class HTTPSServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.emulator.close_watches()
+        await self.emulator.shutdown()
         server, self._server = self._server, None
         if server is not None:
             # TLS connections wait for the client's close_notify when closed gracefully; a

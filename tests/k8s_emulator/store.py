@@ -61,6 +61,15 @@ def _convert_string_data(rtype: ResourceType, obj: Obj) -> None:
         obj["data"] = data
 
 
+def _valid_name(rtype: ResourceType, name: Any) -> bool:
+    """DNS subdomains; RBAC objects take any path segment (``system:discovery``)."""
+    if not isinstance(name, str) or not name or len(name) > 253:
+        return False
+    if rtype.group == "rbac.authorization.k8s.io":
+        return name not in (".", "..") and "/" not in name and "%" not in name
+    return _NAME_RE.fullmatch(name) is not None
+
+
 def _spec_part(obj: Mapping[str, Any], rtype: ResourceType) -> dict[str, Any]:
     skip = {"metadata", "apiVersion", "kind"} | ({"status"} if rtype.status_subresource else set())
     return {k: v for k, v in obj.items() if k not in skip}
@@ -96,16 +105,19 @@ class ObjectStore(Controllers):
 
     def resolve(self, name: str) -> ResourceType:
         """A type by a kubectl-style name: plural, singular, kind or short name, optionally
-        ``.group``-qualified (``roles.limen.dev``); the storage version is preferred."""
+        ``.group``-qualified (``roles.limen.dev``); the storage version is preferred. A name
+        both a built-in group and one CRD use (``roles``: RBAC's and ``roles.limen.dev``)
+        means the CRD's (qualify it for the other: ``roles.rbac.authorization.k8s.io``)."""
         name = name.lower()
         found = [
             t
             for t in self.types.values()
             if name in t.names() or any(name == f"{n}.{t.group}" for n in t.names())
         ]
-        found.sort(key=lambda t: (t.version != t.stored_as, t.group != ""))
+        found.sort(key=lambda t: (t.group != "", not t.custom, t.version != t.stored_as))
         groups = {t.group for t in found}
-        if not found or (len(groups) > 1 and "" not in groups):
+        custom_groups = {t.group for t in found if t.custom}
+        if not found or (len(groups) > 1 and "" not in groups and len(custom_groups) != 1):
             raise KeyError(f"no single resource type named {name!r}: {sorted(groups)}")
         return found[0]
 
@@ -182,7 +194,7 @@ class ObjectStore(Controllers):
                 if (namespace, meta["name"]) not in self._live.get((rtype.group, rtype.plural), {}):
                     break
         name = meta["name"]
-        if not isinstance(name, str) or len(name) > 253 or not _NAME_RE.fullmatch(name):
+        if not _valid_name(rtype, name):
             raise ApiError.invalid(
                 rtype.kind,
                 str(name),
@@ -201,6 +213,8 @@ class ObjectStore(Controllers):
             obj.pop("status", None)
         if rtype.group_resource == "namespaces":
             obj["status"] = {"phase": "Active"}
+        if rtype.group_resource == "pods":
+            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         if rtype.group_resource == CRDS:
             obj["status"] = self._crd_status(obj)
         if dry_run:

@@ -1,8 +1,11 @@
-"""TLS material for the Kubernetes API emulator: a throwaway CA and a server certificate.
+"""TLS material for the Kubernetes API emulator: a throwaway CA, a server certificate and
+client certificates.
 
 Used by ``fixtures.py``: the server certificate (for ``127.0.0.1`` and ``localhost``) is what
 the emulator's HTTPS listener presents, the CA goes into the kubeconfig
-(``certificate-authority-data``) and ``kube_api.ca_file``. Made once per test run.
+(``certificate-authority-data``) and ``kube_api.ca_file``; in the authenticated mode the CA
+also verifies client certificates, which :func:`client_certificate` issues (``CN`` the
+username, one ``O`` per group, as kube-apiserver reads them). Made once per test run.
 """
 
 from __future__ import annotations
@@ -16,12 +19,47 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["tls_material"]
+__all__ = ["client_certificate", "tls_material"]
+
+
+def tls_material() -> tuple[bytes, bytes, bytes]:
+    """A self-signed CA and a server certificate for 127.0.0.1/localhost (PEM), once per run."""
+    ca, cert, key, _ = _material()
+    return ca, cert, key
+
+
+def client_certificate(username: str, groups: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+    """A client certificate (valid for a day) and its key (PEM) signed by the emulator's CA."""
+    ca_pem, _, _, ca_key = _material()
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, username)]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(pem), key_pem
 
 
 @functools.cache
-def tls_material() -> tuple[bytes, bytes, bytes]:
-    """A self-signed CA and a server certificate for 127.0.0.1/localhost (PEM), once per run."""
+def _material() -> tuple[bytes, bytes, bytes, ec.EllipticCurvePrivateKey]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-api-test-ca")])
@@ -79,4 +117,4 @@ def tls_material() -> tuple[bytes, bytes, bytes]:
     key_pem = key.private_bytes(
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
+    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem, ca_key
