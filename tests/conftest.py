@@ -21,7 +21,7 @@ from dbservers import (  # noqa: F401  (session fixtures)
     postgres_server,
 )
 from integration.db_env import DBEnv, start_db_env
-from k8s_emulator.fixtures import kube_api  # noqa: F401  (the Kubernetes API emulator fixture)
+from k8s_emulator.fixtures import kube_api, kube_api_rbac  # noqa: F401  (the emulator fixtures)
 
 
 @pytest.fixture(scope="session")
