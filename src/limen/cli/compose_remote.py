@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from limen.agents.audit_outbox import AuditOutbox
 from limen.agents.auth_link import AuthLink
@@ -42,7 +44,9 @@ from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.remote_roles import AuthRoleLookup
 from limen.agents.recording_upload import AuthRecordingSink
+from limen.aio.backoff import keep_trying
 from limen.aio.task_service import Service
+from limen.aio.tasks import cancel_and_wait
 from limen.api.resources import Resource
 from limen.auth.auth_service import host_uuid
 from limen.auth.client import AuthClient
@@ -51,12 +55,14 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
-from limen.errors import BadParameter
+from limen.errors import BadParameter, ConnectionProblem
 from limen.files import private_dir
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import sessions_dir
 from limen.trust.cache import trusted_role_map
 from limen.trust.roots_poller import RemoteTrustCache
+
+log = logging.getLogger(__name__)
 
 __all__ = ["remote_services"]
 
@@ -96,10 +102,26 @@ class _RemoteProxy:
                                     register_address=self._register)
         self.trust: RemoteTrustCache | None = None
         self.links: LeafLinks | None = None
+        self._registering: asyncio.Task[None] | None = None
 
     async def _register(self, address: str) -> None:
+        """Tell auth this proxy's public address; while auth cannot take it (down, or its
+        backend unreachable) the proxy serves anyway and keeps trying in the background."""
+        try:
+            await self._post_address(address)
+        except ConnectionProblem as err:
+            log.warning("proxy: auth cannot register this proxy's address yet (%s); "
+                        "serving meanwhile and trying again", err)
+            self._registering = asyncio.create_task(self._register_later(address),
+                                                    name="proxy-address")
+
+    async def _post_address(self, address: str) -> None:
         client = await self.proxy.auth_client()
         await client.call("POST", "/v1/proxy/address", {"address": address})
+
+    async def _register_later(self, address: str) -> None:
+        await keep_trying(partial(self._post_address, address), (ConnectionProblem,))
+        log.info("proxy: auth registered this proxy's address %s", address)
 
     async def start(self) -> dict[str, str]:
         if not self.settings.join.auth_server:
@@ -115,6 +137,7 @@ class _RemoteProxy:
         return listeners
 
     async def stop(self) -> None:
+        await cancel_and_wait(self._registering)
         for part in (self.links, self.trust):
             if part is not None:
                 await part.stop()

@@ -45,6 +45,13 @@ class ProxyComponent:
         return self.client
 
     async def start(self) -> dict[str, str]:
+        try:
+            return await self._start()
+        except BaseException:  # what started stops (listeners, the auth client's pool)
+            await self.stop()
+            raise
+
+    async def _start(self) -> dict[str, str]:
         creds = await self._credentials()
         self.client = AuthClient(self._auth_address(), creds)
         self.ssh = ProxySSHService(self.settings, creds, self.client, self.emitter,

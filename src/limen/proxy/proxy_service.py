@@ -5,24 +5,30 @@ daemon (``limen.cli.compose``), which gives it its credentials and auth client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from limen.aio.backoff import keep_trying
+from limen.aio.tasks import cancel_and_wait
 from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.keys import spki_pin
 from limen.config import Settings
+from limen.errors import ConnectionProblem
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.web import build_web_app
 
 __all__ = ["ProxyService"]
 
 log = logging.getLogger(__name__)
+
 
 
 def _warn_if_not_public_key_type(creds: HostCredentials) -> None:
@@ -49,28 +55,55 @@ class ProxyService:
         self._runner: web.AppRunner | None = None
         self.web_address = ""
         self._ping: dict[str, Any] = {}
+        self._learning: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
         sock = bind_tcp(self.settings.listeners.web)
-        self.web_address = socket_address(sock)
-        creds = self.credentials
-        status = await self.auth.call("GET", "/v1/status")
-        self._ping = {
-            "cluster": creds.cluster, "tls_ca": creds.tls_ca_pem.decode(),
-            "ca_pin": spki_pin(x509.load_pem_x509_certificates(creds.tls_ca_pem)[0]),
-            "second_factor": status["second_factor"],
-            "public_address": self.settings.cluster.public_address or self.web_address,
-            **self._extra_ping(),
-        }
-        self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping),
-                                     access_log=None, handle_signals=False)
-        await self._runner.setup()
-        _warn_if_not_public_key_type(creds)
-        context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
-        await web.SockSite(self._runner, sock, ssl_context=context).start()
+        try:
+            self.web_address = socket_address(sock)
+            creds = self.credentials
+            self._ping = {
+                "cluster": creds.cluster, "tls_ca": creds.tls_ca_pem.decode(),
+                "ca_pin": spki_pin(x509.load_pem_x509_certificates(creds.tls_ca_pem)[0]),
+                "public_address": self.settings.cluster.public_address or self.web_address,
+                **self._extra_ping(),
+            }
+            if not await self._learn_second_factor():
+                self._learning = asyncio.create_task(self._learn_second_factor_later(),
+                                                     name="proxy-second-factor")
+            self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping),
+                                         access_log=None, handle_signals=False)
+            await self._runner.setup()
+            _warn_if_not_public_key_type(creds)
+            context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
+            await web.SockSite(self._runner, sock, ssl_context=context).start()
+        except BaseException:
+            sock.close()
+            await self.stop()
+            raise
         return {"web": self.web_address}
 
+    async def _learn_second_factor(self) -> bool:
+        """Ask auth whether logins need a TOTP code (the ping tells ``lmsh``); False when auth
+        cannot answer now (down, or its backend unreachable)."""
+        try:
+            status = await self.auth.call("GET", "/v1/status")
+        except ConnectionProblem as err:
+            log.warning("proxy: auth cannot answer yet (%s); serving meanwhile, the ping "
+                        "names no second factor until it does", err)
+            return False
+        self._ping["second_factor"] = status["second_factor"]
+        return True
+
+    async def _learn_second_factor_later(self) -> None:
+        status = await keep_trying(partial(self.auth.call, "GET", "/v1/status"),
+                                   (ConnectionProblem,))
+        self._ping["second_factor"] = status["second_factor"]
+        log.info("proxy: auth answers again")
+
     async def stop(self) -> None:
+        task, self._learning = self._learning, None
+        await cancel_and_wait(task)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
