@@ -29,13 +29,26 @@ one returned to aiohttp. URLs are parsed by the emulator's own ``paths.py``. kmo
 parse ``.../namespaces`` collection paths (its handler fails with a 500); those are served
 directly, so they are neither recorded in ``list(emulator)`` nor seen by reactions.
 
-Not emulated (real clusters differ): authentication and RBAC (any token is accepted), admission
-webhooks, CRD schema defaulting, pruning and validation (Limen's operator validates itself),
-server-side apply (415), strategic merge patch list-merge keys (lists are replaced), built-in
-types' printer columns (kubectl gets NAME and AGE; CRDs get their own columns, see
-``printing.py``), conversion between CRD versions (only ``apiVersion`` changes), and the two
-``events`` types are stored apart.
-"""
+Authentication, impersonation and RBAC (``authn.py``, ``impersonation.py``, ``rbac.py``)
+come first, before kmock and its reactions, as kube-apiserver's filters: with an
+``authenticator`` the credentials must be known (401), ``Impersonate-*`` headers need the
+``impersonate`` verb (403) and the request is authorised for the user it acts as (403, from
+``requestinfo.py``); without one (the default) every request acts as the admin in
+``system:masters`` and impersonation is always allowed. Every request, refused or not, lands
+in ``audit`` (``audit.py``). ``selfsubjectreviews`` and ``selfsubjectaccessreviews``
+(``kubectl auth whoami``/``can-i``, ``reviews.py``) answer for that user. Pods annotated to
+run locally (``pods.py``) serve ``exec`` and ``attach`` over WebSocket (``podexec.py``),
+``log`` (``podlogs.py``) and ``portforward`` as SPDY through a WebSocket (``portforward.py``).
+
+Not emulated (real clusters differ): anonymous requests (always 401 with an authenticator),
+token expiry and JWT service-account tokens (tokens are opaque strings), aggregated
+ClusterRoles, SPDY upgrades for ``exec``/``attach``/``portforward`` (kubectl 1.32 uses
+WebSockets; ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`` would fail), container images and
+restarts (a pod's processes run once, on this machine), admission webhooks, CRD schema
+defaulting, pruning and validation (Limen's operator validates itself), server-side apply (415),
+strategic merge patch list-merge keys (lists are replaced), built-in types' printer columns
+(kubectl gets NAME and AGE; CRDs get their own columns, see ``printing.py``), conversion between
+CRD versions (only ``apiVersion`` changes), and the two ``events`` types are stored apart. """
 
 from __future__ import annotations
 

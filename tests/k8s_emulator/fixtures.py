@@ -1,9 +1,42 @@
 """The ``kube_api`` pytest fixture: a Kubernetes API emulator on HTTPS with Limen's CRDs.
 
-Registered for the whole suite by ``tests/conftest.py``. The emulator (``apiserver.py``, on
-HTTPS with ``server.py`` and ``tls.py``) runs on its own event loop in a thread, so synchronous
-code (the ``kubernetes`` client, kubectl in a subprocess), kopf in a thread or subprocess, and
-async tests can all use it. Usage::
+A kube agent's cluster (authentication, RBAC, impersonation, pods that run)::
+
+    def test_agent(kube_api_rbac):                   # or KubeAPI(path, authenticate=True)
+        api = kube_api_rbac                          # api.kubeconfig_path: the admin
+        agent = api.service_account("limen", "kube-agent")
+        # agent.kubeconfig (token inside), agent.token, agent.token_file (0600), agent.user:
+        # system:serviceaccount:limen:kube-agent in system:serviceaccounts(:limen). It may
+        # do nothing until bound, like a fresh service account; e.g. impersonation only:
+        api.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": "impersonator"},
+                    "rules": [{"apiGroups": [""], "resources": ["users", "groups"],
+                               "verbs": ["impersonate"]}]})
+        api.create({"apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding", "metadata": {"name": "impersonator"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                "kind": "ClusterRole", "name": "impersonator"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "kube-agent",
+                                  "namespace": "limen"}]})
+        # Roles/RoleBindings for the impersonated groups decide what users may do (403
+        # with kube-apiserver's message otherwise); system:masters may do anything.
+        api.run_pod("web", ["sh", "-c", "echo up; sleep infinity"],
+                    ports={8080: echo_port}, tty=False, stdin=False, env={"K": "v"})
+        # a Running Pod "web" in "default" whose container "main" is that local process:
+        # kubectl exec/attach/logs -f/port-forward reach it (port 8080 -> 127.0.0.1:echo_port)
+        api.kubectl("auth", "whoami", "--as", "alice", kubeconfig=agent.kubeconfig)
+        api.audit_events()  # what the API server saw: user, impersonatedUser, verb, code
+
+Other identities: ``api.user_credentials("bob", ["ops"])`` (a token),
+``api.certificate_credentials("bob", ["ops"])`` (a client certificate signed by the
+emulator's CA, ``api.ca_file``). Pods created through the API run when annotated
+``k8s-emulator.test/local-process: "true"`` (see ``pods.py``); others stay Pending.
+``api.request_as(method, path, token=..., headers=...)`` sends one raw request.
+
+Registered for the whole suite by ``tests/conftest.py`` (``kube_api``, ``kube_api_rbac``). The
+emulator (``apiserver.py``, on HTTPS with ``server.py`` and ``tls.py``) runs on its own event
+loop in a thread, so synchronous code (the ``kubernetes`` client, kubectl in a subprocess), kopf
+in a thread or subprocess, and async tests can all use it. Usage::
 
     def test_role(kube_api, monkeypatch):
         monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig_path))  # kopf, the client
