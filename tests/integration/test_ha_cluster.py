@@ -364,6 +364,7 @@ def _reachable(cluster: Cluster, user: str, node: str) -> Callable[[], bool]:
     return lambda: cluster.ssh(user, node).returncode == 0
 
 
+@pytest.mark.timeout(300)  # about 90 s of scenario on a quiet machine (setup included)
 def test_the_cluster_survives_killed_auth_and_proxy_replicas(cluster: Cluster) -> None:
     started = time.monotonic()
     a, b = cluster.auths
