@@ -19,6 +19,10 @@ Example ``limen.yaml``::
     db: {resources: [{labels: {env: dev}}],     # roles: [db]: serve the db Resources matching
          databases: [{name: pg1, protocol: postgres, address: 10.0.0.5:5432,
                       labels: {env: dev}, tls: {mode: verify-full}}]}   # plus these
+    kube: {resources: [{labels: {env: dev}}],   # roles: [kube]: serve the kube Resources
+           clusters: [{name: dev-k8s, labels: {env: dev},          # matching, plus these
+                       kubeconfig: /etc/limen/dev-k8s.kubeconfig}],
+           secrets_dir: /etc/limen/kube-secrets}   # where kubeconfig_ref: {file: NAME} is
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "ClusterSettings",
     "DBSettings",
     "GitOpsSettings",
+    "KubeSettings",
     "Listeners",
     "NodeSettings",
     "Settings",
@@ -88,7 +93,9 @@ class Listeners:
     """The node agent's own SSH listener (direct access when configured)."""
     postgres: str = "127.0.0.1:5433"
     mysql: str = "127.0.0.1:3036"
-    kube: str = "127.0.0.1:3026"
+    kube: str = "127.0.0.1:3027"
+    """The proxy's Kubernetes front (HTTPS, the user's kube certificate). Not 3026: that is
+    the auth join listener's default (the auth port + 1) in the single-node default."""
 
     def randomized(self) -> Listeners:
         """Every listener on a free loopback port (``--random-ports``); the join listener
@@ -210,6 +217,21 @@ class DBSettings:
 
 
 @dataclass(frozen=True)
+class KubeSettings:
+    """What a kube agent (role ``kube``) serves."""
+
+    resources: tuple[Mapping[str, Any], ...] = ({"labels": {"*": "*"}},)
+    """Selectors over the cluster's ``Resource`` objects of ``spec.kind: kube`` (as
+    ``db.resources``): every match is served. Default: all of them; ``[]``: none."""
+    clusters: tuple[Mapping[str, Any], ...] = ()
+    """Kubernetes clusters declared in this agent's own config (``name``, ``labels``,
+    ``description``, and ``kubeconfig``: a path, or none for the in-cluster account)."""
+    secrets_dir: str = ""
+    """The only directory a kube Resource's ``kubeconfig_ref: {file: NAME}`` names a file
+    in; empty: DATA_DIR/secrets."""
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".limen-data")
     roles: tuple[str, ...] = ("auth", "proxy", "node")
@@ -221,6 +243,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     db: DBSettings = field(default_factory=DBSettings)
+    kube: KubeSettings = field(default_factory=KubeSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     debug: bool = False
 
@@ -228,6 +251,12 @@ class Settings:
     def secrets_dir(self) -> Path:
         """``trust.secrets_dir``, or DATA_DIR/secrets when it is not set."""
         return Path(self.trust.secrets_dir) if self.trust.secrets_dir else \
+            self.data_dir / "secrets"
+
+    @property
+    def kube_secrets_dir(self) -> Path:
+        """``kube.secrets_dir``, or DATA_DIR/secrets when it is not set."""
+        return Path(self.kube.secrets_dir) if self.kube.secrets_dir else \
             self.data_dir / "secrets"
 
 
@@ -320,6 +349,22 @@ SCHEMA: dict[str, Any] = {
                     "type": "object", "required": ["name", "protocol", "address"],
                     "properties": {"name": {"type": "string"}, "labels": {"type": "object"}},
                 }},
+            },
+        },
+        "kube": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "resources": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False, "required": ["labels"],
+                    "properties": {"labels": {"type": "object"}},
+                }},
+                "clusters": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False, "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "labels": {"type": "object"},
+                                   "description": {"type": "string"},
+                                   "kubeconfig": {"type": "string", "minLength": 1}},
+                }},
+                "secrets_dir": {"type": "string", "minLength": 1},
             },
         },
     },
@@ -452,6 +497,7 @@ def load_settings(
                           proxy_server_names=tuple(auth_raw.get("proxy_server_names", ()))),
         trust=TrustSettings(**raw.get("trust", {})),
         db=_db_settings(raw.get("db", {})),
+        kube=_kube_settings(raw.get("kube", {})),
         backend=backend,
         debug=bool(raw.get("debug", False)),
     )
@@ -462,3 +508,11 @@ def _db_settings(raw: Mapping[str, Any]) -> DBSettings:
     return DBSettings(
         resources=tuple(raw["resources"]) if "resources" in raw else default.resources,
         databases=tuple(raw.get("databases", ())))
+
+
+def _kube_settings(raw: Mapping[str, Any]) -> KubeSettings:
+    default = KubeSettings()
+    return KubeSettings(
+        resources=tuple(raw["resources"]) if "resources" in raw else default.resources,
+        clusters=tuple(raw.get("clusters", ())),
+        secrets_dir=str(raw.get("secrets_dir", "")))

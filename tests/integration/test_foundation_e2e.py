@@ -23,7 +23,7 @@ from .cluster import ClusterFactory, LimenCluster, describe, tree_modes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "gitops"
 ORIGIN_LABEL = "limen.dev/origin"
-DEFAULT_PORTS = {3080, 3023, 3024, 3025, 3022, 5433, 3036, 3026}
+DEFAULT_PORTS = {3080, 3023, 3024, 3025, 3022, 5433, 3036, 3026, 3027}
 
 
 def example_documents(directory: Path = EXAMPLES) -> list[dict[str, Any]]:

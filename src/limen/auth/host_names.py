@@ -59,7 +59,8 @@ def configured_proxy_names(settings: Settings) -> tuple[str, ...]:
     names = {"localhost", "127.0.0.1"}
     for address in (settings.cluster.public_address, settings.listeners.web,
                     settings.listeners.ssh_proxy, settings.listeners.tunnel,
-                    settings.listeners.postgres, settings.listeners.mysql):
+                    settings.listeners.postgres, settings.listeners.mysql,
+                    settings.listeners.kube):
         host = address.rpartition(":")[0].strip("[]") if address else ""
         if host and host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison, not a bind
             names.add(host)

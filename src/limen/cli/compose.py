@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from limen.agents.db.db_service import DBService
+from limen.agents.kube.kube_service import KubeService
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
@@ -96,6 +97,10 @@ async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
             if proxy is None:
                 raise BadParameter("a db agent in the auth process needs the proxy role too")
             services.append(_LocalDB(settings, auth, log, proxy))
+        if "kube" in settings.roles:
+            if proxy is None:
+                raise BadParameter("a kube agent in the auth process needs the proxy role too")
+            services.append(_LocalKube(settings, auth, log, proxy))
         yield services
     finally:
         log.close()
@@ -192,6 +197,39 @@ class _LocalDB:
 
         self.service = DBService.configured(
             creds, self.settings.db, resources, issue,
+            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
+            lambda: self.proxy.listeners["tunnel"])
+        return await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+
+
+class _LocalKube:
+    """A kube agent in this process: credentials from the auth server beside it, the
+    cluster's kube Resources and roles from its store; reached through the reverse tunnel
+    like a remote one."""
+
+    name = "kube"
+
+    def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
+                 proxy: ProxyComponent) -> None:
+        self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
+        self.service: KubeService | None = None
+
+    async def start(self) -> dict[str, str]:
+        server = self.auth.server
+        hostname = socket.gethostname().split(".")[0].lower()
+        creds = self.auth.issue_local_credentials(
+            SystemRole.KUBE, [f"{hostname}-kube.{server.cluster_name}", "localhost"],
+            hostname=f"{hostname}-kube", host_id=f"{host_uuid(self.settings.data_dir)}-kube")
+
+        async def resources() -> list[Resource]:
+            return await server.store.list(Kind.RESOURCE)
+
+        self.service = KubeService.configured(
+            creds, self.settings.kube, self.settings.kube_secrets_dir, resources,
             StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
             lambda: self.proxy.listeners["tunnel"])
         return await self.service.start()

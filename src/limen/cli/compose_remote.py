@@ -11,6 +11,11 @@
            the db Resources its selectors match; through the tunnel, auth for roles,
            Resources, upstream certificates and audit events (outbox)
 
+    --roles kube  --proxy HOST:PORT [--token T --ca-pin P]
+        join through the proxy (or reuse DATA_DIR/host) ─▶ kube agent: reverse tunnel serving
+           the kube Resources its selectors match (and kube.clusters); through the tunnel,
+           auth for roles, Resources and audit events (outbox)
+
     --roles proxy --auth-server HOST:PORT [--auth-join HOST:PORT] [--token T --ca-pin P]
         join at auth's join listener (--auth-join, default: the --auth-server port + 1;
         no client certificate, limen.auth.http.join_listener) or reuse DATA_DIR/host ─▶ SSH
@@ -38,6 +43,7 @@ from limen.agents.audit_outbox import AuditOutbox
 from limen.agents.auth_link import AuthLink
 from limen.agents.db.db_service import DBService
 from limen.agents.joining import load_or_join, tunnel_address
+from limen.agents.kube.kube_service import KubeService
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.dynamic_labels import DynamicLabels
 from limen.agents.node.node_service import NodeService
@@ -76,8 +82,11 @@ async def remote_services(settings: Settings) -> AsyncIterator[list[Service]]:
         yield [_RemoteProxy(settings)]
     elif roles == {"db"}:
         yield [_RemoteDB(settings)]
+    elif roles == {"kube"}:
+        yield [_RemoteKube(settings)]
     else:
-        raise BadParameter(f"without auth, run one role per process (node, db or proxy), not "
+        raise BadParameter(f"without auth, run one role per process (node, db, kube or proxy), "
+                           "not "
                            f"{','.join(settings.roles)}")
 
 
@@ -233,6 +242,49 @@ class _RemoteDB:
 
         self.service = DBService.configured(
             creds, settings.db, resources, issue,
+            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
+            lambda: tunnel, on_tunnel=link.attach)
+        await self.outbox.start()
+        return await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self.link is not None:
+            await self.link.close()
+
+
+class _RemoteKube:
+    """A kube agent apart from auth: joins through the proxy (or reuses DATA_DIR/host),
+    reaches auth only through its tunnel (roles, the kube Resources it serves, audit events
+    through the outbox)."""
+
+    name = "kube"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: KubeService | None = None
+        self.link: AuthLink | None = None
+        self.outbox: AuditOutbox | None = None
+
+    async def start(self) -> dict[str, str]:
+        settings = self.settings
+        if not settings.join.proxy:
+            raise BadParameter("a kube agent needs --proxy HOST:PORT (the proxy's web address)")
+        host_id = host_uuid(private_dir(settings.data_dir))
+        creds = await load_or_join(settings, SystemRole.KUBE, host_id)
+        tunnel = await tunnel_address(settings.join.proxy, creds)
+        self.link = link = AuthLink(creds)
+        self.outbox = _outbox(settings, link.client)
+
+        async def resources() -> list[Resource]:
+            docs = await (await link.client()).list("resource")
+            return [Resource.from_document(d) for d in docs]
+
+        self.service = KubeService.configured(
+            creds, settings.kube, settings.kube_secrets_dir, resources,
             StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
             lambda: tunnel, on_tunnel=link.attach)
         await self.outbox.start()

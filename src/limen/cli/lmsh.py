@@ -20,6 +20,7 @@ from limen.cli.lmsh_access import ls, play, scp, ssh
 from limen.cli.lmsh_clusters import clusters
 from limen.cli.lmsh_db import db, proxy_db
 from limen.cli.lmsh_input import read_password
+from limen.cli.lmsh_kube import kube
 from limen.cli.lmsh_login import check_pin_format, login_target
 from limen.cli.lmsh_recordings import recordings
 from limen.cli.lmsh_signup import signup
@@ -211,6 +212,7 @@ for _command in (ls, ssh, scp, play, clusters, signup):
     cli.add_command(_command)
 cli.add_command(recordings)
 cli.add_command(db)
+cli.add_command(kube)
 proxy.add_command(proxy_db)
 
 

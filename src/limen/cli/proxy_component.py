@@ -1,5 +1,5 @@
 """The proxy as ``limen start`` runs it: its SSH front and tunnel server, its database fronts
-(PostgreSQL, MySQL), then its web listener.
+(PostgreSQL, MySQL), its Kubernetes front, then its web listener.
 
 One class for both ways a proxy gets its identity and reaches auth: beside auth in the same
 process (credentials issued directly; it records its public address in auth, which builds
@@ -17,6 +17,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.config import Settings
 from limen.events.emitter import Emitter
 from limen.proxy.db.db_proxy_service import DBProxyService
+from limen.proxy.kube.kube_front import KubeProxyService
 from limen.proxy.proxy_service import ProxyService
 from limen.proxy.sshproxy import ProxySSHService
 
@@ -37,6 +38,7 @@ class ProxyComponent:
         self.client: AuthClient | None = None
         self.ssh: ProxySSHService | None = None
         self.db: DBProxyService | None = None
+        self.kube: KubeProxyService | None = None
         self.web: ProxyService | None = None
         self.listeners: dict[str, str] = {}
 
@@ -61,6 +63,9 @@ class ProxyComponent:
                                  postgres=self.settings.listeners.postgres,
                                  mysql=self.settings.listeners.mysql)
         self.listeners.update(await self.db.start())
+        self.kube = KubeProxyService(creds, self.ssh.tunnel, self.ssh.view, self.emitter,
+                                     address=self.settings.listeners.kube)
+        self.listeners.update(await self.kube.start())
         self.web = ProxyService(self.settings, creds, self.client,
                                 extra_ping=lambda: dict(self.listeners))
         self.listeners.update(await self.web.start())
@@ -69,7 +74,7 @@ class ProxyComponent:
         return dict(self.listeners)
 
     async def stop(self) -> None:
-        for part in (self.web, self.db, self.ssh):
+        for part in (self.web, self.kube, self.db, self.ssh):
             if part is not None:
                 await part.stop()
         if self.client is not None:

@@ -1,0 +1,243 @@
+"""Runs a kube agent: reverse tunnels to every proxy (``limen.tunnel.agent_pool``) that serve
+Kubernetes dials, and one heartbeat per served kube cluster (``lmsh kube ls`` lists it while
+the agent lives).
+
+::
+
+    proxy ══ tunnel data connection (KIND_KUBE, MODE_TLS: mutual TLS, proxy cert checked) ══▶
+      KubeConnect {cluster, user_cert}  ─▶ open_session (certificate verified again)
+      HTTP/1.1 request ─▶ decide (RBAC now) ─▶ forward as the user ─▶ kube.request audited
+      ... keep-alive: the next request on the same connection
+
+A refusal is answered as the API server would (a ``Status`` object, 403 Forbidden; 400 for a
+malformed request; 502/503 when the API server or the cluster cannot be reached) and audited
+as a failed ``kube.request``; the connection is then closed (the body of a refused request is
+never read). Called by ``limen.cli.compose`` (single process) and
+``limen.cli.compose_remote`` (``limen start --roles kube``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from limen.agents.kube.catalog import KubeCatalog, ResourceLister, static_clusters
+from limen.agents.kube.forwarder import forward, forward_upgrade
+from limen.agents.kube.http1 import MAX_HEAD, RequestHead, parse_request_head, response_head
+from limen.agents.kube.session import KubeSession, RoleSets, open_session
+from limen.agents.kube.upstream import Upstreams
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import SystemRole
+from limen.ca.x509_certs import verify_client_cert
+from limen.config import KubeSettings
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
+from limen.events.emitter import Emitter
+from limen.net.streams import accept_tls, close_writer
+from limen.rbac.kube_request import KubeRequestInfo
+from limen.tunnel.agent_pool import TunnelAgentPool
+from limen.tunnel.agent_settings import TunnelAgentSettings
+from limen.tunnel.kube_wire import connect_length, decode_connect
+from limen.tunnel.protocol import KIND_KUBE, MODE_TLS, DialRequest
+
+__all__ = ["KubeService", "status_response"]
+
+log = logging.getLogger(__name__)
+
+_REQUEST_TIMEOUT = 10.0
+_IDLE_TIMEOUT = 300.0
+"""A kept-alive connection waiting this long for its next request is closed."""
+
+
+def status_response(code: int, reason: str, message: str) -> bytes:
+    """A Kubernetes ``Status`` answer (what kubectl prints after ``Error from server``),
+    closing the connection."""
+    body = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                       "status": "Failure", "message": message, "reason": reason,
+                       "code": code}).encode()
+    phrase = {400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+              431: "Request Header Fields Too Large", 502: "Bad Gateway",
+              503: "Service Unavailable"}.get(code, "Error")
+    return response_head(code, phrase, [("Content-Type", "application/json"),
+                                        ("Content-Length", str(len(body))),
+                                        ("Connection", "close")]) + body
+
+
+class KubeService:
+    name = "kube"
+
+    def __init__(self, credentials: HostCredentials, catalog: KubeCatalog,
+                 upstreams: Upstreams, roles: RoleSets, emitter: Emitter,
+                 tunnel_address: Callable[[], str], *,
+                 on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.credentials = credentials
+        self.catalog = catalog
+        self.upstreams = upstreams
+        self.roles = roles
+        self.emitter = emitter
+        self._tunnel_address = tunnel_address
+        self._on_tunnel = on_tunnel
+        self._now = now
+        self._trust = {credentials.cluster: credentials.tls_cas()}
+        self._server_ssl = credentials.server_ssl(client_cas=credentials.tls_cas(),
+                                                  require_client_cert=True)
+        self.tunnel: TunnelAgentPool | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def configured(cls, credentials: HostCredentials, settings: KubeSettings,
+                   secrets_dir: Path, lister: ResourceLister, roles: RoleSets,
+                   emitter: Emitter, tunnel_address: Callable[[], str], *,
+                   on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
+                   ) -> KubeService:
+        """The agent as ``limen start`` configures it (``kube`` settings)."""
+        static, paths = static_clusters(settings.clusters)
+        catalog = KubeCatalog(static, settings.resources, lister)
+        return cls(credentials, catalog, Upstreams(secrets_dir, paths), roles, emitter,
+                   tunnel_address, on_tunnel=on_tunnel)
+
+    async def start(self) -> dict[str, str]:
+        self._http = aiohttp.ClientSession(
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False))
+        self.tunnel = TunnelAgentPool(
+            self._tunnel_address(), self.credentials, self._serve, self._heartbeat,
+            settings=TunnelAgentSettings(serves=frozenset({(KIND_KUBE, MODE_TLS)})))
+        if self._on_tunnel is not None:
+            await self._on_tunnel(self.tunnel)
+        await self.tunnel.start()
+        return {}
+
+    async def stop(self) -> None:
+        if self.tunnel is not None:
+            await self.tunnel.stop()
+        if self._http is not None:
+            await self._http.close()
+
+    async def _heartbeat(self) -> list[dict[str, Any]]:
+        await self.catalog.refresh()
+        return self.catalog.heartbeats()
+
+    async def _serve(self, sock: socket.socket, dial: DialRequest) -> None:
+        try:
+            reader, writer = await accept_tls(sock, self._server_ssl)
+        except (ssl.SSLError, OSError, TimeoutError) as err:
+            log.warning("kube agent: TLS with the proxy failed for %s: %s", dial.target, err)
+            sock.close()
+            return
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            proxy = verify_client_cert(der or b"", self._trust, self._now())
+            if proxy.system_role is not SystemRole.PROXY:
+                raise AccessDenied(f"a {proxy.system_role or 'user'} certificate dialled "
+                                   "the kube agent")
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                size = connect_length(await reader.readexactly(4))
+                connect = decode_connect(await reader.readexactly(size))
+            try:
+                cluster = await self.catalog.find(connect.cluster)
+                session = await open_session(connect, cluster, self._trust, self.roles,
+                                             self.emitter, self.credentials.host_id,
+                                             self._now)
+            except LimenError as err:
+                await self._answer(writer, 403 if isinstance(err, AccessDenied) else 404,
+                                   str(err))
+                return
+            await self._requests(session, reader, writer)
+        except (LimenError, OSError, ssl.SSLError, TimeoutError,
+                asyncio.IncompleteReadError) as err:
+            log.info("kube agent: connection for %s ended: %s", dial.target, err)
+        finally:
+            await close_writer(writer)
+
+    async def _answer(self, writer: asyncio.StreamWriter, code: int, message: str) -> None:
+        reason = {403: "Forbidden", 404: "NotFound", 400: "BadRequest",
+                  431: "RequestHeaderFieldsTooLarge"}.get(code, "ServiceUnavailable")
+        writer.write(status_response(code, reason, message))
+        await writer.drain()
+
+    async def _requests(self, session: KubeSession, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        """Serve the connection's requests one after the other until it closes."""
+        closed = asyncio.ensure_future(writer.wait_closed())
+        try:
+            await self._loop(session, reader, writer, closed)
+        finally:
+            closed.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError, ssl.SSLError):
+                await closed
+
+    async def _loop(self, session: KubeSession, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter, closed: asyncio.Future[None]) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(_IDLE_TIMEOUT):
+                    raw = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as err:
+                if err.partial:
+                    log.info("kube agent: a request head broke off")
+                return
+            except asyncio.LimitOverrunError:
+                await self._refuse(session, writer, None, None, 431,
+                                   f"request head longer than {MAX_HEAD} bytes")
+                return
+            try:
+                head = parse_request_head(raw[:-4])
+            except BadParameter as err:
+                await self._refuse(session, writer, None, None, 400, str(err))
+                return
+            if not await self._one(session, head, reader, writer, closed):
+                return
+
+    async def _one(self, session: KubeSession, head: RequestHead,
+                   reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   closed: asyncio.Future[None]) -> bool:
+        """Decide and serve one request; False when the connection must end."""
+        info: KubeRequestInfo | None = None
+        try:
+            info, who = await session.decide(head)
+        except (AccessDenied, BadParameter) as err:
+            code = 403 if isinstance(err, AccessDenied) else 400
+            await self._refuse(session, writer, head, info, code, str(err))
+            return False
+        try:
+            upstream = self.upstreams.get(session.cluster,
+                                          static=self.catalog.is_static(session.cluster.name))
+            assert self._http is not None
+            if head.is_upgrade:
+                status = await forward_upgrade(head, reader, writer, upstream, who)
+            else:
+                status = await forward(head, reader, writer, upstream, who, self._http,
+                                       closed)
+        except (BadParameter, ConnectionProblem) as err:
+            code = 400 if isinstance(err, BadParameter) else 502
+            await self._refuse(session, writer, head, info, code, str(err), impersonation=who)
+            return False
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as err:
+            await session.audit(info, head, status=499, success=True, impersonation=who,
+                                reason=f"connection ended: {err}")
+            return False
+        await session.audit(info, head, status=status, success=True, impersonation=who)
+        return head.keep_alive and not head.is_upgrade
+
+    async def _refuse(self, session: KubeSession, writer: asyncio.StreamWriter,
+                      head: RequestHead | None, info: KubeRequestInfo | None, code: int,
+                      message: str, **extra: Any) -> None:
+        await session.audit(info, head, status=code, success=False, reason=message, **extra)
+        cluster = session.cluster.name
+        text = message if code != 403 else \
+            f"Limen: {session.identity.username} may not {info.describe() if info else 'do this'}" \
+            f" on {cluster}: {message}"
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await self._answer(writer, code, text)

@@ -1,0 +1,137 @@
+"""One Kubernetes connection at the kube agent: who (the user's kube certificate, verified
+again here), each request's decision (RBAC with the cluster's labels and the roles as they are
+now, deny first) and whom the API server is told to act as, and the ``kube.request`` audit
+event of every request.
+
+The proxy has authenticated the user's TLS handshake and admitted the cluster already; the
+agent trusts nothing it is told about the user but the certificate, which it verifies against
+the user CA of its own cluster (signature, cluster, ``usage: kube``, the cluster it is scoped
+to) and whose expiry it checks again on every request of a kept-alive connection. Per request:
+``check_kube`` (``kubernetes_labels``; at least one group or user granted), then
+``check_kube_request`` (``kubernetes_resources``). The impersonated user is the Limen user, or
+the one ``kubernetes_users`` value the roles grant there (several: refused, the client cannot
+choose — its own ``Impersonate-*`` headers are never honoured); the groups are the granted
+``kubernetes_groups``. Called by :mod:`limen.agents.kube.kube_service`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+from cryptography import x509
+
+from limen.agents.kube.http1 import RequestHead
+from limen.api.resources import Resource
+from limen.ca.identity import Identity
+from limen.ca.x509_certs import verify_client_cert
+from limen.errors import AccessDenied, BadParameter, LimenError
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.rbac import RoleSet
+from limen.rbac.kube_request import KubeRequestInfo, request_info
+from limen.tunnel.kube_wire import KubeConnect
+
+__all__ = ["Impersonation", "KubeSession", "RoleSets", "open_session"]
+
+
+class RoleSets(Protocol):
+    async def role_set(self, identity: Identity) -> RoleSet | None: ...
+
+
+@dataclass(frozen=True)
+class Impersonation:
+    """Whom the API server acts as for one request."""
+
+    user: str
+    groups: tuple[str, ...]
+
+
+@dataclass
+class KubeSession:
+    connect: KubeConnect
+    identity: Identity
+    cluster: Resource
+    roles: RoleSets
+    emitter: Emitter
+    server_id: str
+    now: Callable[[], datetime]
+
+    async def decide(self, head: RequestHead) -> tuple[KubeRequestInfo, Impersonation]:
+        """The request's info and impersonation, or AccessDenied saying why (the caller
+        audits it with :meth:`audit`)."""
+        info = request_info(head.method, head.path, parse_qs(head.query))
+        not_after = self.identity.not_after
+        if not_after is not None and self.now() >= not_after:
+            raise AccessDenied(f"the kube certificate expired at {not_after.isoformat()}: "
+                               "run lmsh login")
+        role_set = await self.roles.role_set(self.identity)
+        if role_set is None:
+            raise AccessDenied(f"users of cluster {self.identity.cluster!r} are not mapped to "
+                               "roles here")
+        labels = self.cluster.labels
+        admitted = role_set.check_kube(labels)
+        if not admitted.allowed:
+            raise AccessDenied(admitted.reason)
+        decision = role_set.check_kube_request(labels, info)
+        if not decision.allowed:
+            raise AccessDenied(decision.reason)
+        groups, users = role_set.kube_principals(labels)
+        if len(users) > 1:
+            raise AccessDenied(f"the roles grant several kubernetes_users here "
+                               f"({', '.join(users)}): grant one")
+        return info, Impersonation(users[0] if users else self.identity.username, groups)
+
+    async def audit(self, info: KubeRequestInfo | None, head: RequestHead | None, *,
+                    status: int, success: bool, impersonation: Impersonation | None = None,
+                    reason: str = "", **extra: Any) -> None:
+        fields: dict[str, Any] = {
+            "kube_cluster": self.cluster.name, "session_id": self.connect.session_id,
+            "server_id": self.server_id, "remote_addr": self.connect.client_addr,
+            "response_code": status}
+        if head is not None:
+            fields.update(method=head.method, path=head.path)
+        if info is not None:
+            fields.update(verb=info.verb, resource=info.resource, namespace=info.namespace,
+                          name=info.name, subresource=info.subresource,
+                          api_group=info.api_group)
+            if info.verb in ("exec", "attach") and head is not None:
+                query = parse_qs(head.query)
+                fields["command"] = query.get("command", [])
+                fields["tty"] = any(v in ("true", "1") for v in query.get("tty", []))
+                fields["container"] = (query.get("container") or [""])[0]
+        if impersonation is not None:
+            fields.update(kubernetes_user=impersonation.user,
+                          kubernetes_groups=list(impersonation.groups))
+        if reason:
+            fields["reason"] = reason
+        await self.emitter.emit(make_event(
+            "kube.request", success=success, cluster=self.identity.cluster,
+            user=self.identity.username, **fields, **extra))
+
+
+async def open_session(connect: KubeConnect, cluster: Resource,
+                       trust: Mapping[str, Sequence[x509.Certificate]], roles: RoleSets,
+                       emitter: Emitter, server_id: str,
+                       now: Callable[[], datetime]) -> KubeSession:
+    """The connection's session, or AccessDenied (audited as a refused ``kube.request``)."""
+    identity: Identity | None = None
+    try:
+        identity = verify_client_cert(connect.user_cert, trust, now())
+        if identity.is_system or "kube" not in identity.usage or not identity.route_to_kube:
+            raise AccessDenied("the certificate is not a kube certificate: run lmsh kube login")
+        if identity.route_to_kube != cluster.name:
+            raise AccessDenied(f"the certificate is for kube cluster "
+                               f"{identity.route_to_kube!r}, not {cluster.name!r}")
+    except (LimenError, BadParameter) as err:
+        await emitter.emit(make_event(
+            "kube.request", success=False,
+            cluster=identity.cluster if identity else "",
+            user=identity.username if identity else None, kube_cluster=cluster.name,
+            session_id=connect.session_id, server_id=server_id,
+            remote_addr=connect.client_addr, reason=f"certificate refused: {err}"))
+        raise AccessDenied(f"kube cluster {cluster.name}: {err}") from None
+    return KubeSession(connect, identity, cluster, roles, emitter, server_id, now)

@@ -1,0 +1,121 @@
+"""``lmsh kube``: Kubernetes clusters through Limen with the stock kubectl (like ``tsh kube``).
+
+::
+
+    lmsh kube ls [-o json]             the online kube clusters your roles admit, with the
+                                       kubernetes groups and users granted there
+    lmsh kube login NAME               a certificate on disk and a context <cluster>-NAME in
+                                       the kubeconfig ($KUBECONFIG or ~/.kube/config), made
+                                       current: then plain kubectl
+    lmsh kube logout [NAME]            removes the certificate(s) and their kubeconfig entries
+    lmsh kube credentials --cluster NAME [--proxy P]
+                                       what kubectl's exec plugin runs: an ExecCredential
+                                       (client.authentication.k8s.io/v1) with the certificate
+                                       and key, a fresh certificate when the saved one expires
+
+``kube`` is registered on the ``lmsh`` group by ``limen.cli.lmsh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import click
+
+from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.client.kube_access import (
+    cert_path,
+    credentials,
+    exec_credential,
+    list_kube_clusters,
+    logged_in_clusters,
+    login_kube,
+)
+from limen.client.kubeconfig import context_name, kubeconfig_path, remove_entries
+from limen.client.profile import Profile, ProfileStore
+from limen.client.webapi import WebApi
+from limen.errors import BadParameter
+
+__all__ = ["kube"]
+
+
+def _logged_in() -> tuple[ProfileStore, Profile]:
+    store = ProfileStore()
+    profile = store.current()
+    if not profile.is_valid():
+        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
+    return store, profile
+
+
+async def _clusters(store: ProfileStore, profile: Profile) -> list[dict[str, Any]]:
+    api = WebApi.for_profile(store, profile)
+    try:
+        return await list_kube_clusters(api)
+    finally:
+        await api.close()
+
+
+@click.group()
+def kube() -> None:
+    """Kubernetes clusters: list, log in (kubeconfig), log out."""
+
+
+@kube.command("ls")
+@OUTPUT_OPTION
+@handle_errors
+def ls(output: str) -> None:
+    """The online kube clusters your roles admit."""
+    store, profile = _logged_in()
+    items = asyncio.run(_clusters(store, profile))
+    if output != "text":
+        emit_documents(items, output, as_list=True)
+        return
+    if not items:
+        click.echo("no kube cluster you may use is online", err=True)
+        return
+    print_table(["NAME", "DESCRIPTION", "LABELS", "GROUPS", "USERS"], [
+        (i["name"], i.get("description") or "-",
+         ",".join(f"{k}={v}" for k, v in sorted((i.get("labels") or {}).items())) or "-",
+         ",".join(i.get("kubernetes_groups") or ()) or "-",
+         ",".join(i.get("kubernetes_users") or ()) or "-")
+        for i in items])
+
+
+@kube.command("login")
+@click.argument("name")
+@handle_errors
+def login(name: str) -> None:
+    """Log in to kube cluster NAME: kubectl then uses it (context <cluster>-NAME)."""
+    store, profile = _logged_in()
+    entry, path = asyncio.run(login_kube(store, profile, name))
+    click.echo(f"Logged in to kube cluster {name}: context {entry.context} in {path} is "
+               "current.\n  kubectl get pods")
+
+
+@kube.command("logout")
+@click.argument("name", required=False)
+@handle_errors
+def logout(name: str | None) -> None:
+    """Forget kube cluster NAME (every kube cluster without NAME)."""
+    store = ProfileStore()
+    profile = store.current()
+    names = [name] if name else logged_in_clusters(store, profile)
+    for each in names:
+        cert_path(store, profile, each).unlink(missing_ok=True)
+    removed = remove_entries(kubeconfig_path(),
+                             [context_name(profile.cluster, n) for n in names])
+    click.echo(f"Logged out of {', '.join(removed) or 'no kube cluster'}.")
+
+
+@kube.command("credentials")
+@click.option("--cluster", "name", required=True, help="The kube cluster (its Limen name).")
+@click.option("--proxy", help="The proxy of the profile (default: the current one).")
+@handle_errors
+def credentials_command(name: str, proxy: str | None) -> None:
+    """Print kubectl's ExecCredential for kube cluster NAME (the exec plugin)."""
+    store = ProfileStore()
+    profile = store.load(proxy) if proxy else store.current()
+    credential = asyncio.run(credentials(store, profile, name))
+    click.echo(json.dumps(exec_credential(credential)))

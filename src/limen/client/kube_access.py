@@ -1,0 +1,165 @@
+"""``lmsh kube``'s conversation with the proxy and the files it keeps.
+
+* :func:`list_kube_clusters` — ``GET /v1/webapi/user/kube/clusters``: the online kube
+  clusters the caller's roles admit, with the groups and users granted there.
+* :func:`login_kube` — checks the cluster is listed, finds the proxy's ``kube`` listener in
+  its ping, gets a certificate (:func:`fetch_credentials`) and merges the kubeconfig entry
+  (:mod:`limen.client.kubeconfig`).
+* :func:`credentials` — what ``lmsh kube credentials`` prints for kubectl: the saved kube
+  certificate while it lives more than a minute and matches the current login key, else a
+  fresh one from ``POST /v1/webapi/user/kube/certs``; with the login key as PKCS#8 PEM.
+
+Files: ``keys/<proxy>/<user>-kube/<cluster>/<name>.crt`` (0600). Called by
+``limen.cli.lmsh_kube``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from limen.ca.keys import load_private_key, private_key_to_pem
+from limen.ca.x509_certs import identity_from_cert
+from limen.client.db_access import listener_address
+from limen.client.kubeconfig import KubeEntry, kubeconfig_path, merge_entry
+from limen.client.profile import Profile, ProfileStore, limen_home
+from limen.client.webapi import WebApi
+from limen.errors import BadParameter, NotFound
+from limen.files import write_private
+
+__all__ = [
+    "ExecCredential",
+    "cert_path",
+    "credentials",
+    "exec_credential",
+    "list_kube_clusters",
+    "logged_in_clusters",
+    "login_kube",
+]
+
+_RENEW_MARGIN = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ExecCredential:
+    cert_pem: bytes
+    key_pem: bytes
+    expires: datetime
+
+
+def cert_path(store: ProfileStore, profile: Profile, name: str) -> Path:
+    if not name or name.startswith(".") or any(
+            c in "/\\" or ord(c) < 0x21 or ord(c) == 0x7F for c in name):
+        raise BadParameter(f"invalid kube cluster name {name!r}")
+    return store.key_dir(profile.proxy) / f"{profile.user}-kube" / profile.cluster / \
+        f"{name}.crt"
+
+
+def logged_in_clusters(store: ProfileStore, profile: Profile) -> list[str]:
+    folder = store.key_dir(profile.proxy) / f"{profile.user}-kube" / profile.cluster
+    return sorted(p.stem for p in folder.glob("*.crt")) if folder.is_dir() else []
+
+
+async def list_kube_clusters(api: WebApi) -> list[dict[str, Any]]:
+    answer = await api.as_user("kube/clusters")
+    return list(answer["items"])
+
+
+def _lmsh_command() -> str:
+    found = shutil.which("lmsh")
+    if found:
+        return str(Path(found).resolve())
+    return str(Path(sys.argv[0]).resolve())
+
+
+async def login_kube(store: ProfileStore, profile: Profile, name: str, *,
+                     env: Mapping[str, str] | None = None) -> tuple[KubeEntry, Path]:
+    """Log in to kube cluster ``name``: a certificate on disk and the kubeconfig entry;
+    returns the entry and the kubeconfig written."""
+    api = WebApi.for_profile(store, profile)
+    try:
+        items = await list_kube_clusters(api)
+        if not any(i.get("name") == name for i in items):
+            raise NotFound(f"no kube cluster {name!r} you may use is online (see lmsh kube ls)")
+        host, port = listener_address(await api.ping(), "kube", profile.proxy)
+        await _fetch(api, store, profile, name)
+    finally:
+        await api.close()
+    server_host = f"[{host}]" if ":" in host else host
+    environ = env if env is not None else os.environ
+    entry = KubeEntry(
+        limen_cluster=profile.cluster, name=name, server=f"https://{server_host}:{port}",
+        ca_pem=store.ca_path(profile.proxy, profile.cluster).read_bytes(),
+        proxy=profile.proxy, command=_lmsh_command(),
+        limen_home=str(limen_home(environ)) if environ.get("LIMEN_HOME") else "")
+    path = kubeconfig_path(environ)
+    merge_entry(path, entry)
+    return entry, path
+
+
+async def _fetch(api: WebApi, store: ProfileStore, profile: Profile, name: str) -> bytes:
+    answer = await api.as_user_post("kube/certs", {"kube_cluster": name})
+    pem = str(answer["cert"]).encode()
+    try:
+        x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise BadParameter("the kube certificate received is not a PEM certificate") from None
+    write_private(cert_path(store, profile, name), pem)
+    return pem
+
+
+def _usable(pem: bytes, key_pem: bytes, name: str, now: datetime) -> datetime | None:
+    """The expiry of a saved certificate that can still be used, else None."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        identity = identity_from_cert(cert)
+        key = load_private_key(key_pem)
+    except (ValueError, BadParameter):
+        return None
+    if identity is None or identity.route_to_kube != name:
+        return None
+    if cert.not_valid_after_utc - _RENEW_MARGIN <= now:
+        return None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        return None  # saved before the last lmsh login, which made a new key
+    return cert.not_valid_after_utc
+
+
+async def credentials(store: ProfileStore, profile: Profile, name: str, *,
+                      now: datetime | None = None) -> ExecCredential:
+    """The certificate and key kubectl presents for ``name`` (see the module)."""
+    now = now or datetime.now(UTC)
+    key_pem = store.key_path(profile.proxy, profile.user).read_bytes()
+    path = cert_path(store, profile, name)
+    pem = path.read_bytes() if path.is_file() else b""
+    expires = _usable(pem, key_pem, name, now) if pem else None
+    if expires is None:
+        if not profile.is_valid(now):
+            raise BadParameter(f"your Limen login expired at {profile.expires}: run lmsh login")
+        api = WebApi.for_profile(store, profile)
+        try:
+            pem = await _fetch(api, store, profile, name)
+        finally:
+            await api.close()
+        expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+    key = private_key_to_pem(load_private_key(key_pem))
+    return ExecCredential(pem, key.encode(), expires)
+
+
+def exec_credential(credential: ExecCredential) -> dict[str, Any]:
+    """The ``client.authentication.k8s.io/v1`` ExecCredential kubectl reads."""
+    return {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+            "status": {"clientCertificateData": credential.cert_pem.decode(),
+                       "clientKeyData": credential.key_pem.decode(),
+                       "expirationTimestamp": credential.expires.astimezone(UTC).strftime(
+                           "%Y-%m-%dT%H:%M:%SZ")}}

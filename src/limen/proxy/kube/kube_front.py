@@ -1,0 +1,138 @@
+"""The proxy's Kubernetes front (listener ``kube``, default 3027): kubectl and every client-go
+program, unchanged, with the kubeconfig ``lmsh kube login`` writes.
+
+::
+
+    kubectl ── TLS (proxy certificate; ALPN http/1.1 only, so no HTTP/2; the user's Limen
+               kube certificate from lmsh kube credentials) ──▶ kube_route: authenticate,
+               cluster online, kubernetes_labels ──▶ kube agent via its tunnel (KubeConnect)
+            ◀──────── HTTP/1.1 bytes both ways (keep-alive, watch, upgrades) ────────▶
+
+The proxy does not parse the requests it relays: the agent decides each one. Refused here,
+with a Kubernetes ``Status`` (401 without a usable certificate, 403 when the roles do not
+admit the cluster, 503 when it is not reachable) after reading the first request head, and a
+failed ``kube.request`` audit event: no or a wrong certificate (expired, another cluster's,
+not a kube certificate), a cluster that is not online, a cluster the roles do not admit. A
+certificate the TLS layer refuses (another CA, expired) ends the connection in the handshake,
+audited the same way. Started by :mod:`limen.cli.proxy_component`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import ssl
+import uuid
+
+from limen.ca.host_credentials import HostCredentials
+from limen.errors import ConnectionProblem, LimenError, NotFound
+from limen.events.emitter import Emitter
+from limen.net.address import bind_tcp, socket_address
+from limen.net.streams import both_ways, close_writer, copy_stream
+from limen.proxy.kube.kube_route import KubeRouter
+from limen.proxy.routing import ClusterView
+from limen.tunnel.server import TunnelServer
+
+__all__ = ["KubeProxyService"]
+
+log = logging.getLogger(__name__)
+
+_HANDSHAKE_TIMEOUT = 30.0
+_HEAD_TIMEOUT = 10.0
+_MAX_HEAD = 64 * 1024
+
+
+def _status(code: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                       "status": "Failure", "message": message, "reason": reason,
+                       "code": code}).encode()
+    phrase = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}[code]
+    return (f"HTTP/1.1 {code} {phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+class KubeProxyService:
+    name = "proxy-kube"
+
+    def __init__(self, credentials: HostCredentials, tunnel: TunnelServer, view: ClusterView,
+                 emitter: Emitter, *, address: str) -> None:
+        self.router = KubeRouter(credentials, tunnel, view, emitter)
+        tls = credentials.server_ssl(client_cas=credentials.tls_cas())
+        tls.verify_mode = ssl.CERT_OPTIONAL  # no certificate: a Status answer, not an alert
+        tls.set_alpn_protocols(["http/1.1"])
+        self._tls = tls
+        self._address = address
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> dict[str, str]:
+        if not self._address:
+            return {}
+        sock = bind_tcp(self._address)
+        self._server = await asyncio.start_server(self.handle, sock=sock, limit=256 * 1024)
+        return {"kube": socket_address(sock)}
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._server.wait_closed()
+            self._server = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        session_id = str(uuid.uuid4())
+        sock = writer.get_extra_info("socket")
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await self._serve(reader, writer, client_addr, session_id)
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as err:
+            log.debug("kube front: %s: %s", client_addr, err)
+        finally:
+            await close_writer(writer)
+
+    def _usable(self, der: bytes | None) -> bool:
+        """Is ``der`` a valid kube certificate (then a refusal is 403, otherwise 401)?"""
+        try:
+            self.router.identify(der)
+        except LimenError:
+            return False
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     client_addr: str, session_id: str) -> None:
+        try:
+            async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
+                await writer.start_tls(self._tls)
+        except ssl.SSLError as err:
+            reason = getattr(err, "verify_message", None) or err.reason or str(err)
+            await self.router.refused(f"TLS handshake failed: {reason}", identity=None,
+                                      client_addr=client_addr, session_id=session_id)
+            raise
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        try:
+            opened = await self.router.connect(der, client_addr=client_addr,
+                                               session_id=session_id)
+        except LimenError as err:
+            code = 503 if isinstance(err, NotFound | ConnectionProblem) else 403
+            if code == 403 and not self._usable(der):
+                code = 401
+            reason = {401: "Unauthorized", 403: "Forbidden", 503: "ServiceUnavailable"}[code]
+            with contextlib.suppress(asyncio.LimitOverrunError, asyncio.IncompleteReadError,
+                                     TimeoutError):
+                async with asyncio.timeout(_HEAD_TIMEOUT):
+                    await reader.readuntil(b"\r\n\r\n")  # answer after the request, not before
+            writer.write(_status(code, reason, f"Limen: {err}"))
+            await writer.drain()
+            return
+        try:
+            await both_ways(copy_stream(reader, opened.writer),
+                            copy_stream(opened.reader, writer), grace=5.0)
+        finally:
+            await close_writer(opened.writer)

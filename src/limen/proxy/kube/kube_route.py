@@ -1,0 +1,177 @@
+"""From an authenticated kubectl connection to a kube agent's data connection.
+
+:meth:`KubeRouter.connect` turns the client certificate of the TLS handshake into an identity
+(this cluster's TLS CA, expiry, a user's, ``usage: kube`` with a ``route_to_kube``), finds the
+online kube cluster it is scoped to (the certificate names it: one kubeconfig context per
+cluster, one front for all of them), decides at the cluster level (``kubernetes_labels``, deny
+first: ``check_kube``), dials a serving kube agent through its reverse tunnel in ``MODE_TLS``
+(the proxy is the TLS client; the agent must show its kube host certificate with the host id
+that was dialled) and sends the :class:`~limen.tunnel.kube_wire.KubeConnect`. Every refusal
+is audited here as a failed ``kube.request`` with the reason; the agent decides and audits
+each request. Called by :mod:`limen.proxy.kube.kube_front`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.x509_certs import verify_client_cert, verify_server_cert
+from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.streams import close_writer, stream_pair
+from limen.proxy.routing import ClusterView
+from limen.tunnel.kube_wire import KubeConnect, encode_connect
+from limen.tunnel.protocol import KIND_KUBE, MODE_TLS, DialRequest
+from limen.tunnel.server import TunnelServer
+
+__all__ = ["KubeRouter", "KubeTarget", "Opened"]
+
+_CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    """An online kube cluster as the proxy sees it."""
+
+    name: str
+    resource: Mapping[str, Any]
+    host_ids: tuple[str, ...]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        raw = (self.resource.get("metadata") or {}).get("labels") or {}
+        return {str(k): str(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class Opened:
+    identity: Identity
+    target: KubeTarget
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+class KubeRouter:
+    def __init__(self, credentials: HostCredentials, tunnel: TunnelServer, view: ClusterView,
+                 emitter: Emitter, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.credentials = credentials
+        self.tunnel = tunnel
+        self.view = view
+        self.emitter = emitter
+        self._now = now
+        self._clock = clock
+        self._trust = {credentials.cluster: credentials.tls_cas()}
+        self._agent_ssl = credentials.client_ssl(check_hostname=False,
+                                                 server_role=SystemRole.KUBE)
+        self._cached: tuple[float, list[dict[str, Any]]] | None = None
+        self._lock = asyncio.Lock()
+
+    def identify(self, der: bytes | None) -> Identity:
+        """The kube certificate's identity (AccessDenied otherwise)."""
+        if not der:
+            raise AccessDenied("no client certificate: run lmsh kube login NAME (Limen "
+                               "authenticates kubectl by its certificate)")
+        identity = verify_client_cert(der, self._trust, self._now())
+        if identity.is_system:
+            raise AccessDenied("a Limen process certificate cannot use the kube front")
+        if "kube" not in identity.usage or not identity.route_to_kube:
+            raise AccessDenied("this certificate is not for a kube cluster: run lmsh kube "
+                               "login NAME")
+        return identity
+
+    async def refused(self, reason: str, *, identity: Identity | None, client_addr: str,
+                      session_id: str, kube_cluster: str = "") -> None:
+        await self.emitter.emit(make_event(
+            "kube.request", success=False, cluster=self.credentials.cluster,
+            user=identity.username if identity else None, session_id=session_id,
+            kube_cluster=kube_cluster or (identity.route_to_kube or "" if identity else ""),
+            remote_addr=client_addr, reason=reason))
+
+    async def _presence(self) -> list[dict[str, Any]]:
+        async with self._lock:
+            if self._cached is not None and self._clock() - self._cached[0] < _CACHE_SECONDS:
+                return self._cached[1]
+            items = list((await self.view.auth.call("GET", "/v1/presence/kubes"))["items"])
+            self._cached = (self._clock(), items)
+            return items
+
+    async def find(self, name: str) -> KubeTarget:
+        records = [r for r in await self._presence()
+                   if ((r.get("resource") or {}).get("metadata") or {}).get("name") == name]
+        if not records:
+            raise NotFound(f"kube cluster {name!r} is not online (no kube agent serves it)")
+        records.sort(key=lambda r: str(r.get("updated", "")), reverse=True)
+        return KubeTarget(name, records[0]["resource"],
+                          tuple(str(r.get("host_id", "")) for r in records))
+
+    async def connect(self, der: bytes | None, *, client_addr: str, session_id: str) -> Opened:
+        """Authenticate, route, decide and open (see the module); a refusal is audited and
+        raised as the LimenError the front answers with."""
+        identity: Identity | None = None
+        try:
+            identity = self.identify(der)
+            assert der is not None
+            assert identity.route_to_kube is not None
+            name = identity.route_to_kube
+            target = await self.find(name)
+            decision = (await self.view.role_set(identity)).check_kube(target.labels)
+            if not decision.allowed:
+                raise AccessDenied(f"access to kube cluster {name} denied: {decision.reason}")
+            pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+            reader, writer = await self.open(target, KubeConnect(
+                name, pem, client_addr, session_id), identity.username)
+        except LimenError as err:
+            await self.refused(str(err), identity=identity, client_addr=client_addr,
+                               session_id=session_id)
+            raise
+        return Opened(identity, target, reader, writer)
+
+    async def open(self, target: KubeTarget, request: KubeConnect, username: str
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A data connection to a kube agent serving ``target``, request sent."""
+        local = [h for h in target.host_ids if h in self.tunnel.registry]
+        if not local:
+            raise ConnectionProblem(f"no kube agent serving {target.name} is connected to this "
+                                    "proxy")
+        host_id = random.choice(local)  # load spreading, not security
+        conn = await self.tunnel.dial(host_id, DialRequest(
+            kind=KIND_KUBE, target=target.name, mode=MODE_TLS, client_addr=request.client_addr,
+            user=username, session_id=request.session_id))
+        reader, writer = stream_pair(conn.attach)
+        try:
+            async with asyncio.timeout(10):
+                await writer.start_tls(self._agent_ssl)
+            self._check_agent(writer, host_id)
+            writer.write(encode_connect(request))
+            await writer.drain()
+        except (LimenError, OSError, ssl.SSLError, TimeoutError) as err:
+            await close_writer(writer)
+            if isinstance(err, LimenError):
+                raise
+            raise ConnectionProblem(f"cannot open a connection with the kube agent: {err}") \
+                from None
+        return reader, writer
+
+    def _check_agent(self, writer: asyncio.StreamWriter, host_id: str) -> None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            raise AccessDenied("the kube agent presented no certificate")
+        agent = verify_server_cert(x509.load_der_x509_certificate(der), self._trust,
+                                   SystemRole.KUBE, self._now())
+        if agent.host_id != host_id:
+            raise AccessDenied(f"the data connection is from {agent.host_id}, not {host_id}")
