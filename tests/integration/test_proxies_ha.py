@@ -51,7 +51,7 @@ class Layout:
 
     def new_proxy(self, name: str) -> LimenCluster:
         listeners = {k: "127.0.0.1:0" for k in ("web", "ssh_proxy", "tunnel", "postgres",
-                                                 "mysql")}
+                                                 "mysql", "kube")}
         proxy = LimenCluster(self.root / name, "hub", [
             "--roles", "proxy",
             "-c", str(_config(self.root / f"{name}.yaml", {"listeners": listeners})),
