@@ -260,10 +260,19 @@ def _role(spec: Mapping[str, Any]) -> Iterator[Problem]:
                             yield from _value(item[field], (*path, position, field))
             elif key == "rules" and isinstance(value, list):
                 yield from _rules(value, path)
+            elif key in ("request", "review_requests") and isinstance(value, dict):
+                yield from _role_patterns(value.get("roles"), (*path, "roles"))
             elif isinstance(value, list):
                 for position, item in enumerate(value):
                     if isinstance(item, str):
                         yield from _template(item, (*path, position))
+
+
+def _role_patterns(patterns: Any, path: FieldPath) -> Iterator[Problem]:
+    """Role names of access requests: literal, glob or anchored regular expression."""
+    for position, item in enumerate(patterns if isinstance(patterns, list) else []):
+        if isinstance(item, str):
+            yield from _regexp(item, (*path, position))
 
 
 def _rules(rules: Sequence[Any], path: FieldPath) -> Iterator[Problem]:
