@@ -9,6 +9,6 @@ what the API server does to objects; ``registry.py`` resource types and discover
 ``impersonation.py``, ``rbac.py``, ``requestinfo.py``, ``reviews.py`` and ``audit.py`` who
 may do what (``users.py`` the user info); ``pods.py`` the pods that run local processes and
 ``podexec.py`` (with ``channels.py``), ``podlogs.py`` and ``portforward.py`` (with
-``spdy.py``) their streaming subresources. Its own tests are the
+``spdy.py`` and ``portforward_channels.py``) their streaming subresources. Its own tests are the
 ``test_*.py`` files here; tests of Limen that use it live with the other tests.
 """

@@ -47,8 +47,10 @@ WebSockets; ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`` would fail), container i
 restarts (a pod's processes run once, on this machine), admission webhooks, CRD schema
 defaulting, pruning and validation (Limen's operator validates itself), server-side apply (415),
 strategic merge patch list-merge keys (lists are replaced), built-in types' printer columns
-(kubectl gets NAME and AGE; CRDs get their own columns, see ``printing.py``), conversion between
-CRD versions (only ``apiVersion`` changes), and the two ``events`` types are stored apart. """
+(kubectl gets NAME and AGE, and Pods' usual columns; CRDs get their own, see ``printing.py``),
+conversion between CRD versions (only ``apiVersion`` changes), and the two ``events`` types are
+stored apart.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ pod's port (127.0.0.1, or the local port the pod maps it to) and relays bytes on
 stream, half-closing each way as the other side does. When the connection ends both streams
 are closed; a failure to connect is reported on the error stream, as the kubelet does.
 Messages of the WebSocket carry the SPDY byte stream without regard to frame boundaries.
+A client asking for ``v4.channel.k8s.io`` (or no subprotocol) gets the channel protocol of
+``portforward_channels.py`` instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from multidict import MultiMapping
 
 from .errors import ApiError
 from .pods import Pod, PodRuntime
+from .portforward_channels import CHANNEL_PROTOCOLS, forwarded_ports, serve_channels
 from .spdy import DataFrame, GoAway, Ping, RstStream, SpdyError, SpdyFramer, SynStream
 
 __all__ = ["PROTOCOL", "serve_portforward"]
@@ -159,12 +162,14 @@ async def serve_portforward(
     params: MultiMapping[str],
 ) -> aiohttp.web.StreamResponse:
     pod = runtime.pod(namespace, name)
-    ws = aiohttp.web.WebSocketResponse(protocols=(PROTOCOL,), max_msg_size=0)
-    if not ws.can_prepare(request).ok:
+    ws = aiohttp.web.WebSocketResponse(protocols=(PROTOCOL, *CHANNEL_PROTOCOLS), max_msg_size=0)
+    ready = ws.can_prepare(request)
+    if not ready.ok:
         raise ApiError.bad_request("Upgrade request required")
+    ports = forwarded_ports(params) if ready.protocol != PROTOCOL else []
     await ws.prepare(request)
-    if ws.ws_protocol != PROTOCOL:
-        await ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR, message=b"no subprotocol")
-        return ws
-    await _Session(ws, pod).run()
+    if ws.ws_protocol == PROTOCOL:
+        await _Session(ws, pod).run()
+    else:
+        await serve_channels(ws, pod, ports)
     return ws

@@ -3,7 +3,8 @@
 Used by ``apiserver.py`` when a GET asks for ``as=Table`` in its Accept header, as
 kubectl does. Columns are NAME, the CRD's ``additionalPrinterColumns`` (a JSONPath subset:
 ``.a.b``, ``[n]``, ``[*]`` and ``[?(@.key=="value")]``; ``date`` columns become ages) and, for
-types without printer columns, AGE. Built-in types print NAME and AGE only.
+types without printer columns, AGE. Pods print NAME, READY, STATUS, RESTARTS and AGE as from
+a real server; other built-in types print NAME and AGE only.
 """
 
 from __future__ import annotations
@@ -74,13 +75,31 @@ def _age(timestamp: Any) -> str:
     return f"{days}d"
 
 
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+# Pods print as kubectl shows them from a real server; "computed" cells come from _pod_cell
+_POD_COLUMNS = (
+    {"name": "Ready", "type": "string", "computed": "ready"},
+    {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Restarts", "type": "string", "computed": "restarts"},
+    _AGE,
+)
+
+
+def _pod_cell(obj: Mapping[str, Any], what: str) -> str:
+    statuses = (obj.get("status") or {}).get("containerStatuses") or []
+    if what == "restarts":
+        return str(sum(int(s.get("restartCount") or 0) for s in statuses))
+    containers = (obj.get("spec") or {}).get("containers") or []
+    return f"{sum(1 for s in statuses if s.get('ready'))}/{len(containers)}"
+
+
 def table(
     rtype: ResourceType, objs: list[dict[str, Any]], resource_version: str, include_object: bool
 ) -> dict[str, Any]:
     """The Table kubectl prints for ``objs``."""
-    columns = list(rtype.printer_columns) or [
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-    ]
+    columns: list[Mapping[str, Any]] = list(rtype.printer_columns) or [_AGE]
+    if rtype.group_resource == "pods":
+        columns = list(_POD_COLUMNS)
     definitions = [
         {
             "name": "Name",
@@ -104,6 +123,9 @@ def table(
     for obj in objs:
         cells: list[Any] = [obj["metadata"]["name"]]
         for column in columns:
+            if "computed" in column:
+                cells.append(_pod_cell(obj, column["computed"]))
+                continue
             values = jsonpath(obj, column["jsonPath"])
             value = values[0] if values else None
             cells.append(

@@ -25,6 +25,11 @@ def test_exec_runs_commands_and_reports_their_exit(kube_api: KubeAPI) -> None:
     pod = api.run_pod("web", env={"GREETING": "hello"})
     assert pod["status"]["phase"] == "Running"
     assert pod["spec"]["nodeName"]
+    listed = api.kubectl("get", "pods").stdout.splitlines()
+    assert [row.split()[:4] for row in listed] == [
+        ["NAME", "READY", "STATUS", "RESTARTS"],
+        ["web", "1/1", "Running", "0"],
+    ]
     hi = api.kubectl("exec", "web", "--", "echo", "hi")
     assert hi.stdout == "hi\n"
     env = api.kubectl("exec", "web", "-c", "main", "--", "sh", "-c", 'echo "$GREETING"')
@@ -229,3 +234,26 @@ def test_deleting_a_pod_kills_its_processes(kube_api: KubeAPI, tmp_path: Path) -
         return False
 
     assert api.wait_for(gone, message="the process to be killed")
+
+
+def test_port_forward_with_the_python_client(kube_api: KubeAPI, echo_port: int) -> None:
+    """The ``kubernetes`` client speaks the v4 channel protocol (``ports`` in the query)."""
+    import kubernetes
+    from kubernetes.stream import portforward
+
+    api = kube_api
+    api.run_pod("web", ports={8080: echo_port})
+    with api.api_client() as client:
+        core = kubernetes.client.CoreV1Api(client)
+        forward = portforward(
+            core.connect_get_namespaced_pod_portforward, "web", "default", ports="8080"
+        )
+        conn = forward.socket(8080)
+        try:
+            conn.settimeout(20)
+            conn.sendall(b"ping")
+            assert conn.recv(4, socket.MSG_WAITALL) == b"ping"
+        finally:
+            forward.close()
+            forward.websocket.close()
+        assert forward.error(8080) is None
