@@ -48,8 +48,9 @@ process it starts). ``--record`` appends the run to the "## High availability an
 section of bench/RESULTS.md.
 
 Usage: ``python bench/bench_ha.py [--part logins,ssh,agents] [--replicas 1,2] [--seconds 20]
-[--concurrency 8] [--sessions 200] [--ssh-concurrency 8] [--agents 1000,5000,10000]
-[--poll-stages 1000,5000] [--idle 30] [--workers 4] [--record]``.
+[--concurrency 8] [--sessions 100] [--ssh-concurrency 8] [--agents 1000,5000,10000]
+[--poll-stages 1000,2500] [--idle 20] [--workers 4] [--record]``; the defaults take about
+ten minutes on two cores.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ PER_WORKER_MAX = 2600
 """Agents per worker process: each holds ~5 descriptors per agent (control and data
 connections, the auth route's listener and its two ends) under a 20,000 limit."""
 CONNECT_DEADLINE = 300.0
+POLL_DEADLINE = 120.0
 
 
 # ====================================================================== small helpers
@@ -540,6 +542,16 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
     agents: list[dict[str, Any]] = []
     tunnel = ""
     loop = asyncio.get_running_loop()
+    polls: Counter[bool] = Counter()
+
+    class CountingTrust(RemoteTrustCache):
+        """The node's trust poll, counting its answered and failed polls."""
+
+        async def refresh(self) -> bool:
+            answered = await super().refresh()
+            polls[answered] += 1
+            return answered
+
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     join_errors: Counter[str] = Counter()
@@ -609,11 +621,11 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
             if agent["trust"] is None:
                 link = AuthLink(agent["creds"])
                 await link.attach(agent["pool"])
-                trust = RemoteTrustCache(link.client, agent["creds"].cluster,
+                trust = CountingTrust(link.client, agent["creds"].cluster,
                                          agent["creds"].user_ca_keys)
                 agent["link"], agent["trust"] = link, trust
                 await trust.start()
-        deadline = time.monotonic() + CONNECT_DEADLINE
+        deadline = time.monotonic() + POLL_DEADLINE
         while time.monotonic() < deadline and not all(  # noqa: ASYNC110 (no event for it)
                 a["trust"]._fresh_at is not None for a in agents[:count]):
             await asyncio.sleep(0.2)  # polling the caches' state, bounded by the deadline
@@ -630,6 +642,7 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
                 "reconnects": sum(t.connections for a in agents
                                   for t in a["pool"].agents.values()) - len(agents),
                 "polling": len(polling),
+                "polls_ok": polls[True], "polls_failed": polls[False],
                 "poll_fresh": sum(t._fresh_at is not None and now - t._fresh_at < 10
                                   for t in polling),
                 "errors": dict(errors.most_common(3)), "rss_kib": rss_kib(os.getpid()),
@@ -708,6 +721,12 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def heartbeats_lost(proxy: LimenCluster) -> int:
+    """Heartbeats the proxy could not record at auth so far (its log says each)."""
+    with (proxy.root / "limen.err").open("rb") as log:
+        return sum(b"cannot record the heartbeat" in line for line in log)
+
+
 def live_presence(pg: PostgresServer, database: str) -> int:
     return int(pg.sql("SELECT count(*) FROM limen_backend_items WHERE key LIKE "
                       "'/presence/nodes/%' AND expires > extract(epoch FROM now())",
@@ -759,6 +778,8 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
             time.sleep(2)  # the last heartbeats of the setup: not part of the idle window
             before = dep.cpu()
             workers_before = workers.cpu()
+            polled_before = workers.ask_each(["status"] * count)
+            lost_before = heartbeats_lost(dep.proxy)
             with _util.timed() as idle:
                 time.sleep(args.idle)  # the idle window itself is what is measured
             used = cpu_used(before, dep.cpu())
@@ -766,6 +787,11 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
             used["other"] = max(0.0, used["other"] - used["workers"])
             answers = workers.ask_each(["status"] * count)
             stage.update({
+                "polls_ok": sum(a["polls_ok"] for a in answers)
+                - sum(a["polls_ok"] for a in polled_before),
+                "polls_failed": sum(a["polls_failed"] for a in answers)
+                - sum(a["polls_failed"] for a in polled_before),
+                "heartbeats_lost": heartbeats_lost(dep.proxy) - lost_before,
                 "idle_seconds": idle.seconds, "idle_cpu": used,
                 "proxy_rss": rss_kib(proxy_pid), "auth_rss": rss_kib(auth_pid),
                 "proxy_fds": fd_count(proxy_pid), "auth_fds": fd_count(auth_pid),
@@ -796,6 +822,10 @@ def show_stage(stage: dict[str, Any], base: dict[str, Any]) -> None:
     per = (stage["proxy_rss"] - base["proxy_rss"]) / max(n, 1)
     cpu = stage["idle_cpu"]
     secs = stage["idle_seconds"]
+    setup = ", ".join(f"{k} {v:.0f}" for k, v in stage["setup_cpu"].items() if v >= 0.5)
+    print(f"    setup CPU s: {setup}; in the idle window: {stage['polls_ok']} polls answered, "
+          f"{stage['polls_failed']} failed, {stage['heartbeats_lost']} heartbeats not recorded "
+          f"of ~{n * secs / 10:.0f}", flush=True)
     print(f"    {stage['connected']}/{n} connected, {stage['polling']} polling "
           f"({stage['poll_fresh']} fresh), presence {stage['presence']}; proxy RSS "
           f"{stage['proxy_rss']} KiB ({per:.1f} KiB/agent), fds {stage['proxy_fds']}; auth RSS "
@@ -868,8 +898,9 @@ def report(facts: dict[str, str], args: argparse.Namespace, runs: list[dict[str,
                   f"idle window {args.idle:g} s):", "",
                   "| stage | connected | trust-polling (fresh) | live presence | proxy RSS KiB "
                   "| KiB/agent | proxy fds | auth RSS KiB | join s / all connected s | idle "
-                  "CPU cores: proxy, auth, postgres, harness, other | reconnects | errors |",
-                  "|---|" + "---:|" * 10 + "---|"]
+                  "CPU cores: proxy, auth, postgres, harness, other | heartbeats not recorded "
+                  "/ sent | trust polls answered / failed | reconnects | errors |",
+                  "|---|" + "---:|" * 12 + "---|"]
         for s in agents["stages"]:
             secs = s["idle_seconds"]
             cpu = s["idle_cpu"]
@@ -886,7 +917,9 @@ def report(facts: dict[str, str], args: argparse.Namespace, runs: list[dict[str,
                 f"{s['proxy_fds']:,} | {s['auth_rss']:,} | {timing} | "
                 f"{cpu.get('proxy', 0) / secs:.2f}, {cpu.get('auth 0', 0) / secs:.2f}, "
                 f"{cpu.get('postgres', 0) / secs:.2f}, {cpu['workers'] / secs:.2f}, "
-                f"{cpu['other'] / secs:.2f} | {s['reconnects']:,} | {errors} |")
+                f"{cpu['other'] / secs:.2f} | {s['heartbeats_lost']:,} / "
+                f"{s['agents'] * secs / 10:,.0f} | {s['polls_ok']:,} / {s['polls_failed']:,} | "
+                f"{s['reconnects']:,} | {errors} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -938,12 +971,12 @@ def main() -> None:
     parser.add_argument("--replicas", type=ints, default=[1, 2])
     parser.add_argument("--seconds", type=float, default=20.0, help="of timed logins")
     parser.add_argument("--concurrency", type=int, default=8, help="login clients (= users)")
-    parser.add_argument("--sessions", type=int, default=200, help="ssh sessions per path")
+    parser.add_argument("--sessions", type=int, default=100, help="ssh sessions per path")
     parser.add_argument("--ssh-concurrency", type=int, default=8)
     parser.add_argument("--agents", type=ints, default=[1000, 5000, 10000])
-    parser.add_argument("--poll-stages", type=ints, default=[1000, 5000],
+    parser.add_argument("--poll-stages", type=ints, default=[1000, 2500],
                         help="then the trust poll on for the first N agents")
-    parser.add_argument("--idle", type=float, default=30.0, help="idle window per stage, s")
+    parser.add_argument("--idle", type=float, default=20.0, help="idle window per stage, s")
     parser.add_argument("--workers", type=int, default=4, help="agent harness processes")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
