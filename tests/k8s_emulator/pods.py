@@ -32,7 +32,7 @@ import pty
 import signal
 import struct
 import termios
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +394,7 @@ class PodRuntime:
         self.directory = directory
         self.pods: dict[tuple[str, str], Pod] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.Task[Any]] = set()  # open sessions that outlive processes
         self._cursor = store.watch_history.cursor_after(store.resource_version)
         self._closed = False
         store.listeners.append(self._on_change)
@@ -460,7 +461,21 @@ class PodRuntime:
             raise ApiError.bad_request(f"container {container} is not valid for pod {name}")
         return found
 
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
+        """Mark the current task as a session ``close()`` ends (a port-forward, which would
+        otherwise stay open as long as its client)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            yield
+        finally:
+            self._streams.discard(task)
+
     async def close(self) -> None:
+        for task in self._streams:
+            task.cancel()
         self._closed = True
         with contextlib.suppress(ValueError):
             self.store.listeners.remove(self._on_change)

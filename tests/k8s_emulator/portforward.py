@@ -168,8 +168,9 @@ async def serve_portforward(
         raise ApiError.bad_request("Upgrade request required")
     ports = forwarded_ports(params) if ready.protocol != PROTOCOL else []
     await ws.prepare(request)
-    if ws.ws_protocol == PROTOCOL:
-        await _Session(ws, pod).run()
-    else:
-        await serve_channels(ws, pod, ports)
+    with runtime.stream():
+        if ws.ws_protocol == PROTOCOL:
+            await _Session(ws, pod).run()
+        else:
+            await serve_channels(ws, pod, ports)
     return ws

@@ -257,3 +257,22 @@ def test_port_forward_with_the_python_client(kube_api: KubeAPI, echo_port: int) 
             forward.close()
             forward.websocket.close()
         assert forward.error(8080) is None
+
+
+def test_stopping_the_emulator_ends_open_forwards(tmp_path: Path, echo_port: int) -> None:
+    api = KubeAPI(tmp_path / "kube").start()
+    try:
+        api.run_pod("web", ports={8080: echo_port})
+        process, port = _forward(api, "pod/web", ":8080")
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(b"x")
+            assert conn.recv(1) == b"x"
+            stopping = threading.Thread(target=api.stop)
+            stopping.start()
+            stopping.join(10)  # the thread joins the emulator's for up to 30 s when stuck
+            assert not stopping.is_alive(), "the emulator waited for the port-forward client"
+    finally:
+        api.stop()
+        process.terminate()
+        process.communicate(timeout=10)
+    assert api.errors == []
