@@ -8,12 +8,15 @@ shared by the Kubernetes end-to-end tests of one module (``kube_env``).
             process, --roles ...,kube) ──▶ tests/k8s_emulator over HTTPS, as the agent's
             kubeconfig says, with Impersonate-User / Impersonate-Group
 
+The emulator authenticates and authorizes like kube-apiserver: the kube agent is the service
+account ``limen/kube-agent``, bound to a ClusterRole allowing ``impersonate`` only; the group
+``developers`` may use configmaps, secrets and pods in ``default``, ``operators`` everything.
 Kube clusters: ``emu`` (``env: dev``, from the agent's own config ``kube.clusters``, its
 kubeconfig by path) and ``emu-ops`` (``env: ops``, a Resource applied with lmctl whose
 ``kubeconfig_ref`` names a file in the agent's secrets directory). People: ``alice`` (role
-``kube-dev``: group ``developers`` on ``env: dev``, configmaps and namespaces in ``default``
-only, secrets denied) and ``olga`` (role ``kube-ops``: every object on ``env: ops``). Each
-person has their own ``HOME`` and ``KUBECONFIG``.
+``kube-dev``: group ``developers`` on ``env: dev``, configmaps, pods and namespaces in
+``default`` only, secrets denied) and ``olga`` (role ``kube-ops``: every object on
+``env: ops``). Each person has their own ``HOME`` and ``KUBECONFIG``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ spec:
     kubernetes_groups: [developers]
     kubernetes_resources:
     - {kind: configmap, namespace: default, verbs: ['*']}
+    - {kind: pod, namespace: default, verbs: ['*']}
     - {kind: namespace, namespace: default, verbs: [get]}
   deny:
     kubernetes_resources: [{kind: secret}]
@@ -105,17 +109,56 @@ class KubeEnv:
         return wait_for(lambda: self.audit(**match), 15.0, what)
 
 
+RBAC = [
+    # the kube agent's service account may impersonate, and nothing else
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "limen-impersonator"},
+     "rules": [{"apiGroups": [""], "resources": ["users", "groups", "serviceaccounts"],
+                "verbs": ["impersonate"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "limen-impersonator"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "limen-impersonator"},
+     "subjects": [{"kind": "ServiceAccount", "name": "kube-agent", "namespace": "limen"}]},
+    # what the impersonated groups may do: developers in default, operators everything
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+     "metadata": {"name": "developer", "namespace": "default"},
+     "rules": [{"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "pods/log",
+                                                 "pods/exec", "pods/attach",
+                                                 "pods/portforward"],
+                "verbs": ["*"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "developers", "namespace": "default"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "developer"},
+     "subjects": [{"kind": "Group", "name": "developers",
+                   "apiGroup": "rbac.authorization.k8s.io"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "everything"},
+     "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "operators"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "everything"},
+     "subjects": [{"kind": "Group", "name": "operators",
+                   "apiGroup": "rbac.authorization.k8s.io"}]},
+]
+
+
 def start_kube_env(root: Path) -> Iterator[KubeEnv]:
-    api = KubeAPI(root / "k8s").start()
+    api = KubeAPI(root / "k8s", authenticate=True).start()
     cluster: LimenCluster | None = None
     try:
+        api.create_namespace("limen")
+        agent = api.service_account("limen", "kube-agent")
+        for document in RBAC:
+            api.create(document)
         config = root / "limen.yaml"
-        config.write_text(cluster_config(api.kubeconfig_path))
+        config.write_text(cluster_config(agent.kubeconfig))
         cluster = LimenCluster(root / "cluster", "kubetest",
                                ["--roles", "auth,proxy,node,kube", "-c", str(config)])
         secrets = cluster.data_dir / "secrets"
         secrets.mkdir(parents=True, mode=0o700)
-        shutil.copy(api.kubeconfig_path, secrets / "emu-ops.kubeconfig")
+        shutil.copy(agent.kubeconfig, secrets / "emu-ops.kubeconfig")
         cluster.start()
         files = root / "resources"
         files.mkdir()

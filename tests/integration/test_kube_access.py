@@ -8,8 +8,11 @@ two kube clusters, ``lmsh kube logout``; each request audited as ``kube.request`
 from __future__ import annotations
 
 import json
+import os
 import select
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +33,8 @@ def test_ls_shows_the_clusters_the_roles_admit(kube_env: KubeEnv) -> None:
     listed = json.loads(kube_env.alice.lmsh("kube", "ls", "-o", "json").stdout)["items"]
     assert [(c["name"], c["kubernetes_groups"]) for c in listed] == [("emu", ["developers"])]
     text = kube_env.olga.lmsh("kube", "ls").stdout
-    assert "emu-ops" in text and "operators" in text
+    assert "emu-ops" in text
+    assert "operators" in text
 
 
 def test_kubectl_get_and_apply_through_limen(kube_env: KubeEnv) -> None:
@@ -64,24 +68,23 @@ def test_watch_receives_a_change(kube_env: KubeEnv) -> None:
                          "metadata": {"name": "listed", "namespace": "default"}})
     watch = subprocess.Popen(
         ["kubectl", "get", "configmaps", "-w", "-o", "name"], env=alice.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines: list[str] = []
     try:
         assert watch.stdout is not None
+        fd, pending, created = watch.stdout.fileno(), b"", False
         deadline = time.monotonic() + 20.0
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([watch.stdout], [], [], deadline - time.monotonic())
-            if not ready:
+        while "configmap/watched" not in lines and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+            data = os.read(fd, 4096) if ready else b""
+            if not data:
                 break
-            line = watch.stdout.readline()
-            if not line:
-                break
-            lines.append(line.strip())
-            if line.strip() == "configmap/listed":  # listed: the watch starts from there on
+            *complete, pending = (pending + data).split(b"\n")
+            lines += [line.decode().strip() for line in complete]
+            if "configmap/listed" in lines and not created:  # the watch starts from there
+                created = True
                 kube_env.api.create({"apiVersion": "v1", "kind": "ConfigMap",
                                      "metadata": {"name": "watched", "namespace": "default"}})
-            if "configmap/watched" in line:
-                break
         found = "configmap/watched" in lines
     finally:
         watch.terminate()
@@ -101,3 +104,129 @@ def test_contexts_switch_between_clusters_and_logout(kube_env: KubeEnv,
     olga.lmsh("kube", "logout")
     config = yaml.safe_load(olga.kubeconfig.read_text())
     assert not [c for c in config["contexts"] if c["name"].startswith("kubetest-")]
+
+
+def test_auth_whoami_is_the_limen_user_impersonated_by_the_agent(kube_env: KubeEnv) -> None:
+    alice = kube_env.alice
+    alice.lmsh("kube", "login", "emu")
+    out = alice.kubectl("auth", "whoami", "-o", "json").stdout
+    status = json.loads(out)["status"]["userInfo"]
+    assert status["username"] == "alice"
+    assert "developers" in status["groups"]
+    seen = [e for e in kube_env.api.audit_events()
+            if (e.get("impersonatedUser") or {}).get("username") == "alice"]
+    assert seen
+    assert {e["user"]["username"] for e in seen} == {"system:serviceaccount:limen:kube-agent"}
+
+
+def _pty_exec(env: dict[str, str], argv: list[str], typed: bytes, expect: bytes,
+              timeout: float = 20.0) -> bytes:
+    """Run ``argv`` on a new pseudo-terminal, type ``typed``, read until ``expect`` shows."""
+    master, slave = os.openpty()
+    process = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=slave,
+                               start_new_session=True)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + timeout
+        sent = False
+        while expect not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+            if not sent and (b"$" in seen or b"#" in seen):
+                os.write(master, typed)
+                sent = True
+        process.wait(timeout=timeout)
+        return seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(master)
+
+
+def test_exec_logs_and_port_forward(kube_env: KubeEnv) -> None:
+    alice = kube_env.alice
+    alice.lmsh("kube", "login", "emu")
+    kube_env.api.run_pod("ticker", ["sh", "-c", "echo up; while true; do echo tick; sleep 0.2;"
+                                                " done"])
+    out = alice.kubectl("exec", "ticker", "--", "sh", "-c", "echo from $((6*7))").stdout
+    assert out.strip() == "from 42"
+    [event] = kube_env.wait_audit("the exec audited", user="alice", verb="exec")
+    assert event["command"] == ["sh", "-c", "echo from $((6*7))"]
+    assert (event["tty"], event["response_code"]) == (False, 101)
+    # logs -f streams: lines arrive while the pod writes them
+    follow = subprocess.Popen(["kubectl", "logs", "-f", "ticker"], env=alice.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert follow.stdout is not None
+        fd, seen = follow.stdout.fileno(), b""
+        deadline = time.monotonic() + 20.0
+        while seen.count(b"tick") < 10 and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+            data = os.read(fd, 4096) if ready else b""
+            if not data:
+                break
+            seen += data
+        assert seen.count(b"tick") >= 10, seen
+    finally:
+        follow.terminate()
+        follow.communicate(timeout=10)
+
+
+def test_port_forward_carries_a_tcp_stream(kube_env: KubeEnv) -> None:
+    alice = kube_env.alice
+    alice.lmsh("kube", "login", "emu")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    kube_env.api.run_pod("echo", ports={8080: port})
+    forward = subprocess.Popen(["kubectl", "port-forward", "pod/echo", ":8080"],
+                               env=alice.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert forward.stdout is not None
+        ready, _, _ = select.select([forward.stdout], [], [], 20.0)
+        assert ready, "kubectl port-forward printed nothing"
+        line = forward.stdout.readline()
+        local = int(line.split("127.0.0.1:")[1].split()[0])
+        payload = os.urandom(300_000)
+        with socket.create_connection(("127.0.0.1", local), timeout=20) as conn:
+            conn.sendall(payload)
+            received = b""
+            while len(received) < len(payload):
+                data = conn.recv(65536)
+                if not data:
+                    break
+                received += data
+        assert received == payload
+    finally:
+        forward.terminate()
+        forward.communicate(timeout=10)
+        server.close()
+        thread.join(10)
+    kube_env.wait_audit("the port-forward audited", user="alice", verb="portforward")
+
+
+def test_exec_with_a_terminal(kube_env: KubeEnv) -> None:
+    alice = kube_env.alice
+    alice.lmsh("kube", "login", "emu")
+    kube_env.api.run_pod("shell", ["sh"], tty=True, stdin=True)
+    seen = _pty_exec(alice.env, ["kubectl", "exec", "-it", "shell", "--", "sh"],
+                     b"echo $((6*7))ok; exit\r", b"42ok")
+    assert b"42ok" in seen, seen
+    events = kube_env.wait_audit("the terminal exec audited", user="alice", verb="exec",
+                                 tty=True)
+    assert events[-1]["command"] == ["sh"]

@@ -130,3 +130,14 @@ def test_no_role_matching_the_cluster_denies() -> None:
     prod = _role("prod", {"kubernetes_labels": {"env": "prod"}, "kubernetes_groups": ["x"]})
     assert _check([prod], "GET", "/api/v1/namespaces/a/pods") == \
         (False, "allow.kubernetes_labels")
+
+
+def test_questions_about_oneself_are_open_to_anyone_admitted() -> None:
+    narrow = _role("narrow", {"kubernetes_labels": DEV, "kubernetes_groups": ["view"],
+                              "kubernetes_resources": [{"kind": "pod", "namespace": "a"}]})
+    assert _check([narrow], "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews")[0]
+    assert _check([narrow], "POST",
+                  "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")[0]
+    assert not _check([narrow], "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews")[0]
+    assert not _check([narrow], "DELETE",
+                      "/apis/authentication.k8s.io/v1/selfsubjectreviews/x")[0]

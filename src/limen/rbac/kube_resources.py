@@ -21,8 +21,11 @@ a ``deny.kubernetes_resources`` rule of a role whose ``deny.kubernetes_labels`` 
 cluster (or are empty) that matches the request refuses it; then one role whose
 ``allow.kubernetes_labels`` match the cluster must allow it: by a matching rule, or by having
 no ``allow.kubernetes_resources`` at all (every object, as before the field existed). Requests
-that name no resource (discovery: ``/api``, ``/apis/...``, ``/version``) are allowed to anyone
-the cluster admits. Pure; compiled by :mod:`limen.rbac.role`, called through
+that name no resource (discovery: ``/api``, ``/apis/...``, ``/version``) and the questions a
+user asks about themselves (``create`` of ``selfsubjectreviews`` — ``kubectl auth whoami`` —,
+``selfsubjectaccessreviews`` and ``selfsubjectrulesreviews`` — ``kubectl auth can-i``) are
+allowed to anyone the cluster admits: the API server answers them for the impersonated user.
+Pure; compiled by :mod:`limen.rbac.role`, called through
 :meth:`limen.rbac.roleset.RoleSet.check_kube_request`.
 """
 
@@ -44,6 +47,10 @@ if TYPE_CHECKING:
 __all__ = ["KubeResourceRule", "check_kube_request", "compile_kube_resources", "kind_matches"]
 
 Labels = Mapping[str, str]
+SELF_REVIEWS = frozenset({("authentication.k8s.io", "selfsubjectreviews"),
+                          ("authorization.k8s.io", "selfsubjectaccessreviews"),
+                          ("authorization.k8s.io", "selfsubjectrulesreviews")})
+"""Questions about oneself, answered by the API server for the impersonated user."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,9 @@ def check_kube_request(roles: Sequence[CompiledRole], cluster_labels: Labels,
     if not info.is_resource_request:
         return allow(None, "allow.kubernetes_labels",
                      f"{info.path} names no resource (discovery)")
+    if info.verb == "create" and (info.api_group, info.resource) in SELF_REVIEWS:
+        return allow(None, "allow.kubernetes_labels",
+                     f"{info.resource} answers questions about the user themselves")
     for role in roles:
         if role.broken:
             return deny(role.name, "deny", f"role {role.name!r} is broken: {role.problem}")

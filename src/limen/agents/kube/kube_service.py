@@ -206,7 +206,8 @@ class KubeService:
         """Decide and serve one request; False when the connection must end."""
         info: KubeRequestInfo | None = None
         try:
-            info, who = await session.decide(head)
+            info = session.request_info(head)
+            who = await session.decide(info)
         except (AccessDenied, BadParameter) as err:
             code = 403 if isinstance(err, AccessDenied) else 400
             await self._refuse(session, writer, head, info, code, str(err))

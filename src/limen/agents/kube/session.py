@@ -60,10 +60,14 @@ class KubeSession:
     server_id: str
     now: Callable[[], datetime]
 
-    async def decide(self, head: RequestHead) -> tuple[KubeRequestInfo, Impersonation]:
-        """The request's info and impersonation, or AccessDenied saying why (the caller
+    @staticmethod
+    def request_info(head: RequestHead) -> KubeRequestInfo:
+        """What the request asks for (BadParameter for a path RBAC cannot read safely)."""
+        return request_info(head.method, head.path, parse_qs(head.query))
+
+    async def decide(self, info: KubeRequestInfo) -> Impersonation:
+        """The impersonation for the request, or AccessDenied saying why (the caller
         audits it with :meth:`audit`)."""
-        info = request_info(head.method, head.path, parse_qs(head.query))
         not_after = self.identity.not_after
         if not_after is not None and self.now() >= not_after:
             raise AccessDenied(f"the kube certificate expired at {not_after.isoformat()}: "
@@ -83,7 +87,7 @@ class KubeSession:
         if len(users) > 1:
             raise AccessDenied(f"the roles grant several kubernetes_users here "
                                f"({', '.join(users)}): grant one")
-        return info, Impersonation(users[0] if users else self.identity.username, groups)
+        return Impersonation(users[0] if users else self.identity.username, groups)
 
     async def audit(self, info: KubeRequestInfo | None, head: RequestHead | None, *,
                     status: int, success: bool, impersonation: Impersonation | None = None,
