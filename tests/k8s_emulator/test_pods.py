@@ -276,3 +276,24 @@ def test_stopping_the_emulator_ends_open_forwards(tmp_path: Path, echo_port: int
         process.terminate()
         process.communicate(timeout=10)
     assert api.errors == []
+
+
+def test_attach_to_a_terminal(kube_api: KubeAPI, tmp_path: Path) -> None:
+    """``kubectl attach -it`` to a container with ``tty: true``: typed lines reach its main
+    process through its terminal, which echoes them, and its exit status comes back."""
+    script = 'while read l; do echo "got $l"; [ "$l" = quit ] && exit 5; done'
+    kube_api.run_pod("shell", ["sh", "-c", script], tty=True, stdin=True)
+    command = shlex.join(kube_api.kubectl_command("attach", "-it", "shell"))
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TERM": "xterm", "PS1": "$ "}
+    terminal = Terminal(["bash", "--norc", "--noprofile"], env=env, cwd=str(tmp_path))
+    try:
+        status, output = terminal.run(
+            command,
+            "ATTACH-EXIT",
+            [Prompt(re.compile(r"pressing enter\.\s*$"), lambda _: "quit")],
+            30,
+        )
+    finally:
+        terminal.close()
+    assert status == 5
+    assert "quit\ngot quit\n" in output  # the pod's terminal echoed the line, then its answer
