@@ -52,6 +52,7 @@ class Kind(StrEnum):
     TOKEN = "Token"
     CERT_AUTHORITY = "CertAuthority"
     REMOTE_CLUSTER = "RemoteCluster"
+    ACCESS_REQUEST = "AccessRequest"
 
     @property
     def plural(self) -> str:
@@ -59,6 +60,7 @@ class Kind(StrEnum):
             Kind.USER: "users", Kind.ROLE: "roles", Kind.TRUSTED_CLUSTER: "trustedclusters",
             Kind.RESOURCE: "resources", Kind.CLUSTER: "clusters", Kind.TOKEN: "tokens",
             Kind.CERT_AUTHORITY: "certauthorities", Kind.REMOTE_CLUSTER: "remoteclusters",
+            Kind.ACCESS_REQUEST: "accessrequests",
         }[self]
 
 
@@ -73,6 +75,7 @@ _SHORT_NAMES = {
     "trusted_cluster": Kind.TRUSTED_CLUSTER, "trusted_clusters": Kind.TRUSTED_CLUSTER,
     "remote_cluster": Kind.REMOTE_CLUSTER, "remote_clusters": Kind.REMOTE_CLUSTER,
     "cert_authority": Kind.CERT_AUTHORITY, "ca": Kind.CERT_AUTHORITY,
+    "access_request": Kind.ACCESS_REQUEST, "access_requests": Kind.ACCESS_REQUEST,
 }
 
 

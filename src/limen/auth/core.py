@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from limen.api.loader import SourceDocument
 from limen.api.resources import PUBLIC_KINDS, Kind, Origin, Resource
 from limen.api.validation import validate
+from limen.auth.access_requests import AccessRequests
 from limen.auth.authorities import Authorities
 from limen.auth.ca_sealing import CASealer
 from limen.auth.changes import change_event_type
@@ -97,6 +98,7 @@ class AuthServer:
         self.authorities = Authorities(backend, self.store, cluster.name, ca_sealer)
         self.users = LocalUsers(backend, clock)
         self.tokens = JoinTokens(self.store)
+        self.access_requests = AccessRequests(self)
         self.emitter = emitter
         self.outbox = AuditOutbox(backend, emitter)
         """A change's audit events, committed with it and then delivered (see apply)."""
@@ -235,7 +237,8 @@ class AuthServer:
                 "totp_secret": result.totp_secret, "totp_uri": uri}
 
     async def login(self, user: str, password: str, otp_code: str | None, public_key: str,
-                    ttl: timedelta | None, *, remote_addr: str = "") -> LoginResult:
+                    ttl: timedelta | None, *, remote_addr: str = "",
+                    request_id: str | None = None) -> LoginResult:
         found = await self.store.find(Kind.USER, user)
         outcome = await self.users.authenticate(
             user, password, otp_code, self.settings.second_factor, known_user=found is not None)
@@ -248,10 +251,15 @@ class AuthServer:
                 await self.emit("user.locked", user=user, until=locked_until)
             outcome.raise_for_failure()
         assert found is not None
-        certs = await self.issue_for_user(found, public_key, ttl)
+        certs = await self.issue_for_user(found, public_key, ttl, request_id=request_id)
         await self.emit("user.login", user=user, method="local", remote_addr=remote_addr,
                         roles=list(certs.identity.roles),
-                        ttl_seconds=int(certs.ttl.total_seconds()))
+                        ttl_seconds=int(certs.ttl.total_seconds()),
+                        **_requests_field(certs.identity))
+        return await self.login_result(certs)
+
+    async def login_result(self, certs: IssuedCerts) -> LoginResult:
+        """What a login answers: the certificates and the CAs the client should trust."""
         return LoginResult(
             certs=certs, cluster=self.cluster_name,
             tls_cas={c: ca.pem_bundle() for c, ca in
@@ -261,21 +269,37 @@ class AuthServer:
         )
 
     async def issue_for_user(self, user: Resource, public_key: str,
-                             ttl: timedelta | None) -> IssuedCerts:
+                             ttl: timedelta | None, *, request_id: str | None = None,
+                             not_after: datetime | None = None) -> IssuedCerts:
+        """``user``'s certificates; with ``request_id``, an approved access request of
+        theirs adds its roles and bounds the lifetime by its expiry (and ``not_after``)."""
         roles = await self.roles_of(user)
+        request = None if request_id is None else \
+            await self.access_requests.approved_for(user.name, request_id)
+        if request is not None:
+            held = {r.name for r in roles}
+            roles += [r for name in request.roles if name not in held
+                      and (r := await self.store.find(Kind.ROLE, name)) is not None]
+            not_after = min(request.expires, not_after or request.expires)
         try:
             certs = issue_user_certs(
                 user=user, roles=roles, public_key=public_key,
                 user_ca=self.authorities.get(CertAuthorityType.USER),
                 tls_ca=self.authorities.get(CertAuthorityType.TLS),
                 requested_ttl=ttl, now=self.now(),
+                access_requests=(request.id,) if request else (), not_after=not_after,
             )
         except LimenError as err:
             await self.emit("cert.create", success=False, user=user.name, reason=str(err))
+            if request is not None:
+                await self.emit("access_request.use", success=False, user=user.name,
+                                request_id=request.id, reason=str(err))
             raise
         await self.emit("cert.create", user=user.name, cert_type="user",
                         logins=list(certs.identity.logins),
-                        expires=certs.expires.isoformat())
+                        expires=certs.expires.isoformat(), **_requests_field(certs.identity))
+        if request is not None:
+            await self.access_requests.used(request, certs.expires)
         return certs
 
     async def roles_of(self, user: Resource) -> list[Resource]:
@@ -433,3 +457,9 @@ class AuthServer:
         return {"allowed": decision.allowed, "role": decision.role, "rule": decision.rule,
                 "reason": decision.reason, "warnings": list(checker.warnings),
                 "text": describe(checker, target, decision, principal=login)}
+
+
+def _requests_field(identity: Identity) -> dict[str, Any]:
+    """The access requests a certificate carries, as an audit event field (none: no field)."""
+    return {"access_requests": list(identity.access_requests)} if identity.access_requests \
+        else {}

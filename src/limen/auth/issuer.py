@@ -3,7 +3,9 @@
 For one public key the user generated (the private key never travels), ``issue_user_certs``
 returns an OpenSSH user certificate (principals = the logins the roles allow, Limen identity in
 an extension) and an X.509 client certificate with the same identity. TTL = min(requested, the
-shortest ``max_session_ttl`` of the user's roles). Called by ``limen.auth.core``.
+shortest ``max_session_ttl`` of the user's roles); with an approved access request, the roles
+include the request's, the identity names the request and the certificates end no later than
+``not_after`` (the request's expiry). Called by ``limen.auth.core``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from limen.ca.identity import Identity
 from limen.ca.keys import load_public_key
 from limen.ca.ssh_certs import sign_user_cert
 from limen.ca.x509_certs import sign_client_cert
-from limen.errors import BadParameter
+from limen.errors import AccessDenied, BadParameter
 from limen.rbac.roleset import RoleSet
 
 __all__ = ["IssuedCerts", "issue_user_certs", "user_traits"]
@@ -56,6 +58,8 @@ def issue_user_certs(
     now: datetime,
     route_to_cluster: str | None = None,
     extra_traits: Mapping[str, tuple[str, ...]] | None = None,
+    access_requests: Sequence[str] = (),
+    not_after: datetime | None = None,
 ) -> IssuedCerts:
     traits = {**user_traits(user), **(extra_traits or {})}
     role_set = RoleSet.from_roles(roles, traits)
@@ -64,6 +68,10 @@ def issue_user_certs(
         requested_ttl, options.max_session_ttl)
     if ttl < MIN_TTL:
         raise BadParameter("the requested certificate lifetime is too short (minimum 1m)")
+    if not_after is not None:
+        ttl = min(ttl, not_after - now)
+        if ttl <= timedelta(0):
+            raise AccessDenied("the certificates would already have expired")
     key = load_public_key(public_key)
     identity = Identity(
         username=user.name,
@@ -76,6 +84,7 @@ def issue_user_certs(
         db_users=role_set.db_users(),
         db_names=role_set.db_names(),
         route_to_cluster=route_to_cluster,
+        access_requests=tuple(access_requests),
     )
     ssh_cert = sign_user_cert(
         user_ca, key, identity, ttl,

@@ -13,7 +13,7 @@ Wire format (version 1): a JSON object without whitespace, empty fields left out
     {"v":1,"user":"alice","cluster":"root","roles":["dev"],"traits":{"logins":["alice"]},
      "logins":["alice","ubuntu"],"kube_groups":[],"kube_users":[],"db_users":[],"db_names":[],
      "route_cluster":"leaf","route_db":{"service":"pg","user":"alice","name":"app"},
-     "route_kube":"prod",
+     "route_kube":"prod","access_requests":["5d1c...-uuid"],
      "system_role":"node","usage":["db"],"host_id":"1b2c...","hostname":"web1"}
 
 The validity window is *not* in the JSON: the certificate's own fields (SSH ``valid_after`` /
@@ -111,6 +111,8 @@ class Identity:
     """Stable id of a host (agents and servers)."""
     hostname: str | None = None
     """Human host name of a host."""
+    access_requests: tuple[str, ...] = ()
+    """Ids of the approved access requests whose roles this certificate carries."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.username, str) or not self.username:
@@ -118,7 +120,7 @@ class Identity:
         if not isinstance(self.cluster, str) or not self.cluster:
             raise BadParameter("identity cluster must be a non-empty string")
         for name in ("roles", "logins", "kubernetes_groups", "kubernetes_users",
-                     "db_users", "db_names", "usage"):
+                     "db_users", "db_names", "usage", "access_requests"):
             object.__setattr__(self, name, _str_tuple(getattr(self, name), name))
         object.__setattr__(self, "traits", _traits(self.traits))
         for login in self.logins:
@@ -166,6 +168,7 @@ class Identity:
             ("roles", self.roles), ("logins", self.logins),
             ("kube_groups", self.kubernetes_groups), ("kube_users", self.kubernetes_users),
             ("db_users", self.db_users), ("db_names", self.db_names), ("usage", self.usage),
+            ("access_requests", self.access_requests),
         ):
             if value:
                 doc[key] = list(value)
@@ -237,6 +240,7 @@ class Identity:
             usage=_list(doc, "usage"),
             host_id=_opt_str(doc, "host_id"),
             hostname=_opt_str(doc, "hostname"),
+            access_requests=_list(doc, "access_requests"),
         )
 
     @classmethod

@@ -12,11 +12,12 @@ a severity letter::
     L1000W   the same type, W = warning (the action was refused: bad password, denied, ...)
     L3000E   E = error (the action failed for a reason other than a refusal)
 
-Numbers are grouped by area: 1xxx users, 2xxx interactive sessions, 3xxx SSH actions and
-protocol fronts, 4xxx access decisions, 5xxx joining and certificates, 6xxx trusted clusters,
-7xxx declarative resources, 8xxx GitOps. ``success`` is the outcome of the action the event
-describes, the severity how much attention it deserves: ``user.locked`` (the lock was applied)
-is ``success=True`` with a ``W`` code; ``access.denied`` and ``auth`` exist only as failures.
+Numbers are grouped by area: 1xxx users (11xx their access requests), 2xxx interactive
+sessions, 3xxx SSH actions and protocol fronts, 4xxx access decisions, 5xxx joining and
+certificates, 6xxx trusted clusters, 7xxx declarative resources, 8xxx GitOps. ``success`` is
+the outcome of the action the event describes, the severity how much attention it deserves:
+``user.locked`` (the lock was applied) is ``success=True`` with a ``W`` code;
+``access.denied`` and ``auth`` exist only as failures.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class EventType(StrEnum):
     USER_DELETE = "user.delete"
     USER_SIGNUP = "user.signup"
     USER_LOCKED = "user.locked"
+    ACCESS_REQUEST_CREATE = "access_request.create"
+    ACCESS_REQUEST_REVIEW = "access_request.review"
+    ACCESS_REQUEST_USE = "access_request.use"
+    ACCESS_REQUEST_EXPIRE = "access_request.expire"
     SESSION_START = "session.start"
     SESSION_END = "session.end"
     SESSION_DATA = "session.data"
@@ -119,6 +124,15 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L1004I", _T.USER_SIGNUP, True, "user completed sign-up"),
     EventCode("L1004W", _T.USER_SIGNUP, False, "user sign-up failed"),
     EventCode("L1005W", _T.USER_LOCKED, True, "user locked out"),
+    EventCode("L1100I", _T.ACCESS_REQUEST_CREATE, True, "access request created"),
+    EventCode("L1100W", _T.ACCESS_REQUEST_CREATE, False, "access request refused"),
+    EventCode("L1101I", _T.ACCESS_REQUEST_REVIEW, True, "access request reviewed"),
+    EventCode("L1101W", _T.ACCESS_REQUEST_REVIEW, False, "access request review refused"),
+    EventCode("L1102I", _T.ACCESS_REQUEST_USE, True,
+              "certificates issued with the roles of an approved access request"),
+    EventCode("L1102W", _T.ACCESS_REQUEST_USE, False,
+              "login with an access request refused (not approved, expired or not the user's)"),
+    EventCode("L1103I", _T.ACCESS_REQUEST_EXPIRE, True, "access request expired"),
     # 2xxx interactive sessions
     EventCode("L2000I", _T.SESSION_START, True, "session started"),
     EventCode("L2001I", _T.SESSION_END, True, "session ended"),

@@ -3,14 +3,17 @@
     GET  /v1/webapi/ping     cluster name, TLS CA (PEM) and its pin, second factor, addresses
     POST /v1/webapi/signup/begin {token, password?}            → auth /v1/signup/begin
     POST /v1/webapi/signup   {token, password, otp}            → auth /v1/signup
-    POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds} → auth /v1/login
+    POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds, request_id?}
+                             → auth /v1/login
     POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
     POST /v1/webapi/trustedclusters/validate  a leaf's handshake {token, leaf_cluster,
                              leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
                              nodes, recordings (the list, one by id), clusters = the
-                             leaves the user may reach, databases, kube/clusters;
-                             POST db/certs, kube/certs):
+                             leaves the user may reach, databases, kube/clusters,
+                             requests (access requests: the list, one by id);
+                             POST db/certs, kube/certs, requests, requests/ID/review,
+                             requests/ID/certs):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -43,11 +47,16 @@ USER_ROUTES = (
     ("/v1/webapi/user/clusters/{name}/nodes", "/v1/remoteclusters/{name}/nodes"),
     ("/v1/webapi/user/databases", "/v1/db/databases"),
     ("/v1/webapi/user/kube/clusters", "/v1/kube/clusters"),
+    ("/v1/webapi/user/requests", "/v1/requests"),
+    ("/v1/webapi/user/requests/{request_id}", "/v1/requests/{request_id}"),
 )
 """GET routes a logged-in user may call through the proxy, and their auth API paths."""
 USER_POST_ROUTES = (
     ("/v1/webapi/user/db/certs", "/v1/db/certs"),
     ("/v1/webapi/user/kube/certs", "/v1/kube/certs"),
+    ("/v1/webapi/user/requests", "/v1/requests"),
+    ("/v1/webapi/user/requests/{request_id}/review", "/v1/requests/{request_id}/review"),
+    ("/v1/webapi/user/requests/{request_id}/certs", "/v1/requests/{request_id}/certs"),
 )
 """POST routes a logged-in user may call through the proxy (JSON body forwarded as is)."""
 
@@ -87,8 +96,9 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> 
     def post_for_user(auth_path: str) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
             body = await json_body(request, _MAX_BODY)
-            answer = await auth.call("POST", auth_path, body,
-                                     as_user_cert=_client_cert(request))
+            path = auth_path.format(**{k: quote(v, safe="") for k, v in
+                                       request.match_info.items()})
+            answer = await auth.call("POST", path, body, as_user_cert=_client_cert(request))
             return web.json_response(answer)
 
         return handler

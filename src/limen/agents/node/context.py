@@ -146,6 +146,8 @@ class ConnState:
                                **self.node.server_fields()}
         if self.verified is not None:
             out["user_cluster"] = self.verified.identity.cluster
+            if self.verified.identity.access_requests:  # the elevation this session uses
+                out["access_requests"] = list(self.verified.identity.access_requests)
         return out
 
     @property

@@ -38,6 +38,8 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.http.trust_leaf)
     /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.http.admin)
+    /v1/requests[...]                      access requests: create, list, review, certificates
+                                           with an approved one (see limen.auth.http.requests)
 
 Called by ``limen.auth.auth_service`` (which serves it); ``limen.cli.admin_api`` (lmctl) and
 ``limen.auth.client`` are its clients.
@@ -71,6 +73,7 @@ from limen.auth.http.fields import optional_str, required_str, str_list, ttl_sec
 from limen.auth.http.join import join, join_info
 from limen.auth.http.kube import kube_routes
 from limen.auth.http.proxies import proxy_routes
+from limen.auth.http.requests import login_answer, request_routes
 from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
 from limen.auth.http.user import user_routes
@@ -127,6 +130,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(proxy_routes(auth, routes.identity))
     app.add_routes(trust_routes(auth, routes.identity))
     app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
+    app.add_routes(request_routes(auth, routes.identity, forwarded_public_key))
     return app
 
 
@@ -189,14 +193,9 @@ class _Routes:
             required_str(body, "user"), required_str(body, "password"), body.get("otp") or None,
             required_str(body, "public_key"), timedelta(seconds=ttl) if ttl else None,
             remote_addr=str(body.get("remote_addr", "")),
+            request_id=optional_str(body, "request_id") or None,
         )
-        ident = result.certs.identity
-        return web.json_response({
-            "cluster": result.cluster, "user": ident.username, "roles": list(ident.roles),
-            "logins": list(ident.logins), "expires": result.certs.expires.isoformat(),
-            "ssh_cert": result.certs.ssh_cert.decode(), "tls_cert": result.certs.tls_cert.decode(),
-            "tls_cas": result.tls_cas, "known_hosts": result.known_hosts,
-        })
+        return web.json_response(login_answer(result))
 
     async def signup(self, request: web.Request) -> web.Response:
         require_system(await self.identity(request), [SystemRole.PROXY])
