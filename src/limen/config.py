@@ -10,6 +10,7 @@ Example ``limen.yaml``::
     listeners: {web: 0.0.0.0:3080, ssh_proxy: 0.0.0.0:3023, tunnel: 0.0.0.0:3024}
     roles: [auth, proxy, node]
     gitops: {source: https://git.example/access.git, branch: main, path: access/, interval: 15s}
+    diag_addr: 127.0.0.1:3000   # /metrics, /healthz, /readyz (off when absent)
     node: {nodename: web1, labels: {env: dev},
            commands: [{name: kernel, command: [uname, -r], period: 1h}]}
     join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
@@ -246,6 +247,9 @@ class Settings:
     kube: KubeSettings = field(default_factory=KubeSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     debug: bool = False
+    diag_addr: str = ""
+    """The diagnostics listener (``host:port``: /metrics, /healthz, /readyz; plain HTTP,
+    ``limen.diag``); empty: off. Loopback unless the network in front is trusted."""
 
     @property
     def secrets_dir(self) -> Path:
@@ -268,6 +272,7 @@ SCHEMA: dict[str, Any] = {
         "data_dir": {"type": "string"},
         "roles": {"type": "array", "items": {"enum": list(ALL_ROLES)}, "minItems": 1},
         "debug": {"type": "boolean"},
+        "diag_addr": {"type": "string", "pattern": r"^([^\s:]*:\d{1,5})?$"},
         "cluster": {
             "type": "object", "additionalProperties": False,
             "properties": {
@@ -409,6 +414,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         "LIMEN_AUTH_JOIN": ("join", "auth_join"),
         "LIMEN_NODENAME": ("node", "nodename"), "LIMEN_SFTP_SERVER": ("node", "sftp_server"),
         "LIMEN_CA_KEY_FILE": ("backend", "ca_key_file"),
+        "LIMEN_DIAG_ADDR": ("diag_addr",),
     }
     for var, path in simple.items():
         if var in env:
@@ -500,6 +506,7 @@ def load_settings(
         kube=_kube_settings(raw.get("kube", {})),
         backend=backend,
         debug=bool(raw.get("debug", False)),
+        diag_addr=str(raw.get("diag_addr", "")),
     )
 
 

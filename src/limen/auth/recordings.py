@@ -22,6 +22,7 @@ from typing import Any
 
 from limen.auth.recordings_postgres import PostgresRecordingStore
 from limen.backend.base import Backend
+from limen.backend.metered import unwrapped
 from limen.backend.postgres import PostgresBackend
 from limen.ca.identity import Identity, SystemRole
 from limen.rbac.decision import Decision, allow, deny
@@ -40,6 +41,7 @@ __all__ = ["decide", "list_metadata", "read_metadata", "recording_store", "summa
 def recording_store(backend: Backend, directory: Path) -> RecordingStore:
     """Where auth keeps recordings with ``backend``: its PostgreSQL database, shared by every
     auth replica, or else the local ``directory``."""
+    backend = unwrapped(backend)  # the metered one of limen start is the same database
     if isinstance(backend, PostgresBackend):
         return PostgresRecordingStore(backend)
     return LocalDirectorySink(directory)

@@ -32,7 +32,9 @@ from limen.auth.auth_service import AuthService, host_uuid
 from limen.auth.db_access import issue_upstream_cert
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.recordings import recording_store
+from limen.backend.base import Backend
 from limen.backend.factory import open_backend
+from limen.backend.metered import MeteredBackend
 from limen.backend.postgres_dsn import backend_options
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials
@@ -42,9 +44,11 @@ from limen.cli.compose_remote import remote_services
 from limen.cli.datadir_lock import hold_data_dir
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
+from limen.diag.metrics import Metrics
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
-from limen.events.factory import open_audit_log
+from limen.events.factory import AuditLog, open_audit_log
+from limen.events.metered import MeteredLog
 from limen.gitops.sync_service import GitOpsService
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import recordings_dir
@@ -57,35 +61,39 @@ __all__ = ["cluster_services"]
 
 
 @asynccontextmanager
-async def cluster_services(settings: Settings) -> AsyncIterator[list[Service]]:
+async def cluster_services(settings: Settings,
+                           metrics: Metrics | None = None) -> AsyncIterator[list[Service]]:
     """The services to start in order, while this process holds the data directory (one
     ``limen start`` per directory: ``limen.cli.datadir_lock``, taken before anything in it
-    is opened)."""
+    is opened). ``metrics``: the process's, which its components report to."""
     with hold_data_dir(settings.data_dir):
-        async with _services(settings) as services:
+        async with _services(settings, metrics) as services:
             yield services
 
 
 @asynccontextmanager
-async def _services(settings: Settings) -> AsyncIterator[list[Service]]:
+async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterator[list[Service]]:
     """The services to start in order; the shared backend and audit log close afterwards."""
     if "auth" not in settings.roles:
-        async with remote_services(settings) as remote:
+        async with remote_services(settings, metrics) as remote:
             yield remote
         return
     options = backend_options(settings.backend)
-    backend = open_backend(settings.data_dir, **options)
-    log = open_audit_log(settings.data_dir, **options)  # day files, or the shared database
+    backend: Backend = open_backend(settings.data_dir, **options)
+    log: AuditLog = open_audit_log(settings.data_dir, **options)  # day files, or the database
+    if metrics is not None:  # backend latency; what the audit log writes, counted
+        backend, log = MeteredBackend(backend, metrics), MeteredLog(log, metrics)
     try:
         auth = AuthService(settings, backend, log)
         log.set_signer(audit_signer_source(auth.server))  # signed checkpoints (events/chain)
         services: list[Service] = [auth]
         if settings.gitops.source:
-            services.append(GitOpsService(settings, auth))
+            services.append(GitOpsService(settings, auth, metrics=metrics))
         trust = TrustedClusterReconciler(auth.server, secrets=SecretSource(settings.secrets_dir),
                                          leadership=_trust_leadership(settings, auth))
         services.append(trust)
-        proxy = _local_proxy(settings, auth, log) if "proxy" in settings.roles else None
+        proxy = _local_proxy(settings, auth, log, metrics) if "proxy" in settings.roles \
+            else None
         if proxy is not None:
             services.append(proxy)
             services.append(LeafLinks(trust.cache, partial(getattr, proxy, "ssh"), log))
@@ -116,13 +124,14 @@ def _trust_leadership(settings: Settings, auth: AuthService) -> Leadership | Non
                               name="trusted-clusters", clock=auth.server.clock)
 
 
-def _local_proxy(settings: Settings, auth: AuthService, emitter: Emitter) -> ProxyComponent:
+def _local_proxy(settings: Settings, auth: AuthService, emitter: Emitter,
+                 metrics: Metrics | None) -> ProxyComponent:
     async def credentials() -> HostCredentials:
         return auth.issue_local_credentials(SystemRole.PROXY,
                                             list(configured_proxy_names(settings)))
 
     return ProxyComponent(settings, emitter, credentials, lambda: auth.address,
-                          register_address=auth.server.set_proxy_address)
+                          register_address=auth.server.set_proxy_address, metrics=metrics)
 
 
 class _LocalNode:

@@ -61,6 +61,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
+from limen.diag.metrics import Metrics
 from limen.errors import BadParameter, ConnectionProblem
 from limen.files import private_dir
 from limen.proxy.trust_leaf_links import LeafLinks
@@ -74,12 +75,14 @@ __all__ = ["remote_services"]
 
 
 @asynccontextmanager
-async def remote_services(settings: Settings) -> AsyncIterator[list[Service]]:
+async def remote_services(settings: Settings,
+                          metrics: Metrics | None = None) -> AsyncIterator[list[Service]]:
+    """``metrics``: the process's (a proxy's tunnel server reports to it)."""
     roles = set(settings.roles)
     if roles == {"node"}:
         yield [_RemoteNode(settings)]
     elif roles == {"proxy"}:
-        yield [_RemoteProxy(settings)]
+        yield [_RemoteProxy(settings, metrics)]
     elif roles == {"db"}:
         yield [_RemoteDB(settings)]
     elif roles == {"kube"}:
@@ -97,7 +100,7 @@ def _outbox(settings: Settings, client: Callable[[], Awaitable[AuthClient]]) -> 
 class _RemoteProxy:
     name = "proxy"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         host_id = host_uuid(private_dir(settings.data_dir))
 
@@ -108,7 +111,7 @@ class _RemoteProxy:
         self.outbox = _outbox(settings, lambda: self.proxy.auth_client())
         self.proxy = ProxyComponent(settings, self.outbox, credentials,
                                     lambda: settings.join.auth_server,
-                                    register_address=self._register)
+                                    register_address=self._register, metrics=metrics)
         self.trust: RemoteTrustCache | None = None
         self.links: LeafLinks | None = None
         self._registering: asyncio.Task[None] | None = None

@@ -6,7 +6,6 @@ Entry point of the ``limen`` console script.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +14,24 @@ import click
 from limen.cli.common import handle_errors
 from limen.cli.compose import cluster_services
 from limen.cli.daemon import run_daemon
+from limen.cli.diag_wiring import diagnostics
 from limen.cli.limen_operator import operator
+from limen.cli.log_format import LOG_FORMATS, configure_logging
 from limen.config import Settings, load_settings, parse_labels
+from limen.diag.metrics import Metrics
 
 __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
+              envvar="LIMEN_LOG_FORMAT", show_default=True,
+              help="text for a terminal, json (one object per line) for a log collector.")
 @click.version_option(package_name="limen")
-def cli(debug: bool) -> None:
+def cli(debug: bool, log_format: str) -> None:
     """Limen: identity-aware access, declared in Git."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not debug:
-        logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    configure_logging(debug=debug, log_format=log_format)
 
 
 @cli.command()
@@ -54,6 +56,8 @@ def cli(debug: bool) -> None:
 @click.option("--insecure-second-factor-off", "second_factor_off", is_flag=True,
               help="Development only: log in with a password alone.")
 @click.option("--random-ports", is_flag=True, help="Every listener on a free loopback port.")
+@click.option("--diag-addr", help="Diagnostics listener HOST:PORT (/metrics, /healthz, "
+              "/readyz; plain HTTP, e.g. 127.0.0.1:3000); off by default.")
 @click.pass_context
 @handle_errors
 def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, roles: str | None,
@@ -62,7 +66,7 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
           proxy: str | None, auth_server: str | None, auth_join: str | None,
           ca_pin: str | None,
           labels: str | None, nodename: str | None, second_factor_off: bool,
-          random_ports: bool) -> None:
+          random_ports: bool, diag_addr: str | None) -> None:
     """Run a Limen cluster (single node by default) in the foreground; SIGTERM stops it."""
     overrides: dict[str, Any] = {
         "data_dir": str(data_dir) if data_dir else None,
@@ -74,6 +78,7 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
         "join": {"token": token, "proxy": proxy, "auth_server": auth_server,
                  "auth_join": auth_join, "ca_pin": ca_pin},
         "node": {"labels": parse_labels(labels) if labels else None, "nodename": nodename},
+        "diag_addr": diag_addr,
     }
     settings = load_settings(config_file, overrides=_drop_none(overrides),
                              random_ports=random_ports)
@@ -81,8 +86,11 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
 
 
 async def _run(settings: Settings) -> None:
-    async with cluster_services(settings) as services:
-        await run_daemon(settings, lambda _s: services, echo=click.echo,
+    metrics = Metrics()
+    async with cluster_services(settings, metrics) as services:
+        diag = diagnostics(settings, metrics, services)  # first: probes answer while it starts
+        started = [diag, *services] if diag is not None else services
+        await run_daemon(settings, lambda _s: started, echo=click.echo,
                          on_ready=lambda listeners: _print_next_steps(settings, listeners))
 
 

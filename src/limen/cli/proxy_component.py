@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
 from limen.config import Settings
+from limen.diag.metrics import Metrics
 from limen.events.emitter import Emitter
 from limen.proxy.db.db_proxy_service import DBProxyService
 from limen.proxy.kube.kube_front import KubeProxyService
@@ -30,8 +31,11 @@ class ProxyComponent:
     def __init__(self, settings: Settings, emitter: Emitter,
                  credentials: Callable[[], Awaitable[HostCredentials]],
                  auth_address: Callable[[], str], *,
-                 register_address: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 register_address: Callable[[str], Awaitable[None]] | None = None,
+                 metrics: Metrics | None = None) -> None:
+        """``metrics``: the process's; the tunnel server reports its agents there."""
         self.settings, self.emitter = settings, emitter
+        self.metrics = metrics
         self._credentials = credentials
         self._auth_address = auth_address
         self._register = register_address
@@ -57,7 +61,8 @@ class ProxyComponent:
         creds = await self._credentials()
         self.client = AuthClient(self._auth_address(), creds)
         self.ssh = ProxySSHService(self.settings, creds, self.client, self.emitter,
-                                   auth_address=self._auth_address)
+                                   auth_address=self._auth_address,
+                                   tunnel_options={"metrics": self.metrics})
         self.listeners = await self.ssh.start()
         self.db = DBProxyService(creds, self.ssh.tunnel, self.ssh.view, self.emitter,
                                  postgres=self.settings.listeners.postgres,

@@ -39,9 +39,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -53,6 +55,7 @@ from limen.auth.core import AuthServer
 from limen.backend.base import Condition
 from limen.backend.lease import LeaseLost
 from limen.config import Settings
+from limen.diag.metrics import Metrics
 from limen.errors import (
     AlreadyExists,
     BadParameter,
@@ -109,10 +112,14 @@ class GitOpsSync:
 
     def __init__(self, settings: Settings, auth: AuthServer, *, source: Source | None = None,
                  env: Mapping[str, str] | None = None, fence: Fence | None = None,
-                 leader: str = "") -> None:
+                 leader: str = "", metrics: Metrics | None = None) -> None:
         """``fence``: the leader lease's conditions for every write (None: this process is
-        the only writer); ``leader``: this replica's lease holder name, shown in the status."""
+        the only writer); ``leader``: this replica's lease holder name, shown in the status;
+        ``metrics``: the process's (``limen_gitops_*``)."""
         self.auth = auth
+        self.metrics = metrics
+        self.polled: tuple[float, Outcome] | None = None
+        """When (``time.monotonic()``) the last poll ended and how (``/readyz``)."""
         self._fence = fence
         self._leader = leader
         self.settings = settings.gitops
@@ -191,7 +198,19 @@ class GitOpsSync:
     # -- one sync ----------------------------------------------------------------------------
     async def sync_once(self, *, force: bool = False) -> SyncReport:
         """Poll the source and apply what changed; ``force`` re-reads and re-plans the current
-        revision even if it was attempted before."""
+        revision even if it was attempted before. Counted in ``metrics`` when given."""
+        started = time.monotonic()
+        report = await self._sync_once(force)
+        self.polled = (time.monotonic(), report.outcome)
+        if self.metrics is not None and report.outcome is not Outcome.STANDBY:
+            applied = report.revision if report.outcome is Outcome.APPLIED else None
+            self.metrics.record_gitops_attempt(
+                "failed" if report.outcome in (Outcome.FAILED, Outcome.REJECTED)
+                else report.outcome.value, time.monotonic() - started, time.time(),
+                _timestamp(applied.time) if applied is not None else None)
+        return report
+
+    async def _sync_once(self, force: bool) -> SyncReport:
         async with self._lock:
             try:
                 revision = await asyncio.to_thread(self.source.poll)
@@ -357,6 +376,14 @@ def _locations(documents: list[SourceDocument]) -> dict[str, SourceDocument]:
         name = metadata.get("name") if isinstance(metadata, dict) else None
         out[f"{doc.data.get('kind')}/{name}"] = doc
     return out
+
+
+def _timestamp(iso: str) -> float | None:
+    """A revision's ISO 8601 time as UNIX seconds (None when it has none)."""
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
 
 
 def _message(err: BaseException) -> str:

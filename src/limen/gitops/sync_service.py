@@ -31,6 +31,7 @@ import secrets
 from limen.aio.tasks import cancel_and_wait
 from limen.auth.auth_service import AuthService, host_uuid
 from limen.config import Settings
+from limen.diag.metrics import Metrics
 from limen.gitops.sync import GitOpsSync
 from limen.services.leadership import LEASE_TTL, RENEW_EVERY, RETRY_EVERY, replica_leadership
 
@@ -46,7 +47,7 @@ class GitOpsService:
 
     def __init__(self, settings: Settings, auth: AuthService, *,
                  lease_ttl: float = LEASE_TTL, renew_every: float = RENEW_EVERY,
-                 retry_every: float = RETRY_EVERY) -> None:
+                 retry_every: float = RETRY_EVERY, metrics: Metrics | None = None) -> None:
         """The lease timings are for tests. This replica's name in the lease is its host id
         (DATA_DIR/host_uuid) and a random suffix (unique per process: a restarted replica
         waits for its former lease to expire like any other)."""
@@ -56,7 +57,7 @@ class GitOpsService:
             server.backend, GITOPS_LEASE_KEY, self.holder, name="gitops", clock=server.clock,
             ttl=lease_ttl, renew_every=renew_every, retry_every=retry_every)
         self.sync = GitOpsSync(settings, server, fence=self.leadership.fenced,
-                               leader=self.holder)
+                               leader=self.holder, metrics=metrics)
         self._follow: asyncio.Task[None] | None = None
 
     @property

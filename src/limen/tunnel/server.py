@@ -41,6 +41,7 @@ import asyncssh
 
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.ssh_peer import host_key, trust_map
+from limen.diag.metrics import Metrics
 from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
@@ -64,6 +65,7 @@ from limen.tunnel.protocol import (
 )
 from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.sniffer import DataConnection, PortSniffer
+from limen.tunnel.tunnel_metrics import TunnelMetrics
 
 __all__ = ["ClusterSink", "DataConnection", "HeartbeatSink", "TunnelServer"]
 
@@ -96,6 +98,7 @@ class TunnelServer:
         keepalive_count_max: int = 3,
         idle_timeout: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.credentials = credentials
         self.host_trust = trust_map(credentials)
@@ -115,6 +118,7 @@ class TunnelServer:
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.registry = AgentRegistry()
+        self.metrics = TunnelMetrics(metrics, credentials.host_id)
         self.clusters = ClusterRegistry()
         """Connected leaf clusters (cluster links)."""
         self.links: set[AgentLink] = set()
@@ -151,10 +155,12 @@ class TunnelServer:
         self.address = socket_address(sock)
         self._server = await asyncio.get_running_loop().create_server(
             lambda: PortSniffer(self), sock=sock)
+        self.metrics.serving(lambda: len(self.registry))
         log.info("tunnel server listening on %s", self.address)
         return self.address
 
     async def stop(self) -> None:
+        self.metrics.stopped()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -312,6 +318,7 @@ class TunnelServer:
             self._nonces.discard_host(record.host_id)
         self._by_host[record.host_id] = link
         self.registry.put(record)
+        self.metrics.registered(record.host_id)
         log.info("tunnel: agent %s (%s, %s) connected from %s", record.host_id,
                  record.hostname, record.role, record.address)
 
@@ -338,6 +345,7 @@ class TunnelServer:
             return
         record = record.with_heartbeat(resource, self.now())
         self.registry.put(record)
+        self.metrics.heartbeat(record.role)
         now = time.monotonic()
         key = _heartbeat_key(host_id, resource)
         if self.on_heartbeat is None or now - self._last_forward.get(key, -1e9) \

@@ -57,6 +57,9 @@ class BackendReadiness:
         self._reported: bool | None = None
         self.checks = 0
         """Backend reads made (for tests)."""
+        self.reason = ""
+        """Why the last check failed (empty when it passed); the diagnostics listener's
+        ``/readyz`` shows it on loopback (``limen.cli.diag_wiring``)."""
 
     async def check(self) -> bool:
         async with self._lock:
@@ -65,6 +68,7 @@ class BackendReadiness:
                 return self._answer[1]
             ready, reason = await self._read()
             self._answer = (self._clock(), ready)
+            self.reason = reason
             if ready != self._reported:
                 if ready:
                     log.info("the backend answers again: ready")
