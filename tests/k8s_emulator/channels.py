@@ -32,6 +32,8 @@ __all__ = [
     "Channels",
     "exit_status",
     "failure_status",
+    "resize",
+    "upgrade_required",
 ]
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import aiohttp.web
 from multidict import MultiMapping
@@ -77,7 +77,7 @@ async def serve_exec(
         return channels.ws
     try:
         await _relay(channels, process, master, outputs, stdin)
-        await _finish(channels, process, master, command)
+        await _finish(channels, process, command)
     finally:
         await kill(process)
         if master is not None:
@@ -163,10 +163,7 @@ async def _from_client(
 
 
 async def _finish(
-    channels: Channels,
-    process: asyncio.subprocess.Process,
-    master: int | None,
-    command: list[str],
+    channels: Channels, process: asyncio.subprocess.Process, command: list[str]
 ) -> None:
     if channels.ws.closed:
         return
@@ -205,22 +202,12 @@ async def serve_attach(
             channel, data = item
             if channel in outputs or container.tty:
                 await channels.send(STDOUT if container.tty else channel, data)
-        await channels.finish(exit_status(container.exit_code or 0, _argv(container.spec)))
+        await channels.finish(exit_status(container.exit_code or 0, container.argv))
         return channels.ws
     finally:
         container.attached.discard(queue)
         client.cancel()
         await asyncio.gather(client, return_exceptions=True)
-
-
-def _argv(spec: Mapping[str, object]) -> list[str]:
-    command = spec.get("command") or []
-    args = spec.get("args") or []
-    return (
-        [str(a) for a in [*command, *args]]
-        if isinstance(command, list) and isinstance(args, list)
-        else []
-    )
 
 
 async def _attach_input(channels: Channels, container: Container, stdin: bool) -> None:

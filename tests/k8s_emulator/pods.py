@@ -167,6 +167,7 @@ class Container:
         self.tty = bool(spec.get("tty"))
         self.stdin = bool(spec.get("stdin"))
         self.process: asyncio.subprocess.Process | None = None
+        self.argv: list[str] = []  # the main process's command line, once started
         self.master: int | None = None  # the pseudo-terminal, when tty
         self.lines: list[tuple[str, bytes]] = []  # (RFC 3339 time, line with its newline)
         self.exit_code: int | None = None
@@ -187,9 +188,9 @@ class Container:
 
     async def start(self) -> None:
         command = [str(a) for a in self.spec.get("command") or ["sleep", "infinity"]]
-        argv = command + [str(a) for a in self.spec.get("args") or ()]
+        self.argv = command + [str(a) for a in self.spec.get("args") or ()]
         self.process, self.master = await spawn(
-            argv, cwd=self.workdir, env=self.env(self.tty), tty=self.tty, stdin=self.stdin
+            self.argv, cwd=self.workdir, env=self.env(self.tty), tty=self.tty, stdin=self.stdin
         )
         if self.master is not None:
             set_window_size(self.master, 80, 24)
