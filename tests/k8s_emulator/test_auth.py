@@ -199,7 +199,22 @@ def test_impersonation_needs_the_impersonate_verb(kube_api_rbac: KubeAPI) -> Non
             'group "authentication.k8s.io" at the cluster scope'
         ),
     )
+    status, body = api.request_as(
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        token=agent.token,
+        headers={"Impersonate-User": "alice", "Impersonate-Extra-Scopes": "view"},
+    )
+    assert (status, body["message"]) == (
+        403,
+        (
+            'userextras.authentication.k8s.io "view" is forbidden: User '
+            '"system:serviceaccount:limen:kube-agent" cannot impersonate resource '
+            '"userextras/scopes" in API group "authentication.k8s.io" at the cluster scope'
+        ),
+    )
     refused = [e for e in api.audit_events() if e["responseStatus"]["code"] == 403]
+    assert len(refused) == 4
     assert {e["user"]["username"] for e in refused} == {"system:serviceaccount:limen:kube-agent"}
     assert all("impersonatedUser" not in e for e in refused)
 
