@@ -23,7 +23,9 @@ from limen.cli.lmsh_input import read_password
 from limen.cli.lmsh_kube import kube
 from limen.cli.lmsh_login import check_pin_format, login_target
 from limen.cli.lmsh_recordings import recordings
+from limen.cli.lmsh_requests import logged_in_profile, request
 from limen.cli.lmsh_signup import signup
+from limen.client.access_requests import login_with_request
 from limen.client.clusters import refresh_clusters
 from limen.client.db_profiles import forget_all_databases
 from limen.client.profile import Profile, ProfileStore
@@ -51,15 +53,23 @@ def cli(debug: bool) -> None:
               help="Trust the proxy only if its TLS CA has this pin (lmctl status shows it); "
                    "the CA is saved for later logins.")
 @click.option("--insecure", is_flag=True, help="Do not verify the proxy's certificate.")
+@click.option("--request-id", default="", metavar="ID",
+              help="Add the roles of your approved access request (lmsh request ls) until it "
+                   "expires; while logged in, no password is asked.")
 @handle_errors
 def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, ttl: str,
-          ca_pin: str, insecure: bool) -> None:
+          ca_pin: str, insecure: bool, request_id: str) -> None:
     """Log in and receive short-lived SSH and X.509 certificates.
 
     With no --proxy and --user, logs in again where the current profile is."""
     ttl_seconds = int(parse_duration(ttl).total_seconds()) if ttl else None
     store = ProfileStore()
     proxy, user = login_target(store, proxy, user)
+    current = logged_in_profile(store, proxy, user) if request_id and not password_stdin \
+        else None
+    if current is not None:
+        _print_profile(asyncio.run(login_with_request(store, current, request_id, ttl_seconds)))
+        return
     if ca_pin:
         check_pin_format(ca_pin)
     known_cas = {} if ca_pin else store.trusted_cas(proxy)
@@ -74,7 +84,7 @@ def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, t
                 code = click.prompt("One-time code", hide_input=False)
             key = generate_private_key()
             public = public_key_to_openssh(key.public_key(), f"{user}@{ping['cluster']}")
-            answer = await api.login(user, password, code, public, ttl_seconds)
+            answer = await api.login(user, password, code, public, ttl_seconds, request_id)
         finally:
             await api.close()
         profile = Profile(proxy=proxy, user=answer["user"], cluster=answer["cluster"],
@@ -213,6 +223,7 @@ for _command in (ls, ssh, scp, play, clusters, signup):
 cli.add_command(recordings)
 cli.add_command(db)
 cli.add_command(kube)
+cli.add_command(request)
 proxy.add_command(proxy_db)
 
 

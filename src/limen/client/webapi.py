@@ -149,11 +149,16 @@ class WebApi:
         return result
 
     async def login(
-        self, user: str, password: str, otp: str, public_key: str, ttl_seconds: int | None
+        self, user: str, password: str, otp: str, public_key: str, ttl_seconds: int | None,
+        request_id: str = "",
     ) -> dict[str, Any]:
+        """Certificates for ``public_key``; with ``request_id``, carrying the roles of that
+        approved access request of the user's."""
         body: dict[str, Any] = {"user": user, "password": password, "otp": otp,
                                 "public_key": public_key}
         if ttl_seconds:
             body["ttl_seconds"] = ttl_seconds
+        if request_id:
+            body["request_id"] = request_id
         result: dict[str, Any] = await self.http.call("POST", "/v1/webapi/login", body)
         return result
