@@ -82,16 +82,25 @@ class KubeRouter:
 
     def identify(self, der: bytes | None) -> Identity:
         """The kube certificate's identity (AccessDenied otherwise)."""
+        identity = self.verify(der)
+        self.check_kube_cert(identity)
+        return identity
+
+    def verify(self, der: bytes | None) -> Identity:
+        """Who a valid certificate of this cluster names, whatever it is for."""
         if not der:
             raise AccessDenied("no client certificate: run lmsh kube login NAME (Limen "
                                "authenticates kubectl by its certificate)")
-        identity = verify_client_cert(der, self._trust, self._now())
+        return verify_client_cert(der, self._trust, self._now())
+
+    @staticmethod
+    def check_kube_cert(identity: Identity) -> None:
+        """AccessDenied unless ``identity`` is a user's kube certificate."""
         if identity.is_system:
             raise AccessDenied("a Limen process certificate cannot use the kube front")
         if "kube" not in identity.usage or not identity.route_to_kube:
             raise AccessDenied("this certificate is not for a kube cluster: run lmsh kube "
                                "login NAME")
-        return identity
 
     async def refused(self, reason: str, *, identity: Identity | None, client_addr: str,
                       session_id: str, kube_cluster: str = "") -> None:
@@ -123,7 +132,8 @@ class KubeRouter:
         raised as the LimenError the front answers with."""
         identity: Identity | None = None
         try:
-            identity = self.identify(der)
+            identity = self.verify(der)
+            self.check_kube_cert(identity)  # refused under its name
             assert der is not None
             assert identity.route_to_kube is not None
             name = identity.route_to_kube
