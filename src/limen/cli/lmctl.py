@@ -29,6 +29,7 @@ from limen.cli.lmctl_gitops import gitops
 from limen.cli.lmctl_nodes import nodes
 from limen.cli.lmctl_run import run_admin
 from limen.cli.lmctl_tokens import tokens
+from limen.cli.lmctl_top import top
 from limen.cli.lmctl_users import users
 from limen.errors import BadParameter
 
@@ -205,6 +206,7 @@ cli.add_command(nodes)
 cli.add_command(tokens)
 cli.add_command(gitops)
 cli.add_command(backend)
+cli.add_command(top)
 audit.add_command(audit_verify)
 auth.add_command(auth_sign)
 

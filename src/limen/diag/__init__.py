@@ -6,7 +6,7 @@ One :class:`~limen.diag.metrics.Metrics` per process (its own registry, never th
 built by ``limen start`` (``limen.cli.compose``) or ``limen operator`` and passed to what it
 instruments. The listener (:mod:`limen.diag.listener`) and the readiness checks
 (:mod:`limen.diag.health`) know nothing of the components: the composition hands them
-callables. ``lmctl top`` reads ``/metrics`` through :mod:`limen.diag.scrape`.
+callables. ``lmctl top`` reads ``/metrics`` back through :mod:`limen.diag.scrape`.
 """
 
 from limen.diag.health import Check, CheckResult, Readiness
