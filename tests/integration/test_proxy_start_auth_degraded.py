@@ -68,9 +68,10 @@ def test_a_proxy_starts_while_auths_backend_is_down(tmp_path: Path,
         def link_names_this_proxy() -> bool:
             """A sign-up link carries the registered address (this start's web port)."""
             try:
-                return proxy is not None and proxy.web in auth.add_user(next(names), ["access"])["url"]
+                link = auth.add_user(next(names), ["access"])["url"]
             except CommandFailed:  # auth's pool reconnecting to PostgreSQL
                 return False
+            return proxy is not None and proxy.web in link
         wait_for(link_names_this_proxy, 30.0, "the proxy's address registered with auth",
                  interval=0.5)
         assert "auth registered this proxy's address" in proxy.output()
