@@ -314,20 +314,32 @@ def run_balancer(address_file: Path, backends: list[str]) -> None:
 # ====================================================================== 1: logins, SSH sessions
 
 
-async def logins(dep: Deployment, users: list[dict[str, str]], seconds: float,
-                 concurrency: int) -> dict[str, Any]:
+async def sign_up(dep: Deployment, users: list[dict[str, str]]) -> dict[str, Any]:
+    """Every user signs up; bench0 logs in once: the key and certificate the SSH part uses."""
     from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
+    from limen.client.webapi import WebApi
+
+    assert dep.proxy is not None
+    api, _ping = await WebApi.connect(dep.proxy.web, ca_pin=dep.pin)
+    try:
+        await asyncio.gather(*(api.signup(link["token"], PASSWORD, None) for link in users))
+        key = generate_private_key()
+        first = await api.login("bench0", PASSWORD, "", public_key_to_openssh(key.public_key()),
+                                None)
+        return {"key": private_key_to_openssh(key), "cert": first["ssh_cert"],
+                "known_hosts": first["known_hosts"]}
+    finally:
+        await api.close()
+
+
+async def logins(dep: Deployment, seconds: float, concurrency: int) -> dict[str, Any]:
+    from limen.ca.keys import generate_private_key, public_key_to_openssh
     from limen.client.webapi import WebApi
 
     assert dep.proxy is not None
     clients = [(await WebApi.connect(dep.proxy.web, ca_pin=dep.pin))[0]
                for _ in range(concurrency)]
     try:
-        await asyncio.gather(*(clients[i % concurrency].signup(link["token"], PASSWORD, None)
-                               for i, link in enumerate(users)))
-        key = generate_private_key()
-        first = await clients[0].login("bench0", PASSWORD, "", public_key_to_openssh(
-            key.public_key()), None)  # the certificate the SSH part uses
         keys = [public_key_to_openssh(generate_private_key().public_key())
                 for _ in range(4000)]
         await asyncio.gather(*(api.login(f"bench{i}", PASSWORD, "", keys[i], None)
@@ -355,9 +367,7 @@ async def logins(dep: Deployment, users: list[dict[str, str]], seconds: float,
             await asyncio.gather(*(client(i, api) for i, api in enumerate(clients)))
         used = cpu_used(before, dep.cpu())
         return {"count": len(latencies), "seconds": t.seconds, "latencies": latencies,
-                "failures": dict(failures), "cpu": used,
-                "key": private_key_to_openssh(key), "cert": first["ssh_cert"],
-                "known_hosts": first["known_hosts"]}
+                "failures": dict(failures), "cpu": used}
     finally:
         for api in clients:
             await api.close()
@@ -479,35 +489,60 @@ def add_users(dep: Deployment, count: int) -> list[dict[str, str]]:
 
 def part_requests(pg: PostgresServer, work: Path, args: argparse.Namespace
                   ) -> list[dict[str, Any]]:
-    runs = []
-    for replicas in args.replicas:
-        print(f"\n[requests] {replicas} auth replica(s): starting the cluster ...", flush=True)
-        dep = Deployment(work / f"r{replicas}", pg, f"limen_r{replicas}", replicas,
-                         balancer=True, node=True)
-        try:
-            dep.start()
-            users = add_users(dep, args.concurrency)
-            run: dict[str, Any] = {"replicas": replicas, "load_start": loadavg()}
-            print(f"  logins: {args.concurrency} clients for {args.seconds:g} s ...", flush=True)
-            login = asyncio.run(logins(dep, users, args.seconds, args.concurrency))
-            run["logins"] = login
-            show("logins", login)
+    """Both configurations run side by side (idle apart from what is measured); the
+    measurements alternate between them, ``--rounds`` times, and are pooled per
+    configuration (a shared machine's load drifts: alternating spreads it evenly)."""
+    deps: dict[int, Deployment] = {}
+    paths: dict[int, SshPaths] = {}
+    try:
+        for replicas in args.replicas:
+            print(f"\n[requests] {replicas} auth replica(s): starting the cluster ...",
+                  flush=True)
+            dep = deps[replicas] = Deployment(work / f"r{replicas}", pg, f"limen_r{replicas}",
+                                              replicas, balancer=True, node=True).start()
+            login = asyncio.run(sign_up(dep, add_users(dep, args.concurrency)))
             if "ssh" in args.parts:
-                paths = SshPaths(dep, login, dep.root / "ssh")
-                try:
-                    for path in ("direct", "limen"):
-                        print(f"  ssh {path}: {args.sessions} sessions, {args.ssh_concurrency} "
-                              "at a time ...", flush=True)
-                        run[f"ssh {path}"] = sessions(dep, paths, path, args.sessions,
-                                                      args.ssh_concurrency)
-                        show(f"ssh {path}", run[f"ssh {path}"])
-                finally:
-                    paths.close()
+                paths[replicas] = SshPaths(dep, login, dep.root / "ssh")
+        runs: dict[int, dict[str, Any]] = {r: {"replicas": r, "load_start": loadavg()}
+                                           for r in deps}
+        for round_no in range(args.rounds):
+            print(f"\n[requests] round {round_no + 1} of {args.rounds}", flush=True)
+            for replicas, dep in deps.items():
+                result = asyncio.run(logins(dep, args.seconds, args.concurrency))
+                show(f"{replicas} auth, logins ({args.concurrency} clients)", result)
+                merge(runs[replicas], "logins", result)
+            for path in ("direct", "limen") if paths else ():
+                for replicas, dep in deps.items():
+                    result = sessions(dep, paths[replicas], path, args.sessions,
+                                      args.ssh_concurrency)
+                    show(f"{replicas} auth, ssh {path} ({args.ssh_concurrency} at a time)",
+                         result)
+                    merge(runs[replicas], f"ssh {path}", result)
+        for run in runs.values():
             run["load_end"] = loadavg()
-            runs.append(run)
-        finally:
+        return list(runs.values())
+    finally:
+        for ssh_paths in paths.values():
+            ssh_paths.close()
+        for dep in deps.values():
             dep.stop()
-    return runs
+
+
+def merge(run: dict[str, Any], key: str, result: dict[str, Any]) -> None:
+    """Pool ``result`` into ``run[key]``: counts, seconds, latencies, failures and CPU add
+    up; ``rates`` keeps each round's rate."""
+    rate = _util.per_second(result["count"], result["seconds"])
+    total = run.get(key)
+    if total is None:
+        run[key] = {**result, "rates": [rate]}
+        return
+    total["count"] += result["count"]
+    total["seconds"] += result["seconds"]
+    total["latencies"] += result["latencies"]
+    total["failures"] = dict(Counter(total["failures"]) + Counter(result["failures"]))
+    total["cpu"] = {k: total["cpu"].get(k, 0.0) + result["cpu"].get(k, 0.0)
+                    for k in {*total["cpu"], *result["cpu"]}}
+    total["rates"].append(rate)
 
 
 def show(label: str, result: dict[str, Any]) -> None:
@@ -523,9 +558,9 @@ def show(label: str, result: dict[str, Any]) -> None:
 
 
 async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
-    """``--agent-worker``: agents added and polled on command (stdin lines, JSON answers on
-    stdout): ``add N``, ``poll N`` (trust poll on for the first N of this worker's agents),
-    ``status``, ``stop``."""
+    """``--agent-worker``: agents joined, connected and polled on command (stdin lines, JSON
+    answers on stdout): ``join N``, ``connect N`` (tunnels of N more joined hosts), ``poll N``
+    (trust poll on for the first N of this worker's agents), ``status``, ``stop``."""
     from limen.agents.auth_link import AuthLink
     from limen.agents.node.node_service import node_resource
     from limen.auth.client import pinned_proxy
@@ -540,6 +575,7 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
     context, _ping = await pinned_proxy(proxy, pin)
     api = ApiClient(f"https://{proxy}", context)
     agents: list[dict[str, Any]] = []
+    joined: list[HostCredentials] = []
     tunnel = ""
     loop = asyncio.get_running_loop()
     polls: Counter[bool] = Counter()
@@ -580,7 +616,8 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
             ssh_cert=answer["ssh_cert"].encode(), user_ca_keys=tuple(answer["user_ca_keys"]),
             host_ca_keys=tuple(answer["host_ca_keys"]))
 
-    async def add(count: int) -> dict[str, Any]:
+    async def join_all(count: int) -> dict[str, Any]:
+        """Join ``count`` more hosts (8 at a time); their credentials wait in ``joined``."""
         nonlocal tunnel
         from limen.agents.joining import tunnel_address
 
@@ -591,14 +628,20 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
             async with gate:
                 return await join(number)
 
-        first = len(agents)
-        joined = [c for c in await asyncio.gather(*(gated(first + i) for i in range(count)))
-                  if c is not None]
-        join_seconds = time.monotonic() - start
+        first = len(joined)
+        joined.extend(c for c in await asyncio.gather(*(gated(first + i)
+                                                         for i in range(count)))
+                      if c is not None)
         if joined and not tunnel:
             tunnel = await tunnel_address(proxy, joined[0])
+        return {"joined": len(joined), "join_seconds": time.monotonic() - start,
+                "join_errors": dict(join_errors)}
+
+    async def connect(count: int) -> dict[str, Any]:
+        """Start the tunnels of ``count`` more joined hosts; wait until all are connected."""
+        start = time.monotonic()
         new = []
-        for creds in joined:
+        for creds in joined[len(agents):len(agents) + count]:
             doc = node_resource(creds.hostname, {"env": "bench"}, "127.0.0.1:3022",
                                 creds.host_id)  # a node's own SSH listener, never dialled
             pool = TunnelAgentPool(tunnel, creds, handler, lambda d=doc: d)
@@ -611,9 +654,7 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
             _done, pending = await asyncio.wait(waits, timeout=CONNECT_DEADLINE)
             for task in pending:
                 task.cancel()
-        return {"joined": len(joined), "join_seconds": join_seconds,
-                "connect_seconds": time.monotonic() - start - join_seconds,
-                "join_errors": dict(join_errors), **status()}
+        return {"connect_seconds": time.monotonic() - start, **status()}
 
     async def poll(count: int) -> dict[str, Any]:
         start = time.monotonic()
@@ -651,8 +692,10 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
     print(json.dumps({"ready": True}), flush=True)
     while line := (await reader.readline()).decode().strip():
         verb, _, value = line.partition(" ")
-        if verb == "add":
-            answer = await add(int(value))
+        if verb == "join":
+            answer = await join_all(int(value))
+        elif verb == "connect":
+            answer = await connect(int(value))
         elif verb == "poll":
             answer = await poll(int(value))
         elif verb == "status":
@@ -755,6 +798,21 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
                               "proxy_fds": fd_count(proxy_pid), "workers": count}
         print(f"  baseline: proxy RSS {result['baseline']['proxy_rss']} KiB, auth RSS "
               f"{result['baseline']['auth_rss']} KiB; {count} worker processes", flush=True)
+        print(f"  joining {max(args.agents)} hosts (8 at a time per worker) ...", flush=True)
+        before = dep.cpu()
+        answers = workers.ask_each([f"join {n}" for n in split(max(args.agents), count)])
+        result["joins"] = {"count": sum(a["joined"] for a in answers),
+                           "seconds": max(a["join_seconds"] for a in answers),
+                           "errors": dict(sum((Counter(a["join_errors"]) for a in answers),
+                                              Counter())),
+                           "cpu": cpu_used(before, dep.cpu())}
+        joins = result["joins"]
+        print(f"  joined {joins['count']} in {joins['seconds']:.0f} s "
+              f"({joins['count'] / joins['seconds']:.0f}/s); CPU s: auth "
+              f"{joins['cpu']['auth 0']:.0f}, proxy {joins['cpu']['proxy']:.0f}, postgres "
+              f"{joins['cpu']['postgres']:.0f}; errors {joins['errors'] or 0}", flush=True)
+        time.sleep(3)  # the joins' last writes settle before the baseline (a measurement)
+        result["baseline"]["proxy_rss_joined"] = rss_kib(proxy_pid)
         plan = [("agents", n) for n in args.agents] + \
             [("poll", n) for n in args.poll_stages if n <= max(args.agents)]
         have = 0
@@ -764,11 +822,9 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
             if kind == "agents":
                 adds = split(target - have, count)
                 print(f"  stage: {target} agents (+{target - have}) ...", flush=True)
-                answers = workers.ask_each([f"add {n}" for n in adds])
+                answers = workers.ask_each([f"connect {n}" for n in adds])
                 have = target
-                stage["join_seconds"] = max(a["join_seconds"] for a in answers)
-                stage["connect_seconds"] = max(a["join_seconds"] + a["connect_seconds"]
-                                               for a in answers)
+                stage["connect_seconds"] = max(a["connect_seconds"] for a in answers)
             else:
                 print(f"  stage: trust poll on for {target} of {have} agents ...", flush=True)
                 answers = workers.ask_each([f"poll {n}" for n in split(target, count)])
@@ -802,8 +858,6 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
                 "poll_fresh": sum(a["poll_fresh"] for a in answers),
                 "reconnects": sum(a["reconnects"] for a in answers),
                 "errors": dict(sum((Counter(a["errors"]) for a in answers), Counter())),
-                "join_errors": dict(sum((Counter(a.get("join_errors", {})) for a in answers),
-                                        Counter())),
                 "presence": live_presence(pg, database), "load_end": loadavg()})
             stages.append(stage)
             show_stage(stage, result["baseline"])
@@ -819,7 +873,7 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
 
 def show_stage(stage: dict[str, Any], base: dict[str, Any]) -> None:
     n = stage["agents"]
-    per = (stage["proxy_rss"] - base["proxy_rss"]) / max(n, 1)
+    per = (stage["proxy_rss"] - base.get("proxy_rss_joined", base["proxy_rss"])) / max(n, 1)
     cpu = stage["idle_cpu"]
     secs = stage["idle_seconds"]
     setup = ", ".join(f"{k} {v:.0f}" for k, v in stage["setup_cpu"].items() if v >= 0.5)
@@ -832,8 +886,7 @@ def show_stage(stage: dict[str, Any], base: dict[str, Any]) -> None:
           f"{stage['auth_rss']} KiB; idle CPU (cores): proxy {cpu.get('proxy', 0) / secs:.2f} "
           f"auth {cpu.get('auth 0', 0) / secs:.2f} postgres {cpu.get('postgres', 0) / secs:.2f}"
           f" workers {cpu['workers'] / secs:.2f} other {cpu['other'] / secs:.2f}; reconnects "
-          f"{stage['reconnects']}; errors {stage['errors'] or 0} "
-          f"{stage['join_errors'] or ''}", flush=True)
+          f"{stage['reconnects']}; errors {stage['errors'] or 0}", flush=True)
 
 
 # ====================================================================== report
@@ -860,7 +913,8 @@ def report(facts: dict[str, str], args: argparse.Namespace, runs: list[dict[str,
             lines.append(f"| {label} | " + " | ".join(cell(r) for r in runs) + " |")
 
         def rate(key: str) -> Any:
-            return lambda r: (f"{_util.per_second(r[key]['count'], r[key]['seconds']):.1f}"
+            return lambda r: (f"{_util.per_second(r[key]['count'], r[key]['seconds']):.1f} "
+                              f"[{', '.join(f'{v:.1f}' for v in r[key]['rates'])}]"
                               if key in r else "-")
 
         def cpu_per(key: str, part: str) -> Any:
@@ -870,7 +924,8 @@ def report(facts: dict[str, str], args: argparse.Namespace, runs: list[dict[str,
                 return f"{1000 * r[key]['cpu'].get(part, 0.0) / r[key]['count']:.1f}"
             return cell
 
-        row(f"logins/s ({args.concurrency} clients, {args.seconds:g} s)", rate("logins"))
+        row(f"logins/s ({args.concurrency} clients, {args.rounds} x {args.seconds:g} s; "
+            "[each round])", rate("logins"))
         row("login p50 / p99 ms", lambda r: f"{ms(r['logins']['latencies'], 50)} / "
             f"{ms(r['logins']['latencies'], 99)}")
         for part in ("auth 0", "auth 1", "proxy", "balancer", "postgres", "bench", "other"):
@@ -893,11 +948,20 @@ def report(facts: dict[str, str], args: argparse.Namespace, runs: list[dict[str,
         lines.append("")
     if agents:
         base = agents["baseline"]
-        lines += [f"Idle agents on one proxy ({base['workers']} harness processes; proxy RSS "
+        joins = agents["joins"]
+        lines += [f"Joins first: {joins['count']:,} hosts joined through the proxy's "
+                  f"`/v1/webapi/join` in {joins['seconds']:.0f} s "
+                  f"({joins['count'] / joins['seconds']:.0f}/s, 8 at a time per harness "
+                  f"process); CPU seconds: auth {joins['cpu'].get('auth 0', 0):.0f}, proxy "
+                  f"{joins['cpu'].get('proxy', 0):.0f}, PostgreSQL "
+                  f"{joins['cpu'].get('postgres', 0):.0f}; errors "
+                  f"{joins['errors'] or 'none'}. Proxy RSS after the joins, before any tunnel: "
+                  f"{base['proxy_rss_joined']:,} KiB (the KiB/agent column counts from there).",
+                  "", f"Idle agents on one proxy ({base['workers']} harness processes; proxy RSS "
                   f"before any agent {base['proxy_rss']:,} KiB, auth {base['auth_rss']:,} KiB; "
                   f"idle window {args.idle:g} s):", "",
                   "| stage | connected | trust-polling (fresh) | live presence | proxy RSS KiB "
-                  "| KiB/agent | proxy fds | auth RSS KiB | join s / all connected s | idle "
+                  "| KiB/agent | proxy fds | auth RSS KiB | s until all connected | idle "
                   "CPU cores: proxy, auth, postgres, harness, other | heartbeats not recorded "
                   "/ sent | trust polls answered / failed | reconnects | errors |",
                   "|---|" + "---:|" * 12 + "---|"]
@@ -906,14 +970,13 @@ def report(facts: dict[str, str], args: argparse.Namespace, runs: list[dict[str,
             cpu = s["idle_cpu"]
             label = (f"{s['n']:,} agents" if s["kind"] == "agents"
                      else f"{s['n']:,} agents polling trust")
-            timing = (f"{s['join_seconds']:.0f} / {s['connect_seconds']:.0f}"
-                      if s["kind"] == "agents" else f"first polls {s['first_poll_seconds']:.0f}")
-            errors = "; ".join(f"{k} x{v}" for k, v in {**s["errors"],
-                                                         **s["join_errors"]}.items()) or "-"
+            timing = (f"{s['connect_seconds']:.0f}" if s["kind"] == "agents"
+                      else f"first polls {s['first_poll_seconds']:.0f}")
+            errors = "; ".join(f"{k} x{v}" for k, v in s["errors"].items()) or "-"
             lines.append(
                 f"| {label} | {s['connected']:,} / {s['agents']:,} | {s['polling']:,} "
                 f"({s['poll_fresh']:,}) | {s['presence']:,} | {s['proxy_rss']:,} | "
-                f"{(s['proxy_rss'] - base['proxy_rss']) / max(s['agents'], 1):.1f} | "
+                f"{(s['proxy_rss'] - base['proxy_rss_joined']) / max(s['agents'], 1):.1f} | "
                 f"{s['proxy_fds']:,} | {s['auth_rss']:,} | {timing} | "
                 f"{cpu.get('proxy', 0) / secs:.2f}, {cpu.get('auth 0', 0) / secs:.2f}, "
                 f"{cpu.get('postgres', 0) / secs:.2f}, {cpu['workers'] / secs:.2f}, "
@@ -969,9 +1032,11 @@ def main() -> None:
     parser.add_argument("--part", default="logins,ssh,agents",
                         help="comma list of logins, ssh, agents")
     parser.add_argument("--replicas", type=ints, default=[1, 2])
-    parser.add_argument("--seconds", type=float, default=20.0, help="of timed logins")
+    parser.add_argument("--seconds", type=float, default=15.0, help="of timed logins")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds alternating the configurations; pooled")
     parser.add_argument("--concurrency", type=int, default=8, help="login clients (= users)")
-    parser.add_argument("--sessions", type=int, default=100, help="ssh sessions per path")
+    parser.add_argument("--sessions", type=int, default=80, help="ssh sessions per path")
     parser.add_argument("--ssh-concurrency", type=int, default=8)
     parser.add_argument("--agents", type=ints, default=[1000, 5000, 10000])
     parser.add_argument("--poll-stages", type=ints, default=[1000, 2500],
