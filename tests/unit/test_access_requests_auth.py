@@ -182,3 +182,24 @@ async def test_listing_shows_own_and_reviewable_requests(auth: AuthServer) -> No
     assert len(await auth.access_requests.list(admin)) == 2
     with pytest.raises(NotFound):
         await auth.access_requests.get(who("alice"), other.id)
+
+
+async def test_a_password_login_carries_an_approved_request(clock: Clock) -> None:
+    server = AuthServer(MemoryBackend(), ClusterSettings(name="unit", second_factor="off"),
+                        MemoryEmitter(), clock=clock)
+    await server.start()
+    await server.set_proxy_address("proxy.example.com:3080")
+    sources = [SourceDocument("t.yaml", i, 1, {"apiVersion": "limen.dev/v1alpha1", **d})
+               for i, d in enumerate(DOCS) if d["kind"] == "Role"]
+    await server.apply(validate(sources), Origin.API, actor="test")
+    await server.add_user("bob", ["reviewer"], [], actor="admin")
+    _user, url = await server.add_user("dana", ["requester"], [], actor="admin")
+    await server.signup(url.rsplit("/", 1)[-1].split("?")[0], "dana-correct-horse-1")
+    created = await server.access_requests.create(who("dana"), ["db-admin"], None)
+    await server.access_requests.review(who("bob"), created.id, True, None)
+    result = await server.login("dana", "dana-correct-horse-1", None, _key(), None,
+                                request_id=created.id)
+    assert result.certs.identity.access_requests == (created.id,)
+    assert "db-admin" in result.certs.identity.roles
+    [login] = events(server, "user.login")
+    assert login["access_requests"] == [created.id]
