@@ -26,7 +26,7 @@ by the auth API (``limen.auth.http.requests``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from limen.api.access_request import (
@@ -46,12 +46,14 @@ from limen.rbac.roleset import RoleSet
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
 
-__all__ = ["APPROVAL_THRESHOLD", "MAX_ROLES", "AccessRequests"]
+__all__ = ["APPROVAL_THRESHOLD", "MAX_ROLES", "RETENTION", "AccessRequests"]
 
 APPROVAL_THRESHOLD = 1
 """Approvals that approve a request (Teleport's default threshold)."""
 MAX_ROLES = 16
 """Most roles one request may ask for."""
+RETENTION = timedelta(days=7)
+"""How long a request stays listed after its expiry (the audit log keeps its history)."""
 _CAS_ATTEMPTS = 3
 
 
@@ -74,7 +76,8 @@ class AccessRequests:
             return request
         expired = request.with_state(state)
         try:
-            stored = await self.auth.store.update(expired.to_resource())
+            stored = await self.auth.store.update(expired.to_resource(),
+                                                  expires=_kept_until(expired))
         except CompareFailed:  # another call settled or reviewed it: read it again
             return await self._get(request.id)
         await self.auth.emit("access_request.expire", user=request.user,
@@ -136,7 +139,8 @@ class AccessRequests:
         request = AccessRequest(
             id=new_request_id(), user=user, roles=tuple(wanted), reason=text,
             state=RequestState.PENDING, created=now, expires=now + duration)
-        stored = await self.auth.store.create(request.to_resource())
+        stored = await self.auth.store.create(request.to_resource(),
+                                              expires=_kept_until(request))
         await self.auth.emit("access_request.create", user=user, request_id=request.id,
                              roles=list(wanted), request_reason=text,
                              expires=request.expires.isoformat(),
@@ -164,8 +168,9 @@ class AccessRequests:
                 RequestState.APPROVED if approvals >= APPROVAL_THRESHOLD
                 else RequestState.PENDING)
             try:
-                stored = await self.auth.store.update(
-                    request.with_state(state, review).to_resource())
+                reviewed = request.with_state(state, review)
+                stored = await self.auth.store.update(reviewed.to_resource(),
+                                                      expires=_kept_until(reviewed))
             except CompareFailed:  # reviewed or expired meanwhile: decide again on the new state
                 continue
             await self.auth.emit("access_request.review", user=author, request_id=request.id,
@@ -214,6 +219,11 @@ class AccessRequests:
         """Audit certificates issued with ``request``'s roles."""
         await self.auth.emit("access_request.use", user=request.user, request_id=request.id,
                              roles=list(request.roles), expires=certs_expire.isoformat())
+
+
+def _kept_until(request: AccessRequest) -> float:
+    """The store drops a request :data:`RETENTION` after its expiry."""
+    return (request.expires + RETENTION).timestamp()
 
 
 def _role_names(roles: Sequence[str]) -> list[str]:
