@@ -44,6 +44,9 @@ spec:
     - {kind: configmap, namespace: default, verbs: ['*']}
     - {kind: pod, namespace: default, verbs: ['*']}
     - {kind: namespace, namespace: default, verbs: [get]}
+    rules:
+    - {resources: [session], verbs: [list, read],
+       where: 'contains(session.participants, user.metadata.name)'}
   deny:
     kubernetes_resources: [{kind: secret}]
 ---

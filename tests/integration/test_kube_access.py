@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .cluster import describe
+from .cluster import describe, wait_for
 from .kube_env import KubeEnv, start_kube_env
 
 
@@ -230,3 +230,12 @@ def test_exec_with_a_terminal(kube_env: KubeEnv) -> None:
     events = kube_env.wait_audit("the terminal exec audited", user="alice", verb="exec",
                                  tty=True)
     assert events[-1]["command"] == ["sh"]
+    recording = events[-1]["recording"]
+
+    def listed() -> bool:
+        out = alice.lmsh("recordings", "ls", "-o", "json").stdout
+        return recording in {r["session_id"] for r in json.loads(out)["items"]}
+
+    wait_for(listed, 15.0, "the exec recording to be stored")
+    played = alice.lmsh("play", recording, "-o", "text").stdout
+    assert "42ok" in played

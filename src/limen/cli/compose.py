@@ -51,7 +51,7 @@ from limen.events.factory import AuditLog, open_audit_log
 from limen.events.metered import MeteredLog
 from limen.gitops.sync_service import GitOpsService
 from limen.proxy.trust_leaf_links import LeafLinks
-from limen.recording.sink import recordings_dir
+from limen.recording.sink import recordings_dir, sessions_dir
 from limen.services.leadership import Leadership, replica_leadership
 from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TRUST_LEASE_KEY, TrustedClusterReconciler
@@ -208,6 +208,8 @@ class _LocalDB:
             creds, self.settings.db, resources, issue,
             StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
             lambda: self.proxy.listeners["tunnel"])
+        if self.proxy.db is not None:  # sessions from the proxy beside it skip the tunnel
+            self.proxy.db.router.attach_local(creds.host_id, self.service)
         return await self.service.start()
 
     async def stop(self) -> None:
@@ -240,7 +242,9 @@ class _LocalKube:
         self.service = KubeService.configured(
             creds, self.settings.kube, self.settings.kube_secrets_dir, resources,
             StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
-            lambda: self.proxy.listeners["tunnel"])
+            lambda: self.proxy.listeners["tunnel"],
+            sessions_dir=sessions_dir(self.settings.data_dir),
+            recordings=recording_store(server.backend, recordings_dir(self.settings.data_dir)))
         return await self.service.start()
 
     async def stop(self) -> None:

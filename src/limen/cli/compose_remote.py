@@ -271,6 +271,7 @@ class _RemoteKube:
         self.service: KubeService | None = None
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
+        self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
         settings = self.settings
@@ -286,14 +287,23 @@ class _RemoteKube:
             docs = await (await link.client()).list("resource")
             return [Resource.from_document(d) for d in docs]
 
+        sink = AuthRecordingSink(link)
         self.service = KubeService.configured(
             creds, settings.kube, settings.kube_secrets_dir, resources,
             StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
-            lambda: tunnel, on_tunnel=link.attach)
+            lambda: tunnel, on_tunnel=link.attach,
+            sessions_dir=sessions_dir(settings.data_dir), recordings=sink)
         await self.outbox.start()
-        return await self.service.start()
+        listeners = await self.service.start()
+        self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
+                                          name="recording uploads")
+        return listeners
 
     async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
         if self.service is not None:
             await self.service.stop()
         if self.outbox is not None:

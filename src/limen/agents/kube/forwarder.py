@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from multidict import CIMultiDict
@@ -35,9 +36,11 @@ from limen.agents.kube.http1 import HOP_BY_HOP, LAST_CHUNK, RequestHead, chunk, 
 from limen.agents.kube.session import Impersonation
 from limen.agents.kube.upstream import Upstream
 from limen.errors import BadParameter, ConnectionProblem
-from limen.net.streams import both_ways, close_writer, copy_stream
+from limen.net.streams import both_ways, close_writer
 
 __all__ = ["MAX_BODY", "forward", "forward_upgrade", "upstream_headers"]
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 64 << 20
 """The largest request body with a Content-Length the agent reads (objects are far smaller)."""
@@ -162,11 +165,20 @@ async def _body(response: aiohttp.ClientResponse, closed: asyncio.Future[None]
         yield data
 
 
+Tap = Callable[[bytes], None]
+"""Gets a copy of the bytes relayed in one direction (the exec recording)."""
+
+
 async def forward_upgrade(head: RequestHead, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter, upstream: Upstream,
-                          who: Impersonation) -> int:
+                          who: Impersonation,
+                          taps: Callable[[str], tuple[Tap, Tap] | None] | None = None,
+                          ) -> tuple[int, str]:
     """An upgrade request on a connection of its own; returns the API server's status (101:
-    the streams were relayed until closed). The client's connection ends afterwards."""
+    the streams were relayed until closed) and the protocol it chose
+    (``Sec-WebSocket-Protocol``, or the ``Upgrade`` value). ``taps(protocol)`` may give the
+    (client to server, server to client) taps for the relay. The client's connection ends
+    afterwards."""
     if head.chunked or head.content_length:
         raise BadParameter("an upgrade request carries no body")
     host, _, port = upstream.host_header.rpartition(":")
@@ -189,15 +201,18 @@ async def forward_upgrade(head: RequestHead, reader: asyncio.StreamReader,
             else 502
         writer.write(answer)
         await writer.drain()
+        protocol = _header(answer, b"sec-websocket-protocol") or _header(answer, b"upgrade")
         if status == 101:
-            await both_ways(copy_stream(reader, up_writer), copy_stream(up_reader, writer),
+            chosen = taps(protocol) if taps is not None else None
+            await both_ways(_pump(reader, up_writer, chosen[0] if chosen else None),
+                            _pump(up_reader, writer, chosen[1] if chosen else None),
                             grace=5.0)
         else:
             length = _content_length(answer)
             if length:
                 writer.write(await up_reader.readexactly(min(length, MAX_BODY)))
                 await writer.drain()
-        return status
+        return status, protocol
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
         raise ConnectionProblem(f"the Kubernetes API server's answer broke off: {err}") \
             from None
@@ -206,8 +221,35 @@ async def forward_upgrade(head: RequestHead, reader: asyncio.StreamReader,
 
 
 def _content_length(head: bytes) -> int:
+    value = _header(head, b"content-length")
+    return int(value) if value.isdigit() else 0
+
+
+def _header(head: bytes, name: bytes) -> str:
     for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length" and value.strip().isdigit():
-            return int(value.strip())
-    return 0
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                tap: Tap | None) -> None:
+    """Copy until EOF (then half-close, or close), giving ``tap`` a copy of each piece; a
+    failing tap is dropped, the copy goes on."""
+    try:
+        while data := await reader.read(_CHUNK):
+            if tap is not None:
+                try:
+                    tap(data)
+                except Exception as err:
+                    log.error("kube agent: session recording tap failed: %s", err)
+                    tap = None
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        else:
+            writer.close()
+    except (OSError, ssl.SSLError, RuntimeError):
+        writer.close()

@@ -24,18 +24,20 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 
 from limen.agents.kube.catalog import KubeCatalog, ResourceLister, static_clusters
-from limen.agents.kube.forwarder import forward, forward_upgrade
+from limen.agents.kube.exec_recording import CHANNEL_PROTOCOLS, ExecRecorder
+from limen.agents.kube.forwarder import Tap, forward, forward_upgrade
 from limen.agents.kube.http1 import MAX_HEAD, RequestHead, parse_request_head, response_head
-from limen.agents.kube.session import KubeSession, RoleSets, open_session
-from limen.agents.kube.upstream import Upstreams
+from limen.agents.kube.session import Impersonation, KubeSession, RoleSets, open_session
+from limen.agents.kube.upstream import Upstream, Upstreams
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.x509_certs import verify_client_cert
@@ -44,6 +46,7 @@ from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenErr
 from limen.events.emitter import Emitter
 from limen.net.streams import accept_tls, close_writer
 from limen.rbac.kube_request import KubeRequestInfo
+from limen.recording.sink import RecordingSink
 from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.agent_settings import TunnelAgentSettings
 from limen.tunnel.kube_wire import connect_length, decode_connect
@@ -79,6 +82,7 @@ class KubeService:
                  upstreams: Upstreams, roles: RoleSets, emitter: Emitter,
                  tunnel_address: Callable[[], str], *,
                  on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
+                 sessions_dir: Path | None = None, recordings: RecordingSink | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.credentials = credentials
         self.catalog = catalog
@@ -91,20 +95,26 @@ class KubeService:
         self._trust = {credentials.cluster: credentials.tls_cas()}
         self._server_ssl = credentials.server_ssl(client_cas=credentials.tls_cas(),
                                                   require_client_cert=True)
+        self.sessions_dir = sessions_dir
+        self.recordings = recordings
         self.tunnel: TunnelAgentPool | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def configured(cls, credentials: HostCredentials, settings: KubeSettings,
                    secrets_dir: Path, lister: ResourceLister, roles: RoleSets,
                    emitter: Emitter, tunnel_address: Callable[[], str], *,
                    on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
+                   sessions_dir: Path | None = None, recordings: RecordingSink | None = None,
                    ) -> KubeService:
-        """The agent as ``limen start`` configures it (``kube`` settings)."""
+        """The agent as ``limen start`` configures it (``kube`` settings); interactive
+        exec sessions are recorded into ``sessions_dir`` and handed to ``recordings``."""
         static, paths = static_clusters(settings.clusters)
         catalog = KubeCatalog(static, settings.resources, lister)
         return cls(credentials, catalog, Upstreams(secrets_dir, paths), roles, emitter,
-                   tunnel_address, on_tunnel=on_tunnel)
+                   tunnel_address, on_tunnel=on_tunnel, sessions_dir=sessions_dir,
+                   recordings=recordings)
 
     async def start(self) -> dict[str, str]:
         self._http = aiohttp.ClientSession(
@@ -121,6 +131,8 @@ class KubeService:
     async def stop(self) -> None:
         if self.tunnel is not None:
             await self.tunnel.stop()
+        if self._tasks:  # recordings being handed over
+            await asyncio.wait(self._tasks, timeout=10)
         if self._http is not None:
             await self._http.close()
 
@@ -217,7 +229,7 @@ class KubeService:
                                           static=self.catalog.is_static(session.cluster.name))
             assert self._http is not None
             if head.is_upgrade:
-                status = await forward_upgrade(head, reader, writer, upstream, who)
+                return await self._upgrade(session, head, info, who, reader, writer, upstream)
             else:
                 status = await forward(head, reader, writer, upstream, who, self._http,
                                        closed)
@@ -231,6 +243,73 @@ class KubeService:
             return False
         await session.audit(info, head, status=status, success=True, impersonation=who)
         return head.keep_alive and not head.is_upgrade
+
+    async def _upgrade(self, session: KubeSession, head: RequestHead, info: KubeRequestInfo,
+                       who: Impersonation, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
+        """An upgraded request (exec, attach, port-forward), recorded when it is an
+        interactive exec or attach; the connection ends afterwards."""
+        recorder = await self._recorder(session, head, info, who)
+        if recorder is False:
+            await self._refuse(session, writer, head, info, 403,
+                               "the session cannot be recorded and the roles require "
+                               "recording (record_session: strict)", impersonation=who)
+            return False
+        rec = recorder if isinstance(recorder, ExecRecorder) else None
+
+        def taps(protocol: str) -> tuple[Tap, Tap] | None:
+            if rec is None or not rec.accepts(protocol):
+                return None
+            return rec.from_client, rec.from_server
+
+        status, protocol = 0, ""
+        try:
+            status, protocol = await forward_upgrade(head, reader, writer, upstream, who, taps)
+        finally:
+            recorded = rec is not None and status == 101 and rec.accepts(protocol)
+            if rec is not None:
+                self._background(self._store(rec) if recorded else rec.task.abort())
+        extra = {"recording": rec.session_id} if recorded and rec is not None else {}
+        await session.audit(info, head, status=status, success=True, impersonation=who,
+                            protocol=protocol, **extra)
+        return False
+
+    async def _recorder(self, session: KubeSession, head: RequestHead, info: KubeRequestInfo,
+                        who: Impersonation) -> ExecRecorder | bool | None:
+        """The recording of an interactive exec/attach; None when there is nothing to
+        record, False when it is required (strict) and cannot be made."""
+        query = parse_qs(head.query)
+        tty = any(v in ("true", "1") for v in query.get("tty", []))
+        if info.verb not in ("exec", "attach") or not tty or who.record_session == "off":
+            return None
+        strict = who.record_session == "strict"
+        offered = {p.strip() for v in head.values("sec-websocket-protocol")
+                   for p in v.split(",")}
+        if self.sessions_dir is None or self.recordings is None or (
+                strict and not offered & CHANNEL_PROTOCOLS):
+            return False if strict else None
+        meta = {"cluster": session.identity.cluster, "user": session.identity.username,
+                "participants": [session.identity.username], "login": who.user,
+                "server_id": self.credentials.host_id,
+                "server_hostname": f"{session.cluster.name}/{info.namespace}/{info.name}",
+                "remote_addr": session.connect.client_addr,
+                "command": " ".join(query.get("command", [])) or info.verb,
+                "kube_cluster": session.cluster.name, "namespace": info.namespace,
+                "pod": info.name, "container": (query.get("container") or [""])[0]}
+        try:
+            return await ExecRecorder.open(self.sessions_dir, meta)
+        except OSError as err:
+            log.error("kube agent: cannot record the %s session: %s", info.verb, err)
+            return False if strict else None
+
+    async def _store(self, recorder: ExecRecorder) -> None:
+        assert self.recordings is not None
+        await recorder.finish(self.recordings)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="kube recording upload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _refuse(self, session: KubeSession, writer: asyncio.StreamWriter,
                       head: RequestHead | None, info: KubeRequestInfo | None, code: int,

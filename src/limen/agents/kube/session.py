@@ -48,6 +48,8 @@ class Impersonation:
 
     user: str
     groups: tuple[str, ...]
+    record_session: str = "best_effort"
+    """The roles' recording mode for interactive sessions: strict, best_effort or off."""
 
 
 @dataclass
@@ -87,7 +89,8 @@ class KubeSession:
         if len(users) > 1:
             raise AccessDenied(f"the roles grant several kubernetes_users here "
                                f"({', '.join(users)}): grant one")
-        return Impersonation(users[0] if users else self.identity.username, groups)
+        return Impersonation(users[0] if users else self.identity.username, groups,
+                             role_set.options.record_session)
 
     async def audit(self, info: KubeRequestInfo | None, head: RequestHead | None, *,
                     status: int, success: bool, impersonation: Impersonation | None = None,
