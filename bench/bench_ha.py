@@ -34,11 +34,11 @@ configuration in a fresh database:
    ``/v1/webapi/join`` (its own key and host certificate), a
    :class:`~limen.tunnel.agent_pool.TunnelAgentPool` (SSH control connection, hello and
    welcome checked, heartbeats of its node Resource every 10 s, which the proxy relays to
-   auth presence) and, from ``--poll-stages``, the trust poll a node runs
+   auth presence) and, at ``poll:N`` stages, the trust poll a node runs
    (:class:`~limen.trust.roots_poller.RemoteTrustCache` through :class:`AuthLink`: ``GET
-   /v1/trust/roots`` every 3 s over a TLS connection to auth spliced by the proxy). Agents
-   are added up to each of ``--agents`` (heartbeats only); then the trust poll is turned on
-   for the first N agents for each of ``--poll-stages``. After each stage the agents stay
+   /v1/trust/roots`` every 3 s over a TLS connection to auth spliced by the proxy). Every
+   host joins first; then ``--stages`` runs in order: ``agents:N`` starts tunnels up to N
+   agents, ``poll:N`` turns the trust poll on for the first N. After each stage the agents stay
    idle ``--idle`` seconds: the proxy's RSS (kB per agent over its RSS before any agent),
    file descriptors, CPU of proxy, auth, PostgreSQL and the workers while idle, live
    presence records, time to join and connect.
@@ -47,10 +47,10 @@ The soft limit of open files is raised to the hard limit in this process (inheri
 process it starts). ``--record`` appends the run to the "## High availability and scale-out"
 section of bench/RESULTS.md.
 
-Usage: ``python bench/bench_ha.py [--part logins,ssh,agents] [--replicas 1,2] [--seconds 20]
-[--concurrency 8] [--sessions 100] [--ssh-concurrency 8] [--agents 1000,5000,10000]
-[--poll-stages 1000,2500] [--idle 20] [--workers 4] [--record]``; the defaults take about
-ten minutes on two cores.
+Usage: ``python bench/bench_ha.py [--part logins,ssh,agents] [--replicas 1,2] [--seconds 15]
+[--concurrency 8] [--rounds 2] [--sessions 80] [--ssh-concurrency 8]
+[--stages agents:1000,agents:5000,poll:1000,poll:2500,agents:10000] [--idle 20] [--workers 4]
+[--record]``; the defaults take about ten minutes on two cores.
 """
 
 from __future__ import annotations
@@ -791,16 +791,17 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
         auth_pid = dep.auths[0].process.pid  # type: ignore[union-attr]
         token = dep.auths[0].lmctl_json("tokens", "add", "--type", "node", "--ttl", "2h",
                                         "--reusable")["token"]
-        count = max(1, -(-max(args.agents) // PER_WORKER_MAX), args.workers)
+        most = max(n for kind, n in args.stages if kind == "agents")
+        count = max(1, -(-most // PER_WORKER_MAX), args.workers)
         workers = Workers(count, dep.proxy.web, token, dep.pin, dep.root)
         time.sleep(3)  # let the fresh proxy settle before its baseline (a measurement)
         result["baseline"] = {"proxy_rss": rss_kib(proxy_pid), "auth_rss": rss_kib(auth_pid),
                               "proxy_fds": fd_count(proxy_pid), "workers": count}
         print(f"  baseline: proxy RSS {result['baseline']['proxy_rss']} KiB, auth RSS "
               f"{result['baseline']['auth_rss']} KiB; {count} worker processes", flush=True)
-        print(f"  joining {max(args.agents)} hosts (8 at a time per worker) ...", flush=True)
+        print(f"  joining {most} hosts (8 at a time per worker) ...", flush=True)
         before = dep.cpu()
-        answers = workers.ask_each([f"join {n}" for n in split(max(args.agents), count)])
+        answers = workers.ask_each([f"join {n}" for n in split(most, count)])
         result["joins"] = {"count": sum(a["joined"] for a in answers),
                            "seconds": max(a["join_seconds"] for a in answers),
                            "errors": dict(sum((Counter(a["join_errors"]) for a in answers),
@@ -813,10 +814,8 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
               f"{joins['cpu']['postgres']:.0f}; errors {joins['errors'] or 0}", flush=True)
         time.sleep(3)  # the joins' last writes settle before the baseline (a measurement)
         result["baseline"]["proxy_rss_joined"] = rss_kib(proxy_pid)
-        plan = [("agents", n) for n in args.agents] + \
-            [("poll", n) for n in args.poll_stages if n <= max(args.agents)]
         have = 0
-        for kind, target in plan:
+        for kind, target in args.stages:
             stage: dict[str, Any] = {"kind": kind, "n": target, "load_start": loadavg()}
             before = dep.cpu()
             if kind == "agents":
@@ -826,6 +825,8 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
                 have = target
                 stage["connect_seconds"] = max(a["connect_seconds"] for a in answers)
             else:
+                target = min(target, have)
+                stage["n"] = target
                 print(f"  stage: trust poll on for {target} of {have} agents ...", flush=True)
                 answers = workers.ask_each([f"poll {n}" for n in split(target, count)])
                 stage["first_poll_seconds"] = max(a["first_poll_seconds"] for a in answers)
@@ -1016,6 +1017,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+def stages_arg(text: str) -> list[tuple[str, int]]:
+    out = []
+    for item in text.split(","):
+        kind, _, number = item.partition(":")
+        if kind not in ("agents", "poll"):
+            raise argparse.ArgumentTypeError(f"a stage is agents:N or poll:N, not {item!r}")
+        out.append((kind, int(number)))
+    return out
+
+
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
@@ -1038,9 +1049,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="login clients (= users)")
     parser.add_argument("--sessions", type=int, default=80, help="ssh sessions per path")
     parser.add_argument("--ssh-concurrency", type=int, default=8)
-    parser.add_argument("--agents", type=ints, default=[1000, 5000, 10000])
-    parser.add_argument("--poll-stages", type=ints, default=[1000, 2500],
-                        help="then the trust poll on for the first N agents")
+    parser.add_argument("--stages", type=stages_arg, default=stages_arg(
+        "agents:1000,agents:5000,poll:1000,poll:2500,agents:10000"),
+                        help="agents:N connects agents up to N (heartbeats); poll:N turns the "
+                        "trust poll on for the first N agents")
     parser.add_argument("--idle", type=float, default=20.0, help="idle window per stage, s")
     parser.add_argument("--workers", type=int, default=4, help="agent harness processes")
     parser.add_argument("--record", action="store_true")
