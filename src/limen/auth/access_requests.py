@@ -98,6 +98,8 @@ class AccessRequests:
     async def list(self, identity: Identity) -> list[AccessRequest]:
         """The caller's requests and those the caller may review (admins: all), newest
         first."""
+        if identity.is_system and identity.system_role is not SystemRole.ADMIN:
+            return []
         reviewer_roles = [] if identity.is_system else await self._user_roles(identity.username)
         out = []
         for resource in await self.auth.store.list(Kind.ACCESS_REQUEST):
