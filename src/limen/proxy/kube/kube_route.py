@@ -111,10 +111,18 @@ class KubeRouter:
             remote_addr=client_addr, reason=reason))
 
     async def _presence(self) -> list[dict[str, Any]]:
+        """The kube presence records from auth, cached for a moment; a failed read keeps the
+        previous answer (ConnectionProblem without one)."""
         async with self._lock:
             if self._cached is not None and self._clock() - self._cached[0] < _CACHE_SECONDS:
                 return self._cached[1]
-            items = list((await self.view.auth.call("GET", "/v1/presence/kubes"))["items"])
+            try:
+                items = list((await self.view.auth.call("GET", "/v1/presence/kubes"))["items"])
+            except (LimenError, OSError) as err:
+                if self._cached is None:
+                    raise ConnectionProblem(f"cannot read the online kube clusters from auth: "
+                                            f"{err}") from None
+                return self._cached[1]
             self._cached = (self._clock(), items)
             return items
 
@@ -138,7 +146,11 @@ class KubeRouter:
             assert identity.route_to_kube is not None
             name = identity.route_to_kube
             target = await self.find(name)
-            decision = (await self.view.role_set(identity)).check_kube(target.labels)
+            try:
+                role_set = await self.view.role_set(identity)
+            except OSError as err:
+                raise ConnectionProblem(f"cannot read the roles from auth: {err}") from None
+            decision = role_set.check_kube(target.labels)
             if not decision.allowed:
                 raise AccessDenied(f"access to kube cluster {name} denied: {decision.reason}")
             pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
