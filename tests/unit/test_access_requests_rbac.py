@@ -97,3 +97,11 @@ def test_the_role_schema_takes_the_fields_and_rejects_mistakes() -> None:
         with pytest.raises(ValidationFailed) as caught:
             validate(_doc(bad))
         assert why in str(caught.value), (bad, str(caught.value))
+
+
+def test_a_review_document_in_git_is_rejected_not_trusted() -> None:
+    """Git cannot tell who merged (docs/access-requests.md): no review by document."""
+    document = {"apiVersion": "limen.dev/v1alpha1", "kind": "AccessRequestReview",
+                "metadata": {"name": "r"}, "spec": {"request_id": "x", "state": "approved"}}
+    with pytest.raises(ValidationFailed, match="unknown kind 'AccessRequestReview'"):
+        validate([SourceDocument("review.yaml", 0, 1, document)])
