@@ -13,8 +13,8 @@ first one's. Asserted:
   10001, 0440) and auth accepts it; the DSN arrives as ``backend.dsn_file``;
 - the first pod's init container seeds the CAs sealed into PostgreSQL, the second finds them in
   place (nothing rewritten); no CA row holds a private key in plain text;
-- both auth pods pass their readiness (``/v1/ready``: the backend answers) and liveness probes,
-  present the TLS CA of the Secret, and answer the operator's identity;
+- both auth pods pass their readiness (``/readyz`` on the diag port: the backend answers) and
+  liveness probes, present the TLS CA of the Secret, and answer the operator's identity;
 - the proxy joins the first auth, and the second lists that join from the shared audit log;
 - cut from the database, the first auth turns unready while staying alive (its liveness probe
   passes), the second stays ready; reconnected, the first is ready again;

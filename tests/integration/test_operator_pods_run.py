@@ -43,6 +43,7 @@ import kopf
 import pytest
 
 from k8s_emulator.fixtures import KubeAPI
+from limen.operator.availability import DIAG_PORTS
 from limen.operator.cluster import ClusterReconciler
 from limen.operator.cluster_builders import DATA_DIR, PORTS, VOLUME_DIR
 from limen.operator.context import OperatorContext
@@ -156,6 +157,19 @@ def call_auth_as_the_operator(rendered: Rendered, network: PodNetwork) -> int | 
         return http_status(sock, "/v1/ping", endpoint.credentials.client_ssl(), host)
 
 
+def request_text(network: PodNetwork, port: int, path: str) -> tuple[int, str]:
+    """``GET path`` over plain HTTP (the diagnostics listener), as Prometheus scrapes it."""
+    with network.connect(port) as sock:
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        connection.sock = sock
+        try:
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            return answer.status, answer.read().decode()
+        finally:
+            connection.close()
+
+
 def proxy_set(rendered: Rendered, network: PodNetwork) -> list[dict[str, Any]]:
     """``GET /v1/presence/proxies`` on the auth API, as the operator (see above)."""
     endpoint = rendered.ctx.deployed.endpoint()
@@ -209,6 +223,12 @@ def test_the_generated_pods_start_and_the_proxy_joins(kube_api: KubeAPI, network
         pods.append(db)
         db.start("db")
         up(db, "db", lambda: joins(data, "db"), "the db agent's join (through the proxy)")
+        up(db, "db", lambda: db.probe("db", "readinessProbe"), "the db agent's tunnel (readiness)")
+        assert db.probe("db", "livenessProbe")
+        # Prometheus scrapes the proxy's diag port: the db agent's tunnel is counted there
+        status, text = request_text(network, DIAG_PORTS["proxy"], "/metrics")
+        assert status == 200
+        assert 'limen_tunnel_agents_connected{proxy="' in text
 
         stopped = {pod.name: pod.stop() for pod in reversed(pods)}
         assert all(code == 0 for codes in stopped.values() for code in codes.values()), stopped

@@ -36,7 +36,7 @@ def test_the_auth_service_and_pod_expose_the_join_listener() -> None:
     assert service["type"] == "ClusterIP"
     ports = _container(objects["Deployment", "main-auth"])["ports"]
     assert [(p["name"], p["containerPort"]) for p in ports] == [
-        ("auth", 3025), ("auth-join", 3026)]
+        ("auth", 3025), ("auth-join", 3026), ("diag", 3000)]
     proxy_ports = [p["port"] for p in objects["Service", "main-proxy"]["spec"]["ports"]]
     assert 3025 not in proxy_ports
     assert 3026 not in proxy_ports

@@ -85,7 +85,8 @@ def test_workloads_follow_the_spec() -> None:
         assert template["spec"]["securityContext"]["runAsNonRoot"] is True
         assert template["spec"]["containers"][0]["image"] == "img:1"
     assert auth["spec"]["template"]["metadata"]["annotations"][CA_REVISION_ANNOTATION] == "3"
-    assert auth["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--roles", "auth"]
+    assert auth["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == [
+        "--roles", "auth", "--diag-addr", "0.0.0.0:3000"]
     init = auth["spec"]["template"]["spec"]["initContainers"][0]
     assert init["args"][:2] == ["operator", "seed-ca"]
     assert objects["Service", "main-proxy"]["spec"]["type"] == "LoadBalancer"

@@ -98,7 +98,7 @@ def test_the_db_agent_pod_is_locked_down() -> None:
     assert all("emptyDir" in volumes[m["name"]] for m in container["volumeMounts"]
                if m["mountPath"] in writable)
     # the token only from the Secret, never on the command line
-    assert [e["name"] for e in container["env"]] == ["TMPDIR", "LIMEN_TOKEN"]
+    assert [e["name"] for e in container["env"]] == ["TMPDIR", "USER", "LIMEN_TOKEN"]
     assert "--token" not in container["args"]
 
 
@@ -239,6 +239,7 @@ async def test_the_operator_deploys_db_agents_that_join_with_the_token_auth_read
     assert args[args.index("--proxy") + 1] == "main-proxy.limen.svc:3080"
     assert args[args.index("--ca-pin") + 1] == tls_ca_pin(ca_secret["data"])
     assert container["env"] == [{"name": "TMPDIR", "value": "/tmp"},
+                                {"name": "USER", "value": "limen"},
                                 {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
                                     "name": "main-db-token", "key": "token"}}}]
 

@@ -109,9 +109,9 @@ def test_the_replicated_workloads() -> None:
             "podAntiAffinity"]  # a one-node cluster still runs them all
     auth = objects["Deployment", "main-auth"]["spec"]["template"]["spec"]
     [container] = auth["containers"]
-    assert container["readinessProbe"]["httpGet"] == {"scheme": "HTTPS", "port": "auth-join",
-                                                      "path": "/v1/ready"}
-    assert container["livenessProbe"]["httpGet"]["path"] == "/v1/join"  # never the backend
+    assert container["readinessProbe"]["httpGet"] == {"scheme": "HTTP", "port": "diag",
+                                                      "path": "/readyz?exclude=gitops"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"  # never the backend
     volumes = {v["name"]: v for v in auth["volumes"]}
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
     assert volumes["backend-dsn"]["secret"] == {

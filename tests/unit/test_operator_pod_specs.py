@@ -130,11 +130,15 @@ def test_default_requests_and_the_spec_resources() -> None:
     assert found["db"]["containers"][0]["resources"] == DEFAULT_RESOURCES["db"]
 
 
-@pytest.mark.parametrize(("component", "port", "path"), [
-    ("auth", "auth-join", "/v1/join"), ("proxy", "web", "/v1/webapi/ping")])
-def test_auth_and_proxy_have_liveness_probes(component: str, port: str, path: str) -> None:
+@pytest.mark.parametrize(("component", "port", "ready"), [
+    ("auth", 3000, "/readyz?exclude=gitops"), ("proxy", 3001, "/readyz"), ("db", 3002, "/readyz")])
+def test_every_pod_is_probed_on_its_diagnostics_listener(component: str, port: int,
+                                                         ready: str) -> None:
     [container] = pods(cluster())[component]["containers"]
+    assert {"name": "diag", "containerPort": port} in container["ports"]
+    assert container["args"][-2:] == ["--diag-addr", f"0.0.0.0:{port}"]
     probe = container["livenessProbe"]
-    assert probe["httpGet"] == {"scheme": "HTTPS", "port": port, "path": path}
-    assert port in {p["name"] for p in container["ports"]}
+    assert probe["httpGet"] == {"scheme": "HTTP", "port": "diag", "path": "/healthz"}
     assert probe["failureThreshold"] * probe["periodSeconds"] >= 30  # not on one slow answer
+    assert container["readinessProbe"]["httpGet"] == {"scheme": "HTTP", "port": "diag",
+                                                      "path": ready}

@@ -9,9 +9,18 @@
       topologyKey kubernetes.io/hostname)            scheduler spreads them over nodes when it
                                                      can (preferred: a one-node cluster still
                                                      runs them all)
-    auth readinessProbe  GET /v1/ready on 3026       ready while its backend answers
-                                                     (limen.auth.http.readiness): a replica
-                                                     that lost PostgreSQL leaves the Service
+    diagnostics listener (limen.diag)                plain HTTP on the pod's port ``diag``:
+                                                     auth 3000, proxy 3001, db agents 3002
+                                                     (apart, so pods sharing one network, as
+                                                     on a test's kubelet, do not collide)
+    readinessProbe       GET /readyz on diag         auth: its backend answers and it holds
+                                                     its CAs (gitops excluded: a broken Git
+                                                     remote must not empty the Service); the
+                                                     proxy: auth answers, its listeners
+                                                     accept; a db agent: a tunnel is up
+    livenessProbe        GET /healthz on diag        the event loop answers; depends on no
+                                                     other process, so an auth outage
+                                                     restarts nothing
 
 Called by ``limen.operator.cluster_builders``.
 """
@@ -21,9 +30,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from limen.auth.http.readiness import READY_PATH
+__all__ = ["DIAG_PORTS", "HOSTNAME_TOPOLOGY", "diag_args",
+           "diag_port", "disruption_budget", "liveness_probe", "readiness_probe",
+           "spread_by_host"]
 
-__all__ = ["HOSTNAME_TOPOLOGY", "auth_readiness_probe", "disruption_budget", "spread_by_host"]
+DIAG_PORTS = {"auth": 3000, "proxy": 3001, "db": 3002}
+"""The diagnostics listener's port per component (container port ``diag``)."""
+READYZ_EXCLUDES = {"auth": "?exclude=gitops"}
 
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 
@@ -44,8 +57,25 @@ def spread_by_host(selector: Mapping[str, str]) -> dict[str, Any]:
                             "topologyKey": HOSTNAME_TOPOLOGY}}]}}
 
 
-def auth_readiness_probe() -> dict[str, Any]:
-    """Auth is ready while its backend answers (HTTPS on the join listener, which asks for
-    no client certificate; the kubelet does not verify the server's)."""
-    return {"httpGet": {"scheme": "HTTPS", "port": "auth-join", "path": READY_PATH},
+def diag_args(component: str) -> list[str]:
+    """``limen start`` flags: the diagnostics listener on every address of the pod."""
+    return ["--diag-addr", f"0.0.0.0:{DIAG_PORTS[component]}"]
+
+
+def diag_port(component: str) -> dict[str, Any]:
+    """The container port the probes and a Prometheus ServiceMonitor/PodMonitor use."""
+    return {"name": "diag", "containerPort": DIAG_PORTS[component]}
+
+
+def readiness_probe(component: str) -> dict[str, Any]:
+    """``GET /readyz`` on the diag port (see the module doc)."""
+    return {"httpGet": {"scheme": "HTTP", "port": "diag",
+                        "path": "/readyz" + READYZ_EXCLUDES.get(component, "")},
             "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 2}
+
+
+def liveness_probe() -> dict[str, Any]:
+    """``GET /healthz`` on the diag port: alive while its event loop answers."""
+    return {"httpGet": {"scheme": "HTTP", "port": "diag", "path": "/healthz"},
+            "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
+            "failureThreshold": 3}

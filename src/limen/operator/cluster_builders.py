@@ -19,8 +19,8 @@ For a Cluster ``main`` in namespace ``limen``::
                                   Recreate; PostgreSQL: spec.auth.replicas pods, rolling,
                                   spread over nodes, the DSN and CA key Secrets mounted
     Service    main-auth          ClusterIP, 3025 (the auth API: a client certificate
-                                  required) and 3026 (the join listener: /v1/join and the
-                                  readiness probe /v1/ready only)
+                                  required) and 3026 (the join listener: /v1/join and
+                                  /v1/ready only)
     Deployment main-proxy         limen start --roles proxy, joining auth's join listener
                                   (LIMEN_AUTH_JOIN) with LIMEN_TOKEN (from main-proxy-token)
                                   and LIMEN_CA_PIN (the TLS CA's pin), then calling the auth
@@ -37,11 +37,13 @@ Every pod passes Pod Security "restricted" and runs with a read-only root filesy
 service account token; a ``tmp`` emptyDir at /tmp (``TMPDIR``); its data volume (auth: the PVC,
 the others: an emptyDir) at ``/var/lib/limen``, in which limen makes its data directory
 ``/var/lib/limen/data`` (0700, its own: the volume's root belongs to root, group 10001).
-Default resource requests unless ``spec.<component>.resources``; liveness probes: auth's
-``GET /v1/join`` (3026), the proxy's ``GET /v1/webapi/ping`` (3080), both HTTPS; readiness:
-auth's ``GET /v1/ready`` (3026: its backend answers), the proxy's web port. Run for real, as a
-kubelet would: tests/integration/test_operator_pods_run.py (SQLite) and
-test_operator_pods_ha.py (two auth pods on PostgreSQL).
+Default resource requests unless ``spec.<component>.resources``. Every container runs the
+diagnostics listener (``--diag-addr``, container port ``diag``: auth 3000, proxy 3001, db
+3002; plain HTTP, /metrics for Prometheus); liveness: ``GET /healthz``, readiness: ``GET
+/readyz`` (auth: its backend and CAs, gitops left out; the proxy: auth and its listeners;
+``limen.operator.availability``). Run for real, as a kubelet would:
+tests/integration/test_operator_pods_run.py (SQLite) and test_operator_pods_ha.py (two auth
+pods on PostgreSQL).
 
 Every object carries a controller ``ownerReference`` to the Cluster (Kubernetes' garbage
 collector deletes them with it) and the ``app.kubernetes.io/*`` labels. A spec change changes
@@ -67,7 +69,14 @@ import yaml
 
 from limen.api.resources import API_GROUP, API_VERSION
 from limen.api.schemas import with_defaults
-from limen.operator.availability import auth_readiness_probe, disruption_budget, spread_by_host
+from limen.operator.availability import (
+    diag_args,
+    diag_port,
+    disruption_budget,
+    liveness_probe,
+    readiness_probe,
+    spread_by_host,
+)
 from limen.operator.cluster_backend import (
     PostgresRef,
     auth_replicas,
@@ -392,8 +401,11 @@ def scratch_mounts() -> list[dict[str, Any]]:
 
 
 def scratch_env() -> list[dict[str, Any]]:
-    """``TMPDIR``: every container's temporary files go to its tmp emptyDir."""
-    return [{"name": "TMPDIR", "value": TMP_DIR}]
+    """``TMPDIR``: every container's temporary files go to its tmp emptyDir. ``USER``: the
+    SSH client of an agent's tunnel (asyncssh) asks for the local user name, which a uid
+    without a passwd entry has not (a runtime's random uid, as OpenShift's; a kubelet run on
+    a host without the image's user): the db agent never got its tunnel there."""
+    return [{"name": "TMPDIR", "value": TMP_DIR}, {"name": "USER", "value": "limen"}]
 
 
 def resources(body: Mapping[str, Any], component: str) -> dict[str, Any]:
@@ -458,29 +470,18 @@ def container_security_context() -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]}}
 
 
-def _liveness(component: str) -> dict[str, Any]:
-    """An HTTPS GET its event loop answers (the kubelet does not verify the certificate):
-    auth's join listener ``GET /v1/join``, the proxy's ``GET /v1/webapi/ping``; neither
-    depends on another process, so an auth outage does not restart the proxies."""
-    port, path = ("auth-join", "/v1/join") if component == "auth" else (
-        "web", "/v1/webapi/ping")
-    return {"httpGet": {"scheme": "HTTPS", "port": port, "path": path},
-            "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
-            "failureThreshold": 3}
-
-
 def _container(body: Mapping[str, Any], component: str, image: str,
                ports: Mapping[str, int], ca_pin: str) -> dict[str, Any]:
     auth = component == "auth"
     return {
         "name": component, "image": image,
         "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
-                 "--roles", component],
+                 "--roles", component, *diag_args(component)],
         "env": scratch_env() + ([] if auth else _join_env(body, ca_pin)),
-        "ports": [{"name": name, "containerPort": port} for name, port in ports.items()],
-        "readinessProbe": auth_readiness_probe() if auth else {
-            "tcpSocket": {"port": next(iter(ports))}, "periodSeconds": 5},
-        "livenessProbe": _liveness(component),
+        "ports": [*({"name": name, "containerPort": port} for name, port in ports.items()),
+                  diag_port(component)],
+        "readinessProbe": readiness_probe(component),
+        "livenessProbe": liveness_probe(),
         "resources": resources(body, component),
         "volumeMounts": _mounts(body, auth=auth),
         "securityContext": container_security_context(),

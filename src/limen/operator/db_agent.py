@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from limen.errors import BadParameter
+from limen.operator.availability import diag_args, diag_port, liveness_probe, readiness_probe
 from limen.operator.cluster_builders import (
     CONFIG_DIR,
     CONFIG_HASH_ANNOTATION,
@@ -116,9 +117,12 @@ def _container(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, An
         "name": COMPONENT, "image": image,
         "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
                  "--roles", COMPONENT, "--proxy", proxy_web_address(body),
-                 "--ca-pin", ca_pin],
+                 "--ca-pin", ca_pin, *diag_args(COMPONENT)],
         "env": [*scratch_env(), {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": names.db_token, "key": TOKEN_KEY}}}],
+        "ports": [diag_port(COMPONENT)],
+        "readinessProbe": readiness_probe(COMPONENT),  # a tunnel to a proxy is up
+        "livenessProbe": liveness_probe(),
         "resources": default_resources(COMPONENT),  # spec.db.resources: the selectors
         "volumeMounts": [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
                           "subPath": "limen.yaml", "readOnly": True},
