@@ -29,6 +29,8 @@ __all__ = ["operator"]
               help="No peering with other instances of this operator.")
 @click.option("--liveness", metavar="URL", envvar="LIMEN_OPERATOR_LIVENESS",
               help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--diag-addr", metavar="HOST:PORT", envvar="LIMEN_OPERATOR_DIAG_ADDR",
+              help="Diagnostics listener: /metrics, /healthz, /readyz (plain HTTP).")
 @click.option("--operator-id", envvar="LIMEN_OPERATOR_ID",
               help="Handle only objects labelled limen.dev/operator-id=ID.")
 @click.option("--auth", "auth_address", metavar="HOST:PORT", envvar="LIMEN_AUTH_ADDRESS",
@@ -43,7 +45,8 @@ __all__ = ["operator"]
 @click.pass_context
 @handle_errors
 def operator(ctx: click.Context, namespaces: tuple[str, ...], all_namespaces: bool,
-             standalone: bool, liveness: str | None, operator_id: str | None,
+             standalone: bool, liveness: str | None, diag_addr: str | None,
+             operator_id: str | None,
              auth_address: str | None, identity: Path | None, data_dir: Path | None,
              resync: str | None, delete_deadline: str | None) -> None:
     """Run the Kubernetes operator (like `kopf run -m limen.operator`)."""
@@ -61,7 +64,8 @@ def operator(ctx: click.Context, namespaces: tuple[str, ...], all_namespaces: bo
         resync_seconds=parse_duration(resync).total_seconds() if resync else None,
         delete_deadline_seconds=(parse_duration(delete_deadline).total_seconds()
                                  if delete_deadline else None))
-    asyncio.run(run(config, namespaces=watched, standalone=standalone, liveness=liveness))
+    asyncio.run(run(config, namespaces=watched, standalone=standalone, liveness=liveness,
+                    diag_addr=diag_addr or ""))
 
 
 @operator.command("seed-ca")

@@ -134,7 +134,7 @@ class ClusterReconciler:
     async def reconcile(self, body: Mapping[str, Any], patch: Any, logger: Logger, *,
                         retry: bool) -> None:
         uid = str(body["metadata"].get("uid") or "")
-        async with self.ctx.lock(uid):
+        async with self.ctx.lock(uid), self.ctx.reconciling("Cluster"):
             self.ctx.reconciles[uid] += 1
             problem = _problem(body)
             if problem is not None:

@@ -26,15 +26,17 @@ Called by ``limen.operator.main``, ``limen.operator.resource_handlers`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 
+from limen.diag.metrics import Metrics
 from limen.operator.auth import LimenAuth
 from limen.operator.deployed_auth import DeployedCluster, DeployedClusters
 from limen.operator.kopf_session import SessionTracker
@@ -74,6 +76,9 @@ class OperatorContext:
     """The Clusters this operator deployed (``limen.operator.deployed_auth``)."""
     reconciles: Counter[str] = field(default_factory=Counter)
     """Reconciles run, by object uid (tests and the benchmark read it)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """This operator's metrics (``limen_operator_reconciles_total``), served by
+    ``limen operator --diag-addr``."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _timers: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,6 +90,17 @@ class OperatorContext:
         if self.auth is None and not self.config.auth_address and self.config.data_dir is None:
             self.auth = LimenAuth(self.deployed.endpoint,
                                   call_timeout=self.config.call_timeout_seconds)
+
+    @contextlib.asynccontextmanager
+    async def reconciling(self, kind: str) -> AsyncIterator[None]:
+        """Count one reconcile of ``kind``: ``ok``, or ``error`` when it raised (kopf retries
+        it; a reconcile that wrote a failed condition and returned counts as ``ok``)."""
+        try:
+            yield
+        except BaseException:
+            self.metrics.operator_reconciles.labels(kind, "error").inc()
+            raise
+        self.metrics.operator_reconciles.labels(kind, "ok").inc()
 
     def lock(self, uid: str) -> asyncio.Lock:
         """Serialises the handlers and the resync timer of one object."""

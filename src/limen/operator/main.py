@@ -5,6 +5,7 @@ identity).
 ::
 
     limen operator [--namespace NS ... | --all-namespaces] [--standalone] [--liveness URL]
+                   [--diag-addr HOST:PORT]   /metrics (reconciles), /healthz, /readyz
       └─ run() ──▶ build_context(config) ──▶ build_registry(ctx) ──▶ kopf.operator(...)
                        auth: LimenAuth              startup: configure_kopf, KubeApi
                        (fixed address, or a         login: kubeconfig / service account,
@@ -29,6 +30,7 @@ import asyncio
 import base64
 from collections.abc import Collection
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ from limen.backend.sqlite import DB_FILENAME
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.config import load_settings
+from limen.diag import Check, DiagListener, Readiness
 from limen.errors import BadParameter, NotFound
 from limen.files import private_dir
 from limen.operator.auth import LimenAuth, data_dir_endpoint, static_endpoint
@@ -119,19 +122,31 @@ async def run(config: OperatorConfig, *, namespaces: Collection[str] = (),
               standalone: bool = False, liveness: str | None = None,
               ctx: OperatorContext | None = None,
               stop_flag: asyncio.Event | None = None,
-              ready_flag: asyncio.Event | None = None) -> None:
-    """Run the operator until stopped: in ``namespaces``, or cluster-wide when none."""
+              ready_flag: asyncio.Event | None = None, diag_addr: str = "") -> None:
+    """Run the operator until stopped: in ``namespaces``, or cluster-wide when none;
+    ``diag_addr``: the diagnostics listener (``limen.diag``: its reconciles in /metrics,
+    /readyz once the Kubernetes API client is up)."""
     ctx = ctx or build_context(config)
     settings = kopf.OperatorSettings()
     configure_kopf(settings, config)
+    diag = DiagListener(diag_addr, ctx.metrics, Readiness([Check("kube-api", partial(
+        _kube_ready, ctx))])) if diag_addr else None
     try:
+        if diag is not None:
+            await diag.start()
         await kopf.operator(
             registry=build_registry(ctx), settings=settings, clusterwide=not namespaces,
             namespaces=list(namespaces), standalone=standalone or None,
             liveness_endpoint=liveness, stop_flag=stop_flag, ready_flag=ready_flag)
     finally:
+        if diag is not None:
+            await diag.stop()
         # kopf closed its sessions; end the connections whose TLS shutdown is still running
         await ctx.sessions.finish(CONNECTION_GRACE_SECONDS)
+
+
+async def _kube_ready(ctx: OperatorContext) -> str | None:
+    return None if ctx.kube is not None else "no Kubernetes API client yet (starting up)"
 
 
 # -- helper jobs -------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ class Reconciler:
                         claims: Mapping[str, Iterable[Claim]] | None, *, resync: bool) -> None:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
-        async with self.ctx.lock(uid):
+        async with self.ctx.lock(uid), self.ctx.reconciling(str(self.kind.value)):
             self.ctx.reconciles[uid] += 1
             previous = body.get("status") or {}
             try:
