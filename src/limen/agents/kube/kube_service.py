@@ -43,6 +43,7 @@ from limen.ca.identity import SystemRole
 from limen.ca.x509_certs import verify_client_cert
 from limen.config import KubeSettings
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
+from limen.events.buffer import AuditBuffer
 from limen.events.emitter import Emitter
 from limen.net.streams import accept_tls, close_writer
 from limen.rbac.kube_request import KubeRequestInfo
@@ -89,6 +90,7 @@ class KubeService:
         self.upstreams = upstreams
         self.roles = roles
         self.emitter = emitter
+        self.audit = AuditBuffer(emitter)
         self._tunnel_address = tunnel_address
         self._on_tunnel = on_tunnel
         self._now = now
@@ -133,6 +135,7 @@ class KubeService:
             await self.tunnel.stop()
         if self._tasks:  # recordings being handed over
             await asyncio.wait(self._tasks, timeout=10)
+        await self.audit.aclose()
         if self._http is not None:
             await self._http.close()
 
@@ -160,7 +163,7 @@ class KubeService:
             try:
                 cluster = await self.catalog.find(connect.cluster)
                 session = await open_session(connect, cluster, self._trust, self.roles,
-                                             self.emitter, self.credentials.host_id,
+                                             self.audit, self.credentials.host_id,
                                              self._now)
             except LimenError as err:
                 await self._answer(writer, 403 if isinstance(err, AccessDenied) else 404,
@@ -181,7 +184,10 @@ class KubeService:
 
     async def _requests(self, session: KubeSession, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
-        """Serve the connection's requests one after the other until it closes."""
+        """Serve the connection's requests one after the other until it closes (at once when
+        the audit log cannot write one of its events: fail closed)."""
+        if session.stream is not None:
+            session.stream.on_failure = lambda _failure: writer.transport.abort()
         closed = asyncio.ensure_future(writer.wait_closed())
         try:
             await self._loop(session, reader, writer, closed)

@@ -11,7 +11,10 @@ to) and whose expiry it checks again on every request of a kept-alive connection
 ``check_kube_request`` (``kubernetes_resources``). The impersonated user is the Limen user, or
 the one ``kubernetes_users`` value the roles grant there (several: refused, the client cannot
 choose — its own ``Impersonate-*`` headers are never honoured); the groups are the granted
-``kubernetes_groups``. Called by :mod:`limen.agents.kube.kube_service`.
+``kubernetes_groups``. A served request's event is queued in the agent's
+:class:`~limen.events.buffer.AuditBuffer` (the next request does not wait for the disk; the
+buffer writes in order, in batches); a refusal's is awaited; when the log cannot write, the
+connection ends (fail closed). Called by :mod:`limen.agents.kube.kube_service`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from limen.api.resources import Resource
 from limen.ca.identity import Identity
 from limen.ca.x509_certs import verify_client_cert
 from limen.errors import AccessDenied, BadParameter, LimenError
+from limen.events.buffer import AuditBuffer, AuditStream
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.rbac import RoleSet
@@ -61,6 +65,13 @@ class KubeSession:
     emitter: Emitter
     server_id: str
     now: Callable[[], datetime]
+    stream: AuditStream | None = None
+    """When the emitter is an :class:`AuditBuffer`: the connection's stream, so a served
+    request's event is queued without waiting for the disk (a refusal's is awaited)."""
+
+    def __post_init__(self) -> None:
+        if self.stream is None and isinstance(self.emitter, AuditBuffer):
+            self.stream = self.emitter.stream()
 
     @staticmethod
     def request_info(head: RequestHead) -> KubeRequestInfo:
@@ -115,9 +126,14 @@ class KubeSession:
                           kubernetes_groups=list(impersonation.groups))
         if reason:
             fields["reason"] = reason
-        await self.emitter.emit(make_event(
-            "kube.request", success=success, cluster=self.identity.cluster,
-            user=self.identity.username, **fields, **extra))
+        event = make_event("kube.request", success=success, cluster=self.identity.cluster,
+                           user=self.identity.username, **fields, **extra)
+        if self.stream is None:
+            await self.emitter.emit(event)
+        elif success:
+            await self.stream.record(event)  # AuditUnavailable once the log fails: fail closed
+        else:
+            await self.stream.emit(event)
 
 
 async def open_session(connect: KubeConnect, cluster: Resource,

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import ssl
 import uuid
 
@@ -32,6 +31,7 @@ from limen.errors import ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
 from limen.net.streams import both_ways, close_writer, copy_stream
+from limen.net.tcp import tune_socket
 from limen.proxy.kube.kube_route import KubeRouter
 from limen.proxy.routing import ClusterView
 from limen.tunnel.server import TunnelServer
@@ -86,9 +86,7 @@ class KubeProxyService:
         peer = writer.get_extra_info("peername")
         client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         session_id = str(uuid.uuid4())
-        sock = writer.get_extra_info("socket")
-        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tune_socket(writer.get_extra_info("socket"))  # a response's head and body: no Nagle wait
         try:
             await self._serve(reader, writer, client_addr, session_id)
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as err:
