@@ -6,7 +6,9 @@ as soon as its event is in the buffer, not once it is on disk. Wraps any
 :class:`~limen.events.Emitter` (:class:`~limen.events.FileLog`,
 :class:`~limen.events.PostgresLog`, an agent's :class:`~limen.agents.audit_outbox.AuditOutbox`,
 a :class:`~limen.events.MemoryEmitter`); one with ``emit_many`` gets each batch in one call
-(one hand-off to its writer thread and one fsync or commit per batch)::
+(one hand-off to its writer thread and one fsync or commit per batch). A batch takes what
+comes within ``linger`` (2 ms) of its first event, or goes at once when full or when a
+durable event is in it::
 
     session A ── stream.record(q1) ─┐                          ┌─▶ emit_many([q1, q2, s3])
     session B ── stream.record(q2) ─┼─▶ ordered bounded queue ─┤   one batch at a time,
@@ -32,8 +34,8 @@ The promise:
   everything queued is written (or failed).
 
 A query whose event was queued but not yet written when the process dies is lost with the
-process (the client may have had its answer): the window is one batch, typically
-milliseconds. Use from one event loop.
+process (the client may have had its answer): the window is one batch, a few
+milliseconds (the linger and the write). Use from one event loop.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_BATCH = 512
+DEFAULT_LINGER = 0.002
 
 
 class AuditUnavailable(ConnectionProblem):
@@ -136,17 +139,19 @@ class AuditBuffer:
     producers are told to wait; ``max_batch``: events handed to the log at once."""
 
     def __init__(self, emitter: Emitter, *, capacity: int = DEFAULT_CAPACITY,
-                 max_batch: int = DEFAULT_BATCH) -> None:
-        if capacity < 1 or max_batch < 1:
+                 max_batch: int = DEFAULT_BATCH, linger: float = DEFAULT_LINGER) -> None:
+        if capacity < 1 or max_batch < 1 or linger < 0:
             raise ValueError("an audit buffer needs a positive capacity and batch size")
         self.emitter = emitter
         self.capacity = capacity
         self.max_batch = max_batch
+        self.linger = linger
         self.batches = 0
         """Batches written so far (for tests and benchmarks)."""
         self._queue: deque[_Entry] = deque()
         self._held = 0
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._space: list[Callable[[], None]] = []
@@ -194,6 +199,7 @@ class AuditBuffer:
     async def aclose(self) -> None:
         """Refuse new events, write what is queued, stop the writer."""
         self._closed = True
+        self._urgent.set()
         await self.flush()
         writer, self._writer = self._writer, None
         if writer is not None:
@@ -211,6 +217,8 @@ class AuditBuffer:
         self._held += 1
         self._idle.clear()
         self._wake.set()
+        if done is not None or len(self._queue) >= self.max_batch or self._closed:
+            self._urgent.set()
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(
                 self._run(), name="limen-audit-buffer")
@@ -227,6 +235,13 @@ class AuditBuffer:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            if self.linger and not self._urgent.is_set():
+                # gather what comes within ``linger`` into this batch (one hand-off to the
+                # log for many queries); a durable emit or a full batch goes at once
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger):
+                        await self._urgent.wait()
+            self._urgent.clear()
             count = min(len(self._queue), self.max_batch)
             batch = [self._queue.popleft() for _ in range(count)]
             if not self._queue:

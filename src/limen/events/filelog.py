@@ -58,7 +58,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from concurrent.futures import wait as wait_futures
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -100,7 +99,52 @@ _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW",
 _SIGNER_RETRY = 1.0
 _WAKE = "wake"
 
-_Pending = tuple[AuditEvent, "Future[None]"]
+
+
+class _Slot:
+    """One event's share of a :class:`_Batch`: resolved once, like the event's own Future."""
+
+    __slots__ = ("_batch", "_done")
+
+    def __init__(self, batch: _Batch) -> None:
+        self._batch = batch
+        self._done = False
+
+    def set_result(self, _result: None) -> None:
+        self._settle(None)
+
+    def set_exception(self, err: BaseException) -> None:
+        self._settle(err)
+
+    def _settle(self, err: BaseException | None) -> None:
+        if self._done:
+            raise RuntimeError("an audit event was settled twice")
+        self._done = True
+        self._batch.settled(err)
+
+
+class _Batch:
+    """The events of one ``emit_many``: ``future`` resolves (with the first failure) once
+    every event is written or failed, so the caller wakes once per batch, not per event."""
+
+    def __init__(self, count: int) -> None:
+        self.future: Future[None] = Future()
+        self._left = count
+        self._error: BaseException | None = None
+
+    def settled(self, err: BaseException | None) -> None:
+        if err is not None and self._error is None:
+            self._error = err
+        self._left -= 1
+        if self._left == 0:
+            if self._error is not None:
+                self.future.set_exception(self._error)
+            else:
+                self.future.set_result(None)
+
+
+_Done = Future[None] | _Slot
+_Pending = tuple[AuditEvent, _Done]
 
 
 def day_file_name(day: date) -> str:
@@ -148,7 +192,8 @@ class FileLog:
         self.checkpoint_interval = checkpoint_interval
         self._clock = clock
         _ensure_private_dir(self.directory)
-        self._queue: queue.SimpleQueue[_Pending | str | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | list[_Pending] | str | None] = \
+            queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -174,13 +219,19 @@ class FileLog:
 
     async def emit_many(self, events: Sequence[AuditEvent]) -> None:
         """Emit ``events`` in order; returns once all are written (fsynced in batches), with
-        one wake-up of the event loop instead of one per event (a Git sync that changes
-        10,000 objects). Raises the first failure after every event was attempted."""
-        pending = [self._submit(event) for event in events]
-        if pending:
-            await asyncio.to_thread(wait_futures, pending)
-        for done in pending:
-            done.result()
+        one hand-off to the writer thread and one wake-up of the event loop for the lot
+        (a Git sync that changes 10,000 objects, a db agent's buffered queries). Raises the
+        first failure after every event was attempted."""
+        if not events:
+            return
+        batch = _Batch(len(events))
+        pending: list[_Pending] = [(event, _Slot(batch)) for event in events]
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"audit log {self.directory} is closed")
+            self._start_locked()
+            self._queue.put(pending)
+        await asyncio.wrap_future(batch.future)
 
     def write(self, event: AuditEvent) -> None:
         self._submit(event).result()
@@ -248,7 +299,8 @@ class FileLog:
             except queue.Empty:
                 item, tick = _WAKE, True
             stop = item is None
-            batch: list[_Pending] = [item] if isinstance(item, tuple) else []
+            batch: list[_Pending] = [item] if isinstance(item, tuple) else \
+                list(item) if isinstance(item, list) else []
             while not stop:
                 try:
                     more = self._queue.get_nowait()
@@ -258,6 +310,8 @@ class FileLog:
                     stop = True
                 elif isinstance(more, tuple):
                     batch.append(more)
+                elif isinstance(more, list):
+                    batch.extend(more)
             try:
                 if self._signer is not None and not self._sealed:
                     self._seal_newest()  # before this writer's first line
@@ -287,7 +341,7 @@ class FileLog:
         return max(0.0, self._dirty_since + self.checkpoint_interval - self._clock())
 
     def _write_batch(self, batch: list[_Pending]) -> None:
-        ready: list[tuple[date, bytes, Future[None]]] = []
+        ready: list[tuple[date, bytes, _Done]] = []
         for event, done in batch:
             try:
                 day = event.time.astimezone(UTC).date()
@@ -297,9 +351,9 @@ class FileLog:
         for day, group in itertools.groupby(ready, key=operator.itemgetter(0)):
             self._write_day(day, [(body, done) for _, body, done in group])
 
-    def _write_day(self, day: date, group: list[tuple[bytes, Future[None]]]) -> None:
+    def _write_day(self, day: date, group: list[tuple[bytes, _Done]]) -> None:
         """Append ``group`` to the day's file under its lock, then fsync once, unlocked."""
-        written: list[Future[None]] = []
+        written: list[_Done] = []
         try:
             fd = self._fd_for(day)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -476,7 +530,7 @@ class FileLog:
 
     # -- files ----------------------------------------------------------------------------
 
-    def _sync_and_resolve(self, fd: int, written: list[Future[None]]) -> None:
+    def _sync_and_resolve(self, fd: int, written: list[_Done]) -> None:
         if not written:
             return
         try:
@@ -549,12 +603,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _succeed(done: Future[None]) -> None:
+def _succeed(done: _Done) -> None:
     with contextlib.suppress(Exception):  # cancelled by its waiter: nothing to report
         done.set_result(None)
 
 
-def _fail(done: Future[None], err: BaseException) -> None:
+def _fail(done: _Done, err: BaseException) -> None:
     with contextlib.suppress(Exception):
         done.set_exception(err)
 

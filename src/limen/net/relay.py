@@ -83,6 +83,10 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self._eof = [False, False]
         self._lost = [False, False]
+        self._paused = [False, False]
+        """Reading of a side paused by the relay itself (back pressure, data before attach)."""
+        self._holds = [0, 0]
+        """Reasons of a subclass to keep reading a side paused (:meth:`hold`)."""
         self._closing = False
         self._activity = 0
         self._seen = -1
@@ -101,15 +105,14 @@ class Relay:
         if self._lost[side ^ 1] or self._closing:
             self._close_side(side)
             return
-        peer = self._ends[side ^ 1]
-        if pending and peer is not None:
-            peer.resume_reading()
+        if pending:
+            self._resume_end(side ^ 1)
         if self._eof[side ^ 1]:
             self._pass_eof(side)
 
-    def protocol(self, side: int) -> RelayProtocol:
+    def protocol(self, side: int, *, half_close: bool = True) -> RelayProtocol:
         """An asyncio Protocol feeding this relay as ``side`` (attaches on connection_made)."""
-        return RelayProtocol(self, side)
+        return RelayProtocol(self, side, half_close=half_close)
 
     # ------------------------------------------------------------------ callbacks
 
@@ -125,9 +128,7 @@ class Relay:
             out.append(data)
             return
         self._pending[side].append(bytes(data))
-        end = self._ends[side]
-        if end is not None:
-            end.pause_reading()
+        self._pause_end(side)
 
     def eof(self, side: int) -> None:
         self._activity += 1
@@ -151,14 +152,47 @@ class Relay:
 
     def pause(self, side: int) -> None:
         """``side``'s writer is backed up: stop reading from the other side."""
-        peer = self._ends[side ^ 1]
-        if peer is not None:
-            peer.pause_reading()
+        self._pause_end(side ^ 1)
 
     def resume(self, side: int) -> None:
-        peer = self._ends[side ^ 1]
-        if peer is not None:
-            peer.resume_reading()
+        self._resume_end(side ^ 1)
+
+    def hold(self, side: int) -> None:
+        """Stop reading ``side`` until as many :meth:`release` calls (a subclass waiting for
+        room elsewhere, e.g. an audit buffer); independent of the relay's own back pressure."""
+        self._holds[side] += 1
+        end = self._ends[side]
+        if self._holds[side] == 1 and not self._paused[side] and end is not None:
+            end.pause_reading()
+
+    def release(self, side: int) -> None:
+        self._holds[side] -= 1
+        end = self._ends[side]
+        if self._holds[side] == 0 and not self._paused[side] and end is not None \
+                and not self._lost[side] and not self._closing:
+            end.resume_reading()
+
+    def reply(self, side: int, data: bytes) -> None:
+        """Write ``data`` to ``side`` itself (an answer made up by a subclass), after what the
+        other side sent it during this loop step."""
+        self._flush(side ^ 1)
+        end = self._ends[side]
+        if end is not None and not self._lost[side]:
+            end.write(data)
+
+    def _pause_end(self, side: int) -> None:
+        end = self._ends[side]
+        if end is not None:
+            self._paused[side] = True
+            if not self._holds[side]:
+                end.pause_reading()
+
+    def _resume_end(self, side: int) -> None:
+        end = self._ends[side]
+        if end is not None:
+            self._paused[side] = False
+            if not self._holds[side]:
+                end.resume_reading()
 
     # ------------------------------------------------------------------ closing
 
@@ -252,11 +286,13 @@ class Relay:
 
 
 class RelayProtocol(asyncio.Protocol):
-    """One TCP side of a :class:`Relay`."""
+    """One TCP side of a :class:`Relay`. ``half_close``: keep the transport open after the
+    peer's EOF (TCP); a TLS transport cannot, and closes itself (set False for one)."""
 
-    def __init__(self, relay: Relay, side: int) -> None:
+    def __init__(self, relay: Relay, side: int, *, half_close: bool = True) -> None:
         self.relay = relay
         self.side = side
+        self.half_close = half_close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tune_socket(transport.get_extra_info("socket"))
@@ -267,7 +303,7 @@ class RelayProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.relay.eof(self.side)
-        return True  # keep the transport open: the other direction may still flow
+        return self.half_close  # keep a TCP transport open: the other direction may flow
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.lost(self.side, exc)

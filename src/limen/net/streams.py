@@ -1,9 +1,12 @@
 """asyncio streams for protocols that parse what they relay (the database fronts and the db
-agent): TLS on an already connected socket or data connection, and a counted copy loop.
+agent): TLS on an already connected socket or data connection, a counted copy loop, and the
+hand-over of a stream's connection to a :class:`~limen.net.relay.Relay` once the parsing is
+done.
 
-The SSH paths use :mod:`limen.net.relay` (Protocols, no streams); the database paths read
-startup messages and audit queries, which streams make plain. Called by
-``limen.proxy.db`` and ``limen.agents.db``.
+The database paths read their startup messages with streams, which make that plain; then
+:func:`hand_over` gives each connection to a Relay (asyncio Protocols: no task and no
+stream buffer per read), as the SSH paths do from the start. Called by ``limen.proxy.db``
+and ``limen.agents.db``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from limen.net.relay import Relay
 from limen.net.tcp import tune_socket
 
 __all__ = [
-    "Counter", "accept_tls", "both_ways", "close_writer", "copy_stream", "stream_pair",
+    "Counter", "accept_tls", "both_ways", "close_writer", "connect_socket", "copy_stream",
+    "hand_over", "stream_pair",
 ]
 
 _CHUNK = 256 * 1024
@@ -42,6 +47,16 @@ async def accept_tls(sock: socket.socket, context: ssl.SSLContext, *,
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport, _ = await loop.connect_accepted_socket(
         lambda: protocol, sock, ssl=context, ssl_handshake_timeout=handshake_timeout)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+async def connect_socket(sock: socket.socket
+                         ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over a connected socket of any family (a socket pair's end)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
@@ -101,9 +116,42 @@ async def both_ways(foreground: Coroutine[Any, Any, None],
             task.cancel()
 
 
+def hand_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, relay: Relay,
+              side: int) -> None:
+    """Give the connection under ``reader``/``writer`` to ``relay`` as ``side``: what the
+    stream had buffered (and its EOF) goes first, then the transport calls the relay's
+    Protocol directly. Call it with nothing left to drain; the streams are not used after."""
+    transport = writer.transport
+    assert isinstance(transport, asyncio.Transport)
+    buffered: bytearray | None = getattr(reader, "_buffer", None)
+    data = bytes(buffered) if buffered else b""
+    if buffered:
+        buffered.clear()
+    eof, failure = reader.at_eof(), reader.exception()
+    lost = transport.is_closing()
+    tls = transport.get_extra_info("sslcontext") is not None
+    transport.set_protocol(relay.protocol(side, half_close=not tls))
+    if getattr(reader, "_paused", False):  # the stream had paused a full buffer
+        transport.resume_reading()
+    relay.attach(side, transport)
+    if data:
+        relay.received(side, data)
+    if lost:
+        relay.lost(side, failure)
+    elif eof:
+        relay.eof(side)
+
+
 async def close_writer(writer: asyncio.StreamWriter, grace: float = 5.0) -> None:
-    """Close and wait (bounded) for the close to finish; errors of a dead peer are ignored."""
+    """Close and wait (bounded) for the close to finish; errors of a dead peer are ignored.
+    A connection handed over to a relay is only closed (the relay sees it go)."""
     writer.close()
+    try:
+        protocol = writer.transport.get_protocol()
+    except AttributeError:  # a TLS transport already torn down (asyncio drops its protocol)
+        return
+    if not isinstance(protocol, asyncio.StreamReaderProtocol):
+        return
     with contextlib.suppress(OSError, ssl.SSLError, TimeoutError, RuntimeError):
         async with asyncio.timeout(grace):
             await writer.wait_closed()

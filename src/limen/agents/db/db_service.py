@@ -12,8 +12,10 @@ reaches the client as its protocol's error (PostgreSQL ErrorResponse, MySQL ERR 
 Every event of the agent goes through one :class:`~limen.events.buffer.AuditBuffer` over its
 emitter: queries are queued and written in batches, the rest is awaited; ``stop`` flushes it.
 
-Called by ``limen.cli.compose`` (single process) and ``limen.cli.compose_remote``
-(``limen start --roles db``).
+In the single process (``limen.cli.compose``) the proxy beside the agent reaches it through
+:meth:`DBService.serve_local` instead (a socket pair, no tunnel and no TLS between the two
+parts of one process; the user is checked the same way). Called by ``limen.cli.compose``
+(single process) and ``limen.cli.compose_remote`` (``limen start --roles db``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from limen.errors import AccessDenied, LimenError
 from limen.events.buffer import AuditBuffer
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.net.streams import accept_tls, close_writer
+from limen.net.streams import accept_tls, close_writer, connect_socket
 from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.agent_settings import TunnelAgentSettings
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
@@ -130,6 +132,24 @@ class DBService:
         except (LimenError, OSError, ssl.SSLError, TimeoutError,
                 asyncio.IncompleteReadError) as err:
             log.warning("db agent: dial for %s ended: %s", dial.target, err)
+        finally:
+            await close_writer(writer)
+
+    async def serve_local(self, sock: socket.socket, request: SessionRequest) -> None:
+        """A session from the proxy of this same process, over a socket pair it made: no
+        tunnel and no TLS between the two (nothing outside the process can reach the pair);
+        the user's certificate and the decision are checked here as for a tunnel dial."""
+        try:
+            reader, writer = await connect_socket(sock)
+        except OSError as err:
+            log.warning("db agent: local session for %s failed: %s", request.service, err)
+            sock.close()
+            return
+        try:
+            await self._handle(request, reader, writer)
+        except (LimenError, OSError, ssl.SSLError, TimeoutError,
+                asyncio.IncompleteReadError) as err:
+            log.warning("db agent: local session for %s ended: %s", request.service, err)
         finally:
             await close_writer(writer)
 

@@ -14,8 +14,11 @@ Commands (the first packet of each, sequence 0) are decoded: ``COM_QUERY`` and
 a ``USE`` (in any statement of a multi-statement query) and ``COM_INIT_DB`` must name a
 database the roles allow (``db_names``), ``COM_CHANGE_USER`` and replication commands are
 refused: each refusal answers an ERR packet to the client, is audited, and the command never
-reaches the server. ``LOAD DATA LOCAL INFILE`` is disabled upstream (the client capability
-is not passed on), so the server refuses it. Called by :mod:`limen.agents.db.db_service`.
+reaches the server. ``LOAD DATA LOCAL INFILE`` works only for a Resource with
+``spec.mysql.allow_local_infile: true``: otherwise the client capability is not passed on and
+the server refuses the statement; when allowed, the statement is audited as a query and the
+file's size as a ``LOCAL_INFILE_DATA`` query event once it is sent. Called by
+:mod:`limen.agents.db.db_service`.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ import asyncio
 import logging
 import ssl
 
+from limen.agents.db.audited_relay import AuditedRelay, relay_session
 from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, upstream_target
 from limen.dbproto import mysql as my
 from limen.errors import BadParameter, LimenError
-from limen.events.buffer import AuditUnavailable
-from limen.net.streams import both_ways, close_writer, copy_stream
+from limen.net.streams import close_writer
 
 __all__ = ["serve_mysql"]
 
@@ -76,8 +79,10 @@ async def _login(session: DBSession, certs: UpstreamCerts, capabilities: int, ch
             hello = my.decode_handshake(greeting.payload)
             if not hello.capabilities & my.CLIENT_SSL:
                 raise BadParameter("the database does not offer TLS")
-            caps = (capabilities & hello.capabilities & ~my.CLIENT_LOCAL_FILES
-                    & ~my.CLIENT_COMPRESS) | my.CLIENT_SSL | my.CLIENT_PROTOCOL_41
+            caps = (capabilities & hello.capabilities & ~my.CLIENT_COMPRESS) \
+                | my.CLIENT_SSL | my.CLIENT_PROTOCOL_41
+            if not local_infile_allowed(session):
+                caps &= ~my.CLIENT_LOCAL_FILES
             if session.db_name:
                 caps |= my.CLIENT_CONNECT_WITH_DB
             else:
@@ -112,6 +117,12 @@ async def _login(session: DBSession, certs: UpstreamCerts, capabilities: int, ch
             raise
 
 
+def local_infile_allowed(session: DBSession) -> bool:
+    """Whether the Resource opts in to LOAD DATA LOCAL INFILE (``spec.mysql``)."""
+    options = session.db.spec.get("mysql")
+    return isinstance(options, dict) and options.get("allow_local_infile") is True
+
+
 async def serve_mysql(session: DBSession, client_reader: asyncio.StreamReader,
                       client_writer: asyncio.StreamWriter, certs: UpstreamCerts) -> None:
     params = session.request.params
@@ -136,65 +147,75 @@ async def serve_mysql(session: DBSession, client_reader: asyncio.StreamReader,
         client_writer.write(my.encode_packet(seq, ok))
         await client_writer.drain()
         await session.emit("db.session.start")
-        session.end_on_audit_failure(client_writer, up.writer)
         if up.queue:  # nothing should follow an OK before a command; pass it on if it does
             client_writer.write(b"".join(my.encode_packet(p.seq, p.payload) for p in up.queue))
-        await both_ways(_client_to_db(session, client_reader, client_writer, up.writer),
-                        copy_stream(up.reader, client_writer, session.from_db))
+        await relay_session(session, _Commands(local_infile_allowed(session)),
+                            (client_reader, client_writer), (up.reader, up.writer))
         await session.end()
     finally:
         await close_writer(up.writer)
 
 
-async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
-                        client_writer: asyncio.StreamWriter,
-                        writer: asyncio.StreamWriter) -> None:
-    splitter = my.PacketSplitter()
-    try:
-        while data := await client_reader.read(256 * 1024):
-            out: list[bytes] = []
-            room = True
-            for packet in splitter.feed(data):
-                refusal = await _check(session, packet) if packet.seq == 0 else None
-                if refusal is None:
-                    out.append(my.encode_packet(packet.seq, packet.payload))
-                elif refusal:
-                    client_writer.write(my.encode_packet(1, refusal))
-                else:
-                    room = False
-                    out.append(my.encode_packet(packet.seq, packet.payload))
-            if out:
-                chunk = b"".join(out)
-                session.to_db.bytes += len(chunk)
-                writer.write(chunk)
-                await writer.drain()
-            await client_writer.drain()
-            if not room:
-                await session.emitter.wait_space()
-    except BadParameter as err:
-        log.warning("db session %s: malformed client packet: %s", session.request.session_id,
-                    err)
-    except AuditUnavailable as err:
-        log.error("db session %s ended: %s", session.request.session_id, err)
-    except (OSError, ssl.SSLError, RuntimeError):
-        pass
-    finally:
-        if writer.can_write_eof():
-            writer.write_eof()
+class _Commands:
+    """The inspector of the client's packets (:mod:`limen.agents.db.audited_relay`).
+
+    A packet of sequence 0 is a command: checked and audited (:func:`_check`). With
+    ``local_infile``, a ``COM_QUERY`` may be answered by the server's LOCAL INFILE request
+    (sequence 1); the client's file then follows as packets of sequence 2, 3, ... (wrapping
+    past 255), ended by an empty one: packets that continue that sequence are file data,
+    passed on and counted, never read as commands. A server that asked for no file refuses
+    a packet of sequence 2 as out of order, so nothing the client calls file data can run
+    as a command. Other packets (the rest of a command longer than 16 MiB) pass as they are.
+    """
+
+    def __init__(self, local_infile: bool) -> None:
+        self.splitter = my.PacketSplitter()
+        self.local_infile = local_infile
+        self.expect: int | None = None
+        """The sequence number a file data packet would have now, if a transfer may run."""
+        self.file_bytes = 0
+
+    def __call__(self, data: bytes, relay: AuditedRelay) -> tuple[bytes, bool]:
+        session = relay.session
+        out: list[bytes] = []
+        room = True
+        for packet in self.splitter.feed(data):
+            if self.expect is not None and packet.seq == self.expect:
+                room = self._file_data(session, packet) and room
+            elif packet.seq == 0:
+                self.expect = None
+                refusal, ok = _check(session, packet)
+                room = ok and room
+                if refusal is not None:
+                    relay.reply(0, my.encode_packet(1, refusal))
+                    continue
+                if self.local_infile and packet.payload[:1] == bytes([my.COM_QUERY]):
+                    self.expect, self.file_bytes = 2, 0
+            out.append(my.encode_packet(packet.seq, packet.payload))
+        return b"".join(out), room
+
+    def _file_data(self, session: DBSession, packet: my.Packet) -> bool:
+        if packet.payload:
+            self.file_bytes += len(packet.payload)
+            self.expect = (packet.seq + 1) % 256
+            return True
+        self.expect = None  # the empty packet ends the file
+        return session.record("db.session.query", command="LOCAL_INFILE_DATA",
+                              bytes=self.file_bytes)
 
 
-async def _check(session: DBSession, packet: my.Packet) -> bytes | None:
-    """Audit one command: the ERR payload to answer instead of passing it on, or None to
-    pass it on, or b"" to pass it on once the full audit buffer has room again (refusals are
-    written before the client hears of them; queries are queued)."""
+def _check(session: DBSession, packet: my.Packet) -> tuple[bytes | None, bool]:
+    """Audit one command: the ERR payload to answer instead of passing it on (or None), and
+    whether the audit buffer has room. Refusals and queries are queued in the audit buffer
+    before the answer or the command goes anywhere."""
     if not packet.payload:
-        return None
+        return None, True
     command = my.decode_command(packet.payload)
     refused = _REFUSED_COMMANDS.get(command.code)
     if refused is not None:
-        await session.emit("db.session.query", success=False, command=command.name,
-                           reason=refused)
-        return my.err_payload(_ER_SPECIFIC_ACCESS_DENIED, "42000", f"Limen: {refused}")
+        room = session.record("db.session.query", success=False, command=command.name,
+                              reason=refused)
+        return my.err_payload(_ER_SPECIFIC_ACCESS_DENIED, "42000", f"Limen: {refused}"), room
     databases: tuple[str, ...] = ()
     if command.code == my.COM_INIT_DB and command.text is not None:
         databases = (command.text,)
@@ -203,10 +224,10 @@ async def _check(session: DBSession, packet: my.Packet) -> bytes | None:
     for name in databases:
         reason = session.check_db_name(name)
         if reason is not None:
-            await session.emit("db.session.query", success=False, command=command.name,
-                               query=command.text or "", reason=reason)
+            room = session.record("db.session.query", success=False, command=command.name,
+                                  query=command.text or "", reason=reason)
             return my.err_payload(_ER_DBACCESS_DENIED, "42000",
-                                  f"Limen: access to database {name!r} denied: {reason}")
+                                  f"Limen: access to database {name!r} denied: {reason}"), room
     room = True
     if command.code in (my.COM_QUERY, my.COM_STMT_PREPARE, my.COM_INIT_DB):
         room = session.record("db.session.query", command=command.name,
@@ -214,4 +235,4 @@ async def _check(session: DBSession, packet: my.Packet) -> bytes | None:
     elif command.code == my.COM_STMT_EXECUTE:
         room = session.record("db.session.query", command=command.name,
                               statement_id=command.statement_id)
-    return None if room else b""
+    return None, room

@@ -5,8 +5,9 @@ then relay, auditing every query.
 
     proxy ──(session request)──▶ agent ──SSLRequest, TLS (CN=<db user>)──▶ PostgreSQL
           ◀── AuthenticationOk, ParameterStatus…, BackendKeyData, ReadyForQuery ──┘
-    then: client messages are split (Q, P, B kept for the audit, everything else only
-    counted) and written upstream as they came; the server's bytes go back untouched.
+    then (limen.agents.db.audited_relay): client messages are split (Q, P, B kept for the
+    audit, everything else only counted) and written upstream as they came; the server's
+    bytes go back untouched.
 
 The upstream must authenticate the certificate (``cert`` in pg_hba.conf): a request for a
 password is answered with a clear error to the client, never passed on (the client would
@@ -16,7 +17,9 @@ parameters (application_name, client_encoding, DateStyle, options...) are passed
 
 Audit: ``db.session.start`` (success, or the reason the database refused), one
 ``db.session.query`` per simple query and per Bind of the extended protocol (the Parse'd
-statement and its parameters), ``db.session.end`` with byte counts. Called by
+statement and its parameters; queued in the agent's audit buffer before the message is
+forwarded, written in batches), ``db.session.end`` with byte counts (durable: it covers the
+queries before it). Called by
 :mod:`limen.agents.db.db_service`.
 """
 
@@ -26,12 +29,12 @@ import asyncio
 import logging
 import ssl
 
+from limen.agents.db.audited_relay import AuditedRelay, Inspector, relay_session
 from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, upstream_target
 from limen.dbproto import postgres as pg
 from limen.errors import BadParameter, LimenError
-from limen.events.buffer import AuditUnavailable
-from limen.net.streams import both_ways, close_writer, copy_stream
+from limen.net.streams import close_writer
 
 __all__ = ["cancel_postgres", "serve_postgres"]
 
@@ -81,9 +84,8 @@ async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader
         if not await _startup(session, reader, client_writer):
             return
         await session.emit("db.session.start")
-        session.end_on_audit_failure(client_writer, writer)
-        await both_ways(_client_to_db(session, client_reader, writer),
-                        copy_stream(reader, client_writer, session.from_db))
+        await relay_session(session, _inspector(), (client_reader, client_writer),
+                            (reader, writer))
         await session.end()
     finally:
         await close_writer(writer)
@@ -124,31 +126,19 @@ async def _startup(session: DBSession, reader: asyncio.StreamReader,
         await client_writer.drain()
 
 
-async def _client_to_db(session: DBSession, client_reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
+def _inspector() -> Inspector:
+    """Split the client's messages (Q, P, B kept for the audit, the rest only counted) and
+    queue a query event per Q and B; every byte is forwarded as it came."""
     splitter = pg.MessageSplitter(keep=(b"Q", b"P", b"B"))
     statements: dict[str, str] = {}
-    try:
-        while data := await client_reader.read(256 * 1024):
-            session.to_db.bytes += len(data)
-            room = True
-            for frame in splitter.feed(data):
-                if frame.payload is not None:
-                    room = _audit(session, frame, statements) and room
-            writer.write(data)
-            await writer.drain()
-            if not room:
-                await session.emitter.wait_space()
-    except BadParameter as err:
-        log.warning("db session %s: malformed client message: %s", session.request.session_id,
-                    err)
-    except AuditUnavailable as err:
-        log.error("db session %s ended: %s", session.request.session_id, err)
-    except (OSError, ssl.SSLError, RuntimeError):
-        pass
-    finally:
-        if writer.can_write_eof():
-            writer.write_eof()
+
+    def inspect(data: bytes, relay: AuditedRelay) -> tuple[bytes, bool]:
+        room = True
+        for frame in splitter.feed(data):
+            if frame.payload is not None:
+                room = _audit(relay.session, frame, statements) and room
+        return data, room
+    return inspect
 
 
 def _audit(session: DBSession, frame: pg.Frame, statements: dict[str, str]) -> bool:

@@ -14,8 +14,6 @@ end event) and :meth:`DBSession.check_db_name`.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,14 +26,12 @@ from limen.ca.identity import Identity
 from limen.ca.x509_certs import verify_client_cert
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied, LimenError
-from limen.events.buffer import AuditBuffer, AuditStream, AuditUnavailable
+from limen.events.buffer import AuditBuffer, AuditStream
 from limen.events.event import AuditEvent, make_event
 from limen.net.streams import Counter
 from limen.rbac import RoleSet
 
 __all__ = ["DBSession", "RoleSets", "authorize"]
-
-log = logging.getLogger(__name__)
 
 
 class RoleSets(Protocol):
@@ -81,15 +77,6 @@ class DBSession:
         reading the client until :meth:`~limen.events.buffer.AuditStream.when_space`.
         Raises :class:`~limen.events.buffer.AuditUnavailable` once the log failed."""
         return self.emitter.record_nowait(self.event(event_type, **fields))
-
-    def end_on_audit_failure(self, *writers: asyncio.StreamWriter) -> None:
-        """Fail closed: when one of this session's events cannot be written, abort
-        ``writers`` (the client's and the database's connections) at once."""
-        def ended(err: AuditUnavailable) -> None:
-            log.error("db session %s ended: %s", self.request.session_id, err)
-            for writer in writers:
-                writer.transport.abort()
-        self.emitter.on_failure = ended
 
     async def end(self) -> None:
         await self.emit("db.session.end", bytes_to_db=self.to_db.bytes,

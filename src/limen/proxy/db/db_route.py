@@ -8,17 +8,27 @@ an identity (this cluster's TLS CA, expiry, a user's, ``usage: db`` with a ``rou
 the host id that was dialled) and sends the session request. Every refusal is audited here as
 a failed ``db.session.start`` with the reason; the agent audits what it serves. Called by the
 fronts (:mod:`limen.proxy.db.postgres_front`, :mod:`limen.proxy.db.mysql_front`).
+
+A db agent in this same process (``limen start --roles ...,proxy,...,db``) is attached with
+:meth:`DBRouter.attach_local`; a session for it goes over a socket pair instead of the tunnel
+and its TLS leg. That leg authenticates two processes to each other (the agent's host
+certificate with the dialled host id to the proxy, the proxy's certificate to the agent),
+which here are one process, and a socket pair made in the process is reachable from nowhere
+else; everything about the user is checked as for a tunnel dial (the agent verifies the
+user's certificate again and decides again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -30,19 +40,28 @@ from limen.dbproto.session_request import SessionRequest, encode_request
 from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.net.streams import close_writer, stream_pair
+from limen.net.streams import close_writer, connect_socket, stream_pair
 from limen.proxy.routing import ClusterView
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
 from limen.tunnel.server import TunnelServer
 
 __all__ = [
-    "DBRouter", "DBTarget", "Opened", "check_name", "der_to_pem", "handshake", "peer_der",
+    "DBRouter", "DBTarget", "LocalDBAgent", "Opened", "check_name", "der_to_pem", "handshake",
+    "peer_der",
 ]
+
+log = logging.getLogger(__name__)
 
 _HANDSHAKE_TIMEOUT = 30.0
 T = TypeVar("T")
 
 _MAX_NAME = 63
+
+
+class LocalDBAgent(Protocol):
+    """A db agent in the proxy's own process (``limen.agents.db.db_service.DBService``)."""
+
+    async def serve_local(self, sock: socket.socket, request: SessionRequest) -> None: ...
 
 
 class DBTarget:
@@ -108,6 +127,12 @@ class DBRouter:
         self._trust = {credentials.cluster: credentials.tls_cas()}
         self._agent_ssl = credentials.client_ssl(check_hostname=False,
                                                  server_role=SystemRole.DB)
+        self._local: dict[str, LocalDBAgent] = {}
+        self._local_sessions: set[asyncio.Task[None]] = set()
+
+    def attach_local(self, host_id: str, agent: LocalDBAgent) -> None:
+        """Serve the sessions for db agent ``host_id`` (in this process) without the tunnel."""
+        self._local[host_id] = agent
 
     def verify_user(self, der: bytes | None) -> Identity:
         """The identity of any valid certificate of this cluster (AccessDenied otherwise)."""
@@ -206,6 +231,9 @@ class DBRouter:
     async def open(self, target: DBTarget, request: SessionRequest, username: str
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A data connection to a db agent serving ``target``, request sent."""
+        here = next((self._local[h] for h in target.host_ids if h in self._local), None)
+        if here is not None:
+            return await self._open_local(here, request)
         local = [h for h in target.host_ids if h in self.tunnel.registry]
         if not local:
             raise ConnectionProblem(f"no db agent serving {target.name} is connected to this "
@@ -226,6 +254,21 @@ class DBRouter:
             if isinstance(err, LimenError):
                 raise
             raise ConnectionProblem(f"cannot open a session with the db agent: {err}") from None
+        return reader, writer
+
+    async def _open_local(self, agent: LocalDBAgent, request: SessionRequest
+                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        proxy_end, agent_end = socket.socketpair()
+        try:
+            reader, writer = await connect_socket(proxy_end)
+        except OSError as err:
+            proxy_end.close()
+            agent_end.close()
+            raise ConnectionProblem(f"cannot open a session with the db agent: {err}") from None
+        task = asyncio.create_task(agent.serve_local(agent_end, request),
+                                   name=f"db session {request.session_id}")
+        self._local_sessions.add(task)
+        task.add_done_callback(self._local_sessions.discard)
         return reader, writer
 
     def _check_agent(self, writer: asyncio.StreamWriter, host_id: str) -> None:

@@ -32,7 +32,8 @@ import uuid
 
 from limen.dbproto import mysql as my
 from limen.errors import BadParameter, LimenError
-from limen.net.streams import accept_tls, both_ways, close_writer, copy_stream
+from limen.net.relay import Relay
+from limen.net.streams import accept_tls, close_writer, hand_over
 from limen.proxy.db.db_route import DBRouter, handshake, peer_der
 
 __all__ = ["OFFERED_CAPABILITIES", "MySQLFront"]
@@ -46,9 +47,11 @@ OFFERED_CAPABILITIES = (
     | my.CLIENT_TRANSACTIONS | my.CLIENT_SECURE_CONNECTION | my.CLIENT_MULTI_STATEMENTS
     | my.CLIENT_MULTI_RESULTS | my.CLIENT_PS_MULTI_RESULTS | my.CLIENT_PLUGIN_AUTH
     | my.CLIENT_CONNECT_ATTRS | my.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | my.CLIENT_SESSION_TRACK | my.CLIENT_DEPRECATE_EOF
+    | my.CLIENT_SESSION_TRACK | my.CLIENT_DEPRECATE_EOF | my.CLIENT_LOCAL_FILES
 )
-"""What the greeting offers: no compression, no LOCAL INFILE (the agent never passes it on)."""
+"""What the greeting offers: no compression. LOCAL INFILE is offered (the greeting goes out
+before the database is known); the db agent passes it on only to a database whose Resource
+allows it (``spec.mysql.allow_local_infile``), so elsewhere the server refuses the statement."""
 SERVER_VERSION = "8.0.0-Limen"
 _UTF8MB4_GENERAL_CI = 45
 _SERVER_STATUS_AUTOCOMMIT = 2
@@ -137,8 +140,10 @@ class MySQLFront:
             await _send_err(writer, seq, _ER_ACCESS_DENIED, "28000", f"Limen: {err}")
             return
         try:
-            await both_ways(copy_stream(opened.reader, writer),
-                            copy_stream(reader, opened.writer))
+            relay = Relay(name=f"mysql session {session_id}")  # no parsing here: Protocols
+            hand_over(reader, writer, relay, 0)
+            hand_over(opened.reader, opened.writer, relay, 1)
+            await relay.wait_closed()
         finally:
             await close_writer(opened.writer)
 

@@ -8,7 +8,7 @@ and every driver, unchanged.
            ── StartupMessage {user, database, ...} ──▶ authenticate, decide (db_route)
                                        ──▶ db agent via its tunnel (session request)
            ◀── AuthenticationOk … BackendKeyData (replaced by a key of ours) … ReadyForQuery
-           ◀──────────────────────── bytes both ways ─────────────────────────▶
+           ◀────────────── bytes both ways (limen.net.relay, no parsing) ──────────────▶
     client ── CancelRequest (new connection, plaintext or TLS) ──▶ cancel_keys ──▶ agent
 
 Refused, with a PostgreSQL ErrorResponse and a failed ``db.session.start`` audit event: a
@@ -30,7 +30,8 @@ from limen.dbproto import postgres as pg
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.events.event import make_event
-from limen.net.streams import both_ways, close_writer, copy_stream
+from limen.net.relay import Relay
+from limen.net.streams import close_writer, hand_over
 from limen.proxy.db.cancel_keys import CancelKeys, CancelTarget
 from limen.proxy.db.db_route import DBRouter, handshake, peer_der
 
@@ -116,9 +117,11 @@ class PostgresFront:
             key = await self._login_answer(opened.reader, writer, CancelTarget(
                 request.service, opened.identity.username, request.user_cert,
                 request.db_user, session_id, 0, 0))
-            if key is not None:
-                await both_ways(copy_stream(opened.reader, writer),
-                                copy_stream(reader, opened.writer))
+            if key is not None:  # logged in: bytes both ways, no parsing (Protocols)
+                relay = Relay(name=f"postgres session {session_id}")
+                hand_over(reader, writer, relay, 0)
+                hand_over(opened.reader, opened.writer, relay, 1)
+                await relay.wait_closed()
         finally:
             if key is not None:
                 self.cancel_keys.release(key)
