@@ -79,6 +79,12 @@ apiVersion: limen.dev/v1alpha1
 kind: Resource
 metadata: {{name: maria-main, labels: {{env: dev, engine: mariadb, served-by: cluster}}}}
 spec: {{kind: db, protocol: mysql, address: "127.0.0.1:{maria.port}", database: app}}
+---
+apiVersion: limen.dev/v1alpha1
+kind: Resource
+metadata: {{name: maria-infile, labels: {{env: dev, engine: mariadb, served-by: cluster}}}}
+spec: {{kind: db, protocol: mysql, address: "127.0.0.1:{maria.port}", database: app,
+        mysql: {{allow_local_infile: true}}}}
 """
 
 

@@ -2,7 +2,9 @@
 client (queries, server-side prepared statements, ``USE``), PyMySQL connections side by side
 (a driver pool), each command in the audit log; and the refusals, each with an ERR packet and
 an audit event: a database the roles do not allow (``USE``, ``COM_INIT_DB``, a USE hidden in a
-multi-statement query), ``COM_CHANGE_USER``, ``LOAD DATA LOCAL INFILE``, a plaintext client.
+multi-statement query), ``COM_CHANGE_USER``, ``LOAD DATA LOCAL INFILE`` on a database that
+does not allow it, a plaintext client; and ``LOAD DATA LOCAL INFILE`` (an 8 MB file) where
+the Resource allows it (``spec.mysql.allow_local_infile``), audited.
 
 The path is the real one: mariadb ──TLS──▶ the proxy's MySQL front ──▶ tunnel ──▶ db agent
 ──TLS, client certificate CN=<db user>──▶ MariaDB 10.11 (``REQUIRE SUBJECT``, no password).
@@ -126,7 +128,41 @@ def test_load_data_local_is_refused(alice_on_maria: DBEnv, tmp_path: Path) -> No
     refused = mysql(env, "--local-infile=1", "-e",
                     f"load data local infile '{data}' into table loaded", check=False)
     assert refused.returncode != 0
+    assert "not allowed" in refused.stderr
     assert mysql(env, "-e", "select count(*) from loaded").stdout.strip() == "0"
+    statement = env.wait_audit("db.session.query", "the statement", db_service="maria-main",
+                               query=f"load data local infile '{data}' into table loaded")
+    assert statement[0]["command"] == "COM_QUERY"
+    assert not env.audit("db.session.query", db_service="maria-main",
+                         command="LOCAL_INFILE_DATA")
+
+
+def test_load_data_local_where_the_resource_allows_it(db_env: DBEnv, tmp_path: Path) -> None:
+    env = db_env
+    env.alice.db_login("maria-infile", "--db-user", "alice", "--db-name", "app")
+    line = "x" * 1999 + "\n"
+    data = tmp_path / "big.txt"
+    data.write_text(line * 4000)  # 8 MB: many packets, their sequence numbers wrap past 255
+    size = data.stat().st_size
+
+    def infile(*args: str, check: bool = True) -> Any:
+        return run(["mariadb", "--defaults-group-suffix=-dbtest-maria-infile", "-N", "-B",
+                    *args], env=env.alice.env, check=check)
+
+    infile("-e", "create table if not exists loaded_ok (t text); truncate loaded_ok")
+    sql = f"load data local infile '{data}' into table loaded_ok"
+    infile("--local-infile=1", "-e", sql)
+    counted = infile("-e", "select count(*), sum(length(t)) from loaded_ok").stdout.split()
+    assert counted == ["4000", str(4000 * 1999)]
+    # the session goes on after the file: a command after it is read as a command again
+    after = infile("--local-infile=1", "-e", f"{sql}; select 'marker-after-infile'")
+    assert "marker-after-infile" in after.stdout
+    env.wait_audit("db.session.query", "the statement", db_service="maria-infile", query=sql)
+    sent = env.wait_audit("db.session.query", "the file's size", db_service="maria-infile",
+                          command="LOCAL_INFILE_DATA")
+    assert sent[0]["bytes"] == size
+    env.wait_audit("db.session.query", "the command after the file",
+                   db_service="maria-infile", query="select 'marker-after-infile'")
 
 
 def test_a_plaintext_client_is_refused_and_audited(alice_on_maria: DBEnv) -> None:

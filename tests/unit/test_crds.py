@@ -25,6 +25,7 @@ from limen.api.validation import (
     LABEL_FIELDS,
     RESOURCE_FIELD_KINDS,
     RESOURCE_KINDS,
+    RESOURCE_PROTOCOL_FIELDS,
     RESOURCE_REQUIRED_FIELDS,
     parse_duration,
 )
@@ -225,7 +226,11 @@ def test_resource_cel_rules_mirror_the_python_checks() -> None:
         needs = " && ".join(f"has(self.{f})" for f in fields)
         needs = f"({needs})" if len(fields) > 1 else needs
         assert f"self.kind != '{kind_name}' || {needs}" in rules
-    assert len(rules) == len(RESOURCE_FIELD_KINDS) + len(RESOURCE_REQUIRED_FIELDS)
+    for field, protocol in RESOURCE_PROTOCOL_FIELDS.items():
+        assert (f"!has(self.{field}) || (has(self.protocol) && self.protocol == '{protocol}')"
+                in rules)
+    assert len(rules) == len(RESOURCE_FIELD_KINDS) + len(RESOURCE_REQUIRED_FIELDS) + len(
+        RESOURCE_PROTOCOL_FIELDS)
     assert tuple(spec["properties"]["kind"]["enum"]) == RESOURCE_KINDS
 
 

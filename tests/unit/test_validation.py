@@ -368,6 +368,10 @@ def test_role_map_regexp() -> None:
          ["spec.database: only applies to kind db, not ssh"]),
         ({"kubeconfig_ref": {"file": "k"}},
          ["spec.kubeconfig_ref: only applies to kind kube, not db"]),
+        ({"mysql": {"allow_local_infile": True}},
+         ["spec.mysql: only applies to a db resource with protocol mysql"]),
+        ({"protocol": "mysql", "mysql": {"allow_local_infile": "yes"}},
+         ["spec.mysql.allow_local_infile: expected a boolean (true or false), got 'yes'"]),
     ],
 )
 def test_resource_kind_specific_fields(changes: dict[str, Any], expected: list[str]) -> None:
@@ -385,6 +389,8 @@ def test_resource_kinds_with_their_own_fields_pass() -> None:
         {"kind": "ssh", "address": "10.0.0.5:22", "hostname": "web1"},
         {"kind": "app", "uri": "http://grafana.internal:3000", "public_addr": "grafana.example"},
         {"kind": "kube", "kubeconfig_ref": {"secret": "kc", "key": "config"}},
+        {"kind": "db", "protocol": "mysql", "address": "10.0.0.7:3306",
+         "mysql": {"allow_local_infile": True}},
     ]
     for position, spec in enumerate(texts):
         validate(doc(yaml.safe_dump({"apiVersion": "limen.dev/v1alpha1", "kind": "Resource",

@@ -61,6 +61,8 @@ RESOURCE_FIELD_KINDS = {
 """Resource spec fields that only apply to one ``spec.kind`` (the CRD's CEL rules)."""
 RESOURCE_REQUIRED_FIELDS = {"db": ("protocol", "address"), "app": ("uri",)}
 """Resource spec fields a ``spec.kind`` requires (the CRD's CEL rules)."""
+RESOURCE_PROTOCOL_FIELDS = {"mysql": "mysql"}
+"""Resource spec fields that only apply to a db of one ``spec.protocol`` (CEL rules too)."""
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_*@-]+")
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
@@ -354,6 +356,9 @@ def _resource(spec: Mapping[str, Any]) -> Iterator[Problem]:
     for field, only in RESOURCE_FIELD_KINDS.items():
         if field in spec and kind != only:
             yield ("spec", field), f"only applies to kind {only}, not {kind}"
+    for field, protocol in RESOURCE_PROTOCOL_FIELDS.items():
+        if field in spec and spec.get("protocol") != protocol:
+            yield ("spec", field), f"only applies to a db resource with protocol {protocol}"
 
 
 def _cluster(spec: Mapping[str, Any]) -> Iterator[Problem]:
