@@ -129,7 +129,7 @@ def main() -> None:
                 keepalive_rps(front[0], int(front[1]), limen_ctx, {}, options.seconds)))
             rows["exec MB/s"].append((exec_mbps(alice.env, admin, size),
                                       exec_mbps(alice.env, None, size)))
-        print(f"\n| measure | direct | limen | limen / direct |\n|---|---:|---:|---:|")
+        print("\n| measure | direct | limen | limen / direct |\n|---|---:|---:|---:|")
         for name, values in rows.items():
             direct = statistics.median(v[0] for v in values)
             limen = statistics.median(v[1] for v in values)
