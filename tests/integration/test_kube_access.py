@@ -104,6 +104,11 @@ def test_contexts_switch_between_clusters_and_logout(kube_env: KubeEnv,
     olga.lmsh("kube", "logout")
     config = yaml.safe_load(olga.kubeconfig.read_text())
     assert not [c for c in config["contexts"] if c["name"].startswith("kubetest-")]
+    olga.lmsh("kube", "login", "emu-ops")
+    olga.lmsh("logout")  # lmsh logout forgets the kube clusters too
+    config = yaml.safe_load(olga.kubeconfig.read_text())
+    assert not [c for c in config["contexts"] if c["name"].startswith("kubetest-")]
+    olga.user.login()
 
 
 def test_auth_whoami_is_the_limen_user_impersonated_by_the_agent(kube_env: KubeEnv) -> None:

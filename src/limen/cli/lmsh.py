@@ -28,6 +28,7 @@ from limen.cli.lmsh_signup import signup
 from limen.client.access_requests import login_with_request
 from limen.client.clusters import refresh_clusters
 from limen.client.db_profiles import forget_all_databases
+from limen.client.kube_access import forget_kube_clusters
 from limen.client.profile import Profile, ProfileStore
 from limen.client.sshconfig import SSHConfigInput, render_ssh_config, write_ssh_config
 from limen.client.webapi import WebApi
@@ -147,6 +148,7 @@ def logout(proxy: str | None) -> None:
         cert = cert_path.read_bytes() if cert_path.exists() else None
         asyncio.run(remove_from_agent(key_path.read_bytes(), cert))
     forget_all_databases(store, profile)  # their sections in ~/.pg_service.conf, ~/.my.cnf
+    forget_kube_clusters(store, profile)  # their contexts in the kubeconfig
     store.logout(proxy)
     click.echo(f"Logged out {profile.user} from {proxy}.")
 

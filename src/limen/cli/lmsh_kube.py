@@ -26,14 +26,12 @@ import click
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
 from limen.client.kube_access import (
-    cert_path,
     credentials,
     exec_credential,
+    forget_kube_clusters,
     list_kube_clusters,
-    logged_in_clusters,
     login_kube,
 )
-from limen.client.kubeconfig import context_name, kubeconfig_path, remove_entries
 from limen.client.profile import Profile, ProfileStore
 from limen.client.webapi import WebApi
 from limen.errors import BadParameter
@@ -101,11 +99,7 @@ def logout(name: str | None) -> None:
     """Forget kube cluster NAME (every kube cluster without NAME)."""
     store = ProfileStore()
     profile = store.current()
-    names = [name] if name else logged_in_clusters(store, profile)
-    for each in names:
-        cert_path(store, profile, each).unlink(missing_ok=True)
-    removed = remove_entries(kubeconfig_path(),
-                             [context_name(profile.cluster, n) for n in names])
+    removed = forget_kube_clusters(store, profile, [name] if name else None)
     click.echo(f"Logged out of {', '.join(removed) or 'no kube cluster'}.")
 
 

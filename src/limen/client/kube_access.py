@@ -30,7 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from limen.ca.keys import load_private_key, private_key_to_pem
 from limen.ca.x509_certs import identity_from_cert
 from limen.client.db_access import listener_address
-from limen.client.kubeconfig import KubeEntry, kubeconfig_path, merge_entry
+from limen.client.kubeconfig import (
+    KubeEntry,
+    context_name,
+    kubeconfig_path,
+    merge_entry,
+    remove_entries,
+)
 from limen.client.profile import Profile, ProfileStore, limen_home
 from limen.client.webapi import WebApi
 from limen.errors import BadParameter, NotFound
@@ -41,6 +47,7 @@ __all__ = [
     "cert_path",
     "credentials",
     "exec_credential",
+    "forget_kube_clusters",
     "list_kube_clusters",
     "logged_in_clusters",
     "login_kube",
@@ -67,6 +74,17 @@ def cert_path(store: ProfileStore, profile: Profile, name: str) -> Path:
 def logged_in_clusters(store: ProfileStore, profile: Profile) -> list[str]:
     folder = store.key_dir(profile.proxy) / f"{profile.user}-kube" / profile.cluster
     return sorted(p.stem for p in folder.glob("*.crt")) if folder.is_dir() else []
+
+
+def forget_kube_clusters(store: ProfileStore, profile: Profile, names: list[str] | None = None,
+                         env: Mapping[str, str] | None = None) -> list[str]:
+    """Remove the certificates of ``names`` (default: every kube cluster logged in to) and
+    their kubeconfig entries; the contexts removed."""
+    names = logged_in_clusters(store, profile) if names is None else names
+    for name in names:
+        cert_path(store, profile, name).unlink(missing_ok=True)
+    return remove_entries(kubeconfig_path(os.environ if env is None else env),
+                          [context_name(profile.cluster, n) for n in names])
 
 
 async def list_kube_clusters(api: WebApi) -> list[dict[str, Any]]:
