@@ -7,7 +7,8 @@ front of the authenticating Kubernetes API emulator (``kube_env``: alice with ro
   certificate obtained while a role matched, used after the role stopped matching: refused
   by the proxy (``kube.request``, 403);
 - a namespace and a kind outside ``kubernetes_resources`` (configmaps in ``kube-system``;
-  secrets, denied): 403 from Limen, never sent to the API server;
+  secrets, denied): 403 from Limen, never sent to the API server; what the granted groups
+  may not do in Kubernetes (get a namespace): 403 from the API server for alice, audited;
 - the client's own impersonation: ``kubectl --as admin --as-group system:masters`` and a raw
   request with ``Impersonate-User: admin`` and the emulator admin's bearer token: stripped,
   the API server acts as alice (``auth whoami``, its audit log);
@@ -158,6 +159,23 @@ def test_namespace_and_kind_outside_kubernetes_resources(kube_env: KubeEnv) -> N
                if (e.get("objectRef") or {}).get("resource") in ("secrets",)
                or (e.get("objectRef") or {}).get("namespace") == "kube-system"]
     assert reached == []
+
+
+def test_what_the_granted_groups_may_not_do_is_refused_by_the_api_server(
+        kube_env: KubeEnv) -> None:
+    alice = kube_env.alice
+    alice.lmsh("kube", "login", "emu")
+    # Limen's roles allow getting the namespace default; the group developers has no
+    # Kubernetes RBAC for namespaces: the API server refuses alice, as herself
+    result = alice.kubectl("get", "namespace", "default", check=False)
+    assert result.returncode == 1
+    assert 'User "alice" cannot get resource "namespaces"' in result.stderr
+    [event] = wait_for(lambda: [e for e in kube_env.cluster.audit("kube.request")
+                                if e.get("user") == "alice" and e.get("resource") == "namespaces"
+                                and e.get("response_code") == 403], 15.0,
+                       "the API server's refusal audited")
+    assert event["success"] is False
+    assert (event["kubernetes_user"], event["kubernetes_groups"]) == ("alice", ["developers"])
 
 
 def test_the_clients_own_impersonation_is_stripped(kube_env: KubeEnv, tmp_path: Path) -> None:

@@ -247,7 +247,9 @@ class KubeService:
             await session.audit(info, head, status=499, success=True, impersonation=who,
                                 reason=f"connection ended: {err}")
             return False
-        await session.audit(info, head, status=status, success=True, impersonation=who)
+        # the API server's own refusal of the impersonated user is a refused request too
+        await session.audit(info, head, status=status, success=status not in (401, 403),
+                            impersonation=who)
         return head.keep_alive and not head.is_upgrade
 
     async def _upgrade(self, session: KubeSession, head: RequestHead, info: KubeRequestInfo,
@@ -276,8 +278,8 @@ class KubeService:
             if rec is not None:
                 self._background(self._store(rec) if recorded else rec.task.abort())
         extra = {"recording": rec.session_id} if recorded and rec is not None else {}
-        await session.audit(info, head, status=status, success=True, impersonation=who,
-                            protocol=protocol, **extra)
+        await session.audit(info, head, status=status, success=status not in (401, 403),
+                            impersonation=who, protocol=protocol, **extra)
         return False
 
     async def _recorder(self, session: KubeSession, head: RequestHead, info: KubeRequestInfo,
