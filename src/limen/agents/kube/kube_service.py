@@ -119,9 +119,6 @@ class KubeService:
                    recordings=recordings)
 
     async def start(self) -> dict[str, str]:
-        self._http = aiohttp.ClientSession(
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False))
         self.tunnel = TunnelAgentPool(
             self._tunnel_address(), self.credentials, self._serve, self._heartbeat,
             settings=TunnelAgentSettings(serves=frozenset({(KIND_KUBE, MODE_TLS)})))
@@ -138,6 +135,15 @@ class KubeService:
         await self.audit.aclose()
         if self._http is not None:
             await self._http.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The HTTP client towards the API servers (made at the first request)."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False))
+        return self._http
 
     async def _heartbeat(self) -> list[dict[str, Any]]:
         await self.catalog.refresh()
@@ -233,11 +239,10 @@ class KubeService:
         try:
             upstream = self.upstreams.get(session.cluster,
                                           static=self.catalog.is_static(session.cluster.name))
-            assert self._http is not None
             if head.is_upgrade:
                 return await self._upgrade(session, head, info, who, reader, writer, upstream)
             else:
-                status = await forward(head, reader, writer, upstream, who, self._http,
+                status = await forward(head, reader, writer, upstream, who, self._client(),
                                        closed)
         except (BadParameter, ConnectionProblem) as err:
             code = 400 if isinstance(err, BadParameter) else 502
