@@ -56,7 +56,8 @@ def apart(tmp_path: Path) -> Iterator[Apart]:
         node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
         proxy_yaml = tmp_path / "proxy.yaml"
         proxy_yaml.write_text(yaml.safe_dump({"listeners": {
-            name: f"127.0.0.1:{_free_port()}" for name in ("web", "ssh_proxy", "tunnel")}}),
+            name: f"127.0.0.1:{_free_port()}"  # fixed: the restarted proxy keeps them
+            for name in ("web", "ssh_proxy", "tunnel", "postgres", "mysql", "kube")}}),
             encoding="utf-8")
         proxy = LimenCluster(tmp_path / "proxy", "seen", [
             "--roles", "proxy", "-c", str(proxy_yaml), "--auth-server", auth.auth,

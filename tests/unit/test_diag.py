@@ -21,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from limen.backend.memory import MemoryBackend
 from limen.backend.metered import MeteredBackend, unwrapped
 from limen.cli.log_format import JSONFormatter
+from limen.config import load_settings
 from limen.diag import Check, DiagListener, Metrics, Readiness
-from limen.errors import NotFound
+from limen.errors import BadParameter, NotFound
 from limen.events.event import make_event
 from limen.events.filelog import FileLog
 from limen.events.metered import MeteredLog
@@ -166,3 +167,13 @@ def test_json_logs_are_one_object_per_line_and_redact_secret_fields() -> None:
     assert record["message"] == "login of ana refused"
     assert record["user"] == "ana"
     assert record["time"].endswith("Z")
+
+
+def test_diag_addr_comes_from_yaml_env_or_flag_and_is_checked(tmp_path: Path) -> None:
+    config = tmp_path / "limen.yaml"
+    config.write_text("diag_addr: 127.0.0.1:3000\n", encoding="utf-8")
+    assert load_settings(config, env={}).diag_addr == "127.0.0.1:3000"
+    assert load_settings(env={"LIMEN_DIAG_ADDR": "0.0.0.0:3001"}).diag_addr == "0.0.0.0:3001"
+    assert load_settings(env={}).diag_addr == ""  # off by default
+    with pytest.raises(BadParameter, match="config diag_addr"):
+        load_settings(env={}, overrides={"diag_addr": "localhost"})

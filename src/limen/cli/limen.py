@@ -86,8 +86,8 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
 
 
 async def _run(settings: Settings) -> None:
-    metrics = Metrics()
-    async with cluster_services(settings, metrics) as services:
+    metrics = Metrics()  # counted only when served: no --diag-addr, no instrumentation
+    async with cluster_services(settings, metrics if settings.diag_addr else None) as services:
         diag = diagnostics(settings, metrics, services)  # first: probes answer while it starts
         started = [diag, *services] if diag is not None else services
         await run_daemon(settings, lambda _s: started, echo=click.echo,

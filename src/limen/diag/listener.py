@@ -45,7 +45,7 @@ class DiagListener:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+            site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port))
             await site.start()
         except BaseException:
             await runner.cleanup()
