@@ -680,8 +680,8 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
         return {"agents": len(agents),
                 "connected": sum(a["pool"].connected.is_set() for a in agents),
                 "tunnels": sum(len(a["pool"].agents) for a in agents),
-                "reconnects": sum(t.connections for a in agents
-                                  for t in a["pool"].agents.values()) - len(agents),
+                "reconnects": sum(max(0, t.connections - 1) for a in agents
+                                  for t in a["pool"].agents.values()),
                 "polling": len(polling),
                 "polls_ok": polls[True], "polls_failed": polls[False],
                 "poll_fresh": sum(t._fresh_at is not None and now - t._fresh_at < 10
@@ -880,7 +880,7 @@ def show_stage(stage: dict[str, Any], base: dict[str, Any]) -> None:
     setup = ", ".join(f"{k} {v:.0f}" for k, v in stage["setup_cpu"].items() if v >= 0.5)
     print(f"    setup CPU s: {setup}; in the idle window: {stage['polls_ok']} polls answered, "
           f"{stage['polls_failed']} failed, {stage['heartbeats_lost']} heartbeats not recorded "
-          f"of ~{n * secs / 10:.0f}", flush=True)
+          f"of ~{stage['connected'] * secs / 10:.0f}", flush=True)
     print(f"    {stage['connected']}/{n} connected, {stage['polling']} polling "
           f"({stage['poll_fresh']} fresh), presence {stage['presence']}; proxy RSS "
           f"{stage['proxy_rss']} KiB ({per:.1f} KiB/agent), fds {stage['proxy_fds']}; auth RSS "
@@ -982,7 +982,7 @@ def report(facts: dict[str, str], args: argparse.Namespace, runs: list[dict[str,
                 f"{cpu.get('proxy', 0) / secs:.2f}, {cpu.get('auth 0', 0) / secs:.2f}, "
                 f"{cpu.get('postgres', 0) / secs:.2f}, {cpu['workers'] / secs:.2f}, "
                 f"{cpu['other'] / secs:.2f} | {s['heartbeats_lost']:,} / "
-                f"{s['agents'] * secs / 10:,.0f} | {s['polls_ok']:,} / {s['polls_failed']:,} | "
+                f"{s['connected'] * secs / 10:,.0f} | {s['polls_ok']:,} / {s['polls_failed']:,} | "
                 f"{s['reconnects']:,} | {errors} |")
         lines.append("")
     return "\n".join(lines) + "\n"
