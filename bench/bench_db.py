@@ -9,10 +9,12 @@ end to end to the database with a client certificate and ``sslmode=verify-full``
 * ``bastion``  pgbench/psql -> ``ssh -N -L PORT:127.0.0.1:PGPORT`` -> a throwaway sshd on
                127.0.0.1 (OpenSSH's default algorithms) -> PostgreSQL: a team without Limen;
 * ``limen``    pgbench/psql ``service=bench-pg`` (written by ``lmsh db login``) -> the proxy's
-               PostgreSQL front -> tunnel -> db agent (client certificate CN=alice of the DB
-               CA) -> PostgreSQL; one ``limen start --roles auth,proxy,node,db`` process, set
-               up as tests/integration/db_env.py does (role, ``lmctl apply`` of a db
-               Resource, sign-up, ``lmsh login``, ``lmsh db login``).
+               PostgreSQL front -> db agent (client certificate CN=alice of the DB CA) ->
+               PostgreSQL; one ``limen start --roles auth,proxy,node,db`` process, so the
+               proxy reaches its agent over an in-memory connection (a db agent apart from
+               auth is reached through its tunnel), every query audited in the agent's
+               batched audit buffer; set up as tests/integration/db_env.py does (role,
+               ``lmctl apply`` of a db Resource, sign-up, ``lmsh login``, ``lmsh db login``).
 
 Measured ``--rounds`` times, the paths interleaved within each round (a shared machine's load
 drifts), the median round reported:

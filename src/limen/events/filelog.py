@@ -11,12 +11,13 @@ on a data directory nothing runs from, and by agents for their outbox (no signer
       2026-11-24.jsonl      the day is the UTC date of the event's own ``time``
 
     emit()/write() ──queue──▶ writer thread: flock(LOCK_EX) · read the chain head if the file
-                              changed · os.write(chained line) per event (O_APPEND) ·
+                              changed · os.write(the batch's chained lines) (O_APPEND) ·
                               checkpoint when due · unlock · one fsync for the batch ──▶ done
 
-* **Append-only, no interleaving.** The file is opened with ``O_APPEND`` and every line is one
-  ``os.write``, so concurrent writers — threads, and other processes with their own
-  ``FileLog`` on the same directory — never interleave inside a line. Within a process one
+* **Append-only, no interleaving.** The file is opened with ``O_APPEND`` and the whole lines
+  of a batch (or one checkpoint) go in one ``os.write``, so concurrent writers — threads, and
+  other processes with their own ``FileLog`` on the same directory — never interleave inside
+  a line. Within a process one
   writer thread per ``FileLog`` owns the files; across instances and processes, writers also
   hold an advisory ``flock`` around their writes (never around fsync). Under that lock a writer
   whose file grew since its own last write (another writer) re-reads the chain head from the
@@ -362,15 +363,15 @@ class FileLog:
                 _fail(done, err)
             return
         try:
-            for body, done in group:
-                try:
-                    self._sync_tail(fd)
-                    self._append(fd, body)
-                except OSError as err:
+            try:
+                self._sync_tail(fd)
+                self._append_many(fd, [body for body, _ in group])
+            except OSError as err:
+                for _, done in group:
                     _fail(done, err)
-                    continue
-                self._since_checkpoint += 1
-                written.append(done)
+            else:
+                self._since_checkpoint += len(group)
+                written = [done for _, done in group]
             if written and self._since_checkpoint >= self.checkpoint_every:
                 self._checkpoint_locked(fd, "periodic")
         finally:
@@ -421,6 +422,28 @@ class FileLog:
         if checkpoint is not None:
             self._since_checkpoint, self._dirty_since = 0, None
         elif self._dirty_since is None:
+            self._dirty_since = self._clock()
+
+    def _append_many(self, fd: int, bodies: list[bytes]) -> None:
+        """Chain ``bodies`` after the tail and append them in one ``write`` (whole lines,
+        under the lock: no other writer's line can come between them)."""
+        tail = self._tail
+        assert tail is not None
+        parts = [b"\n"] if tail.needs_newline else []
+        seq, head = tail.seq, tail.hash
+        for body in bodies:
+            seq += 1
+            line, head = chain_line(body, head, seq)
+            parts += (line, b"\n")
+        data = b"".join(parts)
+        try:
+            _write_all(fd, data)
+        except OSError:
+            self._tail = None  # a short write may have left a fragment: re-read the tail
+            raise
+        self._end += len(data)
+        self._tail = Tail(seq, head, None)
+        if self._dirty_since is None:
             self._dirty_since = self._clock()
 
     def _current_signer(self) -> CheckpointSigner | None:

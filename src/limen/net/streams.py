@@ -18,12 +18,13 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from limen.net.memory_pipe import memory_pipe
 from limen.net.relay import Relay
 from limen.net.tcp import tune_socket
 
 __all__ = [
     "Counter", "accept_tls", "both_ways", "close_writer", "connect_socket", "copy_stream",
-    "hand_over", "stream_pair",
+    "hand_over", "memory_streams", "stream_pair",
 ]
 
 _CHUNK = 256 * 1024
@@ -58,6 +59,21 @@ async def connect_socket(sock: socket.socket
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+def memory_streams(name: str) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                                        tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """Both ends of an in-process connection (:mod:`limen.net.memory_pipe`) as streams."""
+    loop = asyncio.get_running_loop()
+    readers = (asyncio.StreamReader(limit=_CHUNK, loop=loop),
+               asyncio.StreamReader(limit=_CHUNK, loop=loop))
+    protocols = (asyncio.StreamReaderProtocol(readers[0], loop=loop),
+                 asyncio.StreamReaderProtocol(readers[1], loop=loop))
+    ends = memory_pipe(protocols[0], protocols[1], name=name)
+    first, second = (
+        (readers[i], asyncio.StreamWriter(ends[i], protocols[i], readers[i], loop))
+        for i in (0, 1))
+    return first, second
 
 
 def stream_pair(attach: Callable[[asyncio.Protocol], None]

@@ -13,8 +13,8 @@ Every event of the agent goes through one :class:`~limen.events.buffer.AuditBuff
 emitter: queries are queued and written in batches, the rest is awaited; ``stop`` flushes it.
 
 In the single process (``limen.cli.compose``) the proxy beside the agent reaches it through
-:meth:`DBService.serve_local` instead (a socket pair, no tunnel and no TLS between the two
-parts of one process; the user is checked the same way). Called by ``limen.cli.compose``
+:meth:`DBService.serve_local` instead (an in-memory connection, no tunnel and no TLS between
+the two parts of one process; the user is checked the same way). Called by ``limen.cli.compose``
 (single process) and ``limen.cli.compose_remote`` (``limen start --roles db``).
 """
 
@@ -44,7 +44,7 @@ from limen.errors import AccessDenied, LimenError
 from limen.events.buffer import AuditBuffer
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.net.streams import accept_tls, close_writer, connect_socket
+from limen.net.streams import accept_tls, close_writer
 from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.agent_settings import TunnelAgentSettings
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
@@ -135,16 +135,12 @@ class DBService:
         finally:
             await close_writer(writer)
 
-    async def serve_local(self, sock: socket.socket, request: SessionRequest) -> None:
-        """A session from the proxy of this same process, over a socket pair it made: no
-        tunnel and no TLS between the two (nothing outside the process can reach the pair);
-        the user's certificate and the decision are checked here as for a tunnel dial."""
-        try:
-            reader, writer = await connect_socket(sock)
-        except OSError as err:
-            log.warning("db agent: local session for %s failed: %s", request.service, err)
-            sock.close()
-            return
+    async def serve_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          request: SessionRequest) -> None:
+        """A session from the proxy of this same process, over an in-memory connection it
+        made (:mod:`limen.net.memory_pipe`): no tunnel and no TLS between the two (nothing
+        outside the process can reach it); the user's certificate and the decision are
+        checked here as for a tunnel dial."""
         try:
             await self._handle(request, reader, writer)
         except (LimenError, OSError, ssl.SSLError, TimeoutError,

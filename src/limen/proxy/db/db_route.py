@@ -10,12 +10,12 @@ a failed ``db.session.start`` with the reason; the agent audits what it serves. 
 fronts (:mod:`limen.proxy.db.postgres_front`, :mod:`limen.proxy.db.mysql_front`).
 
 A db agent in this same process (``limen start --roles ...,proxy,...,db``) is attached with
-:meth:`DBRouter.attach_local`; a session for it goes over a socket pair instead of the tunnel
-and its TLS leg. That leg authenticates two processes to each other (the agent's host
-certificate with the dialled host id to the proxy, the proxy's certificate to the agent),
-which here are one process, and a socket pair made in the process is reachable from nowhere
-else; everything about the user is checked as for a tunnel dial (the agent verifies the
-user's certificate again and decides again).
+:meth:`DBRouter.attach_local`; a session for it goes over an in-memory connection
+(:mod:`limen.net.memory_pipe`) instead of the tunnel and its TLS leg. That leg authenticates
+two processes to each other (the agent's host certificate with the dialled host id to the
+proxy, the proxy's certificate to the agent), which here are one process, and an in-memory
+connection is reachable from nowhere else; everything about the user is checked as for a
+tunnel dial (the agent verifies the user's certificate again and decides again).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from limen.dbproto.session_request import SessionRequest, encode_request
 from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.net.streams import close_writer, connect_socket, stream_pair
+from limen.net.streams import close_writer, memory_streams, stream_pair
 from limen.proxy.routing import ClusterView
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
 from limen.tunnel.server import TunnelServer
@@ -61,7 +60,8 @@ _MAX_NAME = 63
 class LocalDBAgent(Protocol):
     """A db agent in the proxy's own process (``limen.agents.db.db_service.DBService``)."""
 
-    async def serve_local(self, sock: socket.socket, request: SessionRequest) -> None: ...
+    async def serve_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          request: SessionRequest) -> None: ...
 
 
 class DBTarget:
@@ -258,18 +258,12 @@ class DBRouter:
 
     async def _open_local(self, agent: LocalDBAgent, request: SessionRequest
                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        proxy_end, agent_end = socket.socketpair()
-        try:
-            reader, writer = await connect_socket(proxy_end)
-        except OSError as err:
-            proxy_end.close()
-            agent_end.close()
-            raise ConnectionProblem(f"cannot open a session with the db agent: {err}") from None
-        task = asyncio.create_task(agent.serve_local(agent_end, request),
+        ours, theirs = memory_streams(f"db session {request.session_id}")
+        task = asyncio.create_task(agent.serve_local(*theirs, request),
                                    name=f"db session {request.session_id}")
         self._local_sessions.add(task)
         task.add_done_callback(self._local_sessions.discard)
-        return reader, writer
+        return ours
 
     def _check_agent(self, writer: asyncio.StreamWriter, host_id: str) -> None:
         der = peer_der(writer)
