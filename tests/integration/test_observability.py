@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +160,32 @@ def test_lmctl_top_once_shows_the_process(site: Site) -> None:
     assert data["tunnel_agents"] == 1
     assert data["logins"]["success"] >= 1
     assert data["git_sync"]["last_attempt_ok"] is True
+
+
+def test_lmctl_top_refreshes_until_interrupted(site: Site) -> None:
+    top = subprocess.Popen([command("lmctl"), "top", "--diag-addr", site.diag, "--interval",
+                            "0.2"], env=clean_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    try:
+        assert top.stdout is not None
+        os.set_blocking(top.stdout.fileno(), False)
+        seen = bytearray()
+
+        def frames() -> bool:
+            seen.extend(top.stdout.read() or b"") if top.stdout else None
+            return seen.decode().count(f"limen {site.diag}") >= 2
+
+        wait_for(frames, 15.0, "two frames of lmctl top")
+        top.send_signal(signal.SIGINT)
+        assert top.wait(10) == 0
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait(10)
+        for stream in (top.stdout, top.stderr):
+            if stream is not None:
+                stream.close()
+    assert "refreshed every 0.2s" in seen.decode()
 
 
 def _moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
