@@ -131,6 +131,10 @@ async def test_the_listener_serves_metrics_health_and_readiness() -> None:
                 text = await resp.text()
             families = {f.name: f for f in text_string_to_metric_families(text)}
             assert families["limen_logins"].samples[0].value == 3
+            async with http.post(f"http://{address}/metrics", data=b"x") as resp:
+                assert resp.status == 405  # GETs only
+            async with http.get(f"http://{address}/admin") as resp:
+                assert resp.status == 404
             async with http.get(f"http://{address}/healthz") as resp:
                 assert (resp.status, await resp.text()) == (200, "ok\n")
             async with http.get(f"http://{address}/readyz") as resp:
