@@ -144,7 +144,8 @@ def start_db_env(root: Path, pg: PostgresServer, maria: MariaDBServer) -> Iterat
     config = root / "limen.yaml"
     config.write_text(CLUSTER_CONFIG)
     cluster = LimenCluster(root / "cluster", "dbtest",
-                           ["--roles", "auth,proxy,node,db", "-c", str(config)]).start()
+                           ["--roles", "auth,proxy,node,db", "-c", str(config),
+                            "--diag-addr", "127.0.0.1:0"]).start()  # test_db_metrics reads it
     try:
         server = root / "server"
         cluster.lmctl("auth", "sign", "--format", "db", "--host", "localhost,127.0.0.1",
