@@ -99,7 +99,12 @@ class ValidationFailed(BadParameter):
 
     code = "validation_failed"
 
-    def __init__(self, errors: Sequence[DocumentError]) -> None:
+    def __init__(self, errors: Sequence[DocumentError] | str) -> None:
+        """``errors`` found here, or the message of one relayed by an API (its lines)."""
+        if isinstance(errors, str):
+            self.errors: list[DocumentError] = []
+            super().__init__(errors or "validation failed")
+            return
         self.errors = list(errors)
         super().__init__("\n".join(str(e) for e in self.errors) or "validation failed")
 

@@ -60,7 +60,9 @@ class TcpFailover:
         for index in range(len(backends)):
             host, port = backends[(first + index) % len(backends)].rsplit(":", 1)
             with contextlib.suppress(OSError):
-                return socket.create_connection((host, int(port)), CONNECT_TIMEOUT)
+                upstream = socket.create_connection((host, int(port)), CONNECT_TIMEOUT)
+                upstream.settimeout(None)  # the timeout was for connecting: idle is fine
+                return upstream
         return None
 
     def _serve(self, client: socket.socket) -> None:

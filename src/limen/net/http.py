@@ -34,6 +34,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except web.HTTPException:
         raise
+    except ConnectionResetError:  # the client went away mid-request: nothing to answer
+        log.debug("client left during %s %s", request.method, request.path)
+        return web.Response(status=400)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return web.json_response(
@@ -110,7 +113,7 @@ class ApiClient:
                 f"cannot verify the TLS certificate of {self.base_url}: {err.certificate_error}"
             ) from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise ConnectionProblem(f"cannot reach {self.base_url}: {err or type(err).__name__}") \
+            raise ConnectionProblem(f"cannot reach {self.base_url}: {str(err) or type(err).__name__}") \
                 from err
         except (BadParameter, UnicodeDecodeError) as err:
             raise ConnectionProblem(f"{url} answered with something that is not JSON "
