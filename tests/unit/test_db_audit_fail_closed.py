@@ -1,6 +1,7 @@
 """The db agent's audit path end to end inside one process: queries reach the database
 without waiting for the audit log, every query is in the log once the session's end event
-is, and a log that cannot be written ends the session (fail closed).
+is, and a log that cannot be written ends the session (fail closed): the database is told to
+terminate, the client gets a FATAL error that says why, nothing more is forwarded.
 
 The agent (``DBService._serve``, the handler the tunnel hands each dial to) serves a data
 connection from the proxy's certificate over a socket pair, in front of a PostgreSQL
@@ -85,6 +86,8 @@ class FakePostgres:
             splitter = pg.MessageSplitter(keep={b"Q"})
             while data := await reader.read(65536):
                 for frame in splitter.feed(data):
+                    if frame.type == b"X":  # Terminate: the server closes
+                        return
                     if frame.type == b"Q" and frame.payload is not None:
                         self.queries.append(pg.decode_query(frame.payload))
                         writer.write(pg.encode_message(b"C", b"SELECT 1\0")
@@ -224,10 +227,16 @@ async def test_a_log_that_cannot_be_written_ends_the_session(
             env.log.broken = True  # the disk is full from now on
             writer.write(pg.encode_query("select 2"))
             await writer.drain()
-            await _until(reader, b"never")  # returns at EOF: the agent closed the connection
+            rest = await _until(reader, b"never")  # returns at EOF: the agent closed
             assert reader.at_eof()
             async with asyncio.timeout(TIMEOUT):
                 await env.database.closed.wait()  # the database connection is gone too
+    # the client got the last answer, then a FATAL error naming the reason, then the end
+    frames = pg.MessageSplitter(keep={b"E"}).feed(rest)
+    assert [f.type for f in frames][-1] == b"E"
+    error = pg.decode_error_fields(frames[-1].payload or b"")
+    assert (error["S"], error["C"]) == ("FATAL", "57P01")
+    assert error["M"].startswith("Limen ended the session: the audit log cannot be written")
     assert "db session s-1 ended: the audit log cannot be written" in caplog.text
     assert "No space left on device" in caplog.text
     assert env.database.queries[0] == "select 1"

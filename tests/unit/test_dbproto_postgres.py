@@ -576,3 +576,14 @@ def test_startup_params_round_trip(params: dict[str, str], minor: int) -> None:
     assert packet == pg.StartupMessage(version=(3 << 16) | minor, params=params)
     assert isinstance(packet, pg.StartupMessage)
     assert list(packet.params) == list(params)
+
+
+def test_the_splitter_tells_when_it_stands_between_two_messages() -> None:
+    splitter = pg.MessageSplitter(keep={b"Q"})
+    assert splitter.at_boundary
+    whole = pg.encode_query("select 1") + pg.encode_message(b"S", b"")
+    for cut in range(1, len(whole)):
+        splitter.feed(whole[:cut])
+        assert not splitter.at_boundary or cut == len(pg.encode_query("select 1"))
+        splitter.feed(whole[cut:])
+        assert splitter.at_boundary

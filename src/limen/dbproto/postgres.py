@@ -234,6 +234,11 @@ class MessageSplitter:
         incomplete kept message (a caller's memory limit)."""
         return len(self._head) + len(self._body)
 
+    @property
+    def at_boundary(self) -> bool:
+        """Whether everything fed so far ends with a whole message (none begun)."""
+        return not (self._head or self._type or self._skip or self._failed)
+
     def feed(self, data: bytes) -> list[Frame]:
         """The frames completed by data, in order. BadParameter for a length field below 4
         or above max_message; after that the stream is unusable and every feed raises."""

@@ -12,8 +12,12 @@ untouched. Built on :class:`limen.net.relay.Relay` (asyncio Protocols: no task p
   no room the relay stops reading the client until the buffer calls back (back pressure,
   nothing dropped).
 * Fail closed: when the session's audit events cannot be written (the buffer's stream
-  fails), or the inspector raises :class:`~limen.events.buffer.AuditUnavailable`, both
-  connections are aborted at once; a malformed client message ends the session too.
+  fails), or the inspector raises :class:`~limen.events.buffer.AuditUnavailable`, nothing
+  more of the client is read. With a ``farewell`` (PostgreSQL, between two client messages)
+  the database is asked to end the session (Terminate), its last answers still reach the
+  client, then the client gets the farewell's error and both connections close (aborted
+  after ``FAREWELL_GRACE`` seconds if the database does not close); otherwise both
+  connections are aborted at once. A malformed client message ends the session too.
 
 Used by :mod:`limen.agents.db.postgres_engine` and :mod:`limen.agents.db.mysql_engine`.
 """
@@ -30,7 +34,7 @@ from limen.events.buffer import AuditUnavailable
 from limen.net.relay import Relay
 from limen.net.streams import hand_over
 
-__all__ = ["AuditedRelay", "Inspector", "relay_session"]
+__all__ = ["FAREWELL_GRACE", "AuditedRelay", "Farewell", "Inspector", "relay_session"]
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,23 @@ Inspector = Callable[[bytes, "AuditedRelay"], tuple[bytes, bool]]
 """``inspect(data, relay) -> (bytes to forward, audit buffer has room)``; may answer the
 client itself with ``relay.reply(0, ...)``; raises BadParameter for a malformed message."""
 
+Farewell = Callable[[AuditUnavailable], "tuple[bytes, bytes] | None"]
+"""``farewell(err) -> (to the database, to the client last)`` to end a session whose audit
+failed in good order, or None when it cannot now (then the connections are aborted)."""
+
 CLIENT, DATABASE = 0, 1
+FAREWELL_GRACE = 10.0
 
 
 class AuditedRelay(Relay):
-    def __init__(self, session: DBSession, inspect: Inspector) -> None:
+    def __init__(self, session: DBSession, inspect: Inspector,
+                 farewell: Farewell | None = None) -> None:
         super().__init__(name=f"db session {session.request.session_id}")
         self.session = session
         self._inspect = inspect
+        self._farewell = farewell
+        self._failed = False
+        self._goodbye = b""
         session.emitter.on_failure = self._audit_failed
 
     def received(self, side: int, data: bytes) -> None:
@@ -53,7 +66,7 @@ class AuditedRelay(Relay):
             self.session.from_db.bytes += len(data)
             super().received(side, data)
             return
-        if self._closing:
+        if self._closing or self._failed:
             return
         try:
             forward, room = self._inspect(data, self)
@@ -72,16 +85,42 @@ class AuditedRelay(Relay):
             self.hold(CLIENT)
             self.session.emitter.when_space(lambda: self.release(CLIENT))
 
+    def eof(self, side: int) -> None:
+        if side == DATABASE:
+            self._say_goodbye()
+        super().eof(side)
+
+    def lost(self, side: int, exc: BaseException | None = None) -> None:
+        if side == DATABASE:
+            self._say_goodbye()
+        super().lost(side, exc)
+
     def _audit_failed(self, err: AuditUnavailable) -> None:
+        if self._failed:
+            return
+        self._failed = True
         log.error("db session %s ended: %s", self.session.request.session_id, err)
-        self.abort(str(err))
+        plan = self._farewell(err) if self._farewell is not None else None
+        if plan is None or self._closing:
+            self.abort(str(err))
+            return
+        to_database, self._goodbye = plan
+        self.hold(CLIENT)
+        self.reply(DATABASE, to_database)
+        asyncio.get_running_loop().call_later(FAREWELL_GRACE, self.abort, str(err))
+
+    def _say_goodbye(self) -> None:
+        goodbye, self._goodbye = self._goodbye, b""
+        if goodbye:
+            self.reply(CLIENT, goodbye)
 
 
 async def relay_session(session: DBSession, inspect: Inspector,
                         client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                        database: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+                        database: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                        farewell: Farewell | None = None) -> None:
     """Relay the logged-in session until both connections are gone."""
-    relay = AuditedRelay(session, inspect)
+    relay = AuditedRelay(session, inspect, farewell)
     hand_over(*client, relay, CLIENT)
     hand_over(*database, relay, DATABASE)
     await relay.wait_closed()

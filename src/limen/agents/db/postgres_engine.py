@@ -29,11 +29,12 @@ import asyncio
 import logging
 import ssl
 
-from limen.agents.db.audited_relay import AuditedRelay, Inspector, relay_session
+from limen.agents.db.audited_relay import AuditedRelay, Farewell, Inspector, relay_session
 from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, upstream_target
 from limen.dbproto import postgres as pg
 from limen.errors import BadParameter, LimenError
+from limen.events.buffer import AuditUnavailable
 from limen.net.streams import close_writer
 
 __all__ = ["cancel_postgres", "serve_postgres"]
@@ -84,8 +85,9 @@ async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader
         if not await _startup(session, reader, client_writer):
             return
         await session.emit("db.session.start")
-        await relay_session(session, _inspector(), (client_reader, client_writer),
-                            (reader, writer))
+        inspect, farewell = _inspector()
+        await relay_session(session, inspect, (client_reader, client_writer),
+                            (reader, writer), farewell)
         await session.end()
     finally:
         await close_writer(writer)
@@ -126,9 +128,11 @@ async def _startup(session: DBSession, reader: asyncio.StreamReader,
         await client_writer.drain()
 
 
-def _inspector() -> Inspector:
+def _inspector() -> tuple[Inspector, Farewell]:
     """Split the client's messages (Q, P, B kept for the audit, the rest only counted) and
-    queue a query event per Q and B; every byte is forwarded as it came."""
+    queue a query event per Q and B; every byte is forwarded as it came. The farewell, when
+    the audit fails between two client messages: Terminate to the database, then a FATAL
+    error (57P01, as a server shut down by its administrator) to the client."""
     splitter = pg.MessageSplitter(keep=(b"Q", b"P", b"B"))
     statements: dict[str, str] = {}
 
@@ -138,7 +142,13 @@ def _inspector() -> Inspector:
             if frame.payload is not None:
                 room = _audit(relay.session, frame, statements) and room
         return data, room
-    return inspect
+
+    def farewell(err: AuditUnavailable) -> tuple[bytes, bytes] | None:
+        if not splitter.at_boundary:
+            return None
+        return pg.encode_terminate(), pg.error_response(
+            f"Limen ended the session: {err}", "57P01")
+    return inspect, farewell
 
 
 def _audit(session: DBSession, frame: pg.Frame, statements: dict[str, str]) -> bool:
