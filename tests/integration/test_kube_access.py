@@ -223,6 +223,15 @@ def test_port_forward_carries_a_tcp_stream(kube_env: KubeEnv) -> None:
         server.close()
         thread.join(10)
     kube_env.wait_audit("the port-forward audited", user="alice", verb="portforward")
+    # a session of its own in the audit log, with what it carried each way
+    [start] = [e for e in kube_env.cluster.audit("kube.session.start", user="alice")
+               if e.get("verb") == "portforward"]
+    [end] = [e for e in kube_env.cluster.audit("kube.session.end", user="alice")
+             if e.get("verb") == "portforward"]
+    assert start["session_id"] == end["session_id"]
+    assert (start["name"], end["namespace"]) == ("echo", "default")
+    assert end["bytes_in"] >= len(payload)
+    assert end["bytes_out"] >= len(payload)
 
 
 def test_exec_with_a_terminal(kube_env: KubeEnv) -> None:

@@ -78,6 +78,23 @@ async def test_written_audit_events_move_their_metrics(tmp_path: Path) -> None:
                   outcome="failure") == 1
 
 
+async def test_kube_sessions_are_counted_with_their_bytes(tmp_path: Path) -> None:
+    metrics = Metrics()
+    log = MeteredLog(FileLog(tmp_path / "events"), metrics)
+    try:
+        await log.emit(make_event("kube.session.start", user="ana", verb="exec"))
+        assert sample(metrics, "limen_sessions_active", protocol="kube") == 1
+        await log.emit(make_event("kube.session.end", user="ana", verb="exec", bytes_in=3,
+                                  bytes_out=300))
+        await log.emit(make_event("kube.request", user="ana", verb="exec"))
+    finally:
+        await log.aclose()
+    assert sample(metrics, "limen_sessions_total", protocol="kube") == 1
+    assert sample(metrics, "limen_sessions_active", protocol="kube") == 0
+    assert sample(metrics, "limen_relayed_bytes_total", protocol="kube", direction="out") == 300
+    assert sample(metrics, "limen_rbac_decisions_total", kind="kube", decision="allowed") == 1
+
+
 async def test_a_failed_audit_write_is_counted_and_raised(tmp_path: Path) -> None:
     metrics = Metrics()
     inner = FileLog(tmp_path / "events")

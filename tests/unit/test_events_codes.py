@@ -31,6 +31,7 @@ RELEASED = {
     "L3004I": ("client.disconnect", True), "L3005W": ("auth", False),
     "L3006W": ("route.failed", False),
     "L3100I": ("kube.request", True), "L3100W": ("kube.request", False),
+    "L3101I": ("kube.session.start", True), "L3102I": ("kube.session.end", True),
     "L3200I": ("db.session.start", True), "L3200W": ("db.session.start", False),
     "L3201I": ("db.session.query", True), "L3201W": ("db.session.query", False),
     "L3202I": ("db.session.end", True),

@@ -14,6 +14,7 @@ cert.create (success)      ``limen_certificates_issued_total{type=cert_type}``
 session.start / .end       ``limen_sessions_total`` / ``_active{protocol="ssh"}``,
                            ``limen_relayed_bytes_total`` (bytes_in, bytes_out)
 db.session.start / .end    the same with ``protocol=db_protocol`` (bytes_to_db, ...)
+kube.session.start / .end  the same with ``protocol="kube"`` (exec, attach, port-forward)
 kube.request, app.*        ``limen_rbac_decisions_total{kind}``
 access.denied              ``limen_rbac_decisions_total{kind, decision="denied"}``
 ========================  =========================================================
@@ -49,13 +50,17 @@ def observe_event(metrics: Metrics, event_type: str, success: bool,
         if success and event_type in ("session.start", "db.session.start"):
             protocol = _protocol(event_type, fields)
             metrics.session_opened(protocol)
-    elif event_type in ("session.end", "db.session.end"):
+    elif event_type == "kube.session.start":
+        metrics.session_opened("kube")
+    elif event_type in ("session.end", "db.session.end", "kube.session.end"):
         _session_ended(metrics, _protocol(event_type, fields), fields)
 
 
 def _protocol(event_type: str, fields: Mapping[str, Any]) -> str:
     if event_type.startswith("db."):
         return str(fields.get("db_protocol") or "db")
+    if event_type.startswith("kube."):
+        return "kube"
     return "ssh"
 
 

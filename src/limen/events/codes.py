@@ -72,6 +72,8 @@ class EventType(StrEnum):
     AUTH = "auth"
     ROUTE_FAILED = "route.failed"
     KUBE_REQUEST = "kube.request"
+    KUBE_SESSION_START = "kube.session.start"
+    KUBE_SESSION_END = "kube.session.end"
     DB_SESSION_START = "db.session.start"
     DB_SESSION_QUERY = "db.session.query"
     DB_SESSION_END = "db.session.end"
@@ -153,6 +155,10 @@ EVENT_CODES: tuple[EventCode, ...] = (
               "SSH connection not routed: unknown, ambiguous or offline node"),
     EventCode("L3100I", _T.KUBE_REQUEST, True, "Kubernetes request"),
     EventCode("L3100W", _T.KUBE_REQUEST, False, "Kubernetes request refused"),
+    EventCode("L3101I", _T.KUBE_SESSION_START, True,
+              "Kubernetes exec, attach or port-forward session started"),
+    EventCode("L3102I", _T.KUBE_SESSION_END, True,
+              "Kubernetes exec, attach or port-forward session ended"),
     EventCode("L3200I", _T.DB_SESSION_START, True, "database session started"),
     EventCode("L3200W", _T.DB_SESSION_START, False, "database session refused"),
     EventCode("L3201I", _T.DB_SESSION_QUERY, True, "database query"),

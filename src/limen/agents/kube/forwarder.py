@@ -15,9 +15,9 @@ any other body is sent back chunked, each piece as soon as the API server sends 
 
 Upgrades (``Connection: Upgrade``: exec, attach and port-forward over WebSocket or SPDY) go
 over a connection of their own to the API server: the rewritten head is sent, the API
-server's answer is passed back as it is, and after a ``101 Switching Protocols`` the bytes
-flow both ways untouched until either side closes. Called by
-:mod:`limen.agents.kube.kube_service`.
+server's answer is passed back as it is, and after a ``101 Switching Protocols`` (``started``
+is told the protocol first) the bytes flow both ways untouched, and counted, until either side
+closes. Called by :mod:`limen.agents.kube.kube_service`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
@@ -38,7 +39,7 @@ from limen.agents.kube.upstream import Upstream
 from limen.errors import BadParameter, ConnectionProblem
 from limen.net.streams import both_ways, close_writer
 
-__all__ = ["MAX_BODY", "forward", "forward_upgrade", "upstream_headers"]
+__all__ = ["MAX_BODY", "Upgraded", "forward", "forward_upgrade", "upstream_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +170,31 @@ Tap = Callable[[bytes], None]
 """Gets a copy of the bytes relayed in one direction (the exec recording)."""
 
 
+@dataclass
+class Upgraded:
+    """How an upgrade request ended: the API server's status (101: the streams were relayed
+    until closed), the protocol it chose (``Sec-WebSocket-Protocol``, or the ``Upgrade``
+    value) and the bytes relayed each way after the 101."""
+
+    status: int = 0
+    protocol: str = ""
+    bytes_in: int = 0
+    """From the client to the API server."""
+    bytes_out: int = 0
+    """From the API server to the client."""
+
+
 async def forward_upgrade(head: RequestHead, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter, upstream: Upstream,
                           who: Impersonation,
                           taps: Callable[[str], tuple[Tap, Tap] | None] | None = None,
-                          ) -> tuple[int, str]:
-    """An upgrade request on a connection of its own; returns the API server's status (101:
-    the streams were relayed until closed) and the protocol it chose
-    (``Sec-WebSocket-Protocol``, or the ``Upgrade`` value). ``taps(protocol)`` may give the
+                          started: Callable[[str], Awaitable[None]] | None = None,
+                          ) -> Upgraded:
+    """An upgrade request on a connection of its own (see :class:`Upgraded`). After a 101,
+    ``started(protocol)`` runs before any byte is relayed and ``taps(protocol)`` may give the
     (client to server, server to client) taps for the relay. The client's connection ends
-    afterwards."""
+    afterwards; ``result`` holds what is known when it fails half-way."""
+    result = Upgraded()
     if head.chunked or head.content_length:
         raise BadParameter("an upgrade request carries no body")
     host, _, port = upstream.host_header.rpartition(":")
@@ -197,27 +213,47 @@ async def forward_upgrade(head: RequestHead, reader: asyncio.StreamReader,
         await up_writer.drain()
         answer = await up_reader.readuntil(b"\r\n\r\n")
         status_line = answer.split(b"\r\n", 1)[0].split(b" ")
-        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() \
-            else 502
+        result.status = int(status_line[1]) if len(status_line) > 1 and \
+            status_line[1].isdigit() else 502
+        result.protocol = _header(answer, b"sec-websocket-protocol") or \
+            _header(answer, b"upgrade")
+        if result.status == 101 and started is not None:
+            await started(result.protocol)
         writer.write(answer)
         await writer.drain()
-        protocol = _header(answer, b"sec-websocket-protocol") or _header(answer, b"upgrade")
-        if status == 101:
-            chosen = taps(protocol) if taps is not None else None
-            await both_ways(_pump(reader, up_writer, chosen[0] if chosen else None),
-                            _pump(up_reader, writer, chosen[1] if chosen else None),
-                            grace=5.0)
+        if result.status == 101:
+            chosen = taps(result.protocol) if taps is not None else None
+            counted = _Counted()
+            try:
+                await both_ways(
+                    _pump(reader, up_writer, chosen[0] if chosen else None, counted.inward),
+                    _pump(up_reader, writer, chosen[1] if chosen else None, counted.outward),
+                    grace=5.0)
+            finally:
+                result.bytes_in, result.bytes_out = counted.bytes_in, counted.bytes_out
         else:
             length = _content_length(answer)
             if length:
                 writer.write(await up_reader.readexactly(min(length, MAX_BODY)))
                 await writer.drain()
-        return status, protocol
+        return result
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
         raise ConnectionProblem(f"the Kubernetes API server's answer broke off: {err}") \
             from None
     finally:
         await close_writer(up_writer)
+
+
+@dataclass
+class _Counted:
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def inward(self, size: int) -> None:
+        self.bytes_in += size
+
+    def outward(self, size: int) -> None:
+        self.bytes_out += size
 
 
 def _content_length(head: bytes) -> int:
@@ -234,9 +270,9 @@ def _header(head: bytes, name: bytes) -> str:
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                tap: Tap | None) -> None:
-    """Copy until EOF (then half-close, or close), giving ``tap`` a copy of each piece; a
-    failing tap is dropped, the copy goes on."""
+                tap: Tap | None, count: Callable[[int], None]) -> None:
+    """Copy until EOF (then half-close, or close), giving ``tap`` a copy of each piece and
+    ``count`` its size; a failing tap is dropped, the copy goes on."""
     try:
         while data := await reader.read(_CHUNK):
             if tap is not None:
@@ -245,6 +281,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 except Exception as err:
                     log.error("kube agent: session recording tap failed: %s", err)
                     tap = None
+            count(len(data))
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():

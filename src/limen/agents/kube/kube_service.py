@@ -34,7 +34,7 @@ import aiohttp
 
 from limen.agents.kube.catalog import KubeCatalog, ResourceLister, static_clusters
 from limen.agents.kube.exec_recording import CHANNEL_PROTOCOLS, ExecRecorder
-from limen.agents.kube.forwarder import Tap, forward, forward_upgrade
+from limen.agents.kube.forwarder import Tap, Upgraded, forward, forward_upgrade
 from limen.agents.kube.http1 import MAX_HEAD, RequestHead, parse_request_head, response_head
 from limen.agents.kube.session import Impersonation, KubeSession, RoleSets, open_session
 from limen.agents.kube.upstream import Upstream, Upstreams
@@ -275,14 +275,23 @@ class KubeService:
                 return None
             return rec.from_client, rec.from_server
 
-        status, protocol = 0, ""
+        async def started(protocol: str) -> None:  # durable before the client hears 101
+            await session.session_event("kube.session.start", info, head, protocol=protocol)
+
+        upgraded = Upgraded()
         try:
-            status, protocol = await forward_upgrade(head, reader, writer, upstream, who, taps)
+            upgraded = await forward_upgrade(head, reader, writer, upstream, who, taps,
+                                             started)
         finally:
+            status, protocol = upgraded.status, upgraded.protocol
             recorded = rec is not None and status == 101 and rec.accepts(protocol)
             if rec is not None:
                 self._background(self._store(rec) if recorded else rec.task.abort())
         extra = {"recording": rec.session_id} if recorded and rec is not None else {}
+        if status == 101:
+            await session.session_event("kube.session.end", info, head, protocol=protocol,
+                                        bytes_in=upgraded.bytes_in,
+                                        bytes_out=upgraded.bytes_out, **extra)
         await session.audit(info, head, status=status, success=status not in (401, 403),
                             impersonation=who, protocol=protocol, **extra)
         return False

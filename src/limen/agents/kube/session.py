@@ -103,6 +103,18 @@ class KubeSession:
         return Impersonation(users[0] if users else self.identity.username, groups,
                              role_set.options.record_session)
 
+    async def session_event(self, event_type: str, info: KubeRequestInfo,
+                            head: RequestHead, **extra: Any) -> None:
+        """``kube.session.start`` / ``kube.session.end`` of an upgraded request (exec,
+        attach, port-forward), written durably (a failed write raises: the session ends)."""
+        event = make_event(event_type, cluster=self.identity.cluster,
+                           user=self.identity.username, kube_cluster=self.cluster.name,
+                           session_id=self.connect.session_id, server_id=self.server_id,
+                           remote_addr=self.connect.client_addr, verb=info.verb,
+                           resource=info.resource, namespace=info.namespace, name=info.name,
+                           subresource=info.subresource, path=head.path, **extra)
+        await (self.emitter if self.stream is None else self.stream).emit(event)
+
     async def audit(self, info: KubeRequestInfo | None, head: RequestHead | None, *,
                     status: int, success: bool, impersonation: Impersonation | None = None,
                     reason: str = "", **extra: Any) -> None:
