@@ -113,8 +113,8 @@ class ApiClient:
                 f"cannot verify the TLS certificate of {self.base_url}: {err.certificate_error}"
             ) from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise ConnectionProblem(f"cannot reach {self.base_url}: {str(err) or type(err).__name__}") \
-                from err
+            reason = str(err) or type(err).__name__
+            raise ConnectionProblem(f"cannot reach {self.base_url}: {reason}") from err
         except (BadParameter, UnicodeDecodeError) as err:
             raise ConnectionProblem(f"{url} answered with something that is not JSON "
                                     f"within bounds ({err})") from None
