@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth import presence
+from limen.auth.online_resources import OnlineResource, online_resources
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, RouteToDatabase
 from limen.ca.keys import PublicKey
@@ -54,37 +55,17 @@ _MAX_NAME = 63
 
 
 @dataclass(frozen=True)
-class OnlineDatabase:
-    name: str
-    resource: dict[str, Any]
-    """The Resource document of the freshest heartbeat (labels, protocol, description)."""
-    host_ids: tuple[str, ...]
-    """The db agents serving it."""
-
-    @property
-    def labels(self) -> dict[str, str]:
-        raw = (self.resource.get("metadata") or {}).get("labels") or {}
-        return {str(k): str(v) for k, v in raw.items()}
+class OnlineDatabase(OnlineResource):
+    """A database some db agent heartbeats now."""
 
     @property
     def protocol(self) -> str:
-        return str((self.resource.get("spec") or {}).get("protocol", ""))
+        return str(self.spec.get("protocol", ""))
 
 
 async def online_databases(auth: AuthServer) -> dict[str, OnlineDatabase]:
     """Every database some db agent heartbeats now, by name."""
-    records = await presence.presence(auth, presence.DB_PRESENCE_PREFIX)
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        name = ((record.get("resource") or {}).get("metadata") or {}).get("name")
-        if isinstance(name, str):
-            by_name.setdefault(name, []).append(record)
-    out: dict[str, OnlineDatabase] = {}
-    for name, items in by_name.items():
-        items.sort(key=lambda r: str(r.get("updated", "")), reverse=True)
-        out[name] = OnlineDatabase(name, dict(items[0]["resource"]),
-                                   tuple(str(r.get("host_id", "")) for r in items))
-    return out
+    return await online_resources(auth, presence.DB_PRESENCE_PREFIX, OnlineDatabase)
 
 
 async def issue_route_cert(auth: AuthServer, identity: Identity, public_key: PublicKey,

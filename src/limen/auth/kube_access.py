@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth import presence
+from limen.auth.online_resources import OnlineResource, online_resources
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity
 from limen.ca.keys import PublicKey
@@ -41,37 +42,17 @@ _MAX_NAME = 253
 
 
 @dataclass(frozen=True)
-class OnlineKubeCluster:
-    name: str
-    resource: dict[str, Any]
-    """The Resource document of the freshest heartbeat (labels, description)."""
-    host_ids: tuple[str, ...]
-    """The kube agents serving it."""
-
-    @property
-    def labels(self) -> dict[str, str]:
-        raw = (self.resource.get("metadata") or {}).get("labels") or {}
-        return {str(k): str(v) for k, v in raw.items()}
+class OnlineKubeCluster(OnlineResource):
+    """A kube cluster some kube agent heartbeats now."""
 
     @property
     def description(self) -> str:
-        return str((self.resource.get("spec") or {}).get("description", ""))
+        return str(self.spec.get("description", ""))
 
 
 async def online_kube_clusters(auth: AuthServer) -> dict[str, OnlineKubeCluster]:
     """Every kube cluster some kube agent heartbeats now, by name."""
-    records = await presence.presence(auth, presence.KUBE_PRESENCE_PREFIX)
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        name = ((record.get("resource") or {}).get("metadata") or {}).get("name")
-        if isinstance(name, str):
-            by_name.setdefault(name, []).append(record)
-    out: dict[str, OnlineKubeCluster] = {}
-    for name, items in by_name.items():
-        items.sort(key=lambda r: str(r.get("updated", "")), reverse=True)
-        out[name] = OnlineKubeCluster(name, dict(items[0]["resource"]),
-                                      tuple(str(r.get("host_id", "")) for r in items))
-    return out
+    return await online_resources(auth, presence.KUBE_PRESENCE_PREFIX, OnlineKubeCluster)
 
 
 def visible_kube_clusters(clusters: dict[str, OnlineKubeCluster], role_set: RoleSet
