@@ -112,7 +112,8 @@ async def test_proxies_get_what_they_join_with(kube_api: KubeAPI,
     mount = next(m for m in container(auth)["volumeMounts"] if m["name"] == "proxy-token")
     assert volumes["proxy-token"]["secret"]["secretName"] == "main-proxy-token"
     assert f"{mount['mountPath']}/token" == PROXY_TOKEN_FILE
-    assert container(auth)["env"] == [{"name": "TMPDIR", "value": "/tmp"}]  # joins nobody
+    assert container(auth)["env"] == [{"name": "TMPDIR", "value": "/tmp"},  # joins nobody
+                                      {"name": "USER", "value": "limen"}]
 
     # the proxy pods: the auth Service address, the token from the Secret, the TLS CA's pin
     proxy = kube_api.get("deployments", "main-proxy", NS)

@@ -33,9 +33,8 @@ from limen.agents.db.mysql_engine import serve_mysql
 from limen.agents.db.postgres_engine import cancel_postgres, serve_postgres
 from limen.agents.db.session import RoleSets, authorize
 from limen.agents.db.upstream_tls import CertIssuer, UpstreamCerts, upstream_target
+from limen.agents.proxy_dial import accept_proxy, check_proxy
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.identity import SystemRole
-from limen.ca.x509_certs import verify_client_cert
 from limen.config import DBSettings
 from limen.dbproto import mysql as my
 from limen.dbproto import postgres as pg
@@ -44,7 +43,7 @@ from limen.errors import AccessDenied, LimenError
 from limen.events.buffer import AuditBuffer
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.net.streams import accept_tls, close_writer
+from limen.net.streams import close_writer
 from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.agent_settings import TunnelAgentSettings
 from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
@@ -112,19 +111,12 @@ class DBService:
         return self.catalog.heartbeats()
 
     async def _serve(self, sock: socket.socket, dial: DialRequest) -> None:
-        try:
-            reader, writer = await accept_tls(sock, self._server_ssl)
-        except (ssl.SSLError, OSError, TimeoutError) as err:
-            log.warning("db agent: TLS with the proxy failed for %s: %s", dial.target, err)
-            sock.close()
+        streams = await accept_proxy(sock, self._server_ssl, "db agent", dial.target)
+        if streams is None:
             return
+        reader, writer = streams
         try:
-            ssl_object = writer.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-            proxy = verify_client_cert(der or b"", self._trust, self._now())
-            if proxy.system_role is not SystemRole.PROXY:
-                raise AccessDenied(f"a {proxy.system_role or 'user'} certificate dialled "
-                                   "the db agent")
+            check_proxy(writer, self._trust, self._now(), "db agent")
             async with asyncio.timeout(_REQUEST_TIMEOUT):
                 size = request_length(await reader.readexactly(4))
                 request = decode_request(await reader.readexactly(size))

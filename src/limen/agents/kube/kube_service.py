@@ -38,14 +38,13 @@ from limen.agents.kube.forwarder import Tap, Upgraded, forward, forward_upgrade
 from limen.agents.kube.http1 import MAX_HEAD, RequestHead, parse_request_head, response_head
 from limen.agents.kube.session import Impersonation, KubeSession, RoleSets, open_session
 from limen.agents.kube.upstream import Upstream, Upstreams
+from limen.agents.proxy_dial import accept_proxy, check_proxy
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.identity import SystemRole
-from limen.ca.x509_certs import verify_client_cert
 from limen.config import KubeSettings
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
 from limen.events.buffer import AuditBuffer
 from limen.events.emitter import Emitter
-from limen.net.streams import accept_tls, close_writer
+from limen.net.streams import close_writer
 from limen.rbac.kube_request import KubeRequestInfo
 from limen.recording.sink import RecordingSink
 from limen.tunnel.agent_pool import TunnelAgentPool
@@ -150,19 +149,12 @@ class KubeService:
         return self.catalog.heartbeats()
 
     async def _serve(self, sock: socket.socket, dial: DialRequest) -> None:
-        try:
-            reader, writer = await accept_tls(sock, self._server_ssl)
-        except (ssl.SSLError, OSError, TimeoutError) as err:
-            log.warning("kube agent: TLS with the proxy failed for %s: %s", dial.target, err)
-            sock.close()
+        streams = await accept_proxy(sock, self._server_ssl, "kube agent", dial.target)
+        if streams is None:
             return
+        reader, writer = streams
         try:
-            ssl_object = writer.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-            proxy = verify_client_cert(der or b"", self._trust, self._now())
-            if proxy.system_role is not SystemRole.PROXY:
-                raise AccessDenied(f"a {proxy.system_role or 'user'} certificate dialled "
-                                   "the kube agent")
+            check_proxy(writer, self._trust, self._now(), "kube agent")
             async with asyncio.timeout(_REQUEST_TIMEOUT):
                 size = connect_length(await reader.readexactly(4))
                 connect = decode_connect(await reader.readexactly(size))
