@@ -24,10 +24,17 @@ from .diag_scrape import readyz, scrape, total
 DIAG = ["--diag-addr", "127.0.0.1:0"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports, all held at once while they are chosen (one released
+    before the next is chosen could be handed out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _private(path: Path, text: str) -> Path:
@@ -55,13 +62,17 @@ def apart(tmp_path: Path) -> Iterator[Apart]:
         started.append(auth.start())
         node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
         proxy_yaml = tmp_path / "proxy.yaml"
+        # fixed ports, the diagnostics listener's too: the restarted proxy keeps them, and
+        # no listener of its own can take a port chosen for another
+        names = ("web", "ssh_proxy", "tunnel", "postgres", "mysql", "kube", "diag")
+        ports = dict(zip(names, _free_ports(len(names)), strict=True))
         proxy_yaml.write_text(yaml.safe_dump({"listeners": {
-            name: f"127.0.0.1:{_free_port()}"  # fixed: the restarted proxy keeps them
-            for name in ("web", "ssh_proxy", "tunnel", "postgres", "mysql", "kube")}}),
+            name: f"127.0.0.1:{port}" for name, port in ports.items() if name != "diag"}}),
             encoding="utf-8")
         proxy = LimenCluster(tmp_path / "proxy", "seen", [
             "--roles", "proxy", "-c", str(proxy_yaml), "--auth-server", auth.auth,
-            "--token", token, "--ca-pin", node_token["ca_pin"], *DIAG], random_ports=False)
+            "--token", token, "--ca-pin", node_token["ca_pin"],
+            "--diag-addr", f"127.0.0.1:{ports['diag']}"], random_ports=False)
         started.append(proxy.start())
         node = LimenCluster(tmp_path / "node", "seen", [
             "--roles", "node", "--proxy", proxy.web, "--token", node_token["token"],
