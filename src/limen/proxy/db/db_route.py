@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -34,14 +33,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
-from limen.ca.x509_certs import verify_client_cert, verify_server_cert
+from limen.ca.x509_certs import verify_client_cert
 from limen.dbproto.session_request import SessionRequest, encode_request
-from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
+from limen.errors import AccessDenied, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.net.streams import close_writer, memory_streams, stream_pair
+from limen.net.streams import memory_streams
+from limen.proxy.agent_dial import AgentDialer, peer_der
 from limen.proxy.routing import ClusterView
-from limen.tunnel.protocol import KIND_DB, MODE_TLS, DialRequest
+from limen.tunnel.protocol import KIND_DB
 from limen.tunnel.server import TunnelServer
 
 __all__ = [
@@ -94,13 +94,6 @@ def check_name(what: str, value: str) -> str:
     return value
 
 
-def peer_der(writer: asyncio.StreamWriter) -> bytes | None:
-    """The certificate the TLS peer of ``writer`` presented (DER), if any."""
-    ssl_object = writer.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return bytes(der) if der else None
-
-
 def der_to_pem(der: bytes) -> str:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
 
@@ -125,8 +118,8 @@ class DBRouter:
         self.emitter = emitter
         self._now = now
         self._trust = {credentials.cluster: credentials.tls_cas()}
-        self._agent_ssl = credentials.client_ssl(check_hostname=False,
-                                                 server_role=SystemRole.DB)
+        self._agents = AgentDialer(credentials, tunnel, SystemRole.DB, KIND_DB, "db agent",
+                                   now)
         self._local: dict[str, LocalDBAgent] = {}
         self._local_sessions: set[asyncio.Task[None]] = set()
 
@@ -234,27 +227,9 @@ class DBRouter:
         here = next((self._local[h] for h in target.host_ids if h in self._local), None)
         if here is not None:
             return await self._open_local(here, request)
-        local = [h for h in target.host_ids if h in self.tunnel.registry]
-        if not local:
-            raise ConnectionProblem(f"no db agent serving {target.name} is connected to this "
-                                    "proxy")
-        host_id = random.choice(local)  # load spreading, not security
-        conn = await self.tunnel.dial(host_id, DialRequest(
-            kind=KIND_DB, target=target.name, mode=MODE_TLS, client_addr=request.client_addr,
-            user=username, session_id=request.session_id))
-        reader, writer = stream_pair(conn.attach)
-        try:
-            async with asyncio.timeout(10):
-                await writer.start_tls(self._agent_ssl)
-            self._check_agent(writer, host_id)
-            writer.write(encode_request(request))
-            await writer.drain()
-        except (LimenError, OSError, ssl.SSLError, TimeoutError) as err:
-            await close_writer(writer)
-            if isinstance(err, LimenError):
-                raise
-            raise ConnectionProblem(f"cannot open a session with the db agent: {err}") from None
-        return reader, writer
+        return await self._agents.open(
+            target.host_ids, target.name, encode_request(request),
+            client_addr=request.client_addr, user=username, session_id=request.session_id)
 
     async def _open_local(self, agent: LocalDBAgent, request: SessionRequest
                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -264,15 +239,6 @@ class DBRouter:
         self._local_sessions.add(task)
         task.add_done_callback(self._local_sessions.discard)
         return ours
-
-    def _check_agent(self, writer: asyncio.StreamWriter, host_id: str) -> None:
-        der = peer_der(writer)
-        if not der:
-            raise AccessDenied("the db agent presented no certificate")
-        agent = verify_server_cert(x509.load_der_x509_certificate(der), self._trust,
-                                   SystemRole.DB, self._now())
-        if agent.host_id != host_id:
-            raise AccessDenied(f"the data connection is from {agent.host_id}, not {host_id}")
 
 
 async def handshake(router: DBRouter, tls: Awaitable[T], protocol: str, client_addr: str,

@@ -14,8 +14,6 @@ each request. Called by :mod:`limen.proxy.kube.kube_front`.
 from __future__ import annotations
 
 import asyncio
-import random
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,14 +25,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
-from limen.ca.x509_certs import verify_client_cert, verify_server_cert
+from limen.ca.x509_certs import verify_client_cert
 from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
-from limen.net.streams import close_writer, stream_pair
+from limen.proxy.agent_dial import AgentDialer
 from limen.proxy.routing import ClusterView
 from limen.tunnel.kube_wire import KubeConnect, encode_connect
-from limen.tunnel.protocol import KIND_KUBE, MODE_TLS, DialRequest
+from limen.tunnel.protocol import KIND_KUBE
 from limen.tunnel.server import TunnelServer
 
 __all__ = ["KubeRouter", "KubeTarget", "Opened"]
@@ -75,8 +73,8 @@ class KubeRouter:
         self._now = now
         self._clock = clock
         self._trust = {credentials.cluster: credentials.tls_cas()}
-        self._agent_ssl = credentials.client_ssl(check_hostname=False,
-                                                 server_role=SystemRole.KUBE)
+        self._agents = AgentDialer(credentials, tunnel, SystemRole.KUBE, KIND_KUBE,
+                                   "kube agent", now)
         self._cached: tuple[float, list[dict[str, Any]]] | None = None
         self._lock = asyncio.Lock()
 
@@ -165,35 +163,6 @@ class KubeRouter:
     async def open(self, target: KubeTarget, request: KubeConnect, username: str
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A data connection to a kube agent serving ``target``, request sent."""
-        local = [h for h in target.host_ids if h in self.tunnel.registry]
-        if not local:
-            raise ConnectionProblem(f"no kube agent serving {target.name} is connected to this "
-                                    "proxy")
-        host_id = random.choice(local)  # load spreading, not security
-        conn = await self.tunnel.dial(host_id, DialRequest(
-            kind=KIND_KUBE, target=target.name, mode=MODE_TLS, client_addr=request.client_addr,
-            user=username, session_id=request.session_id))
-        reader, writer = stream_pair(conn.attach)
-        try:
-            async with asyncio.timeout(10):
-                await writer.start_tls(self._agent_ssl)
-            self._check_agent(writer, host_id)
-            writer.write(encode_connect(request))
-            await writer.drain()
-        except (LimenError, OSError, ssl.SSLError, TimeoutError) as err:
-            await close_writer(writer)
-            if isinstance(err, LimenError):
-                raise
-            raise ConnectionProblem(f"cannot open a connection with the kube agent: {err}") \
-                from None
-        return reader, writer
-
-    def _check_agent(self, writer: asyncio.StreamWriter, host_id: str) -> None:
-        ssl_object = writer.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
-            raise AccessDenied("the kube agent presented no certificate")
-        agent = verify_server_cert(x509.load_der_x509_certificate(der), self._trust,
-                                   SystemRole.KUBE, self._now())
-        if agent.host_id != host_id:
-            raise AccessDenied(f"the data connection is from {agent.host_id}, not {host_id}")
+        return await self._agents.open(
+            target.host_ids, target.name, encode_connect(request),
+            client_addr=request.client_addr, user=username, session_id=request.session_id)
