@@ -33,6 +33,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.config import ClusterSettings
+from limen.errors import ConnectionProblem
 from limen.events.emitter import MemoryEmitter
 from limen.net.http import error_middleware, json_body
 from limen.services.leadership import replica_leadership
@@ -416,3 +417,37 @@ async def test_only_the_replica_holding_the_lease_joins_and_the_other_takes_over
     finally:
         for replica in replicas:
             await replica.stop()
+
+
+async def test_a_backend_error_as_the_lease_is_taken_is_retried_not_fatal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lease is often retaken just as PostgreSQL comes back, when listing the trusted
+    clusters can still fail: the replica lists again later, and stopping raises nothing."""
+    backend = MemoryBackend()
+    auth = AuthServer(backend, ClusterSettings(name="leaf"), MemoryEmitter())
+    await auth.start()
+    leadership = replica_leadership(backend, TRUST_LEASE_KEY, "only", name="only",
+                                    clock=auth.clock, ttl=0.6, renew_every=0.2,
+                                    retry_every=0.05)
+    reconciler = TrustedClusterReconciler(auth, secrets=SecretSource(tmp_path / "s", {}),
+                                          backoff_base=0.05, backoff_cap=0.2,
+                                          leadership=leadership)
+    listed = reconciler._known_names
+    calls: list[str] = []
+
+    async def flaky() -> set[str]:
+        calls.append("list")
+        if len(calls) <= 3:
+            raise ConnectionProblem("PostgreSQL database 'limen' is unreachable or failed")
+        return await listed()
+    monkeypatch.setattr(reconciler, "_known_names", flaky)
+    await reconciler.start()
+    try:
+        await until(lambda: _async(len(calls) >= 5), what="listing again after failures")
+        assert reconciler.leading
+    finally:
+        await reconciler.stop()  # raised the listing's ConnectionProblem before the fix
+
+
+async def _async(value: bool) -> bool:
+    return value

@@ -150,10 +150,18 @@ class TrustedClusterReconciler:
     async def _follow(self, leadership: Leadership) -> None:
         """Each time this replica takes the lease, reconcile every TrustedCluster once (what
         the former leader left half done, or what changed while it led)."""
+        backoff = Backoff(self._backoff_base, self._backoff_cap)
         while True:
             await leadership.wait_until(True)
             log.info("trusted clusters: this replica holds the lease; reconciling them all")
-            for name in await self._known_names():
+            try:  # the lease is often retaken just as the backend comes back: it may fail
+                names = await self._known_names()
+            except LimenError as err:
+                log.warning("trusted clusters: cannot list them yet (%s); trying again", err)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            for name in names:
                 self._queue.put_nowait(name)
             await leadership.wait_until(False)
             log.warning("trusted clusters: another replica holds the lease; following")
