@@ -13,7 +13,7 @@ Wire format (version 1): a JSON object without whitespace, empty fields left out
     {"v":1,"user":"alice","cluster":"root","roles":["dev"],"traits":{"logins":["alice"]},
      "logins":["alice","ubuntu"],"kube_groups":[],"kube_users":[],"db_users":[],"db_names":[],
      "route_cluster":"leaf","route_db":{"service":"pg","user":"alice","name":"app"},
-     "route_kube":"prod","access_requests":["5d1c...-uuid"],
+     "route_kube":"prod","route_app":"grafana","access_requests":["5d1c...-uuid"],
      "system_role":"node","usage":["db"],"host_id":"1b2c...","hostname":"web1"}
 
 The validity window is *not* in the JSON: the certificate's own fields (SSH ``valid_after`` /
@@ -99,6 +99,9 @@ class Identity:
     route_to_kube: str | None = None
     """Name of the kube Resource (Kubernetes cluster) a certificate is scoped to
     (``lmsh kube login``)."""
+    route_to_app: str | None = None
+    """Name of the app Resource (web application) a certificate is scoped to
+    (``lmsh apps login``)."""
     not_before: datetime | None = None
     """Start of validity (aware UTC); filled from the certificate by the verifiers."""
     not_after: datetime | None = None
@@ -132,7 +135,7 @@ class Identity:
                 object.__setattr__(self, name, _utc(value, name))
         if self.system_role is not None:  # also accepts the plain string value
             object.__setattr__(self, "system_role", _system_role(self.system_role))
-        for name in ("route_to_cluster", "route_to_kube", "host_id", "hostname"):
+        for name in ("route_to_cluster", "route_to_kube", "route_to_app", "host_id", "hostname"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise BadParameter(f"identity {name} must be a non-empty string or None")
@@ -181,6 +184,8 @@ class Identity:
             doc["route_db"] = {"service": rd.service, "user": rd.user, "name": rd.name}
         if self.route_to_kube is not None:
             doc["route_kube"] = self.route_to_kube
+        if self.route_to_app is not None:
+            doc["route_app"] = self.route_to_app
         if self.system_role is not None:
             doc["system_role"] = self.system_role.value
         if self.host_id is not None:
@@ -234,6 +239,7 @@ class Identity:
             route_to_cluster=_opt_str(doc, "route_cluster"),
             route_to_db=route,
             route_to_kube=_opt_str(doc, "route_kube") or None,
+            route_to_app=_opt_str(doc, "route_app") or None,
             not_before=not_before,
             not_after=not_after,
             system_role=None if system_role is None else _system_role(system_role),
