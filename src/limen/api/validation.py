@@ -32,6 +32,7 @@ from typing import Any
 
 from limen.api.durations import parse_duration
 from limen.api.loader import FieldPath, SourceDocument
+from limen.api.lock import lock_problems
 from limen.api.predicates import parse_where
 from limen.api.resources import API_VERSION, NAME_PATTERN, PUBLIC_KINDS, Kind, Resource
 from limen.api.schemas import describe, schema_errors
@@ -56,7 +57,7 @@ RESOURCE_KINDS = ("ssh", "db", "kube", "app")
 """Values of a Resource's ``spec.kind``."""
 RESOURCE_FIELD_KINDS = {
     "hostname": "ssh", "protocol": "db", "database": "db", "uri": "app", "public_addr": "app",
-    "kubeconfig_ref": "kube",
+    "rewrite": "app", "kubeconfig_ref": "kube",
 }
 """Resource spec fields that only apply to one ``spec.kind`` (the CRD's CEL rules)."""
 RESOURCE_REQUIRED_FIELDS = {"db": ("protocol", "address"), "app": ("uri",)}
@@ -382,4 +383,5 @@ _SEMANTICS = {
     Kind.TRUSTED_CLUSTER: _trusted_cluster,
     Kind.RESOURCE: _resource,
     Kind.CLUSTER: _cluster,
+    Kind.LOCK: lock_problems,
 }
