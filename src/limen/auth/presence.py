@@ -11,7 +11,8 @@ the proxy's routing).
 An agent keeps a tunnel to every proxy (``limen.tunnel.agent_pool``), so several proxies
 relay its heartbeats: the record stays one per agent (per database and agent for db agents,
 under ``/presence/dbs/<name>/<host_id>``; per kube cluster and agent for kube agents, under
-``/presence/kubes/<name>/<host_id>``),
+``/presence/kubes/<name>/<host_id>``; per app and agent for app agents, under
+``/presence/apps/<name>/<host_id>``),
 and lists in ``tunnels`` the proxies that relayed one within :data:`PRESENCE_TTL` (each one's
 expiry in ``tunnel_expires``); ``tunnel`` is the proxy that relayed the latest. The record is
 merged with compare-and-swap, so two proxies relaying at once both stay listed.
@@ -29,14 +30,19 @@ from typing import TYPE_CHECKING, Any
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind
 from limen.api.validation import validate
-from limen.auth.store_keys import DB_PRESENCE_PREFIX, KUBE_PRESENCE_PREFIX, PRESENCE_PREFIX
+from limen.auth.store_keys import (
+    APP_PRESENCE_PREFIX,
+    DB_PRESENCE_PREFIX,
+    KUBE_PRESENCE_PREFIX,
+    PRESENCE_PREFIX,
+)
 from limen.errors import BadParameter, CompareFailed
 
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
 
-__all__ = ["DB_PRESENCE_PREFIX", "KUBE_PRESENCE_PREFIX", "PRESENCE_PREFIX", "PRESENCE_TTL",
-           "heartbeat", "presence"]
+__all__ = ["APP_PRESENCE_PREFIX", "DB_PRESENCE_PREFIX", "KUBE_PRESENCE_PREFIX", "PRESENCE_PREFIX",
+           "PRESENCE_TTL", "heartbeat", "presence"]
 
 PRESENCE_TTL = 35.0
 """Seconds a heartbeat keeps its record alive."""
@@ -45,7 +51,7 @@ _MERGE_ATTEMPTS = 5
 """Compare-and-swap rounds before a heartbeat simply overwrites the record."""
 
 
-_AGENT_KINDS = {"node": "ssh", "db": "db", "kube": "kube"}
+_AGENT_KINDS = {"node": "ssh", "db": "db", "kube": "kube", "app": "app"}
 """The Resource ``spec.kind`` each agent role may heartbeat."""
 
 
@@ -65,7 +71,8 @@ async def heartbeat(auth: AuthServer, resource: Mapping[str, Any], host_id: str,
             or parsed.spec.get("kind") != expected:
         raise BadParameter(f"a {role} agent's heartbeat carries a Resource with spec.kind "
                            f"{expected or 'ssh'}")
-    prefix = KUBE_PRESENCE_PREFIX if expected == "kube" else DB_PRESENCE_PREFIX
+    prefix = {"kube": KUBE_PRESENCE_PREFIX, "app": APP_PRESENCE_PREFIX}.get(expected,
+                                                                      DB_PRESENCE_PREFIX)
     key = PRESENCE_PREFIX + host_id if expected == "ssh" else \
         f"{prefix}{parsed.name}/{host_id}"
     for attempt in range(_MERGE_ATTEMPTS):

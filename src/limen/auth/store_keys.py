@@ -4,7 +4,8 @@ Imported by the auth server and its parts, the Git sync and ``lmctl``; imports n
 """
 
 __all__ = [
-    "CLUSTER_NAME_KEY", "DB_PRESENCE_PREFIX", "GITOPS_STATUS_KEY", "KUBE_PRESENCE_PREFIX",
+    "APP_PRESENCE_PREFIX", "CLUSTER_NAME_KEY", "DB_PRESENCE_PREFIX", "GITOPS_STATUS_KEY",
+    "KUBE_PRESENCE_PREFIX",
     "PRESENCE_PREFIX",
     "PROXY_ADDRESS_KEY", "PROXY_PRESENCE_PREFIX",
 ]
@@ -21,5 +22,7 @@ DB_PRESENCE_PREFIX = "/presence/dbs/"
 """Heartbeated databases, one record per (database name, serving db agent's host id)."""
 KUBE_PRESENCE_PREFIX = "/presence/kubes/"
 """Heartbeated Kubernetes clusters, one record per (kube Resource name, serving kube agent)."""
+APP_PRESENCE_PREFIX = "/presence/apps/"
+"""Heartbeated web applications, one record per (app Resource name, serving app agent)."""
 PROXY_PRESENCE_PREFIX = "/presence/proxies/"
 """Proxies announcing themselves and their tunnel address (``limen.auth.proxy_presence``)."""

@@ -134,6 +134,9 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     return app
 
 
+_RESOURCE_AGENTS = (SystemRole.DB, SystemRole.KUBE, SystemRole.APP)
+"""Agents that list Resources (what their selectors serve) and read Roles (RBAC each time)."""
+
 class _Routes:
     def __init__(self, auth: AuthServer, events_dir: Path) -> None:
         self.auth = auth
@@ -254,22 +257,20 @@ class _Routes:
     async def list_resources(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
-        # db and kube agents list Resources (what their selectors serve), nothing else
+        # db, kube and app agents list Resources (what their selectors serve), nothing else
         require_rule(identity, await self.role_set(identity), kind, "list",
                      system=[SystemRole.PROXY, SystemRole.NODE,
-                             *([SystemRole.DB, SystemRole.KUBE] if kind is Kind.RESOURCE
-                               else [])])
+                             *(_RESOURCE_AGENTS if kind is Kind.RESOURCE else [])])
         items = await self.auth.store.list(kind)
         return web.json_response({"items": [r.to_document() for r in items]})
 
     async def get_resource(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
         kind = parse_kind(request.match_info["kind"])
-        # db and kube agents read roles (RBAC on every session or request), nothing else
+        # db, kube and app agents read roles (RBAC on every session or request), nothing else
         require_rule(identity, await self.role_set(identity), kind, "read",
                      system=[SystemRole.PROXY, SystemRole.NODE,
-                             *([SystemRole.DB, SystemRole.KUBE] if kind is Kind.ROLE
-                               else [])])
+                             *(_RESOURCE_AGENTS if kind is Kind.ROLE else [])])
         found = await self.auth.store.get(kind, request.match_info["name"])
         return web.json_response(found.to_document())
 

@@ -40,7 +40,7 @@ def proxy_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef
     async def listed(request: web.Request) -> web.Response:
         require_system(await identity_of(request),
                        [SystemRole.PROXY, SystemRole.NODE, SystemRole.DB,
-                        SystemRole.KUBE])
+                        SystemRole.KUBE, SystemRole.APP])
         return web.json_response({"items": await proxy_presence.proxies(auth)})
 
     return [web.post("/v1/presence/proxies", announce),
