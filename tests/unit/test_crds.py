@@ -33,7 +33,7 @@ from limen.errors import BadParameter
 
 SHORT_NAMES = {
     Kind.USER: "lmuser", Kind.ROLE: "lmrole", Kind.TRUSTED_CLUSTER: "lmtc",
-    Kind.RESOURCE: "lmres", Kind.CLUSTER: "lmcluster",
+    Kind.RESOURCE: "lmres", Kind.CLUSTER: "lmcluster", Kind.LOCK: "lmlock",
 }
 DOMAIN_COLUMNS = {
     Kind.USER: {"Roles": ".spec.roles"},
@@ -41,6 +41,7 @@ DOMAIN_COLUMNS = {
     Kind.TRUSTED_CLUSTER: {"Enabled": ".spec.enabled", "Proxy": ".spec.proxy_address"},
     Kind.RESOURCE: {"Kind": ".spec.kind", "Address": ".spec.address"},
     Kind.CLUSTER: {"Address": ".spec.public_address"},
+    Kind.LOCK: {"Message": ".spec.message", "Expires": ".spec.expires"},
 }
 CRD_FILES = sorted(crd_dir().glob("*.yaml"))
 JUNCTORS = ("allOf", "anyOf", "oneOf", "not")

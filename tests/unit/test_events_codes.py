@@ -48,6 +48,9 @@ RELEASED = {
     "L7002I": ("role.deleted", True),
     "L7100I": ("resource.created", True), "L7101I": ("resource.updated", True),
     "L7102I": ("resource.deleted", True),
+    "L7200I": ("lock.created", True),
+    "L7201I": ("lock.updated", True),
+    "L7202I": ("lock.deleted", True),
     "L8000I": ("gitops.sync", True), "L8000E": ("gitops.sync", False),
     "L8001W": ("gitops.rejected", False),
 }

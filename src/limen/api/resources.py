@@ -48,6 +48,7 @@ class Kind(StrEnum):
     TRUSTED_CLUSTER = "TrustedCluster"
     RESOURCE = "Resource"
     CLUSTER = "Cluster"
+    LOCK = "Lock"
     # internal kinds: stored by auth, never declared in Git or as CRDs
     TOKEN = "Token"
     CERT_AUTHORITY = "CertAuthority"
@@ -60,18 +61,19 @@ class Kind(StrEnum):
             Kind.USER: "users", Kind.ROLE: "roles", Kind.TRUSTED_CLUSTER: "trustedclusters",
             Kind.RESOURCE: "resources", Kind.CLUSTER: "clusters", Kind.TOKEN: "tokens",
             Kind.CERT_AUTHORITY: "certauthorities", Kind.REMOTE_CLUSTER: "remoteclusters",
-            Kind.ACCESS_REQUEST: "accessrequests",
+            Kind.ACCESS_REQUEST: "accessrequests", Kind.LOCK: "locks",
         }[self]
 
 
 PUBLIC_KINDS: tuple[Kind, ...] = (
-    Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE, Kind.CLUSTER,
+    Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE, Kind.CLUSTER, Kind.LOCK,
 )
 """Kinds that have a CRD and may be declared in Git, with ``lmctl apply`` or ``kubectl apply``."""
 
 _SHORT_NAMES = {
     "lmuser": Kind.USER, "lmrole": Kind.ROLE, "lmtc": Kind.TRUSTED_CLUSTER,
-    "lmres": Kind.RESOURCE, "lmcluster": Kind.CLUSTER, "tc": Kind.TRUSTED_CLUSTER,
+    "lmres": Kind.RESOURCE, "lmcluster": Kind.CLUSTER, "lmlock": Kind.LOCK,
+    "tc": Kind.TRUSTED_CLUSTER,
     "trusted_cluster": Kind.TRUSTED_CLUSTER, "trusted_clusters": Kind.TRUSTED_CLUSTER,
     "remote_cluster": Kind.REMOTE_CLUSTER, "remote_clusters": Kind.REMOTE_CLUSTER,
     "cert_authority": Kind.CERT_AUTHORITY, "ca": Kind.CERT_AUTHORITY,

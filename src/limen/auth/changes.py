@@ -19,6 +19,9 @@ _EVENTS = {
     (Kind.RESOURCE, Action.DELETE): "resource.deleted",
     (Kind.TRUSTED_CLUSTER, Action.CREATE): "trusted_cluster.create",
     (Kind.TRUSTED_CLUSTER, Action.DELETE): "trusted_cluster.delete",
+    (Kind.LOCK, Action.CREATE): "lock.created",
+    (Kind.LOCK, Action.UPDATE): "lock.updated",
+    (Kind.LOCK, Action.DELETE): "lock.deleted",
 }
 
 

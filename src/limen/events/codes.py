@@ -95,6 +95,9 @@ class EventType(StrEnum):
     RESOURCE_CREATED = "resource.created"
     RESOURCE_UPDATED = "resource.updated"
     RESOURCE_DELETED = "resource.deleted"
+    LOCK_CREATED = "lock.created"
+    LOCK_UPDATED = "lock.updated"
+    LOCK_DELETED = "lock.deleted"
     GITOPS_SYNC = "gitops.sync"
     GITOPS_REJECTED = "gitops.rejected"
 
@@ -189,6 +192,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L7100I", _T.RESOURCE_CREATED, True, "resource created"),
     EventCode("L7101I", _T.RESOURCE_UPDATED, True, "resource updated"),
     EventCode("L7102I", _T.RESOURCE_DELETED, True, "resource deleted"),
+    EventCode("L7200I", _T.LOCK_CREATED, True, "lock created"),
+    EventCode("L7201I", _T.LOCK_UPDATED, True, "lock updated"),
+    EventCode("L7202I", _T.LOCK_DELETED, True, "lock deleted"),
     # 8xxx GitOps
     EventCode("L8000I", _T.GITOPS_SYNC, True, "GitOps commit applied"),
     EventCode("L8000E", _T.GITOPS_SYNC, False, "GitOps sync failed"),

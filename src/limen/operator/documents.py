@@ -43,7 +43,8 @@ __all__ = [
     "taking_over",
 ]
 
-MANAGED_KINDS: tuple[Kind, ...] = (Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE)
+MANAGED_KINDS: tuple[Kind, ...] = (Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE,
+                                   Kind.LOCK)
 """The kinds the operator pushes into Limen (Cluster is deployed, not pushed)."""
 
 
