@@ -37,6 +37,7 @@ RELEASED = {
     "L3202I": ("db.session.end", True),
     "L3203I": ("db.session.cancel", True), "L3203W": ("db.session.cancel", False),
     "L3300I": ("app.session.start", True), "L3300W": ("app.session.start", False),
+    "L3301I": ("app.session.chunk", True),
     "L4000W": ("access.denied", False),
     "L5000I": ("join_token.create", True), "L5001I": ("join", True),
     "L5001W": ("join", False), "L5002I": ("cert.create", True),

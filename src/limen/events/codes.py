@@ -79,6 +79,7 @@ class EventType(StrEnum):
     DB_SESSION_END = "db.session.end"
     DB_SESSION_CANCEL = "db.session.cancel"
     APP_SESSION_START = "app.session.start"
+    APP_SESSION_CHUNK = "app.session.chunk"
     ACCESS_DENIED = "access.denied"
     JOIN_TOKEN_CREATE = "join_token.create"
     JOIN_TOKEN_DELETE = "join_token.delete"
@@ -171,6 +172,8 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L3203W", _T.DB_SESSION_CANCEL, False, "database query cancel request refused"),
     EventCode("L3300I", _T.APP_SESSION_START, True, "app session started"),
     EventCode("L3300W", _T.APP_SESSION_START, False, "app session refused"),
+    EventCode("L3301I", _T.APP_SESSION_CHUNK, True,
+              "app requests (method, path, status, bytes), in batches"),
     # 4xxx access decisions
     EventCode("L4000W", _T.ACCESS_DENIED, False, "access denied"),
     # 5xxx joining and certificates
