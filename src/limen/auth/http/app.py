@@ -35,9 +35,13 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
                                            (see limen.auth.http.db)
     /v1/kube/..., GET /v1/presence/kubes   kube cluster listing, certificates and presence
                                            (see limen.auth.http.kube)
+    /v1/apps/..., GET /v1/presence/apps    app listing, certificates, identity tokens, JWKS and
+                                           presence (see limen.auth.http.apps)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.http.trust_leaf)
     /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.http.admin)
+    GET  /v1/locks?after=&wait=            the locks in force, a long poll for agents apart from
+                                           auth (see limen.auth.http.locks)
     /v1/requests[...]                      access requests: create, list, review, certificates
                                            with an approved one (see limen.auth.http.requests)
 
@@ -67,11 +71,13 @@ from limen.auth.client import USER_CERT_HEADER
 from limen.auth.core import AuthServer
 from limen.auth.http.admin import admin_routes
 from limen.auth.http.agents import agent_routes
+from limen.auth.http.apps import app_routes
 from limen.auth.http.authz import require_rule, require_system
 from limen.auth.http.db import db_routes
 from limen.auth.http.fields import optional_str, required_str, str_list, ttl_seconds
 from limen.auth.http.join import join, join_info
 from limen.auth.http.kube import kube_routes
+from limen.auth.http.locks import lock_routes
 from limen.auth.http.proxies import proxy_routes
 from limen.auth.http.requests import login_answer, request_routes
 from limen.auth.http.trust_leaf import trust_routes
@@ -126,8 +132,10 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(agent_routes(auth, routes.identity, recordings_dir(data_dir)))
     app.add_routes(db_routes(auth, routes.identity, forwarded_public_key, routes.role_set))
     app.add_routes(kube_routes(auth, routes.identity, forwarded_public_key, routes.role_set))
+    app.add_routes(app_routes(auth, routes.identity, forwarded_public_key, routes.role_set))
     app.add_routes(remote_routes(auth, routes.identity, routes.role_set))
     app.add_routes(proxy_routes(auth, routes.identity))
+    app.add_routes(lock_routes(auth, routes.identity))
     app.add_routes(trust_routes(auth, routes.identity))
     app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
     app.add_routes(request_routes(auth, routes.identity, forwarded_public_key))
