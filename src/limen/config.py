@@ -24,6 +24,8 @@ Example ``limen.yaml``::
            clusters: [{name: dev-k8s, labels: {env: dev},          # matching, plus these
                        kubeconfig: /etc/limen/dev-k8s.kubeconfig}],
            secrets_dir: /etc/limen/kube-secrets}   # where kubeconfig_ref: {file: NAME} is
+    app: {resources: [{labels: {env: dev}}],    # roles: [app]: serve the app Resources
+          apps: [{name: grafana, uri: "http://127.0.0.1:3000", labels: {env: dev}}]}
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from limen.errors import BadParameter
 __all__ = [
     "ALL_ROLES",
     "NODENAME_PATTERN",
+    "AppSettings",
     "BackendSettings",
     "ClusterSettings",
     "DBSettings",
@@ -233,6 +236,18 @@ class KubeSettings:
 
 
 @dataclass(frozen=True)
+class AppSettings:
+    """What an app agent (role ``app``) serves."""
+
+    resources: tuple[Mapping[str, Any], ...] = ({"labels": {"*": "*"}},)
+    """Selectors over the cluster's ``Resource`` objects of ``spec.kind: app`` (as
+    ``db.resources``): every match is served. Default: all of them; ``[]``: none."""
+    apps: tuple[Mapping[str, Any], ...] = ()
+    """Apps declared in this agent's own config (an app Resource ``spec`` plus ``name`` and
+    ``labels``), served whatever the selectors say."""
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".limen-data")
     roles: tuple[str, ...] = ("auth", "proxy", "node")
@@ -245,6 +260,7 @@ class Settings:
     trust: TrustSettings = field(default_factory=TrustSettings)
     db: DBSettings = field(default_factory=DBSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
+    app: AppSettings = field(default_factory=AppSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     debug: bool = False
     diag_addr: str = ""
@@ -370,6 +386,20 @@ SCHEMA: dict[str, Any] = {
                                    "kubeconfig": {"type": "string", "minLength": 1}},
                 }},
                 "secrets_dir": {"type": "string", "minLength": 1},
+            },
+        },
+        "app": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "resources": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False, "required": ["labels"],
+                    "properties": {"labels": {"type": "object"}},
+                }},
+                "apps": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "uri"],
+                    "properties": {"name": {"type": "string"}, "labels": {"type": "object"},
+                                   "uri": {"type": "string"}},
+                }},
             },
         },
     },
@@ -504,6 +534,7 @@ def load_settings(
         trust=TrustSettings(**raw.get("trust", {})),
         db=_db_settings(raw.get("db", {})),
         kube=_kube_settings(raw.get("kube", {})),
+        app=_app_settings(raw.get("app", {})),
         backend=backend,
         debug=bool(raw.get("debug", False)),
         diag_addr=str(raw.get("diag_addr", "")),
@@ -515,6 +546,13 @@ def _db_settings(raw: Mapping[str, Any]) -> DBSettings:
     return DBSettings(
         resources=tuple(raw["resources"]) if "resources" in raw else default.resources,
         databases=tuple(raw.get("databases", ())))
+
+
+def _app_settings(raw: Mapping[str, Any]) -> AppSettings:
+    default = AppSettings()
+    return AppSettings(
+        resources=tuple(raw["resources"]) if "resources" in raw else default.resources,
+        apps=tuple(raw.get("apps", ())))
 
 
 def _kube_settings(raw: Mapping[str, Any]) -> KubeSettings:
