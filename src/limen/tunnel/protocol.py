@@ -48,6 +48,7 @@ from limen.errors import BadParameter
 __all__ = [
     "CONTROL_SUBSYSTEM",
     "DATA_PREFIX",
+    "KIND_APP",
     "KIND_AUTH",
     "KIND_DB",
     "KIND_KUBE",
@@ -106,6 +107,10 @@ session request (``limen.agents.db.wire``) and the database protocol follows."""
 KIND_KUBE = "kube"
 """Dial a kube agent (always :data:`MODE_TLS`): after the TLS handshake the proxy sends the
 connection request (``limen.tunnel.kube_wire``) and the client's HTTP/1.1 follows."""
+KIND_APP = "app"
+"""Dial an app agent (always :data:`MODE_TLS`): after the TLS handshake the proxy sends the
+connection request (``limen.tunnel.app_wire``), the agent answers, and one HTTP/1.1 exchange
+with the app follows."""
 MODE_RAW = "raw"
 """The payload is authenticated and encrypted end to end (SSH, mTLS): relay bytes untouched."""
 MODE_TLS = "tls"
