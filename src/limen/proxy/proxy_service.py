@@ -43,6 +43,8 @@ def _warn_if_not_public_key_type(creds: HostCredentials) -> None:
 
 class ProxyService:
     name = "proxy"
+    web_extensions: tuple[Callable[[web.Application], None], ...] = ()
+    """Called with the web application before it serves (the apps' routing by Host)."""
 
     def __init__(self, settings: Settings, credentials: HostCredentials, auth: AuthClient,
                  extra_ping: Callable[[], dict[str, str]] = dict) -> None:
@@ -73,6 +75,8 @@ class ProxyService:
                                                      name="proxy-second-factor")
             self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping),
                                          access_log=None, handle_signals=False)
+            for extend in self.web_extensions:
+                extend(self._runner.app)
             await self._runner.setup()
             _warn_if_not_public_key_type(creds)
             context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
