@@ -17,6 +17,9 @@ from limen.ca.host_credentials import HostCredentials
 from limen.config import Settings
 from limen.diag.metrics import Metrics
 from limen.events.emitter import Emitter
+from limen.proxy.app.app_audit import AppAudit
+from limen.proxy.app.app_front import AppFront
+from limen.proxy.app.app_route import AppRouter
 from limen.proxy.db.db_proxy_service import DBProxyService
 from limen.proxy.kube.kube_front import KubeProxyService
 from limen.proxy.proxy_service import ProxyService
@@ -44,6 +47,7 @@ class ProxyComponent:
         self.db: DBProxyService | None = None
         self.kube: KubeProxyService | None = None
         self.web: ProxyService | None = None
+        self.apps: AppFront | None = None
         self.listeners: dict[str, str] = {}
 
     async def auth_client(self) -> AuthClient:
@@ -73,14 +77,23 @@ class ProxyComponent:
         self.listeners.update(await self.kube.start())
         self.web = ProxyService(self.settings, creds, self.client,
                                 extra_ping=lambda: dict(self.listeners))
+        self.apps = AppFront(AppRouter(creds, self.ssh.tunnel, self.ssh.view, self._public),
+                             AppAudit(self.emitter), self._public)
+        self.web.web_extensions = (self.apps.install,)
         self.listeners.update(await self.web.start())
         if self._register is not None:
             await self._register(self.settings.cluster.public_address or self.listeners["web"])
         return dict(self.listeners)
 
+    def _public(self) -> str:
+        """The proxy's public address (apps are ``<name>.<its host>`` by default)."""
+        return self.settings.cluster.public_address or self.listeners.get("web", "")
+
     async def stop(self) -> None:
         for part in (self.web, self.kube, self.db, self.ssh):
             if part is not None:
                 await part.stop()
+        if self.apps is not None:
+            await self.apps.aclose()
         if self.client is not None:
             await self.client.close()
