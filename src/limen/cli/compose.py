@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
+from limen.agents.app.app_service import AppService
 from limen.agents.db.db_service import DBService
 from limen.agents.kube.kube_service import KubeService
 from limen.agents.node.config import NodeServerConfig
@@ -109,6 +110,10 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
             if proxy is None:
                 raise BadParameter("a kube agent in the auth process needs the proxy role too")
             services.append(_LocalKube(settings, auth, log, proxy))
+        if "app" in settings.roles:
+            if proxy is None:
+                raise BadParameter("an app agent in the auth process needs the proxy role too")
+            services.append(_LocalApp(settings, auth, log, proxy))
         yield services
     finally:
         log.close()
@@ -245,6 +250,39 @@ class _LocalKube:
             lambda: self.proxy.listeners["tunnel"],
             sessions_dir=sessions_dir(self.settings.data_dir),
             recordings=recording_store(server.backend, recordings_dir(self.settings.data_dir)))
+        return await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+
+
+class _LocalApp:
+    """An app agent in this process: credentials from the auth server beside it, the cluster's
+    app Resources and roles from its store; reached through the reverse tunnel like a remote
+    one."""
+
+    name = "app"
+
+    def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
+                 proxy: ProxyComponent) -> None:
+        self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
+        self.service: AppService | None = None
+
+    async def start(self) -> dict[str, str]:
+        server = self.auth.server
+        hostname = socket.gethostname().split(".")[0].lower()
+        creds = self.auth.issue_local_credentials(
+            SystemRole.APP, [f"{hostname}-app.{server.cluster_name}", "localhost"],
+            hostname=f"{hostname}-app", host_id=f"{host_uuid(self.settings.data_dir)}-app")
+
+        async def resources() -> list[Resource]:
+            return await server.store.list(Kind.RESOURCE)
+
+        self.service = AppService.configured(
+            creds, self.settings.app, resources,
+            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
+            lambda: self.proxy.listeners["tunnel"])
         return await self.service.start()
 
     async def stop(self) -> None:
