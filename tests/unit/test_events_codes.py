@@ -49,6 +49,7 @@ RELEASED = {
     "L7002I": ("role.deleted", True),
     "L7100I": ("resource.created", True), "L7101I": ("resource.updated", True),
     "L7102I": ("resource.deleted", True),
+    "L5002W": ("cert.create", False),
     "L7200I": ("lock.created", True),
     "L7201I": ("lock.updated", True),
     "L7202I": ("lock.deleted", True),

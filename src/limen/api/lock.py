@@ -70,6 +70,12 @@ class Lock:
         """What a refused client reads: ``locked: <message>``."""
         return f"locked: {self.message or f'lock {self.name} on {self.describe_target()}'}"
 
+    def to_resource(self) -> Resource:
+        spec: dict[str, Any] = {"target": dict(self.target), "message": self.message}
+        if self.expires is not None:
+            spec["expires"] = self.expires.isoformat().replace("+00:00", "Z")
+        return Resource(Kind.LOCK, self.name, spec=spec)
+
     def to_fields(self) -> dict[str, Any]:
         """Audit fields naming the lock."""
         return {"lock": self.name, "lock_target": self.describe_target()}

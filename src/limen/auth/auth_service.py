@@ -115,6 +115,8 @@ class AuthService:
     async def start(self) -> dict[str, str]:
         await self.server.start()
         await ensure_presets(self.server)
+        await self.server.lock_feed.load()  # locks in force before the first request
+        self.server.lock_feed.start()
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
         self.server.static_db_token = _read_token(self.settings.auth.db_token_file,
                                                   "db_token_file", "db")
@@ -165,3 +167,4 @@ class AuthService:
             if runner is not None:
                 await runner.cleanup()
         self._runner = self._join_runner = None
+        await self.server.lock_feed.stop()

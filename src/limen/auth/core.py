@@ -50,6 +50,7 @@ from limen.rbac.roleset import RoleSet
 from limen.services.admin import AdminOps
 from limen.services.apply import apply_plan
 from limen.services.audit_in_transaction import AuditOutbox, OutboxRecords, outbox_records
+from limen.services.locks import Locked, LockView, StoreLockFeed
 from limen.services.plan import Action, Plan
 from limen.services.resource_store import ResourceStore
 
@@ -99,6 +100,10 @@ class AuthServer:
         self.users = LocalUsers(backend, clock)
         self.tokens = JoinTokens(self.store)
         self.access_requests = AccessRequests(self)
+        self.locks = LockView(max_staleness=None)
+        """The locks in force (``limen.services.locks``), kept by :attr:`lock_feed`."""
+        self.lock_feed = StoreLockFeed(self.store, self.locks)
+        """Started by ``limen.auth.auth_service`` (a full load before the API serves)."""
         self.emitter = emitter
         self.outbox = AuditOutbox(backend, emitter)
         """A change's audit events, committed with it and then delivered (see apply)."""
@@ -282,6 +287,7 @@ class AuthServer:
                       and (r := await self.store.find(Kind.ROLE, name)) is not None]
             not_after = min(request.expires, not_after or request.expires)
         try:
+            self.locks.check_names(user.name, [r.name for r in roles])
             certs = issue_user_certs(
                 user=user, roles=roles, public_key=public_key,
                 user_ca=self.authorities.get(CertAuthorityType.USER),
@@ -290,7 +296,8 @@ class AuthServer:
                 access_requests=(request.id,) if request else (), not_after=not_after,
             )
         except LimenError as err:
-            await self.emit("cert.create", success=False, user=user.name, reason=str(err))
+            await self.emit("cert.create", success=False, user=user.name, reason=str(err),
+                            **(err.lock.to_fields() if isinstance(err, Locked) else {}))
             if request is not None:
                 await self.emit("access_request.use", success=False, user=user.name,
                                 request_id=request.id, reason=str(err))
@@ -313,6 +320,13 @@ class AuthServer:
         return roles
 
     async def role_set(self, identity: Identity) -> RoleSet:
+        """The identity's roles; :class:`~limen.services.locks.Locked` (audited) when a lock
+        targets the user or one of the roles."""
+        lock = self.locks.is_locked(identity)
+        if lock is not None:
+            await self.emit("access.denied", user=identity.username, reason=lock.refusal(),
+                            **lock.to_fields())
+            raise Locked(lock)
         roles = [r for name in identity.roles
                  if (r := await self.store.find(Kind.ROLE, name)) is not None]
         return RoleSet.from_roles(roles, identity.traits)

@@ -161,7 +161,8 @@ class _LocalNode:
             hostname=nodename)
         config = NodeServerConfig(credentials=creds, labels=self.settings.node.labels,
                                   data_dir=self.settings.data_dir,
-                                  sftp_server=self.settings.node.sftp_server or None)
+                                  sftp_server=self.settings.node.sftp_server or None,
+                                  locks=server.locks)
 
         def trust() -> Mapping[str, Sequence[PublicKey]]:
             return ssh_trust_map([server.authorities.get(CertAuthorityType.USER),
@@ -171,7 +172,8 @@ class _LocalNode:
             config, self.settings.listeners.node_ssh, trust,
             StoreAccessPolicy(server.store, self.settings.node.labels,
                               cluster=server.cluster_name,
-                              map_roles=trusted_role_map(self.trusted)),
+                              map_roles=trusted_role_map(self.trusted), locks=server.locks,
+                              server_names=(creds.host_id, creds.hostname)),
             self.emitter, recording_store(server.backend, recordings_dir(self.settings.data_dir)),
             tunnel_address=lambda: self.proxy.listeners["tunnel"])
         return await self.node.start()
@@ -211,7 +213,8 @@ class _LocalDB:
 
         self.service = DBService.configured(
             creds, self.settings.db, resources, issue,
-            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
+            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name, locks=server.locks,
+                              server_names=(creds.host_id, creds.hostname)), self.emitter,
             lambda: self.proxy.listeners["tunnel"])
         if self.proxy.db is not None:  # sessions from the proxy beside it skip the tunnel
             self.proxy.db.router.attach_local(creds.host_id, self.service)
@@ -246,7 +249,8 @@ class _LocalKube:
 
         self.service = KubeService.configured(
             creds, self.settings.kube, self.settings.kube_secrets_dir, resources,
-            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name), self.emitter,
+            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name, locks=server.locks,
+                              server_names=(creds.host_id, creds.hostname)), self.emitter,
             lambda: self.proxy.listeners["tunnel"],
             sessions_dir=sessions_dir(self.settings.data_dir),
             recordings=recording_store(server.backend, recordings_dir(self.settings.data_dir)))

@@ -26,6 +26,7 @@ from limen.cli.lmctl_auth_db import sign as auth_sign
 from limen.cli.lmctl_backend import backend
 from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
 from limen.cli.lmctl_gitops import gitops
+from limen.cli.lmctl_locks import LOCK_HEADERS, lock, lock_rows
 from limen.cli.lmctl_nodes import nodes
 from limen.cli.lmctl_run import run_admin
 from limen.cli.lmctl_tokens import tokens
@@ -102,6 +103,9 @@ def get(target: str, output: str) -> None:
     found = run_admin(fetch)
     if output != "text":
         emit_documents(found, output, as_list=name is None)
+        return
+    if kind == "Lock":
+        print_table(LOCK_HEADERS, lock_rows(found))
         return
     rows = []
     for doc in found:
@@ -207,6 +211,7 @@ cli.add_command(tokens)
 cli.add_command(gitops)
 cli.add_command(backend)
 cli.add_command(top)
+cli.add_command(lock)
 audit.add_command(audit_verify)
 auth.add_command(auth_sign)
 

@@ -181,6 +181,7 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L5001I", _T.JOIN, True, "agent joined"),
     EventCode("L5001W", _T.JOIN, False, "agent join refused"),
     EventCode("L5002I", _T.CERT_CREATE, True, "certificate issued"),
+    EventCode("L5002W", _T.CERT_CREATE, False, "certificate refused (a lock, a bad request)"),
     EventCode("L5003I", _T.JOIN_TOKEN_DELETE, True, "join token deleted"),
     # 6xxx trusted clusters
     EventCode("L6000I", _T.TRUSTED_CLUSTER_CREATE, True, "trusted cluster created"),

@@ -24,6 +24,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.errors import BadParameter
 from limen.net.sshalgs import ENCRYPTION_ALGS, MAX_PACKET, server_algorithms
 from limen.recording.sink import sessions_dir
+from limen.services.locks import LockView
 
 __all__ = ["DEFAULT_CIPHERS", "MAX_PACKET_SIZE", "NodeServerConfig", "server_options"]
 
@@ -61,6 +62,9 @@ class NodeServerConfig:
     server_version: str = "Limen"
     lock_recheck_interval: float = 2.0
     """Seconds between re-checks of open ``lock: strict`` connections (see ``locks``)."""
+    locks: LockView | None = field(default=None, compare=False)
+    """The lock view the access policy enforces: a change re-checks the open connections at
+    once (``limen.agents.node.locks``); None: only every ``lock_recheck_interval``."""
 
     def __post_init__(self) -> None:
         if not self.credentials.private_key_pem:

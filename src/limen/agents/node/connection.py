@@ -43,6 +43,7 @@ from limen.errors import AccessDenied, LimenError
 from limen.net.sshalgs import MAX_PACKET
 from limen.net.tcp import tune_socket
 from limen.rbac import SessionOptions
+from limen.services.locks import lock_fields
 
 __all__ = ["NodeConnection", "NodeConnectionHandler"]
 
@@ -196,6 +197,11 @@ class NodeConnectionHandler(asyncssh.SSHServer):
     async def auth_completed(self) -> None:
         try:
             self.state.options = await self.node.access.session_options(self.state.identity)
+        except AccessDenied as err:  # a lock (limen.services.locks)
+            self._audit("access.denied", action="connection", role=None, rule="lock",
+                        reason=str(err), **lock_fields(err))
+            self.disconnect(str(err))
+            return
         except Exception as err:
             log.exception("cannot read the session options of %s", self.state.user)
             self.disconnect(f"cannot read the user's roles: {err}")
@@ -249,6 +255,8 @@ class NodeConnectionHandler(asyncssh.SSHServer):
         try:
             decision = await self.node.access.check_ssh(identity, state.login)
             options = await self.node.access.session_options(identity)  # roles may change
+        except AccessDenied as err:  # a lock (limen.services.locks)
+            self._deny(what, None, "lock", str(err), **lock_fields(err))
         except LimenError as err:
             self._deny(what, None, "error", f"cannot evaluate access: {err}")
         if not decision.allowed:
@@ -261,8 +269,9 @@ class NodeConnectionHandler(asyncssh.SSHServer):
         state.unix_user = user
         return options, user
 
-    def _deny(self, what: str, role: str | None, rule: str, reason: str) -> NoReturn:
-        self._audit("access.denied", action=what, role=role, rule=rule, reason=reason)
+    def _deny(self, what: str, role: str | None, rule: str, reason: str,
+              **fields: Any) -> NoReturn:
+        self._audit("access.denied", action=what, role=role, rule=rule, reason=reason, **fields)
         raise asyncssh.ChannelOpenError(_PROHIBITED, f"access denied: {reason}")
 
     # -- sessions ------------------------------------------------------------------------

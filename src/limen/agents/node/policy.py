@@ -10,6 +10,11 @@ through the tunnel for a separately run agent.
 changed role applies to the next session, and caches the compiled ``RoleSet`` per (role
 revisions, traits). Identities of another cluster (trusted clusters) are refused unless a
 ``map_roles`` function maps them to local roles.
+
+With a lock view (``limen.services.locks``) every call first asks it: a lock on the user, one of
+the (mapped) roles, this server (``server_names``: its host id and hostname) or, for
+``check_ssh``, the login raises :class:`~limen.services.locks.Locked`; under ``lock: strict``
+a view too old to trust raises :class:`~limen.services.locks.LocksUnknown`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from limen.api.resources import Kind, Resource
 from limen.ca.identity import Identity
 from limen.rbac import Decision, RoleSet, SessionOptions
 from limen.rbac.decision import deny
+from limen.services.locks import LockView
 
 __all__ = ["AccessPolicy", "RoleLookup", "StoreAccessPolicy"]
 
@@ -53,8 +59,11 @@ class StoreAccessPolicy:
                  node_labels: Mapping[str, str] | Callable[[], Mapping[str, str]], *,
                  cluster: str | None = None,
                  map_roles: Callable[[Identity], Sequence[str]] | None = None,
-                 cache_size: int = 256) -> None:
+                 cache_size: int = 256, locks: LockView | None = None,
+                 server_names: Sequence[str] = ()) -> None:
         self.store = store
+        self.locks = locks
+        self.server_names = tuple(server_names)
         if callable(node_labels):
             self._labels = node_labels
         else:
@@ -72,11 +81,19 @@ class StoreAccessPolicy:
             return None
         return self.map_roles(identity) or None  # mapped to nothing: refused as unmapped
 
-    async def role_set(self, identity: Identity) -> RoleSet | None:
-        """The identity's compiled roles; None for an unmapped foreign identity."""
+    async def role_set(self, identity: Identity, *, login: str | None = None) -> RoleSet | None:
+        """The identity's compiled roles; None for an unmapped foreign identity; Locked when
+        a lock is in force on it here (as ``login`` when given)."""
         names = self._role_names(identity)
         if names is None:
             return None
+        role_set = await self._compiled(identity, names)
+        if self.locks is not None:
+            self.locks.check(identity, roles=names, node=self.server_names, login=login,
+                             strict=role_set.options.lock == "strict")
+        return role_set
+
+    async def _compiled(self, identity: Identity, names: Sequence[str]) -> RoleSet:
         roles: list[Resource] = []
         for name in dict.fromkeys(names):
             role = await self.store.find(Kind.ROLE, name)
@@ -95,7 +112,7 @@ class StoreAccessPolicy:
         return role_set
 
     async def check_ssh(self, identity: Identity, login: str) -> Decision:
-        role_set = await self.role_set(identity)
+        role_set = await self.role_set(identity, login=login)
         if role_set is None:
             return deny(None, "cluster", f"certificates of cluster {identity.cluster!r} are "
                                          "not mapped to roles of this cluster")

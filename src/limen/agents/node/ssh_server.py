@@ -93,7 +93,8 @@ class NodeSSHServer:
             self.recovered = await recover_recordings(self.config.sessions_dir,
                                                       self.context.recordings)
             self._lock_task = asyncio.get_running_loop().create_task(enforce_strict_locks(
-                self.context, self.handlers, self.config.lock_recheck_interval))
+                self.context, self.handlers, self.config.lock_recheck_interval,
+                self.config.locks))
             if self.recovered:
                 log.warning("recovered %d unfinished session recording(s)",
                             len(self.recovered))
