@@ -56,6 +56,7 @@ class EventType(StrEnum):
     USER_DELETE = "user.delete"
     USER_SIGNUP = "user.signup"
     USER_LOCKED = "user.locked"
+    USER_LOGOUT = "user.logout"
     ACCESS_REQUEST_CREATE = "access_request.create"
     ACCESS_REQUEST_REVIEW = "access_request.review"
     ACCESS_REQUEST_USE = "access_request.use"
@@ -130,6 +131,7 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L1004I", _T.USER_SIGNUP, True, "user completed sign-up"),
     EventCode("L1004W", _T.USER_SIGNUP, False, "user sign-up failed"),
     EventCode("L1005W", _T.USER_LOCKED, True, "user locked out"),
+    EventCode("L1006I", _T.USER_LOGOUT, True, "user logged out (web session ended)"),
     EventCode("L1100I", _T.ACCESS_REQUEST_CREATE, True, "access request created"),
     EventCode("L1100W", _T.ACCESS_REQUEST_CREATE, False, "access request refused"),
     EventCode("L1101I", _T.ACCESS_REQUEST_REVIEW, True, "access request reviewed"),
