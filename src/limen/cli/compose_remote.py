@@ -16,11 +16,6 @@
            the kube Resources its selectors match (and kube.clusters); through the tunnel,
            auth for roles, Resources and audit events (outbox)
 
-    --roles app  --proxy HOST:PORT [--token T --ca-pin P]
-        join through the proxy (or reuse DATA_DIR/host) ─▶ app agent: reverse tunnel serving
-           the app Resources its selectors match (and app.apps); through the tunnel, auth
-           for roles, Resources and audit events (outbox)
-
     --roles proxy --auth-server HOST:PORT [--auth-join HOST:PORT] [--token T --ca-pin P]
         join at auth's join listener (--auth-join, default: the --auth-server port + 1;
         no client certificate, limen.auth.http.join_listener) or reuse DATA_DIR/host ─▶ SSH
@@ -44,12 +39,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
-from limen.agents.app.app_service import AppService
 from limen.agents.audit_outbox import AuditOutbox
 from limen.agents.auth_link import AuthLink
 from limen.agents.db.db_service import DBService
 from limen.agents.joining import load_or_join, tunnel_address
 from limen.agents.kube.kube_service import KubeService
+from limen.agents.lock_feed import AuthLockFeed
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.dynamic_labels import DynamicLabels
 from limen.agents.node.node_service import NodeService
@@ -72,6 +67,7 @@ from limen.errors import BadParameter, ConnectionProblem
 from limen.files import private_dir
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import sessions_dir
+from limen.services.locks import LockView
 from limen.trust.cache import trusted_role_map
 from limen.trust.roots_poller import RemoteTrustCache
 
@@ -93,11 +89,9 @@ async def remote_services(settings: Settings,
         yield [_RemoteDB(settings)]
     elif roles == {"kube"}:
         yield [_RemoteKube(settings)]
-    elif roles == {"app"}:
-        yield [_RemoteApp(settings)]
     else:
-        raise BadParameter("without auth, run one role per process (node, db, kube, app or "
-                           "proxy), not "
+        raise BadParameter(f"without auth, run one role per process (node, db, kube or proxy), "
+                           "not "
                            f"{','.join(settings.roles)}")
 
 
@@ -174,6 +168,7 @@ class _RemoteNode:
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
         self.trust: RemoteTrustCache | None = None
+        self.locks: AuthLockFeed | None = None
         self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
@@ -189,22 +184,28 @@ class _RemoteNode:
         sink = AuthRecordingSink(link)
         labels = DynamicLabels(settings.node.labels, settings.node.commands)
         self.trust = trust = RemoteTrustCache(link.client, creds.cluster, creds.user_ca_keys)
+        self.locks = AuthLockFeed(link.client, LockView())
         config = NodeServerConfig(credentials=creds, labels=settings.node.labels,
                                   data_dir=settings.data_dir,
-                                  sftp_server=settings.node.sftp_server or None)
+                                  sftp_server=settings.node.sftp_server or None,
+                                  locks=self.locks.view)
         self.node = NodeService(
             config, settings.listeners.node_ssh, trust.ssh_user_trust,
             StoreAccessPolicy(AuthRoleLookup(link), labels.current, cluster=creds.cluster,
-                              map_roles=trusted_role_map(trust)),
+                              map_roles=trusted_role_map(trust), locks=self.locks.view,
+                              server_names=(creds.host_id, creds.hostname)),
             self.outbox, sink, lambda: tunnel, labels=labels, on_tunnel=link.attach)
         await self.outbox.start()
         listeners = await self.node.start()
         await trust.start()
+        self.locks.start()
         self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
                                           name="recording uploads")
         return listeners
 
     async def stop(self) -> None:
+        if self.locks is not None:
+            await self.locks.stop()
         if self.trust is not None:
             await self.trust.stop()
         if self._retry is not None:
@@ -231,6 +232,7 @@ class _RemoteDB:
         self.service: DBService | None = None
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
+        self.locks: AuthLockFeed | None = None
 
     async def start(self) -> dict[str, str]:
         settings = self.settings
@@ -251,14 +253,20 @@ class _RemoteDB:
             docs = await (await link.client()).list("resource")
             return [Resource.from_document(d) for d in docs]
 
+        self.locks = locks = AuthLockFeed(link.client, LockView())
         self.service = DBService.configured(
             creds, settings.db, resources, issue,
-            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
-            lambda: tunnel, on_tunnel=link.attach)
+            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
+                              locks=locks.view, server_names=(creds.host_id, creds.hostname)),
+            self.outbox, lambda: tunnel, on_tunnel=link.attach)
         await self.outbox.start()
-        return await self.service.start()
+        listeners = await self.service.start()
+        locks.start()
+        return listeners
 
     async def stop(self) -> None:
+        if self.locks is not None:
+            await self.locks.stop()
         if self.service is not None:
             await self.service.stop()
         if self.outbox is not None:
@@ -279,6 +287,7 @@ class _RemoteKube:
         self.service: KubeService | None = None
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
+        self.locks: AuthLockFeed | None = None
         self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
@@ -296,65 +305,28 @@ class _RemoteKube:
             return [Resource.from_document(d) for d in docs]
 
         sink = AuthRecordingSink(link)
+        self.locks = locks = AuthLockFeed(link.client, LockView())
         self.service = KubeService.configured(
             creds, settings.kube, settings.kube_secrets_dir, resources,
-            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
+            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
+                              locks=locks.view, server_names=(creds.host_id, creds.hostname)),
+            self.outbox,
             lambda: tunnel, on_tunnel=link.attach,
             sessions_dir=sessions_dir(settings.data_dir), recordings=sink)
         await self.outbox.start()
         listeners = await self.service.start()
+        locks.start()
         self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
                                           name="recording uploads")
         return listeners
 
     async def stop(self) -> None:
+        if self.locks is not None:
+            await self.locks.stop()
         if self._retry is not None:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
-        if self.service is not None:
-            await self.service.stop()
-        if self.outbox is not None:
-            await self.outbox.stop()
-        if self.link is not None:
-            await self.link.close()
-
-
-class _RemoteApp:
-    """An app agent apart from auth: joins through the proxy (or reuses DATA_DIR/host),
-    reaches auth only through its tunnel (roles, the app Resources it serves, audit events
-    through the outbox)."""
-
-    name = "app"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.service: AppService | None = None
-        self.link: AuthLink | None = None
-        self.outbox: AuditOutbox | None = None
-
-    async def start(self) -> dict[str, str]:
-        settings = self.settings
-        if not settings.join.proxy:
-            raise BadParameter("an app agent needs --proxy HOST:PORT (the proxy's web address)")
-        host_id = host_uuid(private_dir(settings.data_dir))
-        creds = await load_or_join(settings, SystemRole.APP, host_id)
-        tunnel = await tunnel_address(settings.join.proxy, creds)
-        self.link = link = AuthLink(creds)
-        self.outbox = _outbox(settings, link.client)
-
-        async def resources() -> list[Resource]:
-            docs = await (await link.client()).list("resource")
-            return [Resource.from_document(d) for d in docs]
-
-        self.service = AppService.configured(
-            creds, settings.app, resources,
-            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
-            lambda: tunnel, on_tunnel=link.attach)
-        await self.outbox.start()
-        return await self.service.start()
-
-    async def stop(self) -> None:
         if self.service is not None:
             await self.service.stop()
         if self.outbox is not None:
