@@ -10,9 +10,9 @@
                              leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
                              nodes, recordings (the list, one by id), clusters = the
-                             leaves the user may reach, databases, kube/clusters,
+                             leaves the user may reach, databases, kube/clusters, apps,
                              requests (access requests: the list, one by id);
-                             POST db/certs, kube/certs, requests, requests/ID/review,
+                             POST db/certs, kube/certs, apps/certs, requests, requests/ID/review,
                              requests/ID/certs):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy
@@ -47,6 +47,7 @@ USER_ROUTES = (
     ("/v1/webapi/user/clusters/{name}/nodes", "/v1/remoteclusters/{name}/nodes"),
     ("/v1/webapi/user/databases", "/v1/db/databases"),
     ("/v1/webapi/user/kube/clusters", "/v1/kube/clusters"),
+    ("/v1/webapi/user/apps", "/v1/apps"),
     ("/v1/webapi/user/requests", "/v1/requests"),
     ("/v1/webapi/user/requests/{request_id}", "/v1/requests/{request_id}"),
 )
@@ -54,6 +55,7 @@ USER_ROUTES = (
 USER_POST_ROUTES = (
     ("/v1/webapi/user/db/certs", "/v1/db/certs"),
     ("/v1/webapi/user/kube/certs", "/v1/kube/certs"),
+    ("/v1/webapi/user/apps/certs", "/v1/apps/certs"),
     ("/v1/webapi/user/requests", "/v1/requests"),
     ("/v1/webapi/user/requests/{request_id}/review", "/v1/requests/{request_id}/review"),
     ("/v1/webapi/user/requests/{request_id}/certs", "/v1/requests/{request_id}/certs"),
