@@ -16,6 +16,11 @@
            the kube Resources its selectors match (and kube.clusters); through the tunnel,
            auth for roles, Resources and audit events (outbox)
 
+    --roles app  --proxy HOST:PORT [--token T --ca-pin P]
+        join through the proxy (or reuse DATA_DIR/host) ─▶ app agent: reverse tunnel serving
+           the app Resources its selectors match (and app.apps); through the tunnel, auth
+           for roles, Resources and audit events (outbox)
+
     --roles proxy --auth-server HOST:PORT [--auth-join HOST:PORT] [--token T --ca-pin P]
         join at auth's join listener (--auth-join, default: the --auth-server port + 1;
         no client certificate, limen.auth.http.join_listener) or reuse DATA_DIR/host ─▶ SSH
@@ -39,6 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
+from limen.agents.app.app_service import AppService
 from limen.agents.audit_outbox import AuditOutbox
 from limen.agents.auth_link import AuthLink
 from limen.agents.db.db_service import DBService
@@ -89,9 +95,11 @@ async def remote_services(settings: Settings,
         yield [_RemoteDB(settings)]
     elif roles == {"kube"}:
         yield [_RemoteKube(settings)]
+    elif roles == {"app"}:
+        yield [_RemoteApp(settings)]
     else:
-        raise BadParameter(f"without auth, run one role per process (node, db, kube or proxy), "
-                           "not "
+        raise BadParameter("without auth, run one role per process (node, db, kube, app or "
+                           "proxy), not "
                            f"{','.join(settings.roles)}")
 
 
@@ -327,6 +335,49 @@ class _RemoteKube:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
+        if self.service is not None:
+            await self.service.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self.link is not None:
+            await self.link.close()
+
+
+class _RemoteApp:
+    """An app agent apart from auth: joins through the proxy (or reuses DATA_DIR/host),
+    reaches auth only through its tunnel (roles, the app Resources it serves, audit events
+    through the outbox)."""
+
+    name = "app"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: AppService | None = None
+        self.link: AuthLink | None = None
+        self.outbox: AuditOutbox | None = None
+
+    async def start(self) -> dict[str, str]:
+        settings = self.settings
+        if not settings.join.proxy:
+            raise BadParameter("an app agent needs --proxy HOST:PORT (the proxy's web address)")
+        host_id = host_uuid(private_dir(settings.data_dir))
+        creds = await load_or_join(settings, SystemRole.APP, host_id)
+        tunnel = await tunnel_address(settings.join.proxy, creds)
+        self.link = link = AuthLink(creds)
+        self.outbox = _outbox(settings, link.client)
+
+        async def resources() -> list[Resource]:
+            docs = await (await link.client()).list("resource")
+            return [Resource.from_document(d) for d in docs]
+
+        self.service = AppService.configured(
+            creds, settings.app, resources,
+            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
+            lambda: tunnel, on_tunnel=link.attach)
+        await self.outbox.start()
+        return await self.service.start()
+
+    async def stop(self) -> None:
         if self.service is not None:
             await self.service.stop()
         if self.outbox is not None:
