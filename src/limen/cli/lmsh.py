@@ -17,6 +17,7 @@ from limen.api.durations import parse_duration
 from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmsh_access import ls, play, scp, ssh
+from limen.cli.lmsh_apps import apps
 from limen.cli.lmsh_clusters import clusters
 from limen.cli.lmsh_db import db, proxy_db
 from limen.cli.lmsh_input import read_password
@@ -225,6 +226,7 @@ for _command in (ls, ssh, scp, play, clusters, signup):
 cli.add_command(recordings)
 cli.add_command(db)
 cli.add_command(kube)
+cli.add_command(apps)
 cli.add_command(request)
 proxy.add_command(proxy_db)
 
