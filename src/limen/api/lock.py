@@ -82,10 +82,14 @@ class Lock:
 
 
 def lock_problems(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPath, str]]:
-    """What the schema cannot check: ``expires`` is a real RFC 3339 time with a zone."""
+    """What the schema cannot check: ``expires`` is a real RFC 3339 time with a zone, and the
+    target names something."""
     expires = spec.get("expires")
     if isinstance(expires, str):
         try:
             parse_expires(expires)
         except BadParameter as err:
             yield ("spec", "expires"), str(err)
+    target = spec.get("target")
+    if isinstance(target, Mapping) and not any(target.get(k) for k in TARGET_FIELDS):
+        yield ("spec", "target"), f"name at least one of {', '.join(TARGET_FIELDS)}"
