@@ -76,7 +76,7 @@ class ProxyComponent:
                                      address=self.settings.listeners.kube)
         self.listeners.update(await self.kube.start())
         self.web = ProxyService(self.settings, creds, self.client,
-                                extra_ping=lambda: dict(self.listeners))
+                                extra_ping=lambda: dict(self.listeners), emitter=self.emitter)
         self.apps = AppFront(AppRouter(creds, self.ssh.tunnel, self.ssh.view, self._public),
                              AppAudit(self.emitter), self._public)
         self.web.web_extensions = (self.apps.install,)

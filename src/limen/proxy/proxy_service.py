@@ -22,6 +22,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.keys import spki_pin
 from limen.config import Settings
 from limen.errors import ConnectionProblem
+from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.web import build_web_app
 
@@ -47,13 +48,15 @@ class ProxyService:
     """Called with the web application before it serves (the apps' routing by Host)."""
 
     def __init__(self, settings: Settings, credentials: HostCredentials, auth: AuthClient,
-                 extra_ping: Callable[[], dict[str, str]] = dict) -> None:
+                 extra_ping: Callable[[], dict[str, str]] = dict,
+                 emitter: Emitter | None = None) -> None:
         """``extra_ping``: more fields of ``/v1/webapi/ping`` (e.g. the SSH front's address),
-        read when the web listener starts."""
+        read when the web listener starts; ``emitter``: the web UI's audit (logouts)."""
         self.settings = settings
         self.credentials = credentials
         self.auth = auth
         self._extra_ping = extra_ping
+        self._emitter = emitter
         self._runner: web.AppRunner | None = None
         self.web_address = ""
         self._ping: dict[str, Any] = {}
@@ -73,7 +76,8 @@ class ProxyService:
             if not await self._learn_second_factor():
                 self._learning = asyncio.create_task(self._learn_second_factor_later(),
                                                      name="proxy-second-factor")
-            self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping),
+            self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping,
+                                                       self._emitter),
                                          access_log=None, handle_signals=False)
             for extend in self.web_extensions:
                 extend(self._runner.app)

@@ -15,7 +15,11 @@
                              POST db/certs, kube/certs, apps/certs, requests, requests/ID/review,
                              requests/ID/certs):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
-                             auth re-verifies it and authorizes the user, not the proxy
+                             auth re-verifies it and authorizes the user, not the proxy;
+                             also events (the audit log, for roles with the event rules)
+    /web, /v1/webapi/sessions, /v1/webapi/terminal, .../recordings/ID/cast
+                             the web UI (``limen.proxy.webui``): a browser's calls to the
+                             user routes carry its web session instead of a certificate
 
 The proxy adds the caller's address and forwards with its own mutual-TLS identity; it holds no
 secret of the user and never decides a login itself. Called by ``limen.proxy.proxy_service``.
@@ -23,7 +27,6 @@ secret of the user and never decides a login itself. Called by ``limen.proxy.pro
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -31,8 +34,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from limen.auth.client import AuthClient
-from limen.errors import AccessDenied
+from limen.events.emitter import Emitter
 from limen.net.http import error_middleware, json_body
+from limen.proxy.webui.mount import WebUI
 
 __all__ = ["build_web_app"]
 
@@ -50,6 +54,7 @@ USER_ROUTES = (
     ("/v1/webapi/user/apps", "/v1/apps"),
     ("/v1/webapi/user/requests", "/v1/requests"),
     ("/v1/webapi/user/requests/{request_id}", "/v1/requests/{request_id}"),
+    ("/v1/webapi/user/events", "/v1/events"),
 )
 """GET routes a logged-in user may call through the proxy, and their auth API paths."""
 USER_POST_ROUTES = (
@@ -63,17 +68,14 @@ USER_POST_ROUTES = (
 """POST routes a logged-in user may call through the proxy (JSON body forwarded as is)."""
 
 
-def _client_cert(request: web.Request) -> bytes:
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) \
-        else None
-    if not der:
-        raise AccessDenied("this call needs your Limen certificate: run lmsh login")
-    return bytes(der)
-
-
-def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
+def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
+                  emitter: Emitter | None = None) -> web.Application:
+    """``emitter``: where the web UI audits logouts (the proxy's)."""
+    webui = WebUI(auth, ping_info, emitter)
+    app = web.Application(middlewares=[*webui.outer_middlewares(), error_middleware,
+                                       *webui.middlewares()],
+                          client_max_size=_MAX_BODY)
+    _client_cert = webui.user_cert
 
     async def ping(_request: web.Request) -> web.Response:
         return web.json_response(ping_info())
@@ -117,4 +119,5 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]]) -> 
         web.post("/v1/webapi/trustedclusters/validate",
                  forward("/v1/trustedclusters/validate")),
     ])
+    webui.mount(app)
     return app

@@ -1,0 +1,110 @@
+"""Puts the web UI into the proxy's web app (called by ``limen.proxy.web.build_web_app``):
+the headers and limits (``guard``), the session API, the terminal, the casts, the sign-up
+rate limit and the pages, and :meth:`WebUI.user_cert`, the certificate a user call is made
+with (the TLS client certificate of ``lmsh``, else the browser's web session, whose calls that
+change state need the CSRF token).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from limen.auth.client import AuthClient
+from limen.errors import LimenError
+from limen.events.emitter import Emitter
+from limen.events.event import make_event
+from limen.net.json_limits import loads_bounded
+from limen.proxy.webui.casts import cast_route
+from limen.proxy.webui.guard import limits_middleware, security_headers
+from limen.proxy.webui.ratelimit import RateLimiter
+from limen.proxy.webui.session_api import session_routes
+from limen.proxy.webui.sessions import COOKIE, Refused, WebSession, WebSessions
+from limen.proxy.webui.static import DIST, static_routes
+from limen.proxy.webui.terminal import terminal_route
+
+__all__ = ["WebUI"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SIGNUP_PATHS = frozenset({"/v1/webapi/signup", "/v1/webapi/signup/begin"})
+
+
+def tls_client_cert(request: web.Request) -> bytes | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) \
+        else None
+    return bytes(der) if der else None
+
+
+class WebUI:
+    def __init__(self, auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
+                 emitter: Emitter | None = None) -> None:
+        self.auth, self.ping_info, self.emitter = auth, ping_info, emitter
+        self.sessions = WebSessions()
+        self.login_by_address = RateLimiter(burst=20, per_minute=10)
+        self.login_by_user = RateLimiter(burst=10, per_minute=5)
+        self.signup_by_address = RateLimiter(burst=20, per_minute=10)
+        self.signup_by_link = RateLimiter(burst=10, per_minute=5)
+
+    def user_cert(self, request: web.Request) -> bytes:
+        """The certificate (DER) to act for the caller with; raises 401/403 without one."""
+        der = tls_client_cert(request)
+        if der is not None:
+            return der
+        changes = request.method not in ("GET", "HEAD")
+        return self.sessions.current(request, changes_state=changes).tls_cert_der
+
+    async def _logged_out(self, session: WebSession, remote_addr: str) -> None:
+        if self.emitter is not None:
+            await self.emitter.emit(make_event(
+                "user.logout", cluster=session.cluster, user=session.user, method="web",
+                remote_addr=remote_addr))
+
+    async def _refused(self, request: web.Request, user: str, err: Refused) -> None:
+        if self.emitter is not None:
+            await self.emitter.emit(make_event(
+                "access.denied", cluster=str(self.ping_info().get("cluster", "")),
+                user=user or None, action=err.action, reason=str(err),
+                remote_addr=request.remote or "", origin=request.headers.get("Origin", "")))
+
+    @web.middleware
+    async def _audit_refusals(self, request: web.Request,
+                              handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Refused as err:
+            session = self.sessions.lookup(request.cookies.get(COOKIE, ""))
+            await self._refused(request, session.user if session else "", err)
+            raise
+
+    @web.middleware
+    async def _signup_limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "POST" and request.path in _SIGNUP_PATHS:
+            self.signup_by_address.take(request.remote or "", "sign-ups from this address")
+            try:
+                token = loads_bounded((await request.read()).decode()).get("token")
+            except (LimenError, UnicodeDecodeError, AttributeError):
+                token = None  # not a JSON object within bounds: the handler refuses it
+            if isinstance(token, str):
+                self.signup_by_link.take(token, "sign-up attempts with this link")
+        return await handler(request)
+
+    def outer_middlewares(self) -> list[Middleware]:
+        """Before the error mapping: the security headers reach error answers too."""
+        return [security_headers]
+
+    def middlewares(self) -> list[Middleware]:
+        return [limits_middleware, self._audit_refusals, self._signup_limit]
+
+    def mount(self, app: web.Application) -> None:
+        app.add_routes(session_routes(self.auth, self.sessions, self._logged_out,
+                                      by_address=self.login_by_address,
+                                      by_user=self.login_by_user))
+        app.add_routes([terminal_route(self.sessions, lambda: self.ping_info()["ssh_proxy"],
+                                       self._refused),
+                        cast_route(self.auth, self.user_cert)])
+        app.add_routes(static_routes(DIST))

@@ -1,0 +1,183 @@
+"""The web terminal: ``GET /v1/webapi/terminal`` (WebSocket) → a shell on a node, opened by
+the proxy through its own SSH front with the web session's certificate: the same path as
+``ssh -J proxy node`` (the front authenticates the certificate, the connector resolves the node,
+checks RBAC and dials its tunnel; the node agent checks again, records and audits the session
+exactly as for ``lmsh ssh``).
+
+The handshake: the ``Origin`` must be the proxy's own (``https://`` + the Host the browser
+asked for), the session cookie valid, and the first message, within 10 s, the JSON
+``{"csrf": TOKEN, "node": NAME_OR_ID, "login": LOGIN, "cluster": NAME?, "cols": N, "rows": N}``.
+Then binary frames are keystrokes and the shell's output; text frames are JSON control
+messages: ``{"resize": [cols, rows]}`` from the page, ``{"connected": node}``,
+``{"error": reason}`` and ``{"exit": status}`` from the proxy. Mounted by
+``limen.proxy.webui.mount``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncssh
+from aiohttp import web
+
+from limen.errors import AccessDenied, BadParameter
+from limen.net.address import parse_address
+from limen.net.sshalgs import client_algorithms
+from limen.proxy.webui.sessions import Refused, WebSession, WebSessions
+
+__all__ = ["TerminalRequest", "terminal_route"]
+
+log = logging.getLogger(__name__)
+_FIRST_MESSAGE_WAIT = 10.0
+_CHUNK = 64 << 10
+_NAME_LIMIT = 253
+OnRefused = Callable[[web.Request, str, Refused], Awaitable[None]]
+
+
+class TerminalRequest:
+    """The page's first message, checked."""
+
+    def __init__(self, raw: Any) -> None:
+        if not isinstance(raw, dict):
+            raise BadParameter("the first message must be a JSON object")
+        self.csrf = self._name(raw, "csrf", 128)
+        self.node = self._name(raw, "node")
+        self.login = self._name(raw, "login", 64)
+        self.cluster = str(raw.get("cluster") or "")[:_NAME_LIMIT]
+        self.cols, self.rows = self._size(raw.get("cols")), self._size(raw.get("rows"))
+
+    @staticmethod
+    def _name(raw: dict[str, Any], key: str, limit: int = _NAME_LIMIT) -> str:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value or len(value) > limit \
+                or not value.isprintable() or any(c in value for c in " @:/"):
+            raise BadParameter(f"{key} is missing or not a valid name")
+        return value
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        return value if isinstance(value, int) and 1 <= value <= 1000 else 80
+
+
+def _own_origin(request: web.Request) -> str:
+    return f"https://{request.host}"
+
+
+async def _first_message(ws: web.WebSocketResponse) -> TerminalRequest:
+    async with asyncio.timeout(_FIRST_MESSAGE_WAIT):
+        message = await ws.receive()
+    if message.type is not aiohttp.WSMsgType.TEXT or len(message.data) > 4096:
+        raise BadParameter("the first message must be the JSON handshake")
+    try:
+        return TerminalRequest(json.loads(message.data))
+    except ValueError:
+        raise BadParameter("the first message is not JSON") from None
+
+
+async def _tell(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    """A control message to the page, unless it has gone."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_str(json.dumps(message))
+
+
+async def _pump_input(ws: web.WebSocketResponse,
+                      process: asyncssh.SSHClientProcess[bytes]) -> None:
+    async for message in ws:
+        if message.type is aiohttp.WSMsgType.BINARY:
+            process.stdin.write(message.data)
+        elif message.type is aiohttp.WSMsgType.TEXT:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                cols, rows = json.loads(message.data)["resize"]
+                if isinstance(cols, int) and isinstance(rows, int) \
+                        and 0 < cols <= 1000 and 0 < rows <= 1000:
+                    process.change_terminal_size(cols, rows)
+        else:
+            break
+
+
+async def _pump_output(ws: web.WebSocketResponse,
+                       process: asyncssh.SSHClientProcess[bytes]) -> int:
+    while data := await process.stdout.read(_CHUNK):
+        await ws.send_bytes(data)
+    status = (await process.wait()).exit_status
+    return status if status is not None else -1
+
+
+def _ssh_front_host(address: str) -> tuple[str, int]:
+    host, port = parse_address(address)
+    if host in ("0.0.0.0", ""):  # noqa: S104 (the address the front listens on)
+        return "127.0.0.1", port
+    return ("::1", port) if host == "::" else (host, port)
+
+
+async def _shell(ws: web.WebSocketResponse, session: WebSession, wanted: TerminalRequest,
+                 ssh_front: str) -> None:
+    host, port = _ssh_front_host(ssh_front)
+    target = wanted.node if not wanted.cluster or wanted.cluster == session.cluster \
+        else f"{wanted.node}.{wanted.cluster}"
+    key = asyncssh.import_private_key(session.private_key_pem)
+    cert = asyncssh.import_certificate(session.ssh_cert)
+    known = asyncssh.import_known_hosts("".join(f"{line}\n" for line in session.known_hosts))
+    options: dict[str, Any] = {"username": wanted.login, "client_keys": [(key, cert)],
+                               "known_hosts": known, "agent_path": None,
+                               **client_algorithms()}
+    async with asyncssh.connect(host, port, **options) as jump, \
+            jump.connect_ssh(target, 22, **options) as conn:
+        process = await conn.create_process(term_type="xterm-256color",
+                                            term_size=(wanted.cols, wanted.rows),
+                                            encoding=None)
+        await _tell(ws, {"connected": wanted.node})
+        output = asyncio.create_task(_pump_output(ws, process))
+        typing = asyncio.create_task(_pump_input(ws, process))
+        try:
+            await asyncio.wait({output, typing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (output, typing):
+                task.cancel()
+            await asyncio.gather(output, typing, return_exceptions=True)
+            process.close()
+        if output.done() and not output.cancelled() and output.exception() is None:
+            await _tell(ws, {"exit": output.result()})
+
+
+def terminal_route(sessions: WebSessions, ssh_front: Callable[[], str],
+                   refused: OnRefused) -> web.RouteDef:
+    """``refused``: audits a refusal of the handshake (the middleware cannot: the WebSocket
+    was accepted already)."""
+    async def terminal(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Origin") != _own_origin(request):
+            raise Refused("web.terminal", "the terminal is only opened from the proxy's own "
+                          "pages (wrong Origin)")
+        session = sessions.current(request, changes_state=False)
+        ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=30.0)
+        await ws.prepare(request)
+        try:
+            wanted = await _first_message(ws)
+            if not sessions.csrf_ok(session, wanted.csrf):
+                raise Refused("web.terminal", "missing or wrong CSRF token")
+            await _shell(ws, session, wanted, ssh_front())
+        except Refused as err:
+            await refused(request, session.user, err)
+            await _tell(ws, {"error": str(err)})
+        except (AccessDenied, BadParameter) as err:
+            await _tell(ws, {"error": str(err)})
+        except TimeoutError:
+            await _tell(ws, {"error": "no handshake message within 10 s"})
+        except asyncssh.ChannelOpenError as err:
+            await _tell(ws, {"error": err.reason})
+        except asyncssh.PermissionDenied as err:
+            await _tell(ws, {"error": f"refused: {err.reason}"})
+        except (OSError, asyncssh.Error) as err:
+            log.info("web terminal of %s: %s", session.user, err)
+            await _tell(ws, {"error": f"the connection failed: {err}"})
+        finally:
+            await ws.close()
+        return ws
+
+    return web.get("/v1/webapi/terminal", terminal)

@@ -1,0 +1,50 @@
+// The login page (password + one-time code) and the only place that follows a `redirect`
+// parameter: a path of this proxy's web UI only, never another host (no open redirect).
+import { login } from "./api";
+import { errorBox, h, mount, showError } from "./dom";
+
+export function safeRedirect(value: string | null): string {
+  if (!value || !value.startsWith("/web") || value.startsWith("//") || value.includes("\\")) {
+    return "/web/";
+  }
+  try {
+    const url = new URL(value, window.location.origin);
+    if (url.origin !== window.location.origin || !url.pathname.startsWith("/web")) return "/web/";
+    return url.pathname + url.search;
+  } catch {
+    return "/web/";
+  }
+}
+
+export function loginPage(go: (path: string) => void): void {
+  const error = errorBox();
+  const user = h("input", { id: "user", name: "user", autocomplete: "username", required: true });
+  const password = h("input", { id: "password", name: "password", type: "password",
+    autocomplete: "current-password", required: true });
+  const otp = h("input", { id: "otp", name: "otp", inputmode: "numeric",
+    autocomplete: "one-time-code", pattern: "[0-9]*", maxlength: 10 });
+  const submit = h("button", { id: "login", type: "submit" }, "Log in");
+  const form = h("form", { class: "card" },
+    h("h1", {}, "Log in to Limen"),
+    h("label", { for: "user" }, "User"), user,
+    h("label", { for: "password" }, "Password"), password,
+    h("label", { for: "otp" }, "Authenticator code"), otp,
+    submit, error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    submit.disabled = true;
+    try {
+      await login(user.value, password.value, otp.value);
+      go(safeRedirect(new URLSearchParams(window.location.search).get("redirect")));
+    } catch (err) {
+      showError(error, err);
+      password.value = "";
+      otp.value = "";
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  mount(form);
+  user.focus();
+}
