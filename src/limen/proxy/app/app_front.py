@@ -24,7 +24,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from limen.ca.identity import Identity
-from limen.errors import AccessDenied, ConnectionProblem, LimenError
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
 from limen.net.address import is_ip_address
 from limen.net.streams import close_writer
 from limen.proxy.app.app_audit import AppAudit, SessionKey
@@ -104,10 +104,11 @@ class AppFront:
         session_id = _session_id(der, target.name)
         identity: Identity | None = None
         try:
-            identity = self.router.identify(der, target)
+            identity = self.router.verify(der)
+            self.router.check_app_cert(identity, target)
             await self.router.admit(identity, target)
             token = await self.router.token(der, target)
-        except AccessDenied as err:
+        except (AccessDenied, BadParameter) as err:
             return await self._refuse(403, str(err), identity, target, session_id, client_ip)
         except LimenError as err:
             return await self._refuse(503, str(err), identity, target, session_id, client_ip)

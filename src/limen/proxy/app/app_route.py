@@ -2,9 +2,10 @@
 
 :meth:`AppRouter.find` tells whether a ``Host`` names an online app (its ``public_addr``, or
 ``<name>.<proxy host>``; the app presence records from auth, cached for a moment).
-:meth:`AppRouter.admit` turns the client certificate of the TLS handshake into an identity
-(this cluster's TLS CA, expiry, a user's, ``usage: app`` scoped to this very app) and decides
-with the roles as they are now (``app_labels``, deny first); :meth:`AppRouter.token` gets the
+:meth:`AppRouter.verify` and :meth:`AppRouter.check_app_cert` turn the client certificate of
+the TLS handshake into an identity (this cluster's TLS CA, expiry, a user's, ``usage: app``
+scoped to this very app) and :meth:`AppRouter.admit` decides with the roles as they are now
+(``app_labels``, deny first); :meth:`AppRouter.token` gets the
 app session's identity JWT from auth (which checks the certificate and roles again and signs
 it), kept until shortly before it expires; :meth:`AppRouter.open` dials a serving app agent
 through its reverse tunnel (``MODE_TLS``: the agent must show its app host certificate with
@@ -126,18 +127,18 @@ class AppRouter:
         """The app whose public address is ``host`` (no port), if one is online."""
         return (await self._by_host()).get(host.lower())
 
-    def identify(self, der: bytes | None, target: AppTarget) -> Identity:
-        """The identity of a user's app certificate for ``target`` (AccessDenied
-        otherwise)."""
-        if not der:
-            raise AccessDenied(f"no client certificate: run lmsh apps login {target.name}")
-        identity = verify_client_cert(der, self._trust, self._now())
+    def verify(self, der: bytes) -> Identity:
+        """Who a valid certificate of this cluster names, whatever it is for."""
+        return verify_client_cert(der, self._trust, self._now())
+
+    @staticmethod
+    def check_app_cert(identity: Identity, target: AppTarget) -> None:
+        """AccessDenied unless ``identity`` is a user's app certificate for ``target``."""
         if identity.is_system:
             raise AccessDenied("a Limen process certificate cannot open an app")
         if "app" not in identity.usage or identity.route_to_app != target.name:
             raise AccessDenied(f"this certificate is not for app {target.name}: run lmsh apps "
                                f"login {target.name}")
-        return identity
 
     async def admit(self, identity: Identity, target: AppTarget) -> None:
         """AccessDenied unless the roles (as they are now) admit the app."""
