@@ -129,9 +129,11 @@ def web_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSite]:
 
 
 @pytest.fixture(scope="module")
-def webdev(web_site: WebSite) -> LimenUser:
-    """May reach env=dev servers as the test's Unix login; reads the audit log (auditor)."""
-    return web_site.cluster.signed_up_user("webdev", roles=["webdev", "auditor"], logins=[LOGIN])
+def invited(web_site: WebSite) -> tuple[LimenUser, str]:
+    """``webdev`` invited (not signed up yet) and the sign-up link lmctl printed: may reach
+    env=dev servers as the test's Unix login and reads the audit log (auditor)."""
+    link = web_site.cluster.add_user("webdev", ["webdev", "auditor"], [LOGIN])["url"]
+    return web_site.cluster.user("webdev"), link
 
 
 @pytest.fixture(scope="module")

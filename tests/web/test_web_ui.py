@@ -1,9 +1,11 @@
-"""The web UI in Debian's Chromium, end to end on a real cluster: a wrong password and a wrong
-code are shown and audited, the login's ``redirect`` never leaves the proxy, the resources page
-lists exactly the servers the roles allow (labels, search), the web terminal runs a command on
-the node (recorded and audited like lmsh ssh), the recording is listed and replayed in the
-player, the session is found in the audit view, and logout removes the cookie (API calls then
-401). A screenshot of every page is kept in the test's tmp directory."""
+"""The web UI in Debian's Chromium, end to end on a real cluster: sign-up from the invite
+link (a wrong code refused and audited, then the QR code's secret enrolled), a wrong password
+and a wrong code at login shown and audited, the login's ``redirect`` never leaving the proxy,
+the resources page listing exactly the servers the roles allow (labels, search), the web
+terminal running a command on the node (recorded and audited like lmsh ssh), the recording
+listed and replayed in the player, the session found in the audit view, and logout removing
+the cookie (API calls then 401). A screenshot of every page is kept in the test's tmp
+directory."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyotp
 import pytest
@@ -39,11 +42,45 @@ def page(browser: Browser, web_site: WebSite) -> Iterator[Page]:
         context.close()
 
 
-def _wrong_code(user: LimenUser) -> str:
-    assert user.totp_secret
-    totp, now = pyotp.TOTP(user.totp_secret), int(time.time())
+def _wrong_code_of(secret: str) -> str:
+    totp, now = pyotp.TOTP(secret), int(time.time())
     near = {totp.at(now + 30 * k) for k in range(-3, 4)}
     return next(c for c in (f"{n:06d}" for n in range(0, 1_000_000, 7919)) if c not in near)
+
+
+def _wrong_code(user: LimenUser) -> str:
+    assert user.totp_secret
+    return _wrong_code_of(user.totp_secret)
+
+
+def test_signup_from_the_invite_link_enrols_the_authenticator(
+        page: Page, web_site: WebSite, invited: tuple[LimenUser, str], shots: Path) -> None:
+    user, link = invited
+    page.goto(urlsplit(link)._replace(scheme="", netloc="").geturl())  # path and ca_pin
+    expect(page.locator("#signup-user")).to_have_text("webdev", timeout=MS)
+    expect(page.locator("#qr")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    secret = page.locator("#totp-secret").inner_text().strip()
+    shot(page, shots, "signup")
+    page.fill("#password", user.password)
+    page.fill("#password2", user.password)
+    page.fill("#otp", _wrong_code_of(secret))
+    page.click("#signup")
+    expect(page.locator("#error")).to_be_visible(timeout=MS)
+    wait_for(lambda: [e for e in web_site.cluster.audit("user.signup")
+                      if e["code"] == "L1004W"], DEADLINE, "the refused sign-up audited")
+    step = int(time.time()) // 30
+    page.fill("#otp", pyotp.TOTP(secret).at(step * 30))
+    page.click("#signup")
+    expect(page.locator("#signed-up")).to_contain_text("Welcome, webdev", timeout=MS)
+    shot(page, shots, "signed-up")
+    user.signed_up(link, secret, step)
+
+
+@pytest.fixture(scope="module")
+def webdev(invited: tuple[LimenUser, str]) -> LimenUser:
+    user, _link = invited
+    assert user.totp_secret, "webdev signs up in the browser first"
+    return user
 
 
 def _failed_logins(site: WebSite, user: str) -> list[dict[str, Any]]:

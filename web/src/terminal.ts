@@ -40,7 +40,7 @@ export function terminalPage(): void {
     }
     const message = JSON.parse(String(event.data));
     if (message.connected !== undefined) {
-      status.textContent = `Connected to ${message.connected}`;
+      status.textContent = `Connected to ${params.get("name") ?? message.connected}`;
       status.dataset.state = "connected";
       term.focus();
     } else if (message.error !== undefined) {
