@@ -26,6 +26,7 @@ from limen.agents.kube.kube_service import KubeService
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
+from limen.agents.session_locks import SessionLockGuard
 from limen.aio.task_service import Service
 from limen.api.resources import Kind, Resource
 from limen.auth.audit_signer import audit_signer_source
@@ -211,11 +212,13 @@ class _LocalDB:
         async def resources() -> list[Resource]:
             return await server.store.list(Kind.RESOURCE)
 
+        policy = StoreAccessPolicy(server.store, {}, cluster=server.cluster_name,
+                                   locks=server.locks,
+                                   server_names=(creds.host_id, creds.hostname))
         self.service = DBService.configured(
-            creds, self.settings.db, resources, issue,
-            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name, locks=server.locks,
-                              server_names=(creds.host_id, creds.hostname)), self.emitter,
-            lambda: self.proxy.listeners["tunnel"])
+            creds, self.settings.db, resources, issue, policy, self.emitter,
+            lambda: self.proxy.listeners["tunnel"],
+            guard=SessionLockGuard(policy, server.locks))
         if self.proxy.db is not None:  # sessions from the proxy beside it skip the tunnel
             self.proxy.db.router.attach_local(creds.host_id, self.service)
         return await self.service.start()
@@ -247,11 +250,13 @@ class _LocalKube:
         async def resources() -> list[Resource]:
             return await server.store.list(Kind.RESOURCE)
 
+        policy = StoreAccessPolicy(server.store, {}, cluster=server.cluster_name,
+                                   locks=server.locks,
+                                   server_names=(creds.host_id, creds.hostname))
         self.service = KubeService.configured(
-            creds, self.settings.kube, self.settings.kube_secrets_dir, resources,
-            StoreAccessPolicy(server.store, {}, cluster=server.cluster_name, locks=server.locks,
-                              server_names=(creds.host_id, creds.hostname)), self.emitter,
-            lambda: self.proxy.listeners["tunnel"],
+            creds, self.settings.kube, self.settings.kube_secrets_dir, resources, policy,
+            self.emitter, lambda: self.proxy.listeners["tunnel"],
+            guard=SessionLockGuard(policy, server.locks),
             sessions_dir=sessions_dir(self.settings.data_dir),
             recordings=recording_store(server.backend, recordings_dir(self.settings.data_dir)))
         return await self.service.start()

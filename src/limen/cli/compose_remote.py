@@ -57,6 +57,7 @@ from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.remote_roles import AuthRoleLookup
 from limen.agents.recording_upload import AuthRecordingSink
+from limen.agents.session_locks import SessionLockGuard
 from limen.aio.backoff import keep_trying
 from limen.aio.task_service import Service
 from limen.aio.tasks import cancel_and_wait
@@ -262,11 +263,12 @@ class _RemoteDB:
             return [Resource.from_document(d) for d in docs]
 
         self.locks = locks = AuthLockFeed(link.client, LockView())
+        policy = StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
+                                   locks=locks.view,
+                                   server_names=(creds.host_id, creds.hostname))
         self.service = DBService.configured(
-            creds, settings.db, resources, issue,
-            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
-                              locks=locks.view, server_names=(creds.host_id, creds.hostname)),
-            self.outbox, lambda: tunnel, on_tunnel=link.attach)
+            creds, settings.db, resources, issue, policy, self.outbox, lambda: tunnel,
+            on_tunnel=link.attach, guard=SessionLockGuard(policy, locks.view))
         await self.outbox.start()
         listeners = await self.service.start()
         locks.start()
@@ -314,13 +316,14 @@ class _RemoteKube:
 
         sink = AuthRecordingSink(link)
         self.locks = locks = AuthLockFeed(link.client, LockView())
+        policy = StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
+                                   locks=locks.view,
+                                   server_names=(creds.host_id, creds.hostname))
         self.service = KubeService.configured(
-            creds, settings.kube, settings.kube_secrets_dir, resources,
-            StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
-                              locks=locks.view, server_names=(creds.host_id, creds.hostname)),
-            self.outbox,
+            creds, settings.kube, settings.kube_secrets_dir, resources, policy, self.outbox,
             lambda: tunnel, on_tunnel=link.attach,
-            sessions_dir=sessions_dir(settings.data_dir), recordings=sink)
+            sessions_dir=sessions_dir(settings.data_dir), recordings=sink,
+            guard=SessionLockGuard(policy, locks.view))
         await self.outbox.start()
         listeners = await self.service.start()
         locks.start()

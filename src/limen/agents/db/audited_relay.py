@@ -42,12 +42,14 @@ Inspector = Callable[[bytes, "AuditedRelay"], tuple[bytes, bool]]
 """``inspect(data, relay) -> (bytes to forward, audit buffer has room)``; may answer the
 client itself with ``relay.reply(0, ...)``; raises BadParameter for a malformed message."""
 
-Farewell = Callable[[AuditUnavailable], "tuple[bytes, bytes] | None"]
-"""``farewell(err) -> (to the database, to the client last)`` to end a session whose audit
-failed in good order, or None when it cannot now (then the connections are aborted)."""
+Farewell = Callable[[str], "tuple[bytes, bytes] | None"]
+"""``farewell(reason) -> (to the database, to the client last)`` to end a session in good order
+(its audit failed, or a lock ended it), or None when it cannot now (then the connections are
+aborted)."""
 
 CLIENT, DATABASE = 0, 1
 FAREWELL_GRACE = 10.0
+LOCK_GRACE = 1.0
 
 
 class AuditedRelay(Relay):
@@ -60,6 +62,7 @@ class AuditedRelay(Relay):
         self._failed = False
         self._goodbye = b""
         session.emitter.on_failure = self._audit_failed
+        session.terminate = self.end_session
 
     def received(self, side: int, data: bytes) -> None:
         if side == DATABASE:
@@ -98,16 +101,35 @@ class AuditedRelay(Relay):
     def _audit_failed(self, err: AuditUnavailable) -> None:
         if self._failed:
             return
-        self._failed = True
         log.error("db session %s ended: %s", self.session.request.session_id, err)
-        plan = self._farewell(err) if self._farewell is not None else None
+        self._end(str(err))
+
+    def end_session(self, reason: str) -> None:
+        """End the session for ``reason`` (a lock) now: the farewell when the protocol has one
+        (the client reads the reason), then both connections are closed, a query running or
+        not."""
+        if self._failed or self._closing:
+            return
+        self._failed = True
+        log.info("db session %s ended: %s", self.session.request.session_id, reason)
+        plan = self._farewell(reason) if self._farewell is not None else None
+        if plan is not None:
+            to_database, to_client = plan
+            self.reply(DATABASE, to_database)
+            self.reply(CLIENT, to_client)
+        self.close(reason)  # output flushed; aborted if a side does not close at once
+        asyncio.get_running_loop().call_later(LOCK_GRACE, self.abort, reason)
+
+    def _end(self, reason: str) -> None:
+        self._failed = True
+        plan = self._farewell(reason) if self._farewell is not None else None
         if plan is None or self._closing:
-            self.abort(str(err))
+            self.abort(reason)
             return
         to_database, self._goodbye = plan
         self.hold(CLIENT)
         self.reply(DATABASE, to_database)
-        asyncio.get_running_loop().call_later(FAREWELL_GRACE, self.abort, str(err))
+        asyncio.get_running_loop().call_later(FAREWELL_GRACE, self.abort, reason)
 
     def _say_goodbye(self) -> None:
         goodbye, self._goodbye = self._goodbye, b""

@@ -21,6 +21,7 @@ the two parts of one process; the user is checked the same way). Called by ``lim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -31,9 +32,10 @@ from typing import Any
 from limen.agents.db.catalog import DatabaseCatalog, ResourceLister, static_databases
 from limen.agents.db.mysql_engine import serve_mysql
 from limen.agents.db.postgres_engine import cancel_postgres, serve_postgres
-from limen.agents.db.session import RoleSets, authorize
+from limen.agents.db.session import DBSession, RoleSets, authorize
 from limen.agents.db.upstream_tls import CertIssuer, UpstreamCerts, upstream_target
 from limen.agents.proxy_dial import accept_proxy, check_proxy
+from limen.agents.session_locks import SessionLockGuard
 from limen.ca.host_credentials import HostCredentials
 from limen.config import DBSettings
 from limen.dbproto import mysql as my
@@ -61,8 +63,11 @@ class DBService:
     def __init__(self, credentials: HostCredentials, catalog: DatabaseCatalog, roles: RoleSets,
                  emitter: Emitter, certs: UpstreamCerts, tunnel_address: Callable[[], str], *,
                  on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 guard: SessionLockGuard | None = None) -> None:
         self.credentials = credentials
+        self.guard = guard
+        """Ends open sessions a lock targets (``limen.agents.session_locks``); None: none."""
         self.catalog = catalog
         self.roles = roles
         self.emitter = emitter
@@ -81,12 +86,12 @@ class DBService:
                    lister: ResourceLister, issuer: CertIssuer, roles: RoleSets,
                    emitter: Emitter, tunnel_address: Callable[[], str], *,
                    on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
-                   ) -> DBService:
+                   guard: SessionLockGuard | None = None) -> DBService:
         """The agent as ``limen start`` configures it (``db`` settings)."""
         catalog = DatabaseCatalog(static_databases(settings.databases), settings.resources,
                                   lister)
         return cls(credentials, catalog, roles, emitter, UpstreamCerts(issuer),
-                   tunnel_address, on_tunnel=on_tunnel)
+                   tunnel_address, on_tunnel=on_tunnel, guard=guard)
 
     async def start(self) -> dict[str, str]:
         # the catalog is read at each heartbeat (the first one goes out as soon as the tunnel
@@ -97,9 +102,13 @@ class DBService:
         if self._on_tunnel is not None:
             await self._on_tunnel(self.tunnel)
         await self.tunnel.start()
+        if self.guard is not None:
+            self.guard.start()
         return {}
 
     async def stop(self) -> None:
+        if self.guard is not None:
+            await self.guard.stop()
         try:
             if self.tunnel is not None:
                 await self.tunnel.stop()
@@ -157,10 +166,13 @@ class DBService:
         except AccessDenied as err:
             await self._refuse(request, writer, str(err))
             return
-        if request.protocol == "postgres":
-            await serve_postgres(session, reader, writer, self.certs)
-        else:
-            await serve_mysql(session, reader, writer, self.certs)
+        with contextlib.ExitStack() as stack:
+            if self.guard is not None:
+                stack.enter_context(self.guard.track(session.identity, _ender(session, writer)))
+            if request.protocol == "postgres":
+                await serve_postgres(session, reader, writer, self.certs)
+            else:
+                await serve_mysql(session, reader, writer, self.certs)
 
     async def _cancel(self, request: SessionRequest, db: Any) -> None:
         target = upstream_target(db)
@@ -185,3 +197,17 @@ class DBService:
             writer.write(my.encode_packet(seq, my.err_payload(1045, "28000",
                                                               f"Limen: {message}")))
         await writer.drain()
+
+
+def _ender(session: DBSession, writer: asyncio.StreamWriter
+           ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """How a lock ends ``session``: audited, then in good order through its relay (a
+    PostgreSQL client reads the reason), or by closing the client connection before that."""
+    async def end(reason: str, fields: dict[str, Any]) -> None:
+        await session.emit("access.denied", success=False, action="session", reason=reason,
+                           **fields)
+        if session.terminate is not None:
+            session.terminate(reason)
+        else:
+            writer.transport.abort()
+    return end

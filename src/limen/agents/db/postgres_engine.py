@@ -34,7 +34,6 @@ from limen.agents.db.session import DBSession
 from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, upstream_target
 from limen.dbproto import postgres as pg
 from limen.errors import BadParameter, LimenError
-from limen.events.buffer import AuditUnavailable
 from limen.net.streams import close_writer
 
 __all__ = ["cancel_postgres", "serve_postgres"]
@@ -131,8 +130,9 @@ async def _startup(session: DBSession, reader: asyncio.StreamReader,
 def _inspector() -> tuple[Inspector, Farewell]:
     """Split the client's messages (Q, P, B kept for the audit, the rest only counted) and
     queue a query event per Q and B; every byte is forwarded as it came. The farewell, when
-    the audit fails between two client messages: Terminate to the database, then a FATAL
-    error (57P01, as a server shut down by its administrator) to the client."""
+    the audit fails (or a lock ends the session) between two client messages: Terminate to
+    the database, then a FATAL error (57P01, as a server shut down by its administrator) to
+    the client."""
     splitter = pg.MessageSplitter(keep=(b"Q", b"P", b"B"))
     statements: dict[str, str] = {}
 
@@ -143,11 +143,11 @@ def _inspector() -> tuple[Inspector, Farewell]:
                 room = _audit(relay.session, frame, statements) and room
         return data, room
 
-    def farewell(err: AuditUnavailable) -> tuple[bytes, bytes] | None:
+    def farewell(reason: str) -> tuple[bytes, bytes] | None:
         if not splitter.at_boundary:
             return None
         return pg.encode_terminate(), pg.error_response(
-            f"Limen ended the session: {err}", "57P01")
+            f"Limen ended the session: {reason}", "57P01")
     return inspect, farewell
 
 

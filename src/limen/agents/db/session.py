@@ -50,6 +50,9 @@ class DBSession:
     db_name: str
     to_db: Counter = field(default_factory=Counter)
     from_db: Counter = field(default_factory=Counter)
+    terminate: Callable[[str], None] | None = None
+    """Ends the relayed session for a reason (set by the relay once the session is logged
+    in; ``limen.agents.db.audited_relay``)."""
 
     @property
     def labels(self) -> Mapping[str, str]:

@@ -39,11 +39,13 @@ from limen.agents.kube.http1 import MAX_HEAD, RequestHead, parse_request_head, r
 from limen.agents.kube.session import Impersonation, KubeSession, RoleSets, open_session
 from limen.agents.kube.upstream import Upstream, Upstreams
 from limen.agents.proxy_dial import accept_proxy, check_proxy
+from limen.agents.session_locks import SessionLockGuard
 from limen.ca.host_credentials import HostCredentials
 from limen.config import KubeSettings
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
 from limen.events.buffer import AuditBuffer
 from limen.events.emitter import Emitter
+from limen.events.event import make_event
 from limen.net.streams import close_writer
 from limen.rbac.kube_request import KubeRequestInfo
 from limen.recording.sink import RecordingSink
@@ -83,8 +85,11 @@ class KubeService:
                  tunnel_address: Callable[[], str], *,
                  on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
                  sessions_dir: Path | None = None, recordings: RecordingSink | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 guard: SessionLockGuard | None = None) -> None:
         self.credentials = credentials
+        self.guard = guard
+        """Ends open connections (an exec too) a lock targets (``limen.agents.session_locks``)."""
         self.catalog = catalog
         self.upstreams = upstreams
         self.roles = roles
@@ -108,14 +113,14 @@ class KubeService:
                    emitter: Emitter, tunnel_address: Callable[[], str], *,
                    on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
                    sessions_dir: Path | None = None, recordings: RecordingSink | None = None,
-                   ) -> KubeService:
+                   guard: SessionLockGuard | None = None) -> KubeService:
         """The agent as ``limen start`` configures it (``kube`` settings); interactive
         exec sessions are recorded into ``sessions_dir`` and handed to ``recordings``."""
         static, paths = static_clusters(settings.clusters)
         catalog = KubeCatalog(static, settings.resources, lister)
         return cls(credentials, catalog, Upstreams(secrets_dir, paths), roles, emitter,
                    tunnel_address, on_tunnel=on_tunnel, sessions_dir=sessions_dir,
-                   recordings=recordings)
+                   recordings=recordings, guard=guard)
 
     async def start(self) -> dict[str, str]:
         self.tunnel = TunnelAgentPool(
@@ -124,9 +129,13 @@ class KubeService:
         if self._on_tunnel is not None:
             await self._on_tunnel(self.tunnel)
         await self.tunnel.start()
+        if self.guard is not None:
+            self.guard.start()
         return {}
 
     async def stop(self) -> None:
+        if self.guard is not None:
+            await self.guard.stop()
         if self.tunnel is not None:
             await self.tunnel.stop()
         if self._tasks:  # recordings being handed over
@@ -167,12 +176,29 @@ class KubeService:
                 await self._answer(writer, 403 if isinstance(err, AccessDenied) else 404,
                                    str(err))
                 return
-            await self._requests(session, reader, writer)
+            with contextlib.ExitStack() as stack:
+                if self.guard is not None:
+                    stack.enter_context(self.guard.track(session.identity,
+                                                         self._ender(session, writer)))
+                await self._requests(session, reader, writer)
         except (LimenError, OSError, ssl.SSLError, TimeoutError,
                 asyncio.IncompleteReadError) as err:
             log.info("kube agent: connection for %s ended: %s", dial.target, err)
         finally:
             await close_writer(writer)
+
+    def _ender(self, session: KubeSession, writer: asyncio.StreamWriter
+               ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+        """How a lock ends the connection (an open exec with it): audited, then closed."""
+        async def end(reason: str, fields: dict[str, Any]) -> None:
+            await self.audit.emit(make_event(
+                "access.denied", success=False, cluster=session.identity.cluster,
+                user=session.identity.username, kube_cluster=session.cluster.name,
+                session_id=session.connect.session_id, server_id=self.credentials.host_id,
+                remote_addr=session.connect.client_addr, action="session", reason=reason,
+                **fields))
+            writer.transport.abort()
+        return end
 
     async def _answer(self, writer: asyncio.StreamWriter, code: int, message: str) -> None:
         reason = {403: "Forbidden", 404: "NotFound", 400: "BadRequest",

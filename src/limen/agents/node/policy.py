@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from limen.api.resources import Kind, Resource
 from limen.ca.identity import Identity
+from limen.errors import AccessDenied
 from limen.rbac import Decision, RoleSet, SessionOptions
 from limen.rbac.decision import deny
 from limen.services.locks import LockView
@@ -92,6 +93,20 @@ class StoreAccessPolicy:
             self.locks.check(identity, roles=names, node=self.server_names, login=login,
                              strict=role_set.options.lock == "strict")
         return role_set
+
+    async def lock_refusal(self, identity: Identity) -> tuple[str | None, AccessDenied | None]:
+        """The identity's lock mode here and the refusal a lock causes (None: no lock, no lock
+        view, or an unmapped identity): what open sessions are re-checked with."""
+        names = self._role_names(identity)
+        if names is None or self.locks is None:
+            return None, None
+        mode = (await self._compiled(identity, names)).options.lock
+        try:
+            self.locks.check(identity, roles=names, node=self.server_names,
+                             strict=mode == "strict")
+        except AccessDenied as err:
+            return mode, err
+        return mode, None
 
     async def _compiled(self, identity: Identity, names: Sequence[str]) -> RoleSet:
         roles: list[Resource] = []
