@@ -38,9 +38,12 @@ from limen.events.emitter import Emitter
 from limen.net.http import error_middleware, json_body
 from limen.proxy.webui.mount import WebUI
 
-__all__ = ["build_web_app"]
+__all__ = ["USER_CERT", "build_web_app"]
 
 _MAX_BODY = 64 << 10
+USER_CERT: web.AppKey[Callable[[web.Request], bytes]] = web.AppKey("user_cert")
+"""The certificate (DER) a user call acts with: lmsh's client certificate, else the browser's
+web session (application access creates app sessions with it)."""
 
 
 USER_ROUTES = (
@@ -76,6 +79,7 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
                                        *webui.middlewares()],
                           client_max_size=_MAX_BODY)
     _client_cert = webui.user_cert
+    app[USER_CERT] = webui.user_cert
 
     async def ping(_request: web.Request) -> web.Response:
         return web.json_response(ping_info())
