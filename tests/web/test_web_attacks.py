@@ -6,6 +6,7 @@ limit (429), and the security headers of the pages."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
@@ -16,7 +17,7 @@ import pytest
 
 from integration.cluster import LimenUser, wait_for
 
-from .conftest import LOGIN, WebSite
+from .conftest import HOST, LOGIN, WebSite
 
 DEADLINE = 20.0
 COOKIE = "__Host-limen_session"
@@ -146,6 +147,61 @@ def test_pages_carry_the_security_headers(web_site: WebSite) -> None:
     status, headers, _b = web_site.request("GET", "/web/../../etc/passwd")
     assert status in (200, 404)  # never a file outside the bundle
     assert b"root:" not in _b
+
+
+async def _terminal(site: WebSite, session: dict[str, str], node: str, *,
+                    cols: int = 100, rows: int = 30) -> tuple[aiohttp.ClientSession,
+                                                            aiohttp.ClientWebSocketResponse]:
+    context = ssl.create_default_context(cadata=site.ca_pem.decode())
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(f"wss://{site.cluster.web}/v1/webapi/terminal", ssl=context,
+                               headers={"Origin": site.origin, "Cookie": session["cookie"]})
+    await ws.send_str(json.dumps({"csrf": session["csrf"], "node": node, "login": LOGIN,
+                                  "cols": cols, "rows": rows}))
+    return http, ws
+
+
+async def _read_until(ws: aiohttp.ClientWebSocketResponse, pattern: str) -> str:
+    seen = ""
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not re.search(pattern, seen):
+                message = await ws.receive()
+                assert message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT), \
+                    (message, seen)
+                seen += message.data.decode(errors="replace") \
+                    if isinstance(message.data, bytes) else message.data
+    except TimeoutError:
+        raise AssertionError(f"no {pattern!r} from the terminal in {seen!r}") from None
+    return seen
+
+
+async def test_terminal_follows_resizes(web_site: WebSite, logged_in: dict[str, str]) -> None:
+    http, ws = await _terminal(web_site, logged_in, HOST, cols=100, rows=30)
+    try:
+        await _read_until(ws, r'"connected"')
+        await ws.send_bytes(b"stty size\n")
+        await _read_until(ws, r"30 100\r\n")
+        await ws.send_str(json.dumps({"resize": [120, 40]}))
+        await ws.send_bytes(b"stty size\n")
+        await _read_until(ws, r"40 120\r\n")
+        await ws.send_bytes(b"exit\n")
+        await _read_until(ws, r'"exit": 0')
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_terminal_to_a_server_the_roles_refuse_is_an_error(
+        web_site: WebSite, logged_in: dict[str, str]) -> None:
+    http, ws = await _terminal(web_site, logged_in, "build-box")  # env=staging: not webdev's
+    try:
+        answer = await _read_until(ws, r'"error"')
+        assert "build-box" in answer or "not allowed" in answer or "unknown" in answer, answer
+        assert '"connected"' not in answer
+    finally:
+        await ws.close()
+        await http.close()
 
 
 def test_login_attempts_beyond_the_rate_limit_are_429(web_site: WebSite) -> None:

@@ -4,6 +4,7 @@ session creation and sign-up per client address and per user or link
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,7 +31,7 @@ class RateLimiter:
         tokens = min(float(self.burst), tokens + (now - at) * self.rate)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
-            wait = int((1.0 - tokens) / self.rate) + 1
+            wait = math.ceil((1.0 - tokens) / self.rate)
             raise LimitExceeded(f"too many {what}: try again in {wait} s")
         self._buckets[key] = (tokens - 1.0, now)
         while len(self._buckets) > self.max_keys:
