@@ -172,6 +172,9 @@ KINDS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
       "token_secret_ref": {"file": "org-a.token"}}),
     ("Resource", "resources", "web1", {"kind": "ssh", "address": "10.0.0.5:22"},
      {"kind": "ssh", "address": "10.0.0.6:22"}),
+    ("Lock", "locks", "bob-out", {"target": {"user": "bob"}, "message": "INC-1"},
+     {"target": {"user": "bob", "node": "web1"}, "message": "INC-1",
+      "expires": "2030-01-01T00:00:00Z"}),
 ]
 
 
