@@ -9,6 +9,7 @@ several emulators could not run in several threads).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Self
 
@@ -59,6 +60,22 @@ class HTTPSServer:
             web_server = server.runner.server if server.runner else None
             handlers = list(web_server._connections) if web_server else []
             transports = [h.transport for h in handlers if h.transport is not None]
+            port = server.port
             await server.close()
             for transport in transports:
                 transport.abort()
+            _abort_connections_to(port)
+
+
+def _abort_connections_to(port: int | None) -> None:
+    """Abort what is still connected to ``port`` on this loop: a connection still in its TLS
+    handshake has no aiohttp handler yet, so it was in no list above, and its socket would be
+    found unclosed by the garbage collector during a later test. The selector loop keeps every
+    transport it serves in ``_transports`` (CPython's, private: read, never changed)."""
+    loop = asyncio.get_running_loop()
+    for transport in list(getattr(loop, "_transports", {}).values()):
+        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+            continue
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple) and len(local) >= 2 and local[1] == port:
+            transport.abort()
