@@ -9,12 +9,14 @@ the answer lists their host ids, to be named instead. Called by ``limen.auth.htt
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from limen.api.resources import Resource
-from limen.auth.core import AuthServer
 from limen.auth.presence import PRESENCE_TTL, presence
 from limen.errors import BadParameter, NotFound
+
+if TYPE_CHECKING:  # lmctl imports this module for is_node_kind: not the auth server
+    from limen.auth.core import AuthServer
 
 __all__ = ["is_node_kind", "list_nodes", "node_row", "resolve_node"]
 
