@@ -53,10 +53,11 @@ class AuthLockFeed:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
-        failing = False
+        failing, fresh = False, False
         while True:
-            try:
-                await self.poll_once(wait=self.wait)
+            try:  # at once at the start and after a failure: the view is fresh again now
+                await self.poll_once(wait=self.wait if fresh else 0.0)
+                fresh = True
                 if failing:
                     log.info("locks: auth reachable again")
                 failing = False
@@ -64,6 +65,7 @@ class AuthLockFeed:
             except asyncio.CancelledError:
                 raise
             except (LimenError, OSError, TimeoutError, ValueError, KeyError) as err:
+                fresh = False
                 if not failing:
                     log.warning("locks: cannot refresh from auth (%s); enforcing the last "
                                 "known locks", err)
