@@ -20,6 +20,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -84,7 +85,8 @@ class Upstream:
             "xff": request.headers.getall("X-Forwarded-For", []),
             "xfp": request.headers.get("X-Forwarded-Proto"),
             "xfh": request.headers.get("X-Forwarded-Host"),
-            "team": request.headers.get("X-Team"), "body": len(body)}
+            "team": request.headers.get("X-Team"), "cookie": request.headers.get("Cookie"),
+            "body": len(body)}
         try:
             jwks = await self._jwks()
             key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(tokens[0])["kid"]]
@@ -238,6 +240,7 @@ def test_curl_gets_the_page_with_a_verified_jwt_and_no_spoofed_headers(env: Env)
     assert (seen["xfp"], seen["xfh"]) == ("https", f"{APP_HOST}:{env.web_port}")
     assert seen["host"] == f"127.0.0.1:{env.upstream.port}"
     assert seen["team"] == "ops"
+    assert seen["cookie"] == "a=b"  # Limen's app session cookie is not the app's
     # a body streamed up, and a response streamed down without a length
     body = env.alice.home / "body.bin"
     body.write_bytes(b"y" * 300_000)
@@ -281,10 +284,7 @@ def test_a_user_without_app_labels_is_refused_and_audited(env: Env) -> None:
     assert "hello" not in _listed(bob)
     assert bob.lmsh("apps", "login", "hello", check=False).returncode != 0
     # bob presents his login certificate to the app's address: refused, audited
-    key = load_private_key((bob.key_dir / "bob").read_bytes())
-    pkcs8 = bob.home / "bob-key.pem"
-    pkcs8.write_text(private_key_to_pem(key))
-    pkcs8.chmod(0o600)
+    pkcs8 = _pkcs8_key(bob)
     tls = bob.key_dir / "bob.crt"
     ca = env.upstream.cafile
     refused = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
@@ -305,6 +305,53 @@ def test_a_user_without_app_labels_is_refused_and_audited(env: Env) -> None:
     assert code == "302"
     assert location.startswith(f"https://127.0.0.1:{env.web_port}/web/login?redirect=")
     assert location.endswith(f"hello.apps.test:{env.web_port}/x")  # curl shows it decoded
+
+
+def _pkcs8_key(user: LimenUser) -> Path:
+    key = load_private_key((user.key_dir / user.name).read_bytes())
+    path = user.home / f"{user.name}-key.pem"
+    path.write_text(private_key_to_pem(key))
+    path.chmod(0o600)
+    return path
+
+
+def test_a_browser_gets_an_app_session_cookie_for_the_app_host_only(env: Env) -> None:
+    alice = env.alice
+    ca = env.upstream.cafile
+    login = ["--cert", str(alice.key_dir / "alice.crt"), "--key", str(_pkcs8_key(alice)),
+             "--cacert", ca]
+    created = run(["curl", "-sS", "--fail-with-body", *login, "-H",
+                   "Content-Type: application/json", "--data",
+                   json.dumps({"app": "hello", "path": "/after?x=1"}),
+                   f"https://127.0.0.1:{env.web_port}/v1/webapi/apps/session"], env=alice.env)
+    redirect = json.loads(created.stdout)["redirect"]
+    assert redirect.startswith(f"https://{APP_HOST}:{env.web_port}/__limen/app-session?token=")
+    resolve = ["--resolve", f"{APP_HOST}:{env.web_port}:127.0.0.1", "--cacert", ca]
+    raw = run(["curl", "-sS", "-o", "/dev/null", "-D", "-", *resolve, redirect],
+              env=alice.env).stdout
+    handed = raw.lower()
+    assert handed.startswith("http/1.1 302")
+    assert "\nlocation: /after?x=1\n" in handed
+    cookie = next(line for line in handed.splitlines() if line.startswith("set-cookie:"))
+    attributes = {a.strip().split("=")[0] for a in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "path", "samesite"} <= attributes
+    assert "samesite=lax" in cookie
+    assert "domain" not in attributes  # the app's host only
+    session = next(line for line in raw.splitlines()
+                   if line.lower().startswith("set-cookie:")).split(":", 1)[1].split(";")[0]
+    page = run(["curl", "-sS", *resolve, "-H", f"Cookie: {session}; a=b",
+                f"https://{APP_HOST}:{env.web_port}/after"], env=alice.env)
+    assert json.loads(page.stdout)["hello"] == "alice"
+    assert env.upstream.seen[-1]["cookie"] == "a=b"
+    # the hand-over link works once
+    again = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *resolve, redirect],
+                env=alice.env)
+    assert again.stdout == "403"
+    # a made-up cookie is no session: a script gets 401
+    forged = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *resolve, "-H",
+                  "Cookie: limen_app_session=forged", f"https://{APP_HOST}:{env.web_port}/"],
+                 env=alice.env)
+    assert forged.stdout == "401"
 
 
 def test_the_app_leaves_when_its_agent_is_killed(env: Env) -> None:

@@ -5,12 +5,15 @@ is an online app's public address (the rest goes on to the web API and UI), and
 For an app request: the client's certificate from the TLS handshake must be the user's app
 certificate for that app (``lmsh apps login NAME``); without any certificate a browser
 (``Accept: text/html``) is sent to ``/web/login?redirect=<the app URL>`` on the proxy, any
-other client gets 401. Then the roles decide (``app_labels``), auth signs the identity token,
-an app agent admits the connection and :mod:`limen.proxy.app.http_relay` serves the request.
-Refusals are answered 401/403 (503 when no agent serves the app, 502 when the app cannot be
-reached) and audited as failed ``app.session.start``; a served request is audited in its
-session's ``app.session.chunk`` (:mod:`limen.proxy.app.app_audit`). Installed on the web
-application by :meth:`AppFront.install` (``limen.cli.proxy_component``).
+other client gets 401. A browser has no app certificate: after logging in to the web UI it
+asks for an app session (``POST /v1/webapi/apps/session {app, path}``,
+:mod:`limen.proxy.app.app_sessions`) and presents its cookie instead. Then the roles decide
+(``app_labels``), auth signs the identity token, an app agent admits the connection and
+:mod:`limen.proxy.app.http_relay` serves the request. Refusals are answered 401/403 (503 when
+no agent serves the app, 502 when the app cannot be reached) and audited as failed
+``app.session.start``; a served request is audited in its session's ``app.session.chunk``
+(:mod:`limen.proxy.app.app_audit`). Installed on the web application by
+:meth:`AppFront.install` (``limen.cli.proxy_component``).
 """
 
 from __future__ import annotations
@@ -19,17 +22,23 @@ import hashlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.ca.identity import Identity
-from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError, NotFound
 from limen.net.address import is_ip_address
+from limen.net.http import json_body
 from limen.net.streams import close_writer
 from limen.proxy.app.app_audit import AppAudit, SessionKey
 from limen.proxy.app.app_route import AppRefused, AppRouter, AppTarget
-from limen.proxy.app.http_relay import Relayed, relay
+from limen.proxy.app.app_sessions import HANDOVER_PATH, AppSessions
+from limen.proxy.app.http_relay import APP_COOKIE, Relayed, relay
+from limen.proxy.web import USER_CERT
 
 __all__ = ["AppFront"]
 
@@ -63,12 +72,14 @@ class AppFront:
                  public_address: Callable[[], str]) -> None:
         self.router = router
         self.audit = audit
+        self.sessions = AppSessions()
         self._public_address = public_address
 
     def install(self, app: web.Application) -> None:
         """Take the app hosts' requests before anything else, and serve the JWKS."""
         app.middlewares.insert(0, self.middleware)
         app.router.add_get("/.well-known/jwks.json", self.jwks)
+        app.router.add_post("/v1/webapi/apps/session", self.create_session)
 
     async def aclose(self) -> None:
         await self.audit.aclose()
@@ -79,6 +90,44 @@ class AppFront:
         except LimenError as err:
             return web.Response(status=503, text=f"the keys are not available: {err}\n")
         return web.json_response(keys, headers={"Cache-Control": "max-age=60"})
+
+    async def create_session(self, request: web.Request) -> web.Response:
+        """An app session for the caller (web session or client certificate) and the URL on
+        the app's host that hands its cookie over."""
+        body = await json_body(request, 4096)
+        name, path = body.get("app"), body.get("path", "/")
+        if not isinstance(name, str) or not name or not isinstance(path, str):
+            raise BadParameter("app (a name) and path (a string) are expected")
+        if not path.startswith("/") or path.startswith("//") or "\\" in path or any(
+                ord(c) < 0x21 for c in path):
+            raise BadParameter("path must be a path on the app's host (/...)")
+        user_cert = request.app[USER_CERT](request)
+        target = await self.router.find_name(name)
+        if target is None:
+            raise NotFound(f"app {name!r} is not online")
+        answer = await self.router.view.auth.call("POST", "/v1/apps/certs", {"app": name},
+                                                  as_user_cert=user_cert)
+        cert = x509.load_pem_x509_certificate(str(answer["cert"]).encode())
+        der = cert.public_bytes(Encoding.DER)
+        identity = self.router.verify(der)
+        self.router.check_app_cert(identity, target)
+        token = self.sessions.create(name, identity.username, der, cert.not_valid_after_utc)
+        port = request.url.port
+        host = target.spec.public_addr + (f":{port}" if port not in (None, 443) else "")
+        return web.json_response({"redirect": f"https://{host}{HANDOVER_PATH}?token={token}"
+                                              f"&next={quote(path, safe='')}"})
+
+    def _hand_over(self, request: web.Request, target: AppTarget) -> web.StreamResponse:
+        """Spend the hand-over token: the session's cookie for this host only, then the page."""
+        session = self.sessions.hand_over(request.query.get("token", ""), target.name)
+        path = request.query.get("next", "/")
+        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+            path = "/"
+        response = web.Response(status=302, headers={"Location": path})
+        seconds = int((session.expires - datetime.now(UTC)).total_seconds())
+        response.set_cookie(APP_COOKIE, session.id, max_age=max(0, seconds), path="/",
+                            secure=True, httponly=True, samesite="Lax")
+        return response
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -94,13 +143,22 @@ class AppFront:
             target = None
         if target is None:
             return await handler(request)
+        if request.path == HANDOVER_PATH:
+            try:
+                return self._hand_over(request, target)
+            except AccessDenied as err:
+                return await self._refuse(403, str(err), None, target, "",
+                                          request.remote or "")
         return await self.serve(request, target)
 
     async def serve(self, request: web.Request, target: AppTarget) -> web.StreamResponse:
         client_ip = request.remote or ""
         der = _peer_der(request)
         if der is None:
-            return self._unauthenticated(request, target)
+            session = self.sessions.lookup(request.cookies.get(APP_COOKIE, ""), target.name)
+            if session is None:
+                return self._unauthenticated(request, target)
+            der = session.cert_der
         session_id = _session_id(der, target.name)
         identity: Identity | None = None
         try:

@@ -127,6 +127,10 @@ class AppRouter:
         """The app whose public address is ``host`` (no port), if one is online."""
         return (await self._by_host()).get(host.lower())
 
+    async def find_name(self, name: str) -> AppTarget | None:
+        """The online app named ``name``."""
+        return next((t for t in (await self._by_host()).values() if t.name == name), None)
+
     def verify(self, der: bytes) -> Identity:
         """Who a valid certificate of this cluster names, whatever it is for."""
         return verify_client_cert(der, self._trust, self._now())
