@@ -157,7 +157,8 @@ class AppService:
         identity: Identity | None = None
         try:
             resource = await self.catalog.find(connect.app)
-            identity = await self._admit(connect, resource)
+            identity = self._verify(connect)
+            await self._admit(identity, resource)
             spec = app_spec(resource.name, resource.spec, "")
             return await self._connect(spec)
         except NotFound as err:
@@ -174,12 +175,16 @@ class AppService:
             reason=answer.error))
         return answer
 
-    async def _admit(self, connect: AppConnect, resource: Resource) -> Identity:
+    def _verify(self, connect: AppConnect) -> Identity:
+        """Who the forwarded certificate names (this cluster's TLS CA, unexpired)."""
         try:
-            der = _pem_to_der(connect.user_cert)
-            identity = verify_client_cert(der, self._trust, self._now())
+            return verify_client_cert(_pem_to_der(connect.user_cert), self._trust, self._now())
         except (LimenError, ValueError) as err:
             raise AccessDenied(f"certificate refused: {err}") from None
+
+    async def _admit(self, identity: Identity, resource: Resource) -> None:
+        """AccessDenied unless ``identity`` is a user's app certificate for ``resource`` whose
+        roles admit it now."""
         if identity.is_system or "app" not in identity.usage or \
                 identity.route_to_app != resource.name:
             raise AccessDenied(f"the certificate is not an app certificate for "
@@ -191,7 +196,6 @@ class AppService:
         decision = role_set.check_app(resource.labels)
         if not decision.allowed:
             raise AccessDenied(f"access to app {resource.name} denied: {decision.reason}")
-        return identity
 
     async def _connect(self, spec: AppSpec) -> Streams:
         context = upstream_ssl(spec)
