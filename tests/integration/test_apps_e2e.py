@@ -356,6 +356,11 @@ def test_a_browser_gets_an_app_session_cookie_for_the_app_host_only(env: Env) ->
 
 def test_the_app_leaves_when_its_agent_is_killed(env: Env) -> None:
     flags = _login(env.alice)
+    assert "Logged out of hello." in env.alice.lmsh("apps", "logout", "hello").stdout
+    assert not Path(flags[1]).exists()
+    assert not Path(flags[3]).exists()
+    assert env.alice.lmsh("apps", "config", "hello", check=False).returncode != 0
+    flags = _login(env.alice)
     env.agent.kill()
     gone = wait_for(lambda: _curl(env, ["-o", "/dev/null", "-w", "%{http_code}", *flags])
                     .stdout == "503", 15.0, "the app unreachable")

@@ -27,6 +27,7 @@ from limen.cli.lmsh_recordings import recordings
 from limen.cli.lmsh_requests import logged_in_profile, request
 from limen.cli.lmsh_signup import signup
 from limen.client.access_requests import login_with_request
+from limen.client.app_access import forget_apps
 from limen.client.clusters import refresh_clusters
 from limen.client.db_profiles import forget_all_databases
 from limen.client.kube_access import forget_kube_clusters
@@ -150,6 +151,7 @@ def logout(proxy: str | None) -> None:
         asyncio.run(remove_from_agent(key_path.read_bytes(), cert))
     forget_all_databases(store, profile)  # their sections in ~/.pg_service.conf, ~/.my.cnf
     forget_kube_clusters(store, profile)  # their contexts in the kubeconfig
+    forget_apps(store, profile)  # the app certificates and their keys
     store.logout(proxy)
     click.echo(f"Logged out {profile.user} from {proxy}.")
 
