@@ -185,6 +185,9 @@ class AppFront:
         result = Relayed()
         try:
             return await relay(request, reader, writer, target.spec, token, client_ip, result)
+        except BadParameter as err:
+            result.status = 400
+            return web.Response(status=400, text=f"Limen: {err}\n")
         except ConnectionProblem as err:
             result.status = 502
             return web.Response(status=502, text=f"Limen: app {target.name}: {err}\n")

@@ -94,6 +94,8 @@ def request_head(request: web.Request, spec: AppSpec, token: str, client_ip: str
             fields.append(("Content-Length", str(request.content_length)))
         elif request.body_exists:
             fields.append(("Transfer-Encoding", "chunked"))
+    if not request.raw_path.startswith("/") or request.raw_path.startswith("//"):
+        raise BadParameter("the request target must be a path (origin form)")
     target = spec.path_prefix + request.raw_path
     lines = [f"{request.method} {target} HTTP/1.1"]
     for name, value in fields:
@@ -205,6 +207,8 @@ async def relay(request: web.Request, reader: asyncio.StreamReader,
     if not upgrade:
         result.bytes_in = await _send_body(request, writer)
     head = await _response_head(reader)
+    if head.status == 101 and not upgrade:
+        raise ConnectionProblem("the app switched protocols on a request that asked for none")
     result.status = head.status
     if head.status == 101 and upgrade:
         return await _upgraded(request, reader, writer, head, result)
@@ -220,9 +224,13 @@ async def relay(request: web.Request, reader: asyncio.StreamReader,
         response.content_length = int(length)
     await response.prepare(request)
     if not empty:
-        async for data in _body(reader, head):
-            result.bytes_out += len(data)
-            await response.write(data)
+        try:
+            async for data in _body(reader, head):
+                result.bytes_out += len(data)
+                await response.write(data)
+        except (ConnectionProblem, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError) as err:  # the head is sent: only cutting is left
+            raise ConnectionResetError(f"the app's answer broke off: {err}") from None
     await response.write_eof()
     return response
 
