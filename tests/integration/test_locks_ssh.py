@@ -12,6 +12,7 @@ import getpass
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +86,15 @@ def site(module_clusters: ClusterFactory,
         apart.kill()
 
 
-def _user(site: Site, name: str, role: str = "lock-strict") -> LimenUser:
-    user = site.cluster.signed_up_user(name, roles=[role], logins=[LOGIN])
-    user.login()
-    return user
+@pytest.fixture(scope="module")
+def people(site: Site) -> dict[str, LimenUser]:
+    """Everyone the module locks, signed up and logged in at once (in parallel)."""
+    users = [*site.cluster.signed_up_users("bob", "bystander", "dave", "erin", "frank",
+                                           roles=["lock-strict"]),
+             site.cluster.signed_up_user("carol", roles=["lock-best-effort"])]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda user: user.login(), users))
+    return {user.name: user for user in users}
 
 
 def _open(user: LimenUser, node: str) -> subprocess.Popen[bytes]:
@@ -111,14 +117,18 @@ def _ssh(user: LimenUser, node: str) -> subprocess.CompletedProcess[str]:
     return user.lmsh("ssh", f"{LOGIN}@{node}", "echo in", check=False)
 
 
+def _refused(user: LimenUser, node: str) -> subprocess.CompletedProcess[str] | None:
+    result = _ssh(user, node)
+    return result if result.returncode != 0 else None
+
+
 def _lock(site: Site, *args: str) -> str:
     return site.cluster.lmctl("lock", *args).stdout.strip()
 
 
 def test_a_user_lock_ends_strict_sessions_on_both_nodes_and_refuses_new_ones(
-        site: Site) -> None:
-    bob = _user(site, "bob")
-    bystander = _user(site, "bystander")
+        site: Site, people: dict[str, LimenUser]) -> None:
+    bob, bystander = people["bob"], people["bystander"]
     sessions = [_open(bob, "solo"), _open(bob, "apart")]
     other = _open(bystander, "solo")
     try:
@@ -155,8 +165,9 @@ def test_a_user_lock_ends_strict_sessions_on_both_nodes_and_refuses_new_ones(
         _close(*sessions, other)
 
 
-def test_best_effort_sessions_end_at_the_next_check(site: Site) -> None:
-    carol = _user(site, "carol", role="lock-best-effort")
+def test_best_effort_sessions_end_at_the_next_check(
+        site: Site, people: dict[str, LimenUser]) -> None:
+    carol = people["carol"]
     session = _open(carol, "solo")
     try:
         name = _lock(site, "--user", "carol")
@@ -167,18 +178,21 @@ def test_best_effort_sessions_end_at_the_next_check(site: Site) -> None:
         site.cluster.lmctl("rm", f"lock/{name}")
 
 
-def test_a_node_lock_refuses_that_node_only_and_expires_on_its_own(site: Site) -> None:
-    dave = _user(site, "dave")
-    name = _lock(site, "--node", "apart", "--ttl", "3s", "--message", "patching")
-    refused = _ssh(dave, "apart")
+def test_a_node_lock_refuses_that_node_only_and_expires_on_its_own(
+        site: Site, people: dict[str, LimenUser]) -> None:
+    dave = people["dave"]
+    name = _lock(site, "--node", "apart", "--ttl", "8s", "--message", "patching")
+    refused = wait_for(lambda: _refused(dave, "apart"), 5.0,
+                       "the node lock to reach the node apart from auth")
     assert "locked: patching" in refused.stderr, describe(refused)
     assert _ssh(dave, "solo").returncode == 0
-    wait_for(lambda: _ssh(dave, "apart").returncode == 0, 10.0, "the lock to expire")
+    wait_for(lambda: _ssh(dave, "apart").returncode == 0, 20.0, "the lock to expire")
     assert site.cluster.lmctl_json("get", f"lock/{name}")["spec"]["target"] == {"node": "apart"}
 
 
-def test_a_lock_committed_to_git_works_the_same(site: Site) -> None:
-    erin = _user(site, "erin")
+def test_a_lock_committed_to_git_works_the_same(
+        site: Site, people: dict[str, LimenUser]) -> None:
+    erin = people["erin"]
     session = _open(erin, "apart")
     try:
         (site.repo / "locks.yaml").write_text(
@@ -196,8 +210,9 @@ def test_a_lock_committed_to_git_works_the_same(site: Site) -> None:
         _close(session)
 
 
-def test_an_expired_lock_from_git_locks_nobody(site: Site) -> None:
-    frank = _user(site, "frank")
+def test_an_expired_lock_from_git_locks_nobody(
+        site: Site, people: dict[str, LimenUser]) -> None:
+    frank = people["frank"]
     (site.repo / "expired.yaml").write_text(
         "apiVersion: limen.dev/v1alpha1\nkind: Lock\nmetadata: {name: frank-old}\n"
         "spec:\n  target: {user: frank}\n  expires: '2020-01-01T00:00:00Z'\n",
