@@ -347,6 +347,20 @@ def test_a_browser_gets_an_app_session_cookie_for_the_app_host_only(env: Env) ->
     again = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *resolve, redirect],
                 env=alice.env)
     assert again.stdout == "403"
+    # no open redirect: the path asked for is a path on the app's host, whatever is sent
+    evil = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *login, "-H",
+                "Content-Type: application/json", "--data",
+                json.dumps({"app": "hello", "path": "//evil.example/"}),
+                f"https://127.0.0.1:{env.web_port}/v1/webapi/apps/session"], env=alice.env)
+    assert evil.stdout == "400"
+    created = run(["curl", "-sS", "--fail-with-body", *login, "-H",
+                   "Content-Type: application/json", "--data", json.dumps({"app": "hello"}),
+                   f"https://127.0.0.1:{env.web_port}/v1/webapi/apps/session"], env=alice.env)
+    tampered = json.loads(created.stdout)["redirect"].split("&next=")[0] + \
+        "&next=https%3A%2F%2Fevil.example%2F"
+    moved = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                 *resolve, tampered], env=alice.env)
+    assert moved.stdout == f"302 https://{APP_HOST}:{env.web_port}/"
     # a made-up cookie is no session: a script gets 401
     forged = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *resolve, "-H",
                   "Cookie: limen_app_session=forged", f"https://{APP_HOST}:{env.web_port}/"],
