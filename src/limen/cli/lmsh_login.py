@@ -1,17 +1,31 @@
-"""Where ``lmsh login`` logs in when flags are left out, and the check of its ``--ca-pin``.
+"""``lmsh login``: where it logs in when flags are left out, the check of its ``--ca-pin``,
+and the login itself (password and one-time code, or an approved access request).
 
 Like ``tsh login``: with no ``--proxy`` the current profile's proxy and user are used again;
-``--proxy`` alone takes the user of that proxy's saved profile. Called by ``limen.cli.lmsh``.
+``--proxy`` alone takes the user of that proxy's saved profile. Registered on the ``lmsh``
+group by ``limen.cli.lmsh`` (loaded when it runs).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import UTC, datetime
 
-from limen.client.profile import ProfileStore
+import click
+
+from limen.api.durations import parse_duration
+from limen.ca.keys import generate_private_key, private_key_to_openssh, public_key_to_openssh
+from limen.cli.common import handle_errors
+from limen.cli.lmsh_input import read_password
+from limen.cli.lmsh_profile import print_profile
+from limen.cli.lmsh_requests import logged_in_profile
+from limen.client.access_requests import login_with_request
+from limen.client.profile import Profile, ProfileStore
+from limen.client.webapi import WebApi
 from limen.errors import BadParameter, NotFound
 
-__all__ = ["check_pin_format", "login_target"]
+__all__ = ["check_pin_format", "login", "login_target"]
 
 _PIN = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -36,3 +50,66 @@ def check_pin_format(pin: str) -> None:
     if not _PIN.fullmatch(pin.strip().lower()):
         raise BadParameter("--ca-pin must be 'sha256:' followed by 64 hex digits "
                            "(lmctl status shows the cluster's TLS CA pin)")
+
+
+@click.command()
+@click.option("--proxy", help="Proxy web address HOST:PORT (default: the current profile's).")
+@click.option("--user", help="Your Limen user name (default: the current profile's).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--otp", default="", help="The current one-time code (asked for when needed).")
+@click.option("--ttl", default="", help="Certificate lifetime, e.g. 8h (capped by your roles).")
+@click.option("--ca-pin", default="", metavar="sha256:HEX",
+              help="Trust the proxy only if its TLS CA has this pin (lmctl status shows it); "
+                   "the CA is saved for later logins.")
+@click.option("--insecure", is_flag=True, help="Do not verify the proxy's certificate.")
+@click.option("--request-id", default="", metavar="ID",
+              help="Add the roles of your approved access request (lmsh request ls) until it "
+                   "expires; while logged in, no password is asked.")
+@handle_errors
+def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, ttl: str,
+          ca_pin: str, insecure: bool, request_id: str) -> None:
+    """Log in and receive short-lived SSH and X.509 certificates.
+
+    With no --proxy and --user, logs in again where the current profile is."""
+    ttl_seconds = int(parse_duration(ttl).total_seconds()) if ttl else None
+    store = ProfileStore()
+    proxy, user = login_target(store, proxy, user)
+    current = logged_in_profile(store, proxy, user) if request_id and not password_stdin \
+        else None
+    if current is not None:
+        print_profile(asyncio.run(login_with_request(store, current, request_id, ttl_seconds)))
+        return
+    if ca_pin:
+        check_pin_format(ca_pin)
+    known_cas = {} if ca_pin else store.trusted_cas(proxy)
+
+    async def run() -> Profile:
+        api, ping = await WebApi.connect(proxy, known_cas=known_cas, ca_pin=ca_pin,
+                                         insecure=insecure)
+        try:
+            password = read_password(password_stdin, "Password")
+            code = otp
+            if ping.get("second_factor") == "otp" and not code:
+                code = click.prompt("One-time code", hide_input=False)
+            key = generate_private_key()
+            public = public_key_to_openssh(key.public_key(), f"{user}@{ping['cluster']}")
+            answer = await api.login(user, password, code, public, ttl_seconds, request_id)
+        finally:
+            await api.close()
+        profile = Profile(proxy=proxy, user=answer["user"], cluster=answer["cluster"],
+                          expires=answer["expires"], roles=tuple(answer["roles"]),
+                          logins=tuple(answer["logins"]), ssh_proxy=ping.get("ssh_proxy", ""))
+        private = private_key_to_openssh(key).encode()
+        store.save_login(
+            profile, private_key=private, public_key=(public + "\n").encode(),
+            ssh_cert=(answer["ssh_cert"] + "\n").encode(), tls_cert=answer["tls_cert"].encode(),
+            tls_cas={c: pem.encode() for c, pem in answer["tls_cas"].items()},
+            host_ca_lines=answer["known_hosts"])
+        from limen.client.sshagent import add_to_agent  # asyncssh: loaded only when used
+
+        lifetime = int((profile.expires_at - datetime.now(UTC)).total_seconds())
+        if await add_to_agent(private, answer["ssh_cert"].encode(), lifetime):
+            click.echo("Key and certificate added to ssh-agent.")
+        return profile
+
+    print_profile(asyncio.run(run()))
