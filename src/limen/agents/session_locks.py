@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
+from limen.aio.changed import wait_event
 from limen.ca.identity import Identity
 from limen.errors import AccessDenied, LimenError
 from limen.services.locks import LocksUnknown, LockView, lock_fields
@@ -46,22 +47,25 @@ class SessionLockGuard:
         self.checker = checker
         self.view = view
         self.interval = interval
-        self._tracked: dict[int, tuple[Identity, End]] = {}
+        self._tracked: dict[int, tuple[Identity, End, str | None]] = {}
         self._ids = itertools.count()
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
-    def track(self, identity: Identity, end: End) -> Iterator[None]:
+    def track(self, identity: Identity, end: End, mode: str | None = None) -> Iterator[None]:
+        """Watch one connection while the block runs; ``mode``: its lock mode when known at
+        its start (a strict one ends when its roles cannot be read and the view is stale)."""
         key = next(self._ids)
-        self._tracked[key] = (identity, end)
+        self._tracked[key] = (identity, end, mode)
         try:
             yield
         finally:
             self._tracked.pop(key, None)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._task is None:  # the event taken now: a lock landing before the task runs
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(self.view.changed.event))
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -73,12 +77,14 @@ class SessionLockGuard:
         """End what the locks no longer allow; returns how many. ``every_mode`` False: only
         ``lock: strict`` connections (a lock change)."""
         ended = 0
-        for key, (identity, end) in list(self._tracked.items()):
+        for key, (identity, end, known_mode) in list(self._tracked.items()):
             try:
                 mode, refusal = await self.checker.lock_refusal(identity)
             except LimenError as err:
-                log.warning("lock: cannot re-check %s: %s", identity.username, err)
-                continue
+                if known_mode != "strict" or not self.view.stale:
+                    log.warning("lock: cannot re-check %s: %s", identity.username, err)
+                    continue
+                mode, refusal = known_mode, LocksUnknown()
             strict = mode == "strict"
             if refusal is None or not (strict or every_mode):
                 continue
@@ -92,11 +98,13 @@ class SessionLockGuard:
             ended += 1
         return ended
 
-    async def _run(self) -> None:
+    async def _run(self, pending: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_full = loop.time() + self.interval
         while True:
-            if await self.view.changed.wait(max(next_full - loop.time(), 0.0)):
+            changed = await wait_event(pending, max(next_full - loop.time(), 0.0))
+            pending = self.view.changed.event  # a change during the re-check: seen next
+            if changed:
                 await self.recheck(every_mode=False)
                 continue
             next_full = loop.time() + self.interval

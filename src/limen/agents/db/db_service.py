@@ -168,7 +168,8 @@ class DBService:
             return
         with contextlib.ExitStack() as stack:
             if self.guard is not None:
-                stack.enter_context(self.guard.track(session.identity, _ender(session, writer)))
+                stack.enter_context(self.guard.track(session.identity, _ender(session, writer),
+                                                     session.role_set.options.lock))
             if request.protocol == "postgres":
                 await serve_postgres(session, reader, writer, self.certs)
             else:

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from limen.aio.changed import wait_event
 from limen.errors import AccessDenied, LimenError
 from limen.services.locks import LocksUnknown, LockView, lock_fields
 
@@ -34,9 +35,11 @@ log = logging.getLogger(__name__)
 
 
 async def recheck_once(context: NodeContext, handlers: Iterable[NodeConnectionHandler], *,
-                       every_mode: bool = True) -> int:
+                       every_mode: bool = True, locks: LockView | None = None) -> int:
     """End the connections their roles or the locks no longer allow; returns how many.
-    ``every_mode`` False: only ``lock: strict`` connections (a lock change)."""
+    ``every_mode`` False: only ``lock: strict`` connections (a lock change). A strict
+    connection whose roles cannot be read while ``locks`` is stale ends too: nothing can
+    tell whether a lock targets it."""
     ended = 0
     for handler in list(handlers):
         state = handler.state
@@ -57,6 +60,10 @@ async def recheck_once(context: NodeContext, handlers: Iterable[NodeConnectionHa
             ended += 1
             continue
         except LimenError as err:
+            if strict and locks is not None and locks.stale:
+                _end(context, handler, str(LocksUnknown()), rule="lock")
+                ended += 1
+                continue
             log.warning("lock: cannot re-check %s: %s", state.user, err)
             continue
         if decision.allowed or not strict:
@@ -82,12 +89,17 @@ async def enforce_strict_locks(context: NodeContext, handlers: set[NodeConnectio
                                interval: float, locks: LockView | None = None) -> None:
     loop = asyncio.get_running_loop()
     next_full = loop.time() + interval
+    pending = locks.changed.event if locks is not None else None
     while True:
         wait = max(next_full - loop.time(), 0.0)
-        if locks is None:
+        if locks is None or pending is None:
             await asyncio.sleep(wait)
-        elif await locks.changed.wait(wait):
-            await recheck_once(context, handlers, every_mode=False)
+            changed = False
+        else:
+            changed = await wait_event(pending, wait)
+            pending = locks.changed.event  # a change during the re-check: seen next
+        if changed:
+            await recheck_once(context, handlers, every_mode=False, locks=locks)
             continue
         next_full = loop.time() + interval
-        await recheck_once(context, handlers)
+        await recheck_once(context, handlers, locks=locks)
