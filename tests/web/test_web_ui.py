@@ -4,8 +4,8 @@ and a wrong code at login shown and audited, the login's ``redirect`` never leav
 the resources page listing exactly the servers the roles allow (labels, search), the web
 terminal running a command on the node (recorded and audited like lmsh ssh), the recording
 listed and replayed in the player, the session found in the audit view, and logout removing
-the cookie (API calls then 401). A screenshot of every page is kept in the test's tmp
-directory."""
+the cookie (API calls then 401, open terminals closed). A screenshot of every page is kept in
+the test's tmp directory."""
 
 from __future__ import annotations
 
@@ -205,6 +205,10 @@ def test_audit_view_finds_the_session(page: Page, web_site: WebSite, marker: str
 
 def test_logout_removes_the_cookie_and_api_calls_are_refused(
         page: Page, web_site: WebSite, marker: str, shots: Path) -> None:
+    other_tab = page.context.new_page()  # a terminal left open in another tab
+    other_tab.goto(f"/web/terminal?node={HOST}&name={HOST}&login={LOGIN}")
+    status = other_tab.locator("#term-status")
+    expect(status).to_have_attribute("data-state", "connected", timeout=MS)
     page.goto("/web/")
     expect(page.locator("#logout")).to_be_visible()
     cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-limen_session")
@@ -215,6 +219,8 @@ def test_logout_removes_the_cookie_and_api_calls_are_refused(
     expect(page).to_have_url(f"{web_site.origin}/web/login", timeout=MS)
     shot(page, shots, "logged-out")
     assert [c for c in page.context.cookies() if c["name"] == "__Host-limen_session"] == []
+    expect(status).to_contain_text("logged out", timeout=MS)  # its terminal closed
+    other_tab.close()
     assert page.evaluate("async () => (await fetch('/v1/webapi/user/nodes')).status") == 401
     status, _headers, _body = web_site.request(
         "GET", "/v1/webapi/user/nodes",

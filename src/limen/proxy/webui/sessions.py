@@ -10,6 +10,7 @@ change state).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class WebSession:
     known_hosts: list[str]
     cert_expires: datetime
     expires: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at logout: the session's open terminals close."""
 
     def summary(self) -> dict[str, Any]:
         return {"user": self.user, "cluster": self.cluster, "roles": self.roles,
@@ -93,7 +96,7 @@ class WebSessions:
     def _expire(self) -> None:
         now = self._clock()
         for key in [k for k, s in self._sessions.items() if s.expires <= now]:
-            del self._sessions[key]
+            self._sessions.pop(key).ended.set()
 
     def lookup(self, session_id: str) -> WebSession | None:
         session = self._sessions.get(session_id)
@@ -124,6 +127,7 @@ class WebSessions:
 
     def delete(self, session: WebSession) -> None:
         self._sessions.pop(session.id, None)
+        session.ended.set()
 
     def set_cookie(self, response: web.StreamResponse, session: WebSession) -> None:
         seconds = max(0, int((session.expires - self._clock()).total_seconds()))

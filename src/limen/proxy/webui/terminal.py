@@ -7,10 +7,10 @@ exactly as for ``lmsh ssh``).
 The handshake: the ``Origin`` must be the proxy's own (``https://`` + the Host the browser
 asked for), the session cookie valid, and the first message, within 10 s, the JSON
 ``{"csrf": TOKEN, "node": NAME_OR_ID, "login": LOGIN, "cluster": NAME?, "cols": N, "rows": N}``.
-Then binary frames are keystrokes and the shell's output; text frames are JSON control
-messages: ``{"resize": [cols, rows]}`` from the page, ``{"connected": node}``,
-``{"error": reason}`` and ``{"exit": status}`` from the proxy. Mounted by
-``limen.proxy.webui.mount``.
+Then binary frames are keystrokes and the shell's output (until either side ends, or the web
+session logs out: its terminals close); text frames are JSON control messages:
+``{"resize": [cols, rows]}`` from the page, ``{"connected": node}``, ``{"error": reason}`` and
+``{"exit": status}`` from the proxy. Mounted by ``limen.proxy.webui.mount``.
 """
 
 from __future__ import annotations
@@ -135,13 +135,16 @@ async def _shell(ws: web.WebSocketResponse, session: WebSession, wanted: Termina
         await _tell(ws, {"connected": wanted.node})
         output = asyncio.create_task(_pump_output(ws, process))
         typing = asyncio.create_task(_pump_input(ws, process))
+        logout = asyncio.create_task(session.ended.wait())
         try:
-            await asyncio.wait({output, typing}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({output, typing, logout}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (output, typing):
+            for task in (output, typing, logout):
                 task.cancel()
-            await asyncio.gather(output, typing, return_exceptions=True)
+            await asyncio.gather(output, typing, logout, return_exceptions=True)
             process.close()
+        if session.ended.is_set():
+            await _tell(ws, {"error": "logged out: the session has ended"})
         if output.done() and not output.cancelled() and output.exception() is None:
             await _tell(ws, {"exit": output.result()})
 
