@@ -71,6 +71,7 @@ def test_sessions_expire_when_idle_and_never_outlive_the_certificate() -> None:
     sessions.renew(session)
     now[0] += IDLE_TTL
     assert sessions.lookup("i") is None
+    assert session.ended.is_set()  # its terminals close
     short = _session(sessions, now[0] + timedelta(minutes=1))
     assert short.expires == now[0] + timedelta(minutes=1)
 

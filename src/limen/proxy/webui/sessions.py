@@ -100,8 +100,11 @@ class WebSessions:
 
     def lookup(self, session_id: str) -> WebSession | None:
         session = self._sessions.get(session_id)
-        if session is None or session.expires <= self._clock():
-            self._sessions.pop(session_id, None)
+        if session is None:
+            return None
+        if session.expires <= self._clock():
+            del self._sessions[session_id]
+            session.ended.set()
             return None
         return session
 
