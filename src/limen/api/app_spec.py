@@ -54,7 +54,8 @@ def default_public_addr(name: str, proxy_public_address: str) -> str:
     """``<name>.<host of the proxy's public address>``."""
     host = proxy_public_address.rpartition(":")[0] if proxy_public_address.count(":") == 1 \
         else proxy_public_address
-    return f"{name}.{host.strip('[]')}".lower()
+    host = host.strip("[]")
+    return f"{name}.{host}".lower() if host else name.lower()
 
 
 def app_spec(name: str, spec: Mapping[str, Any], proxy_public_address: str) -> AppSpec:

@@ -61,7 +61,10 @@ async def online_apps(auth: AuthServer) -> dict[str, OnlineApp]:
 async def visible_apps(auth: AuthServer, identity: Identity) -> list[dict[str, Any]]:
     """The online apps the roles of ``identity`` admit, as ``lmsh apps ls`` shows them."""
     role_set = await auth.role_set(identity)
-    proxy = await auth.proxy_address()
+    try:
+        proxy = await auth.proxy_address()
+    except NotFound:  # no proxy yet: an app without public_addr is listed as <name>
+        proxy = ""
     items: list[dict[str, Any]] = []
     for name, app in sorted((await online_apps(auth)).items()):
         if not role_set.check_app(app.labels).allowed:

@@ -1,0 +1,127 @@
+"""Attacks: application identities reaching beyond their app at the auth API.
+
+- A compromised app agent (host certificate of role ``app``): auth lets it list Resources (the
+  apps its selectors serve), read one Role (RBAC on every connection) and the online apps,
+  nothing else: users, tokens, the list of roles, trusted clusters, the nodes online, the audit
+  log, the JWT signing and the JWKS (the proxy's) answer 403.
+- A stolen app certificate (``usage: [app]``, scoped to one app by ``lmsh apps login``): no
+  login for the API, neither presented directly nor forwarded by the proxy, so it cannot list
+  apps nor mint a certificate for another app; the user's login certificate can (control).
+- The JWT endpoint is the proxy's: a user's login certificate cannot ask for a token.
+
+A real ``AuthService`` on 127.0.0.1 (mutual TLS, memory backend); the statuses are read from
+raw HTTPS requests.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from limen.auth.auth_service import AuthService
+from limen.auth.client import USER_CERT_HEADER
+from limen.backend.memory import MemoryBackend
+from limen.ca.authority import CertAuthorityType
+from limen.ca.host_credentials import HostCredentials
+from limen.ca.identity import Identity, SystemRole
+from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
+from limen.ca.x509_certs import sign_client_cert
+from limen.config import ClusterSettings, Listeners, Settings
+from limen.events.emitter import MemoryEmitter
+
+
+@pytest.fixture
+async def auth(tmp_path: Path) -> AsyncIterator[AuthService]:
+    settings = Settings(data_dir=tmp_path / "data", cluster=ClusterSettings(name="unit"),
+                        listeners=Listeners(auth="127.0.0.1:0"))
+    settings.data_dir.mkdir(mode=0o700)
+    service = AuthService(settings, MemoryBackend(), MemoryEmitter())
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+def _host(auth: AuthService, host_id: str, role: SystemRole) -> HostCredentials:
+    key = generate_private_key()
+    certs = auth.server.issue_host_certs(host_id, host_id, role,
+                                         public_key_to_openssh(key.public_key()), ["127.0.0.1"])
+    return HostCredentials(cluster="unit", host_id=host_id, role=role.value,
+                           private_key_pem=private_key_to_pem(key).encode(),
+                           tls_cert_pem=certs.tls_cert, tls_ca_pem=certs.tls_cas.encode())
+
+
+def _alice(auth: AuthService, *, app: bool) -> HostCredentials:
+    """Alice's login certificate, or (``app``) her certificate for app grafana."""
+    key = generate_private_key()
+    tls_ca = auth.server.authorities.get(CertAuthorityType.TLS)
+    identity = Identity(username="alice", cluster="unit", roles=("access",))
+    if app:
+        identity = replace(identity, usage=("app",), route_to_app="grafana")
+    cert = sign_client_cert(tls_ca, key.public_key(), identity, timedelta(hours=1))
+    return HostCredentials(cluster="unit", host_id="alice", role="user",
+                           private_key_pem=private_key_to_pem(key).encode(),
+                           tls_cert_pem=cert.public_bytes(Encoding.PEM),
+                           tls_ca_pem=tls_ca.pem_bundle().encode())
+
+
+async def _statuses(auth: AuthService, caller: HostCredentials,
+                    requests: list[tuple[str, str]], *,
+                    forwarded: HostCredentials | None = None) -> dict[str, int]:
+    headers: Mapping[str, str] = {}
+    if forwarded is not None:
+        der = x509.load_pem_x509_certificate(forwarded.tls_cert_pem).public_bytes(
+            Encoding.DER)
+        headers = {USER_CERT_HEADER: base64.b64encode(der).decode()}
+    connector = aiohttp.TCPConnector(ssl=caller.client_ssl())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        statuses = {}
+        for method, path in requests:
+            body: Any = {"app": "staging", "user_cert": "x"} if method == "POST" else None
+            async with session.request(method, f"https://{auth.address}{path}", json=body,
+                                       headers=headers) as response:
+                statuses[path] = response.status
+        return statuses
+
+
+async def test_an_app_agent_reads_resources_and_roles_only(auth: AuthService) -> None:
+    allowed = [("GET", "/v1/resources/resources"), ("GET", "/v1/resources/roles/access"),
+               ("GET", "/v1/presence/apps")]
+    refused = [("GET", p) for p in (
+        "/v1/resources/users", "/v1/resources/tokens", "/v1/resources/roles",
+        "/v1/resources/users/admin", "/v1/resources/trustedclusters", "/v1/presence/nodes",
+        "/v1/presence/kubes", "/v1/events", "/v1/apps", "/v1/apps/jwks")] + \
+        [("POST", "/v1/apps/jwt")]
+    statuses = await _statuses(auth, _host(auth, "app-agent-1", SystemRole.APP),
+                               allowed + refused)
+    assert statuses == {**{p: 200 for _, p in allowed}, **{p: 403 for _, p in refused}}
+
+
+USER_CALLS = [("GET", "/v1/apps"), ("GET", "/v1/nodes"), ("POST", "/v1/apps/certs")]
+
+
+async def test_an_app_certificate_is_no_login_at_the_auth_api(auth: AuthService) -> None:
+    app_cert, login = _alice(auth, app=True), _alice(auth, app=False)
+    proxy = _host(auth, "proxy-1", SystemRole.PROXY)
+    assert await _statuses(auth, app_cert, USER_CALLS) == {p: 403 for _, p in USER_CALLS}
+    assert await _statuses(auth, proxy, USER_CALLS, forwarded=app_cert) == \
+        {p: 403 for _, p in USER_CALLS}
+    # control: the login certificate lists (app certificates are asked through the proxy,
+    # which vouches for the key: directly 403; forwarded, staging is not online: 404)
+    assert await _statuses(auth, login, USER_CALLS) == {
+        "/v1/apps": 200, "/v1/nodes": 200, "/v1/apps/certs": 403}
+    assert await _statuses(auth, proxy, USER_CALLS, forwarded=login) == {
+        "/v1/apps": 200, "/v1/nodes": 200, "/v1/apps/certs": 404}
+    # the identity token is the proxy's to ask for
+    assert await _statuses(auth, login, [("POST", "/v1/apps/jwt")]) == {"/v1/apps/jwt": 403}
+    assert await _statuses(auth, proxy, [("GET", "/v1/apps/jwks")]) == {"/v1/apps/jwks": 200}
