@@ -15,7 +15,7 @@ from limen.api.resources import Resource
 from limen.auth.presence import PRESENCE_TTL, presence
 from limen.errors import BadParameter, NotFound
 
-if TYPE_CHECKING:  # lmctl imports this module for is_node_kind: not the auth server
+if TYPE_CHECKING:  # imported by lmctl and the auth API alike: the server only for types
     from limen.auth.core import AuthServer
 
 __all__ = ["is_node_kind", "list_nodes", "node_row", "resolve_node"]

@@ -22,7 +22,6 @@ from urllib.parse import quote
 
 from limen.api.loader import SourceDocument
 from limen.api.resources import parse_kind
-from limen.api.validation import validate
 from limen.auth.client import AuthClient
 from limen.backend.sqlite import DB_FILENAME
 from limen.ca.host_credentials import HostCredentials
@@ -38,6 +37,8 @@ class RemoteAdmin:
         self.listeners = dict(listeners)
 
     async def apply(self, documents: Sequence[SourceDocument]) -> list[dict[str, str]]:
+        from limen.api.validation import validate  # jsonschema: loaded only to apply
+
         validate(documents)  # fail early, locally, with file names and lines
         payload = [{"source": d.source, "index": d.index, "line": d.line, "document": d.data}
                    for d in documents]

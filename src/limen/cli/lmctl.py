@@ -18,26 +18,31 @@ import click
 
 from limen.api.loader import MAX_FILE_BYTES, load_path, load_text
 from limen.api.resources import PUBLIC_KINDS, parse_kind
-from limen.auth.node_admin import is_node_kind
 from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle_errors, print_table
-from limen.cli.lmctl_audit_verify import verify as audit_verify
-from limen.cli.lmctl_auth_db import sign as auth_sign
-from limen.cli.lmctl_backend import backend
+from limen.cli.lazy_group import LazyGroup
 from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
-from limen.cli.lmctl_gitops import gitops
-from limen.cli.lmctl_locks import LOCK_HEADERS, lock, lock_rows
-from limen.cli.lmctl_nodes import nodes
+from limen.cli.lmctl_locks import LOCK_HEADERS, lock_rows
 from limen.cli.lmctl_run import run_admin
-from limen.cli.lmctl_tokens import tokens
-from limen.cli.lmctl_top import top
-from limen.cli.lmctl_users import users
 from limen.errors import BadParameter
 
 __all__ = ["main"]
 
+COMMANDS = {
+    "users": "limen.cli.lmctl_users:users",
+    "nodes": "limen.cli.lmctl_nodes:nodes",
+    "tokens": "limen.cli.lmctl_tokens:tokens",
+    "gitops": "limen.cli.lmctl_gitops:gitops",
+    "backend": "limen.cli.lmctl_backend:backend",
+    "top": "limen.cli.lmctl_top:top",
+    "lock": "limen.cli.lmctl_locks:lock",
+}
+"""The ``lmctl`` subcommands of their own modules, imported only when they run
+(``limen.cli.lazy_group``): GitPython, psycopg or the metrics parser cost every start."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="LIMEN_DATA_DIR",
               default=".limen-data", show_default=True,
               help="Data directory of the cluster to administer.")
@@ -129,7 +134,8 @@ def remove(target: str) -> None:
     click.echo(f"{kind.lower()}/{name} deleted")
 
 
-@cli.group()
+@cli.group(cls=LazyGroup,
+           lazy_commands={"verify": "limen.cli.lmctl_audit_verify:verify"})
 def audit() -> None:
     """The audit log."""
 
@@ -148,7 +154,7 @@ def audit_search(types: tuple[str, ...], user: str | None, since: str | None,
     emit_listing(found, output, AUDIT_HEADERS, audit_rows)
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy_commands={"sign": "limen.cli.lmctl_auth_db:sign"})
 def auth() -> None:
     """The cluster's certificate authorities."""
 
@@ -195,6 +201,8 @@ def access_check(user: str, target: str, login: str | None, output: str) -> None
     if not name:
         raise BadParameter("access check needs KIND/NAME, for example node/web1 or "
                            "resource/build-box")
+    from limen.auth.node_admin import is_node_kind  # presence, jsonschema: only here
+
     kind = "node" if is_node_kind(kind_text) else parse_kind(kind_text).value
     result = run_admin(lambda admin: admin.access_check(user, kind, name, login))
     if output != "text":
@@ -203,17 +211,6 @@ def access_check(user: str, target: str, login: str | None, output: str) -> None
         click.echo(result["text"])
     if not result["allowed"]:
         sys.exit(1)
-
-
-cli.add_command(users)
-cli.add_command(nodes)
-cli.add_command(tokens)
-cli.add_command(gitops)
-cli.add_command(backend)
-cli.add_command(top)
-cli.add_command(lock)
-audit.add_command(audit_verify)
-auth.add_command(auth_sign)
 
 
 def main() -> None:
