@@ -8,7 +8,7 @@ The handshake: the ``Origin`` must be the proxy's own (``https://`` + the Host t
 asked for), the session cookie valid, and the first message, within 10 s, the JSON
 ``{"csrf": TOKEN, "node": NAME_OR_ID, "login": LOGIN, "cluster": NAME?, "cols": N, "rows": N}``.
 Then binary frames are keystrokes and the shell's output (until either side ends, or the web
-session logs out: its terminals close); text frames are JSON control messages:
+session logs out or its certificates expire), text frames JSON control messages:
 ``{"resize": [cols, rows]}`` from the page, ``{"connected": node}``, ``{"error": reason}`` and
 ``{"exit": status}`` from the proxy. Mounted by ``limen.proxy.webui.mount``.
 """
@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -109,6 +110,14 @@ async def _pump_output(ws: web.WebSocketResponse,
     return status if status is not None else -1
 
 
+async def _session_over(session: WebSession) -> None:
+    """Returns at logout, or when the session's certificates expire."""
+    seconds = (session.cert_expires - datetime.now(UTC)).total_seconds()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, seconds)):
+            await session.ended.wait()
+
+
 def _ssh_front_host(address: str) -> tuple[str, int]:
     host, port = parse_address(address)
     if host in ("0.0.0.0", ""):  # noqa: S104 (the address the front listens on)
@@ -135,7 +144,7 @@ async def _shell(ws: web.WebSocketResponse, session: WebSession, wanted: Termina
         await _tell(ws, {"connected": wanted.node})
         output = asyncio.create_task(_pump_output(ws, process))
         typing = asyncio.create_task(_pump_input(ws, process))
-        logout = asyncio.create_task(session.ended.wait())
+        logout = asyncio.create_task(_session_over(session))
         try:
             await asyncio.wait({output, typing, logout}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -145,6 +154,8 @@ async def _shell(ws: web.WebSocketResponse, session: WebSession, wanted: Termina
             process.close()
         if session.ended.is_set():
             await _tell(ws, {"error": "logged out: the session has ended"})
+        elif logout.done() and not logout.cancelled():
+            await _tell(ws, {"error": "your certificates expired: log in again"})
         if output.done() and not output.cancelled() and output.exception() is None:
             await _tell(ws, {"exit": output.result()})
 
