@@ -1,6 +1,7 @@
 // The login page (password + one-time code) and the only place that follows a `redirect`
 // parameter: a path of this proxy's web UI only, never another host (no open redirect).
-import { login } from "./api";
+import { currentSession, login } from "./api";
+import { appOf, openApp } from "./apps";
 import { errorBox, h, mount, showError } from "./dom";
 
 export function safeRedirect(value: string | null): string {
@@ -16,7 +17,23 @@ export function safeRedirect(value: string | null): string {
   }
 }
 
-export function loginPage(go: (path: string) => void): void {
+/** After a login (or with a session already): an app the redirect names, else a web UI
+ * path, else the start page. */
+export async function afterLogin(go: (path: string) => void): Promise<void> {
+  const redirect = new URLSearchParams(window.location.search).get("redirect");
+  const wanted = await appOf(redirect);
+  if (wanted) {
+    await openApp(wanted.app, wanted.path);
+    return;
+  }
+  go(safeRedirect(redirect));
+}
+
+export async function loginPage(go: (path: string) => void): Promise<void> {
+  if (new URLSearchParams(window.location.search).get("redirect") && await currentSession()) {
+    await afterLogin(go);  // logged in already: straight on (an app sends people here)
+    return;
+  }
   const error = errorBox();
   const user = h("input", { id: "user", name: "user", autocomplete: "username", required: true });
   const password = h("input", { id: "password", name: "password", type: "password",
@@ -36,7 +53,7 @@ export function loginPage(go: (path: string) => void): void {
     submit.disabled = true;
     try {
       await login(user.value, password.value, otp.value);
-      go(safeRedirect(new URLSearchParams(window.location.search).get("redirect")));
+      await afterLogin(go);
     } catch (err) {
       showError(error, err);
       password.value = "";

@@ -48,7 +48,7 @@ async function route(): Promise<void> {
   const path = window.location.pathname;
   if (path === "/web/login") {
     nav(null);
-    loginPage(go);
+    await loginPage(go);
     return;
   }
   if (path === "/web/signup" || path.startsWith("/web/signup/")) {

@@ -1,6 +1,7 @@
 // What the user may reach: nodes (with the logins allowed on each), databases, Kubernetes
 // clusters and leaf clusters, from the RBAC-filtered user routes; labels shown, one search box.
 import { Session, user } from "./api";
+import { App, openApp, visibleApps } from "./apps";
 import { errorBox, h, labelChips, mount, showError } from "./dom";
 
 interface Node { name: string; hostname: string; host_id: string; labels: Record<string, string>;
@@ -16,6 +17,12 @@ function terminalLink(node: Node, go: (path: string) => void): HTMLElement {
   open.addEventListener("click", () => go(`/web/terminal?${new URLSearchParams({
     node: target, name: node.hostname, login: login.value })}`));
   return node.logins.length ? h("span", {}, login, open) : h("span", { class: "muted" }, "no login");
+}
+
+function appLink(app: App, error: HTMLElement): HTMLElement {
+  const open = h("button", { class: "open-app", "data-app": app.name }, "Open");
+  open.addEventListener("click", () => openApp(app).catch((err) => showError(error, err)));
+  return open;
 }
 
 async function items<T>(path: string): Promise<T[]> {
@@ -35,14 +42,16 @@ export async function resourcesPage(_session: Session, go: (path: string) => voi
       h("th", {}, "Labels"), h("th", {}, ""))), body));
   let rows: Row[] = [];
   try {
-    const [nodes, dbs, kubes, clusters] = await Promise.all([
+    const [nodes, dbs, kubes, clusters, apps] = await Promise.all([
       user<{ items: Node[] }>("nodes").then((a) => a.items),
-      items<Named>("databases"), items<Named>("kube/clusters"), items<Named>("clusters")]);
+      items<Named>("databases"), items<Named>("kube/clusters"), items<Named>("clusters"),
+      visibleApps()]);
     rows = [
       ...nodes.map((n) => ({ kind: "node", name: n.hostname, labels: n.labels,
         action: terminalLink(n, go) })),
       ...dbs.map((d) => ({ kind: "database", name: d.name, labels: d.labels ?? {}, action: null })),
       ...kubes.map((k) => ({ kind: "kube cluster", name: k.name, labels: k.labels ?? {}, action: null })),
+      ...apps.map((a) => ({ kind: "app", name: a.name, labels: a.labels ?? {}, action: appLink(a, error) })),
       ...clusters.map((c) => ({ kind: "cluster", name: c.name, labels: c.labels ?? {}, action: null })),
     ];
   } catch (err) {
