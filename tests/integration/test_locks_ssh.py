@@ -147,6 +147,8 @@ def test_a_user_lock_ends_strict_sessions_on_both_nodes_and_refuses_new_ones(
         assert "locked: incident 7" in login.stderr, describe(login)
         events = site.cluster.audit("access.denied", user="bob")
         assert {e.get("lock") for e in events} == {name}
+        refused_at_proxy = [e for e in events if e.get("proxy") and e.get("lock") == name]
+        assert {e["server"] for e in refused_at_proxy} == {"solo", "apart"}
         assert len({e.get("server_id") for e in events if e.get("action") == "session"}) == 2
         [cert] = [e for e in site.cluster.audit("cert.create", user="bob")
                   if e.get("lock") == name]

@@ -50,6 +50,7 @@ from limen.errors import BadParameter, LimenError, NotFound
 from limen.net.address import format_address, parse_address
 from limen.rbac.checker import AccessChecker
 from limen.rbac.roleset import RoleSet
+from limen.services.locks import LockView
 from limen.tunnel.registry import AgentRecord
 
 __all__ = [
@@ -65,6 +66,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SUBSYSTEM_PREFIX = "proxy:"
+LOCKS_TTL = 0.5
+"""Seconds the proxy reuses its copy of the locks (``ClusterView.locks``)."""
 _LISTED = 10
 
 
@@ -255,14 +258,15 @@ class ClusterView:
         self._cache: dict[str, tuple[float, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def _cached(self, key: str, fetch: Callable[[], Any]) -> Any:
+    async def _cached(self, key: str, fetch: Callable[[], Any], ttl: float | None = None) -> Any:
+        ttl = self.ttl if ttl is None else ttl
         hit = self._cache.get(key)
-        if hit is not None and self._clock() - hit[0] < self.ttl:
+        if hit is not None and self._clock() - hit[0] < ttl:
             return hit[1]
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             hit = self._cache.get(key)
-            if hit is not None and self._clock() - hit[0] < self.ttl:
+            if hit is not None and self._clock() - hit[0] < ttl:
                 return hit[1]
             try:
                 value = await fetch()
@@ -306,6 +310,18 @@ class ClusterView:
             docs = await self.auth.list("remotecluster")
             return {r.name: r for r in map(Resource.from_document, docs)}
         result: dict[str, Resource] = await self._cached("remoteclusters", fetch)
+        return result
+
+    async def locks(self) -> LockView:
+        """The locks in force (``GET /v1/locks``), read again after half a second: a new lock
+        refuses routes through this proxy within one second."""
+        async def fetch() -> LockView:
+            answer = await self.auth.call("GET", "/v1/locks")
+            view = LockView(max_staleness=None)
+            view.replace(map(Resource.from_document, answer.get("items") or []),
+                         int(answer.get("revision") or 0))
+            return view
+        result: LockView = await self._cached("locks", fetch, LOCKS_TTL)
         return result
 
     async def role_set(self, identity: Identity) -> RoleSet:

@@ -72,6 +72,7 @@ from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
 from limen.proxy.trust_root_routes import RemoteClusters
 from limen.rbac.roleset import RoleSet
+from limen.services.locks import lock_fields
 from limen.tunnel.protocol import KIND_NODE, DialRequest
 from limen.tunnel.registry import AgentRecord
 from limen.tunnel.server import TunnelServer
@@ -136,6 +137,9 @@ class SSHConnector:
             node, role_set = await self.find(identity, host, port, cluster)
             if login is not None:
                 _check_login(role_set, identity, node, login)
+            (await self.view.locks()).check(
+                identity, node=[n for n in (node.name, node.host_id, *node.hostnames) if n],
+                login=login)
         except LimenError as err:
             await self._refused(err, identity, host, node, client_addr, via, login)
             raise
@@ -172,6 +176,7 @@ class SSHConnector:
                           agentless=node.agentless)
         if err.__cause__ is not None:
             fields["error"] = str(err.__cause__)
+        fields.update(lock_fields(err))
         kind = "access.denied" if isinstance(err, AccessDenied) else "route.failed"
         await self._emit(kind, identity, **fields)
 
