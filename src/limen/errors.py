@@ -29,6 +29,7 @@ __all__ = [
     "LimenError",
     "LimitExceeded",
     "NotFound",
+    "TlsVerificationFailed",
     "ValidationFailed",
     "exit_code",
     "http_status",
@@ -70,6 +71,16 @@ class AccessDenied(LimenError):
 class ConnectionProblem(LimenError):
     http_status = 503
     code = "connection_problem"
+
+
+class TlsVerificationFailed(ConnectionProblem):
+    """The server's TLS certificate did not verify (``certificate_error``: the ``ssl`` error,
+    a ``limen.ca.peer_role.PeerRoleRefused`` when it is not the component meant)."""
+
+    def __init__(self, base_url: str, certificate_error: BaseException) -> None:
+        super().__init__(f"cannot verify the TLS certificate of {base_url}: "
+                         f"{certificate_error}")
+        self.certificate_error = certificate_error
 
 
 class LimitExceeded(LimenError):

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from limen.auth.client import join_via_proxy
+from limen.auth.join_client import join_via_proxy
 from limen.errors import AccessDenied
 
 from .cluster import (

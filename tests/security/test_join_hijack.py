@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from integration.cluster import ClusterFactory, LimenCluster, wait_for
-from limen.auth.client import join_via_proxy
 from limen.auth.host_proof import make_proof
+from limen.auth.join_client import join_via_proxy
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 

@@ -21,8 +21,9 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.ca.peer_role import PeerRoleRefused
+from limen.client.webapi import WebApi
 from limen.config import ClusterSettings
-from limen.errors import ConnectionProblem
+from limen.errors import AccessDenied, ConnectionProblem, TlsVerificationFailed
 from limen.events.emitter import MemoryEmitter
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.trust.cache import TrustedRoot
@@ -85,24 +86,43 @@ async def serve(root: AuthServer, seen: list[str]) -> AsyncIterator[Serve]:
 
 
 def _refused_role(err: ConnectionProblem) -> str:
-    cause = getattr(err.__cause__, "certificate_error", None)
-    assert isinstance(cause, PeerRoleRefused), repr(err.__cause__)
-    return str(cause)
+    assert isinstance(err, TlsVerificationFailed), repr(err)
+    assert isinstance(err.certificate_error, PeerRoleRefused), repr(err.certificate_error)
+    return str(err.certificate_error)
 
 
+@pytest.mark.parametrize("blocking", [False, True], ids=["aiohttp", "stdlib-cli"])
 async def test_the_auth_client_refuses_a_node_certificate_of_the_cluster_ca(
-        root: AuthServer, serve: Serve, seen: list[str]) -> None:
+        root: AuthServer, serve: Serve, seen: list[str], blocking: bool) -> None:
+    """Both HTTP clients: aiohttp's (services) and the standard library's (lmctl, lmsh),
+    whose blocking TLS sockets get the same check in the handshake."""
     proxy = _credentials(root, SystemRole.PROXY)  # the caller: a proxy of this cluster
     impostor = await serve(SystemRole.NODE)
-    async with AuthClient(impostor, proxy, timeout=10.0) as client:
+    async with AuthClient(impostor, proxy, timeout=10.0, blocking=blocking) as client:
         with pytest.raises(ConnectionProblem) as caught:
             await client.ping()
     assert "a node's" in _refused_role(caught.value)
     assert seen == []  # refused in the handshake: no request was written
     genuine = await serve(SystemRole.AUTH)
-    async with AuthClient(genuine, proxy, timeout=10.0) as client:
+    async with AuthClient(genuine, proxy, timeout=10.0, blocking=blocking) as client:
         assert (await client.ping())["cluster"] == "root"
     assert seen == ["GET /v1/ping"]
+
+
+async def test_lmsh_refuses_a_node_certificate_as_the_proxy(
+        root: AuthServer, serve: Serve, seen: list[str]) -> None:
+    """``lmsh`` (WebApi, with the cluster CA saved at login) will not talk to a node that
+    presents its own certificate of the same CA on the proxy's address."""
+    impostor = await serve(SystemRole.NODE)
+    cas = {"root": root.authorities.get(CertAuthorityType.TLS).pem_bundle().encode()}
+    with pytest.raises(AccessDenied, match="is not the cluster's proxy"):
+        await WebApi.connect(impostor, known_cas=cas)
+    assert seen == []
+    genuine = await serve(SystemRole.PROXY)
+    api, ping = await WebApi.connect(genuine, known_cas=cas)
+    await api.close()
+    assert ping["cluster"] == "root"
+    assert seen == ["GET /v1/webapi/ping"]
 
 
 def _trusted(root: AuthServer, proxy_address: str) -> TrustedRoot:

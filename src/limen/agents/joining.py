@@ -32,9 +32,9 @@ from typing import Any
 
 from cryptography import x509
 
-from limen.auth.client import join_via_proxy, pinned_auth
 from limen.auth.host_proof import make_proof
 from limen.auth.http.join_listener import join_address_for
+from limen.auth.join_client import join_via_proxy, pinned_auth
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.host_keys import new_host_key, new_ssh_host_key
 from limen.ca.identity import SystemRole

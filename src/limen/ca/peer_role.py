@@ -7,10 +7,11 @@ compromised agent serving its own certificate takes the passwords and tokens sen
 (CVE-2021-41393 class). :func:`require_server_role` makes a client ``ssl.SSLContext`` check
 the server certificate's Limen identity (:func:`limen.ca.x509_certs.verify_server_cert`)
 *inside* the handshake: ``ssl`` has no verification callback, so the context's SSL objects
-are of a subclass whose ``do_handshake`` verifies the peer as soon as the handshake has
-finished, before the connection is handed to the caller and before any request is written.
+and sockets are of subclasses whose ``do_handshake`` verifies the peer as soon as the
+handshake has finished, before the connection is handed to the caller and before any request
+is written.
 The failure is a :class:`PeerRoleRefused` (an ``ssl.SSLCertVerificationError``), which
-asyncio and aiohttp report like any other certificate error.
+asyncio, aiohttp and ``http.client`` report like any other certificate error.
 
 Called by ``limen.client.webapi`` (``lmsh``), ``limen.auth.client`` (joins, leaf handshakes,
 the auth API pinned by a joining proxy), ``limen.agents.joining``,
@@ -60,18 +61,26 @@ def require_server_role(context: ssl.SSLContext, role: SystemRole,
         raise ValueError("a server role is checked on a verified certificate only")
     trust = {cluster: list(cas) for cluster, cas in trusted.items()}
 
-    class _RoleCheckedObject(ssl.SSLObject):
+    def check(der: bytes | None) -> None:
+        if der is None:
+            raise PeerRoleRefused("the server presented no certificate")
+        try:
+            verify_server_cert(x509.load_der_x509_certificate(der), trust, role)
+        except (AccessDenied, ValueError) as err:
+            raise PeerRoleRefused(f"the server is not a {role.value} of "
+                                  f"{', '.join(sorted(trust)) or 'no cluster'}: "
+                                  f"{err}") from None
+
+    class _RoleCheckedObject(ssl.SSLObject):  # asyncio, aiohttp
         def do_handshake(self) -> None:
             super().do_handshake()
-            der = self.getpeercert(binary_form=True)
-            if der is None:
-                raise PeerRoleRefused("the server presented no certificate")
-            try:
-                verify_server_cert(x509.load_der_x509_certificate(der), trust, role)
-            except (AccessDenied, ValueError) as err:
-                raise PeerRoleRefused(f"the server is not a {role.value} of "
-                                      f"{', '.join(sorted(trust)) or 'no cluster'}: "
-                                      f"{err}") from None
+            check(self.getpeercert(binary_form=True))
+
+    class _RoleCheckedSocket(ssl.SSLSocket):  # blocking sockets: http.client (the CLIs)
+        def do_handshake(self, block: bool = False) -> None:
+            super().do_handshake(block)
+            check(self.getpeercert(binary_form=True))
 
     context.sslobject_class = _RoleCheckedObject
+    context.sslsocket_class = _RoleCheckedSocket
     return context

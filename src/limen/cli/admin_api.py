@@ -164,13 +164,14 @@ async def open_admin(data_dir: Path, auth: str | None = None, identity: Path | N
     (the one bootstrap path); every other command refuses a directory without a cluster."""
     if auth:
         creds = HostCredentials.load(identity or data_dir / "admin")
-        async with AuthClient(auth, creds) as client:
+        async with AuthClient(auth, creds, blocking=True) as client:
             await client.ping()
             yield RemoteAdmin(client, {"auth": auth})
         return
     listeners = _running_listeners(data_dir)
     if listeners.get("auth") and (data_dir / "admin").is_dir():
-        client = AuthClient(listeners["auth"], HostCredentials.load(data_dir / "admin"))
+        client = AuthClient(listeners["auth"], HostCredentials.load(data_dir / "admin"),
+                            blocking=True)
         try:
             await client.ping()
         except ConnectionProblem:

@@ -14,7 +14,6 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from cryptography import x509
 
 from limen.ca.identity import SystemRole
@@ -22,8 +21,8 @@ from limen.ca.keys import load_private_key, pin_matches
 from limen.ca.peer_role import PeerRoleRefused, require_server_role, trust_map_from_pems
 from limen.ca.tls import client_context
 from limen.client.profile import Profile, ProfileStore
-from limen.errors import AccessDenied, ConnectionProblem
-from limen.net.http import ApiClient
+from limen.errors import AccessDenied, ConnectionProblem, TlsVerificationFailed
+from limen.net.cli_http import CliApiClient
 
 __all__ = ["WebApi", "client_ssl_context"]
 
@@ -52,8 +51,8 @@ def client_ssl_context(ca_pems: Mapping[str, bytes] | None, insecure: bool) -> s
     return context
 
 
-def _not_a_proxy(proxy: str, err: BaseException) -> AccessDenied | None:
-    cause = getattr(err.__cause__, "certificate_error", None)
+def _not_a_proxy(proxy: str, err: TlsVerificationFailed) -> AccessDenied | None:
+    cause = err.certificate_error
     if not isinstance(cause, PeerRoleRefused):
         return None
     return AccessDenied(f"{proxy} is not the cluster's proxy ({cause.reason}); "
@@ -65,7 +64,7 @@ class WebApi:
 
     def __init__(self, proxy: str, context: ssl.SSLContext) -> None:
         self.proxy = proxy
-        self.http = ApiClient(f"https://{proxy}", context)
+        self.http = CliApiClient(f"https://{proxy}", context)
 
     @classmethod
     async def connect(
@@ -89,14 +88,12 @@ class WebApi:
         api = cls(proxy, client_ssl_context(known_cas, insecure))
         try:
             ping = await api.ping()
-        except ConnectionProblem as err:
+        except TlsVerificationFailed as err:
             await api.close()
             refused = _not_a_proxy(proxy, err)
             if refused is not None:
                 raise refused from None
-            if isinstance(err.__cause__, aiohttp.ClientConnectorCertificateError):
-                raise ConnectionProblem(_untrusted(proxy, saved=bool(known_cas))) from err
-            raise
+            raise ConnectionProblem(_untrusted(proxy, saved=bool(known_cas))) from err
         except BaseException:
             await api.close()
             raise

@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from limen.errors import BadParameter, ConnectionProblem, LimenError, from_code
+from limen.errors import BadParameter, ConnectionProblem, LimenError, TlsVerificationFailed
+from limen.net.api_answer import read_answer, refuse_redirect
 from limen.net.json_limits import loads_bounded
 
 __all__ = ["ApiClient", "error_middleware", "json_body"]
@@ -103,23 +104,11 @@ class ApiClient:
                 method, url, json=body if data is None else None, data=data, params=params,
                 headers=headers, allow_redirects=False,  # a body never follows a redirect
             ) as resp:
-                if 300 <= resp.status < 400:
-                    raise ConnectionProblem(f"{url} answered with a redirect (HTTP "
-                                            f"{resp.status}); Limen's APIs never redirect")
-                text = await resp.text()
-                payload = loads_bounded(text, "the answer") if text else None
+                refuse_redirect(url, resp.status)
+                raw = await resp.read()
         except aiohttp.ClientConnectorCertificateError as err:
-            raise ConnectionProblem(
-                f"cannot verify the TLS certificate of {self.base_url}: {err.certificate_error}"
-            ) from err
+            raise TlsVerificationFailed(self.base_url, err.certificate_error) from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             reason = str(err) or type(err).__name__
             raise ConnectionProblem(f"cannot reach {self.base_url}: {reason}") from err
-        except (BadParameter, UnicodeDecodeError) as err:
-            raise ConnectionProblem(f"{url} answered with something that is not JSON "
-                                    f"within bounds ({err})") from None
-        if resp.status >= 400:
-            error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
-            raise from_code(str(error.get("code", "internal")),
-                            str(error.get("message", f"HTTP {resp.status} from {url}")))
-        return payload
+        return read_answer(url, resp.status, raw)

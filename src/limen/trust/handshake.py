@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from limen.auth.client import pinned_proxy
+from limen.auth.join_client import pinned_proxy
 from limen.auth.trusted_clusters.wire import ValidateRequest, ValidateResponse
 from limen.errors import AccessDenied
 from limen.net.http import ApiClient
