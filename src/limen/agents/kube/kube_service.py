@@ -178,14 +178,24 @@ class KubeService:
                 return
             with contextlib.ExitStack() as stack:
                 if self.guard is not None:
-                    stack.enter_context(self.guard.track(session.identity,
-                                                         self._ender(session, writer)))
+                    stack.enter_context(self.guard.track(
+                        session.identity, self._ender(session, writer),
+                        await self._lock_mode(session)))
                 await self._requests(session, reader, writer)
         except (LimenError, OSError, ssl.SSLError, TimeoutError,
                 asyncio.IncompleteReadError) as err:
             log.info("kube agent: connection for %s ended: %s", dial.target, err)
         finally:
             await close_writer(writer)
+
+    async def _lock_mode(self, session: KubeSession) -> str | None:
+        """The connection's lock mode now (None when its roles cannot be read: the first
+        request is refused then anyway)."""
+        try:
+            role_set = await self.roles.role_set(session.identity)
+        except LimenError:
+            return None
+        return role_set.options.lock if role_set is not None else None
 
     def _ender(self, session: KubeSession, writer: asyncio.StreamWriter
                ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
