@@ -50,7 +50,7 @@ def test_kopf_run_module_uses_the_same_registry() -> None:
                             check=False, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "['clusters', 'resources', 'roles', 'trustedclusters', 'users']")
+        "['clusters', 'locks', 'resources', 'roles', 'trustedclusters', 'users']")
 
 
 def test_context_auth_endpoints(tmp_path: Path) -> None:
