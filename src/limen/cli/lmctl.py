@@ -99,7 +99,7 @@ def _target(target: str) -> tuple[str, str | None]:
 @OUTPUT_OPTION
 @handle_errors
 def get(target: str, output: str) -> None:
-    """Show KIND or KIND/NAME (users, roles, trustedclusters, resources, clusters, locks, tokens...)."""
+    """Show KIND or KIND/NAME (users, roles, trustedclusters, resources, clusters, locks...)."""
     kind, name = _target(target)
 
     async def fetch(admin: AdminApi) -> list[dict[str, Any]]:
