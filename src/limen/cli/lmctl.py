@@ -36,6 +36,7 @@ COMMANDS = {
     "backend": "limen.cli.lmctl_backend:backend",
     "top": "limen.cli.lmctl_top:top",
     "lock": "limen.cli.lmctl_locks:lock",
+    "inventory": "limen.cli.lmctl_inventory:inventory",
 }
 """The ``lmctl`` subcommands of their own modules, imported only when they run
 (``limen.cli.lazy_group``): GitPython, psycopg or the metrics parser cost every start."""
