@@ -32,11 +32,24 @@ from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmctl_run import run_admin
 from limen.errors import BadParameter, ValidationFailed
+from limen.gitops.access_diff import (
+    AccessDiff,
+    AccessState,
+    access_diff,
+    after_objects,
+    node_targets,
+)
+from limen.gitops.access_diff_format import access_json, render_markdown, render_text
+from limen.gitops.access_diff_inventory import read_inventory
 from limen.gitops.planfmt import format_value, render_plan
 from limen.gitops.repository import documents_at_ref
+from limen.rbac.access_index import Target
 from limen.services.plan import Plan, compute_plan
 
-__all__ = ["gitops"]
+__all__ = ["EXIT_RISKY", "gitops"]
+
+EXIT_RISKY = 3
+"""Exit status of ``plan --access --fail-on risky`` when the change adds a flagged grant."""
 
 @click.group()
 def gitops() -> None:
@@ -48,24 +61,74 @@ def gitops() -> None:
 @click.option("--against", metavar="DIR_OR_REF",
               help="A data directory (what that cluster holds) or a Git ref of PATH's "
                    "repository (the documents there). Default: an empty cluster.")
+@click.option("--access", is_flag=True,
+              help="Also print who gains and loses access to what (the access review).")
+@click.option("--inventory", "inventory_file", type=click.Path(path_type=Path, exists=True,
+                                                               dir_okay=False),
+              help="An `lmctl inventory export` file: the users, roles and resources the "
+                   "access review evaluates (no network needed).")
+@click.option("--format", "fmt", type=click.Choice(["text", "yaml", "json", "markdown"]),
+              help="Output format (overrides -o); markdown: a pull-request comment "
+                   "(with --access).")
+@click.option("--fail-on", "fail_on", type=click.Choice(["risky"]),
+              help=f"risky: exit {EXIT_RISKY} when the change adds a flagged grant.")
 @OUTPUT_OPTION
 @handle_errors
-def plan(path: Path, against: str | None, output: str) -> None:
-    """Validate PATH and print the create/update/delete plan; exit 1 if anything is invalid."""
+def plan(path: Path, against: str | None, access: bool, inventory_file: Path | None,
+         fmt: str | None, fail_on: str | None, output: str) -> None:
+    """Validate PATH and print the create/update/delete plan; exit 1 if anything is invalid
+    (with --fail-on risky, 3 if the access review flags a grant it adds)."""
+    output = fmt or output
+    if (output == "markdown" or fail_on or inventory_file) and not access:
+        raise BadParameter("--format markdown, --fail-on and --inventory need --access")
     try:
         desired = validate(load_path(path, on_skipped_link=_warn))
     except ValidationFailed as err:
-        _report_invalid(err, output)
+        _report_invalid(err, "json" if output == "markdown" else output)
         sys.exit(1)
     current = _current(path, against)
     result = compute_plan(desired, current, Origin.GIT, prune=True, kinds=PUBLIC_KINDS)
-    if output != "text":
-        emit_documents([_plan_json(result)], output)
+    diff = _access_review(desired, current, against, inventory_file) if access else None
+    document = _plan_json(result)
+    if diff is not None:
+        document["access"] = access_json(diff)
+    if output == "markdown" and diff is not None:
+        click.echo(render_markdown(diff, render_plan(result, created_fields=True)))
+    elif output != "text":
+        emit_documents([document], output)
     else:
         for line in render_plan(result, created_fields=True):
             click.echo(line)
+        if diff is not None:
+            click.echo("")
+            for line in render_text(diff):
+                click.echo(line)
     if result.conflicts:
         sys.exit(1)
+    if fail_on == "risky" and diff is not None and diff.risky:
+        sys.exit(EXIT_RISKY)
+
+
+def _access_review(desired: list[Resource], current: list[Resource], against: str | None,
+                   inventory_file: Path | None) -> AccessDiff:
+    """Before: the inventory (or the cluster of --against DIR) with --against's objects over
+    it; after: the same once the sync applied PATH."""
+    known: list[Resource] = []
+    nodes: list[Target] = []
+    if inventory_file is not None:
+        known, nodes = read_inventory(inventory_file)
+    elif against and Path(against).is_dir():
+        from limen.cli.lmctl_inventory import collect_inventory
+
+        document = run_admin(collect_inventory, data_dir=Path(against))
+        known = [Resource.from_document(doc) for doc in document["objects"]]
+        nodes = node_targets(document["nodes"])
+    by_key = {(r.kind, r.name): r for r in known}
+    by_key.update({(r.kind, r.name): r for r in current})
+    before = list(by_key.values())
+    after = after_objects(before, [r.with_origin(Origin.GIT) for r in desired],
+                          Origin.GIT.value)
+    return access_diff(AccessState.build(before, nodes), AccessState.build(after, nodes))
 
 
 def _warn(message: str) -> None:
