@@ -113,7 +113,7 @@ def test_a_login_added_to_a_role(tmp_path: Path) -> None:
     assert document["valid"] is True
     assert document["access"]["changes"] == [{
         "sign": "+", "user": "alice", "kind": "ssh", "principal": "ubuntu",
-        "target": "prod-db-1", "role": "ops", "rule": "allow.logins",
+        "targets": ["prod-db-1"], "role": "ops", "rule": "allow.logins",
         "reason": "role 'ops' allows login 'ubuntu' on nodes matching its node_labels",
         "detail": "role ops: allow.logins, node_labels env=prod", "risky": [],
     }]
@@ -131,8 +131,8 @@ def test_a_wildcard_label_is_flagged(tmp_path: Path) -> None:
         "Access: 1 grant added, 0 removed, 1 user; 1 risky",
     ]
     access = json.loads(_plan(work, "-o", "json"))["access"]
-    assert [(c["user"], c["target"], c["risky"]) for c in access["changes"]] == [
-        ("alice", "dev-1", ["wildcard labels"])]
+    assert [(c["user"], c["targets"], c["risky"]) for c in access["changes"]] == [
+        ("alice", ["dev-1"], ["wildcard labels"])]
     assert access["summary"]["risky"] == 1
 
 
@@ -174,8 +174,8 @@ def test_a_deleted_user_loses_everything(tmp_path: Path) -> None:
     ]
     change = json.loads(_plan(work, "-o", "json"))["access"]["changes"][0]
     assert (change["sign"], change["user"], change["kind"], change["principal"],
-            change["target"], change["reason"]) == (
-        "-", "bob", "db", "postgres", "billing", "the user is deleted")
+            change["targets"], change["reason"]) == (
+        "-", "bob", "db", "postgres", ["billing"], "the user is deleted")
 
 
 def test_an_exported_inventory_and_enforcement_agree(tmp_path: Path,
@@ -202,16 +202,16 @@ def test_an_exported_inventory_and_enforcement_agree(tmp_path: Path,
                  env=clean_env(LIMEN_DATA_DIR=tmp_path / "nowhere"), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     changes = json.loads(result.stdout)["access"]["changes"]
-    assert [(c["user"], c["principal"], c["target"], c["risky"]) for c in changes] == [
-        ("alice", "root", "prod-db-1", ["root login"]),
-        ("dave", "root", "prod-db-1", ["root login"])]
+    assert [(c["user"], c["principal"], c["targets"], c["risky"]) for c in changes] == [
+        ("alice", "root", ["prod-db-1"], ["root login"]),
+        ("dave", "root", ["prod-db-1"], ["root login"])]
 
     changed = tmp_path / "after.yaml"
     changed.write_text((work.path / "access" / "all.yaml").read_text(encoding="utf-8"),
                        encoding="utf-8")
     cluster.lmctl("apply", "-f", changed)
     for change in changes:
-        check = cluster.lmctl("access", "check", change["user"], f"resource/{change['target']}",
+        check = cluster.lmctl("access", "check", change["user"], f"resource/{change['targets'][0]}",
                               "--login", change["principal"], "-o", "json")
         verdict = json.loads(check.stdout)
         assert (verdict["allowed"], verdict["role"], verdict["rule"]) == (

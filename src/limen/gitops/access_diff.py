@@ -122,8 +122,9 @@ class AccessChange:
     principal: str
     """The login, database user, ``group/G`` or ``user/U`` (kube), the verb (rule); empty
     for apps and clusters."""
-    target: str
-    """The resource's name (for ``rule``, the kind the rule speaks about)."""
+    targets: tuple[str, ...]
+    """The resources' names, sorted (for ``rule``, the kind the rule speaks about): the
+    resources with the same labels, which get the same answer."""
     role: str | None
     rule: str
     reason: str
@@ -131,17 +132,10 @@ class AccessChange:
     """The explanation printed in parentheses."""
     risky: tuple[str, ...] = ()
 
-    @property
-    def what(self) -> str:
-        if self.kind == "rule":
-            return f"rule {self.principal} {self.target}"
-        if self.principal:
-            return f"{self.kind} {self.principal}@{self.target}"
-        return f"{self.kind} {self.target}"
 
     def to_json(self) -> dict[str, Any]:
         return {"sign": self.sign, "user": self.user, "kind": self.kind,
-                "principal": self.principal, "target": self.target, "role": self.role,
+                "principal": self.principal, "targets": list(self.targets), "role": self.role,
                 "rule": self.rule, "reason": self.reason, "detail": self.detail,
                 "risky": list(self.risky)}
 
@@ -226,23 +220,23 @@ def access_diff(before: AccessState, after: AccessState) -> AccessDiff:
         if grants_a is grants_b and not moved:
             continue
         for key in grants_a.keys() - grants_b.keys():
-            for name in _names(index_a, key):
-                if (key[0], name) not in moved:
-                    changes.append(_added(user, key, name, grants_a[key], rs_a))
+            names = [n for n in _names(index_a, key) if (key[0], n) not in moved]
+            if names:
+                changes.append(_added(user, key, names, grants_a[key], rs_a))
         for key in grants_b.keys() - grants_a.keys():
-            for name in _names(index_b, key):
-                if (key[0], name) not in moved:
-                    changes.append(_removed(user, key, name, rs_a, labels_a))
+            names = [n for n in _names(index_b, key) if (key[0], n) not in moved]
+            if names:
+                changes.append(_removed(user, key, names, rs_a, labels_a))
         for kind, name in sorted(moved):
             old = _principals(grants_b, kind, labels_b.get((kind, name)))
             new = _principals(grants_a, kind, labels_a.get((kind, name)))
             for principal in sorted(new.keys() - old.keys()):
-                changes.append(_added(user, (kind, principal, labels_a[(kind, name)]), name,
+                changes.append(_added(user, (kind, principal, labels_a[(kind, name)]), [name],
                                       new[principal], rs_a))
             for principal in sorted(old.keys() - new.keys()):
-                changes.append(_removed(user, (kind, principal, labels_b[(kind, name)]), name,
-                                        rs_a, labels_a))
-    changes.sort(key=lambda c: (c.sign != "+", c.user, c.kind, c.principal, c.target))
+                changes.append(_removed(user, (kind, principal, labels_b[(kind, name)]),
+                                        [name], rs_a, labels_a))
+    changes.sort(key=lambda c: (c.sign != "+", c.user, c.kind, c.principal, c.targets))
     return AccessDiff(tuple(changes), _role_map_diff(before, after),
                       len(before.users.keys() | after.users.keys()), len(after.targets))
 
@@ -254,7 +248,7 @@ def _principals(grants: Mapping[GrantKey, Decision], kind: str,
     return {k[1]: d for k, d in grants.items() if k[0] == kind and k[2] == labels}
 
 
-def _added(user: str, key: GrantKey, name: str, decision: Decision,
+def _added(user: str, key: GrantKey, names: list[str], decision: Decision,
            role_set: RoleSet | None) -> AccessChange:
     kind, principal, _ = key
     detail = f"role {decision.role}: {decision.rule}"
@@ -272,20 +266,25 @@ def _added(user: str, key: GrantKey, name: str, decision: Decision,
         risky.append("system:masters")
     if kind == "db" and principal == "*":
         risky.append("any database user")
-    if kind == "rule" and name in ADMIN_KINDS and principal in _WRITE_VERBS:
+    if kind == "rule" and names[0] in ADMIN_KINDS and principal in _WRITE_VERBS:
         risky.append("admin rules")
-    return AccessChange("+", user, kind, principal, name, decision.role, decision.rule,
-                        decision.reason, detail, tuple(risky))
+    return AccessChange("+", user, kind, principal, tuple(sorted(names)), decision.role,
+                        decision.rule, decision.reason, detail, tuple(risky))
 
 
-def _removed(user: str, key: GrantKey, name: str, role_set: RoleSet | None,
+def _removed(user: str, key: GrantKey, names: list[str], role_set: RoleSet | None,
              labels_after: Mapping[tuple[str, str], LabelSet]) -> AccessChange:
+    """Resources with equal labels before may have different labels after (or be gone):
+    the first one's answer stands for the group only when all moved the same way, which
+    :func:`access_diff` guarantees (moved resources are diffed one by one)."""
     kind, principal, _ = key
+    targets = tuple(sorted(names))
     if role_set is None:
-        return AccessChange("-", user, kind, principal, name, None, "", "the user is deleted",
-                            "user deleted")
+        return AccessChange("-", user, kind, principal, targets, None, "",
+                            "the user is deleted", "user deleted")
+    name = targets[0]
     if kind != "rule" and (kind, name) not in labels_after:
-        return AccessChange("-", user, kind, principal, name, None, "",
+        return AccessChange("-", user, kind, principal, targets, None, "",
                             "the resource is removed", "resource removed")
     labels = (("kind", name),) if kind == "rule" else labels_after[(kind, name)]
     decision = decide(role_set, (kind, principal, labels))
@@ -293,7 +292,7 @@ def _removed(user: str, key: GrantKey, name: str, role_set: RoleSet | None,
         detail = f"deny in role {decision.role}: {decision.rule}"
     else:
         detail = f"no longer granted: {decision.reason}"
-    return AccessChange("-", user, kind, principal, name, decision.role, decision.rule,
+    return AccessChange("-", user, kind, principal, targets, decision.role, decision.rule,
                         decision.reason, detail)
 
 

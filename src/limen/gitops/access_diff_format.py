@@ -45,48 +45,64 @@ def _role_map_line(change: RoleMapChange) -> str:
             f"{change.local!r}{_flag(change.risky)}")
 
 
-def _groups(changes: Sequence[AccessChange]) -> list[list[AccessChange]]:
-    groups: dict[tuple[Any, ...], list[AccessChange]] = {}
+def _what(kind: str, principal: str, target: str) -> str:
+    if kind == "rule":
+        return f"rule {principal} {target}"
+    return f"{kind} {principal}@{target}" if principal else f"{kind} {target}"
+
+
+def _lines(changes: Sequence[AccessChange]) -> list[tuple[AccessChange, list[str]]]:
+    """(a change, the targets of one line): grants that differ only in the resource merged,
+    one line per resource unless there are more than FOLD_AT; risky and widest first."""
+    groups: dict[tuple[Any, ...], tuple[AccessChange, list[str]]] = {}
     for change in changes:
         key = (change.sign, change.user, change.kind, change.principal, change.detail,
                change.risky)
-        groups.setdefault(key, []).append(change)
-    out: list[list[AccessChange]] = []
-    for group in groups.values():
-        if len(group) > FOLD_AT:
-            out.append(group)
+        groups.setdefault(key, (change, []))[1].extend(change.targets)
+    out: list[tuple[AccessChange, list[str]]] = []
+    for first, targets in groups.values():
+        targets.sort()
+        if len(targets) > FOLD_AT:
+            out.append((first, targets))
         else:
-            out.extend([c] for c in group)
-    out.sort(key=lambda g: (not g[0].risky, g[0].sign != "+", -len(g), g[0].user, g[0].kind,
-                            g[0].principal, g[0].target))
+            out.extend((first, [t]) for t in targets)
+    out.sort(key=lambda g: (not g[0].risky, g[0].sign != "+", -len(g[1]), g[0].user,
+                            g[0].kind, g[0].principal, g[1][0]))
     return out
 
 
-def _line(group: list[AccessChange]) -> str:
-    first = group[0]
-    if len(group) == 1:
-        what = first.what
+def _line(first: AccessChange, targets: list[str]) -> str:
+    if len(targets) == 1:
+        what = _what(first.kind, first.principal, targets[0])
     else:
-        names = ", ".join(c.target for c in group[:_SHOWN_NAMES])
-        folded = f"{{{len(group)} resources: {names}, …}}"
-        what = f"{first.kind} {first.principal}@{folded}" if first.principal else \
-            f"{first.kind} {folded}"
+        names = ", ".join(targets[:_SHOWN_NAMES])
+        what = _what(first.kind, first.principal, f"{{{len(targets)} resources: {names}, …}}")
     return f"{first.sign} {first.user}  {what}  ({first.detail}){_flag(first.risky)}"
 
 
+def _added(diff: AccessDiff) -> int:
+    return sum(len(c.targets) for c in diff.changes if c.sign == "+")
+
+
+def _removed(diff: AccessDiff) -> int:
+    return sum(len(c.targets) for c in diff.changes if c.sign == "-")
+
+
 def summary_line(diff: AccessDiff) -> str:
-    added = sum(1 for c in diff.changes if c.sign == "+")
-    removed = len(diff.changes) - added
     users = len({c.user for c in diff.changes})
-    text = f"Access: {_plural(added, 'grant')} added, {removed} removed, {_plural(users, 'user')}"
+    text = (f"Access: {_plural(_added(diff), 'grant')} added, {_removed(diff)} removed, "
+            f"{_plural(users, 'user')}")
     if diff.role_map:
         text += f", {_plural(len(diff.role_map), 'role_map change')}"
     return text + f"; {len(diff.risky)} risky"
 
 
 def _counts(diff: AccessDiff) -> list[str]:
-    per_user: Counter[str] = Counter(c.user for c in diff.changes)
-    per_target: Counter[str] = Counter(f"{c.kind} {c.target}" for c in diff.changes)
+    per_user: Counter[str] = Counter()
+    per_target: Counter[str] = Counter()
+    for change in diff.changes:
+        per_user[change.user] += len(change.targets)
+        per_target.update(f"{change.kind} {t}" for t in change.targets)
     lines = []
     for title, counter in (("per user", per_user), ("per resource", per_target)):
         if len(counter) > 1:
@@ -100,7 +116,7 @@ def _counts(diff: AccessDiff) -> list[str]:
 def render_text(diff: AccessDiff) -> list[str]:
     """Risky role_map changes and grants first, then the rest; then the summary."""
     lines = [_role_map_line(c) for c in diff.role_map if c.risky]
-    lines += [_line(g) for g in _groups(diff.changes)]
+    lines += [_line(*g) for g in _lines(diff.changes)]
     lines += [_role_map_line(c) for c in diff.role_map if not c.risky]
     lines.append(summary_line(diff))
     lines += _counts(diff)
@@ -113,7 +129,7 @@ def render_markdown(diff: AccessDiff, plan_lines: Sequence[str] = ()) -> str:
     if diff.empty:
         out.append("No user gains or loses access.")
     risky = [_role_map_line(c) for c in diff.role_map if c.risky]
-    risky += [_line(g) for g in _groups(diff.changes) if g[0].risky and g[0].sign == "+"]
+    risky += [_line(*g) for g in _lines(diff.changes) if g[0].risky and g[0].sign == "+"]
     if risky:
         out += ["#### Risky grants", "", "```diff", *risky, "```", ""]
     if not diff.empty:
@@ -126,9 +142,8 @@ def render_markdown(diff: AccessDiff, plan_lines: Sequence[str] = ()) -> str:
 
 
 def access_json(diff: AccessDiff) -> dict[str, Any]:
-    added = sum(1 for c in diff.changes if c.sign == "+")
     return {
-        "summary": {"added": added, "removed": len(diff.changes) - added,
+        "summary": {"added": _added(diff), "removed": _removed(diff),
                     "users": len({c.user for c in diff.changes}),
                     "role_map": len(diff.role_map), "risky": len(diff.risky),
                     "users_evaluated": diff.users, "resources": diff.targets},
