@@ -1,4 +1,5 @@
-"""Runs the proxy in ``limen start``: the HTTPS web listener (login, sign-up, join, user calls)
+"""Runs the proxy in ``limen start``: the HTTPS web listener (login, sign-up, join, user calls,
+and by ALPN the routes of ``alpn_routes``: the SSH proxy, :mod:`limen.proxy.tls_router`)
 and, through ``ProxySSHService``, the SSH front and the reverse-tunnel server. Called by the
 daemon (``limen.cli.compose``), which gives it its credentials and auth client.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,7 @@ from limen.config import Settings
 from limen.errors import ConnectionProblem
 from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
+from limen.proxy.tls_router import ProtocolFactory, TLSRouter
 from limen.proxy.web import build_web_app
 
 __all__ = ["ProxyService"]
@@ -46,6 +48,8 @@ class ProxyService:
     name = "proxy"
     web_extensions: tuple[Callable[[web.Application], None], ...] = ()
     """Called with the web application before it serves (the apps' routing by Host)."""
+    alpn_routes: Mapping[str, ProtocolFactory] = {}
+    """Protocols served on the web port by ALPN beside HTTP (``limen-ssh-proxy``)."""
 
     def __init__(self, settings: Settings, credentials: HostCredentials, auth: AuthClient,
                  extra_ping: Callable[[], dict[str, str]] = dict,
@@ -58,6 +62,7 @@ class ProxyService:
         self._extra_ping = extra_ping
         self._emitter = emitter
         self._runner: web.AppRunner | None = None
+        self._router: TLSRouter | None = None
         self.web_address = ""
         self._ping: dict[str, Any] = {}
         self._learning: asyncio.Task[None] | None = None
@@ -84,7 +89,9 @@ class ProxyService:
             await self._runner.setup()
             _warn_if_not_public_key_type(creds)
             context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
-            await web.SockSite(self._runner, sock, ssl_context=context).start()
+            assert self._runner.server is not None
+            self._router = TLSRouter(context, self._runner.server, self.alpn_routes)
+            await self._router.start(sock)
         except BaseException:
             sock.close()
             await self.stop()
@@ -112,6 +119,9 @@ class ProxyService:
     async def stop(self) -> None:
         task, self._learning = self._learning, None
         await cancel_and_wait(task)
+        if self._router is not None:
+            self._router.stop()
+            self._router = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
