@@ -17,12 +17,14 @@ from limen.ca.host_credentials import HostCredentials
 from limen.config import Settings
 from limen.diag.metrics import Metrics
 from limen.events.emitter import Emitter
+from limen.net.ssh_tls_wire import ALPN_SSH
 from limen.proxy.app.app_audit import AppAudit
 from limen.proxy.app.app_front import AppFront
 from limen.proxy.app.app_route import AppRouter
 from limen.proxy.db.db_proxy_service import DBProxyService
 from limen.proxy.kube.kube_front import KubeProxyService
 from limen.proxy.proxy_service import ProxyService
+from limen.proxy.ssh_tls_route import SSHTLSRoute
 from limen.proxy.sshproxy import ProxySSHService
 
 __all__ = ["ProxyComponent"]
@@ -47,6 +49,7 @@ class ProxyComponent:
         self.db: DBProxyService | None = None
         self.kube: KubeProxyService | None = None
         self.web: ProxyService | None = None
+        self.ssh_route: SSHTLSRoute | None = None
         self.apps: AppFront | None = None
         self.listeners: dict[str, str] = {}
 
@@ -80,6 +83,8 @@ class ProxyComponent:
         self.apps = AppFront(AppRouter(creds, self.ssh.tunnel, self.ssh.view, self._public),
                              AppAudit(self.emitter), self._public)
         self.web.web_extensions = (self.apps.install,)
+        self.ssh_route = SSHTLSRoute(self.ssh.connector)
+        self.web.alpn_routes = {ALPN_SSH: self.ssh_route.protocol}
         self.listeners.update(await self.web.start())
         if self._register is not None:
             await self._register(self.settings.cluster.public_address or self.listeners["web"])
@@ -93,6 +98,8 @@ class ProxyComponent:
         for part in (self.web, self.kube, self.db, self.ssh):
             if part is not None:
                 await part.stop()
+            if part is self.web and self.ssh_route is not None:
+                await self.ssh_route.stop()
         if self.apps is not None:
             await self.apps.aclose()
         if self.client is not None:
