@@ -1,5 +1,6 @@
 """``lmsh proxy``: helpers for stock clients. ``lmsh proxy ssh`` is OpenSSH's ProxyCommand
-(started for every ``ssh`` to a node, so it imports little more than asyncssh);
+(started for every ``ssh`` to a node, so it imports little: one TLS connection to the proxy's
+web port, ``limen.client.proxyssh_tls``; asyncssh only for a proxy without that route);
 ``lmsh proxy db`` is a local database listener (``limen.cli.lmsh_db``).
 
 Registered on the ``lmsh`` group by ``limen.cli.lmsh`` (loaded when it runs).
@@ -7,7 +8,6 @@ Registered on the ``lmsh`` group by ``limen.cli.lmsh`` (loaded when it runs).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
@@ -39,7 +39,22 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
     if not login or not host or not port.isdigit():
         raise BadParameter("target must be LOGIN@HOST:PORT (OpenSSH's %r@%h:%p)")
     cluster = cluster or profile.cluster
-    from limen.client.proxyssh import run_proxy_ssh  # asyncssh: loaded only when used
+    from limen.client.proxyssh_tls import profile_context, run_proxy_ssh_tls, strip_cluster
+    from limen.net.address import parse_address
+    from limen.net.ssh_tls_wire import SSHRouteRequest
+
+    ssh_cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
+    web_host, web_port = parse_address(profile.proxy)
+    routed = run_proxy_ssh_tls(web_host, web_port, profile_context(store, profile),
+                               SSHRouteRequest(login=login, host=strip_cluster(host, cluster),
+                                               port=int(port),
+                                               cluster=cluster,
+                                               ssh_cert=ssh_cert.read_text().strip()))
+    if routed is not None:
+        sys.exit(routed)  # non-zero: the proxy's reason was printed as "lmsh: <reason>"
+    import asyncio
+
+    from limen.client.proxyssh import run_proxy_ssh  # an older proxy: SSH inside SSH
 
     status = asyncio.run(run_proxy_ssh(
         ssh_proxy=profile.ssh_proxy, login=login, target_host=host, target_port=int(port),

@@ -1,4 +1,5 @@
-"""``lmsh proxy ssh``: the ProxyCommand that carries OpenSSH to a node through Limen's proxy.
+"""``lmsh proxy ssh`` for a proxy without the TLS route (``limen.client.proxyssh_tls``, tried
+first): the ProxyCommand that carries OpenSSH to a node through Limen's SSH front.
 
 It opens an SSH connection to the proxy's SSH front with the user's key and certificate
 (verifying the proxy against the host CA in ``~/.limen/known_hosts``) as the login OpenSSH will
@@ -29,6 +30,7 @@ from typing import cast
 
 import asyncssh
 
+from limen.client.proxyssh_tls import strip_cluster
 from limen.errors import AccessDenied, ConnectionProblem
 from limen.net.address import parse_address
 from limen.net.sshalgs import client_algorithms
@@ -38,12 +40,6 @@ __all__ = ["one_line", "open_stdin", "proxy_subsystem", "run_proxy_ssh", "strip_
 _CHUNK = 256 * 1024
 _REASON_WAIT = 5.0
 """Seconds to wait for the rest of the proxy's stderr once the data stream ended."""
-
-
-def strip_cluster(host: str, cluster: str) -> str:
-    """``web1.demo`` → ``web1`` for cluster ``demo`` (the ``lmsh config`` host pattern)."""
-    suffix = f".{cluster}"
-    return host[: -len(suffix)] if host.endswith(suffix) and host != suffix else host
 
 
 def proxy_subsystem(host: str, port: int, cluster: str) -> str:

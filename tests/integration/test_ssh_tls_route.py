@@ -1,0 +1,127 @@
+"""The SSH proxy through the web port (ALPN ``limen-ssh-proxy``, one TLS connection, the
+user's SSH session the only SSH layer), with one ``limen start`` (its node behind its tunnel):
+
+- stock ``ssh`` with the ``lmsh config`` block reaches the node through the TLS route even
+  when the profile's SSH-front address points nowhere (so no SSH-inside-SSH fallback was
+  used), and the session is audited by the node as before;
+- a refusal reaches the user as ``lmsh: <reason>`` and is audited with ``via: tls``;
+- ``http/1.1`` and no ALPN on the same port still serve the web API.
+"""
+
+from __future__ import annotations
+
+import getpass
+import http.client
+import json
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .cluster import ClusterFactory, LimenCluster, LimenUser, run, wait_for
+from .ssh_tls_client import context, exchange, request, user_credentials
+
+LOGIN = getpass.getuser()
+HOST = socket.gethostname().split(".")[0].lower()
+NAME = "tlsr"
+
+
+@pytest.fixture(scope="module")
+def site(module_clusters: ClusterFactory) -> LimenCluster:
+    cluster = module_clusters(NAME, "--labels", "env=dev")
+    cluster.lmctl("apply", "-f", Path(__file__).resolve().parents[2] / "examples" / "gitops"
+                  / "roles")
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def olga(site: LimenCluster) -> LimenUser:
+    user = site.signed_up_user("olga", roles=["ops"], logins=[LOGIN])
+    user.login()
+    wait_for(lambda: HOST in user.lmsh("ls").stdout, 20.0, "the node in lmsh ls")
+    return user
+
+
+@pytest.fixture(scope="module")
+def ssh_config(olga: LimenUser) -> Path:
+    """``lmsh config``, with the profile's SSH-front address made unreachable."""
+    path = olga.home / "ssh_config"
+    path.write_text(olga.lmsh("config").stdout, encoding="utf-8")
+    profile = next((olga.home / "profiles").glob("*.yaml"))
+    doc = yaml.safe_load(profile.read_text(encoding="utf-8"))
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        doc["ssh_proxy"] = f"127.0.0.1:{unused.getsockname()[1]}"
+    profile.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def test_stock_ssh_goes_through_the_tls_route(site: LimenCluster, olga: LimenUser,
+                                              ssh_config: Path) -> None:
+    result = run(["ssh", "-F", ssh_config, f"{LOGIN}@{HOST}.{NAME}", "echo via-tls; exit 3"],
+                 env=olga.env, check=False)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "via-tls\n"
+    assert "lmsh:" not in result.stderr
+    started = wait_for(lambda: [e for e in site.audit("session.start", user="olga")
+                                if e.get("command") == "echo via-tls; exit 3"], 20.0,
+                       "the node's session.start for olga")
+    assert started[-1]["user"] == "olga"
+
+
+def test_scp_through_the_tls_route(olga: LimenUser, ssh_config: Path, tmp_path: Path) -> None:
+    source = tmp_path / "up.bin"
+    source.write_bytes(bytes(range(256)) * 4096)
+    back = tmp_path / "back.bin"
+    remote = f"/tmp/limen-tls-route-{id(tmp_path)}.bin"
+    run(["scp", "-F", ssh_config, source, f"{LOGIN}@{HOST}.{NAME}:{remote}"], env=olga.env)
+    run(["scp", "-F", ssh_config, f"{LOGIN}@{HOST}.{NAME}:{remote}", back], env=olga.env)
+    Path(remote).unlink(missing_ok=True)
+    assert back.read_bytes() == source.read_bytes()
+
+
+def test_a_refusal_is_printed_and_audited(site: LimenCluster, olga: LimenUser,
+                                          ssh_config: Path) -> None:
+    result = run(["ssh", "-F", ssh_config, f"{LOGIN}@nosuch.{NAME}", "true"], env=olga.env,
+                 check=False)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == "lmsh: unknown node 'nosuch'", result.stderr
+    events = [e for e in site.audit("route.failed", user="olga") if e.get("target") == "nosuch"]
+    assert events, "route.failed for nosuch"
+    assert events[-1]["via"] == "tls"
+    assert events[-1]["reason"] == "unknown node 'nosuch'"
+
+
+def test_the_raw_route_answers_ok_then_the_nodes_banner(site: LimenCluster, olga: LimenUser,
+                                                         tmp_path: Path) -> None:
+    answer = exchange(site, user_credentials(olga, tmp_path), request(LOGIN, HOST),
+                      until=b"\r\n")
+    assert answer.alpn == "limen-ssh-proxy"
+    assert answer.line == "OK"
+    assert answer.rest.startswith(b"SSH-2.0-")
+
+
+@pytest.mark.parametrize("alpn", [["http/1.1"], []])
+def test_http_on_the_same_port_still_serves_the_web_api(site: LimenCluster, olga: LimenUser,
+                                                        tmp_path: Path, alpn: list[str]
+                                                        ) -> None:
+    host, port = site.web.rsplit(":", 1)
+    ctx = context(site, user_credentials(olga, tmp_path))
+    if not alpn:
+        ctx = ssl.create_default_context(cafile=str(site.data_dir / "admin" / "cas.pem"))
+        ctx.check_hostname = False
+    else:
+        ctx.set_alpn_protocols(alpn)
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=20)
+    try:
+        conn.request("GET", "/v1/webapi/ping")
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 200
+        assert body["cluster"] == NAME
+        assert conn.sock is not None
+        assert conn.sock.selected_alpn_protocol() == (alpn[0] if alpn else None)
+    finally:
+        conn.close()
