@@ -23,7 +23,8 @@ from limen.rbac import AccessChecker
 LOGINS = ("root", "ubuntu", "alice")
 DB_USERS = ("postgres", "ro")
 GROUPS = ("devs", "system:masters")
-LABELS = st.dictionaries(st.sampled_from(("env", "team")), st.sampled_from(("prod", "dev", "a")),
+LABELS = st.dictionaries(st.sampled_from(("env", "team", "region")),
+                         st.sampled_from(("prod", "dev", "a")),
                          max_size=2)
 SELECTOR = st.one_of(
     st.just({}), st.just({"*": "*"}),

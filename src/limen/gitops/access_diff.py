@@ -11,7 +11,8 @@ rules (write verbs on roles, users, tokens, trusted clusters), and ``role_map`` 
 trusted cluster that map more remote roles to local ones.
 
 Users whose roles, traits and resources are the same in both states are not evaluated again;
-users with identical roles and traits share one evaluation. Locks do not change the answer
+users with identical roles and traits share one evaluation; resources whose labels agree on
+every key a role selector names share one answer. Locks do not change the answer
 (they stop sessions, not grants). Pure code; rendered by :mod:`limen.gitops.access_diff_format`.
 """
 
@@ -28,6 +29,7 @@ from limen.rbac.access_index import (
     LABEL_FIELD,
     GrantKey,
     LabelSet,
+    RuleCache,
     Target,
     TargetIndex,
     decide,
@@ -183,13 +185,15 @@ class _Evaluations:
     def __init__(self, state: AccessState, index: TargetIndex) -> None:
         self.state, self.index = state, index
         self._cache: dict[Any, tuple[RoleSet, dict[GrantKey, Decision]]] = {}
+        self._rules: RuleCache = {}
 
     def of(self, user: str) -> tuple[RoleSet, dict[GrantKey, Decision]]:
         key = self.state.user_key(user)
         found = self._cache.get(key)
         if found is None:
             role_set = self.state.role_set(user)
-            found = self._cache[key] = (role_set, evaluate(role_set, self.index))
+            found = self._cache[key] = (role_set, evaluate(role_set, self.index,
+                                                              self._rules))
         return found
 
 
@@ -200,15 +204,44 @@ def _names(index: TargetIndex, key: GrantKey) -> list[str]:
     return index.names(kind, labels)
 
 
-def _target_labels(state: AccessState) -> dict[tuple[str, str], LabelSet]:
-    return {(t.kind, t.name): t.labels for t in state.targets}
+def _target_labels(targets: Sequence[Target]) -> dict[tuple[str, str], LabelSet]:
+    return {(t.kind, t.name): t.labels for t in targets}
+
+
+def _selector_keys(states: Sequence[AccessState]) -> frozenset[str] | None:
+    """Every label key a role's selector names in either state (``None`` when a key is a
+    template: then any label may count)."""
+    keys: set[str] = set()
+    for state in states:
+        for role in state.roles.values():
+            for section in (role.spec.get("allow"), role.spec.get("deny")):
+                for name in LABEL_FIELD.values():
+                    selector = section.get(name) if isinstance(section, Mapping) else None
+                    for key in selector if isinstance(selector, Mapping) else ():
+                        if "{{" in str(key):
+                            return None
+                        keys.add(str(key))
+    return frozenset(keys)
+
+
+def _projected(targets: Sequence[Target], keys: frozenset[str] | None) -> list[Target]:
+    """Targets with only the labels a selector can read: a check reads the selector's keys
+    and nothing else, so resources differing in other labels get the same answers and share
+    one evaluation. Leaf clusters keep theirs (an unlabelled one is a special case)."""
+    if keys is None:
+        return list(targets)
+    return [t if t.kind == "cluster" else
+            Target(t.kind, t.name, tuple(kv for kv in t.labels if kv[0] in keys))
+            for t in targets]
 
 
 def access_diff(before: AccessState, after: AccessState) -> AccessDiff:
     """Every grant that differs between ``before`` and ``after``, per user."""
-    index_b, index_a = TargetIndex(before.targets), TargetIndex(after.targets)
+    keys = _selector_keys((before, after))
+    targets_b, targets_a = _projected(before.targets, keys), _projected(after.targets, keys)
+    index_b, index_a = TargetIndex(targets_b), TargetIndex(targets_a)
     eval_b, eval_a = _Evaluations(before, index_b), _Evaluations(after, index_a)
-    labels_b, labels_a = _target_labels(before), _target_labels(after)
+    labels_b, labels_a = _target_labels(targets_b), _target_labels(targets_a)
     moved = {t for t in labels_b.keys() | labels_a.keys() if labels_b.get(t) != labels_a.get(t)}
     changes: list[AccessChange] = []
     for user in sorted(before.users.keys() | after.users.keys()):

@@ -84,6 +84,11 @@ def _added(diff: AccessDiff) -> int:
     return sum(len(c.targets) for c in diff.changes if c.sign == "+")
 
 
+def _risky(diff: AccessDiff) -> int:
+    """Flagged grants (a change on N resources counts N) and role_map entries."""
+    return sum(len(c.targets) if isinstance(c, AccessChange) else 1 for c in diff.risky)
+
+
 def _removed(diff: AccessDiff) -> int:
     return sum(len(c.targets) for c in diff.changes if c.sign == "-")
 
@@ -94,7 +99,7 @@ def summary_line(diff: AccessDiff) -> str:
             f"{_plural(users, 'user')}")
     if diff.role_map:
         text += f", {_plural(len(diff.role_map), 'role_map change')}"
-    return text + f"; {len(diff.risky)} risky"
+    return text + f"; {_risky(diff)} risky"
 
 
 def _counts(diff: AccessDiff) -> list[str]:
@@ -145,7 +150,7 @@ def access_json(diff: AccessDiff) -> dict[str, Any]:
     return {
         "summary": {"added": _added(diff), "removed": _removed(diff),
                     "users": len({c.user for c in diff.changes}),
-                    "role_map": len(diff.role_map), "risky": len(diff.risky),
+                    "role_map": len(diff.role_map), "risky": _risky(diff),
                     "users_evaluated": diff.users, "resources": diff.targets},
         "changes": [c.to_json() for c in diff.changes],
         "role_map": [c.to_json() for c in diff.role_map],

