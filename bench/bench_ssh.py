@@ -8,6 +8,10 @@ real OpenSSH client (the idle-session part uses asyncssh clients, see below):
 * ``limen``    OpenSSH -> Limen proxy SSH front (``ssh -J``) -> reverse tunnel -> node SSH
                server (the node agent's ``NodeSSHServer`` when it is available, else a
                stand-in asyncssh server; the output says which)
+* ``limen-pc`` OpenSSH with the ``lmsh config`` ProxyCommand (``lmsh proxy ssh``: one TLS
+               connection to the proxy's web port, ALPN ``limen-ssh-proxy``) -> reverse tunnel
+               -> the same node server; plus the ProxyCommand's own CPU per connection
+               (``/usr/bin/time`` of ``lmsh proxy ssh`` reading the node's banner)
 
 The proxy (with its auth server) and the agent (TunnelAgent + node server) run as two separate
 Python processes, as they would on two machines. Measurements:
@@ -81,9 +85,15 @@ async def _serve_proxy(directory: Path) -> None:
         public_key_to_openssh,
     )
     from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
+    from limen.ca.x509_certs import certificate_to_pem, sign_client_cert
+    from limen.client.profile import Profile, ProfileStore
     from limen.config import ClusterSettings, Listeners, Settings
     from limen.events.emitter import MemoryEmitter
+    from limen.net.address import bind_tcp, socket_address
+    from limen.net.ssh_tls_wire import ALPN_SSH
+    from limen.proxy.ssh_tls_route import SSHTLSRoute
     from limen.proxy.sshproxy import ProxySSHService
+    from limen.proxy.tls_router import TLSRouter
 
     settings = Settings(data_dir=directory / "data",
                         cluster=ClusterSettings(name="bench", second_factor="off"),
@@ -99,6 +109,12 @@ async def _serve_proxy(directory: Path) -> None:
     client = AuthClient(auth.address, creds)
     proxy = ProxySSHService(settings, creds, client, emitter)
     listeners = await proxy.start()
+    route = SSHTLSRoute(proxy.connector)  # the web port's SSH route (no HTTP served here)
+    router = TLSRouter(creds.server_ssl(client_cas=creds.tls_cas()), asyncio.Protocol,
+                       {ALPN_SSH: route.protocol})
+    web_sock = bind_tcp("127.0.0.1:0")
+    listeners["web"] = socket_address(web_sock)
+    await router.start(web_sock)
 
     key = generate_private_key()
     certs = auth.server.issue_host_certs("bench-node", NODE_NAME, SystemRole.NODE,
@@ -120,6 +136,17 @@ async def _serve_proxy(directory: Path) -> None:
         sign_user_cert(user_ca, ukey.public_key(), identity, timedelta(hours=4)) + b"\n")
     (directory / "known_hosts").write_text(
         "".join(f"@cert-authority * {k}\n" for k in host_ca.ssh_public_keys()))
+    tls_ca = auth.server.authorities.get(CertAuthorityType.TLS)
+    tls_cert = sign_client_cert(tls_ca, ukey.public_key(), identity, timedelta(hours=4))
+    ProfileStore(directory / "limen-home").save_login(  # what lmsh login leaves for lmsh
+        Profile(proxy=listeners["web"], user="bench", cluster="bench",
+                expires=tls_cert.not_valid_after_utc.isoformat(), roles=("bench",),
+                logins=("root",), ssh_proxy=listeners["ssh_proxy"]),
+        private_key=private_key_to_openssh(ukey).encode(),
+        public_key=(public_key_to_openssh(ukey.public_key()) + "\n").encode(),
+        ssh_cert=(directory / "id-cert.pub").read_bytes(),
+        tls_cert=certificate_to_pem(tls_cert).encode(), tls_cas={"bench": creds.tls_ca_pem},
+        host_ca_lines=[f"@cert-authority * {k}" for k in host_ca.ssh_public_keys()])
     (directory / "user_ca.pub").write_text("\n".join(user_ca.ssh_public_keys()) + "\n")
     skey = generate_private_key()  # host key + certificate for the reference sshd
     (directory / "sshd_key").write_text(private_key_to_openssh(skey))
@@ -132,6 +159,8 @@ async def _serve_proxy(directory: Path) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+    router.stop()
+    await route.stop()
     await proxy.stop()
     await client.close()
     await auth.stop()
@@ -374,16 +403,40 @@ Host proxy
             return [*base, "sshd-ref", command]
         if path == "sshd-jump":
             return [*base, "-J", "sshd-ref", "sshd-ref", command]
+        if path == "limen-pc":
+            return [*base, "-o", f"ProxyCommand {' '.join(self.proxy_command())} %r@%h:%p",
+                    "-p", "3022", NODE_NAME, command]
         return [*base, "-J", "proxy", NODE_NAME, command]
 
+    def proxy_command(self) -> list[str]:
+        """``lmsh proxy ssh`` as the ``lmsh config`` block runs it (the user's LIMEN_HOME)."""
+        lmsh = Path(sys.executable).with_name("lmsh")
+        return ["env", f"LIMEN_HOME={self.dir / 'limen-home'}", str(lmsh), "proxy", "ssh",
+                "--proxy", self.listeners["web"], "--cluster", "bench"]
+
     # -------------------------------------------------------------- measurements
+
+    def client_cpu(self) -> None:
+        """CPU of one ``lmsh proxy ssh`` (user + system, ``/usr/bin/time``): connect, read
+        the node's banner, end of stdin; ``--setup-runs`` runs (at most 50), median."""
+        used: list[float] = []
+        for _ in range(min(self.args.setup_runs, 50)):
+            done = subprocess.run(["/usr/bin/time", "-f", "%U %S", *self.proxy_command(),
+                                   f"root@{NODE_NAME}:3022"], stdin=subprocess.DEVNULL,
+                                  capture_output=True, check=True)
+            user, system = done.stderr.decode().split()[-2:]
+            used.append((float(user) + float(system)) * 1000)
+        row = self.rows.setdefault("limen-pc", {})
+        row["client CPU ms"] = _util.percentile(used, 50)
+        row["client CPU ms p99"] = _util.percentile(used, 99)
 
     def throughput(self, paths: list[str]) -> None:
         """``--repeat`` rounds over the paths, interleaved (a shared machine's load drifts);
         the median round counts."""
         size = self.args.size_mib << 20
         runs: dict[str, list[float]] = {p: [] for p in paths}
-        cpu: dict[str, list[float]] = {"proxy": [], "agent": []}
+        cpu: dict[str, list[float]] = {f"{w} {p}": [] for w in ("proxy", "agent")
+                                       for p in paths}
         for _ in range(self.args.repeat):
             for path in paths:
                 cmd = " ".join(shlex.quote(a) for a in self.ssh_cmd(path, "cat > /dev/null"))
@@ -392,17 +445,17 @@ Host proxy
                     subprocess.run(["bash", "-c", f"head -c {size} /dev/zero | {cmd}"],
                                    check=True)
                 runs[path].append(self.args.size_mib / t.seconds)
-                if path == "limen":
+                if path.startswith("limen"):
                     for name, proc in (("proxy", self.proxy), ("agent", self.agent)):
                         used = _util.process_cpu(proc.pid) - cpu0[proc.pid]
-                        cpu[name].append(used / (size / (1 << 30)))
+                        cpu[f"{name} {path}"].append(used / (size / (1 << 30)))
         for path in paths:
             row = self.rows.setdefault(path, {})
             row["MiB/s"] = _util.percentile(runs[path], 50)
             row["MiB/s runs"] = [round(v) for v in runs[path]]
-            if path == "limen":
-                row["proxy CPU-s/GiB"] = _util.percentile(cpu["proxy"], 50)
-                row["agent CPU-s/GiB"] = _util.percentile(cpu["agent"], 50)
+            if path.startswith("limen"):
+                row["proxy CPU-s/GiB"] = _util.percentile(cpu[f"proxy {path}"], 50)
+                row["agent CPU-s/GiB"] = _util.percentile(cpu[f"agent {path}"], 50)
 
     def setup(self, paths: list[str]) -> None:
         """``--setup-runs`` sequential connections per path, the paths interleaved."""
@@ -420,6 +473,8 @@ Host proxy
 
     def idle(self, path: str) -> None:
         n = self.args.idle
+        if path == "limen-pc":
+            return  # idle sessions are measured on the -J path (asyncssh clients)
         if path == "limen":
             before = {"proxy": rss_kib(self.proxy.pid), "agent": rss_kib(self.agent.pid)}
         else:
@@ -493,10 +548,10 @@ def report(bench: Bench, facts: dict[str, str]) -> str:
                                            *sys.argv[1:]]) + "`")
     lines.append("")
     heads = ["path", "MiB/s (median, [rounds])", "setup p50 ms", "setup p99 ms",
-             "idle kB/session"]
+             "idle kB/session", "proxy CPU-s/GiB"]
     lines.append("| " + " | ".join(heads) + " |")
     lines.append("|" + "---|" * len(heads))
-    for path in ("direct", "sshd-jump", "limen"):
+    for path in ("direct", "sshd-jump", "limen", "limen-pc"):
         row = rows.get(path, {})
         idle = (f"proxy {row['idle kB/session proxy']:.0f} + agent "
                 f"{row['idle kB/session agent']:.0f} (RSS)"
@@ -506,7 +561,8 @@ def report(bench: Bench, facts: dict[str, str]) -> str:
         lines.append(f"| {path} | {row.get('MiB/s', float('nan')):.0f} "
                      f"{row.get('MiB/s runs', '')} | "
                      f"{row.get('setup p50 ms', float('nan')):.1f} | "
-                     f"{row.get('setup p99 ms', float('nan')):.1f} | {idle} |")
+                     f"{row.get('setup p99 ms', float('nan')):.1f} | {idle} | "
+                     f"{row.get('proxy CPU-s/GiB', float('nan')):.2f} |")
     lim, jump, direct = rows.get("limen", {}), rows.get("sshd-jump", {}), rows.get("direct", {})
     lines.append("")
     if "MiB/s" in lim and "MiB/s" in jump:
@@ -517,6 +573,14 @@ def report(bench: Bench, facts: dict[str, str]) -> str:
     if "setup p50 ms" in lim and "setup p50 ms" in direct:
         lines.append(f"- setup: limen / direct p50 = "
                      f"{lim['setup p50 ms'] / direct['setup p50 ms']:.2f} (target <= 3)")
+    pc = rows.get("limen-pc", {})
+    if "setup p50 ms" in pc and "setup p50 ms" in lim:
+        lines.append(f"- ProxyCommand (limen-pc) / -J (limen) setup p50 = "
+                     f"{pc['setup p50 ms'] / lim['setup p50 ms']:.2f} (target <= 1.5)")
+    if "client CPU ms" in pc:
+        lines.append(f"- lmsh proxy ssh client CPU per connection: p50 "
+                     f"{pc['client CPU ms']:.0f} ms, p99 {pc['client CPU ms p99']:.0f} ms "
+                     "(target <= 50)")
     if "proxy RSS MiB" in lim:
         lines.append(f"- with {bench.args.idle} idle sessions: proxy RSS "
                      f"{lim['proxy RSS MiB']:.0f} MiB, agent RSS {lim['agent RSS MiB']:.0f} MiB")
@@ -558,7 +622,8 @@ def main() -> None:
     parser.add_argument("--setup-runs", type=int, default=200)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--paths", default="direct,sshd-jump,limen")
-    parser.add_argument("--skip", default="", help="comma list of throughput,setup,idle")
+    parser.add_argument("--skip", default="",
+                        help="comma list of throughput,setup,idle,client")
     parser.add_argument("--node", choices=["real", "standin"], default="real",
                         help="what serves SSH behind the tunnel (default: the node agent)")
     parser.add_argument("--record", action="store_true")
@@ -576,16 +641,19 @@ def main() -> None:
     paths = args.paths.split(",")
     with bench.running():
         print(f"node behind the tunnel: {bench.node_label}")
-        for part in ("throughput", "setup", "idle"):
-            if part in skip:
+        for part in ("throughput", "setup", "idle", "client"):
+            if part in skip or (part == "client" and "limen-pc" not in paths):
                 continue
-            if part == "idle":
+            if part == "client":
+                bench.client_cpu()
+            elif part == "idle":
                 for path in paths:
                     bench.idle(path)
             else:
                 getattr(bench, part)(paths)
             for path in paths:
-                print(f"{part:<10} {path:<9} {json.dumps(bench.rows[path])}", flush=True)
+                print(f"{part:<10} {path:<9} {json.dumps(bench.rows.get(path, {}))}",
+                      flush=True)
     text = report(bench, facts)
     print(text)
     if args.record:
