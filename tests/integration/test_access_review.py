@@ -124,7 +124,7 @@ def test_a_login_added_to_a_role(tmp_path: Path) -> None:
 def test_a_wildcard_label_is_flagged(tmp_path: Path) -> None:
     work = _repo(tmp_path)
     _change(work, "node_labels: {env: prod}", "node_labels: {env: '*'}")
-    text = _plan(work, "--fail-on", "risky", code=3)
+    text = _plan(work, "--fail-on", "risky", code=4)
     assert _access_lines(text) == [
         "+ alice  ssh alice@dev-1  (role ops: allow.logins, node_labels env=*)"
         "  RISKY: wildcard labels",
@@ -140,7 +140,7 @@ def test_a_remote_role_mapped_to_an_admin_role(tmp_path: Path) -> None:
     work = _repo(tmp_path)
     _change(work, "role_map: [{remote: dev, local: [ops]}]",
             "role_map: [{remote: dev, local: [ops]}, {remote: '*', local: [admin]}]")
-    text = _plan(work, "--fail-on", "risky", code=3)
+    text = _plan(work, "--fail-on", "risky", code=4)
     assert _access_lines(text) == [
         "+ trusted_cluster corp  role_map '*' -> 'admin'  RISKY: role_map widening, admin rules",
         "Access: 0 grants added, 0 removed, 0 users, 1 role_map change; 1 risky",
@@ -205,6 +205,12 @@ def test_an_exported_inventory_and_enforcement_agree(tmp_path: Path,
     assert [(c["user"], c["principal"], c["targets"], c["risky"]) for c in changes] == [
         ("alice", "root", ["prod-db-1"], ["root login"]),
         ("dave", "root", ["prod-db-1"], ["root login"])]
+
+    live = run([command("lmctl"), "--auth", cluster.auth, "-i", cluster.data_dir / "admin",
+                "gitops", "plan", work.path / "access", "--against", "main", "--access",
+                "-o", "json"], env=clean_env(), check=False)
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert json.loads(live.stdout)["access"]["changes"] == changes  # the auth API, read live
 
     changed = tmp_path / "after.yaml"
     changed.write_text((work.path / "access" / "all.yaml").read_text(encoding="utf-8"),

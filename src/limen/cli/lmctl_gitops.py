@@ -11,6 +11,12 @@ check of docs/gitops.md. ``--against``:
 * a Git ref of the repository holding PATH (``origin/main``): the documents at that ref;
 * nothing: an empty cluster (everything is created).
 
+``--access`` adds the access review (:mod:`limen.gitops.access_diff`): who gains and loses
+which login, database user, Kubernetes group, app, leaf cluster or admin rule, evaluated over
+an inventory (``--inventory FILE`` from ``lmctl inventory export``, else the cluster of
+``--against DIR`` or of ``lmctl --auth HOST:PORT -i DIR``); ``--format markdown`` prints it as
+a pull-request comment and ``--fail-on risky`` exits 4 when it adds a flagged grant.
+
 ``lmctl gitops status`` shows the live commit and the last attempt with its errors. Both take
 ``-o json|yaml``.
 Registered on the ``lmctl`` group by ``limen.cli.lmctl``.
@@ -48,7 +54,7 @@ from limen.services.plan import Plan, compute_plan
 
 __all__ = ["EXIT_RISKY", "gitops"]
 
-EXIT_RISKY = 3
+EXIT_RISKY = 4
 """Exit status of ``plan --access --fail-on risky`` when the change adds a flagged grant."""
 
 @click.group()
@@ -77,7 +83,7 @@ def gitops() -> None:
 def plan(path: Path, against: str | None, access: bool, inventory_file: Path | None,
          fmt: str | None, fail_on: str | None, output: str) -> None:
     """Validate PATH and print the create/update/delete plan; exit 1 if anything is invalid
-    (with --fail-on risky, 3 if the access review flags a grant it adds)."""
+    (with --fail-on risky, 4 if the access review flags a grant it adds)."""
     output = fmt or output
     if (output == "markdown" or fail_on or inventory_file) and not access:
         raise BadParameter("--format markdown, --fail-on and --inventory need --access")
@@ -109,18 +115,24 @@ def plan(path: Path, against: str | None, access: bool, inventory_file: Path | N
         sys.exit(EXIT_RISKY)
 
 
+def _root_auth() -> bool:
+    """``lmctl --auth HOST:PORT -i DIR ...``: a running cluster's auth API was named."""
+    return bool(click.get_current_context().find_root().params.get("auth"))
+
+
 def _access_review(desired: list[Resource], current: list[Resource], against: str | None,
                    inventory_file: Path | None) -> AccessDiff:
-    """Before: the inventory (or the cluster of --against DIR) with --against's objects over
-    it; after: the same once the sync applied PATH."""
+    """Before: the inventory (the file, else the cluster of --against DIR or of ``lmctl
+    --auth``) with --against's objects over it; after: the same once the sync applied PATH."""
     known: list[Resource] = []
     nodes: list[Target] = []
     if inventory_file is not None:
         known, nodes = read_inventory(inventory_file)
-    elif against and Path(against).is_dir():
+    elif (against and Path(against).is_dir()) or _root_auth():
         from limen.cli.lmctl_inventory import collect_inventory
 
-        document = run_admin(collect_inventory, data_dir=Path(against))
+        live = Path(against) if against and Path(against).is_dir() else None
+        document = run_admin(collect_inventory, data_dir=live)
         known = [Resource.from_document(doc) for doc in document["objects"]]
         nodes = node_targets(document["nodes"])
     by_key = {(r.kind, r.name): r for r in known}
