@@ -81,8 +81,9 @@ class AccessState:
     @classmethod
     def build(cls, objects: Iterable[Resource], nodes: Iterable[Target] = ()) -> AccessState:
         """From stored objects (users, roles, Resources, trusted and remote clusters) and
-        heartbeated nodes."""
-        state = cls({}, {}, list(nodes), {})
+        heartbeated nodes. One target per kind and name: a node online wins over a stored
+        SSH Resource of its hostname (its heartbeated labels are the current ones)."""
+        state = cls({}, {}, [], {})
         for obj in objects:
             if obj.kind is Kind.USER:
                 state.users[obj.name] = obj
@@ -94,6 +95,8 @@ class AccessState:
                 state.targets.append(Target.of("cluster", obj.name, obj.labels))
             elif obj.kind is Kind.RESOURCE and obj.spec.get("kind") in _RESOURCE_KINDS:
                 state.targets.append(Target.of(str(obj.spec["kind"]), obj.name, obj.labels))
+        unique = {(t.kind, t.name): t for t in [*state.targets, *nodes]}
+        state.targets = list(unique.values())
         state._role_text = {name: json.dumps(dict(role.spec), sort_keys=True, default=str)
                             for name, role in state.roles.items()}
         return state
@@ -250,8 +253,6 @@ def access_diff(before: AccessState, after: AccessState) -> AccessDiff:
             continue
         _, grants_b = eval_b.of(user) if key_b is not None else (None, {})
         rs_a, grants_a = eval_a.of(user) if key_a is not None else (None, {})
-        if grants_a is grants_b and not moved:
-            continue
         for key in grants_a.keys() - grants_b.keys():
             names = [n for n in _names(index_a, key) if (key[0], n) not in moved]
             if names:
@@ -307,9 +308,8 @@ def _added(user: str, key: GrantKey, names: list[str], decision: Decision,
 
 def _removed(user: str, key: GrantKey, names: list[str], role_set: RoleSet | None,
              labels_after: Mapping[tuple[str, str], LabelSet]) -> AccessChange:
-    """Resources with equal labels before may have different labels after (or be gone):
-    the first one's answer stands for the group only when all moved the same way, which
-    :func:`access_diff` guarantees (moved resources are diffed one by one)."""
+    """``names`` have the same labels before and after (:func:`access_diff` diffs resources
+    whose labels changed one by one), so the first one's answer is every one's."""
     kind, principal, _ = key
     targets = tuple(sorted(names))
     if role_set is None:
