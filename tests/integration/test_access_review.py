@@ -225,3 +225,11 @@ def test_an_exported_inventory_and_enforcement_agree(tmp_path: Path,
     denied = cluster.lmctl("access", "check", "alice", "resource/dev-1", "--login", "root",
                            check=False)
     assert denied.returncode == 1  # not reported, and indeed not granted
+
+
+def test_access_options_need_access(tmp_path: Path) -> None:
+    work = _repo(tmp_path)
+    result = run([command("lmctl"), "gitops", "plan", work.path / "access", "--fail-on",
+                  "risky"], env=clean_env(), check=False)
+    assert result.returncode == 2
+    assert "--fail-on and --inventory need --access" in result.stderr

@@ -86,7 +86,7 @@ def plan(path: Path, against: str | None, access: bool, inventory_file: Path | N
     (with --fail-on risky, 4 if the access review flags a grant it adds)."""
     output = fmt or output
     if (output == "markdown" or fail_on or inventory_file) and not access:
-        raise BadParameter("--format markdown, --fail-on and --inventory need --access")
+        raise click.UsageError("--format markdown, --fail-on and --inventory need --access")
     try:
         desired = validate(load_path(path, on_skipped_link=_warn))
     except ValidationFailed as err:
