@@ -14,18 +14,36 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
 
 from limen.api.resources import Kind
 from limen.auth.core import AuthServer
 from limen.ca.authority import CertAuthorityType, tls_trust_map
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
-from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
+from limen.ca.keys import (
+    generate_private_key,
+    private_key_to_openssh,
+    private_key_to_pem,
+    public_key_to_openssh,
+)
 from limen.ca.peer_role import require_server_role
 from limen.ca.tls import client_context
+from limen.client.proxyssh_fast_tls import (
+    Unsupported,
+    check_proxy_cert,
+    ed25519_pkcs8_pem,
+    fast_context,
+)
 from limen.client.proxyssh_tls import RouteRefused, open_route
 from limen.errors import AccessDenied
 from limen.net.ssh_tls_wire import ALPN_SSH, SSHRouteRequest
@@ -117,3 +135,63 @@ async def test_a_node_certificate_in_the_proxys_place_is_refused(auth: AuthServe
     with _server(_credentials(auth, SystemRole.NODE), [ALPN_SSH], b"OK\n") as port, \
             pytest.raises(AccessDenied, match="not trusted: the server is not a proxy"):
         open_route("127.0.0.1", port, context, REQUEST)
+
+
+# ---------------------------------------------------------------- without cryptography
+
+
+def _fast(auth: AuthServer, tmp_path: Path, key: Any, tls_cert: bytes) -> ssl.SSLContext:
+    (tmp_path / "key").write_text(private_key_to_openssh(key))
+    (tmp_path / "crt").write_bytes(tls_cert)
+    (tmp_path / "ca.pem").write_text(_ca_pem(auth))
+    return fast_context(tmp_path / "crt", tmp_path / "key", tmp_path / "ca.pem")
+
+
+def _ca_pem(auth: AuthServer) -> str:
+    trusted = tls_trust_map([auth.authorities.get(CertAuthorityType.TLS)])
+    return "".join(c.public_bytes(Encoding.PEM).decode() for cs in trusted.values() for c in cs)
+
+
+async def _alice(auth: AuthServer) -> tuple[Any, bytes]:
+    key = generate_private_key()
+    login = await auth.issue_for_user(await auth.store.get(Kind.USER, "alice"),
+                                      public_key_to_openssh(key.public_key()),
+                                      timedelta(hours=1))
+    return key, login.tls_cert
+
+
+def test_the_openssh_ed25519_key_becomes_the_same_pkcs8_key() -> None:
+    key = generate_private_key()
+    pem = ed25519_pkcs8_pem(private_key_to_openssh(key).encode())
+    again = load_pem_private_key(pem, password=None)
+    assert again.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) == \
+        key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    with pytest.raises(Unsupported, match="key type"):
+        ed25519_pkcs8_pem(private_key_to_openssh(generate_private_key("ecdsa-p256")).encode())
+
+
+async def test_the_fast_context_reaches_the_proxy(auth: AuthServer, tmp_path: Path) -> None:
+    context = _fast(auth, tmp_path, *(await _alice(auth)))
+    with _server(_credentials(auth, SystemRole.PROXY), [ALPN_SSH], b"OK\n") as port:
+        opened = open_route("127.0.0.1", port, context, REQUEST,
+                            check=lambda der: check_proxy_cert(der, "unit"))
+        assert opened is not None
+        opened[0].close()
+
+
+async def test_the_fast_check_refuses_a_node_in_the_proxys_place(auth: AuthServer,
+                                                                 tmp_path: Path) -> None:
+    context = _fast(auth, tmp_path, *(await _alice(auth)))
+    with _server(_credentials(auth, SystemRole.NODE), [ALPN_SSH], b"OK\n") as port, \
+            pytest.raises(AccessDenied, match="not trusted: the server is not a proxy of "
+                                              "unit: the certificate is a node's"):
+        open_route("127.0.0.1", port, context, REQUEST,
+                   check=lambda der: check_proxy_cert(der, "unit"))
+
+
+async def test_the_fast_check_refuses_a_proxy_of_another_cluster_name(auth: AuthServer) -> None:
+    proxy = _credentials(auth, SystemRole.PROXY)
+    der = x509.load_pem_x509_certificate(proxy.tls_cert_pem).public_bytes(Encoding.DER)
+    check_proxy_cert(der, "unit")
+    with pytest.raises(AccessDenied, match="not a proxy of other"):
+        check_proxy_cert(der, "other")

@@ -39,13 +39,13 @@ def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> No
     if not login or not host or not port.isdigit():
         raise BadParameter("target must be LOGIN@HOST:PORT (OpenSSH's %r@%h:%p)")
     cluster = cluster or profile.cluster
-    from limen.client.proxyssh_tls import profile_context, run_proxy_ssh_tls, strip_cluster
+    from limen.client.proxyssh_tls import run_proxy_ssh_tls, strip_cluster
     from limen.net.address import parse_address
     from limen.net.ssh_tls_wire import SSHRouteRequest
 
     ssh_cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
     web_host, web_port = parse_address(profile.proxy)
-    routed = run_proxy_ssh_tls(web_host, web_port, profile_context(store, profile),
+    routed = run_proxy_ssh_tls(web_host, web_port, store, profile,
                                SSHRouteRequest(login=login, host=strip_cluster(host, cluster),
                                                port=int(port),
                                                cluster=cluster,

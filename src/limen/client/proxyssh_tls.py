@@ -1,8 +1,10 @@
 """``lmsh proxy ssh`` over the proxy's web port: OpenSSH's ProxyCommand as ONE TLS connection.
 
 It connects to the proxy's web address with ALPN ``limen-ssh-proxy`` and the user's X.509
-certificate from ``lmsh login`` (the proxy verified against the cluster CAs saved at login and
-required to be the proxy, :func:`limen.ca.peer_role.require_server_role`), sends one request
+certificate from ``lmsh login`` (the proxy verified against the cluster CA saved at login and
+required to be the proxy: :mod:`limen.client.proxyssh_fast_tls` without importing
+cryptography, or :func:`limen.ca.peer_role.require_server_role` where that cannot serve, e.g.
+an ECDSA key), sends one request
 naming the target (:mod:`limen.net.ssh_tls_wire`), reads the one-line answer, then relays raw
 bytes between stdin/stdout and the socket: OpenSSH's own session with the node is the only
 SSH layer. A refusal is printed as ``lmsh: <reason>`` with exit status 1. A proxy that does
@@ -26,12 +28,10 @@ import select
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 
-from limen.ca.identity import SystemRole
-from limen.ca.keys import load_private_key
-from limen.ca.peer_role import require_server_role, trust_map_from_pems
-from limen.ca.tls import client_context
 from limen.client.profile import Profile, ProfileStore
+from limen.client.proxyssh_fast_tls import Unsupported, check_proxy_cert, fast_context
 from limen.errors import AccessDenied, ConnectionProblem
 from limen.net.ssh_tls_wire import ALPN_SSH, MAX_ANSWER, SSHRouteRequest, parse_answer
 
@@ -54,12 +54,14 @@ def strip_cluster(host: str, cluster: str) -> str:
 
 def profile_context(store: ProfileStore, profile: Profile) -> ssl.SSLContext:
     """Mutual TLS as the logged-in user, the server required to be the proxy of a cluster
-    whose CA was saved at login."""
+    whose CA was saved at login (``limen.ca``'s checks: cryptography, any key type)."""
     from cryptography import x509
 
-    if not profile.is_valid():
-        raise AccessDenied(f"your certificates expired at {profile.expires}: "
-                           "run lmsh login again")
+    from limen.ca.identity import SystemRole
+    from limen.ca.keys import load_private_key
+    from limen.ca.peer_role import require_server_role, trust_map_from_pems
+    from limen.ca.tls import client_context
+
     trusted = trust_map_from_pems(store.trusted_cas(profile.proxy))
     cas = [c for certs in trusted.values() for c in certs]
     if not cas:
@@ -71,9 +73,13 @@ def profile_context(store: ProfileStore, profile: Profile) -> ssl.SSLContext:
 
 
 def open_route(host: str, port: int, context: ssl.SSLContext, request: SSHRouteRequest,
-               timeout: float = CONNECT_TIMEOUT) -> tuple[ssl.SSLSocket, bytes] | None:
+               timeout: float = CONNECT_TIMEOUT, *,
+               check: Callable[[bytes | None], None] | None = None
+               ) -> tuple[ssl.SSLSocket, bytes] | None:
     """The TLS socket after the proxy's ``OK`` and the bytes that followed it; ``None`` when
-    the proxy does not serve the ALPN; :class:`RouteRefused` with the proxy's reason."""
+    the proxy does not serve the ALPN; :class:`RouteRefused` with the proxy's reason.
+    ``check``: called with the server's verified certificate before anything is sent
+    (:func:`~limen.client.proxyssh_fast_tls.check_proxy_cert`)."""
     context.set_alpn_protocols([ALPN_SSH])
     try:
         raw = socket.create_connection((host, port), timeout)
@@ -88,6 +94,15 @@ def open_route(host: str, port: int, context: ssl.SSLContext, request: SSHRouteR
     except (OSError, ssl.SSLError) as err:
         raw.close()
         raise ConnectionProblem(f"TLS with the proxy at {host}:{port} failed: {err}") from err
+    if check is not None:
+        try:
+            check(tls.getpeercert(binary_form=True))
+        except AccessDenied as err:
+            tls.close()
+            raise AccessDenied(f"the proxy at {host}:{port} is not trusted: {err}") from None
+        except BaseException:
+            tls.close()
+            raise
     try:
         if tls.selected_alpn_protocol() != ALPN_SSH:
             tls.close()
@@ -212,13 +227,29 @@ def _pump(tls: ssl.SSLSocket, in_fd: int, out_fd: int, *, spoken: bool) -> None:
             _write_all(out_fd, data)
 
 
-def run_proxy_ssh_tls(host: str, port: int, context: ssl.SSLContext,
+def _open(host: str, port: int, store: ProfileStore, profile: Profile,
+          request: SSHRouteRequest) -> tuple[ssl.SSLSocket, bytes] | None:
+    """:func:`open_route` with the fast context, or the full one where it cannot serve."""
+    if not profile.is_valid():
+        raise AccessDenied(f"your certificates expired at {profile.expires}: "
+                           "run lmsh login again")
+    try:
+        context = fast_context(store.tls_cert_path(profile.proxy, profile.user),
+                               store.key_path(profile.proxy, profile.user),
+                               store.ca_path(profile.proxy, profile.cluster))
+        return open_route(host, port, context, request,
+                          check=lambda der: check_proxy_cert(der, profile.cluster))
+    except (Unsupported, FileNotFoundError):
+        return open_route(host, port, profile_context(store, profile), request)
+
+
+def run_proxy_ssh_tls(host: str, port: int, store: ProfileStore, profile: Profile,
                       request: SSHRouteRequest) -> int | None:
     """Relay stdin/stdout to the target; 0 at the end, 1 after printing the proxy's refusal,
     ``None`` when the proxy does not serve the route (the caller falls back)."""
     in_fd = stdin_fd()
     try:
-        opened = open_route(host, port, context, request)
+        opened = _open(host, port, store, profile, request)
     except RouteRefused as err:
         print(f"lmsh: {err}", file=sys.stderr, flush=True)
         return 1
