@@ -22,6 +22,7 @@ from limen.rbac import AccessChecker
 
 LOGINS = ("root", "ubuntu", "alice")
 DB_USERS = ("postgres", "ro")
+DB_NAMES = ("app", "payments")
 GROUPS = ("devs", "system:masters")
 LABELS = st.dictionaries(st.sampled_from(("env", "team", "region")),
                          st.sampled_from(("prod", "dev", "a")),
@@ -40,12 +41,14 @@ def conditions(draw: st.DrawFn, deny: bool) -> dict[str, Any]:
         "logins": draw(st.lists(st.sampled_from(logins), max_size=2, unique=True)),
         "node_labels": draw(SELECTOR), "db_labels": draw(SELECTOR),
         "db_users": draw(st.lists(st.sampled_from(DB_USERS), max_size=2, unique=True)),
+        "db_names": draw(st.lists(st.sampled_from(DB_NAMES), max_size=2, unique=True)),
         "kubernetes_labels": draw(SELECTOR),
         "kubernetes_groups": draw(st.lists(st.sampled_from(GROUPS), max_size=2, unique=True)),
         "app_labels": draw(SELECTOR), "cluster_labels": draw(SELECTOR),
     }
     if deny:  # deny sections are mostly empty: otherwise everything is denied
-        keep = draw(st.sampled_from(("logins", "node_labels", "db_users", "kubernetes_groups")))
+        keep = draw(st.sampled_from(("logins", "node_labels", "db_users", "db_names",
+                                     "kubernetes_groups")))
         out = {keep: out[keep]}
     return out
 
@@ -88,7 +91,8 @@ def _universe(target: Resource) -> list[tuple[str, str, dict[str, Any]]]:
     if kind == "ssh":
         return [(kind, p, {"login": p}) for p in LOGINS]
     if kind == "db":
-        return [(kind, p, {"db_user": p}) for p in DB_USERS]
+        return [(kind, u, {"db_user": u}) for u in DB_USERS] + [
+            (kind, f"{u}/{n}", {"db_user": u, "db_name": n}) for u in DB_USERS for n in DB_NAMES]
     if kind == "kube":
         return [(kind, f"group/{g}", {"kube_groups": [g]}) for g in GROUPS]
     return [(str(kind), "", {})]

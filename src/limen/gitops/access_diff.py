@@ -125,8 +125,8 @@ class AccessChange:
     kind: str
     """ssh, db, kube, app, cluster or rule."""
     principal: str
-    """The login, database user, ``group/G`` or ``user/U`` (kube), the verb (rule); empty
-    for apps and clusters."""
+    """The login, database user (``user/name`` with a database name), ``group/G`` or
+    ``user/U`` (kube), the verb (rule); empty for apps and clusters."""
     targets: tuple[str, ...]
     """The resources' names, sorted (for ``rule``, the kind the rule speaks about): the
     resources with the same labels, which get the same answer."""
@@ -298,7 +298,7 @@ def _added(user: str, key: GrantKey, names: list[str], decision: Decision,
         risky.append("root login")
     if kind == "kube" and principal == "group/system:masters":
         risky.append("system:masters")
-    if kind == "db" and principal == "*":
+    if kind == "db" and principal.partition("/")[0] == "*":
         risky.append("any database user")
     if kind == "rule" and names[0] in ADMIN_KINDS and principal in _WRITE_VERBS:
         risky.append("admin rules")

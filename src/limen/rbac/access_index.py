@@ -14,8 +14,10 @@ checks that enforce access (:mod:`limen.rbac.checks`) about the rest:
   :meth:`~limen.rbac.labels.LabelSelector.matches`. A label set no allow selector matches
   is denied by every check (allow needs a matching role), so skipping it changes nothing;
 - the principals asked about are the ones the roles could grant there: the allowed logins
-  and database users of the matching roles, the Kubernetes groups and users
-  :func:`~limen.rbac.checks.kube_principals` finds. Deny rules are applied by the checks.
+  and database users of the matching roles (a database user alone, as MySQL and ``lmctl
+  access check`` ask, and ``user/name`` for each database name they list), the Kubernetes
+  groups and users :func:`~limen.rbac.checks.kube_principals` finds. Deny rules are applied
+  by the checks.
 
 Leaf clusters are few and have Teleport's "nobody uses cluster labels" exception, so every
 one is asked. Rules (``allow.rules``) are asked per Limen kind and verb with
@@ -196,8 +198,15 @@ def _grants_on(role_set: RoleSet, kind: str, labels: LabelSet,
         for login in _principals(role_set, "logins", "node_labels", as_map):
             decisions.append((login, role_set.check_ssh(as_map, login, mfa_verified=True)))
     elif kind == "db":
+        names = _principals(role_set, "db_names", "db_labels", as_map)
         for user in _principals(role_set, "db_users", "db_labels", as_map):
-            decisions.append((user, role_set.check_db(as_map, user, None, mfa_verified=True)))
+            decision = role_set.check_db(as_map, user, None, mfa_verified=True)
+            decisions.append((user, decision))
+            if not decision.allowed:  # with a database name it can only be stricter
+                continue
+            for name in names:
+                decisions.append((f"{user}/{name}",
+                                  role_set.check_db(as_map, user, name, mfa_verified=True)))
     elif kind == "kube":
         groups, users = role_set.kube_principals(as_map)
         for group in groups:
@@ -221,7 +230,8 @@ def decide(role_set: RoleSet, key: GrantKey) -> Decision:
     if kind == "ssh":
         return role_set.check_ssh(as_map, principal, mfa_verified=True)
     if kind == "db":
-        return role_set.check_db(as_map, principal, None, mfa_verified=True)
+        user, slash, name = principal.partition("/")
+        return role_set.check_db(as_map, user, name if slash else None, mfa_verified=True)
     if kind == "kube":
         what, _, name = principal.partition("/")
         groups, users = ((name,), ()) if what == "group" else ((), (name,))
