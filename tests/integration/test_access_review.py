@@ -15,7 +15,7 @@ from typing import Any
 
 from gitops_git import WorkTree
 
-from .cluster import ClusterFactory, clean_env, command, run
+from .cluster import ClusterFactory, clean_env, command, run, wait_for
 
 BASE = """\
 apiVersion: limen.dev/v1alpha1
@@ -182,16 +182,26 @@ def test_an_exported_inventory_and_enforcement_agree(tmp_path: Path,
                                                      clusters: ClusterFactory) -> None:
     """The review runs from the repository and `lmctl inventory export` alone; the grants
     it reports are what `lmctl access check` answers on a cluster holding the new state."""
-    cluster = clusters("review")
+    config = tmp_path / "limen.yaml"  # a database only its agent's config declares
+    config.write_text("db:\n  resources: []\n  databases:\n    - {name: side-db, labels: "
+                      "{env: prod}, kind: db, protocol: postgres, address: '127.0.0.1:5'}\n",
+                      encoding="utf-8")
+    cluster = clusters("review", "--roles", "auth,proxy,node,db", "-c", str(config))
     api_user = ("apiVersion: limen.dev/v1alpha1\nkind: User\nmetadata: {name: dave}\n"
                 "spec: {roles: [ops], traits: {logins: [dave]}}\n")
     seed = tmp_path / "seed.yaml"
     seed.write_text(BASE + "---\n" + api_user, encoding="utf-8")
     cluster.lmctl("apply", "-f", seed)
     inventory = tmp_path / "inventory.json"
-    inventory.write_text(cluster.lmctl("inventory", "export", "-o", "json").stdout,
-                         encoding="utf-8")
-    exported = json.loads(inventory.read_text(encoding="utf-8"))
+
+    def exported_with_side_db() -> dict[str, Any] | None:  # once its agent heartbeated it
+        text = cluster.lmctl("inventory", "export", "-o", "json").stdout
+        found: dict[str, Any] = json.loads(text)
+        names = {o["metadata"]["name"] for o in found["objects"]}
+        return found if "side-db" in names and inventory.write_text(text) else None
+    exported = wait_for(exported_with_side_db, 20.0, "side-db in the inventory")
+    side_db = next(o for o in exported["objects"] if o["metadata"]["name"] == "side-db")
+    assert (side_db["metadata"]["labels"], side_db["spec"]["kind"]) == ({"env": "prod"}, "db")
     dave = next(o for o in exported["objects"] if o["metadata"]["name"] == "dave")
     assert dave["spec"] == {"roles": ["ops"], "traits": {"logins": ["dave"]}}
 
@@ -205,6 +215,16 @@ def test_an_exported_inventory_and_enforcement_agree(tmp_path: Path,
     assert [(c["user"], c["principal"], c["targets"], c["risky"]) for c in changes] == [
         ("alice", "root", ["prod-db-1"], ["root login"]),
         ("dave", "root", ["prod-db-1"], ["root login"])]
+
+    db_change = _repo(tmp_path / "db")  # a database known from a heartbeat is reviewed too
+    _change(db_change, "db_users: [postgres]", "db_users: [postgres, admin]")
+    result = run([command("lmctl"), "gitops", "plan", db_change.path / "access", "--against",
+                  "main", "--access", "--inventory", inventory, "-o", "json"],
+                 env=clean_env(LIMEN_DATA_DIR=tmp_path / "nowhere"), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [(c["user"], c["principal"], c["targets"]) for c in
+            json.loads(result.stdout)["access"]["changes"]] == [
+        ("bob", "admin", ["billing", "side-db"])]
 
     live = run([command("lmctl"), "--auth", cluster.auth, "-i", cluster.data_dir / "admin",
                 "gitops", "plan", work.path / "access", "--against", "main", "--access",

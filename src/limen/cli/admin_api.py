@@ -25,7 +25,7 @@ from limen.api.resources import parse_kind
 from limen.auth.client import AuthClient
 from limen.backend.sqlite import DB_FILENAME
 from limen.ca.host_credentials import HostCredentials
-from limen.cli.admin_protocol import AdminApi
+from limen.cli.admin_protocol import AdminApi, online_kind
 from limen.errors import BadParameter, ConnectionProblem
 
 __all__ = ["AdminApi", "open_admin", "require_cluster_dir"]
@@ -134,6 +134,9 @@ class RemoteAdmin:
 
     async def list_nodes(self) -> list[dict[str, Any]]:
         return list((await self.client.call("GET", "/v1/admin/nodes"))["items"])
+
+    async def list_online(self, kind: str) -> list[dict[str, Any]]:
+        return list((await self.client.call("GET", f"/v1/presence/{online_kind(kind)}"))["items"])
 
     async def list_tokens(self) -> list[dict[str, Any]]:
         return list((await self.client.call("GET", "/v1/admin/tokens"))["items"])

@@ -19,13 +19,19 @@ from typing import Any
 from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, parse_kind
 from limen.api.validation import validate
-from limen.auth import node_admin, token_admin, user_admin
+from limen.auth import node_admin, presence, token_admin, user_admin
 from limen.auth.audit_signer import audit_signer_source
 from limen.auth.ca_key_file import ca_sealer_for
 from limen.auth.core import AuthServer
-from limen.auth.store_keys import GITOPS_STATUS_KEY
+from limen.auth.store_keys import (
+    APP_PRESENCE_PREFIX,
+    DB_PRESENCE_PREFIX,
+    GITOPS_STATUS_KEY,
+    KUBE_PRESENCE_PREFIX,
+)
 from limen.backend.factory import open_backend
 from limen.ca.authority import CertAuthorityType
+from limen.cli.admin_protocol import online_kind
 from limen.config import load_settings
 from limen.errors import NotFound
 from limen.events.filelog import FileLog
@@ -33,6 +39,9 @@ from limen.events.search import parse_since, search
 from limen.files import private_dir
 
 __all__ = ["ACTOR", "LocalAdmin", "local_admin", "token_of"]
+
+ONLINE_PREFIXES = {"dbs": DB_PRESENCE_PREFIX, "kubes": KUBE_PRESENCE_PREFIX,
+                   "apps": APP_PRESENCE_PREFIX}
 
 ACTOR = "admin"
 """The actor named in the audit events of offline changes."""
@@ -119,6 +128,9 @@ class LocalAdmin:
 
     async def list_nodes(self) -> list[dict[str, Any]]:
         return await node_admin.list_nodes(self.server)
+
+    async def list_online(self, kind: str) -> list[dict[str, Any]]:
+        return await presence.presence(self.server, ONLINE_PREFIXES[online_kind(kind)])
 
     async def list_tokens(self) -> list[dict[str, Any]]:
         return await token_admin.list_tokens(self.server)

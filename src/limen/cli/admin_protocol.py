@@ -13,8 +13,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from limen.api.loader import SourceDocument
+from limen.errors import BadParameter
 
-__all__ = ["AdminApi"]
+__all__ = ["ONLINE_KINDS", "AdminApi", "online_kind"]
+
+ONLINE_KINDS = ("dbs", "kubes", "apps")
+"""What agents heartbeat besides nodes: ``list_online`` lists the live records of one of them
+(the Resource each record carries, served by an agent, stored or from its own config)."""
+
+
+def online_kind(kind: str) -> str:
+    """``kind`` checked against :data:`ONLINE_KINDS`."""
+    if kind not in ONLINE_KINDS:
+        raise BadParameter(f"no presence of {kind!r}: one of {', '.join(ONLINE_KINDS)}")
+    return kind
 
 
 class AdminApi(Protocol):
@@ -41,5 +53,6 @@ class AdminApi(Protocol):
     async def reset_user(self, name: str, ttl: int) -> dict[str, str]: ...
     async def unlock_user(self, name: str) -> bool: ...
     async def list_nodes(self) -> list[dict[str, Any]]: ...
+    async def list_online(self, kind: str) -> list[dict[str, Any]]: ...
     async def list_tokens(self) -> list[dict[str, Any]]: ...
     async def remove_token(self, ref: str) -> dict[str, Any]: ...
