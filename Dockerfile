@@ -10,6 +10,15 @@
 # manifests/). Runs as the unprivileged user limen (uid 10001), read-only root filesystem
 # friendly (no bytecode writes; /tmp is the only scratch space the operator needs).
 
+# The web UI's bundle (web/ → src/limen/proxy/webui/dist, as scripts/build-web does), from the
+# committed lock file; the wheel below carries it.
+FROM node:20-bookworm-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web ./
+RUN npm run build --silent
+
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -17,6 +26,7 @@ RUN python -m venv /opt/limen
 COPY pyproject.toml README.md constraints.txt ./
 COPY crds ./crds
 COPY src ./src
+COPY --from=web /src/src/limen/proxy/webui/dist ./src/limen/proxy/webui/dist
 RUN /opt/limen/bin/pip install -c constraints.txt . \
  && /opt/limen/bin/python -m compileall -q /opt/limen/lib
 
