@@ -5,7 +5,9 @@ user's SSH session the only SSH layer), with one ``limen start`` (its node behin
   when the profile's SSH-front address points nowhere (so no SSH-inside-SSH fallback was
   used), and the session is audited by the node as before;
 - a refusal reaches the user as ``lmsh: <reason>`` and is audited with ``via: tls``;
-- ``http/1.1`` and no ALPN on the same port still serve the web API.
+- ``http/1.1`` and no ALPN on the same port still serve the web API;
+- the ProxyCommand itself (``lmsh proxy ssh``, started by OpenSSH for every connection)
+  imports neither asyncio, asyncssh, aiohttp nor cryptography's X.509 (``limen.ca``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from __future__ import annotations
 import getpass
 import http.client
 import json
+import re
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .cluster import ClusterFactory, LimenCluster, LimenUser, run, wait_for
+from .cluster import ClusterFactory, LimenCluster, LimenUser, command, run, wait_for
 from .ssh_tls_client import context, exchange, request, user_credentials
 
 LOGIN = getpass.getuser()
@@ -125,3 +129,19 @@ def test_http_on_the_same_port_still_serves_the_web_api(site: LimenCluster, olga
         assert conn.sock.selected_alpn_protocol() == (alpn[0] if alpn else None)
     finally:
         conn.close()
+
+
+def test_the_proxy_command_imports_no_heavy_module(site: LimenCluster, olga: LimenUser) -> None:
+    done = subprocess.run([command("lmsh"), "proxy", "ssh", f"{LOGIN}@{HOST}:3022"],
+                          env={**olga.env, "PYTHONPROFILEIMPORTTIME": "1"},
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(b"SSH-2.0-")
+    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$",
+                          done.stderr.decode(), re.MULTILINE)
+    assert "limen.client.proxyssh_tls" in imported
+    heavy = [m for m in imported
+             if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp")
+             or m.startswith(("cryptography.x509", "cryptography.hazmat", "limen.ca"))]
+    assert heavy == []
