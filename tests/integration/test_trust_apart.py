@@ -157,8 +157,18 @@ def test_stock_ssh_reaches_the_separate_leaf_node_audited_on_the_leaf(world: Wor
     config = world.alice.home / "ssh_config"
     config.write_text(world.alice.lmsh("config").stdout, encoding="utf-8")
     assert "Host *.leaf" in config.read_text(encoding="utf-8")
-    result = world.ssh("-tt", f"{LOGIN}@{HOST}.leaf", "echo apart-$((6*7))", check=False)
-    assert "apart-42" in result.stdout, describe(result) + world.node.output()
+    # the node apart learns the root's user CA from its leaf auth's trust roots, which it
+    # polls (every 3 s): "Permission denied (publickey)" until then
+    attempts: list[str] = []
+
+    def reached() -> bool:
+        result = world.ssh("-tt", f"{LOGIN}@{HOST}.leaf", "echo apart-$((6*7))", check=False)
+        attempts.append(describe(result))
+        return "apart-42" in result.stdout
+    try:
+        wait_for(reached, DEADLINE, "stock ssh to the leaf node", interval=0.5)
+    except AssertionError:
+        raise AssertionError("\n".join(attempts[-2:]) + world.node.output()) from None
 
     def ended() -> list[dict[str, Any]]:
         return [e for e in world.auth.audit("session.end", user="alice") if e.get("recorded")]
