@@ -368,6 +368,28 @@ def test_a_browser_gets_an_app_session_cookie_for_the_app_host_only(env: Env) ->
     assert forged.stdout == "401"
 
 
+def test_a_locked_users_app_certificate_is_refused_and_audited(env: Env) -> None:
+    flags = _login(env.alice)
+    code = ["-o", "/dev/null", "-w", "%{http_code}"]
+    assert _curl(env, [*code, *flags]).stdout == "200"
+    name = env.cluster.lmctl("lock", "--user", "alice", "--message", "INC-7 app review"
+                             ).stdout.strip()
+    try:
+        refused = wait_for(lambda: (r := _curl(env, flags)).stdout.startswith("Limen: locked")
+                           and r, 2.0, "the lock at the app front")
+        assert refused.stdout == "Limen: locked: INC-7 app review\n"
+        assert _curl(env, [*code, *flags]).stdout == "403"
+        denied = wait_for(lambda: [e for e in env.cluster.audit("app.session.start",
+                                                                 user="alice")
+                                   if e.get("success") is False and e.get("lock") == name],
+                          15.0, "the locked request audited")
+        assert denied[-1]["lock_target"] == "user=alice"
+        assert denied[-1]["reason"] == "locked: INC-7 app review"
+    finally:
+        env.cluster.lmctl("rm", f"lock/{name}")
+    wait_for(lambda: _curl(env, [*code, *flags]).stdout == "200", 5.0, "the lock lifted")
+
+
 def test_the_app_leaves_when_its_agent_is_killed(env: Env) -> None:
     flags = _login(env.alice)
     assert "Logged out of hello." in env.alice.lmsh("apps", "logout", "hello").stdout

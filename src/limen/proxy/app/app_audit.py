@@ -59,10 +59,10 @@ class AppAudit:
             del self._started[next(iter(self._started))]
 
     async def refused(self, *, cluster: str, user: str | None, app: str, session_id: str,
-                      remote_addr: str, reason: str) -> None:
+                      remote_addr: str, reason: str, **extra: Any) -> None:
         await self.emitter.emit(make_event(
             "app.session.start", success=False, cluster=cluster, user=user, app=app,
-            session_id=session_id, remote_addr=remote_addr, reason=reason))
+            session_id=session_id, remote_addr=remote_addr, reason=reason, **extra))
 
     def request(self, key: SessionKey, **fields: Any) -> None:
         """One served request, written with its batch."""

@@ -23,6 +23,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -39,6 +40,7 @@ from limen.proxy.app.app_route import AppRefused, AppRouter, AppTarget
 from limen.proxy.app.app_sessions import HANDOVER_PATH, AppSessions
 from limen.proxy.app.http_relay import APP_COOKIE, Relayed, relay
 from limen.proxy.web import USER_CERT
+from limen.services.locks import lock_fields
 
 __all__ = ["AppFront"]
 
@@ -167,7 +169,8 @@ class AppFront:
             await self.router.admit(identity, target)
             token = await self.router.token(der, target)
         except (AccessDenied, BadParameter) as err:
-            return await self._refuse(403, str(err), identity, target, session_id, client_ip)
+            return await self._refuse(403, str(err), identity, target, session_id, client_ip,
+                                      **lock_fields(err))
         except LimenError as err:
             return await self._refuse(503, str(err), identity, target, session_id, client_ip)
         key = SessionKey(self.router.cluster, identity.username, target.name, session_id)
@@ -211,10 +214,13 @@ class AppFront:
                                              f"certificate: lmsh apps login {target.name}\n")
 
     async def _refuse(self, status: int, reason: str, identity: Identity | None,
-                      target: AppTarget, session_id: str, client_ip: str) -> web.Response:
+                      target: AppTarget, session_id: str, client_ip: str,
+                      **extra: Any) -> web.Response:
+        """``extra``: more audit fields (the lock behind a refusal)."""
         await self.audit.refused(cluster=self.router.cluster,
                                  user=identity.username if identity else None, app=target.name,
-                                 session_id=session_id, remote_addr=client_ip, reason=reason)
+                                 session_id=session_id, remote_addr=client_ip, reason=reason,
+                                 **extra)
         return web.Response(status=status, text=f"Limen: {reason}\n")
 
 

@@ -5,7 +5,7 @@
 :meth:`AppRouter.verify` and :meth:`AppRouter.check_app_cert` turn the client certificate of
 the TLS handshake into an identity (this cluster's TLS CA, expiry, a user's, ``usage: app``
 scoped to this very app) and :meth:`AppRouter.admit` decides with the roles as they are now
-(``app_labels``, deny first); :meth:`AppRouter.token` gets the
+(``app_labels``, deny first) after the locks; :meth:`AppRouter.token` gets the
 app session's identity JWT from auth (which checks the certificate and roles again and signs
 it), kept until shortly before it expires; :meth:`AppRouter.open` dials a serving app agent
 through its reverse tunnel (``MODE_TLS``: the agent must show its app host certificate with
@@ -145,8 +145,11 @@ class AppRouter:
                                f"login {target.name}")
 
     async def admit(self, identity: Identity, target: AppTarget) -> None:
-        """AccessDenied unless the roles (as they are now) admit the app."""
+        """AccessDenied unless the roles (as they are now) admit the app;
+        :class:`~limen.services.locks.Locked` when a lock targets the user or a role (the
+        proxy's lock view, the SSH front's, read again every half second)."""
         try:
+            (await self.view.locks()).check(identity)
             role_set = await self.view.role_set(identity)
         except OSError as err:
             raise ConnectionProblem(f"cannot read the roles from auth: {err}") from None
