@@ -1,6 +1,7 @@
 """``lmsh proxy``: helpers for stock clients. ``lmsh proxy ssh`` is OpenSSH's ProxyCommand
-(started for every ``ssh`` to a node, so it imports little: one TLS connection to the proxy's
-web port, ``limen.client.proxyssh_tls``; asyncssh only for a proxy without that route);
+(the exact line ``lmsh config`` writes is served by ``limen.cli.lmsh_entry`` before click
+loads; this command takes every other spelling and ``--help``; both run
+``limen.client.proxyssh_command``);
 ``lmsh proxy db`` is a local database listener (``limen.cli.lmsh_db``).
 
 Registered on the ``lmsh`` group by ``limen.cli.lmsh`` (loaded when it runs).
@@ -14,8 +15,7 @@ import click
 
 from limen.cli.common import handle_errors
 from limen.cli.lazy_group import LazyGroup
-from limen.client.profile import ProfileStore
-from limen.errors import BadParameter
+from limen.client.proxyssh_command import relay_ssh
 
 __all__ = ["proxy"]
 
@@ -32,33 +32,4 @@ def proxy() -> None:
 @handle_errors
 def proxy_ssh(proxy_address: str | None, cluster: str | None, target: str) -> None:
     """Relay stdin/stdout to LOGIN@HOST:PORT through the proxy (used as ProxyCommand)."""
-    store = ProfileStore()
-    profile = store.load(proxy_address) if proxy_address else store.current()
-    login, _, host_port = target.rpartition("@")
-    host, _, port = host_port.rpartition(":")
-    if not login or not host or not port.isdigit():
-        raise BadParameter("target must be LOGIN@HOST:PORT (OpenSSH's %r@%h:%p)")
-    cluster = cluster or profile.cluster
-    from limen.client.proxyssh_tls import run_proxy_ssh_tls, strip_cluster
-    from limen.net.address import parse_address
-    from limen.net.ssh_tls_wire import SSHRouteRequest
-
-    ssh_cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
-    web_host, web_port = parse_address(profile.proxy)
-    routed = run_proxy_ssh_tls(web_host, web_port, store, profile,
-                               SSHRouteRequest(login=login, host=strip_cluster(host, cluster),
-                                               port=int(port),
-                                               cluster=cluster,
-                                               ssh_cert=ssh_cert.read_text().strip()))
-    if routed is not None:
-        sys.exit(routed)  # non-zero: the proxy's reason was printed as "lmsh: <reason>"
-    import asyncio
-
-    from limen.client.proxyssh import run_proxy_ssh  # an older proxy: SSH inside SSH
-
-    status = asyncio.run(run_proxy_ssh(
-        ssh_proxy=profile.ssh_proxy, login=login, target_host=host, target_port=int(port),
-        cluster=cluster, key_path=store.key_path(profile.proxy, profile.user),
-        cert_path=store.ssh_cert_path(profile.proxy, profile.user, profile.cluster),
-        known_hosts=store.known_hosts))
-    sys.exit(status)  # non-zero: the proxy's reason was printed as "lmsh: <reason>"
+    sys.exit(relay_ssh(proxy_address, cluster, target))
