@@ -204,6 +204,72 @@ async def test_terminal_to_a_server_the_roles_refuse_is_an_error(
         await http.close()
 
 
+STRICT_ROLE = """\
+apiVersion: limen.dev/v1alpha1
+kind: Role
+metadata: {name: web-strict}
+spec: {options: {lock: strict}}
+"""
+
+
+def _web_login(site: WebSite, user: LimenUser) -> tuple[int, dict[str, str], bytes]:
+    return site.request("POST", "/v1/webapi/sessions", json.dumps(
+        {"user": user.name, "password": user.password, "otp": user.take_code()}),
+        {"Content-Type": "application/json"})
+
+
+async def test_a_lock_ends_the_web_terminal_and_refuses_the_session_until_lifted(
+        web_site: WebSite, tmp_path: Any) -> None:
+    """A lock on the role ``web-strict`` (``lock: strict``): the open terminal of a user
+    holding it ends, that web session's next call and another holder's login are refused;
+    once lifted a third holder logs in (three users: one TOTP code each, no waiting for the
+    next code step)."""
+    cluster = web_site.cluster
+    role = tmp_path / "strict.yaml"
+    role.write_text(STRICT_ROLE, encoding="utf-8")
+    cluster.lmctl("apply", "-f", role)
+    first, second, third = (
+        cluster.signed_up_user(name, roles=["webdev", "web-strict"], logins=[LOGIN])
+        for name in ("lockee1", "lockee2", "lockee3"))
+    status, headers, body = _web_login(web_site, first)
+    assert status == 200, body
+    cookie = re.match(rf"{COOKIE}=([^;]+)", headers["set-cookie"])
+    assert cookie
+    session = {"cookie": f"{COOKIE}={cookie.group(1)}", "csrf": json.loads(body)["csrf_token"]}
+    http, ws = await _terminal(web_site, session, HOST)
+    try:
+        await _read_until(ws, r'"connected"')
+        name = cluster.lmctl("lock", "--role", "web-strict", "--message", "INC-9 web"
+                             ).stdout.strip()
+        locked_at = asyncio.get_running_loop().time()
+        async with asyncio.timeout(DEADLINE):  # lock: strict: the shell ends at once
+            while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE,
+                                                     aiohttp.WSMsgType.CLOSED):
+                pass
+        assert asyncio.get_running_loop().time() - locked_at < 3.0
+    finally:
+        await ws.close()
+        await http.close()
+    status, _h, body = wait_for(  # the proxy reads the locks again every half second
+        lambda: (r := web_site.request("GET", "/v1/webapi/sessions",
+                                       headers={"Cookie": session["cookie"]}))[0] != 200
+        and r, 2.0, "the web session refused")
+    assert status == 403
+    assert json.loads(body)["error"]["message"] == "locked: INC-9 web"
+    status, _h, body = _web_login(web_site, second)  # auth issues no login certificate
+    assert status == 403
+    assert json.loads(body)["error"]["message"] == "locked: INC-9 web"
+    events = wait_for(lambda: [e for e in cluster.audit("access.denied", user="lockee1")
+                               if e.get("lock") == name], DEADLINE, "the refusals audited")
+    actions = {str(e.get("action")) for e in events}
+    assert "session" in actions
+    assert "web.get /v1/webapi/sessions" in actions
+    cluster.lmctl("rm", f"lock/{name}")
+    status, _h, body = wait_for(lambda: (r := _web_login(web_site, third))[0] == 200 and r,
+                                DEADLINE, "a new login after the lock is lifted")
+    assert json.loads(body)["user"] == "lockee3"
+
+
 def test_login_attempts_beyond_the_rate_limit_are_429(web_site: WebSite) -> None:
     """Per user (auth's own lockout answers too) and per client address (the proxy's limit);
     last in the module: it spends this address's login budget."""

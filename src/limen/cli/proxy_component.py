@@ -26,6 +26,7 @@ from limen.proxy.kube.kube_front import KubeProxyService
 from limen.proxy.proxy_service import ProxyService
 from limen.proxy.ssh_tls_route import SSHTLSRoute
 from limen.proxy.sshproxy import ProxySSHService
+from limen.proxy.webui.web_locks import WebLocks
 
 __all__ = ["ProxyComponent"]
 
@@ -83,6 +84,7 @@ class ProxyComponent:
         self.apps = AppFront(AppRouter(creds, self.ssh.tunnel, self.ssh.view, self._public),
                              AppAudit(self.emitter), self._public)
         self.web.web_extensions = (self.apps.install,)
+        self.web.web_locks = WebLocks(self.ssh.view.locks, self.ssh.view.roles)
         self.ssh_route = SSHTLSRoute(self.ssh.connector)
         self.web.alpn_routes = {ALPN_SSH: self.ssh_route.protocol}
         self.listeners.update(await self.web.start())

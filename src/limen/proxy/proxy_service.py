@@ -27,6 +27,7 @@ from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.tls_router import ProtocolFactory, TLSRouter
 from limen.proxy.web import build_web_app
+from limen.proxy.webui.web_locks import WebLocks
 
 __all__ = ["ProxyService"]
 
@@ -50,6 +51,8 @@ class ProxyService:
     """Called with the web application before it serves (the apps' routing by Host)."""
     alpn_routes: Mapping[str, ProtocolFactory] = {}
     """Protocols served on the web port by ALPN beside HTTP (``limen-ssh-proxy``)."""
+    web_locks: WebLocks | None = None
+    """The lock view the web UI asks (the SSH front's)."""
 
     def __init__(self, settings: Settings, credentials: HostCredentials, auth: AuthClient,
                  extra_ping: Callable[[], dict[str, str]] = dict,
@@ -82,7 +85,7 @@ class ProxyService:
                 self._learning = asyncio.create_task(self._learn_second_factor_later(),
                                                      name="proxy-second-factor")
             self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping,
-                                                       self._emitter),
+                                                       self._emitter, self.web_locks),
                                          access_log=None, handle_signals=False)
             for extend in self.web_extensions:
                 extend(self._runner.app)

@@ -37,6 +37,7 @@ from limen.auth.client import AuthClient
 from limen.events.emitter import Emitter
 from limen.net.http import error_middleware, json_body
 from limen.proxy.webui.mount import WebUI
+from limen.proxy.webui.web_locks import WebLocks
 
 __all__ = ["USER_CERT", "build_web_app"]
 
@@ -72,9 +73,11 @@ USER_POST_ROUTES = (
 
 
 def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
-                  emitter: Emitter | None = None) -> web.Application:
-    """``emitter``: where the web UI audits logouts (the proxy's)."""
-    webui = WebUI(auth, ping_info, emitter)
+                  emitter: Emitter | None = None,
+                  locks: WebLocks | None = None) -> web.Application:
+    """``emitter``: where the web UI audits logouts (the proxy's); ``locks``: the web UI
+    refuses locked users' web sessions with it."""
+    webui = WebUI(auth, ping_info, emitter, locks)
     app = web.Application(middlewares=[*webui.outer_middlewares(), error_middleware,
                                        *webui.middlewares()],
                           client_max_size=_MAX_BODY)

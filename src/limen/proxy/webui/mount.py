@@ -1,6 +1,8 @@
 """Puts the web UI into the proxy's web app (called by ``limen.proxy.web.build_web_app``):
 the headers and limits (``guard``), the session API, the terminal, the casts, the sign-up
-rate limit and the pages, and :meth:`WebUI.user_cert`, the certificate a user call is made
+rate limit, the locks (``web_locks``: every call of a locked user's web session is refused
+with ``locked: <message>``, audited as ``access.denied`` naming the lock) and the pages, and
+:meth:`WebUI.user_cert`, the certificate a user call is made
 with (the TLS client certificate of ``lmsh``, else the browser's web session, whose calls that
 change state need the CSRF token).
 """
@@ -26,6 +28,8 @@ from limen.proxy.webui.session_api import session_routes
 from limen.proxy.webui.sessions import COOKIE, Refused, WebSession, WebSessions
 from limen.proxy.webui.static import DIST, static_routes
 from limen.proxy.webui.terminal import terminal_route
+from limen.proxy.webui.web_locks import WebLocks
+from limen.services.locks import Locked
 
 __all__ = ["WebUI"]
 
@@ -42,8 +46,10 @@ def tls_client_cert(request: web.Request) -> bytes | None:
 
 class WebUI:
     def __init__(self, auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
-                 emitter: Emitter | None = None) -> None:
+                 emitter: Emitter | None = None, locks: WebLocks | None = None) -> None:
+        """``locks``: the proxy's lock view (none: web sessions are not checked for locks)."""
         self.auth, self.ping_info, self.emitter = auth, ping_info, emitter
+        self.locks = locks
         self.sessions = WebSessions()
         self.login_by_address = RateLimiter(burst=20, per_minute=10)
         self.login_by_user = RateLimiter(burst=10, per_minute=5)
@@ -81,6 +87,30 @@ class WebUI:
             await self._refused(request, session.user if session else "", err)
             raise
 
+    async def _locked(self, session: WebSession, err: Locked, remote_addr: str, *,
+                      action: str, **extra: Any) -> None:
+        """A call refused, or a terminal ended, by a lock: ``access.denied`` naming it."""
+        if self.emitter is not None:
+            await self.emitter.emit(make_event(
+                "access.denied", cluster=session.cluster, user=session.user, action=action,
+                reason=str(err), remote_addr=remote_addr, rule="lock", **err.lock.to_fields(),
+                **extra))
+
+    @web.middleware
+    async def _enforce_locks(self, request: web.Request,
+                             handler: Handler) -> web.StreamResponse:
+        """Every web API call made with a web session asks the lock view first."""
+        if self.locks is not None and request.path.startswith("/v1/webapi/"):
+            session = self.sessions.lookup(request.cookies.get(COOKIE, ""))
+            if session is not None and tls_client_cert(request) is None:
+                try:
+                    await self.locks.check(session)
+                except Locked as err:
+                    await self._locked(session, err, request.remote or "",
+                                       action=f"web.{request.method.lower()} {request.path}")
+                    raise
+        return await handler(request)
+
     @web.middleware
     async def _signup_limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "POST" and request.path in _SIGNUP_PATHS:
@@ -98,13 +128,14 @@ class WebUI:
         return [security_headers]
 
     def middlewares(self) -> list[Middleware]:
-        return [limits_middleware, self._audit_refusals, self._signup_limit]
+        return [limits_middleware, self._audit_refusals, self._enforce_locks,
+                self._signup_limit]
 
     def mount(self, app: web.Application) -> None:
         app.add_routes(session_routes(self.auth, self.sessions, self._logged_out,
                                       by_address=self.login_by_address,
                                       by_user=self.login_by_user))
         app.add_routes([terminal_route(self.sessions, lambda: self.ping_info()["ssh_proxy"],
-                                       self._refused),
+                                       self._refused, self.locks, self._locked),
                         cast_route(self.auth, self.user_cert)])
         app.add_routes(static_routes(DIST))

@@ -8,7 +8,9 @@ The handshake: the ``Origin`` must be the proxy's own (``https://`` + the Host t
 asked for), the session cookie valid, and the first message, within 10 s, the JSON
 ``{"csrf": TOKEN, "node": NAME_OR_ID, "login": LOGIN, "cluster": NAME?, "cols": N, "rows": N}``.
 Then binary frames are keystrokes and the shell's output (until either side ends, or the web
-session logs out or its certificates expire), text frames JSON control messages:
+session logs out, its certificates expire or a lock targets its user: at once under
+``lock: strict``, at the next check otherwise, ``limen.proxy.webui.web_locks``), text frames
+JSON control messages:
 ``{"resize": [cols, rows]}`` from the page, ``{"connected": node}``, ``{"error": reason}`` and
 ``{"exit": status}`` from the proxy. Mounted by ``limen.proxy.webui.mount``.
 """
@@ -27,10 +29,12 @@ import aiohttp
 import asyncssh
 from aiohttp import web
 
-from limen.errors import AccessDenied, BadParameter
+from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.net.address import parse_address
 from limen.net.sshalgs import client_algorithms
 from limen.proxy.webui.sessions import Refused, WebSession, WebSessions
+from limen.proxy.webui.web_locks import WebLocks
+from limen.services.locks import Locked
 
 __all__ = ["TerminalRequest", "terminal_route"]
 
@@ -39,6 +43,7 @@ _FIRST_MESSAGE_WAIT = 10.0
 _CHUNK = 64 << 10
 _NAME_LIMIT = 253
 OnRefused = Callable[[web.Request, str, Refused], Awaitable[None]]
+OnLocked = Callable[..., Awaitable[None]]
 
 
 class TerminalRequest:
@@ -125,8 +130,25 @@ def _ssh_front_host(address: str) -> tuple[str, int]:
     return ("::1", port) if host == "::" else (host, port)
 
 
+async def _never() -> Locked:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def _locked_now(locks: WebLocks, session: WebSession) -> Locked | None:
+    """The lock in force on ``session`` now, if the view knows one."""
+    try:
+        await locks.check(session)
+    except Locked as err:
+        return err
+    except (LimenError, OSError):
+        return None
+    return None
+
+
 async def _shell(ws: web.WebSocketResponse, session: WebSession, wanted: TerminalRequest,
-                 ssh_front: str) -> None:
+                 ssh_front: str, locks: WebLocks | None) -> Locked | None:
+    """Runs the shell; the lock that ended it, if one did."""
     host, port = _ssh_front_host(ssh_front)
     target = wanted.node if not wanted.cluster or wanted.cluster == session.cluster \
         else f"{wanted.node}.{wanted.cluster}"
@@ -145,25 +167,38 @@ async def _shell(ws: web.WebSocketResponse, session: WebSession, wanted: Termina
         output = asyncio.create_task(_pump_output(ws, process))
         typing = asyncio.create_task(_pump_input(ws, process))
         logout = asyncio.create_task(_session_over(session))
+        locked = asyncio.create_task(
+            locks.watch(session, await locks.mode(session)) if locks else _never())
         try:
-            await asyncio.wait({output, typing, logout}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({output, typing, logout, locked},
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (output, typing, logout):
+            for task in (output, typing, logout, locked):
                 task.cancel()
-            await asyncio.gather(output, typing, logout, return_exceptions=True)
+            await asyncio.gather(output, typing, logout, locked, return_exceptions=True)
             process.close()
+        if locked.done() and not locked.cancelled() and locked.exception() is None:
+            await _tell(ws, {"error": str(locked.result())})
+            return locked.result()
+        ended_by = await _locked_now(locks, session) if locks and output.done() else None
+        if ended_by is not None:  # the node agent ended it for this lock (and audited that)
+            await _tell(ws, {"error": str(ended_by)})
+            return None
         if session.ended.is_set():
             await _tell(ws, {"error": "logged out: the session has ended"})
         elif logout.done() and not logout.cancelled():
             await _tell(ws, {"error": "your certificates expired: log in again"})
         if output.done() and not output.cancelled() and output.exception() is None:
             await _tell(ws, {"exit": output.result()})
+    return None
 
 
 def terminal_route(sessions: WebSessions, ssh_front: Callable[[], str],
-                   refused: OnRefused) -> web.RouteDef:
+                   refused: OnRefused, locks: WebLocks | None = None,
+                   on_locked: OnLocked | None = None) -> web.RouteDef:
     """``refused``: audits a refusal of the handshake (the middleware cannot: the WebSocket
-    was accepted already)."""
+    was accepted already); ``locks``: ends the terminal when a lock targets its user, which
+    ``on_locked(session, err, remote_addr, action=, mode=)`` audits."""
     async def terminal(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Origin") != _own_origin(request):
             raise Refused("web.terminal", "the terminal is only opened from the proxy's own "
@@ -175,7 +210,11 @@ def terminal_route(sessions: WebSessions, ssh_front: Callable[[], str],
             wanted = await _first_message(ws)
             if not sessions.csrf_ok(session, wanted.csrf):
                 raise Refused("web.terminal", "missing or wrong CSRF token")
-            await _shell(ws, session, wanted, ssh_front())
+            ended_by = await _shell(ws, session, wanted, ssh_front(), locks)
+            if ended_by is not None and on_locked is not None and locks is not None:
+                await on_locked(session, ended_by, request.remote or "", action="session",
+                                mode=await locks.mode(session), node=wanted.node,
+                                login=wanted.login)
         except Refused as err:
             await refused(request, session.user, err)
             await _tell(ws, {"error": str(err)})
