@@ -48,6 +48,7 @@ from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.files import write_private
 from limen.net.address import parse_address, socket_address
+from limen.services.lock_sweep import LockSweep
 
 __all__ = ["AuthService", "host_uuid"]
 
@@ -87,6 +88,8 @@ class AuthService:
         self.settings = settings
         self.server = AuthServer(backend, settings.cluster, emitter,
                                  ca_sealer=ca_sealer or ca_sealer_for(settings.backend))
+        self.lock_sweep = LockSweep(self.server.store, self.server.emit)
+        """Deletes expired locks (``limen.services.lock_sweep``)."""
         self._runner: web.AppRunner | None = None
         self._join_runner: web.AppRunner | None = None
         self.address = ""
@@ -117,6 +120,7 @@ class AuthService:
         await ensure_presets(self.server)
         await self.server.lock_feed.load()  # locks in force before the first request
         self.server.lock_feed.start()
+        self.lock_sweep.start()
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
         self.server.static_db_token = _read_token(self.settings.auth.db_token_file,
                                                   "db_token_file", "db")
@@ -167,4 +171,5 @@ class AuthService:
             if runner is not None:
                 await runner.cleanup()
         self._runner = self._join_runner = None
+        await self.lock_sweep.stop()
         await self.server.lock_feed.stop()
