@@ -1,7 +1,8 @@
 """The sweep of expired locks (``limen.services.lock_sweep``) on a real resource store (memory
 backend): an expired lock made by ``lmctl`` is deleted and audited as ``lock.deleted`` with
 ``reason: expired``; one in force, and an expired one owned by Git or Kubernetes, stay; two
-auth replicas sweeping the same store delete and audit each lock once."""
+auth replicas sweeping the same store delete and audit each lock once; ``lmctl get locks``
+marks a kept expired lock ``(expired)``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from limen.api.resources import Kind, Origin, Resource
 from limen.backend.memory import MemoryBackend
+from limen.cli.lmctl_locks import lock_rows
 from limen.services.lock_sweep import LockSweep
 from limen.services.resource_store import ResourceStore
 
@@ -93,3 +95,12 @@ async def test_the_sweep_runs_until_stopped() -> None:
     finally:
         await sweep.stop()
     assert audit.events[0][1]["name"] == "gone"
+
+
+def test_lmctl_get_locks_shows_a_kept_expired_lock_as_expired() -> None:
+    rows = lock_rows([_lock("git", PAST, Origin.GIT).to_document(),
+                      _lock("live", FUTURE, Origin.API).to_document(),
+                      _lock("forever", None, Origin.API).to_document()], NOW)
+    assert [(r[0], r[3], r[4]) for r in rows] == [
+        ("git", f"{PAST} (expired)", "git"), ("live", FUTURE, "api"),
+        ("forever", "never", "api")]

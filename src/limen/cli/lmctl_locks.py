@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from limen.api.loader import SourceDocument
-from limen.api.lock import TARGET_FIELDS
+from limen.api.lock import TARGET_FIELDS, parse_expires
 from limen.api.resources import API_VERSION, ORIGIN_LABEL
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
 from limen.cli.lmctl_run import run_admin, seconds
@@ -43,7 +43,21 @@ def lock_document(target: Mapping[str, str], message: str, ttl_seconds: int | No
             "metadata": {"name": name or f"lock-{secrets.token_hex(6)}"}, "spec": spec}
 
 
-def lock_rows(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+def _expiry(value: Any, now: datetime) -> str:
+    """The EXPIRES column: ``never``, the time, or the time and ``(expired)`` once it passed
+    (a lock from Git or Kubernetes stays listed, ignored, until its source removes it)."""
+    if not value:
+        return "never"
+    try:
+        passed = parse_expires(str(value)) <= now
+    except BadParameter:
+        return str(value)
+    return f"{value} (expired)" if passed else str(value)
+
+
+def lock_rows(items: Sequence[Mapping[str, Any]],
+              now: datetime | None = None) -> list[tuple[str, str, str, str, str]]:
+    now = now or datetime.now(UTC)
     rows = []
     for doc in items:
         meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
@@ -52,7 +66,7 @@ def lock_rows(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, s
             str(meta.get("name", "")),
             ",".join(f"{k}={target[k]}" for k in TARGET_FIELDS if k in target),
             str(spec.get("message") or ""),
-            str(spec.get("expires") or "never"),
+            _expiry(spec.get("expires"), now),
             str((meta.get("labels") or {}).get(ORIGIN_LABEL, "-")),
         ))
     return rows
