@@ -95,9 +95,7 @@ def _current(cluster: str | None = None) -> tuple[ProfileStore, Profile]:
     """The valid current profile; for a leaf ``cluster`` not remembered yet, asks the root
     (lmsh clusters) so known_hosts trusts the leaf's host CA."""
     store = ProfileStore()
-    profile = store.current()
-    if not profile.is_valid():
-        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
+    profile = store.current_valid()
     if cluster and cluster != profile.cluster and cluster not in profile.leaf_clusters:
         profile, leaves = asyncio.run(refresh_clusters(store, profile))
         require_leaf(leaves, cluster)

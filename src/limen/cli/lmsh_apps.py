@@ -19,20 +19,17 @@ from typing import Any
 import click
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmctl_format import labels_text
 from limen.client.app_access import curl_flags, forget_apps, list_apps, login_app
 from limen.client.profile import Profile, ProfileStore
 from limen.client.webapi import WebApi
-from limen.errors import BadParameter
 
 __all__ = ["apps"]
 
 
 def _logged_in() -> tuple[ProfileStore, Profile]:
     store = ProfileStore()
-    profile = store.current()
-    if not profile.is_valid():
-        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
-    return store, profile
+    return store, store.current_valid()
 
 
 async def _apps(store: ProfileStore, profile: Profile) -> list[dict[str, Any]]:
@@ -63,7 +60,7 @@ def ls(output: str) -> None:
         return
     print_table(["NAME", "ADDRESS", "DESCRIPTION", "LABELS"], [
         (i["name"], i.get("public_addr") or "-", i.get("description") or "-",
-         ",".join(f"{k}={v}" for k, v in sorted((i.get("labels") or {}).items())) or "-")
+         labels_text(i.get("labels") or {}))
         for i in items])
 
 

@@ -13,17 +13,13 @@ import click
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
 from limen.client.clusters import cluster_rows, refresh_clusters
 from limen.client.profile import Profile, ProfileStore
-from limen.errors import BadParameter
 
 __all__ = ["clusters", "current_leaves"]
 
 
 def current_leaves(store: ProfileStore) -> tuple[Profile, list[dict[str, Any]]]:
     """The valid current profile, refreshed with the leaves the root says it may reach."""
-    profile = store.current()
-    if not profile.is_valid():
-        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
-    return asyncio.run(refresh_clusters(store, profile))
+    return asyncio.run(refresh_clusters(store, store.current_valid()))
 
 
 @click.command()

@@ -30,6 +30,7 @@ import click
 
 from limen.ca.identity import RouteToDatabase
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmctl_format import labels_text
 from limen.client.db_access import list_databases, listener_address, login_database
 from limen.client.db_local_proxy import LocalDbProxy, Upstream, upstream_context
 from limen.client.db_profiles import (
@@ -60,10 +61,7 @@ _DB_NAME = click.option("--db-name", help="Database to open (default: the Resour
 
 def _logged_in() -> tuple[ProfileStore, Profile]:
     store = ProfileStore()
-    profile = store.current()
-    if not profile.is_valid():
-        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
-    return store, profile
+    return store, store.current_valid()
 
 
 async def _databases(store: ProfileStore, profile: Profile) -> list[dict[str, Any]]:
@@ -117,7 +115,7 @@ def ls(output: str) -> None:
         return
     print_table(["NAME", "PROTOCOL", "DESCRIPTION", "LABELS", "ALLOWED USERS"], [
         (i["name"], i.get("protocol") or "-", i.get("description") or "-",
-         ",".join(f"{k}={v}" for k, v in sorted((i.get("labels") or {}).items())) or "-",
+         labels_text(i.get("labels") or {}),
          ",".join(i.get("db_users") or ()) or "-")
         for i in items])
 

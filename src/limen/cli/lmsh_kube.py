@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
+from limen.cli.lmctl_format import labels_text
 from limen.client.kube_access import (
     credentials,
     exec_credential,
@@ -34,17 +35,13 @@ from limen.client.kube_access import (
 )
 from limen.client.profile import Profile, ProfileStore
 from limen.client.webapi import WebApi
-from limen.errors import BadParameter
 
 __all__ = ["kube"]
 
 
 def _logged_in() -> tuple[ProfileStore, Profile]:
     store = ProfileStore()
-    profile = store.current()
-    if not profile.is_valid():
-        raise BadParameter(f"your certificates expired at {profile.expires}: run lmsh login")
-    return store, profile
+    return store, store.current_valid()
 
 
 async def _clusters(store: ProfileStore, profile: Profile) -> list[dict[str, Any]]:
@@ -75,7 +72,7 @@ def ls(output: str) -> None:
         return
     print_table(["NAME", "DESCRIPTION", "LABELS", "GROUPS", "USERS"], [
         (i["name"], i.get("description") or "-",
-         ",".join(f"{k}={v}" for k, v in sorted((i.get("labels") or {}).items())) or "-",
+         labels_text(i.get("labels") or {}),
          ",".join(i.get("kubernetes_groups") or ()) or "-",
          ",".join(i.get("kubernetes_users") or ()) or "-")
         for i in items])

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from limen.errors import NotFound
+from limen.errors import BadParameter, NotFound
 from limen.files import private_dir, write_private
 
 __all__ = ["Profile", "ProfileStore", "limen_home", "proxy_dirname"]
@@ -142,6 +142,15 @@ class ProfileStore:
         if not marker.exists():
             raise NotFound("not logged in: run lmsh login --proxy HOST:PORT --user NAME")
         return self.load(marker.read_text(encoding="utf-8").strip())
+
+    def current_valid(self) -> Profile:
+        """The current profile, whose certificates must still be valid (``BadParameter``:
+        log in again)."""
+        profile = self.current()
+        if not profile.is_valid():
+            raise BadParameter(f"your certificates expired at {profile.expires}: "
+                               "run lmsh login")
+        return profile
 
     def load(self, proxy: str) -> Profile:
         path = self.profile_path(proxy)
