@@ -264,6 +264,10 @@ async def test_a_lock_ends_the_web_terminal_and_refuses_the_session_until_lifted
     actions = {str(e.get("action")) for e in events}
     assert "session" in actions
     assert "web.get /v1/webapi/sessions" in actions
+    status, _h, body = web_site.request(  # logging out is always allowed
+        "DELETE", "/v1/webapi/sessions",
+        headers={"Cookie": session["cookie"], "X-CSRF-Token": session["csrf"]})
+    assert status == 200, body
     cluster.lmctl("rm", f"lock/{name}")
     status, _h, body = wait_for(lambda: (r := _web_login(web_site, third))[0] == 200 and r,
                                 DEADLINE, "a new login after the lock is lifted")

@@ -35,6 +35,11 @@ __all__ = ["WebUI"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SIGNUP_PATHS = frozenset({"/v1/webapi/signup", "/v1/webapi/signup/begin"})
+_PUBLIC_PATHS = _SIGNUP_PATHS | {"/v1/webapi/ping", "/v1/webapi/login", "/v1/webapi/join",
+                                 "/v1/webapi/trustedclusters/validate"}
+"""Calls that act for no web session: a cookie a browser still sends does not matter."""
+_LOCK_EXEMPT = frozenset({("POST", "/v1/webapi/sessions"), ("DELETE", "/v1/webapi/sessions")})
+"""A new web login (auth refuses a locked user's) and logout (always allowed)."""
 
 
 def tls_client_cert(request: web.Request) -> bytes | None:
@@ -99,8 +104,11 @@ class WebUI:
     @web.middleware
     async def _enforce_locks(self, request: web.Request,
                              handler: Handler) -> web.StreamResponse:
-        """Every web API call made with a web session asks the lock view first."""
-        if self.locks is not None and request.path.startswith("/v1/webapi/"):
+        """Every web API call made with a web session asks the lock view first (not the
+        public calls, nor logging in, where auth decides, or out)."""
+        if self.locks is not None and request.path.startswith("/v1/webapi/") \
+                and (request.method, request.path) not in _LOCK_EXEMPT \
+                and request.path not in _PUBLIC_PATHS:
             session = self.sessions.lookup(request.cookies.get(COOKIE, ""))
             if session is not None and tls_client_cert(request) is None:
                 try:
