@@ -15,84 +15,39 @@ raw HTTPS requests.
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
-from datetime import timedelta
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from auth_api_identities import alice_credentials, host_credentials, running_auth, statuses
 
 from limen.auth.auth_service import AuthService
-from limen.auth.client import USER_CERT_HEADER
-from limen.backend.memory import MemoryBackend
-from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.identity import Identity, SystemRole
-from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
-from limen.ca.x509_certs import sign_client_cert
-from limen.config import ClusterSettings, Listeners, Settings
-from limen.events.emitter import MemoryEmitter
+from limen.ca.identity import SystemRole
 
 
 @pytest.fixture
 async def auth(tmp_path: Path) -> AsyncIterator[AuthService]:
-    settings = Settings(data_dir=tmp_path / "data", cluster=ClusterSettings(name="unit"),
-                        listeners=Listeners(auth="127.0.0.1:0"))
-    settings.data_dir.mkdir(mode=0o700)
-    service = AuthService(settings, MemoryBackend(), MemoryEmitter())
-    await service.start()
-    try:
+    async with running_auth(tmp_path) as service:
         yield service
-    finally:
-        await service.stop()
 
 
 def _host(auth: AuthService, host_id: str, role: SystemRole) -> HostCredentials:
-    key = generate_private_key()
-    certs = auth.server.issue_host_certs(host_id, host_id, role,
-                                         public_key_to_openssh(key.public_key()), ["127.0.0.1"])
-    return HostCredentials(cluster="unit", host_id=host_id, role=role.value,
-                           private_key_pem=private_key_to_pem(key).encode(),
-                           tls_cert_pem=certs.tls_cert, tls_ca_pem=certs.tls_cas.encode())
+    return host_credentials(auth, host_id, role)
 
 
 def _alice(auth: AuthService, *, kube: bool) -> HostCredentials:
-    """Alice's login certificate, or (``kube``) her certificate for kube cluster prod."""
-    key = generate_private_key()
-    tls_ca = auth.server.authorities.get(CertAuthorityType.TLS)
-    identity = Identity(username="alice", cluster="unit", roles=("access",))
-    if kube:
-        identity = replace(identity, usage=("kube",), route_to_kube="prod",
-                           kubernetes_groups=("developers",))
-    cert = sign_client_cert(tls_ca, key.public_key(), identity, timedelta(hours=1))
-    return HostCredentials(cluster="unit", host_id="alice", role="user",
-                           private_key_pem=private_key_to_pem(key).encode(),
-                           tls_cert_pem=cert.public_bytes(Encoding.PEM),
-                           tls_ca_pem=tls_ca.pem_bundle().encode())
+    if not kube:
+        return alice_credentials(auth)
+    return alice_credentials(auth, usage=("kube",), route_to_kube="prod",
+                             kubernetes_groups=("developers",))
 
 
 async def _statuses(auth: AuthService, caller: HostCredentials,
                     requests: list[tuple[str, str]], *,
                     forwarded: HostCredentials | None = None) -> dict[str, int]:
-    headers: Mapping[str, str] = {}
-    if forwarded is not None:
-        der = x509.load_pem_x509_certificate(forwarded.tls_cert_pem).public_bytes(
-            Encoding.DER)
-        headers = {USER_CERT_HEADER: base64.b64encode(der).decode()}
-    connector = aiohttp.TCPConnector(ssl=caller.client_ssl())
-    async with aiohttp.ClientSession(connector=connector) as session:
-        statuses = {}
-        for method, path in requests:
-            body: Any = {"kube_cluster": "staging"} if method == "POST" else None
-            async with session.request(method, f"https://{auth.address}{path}", json=body,
-                                       headers=headers) as response:
-                statuses[path] = response.status
-        return statuses
+    return await statuses(auth, caller, requests, {"kube_cluster": "staging"},
+                          forwarded=forwarded)
 
 
 async def test_a_kube_agent_reads_resources_and_roles_only(auth: AuthService) -> None:
