@@ -2,7 +2,8 @@
 that changes state without the session's CSRF token (403, audited), the session cookie's
 flags, an oversized body (413), a 64-deep JSON body (400), a WebSocket from another origin
 (403, audited) or without the CSRF token in its first message, login attempts beyond the rate
-limit (429), and the security headers of the pages."""
+limit (429), the security headers of the pages, and a lock on a logged-in user (the open
+terminal ends, the session's calls and a new login are refused, audited; lifted: logins work)."""
 
 from __future__ import annotations
 
