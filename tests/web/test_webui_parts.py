@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from limen.errors import LimitExceeded
+from limen.net.http import error_middleware
 from limen.proxy.webui.guard import json_depth
+from limen.proxy.webui.mount import WebUI
 from limen.proxy.webui.ratelimit import RateLimiter
 from limen.proxy.webui.sessions import IDLE_TTL, WebSession, WebSessions
 from limen.proxy.webui.static import _asset
@@ -82,3 +87,34 @@ def test_csrf_comparison() -> None:
     assert sessions.csrf_ok(session, "token")
     assert not sessions.csrf_ok(session, "")
     assert not sessions.csrf_ok(session, "tokem")
+
+
+async def test_sign_ups_are_limited_per_address_and_per_link() -> None:
+    """The web UI's middlewares in front of a stand-in handler: 60 sign-ups from one address
+    pass (a team onboarding behind one NAT; starting one, ``signup/begin``, is not counted),
+    the 61st is refused with 429; ten tries with one link pass, the eleventh is refused."""
+    async def accepted(_request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    ui = WebUI(cast(Any, None), dict)
+    app = web.Application(middlewares=[error_middleware, *ui.middlewares()])
+    app.add_routes([web.post("/v1/webapi/signup", accepted),
+                    web.post("/v1/webapi/signup/begin", accepted)])
+    async with TestClient(TestServer(app)) as client:
+        async def post(path: str, token: str) -> int:
+            async with client.post(path, json={"token": token}) as response:
+                return response.status
+        assert [await post("/v1/webapi/signup/begin", f"b{n}") for n in range(70)] == [200] * 70
+        assert [await post("/v1/webapi/signup", f"t{n}") for n in range(60)] == [200] * 60
+        async with client.post("/v1/webapi/signup", json={"token": "t60"}) as refused:
+            assert refused.status == 429
+            assert "too many sign-ups from this address" in await refused.text()
+    ui = WebUI(cast(Any, None), dict)
+    app = web.Application(middlewares=[error_middleware, *ui.middlewares()])
+    app.add_routes([web.post("/v1/webapi/signup/begin", accepted)])
+    async with TestClient(TestServer(app)) as client:
+        statuses = []
+        for _ in range(11):
+            async with client.post("/v1/webapi/signup/begin", json={"token": "same"}) as r:
+                statuses.append(r.status)
+        assert statuses == [200] * 10 + [429]

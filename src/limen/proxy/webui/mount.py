@@ -34,7 +34,8 @@ from limen.services.locks import Locked
 __all__ = ["WebUI"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_SIGNUP_PATHS = frozenset({"/v1/webapi/signup", "/v1/webapi/signup/begin"})
+_SIGNUP_FINISH = "/v1/webapi/signup"
+_SIGNUP_PATHS = frozenset({_SIGNUP_FINISH, "/v1/webapi/signup/begin"})
 _PUBLIC_PATHS = _SIGNUP_PATHS | {"/v1/webapi/ping", "/v1/webapi/login", "/v1/webapi/join",
                                  "/v1/webapi/trustedclusters/validate"}
 """Calls that act for no web session: a cookie a browser still sends does not matter."""
@@ -58,7 +59,9 @@ class WebUI:
         self.sessions = WebSessions()
         self.login_by_address = RateLimiter(burst=20, per_minute=10)
         self.login_by_user = RateLimiter(burst=10, per_minute=5)
-        self.signup_by_address = RateLimiter(burst=20, per_minute=10)
+        # per address: the sign-ups that set a password (Argon2id) and spend a link, as many
+        # as a team onboarding from one office NAT; guessing a link's code is bounded per link
+        self.signup_by_address = RateLimiter(burst=60, per_minute=30)
         self.signup_by_link = RateLimiter(burst=10, per_minute=5)
 
     def user_cert(self, request: web.Request) -> bytes:
@@ -122,7 +125,8 @@ class WebUI:
     @web.middleware
     async def _signup_limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "POST" and request.path in _SIGNUP_PATHS:
-            self.signup_by_address.take(request.remote or "", "sign-ups from this address")
+            if request.path == _SIGNUP_FINISH:
+                self.signup_by_address.take(request.remote or "", "sign-ups from this address")
             try:
                 token = loads_bounded((await request.read()).decode()).get("token")
             except (LimenError, UnicodeDecodeError, AttributeError):
