@@ -1,10 +1,12 @@
 """A raw client of the proxy's TLS-routed SSH proxy (ALPN ``limen-ssh-proxy`` on the web port)
 for the tests: any certificate, any request bytes; returns the proxy's answer line and what
-followed. Used by tests/integration/test_ssh_tls_route.py and
+followed. And the cluster both test modules start: a node labelled env=dev, the example roles,
+and a logged-in user of role ``ops``. Used by tests/integration/test_ssh_tls_route.py and
 tests/security/test_ssh_tls_route_attacks.py."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import socket
 import ssl
@@ -13,9 +15,27 @@ from pathlib import Path
 
 from limen.ca.keys import load_private_key, private_key_to_pem
 
-from .cluster import LimenCluster, LimenUser
+from .cluster import ClusterFactory, LimenCluster, LimenUser, wait_for
 
 ALPN = "limen-ssh-proxy"
+LOGIN = getpass.getuser()
+HOST = socket.gethostname().split(".")[0].lower()
+EXAMPLE_ROLES = Path(__file__).resolve().parents[2] / "examples" / "gitops" / "roles"
+
+
+def start_site(clusters: ClusterFactory, name: str) -> LimenCluster:
+    """A cluster with its node (env=dev) and the example roles."""
+    cluster = clusters(name, "--labels", "env=dev")
+    cluster.lmctl("apply", "-f", EXAMPLE_ROLES)
+    return cluster
+
+
+def ops_user(site: LimenCluster, name: str) -> LimenUser:
+    """A user of role ``ops`` (this machine's login), logged in, who sees the node."""
+    user = site.signed_up_user(name, roles=["ops"], logins=[LOGIN])
+    user.login()
+    wait_for(lambda: HOST in user.lmsh("ls").stdout, 20.0, "the node in lmsh ls")
+    return user
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ user's SSH session the only SSH layer), with one ``limen start`` (its node behin
 
 from __future__ import annotations
 
-import getpass
 import http.client
 import json
 import re
@@ -25,27 +24,28 @@ import pytest
 import yaml
 
 from .cluster import ClusterFactory, LimenCluster, LimenUser, command, run, wait_for
-from .ssh_tls_client import context, exchange, request, user_credentials
+from .ssh_tls_client import (
+    HOST,
+    LOGIN,
+    context,
+    exchange,
+    ops_user,
+    request,
+    start_site,
+    user_credentials,
+)
 
-LOGIN = getpass.getuser()
-HOST = socket.gethostname().split(".")[0].lower()
 NAME = "tlsr"
 
 
 @pytest.fixture(scope="module")
 def site(module_clusters: ClusterFactory) -> LimenCluster:
-    cluster = module_clusters(NAME, "--labels", "env=dev")
-    cluster.lmctl("apply", "-f", Path(__file__).resolve().parents[2] / "examples" / "gitops"
-                  / "roles")
-    return cluster
+    return start_site(module_clusters, NAME)
 
 
 @pytest.fixture(scope="module")
 def olga(site: LimenCluster) -> LimenUser:
-    user = site.signed_up_user("olga", roles=["ops"], logins=[LOGIN])
-    user.login()
-    wait_for(lambda: HOST in user.lmsh("ls").stdout, 20.0, "the node in lmsh ls")
-    return user
+    return ops_user(site, "olga")
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,6 @@ refuses it in the handshake first).
 
 from __future__ import annotations
 
-import getpass
-import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -27,27 +25,27 @@ from typing import Any
 import pytest
 
 from integration.cluster import ClusterFactory, LimenCluster, LimenUser, wait_for
-from integration.ssh_tls_client import exchange, request, user_credentials
+from integration.ssh_tls_client import (
+    HOST,
+    LOGIN,
+    exchange,
+    ops_user,
+    request,
+    start_site,
+    user_credentials,
+)
 
-LOGIN = getpass.getuser()
-HOST = socket.gethostname().split(".")[0].lower()
 NAME = "tlsatk"
 
 
 @pytest.fixture(scope="module")
 def site(module_clusters: ClusterFactory) -> LimenCluster:
-    cluster = module_clusters(NAME, "--labels", "env=dev")
-    cluster.lmctl("apply", "-f", Path(__file__).resolve().parents[2] / "examples" / "gitops"
-                  / "roles")
-    return cluster
+    return start_site(module_clusters, NAME)
 
 
 @pytest.fixture(scope="module")
 def olga(site: LimenCluster) -> LimenUser:
-    user = site.signed_up_user("olga", roles=["ops"], logins=[LOGIN])
-    user.login()
-    wait_for(lambda: HOST in user.lmsh("ls").stdout, 20.0, "the node in lmsh ls")
-    return user
+    return ops_user(site, "olga")
 
 
 @pytest.fixture(scope="module")
