@@ -489,6 +489,27 @@ def test_deletion_with_auth_down_completes_after_the_deadline(
                   "the ForceDeleted and DeadlinePassed Warning events")
 
 
+def test_a_deletion_during_a_resync_is_not_held_back(
+        kube: KubeAPI, limen: LimenCluster, operator: OperatorThread) -> None:
+    """A CR deleted while its resync timer waits on auth goes within seconds. kopf releases
+    the finalizer only once the timer has ended, and by default looks again only after a
+    minute when the timer did not end within ten loop cycles."""
+    kube.create(doc("Role", "busy", {"allow": {"logins": ["a"]}}))
+    wait_status(kube, "roles", "busy", ready)
+    assert limen.process is not None
+    limen.process.send_signal(signal.SIGSTOP)  # auth accepts nothing, answers nothing
+    try:
+        before = operator.ctx.auth.calls if operator.ctx.auth else 0
+        wait_for(lambda: operator.ctx.auth is not None and operator.ctx.auth.calls > before, 10,
+                 "the resync timer to call auth")
+        assert kube.delete("roles", "busy", NAMESPACE) is False  # the finalizer holds it
+    finally:
+        limen.process.send_signal(signal.SIGCONT)
+    kube.wait_for(lambda: kube.get("roles", "busy", NAMESPACE) is None, 15,
+                  "the deletion (not a minute later)")
+    assert in_limen(limen, "role", f"{NAMESPACE}.busy") is None
+
+
 # -- Cluster -----------------------------------------------------------------------------------
 
 
