@@ -15,7 +15,8 @@ Example ``limen.yaml``::
            commands: [{name: kernel, command: [uname, -r], period: 1h}]}
     join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
     auth: {server_names: [limen-auth.limen.svc], proxy_token_file: /etc/limen/proxy-token,
-           db_token_file: /etc/limen/db-token}   # static reusable tokens (Kubernetes)
+           db_token_file: /etc/limen/db-token,   # static reusable tokens (Kubernetes)
+           kube_token_file: /etc/limen/kube-token}
     trust: {secrets_dir: /etc/limen/secrets}   # where TrustedCluster token files are named
     db: {resources: [{labels: {env: dev}}],     # roles: [db]: serve the db Resources matching
          databases: [{name: pg1, protocol: postgres, address: 10.0.0.5:5432,
@@ -179,6 +180,9 @@ class AuthSettings:
     db_token_file: str = ""
     """File holding a static token db agents join with (reusable, role db only; the
     operator's db agents)."""
+    kube_token_file: str = ""
+    """File holding a static token kube agents join with (reusable, role kube only; the
+    operator's kube agent)."""
     proxy_server_names: tuple[str, ...] = ()
     """Extra DNS names in the proxies' certificates (e.g. their Kubernetes Service, which
     agents in the cluster join through)."""
@@ -344,6 +348,7 @@ SCHEMA: dict[str, Any] = {
                 "server_names": {"type": "array", "items": {"type": "string"}},
                 "proxy_token_file": {"type": "string"},
                 "db_token_file": {"type": "string"},
+                "kube_token_file": {"type": "string"},
                 "proxy_server_names": {"type": "array", "items": {"type": "string"}},
             },
         },
@@ -530,6 +535,7 @@ def load_settings(
         auth=AuthSettings(server_names=tuple(auth_raw.get("server_names", ())),
                           proxy_token_file=str(auth_raw.get("proxy_token_file", "")),
                           db_token_file=str(auth_raw.get("db_token_file", "")),
+                          kube_token_file=str(auth_raw.get("kube_token_file", "")),
                           proxy_server_names=tuple(auth_raw.get("proxy_server_names", ()))),
         trust=TrustSettings(**raw.get("trust", {})),
         db=_db_settings(raw.get("db", {})),

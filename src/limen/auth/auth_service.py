@@ -124,6 +124,8 @@ class AuthService:
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
         self.server.static_db_token = _read_token(self.settings.auth.db_token_file,
                                                   "db_token_file", "db")
+        self.server.static_kube_token = _read_token(self.settings.auth.kube_token_file,
+                                                    "kube_token_file", "kube")
         self.server.proxy_names = configured_proxy_names(self.settings)
         await register_local_host(self.server.backend, host_uuid(self.settings.data_dir))
         listeners = self.settings.listeners

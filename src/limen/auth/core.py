@@ -92,6 +92,8 @@ class AuthServer:
         """A reusable token proxies join with (``auth.proxy_token_file``; Kubernetes)."""
         self.static_db_token = ""
         """A reusable token db agents join with (``auth.db_token_file``; Kubernetes)."""
+        self.static_kube_token = ""
+        """A reusable token kube agents join with (``auth.kube_token_file``; Kubernetes)."""
         self.proxy_names: tuple[str, ...] = ()
         """What a joining proxy's certificates name besides its id (configuration:
         ``limen.auth.host_names.configured_proxy_names``)."""
@@ -367,9 +369,10 @@ class AuthServer:
         return self.is_static_token(SystemRole.PROXY, token)
 
     def is_static_token(self, role: SystemRole, token: str) -> bool:
-        """Is ``token`` the configured static token of ``role`` (proxy or db)?"""
+        """Is ``token`` the configured static token of ``role`` (proxy, db or kube)?"""
         static = {SystemRole.PROXY: self.static_proxy_token,
-                  SystemRole.DB: self.static_db_token}.get(role, "")
+                  SystemRole.DB: self.static_db_token,
+                  SystemRole.KUBE: self.static_kube_token}.get(role, "")
         return bool(static) and hmac.compare_digest(token.encode(), static.encode())
 
     def issue_host_certs(self, host_id: str, hostname: str, role: SystemRole,

@@ -11,8 +11,8 @@
          host id's record unchanged; else refused, and the certificates are never handed out
     audit: ``join`` with success or the reason, the host id, token id and names issued
 
-The static proxy token (``auth.proxy_token_file``) and the static db token
-(``auth.db_token_file``) skip 2 and 5's token part: they are reusable by design, each for its
+The static proxy, db and kube tokens (``auth.proxy_token_file``, ``auth.db_token_file``,
+``auth.kube_token_file``) skip 2 and 5's token part: they are reusable by design, each for its
 own role only. Called by ``limen.auth.core.AuthServer.join``.
 """
 
@@ -43,7 +43,8 @@ JOIN_TYPES_BY_ROLE = {
     SystemRole.APP: ("app",), SystemRole.PROXY: ("proxy",),
 }
 STATIC_PROXY_TOKEN_ID = "static-proxy-token"
-STATIC_TOKEN_IDS = {SystemRole.PROXY: STATIC_PROXY_TOKEN_ID, SystemRole.DB: "static-db-token"}
+STATIC_TOKEN_IDS = {SystemRole.PROXY: STATIC_PROXY_TOKEN_ID, SystemRole.DB: "static-db-token",
+                    SystemRole.KUBE: "static-kube-token"}
 """The token id audited for a join with a role's static token."""
 
 
