@@ -49,6 +49,7 @@ class Kind(StrEnum):
     RESOURCE = "Resource"
     CLUSTER = "Cluster"
     LOCK = "Lock"
+    OIDC_CONNECTOR = "OIDCConnector"
     # internal kinds: stored by auth, never declared in Git or as CRDs
     TOKEN = "Token"
     CERT_AUTHORITY = "CertAuthority"
@@ -62,17 +63,20 @@ class Kind(StrEnum):
             Kind.RESOURCE: "resources", Kind.CLUSTER: "clusters", Kind.TOKEN: "tokens",
             Kind.CERT_AUTHORITY: "certauthorities", Kind.REMOTE_CLUSTER: "remoteclusters",
             Kind.ACCESS_REQUEST: "accessrequests", Kind.LOCK: "locks",
+            Kind.OIDC_CONNECTOR: "oidcconnectors",
         }[self]
 
 
 PUBLIC_KINDS: tuple[Kind, ...] = (
     Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE, Kind.CLUSTER, Kind.LOCK,
+    Kind.OIDC_CONNECTOR,
 )
 """Kinds that have a CRD and may be declared in Git, with ``lmctl apply`` or ``kubectl apply``."""
 
 _SHORT_NAMES = {
     "lmuser": Kind.USER, "lmrole": Kind.ROLE, "lmtc": Kind.TRUSTED_CLUSTER,
     "lmres": Kind.RESOURCE, "lmcluster": Kind.CLUSTER, "lmlock": Kind.LOCK,
+    "lmoidc": Kind.OIDC_CONNECTOR, "oidc": Kind.OIDC_CONNECTOR,
     "tc": Kind.TRUSTED_CLUSTER,
     "trusted_cluster": Kind.TRUSTED_CLUSTER, "trusted_clusters": Kind.TRUSTED_CLUSTER,
     "remote_cluster": Kind.REMOTE_CLUSTER, "remote_clusters": Kind.REMOTE_CLUSTER,

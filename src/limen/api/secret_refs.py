@@ -41,7 +41,7 @@ FILE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$"
 ENV_PATTERN = r"^LIMEN_SECRET_[A-Za-z0-9_]{1,200}$"
 """An environment variable name with the fixed prefix and something after it."""
 
-REFERENCE_FIELDS = ("token_secret_ref",)
+REFERENCE_FIELDS = ("token_secret_ref", "client_secret_ref")
 """The reference fields whose target auth reads (a field path containing one is a refusal of
 a place, audited by the auth API)."""
 

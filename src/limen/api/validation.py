@@ -33,6 +33,7 @@ from typing import Any
 from limen.api.durations import parse_duration
 from limen.api.loader import FieldPath, SourceDocument
 from limen.api.lock import lock_problems
+from limen.api.oidc_connector import oidc_connector_problems
 from limen.api.predicates import parse_where
 from limen.api.resources import API_VERSION, NAME_PATTERN, PUBLIC_KINDS, Kind, Resource
 from limen.api.schemas import describe, schema_errors
@@ -384,4 +385,5 @@ _SEMANTICS = {
     Kind.RESOURCE: _resource,
     Kind.CLUSTER: _cluster,
     Kind.LOCK: lock_problems,
+    Kind.OIDC_CONNECTOR: oidc_connector_problems,
 }

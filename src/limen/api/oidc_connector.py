@@ -1,0 +1,122 @@
+"""The ``OIDCConnector`` kind read as typed data: an OpenID provider Limen's users log in with.
+
+Declared like every public kind (Git, ``lmctl apply``, a Kubernetes CR); its schema is
+``crds/limen.dev_oidcconnectors.yaml``. :meth:`OIDCConnector.from_resource` reads a validated
+resource, :func:`oidc_connector_problems` adds what the schema cannot say (the issuer is https
+unless it is on a loopback address, ``max_session_ttl`` parses). The client secret is only a
+reference (``client_secret_ref``: ``{file: NAME}`` or ``{env: LIMEN_SECRET_...}``, the rule of
+``limen.api.secret_refs``); auth resolves it when it exchanges a code. Called by
+``limen.api.validation`` and the auth side of single sign-on (``limen.auth.sso``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from limen.api.durations import parse_duration
+from limen.api.loader import FieldPath
+from limen.api.resources import Kind, Resource
+from limen.errors import BadParameter
+
+__all__ = [
+    "DEFAULT_REDIRECT_URL",
+    "DEFAULT_SCOPES",
+    "ClaimMapping",
+    "OIDCConnector",
+    "is_loopback_host",
+    "oidc_connector_problems",
+]
+
+DEFAULT_REDIRECT_URL = "http://127.0.0.1/callback"
+"""The redirect URI registered at the provider when the connector names none (lmsh adds the
+port of its loopback listener, as RFC 8252 section 7.3 has native clients do)."""
+DEFAULT_SCOPES = ("email", "profile")
+"""Scopes asked for besides ``openid`` when the connector names none."""
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (as ``urlsplit`` gives it) is this machine's loopback address."""
+    return (host or "").lower() in _LOOPBACK
+
+
+@dataclass(frozen=True)
+class ClaimMapping:
+    """``claims_to_roles`` entry: a claim whose value matches ``value`` (exact, or a glob
+    with ``*``) gives ``roles``."""
+
+    claim: str
+    value: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OIDCConnector:
+    """One connector as auth uses it; ``client_secret_ref`` is the reference, never the
+    secret."""
+
+    name: str
+    issuer_url: str
+    client_id: str
+    client_secret_ref: Mapping[str, str]
+    claims_to_roles: tuple[ClaimMapping, ...]
+    redirect_url: str = DEFAULT_REDIRECT_URL
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    username_claim: str = "email"
+    max_session_ttl: timedelta | None = None
+    display: str = ""
+
+    @classmethod
+    def from_resource(cls, resource: Resource) -> OIDCConnector:
+        if resource.kind is not Kind.OIDC_CONNECTOR:
+            raise BadParameter(f"{resource.key} is not an OIDCConnector")
+        spec = resource.spec
+        problems = list(oidc_connector_problems(spec))
+        if problems:
+            path, reason = problems[0]
+            raise BadParameter(f"OIDC connector {resource.name}: "
+                               f"{'.'.join(str(p) for p in path)}: {reason}")
+        ref = spec.get("client_secret_ref")
+        mappings = tuple(
+            ClaimMapping(str(m["claim"]), str(m["value"]), tuple(str(r) for r in m["roles"]))
+            for m in spec.get("claims_to_roles") or [] if isinstance(m, Mapping))
+        ttl = spec.get("max_session_ttl")
+        return cls(
+            name=resource.name,
+            issuer_url=str(spec["issuer_url"]).rstrip("/"),
+            client_id=str(spec["client_id"]),
+            client_secret_ref={str(k): str(v) for k, v in ref.items()}
+            if isinstance(ref, Mapping) else {},
+            claims_to_roles=mappings,
+            redirect_url=str(spec.get("redirect_url") or DEFAULT_REDIRECT_URL),
+            scopes=tuple(str(s) for s in spec.get("scopes") or DEFAULT_SCOPES),
+            username_claim=str(spec.get("username_claim") or "email"),
+            max_session_ttl=parse_duration(ttl) if isinstance(ttl, str) and ttl else None,
+            display=str(spec.get("display") or resource.name),
+        )
+
+
+def oidc_connector_problems(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPath, str]]:
+    """What the schema cannot check: an http issuer is on a loopback address (anything else
+    would let a network attacker answer for the provider), ``max_session_ttl`` is a
+    duration, and ``scopes`` does not repeat ``openid`` (always asked for)."""
+    issuer = spec.get("issuer_url")
+    if isinstance(issuer, str):
+        parts = urlsplit(issuer)
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            yield ("spec", "issuer_url"), "must be https (http only on a loopback address)"
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
+            yield ("spec", "issuer_url"), "must be an https URL"
+    ttl = spec.get("max_session_ttl")
+    if isinstance(ttl, str):
+        try:
+            parse_duration(ttl)
+        except BadParameter as err:
+            yield ("spec", "max_session_ttl"), str(err)
+    scopes = spec.get("scopes")
+    if isinstance(scopes, list) and "openid" in scopes:
+        yield ("spec", "scopes"), "openid is always asked for; list only the other scopes"
