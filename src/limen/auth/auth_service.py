@@ -169,6 +169,9 @@ class AuthService:
         ).save(self.settings.data_dir / "admin")
 
     async def stop(self) -> None:
+        # long polls of GET /v1/locks (agents, the proxies' lock push to leaves) answer now
+        # rather than at the end of their wait, which the graceful shutdown would sit out
+        self.server.locks.changed.notify()
         for runner in (self._join_runner, self._runner):
             if runner is not None:
                 await runner.cleanup()

@@ -15,6 +15,8 @@ connector that routes a user's channel to a node.
     a leaf cluster's target (``node.leaf``, ``proxy:node:port@leaf``, ``--cluster leaf``):
       SSHConnector.connect ──▶ RemoteClusters.connect (limen.proxy.trust_root_routes):
                                cluster_labels, then a dial through the leaf proxy's link
+    RootLockPublisher (limen.proxy.trust_root_locks): this cluster's locks on its users sent
+      to every leaf's link; the leaf enforces them on this cluster's users
 
 The inner SSH session stays end to end (user ↔ node): the relay moves its bytes without
 decrypting them; the only SSH layer the proxy terminates is the user's jump connection.
@@ -70,6 +72,7 @@ from limen.net.relay import Relay
 from limen.proxy.proxy_peers import ProxyAnnouncer, announced_tunnel_address
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
+from limen.proxy.trust_root_locks import RootLockPublisher
 from limen.proxy.trust_root_routes import RemoteClusters
 from limen.rbac.roleset import RoleSet
 from limen.services.locks import lock_fields
@@ -289,6 +292,8 @@ class ProxySSHService:
                                       idle_timeout=idle_timeout)
         self.connector.remote = self.remote
         self.front = SSHFront(self.connector)
+        self.root_locks = RootLockPublisher(auth, self.tunnel)
+        """This cluster's locks on its users, pushed to the leaves' cluster links."""
         self.peers: ProxyAnnouncer | None = None
         """This proxy in the cluster's proxy set (started with the tunnel listener)."""
 
@@ -299,13 +304,17 @@ class ProxySSHService:
             self.peers = ProxyAnnouncer(self.auth, self.tunnel, announced_tunnel_address(
                 self.settings.cluster.public_address, tunnel, self.settings.cluster.tunnel_host))
             await self.peers.start()
+            await self.root_locks.start()
         except BaseException:
+            if self.peers is not None:
+                await self.peers.stop()
             await self.front.stop()
             await self.tunnel.stop()
             raise
         return {"ssh_proxy": ssh, "tunnel": tunnel}
 
     async def stop(self) -> None:
+        await self.root_locks.stop()
         if self.peers is not None:
             await self.peers.stop()
         await self.front.stop()

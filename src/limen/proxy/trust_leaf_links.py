@@ -23,7 +23,13 @@
          3. the node is resolved among those the MAPPED roles may see, in this cluster only
             (never onwards to this cluster's own leaves), and dialled through this proxy's
             tunnel server ─▶ relay: R's data connection ◀──▶ the node's data connection
+         4. R's locks (RootLocks: R pushes its locks on users, roles and logins through the
+            link) on the user or its ROOT roles refuse it; under the leaf roles' ``lock:
+            strict`` a copy older than 30 s refuses it too (cannot verify locks)
        any refusal ─▶ audited here (access.denied, user_cluster R) and answered dial_failed
+    root locks ◀─ locks {revision, items} from R ─▶ RootLocks; the sessions of R's users
+       relayed here are re-checked (RootSessionGuard): a lock on one cuts its relay (at once
+       under ``lock: strict``, at the next check within 2 s otherwise), audited
 
 The node agent then verifies the same certificate itself (it trusts R's user CA through the
 TrustCache too), maps the roles and enforces this cluster's RBAC; the session is recorded and
@@ -54,9 +60,12 @@ from limen.net.address import format_address, parse_address
 from limen.net.http import ApiClient
 from limen.net.relay import Relay
 from limen.proxy.sshproxy import ProxySSHService
+from limen.services.locks import Locked, LocksUnknown, lock_fields
 from limen.trust.cache import TrustedRoot, TrustView
+from limen.trust.root_locks import RootLocks
+from limen.trust.root_session_locks import RootSessionGuard
 from limen.tunnel.agent import PreparedDial, TunnelAgent, TunnelAgentSettings
-from limen.tunnel.protocol import DialRequest
+from limen.tunnel.protocol import DialRequest, Locks
 
 __all__ = ["LeafLinks", "tunnel_address_from_ping"]
 
@@ -117,7 +126,8 @@ class LeafLinks(TaskService):
                  emitter: Emitter, *, resync: float = 5.0,
                  heartbeat_interval: float | None = None,
                  backoff: Callable[[], Backoff] = Backoff,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 root_locks: RootLocks | None = None, lock_interval: float = 2.0) -> None:
         self.cache = cache
         self.proxy = proxy
         self.emitter = emitter
@@ -129,11 +139,19 @@ class LeafLinks(TaskService):
         """Running links by root cluster name."""
         self.errors: dict[str, str] = {}
         """Why a root has no link (address discovery failed), by root cluster name."""
+        self.root_locks = root_locks or RootLocks()
+        """The roots' locks on their users, as each root last sent them."""
+        self.guard = RootSessionGuard(self.root_locks, interval=lock_interval)
 
     # ------------------------------------------------------------------ service
 
+    async def start(self) -> dict[str, str]:
+        await self.guard.start()
+        return await super().start()
+
     async def stop(self) -> None:
         await super().stop()
+        await self.guard.stop()
         for name in list(self.links):
             await self._drop(name, "stopping")
 
@@ -182,11 +200,14 @@ class LeafLinks(TaskService):
         async def heartbeat() -> dict[str, Any]:
             return await self._heartbeat(ssh)
 
+        def locks(message: Locks) -> None:
+            self.root_locks.update(name, message)
+
         agent = TunnelAgent(address, ssh.credentials, None, heartbeat, prepare=prepare,
                             settings=TunnelAgentSettings(
                                 peer_trust={name: root.host_ca.trusted_public_keys()},
                                 peer_cluster=name, heartbeat_interval=self.heartbeat_interval,
-                                backoff=self.backoff, clock=self.clock))
+                                backoff=self.backoff, clock=self.clock, on_locks=locks))
         self.links[name] = _Link(root, agent)
         await agent.start()
         log.info("cluster links: dialling root %s at %s", name, address)
@@ -235,14 +256,31 @@ class LeafLinks(TaskService):
                                    f"({', '.join(identity.roles) or 'none'}) map to no role "
                                    "of this cluster")
             fields["roles"] = mapped
+            local = replace(identity, roles=tuple(mapped))
+            mode = (await ssh.view.role_set(local)).options.lock
+            self.root_locks.check(identity, strict=mode == "strict")
             host, port = parse_address(request.target, 0)
             relay = await ssh.connector.connect(
-                replace(identity, roles=tuple(mapped)), host, port, None, request.client_addr,
+                local, host, port, None, request.client_addr,
                 via=f"cluster {root_name}", local_only=True)
         except (AccessDenied, NotFound, BadParameter) as err:
-            await self._audit(user, reason=str(err), **fields)
+            extra = ({"rule": "lock", **lock_fields(err)}
+                     if isinstance(err, Locked | LocksUnknown) else {})
+            await self._audit(user, reason=str(err), **fields, **extra)
             raise
+        self._guard_session(identity, mode, relay, fields)
         return _RelayDial(relay)
+
+    def _guard_session(self, identity: Identity, mode: str | None, relay: Relay,
+                       fields: dict[str, Any]) -> None:
+        """Cut the relay when a lock of the root targets the user (RootSessionGuard)."""
+        async def end(reason: str, lock: dict[str, Any]) -> None:
+            relay.close(reason)
+            await self._audit(identity.username, reason=reason, action="session", rule="lock",
+                              **fields, **lock)
+
+        untrack = self.guard.track(identity, mode, end)
+        relay.done.add_done_callback(lambda _done: untrack())
 
     def _verify(self, root: TrustedRoot, cert: str) -> Identity:
         if not cert:

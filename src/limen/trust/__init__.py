@@ -1,7 +1,8 @@
 """Trusted clusters, leaf side, in the leaf's processes: role mapping of a root cluster's
 identities, the reconciler that performs the handshake with the root and keeps the root's CAs
 trusted (or not) as the TrustedCluster resources say, the trust cache, and the poller of
-``GET /v1/trust/roots`` for a node or proxy running apart from auth (``roots_poller``).
+``GET /v1/trust/roots`` for a node or proxy running apart from auth (``roots_poller``), and
+the leaf's copy of its roots' locks on root users (``root_locks``, ``root_session_locks``).
 
 What the two sides share and auth's part of each: ``limen.auth.trusted_clusters`` (the root
 side of the handshake is ``root_handshake`` there); the leaf proxy's links to its roots:

@@ -11,6 +11,7 @@ dials served and auth connect requests answered.
       │  dial {nonce}  ─▶ new TCP conn to the tunnel port, "LIMEN-DATA nonce\\n",
       │                   then handler(sock, request)   (or prepare(request) first, then serve)
       │  connect_ok / connect_failed ─▶ the waiting request_connect
+      │  locks (cluster links: the root's locks) ─▶ settings.on_locks
       └─ connection lost: run() returns or raises; pending connect requests fail
 
 The welcome's certificate must be a valid host certificate of the expected cluster with role
@@ -58,6 +59,7 @@ from limen.tunnel.protocol import (
     DialRequest,
     Heartbeat,
     Hello,
+    Locks,
     Message,
     Proxies,
     ProxyEntry,
@@ -240,6 +242,8 @@ class AgentConnection:
             self.owner.spawn(self._serve_dial(message.request))
         elif isinstance(message, Proxies):
             self.owner.proxies_announced(self, message.proxies)
+        elif isinstance(message, Locks) and self.owner.settings.on_locks is not None:
+            self.owner.settings.on_locks(message)
         elif isinstance(message, ConnectOk | ConnectFailed):
             future = self._connects.pop(message.id, None)
             if future is None or future.done():

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from limen.aio.backoff import Backoff
 from limen.ca.keys import PublicKey
-from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest
+from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, Locks
 
 __all__ = ["DialHandler", "DialPreparer", "HeartbeatSource", "PreparedDial",
            "TunnelAgentSettings"]
@@ -81,3 +81,6 @@ class TunnelAgentSettings:
     """Wall clock for the proxy certificate's validity check."""
     serves: frozenset[tuple[str, str]] = frozenset({(KIND_NODE, MODE_RAW)})
     """The (kind, mode) dials this agent serves; any other is answered ``dial_failed``."""
+    on_locks: Callable[[Locks], None] | None = None
+    """A leaf's cluster link: receives the root's ``locks`` messages; None: such a message is
+    a protocol error (an agent's proxy never sends one)."""

@@ -12,6 +12,9 @@
       ── heartbeat {nodes: [...]} ─────────▶  ClusterRegistry; forwarded to root auth (the
                                               RemoteCluster goes online, lmsh ls --cluster)
       ◀── dial {target, user cert} ─────────  root users' sessions, routed by the root proxy
+      ◀── locks {revision, items} ──────────  the root's locks on users, roles and logins (not
+                                              nodes), at welcome, on change, as a keepalive:
+                                              the leaf enforces them on root users
       ── connect / dial / anything else ───▶  REFUSED, audited (access.denied), link dropped
 
 A leaf never asks the root for anything: a cluster link cannot reach the root's auth API, the

@@ -20,6 +20,8 @@ a ``type`` field::
       │◀── connect_ok {id, nonce} ───────────│ or connect_failed {id, reason}
       │◀── proxies {proxies} ────────────────│ the cluster's proxy set changed (also in
       │                                      │  welcome): the agent keeps a tunnel to each
+      │◀── locks {revision, items} ──────────│ cluster links only: the root's locks on its
+      │                                      │  users, roles and logins (see clusters)
 
 Several proxies: ``welcome`` and ``proxies`` carry the proxies of the cluster (host id and
 tunnel address as agents reach it, :class:`ProxyEntry`); an agent's ``hello`` lists in
@@ -54,6 +56,7 @@ __all__ = [
     "KIND_KUBE",
     "KIND_NODE",
     "MAX_FRAME",
+    "MAX_LOCKS",
     "MAX_PREAMBLE",
     "MAX_PROXIES",
     "MODE_RAW",
@@ -68,6 +71,7 @@ __all__ = [
     "DialRequest",
     "Heartbeat",
     "Hello",
+    "Locks",
     "Message",
     "Proxies",
     "ProxyEntry",
@@ -96,6 +100,8 @@ MAX_PROXIES = 256
 """Most proxies a ``welcome``/``proxies`` message lists, or a ``hello`` holds."""
 MAX_PROXY_TEXT = 300
 """Largest proxy host id or tunnel address."""
+MAX_LOCKS = 1000
+"""Most lock documents a ``locks`` message carries (the frame limit applies too)."""
 
 KIND_NODE = "node"
 """Dial the agent's SSH server (the node agent serves one SSH connection on the data socket)."""
@@ -248,8 +254,19 @@ class ConnectFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class Locks:
+    """Root proxy to a leaf's cluster link: the root's locks that can concern root users at
+    the leaf (Lock documents), as of the root's lock ``revision``; sent when the link is
+    welcomed, on every change and as a keepalive that tells the leaf the copy is fresh."""
+
+    type: ClassVar[str] = "locks"
+    revision: int = 0
+    items: tuple[Mapping[str, Any], ...] = ()
+
+
 Message = (Hello | Welcome | Heartbeat | Dial | DialFailed | Connect | ConnectOk
-           | ConnectFailed | Proxies)
+           | ConnectFailed | Proxies | Locks)
 
 
 def encode(message: Message) -> bytes:
@@ -420,8 +437,17 @@ def _connect_failed(doc: Mapping[str, Any]) -> ConnectFailed:
     return ConnectFailed(id=_int(doc, "id"), reason=_text(doc, "reason"))
 
 
+def _locks(doc: Mapping[str, Any]) -> Locks:
+    items = doc.get("items", [])
+    if not isinstance(items, list) or len(items) > MAX_LOCKS or not all(
+            isinstance(item, dict) for item in items):
+        raise BadParameter(f"control message field 'items' must be a list of at most "
+                           f"{MAX_LOCKS} objects")
+    return Locks(revision=_int(doc, "revision"), items=tuple(items))
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
     Hello.type: _hello, Welcome.type: _welcome, Heartbeat.type: _heartbeat, Dial.type: _dial,
     DialFailed.type: _dial_failed, Connect.type: _connect, ConnectOk.type: _connect_ok,
-    ConnectFailed.type: _connect_failed, Proxies.type: _proxies_message,
+    ConnectFailed.type: _connect_failed, Proxies.type: _proxies_message, Locks.type: _locks,
 }

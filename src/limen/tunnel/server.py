@@ -22,7 +22,8 @@ Garbage, a preamble that does not arrive within ``preamble_timeout``, and unknow
 reused nonces close the connection; nothing else happens. Called by the proxy's SSH service.
 
 Leaf clusters' proxies connect here too (``remote_trust`` set): their cluster links live in
-``clusters``, are dialled with :meth:`TunnelServer.dial_cluster`, and may ask for nothing
+``clusters``, are dialled with :meth:`TunnelServer.dial_cluster`, are sent this cluster's locks
+on its users (:meth:`TunnelServer.publish_locks`), and may ask for nothing
 (:mod:`limen.tunnel.clusters`).
 """
 
@@ -59,6 +60,7 @@ from limen.tunnel.protocol import (
     ConnectOk,
     Dial,
     DialRequest,
+    Locks,
     Message,
     Proxies,
     ProxyEntry,
@@ -127,6 +129,7 @@ class TunnelServer:
         """The cluster's proxies as agents reach them (see :meth:`set_proxies`)."""
         self._by_host: dict[str, AgentLink] = {}
         self._by_cluster: dict[str, AgentLink] = {}
+        self._root_locks: Locks | None = None
         self._nonces = NonceTable()
         self._waiting: dict[str, asyncio.Future[DataConnection]] = {}
         self._last_forward: dict[tuple[str, str], float] = {}
@@ -372,6 +375,23 @@ class TunnelServer:
         self.clusters.put(record)
         log.info("tunnel: cluster %s (proxy %s) connected from %s", record.cluster,
                  record.proxy_id, record.address)
+        if self._root_locks is not None:
+            self._send_locks(link, self._root_locks)
+
+    def publish_locks(self, message: Locks) -> None:
+        """Send this cluster's locks that concern its users at leaves to every cluster link
+        (and to each link welcomed later): ``limen.proxy.trust_root_locks`` calls it on every
+        change and as a keepalive."""
+        self._root_locks = message
+        for link in list(self._by_cluster.values()):
+            self._send_locks(link, message)
+
+    def _send_locks(self, link: AgentLink, message: Locks) -> None:
+        try:
+            link.send(message)
+        except LimenError as err:  # the channel is closing, or the locks exceed a frame
+            log.warning("tunnel: cannot send the locks to cluster %s: %s",
+                        link.remote_cluster, err)
 
     def _cluster_lost(self, link: AgentLink) -> None:
         cluster = link.remote_cluster
