@@ -110,6 +110,9 @@ class AuthServer:
         self.outbox = AuditOutbox(backend, emitter)
         """A change's audit events, committed with it and then delivered (see apply)."""
         self.clock = clock
+        self.secret_resolver: Callable[[Any], str] | None = None
+        """Reads what a document's ``*_secret_ref`` names (an OIDC connector's client secret):
+        set by ``limen.cli.compose`` to the configured secrets places; None reads nothing."""
         self.initialized = False
         """False until ``start()`` has the cluster's name and CAs."""
 

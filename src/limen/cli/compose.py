@@ -91,7 +91,9 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
         services: list[Service] = [auth]
         if settings.gitops.source:
             services.append(GitOpsService(settings, auth, metrics=metrics))
-        trust = TrustedClusterReconciler(auth.server, secrets=SecretSource(settings.secrets_dir),
+        secrets = SecretSource(settings.secrets_dir)
+        auth.server.secret_resolver = secrets.resolve  # OIDC connectors' client secrets
+        trust = TrustedClusterReconciler(auth.server, secrets=secrets,
                                          leadership=_trust_leadership(settings, auth))
         services.append(trust)
         proxy = _local_proxy(settings, auth, log, metrics) if "proxy" in settings.roles \

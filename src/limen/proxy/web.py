@@ -6,6 +6,9 @@
     POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds, request_id?}
                              → auth /v1/login
     POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
+    POST /v1/webapi/sso/oidc/NAME/start {public_key, port, ttl_seconds?}
+                             → auth /v1/sso/oidc/NAME/start (the provider's authorization URL)
+    POST /v1/webapi/sso/oidc/callback {state, code | error} → auth /v1/sso/oidc/callback
     POST /v1/webapi/trustedclusters/validate  a leaf's handshake {token, leaf_cluster,
                              leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
@@ -91,7 +94,8 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
         async def handler(request: web.Request) -> web.Response:
             body = await json_body(request, _MAX_BODY)
             body["remote_addr"] = request.remote or ""
-            return web.json_response(await auth.call("POST", path, body))
+            target = path.format(**{k: quote(v, safe="") for k, v in request.match_info.items()})
+            return web.json_response(await auth.call("POST", target, body))
 
         return handler
 
@@ -123,6 +127,8 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
         web.post("/v1/webapi/signup/begin", forward("/v1/signup/begin")),
         web.post("/v1/webapi/login", forward("/v1/login")),
         web.post("/v1/webapi/join", forward("/v1/join")),
+        web.post("/v1/webapi/sso/oidc/{name}/start", forward("/v1/sso/oidc/{name}/start")),
+        web.post("/v1/webapi/sso/oidc/callback", forward("/v1/sso/oidc/callback")),
         web.post("/v1/webapi/trustedclusters/validate",
                  forward("/v1/trustedclusters/validate")),
     ])
