@@ -246,7 +246,7 @@ async def test_creates_the_ca_secret_once_and_every_child() -> None:
     cluster_name, cas = read_secret_data(secret["data"])
     assert cluster_name == "main"
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-main"
-    assert len(h.kube.objects) == 10  # 3 Secrets (CA, proxy and db tokens), 7 children
+    assert len(h.kube.objects) == 11  # 4 Secrets (CA, proxy, db and kube tokens), 7 children
     assert body["status"]["publicAddress"] == "limen.example.com:443"
     assert body["status"]["caSecret"] == "main-ca"
     ready = condition(body, "Ready")

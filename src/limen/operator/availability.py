@@ -10,14 +10,16 @@
                                                      can (preferred: a one-node cluster still
                                                      runs them all)
     diagnostics listener (limen.diag)                plain HTTP on the pod's port ``diag``:
-                                                     auth 3000, proxy 3001, db agents 3002
+                                                     auth 3000, proxy 3001, db agents 3002,
+                                                     the kube agent 3003
                                                      (apart, so pods sharing one network, as
                                                      on a test's kubelet, do not collide)
     readinessProbe       GET /readyz on diag         auth: its backend answers and it holds
                                                      its CAs (gitops excluded: a broken Git
                                                      remote must not empty the Service); the
                                                      proxy: auth answers, its listeners
-                                                     accept; a db agent: a tunnel is up
+                                                     accept; a db or kube agent: a tunnel
+                                                     is up
     livenessProbe        GET /healthz on diag        the event loop answers; depends on no
                                                      other process, so an auth outage
                                                      restarts nothing
@@ -34,7 +36,7 @@ __all__ = ["DIAG_PORTS", "HOSTNAME_TOPOLOGY", "diag_args",
            "diag_port", "disruption_budget", "liveness_probe", "readiness_probe",
            "spread_by_host"]
 
-DIAG_PORTS = {"auth": 3000, "proxy": 3001, "db": 3002}
+DIAG_PORTS = {"auth": 3000, "proxy": 3001, "db": 3002, "kube": 3003}
 """The diagnostics listener's port per component (container port ``diag``)."""
 READYZ_EXCLUDES = {"auth": "?exclude=gitops"}
 

@@ -7,19 +7,25 @@
                    ──invalid──▶ Valid=False, Stalled=True, nothing deployed
         CA Secret: create once (ca_secret.generate_cas); never overwritten, except by a
                    requested rotation (spec.ca_rotation.nonce), finished after grace_period
-        proxy and db token Secrets: create once (random tokens), never overwritten
+        proxy, db and kube token Secrets: create once (random tokens), never overwritten
         PostgreSQL: the CA key Secret (cluster_backend), created once, never overwritten
         children (cluster_builders, db_agent when spec.db.replicas > 0, with the TLS CA's
                    pin for the proxies and db agents): create, or merge-patch what differs;
                    an existing object the Cluster does not own (the Secrets included) is
                    left alone ──▶ Owned=False, Stalled=True; spec.db.replicas 0: a db
                    agent Deployment created before is scaled to 0
+        kube agent (kube_agent, spec.kube.enabled): its namespaced children as above, and
+                   the cluster-scoped ClusterRole/ClusterRoleBinding (impersonate only),
+                   owned by their labels (no owner reference across scopes); disabled: the
+                   Deployment scaled to 0 and the ClusterRole/Binding deleted
         status: observedGeneration, conditions, publicAddress, auth/proxy(/db) ready counts,
                 caRotation; Ready once the Deployments have their replicas ready (and, on
                 PostgreSQL, the DSN Secret exists with its key: else WaitingForSecret)
         deployed: recorded in the context (deployed_auth): with no auth address configured,
                 the Limen kinds go to this Cluster's auth, <name>-auth.<ns>.svc:3025
-    delete ──▶ forgotten there (optional handler: no finalizer)
+    delete ──▶ forgotten there (optional handler: no finalizer); with spec.kube.enabled a
+        finalizer lets the ClusterRole/ClusterRoleBinding go with the Cluster (the garbage
+        collector cannot: they are cluster-scoped)
     Deployment event (app.kubernetes.io/managed-by=limen-operator) ──▶ refresh the owner's
         readiness in its status
 
@@ -76,6 +82,15 @@ from limen.operator.db_agent import (
 )
 from limen.operator.deployed_auth import DeployedCluster
 from limen.operator.kube import KubeApi, KubeError
+from limen.operator.kube_agent import (
+    kube_children,
+    kube_enabled,
+    kube_problem,
+    kube_rbac,
+    kube_rbac_name,
+    kube_token_secret,
+    owns_cluster_scoped,
+)
 from limen.operator.settings import OPERATOR_ID_LABEL, REPORTING_COMPONENT
 
 __all__ = ["ROTATION_ANNOTATION", "ClusterReconciler", "register_cluster_handlers"]
@@ -86,6 +101,7 @@ DEFAULT_GRACE = timedelta(hours=30)
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 _VERSION = "v1alpha1"
 _VALID = Check(True, "Valid", "")
+_PART_NAMES = {"auth": "auth", "proxy": "proxy", "db": "db agents", "kube": "the kube agent"}
 
 
 def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
@@ -113,6 +129,11 @@ def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorCont
                     optional=True, registry=registry)  # no finalizer: children go by owner
     async def forget(body: kopf.Body, **_: Any) -> None:
         ctx.deployed.forget(str(body["metadata"].get("uid") or ""))
+
+    @kopf.on.delete(API_GROUP, _VERSION, "clusters", id="kube_agent_rbac", labels=labels,
+                    when=lambda body, **_: kube_enabled(body), registry=registry)
+    async def kube_agent_rbac(body: kopf.Body, logger: Logger, **_: Any) -> None:
+        await reconciler.delete_kube_rbac(body, logger)
 
     @kopf.on.event("apps", "v1", "deployments", id="deployment_changed",
                    labels={"app.kubernetes.io/managed-by": REPORTING_COMPONENT},
@@ -164,10 +185,13 @@ class ClusterReconciler:
         token_owned = await self._token_secret(body, names.proxy_token, proxy_token_secret,
                                                logger)
         db_token_owned = await self._token_secret(body, names.db_token, db_token_secret, logger)
+        kube_token_owned = await self._token_secret(body, names.kube_token, kube_token_secret,
+                                                    logger)
         ca_key_owned = await self._ca_key_secret(body, logger)
         foreign = [f"Secret {name}" for name, owned in ((names.ca_secret, ca is not None),
                                                          (names.proxy_token, token_owned),
                                                          (names.db_token, db_token_owned),
+                                                         (names.kube_token, kube_token_owned),
                                                          (names.ca_key, ca_key_owned))
                    if not owned]
         if ca is not None and not foreign:
@@ -175,11 +199,15 @@ class ClusterReconciler:
             revision = int(rotation.get("revision", 0))
             image = self.ctx.config.image
             for child in [*children(body, image, revision, ca_pin=pin),
-                          *db_children(body, image, ca_pin=pin)]:
+                          *db_children(body, image, ca_pin=pin),
+                          *kube_children(body, image, ca_pin=pin)]:
                 if not await self._apply_child(body, child):
                     foreign.append(f"{child['kind']} {child['metadata']['name']}")
             if db_replicas(body) == 0:
                 await self._scale_to_zero(body, names.db)
+            foreign += await self._kube_rbac(body, logger)
+            if not kube_enabled(body):
+                await self._scale_to_zero(body, names.kube)
             if not foreign:
                 meta = body["metadata"]
                 self.ctx.cluster_deployed(str(meta.get("uid") or ""), DeployedCluster(
@@ -320,6 +348,45 @@ class ClusterReconciler:
             await self.kube.merge_patch(desired["kind"], meta["namespace"], meta["name"], patch)
         return True
 
+    async def _kube_rbac(self, body: Mapping[str, Any], logger: Logger) -> list[str]:
+        """The kube agent's ClusterRole and binding: applied while ``spec.kube.enabled``,
+        deleted otherwise. Returns those whose name someone else holds."""
+        if not kube_enabled(body):
+            await self.delete_kube_rbac(body, logger)
+            return []
+        foreign: list[str] = []
+        for desired in kube_rbac(body):
+            kind, name = desired["kind"], desired["metadata"]["name"]
+            current = await self.kube.get(kind, "", name)
+            if current is None:
+                try:
+                    await self.kube.create(desired)
+                    logger.info("created the %s %s", kind, name)
+                    continue
+                except KubeError as err:
+                    if err.status != 409:
+                        raise
+                    current = await self.kube.get(kind, "", name)
+                    if current is None:
+                        raise
+            if not owns_cluster_scoped(current, body):
+                foreign.append(f"{kind} {name}")
+                continue
+            patch = _patch_for(current, desired)
+            if patch:
+                await self.kube.merge_patch(kind, "", name, patch)
+        return foreign
+
+    async def delete_kube_rbac(self, body: Mapping[str, Any], logger: Logger) -> None:
+        """Delete this Cluster's kube agent ClusterRoleBinding and ClusterRole (those its
+        labels say are its own; the binding first: no moment with a binding to nothing)."""
+        name = kube_rbac_name(body)
+        for kind in ("ClusterRoleBinding", "ClusterRole"):
+            current = await self.kube.get(kind, "", name)
+            if current is not None and owns_cluster_scoped(current, body):
+                await self.kube.delete(kind, "", name)
+                logger.info("deleted the %s %s", kind, name)
+
     async def _scale_to_zero(self, body: Mapping[str, Any], name: str) -> None:
         """An owned Deployment ``name`` that runs replicas: scale it to 0 (never deleted)."""
         namespace = body["metadata"]["namespace"]
@@ -349,6 +416,12 @@ class ClusterReconciler:
             parts.append(("db", db))
         else:
             extra["db"] = None  # no agents: removed from the status (a merge patch)
+        if kube_enabled(body):
+            kube = readiness(await self.kube.get("Deployment", meta["namespace"], names.kube))
+            extra["kube"] = {"ready": kube[0], "replicas": kube[1]}
+            parts.append(("kube", kube))
+        else:
+            extra["kube"] = None
         ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         addresses = [i.get("hostname") or i.get("ip") for i in ingress if isinstance(i, dict)]
         if any(addresses):
@@ -361,7 +434,8 @@ class ClusterReconciler:
                 ([missing] if missing else [])
                 + (["waiting for pods: " + ", ".join(waiting)] if waiting else [])))
             return Observation(progress, _VALID, Check(True, "Owned", ""), reconciling=True), extra
-        what = "auth, proxy and db agents are" if len(parts) > 2 else "auth and proxy are"
+        named = [_PART_NAMES[part] for part, _ in parts]
+        what = f"{', '.join(named[:-1])} and {named[-1]} are"
         ready = Check(True, "Available", f"{what} ready at {extra['publicAddress']}")
         return Observation(ready, _VALID, Check(True, "Owned", "")), extra
 
@@ -426,7 +500,8 @@ def _problem(body: Mapping[str, Any]) -> str | None:
                                  f"{body['metadata']['name']}", 0, 1, document)])
     except ValidationFailed as err:
         return "; ".join(f"{e.path}: {e.reason}" for e in err.errors)
-    return backend_problem(cluster_spec(body)) or db_selector_problem(body)
+    return (backend_problem(cluster_spec(body)) or db_selector_problem(body)
+            or kube_problem(body))
 
 
 def _finish(cas: Mapping[CertAuthorityType, CertAuthority],

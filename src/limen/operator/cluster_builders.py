@@ -7,15 +7,18 @@ For a Cluster ``main`` in namespace ``limen``::
                                   rebuilt: proxy_token_secret)
     Secret     main-db-token      the static token db agents join with (likewise:
                                   db_token_secret)
+    Secret     main-kube-token    the static token the kube agent joins with (likewise:
+                                  limen.operator.kube_agent.kube_token_secret)
     Secret     main-ca-key        PostgreSQL only: the key encrypting the CA private keys in
                                   the database (created once: limen.operator.cluster_backend)
     ConfigMap  main-config        limen.yaml for auth and proxy (auth.server_names: the auth
                                   Service's DNS names; auth.proxy_server_names: the proxy
-                                  Service's; auth.proxy_token_file, auth.db_token_file;
+                                  Service's; auth.proxy_token_file, auth.db_token_file,
+                                  auth.kube_token_file;
                                   PostgreSQL: backend {type, dsn_file, ca_key_file})
     PVC        main-auth-data     SQLite only: auth's backend and audit log (in its data/)
     Deployment main-auth          limen start --roles auth (init: limen operator seed-ca),
-                                  the proxy and db token Secrets mounted; SQLite: one pod,
+                                  the proxy, db and kube token Secrets mounted; SQLite: one pod,
                                   Recreate; PostgreSQL: spec.auth.replicas pods, rolling,
                                   spread over nodes, the DSN and CA key Secrets mounted
     Service    main-auth          ClusterIP, 3025 (the auth API: a client certificate
@@ -29,6 +32,8 @@ For a Cluster ``main`` in namespace ``limen``::
                                   postgres 5433, mysql 3036 (the database fronts)
     ConfigMap  main-db-config     spec.db.replicas > 0: the db agents (limen.operator.db_agent)
     Deployment main-db
+    ...        main-kube, ...     spec.kube.enabled: the kube agent, its ServiceAccount and
+                                  impersonation-only RBAC (limen.operator.kube_agent)
     PDB        main-auth, main-proxy   when that Deployment runs more than one pod:
                                   maxUnavailable 1 (limen.operator.availability)
 
@@ -94,6 +99,7 @@ __all__ = [
     "DATA_DIR",
     "DB_TOKEN_FILE",
     "DEFAULT_RESOURCES",
+    "KUBE_TOKEN_FILE",
     "PORTS",
     "PROXY_PORTS",
     "PROXY_TOKEN_FILE",
@@ -148,6 +154,9 @@ PROXY_TOKEN_FILE = f"{PROXY_TOKEN_DIR}/{TOKEN_KEY}"
 DB_TOKEN_DIR = "/etc/limen/db-token"
 DB_TOKEN_FILE = f"{DB_TOKEN_DIR}/{TOKEN_KEY}"
 """Where the auth pod reads the db agents' token (``auth.db_token_file``)."""
+KUBE_TOKEN_DIR = "/etc/limen/kube-token"
+KUBE_TOKEN_FILE = f"{KUBE_TOKEN_DIR}/{TOKEN_KEY}"
+"""Where the auth pod reads the kube agent's token (``auth.kube_token_file``)."""
 PORTS = {"auth": 3025, "auth-join": 3026, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024,
          "postgres": 5433, "mysql": 3036}
 PROXY_PORTS = ("web", "ssh-proxy", "tunnel", "postgres", "mysql")
@@ -157,6 +166,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, Any]] = {
     "auth": {"requests": {"cpu": "100m", "memory": "256Mi"}},
     "proxy": {"requests": {"cpu": "100m", "memory": "192Mi"}},
     "db": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+    "kube": {"requests": {"cpu": "50m", "memory": "128Mi"}},
 }
 """Requests of a component whose ``spec.<component>.resources`` is not given (its idle
 footprint with some headroom: the scheduler places it, nothing is capped)."""
@@ -203,6 +213,23 @@ class ClusterNames:
     @property
     def db_token(self) -> str:
         return f"{self.base}-db-token"
+
+    @property
+    def kube(self) -> str:
+        return f"{self.base}-kube"
+
+    @property
+    def kube_config(self) -> str:
+        return f"{self.base}-kube-config"
+
+    @property
+    def kube_token(self) -> str:
+        return f"{self.base}-kube-token"
+
+    @property
+    def kube_agent_account(self) -> str:
+        """The kube agent's ServiceAccount (the identity it calls its API server with)."""
+        return f"{self.base}-kube-agent"
 
     @property
     def ca_key(self) -> str:
@@ -327,7 +354,8 @@ def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
         "auth": {"server_names": auth_server_names(body),
                  "proxy_server_names": proxy_server_names(body),
                  "proxy_token_file": PROXY_TOKEN_FILE,
-                 "db_token_file": DB_TOKEN_FILE},
+                 "db_token_file": DB_TOKEN_FILE,
+                 "kube_token_file": KUBE_TOKEN_FILE},
     }
     if postgres_ref(spec) is not None:
         config["backend"] = backend_config()
@@ -379,6 +407,8 @@ def _volumes(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
                                                           "defaultMode": 0o400}})
         volumes.append({"name": "db-token", "secret": {"secretName": names.db_token,
                                                        "defaultMode": 0o400}})
+        volumes.append({"name": "kube-token", "secret": {"secretName": names.kube_token,
+                                                         "defaultMode": 0o400}})
         ref = (spec.get("gitops") or {}).get("credentials_ref") or {}
         if ref.get("secret"):
             volumes.append({"name": "gitops", "secret": {"secretName": ref["secret"],
@@ -426,6 +456,7 @@ def _mounts(body: Mapping[str, Any], *, auth: bool) -> list[dict[str, Any]]:
     if auth:
         mounts.append({"name": "proxy-token", "mountPath": PROXY_TOKEN_DIR, "readOnly": True})
         mounts.append({"name": "db-token", "mountPath": DB_TOKEN_DIR, "readOnly": True})
+        mounts.append({"name": "kube-token", "mountPath": KUBE_TOKEN_DIR, "readOnly": True})
         mounts.extend(_backend_mounts(body))
     ref = ((cluster_spec(body).get("gitops") or {}).get("credentials_ref") or {})
     if auth and ref.get("secret"):

@@ -26,7 +26,11 @@ _GROUPS = {
     "Service": ("v1", "services"), "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),
     "Deployment": ("apps/v1", "deployments"), "Cluster": ("limen.dev/v1alpha1", "clusters"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "ServiceAccount": ("v1", "serviceaccounts"),
+    "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles"),
+    "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings"),
 }
+_CLUSTER_SCOPED = frozenset({"ClusterRole", "ClusterRoleBinding"})
 
 
 class KubeError(Exception):
@@ -38,15 +42,17 @@ class KubeError(Exception):
 
 
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
-    """``/api/v1/namespaces/NS/secrets[/NAME]`` or ``/apis/apps/v1/...`` for a known kind."""
+    """``/api/v1/namespaces/NS/secrets[/NAME]`` or ``/apis/apps/v1/...`` for a known kind;
+    a cluster-scoped kind (ClusterRole, ClusterRoleBinding) ignores ``namespace``."""
     api_version, plural = _GROUPS[kind]
     root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{root}/namespaces/{namespace}/{plural}"
+    path = f"{root}/{plural}" if kind in _CLUSTER_SCOPED else \
+        f"{root}/namespaces/{namespace}/{plural}"
     return f"{path}/{name}" if name else path
 
 
 class KubeApi:
-    """A few verbs on namespaced objects, as dicts."""
+    """A few verbs on objects of the kinds above, as dicts."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -68,7 +74,8 @@ class KubeApi:
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
-        return await self._request("POST", object_path(obj["kind"], meta["namespace"]), obj)
+        return await self._request("POST", object_path(obj["kind"], meta.get("namespace", "")),
+                                   obj)
 
     async def merge_patch(self, kind: str, namespace: str, name: str,
                           patch: Mapping[str, Any], *, subresource: str = "") -> dict[str, Any]:
