@@ -1,5 +1,6 @@
-"""``lmsh status``, ``lmsh logout`` and ``lmsh config``: the saved profile, shown, removed,
-or turned into an OpenSSH config block; and ``print_profile``, which ``lmsh login`` shares.
+"""``lmsh status``, ``lmsh logout`` and ``lmsh config``: the saved profile, shown (with the
+traits its certificate carries), removed, or turned into an OpenSSH config block; and
+``print_profile``, which ``lmsh login`` shares.
 
 Registered on the ``lmsh`` group by ``limen.cli.lmsh`` (loaded when one of them runs).
 """
@@ -22,17 +23,34 @@ from limen.client.profile import Profile, ProfileStore
 from limen.client.sshconfig import SSHConfigInput, render_ssh_config, write_ssh_config
 from limen.errors import BadParameter, LimenError
 
-__all__ = ["logout", "print_profile", "ssh_config", "status"]
+__all__ = ["logout", "print_profile", "profile_traits", "ssh_config", "status"]
+
+
+def profile_traits(profile: Profile) -> dict[str, list[str]]:
+    """The traits the profile's certificate carries (a single sign-on user's claims, read in
+    roles as ``external.NAME``); empty when the certificate cannot be read."""
+    from cryptography import x509
+
+    from limen.ca.x509_certs import identity_from_cert
+
+    try:
+        path = ProfileStore().tls_cert_path(profile.proxy, profile.user)
+        identity = identity_from_cert(x509.load_pem_x509_certificate(path.read_bytes()))
+    except (OSError, ValueError, LimenError):
+        return {}
+    return {} if identity is None else {k: list(v) for k, v in sorted(identity.traits.items())}
 
 
 def print_profile(profile: Profile) -> None:
     valid = "valid" if profile.is_valid() else "EXPIRED"
+    traits = "; ".join(f"{k}={','.join(v)}" for k, v in profile_traits(profile).items())
     click.echo(f"> Profile URL: https://{profile.proxy}\n"
                f"  Logged in as: {profile.user}\n"
                f"  Cluster:      {profile.cluster}\n"
                f"  Roles:        {', '.join(profile.roles) or '-'}\n"
                f"  Logins:       {', '.join(profile.logins) or '-'}\n"
-               f"  Valid until:  {profile.expires} [{valid}]")
+               + (f"  Traits:       {traits}\n" if traits else "")
+               + f"  Valid until:  {profile.expires} [{valid}]")
 
 
 @click.command()
@@ -44,7 +62,8 @@ def status(output: str) -> None:
     if output != "text":
         data = {"proxy": profile.proxy, "user": profile.user, "cluster": profile.cluster,
                 "roles": list(profile.roles), "logins": list(profile.logins),
-                "expires": profile.expires, "valid": profile.is_valid()}
+                "traits": profile_traits(profile), "expires": profile.expires,
+                "valid": profile.is_valid()}
         emit_documents([data], output)
         return
     print_profile(profile)
