@@ -14,6 +14,7 @@ another client). The codes come from the provider's own login and consent pages
     wrong audience   a genuine ID token issued to client ``other``         bad_audience
     expired token    auth's clock past the token's exp (120 s + leeway)    expired
     no role          bob's claims map to no role                           no_roles
+    a local user     the claims name a local user of the cluster           local_user_exists
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ async def site(tmp_path: Path, issuer: str) -> AsyncIterator[Site]:
     try:
         await service.server.apply(validate(load_text(DOCUMENTS.format(issuer=issuer), "t")),
                                    Origin.API, actor="test")
+        await emitter.wait_for(lambda e: e.type.value == "oidc_connector.created", timeout=5)
         emitter.clear()
         yield Site(service, logins, tampering, emitter)
     finally:
@@ -220,3 +222,12 @@ async def test_claims_mapping_to_no_role_are_refused(site: Site) -> None:
     fields = await site.refused(await follow_to_loopback(await site.start(), "bob"), "no_roles")
     assert "maps none" in fields["error"]
     assert not [e for e in site.emitter.events if e.type.value == "cert.create"]
+
+
+async def test_an_sso_login_never_acts_as_a_local_user(site: Site) -> None:
+    local = ("apiVersion: limen.dev/v1alpha1\nkind: User\nmetadata: {name: alice}\n"
+             "spec: {name: alice@example.com, roles: [sso-dev]}\n")
+    await site.service.server.apply(validate(load_text(local, "u")), Origin.API, actor="test")
+    site.emitter.clear()
+    await site.refused(await follow_to_loopback(await site.start(), "alice"),
+                       "local_user_exists")

@@ -54,6 +54,9 @@ RELEASED = {
     "L7200I": ("lock.created", True),
     "L7201I": ("lock.updated", True),
     "L7202I": ("lock.deleted", True),
+    "L7300I": ("oidc_connector.created", True),
+    "L7301I": ("oidc_connector.updated", True),
+    "L7302I": ("oidc_connector.deleted", True),
     "L8000I": ("gitops.sync", True), "L8000E": ("gitops.sync", False),
     "L8001W": ("gitops.rejected", False),
 }

@@ -22,6 +22,9 @@ _EVENTS = {
     (Kind.LOCK, Action.CREATE): "lock.created",
     (Kind.LOCK, Action.UPDATE): "lock.updated",
     (Kind.LOCK, Action.DELETE): "lock.deleted",
+    (Kind.OIDC_CONNECTOR, Action.CREATE): "oidc_connector.created",
+    (Kind.OIDC_CONNECTOR, Action.UPDATE): "oidc_connector.updated",
+    (Kind.OIDC_CONNECTOR, Action.DELETE): "oidc_connector.deleted",
 }
 
 

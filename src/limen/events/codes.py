@@ -100,6 +100,9 @@ class EventType(StrEnum):
     LOCK_CREATED = "lock.created"
     LOCK_UPDATED = "lock.updated"
     LOCK_DELETED = "lock.deleted"
+    OIDC_CONNECTOR_CREATED = "oidc_connector.created"
+    OIDC_CONNECTOR_UPDATED = "oidc_connector.updated"
+    OIDC_CONNECTOR_DELETED = "oidc_connector.deleted"
     GITOPS_SYNC = "gitops.sync"
     GITOPS_REJECTED = "gitops.rejected"
 
@@ -201,6 +204,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L7200I", _T.LOCK_CREATED, True, "lock created"),
     EventCode("L7201I", _T.LOCK_UPDATED, True, "lock updated"),
     EventCode("L7202I", _T.LOCK_DELETED, True, "lock deleted"),
+    EventCode("L7300I", _T.OIDC_CONNECTOR_CREATED, True, "OIDC connector created"),
+    EventCode("L7301I", _T.OIDC_CONNECTOR_UPDATED, True, "OIDC connector updated"),
+    EventCode("L7302I", _T.OIDC_CONNECTOR_DELETED, True, "OIDC connector deleted"),
     # 8xxx GitOps
     EventCode("L8000I", _T.GITOPS_SYNC, True, "GitOps commit applied"),
     EventCode("L8000E", _T.GITOPS_SYNC, False, "GitOps sync failed"),
