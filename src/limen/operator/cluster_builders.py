@@ -29,7 +29,8 @@ For a Cluster ``main`` in namespace ``limen``::
                                   and LIMEN_CA_PIN (the TLS CA's pin), then calling the auth
                                   API (LIMEN_AUTH_SERVER) with the certificate it got
     Service    main-proxy         spec.proxy.service_type: web 3080, ssh 3023, tunnel 3024,
-                                  postgres 5433, mysql 3036 (the database fronts)
+                                  postgres 5433, mysql 3036 (the database fronts), kube 3027
+                                  (the Kubernetes front: kubectl through Limen)
     ConfigMap  main-db-config     spec.db.replicas > 0: the db agents (limen.operator.db_agent)
     Deployment main-db
     ...        main-kube, ...     spec.kube.enabled: the kube agent, its ServiceAccount and
@@ -158,8 +159,8 @@ KUBE_TOKEN_DIR = "/etc/limen/kube-token"
 KUBE_TOKEN_FILE = f"{KUBE_TOKEN_DIR}/{TOKEN_KEY}"
 """Where the auth pod reads the kube agent's token (``auth.kube_token_file``)."""
 PORTS = {"auth": 3025, "auth-join": 3026, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024,
-         "postgres": 5433, "mysql": 3036}
-PROXY_PORTS = ("web", "ssh-proxy", "tunnel", "postgres", "mysql")
+         "postgres": 5433, "mysql": 3036, "kube": 3027}
+PROXY_PORTS = ("web", "ssh-proxy", "tunnel", "postgres", "mysql", "kube")
 """The proxy's container and Service ports (names of ``PORTS``)."""
 _RUN_AS = 10001  # the image's limen user
 DEFAULT_RESOURCES: dict[str, dict[str, Any]] = {
@@ -339,7 +340,8 @@ def proxy_token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
 
 def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
     """The ``limen.yaml`` auth and the proxies run with (see ``limen.config``); the proxies'
-    listeners, the database fronts included, bind every interface of their pod."""
+    listeners, the database and Kubernetes fronts included, bind every interface of their
+    pod."""
     spec = cluster_spec(body)
     config: dict[str, Any] = {
         "cluster": {"name": cluster_name(body), "second_factor": spec["second_factor"],
@@ -349,6 +351,7 @@ def limen_config(body: Mapping[str, Any]) -> dict[str, Any]:
                       "tunnel": f"0.0.0.0:{PORTS['tunnel']}",
                       "postgres": f"0.0.0.0:{PORTS['postgres']}",
                       "mysql": f"0.0.0.0:{PORTS['mysql']}",
+                      "kube": f"0.0.0.0:{PORTS['kube']}",
                       "auth": f"0.0.0.0:{PORTS['auth']}",
                       "auth_join": f"0.0.0.0:{PORTS['auth-join']}"},
         "auth": {"server_names": auth_server_names(body),
