@@ -15,6 +15,7 @@ another client). The codes come from the provider's own login and consent pages
     expired token    auth's clock past the token's exp (120 s + leeway)    expired
     no role          bob's claims map to no role                           no_roles
     a local user     the claims name a local user of the cluster           local_user_exists
+    (and no secret   the client secret's file is gone: refused, not crashed  no_secret)
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 class Site:
     def __init__(self, service: AuthService, logins: OIDCLogins, tampering: Tampering,
-                 emitter: MemoryEmitter) -> None:
+                 emitter: MemoryEmitter, secrets: Path) -> None:
         self.service, self.logins, self.tampering, self.emitter = \
             service, logins, tampering, emitter
+        self.secrets = secrets
         self.public_key = public_key_to_openssh(generate_private_key().public_key())
 
     async def start(self) -> str:
@@ -143,7 +145,7 @@ async def site(tmp_path: Path, issuer: str) -> AsyncIterator[Site]:
                                    Origin.API, actor="test")
         await emitter.wait_for(lambda e: e.type.value == "oidc_connector.created", timeout=5)
         emitter.clear()
-        yield Site(service, logins, tampering, emitter)
+        yield Site(service, logins, tampering, emitter, secrets)
     finally:
         await logins.close()
         await service.stop()
@@ -231,3 +233,10 @@ async def test_an_sso_login_never_acts_as_a_local_user(site: Site) -> None:
     site.emitter.clear()
     await site.refused(await follow_to_loopback(await site.start(), "alice"),
                        "local_user_exists")
+
+
+async def test_a_missing_client_secret_is_a_refusal(site: Site) -> None:
+    loopback = await follow_to_loopback(await site.start(), "alice")
+    (site.secrets / "corp-oidc.secret").unlink()
+    fields = await site.refused(loopback, "no_secret")
+    assert "secrets" not in fields["error"]  # where auth looks is in its log, not the answer
