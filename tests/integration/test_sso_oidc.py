@@ -124,11 +124,13 @@ def test_lmsh_login_auth_maps_claims_and_reaches_the_node(site: LimenCluster) ->
     assert status["user"] == "alice@example.com"
     assert status["roles"] == ["sso-eng"]
     assert status["logins"] == [LOGIN]
-    [event] = [e for e in site.audit("user.login", user="alice@example.com")
-               if e.get("success", True)]
+    event = wait_for(lambda: [e for e in site.audit("user.login", user="alice@example.com")
+                              if e.get("success", True)], 10, "the login's audit event")[-1]
     assert event["method"] == "oidc"
     assert event["connector"] == "corp"
-    assert "code=" not in json.dumps(event)
+    assert event["roles"] == ["sso-eng"]
+    query = parse_qs(urlsplit(login.loopback).query)
+    assert query["code"][0] not in json.dumps(event)
 
     def reached() -> bool:
         result = alice.lmsh("ssh", f"{LOGIN}@{HOST}", "echo via-sso", check=False)
@@ -166,6 +168,6 @@ def test_claims_mapping_to_no_role_are_refused(site: LimenCluster) -> None:
     login = SSOLogin(site, bob, "bob")
     assert not login.ok
     assert "maps none of your claims to a role" in login.stderr
-    [event] = _failures(site, "no_roles")
+    [event] = wait_for(lambda: _failures(site, "no_roles"), 10, "the refusal's audit event")
     assert event["connector"] == "corp"
     assert event["success"] is False
