@@ -38,7 +38,7 @@ from limen.auth.sso.id_token import key_id, verify_id_token
 from limen.auth.sso.pending import PendingLogin, PendingLogins, pkce_challenge
 from limen.auth.sso.provider import OIDCProviderClient
 from limen.ca.keys import load_public_key
-from limen.errors import BadParameter, LimenError, NotFound
+from limen.errors import BadParameter, LimenError
 
 __all__ = ["OIDCLogins", "SecretResolver"]
 
@@ -179,6 +179,6 @@ def _with_port(redirect_url: str, port: int) -> str:
     parts = urlsplit(redirect_url)
     host = parts.hostname or "127.0.0.1"
     if parts.port is not None:  # the schema refuses a port; an older object is refused here
-        raise NotFound("the connector's redirect_url names a port; remove it")
+        raise BadParameter("the connector's redirect_url names a port; remove it")
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return urlunsplit(("http", netloc, parts.path or "/callback", "", ""))
