@@ -15,6 +15,7 @@ another client). The codes come from the provider's own login and consent pages
     expired token    auth's clock past the token's exp (120 s + leeway)    expired
     no role          bob's claims map to no role                           no_roles
     a local user     the claims name a local user of the cluster           local_user_exists
+    flooding starts  more than 20 waiting logins from one address           LimitExceeded
     (and no secret   the client secret's file is gone: refused, not crashed  no_secret)
 """
 
@@ -35,11 +36,12 @@ from limen.api.validation import validate
 from limen.auth.auth_service import AuthService
 from limen.auth.sso.errors import SSOFailure
 from limen.auth.sso.oidc import OIDCLogins
-from limen.auth.sso.pending import pkce_challenge
+from limen.auth.sso.pending import MAX_PER_ADDRESS, pkce_challenge
 from limen.auth.sso.provider import OIDCProviderClient, ProviderMetadata
 from limen.backend.memory import MemoryBackend
 from limen.ca.keys import generate_private_key, public_key_to_openssh
 from limen.config import ClusterSettings, Listeners, Settings
+from limen.errors import LimitExceeded
 from limen.events.emitter import MemoryEmitter
 from limen.trust.secrets import SecretSource
 
@@ -240,3 +242,18 @@ async def test_a_missing_client_secret_is_a_refusal(site: Site) -> None:
     (site.secrets / "corp-oidc.secret").unlink()
     fields = await site.refused(loopback, "no_secret")
     assert "secrets" not in fields["error"]  # where auth looks is in its log, not the answer
+
+
+async def test_starts_flooding_from_one_address_are_refused(site: Site) -> None:
+    for _ in range(MAX_PER_ADDRESS):
+        await site.logins.start("corp", public_key=site.public_key, port=1,
+                                remote_addr="203.0.113.9")
+    with pytest.raises(LimitExceeded):
+        await site.logins.start("corp", public_key=site.public_key, port=1,
+                                remote_addr="203.0.113.9")
+    [event] = [e for e in site.emitter.events if e.type.value == "user.login"]
+    assert (event.success, event.fields["stage"], event.fields["reason"]) == (
+        False, "start", "LimitExceeded")
+    assert event.fields["remote_addr"] == "203.0.113.9"
+    await site.logins.start("corp", public_key=site.public_key, port=1,
+                            remote_addr="203.0.113.10")

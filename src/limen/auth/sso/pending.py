@@ -6,8 +6,9 @@ finish needs: the connector, the ``nonce`` and PKCE ``code_verifier`` sent with 
 authorization request, the redirect URI (the client's loopback listener), the client's public
 key the certificates will be issued for, and the requested lifetime. :meth:`PendingLogins.take`
 deletes the record on the revision it read, so a state is used once across every auth replica:
-a replay, an unknown or an expired state are refused alike. At most ``MAX_PENDING`` logins
-wait at once (the start is not authenticated). Used by :class:`limen.auth.sso.oidc.OIDCLogins`.
+a replay, an unknown or an expired state are refused alike. The start is not authenticated, so
+at most ``MAX_PENDING`` logins wait at once, ``MAX_PER_ADDRESS`` of them started from one
+address (as the proxy reports it). Used by :class:`limen.auth.sso.oidc.OIDCLogins`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from limen.auth.sso.errors import SSOFailure
 from limen.backend.base import Backend
 from limen.errors import CompareFailed, LimitExceeded, NotFound
 
-__all__ = ["LIFETIME_SECONDS", "MAX_PENDING", "PendingLogin", "PendingLogins",
-           "pkce_challenge"]
+__all__ = ["LIFETIME_SECONDS", "MAX_PENDING", "MAX_PER_ADDRESS", "PendingLogin",
+           "PendingLogins", "pkce_challenge"]
 
 PREFIX = "/sso/oidc/pending/"
 LIFETIME_SECONDS = 300.0
 MAX_PENDING = 1000
+MAX_PER_ADDRESS = 20
 
 
 def _random() -> str:
@@ -66,9 +68,14 @@ class PendingLogins:
                     ttl_seconds: int | None, now: float, remote_addr: str = ""
                     ) -> tuple[str, PendingLogin]:
         """A new state and its record (stored)."""
-        if len(await self.backend.list(PREFIX)) >= MAX_PENDING:
+        waiting = await self.backend.list(PREFIX)
+        if len(waiting) >= MAX_PENDING:
             raise LimitExceeded("too many single sign-on logins are waiting; try again in a "
                                 "few minutes")
+        if remote_addr and sum(json.loads(i.value).get("remote_addr") == remote_addr
+                               for i in waiting) >= MAX_PER_ADDRESS:
+            raise LimitExceeded("too many single sign-on logins started from your address are "
+                                "waiting; finish one, or start again in 5 minutes")
         state = _random()
         login = PendingLogin(connector, _random(), _random(), redirect_uri, public_key,
                              ttl_seconds, now + LIFETIME_SECONDS, remote_addr)
