@@ -4,9 +4,10 @@ Real ``limen start`` processes (a root and a leaf, each auth, proxy and node in 
 the leaf trusting the root by a TrustedCluster (role_map: root ``ops`` → leaf ``visitor``, with
 ``lock: strict``; root ``dev`` → leaf ``helper``, ``best_effort``), and ``lmsh ssh --cluster``.
 The root proxy pushes its locks on users, roles and logins through the leaf's cluster link; the
-leaf proxy refuses new sessions of a locked root user and cuts the open ones, audited on the
-leaf. A leaf user with the same name as a locked root user is untouched; removing the lock at
-the root restores access. One root and one leaf serve the module; the tests run in file order.
+leaf proxy refuses new sessions of a locked root user and cuts the open ones, and the leaf's
+node refuses a locked login, audited on the leaf. A leaf user with the same name as a locked
+root user is untouched; removing the lock at the root restores access. One root and one leaf
+serve the module; the tests run in file order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import getpass
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,14 +94,18 @@ spec:
     - {{remote: dev, local: [helper]}}
 """)
     leaf.lmctl("apply", "-f", trust)
-    bob = root.signed_up_user("bob", roles=["ops"], logins=[LOGIN])
-    carl = root.signed_up_user("carl", roles=["dev"], logins=[LOGIN])
-    leaf_bob = leaf.signed_up_user("bob", roles=["visitor"], logins=[LOGIN])
-    for user in (bob, carl, leaf_bob):
-        user.login()
+    with ThreadPoolExecutor(max_workers=3) as pool:  # sign-ups and logins in parallel
+        bob, carl, leaf_bob = pool.map(lambda args: _ready(*args), [
+            (root, "bob", "ops"), (root, "carl", "dev"), (leaf, "bob", "visitor")])
     world = World(root, leaf, bob, carl, leaf_bob)
     wait_for(lambda: _leaf_ssh(bob).returncode == 0, 30.0, "the leaf reachable from the root")
     return world
+
+
+def _ready(cluster: LimenCluster, name: str, role: str) -> LimenUser:
+    user = cluster.signed_up_user(name, roles=[role], logins=[LOGIN])
+    user.login()
+    return user
 
 
 def _leaf_ssh(user: LimenUser) -> subprocess.CompletedProcess[str]:
@@ -179,10 +185,16 @@ def test_a_root_role_lock_applies_to_the_root_role_and_best_effort_ends_at_the_n
         _close(session)
 
 
-def test_a_root_node_lock_stays_at_the_root(world: World) -> None:
-    name = world.root.lmctl("lock", "--node", HOST).stdout.strip()
+def test_a_root_login_lock_is_enforced_by_the_leaf_node(world: World) -> None:
+    """The leaf proxy relays the SSH session sealed; the leaf's node sees the login."""
+    name = world.root.lmctl("lock", "--user", "carl", "--login", LOGIN, "--message",
+                            "no shell").stdout.strip()
     try:
-        wait_for(lambda: _local_ssh(world.bob).returncode != 0, 5.0, "the root node locked")
-        assert _leaf_ssh(world.bob).returncode == 0  # the leaf's node of the same name is not
+        refused = wait_for(lambda: (r := _leaf_ssh(world.carl)).returncode != 0 and r,
+                           WITHIN + 3.0, "carl's login refused at the leaf node")
+        assert "locked: no shell" in refused.stderr, describe(refused)
+        assert _denied_at_leaf(world, "carl", name, login=LOGIN)
+        assert _leaf_ssh(world.bob).returncode == 0
     finally:
         world.root.lmctl("rm", f"lock/{name}")
+    wait_for(lambda: _leaf_ssh(world.carl).returncode == 0, 5.0, "the login lock lifted")

@@ -150,6 +150,14 @@ def test_a_root_lock_binds_the_roots_user_and_root_role_never_a_leaf_namesake() 
     locks.check(_root_user("erin", "visitor"), strict=False)  # roles are matched unmapped
     # node locks never arrive; a lock naming a login needs the login (not known at the proxy)
     assert "on-web1" not in _names(locks)
+    locks.check(_root_user("erin", "ops"), strict=False)
+    # a node in the proxy's process knows the login: it checks the locks naming one, only
+    with pytest.raises(Locked) as at_node:
+        locks.check_login(_root_user("erin", "ops"), "root", False)
+    assert at_node.value.lock.name == "on-root-login"
+    locks.check_login(_root_user("erin", "ops"), "erin", False)
+    locks.check_login(_root_user("bob", "ops"), "bob", True)  # the proxy enforces on-bob
+    locks.check_login(_root_user("erin", "ops", cluster="leaf"), "root", True)
 
 
 def test_stale_root_locks_refuse_strict_users_and_keep_the_last_copy_otherwise() -> None:

@@ -57,6 +57,7 @@ from limen.recording.sink import recordings_dir, sessions_dir
 from limen.services.leadership import Leadership, replica_leadership
 from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TRUST_LEASE_KEY, TrustedClusterReconciler
+from limen.trust.root_locks import RootLocks
 from limen.trust.secrets import SecretSource
 
 __all__ = ["cluster_services"]
@@ -98,13 +99,15 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
         services.append(trust)
         proxy = _local_proxy(settings, auth, log, metrics) if "proxy" in settings.roles \
             else None
+        root_locks = RootLocks()  # the roots' locks on their users: the links feed, all check
         if proxy is not None:
             services.append(proxy)
-            services.append(LeafLinks(trust.cache, partial(getattr, proxy, "ssh"), log))
+            services.append(LeafLinks(trust.cache, partial(getattr, proxy, "ssh"), log,
+                                      root_locks=root_locks))
         if "node" in settings.roles:
             if proxy is None:
                 raise BadParameter("a node in the auth process needs the proxy role too")
-            services.append(_LocalNode(settings, auth, log, proxy, trust.cache))
+            services.append(_LocalNode(settings, auth, log, proxy, trust.cache, root_locks))
         if "db" in settings.roles:
             if proxy is None:
                 raise BadParameter("a db agent in the auth process needs the proxy role too")
@@ -145,14 +148,16 @@ def _local_proxy(settings: Settings, auth: AuthService, emitter: Emitter,
 class _LocalNode:
     """A node agent for this machine, with credentials from the auth server beside it; it
     reaches the proxy through the reverse tunnel like any remote agent. It trusts the user CAs
-    of this cluster and of the enabled trusted root clusters, mapping root users' roles."""
+    of this cluster and of the enabled trusted root clusters, mapping root users' roles and
+    holding them to their root's locks (``root_locks``, fed by the proxy's cluster links)."""
 
     name = "node"
 
     def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
-                 proxy: ProxyComponent, trusted: TrustCache) -> None:
+                 proxy: ProxyComponent, trusted: TrustCache, root_locks: RootLocks) -> None:
         self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
         self.trusted = trusted
+        self.root_locks = root_locks
         self.node: NodeService | None = None
 
     async def start(self) -> dict[str, str]:
@@ -176,7 +181,8 @@ class _LocalNode:
             StoreAccessPolicy(server.store, self.settings.node.labels,
                               cluster=server.cluster_name,
                               map_roles=trusted_role_map(self.trusted), locks=server.locks,
-                              server_names=(creds.host_id, creds.hostname)),
+                              server_names=(creds.host_id, creds.hostname),
+                              foreign_locks=self.root_locks.check_login),
             self.emitter, recording_store(server.backend, recordings_dir(self.settings.data_dir)),
             tunnel_address=lambda: self.proxy.listeners["tunnel"])
         return await self.node.start()

@@ -14,7 +14,10 @@ revisions, traits). Identities of another cluster (trusted clusters) are refused
 With a lock view (``limen.services.locks``) every call first asks it: a lock on the user, one of
 the (mapped) roles, this server (``server_names``: its host id and hostname) or, for
 ``check_ssh``, the login raises :class:`~limen.services.locks.Locked`; under ``lock: strict``
-a view too old to trust raises :class:`~limen.services.locks.LocksUnknown`.
+a view too old to trust raises :class:`~limen.services.locks.LocksUnknown`. For an identity of a
+trusted root cluster, ``foreign_locks`` is asked too, with the login: the root's own locks
+that name a login (``limen.trust.root_locks``; the leaf proxy that relays root users'
+sessions enforces the root's other locks, ``limen.proxy.trust_leaf_links``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ from limen.rbac import Decision, RoleSet, SessionOptions
 from limen.rbac.decision import deny
 from limen.services.locks import LockView
 
-__all__ = ["AccessPolicy", "RoleLookup", "StoreAccessPolicy"]
+__all__ = ["AccessPolicy", "ForeignLocks", "RoleLookup", "StoreAccessPolicy"]
+
+ForeignLocks = Callable[[Identity, str | None, bool], None]
+"""``(identity of another cluster, login, strict)``: raises the refusal of that cluster's lock
+(:class:`~limen.services.locks.Locked`, :class:`~limen.services.locks.LocksUnknown`)."""
 
 _CacheKey = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[str, ...]], ...]]
 
@@ -61,9 +68,11 @@ class StoreAccessPolicy:
                  cluster: str | None = None,
                  map_roles: Callable[[Identity], Sequence[str]] | None = None,
                  cache_size: int = 256, locks: LockView | None = None,
-                 server_names: Sequence[str] = ()) -> None:
+                 server_names: Sequence[str] = (),
+                 foreign_locks: ForeignLocks | None = None) -> None:
         self.store = store
         self.locks = locks
+        self.foreign_locks = foreign_locks
         self.server_names = tuple(server_names)
         if callable(node_labels):
             self._labels = node_labels
@@ -89,9 +98,12 @@ class StoreAccessPolicy:
         if names is None:
             return None
         role_set = await self._compiled(identity, names)
+        strict = role_set.options.lock == "strict"
         if self.locks is not None:
             self.locks.check(identity, roles=names, node=self.server_names, login=login,
-                             strict=role_set.options.lock == "strict")
+                             strict=strict)
+        if self.foreign_locks is not None and identity.cluster != self.cluster:
+            self.foreign_locks(identity, login, strict)
         return role_set
 
     async def lock_refusal(self, identity: Identity) -> tuple[str | None, AccessDenied | None]:
