@@ -87,7 +87,9 @@ class Inbox:
 
 
 def _lock(name: str, **target: str) -> dict[str, Any]:
-    return {"apiVersion": "limen.dev/v1alpha1", "kind": "Lock", "metadata": {"name": name},
+    return {"apiVersion": "limen.dev/v1alpha1", "kind": "Lock",
+            "metadata": {"name": name, "labels": {"limen.dev/origin": "git"},
+                         "annotations": {"limen.dev/commit": "0123abc"}},
             "spec": {"target": target, "message": f"{name} says no"}}
 
 
@@ -122,8 +124,11 @@ async def test_the_root_sends_a_leaf_its_locks_on_users_roles_and_logins_only(
     inbox = Inbox(locks)
     await _leaf_link(clusters, inbox)
     clusters.server.publish_locks(Locks(revision=7, items=for_leaves(DOCS)))
-    await inbox.first()
+    sent = await inbox.first()
     assert _names(locks) == {"on-bob", "on-dev", "on-root-login"}
+    assert sent.items[0] == {  # what the leaf enforces, nothing more (no origin, no commit)
+        "apiVersion": "limen.dev/v1alpha1", "kind": "Lock", "metadata": {"name": "on-bob"},
+        "spec": {"target": {"user": "bob"}, "message": "on-bob says no"}}
     assert locks.view("root").revision == 7
     assert not locks.view("root").stale
 

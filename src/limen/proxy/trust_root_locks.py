@@ -39,14 +39,21 @@ _USER_FIELDS = ("user", "role", "login")
 
 
 def for_leaves(items: Iterable[Any]) -> tuple[Mapping[str, Any], ...]:
-    """The Lock documents that can concern this cluster's users at a leaf."""
+    """The Lock documents that can concern this cluster's users at a leaf, reduced to what the
+    leaf enforces (name, target, message, expiry: no labels, annotations or origin)."""
     chosen = []
     for doc in items:
         spec = doc.get("spec") if isinstance(doc, Mapping) else None
-        target = spec.get("target") if isinstance(spec, Mapping) else None
-        if (isinstance(target, Mapping) and "node" not in target
+        if not isinstance(doc, Mapping) or not isinstance(spec, Mapping):
+            continue
+        target, meta = spec.get("target"), doc.get("metadata")
+        if not (isinstance(target, Mapping) and "node" not in target
                 and any(target.get(key) for key in _USER_FIELDS)):
-            chosen.append(doc)
+            continue
+        chosen.append({
+            "apiVersion": doc.get("apiVersion"), "kind": doc.get("kind"),
+            "metadata": {"name": meta.get("name") if isinstance(meta, Mapping) else None},
+            "spec": {key: spec[key] for key in ("target", "message", "expires") if key in spec}})
     return tuple(chosen)
 
 
