@@ -1,5 +1,6 @@
 """Runs the proxy in ``limen start``: the HTTPS web listener (login, sign-up, join, user calls,
-and by ALPN the routes of ``alpn_routes``: the SSH proxy, :mod:`limen.proxy.tls_router`)
+and by ALPN the routes of ``alpn_routes``: the SSH proxy, the database fronts,
+:mod:`limen.proxy.tls_router`)
 and, through ``ProxySSHService``, the SSH front and the reverse-tunnel server. Called by the
 daemon (``limen.cli.compose``), which gives it its credentials and auth client.
 """
@@ -50,7 +51,8 @@ class ProxyService:
     web_extensions: tuple[Callable[[web.Application], None], ...] = ()
     """Called with the web application before it serves (the apps' routing by Host)."""
     alpn_routes: Mapping[str, ProtocolFactory] = {}
-    """Protocols served on the web port by ALPN beside HTTP (``limen-ssh-proxy``)."""
+    """Protocols served on the web port by ALPN beside HTTP (``limen-ssh-proxy``,
+    ``limen-postgres``, ``limen-mysql``)."""
     web_locks: WebLocks | None = None
     """The lock view the web UI asks (the SSH front's)."""
 

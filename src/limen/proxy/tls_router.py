@@ -5,13 +5,16 @@ single-port mode).
 
     client ──TLS (ALPN)──▶ TLSRouter ── "http/1.1" or none ──▶ aiohttp's web.Server (web API,
                                 │                              web UI, apps)
-                                └──── "limen-ssh-proxy" ────▶ SSHTLSRoute (ssh_tls_route)
+                                ├──── "limen-ssh-proxy" ────▶ SSHTLSRoute (ssh_tls_route)
+                                ├──── "limen-postgres" ─────▶ the PostgreSQL front
+                                └──── "limen-mysql" ────────▶ the MySQL front
+                                                               (db.db_tls_route)
 
 The handshake is OpenSSL's (the proxy's web context: client certificates optional); once it
 has finished, the protocol that serves the connection is created by the route the client's
 ALPN names and takes the transport over (``transport.set_protocol`` + ``connection_made``),
-so bytes are never re-framed in Python. More routes (``limen-tunnel``, the database fronts,
-Kubernetes by SNI) plug in as more entries. Started by
+so bytes are never re-framed in Python. More routes (``limen-tunnel``, Kubernetes by SNI)
+plug in as more entries. Started by
 :class:`limen.proxy.proxy_service.ProxyService`.
 """
 

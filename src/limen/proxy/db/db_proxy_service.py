@@ -2,8 +2,10 @@
 ``mysql`` (default 3036), each with the proxy's TLS certificate and client certificates of
 this cluster's TLS CA requested (not required in the handshake, so a client without one gets
 its protocol's error message rather than a TLS alert). An empty listener address turns a
-front off. Routing goes through the proxy's tunnel server and cluster view (shared with the
-SSH service). Started by ``limen.cli.proxy_component``.
+listener off; the fronts serve the web port's ALPN routes whatever their listeners
+(``tls_routes``, :mod:`limen.proxy.db.db_tls_route`). Routing goes through the proxy's
+tunnel server and cluster view (shared with the SSH service). Started by
+``limen.cli.proxy_component``, which gives ``tls_routes`` to the web listener.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.db.cancel_keys import CancelKeys
 from limen.proxy.db.db_route import DBRouter
+from limen.proxy.db.db_tls_route import DBTLSRoutes
 from limen.proxy.db.mysql_front import MySQLFront
 from limen.proxy.db.postgres_front import PostgresFront
 from limen.proxy.routing import ClusterView
@@ -42,6 +45,9 @@ class DBProxyService:
         self._mysql = mysql
         self._pg_front = PostgresFront(self.router, tls, self.cancel_keys)
         self._mysql_front = MySQLFront(self.router, tls)
+        self.tls_routes = DBTLSRoutes(self._pg_front.handle_routed,
+                                      self._mysql_front.handle_routed)
+        """The same fronts on the web port by ALPN (``tls_routes.routes()``)."""
         self._servers: list[asyncio.Server] = []
         self._accepting: list[tuple[socket.socket, asyncio.Task[None]]] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -83,6 +89,7 @@ class DBProxyService:
             task.add_done_callback(self._connections.discard)
 
     async def stop(self) -> None:
+        await self.tls_routes.stop()
         for sock, task in self._accepting:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -12,6 +12,11 @@ clients, PyMySQL and other drivers, unchanged.
     client ◀── OK / ERR (seq 3, from the agent's upstream login) ◀── agent
            ◀──────────────────────── bytes both ways ─────────────────────────▶
 
+The same front serves the web port's ALPN ``limen-mysql`` (:meth:`MySQLFront.handle_routed`,
+from :mod:`limen.proxy.db.db_tls_route`): TLS with the client's certificate from the start,
+so the greeting does not offer CLIENT_SSL and the HandshakeResponse is sequence 1 (the agent
+answers with sequence 2); the rest is the same code.
+
 The password the client may send is ignored: the certificate is the credential. Refused,
 with an ERR packet and a failed ``db.session.start`` audit event: a client that does not
 switch to TLS, no or a wrong certificate, a database that is not online, a user or database
@@ -90,13 +95,45 @@ class MySQLFront:
             else:
                 sock.close()
 
+    async def handle_routed(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        """One connection the web port routed here by ALPN (``limen-mysql``): TLS with the
+        client's certificate already, so the greeting does not offer CLIENT_SSL and the
+        client's HandshakeResponse (sequence 1) comes straight away; an SSLRequest is
+        refused as malformed."""
+        peer = writer.get_extra_info("peername")
+        client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        session_id = str(uuid.uuid4())
+        try:
+            writer.write(self._greeting(OFFERED_CAPABILITIES & ~my.CLIENT_SSL))
+            await writer.drain()
+            async with asyncio.timeout(_STARTUP_TIMEOUT):
+                first = await _read_packet(reader)
+            hello = my.decode_client_hello(first.payload)
+            if not isinstance(hello, my.HandshakeResponse):
+                raise BadParameter("an SSL request on a connection that is TLS already "
+                                   "(ALPN limen-mysql)")
+            await self._session(hello, first.seq + 1, reader, writer, client_addr, session_id)
+        except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as err:
+            log.debug("mysql front: %s: %s", client_addr, err)
+        except BadParameter as err:
+            await self.router.refused(f"malformed handshake: {err}", identity=None,
+                                      protocol="mysql", client_addr=client_addr,
+                                      session_id=session_id)
+            await _send_err(writer, 2, _ER_HANDSHAKE, "08S01", f"malformed handshake: {err}")
+        finally:
+            await close_writer(writer)
+
+    def _greeting(self, capabilities: int) -> bytes:
+        scramble = bytes(secrets.choice(range(1, 128)) for _ in range(20))
+        return my.encode_packet(0, my.encode_handshake(my.Handshake(
+            SERVER_VERSION, next(self._ids) % 2**32, scramble, capabilities,
+            _UTF8MB4_GENERAL_CI, _SERVER_STATUS_AUTOCOMMIT, "mysql_native_password")))
+
     async def _serve(self, sock: socket.socket, client_addr: str,
                      session_id: str) -> asyncio.StreamWriter | None:
         loop = asyncio.get_running_loop()
-        scramble = bytes(secrets.choice(range(1, 128)) for _ in range(20))
-        await loop.sock_sendall(sock, my.encode_packet(0, my.encode_handshake(my.Handshake(
-            SERVER_VERSION, next(self._ids) % 2**32, scramble, OFFERED_CAPABILITIES,
-            _UTF8MB4_GENERAL_CI, _SERVER_STATUS_AUTOCOMMIT, "mysql_native_password"))))
+        await loop.sock_sendall(sock, self._greeting(OFFERED_CAPABILITIES))
         async with asyncio.timeout(_STARTUP_TIMEOUT):
             first = await _recv_packet(sock)
         hello = my.decode_client_hello(first.payload)
@@ -109,11 +146,7 @@ class MySQLFront:
         reader, writer = await handshake(self.router, accept_tls(sock, self.tls), "mysql",
                                          client_addr, session_id)
         async with asyncio.timeout(_STARTUP_TIMEOUT):
-            header = await reader.readexactly(4)
-            size = int.from_bytes(header[:3], "little")
-            if size >= my.MAX_PAYLOAD:
-                raise BadParameter("oversized handshake packet")
-            second = my.Packet(header[3], await reader.readexactly(size))
+            second = await _read_packet(reader)
         response = my.decode_client_hello(second.payload)
         if not isinstance(response, my.HandshakeResponse):
             raise BadParameter("a second SSL request")
@@ -146,6 +179,14 @@ class MySQLFront:
             await relay.wait_closed()
         finally:
             await close_writer(opened.writer)
+
+async def _read_packet(reader: asyncio.StreamReader) -> my.Packet:
+    header = await reader.readexactly(4)
+    size = int.from_bytes(header[:3], "little")
+    if size >= my.MAX_PAYLOAD:
+        raise BadParameter("oversized handshake packet")
+    return my.Packet(header[3], await reader.readexactly(size))
+
 
 async def _recv_packet(sock: socket.socket) -> my.Packet:
     header = await _recv_exactly(sock, 4)

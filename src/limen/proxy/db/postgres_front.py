@@ -11,6 +11,11 @@ and every driver, unchanged.
            ◀────────────── bytes both ways (limen.net.relay, no parsing) ──────────────▶
     client ── CancelRequest (new connection, plaintext or TLS) ──▶ cancel_keys ──▶ agent
 
+The same front serves the web port's ALPN ``limen-postgres`` (:meth:`PostgresFront.
+handle_routed`, from :mod:`limen.proxy.db.db_tls_route`): the connection is TLS with the
+client's certificate from the start, so the startup (or CancelRequest) comes first and an
+SSLRequest is answered ``N``; everything after it is the same code.
+
 Refused, with a PostgreSQL ErrorResponse and a failed ``db.session.start`` audit event: a
 plaintext startup, no or a wrong certificate (expired, another cluster's, not a database
 certificate), a database that is not online, a user or database name the roles do not allow,
@@ -52,11 +57,23 @@ class PostgresFront:
         self.cancel_keys = cancel_keys
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection of the ``postgres`` listener (plaintext until its SSLRequest)."""
+        await self._handle(reader, writer, routed=False)
+
+    async def handle_routed(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        """One connection the web port routed here by ALPN (``limen-postgres``): TLS with the
+        client's certificate already, so the startup is read directly; an SSLRequest is
+        answered ``N`` (no second TLS layer) and the client goes on."""
+        await self._handle(reader, writer, routed=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                      routed: bool) -> None:
         peer = writer.get_extra_info("peername")
         client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         session_id = str(uuid.uuid4())
         try:
-            await self._serve(reader, writer, client_addr, session_id)
+            await self._serve(reader, writer, client_addr, session_id, routed=routed)
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as err:
             log.debug("postgres front: %s: %s", client_addr, err)
         except BadParameter as err:
@@ -68,8 +85,9 @@ class PostgresFront:
             await close_writer(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     client_addr: str, session_id: str) -> None:
-        tls = gss_refused = False
+                     client_addr: str, session_id: str, *, routed: bool) -> None:
+        tls = routed
+        gss_refused = ssl_refused = False
         while True:
             async with asyncio.timeout(_STARTUP_TIMEOUT):
                 packet = pg.decode_startup(await _read_startup(reader))
@@ -79,7 +97,12 @@ class PostgresFront:
                 await handshake(self.router, writer.start_tls(self.tls), "postgres",
                                 client_addr, session_id)
                 tls = True
-            elif isinstance(packet, pg.GSSEncRequest) and not tls and not gss_refused:
+            elif isinstance(packet, pg.SSLRequest) and routed and not ssl_refused:
+                writer.write(b"N")  # TLS already (the web port's): the client goes on in it
+                await writer.drain()
+                ssl_refused = True
+            elif isinstance(packet, pg.GSSEncRequest) and (routed or not tls) \
+                    and not gss_refused:
                 writer.write(b"N")  # GSSAPI encryption is not offered: the client may go on
                 await writer.drain()  # with an SSLRequest, as with a server without GSSAPI
                 gss_refused = True
