@@ -86,7 +86,8 @@ class ProxyComponent:
         self.web.web_extensions = (self.apps.install,)
         self.web.web_locks = WebLocks(self.ssh.view.locks, self.ssh.view.roles)
         self.ssh_route = SSHTLSRoute(self.ssh.connector)
-        self.web.alpn_routes = {ALPN_SSH: self.ssh_route.protocol}
+        self.web.alpn_routes = {ALPN_SSH: self.ssh_route.protocol,
+                                **self.db.tls_routes.routes()}
         self.listeners.update(await self.web.start())
         if self._register is not None:
             await self._register(self.settings.cluster.public_address or self.listeners["web"])
