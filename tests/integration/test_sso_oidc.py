@@ -171,3 +171,10 @@ def test_claims_mapping_to_no_role_are_refused(site: LimenCluster) -> None:
     [event] = wait_for(lambda: _failures(site, "no_roles"), 10, "the refusal's audit event")
     assert event["connector"] == "corp"
     assert event["success"] is False
+
+
+def test_auth_takes_no_user_or_password(site: LimenCluster) -> None:
+    result = site.user("carl-sso").lmsh("login", "--proxy", site.web, "--auth", "corp",
+                                        "--user", "carl", check=False)
+    assert result.returncode != 0
+    assert "the identity provider says who you are" in result.stderr

@@ -89,6 +89,9 @@ def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, t
     ttl_seconds = int(parse_duration(ttl).total_seconds()) if ttl else None
     store = ProfileStore()
     if connector:
+        if user or password_stdin or otp or request_id:
+            raise BadParameter("with --auth the identity provider says who you are: leave out "
+                               "--user, --password-stdin, --otp and --request-id")
         if ca_pin:
             check_pin_format(ca_pin)
         print_profile(asyncio.run(_sso(store, proxy or login_target(store, None, None)[0],
