@@ -10,8 +10,9 @@
     lmsh db connect NAME [-- ARGS]    logs in when needed, then runs psql or mysql
     lmsh db env NAME                  PGSERVICE / MYSQL_GROUP_SUFFIX exports
     lmsh db logout [NAME]             removes the files and sections (of every database)
-    lmsh proxy db NAME --port P       plaintext on 127.0.0.1:P for your own tools only
-                                      (limen.client.db_local_proxy)
+    lmsh proxy db NAME --port P       plaintext on 127.0.0.1:P for your own tools only, to
+                                      the proxy's web port (ALPN), or its db listener when
+                                      the proxy is older (limen.client.db_local_proxy)
 
 ``db`` is registered on the ``lmsh`` group and ``proxy_db`` on its ``proxy`` group by
 ``limen.cli.lmsh``.
@@ -46,7 +47,9 @@ from limen.client.db_profiles import (
 )
 from limen.client.profile import Profile, ProfileStore
 from limen.client.webapi import WebApi
-from limen.errors import BadParameter, NotFound
+from limen.dbproto.alpn import ALPN_BY_PROTOCOL
+from limen.errors import BadParameter, ConnectionProblem, NotFound
+from limen.net.address import parse_address
 
 __all__ = ["client_command", "db", "proxy_db"]
 
@@ -215,20 +218,29 @@ def _example(protocol: str, host: str, port: int, route: RouteToDatabase) -> str
 @handle_errors
 def proxy_db(name: str, port: int, db_user: str | None, db_name: str | None) -> None:
     """Serve database NAME without TLS on 127.0.0.1:PORT, for tools that cannot present a
-    client certificate; only your own processes may connect. Stops at Ctrl-C, or when the
-    database certificate expires."""
+    client certificate; only your own processes may connect. Connections go to the proxy's
+    web port (or its database listener, when the proxy is older). Stops at Ctrl-C, or when
+    the database certificate expires."""
     store, profile = _logged_in()
     protocol, route = _ensure_login(store, profile, name, db_user, db_name)
     files = db_files(store, profile, name)
-    upstream_ctx = upstream_context(files, store.trusted_cas(profile.proxy))
+    trusted = store.trusted_cas(profile.proxy)
+    web_host, web_port = parse_address(profile.proxy)
+    web = Upstream(web_host, web_port, upstream_context(files, trusted),
+                   alpn=ALPN_BY_PROTOCOL[protocol])
 
     async def serve() -> None:
         api = WebApi.for_profile(store, profile)
         try:
-            host, upstream_port = listener_address(await api.ping(), protocol, profile.proxy)
+            ping = await api.ping()
         finally:
             await api.close()
-        local = LocalDbProxy(protocol, Upstream(host, upstream_port, upstream_ctx),
+        try:  # for a proxy that does not route databases on its web port (an older one)
+            fallback: Upstream | None = Upstream(*listener_address(ping, protocol, profile.proxy),
+                                                 upstream_context(files, trusted))
+        except ConnectionProblem:
+            fallback = None
+        local = LocalDbProxy(protocol, web, fallback=fallback,
                              report=lambda message: click.echo(f"lmsh: {message}", err=True))
         bound_host, bound_port = await local.start(port)
         click.echo(f"Serving {name} ({protocol}, as {route.user}) on {bound_host}:{bound_port}"

@@ -4,20 +4,28 @@ database certificate (``lmsh db login``).
 
 ::
 
-    tool ──plaintext──▶ 127.0.0.1:P (this) ──TLS, database certificate──▶ proxy's db listener
+    tool ──plaintext──▶ 127.0.0.1:P (this) ──TLS (ALPN limen-postgres / limen-mysql),
+                                             database certificate──▶ proxy's web port
+                                         or ──TLS inside the protocol──▶ its db listener
+
+The proxy's web port comes first (single-port access: :mod:`limen.dbproto.alpn`); a proxy
+that does not select the ALPN (an older one) makes this fall back, once and for good, to the
+db listener its ping announced (``fallback``), reported through ``report``.
 
 Only the user running ``lmsh`` is served: a connection whose client socket another uid owns
 (:func:`limen.client.local_peer.is_own_connection`) is closed before a byte is read.
 
 * PostgreSQL: a client's SSLRequest or GSSENCRequest is answered ``N`` (this hop has no TLS);
-  its StartupMessage (or CancelRequest) is read, the proxy is asked for TLS (SSLRequest, ``S``
-  expected), the handshake presents the database certificate and verifies the proxy against
-  the cluster CA saved at login, and the packet is forwarded; then bytes are relayed.
+  its StartupMessage (or CancelRequest) is read and forwarded, then bytes are relayed. On the
+  web port the connection is TLS from the start (the handshake presents the database
+  certificate and verifies the proxy against the cluster CA saved at login); on a db listener
+  the proxy is first asked for TLS (SSLRequest, ``S`` expected), with the same handshake.
 * MySQL/MariaDB: the proxy's greeting is forwarded with CLIENT_SSL cleared, so the tool answers
-  with its HandshakeResponse (sequence 1) straight away; upstream gets an SSLRequest (sequence
-  1), TLS, then that HandshakeResponse as sequence 2 with CLIENT_SSL set. Until the login ends
-  (an OK or ERR from the proxy) the sequence numbers are shifted back for the tool (3 → 2...)
-  and forward for the proxy; then bytes are relayed.
+  with its HandshakeResponse (sequence 1) straight away. On the web port that answer goes up
+  as it is, then bytes are relayed. On a db listener upstream gets an SSLRequest (sequence 1),
+  TLS, then that HandshakeResponse as sequence 2 with CLIENT_SSL set; until the login ends (an
+  OK or ERR from the proxy) the sequence numbers are shifted back for the tool (3 → 2...) and
+  forward for the proxy; then bytes are relayed.
 
 A failure before the relay is told to the tool in its protocol's error message when possible,
 and reported through ``report``. Called by ``limen.cli.lmsh_db``.
@@ -43,6 +51,7 @@ from limen.client.db_profiles import MYSQL, POSTGRES, DbFiles
 from limen.client.local_peer import is_own_connection
 from limen.dbproto import mysql, postgres
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError
+from limen.net.streams import close_writer
 
 __all__ = ["LocalDbProxy", "Upstream", "upstream_context"]
 
@@ -59,11 +68,22 @@ _ENDINGS = (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError)
 
 @dataclass(frozen=True)
 class Upstream:
-    """The proxy's database listener and the TLS context that presents the certificate."""
+    """Where the proxy serves the database, and the TLS context that presents the
+    certificate: its web port when ``alpn`` is set (the context is made to ask for that
+    ALPN: give each Upstream its own), else its database listener."""
 
     host: str
     port: int
     context: ssl.SSLContext
+    alpn: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.alpn is not None:
+            self.context.set_alpn_protocols([self.alpn])
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def upstream_context(files: DbFiles, trusted_cas: dict[str, bytes]) -> ssl.SSLContext:
@@ -79,15 +99,21 @@ def upstream_context(files: DbFiles, trusted_cas: dict[str, bytes]) -> ssl.SSLCo
 
 
 class LocalDbProxy:
-    """One local listener for one database of protocol ``postgres`` or ``mysql``."""
+    """One local listener for one database of protocol ``postgres`` or ``mysql``: to
+    ``upstream``, and when that is the web port of a proxy that does not select its ALPN, to
+    ``fallback`` (the db listener) from then on."""
 
     def __init__(self, protocol: str, upstream: Upstream, *,
+                 fallback: Upstream | None = None,
                  report: Callable[[str], None] = log.warning,
                  is_allowed: Callable[..., bool] = is_own_connection) -> None:
         if protocol not in (POSTGRES, MYSQL):
             raise BadParameter(f"no local proxy for protocol {protocol!r}")
+        if fallback is not None and fallback.alpn is not None:
+            raise BadParameter("the fallback is a database listener, without ALPN")
         self.protocol = protocol
         self.upstream = upstream
+        self.fallback = fallback
         self.report = report
         self.is_allowed = is_allowed
         self._server: asyncio.Server | None = None
@@ -123,8 +149,7 @@ class LocalDbProxy:
             else:
                 await self._mysql(reader, writer)
         except _FAILURES as err:
-            self.report(f"connection to {self.upstream.host}:{self.upstream.port} failed: "
-                        f"{_describe(err)}")
+            self.report(f"connection to {self.upstream.address} failed: {_describe(err)}")
         except asyncio.CancelledError:
             pass  # close(): this task is the connection's own, and asyncio reports a
             # cancelled connection task as an error
@@ -132,18 +157,54 @@ class LocalDbProxy:
             self._tasks.discard(task)
             _close(writer)
 
-    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(self.upstream.host, self.upstream.port),
-                _CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as err:
-            raise ConnectionProblem(f"cannot reach the proxy at {self.upstream.host}:"
-                                    f"{self.upstream.port}: {_describe(err)}") from err
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Upstream]:
+        """A connection to the proxy, and where it goes: the web port's route (``alpn`` set:
+        TLS already) or a db listener (plaintext until the protocol switches to TLS)."""
+        upstream = self.upstream
+        if upstream.alpn is not None:
+            routed = await self._open_routed(upstream)
+            if routed is not None:
+                return *routed, upstream
+            if self.fallback is None:
+                raise ConnectionProblem(
+                    f"the proxy at {upstream.address} does not serve {self.protocol} on its "
+                    f"web port (ALPN {upstream.alpn}) and announces no {self.protocol} listener")
+            if self.upstream is upstream:
+                self.upstream = self.fallback
+                self.report(f"the proxy at {upstream.address} does not serve {self.protocol} "
+                            f"on its web port (an older proxy): using its {self.protocol} "
+                            f"listener at {self.fallback.address}")
+            upstream = self.fallback
+        reader, writer = await self._open(upstream, None)
+        return reader, writer, upstream
 
-    async def _upgrade(self, writer: asyncio.StreamWriter) -> None:
+    async def _open(self, upstream: Upstream, tls: ssl.SSLContext | None
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            await writer.start_tls(self.upstream.context, server_hostname=self.upstream.host,
+            return await asyncio.wait_for(asyncio.open_connection(
+                upstream.host, upstream.port, ssl=tls,
+                server_hostname=upstream.host if tls is not None else None,
+                ssl_handshake_timeout=_CONNECT_TIMEOUT if tls is not None else None),
+                _CONNECT_TIMEOUT)
+        except ssl.SSLError as err:
+            raise ConnectionProblem(f"TLS with the proxy failed: {_describe(err)}") from err
+        except (OSError, TimeoutError) as err:
+            raise ConnectionProblem(f"cannot reach the proxy at {upstream.address}: "
+                                    f"{_describe(err)}") from err
+
+    async def _open_routed(self, upstream: Upstream
+                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """TLS to the web port with the ALPN; None when the proxy did not select it."""
+        reader, writer = await self._open(upstream, upstream.context)
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == upstream.alpn:
+            return reader, writer
+        await close_writer(writer)
+        return None
+
+    async def _upgrade(self, writer: asyncio.StreamWriter, upstream: Upstream) -> None:
+        try:
+            await writer.start_tls(upstream.context, server_hostname=upstream.host,
                                    ssl_handshake_timeout=_CONNECT_TIMEOUT)
         except (ssl.SSLError, OSError, TimeoutError) as err:
             raise ConnectionProblem(f"TLS with the proxy failed: {_describe(err)}") from err
@@ -153,18 +214,19 @@ class LocalDbProxy:
                         client_w: asyncio.StreamWriter) -> None:
         packet = await asyncio.wait_for(_postgres_startup(client_r, client_w), _STARTUP_TIMEOUT)
         try:
-            up_r, up_w = await self._open_upstream()
+            up_r, up_w, upstream = await self._connect()
         except ConnectionProblem as err:
             client_w.write(postgres.error_response(str(err), code="08006"))
             raise
         try:
-            up_w.write(postgres.encode_ssl_request())
-            await up_w.drain()
-            answer = await asyncio.wait_for(up_r.readexactly(1), _STARTUP_TIMEOUT)
-            if answer != b"S":
-                raise ConnectionProblem(f"the proxy answered {answer!r} to the SSLRequest, "
-                                        "not S")
-            await self._upgrade(up_w)
+            if upstream.alpn is None:
+                up_w.write(postgres.encode_ssl_request())
+                await up_w.drain()
+                answer = await asyncio.wait_for(up_r.readexactly(1), _STARTUP_TIMEOUT)
+                if answer != b"S":
+                    raise ConnectionProblem(f"the proxy answered {answer!r} to the "
+                                            "SSLRequest, not S")
+                await self._upgrade(up_w, upstream)
         except _FAILURES as err:
             client_w.write(postgres.error_response(f"lmsh: {_describe(err)}", code="08006"))
             _close(up_w)
@@ -177,32 +239,39 @@ class LocalDbProxy:
                      client_w: asyncio.StreamWriter) -> None:
         state = _MySQLLogin()
         try:
-            up_r, up_w = await self._open_upstream()
+            up_r, up_w, upstream = await self._connect()
         except ConnectionProblem as err:
             _mysql_error(client_w, state.error_seq, str(err))
             raise
         try:
             hello = await asyncio.wait_for(
-                self._mysql_login(client_r, client_w, up_r, up_w, state), _STARTUP_TIMEOUT)
+                self._mysql_login(client_r, client_w, up_r, up_w, state, upstream),
+                _STARTUP_TIMEOUT)
         except _FAILURES as err:
             if not state.told:
                 _mysql_error(client_w, state.error_seq, f"lmsh: {_describe(err)}")
             _close(up_w)
             raise
-        await _mysql_relay(client_r, client_w, up_r, up_w, hello)
+        if hello is None:  # the web port's route: the answer went up as it was
+            await _relay(client_r, client_w, up_r, up_w)
+        else:
+            await _mysql_relay(client_r, client_w, up_r, up_w, hello)
 
     async def _mysql_login(self, client_r: asyncio.StreamReader,
                            client_w: asyncio.StreamWriter, up_r: asyncio.StreamReader,
-                           up_w: asyncio.StreamWriter,
-                           state: _MySQLLogin) -> mysql.HandshakeResponse:
-        """Greeting, the tool's answer, TLS upstream: returns the answer (to send as seq 2)."""
+                           up_w: asyncio.StreamWriter, state: _MySQLLogin,
+                           upstream: Upstream) -> mysql.HandshakeResponse | None:
+        """Greeting and the tool's answer. On the web port's route (``upstream.alpn``) the
+        answer is sent up as sequence 1 and None returned; on a db listener, TLS upstream,
+        and the answer is returned (to send as sequence 2)."""
+        routed = upstream.alpn is not None
         seq, greeting = await _read_packet(up_r)
         if mysql.is_err(greeting):
             client_w.write(mysql.encode_packet(seq, greeting))
             state.told = True
             raise ConnectionProblem(f"the proxy refused: {mysql.decode_err(greeting).message}")
         handshake = mysql.decode_handshake(greeting)
-        if not handshake.capabilities & mysql.CLIENT_SSL:
+        if not routed and not handshake.capabilities & mysql.CLIENT_SSL:
             raise ConnectionProblem("the proxy does not offer TLS on its MySQL listener")
         plain = replace(handshake, capabilities=handshake.capabilities & ~mysql.CLIENT_SSL)
         client_w.write(mysql.encode_packet(seq, mysql.encode_handshake(plain)))
@@ -215,11 +284,15 @@ class LocalDbProxy:
         if isinstance(answer, mysql.SSLRequest):
             raise BadParameter("this local listener has no TLS: connect without it "
                                "(--ssl-mode=DISABLED or --skip-ssl)")
+        if routed:
+            up_w.write(mysql.encode_packet(1, payload))
+            await up_w.drain()
+            return None
         caps = answer.capabilities | mysql.CLIENT_SSL
         up_w.write(mysql.encode_packet(1, mysql.encode_ssl_request(mysql.SSLRequest(
             caps, answer.max_packet, answer.charset, answer.mariadb_capabilities))))
         await up_w.drain()
-        await self._upgrade(up_w)
+        await self._upgrade(up_w, upstream)
         return replace(answer, capabilities=caps)
 
 
@@ -317,8 +390,9 @@ async def _relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
 async def _run_both(one: Coroutine[Any, Any, None], other: Coroutine[Any, Any, None],
                     client_w: asyncio.StreamWriter, up_w: asyncio.StreamWriter) -> None:
     """Run both directions until either ends (EOF or error), then close both sides: these
-    protocols never half-close, and TLS upstream cannot. A malformed packet is raised; a
-    connection that was simply cut is the normal end."""
+    protocols never half-close, and TLS upstream cannot. The TLS close with the proxy is
+    waited for (bounded), so the socket is released when this returns. A malformed packet
+    is raised; a connection that was simply cut is the normal end."""
     tasks = [asyncio.ensure_future(one), asyncio.ensure_future(other)]
     try:
         done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -326,8 +400,8 @@ async def _run_both(one: Coroutine[Any, Any, None], other: Coroutine[Any, Any, N
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        _close(up_w)
         _close(client_w)
+        await close_writer(up_w)
     for task in done:
         error = task.exception()
         if error is not None and not isinstance(error, _ENDINGS):
