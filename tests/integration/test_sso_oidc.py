@@ -124,6 +124,14 @@ def test_lmsh_login_auth_maps_claims_and_reaches_the_node(site: LimenCluster) ->
     assert status["user"] == "alice@example.com"
     assert status["roles"] == ["sso-eng"]
     assert status["logins"] == [LOGIN]
+    traits = status["traits"]  # the claims, read by roles as external.NAME
+    assert traits["groups"] == ["eng-dev", "staff"]
+    assert traits["email"] == ["alice@example.com"]
+    assert traits["sub"] == ["alice"]
+    assert "nonce" not in traits
+    text = alice.lmsh("status").stdout
+    assert "Traits:       email=alice@example.com; " in text
+    assert "groups=eng-dev,staff" in text
     event = wait_for(lambda: [e for e in site.audit("user.login", user="alice@example.com")
                               if e.get("success", True)], 10, "the login's audit event")[-1]
     assert event["method"] == "oidc"
@@ -137,19 +145,6 @@ def test_lmsh_login_auth_maps_claims_and_reaches_the_node(site: LimenCluster) ->
         return result.returncode == 0 and "via-sso" in result.stdout
 
     wait_for(reached, 20, "lmsh ssh through the SSO role")
-
-
-def test_traits_come_from_the_claims(site: LimenCluster) -> None:
-    alice = site.user("alice-traits")
-    assert SSOLogin(site, alice, "alice").ok
-    traits = alice.status()["traits"]
-    assert traits["groups"] == ["eng-dev", "staff"]
-    assert traits["email"] == ["alice@example.com"]
-    assert traits["sub"] == ["alice"]
-    assert "nonce" not in traits
-    text = alice.lmsh("status").stdout
-    assert "Traits:       email=alice@example.com; " in text
-    assert "groups=eng-dev,staff" in text
 
 
 def test_a_replayed_state_and_code_are_refused(site: LimenCluster) -> None:
