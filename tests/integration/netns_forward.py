@@ -1,14 +1,17 @@
-"""A database reachable from inside a pod network namespace, for the kubelet-style tests: a TCP
-port on the namespace's loopback that forwards every connection to a Unix socket of this
-machine (the test PostgreSQL's, where its ``local ... trust`` line admits the test role).
+"""A server of this machine reachable from inside a pod network namespace, for the
+kubelet-style tests: a TCP port on the namespace's loopback that forwards every connection to
+a Unix socket (the test PostgreSQL's, where its ``local ... trust`` line admits the test role)
+or to a TCP address of this machine (the Kubernetes API emulator).
 
 ::
 
     pod (netns) ── pg.db.svc:5432 ──▶ NetnsForward ──▶ /tmp/limen-pg-XXXX/.s.PGSQL.<port>
+    pod (netns) ── 127.0.0.1:6443 ──▶ NetnsForward ──▶ ("127.0.0.1", <the emulator's port>)
 
 ``cut()`` drops every forwarded connection and refuses new ones (the database becomes
 unreachable for that namespace only, the server itself keeps running for the other tests of
-the session); ``restore()`` listens again. Used by ``test_operator_pods_ha.py``.
+the session); ``restore()`` listens again. Used by ``test_operator_pods_ha.py`` and
+``test_operator_kube_agent_pods.py``.
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ def _listen_in(netns: str, port: int) -> socket.socket:
 
 
 class NetnsForward:
-    """127.0.0.1:``port`` in ``netns`` forwarded to the Unix socket ``target``."""
+    """127.0.0.1:``port`` in ``netns`` forwarded to the Unix socket ``target`` (a path) or
+    the TCP address ``target`` (host, port)."""
 
-    def __init__(self, netns: str, port: int, target: str) -> None:
+    def __init__(self, netns: str, port: int, target: str | tuple[str, int]) -> None:
         self.netns = netns
         self.port = port
         self.target = target
@@ -104,7 +108,8 @@ class NetnsForward:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            family = socket.AF_UNIX if isinstance(self.target, str) else socket.AF_INET
+            upstream = socket.socket(family, socket.SOCK_STREAM)
             try:
                 upstream.connect(self.target)
             except OSError:
