@@ -98,10 +98,12 @@ def _remote_ports(pid: int) -> set[int]:
     """The remote ports of the established TCP connections of process ``pid``."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        with_target = os.readlink(f"/proc/{pid}/fd/{fd}") if os.path.exists(
-            f"/proc/{pid}/fd/{fd}") else ""
-        if with_target.startswith("socket:["):
-            inodes.add(with_target[8:-1])
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target.removeprefix("socket:[").removesuffix("]"))
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
