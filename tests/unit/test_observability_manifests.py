@@ -79,4 +79,4 @@ def test_the_monitoring_overlay_builds() -> None:
     assert pods["spec"]["podMetricsEndpoints"][0]["port"] == "diag"
     assert pods["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/name": "limen", "app.kubernetes.io/managed-by": "limen-operator"}
-    assert sorted(DIAG_PORTS) == ["auth", "db", "proxy"]
+    assert sorted(DIAG_PORTS) == ["auth", "db", "kube", "proxy"]
