@@ -14,9 +14,10 @@ Asserted: the agent joins with the kube token auth reads (auth audits the join o
 its readiness probe passes (a tunnel to the proxy); ``lmsh kube ls`` lists the Kubernetes
 cluster under ``spec.kube.name`` (its heartbeat); after ``lmsh kube login``, ``kubectl get
 pods`` (in the pod network) reaches the emulator through the proxy's kube front and the agent,
-and the emulator saw the agent's account impersonating the Limen user and the role's group.
-The agent's own token can do nothing else: listing secrets or pods with it is refused 403 by
-the emulator's RBAC. Needs root (the kubelet); skipped otherwise.
+Limen audits the ``kube.request``, and the emulator saw the agent's account impersonating the
+Limen user and the role's group. The agent's own token can do nothing else: listing secrets
+or pods with it is refused 403 by the emulator's RBAC (and in its audit log). Needs root (the
+kubelet); skipped otherwise.
 """
 
 from __future__ import annotations
@@ -263,6 +264,16 @@ def test_the_operators_kube_agent_serves_kubectl_by_impersonation_only(
             assert served["labels"] == {"env": "home"}
             alice.lmsh("kube", "login", KUBE_NAME)
             assert alice.kubectl("get", "pods", "-o", "name").stdout.split() == ["pod/web"]
+            # Limen audited it: alice, served by the agent as alice in group viewers
+            def served_requests() -> list[dict[str, Any]]:
+                items = lmctl(network, data, "audit", "search", "--type", "kube.request",
+                              "--user", "alice")["items"]
+                return [e for e in items if e.get("kube_cluster") == KUBE_NAME
+                        and e.get("verb") == "list" and e.get("success")]
+
+            request = wait_for(served_requests, START_TIMEOUT, "kube.request of alice")[0]
+            assert (request["kubernetes_user"], request["kubernetes_groups"],
+                    request["response_code"]) == ("alice", ["viewers"], 200)
             assert agent.stop() == {"kube": 0}  # SIGTERM: a clean exit
 
         # the emulator saw the agent's account acting as alice in group viewers
