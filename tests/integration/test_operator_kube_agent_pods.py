@@ -236,10 +236,12 @@ def test_the_operators_kube_agent_serves_kubectl_by_impersonation_only(
             data = auth.host_path("auth", DATA_DIR)
             proxy = rendered.pod(network, "proxy", tmp_path)
             agent = rendered.pod(network, "kube", tmp_path, deployment, objects)
-            for pod, container in ((auth, "auth"), (proxy, "proxy")):
-                pods.append(pod)  # together: the proxy waits for auth
-                pod.start(container)
+            # one after the other: a proxy or agent that cannot reach what it joins exits (the
+            # kubelet would restart it)
+            auth.start("auth")
             up(auth, lambda: auth.probe("auth", "readinessProbe"), "auth's readiness")
+            pods.append(proxy)
+            proxy.start("proxy")
             up(proxy, lambda: proxy.probe("proxy", "readinessProbe"), "proxy readiness")
             pods.append(agent)
             agent.start("kube")
