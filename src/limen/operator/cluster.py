@@ -23,15 +23,17 @@
                 PostgreSQL, the DSN Secret exists with its key: else WaitingForSecret)
         deployed: recorded in the context (deployed_auth): with no auth address configured,
                 the Limen kinds go to this Cluster's auth, <name>-auth.<ns>.svc:3025
-    delete ──▶ forgotten there (optional handler: no finalizer); with spec.kube.enabled a
-        finalizer lets the ClusterRole/ClusterRoleBinding go with the Cluster (the garbage
-        collector cannot: they are cluster-scoped)
+    delete ──▶ forgotten there (optional handler: no finalizer of its own); with
+        spec.kube.enabled the kube agent's ClusterRole/ClusterRoleBinding are deleted (the
+        garbage collector cannot: they are cluster-scoped); kopf's finalizer, which the
+        resync timer asks for anyway, holds the Cluster until that handler ran
     Deployment event (app.kubernetes.io/managed-by=limen-operator) ──▶ refresh the owner's
         readiness in its status
 
-Deleting the Cluster deletes its children through their ownerReferences (Kubernetes' garbage
-collector); the operator needs no finalizer logic for it. Kubernetes calls go through
-``limen.operator.kube`` (threads). Called by ``limen.operator.main`` (registration).
+Deleting the Cluster deletes its namespaced children through their ownerReferences
+(Kubernetes' garbage collector); the operator needs no finalizer logic for them. Kubernetes
+calls go through ``limen.operator.kube`` (threads). Called by ``limen.operator.main``
+(registration).
 """
 
 from __future__ import annotations

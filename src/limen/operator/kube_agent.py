@@ -34,8 +34,9 @@ Namespaced objects carry the Cluster's controller ``ownerReference``. The Cluste
 binding are cluster-scoped, where an owner reference to a namespaced Cluster is not allowed:
 they are named after the Cluster's namespace and name (one pair per Cluster), labelled with
 both (:func:`owns_cluster_scoped`), deleted by ``limen.operator.cluster`` when the Cluster is
-deleted (a finalizer while ``spec.kube.enabled``) or its kube agent disabled. Disabled later:
-the Deployment is scaled to 0, not deleted. Called by ``limen.operator.cluster``.
+deleted (its delete handler, run while kopf's finalizer holds the Cluster) or its kube agent
+disabled. Disabled later: the Deployment is scaled to 0, not deleted. Called by
+``limen.operator.cluster``.
 """
 
 from __future__ import annotations
