@@ -17,7 +17,6 @@ CLI exit codes, audit codes) translate them with the tables below, nowhere else:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 __all__ = [
     "AccessDenied",
@@ -88,16 +87,44 @@ class LimitExceeded(LimenError):
     code = "limit_exceeded"
 
 
-@dataclass(frozen=True)
 class DocumentError:
     """One problem in one document: ``file[index] path: reason (line N)`` (the format of
-    docs/architecture.md, with the line where the field stands appended when it is known)."""
+    docs/architecture.md, with the line where the field stands appended when it is known).
 
+    Immutable and compared by value. A plain class, not a dataclass: every command line,
+    OpenSSH's ProxyCommand included, imports this module, and ``dataclasses`` would cost each
+    the import of ``inspect``."""
+
+    __slots__ = ("index", "line", "path", "reason", "source")
     source: str
     index: int
     path: str
     reason: str
-    line: int | None = None
+    line: int | None
+
+    def __init__(self, source: str, index: int, path: str, reason: str,
+                 line: int | None = None) -> None:
+        for name, value in (("source", source), ("index", index), ("path", path),
+                            ("reason", reason), ("line", line)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"DocumentError is immutable: cannot set {name}")
+
+    def _fields(self) -> tuple[str, int, str, str, int | None]:
+        return (self.source, self.index, self.path, self.reason, self.line)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DocumentError):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"DocumentError(source={self.source!r}, index={self.index!r}, "
+                f"path={self.path!r}, reason={self.reason!r}, line={self.line!r})")
 
     def __str__(self) -> str:
         where = f"{self.source}[{self.index}]"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from limen.errors import BadParameter
@@ -72,6 +71,8 @@ def replace_atomically(path: Path, data: bytes | str, mode: int) -> Path:
     """Replace ``path`` with ``data`` (mode ``mode``) in one rename: a temp file in the same
     existing directory, fsynced first; a reader sees the old content or the new, never a part."""
     payload = data.encode() if isinstance(data, str) else data
+    import tempfile  # here: the ProxyCommand reads files only, and tempfile imports random
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -7,7 +7,8 @@ user's SSH session the only SSH layer), with one ``limen start`` (its node behin
 - a refusal reaches the user as ``lmsh: <reason>`` and is audited with ``via: tls``;
 - ``http/1.1`` and no ALPN on the same port still serve the web API;
 - the ProxyCommand itself (``lmsh proxy ssh``, started by OpenSSH for every connection)
-  imports neither asyncio, asyncssh, aiohttp nor cryptography's X.509 (``limen.ca``).
+  imports neither asyncio, asyncssh, aiohttp nor cryptography's X.509 (``limen.ca``), nor
+  PyYAML, ``dataclasses`` (``inspect``), ``tempfile`` or ``shutil``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def test_the_proxy_command_imports_no_heavy_module(site: LimenCluster, olga: Lim
                           done.stderr.decode(), re.MULTILINE)
     assert "limen.client.proxyssh_tls" in imported
     heavy = [m for m in imported
-             if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click")
-             or m in ("limen.cli.lmsh", "limen.cli.common")
+             if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click", "yaml")
+             or m in ("limen.cli.lmsh", "limen.cli.common", "dataclasses", "inspect",
+                      "tempfile", "shutil")
              or m.startswith(("cryptography.x509", "cryptography.hazmat", "limen.ca"))]
     assert heavy == []

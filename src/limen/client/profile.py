@@ -10,20 +10,20 @@ docs/architecture.md says::
     keys/<proxy>/<user>-ssh/<cluster>-cert.pub    SSH certificate per cluster
 
 ``<proxy>`` is the proxy's ``host:port`` with ``:`` replaced by ``_``. Directories are 0700,
-files 0600, every write atomic. Called by the ``lmsh`` commands.
+files 0600, every write atomic. A profile is written as JSON, which is YAML too: OpenSSH's
+ProxyCommand reads it for every connection, and ``json`` loads in a fraction of PyYAML's
+import time (profiles written as block YAML by earlier versions are still read). Called by the
+``lmsh`` commands and, for every ssh connection, by ``limen.client.proxyssh_command``.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, NamedTuple
 
 from limen.errors import BadParameter, NotFound
 from limen.files import private_dir, write_private
@@ -40,8 +40,10 @@ def proxy_dirname(proxy: str) -> str:
     return proxy.replace(":", "_").replace("/", "_")
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
+    """One login at one proxy (a named tuple, not a dataclass: ``dataclasses`` costs the
+    ProxyCommand the import of ``inspect``)."""
+
     proxy: str
     user: str
     cluster: str
@@ -51,7 +53,7 @@ class Profile:
     logins: tuple[str, ...] = ()
     ssh_proxy: str = ""
     """The proxy's SSH address (``host:port``) for ``ssh -J``."""
-    leaf_clusters: tuple[str, ...] = field(default=())
+    leaf_clusters: tuple[str, ...] = ()
 
     @property
     def expires_at(self) -> datetime:
@@ -112,17 +114,16 @@ class ProfileStore:
         for cluster, pem in tls_cas.items():
             write_private(self.ca_path(proxy, cluster), pem)
         self._merge_known_hosts(host_ca_lines)
-        write_private(self.profile_path(proxy), yaml.safe_dump(_plain(profile), sort_keys=True))
+        write_private(self.profile_path(proxy), _dump(profile))
         write_private(self.home / "current-profile", proxy + "\n")
 
     def save_leaf_clusters(self, profile: Profile, leaves: Sequence[str],
                            host_ca_lines: Sequence[str]) -> Profile:
         """Remember the leaf clusters the user may reach (``lmsh clusters``) and trust their
         host CAs for ``*.<leaf>`` in known_hosts; returns the updated profile."""
-        updated = replace(profile, leaf_clusters=tuple(leaves))
+        updated = profile._replace(leaf_clusters=tuple(leaves))
         self._merge_known_hosts(host_ca_lines)
-        write_private(self.profile_path(profile.proxy),
-                      yaml.safe_dump(_plain(updated), sort_keys=True))
+        write_private(self.profile_path(profile.proxy), _dump(updated))
         return updated
 
     def save_ca(self, proxy: str, cluster: str, pem: bytes) -> Path:
@@ -156,7 +157,7 @@ class ProfileStore:
         path = self.profile_path(proxy)
         if not path.exists():
             raise NotFound(f"no profile for proxy {proxy}: run lmsh login --proxy {proxy}")
-        raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = _parse(path.read_text(encoding="utf-8"), path)
         for key in ("roles", "logins", "leaf_clusters"):
             raw[key] = tuple(raw.get(key) or ())
         return Profile(**raw)
@@ -180,6 +181,8 @@ class ProfileStore:
                 if child.name == "cas":
                     continue
                 if child.is_dir():
+                    import shutil  # only here: the ProxyCommand never logs out
+
                     shutil.rmtree(child)
                 else:
                     child.unlink()
@@ -190,8 +193,26 @@ class ProfileStore:
         return profile
 
 
-def _plain(profile: Profile) -> dict[str, Any]:
-    data = asdict(profile)
+def _dump(profile: Profile) -> str:
+    data: dict[str, Any] = profile._asdict()
     for key in ("roles", "logins", "leaf_clusters"):
         data[key] = list(data[key])
-    return data
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
+    """The profile's fields: JSON, or the block YAML earlier versions wrote."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        import yaml  # a profile from before JSON
+
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise BadParameter(f"{path} is not a profile: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadParameter(f"{path} is not a profile: a mapping is expected")
+    return raw

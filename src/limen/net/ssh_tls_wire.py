@@ -16,8 +16,7 @@ the node) or ``ERR <reason>`` and closes the connection.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from limen.errors import BadParameter
 
@@ -31,8 +30,10 @@ MAX_ANSWER = 1024
 _FIELD_LIMIT = 255
 
 
-@dataclass(frozen=True)
-class SSHRouteRequest:
+class SSHRouteRequest(NamedTuple):
+    """What the client asks the route for (a named tuple: the ProxyCommand imports this
+    module, and ``dataclasses`` would cost it the import of ``inspect``)."""
+
     login: str
     host: str
     port: int
