@@ -175,6 +175,13 @@ KINDS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
     ("Lock", "locks", "bob-out", {"target": {"user": "bob"}, "message": "INC-1"},
      {"target": {"user": "bob", "node": "web1"}, "message": "INC-1",
       "expires": "2030-01-01T00:00:00Z"}),
+    ("OIDCConnector", "oidcconnectors", "corp",
+     {"issuer_url": "https://idp.example.com", "client_id": "limen",
+      "client_secret_ref": {"env": "LIMEN_SECRET_CORP"},
+      "claims_to_roles": [{"claim": "groups", "value": "ops", "roles": ["access"]}]},
+     {"issuer_url": "https://idp.example.com", "client_id": "limen",
+      "client_secret_ref": {"env": "LIMEN_SECRET_CORP"},
+      "claims_to_roles": [{"claim": "groups", "value": "ops*", "roles": ["editor"]}]}),
 ]
 
 
