@@ -25,34 +25,12 @@ default) nothing is created; an agent Deployment created before is scaled to 0, 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from limen.errors import BadParameter
-from limen.operator.availability import diag_args, diag_port, liveness_probe, readiness_probe
-from limen.operator.cluster_builders import (
-    CONFIG_DIR,
-    CONFIG_HASH_ANNOTATION,
-    DATA_DIR,
-    TOKEN_KEY,
-    ClusterNames,
-    child_metadata,
-    cluster_spec,
-    common_labels,
-    container_security_context,
-    default_resources,
-    pod_security_context,
-    pod_selector,
-    proxy_web_address,
-    scratch_env,
-    scratch_mounts,
-    tmp_volume,
-    token_secret,
-)
+from limen.operator.agent_workload import AgentWorkload, agent_config_map, agent_deployment
+from limen.operator.cluster_builders import ClusterNames, cluster_spec, token_secret
 from limen.rbac.labels import compile_selector, normalize_label_map
 
 __all__ = ["ALL_DB_RESOURCES", "db_agent_config", "db_children", "db_replicas",
@@ -98,61 +76,11 @@ def db_token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
     return token_secret(body, ClusterNames(body["metadata"]["name"]).db_token, COMPONENT, token)
 
 
-def _config_map(body: Mapping[str, Any]) -> dict[str, Any]:
-    text = yaml.safe_dump(db_agent_config(body), sort_keys=True)
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": child_metadata(body, ClusterNames(body["metadata"]["name"]).db_config,
-                                       COMPONENT),
-            "data": {"limen.yaml": text}}
-
-
-def _config_hash(body: Mapping[str, Any]) -> str:
-    text = json.dumps(db_agent_config(body), sort_keys=True).encode()
-    return hashlib.sha256(text).hexdigest()[:16]
-
-
-def _container(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, Any]:
+def _workload(body: Mapping[str, Any]) -> AgentWorkload:
     names = ClusterNames(body["metadata"]["name"])
-    return {
-        "name": COMPONENT, "image": image,
-        "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
-                 "--roles", COMPONENT, "--proxy", proxy_web_address(body),
-                 "--ca-pin", ca_pin, *diag_args(COMPONENT)],
-        "env": [*scratch_env(), {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": names.db_token, "key": TOKEN_KEY}}}],
-        "ports": [diag_port(COMPONENT)],
-        "readinessProbe": readiness_probe(COMPONENT),  # a tunnel to a proxy is up
-        "livenessProbe": liveness_probe(),
-        "resources": default_resources(COMPONENT),  # spec.db.resources: the selectors
-        "volumeMounts": [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
-                          "subPath": "limen.yaml", "readOnly": True},
-                         *scratch_mounts()],
-        "securityContext": container_security_context(),
-    }
-
-
-def _deployment(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, Any]:
-    names = ClusterNames(body["metadata"]["name"])
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": child_metadata(body, names.db, COMPONENT),
-        "spec": {
-            "replicas": db_replicas(body),
-            "strategy": {"type": "RollingUpdate"},
-            "selector": {"matchLabels": pod_selector(body, COMPONENT)},
-            "template": {
-                "metadata": {"labels": common_labels(body, COMPONENT),
-                             "annotations": {CONFIG_HASH_ANNOTATION: _config_hash(body)}},
-                "spec": {
-                    "securityContext": pod_security_context(),
-                    "automountServiceAccountToken": False,  # it never calls Kubernetes
-                    "containers": [_container(body, image, ca_pin)],
-                    "volumes": [{"name": "config", "configMap": {"name": names.db_config}},
-                                {"name": "data", "emptyDir": {}}, tmp_volume()],
-                },
-            },
-        },
-    }
+    return AgentWorkload(COMPONENT, deployment=names.db, config_map=names.db_config,
+                         token_secret=names.db_token, replicas=db_replicas(body),
+                         config=db_agent_config(body))
 
 
 def db_children(body: Mapping[str, Any], default_image: str, *,
@@ -162,4 +90,5 @@ def db_children(body: Mapping[str, Any], default_image: str, *,
     if db_replicas(body) <= 0:
         return []
     image = (cluster_spec(body).get("db") or {}).get("image") or default_image
-    return [_config_map(body), _deployment(body, str(image), ca_pin)]
+    agent = _workload(body)
+    return [agent_config_map(body, agent), agent_deployment(body, agent, str(image), ca_pin)]

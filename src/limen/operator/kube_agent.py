@@ -41,35 +41,19 @@ disabled. Disabled later: the Deployment is scaled to 0, not deleted. Called by
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
-
-import yaml
 
 from limen.api.loader import SourceDocument
 from limen.api.resources import API_GROUP, API_VERSION, Kind
 from limen.api.validation import validate
 from limen.errors import ValidationFailed
-from limen.operator.availability import diag_args, diag_port, liveness_probe, readiness_probe
+from limen.operator.agent_workload import AgentWorkload, agent_config_map, agent_deployment
 from limen.operator.cluster_builders import (
-    CONFIG_DIR,
-    CONFIG_HASH_ANNOTATION,
-    DATA_DIR,
-    TOKEN_KEY,
     ClusterNames,
     child_metadata,
     cluster_spec,
     common_labels,
-    container_security_context,
-    default_resources,
-    pod_security_context,
-    pod_selector,
-    proxy_web_address,
-    scratch_env,
-    scratch_mounts,
-    tmp_volume,
     token_secret,
 )
 
@@ -185,62 +169,12 @@ def _service_account(body: Mapping[str, Any]) -> dict[str, Any]:
             "metadata": child_metadata(body, names.kube_agent_account, COMPONENT)}
 
 
-def _config_map(body: Mapping[str, Any]) -> dict[str, Any]:
-    text = yaml.safe_dump(kube_agent_config(body), sort_keys=True)
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": child_metadata(body, ClusterNames(body["metadata"]["name"]).kube_config,
-                                       COMPONENT),
-            "data": {"limen.yaml": text}}
-
-
-def _config_hash(body: Mapping[str, Any]) -> str:
-    text = json.dumps(kube_agent_config(body), sort_keys=True).encode()
-    return hashlib.sha256(text).hexdigest()[:16]
-
-
-def _container(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, Any]:
+def _workload(body: Mapping[str, Any]) -> AgentWorkload:
     names = ClusterNames(body["metadata"]["name"])
-    return {
-        "name": COMPONENT, "image": image,
-        "args": ["start", "--config", f"{CONFIG_DIR}/limen.yaml", "--data-dir", DATA_DIR,
-                 "--roles", COMPONENT, "--proxy", proxy_web_address(body),
-                 "--ca-pin", ca_pin, *diag_args(COMPONENT)],
-        "env": [*scratch_env(), {"name": "LIMEN_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": names.kube_token, "key": TOKEN_KEY}}}],
-        "ports": [diag_port(COMPONENT)],
-        "readinessProbe": readiness_probe(COMPONENT),  # a tunnel to a proxy is up
-        "livenessProbe": liveness_probe(),
-        "resources": default_resources(COMPONENT),
-        "volumeMounts": [{"name": "config", "mountPath": f"{CONFIG_DIR}/limen.yaml",
-                          "subPath": "limen.yaml", "readOnly": True},
-                         *scratch_mounts()],
-        "securityContext": container_security_context(),
-    }
-
-
-def _deployment(body: Mapping[str, Any], image: str, ca_pin: str) -> dict[str, Any]:
-    names = ClusterNames(body["metadata"]["name"])
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": child_metadata(body, names.kube, COMPONENT),
-        "spec": {
-            "replicas": kube_replicas(body),
-            "strategy": {"type": "RollingUpdate"},
-            "selector": {"matchLabels": pod_selector(body, COMPONENT)},
-            "template": {
-                "metadata": {"labels": common_labels(body, COMPONENT),
-                             "annotations": {CONFIG_HASH_ANNOTATION: _config_hash(body)}},
-                "spec": {
-                    "securityContext": pod_security_context(),
-                    "serviceAccountName": names.kube_agent_account,
-                    "automountServiceAccountToken": True,  # its API server credential
-                    "containers": [_container(body, image, ca_pin)],
-                    "volumes": [{"name": "config", "configMap": {"name": names.kube_config}},
-                                {"name": "data", "emptyDir": {}}, tmp_volume()],
-                },
-            },
-        },
-    }
+    return AgentWorkload(COMPONENT, deployment=names.kube, config_map=names.kube_config,
+                         token_secret=names.kube_token, replicas=kube_replicas(body),
+                         config=kube_agent_config(body),
+                         service_account=names.kube_agent_account)  # its API credential
 
 
 def kube_children(body: Mapping[str, Any], default_image: str, *,
@@ -251,4 +185,6 @@ def kube_children(body: Mapping[str, Any], default_image: str, *,
     if not kube_enabled(body):
         return []
     image = (cluster_spec(body).get("kube") or {}).get("image") or default_image
-    return [_service_account(body), _config_map(body), _deployment(body, str(image), ca_pin)]
+    agent = _workload(body)
+    return [_service_account(body), agent_config_map(body, agent),
+            agent_deployment(body, agent, str(image), ca_pin)]
