@@ -43,6 +43,7 @@ RELEASED = {
     "L5000I": ("join_token.create", True), "L5001I": ("join", True),
     "L5001W": ("join", False), "L5002I": ("cert.create", True),
     "L5003I": ("join_token.delete", True),
+    "L5004I": ("ca.rotation", True), "L5004W": ("ca.rotation", False),
     "L6000I": ("trusted_cluster.create", True), "L6001I": ("trusted_cluster.delete", True),
     "L6002I": ("trusted_cluster.token.create", True),
     "L6003I": ("remote_cluster.online", True), "L6004W": ("remote_cluster.offline", True),

@@ -37,6 +37,7 @@ from limen.auth.host_registry import register_local_host
 from limen.auth.http.app import build_app
 from limen.auth.http.join_listener import bind_auth_listeners, build_join_app
 from limen.auth.preset_roles import ensure_presets
+from limen.auth.rotation_service import RotationService
 from limen.backend.base import Backend
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
@@ -90,6 +91,8 @@ class AuthService:
                                  ca_sealer=ca_sealer or ca_sealer_for(settings.backend))
         self.lock_sweep = LockSweep(self.server.store, self.server.emit)
         """Deletes expired locks (``limen.services.lock_sweep``)."""
+        self.rotation = RotationService(self.server)
+        """Follows CA rotations (``limen.auth.rotation_service``)."""
         self._runner: web.AppRunner | None = None
         self._join_runner: web.AppRunner | None = None
         self.address = ""
@@ -121,6 +124,7 @@ class AuthService:
         await self.server.lock_feed.load()  # locks in force before the first request
         self.server.lock_feed.start()
         self.lock_sweep.start()
+        await self.rotation.start()
         self.server.static_proxy_token = _read_token(self.settings.auth.proxy_token_file)
         self.server.static_db_token = _read_token(self.settings.auth.db_token_file,
                                                   "db_token_file", "db")
@@ -177,4 +181,5 @@ class AuthService:
                 await runner.cleanup()
         self._runner = self._join_runner = None
         await self.lock_sweep.stop()
+        await self.rotation.stop()
         await self.server.lock_feed.stop()

@@ -12,12 +12,23 @@ PostgreSQL) the private records are encrypted (``limen.auth.ca_sealing``); a pla
 then (a store migrated from SQLite, a key file added later) is sealed at the next start.
 Several auth replicas may start on one empty backend at once: each CA is created with
 compare-and-swap (absent → created), so the first one wins and the others load it.
+
+A CA's rotation state (``limen.auth.rotation``) is stored in its public resource
+(``spec.rotation``); :meth:`Authorities.change_rotation` moves it and the keys together, on
+condition that neither record changed since read (several replicas, the auto advancer), and
+:meth:`Authorities.refresh` makes a replica pick up what another one wrote.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
 from limen.api.resources import Kind, Resource
 from limen.auth.ca_sealing import CASealer, decode_ca_record, encode_ca_record, is_sealed
+from limen.auth.rotation import Mode, Phase, RotationState, advance
 from limen.backend.base import Backend, Condition, Item, Put
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.errors import BadParameter, CompareFailed
@@ -47,16 +58,21 @@ def ca_public_key(cluster: str, ca_type: CertAuthorityType) -> str:
 
 
 def ca_write_ops(cluster: str, ca: CertAuthority, *, record_revision: int,
-                 public_revision: int | None = None,
-                 sealer: CASealer | None = None) -> tuple[list[Condition], list[Put]]:
+                 public_revision: int | None = None, sealer: CASealer | None = None,
+                 rotation: Mapping[str, Any] | None = None,
+                 ) -> tuple[list[Condition], list[Put]]:
     """The one way a CA of ``cluster`` is stored: its private record (encrypted with
     ``sealer`` when given) and its public resource, to be written in one transaction, on
     condition that the record (and, when given, the public resource) is still at the revision
-    read (0: absent)."""
+    read (0: absent). ``rotation``: the CA's rotation state (``limen.auth.rotation``), kept
+    in the public resource; absent: at rest."""
     key = ca_record_key(cluster, ca.type)
+    spec = ca.public_only().to_dict()
+    if rotation is not None:
+        spec["rotation"] = dict(rotation)
     public = Resource(
         Kind.CERT_AUTHORITY, ca_resource_name(ca.type, cluster),
-        spec=ca.public_only().to_dict(), labels={"limen.dev/cluster": cluster},
+        spec=spec, labels={"limen.dev/cluster": cluster},
     )
     public_key = ca_public_key(cluster, ca.type)
     conditions = [Condition(key, record_revision)]
@@ -105,6 +121,15 @@ def seal_ca_items(items: list[Item], sealer: CASealer | None, *,
     return out, sealed
 
 
+def _rotation_of(public: Item) -> RotationState:
+    """The rotation state kept in a stored public ``CertAuthority`` resource."""
+    try:
+        spec = json.loads(public.value).get("spec") or {}
+    except (ValueError, AttributeError):
+        raise BadParameter(f"{public.key} is not a CertAuthority document") from None
+    return RotationState.from_dict(spec.get("rotation") if isinstance(spec, dict) else None)
+
+
 class Authorities:
     """This cluster's CAs (with private keys) and the public CAs it trusts."""
 
@@ -115,12 +140,70 @@ class Authorities:
         self.cluster = cluster
         self.sealer = sealer
         self._own: dict[CertAuthorityType, CertAuthority] = {}
+        self._rotation: dict[CertAuthorityType, RotationState] = {}
+        self._public_revision: dict[CertAuthorityType, int] = {}
         self._parsed: dict[tuple[str, int], CertAuthority] = {}
 
     async def ensure(self) -> None:
         """Load every CA of this cluster, generating the missing ones (first start)."""
         for ca_type in CertAuthorityType:
             self._own[ca_type] = await self._load_or_create(ca_type)
+        await self.refresh(force=True)
+
+    async def refresh(self, *, force: bool = False) -> list[CertAuthorityType]:
+        """Reload the CAs whose public resource changed since last read (another replica
+        rotated them); the types reloaded."""
+        changed = []
+        for ca_type in list(self._own):
+            public = await self.backend.get(ca_public_key(self.cluster, ca_type))
+            revision = 0 if public is None else public.revision
+            if not force and self._public_revision.get(ca_type) == revision:
+                continue
+            state = RotationState() if public is None else _rotation_of(public)
+            found = await read_ca(self.backend, self.cluster, ca_type, self.sealer)
+            if found is not None:
+                self._own[ca_type] = found
+            self._rotation[ca_type] = state
+            self._public_revision[ca_type] = revision
+            changed.append(ca_type)
+        return changed
+
+    def rotation(self, ca_type: CertAuthorityType) -> RotationState:
+        """The rotation state of this cluster's CA of ``ca_type`` (as last read)."""
+        return self._rotation.get(ca_type, RotationState())
+
+    async def change_rotation(
+        self, ca_type: CertAuthorityType, target: Phase, *, now: datetime,
+        mode: Mode | None = None, grace_period: timedelta | None = None,
+        expect: Phase | None = None,
+    ) -> tuple[RotationState, RotationState] | None:
+        """Move the rotation of the CA of ``ca_type`` to ``target`` (keys and state in one
+        compare-and-swap transaction): ``(before, after)``. ``expect``: only from that phase
+        (None returned when another replica moved it first)."""
+        key, public_key = ca_record_key(self.cluster, ca_type), ca_public_key(self.cluster,
+                                                                              ca_type)
+        for _ in range(_WRITE_ATTEMPTS):
+            item, public = await self.backend.get(key), await self.backend.get(public_key)
+            if item is None or public is None:
+                raise BadParameter(f"the {ca_type.value} CA of {self.cluster} is not stored")
+            ca = decode_ca_record(item.value, self.cluster, ca_type, self.sealer)
+            before = _rotation_of(public)
+            if expect is not None and before.phase is not expect:
+                await self.refresh()
+                return None
+            rotated, after = advance(ca, before, target, now=now, mode=mode,
+                                     grace_period=grace_period)
+            conditions, puts = ca_write_ops(
+                self.cluster, rotated, record_revision=item.revision,
+                public_revision=public.revision, sealer=self.sealer, rotation=after.to_dict())
+            try:
+                await self.backend.atomic(conditions, puts)
+            except CompareFailed:
+                continue
+            await self.refresh()
+            return before, after
+        raise CompareFailed(f"the {ca_type.value} CA keeps changing while rotating it; "
+                            "try again")
 
     async def _load_or_create(self, ca_type: CertAuthorityType) -> CertAuthority:
         key = ca_record_key(self.cluster, ca_type)

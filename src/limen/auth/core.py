@@ -33,6 +33,7 @@ from limen.auth.host_certs import HostCerts
 from limen.auth.host_join import JoinRequest, join_host
 from limen.auth.host_names import HostNames, local_host_names
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
+from limen.auth.rotation import ROTATABLE
 from limen.auth.store_keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.tokens import JoinTokens, is_single_use
 from limen.backend.base import Backend, Condition
@@ -184,8 +185,9 @@ class AuthServer:
             return {"cluster": None, "ca_fingerprints": {},
                     "second_factor": self.settings.second_factor}
         fingerprints = {t.value: self.authorities.get(t).fingerprint for t in CertAuthorityType}
+        rotation = {t.value: self.authorities.rotation(t).to_dict() for t in ROTATABLE}
         return {"cluster": self.cluster_name, "ca_fingerprints": fingerprints,
-                "second_factor": self.settings.second_factor}
+                "ca_rotation": rotation, "second_factor": self.settings.second_factor}
 
     # -- users -------------------------------------------------------------------------------
     async def _user(self, name: str) -> Resource:

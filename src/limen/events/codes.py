@@ -86,6 +86,7 @@ class EventType(StrEnum):
     JOIN_TOKEN_DELETE = "join_token.delete"
     JOIN = "join"
     CERT_CREATE = "cert.create"
+    CA_ROTATION = "ca.rotation"
     TRUSTED_CLUSTER_CREATE = "trusted_cluster.create"
     TRUSTED_CLUSTER_DELETE = "trusted_cluster.delete"
     TRUSTED_CLUSTER_TOKEN_CREATE = "trusted_cluster.token.create"
@@ -188,6 +189,8 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L5002I", _T.CERT_CREATE, True, "certificate issued"),
     EventCode("L5002W", _T.CERT_CREATE, False, "certificate refused (a lock, a bad request)"),
     EventCode("L5003I", _T.JOIN_TOKEN_DELETE, True, "join token deleted"),
+    EventCode("L5004I", _T.CA_ROTATION, True, "CA rotation phase changed"),
+    EventCode("L5004W", _T.CA_ROTATION, False, "CA rotation phase change refused"),
     # 6xxx trusted clusters
     EventCode("L6000I", _T.TRUSTED_CLUSTER_CREATE, True, "trusted cluster created"),
     EventCode("L6001I", _T.TRUSTED_CLUSTER_DELETE, True, "trusted cluster deleted"),
