@@ -97,6 +97,11 @@ class RemoteAdmin:
         result: dict[str, Any] = await self.client.call("GET", f"/v1/authorities/{ca_type}")
         return result
 
+    async def rotate_ca(self, ca_type: str, change: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/authorities/{quote(ca_type, safe='')}/rotate", dict(change))
+        return result
+
     async def status(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.client.call("GET", "/v1/status")
         return {**result, "listeners": self.listeners}

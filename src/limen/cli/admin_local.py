@@ -23,6 +23,7 @@ from limen.auth import node_admin, presence, token_admin, user_admin
 from limen.auth.audit_signer import audit_signer_source
 from limen.auth.ca_key_file import ca_sealer_for
 from limen.auth.core import AuthServer
+from limen.auth.rotation_service import rotate_ca
 from limen.auth.store_keys import (
     APP_PRESENCE_PREFIX,
     DB_PRESENCE_PREFIX,
@@ -104,6 +105,13 @@ class LocalAdmin:
 
     async def export_ca(self, ca_type: str) -> dict[str, Any]:
         return self.server.export_ca(CertAuthorityType(ca_type))
+
+    async def rotate_ca(self, ca_type: str, change: Mapping[str, Any]) -> dict[str, Any]:
+        grace = change.get("grace_period_seconds")
+        return await rotate_ca(self.server, ca_type, actor=ACTOR, phase=change.get("phase"),
+                               rollback=bool(change.get("rollback")),
+                               manual=change.get("manual", True) is not False,
+                               grace_period_seconds=grace if isinstance(grace, int) else None)
 
     async def status(self) -> dict[str, Any]:
         return {**self.server.status(), "listeners": {}}

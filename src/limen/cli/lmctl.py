@@ -23,6 +23,7 @@ from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle
 from limen.cli.lazy_group import LazyGroup
 from limen.cli.lmctl_format import AUDIT_HEADERS, audit_rows
 from limen.cli.lmctl_locks import LOCK_HEADERS, lock_rows
+from limen.cli.lmctl_rotate import rotation_lines
 from limen.cli.lmctl_run import run_admin
 from limen.errors import BadParameter
 
@@ -68,6 +69,8 @@ def status(output: str) -> None:
     click.echo(f"Cluster:  {info['cluster'] or '(not started yet: run limen start once)'}")
     for ca_type, fingerprint in sorted(info["ca_fingerprints"].items()):
         click.echo(f"CA {ca_type + ':':<6} {fingerprint}")
+    for line in rotation_lines(info.get("ca_rotation") or {}):
+        click.echo(line)
     for name, address in sorted(info.get("listeners", {}).items()):
         click.echo(f"{name + ':':<11}{address}")
 
@@ -155,7 +158,8 @@ def audit_search(types: tuple[str, ...], user: str | None, since: str | None,
     emit_listing(found, output, AUDIT_HEADERS, audit_rows)
 
 
-@cli.group(cls=LazyGroup, lazy_commands={"sign": "limen.cli.lmctl_auth_db:sign"})
+@cli.group(cls=LazyGroup, lazy_commands={"sign": "limen.cli.lmctl_auth_db:sign",
+                                          "rotate": "limen.cli.lmctl_rotate:rotate"})
 def auth() -> None:
     """The cluster's certificate authorities."""
 

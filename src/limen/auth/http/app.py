@@ -37,6 +37,8 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
                                            (see limen.auth.http.kube)
     /v1/apps/..., GET /v1/presence/apps    app listing, certificates, identity tokens, JWKS and
                                            presence (see limen.auth.http.apps)
+    POST /v1/authorities/{type}/rotate     a CA rotation phase change, admins only
+                                           (see limen.auth.http.rotation)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.http.trust_leaf)
     /v1/admin/users|nodes|tokens[...]      lmctl users/nodes/tokens (see limen.auth.http.admin)
@@ -82,6 +84,7 @@ from limen.auth.http.kube import kube_routes
 from limen.auth.http.locks import lock_routes
 from limen.auth.http.proxies import proxy_routes
 from limen.auth.http.requests import login_answer, request_routes
+from limen.auth.http.rotation import rotation_routes
 from limen.auth.http.sso import sso_routes
 from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
@@ -141,6 +144,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(proxy_routes(auth, routes.identity))
     app.add_routes(lock_routes(auth, routes.identity))
     app.add_routes(trust_routes(auth, routes.identity))
+    app.add_routes(rotation_routes(auth, routes.identity))
     app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
     app.add_routes(request_routes(auth, routes.identity, forwarded_public_key))
     sso = OIDCLogins(auth, auth.secret_resolver)

@@ -1,0 +1,52 @@
+"""Auth API route of ``lmctl auth rotate``: a phase change of one of this cluster's CAs::
+
+    POST /v1/authorities/{type}/rotate   {phase?, rollback?, manual?, grace_period_seconds?}
+        ◀── the CA's new rotation state (limen.auth.rotation.RotationState.to_dict)
+
+Only admins may call it; anyone else (a user, whatever their roles, an agent, a proxy) is
+refused with 403 and the refusal is audited as ``ca.rotation`` (``success: false``). The work
+is :func:`limen.auth.rotation_service.rotate_ca`. Registered by
+``limen.auth.http.app.build_app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from limen.auth.core import AuthServer
+from limen.auth.http.authz import require_system
+from limen.auth.http.fields import optional_str
+from limen.auth.rotation_service import rotate_ca
+from limen.ca.identity import Identity
+from limen.errors import AccessDenied, BadParameter
+from limen.net.http import json_body
+
+__all__ = ["rotation_routes"]
+
+IdentityOf = Callable[[web.Request], Awaitable[Identity]]
+
+
+def rotation_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef]:
+    async def rotate(request: web.Request) -> web.Response:
+        identity = await identity_of(request)
+        ca_type = request.match_info["type"]
+        who = identity.username or (identity.system_role or "")
+        try:
+            require_system(identity, ())
+        except AccessDenied as err:
+            await auth.emit("ca.rotation", success=False, user=who, ca_type=ca_type,
+                            reason=str(err))
+            raise
+        body = await json_body(request)
+        grace = body.get("grace_period_seconds")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+            raise BadParameter("grace_period_seconds must be an integer")
+        state = await rotate_ca(auth, ca_type, actor=who, phase=optional_str(body, "phase"),
+                                rollback=body.get("rollback") is True,
+                                manual=body.get("manual", True) is not False,
+                                grace_period_seconds=grace)
+        return web.json_response(state)
+
+    return [web.post("/v1/authorities/{type}/rotate", rotate)]
