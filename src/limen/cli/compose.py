@@ -103,7 +103,7 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
         if proxy is not None:
             services.append(proxy)
             services.append(LeafLinks(trust.cache, partial(getattr, proxy, "ssh"), log,
-                                      root_locks=root_locks))
+                                      root_locks=root_locks, routers=proxy.routers))
         if "node" in settings.roles:
             if proxy is None:
                 raise BadParameter("a node in the auth process needs the proxy role too")

@@ -22,7 +22,9 @@ from limen.proxy.app.app_audit import AppAudit
 from limen.proxy.app.app_front import AppFront
 from limen.proxy.app.app_route import AppRouter
 from limen.proxy.db.db_proxy_service import DBProxyService
+from limen.proxy.db.db_route import DBRouter
 from limen.proxy.kube.kube_front import KubeProxyService
+from limen.proxy.kube.kube_route import KubeRouter
 from limen.proxy.proxy_service import ProxyService
 from limen.proxy.ssh_tls_route import SSHTLSRoute
 from limen.proxy.sshproxy import ProxySSHService
@@ -53,6 +55,12 @@ class ProxyComponent:
         self.ssh_route: SSHTLSRoute | None = None
         self.apps: AppFront | None = None
         self.listeners: dict[str, str] = {}
+
+    def routers(self) -> tuple[DBRouter | None, KubeRouter | None]:
+        """The db and kube routers once started (the leaf side of trusted clusters routes
+        root users' sessions through them: ``limen.proxy.trust_leaf_resources``)."""
+        return (self.db.router if self.db is not None else None,
+                self.kube.router if self.kube is not None else None)
 
     async def auth_client(self) -> AuthClient:
         assert self.client is not None, "the proxy is not started"

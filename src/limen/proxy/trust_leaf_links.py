@@ -31,6 +31,12 @@
        relayed here are re-checked (RootSessionGuard): a lock on one cuts its relay (at once
        under ``lock: strict``, at the next check within 2 s otherwise), audited
 
+Dials of kind ``db`` and ``kube`` (a root user's ``psql``/``kubectl`` through the root's
+fronts) carry the user's X.509 certificate instead and go to
+:class:`~limen.proxy.trust_leaf_resources.LeafResourceDials` (the root's TLS CA, role_map,
+locks, then this cluster's db/kube routers), when ``routers`` is given; without it they are
+refused like any other kind.
+
 The node agent then verifies the same certificate itself (it trusts R's user CA through the
 TrustCache too), maps the roles and enforces this cluster's RBAC; the session is recorded and
 audited here with ``user_cluster``. A daemon service of ``limen start``
@@ -50,6 +56,7 @@ from typing import Any
 
 from limen.aio.backoff import Backoff
 from limen.aio.task_service import TaskService
+from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.peer_role import require_server_role
 from limen.ca.ssh_certs import verify_ssh_user_cert
@@ -60,12 +67,13 @@ from limen.net.address import format_address, parse_address
 from limen.net.http import ApiClient
 from limen.net.relay import Relay
 from limen.proxy.sshproxy import ProxySSHService
+from limen.proxy.trust_leaf_resources import LeafResourceDials, Routers
 from limen.services.locks import Locked, LocksUnknown, lock_fields
 from limen.trust.cache import TrustedRoot, TrustView
 from limen.trust.root_locks import RootLocks
 from limen.trust.root_session_locks import RootSessionGuard
 from limen.tunnel.agent import PreparedDial, TunnelAgent, TunnelAgentSettings
-from limen.tunnel.protocol import DialRequest, Locks
+from limen.tunnel.protocol import KIND_DB, KIND_KUBE, KIND_NODE, DialRequest, Locks
 
 __all__ = ["LeafLinks", "tunnel_address_from_ping"]
 
@@ -127,7 +135,8 @@ class LeafLinks(TaskService):
                  heartbeat_interval: float | None = None,
                  backoff: Callable[[], Backoff] = Backoff,
                  clock: Callable[[], float] = time.time,
-                 root_locks: RootLocks | None = None, lock_interval: float = 2.0) -> None:
+                 root_locks: RootLocks | None = None, lock_interval: float = 2.0,
+                 routers: Callable[[], Routers] | None = None) -> None:
         self.cache = cache
         self.proxy = proxy
         self.emitter = emitter
@@ -142,6 +151,13 @@ class LeafLinks(TaskService):
         self.root_locks = root_locks or RootLocks()
         """The roots' locks on their users, as each root last sent them."""
         self.guard = RootSessionGuard(self.root_locks, interval=lock_interval)
+        self.resources = None if routers is None else LeafResourceDials(
+            cache, self._credentials, routers, self.root_locks, self._audit)
+        """db and kube dials of root users (None: refused)."""
+
+    def _credentials(self) -> HostCredentials | None:
+        ssh = self.proxy()
+        return ssh.credentials if ssh is not None else None
 
     # ------------------------------------------------------------------ service
 
@@ -240,11 +256,15 @@ class LeafLinks(TaskService):
 
     async def _prepare(self, ssh: ProxySSHService, root_name: str,
                        request: DialRequest) -> PreparedDial:
+        if request.kind in (KIND_DB, KIND_KUBE) and self.resources is not None:
+            return await self.resources.prepare(root_name, request)
         fields: dict[str, Any] = {"user_cluster": root_name, "target": request.target,
                                   "remote_addr": request.client_addr, "via": "cluster link",
                                   "session_id": request.session_id}
         user = request.user or None
         try:
+            if request.kind != KIND_NODE:
+                raise AccessDenied(f"this cluster serves no {request.kind!r} dials of its roots")
             root = self.cache.roots.get(root_name)
             if root is None:
                 raise AccessDenied(f"cluster {root_name!r} is no longer trusted here")

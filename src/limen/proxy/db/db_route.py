@@ -11,7 +11,15 @@ fronts (:mod:`limen.proxy.db.postgres_front`, :mod:`limen.proxy.db.mysql_front`)
 
 A db agent in this same process (``limen start --roles ...,proxy,...,db``) is attached with
 :meth:`DBRouter.attach_local`; a session for it goes over an in-memory connection
-(:mod:`limen.net.memory_pipe`) instead of the tunnel and its TLS leg. That leg authenticates
+(:mod:`limen.net.memory_pipe`) instead of the tunnel and its TLS leg.
+
+A certificate whose ``route_to_cluster`` names a trusted leaf cluster is not decided here: the
+session request goes to that leaf's proxy through its cluster link
+(:class:`~limen.proxy.leaf_forward.LeafForwarder`: the leaf exists and the roles'
+``cluster_labels`` admit it, else refused like an unknown cluster), which verifies the
+certificate against this cluster's CA, maps the roles and decides with its own RBAC
+(:mod:`limen.proxy.trust_leaf_resources`). The forwarding is audited here as a
+``db.session.start`` naming ``target_cluster``. That leg authenticates
 two processes to each other (the agent's host certificate with the dialled host id to the
 proxy, the proxy's certificate to the agent), which here are one process, and an in-memory
 connection is reachable from nowhere else; everything about the user is checked as for a
@@ -40,13 +48,14 @@ from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.streams import memory_streams
 from limen.proxy.agent_dial import AgentDialer, peer_der
+from limen.proxy.leaf_forward import LeafForwarder, leaf_of
 from limen.proxy.routing import ClusterView
 from limen.tunnel.protocol import KIND_DB
 from limen.tunnel.server import TunnelServer
 
 __all__ = [
-    "DBRouter", "DBTarget", "LocalDBAgent", "Opened", "check_name", "der_to_pem", "handshake",
-    "peer_der",
+    "DBRouter", "DBTarget", "LocalDBAgent", "Opened", "check_name", "default_db_name",
+    "der_to_pem", "handshake", "peer_der",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +103,12 @@ def check_name(what: str, value: str) -> str:
     return value
 
 
+def default_db_name(protocol: str, target: DBTarget, db_user: str) -> str:
+    """The database name of a session that names none: the Resource's ``database``, else
+    (PostgreSQL's own rule) the user's name; MySQL sessions may have none."""
+    return target.default_database or (db_user if protocol == "postgres" else "")
+
+
 def der_to_pem(der: bytes) -> str:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
 
@@ -120,6 +135,7 @@ class DBRouter:
         self._trust = {credentials.cluster: credentials.tls_cas()}
         self._agents = AgentDialer(credentials, tunnel, SystemRole.DB, KIND_DB, "db agent",
                                    now)
+        self.leaves = LeafForwarder(credentials, tunnel, view, KIND_DB, now)
         self._local: dict[str, LocalDBAgent] = {}
         self._local_sessions: set[asyncio.Task[None]] = set()
 
@@ -156,14 +172,15 @@ class DBRouter:
 
     async def refused(self, reason: str, *, identity: Identity | None, protocol: str,
                       client_addr: str, session_id: str, service: str = "", db_user: str = "",
-                      db_name: str = "") -> None:
+                      db_name: str = "", target_cluster: str = "") -> None:
+        extra: dict[str, Any] = {"target_cluster": target_cluster} if target_cluster else {}
         await self.emitter.emit(make_event(
             "db.session.start", success=False, cluster=self.credentials.cluster,
             user=identity.username if identity else None, session_id=session_id,
             db_service=service or (identity.route_to_db.service
                                    if identity and identity.route_to_db else ""),
             db_protocol=protocol, db_user=db_user, db_name=db_name, remote_addr=client_addr,
-            reason=reason))
+            reason=reason, **extra))
 
     async def find(self, service: str) -> DBTarget:
         records = [r for r in await self.view.databases()
@@ -195,7 +212,7 @@ class DBRouter:
         else ``default_name(target, user)``), the decision, the data connection. A refusal is
         audited here and raised as the LimenError the front turns into its protocol's error."""
         identity: Identity | None = None
-        service = ""
+        service = leaf = ""
         try:
             identity = self.identify(der)
             self.check_database_cert(identity)  # refused under its name
@@ -203,6 +220,15 @@ class DBRouter:
             assert route is not None
             assert der is not None
             service = route.service
+            leaf = leaf_of(identity, self.credentials.cluster) or ""
+            if leaf:
+                db_user = db_user or route.user
+                db_name = db_name or route.name
+                request = SessionRequest(
+                    op="connect", protocol=protocol, service=service,
+                    user_cert=der_to_pem(der), db_user=db_user, db_name=db_name,
+                    session_id=session_id, client_addr=client_addr, params=dict(params))
+                return await self._forward(identity, der, leaf, request)
             target = await self.find(service)
             if target.protocol != protocol:
                 raise AccessDenied(f"{service} is a {target.protocol} database: use its front")
@@ -217,8 +243,22 @@ class DBRouter:
         except LimenError as err:
             await self.refused(str(err), identity=identity, protocol=protocol,
                                client_addr=client_addr, session_id=session_id,
-                               service=service, db_user=db_user, db_name=db_name)
+                               service=service, db_user=db_user, db_name=db_name,
+                               target_cluster=leaf)
             raise
+        return Opened(identity, request, reader, writer)
+
+    async def _forward(self, identity: Identity, der: bytes, leaf: str,
+                       request: SessionRequest) -> Opened:
+        """The session through leaf ``leaf``'s proxy (see the module doc), audited."""
+        reader, writer = await self.leaves.open(
+            identity, der, leaf, target=request.service, first=encode_request(request),
+            client_addr=request.client_addr, session_id=request.session_id)
+        await self.emitter.emit(make_event(
+            "db.session.start", cluster=self.credentials.cluster, user=identity.username,
+            session_id=request.session_id, db_service=request.service,
+            db_protocol=request.protocol, db_user=request.db_user, db_name=request.db_name,
+            remote_addr=request.client_addr, target_cluster=leaf, via="cluster link"))
         return Opened(identity, request, reader, writer)
 
     async def open(self, target: DBTarget, request: SessionRequest, username: str

@@ -9,6 +9,14 @@ first: ``check_kube``), dials a serving kube agent through its reverse tunnel in
 that was dialled) and sends the :class:`~limen.tunnel.kube_wire.KubeConnect`. Every refusal
 is audited here as a failed ``kube.request`` with the reason; the agent decides and audits
 each request. Called by :mod:`limen.proxy.kube.kube_front`.
+
+A certificate whose ``route_to_cluster`` names a trusted leaf cluster (``lmsh kube login
+--cluster LEAF``) goes to that leaf's proxy through its cluster link
+(:class:`~limen.proxy.leaf_forward.LeafForwarder`: the leaf exists and the roles'
+``cluster_labels`` admit it, else refused like an unknown cluster); the leaf verifies the
+certificate against this cluster's CA, maps the roles, and its proxy and kube agent decide and
+audit (:mod:`limen.proxy.trust_leaf_resources`). The forwarding is audited here as a
+``kube.request`` naming ``target_cluster``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.proxy.agent_dial import AgentDialer
+from limen.proxy.leaf_forward import LeafForwarder, leaf_of
 from limen.proxy.routing import ClusterView
 from limen.tunnel.kube_wire import KubeConnect, encode_connect
 from limen.tunnel.protocol import KIND_KUBE
@@ -75,6 +84,7 @@ class KubeRouter:
         self._trust = {credentials.cluster: credentials.tls_cas()}
         self._agents = AgentDialer(credentials, tunnel, SystemRole.KUBE, KIND_KUBE,
                                    "kube agent", now)
+        self.leaves = LeafForwarder(credentials, tunnel, view, KIND_KUBE, now)
         self._cached: tuple[float, list[dict[str, Any]]] | None = None
         self._lock = asyncio.Lock()
 
@@ -101,12 +111,14 @@ class KubeRouter:
                                "login NAME")
 
     async def refused(self, reason: str, *, identity: Identity | None, client_addr: str,
-                      session_id: str, kube_cluster: str = "") -> None:
+                      session_id: str, kube_cluster: str = "", target_cluster: str = ""
+                      ) -> None:
+        extra: dict[str, Any] = {"target_cluster": target_cluster} if target_cluster else {}
         await self.emitter.emit(make_event(
             "kube.request", success=False, cluster=self.credentials.cluster,
             user=identity.username if identity else None, session_id=session_id,
             kube_cluster=kube_cluster or (identity.route_to_kube or "" if identity else ""),
-            remote_addr=client_addr, reason=reason))
+            remote_addr=client_addr, reason=reason, **extra))
 
     async def _presence(self) -> list[dict[str, Any]]:
         """The kube presence records from auth, cached for a moment; a failed read keeps the
@@ -137,12 +149,16 @@ class KubeRouter:
         """Authenticate, route, decide and open (see the module); a refusal is audited and
         raised as the LimenError the front answers with."""
         identity: Identity | None = None
+        leaf = ""
         try:
             identity = self.verify(der)
             self.check_kube_cert(identity)  # refused under its name
             assert der is not None
             assert identity.route_to_kube is not None
             name = identity.route_to_kube
+            leaf = leaf_of(identity, self.credentials.cluster) or ""
+            if leaf:
+                return await self._forward(identity, der, leaf, client_addr, session_id)
             target = await self.find(name)
             try:
                 role_set = await self.view.role_set(identity)
@@ -156,9 +172,24 @@ class KubeRouter:
                 name, pem, client_addr, session_id), identity.username)
         except LimenError as err:
             await self.refused(str(err), identity=identity, client_addr=client_addr,
-                               session_id=session_id)
+                               session_id=session_id, target_cluster=leaf)
             raise
         return Opened(identity, target, reader, writer)
+
+    async def _forward(self, identity: Identity, der: bytes, leaf: str, client_addr: str,
+                       session_id: str) -> Opened:
+        """The connection through leaf ``leaf``'s proxy (see the module doc), audited."""
+        name = identity.route_to_kube or ""
+        pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+        reader, writer = await self.leaves.open(
+            identity, der, leaf, target=name,
+            first=encode_connect(KubeConnect(name, pem, client_addr, session_id)),
+            client_addr=client_addr, session_id=session_id)
+        await self.emitter.emit(make_event(
+            "kube.request", cluster=self.credentials.cluster, user=identity.username,
+            session_id=session_id, kube_cluster=name, remote_addr=client_addr,
+            target_cluster=leaf, via="cluster link"))
+        return Opened(identity, KubeTarget(name, {}, ()), reader, writer)
 
     async def open(self, target: KubeTarget, request: KubeConnect, username: str
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
