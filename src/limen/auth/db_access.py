@@ -8,7 +8,9 @@ db agent's upstream certificate.
   and usable for databases only (``usage: [db]``), for the same public key and no longer than
   the certificate it was asked with. Refused (and audited) unless the caller's roles allow
   that user (and name) on the database's labels, so a mistake shows at login, not at connect;
-  the proxy and the agent decide again on every connection.
+  the proxy and the agent decide again on every connection. With ``cluster`` naming a trusted
+  leaf, the certificate is routed there (``route_to_cluster``) once the leaf is admitted for
+  the user (:mod:`limen.auth.leaf_access`); the leaf decides the rest.
 * :func:`issue_upstream_cert` — a db agent's client certificate for one database user,
   signed by the DB CA with subject ``CN=<user>``: what the database checks instead of a
   password. Short-lived; the agent caches it.
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth import presence
+from limen.auth.leaf_access import admit_leaf, routed_fields, routes_to_leaf
 from limen.auth.online_resources import OnlineResource, online_resources
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, RouteToDatabase
@@ -69,7 +72,8 @@ async def online_databases(auth: AuthServer) -> dict[str, OnlineDatabase]:
 
 
 async def issue_route_cert(auth: AuthServer, identity: Identity, public_key: PublicKey,
-                           service: str, db_user: str, db_name: str) -> tuple[bytes, datetime]:
+                           service: str, db_user: str, db_name: str, cluster: str = ""
+                           ) -> tuple[bytes, datetime]:
     """The database certificate (PEM) for ``lmsh db login`` and its expiry; see the module."""
     _check_name("database", service)
     _check_name("database user", db_user)
@@ -79,6 +83,32 @@ async def issue_route_cert(auth: AuthServer, identity: Identity, public_key: Pub
         raise AccessDenied("database certificates are for users")
     if identity.cluster != auth.cluster_name:
         raise AccessDenied("database certificates are issued by the user's own cluster")
+    leaf = cluster if routes_to_leaf(auth, cluster) else None
+    if leaf is not None:
+        await admit_leaf(auth, identity, leaf, "db.login", db_service=service,
+                         db_user=db_user, db_name=db_name)
+    else:
+        await _check_local(auth, identity, service, db_user, db_name)
+    now = auth.now()
+    assert identity.not_after is not None
+    ttl = identity.not_after - now
+    if ttl < timedelta(minutes=1):
+        raise BadParameter("the login certificate expires within a minute: run lmsh login")
+    scoped = replace(identity, route_to_db=RouteToDatabase(service, db_user, db_name),
+                     route_to_cluster=leaf, usage=("db",), not_before=None, not_after=None)
+    cert = sign_client_cert(auth.authorities.get(CertAuthorityType.TLS), public_key, scoped,
+                            ttl, now=now)
+    expires = now + ttl
+    await auth.emit("cert.create", user=identity.username, cert_type="db",
+                    db_service=service, db_user=db_user, db_name=db_name,
+                    expires=expires.isoformat(), **routed_fields(leaf))
+    return cert.public_bytes(Encoding.PEM), expires
+
+
+async def _check_local(auth: AuthServer, identity: Identity, service: str, db_user: str,
+                       db_name: str) -> None:
+    """This cluster's database ``service`` is online and the roles allow the user and name
+    there (audited refusal otherwise)."""
     db = (await online_databases(auth)).get(service)
     if db is None:
         raise NotFound(f"database {service!r} is not online (no db agent serves it)")
@@ -90,20 +120,6 @@ async def issue_route_cert(auth: AuthServer, identity: Identity, public_key: Pub
                         reason=decision.reason)
         raise AccessDenied(f"{identity.username} may not connect to {service} as {db_user}: "
                            f"{decision.reason}")
-    now = auth.now()
-    assert identity.not_after is not None
-    ttl = identity.not_after - now
-    if ttl < timedelta(minutes=1):
-        raise BadParameter("the login certificate expires within a minute: run lmsh login")
-    scoped = replace(identity, route_to_db=RouteToDatabase(service, db_user, db_name),
-                     usage=("db",), not_before=None, not_after=None)
-    cert = sign_client_cert(auth.authorities.get(CertAuthorityType.TLS), public_key, scoped,
-                            ttl, now=now)
-    expires = now + ttl
-    await auth.emit("cert.create", user=identity.username, cert_type="db",
-                    db_service=service, db_user=db_user, db_name=db_name,
-                    expires=expires.isoformat())
-    return cert.public_bytes(Encoding.PEM), expires
 
 
 async def issue_upstream_cert(auth: AuthServer, agent: Identity, public_key: PublicKey,
@@ -138,3 +154,4 @@ def _check_name(what: str, value: str) -> None:
     if not value or len(value) > _MAX_NAME or any(ord(c) < 0x20 or c == "\x7f" for c in value):
         raise BadParameter(f"invalid {what} {value[:_MAX_NAME]!r}: 1-{_MAX_NAME} printable "
                            "characters")
+

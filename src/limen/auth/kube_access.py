@@ -11,6 +11,9 @@
   that cluster's labels now, for the same public key and no longer than the certificate it was
   asked with. Refused (and audited) when the roles do not admit the cluster, so a mistake
   shows at login; the proxy and the kube agent decide again on every connection and request.
+  With ``cluster`` naming a trusted leaf, the certificate is routed there
+  (``route_to_cluster``, no groups or users: the leaf grants them with the mapped roles) once
+  the leaf is admitted for the user (:mod:`limen.auth.leaf_access`).
 
 Called by :mod:`limen.auth.http.kube`.
 """
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth import presence
+from limen.auth.leaf_access import admit_leaf, routed_fields, routes_to_leaf
 from limen.auth.online_resources import OnlineResource, online_resources
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity
@@ -70,7 +74,7 @@ def visible_kube_clusters(clusters: dict[str, OnlineKubeCluster], role_set: Role
 
 
 async def issue_kube_cert(auth: AuthServer, identity: Identity, public_key: PublicKey,
-                          kube_cluster: str) -> tuple[bytes, datetime]:
+                          kube_cluster: str, cluster: str = "") -> tuple[bytes, datetime]:
     """The kube certificate (PEM) for ``lmsh kube login`` and its expiry; see the module."""
     if not kube_cluster or len(kube_cluster) > _MAX_NAME or any(
             ord(c) < 0x21 or c == "\x7f" for c in kube_cluster):
@@ -79,24 +83,20 @@ async def issue_kube_cert(auth: AuthServer, identity: Identity, public_key: Publ
         raise AccessDenied("kube certificates are for users")
     if identity.cluster != auth.cluster_name:
         raise AccessDenied("kube certificates are issued by the user's own cluster")
-    cluster = (await online_kube_clusters(auth)).get(kube_cluster)
-    if cluster is None:
-        raise NotFound(f"kube cluster {kube_cluster!r} is not online (no kube agent serves it)")
-    role_set = await auth.role_set(identity)
-    decision = role_set.check_kube(cluster.labels)
-    if not decision.allowed:
-        await auth.emit("access.denied", success=False, user=identity.username,
-                        action="kube.login", kube_cluster=kube_cluster, role=decision.role,
-                        rule=decision.rule, reason=decision.reason)
-        raise AccessDenied(f"{identity.username} may not use kube cluster {kube_cluster}: "
-                           f"{decision.reason}")
-    groups, users = role_set.kube_principals(cluster.labels)
+    leaf = cluster if routes_to_leaf(auth, cluster) else None
+    if leaf is not None:
+        await admit_leaf(auth, identity, leaf, "kube.login", kube_cluster=kube_cluster)
+        groups: tuple[str, ...] = ()
+        users: tuple[str, ...] = ()
+    else:
+        groups, users = await _check_local(auth, identity, kube_cluster)
     now = auth.now()
     assert identity.not_after is not None
     ttl = identity.not_after - now
     if ttl < timedelta(minutes=1):
         raise BadParameter("the login certificate expires within a minute: run lmsh login")
     scoped = replace(identity, route_to_kube=kube_cluster, route_to_db=None, usage=("kube",),
+                     route_to_cluster=leaf,
                      kubernetes_groups=groups, kubernetes_users=users,
                      not_before=None, not_after=None)
     cert = sign_client_cert(auth.authorities.get(CertAuthorityType.TLS), public_key, scoped,
@@ -104,5 +104,25 @@ async def issue_kube_cert(auth: AuthServer, identity: Identity, public_key: Publ
     expires = now + ttl
     await auth.emit("cert.create", user=identity.username, cert_type="kube",
                     kube_cluster=kube_cluster, kubernetes_groups=list(groups),
-                    kubernetes_users=list(users), expires=expires.isoformat())
+                    kubernetes_users=list(users), expires=expires.isoformat(),
+                    **routed_fields(leaf))
     return cert.public_bytes(Encoding.PEM), expires
+
+
+async def _check_local(auth: AuthServer, identity: Identity, kube_cluster: str
+                       ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The groups and users granted on this cluster's online ``kube_cluster`` (audited
+    refusal when the roles do not admit it)."""
+    online = (await online_kube_clusters(auth)).get(kube_cluster)
+    if online is None:
+        raise NotFound(f"kube cluster {kube_cluster!r} is not online (no kube agent serves it)")
+    role_set = await auth.role_set(identity)
+    decision = role_set.check_kube(online.labels)
+    if not decision.allowed:
+        await auth.emit("access.denied", success=False, user=identity.username,
+                        action="kube.login", kube_cluster=kube_cluster, role=decision.role,
+                        rule=decision.rule, reason=decision.reason)
+        raise AccessDenied(f"{identity.username} may not use kube cluster {kube_cluster}: "
+                           f"{decision.reason}")
+    return role_set.kube_principals(online.labels)
+

@@ -11,11 +11,13 @@ sign-up links from it) or apart from auth (``--roles proxy``: credentials from
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from limen.auth.client import AuthClient
 from limen.ca.host_credentials import HostCredentials
 from limen.config import Settings
 from limen.diag.metrics import Metrics
+from limen.errors import NotFound
 from limen.events.emitter import Emitter
 from limen.net.ssh_tls_wire import ALPN_SSH
 from limen.proxy.app.app_audit import AppAudit
@@ -62,6 +64,14 @@ class ProxyComponent:
         return (self.db.router if self.db is not None else None,
                 self.kube.router if self.kube is not None else None)
 
+    async def _leaf_listing(self, kind: str, leaf: str, der: bytes, remote_addr: str
+                            ) -> list[dict[str, Any]]:
+        db, kube = self.routers()
+        router = db if kind == "db" else kube
+        if router is None:
+            raise NotFound(f"this proxy serves no {kind} access")
+        return await router.leaves.listing(der, leaf, remote_addr)
+
     async def auth_client(self) -> AuthClient:
         assert self.client is not None, "the proxy is not started"
         return self.client
@@ -93,6 +103,7 @@ class ProxyComponent:
                              AppAudit(self.emitter), self._public)
         self.web.web_extensions = (self.apps.install,)
         self.web.web_locks = WebLocks(self.ssh.view.locks, self.ssh.view.roles)
+        self.web.leaf_listing = self._leaf_listing
         self.ssh_route = SSHTLSRoute(self.ssh.connector)
         self.web.alpn_routes = {ALPN_SSH: self.ssh_route.protocol,
                                 **self.db.tls_routes.routes()}
@@ -100,6 +111,14 @@ class ProxyComponent:
         if self._register is not None:
             await self._register(self.settings.cluster.public_address or self.listeners["web"])
         return dict(self.listeners)
+
+    async def use_credentials(self, credentials: HostCredentials) -> None:
+        """The SSH parts (front, tunnel, SSH route) follow a CA rotation
+        (``limen.agents.host_cert_renewal``)."""
+        if self.ssh is not None:
+            await self.ssh.use_credentials(credentials)
+        if self.ssh_route is not None:
+            self.ssh_route.use_credentials(credentials)
 
     def _public(self) -> str:
         """The proxy's public address (apps are ``<name>.<its host>`` by default)."""

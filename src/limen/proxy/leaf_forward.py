@@ -16,6 +16,11 @@
         4. the first message (the db session request / the kube connection request) is sent;
            the database protocol or kubectl's HTTP follows
 
+:meth:`LeafForwarder.listing` is the same dial with an empty target and the user's login
+certificate, for ``lmsh db ls --cluster LEAF`` / ``lmsh kube ls --cluster LEAF`` through the
+web API (``limen.proxy.web``): the leaf answers with what the MAPPED roles allow there
+(:mod:`limen.proxy.trust_leaf_listing`).
+
 Refusals are raised as LimenError for the router to audit (a failed ``db.session.start`` /
 ``kube.request`` naming ``target_cluster``); a forwarded connection is audited by the router
 too. The leaf audits the session itself (with ``user_cluster``). Called by
@@ -25,9 +30,11 @@ too. The leaf audits the session itself (with ``user_cluster``). Called by
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -40,8 +47,8 @@ from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import load_private_key
 from limen.ca.peer_role import require_server_role
 from limen.ca.tls import client_context
-from limen.ca.x509_certs import verify_server_cert
-from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
+from limen.ca.x509_certs import verify_client_cert, verify_server_cert
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError, NotFound
 from limen.net.streams import close_writer, stream_pair
 from limen.proxy.routing import ClusterView
 from limen.tunnel.protocol import MODE_TLS, DialRequest
@@ -51,6 +58,8 @@ __all__ = ["LeafForwarder", "leaf_of"]
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 _TLS_TIMEOUT = 10.0
+MAX_LISTING = 4 * 1024 * 1024
+"""Largest listing read from a leaf."""
 
 
 def leaf_of(identity: Identity, own_cluster: str) -> str | None:
@@ -109,6 +118,39 @@ class LeafForwarder:
             raise ConnectionProblem(f"cannot open a connection with the proxy of cluster "
                                     f"{leaf!r}: {err}") from None
         return reader, writer
+
+    async def listing(self, der: bytes, leaf: str, client_addr: str) -> list[dict[str, Any]]:
+        """The leaf's answer to a listing for the user of login certificate ``der``."""
+        identity = verify_client_cert(der, {self.credentials.cluster:
+                                            self.credentials.tls_cas()}, self._now())
+        if identity.is_system:
+            raise AccessDenied("the listing is for users")
+        reader, writer = await self.open(identity, der, leaf, target="", first=b"",
+                                         client_addr=client_addr, session_id="")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(_TLS_TIMEOUT * 3):
+                while chunk := await reader.read(64 * 1024):
+                    size += len(chunk)
+                    if size > MAX_LISTING:
+                        raise BadParameter(f"the listing of cluster {leaf!r} is too large")
+                    chunks.append(chunk)
+        except (OSError, TimeoutError) as err:
+            raise ConnectionProblem(f"cluster {leaf!r} did not answer the listing: {err}"
+                                    ) from None
+        finally:
+            await close_writer(writer)
+        body = b"".join(chunks)
+        if not body:
+            raise AccessDenied(f"cluster {leaf!r} refused the listing")
+        try:
+            items = json.loads(body)["items"]
+        except (ValueError, KeyError, TypeError):
+            raise BadParameter(f"cluster {leaf!r} answered a malformed listing") from None
+        if not isinstance(items, list):
+            raise BadParameter(f"cluster {leaf!r} answered a malformed listing")
+        return [dict(item, cluster=leaf) for item in items if isinstance(item, dict)]
 
     async def _leaf_cas(self, leaf: str) -> list[x509.Certificate]:
         """The leaf's TLS CA as stored at the trust handshake (AccessDenied otherwise)."""

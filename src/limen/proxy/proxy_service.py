@@ -27,7 +27,7 @@ from limen.errors import ConnectionProblem
 from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
 from limen.proxy.tls_router import ProtocolFactory, TLSRouter
-from limen.proxy.web import build_web_app
+from limen.proxy.web import LeafListing, build_web_app
 from limen.proxy.webui.web_locks import WebLocks
 
 __all__ = ["ProxyService"]
@@ -55,6 +55,8 @@ class ProxyService:
     ``limen-postgres``, ``limen-mysql``)."""
     web_locks: WebLocks | None = None
     """The lock view the web UI asks (the SSH front's)."""
+    leaf_listing: LeafListing | None = None
+    """Answers ``lmsh db|kube ls --cluster LEAF`` (the db and kube routers' leaf forwarders)."""
 
     def __init__(self, settings: Settings, credentials: HostCredentials, auth: AuthClient,
                  extra_ping: Callable[[], dict[str, str]] = dict,
@@ -87,7 +89,8 @@ class ProxyService:
                 self._learning = asyncio.create_task(self._learn_second_factor_later(),
                                                      name="proxy-second-factor")
             self._runner = web.AppRunner(build_web_app(self.auth, lambda: self._ping,
-                                                       self._emitter, self.web_locks),
+                                                       self._emitter, self.web_locks,
+                                                       self.leaf_listing),
                                          access_log=None, handle_signals=False)
             for extend in self.web_extensions:
                 extend(self._runner.app)

@@ -51,8 +51,10 @@ from limen.errors import AccessDenied, BadParameter, LimenError, NotFound
 from limen.net.streams import accept_tls, both_ways, close_writer, copy_stream
 from limen.proxy.db.db_route import DBRouter, DBTarget, default_db_name
 from limen.proxy.kube.kube_route import KubeRouter, KubeTarget
+from limen.proxy.trust_leaf_listing import ListingDial, db_listing, kube_listing
 from limen.trust.cache import TrustedRoot, TrustView
 from limen.trust.root_locks import RootLocks
+from limen.tunnel.agent_settings import PreparedDial
 from limen.tunnel.kube_wire import KubeConnect, connect_length, decode_connect
 from limen.tunnel.protocol import KIND_DB, DialRequest
 
@@ -80,7 +82,7 @@ class LeafResourceDials:
         self.audit = audit
         self.now = now
 
-    async def prepare(self, root_name: str, request: DialRequest) -> _ResourceDial:
+    async def prepare(self, root_name: str, request: DialRequest) -> PreparedDial:
         """Steps 1-4 of the module doc; a refusal is audited and raised."""
         fields: dict[str, Any] = {"user_cluster": root_name, "target": request.target,
                                   "remote_addr": request.client_addr, "via": "cluster link",
@@ -94,7 +96,8 @@ class LeafResourceDials:
             if root is None:
                 raise AccessDenied(f"cluster {root_name!r} is no longer trusted here")
             cas = _root_cas(root)
-            identity = self._verify(root_name, cas, request, creds.cluster)
+            listing = not request.target
+            identity = self._verify(root_name, cas, request, creds.cluster, listing=listing)
             user = identity.username
             mapped = self.cache.role_names(identity)
             if not mapped:
@@ -109,6 +112,15 @@ class LeafResourceDials:
                 raise NotFound(f"this cluster's proxy serves no {request.kind} access")
             role_set = await router.view.role_set(local)
             self.root_locks.check(identity, strict=role_set.options.lock == "strict")
+            if listing:
+                items = (await db_listing(router, local, role_set)
+                         if isinstance(router, DBRouter) else
+                         await kube_listing(router, role_set))
+
+                async def refused(reason: str) -> None:
+                    await self.audit(identity.username, reason=reason, **fields)
+
+                return ListingDial(creds, cas, root_name, items, self.now, refused)
             if isinstance(router, KubeRouter):
                 kube_target = await router.find(request.target)
                 decision = role_set.check_kube(kube_target.labels)
@@ -126,12 +138,17 @@ class LeafResourceDials:
             raise
 
     def _verify(self, root_name: str, cas: Sequence[x509.Certificate], request: DialRequest,
-                cluster: str) -> Identity:
+                cluster: str, *, listing: bool) -> Identity:
         if not request.cert:
             raise AccessDenied("the root sent no user certificate")
         identity = verify_client_cert(request.cert, {root_name: list(cas)}, self.now())
         if identity.is_system:
             raise AccessDenied("a certificate of a Limen process cannot open user sessions")
+        if listing:  # the user's login certificate (or one routed here)
+            if identity.route_to_cluster not in (None, cluster):
+                raise AccessDenied(f"the certificate is routed to cluster "
+                                   f"{identity.route_to_cluster!r}, not {cluster!r}")
+            return identity
         if request.kind not in identity.usage:
             raise AccessDenied(f"the certificate is not for {request.kind} access")
         if identity.route_to_cluster != cluster:

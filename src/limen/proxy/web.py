@@ -30,19 +30,20 @@ secret of the user and never decides a login itself. Called by ``limen.proxy.pro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from limen.auth.client import AuthClient
+from limen.errors import NotFound
 from limen.events.emitter import Emitter
 from limen.net.http import error_middleware, json_body
 from limen.proxy.webui.mount import WebUI
 from limen.proxy.webui.web_locks import WebLocks
 
-__all__ = ["USER_CERT", "build_web_app"]
+__all__ = ["LEAF_LISTINGS", "USER_CERT", "LeafListing", "build_web_app"]
 
 _MAX_BODY = 64 << 10
 USER_CERT: web.AppKey[Callable[[web.Request], bytes]] = web.AppKey("user_cert")
@@ -75,11 +76,21 @@ USER_POST_ROUTES = (
 """POST routes a logged-in user may call through the proxy (JSON body forwarded as is)."""
 
 
+LeafListing = Callable[[str, str, bytes, str], Awaitable[list[dict[str, Any]]]]
+"""``(kind db|kube, leaf, the user's certificate DER, remote address)`` -> what that trusted
+leaf cluster lets the user reach (``limen.proxy.leaf_forward.LeafForwarder.listing``)."""
+LEAF_LISTINGS = {"/v1/webapi/user/databases": "db", "/v1/webapi/user/kube/clusters": "kube"}
+"""The listings that ``?cluster=LEAF`` sends to a leaf cluster (``lmsh db|kube ls
+--cluster LEAF``)."""
+
+
 def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
                   emitter: Emitter | None = None,
-                  locks: WebLocks | None = None) -> web.Application:
+                  locks: WebLocks | None = None,
+                  leaf_listing: LeafListing | None = None) -> web.Application:
     """``emitter``: where the web UI audits logouts (the proxy's); ``locks``: the web UI
-    refuses locked users' web sessions with it."""
+    refuses locked users' web sessions with it; ``leaf_listing``: answers the listings of
+    :data:`LEAF_LISTINGS` for a leaf cluster (without it they name this cluster only)."""
     webui = WebUI(auth, ping_info, emitter, locks)
     app = web.Application(middlewares=[*webui.outer_middlewares(), error_middleware,
                                        *webui.middlewares()],
@@ -99,8 +110,16 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
 
         return handler
 
-    def for_user(auth_path: str) -> Callable[[web.Request], Any]:
+    def for_user(auth_path: str, kind: str | None = None) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
+            cluster = request.query.get("cluster", "")
+            if kind is not None and cluster and cluster != ping_info().get("cluster"):
+                if leaf_listing is None:
+                    raise NotFound(f"unknown cluster {cluster!r}: no such cluster is "
+                                   "reachable here")
+                items = await leaf_listing(kind, cluster, _client_cert(request),
+                                           request.remote or "")
+                return web.json_response({"items": items})
             path = auth_path.format(**request.match_info)
             answer = await auth.call("GET", path, params=dict(request.query),
                                      as_user_cert=_client_cert(request))
@@ -118,7 +137,8 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
 
         return handler
 
-    app.add_routes([web.get(route, for_user(target)) for route, target in USER_ROUTES])
+    app.add_routes([web.get(route, for_user(target, LEAF_LISTINGS.get(route)))
+                    for route, target in USER_ROUTES])
     app.add_routes([web.post(route, post_for_user(target))
                     for route, target in USER_POST_ROUTES])
     app.add_routes([

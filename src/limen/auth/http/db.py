@@ -71,7 +71,8 @@ def db_routes(auth: AuthServer, identity_of: IdentityOf, forwarded_key: KeyOf,
         body = await json_body(request)
         cert, expires = await issue_route_cert(
             auth, identity, forwarded_key(request), required_str(body, "service"),
-            required_str(body, "db_user"), optional_str(body, "db_name") or "")
+            required_str(body, "db_user"), optional_str(body, "db_name") or "",
+            optional_str(body, "cluster") or "")
         return web.json_response({"cert": cert.decode(), "expires": expires.isoformat()})
 
     async def upstream_cert(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from limen.api.resources import Kind
 from limen.auth import presence
 from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_rule
-from limen.auth.http.fields import required_str
+from limen.auth.http.fields import optional_str, required_str
 from limen.auth.kube_access import issue_kube_cert, online_kube_clusters, visible_kube_clusters
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey
@@ -53,7 +53,8 @@ def kube_routes(auth: AuthServer, identity_of: IdentityOf, forwarded_key: KeyOf,
         identity = await identity_of(request)
         body = await json_body(request)
         cert, expires = await issue_kube_cert(auth, identity, forwarded_key(request),
-                                              required_str(body, "kube_cluster"))
+                                              required_str(body, "kube_cluster"),
+                                              optional_str(body, "cluster") or "")
         return web.json_response({"cert": cert.decode(), "expires": expires.isoformat()})
 
     async def presence_kubes(request: web.Request) -> web.Response:

@@ -120,7 +120,7 @@ class KubeRouter:
             kube_cluster=kube_cluster or (identity.route_to_kube or "" if identity else ""),
             remote_addr=client_addr, reason=reason, **extra))
 
-    async def _presence(self) -> list[dict[str, Any]]:
+    async def presence(self) -> list[dict[str, Any]]:
         """The kube presence records from auth, cached for a moment; a failed read keeps the
         previous answer (ConnectionProblem without one)."""
         async with self._lock:
@@ -137,7 +137,7 @@ class KubeRouter:
             return items
 
     async def find(self, name: str) -> KubeTarget:
-        records = [r for r in await self._presence()
+        records = [r for r in await self.presence()
                    if ((r.get("resource") or {}).get("metadata") or {}).get("name") == name]
         if not records:
             raise NotFound(f"kube cluster {name!r} is not online (no kube agent serves it)")
