@@ -4,6 +4,9 @@
 ::
 
     lmsh db ls                        the online databases your roles allow, with their users
+    ... --cluster LEAF                ls, login, connect, env and proxy db: the databases of a
+                                      trusted leaf cluster, through this proxy (its roles
+                                      decide, with your mapped roles)
     lmsh db login NAME [--db-user U] [--db-name D]
                                       certificate + key on disk, a section in
                                       ~/.pg_service.conf or ~/.my.cnf (limen.client.db_profiles)
@@ -58,6 +61,8 @@ _CLIENTS = {
     "mysql": ("mysql", "the MariaDB or MySQL client (e.g. apt install mariadb-client)"),
 }
 _DB_USER = click.option("--db-user", help="Database user (default: the only one you may use).")
+_CLUSTER = click.option("--cluster", default="", help="A trusted leaf cluster's database "
+                        "(default: this proxy's own cluster).")
 _DB_NAME = click.option("--db-name", help="Database to open (default: the Resource's, or for "
                                           "PostgreSQL the database user's name).")
 
@@ -67,24 +72,32 @@ def _logged_in() -> tuple[ProfileStore, Profile]:
     return store, store.current_valid()
 
 
-async def _databases(store: ProfileStore, profile: Profile) -> list[dict[str, Any]]:
+def _leaf(profile: Profile, cluster: str) -> str:
+    """The leaf cluster named by ``--cluster`` (empty: the profile's own)."""
+    return cluster if cluster != profile.cluster else ""
+
+
+async def _databases(store: ProfileStore, profile: Profile, cluster: str = ""
+                     ) -> list[dict[str, Any]]:
     api = WebApi.for_profile(store, profile)
     try:
-        return await list_databases(api)
+        return await list_databases(api, _leaf(profile, cluster))
     finally:
         await api.close()
 
 
 def _ensure_login(store: ProfileStore, profile: Profile, name: str, db_user: str | None,
-                  db_name: str | None) -> tuple[str, RouteToDatabase]:
+                  db_name: str | None, cluster: str = "") -> tuple[str, RouteToDatabase]:
     """The protocol and route of a usable login to ``name`` (matching the options given),
     logging in first when there is none."""
-    route = current_route(store, profile, name)
-    protocol = configured_protocol(profile.cluster, name)
+    leaf = _leaf(profile, cluster)
+    route = current_route(store, profile, name, cluster=leaf)
+    protocol = configured_protocol(leaf or profile.cluster, name)
     if route is not None and protocol is not None and db_user in (None, route.user) \
             and db_name in (None, route.name):
         return protocol, route
-    login = asyncio.run(login_database(store, profile, name, db_user=db_user, db_name=db_name))
+    login = asyncio.run(login_database(store, profile, name, db_user=db_user, db_name=db_name,
+                                       cluster=leaf))
     click.echo(f"Logged in to {name} as {login.target.db_user}.", err=True)
     target = login.target
     return target.protocol, RouteToDatabase(name, target.db_user, target.db_name)
@@ -105,11 +118,12 @@ def db() -> None:
 
 @db.command("ls")
 @OUTPUT_OPTION
+@_CLUSTER
 @handle_errors
-def ls(output: str) -> None:
+def ls(output: str, cluster: str) -> None:
     """The online databases your roles allow, and the database users you may log in as."""
     store, profile = _logged_in()
-    items = asyncio.run(_databases(store, profile))
+    items = asyncio.run(_databases(store, profile, cluster))
     if output != "text":
         emit_documents(items, output, as_list=True)
         return
@@ -127,60 +141,67 @@ def ls(output: str) -> None:
 @click.argument("name")
 @_DB_USER
 @_DB_NAME
+@_CLUSTER
 @handle_errors
-def login(name: str, db_user: str | None, db_name: str | None) -> None:
+def login(name: str, db_user: str | None, db_name: str | None, cluster: str) -> None:
     """Get a certificate for database NAME and configure psql or mysql for it."""
     store, profile = _logged_in()
-    done = asyncio.run(login_database(store, profile, name, db_user=db_user, db_name=db_name))
+    leaf = _leaf(profile, cluster)
+    done = asyncio.run(login_database(store, profile, name, db_user=db_user, db_name=db_name,
+                                      cluster=leaf))
     target = done.target
+    flag = f" --cluster {shlex.quote(leaf)}" if leaf else ""
     database = f", database {target.db_name}" if target.db_name else ""
     click.echo(f"Logged in to {name} ({target.protocol}) as {target.db_user}{database}, "
                f"until {done.expires}.\nConfigured in {done.config}. Connect with:\n  "
-               f"{shlex.join(client_command(target.protocol, profile.cluster, name))}\n"
-               f"  or: lmsh db connect {shlex.quote(name)}")
+               f"{shlex.join(client_command(target.protocol, target.cluster, name))}\n"
+               f"  or: lmsh db connect{flag} {shlex.quote(name)}")
 
 
 @db.command("connect", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @_DB_USER
 @_DB_NAME
+@_CLUSTER
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def connect(name: str, db_user: str | None, db_name: str | None, extra: tuple[str, ...]
-            ) -> None:
+def connect(name: str, db_user: str | None, db_name: str | None, cluster: str,
+            extra: tuple[str, ...]) -> None:
     """Run psql or mysql on database NAME (logging in first when needed); arguments after
     -- go to the client."""
     store, profile = _logged_in()
-    protocol, _route = _ensure_login(store, profile, name, db_user, db_name)
+    protocol, _route = _ensure_login(store, profile, name, db_user, db_name, cluster)
     program, package = _CLIENTS[protocol]
     if shutil.which(program) is None:
         raise NotFound(f"{program} is not on your PATH: install {package}")
-    argv = client_command(protocol, profile.cluster, name, extra)
+    argv = client_command(protocol, _leaf(profile, cluster) or profile.cluster, name, extra)
     os.execvp(program, argv)  # noqa: S606
 
 
 @db.command("env")
 @click.argument("name")
 @OUTPUT_OPTION
+@_CLUSTER
 @handle_errors
-def env(name: str, output: str) -> None:
+def env(name: str, output: str, cluster: str) -> None:
     """Shell exports that point the stock clients at database NAME: eval "$(lmsh db env NAME)"."""
     profile = ProfileStore().current()
-    protocol = configured_protocol(profile.cluster, name)
+    where = _leaf(profile, cluster) or profile.cluster
+    protocol = configured_protocol(where, name)
     if protocol is None:
         raise NotFound(f"not logged in to database {name}: run lmsh db login {name}")
     if protocol == POSTGRES:
         values = {"PGSERVICEFILE": str(pg_service_path()),
-                  "PGSERVICE": service_name(profile.cluster, name)}
+                  "PGSERVICE": service_name(where, name)}
     else:
-        values = {"MYSQL_GROUP_SUFFIX": mysql_group_suffix(profile.cluster, name)}
+        values = {"MYSQL_GROUP_SUFFIX": mysql_group_suffix(where, name)}
     if output != "text":
         emit_documents([values], output)
         return
     for key, value in values.items():
         click.echo(f"export {key}={shlex.quote(value)}")
     if protocol != POSTGRES:
-        click.echo(f"# or: {shlex.join(client_command(protocol, profile.cluster, name))}")
+        click.echo(f"# or: {shlex.join(client_command(protocol, where, name))}")
 
 
 @db.command("logout")
@@ -215,15 +236,17 @@ def _example(protocol: str, host: str, port: int, route: RouteToDatabase) -> str
               help="Local port on 127.0.0.1 (0 picks a free one).")
 @_DB_USER
 @_DB_NAME
+@_CLUSTER
 @handle_errors
-def proxy_db(name: str, port: int, db_user: str | None, db_name: str | None) -> None:
+def proxy_db(name: str, port: int, db_user: str | None, db_name: str | None,
+             cluster: str) -> None:
     """Serve database NAME without TLS on 127.0.0.1:PORT, for tools that cannot present a
     client certificate; only your own processes may connect. Connections go to the proxy's
     web port (or its database listener, when the proxy is older). Stops at Ctrl-C, or when
     the database certificate expires."""
     store, profile = _logged_in()
-    protocol, route = _ensure_login(store, profile, name, db_user, db_name)
-    files = db_files(store, profile, name)
+    protocol, route = _ensure_login(store, profile, name, db_user, db_name, cluster)
+    files = db_files(store, profile, name, _leaf(profile, cluster))
     trusted = store.trusted_cas(profile.proxy)
     web_host, web_port = parse_address(profile.proxy)
     web = Upstream(web_host, web_port, upstream_context(files, trusted),

@@ -7,8 +7,11 @@
     lmsh kube login NAME               a certificate on disk and a context <cluster>-NAME in
                                        the kubeconfig ($KUBECONFIG or ~/.kube/config), made
                                        current: then plain kubectl
+    lmsh kube ls|login --cluster LEAF  a trusted leaf cluster's kube clusters, through this
+                                       proxy (context LEAF-NAME; the leaf decides with your
+                                       mapped roles)
     lmsh kube logout [NAME]            removes the certificate(s) and their kubeconfig entries
-    lmsh kube credentials --cluster NAME [--proxy P]
+    lmsh kube credentials --cluster NAME [--proxy P] [--leaf-cluster LEAF]
                                        what kubectl's exec plugin runs: an ExecCredential
                                        (client.authentication.k8s.io/v1) with the certificate
                                        and key, a fresh certificate when the saved one expires
@@ -44,10 +47,15 @@ def _logged_in() -> tuple[ProfileStore, Profile]:
     return store, store.current_valid()
 
 
-async def _clusters(store: ProfileStore, profile: Profile) -> list[dict[str, Any]]:
+_LEAF = click.option("--cluster", "leaf", default="", help="A trusted leaf cluster's kube "
+                     "cluster (default: this proxy's own cluster).")
+
+
+async def _clusters(store: ProfileStore, profile: Profile, leaf: str = ""
+                    ) -> list[dict[str, Any]]:
     api = WebApi.for_profile(store, profile)
     try:
-        return await list_kube_clusters(api)
+        return await list_kube_clusters(api, leaf if leaf != profile.cluster else "")
     finally:
         await api.close()
 
@@ -59,11 +67,12 @@ def kube() -> None:
 
 @kube.command("ls")
 @OUTPUT_OPTION
+@_LEAF
 @handle_errors
-def ls(output: str) -> None:
+def ls(output: str, leaf: str) -> None:
     """The online kube clusters your roles admit."""
     store, profile = _logged_in()
-    items = asyncio.run(_clusters(store, profile))
+    items = asyncio.run(_clusters(store, profile, leaf))
     if output != "text":
         emit_documents(items, output, as_list=True)
         return
@@ -80,11 +89,12 @@ def ls(output: str) -> None:
 
 @kube.command("login")
 @click.argument("name")
+@_LEAF
 @handle_errors
-def login(name: str) -> None:
+def login(name: str, leaf: str) -> None:
     """Log in to kube cluster NAME: kubectl then uses it (context <cluster>-NAME)."""
     store, profile = _logged_in()
-    entry, path = asyncio.run(login_kube(store, profile, name))
+    entry, path = asyncio.run(login_kube(store, profile, name, leaf=leaf))
     click.echo(f"Logged in to kube cluster {name}: context {entry.context} in {path} is "
                "current.\n  kubectl get pods")
 
@@ -103,10 +113,12 @@ def logout(name: str | None) -> None:
 @kube.command("credentials")
 @click.option("--cluster", "name", required=True, help="The kube cluster (its Limen name).")
 @click.option("--proxy", help="The proxy of the profile (default: the current one).")
+@click.option("--leaf-cluster", "leaf", default="",
+              help="The trusted leaf cluster of the kube cluster (default: the proxy's own).")
 @handle_errors
-def credentials_command(name: str, proxy: str | None) -> None:
+def credentials_command(name: str, proxy: str | None, leaf: str) -> None:
     """Print kubectl's ExecCredential for kube cluster NAME (the exec plugin)."""
     store = ProfileStore()
     profile = store.load(proxy) if proxy else store.current()
-    credential = asyncio.run(credentials(store, profile, name))
+    credential = asyncio.run(credentials(store, profile, name, leaf=leaf))
     click.echo(json.dumps(exec_credential(credential)))

@@ -55,8 +55,9 @@ class DbLogin:
     """ISO expiry of the database certificate."""
 
 
-async def list_databases(api: WebApi) -> list[dict[str, Any]]:
-    answer = await api.as_user("databases")
+async def list_databases(api: WebApi, cluster: str = "") -> list[dict[str, Any]]:
+    """``cluster``: a trusted leaf's databases (the leaf answers through the proxy)."""
+    answer = await api.as_user("databases", {"cluster": cluster} if cluster else None)
     return list(answer["items"])
 
 
@@ -111,11 +112,14 @@ def listener_address(ping: Mapping[str, Any], protocol: str, proxy: str) -> tupl
 
 async def login_database(store: ProfileStore, profile: Profile, name: str, *,
                          db_user: str | None = None, db_name: str | None = None,
-                         env: Mapping[str, str] | None = None) -> DbLogin:
-    """Log in to database ``name``: certificate, key and configuration section on disk."""
+                         env: Mapping[str, str] | None = None, cluster: str = "") -> DbLogin:
+    """Log in to database ``name``: certificate, key and configuration section on disk.
+    ``cluster``: a database of that trusted leaf cluster (``lmsh db login --cluster``),
+    reached through this profile's proxy."""
+    leaf = cluster if cluster and cluster != profile.cluster else ""
     api = WebApi.for_profile(store, profile)
     try:
-        item = find_database(await list_databases(api), name)
+        item = find_database(await list_databases(api, leaf), name)
         protocol = str(item.get("protocol", ""))
         if protocol not in (POSTGRES, MYSQL):
             raise BadParameter(f"{name} speaks {protocol or 'no known protocol'}; lmsh db "
@@ -123,12 +127,13 @@ async def login_database(store: ProfileStore, profile: Profile, name: str, *,
         user = choose_db_user(item, db_user)
         database = choose_db_name(item, user, db_name)
         host, port = listener_address(await api.ping(), protocol, profile.proxy)
-        body = {"service": name, "db_user": user} | ({"db_name": database} if database else {})
+        body = {"service": name, "db_user": user} | ({"db_name": database} if database else {}) \
+            | ({"cluster": leaf} if leaf else {})
         answer = await api.as_user_post("db/certs", body)
     finally:
         await api.close()
-    files = write_db_credentials(store, profile, name, str(answer["cert"]).encode())
-    target = DbTarget(cluster=profile.cluster, service=name, protocol=protocol, host=host,
+    files = write_db_credentials(store, profile, name, str(answer["cert"]).encode(), leaf)
+    target = DbTarget(cluster=leaf or profile.cluster, service=name, protocol=protocol, host=host,
                       port=port, db_user=user, db_name=database)
     config = write_db_config(target, files, env)
     return DbLogin(target=target, files=files, config=str(config),

@@ -121,25 +121,28 @@ def my_cnf_path(env: Mapping[str, str] | None = None) -> Path:
     return _home(os.environ if env is None else env) / ".my.cnf"
 
 
-def _db_dir(store: ProfileStore, profile: Profile) -> Path:
-    return store.key_dir(profile.proxy) / f"{profile.user}-db" / profile.cluster
+def _db_dir(store: ProfileStore, profile: Profile, cluster: str = "") -> Path:
+    return store.key_dir(profile.proxy) / f"{profile.user}-db" / (cluster or profile.cluster)
 
 
-def db_files(store: ProfileStore, profile: Profile, service: str) -> DbFiles:
-    """The paths of ``service``'s certificate and key, and of the cluster's TLS CA."""
+def db_files(store: ProfileStore, profile: Profile, service: str, cluster: str = ""
+             ) -> DbFiles:
+    """The paths of ``service``'s certificate and key, and of the cluster's TLS CA.
+    ``cluster``: a leaf cluster's database (its own folder; the CA stays the one of the
+    profile's cluster, whose proxy the client talks to)."""
     if not service or service.startswith(".") or any(
             c in "/\\[]" or ord(c) < 0x20 or ord(c) == 0x7F for c in service):
         raise BadParameter(f"invalid database name {service!r}")
-    folder = _db_dir(store, profile)
+    folder = _db_dir(store, profile, cluster)
     return DbFiles(cert=folder / f"{service}.crt", key=folder / f"{service}.key",
                    ca=store.ca_path(profile.proxy, profile.cluster))
 
 
 # -- credentials -------------------------------------------------------------------------------
 def write_db_credentials(store: ProfileStore, profile: Profile, service: str,
-                         cert_pem: bytes) -> DbFiles:
+                         cert_pem: bytes, cluster: str = "") -> DbFiles:
     """Save the database certificate and, beside it, the user's key as PKCS#8 PEM (0600)."""
-    files = db_files(store, profile, service)
+    files = db_files(store, profile, service, cluster)
     try:  # refuse to save what no client could read
         x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
@@ -152,11 +155,11 @@ def write_db_credentials(store: ProfileStore, profile: Profile, service: str,
 
 
 def current_route(store: ProfileStore, profile: Profile, service: str,
-                  now: datetime | None = None) -> RouteToDatabase | None:
+                  now: datetime | None = None, cluster: str = "") -> RouteToDatabase | None:
     """The database user and name of ``service``'s saved certificate while it can be used:
     it exists with its key, is for the user's current key and for ``service``, and lives one
     more minute. None otherwise (log in to the database again)."""
-    files = db_files(store, profile, service)
+    files = db_files(store, profile, service, cluster)
     if not (files.cert.is_file() and files.key.is_file()):
         return None
     try:

@@ -9,6 +9,10 @@
   certificate while it lives more than a minute and matches the current login key, else a
   fresh one from ``POST /v1/webapi/user/kube/certs``; with the login key as PKCS#8 PEM.
 
+A trusted leaf cluster's kube cluster (``lmsh kube login --cluster LEAF NAME``) goes through
+the same proxy: listed by the leaf, its certificate routed there, its files under ``LEAF``,
+its kubeconfig context ``LEAF-NAME``.
+
 Files: ``keys/<proxy>/<user>-kube/<cluster>/<name>.crt`` (0600). Called by
 ``limen.cli.lmsh_kube``.
 """
@@ -63,12 +67,14 @@ class ExecCredential:
     expires: datetime
 
 
-def cert_path(store: ProfileStore, profile: Profile, name: str) -> Path:
+def cert_path(store: ProfileStore, profile: Profile, name: str, leaf: str = "") -> Path:
     if not name or name.startswith(".") or any(
             c in "/\\" or ord(c) < 0x21 or ord(c) == 0x7F for c in name):
         raise BadParameter(f"invalid kube cluster name {name!r}")
-    return store.key_dir(profile.proxy) / f"{profile.user}-kube" / profile.cluster / \
-        f"{name}.crt"
+    if leaf.startswith(".") or any(c in "/\\" or ord(c) < 0x21 for c in leaf):
+        raise BadParameter(f"invalid cluster name {leaf!r}")
+    return store.key_dir(profile.proxy) / f"{profile.user}-kube" / (leaf or profile.cluster) \
+        / f"{name}.crt"
 
 
 def logged_in_clusters(store: ProfileStore, profile: Profile) -> list[str]:
@@ -87,8 +93,9 @@ def forget_kube_clusters(store: ProfileStore, profile: Profile, names: list[str]
                           [context_name(profile.cluster, n) for n in names])
 
 
-async def list_kube_clusters(api: WebApi) -> list[dict[str, Any]]:
-    answer = await api.as_user("kube/clusters")
+async def list_kube_clusters(api: WebApi, leaf: str = "") -> list[dict[str, Any]]:
+    """``leaf``: a trusted leaf cluster's kube clusters (the leaf answers)."""
+    answer = await api.as_user("kube/clusters", {"cluster": leaf} if leaf else None)
     return list(answer["items"])
 
 
@@ -100,22 +107,24 @@ def _lmsh_command() -> str:
 
 
 async def login_kube(store: ProfileStore, profile: Profile, name: str, *,
-                     env: Mapping[str, str] | None = None) -> tuple[KubeEntry, Path]:
-    """Log in to kube cluster ``name``: a certificate on disk and the kubeconfig entry;
-    returns the entry and the kubeconfig written."""
+                     env: Mapping[str, str] | None = None, leaf: str = ""
+                     ) -> tuple[KubeEntry, Path]:
+    """Log in to kube cluster ``name`` (of trusted leaf cluster ``leaf``): a certificate on
+    disk and the kubeconfig entry; returns the entry and the kubeconfig written."""
+    leaf = leaf if leaf != profile.cluster else ""
     api = WebApi.for_profile(store, profile)
     try:
-        items = await list_kube_clusters(api)
+        items = await list_kube_clusters(api, leaf)
         if not any(i.get("name") == name for i in items):
             raise NotFound(f"no kube cluster {name!r} you may use is online (see lmsh kube ls)")
         host, port = listener_address(await api.ping(), "kube", profile.proxy)
-        await _fetch(api, store, profile, name)
+        await _fetch(api, store, profile, name, leaf)
     finally:
         await api.close()
     server_host = f"[{host}]" if ":" in host else host
     environ = env if env is not None else os.environ
     entry = KubeEntry(
-        limen_cluster=profile.cluster, name=name, server=f"https://{server_host}:{port}",
+        limen_cluster=leaf or profile.cluster, name=name, leaf=leaf, server=f"https://{server_host}:{port}",
         ca_pem=store.ca_path(profile.proxy, profile.cluster).read_bytes(),
         proxy=profile.proxy, command=_lmsh_command(),
         limen_home=str(limen_home(environ)) if environ.get("LIMEN_HOME") else "")
@@ -124,18 +133,21 @@ async def login_kube(store: ProfileStore, profile: Profile, name: str, *,
     return entry, path
 
 
-async def _fetch(api: WebApi, store: ProfileStore, profile: Profile, name: str) -> bytes:
-    answer = await api.as_user_post("kube/certs", {"kube_cluster": name})
+async def _fetch(api: WebApi, store: ProfileStore, profile: Profile, name: str,
+                 leaf: str = "") -> bytes:
+    answer = await api.as_user_post("kube/certs", {"kube_cluster": name} |
+                                    ({"cluster": leaf} if leaf else {}))
     pem = str(answer["cert"]).encode()
     try:
         x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise BadParameter("the kube certificate received is not a PEM certificate") from None
-    write_private(cert_path(store, profile, name), pem)
+    write_private(cert_path(store, profile, name, leaf), pem)
     return pem
 
 
-def _usable(pem: bytes, key_pem: bytes, name: str, now: datetime) -> datetime | None:
+def _usable(pem: bytes, key_pem: bytes, name: str, leaf: str, now: datetime
+            ) -> datetime | None:
     """The expiry of a saved certificate that can still be used, else None."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
@@ -143,7 +155,8 @@ def _usable(pem: bytes, key_pem: bytes, name: str, now: datetime) -> datetime | 
         key = load_private_key(key_pem)
     except (ValueError, BadParameter):
         return None
-    if identity is None or identity.route_to_kube != name:
+    if identity is None or identity.route_to_kube != name or \
+            (identity.route_to_cluster or "") != leaf:
         return None
     if cert.not_valid_after_utc - _RENEW_MARGIN <= now:
         return None
@@ -154,19 +167,21 @@ def _usable(pem: bytes, key_pem: bytes, name: str, now: datetime) -> datetime | 
 
 
 async def credentials(store: ProfileStore, profile: Profile, name: str, *,
-                      now: datetime | None = None) -> ExecCredential:
-    """The certificate and key kubectl presents for ``name`` (see the module)."""
+                      now: datetime | None = None, leaf: str = "") -> ExecCredential:
+    """The certificate and key kubectl presents for ``name`` (of trusted leaf cluster
+    ``leaf``; see the module)."""
     now = now or datetime.now(UTC)
+    leaf = leaf if leaf != profile.cluster else ""
     key_pem = store.key_path(profile.proxy, profile.user).read_bytes()
-    path = cert_path(store, profile, name)
+    path = cert_path(store, profile, name, leaf)
     pem = path.read_bytes() if path.is_file() else b""
-    expires = _usable(pem, key_pem, name, now) if pem else None
+    expires = _usable(pem, key_pem, name, leaf, now) if pem else None
     if expires is None:
         if not profile.is_valid(now):
             raise BadParameter(f"your Limen login expired at {profile.expires}: run lmsh login")
         api = WebApi.for_profile(store, profile)
         try:
-            pem = await _fetch(api, store, profile, name)
+            pem = await _fetch(api, store, profile, name, leaf)
         finally:
             await api.close()
         expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc

@@ -54,6 +54,8 @@ class KubeEntry:
     """The ``lmsh`` executable kubectl runs."""
     limen_home: str = ""
     """``LIMEN_HOME`` to pass to it, when set."""
+    leaf: str = ""
+    """The trusted leaf cluster the kube cluster belongs to (empty: the proxy's own)."""
 
     @property
     def context(self) -> str:
@@ -76,7 +78,8 @@ def render(entry: KubeEntry) -> dict[str, Any]:
     """The cluster, user and context documents of ``entry`` (see the module)."""
     exec_config: dict[str, Any] = {
         "apiVersion": EXEC_API_VERSION, "command": entry.command,
-        "args": ["kube", "credentials", "--proxy", entry.proxy, "--cluster", entry.name],
+        "args": ["kube", "credentials", "--proxy", entry.proxy, "--cluster", entry.name,
+                 *(["--leaf-cluster", entry.leaf] if entry.leaf else [])],
         "interactiveMode": "Never", "provideClusterInfo": False}
     if entry.limen_home:
         exec_config["env"] = [{"name": "LIMEN_HOME", "value": entry.limen_home}]
