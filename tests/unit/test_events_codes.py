@@ -37,6 +37,8 @@ RELEASED = {
     "L3201I": ("db.session.query", True), "L3201W": ("db.session.query", False),
     "L3202I": ("db.session.end", True),
     "L3203I": ("db.session.cancel", True), "L3203W": ("db.session.cancel", False),
+    "L3204I": ("db.user.provisioned", True), "L3204W": ("db.user.provisioned", False),
+    "L3205I": ("db.user.deactivated", True), "L3205E": ("db.user.deactivated", False),
     "L3300I": ("app.session.start", True), "L3300W": ("app.session.start", False),
     "L3301I": ("app.session.chunk", True),
     "L4000W": ("access.denied", False),

@@ -57,7 +57,8 @@ LABEL_FIELDS = ("node_labels", "kubernetes_labels", "db_labels", "app_labels", "
 RESOURCE_KINDS = ("ssh", "db", "kube", "app")
 """Values of a Resource's ``spec.kind``."""
 RESOURCE_FIELD_KINDS = {
-    "hostname": "ssh", "protocol": "db", "database": "db", "uri": "app", "public_addr": "app",
+    "hostname": "ssh", "protocol": "db", "database": "db", "admin_user": "db", "uri": "app",
+    "public_addr": "app",
     "rewrite": "app", "kubeconfig_ref": "kube",
 }
 """Resource spec fields that only apply to one ``spec.kind`` (the CRD's CEL rules)."""

@@ -79,6 +79,8 @@ class EventType(StrEnum):
     DB_SESSION_QUERY = "db.session.query"
     DB_SESSION_END = "db.session.end"
     DB_SESSION_CANCEL = "db.session.cancel"
+    DB_USER_PROVISIONED = "db.user.provisioned"
+    DB_USER_DEACTIVATED = "db.user.deactivated"
     APP_SESSION_START = "app.session.start"
     APP_SESSION_CHUNK = "app.session.chunk"
     ACCESS_DENIED = "access.denied"
@@ -176,6 +178,12 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L3202I", _T.DB_SESSION_END, True, "database session ended"),
     EventCode("L3203I", _T.DB_SESSION_CANCEL, True, "database query cancel request forwarded"),
     EventCode("L3203W", _T.DB_SESSION_CANCEL, False, "database query cancel request refused"),
+    EventCode("L3204I", _T.DB_USER_PROVISIONED, True,
+              "database user created or enabled with its database roles"),
+    EventCode("L3204W", _T.DB_USER_PROVISIONED, False, "database user provisioning refused"),
+    EventCode("L3205I", _T.DB_USER_DEACTIVATED, True,
+              "database user disabled and its database roles revoked"),
+    EventCode("L3205E", _T.DB_USER_DEACTIVATED, False, "database user could not be disabled"),
     EventCode("L3300I", _T.APP_SESSION_START, True, "app session started"),
     EventCode("L3300W", _T.APP_SESSION_START, False, "app session refused"),
     EventCode("L3301I", _T.APP_SESSION_CHUNK, True,

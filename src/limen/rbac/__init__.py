@@ -10,14 +10,17 @@ Public surface (everything else is private to the package)::
                                         context from rule_context(user, roles, traits, ...)
       .allowed_logins / kube_groups / kube_users / db_users / db_names   certificate contents
       .kube_principals(cluster_labels), .options -> SessionOptions, .warnings
+      .db_auto_user(db_labels) -> DBAutoUser | None   create_db_user and db_roles
 
 Layout: ``labels`` (selectors), ``traits`` (template expansion), ``options`` (parse and
 merge), ``role`` (one compiled role), ``checks`` (the decisions), ``roleset``, ``checker``,
-``context`` (the fields a rule's ``where`` reads), ``presets`` (the preset roles).
+``context`` (the fields a rule's ``where`` reads), ``presets`` (the preset roles),
+``db_auto_users`` (automatic database users).
 """
 
 from limen.rbac.checker import AccessChecker, describe
 from limen.rbac.checks import RULE_RESOURCES, RULE_VERBS, rule_kind
+from limen.rbac.db_auto_users import DBAutoUser
 from limen.rbac.decision import Decision
 from limen.rbac.options import DEFAULT_MAX_SESSION_TTL, RoleOptions, SessionOptions
 from limen.rbac.roleset import RoleSet
@@ -28,6 +31,7 @@ __all__ = [
     "RULE_RESOURCES",
     "RULE_VERBS",
     "AccessChecker",
+    "DBAutoUser",
     "Decision",
     "RoleOptions",
     "RoleSet",

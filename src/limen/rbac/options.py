@@ -55,6 +55,9 @@ class RoleOptions:
     lock: str | None = None
     max_sessions: int | None = None
     max_connections: int | None = None
+    create_db_user: bool | None = None
+    """Create the database user of the Limen user's name on databases with an
+    ``admin_user`` (see :func:`limen.rbac.db_auto_users.db_auto_user`)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ def parse_role_options(raw: Any) -> RoleOptions:
         lock=_choice(raw.get("lock"), "lock", LOCK_MODES),
         max_sessions=_count(raw, "max_sessions"),
         max_connections=_count(raw, "max_connections"),
+        create_db_user=_bool(raw, "create_db_user"),
     )
 
 

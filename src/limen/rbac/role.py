@@ -73,6 +73,8 @@ class Conditions:
     kubernetes_users: tuple[str, ...] = ()
     db_names: tuple[str, ...] = ()
     db_users: tuple[str, ...] = ()
+    db_roles: tuple[str, ...] = ()
+    """Database roles granted to (allow) or withheld from (deny) auto-created db users."""
     node_labels: LabelSelector = EMPTY_SELECTOR
     kubernetes_labels: LabelSelector = EMPTY_SELECTOR
     db_labels: LabelSelector = EMPTY_SELECTOR
@@ -160,6 +162,7 @@ def _conditions(raw: Any, where: str, traits: Traits) -> Conditions:
         kubernetes_users=values("kubernetes_users"),
         db_names=values("db_names"),
         db_users=values("db_users"),
+        db_roles=values("db_roles"),
         node_labels=selector("node_labels"),
         kubernetes_labels=selector("kubernetes_labels"),
         db_labels=selector("db_labels"),

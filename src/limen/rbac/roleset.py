@@ -18,6 +18,7 @@ from functools import cached_property
 from limen.api.predicates import Context
 from limen.api.resources import Kind, Resource
 from limen.rbac import checks
+from limen.rbac.db_auto_users import DBAutoUser, db_auto_user
 from limen.rbac.decision import Decision
 from limen.rbac.kube_request import KubeRequestInfo
 from limen.rbac.kube_resources import check_kube_request
@@ -96,6 +97,11 @@ class RoleSet:
                  mfa_verified: bool = False) -> Decision:
         return checks.check_db(self.roles, db_labels, db_user, db_name,
                                mfa_verified=mfa_verified)
+
+    def db_auto_user(self, db_labels: Labels) -> DBAutoUser | None:
+        """Whether the db agent creates the user's database user on a database with these
+        labels, and with which database roles (:mod:`limen.rbac.db_auto_users`)."""
+        return db_auto_user(self.roles, db_labels)
 
     def check_app(self, app_labels: Labels, *, mfa_verified: bool = False) -> Decision:
         return checks.check_app(self.roles, app_labels, mfa_verified=mfa_verified)

@@ -6,8 +6,10 @@ A dial is a tunnel data connection in ``MODE_TLS``: the agent is the TLS server 
 certificate and requires the proxy's (cluster TLS CA, role ``proxy``) before reading a byte.
 Then the proxy's :class:`~limen.dbproto.session_request.SessionRequest`: ``connect`` is
 authorized again here (:func:`limen.agents.db.session.authorize`) and served by the
-protocol's engine; ``cancel`` forwards a PostgreSQL cancel key to the database. A refusal
-reaches the client as its protocol's error (PostgreSQL ErrorResponse, MySQL ERR packet).
+protocol's engine (after the database user is provisioned when the Resource has an
+``admin_user`` and the roles ask for it: :mod:`limen.agents.db.provisioning`); ``cancel``
+forwards a PostgreSQL cancel key to the database. A refusal reaches the client as its
+protocol's error (PostgreSQL ErrorResponse, MySQL ERR packet).
 
 Every event of the agent goes through one :class:`~limen.events.buffer.AuditBuffer` over its
 emitter: queries are queued and written in batches, the rest is awaited; ``stop`` flushes it.
@@ -29,9 +31,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from limen.agents.db import provisioning
 from limen.agents.db.catalog import DatabaseCatalog, ResourceLister, static_databases
 from limen.agents.db.mysql_engine import serve_mysql
 from limen.agents.db.postgres_engine import cancel_postgres, serve_postgres
+from limen.agents.db.provisioning import AutoUsers
 from limen.agents.db.session import DBSession, RoleSets, authorize
 from limen.agents.db.upstream_tls import CertIssuer, UpstreamCerts, upstream_target
 from limen.agents.proxy_dial import accept_proxy, check_proxy
@@ -73,6 +77,7 @@ class DBService:
         self.emitter = emitter
         self.audit = AuditBuffer(emitter)
         self.certs = certs
+        self.auto_users = AutoUsers(certs)
         self._tunnel_address = tunnel_address
         self._on_tunnel = on_tunnel
         self._now = now
@@ -166,10 +171,18 @@ class DBService:
         except AccessDenied as err:
             await self._refuse(request, writer, str(err))
             return
-        with contextlib.ExitStack() as stack:
+        async with contextlib.AsyncExitStack() as stack:
             if self.guard is not None:
                 stack.enter_context(self.guard.track(session.identity, _ender(session, writer),
                                                      session.role_set.options.lock))
+            try:
+                auto = provisioning.plan(session)
+                if auto is not None:
+                    await stack.enter_async_context(self.auto_users.provisioned(session, auto))
+            except AccessDenied as err:
+                await session.emit("db.session.start", success=False, reason=str(err))
+                await self._refuse(request, writer, str(err))
+                return
             if request.protocol == "postgres":
                 await serve_postgres(session, reader, writer, self.certs)
             else:

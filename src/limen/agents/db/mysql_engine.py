@@ -29,12 +29,12 @@ import ssl
 
 from limen.agents.db.audited_relay import AuditedRelay, relay_session
 from limen.agents.db.session import DBSession
-from limen.agents.db.upstream_tls import UpstreamCerts, upstream_target
+from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, upstream_target
 from limen.dbproto import mysql as my
 from limen.errors import BadParameter, LimenError
 from limen.net.streams import close_writer
 
-__all__ = ["serve_mysql"]
+__all__ = ["MySQLUpstream", "login_upstream", "serve_mysql"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ _ER_SPECIFIC_ACCESS_DENIED = 1227
 _ER_CONNECTION = 2013
 
 
-class _Upstream:
+class MySQLUpstream:
+    """A logged-in (or logging-in) connection to the server: its packets one by one."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.splitter = my.PacketSplitter()
@@ -65,13 +67,26 @@ class _Upstream:
 
 
 async def _login(session: DBSession, certs: UpstreamCerts, capabilities: int, charset: int,
-                 max_packet: int) -> tuple[_Upstream, bytes]:
+                 max_packet: int) -> tuple[MySQLUpstream, bytes]:
     """The upstream connection and the final OK payload, or raise with the reason."""
     target = upstream_target(session.db)
     context = await certs.context(target, session.db_user)
+    if not local_infile_allowed(session):
+        capabilities &= ~my.CLIENT_LOCAL_FILES
+    return await login_upstream(target, context, session.db_user, session.db_name,
+                                capabilities, charset, max_packet)
+
+
+async def login_upstream(target: UpstreamTarget, context: ssl.SSLContext, db_user: str,
+                         db_name: str, capabilities: int, charset: int, max_packet: int,
+                         *, attributes: bool = True) -> tuple[MySQLUpstream, bytes]:
+    """Log in to the MySQL server of ``target`` as ``db_user`` over TLS with the client
+    certificate of ``context`` (no password): the connection and the final OK payload, or
+    raise BadParameter (OSError, ssl.SSLError, TimeoutError) with the reason. Also used by
+    :mod:`limen.agents.db.admin_mysql` for the admin user."""
     async with asyncio.timeout(_CONNECT_TIMEOUT):
         reader, writer = await asyncio.open_connection(target.host, target.port)
-        up = _Upstream(reader, writer)
+        up = MySQLUpstream(reader, writer)
         try:
             greeting = await up.packet()
             if my.is_err(greeting.payload):
@@ -81,9 +96,7 @@ async def _login(session: DBSession, certs: UpstreamCerts, capabilities: int, ch
                 raise BadParameter("the database does not offer TLS")
             caps = (capabilities & hello.capabilities & ~my.CLIENT_COMPRESS) \
                 | my.CLIENT_SSL | my.CLIENT_PROTOCOL_41
-            if not local_infile_allowed(session):
-                caps &= ~my.CLIENT_LOCAL_FILES
-            if session.db_name:
+            if db_name:
                 caps |= my.CLIENT_CONNECT_WITH_DB
             else:
                 caps &= ~my.CLIENT_CONNECT_WITH_DB
@@ -95,9 +108,9 @@ async def _login(session: DBSession, certs: UpstreamCerts, capabilities: int, ch
             up.splitter = my.PacketSplitter()
             plugin = hello.auth_plugin if caps & my.CLIENT_PLUGIN_AUTH else None
             writer.write(my.encode_packet(2, my.encode_handshake_response(my.HandshakeResponse(
-                caps, max_packet, charset, session.db_user, b"",
-                session.db_name or None, plugin or None,
-                {"_client_name": "limen"} if caps & my.CLIENT_CONNECT_ATTRS else {}))))
+                caps, max_packet, charset, db_user, b"", db_name or None, plugin or None,
+                {"_client_name": "limen"} if attributes and caps & my.CLIENT_CONNECT_ATTRS
+                else {}))))
             for _ in range(3):
                 answer = await up.packet()
                 if my.is_ok(answer.payload):

@@ -36,7 +36,7 @@ from limen.dbproto import postgres as pg
 from limen.errors import BadParameter, LimenError
 from limen.net.streams import close_writer
 
-__all__ = ["cancel_postgres", "serve_postgres"]
+__all__ = ["cancel_postgres", "open_upstream", "serve_postgres"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,11 @@ _CONNECT_TIMEOUT = 10.0
 _DROPPED_PARAMS = frozenset({"user", "database", "replication"})
 
 
-async def _open_upstream(target: UpstreamTarget, context: ssl.SSLContext
+async def open_upstream(target: UpstreamTarget, context: ssl.SSLContext
                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection to the PostgreSQL server of ``target`` (SSLRequest, then the
+    handshake with ``context``), before the startup message. Also used by
+    :mod:`limen.agents.db.admin_postgres`."""
     async with asyncio.timeout(_CONNECT_TIMEOUT):
         reader, writer = await asyncio.open_connection(target.host, target.port)
         writer.write(pg.encode_ssl_request())
@@ -70,7 +73,7 @@ async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader
         return
     try:
         context = await certs.context(target, session.db_user)
-        reader, writer = await _open_upstream(target, context)
+        reader, writer = await open_upstream(target, context)
     except (LimenError, OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as err:
         await _refuse(session, client_writer, f"cannot reach database {session.db.name}: "
                       f"{_reason(err)}", "08006")
@@ -178,7 +181,7 @@ async def _refuse(session: DBSession, client_writer: asyncio.StreamWriter, messa
 async def cancel_postgres(db_target: UpstreamTarget, context: ssl.SSLContext, pid: int,
                           secret: int) -> None:
     """Send a CancelRequest for the upstream key (pid, secret) to the database, over TLS."""
-    reader, writer = await _open_upstream(db_target, context)
+    reader, writer = await open_upstream(db_target, context)
     try:
         writer.write(pg.encode_cancel(pid, secret))
         await writer.drain()
