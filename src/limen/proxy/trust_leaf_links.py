@@ -73,7 +73,15 @@ from limen.trust.cache import TrustedRoot, TrustView
 from limen.trust.root_locks import RootLocks
 from limen.trust.root_session_locks import RootSessionGuard
 from limen.tunnel.agent import PreparedDial, TunnelAgent, TunnelAgentSettings
-from limen.tunnel.protocol import KIND_DB, KIND_KUBE, KIND_NODE, DialRequest, Locks
+from limen.tunnel.protocol import (
+    KIND_DB,
+    KIND_KUBE,
+    KIND_NODE,
+    MODE_RAW,
+    MODE_TLS,
+    DialRequest,
+    Locks,
+)
 
 __all__ = ["LeafLinks", "tunnel_address_from_ping"]
 
@@ -155,6 +163,13 @@ class LeafLinks(TaskService):
             cache, self._credentials, routers, self.root_locks, self._audit)
         """db and kube dials of root users (None: refused)."""
 
+    def _serves(self) -> frozenset[tuple[str, str]]:
+        """SSH to nodes; with ``routers``, db and kube (TLS between the two proxies) too."""
+        kinds = {(KIND_NODE, MODE_RAW)}
+        if self.resources is not None:
+            kinds |= {(KIND_DB, MODE_TLS), (KIND_KUBE, MODE_TLS)}
+        return frozenset(kinds)
+
     def _credentials(self) -> HostCredentials | None:
         ssh = self.proxy()
         return ssh.credentials if ssh is not None else None
@@ -223,7 +238,8 @@ class LeafLinks(TaskService):
                             settings=TunnelAgentSettings(
                                 peer_trust={name: root.host_ca.trusted_public_keys()},
                                 peer_cluster=name, heartbeat_interval=self.heartbeat_interval,
-                                backoff=self.backoff, clock=self.clock, on_locks=locks))
+                                backoff=self.backoff, clock=self.clock, on_locks=locks,
+                                serves=self._serves()))
         self.links[name] = _Link(root, agent)
         await agent.start()
         log.info("cluster links: dialling root %s at %s", name, address)

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography import x509
 
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.identity import Identity, SystemRole
+from limen.ca.identity import SystemRole
 from limen.ca.x509_certs import verify_client_cert
 from limen.errors import AccessDenied
 from limen.net.streams import accept_tls, close_writer
@@ -36,9 +36,9 @@ def _labels(resource: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
-async def db_listing(router: DBRouter, identity: Identity, role_set: RoleSet
-                     ) -> list[dict[str, Any]]:
-    """The online databases here with the database users ``role_set`` allows there."""
+async def db_listing(router: DBRouter, role_set: RoleSet) -> list[dict[str, Any]]:
+    """The online databases here with the database users ``role_set`` (the mapped roles)
+    allows there, as this cluster's auth lists them for its own users."""
     seen: dict[str, dict[str, Any]] = {}
     for record in await router.view.databases():
         resource = record.get("resource") or {}
@@ -46,14 +46,14 @@ async def db_listing(router: DBRouter, identity: Identity, role_set: RoleSet
         if not name or name in seen:
             continue
         labels = _labels(resource)
-        users = [u for u in identity.db_users if role_set.check_db(labels, u).allowed]
+        users = [u for u in role_set.db_users() if role_set.check_db(labels, u).allowed]
         if not users:
             continue
         spec = resource.get("spec") or {}
         seen[name] = {"name": name, "protocol": str(spec.get("protocol", "")),
                       "labels": labels, "description": str(spec.get("description", "")),
                       "database": str(spec.get("database", "") or ""), "db_users": users,
-                      "db_names": list(identity.db_names)}
+                      "db_names": list(role_set.db_names())}
     return [seen[n] for n in sorted(seen)]
 
 

@@ -113,7 +113,7 @@ class LeafResourceDials:
             role_set = await router.view.role_set(local)
             self.root_locks.check(identity, strict=role_set.options.lock == "strict")
             if listing:
-                items = (await db_listing(router, local, role_set)
+                items = (await db_listing(router, role_set)
                          if isinstance(router, DBRouter) else
                          await kube_listing(router, role_set))
 
