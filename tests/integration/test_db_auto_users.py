@@ -175,6 +175,25 @@ def test_postgres_auto_user_gets_exactly_its_roles_and_is_disabled_after_the_ses
     assert env.pg.sql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'carol'") == "f"
 
 
+def test_the_user_stays_enabled_until_its_last_session_ends(auto: AutoEnv) -> None:
+    env = auto.env
+    service = auto.carol.pg_service("dbtest-pg-auto")
+    conninfo = " ".join(f"{k}={v}" for k, v in service.items())
+    ended = len(auto.events("db.user.deactivated", user="carol", db_service="pg-auto"))
+    with psycopg.connect(conninfo, autocommit=True) as held:
+        assert held.execute("select v from ta").fetchone() == ("row of a",)
+        sessions = len(auto.events("db.session.end", user="carol", db_service="pg-auto"))
+        assert auto.carol.psql(PG_SERVICE, "-c", "select 'second'").stdout.strip() == "second"
+        auto.wait_events("db.session.end", sessions + 1, user="carol", db_service="pg-auto")
+        # the second session has ended, the first is open: still enabled, still a reader
+        assert len(auto.events("db.user.deactivated", user="carol",
+                               db_service="pg-auto")) == ended
+        assert env.pg.sql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'carol'") == "t"
+        assert held.execute("select v from ta").fetchone() == ("row of a",)
+    auto.wait_events("db.user.deactivated", ended + 1, user="carol", db_service="pg-auto")
+    assert env.pg.sql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'carol'") == "f"
+
+
 def test_mariadb_auto_user_gets_exactly_its_roles_and_is_locked_after_the_session(
         auto: AutoEnv) -> None:
     env = auto.env

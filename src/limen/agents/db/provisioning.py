@@ -30,7 +30,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limen.agents.db import provisioning_mysql, provisioning_postgres
 from limen.agents.db.admin_mysql import MySQLAdmin
@@ -86,13 +86,22 @@ def plan(session: DBSession) -> DBAutoUser | None:
     return auto
 
 
+@dataclass
+class _UserState:
+    """One database user on one server: its lock, its sessions, and the tasks holding it
+    (sessions and those waiting for the lock: the state is dropped when none is left)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sessions: int = 0
+    holders: int = 0
+
+
 class AutoUsers:
     """The agent's provisioned database users: sessions per (server, user), one lock each."""
 
     def __init__(self, certs: UpstreamCerts) -> None:
         self._certs = certs
-        self._sessions: dict[tuple[str, str, int, str], int] = {}
-        self._locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
+        self._users: dict[tuple[str, str, int, str], _UserState] = {}
 
     @contextlib.asynccontextmanager
     async def provisioned(self, session: DBSession, auto: DBAutoUser) -> AsyncIterator[None]:
@@ -102,32 +111,38 @@ class AutoUsers:
         assert admin is not None
         target = upstream_target(session.db)
         key = (str(session.db.spec.get("protocol")), target.host, target.port, session.db_user)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            try:
-                change = await self._run(session, admin, target, "activate", auto.db_roles)
-            except _FAILURES as err:
-                reason = _reason(err)
-                await session.emit("db.user.provisioned", success=False, reason=reason,
-                                   db_roles=list(auto.db_roles), admin_user=admin.name)
-                raise AccessDenied(f"cannot provision database user {session.db_user!r}: "
-                                   f"{reason}") from None
-            self._sessions[key] = self._sessions.get(key, 0) + 1
-            await session.emit("db.user.provisioned", db_roles=list(auto.db_roles),
-                               created=change.created, granted=list(change.granted),
-                               revoked=list(change.revoked), admin_user=admin.name,
-                               roles=list(auto.granted_by))
+        state = self._users.setdefault(key, _UserState())
+        state.holders += 1
         try:
-            yield
+            async with state.lock:
+                await self._activate(session, admin, target, auto)
+                state.sessions += 1
+            try:
+                yield
+            finally:
+                async with state.lock:
+                    state.sessions -= 1
+                    if state.sessions == 0:
+                        await self._deactivate(session, admin, target)
         finally:
-            async with lock:
-                left = self._sessions.get(key, 1) - 1
-                if left > 0:
-                    self._sessions[key] = left
-                else:
-                    self._sessions.pop(key, None)
-                    self._locks.pop(key, None)
-                    await self._deactivate(session, admin, target)
+            state.holders -= 1
+            if state.holders == 0:
+                self._users.pop(key, None)
+
+    async def _activate(self, session: DBSession, admin: AdminUser, target: UpstreamTarget,
+                        auto: DBAutoUser) -> None:
+        try:
+            change = await self._run(session, admin, target, "activate", auto.db_roles)
+        except _FAILURES as err:
+            reason = _reason(err)
+            await session.emit("db.user.provisioned", success=False, reason=reason,
+                               db_roles=list(auto.db_roles), admin_user=admin.name)
+            raise AccessDenied(f"cannot provision database user {session.db_user!r}: "
+                               f"{reason}") from None
+        await session.emit("db.user.provisioned", db_roles=list(auto.db_roles),
+                           created=change.created, granted=list(change.granted),
+                           revoked=list(change.revoked), admin_user=admin.name,
+                           roles=list(auto.granted_by))
 
     async def _deactivate(self, session: DBSession, admin: AdminUser,
                           target: UpstreamTarget) -> None:
