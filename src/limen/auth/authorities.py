@@ -21,6 +21,7 @@ condition that neither record changed since read (several replicas, the auto adv
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -142,6 +143,9 @@ class Authorities:
         self._own: dict[CertAuthorityType, CertAuthority] = {}
         self._rotation: dict[CertAuthorityType, RotationState] = {}
         self._public_revision: dict[CertAuthorityType, int] = {}
+        self._reading = asyncio.Lock()
+        """One reload or rotation at a time: a reload never stores an older read over a
+        newer one."""
         self._parsed: dict[tuple[str, int], CertAuthority] = {}
 
     async def ensure(self) -> None:
@@ -153,6 +157,10 @@ class Authorities:
     async def refresh(self, *, force: bool = False) -> list[CertAuthorityType]:
         """Reload the CAs whose public resource changed since last read (another replica
         rotated them); the types reloaded."""
+        async with self._reading:
+            return await self._reload(force)
+
+    async def _reload(self, force: bool) -> list[CertAuthorityType]:
         changed = []
         for ca_type in list(self._own):
             public = await self.backend.get(ca_public_key(self.cluster, ca_type))
@@ -197,10 +205,11 @@ class Authorities:
                 self.cluster, rotated, record_revision=item.revision,
                 public_revision=public.revision, sealer=self.sealer, rotation=after.to_dict())
             try:
-                await self.backend.atomic(conditions, puts)
+                async with self._reading:
+                    await self.backend.atomic(conditions, puts)
+                    await self._reload(False)
             except CompareFailed:
                 continue
-            await self.refresh()
             return before, after
         raise CompareFailed(f"the {ca_type.value} CA keeps changing while rotating it; "
                             "try again")

@@ -43,6 +43,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key
 from limen.cli.compose_remote import remote_services
+from limen.cli.compose_rotation import LocalRotation
 from limen.cli.datadir_lock import hold_data_dir
 from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
@@ -104,10 +105,12 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
             services.append(proxy)
             services.append(LeafLinks(trust.cache, partial(getattr, proxy, "ssh"), log,
                                       root_locks=root_locks, routers=proxy.routers))
+        local_node: _LocalNode | None = None
         if "node" in settings.roles:
             if proxy is None:
                 raise BadParameter("a node in the auth process needs the proxy role too")
-            services.append(_LocalNode(settings, auth, log, proxy, trust.cache, root_locks))
+            local_node = _LocalNode(settings, auth, log, proxy, trust.cache, root_locks)
+            services.append(local_node)
         if "db" in settings.roles:
             if proxy is None:
                 raise BadParameter("a db agent in the auth process needs the proxy role too")
@@ -120,6 +123,9 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
             if proxy is None:
                 raise BadParameter("an app agent in the auth process needs the proxy role too")
             services.append(_LocalApp(settings, auth, log, proxy))
+        if proxy is not None:  # the proxy and node follow CA rotations (after they started)
+            services.append(LocalRotation(auth.server, proxy,
+                                          lambda: local_node.node if local_node else None))
         yield services
     finally:
         log.close()

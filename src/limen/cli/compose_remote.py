@@ -30,7 +30,9 @@
 
 Both poll auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``): the node trusts the
 enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
-the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does.
+the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. Both follow a CA
+rotation of their own cluster without a restart (``limen.agents.host_cert_renewal``: new CA
+keys trusted, the host certificate renewed and presented to new connections).
 
 Called by ``limen.cli.compose.cluster_services``.
 """
@@ -48,7 +50,8 @@ from limen.agents.app.app_service import AppService
 from limen.agents.audit_outbox import AuditOutbox
 from limen.agents.auth_link import AuthLink
 from limen.agents.db.db_service import DBService
-from limen.agents.joining import load_or_join, tunnel_address
+from limen.agents.host_cert_renewal import HostCertRenewal, remote_renewal
+from limen.agents.joining import credentials_dir, load_or_join, tunnel_address
 from limen.agents.kube.kube_service import KubeService
 from limen.agents.lock_feed import AuthLockFeed
 from limen.agents.node.config import NodeServerConfig
@@ -125,6 +128,7 @@ class _RemoteProxy:
                                     register_address=self._register, metrics=metrics)
         self.trust: RemoteTrustCache | None = None
         self.links: LeafLinks | None = None
+        self.renewal: HostCertRenewal | None = None
         self._registering: asyncio.Task[None] | None = None
 
     async def _register(self, address: str) -> None:
@@ -153,15 +157,20 @@ class _RemoteProxy:
         await self.outbox.start()
         assert self.proxy.ssh is not None
         creds = self.proxy.ssh.credentials
-        self.trust = RemoteTrustCache(self.proxy.auth_client, creds.cluster, creds.user_ca_keys)
+        self.trust = RemoteTrustCache(self.proxy.auth_client, creds.cluster, creds.user_ca_keys,
+                                      creds.host_ca_keys)
         self.links = LeafLinks(self.trust, lambda: self.proxy.ssh, self.outbox)
+        self.renewal = HostCertRenewal(self.trust, remote_renewal(self.proxy.auth_client), creds,
+                                       credentials_dir(self.settings.data_dir),
+                                       [self.proxy.use_credentials])
         await self.trust.start()
         await self.links.start()
+        await self.renewal.start()
         return listeners
 
     async def stop(self) -> None:
         await cancel_and_wait(self._registering)
-        for part in (self.links, self.trust):
+        for part in (self.renewal, self.links, self.trust):
             if part is not None:
                 await part.stop()
         await self.outbox.stop()
@@ -177,6 +186,7 @@ class _RemoteNode:
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
         self.trust: RemoteTrustCache | None = None
+        self.renewal: HostCertRenewal | None = None
         self.locks: AuthLockFeed | None = None
         self._retry: asyncio.Task[None] | None = None
 
@@ -192,7 +202,8 @@ class _RemoteNode:
         self.outbox = _outbox(settings, link.client)
         sink = AuthRecordingSink(link)
         labels = DynamicLabels(settings.node.labels, settings.node.commands)
-        self.trust = trust = RemoteTrustCache(link.client, creds.cluster, creds.user_ca_keys)
+        self.trust = trust = RemoteTrustCache(link.client, creds.cluster, creds.user_ca_keys,
+                                              creds.host_ca_keys)
         self.locks = AuthLockFeed(link.client, LockView())
         config = NodeServerConfig(credentials=creds, labels=settings.node.labels,
                                   data_dir=settings.data_dir,
@@ -207,6 +218,16 @@ class _RemoteNode:
         await self.outbox.start()
         listeners = await self.node.start()
         await trust.start()
+        node = self.node
+
+        async def follow(new: HostCredentials) -> None:
+            await node.server.use_credentials(new)
+            if node.tunnel is not None:
+                node.tunnel.use_credentials(new)
+
+        self.renewal = HostCertRenewal(trust, remote_renewal(link.client), creds,
+                                       credentials_dir(settings.data_dir), [follow])
+        await self.renewal.start()
         self.locks.start()
         self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
                                           name="recording uploads")
@@ -215,6 +236,8 @@ class _RemoteNode:
     async def stop(self) -> None:
         if self.locks is not None:
             await self.locks.stop()
+        if self.renewal is not None:
+            await self.renewal.stop()
         if self.trust is not None:
             await self.trust.stop()
         if self._retry is not None:

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity
 from limen.ca.keys import load_public_key
 from limen.ca.ssh_certs import verify_ssh_user_cert
@@ -59,6 +60,10 @@ class SSHTLSRoute:
         self._ssh_trust = {creds.cluster: tuple(load_public_key(k) for k in creds.user_ca_keys)}
         self.connections: set[_RouteProtocol] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def use_credentials(self, creds: HostCredentials) -> None:
+        """Trust ``creds``' user CA keys from now on (a CA rotation)."""
+        self._ssh_trust = {creds.cluster: tuple(load_public_key(k) for k in creds.user_ca_keys)}
 
     def protocol(self) -> asyncio.Protocol:
         return _RouteProtocol(self)

@@ -41,7 +41,7 @@ import asyncssh
 
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity
-from limen.ca.keys import load_public_key, ssh_public_key_blob
+from limen.ca.keys import PublicKey, load_public_key, ssh_public_key_blob
 from limen.ca.ssh_certs import NO_LOGIN_PRINCIPAL, verify_ssh_user_cert
 from limen.ca.ssh_peer import host_key
 from limen.errors import AccessDenied, LimenError
@@ -91,8 +91,9 @@ class SSHFront:
         self.connector = connector
         creds = connector.credentials
         self.cluster = creds.cluster
-        self.user_trust = {creds.cluster: tuple(load_public_key(k) for k in creds.user_ca_keys)}
-        self.user_ca_blobs = {ssh_public_key_blob(k) for k in self.user_trust[creds.cluster]}
+        self.user_trust: dict[str, tuple[PublicKey, ...]] = {}
+        self.user_ca_blobs: set[bytes] = set()
+        self._trust_users(creds)
         self.keepalive_interval = keepalive_interval
         self.keepalive_count_max = keepalive_count_max
         self.login_timeout = login_timeout
@@ -102,15 +103,30 @@ class SSHFront:
         self._options: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, address: str) -> str:
+    def _trust_users(self, creds: HostCredentials) -> None:
+        self.user_trust = {creds.cluster: tuple(load_public_key(k) for k in creds.user_ca_keys)}
+        self.user_ca_blobs = {ssh_public_key_blob(k) for k in self.user_trust[creds.cluster]}
+
+    async def _construct_options(self) -> Any:
         key, cert = host_key(self.connector.credentials)
-        self._options = await asyncssh.SSHServerConnectionOptions.construct(
+        return await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: _FrontServer(self), server_host_keys=[key],
             server_host_certs=[cert], **server_algorithms(), max_pktsize=MAX_PACKET,
             encoding=None, allow_pty=False,
             agent_forwarding=False, x11_forwarding=False, line_editor=False,
             login_timeout=self.login_timeout, keepalive_interval=self.keepalive_interval,
             keepalive_count_max=self.keepalive_count_max)
+
+    async def use_credentials(self, creds: HostCredentials) -> None:
+        """Trust ``creds``' user CA keys and present its host certificate on new connections
+        (a CA rotation: ``limen.agents.host_cert_renewal``); open connections keep theirs.
+        The connector's credentials are the caller's to replace first."""
+        self._trust_users(creds)
+        if self._options is not None:
+            self._options = await self._construct_options()
+
+    async def start(self, address: str) -> str:
+        self._options = await self._construct_options()
         sock = bind_tcp(address)
         self.address = socket_address(sock)
         loop = asyncio.get_running_loop()

@@ -297,6 +297,13 @@ class ProxySSHService:
         self.peers: ProxyAnnouncer | None = None
         """This proxy in the cluster's proxy set (started with the tunnel listener)."""
 
+    async def use_credentials(self, credentials: HostCredentials) -> None:
+        """New connections get ``credentials``' host certificate and trust its CA keys (a
+        CA rotation: ``limen.agents.host_cert_renewal``); open ones are untouched."""
+        self.credentials = self.connector.credentials = credentials
+        await self.tunnel.use_credentials(credentials)
+        await self.front.use_credentials(credentials)
+
     async def start(self) -> dict[str, str]:
         tunnel = await self.tunnel.start(self.settings.listeners.tunnel)
         try:

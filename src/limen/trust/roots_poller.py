@@ -5,7 +5,8 @@
     RemoteTrustCache ──every `interval` s──▶ auth GET /v1/trust/roots?revision=R
       (node: through its tunnel's route to auth; proxy: the auth API directly)
       ◀── unchanged ─────────────── keep everything; the answer is fresh again
-      ◀── {user_ca, roots} ──────── own user CA keys (rotation) + the enabled roots, each with
+      ◀── {user_ca, host_ca, ────── own user and host CA keys and their rotation phases +
+           rotation, roots}         the enabled roots, each with
                                     its user/host/TLS CAs (public only), addresses and role_map
                                     ─▶ wait_changed() wakes LeafLinks (the proxy's root links)
       ✗ auth unreachable ────────── keep the last answer for `max_stale` s (60), then drop
@@ -14,7 +15,11 @@
 It offers what :class:`~limen.trust.cache.TrustCache` offers in the auth process (the
 :class:`~limen.trust.cache.TrustView` protocol): ``roots``, ``user_cas()``, ``role_names()``,
 ``wait_changed()``, plus :meth:`RemoteTrustCache.ssh_user_trust`, the node's
-``cluster -> user CA keys`` map. Deny by default: before the first answer no root is trusted;
+``cluster -> user CA keys`` map, and this cluster's own CA keys and rotation phases
+(:attr:`RemoteTrustCache.own_user_keys`, :attr:`~RemoteTrustCache.own_host_keys`,
+:attr:`~RemoteTrustCache.host_signer`, :attr:`~RemoteTrustCache.host_phase`) that
+``limen.agents.host_cert_renewal`` follows during a CA rotation. Deny by default: before the
+first answer no root is trusted;
 a malformed root (a private key, a CA of the wrong cluster or type, a bad role_map, this
 cluster's own name) is ignored and logged. A daemon service; called by
 ``limen.cli.compose_remote``.
@@ -86,13 +91,15 @@ def parse_root(doc: Any, local_cluster: str) -> TrustedRoot:
 
 class RemoteTrustCache(TaskService):
     """See the module doc. ``client()`` returns the caller's auth client (it may wait for the
-    route to auth); ``user_ca_keys`` are this cluster's user CA keys known at join."""
+    route to auth); ``user_ca_keys`` and ``host_ca_keys`` are this cluster's CA keys known at
+    join."""
 
     name = "trust"
     task_name = "trust-poll"
 
     def __init__(self, client: Callable[[], Awaitable[AuthClient]], local_cluster: str,
-                 user_ca_keys: Sequence[str], *, interval: float = 3.0,
+                 user_ca_keys: Sequence[str], host_ca_keys: Sequence[str] = (), *,
+                 interval: float = 3.0,
                  max_stale: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.local_cluster = local_cluster
@@ -100,6 +107,14 @@ class RemoteTrustCache(TaskService):
         self.max_stale = max_stale
         self.clock = clock
         self._own: tuple[PublicKey, ...] = tuple(load_public_key(k) for k in user_ca_keys)
+        self.own_user_keys: tuple[str, ...] = tuple(user_ca_keys)
+        """This cluster's user CA keys (OpenSSH lines), as auth last said."""
+        self.own_host_keys: tuple[str, ...] = tuple(host_ca_keys)
+        """This cluster's host CA keys (OpenSSH lines), the signing key first."""
+        self.host_signer = ""
+        """The OpenSSH line of the host CA's signing key ("": auth has not said yet)."""
+        self.host_phase = "standby"
+        """The host CA's rotation phase (``limen.auth.rotation.Phase`` value)."""
         self._roots: dict[str, TrustedRoot] = {}
         self._revision = ""
         self._fresh_at: float | None = None
@@ -184,8 +199,20 @@ class RemoteTrustCache(TaskService):
         try:
             own = _ca(answer.get("user_ca"), self.local_cluster, CertAuthorityType.USER)
             self._own = own.trusted_public_keys()
+            self.own_user_keys = own.ssh_public_keys()
         except BadParameter as err:
             log.warning("trusted roots: keeping this cluster's user CA keys: %s", err)
+        if answer.get("host_ca") is not None:
+            try:
+                host = _ca(answer.get("host_ca"), self.local_cluster, CertAuthorityType.HOST)
+                self.own_host_keys = host.ssh_public_keys()
+                self.host_signer = host.active.ssh_public_key
+            except BadParameter as err:
+                log.warning("trusted roots: keeping this cluster's host CA keys: %s", err)
+        rotation = answer.get("rotation")
+        host_state = rotation.get("host") if isinstance(rotation, Mapping) else None
+        if isinstance(host_state, Mapping):
+            self.host_phase = str(host_state.get("phase") or "standby")
         roots: dict[str, TrustedRoot] = {}
         raw = answer.get("roots")
         for doc in raw if isinstance(raw, list) else []:

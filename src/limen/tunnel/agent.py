@@ -117,12 +117,20 @@ class TunnelAgent:
             else trust_map(credentials))
         self.peer_cluster = settings.peer_cluster or credentials.cluster
         """The cluster the proxy at the other end must belong to."""
+        self._own_peer_trust = settings.peer_trust is None
         self._current: AgentConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._auth_listener: LocalAuthListener | None = None
         self._welcomed_at: float | None = None
         self._changed = Changed()
+
+    def use_credentials(self, credentials: HostCredentials) -> None:
+        """Present ``credentials``' host certificate in the next hellos and, unless given a
+        peer trust of its own, trust its host CA keys for the proxy (a CA rotation)."""
+        self.credentials = credentials
+        if self._own_peer_trust:
+            self.peer_trust = trust_map(credentials)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -100,6 +100,13 @@ class TunnelAgentPool:
         """Host ids of the proxies a tunnel is up to."""
         return {a.proxy_id for a in self.agents.values() if a.connected.is_set()}
 
+    def use_credentials(self, credentials: HostCredentials) -> None:
+        """Every tunnel agent, and those started later, use ``credentials`` (a CA rotation:
+        ``limen.agents.host_cert_renewal``); open tunnels stay up."""
+        self.credentials = credentials
+        for agent in self.agents.values():
+            agent.use_credentials(credentials)
+
     def _new_agent(self, address: str) -> TunnelAgent:
         return TunnelAgent(address, self.credentials, self.handler, self.heartbeat,
                            prepare=self.prepare, settings=self.settings, observer=self)

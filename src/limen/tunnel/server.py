@@ -145,15 +145,16 @@ class TunnelServer:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def use_credentials(self, credentials: HostCredentials) -> None:
+        """Trust ``credentials``' host CA keys for agents' hellos and present its host
+        certificate to new connections (a CA rotation); open links keep theirs."""
+        self.credentials = credentials
+        self.host_trust = trust_map(credentials)
+        if self._options is not None:
+            self._options = await self._construct_options()
+
     async def start(self, address: str) -> str:
-        key, cert = host_key(self.credentials)
-        self._options = await asyncssh.SSHServerConnectionOptions.construct(
-            server_factory=lambda: AgentLink(self), server_host_keys=[key],
-            server_host_certs=[cert], **server_algorithms(), max_pktsize=MAX_PACKET,
-            encoding=None, allow_pty=False,
-            agent_forwarding=False, x11_forwarding=False, line_editor=False,
-            login_timeout=self.hello_timeout, keepalive_interval=self.keepalive_interval,
-            keepalive_count_max=self.keepalive_count_max)
+        self._options = await self._construct_options()
         sock = bind_tcp(address)
         self.address = socket_address(sock)
         self._server = await asyncio.get_running_loop().create_server(
@@ -161,6 +162,16 @@ class TunnelServer:
         self.metrics.serving(lambda: len(self.registry))
         log.info("tunnel server listening on %s", self.address)
         return self.address
+
+    async def _construct_options(self) -> Any:
+        key, cert = host_key(self.credentials)
+        return await asyncssh.SSHServerConnectionOptions.construct(
+            server_factory=lambda: AgentLink(self), server_host_keys=[key],
+            server_host_certs=[cert], **server_algorithms(), max_pktsize=MAX_PACKET,
+            encoding=None, allow_pty=False,
+            agent_forwarding=False, x11_forwarding=False, line_editor=False,
+            login_timeout=self.hello_timeout, keepalive_interval=self.keepalive_interval,
+            keepalive_count_max=self.keepalive_count_max)
 
     async def stop(self) -> None:
         self.metrics.stopped()

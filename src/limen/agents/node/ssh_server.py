@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import asyncssh
 
@@ -30,6 +31,7 @@ from limen.agents.node.connection import NodeConnection, NodeConnectionHandler
 from limen.agents.node.context import Auditor, NodeContext, TrustSource
 from limen.agents.node.locks import enforce_strict_locks
 from limen.agents.node.policy import AccessPolicy
+from limen.ca.host_credentials import HostCredentials
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, parse_address, socket_address
@@ -100,6 +102,13 @@ class NodeSSHServer:
                             len(self.recovered))
             self._options = await asyncssh.SSHServerConnectionOptions.construct(
                 server_factory=self._new_handler, **server_options(self.config))
+
+    async def use_credentials(self, credentials: HostCredentials) -> None:
+        """New connections get ``credentials``' host certificate (a host CA rotation:
+        ``limen.agents.host_cert_renewal``); open sessions keep theirs."""
+        self.config = replace(self.config, credentials=credentials)
+        self._options = await asyncssh.SSHServerConnectionOptions.construct(
+            server_factory=self._new_handler, **server_options(self.config))
 
     def _new_handler(self) -> NodeConnectionHandler:
         return NodeConnectionHandler(self.context, self.handlers)

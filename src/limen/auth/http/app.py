@@ -37,7 +37,8 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
                                            (see limen.auth.http.kube)
     /v1/apps/..., GET /v1/presence/apps    app listing, certificates, identity tokens, JWKS and
                                            presence (see limen.auth.http.apps)
-    POST /v1/authorities/{type}/rotate     a CA rotation phase change, admins only
+    POST /v1/authorities/{type}/rotate     a CA rotation phase change, admins only; and
+    POST /v1/host/renew                    a host's renewed SSH host certificate
                                            (see limen.auth.http.rotation)
     GET  /v1/trust/roots                   the trusted roots, for agents and proxies apart from
                                            auth (see limen.auth.http.trust_leaf)

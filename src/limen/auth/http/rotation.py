@@ -1,12 +1,15 @@
-"""Auth API route of ``lmctl auth rotate``: a phase change of one of this cluster's CAs::
+"""Auth API routes of CA rotation::
 
     POST /v1/authorities/{type}/rotate   {phase?, rollback?, manual?, grace_period_seconds?}
         ◀── the CA's new rotation state (limen.auth.rotation.RotationState.to_dict)
+    POST /v1/host/renew                  {ssh_cert}
+        ◀── {ssh_cert, host_ca_keys, user_ca_keys}
 
-Only admins may call it; anyone else (a user, whatever their roles, an agent, a proxy) is
-refused with 403 and the refusal is audited as ``ca.rotation`` (``success: false``). The work
-is :func:`limen.auth.rotation_service.rotate_ca`. Registered by
-``limen.auth.http.app.build_app``.
+``rotate`` (``lmctl auth rotate``): only admins may call it; anyone else (a user, whatever
+their roles, an agent, a proxy) is refused with 403 and the refusal is audited as
+``ca.rotation`` (``success: false``); the work is
+:func:`limen.auth.rotation_service.rotate_ca`. ``renew``: a host apart from auth renews its SSH
+host certificate (``limen.auth.host_renewal``). Registered by ``limen.auth.http.app.build_app``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from limen.auth.core import AuthServer
+from limen.auth.host_renewal import renew_host_cert
 from limen.auth.http.authz import require_system
 from limen.auth.http.fields import optional_str
 from limen.auth.rotation_service import rotate_ca
@@ -23,7 +27,9 @@ from limen.ca.identity import Identity
 from limen.errors import AccessDenied, BadParameter
 from limen.net.http import json_body
 
-__all__ = ["rotation_routes"]
+__all__ = ["HOST_RENEW_PATH", "rotation_routes"]
+
+HOST_RENEW_PATH = "/v1/host/renew"
 
 IdentityOf = Callable[[web.Request], Awaitable[Identity]]
 
@@ -49,4 +55,13 @@ def rotation_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.Route
                                 grace_period_seconds=grace)
         return web.json_response(state)
 
-    return [web.post("/v1/authorities/{type}/rotate", rotate)]
+    async def renew(request: web.Request) -> web.Response:
+        identity = await identity_of(request)
+        body = await json_body(request)
+        cert = optional_str(body, "ssh_cert")
+        if not cert:
+            raise BadParameter("ssh_cert is required")
+        return web.json_response(await renew_host_cert(auth, identity, cert))
+
+    return [web.post("/v1/authorities/{type}/rotate", rotate),
+            web.post(HOST_RENEW_PATH, renew)]

@@ -1,11 +1,14 @@
 """Auth API route that tells this cluster's own agents and proxies what it trusts::
 
     GET /v1/trust/roots[?revision=R]
-        ◀── {cluster, revision, user_ca, roots: [{trusted_cluster, root_cluster,
+        ◀── {cluster, revision, user_ca, host_ca, rotation: {user, host},
+              roots: [{trusted_cluster, root_cluster,
               proxy_address, tunnel_address, role_map, cas: {user, host?, tls?}}]}
         ◀── {cluster, revision: R, unchanged: true}     when R is still current
 
-``user_ca`` is this cluster's own user CA (all its trusted keys: a CA rotation shows here);
+``user_ca`` and ``host_ca`` are this cluster's own user and host CAs (all their trusted keys:
+a CA rotation shows here), ``rotation`` their rotation states (``limen.auth.rotation``: a host
+renews its host certificate by it);
 ``roots`` are the enabled trusted root clusters exactly as the auth process's ``TrustCache``
 sees them (``limen.auth.trusted_clusters.leaf_roots.enabled_roots``). Every CA is a
 ``CertAuthority.public_only()`` dict: public keys and CA certificates, never a private key.
@@ -27,8 +30,10 @@ from typing import Any
 from aiohttp import web
 
 from limen.api.resources import Kind
+from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
+from limen.auth.rotation import ROTATABLE, RotationState
 from limen.auth.trusted_clusters.leaf_roots import enabled_roots
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
@@ -44,6 +49,13 @@ IdentityOf = Callable[[web.Request], Awaitable[Identity]]
 async def trust_answer(auth: AuthServer) -> dict[str, Any]:
     """The full answer (see the module doc), ``revision`` included."""
     own = (await auth.authorities.trusted(CertAuthorityType.USER))[auth.cluster_name]
+    host = (await auth.authorities.trusted(CertAuthorityType.HOST))[auth.cluster_name]
+    rotation = {}
+    for ca_type in ROTATABLE:
+        stored = await auth.store.find(Kind.CERT_AUTHORITY,
+                                       ca_resource_name(ca_type, auth.cluster_name))
+        rotation[ca_type.value] = RotationState.from_dict(
+            None if stored is None else stored.spec.get("rotation")).to_dict()
     roots = []
     for name, entry in sorted((await enabled_roots(auth.store, auth.cluster_name)).items()):
         spec = entry.trusted_cluster.spec
@@ -56,7 +68,9 @@ async def trust_answer(auth: AuthServer) -> dict[str, Any]:
                     for ca_type, ca in sorted(entry.cas.items())},
         })
     answer: dict[str, Any] = {"cluster": auth.cluster_name,
-                              "user_ca": own.public_only().to_dict(), "roots": roots}
+                              "user_ca": own.public_only().to_dict(),
+                              "host_ca": host.public_only().to_dict(), "rotation": rotation,
+                              "roots": roots}
     text = json.dumps(answer, sort_keys=True, separators=(",", ":"), default=str)
     answer["revision"] = hashlib.sha256(text.encode()).hexdigest()[:32]
     return answer
