@@ -160,7 +160,7 @@ class LeafLinks(TaskService):
         """The roots' locks on their users, as each root last sent them."""
         self.guard = RootSessionGuard(self.root_locks, interval=lock_interval)
         self.resources = None if routers is None else LeafResourceDials(
-            cache, self._credentials, routers, self.root_locks, self._audit)
+            cache, self._credentials, routers, self.root_locks, self._audit, guard=self.guard)
         """db and kube dials of root users (None: refused)."""
 
     def _serves(self) -> frozenset[tuple[str, str]]:

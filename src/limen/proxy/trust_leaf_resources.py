@@ -19,7 +19,9 @@
          7. db: the MAPPED roles decide the database user and name (db_labels, db_users,
             db_names, deny first) ─▶ this proxy's router opens the agent (the db or kube agent
             verifies the certificate and decides again; its audit names user_cluster)
-         8. relay: root data connection ◀──▶ agent connection
+         8. relay: root data connection ◀──▶ agent connection; a lock of the root on the user
+            cuts it (RootSessionGuard: at once under the mapped roles' ``lock: strict``, at
+            the next check otherwise), audited
        any refusal ─▶ audited here (access.denied, user_cluster ROOT, action db|kube) and
                       answered: dial_failed before the data connection, a PostgreSQL/MySQL
                       error or a Kubernetes Status after it
@@ -54,6 +56,7 @@ from limen.proxy.kube.kube_route import KubeRouter, KubeTarget
 from limen.proxy.trust_leaf_listing import ListingDial, db_listing, kube_listing
 from limen.trust.cache import TrustedRoot, TrustView
 from limen.trust.root_locks import RootLocks
+from limen.trust.root_session_locks import RootSessionGuard
 from limen.tunnel.agent_settings import PreparedDial
 from limen.tunnel.kube_wire import KubeConnect, connect_length, decode_connect
 from limen.tunnel.protocol import KIND_DB, DialRequest
@@ -74,13 +77,16 @@ class LeafResourceDials:
 
     def __init__(self, cache: TrustView, credentials: Callable[[], HostCredentials | None],
                  routers: Callable[[], Routers], root_locks: RootLocks, audit: Audit, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 guard: RootSessionGuard | None = None) -> None:
         self.cache = cache
         self.credentials = credentials
         self.routers = routers
         self.root_locks = root_locks
         self.audit = audit
         self.now = now
+        self.guard = guard
+        """Cuts the sessions of users the root locks (None: checked at the start only)."""
 
     async def prepare(self, root_name: str, request: DialRequest) -> PreparedDial:
         """Steps 1-4 of the module doc; a refusal is audited and raised."""
@@ -111,7 +117,8 @@ class LeafResourceDials:
             if router is None:
                 raise NotFound(f"this cluster's proxy serves no {request.kind} access")
             role_set = await router.view.role_set(local)
-            self.root_locks.check(identity, strict=role_set.options.lock == "strict")
+            mode = role_set.options.lock
+            self.root_locks.check(identity, strict=mode == "strict")
             if listing:
                 items = (await db_listing(router, role_set)
                          if isinstance(router, DBRouter) else
@@ -128,11 +135,12 @@ class LeafResourceDials:
                     raise AccessDenied(f"access to kube cluster {request.target} denied: "
                                        f"{decision.reason}")
                 return _ResourceDial(self, creds, cas, root_name, local, request,
-                                     fields, kube=(router, kube_target))
+                                     fields, kube=(router, kube_target),
+                                     guarded=(identity, mode))
             assert isinstance(router, DBRouter)
             db_target = await router.find(request.target)
             return _ResourceDial(self, creds, cas, root_name, local, request, fields,
-                                 db=(router, db_target))
+                                 db=(router, db_target), guarded=(identity, mode))
         except (AccessDenied, NotFound, BadParameter) as err:
             await self.audit(user, reason=str(err), **fields)
             raise
@@ -174,10 +182,13 @@ class _ResourceDial:
                  cas: list[x509.Certificate], root_name: str, identity: Identity,
                  request: DialRequest, fields: dict[str, Any], *,
                  db: tuple[DBRouter, DBTarget] | None = None,
-                 kube: tuple[KubeRouter, KubeTarget] | None = None) -> None:
+                 kube: tuple[KubeRouter, KubeTarget] | None = None,
+                 guarded: tuple[Identity, str | None]) -> None:
         self.dials, self.creds, self.cas, self.root_name = dials, creds, cas, root_name
         self.identity, self.request, self.fields = identity, request, fields
         self.db, self.kube = db, kube
+        self.guarded = guarded
+        """The root identity (its root roles) and the lock mode the root's locks apply to."""
 
     async def serve(self, sock: socket.socket) -> None:
         context = self.creds.server_ssl(client_cas=self.cas, require_client_cert=True)
@@ -212,13 +223,30 @@ class _ResourceDial:
             if upstream is None:
                 return
             up_reader, up_writer = upstream
+            untrack = self._guard(writer, up_writer)
             try:
                 await both_ways(copy_stream(reader, up_writer),
                                 copy_stream(up_reader, writer), grace=5.0)
             finally:
+                untrack()
                 await close_writer(up_writer)
         finally:
             await close_writer(writer)
+
+    def _guard(self, writer: asyncio.StreamWriter, up_writer: asyncio.StreamWriter
+               ) -> Callable[[], None]:
+        """Cut the relay when a lock of the root targets the user; the call that stops it."""
+        guard = self.dials.guard
+        if guard is None:
+            return lambda: None
+
+        async def end(reason: str, lock: dict[str, Any]) -> None:
+            writer.close()
+            up_writer.close()
+            await self.dials.audit(self.identity.username, **{
+                **self.fields, "reason": reason, "rule": "lock", **lock})
+
+        return guard.track(*self.guarded, end)
 
     def _check_root_proxy(self, writer: asyncio.StreamWriter) -> None:
         ssl_object = writer.get_extra_info("ssl_object")
