@@ -495,12 +495,13 @@ def _overlays_needed(mounts: Sequence[Mapping[str, Any]]) -> set[Path]:
 
 def _installation_roots() -> list[Path]:
     """The directories the image's ``limen`` runs from (the virtualenv, the sources of an
-    editable install, the interpreter's prefix), outermost only."""
+    editable install and the CRDs beside them, the interpreter's prefix), outermost only."""
     import limen
+    from limen.api.schemas import crd_dir
 
     candidates = sorted({Path(sys.prefix), Path(sys.base_prefix),
                          Path(os.path.realpath(sys.executable)).parent.parent,
-                         Path(limen.__file__).resolve().parent.parent},
+                         Path(limen.__file__).resolve().parent.parent, crd_dir().resolve()},
                         key=lambda p: len(p.parts))
     roots: list[Path] = []
     for path in candidates:

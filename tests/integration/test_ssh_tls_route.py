@@ -22,7 +22,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from .cluster import ClusterFactory, LimenCluster, LimenUser, command, run, wait_for
 from .ssh_tls_client import (
@@ -55,11 +54,11 @@ def ssh_config(olga: LimenUser) -> Path:
     path = olga.home / "ssh_config"
     path.write_text(olga.lmsh("config").stdout, encoding="utf-8")
     profile = next((olga.home / "profiles").glob("*.yaml"))
-    doc = yaml.safe_load(profile.read_text(encoding="utf-8"))
+    doc = json.loads(profile.read_text(encoding="utf-8"))  # lmsh writes JSON (YAML too)
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         doc["ssh_proxy"] = f"127.0.0.1:{unused.getsockname()[1]}"
-    profile.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    profile.write_text(json.dumps(doc), encoding="utf-8")
     return path
 
 
