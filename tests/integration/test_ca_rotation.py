@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from .cluster import LimenCluster, LimenUser, command, describe, wait_for
-from .test_agents_apart import EXAMPLE_ROLES, _config, _free_port
+from .test_agents_apart import EXAMPLE_ROLES, _config
 
 LOGIN = getpass.getuser()
 HOST = socket.gethostname().split(".")[0].lower()
@@ -96,12 +96,9 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layout]:
         auth.lmctl("apply", "-f", EXAMPLE_ROLES)
         node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
         pin = node_token["ca_pin"]
-        listeners = {name: f"127.0.0.1:{_free_port()}" for name in ("web", "ssh_proxy",
-                                                                    "tunnel")}
-        proxy = LimenCluster(root / "proxy", "rot", [
-            "--roles", "proxy", "-c", str(_config(root / "proxy.yaml", {"listeners": listeners})),
-            "--auth-server", auth.auth, "--token", proxy_token, "--ca-pin", pin,
-        ], random_ports=False)
+        proxy = LimenCluster(root / "proxy", "rot", [  # every listener on a free port
+            "--roles", "proxy", "--auth-server", auth.auth, "--token", proxy_token,
+            "--ca-pin", pin])
         started.append(proxy.start())
         node = LimenCluster(root / "node", "rot", [
             "--roles", "node", "--proxy", proxy.web, "--token", node_token["token"],
