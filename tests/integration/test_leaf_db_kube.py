@@ -12,6 +12,8 @@ the module; the tests run in file order (the last one disables the trust):
 
 * the leaf lists what the MAPPED roles allow (ops: the database and the kube cluster; guest:
   nothing), the root lists none of it as its own;
+* kubectl of a root user reaches the leaf's kube cluster as that user with the groups of the
+  mapped role, audited at the leaf (``kube.request``) and at the root (the forwarding);
 * a root user whose roles map to a leaf role with no database / no kube cluster is refused at
   the leaf with a certificate the root signed (psql, kubectl), audited there with
   ``user_cluster`` and the mapped roles, and the kube refusal at the root too;
@@ -233,6 +235,23 @@ def test_the_leaf_lists_what_the_mapped_roles_allow(world: World) -> None:
     # the root's own listing does not show the leaf's
     own = json.loads(world.alice.lmsh("db", "ls", "-o", "json").stdout)["items"]
     assert own == []
+
+
+def test_kubectl_from_the_root_reaches_the_leaf_cluster_audited_at_both(world: World) -> None:
+    world.alice.lmsh("kube", "login", "--cluster", "leaf", "emu-leaf")
+    whoami = world.alice.kubectl("auth", "whoami", "-o", "json", check=False)
+    assert whoami.returncode == 0, describe(whoami)
+    status = json.loads(whoami.stdout)["status"]["userInfo"]
+    assert status["username"] == "alice"
+    assert "developers" in status["groups"]  # granted by the leaf's mapped role
+    world.alice.kubectl("get", "configmaps", "-n", "default")
+    served = wait_for(lambda: [e for e in _leaf_audit(world, "kube.request", user="alice")
+                               if e.get("success") and e.get("response_code") == 200],
+                      15.0, "the leaf's kube.request of alice")
+    assert served[-1]["cluster"] == "root"  # the user's cluster, as the certificate says
+    forwarded = [e for e in world.root.audit("kube.request", user="alice")
+                 if e.get("target_cluster") == "leaf"]
+    assert forwarded
 
 
 def _routed_login(person: Person, service: str, db_user: str) -> str:

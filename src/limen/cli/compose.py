@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
+from cryptography import x509
+
 from limen.agents.app.app_service import AppService
 from limen.agents.db.db_service import DBService
 from limen.agents.kube.kube_service import KubeService
@@ -111,21 +113,24 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
                 raise BadParameter("a node in the auth process needs the proxy role too")
             local_node = _LocalNode(settings, auth, log, proxy, trust.cache, root_locks)
             services.append(local_node)
+        agents: list[_LocalDB | _LocalKube | _LocalApp] = []
         if "db" in settings.roles:
             if proxy is None:
                 raise BadParameter("a db agent in the auth process needs the proxy role too")
-            services.append(_LocalDB(settings, auth, log, proxy))
+            agents.append(_LocalDB(settings, auth, log, proxy))
         if "kube" in settings.roles:
             if proxy is None:
                 raise BadParameter("a kube agent in the auth process needs the proxy role too")
-            services.append(_LocalKube(settings, auth, log, proxy))
+            agents.append(_LocalKube(settings, auth, log, proxy, trust.cache))
         if "app" in settings.roles:
             if proxy is None:
                 raise BadParameter("an app agent in the auth process needs the proxy role too")
-            services.append(_LocalApp(settings, auth, log, proxy))
-        if proxy is not None:  # the proxy and node follow CA rotations (after they started)
+            agents.append(_LocalApp(settings, auth, log, proxy))
+        services.extend(agents)
+        if proxy is not None:  # the proxy and agents follow CA rotations (after they started)
             services.append(LocalRotation(auth.server, proxy,
-                                          lambda: local_node.node if local_node else None))
+                                          lambda: local_node.node if local_node else None,
+                                          lambda: [a.service for a in agents]))
         yield services
     finally:
         log.close()
@@ -198,6 +203,16 @@ class _LocalNode:
             await self.node.stop()
 
 
+def user_trust(creds: HostCredentials, trusted: TrustCache
+               ) -> dict[str, list[x509.Certificate]]:
+    """This cluster's TLS CA and its trusted roots': a root user's certificate, verified and
+    mapped by this (leaf) cluster's proxy, reaches the agents through it
+    (``limen.proxy.trust_leaf_resources``), which verify it again and map its roles."""
+    trust = {root.root_cluster: list(root.tls_ca.trusted_certificates())
+             for root in trusted.roots.values() if root.tls_ca is not None}
+    return {**trust, creds.cluster: creds.tls_cas()}
+
+
 class _LocalDB:
     """A db agent in this process: credentials from the auth server beside it, the cluster's
     db Resources from its store, upstream certificates signed directly; reached through the
@@ -250,8 +265,9 @@ class _LocalKube:
     name = "kube"
 
     def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
-                 proxy: ProxyComponent) -> None:
+                 proxy: ProxyComponent, trusted: TrustCache) -> None:
         self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
+        self.trusted = trusted
         self.service: KubeService | None = None
 
     async def start(self) -> dict[str, str]:
@@ -265,6 +281,7 @@ class _LocalKube:
             return await server.store.list(Kind.RESOURCE)
 
         policy = StoreAccessPolicy(server.store, {}, cluster=server.cluster_name,
+                                   map_roles=trusted_role_map(self.trusted),
                                    locks=server.locks,
                                    server_names=(creds.host_id, creds.hostname))
         self.service = KubeService.configured(
@@ -273,6 +290,7 @@ class _LocalKube:
             guard=SessionLockGuard(policy, server.locks),
             sessions_dir=sessions_dir(self.settings.data_dir),
             recordings=recording_store(server.backend, recordings_dir(self.settings.data_dir)))
+        self.service.user_trust = partial(user_trust, creds, self.trusted)
         return await self.service.start()
 
     async def stop(self) -> None:

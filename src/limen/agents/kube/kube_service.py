@@ -24,13 +24,14 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
+from cryptography import x509
 
 from limen.agents.kube.catalog import KubeCatalog, ResourceLister, static_clusters
 from limen.agents.kube.exec_recording import CHANNEL_PROTOCOLS, ExecRecorder
@@ -80,6 +81,10 @@ def status_response(code: int, reason: str, message: str) -> bytes:
 class KubeService:
     name = "kube"
 
+    user_trust: Callable[[], Mapping[str, Sequence[x509.Certificate]]] | None = None
+    """The CAs whose users' certificates are accepted, by cluster (None: this cluster's only;
+    a leaf adds its trusted roots' TLS CAs, whose users' roles its access policy maps)."""
+
     def __init__(self, credentials: HostCredentials, catalog: KubeCatalog,
                  upstreams: Upstreams, roles: RoleSets, emitter: Emitter,
                  tunnel_address: Callable[[], str], *,
@@ -121,6 +126,9 @@ class KubeService:
         return cls(credentials, catalog, Upstreams(secrets_dir, paths), roles, emitter,
                    tunnel_address, on_tunnel=on_tunnel, sessions_dir=sessions_dir,
                    recordings=recordings, guard=guard)
+
+    def _user_trust(self) -> Mapping[str, Sequence[x509.Certificate]]:
+        return self.user_trust() if self.user_trust is not None else self._trust
 
     async def start(self) -> dict[str, str]:
         self.tunnel = TunnelAgentPool(
@@ -169,7 +177,7 @@ class KubeService:
                 connect = decode_connect(await reader.readexactly(size))
             try:
                 cluster = await self.catalog.find(connect.cluster)
-                session = await open_session(connect, cluster, self._trust, self.roles,
+                session = await open_session(connect, cluster, self._user_trust(), self.roles,
                                              self.audit, self.credentials.host_id,
                                              self._now)
             except LimenError as err:
