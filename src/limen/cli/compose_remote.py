@@ -32,7 +32,8 @@ Both poll auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``): t
 enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
 the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. Both follow a CA
 rotation of their own cluster without a restart (``limen.agents.host_cert_renewal``: new CA
-keys trusted, the host certificate renewed and presented to new connections).
+keys trusted, the host certificate renewed and presented to new connections); so do the db,
+kube and app agents, whose tunnel agents present the renewed certificate.
 
 Called by ``limen.cli.compose.cluster_services``.
 """
@@ -80,6 +81,7 @@ from limen.recording.sink import sessions_dir
 from limen.services.locks import LockView
 from limen.trust.cache import trusted_role_map
 from limen.trust.roots_poller import RemoteTrustCache
+from limen.tunnel.agent_pool import TunnelAgentPool
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,32 @@ async def remote_services(settings: Settings,
 
 def _outbox(settings: Settings, client: Callable[[], Awaitable[AuthClient]]) -> AuditOutbox:
     return AuditOutbox(private_dir(settings.data_dir / "log") / "outbox", client)
+
+
+class _TunnelRotation:
+    """A db, kube or app agent follows a CA rotation: auth's trust answer polled, the host
+    certificate renewed (``limen.agents.host_cert_renewal``) and used by its tunnel agents."""
+
+    def __init__(self, settings: Settings, client: Callable[[], Awaitable[AuthClient]],
+                 creds: HostCredentials, tunnel: Callable[[], TunnelAgentPool | None]) -> None:
+        self.trust = RemoteTrustCache(client, creds.cluster, creds.user_ca_keys,
+                                      creds.host_ca_keys)
+
+        async def follow(new: HostCredentials) -> None:
+            pool = tunnel()
+            if pool is not None:
+                pool.use_credentials(new)
+
+        self.renewal = HostCertRenewal(self.trust, remote_renewal(client), creds,
+                                       credentials_dir(settings.data_dir), [follow])
+
+    async def start(self) -> None:
+        await self.trust.start()
+        await self.renewal.start()
+
+    async def stop(self) -> None:
+        await self.renewal.stop()
+        await self.trust.stop()
 
 
 class _RemoteProxy:
@@ -265,6 +293,7 @@ class _RemoteDB:
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
         self.locks: AuthLockFeed | None = None
+        self.rotation: _TunnelRotation | None = None
 
     async def start(self) -> dict[str, str]:
         settings = self.settings
@@ -295,9 +324,14 @@ class _RemoteDB:
         await self.outbox.start()
         listeners = await self.service.start()
         locks.start()
+        service = self.service
+        self.rotation = _TunnelRotation(settings, link.client, creds, lambda: service.tunnel)
+        await self.rotation.start()
         return listeners
 
     async def stop(self) -> None:
+        if self.rotation is not None:
+            await self.rotation.stop()
         if self.locks is not None:
             await self.locks.stop()
         if self.service is not None:
@@ -321,6 +355,7 @@ class _RemoteKube:
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
         self.locks: AuthLockFeed | None = None
+        self.rotation: _TunnelRotation | None = None
         self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
@@ -350,11 +385,16 @@ class _RemoteKube:
         await self.outbox.start()
         listeners = await self.service.start()
         locks.start()
+        service = self.service
+        self.rotation = _TunnelRotation(settings, link.client, creds, lambda: service.tunnel)
+        await self.rotation.start()
         self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
                                           name="recording uploads")
         return listeners
 
     async def stop(self) -> None:
+        if self.rotation is not None:
+            await self.rotation.stop()
         if self.locks is not None:
             await self.locks.stop()
         if self._retry is not None:
@@ -381,6 +421,7 @@ class _RemoteApp:
         self.service: AppService | None = None
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
+        self.rotation: _TunnelRotation | None = None
 
     async def start(self) -> dict[str, str]:
         settings = self.settings
@@ -401,9 +442,15 @@ class _RemoteApp:
             StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
             lambda: tunnel, on_tunnel=link.attach)
         await self.outbox.start()
-        return await self.service.start()
+        listeners = await self.service.start()
+        service = self.service
+        self.rotation = _TunnelRotation(settings, link.client, creds, lambda: service.tunnel)
+        await self.rotation.start()
+        return listeners
 
     async def stop(self) -> None:
+        if self.rotation is not None:
+            await self.rotation.stop()
         if self.service is not None:
             await self.service.stop()
         if self.outbox is not None:

@@ -1,4 +1,4 @@
-"""The proxy and node agent in auth's own process follow a CA rotation, as those apart do.
+"""The proxy and agents in auth's own process follow a CA rotation, as those apart do.
 
 :class:`LocalRotation` is a daemon service started after them: it runs one
 :class:`~limen.agents.host_cert_renewal.HostCertRenewal` per part, fed by :class:`AuthTrust`
@@ -11,8 +11,8 @@ audited as any renewal). Their credentials are issued at every start and never s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 from limen.agents.host_cert_renewal import CredentialsUser, HostCertRenewal
 from limen.agents.node.node_service import NodeService
@@ -22,8 +22,9 @@ from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.cli.proxy_component import ProxyComponent
+from limen.tunnel.agent_pool import TunnelAgentPool
 
-__all__ = ["AuthTrust", "LocalRotation"]
+__all__ = ["AuthTrust", "LocalRotation", "TunnelAgentService"]
 
 INTERVAL = 1.0
 """Seconds between two looks at auth's CAs."""
@@ -60,16 +61,26 @@ class AuthTrust:
         return later()
 
 
+class TunnelAgentService(Protocol):
+    """A db, kube or app agent: its credentials and tunnel agents."""
+
+    credentials: HostCredentials
+    tunnel: TunnelAgentPool | None
+
+
 class LocalRotation:
-    """See the module doc. ``node``: the node agent's service once started (None: none)."""
+    """See the module doc. ``node``: the node agent's service once started (None: none);
+    ``agents``: the db, kube and app agents' services once started."""
 
     name = "ca-rotation-local"
 
     def __init__(self, auth: AuthServer, proxy: ProxyComponent,
-                 node: Callable[[], NodeService | None]) -> None:
+                 node: Callable[[], NodeService | None],
+                 agents: Callable[[], Sequence[TunnelAgentService | None]] = list) -> None:
         self.auth = auth
         self.proxy = proxy
         self.node = node
+        self.agents = agents
         self.renewals: list[HostCertRenewal] = []
 
     async def _renew(self, creds: HostCredentials) -> Mapping[str, Any]:
@@ -90,6 +101,9 @@ class LocalRotation:
                     node.tunnel.use_credentials(new)
 
             parts.append((node.config.credentials, follow))
+        for agent in self.agents():
+            if agent is not None:
+                parts.append((agent.credentials, _tunnel_follower(agent)))
         for creds, target in parts:
             renewal = HostCertRenewal(trust, self._renew, creds, None, [target],
                                       interval=INTERVAL)
@@ -101,3 +115,12 @@ class LocalRotation:
         for renewal in self.renewals:
             await renewal.stop()
         self.renewals.clear()
+
+
+def _tunnel_follower(agent: TunnelAgentService) -> CredentialsUser:
+    async def follow(new: HostCredentials) -> None:
+        agent.credentials = new
+        if agent.tunnel is not None:
+            agent.tunnel.use_credentials(new)
+
+    return follow
