@@ -29,7 +29,7 @@ from typing import Any
 
 from limen.api.resources import Kind, Resource
 from limen.auth.ca_sealing import CASealer, decode_ca_record, encode_ca_record, is_sealed
-from limen.auth.rotation import Mode, Phase, RotationState, advance
+from limen.auth.rotation import ROTATABLE, Mode, Phase, RotationState, advance
 from limen.backend.base import Backend, Condition, Item, Put
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.errors import BadParameter, CompareFailed
@@ -155,14 +155,14 @@ class Authorities:
         await self.refresh(force=True)
 
     async def refresh(self, *, force: bool = False) -> list[CertAuthorityType]:
-        """Reload the CAs whose public resource changed since last read (another replica
-        rotated them); the types reloaded."""
+        """Reload the user and host CAs (``force``: every CA) whose public resource changed
+        since last read (another replica rotated them); the types reloaded."""
         async with self._reading:
             return await self._reload(force)
 
     async def _reload(self, force: bool) -> list[CertAuthorityType]:
-        changed = []
-        for ca_type in list(self._own):
+        changed = []  # only the types rotated by phases change while auth runs
+        for ca_type in list(self._own) if force else [t for t in ROTATABLE if t in self._own]:
             public = await self.backend.get(ca_public_key(self.cluster, ca_type))
             revision = 0 if public is None else public.revision
             if not force and self._public_revision.get(ca_type) == revision:
