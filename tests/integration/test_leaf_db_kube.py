@@ -237,6 +237,24 @@ def test_the_leaf_lists_what_the_mapped_roles_allow(world: World) -> None:
     assert own == []
 
 
+def test_psql_from_the_root_reaches_the_leaf_database_audited_at_both(world: World) -> None:
+    world.alice.lmsh("db", "login", "--cluster", "leaf", "pg-leaf", "--db-name", "app")
+    result = world.alice.psql("leaf-pg-leaf", "SELECT current_user, current_database()",
+                              check=False)
+    assert result.stdout.strip() == "alice|app", describe(result)
+    started = wait_for(lambda: _leaf_audit(world, "db.session.start", user="alice",
+                                           success=True), 15.0, "the leaf's db.session.start")
+    assert started[-1]["cluster"] == "root"  # the user's cluster, as the certificate says
+    queries = wait_for(lambda: [e for e in _leaf_audit(world, "db.session.query", user="alice")
+                                if "current_database" in str(e.get("query", ""))],
+                       15.0, "the leaf's audit of alice's query")
+    assert queries
+    forwarded = [e for e in world.root.audit("db.session.start", user="alice")
+                 if e.get("target_cluster") == "leaf"]
+    assert forwarded
+    assert forwarded[-1]["success"] is True
+
+
 def test_kubectl_from_the_root_reaches_the_leaf_cluster_audited_at_both(world: World) -> None:
     world.alice.lmsh("kube", "login", "--cluster", "leaf", "emu-leaf")
     whoami = world.alice.kubectl("auth", "whoami", "-o", "json", check=False)

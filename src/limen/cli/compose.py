@@ -117,7 +117,7 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
         if "db" in settings.roles:
             if proxy is None:
                 raise BadParameter("a db agent in the auth process needs the proxy role too")
-            agents.append(_LocalDB(settings, auth, log, proxy))
+            agents.append(_LocalDB(settings, auth, log, proxy, trust.cache))
         if "kube" in settings.roles:
             if proxy is None:
                 raise BadParameter("a kube agent in the auth process needs the proxy role too")
@@ -221,8 +221,9 @@ class _LocalDB:
     name = "db"
 
     def __init__(self, settings: Settings, auth: AuthService, emitter: Emitter,
-                 proxy: ProxyComponent) -> None:
+                 proxy: ProxyComponent, trusted: TrustCache) -> None:
         self.settings, self.auth, self.emitter, self.proxy = settings, auth, emitter, proxy
+        self.trusted = trusted
         self.service: DBService | None = None
 
     async def start(self) -> dict[str, str]:
@@ -242,12 +243,14 @@ class _LocalDB:
             return await server.store.list(Kind.RESOURCE)
 
         policy = StoreAccessPolicy(server.store, {}, cluster=server.cluster_name,
+                                   map_roles=trusted_role_map(self.trusted),
                                    locks=server.locks,
                                    server_names=(creds.host_id, creds.hostname))
         self.service = DBService.configured(
             creds, self.settings.db, resources, issue, policy, self.emitter,
             lambda: self.proxy.listeners["tunnel"],
             guard=SessionLockGuard(policy, server.locks))
+        self.service.user_trust = partial(user_trust, creds, self.trusted)
         if self.proxy.db is not None:  # sessions from the proxy beside it skip the tunnel
             self.proxy.db.router.attach_local(creds.host_id, self.service)
         return await self.service.start()

@@ -27,9 +27,11 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from cryptography import x509
 
 from limen.agents.db import provisioning
 from limen.agents.db.catalog import DatabaseCatalog, ResourceLister, static_databases
@@ -64,6 +66,10 @@ _REQUEST_TIMEOUT = 10.0
 class DBService:
     name = "db"
 
+    user_trust: Callable[[], Mapping[str, Sequence[x509.Certificate]]] | None = None
+    """The CAs whose users' certificates are accepted, by cluster (None: this cluster's only;
+    a leaf adds its trusted roots' TLS CAs, whose users' roles its access policy maps)."""
+
     def __init__(self, credentials: HostCredentials, catalog: DatabaseCatalog, roles: RoleSets,
                  emitter: Emitter, certs: UpstreamCerts, tunnel_address: Callable[[], str], *,
                  on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
@@ -97,6 +103,9 @@ class DBService:
                                   lister)
         return cls(credentials, catalog, roles, emitter, UpstreamCerts(issuer),
                    tunnel_address, on_tunnel=on_tunnel, guard=guard)
+
+    def _user_trust(self) -> Mapping[str, Sequence[x509.Certificate]]:
+        return self.user_trust() if self.user_trust is not None else self._trust
 
     async def start(self) -> dict[str, str]:
         # the catalog is read at each heartbeat (the first one goes out as soon as the tunnel
@@ -166,7 +175,7 @@ class DBService:
             await self._cancel(request, db)
             return
         try:
-            session = await authorize(request, db, self._trust, self.roles, self.audit,
+            session = await authorize(request, db, self._user_trust(), self.roles, self.audit,
                                       self.credentials.host_id, self._now)
         except AccessDenied as err:
             await self._refuse(request, writer, str(err))
