@@ -50,7 +50,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,7 +69,7 @@ from limen.net.relay import Relay
 from limen.proxy.sshproxy import ProxySSHService
 from limen.proxy.trust_leaf_resources import LeafResourceDials, Routers
 from limen.services.locks import Locked, LocksUnknown, lock_fields
-from limen.trust.cache import TrustedRoot, TrustView
+from limen.trust.cache import TrustedRoot, TrustView, as_local_user
 from limen.trust.root_locks import RootLocks
 from limen.trust.root_session_locks import RootSessionGuard
 from limen.tunnel.agent import PreparedDial, TunnelAgent, TunnelAgentSettings
@@ -286,13 +286,8 @@ class LeafLinks(TaskService):
                 raise AccessDenied(f"cluster {root_name!r} is no longer trusted here")
             identity = self._verify(root, request.cert)
             user = identity.username
-            mapped = self.cache.role_names(identity)
-            if not mapped:
-                raise AccessDenied(f"the roles of {identity.username}@{root_name} "
-                                   f"({', '.join(identity.roles) or 'none'}) map to no role "
-                                   "of this cluster")
-            fields["roles"] = mapped
-            local = replace(identity, roles=tuple(mapped))
+            local = as_local_user(self.cache, identity, root_name)
+            fields["roles"] = list(local.roles)
             mode = (await ssh.view.role_set(local)).options.lock
             self.root_locks.check(identity, strict=mode == "strict")
             host, port = parse_address(request.target, 0)

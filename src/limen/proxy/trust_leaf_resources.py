@@ -54,7 +54,7 @@ from limen.net.streams import accept_tls, both_ways, close_writer, copy_stream
 from limen.proxy.db.db_route import DBRouter, DBTarget, default_db_name
 from limen.proxy.kube.kube_route import KubeRouter, KubeTarget
 from limen.proxy.trust_leaf_listing import ListingDial, db_listing, kube_listing
-from limen.trust.cache import TrustedRoot, TrustView
+from limen.trust.cache import TrustedRoot, TrustView, as_local_user
 from limen.trust.root_locks import RootLocks
 from limen.trust.root_session_locks import RootSessionGuard
 from limen.tunnel.agent_settings import PreparedDial
@@ -105,13 +105,8 @@ class LeafResourceDials:
             listing = not request.target
             identity = self._verify(root_name, cas, request, creds.cluster, listing=listing)
             user = identity.username
-            mapped = self.cache.role_names(identity)
-            if not mapped:
-                raise AccessDenied(f"the roles of {identity.username}@{root_name} "
-                                   f"({', '.join(identity.roles) or 'none'}) map to no role "
-                                   "of this cluster")
-            fields["roles"] = mapped
-            local = replace(identity, roles=tuple(mapped))
+            local = as_local_user(self.cache, identity, root_name)
+            fields["roles"] = list(local.roles)
             db, kube = self.routers()
             router = db if request.kind == KIND_DB else kube
             if router is None:

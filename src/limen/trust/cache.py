@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from limen.aio.changed import Changed
@@ -30,7 +30,7 @@ from limen.auth.trusted_clusters.leaf_roots import (
 )
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
-from limen.errors import BadParameter
+from limen.errors import AccessDenied, BadParameter
 from limen.services.resource_store import ResourceStore
 from limen.trust.rolemap import RoleMapping, compile_role_map, map_roles
 
@@ -40,6 +40,7 @@ __all__ = [
     "TrustCache",
     "TrustView",
     "TrustedRoot",
+    "as_local_user",
     "is_enabled",
     "trusted_role_map",
 ]
@@ -76,6 +77,17 @@ class TrustView(Protocol):
     def role_names(self, identity: Identity) -> list[str]: ...
 
     async def wait_changed(self, within: float | None = None) -> bool: ...
+
+
+def as_local_user(view: TrustView, identity: Identity, root_name: str) -> Identity:
+    """A root's user as this leaf sees it: the roles of the root certificate mapped by the
+    trust's role_map (:class:`AccessDenied` when they map to none)."""
+    mapped = view.role_names(identity)
+    if not mapped:
+        raise AccessDenied(f"the roles of {identity.username}@{root_name} "
+                           f"({', '.join(identity.roles) or 'none'}) map to no role "
+                           "of this cluster")
+    return replace(identity, roles=tuple(mapped))
 
 
 class TrustCache:
