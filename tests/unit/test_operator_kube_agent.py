@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
+from operator_reconciling import Reconciling, condition, make_ready
 
 from k8s_emulator.fixtures import KubeAPI
 from limen.api.schemas import with_defaults
 from limen.config import load_settings
-from limen.operator.cluster import ClusterReconciler
 from limen.operator.cluster_builders import KUBE_TOKEN_FILE, children
-from limen.operator.conditions import find
-from limen.operator.context import OperatorContext
-from limen.operator.kube import KubeApi, object_path
+from limen.operator.kube import object_path
 from limen.operator.kube_agent import (
     IMPERSONATE_RULES,
     kube_agent_config,
@@ -37,7 +33,6 @@ from limen.operator.kube_agent import (
     kube_rbac_name,
     owns_cluster_scoped,
 )
-from limen.operator.settings import OperatorConfig
 
 LOG = logging.getLogger("test")
 NS = "limen"
@@ -169,45 +164,6 @@ def test_cluster_scoped_paths() -> None:
 # -- the reconciler against the API emulator --------------------------------------------------
 
 
-class Reconciling:
-    """The Cluster reconciler with a real KubeApi on the emulator (no kopf loop needed)."""
-
-    def __init__(self, kube: KubeApi) -> None:
-        self.ctx = OperatorContext(config=OperatorConfig(image="limen:test"), kube=kube,
-                                   post_event=lambda *_: None)
-        self.reconciler = ClusterReconciler(self.ctx)
-
-    async def run(self, body: dict[str, Any]) -> dict[str, Any]:
-        patch = kopf.Patch()
-        await self.reconciler.reconcile(body, patch, LOG, retry=False)
-        body.setdefault("status", {}).update(dict(patch.get("status") or {}))
-        return body
-
-
-@pytest.fixture
-async def operator_kube(kube_api: KubeAPI) -> AsyncIterator[Reconciling]:
-    kube_api.create_namespace(NS)
-    kube = KubeApi(kube_api.api_client())
-    try:
-        yield Reconciling(kube)
-    finally:
-        await kube.close()
-
-
-def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
-    found = find(body["status"]["conditions"], type_)
-    assert found is not None
-    return dict(found)
-
-
-def make_ready(kube_api: KubeAPI, name: str, replicas: int) -> None:
-    """What the Deployment controller and the kubelet would report."""
-    deployment = kube_api.get("deployments", name, NS)
-    assert deployment is not None
-    kube_api.patch("deployments", name, {"status": {
-        "observedGeneration": deployment["metadata"].get("generation", 1),
-        "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}},
-        NS, subresource="status")
 
 
 async def test_the_operator_deploys_the_kube_agent_and_its_rbac(
