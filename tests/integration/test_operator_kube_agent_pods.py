@@ -22,7 +22,6 @@ kubelet); skipped otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
@@ -33,19 +32,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 
 from k8s_emulator.fixtures import KubeAPI
-from limen.operator.cluster import ClusterReconciler
 from limen.operator.cluster_builders import DATA_DIR, PORTS
-from limen.operator.context import OperatorContext
-from limen.operator.kube import KubeApi
-from limen.operator.settings import OperatorConfig
 
 from .cluster import COMMAND_TIMEOUT, LimenUser, clean_env, command, describe, wait_for
-from .kubelet import Pod, PodNetwork, service_names, unavailable
+from .kubelet import Pod, PodNetwork, unavailable
 from .netns_forward import NetnsForward
+from .operator_render import Rendered
 
 CANNOT_RUN_PODS = unavailable()
 pytestmark = pytest.mark.skipif(CANNOT_RUN_PODS is not None, reason=str(CANNOT_RUN_PODS))
@@ -91,37 +86,6 @@ def cluster_body() -> dict[str, Any]:
             "spec": {"public_address": f"127.0.0.1:{PORTS['web']}",
                      "kube": {"enabled": True, "name": KUBE_NAME,
                               "labels": {"env": "home"}}}}
-
-
-class Rendered:
-    """The operator's objects for the Cluster, read back from the API emulator."""
-
-    def __init__(self, api: KubeAPI) -> None:
-        api.create_namespace(NS)
-        self.ctx = OperatorContext(config=OperatorConfig(image="limen:test"),
-                                   post_event=lambda *_: None)
-        asyncio.run(self._reconcile(api))
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        for kind, resource in (("Secret", "secrets"), ("ConfigMap", "configmaps"),
-                               ("Deployment", "deployments"), ("Service", "services")):
-            for obj in api.list(resource, NS):
-                self.objects[kind, obj["metadata"]["name"]] = obj
-        self.hosts = [name for (kind, _), obj in self.objects.items() if kind == "Service"
-                      for name in service_names(obj)]
-
-    async def _reconcile(self, api: KubeAPI) -> None:
-        self.ctx.kube = KubeApi(api.api_client())
-        try:
-            await ClusterReconciler(self.ctx).reconcile(cluster_body(), kopf.Patch(), LOG,
-                                                        retry=False)
-        finally:
-            await self.ctx.kube.close()
-
-    def pod(self, network: PodNetwork, component: str, workdir: Path,
-            deployment: dict[str, Any] | None = None,
-            objects: dict[tuple[str, str], dict[str, Any]] | None = None) -> Pod:
-        return Pod(network, deployment or self.objects["Deployment", f"{NAME}-{component}"],
-                   objects or self.objects, workdir, hosts=self.hosts)
 
 
 def admitted(api: KubeAPI, rendered: Rendered) -> tuple[dict[str, Any],
@@ -224,7 +188,7 @@ def test_the_operators_kube_agent_serves_kubectl_by_impersonation_only(
     api.create({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "web", "namespace": "default"},
                 "spec": {"containers": [{"name": "main", "image": "nginx"}]}})
-    rendered = Rendered(api)
+    rendered = Rendered(api, cluster_body())
     deployment, objects, agent_token = admitted(api, rendered)
     port = int(api.url.rsplit(":", 1)[1])
     pods: list[Pod] = []

@@ -25,7 +25,6 @@ Needs root (skipped otherwise, as test_operator_pods_run.py); about 15 seconds.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -35,22 +34,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 
 from dbservers import PostgresServer
 from k8s_emulator.fixtures import KubeAPI
 from limen.operator.ca_secret import tls_ca_pin
-from limen.operator.cluster import ClusterReconciler
 from limen.operator.cluster_backend import CA_KEY_FILE, DSN_FILE
 from limen.operator.cluster_builders import DATA_DIR, PORTS
-from limen.operator.context import OperatorContext
-from limen.operator.kube import KubeApi
-from limen.operator.settings import OperatorConfig
 
 from .cluster import wait_for
-from .kubelet import Pod, PodNetwork, service_names, unavailable
+from .kubelet import Pod, PodNetwork, unavailable
 from .netns_forward import NetnsForward
+from .operator_render import Rendered
 
 CANNOT_RUN_PODS = unavailable()
 pytestmark = pytest.mark.skipif(CANNOT_RUN_PODS is not None, reason=str(CANNOT_RUN_PODS))
@@ -71,35 +66,6 @@ def cluster_body() -> dict[str, Any]:
                      "backend": {"postgres": {"dsnSecretRef": {"name": "edge-pg",
                                                                "key": "dsn"}}},
                      "auth": {"replicas": 2}, "proxy": {"replicas": 2}}}
-
-
-class Rendered:
-    """The operator's objects for the Cluster (read back from the API emulator), and what the
-    operator derived for its own calls to the Cluster's auth."""
-
-    def __init__(self, kube_api: KubeAPI) -> None:
-        self.ctx = OperatorContext(config=OperatorConfig(image="limen:test"),
-                                   post_event=lambda *_: None)
-        asyncio.run(self._reconcile(kube_api))
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        for kind, resource in (("Secret", "secrets"), ("ConfigMap", "configmaps"),
-                               ("Deployment", "deployments"), ("Service", "services")):
-            for obj in kube_api.list(resource, NS):
-                self.objects[kind, obj["metadata"]["name"]] = obj
-        self.hosts = [name for (kind, _), obj in self.objects.items() if kind == "Service"
-                      for name in service_names(obj)] + [PG_HOST]
-
-    async def _reconcile(self, kube_api: KubeAPI) -> None:
-        self.ctx.kube = KubeApi(kube_api.api_client())
-        try:
-            await ClusterReconciler(self.ctx).reconcile(cluster_body(), kopf.Patch(), LOG,
-                                                        retry=False)
-        finally:
-            await self.ctx.kube.close()
-
-    def pod(self, network: PodNetwork, component: str, workdir: Path) -> Pod:
-        return Pod(network, self.objects["Deployment", f"{NAME}-{component}"], self.objects,
-                   workdir, hosts=self.hosts)
 
 
 def database(server: PostgresServer) -> str:
@@ -165,7 +131,7 @@ def test_two_auth_pods_on_postgres_serve_one_cluster(
     kube_api.create({"apiVersion": "v1", "kind": "Secret",
                      "metadata": {"name": "edge-pg", "namespace": NS},
                      "data": {"dsn": base64.b64encode(dsn.encode()).decode()}})
-    rendered = Rendered(kube_api)
+    rendered = Rendered(kube_api, cluster_body(), extra_hosts=[PG_HOST])
     assert ("Secret", f"{NAME}-ca-key") in rendered.objects
     pin = tls_ca_pin(rendered.objects["Secret", f"{NAME}-ca"]["data"])
     socket_path = f"{postgres_server.root}/.s.PGSQL.{postgres_server.port}"

@@ -29,7 +29,6 @@ itself) is refused with a clear error, not a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import http.client
 import json
@@ -39,19 +38,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 
 from k8s_emulator.fixtures import KubeAPI
 from limen.operator.availability import DIAG_PORTS
-from limen.operator.cluster import ClusterReconciler
 from limen.operator.cluster_builders import DATA_DIR, PORTS, VOLUME_DIR
-from limen.operator.context import OperatorContext
-from limen.operator.kube import KubeApi
-from limen.operator.settings import OperatorConfig
 
 from .cluster import wait_for
-from .kubelet import POD_IP, Pod, PodNetwork, http_status, service_names, unavailable
+from .kubelet import POD_IP, Pod, PodNetwork, http_status, unavailable
+from .operator_render import Rendered
 
 CANNOT_RUN_PODS = unavailable()
 pytestmark = pytest.mark.skipif(CANNOT_RUN_PODS is not None, reason=str(CANNOT_RUN_PODS))
@@ -68,37 +63,6 @@ def cluster_body() -> dict[str, Any]:
             "spec": {"public_address": "limen.example.com:443",
                      "proxy": {"replicas": 1, "service_type": "ClusterIP"},
                      "db": {"replicas": 1}}}
-
-
-class Rendered:
-    """The operator's objects for the Cluster, read back from the API emulator, and what the
-    operator derived for its own calls to the Cluster's auth."""
-
-    def __init__(self, kube_api: KubeAPI) -> None:
-        kube_api.create_namespace(NS)
-        self.ctx = OperatorContext(config=OperatorConfig(image="limen:test"),
-                                   post_event=lambda *_: None)
-        asyncio.run(self._reconcile(kube_api))
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        for kind, resource in (("Secret", "secrets"), ("ConfigMap", "configmaps"),
-                               ("Deployment", "deployments"), ("Service", "services")):
-            for obj in kube_api.list(resource, NS):
-                self.objects[kind, obj["metadata"]["name"]] = obj
-        self.hosts = [name for (kind, _), obj in self.objects.items() if kind == "Service"
-                      for name in service_names(obj)]
-
-    async def _reconcile(self, kube_api: KubeAPI) -> None:
-        self.ctx.kube = KubeApi(kube_api.api_client())
-        try:
-            await ClusterReconciler(self.ctx).reconcile(cluster_body(), kopf.Patch(), LOG,
-                                                        retry=False)
-        finally:
-            await self.ctx.kube.close()
-
-    def pod(self, network: PodNetwork, component: str, workdir: Path,
-            deployment: dict[str, Any] | None = None) -> Pod:
-        return Pod(network, deployment or self.objects["Deployment", f"{NAME}-{component}"],
-                   self.objects, workdir, hosts=self.hosts)
 
 
 @pytest.fixture
@@ -189,7 +153,7 @@ def proxy_set(rendered: Rendered, network: PodNetwork) -> list[dict[str, Any]]:
 
 def test_the_generated_pods_start_and_the_proxy_joins(kube_api: KubeAPI, network: PodNetwork,
                                                       tmp_path: Path) -> None:
-    rendered = Rendered(kube_api)
+    rendered = Rendered(kube_api, cluster_body())
     pods: list[Pod] = []
     try:
         auth, data = start_auth(rendered, network, tmp_path)
@@ -251,7 +215,7 @@ def test_a_volume_root_as_data_directory_is_refused_clearly(
     """The layout the operator used before: the PVC mounted at the data directory itself.
     Auth cannot make the kubelet's root:10001 2775 directory private: it stops with a clear
     error (no traceback), and changes nothing."""
-    rendered = Rendered(kube_api)
+    rendered = Rendered(kube_api, cluster_body())
     deployment = copy.deepcopy(rendered.objects["Deployment", f"{NAME}-auth"])
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     for mount in container["volumeMounts"]:
