@@ -29,6 +29,7 @@ import pytest
 from aiohttp import web
 
 from limen.ca.keys import load_private_key, private_key_to_pem
+from websocket_client import websocket
 
 from .cluster import LimenCluster, LimenUser, run, wait_for
 
@@ -265,13 +266,10 @@ def test_a_websocket_echo_goes_through(env: Env) -> None:
     async def echo() -> str:
         context = ssl.create_default_context(cafile=ca)
         context.load_cert_chain(cert, key)
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-                f"https://127.0.0.1:{env.web_port}/ws", ssl=context,
-                server_hostname=APP_HOST,
-                headers={"Host": f"{APP_HOST}:{env.web_port}"}) as ws:
+        async with websocket(f"https://127.0.0.1:{env.web_port}/ws", context,
+                             {"Host": f"{APP_HOST}:{env.web_port}"}, APP_HOST) as ws:
             await ws.send_str("ping")
             message = await ws.receive(timeout=10)
-            await ws.close()
             return str(message.data)
 
     assert asyncio.run(echo()) == "echo: ping"

@@ -8,15 +8,18 @@ terminal ends, the session's calls and a new login are refused, audited; lifted:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from integration.cluster import LimenUser, wait_for
+from websocket_client import websocket
 
 from .conftest import HOST, LOGIN, WebSite
 
@@ -116,9 +119,8 @@ async def test_websocket_without_csrf_token_is_refused_and_audited(
         web_site: WebSite, logged_in: dict[str, str]) -> None:
     before = len(_denied(web_site, "web.terminal"))
     context = ssl.create_default_context(cadata=web_site.ca_pem.decode())
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-            f"wss://{web_site.cluster.web}/v1/webapi/terminal", ssl=context,
-            headers={"Origin": web_site.origin, "Cookie": logged_in["cookie"]}) as ws:
+    async with websocket(f"wss://{web_site.cluster.web}/v1/webapi/terminal", context,
+                         {"Origin": web_site.origin, "Cookie": logged_in["cookie"]}) as ws:
         await ws.send_str(json.dumps({"csrf": "forged", "node": "dev-box", "login": LOGIN}))
         message = await ws.receive(timeout=DEADLINE)
         assert message.type is aiohttp.WSMsgType.TEXT
@@ -150,16 +152,15 @@ def test_pages_carry_the_security_headers(web_site: WebSite) -> None:
     assert b"root:" not in _b
 
 
-async def _terminal(site: WebSite, session: dict[str, str], node: str, *,
-                    cols: int = 100, rows: int = 30) -> tuple[aiohttp.ClientSession,
-                                                            aiohttp.ClientWebSocketResponse]:
+@contextlib.asynccontextmanager
+async def _terminal(site: WebSite, session: dict[str, str], node: str, *, cols: int = 100,
+                    rows: int = 30) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
     context = ssl.create_default_context(cadata=site.ca_pem.decode())
-    http = aiohttp.ClientSession()
-    ws = await http.ws_connect(f"wss://{site.cluster.web}/v1/webapi/terminal", ssl=context,
-                               headers={"Origin": site.origin, "Cookie": session["cookie"]})
-    await ws.send_str(json.dumps({"csrf": session["csrf"], "node": node, "login": LOGIN,
-                                  "cols": cols, "rows": rows}))
-    return http, ws
+    async with websocket(f"wss://{site.cluster.web}/v1/webapi/terminal", context,
+                         {"Origin": site.origin, "Cookie": session["cookie"]}) as ws:
+        await ws.send_str(json.dumps({"csrf": session["csrf"], "node": node, "login": LOGIN,
+                                      "cols": cols, "rows": rows}))
+        yield ws
 
 
 async def _read_until(ws: aiohttp.ClientWebSocketResponse, pattern: str) -> str:
@@ -178,8 +179,7 @@ async def _read_until(ws: aiohttp.ClientWebSocketResponse, pattern: str) -> str:
 
 
 async def test_terminal_follows_resizes(web_site: WebSite, logged_in: dict[str, str]) -> None:
-    http, ws = await _terminal(web_site, logged_in, HOST, cols=100, rows=30)
-    try:
+    async with _terminal(web_site, logged_in, HOST, cols=100, rows=30) as ws:
         await _read_until(ws, r'"connected"')
         await ws.send_bytes(b"stty size\n")
         await _read_until(ws, r"30 100\r\n")
@@ -188,21 +188,14 @@ async def test_terminal_follows_resizes(web_site: WebSite, logged_in: dict[str, 
         await _read_until(ws, r"40 120\r\n")
         await ws.send_bytes(b"exit\n")
         await _read_until(ws, r'"exit": 0')
-    finally:
-        await ws.close()
-        await http.close()
 
 
 async def test_terminal_to_a_server_the_roles_refuse_is_an_error(
         web_site: WebSite, logged_in: dict[str, str]) -> None:
-    http, ws = await _terminal(web_site, logged_in, "build-box")  # env=staging: not webdev's
-    try:
+    async with _terminal(web_site, logged_in, "build-box") as ws:  # env=staging: not webdev's
         answer = await _read_until(ws, r'"error"')
         assert "build-box" in answer or "not allowed" in answer or "unknown" in answer, answer
         assert '"connected"' not in answer
-    finally:
-        await ws.close()
-        await http.close()
 
 
 STRICT_ROLE = """\
@@ -237,8 +230,7 @@ async def test_a_lock_ends_the_web_terminal_and_refuses_the_session_until_lifted
     cookie = re.match(rf"{COOKIE}=([^;]+)", headers["set-cookie"])
     assert cookie
     session = {"cookie": f"{COOKIE}={cookie.group(1)}", "csrf": json.loads(body)["csrf_token"]}
-    http, ws = await _terminal(web_site, session, HOST)
-    try:
+    async with _terminal(web_site, session, HOST) as ws:
         await _read_until(ws, r'"connected"')
         name = cluster.lmctl("lock", "--role", "web-strict", "--message", "INC-9 web"
                              ).stdout.strip()
@@ -248,9 +240,6 @@ async def test_a_lock_ends_the_web_terminal_and_refuses_the_session_until_lifted
                                                      aiohttp.WSMsgType.CLOSED):
                 pass
         assert asyncio.get_running_loop().time() - locked_at < 3.0
-    finally:
-        await ws.close()
-        await http.close()
     status, _h, body = wait_for(  # the proxy reads the locks again every half second
         lambda: (r := web_site.request("GET", "/v1/webapi/sessions",
                                        headers={"Cookie": session["cookie"]}))[0] != 200
