@@ -189,7 +189,8 @@ async def _serve_agent(directory: Path) -> None:
            "spec": {"kind": "ssh", "hostname": NODE_NAME}}
     agent = TunnelAgent(listeners["tunnel"], creds, handler, lambda: doc)
     await agent.start()
-    await asyncio.wait_for(agent.connected.wait(), 30)
+    async with asyncio.timeout(30):
+        await agent.connected.wait()
     _write_atomic(directory / "agent.json", json.dumps({"node": label}))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -227,3 +227,30 @@ async def test_a_deposed_git_sync_writes_nothing(tmp_path: Path,
     assert await auth.store.find(Kind.ROLE, "ops") is None
     await sync.stop()
     await a.stop()
+
+
+async def test_a_pause_cancelled_as_its_sync_ends_stays_cancelled(tmp_path: Path) -> None:
+    """The replica's leadership follower pauses the sync when it loses the lease, and is
+    cancelled when the replica stops. A cancellation arriving as the paused sync finished was
+    swallowed (``asyncio.wait_for`` on Python 3.11): the follower went on waiting to lead
+    again and the replica's stop() waited forever. Each offset puts the cancellation at
+    another step of the sync task ending."""
+    remote = bare(tmp_path / "access.git")
+    settings = Settings(data_dir=tmp_path / "data",
+                        gitops=GitOpsSettings(source=str(remote), interval_seconds=60))
+    sync = GitOpsSync(settings, AuthServer(MemoryBackend(), ClusterSettings(name="unit"),
+                                           MemoryEmitter()), env={})
+    cancelled = 0
+    for steps in range(8):
+        finish = asyncio.Event()
+        sync._task = asyncio.create_task(finish.wait())
+        pausing = asyncio.create_task(sync.pause())
+        await wait_until(lambda: sync._task is None)  # pause() took the task and waits on it
+        finish.set()
+        for _ in range(steps):
+            await asyncio.sleep(0)  # one event-loop step each: not a wait on anything
+        if pausing.cancel():  # False: pause() had returned already, nothing to cancel
+            with pytest.raises(asyncio.CancelledError):
+                await pausing
+            cancelled += 1
+    assert cancelled >= 3  # the offsets did reach pause() before it returned

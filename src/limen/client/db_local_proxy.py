@@ -181,11 +181,11 @@ class LocalDbProxy:
     async def _open(self, upstream: Upstream, tls: ssl.SSLContext | None
                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(asyncio.open_connection(
-                upstream.host, upstream.port, ssl=tls,
-                server_hostname=upstream.host if tls is not None else None,
-                ssl_handshake_timeout=_CONNECT_TIMEOUT if tls is not None else None),
-                _CONNECT_TIMEOUT)
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                return await asyncio.open_connection(
+                    upstream.host, upstream.port, ssl=tls,
+                    server_hostname=upstream.host if tls is not None else None,
+                    ssl_handshake_timeout=_CONNECT_TIMEOUT if tls is not None else None)
         except ssl.SSLError as err:
             raise ConnectionProblem(f"TLS with the proxy failed: {_describe(err)}") from err
         except (OSError, TimeoutError) as err:
@@ -212,7 +212,8 @@ class LocalDbProxy:
     # -- PostgreSQL --------------------------------------------------------------------------
     async def _postgres(self, client_r: asyncio.StreamReader,
                         client_w: asyncio.StreamWriter) -> None:
-        packet = await asyncio.wait_for(_postgres_startup(client_r, client_w), _STARTUP_TIMEOUT)
+        async with asyncio.timeout(_STARTUP_TIMEOUT):
+            packet = await _postgres_startup(client_r, client_w)
         try:
             up_r, up_w, upstream = await self._connect()
         except ConnectionProblem as err:
@@ -222,7 +223,8 @@ class LocalDbProxy:
             if upstream.alpn is None:
                 up_w.write(postgres.encode_ssl_request())
                 await up_w.drain()
-                answer = await asyncio.wait_for(up_r.readexactly(1), _STARTUP_TIMEOUT)
+                async with asyncio.timeout(_STARTUP_TIMEOUT):
+                    answer = await up_r.readexactly(1)
                 if answer != b"S":
                     raise ConnectionProblem(f"the proxy answered {answer!r} to the "
                                             "SSLRequest, not S")
@@ -244,9 +246,8 @@ class LocalDbProxy:
             _mysql_error(client_w, state.error_seq, str(err))
             raise
         try:
-            hello = await asyncio.wait_for(
-                self._mysql_login(client_r, client_w, up_r, up_w, state, upstream),
-                _STARTUP_TIMEOUT)
+            async with asyncio.timeout(_STARTUP_TIMEOUT):
+                hello = await self._mysql_login(client_r, client_w, up_r, up_w, state, upstream)
         except _FAILURES as err:
             if not state.told:
                 _mysql_error(client_w, state.error_seq, f"lmsh: {_describe(err)}")

@@ -105,7 +105,8 @@ async def sso_login(api: WebApi, connector: str, public_key: str, ttl_seconds: i
         listener.state, listener.path = states[0], redirect.path or "/callback"
         show_url(started["auth_url"])
         try:
-            answer = await asyncio.wait_for(asyncio.shield(listener.answer), WAIT_SECONDS)
+            async with asyncio.timeout(WAIT_SECONDS):
+                answer = await asyncio.shield(listener.answer)
         except TimeoutError:
             raise AccessDenied("no login came back from the identity provider within 5 "
                                "minutes") from None

@@ -172,7 +172,8 @@ class GitOpsSync:
         if task is None:
             return True
         try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                await asyncio.shield(task)
         except TimeoutError:  # a fetch is hanging; its git process is killed by its timeout
             task.cancel()
             log.warning("gitops: stopped while a sync was still running")

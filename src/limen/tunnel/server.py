@@ -192,7 +192,8 @@ class TunnelServer:
         for link in list(self.links):
             if link.conn is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(link.conn.wait_closed(), 5)
+                    async with asyncio.timeout(5):
+                        await link.conn.wait_closed()
         self.links.clear()
 
     # ------------------------------------------------------------------ the proxy set

@@ -200,10 +200,11 @@ class AppService:
     async def _connect(self, spec: AppSpec) -> Streams:
         context = upstream_ssl(spec)
         try:
-            return await asyncio.wait_for(asyncio.open_connection(
-                spec.host, spec.port, ssl=context,
-                server_hostname=spec.host if context is not None else None,
-                limit=256 * 1024), _CONNECT_TIMEOUT)
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                return await asyncio.open_connection(
+                    spec.host, spec.port, ssl=context,
+                    server_hostname=spec.host if context is not None else None,
+                    limit=256 * 1024)
         except (OSError, ssl.SSLError, TimeoutError) as err:
             raise ConnectionProblem(f"cannot reach app {spec.name} at {spec.uri}: {err}") \
                 from None

@@ -200,9 +200,10 @@ async def forward_upgrade(head: RequestHead, reader: asyncio.StreamReader,
     host, _, port = upstream.host_header.rpartition(":")
     host = host or upstream.host_header
     try:
-        up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(
-            host.strip("[]"), int(port or 443), ssl=upstream.ssl,
-            server_hostname=upstream.server_name or host.strip("[]"), limit=_CHUNK), 10)
+        async with asyncio.timeout(10):
+            up_reader, up_writer = await asyncio.open_connection(
+                host.strip("[]"), int(port or 443), ssl=upstream.ssl,
+                server_hostname=upstream.server_name or host.strip("[]"), limit=_CHUNK)
     except (OSError, ssl.SSLError, TimeoutError, ValueError) as err:
         raise ConnectionProblem(f"cannot reach the Kubernetes API server: {err}") from None
     try:
