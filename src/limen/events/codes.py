@@ -92,6 +92,7 @@ class EventType(StrEnum):
     TRUSTED_CLUSTER_CREATE = "trusted_cluster.create"
     TRUSTED_CLUSTER_DELETE = "trusted_cluster.delete"
     TRUSTED_CLUSTER_TOKEN_CREATE = "trusted_cluster.token.create"
+    TRUSTED_CLUSTER_CAS = "trusted_cluster.cas"
     REMOTE_CLUSTER_ONLINE = "remote_cluster.online"
     REMOTE_CLUSTER_OFFLINE = "remote_cluster.offline"
     ROLE_CREATED = "role.created"
@@ -205,6 +206,8 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L6002I", _T.TRUSTED_CLUSTER_TOKEN_CREATE, True, "trusted cluster token created"),
     EventCode("L6003I", _T.REMOTE_CLUSTER_ONLINE, True, "remote cluster online"),
     EventCode("L6004W", _T.REMOTE_CLUSTER_OFFLINE, True, "remote cluster offline"),
+    EventCode("L6005I", _T.TRUSTED_CLUSTER_CAS, True, "a trusted root's CAs updated"),
+    EventCode("L6005W", _T.TRUSTED_CLUSTER_CAS, False, "a trusted root's CA update refused"),
     # 7xxx declarative resources
     EventCode("L7000I", _T.ROLE_CREATED, True, "role created"),
     EventCode("L7001I", _T.ROLE_UPDATED, True, "role updated"),
