@@ -10,10 +10,11 @@ saved host id; the ``addresses`` it sends are ignored. Auth puts in the certific
 A proxy's public names are auth's configuration (:func:`configured_proxy_names`): the host of
 ``cluster.public_address`` and of the web, SSH-proxy, tunnel and database listeners (not
 wildcards), ``auth.proxy_server_names`` (e.g. the proxies' Kubernetes Service, which the
-operator's db agents join through), and ``localhost``/``127.0.0.1``; a proxy run apart from
-auth therefore needs its public address in auth's ``limen.yaml`` too (the operator gives both
-the same file). A node token can never buy a certificate for the proxy's name (or any name the
-joiner picks): a hostname whose names would be the proxy's is refused.
+operator's db agents join through), ``localhost``/``127.0.0.1``, and the kube front's name on
+the web port (:data:`limen.net.kube_sni.KUBE_SERVER_NAME`, the SNI kubectl sends there); a
+proxy run apart from auth therefore needs its public address in auth's ``limen.yaml`` too (the
+operator gives both the same file). A node token can never buy a certificate for the proxy's
+name (or any name the joiner picks): a hostname whose names would be the proxy's is refused.
 
 Called by ``limen.auth.core`` (joins), ``limen.auth.auth_service`` (the configured names) and
 ``limen.cli.compose`` / ``process_remote`` (the names a proxy asks for).
@@ -30,6 +31,7 @@ from limen.ca.identity import SystemRole
 from limen.config import NODENAME_PATTERN, Settings
 from limen.errors import BadParameter
 from limen.net.address import is_ip_address
+from limen.net.kube_sni import KUBE_SERVER_NAME
 
 __all__ = [
     "HostNames",
@@ -56,7 +58,7 @@ def configured_proxy_names(settings: Settings) -> tuple[str, ...]:
     """The names auth certifies for a proxy (see the module doc). One function for both
     sides: auth reads it from its configuration, and a proxy (beside auth or apart from it)
     asks for the same names from its own (``limen.cli.compose``, ``process_remote``)."""
-    names = {"localhost", "127.0.0.1"}
+    names = {"localhost", "127.0.0.1", KUBE_SERVER_NAME}
     for address in (settings.cluster.public_address, settings.listeners.web,
                     settings.listeners.ssh_proxy, settings.listeners.tunnel,
                     settings.listeners.postgres, settings.listeners.mysql,
