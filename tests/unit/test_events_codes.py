@@ -49,6 +49,7 @@ RELEASED = {
     "L6000I": ("trusted_cluster.create", True), "L6001I": ("trusted_cluster.delete", True),
     "L6002I": ("trusted_cluster.token.create", True),
     "L6003I": ("remote_cluster.online", True), "L6004W": ("remote_cluster.offline", True),
+    "L6005I": ("trusted_cluster.cas", True), "L6005W": ("trusted_cluster.cas", False),
     "L7000I": ("role.created", True), "L7001I": ("role.updated", True),
     "L7002I": ("role.deleted", True),
     "L7100I": ("resource.created", True), "L7101I": ("resource.updated", True),
