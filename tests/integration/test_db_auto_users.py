@@ -9,6 +9,11 @@ stripped of its roles; the next session enables it again. erin's database user e
 already and is not Limen's: refused and audited, left as it was. carol asking for another
 database user is refused. Crafted names (quotes, semicolons) reach the SQL only quoted.
 
+hana's role ``db-auto-own`` sets ``create_db_user`` and names no ``db_users`` at all: she
+connects as ``hana`` (``lmsh db login`` picks her own name), the user is created and her
+queries audited; asking for another database user is refused at the proxy. ivo's roles deny
+his own name (``deny.db_users``) once he holds a database certificate: refused and audited.
+
 The db agent logs in upstream as ``limen-admin`` (certificate from Limen's DB CA). The
 servers are the session's (``db_env``); everything here uses its own names.
 """
@@ -249,6 +254,121 @@ def test_another_database_user_than_ones_own_name_is_refused(auto: AutoEnv) -> N
     refused = auto.wait_events("db.session.start", 1, user="carol", db_user="erin",
                                success=False)
     assert "own name" in refused[0]["reason"]
+
+
+# -- create_db_user without db_users: the own name -----------------------------------------
+
+OWN_NAME_ROLES = """
+apiVersion: limen.dev/v1alpha1
+kind: Role
+metadata: {name: db-auto-own}
+spec:
+  options: {create_db_user: true}
+  allow:
+    db_labels: {auto-users: "on"}
+    db_names: ["*"]
+    db_roles: [auto_reader_a]
+---
+apiVersion: limen.dev/v1alpha1
+kind: Role
+metadata: {name: ivo-extra}
+spec:
+  deny:
+    db_names: [never-used]
+"""
+IVO_DENIED = """
+apiVersion: limen.dev/v1alpha1
+kind: Role
+metadata: {name: ivo-extra}
+spec:
+  deny:
+    db_users: [ivo]
+"""
+
+
+@pytest.fixture(scope="module")
+def own(auto: AutoEnv) -> tuple[DBPerson, DBPerson]:
+    """hana (``db-auto-own``) and ivo (also ``ivo-extra``), each with database certificates
+    for pg-auto and maria-auto, logged in with no ``--db-user``."""
+    cluster = auto.env.cluster
+    cluster.lmctl("apply", "-f", "-", input=OWN_NAME_ROLES)
+    hana = DBPerson(cluster.signed_up_user("hana", roles=["db-auto-own"]))
+    ivo = DBPerson(cluster.signed_up_user("ivo", roles=["db-auto-own", "ivo-extra"]))
+    for person in (hana, ivo):
+        person.user.login()
+        person.db_login("pg-auto", "--db-name", "auto")
+        person.db_login("maria-auto")
+    return hana, ivo
+
+
+def test_create_db_user_needs_no_db_users_the_user_connects_as_its_own_name(
+        auto: AutoEnv, own: tuple[DBPerson, DBPerson]) -> None:
+    hana = own[0]
+    listed = json.loads(hana.lmsh("db", "ls", "-o", "json").stdout)["items"]
+    assert {d["name"]: d["db_users"] for d in listed
+            if d["name"] in ("pg-auto", "maria-auto")} == {"pg-auto": ["hana"],
+                                                          "maria-auto": ["hana"]}
+    assert hana.pg_service("dbtest-pg-auto")["user"] == "hana"
+    out = hana.psql(PG_SERVICE, "-c", "select current_user, v from ta")
+    assert out.stdout.strip() == "hana|row of a"
+    created = auto.wait_events("db.user.provisioned", 1, user="hana", db_service="pg-auto")
+    assert created[0]["success"] is True
+    assert created[0]["created"] is True
+    assert created[0]["granted"] == ["auto_reader_a"]
+    start = auto.wait_events("db.session.start", 1, user="hana", db_service="pg-auto")
+    assert start[0]["success"] is True
+    assert start[0]["db_user"] == "hana"
+    query = auto.wait_events("db.session.query", 1, user="hana", db_service="pg-auto")
+    assert "select current_user, v from ta" in query[0]["query"]
+    auto.wait_events("db.user.deactivated", 1, user="hana", db_service="pg-auto")
+    assert _pg_memberships(auto.env, "hana") == "limen-auto-users"
+    # MariaDB, with a USE the agent decides with the own name too
+    maria = run(["mariadb", f"--defaults-group-suffix={MARIA_GROUP}", "-N", "-B", "-e",
+                 "use auto; select current_user(), v from ta"], env=hana.env)
+    assert maria.stdout.strip() == "hana@%\trow of a"
+    used = auto.wait_events("db.session.query", 2, user="hana", db_service="maria-auto")
+    assert any(str(e.get("query", "")).lower() in ("auto", "use auto") for e in used)
+
+
+def test_create_db_user_without_db_users_refuses_another_database_user(
+        auto: AutoEnv, own: tuple[DBPerson, DBPerson]) -> None:
+    hana = own[0]
+    as_carol = hana.psql(f"{PG_SERVICE} user=carol", "-c", "select 1", check=False)
+    assert as_carol.returncode != 0
+    assert "connect as your own name ('hana'), not 'carol'" in as_carol.stderr
+    refused = auto.wait_events("db.session.start", 1, user="hana", db_user="carol",
+                               success=False)
+    assert "connect as your own name" in refused[0]["reason"]
+    mysql = run(["mariadb", f"--defaults-group-suffix={MARIA_GROUP}", "--user=erin", "-e",
+                 "select 1"], env=hana.env, check=False)
+    assert mysql.returncode != 0
+    assert "connect as your own name ('hana'), not 'erin'" in mysql.stderr
+    auto.wait_events("db.session.start", 1, user="hana", db_user="erin", success=False)
+    # nothing was created for the names asked for
+    assert auto.events("db.user.provisioned", user="hana", db_user="carol") == []
+
+
+def test_a_deny_rule_on_the_own_name_refuses(auto: AutoEnv,
+                                             own: tuple[DBPerson, DBPerson]) -> None:
+    ivo = own[1]
+    cluster = auto.env.cluster
+    cluster.lmctl("apply", "-f", "-", input=IVO_DENIED)
+
+    def refused() -> Any:
+        result = ivo.psql(PG_SERVICE, "-c", "select 1", check=False)
+        return result if result.returncode != 0 else None
+
+    result = wait_for(refused, 15.0, "the deny rule on ivo's own name to apply")
+    assert "role 'ivo-extra' denies database user 'ivo'" in result.stderr
+    event = auto.wait_events("db.session.start", 1, user="ivo", success=False)
+    assert "denies database user 'ivo'" in event[-1]["reason"]
+    maria = run(["mariadb", f"--defaults-group-suffix={MARIA_GROUP}", "-e", "select 1"],
+                env=ivo.env, check=False)
+    assert maria.returncode != 0
+    assert "denies database user 'ivo'" in maria.stderr
+    # the listing and lmsh db login follow: no database user is left for ivo
+    listed = json.loads(ivo.lmsh("db", "ls", "-o", "json").stdout)["items"]
+    assert "pg-auto" not in {d["name"] for d in listed}
 
 
 # -- crafted names -------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from limen.ca.keys import PublicKey
 from limen.ca.x509_certs import sign_client_cert, sign_db_client_cert, sign_server_cert
 from limen.errors import AccessDenied, BadParameter, NotFound
 from limen.net.address import is_ip_address
+from limen.rbac import db_own_name
 
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
@@ -112,7 +113,8 @@ async def _check_local(auth: AuthServer, identity: Identity, service: str, db_us
     db = (await online_databases(auth)).get(service)
     if db is None:
         raise NotFound(f"database {service!r} is not online (no db agent serves it)")
-    decision = (await auth.role_set(identity)).check_db(db.labels, db_user, db_name or None)
+    decision = (await auth.role_set(identity)).check_db(
+        db.labels, db_user, db_name or None, own_name=db_own_name(db.spec, identity.username))
     if not decision.allowed:
         await auth.emit("access.denied", success=False, user=identity.username,
                         action="db.login", db_service=service, db_user=db_user,

@@ -27,7 +27,7 @@ from limen.errors import AccessDenied
 from limen.net.streams import accept_tls, close_writer
 from limen.proxy.db.db_route import DBRouter
 from limen.proxy.kube.kube_route import KubeRouter
-from limen.rbac import RoleSet
+from limen.rbac import RoleSet, db_own_name
 
 __all__ = ["ListingDial", "db_listing", "kube_listing"]
 
@@ -36,9 +36,11 @@ def _labels(resource: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
-async def db_listing(router: DBRouter, role_set: RoleSet) -> list[dict[str, Any]]:
+async def db_listing(router: DBRouter, role_set: RoleSet, username: str
+                     ) -> list[dict[str, Any]]:
     """The online databases here with the database users ``role_set`` (the mapped roles)
-    allows there, as this cluster's auth lists them for its own users."""
+    allows there, as this cluster's auth lists them for its own users (``username`` alone
+    where the database creates the user's own database user)."""
     seen: dict[str, dict[str, Any]] = {}
     for record in await router.view.databases():
         resource = record.get("resource") or {}
@@ -46,10 +48,11 @@ async def db_listing(router: DBRouter, role_set: RoleSet) -> list[dict[str, Any]
         if not name or name in seen:
             continue
         labels = _labels(resource)
-        users = [u for u in role_set.db_users() if role_set.check_db(labels, u).allowed]
+        spec = resource.get("spec") or {}
+        users = list(role_set.db_users_on(labels, role_set.db_users(),
+                                          own_name=db_own_name(spec, username)))
         if not users:
             continue
-        spec = resource.get("spec") or {}
         seen[name] = {"name": name, "protocol": str(spec.get("protocol", "")),
                       "labels": labels, "description": str(spec.get("description", "")),
                       "database": str(spec.get("database", "") or ""), "db_users": users,

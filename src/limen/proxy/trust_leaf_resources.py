@@ -115,7 +115,7 @@ class LeafResourceDials:
             mode = role_set.options.lock
             self.root_locks.check(identity, strict=mode == "strict")
             if listing:
-                items = (await db_listing(router, role_set)
+                items = (await db_listing(router, role_set, local.username)
                          if isinstance(router, DBRouter) else
                          await kube_listing(router, role_set))
 

@@ -11,6 +11,8 @@ Public surface (everything else is private to the package)::
       .allowed_logins / kube_groups / kube_users / db_users / db_names   certificate contents
       .kube_principals(cluster_labels), .options -> SessionOptions, .warnings
       .db_auto_user(db_labels) -> DBAutoUser | None   create_db_user and db_roles
+      .check_db(..., own_name=db_own_name(db_spec, username))  the own name, when the
+                                        database creates users; .db_users_on for listings
 
 Layout: ``labels`` (selectors), ``traits`` (template expansion), ``options`` (parse and
 merge), ``role`` (one compiled role), ``checks`` (the decisions), ``roleset``, ``checker``,
@@ -20,7 +22,7 @@ merge), ``role`` (one compiled role), ``checks`` (the decisions), ``roleset``, `
 
 from limen.rbac.checker import AccessChecker, describe
 from limen.rbac.checks import RULE_RESOURCES, RULE_VERBS, rule_kind
-from limen.rbac.db_auto_users import DBAutoUser
+from limen.rbac.db_auto_users import DBAutoUser, db_own_name
 from limen.rbac.decision import Decision
 from limen.rbac.options import DEFAULT_MAX_SESSION_TTL, RoleOptions, SessionOptions
 from limen.rbac.roleset import RoleSet
@@ -36,6 +38,7 @@ __all__ = [
     "RoleOptions",
     "RoleSet",
     "SessionOptions",
+    "db_own_name",
     "describe",
     "rule_context",
     "rule_kind",

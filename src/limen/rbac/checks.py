@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from limen.api.predicates import Context
 from limen.api.resources import Kind, parse_kind
 from limen.errors import BadParameter
+from limen.rbac.db_auto_users import db_auto_user
 from limen.rbac.decision import Decision, allow, deny
 from limen.rbac.labels import WILDCARD
 from limen.rbac.role import CompiledRole, Rule
@@ -38,6 +39,7 @@ __all__ = [
     "check_rule",
     "check_rule_possible",
     "check_ssh",
+    "db_users_on",
     "kube_principals",
     "rule_kind",
 ]
@@ -192,9 +194,17 @@ def check_kube(roles: Sequence[CompiledRole], cluster_labels: Labels,
 
 
 def check_db(roles: Sequence[CompiledRole], db_labels: Labels, db_user: str,
-             db_name: str | None = None, *, mfa_verified: bool = False) -> Decision:
+             db_name: str | None = None, *, mfa_verified: bool = False,
+             own_name: str | None = None) -> Decision:
     """May the user connect to a database as ``db_user`` (to ``db_name`` when the protocol
-    has database names; ``None`` skips that check, as Teleport does for MySQL)?"""
+    has database names; ``None`` skips that check, as Teleport does for MySQL)?
+
+    ``own_name`` is the Limen user's name, given when the database can create its users
+    (its Resource names an ``admin_user``). When a role matching the database then sets
+    ``create_db_user`` (:func:`~limen.rbac.db_auto_users.db_auto_user`), the database user
+    IS that name (Teleport's automatic user provisioning): ``allow.db_users`` is not
+    consulted, another database user is refused, and the deny rules still win (a
+    ``deny.db_users`` listing the user's own name, or ``*``, refuses)."""
     if broken := _broken(roles):
         return broken
     for role in roles:
@@ -211,18 +221,40 @@ def check_db(roles: Sequence[CompiledRole], db_labels: Labels, db_user: str,
     matching = [r for r in roles if r.allow.db_labels.matches(db_labels)]
     if not matching:
         return deny(None, "allow.db_labels", "no role's allow.db_labels match the database")
-    by_user = [r for r in matching if _listed(r.allow.db_users, db_user, wildcard=True)]
-    if not by_user:
-        return deny(None, "allow.db_users", f"database user {db_user!r} is not allowed by "
-                    f"the roles matching the database ({_names(matching)})")
+    auto = db_auto_user(roles, db_labels) if own_name is not None else None
+    if auto is not None:
+        if db_user != own_name:
+            return deny(None, "options.create_db_user", "the database creates database users "
+                        f"for the roles {', '.join(auto.granted_by)}: connect as your own "
+                        f"name ({own_name!r}), not {db_user!r}")
+        by_user = matching
+        rule = "options.create_db_user"
+        reason = f"role {{role}} matches the database, which creates the user {db_user!r}"
+    else:
+        by_user = [r for r in matching if _listed(r.allow.db_users, db_user, wildcard=True)]
+        if not by_user:
+            return deny(None, "allow.db_users", f"database user {db_user!r} is not allowed "
+                        f"by the roles matching the database ({_names(matching)})")
+        rule = "allow.db_users"
+        reason = f"role {{role}} allows database user {db_user!r} on this database"
     granting = [r for r in by_user
                 if db_name is None or _listed(r.allow.db_names, db_name, wildcard=True)]
     if not granting:
         return deny(None, "allow.db_names", f"database name {db_name!r} is not allowed by "
                     f"the roles that allow user {db_user!r} ({_names(by_user)})")
-    return _granted(granting, "allow.db_users",
-                    f"role {{role}} allows database user {db_user!r} on this database",
-                    mfa_verified)
+    return _granted(granting, rule, reason, mfa_verified)
+
+
+def db_users_on(roles: Sequence[CompiledRole], db_labels: Labels, candidates: Iterable[str],
+                *, own_name: str | None = None) -> tuple[str, ...]:
+    """The database users a listing shows for a database: the ``candidates`` (the users
+    the roles name) :func:`check_db` allows there; when the database creates the user's own
+    database user (``own_name`` given, provisioning on), that name alone, if allowed."""
+    if own_name is not None and db_auto_user(roles, db_labels) is not None:
+        candidates = (own_name,)
+    return tuple(dict.fromkeys(
+        user for user in candidates
+        if check_db(roles, db_labels, user, own_name=own_name).allowed))
 
 
 def check_app(roles: Sequence[CompiledRole], app_labels: Labels, *,

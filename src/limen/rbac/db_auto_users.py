@@ -6,20 +6,25 @@ match the database are the ones that count. Provisioning is on when one of them 
 ``options.create_db_user: true``; the database roles are the union of their
 ``allow.db_roles`` minus every role's ``deny.db_roles`` (a denied ``*`` removes them all).
 Whether the user may reach the database at all is :func:`limen.rbac.checks.check_db`'s
-answer, asked before this one.
+answer, asked before this one: given the user's :func:`db_own_name` for the database (only when
+its Resource names an ``admin_user``), it reads provisioning as on when :func:`db_auto_user`
+is, and then lets the user connect as that name only, without ``allow.db_users``.
 
-Called by :meth:`limen.rbac.roleset.RoleSet.db_auto_user` (the db agent at each connection).
+Called by :meth:`limen.rbac.roleset.RoleSet.db_auto_user` (the db agent at each connection)
+and :func:`limen.rbac.checks.check_db`; :func:`db_own_name` by every caller of ``check_db``
+that knows the database's Resource (auth's login and listing, the proxy, the db agent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from limen.rbac.labels import WILDCARD
 from limen.rbac.role import CompiledRole
 
-__all__ = ["DBAutoUser", "db_auto_user"]
+__all__ = ["DBAutoUser", "db_auto_user", "db_own_name"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,13 @@ def db_auto_user(roles: Sequence[CompiledRole],
     granted -= denied
     granted.discard(WILDCARD)  # '*' is not a database role: never granted as one
     return DBAutoUser(tuple(sorted(granted)), tuple(role.name for role in enabling))
+
+
+def db_own_name(db_spec: Mapping[str, Any] | None, username: str) -> str | None:
+    """``username`` when the database can create its users (its Resource's ``spec`` names an
+    ``admin_user``), else None: what :func:`limen.rbac.checks.check_db` takes as
+    ``own_name``."""
+    admin = (db_spec or {}).get("admin_user")
+    if isinstance(admin, Mapping) and isinstance(admin.get("name"), str) and admin["name"]:
+        return username
+    return None

@@ -94,9 +94,17 @@ class RoleSet:
         return check_kube_request(self.roles, cluster_labels, info)
 
     def check_db(self, db_labels: Labels, db_user: str, db_name: str | None = None, *,
-                 mfa_verified: bool = False) -> Decision:
+                 mfa_verified: bool = False, own_name: str | None = None) -> Decision:
+        """``own_name``: the Limen user's name when the database can create its users
+        (:func:`limen.rbac.db_auto_users.db_own_name`); see :func:`limen.rbac.checks.check_db`."""
         return checks.check_db(self.roles, db_labels, db_user, db_name,
-                               mfa_verified=mfa_verified)
+                               mfa_verified=mfa_verified, own_name=own_name)
+
+    def db_users_on(self, db_labels: Labels, candidates: Iterable[str], *,
+                    own_name: str | None = None) -> tuple[str, ...]:
+        """The database users a listing shows for a database with these labels
+        (:func:`limen.rbac.checks.db_users_on`)."""
+        return checks.db_users_on(self.roles, db_labels, candidates, own_name=own_name)
 
     def db_auto_user(self, db_labels: Labels) -> DBAutoUser | None:
         """Whether the db agent creates the user's database user on a database with these

@@ -29,7 +29,7 @@ from limen.errors import AccessDenied, LimenError
 from limen.events.buffer import AuditBuffer, AuditStream
 from limen.events.event import AuditEvent, make_event
 from limen.net.streams import Counter
-from limen.rbac import RoleSet
+from limen.rbac import RoleSet, db_own_name
 
 __all__ = ["DBSession", "RoleSets", "authorize"]
 
@@ -58,9 +58,15 @@ class DBSession:
     def labels(self) -> Mapping[str, str]:
         return self.db.labels
 
+    @property
+    def own_name(self) -> str | None:
+        """The user's name when the database creates its users (``check_db``'s own name)."""
+        return db_own_name(self.db.spec, self.identity.username)
+
     def check_db_name(self, name: str) -> str | None:
         """None when the roles allow switching to database ``name``, else the reason."""
-        decision = self.role_set.check_db(self.labels, self.db_user, name)
+        decision = self.role_set.check_db(self.labels, self.db_user, name,
+                                          own_name=self.own_name)
         return None if decision.allowed else decision.reason
 
     def event(self, event_type: str, *, success: bool = True, **fields: Any) -> AuditEvent:
@@ -116,7 +122,8 @@ async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
         if role_set is None:
             raise AccessDenied(f"users of cluster {identity.cluster!r} are not mapped to "
                                "roles here")
-        decision = role_set.check_db(db.labels, db_user, db_name or None)
+        decision = role_set.check_db(db.labels, db_user, db_name or None,
+                                     own_name=db_own_name(db.spec, identity.username))
         if not decision.allowed:
             raise AccessDenied(decision.reason)
     except LimenError as err:

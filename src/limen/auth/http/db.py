@@ -37,6 +37,7 @@ from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key
 from limen.errors import AccessDenied
 from limen.net.http import json_body
+from limen.rbac import db_own_name
 from limen.rbac.roleset import RoleSet
 
 __all__ = ["db_routes"]
@@ -55,11 +56,11 @@ def db_routes(auth: AuthServer, identity_of: IdentityOf, forwarded_key: KeyOf,
         role_set = await role_set_of(identity)
         items: list[dict[str, Any]] = []
         for name, db in sorted((await online_databases(auth)).items()):
-            users = [u for u in identity.db_users
-                     if role_set.check_db(db.labels, u).allowed]
+            spec = db.resource.get("spec") or {}
+            users = list(role_set.db_users_on(
+                db.labels, identity.db_users, own_name=db_own_name(spec, identity.username)))
             if not users:
                 continue
-            spec = db.resource.get("spec") or {}
             items.append({"name": name, "protocol": db.protocol, "labels": db.labels,
                           "description": spec.get("description", ""),
                           "database": spec.get("database", ""),

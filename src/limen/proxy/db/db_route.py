@@ -50,6 +50,7 @@ from limen.net.streams import memory_streams
 from limen.proxy.agent_dial import AgentDialer, peer_der
 from limen.proxy.leaf_forward import LeafForwarder, leaf_of
 from limen.proxy.routing import ClusterView
+from limen.rbac import db_own_name
 from limen.tunnel.protocol import KIND_DB
 from limen.tunnel.server import TunnelServer
 
@@ -89,6 +90,11 @@ class DBTarget:
     @property
     def protocol(self) -> str:
         return str((self.resource.get("spec") or {}).get("protocol", ""))
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        spec = self.resource.get("spec")
+        return spec if isinstance(spec, Mapping) else {}
 
     @property
     def default_database(self) -> str:
@@ -196,8 +202,9 @@ class DBRouter:
         check_name("database user", db_user)
         if db_name:
             check_name("database name", db_name)
-        decision = (await self.view.role_set(identity)).check_db(target.labels, db_user,
-                                                                  db_name or None)
+        own = db_own_name(target.spec, identity.username)
+        decision = (await self.view.role_set(identity)).check_db(
+            target.labels, db_user, db_name or None, own_name=own)
         if not decision.allowed:
             raise AccessDenied(f"access to database {target.name} as {db_user} denied: "
                                f"{decision.reason}")
