@@ -1,21 +1,28 @@
-"""One TLS listener, several protocols: the proxy's web port routed by ALPN (Teleport's
-single-port mode).
+"""One TLS listener, several protocols: the proxy's web port routed by server name (SNI) and
+ALPN (Teleport's single-port mode).
 
 ::
 
-    client ──TLS (ALPN)──▶ TLSRouter ── "http/1.1" or none ──▶ aiohttp's web.Server (web API,
-                                │                              web UI, apps)
-                                ├──── "limen-ssh-proxy" ────▶ SSHTLSRoute (ssh_tls_route)
-                                ├──── "limen-postgres" ─────▶ the PostgreSQL front
-                                └──── "limen-mysql" ────────▶ the MySQL front
-                                                               (db.db_tls_route)
+    client ──TLS──▶ TLSRouter ── SNI kube-limen-proxy.limen.local ──▶ the kube front
+                        │          (its own context: a client certificate required)
+                        ├── "http/1.1" or no ALPN ──▶ aiohttp's web.Server (web API, web UI,
+                        │                             apps)
+                        ├── "limen-ssh-proxy" ──────▶ SSHTLSRoute (ssh_tls_route)
+                        ├── "limen-postgres" ───────▶ the PostgreSQL front
+                        ├── "limen-mysql" ──────────▶ the MySQL front (db.db_tls_route)
+                        └── "limen-kube" ───────────▶ the kube front (kube.kube_front)
 
-The handshake is OpenSSL's (the proxy's web context: client certificates optional); once it
-has finished, the protocol that serves the connection is created by the route the client's
-ALPN names and takes the transport over (``transport.set_protocol`` + ``connection_made``),
-so bytes are never re-framed in Python. More routes (``limen-tunnel``, Kubernetes by SNI)
-plug in as more entries. Started by
-:class:`limen.proxy.proxy_service.ProxyService`.
+Each connection's ClientHello is read first (:mod:`limen.proxy.client_hello`, at most 64 KiB
+within the handshake timeout), because the TLS context is chosen by the server name it asks
+for: a name of ``sni_routes`` gets that route's context, every other connection the proxy's
+web context (client certificates optional). OpenSSL cannot be told to require a client
+certificate once its handshake has started (an SNI callback may change the certificate, not
+the verify mode), hence the choice before it. The bytes read are then replayed into asyncio's
+TLS protocol, so the handshake is OpenSSL's as before. Once it has finished, the route's
+protocol (the SNI route's, else the one the negotiated ALPN names) takes the transport over
+(``transport.set_protocol`` + ``connection_made``), so bytes are never re-framed in Python. A
+failed handshake on an SNI route is reported to its ``refused`` callback (the kube front
+audits it). Started by :class:`limen.proxy.proxy_service.ProxyService`.
 """
 
 from __future__ import annotations
@@ -24,37 +31,55 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from asyncio.sslproto import SSLProtocol
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["HTTP_ALPN", "ProtocolFactory", "TLSRouter"]
+from limen.proxy.client_hello import ClientHello, NotClientHello, parse
+
+__all__ = ["HTTP_ALPN", "ProtocolFactory", "SNIRoute", "TLSRouter"]
 
 log = logging.getLogger(__name__)
 
 HTTP_ALPN = "http/1.1"
-HANDSHAKE_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 30
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+Refused = Callable[[ssl.SSLError, str], Coroutine[Any, Any, None]]
+"""Called with the handshake's error and the client's ``host:port``."""
+
+
+@dataclass(frozen=True)
+class SNIRoute:
+    """A server name served with its own TLS context and protocol, whatever the ALPN."""
+
+    context: ssl.SSLContext
+    factory: ProtocolFactory
+    refused: Refused | None = None
 
 
 class TLSRouter:
-    """Serves ``sock`` with ``context``; each connection goes to ``routes[alpn]``, or to
-    ``default`` when the client asked for ``http/1.1``, for nothing, or for a name the proxy
-    does not serve (OpenSSL then picked none)."""
+    """Serves ``sock``: a connection asking for a server name of ``sni_routes`` goes to that
+    route; any other to ``routes[alpn]``, or to ``default`` when the client asked for
+    ``http/1.1``, for nothing, or for a name the proxy does not serve (OpenSSL then picked
+    none)."""
 
     def __init__(self, context: ssl.SSLContext, default: ProtocolFactory,
-                 routes: Mapping[str, ProtocolFactory]) -> None:
+                 routes: Mapping[str, ProtocolFactory],
+                 sni_routes: Mapping[str, SNIRoute] | None = None) -> None:
         if HTTP_ALPN in routes:
             raise ValueError("http/1.1 is the default route")
         self.context = context
         self.default = default
         self.routes = dict(routes)
+        self.sni_routes = {name.lower(): route for name, route in (sni_routes or {}).items()}
         context.set_alpn_protocols([HTTP_ALPN, *self.routes])
         self._server: asyncio.Server | None = None
+        self._refusals: set[asyncio.Task[None]] = set()
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Dispatch(self), sock=sock, ssl=self.context,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        self._server = await loop.create_server(lambda: _Hello(self), sock=sock)
 
     def stop(self) -> None:
         """Stop accepting; the routes close their own connections."""
@@ -65,20 +90,90 @@ class TLSRouter:
     def factory_for(self, alpn: str | None) -> ProtocolFactory:
         return self.routes.get(alpn or "", self.default)
 
+    def handshake_failed(self, route: SNIRoute, err: ssl.SSLError, client_addr: str) -> None:
+        if route.refused is None:
+            return
+        task = asyncio.create_task(route.refused(err, client_addr), name="tls route refusal")
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
+
+
+def _address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+
+
+class _Hello(asyncio.Protocol):
+    """Lives until the ClientHello is read: then starts the TLS handshake with the context
+    its server name picks, replaying what it read."""
+
+    def __init__(self, router: TLSRouter) -> None:
+        self.router = router
+        self.read = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        self.read += data
+        try:
+            hello = parse(bytes(self.read))
+        except NotClientHello:
+            hello = ClientHello("", ())  # OpenSSL refuses it with the web context, as before
+        if hello is not None:
+            self._handshake(hello)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _handshake(self, hello: ClientHello) -> None:
+        assert self.transport is not None
+        if self.timer is not None:
+            self.timer.cancel()
+        route = self.router.sni_routes.get(hello.server_name)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        tls = SSLProtocol(loop, _Dispatch(self.router, route),
+                          route.context if route else self.router.context, waiter,
+                          server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        client_addr = _address(self.transport)
+        waiter.add_done_callback(lambda done: self._handshake_done(done, route, client_addr))
+        self.transport.set_protocol(tls)
+        tls.connection_made(self.transport)
+        data = bytes(self.read)
+        self.read.clear()
+        tls.get_buffer(len(data))[:len(data)] = data
+        tls.buffer_updated(len(data))
+
+    def _handshake_done(self, done: asyncio.Future[Any], route: SNIRoute | None,
+                        client_addr: str) -> None:
+        err = None if done.cancelled() else done.exception()
+        if route is not None and isinstance(err, ssl.SSLError):
+            self.router.handshake_failed(route, err, client_addr)
+
 
 class _Dispatch(asyncio.Protocol):
     """Lives for the handshake only: hands the transport to the route's protocol."""
 
-    def __init__(self, router: TLSRouter) -> None:
+    def __init__(self, router: TLSRouter, route: SNIRoute | None) -> None:
         self.router = router
+        self.route = route
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        name = "SNI" if self.route is not None else alpn or HTTP_ALPN
         try:
-            protocol = self.router.factory_for(alpn)()
+            factory = self.route.factory if self.route is not None else \
+                self.router.factory_for(alpn)
+            protocol = factory()
         except Exception:
-            log.exception("proxy: the %s route cannot take a connection", alpn or HTTP_ALPN)
+            log.exception("proxy: the %s route cannot take a connection", name)
             transport.close()
             return
         transport.set_protocol(protocol)
