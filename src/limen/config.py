@@ -103,10 +103,11 @@ class Listeners:
     the auth join listener's default (the auth port + 1) in the single-node default."""
 
     def randomized(self) -> Listeners:
-        """Every listener on a free loopback port (``--random-ports``); the join listener
-        stays next to the auth listener (its port + 1), where a proxy looks for it."""
-        return Listeners(**{f.name: "" if f.name == "auth_join" else "127.0.0.1:0"
-                            for f in dataclasses.fields(self)})
+        """Every listener on a free loopback port (``--random-ports``), but those turned off
+        (an empty address); the join listener stays next to the auth listener (its port + 1),
+        where a proxy looks for it."""
+        return Listeners(**{f.name: "" if f.name == "auth_join" or getattr(self, f.name) == ""
+                            else "127.0.0.1:0" for f in dataclasses.fields(self)})
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,9 @@ class Settings:
 
 
 _ADDRESS = {"type": "string", "pattern": r"^[^\s:]*:\d{1,5}$"}
+_OPTIONAL_ADDRESS = {"anyOf": [_ADDRESS, {"const": ""}]}
+_OPTIONAL_LISTENERS = ("postgres", "mysql", "kube")
+"""Listeners an empty address turns off (their fronts still serve the proxy's web port)."""
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -304,7 +308,8 @@ SCHEMA: dict[str, Any] = {
         },
         "listeners": {
             "type": "object", "additionalProperties": False,
-            "properties": {f.name: _ADDRESS for f in dataclasses.fields(Listeners)},
+            "properties": {f.name: _OPTIONAL_ADDRESS if f.name in _OPTIONAL_LISTENERS
+                           else _ADDRESS for f in dataclasses.fields(Listeners)},
         },
         "gitops": {
             "type": "object", "additionalProperties": False,
