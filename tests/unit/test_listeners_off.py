@@ -24,5 +24,5 @@ def test_an_empty_address_turns_the_db_and_kube_listeners_off(tmp_path: Path) ->
 def test_the_web_listener_cannot_be_turned_off(tmp_path: Path) -> None:
     config = tmp_path / "limen.yaml"
     config.write_text('listeners: {web: ""}\n')
-    with pytest.raises(BadParameter, match="listeners.web"):
+    with pytest.raises(BadParameter, match=r"listeners\.web"):
         load_settings(config, env={})
