@@ -17,6 +17,8 @@ connector that routes a user's channel to a node.
                                cluster_labels, then a dial through the leaf proxy's link
     RootLockPublisher (limen.proxy.trust_root_locks): this cluster's locks on its users sent
       to every leaf's link; the leaf enforces them on this cluster's users
+    RootCAPublisher (limen.proxy.trust_root_cas): this cluster's public CAs, signed, sent to
+      every leaf's link on each change (a CA rotation reaches the leaves)
 
 The inner SSH session stays end to end (user ↔ node): the relay moves its bytes without
 decrypting them; the only SSH layer the proxy terminates is the user's jump connection.
@@ -72,6 +74,7 @@ from limen.net.relay import Relay
 from limen.proxy.proxy_peers import ProxyAnnouncer, announced_tunnel_address
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
+from limen.proxy.trust_root_cas import RootCAPublisher
 from limen.proxy.trust_root_locks import RootLockPublisher
 from limen.proxy.trust_root_routes import RemoteClusters
 from limen.rbac.roleset import RoleSet
@@ -294,6 +297,8 @@ class ProxySSHService:
         self.front = SSHFront(self.connector)
         self.root_locks = RootLockPublisher(auth, self.tunnel)
         """This cluster's locks on its users, pushed to the leaves' cluster links."""
+        self.root_cas = RootCAPublisher(auth, self.tunnel, lambda: self.credentials)
+        """This cluster's public CAs, pushed to the leaves' cluster links."""
         self.peers: ProxyAnnouncer | None = None
         """This proxy in the cluster's proxy set (started with the tunnel listener)."""
 
@@ -312,7 +317,9 @@ class ProxySSHService:
                 self.settings.cluster.public_address, tunnel, self.settings.cluster.tunnel_host))
             await self.peers.start()
             await self.root_locks.start()
+            await self.root_cas.start()
         except BaseException:
+            await self.root_locks.stop()
             if self.peers is not None:
                 await self.peers.stop()
             await self.front.stop()
@@ -321,6 +328,7 @@ class ProxySSHService:
         return {"ssh_proxy": ssh, "tunnel": tunnel}
 
     async def stop(self) -> None:
+        await self.root_cas.stop()
         await self.root_locks.stop()
         if self.peers is not None:
             await self.peers.stop()

@@ -30,6 +30,12 @@
     root locks ◀─ locks {revision, items} from R ─▶ RootLocks; the sessions of R's users
        relayed here are re-checked (RootSessionGuard): a lock on one cuts its relay (at once
        under ``lock: strict``, at the next check within 2 s otherwise), audited
+    root CAs ◀─ cas {update} from R (R's public CAs signed by R's proxy, on every change: a CA
+       rotation) ─▶ POST /v1/trust/roots/R/cas to this cluster's auth, which checks the
+       signature itself and stores them (limen.auth.trusted_clusters.leaf_cas); the store
+       change comes back through the TrustView. A change of R's CAs alone does not restart
+       the link: its trust in R's proxy takes the new host CA keys in place (open sessions
+       stay)
 
 Dials of kind ``db`` and ``kube`` (a root user's ``psql``/``kubectl`` through the root's
 fronts) carry the user's X.509 certificate instead and go to
@@ -56,6 +62,8 @@ from typing import Any
 
 from limen.aio.backoff import Backoff
 from limen.aio.task_service import TaskService
+from limen.aio.tasks import cancel_and_wait
+from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.peer_role import require_server_role
@@ -81,6 +89,7 @@ from limen.tunnel.protocol import (
     MODE_TLS,
     DialRequest,
     Locks,
+    RootCAs,
 )
 
 __all__ = ["LeafLinks", "tunnel_address_from_ping"]
@@ -108,10 +117,9 @@ class _Link:
 
 
 def _state(root: TrustedRoot) -> tuple[Any, ...]:
-    """What a running link depends on: a change restarts it."""
-    host = root.host_ca.ssh_public_keys() if root.host_ca else ()
-    tls = root.tls_ca.fingerprint if root.tls_ca else ""
-    return root.proxy_address, root.tunnel_address, host, tls
+    """What a running link depends on: a change restarts it (a change of the root's CAs is
+    taken in place, :meth:`LeafLinks.sync`)."""
+    return root.proxy_address, root.tunnel_address
 
 
 class _RelayDial:
@@ -154,6 +162,8 @@ class LeafLinks(TaskService):
         self.clock = clock
         self.links: dict[str, _Link] = {}
         """Running links by root cluster name."""
+        self._relays: set[asyncio.Task[None]] = set()
+        """Root CA updates being handed to auth."""
         self.errors: dict[str, str] = {}
         """Why a root has no link (address discovery failed), by root cluster name."""
         self.root_locks = root_locks or RootLocks()
@@ -183,6 +193,7 @@ class LeafLinks(TaskService):
     async def stop(self) -> None:
         await super().stop()
         await self.guard.stop()
+        await cancel_and_wait(*self._relays)
         for name in list(self.links):
             await self._drop(name, "stopping")
 
@@ -208,7 +219,9 @@ class LeafLinks(TaskService):
             if name not in roots:
                 await self._drop(name, "the TrustedCluster is disabled or deleted")
             elif _state(roots[name]) != _state(link.root):
-                await self._drop(name, "the root's CAs or addresses changed")
+                await self._drop(name, "the root's addresses changed")
+            elif roots[name] is not link.root:
+                self._follow_cas(link, roots[name])
         for name, root in roots.items():
             if name not in self.links:
                 await self._open(ssh, root)
@@ -234,15 +247,46 @@ class LeafLinks(TaskService):
         def locks(message: Locks) -> None:
             self.root_locks.update(name, message)
 
+        def cas(message: RootCAs) -> None:
+            task = asyncio.create_task(self._relay_cas(name, message),
+                                       name=f"root-cas-{name}")
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
+
         agent = TunnelAgent(address, ssh.credentials, None, heartbeat, prepare=prepare,
                             settings=TunnelAgentSettings(
                                 peer_trust={name: root.host_ca.trusted_public_keys()},
                                 peer_cluster=name, heartbeat_interval=self.heartbeat_interval,
                                 backoff=self.backoff, clock=self.clock, on_locks=locks,
-                                serves=self._serves()))
+                                on_cas=cas, serves=self._serves()))
         self.links[name] = _Link(root, agent)
         await agent.start()
         log.info("cluster links: dialling root %s at %s", name, address)
+
+    @staticmethod
+    def _follow_cas(link: _Link, root: TrustedRoot) -> None:
+        """The root's CAs changed (a rotation): the link's next welcome is verified against
+        the root's host CA keys as stored now; the open connection stays."""
+        assert root.host_ca is not None
+        keys = root.host_ca.trusted_public_keys()
+        assert link.root.host_ca is not None
+        if keys != link.root.host_ca.trusted_public_keys():
+            log.info("cluster links: root %s's host CA keys changed; the link trusts %d key(s)",
+                     root.root_cluster, len(keys))
+        link.agent.peer_trust = {root.root_cluster: keys}
+        link.root = root
+
+    async def _relay_cas(self, name: str, message: RootCAs) -> None:
+        """Hand root ``name``'s CA update to this cluster's auth, which checks and stores it."""
+        ssh = self.proxy()
+        if ssh is None:
+            return
+        try:
+            await ssh.auth.call("POST", f"{TRUST_ROOTS_PATH}/{name}/cas", dict(message.update))
+        except asyncio.CancelledError:
+            raise
+        except (LimenError, OSError) as err:
+            log.warning("cluster links: auth did not take root %s's CA update: %s", name, err)
 
     async def _drop(self, name: str, reason: str) -> None:
         link = self.links.pop(name, None)

@@ -18,12 +18,18 @@ root proxy's TLS CA matched ``ca_pin`` and its certificate proved to be that roo
 verified against the system trust store when there is no pin), and its announced name passed
 ``check_root`` (``limen.trust.handshake``).
 
-then writes ``status`` (``conditions`` Ready / Stalled with a reason, ``rootCluster``,
-``observedRevision`` and ``observedSpec``, a digest of the reconciled spec) and refreshes the
-:class:`~limen.trust.cache.TrustCache` the node agent reads. A failure (token missing or
-refused, root unreachable, CA pin mismatch, name clash) is Stalled with the reason and a
-refused ``join`` audit event (once per distinct reason); the object is retried with
-exponential backoff, and nothing crashes the service. With ``leadership`` (several auth
+A root's CAs also change after the handshake: a CA rotation at the root reaches this cluster as
+a signed update that auth stores in place (``limen.auth.trusted_clusters.leaf_cas``); every
+replica watches the CertAuthority resources too and refreshes its cache on each change of a
+root's CAs, so the node agent in this process verifies root users against the new keys at
+once.
+
+The reconciler then writes ``status`` (``conditions`` Ready / Stalled with a reason,
+``rootCluster``, ``observedRevision`` and ``observedSpec``, a digest of the reconciled spec)
+and refreshes the :class:`~limen.trust.cache.TrustCache` the node agent reads. A failure
+(token missing or refused, root unreachable, CA pin mismatch, name clash) is Stalled with the
+reason and a refused ``join`` audit event (once per distinct reason); the object is retried
+with exponential backoff, and nothing crashes the service. With ``leadership`` (several auth
 replicas on one backend) only the replica holding the lease joins and writes; every replica
 still refreshes its cache on each change, and a replica that takes the lease over reconciles
 every TrustedCluster once. Called by ``limen.cli.compose``.
@@ -132,6 +138,7 @@ class TrustedClusterReconciler:
         if self.leadership is not None:
             await self.leadership.start()
         self._tasks = [asyncio.create_task(self._watch(), name="trusted-clusters-watch"),
+                       asyncio.create_task(self._watch_cas(), name="trusted-clusters-cas"),
                        asyncio.create_task(self._work(), name="trusted-clusters-work")]
         if self.leadership is not None:
             self._tasks.append(asyncio.create_task(self._follow(self.leadership),
@@ -181,6 +188,24 @@ class TrustedClusterReconciler:
                 raise
             except Exception:  # a closed or compacted watch: list again after a pause
                 log.exception("trusted cluster watch failed; listing again")
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _watch_cas(self) -> None:
+        """Refresh the cache on every change of another cluster's CA (a root's CA update)."""
+        backoff = Backoff(self._backoff_base, self._backoff_cap)
+        own = f".{self.auth.cluster_name}"
+        while True:
+            try:
+                after = await self.store.backend.current_revision()
+                await self.cache.refresh()
+                async for change in self.store.watch(Kind.CERT_AUTHORITY, after=after):
+                    backoff.reset()
+                    if not change.name.endswith(own):
+                        await self.cache.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a closed or compacted watch: read again after a pause
+                log.exception("trusted root CA watch failed; reading again")
             await asyncio.sleep(backoff.next_delay())
 
     async def _known_names(self) -> set[str]:

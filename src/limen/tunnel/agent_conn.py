@@ -12,6 +12,7 @@ dials served and auth connect requests answered.
       │                   then handler(sock, request)   (or prepare(request) first, then serve)
       │  connect_ok / connect_failed ─▶ the waiting request_connect
       │  locks (cluster links: the root's locks) ─▶ settings.on_locks
+      │  cas (cluster links: the root's public CAs) ─▶ settings.on_cas
       └─ connection lost: run() returns or raises; pending connect requests fail
 
 The welcome's certificate must be a valid host certificate of the expected cluster with role
@@ -63,6 +64,7 @@ from limen.tunnel.protocol import (
     Message,
     Proxies,
     ProxyEntry,
+    RootCAs,
     Welcome,
     encode,
     format_preamble,
@@ -244,6 +246,8 @@ class AgentConnection:
             self.owner.proxies_announced(self, message.proxies)
         elif isinstance(message, Locks) and self.owner.settings.on_locks is not None:
             self.owner.settings.on_locks(message)
+        elif isinstance(message, RootCAs) and self.owner.settings.on_cas is not None:
+            self.owner.settings.on_cas(message)
         elif isinstance(message, ConnectOk | ConnectFailed):
             future = self._connects.pop(message.id, None)
             if future is None or future.done():

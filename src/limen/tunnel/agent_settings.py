@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from limen.aio.backoff import Backoff
 from limen.ca.keys import PublicKey
-from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, Locks
+from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, Locks, RootCAs
 
 __all__ = ["DialHandler", "DialPreparer", "HeartbeatSource", "PreparedDial",
            "TunnelAgentSettings"]
@@ -84,3 +84,6 @@ class TunnelAgentSettings:
     on_locks: Callable[[Locks], None] | None = None
     """A leaf's cluster link: receives the root's ``locks`` messages; None: such a message is
     a protocol error (an agent's proxy never sends one)."""
+    on_cas: Callable[[RootCAs], None] | None = None
+    """A leaf's cluster link: receives the root's ``cas`` messages (its public CAs); None: such
+    a message is a protocol error."""

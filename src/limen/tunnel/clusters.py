@@ -15,6 +15,10 @@
       ◀── locks {revision, items} ──────────  the root's locks on users, roles and logins (not
                                               nodes), at welcome, on change, as a keepalive:
                                               the leaf enforces them on root users
+      ◀── cas {update} ─────────────────────  the root's public CAs (user, host, TLS), signed
+                                              by the root proxy's host key, at welcome and on
+                                              change: the leaf's auth checks and stores them
+                                              (limen.auth.trusted_clusters.ca_update)
       ── connect / dial / anything else ───▶  REFUSED, audited (access.denied), link dropped
 
 A leaf never asks the root for anything: a cluster link cannot reach the root's auth API, the

@@ -22,6 +22,8 @@ a ``type`` field::
       │                                      │  welcome): the agent keeps a tunnel to each
       │◀── locks {revision, items} ──────────│ cluster links only: the root's locks on its
       │                                      │  users, roles and logins (see clusters)
+      │◀── cas {update} ─────────────────────│ cluster links only: the root's current public
+      │                                      │  CAs, signed by the root proxy (see clusters)
 
 Several proxies: ``welcome`` and ``proxies`` carry the proxies of the cluster (host id and
 tunnel address as agents reach it, :class:`ProxyEntry`); an agent's ``hello`` lists in
@@ -75,6 +77,7 @@ __all__ = [
     "Message",
     "Proxies",
     "ProxyEntry",
+    "RootCAs",
     "Welcome",
     "decode_message",
     "encode",
@@ -265,8 +268,18 @@ class Locks:
     items: tuple[Mapping[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class RootCAs:
+    """Root proxy to a leaf's cluster link: the root's current public CAs as one signed update
+    (``limen.auth.trusted_clusters.ca_update``: checked by the leaf's auth, not here); sent
+    when the link is welcomed and on every change."""
+
+    type: ClassVar[str] = "cas"
+    update: Mapping[str, Any] = field(default_factory=dict)
+
+
 Message = (Hello | Welcome | Heartbeat | Dial | DialFailed | Connect | ConnectOk
-           | ConnectFailed | Proxies | Locks)
+           | ConnectFailed | Proxies | Locks | RootCAs)
 
 
 def encode(message: Message) -> bytes:
@@ -446,8 +459,16 @@ def _locks(doc: Mapping[str, Any]) -> Locks:
     return Locks(revision=_int(doc, "revision"), items=tuple(items))
 
 
+def _root_cas(doc: Mapping[str, Any]) -> RootCAs:
+    update = doc.get("update")
+    if not isinstance(update, dict):
+        raise BadParameter("control message field 'update' must be an object")
+    return RootCAs(update=update)
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
     Hello.type: _hello, Welcome.type: _welcome, Heartbeat.type: _heartbeat, Dial.type: _dial,
     DialFailed.type: _dial_failed, Connect.type: _connect, ConnectOk.type: _connect_ok,
     ConnectFailed.type: _connect_failed, Proxies.type: _proxies_message, Locks.type: _locks,
+    RootCAs.type: _root_cas,
 }

@@ -23,7 +23,8 @@ reused nonces close the connection; nothing else happens. Called by the proxy's 
 
 Leaf clusters' proxies connect here too (``remote_trust`` set): their cluster links live in
 ``clusters``, are dialled with :meth:`TunnelServer.dial_cluster`, are sent this cluster's locks
-on its users (:meth:`TunnelServer.publish_locks`), and may ask for nothing
+on its users (:meth:`TunnelServer.publish_locks`) and its public CAs
+(:meth:`TunnelServer.publish_cas`), and may ask for nothing
 (:mod:`limen.tunnel.clusters`).
 """
 
@@ -64,6 +65,7 @@ from limen.tunnel.protocol import (
     Message,
     Proxies,
     ProxyEntry,
+    RootCAs,
 )
 from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.sniffer import DataConnection, PortSniffer
@@ -130,6 +132,7 @@ class TunnelServer:
         self._by_host: dict[str, AgentLink] = {}
         self._by_cluster: dict[str, AgentLink] = {}
         self._root_locks: Locks | None = None
+        self._root_cas: RootCAs | None = None
         self._nonces = NonceTable()
         self._waiting: dict[str, asyncio.Future[DataConnection]] = {}
         self._last_forward: dict[tuple[str, str], float] = {}
@@ -389,6 +392,15 @@ class TunnelServer:
                  record.proxy_id, record.address)
         if self._root_locks is not None:
             self._send_locks(link, self._root_locks)
+        if self._root_cas is not None:
+            self._send_locks(link, self._root_cas)
+
+    def publish_cas(self, message: RootCAs) -> None:
+        """Send this cluster's public CAs to every cluster link (and to each link welcomed
+        later): ``limen.proxy.trust_root_cas`` calls it on every change."""
+        self._root_cas = message
+        for link in list(self._by_cluster.values()):
+            self._send_locks(link, message)
 
     def publish_locks(self, message: Locks) -> None:
         """Send this cluster's locks that concern its users at leaves to every cluster link
@@ -398,11 +410,11 @@ class TunnelServer:
         for link in list(self._by_cluster.values()):
             self._send_locks(link, message)
 
-    def _send_locks(self, link: AgentLink, message: Locks) -> None:
+    def _send_locks(self, link: AgentLink, message: Locks | RootCAs) -> None:
         try:
             link.send(message)
-        except LimenError as err:  # the channel is closing, or the locks exceed a frame
-            log.warning("tunnel: cannot send the locks to cluster %s: %s",
+        except LimenError as err:  # the channel is closing, or the message exceeds a frame
+            log.warning("tunnel: cannot send the %s to cluster %s: %s", message.type,
                         link.remote_cluster, err)
 
     def _cluster_lost(self, link: AgentLink) -> None:

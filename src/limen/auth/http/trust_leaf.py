@@ -1,13 +1,15 @@
-"""Auth API route that tells this cluster's own agents and proxies what it trusts::
+"""Auth API routes that tell this cluster's own agents and proxies what it trusts, and take a
+trusted root's CA updates from this cluster's proxies::
 
     GET /v1/trust/roots[?revision=R]
-        ◀── {cluster, revision, user_ca, host_ca, rotation: {user, host},
+        ◀── {cluster, revision, user_ca, host_ca, tls_ca, rotation: {user, host},
               roots: [{trusted_cluster, root_cluster,
               proxy_address, tunnel_address, role_map, cas: {user, host?, tls?}}]}
         ◀── {cluster, revision: R, unchanged: true}     when R is still current
 
-``user_ca`` and ``host_ca`` are this cluster's own user and host CAs (all their trusted keys:
-a CA rotation shows here), ``rotation`` their rotation states (``limen.auth.rotation``: a host
+``user_ca``, ``host_ca`` and ``tls_ca`` are this cluster's own user, host and TLS CAs (all
+their trusted keys: a CA rotation shows here; a root proxy sends them to the leaves,
+``limen.proxy.trust_root_cas``), ``rotation`` their rotation states (``limen.auth.rotation``: a host
 renews its host certificate by it);
 ``roots`` are the enabled trusted root clusters exactly as the auth process's ``TrustCache``
 sees them (``limen.auth.trusted_clusters.leaf_roots.enabled_roots``). Every CA is a
@@ -16,8 +18,17 @@ sees them (``limen.auth.trusted_clusters.leaf_roots.enabled_roots``). Every CA i
 
 Only system identities of this cluster that verify users' certificates (node, proxy, db, kube,
 app; admins) may call it; users, even with rules, are refused. The caller is
-``limen.trust.roots_poller.RemoteTrustCache`` in a node or proxy started apart from auth. Registered
-by ``limen.auth.http.app.build_app``.
+``limen.trust.roots_poller.RemoteTrustCache`` in a node or proxy started apart from auth.
+
+::
+
+    POST /v1/trust/roots/{root}/cas   {update}   ◀── {changed}
+
+The update root ``root``'s proxy sent over this cluster's link to it, relayed by this cluster's
+proxy (``limen.proxy.trust_leaf_links``; only proxies and admins may call it). The proxy is
+not believed: auth checks the root proxy's signature itself and stores the CAs or refuses
+the whole update (``limen.auth.trusted_clusters.leaf_cas``: 403 or 400, audited).
+Registered by ``limen.auth.http.app.build_app``.
 """
 
 from __future__ import annotations
@@ -34,9 +45,11 @@ from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
 from limen.auth.rotation import ROTATABLE, RotationState
+from limen.auth.trusted_clusters.leaf_cas import apply_root_cas
 from limen.auth.trusted_clusters.leaf_roots import enabled_roots
 from limen.ca.authority import CertAuthorityType
 from limen.ca.identity import Identity, SystemRole
+from limen.net.http import json_body
 
 __all__ = ["TRUST_ROOTS_PATH", "trust_answer", "trust_routes"]
 
@@ -50,6 +63,7 @@ async def trust_answer(auth: AuthServer) -> dict[str, Any]:
     """The full answer (see the module doc), ``revision`` included."""
     own = (await auth.authorities.trusted(CertAuthorityType.USER))[auth.cluster_name]
     host = (await auth.authorities.trusted(CertAuthorityType.HOST))[auth.cluster_name]
+    tls = (await auth.authorities.trusted(CertAuthorityType.TLS))[auth.cluster_name]
     rotation = {}
     for ca_type in ROTATABLE:
         stored = await auth.store.find(Kind.CERT_AUTHORITY,
@@ -69,7 +83,8 @@ async def trust_answer(auth: AuthServer) -> dict[str, Any]:
         })
     answer: dict[str, Any] = {"cluster": auth.cluster_name,
                               "user_ca": own.public_only().to_dict(),
-                              "host_ca": host.public_only().to_dict(), "rotation": rotation,
+                              "host_ca": host.public_only().to_dict(),
+                              "tls_ca": tls.public_only().to_dict(), "rotation": rotation,
                               "roots": roots}
     text = json.dumps(answer, sort_keys=True, separators=(",", ":"), default=str)
     answer["revision"] = hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -96,4 +111,12 @@ def trust_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef
                                       "revision": answer["revision"], "unchanged": True})
         return web.json_response(answer)
 
-    return [web.get(TRUST_ROOTS_PATH, roots)]
+    async def root_cas(request: web.Request) -> web.Response:
+        identity = await identity_of(request)
+        require_system(identity, (SystemRole.PROXY,))
+        changed = await apply_root_cas(auth, request.match_info["root"],
+                                       await json_body(request), relayed_by=identity.host_id or "")
+        return web.json_response({"changed": changed})
+
+    return [web.get(TRUST_ROOTS_PATH, roots),
+            web.post(TRUST_ROOTS_PATH + "/{root}/cas", root_cas)]
