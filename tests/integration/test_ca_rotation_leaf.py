@@ -15,7 +15,9 @@ long-running ssh session to the leaf's node stays open:
   is refused by the leaf's own node (presented to it directly, audited there), while the new
   one works there and through the root.
 
-The open session survives the whole rotation.
+The root's host CA is rotated alongside: its new key reaches the leaf in ``init`` too, so the
+leaf keeps taking updates signed by the root proxy's renewed certificate (``update_servers``)
+and drops the old host key at ``standby``. The open session survives the whole rotation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import getpass
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,29 @@ class World:
     root: LimenCluster
     leaf: LimenCluster
     alice: LimenUser
+    trust: Path
+    """The leaf's TrustedCluster document."""
+
+    def trust_enabled(self, enabled: bool) -> None:
+        doc = yaml.safe_load(self.trust.read_text())
+        doc["spec"]["enabled"] = enabled
+        self.trust.write_text(yaml.safe_dump(doc))
+        self.leaf.lmctl("apply", "-f", self.trust)
 
     def rotate(self, *args: str) -> None:
-        self.root.lmctl("auth", "rotate", "--type", "user", *args)
+        """Move the root's user and host CAs to the same phase."""
+        for ca_type in ("user", "host"):
+            self.root.lmctl("auth", "rotate", "--type", ca_type, *args)
 
     def ca_updates(self) -> list[dict[str, Any]]:
         """The leaf's audit of the root's CA updates it applied."""
         return [e for e in self.leaf.audit("trusted_cluster.cas")
                 if e.get("success") and e.get("root_cluster") == "root"]
+
+    def keys_changed(self, ca_type: str, change: str) -> list[str]:
+        """Fingerprints of the root's ``ca_type`` CA keys the leaf ``added`` or ``removed``."""
+        return [key for e in self.ca_updates()
+                for key in e["cas"].get(ca_type, {}).get(change, [])]
 
 
 def _ssh_ok(user: LimenUser, marker: str) -> bool:
@@ -142,7 +158,7 @@ class _Session:
 
 
 @pytest.fixture(scope="module")
-def world(module_clusters: ClusterFactory) -> Iterator[World]:
+def world(module_clusters: ClusterFactory) -> World:
     root = module_clusters("root", "--labels", "env=root")
     root.lmctl("apply", "-f", "-", input=ROOT_ROLE)
     alice = root.signed_up_user("alice", roles=["ops"], logins=[LOGIN])
@@ -161,9 +177,9 @@ def world(module_clusters: ClusterFactory) -> Iterator[World]:
                  "role_map": [{"remote": "ops", "local": ["visitor"]}]}}))
     leaf.lmctl("apply", "-f", trust)
     alice.login()
-    world = World(root, leaf, alice)
+    world = World(root, leaf, alice, trust)
     wait_for(lambda: _ssh_ok(alice, "ready"), DEADLINE, "alice reaching the leaf's node")
-    yield world
+    return world
 
 
 def test_a_root_user_ca_rotation_reaches_the_leaf(world: World, tmp_path: Path) -> None:
@@ -174,13 +190,13 @@ def test_a_root_user_ca_rotation_reaches_the_leaf(world: World, tmp_path: Path) 
     try:
         session.echo("start")
 
-        world.rotate("--manual")  # init: the new key is trusted at the root, and at the leaf
-        added = wait_for(lambda: [e for e in world.ca_updates()
-                                  if e["cas"].get("user", {}).get("added")],
-                         PROPAGATION, "the leaf's audit of the root's new user CA key")
-        new_key = added[-1]["cas"]["user"]["added"][0]
+        world.rotate("--manual")  # init: the new keys are trusted at the root, and at the leaf
+        [new_key] = wait_for(lambda: world.keys_changed("user", "added"), PROPAGATION,
+                             "the leaf's audit of the root's new user CA key")
+        wait_for(lambda: world.keys_changed("host", "added"), PROPAGATION,
+                 "the leaf's audit of the root's new host CA key")
         assert new_key != old_key
-        assert added[-1]["signer"]  # the root proxy that signed the update
+        assert all(e["signer"] for e in world.ca_updates())  # the root proxy that signed
         _works(before, "init-old", "the certificate from before, in init")
         session.echo("init")
 
@@ -191,14 +207,15 @@ def test_a_root_user_ca_rotation_reaches_the_leaf(world: World, tmp_path: Path) 
         _works(before, "clients-old", "the certificate from before, in update_clients")
         session.echo("clients")
 
-        world.rotate("--phase", "update_servers")
+        world.rotate("--phase", "update_servers")  # the root proxy renews its host cert
         _works(alice, "servers-new", "a certificate of the new key, in update_servers")
         session.echo("servers")
 
-        world.rotate("--phase", "standby")  # the old key is dropped at the root, and the leaf
-        wait_for(lambda: [e for e in world.ca_updates()
-                          if old_key in e["cas"].get("user", {}).get("removed", [])],
-                 PROPAGATION, "the leaf's audit of the root's old user CA key dropped")
+        world.rotate("--phase", "standby")  # the old keys are dropped at the root and the leaf
+        wait_for(lambda: old_key in world.keys_changed("user", "removed"), PROPAGATION,
+                 "the leaf's audit of the root's old user CA key dropped")
+        wait_for(lambda: world.keys_changed("host", "removed"), PROPAGATION,
+                 "the leaf's audit of the root's old host CA key dropped")
         refused = _direct(before, leaf_node, "old-direct")
         assert refused.returncode != 0, describe(refused)
         assert "old-direct" not in refused.stdout
@@ -213,3 +230,14 @@ def test_a_root_user_ca_rotation_reaches_the_leaf(world: World, tmp_path: Path) 
         session.echo("standby")  # the session opened before the rotation is still open
     finally:
         session.close()
+
+
+def test_the_link_reconnects_to_the_renewed_root_proxy(world: World) -> None:
+    """After the rotation the leaf holds only the root's new host key: a new link (disabled,
+    then enabled again: no handshake) verifies the root proxy's renewed certificate with it.
+    Follows the rotation above (the tests run in file order)."""
+    assert world.keys_changed("host", "removed")
+    world.trust_enabled(False)
+    wait_for(lambda: not _ssh_ok(world.alice, "down"), PROPAGATION, "the link stopped")
+    world.trust_enabled(True)
+    _works(world.alice, "reconnected", "alice through a new link after the rotation")
