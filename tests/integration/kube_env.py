@@ -147,7 +147,8 @@ RBAC = [
 ]
 
 
-def start_kube_env(root: Path) -> Iterator[KubeEnv]:
+def start_kube_env(root: Path, extra_config: str = "") -> Iterator[KubeEnv]:
+    """``extra_config``: more of the cluster's ``limen.yaml`` (e.g. its listeners)."""
     api = KubeAPI(root / "k8s", authenticate=True).start()
     cluster: LimenCluster | None = None
     try:
@@ -156,7 +157,7 @@ def start_kube_env(root: Path) -> Iterator[KubeEnv]:
         for document in RBAC:
             api.create(document)
         config = root / "limen.yaml"
-        config.write_text(cluster_config(agent.kubeconfig))
+        config.write_text(cluster_config(agent.kubeconfig) + extra_config)
         cluster = LimenCluster(root / "cluster", "kubetest",
                                ["--roles", "auth,proxy,node,kube", "-c", str(config)])
         secrets = cluster.data_dir / "secrets"

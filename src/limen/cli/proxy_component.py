@@ -1,5 +1,6 @@
 """The proxy as ``limen start`` runs it: its SSH front and tunnel server, its database fronts
-(PostgreSQL, MySQL), its Kubernetes front, then its web listener.
+(PostgreSQL, MySQL), its Kubernetes front, then its web listener (which routes to all of them;
+its ping names the kube front's server name there, ``kube_server_name``).
 
 One class for both ways a proxy gets its identity and reaches auth: beside auth in the same
 process (credentials issued directly; it records its public address in auth, which builds
@@ -97,8 +98,11 @@ class ProxyComponent:
         self.kube = KubeProxyService(creds, self.ssh.tunnel, self.ssh.view, self.emitter,
                                      address=self.settings.listeners.kube)
         self.listeners.update(await self.kube.start())
+        kube_name, kube_route = self.kube.sni_route()
         self.web = ProxyService(self.settings, creds, self.client,
-                                extra_ping=lambda: dict(self.listeners), emitter=self.emitter)
+                                extra_ping=lambda: {**self.listeners,
+                                                    "kube_server_name": kube_name},
+                                emitter=self.emitter)
         self.apps = AppFront(AppRouter(creds, self.ssh.tunnel, self.ssh.view, self._public),
                              AppAudit(self.emitter), self._public)
         self.web.web_extensions = (self.apps.install,)
@@ -106,7 +110,8 @@ class ProxyComponent:
         self.web.leaf_listing = self._leaf_listing
         self.ssh_route = SSHTLSRoute(self.ssh.connector)
         self.web.alpn_routes = {ALPN_SSH: self.ssh_route.protocol,
-                                **self.db.tls_routes.routes()}
+                                **self.db.tls_routes.routes(), **self.kube.alpn_routes()}
+        self.web.sni_routes = {kube_name: kube_route}
         self.listeners.update(await self.web.start())
         if self._register is not None:
             await self._register(self.settings.cluster.public_address or self.listeners["web"])

@@ -2,9 +2,10 @@
 
 * :func:`list_kube_clusters` — ``GET /v1/webapi/user/kube/clusters``: the online kube
   clusters the caller's roles admit, with the groups and users granted there.
-* :func:`login_kube` — checks the cluster is listed, finds the proxy's ``kube`` listener in
-  its ping, gets a certificate (:func:`fetch_credentials`) and merges the kubeconfig entry
-  (:mod:`limen.client.kubeconfig`).
+* :func:`login_kube` — checks the cluster is listed, finds the kube front in the proxy's
+  ping (:func:`kube_front`: its ``kube`` listener when published, else the web port with the
+  kube front's server name), gets a certificate (:func:`fetch_credentials`) and merges the
+  kubeconfig entry (:mod:`limen.client.kubeconfig`).
 * :func:`credentials` — what ``lmsh kube credentials`` prints for kubectl: the saved kube
   certificate while it lives more than a minute and matches the current login key, else a
   fresh one from ``POST /v1/webapi/user/kube/certs``; with the login key as PKCS#8 PEM.
@@ -43,8 +44,9 @@ from limen.client.kubeconfig import (
 )
 from limen.client.profile import Profile, ProfileStore, limen_home
 from limen.client.webapi import WebApi
-from limen.errors import BadParameter, NotFound
+from limen.errors import BadParameter, ConnectionProblem, NotFound
 from limen.files import write_private
+from limen.net.address import parse_address
 
 __all__ = [
     "ExecCredential",
@@ -52,6 +54,7 @@ __all__ = [
     "credentials",
     "exec_credential",
     "forget_kube_clusters",
+    "kube_front",
     "list_kube_clusters",
     "logged_in_clusters",
     "login_kube",
@@ -106,6 +109,24 @@ def _lmsh_command() -> str:
     return str(Path(sys.argv[0]).resolve())
 
 
+def kube_front(ping: Mapping[str, Any], proxy: str) -> tuple[str, int, str]:
+    """Where kubectl reaches the proxy's kube front, from the proxy's ping: host, port and the
+    TLS server name to send (empty: the host). Its ``kube`` listener when the ping announces
+    one (as ``tsh`` uses a published kube port), else the web port the profile uses, ``proxy``,
+    with the server name the web port routes to the kube front (single-port mode)."""
+    try:
+        host, port = listener_address(ping, "kube", proxy)
+    except ConnectionProblem:
+        name = ping.get("kube_server_name")
+        if not isinstance(name, str) or not name:
+            raise ConnectionProblem(f"the proxy {proxy} announces no kube listener and does "
+                                    "not serve kubectl on its web port: Kubernetes access is "
+                                    "not served there") from None
+        host, port = parse_address(proxy, 443)
+        return host, port, name
+    return host, port, ""
+
+
 async def login_kube(store: ProfileStore, profile: Profile, name: str, *,
                      env: Mapping[str, str] | None = None, leaf: str = ""
                      ) -> tuple[KubeEntry, Path]:
@@ -117,14 +138,15 @@ async def login_kube(store: ProfileStore, profile: Profile, name: str, *,
         items = await list_kube_clusters(api, leaf)
         if not any(i.get("name") == name for i in items):
             raise NotFound(f"no kube cluster {name!r} you may use is online (see lmsh kube ls)")
-        host, port = listener_address(await api.ping(), "kube", profile.proxy)
+        host, port, server_name = kube_front(await api.ping(), profile.proxy)
         await _fetch(api, store, profile, name, leaf)
     finally:
         await api.close()
     server_host = f"[{host}]" if ":" in host else host
     environ = env if env is not None else os.environ
     entry = KubeEntry(
-        limen_cluster=leaf or profile.cluster, name=name, leaf=leaf, server=f"https://{server_host}:{port}",
+        limen_cluster=leaf or profile.cluster, name=name, leaf=leaf,
+        server=f"https://{server_host}:{port}", tls_server_name=server_name,
         ca_pem=store.ca_path(profile.proxy, profile.cluster).read_bytes(),
         proxy=profile.proxy, command=_lmsh_command(),
         limen_home=str(limen_home(environ)) if environ.get("LIMEN_HOME") else "")

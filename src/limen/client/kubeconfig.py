@@ -12,6 +12,11 @@ One cluster, user and context per Limen kube cluster, all named ``<limen cluster
                  interactiveMode: Never, provideClusterInfo: false}}}]
     contexts: [{name: main-prod, context: {cluster: main-prod, user: main-prod}}]
 
+When the proxy publishes no kube listener (single-port mode), ``server`` is its web address
+and the cluster carries ``tls-server-name: kube-limen-proxy.limen.local``: kubectl sends that
+name as SNI, which the web port routes to the kube front, and checks that the proxy's
+certificate holds it (:mod:`limen.net.kube_sni`).
+
 No secret is written into the kubeconfig: kubectl runs ``lmsh kube credentials`` for the
 certificate and key each time it needs them. The file is ``$KUBECONFIG`` (its first entry
 when it lists several) or ``~/.kube/config``; other entries are kept as they are, the file is
@@ -56,6 +61,9 @@ class KubeEntry:
     """``LIMEN_HOME`` to pass to it, when set."""
     leaf: str = ""
     """The trusted leaf cluster the kube cluster belongs to (empty: the proxy's own)."""
+    tls_server_name: str = ""
+    """The server name kubectl sends and checks (the web port's kube route); empty: the
+    ``server``'s host."""
 
     @property
     def context(self) -> str:
@@ -83,10 +91,13 @@ def render(entry: KubeEntry) -> dict[str, Any]:
         "interactiveMode": "Never", "provideClusterInfo": False}
     if entry.limen_home:
         exec_config["env"] = [{"name": "LIMEN_HOME", "value": entry.limen_home}]
+    cluster: dict[str, Any] = {
+        "server": entry.server,
+        "certificate-authority-data": base64.b64encode(entry.ca_pem).decode()}
+    if entry.tls_server_name:
+        cluster["tls-server-name"] = entry.tls_server_name
     return {
-        "cluster": {"name": entry.context, "cluster": {
-            "server": entry.server,
-            "certificate-authority-data": base64.b64encode(entry.ca_pem).decode()}},
+        "cluster": {"name": entry.context, "cluster": cluster},
         "user": {"name": entry.context, "user": {"exec": exec_config}},
         "context": {"name": entry.context,
                     "context": {"cluster": entry.context, "user": entry.context}},

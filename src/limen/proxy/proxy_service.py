@@ -1,6 +1,6 @@
 """Runs the proxy in ``limen start``: the HTTPS web listener (login, sign-up, join, user calls,
-and by ALPN the routes of ``alpn_routes``: the SSH proxy, the database fronts,
-:mod:`limen.proxy.tls_router`)
+by ALPN the routes of ``alpn_routes``: the SSH proxy, the database fronts, and by server name
+those of ``sni_routes``: the kube front; :mod:`limen.proxy.tls_router`)
 and, through ``ProxySSHService``, the SSH front and the reverse-tunnel server. Called by the
 daemon (``limen.cli.compose``), which gives it its credentials and auth client.
 """
@@ -26,7 +26,7 @@ from limen.config import Settings
 from limen.errors import ConnectionProblem
 from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
-from limen.proxy.tls_router import ProtocolFactory, TLSRouter
+from limen.proxy.tls_router import ProtocolFactory, SNIRoute, TLSRouter
 from limen.proxy.web import LeafListing, build_web_app
 from limen.proxy.webui.web_locks import WebLocks
 
@@ -52,7 +52,9 @@ class ProxyService:
     """Called with the web application before it serves (the apps' routing by Host)."""
     alpn_routes: Mapping[str, ProtocolFactory] = {}
     """Protocols served on the web port by ALPN beside HTTP (``limen-ssh-proxy``,
-    ``limen-postgres``, ``limen-mysql``)."""
+    ``limen-postgres``, ``limen-mysql``, ``limen-kube``)."""
+    sni_routes: Mapping[str, SNIRoute] = {}
+    """Protocols served on the web port by TLS server name (the kube front's)."""
     web_locks: WebLocks | None = None
     """The lock view the web UI asks (the SSH front's)."""
     leaf_listing: LeafListing | None = None
@@ -98,7 +100,8 @@ class ProxyService:
             _warn_if_not_public_key_type(creds)
             context = creds.server_ssl(client_cas=creds.tls_cas(), require_client_cert=False)
             assert self._runner.server is not None
-            self._router = TLSRouter(context, self._runner.server, self.alpn_routes)
+            self._router = TLSRouter(context, self._runner.server, self.alpn_routes,
+                                     self.sni_routes)
             await self._router.start(sock)
         except BaseException:
             sock.close()

@@ -1,5 +1,5 @@
-"""The proxy's Kubernetes front (listener ``kube``, default 3027): kubectl and every client-go
-program, unchanged, with the kubeconfig ``lmsh kube login`` writes.
+"""The proxy's Kubernetes front (listener ``kube``, default 3027, and the web port): kubectl
+and every client-go program, unchanged, with the kubeconfig ``lmsh kube login`` writes.
 
 ::
 
@@ -14,7 +14,16 @@ admit the cluster, 503 when it is not reachable) after reading the first request
 failed ``kube.request`` audit event: no or a wrong certificate (expired, another cluster's,
 not a kube certificate), a cluster that is not online, a cluster the roles do not admit. A
 certificate the TLS layer refuses (another CA, expired) ends the connection in the handshake,
-audited the same way. Started by :mod:`limen.cli.proxy_component`.
+audited the same way.
+
+The same handler serves the web port (single-port mode, :mod:`limen.proxy.tls_router`):
+:meth:`KubeProxyService.sni_route` for the server name
+:data:`~limen.net.kube_sni.KUBE_SERVER_NAME` (kubectl's ``tls-server-name``), whose TLS
+context requires a client certificate of this cluster in the handshake (no certificate, another
+CA's or an expired one: the handshake fails and is audited as above), and
+:meth:`KubeProxyService.alpn_routes` for ALPN ``limen-kube`` (the web context: a connection
+without a certificate gets the 401 ``Status``). From the first request on, both are the
+listener's connections. Started by :mod:`limen.cli.proxy_component`.
 """
 
 from __future__ import annotations
@@ -30,10 +39,13 @@ from limen.ca.host_credentials import HostCredentials
 from limen.errors import ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.net.address import bind_tcp, socket_address
+from limen.net.kube_sni import ALPN_KUBE, KUBE_SERVER_NAME
 from limen.net.streams import both_ways, close_writer, copy_stream
 from limen.net.tcp import tune_socket
 from limen.proxy.kube.kube_route import KubeRouter
 from limen.proxy.routing import ClusterView
+from limen.proxy.stream_route import StreamRoute
+from limen.proxy.tls_router import HTTP_ALPN, ProtocolFactory, SNIRoute
 from limen.tunnel.server import TunnelServer
 
 __all__ = ["KubeProxyService"]
@@ -54,6 +66,11 @@ def _status(code: int, reason: str, message: str) -> bytes:
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
+def _client_addr(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+
+
 class KubeProxyService:
     name = "proxy-kube"
 
@@ -62,10 +79,24 @@ class KubeProxyService:
         self.router = KubeRouter(credentials, tunnel, view, emitter)
         tls = credentials.server_ssl(client_cas=credentials.tls_cas())
         tls.verify_mode = ssl.CERT_OPTIONAL  # no certificate: a Status answer, not an alert
-        tls.set_alpn_protocols(["http/1.1"])
+        tls.set_alpn_protocols([HTTP_ALPN])
         self._tls = tls
+        web_tls = credentials.server_ssl(client_cas=credentials.tls_cas(),
+                                         require_client_cert=True)
+        web_tls.set_alpn_protocols([HTTP_ALPN, ALPN_KUBE])
+        self._web_tls = web_tls
+        self.web_route = StreamRoute(self.handle_routed, "kube web route")
         self._address = address
         self._server: asyncio.Server | None = None
+
+    def sni_route(self) -> tuple[str, SNIRoute]:
+        """The web port's route for kubectl: its server name and route."""
+        return KUBE_SERVER_NAME, SNIRoute(self._web_tls, self.web_route.protocol,
+                                          self._handshake_refused)
+
+    def alpn_routes(self) -> dict[str, ProtocolFactory]:
+        """The web port's ALPN route for clients Limen drives."""
+        return {ALPN_KUBE: self.web_route.protocol}
 
     async def start(self) -> dict[str, str]:
         if not self._address:
@@ -75,6 +106,7 @@ class KubeProxyService:
         return {"kube": socket_address(sock)}
 
     async def stop(self) -> None:
+        await self.web_route.stop()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
@@ -83,16 +115,47 @@ class KubeProxyService:
             self._server = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        """A connection to the ``kube`` listener: TLS first."""
+        await self._connection(reader, writer, tls=True)
+
+    async def handle_routed(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        """A connection the web port routed here, its TLS handshake done."""
+        await self._connection(reader, writer, tls=False)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                          tls: bool) -> None:
+        client_addr = _client_addr(writer)
         session_id = str(uuid.uuid4())
         tune_socket(writer.get_extra_info("socket"))  # a response's head and body: no Nagle wait
         try:
+            if tls:
+                await self._handshake(writer, client_addr, session_id)
             await self._serve(reader, writer, client_addr, session_id)
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as err:
             log.debug("kube front: %s: %s", client_addr, err)
         finally:
             await close_writer(writer)
+
+    async def _handshake(self, writer: asyncio.StreamWriter, client_addr: str,
+                         session_id: str) -> None:
+        try:
+            async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
+                await writer.start_tls(self._tls)
+        except ssl.SSLError as err:
+            await self._refused_tls(err, client_addr, session_id)
+            raise
+
+    async def _handshake_refused(self, err: ssl.SSLError, client_addr: str) -> None:
+        """A handshake the web port's kube context refused."""
+        await self._refused_tls(err, client_addr, str(uuid.uuid4()))
+
+    async def _refused_tls(self, err: ssl.SSLError, client_addr: str, session_id: str) -> None:
+        reason = getattr(err, "verify_message", None) or err.reason or str(err)
+        if err.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":  # the web port's kube context
+            reason = "no client certificate (run lmsh kube login NAME)"
+        await self.router.refused(f"TLS handshake failed: {reason}", identity=None,
+                                  client_addr=client_addr, session_id=session_id)
 
     def _usable(self, der: bytes | None) -> bool:
         """Is ``der`` a valid kube certificate (then a refusal is 403, otherwise 401)?"""
@@ -104,14 +167,6 @@ class KubeProxyService:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      client_addr: str, session_id: str) -> None:
-        try:
-            async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
-                await writer.start_tls(self._tls)
-        except ssl.SSLError as err:
-            reason = getattr(err, "verify_message", None) or err.reason or str(err)
-            await self.router.refused(f"TLS handshake failed: {reason}", identity=None,
-                                      client_addr=client_addr, session_id=session_id)
-            raise
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         try:
