@@ -32,7 +32,6 @@ from typing import Any
 
 from limen.aio.task_service import TaskService
 from limen.auth.client import AuthClient
-from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
 from limen.auth.trusted_clusters.ca_update import make_update
 from limen.auth.trusted_clusters.wire import CASet
 from limen.ca.authority import CertAuthority, CertAuthorityType
@@ -45,6 +44,9 @@ __all__ = ["RootCAPublisher", "own_cas"]
 
 log = logging.getLogger(__name__)
 
+TRUST_PATH = "/v1/trust/roots"
+"""Auth's trust answer, which carries this cluster's own CAs (``limen.auth.http.trust_leaf``;
+named here, not imported: this root-side module imports nothing of the leaf side)."""
 _FIELDS = {CertAuthorityType.USER: "user_ca", CertAuthorityType.HOST: "host_ca",
            CertAuthorityType.TLS: "tls_ca"}
 
@@ -85,7 +87,7 @@ class RootCAPublisher(TaskService):
     async def publish_once(self) -> bool:
         """Ask auth once; send the CAs when they or this proxy's certificate changed (True)."""
         creds = self.credentials()
-        answer = await self.auth.call("GET", TRUST_ROOTS_PATH, params=(
+        answer = await self.auth.call("GET", TRUST_PATH, params=(
             {"revision": self._revision} if self._revision and self._cas else None))
         if not isinstance(answer, dict):
             raise BadParameter("auth's trust answer is not an object")
