@@ -20,14 +20,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
-from cryptography import x509
-
 from limen.agents.app.app_service import AppService
 from limen.agents.db.db_service import DBService
 from limen.agents.kube.kube_service import KubeService
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
+from limen.agents.root_users import user_trust
 from limen.agents.session_locks import SessionLockGuard
 from limen.aio.task_service import Service
 from limen.api.resources import Kind, Resource
@@ -201,16 +200,6 @@ class _LocalNode:
     async def stop(self) -> None:
         if self.node is not None:
             await self.node.stop()
-
-
-def user_trust(creds: HostCredentials, trusted: TrustCache
-               ) -> dict[str, list[x509.Certificate]]:
-    """This cluster's TLS CA and its trusted roots': a root user's certificate, verified and
-    mapped by this (leaf) cluster's proxy, reaches the agents through it
-    (``limen.proxy.trust_leaf_resources``), which verify it again and map its roles."""
-    trust = {root.root_cluster: list(root.tls_ca.trusted_certificates())
-             for root in trusted.roots.values() if root.tls_ca is not None}
-    return {**trust, creds.cluster: creds.tls_cas()}
 
 
 class _LocalDB:
