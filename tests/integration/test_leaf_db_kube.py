@@ -244,7 +244,8 @@ def test_psql_from_the_root_reaches_the_leaf_database_audited_at_both(world: Wor
     assert result.stdout.strip() == "alice|app", describe(result)
     started = wait_for(lambda: _leaf_audit(world, "db.session.start", user="alice",
                                            success=True), 15.0, "the leaf's db.session.start")
-    assert started[-1]["cluster"] == "root"  # the user's cluster, as the certificate says
+    assert started[-1]["user_cluster"] == "root"  # the user's, as the certificate says
+    assert started[-1]["cluster"] == "leaf"
     queries = wait_for(lambda: [e for e in _leaf_audit(world, "db.session.query", user="alice")
                                 if "current_database" in str(e.get("query", ""))],
                        15.0, "the leaf's audit of alice's query")

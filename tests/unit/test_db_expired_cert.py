@@ -104,11 +104,11 @@ async def test_the_db_agent_refuses_it_too_and_audits_it(auth: AuthServer) -> No
     emitter = MemoryEmitter()
     audit = AuditBuffer(emitter)
     session = await authorize(request, db, _trust(auth), auth, audit, "db-agent-1",
-                              lambda: expiry - timedelta(seconds=1))
+                              lambda: expiry - timedelta(seconds=1), cluster=auth.cluster_name)
     assert session.identity.username == "alice"
     with pytest.raises(AccessDenied, match=_expired(expiry)):
         await authorize(request, db, _trust(auth), auth, audit, "db-agent-1",
-                        lambda: expiry + timedelta(seconds=1))
+                        lambda: expiry + timedelta(seconds=1), cluster=auth.cluster_name)
     await audit.aclose()
     [event] = [e.to_dict() for e in emitter.events]
     assert (event["event"], event["success"]) == ("db.session.start", False)

@@ -176,7 +176,8 @@ class DBService:
             return
         try:
             session = await authorize(request, db, self._user_trust(), self.roles, self.audit,
-                                      self.credentials.host_id, self._now)
+                                      self.credentials.host_id, self._now,
+                                      cluster=self.credentials.cluster)
         except AccessDenied as err:
             await self._refuse(request, writer, str(err))
             return

@@ -5,7 +5,9 @@ the database's labels, deny first), and the session's audit events.
 The proxy has authenticated the user's TLS handshake and decided already; the agent trusts
 nothing it is told about the user but the certificate, which it verifies against the user CA
 of its own cluster (signature, cluster, expiry, ``usage: db``, the database it is scoped to)
-and decides again with the roles as they are now. Called by
+and decides again with the roles as they are now. On a leaf, a trusted root's user is verified
+against that root's TLS CA (the certificate routed to this cluster) and decided with the roles
+the trust's ``role_map`` maps it to; none mapped: refused. Called by
 :mod:`limen.agents.db.db_service`; the engines call :meth:`DBSession.emit` (durable: the
 session's start and end, refusals), :meth:`DBSession.record` (queries: queued in the agent's
 :class:`~limen.events.buffer.AuditBuffer`, written in batches, in order, before the session's
@@ -48,6 +50,9 @@ class DBSession:
     server_id: str
     db_user: str
     db_name: str
+    cluster: str
+    """This agent's cluster: the one its events are written for (the user's is
+    ``user_cluster``, a trusted root's for a root user)."""
     to_db: Counter = field(default_factory=Counter)
     from_db: Counter = field(default_factory=Counter)
     terminate: Callable[[str], None] | None = None
@@ -71,8 +76,9 @@ class DBSession:
 
     def event(self, event_type: str, *, success: bool = True, **fields: Any) -> AuditEvent:
         return make_event(
-            event_type, success=success, cluster=self.identity.cluster,
-            user=self.identity.username, session_id=self.request.session_id,
+            event_type, success=success, cluster=self.cluster,
+            user=self.identity.username, user_cluster=self.identity.cluster,
+            session_id=self.request.session_id,
             server_id=self.server_id, db_service=self.db.name,
             db_protocol=str(self.db.spec.get("protocol", "")), db_user=self.db_user,
             db_name=self.db_name, remote_addr=self.request.client_addr, **fields)
@@ -94,15 +100,23 @@ class DBSession:
 
 async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
                     Sequence[x509.Certificate]], roles: RoleSets, audit: AuditBuffer,
-                    server_id: str, now: Callable[[], datetime]) -> DBSession:
+                    server_id: str, now: Callable[[], datetime], *,
+                    cluster: str) -> DBSession:
     """The session (its events go through ``audit``), or AccessDenied (audited as a refused
-    ``db.session.start``)."""
+    ``db.session.start``).
+
+    ``trust`` maps cluster names to the TLS CAs their users' certificates verify against: on
+    a leaf, the trusted roots' too (``limen.agents.root_users``), whose users ``roles`` maps
+    (None: unmapped, refused). A user of another cluster than ``cluster`` (this agent's) must
+    hold a certificate routed to this cluster. Every event is written for ``cluster`` (an
+    agent apart hands them to this cluster's auth, which takes no other cluster's) and names
+    the user's cluster as ``user_cluster``."""
     emitter = audit
     try:
         identity = verify_client_cert(request.user_cert, trust, now())
     except AccessDenied as err:
         await emitter.emit(make_event(
-            "db.session.start", success=False, session_id=request.session_id,
+            "db.session.start", success=False, cluster=cluster, session_id=request.session_id,
             server_id=server_id, db_service=db.name, db_protocol=request.protocol,
             remote_addr=request.client_addr, reason=f"certificate refused: {err}"))
         raise
@@ -115,6 +129,10 @@ async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
         if route.service != db.name:
             raise AccessDenied(f"the certificate is for database {route.service!r}, "
                                f"not {db.name!r}")
+        if identity.cluster != cluster and identity.route_to_cluster != cluster:
+            raise AccessDenied(f"the certificate of cluster {identity.cluster!r} is routed "
+                               f"to {identity.route_to_cluster or identity.cluster!r}, "
+                               f"not {cluster!r}")
         if db.spec.get("protocol") != request.protocol:
             raise AccessDenied(f"{db.name} speaks {db.spec.get('protocol')}, "
                                f"not {request.protocol}")
@@ -128,10 +146,10 @@ async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
             raise AccessDenied(decision.reason)
     except LimenError as err:
         await emitter.emit(make_event(
-            "db.session.start", success=False, cluster=identity.cluster,
-            user=identity.username, session_id=request.session_id, server_id=server_id,
+            "db.session.start", success=False, cluster=cluster, user=identity.username,
+            user_cluster=identity.cluster, session_id=request.session_id, server_id=server_id,
             db_service=db.name, db_protocol=request.protocol, db_user=db_user, db_name=db_name,
             remote_addr=request.client_addr, reason=str(err)))
         raise AccessDenied(f"access to database {db.name} as {db_user} denied: {err}") from None
     return DBSession(request, identity, db, role_set, audit.stream(), server_id, db_user,
-                     db_name)
+                     db_name, cluster)
