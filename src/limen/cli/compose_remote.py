@@ -30,7 +30,9 @@
 
 Both poll auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``): the node trusts the
 enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
-the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. Both follow a CA
+the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. The db
+agent polls it too: on a leaf it accepts the trusted roots' users, verified against the roots'
+TLS CAs and mapped by role_map (``limen.agents.root_users``). Both follow a CA
 rotation of their own cluster without a restart (``limen.agents.host_cert_renewal``: new CA
 keys trusted, the host certificate renewed and presented to new connections); so do the db,
 kube and app agents, whose tunnel agents present the renewed certificate.
@@ -61,6 +63,7 @@ from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.node.remote_roles import AuthRoleLookup
 from limen.agents.recording_upload import AuthRecordingSink
+from limen.agents.root_users import user_trust
 from limen.agents.session_locks import SessionLockGuard
 from limen.aio.backoff import keep_trying
 from limen.aio.task_service import Service
@@ -315,18 +318,20 @@ class _RemoteDB:
             return [Resource.from_document(d) for d in docs]
 
         self.locks = locks = AuthLockFeed(link.client, LockView())
+        self.rotation = rotation = _TunnelRotation(
+            settings, link.client, creds, lambda: self.service.tunnel if self.service else None)
         policy = StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
+                                   map_roles=trusted_role_map(rotation.trust),
                                    locks=locks.view,
                                    server_names=(creds.host_id, creds.hostname))
         self.service = DBService.configured(
             creds, settings.db, resources, issue, policy, self.outbox, lambda: tunnel,
             on_tunnel=link.attach, guard=SessionLockGuard(policy, locks.view))
+        self.service.user_trust = partial(user_trust, creds, rotation.trust)  # leaf: root users
         await self.outbox.start()
         listeners = await self.service.start()
         locks.start()
-        service = self.service
-        self.rotation = _TunnelRotation(settings, link.client, creds, lambda: service.tunnel)
-        await self.rotation.start()
+        await rotation.start()
         return listeners
 
     async def stop(self) -> None:
