@@ -13,17 +13,21 @@ are covered too."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from limen.aio.tasks import cancel_and_wait
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
+from limen.auth.http.trust_leaf import trust_answer
 from limen.auth.trusted_clusters.ca_update import check_update, make_update
 from limen.auth.trusted_clusters.leaf_cas import EVENT, apply_root_cas
 from limen.auth.trusted_clusters.leaf_roots import TRUST_TRUSTED_CLUSTER, TRUSTED_CLUSTER_LABEL
@@ -37,6 +41,8 @@ from limen.config import ClusterSettings
 from limen.errors import AccessDenied, BadParameter
 from limen.events.emitter import MemoryEmitter
 from limen.proxy.trust_root_cas import own_cas
+from limen.trust.reconciler import TrustedClusterReconciler
+from limen.trust.secrets import SecretSource
 from limen.tunnel.protocol import RootCAs, decode_message, encode
 
 TYPES = (CertAuthorityType.USER, CertAuthorityType.HOST, CertAuthorityType.TLS)
@@ -264,3 +270,29 @@ async def test_the_root_proxy_reads_its_cas_from_auths_answer(world: World) -> N
     private = {**answer, "user_ca": world.root.authorities.get(CertAuthorityType.USER).to_dict()}
     with pytest.raises(BadParameter, match="public"):
         own_cas(private, "root")
+
+
+async def test_every_reader_at_the_leaf_follows_an_update(world: World, tmp_path: Path) -> None:
+    """The auth process's trust cache (the reconciler's watch of the root CAs, alone here: no
+    TrustedCluster change refreshes it) and the trust answer that nodes and proxies apart from
+    auth poll both carry the new key."""
+    reconciler = TrustedClusterReconciler(world.leaf, secrets=SecretSource(tmp_path / "s"))
+    watch = asyncio.create_task(reconciler._watch_cas())
+    try:
+        def user_keys() -> tuple[str, ...]:
+            root = reconciler.cache.roots.get("root")
+            return root.user_ca.ssh_public_keys() if root is not None else ()
+
+        async with asyncio.timeout(5):
+            while not user_keys():  # the watch's first read
+                await reconciler.cache.wait_changed(1.0)
+        cas, new_key = _with_new_user_key(world)
+        assert await apply_root_cas(world.leaf, "root", world.update(cas))
+        async with asyncio.timeout(5):
+            while new_key not in user_keys():
+                await reconciler.cache.wait_changed(1.0)
+        [root] = (await trust_answer(world.leaf))["roots"]
+        assert new_key in [root["cas"]["user"]["active"]["public_key"],
+                           *(k["public_key"] for k in root["cas"]["user"]["additional_trusted"])]
+    finally:
+        await cancel_and_wait(watch)
