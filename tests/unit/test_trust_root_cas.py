@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from limen.aio.backoff import Backoff
 from limen.aio.tasks import cancel_and_wait
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
@@ -38,9 +39,11 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.config import ClusterSettings
-from limen.errors import AccessDenied, BadParameter
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem
 from limen.events.emitter import MemoryEmitter
+from limen.proxy.trust_leaf_links import LeafLinks
 from limen.proxy.trust_root_cas import own_cas
+from limen.trust.cache import TrustCache
 from limen.trust.reconciler import TrustedClusterReconciler
 from limen.trust.secrets import SecretSource
 from limen.tunnel.protocol import RootCAs, decode_message, encode
@@ -296,3 +299,53 @@ async def test_every_reader_at_the_leaf_follows_an_update(world: World, tmp_path
                            *(k["public_key"] for k in root["cas"]["user"]["additional_trusted"])]
     finally:
         await cancel_and_wait(watch)
+
+
+class _FlakyAuth:
+    """Stands for the leaf proxy's auth client: unreachable ``failures`` times, then it
+    answers (or refuses with ``refusal``)."""
+
+    def __init__(self, failures: int, refusal: Exception | None = None) -> None:
+        self.failures, self.refusal = failures, refusal
+        self.calls: list[tuple[str, Any]] = []
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        self.calls.append((path, body))
+        if len(self.calls) <= self.failures:
+            raise ConnectionProblem("auth is restarting")
+        if self.refusal is not None:
+            raise self.refusal
+        return {"changed": True}
+
+
+@dataclass
+class _Proxy:
+    auth: _FlakyAuth
+
+
+def _links(auth: _FlakyAuth, world: World) -> LeafLinks:
+    cache = TrustCache(world.leaf.store, lambda: "leaf")
+    return LeafLinks(cache, lambda: _Proxy(auth), MemoryEmitter(),  # type: ignore[arg-type,return-value]
+                     backoff=lambda: Backoff(0.01, 0.02))
+
+
+async def test_the_leaf_proxy_hands_an_update_to_auth_until_it_answers(world: World) -> None:
+    auth = _FlakyAuth(failures=2)
+    links = _links(auth, world)
+    update = world.update()
+    links._relay_latest("root", RootCAs(update=update))
+    async with asyncio.timeout(5):
+        await links._relays["root"]
+    assert auth.calls == [("/v1/trust/roots/root/cas", update)] * 3
+
+
+async def test_a_refused_update_is_not_retried_and_a_newer_one_replaces_a_pending_one(
+        world: World) -> None:
+    auth = _FlakyAuth(failures=1, refusal=AccessDenied("wrong cluster"))
+    links = _links(auth, world)
+    links._relay_latest("root", RootCAs(update={"n": 1}))
+    links._relay_latest("root", RootCAs(update={"n": 2}))  # before the first was handed
+    async with asyncio.timeout(5):
+        await links._relays["root"]
+    assert [body for _path, body in auth.calls] == [{"n": 2}, {"n": 2}]
+    assert "root" not in links._relays

@@ -68,7 +68,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.peer_role import require_server_role
 from limen.ca.ssh_certs import verify_ssh_user_cert
-from limen.errors import AccessDenied, BadParameter, LimenError, NotFound
+from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import format_address, parse_address
@@ -162,8 +162,8 @@ class LeafLinks(TaskService):
         self.clock = clock
         self.links: dict[str, _Link] = {}
         """Running links by root cluster name."""
-        self._relays: set[asyncio.Task[None]] = set()
-        """Root CA updates being handed to auth."""
+        self._relays: dict[str, asyncio.Task[None]] = {}
+        """The latest CA update of each root being handed to auth (retried until it answers)."""
         self.errors: dict[str, str] = {}
         """Why a root has no link (address discovery failed), by root cluster name."""
         self.root_locks = root_locks or RootLocks()
@@ -193,7 +193,7 @@ class LeafLinks(TaskService):
     async def stop(self) -> None:
         await super().stop()
         await self.guard.stop()
-        await cancel_and_wait(*self._relays)
+        await cancel_and_wait(*self._relays.values())
         for name in list(self.links):
             await self._drop(name, "stopping")
 
@@ -248,10 +248,7 @@ class LeafLinks(TaskService):
             self.root_locks.update(name, message)
 
         def cas(message: RootCAs) -> None:
-            task = asyncio.create_task(self._relay_cas(name, message),
-                                       name=f"root-cas-{name}")
-            self._relays.add(task)
-            task.add_done_callback(self._relays.discard)
+            self._relay_latest(name, message)
 
         agent = TunnelAgent(address, ssh.credentials, None, heartbeat, prepare=prepare,
                             settings=TunnelAgentSettings(
@@ -276,17 +273,42 @@ class LeafLinks(TaskService):
         link.agent.peer_trust = {root.root_cluster: keys}
         link.root = root
 
+    def _relay_latest(self, name: str, message: RootCAs) -> None:
+        """Hand root ``name``'s CA update to auth; a newer one replaces one not handed yet."""
+        previous = self._relays.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._relay_cas(name, message), name=f"root-cas-{name}")
+        self._relays[name] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._relays.get(name) is finished:
+                del self._relays[name]
+        task.add_done_callback(done)
+
     async def _relay_cas(self, name: str, message: RootCAs) -> None:
-        """Hand root ``name``'s CA update to this cluster's auth, which checks and stores it."""
-        ssh = self.proxy()
-        if ssh is None:
-            return
-        try:
-            await ssh.auth.call("POST", f"{TRUST_ROOTS_PATH}/{name}/cas", dict(message.update))
-        except asyncio.CancelledError:
-            raise
-        except (LimenError, OSError) as err:
-            log.warning("cluster links: auth did not take root %s's CA update: %s", name, err)
+        """Hand root ``name``'s CA update to this cluster's auth, which checks and stores it;
+        while auth cannot be reached, try again (the root sends it only once per change)."""
+        backoff, warned = self.backoff(), False
+        while True:
+            ssh = self.proxy()
+            try:
+                if ssh is None:
+                    raise ConnectionProblem("this proxy's SSH service is not started")
+                await ssh.auth.call("POST", f"{TRUST_ROOTS_PATH}/{name}/cas",
+                                    dict(message.update))
+                return
+            except asyncio.CancelledError:
+                raise
+            except (ConnectionProblem, OSError, TimeoutError) as err:
+                if not warned:
+                    log.warning("cluster links: cannot hand root %s's CA update to auth (%s); "
+                                "trying again", name, err)
+                warned = True
+            except LimenError as err:  # refused by auth (audited there): nothing to retry
+                log.warning("cluster links: auth refused root %s's CA update: %s", name, err)
+                return
+            await asyncio.sleep(backoff.next_delay())
 
     async def _drop(self, name: str, reason: str) -> None:
         link = self.links.pop(name, None)
