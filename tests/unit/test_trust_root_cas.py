@@ -22,22 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from root_ca_env import TYPES, host_credentials, public_cas, trust_root, with_new_user_key
 
 from limen.aio.backoff import Backoff
 from limen.aio.tasks import cancel_and_wait
-from limen.api.resources import Kind, Resource
+from limen.api.resources import Kind
 from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
 from limen.auth.http.trust_leaf import trust_answer
 from limen.auth.trusted_clusters.ca_update import check_update, make_update
 from limen.auth.trusted_clusters.leaf_cas import EVENT, apply_root_cas
-from limen.auth.trusted_clusters.leaf_roots import TRUST_TRUSTED_CLUSTER, TRUSTED_CLUSTER_LABEL
-from limen.auth.trusted_clusters.wire import CLUSTER_LABEL, TRUST_LABEL, CASet
+from limen.auth.trusted_clusters.wire import CASet
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
-from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
+from limen.ca.keys import generate_private_key, private_key_to_pem
 from limen.config import ClusterSettings
 from limen.errors import AccessDenied, BadParameter, ConnectionProblem
 from limen.events.emitter import MemoryEmitter
@@ -48,31 +48,12 @@ from limen.trust.reconciler import TrustedClusterReconciler
 from limen.trust.secrets import SecretSource
 from limen.tunnel.protocol import RootCAs, decode_message, encode
 
-TYPES = (CertAuthorityType.USER, CertAuthorityType.HOST, CertAuthorityType.TLS)
-
 
 async def _server(name: str, emitter: MemoryEmitter | None = None) -> AuthServer:
     server = AuthServer(MemoryBackend(), ClusterSettings(name=name),
                         emitter or MemoryEmitter())
     await server.start()
     return server
-
-
-def _host(server: AuthServer, role: SystemRole, host_id: str) -> HostCredentials:
-    """Host credentials of ``role`` issued by ``server`` (as at a join)."""
-    key, ssh_key = generate_private_key("ecdsa-p256"), generate_private_key()
-    certs = server.issue_host_certs(host_id, host_id, role,
-                                    public_key_to_openssh(key.public_key()), ["localhost"],
-                                    ssh_public_key=public_key_to_openssh(ssh_key.public_key()))
-    return HostCredentials(
-        cluster=server.cluster_name, host_id=host_id, role=role.value,
-        private_key_pem=private_key_to_pem(key).encode(), tls_cert_pem=certs.tls_cert,
-        tls_ca_pem=certs.tls_cas.encode(), ssh_cert=certs.ssh_cert,
-        ssh_key_pem=private_key_to_pem(ssh_key).encode())
-
-
-def _public(server: AuthServer) -> dict[CertAuthorityType, CertAuthority]:
-    return {t: server.authorities.get(t).public_only() for t in TYPES}
 
 
 @dataclass
@@ -85,7 +66,7 @@ class World:
 
     def update(self, cas: CASet | None = None, *, creds: HostCredentials | None = None,
                now: datetime | None = None) -> dict[str, Any]:
-        return make_update(creds or self.proxy, cas or CASet.of(_public(self.root)),
+        return make_update(creds or self.proxy, cas or CASet.of(public_cas(self.root)),
                            now or self.root.now())
 
     async def stored(self, ca_type: CertAuthorityType) -> CertAuthority:
@@ -102,29 +83,12 @@ async def world() -> World:
     root = await _server("root")
     events = MemoryEmitter()
     leaf = await _server("leaf", events)
-    await leaf.store.create(Resource(Kind.TRUSTED_CLUSTER, "root", spec={
-        "enabled": True, "proxy_address": "root.example:3080",
-        "token_secret_ref": {"file": "root.token"}}))
-    for ca in _public(root).values():  # what the trusted-cluster handshake stores
-        await leaf.store.create(Resource(
-            Kind.CERT_AUTHORITY, ca_resource_name(ca.type, "root"), spec=ca.to_dict(),
-            labels={CLUSTER_LABEL: "root", TRUST_LABEL: TRUST_TRUSTED_CLUSTER,
-                    TRUSTED_CLUSTER_LABEL: "root"}))
-    return World(root, leaf, events, _host(root, SystemRole.PROXY, "root-proxy"))
-
-
-def _with_new_user_key(world: World) -> tuple[CASet, str]:
-    """The root's CAs with a second user key (a rotation's init); the new key's line."""
-    cas = _public(world.root)
-    new = CertAuthority.generate("root", CertAuthorityType.USER).public_only()
-    user = cas[CertAuthorityType.USER]
-    cas[CertAuthorityType.USER] = CertAuthority("root", CertAuthorityType.USER, user.active,
-                                                (new.active,))
-    return CASet.of(cas), new.active.ssh_public_key
+    await trust_root(leaf.store, root)  # what the trusted-cluster handshake stores
+    return World(root, leaf, events, host_credentials(root, SystemRole.PROXY, "root-proxy"))
 
 
 async def test_a_key_added_at_the_root_is_stored_and_audited(world: World) -> None:
-    cas, new_key = _with_new_user_key(world)
+    cas, new_key = with_new_user_key(world.root)
     assert await apply_root_cas(world.leaf, "root", world.update(cas), relayed_by="leaf-proxy")
     user = await world.stored(CertAuthorityType.USER)
     assert new_key in user.ssh_public_keys()
@@ -141,7 +105,7 @@ async def test_a_key_added_at_the_root_is_stored_and_audited(world: World) -> No
 
 
 async def test_the_old_key_is_dropped_when_the_root_drops_it(world: World) -> None:
-    cas, new_key = _with_new_user_key(world)
+    cas, new_key = with_new_user_key(world.root)
     await apply_root_cas(world.leaf, "root", world.update(cas))
     only_new = CASet(user=(new_key,), host=cas.host, tls=cas.tls)
     later = world.root.now() + timedelta(seconds=1)
@@ -163,14 +127,14 @@ async def _refused(world: World, update: Any, error: type[Exception], words: str
 
 async def test_an_update_naming_another_cluster_is_refused(world: World) -> None:
     other = await _server("other")
-    update = make_update(_host(other, SystemRole.PROXY, "other-proxy"),
-                         CASet.of(_public(other)), other.now())
+    update = make_update(host_credentials(other, SystemRole.PROXY, "other-proxy"),
+                         CASet.of(public_cas(other)), other.now())
     await _refused(world, update, AccessDenied, "naming cluster 'other' came by the link of "
                                                 "root cluster 'root'")
 
 
 async def test_an_empty_key_list_is_refused(world: World) -> None:
-    cas = CASet.of(_public(world.root))
+    cas = CASet.of(public_cas(world.root))
     await _refused(world, world.update(CASet(user=(), host=cas.host, tls=cas.tls)),
                    BadParameter, "zero user CA keys")
     await _refused(world, world.update(CASet(user=cas.user, host=cas.host, tls="")),
@@ -178,7 +142,7 @@ async def test_an_empty_key_list_is_refused(world: World) -> None:
 
 
 async def test_a_malformed_key_is_refused_as_a_whole(world: World) -> None:
-    cas, _ = _with_new_user_key(world)
+    cas, _ = with_new_user_key(world.root)
     broken = CASet(user=(cas.user[0], "ssh-ed25519 AAAAnot-a-key"), host=cas.host, tls=cas.tls)
     await _refused(world, world.update(broken), BadParameter, "cas")
 
@@ -200,28 +164,28 @@ async def test_a_private_key_is_refused(world: World) -> None:
 
 async def test_a_tampered_set_is_refused(world: World) -> None:
     update = world.update()
-    _, new_key = _with_new_user_key(world)
+    _, new_key = with_new_user_key(world.root)
     update["cas"]["user"].append(new_key)  # a key the root never sent
     await _refused(world, update, AccessDenied, "signature does not verify")
 
 
 async def test_a_signer_that_is_not_a_proxy_of_the_root_is_refused(world: World) -> None:
-    node = _host(world.root, SystemRole.NODE, "root-node")
+    node = host_credentials(world.root, SystemRole.NODE, "root-node")
     await _refused(world, world.update(creds=node), AccessDenied, "not by a proxy of root")
     impostor = await _server("root")  # another CA claiming the root's name
-    forged = make_update(_host(impostor, SystemRole.PROXY, "root-proxy"),
-                         CASet.of(_public(impostor)), impostor.now())
+    forged = make_update(host_credentials(impostor, SystemRole.PROXY, "root-proxy"),
+                         CASet.of(public_cas(impostor)), impostor.now())
     await _refused(world, forged, AccessDenied, "untrusted CA")
 
 
 async def test_an_update_from_the_future_is_refused(world: World) -> None:
-    cas, _ = _with_new_user_key(world)
+    cas, _ = with_new_user_key(world.root)
     update = world.update(cas, now=world.root.now() + timedelta(hours=1))
     await _refused(world, update, AccessDenied, "in the future")
 
 
 async def test_a_replayed_older_update_is_refused(world: World) -> None:
-    first, new_key = _with_new_user_key(world)
+    first, new_key = with_new_user_key(world.root)
     old = world.update(first)
     only_new = CASet(user=(new_key,), host=first.host, tls=first.tls)
     later = world.root.now() + timedelta(seconds=1)
@@ -234,7 +198,7 @@ async def test_a_replayed_older_update_is_refused(world: World) -> None:
 async def test_an_update_for_a_disabled_trusted_cluster_is_refused(world: World) -> None:
     trusted = await world.leaf.store.get(Kind.TRUSTED_CLUSTER, "root")
     await world.leaf.store.update(trusted.replace(spec={**trusted.spec, "enabled": False}))
-    cas, _ = _with_new_user_key(world)
+    cas, _ = with_new_user_key(world.root)
     await _refused(world, world.update(cas), AccessDenied, "disabled or gone")
 
 
@@ -266,8 +230,8 @@ def test_the_tunnel_message_carries_the_update(world: World) -> None:
 
 
 async def test_the_root_proxy_reads_its_cas_from_auths_answer(world: World) -> None:
-    answer = {f"{t.value}_ca": ca.to_dict() for t, ca in _public(world.root).items()}
-    assert own_cas(answer, "root") == CASet.of(_public(world.root))
+    answer = {f"{t.value}_ca": ca.to_dict() for t, ca in public_cas(world.root).items()}
+    assert own_cas(answer, "root") == CASet.of(public_cas(world.root))
     with pytest.raises(BadParameter):
         own_cas(answer, "leaf")
     private = {**answer, "user_ca": world.root.authorities.get(CertAuthorityType.USER).to_dict()}
@@ -289,7 +253,7 @@ async def test_every_reader_at_the_leaf_follows_an_update(world: World, tmp_path
         async with asyncio.timeout(5):
             while not user_keys():  # the watch's first read
                 await reconciler.cache.wait_changed(1.0)
-        cas, new_key = _with_new_user_key(world)
+        cas, new_key = with_new_user_key(world.root)
         assert await apply_root_cas(world.leaf, "root", world.update(cas))
         async with asyncio.timeout(5):
             while new_key not in user_keys():
