@@ -31,8 +31,9 @@
        relayed here are re-checked (RootSessionGuard): a lock on one cuts its relay (at once
        under ``lock: strict``, at the next check within 2 s otherwise), audited
     root CAs ◀─ cas {update} from R (R's public CAs signed by R's proxy, on every change: a CA
-       rotation) ─▶ POST /v1/trust/roots/R/cas to this cluster's auth, which checks the
-       signature itself and stores them (limen.auth.trusted_clusters.leaf_cas); the store
+       rotation) ─▶ POST /v1/trust/roots/R/cas to this cluster's auth (retried while auth is
+       unreachable), which checks the signature itself and stores them
+       (limen.auth.trusted_clusters.leaf_cas); the store
        change comes back through the TrustView. A change of R's CAs alone does not restart
        the link: its trust in R's proxy takes the new host CA keys in place (open sessions
        stay)
