@@ -15,7 +15,11 @@ under ``/presence/dbs/<name>/<host_id>``; per kube cluster and agent for kube ag
 ``/presence/apps/<name>/<host_id>``),
 and lists in ``tunnels`` the proxies that relayed one within :data:`PRESENCE_TTL` (each one's
 expiry in ``tunnel_expires``); ``tunnel`` is the proxy that relayed the latest. The record is
-merged with compare-and-swap, so two proxies relaying at once both stay listed.
+merged with compare-and-swap, so two proxies relaying at once both stay listed. A proxy sends
+the heartbeats it gathered in the last second in one request (``POST /v1/presence/heartbeats``,
+:func:`heartbeats`; ``limen.proxy.heartbeat_relay``), and a record whose Resource did not change
+is rewritten only when half of its relay's time to live has passed: thousands of agents cost
+auth a request per proxy per second and a write per agent every 20 s.
 
 Called by :mod:`limen.auth.http.app` with the running :class:`~limen.auth.core.AuthServer`.
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from limen.api.loader import SourceDocument
@@ -41,14 +45,17 @@ from limen.errors import BadParameter, CompareFailed
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
 
-__all__ = ["APP_PRESENCE_PREFIX", "DB_PRESENCE_PREFIX", "KUBE_PRESENCE_PREFIX", "PRESENCE_PREFIX",
-           "PRESENCE_TTL", "heartbeat", "presence"]
+__all__ = ["APP_PRESENCE_PREFIX", "DB_PRESENCE_PREFIX", "KUBE_PRESENCE_PREFIX", "MAX_BATCH",
+           "PRESENCE_PREFIX", "PRESENCE_TTL", "heartbeat", "heartbeats", "presence"]
 
 PRESENCE_TTL = 35.0
 """Seconds a heartbeat keeps its record alive."""
 _HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MERGE_ATTEMPTS = 5
 """Compare-and-swap rounds before a heartbeat simply overwrites the record."""
+MAX_BATCH = 1000
+"""Heartbeats per ``POST /v1/presence/heartbeats`` (a proxy sends what it gathered in a
+second, in requests of at most this many)."""
 
 
 _AGENT_KINDS = {"node": "ssh", "db": "db", "kube": "kube", "app": "app"}
@@ -61,27 +68,100 @@ async def heartbeat(auth: AuthServer, resource: Mapping[str, Any], host_id: str,
     db agent serves; returns the stored record. ``role`` is the agent's system role from its
     verified certificate, as the proxy saw it: a node agent may only heartbeat an ssh
     Resource, a db agent only db Resources."""
+    key, document = _accepted(auth, resource, host_id, cluster, role)
+    return await _store(auth, key, document, host_id, cluster, tunnel)
+
+
+async def heartbeats(auth: AuthServer, tunnel: str,
+                     items: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """The heartbeats one proxy gathered (``POST /v1/presence/heartbeats``), each stored as
+    :func:`heartbeat` stores it; per item None (stored) or why it was refused. One refused
+    item (a crafted Resource, a host id that is not one) refuses only itself."""
+    if len(items) > MAX_BATCH:
+        raise BadParameter(f"at most {MAX_BATCH} heartbeats per request, not {len(items)}")
+    outcomes: list[str | None] = []
+    for item in items:
+        try:
+            resource = item.get("resource")
+            if not isinstance(resource, Mapping):
+                raise BadParameter("resource must be a Resource document")
+            host_id, cluster, role = (item.get("host_id"), item.get("cluster"),
+                                      item.get("role", "node"))
+            if not (isinstance(host_id, str) and isinstance(cluster, str)
+                    and isinstance(role, str)):
+                raise BadParameter("host_id, cluster and role must be strings")
+            key, document = _accepted(auth, resource, host_id, cluster, role)
+            await _store(auth, key, document, host_id, cluster, tunnel)
+        except BadParameter as err:
+            outcomes.append(str(err))
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+def _accepted(auth: AuthServer, resource: Mapping[str, Any], host_id: str, cluster: str,
+              role: str) -> tuple[str, dict[str, Any]]:
+    """The record's key and the Resource as stored; ``BadParameter`` for a heartbeat this
+    agent may not send. A Resource seen before (an agent sends the same one every 10 s) is
+    not validated again."""
     if not _HOST_ID.fullmatch(host_id):
         raise BadParameter(f"invalid host id {host_id[:64]!r}")
     if cluster != auth.cluster_name:
         raise BadParameter(f"heartbeat for cluster {cluster!r}; this is {auth.cluster_name!r}")
-    (parsed,) = validate([SourceDocument(f"<heartbeat of {host_id}>", 0, 1, dict(resource))])
     expected = _AGENT_KINDS.get(role)
-    if parsed.kind is not Kind.RESOURCE or expected is None \
-            or parsed.spec.get("kind") != expected:
+    name, document = _validated(resource, host_id)
+    if expected is None or document["spec"].get("kind") != expected:
         raise BadParameter(f"a {role} agent's heartbeat carries a Resource with spec.kind "
                            f"{expected or 'ssh'}")
     prefix = {"kube": KUBE_PRESENCE_PREFIX, "app": APP_PRESENCE_PREFIX}.get(expected,
                                                                       DB_PRESENCE_PREFIX)
-    key = PRESENCE_PREFIX + host_id if expected == "ssh" else \
-        f"{prefix}{parsed.name}/{host_id}"
+    key = PRESENCE_PREFIX + host_id if expected == "ssh" else f"{prefix}{name}/{host_id}"
+    return key, document
+
+
+_VALIDATED: dict[str, tuple[str, dict[str, Any]]] = {}
+"""Resources validated before, by their canonical JSON: (name, document as stored)."""
+_VALIDATED_MAX = 20_000
+
+
+def _validated(resource: Mapping[str, Any], host_id: str) -> tuple[str, dict[str, Any]]:
+    try:
+        text = json.dumps(resource, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        raise BadParameter("the heartbeat's Resource is not a JSON document") from None
+    known = _VALIDATED.get(text)
+    if known is None:
+        (parsed,) = validate([SourceDocument(f"<heartbeat of {host_id}>", 0, 1,
+                                             json.loads(text))])
+        if parsed.kind is not Kind.RESOURCE:
+            raise BadParameter("a heartbeat carries a Resource")
+        known = parsed.name, parsed.to_document(with_status=False)
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            del _VALIDATED[next(iter(_VALIDATED))]  # the oldest
+        _VALIDATED[text] = known
+    name, document = known
+    return name, json.loads(json.dumps(document))  # the caller's own copy
+
+
+async def _store(auth: AuthServer, key: str, document: dict[str, Any], host_id: str,
+                 cluster: str, tunnel: str) -> dict[str, Any]:
+    """Merge this proxy's relay into the record at ``key`` (compare-and-swap). Nothing is
+    written when the record already carries this Resource and this proxy's relay has more
+    than half of :data:`PRESENCE_TTL` to live: with a heartbeat every 10 s, a record is
+    written every 20 s per proxy instead of every 10 s, and still never expires while its
+    agent beats."""
     for attempt in range(_MERGE_ATTEMPTS):
         item = await auth.backend.get(key)
         now = auth.clock()
-        seen = _live_tunnels(item.value if item is not None else b"", now)
+        stored = _record(item.value) if item is not None else {}
+        seen = _unexpired(stored, now)
+        if stored.get("resource") == document and stored.get("host_id") == host_id \
+                and seen.get(tunnel, 0.0) > now + PRESENCE_TTL / 2:
+            stored["tunnel_expires"], stored["tunnels"] = seen, sorted(seen)
+            return stored
         seen[tunnel] = now + PRESENCE_TTL
         record = {
-            "resource": parsed.to_document(with_status=False), "host_id": host_id,
+            "resource": document, "host_id": host_id,
             "cluster": cluster, "tunnel": tunnel, "tunnels": sorted(seen),
             "tunnel_expires": seen, "updated": auth.now().isoformat(),
             "expires": now + PRESENCE_TTL,
@@ -99,13 +179,12 @@ async def heartbeat(auth: AuthServer, resource: Mapping[str, Any], host_id: str,
     return record
 
 
-def _live_tunnels(stored: bytes, now: float) -> dict[str, float]:
-    """``{proxy host id: expiry}`` of a stored record's tunnels that have not expired."""
+def _record(stored: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(stored) if stored else {}
     except ValueError:
         return {}
-    return _unexpired(doc, now)
+    return doc if isinstance(doc, dict) else {}
 
 
 def _unexpired(doc: Any, now: float) -> dict[str, float]:

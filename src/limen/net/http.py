@@ -15,7 +15,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from limen.errors import BadParameter, ConnectionProblem, LimenError, TlsVerificationFailed
+from limen.errors import (
+    BadParameter,
+    ConnectionProblem,
+    LimenError,
+    NotFound,
+    TlsVerificationFailed,
+)
 from limen.net.api_answer import read_answer, refuse_redirect
 from limen.net.json_limits import loads_bounded
 
@@ -33,6 +39,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(
             {"error": {"code": err.code, "message": str(err)}}, status=err.http_status
         )
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as err:
+        if not request.path.startswith("/v1/"):
+            raise
+        # an API path this server does not serve (e.g. an older server): the typed error, so
+        # a client can tell it from a failure
+        return web.json_response({"error": {"code": NotFound.code, "message": (
+            f"{request.method} {request.path} is not an API of this server")}},
+            status=err.status)
     except web.HTTPException:
         raise
     except ConnectionResetError:  # the client went away mid-request: nothing to answer

@@ -71,6 +71,7 @@ from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import parse_address
 from limen.net.relay import Relay
+from limen.proxy.heartbeat_relay import HeartbeatRelay
 from limen.proxy.proxy_peers import ProxyAnnouncer, announced_tunnel_address
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
@@ -285,6 +286,8 @@ class ProxySSHService:
         self.auth = auth
         self.view = ClusterView(auth, ttl=view_ttl)
         self.remote = RemoteClusters(auth, credentials, self.view, emitter)
+        self.heartbeats = HeartbeatRelay(auth, credentials.host_id)
+        """The agents' heartbeats, relayed to auth once a second."""
         self.tunnel = TunnelServer(
             credentials, auth_address=auth_address or (lambda: auth.address),
             on_heartbeat=self._heartbeat, emitter=emitter, idle_timeout=idle_timeout,
@@ -312,6 +315,7 @@ class ProxySSHService:
     async def start(self) -> dict[str, str]:
         tunnel = await self.tunnel.start(self.settings.listeners.tunnel)
         try:
+            await self.heartbeats.start()
             ssh = await self.front.start(self.settings.listeners.ssh_proxy)
             self.peers = ProxyAnnouncer(self.auth, self.tunnel, announced_tunnel_address(
                 self.settings.cluster.public_address, tunnel, self.settings.cluster.tunnel_host))
@@ -324,6 +328,7 @@ class ProxySSHService:
                 await self.peers.stop()
             await self.front.stop()
             await self.tunnel.stop()
+            await self.heartbeats.stop()
             raise
         return {"ssh_proxy": ssh, "tunnel": tunnel}
 
@@ -334,8 +339,7 @@ class ProxySSHService:
             await self.peers.stop()
         await self.front.stop()
         await self.tunnel.stop()
+        await self.heartbeats.stop()
 
     async def _heartbeat(self, record: AgentRecord, resource: Mapping[str, Any]) -> None:
-        await self.auth.call("POST", "/v1/presence/heartbeat", {
-            "resource": dict(resource), "host_id": record.host_id, "cluster": record.cluster,
-            "tunnel": self.credentials.host_id, "role": record.role})
+        self.heartbeats.submit(record, resource)

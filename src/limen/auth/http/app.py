@@ -24,6 +24,8 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
                                            hostname or host id)
     GET  /v1/status
     POST /v1/presence/heartbeat            {resource, host_id, cluster, tunnel} (proxies)
+    POST /v1/presence/heartbeats           {tunnel, items: [{resource, host_id, cluster,
+                                           role}]} → {errors: [null | why, ...]} (proxies)
     GET  /v1/presence/nodes                online agent-served nodes (see limen.auth.presence)
     GET  /v1/presence/dbs                  online databases, one item per serving db agent
     POST|GET /v1/presence/proxies          the proxy set (see limen.auth.http.proxies)
@@ -132,6 +134,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
         web.get("/v1/access/check", routes.access_check),
         web.get("/v1/gitops/status", routes.gitops_status),
         web.post("/v1/presence/heartbeat", routes.presence_heartbeat),
+        web.post("/v1/presence/heartbeats", routes.presence_heartbeats),
         web.get("/v1/presence/nodes", routes.presence_nodes),
         web.get("/v1/presence/dbs", routes.presence_dbs),
         web.post("/v1/trustedclusters/validate", routes.validate_trusted_cluster),
@@ -387,6 +390,15 @@ class _Routes:
             self.auth, resource, required_str(body, "host_id"), required_str(body, "tunnel"),
             required_str(body, "cluster"), optional_str(body, "role") or "node")
         return web.json_response(record)
+
+    async def presence_heartbeats(self, request: web.Request) -> web.Response:
+        require_system(await self.identity(request), [SystemRole.PROXY])
+        body = await json_body(request)
+        items = body.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise BadParameter("items must be a list of heartbeats")
+        errors = await presence.heartbeats(self.auth, required_str(body, "tunnel"), items)
+        return web.json_response({"errors": errors})
 
     async def presence_nodes(self, request: web.Request) -> web.Response:
         identity = await self.identity(request)
