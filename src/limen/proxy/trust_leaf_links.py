@@ -33,10 +33,9 @@
     root CAs ◀─ cas {update} from R (R's public CAs signed by R's proxy, on every change: a CA
        rotation) ─▶ POST /v1/trust/roots/R/cas to this cluster's auth (retried while auth is
        unreachable), which checks the signature itself and stores them
-       (limen.auth.trusted_clusters.leaf_cas); the store
-       change comes back through the TrustView. A change of R's CAs alone does not restart
-       the link: its trust in R's proxy takes the new host CA keys in place (open sessions
-       stay)
+       (limen.auth.trusted_clusters.leaf_cas); the stored change comes back through the
+       TrustView. A change of R's CAs alone does not restart the link: its trust in R's proxy
+       takes the new host CA keys in place (open sessions stay)
 
 Dials of kind ``db`` and ``kube`` (a root user's ``psql``/``kubectl`` through the root's
 fronts) carry the user's X.509 certificate instead and go to
