@@ -12,23 +12,24 @@ ALPN (Teleport's single-port mode).
                         ├── "limen-mysql" ──────────▶ the MySQL front (db.db_tls_route)
                         └── "limen-kube" ───────────▶ the kube front (kube.kube_front)
 
-Each connection's ClientHello is read first (:mod:`limen.proxy.client_hello`, at most 64 KiB
-within the handshake timeout), because the TLS context is chosen by the server name it asks
-for: a name of ``sni_routes`` gets that route's context, every other connection the proxy's
-web context (client certificates optional). OpenSSL cannot be told to require a client
-certificate once its handshake has started (an SNI callback may change the certificate, not
-the verify mode), hence the choice before it. The bytes read are then replayed into asyncio's
-TLS protocol, so the handshake is OpenSSL's as before. Once it has finished, the route's
-protocol (the SNI route's, else the one the negotiated ALPN names) takes the transport over
-(``transport.set_protocol`` + ``connection_made``), so bytes are never re-framed in Python. A
-failed handshake on an SNI route is reported to its ``refused`` callback (the kube front
-audits it). Started by :class:`limen.proxy.proxy_service.ProxyService`.
+Each connection's ClientHello is read first (:mod:`limen.proxy.client_hello`, at most 64 KiB;
+the handshake timeout runs from the connection), because the TLS context is chosen by the
+server name it asks for: a name of ``sni_routes`` gets that route's context, every other
+connection the proxy's web context (client certificates optional). OpenSSL cannot be told to
+require a client certificate once its handshake has started (an SNI callback may change the
+certificate, not the verify mode), hence the choice before it. The bytes read are then
+replayed into asyncio's TLS protocol, so the handshake is OpenSSL's as before. Once it has
+finished, the route's protocol (the SNI route's, else the one the negotiated ALPN names) takes
+the transport over (``transport.set_protocol`` + ``connection_made``), so bytes are never
+re-framed in Python. A failed handshake on an SNI route is reported to its ``refused``
+callback (the kube front audits it). Started by :class:`limen.proxy.proxy_service.ProxyService`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 from asyncio.sslproto import SSLProtocol
@@ -112,11 +113,14 @@ class _Hello(asyncio.Protocol):
         self.read = bytearray()
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, transport.abort)
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + HANDSHAKE_TIMEOUT
+        self.timer = loop.call_later(HANDSHAKE_TIMEOUT, transport.abort)
 
     def data_received(self, data: bytes) -> None:
         self.read += data
@@ -140,7 +144,8 @@ class _Hello(asyncio.Protocol):
         waiter: asyncio.Future[Any] = loop.create_future()
         tls = SSLProtocol(loop, _Dispatch(self.router, route),
                           route.context if route else self.router.context, waiter,
-                          server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                          server_side=True,  # the ClientHello's time counts
+                          ssl_handshake_timeout=max(1, math.ceil(self.deadline - loop.time())))
         client_addr = _address(self.transport)
         waiter.add_done_callback(lambda done: self._handshake_done(done, route, client_addr))
         self.transport.set_protocol(tls)
