@@ -96,7 +96,13 @@ class TLSRouter:
             return
         task = asyncio.create_task(route.refused(err, client_addr), name="tls route refusal")
         self._refusals.add(task)
-        task.add_done_callback(self._refusals.discard)
+        task.add_done_callback(self._refusal_done)
+
+    def _refusal_done(self, task: asyncio.Task[None]) -> None:
+        self._refusals.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("proxy: a refused handshake could not be reported",
+                      exc_info=task.exception())
 
 
 def _address(transport: asyncio.BaseTransport) -> str:
