@@ -567,7 +567,7 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
     (trust poll on for the first N of this worker's agents), ``status``, ``stop``."""
     from limen.agents.auth_link import AuthLink
     from limen.agents.node.node_service import node_resource
-    from limen.auth.client import pinned_proxy
+    from limen.auth.join_client import pinned_proxy
     from limen.ca.host_credentials import HostCredentials
     from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
     from limen.net.http import ApiClient
