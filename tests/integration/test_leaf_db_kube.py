@@ -267,7 +267,8 @@ def test_kubectl_from_the_root_reaches_the_leaf_cluster_audited_at_both(world: W
     served = wait_for(lambda: [e for e in _leaf_audit(world, "kube.request", user="alice")
                                if e.get("success") and e.get("response_code") == 200],
                       15.0, "the leaf's kube.request of alice")
-    assert served[-1]["cluster"] == "root"  # the user's cluster, as the certificate says
+    assert served[-1]["user_cluster"] == "root"  # the user's, as the certificate says
+    assert served[-1]["cluster"] == "leaf"  # written for the agent's cluster
     forwarded = [e for e in world.root.audit("kube.request", user="alice")
                  if e.get("target_cluster") == "leaf"]
     assert forwarded

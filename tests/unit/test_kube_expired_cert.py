@@ -95,7 +95,8 @@ async def test_the_kube_agent_refuses_it_too_and_audits_it(auth: AuthServer) -> 
     emitter = MemoryEmitter()
     clock = [expiry - timedelta(seconds=1)]
     session = await open_session(connect, resource, _trust(auth), auth, emitter,
-                                 "kube-agent-1", lambda: clock[0])
+                                 "kube-agent-1", lambda: clock[0],
+                                 cluster_name=auth.cluster_name)
     info = request_info("GET", "/api/v1/namespaces/default/pods")
     who = await session.decide(info)
     assert (who.user, who.groups) == ("alice", ("developers",))
@@ -104,9 +105,10 @@ async def test_the_kube_agent_refuses_it_too_and_audits_it(auth: AuthServer) -> 
         await session.decide(info)
     with pytest.raises(AccessDenied, match=_expired(expiry)):
         await open_session(connect, resource, _trust(auth), auth, emitter, "kube-agent-1",
-                           lambda: clock[0])
+                           lambda: clock[0], cluster_name=auth.cluster_name)
     [event] = [e.to_dict() for e in emitter.events]
     assert (event["event"], event["success"]) == ("kube.request", False)
     assert (event["session_id"], event["kube_cluster"]) == ("s-expired", CLUSTER)
+    assert event["cluster"] == auth.cluster_name  # the agent's, even with no user verified
     assert event["reason"] == f"certificate refused: certificate expired at " \
                               f"{expiry.isoformat()}"

@@ -56,7 +56,8 @@ async def _session(auth: AuthServer, roles: Roles) -> Any:
     pem, _ = await issue_kube_cert(auth, identity, key.public_key(), "dev-k8s")
     cert = load_certificate(pem).public_bytes(Encoding.PEM).decode()
     return await open_session(KubeConnect("dev-k8s", cert), resource, trust, roles,
-                              MemoryEmitter(), "kube-1", auth.now)
+                              MemoryEmitter(), "kube-1", auth.now,
+                              cluster_name=auth.cluster_name)
 
 
 def _allow(**fields: Any) -> dict[str, Any]:

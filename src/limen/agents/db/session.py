@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from limen.agents.root_users import require_routed_here
 from limen.api.resources import Resource
 from limen.ca.identity import Identity
 from limen.ca.x509_certs import verify_client_cert
@@ -129,10 +130,7 @@ async def authorize(request: SessionRequest, db: Resource, trust: Mapping[str,
         if route.service != db.name:
             raise AccessDenied(f"the certificate is for database {route.service!r}, "
                                f"not {db.name!r}")
-        if identity.cluster != cluster and identity.route_to_cluster != cluster:
-            raise AccessDenied(f"the certificate of cluster {identity.cluster!r} is routed "
-                               f"to {identity.route_to_cluster or identity.cluster!r}, "
-                               f"not {cluster!r}")
+        require_routed_here(identity, cluster)
         if db.spec.get("protocol") != request.protocol:
             raise AccessDenied(f"{db.name} speaks {db.spec.get('protocol')}, "
                                f"not {request.protocol}")

@@ -179,7 +179,7 @@ class KubeService:
                 cluster = await self.catalog.find(connect.cluster)
                 session = await open_session(connect, cluster, self._user_trust(), self.roles,
                                              self.audit, self.credentials.host_id,
-                                             self._now)
+                                             self._now, cluster_name=self.credentials.cluster)
             except LimenError as err:
                 await self._answer(writer, 403 if isinstance(err, AccessDenied) else 404,
                                    str(err))
@@ -210,11 +210,8 @@ class KubeService:
         """How a lock ends the connection (an open exec with it): audited, then closed."""
         async def end(reason: str, fields: dict[str, Any]) -> None:
             await self.audit.emit(make_event(
-                "access.denied", success=False, cluster=session.identity.cluster,
-                user=session.identity.username, kube_cluster=session.cluster.name,
-                session_id=session.connect.session_id, server_id=self.credentials.host_id,
-                remote_addr=session.connect.client_addr, action="session", reason=reason,
-                **fields))
+                "access.denied", success=False, **session.event_fields(), action="session",
+                reason=reason, **fields))
             writer.transport.abort()
         return end
 
@@ -346,7 +343,8 @@ class KubeService:
         if self.sessions_dir is None or self.recordings is None or (
                 strict and not offered & CHANNEL_PROTOCOLS):
             return False if strict else None
-        meta = {"cluster": session.identity.cluster, "user": session.identity.username,
+        meta = {"cluster": session.agent_cluster, "user_cluster": session.identity.cluster,
+                "user": session.identity.username,
                 "participants": [session.identity.username], "login": who.user,
                 "server_id": self.credentials.host_id,
                 "server_hostname": f"{session.cluster.name}/{info.namespace}/{info.name}",

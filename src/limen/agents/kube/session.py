@@ -6,7 +6,10 @@ event of every request.
 The proxy has authenticated the user's TLS handshake and admitted the cluster already; the
 agent trusts nothing it is told about the user but the certificate, which it verifies against
 the user CA of its own cluster (signature, cluster, ``usage: kube``, the cluster it is scoped
-to) and whose expiry it checks again on every request of a kept-alive connection. Per request:
+to) and whose expiry it checks again on every request of a kept-alive connection. On a leaf, a
+trusted root's user is verified against that root's TLS CA (``limen.agents.root_users``: the
+certificate routed to this cluster) and decided with the roles the trust's ``role_map`` maps
+it to; none mapped: refused. Per request:
 ``check_kube`` (``kubernetes_labels``; at least one group or user granted), then
 ``check_kube_request`` (``kubernetes_resources``). The impersonated user is the Limen user, or
 the one ``kubernetes_users`` value the roles grant there (several: refused, the client cannot
@@ -14,7 +17,10 @@ choose — its own ``Impersonate-*`` headers are never honoured); the groups are
 ``kubernetes_groups``. A served request's event is queued in the agent's
 :class:`~limen.events.buffer.AuditBuffer` (the next request does not wait for the disk; the
 buffer writes in order, in batches); a refusal's is awaited; when the log cannot write, the
-connection ends (fail closed). Called by :mod:`limen.agents.kube.kube_service`.
+connection ends (fail closed). Every event is written for the agent's own cluster and names
+the user's cluster as ``user_cluster`` (an agent apart hands its events to its cluster's auth,
+which takes no other cluster's: one naming another would block the agent's outbox). Called by
+:mod:`limen.agents.kube.kube_service`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from urllib.parse import parse_qs
 from cryptography import x509
 
 from limen.agents.kube.http1 import RequestHead
+from limen.agents.root_users import require_routed_here
 from limen.api.resources import Resource
 from limen.ca.identity import Identity
 from limen.ca.x509_certs import verify_client_cert
@@ -65,6 +72,9 @@ class KubeSession:
     emitter: Emitter
     server_id: str
     now: Callable[[], datetime]
+    agent_cluster: str
+    """This agent's Limen cluster: the one its events are written for (the user's is
+    ``user_cluster``, a trusted root's for a root user)."""
     stream: AuditStream | None = None
     """When the emitter is an :class:`AuditBuffer`: the connection's stream, so a served
     request's event is queued without waiting for the disk (a refusal's is awaited)."""
@@ -72,6 +82,14 @@ class KubeSession:
     def __post_init__(self) -> None:
         if self.stream is None and isinstance(self.emitter, AuditBuffer):
             self.stream = self.emitter.stream()
+
+    def event_fields(self) -> dict[str, Any]:
+        """What every event of the connection names: the agent's cluster, the user and the
+        user's cluster, the kube cluster, the session, the agent and the client."""
+        return {"cluster": self.agent_cluster, "user": self.identity.username,
+                "user_cluster": self.identity.cluster, "kube_cluster": self.cluster.name,
+                "session_id": self.connect.session_id, "server_id": self.server_id,
+                "remote_addr": self.connect.client_addr}
 
     @staticmethod
     def request_info(head: RequestHead) -> KubeRequestInfo:
@@ -107,10 +125,7 @@ class KubeSession:
                             head: RequestHead, **extra: Any) -> None:
         """``kube.session.start`` / ``kube.session.end`` of an upgraded request (exec,
         attach, port-forward), written durably (a failed write raises: the session ends)."""
-        event = make_event(event_type, cluster=self.identity.cluster,
-                           user=self.identity.username, kube_cluster=self.cluster.name,
-                           session_id=self.connect.session_id, server_id=self.server_id,
-                           remote_addr=self.connect.client_addr, verb=info.verb,
+        event = make_event(event_type, **self.event_fields(), verb=info.verb,
                            resource=info.resource, namespace=info.namespace, name=info.name,
                            subresource=info.subresource, path=head.path, **extra)
         await (self.emitter if self.stream is None else self.stream).emit(event)
@@ -118,10 +133,7 @@ class KubeSession:
     async def audit(self, info: KubeRequestInfo | None, head: RequestHead | None, *,
                     status: int, success: bool, impersonation: Impersonation | None = None,
                     reason: str = "", **extra: Any) -> None:
-        fields: dict[str, Any] = {
-            "kube_cluster": self.cluster.name, "session_id": self.connect.session_id,
-            "server_id": self.server_id, "remote_addr": self.connect.client_addr,
-            "response_code": status}
+        fields: dict[str, Any] = {**self.event_fields(), "response_code": status}
         if head is not None:
             fields.update(method=head.method, path=head.path)
         if info is not None:
@@ -138,8 +150,7 @@ class KubeSession:
                           kubernetes_groups=list(impersonation.groups))
         if reason:
             fields["reason"] = reason
-        event = make_event("kube.request", success=success, cluster=self.identity.cluster,
-                           user=self.identity.username, **fields, **extra)
+        event = make_event("kube.request", success=success, **fields, **extra)
         if self.stream is None:
             await self.emitter.emit(event)
         elif success:
@@ -150,23 +161,31 @@ class KubeSession:
 
 async def open_session(connect: KubeConnect, cluster: Resource,
                        trust: Mapping[str, Sequence[x509.Certificate]], roles: RoleSets,
-                       emitter: Emitter, server_id: str,
-                       now: Callable[[], datetime]) -> KubeSession:
-    """The connection's session, or AccessDenied (audited as a refused ``kube.request``)."""
+                       emitter: Emitter, server_id: str, now: Callable[[], datetime], *,
+                       cluster_name: str) -> KubeSession:
+    """The connection's session, or AccessDenied (audited as a refused ``kube.request``).
+
+    ``trust`` maps cluster names to the TLS CAs their users' certificates verify against: on
+    a leaf, the trusted roots' too (``limen.agents.root_users``), whose users ``roles`` maps
+    (None: unmapped, refused at the first request). ``cluster_name`` is this agent's Limen
+    cluster: a user of another must hold a certificate routed to it, and every event is
+    written for it."""
     identity: Identity | None = None
     try:
         identity = verify_client_cert(connect.user_cert, trust, now())
+        require_routed_here(identity, cluster_name)
         if identity.is_system or "kube" not in identity.usage or not identity.route_to_kube:
             raise AccessDenied("the certificate is not a kube certificate: run lmsh kube login")
         if identity.route_to_kube != cluster.name:
             raise AccessDenied(f"the certificate is for kube cluster "
                                f"{identity.route_to_kube!r}, not {cluster.name!r}")
     except (LimenError, BadParameter) as err:
+        who: dict[str, Any] = ({"user": identity.username, "user_cluster": identity.cluster}
+                               if identity else {})
         await emitter.emit(make_event(
-            "kube.request", success=False,
-            cluster=identity.cluster if identity else "",
-            user=identity.username if identity else None, kube_cluster=cluster.name,
-            session_id=connect.session_id, server_id=server_id,
+            "kube.request", success=False, cluster=cluster_name, **who,
+            kube_cluster=cluster.name, session_id=connect.session_id, server_id=server_id,
             remote_addr=connect.client_addr, reason=f"certificate refused: {err}"))
         raise AccessDenied(f"kube cluster {cluster.name}: {err}") from None
-    return KubeSession(connect, identity, cluster, roles, emitter, server_id, now)
+    return KubeSession(connect, identity, cluster, roles, emitter, server_id, now,
+                       cluster_name)
