@@ -48,7 +48,7 @@ def cli(debug: bool, log_format: str) -> None:
 @click.option("--proxy", help="Proxy web address to join through (agents).")
 @click.option("--auth-server", help="Auth API address a separate proxy uses (mutual TLS).")
 @click.option("--auth-join", help="Auth's join listener, where a separate proxy joins "
-              "(default: the --auth-server host, its port + 1).")
+              "(default: the --auth-server host, its port + 2).")
 @click.option("--ca-pin", help="sha256:... pin of the cluster's TLS CA (with --token).")
 @click.option("--labels", help="Labels of what this agent serves: k=v,k2=v2.")
 @click.option("--nodename", help="The name this node is listed and reached by (default: the "
