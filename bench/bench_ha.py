@@ -230,14 +230,13 @@ class Deployment:
             wait_until(lambda: address_file.exists() and address_file.read_text().strip(),
                        20, "the balancer's address")
             auth_address = self.balancer_address = address_file.read_text().strip()
-        host, port = self.auths[0].auth.rsplit(":", 1)
         listeners = {name: f"127.0.0.1:{free_port()}" for name in ("web", "ssh_proxy", "tunnel")}
         listeners |= {name: "127.0.0.1:0" for name in ("postgres", "mysql", "kube")}
         proxy_config = self.root / "proxy.yaml"
         proxy_config.write_text(yaml.safe_dump({"listeners": listeners}))
         self.proxy = LimenCluster(self.root / "proxy", CLUSTER, [
             "--roles", "proxy", "-c", str(proxy_config), "--auth-server", auth_address,
-            "--auth-join", f"{host}:{int(port) + 1}", "--token", self.proxy_token,
+            "--auth-join", self.auths[0].listeners["auth_join"], "--token", self.proxy_token,
             "--ca-pin", self.pin], random_ports=False).start(timeout=60)
         if self.want_node:
             token = self.auths[0].lmctl_json("tokens", "add", "--type", "node", "--ttl", "10m")

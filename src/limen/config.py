@@ -93,19 +93,18 @@ class Listeners:
     auth_join: str = ""
     """Auth's join listener (TLS, no client certificate; ``/v1/join`` only): where a
     proxy run apart from auth joins with its token. Empty: the auth listener's host, its
-    port + 1 (3026), the address a proxy derives from ``--auth-server``."""
+    port + 2 (3027), the address a proxy derives from ``--auth-server``."""
     node_ssh: str = "127.0.0.1:3022"
     """The node agent's own SSH listener (direct access when configured)."""
     postgres: str = "127.0.0.1:5433"
     mysql: str = "127.0.0.1:3036"
-    kube: str = "127.0.0.1:3027"
-    """The proxy's Kubernetes front (HTTPS, the user's kube certificate). Not 3026: that is
-    the auth join listener's default (the auth port + 1) in the single-node default."""
+    kube: str = "127.0.0.1:3026"
+    """The proxy's Kubernetes front (HTTPS, the user's kube certificate)."""
 
     def randomized(self) -> Listeners:
         """Every listener on a free loopback port (``--random-ports``), but those turned off
-        (an empty address); the join listener stays next to the auth listener (its port + 1),
-        where a proxy looks for it."""
+        (an empty address); the join listener stays at the auth port + 2, where a proxy
+        looks for it."""
         return Listeners(**{f.name: "" if f.name == "auth_join" or getattr(self, f.name) == ""
                             else "127.0.0.1:0" for f in dataclasses.fields(self)})
 
@@ -167,7 +166,7 @@ class JoinSettings:
     """The auth API address a separately run proxy talks to (mutual TLS)."""
     auth_join: str = ""
     """Auth's join listener, where that proxy joins with its token (``--auth-join``);
-    empty: the host of ``auth_server``, its port + 1."""
+    empty: the host of ``auth_server``, its port + 2."""
     ca_pin: str = ""
     """``sha256:...`` pin of the cluster's TLS CA, given with the join token."""
 

@@ -228,7 +228,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
             auth.start()
         balancer.start()
         state.pin = auths[0].status()["ca_fingerprints"]["tls"]
-        host, port = auths[0].auth.rsplit(":", 1)
+        auth_join = auths[0].listeners["auth_join"]
         for index in range(2):
             listeners = {name: f"127.0.0.1:{_free_port()}" for name in ("web", "ssh_proxy",
                                                                         "tunnel")}
@@ -237,7 +237,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
             state.proxies.append(LimenCluster(root / name, "ha", [
                 "--roles", "proxy", "-c", str(_config(root / f"{name}.yaml",
                                                       {"listeners": listeners})),
-                "--auth-server", balancer.address, "--auth-join", f"{host}:{int(port) + 1}",
+                "--auth-server", balancer.address, "--auth-join", auth_join,
                 "--token", proxy_token, "--ca-pin", state.pin], random_ports=False))
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(LimenCluster.start, state.proxies))

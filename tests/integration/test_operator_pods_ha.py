@@ -6,7 +6,7 @@ env and mounts) on the session's PostgreSQL (``tests/dbservers.py``), which each
 reaches at ``pg.db.svc:5432`` (``netns_forward``: the database outside the cluster, as a
 platform team's PostgreSQL would be).
 
-Each auth pod has its own network namespace (both listen on 3025/3026); the proxy shares the
+Each auth pod has its own network namespace (both listen on 3025/3027); the proxy shares the
 first one's. Asserted:
 
 - the CA key Secret reaches the pods as the kubelet makes it with ``fsGroup`` (root, group

@@ -49,10 +49,9 @@ def test_a_proxy_starts_while_auths_backend_is_down(tmp_path: Path,
     proxy: LimenCluster | None = None
     try:
         auth.start()
-        host, port = auth.auth.rsplit(":", 1)
         proxy = LimenCluster(tmp_path / "proxy", "degraded", [
             "--roles", "proxy", "--auth-server", auth.auth, "--auth-join",
-            f"{host}:{int(port) + 1}", "--token", token,
+            auth.listeners["auth_join"], "--token", token,
             "--ca-pin", auth.status()["ca_fingerprints"]["tls"]])
         proxy.start()  # joins while everything is up
         proxy.stop()

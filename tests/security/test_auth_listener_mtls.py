@@ -4,7 +4,7 @@ alone; every other endpoint refused such a request, but only in the application,
 request was read.
 
 Now the auth API requires a client certificate of the cluster's TLS CA in the handshake, and a
-separate join listener (``listeners.auth_join``, the auth port + 1) asks for none and serves
+separate join listener (``listeners.auth_join``, the auth port + 2) asks for none and serves
 ``/v1/join`` only. Checked from outside, with raw TLS connections (Python's ``ssl`` and
 ``openssl s_client``) against a real ``limen start --random-ports``:
 
@@ -16,7 +16,7 @@ separate join listener (``listeners.auth_join``, the auth port + 1) asks for non
   single-use token is still unused and joins at the join listener afterwards);
 - the join listener answers ``GET``/``POST /v1/join`` and nothing else: every other path of
   the auth API is a 404 there, the admin API included, with or without the admin certificate;
-- ``listeners.json`` and ``lmctl status`` show the join listener next to the auth port.
+- ``listeners.json`` and ``lmctl status`` show the join listener at the auth port + 2.
 The separate proxy's joins through it are exercised by tests/integration/test_agents_apart.py
 and test_trust_apart.py.
 """
@@ -238,7 +238,7 @@ def test_the_join_listener_bounds_and_checks_bodies(cluster: LimenCluster) -> No
 def test_the_join_listener_is_listed_next_to_the_auth_port(cluster: LimenCluster) -> None:
     listeners = cluster.listeners
     auth_host, _, auth_port = listeners["auth"].rpartition(":")
-    assert listeners["auth_join"] == f"{auth_host}:{int(auth_port) + 1}"
+    assert listeners["auth_join"] == f"{auth_host}:{int(auth_port) + 2}"
     status = cluster.lmctl("status").stdout
     assert f"auth_join: {listeners['auth_join']}" in status
     assert f"auth:      {listeners['auth']}" in status

@@ -22,8 +22,8 @@ PROXY = "proxy.example:443"
 
 
 def test_a_published_kube_listener_is_used() -> None:
-    ping = {"kube": "0.0.0.0:3027", "kube_server_name": KUBE_SERVER_NAME}
-    assert kube_front(ping, PROXY) == ("proxy.example", 3027, "")
+    ping = {"kube": "0.0.0.0:3026", "kube_server_name": KUBE_SERVER_NAME}
+    assert kube_front(ping, PROXY) == ("proxy.example", 3026, "")
 
 
 def test_without_one_the_web_port_with_the_kube_server_name() -> None:

@@ -16,7 +16,7 @@ from limen.client.kubeconfig import KubeEntry, kubeconfig_path, merge_entry, rem
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "kubeconfig"
 CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-ENTRY = KubeEntry(limen_cluster="main", name="prod", server="https://proxy.example:3027",
+ENTRY = KubeEntry(limen_cluster="main", name="prod", server="https://proxy.example:3026",
                   ca_pem=CA, proxy="proxy.example:3080", command="/usr/local/bin/lmsh",
                   limen_home="/home/alice/.limen-work")
 EXISTING = {"apiVersion": "v1", "kind": "Config", "current-context": "kind-local",

@@ -91,7 +91,7 @@ def test_workloads_follow_the_spec() -> None:
     assert init["args"][:2] == ["operator", "seed-ca"]
     assert objects["Service", "main-proxy"]["spec"]["type"] == "LoadBalancer"
     assert [p["port"] for p in objects["Service", "main-proxy"]["spec"]["ports"]] == [
-        3080, 3023, 3024, 5433, 3036, 3027]
+        3080, 3023, 3024, 5433, 3036, 3026]
     assert objects["Service", "main-auth"]["spec"]["type"] == "ClusterIP"
 
 

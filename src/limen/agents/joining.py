@@ -5,7 +5,7 @@
         no  ─▶ join with join.token:  node (and other agents) through the proxy's web API
                                        (join.proxy, CA pinned with join.ca_pin);
                                        proxy directly at auth's join listener (pinned:
-                                       join.auth_join, default join.auth_server's port + 1)
+                                       join.auth_join, default join.auth_server's port + 2)
                ─▶ save them (0700 directory, 0600 files)
 
 A join proposes this host's saved id; when the saved credentials have not expired yet they

@@ -3,7 +3,7 @@
 One cluster, user and context per Limen kube cluster, all named ``<limen cluster>-<name>``
 (``kubectl config use-context`` switches between them)::
 
-    clusters: [{name: main-prod, cluster: {server: https://proxy:3027,
+    clusters: [{name: main-prod, cluster: {server: https://proxy:3026,
                                           certificate-authority-data: <the cluster's TLS CA>}}]
     users:    [{name: main-prod, user: {exec: {apiVersion: client.authentication.k8s.io/v1,
                  command: /usr/local/bin/lmsh,

@@ -22,14 +22,14 @@ For a Cluster ``main`` in namespace ``limen``::
                                   Recreate; PostgreSQL: spec.auth.replicas pods, rolling,
                                   spread over nodes, the DSN and CA key Secrets mounted
     Service    main-auth          ClusterIP, 3025 (the auth API: a client certificate
-                                  required) and 3026 (the join listener: /v1/join and
+                                  required) and 3027 (the join listener: /v1/join and
                                   /v1/ready only)
     Deployment main-proxy         limen start --roles proxy, joining auth's join listener
                                   (LIMEN_AUTH_JOIN) with LIMEN_TOKEN (from main-proxy-token)
                                   and LIMEN_CA_PIN (the TLS CA's pin), then calling the auth
                                   API (LIMEN_AUTH_SERVER) with the certificate it got
     Service    main-proxy         spec.proxy.service_type: web 3080, ssh 3023, tunnel 3024,
-                                  postgres 5433, mysql 3036 (the database fronts), kube 3027
+                                  postgres 5433, mysql 3036 (the database fronts), kube 3026
                                   (the Kubernetes front: kubectl through Limen)
     ConfigMap  main-db-config     spec.db.replicas > 0: the db agents (limen.operator.db_agent)
     Deployment main-db
@@ -158,8 +158,8 @@ DB_TOKEN_FILE = f"{DB_TOKEN_DIR}/{TOKEN_KEY}"
 KUBE_TOKEN_DIR = "/etc/limen/kube-token"
 KUBE_TOKEN_FILE = f"{KUBE_TOKEN_DIR}/{TOKEN_KEY}"
 """Where the auth pod reads the kube agent's token (``auth.kube_token_file``)."""
-PORTS = {"auth": 3025, "auth-join": 3026, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024,
-         "postgres": 5433, "mysql": 3036, "kube": 3027}
+PORTS = {"auth": 3025, "auth-join": 3027, "web": 3080, "ssh-proxy": 3023, "tunnel": 3024,
+         "postgres": 5433, "mysql": 3036, "kube": 3026}
 PROXY_PORTS = ("web", "ssh-proxy", "tunnel", "postgres", "mysql", "kube")
 """The proxy's container and Service ports (names of ``PORTS``)."""
 _RUN_AS = 10001  # the image's limen user
@@ -312,7 +312,7 @@ def auth_address(body: Mapping[str, Any]) -> str:
 
 
 def auth_join_address(body: Mapping[str, Any]) -> str:
-    """``<svc>.<ns>.svc:3026``: auth's join listener, where a proxy joins with its token."""
+    """``<svc>.<ns>.svc:3027``: auth's join listener, where a proxy joins with its token."""
     return f"{auth_server_names(body)[2]}:{PORTS['auth-join']}"
 
 

@@ -10,13 +10,13 @@
                            GET  /v1/ready  200 or 503: does the backend answer? (the
                                            kubelet's readinessProbe; says nothing else)
                          any other path: 404; no admin, user or agent API is mounted here.
-                         Default (empty): the auth listener's host, its port + 1 (3026).
+                         Default (empty): the auth listener's host, its port + 2 (3027).
 
 Who uses it: a proxy run apart from auth, whose first join precedes any certificate of its
 own (the static token of ``auth.proxy_token_file``). It finds the listener at ``--auth-join``
 (``join.auth_join``), else at :func:`join_address_for` of ``--auth-server``: the documented
-convention "auth's port + 1", which ``--random-ports`` keeps by binding the two listeners on
-adjacent ports (:func:`bind_auth_listeners`). Every later call of that proxy goes to the auth
+convention "auth's port + 2", which ``--random-ports`` keeps by binding the two listeners as
+such a pair (:func:`bind_auth_listeners`). Every later call of that proxy goes to the auth
 API with the certificate it got here. Nodes and other agents join through the proxy's web
 port (``/v1/webapi/join``), which forwards to the auth API with the proxy's identity.
 
@@ -38,8 +38,9 @@ from limen.net.http import error_middleware, json_body
 
 __all__ = ["JOIN_PORT_OFFSET", "bind_auth_listeners", "build_join_app", "join_address_for"]
 
-JOIN_PORT_OFFSET = 1
-"""The join listener's port is the auth listener's plus this, unless configured."""
+JOIN_PORT_OFFSET = 2
+"""The join listener's port is the auth listener's plus this, unless configured (3025 and
+3027: the port between is the proxy's Kubernetes front, 3026, in the single-node default)."""
 _PAIR_ATTEMPTS = 64
 
 
@@ -53,8 +54,9 @@ def join_address_for(auth_address: str) -> str:
 
 
 def bind_auth_listeners(auth: str, auth_join: str) -> tuple[socket.socket, socket.socket]:
-    """The auth API's and the join listener's sockets. ``auth_join`` empty: next to the auth
-    listener (a free pair when the auth port is 0, as with ``--random-ports``)."""
+    """The auth API's and the join listener's sockets. ``auth_join`` empty: at the auth
+    port + ``JOIN_PORT_OFFSET`` (a free pair when the auth port is 0, as with
+    ``--random-ports``)."""
     if auth_join:
         return _bind_both(auth, auth_join)
     host, port = parse_address(auth)
@@ -69,8 +71,9 @@ def bind_auth_listeners(auth: str, auth_join: str) -> tuple[socket.socket, socke
             return api, bind_tcp(format_address(host, bound + JOIN_PORT_OFFSET))
         except BadParameter:
             api.close()
-    raise BadParameter(f"found no two adjacent free ports on {host} for the auth API and "
-                       "its join listener: set listeners.auth_join")
+    raise BadParameter(f"found no free pair of ports on {host} for the auth API and its "
+                       f"join listener (the auth port + {JOIN_PORT_OFFSET}): set "
+                       "listeners.auth_join")
 
 
 def _bind_both(auth: str, auth_join: str) -> tuple[socket.socket, socket.socket]:
