@@ -30,8 +30,8 @@
 
 Both poll auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``): the node trusts the
 enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
-the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. The db
-agent polls it too: on a leaf it accepts the trusted roots' users, verified against the roots'
+the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. The db and kube
+agents poll it too: on a leaf they accept the trusted roots' users, verified against the roots'
 TLS CAs and mapped by role_map (``limen.agents.root_users``). Both follow a CA
 rotation of their own cluster without a restart (``limen.agents.host_cert_renewal``: new CA
 keys trusted, the host certificate renewed and presented to new connections); so do the db,
@@ -379,7 +379,10 @@ class _RemoteKube:
 
         sink = AuthRecordingSink(link)
         self.locks = locks = AuthLockFeed(link.client, LockView())
+        self.rotation = rotation = _TunnelRotation(
+            settings, link.client, creds, lambda: self.service.tunnel if self.service else None)
         policy = StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
+                                   map_roles=trusted_role_map(rotation.trust),
                                    locks=locks.view,
                                    server_names=(creds.host_id, creds.hostname))
         self.service = KubeService.configured(
@@ -387,12 +390,11 @@ class _RemoteKube:
             lambda: tunnel, on_tunnel=link.attach,
             sessions_dir=sessions_dir(settings.data_dir), recordings=sink,
             guard=SessionLockGuard(policy, locks.view))
+        self.service.user_trust = partial(user_trust, creds, rotation.trust)  # leaf: root users
         await self.outbox.start()
         listeners = await self.service.start()
         locks.start()
-        service = self.service
-        self.rotation = _TunnelRotation(settings, link.client, creds, lambda: service.tunnel)
-        await self.rotation.start()
+        await rotation.start()
         self._retry = asyncio.create_task(sink.retry_forever(sessions_dir(settings.data_dir)),
                                           name="recording uploads")
         return listeners
