@@ -1,8 +1,9 @@
 """The access review agrees with enforcement: a property test over generated states.
 
 Hypothesis generates roles (allow and deny logins, labels with literals and wildcards,
-database users, Kubernetes groups, apps, cluster labels), users (roles, a ``logins`` trait)
-and resources (SSH nodes, databases, Kubernetes clusters, apps, leaf clusters), then a second
+database users, Kubernetes groups, apps, cluster labels, ``create_db_user``), users (roles, a
+``logins`` trait) and resources (SSH nodes, databases, some creating their users with an
+``admin_user``, Kubernetes clusters, apps, leaf clusters), then a second
 state: changed roles and users. For every user x resource x principal of a fixed universe the
 enforcement engine (``AccessChecker.explain``, what ``lmctl access check`` calls) is asked on
 both states; the pairs whose answer changed must be exactly the grants the diff reports, each
@@ -21,7 +22,7 @@ from limen.gitops.access_diff import AccessState, access_diff
 from limen.rbac import AccessChecker
 
 LOGINS = ("root", "ubuntu", "alice")
-DB_USERS = ("postgres", "ro")
+DB_USERS = ("postgres", "ro", "alice", "bob")  # own names of the users (create_db_user)
 DB_NAMES = ("app", "payments")
 GROUPS = ("devs", "system:masters")
 LABELS = st.dictionaries(st.sampled_from(("env", "team", "region")),
@@ -60,6 +61,8 @@ def roles(draw: st.DrawFn) -> list[Resource]:
         spec: dict[str, Any] = {"allow": draw(conditions(False))}
         if draw(st.booleans()):
             spec["deny"] = draw(conditions(True))
+        if draw(st.integers(0, 3)) == 0:
+            spec["options"] = {"create_db_user": True}
         out.append(Resource(Kind.ROLE, name, spec))
     return out
 
@@ -80,8 +83,11 @@ def users(draw: st.DrawFn) -> list[Resource]:
 @st.composite
 def targets(draw: st.DrawFn) -> list[Resource]:
     out = []
-    for i, kind in enumerate(("ssh", "ssh", "db", "kube", "app")):
-        out.append(Resource(Kind.RESOURCE, f"{kind}-{i}", {"kind": kind}, draw(LABELS)))
+    for i, kind in enumerate(("ssh", "ssh", "db", "db", "kube", "app")):
+        spec: dict[str, Any] = {"kind": kind}
+        if kind == "db" and draw(st.booleans()):  # it creates its users (create_db_user)
+            spec["admin_user"] = {"name": "limen-admin"}
+        out.append(Resource(Kind.RESOURCE, f"{kind}-{i}", spec, draw(LABELS)))
     out.append(Resource(Kind.REMOTE_CLUSTER, "leaf", {}, draw(LABELS)))
     return out
 

@@ -26,6 +26,7 @@ from typing import Any
 from limen.api.resources import Kind, Resource
 from limen.rbac import AccessChecker, Decision, RoleSet
 from limen.rbac.access_index import (
+    AUTO_DB,
     LABEL_FIELD,
     GrantKey,
     LabelSet,
@@ -34,8 +35,11 @@ from limen.rbac.access_index import (
     TargetIndex,
     decide,
     evaluate,
+    evaluate_own_names,
+    public_kind,
     selector_for,
 )
+from limen.rbac.db_auto_users import creates_users
 
 __all__ = [
     "ADMIN_KINDS",
@@ -94,7 +98,9 @@ class AccessState:
             elif obj.kind is Kind.REMOTE_CLUSTER:
                 state.targets.append(Target.of("cluster", obj.name, obj.labels))
             elif obj.kind is Kind.RESOURCE and obj.spec.get("kind") in _RESOURCE_KINDS:
-                state.targets.append(Target.of(str(obj.spec["kind"]), obj.name, obj.labels))
+                state.targets.append(Target.of(
+                    str(obj.spec["kind"]), obj.name, obj.labels,
+                    creates_users=creates_users(obj.spec)))
         unique = {(t.kind, t.name): t for t in [*state.targets, *nodes]}
         state.targets = list(unique.values())
         state._role_text = {name: json.dumps(dict(role.spec), sort_keys=True, default=str)
@@ -197,6 +203,9 @@ class _Evaluations:
             role_set = self.state.role_set(user)
             found = self._cache[key] = (role_set, evaluate(role_set, self.index,
                                                               self._rules))
+        if AUTO_DB in self.index.by_labels:  # grants that depend on the user's own name
+            role_set, grants = found
+            return role_set, {**grants, **evaluate_own_names(role_set, self.index, user)}
         return found
 
 
@@ -207,8 +216,13 @@ def _names(index: TargetIndex, key: GrantKey) -> list[str]:
     return index.names(kind, labels)
 
 
-def _target_labels(targets: Sequence[Target]) -> dict[tuple[str, str], LabelSet]:
-    return {(t.kind, t.name): t.labels for t in targets}
+Placed = dict[tuple[str, str], tuple[str, LabelSet]]
+"""(kind as shown, name) → (kind in the index, labels): a database that starts or stops
+creating its users changes its index kind (``AUTO_DB``), not its identity."""
+
+
+def _target_labels(targets: Sequence[Target]) -> Placed:
+    return {(public_kind(t.kind), t.name): (t.kind, t.labels) for t in targets}
 
 
 def _selector_keys(states: Sequence[AccessState]) -> frozenset[str] | None:
@@ -254,31 +268,35 @@ def access_diff(before: AccessState, after: AccessState) -> AccessDiff:
         _, grants_b = eval_b.of(user) if key_b is not None else (None, {})
         rs_a, grants_a = eval_a.of(user) if key_a is not None else (None, {})
         for key in grants_a.keys() - grants_b.keys():
-            names = [n for n in _names(index_a, key) if (key[0], n) not in moved]
+            names = [n for n in _names(index_a, key) if (public_kind(key[0]), n) not in moved]
             if names:
                 changes.append(_added(user, key, names, grants_a[key], rs_a))
         for key in grants_b.keys() - grants_a.keys():
-            names = [n for n in _names(index_b, key) if (key[0], n) not in moved]
+            names = [n for n in _names(index_b, key) if (public_kind(key[0]), n) not in moved]
             if names:
                 changes.append(_removed(user, key, names, rs_a, labels_a))
-        for kind, name in sorted(moved):
-            old = _principals(grants_b, kind, labels_b.get((kind, name)))
-            new = _principals(grants_a, kind, labels_a.get((kind, name)))
+        for target in sorted(moved):
+            old = _principals(grants_b, labels_b.get(target))
+            new = _principals(grants_a, labels_a.get(target))
+            name = target[1]
             for principal in sorted(new.keys() - old.keys()):
-                changes.append(_added(user, (kind, principal, labels_a[(kind, name)]), [name],
-                                      new[principal], rs_a))
+                kind, labels = labels_a[target]
+                changes.append(_added(user, (kind, principal, labels), [name], new[principal],
+                                      rs_a))
             for principal in sorted(old.keys() - new.keys()):
-                changes.append(_removed(user, (kind, principal, labels_b[(kind, name)]),
-                                        [name], rs_a, labels_a))
+                kind, labels = labels_b[target]
+                changes.append(_removed(user, (kind, principal, labels), [name], rs_a,
+                                        labels_a))
     changes.sort(key=lambda c: (c.sign != "+", c.user, c.kind, c.principal, c.targets))
     return AccessDiff(tuple(changes), _role_map_diff(before, after),
                       len(before.users.keys() | after.users.keys()), len(after.targets))
 
 
-def _principals(grants: Mapping[GrantKey, Decision], kind: str,
-                labels: LabelSet | None) -> dict[str, Decision]:
-    if labels is None:
+def _principals(grants: Mapping[GrantKey, Decision],
+                placed: tuple[str, LabelSet] | None) -> dict[str, Decision]:
+    if placed is None:
         return {}
+    kind, labels = placed
     return {k[1]: d for k, d in grants.items() if k[0] == kind and k[2] == labels}
 
 
@@ -302,30 +320,34 @@ def _added(user: str, key: GrantKey, names: list[str], decision: Decision,
         risky.append("any database user")
     if kind == "rule" and names[0] in ADMIN_KINDS and principal in _WRITE_VERBS:
         risky.append("admin rules")
-    return AccessChange("+", user, kind, principal, tuple(sorted(names)), decision.role,
-                        decision.rule, decision.reason, detail, tuple(risky))
+    return AccessChange("+", user, public_kind(kind), principal, tuple(sorted(names)),
+                        decision.role, decision.rule, decision.reason, detail, tuple(risky))
 
 
 def _removed(user: str, key: GrantKey, names: list[str], role_set: RoleSet | None,
-             labels_after: Mapping[tuple[str, str], LabelSet]) -> AccessChange:
+             labels_after: Placed) -> AccessChange:
     """``names`` have the same labels before and after (:func:`access_diff` diffs resources
     whose labels changed one by one), so the first one's answer is every one's."""
     kind, principal, _ = key
+    shown = public_kind(kind)
     targets = tuple(sorted(names))
     if role_set is None:
-        return AccessChange("-", user, kind, principal, targets, None, "",
+        return AccessChange("-", user, shown, principal, targets, None, "",
                             "the user is deleted", "user deleted")
     name = targets[0]
-    if kind != "rule" and (kind, name) not in labels_after:
-        return AccessChange("-", user, kind, principal, targets, None, "",
+    if kind != "rule" and (shown, name) not in labels_after:
+        return AccessChange("-", user, shown, principal, targets, None, "",
                             "the resource is removed", "resource removed")
-    labels = (("kind", name),) if kind == "rule" else labels_after[(kind, name)]
-    decision = decide(role_set, (kind, principal, labels))
+    if kind == "rule":
+        decision = decide(role_set, (kind, principal, (("kind", name),)))
+    else:
+        kind_after, labels = labels_after[(shown, name)]
+        decision = decide(role_set, (kind_after, principal, labels), user)
     if decision.role:
         detail = f"deny in role {decision.role}: {decision.rule}"
     else:
         detail = f"no longer granted: {decision.reason}"
-    return AccessChange("-", user, kind, principal, targets, decision.role, decision.rule,
+    return AccessChange("-", user, shown, principal, targets, decision.role, decision.rule,
                         decision.reason, detail)
 
 

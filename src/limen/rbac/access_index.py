@@ -19,6 +19,12 @@ checks that enforce access (:mod:`limen.rbac.checks`) about the rest:
   groups and users :func:`~limen.rbac.checks.kube_principals` finds. Deny rules are applied
   by the checks.
 
+A database whose Resource names an ``admin_user`` is filed under its own kind
+(:data:`AUTO_DB`): there a role with ``create_db_user`` makes the user's database user their
+own name, whatever ``db_users`` says (:func:`~limen.rbac.checks.check_db`'s ``own_name``), so
+its grants depend on the user's name and are asked per user (:func:`evaluate_own_names`), not
+per role set.
+
 Leaf clusters are few and have Teleport's "nobody uses cluster labels" exception, so every
 one is asked. Rules (``allow.rules``) are asked per Limen kind and verb with
 :func:`~limen.rbac.checks.check_rule_possible`. Decisions are made with ``mfa_verified``
@@ -38,6 +44,7 @@ from limen.rbac.labels import WILDCARD, LabelSelector
 from limen.rbac.roleset import RoleSet
 
 __all__ = [
+    "AUTO_DB",
     "LABEL_FIELD",
     "RULE_TARGETS",
     "GrantKey",
@@ -47,17 +54,28 @@ __all__ = [
     "TargetIndex",
     "decide",
     "evaluate",
+    "evaluate_own_names",
+    "public_kind",
     "selector_for",
 ]
 
 LabelSet = tuple[tuple[str, str], ...]
 """A resource's labels, sorted: the unit every answer is computed for."""
 
+AUTO_DB = "db-auto"
+"""The index's kind of a database that creates its users (its Resource names an
+``admin_user``); shown as ``db`` (:func:`public_kind`)."""
+
 LABEL_FIELD = {
-    "ssh": "node_labels", "db": "db_labels", "kube": "kubernetes_labels",
+    "ssh": "node_labels", "db": "db_labels", AUTO_DB: "db_labels", "kube": "kubernetes_labels",
     "app": "app_labels", "cluster": "cluster_labels",
 }
 """The role selector each target kind is matched with."""
+
+
+def public_kind(kind: str) -> str:
+    """The kind a person reads: :data:`AUTO_DB` is a ``db``."""
+    return "db" if kind == AUTO_DB else kind
 
 RULE_TARGETS = tuple(r for r in RULE_RESOURCES if r != WILDCARD)
 _RULE_VERBS = tuple(v for v in RULE_VERBS if v != WILDCARD)
@@ -65,15 +83,19 @@ _RULE_VERBS = tuple(v for v in RULE_VERBS if v != WILDCARD)
 
 @dataclass(frozen=True)
 class Target:
-    """One resource the cluster knows: ``kind`` is ssh, db, kube, app or cluster."""
+    """One resource the cluster knows: ``kind`` is ssh, db, kube, app or cluster, or
+    :data:`AUTO_DB` for a database that creates its users."""
 
     kind: str
     name: str
     labels: LabelSet = ()
 
     @classmethod
-    def of(cls, kind: str, name: str, labels: Mapping[str, str]) -> Target:
-        return cls(kind, name, tuple(sorted((str(k), str(v)) for k, v in labels.items())))
+    def of(cls, kind: str, name: str, labels: Mapping[str, str],
+           creates_users: bool = False) -> Target:
+        """``creates_users``: a database whose Resource names an ``admin_user``."""
+        return cls(AUTO_DB if kind == "db" and creates_users else kind, name,
+                   tuple(sorted((str(k), str(v)) for k, v in labels.items())))
 
 
 GrantKey = tuple[str, str, LabelSet]
@@ -180,6 +202,39 @@ def evaluate(role_set: RoleSet, index: TargetIndex,
     return out
 
 
+def evaluate_own_names(role_set: RoleSet, index: TargetIndex,
+                       user: str) -> dict[GrantKey, Decision]:
+    """The grants of ``user`` (whose roles are ``role_set``) over the databases that create
+    their users (:data:`AUTO_DB`): the own name where a matching role sets
+    ``create_db_user``, the ``db_users`` elsewhere, as :func:`~limen.rbac.checks.check_db`
+    decides with ``own_name``."""
+    out: dict[GrantKey, Decision] = {}
+    matching: dict[LabelSet, None] = {}
+    for role in role_set.roles:
+        matching.update(dict.fromkeys(index.candidates(AUTO_DB, role.allow.db_labels)))
+    for labels in sorted(matching):
+        as_map = dict(labels)
+        users = [user] if role_set.db_auto_user(as_map) is not None else \
+            _principals(role_set, "db_users", "db_labels", as_map)
+        _db_grants(role_set, AUTO_DB, labels, users, out, own_name=user)
+    return out
+
+
+def _db_grants(role_set: RoleSet, kind: str, labels: LabelSet, users: Sequence[str],
+               out: dict[GrantKey, Decision], own_name: str | None = None) -> None:
+    as_map = dict(labels)
+    names = _principals(role_set, "db_names", "db_labels", as_map)
+    for user in users:
+        decision = role_set.check_db(as_map, user, None, mfa_verified=True, own_name=own_name)
+        if not decision.allowed:  # with a database name it can only be stricter
+            continue
+        out[(kind, user, labels)] = decision
+        for name in names:
+            named = role_set.check_db(as_map, user, name, mfa_verified=True, own_name=own_name)
+            if named.allowed:
+                out[(kind, f"{user}/{name}", labels)] = named
+
+
 def _principals(role_set: RoleSet, field: str, selector_field: str,
                 labels: Mapping[str, str]) -> list[str]:
     found: dict[str, None] = {}
@@ -198,15 +253,8 @@ def _grants_on(role_set: RoleSet, kind: str, labels: LabelSet,
         for login in _principals(role_set, "logins", "node_labels", as_map):
             decisions.append((login, role_set.check_ssh(as_map, login, mfa_verified=True)))
     elif kind == "db":
-        names = _principals(role_set, "db_names", "db_labels", as_map)
-        for user in _principals(role_set, "db_users", "db_labels", as_map):
-            decision = role_set.check_db(as_map, user, None, mfa_verified=True)
-            decisions.append((user, decision))
-            if not decision.allowed:  # with a database name it can only be stricter
-                continue
-            for name in names:
-                decisions.append((f"{user}/{name}",
-                                  role_set.check_db(as_map, user, name, mfa_verified=True)))
+        _db_grants(role_set, kind, labels,
+                   _principals(role_set, "db_users", "db_labels", as_map), out)
     elif kind == "kube":
         groups, users = role_set.kube_principals(as_map)
         for group in groups:
@@ -222,16 +270,17 @@ def _grants_on(role_set: RoleSet, kind: str, labels: LabelSet,
             out[(kind, principal, labels)] = decision
 
 
-def decide(role_set: RoleSet, key: GrantKey) -> Decision:
-    """The decision of one grant key (the same check :func:`evaluate` asked), e.g. to say
-    why a grant is gone."""
+def decide(role_set: RoleSet, key: GrantKey, username: str | None = None) -> Decision:
+    """The decision of one grant key (the same check :func:`evaluate` or, with the user's
+    name, :func:`evaluate_own_names` asked), e.g. to say why a grant is gone."""
     kind, principal, labels = key
     as_map = dict(labels)
     if kind == "ssh":
         return role_set.check_ssh(as_map, principal, mfa_verified=True)
-    if kind == "db":
+    if kind in ("db", AUTO_DB):
         user, slash, name = principal.partition("/")
-        return role_set.check_db(as_map, user, name if slash else None, mfa_verified=True)
+        return role_set.check_db(as_map, user, name if slash else None, mfa_verified=True,
+                                 own_name=username if kind == AUTO_DB else None)
     if kind == "kube":
         what, _, name = principal.partition("/")
         groups, users = ((name,), ()) if what == "group" else ((), (name,))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from limen.api.resources import Kind, Resource
 from limen.errors import BadParameter
+from limen.rbac.db_auto_users import db_own_name
 from limen.rbac.decision import Decision
 from limen.rbac.roleset import RoleSet
 
@@ -54,7 +55,8 @@ class AccessChecker:
             if kind == "db":
                 if not db_user:
                     raise BadParameter(f"{target.key} is a database: give --db-user")
-                return self.roles.check_db(labels, db_user, db_name, mfa_verified=mfa_verified)
+                return self.roles.check_db(labels, db_user, db_name, mfa_verified=mfa_verified,
+                                           own_name=db_own_name(target.spec, self.user))
             if kind == "kube":
                 return self.roles.check_kube(labels, kube_groups, kube_users,
                                              mfa_verified=mfa_verified)

@@ -24,7 +24,7 @@ from typing import Any
 from limen.rbac.labels import WILDCARD
 from limen.rbac.role import CompiledRole
 
-__all__ = ["DBAutoUser", "db_auto_user", "db_own_name"]
+__all__ = ["DBAutoUser", "creates_users", "db_auto_user", "db_own_name"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,14 @@ def db_auto_user(roles: Sequence[CompiledRole],
     return DBAutoUser(tuple(sorted(granted)), tuple(role.name for role in enabling))
 
 
-def db_own_name(db_spec: Mapping[str, Any] | None, username: str) -> str | None:
-    """``username`` when the database can create its users (its Resource's ``spec`` names an
-    ``admin_user``), else None: what :func:`limen.rbac.checks.check_db` takes as
-    ``own_name``."""
+def creates_users(db_spec: Mapping[str, Any] | None) -> bool:
+    """Does the database create its users (its Resource's ``spec`` names an ``admin_user``)?"""
     admin = (db_spec or {}).get("admin_user")
-    if isinstance(admin, Mapping) and isinstance(admin.get("name"), str) and admin["name"]:
-        return username
-    return None
+    return isinstance(admin, Mapping) and isinstance(admin.get("name"), str) \
+        and bool(admin["name"])
+
+
+def db_own_name(db_spec: Mapping[str, Any] | None, username: str) -> str | None:
+    """``username`` when the database can create its users (:func:`creates_users`), else
+    None: what :func:`limen.rbac.checks.check_db` takes as ``own_name``."""
+    return username if creates_users(db_spec) else None
