@@ -128,6 +128,42 @@ async def test_an_unchanged_record_is_written_every_other_heartbeat(
         assert [r["host_id"] for r in await presence.presence(auth)] == ["h-1"]
 
 
+async def test_a_batch_is_one_transaction(auth_and_clock: tuple[AuthServer, Clock]) -> None:
+    auth, _clock = auth_and_clock
+    before = await auth.backend.current_revision()
+    items = [{"resource": _doc(f"web{n}"), "host_id": f"h-{n}", "cluster": CLUSTER}
+             for n in range(50)]
+    assert await presence.heartbeats(auth, "proxy-1", items) == [None] * 50
+    assert await auth.backend.current_revision() == before + 1
+    assert len(await presence.presence(auth)) == 50
+
+
+class RacingBackend(MemoryBackend):
+    """Another proxy relays h-1's heartbeat between the batch's reads and its write."""
+
+    auth: AuthServer | None = None
+
+    async def atomic(self, conditions: Any, ops: Any) -> int:
+        if self.auth is not None:
+            auth, self.auth = self.auth, None
+            await presence.heartbeat(auth, _doc("web1"), "h-1", "proxy-2", CLUSTER)
+        return await super().atomic(conditions, ops)
+
+
+async def test_a_batch_racing_another_proxy_keeps_both_relays() -> None:
+    clock = Clock()
+    backend = RacingBackend(clock=clock, sweep_interval=None)
+    auth = AuthServer(backend, ClusterSettings(name=CLUSTER), MemoryEmitter(), clock=clock)
+    await auth.start()
+    backend.auth = auth
+    items = [{"resource": _doc(f"web{n}"), "host_id": f"h-{n}", "cluster": CLUSTER}
+             for n in (1, 2)]
+    assert await presence.heartbeats(auth, "proxy-1", items) == [None, None]
+    records = {r["host_id"]: r for r in await presence.presence(auth)}
+    assert records["h-1"]["tunnels"] == ["proxy-1", "proxy-2"]
+    assert records["h-2"]["tunnels"] == ["proxy-1"]
+
+
 # -- the proxy's relay against a real auth --------------------------------------------------------
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from limen.auth.store_keys import (
     KUBE_PRESENCE_PREFIX,
     PRESENCE_PREFIX,
 )
+from limen.backend.base import Condition, Item, Put
 from limen.errors import BadParameter, CompareFailed
 
 if TYPE_CHECKING:
@@ -74,12 +75,16 @@ async def heartbeat(auth: AuthServer, resource: Mapping[str, Any], host_id: str,
 
 async def heartbeats(auth: AuthServer, tunnel: str,
                      items: Sequence[Mapping[str, Any]]) -> list[str | None]:
-    """The heartbeats one proxy gathered (``POST /v1/presence/heartbeats``), each stored as
-    :func:`heartbeat` stores it; per item None (stored) or why it was refused. One refused
-    item (a crafted Resource, a host id that is not one) refuses only itself."""
+    """The heartbeats one proxy gathered (``POST /v1/presence/heartbeats``), each merged as
+    :func:`heartbeat` merges it, and every record that needs writing written in ONE
+    transaction (one commit for hundreds of agents); per item None (stored) or why it was
+    refused. One refused item (a crafted Resource, a host id that is not one) refuses only
+    itself. When another proxy wrote one of the records meanwhile, the batch is merged record
+    by record instead."""
     if len(items) > MAX_BATCH:
         raise BadParameter(f"at most {MAX_BATCH} heartbeats per request, not {len(items)}")
     outcomes: list[str | None] = []
+    accepted: dict[str, tuple[dict[str, Any], str, str]] = {}
     for item in items:
         try:
             resource = item.get("resource")
@@ -91,11 +96,25 @@ async def heartbeats(auth: AuthServer, tunnel: str,
                     and isinstance(role, str)):
                 raise BadParameter("host_id, cluster and role must be strings")
             key, document = _accepted(auth, resource, host_id, cluster, role)
-            await _store(auth, key, document, host_id, cluster, tunnel)
         except BadParameter as err:
             outcomes.append(str(err))
-        else:
-            outcomes.append(None)
+            continue
+        accepted[key] = document, host_id, cluster  # one agent twice: the later one
+        outcomes.append(None)
+    conditions: list[Condition] = []
+    writes: list[Put] = []
+    for key, (document, host_id, cluster) in accepted.items():
+        stored = await auth.backend.get(key)
+        merged = _merged(auth, stored, document, host_id, cluster, tunnel)
+        if merged is not None:
+            conditions.append(Condition(key, stored.revision if stored is not None else 0))
+            writes.append(Put(key, json.dumps(merged).encode(), expires=merged["expires"]))
+    if writes:
+        try:
+            await auth.backend.atomic(conditions, writes)
+        except CompareFailed:
+            for put in writes:
+                await _store(auth, put.key, *accepted[put.key], tunnel)
     return outcomes
 
 
@@ -145,37 +164,51 @@ def _validated(resource: Mapping[str, Any], host_id: str) -> tuple[str, dict[str
 
 async def _store(auth: AuthServer, key: str, document: dict[str, Any], host_id: str,
                  cluster: str, tunnel: str) -> dict[str, Any]:
-    """Merge this proxy's relay into the record at ``key`` (compare-and-swap). Nothing is
-    written when the record already carries this Resource and this proxy's relay has more
-    than half of :data:`PRESENCE_TTL` to live: with a heartbeat every 10 s, a record is
-    written every 20 s per proxy instead of every 10 s, and still never expires while its
-    agent beats."""
+    """Merge this proxy's relay into the record at ``key`` (compare-and-swap, see
+    :func:`_merged`); the record as stored."""
     for attempt in range(_MERGE_ATTEMPTS):
         item = await auth.backend.get(key)
-        now = auth.clock()
-        stored = _record(item.value) if item is not None else {}
-        seen = _unexpired(stored, now)
-        if stored.get("resource") == document and stored.get("host_id") == host_id \
-                and seen.get(tunnel, 0.0) > now + PRESENCE_TTL / 2:
-            stored["tunnel_expires"], stored["tunnels"] = seen, sorted(seen)
-            return stored
-        seen[tunnel] = now + PRESENCE_TTL
-        record = {
-            "resource": document, "host_id": host_id,
-            "cluster": cluster, "tunnel": tunnel, "tunnels": sorted(seen),
-            "tunnel_expires": seen, "updated": auth.now().isoformat(),
-            "expires": now + PRESENCE_TTL,
-        }
+        record = _merged(auth, item, document, host_id, cluster, tunnel)
+        if record is None:
+            return _listed(_record(item.value) if item is not None else {}, auth.clock())
         value = json.dumps(record).encode()
         if attempt == _MERGE_ATTEMPTS - 1:
-            await auth.backend.put(key, value, expires=now + PRESENCE_TTL)
-            break
+            await auth.backend.put(key, value, expires=record["expires"])
+            return record
         try:
             await auth.backend.compare_and_swap(key, item.revision if item is not None else 0,
-                                                value, expires=now + PRESENCE_TTL)
-            break
+                                                value, expires=record["expires"])
+            return record
         except CompareFailed:
             continue
+    raise AssertionError("unreachable: the last attempt puts")
+
+
+def _merged(auth: AuthServer, item: Item | None, document: dict[str, Any], host_id: str,
+            cluster: str, tunnel: str) -> dict[str, Any] | None:
+    """The record to write over ``item`` for this relay, or None when nothing needs
+    writing: the record already carries this Resource and this proxy's relay has more than
+    half of :data:`PRESENCE_TTL` to live. With a heartbeat every 10 s, a record is written
+    every 20 s per proxy instead of every 10 s, and still never expires while its agent
+    beats."""
+    now = auth.clock()
+    stored = _record(item.value) if item is not None else {}
+    seen = _unexpired(stored, now)
+    if stored.get("resource") == document and stored.get("host_id") == host_id \
+            and seen.get(tunnel, 0.0) > now + PRESENCE_TTL / 2:
+        return None
+    seen[tunnel] = now + PRESENCE_TTL
+    return {
+        "resource": document, "host_id": host_id, "cluster": cluster, "tunnel": tunnel,
+        "tunnels": sorted(seen), "tunnel_expires": seen, "updated": auth.now().isoformat(),
+        "expires": now + PRESENCE_TTL,
+    }
+
+
+def _listed(record: dict[str, Any], now: float) -> dict[str, Any]:
+    """``record`` with only the relays that have not expired."""
+    live = _unexpired(record, now)
+    record["tunnel_expires"], record["tunnels"] = live, sorted(live)
     return record
 
 
@@ -206,7 +239,6 @@ async def presence(auth: AuthServer, prefix: str = PRESENCE_PREFIX) -> list[dict
         except ValueError:
             continue
         if isinstance(record, dict) and "tunnel_expires" in record:
-            live = _unexpired(record, now)
-            record["tunnel_expires"], record["tunnels"] = live, sorted(live)
+            record = _listed(record, now)
         out.append(record)
     return out
