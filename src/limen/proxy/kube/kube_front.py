@@ -3,12 +3,15 @@ and every client-go program, unchanged, with the kubeconfig ``lmsh kube login`` 
 
 ::
 
-    kubectl ── TLS (proxy certificate; ALPN http/1.1 only, so no HTTP/2; the user's Limen
-               kube certificate from lmsh kube credentials) ──▶ kube_route: authenticate,
+    kubectl ── TLS (proxy certificate; ALPN h2 or http/1.1; the user's Limen kube
+               certificate from lmsh kube credentials) ──▶ kube_route: authenticate,
                cluster online, kubernetes_labels ──▶ kube agent via its tunnel (KubeConnect)
             ◀──────── HTTP/1.1 bytes both ways (keep-alive, watch, upgrades) ────────▶
 
-The proxy does not parse the requests it relays: the agent decides each one. Refused here,
+On ``http/1.1`` the proxy does not parse the requests it relays: the agent decides each one.
+On ``h2`` (what kubectl picks for everything but upgrades) :mod:`limen.proxy.kube.kube_h2`
+turns each stream into one HTTP/1.1 request on a tunnel connection, dialled through the same
+router (so with the same checks and audit) and kept alive for the next stream. Refused here,
 with a Kubernetes ``Status`` (401 without a usable certificate, 403 when the roles do not
 admit the cluster, 503 when it is not reachable) after reading the first request head, and a
 failed ``kube.request`` audit event: no or a wrong certificate (expired, another cluster's,
@@ -23,14 +26,14 @@ context requires a client certificate of this cluster in the handshake (no certi
 CA's or an expired one: the handshake fails and is audited as above), and
 :meth:`KubeProxyService.alpn_routes` for ALPN ``limen-kube`` (the web context: a connection
 without a certificate gets the 401 ``Status``). From the first request on, both are the
-listener's connections. Started by :mod:`limen.cli.proxy_component`.
+listener's connections; both offer ``h2`` as well. :meth:`KubeProxyService.stop` ends the
+HTTP/2 connections with GOAWAY. Started by :mod:`limen.cli.proxy_component`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import uuid
@@ -42,7 +45,9 @@ from limen.net.address import bind_tcp, socket_address
 from limen.net.kube_sni import ALPN_KUBE, KUBE_SERVER_NAME
 from limen.net.streams import both_ways, close_writer, copy_stream
 from limen.net.tcp import tune_socket
+from limen.proxy.kube.kube_h2 import ALPN_H2, H2Session
 from limen.proxy.kube.kube_route import KubeRouter
+from limen.proxy.kube.kube_status import StreamRefused, http1_status
 from limen.proxy.routing import ClusterView
 from limen.proxy.stream_route import StreamRoute
 from limen.proxy.tls_router import HTTP_ALPN, ProtocolFactory, SNIRoute
@@ -55,15 +60,8 @@ log = logging.getLogger(__name__)
 _HANDSHAKE_TIMEOUT = 30.0
 _HEAD_TIMEOUT = 10.0
 _MAX_HEAD = 64 * 1024
-
-
-def _status(code: int, reason: str, message: str) -> bytes:
-    body = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                       "status": "Failure", "message": message, "reason": reason,
-                       "code": code}).encode()
-    phrase = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}[code]
-    return (f"HTTP/1.1 {code} {phrase}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+_GOAWAY_GRACE = 2.0
+"""How long the stop waits for HTTP/2 connections to take their GOAWAY and end."""
 
 
 def _client_addr(writer: asyncio.StreamWriter) -> str:
@@ -79,15 +77,16 @@ class KubeProxyService:
         self.router = KubeRouter(credentials, tunnel, view, emitter)
         tls = credentials.server_ssl(client_cas=credentials.tls_cas())
         tls.verify_mode = ssl.CERT_OPTIONAL  # no certificate: a Status answer, not an alert
-        tls.set_alpn_protocols([HTTP_ALPN])
+        tls.set_alpn_protocols([ALPN_H2, HTTP_ALPN])
         self._tls = tls
         web_tls = credentials.server_ssl(client_cas=credentials.tls_cas(),
                                          require_client_cert=True)
-        web_tls.set_alpn_protocols([HTTP_ALPN, ALPN_KUBE])
+        web_tls.set_alpn_protocols([ALPN_H2, HTTP_ALPN, ALPN_KUBE])
         self._web_tls = web_tls
         self.web_route = StreamRoute(self.handle_routed, "kube web route")
         self._address = address
         self._server: asyncio.Server | None = None
+        self._h2: set[H2Session] = set()
 
     def sni_route(self) -> tuple[str, SNIRoute]:
         """The web port's route for kubectl: its server name and route."""
@@ -106,6 +105,13 @@ class KubeProxyService:
         return {"kube": socket_address(sock)}
 
     async def stop(self) -> None:
+        sessions = list(self._h2)
+        for session in sessions:
+            session.goaway()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_GOAWAY_GRACE):
+                for session in sessions:
+                    await session.ended.wait()
         await self.web_route.stop()
         if self._server is not None:
             self._server.close()
@@ -165,23 +171,30 @@ class KubeProxyService:
             return False
         return True
 
+    def _refusal(self, err: LimenError, der: bytes | None) -> StreamRefused:
+        """The Status a refusal of the router is answered with (already audited)."""
+        code = 503 if isinstance(err, NotFound | ConnectionProblem) else 403
+        if code == 403 and not self._usable(der):
+            code = 401
+        return StreamRefused(code, f"Limen: {err}", audited=True)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      client_addr: str, session_id: str) -> None:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == ALPN_H2:
+            await self._serve_h2(reader, writer, der, client_addr, session_id)
+            return
         try:
             opened = await self.router.connect(der, client_addr=client_addr,
                                                session_id=session_id)
         except LimenError as err:
-            code = 503 if isinstance(err, NotFound | ConnectionProblem) else 403
-            if code == 403 and not self._usable(der):
-                code = 401
-            reason = {401: "Unauthorized", 403: "Forbidden", 503: "ServiceUnavailable"}[code]
+            refusal = self._refusal(err, der)
             with contextlib.suppress(asyncio.LimitOverrunError, asyncio.IncompleteReadError,
                                      TimeoutError):
                 async with asyncio.timeout(_HEAD_TIMEOUT):
                     await reader.readuntil(b"\r\n\r\n")  # answer after the request, not before
-            writer.write(_status(code, reason, f"Limen: {err}"))
+            writer.write(http1_status(refusal.status, str(refusal)))
             await writer.drain()
             return
         try:
@@ -189,3 +202,31 @@ class KubeProxyService:
                             copy_stream(opened.reader, writer), grace=5.0)
         finally:
             await close_writer(opened.writer)
+
+    async def _serve_h2(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        der: bytes | None, client_addr: str, session_id: str) -> None:
+        """An HTTP/2 connection: every stream's tunnel connection is dialled through the
+        router with the connection's certificate (see :mod:`limen.proxy.kube.kube_h2`)."""
+        try:
+            identity = self.router.verify(der)
+        except LimenError:
+            identity = None
+
+        async def dial() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            try:
+                opened = await self.router.connect(der, client_addr=client_addr,
+                                                   session_id=session_id)
+            except LimenError as err:
+                raise self._refusal(err, der) from None
+            return opened.reader, opened.writer
+
+        async def audit(reason: str) -> None:
+            await self.router.refused(reason, identity=identity, client_addr=client_addr,
+                                      session_id=session_id)
+
+        session = H2Session(reader, writer, dial, audit, name=client_addr)
+        self._h2.add(session)
+        try:
+            await session.serve()
+        finally:
+            self._h2.discard(session)
