@@ -2,7 +2,8 @@
 ``AuthService`` (its ``GET /v1/trust/roots`` over mutual TLS), a ``RemoteTrustCache`` polled
 with the db agent's credentials, ``limen.agents.root_users.user_trust`` and a
 ``StoreAccessPolicy`` mapping roles with the trust's role_map, as ``limen start --roles db``
-wires them; the agent's :func:`authorize` decides.
+wires them; the agent's :func:`authorize` decides. The leaf and its role_map:
+``leaf_trust_env``.
 
 A root user's database certificate (signed by the root's TLS CA, routed to the leaf) with
 roles the role_map maps is accepted and decided with the mapped role; each of these is
@@ -15,36 +16,27 @@ another cluster, and any once the leaf disables the trust.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from leaf_trust_env import Leaf, agent_trust, leaf_auth
 
 from limen.agents.db.session import authorize
-from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.root_users import user_trust
-from limen.api.loader import SourceDocument
-from limen.api.resources import Kind, Origin, Resource
-from limen.api.validation import validate
-from limen.auth.auth_service import AuthService
+from limen.api.resources import Kind
 from limen.auth.client import AuthClient
-from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, RouteToDatabase, SystemRole
 from limen.ca.keys import generate_private_key
 from limen.ca.x509_certs import sign_client_cert
-from limen.config import ClusterSettings, Listeners, Settings
 from limen.dbproto.session_request import SessionRequest
 from limen.errors import AccessDenied
 from limen.events.buffer import AuditBuffer
 from limen.events.emitter import MemoryEmitter
-from limen.events.filelog import FileLog
-from limen.trust.cache import trusted_role_map
-from limen.trust.roots_poller import RemoteTrustCache
 
 HOUR = timedelta(hours=1)
 DATABASE = "pg-leaf"
@@ -60,54 +52,10 @@ LEAF_DOCS: list[dict[str, Any]] = [
 ]
 
 
-def _trusted_cluster(enabled: bool) -> dict[str, Any]:
-    return {"apiVersion": "limen.dev/v1alpha1", "kind": "TrustedCluster",
-            "metadata": {"name": "root"},
-            "spec": {"enabled": enabled, "proxy_address": "root.example:3080",
-                     "token_secret_ref": {"file": "nonexistent"},
-                     "role_map": [{"remote": "ops", "local": ["leaf-dev"]},
-                                  {"remote": "guest", "local": ["nosuch"]}]}}
-
-
-@dataclass
-class Leaf:
-    service: AuthService
-    root_cas: dict[CertAuthorityType, CertAuthority]
-
-    @property
-    def auth(self) -> Any:
-        return self.service.server
-
-    async def apply(self, *docs: dict[str, Any]) -> None:
-        await self.auth.apply(validate([SourceDocument("t", i, 1, d) for i, d in
-                                        enumerate(docs)]), Origin.API, actor="admin")
-
-    async def trust_root(self, *, enabled: bool = True) -> None:
-        """The TrustedCluster and the root's public CAs, as the reconciler stores them."""
-        await self.apply(_trusted_cluster(enabled))
-        for ca_type, ca in self.root_cas.items():
-            await self.auth.store.put(Resource(
-                Kind.CERT_AUTHORITY, f"{ca_type.value}.root", spec=ca.public_only().to_dict(),
-                labels={"limen.dev/cluster": "root", "limen.dev/trust": "trusted-cluster",
-                        "limen.dev/trusted-cluster": "root"}))
-
-
 @pytest.fixture
 async def leaf(tmp_path: Path) -> AsyncIterator[Leaf]:
-    log = FileLog(tmp_path / "events")
-    settings = Settings(data_dir=tmp_path, cluster=ClusterSettings(name="leaf"),
-                        listeners=Listeners(auth="127.0.0.1:0"))
-    service = AuthService(settings, MemoryBackend(), log)
-    await service.start()
-    try:
-        leaf = Leaf(service, {t: CertAuthority.generate("root", t) for t in (
-            CertAuthorityType.USER, CertAuthorityType.HOST, CertAuthorityType.TLS)})
-        await leaf.apply(*LEAF_DOCS)
-        await leaf.trust_root()
+    async with leaf_auth(tmp_path, LEAF_DOCS) as leaf:
         yield leaf
-    finally:
-        await service.stop()
-        log.close()
 
 
 class Agent:
@@ -115,14 +63,7 @@ class Agent:
 
     def __init__(self, leaf: Leaf, creds: HostCredentials, client: AuthClient) -> None:
         self.leaf, self.creds = leaf, creds
-
-        async def give() -> AuthClient:
-            return client
-
-        own = leaf.auth.authorities.get(CertAuthorityType.USER)
-        self.trust = RemoteTrustCache(give, "leaf", own.ssh_public_keys())
-        self.policy = StoreAccessPolicy(leaf.auth.store, {}, cluster="leaf",
-                                        map_roles=trusted_role_map(self.trust))
+        self.trust, self.policy = agent_trust(leaf, client)
         self.emitter = MemoryEmitter()
         self.audit = AuditBuffer(self.emitter)
 

@@ -4,7 +4,7 @@ over mutual TLS with the agent's credentials), a ``RemoteTrustCache`` polled by 
 ``limen.agents.root_users.user_trust`` and a ``StoreAccessPolicy`` mapping roles with the
 trust's role_map, the agent's events queued in an ``AuditOutbox`` that forwards them to the
 leaf's auth, as ``limen start --roles kube`` wires them; the agent's :func:`open_session`
-and :meth:`KubeSession.decide` decide.
+and :meth:`KubeSession.decide` decide. The leaf and its role_map: ``leaf_trust_env``.
 
 * the bug: a refused certificate's event named no cluster, the leaf's auth refused it and
   every later event of the agent stayed in its outbox. Now a refusal, then a served request:
@@ -22,36 +22,27 @@ and :meth:`KubeSession.decide` decide.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from leaf_trust_env import Leaf, agent_trust, leaf_auth
 
 from limen.agents.audit_outbox import AuditOutbox
 from limen.agents.kube.session import KubeSession, open_session
-from limen.agents.node.policy import StoreAccessPolicy
 from limen.agents.root_users import user_trust
-from limen.api.loader import SourceDocument
-from limen.api.resources import Kind, Origin, Resource
-from limen.api.validation import validate
-from limen.auth.auth_service import AuthService
+from limen.api.resources import Kind, Resource
 from limen.auth.client import AuthClient
-from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key
 from limen.ca.x509_certs import sign_client_cert
-from limen.config import ClusterSettings, Listeners, Settings
 from limen.errors import AccessDenied
 from limen.events.buffer import AuditBuffer
-from limen.events.emitter import MemoryEmitter
 from limen.rbac.kube_request import request_info
-from limen.trust.cache import trusted_role_map
-from limen.trust.roots_poller import RemoteTrustCache
 from limen.tunnel.kube_wire import KubeConnect
 
 HOUR = timedelta(hours=1)
@@ -69,59 +60,14 @@ LEAF_ROLES: list[dict[str, Any]] = [
 CLUSTER = Resource(Kind.RESOURCE, KUBE, spec={"kind": "kube"}, labels={"env": "leaf"})
 
 
-def _trusted_cluster(enabled: bool) -> dict[str, Any]:
-    return {"apiVersion": "limen.dev/v1alpha1", "kind": "TrustedCluster",
-            "metadata": {"name": "root"},
-            "spec": {"enabled": enabled, "proxy_address": "root.example:3080",
-                     "token_secret_ref": {"file": "nonexistent"},
-                     "role_map": [{"remote": "ops", "local": ["leaf-dev"]},
-                                  {"remote": "guest", "local": ["nosuch"]},
-                                  {"remote": "tourist", "local": ["visitor"]}]}}
-
-
-@dataclass
-class Leaf:
-    service: AuthService
-    events: MemoryEmitter
-    """What the leaf's auth wrote."""
-    root_cas: dict[CertAuthorityType, CertAuthority]
-
-    @property
-    def auth(self) -> Any:
-        return self.service.server
-
-    async def apply(self, *docs: dict[str, Any]) -> None:
-        await self.auth.apply(validate([SourceDocument("t", i, 1, d) for i, d in
-                                        enumerate(docs)]), Origin.API, actor="admin")
-
-    async def trust_root(self, *, enabled: bool = True) -> None:
-        """The TrustedCluster and the root's public CAs, as the reconciler stores them."""
-        await self.apply(_trusted_cluster(enabled))
-        for ca_type, ca in self.root_cas.items():
-            await self.auth.store.put(Resource(
-                Kind.CERT_AUTHORITY, f"{ca_type.value}.root", spec=ca.public_only().to_dict(),
-                labels={"limen.dev/cluster": "root", "limen.dev/trust": "trusted-cluster",
-                        "limen.dev/trusted-cluster": "root"}))
-
-    def kube_requests(self) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in self.events.events if e.type == "kube.request"]
-
-
 @pytest.fixture
 async def leaf(tmp_path: Path) -> AsyncIterator[Leaf]:
-    events = MemoryEmitter()
-    settings = Settings(data_dir=tmp_path / "leaf", cluster=ClusterSettings(name="leaf"),
-                        listeners=Listeners(auth="127.0.0.1:0"))
-    service = AuthService(settings, MemoryBackend(), events)
-    await service.start()
-    try:
-        leaf = Leaf(service, events, {t: CertAuthority.generate("root", t) for t in (
-            CertAuthorityType.USER, CertAuthorityType.HOST, CertAuthorityType.TLS)})
-        await leaf.apply(*LEAF_ROLES)
-        await leaf.trust_root()
+    async with leaf_auth(tmp_path / "leaf", LEAF_ROLES) as leaf:
         yield leaf
-    finally:
-        await service.stop()
+
+
+def _kube_requests(leaf: Leaf) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in leaf.events.events if e.type == "kube.request"]
 
 
 class Agent:
@@ -131,14 +77,11 @@ class Agent:
     def __init__(self, leaf: Leaf, creds: HostCredentials, client: AuthClient,
                  outbox_dir: Path) -> None:
         self.leaf, self.creds = leaf, creds
+        self.trust, self.policy = agent_trust(leaf, client)
 
         async def give() -> AuthClient:
             return client
 
-        own = leaf.auth.authorities.get(CertAuthorityType.USER)
-        self.trust = RemoteTrustCache(give, "leaf", own.ssh_public_keys())
-        self.policy = StoreAccessPolicy(leaf.auth.store, {}, cluster="leaf",
-                                        map_roles=trusted_role_map(self.trust))
         self.outbox = AuditOutbox(outbox_dir, give)
         self.audit = AuditBuffer(self.outbox)
 
@@ -164,7 +107,7 @@ class Agent:
         auth answered when it refuses them)."""
         await self.audit.flush()
         await self.outbox.flush()
-        return self.leaf.kube_requests()
+        return _kube_requests(self.leaf)
 
     async def refused(self, cert_pem: str, match: str, **kwargs: Any) -> dict[str, Any]:
         before = len(await self.delivered())
