@@ -314,8 +314,8 @@ class H2Session:
             await self._broken(stream, str(err))
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as err:
             await self._broken(stream, f"the kube agent's connection ended: {err}")
-        except h2.exceptions.StreamClosedError:
-            pass  # the client reset the stream meanwhile
+        except h2.exceptions.ProtocolError as err:  # the client reset it, or the connection
+            log.debug("kube front h2 %s: stream %d: %s", self._name, stream.stream_id, err)
         finally:
             stream.finished = True
             self._streams.pop(stream.stream_id, None)
