@@ -3,7 +3,8 @@ offers it, against the project's Kubernetes emulator through a single-node clust
 (``kube_env``). ``get``, ``get -w`` receiving a change and ``logs -f`` go over HTTP/2 (Go's
 own HTTP/2 log, ``GODEBUG=http2debug=1``, shows the client connection and its frames) and are
 audited by the kube agent as ever; ``exec`` still goes over HTTP/1.1 (client-go opens its own
-connection for upgrades). Attacks with the ``h2`` library over TLS with a real kube
+connection for upgrades). With the ``h2`` library over TLS: without a certificate each
+stream gets the 401 ``Status`` and a failed ``kube.request``; attacks with a real kube
 certificate: more streams than the limit at once (REFUSED_STREAM, a failed ``kube.request``
 naming it) and an oversized header list (GOAWAY ENHANCE_YOUR_CALM, audited).
 """
@@ -131,11 +132,12 @@ def test_logs_follow_over_http2_and_exec_over_http1(kube_env: KubeEnv) -> None:
     assert event["response_code"] == 101
 
 
-# attacks: the h2 library as the client, with alice's real kube certificate
+# the h2 library as the client, with alice's real kube certificate (or none)
 
 
 class _H2Client:
-    def __init__(self, env: KubeEnv, person: KubePerson, tmp: Path) -> None:
+    def __init__(self, env: KubeEnv, person: KubePerson, tmp: Path, *,
+                 certificate: bool = True) -> None:
         config = yaml.safe_load(person.kubeconfig.read_text())
         cluster = config["clusters"][0]["cluster"]
         status = json.loads(person.lmsh("kube", "credentials", "--cluster", "emu").stdout)[
@@ -144,7 +146,8 @@ class _H2Client:
         (tmp / "k.pem").write_text(status["clientKeyData"])
         context = ssl.create_default_context(
             cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-        context.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
+        if certificate:
+            context.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
         context.set_alpn_protocols(["h2"])
         server = urlsplit(cluster["server"])
         assert server.hostname is not None
@@ -192,6 +195,30 @@ class _H2Client:
 def _refusals(env: KubeEnv, client_addr: str) -> list[dict[str, Any]]:
     return [e for e in env.cluster.audit("kube.request")
             if e.get("success") is False and e.get("remote_addr") == client_addr]
+
+
+def test_no_certificate_is_a_401_status_on_each_stream(kube_env: KubeEnv,
+                                                      tmp_path: Path) -> None:
+    client = _H2Client(kube_env, _alice(kube_env), tmp_path, certificate=False)
+    try:
+        for stream_id in (1, 3):
+            client.get(stream_id, "/api/v1/namespaces/default/configmaps")
+        client.send()
+        client.until(lambda: sum(isinstance(e, h2.events.StreamEnded)
+                                 for e in client.events) == 2, "both streams answered")
+        statuses = [dict(e.headers)[b":status"] for e in client.events
+                    if isinstance(e, h2.events.ResponseReceived)]
+        assert statuses == [b"401", b"401"]
+        body = b"".join(e.data for e in client.events if isinstance(e, h2.events.DataReceived)
+                        and e.stream_id == 1)
+        status = json.loads(body)
+        assert (status["kind"], status["reason"]) == ("Status", "Unauthorized")
+        assert "no client certificate" in status["message"]
+    finally:
+        client.close()
+    events = wait_for(lambda: len(_refusals(kube_env, client.client_addr)) == 2 and
+                      _refusals(kube_env, client.client_addr), 15.0, "the refusals audited")
+    assert all("no client certificate" in e["reason"] for e in events)
 
 
 def test_more_streams_than_the_limit_are_refused(kube_env: KubeEnv, tmp_path: Path) -> None:
