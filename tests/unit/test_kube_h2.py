@@ -3,10 +3,11 @@ the client over real TCP, and a small HTTP/1.1 server standing in for the kube a
 the tunnel connections: concurrent streams, ``:authority`` as ``Host`` and hop-by-hop fields
 dropped, kept-alive agent connections reused, a chunked response streamed piece by piece, a
 request body chunked or with its length, a client reset ending the agent's request, flow
-control with a reader that does not acknowledge (the proxy stops reading the agent), a
-refused dial answered with its Status, GOAWAY on shutdown. Attacks: more streams than the
-limit (REFUSED_STREAM, audited once), an oversized header list and a malformed frame (GOAWAY,
-logged and audited), a body over the limit (413, audited).
+control with a reader that does not acknowledge (the proxy stops reading the agent), a dial
+outliving its reset stream kept for the next one, a refused dial answered with its Status,
+GOAWAY on shutdown. Attacks: more streams than the limit (REFUSED_STREAM, audited once), an
+oversized header list and a malformed frame (GOAWAY, logged and audited), a body over the
+limit (413, audited).
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ class Front:
 
 
 @contextlib.asynccontextmanager
-async def front(limits: H2Limits | None = None,
-                dial_refusal: StreamRefused | None = None) -> AsyncIterator[Front]:
+async def front(limits: H2Limits | None = None, dial_refusal: StreamRefused | None = None,
+                dial_gate: asyncio.Event | None = None,
+                dialled: asyncio.Event | None = None) -> AsyncIterator[Front]:
     agent = Agent()
     agent_port = await agent.start()
     sessions: list[H2Session] = []
@@ -163,11 +165,16 @@ async def front(limits: H2Limits | None = None,
         if dial_refusal is not None:
             raise dial_refusal
         agent.dials += 1
+        if dial_gate is not None:
+            await dial_gate.wait()
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", agent_port))
-        return await asyncio.open_connection(sock=sock, limit=16384)
+        streams = await asyncio.open_connection(sock=sock, limit=16384)
+        if dialled is not None:
+            dialled.set()
+        return streams
 
     async def audit(reason: str) -> None:
         audited.append(reason)
@@ -385,6 +392,30 @@ async def test_a_client_reset_ends_the_agent_request() -> None:
             assert f.sessions[0].active_streams == 0
             after = client.request("/json")  # the connection goes on
             await client.until(lambda: client.responses[after].ended, "answered")
+        finally:
+            await client.close()
+
+
+async def test_a_dial_outliving_its_reset_stream_is_kept_for_the_next() -> None:
+    gate, dialled = asyncio.Event(), asyncio.Event()
+    async with front(dial_gate=gate, dialled=dialled) as f:
+        client = await Client.open(f.port)
+        try:
+            first = client.request("/json?first")
+            await client.round_trip()
+            assert f.agent.dials == 1
+            client.conn.reset_stream(first, ErrorCodes.CANCEL)
+            client.flush()
+            await client.round_trip()
+            assert f.sessions[0].active_streams == 0
+            gate.set()
+            async with asyncio.timeout(DEADLINE):
+                await dialled.wait()
+            await client.round_trip()
+            second = client.request("/json?second")
+            await client.until(lambda: client.responses[second].ended, "answered")
+            assert _seen(client.responses[second])["target"] == "/json?second"
+            assert (f.agent.dials, f.agent.requests) == (1, 1)
         finally:
             await client.close()
 

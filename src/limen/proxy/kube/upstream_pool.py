@@ -2,7 +2,9 @@
 stream takes an idle one (or dials a new one) for its request and gives it back when the
 response ended cleanly, so a kubectl session does not dial the agent for every request.
 Every connection carries the client's certificate (one client connection, one identity), and
-the agent decides each request on it. Called by :mod:`limen.proxy.kube.kube_h2`.
+the agent decides each request on it. A dial outlives a stream reset while it runs: its
+connection is kept idle (or closed), never left half-open. Called by
+:mod:`limen.proxy.kube.kube_h2`.
 """
 
 from __future__ import annotations
@@ -46,8 +48,25 @@ class UpstreamPool:
             if upstream.usable():
                 return Upstream(upstream.reader, upstream.writer, reused=True)
             await close_writer(upstream.writer)
-        reader, writer = await self._dial()
+        dialling = asyncio.ensure_future(self._dial())
+        try:
+            reader, writer = await asyncio.shield(dialling)
+        except asyncio.CancelledError:  # the stream is gone (reset): its dial is kept idle
+            dialling.add_done_callback(self._adopt)
+            raise
         return Upstream(reader, writer, reused=False)
+
+    def _adopt(self, dialling: asyncio.Future[tuple[asyncio.StreamReader,
+                                                   asyncio.StreamWriter]]) -> None:
+        """A dial whose stream went away while it ran: idle, or closed (never leaked)."""
+        if dialling.cancelled() or dialling.exception() is not None:
+            return
+        reader, writer = dialling.result()
+        upstream = Upstream(reader, writer, reused=False)
+        if self._closed or len(self._idle) >= self._max_idle:
+            writer.transport.abort()
+        else:
+            self._idle.append(upstream)
 
     async def release(self, upstream: Upstream) -> None:
         """Give back a connection whose last response ended cleanly."""
