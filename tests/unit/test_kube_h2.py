@@ -5,9 +5,9 @@ dropped, kept-alive agent connections reused, a chunked response streamed piece 
 request body chunked or with its length, a client reset ending the agent's request, flow
 control with a reader that does not acknowledge (the proxy stops reading the agent), a dial
 outliving its reset stream kept for the next one, a refused dial answered with its Status,
-GOAWAY on shutdown. Attacks: more streams than the limit (REFUSED_STREAM, audited once), an
-oversized header list and a malformed frame (GOAWAY, logged and audited), a body over the
-limit (413, audited).
+GOAWAY on shutdown and after an idle time. Attacks: more streams than the limit
+(REFUSED_STREAM, audited once), an oversized header list and a malformed frame (GOAWAY,
+logged and audited), a body over the limit (413, audited).
 """
 
 from __future__ import annotations
@@ -478,6 +478,21 @@ async def test_goaway_when_the_proxy_stops() -> None:
             assert client.terminated.last_stream_id == stream_id
             async with asyncio.timeout(DEADLINE):
                 await f.sessions[0].ended.wait()
+        finally:
+            await client.close()
+
+
+async def test_an_idle_connection_gets_goaway() -> None:
+    async with front(H2Limits(idle_timeout=0.3)) as f:
+        client = await Client.open(f.port)
+        try:
+            stream_id = client.request("/json")
+            await client.until(lambda: client.responses[stream_id].ended, "answered")
+            await client.until(lambda: client.terminated is not None, "GOAWAY")
+            assert client.terminated is not None
+            assert (client.terminated.error_code, client.terminated.last_stream_id) == \
+                (ErrorCodes.NO_ERROR, stream_id)
+            assert f.audited == []
         finally:
             await client.close()
 

@@ -22,7 +22,8 @@ of at most 64 KiB per stream waits).
 Limits: :attr:`H2Limits.max_streams` concurrent streams (one more is reset with
 REFUSED_STREAM), the header list size (a larger one ends the connection with GOAWAY
 ENHANCE_YOUR_CALM), a request body of at most :attr:`H2Limits.max_body` bytes (413). A
-malformed frame ends the connection with GOAWAY. A client resetting a stream ends its agent
+malformed frame ends the connection with GOAWAY, and so does :attr:`H2Limits.idle_timeout`
+without a stream. A client resetting a stream ends its agent
 request (the tunnel connection is dropped). :meth:`H2Session.goaway` (the proxy stopping)
 sends GOAWAY and ends the connection. Each refusal here is a Kubernetes ``Status`` on its
 stream (or the reset, or the GOAWAY) and is audited through ``audit``; the refusals of the
@@ -80,6 +81,8 @@ class H2Limits:
     stream_window: int = 1 << 20
     connection_window: int = 16 << 20
     """The most request body bytes buffered for the whole connection."""
+    idle_timeout: float = 300.0
+    """A connection without a stream this long gets GOAWAY (the agent's keep-alive limit)."""
 
 
 class _Advertised(h2.settings.Settings):
@@ -141,6 +144,7 @@ class H2Session:
         self._background: set[asyncio.Task[None]] = set()
         self._refused_streams = 0
         self._closed = False
+        self._idle: asyncio.Timeout | None = None
         self.ended = asyncio.Event()
         """Set once :meth:`serve` has ended every stream."""
 
@@ -157,7 +161,17 @@ class H2Session:
         self._flush()
         try:
             while not self._closed:
-                data = await self._reader.read(_READ)
+                try:
+                    async with asyncio.timeout(None) as self._idle:
+                        self._idle_check()
+                        data = await self._reader.read(_READ)
+                except TimeoutError:
+                    log.info("kube front h2 %s: idle for %gs, GOAWAY", self._name,
+                             self.limits.idle_timeout)
+                    self.goaway()
+                    break
+                finally:
+                    self._idle = None
                 if not data or self._closed:
                     break
                 try:
@@ -194,7 +208,15 @@ class H2Session:
         code = getattr(err, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
         name = code.name if isinstance(code, ErrorCodes) else str(code)
         log.warning("kube front h2 %s: protocol error, GOAWAY %s: %s", self._name, name, err)
-        await self._audit(f"HTTP/2 protocol error (GOAWAY {name}): {err}")
+        await self._audited(f"HTTP/2 protocol error (GOAWAY {name}): {err}")
+
+    async def _audited(self, reason: str) -> None:
+        """Audit a refusal; one that cannot be written is logged (the refusal stands)."""
+        try:
+            await self._audit(reason)
+        except Exception:
+            log.exception("kube front h2 %s: a refusal could not be audited: %s", self._name,
+                          reason)
 
     async def _end(self) -> None:
         self._closed = True
@@ -207,6 +229,12 @@ class H2Session:
                 waiter.cancel()
         await self._pool.close()
         self.ended.set()
+
+    def _idle_check(self) -> None:
+        """While the client's next bytes are awaited: the idle deadline, none with a stream."""
+        if self._idle is not None:
+            self._idle.reschedule(None if self._streams else
+                                  asyncio.get_running_loop().time() + self.limits.idle_timeout)
 
     def _flush(self) -> None:
         data = self._conn.data_to_send()
@@ -247,7 +275,7 @@ class H2Session:
             self._conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             self._refused_streams += 1
             if self._refused_streams == 1:  # once a connection: a flood is one event
-                self._spawn(self._audit(
+                self._spawn(self._audited(
                     f"HTTP/2: more than {self.limits.max_streams} concurrent streams; "
                     f"stream {stream_id} refused (REFUSED_STREAM)"))
             return
@@ -319,6 +347,7 @@ class H2Session:
         finally:
             stream.finished = True
             self._streams.pop(stream.stream_id, None)
+            self._idle_check()
             self._release_body(stream)
             if upstream is not None:
                 if reusable:
@@ -440,7 +469,7 @@ class H2Session:
 
     async def _refuse(self, stream: _Stream, err: StreamRefused) -> None:
         if not err.audited:
-            await self._audit(f"{err} (HTTP/2 stream {stream.stream_id})")
+            await self._audited(f"{err} (HTTP/2 stream {stream.stream_id})")
         if stream.answered or self._closed:
             self._reset(stream.stream_id, ErrorCodes.REFUSED_STREAM)
             return
