@@ -3,7 +3,8 @@ offers it, against the project's Kubernetes emulator through a single-node clust
 (``kube_env``). ``get``, ``get -w`` receiving a change and ``logs -f`` go over HTTP/2 (Go's
 own HTTP/2 log, ``GODEBUG=http2debug=1``, shows the client connection and its frames) and are
 audited by the kube agent as ever; ``exec`` still goes over HTTP/1.1 (client-go opens its own
-connection for upgrades). With the ``h2`` library over TLS: without a certificate each
+connection for upgrades). With the ``h2`` library over TLS: the web port's kube server name
+speaks HTTP/2 as well; without a certificate each
 stream gets the 401 ``Status`` and a failed ``kube.request``; attacks with a real kube
 certificate: more streams than the limit at once (REFUSED_STREAM, a failed ``kube.request``
 naming it) and an oversized header list (GOAWAY ENHANCE_YOUR_CALM, audited).
@@ -30,6 +31,8 @@ import h2.events
 import pytest
 import yaml
 from h2.errors import ErrorCodes
+
+from limen.net.kube_sni import KUBE_SERVER_NAME
 
 from .cluster import run, wait_for
 from .kube_env import KubeEnv, KubePerson, start_kube_env
@@ -137,7 +140,7 @@ def test_logs_follow_over_http2_and_exec_over_http1(kube_env: KubeEnv) -> None:
 
 class _H2Client:
     def __init__(self, env: KubeEnv, person: KubePerson, tmp: Path, *,
-                 certificate: bool = True) -> None:
+                 certificate: bool = True, web_port: bool = False) -> None:
         config = yaml.safe_load(person.kubeconfig.read_text())
         cluster = config["clusters"][0]["cluster"]
         status = json.loads(person.lmsh("kube", "credentials", "--cluster", "emu").stdout)[
@@ -149,11 +152,11 @@ class _H2Client:
         if certificate:
             context.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
         context.set_alpn_protocols(["h2"])
-        server = urlsplit(cluster["server"])
+        server = urlsplit(f"https://{env.cluster.web}" if web_port else cluster["server"])
         assert server.hostname is not None
         raw = socket.create_connection((server.hostname, server.port or 443), timeout=20)
-        self.sock = context.wrap_socket(
-            raw, server_hostname=cluster.get("tls-server-name") or server.hostname)
+        self.sock = context.wrap_socket(raw, server_hostname=KUBE_SERVER_NAME if web_port
+                                        else cluster.get("tls-server-name") or server.hostname)
         assert self.sock.selected_alpn_protocol() == "h2"
         self.client_addr = "{}:{}".format(*self.sock.getsockname()[:2])
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
@@ -219,6 +222,24 @@ def test_no_certificate_is_a_401_status_on_each_stream(kube_env: KubeEnv,
     events = wait_for(lambda: len(_refusals(kube_env, client.client_addr)) == 2 and
                       _refusals(kube_env, client.client_addr), 15.0, "the refusals audited")
     assert all("no client certificate" in e["reason"] for e in events)
+
+
+def test_the_web_ports_kube_name_speaks_http2_too(kube_env: KubeEnv, tmp_path: Path) -> None:
+    client = _H2Client(kube_env, _alice(kube_env), tmp_path, web_port=True)
+    try:
+        client.get(1, "/api/v1/namespaces/default/configmaps")
+        client.send()
+        client.until(lambda: any(isinstance(e, h2.events.StreamEnded) for e in client.events),
+                     "the answer")
+        [response] = [e for e in client.events if isinstance(e, h2.events.ResponseReceived)]
+        assert dict(response.headers)[b":status"] == b"200"
+        body = b"".join(e.data for e in client.events if isinstance(e, h2.events.DataReceived))
+        assert json.loads(body)["kind"] == "ConfigMapList"
+    finally:
+        client.close()
+    events = kube_env.wait_audit("the list audited", user="alice", verb="list",
+                                 remote_addr=client.client_addr)
+    assert events[-1]["response_code"] == 200
 
 
 def test_more_streams_than_the_limit_are_refused(kube_env: KubeEnv, tmp_path: Path) -> None:
