@@ -28,11 +28,12 @@
         certificate from the join (mutual TLS); its audit events go through the same
         outbox; on a leaf, its links to the root clusters
 
-Both poll auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``): the node trusts the
-enabled root clusters' user CAs and maps their users' roles (and follows its own user CA);
-the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. The db and kube
-agents poll it too: on a leaf they accept the trusted roots' users, verified against the roots'
-TLS CAs and mapped by role_map (``limen.agents.root_users``). Both follow a CA
+Both follow auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``; the node's
+is pushed by its proxies over the tunnel, signed by auth, and polled only without pushes): the
+node trusts the enabled root clusters' user CAs and maps their users' roles (and follows its
+own user CA); the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. The
+db and kube agents poll it too: on a leaf they accept the trusted roots' users, verified
+against the roots' TLS CAs and mapped by role_map (``limen.agents.root_users``). Both follow a CA
 rotation of their own cluster without a restart (``limen.agents.host_cert_renewal``: new CA
 keys trusted, the host certificate renewed and presented to new connections); so do the db,
 kube and app agents, whose tunnel agents present the renewed certificate.
@@ -47,6 +48,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 
 from limen.agents.app.app_service import AppService
@@ -83,6 +85,7 @@ from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import sessions_dir
 from limen.services.locks import LockView
 from limen.trust.cache import trusted_role_map
+from limen.trust.push_audit import PushRefusalAudit
 from limen.trust.roots_poller import RemoteTrustCache
 from limen.tunnel.agent_pool import TunnelAgentPool
 
@@ -219,6 +222,7 @@ class _RemoteNode:
         self.trust: RemoteTrustCache | None = None
         self.renewal: HostCertRenewal | None = None
         self.locks: AuthLockFeed | None = None
+        self.refusals: PushRefusalAudit | None = None
         self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
@@ -233,8 +237,17 @@ class _RemoteNode:
         self.outbox = _outbox(settings, link.client)
         sink = AuthRecordingSink(link)
         labels = DynamicLabels(settings.node.labels, settings.node.commands)
+        self.refusals = refusals = PushRefusalAudit(self.outbox, creds.cluster, creds.host_id)
         self.trust = trust = RemoteTrustCache(link.client, creds.cluster, creds.user_ca_keys,
-                                              creds.host_ca_keys)
+                                              creds.host_ca_keys, tls_ca_pem=creds.tls_ca_pem,
+                                              on_refused=refusals)
+
+        async def on_tunnel(pool: TunnelAgentPool) -> None:
+            # auth's signed trust answer, pushed by the proxies (limen.proxy.trust_push)
+            pool.settings = replace(
+                pool.settings, on_trust=lambda message, proxy: trust.pushed(message.doc, proxy))
+            await link.attach(pool)
+
         self.locks = AuthLockFeed(link.client, LockView())
         config = NodeServerConfig(credentials=creds, labels=settings.node.labels,
                                   data_dir=settings.data_dir,
@@ -245,7 +258,7 @@ class _RemoteNode:
             StoreAccessPolicy(AuthRoleLookup(link), labels.current, cluster=creds.cluster,
                               map_roles=trusted_role_map(trust), locks=self.locks.view,
                               server_names=(creds.host_id, creds.hostname)),
-            self.outbox, sink, lambda: tunnel, labels=labels, on_tunnel=link.attach)
+            self.outbox, sink, lambda: tunnel, labels=labels, on_tunnel=on_tunnel)
         await self.outbox.start()
         listeners = await self.node.start()
         await trust.start()
@@ -271,6 +284,8 @@ class _RemoteNode:
             await self.renewal.stop()
         if self.trust is not None:
             await self.trust.stop()
+        if self.refusals is not None:
+            await self.refusals.close()
         if self._retry is not None:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -19,6 +19,8 @@ connector that routes a user's channel to a node.
       to every leaf's link; the leaf enforces them on this cluster's users
     RootCAPublisher (limen.proxy.trust_root_cas): this cluster's public CAs, signed, sent to
       every leaf's link on each change (a CA rotation reaches the leaves)
+    TrustPusher (limen.proxy.trust_push): auth's trust answer, signed by auth, pushed to the
+      node agents over their tunnels (they stop polling auth for it)
 
 The inner SSH session stays end to end (user ↔ node): the relay moves its bytes without
 decrypting them; the only SSH layer the proxy terminates is the user's jump connection.
@@ -75,6 +77,7 @@ from limen.proxy.heartbeat_relay import HeartbeatRelay
 from limen.proxy.proxy_peers import ProxyAnnouncer, announced_tunnel_address
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
+from limen.proxy.trust_push import TrustPusher
 from limen.proxy.trust_root_cas import RootCAPublisher
 from limen.proxy.trust_root_locks import RootLockPublisher
 from limen.proxy.trust_root_routes import RemoteClusters
@@ -302,6 +305,8 @@ class ProxySSHService:
         """This cluster's locks on its users, pushed to the leaves' cluster links."""
         self.root_cas = RootCAPublisher(auth, self.tunnel, lambda: self.credentials)
         """This cluster's public CAs, pushed to the leaves' cluster links."""
+        self.trust_push = TrustPusher(auth, self.tunnel, credentials.cluster)
+        """Auth's signed trust answer, pushed to the agents."""
         self.peers: ProxyAnnouncer | None = None
         """This proxy in the cluster's proxy set (started with the tunnel listener)."""
 
@@ -322,7 +327,9 @@ class ProxySSHService:
             await self.peers.start()
             await self.root_locks.start()
             await self.root_cas.start()
+            await self.trust_push.start()
         except BaseException:
+            await self.root_cas.stop()
             await self.root_locks.stop()
             if self.peers is not None:
                 await self.peers.stop()
@@ -333,6 +340,7 @@ class ProxySSHService:
         return {"ssh_proxy": ssh, "tunnel": tunnel}
 
     async def stop(self) -> None:
+        await self.trust_push.stop()
         await self.root_cas.stop()
         await self.root_locks.stop()
         if self.peers is not None:

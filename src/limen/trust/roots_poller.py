@@ -12,6 +12,21 @@
       ✗ auth unreachable ────────── keep the last answer for `max_stale` s (60), then drop
                                     every root: only this cluster's own users stay trusted
 
+Pushed instead of polled (issue #17): a node's tunnel agent hands it auth's answer signed by
+auth, which its proxies fetch once and push to every agent (``limen.proxy.trust_push``)::
+
+    proxy ── tunnel ``trust`` {doc} ──▶ pushed(doc): check_trust (``limen.auth.trust_signature``:
+      this cluster, signed by an ``auth`` certificate of the TLS CA trusted now, at most
+      ``max_push_age`` s old), newer than the last document accepted (an older one with
+      another revision is a replay: refused), then applied as a polled answer; a keepalive
+      of the current revision makes the answer fresh again; one of another revision means
+      this node missed a change: it asks auth at once
+      ✗ refused ─▶ logged, ``on_refused`` (the node audits it); the last good answer stays
+
+While pushes keep arriving (one accepted within ``push_grace`` s, 45) the node does not poll
+auth; before the first one (an older proxy) and when they stop, it polls every ``interval`` s
+as before.
+
 It offers what :class:`~limen.trust.cache.TrustCache` offers in the auth process (the
 :class:`~limen.trust.cache.TrustView` protocol): ``roots``, ``user_cas()``, ``role_names()``,
 ``wait_changed()``, plus :meth:`RemoteTrustCache.ssh_user_trust`, the node's
@@ -28,19 +43,24 @@ cluster's own name) is ignored and logged. A daemon service; called by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
+
+from cryptography import x509
 
 from limen.aio.changed import Changed
 from limen.aio.task_service import TaskService
 from limen.auth.client import AuthClient
 from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
+from limen.auth.trust_signature import check_trust
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
 from limen.ca.keys import PublicKey, load_public_key
-from limen.errors import BadParameter, LimenError
+from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.trust.cache import TrustedRoot
 from limen.trust.rolemap import compile_role_map, map_roles
 
@@ -92,7 +112,9 @@ def parse_root(doc: Any, local_cluster: str) -> TrustedRoot:
 class RemoteTrustCache(TaskService):
     """See the module doc. ``client()`` returns the caller's auth client (it may wait for the
     route to auth); ``user_ca_keys`` and ``host_ca_keys`` are this cluster's CA keys known at
-    join."""
+    join; ``tls_ca_pem`` its TLS CA certificates known at join (they verify a pushed answer's
+    signer until auth's answer names the CA); ``on_refused(reason, proxy)`` hears of each
+    pushed answer refused."""
 
     name = "trust"
     task_name = "trust-poll"
@@ -100,8 +122,25 @@ class RemoteTrustCache(TaskService):
     def __init__(self, client: Callable[[], Awaitable[AuthClient]], local_cluster: str,
                  user_ca_keys: Sequence[str], host_ca_keys: Sequence[str] = (), *,
                  interval: float = 3.0,
-                 max_stale: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_stale: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 tls_ca_pem: bytes = b"", push_grace: float = 45.0,
+                 max_push_age: float = 120.0, wall_clock: Callable[[], float] = time.time,
+                 on_refused: Callable[[str, str], None] | None = None) -> None:
         self.client = client
+        self.push_grace = push_grace
+        self.max_push_age = max_push_age
+        self.wall_clock = wall_clock
+        self.on_refused = on_refused
+        self._tls_cas: tuple[x509.Certificate, ...] = (
+            tuple(x509.load_pem_x509_certificates(tls_ca_pem)) if tls_ca_pem else ())
+        self._issued_at = 0
+        """``issued_at`` (auth's ms) of the last signed answer accepted: older ones with
+        another revision are replays."""
+        self._pushed_at: float | None = None
+        """When a pushed answer was last accepted (clock)."""
+        self._poll_now = asyncio.Event()
+        self.polls = 0
+        """Requests made to auth (a test and the benchmark count them)."""
         self.local_cluster = local_cluster
         self.interval = interval
         self.max_stale = max_stale
@@ -158,13 +197,54 @@ class RemoteTrustCache(TaskService):
 
     # ------------------------------------------------------------------ polling
 
+    def push_current(self) -> bool:
+        """True while pushed answers arrive (one accepted within ``push_grace``)."""
+        return self._pushed_at is not None and self.clock() - self._pushed_at <= self.push_grace
+
     async def _run(self) -> None:
         while True:
-            await self.refresh()
-            await asyncio.sleep(self.interval)
+            if not self.push_current():
+                await self.refresh()
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._poll_now.wait()
+
+    def pushed(self, doc: Mapping[str, Any], proxy: str = "") -> bool:
+        """A signed answer a proxy pushed (see the module doc); True when accepted."""
+        now = datetime.fromtimestamp(self.wall_clock(), UTC)
+        try:
+            checked = check_trust(doc, self.local_cluster, self._tls_cas, now,
+                                  self.max_push_age)
+        except (AccessDenied, BadParameter) as err:
+            self._refuse(str(err), proxy)
+            return False
+        if checked.issued_at <= self._issued_at:
+            if checked.revision != self._revision:
+                self._refuse(f"an answer of revision {checked.revision[:12]} signed before the "
+                             "last one accepted (a replay)", proxy)
+            return False  # else: an older copy of the current answer (another proxy's)
+        if checked.answer is None and checked.revision != self._revision:
+            log.info("trusted roots: proxy %s is at revision %s, this node is not: asking auth",
+                     proxy, checked.revision[:12])
+            self._pushed_at = None
+            self._poll_now.set()
+            return False
+        if checked.answer is not None and checked.revision != self._revision:
+            self._apply(checked.answer)
+        self._issued_at = checked.issued_at
+        self._fresh_at = self._pushed_at = self.clock()
+        return True
+
+    def _refuse(self, reason: str, proxy: str) -> None:
+        log.warning("trusted roots: refused the trust answer pushed by proxy %s: %s; keeping "
+                    "the last good one", proxy or "?", reason)
+        if self.on_refused is not None:
+            self.on_refused(reason, proxy)
 
     async def refresh(self) -> bool:
         """Ask auth once; True when it answered. On failure, expire a stale state."""
+        self.polls += 1
         try:
             client = await self.client()
             answer = await client.call("GET", TRUST_ROOTS_PATH,
@@ -178,6 +258,9 @@ class RemoteTrustCache(TaskService):
             self._failed(str(err))
             return False
         if not answer.get("unchanged"):
+            if str(answer.get("revision") or "") != self._revision:
+                # pushed answers signed before this one are replays from now on
+                self._issued_at = max(self._issued_at, int(self.wall_clock() * 1000))
             self._apply(answer)
         self._fresh_at = self.clock()
         return True
@@ -209,6 +292,12 @@ class RemoteTrustCache(TaskService):
                 self.host_signer = host.active.ssh_public_key
             except BadParameter as err:
                 log.warning("trusted roots: keeping this cluster's host CA keys: %s", err)
+        if answer.get("tls_ca") is not None:
+            try:
+                tls = _ca(answer.get("tls_ca"), self.local_cluster, CertAuthorityType.TLS)
+                self._tls_cas = tls.trusted_certificates() or self._tls_cas
+            except BadParameter as err:
+                log.warning("trusted roots: keeping this cluster's TLS CA: %s", err)
         rotation = answer.get("rotation")
         host_state = rotation.get("host") if isinstance(rotation, Mapping) else None
         if isinstance(host_state, Mapping):

@@ -13,6 +13,7 @@ dials served and auth connect requests answered.
       │  connect_ok / connect_failed ─▶ the waiting request_connect
       │  locks (cluster links: the root's locks) ─▶ settings.on_locks
       │  cas (cluster links: the root's public CAs) ─▶ settings.on_cas
+      │  trust (auth's signed trust answer, when the hello asked) ─▶ settings.on_trust
       └─ connection lost: run() returns or raises; pending connect requests fail
 
 The welcome's certificate must be a valid host certificate of the expected cluster with role
@@ -65,6 +66,7 @@ from limen.tunnel.protocol import (
     Proxies,
     ProxyEntry,
     RootCAs,
+    TrustPush,
     Welcome,
     encode,
     format_preamble,
@@ -168,7 +170,7 @@ class AgentConnection:
                                                           encoding=None)
         held = tuple(sorted(owner.held_elsewhere()))
         writer.write(encode(Hello(cert=owner.credentials.ssh_cert.decode().strip(),
-                                  held=held)))
+                                  held=held, trust=settings.on_trust is not None)))
         decoder = Decoder()
         pending: list[Message] = []
         async with asyncio.timeout(settings.connect_timeout):
@@ -248,6 +250,8 @@ class AgentConnection:
             self.owner.settings.on_locks(message)
         elif isinstance(message, RootCAs) and self.owner.settings.on_cas is not None:
             self.owner.settings.on_cas(message)
+        elif isinstance(message, TrustPush) and self.owner.settings.on_trust is not None:
+            self.owner.settings.on_trust(message, self.proxy_id)
         elif isinstance(message, ConnectOk | ConnectFailed):
             future = self._connects.pop(message.id, None)
             if future is None or future.done():

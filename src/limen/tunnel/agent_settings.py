@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from limen.aio.backoff import Backoff
 from limen.ca.keys import PublicKey
-from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, Locks, RootCAs
+from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, Locks, RootCAs, TrustPush
 
 __all__ = ["DialHandler", "DialPreparer", "HeartbeatSource", "PreparedDial",
            "TunnelAgentSettings"]
@@ -87,3 +87,7 @@ class TunnelAgentSettings:
     on_cas: Callable[[RootCAs], None] | None = None
     """A leaf's cluster link: receives the root's ``cas`` messages (its public CAs); None: such
     a message is a protocol error."""
+    on_trust: Callable[[TrustPush, str], object] | None = None
+    """Receives auth's signed trust answer pushed by a proxy (the message and the proxy's host
+    id; ``limen.trust.roots_poller`` checks it); set: the hello asks for them. None: none is
+    asked for, and one is a protocol error."""

@@ -147,6 +147,8 @@ class AgentLink(PublicKeyOnlyServer):
         """Welcomed but not registered: the agent holds a tunnel here already."""
         self._deadline: asyncio.TimerHandle | None = None
         self._refused: set[bytes] = set()
+        self.wants_trust = False
+        """The agent's hello asked for auth's signed trust answer (``trust`` messages)."""
 
     # ------------------------------------------------------------------ SSH server hooks
 
@@ -200,12 +202,17 @@ class AgentLink(PublicKeyOnlyServer):
 
     def send(self, message: Message) -> None:
         """Write one control message; :class:`ConnectionProblem` when the channel is gone."""
+        self.send_frame(encode(message))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write one encoded control message (a message sent to many agents is encoded
+        once); :class:`ConnectionProblem` when the channel is gone."""
         chan = self.session.chan if self.session is not None else None
         if chan is None or chan.is_closing():
             raise ConnectionProblem(f"the control channel of {self.host_id or self.peer} "
                                     "is closed")
         try:
-            chan.write(encode(message))
+            chan.write(frame)
         except (OSError, asyncssh.Error) as err:
             raise ConnectionProblem(f"cannot write to agent {self.host_id}: {err}") from None
 
@@ -247,6 +254,7 @@ class AgentLink(PublicKeyOnlyServer):
             return
         self.identity = identity
         self.host_id = identity.host_id or ""
+        self.wants_trust = hello.trust
         if self.owner.credentials.host_id in hello.held:
             self.redundant = True
             self._deadline = asyncio.get_running_loop().call_later(

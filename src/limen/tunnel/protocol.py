@@ -24,6 +24,9 @@ a ``type`` field::
       │                                      │  users, roles and logins (see clusters)
       │◀── cas {update} ─────────────────────│ cluster links only: the root's current public
       │                                      │  CAs, signed by the root proxy (see clusters)
+      │◀── trust {doc} ──────────────────────│ agents whose hello asked (``trust``): auth's
+      │                                      │  trust answer signed by auth, checked by the
+      │                                      │  agent (limen.proxy.trust_push)
 
 Several proxies: ``welcome`` and ``proxies`` carry the proxies of the cluster (host id and
 tunnel address as agents reach it, :class:`ProxyEntry`); an agent's ``hello`` lists in
@@ -78,6 +81,7 @@ __all__ = [
     "Proxies",
     "ProxyEntry",
     "RootCAs",
+    "TrustPush",
     "Welcome",
     "decode_message",
     "encode",
@@ -196,6 +200,9 @@ class Hello:
     version: int = PROTOCOL_VERSION
     held: tuple[str, ...] = ()
     """Host ids of the proxies this agent already has a tunnel to."""
+    trust: bool = False
+    """The agent takes auth's signed trust answer pushed (``trust`` messages); a proxy sends
+    none to an agent that does not ask (an older agent would drop the tunnel)."""
 
 
 @dataclass(frozen=True)
@@ -278,8 +285,18 @@ class RootCAs:
     update: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrustPush:
+    """Proxy to an agent whose hello asked: auth's trust answer (or a keepalive of its
+    revision) as auth signed it (``limen.auth.trust_signature``: checked by the agent, not
+    here); sent when the agent is registered, on every change and as a keepalive."""
+
+    type: ClassVar[str] = "trust"
+    doc: Mapping[str, Any] = field(default_factory=dict)
+
+
 Message = (Hello | Welcome | Heartbeat | Dial | DialFailed | Connect | ConnectOk
-           | ConnectFailed | Proxies | Locks | RootCAs)
+           | ConnectFailed | Proxies | Locks | RootCAs | TrustPush)
 
 
 def encode(message: Message) -> bytes:
@@ -397,8 +414,11 @@ def _proxies(doc: Mapping[str, Any]) -> tuple[ProxyEntry, ...]:
 
 
 def _hello(doc: Mapping[str, Any]) -> Hello:
+    trust = doc.get("trust", False)
+    if not isinstance(trust, bool):
+        raise BadParameter("control message field 'trust' must be a boolean")
     return Hello(cert=_text(doc, "cert", limit=MAX_FRAME), version=_int(doc, "version"),
-                 held=_held(doc))
+                 held=_held(doc), trust=trust)
 
 
 def _welcome(doc: Mapping[str, Any]) -> Welcome:
@@ -466,9 +486,16 @@ def _root_cas(doc: Mapping[str, Any]) -> RootCAs:
     return RootCAs(update=update)
 
 
+def _trust_push(doc: Mapping[str, Any]) -> TrustPush:
+    signed = doc.get("doc")
+    if not isinstance(signed, dict):
+        raise BadParameter("control message field 'doc' must be an object")
+    return TrustPush(doc=signed)
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
     Hello.type: _hello, Welcome.type: _welcome, Heartbeat.type: _heartbeat, Dial.type: _dial,
     DialFailed.type: _dial_failed, Connect.type: _connect, ConnectOk.type: _connect_ok,
     ConnectFailed.type: _connect_failed, Proxies.type: _proxies_message, Locks.type: _locks,
-    RootCAs.type: _root_cas,
+    RootCAs.type: _root_cas, TrustPush.type: _trust_push,
 }

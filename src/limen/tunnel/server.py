@@ -26,6 +26,11 @@ Leaf clusters' proxies connect here too (``remote_trust`` set): their cluster li
 on its users (:meth:`TunnelServer.publish_locks`) and its public CAs
 (:meth:`TunnelServer.publish_cas`), and may ask for nothing
 (:mod:`limen.tunnel.clusters`).
+
+Agents whose hello asked for it get auth's signed trust answer (fed by
+``limen.proxy.trust_push``): the one kept (:meth:`TunnelServer.keep_trust`) when they
+register, then each one published (:meth:`TunnelServer.publish_trust`); the agents check
+auth's signature, the proxy only carries it.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ from limen.tunnel.protocol import (
     Proxies,
     ProxyEntry,
     RootCAs,
+    TrustPush,
+    encode,
 )
 from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.sniffer import DataConnection, PortSniffer
@@ -133,6 +140,8 @@ class TunnelServer:
         self._by_cluster: dict[str, AgentLink] = {}
         self._root_locks: Locks | None = None
         self._root_cas: RootCAs | None = None
+        self._trust: bytes | None = None
+        """The last ``trust`` message published, encoded."""
         self._nonces = NonceTable()
         self._waiting: dict[str, asyncio.Future[DataConnection]] = {}
         self._last_forward: dict[tuple[str, str], float] = {}
@@ -335,6 +344,8 @@ class TunnelServer:
             previous.supersede()
             self._nonces.discard_host(record.host_id)
         self._by_host[record.host_id] = link
+        if link.wants_trust and self._trust is not None:
+            self._send_trust(link, self._trust)
         self.registry.put(record)
         self.metrics.registered(record.host_id)
         log.info("tunnel: agent %s (%s, %s) connected from %s", record.host_id,
@@ -378,6 +389,31 @@ class TunnelServer:
             await self.on_heartbeat(record, resource)
         except (LimenError, OSError) as err:
             log.warning("tunnel: cannot record the heartbeat of %s: %s", record.host_id, err)
+
+    def keep_trust(self, message: TrustPush) -> None:
+        """Keep auth's signed full trust answer for each agent registered from now on (that
+        asked for it)."""
+        self._trust = encode(message)
+
+    async def publish_trust(self, message: TrustPush, *, batch: int = 256) -> int:
+        """Send auth's signed trust answer (or keepalive) now to every agent connected here
+        that asked for it (encoded once; the loop yields every ``batch`` agents); the number
+        of agents it was written to. ``limen.proxy.trust_push`` calls both."""
+        frame = encode(message)
+        sent = 0
+        for index, link in enumerate([link for link in self._by_host.values()
+                                      if link.wants_trust]):
+            if index and index % batch == 0:
+                await asyncio.sleep(0)
+            sent += self._send_trust(link, frame)
+        return sent
+
+    def _send_trust(self, link: AgentLink, frame: bytes) -> bool:
+        try:
+            link.send_frame(frame)
+        except ConnectionProblem:  # the channel is closing: the agent reconnects
+            return False
+        return True
 
     # ------------------------------------------------------------------ cluster links
 

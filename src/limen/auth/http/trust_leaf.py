@@ -16,6 +16,16 @@ sees them (``limen.auth.trusted_clusters.leaf_roots.enabled_roots``). Every CA i
 ``CertAuthority.public_only()`` dict: public keys and CA certificates, never a private key.
 ``revision`` is a digest of the answer, so a poller that already has it gets a short reply.
 
+::
+
+    GET /v1/trust/roots/signed[?revision=R]
+        ◀── the answer signed by auth (``limen.auth.trust_signature``: {cluster, revision,
+            issued_at, answer, cert, signature}); a keepalive (``answer`` empty) when R is
+            still current
+
+Proxies only: ``limen.proxy.trust_push`` pushes it to the agents over their tunnels, and the
+agents check auth's signature themselves (the proxy cannot change what they trust).
+
 Only system identities of this cluster that verify users' certificates (node, proxy, db, kube,
 app; admins) may call it; users, even with rules, are refused. The caller is
 ``limen.trust.roots_poller.RemoteTrustCache`` in a node or proxy started apart from auth.
@@ -44,7 +54,9 @@ from limen.api.resources import Kind
 from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
+from limen.auth.http.trust_signer import TrustSigner
 from limen.auth.rotation import ROTATABLE, RotationState
+from limen.auth.trust_signature import SIGNED_TRUST_PATH
 from limen.auth.trusted_clusters.leaf_cas import apply_root_cas
 from limen.auth.trusted_clusters.leaf_roots import enabled_roots
 from limen.ca.authority import CertAuthorityType
@@ -93,10 +105,9 @@ async def trust_answer(auth: AuthServer) -> dict[str, Any]:
 
 def trust_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef]:
     cached: dict[str, Any] = {}
+    signer = TrustSigner(auth)
 
-    async def roots(request: web.Request) -> web.Response:
-        identity = await identity_of(request)
-        require_system(identity, _CALLERS)
+    async def current() -> dict[str, Any]:
         # Recompute only when a TrustedCluster or a CertAuthority changed (parsing CAs is the
         # cost; every agent polls every few seconds).
         listed = [*await auth.store.list(Kind.TRUSTED_CLUSTER),
@@ -106,10 +117,23 @@ def trust_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef
             cached["answer"] = await trust_answer(auth)
             cached["inputs"] = revisions
         answer: dict[str, Any] = cached["answer"]
+        return answer
+
+    async def roots(request: web.Request) -> web.Response:
+        identity = await identity_of(request)
+        require_system(identity, _CALLERS)
+        answer = await current()
         if request.query.get("revision") == answer["revision"]:
             return web.json_response({"cluster": answer["cluster"],
                                       "revision": answer["revision"], "unchanged": True})
         return web.json_response(answer)
+
+    async def signed(request: web.Request) -> web.Response:
+        identity = await identity_of(request)
+        require_system(identity, (SystemRole.PROXY,))
+        answer = await current()
+        return web.json_response(signer.sign(
+            answer, keepalive=request.query.get("revision") == answer["revision"]))
 
     async def root_cas(request: web.Request) -> web.Response:
         identity = await identity_of(request)
@@ -118,5 +142,5 @@ def trust_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef
                                        await json_body(request), relayed_by=identity.host_id or "")
         return web.json_response({"changed": changed})
 
-    return [web.get(TRUST_ROOTS_PATH, roots),
+    return [web.get(TRUST_ROOTS_PATH, roots), web.get(SIGNED_TRUST_PATH, signed),
             web.post(TRUST_ROOTS_PATH + "/{root}/cas", root_cas)]
