@@ -97,10 +97,11 @@ __all__ = ["remote_services"]
 @asynccontextmanager
 async def remote_services(settings: Settings,
                           metrics: Metrics | None = None) -> AsyncIterator[list[Service]]:
-    """``metrics``: the process's (a proxy's tunnel server reports to it)."""
+    """``metrics``: the process's (a proxy's tunnel server and a node's trust answers report
+    to it)."""
     roles = set(settings.roles)
     if roles == {"node"}:
-        yield [_RemoteNode(settings)]
+        yield [_RemoteNode(settings, metrics)]
     elif roles == {"proxy"}:
         yield [_RemoteProxy(settings, metrics)]
     elif roles == {"db"}:
@@ -214,8 +215,9 @@ class _RemoteProxy:
 class _RemoteNode:
     name = "node"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.node: NodeService | None = None
         self.link: AuthLink | None = None
         self.outbox: AuditOutbox | None = None
@@ -240,12 +242,12 @@ class _RemoteNode:
         self.refusals = refusals = PushRefusalAudit(self.outbox, creds.cluster, creds.host_id)
         self.trust = trust = RemoteTrustCache(link.client, creds.cluster, creds.user_ca_keys,
                                               creds.host_ca_keys, tls_ca_pem=creds.tls_ca_pem,
-                                              on_refused=refusals)
+                                              on_refused=refusals, metrics=self.metrics)
 
         async def on_tunnel(pool: TunnelAgentPool) -> None:
             # auth's signed trust answer, pushed by the proxies (limen.proxy.trust_push)
-            pool.settings = replace(
-                pool.settings, on_trust=lambda message, proxy: trust.pushed(message.doc, proxy))
+            pool.use_settings(replace(
+                pool.settings, on_trust=lambda message, proxy: trust.pushed(message.doc, proxy)))
             await link.attach(pool)
 
         self.locks = AuthLockFeed(link.client, LockView())

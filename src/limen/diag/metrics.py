@@ -119,6 +119,11 @@ class Metrics:
         self.rbac_decisions = Counter(
             "limen_rbac_decisions", "Access decisions by kind (ssh, db, kube, app, api) and "
             "decision (allowed, denied)", ["kind", "decision"], registry=r)
+        self.trust_answers = Counter(
+            "limen_trust_answers", "Auth trust answers a process apart from auth received, by "
+            "source (poll: it asked auth; push: a proxy carried it signed) and outcome "
+            "(poll: answered, failed; push: accepted, refused, ignored)",
+            ["source", "outcome"], registry=r)
         self.operator_reconciles = Counter(
             "limen_operator_reconciles", "Operator reconciles by kind and outcome (ok, error)",
             ["kind", "outcome"], registry=r)

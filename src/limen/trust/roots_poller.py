@@ -60,6 +60,7 @@ from limen.auth.trust_signature import check_trust
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.identity import Identity
 from limen.ca.keys import PublicKey, load_public_key
+from limen.diag.metrics import Metrics
 from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.trust.cache import TrustedRoot
 from limen.trust.rolemap import compile_role_map, map_roles
@@ -114,7 +115,7 @@ class RemoteTrustCache(TaskService):
     route to auth); ``user_ca_keys`` and ``host_ca_keys`` are this cluster's CA keys known at
     join; ``tls_ca_pem`` its TLS CA certificates known at join (they verify a pushed answer's
     signer until auth's answer names the CA); ``on_refused(reason, proxy)`` hears of each
-    pushed answer refused."""
+    pushed answer refused; ``metrics`` counts the answers (``limen_trust_answers_total``)."""
 
     name = "trust"
     task_name = "trust-poll"
@@ -125,8 +126,10 @@ class RemoteTrustCache(TaskService):
                  max_stale: float = 60.0, clock: Callable[[], float] = time.monotonic,
                  tls_ca_pem: bytes = b"", push_grace: float = 45.0,
                  max_push_age: float = 120.0, wall_clock: Callable[[], float] = time.time,
-                 on_refused: Callable[[str, str], None] | None = None) -> None:
+                 on_refused: Callable[[str, str], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.client = client
+        self.metrics = metrics
         self.push_grace = push_grace
         self.max_push_age = max_push_age
         self.wall_clock = wall_clock
@@ -136,11 +139,13 @@ class RemoteTrustCache(TaskService):
         self._issued_at = 0
         """``issued_at`` (auth's ms) of the last signed answer accepted: older ones with
         another revision are replays."""
+        self._floor = 0
+        """When (ms, this node's clock) a poll last changed the answer: a pushed answer of
+        another revision signed before it is a replay too."""
         self._pushed_at: float | None = None
         """When a pushed answer was last accepted (clock)."""
         self._poll_now = asyncio.Event()
-        self.polls = 0
-        """Requests made to auth (a test and the benchmark count them)."""
+
         self.local_cluster = local_cluster
         self.interval = interval
         self.max_stale = max_stale
@@ -219,12 +224,16 @@ class RemoteTrustCache(TaskService):
         except (AccessDenied, BadParameter) as err:
             self._refuse(str(err), proxy)
             return False
-        if checked.issued_at <= self._issued_at:
-            if checked.revision != self._revision:
-                self._refuse(f"an answer of revision {checked.revision[:12]} signed before the "
-                             "last one accepted (a replay)", proxy)
-            return False  # else: an older copy of the current answer (another proxy's)
+        if checked.issued_at <= self._issued_at and checked.revision == self._revision:
+            self._count("push", "ignored")  # an older copy of the current answer (another
+            return False                    # proxy's)
+        if checked.issued_at <= max(self._issued_at, self._floor) \
+                and checked.revision != self._revision:
+            self._refuse(f"an answer of revision {checked.revision[:12]} signed before the "
+                         "one this node holds (a replay)", proxy)
+            return False
         if checked.answer is None and checked.revision != self._revision:
+            self._count("push", "ignored")
             log.info("trusted roots: proxy %s is at revision %s, this node is not: asking auth",
                      proxy, checked.revision[:12])
             self._pushed_at = None
@@ -234,9 +243,15 @@ class RemoteTrustCache(TaskService):
             self._apply(checked.answer)
         self._issued_at = checked.issued_at
         self._fresh_at = self._pushed_at = self.clock()
+        self._count("push", "accepted")
         return True
 
+    def _count(self, source: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.trust_answers.labels(source, outcome).inc()
+
     def _refuse(self, reason: str, proxy: str) -> None:
+        self._count("push", "refused")
         log.warning("trusted roots: refused the trust answer pushed by proxy %s: %s; keeping "
                     "the last good one", proxy or "?", reason)
         if self.on_refused is not None:
@@ -244,7 +259,6 @@ class RemoteTrustCache(TaskService):
 
     async def refresh(self) -> bool:
         """Ask auth once; True when it answered. On failure, expire a stale state."""
-        self.polls += 1
         try:
             client = await self.client()
             answer = await client.call("GET", TRUST_ROOTS_PATH,
@@ -255,12 +269,14 @@ class RemoteTrustCache(TaskService):
         except asyncio.CancelledError:
             raise
         except (LimenError, OSError) as err:
+            self._count("poll", "failed")
             self._failed(str(err))
             return False
+        self._count("poll", "answered")
         if not answer.get("unchanged"):
             if str(answer.get("revision") or "") != self._revision:
                 # pushed answers signed before this one are replays from now on
-                self._issued_at = max(self._issued_at, int(self.wall_clock() * 1000))
+                self._floor = int(self.wall_clock() * 1000)
             self._apply(answer)
         self._fresh_at = self.clock()
         return True

@@ -107,6 +107,13 @@ class TunnelAgentPool:
         for agent in self.agents.values():
             agent.use_credentials(credentials)
 
+    def use_settings(self, settings: TunnelAgentSettings) -> None:
+        """Every tunnel agent, and those started later, use ``settings`` (the caller's
+        ``on_trust`` added before :meth:`start`; an open connection keeps what it read)."""
+        self.settings = settings
+        for agent in self.agents.values():
+            agent.settings = settings
+
     def _new_agent(self, address: str) -> TunnelAgent:
         return TunnelAgent(address, self.credentials, self.handler, self.heartbeat,
                            prepare=self.prepare, settings=self.settings, observer=self)
