@@ -241,6 +241,8 @@ class RemoteTrustCache(TaskService):
             return False
         if checked.answer is not None and checked.revision != self._revision:
             self._apply(checked.answer)
+            log.info("trusted roots: revision %s (%d root(s)) pushed by proxy %s, signed by %s",
+                     checked.revision[:12], len(self._roots), proxy or "?", checked.signer)
         self._issued_at = checked.issued_at
         self._fresh_at = self._pushed_at = self.clock()
         self._count("push", "accepted")
@@ -274,10 +276,13 @@ class RemoteTrustCache(TaskService):
             return False
         self._count("poll", "answered")
         if not answer.get("unchanged"):
-            if str(answer.get("revision") or "") != self._revision:
-                # pushed answers signed before this one are replays from now on
+            changed = str(answer.get("revision") or "") != self._revision
+            if changed:  # pushed answers signed before this one are replays from now on
                 self._floor = int(self.wall_clock() * 1000)
             self._apply(answer)
+            if changed:
+                log.info("trusted roots: revision %s (%d root(s)) from auth",
+                         self._revision[:12], len(self._roots))
         self._fresh_at = self.clock()
         return True
 
