@@ -34,14 +34,21 @@ from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key, load_private_key
 from limen.ca.ssh_certs import sign_user_cert, verify_ssh_user_cert
 from limen.diag.metrics import Metrics
-from limen.errors import AccessDenied
+from limen.errors import AccessDenied, BadParameter
 from limen.events.emitter import MemoryEmitter
 from limen.proxy.trust_push import TrustPusher
 from limen.trust.push_audit import PUSH_REFUSED, PushRefusalAudit
 from limen.trust.roots_poller import RemoteTrustCache
 from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.agent_settings import TunnelAgentSettings
-from limen.tunnel.protocol import DialRequest, TrustPush
+from limen.tunnel.protocol import (
+    Decoder,
+    DialRequest,
+    Hello,
+    TrustPush,
+    decode_message,
+    encode,
+)
 from limen.tunnel.server import TunnelServer
 
 PROPAGATION = 2.0
@@ -198,3 +205,15 @@ async def test_a_hostile_proxy_cannot_add_a_root_or_replay_an_old_answer(
         with pytest.raises(AccessDenied):
             verify_ssh_user_cert(cert, setup.trust.ssh_user_trust(), principal="root")
         assert setup.trust.role_names(Identity("mallory", "evil", roles=("ops",))) == []
+
+
+def test_the_trust_message_and_the_hello_flag_on_the_wire() -> None:
+    hello = Hello(cert="ssh-ed25519-cert-v01@openssh.com AAAA", trust=True)
+    push = TrustPush(doc={"cluster": "leaf", "revision": "r1"})
+    assert Decoder().feed(encode(hello) + encode(push)) == [hello, push]
+    older = json.dumps({"type": "hello", "cert": "c", "version": 1}).encode()
+    assert decode_message(older) == Hello(cert="c")  # an older agent asks for nothing
+    for bad in ({"type": "hello", "cert": "c", "version": 1, "trust": "yes"},
+                {"type": "trust", "doc": []}, {"type": "trust"}):
+        with pytest.raises(BadParameter):
+            decode_message(json.dumps(bad).encode())
