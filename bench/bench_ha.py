@@ -34,9 +34,11 @@ configuration in a fresh database:
    ``/v1/webapi/join`` (its own key and host certificate), a
    :class:`~limen.tunnel.agent_pool.TunnelAgentPool` (SSH control connection, hello and
    welcome checked, heartbeats of its node Resource every 10 s, which the proxy relays to
-   auth presence) and, at ``poll:N`` stages, the trust poll a node runs
-   (:class:`~limen.trust.roots_poller.RemoteTrustCache` through :class:`AuthLink`: ``GET
-   /v1/trust/roots`` every 3 s over a TLS connection to auth spliced by the proxy). Every
+   auth presence) and, at ``poll:N`` stages, the trust a node follows
+   (:class:`~limen.trust.roots_poller.RemoteTrustCache` through :class:`AuthLink`: auth's
+   answer pushed, signed, by the proxy over the tunnel, ``GET /v1/trust/roots`` every 3 s
+   over a TLS connection to auth spliced by the proxy only while no push arrives; with
+   ``--no-trust-push`` the agents do not ask for pushes and poll, as before issue #17). Every
    host joins first; then ``--stages`` runs in order: ``agents:N`` starts tunnels up to N
    agents, ``poll:N`` turns the trust poll on for the first N. After each stage the agents stay
    idle ``--idle`` seconds: the proxy's RSS (kB per agent over its RSS before any agent),
@@ -560,10 +562,11 @@ def show(label: str, result: dict[str, Any]) -> None:
 # ====================================================================== 2: idle agents (workers)
 
 
-async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
+async def worker_main(proxy: str, token: str, pin: str, index: int, push: bool = True) -> None:
     """``--agent-worker``: agents joined, connected and polled on command (stdin lines, JSON
     answers on stdout): ``join N``, ``connect N`` (tunnels of N more joined hosts), ``poll N``
-    (trust poll on for the first N of this worker's agents), ``status``, ``stop``."""
+    (trust on for the first N of this worker's agents: polled, and pushed by the proxy when
+    ``push``, as a node does since issue #17), ``status``, ``stop``."""
     from limen.agents.auth_link import AuthLink
     from limen.agents.node.node_service import node_resource
     from limen.auth.join_client import pinned_proxy
@@ -572,6 +575,7 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
     from limen.net.http import ApiClient
     from limen.trust.roots_poller import RemoteTrustCache
     from limen.tunnel.agent_pool import TunnelAgentPool
+    from limen.tunnel.agent_settings import TunnelAgentSettings
 
     logging.basicConfig(level=logging.ERROR)  # a failed poll logs a warning per agent
     raise_nofile()
@@ -582,14 +586,21 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
     tunnel = ""
     loop = asyncio.get_running_loop()
     polls: Counter[bool] = Counter()
+    pushes: Counter[bool] = Counter()
 
     class CountingTrust(RemoteTrustCache):
-        """The node's trust poll, counting its answered and failed polls."""
+        """The node's trust, counting its answered and failed polls and the pushed answers
+        it accepted or not."""
 
         async def refresh(self) -> bool:
             answered = await super().refresh()
             polls[answered] += 1
             return answered
+
+        def pushed(self, doc: Any, proxy: str = "") -> bool:
+            accepted = super().pushed(doc, proxy)
+            pushes[accepted] += 1
+            return accepted
 
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -647,8 +658,16 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
         for creds in joined[len(agents):len(agents) + count]:
             doc = node_resource(creds.hostname, {"env": "bench"}, "127.0.0.1:3022",
                                 creds.host_id)  # a node's own SSH listener, never dialled
-            pool = TunnelAgentPool(tunnel, creds, handler, lambda d=doc: d)
-            agent = {"creds": creds, "pool": pool, "link": None, "trust": None}
+            agent: dict[str, Any] = {"creds": creds, "link": None, "trust": None}
+
+            def on_trust(message: Any, proxy_id: str, agent: dict[str, Any] = agent) -> None:
+                if agent["trust"] is not None:
+                    agent["trust"].pushed(message.doc, proxy_id)
+
+            pool = TunnelAgentPool(tunnel, creds, handler, lambda d=doc: d,
+                                   settings=TunnelAgentSettings(
+                                       on_trust=on_trust if push else None))
+            agent["pool"] = pool
             await pool.start()
             new.append(agent)
             agents.append(agent)
@@ -666,7 +685,8 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
                 link = AuthLink(agent["creds"])
                 await link.attach(agent["pool"])
                 trust = CountingTrust(link.client, agent["creds"].cluster,
-                                         agent["creds"].user_ca_keys)
+                                      agent["creds"].user_ca_keys,
+                                      tls_ca_pem=agent["creds"].tls_ca_pem)
                 agent["link"], agent["trust"] = link, trust
                 await trust.start()
         deadline = time.monotonic() + POLL_DEADLINE
@@ -687,6 +707,7 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
                                   for t in a["pool"].agents.values()),
                 "polling": len(polling),
                 "polls_ok": polls[True], "polls_failed": polls[False],
+                "pushes_ok": pushes[True], "pushes_other": pushes[False],
                 "poll_fresh": sum(t._fresh_at is not None and now - t._fresh_at < 10
                                   for t in polling),
                 "errors": dict(errors.most_common(3)), "rss_kib": rss_kib(os.getpid()),
@@ -716,13 +737,15 @@ async def worker_main(proxy: str, token: str, pin: str, index: int) -> None:
 
 
 class Workers:
-    def __init__(self, count: int, proxy: str, token: str, pin: str, work: Path) -> None:
+    def __init__(self, count: int, proxy: str, token: str, pin: str, work: Path, *,
+                 push: bool = True) -> None:
         self.procs = []
         for index in range(count):
             log = (work / f"worker-{index}.log").open("wb")
             proc = subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--agent-worker", proxy, token,
-                 pin, str(index)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+                 pin, str(index), "push" if push else "poll"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
             log.close()
             self.procs.append(proc)
         for answer in self.ask_each([None] * count):
@@ -796,7 +819,8 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
                                         "--reusable")["token"]
         most = max(n for kind, n in args.stages if kind == "agents")
         count = max(1, -(-most // PER_WORKER_MAX), args.workers)
-        workers = Workers(count, dep.proxy.web, token, dep.pin, dep.root)
+        workers = Workers(count, dep.proxy.web, token, dep.pin, dep.root,
+                          push=args.trust_push)
         time.sleep(3)  # let the fresh proxy settle before its baseline (a measurement)
         result["baseline"] = {"proxy_rss": rss_kib(proxy_pid), "auth_rss": rss_kib(auth_pid),
                               "proxy_fds": fd_count(proxy_pid), "workers": count}
@@ -851,6 +875,10 @@ def part_agents(pg: PostgresServer, work: Path, args: argparse.Namespace) -> dic
                 - sum(a["polls_ok"] for a in polled_before),
                 "polls_failed": sum(a["polls_failed"] for a in answers)
                 - sum(a["polls_failed"] for a in polled_before),
+                "pushes_ok": sum(a["pushes_ok"] for a in answers)
+                - sum(a["pushes_ok"] for a in polled_before),
+                "pushes_other": sum(a["pushes_other"] for a in answers)
+                - sum(a["pushes_other"] for a in polled_before),
                 "heartbeats_lost": heartbeats_lost(dep.proxy) - lost_before,
                 "idle_seconds": idle.seconds, "idle_cpu": used,
                 "proxy_rss": rss_kib(proxy_pid), "auth_rss": rss_kib(auth_pid),
@@ -882,7 +910,8 @@ def show_stage(stage: dict[str, Any], base: dict[str, Any]) -> None:
     secs = stage["idle_seconds"]
     setup = ", ".join(f"{k} {v:.0f}" for k, v in stage["setup_cpu"].items() if v >= 0.5)
     print(f"    setup CPU s: {setup}; in the idle window: {stage['polls_ok']} polls answered, "
-          f"{stage['polls_failed']} failed, {stage['heartbeats_lost']} heartbeats not recorded "
+          f"{stage['polls_failed']} failed, {stage['pushes_ok']} pushed answers accepted, "
+          f"{stage['pushes_other']} not, {stage['heartbeats_lost']} heartbeats not recorded "
           f"of ~{stage['connected'] * secs / 10:.0f}", flush=True)
     print(f"    {stage['connected']}/{n} connected, {stage['polling']} polling "
           f"({stage['poll_fresh']} fresh), presence {stage['presence']}; proxy RSS "
@@ -1039,8 +1068,8 @@ def main() -> None:
         run_balancer(Path(sys.argv[2]), sys.argv[3:])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--agent-worker":
-        proxy, token, pin, index = sys.argv[2:6]
-        asyncio.run(worker_main(proxy, token, pin, int(index)))
+        proxy, token, pin, index, mode = sys.argv[2:7]
+        asyncio.run(worker_main(proxy, token, pin, int(index), push=mode == "push"))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--part", default="logins,ssh,agents",
@@ -1057,6 +1086,9 @@ def main() -> None:
                         help="agents:N connects agents up to N (heartbeats); poll:N turns the "
                         "trust poll on for the first N agents")
     parser.add_argument("--idle", type=float, default=20.0, help="idle window per stage, s")
+    parser.add_argument("--no-trust-push", dest="trust_push", action="store_false",
+                        help="the agents do not ask for pushed trust answers (a node before "
+                        "issue #17: the poll:N stages poll auth every 3 s)")
     parser.add_argument("--workers", type=int, default=4, help="agent harness processes")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
