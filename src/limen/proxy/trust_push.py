@@ -97,8 +97,8 @@ class TrustPusher(TaskService):
             except asyncio.CancelledError:
                 raise
             except (LimenError, OSError, TimeoutError, ValueError) as err:
-                if not warned:
-                    log.warning("trust push: cannot read auth's signed trust answer (%s); "
-                                "agents keep the last one and fall back to asking auth", err)
+                if not warned:  # auth unreachable or older, or an answer over a frame
+                    log.warning("trust push: nothing pushed (%s); the agents keep the last "
+                                "answer and ask auth themselves after 45 s", err)
                 warned = True
             await asyncio.sleep(self.interval)
