@@ -368,7 +368,7 @@ class LimenUser:
         if shown.returncode != 0:
             return shown
         secret = json.loads(shown.stdout)["totp_secret"]
-        step = _earliest_safe_step()  # the step before now: later ones stay for logins
+        step = earliest_safe_step()  # the step before now: later ones stay for logins
         code = pyotp.TOTP(secret).at(step * TOTP_STEP)
         result = self.lmsh("signup", "--link", link, "--password-stdin", "--otp", code,
                            "-o", "json", *flags, input=self.password + "\n", check=check)
@@ -389,10 +389,15 @@ class LimenUser:
         assert self.totp_secret, f"{self.name} has not signed up"
         return pyotp.TOTP(self.totp_secret)
 
+    @property
+    def spent_step(self) -> int:
+        """The latest TOTP step whose code this user spent (-1: none yet)."""
+        return self._last_step
+
     def next_code(self) -> tuple[int, str]:
         """(step, code) for the first time step not used yet that the server accepts now
         (the previous step, the current one or the next, within its ±1 step skew)."""
-        step = max(_earliest_safe_step(), self._last_step + 1)
+        step = max(earliest_safe_step(), self._last_step + 1)
         wait_for(lambda: _current_step() + 1 >= step, TOTP_STEP + 5.0,
                  f"TOTP step {step} of {self.name} to come within the accepted skew")
         return step, self._totp().at(step * TOTP_STEP)
@@ -450,7 +455,7 @@ CODE_IN_FLIGHT = 10.0
 """Seconds a typed code may take to reach the server (an lmsh run on a loaded machine)."""
 
 
-def _earliest_safe_step() -> int:
+def earliest_safe_step() -> int:
     """The oldest step whose code the server still accepts (±1 step skew) when it arrives
     up to ``CODE_IN_FLIGHT`` seconds from now: the previous step, unless the next is near.
     Tests that log in several times spend steps from here instead of waiting for new ones."""

@@ -42,7 +42,15 @@ import yaml
 from dbservers import PostgresServer
 from gitops_git import WorkTree, bare, role
 
-from .cluster import LimenCluster, LimenUser, command, describe, run, wait_for
+from .cluster import (
+    LimenCluster,
+    LimenUser,
+    command,
+    describe,
+    earliest_safe_step,
+    run,
+    wait_for,
+)
 from .tcp_failover import TcpFailover
 
 LOGIN = getpass.getuser()
@@ -164,7 +172,7 @@ class Cluster:
         """``lmsh login`` of ``name`` at its proxy with a code of a step it never used."""
         user = self.users[name]
         with self.lock:
-            step = max(_step(), self.last_step.get(name, -1) + 1)
+            step = max(earliest_safe_step(), self.last_step.get(name, -1) + 1)
             self.last_step[name] = step  # spent even if the login fails half-way
         assert user.totp_secret
         code = pyotp.TOTP(user.totp_secret).at(step * TOTP_STEP)
@@ -255,7 +263,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
                                  state.proxies[state.proxy_of(name)].web)
                 user.signup(auths[0].add_user(name, ["chaos"], [LOGIN])["url"])
                 state.users[name] = user
-                state.last_step[name] = _step()  # the sign-up spent the current step
+                state.last_step[name] = user.spent_step  # the step the sign-up spent
                 tries: list[subprocess.CompletedProcess[str]] = []
                 try:  # the first login may meet a proxy still connecting to auth
                     wait_for(lambda: _tried(tries, state.login(name)), RETRY_WITHIN,
