@@ -28,11 +28,11 @@
         certificate from the join (mutual TLS); its audit events go through the same
         outbox; on a leaf, its links to the root clusters
 
-Both follow auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``; the node's
-is pushed by its proxies over the tunnel, signed by auth, and polled only without pushes): the
+Both follow auth's trust answer (``limen.trust.roots_poller.RemoteTrustCache``; the agents'
+is pushed by their proxies over the tunnel, signed by auth, and polled only without pushes): the
 node trusts the enabled root clusters' user CAs and maps their users' roles (and follows its
 own user CA); the proxy runs ``LeafLinks`` to those roots, as the proxy beside auth does. The
-db and kube agents poll it too: on a leaf they accept the trusted roots' users, verified
+db and kube agents follow it too: on a leaf they accept the trusted roots' users, verified
 against the roots' TLS CAs and mapped by role_map (``limen.agents.root_users``). Both follow a CA
 rotation of their own cluster without a restart (``limen.agents.host_cert_renewal``: new CA
 keys trusted, the host certificate renewed and presented to new connections); so do the db,
@@ -80,6 +80,7 @@ from limen.cli.proxy_component import ProxyComponent
 from limen.config import Settings
 from limen.diag.metrics import Metrics
 from limen.errors import BadParameter, ConnectionProblem
+from limen.events.emitter import Emitter
 from limen.files import private_dir
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import sessions_dir
@@ -120,14 +121,31 @@ def _outbox(settings: Settings, client: Callable[[], Awaitable[AuthClient]]) -> 
     return AuditOutbox(private_dir(settings.data_dir / "log") / "outbox", client)
 
 
+def _pushed_to(trust: RemoteTrustCache, attach: Callable[[TunnelAgentPool], Awaitable[None]]
+               ) -> Callable[[TunnelAgentPool], Awaitable[None]]:
+    """An agent's ``on_tunnel``: its tunnels ask for auth's signed trust answer, which the
+    proxies push (``limen.proxy.trust_push``) and ``trust`` checks; then ``attach``."""
+    async def on_tunnel(pool: TunnelAgentPool) -> None:
+        pool.use_settings(replace(
+            pool.settings, on_trust=lambda message, proxy: trust.pushed(message.doc, proxy)))
+        await attach(pool)
+
+    return on_tunnel
+
+
 class _TunnelRotation:
-    """A db, kube or app agent follows a CA rotation: auth's trust answer polled, the host
-    certificate renewed (``limen.agents.host_cert_renewal``) and used by its tunnel agents."""
+    """A db, kube or app agent follows a CA rotation: auth's trust answer pushed by the proxies
+    (:meth:`on_tunnel`; polled without pushes), the host certificate renewed
+    (``limen.agents.host_cert_renewal``) and used by its tunnel agents. Refused pushes are
+    audited through ``emitter``."""
 
     def __init__(self, settings: Settings, client: Callable[[], Awaitable[AuthClient]],
-                 creds: HostCredentials, tunnel: Callable[[], TunnelAgentPool | None]) -> None:
+                 creds: HostCredentials, tunnel: Callable[[], TunnelAgentPool | None],
+                 emitter: Emitter) -> None:
+        self.refusals = PushRefusalAudit(emitter, creds.cluster, creds.host_id)
         self.trust = RemoteTrustCache(client, creds.cluster, creds.user_ca_keys,
-                                      creds.host_ca_keys)
+                                      creds.host_ca_keys, tls_ca_pem=creds.tls_ca_pem,
+                                      on_refused=self.refusals)
 
         async def follow(new: HostCredentials) -> None:
             pool = tunnel()
@@ -137,6 +155,10 @@ class _TunnelRotation:
         self.renewal = HostCertRenewal(self.trust, remote_renewal(client), creds,
                                        credentials_dir(settings.data_dir), [follow])
 
+    def on_tunnel(self, attach: Callable[[TunnelAgentPool], Awaitable[None]]
+                  ) -> Callable[[TunnelAgentPool], Awaitable[None]]:
+        return _pushed_to(self.trust, attach)
+
     async def start(self) -> None:
         await self.trust.start()
         await self.renewal.start()
@@ -144,6 +166,7 @@ class _TunnelRotation:
     async def stop(self) -> None:
         await self.renewal.stop()
         await self.trust.stop()
+        await self.refusals.close()
 
 
 class _RemoteProxy:
@@ -244,12 +267,6 @@ class _RemoteNode:
                                               creds.host_ca_keys, tls_ca_pem=creds.tls_ca_pem,
                                               on_refused=refusals, metrics=self.metrics)
 
-        async def on_tunnel(pool: TunnelAgentPool) -> None:
-            # auth's signed trust answer, pushed by the proxies (limen.proxy.trust_push)
-            pool.use_settings(replace(
-                pool.settings, on_trust=lambda message, proxy: trust.pushed(message.doc, proxy)))
-            await link.attach(pool)
-
         self.locks = AuthLockFeed(link.client, LockView())
         config = NodeServerConfig(credentials=creds, labels=settings.node.labels,
                                   data_dir=settings.data_dir,
@@ -260,7 +277,8 @@ class _RemoteNode:
             StoreAccessPolicy(AuthRoleLookup(link), labels.current, cluster=creds.cluster,
                               map_roles=trusted_role_map(trust), locks=self.locks.view,
                               server_names=(creds.host_id, creds.hostname)),
-            self.outbox, sink, lambda: tunnel, labels=labels, on_tunnel=on_tunnel)
+            self.outbox, sink, lambda: tunnel, labels=labels,
+            on_tunnel=_pushed_to(trust, link.attach))
         await self.outbox.start()
         listeners = await self.node.start()
         await trust.start()
@@ -336,14 +354,15 @@ class _RemoteDB:
 
         self.locks = locks = AuthLockFeed(link.client, LockView())
         self.rotation = rotation = _TunnelRotation(
-            settings, link.client, creds, lambda: self.service.tunnel if self.service else None)
+            settings, link.client, creds, lambda: self.service.tunnel if self.service else None,
+            self.outbox)
         policy = StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
                                    map_roles=trusted_role_map(rotation.trust),
                                    locks=locks.view,
                                    server_names=(creds.host_id, creds.hostname))
         self.service = DBService.configured(
             creds, settings.db, resources, issue, policy, self.outbox, lambda: tunnel,
-            on_tunnel=link.attach, guard=SessionLockGuard(policy, locks.view))
+            on_tunnel=rotation.on_tunnel(link.attach), guard=SessionLockGuard(policy, locks.view))
         self.service.user_trust = partial(user_trust, creds, rotation.trust)  # leaf: root users
         await self.outbox.start()
         listeners = await self.service.start()
@@ -397,14 +416,15 @@ class _RemoteKube:
         sink = AuthRecordingSink(link)
         self.locks = locks = AuthLockFeed(link.client, LockView())
         self.rotation = rotation = _TunnelRotation(
-            settings, link.client, creds, lambda: self.service.tunnel if self.service else None)
+            settings, link.client, creds, lambda: self.service.tunnel if self.service else None,
+            self.outbox)
         policy = StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster,
                                    map_roles=trusted_role_map(rotation.trust),
                                    locks=locks.view,
                                    server_names=(creds.host_id, creds.hostname))
         self.service = KubeService.configured(
             creds, settings.kube, settings.kube_secrets_dir, resources, policy, self.outbox,
-            lambda: tunnel, on_tunnel=link.attach,
+            lambda: tunnel, on_tunnel=rotation.on_tunnel(link.attach),
             sessions_dir=sessions_dir(settings.data_dir), recordings=sink,
             guard=SessionLockGuard(policy, locks.view))
         self.service.user_trust = partial(user_trust, creds, rotation.trust)  # leaf: root users
@@ -461,15 +481,16 @@ class _RemoteApp:
             docs = await (await link.client()).list("resource")
             return [Resource.from_document(d) for d in docs]
 
+        self.rotation = rotation = _TunnelRotation(
+            settings, link.client, creds, lambda: self.service.tunnel if self.service else None,
+            self.outbox)
         self.service = AppService.configured(
             creds, settings.app, resources,
             StoreAccessPolicy(AuthRoleLookup(link), {}, cluster=creds.cluster), self.outbox,
-            lambda: tunnel, on_tunnel=link.attach)
+            lambda: tunnel, on_tunnel=rotation.on_tunnel(link.attach))
         await self.outbox.start()
         listeners = await self.service.start()
-        service = self.service
-        self.rotation = _TunnelRotation(settings, link.client, creds, lambda: service.tunnel)
-        await self.rotation.start()
+        await rotation.start()
         return listeners
 
     async def stop(self) -> None:
