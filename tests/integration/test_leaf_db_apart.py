@@ -45,8 +45,7 @@ from limen.ca.x509_certs import sign_client_cert
 from limen.net.address import parse_address
 
 from .cluster import ClusterFactory, LimenCluster, describe, run, wait_for
-from .test_leaf_db_kube import Person, _ready, _routed_login, trusted_cluster
-from .test_trust_e2e import join_leaf
+from .leaf_people import Person, join_leaf, ready_person, routed_login, trusted_cluster
 
 DEADLINE = 30.0
 DATABASE = "pg-apart"
@@ -144,8 +143,8 @@ def world(module_clusters: ClusterFactory, postgres_server: PostgresServer,
             "--token", issued["token"], "--ca-pin", issued["ca_pin"]])
         module_clusters.clusters.append(agent)  # stopped with the clusters
         agent.start()
-        world = World(root, leaf, agent, _ready(root, "alice", "ops"),
-                      _ready(root, "carol", "stranger"), base)
+        world = World(root, leaf, agent, ready_person(root, "alice", "ops"),
+                      ready_person(root, "carol", "stranger"), base)
         wait_for(lambda: _listed(world.alice) == {DATABASE}, DEADLINE,
                  "the leaf's database (served by the agent apart) listed through the root")
         yield world
@@ -180,7 +179,7 @@ def test_psql_of_a_root_user_reaches_a_database_served_apart_audited_at_the_leaf
 
 
 def test_a_root_user_whose_roles_map_to_nothing_is_refused_at_the_leaf(world: World) -> None:
-    section = _routed_login(world.carol, DATABASE, "alice")
+    section = routed_login(world.carol, DATABASE, "alice")
     result = world.carol.psql(section, "SELECT 1", check=False)
     assert result.returncode != 0, describe(result)
     assert "map to no role" in result.stderr, describe(result)

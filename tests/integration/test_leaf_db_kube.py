@@ -36,23 +36,15 @@ import pytest
 
 from dbservers import PostgresServer
 from k8s_emulator.fixtures import KubeAPI
-from limen.client.db_access import listener_address
-from limen.client.db_profiles import (
-    POSTGRES,
-    DbTarget,
-    service_name,
-    write_db_config,
-    write_db_credentials,
-)
 from limen.client.kubeconfig import KubeEntry, merge_entry
 from limen.client.profile import ProfileStore
 from limen.client.webapi import WebApi
 from limen.errors import NotFound
 from limen.net.address import parse_address
 
-from .cluster import ClusterFactory, LimenCluster, LimenUser, command, describe, run, wait_for
+from .cluster import ClusterFactory, LimenCluster, command, describe, wait_for
 from .kube_env import RBAC
-from .test_trust_e2e import join_leaf
+from .leaf_people import Person, join_leaf, ready_person, routed_login, trusted_cluster
 
 DEADLINE = 30.0
 
@@ -111,47 +103,6 @@ spec: {{kind: db, protocol: postgres, address: "127.0.0.1:{pg.port}"}}
 """
 
 
-def trusted_cluster(root: LimenCluster, token_file: Path, ca_pin: str) -> str:
-    return f"""
-apiVersion: limen.dev/v1alpha1
-kind: TrustedCluster
-metadata: {{name: root}}
-spec:
-  enabled: true
-  proxy_address: {root.web}
-  ca_pin: {ca_pin}
-  token_secret_ref: {{file: {token_file.name}}}
-  role_map:
-    - {{remote: ops, local: [leaf-dev]}}
-    - {{remote: guest, local: [visitor]}}
-"""
-
-
-@dataclass
-class Person:
-    user: LimenUser
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**self.user.env, "HOME": str(self.user.home),
-                "PGSERVICEFILE": str(self.user.home / ".pg_service.conf"),
-                "KUBECONFIG": str(self.user.home / "kubeconfig")}
-
-    def lmsh(self, *args: str, check: bool = True) -> Any:
-        return run([command("lmsh"), *args], env=self.env, check=check)
-
-    def ls(self, what: str) -> list[dict[str, Any]]:
-        answer = json.loads(self.lmsh(what, "ls", "--cluster", "leaf", "-o", "json").stdout)
-        return list(answer["items"])
-
-    def psql(self, service: str, sql: str, check: bool = True) -> Any:
-        return run(["psql", "-X", "-v", "ON_ERROR_STOP=1", f"service={service}", "-At",
-                    "-c", sql], env=self.env, check=check)
-
-    def kubectl(self, *args: str, check: bool = True) -> Any:
-        return run(["kubectl", "--request-timeout=20s", *args], env=self.env, check=check)
-
-
 @dataclass
 class World:
     root: LimenCluster
@@ -161,12 +112,6 @@ class World:
     bob: Person
     """Root role guest: visitor on the leaf (no database, no kube cluster)."""
     ca_pin: str
-
-
-def _ready(cluster: LimenCluster, name: str, role: str) -> Person:
-    user = cluster.signed_up_user(name, roles=[role])
-    user.login()
-    return Person(user)
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +143,8 @@ def world(module_clusters: ClusterFactory, postgres_server: PostgresServer,
         leaf.lmctl("apply", "-f", "-", input=leaf_database(postgres_server))
         token_file, ca_pin = join_leaf(root, leaf)
         leaf.lmctl("apply", "-f", "-", input=trusted_cluster(root, token_file, ca_pin))
-        world = World(root, leaf, _ready(root, "alice", "ops"), _ready(root, "bob", "guest"),
-                      ca_pin)
+        world = World(root, leaf, ready_person(root, "alice", "ops"),
+                      ready_person(root, "bob", "guest"), ca_pin)
         wait_for(lambda: {d["name"] for d in _listed(world.alice, "db")} == {"pg-leaf"},
                  DEADLINE, "the leaf's database listed through the root")
         yield world
@@ -274,33 +219,8 @@ def test_kubectl_from_the_root_reaches_the_leaf_cluster_audited_at_both(world: W
     assert forwarded
 
 
-def _routed_login(person: Person, service: str, db_user: str) -> str:
-    """A database certificate routed to the leaf, asked of the person's (root) auth through
-    the web API as ``lmsh db login --cluster leaf`` does, but without the leaf's listing (a
-    person the leaf lists nothing for still gets one: the root cannot decide for the leaf),
-    and the pg_service section for it; returns the section's name."""
-    store = ProfileStore(person.user.home)
-    profile = store.current_valid()
-
-    async def fetch() -> tuple[str, dict[str, Any]]:
-        api = WebApi.for_profile(store, profile)
-        try:
-            answer = await api.as_user_post("db/certs", {
-                "service": service, "db_user": db_user, "db_name": "app", "cluster": "leaf"})
-            return str(answer["cert"]), await api.ping()
-        finally:
-            await api.close()
-
-    pem, ping = asyncio.run(fetch())
-    files = write_db_credentials(store, profile, service, pem.encode(), "leaf")
-    host, port = listener_address(ping, POSTGRES, profile.proxy)
-    write_db_config(DbTarget("leaf", service, POSTGRES, host, port, db_user, "app"), files,
-                    person.env)
-    return service_name("leaf", service)
-
-
 def test_a_role_map_granting_no_database_refuses_at_the_leaf(world: World) -> None:
-    section = _routed_login(world.bob, "pg-leaf", "alice")
+    section = routed_login(world.bob, "pg-leaf", "alice")
     result = world.bob.psql(section, "SELECT 1", check=False)
     assert result.returncode != 0, describe(result)
     assert "denied" in result.stderr, describe(result)
@@ -362,7 +282,7 @@ def test_unknown_leaf_is_refused_at_the_root_and_audited(world: World) -> None:
 def test_a_leaf_that_no_longer_trusts_the_root_refuses(world: World) -> None:
     """Last: the leaf disables its TrustedCluster; a certificate routed to it is refused at
     the root (the link is gone), audited there."""
-    section = _routed_login(world.alice, "pg-leaf", "alice")
+    section = routed_login(world.alice, "pg-leaf", "alice")
     world.leaf.lmctl("apply", "-f", "-", input=trusted_cluster(
         world.root, world.leaf.data_dir / "secrets" / "root.token", world.ca_pin).replace(
             "enabled: true", "enabled: false"))

@@ -44,8 +44,7 @@ from limen.net.address import parse_address
 
 from .cluster import ClusterFactory, LimenCluster, command, describe, wait_for
 from .kube_env import RBAC
-from .test_leaf_db_kube import Person, _ready, trusted_cluster
-from .test_trust_e2e import join_leaf
+from .leaf_people import Person, join_leaf, ready_person, trusted_cluster
 
 DEADLINE = 30.0
 KUBE = "emu-apart"
@@ -141,8 +140,8 @@ def world(module_clusters: ClusterFactory,
             "--token", issued["token"], "--ca-pin", issued["ca_pin"]])
         module_clusters.clusters.append(agent)  # stopped with the clusters
         agent.start()
-        world = World(root, leaf, agent, api, _ready(root, "alice", "ops"),
-                      _ready(root, "carol", "stranger"))
+        world = World(root, leaf, agent, api, ready_person(root, "alice", "ops"),
+                      ready_person(root, "carol", "stranger"))
         wait_for(lambda: _listed(world.alice) == {KUBE}, DEADLINE,
                  "the leaf's kube cluster (served by the agent apart) listed through the root")
         yield world

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from .cluster import ClusterFactory, LimenCluster, LimenUser, command, describe, wait_for
-from .test_trust_e2e import join_leaf
+from .leaf_people import join_leaf
 
 LOGIN = getpass.getuser()
 HOST = socket.gethostname().split(".")[0].lower()
@@ -95,14 +95,14 @@ spec:
 """)
     leaf.lmctl("apply", "-f", trust)
     with ThreadPoolExecutor(max_workers=3) as pool:  # sign-ups and logins in parallel
-        bob, carl, leaf_bob = pool.map(lambda args: _ready(*args), [
+        bob, carl, leaf_bob = pool.map(lambda args: ready_person(*args), [
             (root, "bob", "ops"), (root, "carl", "dev"), (leaf, "bob", "visitor")])
     world = World(root, leaf, bob, carl, leaf_bob)
     wait_for(lambda: _leaf_ssh(bob).returncode == 0, 30.0, "the leaf reachable from the root")
     return world
 
 
-def _ready(cluster: LimenCluster, name: str, role: str) -> LimenUser:
+def ready_person(cluster: LimenCluster, name: str, role: str) -> LimenUser:
     user = cluster.signed_up_user(name, roles=[role], logins=[LOGIN])
     user.login()
     return user

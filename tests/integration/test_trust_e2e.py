@@ -26,6 +26,7 @@ import yaml
 from gitops_git import WorkTree, bare
 
 from .cluster import ClusterFactory, LimenCluster, LimenUser, describe, run, wait_for
+from .leaf_people import join_leaf
 
 LOGIN = getpass.getuser()
 HOST = socket.gethostname().split(".")[0].lower()
@@ -99,16 +100,6 @@ def clusters_of(user: LimenUser) -> dict[str, dict[str, Any]]:
 
 def leaf_state(user: LimenUser, leaf: str = "leaf") -> str:
     return str(clusters_of(user).get(leaf, {}).get("connection", "absent"))
-
-
-def join_leaf(root: LimenCluster, leaf: LimenCluster) -> tuple[Path, str]:
-    """A trusted_cluster token from the root, saved for the leaf (0600, never in Git) in its
-    secrets directory (DATA_DIR/secrets), where the TrustedCluster names it."""
-    issued = root.lmctl_json("tokens", "add", "--type", "trusted_cluster", "--ttl", "1h")
-    token_file = leaf.data_dir / "secrets" / "root.token"
-    token_file.write_text(issued["token"] + "\n")
-    token_file.chmod(0o600)
-    return token_file, str(issued["ca_pin"])
 
 
 @pytest.fixture(scope="module")
