@@ -29,10 +29,12 @@ from limen.auth.changes import change_event_type
 from limen.auth.credentials.local_users import LocalUsers, SignupResult
 from limen.auth.credentials.otp import provisioning_uri
 from limen.auth.credentials.signup_tokens import build_signup_url
+from limen.auth.grants import GrantCache
 from limen.auth.host_certs import HostCerts
 from limen.auth.host_join import JoinRequest, join_host
 from limen.auth.host_names import HostNames, local_host_names
 from limen.auth.issuer import IssuedCerts, issue_user_certs, user_traits
+from limen.auth.role_reader import RoleReader
 from limen.auth.rotation import ROTATABLE
 from limen.auth.store_keys import CLUSTER_NAME_KEY, PROXY_ADDRESS_KEY
 from limen.auth.tokens import JoinTokens, is_single_use
@@ -102,6 +104,11 @@ class AuthServer:
         self.authorities = Authorities(backend, self.store, cluster.name, ca_sealer)
         self.users = LocalUsers(backend, clock)
         self.tokens = JoinTokens(self.store)
+        self.role_reader = RoleReader(backend)
+        """Roles as issuance reads them: from the backend every time, decoded once per
+        content (``limen.auth.role_reader``)."""
+        self.grants = GrantCache()
+        """What roles give a certificate, per stored roles and traits (``limen.auth.grants``)."""
         self.access_requests = AccessRequests(self)
         self.locks = LockView(max_staleness=None)
         """The locks in force (``limen.services.locks``), kept by :attr:`lock_feed`."""
@@ -285,22 +292,23 @@ class AuthServer:
                              not_after: datetime | None = None) -> IssuedCerts:
         """``user``'s certificates; with ``request_id``, an approved access request of
         theirs adds its roles and bounds the lifetime by its expiry (and ``not_after``)."""
-        roles = await self.roles_of(user)
+        stored = await self.role_reader.read(user.spec.get("roles") or [], user=user.name)
         request = None if request_id is None else \
             await self.access_requests.approved_for(user.name, request_id)
         if request is not None:
-            held = {r.name for r in roles}
-            roles += [r for name in request.roles if name not in held
-                      and (r := await self.store.find(Kind.ROLE, name)) is not None]
+            held = {r.name for r in stored}
+            stored += [r for name in request.roles if name not in held
+                       and (r := await self.role_reader.find(name)) is not None]
             not_after = min(request.expires, not_after or request.expires)
         try:
-            self.locks.check_names(user.name, [r.name for r in roles])
+            self.locks.check_names(user.name, [r.name for r in stored])
             certs = issue_user_certs(
-                user=user, roles=roles, public_key=public_key,
+                user=user, roles=[r.resource for r in stored], public_key=public_key,
                 user_ca=self.authorities.get(CertAuthorityType.USER),
                 tls_ca=self.authorities.get(CertAuthorityType.TLS),
                 requested_ttl=ttl, now=self.now(),
                 access_requests=(request.id,) if request else (), not_after=not_after,
+                grant=self.grants.grant(stored, user_traits(user)),
             )
         except LimenError as err:
             await self.emit("cert.create", success=False, user=user.name, reason=str(err),
@@ -317,14 +325,9 @@ class AuthServer:
         return certs
 
     async def roles_of(self, user: Resource) -> list[Resource]:
-        roles = []
-        for name in user.spec.get("roles") or []:
-            role = await self.store.find(Kind.ROLE, name)
-            if role is None:
-                log.warning("user %s refers to missing role %s", user.name, name)
-                continue
-            roles.append(role)
-        return roles
+        """``user``'s roles as stored now (a missing one is logged and left out)."""
+        return [r.resource for r in
+                await self.role_reader.read(user.spec.get("roles") or [], user=user.name)]
 
     async def role_set(self, identity: Identity) -> RoleSet:
         """The identity's roles; :class:`~limen.services.locks.Locked` (audited) when a lock
@@ -433,12 +436,21 @@ class AuthServer:
         if before_write is not None:
             events.extend(before_write(plan))
         records = outbox_records(events)
-        await apply_plan(self.store, plan, records, fence)
+        revision = await apply_plan(self.store, plan, records, fence)
+        self._note_locks(plan, revision)
         for entry in plan.changes:
             if entry.kind is Kind.USER and entry.desired is None:
                 await self.users.forget(entry.name)
         await self._emit_all(records)
         return plan
+
+    def _note_locks(self, plan: Plan, revision: int) -> None:
+        """Locks this apply created or changed are in force for the very next request, not
+        only once the store's watch brings them (``StoreLockFeed`` still follows every write,
+        ours and other processes', and lists them all again whenever it restarts)."""
+        for entry in plan.changes:
+            if entry.kind is Kind.LOCK and entry.desired is not None:
+                self.locks.put(entry.desired.replace(revision=revision), revision)
 
     async def _emit_all(self, records: OutboxRecords) -> None:
         """Deliver a committed change's events together, in order: the audit log writes them
