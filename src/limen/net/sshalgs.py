@@ -21,6 +21,10 @@ options from here, so the three listeners pass the same hardened-server check (s
 * compression: none.
 * packets: asyncssh's 32 KiB channel packets (:data:`MAX_PACKET`).
 
+Importing this module also installs :mod:`limen.net.asyncssh_recv` (asyncssh's receive path
+without a whole-buffer copy per packet): every Limen SSH endpoint imports it, so this is the
+one place that does.
+
 Stock OpenSSH 9.2 (Debian 12; it has sntrup761 but not ML-KEM) negotiates ``curve25519-sha256``,
 ``aes128-gcm@openssh.com`` and ``ssh-ed25519-cert-v01@openssh.com`` with these sets.
 """
@@ -32,6 +36,8 @@ from typing import Any
 from asyncssh.encryption import get_encryption_algs
 from asyncssh.kex import get_kex_algs
 from asyncssh.mac import get_mac_algs
+
+from limen.net import asyncssh_recv
 
 __all__ = [
     "COMPRESSION_ALGS",
@@ -78,6 +84,8 @@ COMPRESSION_ALGS: tuple[str, ...] = ("none",)
 MAX_PACKET = 32768
 """Channel packet size of every Limen SSH endpoint (``max_pktsize``): asyncssh's default;
 larger packets measured slower (DESIGN.md)."""
+
+asyncssh_recv.install()
 
 if "curve25519-sha256" not in KEX_ALGS or not ENCRYPTION_ALGS or not MAC_ALGS:
     raise ImportError("this asyncssh lacks curve25519-sha256, AES-GCM or the SHA-2 ETM MACs")
