@@ -147,6 +147,17 @@ async def test_a_users_roles_and_traits_changed_count_at_once(auth: AuthServer) 
     assert certs.identity.traits == {"logins": ("al",)}
 
 
+async def test_access_decisions_follow_a_role_edit_at_once(auth: AuthServer) -> None:
+    """``AuthServer.role_set`` (the auth API's RBAC) shares compiled roles the same way."""
+    identity = (await _issue(auth)).identity
+    assert (await auth.role_set(identity)).check_ssh({"env": "dev"}, "ubuntu").allowed
+    assert (await auth.role_set(identity)).check_ssh({"env": "dev"}, "ubuntu").allowed
+    await _apply(auth, {**_role("dev", ["ubuntu"]), "spec": {
+        "allow": {"logins": ["ubuntu"], "node_labels": {"env": "dev"}},
+        "deny": {"node_labels": {"env": "dev"}}}})
+    assert not (await auth.role_set(identity)).check_ssh({"env": "dev"}, "ubuntu").allowed
+
+
 async def test_users_with_other_traits_never_share_a_grant(auth: AuthServer) -> None:
     await _apply(auth, _user("bob", ["dev"], ["bob"]))
     assert _principals(await _issue(auth, "alice")) == ["alice", "ubuntu"]

@@ -338,8 +338,8 @@ class AuthServer:
                             **lock.to_fields())
             raise Locked(lock)
         roles = [r for name in identity.roles
-                 if (r := await self.store.find(Kind.ROLE, name)) is not None]
-        return RoleSet.from_roles(roles, identity.traits)
+                 if (r := await self.role_reader.find(name)) is not None]
+        return self.grants.role_set(roles, identity.traits)
 
     # -- tokens and joining ---------------------------------------------------------------
     async def create_token(self, token_type: str, ttl: timedelta, *, actor: str,
