@@ -177,7 +177,7 @@ async def e2e_logins(cluster: _util.Cluster, users: int, logins: int,
     pin = parse_signup_url(links[0]["url"]).ca_pin
     clients = [(await WebApi.connect(cluster.web, ca_pin=pin))[0] for _ in range(concurrency)]
     try:
-        await asyncio.gather(*(clients[i % concurrency].signup(link["token"], PASSWORD)
+        await asyncio.gather(*(clients[i % concurrency].signup(link["token"], PASSWORD, None)
                                for i, link in enumerate(links)))
         keys = public_keys(logins + concurrency)
         warm = await asyncio.gather(*(api.login(f"bench{i % users}", PASSWORD, "", keys[i],
