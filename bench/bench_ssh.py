@@ -62,9 +62,22 @@ BENCH_ROLE = {"apiVersion": "limen.dev/v1alpha1", "kind": "Role", "metadata": {"
 # ====================================================================== server processes
 
 
+def receive_path() -> None:
+    """asyncssh's receive path in a server process: Limen's (``limen.net.asyncssh_recv``,
+    installed by ``limen.net.sshalgs``) unless ``BENCH_ASYNCSSH_RECV=stock``."""
+    import limen.net.sshalgs  # noqa: F401 - installs Limen's receive path
+    from limen.net import asyncssh_recv
+
+    if os.environ.get("BENCH_ASYNCSSH_RECV", "limen") == "stock":
+        asyncssh_recv.uninstall()
+    print(f"asyncssh receive path: {'limen' if asyncssh_recv.installed() else 'stock'}",
+          flush=True)
+
+
 def serve_proxy(directory: Path) -> None:
     """Auth + proxy SSH service; writes credentials for the agent and the user, then
     ``proxy.json``; runs until SIGTERM."""
+    receive_path()
     asyncio.run(_serve_proxy(directory))
 
 
@@ -174,6 +187,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def serve_agent(directory: Path) -> None:
+    receive_path()
     asyncio.run(_serve_agent(directory))
 
 
@@ -331,15 +345,16 @@ class Bench:
     def _start(self) -> None:
         me = [sys.executable, str(Path(__file__).resolve())]
         log = (self.dir / "proxy.log").open("wb")
+        env = {**os.environ, "BENCH_NODE": self.args.node,
+               "BENCH_ASYNCSSH_RECV": self.args.asyncssh_recv}
         self.proxy = subprocess.Popen([*me, "--serve-proxy", str(self.dir)], stdout=log,
-                                      stderr=subprocess.STDOUT)
+                                      stderr=subprocess.STDOUT, env=env)
         self.procs.append(self.proxy)
         self._wait_file(self.dir / "proxy.json", self.proxy)
         self.listeners = json.loads((self.dir / "proxy.json").read_text())
         log = (self.dir / "agent.log").open("wb")
         self.agent = subprocess.Popen([*me, "--serve-agent", str(self.dir)], stdout=log,
-                                      stderr=subprocess.STDOUT,
-                                      env={**os.environ, "BENCH_NODE": self.args.node})
+                                      stderr=subprocess.STDOUT, env=env)
         self.procs.append(self.agent)
         self._wait_file(self.dir / "agent.json", self.agent)
         self.node_label = json.loads((self.dir / "agent.json").read_text())["node"]
@@ -627,6 +642,9 @@ def main() -> None:
                         help="comma list of throughput,setup,idle,client")
     parser.add_argument("--node", choices=["real", "standin"], default="real",
                         help="what serves SSH behind the tunnel (default: the node agent)")
+    parser.add_argument("--asyncssh-recv", choices=["limen", "stock"], default="limen",
+                        help="asyncssh's receive path in the proxy and agent: Limen's "
+                             "adaptation (limen.net.asyncssh_recv) or asyncssh's own")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--serve-proxy", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-agent", type=Path, help=argparse.SUPPRESS)
