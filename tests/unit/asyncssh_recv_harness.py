@@ -70,10 +70,10 @@ class Keys:
 
     cipher: bytes
     mac: bytes = b""
-    etm: bool = False
-    key: bytes = field(default=b"")
-    iv: bytes = field(default=b"")
-    mac_key: bytes = field(default=b"")
+    etm: bool = field(init=False)
+    key: bytes = field(init=False)
+    iv: bytes = field(init=False)
+    mac_key: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         key_size, iv_size, _, mac_keysize, _, self.etm = get_encryption_params(self.cipher,

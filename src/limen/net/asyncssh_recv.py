@@ -50,7 +50,6 @@ _log = logging.getLogger(__name__)
 
 _Conn = _conn.SSHConnection
 _BANNER_LIMIT: int = _conn._MAX_BANNER_LINE_LEN
-_REPLACED: Final = ("data_received", "_recv_data", "_finish_recv_packet", "_cleanup")
 
 _originals: dict[str, Callable[..., Any]] = {}
 _recv_version: Callable[..., Any] = _Conn._recv_version
@@ -161,9 +160,9 @@ def install(version: str | None = None) -> bool:
         return False
     _Conn._limen_rx = b""  # type: ignore[attr-defined]
     _Conn._limen_rx_off = 0  # type: ignore[attr-defined]
-    for name in _REPLACED:
+    for name, replacement in _REPLACEMENTS.items():
         _originals[name] = _Conn.__dict__[name]
-        setattr(_Conn, name, _REPLACEMENTS[name])
+        setattr(_Conn, name, replacement)
     return True
 
 
