@@ -27,7 +27,7 @@ from limen.errors import AccessDenied, BadParameter
 from limen.trust.roots_poller import RemoteTrustCache
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-"""The CAs are made valid from now; the documents are dated around it."""
+"""The documents are dated around it; the CAs are valid from an hour before it."""
 ROLE_MAP = [{"remote": "ops", "local": ["visitor"]}]
 
 
@@ -63,7 +63,9 @@ def _ms(when: datetime) -> int:
 
 @pytest.fixture
 def tls_ca() -> CertAuthority:
-    return CertAuthority.generate("leaf", CertAuthorityType.TLS)
+    # valid from before NOW, which is taken as this module is imported: under xdist a test
+    # may run minutes later
+    return CertAuthority.generate("leaf", CertAuthorityType.TLS, now=NOW - timedelta(hours=1))
 
 
 def _doc(tls_ca: CertAuthority, answer: dict[str, Any] | None, *, revision: str = "r1",
