@@ -1,5 +1,6 @@
 """Certificate issuance never serves what changed: the role reader and the grant cache
-(``limen.auth.role_reader``, ``limen.auth.grants``) and the lock view auth writes to.
+(``limen.auth.role_reader``, ``limen.auth.grants``), the lock view auth writes to, and the
+trusted CA map (``Authorities.trusted``).
 
 Each test warms the caches with an issuance, changes one thing — a role edited (by this auth
 server or by another process on the same SQLite file), deleted, a user's roles or traits, a
@@ -25,7 +26,7 @@ from limen.auth.issuer import IssuedCerts
 from limen.auth.rotation import key_fingerprint
 from limen.auth.rotation_service import rotate_ca
 from limen.backend.factory import open_backend
-from limen.ca.authority import CertAuthorityType
+from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.keys import generate_private_key, public_key_to_openssh
 from limen.ca.ssh_certs import parse_ssh_cert, verify_ssh_user_cert
 from limen.config import ClusterSettings
@@ -192,3 +193,21 @@ async def test_a_rotated_user_ca_signs_the_very_next_issuance(auth: AuthServer) 
             verify_ssh_user_cert(certs.ssh_cert, {CLUSTER: (pair.public_key,)})
             signer = key_fingerprint(user_ca, pair)
     assert signer == state["new_key"]
+
+
+async def test_the_trusted_cas_follow_every_stored_change(auth: AuthServer) -> None:
+    """``Authorities.trusted`` (every login answer and API identity) parses a CA once per
+    stored content and sees a leaf CA added, disabled and removed at once."""
+    user_ca = CertAuthorityType.USER
+    assert set(await auth.authorities.trusted(user_ca)) == {CLUSTER}
+    leaf = CertAuthority.generate("leaf", user_ca).public_only()
+    resource = Resource(Kind.CERT_AUTHORITY, "user.leaf", spec=leaf.to_dict())
+    await auth.store.put(resource)
+    trusted = await auth.authorities.trusted(user_ca)
+    assert trusted["leaf"].fingerprint == leaf.fingerprint
+    await auth.store.put(resource.replace(spec={**leaf.to_dict(), "disabled": True}))
+    assert set(await auth.authorities.trusted(user_ca)) == {CLUSTER}
+    await auth.store.put(resource)
+    assert set(await auth.authorities.trusted(user_ca)) == {CLUSTER, "leaf"}
+    await auth.store.delete(Kind.CERT_AUTHORITY, "user.leaf")
+    assert set(await auth.authorities.trusted(user_ca)) == {CLUSTER}

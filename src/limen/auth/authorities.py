@@ -146,7 +146,9 @@ class Authorities:
         self._reading = asyncio.Lock()
         """One reload or rotation at a time: a reload never stores an older read over a
         newer one."""
-        self._parsed: dict[tuple[str, int], CertAuthority] = {}
+        self._parsed: dict[str, tuple[bytes, CertAuthority, bool]] = {}
+        """Stored key of each public CA -> (its stored bytes, the CA parsed from them,
+        disabled): :meth:`trusted` lists the store every time and parses only what changed."""
 
     async def ensure(self) -> None:
         """Load every CA of this cluster, generating the missing ones (first start)."""
@@ -247,12 +249,16 @@ class Authorities:
     async def trusted(self, ca_type: CertAuthorityType) -> dict[str, CertAuthority]:
         """Public CAs of ``ca_type`` of every trusted cluster (this one included), by cluster."""
         found: dict[str, CertAuthority] = {}
-        for res in await self.store.list(Kind.CERT_AUTHORITY):
-            ca = self._parsed.get((res.name, res.revision))
-            if ca is None:  # parse each stored revision once: every login and API call asks
-                ca = CertAuthority.from_dict(res.spec)
-                self._parsed[(res.name, res.revision)] = ca
-            if ca.type is ca_type and not res.spec.get("disabled"):
+        parsed: dict[str, tuple[bytes, CertAuthority, bool]] = {}
+        for item in await self.backend.list(resource_key(Kind.CERT_AUTHORITY, "")):
+            known = self._parsed.get(item.key)
+            if known is None or known[0] != item.value:  # every login and API call asks:
+                spec = json.loads(item.value).get("spec") or {}  # parse what changed only
+                known = (item.value, CertAuthority.from_dict(spec), bool(spec.get("disabled")))
+            parsed[item.key] = known
+            _, ca, disabled = known
+            if ca.type is ca_type and not disabled:
                 found[ca.cluster] = ca
+        self._parsed = parsed
         found.setdefault(self.cluster, self.get(ca_type).public_only())
         return found
