@@ -22,7 +22,9 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Origin, Resource
 from limen.api.validation import validate
 from limen.auth.core import AuthServer
+from limen.auth.grants import GrantCache
 from limen.auth.issuer import IssuedCerts
+from limen.auth.role_reader import StoredRole
 from limen.auth.rotation import key_fingerprint
 from limen.auth.rotation_service import rotate_ca
 from limen.backend.factory import open_backend
@@ -211,3 +213,18 @@ async def test_the_trusted_cas_follow_every_stored_change(auth: AuthServer) -> N
     assert set(await auth.authorities.trusted(user_ca)) == {CLUSTER, "leaf"}
     await auth.store.delete(Kind.CERT_AUTHORITY, "user.leaf")
     assert set(await auth.authorities.trusted(user_ca)) == {CLUSTER}
+
+
+def test_the_grant_cache_keeps_at_most_its_size() -> None:
+    role = Resource(Kind.ROLE, "dev", spec=_role("dev", ["ubuntu"])["spec"])
+    stored = [StoredRole(role, role.to_json())]
+    cache = GrantCache(size=2, role_sets=1)
+    for name in ("a", "b", "c", "a"):
+        assert cache.grant(stored, {"logins": (name,)}).logins == (name, "ubuntu")
+    assert (cache.misses, cache.hits) == (4, 0)  # "a" was the least recently used: dropped
+    assert cache.grant(stored, {"logins": ("c",)}).logins == ("c", "ubuntu")
+    assert cache.hits == 1
+    cache.role_set(stored, {"logins": ("a",)})
+    cache.role_set(stored, {"logins": ("b",)})
+    cache.role_set(stored, {"logins": ("a",)})
+    assert (cache.misses, cache.hits) == (7, 1)
