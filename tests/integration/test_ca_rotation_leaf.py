@@ -90,6 +90,11 @@ class World:
         for ca_type in ("user", "host"):
             self.root.lmctl("auth", "rotate", "--type", ca_type, *args)
 
+    def root_renewals(self) -> list[dict[str, Any]]:
+        """The host certificates the root renewed (its proxy and node: one process)."""
+        return [e for e in self.root.audit("cert.create") if e.get("renewal")
+                and e.get("success") is not False]
+
     def ca_updates(self) -> list[dict[str, Any]]:
         """The leaf's audit of the root's CA updates it applied."""
         return [e for e in self.leaf.audit("trusted_cluster.cas")
@@ -207,7 +212,11 @@ def test_a_root_user_ca_rotation_reaches_the_leaf(world: World, tmp_path: Path) 
         _works(before, "clients-old", "the certificate from before, in update_clients")
         session.echo("clients")
 
+        renewed = len(world.root_renewals())
         world.rotate("--phase", "update_servers")  # the root proxy renews its host cert
+        wait_for(lambda: len(world.root_renewals()) >= renewed + 2, PROPAGATION,
+                 "the root's proxy and node to renew their host certificates")  # as an admin
+        # waits before standby (lmctl auth rotate --grace-period)
         _works(alice, "servers-new", "a certificate of the new key, in update_servers")
         session.echo("servers")
 

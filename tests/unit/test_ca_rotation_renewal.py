@@ -14,11 +14,13 @@ from auth_api_identities import alice_credentials, running_auth
 
 from limen.auth.auth_service import AuthService
 from limen.auth.client import AuthClient
+from limen.auth.host_renewal import reissue_own_host_cert
 from limen.auth.rotation_service import rotate_ca
+from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
-from limen.ca.identity import SystemRole
+from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
-from limen.ca.ssh_certs import parse_ssh_cert
+from limen.ca.ssh_certs import parse_ssh_cert, verify_ssh_host_cert
 from limen.errors import AccessDenied
 from limen.events.emitter import MemoryEmitter
 
@@ -76,3 +78,26 @@ async def test_refusals_are_audited(tmp_path: Path) -> None:
         refused = [e for e in emitter.events
                    if e.type.value == "cert.create" and e.success is False]
         assert [e.user for e in refused] == ["node-1", "alice", "node-1"]
+
+
+async def test_a_part_of_auths_process_renews_even_after_the_phase_it_missed(
+        tmp_path: Path) -> None:
+    """The proxy or node in auth's own process renews by a direct signature: one whose look at
+    the CAs fell between update_servers and standby still gets a certificate of the new key
+    (through POST /v1/host/renew a certificate of the dropped key is refused, above)."""
+    async with running_auth(tmp_path) as auth:
+        node = _host(auth, "node-1")
+        for phase in (None, "update_clients", "update_servers", "standby"):
+            await rotate_ca(auth.server, "host", actor="admin", phase=phase)
+        caller = Identity.for_host("unit", "node-1", "node-1.example", SystemRole.NODE)
+        answer = await reissue_own_host_cert(auth.server, caller, node.ssh_cert.decode())
+        new = parse_ssh_cert(answer["ssh_cert"])
+        assert new.public_key() == parse_ssh_cert(node.ssh_cert).public_key()
+        assert len(answer["host_ca_keys"]) == 1  # the new key only
+        trusted = (await auth.server.authorities.trusted(CertAuthorityType.HOST))["unit"]
+        held = verify_ssh_host_cert(answer["ssh_cert"], {"unit": trusted.trusted_public_keys()},
+                                    auth.server.now())
+        assert (held.host_id, held.hostname) == ("node-1", "node-1.example")
+        user = Identity(username="alice", cluster="unit", roles=("dev",))
+        with pytest.raises(AccessDenied, match="only a host"):
+            await reissue_own_host_cert(auth.server, user, node.ssh_cert.decode())

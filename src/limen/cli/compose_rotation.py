@@ -3,8 +3,9 @@
 :class:`LocalRotation` is a daemon service started after them: it runs one
 :class:`~limen.agents.host_cert_renewal.HostCertRenewal` per part, fed by :class:`AuthTrust`
 (auth's own CAs, as its :class:`~limen.auth.rotation_service.RotationService` keeps them
-current) and renewing by a direct signature (:func:`limen.auth.host_renewal.renew_host_cert`,
-audited as any renewal). Their credentials are issued at every start and never saved. Called by
+current) and renewing by a direct signature
+(:func:`limen.auth.host_renewal.reissue_own_host_cert`, audited as any renewal; also after a
+phase it missed). Their credentials are issued at every start and never saved. Called by
 ``limen.cli.compose``.
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from limen.agents.host_cert_renewal import CredentialsUser, HostCertRenewal
 from limen.agents.node.node_service import NodeService
 from limen.auth.core import AuthServer
-from limen.auth.host_renewal import renew_host_cert
+from limen.auth.host_renewal import reissue_own_host_cert
 from limen.ca.authority import CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
@@ -86,7 +87,7 @@ class LocalRotation:
     async def _renew(self, creds: HostCredentials) -> Mapping[str, Any]:
         identity = Identity.for_host(creds.cluster, creds.host_id, creds.hostname or None,
                                      SystemRole(creds.role))
-        return await renew_host_cert(self.auth, identity, creds.ssh_cert.decode())
+        return await reissue_own_host_cert(self.auth, identity, creds.ssh_cert.decode())
 
     async def start(self) -> dict[str, str]:
         trust = AuthTrust(self.auth)
