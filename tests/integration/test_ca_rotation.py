@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import LimenCluster, LimenUser, command, describe, wait_for
+from .cluster import LimenCluster, LimenUser, describe, wait_for
+from .echo_session import EchoSession
 from .test_agents_apart import EXAMPLE_ROLES, _config
 
 LOGIN = getpass.getuser()
@@ -119,35 +120,10 @@ def _host_cert(cluster: LimenCluster) -> str:
     return (cluster.data_dir / "host" / "ssh-cert.pub").read_text(encoding="utf-8")
 
 
-class _Session:
-    """A long-running ``ssh`` session: each line sent comes back prefixed."""
-
-    def __init__(self, user: LimenUser) -> None:
-        self.process = subprocess.Popen(
-            [command("lmsh"), "ssh", f"{LOGIN}@{HOST}",
-             "while read line; do echo \"got-$line\"; done"],
-            env=user.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True)
-
-    def echo(self, word: str) -> None:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(word + "\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == f"got-{word}"
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 def test_full_rotation_with_an_open_session(layout: Layout, tmp_path: Path) -> None:
     user = layout.user
     before = _snapshot(user, tmp_path / "before")
-    session = _Session(user)
+    session = EchoSession(user, f"{LOGIN}@{HOST}")
     try:
         session.echo("start")
         proxy_cert, node_cert = _host_cert(layout.proxy), _host_cert(layout.node)

@@ -37,12 +37,12 @@ from .cluster import (
     ClusterFactory,
     LimenCluster,
     LimenUser,
-    command,
     describe,
     inspect_ssh_cert,
     run,
     wait_for,
 )
+from .echo_session import EchoSession
 
 LOGIN = getpass.getuser()
 HOST = socket.gethostname().split(".")[0].lower()
@@ -137,31 +137,6 @@ def _snapshot(user: LimenUser, into: Path) -> LimenUser:
     return LimenUser(user.name, into, user.proxy, password=user.password)
 
 
-class _Session:
-    """A long-running ssh session to the leaf's node: each line sent comes back prefixed."""
-
-    def __init__(self, user: LimenUser) -> None:
-        self.process = subprocess.Popen(
-            [command("lmsh"), "ssh", "--cluster", "leaf", f"{LOGIN}@{HOST}",
-             "while read line; do echo \"got-$line\"; done"],
-            env=user.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True)
-
-    def echo(self, word: str) -> None:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(word + "\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == f"got-{word}"
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def world(module_clusters: ClusterFactory) -> World:
     root = module_clusters("root", "--labels", "env=root")
@@ -191,7 +166,7 @@ def test_a_root_user_ca_rotation_reaches_the_leaf(world: World, tmp_path: Path) 
     alice, leaf_node = world.alice, world.leaf.listeners["node_ssh"]
     before = _snapshot(alice, tmp_path / "before")
     old_key = inspect_ssh_cert(before.ssh_cert_path("root")).signing_ca
-    session = _Session(alice)
+    session = EchoSession(alice, "--cluster", "leaf", f"{LOGIN}@{HOST}")
     try:
         session.echo("start")
 
