@@ -27,7 +27,24 @@ from limen.client.webapi import WebApi
 
 from .cluster import LimenCluster, LimenUser, command, run
 
-__all__ = ["Person", "join_leaf", "ready_person", "routed_login", "trusted_cluster"]
+__all__ = ["ROOT_ROLES", "Person", "join_leaf", "ready_person", "routed_login",
+           "trusted_cluster"]
+
+ROOT_ROLES = """
+apiVersion: limen.dev/v1alpha1
+kind: Role
+metadata: {name: ops}
+spec:
+  allow: {cluster_labels: {'*': '*'}}
+---
+apiVersion: limen.dev/v1alpha1
+kind: Role
+metadata: {name: stranger}
+spec:
+  allow: {cluster_labels: {'*': '*'}}
+"""
+"""The root's roles of the agents-apart tests: ``ops`` (mapped to the leaf's ``leaf-dev`` by
+:func:`trusted_cluster`) and ``stranger`` (mapped to nothing)."""
 
 
 def join_leaf(root: LimenCluster, leaf: LimenCluster) -> tuple[Path, str]:

@@ -45,24 +45,10 @@ from limen.ca.x509_certs import sign_client_cert
 from limen.net.address import parse_address
 
 from .cluster import ClusterFactory, LimenCluster, describe, run, wait_for
-from .leaf_people import Person, join_leaf, ready_person, routed_login, trusted_cluster
+from .leaf_people import ROOT_ROLES, Person, join_leaf, ready_person, routed_login, trusted_cluster
 
 DEADLINE = 30.0
 DATABASE = "pg-apart"
-
-ROOT_ROLES = """
-apiVersion: limen.dev/v1alpha1
-kind: Role
-metadata: {name: ops}
-spec:
-  allow: {cluster_labels: {'*': '*'}}
----
-apiVersion: limen.dev/v1alpha1
-kind: Role
-metadata: {name: stranger}
-spec:
-  allow: {cluster_labels: {'*': '*'}}
-"""
 
 LEAF_ROLES = """
 apiVersion: limen.dev/v1alpha1

@@ -44,24 +44,10 @@ from limen.net.address import parse_address
 
 from .cluster import ClusterFactory, LimenCluster, command, describe, wait_for
 from .kube_env import RBAC
-from .leaf_people import Person, join_leaf, ready_person, trusted_cluster
+from .leaf_people import ROOT_ROLES, Person, join_leaf, ready_person, trusted_cluster
 
 DEADLINE = 30.0
 KUBE = "emu-apart"
-
-ROOT_ROLES = """
-apiVersion: limen.dev/v1alpha1
-kind: Role
-metadata: {name: ops}
-spec:
-  allow: {cluster_labels: {'*': '*'}}
----
-apiVersion: limen.dev/v1alpha1
-kind: Role
-metadata: {name: stranger}
-spec:
-  allow: {cluster_labels: {'*': '*'}}
-"""
 
 LEAF_ROLES = """
 apiVersion: limen.dev/v1alpha1
