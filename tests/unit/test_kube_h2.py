@@ -233,6 +233,16 @@ class Client:
             client.flush()
         return client
 
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connected(cls, port: int, *, start: bool = True) -> AsyncIterator[Client]:
+        """:meth:`open`, closed as the block ends."""
+        client = await cls.open(port, start=start)
+        try:
+            yield client
+        finally:
+            await client.close()
+
     def flush(self) -> None:
         self.writer.write(self.conn.data_to_send())
 
@@ -306,118 +316,98 @@ def _seen(response: Response) -> dict[str, Any]:
 
 
 async def test_concurrent_streams_become_http1_requests_on_reused_connections() -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            ids = [client.request(f"/json?i={i}", extra=[("te", "trailers"), ("x-a", "1"),
-                                                         ("cookie", "a=1"), ("cookie", "b=2")])
-                   for i in range(6)]
-            await client.until(lambda: all(client.responses[i].ended for i in ids),
-                               "every stream answered")
-            for n, stream_id in enumerate(ids):
-                response = client.responses[stream_id]
-                assert response.headers[":status"] == "200"
-                assert "connection" not in response.headers
-                assert "keep-alive" not in response.headers
-                seen = _seen(response)
-                assert seen["target"] == f"/json?i={n}"
-                headers = dict(seen["headers"])
-                assert headers["Host"] == "kube.example:443"
-                assert headers["x-a"] == "1"
-                assert headers["cookie"] == "a=1; b=2"
-                assert "te" not in headers
-            dials = f.agent.dials
-            assert dials <= 6
-            for i in range(4):  # one after the other: the kept-alive connections are reused
-                stream_id = client.request(f"/json?again={i}")
-                await client.until(lambda s=stream_id: client.responses[s].ended, "answered")
-            assert f.agent.dials == dials
-            assert f.agent.requests == 10
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        ids = [client.request(f"/json?i={i}", extra=[("te", "trailers"), ("x-a", "1"),
+                                                     ("cookie", "a=1"), ("cookie", "b=2")])
+               for i in range(6)]
+        await client.until(lambda: all(client.responses[i].ended for i in ids),
+                           "every stream answered")
+        for n, stream_id in enumerate(ids):
+            response = client.responses[stream_id]
+            assert response.headers[":status"] == "200"
+            assert "connection" not in response.headers
+            assert "keep-alive" not in response.headers
+            seen = _seen(response)
+            assert seen["target"] == f"/json?i={n}"
+            headers = dict(seen["headers"])
+            assert headers["Host"] == "kube.example:443"
+            assert headers["x-a"] == "1"
+            assert headers["cookie"] == "a=1; b=2"
+            assert "te" not in headers
+        dials = f.agent.dials
+        assert dials <= 6
+        for i in range(4):  # one after the other: the kept-alive connections are reused
+            stream_id = client.request(f"/json?again={i}")
+            await client.until(lambda s=stream_id: client.responses[s].ended, "answered")
+        assert f.agent.dials == dials
+        assert f.agent.requests == 10
 
 
 async def test_request_bodies_chunked_or_with_their_length() -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            await client.settled()
-            chunked = client.request("/upload", method="POST", body=b"a" * 50_000, end=False)
-            client.send(chunked, b"b" * 20_000, end=True)
-            sized = client.request("/upload", method="PUT", body=b"c" * 1000,
-                                   extra=[("content-length", "1000")])
-            empty = client.request("/upload", method="POST")
-            await client.until(lambda: all(client.responses[s].ended
-                                           for s in (chunked, sized, empty)), "answered")
-            first = _seen(client.responses[chunked])
-            assert first["body"] == 70_000
-            assert ["Transfer-Encoding", "chunked"] in first["headers"]
-            second = _seen(client.responses[sized])
-            assert (second["body"], second["method"]) == (1000, "PUT")
-            assert ["Content-Length", "1000"] in second["headers"]
-            assert ["Content-Length", "0"] in _seen(client.responses[empty])["headers"]
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        await client.settled()
+        chunked = client.request("/upload", method="POST", body=b"a" * 50_000, end=False)
+        client.send(chunked, b"b" * 20_000, end=True)
+        sized = client.request("/upload", method="PUT", body=b"c" * 1000,
+                               extra=[("content-length", "1000")])
+        empty = client.request("/upload", method="POST")
+        await client.until(lambda: all(client.responses[s].ended
+                                       for s in (chunked, sized, empty)), "answered")
+        first = _seen(client.responses[chunked])
+        assert first["body"] == 70_000
+        assert ["Transfer-Encoding", "chunked"] in first["headers"]
+        second = _seen(client.responses[sized])
+        assert (second["body"], second["method"]) == (1000, "PUT")
+        assert ["Content-Length", "1000"] in second["headers"]
+        assert ["Content-Length", "0"] in _seen(client.responses[empty])["headers"]
 
 
 async def test_a_chunked_response_streams_as_it_comes() -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            stream_id = client.request("/stream?watch=true")
-            response = client.responses[stream_id]
-            await client.until(lambda: response.headers.get(":status") == "200", "headers")
-            for word in (b"first\n", b"second\n"):
-                f.agent.pieces.put_nowait(word)
-                await client.until(lambda w=word: response.data.endswith(w), "the piece")
-            assert not response.ended
-            f.agent.pieces.put_nowait(None)
-            await client.until(lambda: response.ended, "the end of the stream")
-            assert response.data == b"first\nsecond\n"
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        stream_id = client.request("/stream?watch=true")
+        response = client.responses[stream_id]
+        await client.until(lambda: response.headers.get(":status") == "200", "headers")
+        for word in (b"first\n", b"second\n"):
+            f.agent.pieces.put_nowait(word)
+            await client.until(lambda w=word: response.data.endswith(w), "the piece")
+        assert not response.ended
+        f.agent.pieces.put_nowait(None)
+        await client.until(lambda: response.ended, "the end of the stream")
+        assert response.data == b"first\nsecond\n"
 
 
 async def test_a_client_reset_ends_the_agent_request() -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            stream_id = client.request("/stream")
-            await client.until(lambda: ":status" in client.responses[stream_id].headers,
-                               "headers")
-            client.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
-            client.flush()
-            async with asyncio.timeout(DEADLINE):
-                await f.agent.stream_closed.wait()
-            assert f.sessions[0].active_streams == 0
-            after = client.request("/json")  # the connection goes on
-            await client.until(lambda: client.responses[after].ended, "answered")
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        stream_id = client.request("/stream")
+        await client.until(lambda: ":status" in client.responses[stream_id].headers,
+                           "headers")
+        client.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
+        client.flush()
+        async with asyncio.timeout(DEADLINE):
+            await f.agent.stream_closed.wait()
+        assert f.sessions[0].active_streams == 0
+        after = client.request("/json")  # the connection goes on
+        await client.until(lambda: client.responses[after].ended, "answered")
 
 
 async def test_a_dial_outliving_its_reset_stream_is_kept_for_the_next() -> None:
     gate, dialled = asyncio.Event(), asyncio.Event()
-    async with front(dial_gate=gate, dialled=dialled) as f:
-        client = await Client.open(f.port)
-        try:
-            first = client.request("/json?first")
-            await client.round_trip()
-            assert f.agent.dials == 1
-            client.conn.reset_stream(first, ErrorCodes.CANCEL)
-            client.flush()
-            await client.round_trip()
-            assert f.sessions[0].active_streams == 0
-            gate.set()
-            async with asyncio.timeout(DEADLINE):
-                await dialled.wait()
-            await client.round_trip()
-            second = client.request("/json?second")
-            await client.until(lambda: client.responses[second].ended, "answered")
-            assert _seen(client.responses[second])["target"] == "/json?second"
-            assert (f.agent.dials, f.agent.requests) == (1, 1)
-        finally:
-            await client.close()
+    async with front(dial_gate=gate, dialled=dialled) as f, Client.connected(f.port) as client:
+        first = client.request("/json?first")
+        await client.round_trip()
+        assert f.agent.dials == 1
+        client.conn.reset_stream(first, ErrorCodes.CANCEL)
+        client.flush()
+        await client.round_trip()
+        assert f.sessions[0].active_streams == 0
+        gate.set()
+        async with asyncio.timeout(DEADLINE):
+            await dialled.wait()
+        await client.round_trip()
+        second = client.request("/json?second")
+        await client.until(lambda: client.responses[second].ended, "answered")
+        assert _seen(client.responses[second])["target"] == "/json?second"
+        assert (f.agent.dials, f.agent.requests) == (1, 1)
 
 
 async def test_a_slow_reader_stops_the_proxy_reading_the_agent() -> None:
@@ -448,145 +438,114 @@ async def test_a_slow_reader_stops_the_proxy_reading_the_agent() -> None:
 
 async def test_a_refused_dial_is_a_status_on_the_stream() -> None:
     refusal = StreamRefused(403, "Limen: access to kube cluster emu denied", audited=True)
-    async with front(dial_refusal=refusal) as f:
-        client = await Client.open(f.port)
-        try:
-            stream_id = client.request("/api")
-            await client.until(lambda: client.responses[stream_id].ended, "answered")
-            response = client.responses[stream_id]
-            assert response.headers[":status"] == "403"
-            status = json.loads(response.data)
-            assert (status["kind"], status["reason"], status["code"]) == \
+    async with front(dial_refusal=refusal) as f, Client.connected(f.port) as client:
+        stream_id = client.request("/api")
+        await client.until(lambda: client.responses[stream_id].ended, "answered")
+        response = client.responses[stream_id]
+        assert response.headers[":status"] == "403"
+        status = json.loads(response.data)
+        assert (status["kind"], status["reason"], status["code"]) == \
                 ("Status", "Forbidden", 403)
-            assert "denied" in status["message"]
-            assert f.audited == []  # the router audited it
-        finally:
-            await client.close()
+        assert "denied" in status["message"]
+        assert f.audited == []  # the router audited it
 
 
 async def test_goaway_when_the_proxy_stops() -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            stream_id = client.request("/stream")
-            await client.until(lambda: ":status" in client.responses[stream_id].headers,
-                               "headers")
-            f.sessions[0].goaway()
-            await client.until(lambda: client.terminated is not None, "GOAWAY")
-            assert client.terminated is not None
-            assert client.terminated.error_code == ErrorCodes.NO_ERROR
-            assert client.terminated.last_stream_id == stream_id
-            async with asyncio.timeout(DEADLINE):
-                await f.sessions[0].ended.wait()
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        stream_id = client.request("/stream")
+        await client.until(lambda: ":status" in client.responses[stream_id].headers,
+                           "headers")
+        f.sessions[0].goaway()
+        await client.until(lambda: client.terminated is not None, "GOAWAY")
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.NO_ERROR
+        assert client.terminated.last_stream_id == stream_id
+        async with asyncio.timeout(DEADLINE):
+            await f.sessions[0].ended.wait()
 
 
 async def test_an_idle_connection_gets_goaway() -> None:
-    async with front(H2Limits(idle_timeout=0.3)) as f:
-        client = await Client.open(f.port)
-        try:
-            stream_id = client.request("/json")
-            await client.until(lambda: client.responses[stream_id].ended, "answered")
-            await client.until(lambda: client.terminated is not None, "GOAWAY")
-            assert client.terminated is not None
-            assert (client.terminated.error_code, client.terminated.last_stream_id) == \
+    async with front(H2Limits(idle_timeout=0.3)) as f, Client.connected(f.port) as client:
+        stream_id = client.request("/json")
+        await client.until(lambda: client.responses[stream_id].ended, "answered")
+        await client.until(lambda: client.terminated is not None, "GOAWAY")
+        assert client.terminated is not None
+        assert (client.terminated.error_code, client.terminated.last_stream_id) == \
                 (ErrorCodes.NO_ERROR, stream_id)
-            assert f.audited == []
-        finally:
-            await client.close()
+        assert f.audited == []
 
 
 # attacks
 
 
 async def test_more_streams_than_the_limit_are_refused_and_audited_once() -> None:
-    async with front(H2Limits(max_streams=4)) as f:
-        client = await Client.open(f.port, start=False)  # before the server's SETTINGS
-        try:
-            ids = [client.request("/stream") for _ in range(7)]
-            await client.until(lambda: sum(client.responses[i].reset is not None
-                                           for i in ids) == 3, "three streams refused")
-            assert [client.responses[i].reset for i in ids[4:]] == \
-                [ErrorCodes.REFUSED_STREAM] * 3
-            assert all(client.responses[i].reset is None for i in ids[:4])
-            assert f.audited == [
-                "HTTP/2: more than 4 concurrent streams; stream 9 refused (REFUSED_STREAM)"]
-            await client.until(lambda: all(":status" in client.responses[i].headers
-                                           for i in ids[:4]), "the others served")
-        finally:
-            await client.close()
+    async with front(H2Limits(max_streams=4)) as f, \
+            Client.connected(f.port, start=False) as client:  # before the server SETTINGS
+        ids = [client.request("/stream") for _ in range(7)]
+        await client.until(lambda: sum(client.responses[i].reset is not None
+                                       for i in ids) == 3, "three streams refused")
+        assert [client.responses[i].reset for i in ids[4:]] == \
+            [ErrorCodes.REFUSED_STREAM] * 3
+        assert all(client.responses[i].reset is None for i in ids[:4])
+        assert f.audited == [
+            "HTTP/2: more than 4 concurrent streams; stream 9 refused (REFUSED_STREAM)"]
+        await client.until(lambda: all(":status" in client.responses[i].headers
+                                       for i in ids[:4]), "the others served")
 
 
 async def test_the_advertised_limits() -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            await client.until(lambda: client.conn.remote_settings.max_concurrent_streams
-                               == 250, "the server's SETTINGS")
-            assert client.conn.remote_settings.max_header_list_size == 64 * 1024
-            assert client.conn.remote_settings.enable_push == 0
-            assert H2Limits().max_body == 64 << 20
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        await client.until(lambda: client.conn.remote_settings.max_concurrent_streams
+                           == 250, "the server's SETTINGS")
+        assert client.conn.remote_settings.max_header_list_size == 64 * 1024
+        assert client.conn.remote_settings.enable_push == 0
+        assert H2Limits().max_body == 64 << 20
 
 
 async def test_an_oversized_header_list_ends_the_connection(
         caplog: pytest.LogCaptureFixture) -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            with caplog.at_level(logging.WARNING, "limen.proxy.kube.kube_h2"):
-                client.request("/json", extra=[("x-big", "y" * 70_000)])
-                await client.until(lambda: client.terminated is not None, "GOAWAY")
-            assert client.terminated is not None
-            assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
-            assert len(f.audited) == 1
-            assert "HTTP/2 protocol error (GOAWAY ENHANCE_YOUR_CALM)" in f.audited[0]
-            assert "protocol error" in caplog.text
-            assert f.agent.requests == 0
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        with caplog.at_level(logging.WARNING, "limen.proxy.kube.kube_h2"):
+            client.request("/json", extra=[("x-big", "y" * 70_000)])
+            await client.until(lambda: client.terminated is not None, "GOAWAY")
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        assert len(f.audited) == 1
+        assert "HTTP/2 protocol error (GOAWAY ENHANCE_YOUR_CALM)" in f.audited[0]
+        assert "protocol error" in caplog.text
+        assert f.agent.requests == 0
 
 
 async def test_a_malformed_frame_ends_the_connection_with_goaway(
         caplog: pytest.LogCaptureFixture) -> None:
-    async with front() as f:
-        client = await Client.open(f.port)
-        try:
-            await client.until(lambda: client.conn.remote_settings.max_concurrent_streams
-                               == 250, "the server's SETTINGS")
-            with caplog.at_level(logging.WARNING, "limen.proxy.kube.kube_h2"):
-                # a DATA frame on stream 0 (the connection): a connection error
-                client.writer.write(struct.pack(">I", 4)[1:] + b"\x00\x00"
-                                    + struct.pack(">I", 0) + b"oops")
-                await client.until(lambda: client.terminated is not None, "GOAWAY")
-            assert client.terminated is not None
-            assert client.terminated.error_code == ErrorCodes.PROTOCOL_ERROR
-            assert "HTTP/2 protocol error (GOAWAY PROTOCOL_ERROR)" in f.audited[0]
-            assert "protocol error, GOAWAY PROTOCOL_ERROR" in caplog.text
-            async with asyncio.timeout(DEADLINE):
-                await f.sessions[0].ended.wait()
-        finally:
-            await client.close()
+    async with front() as f, Client.connected(f.port) as client:
+        await client.until(lambda: client.conn.remote_settings.max_concurrent_streams
+                           == 250, "the server's SETTINGS")
+        with caplog.at_level(logging.WARNING, "limen.proxy.kube.kube_h2"):
+            # a DATA frame on stream 0 (the connection): a connection error
+            client.writer.write(struct.pack(">I", 4)[1:] + b"\x00\x00"
+                                + struct.pack(">I", 0) + b"oops")
+            await client.until(lambda: client.terminated is not None, "GOAWAY")
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.PROTOCOL_ERROR
+        assert "HTTP/2 protocol error (GOAWAY PROTOCOL_ERROR)" in f.audited[0]
+        assert "protocol error, GOAWAY PROTOCOL_ERROR" in caplog.text
+        async with asyncio.timeout(DEADLINE):
+            await f.sessions[0].ended.wait()
 
 
 async def test_a_body_over_the_limit_is_refused() -> None:
-    async with front(H2Limits(max_body=1000)) as f:
-        client = await Client.open(f.port)
-        try:
-            await client.settled()
-            declared = client.request("/upload", method="POST", body=b"x" * 10,
-                                      extra=[("content-length", "5000")], end=False)
-            streamed = client.request("/upload", method="POST", body=b"x" * 3000, end=False)
-            await client.until(lambda: all(client.responses[s].ended
-                                           for s in (declared, streamed)), "answered")
-            for stream_id in (declared, streamed):
-                assert client.responses[stream_id].headers[":status"] == "413"
-                assert json.loads(client.responses[stream_id].data)["code"] == 413
-            assert len(f.audited) == 2
-            assert all("at most 1000" in a or "larger than 1000" in a for a in f.audited)
-            after = client.request("/json")  # the connection's window was given back
-            await client.until(lambda: client.responses[after].ended, "answered")
-        finally:
-            await client.close()
+    async with front(H2Limits(max_body=1000)) as f, Client.connected(f.port) as client:
+        await client.settled()
+        declared = client.request("/upload", method="POST", body=b"x" * 10,
+                                  extra=[("content-length", "5000")], end=False)
+        streamed = client.request("/upload", method="POST", body=b"x" * 3000, end=False)
+        await client.until(lambda: all(client.responses[s].ended
+                                       for s in (declared, streamed)), "answered")
+        for stream_id in (declared, streamed):
+            assert client.responses[stream_id].headers[":status"] == "413"
+            assert json.loads(client.responses[stream_id].data)["code"] == 413
+        assert len(f.audited) == 2
+        assert all("at most 1000" in a or "larger than 1000" in a for a in f.audited)
+        after = client.request("/json")  # the connection's window was given back
+        await client.until(lambda: client.responses[after].ended, "answered")
