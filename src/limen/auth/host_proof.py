@@ -24,13 +24,10 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
-from limen.ca.keys import PrivateKey, load_private_key
+from limen.ca.keys import load_private_key, sign_message, signature_verifies
 from limen.ca.x509_certs import load_certificate, verify_client_cert
 from limen.errors import AccessDenied, BadParameter
 
@@ -52,7 +49,7 @@ def make_proof(credentials: HostCredentials, role: SystemRole, public_key: str,
     message = _message(credentials.cluster, credentials.host_id, role.value, public_key, when)
     key = load_private_key(credentials.private_key_pem)
     return {"cert": credentials.tls_cert_pem.decode(), "time": when,
-            "signature": base64.b64encode(_sign(key, message)).decode()}
+            "signature": base64.b64encode(sign_message(key, message)).decode()}
 
 
 def verify_proof(proof: Mapping[str, Any], *, trusted: Mapping[str, Sequence[x509.Certificate]],
@@ -76,26 +73,8 @@ def verify_proof(proof: Mapping[str, Any], *, trusted: Mapping[str, Sequence[x50
     if abs(now.timestamp() - when) > MAX_SKEW:
         raise AccessDenied("the proof of the current certificate is too old or from the future")
     message = _message(cluster, host_id, role.value, public_key, when)
-    if not _verifies(cert, raw, message):
+    if not signature_verifies(cert.public_key(), raw, message):
         raise AccessDenied("the proof's signature does not verify with the current certificate")
     return identity, cert
 
 
-def _sign(key: PrivateKey, message: bytes) -> bytes:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(message)
-    return key.sign(message, ec.ECDSA(hashes.SHA256()))
-
-
-def _verifies(cert: x509.Certificate, signature: bytes, message: bytes) -> bool:
-    key = cert.public_key()
-    try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, message)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True

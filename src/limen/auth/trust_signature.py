@@ -33,12 +33,9 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from limen.ca.identity import SystemRole
-from limen.ca.keys import PrivateKey
+from limen.ca.keys import PrivateKey, sign_message, signature_verifies
 from limen.ca.x509_certs import load_certificate, verify_server_cert
 from limen.errors import AccessDenied, BadParameter
 
@@ -76,8 +73,7 @@ def sign_trust(key: PrivateKey, cert_pem: str, cluster: str, revision: str, issu
     text = "" if answer is None else json.dumps(answer, sort_keys=True,
                                                 separators=(",", ":"), default=str)
     message = _message(cluster, revision, issued_at, text)
-    signature = (key.sign(message) if isinstance(key, ed25519.Ed25519PrivateKey)
-                 else key.sign(message, ec.ECDSA(hashes.SHA256())))
+    signature = sign_message(key, message)
     return {"cluster": cluster, "revision": revision, "issued_at": issued_at, "answer": text,
             "cert": cert_pem, "signature": base64.b64encode(signature).decode()}
 
@@ -113,7 +109,7 @@ def check_trust(doc: Any, cluster: str, tls_cas: Sequence[x509.Certificate], now
     except binascii.Error:
         raise BadParameter("the signed trust answer's signature is not base64") from None
     key = load_certificate(cert).public_key()
-    if not _verifies(key, raw, _message(cluster, revision, issued_at, text)):
+    if not signature_verifies(key, raw, _message(cluster, revision, issued_at, text)):
         raise AccessDenied("the trust answer's signature does not verify with auth's "
                            "certificate")
     age = now.timestamp() - issued_at / 1000
@@ -139,15 +135,3 @@ def _answer(text: str, cluster: str, revision: str) -> Mapping[str, Any] | None:
                            "revision")
     return answer
 
-
-def _verifies(key: Any, signature: bytes, message: bytes) -> bool:
-    try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, message)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True

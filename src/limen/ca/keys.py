@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -48,7 +48,9 @@ __all__ = [
     "public_key_from_jwk",
     "public_key_to_openssh",
     "public_key_to_pem",
+    "sign_message",
     "signature_hash",
+    "signature_verifies",
     "spki_pin",
     "ssh_fingerprint",
     "ssh_public_key_blob",
@@ -92,6 +94,29 @@ def key_type_of(key: PrivateKey | PublicKey) -> KeyType:
 def signature_hash(key: PrivateKey) -> hashes.SHA256 | None:
     """The hash X.509 signing needs with ``key``: SHA-256 for ECDSA, none for Ed25519."""
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def sign_message(key: PrivateKey, message: bytes) -> bytes:
+    """``message`` signed with ``key`` (Ed25519, or ECDSA with SHA-256): the signed
+    documents Limen's processes hand each other (host proofs, trust answers, CA updates)."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(message)
+    return key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+
+def signature_verifies(key: Any, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is :func:`sign_message`'s of ``message`` by ``key``'s private
+    half; False for a key of another type."""
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, message)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------- private keys

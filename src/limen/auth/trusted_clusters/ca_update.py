@@ -34,14 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
 from limen.auth.trusted_clusters.wire import CASet
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
-from limen.ca.keys import PublicKey, load_private_key
+from limen.ca.keys import PublicKey, load_private_key, sign_message, signature_verifies
 from limen.ca.ssh_certs import parse_ssh_cert, verify_ssh_host_cert
 from limen.errors import AccessDenied, BadParameter
 
@@ -80,8 +76,7 @@ def make_update(credentials: HostCredentials, cas: CASet, now: datetime) -> dict
     body = cas.to_json()
     key = load_private_key(credentials.ssh_private_key_pem)
     message = _message(credentials.cluster, issued_at, body)
-    signature = (key.sign(message) if isinstance(key, ed25519.Ed25519PrivateKey)
-                 else key.sign(message, ec.ECDSA(hashes.SHA256())))
+    signature = sign_message(key, message)
     return {"cluster": credentials.cluster, "issued_at": issued_at, "cas": body,
             "cert": credentials.ssh_cert.decode().strip(),
             "signature": base64.b64encode(signature).decode()}
@@ -117,7 +112,7 @@ def check_update(update: Any, root: str, host_ca_keys: Sequence[PublicKey],
     except binascii.Error:
         raise BadParameter("the CA update's signature is not base64") from None
     key = parse_ssh_cert(cert).public_key()
-    if not _verifies(key, raw, _message(root, issued_at, cas.to_json())):
+    if not signature_verifies(key, raw, _message(root, issued_at, cas.to_json())):
         raise AccessDenied("the CA update's signature does not verify with the root proxy's "
                            "host certificate")
     if issued_at > now.timestamp() * 1000 + MAX_SKEW_MS:
@@ -138,15 +133,3 @@ def _ca_set(value: Any) -> CASet:
         raise BadParameter("the root's CA update carries a private key")
     return CASet.from_json(dict(value), "cas")
 
-
-def _verifies(key: Any, signature: bytes, message: bytes) -> bool:
-    try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, message)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
