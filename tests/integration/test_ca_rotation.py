@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import secrets
 import shutil
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from .apart_cluster import apart_cluster, password_login
 from .cluster import LimenCluster, LimenUser, describe, wait_for
 from .echo_session import EchoSession
 from .test_agents_apart import EXAMPLE_ROLES, _config
@@ -48,11 +48,6 @@ class Layout:
     def phases(self) -> dict[str, str]:
         status = self.auth.status()["ca_rotation"]
         return {t: s["phase"] for t, s in status.items()}
-
-
-def _login(user: LimenUser) -> None:
-    user.lmsh("login", "--proxy", user.proxy, "--user", user.name, "--password-stdin",
-              input=user.password + "\n")
 
 
 def _ssh_ok(user: LimenUser, marker: str) -> bool:
@@ -83,37 +78,8 @@ def _snapshot(user: LimenUser, into: Path) -> LimenUser:
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layout]:
-    root = tmp_path_factory.mktemp("rotation")
-    proxy_token = secrets.token_hex(24)
-    token_file = root / "proxy-token"
-    token_file.write_text(proxy_token + "\n", encoding="utf-8")
-    token_file.chmod(0o600)
-    auth = LimenCluster(root / "auth", "rot", ["--roles", "auth", "-c", str(_config(
-        root / "auth.yaml", {"cluster": {"second_factor": "off"},
-                             "auth": {"proxy_token_file": str(token_file)}}))])
-    started: list[LimenCluster] = []
-    try:
-        started.append(auth.start())
-        auth.lmctl("apply", "-f", EXAMPLE_ROLES)
-        node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
-        pin = node_token["ca_pin"]
-        proxy = LimenCluster(root / "proxy", "rot", [  # every listener on a free port
-            "--roles", "proxy", "--auth-server", auth.auth, "--token", proxy_token,
-            "--ca-pin", pin])
-        started.append(proxy.start())
-        node = LimenCluster(root / "node", "rot", [
-            "--roles", "node", "--proxy", proxy.web, "--token", node_token["token"],
-            "--ca-pin", pin])
-        started.append(node.start())
-        user = LimenUser("rita", root / "users" / "rita", proxy.web)
-        link = auth.add_user("rita", ["ops"], [LOGIN])["url"]
-        user.lmsh("signup", "--link", link, "--password-stdin", input=user.password + "\n")
-        _login(user)
-        wait_for(lambda: _ssh_ok(user, "ready"), 20.0, "the node to serve ssh")
-        yield Layout(auth, proxy, node, user)
-    finally:
-        for process in reversed(started):
-            process.kill()
+    with apart_cluster(tmp_path_factory.mktemp("rotation"), "rot", "rita") as apart:
+        yield Layout(*apart)
 
 
 def _host_cert(cluster: LimenCluster) -> str:
@@ -132,7 +98,7 @@ def test_full_rotation_with_an_open_session(layout: Layout, tmp_path: Path) -> N
                 layout.rotate("--type", ca_type, *(
                     ["--manual"] if phase == "init" else ["--phase", phase]))
             assert layout.phases() == {"user": phase, "host": phase}
-            _login(user)  # a new login in every phase
+            password_login(user)  # a new login in every phase
             _new_session(layout, user, f"in-{phase}", f"a new ssh session in phase {phase}")
             session.echo(phase)  # the session opened before the rotation still works
             if phase == "update_servers":  # both renewed from the new host key, no restart
@@ -159,11 +125,11 @@ def test_full_rotation_with_an_open_session(layout: Layout, tmp_path: Path) -> N
 
 def test_rollback_restores_the_old_user_ca(layout: Layout, tmp_path: Path) -> None:
     user = layout.user
-    _login(user)
+    password_login(user)
     current = _snapshot(user, tmp_path / "current")
     layout.rotate("--type", "user", "--manual")
     layout.rotate("--type", "user", "--phase", "update_clients")
-    _login(user)  # signed by the new key
+    password_login(user)  # signed by the new key
     _new_session(layout, user, "new-key", "ssh with the new key")
     layout.rotate("--rollback")
     layout.rotate("--type", "user", "--phase", "standby")
@@ -171,7 +137,7 @@ def test_rollback_restores_the_old_user_ca(layout: Layout, tmp_path: Path) -> No
     wait_for(lambda: _refused(user), PROPAGATION,
              "the certificate of the dropped key to be refused")
     assert _ssh_ok(current, "old-key-again")  # the key rolled back to works
-    _login(user)
+    password_login(user)
     assert _ssh_ok(user, "fresh")
     rolled = [(e["from"], e["to"]) for e in layout.auth.audit("ca.rotation")
               if e["success"] and e["ca_type"] == "user"][-2:]
@@ -201,7 +167,7 @@ def test_all_in_one_process_follows_a_rotation(tmp_path: Path) -> None:
         user = LimenUser("olga", tmp_path / "olga", cluster.web)
         link = cluster.add_user("olga", ["ops"], [LOGIN])["url"]
         user.lmsh("signup", "--link", link, "--password-stdin", input=user.password + "\n")
-        _login(user)
+        password_login(user)
         wait_for(lambda: _ssh_ok(user, "ready"), 20.0, "the node to serve ssh")
         before = _snapshot(user, tmp_path / "olga-before")
         one = Layout(cluster, cluster, cluster, user)
@@ -210,7 +176,7 @@ def test_all_in_one_process_follows_a_rotation(tmp_path: Path) -> None:
                 one.rotate("--type", ca_type, *(
                     ["--manual"] if phase == "init" else ["--phase", phase]))
             if phase in ("update_clients", "standby"):  # a certificate of the new key
-                _login(user)
+                password_login(user)
                 _new_session(one, user, f"one-{phase}", f"a new ssh session in phase {phase}")
             if phase == "update_servers":  # the proxy and the node, signed again, in-process
                 wait_for(lambda: len([e for e in cluster.audit("cert.create")

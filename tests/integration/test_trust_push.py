@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import re
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from .apart_cluster import apart_cluster, password_login
 from .cluster import LimenCluster, LimenUser, wait_for
 from .diag_scrape import scrape, value
-from .test_agents_apart import EXAMPLE_ROLES, _config
 
 LOGIN = getpass.getuser()
 HOST = socket.gethostname().split(".")[0].lower()
@@ -45,11 +44,6 @@ class Layout:
         return PUSHED.findall(self.node.output())
 
 
-def _login(user: LimenUser) -> None:
-    user.lmsh("login", "--proxy", user.proxy, "--user", user.name, "--password-stdin",
-              input=user.password + "\n")
-
-
 def _ssh(user: LimenUser, marker: str) -> bool:
     result = user.lmsh("ssh", f"{LOGIN}@{HOST}", f"echo {marker}", check=False)
     return result.returncode == 0 and result.stdout.strip() == marker
@@ -57,37 +51,9 @@ def _ssh(user: LimenUser, marker: str) -> bool:
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layout]:
-    root = tmp_path_factory.mktemp("push")
-    proxy_token = secrets.token_hex(24)
-    token_file = root / "proxy-token"
-    token_file.write_text(proxy_token + "\n", encoding="utf-8")
-    token_file.chmod(0o600)
-    auth = LimenCluster(root / "auth", "push", ["--roles", "auth", "-c", str(_config(
-        root / "auth.yaml", {"cluster": {"second_factor": "off"},
-                             "auth": {"proxy_token_file": str(token_file)}}))])
-    started: list[LimenCluster] = []
-    try:
-        started.append(auth.start())
-        auth.lmctl("apply", "-f", EXAMPLE_ROLES)
-        node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
-        pin = node_token["ca_pin"]
-        proxy = LimenCluster(root / "proxy", "push", [
-            "--roles", "proxy", "--auth-server", auth.auth, "--token", proxy_token,
-            "--ca-pin", pin])
-        started.append(proxy.start())
-        node = LimenCluster(root / "node", "push", [
-            "--roles", "node", "--proxy", proxy.web, "--token", node_token["token"],
-            "--ca-pin", pin, "--diag-addr", "127.0.0.1:0"])
-        started.append(node.start())
-        user = LimenUser("pia", root / "users" / "pia", proxy.web)
-        link = auth.add_user("pia", ["ops"], [LOGIN])["url"]
-        user.lmsh("signup", "--link", link, "--password-stdin", input=user.password + "\n")
-        _login(user)
-        wait_for(lambda: _ssh(user, "ready"), 20.0, "the node to serve ssh")
-        yield Layout(auth, proxy, node, user)
-    finally:
-        for process in reversed(started):
-            process.kill()
+    with apart_cluster(tmp_path_factory.mktemp("push"), "push", "pia",
+                       node_flags=("--diag-addr", "127.0.0.1:0")) as apart:
+        yield Layout(*apart)
 
 
 def test_a_rotation_phase_reaches_the_node_by_push_without_a_poll(layout: Layout) -> None:
@@ -104,7 +70,7 @@ def test_a_rotation_phase_reaches_the_node_by_push_without_a_poll(layout: Layout
     layout.auth.lmctl("auth", "rotate", "--type", "user", "--phase", "update_clients")
     wait_for(lambda: len(layout.pushed_revisions()) > seen + 1, 5.0,
              "the next phase pushed to the node")
-    _login(layout.user)  # a certificate of the new key: the node learned it from the push
+    password_login(layout.user)  # a certificate of the new key: the node learned it from the push
     # (the proxy apart polls auth for its own trust every 3 s: it may refuse it until then)
     wait_for(lambda: _ssh(layout.user, "new-key"), 10.0, "ssh with the new key")
     assert layout.answers("poll", "answered", "failed") == polls
