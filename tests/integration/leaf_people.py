@@ -25,10 +25,10 @@ from limen.client.db_profiles import (
 from limen.client.profile import ProfileStore
 from limen.client.webapi import WebApi
 
-from .cluster import LimenCluster, LimenUser, command, run
+from .cluster import ClusterFactory, LimenCluster, LimenUser, command, run
 
 __all__ = ["ROOT_ROLES", "Person", "join_leaf", "ready_person", "routed_login",
-           "trusted_cluster"]
+           "start_agent_apart", "trust_root_ops_only", "trusted_cluster"]
 
 ROOT_ROLES = """
 apiVersion: limen.dev/v1alpha1
@@ -127,3 +127,27 @@ def routed_login(person: Person, service: str, db_user: str) -> str:
     write_db_config(DbTarget("leaf", service, POSTGRES, host, port, db_user, "app"), files,
                     person.env)
     return service_name("leaf", service)
+
+
+def trust_root_ops_only(root: LimenCluster, leaf: LimenCluster) -> None:
+    """The leaf trusts the root with :func:`trusted_cluster`'s role_map but for ``guest``:
+    root ``ops`` maps to ``leaf-dev``, any other root role (``stranger``) to nothing."""
+    token_file, ca_pin = join_leaf(root, leaf)
+    leaf.lmctl("apply", "-f", "-", input=trusted_cluster(root, token_file, ca_pin).replace(
+        "- {remote: guest, local: [visitor]}", ""))
+
+
+def start_agent_apart(clusters: ClusterFactory, base: Path, leaf: LimenCluster, role: str,
+                      config: str) -> LimenCluster:
+    """A ``limen start --roles ROLE`` agent of the leaf in its own process, joined through the
+    leaf's proxy with a fresh token, configured with ``config`` (YAML); stopped with
+    ``clusters``."""
+    issued = leaf.lmctl_json("tokens", "add", "--type", role, "--ttl", "5m")
+    path = base / "agent.yaml"
+    path.write_text(config)
+    agent = LimenCluster(base / "agent", "leaf", [
+        "--roles", role, "-c", str(path), "--proxy", leaf.web,
+        "--token", issued["token"], "--ca-pin", issued["ca_pin"]])
+    clusters.clusters.append(agent)
+    agent.start()
+    return agent

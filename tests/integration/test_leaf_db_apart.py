@@ -45,7 +45,14 @@ from limen.ca.x509_certs import sign_client_cert
 from limen.net.address import parse_address
 
 from .cluster import ClusterFactory, LimenCluster, describe, run, wait_for
-from .leaf_people import ROOT_ROLES, Person, join_leaf, ready_person, routed_login, trusted_cluster
+from .leaf_people import (
+    ROOT_ROLES,
+    Person,
+    ready_person,
+    routed_login,
+    start_agent_apart,
+    trust_root_ops_only,
+)
 
 DEADLINE = 30.0
 DATABASE = "pg-apart"
@@ -118,17 +125,9 @@ def world(module_clusters: ClusterFactory, postgres_server: PostgresServer,
         postgres_server.create_user("alice")
         postgres_server.create_database("app", owner="alice")
         leaf.lmctl("apply", "-f", "-", input=leaf_database(postgres_server))
-        token_file, ca_pin = join_leaf(root, leaf)
-        leaf.lmctl("apply", "-f", "-", input=trusted_cluster(root, token_file, ca_pin).replace(
-            "- {remote: guest, local: [visitor]}", ""))
-        issued = leaf.lmctl_json("tokens", "add", "--type", "db", "--ttl", "5m")
-        config = base / "agent.yaml"
-        config.write_text("db: {resources: [{labels: {served-by: apart}}]}\n")
-        agent = LimenCluster(base / "agent", "leaf", [
-            "--roles", "db", "-c", str(config), "--proxy", leaf.web,
-            "--token", issued["token"], "--ca-pin", issued["ca_pin"]])
-        module_clusters.clusters.append(agent)  # stopped with the clusters
-        agent.start()
+        trust_root_ops_only(root, leaf)
+        agent = start_agent_apart(module_clusters, base, leaf, "db",
+                                  "db: {resources: [{labels: {served-by: apart}}]}\n")
         world = World(root, leaf, agent, ready_person(root, "alice", "ops"),
                       ready_person(root, "carol", "stranger"), base)
         wait_for(lambda: _listed(world.alice) == {DATABASE}, DEADLINE,

@@ -44,7 +44,13 @@ from limen.net.address import parse_address
 
 from .cluster import ClusterFactory, LimenCluster, command, describe, wait_for
 from .kube_env import RBAC
-from .leaf_people import ROOT_ROLES, Person, join_leaf, ready_person, trusted_cluster
+from .leaf_people import (
+    ROOT_ROLES,
+    Person,
+    ready_person,
+    start_agent_apart,
+    trust_root_ops_only,
+)
 
 DEADLINE = 30.0
 KUBE = "emu-apart"
@@ -115,17 +121,8 @@ def world(module_clusters: ClusterFactory,
         leaf = module_clusters("leaf")
         root.lmctl("apply", "-f", "-", input=ROOT_ROLES)
         leaf.lmctl("apply", "-f", "-", input=LEAF_ROLES)
-        token_file, ca_pin = join_leaf(root, leaf)
-        leaf.lmctl("apply", "-f", "-", input=trusted_cluster(root, token_file, ca_pin).replace(
-            "- {remote: guest, local: [visitor]}", ""))
-        issued = leaf.lmctl_json("tokens", "add", "--type", "kube", "--ttl", "5m")
-        config = base / "agent.yaml"
-        config.write_text(agent_config(kubeconfig))
-        agent = LimenCluster(base / "agent", "leaf", [
-            "--roles", "kube", "-c", str(config), "--proxy", leaf.web,
-            "--token", issued["token"], "--ca-pin", issued["ca_pin"]])
-        module_clusters.clusters.append(agent)  # stopped with the clusters
-        agent.start()
+        trust_root_ops_only(root, leaf)
+        agent = start_agent_apart(module_clusters, base, leaf, "kube", agent_config(kubeconfig))
         world = World(root, leaf, agent, api, ready_person(root, "alice", "ops"),
                       ready_person(root, "carol", "stranger"))
         wait_for(lambda: _listed(world.alice) == {KUBE}, DEADLINE,
