@@ -50,6 +50,9 @@ class Kind(StrEnum):
     CLUSTER = "Cluster"
     LOCK = "Lock"
     OIDC_CONNECTOR = "OIDCConnector"
+    ACCESS_REQUEST_REVIEW = "AccessRequestReview"
+    """Git only, never stored: a merged review of an access request
+    (``limen.api.access_request_review``)."""
     # internal kinds: stored by auth, never declared in Git or as CRDs
     TOKEN = "Token"
     CERT_AUTHORITY = "CertAuthority"
@@ -64,6 +67,7 @@ class Kind(StrEnum):
             Kind.CERT_AUTHORITY: "certauthorities", Kind.REMOTE_CLUSTER: "remoteclusters",
             Kind.ACCESS_REQUEST: "accessrequests", Kind.LOCK: "locks",
             Kind.OIDC_CONNECTOR: "oidcconnectors",
+            Kind.ACCESS_REQUEST_REVIEW: "accessrequestreviews",
         }[self]
 
 

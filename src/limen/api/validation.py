@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from limen.api.access_request_review import GIT_ONLY
 from limen.api.durations import parse_duration
 from limen.api.loader import FieldPath, SourceDocument
 from limen.api.lock import lock_problems
@@ -178,6 +179,9 @@ def _kind(data: Mapping[str, Any], problems: list[Problem]) -> Kind | None:
         )
         return None
     kind = Kind(value)
+    if kind is Kind.ACCESS_REQUEST_REVIEW:
+        problems.append((("kind",), GIT_ONLY))
+        return None
     if kind not in PUBLIC_KINDS:
         problems.append((("kind",), f"{kind.value} objects are internal and cannot be declared"))
         return None
