@@ -182,6 +182,13 @@ KINDS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
      {"issuer_url": "https://idp.example.com", "client_id": "limen",
       "client_secret_ref": {"env": "LIMEN_SECRET_CORP"},
       "claims_to_roles": [{"claim": "groups", "value": "ops*", "roles": ["editor"]}]}),
+    ("GitHubConnector", "githubconnectors", "gh",
+     {"client_id": "Iv1.limen", "client_secret_ref": {"env": "LIMEN_SECRET_GH"},
+      "teams_to_roles": [{"organization": "acme", "team": "ops", "roles": ["access"]}]},
+     {"client_id": "Iv1.limen", "client_secret_ref": {"env": "LIMEN_SECRET_GH"},
+      "endpoint_url": "https://ghe.example.com",
+      "api_endpoint_url": "https://ghe.example.com/api/v3",
+      "teams_to_roles": [{"organization": "acme", "team": "*", "roles": ["editor"]}]}),
 ]
 
 

@@ -678,8 +678,8 @@ def test_discovery_documents(kube_api: KubeAPI) -> None:
     by_name = {r["name"]: r for r in limen["resources"]}
     assert set(by_name) == {
         f"{p}{s}"
-        for p in ("clusters", "locks", "oidcconnectors", "resources", "roles", "trustedclusters",
-                  "users")
+        for p in ("clusters", "githubconnectors", "locks", "oidcconnectors", "resources", "roles",
+                  "trustedclusters", "users")
         for s in ("", "/status")
     }
     assert by_name["roles"] == {

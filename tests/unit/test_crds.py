@@ -34,7 +34,7 @@ from limen.errors import BadParameter
 SHORT_NAMES = {
     Kind.USER: "lmuser", Kind.ROLE: "lmrole", Kind.TRUSTED_CLUSTER: "lmtc",
     Kind.RESOURCE: "lmres", Kind.CLUSTER: "lmcluster", Kind.LOCK: "lmlock",
-    Kind.OIDC_CONNECTOR: "lmoidc",
+    Kind.OIDC_CONNECTOR: "lmoidc", Kind.GITHUB_CONNECTOR: "lmgithub",
 }
 DOMAIN_COLUMNS = {
     Kind.USER: {"Roles": ".spec.roles"},
@@ -44,6 +44,7 @@ DOMAIN_COLUMNS = {
     Kind.CLUSTER: {"Address": ".spec.public_address"},
     Kind.LOCK: {"Message": ".spec.message", "Expires": ".spec.expires"},
     Kind.OIDC_CONNECTOR: {"Issuer": ".spec.issuer_url", "Client": ".spec.client_id"},
+    Kind.GITHUB_CONNECTOR: {"Endpoint": ".spec.endpoint_url", "Client": ".spec.client_id"},
 }
 CRD_FILES = sorted(crd_dir().glob("*.yaml"))
 JUNCTORS = ("allOf", "anyOf", "oneOf", "not")

@@ -61,6 +61,9 @@ RELEASED = {
     "L7300I": ("oidc_connector.created", True),
     "L7301I": ("oidc_connector.updated", True),
     "L7302I": ("oidc_connector.deleted", True),
+    "L7303I": ("github_connector.created", True),
+    "L7304I": ("github_connector.updated", True),
+    "L7305I": ("github_connector.deleted", True),
     "L8000I": ("gitops.sync", True), "L8000E": ("gitops.sync", False),
     "L8001W": ("gitops.rejected", False),
 }

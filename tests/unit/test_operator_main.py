@@ -50,8 +50,8 @@ def test_kopf_run_module_uses_the_same_registry() -> None:
                             check=False, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "['clusters', 'locks', 'oidcconnectors', 'resources', 'roles', 'trustedclusters', "
-        "'users']")
+        "['clusters', 'githubconnectors', 'locks', 'oidcconnectors', 'resources', 'roles', "
+        "'trustedclusters', 'users']")
 
 
 def test_context_auth_endpoints(tmp_path: Path) -> None:

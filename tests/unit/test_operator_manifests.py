@@ -40,7 +40,7 @@ def find(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def test_base_has_everything_the_operator_needs() -> None:
     objects = kustomize(MANIFESTS / "base")
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding"] + ["CustomResourceDefinition"] * 7 + [
+    assert kinds == ["ClusterRole", "ClusterRoleBinding"] + ["CustomResourceDefinition"] * 8 + [
         "Deployment", "Namespace", "ServiceAccount"]
     crds = {o["metadata"]["name"]: o for o in find(objects, "CustomResourceDefinition")}
     for path in sorted((ROOT / "crds").glob("*.yaml")):

@@ -197,12 +197,14 @@ def test_error_carries_source_index_line_and_exact_format() -> None:
         ({"apiVersion": "v1"}, "apiVersion: expected 'limen.dev/v1alpha1', got 'v1'"),
         ({"apiVersion": None}, "apiVersion: required field is missing (use limen.dev/v1alpha1)"),
         ({"kind": "Widget"}, "kind: unknown kind 'Widget' (expected one of User, Role, "
-                             "TrustedCluster, Resource, Cluster, Lock, OIDCConnector)"),
+                             "TrustedCluster, Resource, Cluster, Lock, OIDCConnector, "
+                             "GitHubConnector)"),
         ({"kind": "Token"}, "kind: Token objects are internal and cannot be declared"),
         ({"kind": ["Role"]}, "kind: unknown kind a list (expected one of User, Role, "
-                             "TrustedCluster, Resource, Cluster, Lock, OIDCConnector)"),
+                             "TrustedCluster, Resource, Cluster, Lock, OIDCConnector, "
+                             "GitHubConnector)"),
         ({"kind": None}, "kind: required field is missing (one of User, Role, TrustedCluster, "
-                         "Resource, Cluster, Lock, OIDCConnector)"),
+                         "Resource, Cluster, Lock, OIDCConnector, GitHubConnector)"),
         ({"metadata": None}, "metadata: required field is missing"),
         ({"metadata": ["dev"]}, "metadata: expected a mapping, got a list"),
         ({"metadata": {"labels": {}}}, "metadata.name: required field is missing"),

@@ -50,6 +50,7 @@ class Kind(StrEnum):
     CLUSTER = "Cluster"
     LOCK = "Lock"
     OIDC_CONNECTOR = "OIDCConnector"
+    GITHUB_CONNECTOR = "GitHubConnector"
     ACCESS_REQUEST_REVIEW = "AccessRequestReview"
     """Git only, never stored: a merged review of an access request
     (``limen.api.access_request_review``)."""
@@ -66,14 +67,14 @@ class Kind(StrEnum):
             Kind.RESOURCE: "resources", Kind.CLUSTER: "clusters", Kind.TOKEN: "tokens",
             Kind.CERT_AUTHORITY: "certauthorities", Kind.REMOTE_CLUSTER: "remoteclusters",
             Kind.ACCESS_REQUEST: "accessrequests", Kind.LOCK: "locks",
-            Kind.OIDC_CONNECTOR: "oidcconnectors",
+            Kind.OIDC_CONNECTOR: "oidcconnectors", Kind.GITHUB_CONNECTOR: "githubconnectors",
             Kind.ACCESS_REQUEST_REVIEW: "accessrequestreviews",
         }[self]
 
 
 PUBLIC_KINDS: tuple[Kind, ...] = (
     Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE, Kind.CLUSTER, Kind.LOCK,
-    Kind.OIDC_CONNECTOR,
+    Kind.OIDC_CONNECTOR, Kind.GITHUB_CONNECTOR,
 )
 """Kinds that have a CRD and may be declared in Git, with ``lmctl apply`` or ``kubectl apply``."""
 
@@ -81,6 +82,7 @@ _SHORT_NAMES = {
     "lmuser": Kind.USER, "lmrole": Kind.ROLE, "lmtc": Kind.TRUSTED_CLUSTER,
     "lmres": Kind.RESOURCE, "lmcluster": Kind.CLUSTER, "lmlock": Kind.LOCK,
     "lmoidc": Kind.OIDC_CONNECTOR, "oidc": Kind.OIDC_CONNECTOR,
+    "lmgithub": Kind.GITHUB_CONNECTOR, "github": Kind.GITHUB_CONNECTOR,
     "tc": Kind.TRUSTED_CLUSTER,
     "trusted_cluster": Kind.TRUSTED_CLUSTER, "trusted_clusters": Kind.TRUSTED_CLUSTER,
     "remote_cluster": Kind.REMOTE_CLUSTER, "remote_clusters": Kind.REMOTE_CLUSTER,

@@ -32,6 +32,7 @@ from typing import Any
 
 from limen.api.access_request_review import GIT_ONLY
 from limen.api.durations import parse_duration
+from limen.api.github_connector import github_connector_problems
 from limen.api.loader import FieldPath, SourceDocument
 from limen.api.lock import lock_problems
 from limen.api.oidc_connector import oidc_connector_problems
@@ -391,4 +392,5 @@ _SEMANTICS = {
     Kind.CLUSTER: _cluster,
     Kind.LOCK: lock_problems,
     Kind.OIDC_CONNECTOR: oidc_connector_problems,
+    Kind.GITHUB_CONNECTOR: github_connector_problems,
 }

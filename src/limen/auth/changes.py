@@ -25,6 +25,9 @@ _EVENTS = {
     (Kind.OIDC_CONNECTOR, Action.CREATE): "oidc_connector.created",
     (Kind.OIDC_CONNECTOR, Action.UPDATE): "oidc_connector.updated",
     (Kind.OIDC_CONNECTOR, Action.DELETE): "oidc_connector.deleted",
+    (Kind.GITHUB_CONNECTOR, Action.CREATE): "github_connector.created",
+    (Kind.GITHUB_CONNECTOR, Action.UPDATE): "github_connector.updated",
+    (Kind.GITHUB_CONNECTOR, Action.DELETE): "github_connector.deleted",
 }
 
 

@@ -107,6 +107,9 @@ class EventType(StrEnum):
     OIDC_CONNECTOR_CREATED = "oidc_connector.created"
     OIDC_CONNECTOR_UPDATED = "oidc_connector.updated"
     OIDC_CONNECTOR_DELETED = "oidc_connector.deleted"
+    GITHUB_CONNECTOR_CREATED = "github_connector.created"
+    GITHUB_CONNECTOR_UPDATED = "github_connector.updated"
+    GITHUB_CONNECTOR_DELETED = "github_connector.deleted"
     GITOPS_SYNC = "gitops.sync"
     GITOPS_REJECTED = "gitops.rejected"
 
@@ -221,6 +224,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L7300I", _T.OIDC_CONNECTOR_CREATED, True, "OIDC connector created"),
     EventCode("L7301I", _T.OIDC_CONNECTOR_UPDATED, True, "OIDC connector updated"),
     EventCode("L7302I", _T.OIDC_CONNECTOR_DELETED, True, "OIDC connector deleted"),
+    EventCode("L7303I", _T.GITHUB_CONNECTOR_CREATED, True, "GitHub connector created"),
+    EventCode("L7304I", _T.GITHUB_CONNECTOR_UPDATED, True, "GitHub connector updated"),
+    EventCode("L7305I", _T.GITHUB_CONNECTOR_DELETED, True, "GitHub connector deleted"),
     # 8xxx GitOps
     EventCode("L8000I", _T.GITOPS_SYNC, True, "GitOps commit applied"),
     EventCode("L8000E", _T.GITOPS_SYNC, False, "GitOps sync failed"),

@@ -44,7 +44,8 @@ __all__ = [
 ]
 
 MANAGED_KINDS: tuple[Kind, ...] = (Kind.USER, Kind.ROLE, Kind.TRUSTED_CLUSTER, Kind.RESOURCE,
-                                   Kind.LOCK, Kind.OIDC_CONNECTOR)
+                                   Kind.LOCK, Kind.OIDC_CONNECTOR,
+                                   Kind.GITHUB_CONNECTOR)
 """The kinds the operator pushes into Limen (Cluster is deployed, not pushed)."""
 
 
