@@ -27,6 +27,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +199,35 @@ def test_psql_from_the_root_reaches_the_leaf_database_audited_at_both(world: Wor
                        15.0, "the leaf's audit of alice's query")
     assert queries
     forwarded = [e for e in world.root.audit("db.session.start", user="alice")
+                 if e.get("target_cluster") == "leaf"]
+    assert forwarded
+    assert forwarded[-1]["success"] is True
+
+
+def test_ctrl_c_in_psql_cancels_a_leaf_query_through_the_root(
+        world: World, postgres_server: PostgresServer) -> None:
+    """psql's cancel request reaches the root's front with the key it gave; the root sends it
+    over the cluster link, the leaf's proxy and db agent pass it to the database."""
+    world.alice.lmsh("db", "login", "--cluster", "leaf", "pg-leaf", "--db-name", "app")
+    proc = subprocess.Popen(
+        ["psql", "-X", "service=leaf-pg-leaf", "-c", "select pg_sleep(61)"],
+        env=world.alice.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: postgres_server.sql(
+            "select count(*) from pg_stat_activity where query = 'select pg_sleep(61)' "
+            "and state = 'active'") == "1", 15.0, "the query to run at the leaf's database")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "canceling statement due to user request" in err
+    assert time.monotonic() - started < 10
+    sent = wait_for(lambda: _leaf_audit(world, "db.session.cancel", success=True), 15.0,
+                    "the leaf's db.session.cancel")
+    assert sent[-1]["db_service"] == "pg-leaf"
+    forwarded = [e for e in world.root.audit("db.session.cancel", user="alice")
                  if e.get("target_cluster") == "leaf"]
     assert forwarded
     assert forwarded[-1]["success"] is True

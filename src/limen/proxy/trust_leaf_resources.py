@@ -18,7 +18,9 @@
             very certificate of the dial and its route
          7. db: the MAPPED roles decide the database user and name (db_labels, db_users,
             db_names, deny first) ─▶ this proxy's router opens the agent (the db or kube agent
-            verifies the certificate and decides again; its audit names user_cluster)
+            verifies the certificate and decides again; its audit names user_cluster); a
+            PostgreSQL cancel of a forwarded session (op ``cancel``, the key the root's front
+            kept) needs the same roles' ``db_labels`` + ``db_users`` and goes to the agent
          8. relay: root data connection ◀──▶ agent connection; a lock of the root on the user
             cuts it (RootSessionGuard: at once under the mapped roles' ``lock: strict``, at
             the next check otherwise), audited
@@ -257,13 +259,18 @@ class _ResourceDial:
         size = request_length(await reader.readexactly(4))
         request = decode_request(await reader.readexactly(size))
         try:
-            if request.op != "connect" or request.service != target.name:
+            if request.op not in ("connect", "cancel") or request.service != target.name:
                 raise AccessDenied("the session request does not match the dial")
+            if request.op == "cancel" and request.protocol != "postgres":
+                raise AccessDenied("only a PostgreSQL session can be cancelled")
             if request.user_cert.strip() != self.request.cert.strip():
                 raise AccessDenied("the session request carries another certificate")
             if target.protocol != request.protocol:
                 raise AccessDenied(f"{target.name} is a {target.protocol} database, not "
                                    f"{request.protocol}")
+            if request.op == "cancel":  # the key is the proof; the user must still be let in
+                await router.decide(self.identity, target, request.db_user, "")
+                return await router.open(target, request, self.identity.username)
             db_name = request.db_name or default_db_name(request.protocol, target,
                                                          request.db_user)
             await router.decide(self.identity, target, request.db_user, db_name)

@@ -6,7 +6,9 @@ the client never sees the database's key: the proxy gives it a fresh random one 
 ``client key -> (the session, the database's key)`` while the session lives. A cancel request
 is forwarded only for a key the proxy issued, to the session it was issued for, so a key
 learned elsewhere (``pg_stat_activity`` shows process ids) cancels nothing, and a key of
-another user's session sent over an authenticated connection is refused. Called by
+another user's session sent over an authenticated connection is refused. The cancel of a
+session forwarded to a trusted leaf cluster goes to that leaf's proxy (``leaf``), which
+checks it again before its db agent sends it to the database. Called by
 :mod:`limen.proxy.db.postgres_front`.
 """
 
@@ -27,6 +29,8 @@ class CancelTarget:
     session_id: str
     upstream_pid: int
     upstream_secret: int
+    leaf: str = ""
+    """The trusted leaf cluster whose proxy serves the session ("": this cluster's)."""
 
 
 class CancelKeys:

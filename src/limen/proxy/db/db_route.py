@@ -127,6 +127,8 @@ class Opened:
     request: SessionRequest
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    leaf: str = ""
+    """The trusted leaf cluster the session went to ("": a db agent of this cluster)."""
 
 
 class DBRouter:
@@ -266,7 +268,19 @@ class DBRouter:
             session_id=request.session_id, db_service=request.service,
             db_protocol=request.protocol, db_user=request.db_user, db_name=request.db_name,
             remote_addr=request.client_addr, target_cluster=leaf, via="cluster link"))
-        return Opened(identity, request, reader, writer)
+        return Opened(identity, request, reader, writer, leaf)
+
+    async def open_in_leaf(self, leaf: str, request: SessionRequest
+                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to ``leaf``'s proxy carrying ``request`` (a PostgreSQL cancel of a
+        session forwarded there), for the certificate the request carries, checked again
+        here (expiry, this cluster's CA) and by the leaf."""
+        der = x509.load_pem_x509_certificate(request.user_cert.encode()).public_bytes(
+            Encoding.DER)
+        identity = self.identify(der)
+        return await self.leaves.open(
+            identity, der, leaf, target=request.service, first=encode_request(request),
+            client_addr=request.client_addr, session_id=request.session_id)
 
     async def open(self, target: DBTarget, request: SessionRequest, username: str
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

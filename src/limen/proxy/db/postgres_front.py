@@ -139,7 +139,7 @@ class PostgresFront:
         try:
             key = await self._login_answer(opened.reader, writer, CancelTarget(
                 request.service, opened.identity.username, request.user_cert,
-                request.db_user, session_id, 0, 0))
+                request.db_user, session_id, 0, 0, opened.leaf))
             if key is not None:  # logged in: bytes both ways, no parsing (Protocols)
                 relay = Relay(name=f"postgres session {session_id}")
                 hand_over(reader, writer, relay, 0)
@@ -169,7 +169,7 @@ class PostgresFront:
                     pid, secret = pg.decode_backend_key_data(frame.payload)
                     key = self.cancel_keys.issue(CancelTarget(
                         cancel.service, cancel.username, cancel.user_cert, cancel.db_user,
-                        cancel.session_id, pid, secret))
+                        cancel.session_id, pid, secret, cancel.leaf))
                     writer.write(pg.encode_backend_key_data(*key))
                     continue
                 writer.write(pg.encode_message(frame.type, frame.payload))
@@ -208,11 +208,27 @@ class PostgresFront:
             client_addr=client_addr, cancel_pid=target.upstream_pid,
             cancel_secret=target.upstream_secret)
         try:
-            db = await self.router.find(target.service)
-            _, agent_writer = await self.router.open(db, request, target.username)
+            if target.leaf:
+                _, agent_writer = await self.router.open_in_leaf(target.leaf, request)
+            else:
+                db = await self.router.find(target.service)
+                _, agent_writer = await self.router.open(db, request, target.username)
             await close_writer(agent_writer)
         except LimenError as err:
             log.warning("postgres front: cannot forward a cancel request: %s", err)
+            await self.router.emitter.emit(make_event(
+                "db.session.cancel", success=False, cluster=self.router.credentials.cluster,
+                user=target.username, session_id=target.session_id,
+                db_service=target.service, remote_addr=client_addr,
+                reason=f"cannot forward the cancel request: {err}",
+                **({"target_cluster": target.leaf} if target.leaf else {})))
+            return
+        if target.leaf:  # the leaf's db agent audits the cancel it sends; the root, its leg
+            await self.router.emitter.emit(make_event(
+                "db.session.cancel", success=True, cluster=self.router.credentials.cluster,
+                user=target.username, session_id=target.session_id,
+                db_service=target.service, remote_addr=client_addr,
+                target_cluster=target.leaf, via="cluster link"))
 
 
 async def _read_startup(reader: asyncio.StreamReader) -> bytes:
