@@ -30,6 +30,7 @@ import asyncio
 import logging
 import ssl
 import uuid
+from typing import Any
 
 from limen.dbproto import postgres as pg
 from limen.dbproto.session_request import SessionRequest
@@ -216,12 +217,12 @@ class PostgresFront:
             await close_writer(agent_writer)
         except LimenError as err:
             log.warning("postgres front: cannot forward a cancel request: %s", err)
+            leaf: dict[str, Any] = {"target_cluster": target.leaf} if target.leaf else {}
             await self.router.emitter.emit(make_event(
                 "db.session.cancel", success=False, cluster=self.router.credentials.cluster,
                 user=target.username, session_id=target.session_id,
                 db_service=target.service, remote_addr=client_addr,
-                reason=f"cannot forward the cancel request: {err}",
-                **({"target_cluster": target.leaf} if target.leaf else {})))
+                reason=f"cannot forward the cancel request: {err}", **leaf))
             return
         if target.leaf:  # the leaf's db agent audits the cancel it sends; the root, its leg
             await self.router.emitter.emit(make_event(
