@@ -110,9 +110,9 @@ def test_state_round_trip_and_malformed() -> None:
             RotationState.from_dict(bad)
 
 
-def test_only_user_and_host_rotate() -> None:
+def test_the_tls_ca_does_not_rotate() -> None:
     tls = CertAuthority.generate("unit", CertAuthorityType.TLS)
-    with pytest.raises(RotationRefused, match="cannot be rotated"):
+    with pytest.raises(RotationRefused, match="tls CA is not rotated by phases"):
         advance(tls, RotationState(), Phase.INIT, now=NOW)
 
 

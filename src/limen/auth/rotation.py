@@ -1,19 +1,22 @@
 """The CA rotation phase machine: which phase may follow which, and what each does to a CA.
 
-A rotation of one CA type (user, host) moves through phases, as Teleport's::
+A rotation of one CA type (user, host, db, jwt) moves through phases, as Teleport's::
 
     standby ──▶ init ──▶ update_clients ──▶ update_servers ──▶ standby
                   │              │                  │
                   └──────────────┴──────────────────┴──▶ rollback ──▶ standby
 
-* ``init``: a new key pair is generated; it is *trusted* (every process adds it) but does not
-  sign. The old key still signs.
-* ``update_clients``: the new key signs user certificates (``lmsh login``) and host
-  certificates asked for; the old one stays trusted, so certificates issued before keep working.
+* ``init``: a new key pair is generated; it is *trusted* (every process adds it; the db CA's
+  export, ``lmctl auth export --type db-client``, holds both CA certificates; the JWKS both
+  keys) but does not sign. The old key still signs.
+* ``update_clients``: the new key signs user certificates (``lmsh login``), host
+  certificates asked for, the db agents' upstream client certificates (each agent re-issues
+  its cached ones, ``limen.agents.db.upstream_tls``) and app JWTs (with the new key's
+  ``kid``); the old one stays trusted, so what was issued before keeps working.
 * ``update_servers``: same keys; processes apart from auth fetch a new host certificate
   (``limen.agents.host_cert_renewal``).
-* ``standby`` (from ``update_servers``): the old key is dropped; certificates it signed are
-  refused from now on.
+* ``standby`` (from ``update_servers``): the old key is dropped (from the trust, the db
+  export, the JWKS); what it signed is refused from now on.
 * ``rollback`` (from any phase but standby): the old key signs again; the new key stays
   trusted (verify only) so whatever already holds a certificate of it keeps working until
   ``standby``, which drops the new key.
@@ -39,18 +42,30 @@ from limen.errors import BadParameter
 
 __all__ = [
     "ALLOWED",
+    "NOT_ROTATABLE",
     "ROTATABLE",
     "Mode",
     "Phase",
     "RotationRefused",
     "RotationState",
     "advance",
+    "check_rotatable",
     "due_phase",
     "key_fingerprint",
 ]
 
-ROTATABLE = (CertAuthorityType.USER, CertAuthorityType.HOST)
-"""The CA types this rotation covers (the TLS, database and JWT CAs are not rotated here)."""
+ROTATABLE = (CertAuthorityType.USER, CertAuthorityType.HOST, CertAuthorityType.DB,
+             CertAuthorityType.JWT)
+"""The CA types this rotation covers; all but the TLS CA (see :data:`NOT_ROTATABLE`)."""
+
+NOT_ROTATABLE: Mapping[CertAuthorityType, str] = {
+    CertAuthorityType.TLS: (
+        "the tls CA is not rotated by phases: every process's joined credentials (its TLS "
+        "certificate and the CA it trusts to reach auth) and every lmsh login carry it, and "
+        "no process fetches a new one while it runs; a new TLS CA means joining the "
+        "processes again"),
+}
+"""Why a CA type is not in :data:`ROTATABLE` (the refusal ``lmctl auth rotate`` prints)."""
 
 
 class RotationRefused(BadParameter):
@@ -138,6 +153,13 @@ class RotationState:
                    str(doc.get("new_key") or ""))
 
 
+def check_rotatable(ca_type: CertAuthorityType) -> None:
+    """:class:`RotationRefused` (saying why) unless ``ca_type`` rotates by phases."""
+    if ca_type not in ROTATABLE:
+        why = NOT_ROTATABLE.get(ca_type, f"the {ca_type.value} CA cannot be rotated by phases")
+        raise RotationRefused(f"{why} (rotatable: {', '.join(t.value for t in ROTATABLE)})")
+
+
 def key_fingerprint(ca_type: CertAuthorityType, pair: CAKeyPair) -> str:
     """``SHA256:...`` of an SSH CA key, the ``sha256:<hex>`` SPKI pin otherwise."""
     return ssh_fingerprint(pair.public_key) if ca_type.is_ssh else spki_pin(pair.public_key)
@@ -162,9 +184,7 @@ def advance(ca: CertAuthority, state: RotationState, target: Phase, *, now: date
     """``ca`` (with private keys) and its state moved to ``target``; :class:`RotationRefused`
     when ``target`` may not follow the current phase. ``mode`` and ``grace_period`` are
     taken when a rotation starts (``init``), kept after."""
-    if ca.type not in ROTATABLE:
-        raise RotationRefused(f"the {ca.type.value} CA cannot be rotated by phases (only "
-                              f"{', '.join(t.value for t in ROTATABLE)})")
+    check_rotatable(ca.type)
     if target not in ALLOWED[state.phase]:
         allowed = ", ".join(sorted(p.value for p in ALLOWED[state.phase]))
         raise RotationRefused(f"the {ca.type.value} CA is in phase {state.phase.value}: it may "

@@ -1,7 +1,9 @@
 """CA rotation in the auth server: the audited command and the loop that follows it.
 
-* :func:`rotate_ca` is what ``lmctl auth rotate`` reaches (``POST /v1/authorities/{type}/rotate``,
-  ``limen.auth.http.rotation``, or the offline admin): start a rotation (``init``, manual or
+* :func:`rotate_ca` is what ``lmctl auth rotate`` reaches (``POST
+  /v1/authorities/{type}/rotate``, ``limen.auth.http.rotation``, or the offline admin) for
+  the user, host, db and jwt CAs (the TLS CA is refused with the reason,
+  ``limen.auth.rotation.NOT_ROTATABLE``): start a rotation (``init``, manual or
   automatic with a grace period), move it to a phase, or roll it back. Every phase change is
   audited as ``ca.rotation`` (type, from, to, mode, who); a refused one too, with the reason.
 * :class:`RotationService` runs in every auth replica: every ``interval`` seconds it reloads
@@ -22,7 +24,14 @@ from typing import Any
 
 from limen.aio.task_service import TaskService
 from limen.auth.core import AuthServer
-from limen.auth.rotation import ROTATABLE, Mode, Phase, RotationState, due_phase
+from limen.auth.rotation import (
+    ROTATABLE,
+    Mode,
+    Phase,
+    RotationState,
+    check_rotatable,
+    due_phase,
+)
 from limen.ca.authority import CertAuthorityType
 from limen.errors import BadParameter, LimenError
 
@@ -39,9 +48,7 @@ def _ca_type(value: str) -> CertAuthorityType:
         ca_type = CertAuthorityType(value)
     except ValueError:
         raise BadParameter(f"unknown CA type {value!r}") from None
-    if ca_type not in ROTATABLE:
-        raise BadParameter(f"the {ca_type.value} CA cannot be rotated by phases (only "
-                           f"{', '.join(t.value for t in ROTATABLE)})")
+    check_rotatable(ca_type)
     return ca_type
 
 

@@ -1,4 +1,4 @@
-"""``lmctl auth rotate``: move a rotation of the user or host CA through its phases.
+"""``lmctl auth rotate``: move a rotation of the user, host, db or jwt CA through its phases.
 
 ::
 
@@ -7,6 +7,9 @@
     lmctl auth rotate --type host --grace-period 24h    init, then auth moves on by itself
     lmctl auth rotate --type user --rollback            back to the old key (then --phase standby)
     lmctl auth rotate --rollback                        roll back every rotation under way
+    lmctl auth rotate --type db --manual                the DB CA (then lmctl auth export
+                                                        --type db-client for the databases)
+    lmctl auth rotate --type tls                        refused, with the reason
 
 The phases and what each process does are in docs/ca-rotation.md; auth does the work
 (``limen.auth.rotation_service``) and audits every change as ``ca.rotation``. ``lmctl status``
@@ -27,8 +30,22 @@ from limen.errors import BadParameter
 
 __all__ = ["rotate", "rotation_lines"]
 
-ROTATABLE = ("user", "host")
+ROTATABLE = ("user", "host", "db", "jwt")
+CHOICES = (*ROTATABLE, "tls")
+"""``tls`` is accepted so that auth refuses it with its reason (and audits the refusal)."""
 PHASES = ("init", "update_clients", "update_servers", "standby", "rollback")
+
+
+DB_HINTS = {
+    "init": "The databases must trust the new DB CA before update_clients: put the output of "
+            "`lmctl auth export --type db-client` (both CA certificates) in PostgreSQL's "
+            "ssl_ca_file / MariaDB's ssl-ca and reload them.",
+    "standby": "The old DB CA is retired: `lmctl auth export --type db-client` now prints the "
+               "new CA certificate only; put it in ssl_ca_file / ssl-ca.",
+    "rollback": "The old DB CA signs again; keep both CA certificates in ssl_ca_file / ssl-ca "
+                "until standby.",
+}
+"""What a DBA does after each phase change of the db CA (printed by ``lmctl auth rotate``)."""
 
 
 def rotation_lines(rotation: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -43,7 +60,7 @@ def rotation_lines(rotation: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 @click.command()
-@click.option("--type", "ca_type", type=click.Choice(ROTATABLE),
+@click.option("--type", "ca_type", type=click.Choice(CHOICES),
               help="The CA to rotate (with --rollback alone: every rotation under way).")
 @click.option("--phase", type=click.Choice(PHASES), help="Move to this phase (manual mode).")
 @click.option("--grace-period", help="Start an automatic rotation over this long (24h): auth "
@@ -54,7 +71,7 @@ def rotation_lines(rotation: Mapping[str, Mapping[str, Any]]) -> list[str]:
 @handle_errors
 def rotate(ca_type: str | None, phase: str | None, grace_period: str | None, manual: bool,
            rollback: bool, output: str) -> None:
-    """Rotate the user or host CA in phases, without downtime (see docs/ca-rotation.md)."""
+    """Rotate the user, host, db or jwt CA in phases, without downtime (see docs/ca-rotation.md)."""
     if rollback and phase:
         raise BadParameter("give either --rollback or --phase, not both")
     if grace_period and (manual or phase or rollback):
@@ -66,7 +83,7 @@ def rotate(ca_type: str | None, phase: str | None, grace_period: str | None, man
     if grace_period:
         change["grace_period_seconds"] = seconds(grace_period)
     if ca_type is None and not rollback:
-        raise BadParameter("--type user|host is required (except with --rollback alone)")
+        raise BadParameter("--type user|host|db|jwt is required (except with --rollback alone)")
 
     async def action(admin: Any) -> list[dict[str, Any]]:
         types = [ca_type] if ca_type else [
@@ -82,3 +99,6 @@ def rotate(ca_type: str | None, phase: str | None, grace_period: str | None, man
         return
     for state in states:
         click.echo(f"CA {state['type']}: phase {state['phase']} ({state['mode']})")
+        hint = DB_HINTS.get(state["phase"]) if state["type"] == "db" else None
+        if hint:
+            click.echo(hint)
