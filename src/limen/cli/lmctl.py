@@ -185,6 +185,11 @@ def auth_export(ca_type: str, output: str) -> None:
                    nl=False)
     else:
         click.echo(ca["pem"], nl=False)
+        count = str(ca["pem"]).count("-----BEGIN CERTIFICATE-----")
+        if ca_type == "db" and count > 1:  # stderr: stdout is the file the database reads
+            click.echo(f"{count} DB CA certificates (a rotation of the db CA is under way): "
+                       "the databases' ssl_ca_file (PostgreSQL) / ssl-ca (MariaDB) must hold "
+                       "all of them before the rotation moves on.", err=True)
 
 
 @cli.group()
