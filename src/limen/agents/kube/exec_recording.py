@@ -2,11 +2,14 @@
 like SSH sessions (``lmsh play``, ``lmsh recordings``).
 
 The kube agent relays the upgraded connection byte for byte; an :class:`ExecRecorder` gets a
-copy of each direction and reads the channel protocol of ``v5.channel.k8s.io`` /
-``v4.channel.k8s.io`` from its WebSocket messages (:mod:`limen.agents.kube.ws_frames`): the
-first byte of a message is its channel — 1 stdout and 2 stderr become output events, 4
-(``{"Width": W, "Height": H}``, from the client) resize events; stdin is not recorded. A
-session on another protocol (SPDY) is not recorded (the caller is told by :meth:`accepts`).
+copy of each direction (:meth:`ExecRecorder.taps`) and reads it with the reader of the
+protocol the API server chose (:mod:`limen.agents.kube.exec_streams`): the WebSocket channel
+protocol ``v5.channel.k8s.io`` / ``v4.channel.k8s.io``, or SPDY/3.1 as older kubectl and
+client-go speak it. Stdout and stderr become output events, the client's resizes
+(``{"Width": W, "Height": H}``) resize events; stdin is not recorded. A session on another
+protocol is not recorded (the caller asks :meth:`accepts`). Bytes the reader cannot read stop
+the recording there (logged once, and named by :attr:`ExecRecorder.failure` for the
+session's end event); the relay goes on.
 The file is written by :class:`~limen.recording.writer.CastWriter` off the relay's path and
 handed to the agent's recording sink (auth's store, through the tunnel for an agent apart) at
 the end, with the metadata ``lmsh recordings`` lists and role rules decide on. Called by
@@ -16,7 +19,6 @@ the end, with the metadata ``lmsh recordings`` lists and role rules decide on. C
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -24,17 +26,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from limen.agents.kube.ws_frames import FrameDecoder
+from limen.agents.kube.exec_streams import (
+    CHANNEL_PROTOCOLS,
+    SPDY_PROTOCOL,
+    Output,
+    Resize,
+    StreamReader,
+    reader_for,
+)
+from limen.agents.kube.forwarder import Tap
 from limen.recording.asciicast import CastHeader
 from limen.recording.sink import RecordingSink
 from limen.recording.writer import CastWriter, RecordingTask
 
-__all__ = ["CHANNEL_PROTOCOLS", "ExecRecorder"]
+__all__ = ["CHANNEL_PROTOCOLS", "SPDY_PROTOCOL", "ExecRecorder"]
 
 log = logging.getLogger(__name__)
-
-CHANNEL_PROTOCOLS = frozenset({"v5.channel.k8s.io", "v4.channel.k8s.io"})
-_STDOUT, _STDERR, _RESIZE = 1, 2, 4
 
 
 class ExecRecorder:
@@ -47,8 +54,9 @@ class ExecRecorder:
         self.session_id = session_id
         self.meta = meta
         self.started = time.time()
-        self._from_client = FrameDecoder()
-        self._from_server = FrameDecoder()
+        self._reader: StreamReader | None = None
+        self.failure: str | None = None
+        """Why the recording stopped before the session ended (unreadable bytes)."""
 
     @classmethod
     async def open(cls, sessions_dir: Path, meta: dict[str, Any]) -> ExecRecorder:
@@ -67,22 +75,34 @@ class ExecRecorder:
     @staticmethod
     def accepts(protocol: str | None) -> bool:
         """Can a session that negotiated ``protocol`` be recorded?"""
-        return protocol in CHANNEL_PROTOCOLS
+        return reader_for(protocol) is not None
+
+    def taps(self, protocol: str | None) -> tuple[Tap, Tap] | None:
+        """The (client to server, server to client) taps of a session on ``protocol``."""
+        self._reader = reader_for(protocol)
+        if self._reader is None:
+            return None
+        return self.from_client, self.from_server
 
     def from_client(self, data: bytes) -> None:
-        for _opcode, message in self._from_client.feed(data):
-            if message[:1] == bytes((_RESIZE,)):
-                try:
-                    size = json.loads(message[1:])
-                    self.writer.resize(int(size["Width"]), int(size["Height"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
+        if self._reader is not None:
+            self._write(self._reader.from_client(data))
 
     def from_server(self, data: bytes) -> None:
-        for _opcode, message in self._from_server.feed(data):
-            if message[:1] in (bytes((_STDOUT,)), bytes((_STDERR,))) and len(message) > 1:
-                self.writer.output(message[1:])
-        self.task.nudge()
+        if self._reader is not None:
+            self._write(self._reader.from_server(data))
+            self.task.nudge()
+
+    def _write(self, events: list[Output | Resize]) -> None:
+        for event in events:
+            if isinstance(event, Output):
+                self.writer.output(event.data)
+            else:
+                self.writer.resize(event.width, event.height)
+        if self._reader is not None and self._reader.failure is not None:
+            self.failure = self._reader.failure
+            self._reader = None
+            log.warning("kube exec recording %s stopped: %s", self.session_id, self.failure)
 
     async def finish(self, sink: RecordingSink, **extra: Any) -> None:
         """Complete the file and hand it to ``sink`` (errors are logged: the file stays in
@@ -91,6 +111,8 @@ class ExecRecorder:
             path: Path = await self.task.finish()
             meta = {**self.meta, "incomplete": False,
                     "end": datetime.now(UTC).isoformat(), **extra}
+            if self.failure is not None:
+                meta["recording_error"] = self.failure
             await sink.upload(self.session_id, path, meta)
         except Exception as err:
             log.error("kube exec recording %s not stored: %s", self.session_id, err)

@@ -34,7 +34,7 @@ import aiohttp
 from cryptography import x509
 
 from limen.agents.kube.catalog import KubeCatalog, ResourceLister, static_clusters
-from limen.agents.kube.exec_recording import CHANNEL_PROTOCOLS, ExecRecorder
+from limen.agents.kube.exec_recording import CHANNEL_PROTOCOLS, SPDY_PROTOCOL, ExecRecorder
 from limen.agents.kube.forwarder import Tap, Upgraded, forward, forward_upgrade
 from limen.agents.kube.http1 import MAX_HEAD, RequestHead, parse_request_head, response_head
 from limen.agents.kube.session import Impersonation, KubeSession, RoleSets, open_session
@@ -304,9 +304,7 @@ class KubeService:
         rec = recorder if isinstance(recorder, ExecRecorder) else None
 
         def taps(protocol: str) -> tuple[Tap, Tap] | None:
-            if rec is None or not rec.accepts(protocol):
-                return None
-            return rec.from_client, rec.from_server
+            return rec.taps(protocol) if rec is not None else None
 
         async def started(protocol: str) -> None:  # durable before the client hears 101
             await session.session_event("kube.session.start", info, head, protocol=protocol)
@@ -320,7 +318,11 @@ class KubeService:
             recorded = rec is not None and status == 101 and rec.accepts(protocol)
             if rec is not None:
                 self._background(self._store(rec) if recorded else rec.task.abort())
-        extra = {"recording": rec.session_id} if recorded and rec is not None else {}
+        extra: dict[str, Any] = {}
+        if recorded and rec is not None:
+            extra["recording"] = rec.session_id
+            if rec.failure is not None:  # the rest of the session was relayed unrecorded
+                extra["recording_error"] = rec.failure
         if status == 101:
             await session.session_event("kube.session.end", info, head, protocol=protocol,
                                         bytes_in=upgraded.bytes_in,
@@ -340,8 +342,10 @@ class KubeService:
         strict = who.record_session == "strict"
         offered = {p.strip() for v in head.values("sec-websocket-protocol")
                    for p in v.split(",")}
+        spdy = SPDY_PROTOCOL in {p.strip().lower() for v in head.values("upgrade")
+                                 for p in v.split(",")}
         if self.sessions_dir is None or self.recordings is None or (
-                strict and not offered & CHANNEL_PROTOCOLS):
+                strict and not (offered & CHANNEL_PROTOCOLS or spdy)):
             return False if strict else None
         meta = {"cluster": session.agent_cluster, "user_cluster": session.identity.cluster,
                 "user": session.identity.username,
