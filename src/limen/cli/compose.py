@@ -238,7 +238,8 @@ class _LocalDB:
         self.service = DBService.configured(
             creds, self.settings.db, resources, issue, policy, self.emitter,
             lambda: self.proxy.listeners["tunnel"],
-            guard=SessionLockGuard(policy, server.locks))
+            guard=SessionLockGuard(policy, server.locks),
+            signer=lambda: server.authorities.get(CertAuthorityType.DB).fingerprint)
         self.service.user_trust = partial(user_trust, creds, self.trusted)
         if self.proxy.db is not None:  # sessions from the proxy beside it skip the tunnel
             self.proxy.db.router.attach_local(creds.host_id, self.service)

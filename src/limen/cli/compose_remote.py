@@ -362,7 +362,8 @@ class _RemoteDB:
                                    server_names=(creds.host_id, creds.hostname))
         self.service = DBService.configured(
             creds, settings.db, resources, issue, policy, self.outbox, lambda: tunnel,
-            on_tunnel=rotation.on_tunnel(link.attach), guard=SessionLockGuard(policy, locks.view))
+            on_tunnel=rotation.on_tunnel(link.attach), guard=SessionLockGuard(policy, locks.view),
+            signer=lambda: rotation.trust.rotation_mark("db"))
         self.service.user_trust = partial(user_trust, creds, rotation.trust)  # leaf: root users
         await self.outbox.start()
         listeners = await self.service.start()

@@ -159,11 +159,21 @@ class RemoteTrustCache(TaskService):
         """The OpenSSH line of the host CA's signing key ("": auth has not said yet)."""
         self.host_phase = "standby"
         """The host CA's rotation phase (``limen.auth.rotation.Phase`` value)."""
+        self._rotation: Mapping[str, Any] = {}
         self._roots: dict[str, TrustedRoot] = {}
         self._revision = ""
         self._fresh_at: float | None = None
         """When auth last answered (clock); None: never, or the roots were dropped as stale."""
         self._changed = Changed()
+
+    def rotation_mark(self, ca_type: str) -> str:
+        """The rotation phase of this cluster's CA of ``ca_type`` and when it began, as auth
+        last said: changes whenever its signing key may have (the db agent's upstream
+        certificates, ``limen.agents.db.upstream_tls``)."""
+        state = self._rotation.get(ca_type)
+        if not isinstance(state, Mapping):
+            return ""
+        return f"{state.get('phase', '')}@{state.get('phase_started', '')}"
 
     # ------------------------------------------------------------------ TrustView
 
@@ -320,6 +330,7 @@ class RemoteTrustCache(TaskService):
             except BadParameter as err:
                 log.warning("trusted roots: keeping this cluster's TLS CA: %s", err)
         rotation = answer.get("rotation")
+        self._rotation = rotation if isinstance(rotation, Mapping) else {}
         host_state = rotation.get("host") if isinstance(rotation, Mapping) else None
         if isinstance(host_state, Mapping):
             self.host_phase = str(host_state.get("phase") or "standby")

@@ -39,7 +39,7 @@ from limen.agents.db.mysql_engine import serve_mysql
 from limen.agents.db.postgres_engine import cancel_postgres, serve_postgres
 from limen.agents.db.provisioning import AutoUsers
 from limen.agents.db.session import DBSession, RoleSets, authorize
-from limen.agents.db.upstream_tls import CertIssuer, UpstreamCerts, upstream_target
+from limen.agents.db.upstream_tls import CertIssuer, SignerOf, UpstreamCerts, upstream_target
 from limen.agents.proxy_dial import accept_proxy, check_proxy
 from limen.agents.session_locks import SessionLockGuard
 from limen.ca.host_credentials import HostCredentials
@@ -97,11 +97,13 @@ class DBService:
                    lister: ResourceLister, issuer: CertIssuer, roles: RoleSets,
                    emitter: Emitter, tunnel_address: Callable[[], str], *,
                    on_tunnel: Callable[[TunnelAgentPool], Awaitable[None]] | None = None,
-                   guard: SessionLockGuard | None = None) -> DBService:
-        """The agent as ``limen start`` configures it (``db`` settings)."""
+                   guard: SessionLockGuard | None = None,
+                   signer: SignerOf = lambda: "") -> DBService:
+        """The agent as ``limen start`` configures it (``db`` settings); ``signer``: the DB
+        CA's signer as last known (upstream certificates of another are issued again)."""
         catalog = DatabaseCatalog(static_databases(settings.databases), settings.resources,
                                   lister)
-        return cls(credentials, catalog, roles, emitter, UpstreamCerts(issuer),
+        return cls(credentials, catalog, roles, emitter, UpstreamCerts(issuer, signer=signer),
                    tunnel_address, on_tunnel=on_tunnel, guard=guard)
 
     def _user_trust(self) -> Mapping[str, Sequence[x509.Certificate]]:

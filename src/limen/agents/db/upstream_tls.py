@@ -3,9 +3,15 @@ it verifies the server.
 
 The agent holds one ECDSA P-256 key; for each database user it asks auth for a client
 certificate (DB CA, subject ``CN=<user>``, an hour) and caches it until ten minutes before it
-expires. The server is verified according to the Resource's ``spec.tls``: ``mode``
-``verify-full`` (default: the chain against ``ca_file`` or Limen's DB CA, and the host name
-or ``server_name``), ``verify-ca`` (the chain only) or ``insecure`` (nothing; development).
+expires, or until the DB CA's signer changes (a rotation of the db CA, ``limen.auth.rotation``:
+``update_clients`` and ``rollback`` sign with another key, and after ``standby`` the
+databases no longer trust the retired one): ``signer`` says who signs now, as last known, and
+a certificate cached under another signer is issued again for the next connection. Open
+sessions keep the TLS they were set up with.
+
+The server is verified according to the Resource's ``spec.tls``: ``mode`` ``verify-full``
+(default: the chain against ``ca_file`` or Limen's DB CA, and the host name or
+``server_name``), ``verify-ca`` (the chain only) or ``insecure`` (nothing; development).
 
 Called by the engines (:mod:`limen.agents.db.postgres_engine`,
 :mod:`limen.agents.db.mysql_engine`).
@@ -28,10 +34,13 @@ from limen.ca.tls import client_context
 from limen.errors import BadParameter
 from limen.net.address import parse_address
 
-__all__ = ["CertIssuer", "UpstreamCerts", "UpstreamTarget", "upstream_target"]
+__all__ = ["CertIssuer", "SignerOf", "UpstreamCerts", "UpstreamTarget", "upstream_target"]
 
 CertIssuer = Callable[[str, str], Awaitable[tuple[bytes, bytes]]]
 """``(db_user, public_key_pem) -> (cert_pem, db_ca_pem)``: auth's ``issue_upstream_cert``."""
+SignerOf = Callable[[], str]
+"""The DB CA's signer as last known: its signing key's pin, or any text that changes whenever
+the signing key may have (the db CA's rotation phase and when it began)."""
 _RENEW_BEFORE = 600.0
 
 
@@ -55,28 +64,53 @@ def upstream_target(db: Resource) -> UpstreamTarget:
                           str(tls.get("server_name") or host))
 
 
+@dataclass(frozen=True)
+class _Cached:
+    expires: float
+    cert_pem: bytes
+    ca_pem: bytes
+    signer: str
+    """The signer known when it was asked for (read before asking: a rotation meanwhile
+    makes it ask again, never keep a certificate of the retired key)."""
+
+
 class UpstreamCerts:
-    def __init__(self, issuer: CertIssuer, *, clock: Callable[[], float] = time.time) -> None:
+    """The agent's key and its upstream certificates per database user (see the module)."""
+
+    def __init__(self, issuer: CertIssuer, *, clock: Callable[[], float] = time.time,
+                 signer: SignerOf = lambda: "") -> None:
         self._issuer = issuer
         self._clock = clock
+        self._signer = signer
         self._key = generate_private_key(KeyType.ECDSA_P256)
-        self._cache: dict[str, tuple[float, bytes, bytes]] = {}
+        self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.issued = 0
+        """How many certificates auth issued to this agent (metrics, tests)."""
+
+    def _usable(self, db_user: str, signer: str) -> _Cached | None:
+        cached = self._cache.get(db_user)
+        if cached is None or cached.signer != signer or \
+                cached.expires - _RENEW_BEFORE <= self._clock():
+            return None
+        return cached
 
     async def _cert(self, db_user: str) -> tuple[bytes, bytes]:
-        cached = self._cache.get(db_user)
-        if cached is not None and cached[0] - _RENEW_BEFORE > self._clock():
-            return cached[1], cached[2]
+        cached = self._usable(db_user, self._signer())
+        if cached is not None:
+            return cached.cert_pem, cached.ca_pem
         async with self._locks.setdefault(db_user, asyncio.Lock()):
-            cached = self._cache.get(db_user)
-            if cached is not None and cached[0] - _RENEW_BEFORE > self._clock():
-                return cached[1], cached[2]
+            signer = self._signer()
+            cached = self._usable(db_user, signer)
+            if cached is not None:
+                return cached.cert_pem, cached.ca_pem
             cert_pem, ca_pem = await self._issuer(db_user, public_key_to_pem(
                 self._key.public_key()))
+            self.issued += 1
             expires = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
             if len(self._cache) > 1024:
                 self._cache.clear()
-            self._cache[db_user] = (expires, cert_pem, ca_pem)
+            self._cache[db_user] = _Cached(expires, cert_pem, ca_pem, signer)
             return cert_pem, ca_pem
 
     async def context(self, target: UpstreamTarget, db_user: str) -> ssl.SSLContext:
