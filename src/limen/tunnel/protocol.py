@@ -24,6 +24,8 @@ a ``type`` field::
       │                                      │  users, roles and logins (see clusters)
       │◀── cas {update} ─────────────────────│ cluster links only: the root's current public
       │                                      │  CAs, signed by the root proxy (see clusters)
+      │── leaf_cas {update} ────────────────▶│ cluster links only: the leaf's own public
+      │                                      │  CAs, signed by the leaf proxy (see clusters)
       │◀── trust {doc} ──────────────────────│ agents whose hello asked (``trust``): auth's
       │                                      │  trust answer signed by auth, checked by the
       │                                      │  agent (limen.proxy.trust_push)
@@ -76,6 +78,7 @@ __all__ = [
     "DialRequest",
     "Heartbeat",
     "Hello",
+    "LeafCAs",
     "Locks",
     "Message",
     "Proxies",
@@ -286,6 +289,16 @@ class RootCAs:
 
 
 @dataclass(frozen=True)
+class LeafCAs:
+    """A leaf proxy's cluster link to the root: the leaf's own current public CAs as one
+    signed update (``limen.auth.trusted_clusters.ca_update``, direction leaf_to_root: checked
+    by the root's auth, not here); sent when the link is welcomed and on every change."""
+
+    type: ClassVar[str] = "leaf_cas"
+    update: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrustPush:
     """Proxy to an agent whose hello asked: auth's trust answer (or a keepalive of its
     revision) as auth signed it (``limen.auth.trust_signature``: checked by the agent, not
@@ -296,7 +309,7 @@ class TrustPush:
 
 
 Message = (Hello | Welcome | Heartbeat | Dial | DialFailed | Connect | ConnectOk
-           | ConnectFailed | Proxies | Locks | RootCAs | TrustPush)
+           | ConnectFailed | Proxies | Locks | RootCAs | LeafCAs | TrustPush)
 
 
 def encode(message: Message) -> bytes:
@@ -479,11 +492,19 @@ def _locks(doc: Mapping[str, Any]) -> Locks:
     return Locks(revision=_int(doc, "revision"), items=tuple(items))
 
 
-def _root_cas(doc: Mapping[str, Any]) -> RootCAs:
+def _update(doc: Mapping[str, Any]) -> dict[str, Any]:
     update = doc.get("update")
     if not isinstance(update, dict):
         raise BadParameter("control message field 'update' must be an object")
-    return RootCAs(update=update)
+    return update
+
+
+def _root_cas(doc: Mapping[str, Any]) -> RootCAs:
+    return RootCAs(update=_update(doc))
+
+
+def _leaf_cas(doc: Mapping[str, Any]) -> LeafCAs:
+    return LeafCAs(update=_update(doc))
 
 
 def _trust_push(doc: Mapping[str, Any]) -> TrustPush:
@@ -497,5 +518,5 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
     Hello.type: _hello, Welcome.type: _welcome, Heartbeat.type: _heartbeat, Dial.type: _dial,
     DialFailed.type: _dial_failed, Connect.type: _connect, ConnectOk.type: _connect_ok,
     ConnectFailed.type: _connect_failed, Proxies.type: _proxies_message, Locks.type: _locks,
-    RootCAs.type: _root_cas, TrustPush.type: _trust_push,
+    RootCAs.type: _root_cas, LeafCAs.type: _leaf_cas, TrustPush.type: _trust_push,
 }

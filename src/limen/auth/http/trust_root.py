@@ -7,6 +7,9 @@
     GET  /v1/remoteclusters                  the leaves the caller's cluster_labels allow
                                              (lmsh clusters; users through the proxy)
     GET  /v1/remoteclusters/{name}/nodes     the nodes that leaf publishes (lmsh ls --cluster)
+    POST /v1/trust/leaves/{leaf}/cas         {update}  proxies only: a leaf's own CAs, signed
+                                             by its proxy, as its cluster link relayed them
+                                             (limen.auth.trusted_clusters.root_leaf_cas)
 
 Registered by ``limen.auth.http.app.build_app`` with its identity and role-set helpers.
 """
@@ -22,11 +25,15 @@ from limen.api.resources import NAME_PATTERN
 from limen.auth.core import AuthServer
 from limen.auth.http.authz import require_system
 from limen.auth.trusted_clusters import root_leaves
+from limen.auth.trusted_clusters.root_leaf_cas import apply_leaf_cas
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import BadParameter
 from limen.net.http import json_body
 
-__all__ = ["remote_routes"]
+__all__ = ["TRUST_LEAVES_PATH", "remote_routes"]
+
+TRUST_LEAVES_PATH = "/v1/trust/leaves"
+"""``POST {TRUST_LEAVES_PATH}/{leaf}/cas``: a leaf's CA update relayed by a proxy of here."""
 
 IdentityOf = Callable[[web.Request], Awaitable[Identity]]
 RoleSetOf = Callable[[Identity], Awaitable[Any]]
@@ -75,7 +82,16 @@ def remote_routes(auth: AuthServer, identity_of: IdentityOf,
             auth, *viewer, name)
         return web.json_response({"cluster": name, "items": items})
 
+    async def leaf_cas(request: web.Request) -> web.Response:
+        identity = await identity_of(request)
+        require_system(identity, [SystemRole.PROXY])
+        changed = await apply_leaf_cas(auth, _name(request.match_info["leaf"], "leaf"),
+                                       await json_body(request),
+                                       relayed_by=identity.host_id or "")
+        return web.json_response({"changed": changed})
+
     return [web.post("/v1/remoteclusters/heartbeat", heartbeat),
+            web.post(TRUST_LEAVES_PATH + "/{leaf}/cas", leaf_cas),
             web.post("/v1/remoteclusters/{name}/offline", offline),
             web.get("/v1/remoteclusters", listing),
             web.get("/v1/remoteclusters/{name}/nodes", nodes)]
