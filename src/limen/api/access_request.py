@@ -4,7 +4,9 @@ Stored by auth under ``Kind.ACCESS_REQUEST`` (an internal kind, never declared i
 by a random UUID. The whole record lives in ``spec``::
 
     {user, roles: [...], reason, state: PENDING|APPROVED|DENIED|EXPIRED,
-     reviews: [{author, state: APPROVED|DENIED, reason, time}], created, expires}
+     reviews: [{author, state: APPROVED|DENIED, reason, time, commit?}], created, expires}
+
+A review merged in Git (``limen.gitops.reviews``) records the commit that brought it.
 
 Times are ISO 8601 in UTC. A request past ``expires`` is EXPIRED whatever its stored state
 (:meth:`AccessRequest.state_at`). Pure; used by ``limen.auth.access_requests`` (the rules),
@@ -71,15 +73,20 @@ class Review:
     """APPROVED or DENIED."""
     reason: str
     time: str
+    commit: str = ""
+    """The Git commit that merged this review (empty: reviewed by command)."""
 
     def to_json(self) -> dict[str, str]:
-        return {"author": self.author, "state": self.state.value, "reason": self.reason,
-                "time": self.time}
+        out = {"author": self.author, "state": self.state.value, "reason": self.reason,
+               "time": self.time}
+        if self.commit:
+            out["commit"] = self.commit
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Review:
         return cls(str(data["author"]), RequestState(data["state"]), str(data.get("reason", "")),
-                   str(data["time"]))
+                   str(data["time"]), str(data.get("commit") or ""))
 
 
 @dataclass(frozen=True)

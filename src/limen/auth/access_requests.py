@@ -18,6 +18,11 @@ Rules (``limen.rbac.access_requests`` decides on roles):
   (:data:`APPROVAL_THRESHOLD`) approves, one denial denies;
 - only the requester can log in with an approved request, and only until it expires.
 
+A review can also be a merged Git commit (``limen.gitops.reviews``): the same
+:meth:`AccessRequests.review` with the merger's identity and the commit, which the review and
+its audit event record (``via: git``, ``commit``); a commit already recorded in the request is
+not reviewed again.
+
 Every step and every refusal is an audit event (``access_request.create``, ``.review``,
 ``.use``, ``.expire``). Created by ``limen.auth.core.AuthServer``; called by its login and
 by the auth API (``limen.auth.http.requests``).
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from limen.api.access_request import (
     AccessRequest,
@@ -151,20 +156,26 @@ class AccessRequests:
 
     # -- reviewing ----------------------------------------------------------------------------
     async def review(self, identity: Identity, request_id: str, approve: bool,
-                     reason: str | None) -> AccessRequest:
+                     reason: str | None, *, commit: str = "") -> AccessRequest:
+        """Approve or deny ``request_id`` as ``identity``; ``commit``: the Git commit that
+        merged this review (``limen.gitops.reviews``): recorded in the review and the audit
+        event, and a request that already holds a review of that commit is returned as is."""
         author = identity.username
         wanted = RequestState.APPROVED if approve else RequestState.DENIED
+        via: dict[str, Any] = {"via": "git", "commit": commit} if commit else {}
         for _attempt in range(_CAS_ATTEMPTS):
             try:
                 request = await self._get(request_id)
+                if commit and any(r.commit == commit for r in request.reviews):
+                    return request  # this merge was applied before (a restart, a re-sync)
                 text = check_reason(reason)
                 await self._check_reviewer(identity, request, wanted)
             except LimenError as err:
                 await self.auth.emit("access_request.review", success=False, user=author,
                                      request_id=str(request_id)[:80], state=wanted.value,
-                                     reason=str(err))
+                                     reason=str(err), **via)
                 raise
-            review = Review(author, wanted, text, self.auth.now().isoformat())
+            review = Review(author, wanted, text, self.auth.now().isoformat(), commit)
             approvals = 1 + sum(r.state is RequestState.APPROVED for r in request.reviews)
             state = RequestState.DENIED if not approve else (
                 RequestState.APPROVED if approvals >= APPROVAL_THRESHOLD
@@ -177,7 +188,7 @@ class AccessRequests:
                 continue
             await self.auth.emit("access_request.review", user=author, request_id=request.id,
                                  requester=request.user, roles=list(request.roles),
-                                 state=state.value, review_reason=text)
+                                 state=state.value, review_reason=text, **via)
             return AccessRequest.from_resource(stored)
         raise CompareFailed(f"access request {request_id} kept changing; try again")
 

@@ -10,7 +10,9 @@ The outcome is exactly ``validate(every document)``: each document's checks depe
 document alone, except duplicates across the batch, which are checked over the whole commit.
 When any file is invalid or a name is declared twice, the whole batch goes through
 ``validate`` once more, so the errors are worded and ordered as ``lmctl gitops plan`` prints
-them. Called by ``limen.gitops.source`` in the sync's worker thread.
+them. Review documents (``AccessRequestReview``) are kept among the documents but never
+validated as objects: the sync reviews them apart (``limen.gitops.reviews``). Called by
+``limen.gitops.source`` in the sync's worker thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from limen.api.access_request_review import without_reviews
 from limen.api.loader import SourceDocument
 from limen.api.resources import Resource
 from limen.api.validation import validate
@@ -58,11 +61,11 @@ class ValidatedFiles:
         seen: set[tuple[str, str]] = set()
         for result in results.values():
             if result.resources is None:
-                return documents, validate(documents)  # raises, with every error
+                return documents, validate(without_reviews(documents))  # raises, all errors
             for resource in result.resources:
                 identity = (resource.kind.value, resource.name)
                 if identity in seen:
-                    return documents, validate(documents)  # raises: a duplicate
+                    return documents, validate(without_reviews(documents))  # a duplicate
                 seen.add(identity)
                 resources.append(resource)
         return documents, resources
@@ -74,6 +77,6 @@ def _check(file: File) -> _Result:
     except ValidationFailed as err:
         return _Result((), None, tuple(err.errors))
     try:
-        return _Result(documents, tuple(validate(documents)))
+        return _Result(documents, tuple(validate(without_reviews(documents))))
     except ValidationFailed:
         return _Result(documents, None)

@@ -42,6 +42,7 @@ from limen.errors import (
     ValidationFailed,
 )
 from limen.gitops.credentials import Credentials, git_environment, scrub_secrets
+from limen.gitops.review_merge import Merge, merge_of
 
 __all__ = [
     "ALLOWED_PROTOCOLS",
@@ -201,6 +202,12 @@ class GitRepository:
         listing = self._open().git.ls_tree(revision.sha, "--", path)
         return any(line.split()[:2] in (["100644", "blob"], ["100755", "blob"])
                    for line in listing.splitlines())
+
+    def merge_of(self, revision: Revision, name: str) -> Merge:
+        """Who brought file ``name`` (relative to the synced path) to the branch at
+        ``revision`` (``limen.gitops.review_merge``)."""
+        path = f"{self.subpath}/{name}" if self.subpath else name
+        return merge_of(self._open(), revision.sha, path)
 
     def full_message(self, revision: Revision) -> str:
         """The whole commit message (trailers included) of ``revision``."""

@@ -33,6 +33,7 @@ from typing import Protocol
 
 import git
 
+from limen.api.access_request_review import without_reviews
 from limen.api.loader import MAX_FILE_BYTES, SourceDocument, load_path, yaml_files
 from limen.api.resources import Resource
 from limen.api.validation import validate
@@ -47,6 +48,7 @@ from limen.gitops.credentials import (
 from limen.gitops.loading import ValidatedFiles
 from limen.gitops.prune_guard import ALLOW_FILE, trailer_allows
 from limen.gitops.repository import GitRepository, Revision, normalize_subpath
+from limen.gitops.review_merge import Merge
 
 __all__ = [
     "WORKING_TREE",
@@ -180,6 +182,10 @@ class _GitSource:
     def load(self, revision: Revision) -> tuple[list[SourceDocument], list[Resource]]:
         return self.validated.load(self.repository.files(revision))
 
+    def merge_of(self, revision: Revision, name: str) -> Merge:
+        """Who merged file ``name`` (``limen.gitops.reviews``: the reviewer of a review)."""
+        return self.repository.merge_of(revision, name)
+
     def allows_prune(self, revision: Revision) -> bool:
         return (trailer_allows(self.repository.full_message(revision))
                 or self.repository.has_file(revision, ALLOW_FILE))
@@ -227,7 +233,7 @@ class DirectorySource:
         if not self.directory.is_dir():
             raise NotFound(f"the GitOps directory {self.directory} does not exist")
         documents = load_path(self.directory, on_skipped_link=self._warn_once)
-        return documents, validate(documents)
+        return documents, validate(without_reviews(documents))
 
     def allows_prune(self, revision: Revision) -> bool:
         return (self.directory / ALLOW_FILE).is_file()

@@ -9,12 +9,16 @@ it to ``lmctl gitops status``::
      "live": {"sha": "3f2a...", "author": "Ana <ana@example.com>", "time": "<commit time>",
               "message": "Give dev ubuntu", "applied_at": "...", "summary": "1 updated, ..."},
      "last_attempt": {"sha": "9c1e...", "author": "...", "message": "...", "time": "...",
-                      "ok": false, "errors": ["roles/dev.yaml[0] (line 9) spec...: ..."]}}
+                      "ok": false, "errors": ["roles/dev.yaml[0] (line 9) spec...: ..."]},
+     "reviews": [{"file": "reviews/<id>.yaml[0]", "commit": "...", "ok": false,
+                  "request_id": "...", "state": "APPROVED", "merger": "Bob <bob@...>",
+                  "user": "bob", "reason": "bob may not review ..."}]}
 
 ``live`` is null until a revision has been applied; a rejected revision changes only
-``last_attempt``. With several auth replicas, ``leader`` names the lease holder that wrote
-it (only the leader writes it: ``save_status`` takes the lease's conditions). Called by
-``limen.gitops.sync``.
+``last_attempt``. ``reviews`` are the outcomes of the live revision's access request reviews
+(``limen.gitops.reviews``), each decided once. With several auth replicas, ``leader`` names
+the lease holder that wrote it (only the leader writes it: ``save_status`` takes the lease's
+conditions). Called by ``limen.gitops.sync``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.backend.base import Backend, Condition, Put
 from limen.gitops.repository import Revision
 
-__all__ = ["Attempt", "LiveRevision", "SyncStatus", "load_status", "save_status"]
+__all__ = ["Attempt", "LiveRevision", "ReviewOutcome", "SyncStatus", "load_reviews",
+           "load_status", "save_status"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,47 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class ReviewOutcome:
+    """How one review document was decided (kept in the sync status)."""
+
+    file: str
+    """``reviews/<id>.yaml[0]``."""
+    commit: str
+    """The commit that merged it (the revision's, when it could not be found)."""
+    ok: bool
+    request_id: str = ""
+    state: str = ""
+    merger: str = ""
+    """``Name <email>`` of who merged it."""
+    user: str = ""
+    """The Limen user that merger is."""
+    reason: str = ""
+    """Why it was refused."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.file, self.commit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "commit": self.commit, "ok": self.ok,
+                "request_id": self.request_id, "state": self.state, "merger": self.merger,
+                "user": self.user, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReviewOutcome:
+        return cls(str(data["file"]), str(data["commit"]), bool(data.get("ok")),
+                   str(data.get("request_id") or ""), str(data.get("state") or ""),
+                   str(data.get("merger") or ""), str(data.get("user") or ""),
+                   str(data.get("reason") or ""))
+
+    def describe(self) -> str:
+        what = f"{self.state.lower() or 'review'} of {self.request_id or 'a request'}"
+        by = f" merged by {self.merger}" if self.merger else ""
+        return f"{self.file}: {what}{by} (commit {self.commit[:12]})" + (
+            "" if self.ok else f" refused: {self.reason}")
+
+
+@dataclass(frozen=True)
 class SyncStatus:
     source: str
     mode: str
@@ -72,6 +118,7 @@ class SyncStatus:
     last_attempt: Attempt | None = None
     leader: str = ""
     """The Git sync's lease holder that wrote this status (empty: no lease)."""
+    reviews: tuple[ReviewOutcome, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -82,6 +129,8 @@ class SyncStatus:
         }
         if self.leader:
             out["leader"] = self.leader
+        if self.reviews:
+            out["reviews"] = [r.to_dict() for r in self.reviews]
         return out
 
 
@@ -109,6 +158,18 @@ async def load_status(backend: Backend) -> tuple[LiveRevision | None, Attempt | 
     except (ValueError, AttributeError, TypeError):
         return None, None  # unreadable: the next attempt writes a fresh status
     return live, last
+
+
+async def load_reviews(backend: Backend) -> tuple[ReviewOutcome, ...]:
+    """The review outcomes recorded by a previous run (none when unreadable)."""
+    item = await backend.get(GITOPS_STATUS_KEY)
+    if item is None:
+        return ()
+    try:
+        return tuple(ReviewOutcome.from_dict(r) for r in json.loads(item.value).get("reviews")
+                     or ())
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return ()
 
 
 async def save_status(backend: Backend, status: SyncStatus,

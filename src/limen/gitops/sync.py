@@ -19,6 +19,12 @@
                       apply it in ONE backend transaction with its audit events, gitops.sync
                       included (AuthServer.apply: outbox records, then the audit log);
                       status /gitops/status: live revision, last attempt
+                        │
+                        ▼
+                      AccessRequestReview documents (never stored objects): each new one
+                      reviews its access request as the user who merged it
+                      (``limen.gitops.reviews``); a refused review is audited and named in
+                      the status, and stops nothing
 
 A rejected revision is not read again (its content cannot change) unless it was rejected for
 what the store holds (a conflict, a concurrent write): that is retried at every poll.
@@ -49,6 +55,7 @@ from typing import Any
 
 import git
 
+from limen.api.access_request_review import is_review
 from limen.api.loader import SourceDocument
 from limen.api.resources import PUBLIC_KINDS, Origin, Resource
 from limen.auth.core import AuthServer
@@ -68,8 +75,17 @@ from limen.events.event import AuditEvent, make_event
 from limen.gitops.planfmt import render_plan
 from limen.gitops.prune_guard import PruneRefused, check_prune
 from limen.gitops.repository import Revision
+from limen.gitops.reviews import MergeLookup, apply_reviews
 from limen.gitops.source import Source, open_source
-from limen.gitops.status import Attempt, LiveRevision, SyncStatus, load_status, save_status
+from limen.gitops.status import (
+    Attempt,
+    LiveRevision,
+    ReviewOutcome,
+    SyncStatus,
+    load_reviews,
+    load_status,
+    save_status,
+)
 from limen.services.plan import Action, Plan
 
 __all__ = ["ACTOR", "Fence", "GitOpsSync", "Outcome", "SyncReport"]
@@ -138,13 +154,16 @@ class GitOpsSync:
         self._last: Attempt | None = None
         self._attempted: str | None = None
         self._retry = False
-        self._cache: tuple[str, list[Resource], dict[str, SourceDocument]] | None = None
+        self._cache: tuple[str, list[Resource], dict[str, SourceDocument],
+                           list[SourceDocument]] | None = None
+        self._reviews: tuple[ReviewOutcome, ...] = ()
         self._reported: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def status(self) -> SyncStatus:
         return SyncStatus(self.source.display, self.source.mode, self.settings.branch,
-                          self._path, self.interval, self._live, self._last, self._leader)
+                          self._path, self.interval, self._live, self._last, self._leader,
+                          self._reviews)
 
     @property
     def running(self) -> bool:
@@ -158,6 +177,7 @@ class GitOpsSync:
         what another replica applied meanwhile is in the recorded status)."""
         self._stopping = asyncio.Event()
         self._live, self._last = await load_status(self.auth.backend)
+        self._reviews = await load_reviews(self.auth.backend)
         self._reported = None
         report = await self.sync_once(force=True)
         if not self._stopping.is_set():
@@ -225,7 +245,7 @@ class GitOpsSync:
     async def _attempt(self, revision: Revision, *, reuse: bool) -> SyncReport:
         self._attempted, self._retry = revision.key, False
         try:
-            resources, where = await self._resources(revision, reuse)
+            resources, where, reviews = await self._resources(revision, reuse)
         except ValidationFailed as err:
             return await self._reject(revision, tuple(str(e) for e in err.errors))
         except (BadParameter, NotFound) as err:
@@ -262,7 +282,7 @@ class GitOpsSync:
         except LimenError as err:  # e.g. CompareFailed: changed meanwhile; retried next poll
             self._retry = True
             return await self._failed(revision, str(err))
-        return await self._applied(revision, plan)
+        return await self._applied(revision, plan, reviews)
 
     def _allows_prune(self, revision: Revision) -> bool:
         allows = getattr(self.source, "allows_prune", None)
@@ -276,18 +296,21 @@ class GitOpsSync:
             updated=plan.count(Action.UPDATE), deleted=plan.count(Action.DELETE),
             unchanged=plan.count(Action.UNCHANGED))
 
-    async def _resources(self, revision: Revision,
-                         reuse: bool) -> tuple[list[Resource], dict[str, SourceDocument]]:
+    async def _resources(self, revision: Revision, reuse: bool
+                         ) -> tuple[list[Resource], dict[str, SourceDocument],
+                                    list[SourceDocument]]:
+        """The revision's objects, where each is declared, and its review documents."""
         if reuse and self._cache is not None and self._cache[0] == revision.key:
-            return self._cache[1], self._cache[2]
+            return self._cache[1], self._cache[2], self._cache[3]
 
-        def load() -> tuple[list[Resource], dict[str, SourceDocument]]:
+        def load() -> tuple[list[Resource], dict[str, SourceDocument], list[SourceDocument]]:
             documents, resources = self.source.load(revision)
-            return resources, _locations(documents)
+            reviews = [d for d in documents if is_review(d)]
+            return resources, _locations([d for d in documents if not is_review(d)]), reviews
 
-        resources, where = await asyncio.to_thread(load)
-        self._cache = (revision.key, resources, where)
-        return resources, where
+        resources, where, reviews = await asyncio.to_thread(load)
+        self._cache = (revision.key, resources, where, reviews)
+        return resources, where, reviews
 
     async def _conflicts(self, resources: list[Resource], where: dict[str, SourceDocument],
                          err: AlreadyExists) -> tuple[str, ...]:
@@ -304,11 +327,13 @@ class GitOpsSync:
         return tuple(out)
 
     # -- outcomes ----------------------------------------------------------------------------
-    async def _applied(self, revision: Revision, plan: Plan) -> SyncReport:
+    async def _applied(self, revision: Revision, plan: Plan,
+                       reviews: list[SourceDocument]) -> SyncReport:
         now = self.auth.now().isoformat()
         summary = plan.summary()
         self._live = LiveRevision(revision, now, summary)
         self._last = Attempt(revision, now, True, (), summary)
+        await self._review(revision, reviews)
         self._reported = None
         await self._save_status()
         log.info("gitops: applied %s (%s) from %s: %s", revision.short,
@@ -317,6 +342,17 @@ class GitOpsSync:
             for line in render_plan(plan, max_objects=LOG_MAX_OBJECTS)[:-1]:
                 log.info("gitops:   %s", line)
         return SyncReport(Outcome.APPLIED, revision, plan)
+
+    async def _review(self, revision: Revision, reviews: list[SourceDocument]) -> None:
+        """Decide the revision's new review documents (``limen.gitops.reviews``); one that
+        cannot be decided now (the store is unreachable) is tried again at the next sync."""
+        lookup: MergeLookup | None = getattr(self.source, "merge_of", None)
+        try:
+            self._reviews = tuple(await apply_reviews(self.auth, reviews, revision, lookup,
+                                                      self._reviews))
+        except (LimenError, OSError) as err:
+            log.warning("gitops: cannot decide the access request reviews of %s: %s",
+                        revision.short, _message(err))
 
     async def _reject(self, revision: Revision, errors: tuple[str, ...]) -> SyncReport:
         self._last = Attempt(revision, self.auth.now().isoformat(), False, errors)
