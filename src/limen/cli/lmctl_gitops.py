@@ -17,8 +17,9 @@ an inventory (``--inventory FILE`` from ``lmctl inventory export``, else the clu
 ``--against DIR`` or of ``lmctl --auth HOST:PORT -i DIR``); ``--format markdown`` prints it as
 a pull-request comment and ``--fail-on risky`` exits 4 when it adds a flagged grant.
 
-``lmctl gitops status`` shows the live commit and the last attempt with its errors. Both take
-``-o json|yaml``.
+``lmctl gitops status`` shows the live commit, the last attempt with its errors and the access
+request reviews merged in Git that were refused. Both take ``-o json|yaml``. The plan leaves
+out ``AccessRequestReview`` documents: they are reviews, not objects (``limen.gitops.reviews``).
 Registered on the ``lmctl`` group by ``limen.cli.lmctl``.
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import click
 
+from limen.api.access_request_review import without_reviews
 from limen.api.loader import load_path
 from limen.api.resources import PUBLIC_KINDS, Origin, Resource
 from limen.api.validation import validate
@@ -88,7 +90,7 @@ def plan(path: Path, against: str | None, access: bool, inventory_file: Path | N
     if (output == "markdown" or fail_on or inventory_file) and not access:
         raise click.UsageError("--format markdown, --fail-on and --inventory need --access")
     try:
-        desired = validate(load_path(path, on_skipped_link=_warn))
+        desired = validate(without_reviews(load_path(path, on_skipped_link=_warn)))
     except ValidationFailed as err:
         _report_invalid(err, "json" if output == "markdown" else output)
         sys.exit(1)
@@ -167,7 +169,7 @@ def _current(path: Path, against: str | None) -> list[Resource]:
         return run_admin(_cluster_objects, data_dir=candidate)
     try:
         documents = documents_at_ref(path, against)
-        resources = validate(documents)
+        resources = validate(without_reviews(documents))
     except ValidationFailed as err:
         raise BadParameter(f"the documents at {against} are invalid themselves:\n{err}") from None
     return [r.with_origin(Origin.GIT) for r in resources]
@@ -211,6 +213,11 @@ def status(output: str) -> None:
         click.echo(f"              applied {live.get('applied_at')}: {live.get('summary')}")
     else:
         click.echo("Live:         nothing applied yet")
+    for review in info.get("reviews") or []:
+        if not review.get("ok"):
+            click.echo(f"Review:       {review.get('file')} (commit "
+                       f"{str(review.get('commit'))[:12]}, merged by {review.get('merger')}) "
+                       f"refused: {review.get('reason')}")
     last = info.get("last_attempt")
     if not last:
         return
