@@ -75,7 +75,8 @@ def check_pin_format(pin: str) -> None:
               help="Add the roles of your approved access request (lmsh request ls) until it "
                    "expires; while logged in, no password is asked.")
 @click.option("--auth", "connector", default="", metavar="NAME",
-              help="Log in with single sign-on through the connector NAME (an OIDCConnector): "
+              help="Log in with single sign-on through the connector NAME (an OIDCConnector "
+                   "or a GitHubConnector): "
                    "lmsh prints the provider's URL and waits for the browser to come back.")
 @click.option("--no-browser", is_flag=True,
               help="With --auth: only print the URL, do not open a browser.")

@@ -1,11 +1,12 @@
 """``lmsh login --auth NAME``: single sign-on through the proxy and a loopback redirect.
 
+    0. GET /v1/webapi/sso/connectors: the kind of NAME (KIND: oidc or github)
     1. listen on 127.0.0.1 at a random port (the redirect target, RFC 8252 7.3)
-    2. POST /v1/webapi/sso/oidc/NAME/start {public_key, port} → the provider's URL
+    2. POST /v1/webapi/sso/KIND/NAME/start {public_key, port} → the provider's URL
     3. show the URL (and open a browser when asked); the person logs in at the provider
     4. the browser comes back to http://127.0.0.1:PORT/...?code&state; the listener answers
        with a page saying the window may be closed, and takes only the ``state`` of step 2
-    5. POST /v1/webapi/sso/oidc/callback {state, code} → the certificates for our key
+    5. POST /v1/webapi/sso/KIND/callback {state, code} → the certificates for our key
 
 The private key never leaves the machine: auth issues the certificates for the public key of
 step 2, whoever brings the code. The listener serves one redirect, for at most 5 minutes (the
@@ -25,9 +26,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 from aiohttp import web
 
 from limen.client.webapi import WebApi
-from limen.errors import AccessDenied, BadParameter
+from limen.errors import AccessDenied, BadParameter, NotFound
 
-__all__ = ["SSOAnswer", "sso_login"]
+__all__ = ["SSOAnswer", "connector_kind", "sso_login"]
 
 WAIT_SECONDS = 300.0
 _DONE_PAGE = ("<!doctype html><meta charset=utf-8><title>Limen</title>"
@@ -84,17 +85,34 @@ class _Loopback:
             self.runner = None
 
 
+async def connector_kind(api: WebApi, connector: str) -> str:
+    """The kind (``oidc``, ``github``) of the connector named ``connector``, as the proxy
+    lists them; ``NotFound`` when there is none, ``BadParameter`` when the name is both."""
+    listed = await api.http.call("GET", "/v1/webapi/sso/connectors")
+    items = listed.get("items") if isinstance(listed, dict) else None
+    kinds = sorted({str(i.get("kind")) for i in items or [] if isinstance(i, dict)
+                    and i.get("name") == connector and i.get("kind") in ("oidc", "github")})
+    if not kinds:
+        raise NotFound(f"no single sign-on connector {connector!r} (lmctl get "
+                       "oidcconnectors,githubconnectors lists them)")
+    if len(kinds) > 1:
+        raise BadParameter(f"{connector!r} names both an OIDC and a GitHub connector; "
+                           "rename one of them")
+    return kinds[0]
+
+
 async def sso_login(api: WebApi, connector: str, public_key: str, ttl_seconds: int | None,
                     show_url: Callable[[str], None]) -> dict[str, Any]:
     """Log in through ``connector``; ``show_url`` gets the provider's URL (prints it, opens
     a browser). The answer is the login's, as ``WebApi.login`` gives it."""
+    kind = await connector_kind(api, connector)
     listener = _Loopback()
     try:
         port = await listener.start()
         body: dict[str, Any] = {"public_key": public_key, "port": port}
         if ttl_seconds:
             body["ttl_seconds"] = ttl_seconds
-        path = f"/v1/webapi/sso/oidc/{quote(connector, safe='')}/start"
+        path = f"/v1/webapi/sso/{kind}/{quote(connector, safe='')}/start"
         started = await api.http.call("POST", path, body)
         if not isinstance(started, dict) or not isinstance(started.get("auth_url"), str):
             raise BadParameter("the proxy's answer to the single sign-on start is not one")
@@ -113,6 +131,6 @@ async def sso_login(api: WebApi, connector: str, public_key: str, ttl_seconds: i
     finally:
         await listener.close()
     finished: dict[str, Any] = await api.http.call(
-        "POST", "/v1/webapi/sso/oidc/callback",
+        "POST", f"/v1/webapi/sso/{kind}/callback",
         {"state": listener.state, "code": answer.code, "error": answer.error})
     return finished

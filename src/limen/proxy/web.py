@@ -9,6 +9,10 @@
     POST /v1/webapi/sso/oidc/NAME/start {public_key, port, ttl_seconds?}
                              → auth /v1/sso/oidc/NAME/start (the provider's authorization URL)
     POST /v1/webapi/sso/oidc/callback {state, code | error} → auth /v1/sso/oidc/callback
+    POST /v1/webapi/sso/github/NAME/start, /v1/webapi/sso/github/callback  the same for a
+                             GitHubConnector (auth /v1/sso/github/...)
+    GET  /v1/webapi/sso/connectors → auth /v1/sso/connectors: name, kind and display of each
+                             single sign-on connector (what lmsh and the login page offer)
     POST /v1/webapi/trustedclusters/validate  a leaf's handshake {token, leaf_cluster,
                              leaf_cas} → auth /v1/trustedclusters/validate
     GET  /v1/webapi/user/... calls made for a logged-in user (client certificate required;
@@ -101,6 +105,9 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
     async def ping(_request: web.Request) -> web.Response:
         return web.json_response(ping_info())
 
+    async def sso_connectors(_request: web.Request) -> web.Response:
+        return web.json_response(await auth.call("GET", "/v1/sso/connectors"))
+
     def forward(path: str) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
             body = await json_body(request, _MAX_BODY)
@@ -149,6 +156,9 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
         web.post("/v1/webapi/join", forward("/v1/join")),
         web.post("/v1/webapi/sso/oidc/{name}/start", forward("/v1/sso/oidc/{name}/start")),
         web.post("/v1/webapi/sso/oidc/callback", forward("/v1/sso/oidc/callback")),
+        web.post("/v1/webapi/sso/github/{name}/start", forward("/v1/sso/github/{name}/start")),
+        web.post("/v1/webapi/sso/github/callback", forward("/v1/sso/github/callback")),
+        web.get("/v1/webapi/sso/connectors", sso_connectors),
         web.post("/v1/webapi/trustedclusters/validate",
                  forward("/v1/trustedclusters/validate")),
     ])

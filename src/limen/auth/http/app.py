@@ -49,8 +49,9 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
                                            auth (see limen.auth.http.locks)
     /v1/requests[...]                      access requests: create, list, review, certificates
                                            with an approved one (see limen.auth.http.requests)
-    POST /v1/sso/oidc/{name}/start | /v1/sso/oidc/callback  single sign-on, forwarded by the
-                                           proxy (see limen.auth.http.sso)
+    GET /v1/sso/connectors, POST /v1/sso/oidc|github/{name}/start | .../callback
+                                           single sign-on, forwarded by the proxy (see
+                                           limen.auth.http.sso)
 
 Called by ``limen.auth.auth_service`` (which serves it); ``limen.cli.admin_api`` (lmctl) and
 ``limen.auth.client`` are its clients.
@@ -93,6 +94,7 @@ from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
 from limen.auth.http.user import user_routes
 from limen.auth.node_admin import is_node_kind, resolve_node
+from limen.auth.sso.github import GitHubLogins
 from limen.auth.sso.oidc import OIDCLogins
 from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.auth.trusted_clusters.root_handshake import validate_trusted_cluster
@@ -151,11 +153,13 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(rotation_routes(auth, routes.identity))
     app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
     app.add_routes(request_routes(auth, routes.identity, forwarded_public_key))
-    sso = OIDCLogins(auth, auth.secret_resolver)
-    app.add_routes(sso_routes(sso, routes.identity))
+    oidc = OIDCLogins(auth, auth.secret_resolver)
+    github = GitHubLogins(auth, auth.secret_resolver)
+    app.add_routes(sso_routes(auth, {"oidc": oidc, "github": github}, routes.identity))
 
     async def close_sso(_app: web.Application) -> None:
-        await sso.close()
+        await oidc.close()
+        await github.close()
 
     app.on_cleanup.append(close_sso)
     return app

@@ -1,35 +1,79 @@
 """The auth API's single sign-on routes, forwarded by the proxy from its public web API::
 
-    POST /v1/sso/oidc/{name}/start  {public_key, port, ttl_seconds?, remote_addr}
+    GET  /v1/sso/connectors         → {items: [{name, kind (oidc|github), display}]}: what a
+                                      login page offers (nothing secret)
+    POST /v1/sso/KIND/{name}/start  {public_key, port, ttl_seconds?, remote_addr}
                                     → {auth_url, redirect_uri, connector, display}
-    POST /v1/sso/oidc/callback      {state, code | error, remote_addr}
+    POST /v1/sso/KIND/callback      {state, code | error, remote_addr}
                                     → the certificates, as /v1/login answers
 
-Only the proxy may call them (it adds the caller's address); the flow, its checks and its
-audit events are :class:`limen.auth.sso.oidc.OIDCLogins`'. Registered by
-``limen.auth.http.app.build_app``; the client is ``limen.client.sso_login`` through the proxy.
+KIND is ``oidc`` or ``github``. Only the proxy may call them (it adds the caller's address); the
+flows, their checks and their audit events are :class:`limen.auth.sso.oidc.OIDCLogins`' and
+:class:`limen.auth.sso.github.GitHubLogins`'. Registered by ``limen.auth.http.app.build_app``;
+the client is ``limen.client.sso_login`` through the proxy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from limen.api.resources import Kind
+from limen.auth.core import AuthServer, LoginResult
 from limen.auth.http.authz import require_system
 from limen.auth.http.fields import optional_str, required_str
 from limen.auth.http.requests import login_answer
-from limen.auth.sso.oidc import OIDCLogins
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import BadParameter
 from limen.net.http import json_body
 
-__all__ = ["sso_routes"]
+__all__ = ["CONNECTOR_KINDS", "SSOLogins", "sso_routes"]
 
 IdentityOf = Callable[[web.Request], Awaitable[Identity]]
+CONNECTOR_KINDS = {"oidc": Kind.OIDC_CONNECTOR, "github": Kind.GITHUB_CONNECTOR}
+"""The path segment of each connector kind."""
 
 
-def sso_routes(logins: OIDCLogins, identity_of: IdentityOf) -> list[web.RouteDef]:
+class SSOLogins(Protocol):
+    """One kind's flow (``OIDCLogins``, ``GitHubLogins``)."""
+
+    async def start(self, name: str, *, public_key: str, port: int,
+                    ttl_seconds: int | None = None, remote_addr: str = "") -> dict[str, Any]: ...
+
+    async def finish(self, state: str, *, code: str = "", error: str = "",
+                     remote_addr: str = "") -> LoginResult: ...
+
+
+def sso_routes(auth: AuthServer, flows: Mapping[str, SSOLogins],
+               identity_of: IdentityOf) -> list[web.RouteDef]:
+    """The routes of ``flows`` (by kind segment) and the connector listing."""
+    routes = [web.get("/v1/sso/connectors", _listing(auth, identity_of))]
+    for segment, logins in flows.items():
+        routes += _flow_routes(segment, logins, identity_of)
+    return routes
+
+
+def _listing(auth: AuthServer, identity_of: IdentityOf
+             ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def connectors(request: web.Request) -> web.Response:
+        require_system(await identity_of(request), [SystemRole.PROXY])
+        items = []
+        for segment, kind in CONNECTOR_KINDS.items():
+            for found in await auth.store.list(kind):
+                display = found.spec.get("display")
+                items.append({"name": found.name, "kind": segment,
+                              "display": display if isinstance(display, str) and display
+                              else found.name})
+        items.sort(key=lambda i: (i["name"], i["kind"]))
+        return web.json_response({"items": items})
+
+    return connectors
+
+
+def _flow_routes(segment: str, logins: SSOLogins,
+                 identity_of: IdentityOf) -> list[web.RouteDef]:
     async def start(request: web.Request) -> web.Response:
         require_system(await identity_of(request), [SystemRole.PROXY])
         body = await json_body(request)
@@ -50,5 +94,5 @@ def sso_routes(logins: OIDCLogins, identity_of: IdentityOf) -> list[web.RouteDef
             error=optional_str(body, "error") or "", remote_addr=str(body.get("remote_addr", "")))
         return web.json_response(login_answer(result))
 
-    return [web.post("/v1/sso/oidc/{name}/start", start),
-            web.post("/v1/sso/oidc/callback", callback)]
+    return [web.post(f"/v1/sso/{segment}/{{name}}/start", start),
+            web.post(f"/v1/sso/{segment}/callback", callback)]

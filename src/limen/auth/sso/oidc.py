@@ -25,22 +25,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from limen.api.oidc_connector import OIDCConnector
-from limen.api.resources import Kind, Resource
+from limen.api.resources import Kind
 from limen.auth.core import AuthServer, LoginResult
 from limen.auth.sso.claims import mapped_roles, traits_of, username_of
 from limen.auth.sso.errors import SSOFailure
 from limen.auth.sso.id_token import key_id, verify_id_token
+from limen.auth.sso.issue import audit_refusal, issue_sso_login
 from limen.auth.sso.pending import PendingLogin, PendingLogins, pkce_challenge
 from limen.auth.sso.provider import OIDCProviderClient
 from limen.ca.keys import load_public_key
 from limen.errors import BadParameter, LimenError
 
-__all__ = ["OIDCLogins", "SecretResolver"]
+__all__ = ["OIDCLogins", "SecretResolver", "with_port"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class OIDCLogins:
                 raise BadParameter("port must be the client's loopback listener port")
             connector = await self._connector(name)
             meta = await self.provider.metadata(connector.issuer_url)
-            redirect_uri = _with_port(connector.redirect_url, port)
+            redirect_uri = with_port(connector.redirect_url, port)
             state, login = await self.pending.begin(
                 connector=connector.name, redirect_uri=redirect_uri, public_key=public_key,
                 ttl_seconds=ttl_seconds, now=self.auth.clock(), remote_addr=remote_addr)
@@ -102,7 +102,7 @@ class OIDCLogins:
         connector_name = ""
         user = ""
         try:
-            login = await self.pending.take(state, self.auth.clock())
+            login = await self.pending.take(state, self.auth.clock(), kind="oidc")
             connector_name = login.connector
             remote_addr = remote_addr or login.remote_addr
             if error or not code:
@@ -147,34 +147,19 @@ class OIDCLogins:
 
     async def _issue(self, connector: OIDCConnector, login: PendingLogin, user: str,
                      claims: Mapping[str, Any]) -> LoginResult:
-        if await self.auth.store.find(Kind.USER, user) is not None:
-            raise SSOFailure("local_user_exists", f"{user!r} is a local user of this cluster; "
-                             "a single sign-on login cannot act as it")
-        roles = mapped_roles(connector.claims_to_roles, claims)
-        if not roles:
-            raise SSOFailure("no_roles", f"connector {connector.name!r} maps none of your "
-                             "claims to a role")
-        missing = [r for r in roles if await self.auth.store.find(Kind.ROLE, r) is None]
-        if len(missing) == len(roles):
-            raise SSOFailure("no_roles", f"the roles connector {connector.name!r} maps you to "
-                             f"do not exist: {', '.join(missing)}")
-        ttl = timedelta(seconds=login.ttl_seconds) if login.ttl_seconds else None
-        if connector.max_session_ttl is not None:
-            ttl = min(ttl or connector.max_session_ttl, connector.max_session_ttl)
-        sso_user = Resource(Kind.USER, user, spec={"roles": roles, "traits": traits_of(claims)})
-        certs = await self.auth.issue_for_user(sso_user, login.public_key, ttl)
-        return await self.auth.login_result(certs)
+        return await issue_sso_login(
+            self.auth, login, connector=connector.name, max_session_ttl=connector.max_session_ttl,
+            user=user, roles=mapped_roles(connector.claims_to_roles, claims),
+            traits=traits_of(claims),
+            unmapped=f"connector {connector.name!r} maps none of your claims to a role")
 
     async def _refused(self, connector: str, err: LimenError, *, remote_addr: str,
                        stage: str, user: str = "") -> None:
-        reason = err.reason if isinstance(err, SSOFailure) else type(err).__name__
-        fields: dict[str, Any] = {"method": "oidc", "connector": connector, "stage": stage,
-                                  "reason": reason, "error": str(err)[:300],
-                                  "remote_addr": remote_addr}
-        await self.auth.emit("user.login", success=False, user=user or None, **fields)
+        await audit_refusal(self.auth, "oidc", connector, err, remote_addr=remote_addr,
+                            stage=stage, user=user)
 
 
-def _with_port(redirect_url: str, port: int) -> str:
+def with_port(redirect_url: str, port: int) -> str:
     """``redirect_url`` with the client's listener port (RFC 8252 7.3)."""
     parts = urlsplit(redirect_url)
     host = parts.hostname or "127.0.0.1"

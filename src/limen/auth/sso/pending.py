@@ -58,6 +58,8 @@ class PendingLogin:
     ttl_seconds: int | None
     expires: float
     remote_addr: str = ""
+    kind: str = "oidc"
+    """The connector's kind (``oidc``, ``github``): a state is finished by its own kind."""
 
 
 class PendingLogins:
@@ -65,8 +67,8 @@ class PendingLogins:
         self.backend = backend
 
     async def begin(self, *, connector: str, redirect_uri: str, public_key: str,
-                    ttl_seconds: int | None, now: float, remote_addr: str = ""
-                    ) -> tuple[str, PendingLogin]:
+                    ttl_seconds: int | None, now: float, remote_addr: str = "",
+                    kind: str = "oidc") -> tuple[str, PendingLogin]:
         """A new state and its record (stored)."""
         waiting = await self.backend.list(PREFIX)
         if len(waiting) >= MAX_PENDING:
@@ -78,13 +80,14 @@ class PendingLogins:
                                 "waiting; finish one, or start again in 5 minutes")
         state = _random()
         login = PendingLogin(connector, _random(), _random(), redirect_uri, public_key,
-                             ttl_seconds, now + LIFETIME_SECONDS, remote_addr)
+                             ttl_seconds, now + LIFETIME_SECONDS, remote_addr, kind)
         await self.backend.create(_key(state), json.dumps(asdict(login)).encode(),
                                   expires=now + LIFETIME_SECONDS)
         return state, login
 
-    async def take(self, state: str, now: float) -> PendingLogin:
-        """The record of ``state``, deleted: once only, and only before it expires."""
+    async def take(self, state: str, now: float, *, kind: str) -> PendingLogin:
+        """The record of ``state``, deleted: once only, only before it expires, and only
+        by the finish of the connector kind that started it (``kind``)."""
         item = await self.backend.get(_key(state)) if state else None
         if item is None:
             raise SSOFailure("unknown_state", "this login is unknown, already used or expired; "
@@ -98,4 +101,7 @@ class PendingLogins:
         if now >= login.expires:
             raise SSOFailure("expired_state", "this login took longer than 5 minutes; start "
                              "again")
+        if login.kind != kind:
+            raise SSOFailure("wrong_kind", f"this login was started with a {login.kind} "
+                             f"connector, not a {kind} one; start again")
         return login

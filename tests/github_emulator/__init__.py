@@ -1,0 +1,1 @@
+"""A GitHub OAuth + REST emulator for the GitHub single sign-on tests (see ``emulator``)."""
