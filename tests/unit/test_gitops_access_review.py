@@ -7,7 +7,6 @@ in the sync status and stops nothing; a decided review is not decided again."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from gitops_git import GIT_ENV, WorkTree, bare, git, role
+from gitops_git import WorkTree, bare, role
+from gitops_merge import git_as, merge_branch, review_yaml
 from limen.api.access_request import AccessRequest, RequestState
 from limen.api.resources import Kind
 from limen.auth.core import AuthServer
@@ -73,23 +73,6 @@ spec: {roles: [requester]}
 """
 
 
-def review_yaml(request_id: str, state: str = "APPROVED", reason: str = "INC-42 ok") -> str:
-    return ("apiVersion: limen.dev/v1alpha1\nkind: AccessRequestReview\n"
-            f"metadata: {{name: review-{request_id}}}\n"
-            f"spec: {{request_id: {request_id}, state: {state}, reason: '{reason}'}}\n")
-
-
-def git_as(cwd: Path, author: tuple[str, str], *args: str,
-           committer: tuple[str, str] | None = None) -> str:
-    committer = committer or author
-    env = {**GIT_ENV, "GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-           "GIT_COMMITTER_NAME": committer[0], "GIT_COMMITTER_EMAIL": committer[1]}
-    result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            check=False, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = START
@@ -124,17 +107,10 @@ class Site:
         """A branch adds ``files`` (committed by ``author``); ``merger`` merges it with
         ``git merge --no-ff`` and pushes; the merge commit's sha."""
         self.branches += 1
-        branch = f"review-{self.branches}"
-        git(self.work.path, "checkout", "--quiet", "-b", branch)
-        for name, text in files.items():
-            self.work.write(name, text)
-        git_as(self.work.path, author, "add", "--all")
-        git_as(self.work.path, author, "commit", "--quiet", "-m", f"Add {', '.join(files)}")
-        git(self.work.path, "checkout", "--quiet", "main")
-        git_as(self.work.path, merger, "merge", "--quiet", "--no-ff", "-m",
-               f"Merge {branch}", branch)
+        merged = merge_branch(self.work.path, f"review-{self.branches}", files, author=author,
+                              merger=merger)
         self.work.push()
-        return self.work.head()
+        return merged
 
     async def status(self) -> dict[str, Any]:
         item = await self.auth.backend.get(GITOPS_STATUS_KEY)
