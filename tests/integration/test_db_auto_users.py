@@ -90,6 +90,7 @@ def _prepare_mariadb(env: DBEnv) -> None:
     admin = "'limen-admin'@'%'"
     maria.sql(f"GRANT CREATE USER ON *.* TO {admin}")
     maria.sql(f"GRANT SELECT, UPDATE ON mysql.* TO {admin}")  # UPDATE: SET DEFAULT ROLE
+    maria.sql(f"GRANT PROCESS ON *.* TO {admin}")  # to see another agent's connections
     maria.sql("CREATE ROLE auto_reader_a; CREATE ROLE auto_reader_b")
     maria.sql(f"GRANT auto_reader_a TO {admin} WITH ADMIN OPTION; "
               f"GRANT auto_reader_b TO {admin} WITH ADMIN OPTION")
@@ -378,6 +379,36 @@ CRAFTED_MARIA = "evil'; DROP TABLE auto.ta; --"
 CRAFTED_ROLE = 'auto_reader_a"; GRANT auto_reader_b TO x; --'
 
 
+def test_a_session_through_another_agent_keeps_the_user_enabled(auto: AutoEnv) -> None:
+    """Each db agent counts only its own sessions: before disabling a user, the agent asks
+    the server (pg_stat_activity) whether another one holds a session of it. Here the other
+    agent's session is a direct login of carol over the server's socket."""
+    env = auto.env
+    service = auto.carol.pg_service("dbtest-pg-auto")
+    conninfo = " ".join(f"{k}={v}" for k, v in service.items())
+    kept = len(auto.events("db.user.deactivated", user="carol", db_service="pg-auto",
+                           success=False))
+    with psycopg.connect(conninfo, autocommit=True) as through_limen:
+        assert through_limen.execute("select v from ta").fetchone() == ("row of a",)
+        other = psycopg.connect(host=str(env.pg.root), port=env.pg.port, user="carol",
+                                dbname="auto", autocommit=True)
+    try:  # the Limen session has ended; the other one is open
+        left = auto.wait_events("db.user.deactivated", kept + 1, user="carol",
+                                db_service="pg-auto", success=False)
+        assert left[-1]["in_use"] == 1
+        assert "left enabled" in left[-1]["reason"]
+        assert env.pg.sql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'carol'") == "t"
+        assert other.execute("select v from ta").fetchone() == ("row of a",)
+    finally:
+        other.close()
+    done = len(auto.events("db.user.deactivated", user="carol", db_service="pg-auto",
+                           success=True))
+    assert auto.carol.psql(PG_SERVICE, "-c", "select 'last'").stdout.strip() == "last"
+    auto.wait_events("db.user.deactivated", done + 1, user="carol", db_service="pg-auto",
+                     success=True)
+    assert env.pg.sql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'carol'") == "f"
+
+
 @pytest.fixture(scope="module")
 def test_ca_trusted(auto: AutoEnv) -> Iterator[UpstreamCerts]:
     """Both servers also trust a CA of this test for client certificates (restored after):
@@ -437,6 +468,40 @@ def test_a_crafted_user_name_reaches_postgres_only_quoted(
             "JOIN pg_roles u ON u.oid = a.member WHERE u.rolname = %s ORDER BY 1",
             (CRAFTED_PG,)).fetchall()
     assert [r[0] for r in granted] == ["auto_reader_a", "limen-auto-users"]
+
+
+def test_mariadb_keeps_an_account_another_agent_has_a_connection_of(
+        auto: AutoEnv, test_ca_trusted: UpstreamCerts) -> None:
+    """The MariaDB provisioner leaves an account unlocked while the server lists another
+    connection of it (information_schema.PROCESSLIST, seen with the PROCESS privilege), and
+    locks it once that connection is gone."""
+    env = auto.env
+    target = _target(env.maria.port)
+    user = "dana-two-agents"
+
+    async def provisioner(step: str) -> Any:
+        context = await test_ca_trusted.context(target, "limen-admin")
+        admin = await MySQLAdmin.connect(target, context, "limen-admin", "")
+        async with admin:
+            if step == "activate":
+                return await provisioning_mysql.activate(admin, user, ["auto_reader_a"])
+            return await provisioning_mysql.deactivate(admin, user)
+
+    asyncio.run(provisioner("activate"))
+    other = pymysql.connect(  # another agent's connection: the user's certificate, TLS
+        host="127.0.0.1", port=env.maria.port, user=user, database="auto",
+        ssl=asyncio.run(test_ca_trusted.context(target, user)))
+    try:
+        change = asyncio.run(provisioner("deactivate"))
+        assert change.in_use == 1
+        assert change.revoked == ()
+        assert "ACCOUNT LOCK" not in env.maria.sql(f"SHOW CREATE USER '{user}'@'%'")
+    finally:
+        other.close()
+    change = asyncio.run(provisioner("deactivate"))
+    assert change.in_use == 0
+    assert change.revoked == ("auto_reader_a",)
+    assert "ACCOUNT LOCK" in env.maria.sql(f"SHOW CREATE USER '{user}'@'%'")
 
 
 def test_a_crafted_user_name_reaches_mariadb_only_quoted(

@@ -155,6 +155,14 @@ class AutoUsers:
             await session.emit("db.user.deactivated", success=False, reason=reason,
                                admin_user=admin.name)
             return
+        if change.in_use:
+            reason = (f"left enabled: the database still has {change.in_use} other "
+                      "session(s) of the user (another db agent's, or a direct login)")
+            log.info("db agent: database user %r of %s %s", session.db_user,
+                     session.db.name, reason)
+            await session.emit("db.user.deactivated", success=False, reason=reason,
+                               in_use=change.in_use, admin_user=admin.name)
+            return
         await session.emit("db.user.deactivated", revoked=list(change.revoked),
                            admin_user=admin.name)
 

@@ -10,7 +10,9 @@ SHA-256>``: it is the account's default role and is granted exactly the ``db_rol
   password), refuse a pre-existing account that does not hold ``limen-auto-users``, grant
   the per-user role exactly the database roles asked for (revoke the others), make it the
   default role, ``ACCOUNT UNLOCK``.
-* :func:`deactivate`: revoke the per-user role's database roles, ``ACCOUNT LOCK``.
+* :func:`deactivate`: unless the server still has other connections of the user (another
+  db agent's: seen when the admin user holds PROCESS), revoke the per-user role's database
+  roles, ``ACCOUNT LOCK``.
 
 MariaDB has no transactional DDL: each step is idempotent and the next session's activation
 repairs a half-done one. Names are SQL strings (quotes doubled, backslashes escaped, with
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 
 from limen.agents.db.admin_mysql import MySQLAdmin
 from limen.agents.db.provisioning_errors import ProvisioningRefused
-from limen.agents.db.provisioning_plan import Change
+from limen.agents.db.provisioning_plan import Change, sessions_left
 
 __all__ = ["MARKER_ROLE", "activate", "certificate_subject", "check_name", "deactivate",
            "prepare", "quote_string", "user_role"]
@@ -93,6 +95,15 @@ async def _managed(admin: MySQLAdmin, user: str) -> bool | None:
         f"AND Host = '%' AND Role = {marker}"))
 
 
+async def _sessions(admin: MySQLAdmin, user: str) -> int:
+    """The connections of ``user`` the server has, but this admin connection's (all of them
+    only when the admin user holds the PROCESS privilege; else none is seen)."""
+    rows = await admin.query(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "  # noqa: S608 (name quoted)
+        f"WHERE USER = {quote_string(check_name(user))} AND ID <> CONNECTION_ID()")
+    return int(rows[0][0] or 0) if rows else 0
+
+
 async def _role_grants(admin: MySQLAdmin, role: str) -> set[str]:
     """The roles granted to the role ``role``."""
     name = quote_string(role)
@@ -145,6 +156,9 @@ async def deactivate(admin: MySQLAdmin, user: str) -> Change:
         return Change()
     if not managed:
         raise ProvisioningRefused(f"the MariaDB account {user!r}@'%' is not managed by Limen")
+    in_use = await sessions_left(lambda: _sessions(admin, user))
+    if in_use:
+        return Change(in_use=in_use)
     account = _account(user)
     await admin.query(f"ALTER USER {account} ACCOUNT LOCK")
     bundle = user_role(user)

@@ -8,7 +8,8 @@ A user Limen manages is a role that is a member of the group role ``limen-auto-u
   ``cert`` then maps the certificate's CN to it), refuse a pre-existing role that is not a
   member of ``limen-auto-users``, grant exactly the database roles asked for (revoke the
   other memberships it has, all granted by Limen earlier), ``ALTER ROLE ... LOGIN``.
-* :func:`deactivate`, in one transaction: revoke every membership but the marker and
+* :func:`deactivate`: unless ``pg_stat_activity`` still shows other sessions of the user
+  (another db agent's), in one transaction: revoke every membership but the marker and
   ``ALTER ROLE ... NOLOGIN`` (the role and what it owns stay).
 
 Names are quoted as identifiers (double quotes doubled) and as literals (single quotes
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 
 from limen.agents.db.admin_postgres import PostgresAdmin
 from limen.agents.db.provisioning_errors import ProvisioningRefused
-from limen.agents.db.provisioning_plan import Change
+from limen.agents.db.provisioning_plan import Change, sessions_left
 
 __all__ = ["MARKER_ROLE", "activate", "deactivate", "quote_ident", "quote_literal"]
 
@@ -66,6 +67,14 @@ async def _managed(admin: PostgresAdmin, user: str) -> bool | None:
     if not rows:
         return None
     return rows[0][0] == "t"
+
+
+async def _sessions(admin: PostgresAdmin, user: str) -> int:
+    """The sessions of ``user`` the server has, but this admin connection's."""
+    rows = await admin.query(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity "  # noqa: S608 (name quoted)
+        f"WHERE usename = {quote_literal(user)} AND pid <> pg_backend_pid()")
+    return int(rows[0][0] or 0) if rows else 0
 
 
 async def _memberships(admin: PostgresAdmin, user: str) -> set[str]:
@@ -121,6 +130,9 @@ async def deactivate(admin: PostgresAdmin, user: str) -> Change:
     """Revoke every database role of ``user`` and make it NOLOGIN (a role Limen does not
     manage is refused; a missing one is no change)."""
     role = quote_ident(user)
+    in_use = await sessions_left(lambda: _sessions(admin, user))
+    if in_use:
+        return Change(in_use=in_use)
     await _begin(admin)
     try:
         managed = await _managed(admin, user)
