@@ -19,6 +19,8 @@ RELEASED = {
     "L1002W": ("user.update", False), "L1003W": ("user.delete", False),
     "L1004W": ("user.signup", False), "L1005W": ("user.locked", True),
     "L1006I": ("user.logout", True),
+    "L1007I": ("mfa.add", True), "L1007W": ("mfa.add", False),
+    "L1008I": ("mfa.remove", True), "L1008W": ("mfa.remove", False),
     "L1100I": ("access_request.create", True), "L1100W": ("access_request.create", False),
     "L1101I": ("access_request.review", True), "L1101W": ("access_request.review", False),
     "L1102I": ("access_request.use", True), "L1102W": ("access_request.use", False),

@@ -29,6 +29,7 @@ from limen.auth.changes import change_event_type
 from limen.auth.credentials.local_users import LocalUsers, SignupResult
 from limen.auth.credentials.otp import provisioning_uri
 from limen.auth.credentials.signup_tokens import build_signup_url
+from limen.auth.credentials.webauthn import RelyingParty, relying_party
 from limen.auth.grants import GrantCache
 from limen.auth.host_certs import HostCerts
 from limen.auth.host_join import JoinRequest, join_host
@@ -227,43 +228,85 @@ class AuthServer:
         pin = self.tls_ca_pin()
         return await self.proxy_address(), pin
 
-    async def signup_begin(self, secret: str, password: str | None) -> dict[str, str | None]:
-        """The TOTP enrolment of a sign-up link, to confirm with :meth:`signup` (see
-        ``LocalUsers.signup_begin``); a refused link is audited like a refused sign-up."""
+    async def webauthn_rp(self) -> RelyingParty:
+        """The relying party of security keys: the proxy's public host name and origin."""
+        return relying_party(await self.proxy_address(), self.cluster_name)
+
+    async def signup_begin(self, secret: str, password: str | None,
+                           mfa: str = "otp") -> dict[str, Any]:
+        """The TOTP enrolment (or with ``mfa`` "webauthn" the security key registration) of a
+        sign-up link, to confirm with :meth:`signup` (see ``LocalUsers.signup_begin``); a
+        refused link is audited like a refused sign-up."""
         try:
+            rp = await self.webauthn_rp() if mfa == "webauthn" else None
             result = await self.users.signup_begin(secret, password, self.settings.second_factor,
-                                                   self._user)
+                                                   self._user, mfa=mfa, rp=rp)
         except LimenError as err:
             await self.emit("user.signup", success=False, reason=str(err))
             raise
         return self._signup_answer(result)
 
-    async def signup(self, secret: str, password: str,
-                     otp_code: str | None = None) -> dict[str, str | None]:
+    async def signup(self, secret: str, password: str, otp_code: str | None = None,
+                     webauthn: Mapping[str, Any] | None = None,
+                     key_name: str = "key") -> dict[str, Any]:
+        """Finish a sign-up with the code of the TOTP enrolment, or with ``webauthn`` (the
+        security key's registration answer, the key named ``key_name``)."""
         try:
+            key = None if webauthn is None else (await self.webauthn_rp(), webauthn, key_name)
             result = await self.users.signup(secret, password, otp_code,
-                                             self.settings.second_factor, self._user)
+                                             self.settings.second_factor, self._user,
+                                             webauthn=key)
         except LimenError as err:
-            await self.emit("user.signup", success=False, reason=str(err))
+            await self.emit("user.signup", success=False, reason=str(err),
+                            **({"second_factor": "webauthn"} if webauthn is not None else {}))
             raise
-        await self.emit("user.signup", user=result.user)
+        if webauthn is not None:
+            await self.emit("user.signup", user=result.user, second_factor="webauthn")
+            await self.emit("mfa.add", user=result.user, name=key_name, type="webauthn")
+        else:
+            await self.emit("user.signup", user=result.user)
         return self._signup_answer(result)
 
-    def _signup_answer(self, result: SignupResult) -> dict[str, str | None]:
+    def _signup_answer(self, result: SignupResult) -> dict[str, Any]:
         uri = (provisioning_uri(result.totp_secret, result.user, self.cluster_name)
                if result.totp_secret else None)
         return {"user": result.user, "second_factor": self.settings.second_factor,
-                "totp_secret": result.totp_secret, "totp_uri": uri}
+                "totp_secret": result.totp_secret, "totp_uri": uri,
+                **({"webauthn": result.webauthn} if result.webauthn else {})}
+
+    async def webauthn_login_begin(self, user: str, password: str, *,
+                                   remote_addr: str = "") -> dict[str, Any]:
+        """The challenge of a login with a security key, once the password is right; a wrong
+        password is audited and counted as a failed login."""
+        found = await self.store.find(Kind.USER, user)
+        outcome, options = await self.users.webauthn_login_begin(
+            user, password, self.settings.second_factor, await self.webauthn_rp(),
+            known_user=found is not None)
+        if not outcome.ok:
+            await self.emit("user.login", success=False, user=user, method="local",
+                            second_factor="webauthn", reason=outcome.reason_internal,
+                            remote_addr=remote_addr)
+            outcome.raise_for_failure()
+        if options is None:
+            raise NotFound(f"{user} has no security key registered: log in with the "
+                           "one-time code")
+        return {"webauthn": options}
 
     async def login(self, user: str, password: str, otp_code: str | None, public_key: str,
                     ttl: timedelta | None, *, remote_addr: str = "",
-                    request_id: str | None = None) -> LoginResult:
+                    request_id: str | None = None,
+                    webauthn: Mapping[str, Any] | None = None) -> LoginResult:
+        """A local login: password, and the one-time code or the security key's answer
+        (``webauthn``, to the challenge of :meth:`webauthn_login_begin`)."""
         found = await self.store.find(Kind.USER, user)
+        factor = _factor_used(self.settings.second_factor, webauthn)
         outcome = await self.users.authenticate(
-            user, password, otp_code, self.settings.second_factor, known_user=found is not None)
+            user, password, otp_code, self.settings.second_factor, known_user=found is not None,
+            webauthn=None if webauthn is None else (await self.webauthn_rp(), webauthn))
         if not outcome.ok:
             await self.emit("user.login", success=False, user=user, method="local",
-                            reason=outcome.reason_internal, remote_addr=remote_addr)
+                            second_factor=factor, reason=outcome.reason_internal,
+                            remote_addr=remote_addr)
             locked_until = outcome.creds.locked_until
             if outcome.reason_internal not in ("locked", "unknown_user_locked") and \
                     locked_until and locked_until > self.clock():
@@ -272,7 +315,7 @@ class AuthServer:
         assert found is not None
         certs = await self.issue_for_user(found, public_key, ttl, request_id=request_id)
         await self.emit("user.login", user=user, method="local", remote_addr=remote_addr,
-                        roles=list(certs.identity.roles),
+                        second_factor=factor, roles=list(certs.identity.roles),
                         ttl_seconds=int(certs.ttl.total_seconds()),
                         **_requests_field(certs.identity))
         return await self.login_result(certs)
@@ -497,3 +540,10 @@ def _requests_field(identity: Identity) -> dict[str, Any]:
     """The access requests a certificate carries, as an audit event field (none: no field)."""
     return {"access_requests": list(identity.access_requests)} if identity.access_requests \
         else {}
+
+
+def _factor_used(setting: str, webauthn: object) -> str:
+    """The ``second_factor`` field of a login's audit event."""
+    if setting == "off":
+        return "off"
+    return "webauthn" if webauthn is not None else "otp"

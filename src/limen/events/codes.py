@@ -57,6 +57,8 @@ class EventType(StrEnum):
     USER_SIGNUP = "user.signup"
     USER_LOCKED = "user.locked"
     USER_LOGOUT = "user.logout"
+    MFA_ADD = "mfa.add"
+    MFA_REMOVE = "mfa.remove"
     ACCESS_REQUEST_CREATE = "access_request.create"
     ACCESS_REQUEST_REVIEW = "access_request.review"
     ACCESS_REQUEST_USE = "access_request.use"
@@ -142,6 +144,10 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L1004W", _T.USER_SIGNUP, False, "user sign-up failed"),
     EventCode("L1005W", _T.USER_LOCKED, True, "user locked out"),
     EventCode("L1006I", _T.USER_LOGOUT, True, "user logged out (web session ended)"),
+    EventCode("L1007I", _T.MFA_ADD, True, "user added a second factor (security key)"),
+    EventCode("L1007W", _T.MFA_ADD, False, "adding a second factor refused"),
+    EventCode("L1008I", _T.MFA_REMOVE, True, "user removed a second factor"),
+    EventCode("L1008W", _T.MFA_REMOVE, False, "removing a second factor refused"),
     EventCode("L1100I", _T.ACCESS_REQUEST_CREATE, True, "access request created"),
     EventCode("L1100W", _T.ACCESS_REQUEST_CREATE, False, "access request refused"),
     EventCode("L1101I", _T.ACCESS_REQUEST_REVIEW, True, "access request reviewed"),

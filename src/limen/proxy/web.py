@@ -3,8 +3,9 @@
     GET  /v1/webapi/ping     cluster name, TLS CA (PEM) and its pin, second factor, addresses
     POST /v1/webapi/signup/begin {token, password?}            → auth /v1/signup/begin
     POST /v1/webapi/signup   {token, password, otp}            → auth /v1/signup
-    POST /v1/webapi/login    {user, password, otp, public_key, ttl_seconds, request_id?}
-                             → auth /v1/login
+    POST /v1/webapi/login    {user, password, otp | webauthn, public_key, ttl_seconds,
+                             request_id?} → auth /v1/login
+    POST /v1/webapi/login/webauthn/begin {user, password} → auth: a security key's challenge
     POST /v1/webapi/join     {token, role, host_id, hostname, public_key, addresses} → auth
     POST /v1/webapi/sso/oidc/NAME/start {public_key, port, ttl_seconds?}
                              → auth /v1/sso/oidc/NAME/start (the provider's authorization URL)
@@ -20,7 +21,8 @@
                              leaves the user may reach, databases, kube/clusters, apps,
                              requests (access requests: the list, one by id);
                              POST db/certs, kube/certs, apps/certs, requests, requests/ID/review,
-                             requests/ID/certs):
+                             requests/ID/certs; mfa = the user's second factors,
+                             POST mfa/register/begin, mfa/register, mfa/remove):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy;
                              also events (the audit log, for roles with the event rules)
@@ -67,6 +69,7 @@ USER_ROUTES = (
     ("/v1/webapi/user/requests", "/v1/requests"),
     ("/v1/webapi/user/requests/{request_id}", "/v1/requests/{request_id}"),
     ("/v1/webapi/user/events", "/v1/events"),
+    ("/v1/webapi/user/mfa", "/v1/mfa"),
 )
 """GET routes a logged-in user may call through the proxy, and their auth API paths."""
 USER_POST_ROUTES = (
@@ -76,6 +79,9 @@ USER_POST_ROUTES = (
     ("/v1/webapi/user/requests", "/v1/requests"),
     ("/v1/webapi/user/requests/{request_id}/review", "/v1/requests/{request_id}/review"),
     ("/v1/webapi/user/requests/{request_id}/certs", "/v1/requests/{request_id}/certs"),
+    ("/v1/webapi/user/mfa/register/begin", "/v1/mfa/register/begin"),
+    ("/v1/webapi/user/mfa/register", "/v1/mfa/register"),
+    ("/v1/webapi/user/mfa/remove", "/v1/mfa/remove"),
 )
 """POST routes a logged-in user may call through the proxy (JSON body forwarded as is)."""
 
@@ -153,6 +159,7 @@ def build_web_app(auth: AuthClient, ping_info: Callable[[], dict[str, Any]],
         web.post("/v1/webapi/signup", forward("/v1/signup")),
         web.post("/v1/webapi/signup/begin", forward("/v1/signup/begin")),
         web.post("/v1/webapi/login", forward("/v1/login")),
+        web.post("/v1/webapi/login/webauthn/begin", forward("/v1/login/webauthn/begin")),
         web.post("/v1/webapi/join", forward("/v1/join")),
         web.post("/v1/webapi/sso/oidc/{name}/start", forward("/v1/sso/oidc/{name}/start")),
         web.post("/v1/webapi/sso/oidc/callback", forward("/v1/sso/oidc/callback")),

@@ -10,6 +10,13 @@ neither accept the same one-time code twice nor lose a failure count::
                                     marked used) so a refusal can say which
     /secrets/lockout/unknown/<sha>  the lockout state of a name without credentials
                                     (``limen.auth.credentials.unknown_lockouts``)
+    /secrets/webauthn/challenges/.. security key challenges
+                                    (``limen.auth.credentials.webauthn_challenges``)
+
+A sign-up may enrol a security key instead of the authenticator app, and a login may answer
+with a security key instead of a one-time code (``webauthn_login_begin`` checks the password
+and issues the challenge); a logged-in user's keys are managed by
+``limen.auth.credentials.webauthn_keys``.
 
 Nothing is kept in the process: several auth replicas on one backend decide every login,
 sign-up and lockout alike.
@@ -21,14 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from limen.auth.credentials import otp
 from limen.auth.credentials.login import (
     AuthResult,
     LocalCredentials,
     SecondFactor,
+    WebAuthnAnswer,
     authenticate,
     reject_unknown_user,
 )
@@ -42,6 +51,17 @@ from limen.auth.credentials.signup_tokens import (
     with_totp_secret,
 )
 from limen.auth.credentials.unknown_lockouts import StoredUnknownLockouts
+from limen.auth.credentials.webauthn import (
+    RelyingParty,
+    WebAuthnCredential,
+    WebAuthnRefused,
+    authentication_options,
+    challenge_of,
+    check_key_name,
+    registration_options,
+    verify_registration,
+)
+from limen.auth.credentials.webauthn_challenges import WebAuthnChallenges
 from limen.backend.base import Backend, Condition, Item, Put
 from limen.errors import AccessDenied, BadParameter, CompareFailed
 
@@ -54,11 +74,14 @@ SIGNUP_RECORD_GRACE = 86400.0
 
 
 class SignupResult:
-    __slots__ = ("totp_secret", "user")
+    __slots__ = ("totp_secret", "user", "webauthn")
 
-    def __init__(self, user: str, totp_secret: str | None) -> None:
+    def __init__(self, user: str, totp_secret: str | None,
+                 webauthn: dict[str, Any] | None = None) -> None:
         self.user = user
         self.totp_secret = totp_secret
+        self.webauthn = webauthn
+        """The security key registration options (sign-up with ``mfa="webauthn"``)."""
 
 
 class LocalUsers:
@@ -68,6 +91,7 @@ class LocalUsers:
         self.unknown_lockouts = StoredUnknownLockouts(backend, clock)
         """Failures and locks of names without credentials (a login answers for them as for
         a real user: no user enumeration through the lockout), shared by every replica."""
+        self.challenges = WebAuthnChallenges(backend, clock)
 
     async def invite(self, user: str, ttl_seconds: float = 3600.0) -> str:
         """A fresh one-time sign-up secret for ``user`` (valid ``ttl_seconds``, single use)."""
@@ -91,10 +115,13 @@ class LocalUsers:
         return key, item, record
 
     async def signup_begin(self, secret: str, password: str | None, second_factor: str,
-                           user_exists: Callable[[str], object]) -> SignupResult:
+                           user_exists: Callable[[str], object], *, mfa: str = "otp",
+                           rp: RelyingParty | None = None) -> SignupResult:
         """First half of a sign-up: check the link (and the password's policy when given) and
-        return the TOTP secret the user enrols in an authenticator app. Nothing of the user
-        changes and the link stays usable; asking again returns the same secret."""
+        return the TOTP secret the user enrols in an authenticator app, or with ``mfa``
+        "webauthn" the registration options of a security key (a fresh challenge of ``rp``
+        each time). Nothing of the user changes and the link stays usable; asking again
+        returns the same TOTP secret."""
         for _ in range(5):
             key, item, record = await self._usable_token(secret)
             await _maybe_await(user_exists(record.user))
@@ -102,6 +129,14 @@ class LocalUsers:
                 check_password_policy(password)
             if second_factor != "otp":
                 return SignupResult(record.user, None)
+            if mfa == "webauthn":
+                if rp is None:
+                    raise BadParameter("security keys need the proxy's public address")
+                challenge = await self.challenges.issue(record.user, "signup")
+                return SignupResult(record.user, None,
+                                    registration_options(rp, record.user, (), challenge))
+            if mfa != "otp":
+                raise BadParameter("mfa must be 'otp' or 'webauthn'")
             if record.totp_secret:
                 return SignupResult(record.user, record.totp_secret)
             pending = with_totp_secret(record, otp.new_secret())
@@ -116,15 +151,25 @@ class LocalUsers:
         raise AccessDenied("too many concurrent sign-ups with this link; try again")
 
     async def signup(self, secret: str, password: str, otp_code: str | None, second_factor: str,
-                     user_exists: Callable[[str], object]) -> SignupResult:
+                     user_exists: Callable[[str], object], *,
+                     webauthn: tuple[RelyingParty, Mapping[str, Any], str] | None = None,
+                     ) -> SignupResult:
         """Second half: with the current code of the secret :meth:`signup_begin` gave (when
-        TOTP is required), set the password and TOTP of the link's user and consume the link,
-        all in one transaction; a wrong code changes nothing and the link stays usable."""
+        TOTP is required), or with ``webauthn`` (relying party, the key's registration answer
+        and its name), set the password and second factor of the link's user and consume the
+        link, all in one transaction; a wrong code changes nothing and the link stays usable."""
         key, item, record = await self._usable_token(secret)
         await _maybe_await(user_exists(record.user))
         now = self.clock()
         totp_secret, step = None, otp.NEVER_USED
-        if second_factor == "otp":
+        keys: tuple[WebAuthnCredential, ...] = ()
+        if second_factor == "otp" and webauthn is not None:
+            rp, response, name = webauthn
+            challenge = challenge_of(response)
+            await self.challenges.spend(challenge, record.user, "signup")
+            keys = (verify_registration(rp, response, challenge, check_key_name(name, ()),
+                                        now),)
+        elif second_factor == "otp":
             if not record.totp_secret:
                 raise BadParameter("this sign-up has no authenticator enrolment yet: "
                                    "start it again with lmsh signup")
@@ -139,7 +184,8 @@ class LocalUsers:
                  else LocalCredentials.new(now))
         creds = await asyncio.to_thread(creds.with_password, password, now)
         # The confirming code is spent: the first login needs a later one (no replay).
-        creds = replace(creds.with_totp_secret(totp_secret, now), totp_last_step=step)
+        creds = replace(creds.with_totp_secret(totp_secret, now), totp_last_step=step,
+                        webauthn=keys)
         try:
             await self.backend.atomic(
                 [Condition(key, item.revision),
@@ -153,25 +199,70 @@ class LocalUsers:
         return SignupResult(record.user, totp_secret)
 
     async def authenticate(self, user: str, password: str, otp_code: str | None,
-                           second_factor: str, *, known_user: bool) -> AuthResult:
-        """Decide a login and persist the outcome (failures count towards the lockout)."""
-        if second_factor not in ("otp", "off"):
-            raise BadParameter(f"invalid second_factor setting {second_factor!r}")
-        factor: SecondFactor = "otp" if second_factor == "otp" else "off"
+                           second_factor: str, *, known_user: bool,
+                           webauthn: tuple[RelyingParty, Mapping[str, Any]] | None = None,
+                           ) -> AuthResult:
+        """Decide a login and persist the outcome (failures count towards the lockout).
+        ``webauthn``: the relying party and a security key's answer to the challenge of
+        :meth:`webauthn_login_begin`, instead of ``otp_code``; the challenge is spent first."""
+        factor = _factor(second_factor)
+        answer = None
+        if webauthn is not None:
+            rp, response = webauthn
+            refused, challenge = None, b""
+            try:
+                challenge = challenge_of(response)
+                await self.challenges.spend(challenge, user, "login")
+            except WebAuthnRefused as err:
+                refused = err.reason_internal
+            answer = WebAuthnAnswer(rp, response, challenge, refused)
+
+        def decide(creds: LocalCredentials, now: float) -> AuthResult:
+            return authenticate(creds, password, otp_code, user=user, second_factor=factor,
+                                now=now, webauthn=answer)
+
+        return await self._decide(user, password, factor, known_user, decide,
+                                  webauthn=answer is not None)
+
+    async def webauthn_login_begin(self, user: str, password: str, second_factor: str,
+                                   rp: RelyingParty, *, known_user: bool,
+                                   ) -> tuple[AuthResult, dict[str, Any] | None]:
+        """The first step of a login with a security key: check the password (a wrong one
+        counts towards the lockout, a right one changes nothing) and, when right, the
+        challenge for the user's keys (None when they have none)."""
+        factor = _factor(second_factor)
+        keys: list[Any] = []
+
+        def decide(creds: LocalCredentials, now: float) -> AuthResult:
+            result = authenticate(creds, password, None, user=user, second_factor="off",
+                                  now=now)
+            if result.ok:
+                keys[:] = creds.webauthn
+                return AuthResult(creds, True, "", "ok")  # the login is not done: no change
+            return result._replace(reason=_webauthn_denied(factor, result.reason))
+
+        result = await self._decide(user, password, factor, known_user, decide, webauthn=True,
+                                    persist_success=False)
+        if not result.ok or not keys:
+            return result, None
+        challenge = await self.challenges.issue(user, "login")
+        return result, authentication_options(rp, keys, challenge)
+
+    async def _decide(self, user: str, password: str, factor: SecondFactor, known_user: bool,
+                      decide: Callable[[LocalCredentials, float], AuthResult], *,
+                      webauthn: bool, persist_success: bool = True) -> AuthResult:
         key = CREDENTIALS_PREFIX + user
         for _ in range(5):
             item = await self.backend.get(key) if known_user else None
             if item is None:
-                outcome = await self._reject_unknown(user, password, factor)
+                outcome = await self._reject_unknown(user, password, factor, webauthn)
                 if outcome is None:
                     continue  # a concurrent login of the same name: decide again
                 return outcome
             creds = LocalCredentials.from_dict(json.loads(item.value))
             now = self.clock()
-            result = await asyncio.to_thread(
-                lambda c=creds, n=now: authenticate(  # type: ignore[misc]
-                    c, password, otp_code, user=user, second_factor=factor, now=n))
-            if result.creds == creds:
+            result = await asyncio.to_thread(decide, creds, now)
+            if result.creds == creds or (result.ok and not persist_success):
                 return result
             try:
                 await self.backend.compare_and_swap(
@@ -181,15 +272,15 @@ class LocalUsers:
             return result
         raise AccessDenied("too many concurrent logins for this user; try again")
 
-    async def _reject_unknown(self, user: str, password: str,
-                              factor: SecondFactor) -> AuthResult | None:
+    async def _reject_unknown(self, user: str, password: str, factor: SecondFactor,
+                              webauthn: bool = False) -> AuthResult | None:
         """The refusal of a name without credentials, its lockout state updated; None when a
         concurrent login of the same name changed that state meanwhile."""
         state, revision = await self.unknown_lockouts.get(user)
         now = self.clock()
         result = await asyncio.to_thread(
             lambda: reject_unknown_user(password, user=user, second_factor=factor, now=now,
-                                        state=state))
+                                        state=state, webauthn=webauthn))
         new = result.creds.lockout_state
         if new != state and not await self.unknown_lockouts.replace(user, revision, new):
             return None
@@ -203,6 +294,18 @@ class LocalUsers:
     async def has_password(self, user: str) -> bool:
         item = await self.backend.get(CREDENTIALS_PREFIX + user)
         return item is not None and LocalCredentials.from_dict(json.loads(item.value)).has_password
+
+
+def _factor(second_factor: str) -> SecondFactor:
+    if second_factor not in ("otp", "off"):
+        raise BadParameter(f"invalid second_factor setting {second_factor!r}")
+    return "otp" if second_factor == "otp" else "off"
+
+
+def _webauthn_denied(factor: SecondFactor, reason: str) -> str:
+    """The client's reason of a refused first step, as the whole login would say it."""
+    plain = "invalid password"
+    return "invalid password or security key" if factor == "otp" and reason == plain else reason
 
 
 async def _maybe_await(value: object) -> None:

@@ -5,6 +5,8 @@ own key: never in the User resource, never in Git), calls ``authenticate`` with 
 typed, persists the returned record whatever the outcome (so failures count), and answers the
 client with ``reason`` while the audit log gets ``reason_internal``. Sign-up uses
 ``with_password`` and ``with_totp_secret``; unknown user names go to ``reject_unknown_user``.
+With ``second_factor`` "otp" (a second factor required), a verified WebAuthn assertion
+(``WebAuthnAnswer``, ``limen.auth.credentials.webauthn``) stands in for the one-time code.
 
     authenticate: locked? ──yes──▶ refuse, record untouched ("locked")
                      │no
@@ -33,6 +35,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
 from limen.auth.credentials import lockout, otp, passwords
+from limen.auth.credentials.webauthn import (
+    RelyingParty,
+    WebAuthnCredential,
+    WebAuthnRefused,
+    verify_assertion,
+)
 from limen.errors import AccessDenied, BadParameter, LimenError, LimitExceeded
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "AuthResult",
     "LocalCredentials",
     "SecondFactor",
+    "WebAuthnAnswer",
     "authenticate",
     "reject_unknown_user",
 ]
@@ -48,7 +57,11 @@ SecondFactor = Literal["otp", "off"]
 
 REASONS = frozenset(
     {"ok", "locked", "no_password_set", "bad_password", "no_otp_set", "bad_otp", "otp_replayed",
-     "unknown_user", "unknown_user_locked"}
+     "unknown_user", "unknown_user_locked", "no_webauthn_set", "bad_webauthn",
+     "webauthn_unknown_key", "webauthn_counter", "webauthn_origin", "webauthn_uv_required",
+     "webauthn_malformed", "webauthn_challenge_unknown", "webauthn_challenge_used",
+     "webauthn_challenge_other_user", "webauthn_challenge_purpose",
+     "webauthn_challenge_expired"}
 )
 """Every ``reason_internal`` ``authenticate`` and ``reject_unknown_user`` give."""
 
@@ -56,6 +69,7 @@ _DENIED = {
     "otp": "invalid password or one-time code",
     "off": "invalid password",
 }
+_DENIED_WEBAUTHN = "invalid password or security key"
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,8 @@ class LocalCredentials:
     """Base32 TOTP secret, or None when no authenticator is enrolled."""
     totp_last_step: int = otp.NEVER_USED
     """Step of the last one-time code accepted; older or equal steps are refused."""
+    webauthn: tuple[WebAuthnCredential, ...] = field(default=(), repr=False)
+    """Registered security keys (``limen.auth.credentials.webauthn``)."""
     failures: tuple[float, ...] = ()
     """Times of recent failed logins (see ``limen.auth.credentials.lockout``)."""
     locked_until: float | None = None
@@ -91,6 +107,11 @@ class LocalCredentials:
     def has_totp(self) -> bool:
         """Whether an authenticator app is enrolled."""
         return self.totp_secret is not None
+
+    @property
+    def has_second_factor(self) -> bool:
+        """Whether an authenticator app or a security key is enrolled."""
+        return self.has_totp or bool(self.webauthn)
 
     @property
     def lockout_state(self) -> lockout.LockoutState:
@@ -125,6 +146,7 @@ class LocalCredentials:
             "password_hash": self.password_hash,
             "totp_secret": self.totp_secret,
             "totp_last_step": self.totp_last_step,
+            "webauthn": [key.to_dict() for key in self.webauthn],
             "failures": list(self.failures),
             "locked_until": self.locked_until,
             "created": self.created,
@@ -145,10 +167,14 @@ class LocalCredentials:
         failures = data.get("failures", [])
         if not isinstance(failures, list | tuple):
             raise BadParameter("local credentials record: failures must be a list of times")
+        keys = data.get("webauthn", [])
+        if not isinstance(keys, list | tuple):
+            raise BadParameter("local credentials record: webauthn must be a list")
         return cls(
             password_hash=_optional_str(data, "password_hash"),
             totp_secret=_optional_str(data, "totp_secret"),
             totp_last_step=step,
+            webauthn=tuple(WebAuthnCredential.from_dict(key) for key in keys),
             failures=tuple(_number(t, "failures") for t in failures),
             locked_until=(
                 None if data.get("locked_until") is None
@@ -192,6 +218,18 @@ class AuthResult(NamedTuple):
         raise (LimitExceeded if locked else AccessDenied)(self.reason)
 
 
+class WebAuthnAnswer(NamedTuple):
+    """A security key's answer at login, with the challenge auth issued for it."""
+
+    rp: RelyingParty
+    response: Mapping[str, Any]
+    """What ``navigator.credentials.get`` (or lmsh's fido2 client) returned, as JSON."""
+    challenge: bytes
+    refused: str | None = None
+    """The ``reason_internal`` of a challenge that could not be spent (replayed, another
+    user's, expired), decided before: the login fails like any wrong factor."""
+
+
 def _check_second_factor(second_factor: str) -> None:
     if second_factor not in _DENIED:
         raise BadParameter(f"second_factor must be 'otp' or 'off', not {second_factor!r}")
@@ -207,9 +245,11 @@ def authenticate(
     now: float,
     policy: lockout.LockoutPolicy = lockout.DEFAULT_LOCKOUT_POLICY,
     params: passwords.PasswordParams = passwords.DEFAULT_PARAMS,
+    webauthn: WebAuthnAnswer | None = None,
 ) -> AuthResult:
     """Decide a login by ``user`` at ``now``: lockout, then password, then (when
-    ``second_factor`` is "otp") the one-time code. See the module docstring for the flow."""
+    ``second_factor`` is "otp") the one-time code, or the security key's ``webauthn`` answer
+    when one is given. See the module docstring for the flow."""
     _check_second_factor(second_factor)
     try:
         lockout.check_not_locked(creds.lockout_state, now, user)
@@ -223,17 +263,22 @@ def authenticate(
     elif not check.ok:
         failure = "bad_password"
 
-    step = creds.totp_last_step
-    if second_factor == "otp":
+    step, keys = creds.totp_last_step, creds.webauthn
+    with_key = second_factor == "otp" and webauthn is not None
+    if with_key and webauthn is not None:
+        key_failure, keys = _check_webauthn(creds, webauthn, now)
+        failure = failure or key_failure
+    elif second_factor == "otp":
         otp_failure, step = _check_otp(creds, otp_code, now)
         failure = failure or otp_failure
 
     if failure is not None:
         state = lockout.record_failure(creds.lockout_state, now, policy)
-        return AuthResult(creds.with_lockout(state, now), False, _DENIED[second_factor], failure)
+        denied = _DENIED_WEBAUTHN if with_key else _DENIED[second_factor]
+        return AuthResult(creds.with_lockout(state, now), False, denied, failure)
 
     new = creds.with_lockout(lockout.record_success(creds.lockout_state, now), now)
-    new = replace(new, totp_last_step=step)
+    new = replace(new, totp_last_step=step, webauthn=keys)
     if check.needs_rehash:
         new = replace(new, password_hash=passwords.rehash(password, params))
     return AuthResult(new, True, "", "ok")
@@ -253,6 +298,22 @@ def _check_otp(creds: LocalCredentials, code: str | None, now: float) -> tuple[s
     return None, step
 
 
+def _check_webauthn(creds: LocalCredentials, answer: WebAuthnAnswer,
+                    now: float) -> tuple[str | None, tuple[WebAuthnCredential, ...]]:
+    """(failure reason or None, the keys to store: the used one with its new counter)."""
+    if not creds.webauthn:
+        return "no_webauthn_set", creds.webauthn
+    if answer.refused is not None:
+        return answer.refused, creds.webauthn
+    try:
+        return None, verify_assertion(answer.rp, creds.webauthn, answer.response,
+                                      answer.challenge, now)
+    except WebAuthnRefused as err:
+        return err.reason_internal, creds.webauthn
+    except (BadParameter, ValueError, TypeError, KeyError):  # a malformed stored or sent key
+        return "bad_webauthn", creds.webauthn
+
+
 def reject_unknown_user(
     password: str,
     *,
@@ -262,10 +323,12 @@ def reject_unknown_user(
     state: lockout.LockoutState = lockout.LockoutState(),  # noqa: B008 - immutable
     policy: lockout.LockoutPolicy = lockout.DEFAULT_LOCKOUT_POLICY,
     params: passwords.PasswordParams = passwords.DEFAULT_PARAMS,
+    webauthn: bool = False,
 ) -> AuthResult:
     """Refuse a login for a user name that has no credentials exactly as :func:`authenticate`
-    refuses a wrong password: the same lockout (``state``: the name's failures so far, see
-    ``lockout.UnknownNameLockouts``), the same Argon2 work, the same client reason. ``creds``
+    refuses a wrong password (``webauthn``: as it refuses one with a security key): the same
+    lockout (``state``: the name's failures so far, see ``lockout.UnknownNameLockouts``), the
+    same Argon2 work, the same client reason. ``creds``
     carries the name's new lockout state only (``failures``, ``locked_until``); it is never
     stored as credentials."""
     _check_second_factor(second_factor)
@@ -276,5 +339,5 @@ def reject_unknown_user(
         return AuthResult(creds, False, str(err), "unknown_user_locked")
     passwords.verify_password(None, password, params)  # same work as a wrong password
     new = lockout.record_failure(state, now, policy)
-    return AuthResult(creds.with_lockout(new, now), False, _DENIED[second_factor],
-                      "unknown_user")
+    denied = _DENIED_WEBAUTHN if webauthn and second_factor == "otp" else _DENIED[second_factor]
+    return AuthResult(creds.with_lockout(new, now), False, denied, "unknown_user")

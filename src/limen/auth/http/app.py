@@ -10,7 +10,11 @@ cluster, expiry). A proxy run apart from auth joins at auth's separate join list
     POST /v1/login | /v1/signup[/begin] | /v1/join  forwarded by the proxy from its web API
                                            (the caller must be a proxy); /v1/signup/begin
                                            gives the TOTP enrolment that /v1/signup confirms
-                                           with a code; /v1/join: see limen.auth.http.join
+                                           with a code ({mfa: webauthn}: a security key's
+                                           registration, confirmed with its answer);
+                                           /v1/join: see limen.auth.http.join
+    POST /v1/login/webauthn/begin, /v1/mfa[...]  security keys: a login's challenge, a
+                                           user's second factors (see limen.auth.http.mfa)
     POST /v1/events | /v1/recordings/{id}  agents' audit events and recordings
                                            (see limen.auth.http.agents)
     POST /v1/resources/apply               {documents, origin, prune?} → per-object actions
@@ -86,6 +90,7 @@ from limen.auth.http.fields import optional_str, required_str, str_list, ttl_sec
 from limen.auth.http.join import join, join_info
 from limen.auth.http.kube import kube_routes
 from limen.auth.http.locks import lock_routes
+from limen.auth.http.mfa import key_answer, mfa_routes
 from limen.auth.http.proxies import proxy_routes
 from limen.auth.http.requests import login_answer, request_routes
 from limen.auth.http.rotation import rotation_routes
@@ -153,6 +158,7 @@ def build_app(auth: AuthServer, data_dir: Path) -> web.Application:
     app.add_routes(rotation_routes(auth, routes.identity))
     app.add_routes(admin_routes(auth, routes.identity, routes.role_set))
     app.add_routes(request_routes(auth, routes.identity, forwarded_public_key))
+    app.add_routes(mfa_routes(auth, routes.identity))
     oidc = OIDCLogins(auth, auth.secret_resolver)
     github = GitHubLogins(auth, auth.secret_resolver)
     app.add_routes(sso_routes(auth, {"oidc": oidc, "github": github}, routes.identity))
@@ -228,21 +234,24 @@ class _Routes:
             required_str(body, "public_key"), timedelta(seconds=ttl) if ttl else None,
             remote_addr=str(body.get("remote_addr", "")),
             request_id=optional_str(body, "request_id") or None,
+            webauthn=key_answer(body),
         )
         return web.json_response(login_answer(result))
 
     async def signup(self, request: web.Request) -> web.Response:
         require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
-        return web.json_response(await self.auth.signup(required_str(body, "token"),
-                                                        required_str(body, "password"),
-                                                        optional_str(body, "otp")))
+        return web.json_response(await self.auth.signup(
+            required_str(body, "token"), required_str(body, "password"),
+            optional_str(body, "otp"), key_answer(body),
+            optional_str(body, "key_name") or "key"))
 
     async def signup_begin(self, request: web.Request) -> web.Response:
         require_system(await self.identity(request), [SystemRole.PROXY])
         body = await json_body(request)
         return web.json_response(await self.auth.signup_begin(
-            required_str(body, "token"), optional_str(body, "password")))
+            required_str(body, "token"), optional_str(body, "password"),
+            optional_str(body, "mfa") or "otp"))
 
     async def join(self, request: web.Request) -> web.Response:
         """A join forwarded by a proxy from its web API (the token authenticates the joiner;

@@ -1,7 +1,9 @@
 """The browser's login API on the proxy's web port::
 
-    POST   /v1/webapi/sessions        {user, password, otp} → the session (cookie) and its CSRF
-                                      token; the proxy logs in at auth as ``lmsh login`` does
+    POST   /v1/webapi/sessions        {user, password, otp | webauthn} → the session (cookie)
+                                      and its CSRF token; the proxy logs in at auth as ``lmsh
+                                      login`` does (``webauthn``: the security key's answer to
+                                      the challenge of /v1/webapi/login/webauthn/begin)
     GET    /v1/webapi/sessions        the current session (user, roles, logins, CSRF token)
     POST   /v1/webapi/sessions/renew  (CSRF) the session lives IDLE_TTL longer (at most as long
                                       as its certificates)
@@ -48,13 +50,17 @@ def session_routes(auth: AuthClient, sessions: WebSessions, on_logout: OnLogout,
             _text(body, "otp", 16)
         if not user or not password:
             raise BadParameter("user and password are required")
+        webauthn = body.get("webauthn")
+        if webauthn is not None and not isinstance(webauthn, dict):
+            raise BadParameter("webauthn must be the security key's answer")
         by_address.take(request.remote or "", "logins from this address")
         by_user.take(user, f"logins of {user}")
         key = generate_private_key()
         answer = await auth.call("POST", "/v1/login", {
             "user": user, "password": password, "otp": otp,
             "public_key": public_key_to_openssh(key.public_key(), f"{user}@web"),
-            "ttl_seconds": CERT_TTL_SECONDS, "remote_addr": request.remote or ""})
+            "ttl_seconds": CERT_TTL_SECONDS, "remote_addr": request.remote or "",
+            **({"webauthn": webauthn} if webauthn is not None else {})})
         session = sessions.create(str(answer["user"]), answer,
                                   private_key_to_openssh(key).encode())
         response = web.json_response(session.summary())
