@@ -1,5 +1,6 @@
-"""Helpers of the tests of a root's CA update at a leaf (test_trust_root_cas*.py): a root's
-host credentials and public CAs, and a leaf holding the root's CAs as the trusted-cluster
+"""Helpers of the tests of a cluster's CA update at the other end of a trusted-cluster pair
+(test_trust_root_cas*.py, test_trust_leaf_own_cas*.py): a cluster's host credentials and
+public CAs, a leaf holding the root's CAs and a root holding a leaf's, as the trusted-cluster
 handshake stores them."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.leaf_roots import TRUST_TRUSTED_CLUSTER, TRUSTED_CLUSTER_LABEL
-from limen.auth.trusted_clusters.wire import CLUSTER_LABEL, TRUST_LABEL, CASet
+from limen.auth.trusted_clusters.wire import CLUSTER_LABEL, TRUST_LABEL, TRUST_REMOTE, CASet
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
@@ -56,3 +57,15 @@ async def trust_root(leaf: ResourceStore, root: AuthServer) -> None:
             Kind.CERT_AUTHORITY, ca_resource_name(ca.type, name), spec=ca.to_dict(),
             labels={CLUSTER_LABEL: name, TRUST_LABEL: TRUST_TRUSTED_CLUSTER,
                     TRUSTED_CLUSTER_LABEL: name}))
+
+
+async def admit_leaf(root: AuthServer, leaf: AuthServer) -> None:
+    """What ``root`` stores at the trusted-cluster handshake of ``leaf``: its RemoteCluster
+    and its public CAs."""
+    name = leaf.cluster_name
+    await root.store.create(Resource(Kind.REMOTE_CLUSTER, name,
+                                     spec={"connection": "offline", "last_heartbeat": None}))
+    for ca in public_cas(leaf).values():
+        await root.store.create(Resource(
+            Kind.CERT_AUTHORITY, ca_resource_name(ca.type, name), spec=ca.to_dict(),
+            labels={CLUSTER_LABEL: name, TRUST_LABEL: TRUST_REMOTE}))

@@ -15,9 +15,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from root_ca_env import TYPES, host_credentials, public_cas, with_new_user_key
+from root_ca_env import TYPES, admit_leaf, host_credentials, public_cas, with_new_user_key
 
-from limen.api.resources import Kind, Resource
+from limen.api.resources import Kind
 from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.ca_update import Direction, make_update
@@ -41,17 +41,6 @@ async def _server(name: str, emitter: MemoryEmitter | None = None) -> AuthServer
                         emitter or MemoryEmitter())
     await server.start()
     return server
-
-
-async def _admit(root: AuthServer, leaf: AuthServer) -> None:
-    """What the root stores at the trusted-cluster handshake of ``leaf``."""
-    name = leaf.cluster_name
-    await root.store.create(Resource(Kind.REMOTE_CLUSTER, name,
-                                     spec={"connection": "offline", "last_heartbeat": None}))
-    for ca in public_cas(leaf).values():
-        await root.store.create(Resource(
-            Kind.CERT_AUTHORITY, ca_resource_name(ca.type, name), spec=ca.to_dict(),
-            labels={CLUSTER_LABEL: name, TRUST_LABEL: TRUST_REMOTE}))
 
 
 @dataclass
@@ -86,8 +75,8 @@ async def world() -> World:
     events = MemoryEmitter()
     root = await _server("root", events)
     leaf, other = await _server("leaf"), await _server("other")
-    await _admit(root, leaf)
-    await _admit(root, other)
+    await admit_leaf(root, leaf)
+    await admit_leaf(root, other)
     return World(root, leaf, other, events,
                  host_credentials(leaf, SystemRole.PROXY, "leaf-proxy"))
 

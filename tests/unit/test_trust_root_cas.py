@@ -297,9 +297,9 @@ async def test_the_leaf_proxy_hands_an_update_to_auth_until_it_answers(world: Wo
     auth = _FlakyAuth(failures=2)
     links = _links(auth, world)
     update = world.update()
-    links._relay_latest("root", RootCAs(update=update))
+    links.relay.hand("root", update)
     async with asyncio.timeout(5):
-        await links._relays["root"]
+        await links.relay.pending["root"]
     assert auth.calls == [("/v1/trust/roots/root/cas", update)] * 3
 
 
@@ -307,9 +307,9 @@ async def test_a_refused_update_is_not_retried_and_a_newer_one_replaces_a_pendin
         world: World) -> None:
     auth = _FlakyAuth(failures=1, refusal=AccessDenied("wrong cluster"))
     links = _links(auth, world)
-    links._relay_latest("root", RootCAs(update={"n": 1}))
-    links._relay_latest("root", RootCAs(update={"n": 2}))  # before the first was handed
+    links.relay.hand("root", {"n": 1})
+    links.relay.hand("root", {"n": 2})  # before the first was handed
     async with asyncio.timeout(5):
-        await links._relays["root"]
+        await links.relay.pending["root"]
     assert [body for _path, body in auth.calls] == [{"n": 2}, {"n": 2}]
-    assert "root" not in links._relays
+    assert "root" not in links.relay.pending

@@ -19,6 +19,8 @@ connector that routes a user's channel to a node.
       to every leaf's link; the leaf enforces them on this cluster's users
     RootCAPublisher (limen.proxy.trust_root_cas): this cluster's public CAs, signed, sent to
       every leaf's link on each change (a CA rotation reaches the leaves)
+    CARelay (limen.proxy.trust_ca_relay): each leaf's own CAs from its link (leaf_cas) handed
+      to auth, POST /v1/trust/leaves/<leaf>/cas (a leaf's CA rotation reaches this root)
     TrustPusher (limen.proxy.trust_push): auth's trust answer, signed by auth, pushed to the
       node agents over their tunnels (they stop polling auth for it)
 
@@ -65,6 +67,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from limen.auth.client import AuthClient
+from limen.auth.http.trust_root import TRUST_LEAVES_PATH
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity
 from limen.config import Settings
@@ -77,6 +80,7 @@ from limen.proxy.heartbeat_relay import HeartbeatRelay
 from limen.proxy.proxy_peers import ProxyAnnouncer, announced_tunnel_address
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
+from limen.proxy.trust_ca_relay import CARelay
 from limen.proxy.trust_push import TrustPusher
 from limen.proxy.trust_root_cas import RootCAPublisher
 from limen.proxy.trust_root_locks import RootLockPublisher
@@ -291,11 +295,15 @@ class ProxySSHService:
         self.remote = RemoteClusters(auth, credentials, self.view, emitter)
         self.heartbeats = HeartbeatRelay(auth, credentials.host_id)
         """The agents' heartbeats, relayed to auth once a second."""
+        self.leaf_cas = CARelay(lambda: auth, lambda leaf: f"{TRUST_LEAVES_PATH}/{leaf}/cas",
+                                "leaf")
+        """The leaves' own CA updates from their cluster links, handed to auth."""
         self.tunnel = TunnelServer(
             credentials, auth_address=auth_address or (lambda: auth.address),
             on_heartbeat=self._heartbeat, emitter=emitter, idle_timeout=idle_timeout,
             remote_trust=self.remote.host_ca_keys, on_cluster_heartbeat=self.remote.heartbeat,
-            on_cluster_lost=self.remote.lost, **dict(tunnel_options or {}))
+            on_cluster_lost=self.remote.lost, on_cluster_cas=self.leaf_cas.hand,
+            **dict(tunnel_options or {}))
         self.remote.bind(self.tunnel)
         self.connector = SSHConnector(credentials, self.tunnel, self.view, emitter,
                                       idle_timeout=idle_timeout)
@@ -341,6 +349,7 @@ class ProxySSHService:
 
     async def stop(self) -> None:
         await self.trust_push.stop()
+        await self.leaf_cas.stop()
         await self.root_cas.stop()
         await self.root_locks.stop()
         if self.peers is not None:

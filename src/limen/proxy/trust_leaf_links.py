@@ -31,11 +31,16 @@
        relayed here are re-checked (RootSessionGuard): a lock on one cuts its relay (at once
        under ``lock: strict``, at the next check within 2 s otherwise), audited
     root CAs ◀─ cas {update} from R (R's public CAs signed by R's proxy, on every change: a CA
-       rotation) ─▶ POST /v1/trust/roots/R/cas to this cluster's auth (retried while auth is
-       unreachable), which checks the signature itself and stores them
+       rotation) ─▶ POST /v1/trust/roots/R/cas to this cluster's auth (CARelay,
+       limen.proxy.trust_ca_relay: retried while auth is unreachable), which checks the
+       signature itself and stores them
        (limen.auth.trusted_clusters.leaf_cas); the stored change comes back through the
        TrustView. A change of R's CAs alone does not restart the link: its trust in R's proxy
        takes the new host CA keys in place (open sessions stay)
+    own CAs ─▶ leaf_cas {update} to R (LeafCAPublisher, limen.proxy.trust_leaf_own_cas: this
+       cluster's public CAs signed by this proxy, when a link is welcomed and on every change:
+       a CA rotation here); R's auth checks and stores them. A renewed host certificate of
+       this proxy (the rotation's update_servers) is presented by each link's next connection
 
 Dials of kind ``db`` and ``kube`` (a root user's ``psql``/``kubectl`` through the root's
 fronts) carry the user's X.509 certificate instead and go to
@@ -62,19 +67,22 @@ from typing import Any
 
 from limen.aio.backoff import Backoff
 from limen.aio.task_service import TaskService
-from limen.aio.tasks import cancel_and_wait
+from limen.auth.client import AuthClient
 from limen.auth.http.trust_leaf import TRUST_ROOTS_PATH
+from limen.auth.trusted_clusters.wire import CASet
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.peer_role import require_server_role
 from limen.ca.ssh_certs import verify_ssh_user_cert
-from limen.errors import AccessDenied, BadParameter, ConnectionProblem, LimenError, NotFound
+from limen.errors import AccessDenied, BadParameter, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.net.address import format_address, parse_address
 from limen.net.http import ApiClient
 from limen.net.relay import Relay
 from limen.proxy.sshproxy import ProxySSHService
+from limen.proxy.trust_ca_relay import CARelay
+from limen.proxy.trust_leaf_own_cas import LeafCAPublisher
 from limen.proxy.trust_leaf_resources import LeafResourceDials, Routers
 from limen.services.locks import Locked, LocksUnknown, lock_fields
 from limen.trust.cache import TrustedRoot, TrustView, as_local_user
@@ -162,13 +170,17 @@ class LeafLinks(TaskService):
         self.clock = clock
         self.links: dict[str, _Link] = {}
         """Running links by root cluster name."""
-        self._relays: dict[str, asyncio.Task[None]] = {}
-        """The latest CA update of each root being handed to auth (retried until it answers)."""
+        self.relay = CARelay(self._auth, lambda root: f"{TRUST_ROOTS_PATH}/{root}/cas",
+                             "root", backoff=backoff)
+        """The latest CA update of each root, handed to auth (retried until it answers)."""
         self.errors: dict[str, str] = {}
         """Why a root has no link (address discovery failed), by root cluster name."""
         self.root_locks = root_locks or RootLocks()
         """The roots' locks on their users, as each root last sent them."""
         self.guard = RootSessionGuard(self.root_locks, interval=lock_interval)
+        self.own_cas = LeafCAPublisher(self._own, lambda: {name: link.agent for name, link
+                                                           in self.links.items()})
+        """This cluster's own CAs, sent to each root over its link."""
         self.resources = None if routers is None else LeafResourceDials(
             cache, self._credentials, routers, self.root_locks, self._audit, guard=self.guard)
         """db and kube dials of root users (None: refused)."""
@@ -184,16 +196,28 @@ class LeafLinks(TaskService):
         ssh = self.proxy()
         return ssh.credentials if ssh is not None else None
 
+    def _auth(self) -> AuthClient | None:
+        ssh = self.proxy()
+        return ssh.auth if ssh is not None else None
+
+    def _own(self) -> tuple[CASet, HostCredentials] | None:
+        """This cluster's CAs as this proxy last read them, and its credentials now."""
+        ssh = self.proxy()
+        cas = ssh.root_cas.cas if ssh is not None else None
+        return (cas, ssh.credentials) if ssh is not None and cas is not None else None
+
     # ------------------------------------------------------------------ service
 
     async def start(self) -> dict[str, str]:
         await self.guard.start()
+        await self.own_cas.start()
         return await super().start()
 
     async def stop(self) -> None:
         await super().stop()
+        await self.own_cas.stop()
         await self.guard.stop()
-        await cancel_and_wait(*self._relays.values())
+        await self.relay.stop()
         for name in list(self.links):
             await self._drop(name, "stopping")
 
@@ -216,6 +240,8 @@ class LeafLinks(TaskService):
                  if root.host_ca is not None and root.tls_ca is not None
                  and root.proxy_address}
         for name, link in list(self.links.items()):
+            if link.agent.credentials is not ssh.credentials:  # renewed: the next hello
+                link.agent.use_credentials(ssh.credentials)
             if name not in roots:
                 await self._drop(name, "the TrustedCluster is disabled or deleted")
             elif _state(roots[name]) != _state(link.root):
@@ -248,7 +274,7 @@ class LeafLinks(TaskService):
             self.root_locks.update(name, message)
 
         def cas(message: RootCAs) -> None:
-            self._relay_latest(name, message)
+            self.relay.hand(name, message.update)
 
         agent = TunnelAgent(address, ssh.credentials, None, heartbeat, prepare=prepare,
                             settings=TunnelAgentSettings(
@@ -272,43 +298,6 @@ class LeafLinks(TaskService):
                      root.root_cluster, len(keys))
         link.agent.peer_trust = {root.root_cluster: keys}
         link.root = root
-
-    def _relay_latest(self, name: str, message: RootCAs) -> None:
-        """Hand root ``name``'s CA update to auth; a newer one replaces one not handed yet."""
-        previous = self._relays.pop(name, None)
-        if previous is not None:
-            previous.cancel()
-        task = asyncio.create_task(self._relay_cas(name, message), name=f"root-cas-{name}")
-        self._relays[name] = task
-
-        def done(finished: asyncio.Task[None]) -> None:
-            if self._relays.get(name) is finished:
-                del self._relays[name]
-        task.add_done_callback(done)
-
-    async def _relay_cas(self, name: str, message: RootCAs) -> None:
-        """Hand root ``name``'s CA update to this cluster's auth, which checks and stores it;
-        while auth cannot be reached, try again (the root sends it only once per change)."""
-        backoff, warned = self.backoff(), False
-        while True:
-            ssh = self.proxy()
-            try:
-                if ssh is None:
-                    raise ConnectionProblem("this proxy's SSH service is not started")
-                await ssh.auth.call("POST", f"{TRUST_ROOTS_PATH}/{name}/cas",
-                                    dict(message.update))
-                return
-            except asyncio.CancelledError:
-                raise
-            except (ConnectionProblem, OSError, TimeoutError) as err:
-                if not warned:
-                    log.warning("cluster links: cannot hand root %s's CA update to auth (%s); "
-                                "trying again", name, err)
-                warned = True
-            except LimenError as err:  # refused by auth (audited there): nothing to retry
-                log.warning("cluster links: auth refused root %s's CA update: %s", name, err)
-                return
-            await asyncio.sleep(backoff.next_delay())
 
     async def _drop(self, name: str, reason: str) -> None:
         link = self.links.pop(name, None)

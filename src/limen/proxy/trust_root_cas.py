@@ -18,7 +18,8 @@ checks the signature against this cluster's host CA as it trusts it and stores t
 (``limen.auth.trusted_clusters.leaf_cas``). A rotation's ``init`` reaches the leaves before
 ``update_clients`` gives users certificates of the new key, as long as the phases are a few
 seconds apart; ``standby`` drops the old key there too. While auth does not answer, nothing
-is sent (the leaves keep the last set). Started and stopped by
+is sent (the leaves keep the last set). The set read is also what a leaf proxy sends its
+roots (:attr:`RootCAPublisher.cas`, ``limen.proxy.trust_leaf_own_cas``). Started and stopped by
 :class:`limen.proxy.sshproxy.ProxySSHService` with its tunnel listener.
 """
 
@@ -32,7 +33,7 @@ from typing import Any
 
 from limen.aio.task_service import TaskService
 from limen.auth.client import AuthClient
-from limen.auth.trusted_clusters.ca_update import make_update
+from limen.auth.trusted_clusters.ca_update import Direction, make_update
 from limen.auth.trusted_clusters.wire import CASet
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
@@ -84,6 +85,12 @@ class RootCAPublisher(TaskService):
         self._cas: CASet | None = None
         self._published: tuple[CASet, bytes] | None = None
 
+    @property
+    def cas(self) -> CASet | None:
+        """This cluster's public CAs as last read from auth (None before the first answer):
+        a leaf proxy sends the same set to its roots (``limen.proxy.trust_leaf_own_cas``)."""
+        return self._cas
+
     async def publish_once(self) -> bool:
         """Ask auth once; send the CAs when they or this proxy's certificate changed (True)."""
         creds = self.credentials()
@@ -98,7 +105,8 @@ class RootCAPublisher(TaskService):
         state = (self._cas, creds.ssh_cert)
         if state == self._published:
             return False
-        self.tunnel.publish_cas(RootCAs(update=make_update(creds, self._cas, self.clock())))
+        self.tunnel.publish_cas(RootCAs(update=make_update(
+            creds, self._cas, self.clock(), Direction.ROOT_TO_LEAF)))
         self._published = state
         log.info("root CAs: sent to the leaves (user %d, host %d key(s))",
                  len(self._cas.user), len(self._cas.host))

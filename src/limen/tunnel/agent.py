@@ -57,7 +57,7 @@ from limen.tunnel.agent_settings import (
     TunnelAgentSettings,
 )
 from limen.tunnel.auth_route import AuthTicket, LocalAuthListener
-from limen.tunnel.protocol import KIND_AUTH, ProxyEntry
+from limen.tunnel.protocol import KIND_AUTH, Message, ProxyEntry
 from limen.tunnel.stopping import stop_task
 
 __all__ = ["DialHandler", "DialPreparer", "PreparedDial", "TunnelAgent", "TunnelAgentSettings",
@@ -218,6 +218,12 @@ class TunnelAgent:
         self._changed.notify()
         if self.observer is not None:
             self.observer.changed(self)
+
+    def send(self, message: Message) -> bool:
+        """Send ``message`` on the current control connection; False when none is up (nothing
+        is queued: send again after the next welcome, :attr:`connections` counts them)."""
+        conn = self._current
+        return conn is not None and conn.send(message)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

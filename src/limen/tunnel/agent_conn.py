@@ -14,6 +14,7 @@ dials served and auth connect requests answered.
       │  locks (cluster links: the root's locks) ─▶ settings.on_locks
       │  cas (cluster links: the root's public CAs) ─▶ settings.on_cas
       │  trust (auth's signed trust answer, when the hello asked) ─▶ settings.on_trust
+      │  send(leaf_cas) (cluster links: the leaf's own CAs, sent by the owner's caller)
       └─ connection lost: run() returns or raises; pending connect requests fail
 
 The welcome's certificate must be a valid host certificate of the expected cluster with role
@@ -267,6 +268,15 @@ class AgentConnection:
     def _send(self, message: Message) -> None:
         if self._writer is not None:
             self._writer.write(encode(message))
+
+    def send(self, message: Message) -> bool:
+        """Send ``message`` to the proxy now (a cluster link's ``leaf_cas``); False when the
+        connection is not (or no longer) up."""
+        try:
+            self._send(message)
+        except (OSError, asyncssh.Error):
+            return False
+        return self._writer is not None
 
     async def request_connect(self, kind: str) -> str:
         """Ask the proxy for a data connection of ``kind`` (auth); its nonce.

@@ -21,7 +21,8 @@ and an agent holds a *host* certificate):
 
 A hello whose certificate claims ANOTHER cluster is a leaf proxy's cluster link: it is verified
 asynchronously against that leaf's host CA only (role proxy), and the link may then send nothing
-but heartbeats and ``dial_failed`` answers (see :mod:`limen.tunnel.clusters`).
+but heartbeats, ``dial_failed`` answers and the leaf's own CAs (``leaf_cas``, passed on
+unchecked: the root's auth checks the signature) (see :mod:`limen.tunnel.clusters`).
 
 What a link needs from the server that accepted it is the :class:`LinkOwner` protocol declared
 here (implemented by :class:`~limen.tunnel.server.TunnelServer`), so this module never imports
@@ -53,6 +54,7 @@ from limen.tunnel.protocol import (
     DialFailed,
     Heartbeat,
     Hello,
+    LeafCAs,
     Message,
     ProxyEntry,
     Welcome,
@@ -117,6 +119,9 @@ class LinkOwner(Protocol):
     def heartbeat(self, link: AgentLink, resource: Mapping[str, Any]) -> None: ...
 
     def cluster_heartbeat(self, link: AgentLink, payload: Mapping[str, Any]) -> None: ...
+
+    def cluster_cas(self, link: AgentLink, update: Mapping[str, Any]) -> None:
+        """A cluster link sent its leaf's own CA update (``leaf_cas``)."""
 
     def dial_failed(self, link: AgentLink, nonce: str, reason: str) -> None: ...
 
@@ -293,6 +298,8 @@ class AgentLink(PublicKeyOnlyServer):
             self.owner.cluster_heartbeat(self, message.resource)
         elif isinstance(message, DialFailed):
             self.owner.dial_failed(self, message.nonce, message.reason)
+        elif isinstance(message, LeafCAs):
+            self.owner.cluster_cas(self, message.update)
         else:
             self.owner.refuse_cluster_request(self, message.type)
 

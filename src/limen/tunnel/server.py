@@ -24,7 +24,8 @@ reused nonces close the connection; nothing else happens. Called by the proxy's 
 Leaf clusters' proxies connect here too (``remote_trust`` set): their cluster links live in
 ``clusters``, are dialled with :meth:`TunnelServer.dial_cluster`, are sent this cluster's locks
 on its users (:meth:`TunnelServer.publish_locks`) and its public CAs
-(:meth:`TunnelServer.publish_cas`), and may ask for nothing
+(:meth:`TunnelServer.publish_cas`), may send their own CAs (``leaf_cas``, passed to
+``on_cluster_cas`` with the link's verified cluster) and may ask for nothing
 (:mod:`limen.tunnel.clusters`).
 
 Agents whose hello asked for it get auth's signed trust answer (fed by
@@ -78,7 +79,7 @@ from limen.tunnel.registry import AgentRecord, AgentRegistry
 from limen.tunnel.sniffer import DataConnection, PortSniffer
 from limen.tunnel.tunnel_metrics import TunnelMetrics
 
-__all__ = ["ClusterSink", "DataConnection", "HeartbeatSink", "TunnelServer"]
+__all__ = ["ClusterCAsSink", "ClusterSink", "DataConnection", "HeartbeatSink", "TunnelServer"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ ClusterSink = Callable[[ClusterRecord], Awaitable[None]]
 """Receives a cluster link's heartbeats and its loss (the proxy tells auth). A heartbeat sink
 raising :class:`~limen.errors.NotFound` or :class:`~limen.errors.AccessDenied` (the leaf was
 removed or is no longer trusted) drops the link."""
+ClusterCAsSink = Callable[[str, Mapping[str, Any]], None]
+"""Receives a leaf's own CA update (``leaf_cas``) with the cluster of the link it came by (the
+proxy hands it to auth, which checks it)."""
 MIN_HEARTBEAT_GAP = 1.0
 """Heartbeats closer together than this (seconds) update the registry but are not forwarded."""
 
@@ -101,6 +105,7 @@ class TunnelServer:
         remote_trust: RemoteTrust | None = None,
         on_cluster_heartbeat: ClusterSink | None = None,
         on_cluster_lost: ClusterSink | None = None,
+        on_cluster_cas: ClusterCAsSink | None = None,
         dial_timeout: float = 5.0,
         preamble_timeout: float = 5.0,
         hello_timeout: float = 10.0,
@@ -120,6 +125,7 @@ class TunnelServer:
         """Host CA keys of an admitted leaf cluster; None: no cluster links accepted."""
         self.on_cluster_heartbeat = on_cluster_heartbeat
         self.on_cluster_lost = on_cluster_lost
+        self.on_cluster_cas = on_cluster_cas
         self.dial_timeout = dial_timeout
         self.preamble_timeout = preamble_timeout
         self.hello_timeout = hello_timeout
@@ -474,6 +480,15 @@ class TunnelServer:
         self.clusters.put(record)
         if self.on_cluster_heartbeat is not None:
             self._spawn(self._cluster_sink(self.on_cluster_heartbeat, record, link))
+
+    def cluster_cas(self, link: AgentLink, update: Mapping[str, Any]) -> None:
+        cluster = link.remote_cluster
+        if self._by_cluster.get(cluster) is not link:
+            return
+        if self.on_cluster_cas is None:
+            log.info("tunnel: cluster %s sent its CAs; nothing here takes them", cluster)
+            return
+        self.on_cluster_cas(cluster, update)
 
     async def _cluster_sink(self, sink: ClusterSink, record: ClusterRecord,
                             link: AgentLink | None) -> None:
