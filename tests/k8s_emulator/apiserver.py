@@ -38,18 +38,19 @@ come first, before kmock and its reactions, as kube-apiserver's filters: with an
 in ``audit`` (``audit.py``). ``selfsubjectreviews`` and ``selfsubjectaccessreviews``
 (``kubectl auth whoami``/``can-i``, ``reviews.py``) answer for that user. Pods annotated to
 run locally (``pods.py``) serve ``exec`` and ``attach`` over WebSocket (``podexec.py``),
-``log`` (``podlogs.py``) and ``portforward`` as SPDY through a WebSocket (``portforward.py``).
+``exec`` over SPDY/3.1 too (``podexec_spdy.py``), ``log`` (``podlogs.py``) and
+``portforward`` as SPDY through a WebSocket (``portforward.py``).
 
 Not emulated (real clusters differ): anonymous requests (always 401 with an authenticator),
 token expiry and JWT service-account tokens (tokens are opaque strings), aggregated
-ClusterRoles, SPDY upgrades for ``exec``/``attach``/``portforward`` (kubectl 1.32 uses
-WebSockets; ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`` would fail), container images and
-restarts (a pod's processes run once, on this machine), admission webhooks, CRD schema
-defaulting, pruning and validation (Limen's operator validates itself), server-side apply (415),
-strategic merge patch list-merge keys (lists are replaced), built-in types' printer columns
-(kubectl gets NAME and AGE, and Pods' usual columns; CRDs get their own, see ``printing.py``),
-conversion between CRD versions (only ``apiVersion`` changes), and the two ``events`` types are
-stored apart.
+ClusterRoles, SPDY upgrades for ``attach``/``portforward`` (kubectl 1.32 uses WebSockets; only
+``exec`` is served over SPDY, for ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false``), container
+images and restarts (a pod's processes run once, on this machine), admission webhooks, CRD
+schema defaulting, pruning and validation (Limen's operator validates itself), server-side
+apply (415), strategic merge patch list-merge keys (lists are replaced), built-in types'
+printer columns (kubectl gets NAME and AGE, and Pods' usual columns; CRDs get their own, see
+``printing.py``), conversion between CRD versions (only ``apiVersion`` changes), and the two
+``events`` types are stored apart.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ from .errors import ApiError
 from .impersonation import ImpersonationError, impersonate
 from .paths import ResourcePath, parse_resource_path, segments
 from .podexec import serve_attach, serve_exec
+from .podexec_spdy import serve_exec_spdy, wants_spdy
 from .podlogs import serve_logs
 from .pods import PodRuntime
 from .portforward import serve_portforward
@@ -491,6 +493,8 @@ class KubeAPIEmulator(kmock.RawHandler):
         if sub == "log":
             closing = lambda: self._closing  # noqa: E731
             return await serve_logs(request, self.pods, namespace, name, request.query, closing)
+        if sub == "exec" and wants_spdy(request):
+            return await serve_exec_spdy(request, self.pods, namespace, name, request.query)
         if sub == "exec":
             return await serve_exec(request, self.pods, namespace, name, request.query)
         if sub == "attach":
