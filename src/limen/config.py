@@ -124,6 +124,10 @@ class GitOpsSettings:
     ``prune_guard_min``) unless allowed (docs/gitops.md: the prune guard); 1 turns it off."""
     prune_guard_min: int = 10
     """The prune guard applies only once the sync owns more than this many objects."""
+    review_signers_file: str = ""
+    """OpenSSH allowed signers file: when set, an access request review merged in Git counts
+    only if the merge commit carries a good SSH signature by a key this file lists for the
+    merger's e-mail (``limen.gitops.reviews``); empty: the merger's identity is not verified."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,7 @@ SCHEMA: dict[str, Any] = {
                 "credentials_file": {"type": "string"},
                 "max_prune_fraction": {"type": "number", "minimum": 0, "maximum": 1},
                 "prune_guard_min": {"type": "integer", "minimum": 0},
+                "review_signers_file": {"type": "string"},
             },
         },
         "node": {
