@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget
+from limen.agents.db.upstream_tls import UpstreamCerts, UpstreamTarget, ca_mark
 from limen.auth.rotation import Phase, RotationState, advance
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.keys import load_public_key, spki_pin
@@ -30,7 +30,7 @@ class _Auth:
         self.ca, self.state = advance(self.ca, self.state, phase, now=datetime.now(UTC))
 
     def signer(self) -> str:
-        return self.ca.fingerprint
+        return ca_mark(self.ca)
 
     async def issue(self, db_user: str, public_key: str) -> tuple[bytes, bytes]:
         cert = sign_db_client_cert(self.ca, load_public_key(public_key), db_user,
@@ -52,20 +52,23 @@ def _signed_by(cert_pem: bytes, auth: _Auth) -> str:
 async def test_the_cache_follows_the_db_ca_signer() -> None:
     auth = _Auth()
     certs = UpstreamCerts(auth.issue, signer=auth.signer)
-    old = auth.signer()
+    old = auth.ca.fingerprint
     await certs.context(TARGET, "alice")
     await certs.context(TARGET, "alice")
     assert certs.issued == 1  # cached
-    auth.move(Phase.INIT)  # the new key trusted, not signing: the cached one still fits
-    await certs.context(TARGET, "alice")
-    assert certs.issued == 1
-    auth.move(Phase.UPDATE_CLIENTS)
+    auth.move(Phase.INIT)  # the new key trusted, not signing: the bundle now holds it
     await certs.context(TARGET, "alice")
     assert certs.issued == 2
-    new = auth.signer()
+    assert len(x509.load_pem_x509_certificates(certs._cache["alice"].ca_pem)) == 2
+    assert _signed_by(certs._cache["alice"].cert_pem, auth) == old
+    auth.move(Phase.UPDATE_CLIENTS)
+    await certs.context(TARGET, "alice")
+    await certs.context(TARGET, "alice")
+    assert certs.issued == 3
+    new = auth.ca.fingerprint
     assert new != old
     assert _signed_by(certs._cache["alice"].cert_pem, auth) == new
     auth.move(Phase.ROLLBACK)
     await certs.context(TARGET, "alice")
-    assert certs.issued == 3
+    assert certs.issued == 4
     assert _signed_by(certs._cache["alice"].cert_pem, auth) == old

@@ -22,6 +22,7 @@ from functools import partial
 
 from limen.agents.app.app_service import AppService
 from limen.agents.db.db_service import DBService
+from limen.agents.db.upstream_tls import ca_mark
 from limen.agents.kube.kube_service import KubeService
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.node_service import NodeService
@@ -239,7 +240,7 @@ class _LocalDB:
             creds, self.settings.db, resources, issue, policy, self.emitter,
             lambda: self.proxy.listeners["tunnel"],
             guard=SessionLockGuard(policy, server.locks),
-            signer=lambda: server.authorities.get(CertAuthorityType.DB).fingerprint)
+            signer=lambda: ca_mark(server.authorities.get(CertAuthorityType.DB)))
         self.service.user_trust = partial(user_trust, creds, self.trusted)
         if self.proxy.db is not None:  # sessions from the proxy beside it skip the tunnel
             self.proxy.db.router.attach_local(creds.host_id, self.service)

@@ -40,6 +40,9 @@ DB_HINTS = {
     "init": "The databases must trust the new DB CA before update_clients: put the output of "
             "`lmctl auth export --type db-client` (both CA certificates) in PostgreSQL's "
             "ssl_ca_file / MariaDB's ssl-ca and reload them.",
+    "update_servers": "Sign the databases' server certificates with the new DB CA now "
+                      "(`lmctl auth sign --format db`): standby retires the old one, and the "
+                      "db agents verify the servers against the DB CA.",
     "standby": "The old DB CA is retired: `lmctl auth export --type db-client` now prints the "
                "new CA certificate only; put it in ssl_ca_file / ssl-ca.",
     "rollback": "The old DB CA signs again; keep both CA certificates in ssl_ca_file / ssl-ca "

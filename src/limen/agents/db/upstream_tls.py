@@ -3,11 +3,11 @@ it verifies the server.
 
 The agent holds one ECDSA P-256 key; for each database user it asks auth for a client
 certificate (DB CA, subject ``CN=<user>``, an hour) and caches it until ten minutes before it
-expires, or until the DB CA's signer changes (a rotation of the db CA, ``limen.auth.rotation``:
-``update_clients`` and ``rollback`` sign with another key, and after ``standby`` the
-databases no longer trust the retired one): ``signer`` says who signs now, as last known, and
-a certificate cached under another signer is issued again for the next connection. Open
-sessions keep the TLS they were set up with.
+expires, or until the DB CA's keys change (a rotation of the db CA, ``limen.auth.rotation``:
+``init`` adds a trusted key, ``update_clients`` and ``rollback`` sign with another one, and
+after ``standby`` the databases no longer trust the retired one): ``signer`` says what the
+DB CA is now, as last known (:func:`ca_mark`), and a certificate cached under another is
+issued again for the next connection. Open sessions keep the TLS they were set up with.
 
 The server is verified according to the Resource's ``spec.tls``: ``mode`` ``verify-full``
 (default: the chain against ``ca_file`` or Limen's DB CA, and the host name or
@@ -29,19 +29,29 @@ from pathlib import Path
 from cryptography import x509
 
 from limen.api.resources import Resource
+from limen.ca.authority import CertAuthority
 from limen.ca.keys import KeyType, generate_private_key, public_key_to_pem
 from limen.ca.tls import client_context
 from limen.errors import BadParameter
 from limen.net.address import parse_address
 
-__all__ = ["CertIssuer", "SignerOf", "UpstreamCerts", "UpstreamTarget", "upstream_target"]
+__all__ = ["CertIssuer", "SignerOf", "UpstreamCerts", "UpstreamTarget", "ca_mark",
+           "upstream_target"]
 
 CertIssuer = Callable[[str, str], Awaitable[tuple[bytes, bytes]]]
 """``(db_user, public_key_pem) -> (cert_pem, db_ca_pem)``: auth's ``issue_upstream_cert``."""
 SignerOf = Callable[[], str]
-"""The DB CA's signer as last known: its signing key's pin, or any text that changes whenever
-the signing key may have (the db CA's rotation phase and when it began)."""
+"""The DB CA as last known: any text that changes whenever its signing key or its trusted keys
+may have (its keys, the signing one first; or the db CA's rotation phase and when it began).
+The CA bundle cached with a certificate verifies the database's server certificate, so a
+server certificate of the new CA (signed from ``init`` on) is accepted too."""
 _RENEW_BEFORE = 600.0
+
+
+def ca_mark(ca: CertAuthority) -> str:
+    """The :data:`SignerOf` text of a DB CA at hand (a db agent in auth's process): the
+    ``kid`` of its keys, the signing one first."""
+    return " ".join(pair.kid for pair in ca.key_pairs)
 
 
 @dataclass(frozen=True)
