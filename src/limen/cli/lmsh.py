@@ -29,6 +29,7 @@ COMMANDS = {
     "apps": "limen.cli.lmsh_apps:apps",
     "request": "limen.cli.lmsh_requests:request",
     "proxy": "limen.cli.lmsh_proxy:proxy",
+    "mfa": "limen.cli.lmsh_mfa:mfa",
 }
 """Every ``lmsh`` subcommand: its name → where its click command is."""
 

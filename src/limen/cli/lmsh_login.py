@@ -1,6 +1,7 @@
 """``lmsh login``: where it logs in when flags are left out, the check of its ``--ca-pin``,
-and the login itself (password and one-time code, an approved access request, or single
-sign-on with ``--auth NAME``: ``limen.client.sso_login``).
+and the login itself (password and one-time code or a security key with ``--mfa webauthn``
+(``limen.client.webauthn``), an approved access request, or single sign-on with
+``--auth NAME``: ``limen.client.sso_login``).
 
 Like ``tsh login``: with no ``--proxy`` the current profile's proxy and user are used again;
 ``--proxy`` alone takes the user of that proxy's saved profile. Registered on the ``lmsh``
@@ -66,6 +67,10 @@ def check_pin_format(pin: str) -> None:
 @click.option("--user", help="Your Limen user name (default: the current profile's).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--otp", default="", help="The current one-time code (asked for when needed).")
+@click.option("--mfa", type=click.Choice(["otp", "webauthn"]), default="otp",
+              help="Second factor: the authenticator app's code (otp, default) or a FIDO2 "
+                   "security key (webauthn; LMSH_WEBAUTHN_DEVICE names a software key for "
+                   "tests and automation).")
 @click.option("--ttl", default="", help="Certificate lifetime, e.g. 8h (capped by your roles).")
 @click.option("--ca-pin", default="", metavar="sha256:HEX",
               help="Trust the proxy only if its TLS CA has this pin (lmctl status shows it); "
@@ -81,8 +86,8 @@ def check_pin_format(pin: str) -> None:
 @click.option("--no-browser", is_flag=True,
               help="With --auth: only print the URL, do not open a browser.")
 @handle_errors
-def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, ttl: str,
-          ca_pin: str, insecure: bool, request_id: str, connector: str,
+def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, mfa: str,
+          ttl: str, ca_pin: str, insecure: bool, request_id: str, connector: str,
           no_browser: bool) -> None:
     """Log in and receive short-lived SSH and X.509 certificates.
 
@@ -113,17 +118,29 @@ def login(proxy: str | None, user: str | None, password_stdin: bool, otp: str, t
                                          insecure=insecure)
         try:
             password = read_password(password_stdin, "Password")
-            code = otp
-            if ping.get("second_factor") == "otp" and not code:
+            code, webauthn = otp, None
+            if ping.get("second_factor") == "otp" and mfa == "webauthn":
+                webauthn = await _security_key(api, proxy, user, password)
+            elif ping.get("second_factor") == "otp" and not code:
                 code = click.prompt("One-time code", hide_input=False)
             key = generate_private_key()
             public = public_key_to_openssh(key.public_key(), f"{user}@{ping['cluster']}")
-            answer = await api.login(user, password, code, public, ttl_seconds, request_id)
+            answer = await api.login(user, password, code, public, ttl_seconds, request_id,
+                                     webauthn=webauthn)
         finally:
             await api.close()
         return await _save(store, proxy, ping, key, public, answer)
 
     print_profile(asyncio.run(run()))
+
+
+async def _security_key(api: WebApi, proxy: str, user: str, password: str) -> dict[str, Any]:
+    """The security key's answer to the challenge the proxy gives once the password is right."""
+    from limen.client.webauthn import assert_key  # fido2: loaded only when used
+
+    begun = await api.webauthn_login_begin(user, password)
+    return await asyncio.to_thread(assert_key, proxy, begun["webauthn"],
+                                   lambda text: click.echo(text, err=True))
 
 
 async def _sso(store: ProfileStore, proxy: str, connector: str, ttl_seconds: int | None,

@@ -6,6 +6,9 @@ by ``limen.cli.lmsh``.
                                        wrong); the link works until a right code finishes it
     lmsh signup --link URL --show-totp [-o json]                    scripts: the enrolment only
     lmsh signup --link URL --password-stdin --otp CODE [-o json]    ... then finish with a code
+    lmsh signup --link URL --mfa webauthn [--key-name NAME]   a FIDO2 security key instead of
+                                       the app (touch it; LMSH_WEBAUTHN_DEVICE: a software key
+                                       for tests and automation, limen.client.webauthn)
 
 The server keeps the TOTP secret with the link (``/v1/webapi/signup/begin``) and sets the
 password and the authenticator together, consuming the link, only when the code is right
@@ -107,6 +110,15 @@ def _finish(proxy: _Proxy, token: str, password: str, otp: str, *, err: bool) ->
     raise AssertionError("unreachable")
 
 
+def _register_key(remote: _Proxy, proxy: str, token: str, password: str,
+                  options: dict[str, Any], key_name: str) -> dict[str, Any]:
+    """Register the security key with the sign-up's options and finish with its answer."""
+    from limen.client.webauthn import register_key  # fido2: loaded only when used
+
+    answer = register_key(proxy, options, lambda text: click.echo(text, err=True))
+    return remote.call(lambda api: api.signup(token, password, None, answer, key_name))
+
+
 @click.command()
 @click.option("--proxy", help="Proxy web address HOST:PORT (or use --link).")
 @click.option("--token", help="The sign-up token.")
@@ -118,11 +130,15 @@ def _finish(proxy: _Proxy, token: str, password: str, otp: str, *, err: bool) ->
 @click.option("--show-totp", is_flag=True,
               help="Only show the authenticator enrolment; finish later with --otp CODE.")
 @click.option("--insecure", is_flag=True, help="Do not verify the proxy's certificate.")
+@click.option("--mfa", type=click.Choice(["otp", "webauthn"]), default="otp",
+              help="Second factor to enrol: the authenticator app (otp) or a FIDO2 security "
+                   "key (webauthn).")
+@click.option("--key-name", default="key", help="With --mfa webauthn: the key's name.")
 @OUTPUT_OPTION
 @handle_errors
 def signup(proxy: str | None, token: str | None, link: str | None, ca_pin: str,
-           password_stdin: bool, otp: str, show_totp: bool, insecure: bool,
-           output: str) -> None:
+           password_stdin: bool, otp: str, show_totp: bool, insecure: bool, mfa: str,
+           key_name: str, output: str) -> None:
     """Choose your password with a one-time sign-up link and enrol a second factor."""
     if link:
         parsed = parse_signup_url(link)
@@ -145,11 +161,16 @@ def signup(proxy: str | None, token: str | None, link: str | None, ca_pin: str,
             click.echo("This cluster asks for no second factor: run lmsh signup without "
                        "--show-totp.")
         return
+    if mfa == "webauthn" and (otp or show_totp):
+        raise BadParameter("--mfa webauthn enrols a security key: leave out --otp and "
+                           "--show-totp")
     password = read_password(password_stdin, "New password", confirm=True)
-    enrolment = remote.call(lambda api: api.signup_begin(token, password))
-    if enrolment.get("totp_secret") and not otp:
-        _show_enrolment(enrolment, err=machine)
-    if enrolment.get("totp_secret"):
+    enrolment = remote.call(lambda api: api.signup_begin(token, password, mfa))
+    if enrolment.get("webauthn"):
+        result = _register_key(remote, proxy, token, password, enrolment["webauthn"], key_name)
+    elif enrolment.get("totp_secret"):
+        if not otp:
+            _show_enrolment(enrolment, err=machine)
         result = _finish(remote, token, password, otp, err=machine)
     else:
         result = remote.call(_confirm(token, password, None))
@@ -158,6 +179,8 @@ def signup(proxy: str | None, token: str | None, link: str | None, ca_pin: str,
     if machine:
         emit_documents([_document(result)], output)
         return
-    factor = " and your authenticator app is enrolled" if result.get("totp_secret") else ""
+    factor = (" and your authenticator app is enrolled" if result.get("totp_secret")
+              else f" and your security key {key_name} is registered"
+              if enrolment.get("webauthn") else "")
     click.echo(f"Password set for {result['user']}{factor}.\n"
                f"Next: lmsh login --proxy {proxy} --user {result['user']}")

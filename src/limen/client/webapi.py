@@ -131,31 +131,50 @@ class WebApi:
         result: dict[str, Any] = await self.http.call("GET", "/v1/webapi/ping")
         return result
 
-    async def signup_begin(self, token: str, password: str | None = None) -> dict[str, Any]:
-        """The link's user and the TOTP secret to enrol (nothing is set yet; the link stays
-        usable); with ``password``, its policy is checked too."""
-        body = {"token": token} | ({"password": password} if password is not None else {})
+    async def signup_begin(self, token: str, password: str | None = None,
+                           mfa: str = "otp") -> dict[str, Any]:
+        """The link's user and the TOTP secret to enrol, or with ``mfa`` "webauthn" a security
+        key's registration options (nothing is set yet; the link stays usable); with
+        ``password``, its policy is checked too."""
+        body = {"token": token, "mfa": mfa} | \
+            ({"password": password} if password is not None else {})
         result: dict[str, Any] = await self.http.call("POST", "/v1/webapi/signup/begin", body)
         return result
 
-    async def signup(self, token: str, password: str, otp: str | None) -> dict[str, Any]:
+    async def signup(self, token: str, password: str, otp: str | None,
+                     webauthn: Mapping[str, Any] | None = None,
+                     key_name: str = "") -> dict[str, Any]:
         """Finish the sign-up: password and (when required) the current code of the enrolled
-        secret; the server sets both and consumes the link, or changes nothing."""
-        body = {"token": token, "password": password} | ({"otp": otp} if otp else {})
+        secret, or the security key's registration answer (``webauthn``, named
+        ``key_name``); the server sets both and consumes the link, or changes nothing."""
+        body: dict[str, Any] = {"token": token, "password": password} | \
+            ({"otp": otp} if otp else {})
+        if webauthn is not None:
+            body |= {"webauthn": dict(webauthn), "key_name": key_name or "key"}
         result: dict[str, Any] = await self.http.call("POST", "/v1/webapi/signup", body)
         return result
 
     async def login(
         self, user: str, password: str, otp: str, public_key: str, ttl_seconds: int | None,
-        request_id: str = "",
+        request_id: str = "", webauthn: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Certificates for ``public_key``; with ``request_id``, carrying the roles of that
-        approved access request of the user's."""
+        approved access request of the user's; ``webauthn``: a security key's answer to the
+        challenge of :meth:`webauthn_login_begin` instead of the one-time code ``otp``."""
         body: dict[str, Any] = {"user": user, "password": password, "otp": otp,
                                 "public_key": public_key}
+        if webauthn is not None:
+            body["webauthn"] = dict(webauthn)
         if ttl_seconds:
             body["ttl_seconds"] = ttl_seconds
         if request_id:
             body["request_id"] = request_id
         result: dict[str, Any] = await self.http.call("POST", "/v1/webapi/login", body)
+        return result
+
+    async def webauthn_login_begin(self, user: str, password: str) -> dict[str, Any]:
+        """The challenge of a login with a security key (``{"webauthn": options}``), given
+        once the password is right."""
+        result: dict[str, Any] = await self.http.call(
+            "POST", "/v1/webapi/login/webauthn/begin", {"user": user, "password": password})
         return result

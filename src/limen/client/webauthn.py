@@ -76,6 +76,9 @@ def assert_key(proxy: str, options: Mapping[str, Any], say: Any = print) -> dict
         selection = _client(proxy, say).get_assertion(
             PublicKeyCredentialRequestOptions.from_dict(options))
     except ClientError as err:
+        if err.code == ClientError.ERR.DEVICE_INELIGIBLE:
+            raise AccessDenied("this security key is not one of your registered keys "
+                               "(lmsh mfa ls)") from None
         raise AccessDenied(f"the security key gave no answer: {err}") from None
     except (ValueError, TypeError, KeyError) as err:
         raise BadParameter(f"the proxy's login options are malformed: {err}") from None
