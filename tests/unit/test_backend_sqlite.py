@@ -330,6 +330,34 @@ async def test_a_write_waiting_for_a_lock_does_not_block_the_event_loop(
     assert (await asyncio.wait_for(write, 10)).revision == 1
 
 
+async def test_a_get_reads_on_the_loop_and_sees_every_committed_write(
+    tmp_path: Path, opened: Callable[..., SQLiteBackend]
+) -> None:
+    backend = opened(tmp_path)
+    await backend.put("k", b"1")
+    store_get = backend._store.get
+    backend._store.get = lambda *a: pytest.fail("a get went to the worker thread")  # type: ignore[method-assign]
+    try:
+        assert await backend.get("k") == Item("k", b"1", 1)
+        await backend.put("k", b"2")  # this process's write, then another connection's
+        assert await backend.get("k") == Item("k", b"2", 2)
+        with contextlib.closing(raw(tmp_path)) as conn:
+            conn.execute("UPDATE items SET value = x'33' WHERE key = 'k'")
+        assert (await backend.get("k")).value == b"3"  # type: ignore[union-attr]
+        assert await backend.get("missing") is None
+    finally:
+        backend._store.get = store_get  # type: ignore[method-assign]
+
+
+async def test_a_get_the_loop_cannot_answer_goes_to_the_worker(
+    tmp_path: Path, opened: Callable[..., SQLiteBackend]
+) -> None:
+    backend = opened(tmp_path)
+    await backend.put("k", b"1")
+    backend._reader.close()  # every read on it now fails, as on a busy file
+    assert await backend.get("k") == Item("k", b"1", 1)
+
+
 async def test_close_joins_the_worker_thread(tmp_path: Path) -> None:
     before = limen_threads()
     backend = SQLiteBackend(tmp_path / DB_FILENAME)

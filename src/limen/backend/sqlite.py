@@ -10,8 +10,11 @@ offline ``lmctl --data-dir`` commands; both may have the same file open at once:
       once after a local write       │ write; events table       │
                                      └──────────────────────────┘
 
-Every blocking ``sqlite3`` call runs on one dedicated worker thread that owns the connection
-(``limen.backend._sqlite_store``); the event loop only awaits it. Writes wake this process's
+Every write, listing and poll runs on one dedicated worker thread that owns the connection
+(``limen.backend._sqlite_store``); the event loop only awaits it. A ``get`` of one key reads
+on the event loop's thread through a read-only connection (``limen.backend._sqlite_reader``:
+a few microseconds against a thread hop each way), falling back to the worker when SQLite
+cannot answer at once. Writes wake this process's
 watchers at once; another process's writes reach them by polling the ``events`` table.
 Periodic tasks sweep expired items (every ``sweep_interval``) and compact the event history
 (every ``compact_interval``), keeping at least the newest ``history_min_events`` events and
@@ -42,6 +45,7 @@ from limen.backend._common import (
     validate_after,
     validate_key,
 )
+from limen.backend._sqlite_reader import AskTheWorker, SQLiteReader
 from limen.backend._sqlite_store import SQLiteStore
 from limen.backend.base import Delete, Event, Item, Put
 from limen.errors import ConnectionProblem, LimenError
@@ -91,6 +95,7 @@ class SQLiteBackend(WriteVerbs):
                 SQLiteStore, self.path, busy_timeout=busy_timeout
             ).result()
             self._known_revision = self._executor.submit(self._store.revision).result()
+            self._reader = SQLiteReader(self.path)
         except BaseException:
             self._executor.shutdown(wait=True)
             raise
@@ -102,7 +107,13 @@ class SQLiteBackend(WriteVerbs):
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, key: str) -> Item | None:
-        return await self._run(self._store.get, validate_key(key), self._clock())
+        key = validate_key(key)
+        if self._closed:
+            raise closed_error()
+        if self._started:  # the first call of all starts the periodic tasks, in _run
+            with contextlib.suppress(AskTheWorker):
+                return self._reader.get(key, self._clock())
+        return await self._run(self._store.get, key, self._clock())
 
     async def list(self, prefix: str) -> list[Item]:
         return await self._run(self._store.list, prefix, self._clock())
@@ -175,6 +186,7 @@ class SQLiteBackend(WriteVerbs):
         self._changed.notify()
         await cancel_and_wait(*self._tasks)
         loop = asyncio.get_running_loop()
+        self._reader.close()
         try:
             await loop.run_in_executor(self._executor, self._store.close)
         finally:
