@@ -25,9 +25,10 @@ def git_as(cwd: Path, author: Person, *args: str, committer: Person | None = Non
 
 
 def merge_branch(work: Path, branch: str, files: dict[str, str], *, author: Person,
-                 merger: Person, main: str = "main") -> str:
+                 merger: Person, main: str = "main", sign_with: Path | None = None) -> str:
     """Branch ``branch`` off ``main`` adds ``files`` (committed by ``author``); ``merger``
-    merges it into ``main`` with ``git merge --no-ff``. The merge commit's sha (not pushed)."""
+    merges it into ``main`` with ``git merge --no-ff`` (``sign_with``: an SSH private key
+    file, ``-S`` with ``gpg.format=ssh``). The merge commit's sha (not pushed)."""
     git(work, "checkout", "--quiet", "-b", branch)
     for name, text in files.items():
         target = work / name
@@ -36,8 +37,18 @@ def merge_branch(work: Path, branch: str, files: dict[str, str], *, author: Pers
     git_as(work, author, "add", "--all")
     git_as(work, author, "commit", "--quiet", "-m", f"Add {', '.join(files)}")
     git(work, "checkout", "--quiet", main)
-    git_as(work, merger, "merge", "--quiet", "--no-ff", "-m", f"Merge {branch}", branch)
+    signing = (["-c", "gpg.format=ssh", "-c", f"user.signingkey={sign_with}"]
+               if sign_with else [])
+    git_as(work, merger, *signing, "merge", "--quiet", "--no-ff", *(["-S"] if sign_with else []),
+           "-m", f"Merge {branch}", branch)
     return git(work, "rev-parse", "HEAD")
+
+
+def ssh_key(path: Path) -> str:
+    """A new Ed25519 key pair at ``path`` (``path.pub``); the public key line."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f",
+                    str(path)], check=True, capture_output=True, timeout=30)
+    return path.with_suffix(".pub").read_text(encoding="utf-8").strip()
 
 
 def review_yaml(request_id: str, state: str = "APPROVED", reason: str = "INC-42 ok") -> str:

@@ -134,7 +134,7 @@ def site(module_clusters: ClusterFactory, tmp_path_factory: pytest.TempPathFacto
         person.signup(cluster.lmctl_json("users", "invite", name)["url"])
         person.login()
         people.append(person)
-    return Site(cluster, work, *people)
+    return Site(cluster, work, people[0], people[1])
 
 
 def _ssh(user: LimenUser) -> Any:

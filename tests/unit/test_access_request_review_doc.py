@@ -59,6 +59,7 @@ def test_malformed_reviews_name_the_field(spec: str, field: str, words: str) -> 
     [problem] = err.value.errors
     assert problem.path == field
     assert words in problem.reason
+    assert problem.line is not None
     assert problem.line > 0
 
 

@@ -6,6 +6,7 @@ in the sync status and stops nothing; a decided review is not decided again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from gitops_git import WorkTree, bare, role
-from gitops_merge import git_as, merge_branch, review_yaml
+from gitops_merge import git_as, merge_branch, review_yaml, ssh_key
 from limen.api.access_request import AccessRequest, RequestState
 from limen.api.resources import Kind
 from limen.auth.core import AuthServer
@@ -103,12 +104,12 @@ class Site:
             await self.auth.store.get(Kind.ACCESS_REQUEST, request_id))
 
     def merge(self, files: dict[str, str], merger: tuple[str, str],
-              author: tuple[str, str] = ALICE) -> str:
+              author: tuple[str, str] = ALICE, sign_with: Path | None = None) -> str:
         """A branch adds ``files`` (committed by ``author``); ``merger`` merges it with
         ``git merge --no-ff`` and pushes; the merge commit's sha."""
         self.branches += 1
         merged = merge_branch(self.work.path, f"review-{self.branches}", files, author=author,
-                              merger=merger)
+                              merger=merger, sign_with=sign_with)
         self.work.push()
         return merged
 
@@ -128,6 +129,12 @@ class Site:
 
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    async with started_site(tmp_path) as started:
+        yield started
+
+
+@contextlib.asynccontextmanager
+async def started_site(tmp_path: Path, **gitops: Any) -> AsyncIterator[Site]:
     remote = bare(tmp_path / "access.git")
     emitter = MemoryEmitter()
     clock = Clock()
@@ -137,7 +144,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     work.write("people.yaml", PEOPLE)
     work.commit("People")
     settings = Settings(data_dir=tmp_path / "data", gitops=GitOpsSettings(
-        source=str(remote), interval_seconds=60))
+        source=str(remote), interval_seconds=60, **gitops))
     sync = GitOpsSync(settings, auth, env={})
     assert (await sync.sync_once()).outcome is Outcome.APPLIED
     site = Site(work, auth, emitter, sync, settings, clock)
@@ -327,3 +334,55 @@ async def test_changing_a_merged_review_makes_its_merger_the_reviewer(site: Site
     stored = await site.state(request.id)
     assert stored.state is RequestState.APPROVED
     assert (stored.reviews[0].author, stored.reviews[0].commit) == ("bob", merge)
+
+
+@dataclass
+class Keys:
+    bob: Path
+    carol: Path
+    mallory: Path
+    """Not in the allowed signers file."""
+
+
+@pytest.fixture
+async def signed(tmp_path: Path) -> AsyncIterator[tuple[Site, Keys]]:
+    """A sync with gitops.review_signers_file listing bob's and carol's keys."""
+    keys = Keys(tmp_path / "bob", tmp_path / "carol", tmp_path / "mallory")
+    lines = [f'bob@example.com namespaces="git" {ssh_key(keys.bob)}',
+             f'carol@example.com namespaces="git" {ssh_key(keys.carol)}']
+    ssh_key(keys.mallory)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    async with started_site(tmp_path, review_signers_file=str(signers)) as started:
+        yield started, keys
+
+
+async def test_a_merge_signed_by_the_mergers_key_approves(
+        signed: tuple[Site, Keys]) -> None:
+    site, keys = signed
+    request = await site.request()
+    merge = site.merge({f"reviews/{request.id}.yaml": review_yaml(request.id)}, BOB,
+                       sign_with=keys.bob)
+    await site.sync.sync_once()
+
+    stored = await site.state(request.id)
+    assert stored.state is RequestState.APPROVED
+    assert (stored.reviews[0].author, stored.reviews[0].commit) == ("bob", merge)
+
+
+@pytest.mark.parametrize(("key", "words"), [
+    (None, "has no good SSH signature by a key of the allowed signers file"),
+    ("mallory", "has no good SSH signature by a key of the allowed signers file"),
+    ("carol", "is signed by carol@example.com's key, but names Bob@Example.COM"),
+])
+async def test_a_merge_not_signed_by_the_merger_is_refused(
+        signed: tuple[Site, Keys], key: str | None, words: str) -> None:
+    """Unsigned, signed by an unknown key, or carol signing a merge that names bob."""
+    site, keys = signed
+    request = await site.request()
+    site.merge({f"reviews/{request.id}.yaml": review_yaml(request.id)}, BOB,
+               sign_with=getattr(keys, key) if key else None)
+    assert (await site.sync.sync_once()).outcome is Outcome.APPLIED
+
+    await _refused(site, request.id, words)
+    assert (await site.state(request.id)).state is RequestState.PENDING

@@ -203,11 +203,12 @@ class GitRepository:
         return any(line.split()[:2] in (["100644", "blob"], ["100755", "blob"])
                    for line in listing.splitlines())
 
-    def merge_of(self, revision: Revision, name: str) -> Merge:
+    def merge_of(self, revision: Revision, name: str, signers_file: str = "") -> Merge:
         """Who brought file ``name`` (relative to the synced path) to the branch at
-        ``revision`` (``limen.gitops.review_merge``)."""
+        ``revision``, the signature checked with ``signers_file`` when given
+        (``limen.gitops.review_merge``)."""
         path = f"{self.subpath}/{name}" if self.subpath else name
-        return merge_of(self._open(), revision.sha, path)
+        return merge_of(self._open(), revision.sha, path, signers_file)
 
     def full_message(self, revision: Revision) -> str:
         """The whole commit message (trailers included) of ``revision``."""

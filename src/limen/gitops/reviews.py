@@ -26,7 +26,10 @@ applies nothing, reviews included).
 
 Trust: whoever can push to the synced branch can also change roles, and Git identities are
 not authenticated (anyone can write any author): the branch protection of the forge (who may
-merge) is what makes the merger's identity meaningful. Called by ``limen.gitops.sync``.
+merge) is what makes the merger's identity meaningful. With ``gitops.review_signers_file``
+the merge commit must also carry a good SSH signature by a key that file lists for the
+merger's e-mail (``git verify-commit``'s check), so the identity cannot be written by another.
+Called by ``limen.gitops.sync``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import git
 
@@ -42,7 +46,7 @@ from limen.api.loader import SourceDocument
 from limen.api.resources import Kind, Resource
 from limen.auth.core import AuthServer
 from limen.ca.identity import Identity
-from limen.errors import BadParameter, LimenError, NotFound, ValidationFailed
+from limen.errors import AccessDenied, BadParameter, LimenError, NotFound, ValidationFailed
 from limen.gitops.repository import Revision
 from limen.gitops.review_merge import Merge
 from limen.gitops.status import ReviewOutcome
@@ -55,8 +59,9 @@ EMAIL_TRAIT = "emails"
 """The User trait listing a person's Git e-mail addresses."""
 EVENT = "access_request.review"
 
-MergeLookup = Callable[[Revision, str], Merge]
-"""The source's ``merge_of`` (blocking: run in a worker thread)."""
+MergeLookup = Callable[[Revision, str, str], Merge]
+"""The source's ``merge_of(revision, file, signers_file)`` (blocking: run in a worker
+thread)."""
 
 
 def user_of_email(users: Iterable[Resource], email: str) -> str:
@@ -83,9 +88,12 @@ def user_of_email(users: Iterable[Resource], email: str) -> str:
 
 async def apply_reviews(auth: AuthServer, documents: Sequence[SourceDocument],
                         revision: Revision, merge_of: MergeLookup | None,
-                        known: Sequence[ReviewOutcome]) -> list[ReviewOutcome]:
+                        known: Sequence[ReviewOutcome], *,
+                        signers_file: str = "") -> list[ReviewOutcome]:
     """Decide the review documents of ``revision`` not decided before (``known``); return
-    the outcomes of every review document present (known ones kept as they were)."""
+    the outcomes of every review document present (known ones kept as they were).
+    ``signers_file``: ``gitops.review_signers_file`` (the merge commit must be signed by the
+    merger's key)."""
     by_key = {o.key: o for o in known}
     outcomes: list[ReviewOutcome] = []
     for doc in documents:
@@ -96,7 +104,8 @@ async def apply_reviews(auth: AuthServer, documents: Sequence[SourceDocument],
             if merge_of is None:
                 raise BadParameter("reviews need a Git source: the reviewer is who merged "
                                    "the commit (this source is a directory)")
-            merge = await asyncio.to_thread(merge_of, revision, doc.source)
+            merge = await asyncio.to_thread(_merge, merge_of, revision, doc.source,
+                                            signers_file)
         except (LimenError, OSError, ValueError, git.GitError, git.exc.ODBError) as err:
             merge = None
             failure: str | None = str(err)
@@ -107,7 +116,7 @@ async def apply_reviews(auth: AuthServer, documents: Sequence[SourceDocument],
         if previous is not None:
             outcomes.append(previous)
             continue
-        outcome = await _decide(auth, doc, file, commit, merge, failure)
+        outcome = await _decide(auth, doc, file, commit, merge, failure, bool(signers_file))
         if outcome.ok:
             log.info("gitops: %s", outcome.describe())
         else:
@@ -116,8 +125,16 @@ async def apply_reviews(auth: AuthServer, documents: Sequence[SourceDocument],
     return outcomes
 
 
+def _merge(merge_of: MergeLookup, revision: Revision, name: str, signers_file: str) -> Merge:
+    """``merge_of``, once the allowed signers file (when configured) is known to exist."""
+    if signers_file and not Path(signers_file).is_file():
+        raise NotFound(f"the allowed signers file {signers_file} (gitops.review_signers_file) "
+                       "does not exist")
+    return merge_of(revision, name, signers_file)
+
+
 async def _decide(auth: AuthServer, doc: SourceDocument, file: str, commit: str,
-                  merge: Merge | None, failure: str | None) -> ReviewOutcome:
+                  merge: Merge | None, failure: str | None, signed: bool) -> ReviewOutcome:
     merger = merge.who if merge is not None else ""
     review: ReviewDocument | None = None
     user = ""
@@ -125,6 +142,8 @@ async def _decide(auth: AuthServer, doc: SourceDocument, file: str, commit: str,
         review = parse_review(doc)
         if merge is None:
             raise BadParameter(f"cannot tell who merged {doc.source}: {failure}")
+        if signed:
+            _check_signature(merge)
         user = user_of_email(await auth.store.list(Kind.USER), merge.email)
     except ValidationFailed as err:
         return await _refused(auth, file, commit, merger, review, user,
@@ -140,6 +159,17 @@ async def _decide(auth: AuthServer, doc: SourceDocument, file: str, commit: str,
     recorded = next((r for r in request.reviews if r.commit == commit), None)
     return _outcome(file, commit, True, review, merger,
                     recorded.author if recorded is not None else user, "")
+
+
+def _check_signature(merge: Merge) -> None:
+    """With ``gitops.review_signers_file``: the commit's good signature is the merger's."""
+    if not merge.signer:
+        raise AccessDenied(f"commit {merge.sha[:12]} that merged the review has no good SSH "
+                           "signature by a key of the allowed signers file "
+                           "(gitops.review_signers_file)")
+    if merge.signer.casefold() != merge.email.strip().casefold():
+        raise AccessDenied(f"commit {merge.sha[:12]} is signed by {merge.signer}'s key, but "
+                           f"names {merge.email} as who merged it")
 
 
 async def _refused(auth: AuthServer, file: str, commit: str, merger: str,

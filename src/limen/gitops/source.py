@@ -182,9 +182,9 @@ class _GitSource:
     def load(self, revision: Revision) -> tuple[list[SourceDocument], list[Resource]]:
         return self.validated.load(self.repository.files(revision))
 
-    def merge_of(self, revision: Revision, name: str) -> Merge:
+    def merge_of(self, revision: Revision, name: str, signers_file: str = "") -> Merge:
         """Who merged file ``name`` (``limen.gitops.reviews``: the reviewer of a review)."""
-        return self.repository.merge_of(revision, name)
+        return self.repository.merge_of(revision, name, signers_file)
 
     def allows_prune(self, revision: Revision) -> bool:
         return (trailer_allows(self.repository.full_message(revision))

@@ -348,8 +348,9 @@ class GitOpsSync:
         cannot be decided now (the store is unreachable) is tried again at the next sync."""
         lookup: MergeLookup | None = getattr(self.source, "merge_of", None)
         try:
-            self._reviews = tuple(await apply_reviews(self.auth, reviews, revision, lookup,
-                                                      self._reviews))
+            self._reviews = tuple(await apply_reviews(
+                self.auth, reviews, revision, lookup, self._reviews,
+                signers_file=self.settings.review_signers_file))
         except (LimenError, OSError) as err:
             log.warning("gitops: cannot decide the access request reviews of %s: %s",
                         revision.short, _message(err))
