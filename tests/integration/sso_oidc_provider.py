@@ -32,7 +32,8 @@ __all__ = ["CLIENT_SECRETS", "follow_to_loopback", "running_provider"]
 
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc"
 CLIENT_SECRETS = {"limen": "limen-test-secret-0123456789abcdef",
-                  "other": "other-test-secret-0123456789abcdef"}
+                  "other": "other-test-secret-0123456789abcdef",
+                  "limen-web": "limen-web-test-secret-0123456789abcdef"}
 """The provider's test clients and their secrets (tests/oidc/provider.mjs)."""
 _ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
 
@@ -61,15 +62,17 @@ def _npm_ci() -> None:
 
 
 @contextlib.contextmanager
-def running_provider(log_dir: Path) -> Iterator[str]:
-    """The issuer URL of a provider running for the block."""
+def running_provider(log_dir: Path, web_redirect: str = "") -> Iterator[str]:
+    """The issuer URL of a provider running for the block; ``web_redirect`` adds the client
+    ``limen-web`` that redirects there (a proxy's web UI callback)."""
     _npm_ci()
     node = shutil.which("node")
     assert node, "node is needed for the SSO tests (scripts/test installs it)"
     port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
     with (log_dir / "oidc-provider.log").open("wb") as log:
-        process = subprocess.Popen([node, "provider.mjs", str(port)], cwd=PROVIDER_DIR,
+        process = subprocess.Popen([node, "provider.mjs", str(port),
+                                    *([web_redirect] if web_redirect else [])], cwd=PROVIDER_DIR,
                                    stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     try:

@@ -1,12 +1,14 @@
 // The OpenID provider of the SSO tests: the certified npm package oidc-provider, on loopback.
 //
-//   node provider.mjs PORT    serves http://127.0.0.1:PORT as the issuer, until killed
+//   node provider.mjs PORT [WEB_REDIRECT]   serves http://127.0.0.1:PORT as the issuer, until
+//                                           killed; WEB_REDIRECT adds the client limen-web
 //
 // Started by the fixture in tests/integration/sso_provider.py, which waits for the discovery
 // document. Clients (secrets are test values, never used anywhere else):
 //   limen   native client with the loopback redirect http://127.0.0.1/callback (any port,
 //           RFC 8252), client_secret_basic, PKCE S256 required
 //   other   a second client with the same redirect: its ID tokens carry aud=other
+//   limen-web  a web client whose redirect is WEB_REDIRECT (the proxy's web UI callback)
 // Users (the dev interactions take any password; the login names the account):
 //   alice   email alice@example.com, groups [eng-dev, staff]
 //   bob     email bob@example.com, groups [sales]: maps to no Limen role
@@ -25,18 +27,19 @@ const users = {
   bob: { email: 'bob@example.com', email_verified: true, name: 'Bob', groups: ['sales'] },
 };
 
-const client = (id) => ({
+const webRedirect = process.argv[3];
+const client = (id, redirect) => ({
   client_id: id,
   client_secret: `${id}-test-secret-0123456789abcdef`,
-  application_type: 'native',
-  redirect_uris: ['http://127.0.0.1/callback'],
+  application_type: redirect ? 'web' : 'native',
+  redirect_uris: [redirect ?? 'http://127.0.0.1/callback'],
   grant_types: ['authorization_code'],
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
 });
 
 const provider = new Provider(issuer, {
-  clients: [client('limen'), client('other')],
+  clients: [client('limen'), client('other'), ...(webRedirect ? [client('limen-web', webRedirect)] : [])],
   findAccount: async (ctx, id) => (users[id] ? {
     accountId: id,
     claims: async () => ({ sub: id, ...users[id] }),

@@ -3,6 +3,7 @@
 import { currentSession, login } from "./api";
 import { appOf, openApp } from "./apps";
 import { errorBox, h, mount, showError } from "./dom";
+import { ssoButtons } from "./sso";
 
 export function safeRedirect(value: string | null): string {
   if (!value || !value.startsWith("/web") || value.startsWith("//") || value.includes("\\")) {
@@ -64,4 +65,7 @@ export async function loginPage(go: (path: string) => void): Promise<void> {
   });
   mount(form);
   user.focus();
+  const redirect = new URLSearchParams(window.location.search).get("redirect");
+  const buttons = await ssoButtons(error, redirect);
+  if (buttons) form.append(buttons);
 }

@@ -4,7 +4,8 @@ Limen's users log in with, their team memberships giving their roles.
 Declared like every public kind (Git, ``lmctl apply``, a Kubernetes CR); its schema is
 ``crds/limen.dev_githubconnectors.yaml``. :meth:`GitHubConnector.from_resource` reads a
 validated resource, :func:`github_connector_problems` adds what the schema cannot say (the
-endpoints are https unless on a loopback address, ``max_session_ttl`` parses). The client secret
+endpoints are https unless on a loopback address, ``max_session_ttl`` parses,
+``web_redirect_url`` is the proxy's web callback). The client secret
 is only a reference (``client_secret_ref``, the rule of ``limen.api.secret_refs``), as for
 ``OIDCConnector``. Called by ``limen.api.validation`` and the auth side of single sign-on
 (``limen.auth.sso.github``).
@@ -20,7 +21,11 @@ from urllib.parse import urlsplit
 
 from limen.api.durations import parse_duration
 from limen.api.loader import FieldPath
-from limen.api.oidc_connector import DEFAULT_REDIRECT_URL, is_loopback_host
+from limen.api.oidc_connector import (
+    DEFAULT_REDIRECT_URL,
+    is_loopback_host,
+    web_redirect_problems,
+)
 from limen.api.resources import Kind, Resource
 from limen.errors import BadParameter
 
@@ -62,6 +67,8 @@ class GitHubConnector:
     api_endpoint_url: str = DEFAULT_API_ENDPOINT_URL
     max_session_ttl: timedelta | None = None
     display: str = ""
+    web_redirect_url: str = ""
+    """The proxy's web callback registered with the OAuth app; empty: no web UI login."""
 
     @classmethod
     def from_resource(cls, resource: Resource) -> GitHubConnector:
@@ -91,6 +98,7 @@ class GitHubConnector:
                                  or DEFAULT_API_ENDPOINT_URL).rstrip("/"),
             max_session_ttl=parse_duration(ttl) if isinstance(ttl, str) and ttl else None,
             display=str(spec.get("display") or resource.name),
+            web_redirect_url=str(spec.get("web_redirect_url") or ""),
         )
 
 
@@ -113,3 +121,4 @@ def github_connector_problems(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPa
             parse_duration(ttl)
         except BadParameter as err:
             yield ("spec", "max_session_ttl"), str(err)
+    yield from web_redirect_problems(spec, "github")

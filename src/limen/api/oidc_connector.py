@@ -29,6 +29,8 @@ __all__ = [
     "OIDCConnector",
     "is_loopback_host",
     "oidc_connector_problems",
+    "web_callback_path",
+    "web_redirect_problems",
 ]
 
 DEFAULT_REDIRECT_URL = "http://127.0.0.1/callback"
@@ -42,6 +44,26 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 def is_loopback_host(host: str | None) -> bool:
     """Whether ``host`` (as ``urlsplit`` gives it) is this machine's loopback address."""
     return (host or "").lower() in _LOOPBACK
+
+
+def web_callback_path(kind: str) -> str:
+    """The proxy's web UI callback of a connector kind (``oidc``, ``github``): the path of
+    every ``web_redirect_url`` (``limen.proxy.webui.sso_web``)."""
+    return f"/v1/webapi/sso/{kind}/web/callback"
+
+
+def web_redirect_problems(spec: Mapping[str, Any], kind: str
+                          ) -> Iterator[tuple[FieldPath, str]]:
+    """``web_redirect_url``, when given, is the proxy's web callback over https."""
+    url = spec.get("web_redirect_url")
+    if not isinstance(url, str):
+        return
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        yield ("spec", "web_redirect_url"), "must be an https URL of the proxy"
+    elif parts.path != web_callback_path(kind):
+        yield (("spec", "web_redirect_url"),
+               f"must be https://PROXY{web_callback_path(kind)} (the proxy's web callback)")
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,8 @@ class OIDCConnector:
     username_claim: str = "email"
     max_session_ttl: timedelta | None = None
     display: str = ""
+    web_redirect_url: str = ""
+    """The proxy's web callback registered at the provider; empty: no web UI login."""
 
     @classmethod
     def from_resource(cls, resource: Resource) -> OIDCConnector:
@@ -97,6 +121,7 @@ class OIDCConnector:
             username_claim=str(spec.get("username_claim") or "email"),
             max_session_ttl=parse_duration(ttl) if isinstance(ttl, str) and ttl else None,
             display=str(spec.get("display") or resource.name),
+            web_redirect_url=str(spec.get("web_redirect_url") or ""),
         )
 
 
@@ -120,3 +145,4 @@ def oidc_connector_problems(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPath
     scopes = spec.get("scopes")
     if isinstance(scopes, list) and "openid" in scopes:
         yield ("spec", "scopes"), "openid is always asked for; list only the other scopes"
+    yield from web_redirect_problems(spec, "oidc")

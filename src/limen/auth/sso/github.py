@@ -29,11 +29,16 @@ from limen.auth.core import AuthServer, LoginResult
 from limen.auth.sso.errors import SSOFailure
 from limen.auth.sso.github_api import GitHubClient, GitHubTeam, GitHubUser
 from limen.auth.sso.github_identity import github_roles, github_traits, github_username
-from limen.auth.sso.issue import audit_refusal, issue_sso_login
-from limen.auth.sso.oidc import SecretResolver, with_port
+from limen.auth.sso.issue import (
+    audit_refusal,
+    check_web_key,
+    issue_sso_login,
+    redirect_uri_for,
+)
+from limen.auth.sso.oidc import SecretResolver
 from limen.auth.sso.pending import PendingLogin, PendingLogins, pkce_challenge
 from limen.ca.keys import load_public_key
-from limen.errors import BadParameter, LimenError
+from limen.errors import LimenError
 
 __all__ = ["GitHubLogins"]
 
@@ -60,19 +65,20 @@ class GitHubLogins:
             raise SSOFailure("unknown_connector", f"no GitHub connector {name!r}")
         return GitHubConnector.from_resource(found)
 
-    async def start(self, name: str, *, public_key: str, port: int,
-                    ttl_seconds: int | None = None, remote_addr: str = "") -> dict[str, Any]:
-        """GitHub's authorization URL for a new login (audited when refused)."""
+    async def start(self, name: str, *, public_key: str, port: int = 0,
+                    ttl_seconds: int | None = None, remote_addr: str = "",
+                    web: bool = False) -> dict[str, Any]:
+        """GitHub's authorization URL for a new login of lmsh (its loopback listener at
+        ``port``) or of the web UI (``web``), audited when refused."""
         try:
             load_public_key(public_key)
-            if not 0 < port < 65536:
-                raise BadParameter("port must be the client's loopback listener port")
             connector = await self._connector(name)
-            redirect_uri = with_port(connector.redirect_url, port)
+            redirect_uri = redirect_uri_for(connector.name, connector.redirect_url,
+                                            connector.web_redirect_url, web=web, port=port)
             state, login = await self.pending.begin(
                 connector=connector.name, redirect_uri=redirect_uri, public_key=public_key,
                 ttl_seconds=ttl_seconds, now=self.auth.clock(), remote_addr=remote_addr,
-                kind=KIND)
+                kind=KIND, web=web)
         except LimenError as err:
             await audit_refusal(self.auth, KIND, name, err, remote_addr=remote_addr,
                                 stage="start")
@@ -88,14 +94,16 @@ class GitHubLogins:
                 "display": connector.display}
 
     async def finish(self, state: str, *, code: str = "", error: str = "",
-                     remote_addr: str = "") -> LoginResult:
-        """Certificates for the login ``state`` started, once GitHub gave ``code``; every
-        outcome audited."""
+                     remote_addr: str = "", web: bool = False,
+                     public_key: str = "") -> LoginResult:
+        """Certificates for the login ``state`` started, once GitHub gave ``code``; ``web``:
+        at the proxy's web callback, which holds ``public_key``. Every outcome audited."""
         connector_name = ""
         user = ""
         try:
-            login = await self.pending.take(state, self.auth.clock(), kind=KIND)
+            login = await self.pending.take(state, self.auth.clock(), kind=KIND, web=web)
             connector_name = login.connector
+            check_web_key(login, public_key)
             remote_addr = remote_addr or login.remote_addr
             if error or not code:
                 raise SSOFailure("provider_error", "GitHub did not authorize the login"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from limen.api.oidc_connector import OIDCConnector
 from limen.api.resources import Kind
@@ -34,13 +34,18 @@ from limen.auth.core import AuthServer, LoginResult
 from limen.auth.sso.claims import mapped_roles, traits_of, username_of
 from limen.auth.sso.errors import SSOFailure
 from limen.auth.sso.id_token import key_id, verify_id_token
-from limen.auth.sso.issue import audit_refusal, issue_sso_login
+from limen.auth.sso.issue import (
+    audit_refusal,
+    check_web_key,
+    issue_sso_login,
+    redirect_uri_for,
+)
 from limen.auth.sso.pending import PendingLogin, PendingLogins, pkce_challenge
 from limen.auth.sso.provider import OIDCProviderClient
 from limen.ca.keys import load_public_key
-from limen.errors import BadParameter, LimenError
+from limen.errors import LimenError
 
-__all__ = ["OIDCLogins", "SecretResolver", "with_port"]
+__all__ = ["OIDCLogins", "SecretResolver"]
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +72,21 @@ class OIDCLogins:
             raise SSOFailure("unknown_connector", f"no single sign-on connector {name!r}")
         return OIDCConnector.from_resource(found)
 
-    async def start(self, name: str, *, public_key: str, port: int,
-                    ttl_seconds: int | None = None, remote_addr: str = "") -> dict[str, Any]:
-        """The provider's authorization URL for a new login (audited when refused)."""
+    async def start(self, name: str, *, public_key: str, port: int = 0,
+                    ttl_seconds: int | None = None, remote_addr: str = "",
+                    web: bool = False) -> dict[str, Any]:
+        """The provider's authorization URL for a new login of lmsh (its loopback listener
+        at ``port``) or of the web UI (``web``), audited when refused."""
         try:
             load_public_key(public_key)
-            if not 0 < port < 65536:
-                raise BadParameter("port must be the client's loopback listener port")
             connector = await self._connector(name)
+            redirect_uri = redirect_uri_for(connector.name, connector.redirect_url,
+                                            connector.web_redirect_url, web=web, port=port)
             meta = await self.provider.metadata(connector.issuer_url)
-            redirect_uri = with_port(connector.redirect_url, port)
             state, login = await self.pending.begin(
                 connector=connector.name, redirect_uri=redirect_uri, public_key=public_key,
-                ttl_seconds=ttl_seconds, now=self.auth.clock(), remote_addr=remote_addr)
+                ttl_seconds=ttl_seconds, now=self.auth.clock(), remote_addr=remote_addr,
+                web=web)
         except LimenError as err:
             await self._refused(name, err, remote_addr=remote_addr, stage="start")
             raise
@@ -96,14 +103,17 @@ class OIDCLogins:
                 "display": connector.display}
 
     async def finish(self, state: str, *, code: str = "", error: str = "",
-                     remote_addr: str = "") -> LoginResult:
+                     remote_addr: str = "", web: bool = False,
+                     public_key: str = "") -> LoginResult:
         """Certificates for the login ``state`` started, once the provider gave ``code``;
-        every outcome audited."""
+        ``web``: at the proxy's web callback, which holds ``public_key``. Every outcome
+        audited."""
         connector_name = ""
         user = ""
         try:
-            login = await self.pending.take(state, self.auth.clock(), kind="oidc")
+            login = await self.pending.take(state, self.auth.clock(), kind="oidc", web=web)
             connector_name = login.connector
+            check_web_key(login, public_key)
             remote_addr = remote_addr or login.remote_addr
             if error or not code:
                 raise SSOFailure("provider_error", "the provider did not authorize the login"
@@ -157,13 +167,3 @@ class OIDCLogins:
                        stage: str, user: str = "") -> None:
         await audit_refusal(self.auth, "oidc", connector, err, remote_addr=remote_addr,
                             stage=stage, user=user)
-
-
-def with_port(redirect_url: str, port: int) -> str:
-    """``redirect_url`` with the client's listener port (RFC 8252 7.3)."""
-    parts = urlsplit(redirect_url)
-    host = parts.hostname or "127.0.0.1"
-    if parts.port is not None:  # the schema refuses a port; an older object is refused here
-        raise BadParameter("the connector's redirect_url names a port; remove it")
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return urlunsplit(("http", netloc, parts.path or "/callback", "", ""))

@@ -60,6 +60,8 @@ class PendingLogin:
     remote_addr: str = ""
     kind: str = "oidc"
     """The connector's kind (``oidc``, ``github``): a state is finished by its own kind."""
+    web: bool = False
+    """Started by the web UI (finished at the proxy's web callback), not by lmsh."""
 
 
 class PendingLogins:
@@ -68,7 +70,7 @@ class PendingLogins:
 
     async def begin(self, *, connector: str, redirect_uri: str, public_key: str,
                     ttl_seconds: int | None, now: float, remote_addr: str = "",
-                    kind: str = "oidc") -> tuple[str, PendingLogin]:
+                    kind: str = "oidc", web: bool = False) -> tuple[str, PendingLogin]:
         """A new state and its record (stored)."""
         waiting = await self.backend.list(PREFIX)
         if len(waiting) >= MAX_PENDING:
@@ -80,14 +82,16 @@ class PendingLogins:
                                 "waiting; finish one, or start again in 5 minutes")
         state = _random()
         login = PendingLogin(connector, _random(), _random(), redirect_uri, public_key,
-                             ttl_seconds, now + LIFETIME_SECONDS, remote_addr, kind)
+                             ttl_seconds, now + LIFETIME_SECONDS, remote_addr, kind, web)
         await self.backend.create(_key(state), json.dumps(asdict(login)).encode(),
                                   expires=now + LIFETIME_SECONDS)
         return state, login
 
-    async def take(self, state: str, now: float, *, kind: str) -> PendingLogin:
+    async def take(self, state: str, now: float, *, kind: str, web: bool = False
+                   ) -> PendingLogin:
         """The record of ``state``, deleted: once only, only before it expires, and only
-        by the finish of the connector kind that started it (``kind``)."""
+        by the finish of the connector kind (``kind``) and the client (lmsh, or the web UI
+        with ``web``) that started it."""
         item = await self.backend.get(_key(state)) if state else None
         if item is None:
             raise SSOFailure("unknown_state", "this login is unknown, already used or expired; "
@@ -104,4 +108,8 @@ class PendingLogins:
         if login.kind != kind:
             raise SSOFailure("wrong_kind", f"this login was started with a {login.kind} "
                              f"connector, not a {kind} one; start again")
+        if login.web != web:
+            raise SSOFailure("wrong_client", "this login was started "
+                             + ("in the web UI, not by lmsh" if login.web else
+                                "by lmsh, not in the web UI") + "; start again")
         return login

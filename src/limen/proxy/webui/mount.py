@@ -1,5 +1,6 @@
 """Puts the web UI into the proxy's web app (called by ``limen.proxy.web.build_web_app``):
-the headers and limits (``guard``), the session API, the terminal, the casts, the sign-up
+the headers and limits (``guard``), the session API, single sign-on in the browser
+(``sso_web``), the terminal, the casts, the sign-up
 rate limit, the locks (``web_locks``: every call of a locked user's web session is refused
 with ``locked: <message>``, audited as ``access.denied`` naming the lock) and the pages, and
 :meth:`WebUI.user_cert`, the certificate a user call is made
@@ -26,6 +27,7 @@ from limen.proxy.webui.guard import limits_middleware, security_headers
 from limen.proxy.webui.ratelimit import RateLimiter
 from limen.proxy.webui.session_api import session_routes
 from limen.proxy.webui.sessions import COOKIE, Refused, WebSession, WebSessions
+from limen.proxy.webui.sso_web import WebLogins, sso_web_routes
 from limen.proxy.webui.static import DIST, static_routes
 from limen.proxy.webui.terminal import terminal_route
 from limen.proxy.webui.web_locks import WebLocks
@@ -57,6 +59,7 @@ class WebUI:
         self.auth, self.ping_info, self.emitter = auth, ping_info, emitter
         self.locks = locks
         self.sessions = WebSessions()
+        self.web_logins = WebLogins()
         self.login_by_address = RateLimiter(burst=20, per_minute=10)
         self.login_by_user = RateLimiter(burst=10, per_minute=5)
         # per address: the sign-ups that set a password (Argon2id) and spend a link, as many
@@ -147,6 +150,8 @@ class WebUI:
         app.add_routes(session_routes(self.auth, self.sessions, self._logged_out,
                                       by_address=self.login_by_address,
                                       by_user=self.login_by_user))
+        app.add_routes(sso_web_routes(self.auth, self.sessions, self.web_logins,
+                                      by_address=self.login_by_address))
         app.add_routes([terminal_route(self.sessions, lambda: self.ping_info()["ssh_proxy"],
                                        self._refused, self.locks, self._locked),
                         cast_route(self.auth, self.user_cert)])
