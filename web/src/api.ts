@@ -56,8 +56,10 @@ export async function currentSession(): Promise<Session | null> {
   }
 }
 
-export async function login(user: string, password: string, otp: string): Promise<Session> {
-  const session = await call<Session>("POST", "/v1/webapi/sessions", { user, password, otp });
+export async function login(user: string, password: string, otp: string,
+                            webauthn?: Record<string, unknown>): Promise<Session> {
+  const session = await call<Session>("POST", "/v1/webapi/sessions",
+    { user, password, otp, ...(webauthn ? { webauthn } : {}) });
   csrf = session.csrf_token;
   return session;
 }

@@ -1,9 +1,11 @@
-// The login page (password + one-time code) and the only place that follows a `redirect`
+// The login page (password + one-time code, or a security key: ./webauthn) and the only
+// place that follows a `redirect`
 // parameter: a path of this proxy's web UI only, never another host (no open redirect).
 import { currentSession, login } from "./api";
 import { appOf, openApp } from "./apps";
 import { errorBox, h, mount, showError } from "./dom";
 import { ssoButtons } from "./sso";
+import { keyLoginAnswer } from "./webauthn";
 
 export function safeRedirect(value: string | null): string {
   if (!value || !value.startsWith("/web") || value.startsWith("//") || value.includes("\\")) {
@@ -42,12 +44,28 @@ export async function loginPage(go: (path: string) => void): Promise<void> {
   const otp = h("input", { id: "otp", name: "otp", inputmode: "numeric",
     autocomplete: "one-time-code", pattern: "[0-9]*", maxlength: 10 });
   const submit = h("button", { id: "login", type: "submit" }, "Log in");
+  const withKey = h("button", { id: "login-key", type: "button" }, "Log in with a security key");
   const form = h("form", { class: "card" },
     h("h1", {}, "Log in to Limen"),
     h("label", { for: "user" }, "User"), user,
     h("label", { for: "password" }, "Password"), password,
     h("label", { for: "otp" }, "Authenticator code"), otp,
-    submit, error);
+    submit, withKey, error);
+  withKey.addEventListener("click", async () => {
+    error.hidden = true;
+    if (!form.reportValidity()) return;
+    withKey.disabled = true;
+    try {
+      const answer = await keyLoginAnswer(user.value, password.value);
+      await login(user.value, password.value, "", answer);
+      await afterLogin(go);
+    } catch (err) {
+      showError(error, err);
+      password.value = "";
+    } finally {
+      withKey.disabled = false;
+    }
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;

@@ -9,6 +9,7 @@ import { leavePlayer, playerPage, recordingsPage } from "./recordings";
 import { resourcesPage } from "./resources";
 import { signupPage } from "./signup";
 import { leaveTerminal, terminalPage } from "./terminal";
+import { keysPage } from "./webauthn";
 
 const RENEW_EVERY_MS = 4 * 60 * 1000;
 let renewTimer: number | undefined;
@@ -37,7 +38,7 @@ function nav(session: Session | null): void {
   });
   bar.replaceChildren(h("span", { class: "brand" }, "Limen"),
     link("/web/", "Resources", "nav-resources"), link("/web/recordings", "Recordings", "nav-recordings"),
-    link("/web/audit", "Audit log", "nav-audit"),
+    link("/web/audit", "Audit log", "nav-audit"), link("/web/mfa", "Security keys", "nav-mfa"),
     h("span", { class: "who", id: "who" }, `${session.user} @ ${session.cluster}`), out);
 }
 
@@ -76,6 +77,7 @@ async function route(): Promise<void> {
   else if (path === "/web/recordings") await recordingsPage(go);
   else if (path.startsWith("/web/recordings/")) playerPage(decodeURIComponent(path.slice("/web/recordings/".length)));
   else if (path === "/web/audit") await auditPage();
+  else if (path === "/web/mfa") await keysPage();
   else await resourcesPage(session, go);
   document.body.dataset.page = path;
 }

@@ -1,9 +1,11 @@
 // Sign-up from the invite link (https://proxy/web/signup/TOKEN?ca_pin=..., as lmctl users add
 // prints it; ?token=TOKEN works too): choose a password, enrol the authenticator from the QR
-// code (or the secret as text), confirm with its current code.
+// code (or the secret as text), confirm with its current code; or register a security key
+// instead (./webauthn).
 import QRCode from "qrcode";
 import { call } from "./api";
 import { errorBox, h, mount, showError } from "./dom";
+import { createCredential } from "./webauthn";
 
 interface Enrolment { user: string; second_factor: string; totp_secret: string | null; totp_uri: string | null; }
 
@@ -28,6 +30,11 @@ export async function signupPage(go: (path: string) => void): Promise<void> {
   const otp = h("input", { id: "otp", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 10 });
   const submit = h("button", { id: "signup", type: "submit" }, "Sign up");
   const enrol = h("div", { class: "enrol" });
+  const useKey = h("input", { id: "use-key", type: "checkbox" });
+  const keyName = h("input", { id: "key-name", value: "key", maxlength: 64 });
+  const keyChoice = h("div", { class: "enrol-key" },
+    h("label", { for: "use-key" }, useKey, " Use a security key instead of an authenticator app"),
+    h("label", { for: "key-name" }, "Name of the key"), keyName);
   if (enrolment.totp_uri && enrolment.totp_secret) {
     const qr = h("img", { id: "qr", alt: "QR code of the authenticator secret", width: 200, height: 200 });
     qr.src = await QRCode.toDataURL(enrolment.totp_uri, { width: 200, margin: 1 });
@@ -37,7 +44,9 @@ export async function signupPage(go: (path: string) => void): Promise<void> {
   }
   const form = h("form", { class: "card" }, h("p", {}, "User ", h("strong", { id: "signup-user" }, enrolment.user)),
     h("label", { for: "password" }, "Password"), password,
-    h("label", { for: "password2" }, "Password again"), confirm, enrol, submit, error);
+    h("label", { for: "password2" }, "Password again"), confirm,
+    enrolment.second_factor === "otp" ? keyChoice : null, enrol, submit, error);
+  useKey.addEventListener("change", () => { enrol.hidden = useKey.checked; });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;
@@ -47,8 +56,16 @@ export async function signupPage(go: (path: string) => void): Promise<void> {
     }
     submit.disabled = true;
     try {
-      await call("POST", "/v1/webapi/signup", { token, password: password.value,
-        ...(enrolment.totp_secret ? { otp: otp.value } : {}) });
+      if (useKey.checked) {
+        const begun = await call<{ webauthn: Record<string, any> }>("POST", "/v1/webapi/signup/begin",
+          { token, password: password.value, mfa: "webauthn" });
+        const answer = await createCredential(begun.webauthn);
+        await call("POST", "/v1/webapi/signup", { token, password: password.value,
+          webauthn: answer, key_name: keyName.value || "key" });
+      } else {
+        await call("POST", "/v1/webapi/signup", { token, password: password.value,
+          ...(enrolment.totp_secret ? { otp: otp.value } : {}) });
+      }
       mount(h("h1", {}, "Signed up"), h("p", { id: "signed-up" }, `Welcome, ${enrolment.user}. `,
         h("a", { href: "/web/login", id: "to-login" }, "Log in")));
       document.getElementById("to-login")!.addEventListener("click", (e) => { e.preventDefault(); go("/web/login"); });
