@@ -3,22 +3,26 @@ session over SPDY for its recording (``limen.agents.kube.exec_streams``): every 
 round trips, the emulator's own SPDY framer (tests/k8s_emulator/spdy.py, what kubectl's
 port-forward is served with) is the peer in both directions, any split of the bytes gives the
 same frames, arbitrary bytes raise nothing but SpdyError (hypothesis), a decompression bomb in
-a header block and an oversized frame stop the decoder at their bound, and the exec streams
-give the output and resizes a recording keeps (stdin never)."""
+a header block and an oversized control frame stop the decoder at their bound while a 12 MiB
+DATA frame comes in pieces, the exec streams give the output and resizes a recording keeps
+(stdin never), and the recorder writes them and reports a bomb once (``on_failure``)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import struct
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from k8s_emulator import spdy as emulator_spdy
+from limen.agents.kube.exec_recording import ExecRecorder
 from limen.agents.kube.exec_streams import (
     ChannelReader,
     Output,
@@ -43,6 +47,7 @@ from limen.agents.kube.spdy import (
     SynStream,
     WindowUpdate,
 )
+from limen.recording import read_cast
 
 FRAMES: list[Frame] = [
     Settings(((0, 7, 65536), (1, 4, 100)), clear=True),
@@ -138,12 +143,28 @@ def test_a_decompression_bomb_stops_at_the_bound() -> None:
     assert err.value.decoded == [Ping(1)]  # what came before is still given
 
 
-def test_an_oversized_frame_is_refused_before_its_bytes_arrive() -> None:
+def test_an_oversized_control_frame_is_refused_before_its_bytes_arrive() -> None:
     decoder = SpdyDecoder(max_frame=1000)
     with pytest.raises(SpdyError, match="over the limit"):
-        decoder.feed(struct.pack(">II", 1, 1001))
+        decoder.feed(struct.pack(">HHI", 0x8003, 1, 1001))
     with pytest.raises(SpdyError, match="already refused"):
         decoder.feed(_encode([Ping(1)]))
+
+
+def test_a_long_data_frame_is_given_in_pieces_as_it_arrives() -> None:
+    """SPDY allows DATA frames up to 16 MiB: never refused, never buffered whole."""
+    payload = bytes(range(256)) * (12 << 12)  # 12 MiB
+    wire = _encode([DataFrame(5, payload, fin=True), Ping(3)])
+    decoder, frames = SpdyDecoder(max_frame=1000), []
+    for offset in range(0, len(wire), 100_000):
+        got = decoder.feed(wire[offset:offset + 100_000])
+        assert all(len(f.data) <= 100_000 for f in got if isinstance(f, DataFrame))
+        frames += got
+    *pieces, last = frames
+    assert last == Ping(3)
+    assert {f.stream_id for f in pieces} == {5}
+    assert b"".join(f.data for f in pieces) == payload
+    assert [f.fin for f in pieces] == [False] * (len(pieces) - 1) + [True]
 
 
 @pytest.mark.parametrize(("wire", "message"), [
@@ -168,6 +189,14 @@ def test_unknown_control_frames_are_skipped() -> None:
 
 def _exec_session() -> tuple[bytes, bytes]:
     """What kubectl exec -it and the API server send each other over SPDY (v4)."""
+    up, down, _bomb = _exec_session_and_bomb()
+    return up, down
+
+
+@functools.cache
+def _exec_session_and_bomb() -> tuple[bytes, bytes, bytes]:
+    """:func:`_exec_session`, and a SYN_STREAM the client could send next whose header block
+    (in the client's zlib stream) inflates to 8 MiB."""
     client = SpdyEncoder()
     server = SpdyEncoder()
     up = b"".join(client.encode(f) for f in [
@@ -185,7 +214,9 @@ def _exec_session() -> tuple[bytes, bytes]:
         DataFrame(5, b"$ "), DataFrame(5, b"42ok\r\n"),
         DataFrame(1, b'{"status":"Success"}', fin=True), DataFrame(5, b"", fin=True),
     ])
-    return up, down
+    bomb = client.encode(SynStream(9, {"x-bomb": ("a" * (8 << 20),)}))
+    assert len(bomb) < 64 << 10
+    return up, down, bomb
 
 
 def test_the_exec_streams_give_output_and_resizes_never_stdin() -> None:
@@ -229,3 +260,31 @@ def test_the_exec_stream_reader_never_raises(up: bytes, down: bytes) -> None:
     reader = SpdyStreamReader()
     reader.from_client(up)
     reader.from_server(down)
+
+
+async def test_the_recorder_writes_a_spdy_session_and_reports_a_bomb_once(
+        tmp_path: Path) -> None:
+    """The recorder behind the kube agent's taps: output and resizes land in the cast; a
+    decompression bomb from the client stops the recording, tells ``on_failure`` once (the
+    agent then ends a session that must be recorded) and raises nothing into the relay."""
+    recorder = await ExecRecorder.open(tmp_path, {"command": "sh"})
+    failures: list[str] = []
+    recorder.on_failure = failures.append
+    taps = recorder.taps("SPDY/3.1")
+    assert taps is not None
+    to_server, to_client = taps
+    up, down, bomb = _exec_session_and_bomb()
+    to_server(up)
+    to_client(down)
+    to_server(bomb)
+    to_server(SpdyEncoder().encode(DataFrame(7, b'{"Width":1,"Height":1}\n')))
+    to_client(SpdyEncoder().encode(DataFrame(5, b"unrecorded")))
+    assert len(failures) == 1
+    assert recorder.failure == failures[0]
+    assert "inflates to more than" in failures[0]
+    path = await recorder.task.finish()
+    cast = read_cast(path)
+    assert [e.data for e in cast.events if e.code == "o"] == ["$ ", "42ok\r\n"]
+    assert [e.data for e in cast.events if e.code == "r"] == ["100x30", "120x40"]
+    assert ExecRecorder.accepts("SPDY/3.1")
+    assert not ExecRecorder.accepts("SPDY/3.1+portforward.k8s.io")

@@ -8,8 +8,10 @@ protocol ``v5.channel.k8s.io`` / ``v4.channel.k8s.io``, or SPDY/3.1 as older kub
 client-go speak it. Stdout and stderr become output events, the client's resizes
 (``{"Width": W, "Height": H}``) resize events; stdin is not recorded. A session on another
 protocol is not recorded (the caller asks :meth:`accepts`). Bytes the reader cannot read stop
-the recording there (logged once, and named by :attr:`ExecRecorder.failure` for the
-session's end event); the relay goes on.
+the recording there: logged once, named by :attr:`ExecRecorder.failure` for the session's end
+event, and :attr:`ExecRecorder.on_failure` is told (the caller ends the session when the
+roles require recording, as an SSH session's failed recording does; otherwise the relay goes
+on unrecorded).
 The file is written by :class:`~limen.recording.writer.CastWriter` off the relay's path and
 handed to the agent's recording sink (auth's store, through the tunnel for an agent apart) at
 the end, with the metadata ``lmsh recordings`` lists and role rules decide on. Called by
@@ -22,6 +24,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,8 @@ class ExecRecorder:
         self._reader: StreamReader | None = None
         self.failure: str | None = None
         """Why the recording stopped before the session ended (unreadable bytes)."""
+        self.on_failure: Callable[[str], None] | None = None
+        """Told once, with :attr:`failure`, when the recording stops early."""
 
     @classmethod
     async def open(cls, sessions_dir: Path, meta: dict[str, Any]) -> ExecRecorder:
@@ -103,6 +108,8 @@ class ExecRecorder:
             self.failure = self._reader.failure
             self._reader = None
             log.warning("kube exec recording %s stopped: %s", self.session_id, self.failure)
+            if self.on_failure is not None:
+                self.on_failure(self.failure)
 
     async def finish(self, sink: RecordingSink, **extra: Any) -> None:
         """Complete the file and hand it to ``sink`` (errors are logged: the file stays in

@@ -302,6 +302,9 @@ class KubeService:
                                "recording (record_session: strict)", impersonation=who)
             return False
         rec = recorder if isinstance(recorder, ExecRecorder) else None
+        if rec is not None and who.record_session == "strict":
+            # bytes the recording cannot read end a session that must be recorded
+            rec.on_failure = lambda _reason: writer.transport.abort()
 
         def taps(protocol: str) -> tuple[Tap, Tap] | None:
             return rec.taps(protocol) if rec is not None else None

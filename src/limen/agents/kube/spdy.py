@@ -5,12 +5,16 @@ One :class:`SpdyDecoder` reads one direction of one connection: every frame type
 (DATA, SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE;
 control frames of an unknown type are skipped, as the protocol says). Header blocks are one
 zlib stream per direction for the whole connection, primed with the SPDY/3 dictionary, so a
-decoder must see every byte of its direction from the start. Everything is bounded: a frame
-longer than ``max_frame`` bytes, a header block inflating to more than ``max_header_block``
-bytes (a decompression bomb is stopped at that size, never inflated whole) or holding more
-than :data:`MAX_HEADER_PAIRS` names, and any malformed frame raise :class:`SpdyError`; after
-that the decoder refuses every later byte (its zlib stream is out of step). A
-:class:`SpdyEncoder` writes frames, one deflate stream per direction.
+decoder must see every byte of its direction from the start. Everything is bounded: a control
+frame longer than ``max_frame`` bytes, a header block inflating to more than
+``max_header_block`` bytes (a decompression bomb is stopped at that size, never inflated
+whole) or holding more than :data:`MAX_HEADER_PAIRS` names, and any malformed frame raise
+:class:`SpdyError`; after that the decoder refuses every later byte (its zlib stream is out
+of step). DATA frames, which SPDY allows up to 16 MiB, are never refused for their size: one
+longer than :data:`DATA_PIECE` whose bytes have not all arrived is given in pieces as they
+come (each a :class:`DataFrame`, ``fin`` on the last), so memory stays bounded and a client
+cannot stop the reading with a large but valid frame. A :class:`SpdyEncoder` writes frames,
+one deflate stream per direction.
 
 Called by :mod:`limen.agents.kube.exec_streams` (the recording of an exec over SPDY reads a
 copy of the relayed bytes; the relay itself never parses them).
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from limen.errors import BadParameter
 
 __all__ = [
+    "DATA_PIECE",
     "DICTIONARY",
     "FLAG_FIN",
     "FLAG_UNIDIRECTIONAL",
@@ -55,7 +60,9 @@ SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS = 1, 2, 3, 4
 PING, GOAWAY, HEADERS, WINDOW_UPDATE = 6, 7, 8, 9
 
 MAX_FRAME = 1 << 20
-"""The longest frame payload a decoder accepts by default (spdystream writes far less)."""
+"""The longest control frame a decoder accepts by default (spdystream writes far less)."""
+DATA_PIECE = 64 << 10
+"""A DATA frame longer than this is given in pieces as its bytes arrive."""
 MAX_HEADER_BLOCK = 64 << 10
 """The most bytes one header block may inflate to by default."""
 MAX_HEADER_PAIRS = 1024
@@ -185,6 +192,10 @@ class SpdyDecoder:
         self.max_header_block = max_header_block
         self._buffer = bytearray()
         self._inflate = zlib.decompressobj(zdict=DICTIONARY)
+        self._data_left = 0
+        """Bytes still to come of a DATA frame given in pieces (its stream, its FIN)."""
+        self._data_stream = 0
+        self._data_fin = False
         self.failed: str | None = None
         """Why the decoder stopped (None while it reads)."""
 
@@ -207,12 +218,20 @@ class SpdyDecoder:
     def _next(self) -> Frame | bool | None:
         """The next frame; True for a skipped one; None when more bytes are needed."""
         buf = self._buffer
+        if self._data_left:
+            return self._data_piece()
         if len(buf) < 8:
             return None
         first, flags_length = struct.unpack_from(">II", buf)
         flags, length = flags_length >> 24, flags_length & 0xFFFFFF
-        if length > self.max_frame:
-            raise SpdyError(f"a SPDY frame of {length} bytes is over the limit of "
+        data = not first & 0x80000000
+        if data and length > DATA_PIECE and len(buf) < 8 + length:
+            del buf[:8]
+            self._data_left, self._data_stream = length, first & _STREAM_MASK
+            self._data_fin = bool(flags & FLAG_FIN)
+            return True
+        if not data and length > self.max_frame:
+            raise SpdyError(f"a SPDY control frame of {length} bytes is over the limit of "
                             f"{self.max_frame}")
         if len(buf) < 8 + length:
             return None
@@ -224,6 +243,16 @@ class SpdyDecoder:
         if version != VERSION:
             raise SpdyError(f"SPDY version {version} is not 3")
         return self._control(kind, flags, payload)
+
+    def _data_piece(self) -> DataFrame | None:
+        buf = self._buffer
+        if not buf:
+            return None
+        size = min(len(buf), self._data_left)
+        piece = bytes(buf[:size])
+        del buf[:size]
+        self._data_left -= size
+        return DataFrame(self._data_stream, piece, self._data_fin and not self._data_left)
 
     def _control(self, kind: int, flags: int, payload: bytes) -> Frame | bool:
         size = len(payload)
