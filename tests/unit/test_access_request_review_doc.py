@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from limen.api.access_request_review import (
@@ -93,3 +95,11 @@ def test_without_reviews_keeps_the_other_documents() -> None:
 
 def test_the_kind_is_known_by_name_but_not_public() -> None:
     assert parse_kind("accessrequestreviews") is Kind.ACCESS_REQUEST_REVIEW
+
+
+def test_the_example_review_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "access-request-review.yaml"
+    [doc] = load_text(example.read_text(encoding="utf-8"), example.name)
+    parsed = parse_review(doc)
+    assert parsed.approve
+    assert parsed.request_id == "0b5c6c6e-3f1e-4d7e-9b7a-4b1c8f0f2a11"

@@ -99,9 +99,10 @@ def test_the_role_schema_takes_the_fields_and_rejects_mistakes() -> None:
         assert why in str(caught.value), (bad, str(caught.value))
 
 
-def test_a_review_document_in_git_is_rejected_not_trusted() -> None:
-    """Git cannot tell who merged (docs/access-requests.md): no review by document."""
+def test_a_review_document_is_not_an_object_to_apply() -> None:
+    """The reviewer is who merged, which only the Git sync knows (docs/access-requests.md):
+    validation (lmctl apply, the API, the operator) refuses a review document."""
     document = {"apiVersion": "limen.dev/v1alpha1", "kind": "AccessRequestReview",
                 "metadata": {"name": "r"}, "spec": {"request_id": "x", "state": "approved"}}
-    with pytest.raises(ValidationFailed, match="unknown kind 'AccessRequestReview'"):
+    with pytest.raises(ValidationFailed, match="accepted only from the Git sync"):
         validate([SourceDocument("review.yaml", 0, 1, document)])

@@ -386,3 +386,20 @@ async def test_a_merge_not_signed_by_the_merger_is_refused(
 
     await _refused(site, request.id, words)
     assert (await site.state(request.id)).state is RequestState.PENDING
+
+
+async def test_a_review_in_a_plain_directory_is_refused(site: Site, tmp_path: Path) -> None:
+    """A directory that is not in Git has no merge: its reviews are refused, its objects
+    applied."""
+    request = await site.request()
+    directory = tmp_path / "plain"
+    (directory / "reviews").mkdir(parents=True)
+    (directory / "reviews" / "r.yaml").write_text(review_yaml(request.id), encoding="utf-8")
+    (directory / "people.yaml").write_text(PEOPLE, encoding="utf-8")
+    await site.sync.stop()
+    site.sync = GitOpsSync(Settings(data_dir=tmp_path / "data2", gitops=GitOpsSettings(
+        source=str(directory), interval_seconds=60)), site.auth, env={})
+
+    assert (await site.sync.sync_once()).outcome is Outcome.APPLIED
+
+    await _refused(site, request.id, "reviews need a Git source")
