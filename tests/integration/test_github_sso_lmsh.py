@@ -142,7 +142,8 @@ def _failures(site: LimenCluster, reason: str) -> list[dict[str, Any]]:
 def test_the_proxy_lists_the_connectors_and_nothing_secret(site: LimenCluster) -> None:
     status, listing = _public(site, "GET", "/v1/webapi/sso/connectors")
     assert status == 200, listing
-    assert listing == {"items": [{"name": "github", "kind": "github", "display": "GitHub"}]}
+    assert listing == {"items": [{"name": "github", "kind": "github", "display": "GitHub",
+                                  "web": False}]}
 
 
 def test_lmsh_login_auth_github_maps_teams_and_reaches_the_node(site: LimenCluster) -> None:
