@@ -7,7 +7,10 @@ the TLS handshake into an identity (this cluster's TLS CA, expiry, a user's, ``u
 scoped to this very app) and :meth:`AppRouter.admit` decides with the roles as they are now
 (``app_labels``, deny first) after the locks; :meth:`AppRouter.token` gets the
 app session's identity JWT from auth (which checks the certificate and roles again and signs
-it), kept until shortly before it expires; :meth:`AppRouter.open` dials a serving app agent
+it), kept until shortly before it expires or until the JWT CA signs with another key (a
+rotation of the jwt CA: its JWKS, asked of auth at most every 2 s, lists the signing key
+first; a token of a key about to leave the JWKS is not handed out again);
+:meth:`AppRouter.open` dials a serving app agent
 through its reverse tunnel (``MODE_TLS``: the agent must show its app host certificate with
 the host id dialled), sends the :class:`~limen.tunnel.app_wire.AppConnect` and reads the
 agent's answer. Called by :mod:`limen.proxy.app.app_front`.
@@ -16,7 +19,10 @@ agent's answer. Called by :mod:`limen.proxy.app.app_front`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +89,10 @@ class AppRouter:
                                    now)
         self._cached: tuple[float, dict[str, AppTarget]] | None = None
         self._lock = asyncio.Lock()
-        self._tokens: dict[tuple[str, str], tuple[str, datetime]] = {}
+        self._tokens: dict[tuple[str, str], tuple[str, datetime, str]] = {}
+        """(certificate, app) -> (token, expiry, the kid that signed it)."""
+        self._signing: tuple[float, str] | None = None
+        """When the JWKS was last read (clock) and the kid of its signing key."""
 
     async def _by_host(self) -> dict[str, AppTarget]:
         """Online apps by public address; a failed read keeps the previous answer."""
@@ -162,7 +171,8 @@ class AppRouter:
         key = (hashlib.sha256(der).hexdigest(), target.name)
         cached = self._tokens.get(key)
         now = self._now()
-        if cached is not None and cached[1] - _TOKEN_MARGIN > now:
+        if cached is not None and cached[1] - _TOKEN_MARGIN > now and \
+                cached[2] == await self._signing_kid():
             return cached[0]
         pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
         answer = await self.view.auth.call("POST", "/v1/apps/jwt",
@@ -170,11 +180,23 @@ class AppRouter:
         token, expires = str(answer["token"]), datetime.fromisoformat(answer["expires"])
         if len(self._tokens) >= _MAX_TOKENS:
             self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
-        self._tokens[key] = (token, expires)
+        self._tokens[key] = (token, expires, _kid_of(token))
         return token
 
+    async def _signing_kid(self) -> str:
+        """The kid the JWT CA signs with now (the first key of auth's JWKS), read at most
+        every :data:`_CACHE_SECONDS`; a failed read keeps the previous answer."""
+        if self._signing is not None and self._clock() - self._signing[0] < _CACHE_SECONDS:
+            return self._signing[1]
+        try:
+            keys = (await self.jwks()).get("keys") or [{}]
+        except (LimenError, OSError):
+            return self._signing[1] if self._signing is not None else ""
+        self._signing = (self._clock(), str(keys[0].get("kid", "")))
+        return self._signing[1]
+
     async def jwks(self) -> dict[str, Any]:
-        """The JWT CA's public keys (auth's answer)."""
+        """The JWT CA's public keys (auth's answer; the signing key first)."""
         answer: dict[str, Any] = await self.view.auth.call("GET", "/v1/apps/jwks")
         return answer
 
@@ -198,3 +220,13 @@ class AppRouter:
             await close_writer(writer)
             raise AppRefused(answer.status, answer.error)
         return reader, writer
+
+
+def _kid_of(token: str) -> str:
+    """The ``kid`` of a JWT's header ("" when it has none)."""
+    head = token.partition(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        return ""
+    return str(header.get("kid", "")) if isinstance(header, dict) else ""
