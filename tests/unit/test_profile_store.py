@@ -58,3 +58,18 @@ def test_a_profile_that_is_no_mapping_is_a_clear_error(tmp_path: Path, text: str
     store.profile_path(PROFILE.proxy).write_text(text, encoding="utf-8")
     with pytest.raises(BadParameter, match="is not a profile"):
         store.load(PROFILE.proxy)
+
+
+def test_a_leafs_host_ca_lines_are_replaced_by_what_the_root_lists_now(tmp_path: Path) -> None:
+    """A leaf's host CA rotation: the root lists the old and new key, then the new one only;
+    known_hosts follows for that leaf and keeps every other line."""
+    store = ProfileStore(tmp_path)
+    save(store)
+    own, other = "@cert-authority *.example.com ssh-ed25519 OWN", "@cert-authority *.b KEY"
+    store.known_hosts.write_text(f"{own}\n{other}\n")
+    old, new = "@cert-authority *.leaf OLD", "@cert-authority *.leaf NEW"
+    store.save_leaf_clusters(PROFILE, ["leaf"], [old])
+    store.save_leaf_clusters(PROFILE, ["leaf"], [old, new])
+    assert store.known_hosts.read_text().splitlines() == [own, other, old, new]
+    store.save_leaf_clusters(PROFILE, ["leaf"], [new])
+    assert store.known_hosts.read_text().splitlines() == [own, other, new]

@@ -92,11 +92,12 @@ def openssh_options(store: ProfileStore, profile: Profile, cluster: str | None =
 
 
 def _current(cluster: str | None = None) -> tuple[ProfileStore, Profile]:
-    """The valid current profile; for a leaf ``cluster`` not remembered yet, asks the root
-    (lmsh clusters) so known_hosts trusts the leaf's host CA."""
+    """The valid current profile; for a leaf ``cluster``, asks the root (lmsh clusters) so
+    known_hosts trusts the leaf's host CA keys as the root knows them now (a leaf's host CA
+    rotation reaches the root: docs/ca-rotation.md)."""
     store = ProfileStore()
     profile = store.current_valid()
-    if cluster and cluster != profile.cluster and cluster not in profile.leaf_clusters:
+    if cluster and cluster != profile.cluster:
         profile, leaves = asyncio.run(refresh_clusters(store, profile))
         require_leaf(leaves, cluster)
     return store, profile

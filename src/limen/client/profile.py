@@ -120,9 +120,11 @@ class ProfileStore:
     def save_leaf_clusters(self, profile: Profile, leaves: Sequence[str],
                            host_ca_lines: Sequence[str]) -> Profile:
         """Remember the leaf clusters the user may reach (``lmsh clusters``) and trust their
-        host CAs for ``*.<leaf>`` in known_hosts; returns the updated profile."""
+        host CAs for ``*.<leaf>`` in known_hosts, in place of the lines those leaves had (a
+        leaf's host CA rotation adds and later drops keys); returns the updated profile."""
         updated = profile._replace(leaf_clusters=tuple(leaves))
-        self._merge_known_hosts(host_ca_lines)
+        self._merge_known_hosts(host_ca_lines, replacing=tuple(
+            f"@cert-authority *.{leaf} " for leaf in leaves))
         write_private(self.profile_path(profile.proxy), _dump(updated))
         return updated
 
@@ -130,10 +132,14 @@ class ProfileStore:
         """Remember a cluster's TLS CA (pinned at sign-up) for later verified connections."""
         return write_private(self.ca_path(proxy, cluster), pem)
 
-    def _merge_known_hosts(self, lines: Sequence[str]) -> None:
+    def _merge_known_hosts(self, lines: Sequence[str], replacing: tuple[str, ...] = ()) -> None:
+        """Add ``lines`` to known_hosts; existing lines starting with one of ``replacing``
+        go (unless ``lines`` has them)."""
         existing: list[str] = []
         if self.known_hosts.exists():
-            existing = self.known_hosts.read_text(encoding="utf-8").splitlines()
+            existing = [line for line in
+                        self.known_hosts.read_text(encoding="utf-8").splitlines()
+                        if not (replacing and line.startswith(replacing))]
         merged = existing + [line for line in lines if line not in existing]
         write_private(self.known_hosts, "".join(f"{line}\n" for line in merged))
 
