@@ -9,7 +9,10 @@ single-node cluster (``kube_env``).
   the recording, the typed keys are not in it;
 - a non-interactive exec is audited with its command and not recorded;
 - under ``record_session: strict`` (refused before the kube agent could read SPDY) an
-  ``exec -it`` over SPDY now goes through, recorded.
+  ``exec -it`` over SPDY now goes through, recorded;
+- attack: a client (``spdy_exec_client``) sends a decompression bomb in a header block
+  mid-session: the recording stops at its bound, audited on the session's end; the session
+  goes on, unless the roles require recording (strict), which ends it.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from typing import Any
 
 import pytest
 
+from limen.agents.kube.spdy import SynStream
 from limen.recording import read_cast, recordings_dir
 
 from .cluster import wait_for
 from .kube_env import KubeEnv, KubePerson, start_kube_env
+from .spdy_exec_client import SpdyExec
 
 STRICT_ROLE = """
 apiVersion: limen.dev/v1alpha1
@@ -173,13 +178,20 @@ def test_exec_without_a_terminal_over_spdy_is_audited_with_its_command(
     assert "recording" not in event
 
 
+@pytest.fixture(scope="module")
+def sam(kube_env: KubeEnv, tmp_path_factory: pytest.TempPathFactory) -> KubePerson:
+    """A person whose only role requires recording (``record_session: strict``)."""
+    files = tmp_path_factory.mktemp("strict")
+    (files / "strict.yaml").write_text(STRICT_ROLE)
+    kube_env.cluster.lmctl("apply", "-f", files / "strict.yaml")
+    person = KubePerson(kube_env.cluster.signed_up_user("sam", roles=["kube-strict"]))
+    person.user.login()
+    person.lmsh("kube", "login", "emu")
+    return person
+
+
 def test_strict_recording_accepts_spdy_exec_and_records_it(kube_env: KubeEnv,
-                                                           tmp_path: Path) -> None:
-    (tmp_path / "strict.yaml").write_text(STRICT_ROLE)
-    kube_env.cluster.lmctl("apply", "-f", tmp_path / "strict.yaml")
-    sam = KubePerson(kube_env.cluster.signed_up_user("sam", roles=["kube-strict"]))
-    sam.user.login()
-    sam.lmsh("kube", "login", "emu")
+                                                           sam: KubePerson) -> None:
     kube_env.api.run_pod("spdy-strict", ["sh"], tty=True, stdin=True)
     seen = exec_in_pty(spdy(sam), "spdy-strict")
     assert b"42ok" in seen
@@ -190,3 +202,65 @@ def test_strict_recording_accepts_spdy_exec_and_records_it(kube_env: KubeEnv,
     assert event.get("success") is not False
     played = sam.lmsh("play", event["recording"], "-o", "text").stdout
     assert "42ok" in played
+
+
+def _bomb() -> SynStream:
+    """A stream whose header block is 8 MiB inflated (a few KiB on the wire)."""
+    return SynStream(9, {"streamtype": ("bomb",), "x-bomb": ("a" * (8 << 20),)})
+
+
+def _session_end(kube_env: KubeEnv, user: str, pod: str) -> dict[str, Any]:
+    [end] = wait_for(lambda: [e for e in kube_env.cluster.audit("kube.session.end", user=user)
+                              if e.get("name") == pod], 15.0, "the session's end audited")
+    return end
+
+
+def test_a_decompression_bomb_ends_the_recording_not_the_session(kube_env: KubeEnv,
+                                                                  tmp_path: Path) -> None:
+    """Attack: a client sends a header block that inflates to 8 MiB mid-session. The kube
+    agent stops reading for the recording at its 64 KiB bound (audited once on the session's
+    end), the relay and the agent go on (the user's role does not require recording)."""
+    alice = kube_env.alice
+    alice.lmsh("kube", "login", "emu")
+    kube_env.api.run_pod("spdy-bomb", ["sh"], tty=True, stdin=True)
+    session = SpdyExec(alice, tmp_path, "spdy-bomb")
+    try:
+        session.read_until(PROMPT)
+        session.type(b"echo $((6*7))ok\r")
+        session.read_until(b"42ok")
+        session.send(_bomb())
+        session.type(b"echo $((7*7))after\r")
+        session.read_until(b"49after")
+        session.type(b"exit\r")
+        session.wait_closed()
+    finally:
+        session.close()
+    end = _session_end(kube_env, "alice", "spdy-bomb")
+    assert "inflates to more than 65536 bytes" in end["recording_error"]
+    played = alice.lmsh("play", end["recording"], "-o", "text").stdout
+    assert "42ok" in played
+    assert "49after" not in played
+    out = alice.kubectl("get", "pod", "spdy-bomb", "-o", "name").stdout  # the agent lives
+    assert out.strip() == "pod/spdy-bomb"
+
+
+def test_a_decompression_bomb_ends_a_session_that_must_be_recorded(
+        kube_env: KubeEnv, sam: KubePerson, tmp_path: Path) -> None:
+    """Attack: the same bomb under ``record_session: strict``: the session cannot be recorded
+    on, so the agent ends it, audited on its end with the reason."""
+    kube_env.api.run_pod("spdy-bomb-strict", ["sh"], tty=True, stdin=True)
+    session = SpdyExec(sam, tmp_path, "spdy-bomb-strict")
+    try:
+        session.read_until(PROMPT)
+        session.type(b"echo $((6*7))ok\r")
+        session.read_until(b"42ok")
+        session.send(_bomb())
+        session.wait_closed()
+    finally:
+        session.close()
+    end = _session_end(kube_env, "sam", "spdy-bomb-strict")
+    assert "inflates to more than 65536 bytes" in end["recording_error"]
+    played = sam.lmsh("play", end["recording"], "-o", "text").stdout
+    assert "42ok" in played
+    out = sam.kubectl("get", "pod", "spdy-bomb-strict", "-o", "name").stdout
+    assert out.strip() == "pod/spdy-bomb-strict"
