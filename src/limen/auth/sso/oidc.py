@@ -9,8 +9,11 @@
                                                 claims → name, roles, external traits
          ◀── SSH + X.509 certificates for the public key bound to the state ◀──
 
-The certificates are issued for the key the client sent at the start, so a code or state that
-leaks to someone else gives them nothing. The user is ``username_claim``'s value (default the
+The web UI's login is the same flow with the proxy as the client: the provider returns to the
+proxy's ``web_redirect_url``, the proxy holds the key (``limen.proxy.webui.sso_web``), and a
+state is finished only by the client that started it (``pending``). The certificates are
+issued for the key the client sent at the start, so a code or state that leaks to someone else
+gives them nothing. The user is ``username_claim``'s value (default the
 e-mail address, as Teleport names SSO users), refused when a local user has that name; the
 user's roles are the connector's ``claims_to_roles`` (none: refused), traits the claims. The
 lifetime is the smallest of the request, the connector's ``max_session_ttl`` and the roles'.
