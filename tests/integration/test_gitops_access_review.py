@@ -164,6 +164,7 @@ def test_a_merge_by_a_reviewer_approves_until_the_request_expires(site: Site) ->
     [event] = [e for e in site.cluster.audit("access_request.review", user="bob")
                if e.get("request_id") == request["id"]]
     assert event["success"] is True
+    assert event["code"] == "L1101I"
     assert (event["via"], event["commit"], event["state"]) == ("git", merge, "APPROVED")
 
     expires = datetime.fromisoformat(request["expires"])
@@ -189,6 +190,7 @@ def test_a_merge_by_a_user_without_review_requests_is_refused(site: Site) -> Non
     [event] = [e for e in site.cluster.audit("access_request.review", user="carol")
                if e.get("request_id") == request["id"]]
     assert event["success"] is False
+    assert event["code"] == "L1101W"
     assert (event["via"], event["commit"]) == ("git", merge)
     text = site.cluster.lmctl("gitops", "status").stdout
     assert f"reviews/{request['id']}.yaml[0]" in text
@@ -216,5 +218,5 @@ def test_lmctl_apply_refuses_a_review(site: Site, tmp_path: Path) -> None:
     document = tmp_path / "review.yaml"
     document.write_text(review_yaml("0b5c7a1e-3f4d-4c1a-9e2b-7d8f6a5b4c3d"), encoding="utf-8")
     result = site.cluster.lmctl("apply", "-f", str(document), check=False)
-    assert result.returncode != 0
-    assert "accepted only from the Git sync" in result.stderr + result.stdout
+    assert result.returncode == 1, describe(result)
+    assert "accepted only from the Git sync" in result.stderr
