@@ -215,8 +215,8 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("L6002I", _T.TRUSTED_CLUSTER_TOKEN_CREATE, True, "trusted cluster token created"),
     EventCode("L6003I", _T.REMOTE_CLUSTER_ONLINE, True, "remote cluster online"),
     EventCode("L6004W", _T.REMOTE_CLUSTER_OFFLINE, True, "remote cluster offline"),
-    EventCode("L6005I", _T.TRUSTED_CLUSTER_CAS, True, "a trusted root's CAs updated"),
-    EventCode("L6005W", _T.TRUSTED_CLUSTER_CAS, False, "a trusted root's CA update refused"),
+    EventCode("L6005I", _T.TRUSTED_CLUSTER_CAS, True, "a trusted cluster's CAs updated"),
+    EventCode("L6005W", _T.TRUSTED_CLUSTER_CAS, False, "a trusted cluster's CA update refused"),
     # 7xxx declarative resources
     EventCode("L7000I", _T.ROLE_CREATED, True, "role created"),
     EventCode("L7001I", _T.ROLE_UPDATED, True, "role updated"),
