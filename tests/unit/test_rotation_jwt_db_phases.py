@@ -5,6 +5,7 @@ the db agents' upstream certificates and the app JWTs in each phase, what the db
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 import pytest
@@ -13,6 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from limen.auth.app_jwt import sign_app_jwt
+from limen.auth.audit_signer import audit_keys
 from limen.auth.rotation import (
     ROTATABLE,
     Phase,
@@ -27,6 +29,10 @@ from limen.ca.jwt import verify_jwt
 from limen.ca.keys import KeyType, generate_private_key, spki_pin
 from limen.ca.x509_certs import sign_db_client_cert
 from limen.errors import AccessDenied
+from limen.events import make_event
+from limen.events.chain import KeySigner
+from limen.events.filelog import FileLog
+from limen.events.verify import verify_files
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DB, JWT = CertAuthorityType.DB, CertAuthorityType.JWT
@@ -142,3 +148,35 @@ def test_jwt_rollback_signs_with_the_old_key_again() -> None:
     assert [k["kid"] for k in ca.public_only().jwks()["keys"]] == [old_kid, new_kid]
     ca, state = advance(ca, state, Phase.STANDBY, now=NOW)
     assert [k["kid"] for k in ca.public_only().jwks()["keys"]] == [old_kid]
+
+
+def _logged(directory: Path, ca: CertAuthority, user: str) -> None:
+    """One event written to the audit log in ``directory`` and the log closed: its close
+    checkpoint is signed by ``ca``'s signing key, as auth's (``audit_signer_source``)."""
+    log = FileLog(directory, fsync=False, signer=lambda: KeySigner(ca.signer, ca.active.kid))
+    try:
+        log.write(make_event("user.login", cluster="unit", user=user, method="password"))
+    finally:
+        log.close()
+
+
+def test_audit_checkpoints_of_a_retired_jwt_key_still_verify(tmp_path: Path) -> None:
+    """The jwt CA signs the audit log's checkpoints: after standby its stored document still
+    names the retired key (trusted for nothing else), so ``lmctl audit verify`` of the days
+    before the rotation passes; without it they do not."""
+    ca = CertAuthority.generate("unit", JWT, now=NOW)
+    before = ca.public_only()
+    _logged(tmp_path, ca, "before")
+    state = RotationState()
+    for phase in PATH:
+        ca, state = advance(ca, state, phase, now=NOW)
+    _logged(tmp_path, ca, "after")
+    document = {**ca.public_only().to_dict(), "rotation": state.to_dict()}
+    assert state.retired == (before.active.ssh_public_key,)
+    assert [k["kid"] for k in ca.public_only().jwks()["keys"]] == [ca.active.kid]
+    reports = verify_files(tmp_path, audit_keys(document), live=False)
+    assert reports
+    assert all(r.intact for r in reports), reports
+    assert set().union(*(r.kids for r in reports)) == {before.active.kid, ca.active.kid}
+    without_retired = audit_keys(ca.public_only().to_dict())
+    assert not all(r.intact for r in verify_files(tmp_path, without_retired, live=False))

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from limen.auth.core import AuthServer
+from limen.auth.rotation import RotationState
 from limen.ca.authority import CertAuthority, CertAuthorityType
+from limen.ca.keys import jwk_thumbprint, load_public_key
 from limen.events.chain import CheckpointSigner, KeySigner, PublicKey
 from limen.events.filelog import SignerSource
 
@@ -41,6 +43,13 @@ def audit_signer_source(server: AuthServer) -> SignerSource:
 
 def audit_keys(ca_document: Mapping[str, Any]) -> dict[str, PublicKey]:
     """``kid -> public key`` of every trusted key of a JWT CA (its resource spec or
-    :meth:`CertAuthority.to_dict`): what checkpoints may be signed with."""
+    :meth:`CertAuthority.to_dict`) and of the keys its rotations retired (``spec.rotation``,
+    ``limen.auth.rotation.RotationState.retired``: the checkpoints of the days before a
+    rotation are signed by them): what checkpoints may be signed with."""
     ca = CertAuthority.from_dict(ca_document)
-    return {pair.kid: pair.public_key for pair in ca.key_pairs}
+    keys = {}
+    for line in RotationState.from_dict(ca_document.get("rotation")).retired:
+        key = load_public_key(line)
+        keys[jwk_thumbprint(key)] = key
+    keys.update({pair.kid: pair.public_key for pair in ca.key_pairs})
+    return keys

@@ -42,6 +42,7 @@ from limen.errors import BadParameter
 
 __all__ = [
     "ALLOWED",
+    "KEEP_RETIRED",
     "NOT_ROTATABLE",
     "ROTATABLE",
     "Mode",
@@ -66,6 +67,10 @@ NOT_ROTATABLE: Mapping[CertAuthorityType, str] = {
         "processes again"),
 }
 """Why a CA type is not in :data:`ROTATABLE` (the refusal ``lmctl auth rotate`` prints)."""
+
+
+KEEP_RETIRED = 8
+"""How many retired keys a CA's rotation state remembers (:attr:`RotationState.retired`)."""
 
 
 class RotationRefused(BadParameter):
@@ -126,13 +131,18 @@ class RotationState:
     """Fingerprint of the key that signed before the rotation."""
     new_key: str = ""
     """Fingerprint of the key the rotation introduces."""
+    retired: tuple[str, ...] = ()
+    """The public keys (OpenSSH lines) earlier rotations dropped at ``standby``, the last
+    :data:`KEEP_RETIRED`: trusted for nothing, kept so that what they signed in the past can
+    still be checked (the jwt CA's audit checkpoints, ``limen.auth.audit_signer``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"phase": self.phase.value, "mode": self.mode.value,
                 "grace_period_seconds": int(self.grace_period.total_seconds()),
                 "started": self.started.isoformat() if self.started else "",
                 "phase_started": self.phase_started.isoformat() if self.phase_started else "",
-                "old_key": self.old_key, "new_key": self.new_key}
+                "old_key": self.old_key, "new_key": self.new_key,
+                "retired": list(self.retired)}
 
     @classmethod
     def from_dict(cls, doc: Any) -> RotationState:
@@ -148,9 +158,12 @@ class RotationState:
         grace = doc.get("grace_period_seconds", 0)
         if not isinstance(grace, int) or grace < 0:
             raise BadParameter("grace_period_seconds must be a non-negative integer")
+        retired = doc.get("retired") or []
+        if not isinstance(retired, list) or not all(isinstance(k, str) for k in retired):
+            raise BadParameter("a CA rotation's retired keys must be a list of strings")
         return cls(phase, mode, timedelta(seconds=grace), _time(doc.get("started")),
                    _time(doc.get("phase_started")), str(doc.get("old_key") or ""),
-                   str(doc.get("new_key") or ""))
+                   str(doc.get("new_key") or ""), tuple(retired))
 
 
 def check_rotatable(ca_type: CertAuthorityType) -> None:
@@ -198,7 +211,7 @@ def advance(ca: CertAuthority, state: RotationState, target: Phase, *, now: date
         new_ca = replace(ca, additional_trusted=(fresh, *ca.additional_trusted))
         return new_ca, RotationState(
             Phase.INIT, mode or Mode.MANUAL, grace_period or timedelta(0), now, now,
-            key_fingerprint(ca.type, ca.active), key_fingerprint(ca.type, fresh))
+            key_fingerprint(ca.type, ca.active), key_fingerprint(ca.type, fresh), state.retired)
     old, new = _find(ca, state.old_key), _find(ca, state.new_key)
     if target is Phase.UPDATE_CLIENTS:  # the new key signs; the old one kept (rollback)
         return replace(ca, active=new,
@@ -213,8 +226,10 @@ def advance(ca: CertAuthority, state: RotationState, target: Phase, *, now: date
     retired = state.new_key if state.phase is Phase.ROLLBACK else state.old_key
     if key_fingerprint(ca.type, ca.active) == retired:
         raise RotationRefused(f"the {ca.type.value} CA still signs with the key to drop")
+    dropped = _find(ca, retired).ssh_public_key
     return replace(ca, additional_trusted=_without(ca, retired)), RotationState(
-        Phase.STANDBY, state.mode, state.grace_period, None, now)
+        Phase.STANDBY, state.mode, state.grace_period, None, now,
+        retired=(*state.retired, dropped)[-KEEP_RETIRED:])
 
 
 def due_phase(state: RotationState, now: datetime) -> Phase | None:
