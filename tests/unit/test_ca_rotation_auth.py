@@ -108,19 +108,38 @@ async def test_a_second_replica_follows_and_races_lose_cleanly(auth: AuthServer)
         USER, Phase.UPDATE_SERVERS, now=other.now(), expect=Phase.INIT) is None
 
 
-async def test_auto_mode_advances_by_itself(auth: AuthServer) -> None:
+@pytest.mark.parametrize("ca_type", [USER, CertAuthorityType.DB, CertAuthorityType.JWT],
+                         ids=lambda t: t.value)
+async def test_auto_mode_advances_by_itself(auth: AuthServer,
+                                            ca_type: CertAuthorityType) -> None:
     clock = [auth.clock()]
     auth.clock = lambda: clock[0]
-    await rotate_ca(auth, "user", actor="a", manual=False, grace_period_seconds=3 * 3600)
+    await rotate_ca(auth, ca_type.value, actor="a", manual=False,
+                    grace_period_seconds=3 * 3600)
     service = RotationService(auth)
     await service.step()
-    assert auth.authorities.rotation(USER).phase is Phase.INIT
+    assert auth.authorities.rotation(ca_type).phase is Phase.INIT
+    assert auth.status()["ca_rotation"][ca_type.value]["mode"] == "auto"
     for phase in (Phase.UPDATE_CLIENTS, Phase.UPDATE_SERVERS, Phase.STANDBY):
         clock[0] += 3600
         await service.step()
-        assert auth.authorities.rotation(USER).phase is phase
+        assert auth.authorities.rotation(ca_type).phase is phase
     autos = [e for e in _rotations(auth) if e["user"] == "auth"]
     assert [e["to"] for e in autos] == ["update_clients", "update_servers", "standby"]
+    assert {e["ca_type"] for e in autos} == {ca_type.value}
+
+
+@pytest.mark.parametrize("ca_type", [CertAuthorityType.DB, CertAuthorityType.JWT],
+                         ids=lambda t: t.value)
+async def test_a_second_replica_signs_db_and_jwt_with_the_rotated_key(
+        auth: AuthServer, ca_type: CertAuthorityType) -> None:
+    other = AuthServer(auth.backend, ClusterSettings(name="unit"), MemoryEmitter())
+    await other.start()
+    state = await rotate_ca(auth, ca_type.value, actor="a")
+    await rotate_ca(auth, ca_type.value, actor="a", phase="update_clients")
+    await RotationService(other).step()
+    assert other.authorities.rotation(ca_type).phase is Phase.UPDATE_CLIENTS
+    assert _signer_fp(other, ca_type) == state["new_key"]
 
 
 async def test_new_logins_are_signed_by_the_new_key(auth: AuthServer) -> None:
