@@ -59,6 +59,10 @@ EMAIL_TRAIT = "emails"
 """The User trait listing a person's Git e-mail addresses."""
 EVENT = "access_request.review"
 
+_DECISIVE = (AccessDenied, BadParameter, NotFound)
+"""Refusals that decide a review; any other error (the store unreachable, a request that kept
+changing) is raised, and the review is tried again at the next sync."""
+
 MergeLookup = Callable[[Revision, str, str], Merge]
 """The source's ``merge_of(revision, file, signers_file)`` (blocking: run in a worker
 thread)."""
@@ -148,13 +152,13 @@ async def _decide(auth: AuthServer, doc: SourceDocument, file: str, commit: str,
     except ValidationFailed as err:
         return await _refused(auth, file, commit, merger, review, user,
                               "malformed review: " + "; ".join(str(e) for e in err.errors))
-    except LimenError as err:
+    except _DECISIVE as err:
         return await _refused(auth, file, commit, merger, review, user, str(err))
     identity = Identity(username=user, cluster=auth.cluster_name)
     try:  # audited by review(), refusals included (via git, commit)
         request = await auth.access_requests.review(identity, review.request_id, review.approve,
                                                     review.reason, commit=commit)
-    except LimenError as err:
+    except _DECISIVE as err:
         return _outcome(file, commit, False, review, merger, user, str(err))
     recorded = next((r for r in request.reviews if r.commit == commit), None)
     return _outcome(file, commit, True, review, merger,

@@ -352,6 +352,7 @@ class GitOpsSync:
                 self.auth, reviews, revision, lookup, self._reviews,
                 signers_file=self.settings.review_signers_file))
         except (LimenError, OSError) as err:
+            self._retry = True  # the next poll attempts this revision again
             log.warning("gitops: cannot decide the access request reviews of %s: %s",
                         revision.short, _message(err))
 
