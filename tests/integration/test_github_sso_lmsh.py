@@ -142,8 +142,10 @@ def _failures(site: LimenCluster, reason: str) -> list[dict[str, Any]]:
 def test_the_proxy_lists_the_connectors_and_nothing_secret(site: LimenCluster) -> None:
     status, listing = _public(site, "GET", "/v1/webapi/sso/connectors")
     assert status == 200, listing
-    assert listing == {"items": [{"name": "github", "kind": "github", "display": "GitHub",
-                                  "web": False}]}
+    assert [i for i in listing["items"] if i["name"] == "github"] == [
+        {"name": "github", "kind": "github", "display": "GitHub", "web": False}]
+    assert CLIENT_ID not in json.dumps(listing)
+    assert "secret" not in json.dumps(listing)
 
 
 def test_lmsh_login_auth_github_maps_teams_and_reaches_the_node(site: LimenCluster) -> None:
@@ -198,3 +200,39 @@ def test_an_unknown_connector_name_is_refused_before_any_redirect(site: LimenClu
                                          "--insecure", check=False)
     assert result.returncode != 0
     assert "no single sign-on connector 'gitlab'" in result.stderr
+
+
+def test_a_connector_without_web_redirect_is_not_for_the_web_ui(site: LimenCluster) -> None:
+    status, body = _public(site, "POST", "/v1/webapi/sso/github/github/web", {})
+    assert status == 403, body
+    assert "no web_redirect_url" in body
+    [event] = wait_for(lambda: _failures(site, "no_web_login"), 10, "the refusal's event")
+    assert (event["stage"], event["connector"]) == ("start", "github")
+
+
+TWINS = """
+apiVersion: limen.dev/v1alpha1
+kind: OIDCConnector
+metadata: {name: twin}
+spec:
+  issuer_url: https://idp.example.com
+  client_id: limen
+  client_secret_ref: {file: twin.secret}
+  claims_to_roles: [{claim: groups, value: ops, roles: [gh-ops]}]
+---
+apiVersion: limen.dev/v1alpha1
+kind: GitHubConnector
+metadata: {name: twin}
+spec:
+  client_id: Iv1.twin
+  client_secret_ref: {file: twin.secret}
+  teams_to_roles: [{organization: acme, team: ops, roles: [gh-ops]}]
+"""
+
+
+def test_a_name_of_both_kinds_is_refused_as_ambiguous(site: LimenCluster) -> None:
+    site.lmctl("apply", "-f", "-", input=TWINS)
+    result = site.user("twin-gh").lmsh("login", "--proxy", site.web, "--auth", "twin",
+                                       "--insecure", check=False)
+    assert result.returncode != 0
+    assert "names both an OIDC and a GitHub connector" in result.stderr
