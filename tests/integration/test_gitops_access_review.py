@@ -7,7 +7,8 @@ merges it with ``git merge --no-ff`` → the sync approves it as bob → alice `
 --request-id`` → ``lmsh ssh`` with the elevated login works (real OpenSSH) → the request
 expires: the elevated certificate stops working and the id is refused. Refused: carol (no
 review_requests) merging a review, and a malformed review merged with a role that is applied
-all the same; each refusal audited and named by ``lmctl gitops status``.
+all the same; each refusal audited and named by ``lmctl gitops status``. A restart of
+``limen start`` decides no review again.
 """
 
 from __future__ import annotations
@@ -220,3 +221,40 @@ def test_lmctl_apply_refuses_a_review(site: Site, tmp_path: Path) -> None:
     result = site.cluster.lmctl("apply", "-f", str(document), check=False)
     assert result.returncode == 1, describe(result)
     assert "accepted only from the Git sync" in result.stderr
+
+
+def test_a_restart_decides_no_review_again(clusters: ClusterFactory, tmp_path: Path) -> None:
+    """One approved and one refused review, then `limen start` is stopped and started again
+    on the same data and a new commit lands: no review is made or audited twice."""
+    remote = bare(tmp_path / "access.git")
+    work = WorkTree(tmp_path / "work", remote)
+    work.write("people.yaml", PEOPLE)
+    work.commit("People and roles")
+    cluster = clusters("gitrestart", "--gitops", f"file://{remote}", "--gitops-interval",
+                       f"{INTERVAL:g}s")
+    dave = cluster.user("dave")
+    dave.signup(cluster.lmctl_json("users", "invite", "dave")["url"])
+    dave.login()
+    site = Site(cluster, work, dave, dave)
+    approved = site.request(dave, "brief-admin")
+    refused = site.request(dave, "brief-admin")
+    first = site.merge({f"reviews/{approved['id']}.yaml": review_yaml(approved["id"])}, BOB)
+    assert site.review_outcome(first)["ok"] is True
+    second = site.merge({f"reviews/{refused['id']}.yaml": review_yaml(refused["id"])},
+                        ("Mallory M", "mallory@example.com"))
+    assert site.review_outcome(second)["ok"] is False
+    before = cluster.audit("access_request.review")
+    assert len(before) == 2
+
+    cluster.stop()
+    cluster.start()
+    work.write("roles/later.yaml", role("later", "ubuntu"))
+    later = work.commit("A later commit")
+    wait_for(lambda: (site.status()["live"] or {}).get("sha") == later, DEADLINE,
+             "the later commit to be live after the restart")
+
+    assert cluster.audit("access_request.review") == before
+    outcomes = {r["commit"]: r["ok"] for r in site.status()["reviews"]}
+    assert outcomes == {first: True, second: False}
+    reviews = site.stored_request(approved["id"])["spec"]["reviews"]
+    assert [(r["author"], r["commit"]) for r in reviews] == [("bob", first)]
