@@ -15,6 +15,8 @@ not see its DB CA change).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import queue
 import subprocess
 import threading
@@ -27,12 +29,22 @@ from cryptography import x509
 
 from dbservers import start_mariadb, start_postgres
 
-from .cluster import run, wait_for
+from .cluster import LimenCluster, run, wait_for
 from .db_env import DBEnv, start_db_env
 
 SERVICE = "service=dbtest-pg-main"
+APART_SERVICE = "service=dbtest-pg-apart"
 MARIA_GROUP = "-dbtest-maria-main"
 ANSWER_TIMEOUT = 15.0
+FOLLOW_TIMEOUT = 15.0
+"""An agent apart from auth hears of a phase change when its proxy pushes auth's trust
+answer (about a second and a half; docs/ca-rotation.md)."""
+APART_RESOURCE = """
+apiVersion: limen.dev/v1alpha1
+kind: Resource
+metadata: {{name: pg-apart, labels: {{env: dev, served-by: apart}}}}
+spec: {{kind: db, protocol: postgres, address: "127.0.0.1:{port}", database: app}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +53,34 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DBEnv]:
     with start_postgres(root / "pg") as pg, start_mariadb(root / "maria") as maria:
         (root / "env").mkdir()
         for db_env in start_db_env(root / "env", pg, maria):
-            db_env.alice.db_login("pg-main", "--db-user", "alice", "--db-name", "app")
-            db_env.alice.db_login("maria-main", "--db-user", "alice", "--db-name", "app")
-            yield db_env
+            with _agent_apart(db_env, root / "apart"):
+                for name in ("pg-main", "maria-main", "pg-apart"):
+                    db_env.alice.db_login(name, "--db-user", "alice", "--db-name", "app")
+                yield db_env
+
+
+@contextlib.contextmanager
+def _agent_apart(env: DBEnv, root: Path) -> Iterator[LimenCluster]:
+    """A db agent apart from auth serving ``pg-apart`` (the same PostgreSQL server): it hears
+    of the rotation through auth's trust answer, not from auth's memory."""
+    root.mkdir()
+    (root / "pg-apart.yaml").write_text(APART_RESOURCE.format(port=env.pg.port))
+    env.cluster.lmctl("apply", "-f", root / "pg-apart.yaml")
+    token = env.cluster.lmctl_json("tokens", "add", "--type", "db", "--ttl", "5m")
+    (root / "agent.yaml").write_text('db: {resources: [{labels: {served-by: apart}}]}\n')
+    agent = LimenCluster(root / "agent", "dbtest", [
+        "--roles", "db", "-c", str(root / "agent.yaml"), "--proxy", env.cluster.web,
+        "--token", token["token"], "--ca-pin", token["ca_pin"]])
+    try:
+        agent.start()
+        wait_for(lambda: "pg-apart" in {d["name"] for d in json.loads(env.alice.lmsh(
+            "db", "ls", "-o", "json").stdout)["items"]}, 30.0, "the agent apart's heartbeat")
+        yield agent
+    finally:
+        try:
+            agent.stop()
+        finally:
+            agent.kill()
 
 
 class OpenPsql:
@@ -105,12 +142,17 @@ def trust(env: DBEnv, client_cas: bytes, server: Path | None = None) -> None:
 
 
 def through_limen(env: DBEnv, marker: str) -> None:
-    """A new ``psql`` and a new ``mariadb`` connection through Limen answer."""
+    """A new ``psql`` and a new ``mariadb`` connection through Limen answer (through the db
+    agent in the cluster's process), and a new ``psql`` through the agent apart once it has
+    followed the phase."""
     result = env.alice.psql(SERVICE, "-c", f"select 'pg-' || '{marker}'")
     assert result.stdout.strip() == f"pg-{marker}"
     result = run(["mariadb", f"--defaults-group-suffix={MARIA_GROUP}", "-N", "-B", "-e",
                   f"select concat('maria-', '{marker}')"], env=env.alice.env)
     assert result.stdout.strip() == f"maria-{marker}"
+    wait_for(lambda: env.alice.psql(APART_SERVICE, "-c", f"select 'apart-' || '{marker}'",
+                                    check=False).stdout.strip() == f"apart-{marker}",
+             FOLLOW_TIMEOUT, f"psql through the agent apart ({marker})")
 
 
 def db_rotations(env: DBEnv) -> list[dict[str, Any]]:
