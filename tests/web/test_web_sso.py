@@ -177,6 +177,7 @@ def test_github_button_logs_in_and_a_replay_is_refused(page: Page, web_site: Web
     page.locator("input[type=submit]").click()
     expect(page).to_have_url(f"{web_site.origin}/web/", timeout=MS)
     expect(page.locator("#who")).to_contain_text("octo-cat", timeout=MS)
+    expect(page.locator("tr[data-name=dev-box]")).to_be_visible(timeout=MS)
     shot(page, shots, "logged-in-with-github")
     [callback] = callbacks
     event = wait_for(lambda: [e for e in web_site.cluster.audit("user.login", user="octo-cat")
