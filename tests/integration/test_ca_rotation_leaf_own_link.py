@@ -131,6 +131,7 @@ class World:
         self.agents.append(agent)
         await agent.start()
         await agent.wait_for(lambda a: a.connected.is_set(), DEADLINE)
+        assert agent.takes_leaf_cas  # the root's welcome said so
         return agent
 
     async def sent(self, agent: TunnelAgent, update: dict[str, Any]) -> Any:

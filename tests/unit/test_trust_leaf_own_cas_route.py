@@ -27,7 +27,7 @@ from limen.errors import AccessDenied, BadParameter
 from limen.events.emitter import MemoryEmitter
 from limen.events.filelog import FileLog
 from limen.proxy.trust_leaf_own_cas import LeafCAPublisher
-from limen.tunnel.protocol import LeafCAs, Message
+from limen.tunnel.protocol import LeafCAs, Message, Welcome, decode_message, encode
 
 PATH = "/v1/trust/leaves/leaf/cas"
 
@@ -106,6 +106,8 @@ class _Link:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     connections: int = 0
     sent: list[Message] = field(default_factory=list)
+    takes_leaf_cas: bool = True
+    """What the root proxy's welcome said (an older root says nothing: False)."""
 
     def welcome(self) -> None:
         self.connections += 1
@@ -146,3 +148,21 @@ async def test_the_leaf_proxy_signs_once_and_sends_on_change_and_after_reconnect
     assert new_key in links["second"].sent[-1].update["cas"]["user"]  # type: ignore[union-attr]
     del links["second"]
     assert publisher.publish_once() == []
+    links["older"] = _Link(takes_leaf_cas=False)  # a root that would drop the link
+    links["older"].welcome()
+    assert publisher.publish_once() == []
+    assert links["older"].sent == []
+
+
+def test_a_roots_welcome_says_it_takes_leaf_cas_and_an_older_ones_does_not() -> None:
+    welcome = Welcome(cert="c", proxy_id="p", cluster="root", leaf_cas=True)
+    decoded = decode_message(encode(welcome)[4:])
+    assert isinstance(decoded, Welcome)
+    assert decoded.leaf_cas
+    older = decode_message(b'{"type":"welcome","cert":"c","proxy_id":"p","cluster":"root",'
+                           b'"heartbeat_interval":10}')
+    assert isinstance(older, Welcome)
+    assert not older.leaf_cas
+    with pytest.raises(BadParameter, match="leaf_cas"):
+        decode_message(b'{"type":"welcome","cert":"c","proxy_id":"p","cluster":"root",'
+                       b'"heartbeat_interval":10,"leaf_cas":"yes"}')

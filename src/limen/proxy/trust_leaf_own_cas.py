@@ -10,8 +10,9 @@ cluster's public CAs, signed, sent to every root over the cluster link.
             the CAs or this proxy's host certificate changed ─▶ make_update (direction
             leaf_to_root, limen.auth.trusted_clusters.ca_update): signed by this proxy's SSH
             host key, with its host certificate
-            each root's link (TunnelAgent) that is up and has not had this update on its
-            current connection ─▶ leaf_cas {update} (sent again after every reconnection)
+            each root's link (TunnelAgent) that is up, whose root said in its welcome that it
+            takes them (an older root would drop the link), and has not had this update on
+            its current connection ─▶ leaf_cas {update} (again after every reconnection)
     root proxy ──POST /v1/trust/leaves/<this cluster>/cas──▶ root auth: checks it against
     this cluster's host CA as the ROOT stores it, and stores the set
     (limen.auth.trusted_clusters.root_leaf_cas)
@@ -77,7 +78,8 @@ class LeafCAPublisher(TaskService):
         sent = []
         for name, agent in links.items():
             mark = (self._message, agent, agent.connections)
-            if self._sent.get(name) == mark or not agent.connected.is_set():
+            if self._sent.get(name) == mark or not agent.connected.is_set() \
+                    or not agent.takes_leaf_cas:  # an older root would drop the link
                 continue
             if agent.send(self._message):
                 self._sent[name] = mark

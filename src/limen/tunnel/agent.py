@@ -219,6 +219,12 @@ class TunnelAgent:
         if self.observer is not None:
             self.observer.changed(self)
 
+    @property
+    def takes_leaf_cas(self) -> bool:
+        """The proxy of the current connection takes ``leaf_cas`` (its welcome said so)."""
+        conn = self._current
+        return conn is not None and conn.takes_leaf_cas
+
     def send(self, message: Message) -> bool:
         """Send ``message`` on the current control connection; False when none is up (nothing
         is queued: send again after the next welcome, :attr:`connections` counts them)."""

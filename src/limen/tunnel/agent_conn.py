@@ -143,6 +143,8 @@ class AgentConnection:
         self.owner = owner
         self.proxy_id = ""
         """The proxy's host id from its verified welcome."""
+        self.takes_leaf_cas = False
+        """The proxy's welcome said it takes ``leaf_cas`` (a root's proxy, cluster links)."""
         self._writer: Any = None
         self._ids = itertools.count(1)
         self._connects: dict[int, asyncio.Future[str]] = {}
@@ -218,6 +220,7 @@ class AgentConnection:
             raise ConnectionProblem(f"the proxy serves cluster {identity.cluster!r}, not "
                                     f"{expected!r}")
         self.proxy_id = welcome.proxy_id
+        self.takes_leaf_cas = welcome.leaf_cas
 
     def _closed(self) -> None:
         self._writer = None
@@ -270,8 +273,9 @@ class AgentConnection:
             self._writer.write(encode(message))
 
     def send(self, message: Message) -> bool:
-        """Send ``message`` to the proxy now (a cluster link's ``leaf_cas``); False when the
-        connection is not (or no longer) up."""
+        """Send ``message`` to the proxy now (a cluster link's ``leaf_cas``, only to a proxy
+        whose welcome said it takes them); False when the connection is not (or no longer)
+        up."""
         try:
             self._send(message)
         except (OSError, asyncssh.Error):

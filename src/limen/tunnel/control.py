@@ -287,7 +287,7 @@ class AgentLink(PublicKeyOnlyServer):
             return
         self.identity, self.remote_cluster = identity, identity.cluster
         self.host_id = link_key(identity.cluster)
-        if not self._welcome():
+        if not self._welcome(leaf_cas=True):
             return
         self.owner.register_cluster(self, ClusterRecord(
             cluster=identity.cluster, proxy_id=identity.host_id or "", address=self.peer,
@@ -303,14 +303,15 @@ class AgentLink(PublicKeyOnlyServer):
         else:
             self.owner.refuse_cluster_request(self, message.type)
 
-    def _welcome(self, proxies: tuple[ProxyEntry, ...] = ()) -> bool:
-        """Send ``welcome`` (a cluster link is told no proxies: they are not its own)."""
+    def _welcome(self, proxies: tuple[ProxyEntry, ...] = (), *, leaf_cas: bool = False) -> bool:
+        """Send ``welcome`` (a cluster link is told no proxies: they are not its own; it is
+        told that its ``leaf_cas`` are taken)."""
         creds = self.owner.credentials
         try:
             self.send(Welcome(cert=creds.ssh_cert.decode().strip(), proxy_id=creds.host_id,
                               cluster=creds.cluster,
                               heartbeat_interval=self.owner.heartbeat_interval,
-                              proxies=proxies))
+                              proxies=proxies, leaf_cas=leaf_cas))
         except ConnectionProblem:
             return False
         return True

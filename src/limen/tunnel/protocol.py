@@ -217,6 +217,9 @@ class Welcome:
     heartbeat_interval: float = 10.0
     proxies: tuple[ProxyEntry, ...] = ()
     """The cluster's proxies (empty: this proxy does not announce any)."""
+    leaf_cas: bool = False
+    """Cluster links: this root takes the leaf's own CAs (``leaf_cas``); a leaf sends none to
+    a root that does not say so (an older root would drop the link)."""
 
 
 @dataclass(frozen=True)
@@ -439,9 +442,12 @@ def _welcome(doc: Mapping[str, Any]) -> Welcome:
     if (not isinstance(interval, int | float) or isinstance(interval, bool)
             or not 0.01 <= interval <= 3600):
         raise BadParameter("control message field 'heartbeat_interval' is out of range")
+    leaf_cas = doc.get("leaf_cas", False)
+    if not isinstance(leaf_cas, bool):
+        raise BadParameter("control message field 'leaf_cas' must be a boolean")
     return Welcome(cert=_text(doc, "cert", limit=MAX_FRAME), proxy_id=_text(doc, "proxy_id"),
                    cluster=_text(doc, "cluster"), heartbeat_interval=float(interval),
-                   proxies=_proxies(doc))
+                   proxies=_proxies(doc), leaf_cas=leaf_cas)
 
 
 def _proxies_message(doc: Mapping[str, Any]) -> Proxies:
