@@ -37,20 +37,20 @@ come first, before kmock and its reactions, as kube-apiserver's filters: with an
 ``system:masters`` and impersonation is always allowed. Every request, refused or not, lands
 in ``audit`` (``audit.py``). ``selfsubjectreviews`` and ``selfsubjectaccessreviews``
 (``kubectl auth whoami``/``can-i``, ``reviews.py``) answer for that user. Pods annotated to
-run locally (``pods.py``) serve ``exec`` and ``attach`` over WebSocket (``podexec.py``),
-``exec`` over SPDY/3.1 too (``podexec_spdy.py``), ``log`` (``podlogs.py``) and
+run locally (``pods.py``) serve ``exec`` and ``attach`` over WebSocket (``podexec.py``) and
+SPDY/3.1 (``podexec_spdy.py``), ``log`` (``podlogs.py``) and
 ``portforward`` as SPDY through a WebSocket (``portforward.py``).
 
 Not emulated (real clusters differ): anonymous requests (always 401 with an authenticator),
 token expiry and JWT service-account tokens (tokens are opaque strings), aggregated
-ClusterRoles, SPDY upgrades for ``attach``/``portforward`` (kubectl 1.32 uses WebSockets; only
-``exec`` is served over SPDY, for ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false``), container
-images and restarts (a pod's processes run once, on this machine), admission webhooks, CRD
-schema defaulting, pruning and validation (Limen's operator validates itself), server-side
-apply (415), strategic merge patch list-merge keys (lists are replaced), built-in types'
-printer columns (kubectl gets NAME and AGE, and Pods' usual columns; CRDs get their own, see
-``printing.py``), conversion between CRD versions (only ``apiVersion`` changes), and the two
-``events`` types are stored apart.
+ClusterRoles, a SPDY upgrade for ``portforward`` (kubectl 1.32 tunnels it through a WebSocket;
+``exec`` and ``attach`` are served over SPDY, for ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false``),
+container images and restarts (a pod's processes run once, on this machine), admission
+webhooks, CRD schema defaulting, pruning and validation (Limen's operator validates itself),
+server-side apply (415), strategic merge patch list-merge keys (lists are replaced), built-in
+types' printer columns (kubectl gets NAME and AGE, and Pods' usual columns; CRDs get their own,
+see ``printing.py``), conversion between CRD versions (only ``apiVersion`` changes), and the
+two ``events`` types are stored apart.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from .errors import ApiError
 from .impersonation import ImpersonationError, impersonate
 from .paths import ResourcePath, parse_resource_path, segments
 from .podexec import serve_attach, serve_exec
-from .podexec_spdy import serve_exec_spdy, wants_spdy
+from .podexec_spdy import serve_attach_spdy, serve_exec_spdy, wants_spdy
 from .podlogs import serve_logs
 from .pods import PodRuntime
 from .portforward import serve_portforward
@@ -497,6 +497,8 @@ class KubeAPIEmulator(kmock.RawHandler):
             return await serve_exec_spdy(request, self.pods, namespace, name, request.query)
         if sub == "exec":
             return await serve_exec(request, self.pods, namespace, name, request.query)
+        if sub == "attach" and wants_spdy(request):
+            return await serve_attach_spdy(request, self.pods, namespace, name, request.query)
         if sub == "attach":
             return await serve_attach(request, self.pods, namespace, name, request.query)
         return await serve_portforward(request, self.pods, namespace, name, request.query)

@@ -1,16 +1,18 @@
-"""``kubectl exec`` over SPDY/3.1 (``Upgrade: SPDY/3.1``), what kubectl speaks with
-``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`` and what older clients and client-go users speak.
+"""``kubectl exec`` and ``kubectl attach`` over SPDY/3.1 (``Upgrade: SPDY/3.1``), what kubectl
+speaks with ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`` and what older clients and client-go
+users speak.
 
-Used by ``apiserver.py`` for an exec request that asks to upgrade to SPDY (the WebSocket one is
-``podexec.py``). As kube-apiserver's remotecommand server: the stream protocol is the first of
-``v4.channel.k8s.io`` .. ``channel.k8s.io`` the client offers in ``X-Stream-Protocol-Version``
-(answered in the 101), then the client opens one SPDY stream per role, named by its
-``streamType`` header (``error``, ``stdin``, ``stdout``, ``stderr`` unless a terminal,
-``resize`` with a terminal), each answered with a SYN_REPLY. The command then runs as in
-``podexec.py``: its output goes as DATA on the stdout (and stderr) stream, stdin DATA is typed
-into it (FIN closes its input), each JSON object on the resize stream resizes its terminal,
-PINGs are echoed, and at the end the final ``v1 Status`` is sent on the error stream, every
-stream is finished and the connection closed. The SPDY framing is ``spdy.py``'s.
+Used by ``apiserver.py`` for an exec or attach request that asks to upgrade to SPDY (the
+WebSocket ones are ``podexec.py``). As kube-apiserver's remotecommand server: the stream
+protocol is the first of ``v4.channel.k8s.io`` .. ``channel.k8s.io`` the client offers in
+``X-Stream-Protocol-Version`` (answered in the 101), then the client opens one SPDY stream per
+role, named by its ``streamType`` header (``error``, ``stdin``, ``stdout``, ``stderr`` unless
+a terminal, ``resize`` with a terminal), each answered with a SYN_REPLY. ``exec`` then runs
+the command as ``podexec.py`` does, ``attach`` relays the container's main process from now
+on: output goes as DATA on the stdout (and stderr) stream, stdin DATA is typed in (FIN closes
+the input), each JSON object on the resize stream resizes the terminal, PINGs are echoed, and
+at the end the final ``v1 Status`` is sent on the error stream, every stream is finished and
+the connection closed. The SPDY framing is ``spdy.py``'s.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from multidict import MultiMapping
 
 from .channels import exit_status, failure_status, resize
 from .errors import ApiError
-from .pods import PodRuntime, kill, read_pipe, read_terminal, set_window_size, spawn
+from .pods import Container, PodRuntime, kill, read_pipe, read_terminal, set_window_size, spawn
 from .spdy import DataFrame, GoAway, Ping, SpdyError, SpdyFramer, SynStream
 
-__all__ = ["PROTOCOLS", "serve_exec_spdy", "wants_spdy"]
+__all__ = ["PROTOCOLS", "serve_attach_spdy", "serve_exec_spdy", "wants_spdy"]
 
 PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 _STREAMS_TIMEOUT = 10.0
@@ -58,6 +60,42 @@ class _RawParser:
         self.sink.feed_eof()
 
 
+def _roles(params: MultiMapping[str]) -> set[str]:
+    """The streams the client opens for these query parameters (as client-go does)."""
+    roles = {"error"} | {r for r in ("stdin", "stdout", "stderr") if _flag(params, r)}
+    if len(roles) == 1:
+        raise ApiError.bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    if _flag(params, "tty"):
+        roles.discard("stderr")
+        roles.add("resize")
+    return roles
+
+
+async def _upgrade(request: aiohttp.web.BaseRequest, roles: set[str]
+                   ) -> tuple[aiohttp.web.StreamResponse, _Session | None]:
+    """The 101 with the stream protocol chosen, then the session once the client opened its
+    streams (None if it did not in time)."""
+    offered = {p.strip() for v in request.headers.getall("X-Stream-Protocol-Version", [])
+               for p in v.split(",")}
+    version = next((p for p in PROTOCOLS if p in offered), None)
+    if version is None:
+        raise ApiError(403, "Forbidden", "unable to upgrade: no common stream protocol")
+    response = aiohttp.web.StreamResponse(status=101, reason="Switching Protocols")
+    response.headers.update({"Connection": "Upgrade", "Upgrade": "SPDY/3.1",
+                             "X-Stream-Protocol-Version": version})
+    response.force_close()
+    await response.prepare(request)
+    session = _Session(request, roles)
+    session.reading = asyncio.create_task(session.read())
+    try:
+        async with asyncio.timeout(_STREAMS_TIMEOUT):
+            await session.ready.wait()
+    except TimeoutError:
+        await session.close()
+        return response, None
+    return response, session
+
+
 async def serve_exec_spdy(
     request: aiohttp.web.BaseRequest,
     runtime: PodRuntime,
@@ -68,32 +106,12 @@ async def serve_exec_spdy(
     command = params.getall("command", [])
     if not command:
         raise ApiError.bad_request("you must specify at least one command for the container")
-    tty = _flag(params, "tty")
-    roles = {"error"} | {r for r in ("stdin", "stdout", "stderr") if _flag(params, r)}
-    if len(roles) == 1:
-        raise ApiError.bad_request("you must specify at least 1 of stdin, stdout, stderr")
-    if tty:
-        roles.discard("stderr")
-        roles.add("resize")
-    offered = {p.strip() for v in request.headers.getall("X-Stream-Protocol-Version", [])
-               for p in v.split(",")}
-    version = next((p for p in PROTOCOLS if p in offered), None)
-    if version is None:
-        raise ApiError(403, "Forbidden", "unable to upgrade: no common stream protocol")
+    roles, tty = _roles(params), _flag(params, "tty")
     container = runtime.container(namespace, name, params.get("container"))
-    response = aiohttp.web.StreamResponse(status=101, reason="Switching Protocols")
-    response.headers.update({"Connection": "Upgrade", "Upgrade": "SPDY/3.1",
-                             "X-Stream-Protocol-Version": version})
-    response.force_close()
-    await response.prepare(request)
-    session = _Session(request, roles)
-    reading = asyncio.create_task(session.read())
+    response, session = await _upgrade(request, roles)
+    if session is None:
+        return response
     try:
-        try:
-            async with asyncio.timeout(_STREAMS_TIMEOUT):
-                await session.ready.wait()
-        except TimeoutError:
-            return response
         try:
             process, master = await spawn(command, cwd=container.workdir,
                                           env=container.env(tty), tty=tty,
@@ -112,10 +130,48 @@ async def serve_exec_spdy(
             if master is not None:
                 os.close(master)
     finally:
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
-        session.close()
+        await session.close()
     return response
+
+
+async def serve_attach_spdy(
+    request: aiohttp.web.BaseRequest,
+    runtime: PodRuntime,
+    namespace: str,
+    name: str,
+    params: MultiMapping[str],
+) -> aiohttp.web.StreamResponse:
+    roles = _roles(params)
+    container = runtime.container(namespace, name, params.get("container"))
+    if container.exited.is_set() or container.process is None:
+        raise ApiError.bad_request(f"container {container.name} in pod {name} is not running")
+    response, session = await _upgrade(request, roles)
+    if session is None:
+        return response
+    queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+    container.attached.add(queue)
+    typing = asyncio.create_task(session.type_into(container))
+    try:
+        while True:
+            getting = asyncio.create_task(queue.get())
+            gone = asyncio.create_task(session.gone.wait())
+            await asyncio.wait({getting, gone}, return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            if not getting.done():
+                getting.cancel()
+                return response  # the client left
+            item = getting.result()
+            if item is None:
+                break
+            channel, data = item
+            session.output("stdout" if container.tty or channel == 1 else "stderr", data)
+        session.finish(exit_status(container.exit_code or 0, container.argv))
+        return response
+    finally:
+        container.attached.discard(queue)
+        typing.cancel()
+        await asyncio.gather(typing, return_exceptions=True)
+        await session.close()
 
 
 class _Session:
@@ -133,6 +189,7 @@ class _Session:
         self.ready = asyncio.Event()
         self.gone = asyncio.Event()
         self.inputs: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.reading: asyncio.Task[None] | None = None
         self._resize = b""
 
     def send(self, data: bytes) -> None:
@@ -197,11 +254,12 @@ class _Session:
             await asyncio.gather(typing, gone, drained, *readers, return_exceptions=True)
 
     def _output(self, role: str) -> Callable[[bytes], None]:
-        def output(chunk: bytes) -> None:
-            stream = self.streams.get(role)
-            if stream is not None:
-                self.send(self.framer.data(stream, chunk))
-        return output
+        return lambda chunk: self.output(role, chunk)
+
+    def output(self, role: str, chunk: bytes) -> None:
+        stream = self.streams.get(role)
+        if stream is not None:
+            self.send(self.framer.data(stream, chunk))
 
     @staticmethod
     async def _drained(process: asyncio.subprocess.Process,
@@ -235,6 +293,22 @@ class _Session:
             if role != "error":
                 self.send(self.framer.data(stream, b"", fin=True))
 
-    def close(self) -> None:
+    async def type_into(self, container: Container) -> None:
+        """The client's input to an attached container."""
+        while True:
+            kind, data = await self.inputs.get()
+            if kind == "resize":
+                size = resize(data)
+                if size is not None and container.master is not None:
+                    set_window_size(container.master, *size)
+            elif kind == "stdin":
+                container.write_stdin(data)
+            else:
+                container.close_stdin()
+
+    async def close(self) -> None:
+        if self.reading is not None:
+            self.reading.cancel()
+            await asyncio.gather(self.reading, return_exceptions=True)
         self.transport.close()
 
