@@ -7,6 +7,7 @@ single-node cluster (``kube_env``).
 - ``exec -it`` driven in a pseudo-terminal is recorded: ``lmsh play`` replays its output and
   the terminal resize is in the recording, its ``kube.request`` and ``kube.session.end`` name
   the recording, the typed keys are not in it;
+- ``attach -it`` is recorded the same way;
 - a non-interactive exec is audited with its command and not recorded;
 - under ``record_session: strict`` (refused before the kube agent could read SPDY) an
   ``exec -it`` over SPDY now goes through, recorded;
@@ -120,10 +121,10 @@ def _exec_events(kube_env: KubeEnv, user: str, pod: str) -> list[dict[str, Any]]
     return [e for e in kube_env.audit(user=user, verb="exec") if e.get("name") == pod]
 
 
-def _emulator_upgrades(kube_env: KubeEnv, pod: str) -> list[str]:
-    """The ``Upgrade`` header of each exec request the emulator received for ``pod``."""
+def _emulator_upgrades(kube_env: KubeEnv, pod: str, what: str = "exec") -> list[str]:
+    """The ``Upgrade`` header of each ``what`` request the emulator received for ``pod``."""
     return [request.headers.get("Upgrade", "") for request in list(kube_env.api.emulator)
-            if request.subresource == "exec" and request.name == pod]
+            if request.subresource == what and request.name == pod]
 
 
 def _recording(kube_env: KubeEnv, person: KubePerson, event: dict[str, Any]) -> Path:
@@ -176,6 +177,38 @@ def test_exec_without_a_terminal_over_spdy_is_audited_with_its_command(
     assert (event["tty"], event["response_code"], event["protocol"]) == \
         (False, 101, "SPDY/3.1")
     assert "recording" not in event
+
+
+def test_attach_it_over_spdy_is_recorded(kube_env: KubeEnv) -> None:
+    alice = kube_env.alice
+    alice.lmsh("kube", "login", "emu")
+    kube_env.api.run_pod("spdy-attach", ["sh"], tty=True, stdin=True)
+    master, slave = os.openpty()
+    process = subprocess.Popen(["kubectl", "attach", "-it", "spdy-attach"], env=spdy(alice),
+                               stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+    deadline = time.monotonic() + 30.0
+    try:
+        _read_until(master, seen, b"try pressing enter", deadline)
+        start = len(seen)
+        os.write(master, b"\r")  # attached mid-stream: a fresh prompt
+        _read_until(master, seen, PROMPT, deadline, start)
+        os.write(master, b"echo $((6*7))ok; exit\r")
+        _read_until(master, seen, b"42ok", deadline)
+        assert process.wait(timeout=max(deadline - time.monotonic(), 1)) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(master)
+    assert _emulator_upgrades(kube_env, "spdy-attach", "attach") == ["SPDY/3.1"]
+    [event] = wait_for(lambda: [e for e in kube_env.audit(user="alice", verb="attach")
+                                if e.get("name") == "spdy-attach"], 15.0, "the attach audited")
+    assert (event["tty"], event["response_code"], event["protocol"]) == \
+        (True, 101, "SPDY/3.1")
+    played = alice.lmsh("play", event["recording"], "-o", "text").stdout
+    assert "42ok" in played
 
 
 @pytest.fixture(scope="module")
