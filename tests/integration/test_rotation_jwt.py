@@ -1,7 +1,8 @@
 """A rotation of the JWT CA with an app behind the proxy that verifies every
 ``Limen-Jwt-Assertion`` with PyJWT against the proxy's ``/.well-known/jwks.json``.
 
-In every phase ``curl`` through the proxy gets the page (the app verified the token): ``init``
+In every phase ``curl`` through the proxy gets the page (the app verified the token), and a
+WebSocket to the app opened before the rotation still echoes after it: ``init``
 publishes the new key without signing with it, ``update_clients`` signs with it (its own
 ``kid``; the proxy stops handing out the tokens of the old key it kept), ``standby`` drops the
 old key from the JWKS, after which a token signed by it no longer verifies against what the
@@ -12,16 +13,25 @@ this module's own (``integration.test_apps_e2e.env``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shlex
-from typing import Any
+import ssl
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+import aiohttp
 import jwt
 import pytest
+
+from websocket_client import websocket
 
 from .cluster import run, wait_for
 from .test_apps_e2e import APP_HOST, Env, env  # noqa: F401  (the module fixture)
 
+T = TypeVar("T")
 SWITCH_TIMEOUT = 10.0
 """The proxy reads the JWKS's signing key at most every 2 s."""
 
@@ -69,11 +79,60 @@ def signed_by(env: Env, flags: list[str], kid: str) -> str:  # noqa: F811
     return found
 
 
+class OpenSocket:
+    """A WebSocket to the app through the proxy, opened now and kept open, driven from the
+    test through an event loop in a thread of its own."""
+
+    def __init__(self, env: Env, flags: list[str]) -> None:  # noqa: F811
+        cert, key, ca = flags[1], flags[3], flags[5]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._stack = contextlib.AsyncExitStack()
+
+        async def connect() -> aiohttp.ClientWebSocketResponse:
+            context = ssl.create_default_context(cafile=ca)
+            context.load_cert_chain(cert, key)
+            return await self._stack.enter_async_context(websocket(
+                f"https://127.0.0.1:{env.web_port}/ws", context,
+                {"Host": f"{APP_HOST}:{env.web_port}"}, APP_HOST))
+
+        self.ws = self._run(connect())
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(20)
+
+    def echo(self, text: str) -> str:
+        async def exchange() -> str:
+            await self.ws.send_str(text)
+            return str((await self.ws.receive(timeout=10)).data)
+        return self._run(exchange())
+
+    def close(self) -> None:
+        try:
+            self._run(self._stack.aclose())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
 def test_a_full_jwt_ca_rotation_keeps_the_app_verifying(
         env: Env, flags: list[str]) -> None:  # noqa: F811
     old_token, old = visit(env, flags)
     assert kids(env) == [old]
+    socket = OpenSocket(env, flags)
+    try:
+        assert socket.echo("before") == "echo: before"
+        _walk_a_rotation(env, flags, old, old_token)
+        assert socket.echo("after") == "echo: after"  # opened before the rotation
+    finally:
+        socket.close()
 
+
+def _walk_a_rotation(env: Env, flags: list[str], old: str,  # noqa: F811
+                     old_token: str) -> None:
+    """init, update_clients, update_servers, standby, checking the JWKS and the tokens."""
     assert "phase init" in rotate(env, "--manual")
     (new,) = [k for k in kids(env) if k != old]
     assert kids(env) == [old, new]  # published before it signs
