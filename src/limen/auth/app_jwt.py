@@ -8,8 +8,13 @@ Claims::
     iss cluster name       sub, username  the Limen user   roles, traits  as the certificate
     aud the app's URI      iat, nbf, exp  a minute at most jti  a random id
 
+During a rotation of the JWT CA (``limen.auth.rotation``) the CA's active key signs: the old
+one until ``update_clients``, then the new one, with its own ``kid``; the JWKS lists the
+signing key first.
+
 Called by :mod:`limen.auth.app_access` (auth signs; the proxy asks per app session and caches
-the token until shortly before it expires).
+the token until shortly before it expires, or until the signing key changes:
+``limen.proxy.app.app_route``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ db agent's upstream certificate.
   the user (:mod:`limen.auth.leaf_access`); the leaf decides the rest.
 * :func:`issue_upstream_cert` — a db agent's client certificate for one database user,
   signed by the DB CA with subject ``CN=<user>``: what the database checks instead of a
-  password. Short-lived; the agent caches it.
+  password. Short-lived; the agent caches it until the DB CA's keys change (a rotation of
+  the db CA: ``limen.agents.db.upstream_tls``). The CA bundle returned with it (and by
+  :func:`issue_server_cert`) holds every trusted DB CA certificate: both during a rotation.
 
 Called by :mod:`limen.auth.http.db`.
 """
