@@ -9,6 +9,7 @@ lmsh's fido2 client speaks CTAP2 to it as to a USB key; the proxy and auth are t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -64,17 +65,24 @@ def test_signup_login_and_manage_keys_with_lmsh(cluster: LimenCluster, tmp_path:
     assert user.status()["user"] == "kay"
     assert events(cluster, "user.login", "kay", success=True, second_factor="webauthn")
 
-    lmsh(user, backup, "mfa", "add", "--type", "webauthn", "--name", "backup")
+    both = Path(f"{key}{os.pathsep}{backup}")  # two keys plugged in: the old confirms
+    thief = lmsh(user, backup, "mfa", "add", "--type", "webauthn", "--name", "thief",
+                 "--otp", "123456", check=False)  # a certificate and a new key: not enough
+    assert thief.returncode != 0
+    assert "confirm the change with a second factor" in thief.stderr
+    assert events(cluster, "mfa.add", "kay", name="thief", success=False,
+                  reason="proof_missing")
+    lmsh(user, both, "mfa", "add", "--type", "webauthn", "--name", "backup")
     listed = json.loads(lmsh(user, key, "mfa", "ls", "-o", "json").stdout)["items"]
     assert [(f["name"], f["type"]) for f in listed] == [("soft", "webauthn"),
                                                         ("backup", "webauthn")]
     assert events(cluster, "mfa.add", "kay", name="backup", success=True)
 
-    lmsh(user, key, "mfa", "rm", "soft")
+    lmsh(user, both, "mfa", "rm", "soft")
     login(user, backup)  # the backup key logs in; the removed one no longer does
     refused = login(user, key, check=False)
     assert refused.returncode != 0
-    assert "not one of your registered keys" in refused.stderr  # the key finds none to use
+    assert "one of your registered keys" in refused.stderr  # the key finds none to use
 
     last = lmsh(user, backup, "mfa", "rm", "backup", check=False)
     assert last.returncode != 0

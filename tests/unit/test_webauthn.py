@@ -19,6 +19,7 @@ from limen.api.resources import Origin
 from limen.api.validation import validate
 from limen.auth.core import AuthServer
 from limen.auth.credentials.otp import totp_code
+from limen.auth.credentials.webauthn import WebAuthnRefused
 from limen.auth.credentials.webauthn_challenges import CHALLENGE_TTL
 from limen.auth.credentials.webauthn_keys import UserKeys
 from limen.backend.memory import MemoryBackend
@@ -191,15 +192,62 @@ async def test_keys_of_a_logged_in_user_add_list_remove(env: Env) -> None:
     await env.signup_with_key("wa-alice", env.key())
     keys = UserKeys(env.auth.backend, env.clock, env.auth.users.challenges)
     rp = await env.auth.webauthn_rp()
+
+    async def proof(key: Path) -> dict[str, Any]:
+        confirm = await keys.confirm_begin("wa-alice", rp)
+        assert confirm["otp"] is False
+        return {"webauthn": env.answer(key, confirm["webauthn"])}
+
     options = await keys.register_begin("wa-alice", "backup", rp)
     answer = dict(env.client(env.key("backup")).make_credential(
         PublicKeyCredentialCreationOptions.from_dict(options)))
-    await keys.register("wa-alice", "backup", answer, rp)
+    await keys.register("wa-alice", "backup", answer, rp, await proof(env.key()))
     assert [k["name"] for k in await keys.list("wa-alice")] == ["yubikey", "backup"]
     with pytest.raises(AccessDenied, match="already used"):
         await keys.register("wa-alice", "backup2", answer, rp)  # the challenge was spent
-    await keys.remove("wa-alice", "yubikey", required=True)
+    await keys.remove("wa-alice", "yubikey", rp, required=True,
+                      proof=await proof(env.key("backup")))
     with pytest.raises(AccessDenied, match="last second factor"):
-        await keys.remove("wa-alice", "backup", required=True)
+        await keys.remove("wa-alice", "backup", rp, required=True,
+                          proof=await proof(env.key("backup")))
     assert [k["name"] for k in await keys.list("wa-alice")] == ["backup"]
     await env.login("wa-alice", env.answer(env.key("backup"), await env.begin("wa-alice")))
+
+
+async def test_a_certificate_alone_cannot_change_second_factors(env: Env) -> None:
+    await env.signup_with_key("wa-alice", env.key())
+    keys = UserKeys(env.auth.backend, env.clock, env.auth.users.challenges)
+    rp = await env.auth.webauthn_rp()
+    options = await keys.register_begin("wa-alice", "thief", rp)
+    answer = dict(env.client(env.key("thief")).make_credential(
+        PublicKeyCredentialCreationOptions.from_dict(options)))
+    with pytest.raises(WebAuthnRefused) as refused:
+        await keys.register("wa-alice", "thief", answer, rp)
+    assert refused.value.reason_internal == "proof_missing"
+    with pytest.raises(WebAuthnRefused) as refused:
+        await keys.remove("wa-alice", "yubikey", rp, required=False, proof={"otp": "123456"})
+    assert refused.value.reason_internal == "proof_missing"  # she has no app: no code proves
+    confirm = await keys.confirm_begin("wa-alice", rp)
+    proven = {"webauthn": env.answer(env.key(), confirm["webauthn"])}
+    await keys.remove("wa-alice", "yubikey", rp, required=False, proof=proven)
+    assert await keys.list("wa-alice") == []
+
+
+async def test_a_totp_user_proves_with_the_current_code(env: Env) -> None:
+    link = await env.auth.invite("wa-bob", actor="test")
+    secret = link.split("/web/signup/")[1].split("?")[0]
+    totp = (await env.auth.signup_begin(secret, PASSWORD))["totp_secret"]
+    await env.auth.signup(secret, PASSWORD, totp_code(totp, env.clock.now - 30))
+    keys = UserKeys(env.auth.backend, env.clock, env.auth.users.challenges)
+    rp = await env.auth.webauthn_rp()
+    options = await keys.register_begin("wa-bob", "key", rp)
+    answer = dict(env.client(env.key()).make_credential(
+        PublicKeyCredentialCreationOptions.from_dict(options)))
+    with pytest.raises(WebAuthnRefused) as refused:
+        await keys.register("wa-bob", "key", answer, rp, {"otp": "000000"})
+    assert refused.value.reason_internal == "proof_bad_otp"
+    options = await keys.register_begin("wa-bob", "key", rp)
+    answer = dict(env.client(env.key()).make_credential(
+        PublicKeyCredentialCreationOptions.from_dict(options)))
+    await keys.register("wa-bob", "key", answer, rp, {"otp": totp_code(totp, env.clock.now)})
+    assert [k["type"] for k in await keys.list("wa-bob")] == ["totp", "webauthn"]

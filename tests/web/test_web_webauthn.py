@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, CDPSession, Page, Playwright, expect
+from playwright.sync_api import Browser, CDPSession, Page, Playwright, Route, expect
 
 from integration.cluster import LimenCluster
 from web.conftest import CHROMIUM, CHROMIUM_ARGS, _trusted_ca, spki_b64
@@ -86,6 +86,11 @@ def add_authenticator(page: Page) -> tuple[CDPSession, str]:
     return cdp, str(added["authenticatorId"])
 
 
+def presence(cdp: CDPSession, authenticator: str, touched: bool) -> None:
+    cdp.send("WebAuthn.setAutomaticPresenceSimulation",
+             {"authenticatorId": authenticator, "enabled": touched})
+
+
 def events(site: Site, event_type: str, user: str, **fields: Any) -> list[Any]:
     return [e for e in site.cluster.audit(event_type, user=user)
             if all(e.get(k) == v for k, v in fields.items())]
@@ -121,15 +126,29 @@ def test_signup_login_and_keys_page(page: Page, site: Site, tmp_path: Path) -> N
 
     page.goto("/web/mfa")
     expect(page.locator("tr[data-factor=first]")).to_be_visible(timeout=MS)
-    cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": first})
-    add_authenticator(page)  # a second key, which the browser uses from now on
+    # A second key plugged in: the person touches the first to confirm, then the second to
+    # register it (each virtual key "is touched" only while its presence is simulated).
+    _cdp, second = add_authenticator(page)
+    presence(cdp, second, False)
+
+    def touch_the_new_key(route: Route) -> None:
+        presence(cdp, first, False)
+        presence(cdp, second, True)
+        route.continue_()
+
+    page.route("**/v1/webapi/user/mfa/register/begin", touch_the_new_key)
     page.fill("#key-name", "second")
     page.click("#add-key")
     expect(page.locator("tr[data-factor=second]")).to_be_visible(timeout=MS)
     assert events(site, "mfa.add", "keyweb", name="second", success=True)
 
+    page.unroute("**/v1/webapi/user/mfa/register/begin")
+    presence(cdp, first, True)  # the first key confirms its own removal
+    presence(cdp, second, False)
     page.click("tr[data-factor=first] button.remove")
     expect(page.locator("tr[data-factor=first]")).to_have_count(0, timeout=MS)
+    cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": first})
+    presence(cdp, second, True)
     page.click("tr[data-factor=second] button.remove")
     expect(page.locator("#error")).to_contain_text("last second factor", timeout=MS)
     assert events(site, "mfa.remove", "keyweb", name="second", success=False)

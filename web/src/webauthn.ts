@@ -1,7 +1,8 @@
 // Security keys (WebAuthn) in the browser: the JSON options auth gives (binary fields in
 // base64url) turned into navigator.credentials.create/get calls, and the key's answer turned
 // back into the JSON auth verifies (py_webauthn's shape). Also the "Security keys" page of a
-// logged-in user: list, add, remove (/web/mfa). Auth decides and audits everything.
+// logged-in user: list, add, remove (/web/mfa), each change confirmed with a second factor the
+// user has already (a registered key, or the app's code). Auth decides and audits everything.
 import { call, user } from "./api";
 import { errorBox, h, mount, showError } from "./dom";
 
@@ -79,14 +80,28 @@ interface Factor { name: string; type: string; added: number | null; last_used: 
 
 const when = (t: number | null) => (t ? new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") : "-");
 
+/** The proof a change needs: the app's code when typed, else a registered key's answer. */
+async function proof(code: string): Promise<Json | null> {
+  if (code) return { otp: code };
+  const confirm = await call<{ otp: boolean; webauthn: Json | null }>("POST",
+    "/v1/webapi/user/mfa/confirm/begin", {});
+  if (confirm.webauthn) return { webauthn: await getAssertion(confirm.webauthn) };
+  if (confirm.otp) throw new Error("type the code of your authenticator app to confirm");
+  return null;
+}
+
 /** /web/mfa: the user's second factors, a form to add a key, a button to remove each. */
 export async function keysPage(): Promise<void> {
   const error = errorBox();
   const rows = h("tbody", { id: "factors" });
   const name = h("input", { id: "key-name", name: "key-name", required: true, maxlength: 64 });
+  const code = h("input", { id: "confirm-otp", inputmode: "numeric", autocomplete: "one-time-code",
+    maxlength: 10 });
   const add = h("button", { id: "add-key", type: "submit" }, "Add security key");
   const form = h("form", { class: "card" }, h("label", { for: "key-name" }, "Name of the new key"),
-    name, add);
+    name, h("label", { for: "confirm-otp" },
+      "Confirm with your authenticator app's code (or leave empty to confirm with a registered key)"),
+    code, add);
   const refresh = async () => {
     const listed = await user<{ items: Factor[] }>("mfa");
     rows.replaceChildren(...listed.items.map((f) => {
@@ -94,7 +109,9 @@ export async function keysPage(): Promise<void> {
       remove.addEventListener("click", async () => {
         error.hidden = true;
         try {
-          await call("POST", "/v1/webapi/user/mfa/remove", { name: f.name });
+          await call("POST", "/v1/webapi/user/mfa/remove",
+            { name: f.name, proof: await proof(code.value) });
+          code.value = "";
           await refresh();
         } catch (err) {
           showError(error, err);
@@ -109,11 +126,14 @@ export async function keysPage(): Promise<void> {
     error.hidden = true;
     add.disabled = true;
     try {
+      const confirmed = await proof(code.value);
       const begun = await call<{ webauthn: Json }>("POST", "/v1/webapi/user/mfa/register/begin",
         { name: name.value });
       const answer = await createCredential(begun.webauthn);
-      await call("POST", "/v1/webapi/user/mfa/register", { name: name.value, webauthn: answer });
+      await call("POST", "/v1/webapi/user/mfa/register",
+        { name: name.value, webauthn: answer, proof: confirmed });
       name.value = "";
+      code.value = "";
       await refresh();
     } catch (err) {
       showError(error, err);

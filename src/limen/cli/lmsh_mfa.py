@@ -3,13 +3,16 @@
 ::
 
     lmsh mfa ls [-o json]                       the authenticator app (otp) and security keys
-    lmsh mfa add --type webauthn --name KEY     register a FIDO2 security key (touch it)
-    lmsh mfa rm NAME                            remove one (not the last while the cluster
+    lmsh mfa add --type webauthn --name KEY [--otp CODE]   register a FIDO2 security key
+    lmsh mfa rm NAME [--otp CODE]               remove one (not the last while the cluster
                                                 requires a second factor)
 
-The key is the first USB FIDO2 key; ``LMSH_WEBAUTHN_DEVICE=/path/key.json`` names a software
-key instead, for tests and automation only (``limen.client.webauthn_softkey``). Registered on
-the ``lmsh`` group by ``limen.cli.lmsh``; the work is in ``limen.client.webauthn_keys``.
+Adding and removing are confirmed with a second factor you have: a registered key (touch it;
+then the new key when adding), or the app's code (``--otp``, else asked for). The keys are the
+USB FIDO2 keys plugged in; ``LMSH_WEBAUTHN_DEVICE=/path/key.json[:/path/other.json]`` names
+software keys instead, for tests and automation only (``limen.client.webauthn_softkey``).
+Registered on the ``lmsh`` group by ``limen.cli.lmsh``; the work is in
+``limen.client.webauthn_keys``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,17 @@ from limen.client.webauthn_keys import add_key, list_factors, remove_factor
 __all__ = ["mfa"]
 
 HEADERS = ("NAME", "TYPE", "ADDED", "LAST USED")
+OTP_OPTION = click.option("--otp", default="", metavar="CODE",
+                          help="Confirm with the authenticator app's current code (else with "
+                               "a registered security key, or the code is asked for).")
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _ask_code() -> str:
+    return str(click.prompt("Code shown by your authenticator app", err=True))
 
 
 def _when(value: object) -> str:
@@ -60,13 +74,14 @@ def ls(output: str) -> None:
 @click.option("--type", "kind", type=click.Choice(["webauthn"]), required=True,
               help="What to add: webauthn, a FIDO2 security key.")
 @click.option("--name", required=True, help="A name for the key (e.g. yubikey).")
+@OTP_OPTION
 @OUTPUT_OPTION
 @handle_errors
-def add(kind: str, name: str, output: str) -> None:
+def add(kind: str, name: str, otp: str, output: str) -> None:
     """Register a security key as a second factor."""
     store = ProfileStore()
-    added = asyncio.run(add_key(store, store.current_valid(), name,
-                                lambda text: click.echo(text, err=True)))
+    added = asyncio.run(add_key(store, store.current_valid(), name, otp=otp,
+                                ask_code=_ask_code, say=_say))
     if output != "text":
         emit_documents([added], output)
     else:
@@ -75,9 +90,11 @@ def add(kind: str, name: str, output: str) -> None:
 
 @mfa.command("rm")
 @click.argument("name")
+@OTP_OPTION
 @handle_errors
-def rm(name: str) -> None:
+def rm(name: str, otp: str) -> None:
     """Remove the second factor NAME (otp: the authenticator app)."""
     store = ProfileStore()
-    removed = asyncio.run(remove_factor(store, store.current_valid(), name))
+    removed = asyncio.run(remove_factor(store, store.current_valid(), name, otp=otp,
+                                        ask_code=_ask_code, say=_say))
     click.echo(f"Second factor {removed['name']} removed.")

@@ -9,10 +9,11 @@ it is created on first use.
 It answers the CTAP2 commands a ``fido2`` client sends a device (authenticatorGetInfo,
 authenticatorMakeCredential, authenticatorGetAssertion) over ``CtapDevice.call`` with
 CTAPHID_CBOR, exactly as a USB key would, so lmsh's code path is the real one from the fido2
-client up; user presence is always given (there is nobody to touch it) and it does no user
-verification (no PIN). Each credential is an ECDSA P-256 key; one signature counter per
-device counts every signature and is written back to the file after each, so a copy of the
-file used in parallel is what a cloned key looks like to the server.
+client up; user presence is always given (there is nobody to touch it; a pre-flight asking
+for none gets none) and it does no user verification (no PIN). Each credential is an ECDSA
+P-256 key; one signature counter per device counts every signature and is written back to the
+file after each, so a copy of the file used in parallel is what a cloned key looks like to the
+server.
 """
 
 from __future__ import annotations
@@ -126,9 +127,11 @@ class SoftwareKey(CtapDevice):
             raise CtapError(CtapError.ERR.NO_CREDENTIALS)
         state["sign_count"] += 1
         self._save(state)
+        options = request.get(5) or {}
+        present = AuthenticatorData.FLAG.UP if options.get("up", True) else \
+            AuthenticatorData.FLAG(0)
         auth_data = bytes(AuthenticatorData.create(
-            hashlib.sha256(rp_id.encode()).digest(), AuthenticatorData.FLAG.UP,
-            state["sign_count"]))
+            hashlib.sha256(rp_id.encode()).digest(), present, state["sign_count"]))
         key = serialization.load_pem_private_key(found["private_key"].encode(), None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CtapError(CtapError.ERR.OTHER)

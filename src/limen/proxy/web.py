@@ -22,7 +22,8 @@
                              requests (access requests: the list, one by id);
                              POST db/certs, kube/certs, apps/certs, requests, requests/ID/review,
                              requests/ID/certs; mfa = the user's second factors,
-                             POST mfa/register/begin, mfa/register, mfa/remove):
+                             POST mfa/confirm/begin, mfa/register/begin, mfa/register,
+                             mfa/remove):
                              forwarded to auth with the user's certificate (USER_CERT_HEADER);
                              auth re-verifies it and authorizes the user, not the proxy;
                              also events (the audit log, for roles with the event rules)
@@ -79,6 +80,7 @@ USER_POST_ROUTES = (
     ("/v1/webapi/user/requests", "/v1/requests"),
     ("/v1/webapi/user/requests/{request_id}/review", "/v1/requests/{request_id}/review"),
     ("/v1/webapi/user/requests/{request_id}/certs", "/v1/requests/{request_id}/certs"),
+    ("/v1/webapi/user/mfa/confirm/begin", "/v1/mfa/confirm/begin"),
     ("/v1/webapi/user/mfa/register/begin", "/v1/mfa/register/begin"),
     ("/v1/webapi/user/mfa/register", "/v1/mfa/register"),
     ("/v1/webapi/user/mfa/remove", "/v1/mfa/remove"),

@@ -1,5 +1,6 @@
 """WebAuthn challenges kept by auth: random, single use, short-lived, bound to one user and
-one purpose (``login``, ``register``, ``signup``).
+one purpose (``login``, ``register``, ``signup``, ``confirm``: the proof of a change to the
+user's second factors).
 
     /secrets/webauthn/challenges/<sha256 of the challenge>   {user, purpose, expires, used}
 
@@ -29,7 +30,7 @@ PREFIX = "/secrets/webauthn/challenges/"
 CHALLENGE_TTL = TIMEOUT_MS / 1000 + 30
 """Seconds a challenge may be answered: the key's timeout and a little slack."""
 _GRACE = 600.0
-Purpose = Literal["login", "register", "signup"]
+Purpose = Literal["login", "register", "signup", "confirm"]
 
 
 class WebAuthnChallenges:

@@ -4,10 +4,16 @@
                                    step of a login with a key (the caller must be a proxy;
                                    ``/v1/login`` then takes {webauthn: the key's answer})
     GET  /v1/mfa                   the caller's second factors (name, type, added, last_used)
+    POST /v1/mfa/confirm/begin     → {otp: has the app, webauthn: request options for the
+                                   caller's keys or null}: what proves a change (below)
     POST /v1/mfa/register/begin    {name} → {webauthn: creation options}
-    POST /v1/mfa/register          {name, webauthn: the key's answer} → the key
-    POST /v1/mfa/remove            {name} → what was removed (the last second factor is
-                                   refused while the cluster requires one)
+    POST /v1/mfa/register          {name, webauthn: the key's answer, proof} → the key
+    POST /v1/mfa/remove            {name, proof} → what was removed (the last second factor
+                                   is refused while the cluster requires one)
+
+``proof`` is ``{otp: CODE}`` or ``{webauthn: a registered key's answer to the confirm
+challenge}``: a change needs a second factor the user has already
+(``limen.auth.credentials.webauthn_keys``).
 
 The ``/v1/mfa`` routes act for the user of the certificate the proxy forwards
 (``/v1/webapi/user/mfa...``: lmsh's certificate or the web UI's session); only local users
@@ -68,6 +74,10 @@ def mfa_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef]:
     async def listing(request: web.Request) -> web.Response:
         return web.json_response({"items": await keys.list(await user_of(request))})
 
+    async def confirm_begin(request: web.Request) -> web.Response:
+        user = await user_of(request)
+        return web.json_response(await keys.confirm_begin(user, await auth.webauthn_rp()))
+
     async def register_begin(request: web.Request) -> web.Response:
         user = await user_of(request)
         body = await json_body(request)
@@ -88,7 +98,8 @@ def mfa_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef]:
             answer = key_answer(body)
             if answer is None:
                 raise BadParameter("webauthn (the security key's answer) is required")
-            added = await keys.register(user, name, answer, await auth.webauthn_rp())
+            added = await keys.register(user, name, answer, await auth.webauthn_rp(),
+                                        _proof(body))
         except LimenError as err:
             reason = err.reason_internal if isinstance(err, WebAuthnRefused) else "refused"
             await auth.emit("mfa.add", success=False, user=user, name=name, type="webauthn",
@@ -102,13 +113,24 @@ def mfa_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.RouteDef]:
         body = await json_body(request)
         name = required_str(body, "name")
         try:
-            removed = await keys.remove(user, name, required=required)
+            removed = await keys.remove(user, name, await auth.webauthn_rp(),
+                                        required=required, proof=_proof(body))
         except LimenError as err:
-            await auth.emit("mfa.remove", success=False, user=user, name=name, reason=str(err))
+            reason = err.reason_internal if isinstance(err, WebAuthnRefused) else "refused"
+            await auth.emit("mfa.remove", success=False, user=user, name=name, reason=reason,
+                            message=str(err))
             raise
         await auth.emit("mfa.remove", user=user, **removed)
         return web.json_response(removed)
 
     return [web.post("/v1/login/webauthn/begin", login_begin), web.get("/v1/mfa", listing),
+            web.post("/v1/mfa/confirm/begin", confirm_begin),
             web.post("/v1/mfa/register/begin", register_begin),
             web.post("/v1/mfa/register", register), web.post("/v1/mfa/remove", remove)]
+
+
+def _proof(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    proof = body.get("proof")
+    if proof is not None and not isinstance(proof, dict):
+        raise BadParameter("proof must be {otp: CODE} or {webauthn: a key's answer}")
+    return proof
