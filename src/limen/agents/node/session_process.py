@@ -95,15 +95,26 @@ def spawn_kwargs(spec: SpawnSpec, env: Mapping[str, str] | None = None) -> dict[
 class ExitProtocol(asyncio.SubprocessProtocol):
     def __init__(self, owner: SessionProcess) -> None:
         self.owner = owner
+        self._input_paused = False
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         self.owner._pipe_data(fd, bytes(data) if isinstance(data, bytes) else data.encode())
 
     def pause_writing(self) -> None:
+        self._input_paused = True
         self.owner._sink.pause_input()
 
     def resume_writing(self) -> None:
-        self.owner._sink.resume_input()
+        # Not from inside the stdin pipe's _write_ready: resuming the channel delivers what it
+        # buffered at once, EOF included, and a stdin closed there has asyncio 3.11 close the
+        # pipe twice (gh-156512's pattern): a writer left registered on the freed descriptor
+        # number, whose next owner (a new session's socket) then never gets its reader.
+        self._input_paused = False
+        asyncio.get_running_loop().call_soon(self._resume_input)
+
+    def _resume_input(self) -> None:
+        if not self._input_paused:
+            self.owner._sink.resume_input()
 
     def process_exited(self) -> None:
         self.owner._exited()
