@@ -146,7 +146,9 @@ class LocalCredentials:
             "password_hash": self.password_hash,
             "totp_secret": self.totp_secret,
             "totp_last_step": self.totp_last_step,
-            "webauthn": [key.to_dict() for key in self.webauthn],
+            # only when there are keys: a record without them reads on an auth replica that
+            # predates security keys (a rolling upgrade)
+            **({"webauthn": [key.to_dict() for key in self.webauthn]} if self.webauthn else {}),
             "failures": list(self.failures),
             "locked_until": self.locked_until,
             "created": self.created,
