@@ -33,11 +33,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
-import shlex
+import pwd
+import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,8 +58,17 @@ CIPHER = "aes128-gcm@openssh.com"
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 NODE_NAME = "node1"
+BENCH_LOGIN = "limenbench"
+"""The test login on both sshd and the node: shell ``/bin/sh`` (``sh -c CMD`` reads no rc
+file), an empty home; created by :func:`ensure_login` when missing (needs root)."""
+BENCH_HOME = Path("/var/lib/limen-bench")
+KEX = "curve25519-sha256"
+"""Forced on every OpenSSH client: the Limen node and proxy speak curve25519 (asyncssh has no
+sntrup761), OpenSSH's sshd would pick sntrup761x25519; setup times compare like with like."""
+PATHS = ("direct", "sshd-jump", "limen", "limen-pc", "lmsh")
+LIMEN_PATHS = ("limen", "limen-pc", "lmsh")
 BENCH_ROLE = {"apiVersion": "limen.dev/v1alpha1", "kind": "Role", "metadata": {"name": "bench"},
-              "spec": {"allow": {"logins": ["root"], "node_labels": {"*": "*"}}}}
+              "spec": {"allow": {"logins": [BENCH_LOGIN], "node_labels": {"*": "*"}}}}
 
 
 # ====================================================================== server processes
@@ -144,7 +156,8 @@ async def _serve_proxy(directory: Path) -> None:
     ukey = generate_private_key()
     (directory / "id").write_text(private_key_to_openssh(ukey))
     (directory / "id").chmod(0o600)
-    identity = Identity(username="bench", cluster="bench", roles=("bench",), logins=("root",))
+    identity = Identity(username="bench", cluster="bench", roles=("bench",),
+                        logins=(BENCH_LOGIN,))
     (directory / "id-cert.pub").write_bytes(
         sign_user_cert(user_ca, ukey.public_key(), identity, timedelta(hours=4)) + b"\n")
     (directory / "known_hosts").write_text(
@@ -154,7 +167,7 @@ async def _serve_proxy(directory: Path) -> None:
     ProfileStore(directory / "limen-home").save_login(  # what lmsh login leaves for lmsh
         Profile(proxy=listeners["web"], user="bench", cluster="bench",
                 expires=tls_cert.not_valid_after_utc.isoformat(), roles=("bench",),
-                logins=("root",), ssh_proxy=listeners["ssh_proxy"]),
+                logins=(BENCH_LOGIN,), ssh_proxy=listeners["ssh_proxy"]),
         private_key=private_key_to_openssh(ukey).encode(),
         public_key=(public_key_to_openssh(ukey.public_key()) + "\n").encode(),
         ssh_cert=(directory / "id-cert.pub").read_bytes(),
@@ -165,7 +178,7 @@ async def _serve_proxy(directory: Path) -> None:
     (directory / "sshd_key").write_text(private_key_to_openssh(skey))
     (directory / "sshd_key").chmod(0o600)
     (directory / "sshd_key-cert.pub").write_bytes(sign_host_cert(
-        host_ca, skey.public_key(), "sshd-ref", "sshd-ref", ["127.0.0.1"],
+        host_ca, skey.public_key(), "sshd-ref", "sshd-ref", ["127.0.0.1", "sshd-bastion"],
         timedelta(hours=4), SystemRole.NODE) + b"\n")
     _write_atomic(directory / "proxy.json", json.dumps(listeners))
 
@@ -281,6 +294,29 @@ async def _stand_in_handler(creds: Any) -> Any:
 # ====================================================================== measurement
 
 
+def ensure_login() -> str:
+    """The test login (``BENCH_LOGIN``, shell ``/bin/sh``, empty home): created when missing
+    (``useradd``, needs root), with a password field sshd does not read as locked (``*``)."""
+    try:
+        entry = pwd.getpwnam(BENCH_LOGIN)
+    except KeyError:
+        if os.geteuid() != 0:
+            raise SystemExit(f"the test login {BENCH_LOGIN} does not exist; run once as root "
+                             "to create it (useradd --system --shell /bin/sh)") from None
+        BENCH_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir",
+                        str(BENCH_HOME), "--shell", "/bin/sh", BENCH_LOGIN], check=True)
+        subprocess.run(["usermod", "-p", "*", BENCH_LOGIN], check=True)
+        entry = pwd.getpwnam(BENCH_LOGIN)
+    if entry.pw_shell != "/bin/sh":
+        raise SystemExit(f"the test login {BENCH_LOGIN} has shell {entry.pw_shell}, not /bin/sh")
+    home = Path(entry.pw_dir)
+    rc = [p.name for p in home.glob(".*")] if home.is_dir() else []
+    if rc:
+        raise SystemExit(f"the test login's home {home} is not empty: {rc}")
+    return f"{BENCH_LOGIN} (shell {entry.pw_shell}: sh -c CMD, no rc file; home {home}, empty)"
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -312,6 +348,46 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    """The live (or zombie) children of ``pid``, from ``/proc/*/stat``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` plus its reaped children (``utime stime cutime cstime``): an
+    sshd master with its finished connections, the agent with the session commands it ran."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu() -> float:
+    """CPU seconds of this process's reaped children and their reaped descendants: the
+    OpenSSH clients with their ProxyCommand/``-W`` helpers, ``lmsh``."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def become_subreaper() -> None:
+    """Orphans of our children (OpenSSH does not wait for its ProxyCommand or ``ssh -W``, it
+    sends SIGHUP) come back to this process, which reaps them: their CPU counts as client."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _median_range(values: list[float], digits: int = 0) -> str:
+    if not values:
+        return "-"
+    fmt = f"{{:.{digits}f}}"
+    return (fmt.format(statistics.median(values)) + " ["
+            + ", ".join(fmt.format(v) for v in values) + "]")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -334,6 +410,8 @@ class Bench:
                         proc.wait(10)
                     except subprocess.TimeoutExpired:
                         proc.kill()
+                        proc.wait()
+            self.reap_orphans()
 
     def _wait_file(self, path: Path, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 60
@@ -358,11 +436,58 @@ class Bench:
         self.procs.append(self.agent)
         self._wait_file(self.dir / "agent.json", self.agent)
         self.node_label = json.loads((self.dir / "agent.json").read_text())["node"]
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.sshd, self.sshd_port = self._sshd("target")
+        self.bastion, self.bastion_port = self._sshd("bastion")
+        proxy_host, proxy_port = self.listeners["ssh_proxy"].rsplit(":", 1)
+        common = f"""
+    Ciphers {CIPHER}
+    KexAlgorithms {KEX}
+    BatchMode yes
+    LogLevel ERROR
+    ControlMaster no
+    ControlPath none
+    IdentityAgent none
+"""
+        self.config = self.dir / "ssh_config"
+        self.config.write_text(f"""
+Host *
+    User {BENCH_LOGIN}
+    IdentityFile {self.dir}/id
+    CertificateFile {self.dir}/id-cert.pub
+    IdentitiesOnly yes
+    UserKnownHostsFile {self.dir}/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes{common}
+Host sshd-ref
+    HostName 127.0.0.1
+    Port {self.sshd_port}
+Host sshd-bastion
+    HostName 127.0.0.1
+    Port {self.bastion_port}
+Host proxy
+    HostName {proxy_host}
+    Port {proxy_port}
+""")
+        # what a user adds around `lmsh ssh`: the same cipher and key exchange as the others;
+        # lmsh's own -o options (key, certificate, known_hosts, ProxyCommand) come first
+        self.lmsh_config = self.dir / "lmsh_ssh_config"
+        self.lmsh_config.write_text(f"Host *\n    GlobalKnownHostsFile /dev/null{common}")
+        deadline = time.monotonic() + 30
+        for path in ("direct", "sshd-jump"):
+            while subprocess.run(self.ssh_cmd(path, "true"), capture_output=True).returncode:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"sshd did not come up; see {self.dir}/sshd-*.log")
+                time.sleep(0.1)
+        self.reap_orphans()
+
+    def _sshd(self, name: str) -> tuple[subprocess.Popen[bytes], int]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            self.sshd_port = probe.getsockname()[1]
-        (self.dir / "sshd_config").write_text(f"""
-Port {self.sshd_port}
+            port = probe.getsockname()[1]
+        config = self.dir / f"sshd_config-{name}"
+        config.write_text(f"""
+Port {port}
 ListenAddress 127.0.0.1
 HostKey {self.dir}/sshd_key
 HostCertificate {self.dir}/sshd_key-cert.pub
@@ -373,128 +498,193 @@ KbdInteractiveAuthentication no
 UsePAM no
 PidFile none
 StrictModes no
-PermitRootLogin prohibit-password
+PermitRootLogin no
 MaxStartups 200:30:400
 MaxSessions 10
 Ciphers {CIPHER}
 """)
-        os.makedirs("/run/sshd", exist_ok=True)
-        self.sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=(self.dir / "sshd.log").open("wb"))
-        self.procs.append(self.sshd)
-        proxy_host, proxy_port = self.listeners["ssh_proxy"].rsplit(":", 1)
-        self.config = self.dir / "ssh_config"
-        self.config.write_text(f"""
-Host *
-    User root
-    IdentityFile {self.dir}/id
-    CertificateFile {self.dir}/id-cert.pub
-    IdentitiesOnly yes
-    IdentityAgent none
-    UserKnownHostsFile {self.dir}/known_hosts
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    BatchMode yes
-    LogLevel ERROR
-    Ciphers {CIPHER}
-    ControlMaster no
-    ControlPath none
-Host sshd-ref
-    HostName 127.0.0.1
-    Port {self.sshd_port}
-Host proxy
-    HostName {proxy_host}
-    Port {proxy_port}
-""")
-        deadline = time.monotonic() + 30
-        while subprocess.run(self.ssh_cmd("direct", "true"), capture_output=True).returncode:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"sshd did not come up; see {self.dir}/sshd.log")
-            time.sleep(0.1)
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                stdout=subprocess.DEVNULL,
+                                stderr=(self.dir / f"sshd-{name}.log").open("wb"))
+        self.procs.append(proc)
+        return proc, port
 
     def ssh_cmd(self, path: str, command: str) -> list[str]:
         base = [SSH, "-F", str(self.config)]
         if path == "direct":
             return [*base, "sshd-ref", command]
         if path == "sshd-jump":
-            return [*base, "-J", "sshd-ref", "sshd-ref", command]
+            return [*base, "-J", "sshd-bastion", "sshd-ref", command]
         if path == "limen-pc":
             return [*base, "-o", f"ProxyCommand {' '.join(self.proxy_command())} %r@%h:%p",
                     "-p", "3022", NODE_NAME, command]
+        if path == "lmsh":  # as a user runs it after `lmsh login`
+            return ["env", f"LIMEN_HOME={self.dir / 'limen-home'}", str(self.lmsh()), "ssh",
+                    "-F", str(self.lmsh_config), f"{BENCH_LOGIN}@{NODE_NAME}", command]
         return [*base, "-J", "proxy", NODE_NAME, command]
+
+    def lmsh(self) -> Path:
+        return Path(sys.executable).with_name("lmsh")
 
     def proxy_command(self) -> list[str]:
         """``lmsh proxy ssh`` as the ``lmsh config`` block runs it (the user's LIMEN_HOME)."""
-        lmsh = Path(sys.executable).with_name("lmsh")
-        return ["env", f"LIMEN_HOME={self.dir / 'limen-home'}", str(lmsh), "proxy", "ssh",
-                "--proxy", self.listeners["web"], "--cluster", "bench"]
+        return ["env", f"LIMEN_HOME={self.dir / 'limen-home'}", str(self.lmsh()), "proxy",
+                "ssh", "--proxy", self.listeners["web"], "--cluster", "bench"]
+
+    def kex_used(self) -> dict[str, str]:
+        """The key exchange each path's OpenSSH client negotiated (``ssh -v``), to show it."""
+        found = {}
+        for path in PATHS:
+            if path not in self.args.paths.split(","):
+                continue
+            cmd = self.ssh_cmd(path, "true")
+            at = cmd.index("ssh") + 1 if "ssh" in cmd else cmd.index(SSH) + 1
+            done = subprocess.run([*cmd[:at], "-v", *cmd[at:]], capture_output=True,
+                                  stdin=subprocess.DEVNULL, check=True)
+            kex = [line.split("kex: algorithm:", 1)[1].strip()
+                   for line in done.stderr.decode(errors="replace").splitlines()
+                   if "kex: algorithm:" in line]
+            found[path] = ", ".join(kex) or "?"
+        self.reap_orphans()
+        return found
+
+    # -------------------------------------------------------------- CPU accounting
+
+    def reap_orphans(self) -> None:
+        """Wait for the OpenSSH helpers handed back to this process (ProxyCommand, ``-W``)."""
+        keep = {p.pid for p in self.procs}
+        deadline = time.monotonic() + 10
+        while True:
+            left = [pid for pid in children(os.getpid()) if pid not in keep]
+            for pid in left:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        left.remove(pid)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                for pid in left:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                deadline += 10
+            time.sleep(0.005)
+
+    def _settle(self, pids: list[int]) -> None:
+        """Wait until the servers have reaped their per-connection children (sshd's session
+        processes, the node's commands), so their CPU is in ``cutime``; 10 s at most."""
+        deadline = time.monotonic() + 10
+        while any(children(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def servers(self, path: str) -> dict[str, int]:
+        """Which process is the proxy and which the node on ``path``."""
+        if path == "direct":
+            return {"node": self.sshd.pid}
+        if path == "sshd-jump":
+            return {"proxy": self.bastion.pid, "node": self.sshd.pid}
+        return {"proxy": self.proxy.pid, "node": self.agent.pid}
+
+    def zero_file(self, mib: int) -> Path:
+        """A sparse file of ``mib`` MiB of zeros: the clients' stdin (no ``head`` process)."""
+        path = self.dir / f"zeros-{mib}"
+        if not path.exists():
+            with path.open("wb") as out:
+                out.truncate(mib << 20)
+        return path
+
+    def batch(self, path: str, sessions: int, mib: int) -> tuple[float, dict[str, float]]:
+        """``sessions`` concurrent ``ssh HOST 'cat > /dev/null'`` of ``mib`` MiB each:
+        aggregate MiB/s and CPU-s/GiB of proxy, node and client."""
+        servers = self.servers(path)
+        source = self.zero_file(mib)
+        cmd = self.ssh_cmd(path, "cat > /dev/null")
+        cpu0 = {name: tree_cpu(pid) for name, pid in servers.items()}
+        client0 = client_cpu()
+        with _util.timed() as t, contextlib.ExitStack() as stack:
+            procs = []
+            for _ in range(sessions):
+                stdin = stack.enter_context(source.open("rb"))
+                procs.append(subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE))
+            deadline = time.monotonic() + 120 + sessions * mib / 5  # >= 5 MiB/s, or hung
+            failed = []
+            for proc in procs:
+                try:
+                    err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))[1]
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    err = proc.communicate()[1] + b"(hung: killed at the deadline)"
+                if proc.returncode:
+                    failed.append((proc.returncode, err))
+        if failed:
+            raise SystemExit(f"{path}: {len(failed)} of {sessions} sessions failed: "
+                             f"{failed[0][1].decode(errors='replace')[-500:]}")
+        self.reap_orphans()
+        self._settle(list(servers.values()))
+        gib = sessions * mib / 1024
+        cpu = {name: (tree_cpu(pid) - cpu0[name]) / gib for name, pid in servers.items()}
+        cpu["client"] = (client_cpu() - client0) / gib
+        return sessions * mib / t.seconds, cpu
 
     # -------------------------------------------------------------- measurements
 
-    def client_cpu(self) -> None:
-        """CPU of one ``lmsh proxy ssh`` (user + system, ``/usr/bin/time``): connect, read
-        the node's banner, end of stdin; ``--setup-runs`` runs (at most 50), median."""
+    def helper_cpu(self) -> None:
+        """CPU of one ``lmsh proxy ssh`` alone (user + system, ``/usr/bin/time``): connect,
+        read the node's banner, end of stdin; ``--setup-runs`` runs (at most 50), median."""
         used: list[float] = []
         for _ in range(min(self.args.setup_runs, 50)):
             done = subprocess.run(["/usr/bin/time", "-f", "%U %S", *self.proxy_command(),
-                                   f"root@{NODE_NAME}:3022"], stdin=subprocess.DEVNULL,
+                                   f"{BENCH_LOGIN}@{NODE_NAME}:3022"], stdin=subprocess.DEVNULL,
                                   capture_output=True, check=True)
             user, system = done.stderr.decode().split()[-2:]
             used.append((float(user) + float(system)) * 1000)
         row = self.rows.setdefault("limen-pc", {})
-        row["client CPU ms"] = _util.percentile(used, 50)
-        row["client CPU ms p99"] = _util.percentile(used, 99)
+        row["helper CPU ms"] = _util.percentile(used, 50)
+        row["helper CPU ms p99"] = _util.percentile(used, 99)
 
-    def throughput(self, paths: list[str]) -> None:
-        """``--repeat`` rounds over the paths, interleaved (a shared machine's load drifts);
-        the median round counts."""
-        size = self.args.size_mib << 20
-        runs: dict[str, list[float]] = {p: [] for p in paths}
-        cpu: dict[str, list[float]] = {f"{w} {p}": [] for w in ("proxy", "agent")
-                                       for p in paths}
+    def transfer(self, paths: list[str], kind: str) -> None:
+        """``kind`` single (one session of ``--size-mib``) or parallel (``--parallel``
+        sessions of ``--parallel-mib``): ``--repeat`` rounds interleaved over the paths."""
+        sessions, mib = ((1, self.args.size_mib) if kind == "single"
+                         else (self.args.parallel, self.args.parallel_mib))
         for _ in range(self.args.repeat):
             for path in paths:
-                cmd = " ".join(shlex.quote(a) for a in self.ssh_cmd(path, "cat > /dev/null"))
-                cpu0 = {p.pid: _util.process_cpu(p.pid) for p in (self.proxy, self.agent)}
-                with _util.timed() as t:
-                    subprocess.run(["bash", "-c", f"head -c {size} /dev/zero | {cmd}"],
-                                   check=True)
-                runs[path].append(self.args.size_mib / t.seconds)
-                if path.startswith("limen"):
-                    for name, proc in (("proxy", self.proxy), ("agent", self.agent)):
-                        used = _util.process_cpu(proc.pid) - cpu0[proc.pid]
-                        cpu[f"{name} {path}"].append(used / (size / (1 << 30)))
-        for path in paths:
-            row = self.rows.setdefault(path, {})
-            row["MiB/s"] = _util.percentile(runs[path], 50)
-            row["MiB/s runs"] = [round(v) for v in runs[path]]
-            if path.startswith("limen"):
-                row["proxy CPU-s/GiB"] = _util.percentile(cpu[f"proxy {path}"], 50)
-                row["agent CPU-s/GiB"] = _util.percentile(cpu[f"agent {path}"], 50)
+                rate, cpu = self.batch(path, sessions, mib)
+                row = self.rows.setdefault(path, {})
+                row.setdefault(f"{kind} MiB/s", []).append(rate)
+                for name, value in cpu.items():
+                    row.setdefault(f"{kind} {name} CPU-s/GiB", []).append(value)
+                print(f"  {kind:<8} {path:<9} {rate:7.1f} MiB/s  " + "  ".join(
+                    f"{n} {v:.2f}" for n, v in cpu.items()) + " CPU-s/GiB", flush=True)
 
     def setup(self, paths: list[str]) -> None:
-        """``--setup-runs`` sequential connections per path, the paths interleaved."""
+        """``--setup-runs`` sequential ``ssh HOST true`` per path, the paths interleaved;
+        wall time and the client's CPU per connection."""
         times: dict[str, list[float]] = {p: [] for p in paths}
+        cpu: dict[str, list[float]] = {p: [] for p in paths}
         for _ in range(self.args.setup_runs):
             for path in paths:
+                client0 = client_cpu()
                 with _util.timed() as t:
                     subprocess.run(self.ssh_cmd(path, "true"), check=True,
                                    stdin=subprocess.DEVNULL)
                 times[path].append(t.seconds * 1000)
+                self.reap_orphans()
+                cpu[path].append((client_cpu() - client0) * 1000)
         for path in paths:
             row = self.rows.setdefault(path, {})
             row["setup p50 ms"] = _util.percentile(times[path], 50)
             row["setup p99 ms"] = _util.percentile(times[path], 99)
+            row["client CPU ms/conn"] = _util.percentile(cpu[path], 50)
 
     def idle(self, path: str) -> None:
         n = self.args.idle
-        if path == "limen-pc":
+        if path in ("limen-pc", "lmsh"):
             return  # idle sessions are measured on the -J path (asyncssh clients)
         if path == "limen":
             before = {"proxy": rss_kib(self.proxy.pid), "agent": rss_kib(self.agent.pid)}
         else:
-            before_pss = sum(pss_kib(p) for p in descendants(self.sshd.pid))
+            before_pss = self._idle_mem(path)["sshd"]
         held = asyncio.run(self._hold_idle(path, n, measure=lambda: self._idle_mem(path)))
         row = self.rows.setdefault(path, {})
         if path == "limen":
@@ -508,16 +698,17 @@ Host proxy
     def _idle_mem(self, path: str) -> dict[str, int]:
         if path == "limen":
             return {"proxy": rss_kib(self.proxy.pid), "agent": rss_kib(self.agent.pid)}
-        return {"sshd": sum(pss_kib(p) for p in descendants(self.sshd.pid))}
+        return {"sshd": sum(pss_kib(p) for master in (self.sshd.pid, self.bastion.pid)
+                            for p in descendants(master))}
 
     async def _hold_idle(self, path: str, n: int, measure: Any) -> dict[str, int]:
         import asyncssh
 
         key = asyncssh.read_private_key(str(self.dir / "id"))
         cert = asyncssh.read_certificate(str(self.dir / "id-cert.pub"))
-        common = {"username": "root", "client_keys": [(key, cert)], "agent_path": None,
+        common = {"username": BENCH_LOGIN, "client_keys": [(key, cert)], "agent_path": None,
                   "known_hosts": str(self.dir / "known_hosts"), "config": None,
-                  "encryption_algs": [CIPHER]}
+                  "encryption_algs": [CIPHER], "kex_algs": [KEX]}
         proxy_host, proxy_port = self.listeners["ssh_proxy"].rsplit(":", 1)
         conns: list[Any] = []
         procs: list[Any] = []
@@ -529,8 +720,8 @@ Host proxy
                     inner = await asyncssh.connect("127.0.0.1", self.sshd_port,
                                                    host_key_alias="sshd-ref", **common)
                 elif path == "sshd-jump":
-                    jump = await asyncssh.connect("127.0.0.1", self.sshd_port,
-                                                  host_key_alias="sshd-ref", **common)
+                    jump = await asyncssh.connect("127.0.0.1", self.bastion_port,
+                                                  host_key_alias="sshd-bastion", **common)
                     conns.append(jump)
                     inner = await asyncssh.connect("127.0.0.1", self.sshd_port, tunnel=jump,
                                                    host_key_alias="sshd-ref", **common)
@@ -555,91 +746,139 @@ Host proxy
 # ====================================================================== report
 
 
-def report(bench: Bench, facts: dict[str, str]) -> str:
-    rows = bench.rows
-    lines = [f"### {time.strftime('%Y-%m-%d %H:%M')} — node: {bench.node_label}", ""]
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return value / reference if value and reference else None
+
+
+def _fmt(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report(bench: Bench, facts: dict[str, str], kex: dict[str, str], login: str) -> str:
+    rows, args = bench.rows, bench.args
+    med = {path: {key: statistics.median(v) for key, v in row.items()
+                  if isinstance(v, list) and v} for path, row in rows.items()}
+
+    def get(path: str, key: str) -> float | None:
+        value = med.get(path, {}).get(key, rows.get(path, {}).get(key))
+        return value if isinstance(value, float | int) else None
+
+    def cpu(path: str, kind: str) -> str:
+        return " / ".join(_fmt(get(path, f"{kind} {name} CPU-s/GiB"), ".2f")
+                          for name in ("proxy", "node", "client"))
+
+    lines = [f"### {time.strftime('%Y-%m-%d %H:%M')} — every path, single and "
+             f"{args.parallel} parallel (issue #20)", ""]
     lines.append("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     lines.append("")
     lines.append("command: `" + " ".join([".venv/bin/python bench/bench_ssh.py",
                                            *sys.argv[1:]]) + "`")
     lines.append("")
-    heads = ["path", "MiB/s (median, [rounds])", "setup p50 ms", "setup p99 ms",
-             "idle kB/session", "proxy CPU-s/GiB"]
-    lines.append("| " + " | ".join(heads) + " |")
-    lines.append("|" + "---|" * len(heads))
-    for path in ("direct", "sshd-jump", "limen", "limen-pc"):
-        row = rows.get(path, {})
-        idle = (f"proxy {row['idle kB/session proxy']:.0f} + agent "
-                f"{row['idle kB/session agent']:.0f} (RSS)"
-                if "idle kB/session proxy" in row else
-                f"{row['idle kB/session sshd (PSS)']:.0f} (sshd PSS)"
-                if "idle kB/session sshd (PSS)" in row else "-")
-        lines.append(f"| {path} | {row.get('MiB/s', float('nan')):.0f} "
-                     f"{row.get('MiB/s runs', '')} | "
-                     f"{row.get('setup p50 ms', float('nan')):.1f} | "
-                     f"{row.get('setup p99 ms', float('nan')):.1f} | {idle} | "
-                     f"{row.get('proxy CPU-s/GiB', float('nan')):.2f} |")
-    lim, jump, direct = rows.get("limen", {}), rows.get("sshd-jump", {}), rows.get("direct", {})
+    lines.append(f"- node behind the tunnel: {bench.node_label}; login: {login}")
+    lines.append(f"- every OpenSSH client forced to `-o KexAlgorithms={KEX}` and `Ciphers "
+                 f"{CIPHER}` (OpenSSH's sshd would pick sntrup761x25519, which the Limen "
+                 "proxy and node lack); negotiated: "
+                 + "; ".join(f"{p} {k}" for p, k in kex.items()))
+    lines.append(f"- single: one session of {args.size_mib} MiB; parallel: {args.parallel} "
+                 f"concurrent sessions of {args.parallel_mib} MiB (aggregate MiB/s); "
+                 f"{args.repeat} rounds interleaved over the paths, median [rounds]; setup: "
+                 f"{args.setup_runs} sequential `ssh HOST true` per path, interleaved")
+    lines.append("- CPU-s/GiB: proxy = the Limen proxy process (with its auth) or the bastion "
+                 "sshd; node = the node agent or the target sshd, each with the session "
+                 "commands they reaped; client = OpenSSH with its ProxyCommand / `-W` helper "
+                 "and `lmsh` (rusage of reaped children)")
     lines.append("")
-    if "MiB/s" in lim and "MiB/s" in jump:
-        lines.append(f"- throughput: limen / sshd-jump = {lim['MiB/s'] / jump['MiB/s']:.2f} "
-                     f"(target >= 1), limen / direct = {lim['MiB/s'] / direct['MiB/s']:.2f} "
-                     f"(stretch >= 0.5); proxy {lim.get('proxy CPU-s/GiB', 0):.2f} CPU-s/GiB, "
-                     f"agent {lim.get('agent CPU-s/GiB', 0):.2f} CPU-s/GiB")
-    if "setup p50 ms" in lim and "setup p50 ms" in direct:
-        lines.append(f"- setup: limen / direct p50 = "
-                     f"{lim['setup p50 ms'] / direct['setup p50 ms']:.2f} (target <= 3)")
+    heads = ["path", "MiB/s single [rounds]", "x bastion", f"MiB/s {args.parallel} parallel "
+             "[rounds]", "x bastion", "setup p50 ms", "setup p99 ms", "x `-J` setup",
+             "client CPU ms/conn", "CPU-s/GiB single proxy / node / client",
+             "CPU-s/GiB parallel proxy / node / client"]
+    lines.append("| " + " | ".join(heads) + " |")
+    lines.append("|---|" + "---:|" * (len(heads) - 1))
+    for path in PATHS:
+        if path not in rows:
+            continue
+        row = rows[path]
+        lines.append("| " + " | ".join([
+            path,
+            _median_range(row.get("single MiB/s", [])),
+            _fmt(_ratio(get(path, "single MiB/s"), get("sshd-jump", "single MiB/s")), ".2f"),
+            _median_range(row.get("parallel MiB/s", [])),
+            _fmt(_ratio(get(path, "parallel MiB/s"), get("sshd-jump", "parallel MiB/s")),
+                 ".2f"),
+            _fmt(get(path, "setup p50 ms")), _fmt(get(path, "setup p99 ms")),
+            _fmt(_ratio(get(path, "setup p50 ms"), get("limen", "setup p50 ms")), ".2f")
+            if path in ("limen-pc", "lmsh") else "",
+            _fmt(get(path, "client CPU ms/conn")),
+            cpu(path, "single"), cpu(path, "parallel")]) + " |")
+    lines.append("")
+    lines.append("Targets (issue #20):")
+    lines.append("")
+
+    def target(name: str, value: float | None, limit: float, above: bool) -> None:
+        if value is None:
+            return
+        met = value >= limit if above else value <= limit
+        lines.append(f"- {name}: {value:.3f} ({'≥' if above else '≤'} {limit}) "
+                     f"{'met' if met else '**NOT met**'}")
+
+    for path in LIMEN_PATHS:
+        for kind in ("single", "parallel"):
+            target(f"{path} {kind} / sshd bastion", _ratio(get(path, f"{kind} MiB/s"),
+                   get("sshd-jump", f"{kind} MiB/s")), 1.0, above=True)
+            target(f"{path} {kind} / direct (stretch)", _ratio(
+                get(path, f"{kind} MiB/s"), get("direct", f"{kind} MiB/s")), 0.5, above=True)
+    target("lmsh ssh setup p50 / ssh -J via Limen", _ratio(get("lmsh", "setup p50 ms"),
+           get("limen", "setup p50 ms")), 1.5, above=False)
+    target("limen-pc (lmsh config) setup p50 / ssh -J via Limen", _ratio(
+        get("limen-pc", "setup p50 ms"), get("limen", "setup p50 ms")), 1.5, above=False)
     pc = rows.get("limen-pc", {})
-    if "setup p50 ms" in pc and "setup p50 ms" in lim:
-        lines.append(f"- ProxyCommand (limen-pc) / -J (limen) setup p50 = "
-                     f"{pc['setup p50 ms'] / lim['setup p50 ms']:.2f} (target <= 1.5)")
-    if "client CPU ms" in pc:
-        lines.append(f"- lmsh proxy ssh client CPU per connection: p50 "
-                     f"{pc['client CPU ms']:.0f} ms, p99 {pc['client CPU ms p99']:.0f} ms "
-                     "(target <= 50)")
-    if "proxy RSS MiB" in lim:
-        lines.append(f"- with {bench.args.idle} idle sessions: proxy RSS "
-                     f"{lim['proxy RSS MiB']:.0f} MiB, agent RSS {lim['agent RSS MiB']:.0f} MiB")
+    if "helper CPU ms" in pc:
+        lines.append(f"- `lmsh proxy ssh` alone, CPU per connection (`/usr/bin/time`, 10 ms "
+                     f"steps): p50 {pc['helper CPU ms']:.0f} ms, p99 "
+                     f"{pc['helper CPU ms p99']:.0f} ms (≤ 50) "
+                     f"{'met' if pc['helper CPU ms'] <= 50 else '**NOT met**'}")
+    lim = rows.get("limen", {})
+    idle = [f"{p} {rows[p]['idle kB/session sshd (PSS)']:.0f} kB (sshd PSS)"
+            for p in ("direct", "sshd-jump") if "idle kB/session sshd (PSS)" in rows.get(p, {})]
+    if "idle kB/session proxy" in lim:
+        idle.append(f"limen proxy {lim['idle kB/session proxy']:.0f} + agent "
+                    f"{lim['idle kB/session agent']:.0f} kB (RSS; proxy RSS "
+                    f"{lim['proxy RSS MiB']:.0f} MiB, agent {lim['agent RSS MiB']:.0f} MiB)")
+    if idle:
+        lines.append(f"- {args.idle} idle sessions, per session: " + "; ".join(idle))
     return "\n".join(lines) + "\n"
 
 
-METHOD_NOTES = """
-Method: throughput rounds and setup runs are interleaved over the three paths (a shared
-machine's load drifts), the median round is reported; only ratios within one run compare.
-Limen's path: OpenSSH `-J` to the proxy's SSH front (the proxy decrypts only the jump layer),
-a raw relay into the tunnel's data connection, the node's SSH server in a second process.
-Idle sessions: asyncssh clients, each with its own jump and inner connection running an idle
-`cat`; Limen counts VmRSS growth of the proxy and agent, the references PSS growth of all sshd
-processes (the `cat` children are counted in neither).
-"""
-
-
 def record(text: str) -> None:
-    """Replace (or append) the "## SSH" section of RESULTS.md, re-reading it right before."""
+    """Add ``text`` at the end of the "## SSH" section of RESULTS.md (earlier entries stay),
+    re-reading the file right before."""
     current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     head, sep, rest = current.partition("\n## SSH\n")
-    if sep:
-        following = rest.find("\n## ")
-        tail = rest[following:] if following >= 0 else "\n"
-    else:
-        head, tail = current.rstrip("\n") + "\n", "\n"
-    section = ("\n## SSH\n\nOpenSSH client through Limen's proxy SSH front and reverse tunnel, "
-               "against OpenSSH to sshd directly and through an sshd jump host "
-               "(`bench/bench_ssh.py`).\n\n" + text + METHOD_NOTES)
-    RESULTS.write_text(head.rstrip("\n") + "\n" + section.rstrip("\n") + "\n" + tail.lstrip("\n")
-                       if tail.strip() else head.rstrip("\n") + "\n" + section)
+    if not sep:
+        RESULTS.write_text(current.rstrip("\n") + "\n\n## SSH\n\n`bench/bench_ssh.py`.\n\n"
+                           + text)
+        return
+    following = rest.find("\n## ")
+    section, tail = (rest[:following], rest[following:]) if following >= 0 else (rest, "")
+    RESULTS.write_text(head + sep + section.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+                       + tail)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--size-mib", type=int, default=1024,
+                        help="MiB of the single-session throughput run")
+    parser.add_argument("--parallel", type=int, default=20,
+                        help="concurrent sessions of the parallel throughput run")
+    parser.add_argument("--parallel-mib", type=int, default=50,
+                        help="MiB per session of the parallel run")
     parser.add_argument("--repeat", type=int, default=3,
                         help="throughput rounds (interleaved over the paths; median)")
     parser.add_argument("--setup-runs", type=int, default=200)
     parser.add_argument("--idle", type=int, default=1000)
-    parser.add_argument("--paths", default="direct,sshd-jump,limen")
+    parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--skip", default="",
-                        help="comma list of throughput,setup,idle,client")
+                        help="comma list of single,parallel,setup,idle,client")
     parser.add_argument("--node", choices=["real", "standin"], default="real",
                         help="what serves SSH behind the tunnel (default: the node agent)")
     parser.add_argument("--asyncssh-recv", choices=["limen", "stock"], default="limen",
@@ -653,27 +892,39 @@ def main() -> None:
         return serve_proxy(args.serve_proxy)
     if args.serve_agent:
         return serve_agent(args.serve_agent)
+    paths = args.paths.split(",")
+    unknown = set(paths) - set(PATHS)
+    if unknown:
+        parser.error(f"unknown paths {sorted(unknown)}; known: {', '.join(PATHS)}")
+    skip = set(filter(None, args.skip.split(",")))
+    login = ensure_login()
+    become_subreaper()
     facts = _util.machine_facts()
     _util.print_machine(facts)
     bench = Bench(args)
-    skip = set(filter(None, args.skip.split(",")))
-    paths = args.paths.split(",")
     with bench.running():
-        print(f"node behind the tunnel: {bench.node_label}")
-        for part in ("throughput", "setup", "idle", "client"):
+        print(f"node behind the tunnel: {bench.node_label}; login {login}", flush=True)
+        kex = bench.kex_used()
+        print("key exchange (forced: -o KexAlgorithms=" + KEX + "): "
+              + "; ".join(f"{p} {k}" for p, k in kex.items()), flush=True)
+        for part in ("single", "parallel", "setup", "idle", "client"):
             if part in skip or (part == "client" and "limen-pc" not in paths):
                 continue
-            if part == "client":
-                bench.client_cpu()
+            print(f"{part}:", flush=True)
+            if part in ("single", "parallel"):
+                bench.transfer(paths, part)
+            elif part == "setup":
+                bench.setup(paths)
             elif part == "idle":
                 for path in paths:
                     bench.idle(path)
             else:
-                getattr(bench, part)(paths)
-            for path in paths:
-                print(f"{part:<10} {path:<9} {json.dumps(bench.rows.get(path, {}))}",
-                      flush=True)
-    text = report(bench, facts)
+                bench.helper_cpu()
+            for path in paths if part in ("setup", "idle", "client") else ():
+                row = {k: v for k, v in bench.rows.get(path, {}).items()
+                       if not k.startswith(("single", "parallel"))}
+                print(f"{part:<10} {path:<9} {json.dumps(row)}", flush=True)
+    text = report(bench, facts, kex, login)
     print(text)
     if args.record:
         record(text)
