@@ -1,31 +1,47 @@
 """SSH through Limen's proxy and reverse tunnel, next to OpenSSH references (not a test).
 
-Three paths, measured in the same run on loopback, all with aes128-gcm@openssh.com and the
-real OpenSSH client (the idle-session part uses asyncssh clients, see below):
+Issue #20's "Show it works". Five paths, measured in the same run on loopback, all with
+aes128-gcm@openssh.com and the real OpenSSH client forced to ``-o KexAlgorithms=
+curve25519-sha256`` (the Limen proxy and node speak curve25519, OpenSSH's sshd would pick
+sntrup761x25519: setup compares like with like; the negotiated KEX is printed per path):
 
-* ``direct``   OpenSSH -> stock sshd
-* ``sshd-jump`` OpenSSH -> stock sshd as jump host (``ssh -J``) -> stock sshd
-* ``limen``    OpenSSH -> Limen proxy SSH front (``ssh -J``) -> reverse tunnel -> node SSH
-               server (the node agent's ``NodeSSHServer`` when it is available, else a
-               stand-in asyncssh server; the output says which)
-* ``limen-pc`` OpenSSH with the ``lmsh config`` ProxyCommand (``lmsh proxy ssh``: one TLS
-               connection to the proxy's web port, ALPN ``limen-ssh-proxy``) -> reverse tunnel
-               -> the same node server; plus the ProxyCommand's own CPU per connection
-               (``/usr/bin/time`` of ``lmsh proxy ssh`` reading the node's banner)
+* ``direct``    OpenSSH -> stock sshd (the target)
+* ``sshd-jump`` OpenSSH -> a second stock sshd as bastion (``ssh -J``) -> the target sshd
+* ``limen``     OpenSSH -> Limen proxy SSH front (``ssh -J``) -> reverse tunnel -> node SSH
+                server (the node agent's ``NodeSSHServer`` when it is available, else a
+                stand-in asyncssh server; the output says which)
+* ``limen-pc``  OpenSSH with the ``lmsh config`` ProxyCommand (``lmsh proxy ssh``: one TLS
+                connection to the proxy's web port, ALPN ``limen-ssh-proxy``) -> reverse
+                tunnel -> the same node server
+* ``lmsh``      ``lmsh ssh limenbench@node1 CMD`` as a user runs it after ``lmsh login`` (the
+                profile in a private ``LIMEN_HOME``): lmsh execs OpenSSH with that ProxyCommand
+
+Every session logs in as ``limenbench``, a test login whose shell is ``/bin/sh`` with an empty
+home (``sh -c CMD`` reads no rc file; root's ``.bashrc`` would run on every command, as sshd and
+the node run ``bash -c`` with ``SSH_CLIENT`` set); created with ``useradd`` when missing.
 
 The proxy (with its auth server) and the agent (TunnelAgent + node server) run as two separate
-Python processes, as they would on two machines. Measurements:
+Python processes, as they would on two machines. Measurements, each interleaved over the paths
+in ``--repeat`` rounds (A-B-A-B: a shared machine's load drifts), median and rounds:
 
-1. throughput: ``head -c SIZE /dev/zero | ssh HOST 'cat > /dev/null'`` (wall time, MiB/s, and
-   CPU seconds per GiB of the proxy and agent processes), ``--repeat`` rounds interleaved over
-   the paths, median (the machine may be shared: its load drifts during a run);
-2. connection setup: N sequential ``ssh HOST true`` per path, interleaved, p50/p99;
-3. idle sessions: M concurrent sessions (asyncssh clients, each its own jump connection and
-   inner connection running an idle ``cat``); memory per session from ``/proc`` (VmRSS of
-   the proxy and agent processes; PSS of the sshd processes for the references).
+1. ``single``: ``ssh HOST 'cat > /dev/null'`` of ``--size-mib`` read from a sparse file;
+2. ``parallel``: ``--parallel`` such sessions at once of ``--parallel-mib`` each, aggregate;
+   both with CPU-s/GiB of the proxy (Limen proxy process, or the bastion sshd), the node (node
+   agent, or the target sshd, each with the session commands it reaped) and the client
+   (``getrusage(RUSAGE_CHILDREN)``: OpenSSH, its ProxyCommand or ``-W`` helper, lmsh; this
+   process is a child subreaper so the helpers OpenSSH leaves behind are reaped and counted);
+3. ``setup``: ``--setup-runs`` sequential ``ssh HOST true`` per path, p50/p99, client CPU/conn;
+4. ``idle``: M concurrent sessions (asyncssh clients; direct, sshd-jump and limen), memory per
+   session from ``/proc`` (VmRSS of the proxy and agent; PSS of the sshd processes);
+5. ``client``: CPU of ``lmsh proxy ssh`` alone per connection (``/usr/bin/time``).
 
-Usage: ``python bench/bench_ssh.py [--size-mib 1024] [--setup-runs 200] [--idle 1000]``;
-``--record`` appends/replaces the "## SSH" section of bench/RESULTS.md.
+The output is one table (MiB/s single and parallel with x bastion, setup p50/p99 with x ``-J``
+setup, client CPU per connection, CPU-s/GiB) and the issue's targets, met or NOT met.
+
+Usage: ``python bench/bench_ssh.py [--size-mib 1024] [--parallel 20 --parallel-mib 50]
+[--repeat 3] [--setup-runs 200] [--idle 1000] [--skip single,parallel,setup,idle,client]``;
+``--record`` adds the result under a dated heading at the end of bench/RESULTS.md's "## SSH"
+section (earlier entries stay). Needs root (sshd, the test login, the node's user switch).
 """
 
 from __future__ import annotations
