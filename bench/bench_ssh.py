@@ -396,6 +396,19 @@ def become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+def serve_reaper(argv: list[str]) -> None:
+    """Run ``argv`` (an sshd) as a child subreaper: the session processes sshd orphans (its
+    privileged monitor may exit before the user's session process) come back here, not to
+    the benchmark (whose reaped children count as client CPU); exits with ``argv``."""
+    become_subreaper()
+    child = subprocess.Popen(argv)
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == child.pid:
+            sys.exit(os.waitstatus_to_exitcode(status))
+
+
 def _median_range(values: list[float], digits: int = 0) -> str:
     if not values:
         return "-"
@@ -410,6 +423,8 @@ class Bench:
         self.dir = Path(tempfile.mkdtemp(prefix="limen-bench-ssh-"))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.rows: dict[str, dict[str, Any]] = {}
+        self.sshd_masters: dict[int, int] = {}
+        """The sshd listener under each reaper process (``--reap``)."""
 
     # -------------------------------------------------------------- processes
 
@@ -519,10 +534,17 @@ MaxStartups 200:30:400
 MaxSessions 10
 Ciphers {CIPHER}
 """)
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--reap",
+                                 SSHD, "-D", "-e", "-f", str(config)],
                                 stdout=subprocess.DEVNULL,
                                 stderr=(self.dir / f"sshd-{name}.log").open("wb"))
         self.procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not (found := children(proc.pid)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"sshd {name} did not start; see {self.dir}/sshd-{name}.log")
+            time.sleep(0.02)
+        self.sshd_masters[proc.pid] = found[0]
         return proc, port
 
     def ssh_cmd(self, path: str, command: str) -> list[str]:
@@ -588,17 +610,24 @@ Ciphers {CIPHER}
     def _settle(self, pids: list[int]) -> None:
         """Wait until the servers have reaped their per-connection children (sshd's session
         processes, the node's commands), so their CPU is in ``cutime``; 10 s at most."""
+        masters = set(self.sshd_masters.values())
         deadline = time.monotonic() + 10
-        while any(children(pid) for pid in pids) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and any(
+                set(children(pid)) - masters for pid in pids):
             time.sleep(0.01)
 
-    def servers(self, path: str) -> dict[str, int]:
-        """Which process is the proxy and which the node on ``path``."""
+    def servers(self, path: str) -> dict[str, list[int]]:
+        """Which processes are the proxy and which the node on ``path``: an sshd is its
+        reaper (``--reap``, with the orphans it reaped) and its listener."""
+
+        def sshd(proc: subprocess.Popen[bytes]) -> list[int]:
+            return [proc.pid, self.sshd_masters[proc.pid]]
+
         if path == "direct":
-            return {"node": self.sshd.pid}
+            return {"node": sshd(self.sshd)}
         if path == "sshd-jump":
-            return {"proxy": self.bastion.pid, "node": self.sshd.pid}
-        return {"proxy": self.proxy.pid, "node": self.agent.pid}
+            return {"proxy": sshd(self.bastion), "node": sshd(self.sshd)}
+        return {"proxy": [self.proxy.pid], "node": [self.agent.pid]}
 
     def zero_file(self, mib: int) -> Path:
         """A sparse file of ``mib`` MiB of zeros: the clients' stdin (no ``head`` process)."""
@@ -614,7 +643,7 @@ Ciphers {CIPHER}
         servers = self.servers(path)
         source = self.zero_file(mib)
         cmd = self.ssh_cmd(path, "cat > /dev/null")
-        cpu0 = {name: tree_cpu(pid) for name, pid in servers.items()}
+        cpu0 = {name: sum(map(tree_cpu, pids)) for name, pids in servers.items()}
         client0 = client_cpu()
         with _util.timed() as t, contextlib.ExitStack() as stack:
             procs = []
@@ -636,9 +665,10 @@ Ciphers {CIPHER}
             raise SystemExit(f"{path}: {len(failed)} of {sessions} sessions failed: "
                              f"{failed[0][1].decode(errors='replace')[-500:]}")
         self.reap_orphans()
-        self._settle(list(servers.values()))
+        self._settle([pid for pids in servers.values() for pid in pids])
         gib = sessions * mib / 1024
-        cpu = {name: (tree_cpu(pid) - cpu0[name]) / gib for name, pid in servers.items()}
+        cpu = {name: (sum(map(tree_cpu, pids)) - cpu0[name]) / gib
+               for name, pids in servers.items()}
         cpu["client"] = (client_cpu() - client0) / gib
         return sessions * mib / t.seconds, cpu
 
@@ -801,8 +831,10 @@ def report(bench: Bench, facts: dict[str, str], kex: dict[str, str], login: str)
                  f"{args.setup_runs} sequential `ssh HOST true` per path, interleaved")
     lines.append("- CPU-s/GiB: proxy = the Limen proxy process (with its auth) or the bastion "
                  "sshd; node = the node agent or the target sshd, each with the session "
-                 "commands they reaped; client = OpenSSH with its ProxyCommand / `-W` helper "
-                 "and `lmsh` (rusage of reaped children)")
+                 "commands they reaped (an sshd runs under a subreaper that collects the session "
+                 "processes it orphans); client = OpenSSH with its ProxyCommand / `-W` helper "
+                 "and `lmsh` (rusage of reaped children). Every figure includes the sessions' "
+                 "connection setup (small sizes are dominated by it)")
     lines.append("")
     heads = ["path", "MiB/s single [rounds]", "x bastion", f"MiB/s {args.parallel} parallel "
              "[rounds]", "x bastion", "setup p50 ms", "setup p99 ms", "x `-J` setup",
@@ -903,6 +935,8 @@ def main() -> None:
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--serve-proxy", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-agent", type=Path, help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--reap"]:
+        return serve_reaper(sys.argv[2:])
     args = parser.parse_args()
     if args.serve_proxy:
         return serve_proxy(args.serve_proxy)
@@ -915,6 +949,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     login = ensure_login()
     become_subreaper()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     facts = _util.machine_facts()
     _util.print_machine(facts)
     bench = Bench(args)
