@@ -951,6 +951,8 @@ def main() -> None:
     become_subreaper()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     facts = _util.machine_facts()
+    facts["openssh"] = subprocess.run([SSH, "-V"], capture_output=True, text=True,
+                                      check=True).stderr.split(",")[0].strip()
     _util.print_machine(facts)
     bench = Bench(args)
     with bench.running():
