@@ -68,7 +68,11 @@ class ClusterSettings:
     name: str = field(default_factory=lambda: socket.gethostname().split(".")[0].lower())
     """The cluster name, baked into every certificate; never changes after the first start."""
     second_factor: str = "otp"
-    """``otp`` (TOTP required at login) or ``off`` (development only)."""
+    """``otp`` (a second factor required at login: the authenticator app's code or a security
+    key) or ``off`` (development only)."""
+    webauthn_user_verification: str = "preferred"
+    """Security keys: ``required`` refuses a key that did not verify its user (PIN or
+    biometrics) on top of the touch; ``preferred`` asks for it without requiring it."""
     public_address: str = ""
     """Host:port users reach the proxy's web port at; default: the web listener."""
     tunnel_host: str = ""
@@ -305,6 +309,7 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "name": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"},
                 "second_factor": {"enum": ["otp", "off"]},
+                "webauthn_user_verification": {"enum": ["preferred", "required"]},
                 "public_address": {"type": "string"},
                 "tunnel_host": {"type": "string", "pattern": r"^[^\s]*$"},
             },

@@ -251,3 +251,21 @@ async def test_a_totp_user_proves_with_the_current_code(env: Env) -> None:
         PublicKeyCredentialCreationOptions.from_dict(options)))
     await keys.register("wa-bob", "key", answer, rp, {"otp": totp_code(totp, env.clock.now)})
     assert [k["type"] for k in await keys.list("wa-bob")] == ["totp", "webauthn"]
+
+
+async def test_a_cluster_requiring_user_verification_refuses_a_key_without_it(
+        env: Env) -> None:
+    await env.signup_with_key("wa-alice", env.key())  # registered while it was preferred
+    strict = AuthServer(env.auth.backend,
+                        ClusterSettings(name="unit", webauthn_user_verification="required"),
+                        env.emitter, clock=env.clock)
+    await strict.start()
+    options = (await strict.webauthn_login_begin("wa-alice", PASSWORD))["webauthn"]
+    assert options["userVerification"] == "required"
+    # a client that ignores the policy, with a key that verifies nobody
+    answer = env.answer(env.key(), {**options, "userVerification": "discouraged"})
+    with pytest.raises(AccessDenied, match="invalid password or security key"):
+        await strict.login("wa-alice", PASSWORD, None, env.public_key, None, webauthn=answer)
+    assert env.events("user.login", user="wa-alice", success=False,
+                      reason="webauthn_uv_required")
+

@@ -230,7 +230,9 @@ class AuthServer:
 
     async def webauthn_rp(self) -> RelyingParty:
         """The relying party of security keys: the proxy's public host name and origin."""
-        return relying_party(await self.proxy_address(), self.cluster_name)
+        return relying_party(
+            await self.proxy_address(), self.cluster_name,
+            require_user_verification=self.settings.webauthn_user_verification == "required")
 
     async def signup_begin(self, secret: str, password: str | None,
                            mfa: str = "otp") -> dict[str, Any]:

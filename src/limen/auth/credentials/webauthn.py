@@ -84,8 +84,9 @@ class RelyingParty:
     name: str
     """Shown by the browser when the key is registered: the cluster's name."""
     require_user_verification: bool = False
-    """Policy: whether the key must verify the user (PIN or biometrics) on top of the touch.
-    Off by default: the key is the second factor after the password."""
+    """Policy (``cluster.webauthn_user_verification: required``): whether the key must verify
+    the user (PIN or biometrics) on top of the touch. Off by default: the key is the second
+    factor after the password."""
 
 
 def relying_party(proxy_address: str, cluster: str, *,
