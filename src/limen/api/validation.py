@@ -38,6 +38,7 @@ from limen.api.lock import lock_problems
 from limen.api.oidc_connector import oidc_connector_problems
 from limen.api.predicates import parse_where
 from limen.api.resources import API_VERSION, NAME_PATTERN, PUBLIC_KINDS, Kind, Resource
+from limen.api.rotation_request import rotation_request_problems
 from limen.api.schemas import describe, schema_errors
 from limen.api.secret_scan import SECRET_HINT, find_secrets
 from limen.api.templates import is_template, parse_template
@@ -370,6 +371,7 @@ def _resource(spec: Mapping[str, Any]) -> Iterator[Problem]:
 
 
 def _cluster(spec: Mapping[str, Any]) -> Iterator[Problem]:
+    yield from rotation_request_problems(spec)
     backend = spec.get("backend")
     if not isinstance(backend, dict):
         return

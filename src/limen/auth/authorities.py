@@ -29,7 +29,14 @@ from typing import Any
 
 from limen.api.resources import Kind, Resource
 from limen.auth.ca_sealing import CASealer, decode_ca_record, encode_ca_record, is_sealed
-from limen.auth.rotation import ROTATABLE, Mode, Phase, RotationState, advance
+from limen.auth.rotation import (
+    ROTATABLE,
+    Mode,
+    Phase,
+    RotationRefused,
+    RotationState,
+    advance,
+)
 from limen.backend.base import Backend, Condition, Item, Put
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.errors import BadParameter, CompareFailed
@@ -185,11 +192,13 @@ class Authorities:
     async def change_rotation(
         self, ca_type: CertAuthorityType, target: Phase, *, now: datetime,
         mode: Mode | None = None, grace_period: timedelta | None = None,
-        expect: Phase | None = None,
+        expect: Phase | None = None, request: str = "", expect_request: str | None = None,
     ) -> tuple[RotationState, RotationState] | None:
         """Move the rotation of the CA of ``ca_type`` to ``target`` (keys and state in one
         compare-and-swap transaction): ``(before, after)``. ``expect``: only from that phase
-        (None returned when another replica moved it first)."""
+        (None returned when another replica moved it first). ``request``: the declared
+        request starting a rotation; ``expect_request``: only if the rotation under way is
+        that request's (:class:`RotationRefused` otherwise)."""
         key, public_key = ca_record_key(self.cluster, ca_type), ca_public_key(self.cluster,
                                                                               ca_type)
         for _ in range(_WRITE_ATTEMPTS):
@@ -201,8 +210,13 @@ class Authorities:
             if expect is not None and before.phase is not expect:
                 await self.refresh()
                 return None
+            if expect_request is not None and before.request != expect_request:
+                raise RotationRefused(
+                    f"the {ca_type.value} CA's rotation under way is no longer request "
+                    f"{expect_request!r}" + (f" but {before.request!r}" if before.request
+                                             else " (a command started it)"))
             rotated, after = advance(ca, before, target, now=now, mode=mode,
-                                     grace_period=grace_period)
+                                     grace_period=grace_period, request=request)
             conditions, puts = ca_write_ops(
                 self.cluster, rotated, record_revision=item.revision,
                 public_revision=public.revision, sealer=self.sealer, rotation=after.to_dict())

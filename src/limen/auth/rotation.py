@@ -135,6 +135,12 @@ class RotationState:
     """The public keys (OpenSSH lines) earlier rotations dropped at ``standby``, the last
     :data:`KEEP_RETIRED`: trusted for nothing, kept so that what they signed in the past can
     still be checked (the jwt CA's audit checkpoints, ``limen.auth.audit_signer``)."""
+    request: str = ""
+    """The id of the request on the Cluster document (``spec.rotation``) that started this
+    rotation, kept after standby ("" when a command started it)."""
+    last_request: str = ""
+    """The id of the last declared request that started a rotation of this CA, never cleared:
+    a request already done is never run again (``limen.auth.rotation_requests``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"phase": self.phase.value, "mode": self.mode.value,
@@ -142,7 +148,8 @@ class RotationState:
                 "started": self.started.isoformat() if self.started else "",
                 "phase_started": self.phase_started.isoformat() if self.phase_started else "",
                 "old_key": self.old_key, "new_key": self.new_key,
-                "retired": list(self.retired)}
+                "retired": list(self.retired), "request": self.request,
+                "last_request": self.last_request}
 
     @classmethod
     def from_dict(cls, doc: Any) -> RotationState:
@@ -163,7 +170,8 @@ class RotationState:
             raise BadParameter("a CA rotation's retired keys must be a list of strings")
         return cls(phase, mode, timedelta(seconds=grace), _time(doc.get("started")),
                    _time(doc.get("phase_started")), str(doc.get("old_key") or ""),
-                   str(doc.get("new_key") or ""), tuple(retired))
+                   str(doc.get("new_key") or ""), tuple(retired),
+                   str(doc.get("request") or ""), str(doc.get("last_request") or ""))
 
 
 def check_rotatable(ca_type: CertAuthorityType) -> None:
@@ -193,10 +201,11 @@ def _without(ca: CertAuthority, *fingerprints: str) -> tuple[CAKeyPair, ...]:
 
 def advance(ca: CertAuthority, state: RotationState, target: Phase, *, now: datetime,
             mode: Mode | None = None, grace_period: timedelta | None = None,
-            ) -> tuple[CertAuthority, RotationState]:
+            request: str = "") -> tuple[CertAuthority, RotationState]:
     """``ca`` (with private keys) and its state moved to ``target``; :class:`RotationRefused`
-    when ``target`` may not follow the current phase. ``mode`` and ``grace_period`` are
-    taken when a rotation starts (``init``), kept after."""
+    when ``target`` may not follow the current phase. ``mode``, ``grace_period`` and
+    ``request`` (the id of the declared request starting it, "" for a command) are taken when
+    a rotation starts (``init``), kept after."""
     check_rotatable(ca.type)
     if target not in ALLOWED[state.phase]:
         allowed = ", ".join(sorted(p.value for p in ALLOWED[state.phase]))
@@ -211,7 +220,8 @@ def advance(ca: CertAuthority, state: RotationState, target: Phase, *, now: date
         new_ca = replace(ca, additional_trusted=(fresh, *ca.additional_trusted))
         return new_ca, RotationState(
             Phase.INIT, mode or Mode.MANUAL, grace_period or timedelta(0), now, now,
-            key_fingerprint(ca.type, ca.active), key_fingerprint(ca.type, fresh), state.retired)
+            key_fingerprint(ca.type, ca.active), key_fingerprint(ca.type, fresh), state.retired,
+            request, request or state.last_request)
     old, new = _find(ca, state.old_key), _find(ca, state.new_key)
     if target is Phase.UPDATE_CLIENTS:  # the new key signs; the old one kept (rollback)
         return replace(ca, active=new,
@@ -229,7 +239,8 @@ def advance(ca: CertAuthority, state: RotationState, target: Phase, *, now: date
     dropped = _find(ca, retired).ssh_public_key
     return replace(ca, additional_trusted=_without(ca, retired)), RotationState(
         Phase.STANDBY, state.mode, state.grace_period, None, now,
-        retired=(*state.retired, dropped)[-KEEP_RETIRED:])
+        retired=(*state.retired, dropped)[-KEEP_RETIRED:], request=state.request,
+        last_request=state.last_request)
 
 
 def due_phase(state: RotationState, now: datetime) -> Phase | None:

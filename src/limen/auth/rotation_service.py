@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -71,9 +72,14 @@ def _target(state: RotationState, phase: str | None, rollback: bool) -> Phase:
 
 async def rotate_ca(auth: AuthServer, ca_type_name: str, *, actor: str,
                     phase: str | None = None, rollback: bool = False, manual: bool = True,
-                    grace_period_seconds: int | None = None) -> dict[str, Any]:
-    """One phase change of this cluster's CA of ``ca_type_name``, audited; its new state."""
-    fields: dict[str, Any] = {"ca_type": ca_type_name}
+                    grace_period_seconds: int | None = None, request: str = "",
+                    expect_request: str | None = None,
+                    audit: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One phase change of this cluster's CA of ``ca_type_name``, audited; its new state.
+    ``request`` / ``expect_request``: the declared request starting the rotation / whose
+    rotation this must be (``limen.auth.rotation_requests``); ``audit``: fields added to the
+    ``ca.rotation`` event (how the change came: ``via``, the request, the Git revision)."""
+    fields: dict[str, Any] = {**(audit or {}), "ca_type": ca_type_name}
     try:
         ca_type = _ca_type(ca_type_name)
         before = auth.authorities.rotation(ca_type)
@@ -84,15 +90,16 @@ async def rotate_ca(auth: AuthServer, ca_type_name: str, *, actor: str,
         mode = Mode.MANUAL if manual or not grace_period_seconds else Mode.AUTO
         grace = timedelta(seconds=grace_period_seconds or 0)
         changed = await auth.authorities.change_rotation(
-            ca_type, target, now=auth.now(), mode=mode, grace_period=grace)
+            ca_type, target, now=auth.now(), mode=mode, grace_period=grace, request=request,
+            expect_request=expect_request)
         assert changed is not None
     except LimenError as err:
         await auth.emit("ca.rotation", success=False, user=actor, reason=str(err), **fields)
         raise
     before, after = changed
     moved: dict[str, Any] = {"from": before.phase.value, "to": after.phase.value}
-    await auth.emit("ca.rotation", user=actor, ca_type=ca_type.value, mode=after.mode.value,
-                    **moved)
+    await auth.emit("ca.rotation", user=actor, **{**(audit or {}), "ca_type": ca_type.value},
+                    mode=after.mode.value, **moved)
     return {"type": ca_type.value, **after.to_dict()}
 
 
