@@ -36,6 +36,7 @@ from limen.auth.auth_service import AuthService, host_uuid
 from limen.auth.db_access import issue_upstream_cert
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.recordings import recording_store
+from limen.auth.rotation_declared import ROTATION_LEASE_KEY, DeclaredRotation
 from limen.backend.base import Backend
 from limen.backend.factory import open_backend
 from limen.backend.metered import MeteredBackend
@@ -100,6 +101,9 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
         trust = TrustedClusterReconciler(auth.server, secrets=secrets,
                                          leadership=_trust_leadership(settings, auth))
         services.append(trust)
+        services.append(DeclaredRotation(  # spec.rotation on the Cluster document
+            auth.server, leadership=_replica_leadership(settings, auth, ROTATION_LEASE_KEY,
+                                                        "ca-rotation-requests")))
         proxy = _local_proxy(settings, auth, log, metrics) if "proxy" in settings.roles \
             else None
         root_locks = RootLocks()  # the roots' locks on their users: the links feed, all check
@@ -139,11 +143,18 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
 
 def _trust_leadership(settings: Settings, auth: AuthService) -> Leadership | None:
     """On PostgreSQL (several auth replicas) one replica at a time joins root clusters."""
+    return _replica_leadership(settings, auth, TRUST_LEASE_KEY, "trusted-clusters")
+
+
+def _replica_leadership(settings: Settings, auth: AuthService, key: str,
+                        name: str) -> Leadership | None:
+    """On PostgreSQL (several auth replicas) the lease ``key``: one replica at a time does
+    the work it gates; None on SQLite (one auth process)."""
     if settings.backend.type != "postgres":
         return None
     holder = f"{host_uuid(settings.data_dir)}/{secrets.token_hex(4)}"
-    return replica_leadership(auth.server.backend, TRUST_LEASE_KEY, holder,
-                              name="trusted-clusters", clock=auth.server.clock)
+    return replica_leadership(auth.server.backend, key, holder, name=name,
+                              clock=auth.server.clock)
 
 
 def _local_proxy(settings: Settings, auth: AuthService, emitter: Emitter,

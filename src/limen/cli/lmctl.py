@@ -69,7 +69,8 @@ def status(output: str) -> None:
     click.echo(f"Cluster:  {info['cluster'] or '(not started yet: run limen start once)'}")
     for ca_type, fingerprint in sorted(info["ca_fingerprints"].items()):
         click.echo(f"CA {ca_type + ':':<6} {fingerprint}")
-    for line in rotation_lines(info.get("ca_rotation") or {}):
+    for line in rotation_lines(info.get("ca_rotation") or {},
+                               info.get("ca_rotation_requests") or {}):
         click.echo(line)
     for name, address in sorted(info.get("listeners", {}).items()):
         click.echo(f"{name + ':':<11}{address}")

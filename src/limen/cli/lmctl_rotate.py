@@ -51,14 +51,22 @@ DB_HINTS = {
 """What a DBA does after each phase change of the db CA (printed by ``lmctl auth rotate``)."""
 
 
-def rotation_lines(rotation: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """``lmctl status`` lines: each rotatable CA's phase (and mode while one is under way)."""
+def rotation_lines(rotation: Mapping[str, Mapping[str, Any]],
+                   requests: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """``lmctl status`` lines: each rotatable CA's phase (and mode while one is under way),
+    the id of the request on the Cluster document driving it, and what became of each
+    request (``requests``: the document's ``status.rotation``, refusals with their reason)."""
     lines = []
     for ca_type, state in sorted(rotation.items()):
         phase = str(state.get("phase", "standby"))
         detail = "" if phase == "standby" else \
             f" ({state.get('mode', 'manual')}, since {state.get('phase_started', '?')})"
+        if state.get("request"):
+            detail += f" [request {state['request']}]"
         lines.append(f"CA {ca_type} rotation: {phase}{detail}")
+    for ca_type, entry in sorted((requests or {}).items()):
+        lines.append(f"CA {ca_type} request {entry.get('id')}: {entry.get('state')}: "
+                     f"{entry.get('message')}")
     return lines
 
 

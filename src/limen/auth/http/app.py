@@ -99,6 +99,7 @@ from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
 from limen.auth.http.user import user_routes
 from limen.auth.node_admin import is_node_kind, resolve_node
+from limen.auth.rotation_declared import declared_status
 from limen.auth.sso.github import GitHubLogins
 from limen.auth.sso.oidc import OIDCLogins
 from limen.auth.store_keys import GITOPS_STATUS_KEY
@@ -221,7 +222,10 @@ class _Routes:
 
     async def status(self, request: web.Request) -> web.Response:
         await self.identity(request)
-        return web.json_response(self.auth.status())
+        status = self.auth.status()
+        if status.get("cluster"):  # the rotation requests of the Cluster document, and why
+            status["ca_rotation_requests"] = await declared_status(self.auth)
+        return web.json_response(status)
 
     async def login(self, request: web.Request) -> web.Response:
         require_system(await self.identity(request), [SystemRole.PROXY])
