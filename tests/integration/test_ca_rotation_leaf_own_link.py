@@ -8,6 +8,8 @@ relay and ``POST /v1/trust/leaves/{leaf}/cas`` do. The run with real processes a
 ``test_ca_rotation_leaf_own``.
 
 * a key the leaf adds reaches the root's store over the link, audited ``leaf_to_root``;
+* the leaf proxy's ``LeafLinks`` present its renewed host certificate on the link's next
+  connection, which the root verifies with the leaf's new host key only (after standby);
 * attacks, each refused and audited at the root with nothing stored: leaf sending an update of
   ``other`` (signed by other's own proxy) through its link; a replay of an older update; an
   update signed for the root → leaf direction; an update signed by a proxy of a CA the root
@@ -18,29 +20,40 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from limen.aio.backoff import Backoff
 from limen.aio.changed import Changed
 from limen.api.resources import Kind, Resource
 from limen.auth.authorities import ca_resource_name
 from limen.auth.core import AuthServer
 from limen.auth.trusted_clusters.ca_update import Direction, make_update
 from limen.auth.trusted_clusters.cas_apply import EVENT
+from limen.auth.trusted_clusters.leaf_roots import TRUST_TRUSTED_CLUSTER, TRUSTED_CLUSTER_LABEL
 from limen.auth.trusted_clusters.root_leaf_cas import apply_leaf_cas
 from limen.auth.trusted_clusters.wire import CLUSTER_LABEL, TRUST_LABEL, TRUST_REMOTE, CASet
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
-from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
+from limen.ca.keys import (
+    generate_private_key,
+    load_private_key,
+    private_key_to_pem,
+    public_key_to_openssh,
+)
+from limen.ca.ssh_certs import sign_host_cert
 from limen.config import ClusterSettings
 from limen.errors import AccessDenied, LimenError
 from limen.events.emitter import MemoryEmitter
+from limen.proxy.trust_leaf_links import LeafLinks
 from limen.proxy.trust_leaf_own_cas import LeafCAPublisher
+from limen.trust.cache import TrustCache
 from limen.tunnel import TunnelAgent, TunnelAgentSettings, TunnelServer
 from limen.tunnel.protocol import DialRequest, LeafCAs
 
@@ -273,3 +286,54 @@ async def test_replays_the_other_direction_untrusted_signers_and_empty_sets_are_
         assert refused["direction"] == "leaf_to_root"
     assert len(world.audited(False)) == len(attacks)
     assert agent.connected.is_set()  # refusals are the auth's; the link stays
+
+
+async def test_a_link_presents_the_renewed_certificate_the_root_verifies_with_the_new_key(
+        world: World) -> None:
+    """The leaf proxy's ``LeafLinks``: after ``update_servers`` renewed this proxy's host
+    certificate with the leaf's new host key and ``standby`` left the root only that key, the
+    running link's next connection presents the renewed certificate and the root verifies it.
+    """
+    name = world.root.cluster_name
+    await world.leaf.store.create(Resource(Kind.TRUSTED_CLUSTER, name, spec={
+        "enabled": True, "proxy_address": "root.example:3080", "tunnel_address": world.address,
+        "token_secret_ref": {"file": "root.token"}}))
+    for ca in (world.root.authorities.get(t).public_only() for t in TYPES):
+        await world.leaf.store.create(Resource(
+            Kind.CERT_AUTHORITY, ca_resource_name(ca.type, name), spec=ca.to_dict(),
+            labels={CLUSTER_LABEL: name, TRUST_LABEL: TRUST_TRUSTED_CLUSTER,
+                    TRUSTED_CLUSTER_LABEL: name}))
+    cache = TrustCache(world.leaf.store, lambda: "leaf")
+    await cache.refresh()
+    old = _creds(world.leaf, SystemRole.PROXY, "leaf-proxy")
+    new_host = CertAuthority.generate("leaf", CertAuthorityType.HOST)
+    renewed = replace(old, ssh_cert=sign_host_cert(
+        new_host, public_key_to_openssh(load_private_key(old.ssh_key_pem).public_key()),
+        "leaf-proxy", "leaf-proxy",
+        ["127.0.0.1"], timedelta(hours=1), SystemRole.PROXY))
+
+    async def nodes(_registry: Any) -> list[Any]:
+        return []
+
+    proxy = SimpleNamespace(credentials=old, view=SimpleNamespace(nodes=nodes),
+                            tunnel=SimpleNamespace(registry=None),
+                            root_cas=SimpleNamespace(cas=None))
+    links = LeafLinks(cache, lambda: proxy, MemoryEmitter(),  # type: ignore[arg-type,return-value]
+                      backoff=lambda: Backoff(0.05, 0.1))
+    await links.sync()
+    try:
+        agent = links.links[name].agent
+        await agent.wait_for(lambda a: a.connected.is_set(), DEADLINE)
+        first = world.server._by_cluster["leaf"]
+        await world.root.store.update((await world.root.store.get(  # standby at the root
+            Kind.CERT_AUTHORITY, "host.leaf")).replace(spec=new_host.public_only().to_dict()))
+        proxy.credentials = renewed  # update_servers at the leaf
+        await links.sync()
+        assert agent.credentials is renewed
+        first.close()  # the link's connection ends: it reconnects
+        await world.server.clusters.wait_for(
+            lambda r: "leaf" in r and world.server._by_cluster["leaf"] is not first, DEADLINE)
+        assert world.server._by_cluster["leaf"].identity is not None
+        assert not [e for e in world.events.events if e.type == "auth" and e.success is False]
+    finally:
+        await links.stop()
