@@ -893,7 +893,7 @@ def report(bench: Bench, facts: dict[str, str], kex: dict[str, str], login: str)
                     f"{lim['idle kB/session agent']:.0f} kB (RSS; proxy RSS "
                     f"{lim['proxy RSS MiB']:.0f} MiB, agent {lim['agent RSS MiB']:.0f} MiB)")
     if idle:
-        lines.append(f"- {args.idle} idle sessions, per session: " + "; ".join(idle))
+        lines += ["", f"Idle: {args.idle} sessions, per session: " + "; ".join(idle)]
     return "\n".join(lines) + "\n"
 
 
