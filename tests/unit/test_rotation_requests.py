@@ -5,6 +5,7 @@ decision of what a request asks of a CA in a given state (limen.auth.rotation_re
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,3 +150,17 @@ def test_state_round_trips_the_request_ids() -> None:
                           last_request="r1")
     assert RotationState.from_dict(state.to_dict()) == state
     assert RotationState.from_dict({"phase": "standby"}).last_request == ""
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster-rotation.yaml"
+
+
+def test_the_example_validates_as_shipped_and_uncommented() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    [shipped] = validate(load_text(text, "cluster-rotation.yaml"))
+    assert parse_requests(shipped.spec) == []
+    uncommented = text.replace("  # rotation:", "  rotation:").replace("  # - ", "  - ") \
+        .replace("  #   ", "    ")
+    [declared] = validate(load_text(uncommented, "cluster-rotation.yaml"))
+    assert [(r.id, r.type, r.mode) for r in parse_requests(declared.spec)] == [
+        ("host-2026-12", "host", "manual"), ("user-2026-q4", "user", "auto")]
