@@ -2,14 +2,18 @@
 (limen.auth.rotation_declared) against a real AuthServer on the memory backend: each request
 goes through rotate_ca (what lmctl auth rotate reaches), audited with ``via: cluster
 document``; a refused step is audited once and written to the document's status; a request
-is never applied twice; a document for another cluster is ignored."""
+is never applied twice; a document for another cluster is ignored. And the attack: a user
+whose roles may write Cluster documents applies one declaring a rotation through the auth API
+(``lmctl apply``): refused with 403 and audited, as ``lmctl auth rotate`` would be."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
+from auth_api_identities import alice_credentials, running_auth, statuses
 
 from limen.api.loader import load_text
 from limen.api.resources import Kind, Origin
@@ -20,6 +24,7 @@ from limen.auth.rotation_declared import DeclaredRotation, declared_status
 from limen.auth.rotation_service import rotate_ca
 from limen.auth.store_keys import GITOPS_STATUS_KEY
 from limen.ca.authority import CertAuthorityType
+from limen.ca.host_credentials import HostCredentials
 from limen.events.emitter import MemoryEmitter
 
 HOST = CertAuthorityType.HOST
@@ -119,3 +124,46 @@ async def test_the_git_revision_is_audited_when_the_sync_stored_it(auth: AuthSer
     await DeclaredRotation(auth).reconcile()
     [event] = _rotations(auth)
     assert (event["git_revision"], event["user"]) == ("ab" * 20, "gitops")
+
+
+CLUSTER_EDITOR = """\
+apiVersion: limen.dev/v1alpha1
+kind: Role
+metadata: {name: cluster-editor}
+spec:
+  allow:
+    rules:
+    - resources: [cluster]
+      verbs: [list, read, create, update]
+"""
+
+
+async def test_a_user_may_not_declare_a_rotation_through_the_api(tmp_path: Path) -> None:
+    async with running_auth(tmp_path) as service:
+        auth = service.server
+        await auth.apply(validate(load_text(CLUSTER_EDITOR, "role.yaml")), Origin.API,
+                         actor="test")
+        alice = alice_credentials(service, roles=("cluster-editor",))
+        declared = yaml.safe_load(yaml.safe_dump({
+            "apiVersion": "limen.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "unit"},
+            "spec": {"public_address": "proxy.example.com:3080",
+                     "rotation": [_host("evil", "init")]}}))
+        apply = [("POST", "/v1/resources/apply")]
+        assert await statuses(service, alice, apply, {"documents": [declared]}) == \
+            {"/v1/resources/apply": 403}
+        assert await auth.store.find(Kind.CLUSTER, "unit") is None
+        await DeclaredRotation(auth).reconcile()
+        assert auth.authorities.rotation(HOST).phase is Phase.STANDBY
+        [refused] = _rotations(auth)
+        assert (refused["success"], refused["user"], refused["via"]) == (
+            False, "alice", "cluster document")
+        assert "only an admin or the Git sync" in refused["reason"]
+        # the same document without the rotation is the user's to write (their rules)
+        plain = {**declared, "spec": {"public_address": "proxy.example.com:3080"}}
+        assert await statuses(service, alice, apply, {"documents": [plain]}) == \
+            {"/v1/resources/apply": 200}
+        admin = HostCredentials.load(service.settings.data_dir / "admin")
+        assert await statuses(service, admin, apply, {"documents": [declared]}) == \
+            {"/v1/resources/apply": 200}
+        await DeclaredRotation(auth).reconcile()
+        assert auth.authorities.rotation(HOST).phase is Phase.INIT

@@ -93,7 +93,7 @@ from limen.auth.http.locks import lock_routes
 from limen.auth.http.mfa import key_answer, mfa_routes
 from limen.auth.http.proxies import proxy_routes
 from limen.auth.http.requests import login_answer, request_routes
-from limen.auth.http.rotation import rotation_routes
+from limen.auth.http.rotation import check_declared_rotation, rotation_routes
 from limen.auth.http.sso import sso_routes
 from limen.auth.http.trust_leaf import trust_routes
 from limen.auth.http.trust_root import remote_routes
@@ -285,6 +285,7 @@ class _Routes:
                 await self.auth.emit("access.denied", user=actor, action="resources.apply",
                                      reason=str(refused))
             raise
+        await check_declared_rotation(self.auth, identity, actor, resources)
         role_set = await self.role_set(identity)
         for kind in {r.kind for r in resources}:
             require_rule(identity, role_set, kind, "create")

@@ -10,14 +10,21 @@ their roles, an agent, a proxy) is refused with 403 and the refusal is audited a
 ``ca.rotation`` (``success: false``); the work is
 :func:`limen.auth.rotation_service.rotate_ca`. ``renew``: a host apart from auth renews its SSH
 host certificate (``limen.auth.host_renewal``). Registered by ``limen.auth.http.app.build_app``.
+
+:func:`check_declared_rotation` is the same rule for ``POST /v1/resources/apply`` (``lmctl
+apply``): a Cluster document carrying ``spec.rotation`` (CA rotations declared on it,
+``limen.auth.rotation_declared``) is refused from anyone but an admin, whatever their roles
+allow on the kind Cluster, and audited as ``ca.rotation`` (``success: false``). The Git sync
+writes its documents itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from limen.api.resources import Kind, Resource
 from limen.auth.core import AuthServer
 from limen.auth.host_renewal import renew_host_cert
 from limen.auth.http.authz import require_system
@@ -27,7 +34,7 @@ from limen.ca.identity import Identity
 from limen.errors import AccessDenied, BadParameter
 from limen.net.http import json_body
 
-__all__ = ["HOST_RENEW_PATH", "rotation_routes"]
+__all__ = ["HOST_RENEW_PATH", "check_declared_rotation", "rotation_routes"]
 
 HOST_RENEW_PATH = "/v1/host/renew"
 
@@ -65,3 +72,21 @@ def rotation_routes(auth: AuthServer, identity_of: IdentityOf) -> list[web.Route
 
     return [web.post("/v1/authorities/{type}/rotate", rotate),
             web.post(HOST_RENEW_PATH, renew)]
+
+
+async def check_declared_rotation(auth: AuthServer, identity: Identity, actor: str,
+                                  resources: Sequence[Resource]) -> None:
+    """:class:`AccessDenied` (audited) when a non-admin applies a Cluster document that
+    declares CA rotations: declaring one is rotating, which only admins may do."""
+    for resource in resources:
+        if resource.kind is not Kind.CLUSTER or not resource.spec.get("rotation"):
+            continue
+        try:
+            require_system(identity, ())
+        except AccessDenied as err:
+            reason = (f"{err}: Cluster {resource.name} declares CA rotations (spec.rotation), "
+                      "which only an admin or the Git sync may apply")
+            await auth.emit("ca.rotation", success=False, user=actor,
+                            via="cluster document", cluster_document=resource.name,
+                            reason=reason)
+            raise AccessDenied(reason) from None
