@@ -149,3 +149,24 @@ def test_the_proxy_command_imports_no_heavy_module(site: LimenCluster, olga: Lim
                       "tempfile", "shutil")
              or m.startswith(("cryptography.x509", "cryptography.hazmat", "limen.ca"))]
     assert heavy == []
+
+
+def test_lmsh_ssh_to_one_node_execs_openssh_before_click(site: LimenCluster,
+                                                          olga: LimenUser) -> None:
+    """``lmsh ssh LOGIN@HOST CMD`` becomes ``ssh`` in ``limen.cli.lmsh_entry``: neither it nor
+    the ProxyCommand it runs loads click, asyncio or cryptography's X.509."""
+    done = subprocess.run([command("lmsh"), "ssh", f"{LOGIN}@{HOST}", "echo", "fast path"],
+                          env={**olga.env, "PYTHONPROFILEIMPORTTIME": "1"},
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == b"fast path\n"
+    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$",
+                          done.stderr.decode(), re.MULTILINE)
+    assert "limen.client.ssh_command" in imported
+    assert "limen.client.proxyssh_tls" in imported
+    heavy = [m for m in imported
+             if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click", "yaml")
+             or m in ("limen.cli.lmsh", "limen.cli.common", "limen.cli.lmsh_access")
+             or m.startswith(("cryptography.x509", "cryptography.hazmat", "limen.ca"))]
+    assert heavy == []

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import click
@@ -22,13 +20,12 @@ from limen.cli.lmsh_recordings import PLAY_OUTPUTS, render_recording
 from limen.client.clusters import leaf_host, refresh_clusters, require_leaf
 from limen.client.nodes import is_label_selector, matching, parse_selector
 from limen.client.profile import Profile, ProfileStore
+from limen.client.ssh_command import openssh_options, split_ssh_args, ssh_argv
 from limen.client.webapi import WebApi
 from limen.errors import BadParameter, NotFound
 from limen.recording import parse_cast
 
 __all__ = ["ls", "openssh_options", "play", "scp", "split_ssh_args", "ssh"]
-
-NODE_PORT = 3022
 
 
 async def _user_call(path: str) -> Any:
@@ -67,30 +64,6 @@ def ls(cluster: str | None, selector: tuple[str, ...], output: str) -> None:
         for n in nodes])
 
 
-def _lmsh() -> str:
-    here = Path(sys.argv[0])
-    return str(here.resolve()) if here.name == "lmsh" and here.exists() else (
-        shutil.which("lmsh") or "lmsh")
-
-
-def openssh_options(store: ProfileStore, profile: Profile, cluster: str | None = None) -> list[str]:
-    """The ``-o`` options that make OpenSSH go through Limen for this profile. A leaf cluster
-    accepts the root's certificate (it trusts the root)."""
-    cluster = cluster or profile.cluster
-    key = store.key_path(profile.proxy, profile.user)
-    cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
-    proxy_command = (f"{_lmsh()} proxy ssh --proxy {profile.proxy} --cluster {cluster}"
-                     " %r@%h:%p")
-    options = {
-        "UserKnownHostsFile": str(store.known_hosts), "IdentityFile": str(key),
-        "CertificateFile": str(cert), "IdentitiesOnly": "yes", "ProxyCommand": proxy_command,
-        "Port": str(NODE_PORT), "StrictHostKeyChecking": "yes",
-        "HostKeyAlgorithms": "ssh-ed25519-cert-v01@openssh.com,"
-                             "ecdsa-sha2-nistp256-cert-v01@openssh.com",
-    }
-    return [arg for name, value in options.items() for arg in ("-o", f"{name}={value}")]
-
-
 def _current(cluster: str | None = None) -> tuple[ProfileStore, Profile]:
     """The valid current profile; for a leaf ``cluster``, asks the root (lmsh clusters) so
     known_hosts trusts the leaf's host CA keys as the root knows them now (a leaf's host CA
@@ -108,35 +81,6 @@ def _target(host: str, profile: Profile, cluster: str | None) -> str:
     return leaf_host(host, cluster) if cluster and cluster != profile.cluster else host
 
 
-_SSH_FLAGS_WITH_VALUE = set("BbcDEeFIiJLlmOopQRSWw")
-
-
-def split_ssh_args(args: tuple[str, ...]) -> tuple[list[str], str | None, str, list[str]]:
-    """OpenSSH's ``[options] destination [command]``: (options, -l login, destination, command)."""
-    options: list[str] = []
-    login: str | None = None
-    index = 0
-    while index < len(args) and args[index].startswith("-") and args[index] != "--":
-        arg = args[index]
-        flag = arg[1:2]
-        value: str | None = None
-        if flag in _SSH_FLAGS_WITH_VALUE and len(arg) == 2:
-            if index + 1 >= len(args):
-                raise BadParameter(f"option {arg} needs a value")
-            value = args[index + 1]
-            index += 1
-        if flag == "l":
-            login = value if value is not None else arg[2:]
-        else:
-            options += [arg] if value is None else [arg, value]
-        index += 1
-    if index < len(args) and args[index] == "--":
-        index += 1
-    if index >= len(args):
-        raise BadParameter("missing destination: lmsh ssh [options] [LOGIN@]HOST [COMMAND...]")
-    return options, login, args[index], list(args[index + 1:])
-
-
 @click.command(context_settings={"ignore_unknown_options": True,
                                  "allow_interspersed_args": False})
 @click.option("--cluster", help="A leaf cluster to reach (default: the profile's).")
@@ -146,10 +90,7 @@ def ssh(cluster: str | None, args: tuple[str, ...]) -> None:
     """lmsh ssh [OPENSSH OPTIONS] [LOGIN@]HOST [COMMAND...]: a shell or a command on a node,
     or COMMAND on every node matching k=v labels. -L, -R, -A, -t... work as in OpenSSH."""
     store, profile = _current(cluster)
-    options, login, destination, command = split_ssh_args(args)
-    user, _, host = destination.rpartition("@")
-    login = login or user or os.environ.get("USER") or "root"
-    base = ["ssh", *openssh_options(store, profile, cluster), *options, "-l", login]
+    base, host, command = ssh_argv(store, profile, cluster, args)
     if not is_label_selector(host):
         os.execvp("ssh", [*base, _target(host, profile, cluster), *command])  # noqa: S606
     if not command:

@@ -2,8 +2,11 @@
 
 OpenSSH starts ``lmsh proxy ssh --proxy P LOGIN@HOST:PORT`` (the ``lmsh config`` block's
 ProxyCommand) for every connection: that exact command line is served here without loading
-click or any other command (``limen.client.proxyssh_command``). Everything else, including any
-other spelling of ``proxy ssh`` and ``--help``, goes to the click group of ``limen.cli.lmsh``.
+click or any other command (``limen.client.proxyssh_command``). ``lmsh ssh [OPTIONS]
+[LOGIN@]HOST [COMMAND]`` to a node of the profile's own cluster becomes ``ssh`` here too
+(``limen.client.ssh_command``). Everything else, including any other spelling of ``proxy ssh``,
+``lmsh ssh --cluster`` or a label selector, and ``--help``, goes to the click group of
+``limen.cli.lmsh``.
 Errors are reported as the click commands report them (``limen.cli.common.handle_errors``):
 ``error: <sentence>`` on stderr and the documented exit code.
 """
@@ -11,8 +14,12 @@ Errors are reported as the click commands report them (``limen.cli.common.handle
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def main() -> None:
@@ -22,18 +29,38 @@ def main() -> None:
 
         parsed = parse_args(args[2:])
         if parsed is not None:
-            sys.exit(_proxy_ssh(*parsed))
+            sys.exit(_fast(_proxy_ssh, parsed))
+    elif args[:1] == ["ssh"]:
+        status = _fast(_exec_ssh, args[1:])  # success does not return: the process is ssh
+        if status != _NOT_HERE:
+            sys.exit(status)
     from limen.cli.lmsh import main as lmsh
 
     lmsh()
 
 
-def _proxy_ssh(proxy: str | None, cluster: str | None, target: str) -> int:
+_NOT_HERE = -1
+
+
+def _proxy_ssh(parsed: tuple[str | None, str | None, str]) -> int:
     from limen.client.proxyssh_command import relay_ssh
+
+    return relay_ssh(*parsed)
+
+
+def _exec_ssh(args: list[str]) -> int:
+    from limen.client.ssh_command import exec_ssh
+
+    exec_ssh(args)  # the process becomes ssh, or the click command must serve args
+    return _NOT_HERE
+
+
+def _fast(command: Callable[[T], int], arg: T) -> int:
+    """``command(arg)``'s exit status, its errors reported as the click commands report them."""
     from limen.errors import LimenError, exit_code
 
     try:
-        return relay_ssh(proxy, cluster, target)
+        return command(arg)
     except LimenError as err:
         print(f"error: {err}", file=sys.stderr)
         return exit_code(err)
