@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from limen.cli.lmsh_access import split_ssh_args
 from limen.client.nodes import is_label_selector, matching, parse_selector
+from limen.client.ssh_command import split_ssh_args
 from limen.errors import BadParameter
 
 
