@@ -137,5 +137,7 @@ class RotationService(TaskService):
                 ca_type, target, now=self.auth.now(), expect=state.phase)
             if changed is not None:
                 moved: dict[str, Any] = {"from": state.phase.value, "to": target.value}
+                if state.request:  # started by a request on the Cluster document
+                    moved["request_id"] = state.request
                 await self.auth.emit("ca.rotation", user=AUTO_ACTOR, ca_type=ca_type.value,
                                      mode=Mode.AUTO.value, **moved)
