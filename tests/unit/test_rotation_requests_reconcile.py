@@ -167,3 +167,20 @@ async def test_a_user_may_not_declare_a_rotation_through_the_api(tmp_path: Path)
             {"/v1/resources/apply": 200}
         await DeclaredRotation(auth).reconcile()
         assert auth.authorities.rotation(HOST).phase is Phase.INIT
+
+
+async def test_two_documents_for_this_cluster_are_both_refused(auth: AuthServer) -> None:
+    await _declare(auth, [_host("h1", "init")])
+    text = yaml.safe_dump({
+        "apiVersion": "limen.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "other"},
+        "spec": {"public_address": "proxy.example.com:3080", "cluster_name": "unit",
+                 "rotation": [_host("h9", "init")]}})
+    await auth.apply(validate(load_text(text, "other.yaml")), Origin.API, actor="test",
+                     kinds=[Kind.CLUSTER])
+    await DeclaredRotation(auth).reconcile()
+    assert auth.authorities.rotation(HOST).phase is Phase.STANDBY
+    for name in ("unit", "other"):
+        found = await auth.store.find(Kind.CLUSTER, name)
+        assert found is not None
+        assert "several Cluster documents describe cluster unit (other, unit)" in \
+            found.status["rotationError"]
