@@ -179,6 +179,9 @@ def test_2_a_jump_is_refused_and_the_rest_of_the_commit_applies(site: Site) -> N
     assert "a new rotation starts at init, not update_servers" in refused["reason"]
     text = site.cluster.lmctl("status").stdout
     assert "CA host request host-2: Refused: the host CA is in phase standby" in text
+    sync = site.cluster.lmctl("gitops", "status").stdout  # the sync's status says it too
+    assert "Rotation:     host CA request host-2 refused: the host CA is in phase standby" \
+        in sync
     document = site.cluster.lmctl_json("get", f"cluster/{NAME}")
     assert document["status"]["rotation"]["host"]["state"] == "Refused"
 

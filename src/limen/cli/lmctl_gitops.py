@@ -218,6 +218,10 @@ def status(output: str) -> None:
             click.echo(f"Review:       {review.get('file')} (commit "
                        f"{str(review.get('commit'))[:12]}, merged by {review.get('merger')}) "
                        f"refused: {review.get('reason')}")
+    for ca_type, entry in sorted((info.get("rotation_requests") or {}).items()):
+        if entry.get("state") == "Refused":  # spec.rotation on the Cluster document
+            click.echo(f"Rotation:     {ca_type} CA request {entry.get('id')} refused: "
+                       f"{entry.get('message')}")
     last = info.get("last_attempt")
     if not last:
         return

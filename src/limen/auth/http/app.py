@@ -395,7 +395,9 @@ class _Routes:
         item = await self.auth.backend.get(GITOPS_STATUS_KEY)
         if item is None:
             raise NotFound("this cluster does not sync from Git (start it with --gitops)")
-        return web.json_response(json.loads(item.value))
+        status = json.loads(item.value)  # and what became of the declared CA rotations
+        status["rotation_requests"] = await declared_status(self.auth)
+        return web.json_response(status)
 
     # -- presence: agents' heartbeats relayed by the proxy (limen.auth.presence) ------------
     async def presence_heartbeat(self, request: web.Request) -> web.Response:
