@@ -11,7 +11,7 @@ the Git sync or ``lmctl apply``) and this cluster's CAs, and on each change::
                            and, when the Git sync applied the document, git_revision
            refused ─▶ audited ca.rotation success: false (once per request, phase and reason)
       └─ status.rotation: per CA type {id, mode, phase, state, message, ca_phase} (lmctl get
-         cluster NAME, and lmctl status through limen.auth.http)
+         cluster NAME; lmctl status and lmctl gitops status through limen.auth.http)
 
 A request is never run twice: the CA's rotation state records the request that started it
 (``limen.auth.rotation.RotationState.request`` / ``last_request``), in the same transaction
