@@ -28,7 +28,8 @@ def test_registry_holds_every_handler() -> None:
     ids = handler_ids(build_registry(build_context(OperatorConfig())))
     for plural in ("users", "roles", "trustedclusters", "resources"):
         assert ids[plural] == {"reconcile", "resync", "finalize", f"{plural}_by_limen_name"}
-    assert ids["clusters"] == {"deploy", "refresh", "forget", "kube_agent_rbac"}
+    assert ids["clusters"] == {"deploy", "refresh", "rotation", "forget",
+                              "kube_agent_rbac"}
     assert ids["deployments"] == {"deployment_changed"}
 
 

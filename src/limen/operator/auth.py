@@ -12,7 +12,8 @@ The operator authenticates with its own identity directory (see docs/kubernetes.
 operator's identity"). :func:`release_decision` says when a finalizer stops waiting for an
 unreachable auth: past the deletion deadline, or at once with ``limen.dev/force-delete``.
 
-Called by ``limen.operator.resource_handlers`` and ``limen.operator.main``.
+Called by ``limen.operator.resource_handlers``, ``limen.operator.rotation_forward`` and
+``limen.operator.main``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class LimenAuth:
 
     async def ping(self) -> dict[str, Any]:
         return await self._call(lambda c: c.ping())
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /v1/status`` (what ``lmctl status`` shows): the cluster's name, its CAs'
+        rotation phases and the rotation requests of its Cluster document."""
+        result: dict[str, Any] = await self._call(lambda c: c.call("GET", "/v1/status"))
+        return result
 
     async def get(self, plural: str, name: str) -> dict[str, Any] | None:
         """The Limen object, or None when there is none."""

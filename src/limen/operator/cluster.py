@@ -18,6 +18,9 @@
                    the cluster-scoped ClusterRole/ClusterRoleBinding (impersonate only),
                    owned by their labels (no owner reference across scopes); disabled: the
                    Deployment scaled to 0 and the ClusterRole/Binding deleted
+        spec.rotation (phased, applied by auth): forwarded to the cluster's auth as its
+                Cluster document (rotation_forward), status.rotation / caPhases and the
+                condition RotationRequest read back; the rotation timer polls while pending
         status: observedGeneration, conditions, publicAddress, auth/proxy(/db) ready counts,
                 caRotation; Ready once the Deployments have their replicas ready (and, on
                 PostgreSQL, the DSN Secret exists with its key: else WaitingForSecret)
@@ -93,6 +96,12 @@ from limen.operator.kube_agent import (
     kube_token_secret,
     owns_cluster_scoped,
 )
+from limen.operator.rotation_document import pending
+from limen.operator.rotation_forward import (
+    RotationForwarder,
+    poll_seconds,
+    with_rotation_condition,
+)
 from limen.operator.settings import OPERATOR_ID_LABEL, REPORTING_COMPONENT
 
 __all__ = ["ROTATION_ANNOTATION", "ClusterReconciler", "register_cluster_handlers"]
@@ -131,6 +140,20 @@ def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorCont
                     optional=True, registry=registry)  # no finalizer: children go by owner
     async def forget(body: kopf.Body, **_: Any) -> None:
         ctx.deployed.forget(str(body["metadata"].get("uid") or ""))
+        await reconciler.rotations.forget(str(body["metadata"].get("uid") or ""))
+
+    @kopf.timer(API_GROUP, _VERSION, "clusters", id="rotation", labels=labels,
+                interval=poll_seconds(ctx.config.resync_seconds),
+                initial_delay=poll_seconds(ctx.config.resync_seconds),
+                when=lambda body, **_: pending(body), registry=registry)
+    async def rotation(body: kopf.Body, patch: kopf.Patch, logger: Logger,
+                       **kwargs: Any) -> None:  # a spec.rotation request auth has not settled
+        await ctx.run_timer(reconciler.reconcile(body, patch, logger, retry=False),
+                            kwargs["stopped"])
+
+    @kopf.on.cleanup(registry=registry)
+    async def close_rotation_clients(**_: Any) -> None:
+        await reconciler.rotations.shutdown()
 
     @kopf.on.delete(API_GROUP, _VERSION, "clusters", id="kube_agent_rbac", labels=labels,
                     when=lambda body, **_: kube_enabled(body), registry=registry)
@@ -147,6 +170,7 @@ def register_cluster_handlers(registry: kopf.OperatorRegistry, ctx: OperatorCont
 class ClusterReconciler:
     def __init__(self, ctx: OperatorContext) -> None:
         self.ctx = ctx
+        self.rotations = RotationForwarder(ctx)
 
     @property
     def kube(self) -> KubeApi:
@@ -166,7 +190,7 @@ class ClusterReconciler:
                                                      stalled=True))
                 return
             try:
-                observation, extra = await self._deploy(body, logger)
+                observation, extra, rotation = await self._deploy(body, logger)
             except (KubeError, BadParameter) as err:
                 failed = Check(False, "KubernetesError" if isinstance(err, KubeError)
                                else "CASecretDamaged", str(err))
@@ -178,10 +202,10 @@ class ClusterReconciler:
                     raise kopf.TemporaryError(str(err),
                                               delay=self.ctx.config.retry_seconds) from None
                 return
-            self._write(body, patch, observation, extra)
+            self._write(body, patch, observation, extra, rotation)
 
-    async def _deploy(self, body: Mapping[str, Any],
-                      logger: Logger) -> tuple[Observation, dict[str, Any]]:
+    async def _deploy(self, body: Mapping[str, Any], logger: Logger
+                      ) -> tuple[Observation, dict[str, Any], Check | None]:
         names = ClusterNames(body["metadata"]["name"])
         ca = await self._ca_secret(body, logger)
         token_owned = await self._token_secret(body, names.proxy_token, proxy_token_secret,
@@ -218,12 +242,13 @@ class ClusterReconciler:
             verb = "exists and is" if len(foreign) == 1 else "exist and are"
             conflict = Check(False, "NotOwned", f"{', '.join(foreign)} {verb} not owned by "
                                                 "this Cluster; delete or rename them")
-            return Observation(conflict, _VALID, conflict, stalled=True), {}
+            return Observation(conflict, _VALID, conflict, stalled=True), {}, None
         observation, extra = await self._observe(body)
         extra["caSecret"] = names.ca_secret
         if rotation:
             extra["caRotation"] = rotation
-        return observation, extra
+        forwarded = await self.rotations.forward(body)  # spec.rotation, to auth
+        return observation, {**extra, **forwarded.fields}, forwarded.check
 
     async def _create_once(self, body: Mapping[str, Any], kind: str, name: str,
                            make: Callable[[], dict[str, Any]],
@@ -457,10 +482,12 @@ class ClusterReconciler:
         return None
 
     def _write(self, body: Mapping[str, Any], patch: Any, observation: Observation,
-               extra: Mapping[str, Any] | None = None) -> None:
+               extra: Mapping[str, Any] | None = None, rotation: Check | None = None) -> None:
         previous = body.get("status") or {}
         generation = int(body["metadata"].get("generation") or 0)
-        status = build_status(previous, observation, generation, self.ctx.clock(), extra)
+        status = with_rotation_condition(
+            build_status(previous, observation, generation, self.ctx.clock(), extra), previous,
+            rotation, generation, self.ctx.clock())
         for key, value in status_changes(previous, status).items():
             patch.status[key] = value
 

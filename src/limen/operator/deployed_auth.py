@@ -14,7 +14,8 @@ objects when no auth address is configured (no ``LIMEN_AUTH_ADDRESS``/``--auth``
 
 So the base manifests need no auth address and no identity Secret for a Cluster the operator
 deploys, whatever its name and namespace. Called by ``limen.operator.context`` (the shared
-state) and ``limen.operator.cluster`` (record/forget).
+state), ``limen.operator.cluster`` (record/forget) and ``limen.operator.rotation_forward``
+(``endpoint_of``: the auth of one Cluster, to forward its ``spec.rotation``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ class DeployedClusters:
                 "User, Role, TrustedCluster and Resource objects go to, or run one operator "
                 "per Cluster (LIMEN_OPERATOR_ID)")
         [cluster] = self._clusters.values()
+        return Endpoint(cluster.address, self._credentials(cluster))
+
+    def endpoint_of(self, uid: str) -> Endpoint:
+        """The auth of the deployed Cluster ``uid`` and an identity for it (ConnectionProblem
+        while it is not deployed, or no longer)."""
+        cluster = self._clusters.get(uid)
+        if cluster is None:
+            raise ConnectionProblem("this Cluster is not deployed (yet): its auth cannot be "
+                                    "reached")
         return Endpoint(cluster.address, self._credentials(cluster))
 
     def _credentials(self, cluster: DeployedCluster) -> HostCredentials:
