@@ -33,6 +33,8 @@ from .test_operator_e2e import OperatorThread, conditions, config_for, doc, wait
 
 NAMESPACE = "limen"
 DEADLINE = 30.0
+ACTOR = "cluster-document:kubernetes"
+"""The user of the ca.rotation events a document the operator applied causes."""
 
 
 @pytest.fixture
@@ -130,10 +132,10 @@ def test_phased_rotation_declared_on_the_cluster_cr(kube_api: KubeAPI, limen: Li
     wait_status(kube, "clusters", "test", lambda o: o["status"].get("observedGeneration")
                 == o["metadata"]["generation"], namespace=NAMESPACE, timeout=DEADLINE)
     assert (_document(limen) or {})["metadata"]["resourceVersion"] == revision
-    moves = [(e["from"], e["to"], e["via"], e["request_id"])
+    moves = [(e["from"], e["to"], e["via"], e["request_id"], e["user"])
              for e in limen.audit("ca.rotation") if e["success"]]
-    assert moves == [("standby", "init", "cluster document", "host-1"),
-                     ("init", "update_clients", "cluster document", "host-1")]
+    assert moves == [("standby", "init", "cluster document", "host-1", ACTOR),
+                     ("init", "update_clients", "cluster document", "host-1", ACTOR)]
 
     # a jump (update_clients straight to rollback is allowed; to standby is not): refused
     kube.patch("clusters", "test", {"spec": {"rotation": [_host("standby")]}}, NAMESPACE)
@@ -144,8 +146,9 @@ def test_phased_rotation_declared_on_the_cluster_cr(kube_api: KubeAPI, limen: Li
     assert "update_clients" in obj["status"]["rotation"]["host"]["message"]
     assert limen.status()["ca_rotation"]["host"]["phase"] == "update_clients"
     [refused] = [e for e in limen.audit("ca.rotation") if not e["success"]]
-    assert (refused["request_id"], refused["to"], refused["via"]) == (
-        "host-1", "standby", "cluster document")
+    assert (refused["request_id"], refused["to"], refused["via"], refused["user"]) == (
+        "host-1", "standby", "cluster document", ACTOR)
+    assert "update_clients" in refused["reason"]
     assert any(e.get("reason") == "RotationRefused" for e in kube.list("events", NAMESPACE)
                if e.get("involvedObject", {}).get("name") == "test")
 
