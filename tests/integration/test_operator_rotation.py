@@ -13,7 +13,8 @@ reached through ``--data-dir``), inspected with lmctl.
 One test, in order (one cluster and one operator: a few seconds): init (two host keys, the CR
 shows init), update_clients (auth follows), a jump (refused: the CR's condition and status,
 and auth's ``ca.rotation`` audit event), the same CA type in ``spec.ca_rotation`` (refused,
-nothing forwarded), the requests dropped (the document is gone from auth; the phase stays).
+nothing forwarded), the requests dropped (the document is gone from auth; the phase stays),
+a document of that name applied by an admin (not overwritten).
 Waiting is on conditions with deadlines.
 """
 
@@ -172,4 +173,18 @@ def test_phased_rotation_declared_on_the_cluster_cr(kube_api: KubeAPI, limen: Li
                       and "rotation" not in o["status"],
                       namespace=NAMESPACE, timeout=DEADLINE, message="requests removed")
     assert _document(limen) is None
+    assert limen.status()["ca_rotation"]["host"]["phase"] == "update_clients"
+
+    # a Cluster document of that name applied by an admin with lmctl is not the CR's to
+    # overwrite: refused, the document left as it is
+    mine = {"apiVersion": "limen.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "test"},
+            "spec": {"public_address": "admin.example.com:443"}}
+    limen.lmctl("apply", "-f", "-", input=json.dumps(mine))
+    kube.patch("clusters", "test", {"spec": {"rotation": [_host("update_servers")]}},
+               NAMESPACE)
+    obj = wait_status(kube, "clusters", "test",
+                      lambda o: _rotation_condition(o).get("reason") == "OwnedElsewhere",
+                      namespace=NAMESPACE, timeout=DEADLINE, message="OwnedElsewhere")
+    assert "limen.dev/adopt" in _rotation_condition(obj)["message"]
+    assert (_document(limen) or {})["spec"] == mine["spec"]
     assert limen.status()["ca_rotation"]["host"]["phase"] == "update_clients"
