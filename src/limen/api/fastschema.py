@@ -165,6 +165,7 @@ _SIMPLE: dict[str, Callable[[Any], Check]] = {
     "minLength": _bound(str, lambda v, n: len(v) >= n),
     "maxLength": _bound(str, lambda v, n: len(v) <= n),
     "minItems": _bound(list, lambda v, n: len(v) >= n),
+    "maxItems": _bound(list, lambda v, n: len(v) <= n),
     "minimum": _bound(numbers.Number, lambda v, n: v >= n),
 }
 
