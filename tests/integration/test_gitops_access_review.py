@@ -30,7 +30,7 @@ from .cluster import ClusterFactory, LimenCluster, LimenUser, describe, wait_for
 
 LOGIN = getpass.getuser()
 HOST = socket.gethostname().split(".")[0].lower()
-BRIEF_SECONDS = 30
+BRIEF_SECONDS = 18
 INTERVAL = 1.0
 DEADLINE = INTERVAL + 14.0
 ALICE = ("Alice A", "alice@example.com")
