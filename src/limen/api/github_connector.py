@@ -17,17 +17,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from limen.api.durations import parse_duration
 from limen.api.loader import FieldPath
 from limen.api.oidc_connector import (
     DEFAULT_REDIRECT_URL,
-    is_loopback_host,
+    checked_spec,
+    endpoint_problems,
+    secret_ref_of,
+    session_ttl_of,
+    session_ttl_problems,
     web_redirect_problems,
 )
 from limen.api.resources import Kind, Resource
-from limen.errors import BadParameter
 
 __all__ = [
     "DEFAULT_API_ENDPOINT_URL",
@@ -72,31 +73,22 @@ class GitHubConnector:
 
     @classmethod
     def from_resource(cls, resource: Resource) -> GitHubConnector:
-        if resource.kind is not Kind.GITHUB_CONNECTOR:
-            raise BadParameter(f"{resource.key} is not a GitHubConnector")
-        spec = resource.spec
-        problems = list(github_connector_problems(spec))
-        if problems:
-            path, reason = problems[0]
-            raise BadParameter(f"GitHub connector {resource.name}: "
-                               f"{'.'.join(str(p) for p in path)}: {reason}")
-        ref = spec.get("client_secret_ref")
+        spec = checked_spec(resource, Kind.GITHUB_CONNECTOR, "GitHub connector",
+                            github_connector_problems)
         mappings = tuple(
             TeamMapping(str(m["organization"]), str(m["team"]),
                         tuple(str(r) for r in m["roles"]))
             for m in spec.get("teams_to_roles") or [] if isinstance(m, Mapping))
-        ttl = spec.get("max_session_ttl")
         return cls(
             name=resource.name,
             client_id=str(spec["client_id"]),
-            client_secret_ref={str(k): str(v) for k, v in ref.items()}
-            if isinstance(ref, Mapping) else {},
+            client_secret_ref=secret_ref_of(spec),
             teams_to_roles=mappings,
             redirect_url=str(spec.get("redirect_url") or DEFAULT_REDIRECT_URL),
             endpoint_url=str(spec.get("endpoint_url") or DEFAULT_ENDPOINT_URL).rstrip("/"),
             api_endpoint_url=str(spec.get("api_endpoint_url")
                                  or DEFAULT_API_ENDPOINT_URL).rstrip("/"),
-            max_session_ttl=parse_duration(ttl) if isinstance(ttl, str) and ttl else None,
+            max_session_ttl=session_ttl_of(spec),
             display=str(spec.get("display") or resource.name),
             web_redirect_url=str(spec.get("web_redirect_url") or ""),
         )
@@ -106,19 +98,7 @@ def github_connector_problems(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPa
     """What the schema cannot check: an http endpoint is on a loopback address (anything else
     would let a network attacker answer for GitHub), and ``max_session_ttl`` is a
     duration."""
-    for field in ("endpoint_url", "api_endpoint_url"):
-        url = spec.get(field)
-        if not isinstance(url, str):
-            continue
-        parts = urlsplit(url)
-        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-            yield ("spec", field), "must be https (http only on a loopback address)"
-        elif parts.scheme not in ("http", "https") or not parts.hostname:
-            yield ("spec", field), "must be an https URL"
-    ttl = spec.get("max_session_ttl")
-    if isinstance(ttl, str):
-        try:
-            parse_duration(ttl)
-        except BadParameter as err:
-            yield ("spec", "max_session_ttl"), str(err)
+    yield from endpoint_problems(spec, "endpoint_url")
+    yield from endpoint_problems(spec, "api_endpoint_url")
+    yield from session_ttl_problems(spec)
     yield from web_redirect_problems(spec, "github")

@@ -11,7 +11,7 @@ reference (``client_secret_ref``: ``{file: NAME}`` or ``{env: LIMEN_SECRET_...}`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,8 +27,13 @@ __all__ = [
     "DEFAULT_SCOPES",
     "ClaimMapping",
     "OIDCConnector",
+    "checked_spec",
+    "endpoint_problems",
     "is_loopback_host",
     "oidc_connector_problems",
+    "secret_ref_of",
+    "session_ttl_of",
+    "session_ttl_problems",
     "web_callback_path",
     "web_redirect_problems",
 ]
@@ -66,6 +71,54 @@ def web_redirect_problems(spec: Mapping[str, Any], kind: str
                f"must be https://PROXY{web_callback_path(kind)} (the proxy's web callback)")
 
 
+def endpoint_problems(spec: Mapping[str, Any], field: str) -> Iterator[tuple[FieldPath, str]]:
+    """``field``, when given, is an https URL; http only on a loopback address (anything else
+    would let a network attacker answer for the provider)."""
+    url = spec.get(field)
+    if not isinstance(url, str):
+        return
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        yield ("spec", field), "must be https (http only on a loopback address)"
+    elif parts.scheme not in ("http", "https") or not parts.hostname:
+        yield ("spec", field), "must be an https URL"
+
+
+def session_ttl_problems(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPath, str]]:
+    """``max_session_ttl``, when given, is a duration."""
+    ttl = spec.get("max_session_ttl")
+    if isinstance(ttl, str):
+        try:
+            parse_duration(ttl)
+        except BadParameter as err:
+            yield ("spec", "max_session_ttl"), str(err)
+
+
+def checked_spec(resource: Resource, kind: Kind, what: str,
+                 problems: Callable[[Mapping[str, Any]], Iterator[tuple[FieldPath, str]]]
+                 ) -> Mapping[str, Any]:
+    """A connector resource's spec, or ``BadParameter`` naming its first problem."""
+    if resource.kind is not kind:
+        article = "an" if kind.value[0] in "AEIOU" else "a"
+        raise BadParameter(f"{resource.key} is not {article} {kind.value}")
+    spec = resource.spec
+    for path, reason in problems(spec):
+        raise BadParameter(f"{what} {resource.name}: {'.'.join(str(p) for p in path)}: "
+                           f"{reason}")
+    return spec
+
+
+def secret_ref_of(spec: Mapping[str, Any]) -> dict[str, str]:
+    """``client_secret_ref`` as strings (the reference, never the secret)."""
+    ref = spec.get("client_secret_ref")
+    return {str(k): str(v) for k, v in ref.items()} if isinstance(ref, Mapping) else {}
+
+
+def session_ttl_of(spec: Mapping[str, Any]) -> timedelta | None:
+    ttl = spec.get("max_session_ttl")
+    return parse_duration(ttl) if isinstance(ttl, str) and ttl else None
+
+
 @dataclass(frozen=True)
 class ClaimMapping:
     """``claims_to_roles`` entry: a claim whose value matches ``value`` (exact, or a glob
@@ -96,30 +149,21 @@ class OIDCConnector:
 
     @classmethod
     def from_resource(cls, resource: Resource) -> OIDCConnector:
-        if resource.kind is not Kind.OIDC_CONNECTOR:
-            raise BadParameter(f"{resource.key} is not an OIDCConnector")
-        spec = resource.spec
-        problems = list(oidc_connector_problems(spec))
-        if problems:
-            path, reason = problems[0]
-            raise BadParameter(f"OIDC connector {resource.name}: "
-                               f"{'.'.join(str(p) for p in path)}: {reason}")
-        ref = spec.get("client_secret_ref")
+        spec = checked_spec(resource, Kind.OIDC_CONNECTOR, "OIDC connector",
+                            oidc_connector_problems)
         mappings = tuple(
             ClaimMapping(str(m["claim"]), str(m["value"]), tuple(str(r) for r in m["roles"]))
             for m in spec.get("claims_to_roles") or [] if isinstance(m, Mapping))
-        ttl = spec.get("max_session_ttl")
         return cls(
             name=resource.name,
             issuer_url=str(spec["issuer_url"]).rstrip("/"),
             client_id=str(spec["client_id"]),
-            client_secret_ref={str(k): str(v) for k, v in ref.items()}
-            if isinstance(ref, Mapping) else {},
+            client_secret_ref=secret_ref_of(spec),
             claims_to_roles=mappings,
             redirect_url=str(spec.get("redirect_url") or DEFAULT_REDIRECT_URL),
             scopes=tuple(str(s) for s in spec.get("scopes") or DEFAULT_SCOPES),
             username_claim=str(spec.get("username_claim") or "email"),
-            max_session_ttl=parse_duration(ttl) if isinstance(ttl, str) and ttl else None,
+            max_session_ttl=session_ttl_of(spec),
             display=str(spec.get("display") or resource.name),
             web_redirect_url=str(spec.get("web_redirect_url") or ""),
         )
@@ -129,19 +173,8 @@ def oidc_connector_problems(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPath
     """What the schema cannot check: an http issuer is on a loopback address (anything else
     would let a network attacker answer for the provider), ``max_session_ttl`` is a
     duration, and ``scopes`` does not repeat ``openid`` (always asked for)."""
-    issuer = spec.get("issuer_url")
-    if isinstance(issuer, str):
-        parts = urlsplit(issuer)
-        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-            yield ("spec", "issuer_url"), "must be https (http only on a loopback address)"
-        elif parts.scheme not in ("http", "https") or not parts.hostname:
-            yield ("spec", "issuer_url"), "must be an https URL"
-    ttl = spec.get("max_session_ttl")
-    if isinstance(ttl, str):
-        try:
-            parse_duration(ttl)
-        except BadParameter as err:
-            yield ("spec", "max_session_ttl"), str(err)
+    yield from endpoint_problems(spec, "issuer_url")
+    yield from session_ttl_problems(spec)
     scopes = spec.get("scopes")
     if isinstance(scopes, list) and "openid" in scopes:
         yield ("spec", "scopes"), "openid is always asked for; list only the other scopes"
