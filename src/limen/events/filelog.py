@@ -10,8 +10,9 @@ on a data directory nothing runs from, and by agents for their outbox (no signer
       2026-11-23.jsonl      file 0600, one event per line, each ending in '\\n'
       2026-11-24.jsonl      the day is the UTC date of the event's own ``time``
 
-    emit()/write() ──queue──▶ writer thread: flock(LOCK_EX) · read the chain head if the file
-                              changed · os.write(the batch's chained lines) (O_APPEND) ·
+    emit()s of one loop turn ─┐
+    emit_many() / write() ────┴─queue─▶ writer thread: flock(LOCK_EX) · read the chain head if
+                              the file changed · os.write(the batch's chained lines) (O_APPEND) ·
                               checkpoint when due · unlock · one fsync for the batch ──▶ done
 
 * **Append-only, no interleaving.** The file is opened with ``O_APPEND`` and the whole lines
@@ -30,7 +31,9 @@ on a data directory nothing runs from, and by agents for their outbox (no signer
   (a ``resume`` checkpoint) if the previous writer did not close it (a crash).
 * **fsync policy: every event is durable when ``emit()``/``write()`` returns.** Events queued
   while an fsync runs are written and fsynced together (group commit), so a burst costs one
-  fsync per batch, not per event. ``fsync=False`` skips it (tests, tmpfs, throw-away logs).
+  fsync per batch, not per event. The ``emit()`` calls of one event-loop turn are handed to
+  the writer as one queue item and woken with one loop wake-up (:mod:`limen.events.waiters`).
+  ``fsync=False`` skips it (tests, tmpfs, throw-away logs).
   A newly created day file also fsyncs the directory so the file itself survives a crash.
 * **Rotation by day.** The file is chosen by the event's UTC date, so a file holds exactly
   one day and events forwarded late (an agent that was offline) land in the right day.
@@ -46,7 +49,6 @@ on a data directory nothing runs from, and by agents for their outbox (no signer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import hashlib
 import itertools
@@ -73,6 +75,9 @@ from limen.events.chain import (
     read_tail,
 )
 from limen.events.event import AuditEvent, format_time
+from limen.events.waiters import Batch, Done, Pending, Turns
+from limen.events.waiters import fail as _fail
+from limen.events.waiters import succeed as _succeed
 from limen.files import private_dir
 
 __all__ = [
@@ -100,52 +105,6 @@ _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW",
 _SIGNER_RETRY = 1.0
 _WAKE = "wake"
 
-
-
-class _Slot:
-    """One event's share of a :class:`_Batch`: resolved once, like the event's own Future."""
-
-    __slots__ = ("_batch", "_done")
-
-    def __init__(self, batch: _Batch) -> None:
-        self._batch = batch
-        self._done = False
-
-    def set_result(self, _result: None) -> None:
-        self._settle(None)
-
-    def set_exception(self, err: BaseException) -> None:
-        self._settle(err)
-
-    def _settle(self, err: BaseException | None) -> None:
-        if self._done:
-            raise RuntimeError("an audit event was settled twice")
-        self._done = True
-        self._batch.settled(err)
-
-
-class _Batch:
-    """The events of one ``emit_many``: ``future`` resolves (with the first failure) once
-    every event is written or failed, so the caller wakes once per batch, not per event."""
-
-    def __init__(self, count: int) -> None:
-        self.future: Future[None] = Future()
-        self._left = count
-        self._error: BaseException | None = None
-
-    def settled(self, err: BaseException | None) -> None:
-        if err is not None and self._error is None:
-            self._error = err
-        self._left -= 1
-        if self._left == 0:
-            if self._error is not None:
-                self.future.set_exception(self._error)
-            else:
-                self.future.set_result(None)
-
-
-_Done = Future[None] | _Slot
-_Pending = tuple[AuditEvent, _Done]
 
 
 def day_file_name(day: date) -> str:
@@ -193,11 +152,12 @@ class FileLog:
         self.checkpoint_interval = checkpoint_interval
         self._clock = clock
         _ensure_private_dir(self.directory)
-        self._queue: queue.SimpleQueue[_Pending | list[_Pending] | str | None] = \
+        self._queue: queue.SimpleQueue[Pending | list[Pending] | str | None] = \
             queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._turns = Turns()
         self._signer: SignerSource | None = None
         # Owned by the writer thread only:
         self._fd: int | None = None
@@ -216,7 +176,17 @@ class FileLog:
     # -- public API -----------------------------------------------------------------------
 
     async def emit(self, event: AuditEvent) -> None:
-        await asyncio.wrap_future(self._submit(event))
+        """Returns once ``event`` is written (and fsynced). Events emitted during one turn of
+        the event loop reach the writer together (see :mod:`limen.events.waiters`)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"audit log {self.directory} is closed")
+            self._start_locked()
+            waiter, first = self._turns.add(loop, event)
+        if first:
+            loop.call_soon(self._end_turn, loop)
+        await waiter
 
     async def emit_many(self, events: Sequence[AuditEvent]) -> None:
         """Emit ``events`` in order; returns once all are written (fsynced in batches), with
@@ -225,8 +195,8 @@ class FileLog:
         first failure after every event was attempted."""
         if not events:
             return
-        batch = _Batch(len(events))
-        pending: list[_Pending] = [(event, _Slot(batch)) for event in events]
+        batch = Batch(len(events))
+        pending = batch.pending(list(events))
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"audit log {self.directory} is closed")
@@ -255,6 +225,8 @@ class FileLog:
             if self._closed:
                 return
             self._closed = True
+            for pending in self._turns.take_all():  # emitted before close(): written first
+                self._queue.put(pending)
             thread = self._thread
             self._queue.put(None)
         if thread is not None:
@@ -283,6 +255,17 @@ class FileLog:
             self._queue.put((event, done))
         return done
 
+    def _end_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``, after the turn in which its first event was emitted: hand the turn's
+        events to the writer thread in one queue item."""
+        with self._lock:
+            pending = self._turns.take(loop)
+            if pending and not self._closed:
+                self._queue.put(pending)
+                return
+        if pending:  # closed meanwhile, by another thread: not written
+            Turns.refuse(pending, RuntimeError(f"audit log {self.directory} is closed"))
+
     def _start_locked(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(
@@ -300,7 +283,7 @@ class FileLog:
             except queue.Empty:
                 item, tick = _WAKE, True
             stop = item is None
-            batch: list[_Pending] = [item] if isinstance(item, tuple) else \
+            batch: list[Pending] = [item] if isinstance(item, tuple) else \
                 list(item) if isinstance(item, list) else []
             while not stop:
                 try:
@@ -341,8 +324,8 @@ class FileLog:
             return None
         return max(0.0, self._dirty_since + self.checkpoint_interval - self._clock())
 
-    def _write_batch(self, batch: list[_Pending]) -> None:
-        ready: list[tuple[date, bytes, _Done]] = []
+    def _write_batch(self, batch: list[Pending]) -> None:
+        ready: list[tuple[date, bytes, Done]] = []
         for event, done in batch:
             try:
                 day = event.time.astimezone(UTC).date()
@@ -352,9 +335,9 @@ class FileLog:
         for day, group in itertools.groupby(ready, key=operator.itemgetter(0)):
             self._write_day(day, [(body, done) for _, body, done in group])
 
-    def _write_day(self, day: date, group: list[tuple[bytes, _Done]]) -> None:
+    def _write_day(self, day: date, group: list[tuple[bytes, Done]]) -> None:
         """Append ``group`` to the day's file under its lock, then fsync once, unlocked."""
-        written: list[_Done] = []
+        written: list[Done] = []
         try:
             fd = self._fd_for(day)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -553,7 +536,7 @@ class FileLog:
 
     # -- files ----------------------------------------------------------------------------
 
-    def _sync_and_resolve(self, fd: int, written: list[_Done]) -> None:
+    def _sync_and_resolve(self, fd: int, written: list[Done]) -> None:
         if not written:
             return
         try:
@@ -624,16 +607,6 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(f"audit log write made no progress ({written})")
         view = view[written:]
-
-
-def _succeed(done: _Done) -> None:
-    with contextlib.suppress(Exception):  # cancelled by its waiter: nothing to report
-        done.set_result(None)
-
-
-def _fail(done: _Done, err: BaseException) -> None:
-    with contextlib.suppress(Exception):
-        done.set_exception(err)
 
 
 def _ensure_private_dir(directory: Path) -> None:
