@@ -19,9 +19,10 @@ from pg_backend_db import backend_database
 from dbservers import PostgresServer
 from limen.agents.audit_outbox import AuditOutbox
 from limen.auth.client import AuthClient
-from limen.events import FileLog, MemoryEmitter, PostgresLog, make_event
+from limen.events import FileLog, MemoryEmitter, make_event
 from limen.events.buffer import AuditBuffer, AuditUnavailable
 from limen.events.event import AuditEvent
+from limen.events.postgres_log import PostgresLog
 
 DEADLINE = 5.0
 

@@ -28,10 +28,11 @@ from dbservers import PostgresServer
 from limen.ca.keys import jwk_thumbprint, public_key_to_pem
 from limen.cli.lmctl import cli
 from limen.errors import BadParameter, ConnectionProblem
-from limen.events import FileLog, PostgresLog, make_event, open_audit_log, search_log
+from limen.events import FileLog, make_event, open_audit_log, search_log
 from limen.events.chain import KeySigner, PublicKey
 from limen.events.event import AuditEvent
 from limen.events.filelog import day_file_name
+from limen.events.postgres_log import PostgresLog
 from limen.events.postgres_verify import verify_postgres
 
 KEY = ec.generate_private_key(ec.SECP256R1())

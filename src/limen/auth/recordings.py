@@ -16,14 +16,13 @@ sessions they took part in. Called by ``limen.auth.http.user`` and ``limen.auth.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from limen.auth.recordings_postgres import PostgresRecordingStore
 from limen.backend.base import Backend
 from limen.backend.metered import unwrapped
-from limen.backend.postgres import PostgresBackend
 from limen.ca.identity import Identity, SystemRole
 from limen.rbac.decision import Decision, allow, deny
 from limen.rbac.roleset import RoleSet
@@ -42,8 +41,14 @@ def recording_store(backend: Backend, directory: Path) -> RecordingStore:
     """Where auth keeps recordings with ``backend``: its PostgreSQL database, shared by every
     auth replica, or else the local ``directory``."""
     backend = unwrapped(backend)  # the metered one of limen start is the same database
-    if isinstance(backend, PostgresBackend):
-        return PostgresRecordingStore(backend)
+    # a PostgresBackend exists only once its module is loaded: a SQLite cluster never pays
+    # for importing psycopg here
+    if "limen.backend.postgres" in sys.modules:
+        from limen.auth.recordings_postgres import PostgresRecordingStore
+        from limen.backend.postgres import PostgresBackend
+
+        if isinstance(backend, PostgresBackend):
+            return PostgresRecordingStore(backend)
     return LocalDirectorySink(directory)
 
 

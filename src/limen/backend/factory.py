@@ -16,7 +16,6 @@ from typing import Any
 
 from limen.backend.base import Backend
 from limen.backend.memory import MemoryBackend
-from limen.backend.postgres import PostgresBackend
 from limen.backend.sqlite import DB_FILENAME, SQLiteBackend
 from limen.errors import BadParameter
 
@@ -45,6 +44,8 @@ def _open_memory(data_dir: Path | None, **options: Any) -> Backend:
 def _open_postgres(data_dir: Path | None, *, dsn: str = "", **options: Any) -> Backend:
     if not dsn:
         raise BadParameter("the postgres backend needs a dsn (a libpq connection string)")
+    from limen.backend.postgres import PostgresBackend  # psycopg: loaded for postgres only
+
     _check_options("postgres", PostgresBackend, options)
     return PostgresBackend(dsn, **options)
 

@@ -17,9 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from limen.config import BackendSettings
 from limen.errors import BadParameter
 
@@ -79,6 +76,9 @@ def conninfo_with_defaults(dsn: str, **defaults: str | int | None) -> str:
     quoting it: libpq's parse errors can echo a fragment of a password."""
     if not isinstance(dsn, str) or not dsn.strip():
         raise BadParameter("the PostgreSQL DSN is empty")
+    import psycopg  # loaded only where a PostgreSQL DSN is read (not on a SQLite cluster)
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     try:
         given = conninfo_to_dict(dsn)
         extra = {k: v for k, v in defaults.items() if k not in given and v is not None}
@@ -91,6 +91,9 @@ def conninfo_with_defaults(dsn: str, **defaults: str | int | None) -> str:
 
 def describe(conninfo: str) -> str:
     """``database 'NAME' on HOST`` for messages: never the user's password or other options."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.Error:

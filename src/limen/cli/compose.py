@@ -19,11 +19,8 @@ import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
-from limen.agents.app.app_service import AppService
-from limen.agents.db.db_service import DBService
-from limen.agents.db.upstream_tls import ca_mark
-from limen.agents.kube.kube_service import KubeService
 from limen.agents.node.config import NodeServerConfig
 from limen.agents.node.node_service import NodeService
 from limen.agents.node.policy import StoreAccessPolicy
@@ -33,19 +30,16 @@ from limen.aio.task_service import Service
 from limen.api.resources import Kind, Resource
 from limen.auth.audit_signer import audit_signer_source
 from limen.auth.auth_service import AuthService, host_uuid
-from limen.auth.db_access import issue_upstream_cert
 from limen.auth.host_names import configured_proxy_names
 from limen.auth.recordings import recording_store
 from limen.auth.rotation_declared import ROTATION_LEASE_KEY, DeclaredRotation
 from limen.backend.base import Backend
 from limen.backend.factory import open_backend
-from limen.backend.metered import MeteredBackend
 from limen.backend.postgres_dsn import backend_options
 from limen.ca.authority import CertAuthorityType, ssh_trust_map
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import PublicKey, load_public_key
-from limen.cli.compose_remote import remote_services
 from limen.cli.compose_rotation import LocalRotation
 from limen.cli.datadir_lock import hold_data_dir
 from limen.cli.proxy_component import ProxyComponent
@@ -54,8 +48,6 @@ from limen.diag.metrics import Metrics
 from limen.errors import BadParameter
 from limen.events.emitter import Emitter
 from limen.events.factory import AuditLog, open_audit_log
-from limen.events.metered import MeteredLog
-from limen.gitops.sync_service import GitOpsService
 from limen.proxy.trust_leaf_links import LeafLinks
 from limen.recording.sink import recordings_dir, sessions_dir
 from limen.services.leadership import Leadership, replica_leadership
@@ -63,6 +55,11 @@ from limen.trust.cache import TrustCache, trusted_role_map
 from limen.trust.reconciler import TRUST_LEASE_KEY, TrustedClusterReconciler
 from limen.trust.root_locks import RootLocks
 from limen.trust.secrets import SecretSource
+
+if TYPE_CHECKING:  # the agents of the optional roles and the Git sync are imported as they start
+    from limen.agents.app.app_service import AppService
+    from limen.agents.db.db_service import DBService
+    from limen.agents.kube.kube_service import KubeService
 
 __all__ = ["cluster_services"]
 
@@ -82,6 +79,8 @@ async def cluster_services(settings: Settings,
 async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterator[list[Service]]:
     """The services to start in order; the shared backend and audit log close afterwards."""
     if "auth" not in settings.roles:
+        from limen.cli.compose_remote import remote_services
+
         async with remote_services(settings, metrics) as remote:
             yield remote
         return
@@ -89,12 +88,17 @@ async def _services(settings: Settings, metrics: Metrics | None) -> AsyncIterato
     backend: Backend = open_backend(settings.data_dir, **options)
     log: AuditLog = open_audit_log(settings.data_dir, **options)  # day files, or the database
     if metrics is not None:  # backend latency; what the audit log writes, counted
+        from limen.backend.metered import MeteredBackend
+        from limen.events.metered import MeteredLog
+
         backend, log = MeteredBackend(backend, metrics), MeteredLog(log, metrics)
     try:
         auth = AuthService(settings, backend, log)
         log.set_signer(audit_signer_source(auth.server))  # signed checkpoints (events/chain)
         services: list[Service] = [auth]
         if settings.gitops.source:
+            from limen.gitops.sync_service import GitOpsService  # GitPython: only with --gitops
+
             services.append(GitOpsService(settings, auth, metrics=metrics))
         secrets = SecretSource(settings.secrets_dir)
         auth.server.secret_resolver = secrets.resolve  # OIDC connectors' client secrets
@@ -228,6 +232,10 @@ class _LocalDB:
         self.service: DBService | None = None
 
     async def start(self) -> dict[str, str]:
+        from limen.agents.db.db_service import DBService
+        from limen.agents.db.upstream_tls import ca_mark
+        from limen.auth.db_access import issue_upstream_cert
+
         server = self.auth.server
         hostname = socket.gethostname().split(".")[0].lower()
         creds = self.auth.issue_local_credentials(
@@ -276,6 +284,8 @@ class _LocalKube:
         self.service: KubeService | None = None
 
     async def start(self) -> dict[str, str]:
+        from limen.agents.kube.kube_service import KubeService
+
         server = self.auth.server
         hostname = socket.gethostname().split(".")[0].lower()
         creds = self.auth.issue_local_credentials(
@@ -316,6 +326,8 @@ class _LocalApp:
         self.service: AppService | None = None
 
     async def start(self) -> dict[str, str]:
+        from limen.agents.app.app_service import AppService
+
         server = self.auth.server
         hostname = socket.gethostname().split(".")[0].lower()
         creds = self.auth.issue_local_credentials(

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from limen.aio.task_service import Service
 from limen.auth.auth_service import AuthService
@@ -33,9 +33,10 @@ from limen.diag.health import Check, Readiness
 from limen.diag.listener import DiagListener
 from limen.diag.metrics import Metrics
 from limen.errors import LimenError
-from limen.gitops.sync import Outcome
-from limen.gitops.sync_service import GitOpsService
 from limen.tunnel.agent_pool import TunnelAgentPool
+
+if TYPE_CHECKING:  # the Git sync (and GitPython) is imported only where it runs (--gitops)
+    from limen.gitops.sync_service import GitOpsService
 
 __all__ = ["diagnostics", "readiness_checks"]
 
@@ -57,7 +58,7 @@ def readiness_checks(services: Sequence[Service]) -> list[Check]:
             getattr(service, "proxy", None) if service.name == "proxy" else None
         if isinstance(service, AuthService):
             checks += _auth_checks(service)
-        elif isinstance(service, GitOpsService):
+        elif service.name == "gitops" and isinstance(service, _gitops_service_class()):
             checks.append(Check("gitops", partial(_gitops, service)))
         elif isinstance(proxy, ProxyComponent):
             checks.append(Check("proxy-auth", partial(_proxy_auth, proxy)))
@@ -128,7 +129,15 @@ def _agent_pool(service: Any) -> TunnelAgentPool | None:
     return None
 
 
+def _gitops_service_class() -> type[GitOpsService]:
+    from limen.gitops.sync_service import GitOpsService
+
+    return GitOpsService
+
+
 async def _gitops(service: GitOpsService) -> str | None:
+    from limen.gitops.sync import Outcome
+
     if not service.leading:
         return None  # another auth replica syncs; this one is ready to take over
     sync = service.sync

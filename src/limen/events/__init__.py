@@ -16,7 +16,8 @@ instead: the same chained lines in that database, searched there by every replic
 Modules: ``codes`` (types and codes), ``event`` (the record), ``scrub`` (secret removal),
 ``emitter`` (the protocol, fan-out, memory), ``filelog`` (the JSON-lines file), ``search``,
 ``postgres_log`` (the shared log; ``postgres_log_sql``, ``postgres_conn``, ``postgres_verify``),
-``factory`` (which of the two).
+``factory`` (which of the two). ``PostgresLog`` is imported from ``limen.events.postgres_log``
+(psycopg is loaded only where the PostgreSQL log is used).
 Used by auth, the proxy, the agents, the Git sync, the operator and the CLIs.
 """
 
@@ -32,7 +33,6 @@ from limen.events.emitter import Emitter, MemoryEmitter, MultiEmitter, Subscript
 from limen.events.event import AuditEvent, format_time, make_event, parse_time
 from limen.events.factory import AuditLog, open_audit_log
 from limen.events.filelog import FileLog, day_file_name, day_files
-from limen.events.postgres_log import PostgresLog
 from limen.events.scrub import REDACTED, is_secret_name, scrub, token_fingerprint
 from limen.events.search import SearchableLog, SearchResult, parse_since, scan, search, search_log
 
@@ -47,7 +47,6 @@ __all__ = [
     "FileLog",
     "MemoryEmitter",
     "MultiEmitter",
-    "PostgresLog",
     "SearchResult",
     "SearchableLog",
     "Severity",

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from limen.errors import BadParameter
 from limen.events.event import AuditEvent
 from limen.events.filelog import FileLog, SignerSource
-from limen.events.postgres_log import PostgresLog
 from limen.files import private_dir
+
+if TYPE_CHECKING:
+    from limen.events.postgres_log import PostgresLog
 
 __all__ = ["AuditLog", "events_dir", "open_audit_log"]
 
@@ -52,6 +54,8 @@ def open_audit_log(data_dir: Path, *, kind: str = "sqlite", dsn: str = "",
     if kind == "postgres":
         if not dsn:
             raise BadParameter("the postgres audit log needs the backend's dsn")
+        from limen.events.postgres_log import PostgresLog  # psycopg: loaded for postgres only
+
         return PostgresLog(dsn, **options)
     if kind not in ("sqlite", "memory"):
         raise BadParameter(f"unknown backend kind {kind!r}; expected sqlite, postgres or memory")

@@ -21,29 +21,13 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers.exceptions import (
-    InvalidAuthenticationResponse,
-    InvalidJSONStructure,
-    InvalidRegistrationResponse,
-)
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
-
 from limen.errors import AccessDenied, BadParameter
+
+if TYPE_CHECKING:  # py_webauthn is imported by the ceremonies, not by every auth start
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
 
 __all__ = [
     "MAX_KEYS",
@@ -168,11 +152,15 @@ def check_key_name(name: str, existing: Sequence[str]) -> str:
 
 
 def _descriptors(keys: Sequence[WebAuthnCredential]) -> list[PublicKeyCredentialDescriptor]:
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
     return [PublicKeyCredentialDescriptor(id=_unb64(k.credential_id, "credential id"))
             for k in keys]
 
 
 def _user_verification(rp: RelyingParty) -> UserVerificationRequirement:
+    from webauthn.helpers.structs import UserVerificationRequirement
+
     return (UserVerificationRequirement.REQUIRED if rp.require_user_verification
             else UserVerificationRequirement.PREFERRED)
 
@@ -181,6 +169,9 @@ def registration_options(rp: RelyingParty, user: str, keys: Sequence[WebAuthnCre
                          challenge: bytes) -> dict[str, Any]:
     """``PublicKeyCredentialCreationOptions`` as JSON (binary fields base64url) for
     ``navigator.credentials.create`` or lmsh; the user's keys are excluded (no double)."""
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers.structs import AuthenticatorSelectionCriteria, ResidentKeyRequirement
+
     options = generate_registration_options(
         rp_id=rp.rp_id, rp_name=rp.name, user_name=user, user_id=user.encode(),
         challenge=challenge, timeout=TIMEOUT_MS, exclude_credentials=_descriptors(keys),
@@ -194,6 +185,8 @@ def registration_options(rp: RelyingParty, user: str, keys: Sequence[WebAuthnCre
 def authentication_options(rp: RelyingParty, keys: Sequence[WebAuthnCredential],
                            challenge: bytes) -> dict[str, Any]:
     """``PublicKeyCredentialRequestOptions`` as JSON for ``navigator.credentials.get``."""
+    from webauthn import generate_authentication_options, options_to_json
+
     options = generate_authentication_options(
         rp_id=rp.rp_id, challenge=challenge, timeout=TIMEOUT_MS,
         allow_credentials=_descriptors(keys), user_verification=_user_verification(rp))
@@ -219,6 +212,9 @@ def verify_registration(rp: RelyingParty, response: Mapping[str, Any], challenge
                         name: str, now: float) -> WebAuthnCredential:
     """The credential a ``navigator.credentials.create`` answer registers, verified against
     ``challenge``, the RP ID, the origin and the user-verification policy."""
+    from webauthn import verify_registration_response
+    from webauthn.helpers.exceptions import InvalidJSONStructure, InvalidRegistrationResponse
+
     try:
         verified = verify_registration_response(
             credential=dict(response), expected_challenge=challenge,
@@ -241,6 +237,9 @@ def verify_assertion(rp: RelyingParty, keys: Sequence[WebAuthnCredential],
     if index is None:
         raise WebAuthnRefused("this security key is not registered", "webauthn_unknown_key")
     key = keys[index]
+    from webauthn import verify_authentication_response
+    from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidJSONStructure
+
     try:
         verified = verify_authentication_response(
             credential=dict(response), expected_challenge=challenge,
