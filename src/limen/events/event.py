@@ -31,7 +31,7 @@ from typing import Any
 
 from limen.errors import BadParameter
 from limen.events.codes import EventType, code_for, lookup_code
-from limen.events.scrub import scrub
+from limen.events.scrub import is_secret_name, scrub
 
 __all__ = [
     "MAX_VALUE_CHARS",
@@ -45,6 +45,8 @@ __all__ = [
 MAX_VALUE_CHARS = 16_384
 """Longer string values are cut to this length (plus a marker) and listed in ``trimmed``."""
 _TRIM_MARKER = "...[trimmed]"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""One encoder for every event (``json.dumps`` with options builds a new one per call)."""
 
 RESERVED_KEYS = frozenset(
     {"event", "code", "time", "uid", "cluster", "user", "success", "scrubbed", "trimmed",
@@ -59,8 +61,7 @@ def format_time(when: datetime) -> str:
     """``2026-11-24T10:00:00.123Z``: UTC, milliseconds, ``Z``. ``when`` must be aware."""
     if when.tzinfo is None:
         raise BadParameter("audit event times must be timezone-aware")
-    utc = when.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:
@@ -108,7 +109,7 @@ class AuditEvent:
 
     def to_json(self) -> str:
         """The event as one line of compact JSON, without the trailing newline."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditEvent:
@@ -183,15 +184,17 @@ def make_event(
     for key in fields:
         if key in RESERVED_KEYS:
             raise BadParameter(f"audit event field {key!r} is reserved")
-    trimmed: list[str] = []
-    plain = {key: _normalize(value, key, trimmed) for key, value in fields.items()}
-    clean, scrubbed = scrub(plain)
-    if scrubbed:
-        clean["scrubbed"] = scrubbed
-    if trimmed:
-        kept = [path for path in trimmed if not _under_any(path, scrubbed)]
-        if kept:
-            clean["trimmed"] = kept
+    clean = _plain_fields(fields)
+    if clean is None:
+        trimmed: list[str] = []
+        plain = {key: _normalize(value, key, trimmed) for key, value in fields.items()}
+        clean, scrubbed = scrub(plain)
+        if scrubbed:
+            clean["scrubbed"] = scrubbed
+        if trimmed:
+            kept = [path for path in trimmed if not _under_any(path, scrubbed)]
+            if kept:
+                clean["trimmed"] = kept
     event = AuditEvent(
         type=row.type,
         code=row.code,
@@ -203,6 +206,35 @@ def make_event(
         fields=clean,
     )
     return event
+
+
+def _plain_fields(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The common case in one pass: every field name is not a secret's and every value is a
+    short string without a PEM private key, a bool, an int, None, or a list of such strings
+    (``cert.create``, ``user.login``, ``session.start``). Then :func:`_normalize` and
+    :func:`~limen.events.scrub.scrub` would return the fields unchanged (lists copied), so
+    they are not run. ``None``: anything else, for the general path."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if is_secret_name(key):
+            return None
+        kind = type(value)
+        if kind is str:
+            if not _plain_text(value):
+                return None
+        elif kind is list:
+            for item in value:
+                if type(item) is not str or not _plain_text(item):
+                    return None
+            value = list(value)
+        elif kind is not bool and kind is not int and value is not None:
+            return None
+        out[key] = value
+    return out
+
+
+def _plain_text(value: str) -> bool:
+    return len(value) <= MAX_VALUE_CHARS and "-----BEGIN" not in value
 
 
 def _under_any(path: str, prefixes: list[str]) -> bool:
