@@ -167,17 +167,20 @@ class Resource:
         return doc
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, Any]) -> Resource:
-        """Build from an already validated document (see ``limen.api.validation``)."""
+    def from_document(cls, doc: Mapping[str, Any], *, owned: bool = False) -> Resource:
+        """Build from an already validated document (see ``limen.api.validation``).
+        ``owned``: ``doc`` was just decoded and nobody else holds it (the store's reads), so
+        its spec and status are kept as they are instead of deep-copied."""
         meta = doc.get("metadata") or {}
         revision = meta.get("resourceVersion")
+        copied: Any = (lambda value: value) if owned else copy.deepcopy
         return cls(
             kind=Kind(doc["kind"]),
             name=meta["name"],
-            spec=copy.deepcopy(doc.get("spec") or {}),
+            spec=copied(doc.get("spec") or {}),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
-            status=copy.deepcopy(doc.get("status") or {}),
+            status=copied(doc.get("status") or {}),
             revision=int(revision) if revision and str(revision).isdigit() else 0,
         )
 

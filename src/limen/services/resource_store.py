@@ -48,7 +48,9 @@ async def translated(kind: Kind, name: str, call: Awaitable[T], *,
 
 
 def _decode(item: Item) -> Resource:
-    return Resource.from_document(json.loads(item.value)).replace(revision=item.revision)
+    # The dict json.loads just made is the Resource's own: no deep copy of it.
+    return Resource.from_document(json.loads(item.value), owned=True).replace(
+        revision=item.revision)
 
 
 def encode(resource: Resource) -> bytes:
