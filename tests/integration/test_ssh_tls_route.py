@@ -8,7 +8,8 @@ user's SSH session the only SSH layer), with one ``limen start`` (its node behin
 - ``http/1.1`` and no ALPN on the same port still serve the web API;
 - the ProxyCommand itself (``lmsh proxy ssh``, started by OpenSSH for every connection)
   imports neither asyncio, asyncssh, aiohttp nor cryptography's X.509 (``limen.ca``), nor
-  PyYAML, ``dataclasses`` (``inspect``), ``tempfile`` or ``shutil``.
+  PyYAML, ``dataclasses`` (``inspect``), ``tempfile`` or ``shutil``; the line ``lmsh config``
+  writes (``python -I -S .../proxyssh_main.py``) not even ``site`` or ``pathlib``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -148,6 +150,33 @@ def test_the_proxy_command_imports_no_heavy_module(site: LimenCluster, olga: Lim
              or m in ("limen.cli.lmsh", "limen.cli.common", "dataclasses", "inspect",
                       "tempfile", "shutil")
              or m.startswith(("cryptography.x509", "cryptography.hazmat", "limen.ca"))]
+    assert heavy == []
+
+
+def test_the_written_proxy_command_runs_without_site_or_heavy_modules(
+        site: LimenCluster, olga: LimenUser, ssh_config: Path) -> None:
+    """The ProxyCommand line of the ``lmsh config`` block (``python -I -S
+    .../proxyssh_main.py``), run as OpenSSH runs it, imports the standard library and Limen's
+    relay only: no ``site``, no ``pathlib`` (the profile is read with ``os`` and ``json``), no
+    click, asyncio, PyYAML or cryptography. (Stock ``ssh`` runs the same line above.)"""
+    lines = [line.split(None, 1)[1] for line in ssh_config.read_text().splitlines()
+             if line.strip().startswith("ProxyCommand") and f"--cluster {NAME} " in line]
+    argv = shlex.split(lines[0].replace("%r@%h:%p", f"{LOGIN}@{HOST}.{NAME}:3022"))
+    assert argv[1:3] == ["-I", "-S"]
+    assert argv[3].endswith("limen/client/proxyssh_main.py")
+    done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=olga.env,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(b"SSH-2.0-")
+    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$",
+                          done.stderr.decode(), re.MULTILINE)
+    assert "limen.client.proxyssh_tls" in imported
+    heavy = [m for m in imported
+             if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click", "yaml",
+                                    "cryptography", "site", "pathlib")
+             or m.split(".")[:2] in (["limen", "ca"], ["limen", "cli"])
+             or m == "limen.client.profile"]
     assert heavy == []
 
 

@@ -1,5 +1,5 @@
 """``lmsh``'s entry point serves the ProxyCommand line ``lmsh config`` writes without click
-(``limen.client.proxyssh_command.parse_args``) and leaves every other spelling to click."""
+(``limen.client.proxyssh_command.parse_args``, also the ProxyCommand script's reader) and leaves every other spelling to click."""
 
 from __future__ import annotations
 

@@ -141,10 +141,9 @@ async def test_a_node_certificate_in_the_proxys_place_is_refused(auth: AuthServe
 
 
 def _fast(auth: AuthServer, tmp_path: Path, key: Any, tls_cert: bytes) -> ssl.SSLContext:
-    (tmp_path / "key").write_text(private_key_to_openssh(key))
-    (tmp_path / "crt").write_bytes(tls_cert)
     (tmp_path / "ca.pem").write_text(_ca_pem(auth))
-    return fast_context(tmp_path / "crt", tmp_path / "key", tmp_path / "ca.pem")
+    return fast_context(tls_cert, private_key_to_openssh(key).encode(),
+                        str(tmp_path / "ca.pem"))
 
 
 def _ca_pem(auth: AuthServer) -> str:

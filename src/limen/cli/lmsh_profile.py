@@ -20,6 +20,7 @@ from limen.client.clusters import refresh_clusters
 from limen.client.db_profiles import forget_all_databases
 from limen.client.kube_access import forget_kube_clusters
 from limen.client.profile import Profile, ProfileStore
+from limen.client.proxyssh_command import helper_command
 from limen.client.sshconfig import SSHConfigInput, render_ssh_config, write_ssh_config
 from limen.errors import BadParameter, LimenError
 
@@ -114,7 +115,7 @@ def ssh_config(write: bool) -> None:
         proxy=profile.proxy, ssh_proxy=profile.ssh_proxy, user=profile.user, clusters=clusters,
         key_path=store.key_path(profile.proxy, profile.user),
         cert_paths=[root_cert for _cluster in clusters],
-        known_hosts=store.known_hosts, lmsh=lmsh_executable()))
+        known_hosts=store.known_hosts, proxy_command=helper_command(lmsh_executable())))
     if not write:
         click.echo(text, nl=False)
         return

@@ -1,27 +1,36 @@
 """What ``lmsh proxy ssh [--proxy HOST:PORT] [--cluster NAME] LOGIN@HOST:PORT`` does, without
-click: OpenSSH runs it as ProxyCommand for every connection, so its start-up is the user's wait.
+click: OpenSSH runs it as ProxyCommand for every connection, so its start-up CPU is paid on
+every ``ssh`` (issue #20: at most 50 ms).
 
-:func:`relay_ssh` resolves the profile and the target, then carries OpenSSH's bytes through one
-TLS connection to the proxy's web port (``limen.client.proxyssh_tls``), or, for a proxy
-without that route, inside an SSH connection to its SSH front (``limen.client.proxyssh``,
-asyncssh: imported only then). :func:`parse_args` reads exactly the command line that
-``lmsh config`` writes, so ``limen.cli.lmsh_entry`` can serve it before loading click.
+:func:`serve` is the per-connection path: it reads the profile's JSON and the key files with
+the standard library, opens the TLS route (``limen.client.proxyssh_tls`` with the context of
+``limen.client.proxyssh_fast_tls``) and relays; it imports neither ``pathlib``, ``typing``,
+PyYAML nor cryptography. Whatever it does not serve itself (no profile, a block-YAML profile,
+expired certificates, a bad target, a key or certificate only ``limen.ca`` reads, a proxy
+without the TLS route) it hands, before any byte is relayed, to :func:`relay_ssh`, the full
+command, which reports every error exactly as before or falls back to the SSH subsystem path
+(``limen.client.proxyssh``, asyncssh). Errors are printed as the click commands print them
+(:func:`reported`).
 
-Called by ``limen.cli.lmsh_entry`` (the fast path) and ``limen.cli.lmsh_proxy`` (the click
-command, for every other spelling and ``--help``).
+Called by ``limen.client.proxyssh_main`` (the script ``lmsh config`` writes as ProxyCommand),
+``limen.cli.lmsh_entry`` (the ``lmsh proxy ssh`` spelling) and ``limen.cli.lmsh_proxy`` (the
+click command, for every other spelling and ``--help``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
 
-from limen.client.profile import ProfileStore
-from limen.errors import BadParameter
+from limen.errors import BadParameter, LimenError, exit_code
 
-__all__ = ["parse_args", "relay_ssh"]
+__all__ = ["handover", "helper_command", "parse_args", "relay_ssh", "reported", "serve"]
+
+Parsed = tuple[str | None, str | None, str]
 
 
-def parse_args(args: Sequence[str]) -> tuple[str | None, str | None, str] | None:
+def parse_args(args: Sequence[str]) -> Parsed | None:
     """``(proxy, cluster, target)`` of ``[--proxy P] [--cluster C] TARGET`` (``--opt=value``
     too), or None for anything else (click's command then parses and explains it)."""
     options: dict[str, str] = {}
@@ -45,9 +54,148 @@ def parse_args(args: Sequence[str]) -> tuple[str | None, str | None, str] | None
     return options.get("--proxy"), options.get("--cluster"), rest[0]
 
 
+def helper_command(lmsh: str) -> list[str]:
+    """The ProxyCommand's program and options before ``--proxy``: this interpreter running
+    ``limen.client.proxyssh_main`` with ``-I -S`` (its start-up is OpenSSH's per connection),
+    or ``lmsh proxy ssh`` (``lmsh``: its path) where the interpreter is unknown."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proxyssh_main.py")
+    if not sys.executable or not os.path.isfile(script):
+        return [lmsh, "proxy", "ssh"]
+    return [sys.executable, "-I", "-S", script]
+
+
+def reported(command: Callable[..., int], *args: object) -> int:
+    """``command(*args)``'s exit status, its errors reported as the click commands report
+    them (``limen.cli.common.handle_errors``): ``error: <sentence>`` and the exit code."""
+    try:
+        return command(*args)
+    except LimenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return exit_code(err)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as err:
+        print(f"error: {err.strerror or err} ({getattr(err, 'filename', '') or 'I/O'})",
+              file=sys.stderr)
+        return 1
+
+
+class _Handover(Exception):
+    """Not served by :func:`serve`: :func:`relay_ssh` does it (and reports its errors)."""
+
+
+def serve(parsed: Parsed) -> int:
+    """The ProxyCommand's relay on its fast path, else :func:`handover` (nothing relayed yet);
+    the exit status."""
+    try:
+        return _serve_fast(*parsed)
+    except _Handover:
+        return handover(parsed)
+
+
+def handover(parsed: Parsed) -> int:
+    """:func:`relay_ssh` in this process; started without ``site`` (``python -S``, the
+    ProxyCommand script), the installation's site directories are added first."""
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
+    return relay_ssh(*parsed)
+
+
+def _home() -> str:
+    """``limen.client.profile.limen_home`` as a string: ``$LIMEN_HOME`` or ``~/.limen``."""
+    return os.environ.get("LIMEN_HOME") or os.path.join(os.path.expanduser("~"), ".limen")
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        raise _Handover from None
+
+
+def _profile(home: str, proxy: str | None) -> dict[str, str]:
+    """The profile's JSON fields the relay needs (``limen.client.profile``'s layout), valid
+    now; :class:`_Handover` for anything else (the full command explains it)."""
+    import json
+    from datetime import UTC, datetime
+
+    if not proxy:
+        proxy = _read(os.path.join(home, "current-profile")).decode(errors="replace").strip()
+    try:
+        doc = json.loads(_read(os.path.join(home, "profiles", f"{_dirname(proxy)}.yaml")))
+        fields = {key: doc[key] for key in ("proxy", "user", "cluster", "expires")}
+        if not all(isinstance(value, str) and value for value in fields.values()):
+            raise _Handover
+        if datetime.now(UTC) >= datetime.fromisoformat(fields["expires"]).astimezone(UTC):
+            raise _Handover  # expired: the full command says so
+    except (ValueError, TypeError, KeyError):
+        raise _Handover from None
+    return fields
+
+
+def _dirname(proxy: str) -> str:
+    """``limen.client.profile.proxy_dirname``."""
+    return proxy.replace(":", "_").replace("/", "_")
+
+
+def _files(home: str, proxy: str, user: str, cluster: str) -> tuple[str, str, str, str]:
+    """The login's X.509 certificate, private key, its cluster's TLS CA and SSH certificate
+    (``ProfileStore``'s ``tls_cert_path``, ``key_path``, ``ca_path``, ``ssh_cert_path``)."""
+    keys = os.path.join(home, "keys", _dirname(proxy))
+    return (os.path.join(keys, f"{user}.crt"), os.path.join(keys, user),
+            os.path.join(keys, "cas", f"{cluster}.pem"),
+            os.path.join(keys, f"{user}-ssh", f"{cluster}-cert.pub"))
+
+
+def _serve_fast(proxy: str | None, cluster: str | None, target: str) -> int:
+    home = _home()
+    profile = _profile(home, proxy)
+    login, _, host_port = target.rpartition("@")
+    host, _, port = host_port.rpartition(":")
+    web_host, _, web_port = profile["proxy"].rpartition(":")
+    if not (login and host and port.isdigit() and web_host and web_port.isdigit()) \
+            or web_host.startswith("["):
+        raise _Handover  # the full command explains a bad target, parses [v6]:port
+    cluster = cluster or profile["cluster"]
+    tls_cert, key, ca, ssh_cert = _files(home, profile["proxy"], profile["user"],
+                                         profile["cluster"])
+
+    from limen.client.proxyssh_fast_tls import Unsupported, check_proxy_cert, fast_context
+    from limen.client.proxyssh_tls import (
+        RouteRefused,
+        open_route,
+        relay_stdio,
+        stdin_fd,
+        strip_cluster,
+    )
+    from limen.net.ssh_tls_wire import SSHRouteRequest
+
+    request = SSHRouteRequest(login=login, host=strip_cluster(host, cluster), port=int(port),
+                              cluster=cluster, ssh_cert=_read(ssh_cert).decode().strip())
+    in_fd = stdin_fd()
+    try:
+        context = fast_context(_read(tls_cert), _read(key), ca)
+        opened = open_route(web_host, int(web_port), context, request,
+                            check=lambda der: check_proxy_cert(der, profile["cluster"]))
+    except (Unsupported, FileNotFoundError):
+        raise _Handover from None
+    except RouteRefused as err:
+        print(f"lmsh: {err}", file=sys.stderr, flush=True)
+        return 1
+    if opened is None:
+        raise _Handover  # a proxy without the TLS route
+    relay_stdio(*opened, in_fd)
+    return 0
+
+
 def relay_ssh(proxy_address: str | None, cluster: str | None, target: str) -> int:
     """Relay stdin/stdout to ``target`` (``LOGIN@HOST:PORT``) through the proxy; the exit
     status (non-zero: the proxy's reason was printed as ``lmsh: <reason>``)."""
+    from limen.client.profile import ProfileStore
+
     store = ProfileStore()
     profile = store.load(proxy_address) if proxy_address else store.current()
     login, _, host_port = target.rpartition("@")

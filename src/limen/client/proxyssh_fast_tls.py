@@ -22,8 +22,6 @@ import json
 import os
 import ssl
 import struct
-from pathlib import Path
-from typing import Any
 
 from limen.errors import AccessDenied
 
@@ -81,16 +79,17 @@ def ed25519_pkcs8_pem(openssh: bytes) -> bytes:
             + b"-----END PRIVATE KEY-----\n")
 
 
-def fast_context(cert_path: Path, key_path: Path, ca_path: Path) -> ssl.SSLContext:
-    """Mutual TLS 1.3 with the login certificate, trusting ``ca_path`` only; the proxy's role
-    is checked afterwards with :func:`check_proxy_cert`."""
+def fast_context(cert_pem: bytes, openssh_key: bytes, ca_path: str) -> ssl.SSLContext:
+    """Mutual TLS 1.3 with the login certificate ``cert_pem`` and its key (the OpenSSH
+    private key file's bytes), trusting the CA file ``ca_path`` only; the proxy's role is
+    checked afterwards with :func:`check_proxy_cert`."""
     if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
         raise Unsupported("no anonymous in-memory files here")
-    pem = ed25519_pkcs8_pem(key_path.read_bytes()) + cert_path.read_bytes()
+    pem = ed25519_pkcs8_pem(openssh_key) + cert_pem
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.options |= ssl.OP_NO_COMPRESSION
-    context.load_verify_locations(cafile=str(ca_path))
+    context.load_verify_locations(cafile=ca_path)
     fd = os.memfd_create("lmsh-tls", os.MFD_CLOEXEC)
     try:
         view = memoryview(pem)
@@ -118,7 +117,7 @@ def _tlv(der: bytes, pos: int) -> tuple[int, int, int]:
     return tag, pos, pos + size
 
 
-def _identity(der: bytes) -> dict[str, Any]:
+def _identity(der: bytes) -> dict[str, object]:
     """The identity JSON of a certificate (:class:`Unsupported` when it has none in the
     current extension)."""
     tag, start, end = _tlv(der, 0)

@@ -21,7 +21,6 @@ end when it is done. Called by ``limen.cli.lmsh_proxy``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
@@ -29,11 +28,13 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from limen.client.profile import Profile, ProfileStore
-from limen.client.proxyssh_fast_tls import Unsupported, check_proxy_cert, fast_context
 from limen.errors import AccessDenied, ConnectionProblem
 from limen.net.ssh_tls_wire import ALPN_SSH, MAX_ANSWER, SSHRouteRequest, parse_answer
+
+if TYPE_CHECKING:  # not imported on the ProxyCommand's path (pathlib, datetime)
+    from limen.client.profile import Profile, ProfileStore
 
 __all__ = ["RouteRefused", "open_route", "profile_context", "relay_stdio", "run_proxy_ssh_tls",
            "stdin_fd", "strip_cluster"]
@@ -174,6 +175,7 @@ def _pump(tls: ssl.SSLSocket, in_fd: int, out_fd: int, *, spoken: bool) -> None:
     reading_stdin = in_fd >= 0
     stdin_ended = not reading_stdin
     closed_ours = False
+    stdin_polled = False
     while True:
         if stdin_ended and not pending and spoken and not closed_ours:
             closed_ours = True
@@ -184,11 +186,12 @@ def _pump(tls: ssl.SSLSocket, in_fd: int, out_fd: int, *, spoken: bool) -> None:
             except (OSError, ssl.SSLError):
                 return
         want_stdin = reading_stdin and not pending
-        if want_stdin:
-            poller.register(in_fd, select.POLLIN)
-        elif in_fd >= 0:
-            with contextlib.suppress(KeyError):
+        if want_stdin != stdin_polled:
+            if want_stdin:
+                poller.register(in_fd, select.POLLIN)
+            else:
                 poller.unregister(in_fd)
+            stdin_polled = want_stdin
         poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
         for fd, _events in poller.poll():
             if fd == in_fd and want_stdin:
@@ -233,10 +236,12 @@ def _open(host: str, port: int, store: ProfileStore, profile: Profile,
     if not profile.is_valid():
         raise AccessDenied(f"your certificates expired at {profile.expires}: "
                            "run lmsh login again")
+    from limen.client.proxyssh_fast_tls import Unsupported, check_proxy_cert, fast_context
+
     try:
-        context = fast_context(store.tls_cert_path(profile.proxy, profile.user),
-                               store.key_path(profile.proxy, profile.user),
-                               store.ca_path(profile.proxy, profile.cluster))
+        context = fast_context(store.tls_cert_path(profile.proxy, profile.user).read_bytes(),
+                               store.key_path(profile.proxy, profile.user).read_bytes(),
+                               str(store.ca_path(profile.proxy, profile.cluster)))
         return open_route(host, port, context, request,
                           check=lambda der: check_proxy_cert(der, profile.cluster))
     except (Unsupported, FileNotFoundError):

@@ -1,7 +1,8 @@
 """The OpenSSH configuration ``lmsh config`` prints, so the stock ``ssh`` reaches Limen nodes.
 
-``ssh web1.<cluster>`` then goes through ``lmsh proxy ssh`` (ProxyCommand) with the user's key
-and certificate, verifying hosts against Limen's host CA. Pure text generation, tested against
+``ssh web1.<cluster>`` then goes through Limen's ProxyCommand (``limen.client.proxyssh_main``
+run by ``python -I -S``: ``lmsh proxy ssh``'s relay at a lower start-up cost) with the user's
+key and certificate, verifying hosts against Limen's host CA. Pure text generation, tested against
 golden files; called by ``limen.cli.lmsh``.
 
 ``lmsh config --write`` puts the same text in ``~/.ssh/config`` between two marker lines, one
@@ -38,8 +39,9 @@ class SSHConfigInput:
     cert_paths: Sequence[Path]
     """One SSH certificate per cluster, same order as ``clusters``."""
     known_hosts: Path
-    lmsh: str
-    """How to run lmsh (absolute path of the executable)."""
+    proxy_command: Sequence[str]
+    """The ProxyCommand's program and options before ``--proxy`` (absolute paths:
+    ``limen.client.proxyssh_command.helper_command``)."""
 
 
 def _q(value: str | Path) -> str:
@@ -77,7 +79,7 @@ def render_ssh_config(data: SSHConfigInput) -> str:
             f"Host *.{cluster}",
             "    Port 3022",
             f"    CertificateFile {_q(cert)}",
-            f"    ProxyCommand {_q(data.lmsh)} proxy ssh --proxy {data.proxy}"
+            f"    ProxyCommand {' '.join(map(_q, data.proxy_command))} --proxy {data.proxy}"
             f" --cluster {cluster} %r@%h:%p",
         ]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,33 @@
+"""The script OpenSSH runs as ProxyCommand for Limen nodes (the line ``lmsh config`` writes)::
+
+    <python> -I -S <this file> --proxy HOST:PORT --cluster NAME %r@%h:%p
+
+``-I`` (isolated: no ``PYTHON*`` variables, no user site, not the current directory on the
+path) and ``-S`` (no ``site``: no site-packages scan, no ``.pth`` files) start the interpreter
+in about two thirds of its usual CPU time; this file then puts the directory holding the
+``limen`` package it belongs to (site-packages, or ``src`` of an editable install) first on
+the path and runs ``limen.client.proxyssh_command.serve``, whose fast path needs the standard
+library only (the full command, reached when it cannot serve, adds the site directories
+first). Any other command line is refused with exit status 2 (``lmsh proxy ssh`` serves every
+spelling). Called by OpenSSH only; ``limen.client.proxyssh_command.helper_command`` names it.
+"""
+
+import os
+import sys
+
+
+def main() -> int:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, root)
+    from limen.client.proxyssh_command import parse_args, reported, serve
+
+    parsed = parse_args(sys.argv[1:])
+    if parsed is None:
+        print("error: usage: proxyssh_main.py [--proxy HOST:PORT] [--cluster NAME] "
+              "LOGIN@HOST:PORT", file=sys.stderr)
+        return 2
+    return reported(serve, parsed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
