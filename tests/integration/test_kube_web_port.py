@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from limen.net.kube_path import route_path
 from limen.net.kube_sni import ALPN_KUBE, KUBE_SERVER_NAME
 
 from .cluster import wait_for
@@ -117,7 +118,7 @@ def test_login_points_kubectl_at_the_web_port_and_get_works(kube_env: KubeEnv) -
     assert "kube" not in kube_env.cluster.listeners
     alice = _login(kube_env)
     cluster = yaml.safe_load(alice.kubeconfig.read_text())["clusters"][0]["cluster"]
-    assert cluster["server"] == f"https://{kube_env.cluster.web}"
+    assert cluster["server"] == f"https://{kube_env.cluster.web}" + route_path("kubetest", "emu")
     assert cluster["tls-server-name"] == KUBE_SERVER_NAME
     kube_env.api.create({"apiVersion": "v1", "kind": "ConfigMap",
                          "metadata": {"name": "via-web", "namespace": "default"}})

@@ -11,7 +11,9 @@ A proxy's public names are auth's configuration (:func:`configured_proxy_names`)
 ``cluster.public_address`` and of the web, SSH-proxy, tunnel and database listeners (not
 wildcards), ``auth.proxy_server_names`` (e.g. the proxies' Kubernetes Service, which the
 operator's db agents join through), ``localhost``/``127.0.0.1``, and the kube front's name on
-the web port (:data:`limen.net.kube_sni.KUBE_SERVER_NAME`, the SNI kubectl sends there); a
+the web port (:data:`limen.net.kube_sni.KUBE_SERVER_NAME`, the SNI kubectl sends there, and
+its wildcard :data:`~limen.net.kube_sni.KUBE_WILDCARD_NAME` for the server names naming a kube
+cluster: an X.509 name only, never an SSH principal); a
 proxy run apart from auth therefore needs its public address in auth's ``limen.yaml`` too (the
 operator gives both the same file). A node token can never buy a certificate for the proxy's
 name (or any name the joiner picks): a hostname whose names would be the proxy's is refused.
@@ -31,7 +33,7 @@ from limen.ca.identity import SystemRole
 from limen.config import NODENAME_PATTERN, Settings
 from limen.errors import BadParameter
 from limen.net.address import is_ip_address
-from limen.net.kube_sni import KUBE_SERVER_NAME
+from limen.net.kube_sni import KUBE_SERVER_NAME, KUBE_WILDCARD_NAME
 
 __all__ = [
     "HostNames",
@@ -58,7 +60,7 @@ def configured_proxy_names(settings: Settings) -> tuple[str, ...]:
     """The names auth certifies for a proxy (see the module doc). One function for both
     sides: auth reads it from its configuration, and a proxy (beside auth or apart from it)
     asks for the same names from its own (``limen.cli.compose``, ``process_remote``)."""
-    names = {"localhost", "127.0.0.1", KUBE_SERVER_NAME}
+    names = {"localhost", "127.0.0.1", KUBE_SERVER_NAME, KUBE_WILDCARD_NAME}
     for address in (settings.cluster.public_address, settings.listeners.web,
                     settings.listeners.ssh_proxy, settings.listeners.tunnel,
                     settings.listeners.postgres, settings.listeners.mysql,
@@ -103,7 +105,8 @@ def joined_host_names(role: SystemRole, host_id: str, hostname: str, cluster: st
     public = tuple(proxy_names) if role is SystemRole.PROXY else ()
     ips = tuple(n for n in public if is_ip_address(n))
     dns = (host_id, f"{hostname}.{cluster}", *(n for n in public if not is_ip_address(n)))
-    return HostNames(dns=tuple(dict.fromkeys(dns)), ips=ips, principals=public)
+    principals = tuple(n for n in public if "*" not in n)  # the kube wildcard is X.509's only
+    return HostNames(dns=tuple(dict.fromkeys(dns)), ips=ips, principals=principals)
 
 
 def local_host_names(host_id: str, hostname: str, addresses: Sequence[str]) -> HostNames:

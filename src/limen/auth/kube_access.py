@@ -11,6 +11,10 @@
   that cluster's labels now, for the same public key and no longer than the certificate it was
   asked with. Refused (and audited) when the roles do not admit the cluster, so a mistake
   shows at login; the proxy and the kube agent decide again on every connection and request.
+  With ``any_cluster`` (``lmsh kube login --all``) the certificate names no kube cluster
+  (no ``route_to_kube``, no groups or users): it reaches whichever kube cluster of this
+  cluster a request names in its path or server name, where the roles decide as for any;
+  refused when the roles admit no online kube cluster, and never for a leaf.
   With ``cluster`` naming a trusted leaf, the certificate is routed there
   (``route_to_cluster``, no groups or users: the leaf grants them with the mapped roles) once
   the leaf is admitted for the user (:mod:`limen.auth.leaf_access`).
@@ -74,8 +78,11 @@ def visible_kube_clusters(clusters: dict[str, OnlineKubeCluster], role_set: Role
 
 
 async def issue_kube_cert(auth: AuthServer, identity: Identity, public_key: PublicKey,
-                          kube_cluster: str, cluster: str = "") -> tuple[bytes, datetime]:
+                          kube_cluster: str, cluster: str = "", *, any_cluster: bool = False
+                          ) -> tuple[bytes, datetime]:
     """The kube certificate (PEM) for ``lmsh kube login`` and its expiry; see the module."""
+    if any_cluster:
+        return await _issue_any(auth, identity, public_key, kube_cluster, cluster)
     if not kube_cluster or len(kube_cluster) > _MAX_NAME or any(
             ord(c) < 0x21 or c == "\x7f" for c in kube_cluster):
         raise BadParameter(f"invalid kube cluster name {kube_cluster[:64]!r}")
@@ -106,6 +113,37 @@ async def issue_kube_cert(auth: AuthServer, identity: Identity, public_key: Publ
                     kube_cluster=kube_cluster, kubernetes_groups=list(groups),
                     kubernetes_users=list(users), expires=expires.isoformat(),
                     **routed_fields(leaf))
+    return cert.public_bytes(Encoding.PEM), expires
+
+
+async def _issue_any(auth: AuthServer, identity: Identity, public_key: PublicKey,
+                     kube_cluster: str, cluster: str) -> tuple[bytes, datetime]:
+    """The certificate naming no kube cluster (see the module)."""
+    if kube_cluster or routes_to_leaf(auth, cluster):
+        raise BadParameter("a certificate for every kube cluster names no kube cluster and "
+                           "is for this cluster's only")
+    if identity.is_system or identity.cluster != auth.cluster_name:
+        raise AccessDenied("kube certificates are issued to the user's own cluster's users")
+    role_set = await auth.role_set(identity)
+    online = await online_kube_clusters(auth)
+    if not any(role_set.check_kube(c.labels).allowed for c in online.values()):
+        await auth.emit("access.denied", success=False, user=identity.username,
+                        action="kube.login", kube_clusters="any",
+                        reason="the roles admit no online kube cluster")
+        raise AccessDenied(f"{identity.username} may use no online kube cluster")
+    now = auth.now()
+    assert identity.not_after is not None
+    ttl = identity.not_after - now
+    if ttl < timedelta(minutes=1):
+        raise BadParameter("the login certificate expires within a minute: run lmsh login")
+    scoped = replace(identity, route_to_kube=None, route_to_db=None, usage=("kube",),
+                     route_to_cluster=None, kubernetes_groups=(), kubernetes_users=(),
+                     not_before=None, not_after=None)
+    cert = sign_client_cert(auth.authorities.get(CertAuthorityType.TLS), public_key, scoped,
+                            ttl, now=now)
+    expires = now + ttl
+    await auth.emit("cert.create", user=identity.username, cert_type="kube",
+                    kube_clusters="any", expires=expires.isoformat())
     return cert.public_bytes(Encoding.PEM), expires
 
 

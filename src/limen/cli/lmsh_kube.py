@@ -7,11 +7,14 @@
     lmsh kube login NAME               a certificate on disk and a context <cluster>-NAME in
                                        the kubeconfig ($KUBECONFIG or ~/.kube/config), made
                                        current: then plain kubectl
+    lmsh kube login --all              one certificate for every kube cluster your roles admit
+                                       and a context for each listed now (the server URL
+                                       names the cluster, the proxy routes by it)
     lmsh kube ls|login --cluster LEAF  a trusted leaf cluster's kube clusters, through this
                                        proxy (context LEAF-NAME; the leaf decides with your
                                        mapped roles)
     lmsh kube logout [NAME]            removes the certificate(s) and their kubeconfig entries
-    lmsh kube credentials --cluster NAME [--proxy P] [--leaf-cluster LEAF]
+    lmsh kube credentials --cluster NAME|--all [--proxy P] [--leaf-cluster LEAF]
                                        what kubectl's exec plugin runs: an ExecCredential
                                        (client.authentication.k8s.io/v1) with the certificate
                                        and key, a fresh certificate when the saved one expires
@@ -34,6 +37,7 @@ from limen.client.kube_access import (
     exec_credential,
     forget_kube_clusters,
     list_kube_clusters,
+    login_all_kube,
     login_kube,
 )
 from limen.client.profile import Profile, ProfileStore
@@ -88,12 +92,24 @@ def ls(output: str, leaf: str) -> None:
 
 
 @kube.command("login")
-@click.argument("name")
+@click.argument("name", required=False)
 @_LEAF
+@click.option("--all", "any_cluster", is_flag=True,
+              help="One certificate for every kube cluster your roles admit, a context each.")
 @handle_errors
-def login(name: str, leaf: str) -> None:
+def login(name: str | None, leaf: str, any_cluster: bool) -> None:
     """Log in to kube cluster NAME: kubectl then uses it (context <cluster>-NAME)."""
     store, profile = _logged_in()
+    if any_cluster:
+        if name or leaf:
+            raise click.UsageError("--all names no kube cluster and no leaf cluster")
+        entries, path = asyncio.run(login_all_kube(store, profile))
+        click.echo(f"Logged in to {len(entries)} kube cluster(s) with one certificate: "
+                   f"contexts {', '.join(e.context for e in entries)} in {path}; "
+                   f"{entries[0].context} is current.\n  kubectl get pods")
+        return
+    if not name:
+        raise click.UsageError("name a kube cluster (see lmsh kube ls), or --all")
     entry, path = asyncio.run(login_kube(store, profile, name, leaf=leaf))
     click.echo(f"Logged in to kube cluster {name}: context {entry.context} in {path} is "
                "current.\n  kubectl get pods")
@@ -111,14 +127,20 @@ def logout(name: str | None) -> None:
 
 
 @kube.command("credentials")
-@click.option("--cluster", "name", required=True, help="The kube cluster (its Limen name).")
+@click.option("--cluster", "name", help="The kube cluster (its Limen name).")
+@click.option("--all", "any_cluster", is_flag=True,
+              help="The certificate naming no kube cluster (lmsh kube login --all).")
 @click.option("--proxy", help="The proxy of the profile (default: the current one).")
 @click.option("--leaf-cluster", "leaf", default="",
               help="The trusted leaf cluster of the kube cluster (default: the proxy's own).")
 @handle_errors
-def credentials_command(name: str, proxy: str | None, leaf: str) -> None:
+def credentials_command(name: str | None, any_cluster: bool, proxy: str | None,
+                        leaf: str) -> None:
     """Print kubectl's ExecCredential for kube cluster NAME (the exec plugin)."""
+    if bool(name) == any_cluster:
+        raise click.UsageError("give one of --cluster NAME and --all")
     store = ProfileStore()
     profile = store.load(proxy) if proxy else store.current()
-    credential = asyncio.run(credentials(store, profile, name, leaf=leaf))
+    credential = asyncio.run(credentials(store, profile, None if any_cluster else name,
+                                         leaf=leaf))
     click.echo(json.dumps(exec_credential(credential)))

@@ -10,11 +10,18 @@
   certificate while it lives more than a minute and matches the current login key, else a
   fresh one from ``POST /v1/webapi/user/kube/certs``; with the login key as PKCS#8 PEM.
 
+* :func:`login_all_kube` — ``lmsh kube login --all``: one certificate that names no kube
+  cluster (``POST kube/certs {any_cluster: true}``) and one kubeconfig entry per kube cluster
+  listed, each server URL naming its cluster (the proxy routes by the path); the exec plugin
+  is ``lmsh kube credentials --all``.
+
 A trusted leaf cluster's kube cluster (``lmsh kube login --cluster LEAF NAME``) goes through
 the same proxy: listed by the leaf, its certificate routed there, its files under ``LEAF``,
 its kubeconfig context ``LEAF-NAME``.
 
-Files: ``keys/<proxy>/<user>-kube/<cluster>/<name>.crt`` (0600). Called by
+Files: ``keys/<proxy>/<user>-kube/<cluster>/<name>.crt`` (0600); with ``--all``
+``keys/<proxy>/<user>-kube-any/<cluster>.crt`` and the contexts it wrote,
+``<cluster>.contexts`` (``lmsh kube logout`` removes them). Called by
 ``limen.cli.lmsh_kube``.
 """
 
@@ -57,6 +64,7 @@ __all__ = [
     "kube_front",
     "list_kube_clusters",
     "logged_in_clusters",
+    "login_all_kube",
     "login_kube",
 ]
 
@@ -80,6 +88,11 @@ def cert_path(store: ProfileStore, profile: Profile, name: str, leaf: str = "") 
         / f"{name}.crt"
 
 
+def any_cert_path(store: ProfileStore, profile: Profile) -> Path:
+    """The certificate naming no kube cluster (``lmsh kube login --all``)."""
+    return store.key_dir(profile.proxy) / f"{profile.user}-kube-any" / f"{profile.cluster}.crt"
+
+
 def logged_in_clusters(store: ProfileStore, profile: Profile) -> list[str]:
     folder = store.key_dir(profile.proxy) / f"{profile.user}-kube" / profile.cluster
     return sorted(p.stem for p in folder.glob("*.crt")) if folder.is_dir() else []
@@ -89,11 +102,19 @@ def forget_kube_clusters(store: ProfileStore, profile: Profile, names: list[str]
                          env: Mapping[str, str] | None = None) -> list[str]:
     """Remove the certificates of ``names`` (default: every kube cluster logged in to) and
     their kubeconfig entries; the contexts removed."""
-    names = logged_in_clusters(store, profile) if names is None else names
+    contexts: list[str] = []
+    if names is None:
+        names = logged_in_clusters(store, profile)
+        any_cert = any_cert_path(store, profile)
+        listing = any_cert.with_suffix(".contexts")
+        if listing.is_file():
+            contexts = [c for c in listing.read_text(encoding="utf-8").splitlines() if c]
+        any_cert.unlink(missing_ok=True)
+        listing.unlink(missing_ok=True)
     for name in names:
         cert_path(store, profile, name).unlink(missing_ok=True)
     return remove_entries(kubeconfig_path(os.environ if env is None else env),
-                          [context_name(profile.cluster, n) for n in names])
+                          [*contexts, *(context_name(profile.cluster, n) for n in names)])
 
 
 async def list_kube_clusters(api: WebApi, leaf: str = "") -> list[dict[str, Any]]:
@@ -138,39 +159,77 @@ async def login_kube(store: ProfileStore, profile: Profile, name: str, *,
         items = await list_kube_clusters(api, leaf)
         if not any(i.get("name") == name for i in items):
             raise NotFound(f"no kube cluster {name!r} you may use is online (see lmsh kube ls)")
-        host, port, server_name = kube_front(await api.ping(), profile.proxy)
+        front = kube_front(await api.ping(), profile.proxy)
         await _fetch(api, store, profile, name, leaf)
     finally:
         await api.close()
+    entry = _entry(store, profile, name, front, env, leaf=leaf)
+    path = kubeconfig_path(os.environ if env is None else env)
+    merge_entry(path, entry)
+    return entry, path
+
+
+async def login_all_kube(store: ProfileStore, profile: Profile, *,
+                         env: Mapping[str, str] | None = None) -> tuple[list[KubeEntry], Path]:
+    """``lmsh kube login --all``: one certificate for every kube cluster the roles admit and
+    an entry for each listed now (the first made current); the entries and the kubeconfig."""
+    api = WebApi.for_profile(store, profile)
+    try:
+        names = sorted(str(i["name"]) for i in await list_kube_clusters(api))
+        if not names:
+            raise NotFound("no kube cluster you may use is online (see lmsh kube ls)")
+        front = kube_front(await api.ping(), profile.proxy)
+        await _fetch_any(api, store, profile)
+    finally:
+        await api.close()
+    entries = [_entry(store, profile, name, front, env, any_cluster=True) for name in names]
+    path = kubeconfig_path(os.environ if env is None else env)
+    for entry in entries:
+        merge_entry(path, entry, use_context=entry is entries[0])
+    write_private(any_cert_path(store, profile).with_suffix(".contexts"),
+                  "".join(f"{e.context}\n" for e in entries).encode())
+    return entries, path
+
+
+def _entry(store: ProfileStore, profile: Profile, name: str, front: tuple[str, int, str],
+           env: Mapping[str, str] | None, *, leaf: str = "", any_cluster: bool = False
+           ) -> KubeEntry:
+    host, port, server_name = front
     server_host = f"[{host}]" if ":" in host else host
     environ = env if env is not None else os.environ
-    entry = KubeEntry(
+    return KubeEntry(
         limen_cluster=leaf or profile.cluster, name=name, leaf=leaf,
         server=f"https://{server_host}:{port}", tls_server_name=server_name,
         ca_pem=store.ca_path(profile.proxy, profile.cluster).read_bytes(),
-        proxy=profile.proxy, command=_lmsh_command(),
+        proxy=profile.proxy, command=_lmsh_command(), any_cluster=any_cluster,
         limen_home=str(limen_home(environ)) if environ.get("LIMEN_HOME") else "")
-    path = kubeconfig_path(environ)
-    merge_entry(path, entry)
-    return entry, path
+
+
+async def _fetch_any(api: WebApi, store: ProfileStore, profile: Profile) -> bytes:
+    answer = await api.as_user_post("kube/certs", {"any_cluster": True})
+    return _save_cert(str(answer["cert"]).encode(), any_cert_path(store, profile))
+
+
+def _save_cert(pem: bytes, path: Path) -> bytes:
+    try:
+        x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise BadParameter("the kube certificate received is not a PEM certificate") from None
+    write_private(path, pem)
+    return pem
 
 
 async def _fetch(api: WebApi, store: ProfileStore, profile: Profile, name: str,
                  leaf: str = "") -> bytes:
     answer = await api.as_user_post("kube/certs", {"kube_cluster": name} |
                                     ({"cluster": leaf} if leaf else {}))
-    pem = str(answer["cert"]).encode()
-    try:
-        x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        raise BadParameter("the kube certificate received is not a PEM certificate") from None
-    write_private(cert_path(store, profile, name, leaf), pem)
-    return pem
+    return _save_cert(str(answer["cert"]).encode(), cert_path(store, profile, name, leaf))
 
 
-def _usable(pem: bytes, key_pem: bytes, name: str, leaf: str, now: datetime
+def _usable(pem: bytes, key_pem: bytes, name: str | None, leaf: str, now: datetime
             ) -> datetime | None:
-    """The expiry of a saved certificate that can still be used, else None."""
+    """The expiry of a saved certificate that can still be used, else None (``name``
+    None: one naming no kube cluster)."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
         identity = identity_from_cert(cert)
@@ -188,14 +247,17 @@ def _usable(pem: bytes, key_pem: bytes, name: str, leaf: str, now: datetime
     return cert.not_valid_after_utc
 
 
-async def credentials(store: ProfileStore, profile: Profile, name: str, *,
+async def credentials(store: ProfileStore, profile: Profile, name: str | None, *,
                       now: datetime | None = None, leaf: str = "") -> ExecCredential:
     """The certificate and key kubectl presents for ``name`` (of trusted leaf cluster
-    ``leaf``; see the module)."""
+    ``leaf``; None: the certificate naming no kube cluster; see the module)."""
     now = now or datetime.now(UTC)
     leaf = leaf if leaf != profile.cluster else ""
+    if name is None and leaf:
+        raise BadParameter("a certificate for every kube cluster is for this cluster's only")
     key_pem = store.key_path(profile.proxy, profile.user).read_bytes()
-    path = cert_path(store, profile, name, leaf)
+    path = cert_path(store, profile, name, leaf) if name is not None else \
+        any_cert_path(store, profile)
     pem = path.read_bytes() if path.is_file() else b""
     expires = _usable(pem, key_pem, name, leaf, now) if pem else None
     if expires is None:
@@ -203,7 +265,8 @@ async def credentials(store: ProfileStore, profile: Profile, name: str, *,
             raise BadParameter(f"your Limen login expired at {profile.expires}: run lmsh login")
         api = WebApi.for_profile(store, profile)
         try:
-            pem = await _fetch(api, store, profile, name, leaf)
+            pem = await (_fetch(api, store, profile, name, leaf) if name is not None else
+                         _fetch_any(api, store, profile))
         finally:
             await api.close()
         expires = x509.load_pem_x509_certificate(pem).not_valid_after_utc

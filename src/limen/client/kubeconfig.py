@@ -3,14 +3,21 @@
 One cluster, user and context per Limen kube cluster, all named ``<limen cluster>-<name>``
 (``kubectl config use-context`` switches between them)::
 
-    clusters: [{name: main-prod, cluster: {server: https://proxy:3026,
-                                          certificate-authority-data: <the cluster's TLS CA>}}]
+    clusters: [{name: main-prod, cluster: {
+                 server: https://proxy:3026/v1/limen/bWFpbg/cHJvZA,
+                 certificate-authority-data: <the cluster's TLS CA>}}]
     users:    [{name: main-prod, user: {exec: {apiVersion: client.authentication.k8s.io/v1,
                  command: /usr/local/bin/lmsh,
                  args: [kube, credentials, --proxy, proxy:3080, --cluster, prod],
                  env: [{name: LIMEN_HOME, value: ...}]   (when LIMEN_HOME is set)
                  interactiveMode: Never, provideClusterInfo: false}}}]
     contexts: [{name: main-prod, context: {cluster: main-prod, user: main-prod}}]
+
+The server URL's path names the Limen cluster and the kube cluster
+(:func:`limen.net.kube_path.route_path`: base64url of ``main`` and ``prod``): kubectl puts it
+before every API path, and the proxy routes by it. ``lmsh kube login --all`` writes the
+same entries with one exec plugin for all of them (``args: [kube, credentials, --proxy,
+proxy:3080, --all]``): one certificate that names no kube cluster, routed by the path.
 
 When the proxy publishes no kube listener (single-port mode), ``server`` is its web address
 and the cluster carries ``tls-server-name: kube-limen-proxy.limen.local``: kubectl sends that
@@ -38,6 +45,7 @@ import yaml
 
 from limen.errors import BadParameter
 from limen.files import replace_atomically
+from limen.net.kube_path import route_path
 
 __all__ = ["KubeEntry", "context_name", "kubeconfig_path", "merge_entry", "remove_entries",
            "render"]
@@ -51,7 +59,7 @@ class KubeEntry:
     name: str
     """The kube cluster's name in Limen."""
     server: str
-    """``https://host:port`` of the proxy's kube front."""
+    """``https://host:port`` of the proxy's kube front (the route's path is added)."""
     ca_pem: bytes
     proxy: str
     """The proxy's web address (the profile ``lmsh kube credentials`` uses)."""
@@ -64,6 +72,13 @@ class KubeEntry:
     tls_server_name: str = ""
     """The server name kubectl sends and checks (the web port's kube route); empty: the
     ``server``'s host."""
+    any_cluster: bool = False
+    """The exec plugin's certificate names no kube cluster (``lmsh kube login --all``)."""
+
+    @property
+    def server_url(self) -> str:
+        """``server`` with the path naming the kube cluster."""
+        return self.server.rstrip("/") + route_path(self.leaf or self.limen_cluster, self.name)
 
     @property
     def context(self) -> str:
@@ -86,13 +101,14 @@ def render(entry: KubeEntry) -> dict[str, Any]:
     """The cluster, user and context documents of ``entry`` (see the module)."""
     exec_config: dict[str, Any] = {
         "apiVersion": EXEC_API_VERSION, "command": entry.command,
-        "args": ["kube", "credentials", "--proxy", entry.proxy, "--cluster", entry.name,
+        "args": ["kube", "credentials", "--proxy", entry.proxy,
+                 *(["--all"] if entry.any_cluster else ["--cluster", entry.name]),
                  *(["--leaf-cluster", entry.leaf] if entry.leaf else [])],
         "interactiveMode": "Never", "provideClusterInfo": False}
     if entry.limen_home:
         exec_config["env"] = [{"name": "LIMEN_HOME", "value": entry.limen_home}]
     cluster: dict[str, Any] = {
-        "server": entry.server,
+        "server": entry.server_url,
         "certificate-authority-data": base64.b64encode(entry.ca_pem).decode()}
     if entry.tls_server_name:
         cluster["tls-server-name"] = entry.tls_server_name

@@ -4,7 +4,8 @@ ALPN (Teleport's single-port mode).
 ::
 
     client ──TLS──▶ TLSRouter ── SNI kube-limen-proxy.limen.local ──▶ the kube front
-                        │          (its own context: a client certificate required)
+                        │          or <label>.kube-limen-proxy.limen.local (its own context:
+                        │          a client certificate required)
                         ├── "http/1.1" or no ALPN ──▶ aiohttp's web.Server (web API, web UI,
                         │                             apps)
                         ├── "limen-ssh-proxy" ──────▶ SSHTLSRoute (ssh_tls_route)
@@ -14,7 +15,8 @@ ALPN (Teleport's single-port mode).
 
 Each connection's ClientHello is read first (:mod:`limen.proxy.client_hello`, at most 64 KiB;
 the handshake timeout runs from the connection), because the TLS context is chosen by the
-server name it asks for: a name of ``sni_routes`` gets that route's context, every other
+server name it asks for: a name of ``sni_routes`` (or one label under a name whose route
+serves ``subdomains``) gets that route's context, every other
 connection the proxy's web context (client certificates optional). OpenSSL cannot be told to
 require a client certificate once its handshake has started (an SNI callback may change the
 certificate, not the verify mode), hence the choice before it. The bytes read are then
@@ -57,6 +59,8 @@ class SNIRoute:
     context: ssl.SSLContext
     factory: ProtocolFactory
     refused: Refused | None = None
+    subdomains: bool = False
+    """The route also serves every name one label under its own (``x.<name>``)."""
 
 
 class TLSRouter:
@@ -87,6 +91,15 @@ class TLSRouter:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+    def route_for(self, server_name: str) -> SNIRoute | None:
+        """The SNI route serving ``server_name``, if any (see :class:`SNIRoute`)."""
+        name = server_name.lower()
+        route = self.sni_routes.get(name)
+        if route is None and "." in name:
+            parent = self.sni_routes.get(name.split(".", 1)[1])
+            route = parent if parent is not None and parent.subdomains else None
+        return route
 
     def factory_for(self, alpn: str | None) -> ProtocolFactory:
         return self.routes.get(alpn or "", self.default)
@@ -145,7 +158,7 @@ class _Hello(asyncio.Protocol):
         assert self.transport is not None
         if self.timer is not None:
             self.timer.cancel()
-        route = self.router.sni_routes.get(hello.server_name)
+        route = self.router.route_for(hello.server_name)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         tls = SSLProtocol(loop, _Dispatch(self.router, route),

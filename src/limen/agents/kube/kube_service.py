@@ -6,7 +6,8 @@ the agent lives).
 
     proxy ══ tunnel data connection (KIND_KUBE, MODE_TLS: mutual TLS, proxy cert checked) ══▶
       KubeConnect {cluster, user_cert}  ─▶ open_session (certificate verified again)
-      HTTP/1.1 request ─▶ decide (RBAC now) ─▶ forward as the user ─▶ kube.request audited
+      HTTP/1.1 request ─▶ its path prefix checked and removed (KubeSession.routed)
+                       ─▶ decide (RBAC now) ─▶ forward as the user ─▶ kube.request audited
       ... keep-alive: the next request on the same connection
 
 A refusal is answered as the API server would (a ``Status`` object, 403 Forbidden; 400 for a
@@ -263,6 +264,7 @@ class KubeService:
         """Decide and serve one request; False when the connection must end."""
         info: KubeRequestInfo | None = None
         try:
+            head = session.routed(head)
             info = session.request_info(head)
             who = await session.decide(info)
         except (AccessDenied, BadParameter) as err:

@@ -3,6 +3,12 @@ again here), each request's decision (RBAC with the cluster's labels and the rol
 now, deny first) and whom the API server is told to act as, and the ``kube.request`` audit
 event of every request.
 
+A request whose path carries Limen's prefix (``/v1/limen/<cluster>/<kube cluster>/``,
+:mod:`limen.net.kube_path`) must name this agent's cluster and the connection's kube cluster;
+the prefix is removed before anything else reads the path (:meth:`KubeSession.routed`), so the
+API server sees a plain Kubernetes path. A certificate may name no kube cluster (``lmsh kube
+login --all``): then the proxy routed by the request and the roles decide here as for any.
+
 The proxy has authenticated the user's TLS handshake and admitted the cluster already; the
 agent trusts nothing it is told about the user but the certificate, which it verifies against
 the user CA of its own cluster (signature, cluster, ``usage: kube``, the cluster it is scoped
@@ -26,7 +32,7 @@ which takes no other cluster's: one naming another would block the agent's outbo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -42,6 +48,7 @@ from limen.errors import AccessDenied, BadParameter, LimenError
 from limen.events.buffer import AuditBuffer, AuditStream
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
+from limen.net.kube_path import split_target
 from limen.rbac import RoleSet
 from limen.rbac.kube_request import KubeRequestInfo, request_info
 from limen.tunnel.kube_wire import KubeConnect
@@ -90,6 +97,21 @@ class KubeSession:
                 "user_cluster": self.identity.cluster, "kube_cluster": self.cluster.name,
                 "session_id": self.connect.session_id, "server_id": self.server_id,
                 "remote_addr": self.connect.client_addr}
+
+    def routed(self, head: RequestHead) -> RequestHead:
+        """``head`` without its path prefix (:mod:`limen.net.kube_path`), which must name
+        this agent's cluster and the connection's kube cluster: AccessDenied for another
+        (a later request of a kept-alive connection the proxy routed by its first),
+        BadParameter for a malformed one. A request without a prefix is the connection's."""
+        named, target = split_target(head.target)
+        if named is None:
+            return head
+        if (named.cluster, named.kube) != (self.agent_cluster, self.cluster.name):
+            raise AccessDenied(f"the request names kube cluster {named.kube!r} of cluster "
+                               f"{named.cluster!r}, but this connection is for "
+                               f"{self.cluster.name!r} of {self.agent_cluster!r} (open "
+                               "another connection)")
+        return replace(head, target=target)
 
     @staticmethod
     def request_info(head: RequestHead) -> KubeRequestInfo:
@@ -174,9 +196,9 @@ async def open_session(connect: KubeConnect, cluster: Resource,
     try:
         identity = verify_client_cert(connect.user_cert, trust, now())
         require_routed_here(identity, cluster_name)
-        if identity.is_system or "kube" not in identity.usage or not identity.route_to_kube:
+        if identity.is_system or "kube" not in identity.usage:
             raise AccessDenied("the certificate is not a kube certificate: run lmsh kube login")
-        if identity.route_to_kube != cluster.name:
+        if identity.route_to_kube is not None and identity.route_to_kube != cluster.name:
             raise AccessDenied(f"the certificate is for kube cluster "
                                f"{identity.route_to_kube!r}, not {cluster.name!r}")
     except (LimenError, BadParameter) as err:

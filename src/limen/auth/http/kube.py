@@ -5,6 +5,7 @@
                               kubernetes_users granted there
     POST /v1/kube/certs       {kube_cluster} -> {cert, expires}: the caller's certificate
                               scoped to one kube cluster (lmsh kube login / credentials);
+                              {any_cluster: true}: one naming none (lmsh kube login --all);
                               users only, through the proxy (the public key is the one of the
                               certificate the proxy forwarded)
     GET  /v1/presence/kubes   online kube clusters, one item per serving kube agent (the
@@ -52,9 +53,12 @@ def kube_routes(auth: AuthServer, identity_of: IdentityOf, forwarded_key: KeyOf,
     async def certs(request: web.Request) -> web.Response:
         identity = await identity_of(request)
         body = await json_body(request)
-        cert, expires = await issue_kube_cert(auth, identity, forwarded_key(request),
-                                              required_str(body, "kube_cluster"),
-                                              optional_str(body, "cluster") or "")
+        any_cluster = body.get("any_cluster") is True
+        cert, expires = await issue_kube_cert(
+            auth, identity, forwarded_key(request),
+            optional_str(body, "kube_cluster") or "" if any_cluster else
+            required_str(body, "kube_cluster"),
+            optional_str(body, "cluster") or "", any_cluster=any_cluster)
         return web.json_response({"cert": cert.decode(), "expires": expires.isoformat()})
 
     async def presence_kubes(request: web.Request) -> web.Response:

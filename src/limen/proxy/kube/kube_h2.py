@@ -7,7 +7,12 @@ each of its streams relayed as one HTTP/1.1 request to the kube agent.
                                                         ── stream 3 ─▶ tunnel connection ─▶ agent
                                                 (kept alive and reused: upstream_pool)
 
-A stream's header list becomes an HTTP/1.1 head (:mod:`~limen.proxy.kube.h2_translate`:
+Each stream is routed on its own (``route``: the kube cluster its ``:path`` names, with the
+connection's certificate and server name; :mod:`limen.proxy.kube.kube_route`): streams of one
+connection naming different kube clusters each go to their own, each dial checked, and the
+tunnel connections are kept per route. A stream whose route is refused gets the refusal's
+``Status`` (the others go on). A stream's header list becomes an HTTP/1.1 head
+(:mod:`~limen.proxy.kube.h2_translate`:
 ``:authority`` as ``Host``, hop-by-hop fields dropped), its DATA the request body
 (``Content-Length`` or chunked); the agent's response (:mod:`~limen.proxy.kube.h1_upstream`)
 goes back as HEADERS and DATA as it arrives, so ``watch`` and ``logs -f`` stream. Upgrades
@@ -59,13 +64,16 @@ from limen.proxy.kube.h2_translate import (
 from limen.proxy.kube.kube_status import StreamRefused, status_body
 from limen.proxy.kube.upstream_pool import Dial, Upstream, UpstreamPool
 
-__all__ = ["ALPN_H2", "Audit", "H2Limits", "H2Session"]
+__all__ = ["ALPN_H2", "Audit", "H2Limits", "H2Session", "Route"]
 
 log = logging.getLogger(__name__)
 
 ALPN_H2 = "h2"
 Audit = Callable[[str], Awaitable[None]]
 """Writes a failed ``kube.request`` event with the reason."""
+Route = Callable[[str], tuple[str, Dial]]
+"""A stream's route from its request target: a key (streams with the same key share tunnel
+connections) and the dial; raises BadParameter for a target naming no valid route."""
 _READ = 64 * 1024
 _UNLIMITED = 2**31 - 1
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -124,10 +132,13 @@ class H2Session:
     """Serves one HTTP/2 client connection (see the module)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dial: Dial,
-                 audit: Audit, *, limits: H2Limits | None = None, name: str = "") -> None:
+                 audit: Audit, *, limits: H2Limits | None = None, name: str = "",
+                 route: Route | None = None) -> None:
+        """``route``: each stream's (default: every stream ``dial``'s)."""
         self._reader = reader
         self._writer = writer
-        self._pool = UpstreamPool(dial)
+        self._route: Route = route or (lambda _target: ("", dial))
+        self._pools: dict[str, UpstreamPool] = {}
         self._audit = audit
         self.limits = limits or H2Limits()
         self._name = name
@@ -227,7 +238,9 @@ class H2Session:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()
-        await self._pool.close()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.close()
         self.ended.set()
 
     def _idle_check(self) -> None:
@@ -321,8 +334,17 @@ class H2Session:
 
     # one stream
 
+    def _pool(self, target: str) -> UpstreamPool:
+        """The tunnel connections of the route ``target`` names (BadParameter: none)."""
+        key, dial = self._route(target)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = UpstreamPool(dial)
+        return pool
+
     async def _serve_stream(self, stream: _Stream) -> None:
         upstream: Upstream | None = None
+        pool: UpstreamPool | None = None
         reusable = False
         try:
             request = request_from_h2(stream.headers)
@@ -330,7 +352,8 @@ class H2Session:
                     request.content_length > self.limits.max_body:
                 raise StreamRefused(413, f"request body of {request.content_length} bytes "
                                          f"(at most {self.limits.max_body})")
-            upstream, reusable = await self._exchange(stream, request)
+            pool = self._pool(request.path)
+            upstream, reusable = await self._exchange(stream, request, pool)
         except BadParameter as err:
             await self._refuse(stream, StreamRefused(400, f"Limen: {err}"))
         except StreamRefused as err:
@@ -350,17 +373,18 @@ class H2Session:
             self._idle_check()
             self._release_body(stream)
             if upstream is not None:
-                if reusable:
-                    await self._pool.release(upstream)
+                if reusable and pool is not None:
+                    await pool.release(upstream)
                 else:
                     upstream.writer.transport.abort()
 
-    async def _exchange(self, stream: _Stream, request: H2Request) -> tuple[Upstream, bool]:
-        """Send ``request`` on a tunnel connection and relay the response; the connection
-        and whether it can be reused."""
+    async def _exchange(self, stream: _Stream, request: H2Request, pool: UpstreamPool
+                        ) -> tuple[Upstream, bool]:
+        """Send ``request`` on a tunnel connection of ``pool`` and relay the response; the
+        connection and whether it can be reused."""
         head, chunked = request_head(request, has_body=stream.has_body)
         has_body = stream.has_body
-        upstream = await self._pool.acquire()
+        upstream = await pool.acquire()
         pump: asyncio.Task[bool] | None = None
         try:
             upstream.writer.write(head)
@@ -375,7 +399,7 @@ class H2Session:
                 if not upstream.reused or has_body:
                     raise
                 upstream.writer.transport.abort()  # an idle connection the agent had closed
-                upstream = await self._pool.acquire(fresh=True)
+                upstream = await pool.acquire(fresh=True)
                 upstream.writer.write(head)
                 await upstream.writer.drain()
                 response = await self._response_head(upstream, None, request.method)

@@ -1,21 +1,24 @@
 """From an authenticated kubectl connection to a kube agent's data connection.
 
 :meth:`KubeRouter.connect` turns the client certificate of the TLS handshake into an identity
-(this cluster's TLS CA, expiry, a user's, ``usage: kube`` with a ``route_to_kube``), finds the
-online kube cluster it is scoped to (the certificate names it: one kubeconfig context per
-cluster, one front for all of them), decides at the cluster level (``kubernetes_labels``, deny
-first: ``check_kube``), dials a serving kube agent through its reverse tunnel in ``MODE_TLS``
-(the proxy is the TLS client; the agent must show its kube host certificate with the host id
-that was dialled) and sends the :class:`~limen.tunnel.kube_wire.KubeConnect`. Every refusal
-is audited here as a failed ``kube.request`` with the reason; the agent decides and audits
-each request. Called by :mod:`limen.proxy.kube.kube_front`.
+(this cluster's TLS CA, expiry, a user's, ``usage: kube``), chooses the kube cluster from the
+certificate's scope and what the request names — its path prefix or the connection's server
+name (:func:`~limen.proxy.kube.kube_choice.choose`: a certificate with a ``route_to_kube``
+reaches only that cluster, one without reaches whichever the request names) — finds that
+online kube cluster, decides at the cluster level (``kubernetes_labels``, deny first:
+``check_kube``), dials a serving kube agent through its reverse tunnel in ``MODE_TLS`` (the
+proxy is the TLS client; the agent must show its kube host certificate with the host id that
+was dialled) and sends the :class:`~limen.tunnel.kube_wire.KubeConnect` naming the chosen
+cluster. Every refusal is audited here as a failed ``kube.request`` with the reason; the agent
+verifies the certificate and the prefix of every request again, and decides and audits each
+request. Called by :mod:`limen.proxy.kube.kube_front`.
 
-A certificate whose ``route_to_cluster`` names a trusted leaf cluster (``lmsh kube login
---cluster LEAF``) goes to that leaf's proxy through its cluster link
-(:class:`~limen.proxy.leaf_forward.LeafForwarder`: the leaf exists and the roles'
-``cluster_labels`` admit it, else refused like an unknown cluster); the leaf verifies the
-certificate against this cluster's CA, maps the roles, and its proxy and kube agent decide and
-audit (:mod:`limen.proxy.trust_leaf_resources`). The forwarding is audited here as a
+A request for a trusted leaf cluster's kube cluster (a certificate whose ``route_to_cluster``
+names the leaf: ``lmsh kube login --cluster LEAF``) goes to that leaf's proxy through its
+cluster link (:class:`~limen.proxy.leaf_forward.LeafForwarder`: the leaf exists and the
+roles' ``cluster_labels`` admit it, else refused like an unknown cluster); the leaf verifies
+the certificate against this cluster's CA, maps the roles, and its proxy and kube agent decide
+and audit (:mod:`limen.proxy.trust_leaf_resources`). The forwarding is audited here as a
 ``kube.request`` naming ``target_cluster``.
 """
 
@@ -38,7 +41,8 @@ from limen.errors import AccessDenied, ConnectionProblem, LimenError, NotFound
 from limen.events.emitter import Emitter
 from limen.events.event import make_event
 from limen.proxy.agent_dial import AgentDialer
-from limen.proxy.leaf_forward import LeafForwarder, leaf_of
+from limen.proxy.kube.kube_choice import KubeChoice, Named, choose
+from limen.proxy.leaf_forward import LeafForwarder
 from limen.proxy.routing import ClusterView
 from limen.tunnel.kube_wire import KubeConnect, encode_connect
 from limen.tunnel.protocol import KIND_KUBE
@@ -106,8 +110,8 @@ class KubeRouter:
         """AccessDenied unless ``identity`` is a user's kube certificate."""
         if identity.is_system:
             raise AccessDenied("a Limen process certificate cannot use the kube front")
-        if "kube" not in identity.usage or not identity.route_to_kube:
-            raise AccessDenied("this certificate is not for a kube cluster: run lmsh kube "
+        if "kube" not in identity.usage:
+            raise AccessDenied("this certificate is not for Kubernetes: run lmsh kube "
                                "login NAME")
 
     async def refused(self, reason: str, *, identity: Identity | None, client_addr: str,
@@ -145,20 +149,27 @@ class KubeRouter:
         return KubeTarget(name, records[0]["resource"],
                           tuple(str(r.get("host_id", "")) for r in records))
 
-    async def connect(self, der: bytes | None, *, client_addr: str, session_id: str) -> Opened:
-        """Authenticate, route, decide and open (see the module); a refusal is audited and
-        raised as the LimenError the front answers with."""
+    def choose(self, identity: Identity, named: Named) -> KubeChoice:
+        """Where ``identity``'s request naming ``named`` goes (AccessDenied otherwise)."""
+        return choose(identity, self.credentials.cluster, named)
+
+    async def connect(self, der: bytes | None, *, client_addr: str, session_id: str,
+                      named: Named | None = None) -> Opened:
+        """Authenticate, choose the cluster (what the request names: ``named``), decide and
+        open (see the module); a refusal is audited and raised as the LimenError the front
+        answers with."""
         identity: Identity | None = None
+        named = named or Named()
         leaf = ""
+        name = ""
         try:
             identity = self.verify(der)
             self.check_kube_cert(identity)  # refused under its name
             assert der is not None
-            assert identity.route_to_kube is not None
-            name = identity.route_to_kube
-            leaf = leaf_of(identity, self.credentials.cluster) or ""
+            choice = self.choose(identity, named)
+            name, leaf = choice.kube, choice.leaf
             if leaf:
-                return await self._forward(identity, der, leaf, client_addr, session_id)
+                return await self._forward(identity, der, choice, client_addr, session_id)
             target = await self.find(name)
             try:
                 role_set = await self.view.role_set(identity)
@@ -171,15 +182,20 @@ class KubeRouter:
             reader, writer = await self.open(target, KubeConnect(
                 name, pem, client_addr, session_id), identity.username)
         except LimenError as err:
+            local = self.credentials.cluster
+            asked = named.as_path(local)
+            if asked is not None and not name:
+                name, leaf = asked.kube, "" if asked.cluster == local else asked.cluster
             await self.refused(str(err), identity=identity, client_addr=client_addr,
-                               session_id=session_id, target_cluster=leaf)
+                               session_id=session_id, kube_cluster=name, target_cluster=leaf)
             raise
         return Opened(identity, target, reader, writer)
 
-    async def _forward(self, identity: Identity, der: bytes, leaf: str, client_addr: str,
-                       session_id: str) -> Opened:
-        """The connection through leaf ``leaf``'s proxy (see the module doc), audited."""
-        name = identity.route_to_kube or ""
+    async def _forward(self, identity: Identity, der: bytes, choice: KubeChoice,
+                       client_addr: str, session_id: str) -> Opened:
+        """The connection through leaf ``choice.leaf``'s proxy (see the module doc),
+        audited."""
+        name, leaf = choice.kube, choice.leaf
         pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
         reader, writer = await self.leaves.open(
             identity, der, leaf, target=name,
