@@ -67,6 +67,8 @@ def test_normalisation() -> None:
     ({"username": ""}, "username"),
     ({"cluster": ""}, "cluster"),
     ({"roles": "dev"}, "roles"),
+    ({"roles": ("dev", 1)}, "roles"),
+    ({"usage": (b"db",)}, "usage"),
     ({"logins": ("-limen-no-login-",)}, "invalid login"),
     ({"logins": ("a,b",)}, "invalid login"),
     ({"logins": ("",)}, "invalid login"),

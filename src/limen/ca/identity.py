@@ -263,6 +263,8 @@ class Identity:
 
 
 def _str_tuple(value: Any, name: str) -> tuple[str, ...]:
+    if type(value) is tuple and all(type(v) is str for v in value):
+        return value  # the usual case, without the Sequence ABC check (every issuance)
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise BadParameter(f"identity {name} must be a list of strings")
     items = tuple(value)
