@@ -163,12 +163,14 @@ def start_kube_env(root: Path, extra_config: str = "") -> Iterator[KubeEnv]:
         secrets = cluster.data_dir / "secrets"
         secrets.mkdir(parents=True, mode=0o700)
         shutil.copy(agent.kubeconfig, secrets / "emu-ops.kubeconfig")
-        cluster.start()
         files = root / "resources"
         files.mkdir()
         (files / "roles.yaml").write_text(ROLES)
         (files / "clusters.yaml").write_text(OPS_CLUSTER)
+        # applied offline before the first start, so that the kube agent's first heartbeat
+        # already carries emu-ops (applied after, it waits for the next one, ~10 s)
         cluster.lmctl("apply", "-f", files)
+        cluster.start()
         alice = KubePerson(cluster.signed_up_user("alice", roles=["kube-dev"]))
         olga = KubePerson(cluster.signed_up_user("olga", roles=["kube-ops"]))
         for person in (alice, olga):
