@@ -194,3 +194,18 @@ async def test_the_fast_check_refuses_a_proxy_of_another_cluster_name(auth: Auth
     check_proxy_cert(der, "unit")
     with pytest.raises(AccessDenied, match="not a proxy of other"):
         check_proxy_cert(der, "other")
+
+
+def test_the_route_request_is_an_immutable_value_that_survives_the_wire() -> None:
+    request = SSHRouteRequest(login="alice", host="web1", port=3022, cluster="unit",
+                              ssh_cert="ssh-ed25519-cert-v01@openssh.com AAAA")
+    line = request.encode()
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    again = SSHRouteRequest.parse(line[:-1])
+    assert again == request
+    assert hash(again) == hash(request)
+    assert again != REQUEST
+    with pytest.raises(AttributeError, match="immutable"):
+        request.host = "db1"
+    assert "AAAA" not in repr(request)

@@ -1,7 +1,8 @@
 """``lmsh proxy``: helpers for stock clients. ``lmsh proxy ssh`` is OpenSSH's ProxyCommand
-(the exact line ``lmsh config`` writes is served by ``limen.cli.lmsh_entry`` before click
-loads; this command takes every other spelling and ``--help``; both run
-``limen.client.proxyssh_command``);
+(``lmsh config`` writes ``python -I -S .../limen/client/proxyssh_main.py``, and
+``limen.cli.lmsh_entry`` serves ``lmsh proxy ssh --proxy P [--cluster C] TARGET`` before click
+loads, both with ``limen.client.proxyssh_command``; this command takes every other spelling
+and ``--help``, with ``limen.client.proxyssh_full``);
 ``lmsh proxy db`` is a local database listener (``limen.cli.lmsh_db``).
 
 Registered on the ``lmsh`` group by ``limen.cli.lmsh`` (loaded when it runs).
@@ -15,7 +16,7 @@ import click
 
 from limen.cli.common import handle_errors
 from limen.cli.lazy_group import LazyGroup
-from limen.client.proxyssh_command import relay_ssh
+from limen.client.proxyssh_full import relay_ssh
 
 __all__ = ["proxy"]
 

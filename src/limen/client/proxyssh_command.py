@@ -3,18 +3,17 @@ click: OpenSSH runs it as ProxyCommand for every connection, so its start-up CPU
 every ``ssh`` (issue #20: at most 50 ms).
 
 :func:`serve` is the per-connection path: it reads the profile's JSON and the key files with
-the standard library, opens the TLS route (``limen.client.proxyssh_tls`` with the context of
+``os`` and ``json``, opens the TLS route (``limen.client.proxyssh_tls`` with the context of
 ``limen.client.proxyssh_fast_tls``) and relays; it imports neither ``pathlib``, ``typing``,
-PyYAML nor cryptography. Whatever it does not serve itself (no profile, a block-YAML profile,
+PyYAML nor cryptography. Whatever it does not serve itself (no login, a block-YAML profile,
 expired certificates, a bad target, a key or certificate only ``limen.ca`` reads, a proxy
-without the TLS route) it hands, before any byte is relayed, to :func:`relay_ssh`, the full
-command, which reports every error exactly as before or falls back to the SSH subsystem path
-(``limen.client.proxyssh``, asyncssh). Errors are printed as the click commands print them
-(:func:`reported`).
+without the TLS route) it hands, before any byte is relayed, to the full command
+(:func:`handover`: ``limen.client.proxyssh_full.relay_ssh``), which reports every error
+exactly as before or falls back to the SSH subsystem path. Errors are printed as the click
+commands print them (:func:`reported`).
 
-Called by ``limen.client.proxyssh_main`` (the script ``lmsh config`` writes as ProxyCommand),
-``limen.cli.lmsh_entry`` (the ``lmsh proxy ssh`` spelling) and ``limen.cli.lmsh_proxy`` (the
-click command, for every other spelling and ``--help``).
+Called by ``limen.client.proxyssh_main`` (the script ``lmsh config`` writes as ProxyCommand,
+:func:`helper_command`) and ``limen.cli.lmsh_entry`` (the ``lmsh proxy ssh`` spelling).
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from limen.errors import BadParameter, LimenError, exit_code
+from limen.errors import LimenError, exit_code
 
-__all__ = ["handover", "helper_command", "parse_args", "relay_ssh", "reported", "serve"]
+__all__ = ["handover", "helper_command", "parse_args", "reported", "serve"]
 
 Parsed = tuple[str | None, str | None, str]
 
@@ -81,7 +80,7 @@ def reported(command: Callable[..., int], *args: object) -> int:
 
 
 class _Handover(Exception):
-    """Not served by :func:`serve`: :func:`relay_ssh` does it (and reports its errors)."""
+    """Not served by :func:`serve`: the full command does it (and reports its errors)."""
 
 
 def serve(parsed: Parsed) -> int:
@@ -94,12 +93,15 @@ def serve(parsed: Parsed) -> int:
 
 
 def handover(parsed: Parsed) -> int:
-    """:func:`relay_ssh` in this process; started without ``site`` (``python -S``, the
-    ProxyCommand script), the installation's site directories are added first."""
+    """``limen.client.proxyssh_full.relay_ssh`` in this process; started without ``site``
+    (``python -S``: the ProxyCommand script), the installation's site directories are added
+    first."""
     if sys.flags.no_site and "site" not in sys.modules:
         import site
 
         site.main()
+    from limen.client.proxyssh_full import relay_ssh
+
     return relay_ssh(*parsed)
 
 
@@ -189,37 +191,3 @@ def _serve_fast(proxy: str | None, cluster: str | None, target: str) -> int:
         raise _Handover  # a proxy without the TLS route
     relay_stdio(*opened, in_fd)
     return 0
-
-
-def relay_ssh(proxy_address: str | None, cluster: str | None, target: str) -> int:
-    """Relay stdin/stdout to ``target`` (``LOGIN@HOST:PORT``) through the proxy; the exit
-    status (non-zero: the proxy's reason was printed as ``lmsh: <reason>``)."""
-    from limen.client.profile import ProfileStore
-
-    store = ProfileStore()
-    profile = store.load(proxy_address) if proxy_address else store.current()
-    login, _, host_port = target.rpartition("@")
-    host, _, port = host_port.rpartition(":")
-    if not login or not host or not port.isdigit():
-        raise BadParameter("target must be LOGIN@HOST:PORT (OpenSSH's %r@%h:%p)")
-    cluster = cluster or profile.cluster
-    from limen.client.proxyssh_tls import run_proxy_ssh_tls, strip_cluster
-    from limen.net.address import parse_address
-    from limen.net.ssh_tls_wire import SSHRouteRequest
-
-    ssh_cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
-    web_host, web_port = parse_address(profile.proxy)
-    routed = run_proxy_ssh_tls(web_host, web_port, store, profile,
-                               SSHRouteRequest(login=login, host=strip_cluster(host, cluster),
-                                               port=int(port), cluster=cluster,
-                                               ssh_cert=ssh_cert.read_text().strip()))
-    if routed is not None:
-        return routed
-    import asyncio
-
-    from limen.client.proxyssh import run_proxy_ssh  # an older proxy: SSH inside SSH
-
-    return asyncio.run(run_proxy_ssh(
-        ssh_proxy=profile.ssh_proxy, login=login, target_host=host, target_port=int(port),
-        cluster=cluster, key_path=store.key_path(profile.proxy, profile.user),
-        cert_path=ssh_cert, known_hosts=store.known_hosts))

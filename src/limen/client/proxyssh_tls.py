@@ -1,22 +1,23 @@
 """``lmsh proxy ssh`` over the proxy's web port: OpenSSH's ProxyCommand as ONE TLS connection.
 
-It connects to the proxy's web address with ALPN ``limen-ssh-proxy`` and the user's X.509
-certificate from ``lmsh login`` (the proxy verified against the cluster CA saved at login and
-required to be the proxy: :mod:`limen.client.proxyssh_fast_tls` without importing
-cryptography, or :func:`limen.ca.peer_role.require_server_role` where that cannot serve, e.g.
-an ECDSA key), sends one request
-naming the target (:mod:`limen.net.ssh_tls_wire`), reads the one-line answer, then relays raw
-bytes between stdin/stdout and the socket: OpenSSH's own session with the node is the only
-SSH layer. A refusal is printed as ``lmsh: <reason>`` with exit status 1. A proxy that does
-not speak the ALPN (an older one) makes :func:`open_route` answer ``None``; the caller then
-falls back to the SSH subsystem path (:mod:`limen.client.proxyssh`).
+:func:`open_route` connects to the proxy's web address with ALPN ``limen-ssh-proxy`` and the
+TLS context it is given (the user's X.509 certificate from ``lmsh login``, the proxy verified
+against the cluster CA saved at login and required to be the proxy:
+``limen.client.proxyssh_fast_tls`` without importing cryptography, or
+``limen.client.proxyssh_full.profile_context`` with ``limen.ca``'s checks), sends one request
+naming the target (:mod:`limen.net.ssh_tls_wire`), reads the one-line answer;
+:func:`relay_stdio` then relays raw bytes between stdin/stdout and the socket: OpenSSH's own
+session with the node is the only SSH layer. A proxy that does not speak the ALPN (an older
+one) makes :func:`open_route` answer ``None``; the caller then falls back to the SSH subsystem
+path (:mod:`limen.client.proxyssh`).
 
 Standard library only on the data path (no asyncio, no asyncssh): one thread polling stdin and
 the socket (``poll`` accepts pipes, sockets, terminals, ``/dev/null`` and regular files); a
 descriptor closed at start is empty input. TLS cannot half-close on the proxy's side
 (asyncio's SSL transport closes on the peer's ``close_notify``), so the end of stdin is passed
 on once the target has spoken (SSH servers send their banner first): OpenSSH only closes its
-end when it is done. Called by ``limen.cli.lmsh_proxy``.
+end when it is done. Called by ``limen.client.proxyssh_command`` (the ProxyCommand's fast
+path) and ``limen.client.proxyssh_full``.
 """
 
 from __future__ import annotations
@@ -28,16 +29,11 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from limen.errors import AccessDenied, ConnectionProblem
 from limen.net.ssh_tls_wire import ALPN_SSH, MAX_ANSWER, SSHRouteRequest, parse_answer
 
-if TYPE_CHECKING:  # not imported on the ProxyCommand's path (pathlib, datetime)
-    from limen.client.profile import Profile, ProfileStore
-
-__all__ = ["RouteRefused", "open_route", "profile_context", "relay_stdio", "run_proxy_ssh_tls",
-           "stdin_fd", "strip_cluster"]
+__all__ = ["RouteRefused", "open_route", "relay_stdio", "stdin_fd", "strip_cluster"]
 
 _CHUNK = 256 * 1024
 CONNECT_TIMEOUT = 15.0
@@ -51,26 +47,6 @@ def strip_cluster(host: str, cluster: str) -> str:
     """``web1.demo`` → ``web1`` for cluster ``demo`` (the ``lmsh config`` host pattern)."""
     suffix = f".{cluster}"
     return host[: -len(suffix)] if host.endswith(suffix) and host != suffix else host
-
-
-def profile_context(store: ProfileStore, profile: Profile) -> ssl.SSLContext:
-    """Mutual TLS as the logged-in user, the server required to be the proxy of a cluster
-    whose CA was saved at login (``limen.ca``'s checks: cryptography, any key type)."""
-    from cryptography import x509
-
-    from limen.ca.identity import SystemRole
-    from limen.ca.keys import load_private_key
-    from limen.ca.peer_role import require_server_role, trust_map_from_pems
-    from limen.ca.tls import client_context
-
-    trusted = trust_map_from_pems(store.trusted_cas(profile.proxy))
-    cas = [c for certs in trusted.values() for c in certs]
-    if not cas:
-        raise AccessDenied("no trusted CA saved for this proxy: run lmsh login again")
-    key = load_private_key(store.key_path(profile.proxy, profile.user).read_bytes())
-    cert = x509.load_pem_x509_certificate(
-        store.tls_cert_path(profile.proxy, profile.user).read_bytes())
-    return require_server_role(client_context(cert, key, cas), SystemRole.PROXY, trusted)
 
 
 def open_route(host: str, port: int, context: ssl.SSLContext, request: SSHRouteRequest,
@@ -228,37 +204,3 @@ def _pump(tls: ssl.SSLSocket, in_fd: int, out_fd: int, *, spoken: bool) -> None:
                 return
             spoken = True
             _write_all(out_fd, data)
-
-
-def _open(host: str, port: int, store: ProfileStore, profile: Profile,
-          request: SSHRouteRequest) -> tuple[ssl.SSLSocket, bytes] | None:
-    """:func:`open_route` with the fast context, or the full one where it cannot serve."""
-    if not profile.is_valid():
-        raise AccessDenied(f"your certificates expired at {profile.expires}: "
-                           "run lmsh login again")
-    from limen.client.proxyssh_fast_tls import Unsupported, check_proxy_cert, fast_context
-
-    try:
-        context = fast_context(store.tls_cert_path(profile.proxy, profile.user).read_bytes(),
-                               store.key_path(profile.proxy, profile.user).read_bytes(),
-                               str(store.ca_path(profile.proxy, profile.cluster)))
-        return open_route(host, port, context, request,
-                          check=lambda der: check_proxy_cert(der, profile.cluster))
-    except (Unsupported, FileNotFoundError):
-        return open_route(host, port, profile_context(store, profile), request)
-
-
-def run_proxy_ssh_tls(host: str, port: int, store: ProfileStore, profile: Profile,
-                      request: SSHRouteRequest) -> int | None:
-    """Relay stdin/stdout to the target; 0 at the end, 1 after printing the proxy's refusal,
-    ``None`` when the proxy does not serve the route (the caller falls back)."""
-    in_fd = stdin_fd()
-    try:
-        opened = _open(host, port, store, profile, request)
-    except RouteRefused as err:
-        print(f"lmsh: {err}", file=sys.stderr, flush=True)
-        return 1
-    if opened is None:
-        return None
-    relay_stdio(*opened, in_fd)
-    return 0

@@ -16,7 +16,6 @@ the node) or ``ERR <reason>`` and closes the connection.
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
 
 from limen.errors import BadParameter
 
@@ -30,18 +29,43 @@ MAX_ANSWER = 1024
 _FIELD_LIMIT = 255
 
 
-class SSHRouteRequest(NamedTuple):
-    """What the client asks the route for (a named tuple: the ProxyCommand imports this
-    module, and ``dataclasses`` would cost it the import of ``inspect``)."""
+class SSHRouteRequest:
+    """What the client asks the route for: an immutable value compared by its fields (a plain
+    class, neither a dataclass nor a ``typing.NamedTuple``: the ProxyCommand imports this
+    module, and ``dataclasses`` would cost it ``inspect``, ``typing`` ~3 ms of CPU)."""
+
+    __slots__ = ("cluster", "host", "login", "port", "ssh_cert")
 
     login: str
     host: str
     port: int
-    cluster: str = ""
-    ssh_cert: str = ""
+    cluster: str
+    ssh_cert: str
+
+    def __init__(self, login: str, host: str, port: int, cluster: str = "",
+                 ssh_cert: str = "") -> None:
+        for name, value in (("login", login), ("host", host), ("port", port),
+                            ("cluster", cluster), ("ssh_cert", ssh_cert)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"SSHRouteRequest is immutable ({name})")
+
+    def _fields(self) -> tuple[str, str, int, str, str]:
+        return self.login, self.host, self.port, self.cluster, self.ssh_cert
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SSHRouteRequest) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"SSHRouteRequest(login={self.login!r}, host={self.host!r}, port={self.port!r}, "
+                f"cluster={self.cluster!r}, ssh_cert=<{len(self.ssh_cert)} chars>)")
 
     def encode(self) -> bytes:
-        doc: dict[str, Any] = {"login": self.login, "host": self.host, "port": self.port,
+        doc: dict[str, object] = {"login": self.login, "host": self.host, "port": self.port,
                                "cluster": self.cluster}
         if self.ssh_cert:
             doc["ssh_cert"] = self.ssh_cert
