@@ -145,7 +145,15 @@ def start_db_env(root: Path, pg: PostgresServer, maria: MariaDBServer) -> Iterat
     config.write_text(CLUSTER_CONFIG)
     cluster = LimenCluster(root / "cluster", "dbtest",
                            ["--roles", "auth,proxy,node,db", "-c", str(config),
-                            "--diag-addr", "127.0.0.1:0"]).start()  # test_db_metrics reads it
+                            "--diag-addr", "127.0.0.1:0"])  # test_db_metrics reads it
+    files = root / "resources"
+    files.mkdir()
+    (files / "roles.yaml").write_text(ROLES)
+    (files / "dbs.yaml").write_text(databases(pg, maria))
+    # applied offline before the first start, so that the db agent's first heartbeat already
+    # carries the databases (applied after, it waits for the next one, ~10 s)
+    cluster.lmctl("apply", "-f", files)
+    cluster.start()
     try:
         server = root / "server"
         cluster.lmctl("auth", "sign", "--format", "db", "--host", "localhost,127.0.0.1",
@@ -159,11 +167,6 @@ def start_db_env(root: Path, pg: PostgresServer, maria: MariaDBServer) -> Iterat
         pg.create_database("app", owner="alice")
         maria.create_database("app")
         maria.create_database("secret")
-        files = root / "resources"
-        files.mkdir()
-        (files / "roles.yaml").write_text(ROLES)
-        (files / "dbs.yaml").write_text(databases(pg, maria))
-        cluster.lmctl("apply", "-f", files)
         alice = DBPerson(cluster.signed_up_user("alice", roles=["db-dev", "no-prod"]))
         bob = DBPerson(cluster.signed_up_user("bob", roles=["db-bob"]))
         for person in (alice, bob):
