@@ -220,7 +220,8 @@ def test_config_write_creates_ssh_dir_and_is_idempotent(site: LimenCluster,
     resolved = run(["ssh", "-G", "-F", config, f"web1.{site.name}"], env=env).stdout
     proxy_command = [line for line in resolved.splitlines() if line.startswith("proxycommand ")]
     assert len(proxy_command) == 1, resolved
-    assert f"proxy ssh --proxy {site.web} --cluster {site.name}" in proxy_command[0]
+    assert f"/limen/client/proxyssh_main.py --proxy {site.web} --cluster {site.name}" \
+        in proxy_command[0]
     assert "port 3022" in resolved.splitlines()
 
 

@@ -9,7 +9,7 @@ user's SSH session the only SSH layer), with one ``limen start`` (its node behin
 - the ProxyCommand itself (``lmsh proxy ssh``, started by OpenSSH for every connection)
   imports neither asyncio, asyncssh, aiohttp nor cryptography's X.509 (``limen.ca``), nor
   PyYAML, ``dataclasses`` (``inspect``), ``tempfile`` or ``shutil``; the line ``lmsh config``
-  writes (``python -I -S .../proxyssh_main.py``) not even ``site`` or ``pathlib``.
+  writes (``python -I -S .../proxyssh_main.py``) not even ``site``, ``typing`` or ``pathlib``.
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ def test_the_written_proxy_command_runs_without_site_or_heavy_modules(
         site: LimenCluster, olga: LimenUser, ssh_config: Path) -> None:
     """The ProxyCommand line of the ``lmsh config`` block (``python -I -S
     .../proxyssh_main.py``), run as OpenSSH runs it, imports the standard library and Limen's
-    relay only: no ``site``, no ``pathlib`` (the profile is read with ``os`` and ``json``), no
-    click, asyncio, PyYAML or cryptography. (Stock ``ssh`` runs the same line above.)"""
+    relay only: no ``site``, ``typing`` or ``pathlib`` (the profile is read with ``os`` and
+    ``json``), no click, asyncio, PyYAML or cryptography. (Stock ``ssh`` runs it above.)"""
     lines = [line.split(None, 1)[1] for line in ssh_config.read_text().splitlines()
              if line.strip().startswith("ProxyCommand") and f"--cluster {NAME} " in line]
     argv = shlex.split(lines[0].replace("%r@%h:%p", f"{LOGIN}@{HOST}.{NAME}:3022"))
@@ -174,7 +174,7 @@ def test_the_written_proxy_command_runs_without_site_or_heavy_modules(
     assert "limen.client.proxyssh_tls" in imported
     heavy = [m for m in imported
              if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click", "yaml",
-                                    "cryptography", "site", "pathlib")
+                                    "cryptography", "site", "pathlib", "typing")
              or m.split(".")[:2] in (["limen", "ca"], ["limen", "cli"])
              or m == "limen.client.profile"]
     assert heavy == []
@@ -182,8 +182,10 @@ def test_the_written_proxy_command_runs_without_site_or_heavy_modules(
 
 def test_lmsh_ssh_to_one_node_execs_openssh_before_click(site: LimenCluster,
                                                           olga: LimenUser) -> None:
-    """``lmsh ssh LOGIN@HOST CMD`` becomes ``ssh`` in ``limen.cli.lmsh_entry``: neither it nor
-    the ProxyCommand it runs loads click, asyncio or cryptography's X.509."""
+    """``lmsh ssh LOGIN@HOST CMD`` becomes ``ssh`` in ``limen.cli.lmsh_entry``: it loads
+    neither click, asyncio nor cryptography's X.509, and gives OpenSSH the ProxyCommand
+    ``lmsh config`` writes (``python -I -S .../proxyssh_main.py``, which ignores
+    ``PYTHONPROFILEIMPORTTIME``: its imports are checked by the test above)."""
     done = subprocess.run([command("lmsh"), "ssh", f"{LOGIN}@{HOST}", "echo", "fast path"],
                           env={**olga.env, "PYTHONPROFILEIMPORTTIME": "1"},
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
@@ -193,7 +195,7 @@ def test_lmsh_ssh_to_one_node_execs_openssh_before_click(site: LimenCluster,
     imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$",
                           done.stderr.decode(), re.MULTILINE)
     assert "limen.client.ssh_command" in imported
-    assert "limen.client.proxyssh_tls" in imported
+    assert "limen.client.proxyssh_tls" not in imported  # the ProxyCommand runs isolated (-I)
     heavy = [m for m in imported
              if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click", "yaml")
              or m in ("limen.cli.lmsh", "limen.cli.common", "limen.cli.lmsh_access")

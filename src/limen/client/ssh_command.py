@@ -1,6 +1,7 @@
 """What ``lmsh ssh [OPENSSH OPTIONS] [LOGIN@]HOST [COMMAND...]`` runs, without click: the stock
-OpenSSH client with Limen's key, certificate and known_hosts, and ``lmsh proxy ssh`` as
-ProxyCommand, so every OpenSSH option works.
+OpenSSH client with Limen's key, certificate and known_hosts, and the ProxyCommand ``lmsh
+config`` writes (``limen.client.proxyssh_command.helper_command``: ``lmsh proxy ssh``'s relay
+at a lower start-up cost), so every OpenSSH option works.
 
 ``lmsh ssh`` is a start-up on the user's wait like the ProxyCommand: for one host of the
 profile's own cluster :func:`exec_ssh` reads the profile (JSON, no PyYAML) and replaces the
@@ -22,6 +23,7 @@ from typing import Literal
 
 from limen.client.nodes import is_label_selector
 from limen.client.profile import Profile, ProfileStore
+from limen.client.proxyssh_command import helper_command
 from limen.errors import BadParameter
 
 __all__ = ["NODE_PORT", "exec_ssh", "lmsh_path", "openssh_options", "split_ssh_args",
@@ -48,8 +50,8 @@ def openssh_options(store: ProfileStore, profile: Profile, cluster: str | None =
     cluster = cluster or profile.cluster
     key = store.key_path(profile.proxy, profile.user)
     cert = store.ssh_cert_path(profile.proxy, profile.user, profile.cluster)
-    proxy_command = (f"{lmsh_path()} proxy ssh --proxy {profile.proxy} --cluster {cluster}"
-                     " %r@%h:%p")
+    proxy_command = (f"{' '.join(helper_command(lmsh_path()))} --proxy {profile.proxy}"
+                     f" --cluster {cluster} %r@%h:%p")
     options = {
         "UserKnownHostsFile": str(store.known_hosts), "IdentityFile": str(key),
         "CertificateFile": str(cert), "IdentitiesOnly": "yes", "ProxyCommand": proxy_command,
