@@ -12,7 +12,8 @@ the project's Kubernetes emulator with two kube clusters (``kube_env``: ``emu`` 
 * the server name naming a kube cluster, on the web port and on the kube listener;
 * attacks: alice's certificate scoped to ``emu`` on ``emu-ops``'s path (403, audited with the
   reason, over kubectl's HTTP/2 and over HTTP/1.1); a crafted prefix (bad base64, NUL,
-  slash, over-long: 400 ``Status``, audited); the cluster-less certificate without a prefix.
+  slash, over-long: 400 ``Status``, audited); the cluster-less certificate without a prefix;
+* ``lmsh kube logout`` removes the ``--all`` certificate and its contexts.
 """
 
 from __future__ import annotations
@@ -289,3 +290,13 @@ def test_a_crafted_prefix_is_a_400_status_and_audited(kube_env: KubeEnv, kim: Ku
     assert why in answer["message"]
     event = _refused(kube_env, why, user="kim")
     assert event["reason"].startswith("bad request")
+
+
+def test_logout_removes_the_certificate_and_the_contexts_of_login_all(
+        kube_env: KubeEnv, kim: KubePerson) -> None:
+    """Last: kim logs out."""
+    assert f"{CLUSTER}-emu-ops" in _clusters(kim)
+    kim.lmsh("kube", "logout")
+    config = yaml.safe_load(kim.kubeconfig.read_text())
+    assert not [c for c in config["contexts"] if c["name"].startswith(f"{CLUSTER}-")]
+    assert not list(kim.user.home.rglob("kim-kube-any/*"))
