@@ -83,6 +83,24 @@ KEX = "curve25519-sha256"
 """Forced on every OpenSSH client: the Limen node and proxy speak curve25519 (asyncssh has no
 sntrup761), OpenSSH's sshd would pick sntrup761x25519; setup times compare like with like."""
 PATHS = ("direct", "sshd-jump", "limen", "limen-pc", "lmsh")
+RUSAGE_WRAPPER = """import os, resource, signal, sys
+out, argv = sys.argv[1], sys.argv[2:]
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    os.execvp(argv[0], argv)
+null = os.open(os.devnull, os.O_RDWR)
+os.dup2(null, 0)
+os.dup2(null, 1)
+os.waitpid(pid, 0)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(out + ".tmp", "w") as file:
+    file.write(f"{(usage.ru_utime + usage.ru_stime) * 1000:.3f}\\n")
+os.rename(out + ".tmp", out)
+"""
+"""OpenSSH's ProxyCommand wrapper of :meth:`Bench._helper_cpu_in_ssh`: it lets go of OpenSSH's
+pipes (so OpenSSH sees the ProxyCommand's end as before) and outlives OpenSSH's SIGHUP."""
 LIMEN_PATHS = ("limen", "limen-pc", "lmsh")
 BENCH_ROLE = {"apiVersion": "limen.dev/v1alpha1", "kind": "Role", "metadata": {"name": "bench"},
               "spec": {"allow": {"logins": [BENCH_LOGIN], "node_labels": {"*": "*"}}}}
@@ -702,6 +720,29 @@ Ciphers {CIPHER}
         for spelling, key in (("config", "helper"), ("lmsh", "lmsh proxy ssh")):
             row[f"{key} CPU ms"] = _util.percentile(used[spelling], 50)
             row[f"{key} CPU ms p99"] = _util.percentile(used[spelling], 99)
+        in_ssh = [self._helper_cpu_in_ssh(n) for n in range(min(self.args.setup_runs, 50))]
+        row["helper CPU ms in ssh"] = _util.percentile(in_ssh, 50)
+        row["helper CPU ms in ssh p99"] = _util.percentile(in_ssh, 99)
+
+    def _helper_cpu_in_ssh(self, n: int) -> float:
+        """CPU of the ``lmsh config`` ProxyCommand inside one real ``ssh HOST true``: OpenSSH
+        runs :data:`RUSAGE_WRAPPER`, which runs the ProxyCommand as its child (OpenSSH's
+        SIGHUP at the end reaches it as usual) and writes the child's rusage when it ends."""
+        wrapper = self.dir / "rusage_wrapper.py"
+        if not wrapper.exists():
+            wrapper.write_text(RUSAGE_WRAPPER)
+        out = self.dir / f"helper-cpu-{n}.txt"
+        command = " ".join([sys.executable, "-S", str(wrapper), str(out),
+                            *self.proxy_command(), "%r@%h:%p"])
+        subprocess.run([SSH, "-F", str(self.config), "-o", f"ProxyCommand {command}",
+                        "-p", "3022", NODE_NAME, "true"], check=True, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not out.exists() or not out.read_text().endswith("\n"):
+            if time.monotonic() > deadline:
+                raise SystemExit("the ProxyCommand did not end within 10 s of ssh")
+            time.sleep(0.005)
+        self.reap_orphans()
+        return float(out.read_text())
 
     def transfer(self, paths: list[str], kind: str) -> None:
         """``kind`` single (one session of ``--size-mib``) or parallel (``--parallel``
@@ -903,6 +944,12 @@ def report(bench: Bench, facts: dict[str, str], kex: dict[str, str], login: str)
                      f"`lmsh proxy ssh` spelling (`lmsh ssh`'s): p50 "
                      f"{pc['lmsh proxy ssh CPU ms']:.1f} ms, p99 "
                      f"{pc['lmsh proxy ssh CPU ms p99']:.1f} ms")
+    if "helper CPU ms in ssh" in pc:
+        lines.append(f"- the `lmsh config` ProxyCommand inside one real `ssh HOST true` (the "
+                     f"whole SSH session relayed; OpenSSH ends it with SIGHUP): p50 "
+                     f"{pc['helper CPU ms in ssh']:.1f} ms, p99 "
+                     f"{pc['helper CPU ms in ssh p99']:.1f} ms (≤ 50) "
+                     f"{'met' if pc['helper CPU ms in ssh'] <= 50 else '**NOT met**'}")
     lim = rows.get("limen", {})
     idle = [f"{p} {rows[p]['idle kB/session sshd (PSS)']:.0f} kB (sshd PSS)"
             for p in ("direct", "sshd-jump") if "idle kB/session sshd (PSS)" in rows.get(p, {})]
