@@ -168,7 +168,8 @@ def test_streams_of_one_http2_connection_are_routed_each(kube_env: KubeEnv, kim:
     conn.initiate_connection()
     paths = {1: route_path(CLUSTER, "emu") + CONFIGMAPS,
              3: route_path(CLUSTER, "emu-ops") + CONFIGMAPS,
-             5: CONFIGMAPS}  # names nothing: the certificate does not either
+             5: CONFIGMAPS,  # names nothing: the certificate does not either
+             7: "/v1/limen/a3ViZXRlc3Q/ZW*1/api"}  # crafted: a 400 on its stream
     try:
         for stream_id, path in paths.items():
             conn.send_headers(stream_id, [(":method", "GET"), (":scheme", "https"),
@@ -178,7 +179,7 @@ def test_streams_of_one_http2_connection_are_routed_each(kube_env: KubeEnv, kim:
         statuses: dict[int, bytes] = {}
         ended: set[int] = set()
         deadline = time.monotonic() + 20
-        while len(ended) < 3 and time.monotonic() < deadline:
+        while len(ended) < len(paths) and time.monotonic() < deadline:
             data = sock.recv(65536)
             if not data:
                 break
@@ -193,12 +194,13 @@ def test_streams_of_one_http2_connection_are_routed_each(kube_env: KubeEnv, kim:
             sock.sendall(conn.data_to_send())
     finally:
         sock.close()
-    assert statuses == {1: b"200", 3: b"200", 5: b"403"}
+    assert statuses == {1: b"200", 3: b"200", 5: b"403", 7: b"400"}
     for name in ("emu", "emu-ops"):
         kube_env.wait_audit(f"the stream to {name}", user="kim", kube_cluster=name,
                             verb="list", response_code=200)
     _refused(kube_env, "names no kube cluster and neither does the request", user="kim",
              kube_cluster="")
+    _refused(kube_env, "not base64url (HTTP/2 stream 7)", user="kim")
 
 
 def test_a_keep_alive_connection_naming_another_cluster_is_refused(
