@@ -586,7 +586,7 @@ Ciphers {CIPHER}
     def proxy_command(self, spelling: str = "config") -> list[str]:
         """The ProxyCommand as the ``lmsh config`` block runs it (``config``: the interpreter
         with ``-I -S`` and ``limen.client.proxyssh_main``) or as ``lmsh proxy ssh``
-        (``lmsh``: what ``lmsh ssh`` runs), with the user's LIMEN_HOME."""
+        (``lmsh``: blocks written before), with the user's LIMEN_HOME."""
         from limen.client.proxyssh_command import helper_command
 
         program = (helper_command(str(self.lmsh())) if spelling == "config"
@@ -941,7 +941,7 @@ def report(bench: Bench, facts: dict[str, str], kex: dict[str, str], login: str)
                      f"alone, CPU per connection (rusage of the reaped process): p50 "
                      f"{pc['helper CPU ms']:.1f} ms, p99 {pc['helper CPU ms p99']:.1f} ms (≤ 50) "
                      f"{'met' if pc['helper CPU ms'] <= 50 else '**NOT met**'}; the "
-                     f"`lmsh proxy ssh` spelling (`lmsh ssh`'s): p50 "
+                     f"`lmsh proxy ssh` spelling (of blocks written before): p50 "
                      f"{pc['lmsh proxy ssh CPU ms']:.1f} ms, p99 "
                      f"{pc['lmsh proxy ssh CPU ms p99']:.1f} ms")
     if "helper CPU ms in ssh" in pc:
