@@ -135,8 +135,8 @@ def test_proxy_server_names_are_among_the_proxies_names() -> None:
                         listeners=Listeners(web="0.0.0.0:3080"),
                         auth=AuthSettings(proxy_server_names=SERVICE))
     assert configured_proxy_names(settings) == (
-        "127.0.0.1", "kube-limen-proxy.limen.local", "localhost", "main-proxy",
-        "main-proxy.limen.svc", "x.example")
+        "*.kube-limen-proxy.limen.local", "127.0.0.1", "kube-limen-proxy.limen.local",
+        "localhost", "main-proxy", "main-proxy.limen.svc", "x.example")
     assert "main-proxy" not in configured_proxy_names(Settings(
         cluster=ClusterSettings(name="unit"), listeners=Listeners(web="0.0.0.0:3080")))
 
