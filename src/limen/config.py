@@ -11,6 +11,7 @@ Example ``limen.yaml``::
     roles: [auth, proxy, node]
     gitops: {source: https://git.example/access.git, branch: main, path: access/, interval: 15s}
     diag_addr: 127.0.0.1:3000   # /metrics, /healthz, /readyz (off when absent)
+    event_loop: uvloop          # or asyncio (the standard library's loop)
     node: {nodename: web1, labels: {env: dev},
            commands: [{name: kernel, command: [uname, -r], period: 1h}]}
     join: {token: ..., proxy: proxy.example:3080, ca_pin: "sha256:..."}   # agents apart from auth
@@ -278,6 +279,8 @@ class Settings:
     diag_addr: str = ""
     """The diagnostics listener (``host:port``: /metrics, /healthz, /readyz; plain HTTP,
     ``limen.diag``); empty: off. Loopback unless the network in front is trusted."""
+    event_loop: str = "uvloop"
+    """The loop ``limen start`` runs on: ``uvloop`` or ``asyncio`` (:mod:`limen.net.event_loop`)."""
 
     @property
     def secrets_dir(self) -> Path:
@@ -304,6 +307,7 @@ SCHEMA: dict[str, Any] = {
         "roles": {"type": "array", "items": {"enum": list(ALL_ROLES)}, "minItems": 1},
         "debug": {"type": "boolean"},
         "diag_addr": {"type": "string", "pattern": r"^([^\s:]*:\d{1,5})?$"},
+        "event_loop": {"enum": ["uvloop", "asyncio"]},
         "cluster": {
             "type": "object", "additionalProperties": False,
             "properties": {
@@ -463,7 +467,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         "LIMEN_AUTH_JOIN": ("join", "auth_join"),
         "LIMEN_NODENAME": ("node", "nodename"), "LIMEN_SFTP_SERVER": ("node", "sftp_server"),
         "LIMEN_CA_KEY_FILE": ("backend", "ca_key_file"),
-        "LIMEN_DIAG_ADDR": ("diag_addr",),
+        "LIMEN_DIAG_ADDR": ("diag_addr",), "LIMEN_EVENT_LOOP": ("event_loop",),
     }
     for var, path in simple.items():
         if var in env:
@@ -558,6 +562,7 @@ def load_settings(
         backend=backend,
         debug=bool(raw.get("debug", False)),
         diag_addr=str(raw.get("diag_addr", "")),
+        event_loop=str(raw.get("event_loop", "uvloop")),
     )
 
 

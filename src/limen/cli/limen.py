@@ -5,7 +5,6 @@ Entry point of the ``limen`` console script.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from limen.cli.limen_operator import operator
 from limen.cli.log_format import LOG_FORMATS, configure_logging
 from limen.config import Settings, load_settings, parse_labels
 from limen.diag.metrics import Metrics
+from limen.net.event_loop import run as run_loop
 
 __all__ = ["main"]
 
@@ -82,7 +82,7 @@ def start(ctx: click.Context, config_file: Path | None, data_dir: Path | None, r
     }
     settings = load_settings(config_file, overrides=_drop_none(overrides),
                              random_ports=random_ports)
-    asyncio.run(_run(settings))
+    run_loop(_run(settings), settings.event_loop)
 
 
 async def _run(settings: Settings) -> None:

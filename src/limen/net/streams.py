@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from limen.net.event_loop import stream_transport
 from limen.net.memory_pipe import memory_pipe
 from limen.net.relay import Relay
 from limen.net.tcp import tune_socket
@@ -94,8 +95,7 @@ class _Attached(asyncio.StreamReaderProtocol):
     transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = stream_transport(transport)
         super().connection_made(transport)
 
 
@@ -137,8 +137,7 @@ def hand_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, relay:
     """Give the connection under ``reader``/``writer`` to ``relay`` as ``side``: what the
     stream had buffered (and its EOF) goes first, then the transport calls the relay's
     Protocol directly. Call it with nothing left to drain; the streams are not used after."""
-    transport = writer.transport
-    assert isinstance(transport, asyncio.Transport)
+    transport = stream_transport(writer.transport)
     buffered: bytearray | None = getattr(reader, "_buffer", None)
     data = bytes(buffered) if buffered else b""
     if buffered:

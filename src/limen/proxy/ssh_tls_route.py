@@ -36,6 +36,7 @@ from limen.ca.ssh_certs import verify_ssh_user_cert
 from limen.ca.x509_certs import verify_client_cert
 from limen.errors import AccessDenied, LimenError
 from limen.events.event import make_event
+from limen.net.event_loop import stream_transport
 from limen.net.relay import Relay
 from limen.net.ssh_tls_wire import ANSWER_OK, MAX_REQUEST, SSHRouteRequest, answer_error
 from limen.proxy.sshfront import Connector
@@ -127,8 +128,7 @@ class _RouteProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = stream_transport(transport)
         host, port = (transport.get_extra_info("peername") or ("?", 0))[:2]
         self.peer = f"{host}:{port}"
         self.route.connections.add(self)

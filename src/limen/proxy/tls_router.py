@@ -39,6 +39,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from limen.net.event_loop import stream_transport
 from limen.proxy.client_hello import ClientHello, NotClientHello, parse
 
 __all__ = ["HTTP_ALPN", "ProtocolFactory", "SNIRoute", "TLSRouter"]
@@ -135,8 +136,7 @@ class _Hello(asyncio.Protocol):
         self.deadline = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = stream_transport(transport)
         loop = asyncio.get_running_loop()
         self.deadline = loop.time() + HANDSHAKE_TIMEOUT
         self.timer = loop.call_later(HANDSHAKE_TIMEOUT, transport.abort)

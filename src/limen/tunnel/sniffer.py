@@ -15,6 +15,7 @@ import logging
 from typing import Any, Protocol
 
 from limen.errors import LimenError
+from limen.net.event_loop import stream_transport
 from limen.net.tcp import tune_socket
 from limen.tunnel.protocol import DATA_PREFIX, MAX_PREAMBLE, parse_preamble
 
@@ -78,8 +79,7 @@ class PortSniffer(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = stream_transport(transport)
         tune_socket(transport.get_extra_info("socket"))
         host, port = (transport.get_extra_info("peername") or ("?", 0))[:2]
         self.peer = f"{host}:{port}"
