@@ -55,6 +55,7 @@ import json
 import os
 import pwd
 import resource
+import shlex
 import signal
 import socket
 import statistics
@@ -585,12 +586,21 @@ Ciphers {CIPHER}
 
     def proxy_command(self, spelling: str = "config") -> list[str]:
         """The ProxyCommand as the ``lmsh config`` block runs it (``config``: the interpreter
-        with ``-I -S`` and ``limen.client.proxyssh_main``) or as ``lmsh proxy ssh``
-        (``lmsh``: blocks written before), with the user's LIMEN_HOME."""
+        with ``-I -S`` and ``limen.client.proxyssh_main``), as ``lmsh proxy ssh`` (``lmsh``:
+        blocks written before) or as ``lmsh proxy ssh`` of the tree in ``--helper-before``
+        (``before``: its ``src``, run as the console script runs it), with the user's
+        LIMEN_HOME."""
         from limen.client.proxyssh_command import helper_command
 
-        program = (helper_command(str(self.lmsh())) if spelling == "config"
-                   else [str(self.lmsh()), "proxy", "ssh"])
+        lmsh = str(self.lmsh())
+        program = {
+            "config": lambda: helper_command(lmsh),
+            "lmsh": lambda: [lmsh, "proxy", "ssh"],
+            "before": lambda: [sys.executable, "-c", "import sys; sys.path.insert(0, "
+                               f"{str(self.args.helper_before)!r}); sys.argv[0] = 'lmsh'; "
+                               "from limen.cli.lmsh_entry import main; main()",
+                               "proxy", "ssh"],
+        }[spelling]()
         return ["env", f"LIMEN_HOME={self.dir / 'limen-home'}", *program,
                 "--proxy", self.listeners["web"], "--cluster", "bench"]
 
@@ -700,44 +710,48 @@ Ciphers {CIPHER}
     # -------------------------------------------------------------- measurements
 
     def helper_cpu(self) -> None:
-        """CPU of one ProxyCommand alone (user + system of it and its children, from the
-        kernel's accounting of the reaped child: ``/usr/bin/time``'s source, at its full
-        resolution rather than its 10 ms steps): connect, read the node's banner, end of
-        stdin. The line ``lmsh config`` writes and the ``lmsh proxy ssh`` spelling alternate;
-        ``--setup-runs`` runs each (at most 50), median and p99."""
-        used: dict[str, list[float]] = {"config": [], "lmsh": []}
-        for _ in range(min(self.args.setup_runs, 50)):
-            for spelling, values in used.items():
+        """CPU of one ProxyCommand (user + system of it and its children, from the kernel's
+        accounting of the reaped child: ``/usr/bin/time``'s source, at its full resolution
+        rather than its 10 ms steps), alone (connect, read the node's banner, end of stdin)
+        and inside one real ``ssh HOST true``. The line ``lmsh config`` writes, the ``lmsh
+        proxy ssh`` spelling and, with ``--helper-before``, another tree's ``lmsh proxy ssh``
+        alternate; ``--setup-runs`` runs each (at most 50), median and p99."""
+        spellings = {"config": "helper", "lmsh": "lmsh proxy ssh"}
+        if self.args.helper_before:
+            spellings["before"] = "before"
+        alone: dict[str, list[float]] = {s: [] for s in spellings}
+        in_ssh: dict[str, list[float]] = {s: [] for s in spellings}
+        for n in range(min(self.args.setup_runs, 50)):
+            for spelling in spellings:
                 before = client_cpu()
                 done = subprocess.run([*self.proxy_command(spelling),
                                        f"{BENCH_LOGIN}@{NODE_NAME}:3022"],
                                       stdin=subprocess.DEVNULL, capture_output=True)
-                values.append((client_cpu() - before) * 1000)
+                alone[spelling].append((client_cpu() - before) * 1000)
                 if done.returncode or not done.stdout.startswith(b"SSH-2.0-"):
                     raise SystemExit(f"the ProxyCommand ({spelling}) failed: "
                                      f"{done.stderr.decode(errors='replace')[-500:]}")
+                in_ssh[spelling].append(self._helper_cpu_in_ssh(spelling, n))
         row = self.rows.setdefault("limen-pc", {})
-        for spelling, key in (("config", "helper"), ("lmsh", "lmsh proxy ssh")):
-            row[f"{key} CPU ms"] = _util.percentile(used[spelling], 50)
-            row[f"{key} CPU ms p99"] = _util.percentile(used[spelling], 99)
-        in_ssh = [self._helper_cpu_in_ssh(n) for n in range(min(self.args.setup_runs, 50))]
-        row["helper CPU ms in ssh"] = _util.percentile(in_ssh, 50)
-        row["helper CPU ms in ssh p99"] = _util.percentile(in_ssh, 99)
+        for spelling, key in spellings.items():
+            for suffix, values in (("", alone[spelling]), (" in ssh", in_ssh[spelling])):
+                row[f"{key} CPU ms{suffix}"] = _util.percentile(values, 50)
+                row[f"{key} CPU ms{suffix} p99"] = _util.percentile(values, 99)
 
-    def _helper_cpu_in_ssh(self, n: int) -> float:
-        """CPU of the ``lmsh config`` ProxyCommand inside one real ``ssh HOST true``: OpenSSH
-        runs :data:`RUSAGE_WRAPPER`, which runs the ProxyCommand as its child (OpenSSH's
-        SIGHUP at the end reaches it as usual) and writes the child's rusage when it ends."""
+    def _helper_cpu_in_ssh(self, spelling: str, n: int) -> float:
+        """CPU of the ProxyCommand inside one real ``ssh HOST true``: OpenSSH runs
+        :data:`RUSAGE_WRAPPER`, which runs the ProxyCommand as its child (OpenSSH's SIGHUP
+        at the end reaches it as usual) and writes the child's rusage when it ends."""
         wrapper = self.dir / "rusage_wrapper.py"
         if not wrapper.exists():
             wrapper.write_text(RUSAGE_WRAPPER)
-        out = self.dir / f"helper-cpu-{n}.txt"
+        out = self.dir / f"helper-cpu-{spelling}-{n}.txt"
         command = " ".join([sys.executable, "-S", str(wrapper), str(out),
-                            *self.proxy_command(), "%r@%h:%p"])
+                            *map(shlex.quote, self.proxy_command(spelling)), "%r@%h:%p"])
         subprocess.run([SSH, "-F", str(self.config), "-o", f"ProxyCommand {command}",
                         "-p", "3022", NODE_NAME, "true"], check=True, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not out.exists() or not out.read_text().endswith("\n"):
+        while not out.exists():
             if time.monotonic() > deadline:
                 raise SystemExit("the ProxyCommand did not end within 10 s of ssh")
             time.sleep(0.005)
@@ -937,19 +951,23 @@ def report(bench: Bench, facts: dict[str, str], kex: dict[str, str], login: str)
         get("limen-pc", "setup p50 ms"), get("limen", "setup p50 ms")), 1.5, above=False)
     pc = rows.get("limen-pc", {})
     if "helper CPU ms" in pc:
-        lines.append(f"- the `lmsh config` ProxyCommand (`python -I -S .../proxyssh_main.py`) "
-                     f"alone, CPU per connection (rusage of the reaped process): p50 "
-                     f"{pc['helper CPU ms']:.1f} ms, p99 {pc['helper CPU ms p99']:.1f} ms (≤ 50) "
-                     f"{'met' if pc['helper CPU ms'] <= 50 else '**NOT met**'}; the "
-                     f"`lmsh proxy ssh` spelling (of blocks written before): p50 "
-                     f"{pc['lmsh proxy ssh CPU ms']:.1f} ms, p99 "
-                     f"{pc['lmsh proxy ssh CPU ms p99']:.1f} ms")
-    if "helper CPU ms in ssh" in pc:
-        lines.append(f"- the `lmsh config` ProxyCommand inside one real `ssh HOST true` (the "
-                     f"whole SSH session relayed; OpenSSH ends it with SIGHUP): p50 "
-                     f"{pc['helper CPU ms in ssh']:.1f} ms, p99 "
-                     f"{pc['helper CPU ms in ssh p99']:.1f} ms (≤ 50) "
-                     f"{'met' if pc['helper CPU ms in ssh'] <= 50 else '**NOT met**'}")
+        def cpu_line(key: str, what: str, target: bool) -> None:
+            met = pc[f"{key} CPU ms"] <= 50
+            lines.append(
+                f"- {what}: CPU per connection (rusage of the reaped process) alone p50 "
+                f"{pc[f'{key} CPU ms']:.1f} ms, p99 {pc[f'{key} CPU ms p99']:.1f} ms; inside "
+                f"one real `ssh HOST true` p50 {pc[f'{key} CPU ms in ssh']:.1f} ms, p99 "
+                f"{pc[f'{key} CPU ms in ssh p99']:.1f} ms"
+                + ((" (≤ 50) " + ("met" if met and pc[f"{key} CPU ms in ssh"] <= 50
+                                  else "**NOT met**")) if target else ""))
+
+        cpu_line("helper", "the `lmsh config` ProxyCommand (`python -I -S .../proxyssh_main.py`)",
+                 True)
+        cpu_line("lmsh proxy ssh", "the `lmsh proxy ssh` spelling (blocks written before)",
+                 False)
+        if "before CPU ms" in pc:
+            cpu_line("before", f"`lmsh proxy ssh` of `--helper-before "
+                               f"{args.helper_before}`, interleaved with the two above", False)
     lim = rows.get("limen", {})
     idle = [f"{p} {rows[p]['idle kB/session sshd (PSS)']:.0f} kB (sshd PSS)"
             for p in ("direct", "sshd-jump") if "idle kB/session sshd (PSS)" in rows.get(p, {})]
@@ -997,6 +1015,9 @@ def main() -> None:
     parser.add_argument("--asyncssh-recv", choices=["limen", "stock"], default="limen",
                         help="asyncssh's receive path in the proxy and agent: Limen's "
                              "adaptation (limen.net.asyncssh_recv) or asyncssh's own")
+    parser.add_argument("--helper-before", type=Path,
+                        help="the src directory of another tree (git archive REV src): its "
+                             "lmsh proxy ssh is measured in the client part, interleaved")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--serve-proxy", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-agent", type=Path, help=argparse.SUPPRESS)
