@@ -111,7 +111,7 @@ class KubeRouter:
         if identity.is_system:
             raise AccessDenied("a Limen process certificate cannot use the kube front")
         if "kube" not in identity.usage:
-            raise AccessDenied("this certificate is not for Kubernetes: run lmsh kube "
+            raise AccessDenied("this certificate is not for a kube cluster: run lmsh kube "
                                "login NAME")
 
     async def refused(self, reason: str, *, identity: Identity | None, client_addr: str,
