@@ -25,10 +25,11 @@ from the agent only as far as the stream's and the connection's send windows all
 of at most 64 KiB per stream waits).
 
 Limits: :attr:`H2Limits.max_streams` concurrent streams (one more is reset with
-REFUSED_STREAM), the header list size (a larger one ends the connection with GOAWAY
-ENHANCE_YOUR_CALM), a request body of at most :attr:`H2Limits.max_body` bytes (413). A
-malformed frame ends the connection with GOAWAY, and so does :attr:`H2Limits.idle_timeout`
-without a stream. A client resetting a stream ends its agent
+REFUSED_STREAM), :attr:`H2Limits.max_routes` kube clusters named on one connection (400),
+the header list size (a larger one ends the connection with GOAWAY ENHANCE_YOUR_CALM), a
+request body of at most :attr:`H2Limits.max_body` bytes (413). A malformed frame ends the
+connection with GOAWAY, and so does :attr:`H2Limits.idle_timeout` without a stream. A client
+resetting a stream ends its agent
 request (the tunnel connection is dropped). :meth:`H2Session.goaway` (the proxy stopping)
 sends GOAWAY and ends the connection. Each refusal here is a Kubernetes ``Status`` on its
 stream (or the reset, or the GOAWAY) and is audited through ``audit``; the refusals of the
@@ -89,6 +90,9 @@ class H2Limits:
     stream_window: int = 1 << 20
     connection_window: int = 16 << 20
     """The most request body bytes buffered for the whole connection."""
+    max_routes: int = 32
+    """Distinct routes (kube clusters named) on one connection, each with its tunnel
+    connections; a stream naming one more is refused (400)."""
     idle_timeout: float = 300.0
     """A connection without a stream this long gets GOAWAY (the agent's keep-alive limit)."""
 
@@ -335,10 +339,14 @@ class H2Session:
     # one stream
 
     def _pool(self, target: str) -> UpstreamPool:
-        """The tunnel connections of the route ``target`` names (BadParameter: none)."""
+        """The tunnel connections of the route ``target`` names (BadParameter: none;
+        StreamRefused beyond :attr:`H2Limits.max_routes` routes)."""
         key, dial = self._route(target)
         pool = self._pools.get(key)
         if pool is None:
+            if len(self._pools) >= self.limits.max_routes:
+                raise StreamRefused(400, f"Limen: more than {self.limits.max_routes} kube "
+                                         "clusters named on one connection")
             pool = self._pools[key] = UpstreamPool(dial)
         return pool
 
