@@ -93,3 +93,37 @@ def test_another_command_line_is_a_usage_error(tmp_path: Path) -> None:
     done = _run([*helper_command(LMSH), "--help"], tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: usage: proxyssh_main.py")
+
+
+def test_a_block_yaml_profile_goes_to_the_full_command_with_its_site_packages(
+        tmp_path: Path) -> None:
+    """The fast path reads JSON only; a profile written as block YAML by earlier versions is
+    read by the full command, which needs PyYAML from site-packages (the script starts
+    without ``site``)."""
+    store = ProfileStore(tmp_path)
+    proxy = "127.0.0.1:9"
+    (tmp_path / "profiles").mkdir()
+    store.profile_path(proxy).write_text(
+        f"proxy: '{proxy}'\nuser: alice\ncluster: demo\nexpires: '2020-01-01T00:00:00+00:00'\n")
+    store.ssh_cert_path(proxy, "alice", "demo").parent.mkdir(parents=True)
+    store.ssh_cert_path(proxy, "alice", "demo").write_text("unused\n")
+    script, lmsh = _both(tmp_path, ["--proxy", proxy, "alice@web1:3022"])
+    assert script.returncode == lmsh.returncode == 1
+    assert script.stderr == lmsh.stderr
+    assert script.stderr.startswith("error: your certificates expired at 2020-01-01")
+
+
+def test_the_package_directory_does_not_shadow_the_standard_library(tmp_path: Path) -> None:
+    """The script adds its package's directory (site-packages) after the standard library:
+    a ``json.py`` or ``ssl.py`` there is not what it imports."""
+    root = tmp_path / "site-packages"
+    root.mkdir()
+    (root / "limen").symlink_to(Path(proxyssh_command.__file__).parents[1])
+    for name in ("json", "ssl", "socket", "enum"):
+        (root / f"{name}.py").write_text("raise SystemExit('shadowed')\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    done = _run([sys.executable, "-I", "-S", str(root / "limen" / "client" / "proxyssh_main.py"),
+                 *ARGS], home)
+    assert "shadowed" not in done.stderr
+    assert done.stderr.startswith("error: no profile for proxy p.example:3080")

@@ -4,14 +4,14 @@
 
 ``-I`` (isolated: no ``PYTHON*`` variables, no user site, not the current directory on the
 path) and ``-S`` (no ``site``: no site-packages scan, no ``.pth`` files) start the interpreter
-in about two thirds of its usual CPU time; this file then puts the directory holding the
-``limen`` package it belongs to (site-packages, or ``src`` of an editable install) first on
-the path and runs ``limen.client.proxyssh_command.serve``, whose fast path needs the standard
-library only (the full command, reached when it cannot serve, adds the site directories
-first). Any other command line is refused with exit status 2 (``lmsh proxy ssh`` serves every
-spelling). It ends with ``os._exit`` once its output is flushed: the interpreter's teardown
-has nothing to release. Called by OpenSSH only (``limen.client.proxyssh_command.helper_command``
-names it).
+in about two thirds of its usual CPU time. This file then adds the directory holding the
+``limen`` package it belongs to (site-packages, or ``src`` of an editable install) to the
+path, after the standard library, and runs ``limen.client.proxyssh_command.serve``, whose
+fast path needs the standard library only (the full command, reached when it cannot serve,
+adds the site directories first). Any other command line is refused with exit status 2
+(``lmsh proxy ssh`` serves every spelling). It ends with ``os._exit`` once its output is
+flushed: the interpreter's teardown has nothing to release. Called by OpenSSH only
+(``limen.client.proxyssh_command.helper_command`` names it).
 """
 
 import os
@@ -20,7 +20,7 @@ import sys
 
 def main() -> int:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sys.path.insert(0, root)
+    sys.path.append(root)  # after the standard library: site-packages may hold look-alikes
     from limen.client.proxyssh_command import parse_args, reported, serve
 
     parsed = parse_args(sys.argv[1:])
