@@ -1,5 +1,6 @@
-"""``lmsh``'s entry point serves the ProxyCommand line ``lmsh config`` writes without click
-(``limen.client.proxyssh_command.parse_args``, also the ProxyCommand script's reader) and leaves every other spelling to click."""
+"""The ProxyCommand's argument reader (``limen.client.proxyssh_command.parse_args``): the
+script ``lmsh config`` writes and ``lmsh``'s entry point (``lmsh proxy ssh``, before click)
+serve the lines it reads; every other spelling is left to click."""
 
 from __future__ import annotations
 
