@@ -33,14 +33,16 @@ in ``--repeat`` rounds (A-B-A-B: a shared machine's load drifts), median and rou
 3. ``setup``: ``--setup-runs`` sequential ``ssh HOST true`` per path, p50/p99, client CPU/conn;
 4. ``idle``: M concurrent sessions (asyncssh clients; direct, sshd-jump and limen), memory per
    session from ``/proc`` (VmRSS of the proxy and agent; PSS of the sshd processes);
-5. ``client``: CPU of the ProxyCommand alone per connection (the line ``lmsh config`` writes,
-   and the ``lmsh proxy ssh`` spelling), user + system from the reaped process's rusage.
+5. ``client``: CPU of the ProxyCommand per connection, alone and inside ``ssh HOST true``
+   (the line ``lmsh config`` writes, the ``lmsh proxy ssh`` spelling, and another tree's with
+   ``--helper-before``), user + system from the reaped process's rusage.
 
 The output is one table (MiB/s single and parallel with x bastion, setup p50/p99 with x ``-J``
 setup, client CPU per connection, CPU-s/GiB) and the issue's targets, met or NOT met.
 
 Usage: ``python bench/bench_ssh.py [--size-mib 1024] [--parallel 20 --parallel-mib 50]
-[--repeat 3] [--setup-runs 200] [--idle 1000] [--skip single,parallel,setup,idle,client]``;
+[--repeat 3] [--setup-runs 200] [--idle 1000] [--skip single,parallel,setup,idle,client]
+[--helper-before OTHER_TREE/src]``;
 ``--record`` adds the result under a dated heading at the end of bench/RESULTS.md's "## SSH"
 section (earlier entries stay). Needs root (sshd, the test login, the node's user switch).
 """
