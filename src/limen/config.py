@@ -91,7 +91,8 @@ class Listeners:
     ssh_proxy: str = "127.0.0.1:3023"
     """SSH proxy for ``ssh -J`` and ``lmsh ssh``."""
     tunnel: str = "127.0.0.1:3024"
-    """Reverse-tunnel server that agents and leaf clusters dial."""
+    """Reverse-tunnel server that agents and leaf clusters dial. Empty: no tunnel listener;
+    agents reach the tunnel through the web port (ALPN ``limen-tunnel``)."""
     auth: str = "127.0.0.1:3025"
     """Auth API (mutual TLS, a client certificate required in the handshake): only the
     proxy, agents and admins call it."""
@@ -297,8 +298,9 @@ class Settings:
 
 _ADDRESS = {"type": "string", "pattern": r"^[^\s:]*:\d{1,5}$"}
 _OPTIONAL_ADDRESS = {"anyOf": [_ADDRESS, {"const": ""}]}
-_OPTIONAL_LISTENERS = ("postgres", "mysql", "kube")
-"""Listeners an empty address turns off (their fronts still serve the proxy's web port)."""
+_OPTIONAL_LISTENERS = ("postgres", "mysql", "kube", "tunnel")
+"""Listeners an empty address turns off (their fronts still serve the proxy's web port; the
+reverse tunnel there through TLS routing, ALPN ``limen-tunnel``)."""
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,

@@ -15,7 +15,10 @@ names are missing from its certificate says so in the log (auth's ``cluster.publ
 
 :func:`tunnel_address` asks the proxy (TLS verified with the cluster CA from the credentials)
 where its tunnel listener is: a listener bound to every interface (``0.0.0.0:3024``) is
-reached on the host of the proxy address this agent was given. Called by
+reached on the host of the proxy address this agent was given. A proxy without a tunnel
+listener names its web port (``tls://...``, :mod:`limen.net.tunnel_address`): the agent then
+tunnels through the very address it was given (``--proxy``, the web port, perhaps a load
+balancer's), with TLS routing. Called by
 ``limen.cli.compose`` for ``limen start --roles node`` and ``--roles proxy``.
 """
 
@@ -42,8 +45,9 @@ from limen.ca.keys import private_key_to_pem, public_key_to_openssh
 from limen.ca.peer_role import require_server_role
 from limen.config import Settings
 from limen.errors import BadParameter, LimenError
-from limen.net.address import parse_address
+from limen.net.address import format_address, parse_address
 from limen.net.http import ApiClient
+from limen.net.tunnel_address import TLS_PREFIX, parse_tunnel_address
 
 __all__ = ["RENEW_BEFORE", "credentials_dir", "load_or_join", "tunnel_address"]
 
@@ -196,6 +200,8 @@ async def tunnel_address(proxy: str, credentials: HostCredentials) -> str:
     listed = str(ping.get("tunnel") or "")
     if not listed:
         raise BadParameter(f"the proxy {proxy} does not announce a tunnel listener")
+    if parse_tunnel_address(listed).tls:  # one port: the tunnel is where this agent is
+        return TLS_PREFIX + format_address(*parse_address(proxy))
     host, port = parse_address(listed)
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind, read, not bound
         host = parse_address(proxy)[0]

@@ -2,10 +2,11 @@
 
 Every proxy announces itself (``limen.proxy.proxy_peers``) every few seconds: its host id (from
 its verified certificate, never from the request body) and its tunnel listener's address as
-agents reach it. Each record lives under ``/presence/proxies/<host_id>`` with an expiry of
-:data:`~limen.auth.presence.PRESENCE_TTL`, so a proxy that dies drops out of the set without
-anyone deleting it. The proxies tell the set to their agents, which keep a tunnel to each
-(``limen.tunnel.agent_pool``).
+agents reach it (``tls://host:port``: its web port, for a proxy without a tunnel listener,
+:mod:`limen.net.tunnel_address`). Each record lives under ``/presence/proxies/<host_id>``
+with an expiry of :data:`~limen.auth.presence.PRESENCE_TTL`, so a proxy that dies drops out
+of the set without anyone deleting it. The proxies tell the set to their agents, which keep a
+tunnel to each (``limen.tunnel.agent_pool``).
 
 Called by :mod:`limen.auth.http.proxies` with the running :class:`~limen.auth.core.AuthServer`.
 """
@@ -19,7 +20,7 @@ from limen.auth.presence import PRESENCE_TTL
 from limen.auth.store_keys import PROXY_PRESENCE_PREFIX
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import AccessDenied, BadParameter
-from limen.net.address import format_address, parse_address
+from limen.net.tunnel_address import parse_tunnel_address
 
 if TYPE_CHECKING:
     from limen.auth.core import AuthServer
@@ -39,13 +40,11 @@ async def announce(auth: AuthServer, proxy: Identity, tunnel_address: str) -> di
         raise AccessDenied(f"a proxy of cluster {proxy.cluster!r} announced itself to "
                            f"{auth.cluster_name!r}")
     if len(tunnel_address) > MAX_ADDRESS:
-        raise BadParameter("tunnel_address must be host:port")
-    host, port = parse_address(tunnel_address)
-    if port == 0 or any(c.isspace() for c in host):
-        raise BadParameter(f"invalid tunnel address {tunnel_address[:80]!r}")
+        raise BadParameter("tunnel_address must be host:port or tls://host:port")
+    address = parse_tunnel_address(tunnel_address)
     now = auth.clock()
     record = {"host_id": proxy.host_id, "cluster": proxy.cluster,
-              "tunnel_address": format_address(host, port), "updated": auth.now().isoformat(),
+              "tunnel_address": str(address), "updated": auth.now().isoformat(),
               "expires": now + PRESENCE_TTL}
     await auth.backend.put(PROXY_PRESENCE_PREFIX + proxy.host_id, json.dumps(record).encode(),
                            expires=now + PRESENCE_TTL)

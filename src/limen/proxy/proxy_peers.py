@@ -10,9 +10,11 @@
 The address announced is the tunnel listener as agents reach it
 (:func:`announced_tunnel_address`): ``cluster.tunnel_host`` (in Kubernetes the pod's IP) or
 else the host of ``cluster.public_address``, with the tunnel listener's port; else the tunnel
-listener itself (a wildcard bind: this machine's name). Each proxy must be reachable at its own
-announced address (not only through a load balancer): an agent's data connections go to the
-proxy that asked for them. When auth cannot be reached
+listener itself (a wildcard bind: this machine's name). A proxy without a tunnel listener
+announces its web port, ``tls://host:port`` (:func:`announced_web_tunnel_address`): its
+agents use TLS routing there, and the address says so to every agent of the set. Each proxy
+must be reachable at its own announced address (not only through a load balancer): an
+agent's data connections go to the proxy that asked for them. When auth cannot be reached
 the last set stays (this proxy always in it). Nothing here is state a sibling lacks: the set
 lives in auth. Started by :class:`limen.proxy.sshproxy.ProxySSHService`.
 """
@@ -28,10 +30,12 @@ from limen.aio.tasks import cancel_and_wait
 from limen.auth.client import AuthClient
 from limen.errors import BadParameter, LimenError
 from limen.net.address import format_address, parse_address
+from limen.net.tunnel_address import TLS_PREFIX, parse_tunnel_address
 from limen.tunnel.protocol import MAX_PROXY_TEXT, ProxyEntry
 from limen.tunnel.server import TunnelServer
 
-__all__ = ["ANNOUNCE_INTERVAL", "ProxyAnnouncer", "announced_tunnel_address", "proxy_entries"]
+__all__ = ["ANNOUNCE_INTERVAL", "ProxyAnnouncer", "announced_tunnel_address",
+           "announced_web_tunnel_address", "proxy_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,19 @@ def announced_tunnel_address(public_address: str, tunnel_listener: str,
     return format_address(host.strip("[]"), port)
 
 
+def announced_web_tunnel_address(public_address: str, web_listener: str,
+                                 tunnel_host: str = "") -> str:
+    """Where agents reach this proxy's tunnel when it has no tunnel listener: its web port
+    through TLS routing (``tls://host:port``, :mod:`limen.net.tunnel_address`):
+    ``cluster.tunnel_host`` with the web listener's port, else ``cluster.public_address``
+    (its port, 443 by default: the web port as clients reach it), else the web listener."""
+    if tunnel_host or not public_address:
+        address = announced_tunnel_address("", web_listener, tunnel_host)
+    else:
+        address = format_address(*parse_address(public_address, 443))
+    return TLS_PREFIX + address
+
+
 def proxy_entries(items: Sequence[object], cluster: str) -> list[ProxyEntry]:
     """The proxy records of auth's answer as entries for agents; malformed ones skipped."""
     entries = []
@@ -67,7 +84,7 @@ def proxy_entries(items: Sequence[object], cluster: str) -> list[ProxyEntry]:
                 len(host_id) > MAX_PROXY_TEXT or len(address) > MAX_PROXY_TEXT:
             continue
         try:
-            parse_address(address)
+            parse_tunnel_address(address)
         except BadParameter:
             continue
         entries.append(ProxyEntry(host_id, address))

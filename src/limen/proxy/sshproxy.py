@@ -53,6 +53,8 @@ Wiring (``limen.cli.compose``)::
 
     ssh = ProxySSHService(settings, proxy_credentials, auth_client, emitter)
     listeners = await ssh.start()      # {"ssh_proxy": "host:port", "tunnel": "host:port"}
+    # (tunnel "" when listeners.tunnel is empty: the web port's ALPN route limen-tunnel,
+    #  TunnelServer.protocol, is then the only way in; announce_web_port(web) joins the set)
     ...
     await ssh.stop()
 """
@@ -77,7 +79,11 @@ from limen.events.event import make_event
 from limen.net.address import parse_address
 from limen.net.relay import Relay
 from limen.proxy.heartbeat_relay import HeartbeatRelay
-from limen.proxy.proxy_peers import ProxyAnnouncer, announced_tunnel_address
+from limen.proxy.proxy_peers import (
+    ProxyAnnouncer,
+    announced_tunnel_address,
+    announced_web_tunnel_address,
+)
 from limen.proxy.routing import ClusterView, Node, address_of, resolve
 from limen.proxy.sshfront import SSHFront
 from limen.proxy.trust_ca_relay import CARelay
@@ -330,9 +336,10 @@ class ProxySSHService:
         try:
             await self.heartbeats.start()
             ssh = await self.front.start(self.settings.listeners.ssh_proxy)
-            self.peers = ProxyAnnouncer(self.auth, self.tunnel, announced_tunnel_address(
-                self.settings.cluster.public_address, tunnel, self.settings.cluster.tunnel_host))
-            await self.peers.start()
+            if tunnel:  # else announced once the web port is known (announce_web_port)
+                await self._announce(announced_tunnel_address(
+                    self.settings.cluster.public_address, tunnel,
+                    self.settings.cluster.tunnel_host))
             await self.root_locks.start()
             await self.root_cas.start()
             await self.trust_push.start()
@@ -346,6 +353,22 @@ class ProxySSHService:
             await self.heartbeats.stop()
             raise
         return {"ssh_proxy": ssh, "tunnel": tunnel}
+
+    async def announce_web_port(self, web_address: str) -> str:
+        """A proxy without a tunnel listener (``listeners.tunnel`` empty) joins the proxy set
+        at its web port (``tls://``: TLS routing, ALPN ``limen-tunnel``); the address its
+        agents reach the tunnel at (the tunnel listener's when there is one)."""
+        if self.peers is not None:
+            return self.peers.address
+        peers = await self._announce(announced_web_tunnel_address(
+            self.settings.cluster.public_address, web_address,
+            self.settings.cluster.tunnel_host))
+        return peers.address
+
+    async def _announce(self, address: str) -> ProxyAnnouncer:
+        self.peers = peers = ProxyAnnouncer(self.auth, self.tunnel, address)
+        await peers.start()
+        return peers
 
     async def stop(self) -> None:
         await self.trust_push.stop()

@@ -16,6 +16,11 @@
 ``ConnectionOwner`` protocol. Timers and the expected proxy come in a
 :class:`~limen.tunnel.agent_settings.TunnelAgentSettings`.
 
+The proxy's address is its tunnel port (``host:port``) or, for a proxy publishing one port,
+its web port (``tls://host:port``): then every connection (control, data, auth) is TLS with
+ALPN ``limen-tunnel``, the proxy's certificate checked against the cluster's TLS CA
+(:mod:`limen.tunnel.tls_dial`), and carries the same bytes inside.
+
 The agent checks the proxy like the proxy checks the agent: the certificate in ``welcome`` must
 be a valid host certificate of this cluster with role ``proxy`` for the key the proxy used in
 the SSH handshake. Called by the node agent (and later the db, kube and app agents).
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Protocol
@@ -47,7 +53,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.keys import PublicKey
 from limen.ca.ssh_peer import host_key, trust_map
 from limen.errors import BadParameter, ConnectionProblem, LimenError
-from limen.net.address import parse_address
+from limen.net.tunnel_address import parse_tunnel_address
 from limen.tunnel.agent_conn import AgentConnection
 from limen.tunnel.agent_settings import (
     DialHandler,
@@ -59,6 +65,7 @@ from limen.tunnel.agent_settings import (
 from limen.tunnel.auth_route import AuthTicket, LocalAuthListener
 from limen.tunnel.protocol import KIND_AUTH, Message, ProxyEntry
 from limen.tunnel.stopping import stop_task
+from limen.tunnel.tls_dial import tunnel_tls_context
 
 __all__ = ["DialHandler", "DialPreparer", "PreparedDial", "TunnelAgent", "TunnelAgentSettings",
            "TunnelObserver"]
@@ -110,7 +117,9 @@ class TunnelAgent:
         """The cluster's proxies as the last proxy reached told them (kept after a loss)."""
         self.redundant_for = ""
         """The proxy the last connection reached while another tunnel held it ("" if not)."""
-        self.endpoint = parse_address(proxy_tunnel_address)
+        self.tunnel_address = parse_tunnel_address(proxy_tunnel_address)
+        """Where and how: the tunnel port, or the web port through TLS routing."""
+        self.endpoint = self.tunnel_address.endpoint
         self.client_key, _cert = host_key(credentials)
         self.peer_trust: Mapping[str, Sequence[PublicKey]] = (
             dict(settings.peer_trust) if settings.peer_trust is not None
@@ -118,6 +127,8 @@ class TunnelAgent:
         self.peer_cluster = settings.peer_cluster or credentials.cluster
         """The cluster the proxy at the other end must belong to."""
         self._own_peer_trust = settings.peer_trust is None
+        self.tls: ssl.SSLContext | None = self._tls_context()
+        """Set for a ``tls://`` address: the TLS context of every connection to the proxy."""
         self._current: AgentConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -131,6 +142,14 @@ class TunnelAgent:
         self.credentials = credentials
         if self._own_peer_trust:
             self.peer_trust = trust_map(credentials)
+        self.tls = self._tls_context()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.tunnel_address.tls:
+            return None
+        cas = self.settings.peer_tls_cas
+        return tunnel_tls_context(self.peer_cluster,
+                                  self.credentials.tls_cas() if cas is None else cas)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -251,7 +270,7 @@ class TunnelAgent:
         """A data connection to auth through this agent's proxy: nonce and tunnel port."""
         nonce = await self.request_auth_nonce()
         host, port = self.endpoint
-        return AuthTicket(nonce, host, port)
+        return AuthTicket(nonce, host, port, self.tls)
 
     async def request_auth_nonce(self) -> str:
         """Ask the proxy for a data connection to auth; returns its nonce."""

@@ -10,6 +10,7 @@ dials served and auth connect requests answered.
       │  heartbeat every 10 s  (payload: heartbeat())
       │  dial {nonce}  ─▶ new TCP conn to the tunnel port, "LIMEN-DATA nonce\\n",
       │                   then handler(sock, request)   (or prepare(request) first, then serve)
+      │                   (a tls:// address: TLS to the web port, limen.tunnel.tls_dial)
       │  connect_ok / connect_failed ─▶ the waiting request_connect
       │  locks (cluster links: the root's locks) ─▶ settings.on_locks
       │  cas (cluster links: the root's public CAs) ─▶ settings.on_cas
@@ -31,6 +32,7 @@ import inspect
 import itertools
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -44,6 +46,7 @@ from limen.ca.ssh_peer import verify_peer_host_cert
 from limen.errors import BadParameter, ConnectionProblem, LimenError
 from limen.net.sshalgs import MAX_PACKET, client_algorithms
 from limen.net.tcp import tune_socket
+from limen.net.tunnel_address import TunnelAddress
 from limen.tunnel.agent_settings import (
     DialHandler,
     DialPreparer,
@@ -72,6 +75,7 @@ from limen.tunnel.protocol import (
     encode,
     format_preamble,
 )
+from limen.tunnel.tls_dial import TLSTunnel, open_data
 
 __all__ = ["AgentConnection", "ConnectionOwner"]
 
@@ -90,6 +94,14 @@ class ConnectionOwner(Protocol):
     @property
     def endpoint(self) -> tuple[str, int]:
         """``address`` parsed."""
+
+    @property
+    def tunnel_address(self) -> TunnelAddress:
+        """``address`` parsed, with its mode (the tunnel port, or ``tls://`` the web port)."""
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context of a ``tls://`` address (:mod:`limen.tunnel.tls_dial`)."""
 
     @property
     def credentials(self) -> HostCredentials: ...
@@ -153,9 +165,12 @@ class AgentConnection:
         """Connect, say hello, check the welcome, then serve until the connection is lost."""
         owner, settings = self.owner, self.owner.settings
         host, port = owner.endpoint
+        tls = owner.tls
         try:
             async with asyncssh.connect(
                 host, port, username=owner.credentials.host_id,
+                tunnel=() if tls is None else TLSTunnel(owner.tunnel_address, tls,
+                                                         settings.connect_timeout),
                 client_keys=[owner.client_key], known_hosts=None, agent_path=None, config=None,
                 preferred_auth="publickey", **client_algorithms(), max_pktsize=MAX_PACKET,
                 keepalive_interval=settings.keepalive_interval,
@@ -336,6 +351,15 @@ class AgentConnection:
             sock.close()
 
     async def _open_data_connection(self, nonce: str) -> socket.socket:
+        tls = self.owner.tls
+        if tls is not None:
+            try:
+                return await open_data(self.owner.tunnel_address, tls, nonce,
+                                       self.owner.settings.connect_timeout,
+                                       name=f"tunnel data via {self.owner.address}")
+            except (OSError, TimeoutError, LimenError) as err:
+                raise OSError(f"data connection to {self.owner.address}: "
+                              f"{err or type(err).__name__}") from err
         loop = asyncio.get_running_loop()
         host, port = self.owner.endpoint
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

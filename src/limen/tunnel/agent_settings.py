@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cryptography import x509
+
 from limen.aio.backoff import Backoff
 from limen.ca.keys import PublicKey
 from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, Locks, RootCAs, TrustPush
@@ -57,6 +59,9 @@ class TunnelAgentSettings:
     """Host CA keys that verify the proxy's welcome; None: this cluster's host CA."""
     peer_cluster: str | None = None
     """The cluster the proxy at the other end must belong to; None: the agent's own."""
+    peer_tls_cas: Sequence[x509.Certificate] | None = None
+    """TLS CA certificates of ``peer_cluster``, which verify the proxy's web certificate when
+    the tunnel goes through its web port (``tls://``); None: the agent's own cluster's."""
     heartbeat_interval: float | None = None
     """Seconds between heartbeats; None: what the proxy's welcome says."""
     keepalive_interval: float = 15.0

@@ -8,7 +8,8 @@
 The client's mutual TLS runs end to end inside the spliced connection, so
 ``AuthClient(listener_address, credentials)`` works unchanged and the proxy sees only
 ciphertext. Each connection asks for an :class:`AuthTicket`: the nonce and the tunnel port of
-the proxy that issued it (an agent pool picks one of its proxies per connection). Created by
+the proxy that issued it, or its web port with the TLS context of ``limen.tunnel.tls_dial``
+(an agent pool picks one of its proxies per connection). Created by
 :meth:`limen.tunnel.agent.TunnelAgent.local_auth_listener` and
 :meth:`limen.tunnel.agent_pool.TunnelAgentPool.local_auth_listener` (closed when they stop);
 used by separately run agents (``limen.agents.auth_link``, typed with :class:`AuthRouteOwner`).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,7 +29,7 @@ from limen.net.address import bind_tcp, socket_address
 from limen.net.relay import Relay, RelayProtocol
 from limen.tunnel.protocol import format_preamble
 
-__all__ = ["AuthRouteOwner", "AuthTicket", "LocalAuthListener"]
+__all__ = ["AuthRouteOwner", "AuthTicket", "LocalAuthListener", "PreambleProtocol"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class AuthTicket:
     nonce: str
     host: str
     port: int
+    tls: ssl.SSLContext | None = None
+    """Set: the proxy's web port, reached through TLS routing (``limen.tunnel.tls_dial``)."""
 
 
 class AuthRouteOwner(Protocol):
@@ -77,14 +81,15 @@ class LocalAuthListener:
         try:
             ticket = await self._request_ticket()
             await asyncio.get_running_loop().create_connection(
-                lambda: _PreambleProtocol(relay, 1, format_preamble(ticket.nonce)),
-                ticket.host, ticket.port)
+                lambda: PreambleProtocol(relay, 1, format_preamble(ticket.nonce)),
+                ticket.host, ticket.port, ssl=ticket.tls,
+                server_hostname=ticket.host if ticket.tls is not None else None)
         except (OSError, LimenError, TimeoutError) as err:
             log.warning("tunnel agent: cannot reach auth through the proxy: %s", err)
             relay.close("auth unreachable")
 
 
-class _PreambleProtocol(RelayProtocol):
+class PreambleProtocol(RelayProtocol):
     """A relay side that first writes the data-connection preamble."""
 
     def __init__(self, relay: Relay, side: int, preamble: bytes) -> None:

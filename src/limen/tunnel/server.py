@@ -18,6 +18,10 @@ ready to be attached to a relay. The agent may also ask for a data connection to
 (``connect`` kind ``auth``): the proxy splices it to ``auth_address`` with a relay, so agents
 behind NAT reach auth only through the proxy while their mutual TLS stays end to end.
 
+The same connections come through the proxy's web port too (TLS routing, ALPN
+``limen-tunnel``: :meth:`TunnelServer.protocol` is that route's protocol, fed the TLS stream's
+bytes); with an empty ``listeners.tunnel`` that is the only way in.
+
 Garbage, a preamble that does not arrive within ``preamble_timeout``, and unknown, expired or
 reused nonces close the connection; nothing else happens. Called by the proxy's SSH service.
 
@@ -172,14 +176,26 @@ class TunnelServer:
             self._options = await self._construct_options()
 
     async def start(self, address: str) -> str:
+        """Serve, and listen on ``address`` unless it is empty (a proxy publishing only its
+        web port: connections come through :meth:`protocol`); the address bound, or ""."""
         self._options = await self._construct_options()
+        self.metrics.serving(lambda: len(self.registry))
+        if not address:
+            log.info("tunnel server: no tunnel listener; agents come through the web port")
+            return ""
         sock = bind_tcp(address)
         self.address = socket_address(sock)
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: PortSniffer(self), sock=sock)
-        self.metrics.serving(lambda: len(self.registry))
+        self._server = await asyncio.get_running_loop().create_server(self.protocol, sock=sock)
         log.info("tunnel server listening on %s", self.address)
         return self.address
+
+    def protocol(self) -> PortSniffer:
+        """The protocol of one tunnel connection, from its first byte: the tunnel listener's,
+        and the web port's ALPN route ``limen-tunnel`` (the TLS transport, after the
+        handshake, carries the same bytes)."""
+        if self._options is None:
+            raise ConnectionProblem("the tunnel server is not started")
+        return PortSniffer(self)
 
     async def _construct_options(self) -> Any:
         key, cert = host_key(self.credentials)
