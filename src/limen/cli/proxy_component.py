@@ -1,6 +1,7 @@
 """The proxy as ``limen start`` runs it: its SSH front and tunnel server, its database fronts
 (PostgreSQL, MySQL), its Kubernetes front, then its web listener (which routes to all of them;
-its ping names the kube front's server name there, ``kube_server_name``).
+its ping names the kube front's server name there, ``kube_server_name``, and, when
+``listeners.tunnel`` is empty, the reverse tunnel there: ``tunnel: tls://<web>``).
 
 One class for both ways a proxy gets its identity and reaches auth: beside auth in the same
 process (credentials issued directly; it records its public address in auth, which builds
@@ -21,6 +22,7 @@ from limen.diag.metrics import Metrics
 from limen.errors import NotFound
 from limen.events.emitter import Emitter
 from limen.net.ssh_tls_wire import ALPN_SSH
+from limen.net.tunnel_address import ALPN_TUNNEL, TLS_PREFIX
 from limen.proxy.app.app_audit import AppAudit
 from limen.proxy.app.app_front import AppFront
 from limen.proxy.app.app_route import AppRouter
@@ -101,6 +103,7 @@ class ProxyComponent:
         kube_name, kube_route = self.kube.sni_route()
         self.web = ProxyService(self.settings, creds, self.client,
                                 extra_ping=lambda: {**self.listeners,
+                                                    "tunnel": self._agents_tunnel(),
                                                     "kube_server_name": kube_name},
                                 emitter=self.emitter)
         self.apps = AppFront(AppRouter(creds, self.ssh.tunnel, self.ssh.view, self._public),
@@ -110,9 +113,13 @@ class ProxyComponent:
         self.web.leaf_listing = self._leaf_listing
         self.ssh_route = SSHTLSRoute(self.ssh.connector)
         self.web.alpn_routes = {ALPN_SSH: self.ssh_route.protocol,
+                                ALPN_TUNNEL: self.ssh.tunnel.protocol,
                                 **self.db.tls_routes.routes(), **self.kube.alpn_routes()}
         self.web.sni_routes = {kube_name: kube_route}
         self.listeners.update(await self.web.start())
+        if not self.listeners["tunnel"]:  # one port: agents (these too) tunnel through it
+            await self.ssh.announce_web_port(self.listeners["web"])
+            self.listeners["tunnel"] = self._agents_tunnel()
         if self._register is not None:
             await self._register(self.settings.cluster.public_address or self.listeners["web"])
         return dict(self.listeners)
@@ -124,6 +131,13 @@ class ProxyComponent:
             await self.ssh.use_credentials(credentials)
         if self.ssh_route is not None:
             self.ssh_route.use_credentials(credentials)
+
+    def _agents_tunnel(self) -> str:
+        """The tunnel as the ping names it: its listener, else the web port through TLS
+        routing (``tls://``, :mod:`limen.net.tunnel_address`)."""
+        if self.listeners.get("tunnel") or self.web is None:
+            return self.listeners.get("tunnel", "")
+        return TLS_PREFIX + self.web.web_address
 
     def _public(self) -> str:
         """The proxy's public address (apps are ``<name>.<its host>`` by default)."""
