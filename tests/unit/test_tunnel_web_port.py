@@ -37,6 +37,7 @@ from limen.net.address import bind_tcp
 from limen.net.tunnel_address import ALPN_TUNNEL, parse_tunnel_address
 from limen.proxy.proxy_peers import announced_web_tunnel_address, proxy_entries
 from limen.proxy.tls_router import ProtocolFactory, TLSRouter
+from limen.proxy.trust_leaf_links import tunnel_address_from_ping
 from limen.tunnel.agent import TunnelAgent
 from limen.tunnel.agent_settings import TunnelAgentSettings
 from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, ProxyEntry
@@ -167,6 +168,14 @@ def test_the_proxy_set_carries_each_proxys_mode() -> None:
     ]
     assert proxy_entries(items, CLUSTER) == [ProxyEntry("a", "a:3024"),
                                              ProxyEntry("b", "tls://b:443")]
+
+
+def test_a_leaf_links_to_a_one_port_root_through_the_address_it_was_given() -> None:
+    ping = {"cluster": "root", "tunnel": "tls://0.0.0.0:3080"}
+    assert tunnel_address_from_ping("root.example.com:443", ping) == \
+        "tls://root.example.com:443"
+    assert tunnel_address_from_ping("root.example.com:443", {"tunnel": "0.0.0.0:3024"}) == \
+        "root.example.com:3024"
 
 
 async def test_auth_records_a_web_port_announcement() -> None:

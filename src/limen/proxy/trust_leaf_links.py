@@ -8,7 +8,9 @@
            root R appears ─▶ tunnel address: spec.tunnel_address, else the root proxy's
                              /v1/webapi/ping "tunnel" (verified with R's TLS CA, and the
                              server must be R's proxy, not another host of R; a 0.0.0.0 or
-                             :: host means the proxy's own host) ─▶ TunnelAgent(address,
+                             :: host means the proxy's own host; a tls:// one, R's proxy
+                             publishing one port: its web address, TLS routing verified
+                             with R's TLS CA) ─▶ TunnelAgent(address,
                              THIS proxy's host credentials (role proxy), peer_trust = R's host
                              CA, peer_cluster = R) ─ reconnects with the usual backoff
            root R disabled, deleted, its CAs or addresses changed ─▶ the link is stopped
@@ -65,6 +67,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography import x509
+
 from limen.aio.backoff import Backoff
 from limen.aio.task_service import TaskService
 from limen.auth.client import AuthClient
@@ -80,6 +84,7 @@ from limen.events.event import make_event
 from limen.net.address import format_address, parse_address
 from limen.net.http import ApiClient
 from limen.net.relay import Relay
+from limen.net.tunnel_address import TLS_PREFIX, parse_tunnel_address
 from limen.proxy.sshproxy import ProxySSHService
 from limen.proxy.trust_ca_relay import CARelay
 from limen.proxy.trust_leaf_own_cas import LeafCAPublisher
@@ -107,15 +112,24 @@ _ANY_HOST = ("0.0.0.0", "::", "")  # noqa: S104 - compared, never bound
 
 
 def tunnel_address_from_ping(proxy_address: str, ping: dict[str, Any]) -> str:
-    """The root's tunnel address from its ping; an unspecified host is the proxy's host."""
+    """The root's tunnel address from its ping; an unspecified host is the proxy's host. A
+    root proxy without a tunnel listener names its web port (``tls://``): the link goes
+    through ``proxy_address``, the web port it was given, with TLS routing."""
     tunnel = ping.get("tunnel")
     if not isinstance(tunnel, str) or not tunnel:
         raise BadParameter(f"the root proxy {proxy_address} announces no tunnel listener; set "
                            "spec.tunnel_address")
+    if parse_tunnel_address(tunnel).tls:
+        return TLS_PREFIX + format_address(*parse_address(proxy_address))
     host, port = parse_address(tunnel)
     if host in _ANY_HOST:
         host = parse_address(proxy_address)[0]
     return format_address(host, port)
+
+
+def _tls_cas(root: TrustedRoot) -> list[x509.Certificate] | None:
+    """The root's TLS CA certificates: they verify its proxy's web port (``tls://`` links)."""
+    return list(root.tls_ca.trusted_certificates()) if root.tls_ca is not None else None
 
 
 @dataclass
@@ -279,7 +293,8 @@ class LeafLinks(TaskService):
         agent = TunnelAgent(address, ssh.credentials, None, heartbeat, prepare=prepare,
                             settings=TunnelAgentSettings(
                                 peer_trust={name: root.host_ca.trusted_public_keys()},
-                                peer_cluster=name, heartbeat_interval=self.heartbeat_interval,
+                                peer_cluster=name, peer_tls_cas=_tls_cas(root),
+                                heartbeat_interval=self.heartbeat_interval,
                                 backoff=self.backoff, clock=self.clock, on_locks=locks,
                                 on_cas=cas, serves=self._serves()))
         self.links[name] = _Link(root, agent)
@@ -297,6 +312,7 @@ class LeafLinks(TaskService):
             log.info("cluster links: root %s's host CA keys changed; the link trusts %d key(s)",
                      root.root_cluster, len(keys))
         link.agent.peer_trust = {root.root_cluster: keys}
+        link.agent.trust_peer_tls(_tls_cas(root))
         link.root = root
 
     async def _drop(self, name: str, reason: str) -> None:

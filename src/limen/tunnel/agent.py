@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import asyncssh
+from cryptography import x509
 
 from limen.aio.changed import Changed
 from limen.ca.host_credentials import HostCredentials
@@ -127,6 +128,8 @@ class TunnelAgent:
         self.peer_cluster = settings.peer_cluster or credentials.cluster
         """The cluster the proxy at the other end must belong to."""
         self._own_peer_trust = settings.peer_trust is None
+        self._peer_tls_cas = None if settings.peer_tls_cas is None else \
+            list(settings.peer_tls_cas)
         self.tls: ssl.SSLContext | None = self._tls_context()
         """Set for a ``tls://`` address: the TLS context of every connection to the proxy."""
         self._current: AgentConnection | None = None
@@ -144,10 +147,16 @@ class TunnelAgent:
             self.peer_trust = trust_map(credentials)
         self.tls = self._tls_context()
 
+    def trust_peer_tls(self, cas: Sequence[x509.Certificate] | None) -> None:
+        """Verify the proxy's web certificate with ``cas`` from the next connection on (a
+        leaf's link after the root's CA rotation); None: the agent's own cluster's."""
+        self._peer_tls_cas = None if cas is None else list(cas)
+        self.tls = self._tls_context()
+
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.tunnel_address.tls:
             return None
-        cas = self.settings.peer_tls_cas
+        cas = self._peer_tls_cas
         return tunnel_tls_context(self.peer_cluster,
                                   self.credentials.tls_cas() if cas is None else cas)
 
