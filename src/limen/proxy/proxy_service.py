@@ -52,7 +52,7 @@ class ProxyService:
     """Called with the web application before it serves (the apps' routing by Host)."""
     alpn_routes: Mapping[str, ProtocolFactory] = {}
     """Protocols served on the web port by ALPN beside HTTP (``limen-ssh-proxy``,
-    ``limen-postgres``, ``limen-mysql``, ``limen-kube``)."""
+    ``limen-postgres``, ``limen-mysql``, ``limen-kube``, ``limen-tunnel``)."""
     sni_routes: Mapping[str, SNIRoute] = {}
     """Protocols served on the web port by TLS server name (the kube front's)."""
     web_locks: WebLocks | None = None

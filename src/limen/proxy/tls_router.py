@@ -11,7 +11,9 @@ ALPN (Teleport's single-port mode).
                         ├── "limen-ssh-proxy" ──────▶ SSHTLSRoute (ssh_tls_route)
                         ├── "limen-postgres" ───────▶ the PostgreSQL front
                         ├── "limen-mysql" ──────────▶ the MySQL front (db.db_tls_route)
-                        └── "limen-kube" ───────────▶ the kube front (kube.kube_front)
+                        ├── "limen-kube" ───────────▶ the kube front (kube.kube_front)
+                        └── "limen-tunnel" ─────────▶ the reverse-tunnel server's protocol
+                                                      (agents, leaf links: tunnel.server)
 
 Each connection's ClientHello is read first (:mod:`limen.proxy.client_hello`, at most 64 KiB;
 the handshake timeout runs from the connection), because the TLS context is chosen by the
