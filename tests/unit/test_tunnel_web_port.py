@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -30,7 +31,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.ca.ssh_peer import trust_map
-from limen.config import ClusterSettings
+from limen.config import ClusterSettings, load_settings
 from limen.errors import BadParameter
 from limen.events.emitter import MemoryEmitter
 from limen.net.address import bind_tcp
@@ -146,6 +147,15 @@ def test_the_address_says_which_way_the_tunnel_goes() -> None:
     plain = parse_tunnel_address("tls://proxy.example:443")
     assert (plain.host, plain.port, plain.tls) == ("proxy.example", 443, True)
     assert str(parse_tunnel_address("tls://[fd00::1]:3080")) == "tls://[fd00::1]:3080"
+
+
+def test_an_empty_address_turns_the_tunnel_listener_off(tmp_path: Path) -> None:
+    config = tmp_path / "limen.yaml"
+    config.write_text('listeners: {tunnel: ""}\n')
+    for random_ports in (False, True):
+        listeners = load_settings(config, env={}, random_ports=random_ports).listeners
+        assert listeners.tunnel == ""
+        assert listeners.web.endswith(":0" if random_ports else ":3080")
 
 
 @pytest.mark.parametrize(("public", "web", "tunnel_host", "expected"), [
