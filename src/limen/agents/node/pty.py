@@ -3,9 +3,9 @@
 Called by :mod:`limen.agents.node.session` through :func:`spawn_pty`; the pipe variant and the
 common base live in :mod:`limen.agents.node.session_process`::
 
-    os.openpty() ─ slave: stdin/stdout/stderr of the child, which runs ioctl(TIOCSCTTY) between
-                   fork and exec (its only Python code there) to make it the controlling tty;
-                   owned by the session user (group tty, 0620) like with sshd
+    os.openpty() ─ slave: stdin/stdout/stderr of the child and, through ``child_setup``
+                   between fork and exec, its controlling tty; owned by the session user
+                   (group tty, 0620) like with sshd
                  ─ master: kept by the agent; add_reader → sink.process_output(data)
 
 After the child exits, the output still in the PTY is read until EIO (every slave closed) or
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import grp
 import os
-import termios
 from collections.abc import Mapping
 from typing import Any
 
@@ -181,10 +179,6 @@ class PtyProcess(SessionProcess):
         self.master = None
 
 
-def _set_controlling_tty() -> None:  # runs in the child between fork and exec
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 async def spawn_pty(spec: SpawnSpec, sink: ProcessSink, size: tuple[int, int, int, int],
                     modes: Mapping[int, int]) -> PtyProcess:
     """Start ``spec`` on a new PTY of ``size`` (cols, rows, px width, px height)."""
@@ -203,8 +197,7 @@ async def spawn_pty(spec: SpawnSpec, sink: ProcessSink, size: tuple[int, int, in
         exec_: Any = loop.subprocess_exec  # (mypy cannot type **kwargs next to *argv)
         transport, _ = await exec_(
             lambda: ExitProtocol(process), *spec.argv, stdin=slave, stdout=slave,
-            stderr=slave, preexec_fn=_set_controlling_tty,
-            **spawn_kwargs(spec, {**spec.env, "SSH_TTY": tty_name}))
+            stderr=slave, **spawn_kwargs(spec, {**spec.env, "SSH_TTY": tty_name}, tty=slave))
     except BaseException:
         os.close(master)
         raise

@@ -1,15 +1,17 @@
 """Session processes as the session's Unix user: the common base, and processes on pipes.
 
 Called by :mod:`limen.agents.node.session` (and :mod:`limen.agents.node.pty`, the PTY
-variant). Both kinds are started with asyncio's
-``subprocess_exec`` (CPython's fork+exec in C), which also switches the user when the agent
-runs as root: ``user=`` (setreuid), ``group=`` (setregid) and ``extra_groups=`` (setgroups,
-the account's supplementary groups as ``initgroups`` computes them), in a new session
-(``setsid``) with the login environment and the home directory as working directory::
+variant). Both kinds are started with the loop's ``subprocess_exec`` (asyncio's or uvloop's:
+``limen.net.event_loop``) with the login environment and the home directory as working
+directory; between fork and exec the child runs :func:`child_setup`, plain ``os`` calls on
+both loops (uvloop knows no ``user=``/``group=``/``extra_groups=``, and runs the function
+right after the fork, before it sets up the child's stdio): a new session (``setsid``), the
+PTY as controlling terminal (``ioctl(TIOCSCTTY)`` on the slave), and, when the agent runs as
+root, the user switch (``setgroups`` with the account's supplementary groups as
+``initgroups`` computes them, then ``setresgid``, then ``setresuid``)::
 
-    PTY:   os.openpty() ─ slave → stdin/stdout/stderr of the child, which calls
-           ioctl(TIOCSCTTY) (the only code run between fork and exec) to make it the
-           controlling terminal;  master ─ add_reader → sink.process_output(data)
+    PTY:   os.openpty() ─ slave → stdin/stdout/stderr of the child, its controlling
+           terminal;  master ─ add_reader → sink.process_output(data)
     pipes: stdin/stdout/stderr pipes (exec without PTY, scp, sftp-server)
 
 Flow control both ways: ``pause_output`` stops reading the child when the SSH channel's window
@@ -23,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
-from collections.abc import Mapping
+import termios
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,18 +82,32 @@ def exit_signal_name(returncode: int) -> str:
         return "KILL"
 
 
-def _user_kwargs(user: UnixUser) -> dict[str, Any]:
-    if os.geteuid() != 0 or (user.uid == 0 and user.gid == 0):
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": user.groups}
+def child_setup(user: UnixUser, tty: int | None = None) -> Callable[[], None]:
+    """What the child does between fork and exec: a new session, ``tty`` (a PTY slave's
+    descriptor) as its controlling terminal, and the switch to ``user`` when the agent runs as
+    root. Only ``os`` and ``fcntl`` calls on values computed before the fork."""
+    switch = os.geteuid() == 0 and not (user.uid == 0 and user.gid == 0)
+    uid, gid, groups = user.uid, user.gid, list(user.groups)
+
+    def setup() -> None:
+        if os.getsid(0) != os.getpid():
+            os.setsid()
+        if tty is not None:
+            fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
+        if switch:
+            os.setgroups(groups)
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+    return setup
 
 
-def spawn_kwargs(spec: SpawnSpec, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``subprocess`` arguments shared by both kinds: program, environment, working directory
-    (home, or ``/`` when it is missing, as with sshd), new session, user switch."""
+def spawn_kwargs(spec: SpawnSpec, env: Mapping[str, str] | None = None, *,
+                 tty: int | None = None) -> dict[str, Any]:
+    """``subprocess_exec`` arguments shared by both kinds: program, environment, working
+    directory (home, or ``/`` when it is missing, as with sshd), and :func:`child_setup`."""
     return {"executable": spec.executable, "env": dict(spec.env if env is None else env),
-            "cwd": spec.cwd if os.path.isdir(spec.cwd) else "/", "start_new_session": True,
-            **_user_kwargs(spec.user), **spec.extra}
+            "cwd": spec.cwd if os.path.isdir(spec.cwd) else "/",
+            "preexec_fn": child_setup(spec.user, tty), **spec.extra}
 
 
 class ExitProtocol(asyncio.SubprocessProtocol):
