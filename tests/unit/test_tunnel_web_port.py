@@ -3,7 +3,8 @@
 started without a tunnel listener), and real ``TunnelAgent``s given a ``tls://`` address.
 
 The agent's control connection is welcomed and registered, a dial reaches its handler over a
-data connection through the web port, its route to auth works the same way; garbage on the
+data connection through the web port, its route to auth works the same way, and it connects
+again to a proxy restarted on the same port; garbage on the
 ALPN is dropped while the web port keeps answering HTTP; an agent whose host certificate is
 another CA's is refused inside the TLS stream and audited as on the tunnel port; a proxy
 whose web certificate is not a proxy's of the cluster, or that does not route the ALPN, is
@@ -16,7 +17,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +115,10 @@ async def _hello(_request: web.BaseRequest) -> web.Response:
     return web.Response(text="web")
 
 
-async def _proxy(stack: AsyncExitStack, routes: Mapping[str, str] | None = None,
-                 auth_address: str | None = None) -> Proxy:
-    auth = await _auth()
+async def _proxy(stack: AsyncExitStack, *, route_tunnel: bool = True,
+                 auth_address: str | None = None, auth: AuthServer | None = None,
+                 port: int = 0) -> Proxy:
+    auth = auth or await _auth()
     proxy = _creds(auth, SystemRole.PROXY, "proxy-1")
     audit = MemoryEmitter()
     tunnel = TunnelServer(proxy, emitter=audit, auth_address=auth_address, hello_timeout=3.0)
@@ -124,12 +126,11 @@ async def _proxy(stack: AsyncExitStack, routes: Mapping[str, str] | None = None,
     assert await tunnel.start("") == ""
     http = web.Server(_hello)
     stack.push_async_callback(http.shutdown)
-    factories: dict[str, ProtocolFactory] = {ALPN_TUNNEL: tunnel.protocol}
-    if routes is not None:
-        factories = {}
+    factories: dict[str, ProtocolFactory] = {ALPN_TUNNEL: tunnel.protocol} if route_tunnel \
+        else {}
     context = proxy.server_ssl(client_cas=proxy.tls_cas(), require_client_cert=False)
     router = TLSRouter(context, http, factories)
-    sock = bind_tcp("127.0.0.1:0")
+    sock = bind_tcp(f"127.0.0.1:{port}")
     port = sock.getsockname()[1]
     await router.start(sock)
     stack.callback(router.stop)
@@ -224,6 +225,23 @@ async def test_an_agent_tunnels_through_the_web_port_and_serves_a_dial(env: Prox
         conn.transport.close()
 
 
+async def test_the_agent_reconnects_through_the_web_port_after_a_proxy_restart() -> None:
+    async with AsyncExitStack() as stack:
+        async with AsyncExitStack() as first_stack:
+            first = await _proxy(first_stack)
+            agent = TunnelAgent(first.address, _creds(first.auth, SystemRole.NODE, "node-1"),
+                                _echo, dict, settings=TunnelAgentSettings(
+                                    connect_timeout=3.0, sleep=lambda _s: asyncio.sleep(0.05)))
+            stack.push_async_callback(agent.stop)
+            await agent.start()
+            await agent.wait_for(lambda a: a.connected.is_set(), WITHIN)
+        await agent.wait_for(lambda a: not a.connected.is_set(), WITHIN)  # the proxy stopped
+        second = await _proxy(stack, auth=first.auth, port=first.port)
+        await agent.wait_for(lambda a: a.connected.is_set(), WITHIN)
+        await _until(lambda: second.tunnel.registry.get("node-1") is not None, "registered")
+        assert agent.connections == 2
+
+
 async def test_the_route_to_auth_goes_through_the_web_port() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"auth:" + await reader.read(100))
@@ -303,7 +321,7 @@ async def test_a_web_certificate_of_another_cluster_is_refused_by_the_agent(env:
 
 async def test_a_proxy_that_does_not_route_the_alpn_is_named_in_the_error() -> None:
     async with AsyncExitStack() as stack:
-        env = await _proxy(stack, routes={})
+        env = await _proxy(stack, route_tunnel=False)
         agent = await env.agent(_creds(env.auth, SystemRole.NODE, "node-1"))
         await _until(lambda: agent.failures >= 1, "the agent refused")
         assert ALPN_TUNNEL in agent.last_error
