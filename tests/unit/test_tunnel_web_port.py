@@ -4,7 +4,9 @@ started without a tunnel listener), and real ``TunnelAgent``s given a ``tls://``
 
 The agent's control connection is welcomed and registered, a dial reaches its handler over a
 data connection through the web port, its route to auth works the same way, and it connects
-again to a proxy restarted on the same port; garbage on the
+again to a proxy restarted on the same port; an agent pool keeps a tunnel to a one-port
+proxy (``tls://``) and to one with a tunnel listener, as each announces, and gets each one's
+trust push; garbage on the
 ALPN is dropped while the web port keeps answering HTTP; an agent whose host certificate is
 another CA's is refused inside the TLS stream and audited as on the tunnel port; a proxy
 whose web certificate is not a proxy's of the cluster, or that does not route the ALPN, is
@@ -41,8 +43,9 @@ from limen.proxy.proxy_peers import announced_web_tunnel_address, proxy_entries
 from limen.proxy.tls_router import ProtocolFactory, TLSRouter
 from limen.proxy.trust_leaf_links import tunnel_address_from_ping
 from limen.tunnel.agent import TunnelAgent
+from limen.tunnel.agent_pool import TunnelAgentPool
 from limen.tunnel.agent_settings import TunnelAgentSettings
-from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, ProxyEntry
+from limen.tunnel.protocol import KIND_NODE, MODE_RAW, DialRequest, ProxyEntry, TrustPush
 from limen.tunnel.server import TunnelServer
 
 CLUSTER = "unit"
@@ -117,9 +120,9 @@ async def _hello(_request: web.BaseRequest) -> web.Response:
 
 async def _proxy(stack: AsyncExitStack, *, route_tunnel: bool = True,
                  auth_address: str | None = None, auth: AuthServer | None = None,
-                 port: int = 0) -> Proxy:
+                 port: int = 0, host_id: str = "proxy-1") -> Proxy:
     auth = auth or await _auth()
-    proxy = _creds(auth, SystemRole.PROXY, "proxy-1")
+    proxy = _creds(auth, SystemRole.PROXY, host_id)
     audit = MemoryEmitter()
     tunnel = TunnelServer(proxy, emitter=audit, auth_address=auth_address, hello_timeout=3.0)
     stack.push_async_callback(tunnel.stop)
@@ -240,6 +243,33 @@ async def test_the_agent_reconnects_through_the_web_port_after_a_proxy_restart()
         await agent.wait_for(lambda a: a.connected.is_set(), WITHIN)
         await _until(lambda: second.tunnel.registry.get("node-1") is not None, "registered")
         assert agent.connections == 2
+
+
+async def test_a_pool_tunnels_to_each_proxy_the_way_it_publishes_and_gets_trust_pushed(
+        env: Proxy) -> None:
+    plain_creds = _creds(env.auth, SystemRole.PROXY, "proxy-2")
+    plain = TunnelServer(plain_creds)
+    env.stack.push_async_callback(plain.stop)
+    plain_address = await plain.start("127.0.0.1:0")
+    proxies = [ProxyEntry("proxy-1", env.address), ProxyEntry("proxy-2", plain_address)]
+    for server in (env.tunnel, plain):
+        server.set_proxies(proxies)
+        server.keep_trust(TrustPush({"revision": server.credentials.host_id}))
+    pushed: list[tuple[str, object]] = []
+    pool = TunnelAgentPool(env.address, _creds(env.auth, SystemRole.NODE, "node-1"), _echo,
+                           dict, settings=TunnelAgentSettings(
+                               connect_timeout=3.0, sleep=lambda _s: asyncio.sleep(0.05),
+                               on_trust=lambda m, proxy: pushed.append((proxy, m.doc))))
+    env.stack.push_async_callback(pool.stop)
+    await pool.start()
+    await _until(lambda: all(s.registry.get("node-1") is not None
+                             for s in (env.tunnel, plain)), "a tunnel to each proxy")
+    assert sorted(pool.agents) == sorted([env.address, plain_address])
+    assert pool.agents[env.address].tls is not None
+    assert pool.agents[plain_address].tls is None
+    await _until(lambda: len(pushed) == 2, "the trust answer from each proxy")
+    assert sorted(pushed) == [("proxy-1", {"revision": "proxy-1"}),
+                              ("proxy-2", {"revision": "proxy-2"})]
 
 
 async def test_the_route_to_auth_goes_through_the_web_port() -> None:
