@@ -74,16 +74,29 @@ class TLSRouter:
 
     def __init__(self, context: ssl.SSLContext, default: ProtocolFactory,
                  routes: Mapping[str, ProtocolFactory],
-                 sni_routes: Mapping[str, SNIRoute] | None = None) -> None:
+                 sni_routes: Mapping[str, SNIRoute] | None = None, *,
+                 fallback: SNIRoute | None = None) -> None:
+        """``fallback``: the route of every connection no SNI route serves (then
+        ``context`` keeps its own ALPN list); see :meth:`single`."""
         if HTTP_ALPN in routes:
             raise ValueError("http/1.1 is the default route")
         self.context = context
         self.default = default
         self.routes = dict(routes)
         self.sni_routes = {name.lower(): route for name, route in (sni_routes or {}).items()}
-        context.set_alpn_protocols([HTTP_ALPN, *self.routes])
+        self.fallback = fallback
+        if fallback is None:
+            context.set_alpn_protocols([HTTP_ALPN, *self.routes])
         self._server: asyncio.Server | None = None
         self._refusals: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def single(cls, route: SNIRoute) -> TLSRouter:
+        """A listener of one route whatever the server name (the kube front's own port): its
+        context, its protocol, its handshake refusals reported. The ClientHello is read and
+        replayed as for the web port, so the handshake does not depend on the event loop's
+        ``start_tls`` (uvloop's, on the server side, never completed one here)."""
+        return cls(route.context, route.factory, {}, fallback=route)
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -96,13 +109,14 @@ class TLSRouter:
             self._server = None
 
     def route_for(self, server_name: str) -> SNIRoute | None:
-        """The SNI route serving ``server_name``, if any (see :class:`SNIRoute`)."""
+        """The SNI route serving ``server_name``, if any (see :class:`SNIRoute`), else the
+        ``fallback``."""
         name = server_name.lower()
         route = self.sni_routes.get(name)
         if route is None and "." in name:
             parent = self.sni_routes.get(name.split(".", 1)[1])
             route = parent if parent is not None and parent.subdomains else None
-        return route
+        return route or self.fallback
 
     def factory_for(self, alpn: str | None) -> ProtocolFactory:
         return self.routes.get(alpn or "", self.default)

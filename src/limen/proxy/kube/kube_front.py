@@ -26,7 +26,9 @@ admit the cluster, 503 when it is not reachable) after reading the first request
 failed ``kube.request`` audit event: no or a wrong certificate (expired, another cluster's,
 not a kube certificate), a cluster that is not online, a cluster the roles do not admit. A
 certificate the TLS layer refuses (another CA, expired) ends the connection in the handshake,
-audited the same way.
+audited the same way. The ``kube`` listener reads each ClientHello and replays it into the TLS
+handshake (:meth:`TLSRouter.single <limen.proxy.tls_router.TLSRouter.single>`, as the web port
+does), whatever the event loop.
 
 The same handler serves the web port (single-port mode, :mod:`limen.proxy.tls_router`):
 :meth:`KubeProxyService.sni_route` for the server name
@@ -62,14 +64,13 @@ from limen.proxy.kube.kube_status import StreamRefused, http1_status
 from limen.proxy.kube.upstream_pool import Dial
 from limen.proxy.routing import ClusterView
 from limen.proxy.stream_route import StreamRoute
-from limen.proxy.tls_router import HTTP_ALPN, ProtocolFactory, SNIRoute
+from limen.proxy.tls_router import HTTP_ALPN, ProtocolFactory, SNIRoute, TLSRouter
 from limen.tunnel.server import TunnelServer
 
 __all__ = ["KubeProxyService"]
 
 log = logging.getLogger(__name__)
 
-_HANDSHAKE_TIMEOUT = 30.0
 _HEAD_TIMEOUT = 10.0
 _MAX_HEAD = 64 * 1024
 _FIRST_HEAD_TIMEOUT = 60.0
@@ -119,8 +120,9 @@ class KubeProxyService:
         web_tls.sni_callback = _remember_server_name
         self._web_tls = web_tls
         self.web_route = StreamRoute(self.handle_routed, "kube web route")
+        self.listener_route = StreamRoute(self.handle_routed, "kube listener")
         self._address = address
-        self._server: asyncio.Server | None = None
+        self._listener: TLSRouter | None = None
         self._h2: set[H2Session] = set()
 
     def sni_route(self) -> tuple[str, SNIRoute]:
@@ -137,7 +139,9 @@ class KubeProxyService:
         if not self._address:
             return {}
         sock = bind_tcp(self._address)
-        self._server = await asyncio.start_server(self.handle, sock=sock, limit=256 * 1024)
+        self._listener = TLSRouter.single(SNIRoute(self._tls, self.listener_route.protocol,
+                                                   self._handshake_refused))
+        await self._listener.start(sock)
         return {"kube": socket_address(sock)}
 
     async def stop(self) -> None:
@@ -148,48 +152,27 @@ class KubeProxyService:
             async with asyncio.timeout(_GOAWAY_GRACE):
                 for session in sessions:
                     await session.ended.wait()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         await self.web_route.stop()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._server.wait_closed()
-            self._server = None
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A connection to the ``kube`` listener: TLS first."""
-        await self._connection(reader, writer, tls=True)
+        await self.listener_route.stop()
 
     async def handle_routed(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
-        """A connection the web port routed here, its TLS handshake done."""
-        await self._connection(reader, writer, tls=False)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                          tls: bool) -> None:
+        """A connection of the ``kube`` listener or the web port, its TLS handshake done."""
         client_addr = _client_addr(writer)
         session_id = str(uuid.uuid4())
         tune_socket(writer.get_extra_info("socket"))  # a response's head and body: no Nagle wait
         try:
-            if tls:
-                await self._handshake(writer, client_addr, session_id)
             await self._serve(reader, writer, client_addr, session_id)
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as err:
             log.debug("kube front: %s: %s", client_addr, err)
         finally:
             await close_writer(writer)
 
-    async def _handshake(self, writer: asyncio.StreamWriter, client_addr: str,
-                         session_id: str) -> None:
-        try:
-            async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
-                await writer.start_tls(self._tls)
-        except ssl.SSLError as err:
-            await self._refused_tls(err, client_addr, session_id)
-            raise
-
     async def _handshake_refused(self, err: ssl.SSLError, client_addr: str) -> None:
-        """A handshake the web port's kube context refused."""
+        """A handshake the kube listener's or the web port's kube context refused."""
         await self._refused_tls(err, client_addr, str(uuid.uuid4()))
 
     async def _refused_tls(self, err: ssl.SSLError, client_addr: str, session_id: str) -> None:
