@@ -294,10 +294,13 @@ class LimenSide:
     """A ``limen start --roles auth,proxy,node,db`` cluster in front of ``pg``, and alice with
     a PostgreSQL service written by ``lmsh db login``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, event_loop: str) -> None:
         self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "limen.yaml"
+        config.write_text(f"event_loop: {event_loop}\n")
         self.cluster = LimenCluster(directory / "cluster", CLUSTER,
-                                    ["--roles", "auth,proxy,node,db"])
+                                    ["--roles", "auth,proxy,node,db", "-c", str(config)])
         self.user: LimenUser | None = None
         self.server_prefix = directory / "server"
 
@@ -355,7 +358,7 @@ class Bench:
         self.work = work
         self.pg: PostgresServer | None = None
         self.bastion = Bastion(work / "bastion", 0)
-        self.limen = LimenSide(work / "limen")
+        self.limen = LimenSide(work / "limen", args.event_loop)
         self.direct_conninfo = ""
         self.rows: dict[str, dict[str, list[float]]] = {p: {} for p in PATHS}
         self.cpu: dict[str, dict[str, list[float]]] = {p: {} for p in PATHS}
@@ -656,6 +659,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma list of pgbench,copy")
     parser.add_argument("--perf", action="store_true",
                         help="perf record the limen process in its last run at most clients")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="the limen process's event loop (limen.yaml event_loop)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     facts = {**_util.machine_facts(), **versions()}
