@@ -116,21 +116,15 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0,
              message: str = "the condition", interval: float = 0.05) -> T:
     """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds
-    pass (``AssertionError`` naming ``message``). Between polls it waits ``interval``, or as
-    long as the last poll took when that was longer: a predicate that runs a command (an
-    ``lmsh`` or ``lmctl`` costs a few hundred ms of CPU) then polls at half duty instead of
-    keeping a core busy, leaving it to the servers being waited on and to the other test
-    worker. The last poll is at the deadline."""
+    pass (``AssertionError`` naming ``message``)."""
     deadline = time.monotonic() + timeout
     while True:
-        started = time.monotonic()
         value = predicate()
         if value:
             return value
-        now = time.monotonic()
-        if now >= deadline:
+        if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
-        time.sleep(min(max(interval, now - started), deadline - now))
+        time.sleep(interval)
 
 
 def tree_modes(root: Path) -> dict[str, int]:
