@@ -83,6 +83,21 @@ async def test_coalesced_writes_go_out_at_the_end_of_the_loop_step() -> None:
     assert await flushed == b"abc"
 
 
+async def test_without_coalescing_each_chunk_is_written_at_once_in_order() -> None:
+    relay, a, b = Relay(coalesce=False), End(), End()
+    relay.attach(0, a)
+    relay.attach(1, b)
+    relay.received(0, b"query")
+    assert bytes(b.data) == b"query"  # no loop step in between
+    relay.received(1, b"answer")
+    relay.reply(1, b"+note")
+    assert bytes(a.data) == b"answer"
+    assert bytes(b.data) == b"query+note"
+    relay.lost(1)
+    relay.received(0, b"after")  # the peer is gone: nothing written, nothing raised
+    assert bytes(b.data) == b"query+note"
+
+
 async def test_pending_bytes_are_written_before_a_close() -> None:
     relay, a, b = Relay(), End(), End()
     relay.attach(0, a)

@@ -55,7 +55,7 @@ LOCK_GRACE = 1.0
 class AuditedRelay(Relay):
     def __init__(self, session: DBSession, inspect: Inspector,
                  farewell: Farewell | None = None) -> None:
-        super().__init__(name=f"db session {session.request.session_id}")
+        super().__init__(name=f"db session {session.request.session_id}", coalesce=False)
         self.session = session
         self._inspect = inspect
         self._farewell = farewell

@@ -173,7 +173,8 @@ class MySQLFront:
             await _send_err(writer, seq, _ER_ACCESS_DENIED, "28000", f"Limen: {err}")
             return
         try:
-            relay = Relay(name=f"mysql session {session_id}")  # no parsing here: Protocols
+            # no parsing here: Protocols
+            relay = Relay(name=f"mysql session {session_id}", coalesce=False)
             hand_over(reader, writer, relay, 0)
             hand_over(opened.reader, opened.writer, relay, 1)
             await relay.wait_closed()

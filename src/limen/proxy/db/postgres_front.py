@@ -142,7 +142,7 @@ class PostgresFront:
                 request.service, opened.identity.username, request.user_cert,
                 request.db_user, session_id, 0, 0, opened.leaf))
             if key is not None:  # logged in: bytes both ways, no parsing (Protocols)
-                relay = Relay(name=f"postgres session {session_id}")
+                relay = Relay(name=f"postgres session {session_id}", coalesce=False)
                 hand_over(reader, writer, relay, 0)
                 hand_over(opened.reader, opened.writer, relay, 1)
                 await relay.wait_closed()
