@@ -98,10 +98,7 @@ async def issue_kube_cert(auth: AuthServer, identity: Identity, public_key: Publ
     else:
         groups, users = await _check_local(auth, identity, kube_cluster)
     now = auth.now()
-    assert identity.not_after is not None
-    ttl = identity.not_after - now
-    if ttl < timedelta(minutes=1):
-        raise BadParameter("the login certificate expires within a minute: run lmsh login")
+    ttl = _remaining(identity, now)
     scoped = replace(identity, route_to_kube=kube_cluster, route_to_db=None, usage=("kube",),
                      route_to_cluster=leaf,
                      kubernetes_groups=groups, kubernetes_users=users,
@@ -132,10 +129,7 @@ async def _issue_any(auth: AuthServer, identity: Identity, public_key: PublicKey
                         reason="the roles admit no online kube cluster")
         raise AccessDenied(f"{identity.username} may use no online kube cluster")
     now = auth.now()
-    assert identity.not_after is not None
-    ttl = identity.not_after - now
-    if ttl < timedelta(minutes=1):
-        raise BadParameter("the login certificate expires within a minute: run lmsh login")
+    ttl = _remaining(identity, now)
     scoped = replace(identity, route_to_kube=None, route_to_db=None, usage=("kube",),
                      route_to_cluster=None, kubernetes_groups=(), kubernetes_users=(),
                      not_before=None, not_after=None)
@@ -164,3 +158,12 @@ async def _check_local(auth: AuthServer, identity: Identity, kube_cluster: str
                            f"{decision.reason}")
     return role_set.kube_principals(online.labels)
 
+
+def _remaining(identity: Identity, now: datetime) -> timedelta:
+    """How long the login certificate is still valid: a kube certificate lives no longer;
+    BadParameter when under a minute is left."""
+    assert identity.not_after is not None
+    ttl = identity.not_after - now
+    if ttl < timedelta(minutes=1):
+        raise BadParameter("the login certificate expires within a minute: run lmsh login")
+    return ttl

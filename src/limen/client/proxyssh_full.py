@@ -5,7 +5,7 @@
 versions too), checks the target and the certificates' expiry, and opens the TLS route
 (``limen.client.proxyssh_tls``) with the context of ``limen.client.proxyssh_fast_tls`` or,
 where that cannot serve (a key type other than Ed25519, a certificate with only the legacy
-identity extension), :func:`profile_context` with ``limen.ca``'s checks; a proxy without the
+identity extension), ``limen.client.profile_tls`` with ``limen.ca``'s checks; a proxy without the
 route is reached inside an SSH connection to its SSH front (``limen.client.proxyssh``,
 asyncssh). A refusal is printed as ``lmsh: <reason>`` with exit status 1.
 
@@ -30,7 +30,7 @@ from limen.errors import AccessDenied, BadParameter
 from limen.net.address import parse_address
 from limen.net.ssh_tls_wire import SSHRouteRequest
 
-__all__ = ["profile_context", "relay_ssh", "run_proxy_ssh_tls"]
+__all__ = ["relay_ssh", "run_proxy_ssh_tls"]
 
 
 def relay_ssh(proxy_address: str | None, cluster: str | None, target: str) -> int:
@@ -61,26 +61,6 @@ def relay_ssh(proxy_address: str | None, cluster: str | None, target: str) -> in
         cert_path=ssh_cert, known_hosts=store.known_hosts))
 
 
-def profile_context(store: ProfileStore, profile: Profile) -> ssl.SSLContext:
-    """Mutual TLS as the logged-in user, the server required to be the proxy of a cluster
-    whose CA was saved at login (``limen.ca``'s checks: cryptography, any key type)."""
-    from cryptography import x509
-
-    from limen.ca.identity import SystemRole
-    from limen.ca.keys import load_private_key
-    from limen.ca.peer_role import require_server_role, trust_map_from_pems
-    from limen.ca.tls import client_context
-
-    trusted = trust_map_from_pems(store.trusted_cas(profile.proxy))
-    cas = [c for certs in trusted.values() for c in certs]
-    if not cas:
-        raise AccessDenied("no trusted CA saved for this proxy: run lmsh login again")
-    key = load_private_key(store.key_path(profile.proxy, profile.user).read_bytes())
-    cert = x509.load_pem_x509_certificate(
-        store.tls_cert_path(profile.proxy, profile.user).read_bytes())
-    return require_server_role(client_context(cert, key, cas), SystemRole.PROXY, trusted)
-
-
 def _open(host: str, port: int, store: ProfileStore, profile: Profile,
           request: SSHRouteRequest) -> tuple[ssl.SSLSocket, bytes] | None:
     """:func:`open_route` with the fast context, or the full one where it cannot serve."""
@@ -94,6 +74,8 @@ def _open(host: str, port: int, store: ProfileStore, profile: Profile,
         return open_route(host, port, context, request,
                           check=lambda der: check_proxy_cert(der, profile.cluster))
     except (Unsupported, FileNotFoundError):
+        from limen.client.profile_tls import profile_context
+
         return open_route(host, port, profile_context(store, profile), request)
 
 

@@ -4,7 +4,7 @@
 TLS context it is given (the user's X.509 certificate from ``lmsh login``, the proxy verified
 against the cluster CA saved at login and required to be the proxy:
 ``limen.client.proxyssh_fast_tls`` without importing cryptography, or
-``limen.client.proxyssh_full.profile_context`` with ``limen.ca``'s checks), sends one request
+``limen.client.profile_tls.profile_context`` with ``limen.ca``'s checks), sends one request
 naming the target (:mod:`limen.net.ssh_tls_wire`), reads the one-line answer;
 :func:`relay_stdio` then relays raw bytes between stdin/stdout and the socket: OpenSSH's own
 session with the node is the only SSH layer. A proxy that does not speak the ALPN (an older

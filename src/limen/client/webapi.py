@@ -17,10 +17,10 @@ from typing import Any
 from cryptography import x509
 
 from limen.ca.identity import SystemRole
-from limen.ca.keys import load_private_key, pin_matches
+from limen.ca.keys import pin_matches
 from limen.ca.peer_role import PeerRoleRefused, require_server_role, trust_map_from_pems
-from limen.ca.tls import client_context
 from limen.client.profile import Profile, ProfileStore
+from limen.client.profile_tls import profile_context
 from limen.errors import AccessDenied, ConnectionProblem, TlsVerificationFailed
 from limen.net.cli_http import CliApiClient
 
@@ -106,15 +106,7 @@ class WebApi:
         if not profile.is_valid():
             raise AccessDenied(f"your certificates expired at {profile.expires}: "
                                "run lmsh login again")
-        trusted = trust_map_from_pems(store.trusted_cas(profile.proxy))
-        cas = [c for certs in trusted.values() for c in certs]
-        if not cas:
-            raise AccessDenied("no trusted CA saved for this proxy: run lmsh login again")
-        key = load_private_key(store.key_path(profile.proxy, profile.user).read_bytes())
-        cert = x509.load_pem_x509_certificate(
-            store.tls_cert_path(profile.proxy, profile.user).read_bytes())
-        context = require_server_role(client_context(cert, key, cas), SystemRole.PROXY, trusted)
-        return cls(profile.proxy, context)
+        return cls(profile.proxy, profile_context(store, profile))
 
     async def as_user(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET ``/v1/webapi/user/<path>``."""
