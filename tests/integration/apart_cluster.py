@@ -10,9 +10,9 @@ import contextlib
 import getpass
 import secrets
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .cluster import LimenCluster, LimenUser, wait_for
 from .test_agents_apart import EXAMPLE_ROLES, _config
@@ -38,9 +38,11 @@ def password_login(user: LimenUser) -> None:
 
 @contextlib.contextmanager
 def apart_cluster(root: Path, cluster: str, username: str, *,
-                  node_flags: Sequence[str] = ()) -> Iterator[Apart]:
+                  node_flags: Sequence[str] = (),
+                  proxy_settings: Mapping[str, Any] | None = None) -> Iterator[Apart]:
     """Started in ``root``; ``username`` holds the example role ``ops`` and is logged in, and
-    the node serves their ssh. Every process is killed as the block ends."""
+    the node serves their ssh. ``proxy_settings``: the proxy's ``limen.yaml``. Every process
+    is killed as the block ends."""
     proxy_token = secrets.token_hex(24)
     token_file = root / "proxy-token"
     token_file.write_text(proxy_token + "\n", encoding="utf-8")
@@ -54,9 +56,11 @@ def apart_cluster(root: Path, cluster: str, username: str, *,
         auth.lmctl("apply", "-f", EXAMPLE_ROLES)
         node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
         pin = node_token["ca_pin"]
+        proxy_config = [] if proxy_settings is None else [
+            "-c", str(_config(root / "proxy.yaml", dict(proxy_settings)))]
         proxy = LimenCluster(root / "proxy", cluster, [
-            "--roles", "proxy", "--auth-server", auth.auth, "--token", proxy_token,
-            "--ca-pin", pin])
+            "--roles", "proxy", *proxy_config, "--auth-server", auth.auth, "--token",
+            proxy_token, "--ca-pin", pin])
         started.append(proxy.start())
         node = LimenCluster(root / "node", cluster, [
             "--roles", "node", "--proxy", proxy.web, "--token", node_token["token"],

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import secrets
 import socket
 import ssl
 import subprocess
@@ -28,9 +27,8 @@ import pytest
 from limen.net.address import parse_address
 from limen.net.tunnel_address import ALPN_TUNNEL
 
-from .apart_cluster import password_login
+from .apart_cluster import apart_cluster
 from .cluster import LimenCluster, LimenUser, describe, run, wait_for
-from .test_agents_apart import EXAMPLE_ROLES, _config
 
 LOGIN = getpass.getuser()
 HOST = socket.gethostname().split(".")[0].lower()
@@ -65,38 +63,11 @@ class OnePort:
 @pytest.fixture(scope="module")
 def oneport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnePort]:
     root = tmp_path_factory.mktemp("oneport")
-    proxy_token = secrets.token_hex(24)
-    token_file = root / "proxy-token"
-    token_file.write_text(proxy_token + "\n", encoding="utf-8")
-    token_file.chmod(0o600)
-    auth = LimenCluster(root / "auth", CLUSTER, ["--roles", "auth", "-c", str(_config(
-        root / "auth.yaml", {"cluster": {"second_factor": "off"},
-                             "auth": {"proxy_token_file": str(token_file)}}))])
-    started: list[LimenCluster] = []
-    try:
-        started.append(auth.start())
-        auth.lmctl("apply", "-f", EXAMPLE_ROLES)
-        node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
-        pin = node_token["ca_pin"]
-        proxy = LimenCluster(root / "proxy", CLUSTER, [
-            "--roles", "proxy", "-c", str(_config(root / "proxy.yaml",
-                                                  {"listeners": {"tunnel": ""}})),
-            "--auth-server", auth.auth, "--token", proxy_token, "--ca-pin", pin])
-        started.append(proxy.start())
-        node = LimenCluster(root / "node", CLUSTER, [
-            "--roles", "node", "--proxy", proxy.web, "--token", node_token["token"],
-            "--ca-pin", pin])
-        started.append(node.start())
-        user = LimenUser("olga", root / "users" / "olga", proxy.web)
-        link = auth.add_user("olga", ["ops"], [LOGIN])["url"]
-        user.lmsh("signup", "--link", link, "--password-stdin", input=user.password + "\n")
-        password_login(user)
-        ssh_config = user.home / "ssh_config"
-        ssh_config.write_text(user.lmsh("config").stdout, encoding="utf-8")
-        yield OnePort(auth, proxy, node, user, ssh_config)
-    finally:
-        for process in reversed(started):
-            process.kill()
+    with apart_cluster(root, CLUSTER, "olga",
+                       proxy_settings={"listeners": {"tunnel": ""}}) as apart:
+        ssh_config = apart.user.home / "ssh_config"
+        ssh_config.write_text(apart.user.lmsh("config").stdout, encoding="utf-8")
+        yield OnePort(apart.auth, apart.proxy, apart.node, apart.user, ssh_config)
 
 
 def _listed(env: OnePort) -> list[dict[str, object]]:
