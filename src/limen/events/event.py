@@ -92,6 +92,10 @@ class AuditEvent:
     success: bool
     user: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    rendered: str | None = field(default=None, init=False, repr=False, compare=False)
+    """The event's JSON when its builder wrote it already (:mod:`limen.events.template`);
+    :meth:`to_json` returns it instead of encoding again. Not part of equality, and
+    ``dataclasses.replace`` drops it (a changed event is encoded afresh)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -109,6 +113,8 @@ class AuditEvent:
 
     def to_json(self) -> str:
         """The event as one line of compact JSON, without the trailing newline."""
+        if self.rendered is not None:
+            return self.rendered
         return _ENCODER.encode(self.to_dict())
 
     @classmethod
