@@ -181,6 +181,20 @@ def test_plaintext_and_foreign_certificates_are_refused_and_audited(
     assert any("requires TLS" in e.get("reason", "") for e in events)
 
 
+def test_the_client_is_told_a_cancel_key_of_the_proxy_not_the_databases(
+        alice_logged_in: DBEnv) -> None:
+    """The db agent of the cluster process serves the client's own connection; the
+    BackendKeyData the client reads is still one the proxy issued (a cancel must come back
+    through the proxy, which checks whose session it is)."""
+    env = alice_logged_in
+    service = env.alice.pg_service("dbtest-pg-main")
+    conninfo = " ".join(f"{k}={v}" for k, v in service.items())
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("select pg_backend_pid()").fetchone()
+        assert row is not None
+        assert conn.info.backend_pid != row[0]
+
+
 def test_a_cancel_key_the_proxy_did_not_issue_cancels_nothing(alice_logged_in: DBEnv) -> None:
     env = alice_logged_in
     host, port = env.cluster.listeners["postgres"].rsplit(":", 1)

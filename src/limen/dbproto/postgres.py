@@ -15,7 +15,7 @@ through it at the cost of one length field per message.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from limen.errors import BadParameter
@@ -28,6 +28,7 @@ __all__ = [
     "MAX_STARTUP",
     "PROTOCOL_3",
     "SSL_REQUEST_CODE",
+    "BackendKey",
     "Bind",
     "CancelRequest",
     "Frame",
@@ -467,6 +468,11 @@ def decode_backend_key_data(payload: bytes) -> tuple[int, int]:
         raise BadParameter(f"BackendKeyData is 8 bytes, not {len(payload)}")
     pid, secret = _TWO_U32.unpack(payload)
     return pid, secret
+
+
+BackendKey = Callable[[int, int], tuple[int, int]]
+"""``backend_key(pid, secret) -> (pid, secret)``: the cancel key a client is told in place of
+the database's BackendKeyData (the proxy's, so that a cancel comes back through it)."""
 
 
 def encode_backend_key_data(pid: int, secret: int) -> bytes:

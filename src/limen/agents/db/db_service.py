@@ -15,8 +15,9 @@ Every event of the agent goes through one :class:`~limen.events.buffer.AuditBuff
 emitter: queries are queued and written in batches, the rest is awaited; ``stop`` flushes it.
 
 In the single process (``limen.cli.compose``) the proxy beside the agent reaches it through
-:meth:`DBService.serve_local` instead (an in-memory connection, no tunnel and no TLS between
-the two parts of one process; the user is checked the same way). Called by ``limen.cli.compose``
+:meth:`DBService.serve_local` instead: the front hands over its logged-in client's own
+connection (no tunnel, no TLS leg and no second relay between the two parts of one process;
+the user is checked the same way). Called by ``limen.cli.compose``
 (single process) and ``limen.cli.compose_remote`` (``limen start --roles db``).
 """
 
@@ -153,13 +154,17 @@ class DBService:
             await close_writer(writer)
 
     async def serve_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          request: SessionRequest) -> None:
-        """A session from the proxy of this same process, over an in-memory connection it
-        made (:mod:`limen.net.memory_pipe`): no tunnel and no TLS between the two (nothing
-        outside the process can reach it); the user's certificate and the decision are
-        checked here as for a tunnel dial."""
+                          request: SessionRequest, *,
+                          backend_key: pg.BackendKey | None = None) -> None:
+        """A session from the proxy of this same process: on the client's own connection (a
+        front that logged the client in hands it over, with ``backend_key`` to swap a
+        PostgreSQL cancel key) or on an in-memory connection the proxy made
+        (:mod:`limen.net.memory_pipe`: a cancel, a session forwarded by a trusted root). No
+        tunnel and no TLS between the two parts of one process (nothing outside it can reach
+        them); the user's certificate and the decision are checked here as for a tunnel
+        dial."""
         try:
-            await self._handle(request, reader, writer)
+            await self._handle(request, reader, writer, backend_key)
         except (LimenError, OSError, ssl.SSLError, TimeoutError,
                 asyncio.IncompleteReadError) as err:
             log.warning("db agent: local session for %s ended: %s", request.service, err)
@@ -167,7 +172,8 @@ class DBService:
             await close_writer(writer)
 
     async def _handle(self, request: SessionRequest, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
+                      writer: asyncio.StreamWriter, backend_key: pg.BackendKey | None = None
+                      ) -> None:
         try:
             db = await self.catalog.find(request.service)
         except LimenError as err:
@@ -196,7 +202,8 @@ class DBService:
                 await self._refuse(request, writer, str(err))
                 return
             if request.protocol == "postgres":
-                await serve_postgres(session, reader, writer, self.certs)
+                await serve_postgres(session, reader, writer, self.certs,
+                                     backend_key=backend_key)
             else:
                 await serve_mysql(session, reader, writer, self.certs)
 

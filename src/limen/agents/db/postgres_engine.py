@@ -64,7 +64,8 @@ async def open_upstream(target: UpstreamTarget, context: ssl.SSLContext
 
 
 async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader,
-                         client_writer: asyncio.StreamWriter, certs: UpstreamCerts) -> None:
+                         client_writer: asyncio.StreamWriter, certs: UpstreamCerts, *,
+                         backend_key: pg.BackendKey | None = None) -> None:
     target = upstream_target(session.db)
     if session.request.params.get("replication", "false").lower() not in ("false", "0", "no",
                                                                            "off"):
@@ -84,7 +85,7 @@ async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader
         if session.db_name:
             params["database"] = session.db_name
         writer.write(pg.encode_startup(params))
-        if not await _startup(session, reader, client_writer):
+        if not await _startup(session, reader, client_writer, backend_key):
             return
         await session.emit("db.session.start")
         inspect, farewell = _inspector()
@@ -96,9 +97,10 @@ async def serve_postgres(session: DBSession, client_reader: asyncio.StreamReader
 
 
 async def _startup(session: DBSession, reader: asyncio.StreamReader,
-                   client_writer: asyncio.StreamWriter) -> bool:
-    """Pass the upstream's login answer to the client up to ReadyForQuery; False when the
-    database refused (audited, the client got the error)."""
+                   client_writer: asyncio.StreamWriter, backend_key: pg.BackendKey | None) -> bool:
+    """Pass the upstream's login answer to the client up to ReadyForQuery (its BackendKeyData
+    swapped by ``backend_key`` when given); False when the database refused (audited, the
+    client got the error)."""
     splitter = pg.MessageSplitter(keep=_ALL_TYPES, max_message=1 << 20)
     while True:
         data = await reader.read(65536)
@@ -123,6 +125,10 @@ async def _startup(session: DBSession, reader: asyncio.StreamReader,
                 await session.emit("db.session.start", success=False,
                                    reason=f"database refused: {fields.get('M', '')}")
                 return False
+            elif frame.type == b"K" and backend_key is not None:
+                pid, secret = pg.decode_backend_key_data(frame.payload)
+                client_writer.write(pg.encode_backend_key_data(*backend_key(pid, secret)))
+                continue
             client_writer.write(pg.encode_message(frame.type, frame.payload))
             if frame.type == b"Z":
                 await client_writer.drain()

@@ -10,8 +10,11 @@ a failed ``db.session.start`` with the reason; the agent audits what it serves. 
 fronts (:mod:`limen.proxy.db.postgres_front`, :mod:`limen.proxy.db.mysql_front`).
 
 A db agent in this same process (``limen start --roles ...,proxy,...,db``) is attached with
-:meth:`DBRouter.attach_local`; a session for it goes over an in-memory connection
-(:mod:`limen.net.memory_pipe`) instead of the tunnel and its TLS leg.
+:meth:`DBRouter.attach_local`. :meth:`DBRouter.connect` then answers a :class:`LocalSession`:
+the front hands the agent its client's own connection (no tunnel, no TLS leg, no second
+relay: the agent's relay joins the client and the database); :meth:`DBRouter.open` (a cancel,
+a session a trusted root forwards) reaches it over an in-memory connection
+(:mod:`limen.net.memory_pipe`).
 
 A certificate whose ``route_to_cluster`` names a trusted leaf cluster is not decided here: the
 session request goes to that leaf's proxy through its cluster link
@@ -42,6 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.x509_certs import verify_client_cert
+from limen.dbproto.postgres import BackendKey
 from limen.dbproto.session_request import SessionRequest, encode_request
 from limen.errors import AccessDenied, LimenError, NotFound
 from limen.events.emitter import Emitter
@@ -55,7 +59,8 @@ from limen.tunnel.protocol import KIND_DB
 from limen.tunnel.server import TunnelServer
 
 __all__ = [
-    "DBRouter", "DBTarget", "LocalDBAgent", "Opened", "check_name", "default_db_name",
+    "DBRouter", "DBTarget", "LocalDBAgent", "LocalSession", "Opened",
+    "check_name", "default_db_name",
     "der_to_pem", "handshake", "peer_der",
 ]
 
@@ -71,7 +76,8 @@ class LocalDBAgent(Protocol):
     """A db agent in the proxy's own process (``limen.agents.db.db_service.DBService``)."""
 
     async def serve_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          request: SessionRequest) -> None: ...
+                          request: SessionRequest, *,
+                          backend_key: BackendKey | None = None) -> None: ...
 
 
 class DBTarget:
@@ -129,6 +135,22 @@ class Opened:
     writer: asyncio.StreamWriter
     leaf: str = ""
     """The trusted leaf cluster the session went to ("": a db agent of this cluster)."""
+
+
+@dataclass(frozen=True)
+class LocalSession:
+    """A session the proxy decided for the db agent of this same process, which serves it on
+    the client's own connection (:meth:`serve`)."""
+
+    identity: Identity
+    request: SessionRequest
+    agent: LocalDBAgent
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    backend_key: BackendKey | None = None) -> None:
+        """Hand the logged-in client's connection to the agent until the session ends (the
+        agent logs in upstream, answers the client and relays)."""
+        await self.agent.serve_local(reader, writer, self.request, backend_key=backend_key)
 
 
 class DBRouter:
@@ -214,12 +236,14 @@ class DBRouter:
     async def connect(self, der: bytes | None, protocol: str, *, db_user: str, db_name: str,
                       default_name: Callable[[DBTarget, str], str],
                       params: Mapping[str, str], client_addr: str,
-                      session_id: str) -> Opened:
+                      session_id: str) -> Opened | LocalSession:
         """Everything a front does between the client's startup and the relay: the
         certificate (:meth:`identify`, :meth:`check_database_cert`), the online database of
         its route speaking ``protocol``, the user and name (the client's, else the route's,
-        else ``default_name(target, user)``), the decision, the data connection. A refusal is
-        audited here and raised as the LimenError the front turns into its protocol's error."""
+        else ``default_name(target, user)``), the decision, the data connection (or, for the
+        db agent of this process, the :class:`LocalSession` that serves the client's own
+        connection). A refusal is audited here and raised as the LimenError the front turns
+        into its protocol's error."""
         identity: Identity | None = None
         service = leaf = ""
         try:
@@ -248,6 +272,9 @@ class DBRouter:
                 op="connect", protocol=protocol, service=service, user_cert=der_to_pem(der),
                 db_user=db_user, db_name=db_name, session_id=session_id,
                 client_addr=client_addr, params=dict(params))
+            here = self._local_agent(target)
+            if here is not None:
+                return LocalSession(identity, request, here)
             reader, writer = await self.open(target, request, identity.username)
         except LimenError as err:
             await self.refused(str(err), identity=identity, protocol=protocol,
@@ -285,12 +312,15 @@ class DBRouter:
     async def open(self, target: DBTarget, request: SessionRequest, username: str
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A data connection to a db agent serving ``target``, request sent."""
-        here = next((self._local[h] for h in target.host_ids if h in self._local), None)
+        here = self._local_agent(target)
         if here is not None:
             return await self._open_local(here, request)
         return await self._agents.open(
             target.host_ids, target.name, encode_request(request),
             client_addr=request.client_addr, user=username, session_id=request.session_id)
+
+    def _local_agent(self, target: DBTarget) -> LocalDBAgent | None:
+        return next((self._local[h] for h in target.host_ids if h in self._local), None)
 
     async def _open_local(self, agent: LocalDBAgent, request: SessionRequest
                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

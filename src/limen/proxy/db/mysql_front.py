@@ -39,7 +39,7 @@ from limen.dbproto import mysql as my
 from limen.errors import BadParameter, LimenError
 from limen.net.relay import Relay
 from limen.net.streams import accept_tls, close_writer, hand_over
-from limen.proxy.db.db_route import DBRouter, handshake, peer_der
+from limen.proxy.db.db_route import DBRouter, LocalSession, handshake, peer_der
 
 __all__ = ["OFFERED_CAPABILITIES", "MySQLFront"]
 
@@ -171,6 +171,9 @@ class MySQLFront:
                 client_addr=client_addr, session_id=session_id)
         except LimenError as err:
             await _send_err(writer, seq, _ER_ACCESS_DENIED, "28000", f"Limen: {err}")
+            return
+        if isinstance(opened, LocalSession):  # the db agent of this process: the client's own
+            await opened.serve(reader, writer)  # connection, no second relay
             return
         try:
             # no parsing here: Protocols

@@ -9,6 +9,8 @@ and every driver, unchanged.
                                        ──▶ db agent via its tunnel (session request)
            ◀── AuthenticationOk … BackendKeyData (replaced by a key of ours) … ReadyForQuery
            ◀────────────── bytes both ways (limen.net.relay, no parsing) ──────────────▶
+    (a db agent in this same process is handed the client's connection instead: it answers
+    the login, with keys of ours, and its relay joins the client and the database)
     client ── CancelRequest (new connection, plaintext or TLS) ──▶ cancel_keys ──▶ agent
 
 The same front serves the web port's ALPN ``limen-postgres`` (:meth:`PostgresFront.
@@ -39,7 +41,7 @@ from limen.events.event import make_event
 from limen.net.relay import Relay
 from limen.net.streams import close_writer, hand_over
 from limen.proxy.db.cancel_keys import CancelKeys, CancelTarget
-from limen.proxy.db.db_route import DBRouter, handshake, peer_der
+from limen.proxy.db.db_route import DBRouter, LocalSession, handshake, peer_der
 
 __all__ = ["PostgresFront"]
 
@@ -135,6 +137,9 @@ class PostgresFront:
             await _send_error(writer, str(err), "28000" if isinstance(err, AccessDenied)
                               else "08006")
             return
+        if isinstance(opened, LocalSession):
+            await self._serve_local(opened, reader, writer, session_id)
+            return
         request = opened.request
         key: tuple[int, int] | None = None
         try:
@@ -150,6 +155,24 @@ class PostgresFront:
             if key is not None:
                 self.cancel_keys.release(key)
             await close_writer(opened.writer)
+
+    async def _serve_local(self, local: LocalSession, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter, session_id: str) -> None:
+        """The db agent of this process serves the client's own connection; the cancel keys
+        it tells the client are issued here, as for a session through a tunnel."""
+        request = local.request
+        keys: list[tuple[int, int]] = []
+
+        def backend_key(pid: int, secret: int) -> tuple[int, int]:
+            keys.append(self.cancel_keys.issue(CancelTarget(
+                request.service, local.identity.username, request.user_cert, request.db_user,
+                session_id, pid, secret, "")))
+            return keys[-1]
+        try:
+            await local.serve(reader, writer, backend_key=backend_key)
+        finally:
+            for key in keys:
+                self.cancel_keys.release(key)
 
     async def _login_answer(self, agent_reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, cancel: CancelTarget
