@@ -7,7 +7,7 @@ as soon as its event is in the buffer, not once it is on disk. Wraps any
 :class:`~limen.events.PostgresLog`, an agent's :class:`~limen.agents.audit_outbox.AuditOutbox`,
 a :class:`~limen.events.MemoryEmitter`); one with ``emit_many`` gets each batch in one call
 (one hand-off to its writer thread and one fsync or commit per batch). A batch takes what
-comes within ``linger`` (2 ms) of its first event, or goes at once when full or when a
+comes within ``linger`` (10 ms) of its first event, or goes at once when full or when a
 durable event is in it::
 
     session A ── stream.record(q1) ─┐                          ┌─▶ emit_many([q1, q2, s3])
@@ -34,8 +34,13 @@ The promise:
   everything queued is written (or failed).
 
 A query whose event was queued but not yet written when the process dies is lost with the
-process (the client may have had its answer): the window is one batch, a few
-milliseconds (the linger and the write). Use from one event loop.
+process (the client may have had its answer): the window is one batch, about ten
+milliseconds (the linger and the write). The linger is the trade: each batch costs a hand-over
+to the log's writer thread, its system calls and the GIL going back and forth between that
+thread and the event loop; at thousands of queries a second that cost per batch, not the
+events, is what a longer linger saves (``pgbench -S`` at 16 clients through one ``limen
+start``: 9,600-9,800 TPS at 2 ms, 10,400-10,650 at 10 ms; bench/RESULTS.md). Use from one
+event loop.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_BATCH = 512
-DEFAULT_LINGER = 0.002
+DEFAULT_LINGER = 0.010
 
 
 class AuditUnavailable(ConnectionProblem):
