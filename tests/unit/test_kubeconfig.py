@@ -1,6 +1,7 @@
 """The kubeconfig ``lmsh kube login`` writes (``limen.client.kubeconfig``): golden file of a
 merge into an existing kubeconfig (its other entries kept, the new context current, no secret
-inside: an exec plugin), a second login replacing its entry, logout removing exactly its
+inside: an exec plugin, ``limen.client.kube_credentials_main`` run by the interpreter with
+``-I -S``), a second login replacing its entry, logout removing exactly its
 entries, ``$KUBECONFIG`` (first of a list) respected, mode 0600.
 Regenerate the golden file: LIMEN_UPDATE_GOLDEN=1 pytest this file."""
 
@@ -17,7 +18,9 @@ from limen.client.kubeconfig import KubeEntry, kubeconfig_path, merge_entry, rem
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "kubeconfig"
 CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 ENTRY = KubeEntry(limen_cluster="main", name="prod", server="https://proxy.example:3026",
-                  ca_pem=CA, proxy="proxy.example:3080", command="/usr/local/bin/lmsh",
+                  ca_pem=CA, proxy="proxy.example:3080", command="/usr/bin/python3",
+                  command_args=("-I", "-S", "/usr/lib/python3/dist-packages/limen/client/"
+                                "kube_credentials_main.py"),
                   limen_home="/home/alice/.limen-work")
 EXISTING = {"apiVersion": "v1", "kind": "Config", "current-context": "kind-local",
             "clusters": [{"name": "kind-local", "cluster": {"server": "https://127.0.0.1:6443"}}],

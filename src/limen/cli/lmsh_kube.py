@@ -18,6 +18,8 @@
                                        what kubectl's exec plugin runs: an ExecCredential
                                        (client.authentication.k8s.io/v1) with the certificate
                                        and key, a fresh certificate when the saved one expires
+                                       (the kubeconfig runs the same without click:
+                                       limen.client.kube_credentials_main)
 
 ``kube`` is registered on the ``lmsh`` group by ``limen.cli.lmsh``.
 """
@@ -25,7 +27,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import click
@@ -33,12 +34,11 @@ import click
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
 from limen.cli.lmctl_format import labels_text
 from limen.client.kube_access import (
-    credentials,
-    exec_credential,
     forget_kube_clusters,
     list_kube_clusters,
     login_all_kube,
     login_kube,
+    print_credentials,
 )
 from limen.client.profile import Profile, ProfileStore
 from limen.client.webapi import WebApi
@@ -139,8 +139,4 @@ def credentials_command(name: str | None, any_cluster: bool, proxy: str | None,
     """Print kubectl's ExecCredential for kube cluster NAME (the exec plugin)."""
     if bool(name) == any_cluster:
         raise click.UsageError("give one of --cluster NAME and --all")
-    store = ProfileStore()
-    profile = store.load(proxy) if proxy else store.current()
-    credential = asyncio.run(credentials(store, profile, None if any_cluster else name,
-                                         leaf=leaf))
-    click.echo(json.dumps(exec_credential(credential)))
+    print_credentials(proxy, None if any_cluster else name, leaf)

@@ -6,14 +6,18 @@
   ping (:func:`kube_front`: its ``kube`` listener when published, else the web port with the
   kube front's server name), gets a certificate (:func:`fetch_credentials`) and merges the
   kubeconfig entry (:mod:`limen.client.kubeconfig`).
-* :func:`credentials` — what ``lmsh kube credentials`` prints for kubectl: the saved kube
-  certificate while it lives more than a minute and matches the current login key, else a
-  fresh one from ``POST /v1/webapi/user/kube/certs``; with the login key as PKCS#8 PEM.
+* :func:`credentials` — what ``lmsh kube credentials`` prints for kubectl
+  (:func:`print_credentials`): the saved kube certificate while it lives more than a minute,
+  is the profile user's for that kube cluster and leaf and matches the current login key,
+  else a fresh one from ``POST /v1/webapi/user/kube/certs``; with the login key as PKCS#8
+  PEM. The exec plugin the kubeconfig names, ``limen.client.kube_credentials_main``, serves
+  the saved certificate without cryptography (``limen.client.kube_credentials_fast``, the
+  same checks) and calls :func:`print_credentials` for anything else.
 
 * :func:`login_all_kube` — ``lmsh kube login --all``: one certificate that names no kube
   cluster (``POST kube/certs {any_cluster: true}``) and one kubeconfig entry per kube cluster
   listed, each server URL naming its cluster (the proxy routes by the path); the exec plugin
-  is ``lmsh kube credentials --all``.
+  is ``kube credentials --all``.
 
 A trusted leaf cluster's kube cluster (``lmsh kube login --cluster LEAF NAME``) goes through
 the same proxy: listed by the leaf, its certificate routed there, its files under ``LEAF``,
@@ -22,11 +26,13 @@ its kubeconfig context ``LEAF-NAME``.
 Files: ``keys/<proxy>/<user>-kube/<cluster>/<name>.crt`` (0600); with ``--all``
 ``keys/<proxy>/<user>-kube-any/<cluster>.crt`` and the contexts it wrote,
 ``<cluster>.contexts`` (``lmsh kube logout`` removes them). Called by
-``limen.cli.lmsh_kube``.
+``limen.cli.lmsh_kube`` and ``limen.client.kube_credentials_fast`` (its full path).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import sys
@@ -42,6 +48,11 @@ from cryptography.hazmat.primitives import serialization
 from limen.ca.keys import load_private_key, private_key_to_pem
 from limen.ca.x509_certs import identity_from_cert
 from limen.client.db_access import listener_address
+from limen.client.kube_credentials_fast import (
+    RENEW_MARGIN_SECONDS,
+    exec_command,
+    exec_credential_doc,
+)
 from limen.client.kubeconfig import (
     KubeEntry,
     context_name,
@@ -66,9 +77,10 @@ __all__ = [
     "logged_in_clusters",
     "login_all_kube",
     "login_kube",
+    "print_credentials",
 ]
 
-_RENEW_MARGIN = timedelta(minutes=1)
+_RENEW_MARGIN = timedelta(seconds=RENEW_MARGIN_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -197,11 +209,13 @@ def _entry(store: ProfileStore, profile: Profile, name: str, front: tuple[str, i
     host, port, server_name = front
     server_host = f"[{host}]" if ":" in host else host
     environ = env if env is not None else os.environ
+    command, command_args = exec_command(_lmsh_command())
     return KubeEntry(
         limen_cluster=leaf or profile.cluster, name=name, leaf=leaf,
         server=f"https://{server_host}:{port}", tls_server_name=server_name,
         ca_pem=store.ca_path(profile.proxy, profile.cluster).read_bytes(),
-        proxy=profile.proxy, command=_lmsh_command(), any_cluster=any_cluster,
+        proxy=profile.proxy, command=command, command_args=tuple(command_args),
+        any_cluster=any_cluster,
         limen_home=str(limen_home(environ)) if environ.get("LIMEN_HOME") else "")
 
 
@@ -226,10 +240,12 @@ async def _fetch(api: WebApi, store: ProfileStore, profile: Profile, name: str,
     return _save_cert(str(answer["cert"]).encode(), cert_path(store, profile, name, leaf))
 
 
-def _usable(pem: bytes, key_pem: bytes, name: str | None, leaf: str, now: datetime
-            ) -> datetime | None:
-    """The expiry of a saved certificate that can still be used, else None (``name``
-    None: one naming no kube cluster)."""
+def _usable(pem: bytes, key_pem: bytes, profile: Profile, name: str | None, leaf: str,
+            now: datetime) -> datetime | None:
+    """The expiry of a saved certificate that can still be used, else None: the profile
+    user's kube certificate from the profile's cluster, for kube cluster ``name`` (None: one
+    naming no kube cluster) of ``leaf`` (empty: none), living more than a minute, of the
+    login key (``limen.client.kube_credentials_fast`` checks the same without cryptography)."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
         identity = identity_from_cert(cert)
@@ -238,6 +254,9 @@ def _usable(pem: bytes, key_pem: bytes, name: str | None, leaf: str, now: dateti
         return None
     if identity is None or identity.route_to_kube != name or \
             (identity.route_to_cluster or "") != leaf:
+        return None
+    if identity.username != profile.user or identity.cluster != profile.cluster or \
+            identity.is_system or identity.usage != ("kube",):
         return None
     if cert.not_valid_after_utc - _RENEW_MARGIN <= now:
         return None
@@ -259,7 +278,7 @@ async def credentials(store: ProfileStore, profile: Profile, name: str | None, *
     path = cert_path(store, profile, name, leaf) if name is not None else \
         any_cert_path(store, profile)
     pem = path.read_bytes() if path.is_file() else b""
-    expires = _usable(pem, key_pem, name, leaf, now) if pem else None
+    expires = _usable(pem, key_pem, profile, name, leaf, now) if pem else None
     if expires is None:
         if not profile.is_valid(now):
             raise BadParameter(f"your Limen login expired at {profile.expires}: run lmsh login")
@@ -276,8 +295,17 @@ async def credentials(store: ProfileStore, profile: Profile, name: str | None, *
 
 def exec_credential(credential: ExecCredential) -> dict[str, Any]:
     """The ``client.authentication.k8s.io/v1`` ExecCredential kubectl reads."""
-    return {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-            "status": {"clientCertificateData": credential.cert_pem.decode(),
-                       "clientKeyData": credential.key_pem.decode(),
-                       "expirationTimestamp": credential.expires.astimezone(UTC).strftime(
-                           "%Y-%m-%dT%H:%M:%SZ")}}
+    return exec_credential_doc(credential.cert_pem.decode(), credential.key_pem.decode(),
+                               credential.expires.astimezone(UTC).strftime(
+                                   "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def print_credentials(proxy: str | None, name: str | None, leaf: str = "") -> int:
+    """``lmsh kube credentials``: print the ExecCredential of kube cluster ``name`` (None:
+    the certificate naming none) of the profile of ``proxy`` (None: the current one); 0."""
+    store = ProfileStore()
+    profile = store.load(proxy) if proxy else store.current()
+    credential = asyncio.run(credentials(store, profile, name, leaf=leaf))
+    sys.stdout.write(json.dumps(exec_credential(credential)) + "\n")
+    sys.stdout.flush()
+    return 0

@@ -7,8 +7,9 @@ One cluster, user and context per Limen kube cluster, all named ``<limen cluster
                  server: https://proxy:3026/v1/limen/bWFpbg/cHJvZA,
                  certificate-authority-data: <the cluster's TLS CA>}}]
     users:    [{name: main-prod, user: {exec: {apiVersion: client.authentication.k8s.io/v1,
-                 command: /usr/local/bin/lmsh,
-                 args: [kube, credentials, --proxy, proxy:3080, --cluster, prod],
+                 command: /usr/bin/python3,
+                 args: [-I, -S, .../limen/client/kube_credentials_main.py,
+                        kube, credentials, --proxy, proxy:3080, --cluster, prod],
                  env: [{name: LIMEN_HOME, value: ...}]   (when LIMEN_HOME is set)
                  interactiveMode: Never, provideClusterInfo: false}}}]
     contexts: [{name: main-prod, context: {cluster: main-prod, user: main-prod}}]
@@ -24,8 +25,11 @@ and the cluster carries ``tls-server-name: kube-limen-proxy.limen.local``: kubec
 name as SNI, which the web port routes to the kube front, and checks that the proxy's
 certificate holds it (:mod:`limen.net.kube_sni`).
 
-No secret is written into the kubeconfig: kubectl runs ``lmsh kube credentials`` for the
-certificate and key each time it needs them. The file is ``$KUBECONFIG`` (its first entry
+No secret is written into the kubeconfig: kubectl runs the exec plugin for the certificate
+and key each time it needs them: ``limen.client.kube_credentials_main`` (what
+``lmsh kube credentials`` does, started without click or cryptography while the saved
+certificate serves), or ``lmsh kube credentials`` itself (``command: <lmsh>``, no
+``-I -S`` arguments) where the interpreter is unknown. The file is ``$KUBECONFIG`` (its first entry
 when it lists several) or ``~/.kube/config``; other entries are kept as they are, the file is
 written atomically with mode 0600. :func:`render` is pure (golden-file tested);
 :func:`merge_entry` and :func:`remove_entries` read and write. Called by
@@ -64,7 +68,9 @@ class KubeEntry:
     proxy: str
     """The proxy's web address (the profile ``lmsh kube credentials`` uses)."""
     command: str
-    """The ``lmsh`` executable kubectl runs."""
+    """The executable kubectl runs: the Python interpreter, or ``lmsh``."""
+    command_args: tuple[str, ...] = ()
+    """Its arguments before ``kube credentials`` (``-I -S <kube_credentials_main.py>``)."""
     limen_home: str = ""
     """``LIMEN_HOME`` to pass to it, when set."""
     leaf: str = ""
@@ -101,7 +107,7 @@ def render(entry: KubeEntry) -> dict[str, Any]:
     """The cluster, user and context documents of ``entry`` (see the module)."""
     exec_config: dict[str, Any] = {
         "apiVersion": EXEC_API_VERSION, "command": entry.command,
-        "args": ["kube", "credentials", "--proxy", entry.proxy,
+        "args": [*entry.command_args, "kube", "credentials", "--proxy", entry.proxy,
                  *(["--all"] if entry.any_cluster else ["--cluster", entry.name]),
                  *(["--leaf-cluster", entry.leaf] if entry.leaf else [])],
         "interactiveMode": "Never", "provideClusterInfo": False}
