@@ -3,7 +3,7 @@ shared by the Kubernetes end-to-end tests of one module (``kube_env``).
 
 ::
 
-    kubectl (kubeconfig from lmsh kube login, exec plugin lmsh kube credentials)
+    kubectl (kubeconfig from lmsh kube login, exec plugin kube_credentials_main.py)
         ──▶ proxy kube front (random port) ──▶ reverse tunnel ──▶ kube agent (in the cluster
             process, --roles ...,kube) ──▶ tests/k8s_emulator over HTTPS, as the agent's
             kubeconfig says, with Impersonate-User / Impersonate-Group

@@ -1,7 +1,7 @@
 """Kubernetes through Limen with the real kubectl (issue #15), against a single-node
 ``limen start --roles auth,proxy,node,kube`` and the project's Kubernetes API emulator
 (``kube_env``): ``lmsh kube ls``, ``lmsh kube login`` (the kubeconfig entry with the exec
-plugin), ``kubectl get``, ``get -w`` receiving a change, ``apply``, switching contexts between
+plugin, ``kube_credentials_main.py``, printing what ``lmsh kube credentials`` prints), ``kubectl get``, ``get -w`` receiving a change, ``apply``, switching contexts between
 two kube clusters, ``lmsh kube logout``; each request audited as ``kube.request``.
 """
 
@@ -42,6 +42,12 @@ def test_kubectl_get_and_apply_through_limen(kube_env: KubeEnv) -> None:
     alice.lmsh("kube", "login", "emu")
     config = yaml.safe_load(alice.kubeconfig.read_text())
     assert config["current-context"] == "kubetest-emu"
+    [plugin] = [u["user"]["exec"] for u in config["users"] if u["name"] == "kubetest-emu"]
+    assert plugin["args"][:2] == ["-I", "-S"]
+    assert plugin["args"][2].endswith("/limen/client/kube_credentials_main.py")
+    served = subprocess.run([plugin["command"], *plugin["args"]], env=alice.env,
+                            capture_output=True, text=True, timeout=30, check=True)
+    assert served.stdout == alice.lmsh("kube", "credentials", "--cluster", "emu").stdout
     kube_env.api.create({"apiVersion": "v1", "kind": "ConfigMap",
                          "metadata": {"name": "seen", "namespace": "default"},
                          "data": {"k": "v"}})
