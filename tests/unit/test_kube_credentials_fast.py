@@ -102,10 +102,10 @@ def test_the_exec_command_is_this_interpreter_isolated_on_the_script() -> None:
 
 
 def test_the_arguments_the_kubeconfig_writes_parse_and_others_do_not() -> None:
-    assert parse_args(["--proxy", "p:3080", "--cluster", "prod"]) == Parsed("prod", "p:3080", "")
-    assert parse_args(["--proxy=p:3080", "--all"]) == Parsed(None, "p:3080", "")
+    assert parse_args(["--proxy", "p:3080", "--cluster", "prod"]) == ("prod", "p:3080", "")
+    assert parse_args(["--proxy=p:3080", "--all"]) == (None, "p:3080", "")
     assert parse_args(["--cluster", "prod", "--leaf-cluster", "leaf"]) == \
-        Parsed("prod", None, "leaf")
+        ("prod", None, "leaf")
     for bad in (["--all", "--cluster", "prod"], [], ["--cluster"], ["--cluster", "--all"],
                 ["--cluster", "a", "--cluster", "b"], ["--all", "--all"], ["--debug", "--all"],
                 ["--cluster", "prod", "extra"], ["--cluster="]):
@@ -192,32 +192,32 @@ def test_a_certificate_the_full_command_would_not_serve_is_not_printed(
     identity, ttl, name = CASES[case]
     store, profile, key = _login(tmp_path)
     _save_cert(cert_path(store, profile, name), key, expires_in=ttl, **identity)
-    _refused(tmp_path, Parsed(name, PROXY, ""), ["--proxy", PROXY, "--cluster", name])
+    _refused(tmp_path, (name, PROXY, ""), ["--proxy", PROXY, "--cluster", name])
 
 
 def test_a_certificate_of_the_leaf_is_not_served_for_the_root(tmp_path: Path) -> None:
     store, profile, key = _login(tmp_path)
     path = cert_path(store, profile, "prod")  # the root's file holding a leaf's certificate
     _save_cert(path, key, route_to_kube="prod", route_to_cluster="leaf1")
-    _refused(tmp_path, Parsed("prod", PROXY, ""), ["--proxy", PROXY, "--cluster", "prod"])
+    _refused(tmp_path, ("prod", PROXY, ""), ["--proxy", PROXY, "--cluster", "prod"])
 
 
 def test_a_named_certificate_is_not_served_for_all(tmp_path: Path) -> None:
     store, profile, key = _login(tmp_path)
     _save_cert(any_cert_path(store, profile), key, route_to_kube="prod")
-    _refused(tmp_path, Parsed(None, PROXY, ""), ["--proxy", PROXY, "--all"])
+    _refused(tmp_path, (None, PROXY, ""), ["--proxy", PROXY, "--all"])
 
 
 def test_a_certificate_from_before_a_new_login_is_not_served(tmp_path: Path) -> None:
     store, profile, key = _login(tmp_path)
     _save_cert(cert_path(store, profile, "prod"), key, route_to_kube="prod")
     _login(tmp_path)  # lmsh login again: a new key
-    _refused(tmp_path, Parsed("prod", PROXY, ""), ["--proxy", PROXY, "--cluster", "prod"])
+    _refused(tmp_path, ("prod", PROXY, ""), ["--proxy", PROXY, "--cluster", "prod"])
 
 
 def test_a_missing_certificate_is_fetched(tmp_path: Path) -> None:
     _login(tmp_path)
-    _refused(tmp_path, Parsed("prod", PROXY, ""), ["--proxy", PROXY, "--cluster", "prod"])
+    _refused(tmp_path, ("prod", PROXY, ""), ["--proxy", PROXY, "--cluster", "prod"])
 
 
 def test_a_non_ed25519_key_takes_the_full_path(tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ def test_a_non_ed25519_key_takes_the_full_path(tmp_path: Path) -> None:
     key = generate_private_key(KeyType.ECDSA_P256)
     store, profile, _ = _login(tmp_path, key)
     _save_cert(cert_path(store, profile, "prod"), key, route_to_kube="prod")
-    assert _served(tmp_path, Parsed("prod", PROXY, "")) is None
+    assert _served(tmp_path, ("prod", PROXY, "")) is None
     fast, full = _both(tmp_path, ["--proxy", PROXY, "--cluster", "prod"])
     assert fast.returncode == full.returncode == 0
     assert fast.stdout == full.stdout
@@ -239,7 +239,7 @@ def test_a_yaml_profile_takes_the_full_path(tmp_path: Path) -> None:
         "".join(f"{k}: {v}\n" for k, v in
                 (("proxy", f"'{PROXY}'"), ("user", "alice"), ("cluster", CLUSTER),
                  ("expires", f"'{profile.expires}'"))))
-    assert _served(tmp_path, Parsed("prod", PROXY, "")) is None
+    assert _served(tmp_path, ("prod", PROXY, "")) is None
     fast, full = _both(tmp_path, ["--proxy", PROXY, "--cluster", "prod"])
     assert fast.returncode == full.returncode == 0
     assert fast.stdout == full.stdout

@@ -31,7 +31,6 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
 
 __all__ = ["RENEW_MARGIN_SECONDS", "Parsed", "exec_command", "exec_credential_doc",
            "handover", "parse_args", "saved_credential", "serve"]
@@ -41,12 +40,9 @@ RENEW_MARGIN_SECONDS = 60
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
 
 
-class Parsed(NamedTuple):
-    """The options of ``kube credentials``: ``name`` None with ``--all``."""
-
-    name: str | None
-    proxy: str | None
-    leaf: str
+Parsed = tuple[str | None, str | None, str]
+"""``(name, proxy, leaf)``: the options of ``kube credentials`` (``name`` None: ``--all``);
+a plain tuple (``typing.NamedTuple`` would cost the plugin the import of ``typing``)."""
 
 
 class _Handover(Exception):
@@ -77,7 +73,7 @@ def parse_args(args: Sequence[str]) -> Parsed | None:
     name = options.get("--cluster")
     if bool(name) == any_cluster:
         return None
-    return Parsed(name, options.get("--proxy"), options.get("--leaf-cluster", ""))
+    return name, options.get("--proxy"), options.get("--leaf-cluster", "")
 
 
 def exec_command(lmsh: str) -> tuple[str, list[str]]:
@@ -120,7 +116,8 @@ def handover(parsed: Parsed) -> int:
     from limen.client.kube_access import print_credentials
     from limen.client.proxyssh_command import reported
 
-    return reported(print_credentials, parsed.proxy, parsed.name, parsed.leaf)
+    name, proxy, leaf = parsed
+    return reported(print_credentials, proxy, name, leaf)
 
 
 def _home() -> str:
@@ -171,17 +168,18 @@ def saved_credential(parsed: Parsed, home: str, now: datetime) -> str:
 
 
 def _saved(parsed: Parsed, home: str, now: datetime) -> str:
-    proxy, user, cluster = _profile(home, parsed.proxy)
-    leaf = parsed.leaf if parsed.leaf != cluster else ""
-    if (parsed.name is not None and not _plain(parsed.name)) or (leaf and not _plain(leaf)) \
-            or (parsed.name is None and leaf):
+    name, proxy, leaf = parsed
+    proxy, user, cluster = _profile(home, proxy)
+    leaf = leaf if leaf != cluster else ""
+    if (name is not None and not _plain(name)) or (leaf and not _plain(leaf)) \
+            or (name is None and leaf):
         raise _Handover  # the full path explains
     keys = os.path.join(home, "keys", _dirname(proxy))
-    cert_file = os.path.join(keys, f"{user}-kube", leaf or cluster, f"{parsed.name}.crt") \
-        if parsed.name is not None else os.path.join(keys, f"{user}-kube-any", f"{cluster}.crt")
+    cert_file = os.path.join(keys, f"{user}-kube", leaf or cluster, f"{name}.crt") \
+        if name is not None else os.path.join(keys, f"{user}-kube-any", f"{cluster}.crt")
     pem = _read(cert_file).decode()
     der = _pem_der(pem)
-    _check_identity(der, user, cluster, parsed.name, leaf)
+    _check_identity(der, user, cluster, name, leaf)
     spki, not_after = _spki_not_after(der)
     expires = datetime(int(not_after[:4]), int(not_after[5:7]), int(not_after[8:10]),
                        int(not_after[11:13]), int(not_after[14:16]), int(not_after[17:19]),
