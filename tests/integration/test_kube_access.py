@@ -1,8 +1,10 @@
 """Kubernetes through Limen with the real kubectl (issue #15), against a single-node
 ``limen start --roles auth,proxy,node,kube`` and the project's Kubernetes API emulator
 (``kube_env``): ``lmsh kube ls``, ``lmsh kube login`` (the kubeconfig entry with the exec
-plugin, ``kube_credentials_main.py``, printing what ``lmsh kube credentials`` prints), ``kubectl get``, ``get -w`` receiving a change, ``apply``, switching contexts between
-two kube clusters, ``lmsh kube logout``; each request audited as ``kube.request``.
+plugin, ``kube_credentials_main.py``: what ``lmsh kube credentials`` prints, a fresh
+certificate when the saved one is gone), ``kubectl get``, ``get -w`` receiving a change,
+``apply``, switching contexts between two kube clusters, ``lmsh kube logout``; each request
+audited as ``kube.request``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def test_kubectl_get_and_apply_through_limen(kube_env: KubeEnv) -> None:
     served = subprocess.run([plugin["command"], *plugin["args"]], env=alice.env,
                             capture_output=True, text=True, timeout=30, check=True)
     assert served.stdout == alice.lmsh("kube", "credentials", "--cluster", "emu").stdout
+    [saved] = alice.user.home.glob("keys/*/alice-kube/*/emu.crt")
+    saved.unlink()  # not served from the files: the plugin fetches a fresh one
+    fresh = subprocess.run([plugin["command"], *plugin["args"]], env=alice.env,
+                           capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(fresh.stdout)["status"]["clientCertificateData"] == saved.read_text()
+    assert fresh.stdout != served.stdout
     kube_env.api.create({"apiVersion": "v1", "kind": "ConfigMap",
                          "metadata": {"name": "seen", "namespace": "default"},
                          "data": {"k": "v"}})
