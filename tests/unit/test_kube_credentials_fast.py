@@ -89,7 +89,7 @@ def _served(home: Path, parsed: Parsed) -> str | None:
     """The fast path's answer from the files, None when it hands over."""
     try:
         return kube_credentials_fast.saved_credential(parsed, str(home), datetime.now(UTC))
-    except kube_credentials_fast._Handover:
+    except kube_credentials_fast.NotServed:
         return None
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from limen.client import proxyssh_command
+from limen.client import fast_profile, proxyssh_command
 from limen.client.profile import ProfileStore
 from limen.client.proxyssh_command import helper_command
 
@@ -46,7 +46,7 @@ def test_the_files_are_where_the_profile_store_keeps_them(tmp_path: Path) -> Non
     assert proxyssh_command._files(str(tmp_path), proxy, user, "demo") == tuple(map(str, (
         store.tls_cert_path(proxy, user), store.key_path(proxy, user),
         store.ca_path(proxy, "demo"), store.ssh_cert_path(proxy, user, "demo"))))
-    assert proxyssh_command._dirname("[::1]:3080/x") == "[__1]_3080_x"
+    assert fast_profile.proxy_dirname("[::1]:3080/x") == "[__1]_3080_x"
 
 
 def test_not_logged_in_is_reported_as_lmsh_proxy_ssh_reports_it(tmp_path: Path) -> None:

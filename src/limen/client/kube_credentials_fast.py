@@ -32,6 +32,8 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from limen.client.fast_profile import NotServed, limen_home, profile_doc, proxy_dirname, read
+
 __all__ = ["RENEW_MARGIN_SECONDS", "Parsed", "exec_command", "exec_credential_doc",
            "handover", "parse_args", "saved_credential", "serve"]
 
@@ -43,10 +45,6 @@ EXEC_API_VERSION = "client.authentication.k8s.io/v1"
 Parsed = tuple[str | None, str | None, str]
 """``(name, proxy, leaf)``: the options of ``kube credentials`` (``name`` None: ``--all``);
 a plain tuple (``typing.NamedTuple`` would cost the plugin the import of ``typing``)."""
-
-
-class _Handover(Exception):
-    """Not served from the saved files: the full path does it."""
 
 
 def parse_args(args: Sequence[str]) -> Parsed | None:
@@ -98,8 +96,8 @@ def exec_credential_doc(cert_pem: str, key_pem: str, expires: str) -> dict[str, 
 def serve(parsed: Parsed) -> int:
     """Print the ExecCredential: the saved one when usable, else :func:`handover`'s."""
     try:
-        text = saved_credential(parsed, _home(), datetime.now(UTC))
-    except _Handover:
+        text = saved_credential(parsed, limen_home(), datetime.now(UTC))
+    except NotServed:
         return handover(parsed)
     sys.stdout.write(text + "\n")
     return 0
@@ -120,19 +118,6 @@ def handover(parsed: Parsed) -> int:
     return reported(print_credentials, proxy, name, leaf)
 
 
-def _home() -> str:
-    """``limen.client.profile.limen_home`` as a string: ``$LIMEN_HOME`` or ``~/.limen``."""
-    return os.environ.get("LIMEN_HOME") or os.path.join(os.path.expanduser("~"), ".limen")
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError:
-        raise _Handover from None
-
-
 def _plain(name: str) -> bool:
     """A name used as a file name as it is (others: the full path checks them)."""
     return bool(name) and not name.startswith(".") and all(
@@ -141,30 +126,23 @@ def _plain(name: str) -> bool:
 
 def _profile(home: str, proxy: str | None) -> tuple[str, str, str]:
     """``(proxy, user, cluster)`` of the profile (``ProfileStore.load``/``current``)."""
-    if not proxy:
-        proxy = _read(os.path.join(home, "current-profile")).decode().strip()
-    doc = json.loads(_read(os.path.join(home, "profiles", f"{_dirname(proxy)}.yaml")))
-    fields = doc["proxy"], doc["user"], doc["cluster"]
-    if not all(isinstance(value, str) and _plain(value.replace(":", "_"))
-               for value in fields):
-        raise _Handover
-    return fields
-
-
-def _dirname(proxy: str) -> str:
-    """``limen.client.profile.proxy_dirname``."""
-    return proxy.replace(":", "_").replace("/", "_")
+    _, doc = profile_doc(home, proxy)
+    fields = doc.get("proxy"), doc.get("user"), doc.get("cluster")
+    profile_proxy, user, cluster = (value if isinstance(value, str) else "" for value in fields)
+    if not all(_plain(value.replace(":", "_")) for value in (profile_proxy, user, cluster)):
+        raise NotServed
+    return profile_proxy, user, cluster
 
 
 def saved_credential(parsed: Parsed, home: str, now: datetime) -> str:
     """The ExecCredential JSON of the saved certificate for ``parsed`` under ``home`` at
-    ``now`` (see the module); :class:`_Handover` when it cannot be served from the files."""
+    ``now`` (see the module); :class:`NotServed` when it cannot be served from the files."""
     from limen.client.fast_der import Malformed, Unsupported
 
     try:
         return _saved(parsed, home, now)
     except (Malformed, Unsupported, ValueError, KeyError, TypeError, IndexError):
-        raise _Handover from None
+        raise NotServed from None
 
 
 def _saved(parsed: Parsed, home: str, now: datetime) -> str:
@@ -173,11 +151,11 @@ def _saved(parsed: Parsed, home: str, now: datetime) -> str:
     leaf = leaf if leaf != cluster else ""
     if (name is not None and not _plain(name)) or (leaf and not _plain(leaf)) \
             or (name is None and leaf):
-        raise _Handover  # the full path explains
-    keys = os.path.join(home, "keys", _dirname(proxy))
+        raise NotServed  # the full path explains
+    keys = os.path.join(home, "keys", proxy_dirname(proxy))
     cert_file = os.path.join(keys, f"{user}-kube", leaf or cluster, f"{name}.crt") \
         if name is not None else os.path.join(keys, f"{user}-kube-any", f"{cluster}.crt")
-    pem = _read(cert_file).decode()
+    pem = read(cert_file).decode()
     der = _pem_der(pem)
     _check_identity(der, user, cluster, name, leaf)
     spki, not_after = _spki_not_after(der)
@@ -185,12 +163,12 @@ def _saved(parsed: Parsed, home: str, now: datetime) -> str:
                        int(not_after[11:13]), int(not_after[14:16]), int(not_after[17:19]),
                        tzinfo=UTC)
     if expires - timedelta(seconds=RENEW_MARGIN_SECONDS) <= now:
-        raise _Handover  # expiring: a fresh one
+        raise NotServed  # expiring: a fresh one
     from limen.client.fast_der import ED25519_SPKI_PREFIX, ed25519_openssh, ed25519_pkcs8_pem
 
-    key = _read(os.path.join(keys, user))
+    key = read(os.path.join(keys, user))
     if spki != ED25519_SPKI_PREFIX + ed25519_openssh(key)[1]:
-        raise _Handover  # saved before the last lmsh login, which made a new key
+        raise NotServed  # saved before the last lmsh login, which made a new key
     return json.dumps(exec_credential_doc(pem, ed25519_pkcs8_pem(key).decode(), not_after))
 
 
@@ -201,21 +179,21 @@ def _pem_der(pem: str) -> bytes:
     head, tail = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
     text = pem.strip()
     if not (text.startswith(head) and text.endswith(tail)) or text.count("-----") != 4:
-        raise _Handover
+        raise NotServed
     return base64.b64decode("".join(text[len(head):-len(tail)].split()), validate=True)
 
 
 def _check_identity(der: bytes, user: str, cluster: str, name: str | None, leaf: str) -> None:
-    """:class:`_Handover` unless the certificate's identity is the profile user's kube
+    """:class:`NotServed` unless the certificate's identity is the profile user's kube
     certificate for ``name`` (None: no kube cluster named) of ``leaf`` (empty: none)."""
     from limen.client.fast_der import identity_json
 
     doc = identity_json(der)
     if doc.get("v") != 1 or doc.get("user") != user or doc.get("cluster") != cluster \
             or "system_role" in doc or doc.get("usage") != ["kube"]:
-        raise _Handover
+        raise NotServed
     if doc.get("route_kube") != name or doc.get("route_cluster") != (leaf or None):
-        raise _Handover
+        raise NotServed
 
 
 def _spki_not_after(der: bytes) -> tuple[bytes, str]:
@@ -228,11 +206,11 @@ def _spki_not_after(der: bytes) -> tuple[bytes, str]:
         elements = elements[1:]
     _serial, _alg, _issuer, validity, subject, spki = elements[:6]
     if validity[0] != 0x30 or spki[0] != 0x30:
-        raise _Handover
+        raise NotServed
     _tag, _start, after = tlv(der, validity[1])
     tag, start, end = tlv(der, after)
     if end != validity[2]:
-        raise _Handover
+        raise NotServed
     # the elements are contiguous: the key's element starts where the subject's ends
     return der[subject[2]:spki[2]], _time_text(tag, der[start:end].decode("ascii"))
 
@@ -242,7 +220,7 @@ def _time_text(tag: int, text: str) -> str:
     if tag == 0x17 and len(text) == 13:
         text = ("19" if int(text[:2]) >= 50 else "20") + text
     elif tag != 0x18 or len(text) != 15:
-        raise _Handover
+        raise NotServed
     if not text[:14].isdigit() or text[14] != "Z":
-        raise _Handover
+        raise NotServed
     return f"{text[:4]}-{text[4:6]}-{text[6:8]}T{text[8:10]}:{text[10:12]}:{text[12:14]}Z"

@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from limen.client.fast_profile import NotServed, limen_home, profile_doc, proxy_dirname, read
 from limen.errors import LimenError, exit_code
 
 __all__ = ["handover", "helper_command", "parse_args", "reported", "serve"]
@@ -79,16 +80,12 @@ def reported(command: Callable[..., int], *args: object) -> int:
         return 1
 
 
-class _Handover(Exception):
-    """Not served by :func:`serve`: the full command does it (and reports its errors)."""
-
-
 def serve(parsed: Parsed) -> int:
     """The ProxyCommand's relay on its fast path, else :func:`handover` (nothing relayed yet);
     the exit status."""
     try:
         return _serve_fast(*parsed)
-    except _Handover:
+    except NotServed:
         return handover(parsed)
 
 
@@ -105,62 +102,46 @@ def handover(parsed: Parsed) -> int:
     return relay_ssh(*parsed)
 
 
-def _home() -> str:
-    """``limen.client.profile.limen_home`` as a string: ``$LIMEN_HOME`` or ``~/.limen``."""
-    return os.environ.get("LIMEN_HOME") or os.path.join(os.path.expanduser("~"), ".limen")
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError:
-        raise _Handover from None
-
-
 def _profile(home: str, proxy: str | None) -> dict[str, str]:
     """The profile's JSON fields the relay needs (``limen.client.profile``'s layout), valid
-    now; :class:`_Handover` for anything else (the full command explains it)."""
-    import json
+    now; :class:`~limen.client.fast_profile.NotServed` for anything else (the full command
+    explains it)."""
     from datetime import UTC, datetime
 
-    if not proxy:
-        proxy = _read(os.path.join(home, "current-profile")).decode(errors="replace").strip()
+    _, doc = profile_doc(home, proxy)
+    fields: dict[str, str] = {}
+    for key in ("proxy", "user", "cluster", "expires"):
+        value = doc.get(key)
+        if not isinstance(value, str) or not value:
+            raise NotServed
+        fields[key] = value
     try:
-        doc = json.loads(_read(os.path.join(home, "profiles", f"{_dirname(proxy)}.yaml")))
-        fields = {key: doc[key] for key in ("proxy", "user", "cluster", "expires")}
-        if not all(isinstance(value, str) and value for value in fields.values()):
-            raise _Handover
-        if datetime.now(UTC) >= datetime.fromisoformat(fields["expires"]).astimezone(UTC):
-            raise _Handover  # expired: the full command says so
-    except (ValueError, TypeError, KeyError):
-        raise _Handover from None
+        expired = datetime.now(UTC) >= datetime.fromisoformat(fields["expires"]).astimezone(UTC)
+    except ValueError:
+        raise NotServed from None
+    if expired:
+        raise NotServed  # the full command says so
     return fields
-
-
-def _dirname(proxy: str) -> str:
-    """``limen.client.profile.proxy_dirname``."""
-    return proxy.replace(":", "_").replace("/", "_")
 
 
 def _files(home: str, proxy: str, user: str, cluster: str) -> tuple[str, str, str, str]:
     """The login's X.509 certificate, private key, its cluster's TLS CA and SSH certificate
     (``ProfileStore``'s ``tls_cert_path``, ``key_path``, ``ca_path``, ``ssh_cert_path``)."""
-    keys = os.path.join(home, "keys", _dirname(proxy))
+    keys = os.path.join(home, "keys", proxy_dirname(proxy))
     return (os.path.join(keys, f"{user}.crt"), os.path.join(keys, user),
             os.path.join(keys, "cas", f"{cluster}.pem"),
             os.path.join(keys, f"{user}-ssh", f"{cluster}-cert.pub"))
 
 
 def _serve_fast(proxy: str | None, cluster: str | None, target: str) -> int:
-    home = _home()
+    home = limen_home()
     profile = _profile(home, proxy)
     login, _, host_port = target.rpartition("@")
     host, _, port = host_port.rpartition(":")
     web_host, _, web_port = profile["proxy"].rpartition(":")
     if not (login and host and port.isdigit() and web_host and web_port.isdigit()) \
             or web_host.startswith("["):
-        raise _Handover  # the full command explains a bad target, parses [v6]:port
+        raise NotServed  # the full command explains a bad target, parses [v6]:port
     cluster = cluster or profile["cluster"]
     tls_cert, key, ca, ssh_cert = _files(home, profile["proxy"], profile["user"],
                                          profile["cluster"])
@@ -176,18 +157,18 @@ def _serve_fast(proxy: str | None, cluster: str | None, target: str) -> int:
     from limen.net.ssh_tls_wire import SSHRouteRequest
 
     request = SSHRouteRequest(login=login, host=strip_cluster(host, cluster), port=int(port),
-                              cluster=cluster, ssh_cert=_read(ssh_cert).decode().strip())
+                              cluster=cluster, ssh_cert=read(ssh_cert).decode().strip())
     in_fd = stdin_fd()
     try:
-        context = fast_context(_read(tls_cert), _read(key), ca)
+        context = fast_context(read(tls_cert), read(key), ca)
         opened = open_route(web_host, int(web_port), context, request,
                             check=lambda der: check_proxy_cert(der, profile["cluster"]))
     except (Unsupported, FileNotFoundError):
-        raise _Handover from None
+        raise NotServed from None
     except RouteRefused as err:
         print(f"lmsh: {err}", file=sys.stderr, flush=True)
         return 1
     if opened is None:
-        raise _Handover  # a proxy without the TLS route
+        raise NotServed  # a proxy without the TLS route
     relay_stdio(*opened, in_fd)
     return 0
