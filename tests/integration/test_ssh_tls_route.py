@@ -142,8 +142,7 @@ def test_the_proxy_command_imports_no_heavy_module(site: LimenCluster, olga: Lim
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(b"SSH-2.0-")
-    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$",
-                          done.stderr.decode(), re.MULTILINE)
+    imported = _imported(done.stderr)
     assert "limen.client.proxyssh_tls" in imported
     heavy = [m for m in imported
              if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click", "yaml")
@@ -169,8 +168,7 @@ def test_the_written_proxy_command_runs_without_site_or_heavy_modules(
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(b"SSH-2.0-")
-    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$",
-                          done.stderr.decode(), re.MULTILINE)
+    imported = _imported(done.stderr)
     assert "limen.client.proxyssh_tls" in imported
     heavy = [m for m in imported
              if m.split(".")[0] in ("asyncio", "asyncssh", "aiohttp", "click", "yaml",
@@ -192,8 +190,7 @@ def test_lmsh_ssh_to_one_node_execs_openssh_before_click(site: LimenCluster,
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == b"fast path\n"
-    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$",
-                          done.stderr.decode(), re.MULTILINE)
+    imported = _imported(done.stderr)
     assert "limen.client.ssh_command" in imported
     assert "limen.client.proxyssh_tls" not in imported  # the ProxyCommand runs isolated (-I)
     heavy = [m for m in imported
@@ -201,3 +198,9 @@ def test_lmsh_ssh_to_one_node_execs_openssh_before_click(site: LimenCluster,
              or m in ("limen.cli.lmsh", "limen.cli.common", "limen.cli.lmsh_access")
              or m.startswith(("cryptography.x509", "cryptography.hazmat", "limen.ca"))]
     assert heavy == []
+
+
+def _imported(stderr: bytes) -> list[str]:
+    """The modules a ``-X importtime`` run imported, from its stderr."""
+    return re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", stderr.decode(),
+                      re.MULTILINE)

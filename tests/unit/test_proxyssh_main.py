@@ -58,12 +58,7 @@ def test_not_logged_in_is_reported_as_lmsh_proxy_ssh_reports_it(tmp_path: Path) 
 
 def test_expired_certificates_are_reported_as_lmsh_proxy_ssh_reports_it(tmp_path: Path
                                                                         ) -> None:
-    store = ProfileStore(tmp_path)
-    proxy = "127.0.0.1:9"
-    (tmp_path / "profiles").mkdir()
-    store.profile_path(proxy).write_text(json.dumps({
-        "proxy": proxy, "user": "alice", "cluster": "demo",
-        "expires": "2020-01-01T00:00:00+00:00"}))
+    store, proxy = _profile(tmp_path, expires="2020-01-01T00:00:00+00:00")
     for path in (store.ssh_cert_path(proxy, "alice", "demo"), store.key_path(proxy, "alice"),
                  store.tls_cert_path(proxy, "alice")):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,12 +72,7 @@ def test_expired_certificates_are_reported_as_lmsh_proxy_ssh_reports_it(tmp_path
 @pytest.mark.parametrize("target", ["web1:3022", "alice@web1", "alice@web1:ssh"])
 def test_a_bad_target_is_reported_as_lmsh_proxy_ssh_reports_it(tmp_path: Path, target: str
                                                                ) -> None:
-    store = ProfileStore(tmp_path)
-    proxy = "127.0.0.1:9"
-    (tmp_path / "profiles").mkdir()
-    store.profile_path(proxy).write_text(json.dumps({
-        "proxy": proxy, "user": "alice", "cluster": "demo",
-        "expires": "2999-01-01T00:00:00+00:00"}))
+    _, proxy = _profile(tmp_path, expires="2999-01-01T00:00:00+00:00")
     script, lmsh = _both(tmp_path, ["--proxy", proxy, target])
     assert script.returncode == lmsh.returncode == 1
     assert script.stderr == lmsh.stderr
@@ -127,3 +117,13 @@ def test_the_package_directory_does_not_shadow_the_standard_library(tmp_path: Pa
                  *ARGS], home)
     assert "shadowed" not in done.stderr
     assert done.stderr.startswith("error: no profile for proxy p.example:3080")
+
+
+def _profile(home: Path, *, expires: str) -> tuple[ProfileStore, str]:
+    """A JSON profile of alice in cluster demo at proxy 127.0.0.1:9 under ``home``."""
+    store = ProfileStore(home)
+    proxy = "127.0.0.1:9"
+    (home / "profiles").mkdir()
+    store.profile_path(proxy).write_text(json.dumps({
+        "proxy": proxy, "user": "alice", "cluster": "demo", "expires": expires}))
+    return store, proxy
