@@ -36,9 +36,10 @@ The promise:
   event: the event takes its place in the order and its time stamp when it is recorded, and
   is built when its batch is taken, on the loop, in one pass over the batch. A query's
   event then costs the relay only a closure and a queue entry per message; building many
-  events back to back is about half as dear as building each between two relayed messages
-  (``pgbench -S`` at 16 clients: 0.70-0.75 of the ``ssh -L`` bastion before, 0.77-0.84 after,
-  in the same set-up). A builder that raises fails its stream (fail closed) and writes
+  events back to back costs the loop less than building each between two relayed messages,
+  where the interpreter's caches are cold (``pgbench -S`` at 16 clients, four A-B pairs in
+  one set-up: 0.56-0.85 of the ``ssh -L`` bastion, mean 0.75, against 0.61-0.74, mean 0.67,
+  built one by one). A builder that raises fails its stream (fail closed) and writes
   nothing; the db engines check each message (framing, UTF-8) before they record it, so
   that is a bug, not a client's doing.
 
