@@ -1,0 +1,332 @@
+"""Where the database path's CPU goes: PostgreSQL through three bare Python TLS relays (no
+proxy, no RBAC, no tunnel), next to the ``ssh -L`` bastion and Limen, in one set-up (not a
+test: run by hand, ``python bench/bench_db_relay.py``; see bench/README.md).
+
+Each relay is a process of this script on uvloop, as ``limen start`` runs: it answers the
+client's SSLRequest, terminates its TLS, opens TLS to PostgreSQL with the bench client
+certificate (CN=alice) and relays bytes both ways with asyncio Protocols, one write per read,
+as Limen's database relay does. They differ only in what they do with each simple query:
+
+* ``relay``          nothing: the floor of a Python TLS relay on this machine;
+* ``audit-loop``     Limen's own per-query audit in the relay's process: the query's
+                     ``db.session.query`` event from an :class:`~limen.events.EventTemplate`,
+                     queued in an :class:`~limen.events.buffer.AuditBuffer` with
+                     ``record_later`` and written by a :class:`~limen.events.FileLog`
+                     (batches, hash chain, fsync, its writer thread);
+* ``audit-process``  the query's bytes and time stamp only, sent every 10 ms to a child
+                     process that builds the same events with the same template, chains
+                     them (:func:`~limen.events.chain.chain_line`), appends and fsyncs them,
+                     and acknowledges: how far an audit written outside the relay's process
+                     (and its GIL) would go. It writes no checkpoints and takes no lock: a
+                     bound, not a design.
+
+``pgbench -n -S -c CLIENTS -j 2 -T DURATION`` through each path in interleaved rounds (the
+bastion and Limen are bench_db.py's, set up as it does); reported: the median TPS, the ratio
+to the bastion and the middle's CPU per transaction (the relay's process tree; ssh + sshd;
+the limen process). ``--record`` appends the table to "## Databases (PostgreSQL)" in
+bench/RESULTS.md.
+
+Usage: ``python bench/bench_db_relay.py [--rounds 3] [--duration 6] [--clients 16]
+[--record]``; about two minutes at the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import _util
+import bench_db
+from bench_db import DB_NAME, DB_USER, HOST, PGBENCH, Bench, client_env, free_port
+
+from limen.dbproto import postgres as pg
+from limen.events.buffer import AuditBuffer
+from limen.events.chain import chain_line
+from limen.events.filelog import FileLog
+from limen.events.template import EventTemplate
+
+RELAYS = ("relay", "audit-loop", "audit-process")
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+_BATCH = struct.Struct("!I")
+_RECORD = struct.Struct("!IQ")
+LINGER = 0.010
+
+
+# ====================================================================== the relays
+
+
+def query_template(session_id: str) -> EventTemplate:
+    return EventTemplate("db.session.query", success=True, cluster="bench", user=DB_USER,
+                         user_cluster="bench", session_id=session_id, server_id="bench-relay",
+                         db_service="pg", db_protocol="postgres", db_user=DB_USER,
+                         db_name=DB_NAME, remote_addr="127.0.0.1")
+
+
+class Side(asyncio.Protocol):
+    """One connection of a relayed session; ``on_query`` sees each whole simple query the
+    client sends (a read holding exactly one, as pgbench -S sends them)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: Side | None = None
+        self.on_query: Callable[[bytes], None] | None = None
+        self.early = bytearray()
+        self.arrived: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None:
+            self.early += data
+            if self.arrived is not None and not self.arrived.done():
+                self.arrived.set_result(None)
+            return
+        if self.on_query is not None and data[:1] == b"Q" and \
+                struct.unpack_from("!I", data, 1)[0] == len(data) - 1:
+            self.on_query(data[5:])
+        assert peer.transport is not None
+        peer.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    async def read(self, count: int) -> bytes:
+        while len(self.early) < count:
+            self.arrived = asyncio.get_running_loop().create_future()
+            await self.arrived
+        data, self.early = bytes(self.early[:count]), self.early[count:]
+        return data
+
+
+class AuditChild:
+    """The ``audit-process`` relay's writer: queries batched for LINGER, then one pipe write."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--audit-child", str(log_dir)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.stdin, self.acks = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        os.set_blocking(self.acks, False)
+        asyncio.get_running_loop().add_reader(self.acks, lambda: os.read(self.acks, 4096))
+        self.pending: list[bytes] = []
+
+    def record(self, query: bytes) -> None:
+        if not self.pending:
+            asyncio.get_running_loop().call_later(LINGER, self.flush)
+        self.pending += (_RECORD.pack(len(query), time.time_ns()), query)
+
+    def flush(self) -> None:
+        blob, self.pending = b"".join(self.pending), []
+        os.write(self.stdin, _BATCH.pack(len(blob)) + blob)
+
+
+def audit_child(log_dir: Path) -> None:
+    """Build, chain, append and fsync each batch from stdin; one byte back per batch."""
+    template = query_template(str(uuid.uuid4()))
+    fd = os.open(log_dir / "queries.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    source, head, seq = sys.stdin.buffer, "0" * 64, 0
+    while header := source.read(_BATCH.size):
+        blob = source.read(_BATCH.unpack(header)[0])
+        lines, at = [], 0
+        while at < len(blob):
+            length, stamp = _RECORD.unpack_from(blob, at)
+            query = blob[at + _RECORD.size:at + _RECORD.size + length]
+            at += _RECORD.size + length
+            event = template.make(stamp, query=pg.decode_query(query))
+            seq += 1
+            line, head = chain_line(event.to_json().encode(), head, seq)
+            lines += (line, b"\n")
+        os.write(fd, b"".join(lines))
+        os.fsync(fd)
+        sys.stdout.buffer.write(b"k")
+        sys.stdout.buffer.flush()
+
+
+async def serve(kind: str, port: int, pg_port: int, files: list[str]) -> None:
+    cert, key, client_cert, client_key = files
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_tls.check_hostname = False
+    client_tls.verify_mode = ssl.CERT_NONE  # the bench's own PostgreSQL on 127.0.0.1
+    client_tls.load_cert_chain(client_cert, client_key)
+    loop = asyncio.get_running_loop()
+    log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    child = AuditChild(log_dir) if kind == "audit-process" else None
+    buffer = AuditBuffer(FileLog(log_dir)) if kind == "audit-loop" else None
+
+    def on_query_for() -> Callable[[bytes], None] | None:
+        if child is not None:
+            return child.record
+        if buffer is None:
+            return None
+        stream, make = buffer.stream(), query_template(str(uuid.uuid4())).make
+
+        def record(query: bytes) -> None:
+            text = pg.decode_query(query)
+            stream.record_later(lambda at_ns: make(at_ns, query=text))
+        return record
+
+    async def session(front: Side) -> None:
+        await front.read(len(SSL_REQUEST))
+        assert front.transport is not None
+        front.transport.write(b"S")
+        front.transport = await loop.start_tls(front.transport, front, server_tls,
+                                               server_side=True)
+        back = Side()
+        raw, _ = await loop.create_connection(lambda: back, HOST, pg_port)
+        raw.write(SSL_REQUEST)
+        if await back.read(1) != b"S":
+            raise SystemExit("PostgreSQL refused TLS")
+        back.transport = await loop.start_tls(raw, back, client_tls)
+        front.on_query = on_query_for()
+        front.peer, back.peer = back, front
+        if front.early:
+            back.transport.write(bytes(front.early))
+            front.early.clear()
+
+    def accepted() -> Side:
+        side = Side()
+        made = side.connection_made
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            made(transport)
+            sessions.add(task := loop.create_task(session(side)))
+            task.add_done_callback(sessions.discard)
+        side.connection_made = connection_made  # type: ignore[method-assign]
+        return side
+
+    sessions: set[asyncio.Task[None]] = set()
+    server = await loop.create_server(accepted, HOST, port)
+    await server.serve_forever()
+
+
+# ====================================================================== the measurement
+
+
+class RelayBench(Bench):
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        super().__init__(args, work)
+        self.relays: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+    def start_relays(self) -> None:
+        assert self.pg is not None
+        cert, key = (self.limen.server_prefix.with_suffix(ext) for ext in (".crt", ".key"))
+        files = [str(cert), str(key), str(self.work / "direct-client.crt"),
+                 str(self.work / "direct-client.key")]
+        for kind in RELAYS:
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port),
+                                     str(self.pg.port), *files])
+            bench_db.wait_for(lambda p=port: bench_db.port_open(p), 30.0, f"relay {kind}")
+            self.relays[kind] = (proc, port)
+
+    def stop_relays(self) -> None:
+        for proc, _ in self.relays.values():
+            bench_db.stop_process(proc)
+
+    def path_conninfo(self, path: str) -> str:
+        if path in self.relays:
+            return (f"host={HOST} port={self.relays[path][1]} user={DB_USER} dbname={DB_NAME} "
+                    f"sslmode=require sslcert={self.work / 'direct-client.crt'} "
+                    f"sslkey={self.work / 'direct-client.key'}")
+        return self.conninfo(path)
+
+    def middle_cpu(self, path: str) -> float:
+        if path in self.relays:
+            return bench_db.tree_cpu(self.relays[path][0].pid)
+        return self.limen.cpu() if path == "limen" else self.bastion.cpu()
+
+    def run(self, path: str, clients: int, duration: int) -> tuple[float, float]:
+        """(TPS, middle CPU microseconds per transaction)."""
+        env = self.env(path) if path in ("bastion", "limen") else client_env()
+        before = self.middle_cpu(path)
+        out = subprocess.run([PGBENCH, "-n", "-S", "-c", str(clients), "-j", "2", "-T",
+                              str(duration), self.path_conninfo(path)],
+                             env=env, capture_output=True, text=True, check=False)
+        found = re.search(r"tps = ([0-9.]+)", out.stdout)
+        if out.returncode or found is None:
+            raise SystemExit(f"{path}: pgbench failed:\n{out.stdout}{out.stderr}")
+        tps = float(found.group(1))
+        return tps, (self.middle_cpu(path) - before) / (tps * duration) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=6, help="seconds per pgbench run")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--scale", type=int, default=5, help="pgbench -i -s SCALE")
+    parser.add_argument("--record", action="store_true")
+    parser.add_argument("--serve", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--audit-child", metavar="DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.audit_child:
+        audit_child(Path(args.audit_child))
+        return
+    if args.serve:
+        import uvloop
+
+        kind, port, pg_port, *files = args.serve
+        uvloop.run(serve(kind, int(port), int(pg_port), files))
+        return
+    facts = _util.machine_facts()
+    _util.print_machine(facts)
+    args.event_loop, args.perf, args.copy_mb, args.skip = "uvloop", False, 0, ""
+    work = Path(tempfile.mkdtemp(prefix="limen-bench-db-relay-"))
+    paths = ("bastion", "limen", *RELAYS)
+    results: dict[str, list[tuple[float, float]]] = {p: [] for p in paths}
+    try:
+        bench = RelayBench(args, work)
+        with bench.running():
+            bench.start_relays()
+            try:
+                for _ in range(args.rounds):
+                    for path in paths:
+                        tps, cpu = bench.run(path, args.clients, args.duration)
+                        results[path].append((tps, cpu))
+                        print(f"{path:<14} {tps:8.0f} tps, middle {cpu:6.1f} us/tx", flush=True)
+            finally:
+                bench.stop_relays()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    bastion = bench_db.median([tps for tps, _ in results["bastion"]])
+    rows = []
+    for path in paths:
+        tps_values = [tps for tps, _ in results[path]]
+        tps = bench_db.median(tps_values)
+        rows.append(f"| {path} | {tps:,.0f} [{', '.join(f'{v:.0f}' for v in tps_values)}] | "
+                    f"{tps / bastion:.2f} | "
+                    f"{bench_db.median([cpu for _, cpu in results[path]]):.0f} |")
+    command = "`.venv/bin/python bench/bench_db_relay.py " + " ".join(sys.argv[1:]) + "`"
+    text = "\n".join([
+        f"### {time.strftime('%Y-%m-%d %H:%M')} — bare relays (bench_db_relay.py)", "",
+        f"command: {command}", "",
+        "machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
+        f"`pgbench -S`, {args.clients} clients, {args.rounds} interleaved rounds of "
+        f"{args.duration} s, median [each round]:", "",
+        "| path | TPS | / bastion | middle CPU µs/tx |", "|---|---:|---:|---:|", *rows, ""])
+    print()
+    print(text)
+    if args.record:
+        bench_db.record(text)
+
+
+if __name__ == "__main__":
+    main()
