@@ -10,15 +10,15 @@ as Limen's database relay does. They differ only in what they do with each simpl
 * ``relay``          nothing: the floor of a Python TLS relay on this machine;
 * ``audit-loop``     Limen's own per-query audit in the relay's process: the query's
                      ``db.session.query`` event from an :class:`~limen.events.EventTemplate`,
-                     queued in an :class:`~limen.events.buffer.AuditBuffer` with
-                     ``record_later`` and written by a :class:`~limen.events.FileLog`
+                     queued in an :class:`~limen.events.buffer.AuditBuffer` and written
+                     by a :class:`~limen.events.FileLog`
                      (batches, hash chain, fsync, its writer thread);
-* ``audit-process``  the query's bytes and time stamp only, sent every 10 ms to a child
-                     process that builds the same events with the same template, chains
-                     them (:func:`~limen.events.chain.chain_line`), appends and fsyncs them,
-                     and acknowledges: how far an audit written outside the relay's process
-                     (and its GIL) would go. It writes no checkpoints and takes no lock: a
-                     bound, not a design.
+* ``audit-process``  the query's bytes only, sent every 10 ms to a child process that
+                     builds the same events with the same template (stamped when built),
+                     chains them (:func:`~limen.events.chain.chain_line`), appends and
+                     fsyncs them, and acknowledges: how far an audit written outside the
+                     relay's process (and its GIL) would go. It writes no checkpoints and
+                     takes no lock: a bound, not a design.
 
 ``pgbench -n -S -c CLIENTS -j 2 -T DURATION`` through each path in interleaved rounds (the
 bastion and Limen are bench_db.py's, set up as it does); reported: the median TPS, the ratio
@@ -60,7 +60,7 @@ from limen.events.template import EventTemplate
 RELAYS = ("relay", "audit-loop", "audit-process")
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
 _BATCH = struct.Struct("!I")
-_RECORD = struct.Struct("!IQ")
+_RECORD = struct.Struct("!I")
 LINGER = 0.010
 
 
@@ -129,7 +129,7 @@ class AuditChild:
     def record(self, query: bytes) -> None:
         if not self.pending:
             asyncio.get_running_loop().call_later(LINGER, self.flush)
-        self.pending += (_RECORD.pack(len(query), time.time_ns()), query)
+        self.pending += (_RECORD.pack(len(query)), query)
 
     def flush(self) -> None:
         blob, self.pending = b"".join(self.pending), []
@@ -145,10 +145,10 @@ def audit_child(log_dir: Path) -> None:
         blob = source.read(_BATCH.unpack(header)[0])
         lines, at = [], 0
         while at < len(blob):
-            length, stamp = _RECORD.unpack_from(blob, at)
+            (length,) = _RECORD.unpack_from(blob, at)
             query = blob[at + _RECORD.size:at + _RECORD.size + length]
             at += _RECORD.size + length
-            event = template.make(stamp, query=pg.decode_query(query))
+            event = template.make(query=pg.decode_query(query))
             seq += 1
             line, head = chain_line(event.to_json().encode(), head, seq)
             lines += (line, b"\n")
@@ -179,8 +179,7 @@ async def serve(kind: str, port: int, pg_port: int, files: list[str]) -> None:
         stream, make = buffer.stream(), query_template(str(uuid.uuid4())).make
 
         def record(query: bytes) -> None:
-            text = pg.decode_query(query)
-            stream.record_later(lambda at_ns: make(at_ns, query=text))
+            stream.record_nowait(make(query=pg.decode_query(query)))
         return record
 
     async def session(front: Side) -> None:

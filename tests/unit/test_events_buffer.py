@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,63 +95,6 @@ async def test_batches_go_to_emit_many_with_one_fsync_each(tmp_path: Path) -> No
     await log.aclose()
     lines = file_lines(tmp_path / "events")
     assert numbers(lines) == list(range(1000))
-
-
-async def test_an_event_recorded_later_keeps_its_place_and_time_and_is_built_with_its_batch(
-        ) -> None:
-    gate = Gate()
-    buffer = AuditBuffer(gate)
-    stream = buffer.stream()
-    built: list[int] = []
-
-    def later(n: int) -> Callable[[int], AuditEvent]:
-        def build(at_ns: int) -> AuditEvent:
-            built.append(n)
-            return make_event("db.session.query", user="alice", session_id="s1",
-                              query=f"q{n}", time=datetime.fromtimestamp(at_ns / 1e9, UTC))
-        return build
-
-    before = datetime.now(UTC)
-    assert stream.record_nowait(query(0))
-    assert stream.record_later(later(1))
-    assert stream.record_nowait(query(2))
-    assert stream.record_later(later(3))
-    assert built == []  # nothing is built when it is recorded
-    assert buffer.held == 4
-    gate.opened.set()
-    async with asyncio.timeout(DEADLINE):
-        await buffer.flush()
-    assert built == [1, 3]
-    assert numbers(gate.written) == [0, 1, 2, 3]
-    stamped = gate.written[1].time
-    # the time of the recording (ms precision), not of the batch
-    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= stamped
-    assert stamped <= gate.written[2].time + timedelta(milliseconds=1)
-    await buffer.aclose()
-
-
-async def test_an_event_that_cannot_be_built_fails_its_stream_and_the_rest_is_written() -> None:
-    memory = MemoryEmitter()
-    buffer = AuditBuffer(memory)
-    failures: list[AuditUnavailable] = []
-    doomed = buffer.stream(on_failure=failures.append)
-    other = buffer.stream()
-
-    def broken(at_ns: int) -> AuditEvent:
-        raise ValueError("no such field")
-
-    assert other.record_nowait(query(0, "other"))
-    assert doomed.record_later(broken)
-    assert other.record_nowait(query(1, "other"))
-    async with asyncio.timeout(DEADLINE):
-        await buffer.flush()
-    assert numbers(memory.events) == [0, 1]
-    assert len(failures) == 1
-    assert "cannot build an audit event: no such field" in str(failures[0])
-    with pytest.raises(AuditUnavailable):
-        doomed.record_later(broken)
-    assert buffer.held == 0
-    await buffer.aclose()
 
 
 async def test_full_buffer_makes_the_producer_wait_and_drops_nothing() -> None:

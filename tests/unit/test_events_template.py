@@ -110,20 +110,6 @@ def test_the_stamp_is_now_to_the_millisecond_in_utc() -> None:
         f"{event.time.microsecond // 1000:03d}Z"
 
 
-def test_a_given_stamp_is_used_by_both_ways_of_building() -> None:
-    template = EventTemplate("db.session.query", cluster="main", **SESSION)
-    at = datetime(2026, 3, 4, 23, 59, 59, 987_654, tzinfo=UTC)
-    at_ns = int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000 + 321
-    expected = at.replace(microsecond=987_000)
-    fast = template.make(at_ns, query="select 1")
-    slow = template.make(at_ns, password="hunter2")  # not plain: make_event's way
-    assert fast.rendered is not None
-    assert slow.rendered is None
-    assert fast.time == slow.time == expected
-    assert json.loads(fast.to_json())["time"] == "2026-03-04T23:59:59.987Z"
-    assert fast.to_json() == reencoded(fast)
-
-
 def test_pooled_uids_are_distinct_random_version_4_uuids() -> None:
     pool = UuidPool()
     uids = [pool.take() for _ in range(1000)]

@@ -32,16 +32,6 @@ The promise:
   Streams without an event in the failed batch go on (a later batch may succeed).
 * **Flushed on close.** :meth:`AuditBuffer.aclose` refuses new events and returns once
   everything queued is written (or failed).
-* **Built with the batch.** :meth:`AuditStream.record_later` queues a builder instead of an
-  event: the event takes its place in the order and its time stamp when it is recorded, and
-  is built when its batch is taken, on the loop, in one pass over the batch. A query's
-  event then costs the relay only a closure and a queue entry per message; building many
-  events back to back costs the loop less than building each between two relayed messages,
-  where the interpreter's caches are cold (``pgbench -S`` at 16 clients, four A-B pairs in
-  one set-up: 0.56-0.85 of the ``ssh -L`` bastion, mean 0.75, against 0.61-0.74, mean 0.67,
-  built one by one). A builder that raises fails its stream (fail closed) and writes
-  nothing; the db engines check each message (framing, UTF-8) before they record it, so
-  that is a bug, not a client's doing.
 
 A query whose event was queued but not yet written when the process dies is lost with the
 process (the client may have had its answer): the window is one batch, about ten
@@ -58,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -88,13 +77,11 @@ class BatchEmitter(Protocol):
 
 
 class _Entry:
-    __slots__ = ("at", "build", "done", "event", "stream")
+    __slots__ = ("done", "event", "stream")
 
-    def __init__(self, event: AuditEvent | None, stream: AuditStream | None,
-                 done: asyncio.Future[None] | None,
-                 build: Callable[[int], AuditEvent] | None = None, at: int = 0) -> None:
+    def __init__(self, event: AuditEvent, stream: AuditStream | None,
+                 done: asyncio.Future[None] | None) -> None:
         self.event, self.stream, self.done = event, stream, done
-        self.build, self.at = build, at
 
 
 class AuditStream:
@@ -117,13 +104,6 @@ class AuditStream:
         once this stream has failed or the buffer is closed."""
         self._check()
         return self._buffer._put(event, self, None)
-
-    def record_later(self, build: Callable[[int], AuditEvent]) -> bool:
-        """As :meth:`record_nowait` for the event ``build(at_ns)`` returns, where ``at_ns`` is
-        now (:func:`time.time_ns`): its place in the order and its time are taken now, and it
-        is built when its batch is (see "Built with the batch" above)."""
-        self._check()
-        return self._buffer._put(None, self, None, build, time.time_ns())
 
     async def record(self, event: AuditEvent) -> None:
         """Queue ``event``; waits while the buffer is full."""
@@ -234,12 +214,11 @@ class AuditBuffer:
 
     # -- queue ----------------------------------------------------------------------------
 
-    def _put(self, event: AuditEvent | None, stream: AuditStream | None,
-             done: asyncio.Future[None] | None,
-             build: Callable[[int], AuditEvent] | None = None, at: int = 0) -> bool:
+    def _put(self, event: AuditEvent, stream: AuditStream | None,
+             done: asyncio.Future[None] | None) -> bool:
         if self._closed:
             raise AuditUnavailable("the audit buffer is closed: no more events are taken")
-        self._queue.append(_Entry(event, stream, done, build, at))
+        self._queue.append(_Entry(event, stream, done))
         self._held += 1
         self._idle.clear()
         self._wake.set()
@@ -274,9 +253,8 @@ class AuditBuffer:
                 self._wake.clear()
             if not batch:
                 continue
-            events = self._built(batch)
             try:
-                await self._write(events)
+                await self._write([entry.event for entry in batch])
             except asyncio.CancelledError:
                 self._settle(batch, AuditUnavailable("the audit writer was stopped"))
                 raise
@@ -285,27 +263,6 @@ class AuditBuffer:
                 self._settle(batch, AuditUnavailable(f"the audit log cannot be written: {err}"))
             else:
                 self._settle(batch, None)
-
-    def _built(self, batch: list[_Entry]) -> list[AuditEvent]:
-        """The batch's events, those recorded with ``record_later`` built now. One that cannot
-        be built fails its stream (its session ends) and is not written."""
-        events: list[AuditEvent] = []
-        for entry in batch:
-            event = entry.event
-            if event is None:
-                assert entry.build is not None
-                try:
-                    event = entry.event = entry.build(entry.at)
-                except Exception as err:
-                    log.exception("audit buffer: cannot build an event")
-                    if entry.stream is not None:
-                        entry.stream._fail(AuditUnavailable(f"cannot build an audit event: "
-                                                            f"{err}"))
-                    continue
-                finally:
-                    entry.build = None
-            events.append(event)
-        return events
 
     async def _write(self, events: list[AuditEvent]) -> None:
         self.batches += 1

@@ -98,23 +98,19 @@ class EventTemplate:
         self._second_start = datetime.fromtimestamp(0, UTC)
         self._second_text = ""
 
-    def make(self, at_ns: int | None = None, /, **fields: Any) -> AuditEvent:
-        """An event of this template with ``fields`` after the fixed ones, stamped ``at_ns``
-        (nanoseconds since the epoch, as :func:`time.time_ns`; None: now)."""
+    def make(self, **fields: Any) -> AuditEvent:
+        """An event of this template with ``fields`` after the fixed ones, stamped now."""
         for key in fields:
             if key in self._fields:
                 raise BadParameter(f"audit event field {key!r} is given twice")
             if key in RESERVED_KEYS:
                 raise BadParameter(f"audit event field {key!r} is reserved")
         plain = None if self._general else _plain_fields(fields)
-        if at_ns is None:
-            at_ns = time.time_ns()
         if plain is None:
             event_type, success, cluster, user = self._args
             return make_event(event_type, success=success, cluster=cluster, user=user,
-                              time=datetime.fromtimestamp(at_ns / 1e9, UTC),
                               **self._fields, **fields)
-        second, milli = divmod(at_ns // 1_000_000, 1000)
+        second, milli = divmod(time.time_ns() // 1_000_000, 1000)
         if second != self._second:
             self._second = second
             self._second_start = datetime.fromtimestamp(second, UTC)

@@ -81,9 +81,6 @@ class DBSession:
     def event(self, event_type: str, *, success: bool = True, **fields: Any) -> AuditEvent:
         """An event of this session: the session's fields, then ``fields`` (built from a
         template per type and outcome: a query costs only its own fields)."""
-        return self._template(event_type, success).make(**fields)
-
-    def _template(self, event_type: str, success: bool) -> EventTemplate:
         template = self._templates.get((event_type, success))
         if template is None:
             template = self._templates[event_type, success] = EventTemplate(
@@ -93,19 +90,17 @@ class DBSession:
                 server_id=self.server_id, db_service=self.db.name,
                 db_protocol=str(self.db.spec.get("protocol", "")), db_user=self.db_user,
                 db_name=self.db_name, remote_addr=self.request.client_addr)
-        return template
+        return template.make(**fields)
 
     async def emit(self, event_type: str, *, success: bool = True, **fields: Any) -> None:
         """Write the event; returns once it (and every query recorded before) is durable."""
         await self.emitter.emit(self.event(event_type, success=success, **fields))
 
-    def record(self, event_type: str, *, success: bool = True, **fields: Any) -> bool:
-        """Queue the event without waiting for the disk (stamped now, built with its batch:
-        :meth:`~limen.events.buffer.AuditStream.record_later`); False: the buffer is full,
-        stop reading the client until :meth:`~limen.events.buffer.AuditStream.when_space`.
+    def record(self, event_type: str, **fields: Any) -> bool:
+        """Queue the event without waiting for the disk; False: the buffer is full, stop
+        reading the client until :meth:`~limen.events.buffer.AuditStream.when_space`.
         Raises :class:`~limen.events.buffer.AuditUnavailable` once the log failed."""
-        make = self._template(event_type, success).make
-        return self.emitter.record_later(lambda at_ns: make(at_ns, **fields))
+        return self.emitter.record_nowait(self.event(event_type, **fields))
 
     async def end(self) -> None:
         await self.emit("db.session.end", bytes_to_db=self.to_db.bytes,
