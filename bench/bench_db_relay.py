@@ -159,7 +159,7 @@ def audit_child(log_dir: Path) -> None:
 
 
 async def serve(kind: str, port: int, pg_port: int, files: list[str]) -> None:
-    cert, key, client_cert, client_key = files
+    cert, key, client_cert, client_key, logs = files
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
     client_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -167,7 +167,7 @@ async def serve(kind: str, port: int, pg_port: int, files: list[str]) -> None:
     client_tls.verify_mode = ssl.CERT_NONE  # the bench's own PostgreSQL on 127.0.0.1
     client_tls.load_cert_chain(client_cert, client_key)
     loop = asyncio.get_running_loop()
-    log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    log_dir = Path(logs)
     child = AuditChild(log_dir) if kind == "audit-process" else None
     buffer = AuditBuffer(FileLog(log_dir)) if kind == "audit-loop" else None
 
@@ -231,8 +231,9 @@ class RelayBench(Bench):
                  str(self.work / "direct-client.key")]
         for kind in RELAYS:
             port = free_port()
+            (self.work / kind).mkdir()
             proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port),
-                                     str(self.pg.port), *files])
+                                     str(self.pg.port), *files, str(self.work / kind)])
             bench_db.wait_for(lambda p=port: bench_db.port_open(p), 30.0, f"relay {kind}")
             self.relays[kind] = (proc, port)
 
@@ -273,7 +274,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--scale", type=int, default=5, help="pgbench -i -s SCALE")
     parser.add_argument("--record", action="store_true")
-    parser.add_argument("--serve", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=8, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--audit-child", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.audit_child:
