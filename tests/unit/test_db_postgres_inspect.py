@@ -55,7 +55,7 @@ def test_queries_cut_across_reads_and_several_in_one_read() -> None:
 
 
 def test_a_read_that_looks_like_a_whole_query_inside_a_message_is_not_one() -> None:
-    inner = q("select 2")  # the tail of a Parse message, read on its own
+    inner = q("select 2")  # whole on its own: a query only where a message begins
     parse = pg.encode_message(b"P", b"\0" + b"x" * 3 + b"\0\0\0")
     head, tail = parse + q("select 1")[:3], q("select 1")[3:]
     assert queries([head, tail, inner]) == ["select 1", "select 2"]
