@@ -1,13 +1,17 @@
 """PostgreSQL through Limen's proxy and db agent, next to direct TLS and an OpenSSH bastion
 (not a test: run by hand, ``python bench/bench_db.py``; see bench/README.md).
 
-Three paths to the same PostgreSQL 15 (``start_postgres`` of ``tests/dbservers.py``), each TLS
+Four paths to the same PostgreSQL 15 (``start_postgres`` of ``tests/dbservers.py``), each TLS
 end to end to the database with a client certificate and ``sslmode=verify-full``:
 
 * ``direct``   pgbench/psql -> PostgreSQL, with a client certificate (CN=alice) of a bench CA
                the server trusts next to Limen's DB CA: the reference;
 * ``bastion``  pgbench/psql -> ``ssh -N -L PORT:127.0.0.1:PGPORT`` -> a throwaway sshd on
                127.0.0.1 (OpenSSH's default algorithms) -> PostgreSQL: a team without Limen;
+* ``bastion-log``  the same bastion to a copy of the tables in a second database, ``app_log``,
+               whose every statement PostgreSQL writes to its log (``ALTER DATABASE app_log SET
+               log_statement = 'all'``; the server's log file, not fsynced, no hash chain): a
+               team without Limen that wants each query in a log (pgbench only);
 * ``limen``    pgbench/psql ``service=bench-pg`` (written by ``lmsh db login``) -> the proxy's
                PostgreSQL front -> db agent (client certificate CN=alice of the DB CA) ->
                PostgreSQL; one ``limen start --roles auth,proxy,node,db`` process, so the
@@ -70,10 +74,13 @@ from integration.cluster import LimenCluster, LimenUser, command, run, wait_for 
 
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Databases (PostgreSQL)"
-PATHS = ("direct", "bastion", "limen")
+PATHS = ("direct", "bastion", "bastion-log", "limen")
+COPY_PATHS = ("direct", "bastion", "limen")
+"""``\\copy`` is one statement: the statement log would measure nothing new."""
 SSH, SSHD, SSH_KEYGEN = "/usr/bin/ssh", "/usr/sbin/sshd", "/usr/bin/ssh-keygen"
 PGBENCH, PSQL = "/usr/bin/pgbench", "/usr/bin/psql"
 CLUSTER, DB, DB_USER, DB_NAME = "bench", "pg", "alice", "app"
+LOGGED_DB_NAME = "app_log"
 SERVICE = f"{CLUSTER}-{DB}"
 HOST = "127.0.0.1"
 PAD = "abcdefghij" * 6
@@ -385,7 +392,9 @@ class Bench:
         pg.configure_tls(cert, key, [cas, client_ca])
         pg.create_user(DB_USER)
         pg.create_database(DB_NAME, owner=DB_USER)
-        self.direct_conninfo = (f"user={DB_USER} dbname={DB_NAME} sslmode=verify-full "
+        pg.create_database(LOGGED_DB_NAME, owner=DB_USER)
+        pg.sql(f"ALTER DATABASE {LOGGED_DB_NAME} SET log_statement = 'all'")
+        self.direct_conninfo = (f"user={DB_USER} sslmode=verify-full "
                                 f"sslrootcert={self.limen.server_prefix}.cas "
                                 f"sslcert={client_cert} sslkey={client_key}")
         self.limen.log_in(pg.port)
@@ -395,22 +404,26 @@ class Bench:
               f"limen pid {self.limen.pid}; pgbench -i -s {self.args.scale}", flush=True)
         self.psql("direct", "create unlogged table if not exists bench_copy "
                             "(id bigint, n bigint, name text, pad text)")
-        init = subprocess.run([PGBENCH, "-i", "-q", "-s", str(self.args.scale),
-                               self.conninfo("direct")], env=self.env("direct"),
-                              capture_output=True, text=True, check=False)
-        if init.returncode:
-            raise SystemExit(f"pgbench -i failed:\n{init.stderr}")
+        for path in ("direct", "bastion-log"):
+            init = subprocess.run([PGBENCH, "-i", "-q", "-s", str(self.args.scale),
+                                   self.conninfo(path)], env=self.env(path),
+                                  capture_output=True, text=True, check=False)
+            if init.returncode:
+                raise SystemExit(f"{path}: pgbench -i failed:\n{init.stderr}")
         for path in PATHS:
-            who = self.psql(path, "select current_user || '@' || current_database()")
-            if who.strip() != f"{DB_USER}@{DB_NAME}":
+            who = self.psql(path, "select current_user || '@' || current_database() || ' ' "
+                                  "|| current_setting('log_statement')")
+            logged = "all" if path == "bastion-log" else "none"
+            if who.strip() != f"{DB_USER}@{db_name(path)} {logged}":
                 raise SystemExit(f"{path}: connected as {who!r}")
 
     def conninfo(self, path: str) -> str:
         assert self.pg is not None
         if path == "direct":
-            return f"host={HOST} port={self.pg.port} {self.direct_conninfo}"
-        if path == "bastion":
-            return f"host={HOST} port={self.bastion.local_port} {self.direct_conninfo}"
+            return f"host={HOST} port={self.pg.port} dbname={DB_NAME} {self.direct_conninfo}"
+        if path in ("bastion", "bastion-log"):
+            return (f"host={HOST} port={self.bastion.local_port} dbname={db_name(path)} "
+                    f"{self.direct_conninfo}")
         return f"service={SERVICE}"
 
     def env(self, path: str) -> dict[str, str]:
@@ -443,8 +456,8 @@ class Bench:
         used = {k: after[k] - before[k] for k in after}
         known = sum(v for k, v in used.items() if k != "busy")
         self.other_busy.append(max(0.0, used["busy"] - known) / seconds)
-        middle = used["limen"] if path == "limen" else used["bastion"] if path == "bastion" \
-            else 0.0
+        middle = used["limen"] if path == "limen" else 0.0 if path == "direct" \
+            else used["bastion"]
         split = {"client": used["client"] / per, "middle": middle / per,
                  "server": used["server"] / per}
         for name, value in split.items():
@@ -480,7 +493,7 @@ class Bench:
         row.setdefault(f"tps c{clients}", []).append(tps)
         row.setdefault(f"p50 c{clients}", []).append(_util.percentile(latencies, 50))
         row.setdefault(f"p99 c{clients}", []).append(_util.percentile(latencies, 99))
-        print(f"pgbench -c {clients:<2} {path:<8} {tps:9.0f} tps, p50 "
+        print(f"pgbench -c {clients:<2} {path:<11} {tps:9.0f} tps, p50 "
               f"{row[f'p50 c{clients}'][-1]:.2f} ms, p99 {row[f'p99 c{clients}'][-1]:.2f} ms, "
               f"{len(latencies)} tx; CPU us/tx client {split['client'] * 1e6:.0f} middle "
               f"{split['middle'] * 1e6:.0f} server {split['server'] * 1e6:.0f}", flush=True)
@@ -554,25 +567,32 @@ def write_csv(path: Path, megabytes: int) -> None:
 # ====================================================================== report
 
 
+def db_name(path: str) -> str:
+    """The database ``path`` reaches: the logged copy for ``bastion-log``."""
+    return LOGGED_DB_NAME if path == "bastion-log" else DB_NAME
+
+
 def median(values: list[float]) -> float:
     return _util.percentile(values, 50)
 
 
 def report(bench: Bench, facts: dict[str, str], end_load: str) -> str:
     rows, args = bench.rows, bench.args
-    heads = ["measure", "direct", "bastion (ssh -L)", "limen", "limen / bastion",
-             "limen / direct"]
+    heads = ["measure", "direct", "bastion (ssh -L)", "bastion + statement log", "limen",
+             "limen / bastion", "limen / bastion + log", "limen / direct"]
     lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
 
     def add(label: str, key: str, fmt: str, show_rounds: bool = False) -> None:
         values = {p: median(rows[p][key]) for p in PATHS if key in rows[p]}
-        if len(values) < len(PATHS):
+        if any(p not in values for p in COPY_PATHS):
             return
         cells = [fmt.format(values[p]) + (f" {[round(v) for v in rows[p][key]]}"
                                           if show_rounds and args.rounds > 1 else "")
-                 for p in PATHS]
+                 if p in values else "-" for p in PATHS]
+        logged = (f"{values['limen'] / values['bastion-log']:.2f}" if "bastion-log" in values
+                  else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | "
-                     f"{values['limen'] / values['bastion']:.2f} | "
+                     f"{values['limen'] / values['bastion']:.2f} | {logged} | "
                      f"{values['limen'] / values['direct']:.2f} |")
 
     for clients in args.clients:
@@ -592,6 +612,8 @@ def report(bench: Bench, facts: dict[str, str], end_load: str) -> str:
             continue
         cells = []
         for path in PATHS:
+            if f"{key} client" not in bench.cpu[path]:
+                continue
             split = {part: median(bench.cpu[path].get(f"{key} {part}", [0.0])) * scale
                      for part in ("client", "middle", "server")}
             fmt = "{:.0f}" if scale > 1 else "{:.2f}"
@@ -602,12 +624,13 @@ def report(bench: Bench, facts: dict[str, str], end_load: str) -> str:
                          + "; ".join(cells))
 
     top = max(args.clients)
-    lim, jump, direct = (median(rows[p].get(f"tps c{top}", [float("nan")])) for p in
-                         ("limen", "bastion", "direct"))
+    lim, jump, logged, direct = (median(rows[p].get(f"tps c{top}", [float("nan")])) for p in
+                                 ("limen", "bastion", "bastion-log", "direct"))
     stretch = "met" if lim >= 0.5 * direct else "not met"
     verdict = (f"- target at {top} clients: limen / bastion TPS = {lim / jump:.2f} "
                f"({'met' if lim >= jump else 'NOT met'}: >= 1); limen / direct = "
-               f"{lim / direct:.2f} (stretch >= 0.5: {stretch})")
+               f"{lim / direct:.2f} (stretch >= 0.5: {stretch}); for reference, limen / the "
+               f"bastion with PostgreSQL's statement log = {lim / logged:.2f}")
     other = max(bench.other_busy) if bench.other_busy else 0.0
     head = [f"### {time.strftime('%Y-%m-%d %H:%M')}", "",
             "machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
@@ -681,7 +704,7 @@ def main() -> None:
                 csv = work / "rows.csv"
                 write_csv(csv, args.copy_mb)
                 for _ in range(args.rounds):
-                    for path in PATHS:
+                    for path in COPY_PATHS:
                         bench.copy(path, csv)
                 csv.unlink()
         end_load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
