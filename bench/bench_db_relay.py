@@ -1,4 +1,4 @@
-"""Where the database path's CPU goes: PostgreSQL through three bare Python TLS relays (no
+"""Where the database path's CPU goes: PostgreSQL through bare Python TLS relays (no
 proxy, no RBAC, no tunnel), next to the ``ssh -L`` bastion and Limen, in one set-up (not a
 test: run by hand, ``python bench/bench_db_relay.py``; see bench/README.md).
 
@@ -18,16 +18,26 @@ as Limen's database relay does. They differ only in what they do with each simpl
                      chains them (:func:`~limen.events.chain.chain_line`), appends and
                      fsyncs them, and acknowledges: how far an audit written outside the
                      relay's process (and its GIL) would go. It writes no checkpoints and
-                     takes no lock: a bound, not a design.
+                     takes no lock: a bound, not a design;
+* ``capture``        each query's bytes and arrival time kept in a list, the list dropped
+                     every 10 ms: the cost of noticing the queries;
+* ``batch-build``    and every 10 ms their events built (the same template) on the loop;
+* ``batch-chain``    and hash-chained (:func:`~limen.events.chain.chain_line`) on the loop;
+* ``batch-write``    and handed to a thread that appends and fsyncs them (it needs no
+                     Python per event, so it barely holds the GIL).
 
-``pgbench -n -S -c CLIENTS -j 2 -T DURATION`` through each path in interleaved rounds (the
-bastion and Limen are bench_db.py's, set up as it does); reported: the median TPS, the ratio
-to the bastion and the middle's CPU per transaction (the relay's process tree; ssh + sshd;
-the limen process). ``--record`` appends the table to "## Databases (PostgreSQL)" in
+The last four are a staircase: each adds one step of an audit to the one before, so the
+differences between them are what each step costs in place.
+
+``pgbench -n -S -c CLIENTS -j 2 -T DURATION -l`` through each path in interleaved rounds,
+for each of ``--clients`` (the bastion and Limen are bench_db.py's, set up as it does);
+reported: the median TPS, the ratio to the bastion, the latency p99 over every transaction
+and the middle's CPU per transaction (the relay's process tree; ssh + sshd; the limen
+process). ``--record`` appends the table to "## Databases (PostgreSQL)" in
 bench/RESULTS.md.
 
-Usage: ``python bench/bench_db_relay.py [--rounds 3] [--duration 6] [--clients 16]
-[--record]``; about two minutes at the defaults.
+Usage: ``python bench/bench_db_relay.py [--rounds 3] [--duration 6] [--clients 1,16]
+[--record]``; about six minutes at the defaults.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import queue
 import re
 import shutil
 import ssl
@@ -42,10 +53,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import _util
 import bench_db
@@ -57,7 +70,9 @@ from limen.events.chain import chain_line
 from limen.events.filelog import FileLog
 from limen.events.template import EventTemplate
 
-RELAYS = ("relay", "audit-loop", "audit-process")
+RELAYS = ("relay", "audit-loop", "audit-process", "capture", "batch-build", "batch-chain",
+          "batch-write")
+STEPS = RELAYS[3:]
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
 _BATCH = struct.Struct("!I")
 _RECORD = struct.Struct("!I")
@@ -136,6 +151,48 @@ class AuditChild:
         os.write(self.stdin, _BATCH.pack(len(blob)) + blob)
 
 
+class BatchAudit:
+    """The staircase relays (``capture`` ... ``batch-write``): queries kept as they come, then
+    every LINGER as many steps of an audit as ``kind`` takes, for the whole batch."""
+
+    def __init__(self, kind: str, log_dir: Path) -> None:
+        self.steps = STEPS.index(kind)
+        self.make = query_template(str(uuid.uuid4())).make
+        self.pending: list[tuple[int, bytes]] = []
+        self.head, self.seq = "0" * 64, 0
+        self.batches: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        if kind == "batch-write":
+            fd = os.open(log_dir / "queries.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                         0o600)
+            threading.Thread(target=self.write, args=(fd,), daemon=True).start()
+
+    def record(self, query: bytes) -> None:
+        if not self.pending:
+            asyncio.get_running_loop().call_later(LINGER, self.flush)
+        self.pending.append((time.time_ns(), query))
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if self.steps < 1:
+            return
+        bodies = [self.make(query=pg.decode_query(query)).to_json().encode()
+                  for _, query in batch]
+        if self.steps < 2:
+            return
+        lines = []
+        for body in bodies:
+            self.seq += 1
+            line, self.head = chain_line(body, self.head, self.seq)
+            lines += (line, b"\n")
+        if self.steps == 3:
+            self.batches.put(b"".join(lines))
+
+    def write(self, fd: int) -> None:
+        while True:
+            os.write(fd, self.batches.get())
+            os.fsync(fd)
+
+
 def audit_child(log_dir: Path) -> None:
     """Build, chain, append and fsync each batch from stdin; one byte back per batch."""
     template = query_template(str(uuid.uuid4()))
@@ -170,10 +227,13 @@ async def serve(kind: str, port: int, pg_port: int, files: list[str]) -> None:
     log_dir = Path(logs)
     child = AuditChild(log_dir) if kind == "audit-process" else None
     buffer = AuditBuffer(FileLog(log_dir)) if kind == "audit-loop" else None
+    steps = BatchAudit(kind, log_dir) if kind in STEPS else None
 
     def on_query_for() -> Callable[[bytes], None] | None:
         if child is not None:
             return child.record
+        if steps is not None:
+            return steps.record
         if buffer is None:
             return None
         stream, make = buffer.stream(), query_template(str(uuid.uuid4())).make
@@ -253,25 +313,60 @@ class RelayBench(Bench):
             return bench_db.tree_cpu(self.relays[path][0].pid)
         return self.limen.cpu() if path == "limen" else self.bastion.cpu()
 
-    def run(self, path: str, clients: int, duration: int) -> tuple[float, float]:
-        """(TPS, middle CPU microseconds per transaction)."""
+    def run(self, path: str, clients: int, duration: int) -> Run:
         env = self.env(path) if path in ("bastion", "limen") else client_env()
+        logs = Path(tempfile.mkdtemp(prefix=f"{path}-{clients}-", dir=self.work))
         before = self.middle_cpu(path)
-        out = subprocess.run([PGBENCH, "-n", "-S", "-c", str(clients), "-j", "2", "-T",
-                              str(duration), self.path_conninfo(path)],
+        out = subprocess.run([PGBENCH, "-n", "-S", "-c", str(clients), "-j",
+                              str(min(clients, 2)), "-T", str(duration), "-l", "--log-prefix",
+                              str(logs / "tx"), self.path_conninfo(path)],
                              env=env, capture_output=True, text=True, check=False)
+        cpu = self.middle_cpu(path) - before
         found = re.search(r"tps = ([0-9.]+)", out.stdout)
         if out.returncode or found is None:
             raise SystemExit(f"{path}: pgbench failed:\n{out.stdout}{out.stderr}")
+        latencies = [int(line.split()[2]) / 1000
+                     for log in logs.glob("tx.*") for line in log.read_text().splitlines()]
+        shutil.rmtree(logs, ignore_errors=True)
         tps = float(found.group(1))
-        return tps, (self.middle_cpu(path) - before) / (tps * duration) * 1e6
+        return Run(tps, _util.percentile(latencies, 99), cpu / (tps * duration) * 1e6)
+
+
+class Run(NamedTuple):
+    tps: float
+    p99: float
+    """Milliseconds."""
+    cpu: float
+    """The middle's CPU microseconds per transaction."""
+
+
+def table(paths: tuple[str, ...], clients_list: list[int],
+          results: dict[tuple[str, int], list[Run]]) -> list[str]:
+    """One row per path: per client count, TPS [rounds], / bastion, p99 and middle CPU."""
+    heads = ["path"]
+    for clients in clients_list:
+        heads += [f"TPS, {clients}", f"/ bastion, {clients}", f"p99 ms, {clients}",
+                  f"middle µs/tx, {clients}"]
+    lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
+    for path in paths:
+        cells = [path]
+        for clients in clients_list:
+            runs, bastion = results[path, clients], results["bastion", clients]
+            tps = bench_db.median([run.tps for run in runs])
+            cells += [f"{tps:,.0f} [{', '.join(f'{run.tps:.0f}' for run in runs)}]",
+                      f"{tps / bench_db.median([run.tps for run in bastion]):.2f}",
+                      f"{bench_db.median([run.p99 for run in runs]):.2f}",
+                      f"{bench_db.median([run.cpu for run in runs]):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=6, help="seconds per pgbench run")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[1, 16], help="comma list of pgbench client counts")
     parser.add_argument("--scale", type=int, default=5, help="pgbench -i -s SCALE")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--serve", nargs=8, metavar="ARG", help=argparse.SUPPRESS)
@@ -291,37 +386,31 @@ def main() -> None:
     args.event_loop, args.perf, args.copy_mb, args.skip = "uvloop", False, 0, ""
     work = Path(tempfile.mkdtemp(prefix="limen-bench-db-relay-"))
     paths = ("bastion", "limen", *RELAYS)
-    results: dict[str, list[tuple[float, float]]] = {p: [] for p in paths}
+    results: dict[tuple[str, int], list[Run]] = {(p, c): [] for p in paths
+                                                 for c in args.clients}
     try:
         bench = RelayBench(args, work)
         with bench.running():
             bench.start_relays()
             try:
                 for _ in range(args.rounds):
-                    for path in paths:
-                        tps, cpu = bench.run(path, args.clients, args.duration)
-                        results[path].append((tps, cpu))
-                        print(f"{path:<14} {tps:8.0f} tps, middle {cpu:6.1f} us/tx", flush=True)
+                    for clients in args.clients:
+                        for path in paths:
+                            run = bench.run(path, clients, args.duration)
+                            results[path, clients].append(run)
+                            print(f"-c {clients:<2} {path:<14} {run.tps:8.0f} tps, p99 "
+                                  f"{run.p99:5.2f} ms, middle {run.cpu:6.1f} us/tx", flush=True)
             finally:
                 bench.stop_relays()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    bastion = bench_db.median([tps for tps, _ in results["bastion"]])
-    rows = []
-    for path in paths:
-        tps_values = [tps for tps, _ in results[path]]
-        tps = bench_db.median(tps_values)
-        rows.append(f"| {path} | {tps:,.0f} [{', '.join(f'{v:.0f}' for v in tps_values)}] | "
-                    f"{tps / bastion:.2f} | "
-                    f"{bench_db.median([cpu for _, cpu in results[path]]):.0f} |")
     command = "`.venv/bin/python bench/bench_db_relay.py " + " ".join(sys.argv[1:]) + "`"
     text = "\n".join([
         f"### {time.strftime('%Y-%m-%d %H:%M')} — bare relays (bench_db_relay.py)", "",
         f"command: {command}", "",
         "machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
-        f"`pgbench -S`, {args.clients} clients, {args.rounds} interleaved rounds of "
-        f"{args.duration} s, median [each round]:", "",
-        "| path | TPS | / bastion | middle CPU µs/tx |", "|---|---:|---:|---:|", *rows, ""])
+        f"`pgbench -S`, {args.rounds} interleaved rounds of {args.duration} s, median "
+        "[each round]:", "", *table(paths, args.clients, results)])
     print()
     print(text)
     if args.record:
