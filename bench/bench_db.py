@@ -482,8 +482,7 @@ class Bench:
             out, err = proc.communicate()
         if proc.returncode:
             raise SystemExit(f"{path}: pgbench -c {clients} failed:\n{out}{err}")
-        latencies = [int(line.split()[2]) / 1000
-                     for log in logs.glob("tx.*") for line in log.read_text().splitlines()]
+        latencies = transaction_latencies(logs)
         found = re.search(r"tps = ([0-9.]+)", out)
         if found is None or not latencies:
             raise SystemExit(f"{path}: no tps or no transaction log from pgbench:\n{out}{err}")
@@ -565,6 +564,12 @@ def write_csv(path: Path, megabytes: int) -> None:
 
 
 # ====================================================================== report
+
+
+def transaction_latencies(logs: Path) -> list[float]:
+    """Milliseconds of every transaction in the ``pgbench -l --log-prefix LOGS/tx`` logs."""
+    return [int(line.split()[2]) / 1000
+            for log in logs.glob("tx.*") for line in log.read_text().splitlines()]
 
 
 def db_name(path: str) -> str:

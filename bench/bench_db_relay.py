@@ -325,8 +325,7 @@ class RelayBench(Bench):
         found = re.search(r"tps = ([0-9.]+)", out.stdout)
         if out.returncode or found is None:
             raise SystemExit(f"{path}: pgbench failed:\n{out.stdout}{out.stderr}")
-        latencies = [int(line.split()[2]) / 1000
-                     for log in logs.glob("tx.*") for line in log.read_text().splitlines()]
+        latencies = bench_db.transaction_latencies(logs)
         shutil.rmtree(logs, ignore_errors=True)
         tps = float(found.group(1))
         return Run(tps, _util.percentile(latencies, 99), cpu / (tps * duration) * 1e6)
