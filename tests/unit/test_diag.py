@@ -23,6 +23,7 @@ from limen.backend.metered import MeteredBackend, unwrapped
 from limen.cli.log_format import JSONFormatter
 from limen.config import load_settings
 from limen.diag import Check, DiagListener, Metrics, Readiness
+from limen.diag.audit_view import observe_event
 from limen.errors import BadParameter, NotFound
 from limen.events.event import make_event
 from limen.events.filelog import FileLog
@@ -76,6 +77,39 @@ async def test_written_audit_events_move_their_metrics(tmp_path: Path) -> None:
     assert sample(metrics, "limen_rbac_decisions_total", kind="ssh", decision="allowed") == 1
     assert sample(metrics, "limen_audit_events_written_total", event="user.login",
                   outcome="failure") == 1
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the registry but the creation times."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in metrics.registry.collect() for s in family.samples
+            if not s.name.endswith("_created")}
+
+
+async def test_a_written_batch_counts_as_its_events_one_by_one(tmp_path: Path) -> None:
+    events = [
+        make_event("db.session.start", user="ana", db_protocol="postgres"),
+        *(make_event("db.session.query", user="ana", query=f"select {n}") for n in range(300)),
+        make_event("db.session.query", success=False, user="ana", query="use other"),
+        make_event("access.denied", success=False, user="bo", action="db.login"),
+        make_event("db.session.end", user="ana", db_protocol="postgres", bytes_to_db=10,
+                   bytes_from_db=20),
+    ]
+    batched, one_by_one = Metrics(), Metrics()
+    log = MeteredLog(FileLog(tmp_path / "events"), batched)
+    try:
+        await log.emit_many(events)
+    finally:
+        await log.aclose()
+    for event in events:
+        observe_event(one_by_one, event.type.value, event.success, event.fields)
+    assert samples(batched) == samples(one_by_one)
+    assert sample(batched, "limen_audit_events_written_total", event="db.session.query",
+                  outcome="success") == 300
+    assert sample(batched, "limen_audit_events_written_total", event="db.session.query",
+                  outcome="failure") == 1
+    assert sample(batched, "limen_relayed_bytes_total", protocol="postgres",
+                  direction="out") == 20
 
 
 async def test_kube_sessions_are_counted_with_their_bytes(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Wraps the log ``limen start`` opened with the auth role (``limen.events.factory.open_audit_log``:
 a :class:`~limen.events.FileLog` or :class:`~limen.events.PostgresLog`), so auth counts every
 event the cluster's audit log writes, its agents' included;
-every event written is handed to :func:`limen.diag.audit_view.observe_event` (logins,
+every event written is handed to :mod:`limen.diag.audit_view` (logins,
 certificates, sessions, bytes, access decisions) and every write that raises counts in
 ``limen_audit_write_failures_total`` before the error goes on. Everything else (``search``,
 ``write``, ...) is the wrapped log's, so ``isinstance`` checks against the runtime protocols
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from limen.diag.audit_view import observe_event
+from limen.diag.audit_view import observe_event, observe_events
 from limen.diag.metrics import Metrics
 from limen.events.event import AuditEvent
 from limen.events.factory import AuditLog
@@ -46,8 +46,8 @@ class MeteredLog:
         except BaseException:
             self.metrics.audit_failures.inc(len(events))
             raise
-        for event in events:
-            self._observe(event)
+        observe_events(self.metrics, ((event.type.value, event.success, event.fields)
+                                      for event in events))
 
     def set_signer(self, source: SignerSource, *, start: bool = True) -> None:
         self.inner.set_signer(source, start=start)
