@@ -163,8 +163,12 @@ def _pending(loop: asyncio.AbstractEventLoop, events: list[AuditEvent],
 
 
 def succeed(done: Done) -> None:
-    with contextlib.suppress(Exception):  # cancelled by its waiter: nothing to report
+    """Settle ``done`` as written. Called per event on the writer thread: a ``try`` costs
+    nothing when nothing is raised, ``contextlib.suppress`` half a microsecond per event."""
+    try:  # noqa: SIM105
         done.set_result(None)
+    except Exception:  # noqa: S110 -- cancelled by its waiter: nothing to report
+        pass
 
 
 def fail(done: Done, err: BaseException) -> None:
