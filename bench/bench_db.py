@@ -34,10 +34,12 @@ drifts), the median round reported:
 
 ``--perf`` runs ``perf record`` on the limen process during its last run at the most clients
 and prints where its CPU went (by shared object and symbol) and its threads' CPU seconds.
-``--record`` appends the run to the "## Databases (PostgreSQL)" section of bench/RESULTS.md.
+``--diag`` serves the limen process's metrics (``diag_addr``), as a production cluster would:
+every audit event written is then counted too. ``--record`` appends the run to the
+"## Databases (PostgreSQL)" section of bench/RESULTS.md.
 
 Usage: ``python bench/bench_db.py [--duration 10] [--scale 5] [--copy-mb 200] [--rounds 1]
-[--clients 1,16] [--perf] [--record]``; the defaults take about two minutes, ``--rounds 3``
+[--clients 1,16] [--perf] [--diag] [--record]``; the defaults take about two minutes, ``--rounds 3``
 about four.
 """
 
@@ -301,11 +303,12 @@ class LimenSide:
     """A ``limen start --roles auth,proxy,node,db`` cluster in front of ``pg``, and alice with
     a PostgreSQL service written by ``lmsh db login``."""
 
-    def __init__(self, directory: Path, event_loop: str) -> None:
+    def __init__(self, directory: Path, event_loop: str, *, diag: bool = False) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "limen.yaml"
-        config.write_text(f"event_loop: {event_loop}\n")
+        config.write_text(f"event_loop: {event_loop}\n"
+                          + (f"diag_addr: {HOST}:{free_port()}\n" if diag else ""))
         self.cluster = LimenCluster(directory / "cluster", CLUSTER,
                                     ["--roles", "auth,proxy,node,db", "-c", str(config)])
         self.user: LimenUser | None = None
@@ -365,7 +368,8 @@ class Bench:
         self.work = work
         self.pg: PostgresServer | None = None
         self.bastion = Bastion(work / "bastion", 0)
-        self.limen = LimenSide(work / "limen", args.event_loop)
+        self.limen = LimenSide(work / "limen", args.event_loop,
+                               diag=getattr(args, "diag", False))
         self.direct_conninfo = ""
         self.rows: dict[str, dict[str, list[float]]] = {p: {} for p in PATHS}
         self.cpu: dict[str, dict[str, list[float]]] = {p: {} for p in PATHS}
@@ -689,6 +693,9 @@ def main() -> None:
                         help="perf record the limen process in its last run at most clients")
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
                         help="the limen process's event loop (limen.yaml event_loop)")
+    parser.add_argument("--diag", action="store_true",
+                        help="serve the limen process's metrics (limen.yaml diag_addr), so "
+                             "every audit event written is counted as in production")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     facts = {**_util.machine_facts(), **versions()}
