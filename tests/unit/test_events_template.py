@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from limen.errors import BadParameter
 from limen.events import make_event
-from limen.events.event import MAX_VALUE_CHARS
+from limen.events.event import MAX_VALUE_CHARS, AuditEvent
 from limen.events.template import EventTemplate, UuidPool
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"
@@ -61,6 +61,15 @@ def test_a_templated_event_is_the_event_make_event_builds(fixed: dict[str, Any],
     same_event(built, expected)
     assert json.loads(built.to_json()) == {**expected.to_dict(), "time": json.loads(
         built.to_json())["time"], "uid": built.uid}
+
+
+def test_a_templated_event_sets_every_field_of_an_audit_event() -> None:
+    event = EventTemplate("db.session.query", cluster="main", user="alice",
+                          **SESSION).make(query="select 1")
+    assert set(vars(event)) == {f.name for f in dataclasses.fields(AuditEvent)}
+    assert event.rendered == reencoded(event)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.uid = "other"  # type: ignore[misc]
 
 
 def test_plain_fields_are_written_by_the_template_and_the_rest_by_make_event() -> None:

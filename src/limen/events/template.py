@@ -21,6 +21,7 @@ trimming are never skipped.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,7 @@ def _draw(count: int) -> list[str]:
 
 
 _UIDS = UuidPool()
+_new_event = functools.partial(object.__new__, AuditEvent)
 
 
 class EventTemplate:
@@ -123,9 +125,13 @@ class EventTemplate:
             parts.append(_encode_text(value) if type(value) is str else _ENCODER.encode(value))
         parts.append("}")
         row = self._row
-        event = AuditEvent(row.type, row.code, self._second_start + _MILLIS[milli], uid,
-                           self._args[2], row.success, self._args[3], {**self._fixed, **plain})
-        object.__setattr__(event, "rendered", "".join(parts))
+        # the frozen dataclass's __init__ sets each field through object.__setattr__ (a
+        # microsecond per event); every field is set here at once, as it would set them
+        event = _new_event()
+        event.__dict__.update(type=row.type, code=row.code,
+                              time=self._second_start + _MILLIS[milli], uid=uid,
+                              cluster=self._args[2], success=row.success, user=self._args[3],
+                              fields={**self._fixed, **plain}, rendered="".join(parts))
         return event
 
     def _key(self, key: str) -> str:
