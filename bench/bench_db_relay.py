@@ -151,6 +151,21 @@ class AuditChild:
         os.write(self.stdin, _BATCH.pack(len(blob)) + blob)
 
 
+def open_log(log_dir: Path) -> int:
+    """The relays' own append-only query log (no rotation, lock or checkpoints)."""
+    return os.open(log_dir / "queries.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def chained(bodies: list[bytes], head: str, seq: int) -> tuple[bytes, str, int]:
+    """``bodies`` as chained lines after ``head`` and ``seq``: (the lines, new head, new seq)."""
+    lines = []
+    for body in bodies:
+        seq += 1
+        line, head = chain_line(body, head, seq)
+        lines += (line, b"\n")
+    return b"".join(lines), head, seq
+
+
 class BatchAudit:
     """The staircase relays (``capture`` ... ``batch-write``): queries kept as they come, then
     every LINGER as many steps of an audit as ``kind`` takes, for the whole batch."""
@@ -162,9 +177,7 @@ class BatchAudit:
         self.head, self.seq = "0" * 64, 0
         self.batches: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         if kind == "batch-write":
-            fd = os.open(log_dir / "queries.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                         0o600)
-            threading.Thread(target=self.write, args=(fd,), daemon=True).start()
+            threading.Thread(target=self.write, args=(open_log(log_dir),), daemon=True).start()
 
     def record(self, query: bytes) -> None:
         if not self.pending:
@@ -179,13 +192,9 @@ class BatchAudit:
                   for _, query in batch]
         if self.steps < 2:
             return
-        lines = []
-        for body in bodies:
-            self.seq += 1
-            line, self.head = chain_line(body, self.head, self.seq)
-            lines += (line, b"\n")
+        lines, self.head, self.seq = chained(bodies, self.head, self.seq)
         if self.steps == 3:
-            self.batches.put(b"".join(lines))
+            self.batches.put(lines)
 
     def write(self, fd: int) -> None:
         while True:
@@ -196,20 +205,18 @@ class BatchAudit:
 def audit_child(log_dir: Path) -> None:
     """Build, chain, append and fsync each batch from stdin; one byte back per batch."""
     template = query_template(str(uuid.uuid4()))
-    fd = os.open(log_dir / "queries.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = open_log(log_dir)
     source, head, seq = sys.stdin.buffer, "0" * 64, 0
     while header := source.read(_BATCH.size):
         blob = source.read(_BATCH.unpack(header)[0])
-        lines, at = [], 0
+        bodies, at = [], 0
         while at < len(blob):
             (length,) = _RECORD.unpack_from(blob, at)
             query = blob[at + _RECORD.size:at + _RECORD.size + length]
             at += _RECORD.size + length
-            event = template.make(query=pg.decode_query(query))
-            seq += 1
-            line, head = chain_line(event.to_json().encode(), head, seq)
-            lines += (line, b"\n")
-        os.write(fd, b"".join(lines))
+            bodies.append(template.make(query=pg.decode_query(query)).to_json().encode())
+        lines, head, seq = chained(bodies, head, seq)
+        os.write(fd, lines)
         os.fsync(fd)
         sys.stdout.buffer.write(b"k")
         sys.stdout.buffer.flush()
