@@ -2,7 +2,8 @@
 every proxy the proxies announce, a proxy that appears is dialled and one gone from the set is
 forgotten, the same proxy reached at two addresses keeps one tunnel (``held`` in the hello:
 the proxy welcomes a redundant connection without registering it), dials arrive through every
-proxy, and the route to auth uses the proxies in turn."""
+proxy, and the route to auth uses the proxies in turn. A dial whose tunnel is replaced is sent
+over the new one; one whose tunnel closes fails at once, not after the dial timeout."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem
 from limen.ca.ssh_certs import sign_host_cert
-from limen.errors import ConnectionProblem
+from limen.errors import ConnectionProblem, NotFound
 from limen.net.address import parse_address
 from limen.tunnel.agent import TunnelAgent
 from limen.tunnel.agent_pool import TunnelAgentPool
@@ -237,14 +238,92 @@ async def test_the_same_proxy_at_two_addresses_keeps_one_tunnel(env: Env) -> Non
         quiet = [x for x in p.agents.values() if not x.connected.is_set()]
         return len(up) == 1 and all(x is p.seed and p.seed.redundant_for for x in quiet)
 
-    await pool.wait_for(settled, DEADLINE)
+    # registered again first: until the pool has seen the drop, its old state looks settled
     await a.registry.wait_for(lambda r: NODE in r and r[NODE].connected_at != first, DEADLINE)
+    await pool.wait_for(settled, DEADLINE)
     registered_links = [link for link in a.links
                         if link.host_id == NODE and not link.redundant and not link.replaced]
     assert len(registered_links) == 1
     conn = await a.dial(NODE, DialRequest(kind=KIND_NODE, target="after"))
     conn.close()
     assert env.dials[-1][0] == "after"
+
+
+class HeldFirstDial:
+    """A dial preparer that holds the first dial it gets (its tunnel never answers it) and
+    serves every later one: records the targets served."""
+
+    def __init__(self) -> None:
+        self.first_seen = asyncio.Event()
+        self.release = asyncio.Event()
+        self.served: list[str] = []
+
+    async def __call__(self, request: DialRequest) -> HeldFirstDial.Prepared:
+        if not self.first_seen.is_set():
+            self.first_seen.set()
+            await self.release.wait()
+        return self.Prepared(self, request.target)
+
+    @dataclass
+    class Prepared:
+        owner: HeldFirstDial
+        target: str
+
+        async def serve(self, sock: socket.socket) -> None:
+            self.owner.served.append(self.target)
+            sock.close()
+
+        def cancel(self) -> None:
+            pass
+
+
+def lone_agent(env: Env, proxy: TunnelServer, prepare: HeldFirstDial) -> TunnelAgent:
+    """A tunnel agent of the node that, once its tunnel is closed, stays away for the test."""
+    return TunnelAgent(proxy.address, env.node, None, dict, prepare=prepare,
+                       settings=TunnelAgentSettings(backoff=lambda: Backoff(base=60, cap=60)))
+
+
+async def test_a_dial_whose_tunnel_is_replaced_is_sent_over_the_new_one(env: Env) -> None:
+    a = await env.proxy("proxy-a")
+    a.dial_timeout = 60.0  # a dial left to time out would miss the deadline below
+    prepare = HeldFirstDial()
+    first, second = lone_agent(env, a, prepare), lone_agent(env, a, prepare)
+    try:
+        await first.start()
+        await registered(a)
+        dial = asyncio.create_task(a.dial(NODE, DialRequest(kind=KIND_NODE, target="moved")))
+        async with asyncio.timeout(DEADLINE):
+            await prepare.first_seen.wait()
+        await second.start()  # registers, replacing the tunnel the dial went over
+        async with asyncio.timeout(DEADLINE):
+            conn = await dial
+        conn.close()
+        assert prepare.served == ["moved"]
+        assert a.registrations == 2
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_dial_whose_tunnel_closes_fails_at_once(env: Env) -> None:
+    a = await env.proxy("proxy-a")
+    a.dial_timeout = 60.0
+    prepare = HeldFirstDial()
+    agent = lone_agent(env, a, prepare)
+    try:
+        await agent.start()
+        await registered(a)
+        dial = asyncio.create_task(a.dial(NODE, DialRequest(kind=KIND_NODE, target="lost")))
+        async with asyncio.timeout(DEADLINE):
+            await prepare.first_seen.wait()
+        for link in list(a.links):
+            link.close()
+        with pytest.raises(NotFound, match="no agent with host id node-1"):
+            async with asyncio.timeout(DEADLINE):
+                await dial
+        assert prepare.served == []
+    finally:
+        await agent.stop()
 
 
 async def test_the_auth_route_takes_the_proxies_in_turn(env: Env) -> None:

@@ -14,9 +14,14 @@ to each proxy (``limen.tunnel.agent_pool``).
 
 ``dial(host_id, request)`` asks the agent over its control connection to open a data
 connection, waits for it (``dial_timeout``, ~5 s) and returns it as a :class:`DataConnection`
-ready to be attached to a relay. The agent may also ask for a data connection to the auth API
-(``connect`` kind ``auth``): the proxy splices it to ``auth_address`` with a relay, so agents
-behind NAT reach auth only through the proxy while their mutual TLS stays end to end.
+ready to be attached to a relay. A dial whose control connection closes or is replaced before
+its data connection comes fails at once (not after the timeout), and is sent once more over
+the connection that replaced it, if any: an agent reconnecting (or reaching the proxy at two
+addresses) does not cost a user's session.
+
+The agent may also ask for a data connection to the auth API (``connect`` kind ``auth``): the
+proxy splices it to ``auth_address`` with a relay, so agents behind NAT reach auth only through
+the proxy while their mutual TLS stays end to end.
 
 The same connections come through the proxy's web port too (TLS routing, ALPN
 ``limen-tunnel``: :meth:`TunnelServer.protocol` is that route's protocol, fed the TLS stream's
@@ -154,6 +159,8 @@ class TunnelServer:
         """The last ``trust`` message published, encoded."""
         self._nonces = NonceTable()
         self._waiting: dict[str, asyncio.Future[DataConnection]] = {}
+        self._dialled_on: dict[str, AgentLink] = {}
+        """The control connection each waiting dial was sent on (nonce -> link)."""
         self._last_forward: dict[tuple[str, str], float] = {}
         self._server: asyncio.Server | None = None
         self._options: Any = None
@@ -250,25 +257,47 @@ class TunnelServer:
         """A data connection from agent ``host_id`` serving ``request`` (the caller attaches
         it to a relay, or closes it). :class:`NotFound` when the agent is not connected here,
         :class:`ConnectionProblem` when it does not answer in time."""
-        link = self._by_host.get(host_id)
-        if link is None or not link.host_id:
-            raise NotFound(f"no agent with host id {host_id} is connected to this proxy")
-        return await self._dial(link, request)
+        def current() -> AgentLink:
+            link = self._by_host.get(host_id)
+            if link is None or not link.host_id:
+                raise NotFound(f"no agent with host id {host_id} is connected to this proxy")
+            return link
+
+        return await self._dial_current(current, request)
 
     async def dial_cluster(self, cluster: str, request: DialRequest) -> DataConnection:
         """A data connection from the proxy of leaf ``cluster`` serving ``request`` (the leaf
         resolves and authorizes the target); errors as :meth:`dial`."""
-        link = self._by_cluster.get(cluster)
-        if link is None:
-            raise ConnectionProblem(f"cluster {cluster!r} is offline: its proxy has no tunnel "
-                                    "to this proxy")
-        return await self._dial(link, request)
+        def current() -> AgentLink:
+            link = self._by_cluster.get(cluster)
+            if link is None:
+                raise ConnectionProblem(f"cluster {cluster!r} is offline: its proxy has no "
+                                        "tunnel to this proxy")
+            return link
+
+        return await self._dial_current(current, request)
+
+    async def _dial_current(self, current: Callable[[], AgentLink],
+                            request: DialRequest) -> DataConnection:
+        """Dial over ``current()``; once more over the link that replaced it if that one
+        closed before answering."""
+        link = current()
+        try:
+            return await self._dial(link, request)
+        except _LinkGone:
+            again = current()
+            if again is link:
+                raise
+            log.info("tunnel: the control connection of %s closed during a dial; dialling "
+                     "over the one that replaced it", link.remote_cluster or link.host_id)
+            return await self._dial(again, request)
 
     async def _dial(self, link: AgentLink, request: DialRequest) -> DataConnection:
         host_id = link.host_id
         entry = self._nonces.issue(host_id, "dial")
         future: asyncio.Future[DataConnection] = asyncio.get_running_loop().create_future()
         self._waiting[entry.nonce] = future
+        self._dialled_on[entry.nonce] = link
         try:
             link.send(Dial(replace(request, nonce=entry.nonce)))
             async with asyncio.timeout(self.dial_timeout):
@@ -283,7 +312,18 @@ class TunnelServer:
             raise
         finally:
             self._waiting.pop(entry.nonce, None)
+            self._dialled_on.pop(entry.nonce, None)
             self._nonces.discard(entry.nonce)
+
+    def _abandon_dials(self, link: AgentLink) -> None:
+        """Fail at once the dials sent over ``link``, closed or replaced: their data
+        connections will not come (their nonces are discarded with the link's)."""
+        for nonce in [n for n, on in self._dialled_on.items() if on is link]:
+            future = self._waiting.get(nonce)
+            if future is not None and not future.done():
+                future.set_exception(_LinkGone(
+                    f"the tunnel of {link.remote_cluster or 'agent ' + link.host_id} closed "
+                    "before it opened the data connection"))
 
     def dial_failed(self, link: AgentLink, nonce: str, reason: str) -> None:
         future = self._waiting.get(nonce)
@@ -364,6 +404,7 @@ class TunnelServer:
         previous = self._by_host.get(record.host_id)
         if previous is not None and previous is not link:
             previous.supersede()
+            self._abandon_dials(previous)
             self._nonces.discard_host(record.host_id)
         self._by_host[record.host_id] = link
         if link.wants_trust and self._trust is not None:
@@ -375,6 +416,7 @@ class TunnelServer:
 
     def link_lost(self, link: AgentLink) -> None:
         self.links.discard(link)
+        self._abandon_dials(link)
         if link.remote_cluster:
             self._cluster_lost(link)
             return
@@ -443,6 +485,7 @@ class TunnelServer:
         previous = self._by_cluster.get(record.cluster)
         if previous is not None and previous is not link:
             previous.supersede()
+            self._abandon_dials(previous)
             self._nonces.discard_host(link_key(record.cluster))
         self._by_cluster[record.cluster] = link
         self.clusters.put(record)
@@ -552,6 +595,11 @@ class TunnelServer:
 
     def new_ssh_connection(self) -> Any:
         return asyncssh.SSHServerConnection(asyncio.get_running_loop(), self._options)
+
+
+class _LinkGone(ConnectionProblem):
+    """The control connection a dial was sent over closed, or was replaced, before the
+    agent's data connection came."""
 
 
 def _heartbeat_key(host_id: str, resource: Mapping[str, Any]) -> tuple[str, str]:
