@@ -14,7 +14,7 @@ import secrets
 import ssl
 import stat
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -44,11 +44,25 @@ CLUSTER = "unit"
 PROXY_TOKEN = secrets.token_hex(24)
 
 
+class BatchingEmitter(MemoryEmitter):
+    """A memory emitter that writes batches as FileLog and PostgresLog do, in one
+    ``emit_many`` call each: records each call's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def emit_many(self, events: Sequence[AuditEvent]) -> None:
+        self.batches.append(len(events))
+        for event in events:
+            await self.emit(event)
+
+
 @dataclass
 class Env:
     tmp: Path
     auth: AuthService
-    emitter: MemoryEmitter
+    emitter: BatchingEmitter
     clients: list[AuthClient]
 
     @property
@@ -104,7 +118,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     token_file.write_text(PROXY_TOKEN + "\n")
     settings = _settings(tmp_path, token_file)
     settings.data_dir.mkdir(mode=0o700)
-    emitter = MemoryEmitter()
+    emitter = BatchingEmitter()
     auth = AuthService(settings, MemoryBackend(), emitter)
     await auth.start()
     env = Env(tmp_path, auth, emitter, [])
@@ -138,6 +152,15 @@ async def test_a_nodes_events_land_with_its_host_id(env: Env) -> None:
         assert row["server_id"] == "node-a"
         assert {k: v for k, v in row.items() if k != "server_id"} == \
             {k: v for k, v in original.items() if k != "server_id"}
+
+
+async def test_a_calls_events_are_written_in_one_batch_in_order(env: Env) -> None:
+    sent = [_event(f"batch-{n}") for n in range(300)]
+    assert await env.host("node-a").call("POST", "/v1/events", {"events": sent}) == \
+        {"accepted": 300}
+    assert env.emitter.batches == [300]  # one write (and one fsync) for the call
+    assert [e.uid for e in env.emitter.events if e.uid.startswith("batch-")] == \
+        [e["uid"] for e in sent]
 
 
 async def test_a_proxy_may_hand_over_events_too(env: Env) -> None:
@@ -430,7 +453,7 @@ async def test_a_bad_proxy_token_file_stops_auth_from_starting(
 async def test_without_a_token_file_no_static_token_is_accepted(tmp_path: Path) -> None:
     settings = _settings(tmp_path, None)
     settings.data_dir.mkdir(mode=0o700)
-    emitter = MemoryEmitter()
+    emitter = BatchingEmitter()
     auth = AuthService(settings, MemoryBackend(), emitter)
     await auth.start()
     try:

@@ -49,14 +49,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
 
 from limen.errors import ConnectionProblem
-from limen.events.emitter import Emitter
+from limen.events.emitter import Emitter, emit_all
 from limen.events.event import AuditEvent
 
-__all__ = ["AuditBuffer", "AuditStream", "AuditUnavailable", "BatchEmitter"]
+__all__ = ["AuditBuffer", "AuditStream", "AuditUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,6 @@ DEFAULT_LINGER = 0.010
 
 class AuditUnavailable(ConnectionProblem):
     """The audit log could not take an event: whatever depends on it must stop."""
-
-
-@runtime_checkable
-class BatchEmitter(Protocol):
-    """An emitter that writes several events in one go (FileLog, PostgresLog, AuditOutbox)."""
-
-    async def emit_many(self, events: Sequence[AuditEvent]) -> None: ...
 
 
 class _Entry:
@@ -266,11 +258,7 @@ class AuditBuffer:
 
     async def _write(self, events: list[AuditEvent]) -> None:
         self.batches += 1
-        if len(events) > 1 and isinstance(self.emitter, BatchEmitter):
-            await self.emitter.emit_many(events)
-            return
-        for event in events:
-            await self.emitter.emit(event)
+        await emit_all(self.emitter, events)
 
     def _settle(self, batch: list[_Entry], failure: AuditUnavailable | None) -> None:
         for entry in batch:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from limen.events.event import AuditEvent
 
-__all__ = ["Emitter", "MemoryEmitter", "MultiEmitter", "Subscription"]
+__all__ = ["Emitter", "MemoryEmitter", "MultiEmitter", "Subscription", "emit_all"]
 
 
 @runtime_checkable
@@ -26,6 +26,18 @@ class Emitter(Protocol):
     """Anything that records audit events. ``emit`` returns once the event is recorded."""
 
     async def emit(self, event: AuditEvent) -> None: ...
+
+
+async def emit_all(emitter: Emitter, events: Sequence[AuditEvent]) -> None:
+    """Record ``events`` in order: in one ``emit_many`` (one write and one fsync or commit for
+    the lot) when ``emitter`` has it (FileLog, PostgresLog, an agent's outbox), else one by
+    one. Called wherever several events are recorded at once."""
+    emit_many = getattr(emitter, "emit_many", None)
+    if emit_many is not None and len(events) > 1:
+        await emit_many(events)
+        return
+    for event in events:
+        await emitter.emit(event)
 
 
 class MultiEmitter:

@@ -7,7 +7,7 @@ every event written is handed to :mod:`limen.diag.audit_view` (logins,
 certificates, sessions, bytes, access decisions) and every write that raises counts in
 ``limen_audit_write_failures_total`` before the error goes on. Everything else (``search``,
 ``write``, ...) is the wrapped log's, so ``isinstance`` checks against the runtime protocols
-(``SearchableLog``, ``BatchEmitter``) answer as they would for it. Built by
+(``SearchableLog``) and ``emit_many`` answer as they would for it. Built by
 ``limen.cli.compose``.
 """
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from limen.backend.base import Backend, Delete, Put
 from limen.errors import BadParameter
-from limen.events.emitter import Emitter
+from limen.events.emitter import Emitter, emit_all
 from limen.events.event import AuditEvent, format_time
 from limen.events.seen import logged_uids
 
@@ -111,14 +111,7 @@ class AuditOutbox:
         return logged_uids(self.log_dir, events)
 
     async def _emit(self, events: Sequence[AuditEvent]) -> None:
-        if not events:
-            return
-        emit_many = getattr(self.emitter, "emit_many", None)
-        if emit_many is not None:
-            await emit_many(events)
-        else:
-            for event in events:
-                await self.emitter.emit(event)
+        await emit_all(self.emitter, events)
 
     async def _delete(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), _DELETE_BATCH):

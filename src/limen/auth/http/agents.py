@@ -10,10 +10,12 @@ record::
 
 Only system identities of this cluster (node, proxy, db, kube, app) may call them. A peer's
 events are parsed again (``AuditEvent.from_dict`` re-scrubs their free fields), must name this
-cluster, and get the caller's host id as ``server_id``; a recording is streamed to a temporary
-file (in the recordings directory), checked to be asciicast, and stored with its metadata in
-auth's recording store (``limen.auth.recordings.recording_store``: that directory, or the
-PostgreSQL database every auth replica reads) — an upload of a session id that is already
+cluster, and get the caller's host id as ``server_id``; a call's events are written together
+(one write and one fsync or commit: an agent's outbox hands over hundreds at a time). A
+recording is streamed to a temporary file (in the recordings directory), checked to be
+asciicast, and stored with its metadata in auth's recording store
+(``limen.auth.recordings.recording_store``: that directory, or the PostgreSQL database every
+auth replica reads) — an upload of a session id that is already
 stored from another host is refused. Registered by
 ``limen.auth.http.app.build_app``; the agents' side is ``limen.agents.audit_outbox`` and
 ``limen.agents.recording_upload``.
@@ -40,6 +42,7 @@ from limen.auth.http.authz import require_system
 from limen.auth.recordings import recording_store
 from limen.ca.identity import Identity, SystemRole
 from limen.errors import AccessDenied, BadParameter, LimitExceeded
+from limen.events.emitter import emit_all
 from limen.events.event import AuditEvent
 from limen.net.http import json_body
 from limen.recording.asciicast import parse_cast
@@ -93,11 +96,13 @@ def agent_routes(auth: AuthServer, identity_of: IdentityOf,
             fields = {**event.fields, "server_id": identity.host_id}
             parsed.append(AuditEvent(event.type, event.code, event.time, event.uid,
                                      event.cluster, event.success, event.user, fields))
-        for event in parsed:  # all parsed before any is written: nothing half-applied
-            await auth.emitter.emit(event)
+        # all parsed before any is written (nothing half-applied), then written in one go:
+        # one write and one fsync (or commit) for the call, not one per event
+        await emit_all(auth.emitter, parsed)
+        for event in parsed:
             seen[event.uid] = None
-            while len(seen) > _SEEN_UIDS:
-                seen.popitem(last=False)
+        while len(seen) > _SEEN_UIDS:
+            seen.popitem(last=False)
         return web.json_response({"accepted": len(parsed)})
 
     async def recording(request: web.Request) -> web.Response:
