@@ -21,7 +21,7 @@ import pytest
 
 from limen.backend.base import Delete, Event, EventType, Item, Put
 from limen.backend.factory import open_backend
-from limen.backend.sqlite import DB_FILENAME, SQLiteBackend
+from limen.backend.sqlite import DB_FILENAME, WATCH_FALLBACK, SQLiteBackend
 from limen.errors import BadParameter, ConnectionProblem
 
 T0 = 1_700_000_000.0
@@ -191,9 +191,40 @@ async def test_a_watcher_sees_a_write_from_another_process(
     await backend.put("from/here", b"")
     async with contextlib.aclosing(backend.watch("from/")) as events:
         await run_python(WRITER, str(tmp_path))
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WATCH_FALLBACK / 2):  # noticed, not found by the fallback
             event = await anext(events)
     assert event == Event(EventType.PUT, "from/other-process", 2, b"hello")
+
+
+async def test_idle_watchers_do_not_poll_each_on_their_own(
+    tmp_path: Path, opened: Callable[..., SQLiteBackend]
+) -> None:
+    backend = opened(tmp_path)  # poll_interval 0.02
+    polls = 0
+    poll = backend._store.poll
+
+    def counted(*args: Any) -> Any:
+        nonlocal polls
+        polls += 1
+        return poll(*args)
+
+    backend._store.poll = counted  # type: ignore[method-assign]
+    watchers = [backend.watch(f"w{i}/") for i in range(10)]
+    pending = [asyncio.create_task(anext(w)) for w in watchers]
+    try:
+        await backend.current_revision()
+        await eventually(lambda: polls >= 10)  # each watcher's first poll
+        await asyncio.sleep(0.5)  # not a wait for anything: the idle window observed
+        assert polls == 10  # 250 when each watcher polled every interval
+        await backend.put("w3/k", b"")  # a write still wakes them all
+        event = await asyncio.wait_for(pending[3], 5)
+        assert event.key == "w3/k"
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for watcher in watchers:
+            await watcher.aclose()  # type: ignore[attr-defined]
 
 
 async def test_processes_incrementing_one_counter_lose_no_update(

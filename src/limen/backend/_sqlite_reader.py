@@ -8,7 +8,8 @@ worker's writes without waiting: every statement runs in its own read transactio
 sees every write committed before it, this process's and other processes'. When SQLite cannot
 answer at once (``SQLITE_BUSY`` during a WAL recovery or a checkpoint's restart, a file
 problem), :meth:`SQLiteReader.get` raises :class:`AskTheWorker` and the backend asks the
-worker thread, which waits for the lock and reports errors in the backend's terms. Listing
+worker thread, which waits for the lock and reports errors in the backend's terms. The same
+connection tells the backend when the file changed (:meth:`SQLiteReader.data_version`). Listing
 stays on the worker: a prefix may hold thousands of items. Called by
 ``limen.backend.sqlite``.
 """
@@ -45,6 +46,15 @@ class SQLiteReader:
         except sqlite3.Error as err:
             raise AskTheWorker(str(err)) from err
         return None if row is None else Item(key, bytes(row[0]), row[1], row[2])
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection (the worker's,
+        another process's) commits; :class:`AskTheWorker` when SQLite cannot answer at once."""
+        try:
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error as err:
+            raise AskTheWorker(str(err)) from err
+        return int(row[0])
 
     def close(self) -> None:
         self._conn.close()

@@ -6,16 +6,21 @@ offline ``lmctl --data-dir`` commands; both may have the same file open at once:
     process A (limen start)                     process B (lmctl, offline)
     event loop ──▶ worker thread ──▶ ┌──────────────────────────┐ ◀── worker thread ◀── loop
       watchers: poll events > cursor │ DATA_DIR/backend.sqlite   │
-      every poll_interval, and at    │ WAL; BEGIN IMMEDIATE per  │
-      once after a local write       │ write; events table       │
+      at once after a local write,   │ WAL; BEGIN IMMEDIATE per  │
+      and when the file changed      │ write; events table       │
                                      └──────────────────────────┘
 
 Every write, listing and poll runs on one dedicated worker thread that owns the connection
 (``limen.backend._sqlite_store``); the event loop only awaits it. A ``get`` of one key reads
 on the event loop's thread through a read-only connection (``limen.backend._sqlite_reader``:
 a few microseconds against a thread hop each way), falling back to the worker when SQLite
-cannot answer at once. Writes wake this process's
-watchers at once; another process's writes reach them by polling the ``events`` table.
+cannot answer at once. Writes wake this process's watchers at once; another process's writes
+reach them through one check every ``poll_interval`` on the event loop's thread (SQLite's
+``PRAGMA data_version`` on that read-only connection: a few microseconds), which wakes them
+to poll the ``events`` table. An idle process does not poll per watcher (twenty watchers
+polling every 50 ms through the worker thread were most of an idle ``limen start``'s 2-3 %
+of a CPU); each watcher still polls every ``WATCH_FALLBACK`` seconds in case a change
+escaped the check.
 Periodic tasks sweep expired items (every ``sweep_interval``) and compact the event history
 (every ``compact_interval``), keeping at least the newest ``history_min_events`` events and
 every event younger than ``history_min_age`` seconds.
@@ -56,6 +61,8 @@ DB_FILENAME = "backend.sqlite"
 """The file name ``open_backend`` uses inside the data directory."""
 
 _log = logging.getLogger(__name__)
+WATCH_FALLBACK = 5.0
+"""Seconds a caught-up watcher waits for a wake-up before it polls anyway."""
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -168,7 +175,7 @@ class SQLiteBackend(WriteVerbs):
                 yield event
             if cursor >= latest:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
+                    async with asyncio.timeout(WATCH_FALLBACK):
                         await changed.wait()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -211,6 +218,8 @@ class SQLiteBackend(WriteVerbs):
         return revision
 
     def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._tasks.append(loop.create_task(self._notice_changes(),
+                                            name="limen-sqlite-changes"))
         jobs: dict[str, Callable[[], Awaitable[object]]] = {
             "sweep": self.sweep, "compact": self.compact,
         }
@@ -233,6 +242,22 @@ class SQLiteBackend(WriteVerbs):
                 if self.closed:
                     return
                 _log.warning("backend %s of %s failed: %s", name, self.path, err)
+
+    async def _notice_changes(self) -> None:
+        """Wake the watchers when the file changed (another process's commit, or this one's
+        worker's), checked every ``poll_interval``; a check SQLite cannot answer at once
+        wakes them too (they poll through the worker, which waits)."""
+        seen: int | None = None
+        while not self._closed:
+            try:
+                version: int | None = self._reader.data_version()
+            except AskTheWorker:
+                version = None
+            if version is None or version != seen:
+                if seen is not None or version is None:
+                    self._changed.notify()
+                seen = version
+            await asyncio.sleep(self._poll_interval)
 
     def _observe(self, revision: int) -> None:
         self._known_revision = max(self._known_revision, revision)
