@@ -143,6 +143,21 @@ async def test_background_forwarder_retries_until_auth_answers(tmp_path: Path) -
         await outbox.stop()
 
 
+async def test_a_burst_of_batches_is_forwarded_in_one_call(tmp_path: Path) -> None:
+    fake = FakeAuth()
+    outbox = AuditOutbox(tmp_path / "outbox", fake.source(), linger=0.5)
+    await outbox.start()
+    try:
+        await outbox.emit_many([_event(n) for n in range(10)])
+        await _wait(lambda: len(fake.uids) == 10, "the first batch")
+        for first in range(10, 50, 10):  # what a busy audit buffer hands over, batch by batch
+            await outbox.emit_many([_event(n) for n in range(first, first + 10)])
+        await _wait(lambda: len(fake.uids) == 50, "the burst")
+        assert [len(events) for _, _, events in fake.calls] == [10, 40]  # one POST for four
+    finally:
+        await outbox.stop()
+
+
 async def test_restart_resends_nothing_acknowledged_and_sends_the_rest(tmp_path: Path) -> None:
     directory = tmp_path / "outbox"
     first = FakeAuth()
