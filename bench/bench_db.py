@@ -1,7 +1,7 @@
 """PostgreSQL through Limen's proxy and db agent, next to direct TLS and an OpenSSH bastion
 (not a test: run by hand, ``python bench/bench_db.py``; see bench/README.md).
 
-Four paths to the same PostgreSQL 15 (``start_postgres`` of ``tests/dbservers.py``), each TLS
+Five paths to the same PostgreSQL 15 (``start_postgres`` of ``tests/dbservers.py``), each TLS
 end to end to the database with a client certificate and ``sslmode=verify-full``:
 
 * ``direct``   pgbench/psql -> PostgreSQL, with a client certificate (CN=alice) of a bench CA
@@ -18,7 +18,12 @@ end to end to the database with a client certificate and ``sslmode=verify-full``
                proxy reaches its agent over an in-memory connection (a db agent apart from
                auth is reached through its tunnel), every query audited in the agent's
                batched audit buffer; set up as tests/integration/db_env.py does (role,
-               ``lmctl apply`` of a db Resource, sign-up, ``lmsh login``, ``lmsh db login``).
+               ``lmctl apply`` of a db Resource, sign-up, ``lmsh login``, ``lmsh db login``);
+* ``limen-apart``  the same, to a second db Resource served by a db agent in a process of its
+               own (``limen start --roles db --token T --ca-pin P --proxy WEB``, as a
+               production agent next to its database runs), reached only through its
+               reverse tunnel: the proxy relays the client's TLS to a TLS data connection
+               (``service=bench-pg-apart``); the middle's CPU is both processes'.
 
 Measured ``--rounds`` times, the paths interleaved within each round (a shared machine's load
 drifts), the median round reported:
@@ -76,21 +81,24 @@ from integration.cluster import LimenCluster, LimenUser, command, run, wait_for 
 
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Databases (PostgreSQL)"
-PATHS = ("direct", "bastion", "bastion-log", "limen")
-COPY_PATHS = ("direct", "bastion", "limen")
+PATHS = ("direct", "bastion", "bastion-log", "limen", "limen-apart")
+COPY_PATHS = ("direct", "bastion", "limen", "limen-apart")
 """``\\copy`` is one statement: the statement log would measure nothing new."""
 SSH, SSHD, SSH_KEYGEN = "/usr/bin/ssh", "/usr/sbin/sshd", "/usr/bin/ssh-keygen"
 PGBENCH, PSQL = "/usr/bin/pgbench", "/usr/bin/psql"
 CLUSTER, DB, DB_USER, DB_NAME = "bench", "pg", "alice", "app"
+DB_APART = "pg-apart"
+LIMEN_PATHS = {"limen": DB, "limen-apart": DB_APART}
+"""Each Limen path and the db Resource it reaches."""
 LOGGED_DB_NAME = "app_log"
-SERVICE = f"{CLUSTER}-{DB}"
 HOST = "127.0.0.1"
 PAD = "abcdefghij" * 6
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def limen_objects(pg_port: int) -> str:
-    """The role alice gets and the database Resource the agent serves."""
+    """The role alice gets and the database Resources: one the cluster's own db agent serves,
+    one the agent apart serves (told apart by ``served-by``)."""
     return f"""
 apiVersion: limen.dev/v1alpha1
 kind: Role
@@ -103,7 +111,12 @@ spec:
 ---
 apiVersion: limen.dev/v1alpha1
 kind: Resource
-metadata: {{name: {DB}, labels: {{env: bench}}}}
+metadata: {{name: {DB}, labels: {{env: bench, served-by: cluster}}}}
+spec: {{kind: db, protocol: postgres, address: "{HOST}:{pg_port}"}}
+---
+apiVersion: limen.dev/v1alpha1
+kind: Resource
+metadata: {{name: {DB_APART}, labels: {{env: bench, served-by: apart}}}}
 spec: {{kind: db, protocol: postgres, address: "{HOST}:{pg_port}"}}
 """
 
@@ -300,19 +313,37 @@ Host bastion
 
 
 class LimenSide:
-    """A ``limen start --roles auth,proxy,node,db`` cluster in front of ``pg``, and alice with
-    a PostgreSQL service written by ``lmsh db login``."""
+    """A ``limen start --roles auth,proxy,node,db`` cluster in front of ``pg``, a ``limen
+    start --roles db`` agent apart, and alice with a PostgreSQL service for each database
+    written by ``lmsh db login``."""
 
     def __init__(self, directory: Path, event_loop: str, *, diag: bool = False) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
-        config = directory / "limen.yaml"
-        config.write_text(f"event_loop: {event_loop}\n"
-                          + (f"diag_addr: {HOST}:{free_port()}\n" if diag else ""))
+        self.event_loop = event_loop
+        self.diag = diag
+        config = self._config("cluster", "cluster")
         self.cluster = LimenCluster(directory / "cluster", CLUSTER,
                                     ["--roles", "auth,proxy,node,db", "-c", str(config)])
+        self.agent: LimenCluster | None = None
         self.user: LimenUser | None = None
         self.server_prefix = directory / "server"
+
+    def _config(self, name: str, served_by: str) -> Path:
+        config = self.dir / f"{name}.yaml"
+        config.write_text(f"event_loop: {self.event_loop}\n"
+                          + (f"diag_addr: {HOST}:{free_port()}\n" if self.diag else "")
+                          + f"db: {{resources: [{{labels: {{served-by: {served_by}}}}}]}}\n")
+        return config
+
+    def start_agent(self) -> None:
+        """The db agent apart: joins with a token through the proxy's web port."""
+        token = self.cluster.lmctl_json("tokens", "add", "--type", "db", "--ttl", "5m")
+        self.agent = LimenCluster(self.dir / "agent", CLUSTER, [
+            "--roles", "db", "-c", str(self._config("agent", "apart")),
+            "--proxy", self.cluster.web, "--token", token["token"],
+            "--ca-pin", token["ca_pin"]])
+        self.agent.start()
 
     def start(self) -> None:
         self.cluster.start()
@@ -331,11 +362,14 @@ class LimenSide:
         self.cluster.lmctl("apply", "-f", objects)
         self.user = self.cluster.signed_up_user(DB_USER, roles=["db-bench"])
         self.user.login()
+        self.start_agent()
         lmsh = [command("lmsh"), "db"]
-        wait_for(lambda: DB in {d["name"] for d in json.loads(
+        wait_for(lambda: set(LIMEN_PATHS.values()) <= {d["name"] for d in json.loads(
             run([*lmsh, "ls", "-o", "json"], env=self.env).stdout)["items"]},
-            30.0, "the db agent to heartbeat the database")
-        run([*lmsh, "login", DB, "--db-user", DB_USER, "--db-name", DB_NAME], env=self.env)
+            30.0, "both db agents to heartbeat their database")
+        for name in LIMEN_PATHS.values():
+            run([*lmsh, "login", name, "--db-user", DB_USER, "--db-name", DB_NAME],
+                env=self.env)
 
     @property
     def env(self) -> dict[str, str]:
@@ -349,14 +383,19 @@ class LimenSide:
         return self.cluster.process.pid
 
     def cpu(self) -> float:
-        return tree_cpu(self.pid) if self.cluster.running else 0.0
+        """CPU seconds of the cluster process and the agent apart."""
+        return sum(tree_cpu(c.process.pid) for c in (self.cluster, self.agent)
+                   if c is not None and c.process is not None and c.running)
 
     def stop(self) -> None:
-        try:
-            self.cluster.stop()
-        except AssertionError as err:
-            print(f"warning: {err}", file=sys.stderr)
-            self.cluster.kill()
+        for process in (self.agent, self.cluster):
+            if process is None:
+                continue
+            try:
+                process.stop()
+            except AssertionError as err:
+                print(f"warning: {err}", file=sys.stderr)
+                process.kill()
 
 
 # ====================================================================== the benchmark
@@ -428,10 +467,10 @@ class Bench:
         if path in ("bastion", "bastion-log"):
             return (f"host={HOST} port={self.bastion.local_port} dbname={db_name(path)} "
                     f"{self.direct_conninfo}")
-        return f"service={SERVICE}"
+        return f"service={CLUSTER}-{LIMEN_PATHS[path]}"
 
     def env(self, path: str) -> dict[str, str]:
-        return self.limen.env if path == "limen" else client_env()
+        return self.limen.env if path in LIMEN_PATHS else client_env()
 
     def psql(self, path: str, command_text: str) -> str:
         result = subprocess.run([PSQL, "-X", "-At", "-v", "ON_ERROR_STOP=1",
@@ -460,7 +499,7 @@ class Bench:
         used = {k: after[k] - before[k] for k in after}
         known = sum(v for k, v in used.items() if k != "busy")
         self.other_busy.append(max(0.0, used["busy"] - known) / seconds)
-        middle = used["limen"] if path == "limen" else 0.0 if path == "direct" \
+        middle = used["limen"] if path in LIMEN_PATHS else 0.0 if path == "direct" \
             else used["bastion"]
         split = {"client": used["client"] / per, "middle": middle / per,
                  "server": used["server"] / per}
@@ -588,7 +627,8 @@ def median(values: list[float]) -> float:
 def report(bench: Bench, facts: dict[str, str], end_load: str) -> str:
     rows, args = bench.rows, bench.args
     heads = ["measure", "direct", "bastion (ssh -L)", "bastion + statement log", "limen",
-             "limen / bastion", "limen / bastion + log", "limen / direct"]
+             "limen, agent apart", "limen / bastion", "agent apart / bastion",
+             "limen / bastion + log", "limen / direct"]
     lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
 
     def add(label: str, key: str, fmt: str, show_rounds: bool = False) -> None:
@@ -601,7 +641,8 @@ def report(bench: Bench, facts: dict[str, str], end_load: str) -> str:
         logged = (f"{values['limen'] / values['bastion-log']:.2f}" if "bastion-log" in values
                   else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | "
-                     f"{values['limen'] / values['bastion']:.2f} | {logged} | "
+                     f"{values['limen'] / values['bastion']:.2f} | "
+                     f"{values['limen-apart'] / values['bastion']:.2f} | {logged} | "
                      f"{values['limen'] / values['direct']:.2f} |")
 
     for clients in args.clients:
@@ -633,13 +674,19 @@ def report(bench: Bench, facts: dict[str, str], end_load: str) -> str:
                          + "; ".join(cells))
 
     top = max(args.clients)
-    lim, jump, logged, direct = (median(rows[p].get(f"tps c{top}", [float("nan")])) for p in
-                                 ("limen", "bastion", "bastion-log", "direct"))
-    stretch = "met" if lim >= 0.5 * direct else "not met"
-    verdict = (f"- target at {top} clients: limen / bastion TPS = {lim / jump:.2f} "
-               f"({'met' if lim >= jump else 'NOT met'}: >= 1); limen / direct = "
-               f"{lim / direct:.2f} (stretch >= 0.5: {stretch}); for reference, limen / the "
-               f"bastion with PostgreSQL's statement log = {lim / logged:.2f}")
+    lim, apart, jump, logged, direct = (
+        median(rows[p].get(f"tps c{top}", [float("nan")]))
+        for p in ("limen", "limen-apart", "bastion", "bastion-log", "direct"))
+
+    def met(ratio: float, bar: float) -> str:
+        return "met" if ratio >= bar else "NOT met"
+
+    verdict = (f"- target at {top} clients (limen / bastion TPS >= 1): one process "
+               f"{lim / jump:.2f} ({met(lim / jump, 1)}), agent apart {apart / jump:.2f} "
+               f"({met(apart / jump, 1)}); stretch (limen / direct >= 0.5): "
+               f"{lim / direct:.2f} and {apart / direct:.2f}; for reference, against the "
+               f"bastion with PostgreSQL's statement log: {lim / logged:.2f} and "
+               f"{apart / logged:.2f}")
     other = max(bench.other_busy) if bench.other_busy else 0.0
     head = [f"### {time.strftime('%Y-%m-%d %H:%M')}", "",
             "machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
