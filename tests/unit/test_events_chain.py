@@ -15,13 +15,17 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from limen.events import AuditEvent, FileLog, make_event, scan
 from limen.events.chain import (
     ChainedLine,
     KeySigner,
     chain_line,
+    chain_lines,
     checkpoint_body,
+    link_hash,
     seed_for,
 )
 from limen.events.verify import FileReport, verify_file, verify_files, writer_active
@@ -329,3 +333,43 @@ def test_a_file_renamed_to_another_day_is_found(tmp_path: Path) -> None:
     problem = verify(other).problem
     assert problem is not None
     assert (problem.kind, problem.line) == ("edited", 1)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.text(), _JSON_VALUES, min_size=1, max_size=4), max_size=8),
+       st.integers(min_value=0, max_value=10**12))
+def test_lines_chained_in_one_go_verify_line_by_line(docs: list[dict[str, Any]],
+                                                      seq: int) -> None:
+    """What a writer appends for a batch (``chain_lines``) is, line by line, what the verifier
+    checks: each body kept, each hash over its prev, seq and body, each prev the last hash."""
+    bodies = [json.dumps(doc, separators=(",", ":")).encode() for doc in docs]
+    prev = seed_for(NAME)
+    data, head = chain_lines(bodies, prev, seq)
+    lines = data.split(b"\n")
+    assert lines.pop() == b""  # every line ends in a newline, and nothing follows
+    assert len(lines) == len(bodies)
+    for n, (raw, body) in enumerate(zip(lines, bodies, strict=True), seq + 1):
+        line = ChainedLine.parse(raw)
+        assert line is not None
+        assert (line.body, line.seq, line.prev) == (body, n, prev)
+        assert line.hash == link_hash(prev, n, body)
+        assert line.intact
+        assert json.loads(raw)["chain"]["hash"] == line.hash
+        prev = line.hash
+    assert head == prev
+    if bodies:  # one line alone (a checkpoint) is chained the same way
+        first = ChainedLine.parse(lines[0])
+        assert first is not None
+        assert chain_line(bodies[0], seed_for(NAME), seq + 1) == (lines[0], first.hash)
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b"[1]", b'"x"', b'{"a":1'])
+def test_a_body_that_is_no_json_object_is_refused(body: bytes) -> None:
+    with pytest.raises(ValueError, match="non-empty JSON object"):
+        chain_lines([b'{"ok":1}', body], seed_for(NAME), 0)

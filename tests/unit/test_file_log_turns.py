@@ -1,7 +1,8 @@
 """FileLog's group commit from the event loop (``limen.events.waiters``): the emits of one loop
 turn reach the writer as one hand-over, yet each emit keeps its own outcome, a cancelled emit
 is still written, ``close()`` writes what a turn had collected, and nothing is acknowledged
-before its fsync."""
+before its fsync. The writer settles a written batch's events in one call per batch
+(``succeed_all``), no sooner than its last event and never twice."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import os
 import stat
 import threading
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from limen.events import AuditEvent, EventType, FileLog, make_event, scan
 from limen.events import filelog as filelog_module
-from limen.events.waiters import Turns
+from limen.events.waiters import Batch, Turns, succeed_all
 
 DAY = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -105,3 +107,17 @@ async def test_no_emit_of_a_turn_returns_before_its_fsync(
     results = await asyncio.gather(*tasks, return_exceptions=True)
     await log.aclose()
     assert all(isinstance(r, OSError) for r in results)
+
+
+def test_a_batch_is_settled_once_its_last_event_is_written() -> None:
+    batch = Batch(3)
+    slots = [done for _, done in batch.pending([make_event("exec", time=DAY, n=i)
+                                                for i in range(3)])]
+    alone: Future[None] = Future()  # FileLog.write's waiter, written in the same go
+    succeed_all([slots[0], alone, slots[1]])
+    assert alone.done()
+    assert not batch.future.done()
+    succeed_all([slots[2]])
+    assert batch.future.result() is None
+    with pytest.raises(RuntimeError, match="settled twice"):
+        succeed_all([slots[0]])

@@ -71,13 +71,13 @@ from limen.events.chain import (
     CheckpointSigner,
     Tail,
     chain_line,
+    chain_lines,
     checkpoint_body,
     read_tail,
 )
 from limen.events.event import AuditEvent, format_time
-from limen.events.waiters import Batch, Done, Pending, Turns
+from limen.events.waiters import Batch, Done, Pending, Turns, succeed_all
 from limen.events.waiters import fail as _fail
-from limen.events.waiters import succeed as _succeed
 from limen.files import private_dir
 
 __all__ = [
@@ -328,7 +328,8 @@ class FileLog:
         ready: list[tuple[date, bytes, Done]] = []
         for event, done in batch:
             try:
-                day = event.time.astimezone(UTC).date()
+                when = event.time  # UTC already, as events are made; else converted
+                day = (when if when.tzinfo is UTC else when.astimezone(UTC)).date()
                 ready.append((day, event.to_json().encode(), done))
             except Exception as err:  # an event that cannot serialise fails alone
                 _fail(done, err)
@@ -412,13 +413,9 @@ class FileLog:
         under the lock: no other writer's line can come between them)."""
         tail = self._tail
         assert tail is not None
-        parts = [b"\n"] if tail.needs_newline else []
-        seq, head = tail.seq, tail.hash
-        for body in bodies:
-            seq += 1
-            line, head = chain_line(body, head, seq)
-            parts += (line, b"\n")
-        data = b"".join(parts)
+        lines, head = chain_lines(bodies, tail.hash, tail.seq)
+        seq = tail.seq + len(bodies)
+        data = b"\n" + lines if tail.needs_newline else lines
         try:
             _write_all(fd, data)
         except OSError:
@@ -546,8 +543,7 @@ class FileLog:
             for done in written:
                 _fail(done, err)
             return
-        for done in written:
-            _succeed(done)
+        succeed_all(written)
 
     def _fd_for(self, day: date) -> int:
         """The open file for ``day``, reopened if it was removed or renamed (retention).

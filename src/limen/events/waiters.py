@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
 from limen.events.event import AuditEvent
 
-__all__ = ["Batch", "Done", "Pending", "Slot", "TurnBatch", "Turns", "fail", "succeed"]
+__all__ = ["Batch", "Done", "Pending", "Slot", "TurnBatch", "Turns", "fail", "succeed",
+           "succeed_all"]
 
 
 class Done(Protocol):
@@ -76,7 +78,11 @@ class Batch:
     def settled(self, _index: int, err: BaseException | None) -> None:
         if err is not None and self._error is None:
             self._error = err
-        self._left -= 1
+        self.written(1)
+
+    def written(self, count: int) -> None:
+        """``count`` more of the batch's events are written."""
+        self._left -= count
         if self._left == 0:
             if self._error is not None:
                 self.future.set_exception(self._error)
@@ -101,7 +107,11 @@ class TurnBatch:
     def settled(self, index: int, err: BaseException | None) -> None:
         """From the writer thread (the only one that settles slots)."""
         self._errors[index] = err
-        self._left -= 1
+        self.written(1)
+
+    def written(self, count: int) -> None:
+        """``count`` more of the hand-over's events are written (their errors stay None)."""
+        self._left -= count
         if self._left == 0:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 self._loop.call_soon_threadsafe(self._wake)
@@ -169,6 +179,22 @@ def succeed(done: Done) -> None:
         done.set_result(None)
     except Exception:  # noqa: S110 -- cancelled by its waiter: nothing to report
         pass
+
+
+def succeed_all(dones: Sequence[Done]) -> None:
+    """Settle ``dones`` as written: the slots of one batch with one call of its own (a
+    batch's events are written together), anything else one by one."""
+    counts: dict[Batch | TurnBatch, int] = {}
+    for done in dones:
+        if type(done) is Slot:
+            if done._done:
+                raise RuntimeError("an audit event was settled twice")
+            done._done = True
+            counts[done._batch] = counts.get(done._batch, 0) + 1
+        else:
+            succeed(done)
+    for batch, count in counts.items():
+        batch.written(count)
 
 
 def fail(done: Done, err: BaseException) -> None:
