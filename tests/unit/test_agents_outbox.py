@@ -194,7 +194,7 @@ async def test_a_lost_acknowledgement_resends_the_batch_at_least_once(tmp_path: 
         await outbox.stop()
 
 
-async def test_batches_hold_at_most_500_events_in_order(tmp_path: Path) -> None:
+async def test_batches_hold_at_most_100_events_in_order(tmp_path: Path) -> None:
     fake = FakeAuth()
     outbox = await _outbox(tmp_path / "outbox", fake)
     try:
@@ -212,7 +212,7 @@ async def test_batches_hold_at_most_500_events_in_order(tmp_path: Path) -> None:
         assert [len(events) for _, _, events in fake.calls] == [BATCH]
     finally:
         await outbox.stop()
-    assert BATCH == 500
+    assert BATCH == 100
 
 
 async def test_a_torn_last_line_waits_until_it_is_complete(tmp_path: Path) -> None:
