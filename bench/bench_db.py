@@ -44,8 +44,8 @@ every audit event written is then counted too. ``--record`` appends the run to t
 "## Databases (PostgreSQL)" section of bench/RESULTS.md.
 
 Usage: ``python bench/bench_db.py [--duration 10] [--scale 5] [--copy-mb 200] [--rounds 1]
-[--clients 1,16] [--perf] [--diag] [--record]``; the defaults take about two minutes, ``--rounds 3``
-about four.
+[--clients 1,16] [--perf] [--diag] [--record]``; the defaults take about three minutes,
+``--rounds 3`` about eight.
 """
 
 from __future__ import annotations
