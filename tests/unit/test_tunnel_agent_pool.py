@@ -29,7 +29,7 @@ from limen.tunnel.agent_settings import TunnelAgentSettings
 from limen.tunnel.control import AgentLink
 from limen.tunnel.protocol import KIND_NODE, DialRequest, ProxyEntry
 from limen.tunnel.registry import AgentRecord
-from limen.tunnel.server import TunnelServer
+from limen.tunnel.server import DataConnection, TunnelServer
 
 CLUSTER = "unit"
 NODE = "node-1"
@@ -283,17 +283,25 @@ def lone_agent(env: Env, proxy: TunnelServer, prepare: HeldFirstDial) -> TunnelA
                        settings=TunnelAgentSettings(backoff=lambda: Backoff(base=60, cap=60)))
 
 
+async def held_dial(agent: TunnelAgent, proxy: TunnelServer, prepare: HeldFirstDial,
+                    target: str) -> asyncio.Task[DataConnection]:
+    """Start ``agent`` and dial it through ``proxy`` (whose dial timeout is made too long to
+    matter); the dial once the agent holds it unanswered."""
+    proxy.dial_timeout = 60.0
+    await agent.start()
+    await registered(proxy)
+    dial = asyncio.create_task(proxy.dial(NODE, DialRequest(kind=KIND_NODE, target=target)))
+    async with asyncio.timeout(DEADLINE):
+        await prepare.first_seen.wait()
+    return dial
+
+
 async def test_a_dial_whose_tunnel_is_replaced_is_sent_over_the_new_one(env: Env) -> None:
     a = await env.proxy("proxy-a")
-    a.dial_timeout = 60.0  # a dial left to time out would miss the deadline below
     prepare = HeldFirstDial()
     first, second = lone_agent(env, a, prepare), lone_agent(env, a, prepare)
     try:
-        await first.start()
-        await registered(a)
-        dial = asyncio.create_task(a.dial(NODE, DialRequest(kind=KIND_NODE, target="moved")))
-        async with asyncio.timeout(DEADLINE):
-            await prepare.first_seen.wait()
+        dial = await held_dial(first, a, prepare, "moved")
         await second.start()  # registers, replacing the tunnel the dial went over
         async with asyncio.timeout(DEADLINE):
             conn = await dial
@@ -307,15 +315,10 @@ async def test_a_dial_whose_tunnel_is_replaced_is_sent_over_the_new_one(env: Env
 
 async def test_a_dial_whose_tunnel_closes_fails_at_once(env: Env) -> None:
     a = await env.proxy("proxy-a")
-    a.dial_timeout = 60.0
     prepare = HeldFirstDial()
     agent = lone_agent(env, a, prepare)
     try:
-        await agent.start()
-        await registered(a)
-        dial = asyncio.create_task(a.dial(NODE, DialRequest(kind=KIND_NODE, target="lost")))
-        async with asyncio.timeout(DEADLINE):
-            await prepare.first_seen.wait()
+        dial = await held_dial(agent, a, prepare, "lost")
         for link in list(a.links):
             link.close()
         with pytest.raises(NotFound, match="no agent with host id node-1"):
