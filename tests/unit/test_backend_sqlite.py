@@ -216,9 +216,12 @@ async def test_idle_watchers_do_not_poll_each_on_their_own(
         await eventually(lambda: polls >= 10)  # each watcher's first poll
         await asyncio.sleep(0.5)  # not a wait for anything: the idle window observed
         assert polls == 10  # 250 when each watcher polled every interval
-        await backend.put("w3/k", b"")  # a write still wakes them all
+        await backend.put("w3/k", b"")  # a write still wakes them all, once
         event = await asyncio.wait_for(pending[3], 5)
         assert event.key == "w3/k"
+        await eventually(lambda: polls >= 20)
+        await asyncio.sleep(0.3)  # the observed window again: no second wake for that write
+        assert polls == 20
     finally:
         for task in pending:
             task.cancel()

@@ -107,6 +107,8 @@ class SQLiteBackend(WriteVerbs):
             self._executor.shutdown(wait=True)
             raise
         self._changed = Changed()
+        self._data_version: int | None = None
+        """The file's ``PRAGMA data_version`` as the watchers were last woken for."""
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -138,7 +140,7 @@ class SQLiteBackend(WriteVerbs):
         if swept:
             # A "from now on" watcher started after this sweep must not replay its deletes.
             self._observe(await self._run(self._store.revision))
-            self._changed.notify()
+            self._local_change()
         return swept
 
     async def compact(self) -> int:
@@ -214,8 +216,15 @@ class SQLiteBackend(WriteVerbs):
     async def _write(self, checks: Sequence[Check], ops: Sequence[Put | Delete]) -> int:
         revision = await self._run(self._store.write, checks, ops, self._clock())
         self._observe(revision)
-        self._changed.notify()
+        self._local_change()
         return revision
+
+    def _local_change(self) -> None:
+        """This process committed: wake the watchers now, and tell the change check that the
+        file is as they will see it (an outside commit before this one is in what they read)."""
+        with contextlib.suppress(AskTheWorker):
+            self._data_version = self._reader.data_version()
+        self._changed.notify()
 
     def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         self._tasks.append(loop.create_task(self._notice_changes(),
@@ -245,18 +254,17 @@ class SQLiteBackend(WriteVerbs):
 
     async def _notice_changes(self) -> None:
         """Wake the watchers when the file changed (another process's commit, or this one's
-        worker's), checked every ``poll_interval``; a check SQLite cannot answer at once
-        wakes them too (they poll through the worker, which waits)."""
-        seen: int | None = None
+        worker's that did not wake them yet), checked every ``poll_interval``; a check SQLite
+        cannot answer at once wakes them too (they poll through the worker, which waits)."""
         while not self._closed:
             try:
                 version: int | None = self._reader.data_version()
             except AskTheWorker:
                 version = None
-            if version is None or version != seen:
-                if seen is not None or version is None:
+            if version is None or version != self._data_version:
+                if self._data_version is not None or version is None:
                     self._changed.notify()
-                seen = version
+                self._data_version = version
             await asyncio.sleep(self._poll_interval)
 
     def _observe(self, revision: int) -> None:
