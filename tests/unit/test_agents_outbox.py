@@ -257,13 +257,20 @@ async def test_damaged_lines_are_skipped_and_the_rest_delivered(tmp_path: Path) 
     try:
         await outbox.emit(_event(1))
         day = _today_file(outbox.directory)
+        good = _event(9).to_dict()
+        envelopes = [{**good, "code": "nope"}, {**good, "event": "user.login"},
+                     {**good, "success": False}, {**good, "time": "yesterday"},
+                     {k: v for k, v in good.items() if k != "uid"}]
         _append(day, b"{not json at all\n"
                      b'{"valid": "json", "but": "not an event"}\n'
                      b"\xff\xfe not utf-8\n"
-                     b"[1, 2, 3]\n")
+                     b"[1, 2, 3]\n"
+                     + b"".join(json.dumps(e).encode() + b"\n" for e in envelopes))
         await outbox.emit(_event(2))
         assert await outbox.flush() == 2
-        assert fake.uids == ["uid-00001", "uid-00002"]
+        assert fake.uids == ["uid-00001", "uid-00002"]  # nothing auth would refuse is sent
+        sent = [event for _, _, events in fake.calls for event in events]
+        assert all("chain" not in event for event in sent)  # the outbox's own chain stays
         assert _cursor(outbox.directory) == {day.name: day.stat().st_size}
     finally:
         await outbox.stop()

@@ -30,13 +30,14 @@ from pathlib import PurePath
 from typing import Any
 
 from limen.errors import BadParameter
-from limen.events.codes import EventType, code_for, lookup_code
+from limen.events.codes import EventCode, EventType, code_for, lookup_code
 from limen.events.scrub import is_secret_name, scrub
 
 __all__ = [
     "MAX_VALUE_CHARS",
     "RESERVED_KEYS",
     "AuditEvent",
+    "check_envelope",
     "format_time",
     "make_event",
     "parse_time",
@@ -45,6 +46,7 @@ __all__ = [
 MAX_VALUE_CHARS = 16_384
 """Longer string values are cut to this length (plus a marker) and listed in ``trimmed``."""
 _TRIM_MARKER = "...[trimmed]"
+_ENVELOPE_KEYS = ("code", "event", "success", "time", "uid", "cluster")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 """One encoder for every event (``json.dumps`` with options builds a new one per call)."""
 
@@ -122,25 +124,18 @@ class AuditEvent:
         """Parse an event read back from a log or received from another process (the inverse
         of :meth:`to_dict`). Free fields are scrubbed again: a peer's event is not trusted to
         be free of secrets."""
-        try:
-            row = lookup_code(str(data["code"]))
-            if row.type.value != data["event"]:
-                raise BadParameter(f"code {row.code} is not a {data['event']!r} event")
-            if data["success"] is not row.success:
-                raise BadParameter(f"code {row.code} does not mean success={data['success']}")
-            user = data.get("user")
-            return cls(
-                type=row.type,
-                code=row.code,
-                time=parse_time(str(data["time"])),
-                uid=str(data["uid"]),
-                cluster=str(data["cluster"]),
-                success=row.success,
-                user=None if user is None else str(user),
-                fields=_rescrub(data),
-            )
-        except KeyError as err:
-            raise BadParameter(f"audit event lacks the {err.args[0]!r} field") from None
+        row, when = check_envelope(data)
+        user = data.get("user")
+        return cls(
+            type=row.type,
+            code=row.code,
+            time=when,
+            uid=str(data["uid"]),
+            cluster=str(data["cluster"]),
+            success=row.success,
+            user=None if user is None else str(user),
+            fields=_rescrub(data),
+        )
 
     @classmethod
     def from_json(cls, line: str) -> AuditEvent:
@@ -151,6 +146,22 @@ class AuditEvent:
         if not isinstance(data, dict):
             raise BadParameter("an audit event must be a JSON object")
         return cls.from_dict(data)
+
+
+def check_envelope(data: Mapping[str, Any]) -> tuple[EventCode, datetime]:
+    """The code row and time of an event's envelope, checked as :meth:`AuditEvent.from_dict`
+    takes it (a known code of this type and outcome, a time, a uid and a cluster);
+    :class:`BadParameter` otherwise. An agent's outbox checks its lines with it before it
+    hands them to auth, which parses them in full."""
+    for key in _ENVELOPE_KEYS:
+        if key not in data:
+            raise BadParameter(f"audit event lacks the {key!r} field")
+    row = lookup_code(str(data["code"]))
+    if row.type.value != data["event"]:
+        raise BadParameter(f"code {row.code} is not a {data['event']!r} event")
+    if data["success"] is not row.success:
+        raise BadParameter(f"code {row.code} does not mean success={data['success']}")
+    return row, parse_time(str(data["time"]))
 
 
 def _rescrub(data: Mapping[str, Any]) -> dict[str, Any]:
