@@ -261,10 +261,10 @@ class SQLiteBackend(WriteVerbs):
                 version: int | None = self._reader.data_version()
             except AskTheWorker:
                 version = None
-            if version is None or version != self._data_version:
-                if self._data_version is not None or version is None:
-                    self._changed.notify()
-                self._data_version = version
+            known = self._data_version
+            if version is None or (known is not None and version != known):
+                self._changed.notify()
+            self._data_version = version
             await asyncio.sleep(self._poll_interval)
 
     def _observe(self, revision: int) -> None:
