@@ -48,17 +48,10 @@ import pytest
 from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
 from limen.api.resources import Kind, Resource
 from limen.backend.memory import MemoryBackend
-from limen.ca import (
-    CertAuthority,
-    CertAuthorityType,
-    Identity,
-    generate_private_key,
-    private_key_to_openssh,
-    private_key_to_pem,
-    sign_host_cert,
-    sign_user_cert,
-    ssh_trust_map,
-)
+from limen.ca.authority import CertAuthority, CertAuthorityType, ssh_trust_map
+from limen.ca.identity import Identity
+from limen.ca.keys import generate_private_key, private_key_to_openssh, private_key_to_pem
+from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
 from limen.ca.host_credentials import HostCredentials
 from limen.events import AuditEvent
 from limen.recording import LocalDirectorySink, read_cast, recordings_dir, sessions_dir
@@ -909,7 +902,7 @@ from pathlib import Path
 from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
 from limen.api.resources import Kind, Resource
 from limen.backend.memory import MemoryBackend
-from limen.ca import load_public_key
+from limen.ca.keys import load_public_key
 from limen.ca.host_credentials import HostCredentials
 from limen.events import MemoryEmitter
 from limen.recording import LocalDirectorySink, recordings_dir

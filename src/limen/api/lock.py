@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from limen.api.loader import FieldPath
 from limen.api.resources import Kind, Resource
 from limen.errors import BadParameter
+
+if TYPE_CHECKING:
+    from limen.api.loader import FieldPath
 
 __all__ = ["TARGET_FIELDS", "Lock", "lock_problems", "parse_expires"]
 

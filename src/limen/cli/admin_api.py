@@ -17,16 +17,18 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from limen.api.loader import SourceDocument
 from limen.api.resources import parse_kind
 from limen.auth.client import AuthClient
 from limen.backend.sqlite import DB_FILENAME
 from limen.ca.host_credentials import HostCredentials
 from limen.cli.admin_protocol import AdminApi, online_kind
 from limen.errors import BadParameter, ConnectionProblem
+
+if TYPE_CHECKING:
+    from limen.api.loader import SourceDocument
 
 __all__ = ["AdminApi", "open_admin", "require_cluster_dir"]
 

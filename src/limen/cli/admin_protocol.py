@@ -10,10 +10,12 @@ implementation imports the other. Returned by ``limen.cli.admin_api.open_admin``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from limen.api.loader import SourceDocument
 from limen.errors import BadParameter
+
+if TYPE_CHECKING:
+    from limen.api.loader import SourceDocument
 
 __all__ = ["ONLINE_KINDS", "AdminApi", "online_kind"]
 

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
-import yaml
 
 from limen.errors import LimenError, exit_code
 
@@ -69,6 +68,8 @@ def emit_documents(documents: Sequence[Mapping[str, Any]], output: str, *,
             "apiVersion": "v1", "kind": "List", "items": list(documents)}
         click.echo(json.dumps(payload, indent=2, sort_keys=False))
     else:
+        import yaml  # here: a JSON or table answer does not load PyYAML
+
         click.echo(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False),
                    nl=False)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import click
 
-from limen.api.loader import MAX_FILE_BYTES, load_path, load_text
 from limen.api.resources import PUBLIC_KINDS, parse_kind
 from limen.cli.admin_api import AdminApi
 from limen.cli.common import OUTPUT_OPTION, emit_documents, emit_listing, handle_errors, print_table
@@ -83,6 +82,8 @@ def status(output: str) -> None:
 @handle_errors
 def apply(path: str, output: str) -> None:
     """Validate every document, then apply all of them or none."""
+    from limen.api.loader import MAX_FILE_BYTES, load_path, load_text  # PyYAML: here
+
     documents = (load_text(sys.stdin.read(MAX_FILE_BYTES + 1), "<stdin>") if path == "-" else
                  load_path(Path(path), on_skipped_link=lambda message: click.echo(
                      f"warning: {message}", err=True)))

@@ -16,7 +16,6 @@ from typing import Any
 
 import click
 
-from limen.api.loader import SourceDocument
 from limen.api.lock import TARGET_FIELDS, parse_expires
 from limen.api.resources import API_VERSION, ORIGIN_LABEL
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
@@ -92,6 +91,8 @@ def lock(user: str | None, role: str | None, node: str | None, login: str | None
     target = {k: v for k, v in fields.items() if v}
     document = lock_document(target, message, seconds(ttl) if ttl else None,
                              now=datetime.now(UTC), name=name)
+    from limen.api.loader import SourceDocument  # PyYAML: here
+
     source = SourceDocument("<lmctl lock>", 0, 1, document)
     run_admin(lambda admin: admin.apply([source]))
     if output != "text":
