@@ -49,10 +49,10 @@ from limen.agents.node import NodeServerConfig, NodeSSHServer, StoreAccessPolicy
 from limen.api.resources import Kind, Resource
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType, ssh_trust_map
+from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity
 from limen.ca.keys import generate_private_key, private_key_to_openssh, private_key_to_pem
 from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
-from limen.ca.host_credentials import HostCredentials
 from limen.events import AuditEvent
 from limen.recording import LocalDirectorySink, read_cast, recordings_dir, sessions_dir
 from limen.services.resource_store import ResourceStore

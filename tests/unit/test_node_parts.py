@@ -35,10 +35,10 @@ from limen.agents.node.unixuser import DEFAULT_PATH, ROOT_PATH, check_can_run_as
 from limen.api.resources import Kind, Resource
 from limen.backend.memory import MemoryBackend
 from limen.ca.authority import CertAuthority, CertAuthorityType, ssh_trust_map
+from limen.ca.host_credentials import HostCredentials
 from limen.ca.identity import Identity, SystemRole
 from limen.ca.keys import generate_private_key, private_key_to_pem, public_key_to_openssh
 from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
-from limen.ca.host_credentials import HostCredentials
 from limen.errors import AccessDenied, BadParameter, NotFound
 from limen.services.resource_store import ResourceStore
 
