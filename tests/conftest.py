@@ -1,8 +1,7 @@
 """Fixtures shared by every test package: the Kubernetes API emulator (``kube_api``) and the
 database environment (``db_env``: a cluster with a db agent in front of the real PostgreSQL
 and MariaDB test servers, ``postgres_server`` / ``mariadb_server``), one per session for the
-integration and security tests alike; a garbage collection as each module ends; and the order
-the test files are handed to the workers in (the long ones first).
+integration and security tests alike; and a garbage collection as each module ends.
 
 In CI (``CI`` set, as ``.ci/run`` runs) a skipped test fails the run: every test that needs
 a server or a tool starts or gets it (``scripts/test`` installs them), so a skip there means
@@ -56,17 +55,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\nCI: {len(_skipped)} test(s) skipped; a skip fails CI:\n  "
               + "\n  ".join(_skipped))
         session.exitstatus = 1
-
-
-_FIRST_TO_LAST = ("web", "integration", "security", "k8s_emulator", "unit")
-"""``scripts/test`` hands whole files to its workers (``--dist loadfile``) in collection order:
-the files that start clusters and browsers go first and the many short unit test files last,
-so they fill the workers' gaps at the end instead of one browser test file starting last."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def package(item: pytest.Item) -> int:
-        parts = item.nodeid.split("/")
-        name = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
-        return _FIRST_TO_LAST.index(name) if name in _FIRST_TO_LAST else len(_FIRST_TO_LAST)
-    items.sort(key=package)  # stable: each package's own order is kept
