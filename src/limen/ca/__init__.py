@@ -12,6 +12,6 @@ TLS context factories. Modules, bottom up::
     tls           ssl.SSLContext factories (TLS 1.2+, in-memory material)
     jwt           app-access JWTs (EdDSA / ES256) and their verification
 
-The package imports none of them: a caller imports the module it needs and pays for no other
-(``lmctl`` and the agents start without the signers they never call).
+The package imports none of them: a caller imports the modules it needs and pays for no
+other (``lmctl``, which only opens a TLS connection to auth, loads no signer).
 """
