@@ -13,5 +13,5 @@ TLS context factories. Modules, bottom up::
     jwt           app-access JWTs (EdDSA / ES256) and their verification
 
 The package imports none of them: a caller imports the modules it needs and pays for no
-other (``lmctl``, which only opens a TLS connection to auth, loads no signer).
+other (``lmctl``, which opens a TLS connection to auth, loads neither ``ssh_certs`` nor ``jwt``).
 """
