@@ -113,9 +113,7 @@ class AutoEnv:
             found = self.events(event_type, **match)
             return found if len(found) >= count else []
         # each deactivation is an admin login to the server, up to SETTLE_SECONDS for the
-        # session to leave its list, and the revokes; on a CI machine running two other test
-        # workers, two of them did not fit in 15 s once (16 runs of this module, 4 at a time,
-        # did)
+        # session to leave its list, and the revokes
         return wait_for(enough, 30.0, f"{count} {event_type} event(s) matching {match}")
 
 

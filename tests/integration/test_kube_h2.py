@@ -161,8 +161,7 @@ class _H2Client:
         self.client_addr = "{}:{}".format(*self.sock.getsockname()[:2])
         # the kernel soon reuses a closed port on loopback: an earlier client of this cluster
         # may have had the same address, and its refusals are not this client's
-        self.earlier: set[str] = set()
-        self.earlier = {e["uid"] for e in _refusals(env, self)}
+        self.earlier = {e["uid"] for e in env.cluster.audit("kube.request")}
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None))
         self.conn.initiate_connection()
