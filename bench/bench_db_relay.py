@@ -8,6 +8,11 @@ certificate (CN=alice) and relays bytes both ways with asyncio Protocols, one wr
 as Limen's database relay does. They differ only in what they do with each simple query:
 
 * ``relay``          nothing: the floor of a Python TLS relay on this machine;
+* ``relay-sslsocket`` nothing either, on non-blocking :class:`ssl.SSLSocket` s read and
+                     written from the loop's reader and writer callbacks (OpenSSL reads and
+                     writes the sockets itself: no memory BIO, no transport, no Protocol)
+                     instead of uvloop's TLS transports: what the floor would be with
+                     another TLS plumbing;
 * ``audit-loop``     Limen's own per-query audit in the relay's process: the query's
                      ``db.session.query`` event from an :class:`~limen.events.EventTemplate`,
                      queued in an :class:`~limen.events.buffer.AuditBuffer` and written
@@ -37,7 +42,7 @@ process). ``--record`` appends the table to "## Databases (PostgreSQL)" in
 bench/RESULTS.md.
 
 Usage: ``python bench/bench_db_relay.py [--rounds 3] [--duration 6] [--clients 1,16]
-[--record]``; about six minutes at the defaults.
+[--paths limen,relay,...] [--record]``; about seven minutes at the defaults (every path).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import os
 import queue
 import re
 import shutil
+import socket
 import ssl
 import struct
 import subprocess
@@ -70,9 +76,9 @@ from limen.events.chain import chain_line
 from limen.events.filelog import FileLog
 from limen.events.template import EventTemplate
 
-RELAYS = ("relay", "audit-loop", "audit-process", "capture", "batch-build", "batch-chain",
-          "batch-write")
-STEPS = RELAYS[3:]
+RELAYS = ("relay", "relay-sslsocket", "audit-loop", "audit-process", "capture", "batch-build",
+          "batch-chain", "batch-write")
+STEPS = RELAYS[4:]
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
 _BATCH = struct.Struct("!I")
 _RECORD = struct.Struct("!I")
@@ -126,6 +132,139 @@ class Side(asyncio.Protocol):
             await self.arrived
         data, self.early = bytes(self.early[:count]), self.early[count:]
         return data
+
+
+async def tls_handshake(sock: ssl.SSLSocket) -> None:
+    """Complete ``sock``'s handshake, waiting for the socket as OpenSSL asks."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            sock.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            watch, unwatch = loop.add_reader, loop.remove_reader
+        except ssl.SSLWantWriteError:
+            watch, unwatch = loop.add_writer, loop.remove_writer
+        ready = loop.create_future()
+        watch(sock.fileno(), ready.set_result, None)
+        try:
+            await ready
+        finally:
+            unwatch(sock.fileno())
+
+
+class SocketLeg:
+    """One side of the ``relay-sslsocket`` relay. Each readable event reads one TLS record
+    (and what OpenSSL already holds decrypted) and sends it to the peer in one ``send``; a
+    send that would block keeps its bytes, stops reading the peer and waits to be writable
+    (OpenSSL wants the same bytes again)."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sock, self.fd = sock, sock.fileno()
+        self.peer: SocketLeg | None = None
+        self.unsent = b""
+        self.closed = False
+
+    def start(self) -> None:
+        self.loop.add_reader(self.fd, self.readable)
+
+    def readable(self) -> None:
+        assert self.peer is not None
+        try:
+            data = self.sock.recv(262144)
+            while data and self.sock.pending():
+                data += self.sock.recv(262144)
+        except ssl.SSLWantReadError:
+            return  # a record not whole yet
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        self.peer.send(data)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.send(data)
+        except ssl.SSLWantWriteError:
+            assert self.peer is not None
+            self.unsent = data
+            self.loop.remove_reader(self.peer.fd)
+            self.loop.add_writer(self.fd, self.writable)
+        except OSError:
+            self.close()
+
+    def writable(self) -> None:
+        try:
+            self.sock.send(self.unsent)
+        except ssl.SSLWantWriteError:
+            return
+        except OSError:
+            self.close()
+            return
+        assert self.peer is not None
+        self.unsent = b""
+        self.loop.remove_writer(self.fd)
+        self.peer.start()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.sock.close()
+        if self.peer is not None:
+            self.peer.close()
+
+
+async def serve_sslsocket(port: int, pg_port: int, server_tls: ssl.SSLContext,
+                          client_tls: ssl.SSLContext) -> None:
+    """The ``relay-sslsocket`` relay: each accepted client joined to its own PostgreSQL
+    connection by two :class:`SocketLeg` s."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server((HOST, port))
+    listener.setblocking(False)
+    sessions: set[asyncio.Task[None]] = set()
+
+    async def session(raw: socket.socket) -> None:
+        raw.setblocking(False)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request = b""
+        while len(request) < len(SSL_REQUEST):
+            chunk = await loop.sock_recv(raw, len(SSL_REQUEST) - len(request))
+            if not chunk:  # a probe of the port
+                raw.close()
+                return
+            request += chunk
+        await loop.sock_sendall(raw, b"S")
+        front = server_tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        await tls_handshake(front)
+        upstream = socket.socket()
+        upstream.setblocking(False)
+        await loop.sock_connect(upstream, (HOST, pg_port))
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_sendall(upstream, SSL_REQUEST)
+        if await loop.sock_recv(upstream, 1) != b"S":
+            raise SystemExit("PostgreSQL refused TLS")
+        back = client_tls.wrap_socket(upstream, do_handshake_on_connect=False)
+        await tls_handshake(back)
+        client, database = SocketLeg(front), SocketLeg(back)
+        client.peer, database.peer = database, client
+        client.start()
+        database.start()
+
+    def accept() -> None:
+        try:
+            raw, _ = listener.accept()
+        except BlockingIOError:
+            return
+        sessions.add(task := loop.create_task(session(raw)))
+        task.add_done_callback(sessions.discard)
+
+    loop.add_reader(listener.fileno(), accept)
+    await loop.create_future()  # until the process is stopped
 
 
 class AuditChild:
@@ -230,6 +369,9 @@ async def serve(kind: str, port: int, pg_port: int, files: list[str]) -> None:
     client_tls.check_hostname = False
     client_tls.verify_mode = ssl.CERT_NONE  # the bench's own PostgreSQL on 127.0.0.1
     client_tls.load_cert_chain(client_cert, client_key)
+    if kind == "relay-sslsocket":
+        await serve_sslsocket(port, pg_port, server_tls, client_tls)
+        return
     loop = asyncio.get_running_loop()
     log_dir = Path(logs)
     child = AuditChild(log_dir) if kind == "audit-process" else None
@@ -291,12 +433,12 @@ class RelayBench(Bench):
         super().__init__(args, work)
         self.relays: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
 
-    def start_relays(self) -> None:
+    def start_relays(self, kinds: tuple[str, ...]) -> None:
         assert self.pg is not None
         cert, key = (self.limen.server_prefix.with_suffix(ext) for ext in (".crt", ".key"))
         files = [str(cert), str(key), str(self.work / "direct-client.crt"),
                  str(self.work / "direct-client.key")]
-        for kind in RELAYS:
+        for kind in kinds:
             port = free_port()
             (self.work / kind).mkdir()
             proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port),
@@ -374,6 +516,10 @@ def main() -> None:
     parser.add_argument("--clients", type=lambda s: [int(v) for v in s.split(",")],
                         default=[1, 16], help="comma list of pgbench client counts")
     parser.add_argument("--scale", type=int, default=5, help="pgbench -i -s SCALE")
+    parser.add_argument("--paths", type=lambda s: tuple(s.split(",")),
+                        default=("limen", *RELAYS),
+                        help="comma list of the paths measured besides the bastion: limen "
+                        f"and the relays ({', '.join(RELAYS)}); all by default")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--serve", nargs=8, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--audit-child", metavar="DIR", help=argparse.SUPPRESS)
@@ -391,20 +537,23 @@ def main() -> None:
     _util.print_machine(facts)
     args.event_loop, args.perf, args.copy_mb, args.skip = "uvloop", False, 0, ""
     work = Path(tempfile.mkdtemp(prefix="limen-bench-db-relay-"))
-    paths = ("bastion", "limen", *RELAYS)
+    unknown = set(args.paths) - {"limen", *RELAYS}
+    if unknown:
+        parser.error(f"unknown paths: {', '.join(sorted(unknown))}")
+    paths = ("bastion", *args.paths)
     results: dict[tuple[str, int], list[Run]] = {(p, c): [] for p in paths
                                                  for c in args.clients}
     try:
         bench = RelayBench(args, work)
         with bench.running():
-            bench.start_relays()
+            bench.start_relays(tuple(p for p in args.paths if p in RELAYS))
             try:
                 for _ in range(args.rounds):
                     for clients in args.clients:
                         for path in paths:
                             run = bench.run(path, clients, args.duration)
                             results[path, clients].append(run)
-                            print(f"-c {clients:<2} {path:<14} {run.tps:8.0f} tps, p99 "
+                            print(f"-c {clients:<2} {path:<15} {run.tps:8.0f} tps, p99 "
                                   f"{run.p99:5.2f} ms, middle {run.cpu:6.1f} us/tx", flush=True)
             finally:
                 bench.stop_relays()
