@@ -28,7 +28,7 @@ from limen.ca.keys import (
 )
 from limen.cli.common import handle_errors
 from limen.cli.lmsh_input import read_password
-from limen.cli.lmsh_profile import print_profile
+from limen.cli.lmsh_profile_view import print_profile
 from limen.cli.lmsh_requests import logged_in_profile
 from limen.client.access_requests import login_with_request
 from limen.client.profile import Profile, ProfileStore

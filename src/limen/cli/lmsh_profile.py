@@ -1,6 +1,6 @@
 """``lmsh status``, ``lmsh logout`` and ``lmsh config``: the saved profile, shown (with the
-traits its certificate carries), removed, or turned into an OpenSSH config block; and
-``print_profile``, which ``lmsh login`` shares.
+traits its certificate carries, :mod:`limen.cli.lmsh_profile_view`), removed, or turned into an
+OpenSSH config block.
 
 Registered on the ``lmsh`` group by ``limen.cli.lmsh`` (loaded when one of them runs).
 """
@@ -15,43 +15,17 @@ from pathlib import Path
 import click
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors
+from limen.cli.lmsh_profile_view import print_profile, profile_traits
 from limen.client.app_access import forget_apps
 from limen.client.clusters import refresh_clusters
 from limen.client.db_profiles import forget_all_databases
 from limen.client.kube_access import forget_kube_clusters
-from limen.client.profile import Profile, ProfileStore
+from limen.client.profile import ProfileStore
 from limen.client.proxyssh_command import helper_command
 from limen.client.sshconfig import SSHConfigInput, render_ssh_config, write_ssh_config
 from limen.errors import BadParameter, LimenError
 
-__all__ = ["logout", "print_profile", "profile_traits", "ssh_config", "status"]
-
-
-def profile_traits(profile: Profile) -> dict[str, list[str]]:
-    """The traits the profile's certificate carries (a single sign-on user's claims, read in
-    roles as ``external.NAME``); empty when the certificate cannot be read."""
-    from cryptography import x509
-
-    from limen.ca.x509_certs import identity_from_cert
-
-    try:
-        path = ProfileStore().tls_cert_path(profile.proxy, profile.user)
-        identity = identity_from_cert(x509.load_pem_x509_certificate(path.read_bytes()))
-    except (OSError, ValueError, LimenError):
-        return {}
-    return {} if identity is None else {k: list(v) for k, v in sorted(identity.traits.items())}
-
-
-def print_profile(profile: Profile) -> None:
-    valid = "valid" if profile.is_valid() else "EXPIRED"
-    traits = "; ".join(f"{k}={','.join(v)}" for k, v in profile_traits(profile).items())
-    click.echo(f"> Profile URL: https://{profile.proxy}\n"
-               f"  Logged in as: {profile.user}\n"
-               f"  Cluster:      {profile.cluster}\n"
-               f"  Roles:        {', '.join(profile.roles) or '-'}\n"
-               f"  Logins:       {', '.join(profile.logins) or '-'}\n"
-               + (f"  Traits:       {traits}\n" if traits else "")
-               + f"  Valid until:  {profile.expires} [{valid}]")
+__all__ = ["logout", "ssh_config", "status"]
 
 
 @click.command()
