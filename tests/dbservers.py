@@ -59,6 +59,7 @@ from limen.cli.db_server_config import (
     postgres_config,
     section_heading,
 )
+from ports import free_port
 
 __all__ = [
     "PG_BIN",
@@ -121,13 +122,6 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, message: str) -> No
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
         time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -293,7 +287,7 @@ class PostgresServer:
         """Start on the current port (a new free one on a collision) and wait until ready."""
         for _attempt in range(PORT_ATTEMPTS):
             if not self.port:
-                self.port = _free_port()
+                self.port = free_port()
             self.log.unlink(missing_ok=True)
             result = self._as_postgres(
                 PG_BIN / "pg_ctl", "start", "-D", self.data, "-l", self.log, "-w",
@@ -469,7 +463,7 @@ class MariaDBServer:
         ``mariadb-admin ping``."""
         for _attempt in range(PORT_ATTEMPTS):
             if not self.port:
-                self.port = _free_port()
+                self.port = free_port()
             if self._start_once():
                 return
             log = _tail(self.error_log)

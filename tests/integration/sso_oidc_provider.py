@@ -17,7 +17,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,8 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+
+from ports import free_port
 
 from .cluster import wait_for
 
@@ -36,12 +37,6 @@ CLIENT_SECRETS = {"limen": "limen-test-secret-0123456789abcdef",
                   "limen-web": "limen-web-test-secret-0123456789abcdef"}
 """The provider's test clients and their secrets (tests/oidc/provider.mjs)."""
 _ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _discovery(issuer: str) -> bool:
@@ -68,7 +63,7 @@ def running_provider(log_dir: Path, web_redirect: str = "") -> Iterator[str]:
     _npm_ci()
     node = shutil.which("node")
     assert node, "node is needed for the SSO tests (scripts/test installs it)"
-    port = _free_port()
+    port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     with (log_dir / "oidc-provider.log").open("wb") as log:
         process = subprocess.Popen([node, "provider.mjs", str(port),

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ports import free_port
+
 from .cluster import LimenCluster, LimenUser, describe, run, wait_for
 
 LOGIN = getpass.getuser()
@@ -49,12 +51,6 @@ class Layout:
         return run(["ssh", "-F", self.ssh_config, *args], env=self.user.env, check=check)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _config(path: Path, tree: dict[str, object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
@@ -77,7 +73,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layout]:
         auth.lmctl("apply", "-f", "-", input=REVIEWER_ROLE)
         node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
         pin = node_token["ca_pin"]
-        listeners = {name: f"127.0.0.1:{_free_port()}" for name in ("web", "ssh_proxy",
+        listeners = {name: f"127.0.0.1:{free_port()}" for name in ("web", "ssh_proxy",
                                                                     "tunnel")}
         proxy = LimenCluster(root / "proxy", "hub", [
             "--roles", "proxy", "-c", str(_config(root / "proxy.yaml", {"listeners": listeners})),

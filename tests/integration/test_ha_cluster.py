@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import secrets
-import socket
 import subprocess
 import threading
 import time
@@ -41,6 +40,7 @@ import yaml
 
 from dbservers import PostgresServer
 from gitops_git import WorkTree, bare, role
+from ports import free_port
 
 from .cluster import (
     LimenCluster,
@@ -91,12 +91,6 @@ def _private(path: Path, text: str) -> Path:
 def _config(path: Path, tree: dict[str, object]) -> Path:
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _database(server: PostgresServer) -> str:
@@ -238,7 +232,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
         state.pin = auths[0].status()["ca_fingerprints"]["tls"]
         auth_join = auths[0].listeners["auth_join"]
         for index in range(2):
-            listeners = {name: f"127.0.0.1:{_free_port()}" for name in ("web", "ssh_proxy",
+            listeners = {name: f"127.0.0.1:{free_port()}" for name in ("web", "ssh_proxy",
                                                                         "tunnel")}
             listeners |= {name: "127.0.0.1:0" for name in ("postgres", "mysql", "kube")}
             name = f"proxy-{index + 1}"

@@ -56,6 +56,7 @@ from limen.ca.ssh_certs import sign_host_cert, sign_user_cert
 from limen.events import AuditEvent
 from limen.recording import LocalDirectorySink, read_cast, recordings_dir, sessions_dir
 from limen.services.resource_store import ResourceStore
+from ports import free_port
 
 from .cluster import SshAgent, clean_env, wait_for
 
@@ -648,12 +649,6 @@ def _echo_server() -> Iterator[int]:
         listener.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _echo_through(port: int, payload: bytes) -> bytes:
     def attempt() -> bytes | None:
         try:
@@ -690,13 +685,13 @@ def _ssh_running(node: Node, key: UserKey, *extra: str) -> Iterator[subprocess.P
 def test_local_and_remote_port_forwarding(node: Node) -> None:
     key = node.user()
     with _echo_server() as echo_port:
-        local = _free_port()
+        local = free_port()
         with _ssh_running(node, key, "-L", f"{local}:127.0.0.1:{echo_port}"):
             assert _echo_through(local, b"through -L") == b"through -L"
         event = node.events.wait(lambda e: e.type.value == "port"
                                  and e.fields.get("action") == "local" and e.success)
         assert event.fields["addr"] == f"127.0.0.1:{echo_port}"
-        remote = _free_port()
+        remote = free_port()
         with _ssh_running(node, key, "-R", f"{remote}:127.0.0.1:{echo_port}"):
             assert _echo_through(remote, b"through -R") == b"through -R"
         node.events.wait(lambda e: e.type.value == "port" and e.fields.get("action") == "remote"
@@ -706,7 +701,7 @@ def test_local_and_remote_port_forwarding(node: Node) -> None:
 def test_port_forwarding_refused_when_roles_disable_it(node: Node) -> None:
     key = node.user(("noforward",))
     with _echo_server() as echo_port:
-        local = _free_port()
+        local = free_port()
         proc = subprocess.Popen([*node.ssh_args(key, "-N", "-L",
                                                 f"{local}:127.0.0.1:{echo_port}")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -8,7 +8,6 @@ fails ``node-tunnel`` until the proxy is back), and an auth whose PostgreSQL is 
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,24 +16,12 @@ import pytest
 import yaml
 
 from dbservers import PostgresServer, start_postgres
+from ports import free_ports
 
 from .cluster import LimenCluster, wait_for
 from .diag_scrape import readyz, scrape, total
 
 DIAG = ["--diag-addr", "127.0.0.1:0"]
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports, all held at once while they are chosen (one released
-    before the next is chosen could be handed out twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _private(path: Path, text: str) -> Path:
@@ -65,7 +52,7 @@ def apart(tmp_path: Path) -> Iterator[Apart]:
         # fixed ports, the diagnostics listener's too: the restarted proxy keeps them, and
         # no listener of its own can take a port chosen for another
         names = ("web", "ssh_proxy", "tunnel", "postgres", "mysql", "kube", "diag")
-        ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         proxy_yaml.write_text(yaml.safe_dump({"listeners": {
             name: f"127.0.0.1:{port}" for name, port in ports.items() if name != "diag"}}),
             encoding="utf-8")

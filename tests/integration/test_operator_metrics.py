@@ -6,7 +6,6 @@ in ``limen_operator_reconciles_total{kind, outcome}``: ``ok`` when a Role reache
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,17 +17,12 @@ from k8s_emulator.fixtures import KubeAPI
 from k8s_emulator.loop_garbage import collect_after_kopf
 from limen.operator.main import run as run_operator
 from limen.operator.settings import OperatorConfig
+from ports import free_port
 
 from .cluster import LimenCluster, wait_for
 from .diag_scrape import readyz, scrape, value
 
 NAMESPACE = "team-m"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Operator:
@@ -38,7 +32,7 @@ class Operator:
         self.config = OperatorConfig(data_dir=limen.data_dir, resync_seconds=60.0,
                                      retry_seconds=0.5, call_timeout_seconds=2.0,
                                      delete_deadline_seconds=4.0, image="limen:test")
-        self.diag = f"127.0.0.1:{_free_port()}"
+        self.diag = f"127.0.0.1:{free_port()}"
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.failure: BaseException | None = None

@@ -10,7 +10,6 @@ closed descriptor; ``lmsh ls`` with twins; reaching a twin by its id; a node wit
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from ports import free_port
 
 from .cluster import ClusterFactory, LimenCluster, LimenUser, command, describe, run, wait_for
 
@@ -36,17 +37,11 @@ spec:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 LEGACY = f"""\
 apiVersion: limen.dev/v1alpha1
 kind: Resource
 metadata: {{name: legacy, labels: {{env: dev}}}}
-spec: {{kind: ssh, address: '127.0.0.1:{_free_port()}'}}
+spec: {{kind: ssh, address: '127.0.0.1:{free_port()}'}}
 """
 
 

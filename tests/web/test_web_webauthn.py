@@ -7,7 +7,6 @@ address as the WebAuthn relying party), so the browser talks to the proxy by tha
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,11 @@ import pytest
 from playwright.sync_api import Browser, CDPSession, Page, Playwright, Route, expect
 
 from integration.cluster import LimenCluster
+from ports import free_port
 from web.conftest import CHROMIUM, CHROMIUM_ARGS, _trusted_ca, spki_b64
 
 MS = 20_000
 PASSWORD = "keyweb-correct-horse-battery"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Site:
@@ -38,7 +31,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("webauthn-web")
-    port = _free_port()
+    port = free_port()
     config = root / "limen.yaml"
     others = ("ssh_proxy", "tunnel", "auth", "node_ssh", "postgres", "mysql", "kube")
     config.write_text(
