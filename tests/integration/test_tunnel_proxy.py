@@ -52,6 +52,7 @@ from limen.proxy.sshproxy import ProxySSHService
 from limen.recording.sink import LocalDirectorySink, recordings_dir
 from limen.tunnel import DialRequest, TunnelAgent, TunnelAgentSettings
 from limen.tunnel.protocol import KIND_NODE
+from ports import free_port
 
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSHD = "/usr/sbin/sshd"
@@ -432,9 +433,7 @@ async def stock_sshd(env: Env, tmp_path: Path) -> AsyncIterator[int]:
                           ["127.0.0.1"], HOUR, SystemRole.NODE)
     (directory / "host_key-cert.pub").write_bytes(cert + b"\n")
     (directory / "user_ca.pub").write_text("\n".join(env.user_ca.ssh_public_keys()) + "\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = directory / "sshd_config"
     config.write_text(f"""
 Port {port}
