@@ -78,6 +78,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the test helpers: real servers
 
 from dbservers import PostgresServer, start_postgres  # noqa: E402
 from integration.cluster import LimenCluster, LimenUser, command, run, wait_for  # noqa: E402
+from ports import free_port  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Databases (PostgreSQL)"
@@ -155,13 +156,6 @@ def thread_cpu(pid: int) -> dict[str, float]:
             comm = (task / "comm").read_text().strip()
             out[f"{comm}/{task.name}"] = _util.process_cpu(pid, int(task.name))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:

@@ -94,6 +94,7 @@ from bench_db import tree_cpu  # noqa: E402
 from dbservers import PostgresServer, start_postgres  # noqa: E402
 from integration.cluster import LimenCluster  # noqa: E402
 from integration.tcp_failover import TcpFailover  # noqa: E402
+from ports import free_port  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## High availability and scale-out"
@@ -125,12 +126,6 @@ def raise_nofile() -> tuple[int, int]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard, hard
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def private(path: Path, text: str) -> Path:

@@ -1,7 +1,7 @@
 """Ports for servers that the tests start on 127.0.0.1 at an address chosen beforehand (a
 config names it before the server runs, a restarted server must come back on it): chosen at
 random below the kernel's ephemeral port range and checked free. Used by the integration and
-web tests and by ``dbservers``.
+web tests, ``dbservers`` and the benchmarks.
 
 A port taken with ``bind(("127.0.0.1", 0))`` and released lies in the ephemeral range
 (``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 on Debian): the kernel hands it out
