@@ -18,6 +18,11 @@ as Limen's database relay does. They differ only in what they do with each simpl
                      queued in an :class:`~limen.events.buffer.AuditBuffer` and written
                      by a :class:`~limen.events.FileLog`
                      (batches, hash chain, fsync, its writer thread);
+* ``audit-prechain`` the same events and :class:`~limen.events.buffer.AuditBuffer` as
+                     ``audit-loop``, over a minimal log that chains each batch on the loop
+                     and only appends and fsyncs it in a thread: by difference, what
+                     FileLog's writer thread costs (with ``audit-loop``) and what the buffer
+                     and the per-query events cost (with ``batch-write``);
 * ``audit-process``  the query's bytes only, sent every 10 ms to a child process that
                      builds the same events with the same template (stamped when built),
                      chains them (:func:`~limen.events.chain.chain_line`), appends and
@@ -62,23 +67,25 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import _util
 import bench_db
-from bench_db import DB_NAME, DB_USER, HOST, PGBENCH, Bench, client_env, free_port
+from bench_db import DB_NAME, DB_USER, HOST, PGBENCH, Bench, client_env
 
 from limen.dbproto import postgres as pg
 from limen.events.buffer import AuditBuffer
 from limen.events.chain import chain_line
+from limen.events.event import AuditEvent
 from limen.events.filelog import FileLog
 from limen.events.template import EventTemplate
+from ports import free_port  # tests/, on the path bench_db set
 
-RELAYS = ("relay", "relay-sslsocket", "audit-loop", "audit-process", "capture", "batch-build",
-          "batch-chain", "batch-write")
-STEPS = RELAYS[4:]
+RELAYS = ("relay", "relay-sslsocket", "audit-loop", "audit-prechain", "audit-process",
+          "capture", "batch-build", "batch-chain", "batch-write")
+STEPS = RELAYS[5:]
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
 _BATCH = struct.Struct("!I")
 _RECORD = struct.Struct("!I")
@@ -267,6 +274,35 @@ async def serve_sslsocket(port: int, pg_port: int, server_tls: ssl.SSLContext,
     await loop.create_future()  # until the process is stopped
 
 
+class PrechainLog:
+    """The ``audit-prechain`` relay's log: an emitter whose ``emit_many`` chains the batch on
+    the loop and hands the lines to a thread that appends and fsyncs them."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.fd = open_log(log_dir)
+        self.head, self.seq = "0" * 64, 0
+        self.loop = asyncio.get_running_loop()
+        self.jobs: queue.SimpleQueue[tuple[bytes, asyncio.Future[None]]] = queue.SimpleQueue()
+        threading.Thread(target=self.write, daemon=True).start()
+
+    async def emit(self, event: AuditEvent) -> None:
+        await self.emit_many([event])
+
+    async def emit_many(self, events: Sequence[AuditEvent]) -> None:
+        bodies = [event.to_json().encode() for event in events]
+        lines, self.head, self.seq = chained(bodies, self.head, self.seq)
+        written: asyncio.Future[None] = self.loop.create_future()
+        self.jobs.put((lines, written))
+        await written
+
+    def write(self) -> None:
+        while True:
+            lines, written = self.jobs.get()
+            os.write(self.fd, lines)
+            os.fsync(self.fd)
+            self.loop.call_soon_threadsafe(written.set_result, None)
+
+
 class AuditChild:
     """The ``audit-process`` relay's writer: queries batched for LINGER, then one pipe write."""
 
@@ -375,7 +411,8 @@ async def serve(kind: str, port: int, pg_port: int, files: list[str]) -> None:
     loop = asyncio.get_running_loop()
     log_dir = Path(logs)
     child = AuditChild(log_dir) if kind == "audit-process" else None
-    buffer = AuditBuffer(FileLog(log_dir)) if kind == "audit-loop" else None
+    buffer = AuditBuffer(FileLog(log_dir)) if kind == "audit-loop" else \
+        AuditBuffer(PrechainLog(log_dir)) if kind == "audit-prechain" else None
     steps = BatchAudit(kind, log_dir) if kind in STEPS else None
 
     def on_query_for() -> Callable[[bytes], None] | None:
