@@ -74,7 +74,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layout]:
         node_token = auth.lmctl_json("tokens", "add", "--type", "node", "--ttl", "5m")
         pin = node_token["ca_pin"]
         listeners = {name: f"127.0.0.1:{free_port()}" for name in ("web", "ssh_proxy",
-                                                                    "tunnel")}
+                                                                   "tunnel")}
         proxy = LimenCluster(root / "proxy", "hub", [
             "--roles", "proxy", "-c", str(_config(root / "proxy.yaml", {"listeners": listeners})),
             "--auth-server", auth.auth, "--token", proxy_token, "--ca-pin", pin,

@@ -233,7 +233,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
         auth_join = auths[0].listeners["auth_join"]
         for index in range(2):
             listeners = {name: f"127.0.0.1:{free_port()}" for name in ("web", "ssh_proxy",
-                                                                        "tunnel")}
+                                                                       "tunnel")}
             listeners |= {name: "127.0.0.1:0" for name in ("postgres", "mysql", "kube")}
             name = f"proxy-{index + 1}"
             state.proxies.append(LimenCluster(root / name, "ha", [
