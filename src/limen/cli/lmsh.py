@@ -20,7 +20,7 @@ COMMANDS = {
     "ls": "limen.cli.lmsh_access:ls",
     "ssh": "limen.cli.lmsh_access:ssh",
     "scp": "limen.cli.lmsh_access:scp",
-    "play": "limen.cli.lmsh_access:play",
+    "play": "limen.cli.lmsh_recordings:play",
     "clusters": "limen.cli.lmsh_clusters:clusters",
     "signup": "limen.cli.lmsh_signup:signup",
     "recordings": "limen.cli.lmsh_recordings:recordings",

@@ -1,6 +1,7 @@
-"""``lmsh ls``, ``lmsh ssh``, ``lmsh scp`` and ``lmsh play``: reaching nodes and replaying
-sessions. ``ssh`` and ``scp`` run the stock OpenSSH client with Limen's key, certificate and
-known_hosts, and ``lmsh proxy ssh`` as ProxyCommand, so every OpenSSH option works.
+"""``lmsh ls``, ``lmsh ssh`` and ``lmsh scp``: reaching nodes (``lmsh play``, which replays
+sessions, is in :mod:`limen.cli.lmsh_recordings`). ``ssh`` and ``scp`` run the stock OpenSSH
+client with Limen's key, certificate and known_hosts, and ``lmsh proxy ssh`` as ProxyCommand,
+so every OpenSSH option works.
 Registered on the ``lmsh`` group by ``limen.cli.lmsh``.
 """
 
@@ -16,32 +17,21 @@ from typing import Any
 import click
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
-from limen.cli.lmsh_recordings import PLAY_OUTPUTS, render_recording
 from limen.client.clusters import leaf_host, refresh_clusters, require_leaf
 from limen.client.nodes import is_label_selector, matching, parse_selector
 from limen.client.profile import Profile, ProfileStore
 from limen.client.ssh_command import openssh_options, split_ssh_args, ssh_argv
-from limen.client.webapi import WebApi
+from limen.client.webapi import get_as_current_user
 from limen.errors import BadParameter, NotFound
-from limen.recording import parse_cast
 
-__all__ = ["ls", "openssh_options", "play", "scp", "split_ssh_args", "ssh"]
-
-
-async def _user_call(path: str) -> Any:
-    store = ProfileStore()
-    api = WebApi.for_profile(store, store.current())
-    try:
-        return await api.as_user(path)
-    finally:
-        await api.close()
+__all__ = ["ls", "openssh_options", "scp", "split_ssh_args", "ssh"]
 
 
 def _nodes(cluster: str | None = None) -> list[dict[str, Any]]:
     """Nodes of the profile's cluster, or of leaf ``cluster`` (as the leaf publishes them)."""
     if cluster and cluster != ProfileStore().current().cluster:
-        return list(asyncio.run(_user_call(f"clusters/{cluster}/nodes"))["items"])
-    return list(asyncio.run(_user_call("nodes"))["items"])
+        return list(asyncio.run(get_as_current_user(f"clusters/{cluster}/nodes"))["items"])
+    return list(asyncio.run(get_as_current_user("nodes"))["items"])
 
 
 @click.command()
@@ -134,17 +124,3 @@ def _scp_arg(arg: str, profile: Profile, cluster: str | None) -> str:
     return f"{login}{at}{_target(host, profile, cluster)}:{path}"
 
 
-@click.command()
-@click.argument("session_id")
-@click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed.")
-@click.option("-o", "--output", "--format", "output", type=click.Choice(PLAY_OUTPUTS),
-              default="pty", show_default=True,
-              help="pty: timed replay; text: the output; json or yaml: the events.")
-@handle_errors
-def play(session_id: str, speed: float, output: str) -> None:
-    """Replay a recorded session you may read (your own with the access role; lmsh
-    recordings ls lists them)."""
-    if speed <= 0:
-        raise BadParameter("--speed must be positive")
-    answer = asyncio.run(_user_call(f"recordings/{session_id}"))
-    render_recording(parse_cast(answer["cast"].encode()), output, speed=speed)

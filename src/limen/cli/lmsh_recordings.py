@@ -1,11 +1,10 @@
-"""``lmsh recordings ls``: the recorded sessions you may replay, newest first; and the
-output formats of ``lmsh play`` (``render_recording``).
+"""``lmsh recordings ls``: the recorded sessions you may replay, newest first; and ``lmsh play``,
+which replays one.
 
 Asks the proxy's ``GET /v1/webapi/user/recordings`` (auth filters the list by your roles'
 ``session`` rules: with the ``access`` preset, the sessions you took part in) and prints a
 table, or ``-o json|yaml``. Replay one with ``lmsh play SESSION [-o pty|text|json|yaml]``.
-``recordings`` is registered on the ``lmsh`` group by ``limen.cli.lmsh``; ``lmsh play``
-lives in ``limen.cli.lmsh_access``.
+Both are registered on the ``lmsh`` group by ``limen.cli.lmsh`` (loaded when one of them runs).
 """
 
 from __future__ import annotations
@@ -13,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import datetime
-from typing import Any
 
 import click
-import yaml
 
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
-from limen.client.profile import ProfileStore
-from limen.client.webapi import WebApi
-from limen.recording import FORMATS, Cast, render
+from limen.client.webapi import get_as_current_user
+from limen.errors import BadParameter
+from limen.recording import FORMATS, Cast, parse_cast, render
 
-__all__ = ["PLAY_OUTPUTS", "format_duration", "recordings", "render_recording"]
+__all__ = ["PLAY_OUTPUTS", "format_duration", "play", "recordings", "render_recording"]
 
 PLAY_OUTPUTS = (*FORMATS, "yaml")
 """``lmsh play -o``: pty (timed replay), text (the output), json or yaml (the events)."""
@@ -32,22 +29,14 @@ PLAY_OUTPUTS = (*FORMATS, "yaml")
 def render_recording(cast: Cast, output: str, *, speed: float = 1.0) -> None:
     """Write ``cast`` to stdout as ``lmsh play -o OUTPUT`` shows it."""
     if output == "yaml":
+        import yaml  # only for this output
+
         document = {"header": cast.header.to_dict(), "incomplete": cast.incomplete,
                     "events": [event.to_list() for event in cast.events]}
         click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=False), nl=False)
         return
     render(cast, output, sys.stdout.buffer, speed=speed)
     sys.stdout.buffer.flush()
-
-
-async def _list() -> list[dict[str, Any]]:
-    store = ProfileStore()
-    api = WebApi.for_profile(store, store.current())
-    try:
-        answer = await api.as_user("recordings")
-    finally:
-        await api.close()
-    return list(answer["items"])
 
 
 def format_duration(seconds: float | None) -> str:
@@ -79,8 +68,8 @@ def recordings() -> None:
 @handle_errors
 def ls(output: str) -> None:
     """The recorded sessions you may replay, newest first."""
-    items = sorted(asyncio.run(_list()), key=lambda i: (i.get("start") or "", i["session_id"]),
-                   reverse=True)
+    items = sorted(asyncio.run(get_as_current_user("recordings"))["items"],
+                   key=lambda i: (i.get("start") or "", i["session_id"]), reverse=True)
     if output != "text":
         emit_documents(items, output, as_list=True)
         return
@@ -93,3 +82,19 @@ def ls(output: str) -> None:
          format_duration(i.get("duration_seconds")) + (" (incomplete)"
                                                        if i.get("incomplete") else ""))
         for i in items])
+
+
+@click.command()
+@click.argument("session_id")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed.")
+@click.option("-o", "--output", "--format", "output", type=click.Choice(PLAY_OUTPUTS),
+              default="pty", show_default=True,
+              help="pty: timed replay; text: the output; json or yaml: the events.")
+@handle_errors
+def play(session_id: str, speed: float, output: str) -> None:
+    """Replay a recorded session you may read (your own with the access role; lmsh
+    recordings ls lists them)."""
+    if speed <= 0:
+        raise BadParameter("--speed must be positive")
+    answer = asyncio.run(get_as_current_user(f"recordings/{session_id}"))
+    render_recording(parse_cast(answer["cast"].encode()), output, speed=speed)

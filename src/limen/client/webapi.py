@@ -24,7 +24,7 @@ from limen.client.profile_tls import profile_context
 from limen.errors import AccessDenied, ConnectionProblem, TlsVerificationFailed
 from limen.net.cli_http import CliApiClient
 
-__all__ = ["WebApi", "client_ssl_context"]
+__all__ = ["WebApi", "client_ssl_context", "get_as_current_user"]
 
 
 def _untrusted(proxy: str, *, saved: bool) -> str:
@@ -170,3 +170,14 @@ class WebApi:
         result: dict[str, Any] = await self.http.call(
             "POST", "/v1/webapi/login/webauthn/begin", {"user": user, "password": password})
         return result
+
+
+async def get_as_current_user(path: str) -> Any:
+    """``GET /v1/webapi/user/<path>`` as the current profile's user, on a connection of its
+    own (a command's single call)."""
+    store = ProfileStore()
+    api = WebApi.for_profile(store, store.current())
+    try:
+        return await api.as_user(path)
+    finally:
+        await api.close()
