@@ -122,5 +122,3 @@ def _scp_arg(arg: str, profile: Profile, cluster: str | None) -> str:
     head, _, path = arg.partition(":")
     login, at, host = head.rpartition("@")
     return f"{login}{at}{_target(host, profile, cluster)}:{path}"
-
-
