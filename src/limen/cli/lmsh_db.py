@@ -36,7 +36,6 @@ from limen.ca.identity import RouteToDatabase
 from limen.cli.common import OUTPUT_OPTION, emit_documents, handle_errors, print_table
 from limen.cli.lmctl_format import labels_text
 from limen.client.db_access import list_databases, listener_address, login_database
-from limen.client.db_local_proxy import LocalDbProxy, Upstream, upstream_context
 from limen.client.db_profiles import (
     POSTGRES,
     configured_protocol,
@@ -244,6 +243,9 @@ def proxy_db(name: str, port: int, db_user: str | None, db_name: str | None,
     client certificate; only your own processes may connect. Connections go to the proxy's
     web port (or its database listener, when the proxy is older). Stops at Ctrl-C, or when
     the database certificate expires."""
+    # the wire protocols' codecs: loaded by this command only
+    from limen.client.db_local_proxy import LocalDbProxy, Upstream, upstream_context
+
     store, profile = _logged_in()
     protocol, route = _ensure_login(store, profile, name, db_user, db_name, cluster)
     files = db_files(store, profile, name, _leaf(profile, cluster))
