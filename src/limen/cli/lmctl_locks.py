@@ -86,13 +86,13 @@ def lock(user: str | None, role: str | None, node: str | None, login: str | None
          mfa_device: str | None, ttl: str | None, message: str, name: str | None,
          output: str) -> None:
     """Lock a user, role, node, login or MFA device at once (every field given must match)."""
+    from limen.api.loader import SourceDocument  # PyYAML: here
+
     fields = {"user": user, "role": role, "node": node, "login": login,
               "mfa_device": mfa_device}
     target = {k: v for k, v in fields.items() if v}
     document = lock_document(target, message, seconds(ttl) if ttl else None,
                              now=datetime.now(UTC), name=name)
-    from limen.api.loader import SourceDocument  # PyYAML: here
-
     source = SourceDocument("<lmctl lock>", 0, 1, document)
     run_admin(lambda admin: admin.apply([source]))
     if output != "text":
